@@ -1,0 +1,18 @@
+"""Where the shipped assets (``labs/``, ``scenarios/``) live.
+
+In a checkout they sit at the top level; in an installed wheel hatch force-includes them
+under ``harness/_data/`` so an installed ``trustlab`` works outside the checkout.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+
+def asset_dir(name: str) -> Path:
+    """The directory of a top-level asset folder (``labs`` or ``scenarios``)."""
+    checkout = Path(__file__).resolve().parent.parent / name
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("harness") / "_data" / name))

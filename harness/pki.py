@@ -1,0 +1,212 @@
+"""The lab's throwaway PKI, minted with trustme.
+
+The internal PKI is *root -> intermediate -> leaf*; every identity of DESIGN.md gets the
+certificate that gives it exactly its meaning. Files are written to a private directory
+(0700) with keys at 0600::
+
+    DIR/internal-pki.pem          the internal root only: what a proxy should trust
+    DIR/system-bundle.pem         internal root + the lab's "public" CA: a broad OS bundle
+    DIR/identities/<id>.pem       what the seat presents (leaf, then the chain it serves)
+    DIR/identities/<id>.key       its private key
+    DIR/default-site.{pem,key}    a multi-site backend's default certificate (no SNI)
+    DIR/manifest.json             what each file is
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from harness.vocab import (
+    BACKEND_NAME,
+    DEFAULT_SITE_NAME,
+    IDENTITIES,
+    LOCAL_LAB_IP,
+    SIBLING_NAME,
+    identity_spec,
+)
+
+CA_FILE = "internal-pki.pem"
+BUNDLE_FILE = "system-bundle.pem"
+
+
+@dataclass(frozen=True)
+class IdentityCert:
+    """One identity's certificate material, in PEM."""
+
+    id: str
+    chain_pem: bytes
+    key_pem: bytes
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificates(self.chain_pem)[0]
+
+    def write_to(self, directory: Path) -> tuple[Path, Path]:
+        """Write ``<id>.pem`` and ``<id>.key`` (0600) into *directory*."""
+        return _write(directory / f"{self.id}.pem", self.chain_pem), _write_secret(
+            directory / f"{self.id}.key", self.key_pem
+        )
+
+    def describe(self) -> dict[str, object]:
+        """Subject, SANs, issuer, validity and meaning, for ``trustlab pki show``."""
+        leaf = self.leaf
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)] + [
+                f"IP:{a}" for a in san.get_values_for_type(x509.IPAddress)
+            ]
+        except x509.ExtensionNotFound:
+            sans = []
+        spec = identity_spec(self.id) if self.id in _IDS else None
+        return {
+            "identity": self.id,
+            "subject": leaf.subject.rfc4514_string(),
+            "sans": sans,
+            "issuer": leaf.issuer.rfc4514_string(),
+            "not_before": leaf.not_valid_before_utc.isoformat(),
+            "not_after": leaf.not_valid_after_utc.isoformat(),
+            "chain_served": len(x509.load_pem_x509_certificates(self.chain_pem)),
+            "legitimate": spec.legitimate if spec else None,
+            "meaning": spec.meaning if spec else "",
+        }
+
+
+_IDS = {s.id for s in IDENTITIES}
+
+
+@dataclass(frozen=True)
+class LabPKI:
+    """Every certificate the lab needs; mint a fresh one per run with :meth:`mint`."""
+
+    internal_root_pem: bytes
+    public_root_pem: bytes
+    identities: dict[str, IdentityCert]
+    default_site: IdentityCert
+    backend_ip: str
+
+    @classmethod
+    def mint(cls, *, backend_ip: str = LOCAL_LAB_IP) -> LabPKI:
+        """Mint the internal PKI and one certificate per built-in identity."""
+        now = dt.datetime.now(dt.timezone.utc)
+        root = trustme.CA(organization_name="trustlab internal root")
+        inter = root.create_child_ca()
+        rogue = trustme.CA(organization_name="trustlab rogue CA")
+        public = trustme.CA(organization_name="trustlab public CA")
+
+        def from_ca(ident: str, ca: trustme.CA, *names: str, chain: bool = True, **kw: object) -> IdentityCert:
+            leaf = ca.issue_cert(*names, **kw)  # type: ignore[arg-type]
+            pems = leaf.cert_chain_pems if chain else leaf.cert_chain_pems[:1]
+            return IdentityCert(ident, b"".join(p.bytes() for p in pems), leaf.private_key_pem.bytes())
+
+        # One leaf serves both "legit" and "legit-no-chain": same key, same certificate.
+        legit_leaf = inter.issue_cert(BACKEND_NAME, common_name=BACKEND_NAME)
+        chain = legit_leaf.cert_chain_pems
+        key = legit_leaf.private_key_pem.bytes()
+        ids = {
+            "legit": IdentityCert("legit", b"".join(p.bytes() for p in chain), key),
+            "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
+            "rogue-ca": from_ca("rogue-ca", rogue, BACKEND_NAME, common_name=BACKEND_NAME),
+            "self-signed": _self_signed("self-signed", BACKEND_NAME, now),
+            "wrong-name": from_ca("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
+            "expired": from_ca(
+                "expired", inter, BACKEND_NAME, common_name=BACKEND_NAME,
+                not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
+            ),
+            "not-yet-valid": from_ca(
+                "not-yet-valid", inter, BACKEND_NAME, common_name=BACKEND_NAME,
+                not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400),
+            ),
+            # trustme puts an IP identity into an iPAddress SAN; no common_name means no CN.
+            "ip-san": from_ca("ip-san", inter, backend_ip),
+            "wildcard": from_ca("wildcard", inter, "*.internal", common_name="*.internal"),
+            "public-ca": from_ca("public-ca", public, BACKEND_NAME, common_name=BACKEND_NAME),
+        }
+        assert tuple(ids) == tuple(s.id for s in IDENTITIES)
+        default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
+        return cls(
+            internal_root_pem=root.cert_pem.bytes(),
+            public_root_pem=public.cert_pem.bytes(),
+            identities=ids,
+            default_site=default,
+            backend_ip=backend_ip,
+        )
+
+    def identity(self, identity: str) -> IdentityCert:
+        """The certificate material of one identity id."""
+        return self.identities[identity]
+
+    def write_to(self, directory: Path) -> Path:
+        """Write every file into *directory* (created 0700) and return it."""
+        directory = Path(directory)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        _write(directory / CA_FILE, self.internal_root_pem)
+        _write(directory / BUNDLE_FILE, self.internal_root_pem + self.public_root_pem)
+        ident_dir = directory / "identities"
+        ident_dir.mkdir(mode=0o700, exist_ok=True)
+        for cert in self.identities.values():
+            cert.write_to(ident_dir)
+        self.default_site.write_to(directory)
+        manifest = {
+            "backend": BACKEND_NAME,
+            "backend_ip": self.backend_ip,
+            "ca": CA_FILE,
+            "system_bundle": BUNDLE_FILE,
+            "identities": {i: self.identities[i].describe() for i in self.identities},
+            "default_site": f"{self.default_site.id}.pem",
+        }
+        _write(directory / "manifest.json", json.dumps(manifest, indent=2).encode())
+        return directory
+
+
+def _self_signed(ident: str, name: str, now: dt.datetime) -> IdentityCert:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return IdentityCert(ident, cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _write_secret(path: Path, data: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+    return path
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,113 @@
+"""One request through the proxy, and the verdict on it, decided by evidence.
+
+* ``served`` / ``spoofed``: the response carries the seat's identity marker, and that
+  identity is the one the seat was presenting (legitimate or not).
+* ``blocked``: no marker reached the client *and* the proxy's own log holds a
+  verification-failure line (kept as the reason).
+* ``config-rejected``: the proxy refused to start (its message kept verbatim).
+* ``error``: anything else (timeout, no log reason, a marker from the wrong identity ...),
+  with detail. Never folded into ``blocked``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from dataclasses import asdict, dataclass
+
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome
+
+MARKER = "X-Trustlab-Identity"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int | None
+    marker: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The outcome of one request (proxy x variant x identity) with its evidence."""
+
+    scenario: str
+    proxy: str
+    variant: str
+    identity: str
+    outcome: Outcome
+    expected: Outcome | None
+    status: int | None
+    reason: str
+    sni: str | None
+    tls: str | None
+    duration_s: float
+
+    @property
+    def differs(self) -> bool:
+        """True when a scenario expectation exists and the run disagrees with it."""
+        return self.expected is not None and self.outcome is not self.expected
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        d["expected"] = self.expected.value if self.expected else None
+        d["duration_s"] = round(self.duration_s, 4)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Cell:
+        data = dict(d)
+        data["outcome"] = Outcome(str(data["outcome"]))
+        data["expected"] = Outcome(str(data["expected"])) if data.get("expected") else None
+        return cls(**data)  # type: ignore[arg-type]
+
+
+def request(host: str, port: int, path: str, *, timeout: float = 10.0) -> Response:
+    """GET *path* through the proxy as a client of the public site would."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": PUBLIC_HOST, "Connection": "close"})
+        resp = conn.getresponse()
+        resp.read()
+        return Response(resp.status, resp.getheader(MARKER))
+    except (OSError, http.client.HTTPException) as exc:
+        kind = "timeout" if isinstance(exc, socket.timeout | TimeoutError) else type(exc).__name__
+        return Response(None, None, f"{kind}: {exc}")
+    finally:
+        conn.close()
+
+
+def decide(
+    *,
+    presented: str,
+    response: Response,
+    block_reason: str | None,
+    seat_error: str | None = None,
+    log_tail: str = "",
+) -> tuple[Outcome, str]:
+    """The outcome of one request and the evidence for it."""
+    if response.marker is not None:
+        served_by, _, site = response.marker.partition("@")
+        if response.status != 200:
+            return Outcome.ERROR, f"marker {response.marker!r} with unexpected status {response.status}"
+        if site:
+            return Outcome.ERROR, f"the backend answered from its {site} (the proxy sent no usable SNI)"
+        if served_by not in IDENTITY_IDS:
+            return Outcome.ERROR, f"unknown identity marker {response.marker!r}"
+        if served_by != presented:
+            return Outcome.ERROR, f"seat presented {presented} but the response came from {served_by} (stale connection)"
+        if served_by in LEGITIMATE_IDS:
+            return Outcome.SERVED, f"response from {served_by}"
+        return Outcome.SPOOFED, f"response from impostor {served_by}"
+    if block_reason:
+        extra = f" (seat saw: {seat_error})" if seat_error else ""
+        return Outcome.BLOCKED, block_reason + extra
+    if response.error:
+        return Outcome.ERROR, f"no response: {response.error}"
+    detail = f"status {response.status} without identity marker and no verification line in the proxy log"
+    if seat_error:
+        detail += f"; seat saw: {seat_error}"
+    if log_tail:
+        detail += f"; log: {log_tail[-300:]}"
+    return Outcome.ERROR, detail

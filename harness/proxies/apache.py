@@ -1,0 +1,49 @@
+"""Apache httpd (mod_proxy + mod_ssl) as a reverse proxy to an HTTPS backend.
+
+Defaults that matter (mod_ssl docs): ``SSLProxyVerify none``; ``SSLProxyCheckPeerName``,
+``SSLProxyCheckPeerCN`` and ``SSLProxyCheckPeerExpire`` on (2.4.5+); ``SSLProxyVerifyDepth 1``.
+Verification failures are logged by mod_ssl at info level (``AH02276: Certificate
+Verification: Error (N): ...``, ``AH02411: SSL Proxy: Peer certificate does not match for
+hostname ...``) and answered with 500 or 502.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness.proxies.base import Driver, RenderContext
+from harness.scenarios import Scenario
+from harness.vocab import ProxyKind
+
+MODULES = "/usr/lib/apache2/modules"
+
+
+class ApacheDriver(Driver):
+    kind = ProxyKind.APACHE
+    binary = "apache2"
+    template = "httpd.conf.tmpl"
+    config_name = "httpd.conf"
+    verify_patterns = (
+        re.compile(r"AH\d+: Certificate Verification: [^\[]*"),
+        re.compile(r"AH\d+: SSL Proxy: Peer certificate [^\[]*"),
+        re.compile(r"AH\d+: SSL Proxy: [^\[]*(?:verif|expired|does not match|CN)[^\[]*"),
+    )
+
+    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+        return "\n".join(f"    {key} {self.expand(str(value), ctx)}" for key, value in scenario.directives)
+
+    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+        values = super().fields(scenario, ctx)
+        values["modules"] = MODULES if Path(MODULES).is_dir() else "/usr/lib/apache2/modules"
+        return values
+
+    def command(self, config: str, run_dir: str) -> list[str]:
+        # -X: one process in the foreground (no children to outlive the lab).
+        return [self.find_binary() or self.binary, "-f", config, "-X"]
+
+    def _is_fatal(self, line: str) -> bool:
+        return "Syntax error" in line or "AH00526" in line or "[emerg]" in line or "Invalid command" in line
+
+    version_args = ("-v",)
+    version_regex = r"Apache/(\d+\.\d+\.\d+)"

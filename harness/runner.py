@@ -1,0 +1,201 @@
+"""Run scenarios on a runtime and collect :class:`Results`.
+
+A *lab* is one private temp directory (0700; keys 0600) holding the run's PKI and rendered
+configs, plus whatever the runtime starts. It is removed at the end (also on errors and
+Ctrl-C) unless ``keep=True``; a lab whose owner was killed is swept by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.errors import LabError
+from harness.pki import LabPKI
+from harness.probe import Cell
+from harness.scenarios import Scenario
+from harness.vocab import IDENTITY_IDS, LOCAL_LAB_IP, Outcome
+
+LAB_PREFIX = "trustlab-"
+OWNER_FILE = "owner.pid"
+
+
+@dataclass
+class Results:
+    """The cells of a run and what it ran on."""
+
+    meta: dict[str, Any]
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> list[Cell]:
+        return [c for c in self.cells if c.differs]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"meta": self.meta, "cells": [c.to_dict() for c in self.cells]}
+
+    def outcomes(self) -> dict[tuple[str, str], Outcome]:
+        return {(c.scenario, c.identity): c.outcome for c in self.cells}
+
+    def cell(self, scenario: str, identity: str) -> Cell:
+        for c in self.cells:
+            if c.scenario == scenario and c.identity == identity:
+                return c
+        raise KeyError((scenario, identity))
+
+
+def lab_root() -> Path:
+    return Path(os.environ.get("TRUSTLAB_TMPDIR") or tempfile.gettempdir())
+
+
+def stale_labs() -> list[Path]:
+    """Lab directories whose owning process is gone (left by a killed run)."""
+    stale = []
+    for path in lab_root().glob(f"{LAB_PREFIX}*"):
+        owner = path / OWNER_FILE
+        try:
+            pid = int(owner.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            if path.is_dir() and time.time() - path.stat().st_mtime > 60:
+                stale.append(path)
+            continue
+        if not _alive(pid):
+            stale.append(path)
+    return stale
+
+
+def sweep() -> list[Path]:
+    """Remove stale lab directories; return what was removed."""
+    removed = []
+    for path in stale_labs():
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def lab_dir(*, keep: bool = False) -> Iterator[Path]:
+    """A private (0700) lab directory, removed on exit unless *keep*."""
+    sweep()
+    path = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=lab_root()))
+    os.chmod(path, 0o700)
+    (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    # SIGTERM should unwind like Ctrl-C so the finally below runs.
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = False
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        installed = True
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield path
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+        if keep:
+            (path / OWNER_FILE).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def get_runtime(name: str) -> Any:
+    """The runtime object for ``local`` or ``docker`` (``auto`` is resolved by the caller)."""
+    if name == "local":
+        from harness.runtimes.local import LocalRuntime
+
+        return LocalRuntime()
+    if name == "docker":
+        raise LabError("--runtime docker: the docker runtime is not available yet; use --runtime local")
+    raise LabError(f"--runtime: {name!r} is unknown; choose local, docker or auto")
+
+
+def run(
+    scenarios: list[Scenario],
+    *,
+    runtime: str = "local",
+    identities: tuple[str, ...] | None = None,
+    seed: int | None = None,
+    shards: int | None = None,
+    keep: bool = False,
+    on_cell: Callable[[Cell], None] | None = None,
+) -> Results:
+    """Run every scenario against every identity and return the results (sorted)."""
+    if not scenarios:
+        raise LabError("no scenarios selected")
+    identities = identities or IDENTITY_IDS
+    rt = get_runtime(runtime)
+    rt.preflight({s.proxy.value for s in scenarios})
+    by_id = {s.id: s for s in scenarios}
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    cells: list[Cell] = []
+    with lab_dir(keep=keep) as path:
+        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+        for raw in rt.run(scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards):
+            sc = by_id[raw["key"]]
+            cell = Cell(
+                scenario=sc.id,
+                proxy=sc.proxy.value,
+                variant=sc.variant,
+                identity=raw["identity"],
+                outcome=Outcome(raw["outcome"]),
+                expected=sc.expected.get(raw["identity"]),
+                status=raw["status"],
+                reason=raw["reason"],
+                sni=raw["sni"],
+                tls=raw["tls"],
+                duration_s=raw["duration_s"],
+            )
+            cells.append(cell)
+            if on_cell:
+                on_cell(cell)
+    order = {s.id: i for i, s in enumerate(scenarios)}
+    ident_order = {i: n for n, i in enumerate(IDENTITY_IDS)}
+    cells.sort(key=lambda c: (order[c.scenario], ident_order[c.identity]))
+    expected_count = len(scenarios) * len(identities)
+    if len(cells) != expected_count:
+        raise LabError(f"lab returned {len(cells)} cells, expected {expected_count}")
+    meta = {
+        "trustlab": __version__,
+        "runtime": rt.name,
+        "versions": {**rt.versions(), "openssl": _openssl_version()},
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - t0, 3),
+    }
+    return Results(meta=meta, cells=cells)
+
+
+def _openssl_version() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["openssl", "version"], capture_output=True, text=True, timeout=5).stdout
+    except OSError:
+        return ""
+    parts = out.split()
+    return parts[1] if len(parts) > 1 else out.strip()

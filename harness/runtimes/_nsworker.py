@@ -1,0 +1,195 @@
+"""The part of a local lab that runs *inside* its private network + mount namespace.
+
+Started by :mod:`harness.runtimes.local` as
+``unshare --net --mount --propagation private [--user --map-root-user] --fork --kill-child
+python -m harness.runtimes._nsworker`` with a JSON job on stdin. It brings up the namespace's
+own loopback, gives it the lab IP, bind-mounts the lab's hosts file over ``/etc/hosts`` (inside
+this mount namespace only: the host's file is never touched), starts the backend seat and
+one proxy process per scenario, runs the cells in the order given, and writes one JSON line
+per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.probe import decide, request
+from harness.proxies import driver
+from harness.seat import Seat
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: SIGKILL this child when the process that started it dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def setup_namespace(job: dict[str, Any]) -> None:
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: E731
+    run("ip", "link", "set", "lo", "up")
+    run("ip", "addr", "add", f"{job['backend_ip']}/32", "dev", "lo")
+    run("mount", "--bind", job["hosts_file"], "/etc/hosts")
+
+
+class Proxy:
+    """One proxy process of the lab."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.key: str = spec["key"]
+        self.driver = driver(spec["kind"])
+        self.port: int = spec["listen_port"]
+        self.run_dir = Path(spec["run_dir"])
+        self.log = Path(spec["log"])
+        self.command: list[str] = spec["command"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - handed to the child
+        self.log.touch()
+        self.proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.run_dir,
+            preexec_fn=die_with_parent,
+        )
+        out.close()
+
+    def wait_ready(self, deadline: float) -> dict[str, Any]:
+        assert self.proc is not None
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                text = self.output()
+                return {"started": False, "message": self.driver.startup_message(text), "output": text[-4000:]}
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
+            except OSError:
+                time.sleep(0.002)
+        return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
+                "output": self.output()[-4000:], "timeout": True}
+
+    def output(self) -> str:
+        texts = []
+        for f in dict.fromkeys((self.run_dir / "stdout.log", self.log)):
+            try:
+                texts.append(f.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(t for t in texts if t)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
+    identity = cell["identity"]
+    seat.present(identity, sni_routing=cell.get("sni_routing", False))
+    mark = seat.mark()
+    log_offset = proxy.log.stat().st_size
+    path = f"/trustlab-probe/{proxy.key}/{identity}/{seq}"
+    t0 = time.perf_counter()
+    response = request("127.0.0.1", proxy.port, path)
+    duration = time.perf_counter() - t0
+    reason, log_text = None, ""
+    if response.marker is None:
+        # The verdict line may land a moment after the response (HAProxy logs at stream end).
+        until = time.perf_counter() + 1.0
+        while True:
+            with open(proxy.log, "rb") as fh:
+                fh.seek(log_offset)
+                log_text = fh.read().decode("utf-8", "replace")
+            reason = proxy.driver.block_reason(log_text)
+            if reason or time.perf_counter() > until:
+                break
+            time.sleep(0.005)
+    conns = seat.since(mark)
+    seat_error = next((c.error for c in conns if c.error), None)
+    outcome, why = decide(
+        presented=identity,
+        response=response,
+        block_reason=reason,
+        seat_error=seat_error,
+        log_tail=log_text.strip().splitlines()[-1] if log_text.strip() else "",
+    )
+    return {
+        "event": "cell",
+        "key": proxy.key,
+        "identity": identity,
+        "outcome": outcome.value,
+        "status": response.status,
+        "reason": why,
+        "sni": conns[0].sni if conns else None,
+        "tls": next((c.tls for c in conns if c.tls), None),
+        "duration_s": duration,
+        "connections": len(conns),
+    }
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.read())
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    proxies = [Proxy(spec) for spec in job["proxies"]]
+    try:
+        setup_namespace(job)
+        with Seat(Path(job["pki_dir"]), host=job["backend_ip"], port=job["seat_port"]) as seat:
+            for p in proxies:
+                p.start()
+            deadline = time.perf_counter() + job.get("start_timeout", 15)
+            ready = {}
+            for p in proxies:
+                ready[p.key] = p.wait_ready(deadline)
+                emit({"event": "proxy", "key": p.key, **ready[p.key]})
+            by_key = {p.key: p for p in proxies}
+            for seq, cell in enumerate(job["cells"]):
+                if not ready[cell["key"]]["started"]:
+                    continue  # the runtime reports config-rejected cells itself
+                emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+            emit({"event": "done"})
+            if job.get("hold"):
+                stop.wait()
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        emit({"event": "fatal", "message": f"{exc}: {detail}".strip()})
+        return 1
+    finally:
+        for p in proxies:
+            p.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The local runtime: the host's own nginx, apache2 and haproxy, in private namespaces.
+
+Each lab worker runs in its own network + mount namespace (``unshare``): a loopback of its
+own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
+that mount namespace only. Nothing listens on a host interface and the host's files are
+never changed. As root the namespaces are created directly; otherwise inside a user namespace
+(``--map-root-user``) where the kernel allows it.
+
+A matrix is split into shards, one worker namespace each (one per core): each worker runs a
+seat and one proxy process per scenario, and its cells one at a time, so the seat attributes
+every connection to the cell that caused it. Shards never see each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import LabError, PrerequisiteError
+from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
+from harness.proxies import RenderContext, driver
+from harness.scenarios import Scenario
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
+
+FIRST_PORT = 20000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One proxy process of a lab: the scenario it runs and where it lives."""
+
+    scenario: Scenario
+    run_dir: Path
+    listen_port: int
+
+
+def namespace_mode() -> tuple[list[str], str]:
+    """The ``unshare`` flags this user can use, and a one-line description."""
+    if os.geteuid() == 0:
+        return [], "root: network + mount namespaces"
+    return ["--user", "--map-root-user"], "unprivileged: user + network + mount namespaces"
+
+
+def check_namespaces() -> str | None:
+    """``None`` when a private namespace can be made here, else the reason it cannot."""
+    if not shutil.which("unshare"):
+        return "the unshare command is missing (apt-get install util-linux)"
+    if not shutil.which("ip"):
+        return "the ip command is missing (apt-get install iproute2)"
+    flags, _ = namespace_mode()
+    proc = subprocess.run(
+        ["unshare", *flags, "--net", "--mount", "--propagation", "private", "true"],
+        capture_output=True, text=True, timeout=10,
+    )
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        hint = (
+            "run as root, or allow user namespaces (sysctl kernel.unprivileged_userns_clone=1; "
+            "on Ubuntu 24.04+ also kernel.apparmor_restrict_unprivileged_userns=0)"
+        )
+        return f"cannot create a private namespace ({msg}); {hint}"
+    return None
+
+
+class LocalRuntime:
+    """Runs labs with the host's proxy binaries inside private namespaces."""
+
+    name = "local"
+
+    def preflight(self, kinds: set[str]) -> None:
+        missing = [k for k in sorted(kinds) if not driver(k).find_binary()]
+        if missing:
+            pkgs = " ".join({"nginx": "nginx", "apache": "apache2", "haproxy": "haproxy"}[k] for k in missing)
+            raise PrerequisiteError(
+                f"local runtime: {', '.join(missing)} not installed; run: sudo apt-get install {pkgs}"
+            )
+        problem = check_namespaces()
+        if problem:
+            raise PrerequisiteError(f"local runtime: {problem}")
+
+    def versions(self) -> dict[str, str]:
+        return {k: driver(k).version() for k in ("nginx", "apache", "haproxy")}
+
+    def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
+        """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
+        pki_dir = pki.write_to(lab_dir / "pki")
+        (lab_dir / "hosts").write_text(
+            "127.0.0.1 localhost\n"
+            f"{pki.backend_ip} {BACKEND_NAME} {SIBLING_NAME}\n"
+        )
+        plans = []
+        for i, sc in enumerate(scenarios):
+            run_dir = lab_dir / "proxies" / sc.id.replace("/", "--")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            port = FIRST_PORT + i
+            ctx = RenderContext(
+                run_dir=str(run_dir),
+                listen=f"127.0.0.1:{port}",
+                ca=str(pki_dir / CA_FILE),
+                bundle=str(pki_dir / BUNDLE_FILE),
+                backend_ip=pki.backend_ip,
+            )
+            drv = driver(sc.proxy)
+            (run_dir / drv.config_name).write_text(drv.render(sc, ctx))
+            plans.append(Plan(sc, run_dir, port))
+        return plans
+
+    def run(
+        self,
+        scenarios: list[Scenario],
+        *,
+        lab_dir: Path,
+        pki: LabPKI,
+        identities: tuple[str, ...],
+        seed: int | None = None,
+        shards: int | None = None,
+        on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield one raw cell dict per (scenario, identity), in completion order."""
+        plans = self.prepare(scenarios, lab_dir, pki)
+        n = max(1, min(shards or os.cpu_count() or 1, len(plans)))
+        # Spread the kinds evenly: Apache is the slowest to start.
+        ordered = sorted(plans, key=lambda p: (p.scenario.proxy.value, p.scenario.id))
+        groups = [ordered[i::n] for i in range(n)]
+        rng = random.Random(seed) if seed is not None else None
+        workers = []
+        try:
+            for g, group in enumerate(groups):
+                cells = [(p, ident) for p in group for ident in identities]
+                if rng:
+                    rng.shuffle(cells)
+                job = self._job(group, cells, lab_dir, pki)
+                workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
+            yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, identities, on_proxy)
+        finally:
+            for proc in workers:
+                _stop(proc)
+
+    # -- internals ---------------------------------------------------------------------
+    def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
+        return {
+            "pki_dir": str(lab_dir / "pki"),
+            "backend_ip": pki.backend_ip,
+            "seat_port": BACKEND_PORT,
+            "hosts_file": str(lab_dir / "hosts"),
+            "proxies": [
+                {
+                    "key": p.scenario.id,
+                    "kind": p.scenario.proxy.value,
+                    "listen_port": p.listen_port,
+                    "run_dir": str(p.run_dir),
+                    "log": str(driver(p.scenario.proxy).error_log(p.run_dir)),
+                    "command": driver(p.scenario.proxy).command(
+                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
+                    ),
+                }
+                for p in group
+            ],
+            "cells": [
+                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                for p, ident in cells
+            ],
+        }
+
+    def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
+        flags, _ = namespace_mode()
+        cmd = [
+            "unshare", *flags, "--net", "--mount", "--propagation", "private",
+            "--fork", "--kill-child",
+            sys.executable, "-m", "harness.runtimes._nsworker",
+        ]
+        from harness.runtimes._nsworker import die_with_parent
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+            preexec_fn=die_with_parent, env=env,
+        )
+        err.close()
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(job).encode())
+        proc.stdin.close()
+        proc.err_path = err_path  # type: ignore[attr-defined]
+        return proc
+
+    def _collect(
+        self,
+        workers: list[subprocess.Popen[bytes]],
+        plans: dict[str, Plan],
+        identities: tuple[str, ...],
+        on_proxy: Callable[[dict[str, Any]], None] | None,
+    ) -> Iterator[dict[str, Any]]:
+        sel = selectors.DefaultSelector()
+        buffers: dict[int, bytes] = {}
+        for proc in workers:
+            assert proc.stdout is not None
+            sel.register(proc.stdout, selectors.EVENT_READ, proc)
+            buffers[proc.pid] = b""
+        open_count = len(workers)
+        while open_count:
+            for key, _ in sel.select():
+                proc = key.data
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_count -= 1
+                    if proc.wait() != 0 and b'"done"' not in buffers.get(-proc.pid, b""):
+                        raise _worker_failure(proc)
+                    continue
+                buffers[proc.pid] += chunk
+                *lines, buffers[proc.pid] = buffers[proc.pid].split(b"\n")
+                for line in lines:
+                    event = json.loads(line)
+                    kind = event["event"]
+                    if kind == "proxy":
+                        if on_proxy:
+                            on_proxy(event)
+                        if not event["started"]:
+                            for ident in identities:
+                                yield _rejected(event, ident)
+                    elif kind == "cell":
+                        yield event
+                    elif kind == "done":
+                        buffers[-proc.pid] = b'"done"'
+                    elif kind == "fatal":
+                        raise LabError(f"local lab failed: {event['message']}")
+
+
+def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
+    if event.get("timeout"):
+        outcome, reason = Outcome.ERROR, event["message"]
+    else:
+        outcome, reason = Outcome.CONFIG_REJECTED, event["message"]
+    return {
+        "event": "cell", "key": event["key"], "identity": identity, "outcome": outcome.value,
+        "status": None, "reason": reason, "sni": None, "tls": None, "duration_s": 0.0,
+    }
+
+
+def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:
+    try:
+        text = Path(proc.err_path).read_text(errors="replace").strip()  # type: ignore[attr-defined]
+    except OSError:
+        text = ""
+    last = text.splitlines()[-1] if text else f"exit status {proc.returncode}"
+    if "unshare" in last and ("Operation not permitted" in last or "Permission denied" in last):
+        return PrerequisiteError(f"local runtime: {last}; run `trustlab doctor` for what to do")
+    return LabError(f"local lab worker failed: {last}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()

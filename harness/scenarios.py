@@ -1,0 +1,279 @@
+"""Scenario files: one proxy variant (or reported case) with its expected outcome per identity.
+
+A scenario lives at ``scenarios/<group>/<name>.toml``; its id is that path without the suffix
+(``nginx/verify-off``, ``reported/nginx-1363``). Files are validated strictly: an unknown key,
+identity, proxy, directive or outcome is a :class:`~harness.errors.ScenarioError` whose message
+names the file, the field and the allowed values.
+
+Example::
+
+    proxy = "nginx"
+    title = "No proxy_ssl_* lines at all"
+    description = "..."
+    control = "nginx/good"
+    sources = ["https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ssl_verify"]
+    target = "name"                 # "name" (default) or "ip"
+
+    [seat]
+    sni_routing = false             # true: the backend routes by SNI like a multi-site server
+
+    [directives]                    # trust-relevant lines, rendered in order
+    proxy_ssl_server_name = "on"
+
+    [expected]                      # one outcome per identity
+    legit = "served"
+    ...
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from harness._assets import asset_dir
+from harness.errors import ScenarioError
+from harness.vocab import IDENTITY_IDS, Outcome, ProxyKind
+
+SUFFIX = ".toml"
+
+#: The directives a scenario may set, per proxy: the ones that decide backend trust,
+#: plus the few that change what the proxy sends (Host, SNI).
+DIRECTIVES: dict[ProxyKind, tuple[str, ...]] = {
+    ProxyKind.NGINX: (
+        "proxy_ssl_verify", "proxy_ssl_trusted_certificate", "proxy_ssl_server_name",
+        "proxy_ssl_name", "proxy_ssl_verify_depth", "proxy_ssl_session_reuse",
+        "proxy_ssl_protocols", "proxy_ssl_ciphers", "proxy_ssl_crl", "proxy_set_header",
+    ),
+    ProxyKind.APACHE: (
+        "SSLProxyEngine", "SSLProxyVerify", "SSLProxyVerifyDepth", "SSLProxyCheckPeerName",
+        "SSLProxyCheckPeerCN", "SSLProxyCheckPeerExpire", "SSLProxyCACertificateFile",
+        "SSLProxyCACertificatePath", "SSLProxyProtocol", "SSLProxyCipherSuite",
+        "ProxyPreserveHost", "RequestHeader",
+    ),
+    ProxyKind.HAPROXY: (
+        "ssl", "verify", "ca-file", "sni", "verifyhost", "no-verifyhost", "ssl-min-ver",
+        "ssl-max-ver", "alpn", "crl-file", "check-sni",
+    ),
+}
+
+TARGETS = ("name", "ip")
+_TOP_KEYS = (
+    "proxy", "title", "description", "control", "sources", "target", "seat", "directives",
+    "expected", "reporter_goal",
+)
+_SEAT_KEYS = ("sni_routing",)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One validated scenario."""
+
+    id: str
+    proxy: ProxyKind
+    title: str
+    description: str
+    control: str | None
+    sources: tuple[str, ...]
+    target: str
+    sni_routing: bool
+    directives: tuple[tuple[str, str | bool], ...]
+    expected: dict[str, Outcome]
+    path: Path | None = None
+    reporter_goal: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return self.id.rsplit("/", 1)[-1]
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        return tuple(self.expected)
+
+
+def scenarios_root() -> Path:
+    """The built-in scenario directory (in the checkout, or shipped inside the package)."""
+    return asset_dir("scenarios")
+
+
+def load_file(path: Path, *, scenario_id: str | None = None) -> Scenario:
+    """Load and validate one scenario file."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ScenarioError(f"{where}: is a directory; pass a scenario file or an id like nginx/good") from None
+    except FileNotFoundError:
+        raise ScenarioError(f"{where}: no such file") from None
+    except PermissionError:
+        raise ScenarioError(f"{where}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise ScenarioError(f"{where}: cannot read ({exc.strerror})") from None
+    if len(raw) > 1_000_000:
+        raise ScenarioError(f"{where}: {len(raw)} bytes is too large for a scenario file (limit 1 MB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{where}: not UTF-8 text (byte {exc.start}); scenario files are TOML") from None
+    if not text.strip():
+        raise ScenarioError(f"{where}: empty file; a scenario needs proxy, title, directives and expected")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{where}: invalid TOML: {exc}") from None
+    if scenario_id is None:
+        proxy = data.get("proxy")
+        scenario_id = f"{proxy}/{path.stem}" if isinstance(proxy, str) else path.stem
+    return parse(data, scenario_id=scenario_id, where=where, path=path)
+
+
+def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | None = None) -> Scenario:
+    """Validate a decoded scenario mapping."""
+
+    def fail(fld: str, msg: str) -> ScenarioError:
+        return ScenarioError(f"{where}: {fld}: {msg}")
+
+    def allowed(values: tuple[str, ...] | list[str]) -> str:
+        return ", ".join(values)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise fail(key, f"unknown key; allowed: {allowed(_TOP_KEYS)}")
+    for key in ("proxy", "title", "expected"):
+        if key not in data:
+            raise fail(key, "missing; every scenario needs proxy, title and expected")
+
+    proxies = tuple(p.value for p in ProxyKind)
+    if data["proxy"] not in proxies:
+        raise fail("proxy", f"{data['proxy']!r} is unknown; known: {allowed(proxies)}")
+    proxy = ProxyKind(data["proxy"])
+
+    def string(key: str, default: str = "") -> str:
+        value = data.get(key, default)
+        if not isinstance(value, str):
+            raise fail(key, f"must be a string, got {type(value).__name__}")
+        return value
+
+    title = string("title")
+    if not title.strip():
+        raise fail("title", "must not be empty")
+    description = string("description")
+    control = data.get("control")
+    if control is not None and (not isinstance(control, str) or "/" not in control):
+        raise fail("control", "must be a scenario id like 'nginx/good'")
+    sources = data.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise fail("sources", "must be a list of strings (documentation or thread URLs)")
+    target = string("target", "name")
+    if target not in TARGETS:
+        raise fail("target", f"{target!r} is unknown; allowed: {allowed(TARGETS)}")
+
+    seat = data.get("seat", {})
+    if not isinstance(seat, dict):
+        raise fail("seat", "must be a table, e.g. [seat] sni_routing = true")
+    for key in seat:
+        if key not in _SEAT_KEYS:
+            raise fail(f"seat.{key}", f"unknown key; allowed: {allowed(_SEAT_KEYS)}")
+    sni_routing = seat.get("sni_routing", False)
+    if not isinstance(sni_routing, bool):
+        raise fail("seat.sni_routing", "must be true or false")
+
+    directives_raw = data.get("directives", {})
+    if not isinstance(directives_raw, dict):
+        raise fail("directives", "must be a table of directive = value")
+    known = DIRECTIVES[proxy]
+    directives: list[tuple[str, str | bool]] = []
+    for key, value in directives_raw.items():
+        if key not in known:
+            raise fail(f"directives.{key}", f"unknown {proxy} directive; allowed: {allowed(known)}")
+        if isinstance(value, bool):
+            if proxy is not ProxyKind.HAPROXY or value is not True:
+                raise fail(f"directives.{key}", "must be a string (true is only for bare HAProxy keywords)")
+        elif not isinstance(value, str):
+            raise fail(f"directives.{key}", f"must be a string, got {type(value).__name__}")
+        elif "\n" in value or ";" in value or "{" in value.replace("{ca}", "").replace("{bundle}", ""):
+            raise fail(f"directives.{key}", "must be one value without newlines, ';' or braces")
+        directives.append((key, value))
+
+    expected_raw = data["expected"]
+    if not isinstance(expected_raw, dict) or not expected_raw:
+        raise fail("expected", "must be a table of identity = outcome")
+    outcomes = tuple(o.value for o in Outcome)
+    expected: dict[str, Outcome] = {}
+    for ident, outcome in expected_raw.items():
+        if ident not in IDENTITY_IDS:
+            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {allowed(IDENTITY_IDS)}")
+        if outcome not in outcomes:
+            raise fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {allowed(outcomes)}")
+        expected[ident] = Outcome(outcome)
+    missing = [i for i in IDENTITY_IDS if i not in expected]
+    if missing:
+        raise fail("expected", f"no outcome for {allowed(missing)}; list every identity")
+    expected = {i: expected[i] for i in IDENTITY_IDS}
+
+    return Scenario(
+        id=scenario_id,
+        proxy=proxy,
+        title=title,
+        description=description,
+        control=control,
+        sources=tuple(sources),
+        target=target,
+        sni_routing=sni_routing,
+        directives=tuple(directives),
+        expected=expected,
+        path=path,
+        reporter_goal=string("reporter_goal"),
+    )
+
+
+@cache
+def builtin() -> dict[str, Scenario]:
+    """Every built-in scenario, by id, sorted."""
+    root = scenarios_root()
+    found: dict[str, Scenario] = {}
+    for path in sorted(root.rglob(f"*{SUFFIX}")):
+        sid = path.relative_to(root).with_suffix("").as_posix()
+        found[sid] = load_file(path, scenario_id=sid)
+    for sid, sc in found.items():
+        if sc.control and sc.control not in found:
+            raise ScenarioError(f"{sc.path}: control: {sc.control!r} is not a known scenario id")
+    return found
+
+
+def resolve(ref: str) -> Scenario:
+    """A scenario id (``nginx/verify-off``) or a path to a scenario file."""
+    known = builtin()
+    if ref in known:
+        return known[ref]
+    path = Path(ref)
+    if ref.endswith(SUFFIX) or path.exists():
+        return load_file(path)
+    close = [k for k in known if ref.split("/")[-1] in k] or list(known)[:6]
+    raise ScenarioError(
+        f"{ref!r} is neither a scenario id nor a file; try one of: {', '.join(close[:6])} "
+        "(trustlab matrix --list shows all)"
+    )
+
+
+def select(refs: list[str] | None = None, *, proxies: list[str] | None = None) -> list[Scenario]:
+    """Scenarios by id/path (all built-ins when *refs* is empty), filtered by proxy kind."""
+    chosen = [resolve(r) for r in refs] if refs else list(builtin().values())
+    if proxies:
+        valid = {p.value for p in ProxyKind}
+        for p in proxies:
+            if p not in valid:
+                raise ScenarioError(f"--proxy: {p!r} is unknown; known: {', '.join(sorted(valid))}")
+        chosen = [s for s in chosen if s.proxy.value in proxies]
+    seen: set[str] = set()
+    unique = []
+    for sc in chosen:
+        if sc.id in seen:
+            raise ScenarioError(f"scenario {sc.id!r} given twice")
+        seen.add(sc.id)
+        unique.append(sc)
+    return unique

@@ -1,0 +1,274 @@
+"""The backend seat: whoever the lab network routes ``backend-api.internal`` to.
+
+One TLS server at the backend's address. The harness selects the identity it presents;
+each identity has its own ``SSLContext`` (so no session resumes across identities, as with a
+real impostor). Every response is marked with the identity that served it
+(``X-Trustlab-Identity``) and closes the connection, so a proxy can never carry a connection
+from one identity into the next cell. Per connection the seat records the SNI it saw, the TLS
+version, the request line and, when the handshake fails, the alert the proxy sent.
+
+With ``sni_routing`` the legitimate backend behaves like a multi-site server: only an SNI
+naming the backend gets the backend's certificate; no SNI (or another name) gets the default
+site's certificate. Impostors answer with their own certificate whatever the SNI.
+
+Run standalone (Docker runtime)::
+
+    python -m harness.seat --pki DIR --listen 0.0.0.0:8443 --control 0.0.0.0:9000
+
+The control port speaks one line per command: ``present ID [route]``, ``mark``,
+``since N`` (JSON list of connections), ``ping``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import ssl
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS
+
+IDENTITY_HEADER = "X-Trustlab-Identity"
+_HEAD_LIMIT = 65536
+
+
+@dataclass
+class Connection:
+    """What the seat saw on one accepted connection."""
+
+    seq: int
+    identity: str
+    sni: str | None = None
+    tls: str | None = None
+    request: str | None = None
+    host: str | None = None
+    site: str | None = None
+    error: str | None = None
+    served: bool = False
+
+
+@dataclass
+class _State:
+    identity: str = "legit"
+    sni_routing: bool = False
+    connections: list[Connection] = field(default_factory=list)
+
+
+class Seat:
+    """A TLS server presenting one selectable identity at a time.
+
+    Use as a context manager; ``port=0`` binds a free port (read it back from ``.port``).
+    """
+
+    def __init__(
+        self,
+        pki_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        identities: tuple[str, ...] = IDENTITY_IDS,
+        backend_names: tuple[str, ...] = (BACKEND_NAME,),
+    ) -> None:
+        self._pki = Path(pki_dir)
+        self._host = host
+        self._requested_port = port
+        self._backend_names = {n.lower() for n in backend_names}
+        self._contexts = {i: self._context(self._pki / "identities" / i) for i in identities}
+        self._default_ctx = self._context(self._pki / "default-site")
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def __enter__(self) -> Seat:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._requested_port))
+        sock.listen(128)
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="seat-accept", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        if self._sock:
+            self._sock.close()
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None, "seat not started"
+        return int(self._sock.getsockname()[1])
+
+    # -- control ---------------------------------------------------------------------
+    def present(self, identity: str, *, sni_routing: bool = False) -> None:
+        """Answer every new connection as *identity* from now on."""
+        if identity not in self._contexts:
+            raise KeyError(identity)
+        with self._lock:
+            self._state.identity = identity
+            self._state.sni_routing = sni_routing
+
+    def mark(self) -> int:
+        """A position in the connection log; pass it to :meth:`since`."""
+        with self._lock:
+            return len(self._state.connections)
+
+    def since(self, mark: int) -> list[Connection]:
+        """Connections accepted after *mark*."""
+        with self._lock:
+            return list(self._state.connections[mark:])
+
+    # -- serving -----------------------------------------------------------------------
+    def _context(self, stem: Path) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(f"{stem}.pem", f"{stem}.key")
+        ctx.sni_callback = self._on_sni
+        return ctx
+
+    def _on_sni(self, sslsock: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        conn: Connection = sslsock._trustlab_conn  # type: ignore[attr-defined]
+        conn.sni = server_name
+        routed = sslsock._trustlab_routing  # type: ignore[attr-defined]
+        if routed and conn.identity in LEGITIMATE_IDS:
+            if (server_name or "").lower() not in self._backend_names:
+                sslsock.context = self._default_ctx
+                conn.site = "default"
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                raw, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                conn = Connection(seq=len(self._state.connections), identity=self._state.identity)
+                routing = self._state.sni_routing
+                self._state.connections.append(conn)
+            threading.Thread(target=self._handle, args=(raw, conn, routing), daemon=True).start()
+
+    def _handle(self, raw: socket.socket, conn: Connection, routing: bool) -> None:
+        raw.settimeout(5)
+        # No Nagle: the response must not wait for the ACK of the session tickets.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.site = conn.site or "backend"
+        try:
+            ctx = self._contexts[conn.identity]
+            # SSLContext.wrap_socket gives an SSLSocket; stash per-connection state on it so
+            # the SNI callback (which only receives the socket) can record and route.
+            tls = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            tls._trustlab_conn = conn  # type: ignore[attr-defined]
+            tls._trustlab_routing = routing  # type: ignore[attr-defined]
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                conn.error = _short(exc)
+                raw.close()
+                return
+            conn.tls = tls.version()
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < _HEAD_LIMIT:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            lines = head.split(b"\r\n")
+            conn.request = lines[0].decode("latin-1") if lines and lines[0] else None
+            if conn.request is None:
+                # The proxy completed the handshake, then hung up: nginx checks the verify
+                # result only after the handshake, and closes here when it fails.
+                conn.error = "closed after the handshake without a request"
+                return
+            for line in lines[1:]:
+                if line.lower().startswith(b"host:"):
+                    conn.host = line[5:].strip().decode("latin-1")
+            served_by = conn.identity if conn.site == "backend" else f"{conn.identity}@default-site"
+            body = json.dumps(
+                {"identity": served_by, "sni": conn.sni, "tls": conn.tls, "request": conn.request}
+            ).encode()
+            tls.sendall(
+                b"HTTP/1.1 200 OK\r\n"
+                + f"{IDENTITY_HEADER}: {served_by}\r\n".encode()
+                + b"Content-Type: application/json\r\nConnection: close\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            conn.served = True
+            try:
+                tls.unwrap()
+            except (ssl.SSLError, OSError):
+                pass
+        except (ssl.SSLError, OSError) as exc:
+            conn.error = conn.error or _short(exc)
+        finally:
+            raw.close()
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.library or 'SSL'}: {exc.reason}".replace("_", " ").lower()
+    return str(exc) or type(exc).__name__
+
+
+# -- standalone seat with a control port (Docker runtime) ----------------------------------
+def _control(seat: Seat, host: str, port: int) -> None:
+    srv = socket.create_server((host, port), reuse_port=False)
+    while True:
+        cli, _ = srv.accept()
+        with cli, cli.makefile("rwb") as fh:
+            for raw_line in fh:
+                words = raw_line.decode().split()
+                reply: object
+                try:
+                    if not words:
+                        continue
+                    if words[0] == "present":
+                        seat.present(words[1], sni_routing=len(words) > 2 and words[2] == "route")
+                        reply = "ok"
+                    elif words[0] == "mark":
+                        reply = seat.mark()
+                    elif words[0] == "since":
+                        reply = [asdict(c) for c in seat.since(int(words[1]))]
+                    elif words[0] == "ping":
+                        reply = "pong"
+                    else:
+                        reply = {"error": f"unknown command {words[0]!r}"}
+                except (KeyError, IndexError, ValueError) as exc:
+                    reply = {"error": repr(exc)}
+                fh.write(json.dumps(reply).encode() + b"\n")
+                fh.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.seat")
+    parser.add_argument("--pki", required=True, type=Path)
+    parser.add_argument("--listen", default="0.0.0.0:8443")
+    parser.add_argument("--control", default="0.0.0.0:9000")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    chost, _, cport = args.control.rpartition(":")
+    with Seat(args.pki, host=host, port=int(port)) as seat:
+        print("seat ready", flush=True)
+        _control(seat, chost, int(cport))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

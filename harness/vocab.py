@@ -1,0 +1,75 @@
+"""The closed vocabularies of trustlab: outcomes, proxy kinds and identities.
+
+These names are a contract (see DESIGN.md): they appear in scenario files, in the
+matrix JSON and on the command line. Never rename them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+#: The name the proxy is configured to reach.
+BACKEND_NAME = "backend-api.internal"
+#: A compromised sibling service that holds a genuine internal certificate.
+SIBLING_NAME = "other-svc.internal"
+#: The name a multi-site backend answers with when no (or an unknown) SNI arrives.
+DEFAULT_SITE_NAME = "default-site.internal"
+#: Port the backend seat listens on, inside the lab's own network.
+BACKEND_PORT = 8443
+#: The backend seat's fixed address inside a local lab namespace.
+LOCAL_LAB_IP = "10.203.0.10"
+#: The public name clients use to reach the proxy (sent as Host by the probe).
+PUBLIC_HOST = "www.trustlab.test"
+
+
+class Outcome(enum.StrEnum):
+    """What happened to one request through the proxy (a *cell*)."""
+
+    SERVED = "served"
+    SPOOFED = "spoofed"
+    BLOCKED = "blocked"
+    CONFIG_REJECTED = "config-rejected"
+    ERROR = "error"
+
+
+class ProxyKind(enum.StrEnum):
+    """The reverse proxies the lab drives."""
+
+    NGINX = "nginx"
+    APACHE = "apache"
+    HAPROXY = "haproxy"
+
+
+@dataclass(frozen=True)
+class IdentitySpec:
+    """What one identity stands for (its certificate is minted by :mod:`harness.pki`)."""
+
+    id: str
+    legitimate: bool
+    meaning: str
+
+
+IDENTITIES: tuple[IdentitySpec, ...] = (
+    IdentitySpec("legit", True, "internal intermediate -> backend-api.internal, chain served"),
+    IdentitySpec("legit-no-chain", True, "the legitimate leaf without its intermediate"),
+    IdentitySpec("rogue-ca", False, "an unrelated CA, trusted nowhere -> backend-api.internal"),
+    IdentitySpec("self-signed", False, "a self-signed certificate for backend-api.internal"),
+    IdentitySpec("wrong-name", False, "internal intermediate -> other-svc.internal (a sibling)"),
+    IdentitySpec("expired", False, "internal intermediate -> backend-api.internal, expired"),
+    IdentitySpec("not-yet-valid", False, "internal intermediate -> backend-api.internal, not yet valid"),
+    IdentitySpec("ip-san", False, "internal intermediate -> only an IP SAN (the lab IP), no CN"),
+    IdentitySpec("wildcard", False, "internal intermediate -> *.internal"),
+    IdentitySpec("public-ca", False, "a 'public' CA (in the system bundle) -> backend-api.internal"),
+)
+
+IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in IDENTITIES)
+LEGITIMATE_IDS: frozenset[str] = frozenset(s.id for s in IDENTITIES if s.legitimate)
+
+
+def identity_spec(identity: str) -> IdentitySpec:
+    """Return the spec of a built-in identity id."""
+    for spec in IDENTITIES:
+        if spec.id == identity:
+            return spec
+    raise KeyError(identity)
