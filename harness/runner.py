@@ -199,3 +199,16 @@ def _openssl_version() -> str:
         return ""
     parts = out.split()
     return parts[1] if len(parts) > 1 else out.strip()
+
+
+def resolve_auto() -> tuple[str, str]:
+    """Pick ``docker`` when a daemon answers and the lab images are built, else ``local``."""
+    try:
+        from harness import images  # type: ignore[attr-defined]
+    except ImportError:
+        return "local", "the docker runtime is not part of this build"
+    try:
+        ready, why = images.docker_ready()
+    except Exception as exc:  # noqa: BLE001 - any docker failure means: use local
+        return "local", f"docker unavailable: {exc}"
+    return ("docker", why) if ready else ("local", why)
