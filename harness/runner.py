@@ -143,6 +143,7 @@ def run(
     shards: int | None = None,
     keep: bool = False,
     on_cell: Callable[[Cell], None] | None = None,
+    on_proxy: Callable[[dict[str, Any]], None] | None = None,
 ) -> Results:
     """Run every scenario against every identity and return the results (sorted)."""
     if not scenarios:
@@ -156,7 +157,10 @@ def run(
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
-        for raw in rt.run(scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards):
+        raws = rt.run(
+            scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards, on_proxy=on_proxy
+        )
+        for raw in raws:
             sc = by_id[raw["key"]]
             cell = Cell(
                 scenario=sc.id,
