@@ -178,8 +178,10 @@ def _hold(ref: str, identity: str) -> int:
             pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
             plans = rt.prepare([scenario], path, pki)
             job = rt._job(plans, [], path, pki)
+            if len(str(path / "control.sock")) > 100:
+                raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
             job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
-                           "sni_routing": scenario.sni_routing}
+                           "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
             worker = rt._spawn(job, path / "worker.err")
             try:  # stop the worker before lab_dir removes the directory `down` waits on
                 assert worker.stdout is not None
@@ -194,7 +196,7 @@ def _hold(ref: str, identity: str) -> int:
                         return 1
                     if event["event"] == "done":
                         break
-                sock = plans[0].run_dir / "proxy.sock"
+                sock = path / "proxy.sock"
                 state = {
                     "lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": "local",
                     "scenario": scenario.id, "identity": identity, "socket": str(sock),

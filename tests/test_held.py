@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 import os
 import subprocess
 import sys
@@ -23,6 +26,14 @@ def curl(sock: str) -> dict[str, str]:
     out = subprocess.run(["curl", "-s", "-i", "--unix-socket", sock, "http://www.trustlab.test/"],
                          capture_output=True, text=True, timeout=10).stdout
     return {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines()[1:] if ":" in ln)}
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A short directory: unix socket paths are limited to 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="tl-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_up_present_status_down(local_runtime: str, tmp_path: Path) -> None:

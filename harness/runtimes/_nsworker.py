@@ -245,7 +245,7 @@ def main() -> int:
             if hold:
                 for p in proxies:
                     if ready[p.key]["started"]:
-                        relay(str(p.run_dir / "proxy.sock"), p.port)
+                        relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
                 seat.present(hold["identity"], sni_routing=hold.get("sni_routing", False))
                 control(hold["control"], seat, hold.get("sni_routing", False))
             emit({"event": "done"})
