@@ -193,8 +193,10 @@ def cmd_pki(args: argparse.Namespace) -> int:
         try:
             data = json.loads(manifest.read_text())
             rows = list(data["identities"].values())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise LabError(f"{manifest}: not found; pass a directory written by `trustlab pki mint`") from None
+        except OSError as exc:
+            raise LabError(f"{manifest}: cannot read ({exc.strerror})") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise LabError(f"{manifest}: not a trustlab PKI manifest") from None
     else:
