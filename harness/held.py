@@ -162,7 +162,8 @@ def _hold(ref: str, identity: str) -> int:
     """The detached holder: run one scenario's lab until SIGTERM."""
     from harness.pki import LabPKI
     from harness.runner import lab_dir
-    from harness.runtimes.local import LocalRuntime, _stop as stop_worker
+    from harness.runtimes.local import LocalRuntime
+    from harness.runtimes.local import _stop as stop_worker
     from harness.scenarios import resolve
     from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
 
