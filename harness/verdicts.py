@@ -3,7 +3,7 @@
 Each claim has one rule, written here in code and quoted in its result: the rule reads
 outcomes (and the SNI the backend saw) from :class:`~harness.runner.Results` and returns a
 :class:`Verdict` with the finding that decided it. Nothing is typed in: when a scenario's
-real outcome changes, the verdict changes with it (``tests/test_claims.py`` flips single
+real outcome changes, the verdict changes with it (``tests/test_verdicts.py`` flips single
 cells to prove it).
 
 The run cannot measure how *common* a mistake is or whether advice is *wise*; a rule tests
@@ -169,12 +169,17 @@ def _claim2(v: _View) -> tuple[Verdict, str, str]:
         else:
             parts.append(f"without {line}: no impostor spoofed ({v.outcome(sid)})")
     if "nginx/no-sni-routed" in v.scenarios:
-        parts.append(f"without SNI to an SNI-routed backend: legit {v.cell('nginx/no-sni-routed', 'legit').outcome.value}")
+        parts.append(
+            "without SNI to an SNI-routed backend: legit "
+            + v.cell("nginx/no-sni-routed", "legit").outcome.value
+        )
     if not good_ok or weakened == 0:
         verdict = Verdict.REFUTED
     else:
         verdict = Verdict.CONFIRMED if weakened == len(missing) else Verdict.PARTLY
-    finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(parts)
+    finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(
+        parts
+    )
     return verdict, rule, finding
 
 
@@ -233,8 +238,10 @@ def _claim5(v: _View) -> tuple[Verdict, str, str]:
     any_spoof = any(spoofs.values())
     legit = {t: v.cell(t, "legit").outcome for t in targets}
     fix = v.cell("nginx/ip-target-with-name", "legit")
-    fix_works = fix.outcome is Outcome.SERVED and fix.sni == BACKEND_NAME and not v.spoofed(
-        "nginx/ip-target-with-name"
+    fix_works = (
+        fix.outcome is Outcome.SERVED
+        and fix.sni == BACKEND_NAME
+        and not v.spoofed("nginx/ip-target-with-name")
     )
     if not no_sni:
         verdict = Verdict.REFUTED
@@ -317,7 +324,14 @@ def _claim8(v: _View) -> tuple[Verdict, str, str]:
 
 
 RULES: dict[int, Callable[[_View], tuple[Verdict, str, str]]] = {
-    1: _claim1, 2: _claim2, 3: _claim3, 4: _claim4, 5: _claim5, 6: _claim6, 7: _claim7, 8: _claim8,
+    1: _claim1,
+    2: _claim2,
+    3: _claim3,
+    4: _claim4,
+    5: _claim5,
+    6: _claim6,
+    7: _claim7,
+    8: _claim8,
 }
 
 
@@ -327,5 +341,7 @@ def evaluate(results: Results) -> list[ClaimResult]:
     for number, rule_fn in RULES.items():
         view = _View(results)
         verdict, rule, finding = rule_fn(view)
-        out.append(ClaimResult(number, CLAIMS[number], verdict, rule, finding, tuple(dict.fromkeys(view.used))))
+        out.append(
+            ClaimResult(number, CLAIMS[number], verdict, rule, finding, tuple(dict.fromkeys(view.used)))
+        )
     return out
