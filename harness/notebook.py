@@ -5,19 +5,14 @@ coloured as in the heatmap) and ``print`` renders as text. Importing this module
 :class:`~harness.runner.Results` a ``_repr_html_``, so a run displayed in a notebook is its
 grid.
 
-:func:`execute_notebook` runs a notebook top to bottom in a kernel of *this* interpreter (the
-test suite and ``make notebooks`` use it); :func:`render_notebooks` executes copies and writes
-HTML to ``notebooks/_build/``.
+Executing the notebooks themselves (tests, ``make notebooks``) lives in :mod:`harness._notebooks`.
 """
 
 from __future__ import annotations
 
 import html
-import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from harness import runner, scenarios
@@ -292,76 +287,3 @@ def _results_html(self: Results) -> str:
 
 # Results display as their grid in Jupyter (attached here so runner.py stays display-free).
 Results._repr_html_ = _results_html  # type: ignore[attr-defined]
-
-
-# -- executing the notebooks -----------------------------------------------------------------
-def notebooks_dir() -> Path:
-    """The checkout's ``notebooks/`` directory."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def _kernel_spec_dir(base: Path) -> tuple[Path, str]:
-    """A kernelspec that starts *this* interpreter, so a fresh venv needs no installed kernel."""
-    import json
-
-    name = "trustlab-python"
-    kdir = base / "kernels" / name
-    kdir.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "trustlab (this interpreter)",
-        "language": "python",
-    }
-    (kdir / "kernel.json").write_text(json.dumps(spec))
-    return base / "kernels", name
-
-
-def execute_notebook(path: Path, *, timeout: int = 120) -> Any:
-    """Run the notebook at *path* top to bottom in a kernel of this interpreter; return the executed node.
-
-    The kernel inherits this process's environment (``PYTHONPATH`` included) and runs in the
-    notebook's directory. A failing cell raises ``nbclient.exceptions.CellExecutionError``.
-    """
-    import nbformat
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-    from nbclient import NotebookClient
-
-    path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory(prefix="trustlab-kernel-") as tmp:
-        kernels, name = _kernel_spec_dir(Path(tmp))
-        ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
-        km = KernelManager(kernel_name=name, kernel_spec_manager=ksm)
-        # The kernel inherits this process's environment, PYTHONPATH included.
-        client = NotebookClient(
-            nb,
-            km=km,
-            timeout=timeout,
-            kernel_name=name,
-            resources={"metadata": {"path": str(path.parent)}},
-        )
-        client.execute()
-    return nb
-
-
-def render_notebooks(src: Path | None = None, out: Path | None = None, *, timeout: int = 120) -> list[Path]:
-    """Execute a copy of every ``notebooks/*.ipynb`` and write it as HTML under ``notebooks/_build/``."""
-    from nbconvert import HTMLExporter
-
-    src = Path(src) if src else notebooks_dir()
-    out = Path(out) if out else src / "_build"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(src.glob("[0-9][0-9]-*.ipynb")):
-        nb = execute_notebook(path, timeout=timeout)
-        body, _ = HTMLExporter().from_notebook_node(nb)
-        target = out / f"{path.stem}.html"
-        target.write_text(body, encoding="utf-8")
-        written.append(target)
-        print(f"wrote {target}")
-    return written
-
-
-if __name__ == "__main__":  # python -m harness.notebook: what `make notebooks` runs
-    render_notebooks()
