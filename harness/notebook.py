@@ -285,5 +285,13 @@ def _results_html(self: Results) -> str:
     return show_cells(self)._repr_html_()
 
 
-# Results display as their grid in Jupyter (attached here so runner.py stays display-free).
+def _results_pretty(self: Results, printer: Any, cycle: bool) -> None:
+    from harness.report import grid
+
+    printer.text(grid(self))
+
+
+# Results display as their grid in Jupyter, as HTML and as text (attached here so runner.py stays
+# display-free).
 Results._repr_html_ = _results_html  # type: ignore[attr-defined]
+Results._repr_pretty_ = _results_pretty  # type: ignore[attr-defined]
