@@ -11,11 +11,14 @@ this process's environment (``PYTHONPATH`` included). Not imported by ``harness`
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def notebooks_dir() -> Path:
@@ -65,7 +68,12 @@ def execute_notebook(path: Path, *, timeout: int = 120) -> Any:
             kernel_name=name,
             resources={"metadata": {"path": str(path.parent)}},
         )
-        client.execute()
+        try:
+            client.execute()
+        finally:
+            # nbclient shuts down only kernels it started itself; this one is ours to stop.
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     return nb
 
 
@@ -111,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             execute_notebook(path, timeout=args.timeout)
         except CellExecutionError as exc:
-            print(f"FAILED {path}: {exc}", file=sys.stderr)
+            # Tracebacks from the kernel carry terminal colours; a log wants plain text.
+            print(f"FAILED {path}: {_ANSI.sub('', str(exc))}", file=sys.stderr)
             return 1
         print(f"ok {path} ({time.perf_counter() - t0:.1f} s)")
     return 0
