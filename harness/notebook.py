@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import runner, scenarios
-from harness import verdicts as _claims
+from harness import verdicts as _verdicts
+from harness.errors import LabError
 from harness.proxies import driver
 from harness.proxies.base import RenderContext
 from harness.report import COLOR, LABEL, heatmap
@@ -24,10 +25,10 @@ from harness.runner import Results
 from harness.vocab import IDENTITY_IDS, LOCAL_LAB_IP, Outcome
 
 VERDICT_COLOR = {
-    _claims.Verdict.CONFIRMED: "#2e7d32",
-    _claims.Verdict.REFUTED: "#c62828",
-    _claims.Verdict.PARTLY: "#ef6c00",
-    _claims.Verdict.DEPENDS: "#1565c0",
+    _verdicts.Verdict.CONFIRMED: "#2e7d32",
+    _verdicts.Verdict.REFUTED: "#c62828",
+    _verdicts.Verdict.PARTLY: "#ef6c00",
+    _verdicts.Verdict.DEPENDS: "#1565c0",
 }
 
 
@@ -85,7 +86,7 @@ class _Mark:
 def _text(value: Any) -> str:
     if isinstance(value, _Mark):
         return LABEL[value.outcome] + ("!" if value.differs else "")
-    if isinstance(value, Outcome | _claims.Verdict):
+    if isinstance(value, Outcome | _verdicts.Verdict):
         return value.value
     return "-" if value is None else str(value)
 
@@ -97,7 +98,7 @@ def _td(value: Any) -> str:
         color = COLOR[value.outcome]
     elif isinstance(value, Outcome):
         color = COLOR[value]
-    elif isinstance(value, _claims.Verdict):
+    elif isinstance(value, _verdicts.Verdict):
         color = VERDICT_COLOR[value]
     if color:
         style += f";background:{color};color:white;font-weight:bold"
@@ -110,7 +111,7 @@ def run_scenario(
 ) -> Results:
     """Run one or more scenarios (``"nginx/good"``, or a path to a scenario file) against every identity."""
     if not scenario_ids:
-        raise ValueError("run_scenario needs at least one scenario id, e.g. run_scenario('nginx/good')")
+        raise LabError("run_scenario needs at least one scenario id, e.g. run_scenario('nginx/good')")
     chosen = [scenarios.resolve(s) for s in scenario_ids]
     return runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None)
 
@@ -276,7 +277,7 @@ def show_scenario(scenario_id: str) -> ScenarioCard:
 
 def claims(results: Results) -> Table:
     """BACKGROUND.md's circulating claims, each with this run's verdict (rules: :mod:`harness.verdicts`)."""
-    found = _claims.evaluate(results)
+    found = _verdicts.evaluate(results)
     rows: list[list[Any]] = [[r.number, r.claim, r.verdict, r.finding] for r in found]
     return Table(["#", "claim", "verdict", "what the run shows"], rows, items=found)
 

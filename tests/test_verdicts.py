@@ -10,49 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from _synthetic import synthetic
 
-from harness import scenarios
 from harness.errors import LabError
-from harness.probe import Cell
 from harness.runner import Results
 from harness.verdicts import CLAIMS, Verdict, evaluate
-from harness.vocab import BACKEND_NAME, Outcome
-
-# Scenarios whose proxy sends no SNI (what the live run records).
-NO_SNI = {
-    "nginx/verify-off",
-    "nginx/no-sni",
-    "nginx/no-sni-routed",
-    "nginx/ip-target",
-    "apache/ip-target",
-    "haproxy/ca-only",
-    "haproxy/verify-none",
-    "haproxy/defaults",
-    "nginx/verify-no-ca",
-}
-
-
-def synthetic() -> Results:
-    cells = []
-    for sc in scenarios.select():
-        for ident, outcome in sc.expected.items():
-            handshake = outcome is not Outcome.CONFIG_REJECTED
-            cells.append(
-                Cell(
-                    scenario=sc.id,
-                    proxy=sc.proxy.value,
-                    variant=sc.variant,
-                    identity=ident,
-                    outcome=outcome,
-                    expected=outcome,
-                    status=200 if outcome in (Outcome.SERVED, Outcome.SPOOFED) else None,
-                    reason="synthetic",
-                    sni=BACKEND_NAME if handshake and sc.id not in NO_SNI else None,
-                    tls="TLSv1.2" if handshake else None,
-                    duration_s=0.0,
-                )
-            )
-    return Results(meta={"runtime": "synthetic"}, cells=cells)
+from harness.vocab import Outcome
 
 
 def flip(results: Results, scenario: str, identity: str, outcome: Outcome, **changes: object) -> Results:
