@@ -53,7 +53,8 @@ def execute_notebook(path: Path, *, timeout: int = 120) -> Any:
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory(prefix="trustlab-kernel-") as tmp:
+    # Not "trustlab-...": runner.sweep() treats that prefix as a lab directory.
+    with tempfile.TemporaryDirectory(prefix="nbkernel-") as tmp:
         kernels, name = _kernel_spec_dir(Path(tmp))
         ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
         # IPC sockets in the private temp dir: nothing listens on TCP, even on loopback.
