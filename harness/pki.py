@@ -94,10 +94,16 @@ class LabPKI:
     identities: dict[str, IdentityCert]
     default_site: IdentityCert
     backend_ip: str
+    backend_name: str = BACKEND_NAME
 
     @classmethod
-    def mint(cls, *, backend_ip: str = LOCAL_LAB_IP) -> LabPKI:
-        """Mint the internal PKI and one certificate per built-in identity."""
+    def mint(cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME) -> LabPKI:
+        """Mint the internal PKI and one certificate per built-in identity.
+
+        *backend_name* is the name the legitimate backend's certificate carries (and every
+        impostor claims); ``trustlab check`` passes the host name of the config's own upstream.
+        The wildcard identity covers it from one label up (``*.internal`` for the default).
+        """
         now = dt.datetime.now(dt.timezone.utc)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
@@ -109,28 +115,29 @@ class LabPKI:
             pems = leaf.cert_chain_pems if chain else leaf.cert_chain_pems[:1]
             return IdentityCert(ident, b"".join(p.bytes() for p in pems), leaf.private_key_pem.bytes())
 
+        wildcard = "*." + (backend_name.split(".", 1)[1] if "." in backend_name else "internal")
         # One leaf serves both "legit" and "legit-no-chain": same key, same certificate.
-        legit_leaf = inter.issue_cert(BACKEND_NAME, common_name=BACKEND_NAME)
+        legit_leaf = inter.issue_cert(backend_name, common_name=backend_name)
         chain = legit_leaf.cert_chain_pems
         key = legit_leaf.private_key_pem.bytes()
         ids = {
             "legit": IdentityCert("legit", b"".join(p.bytes() for p in chain), key),
             "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
-            "rogue-ca": from_ca("rogue-ca", rogue, BACKEND_NAME, common_name=BACKEND_NAME),
-            "self-signed": _self_signed("self-signed", BACKEND_NAME, now),
+            "rogue-ca": from_ca("rogue-ca", rogue, backend_name, common_name=backend_name),
+            "self-signed": _self_signed("self-signed", backend_name, now),
             "wrong-name": from_ca("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
             "expired": from_ca(
-                "expired", inter, BACKEND_NAME, common_name=BACKEND_NAME,
+                "expired", inter, backend_name, common_name=backend_name,
                 not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
             ),
             "not-yet-valid": from_ca(
-                "not-yet-valid", inter, BACKEND_NAME, common_name=BACKEND_NAME,
+                "not-yet-valid", inter, backend_name, common_name=backend_name,
                 not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400),
             ),
             # trustme puts an IP identity into an iPAddress SAN; no common_name means no CN.
             "ip-san": from_ca("ip-san", inter, backend_ip),
-            "wildcard": from_ca("wildcard", inter, "*.internal", common_name="*.internal"),
-            "public-ca": from_ca("public-ca", public, BACKEND_NAME, common_name=BACKEND_NAME),
+            "wildcard": from_ca("wildcard", inter, wildcard, common_name=wildcard),
+            "public-ca": from_ca("public-ca", public, backend_name, common_name=backend_name),
         }
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
         default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
@@ -140,6 +147,7 @@ class LabPKI:
             identities=ids,
             default_site=default,
             backend_ip=backend_ip,
+            backend_name=backend_name,
         )
 
     def identity(self, identity: str) -> IdentityCert:
@@ -159,7 +167,7 @@ class LabPKI:
             cert.write_to(ident_dir)
         self.default_site.write_to(directory)
         manifest = {
-            "backend": BACKEND_NAME,
+            "backend": self.backend_name,
             "backend_ip": self.backend_ip,
             "ca": CA_FILE,
             "system_bundle": BUNDLE_FILE,

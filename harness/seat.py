@@ -48,6 +48,8 @@ class Connection:
     site: str | None = None
     error: str | None = None
     served: bool = False
+    #: The address:port the proxy connected to (which upstream target it meant).
+    dest: str | None = None
 
 
 @dataclass
@@ -170,6 +172,11 @@ class Seat:
         # No Nagle: the response must not wait for the ACK of the session tickets.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.site = conn.site or "backend"
+        try:
+            addr = raw.getsockname()
+            conn.dest = f"{addr[0]}:{addr[1]}"
+        except OSError:
+            pass
         try:
             ctx = self._contexts[conn.identity]
             # SSLContext.wrap_socket gives an SSLSocket; stash per-connection state on it so

@@ -44,6 +44,17 @@ class Plan:
     listen_port: int
 
 
+@dataclass(frozen=True)
+class PreparedProxy:
+    """A proxy config rendered by someone else (``trustlab check``), ready to start."""
+
+    key: str
+    kind: str
+    run_dir: Path
+    config: Path
+    listen_port: int
+
+
 def namespace_mode() -> tuple[list[str], str]:
     """The ``unshare`` flags this user can use, and a one-line description."""
     if os.geteuid() == 0:
@@ -145,6 +156,57 @@ class LocalRuntime:
         finally:
             for proc in workers:
                 _stop(proc)
+
+    def run_prepared(
+        self,
+        proxies: list[PreparedProxy],
+        cells: list[dict[str, Any]],
+        *,
+        lab_dir: Path,
+        pki_dir: Path,
+        hosts: dict[str, str],
+        addresses: list[str],
+        seat_ports: list[int],
+        backend_ip: str = LOCAL_LAB_IP,
+        on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Run pre-rendered configs in one lab namespace; yield one raw cell dict per cell.
+
+        *hosts* maps names to lab addresses (the namespace's ``/etc/hosts``); *addresses* are
+        extra IPs put on the namespace's loopback; one seat listens on ``0.0.0.0`` per port in
+        *seat_ports*. A cell dict names its proxy (``key``) and ``identity`` and may carry
+        ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
+        to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
+        """
+        lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
+        lines += [f"{ip} {name}" for name, ip in hosts.items()]
+        (lab_dir / "hosts").write_text("\n".join(lines) + "\n")
+        job = {
+            "pki_dir": str(pki_dir),
+            "backend_ip": backend_ip,
+            "seat_port": seat_ports[0] if seat_ports else BACKEND_PORT,
+            "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
+            "seat_host": "0.0.0.0",
+            "addresses": addresses,
+            "hosts_file": str(lab_dir / "hosts"),
+            "proxies": [
+                {
+                    "key": p.key,
+                    "kind": p.kind,
+                    "listen_port": p.listen_port,
+                    "run_dir": str(p.run_dir),
+                    "log": str(driver(p.kind).error_log(p.run_dir)),
+                    "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
+                }
+                for p in proxies
+            ],
+            "cells": cells,
+        }
+        proc = self._spawn(job, lab_dir / "worker.err")
+        try:
+            yield from self._collect([proc], {}, (), on_proxy)
+        finally:
+            _stop(proc)
 
     # -- internals ---------------------------------------------------------------------
     def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
