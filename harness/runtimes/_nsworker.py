@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.probe import decide, request
+from harness.probe import Response, decide, request
 from harness.proxies import driver
 from harness.seat import Seat
 from harness.vocab import PUBLIC_HOST
@@ -180,6 +180,10 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
             if reason or time.perf_counter() > until:
                 break
             time.sleep(0.005)
+    if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
+        # Started, then died (Apache binds its port before it reads mime.types, for one).
+        text = proxy.output()
+        response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
     conns = seat.since(mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
