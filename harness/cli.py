@@ -217,6 +217,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return diagnose(print)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
+    from harness.check import check, render
+
+    _check_writable(args.json, "--json")
+    accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep)
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
+    if result.rejected:
+        raise LabError(f"{args.proxy} refused {args.file} (as adapted for the lab): {result.rejected}")
+    print(render(result))
+    if args.json:
+        print(f"wrote {args.json}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`trustlab audit FILE`: exit 1 when a high-severity finding, else 0; 2 bad input."""
+    from harness.audit import audit, render
+
+    report = audit(args.file, proxy=args.proxy, prove=args.prove)
+    print(render(report))
+    return EXIT_FAILED if report.high else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
     p.add_argument("--version", action="version", version=f"trustlab {__version__}")
@@ -253,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = psub.add_parser("show", help="describe every identity's certificate")
     s.add_argument("dir", nargs="?", help="a directory written by `pki mint` (default: mint a fresh one)")
     sp.set_defaults(func=cmd_pki)
+
+    sp = sub.add_parser("check", help="run your own proxy config against every identity")
+    sp.add_argument("proxy", help="nginx, apache or haproxy")
+    sp.add_argument("file", type=Path, help="your config: nginx.conf / server block, VirtualHost, haproxy.cfg")
+    sp.add_argument("--json", type=Path, help="write the result as JSON")
+    sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
+    sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
+    sp.add_argument("file", type=Path, help="your config file")
+    sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
+    sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
+    sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)
