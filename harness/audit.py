@@ -134,6 +134,12 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                     f"proxy_pass https://{host} names an upstream block: nginx checks the certificate against "
                     f"'{host}', not the servers' names", "add `proxy_ssl_name <backend name>;`",
                     "reported/ingress-nginx-4928"))
+            depth = eff("proxy_ssl_verify_depth")
+            if verify_on and (not depth or depth["args"][0].isdigit() and int(depth["args"][0]) < 2):
+                out.append(Finding("nginx-verify-depth", "low", f, depth["line"] if depth else line,
+                    f"proxy_ssl_verify_depth {depth['args'][0] if depth else 'unset (default 1)'}: a backend "
+                    "whose certificate chains through two intermediates is refused",
+                    "proxy_ssl_verify_depth 2 (or the depth of your PKI)", "reported/nginx-1409"))
             if verify_on and not (sni and sni["args"] == ["on"]):
                 out.append(Finding("nginx-no-sni", "low", f, sni["line"] if sni else line,
                     "proxy_ssl_server_name is off: no SNI is sent; an SNI-routed backend answers with its "

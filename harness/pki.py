@@ -32,6 +32,7 @@ from harness.vocab import (
     DEFAULT_SITE_NAME,
     IDENTITIES,
     LOCAL_LAB_IP,
+    OPTIONAL_IDENTITIES,
     SIBLING_NAME,
     identity_spec,
 )
@@ -82,7 +83,7 @@ class IdentityCert:
         }
 
 
-_IDS = {s.id for s in IDENTITIES}
+_IDS = {s.id for s in IDENTITIES + OPTIONAL_IDENTITIES}
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class LabPKI:
     default_site: IdentityCert
     backend_ip: str
     backend_name: str = BACKEND_NAME
+    #: Optional identities (``legit-deep``), written next to the built-in ones.
+    optional: dict[str, IdentityCert] | None = None
 
     @classmethod
     def mint(cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME) -> LabPKI:
@@ -140,6 +143,13 @@ class LabPKI:
             "public-ca": from_ca("public-ca", public, backend_name, common_name=backend_name),
         }
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
+        # legit-deep: root -> intermediate -> second intermediate -> leaf; trustme serves the
+        # leaf and both intermediates (nginx/nginx#1409: two intermediates vs verify depth 1).
+        deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
+        optional = {"legit-deep": IdentityCert(
+            "legit-deep", b"".join(p.bytes() for p in deep_leaf.cert_chain_pems), deep_leaf.private_key_pem.bytes()
+        )}
+        assert tuple(optional) == tuple(s.id for s in OPTIONAL_IDENTITIES)
         default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
         return cls(
             internal_root_pem=root.cert_pem.bytes(),
@@ -148,11 +158,14 @@ class LabPKI:
             default_site=default,
             backend_ip=backend_ip,
             backend_name=backend_name,
+            optional=optional,
         )
 
     def identity(self, identity: str) -> IdentityCert:
-        """The certificate material of one identity id."""
-        return self.identities[identity]
+        """The certificate material of one identity id (built-in or optional)."""
+        if identity in self.identities:
+            return self.identities[identity]
+        return (self.optional or {})[identity]
 
     def write_to(self, directory: Path) -> Path:
         """Write every file into *directory* (created 0700) and return it."""
@@ -163,7 +176,7 @@ class LabPKI:
         _write(directory / BUNDLE_FILE, self.internal_root_pem + self.public_root_pem)
         ident_dir = directory / "identities"
         ident_dir.mkdir(mode=0o700, exist_ok=True)
-        for cert in self.identities.values():
+        for cert in [*self.identities.values(), *(self.optional or {}).values()]:
             cert.write_to(ident_dir)
         self.default_site.write_to(directory)
         manifest = {

@@ -16,7 +16,7 @@ import socket
 import ssl
 from dataclasses import asdict, dataclass
 
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome
+from harness.vocab import ALL_IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome
 
 MARKER = "X-Trustlab-Identity"
 
@@ -121,7 +121,7 @@ def decide(
             return Outcome.ERROR, f"marker {response.marker!r} with unexpected status {response.status}"
         if site:
             return Outcome.ERROR, f"the backend answered from its {site} (the proxy sent no usable SNI)"
-        if served_by not in IDENTITY_IDS:
+        if served_by not in ALL_IDENTITY_IDS:
             return Outcome.ERROR, f"unknown identity marker {response.marker!r}"
         if served_by != presented:
             return Outcome.ERROR, f"seat presented {presented} but the response came from {served_by} (stale connection)"

@@ -36,7 +36,7 @@ from typing import Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
-from harness.vocab import IDENTITY_IDS, Outcome, ProxyKind
+from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
 
 SUFFIX = ".toml"
 
@@ -101,6 +101,11 @@ class Scenario:
     @property
     def identities(self) -> tuple[str, ...]:
         return tuple(self.expected)
+
+    @property
+    def optional_identities(self) -> tuple[str, ...]:
+        """Optional identities (``legit-deep``) this scenario runs in addition to the built-ins."""
+        return tuple(i for i in self.expected if i in OPTIONAL_IDENTITY_IDS)
 
 
 def scenarios_root() -> Path:
@@ -228,15 +233,16 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     outcomes = tuple(o.value for o in Outcome)
     expected: dict[str, Outcome] = {}
     for ident, outcome in expected_raw.items():
-        if ident not in IDENTITY_IDS:
-            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {allowed(IDENTITY_IDS)}")
+        if ident not in ALL_IDENTITY_IDS:
+            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {allowed(ALL_IDENTITY_IDS)}")
         if outcome not in outcomes:
             raise fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {allowed(outcomes)}")
         expected[ident] = Outcome(outcome)
     missing = [i for i in IDENTITY_IDS if i not in expected]
     if missing:
         raise fail("expected", f"no outcome for {allowed(missing)}; list every identity")
-    expected = {i: expected[i] for i in IDENTITY_IDS}
+    # Built-in identities in their order, then the optional ones this scenario opts into.
+    expected = {i: expected[i] for i in ALL_IDENTITY_IDS if i in expected}
 
     return Scenario(
         id=scenario_id,

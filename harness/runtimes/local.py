@@ -136,8 +136,14 @@ class LocalRuntime:
         seed: int | None = None,
         shards: int | None = None,
         on_proxy: Callable[[dict[str, Any]], None] | None = None,
+        extra: dict[str, tuple[str, ...]] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Yield one raw cell dict per (scenario, identity), in completion order."""
+        """Yield one raw cell dict per (scenario, identity), in completion order.
+
+        *extra* maps a scenario id to optional identities it runs besides *identities*.
+        """
+        extra = extra or {}
+        per = lambda key: tuple(identities) + tuple(extra.get(key, ()))  # noqa: E731
         plans = self.prepare(scenarios, lab_dir, pki)
         n = max(1, min(shards or os.cpu_count() or 1, len(plans)))
         # Spread the kinds evenly: Apache is the slowest to start.
@@ -147,12 +153,12 @@ class LocalRuntime:
         workers = []
         try:
             for g, group in enumerate(groups):
-                cells = [(p, ident) for p in group for ident in identities]
+                cells = [(p, ident) for p in group for ident in per(p.scenario.id)]
                 if rng:
                     rng.shuffle(cells)
                 job = self._job(group, cells, lab_dir, pki)
                 workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
-            yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, identities, on_proxy)
+            yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, per, on_proxy)
         finally:
             for proc in workers:
                 _stop(proc)
@@ -204,7 +210,7 @@ class LocalRuntime:
         }
         proc = self._spawn(job, lab_dir / "worker.err")
         try:
-            yield from self._collect([proc], {}, (), on_proxy)
+            yield from self._collect([proc], {}, lambda key: (), on_proxy)
         finally:
             _stop(proc)
 
@@ -263,7 +269,7 @@ class LocalRuntime:
         self,
         workers: list[subprocess.Popen[bytes]],
         plans: dict[str, Plan],
-        identities: tuple[str, ...],
+        identities: Callable[[str], tuple[str, ...]],
         on_proxy: Callable[[dict[str, Any]], None] | None,
     ) -> Iterator[dict[str, Any]]:
         sel = selectors.DefaultSelector()
@@ -292,7 +298,7 @@ class LocalRuntime:
                         if on_proxy:
                             on_proxy(event)
                         if not event["started"]:
-                            for ident in identities:
+                            for ident in identities(event["key"]):
                                 yield _rejected(event, ident)
                     elif kind == "cell":
                         yield event
