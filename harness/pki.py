@@ -146,9 +146,8 @@ class LabPKI:
         # legit-deep: root -> intermediate -> second intermediate -> leaf; trustme serves the
         # leaf and both intermediates (nginx/nginx#1409: two intermediates vs verify depth 1).
         deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
-        optional = {"legit-deep": IdentityCert(
-            "legit-deep", b"".join(p.bytes() for p in deep_leaf.cert_chain_pems), deep_leaf.private_key_pem.bytes()
-        )}
+        deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
+        optional = {"legit-deep": IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())}
         assert tuple(optional) == tuple(s.id for s in OPTIONAL_IDENTITIES)
         default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
         return cls(

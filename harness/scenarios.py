@@ -234,7 +234,8 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     expected: dict[str, Outcome] = {}
     for ident, outcome in expected_raw.items():
         if ident not in ALL_IDENTITY_IDS:
-            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {allowed(ALL_IDENTITY_IDS)}")
+            known_ids = allowed(ALL_IDENTITY_IDS)
+            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {known_ids}")
         if outcome not in outcomes:
             raise fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {allowed(outcomes)}")
         expected[ident] = Outcome(outcome)

@@ -229,7 +229,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if vh["port"] not in listen_ports:
             listen_ports.append(vh["port"])
         for ppath, url, no, regex in vh["passes"]:
-            scheme, host, port, _ = split_url(url)
+            scheme, host, _, _ = split_url(url)
             members = [(url, no)]
             if scheme == "balancer":
                 members = balancers.get(f"balancer://{host}", [])
@@ -263,9 +263,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     head.append(f"ServerName {PUBLIC_HOST}")
     body = out
     if not has_vhost:
-        port = ports(listen_ports[0])
-        body = [f"<VirtualHost 127.0.0.1:{port}>", *out, "</VirtualHost>"]
-        notes.append(f"the directives are wrapped in <VirtualHost 127.0.0.1:{port}>")
+        wrap_port = ports(listen_ports[0])
+        body = [f"<VirtualHost 127.0.0.1:{wrap_port}>", *out, "</VirtualHost>"]
+        notes.append(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>")
     notes.append("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)")
     listeners = {p: ports(p) for p in listen_ports}
     return Adapted(text="\n".join(head + body) + "\n", adaptations=_sorted(notes), upstreams=upstreams,

@@ -60,9 +60,8 @@ class Driver:
 
     def body(self, scenario: Scenario, ctx: RenderContext) -> str:
         """The scenario's raw config snippet, expanded and indented (``""`` when it has none)."""
-        return "\n".join(
-            (self.indent + line if line.strip() else "") for line in self.expand(scenario.config, ctx).splitlines()
-        )
+        lines = self.expand(scenario.config, ctx).splitlines()
+        return "\n".join((self.indent + line if line.strip() else "") for line in lines)
 
     indent = "    "
 

@@ -38,9 +38,8 @@ class NginxDriver(Driver):
         values = super().fields(scenario, ctx)
         if scenario.config:
             values["body"] = self.body(scenario, ctx)
-            values["http_extra"] = "\n".join(
-                "    " + ln if ln.strip() else "" for ln in self.expand(scenario.config_http, ctx).splitlines()
-            )
+            http_lines = self.expand(scenario.config_http, ctx).splitlines()
+            values["http_extra"] = "\n".join("    " + ln if ln.strip() else "" for ln in http_lines)
         else:
             values["body"] = f"            proxy_pass {values['upstream']};\n{values['directives']}"
         return values
