@@ -100,13 +100,19 @@ class LabPKI:
     optional: dict[str, IdentityCert] | None = None
 
     @classmethod
-    def mint(cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME) -> LabPKI:
+    def mint(
+        cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME, optional: tuple[str, ...] = ()
+    ) -> LabPKI:
         """Mint the internal PKI and one certificate per built-in identity.
 
         *backend_name* is the name the legitimate backend's certificate carries (and every
         impostor claims); ``trustlab check`` passes the host name of the config's own upstream.
         The wildcard identity covers it from one label up (``*.internal`` for the default).
+        *optional* names optional identities to mint as well (``legit-deep``); none by default.
         """
+        unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
+        if unknown:
+            raise KeyError(unknown[0])
         now = dt.datetime.now(dt.timezone.utc)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
@@ -145,10 +151,11 @@ class LabPKI:
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
         # legit-deep: root -> intermediate -> second intermediate -> leaf; trustme serves the
         # leaf and both intermediates (nginx/nginx#1409: two intermediates vs verify depth 1).
-        deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
-        deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
-        optional = {"legit-deep": IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())}
-        assert tuple(optional) == tuple(s.id for s in OPTIONAL_IDENTITIES)
+        extra: dict[str, IdentityCert] = {}
+        if "legit-deep" in optional:
+            deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
+            deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
+            extra["legit-deep"] = IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())
         default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
         return cls(
             internal_root_pem=root.cert_pem.bytes(),
@@ -157,7 +164,7 @@ class LabPKI:
             default_site=default,
             backend_ip=backend_ip,
             backend_name=backend_name,
-            optional=optional,
+            optional=extra,
         )
 
     def identity(self, identity: str) -> IdentityCert:

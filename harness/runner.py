@@ -158,7 +158,8 @@ def run(
     t0 = time.perf_counter()
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
-        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+        wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted)
         kw = {"extra": extra} if extra else {}
         for raw in rt.run(
             scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards, **kw

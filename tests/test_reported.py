@@ -69,7 +69,8 @@ def test_optional_identity_is_opt_in() -> None:
 def test_legit_deep_has_two_intermediates(tmp_path: Path) -> None:
     from cryptography import x509
 
-    pki = LabPKI.mint()
+    assert LabPKI.mint().optional == {}  # minted only when a scenario asks for it
+    pki = LabPKI.mint(optional=("legit-deep",))
     chain = x509.load_pem_x509_certificates(pki.identity("legit-deep").chain_pem)
     assert len(chain) == 3  # leaf + two intermediates
     assert set(pki.identities) == set(IDENTITY_IDS)  # built-ins unchanged
