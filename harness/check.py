@@ -100,10 +100,14 @@ class CheckResult:
             return f"{self.proxy} refused the config: {self.rejected}"
         if self.ok:
             extra = f" ({', '.join(self.accept)} accepted by policy)" if self.accept else ""
-            return (f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}")
+            return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
         lines = [f"{len(self.failures)} problem(s):"]
         for c in self.failures:
-            what = "the legitimate backend was not served" if c.identity in LEGITIMATE_IDS else "impostor got through"
+            what = (
+                "the legitimate backend was not served"
+                if c.identity in LEGITIMATE_IDS
+                else "impostor got through"
+            )
             lines.append(f"  {c.upstream}: {c.identity} -> {c.outcome.value} ({what}; {c.reason})")
         return "\n".join(lines)
 
@@ -121,9 +125,14 @@ class CheckResult:
 
 def _lab_paths(base: Path, run_dir: Path) -> LabPaths:
     return LabPaths(
-        run_dir=run_dir, ca=base / "pki" / CA_FILE, bundle=base / "pki" / "system-bundle.pem",
-        ca_dir=base / "pki" / "ca-dir", bundle_dir=base / "pki" / "bundle-dir",
-        cert=base / "front" / "cert.pem", key=base / "front" / "key.pem", combined=base / "front" / "combined.pem",
+        run_dir=run_dir,
+        ca=base / "pki" / CA_FILE,
+        bundle=base / "pki" / "system-bundle.pem",
+        ca_dir=base / "pki" / "ca-dir",
+        bundle_dir=base / "pki" / "bundle-dir",
+        cert=base / "front" / "cert.pem",
+        key=base / "front" / "key.pem",
+        combined=base / "front" / "combined.pem",
     )
 
 
@@ -181,7 +190,9 @@ def check(
     read_config(path)
     for ident in accept:
         if ident not in IMPOSTORS:
-            raise ConfigError(f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}")
+            raise ConfigError(
+                f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
+            )
     adapt = adapter(kind)
     rt = LocalRuntime()
     rt.preflight({kind.value})
@@ -200,9 +211,9 @@ def check(
             addr = u.host if u.is_ip else hosts[u.host]
             groups.setdefault((u.name, addr, u.pool), []).append((i, u))
 
-        def run_group(g: int, key: tuple[str, str, str], members: list[tuple[int, Upstream]]) -> tuple[
-            list[CheckCell], str | None, Adapted
-        ]:
+        def run_group(
+            g: int, key: tuple[str, str, str], members: list[tuple[int, Upstream]]
+        ) -> tuple[list[CheckCell], str | None, Adapted]:
             name, addr, pool = key
             base = lab / f"u{g}"
             run_dir = base / "run"
@@ -221,22 +232,39 @@ def check(
             out: list[CheckCell] = []
             for i, u in members:
                 if u.route is None:
-                    out += [CheckCell(u.label, ident, Outcome.ERROR, None,
-                                      f"not probed: {u.why_unroutable}", None) for ident in identities]
+                    out += [
+                        CheckCell(
+                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None
+                        )
+                        for ident in identities
+                    ]
                     continue
                 for ident in identities:
-                    cells.append({
-                        "key": "proxy", "identity": ident, "label": i,
-                        "port": adapted.listeners.get(u.route.listener, ports(u.route.listener)),
-                        "host": u.route.host, "path": u.route.path, "tls": u.route.tls,
-                    })
+                    cells.append(
+                        {
+                            "key": "proxy",
+                            "identity": ident,
+                            "label": i,
+                            "port": adapted.listeners.get(u.route.listener, ports(u.route.listener)),
+                            "host": u.route.host,
+                            "path": u.route.path,
+                            "tls": u.route.tls,
+                        }
+                    )
             listen = next(iter(adapted.listeners.values()), ports("80"))
             events: list[dict[str, Any]] = []
-            raw = list(rt.run_prepared(
-                [PreparedProxy("proxy", kind.value, run_dir, cfg, listen)], cells,
-                lab_dir=base, pki_dir=base / "pki", hosts=hosts, addresses=addresses,
-                seat_ports=seat_ports, on_proxy=events.append,
-            ))
+            raw = list(
+                rt.run_prepared(
+                    [PreparedProxy("proxy", kind.value, run_dir, cfg, listen)],
+                    cells,
+                    lab_dir=base,
+                    pki_dir=base / "pki",
+                    hosts=hosts,
+                    addresses=addresses,
+                    seat_ports=seat_ports,
+                    on_proxy=events.append,
+                )
+            )
             rejected = next((e.get("message") for e in events if not e.get("started")), None)
             by_label = {i: u for i, u in members}
             for r in raw:
@@ -244,12 +272,18 @@ def check(
                 outcome, reason = Outcome(r["outcome"]), r["reason"]
                 want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
                 if r.get("dest") and r["dest"] != want and outcome is not Outcome.BLOCKED:
-                    outcome, reason = Outcome.ERROR, (
-                        f"the request reached {r['dest']}, not this upstream ({want}); {reason}")
+                    outcome, reason = (
+                        Outcome.ERROR,
+                        (f"the request reached {r['dest']}, not this upstream ({want}); {reason}"),
+                    )
                 out.append(CheckCell(u.label, r["identity"], outcome, r["status"], reason, r["sni"]))
             if rejected:
-                out += [CheckCell(u.label, ident, Outcome.CONFIG_REJECTED, None, rejected, None)
-                        for _, u in members if u.route for ident in identities]
+                out += [
+                    CheckCell(u.label, ident, Outcome.CONFIG_REJECTED, None, rejected, None)
+                    for _, u in members
+                    if u.route
+                    for ident in identities
+                ]
             return out, rejected, adapted
 
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -257,13 +291,20 @@ def check(
             results = [f.result() for f in futures]
     order = {u.label: i for i, u in enumerate(first.upstreams)}
     rank = {ident: i for i, ident in enumerate(IDENTITY_IDS)}
-    cells = sorted((c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity]))
+    cells = sorted(
+        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
+    )
     rejected = next((r[1] for r in results if r[1]), None)
-    notes = results[0][2].adaptations if results else first.adaptations
+    notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
     notes = [_relabel(n) for n in notes]
     return CheckResult(
-        proxy=kind.value, config=str(path), adaptations=notes, cells=cells, rejected=rejected,
-        accept=tuple(accept), duration_s=time.perf_counter() - t0,
+        proxy=kind.value,
+        config=str(path),
+        adaptations=notes,
+        cells=cells,
+        rejected=rejected,
+        accept=tuple(accept),
+        duration_s=time.perf_counter() - t0,
     )
 
 

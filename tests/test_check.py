@@ -24,13 +24,26 @@ IMPOSTORS = [i for i in IDENTITY_IDS if i not in ("legit", "legit-no-chain")]
 CASES = [
     ("nginx", "nginx-upstream-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("nginx", "nginx-ip-host-sni.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
-    ("nginx", "nginx-var-ca-without-verify.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
+    (
+        "nginx",
+        "nginx-var-ca-without-verify.conf",
+        {"legit": "served", "legit-no-chain": "served", "*": "spoofed"},
+    ),
     ("apache", "apache-vhost-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("apache", "apache-seed-recipe.conf", {"legit": "blocked", "*": "blocked"}),
     ("apache", "apache-everything-off.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
     ("haproxy", "haproxy-good.cfg", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
-    ("haproxy", "haproxy-ca-only.cfg",
-     {"legit": "served", "wrong-name": "spoofed", "ip-san": "spoofed", "wildcard": "spoofed", "*": "blocked"}),
+    (
+        "haproxy",
+        "haproxy-ca-only.cfg",
+        {
+            "legit": "served",
+            "wrong-name": "spoofed",
+            "ip-san": "spoofed",
+            "wildcard": "spoofed",
+            "*": "blocked",
+        },
+    ),
     ("haproxy", "haproxy-verify-none.cfg", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
 ]
 
@@ -44,9 +57,29 @@ def test_check_real_verdicts(local_runtime: str, proxy: str, name: str, want: di
     expected = {i: want.get(i, want["*"] if i != "legit-no-chain" else "blocked") for i in IDENTITY_IDS}
     assert got == expected, result.summary()
     good = expected["legit"] == "served" and all(
-        expected[i] == "blocked" for i in IMPOSTORS if i != "wildcard")
+        expected[i] == "blocked" for i in IMPOSTORS if i != "wildcard"
+    )
     assert result.ok is False  # strict by default: wildcard counts
     assert check(proxy, CONFIGS / name, accept=("wildcard",)).ok is good
+
+
+@pytest.mark.integration
+def test_check_several_upstreams_each_probed(local_runtime: str) -> None:
+    """A pool of two (each probed with the other marked down), an exact IP location, a regex location."""
+    result = check("nginx", CONFIGS / "nginx-multi-upstream.conf")
+    ups = result.upstreams
+    assert len(ups) == 4, ups
+    by = {(u, c.identity): c for u in ups for c in result.cells if c.upstream == u}
+    pool_a, pool_b, exact, regex = ups
+    for up in (pool_a, pool_b):
+        assert by[(up, "legit")].outcome.value == "served"
+        assert by[(up, "rogue-ca")].outcome.value == "blocked"
+        assert by[(up, "legit")].sni == "a.svc.internal"  # proxy_ssl_name
+    assert by[(exact, "rogue-ca")].outcome.value == "spoofed"  # no proxy_ssl_verify
+    assert by[(regex, "legit")].outcome.value == "served"  # reached through /v0/api/...
+    assert by[(regex, "public-ca")].outcome.value == "spoofed"  # system bundle
+    assert by[(regex, "rogue-ca")].outcome.value == "blocked"
+    assert any("max_fails=0 on the probed server" in n for n in result.adaptations)
 
 
 @pytest.mark.integration
@@ -62,36 +95,45 @@ def test_check_adaptations_said(local_runtime: str) -> None:
 
 
 @pytest.mark.integration
-def test_check_json_shape_and_exit_codes(local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_json_shape_and_exit_codes(
+    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "r.json"
     assert main(["check", "haproxy", str(CONFIGS / "haproxy-verify-none.cfg"), "--json", str(out)]) == 1
     data = json.loads(out.read_text())
     assert {"proxy", "config", "adaptations", "cells"} <= set(data)
     assert data["proxy"] == "haproxy" and isinstance(data["adaptations"], list)
     assert {tuple(sorted(c)) for c in data["cells"]} == {
-        ("identity", "outcome", "reason", "sni", "status", "upstream")}
+        ("identity", "outcome", "reason", "sni", "status", "upstream")
+    }
     assert len(data["cells"]) == len(IDENTITY_IDS)
     assert main(["check", "haproxy", str(CONFIGS / "haproxy-good.cfg"), "--accept", "wildcard"]) == 0
 
 
 @pytest.mark.integration
-def test_config_rejected_by_the_proxy_is_exit_2_verbatim(local_runtime: str, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_rejected_by_the_proxy_is_exit_2_verbatim(
+    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "nginx.conf"
-    cfg.write_text("server {\n listen 80;\n location / {\n  proxy_pass https://api.internal;\n"
-                   "  proxy_ssl_verify on;\n }\n}\n")
+    cfg.write_text(
+        "server {\n listen 80;\n location / {\n  proxy_pass https://api.internal;\n"
+        "  proxy_ssl_verify on;\n }\n}\n"
+    )
     assert main(["check", "nginx", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "nginx: [emerg] no proxy_ssl_trusted_certificate for proxy_ssl_verify" in err
 
 
-@pytest.mark.parametrize("argv", [
-    ["check", "nginx", "/nonexistent/nginx.conf"],
-    ["check", "squid", str(CONFIGS / "haproxy-good.cfg")],
-    ["check", "nginx", str(CONFIGS)],
-    ["audit", "/nonexistent.conf"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "nginx", "/nonexistent/nginx.conf"],
+        ["check", "squid", str(CONFIGS / "haproxy-good.cfg")],
+        ["check", "nginx", str(CONFIGS)],
+        ["audit", "/nonexistent.conf"],
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -106,7 +148,9 @@ def test_nginx_syntax_error_names_file_and_line(tmp_path: Path, capsys: pytest.C
     assert f"{cfg}:" in err and "nginx syntax" in err
 
 
-def test_no_https_upstream_is_bad_input(local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_https_upstream_is_bad_input(
+    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "plain.conf"
     cfg.write_text("server { listen 80; location / { proxy_pass http://app:8080; } }\n")
     assert main(["check", "nginx", str(cfg)]) == 2
@@ -115,13 +159,17 @@ def test_no_https_upstream_is_bad_input(local_runtime: str, tmp_path: Path, caps
 
 # -- audit ----------------------------------------------------------------------------------
 AUDITS = [
-    ("nginx-ip-host-sni.conf", {("nginx-ca-without-verify", 13), ("nginx-client-controlled-name", 15),
-                                ("nginx-system-bundle", 12)}),
+    (
+        "nginx-ip-host-sni.conf",
+        {("nginx-ca-without-verify", 13), ("nginx-client-controlled-name", 15), ("nginx-system-bundle", 12)},
+    ),
     ("nginx-var-ca-without-verify.conf", {("nginx-ca-without-verify", 13)}),
     ("nginx-upstream-good.conf", set()),
     ("apache-seed-recipe.conf", {("apache-verify-depth", 29), ("apache-preserve-host", 28)}),
-    ("apache-everything-off.conf", {("apache-verify-none", 9), ("apache-name-check-off", 10),
-                                    ("apache-expire-check-off", 12)}),
+    (
+        "apache-everything-off.conf",
+        {("apache-verify-none", 9), ("apache-name-check-off", 10), ("apache-expire-check-off", 12)},
+    ),
     ("apache-vhost-good.conf", set()),
     ("haproxy-ca-only.cfg", {("haproxy-no-name-check", 24)}),
     ("haproxy-verify-none.cfg", {("haproxy-verify-none", 13)}),
@@ -164,9 +212,21 @@ def test_plugin_example_runs(local_runtime: str) -> None:
     plugin = [] if registered else ["-p", "harness.pytest_plugin"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", *plugin, "-q", "-p", "no:cacheprovider",
-         str(ROOT / "examples" / "guard-your-config")],
-        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT / "examples" / "guard-your-config",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *plugin,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "examples" / "guard-your-config"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT / "examples" / "guard-your-config",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout

@@ -17,7 +17,17 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.configs.base import Adapted, LabPaths, Ports, Route, Upstream, is_ip, read_config, trust_file
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    read_config,
+    regex_probe_path,
+    trust_file,
+)
 from harness.configs.nginx import split_url
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
@@ -25,21 +35,75 @@ from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 MODULES_DIR = Path("/usr/lib/apache2/modules")
 #: Loaded when present: the modules a Debian apache2 enables plus those reverse proxies use.
 MODULES = (
-    "mpm_event", "authz_core", "authz_host", "authn_core", "authn_file", "auth_basic", "authz_user",
-    "access_compat", "alias", "dir", "mime", "env", "setenvif", "headers", "rewrite", "log_config",
-    "expires", "filter", "deflate", "socache_shmcb", "ssl", "proxy", "proxy_http", "proxy_wstunnel",
-    "proxy_balancer", "slotmem_shm", "lbmethod_byrequests", "remoteip", "reqtimeout", "status",
-    "http2", "proxy_http2", "unique_id", "substitute", "request",
+    "mpm_event",
+    "authz_core",
+    "authz_host",
+    "authn_core",
+    "authn_file",
+    "auth_basic",
+    "authz_user",
+    "access_compat",
+    "alias",
+    "dir",
+    "mime",
+    "env",
+    "setenvif",
+    "headers",
+    "rewrite",
+    "log_config",
+    "expires",
+    "filter",
+    "deflate",
+    "socache_shmcb",
+    "ssl",
+    "proxy",
+    "proxy_http",
+    "proxy_wstunnel",
+    "proxy_balancer",
+    "slotmem_shm",
+    "lbmethod_byrequests",
+    "remoteip",
+    "reqtimeout",
+    "status",
+    "http2",
+    "proxy_http2",
+    "unique_id",
+    "substitute",
+    "request",
 )
 _DROP = {
-    "serverroot", "user", "group", "pidfile", "errorlog", "customlog", "transferlog", "loglevel",
-    "include", "includeoptional", "loadmodule", "mutex", "defaultruntimedir", "listen",
-    "sslsessioncache", "sslstaplingcache", "sslusestapling", "sslrandomseed", "sslpassphrasedialog",
-    "scoreboardfile", "coredumpdirectory", "errorlogformat",
+    "serverroot",
+    "user",
+    "group",
+    "pidfile",
+    "errorlog",
+    "customlog",
+    "transferlog",
+    "loglevel",
+    "include",
+    "includeoptional",
+    "loadmodule",
+    "mutex",
+    "defaultruntimedir",
+    "listen",
+    "sslsessioncache",
+    "sslstaplingcache",
+    "sslusestapling",
+    "sslrandomseed",
+    "sslpassphrasedialog",
+    "scoreboardfile",
+    "coredumpdirectory",
+    "errorlogformat",
 }
 _CLIENT_SIDE = {
-    "sslcertificatechainfile", "sslcacertificatefile", "sslcacertificatepath", "sslverifyclient",
-    "sslverifydepth", "sslcarevocationfile", "sslcarevocationpath", "sslcarevocationcheck",
+    "sslcertificatechainfile",
+    "sslcacertificatefile",
+    "sslcacertificatepath",
+    "sslverifyclient",
+    "sslverifydepth",
+    "sslcarevocationfile",
+    "sslcarevocationpath",
+    "sslcarevocationcheck",
     "sslopensslconfcmd",
 }
 
@@ -89,15 +153,7 @@ def _port_of(addr: str) -> str:
 
 
 def _probe_path(pattern: str) -> str | None:
-    lit = re.match(r"\^?((?:\\.|[^.*+?\[\](){}|\\$^])*)", pattern)
-    prefix = re.sub(r"\\(.)", r"\1", lit.group(1)) if lit else ""
-    for cand in (prefix if prefix.endswith("/") else prefix + "/", prefix):
-        try:
-            if re.search(pattern, cand + "trustlab-probe/x"):
-                return cand if cand.endswith("/") else cand + "?trustlab-probe"
-        except re.error:
-            return None
-    return None
+    return regex_probe_path(pattern)
 
 
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
@@ -134,8 +190,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 addrs = arg.split()
                 port = _port_of(addrs[0]) if addrs else "80"
                 lab_port = ports(port)
-                cur = {"line": ln.no, "port": port, "tls": False, "name": None, "passes": [],
-                       "preserve": False}
+                cur = {
+                    "line": ln.no,
+                    "port": port,
+                    "tls": False,
+                    "name": None,
+                    "passes": [],
+                    "preserve": False,
+                }
                 vhosts.append(cur)
                 notes.append(f"line {ln.no}: <VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>")
                 out.append(f"<VirtualHost 127.0.0.1:{lab_port}>")
@@ -153,8 +215,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     listen_ports.append(port)
                 notes.append(f"line {ln.no}: Listen {' '.join(w[1:])} -> Listen 127.0.0.1:{ports(port)}")
             elif name in ("include", "includeoptional"):
-                notes.append(f"line {ln.no}: {w[0]} {' '.join(w[1:])} dropped (not followed: put trust "
-                             "directives in the checked file)")
+                notes.append(
+                    f"line {ln.no}: {w[0]} {' '.join(w[1:])} dropped (not followed: put trust "
+                    "directives in the checked file)"
+                )
             elif name == "loadmodule":
                 pass
             elif name not in ("errorlog", "customlog", "transferlog", "loglevel", "pidfile"):
@@ -164,8 +228,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             notes.append(f"line {ln.no}: {w[0]} dropped (client side: not what the lab tests)")
             continue
         if name == "sslcertificatefile":
-            notes.append(f"line {ln.no}: SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a "
-                         "lab-minted one (client side)")
+            notes.append(
+                f"line {ln.no}: SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a "
+                "lab-minted one (client side)"
+            )
             out.append(f"{indent}SSLCertificateFile {lab.cert}")
             continue
         if name == "sslcertificatekeyfile":
@@ -181,8 +247,12 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by a lab-minted client certificate")
             out.append(f"{indent}{w[0]} {lab.combined}")
             continue
-        if name in ("sslproxymachinecertificatechainfile", "sslproxycarevocationfile",
-                    "sslproxycarevocationpath", "sslproxycarevocationcheck"):
+        if name in (
+            "sslproxymachinecertificatechainfile",
+            "sslproxycarevocationfile",
+            "sslproxycarevocationpath",
+            "sslproxycarevocationcheck",
+        ):
             notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no CRL or client chain)")
             continue
         if name == "sslengine" and cur is not None and len(w) > 1 and w[1].lower() == "on":
@@ -217,11 +287,20 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     upstreams: list[Upstream] = []
     if not has_vhost:
         port = listen_ports[0] if listen_ports else "80"
-        vhosts.append({"line": 0, "port": port, "tls": any(
-            ln.name == "sslengine" and len(ln.words) > 1 and ln.words[1].lower() == "on" for ln in src),
-            "name": next((ln.words[1] for ln in src if ln.name == "servername" and len(ln.words) > 1), None),
-            "passes": main_passes, "preserve": any(
-                ln.name == "proxypreservehost" and ln.words[1:2] == ["On"] for ln in src)})
+        vhosts.append(
+            {
+                "line": 0,
+                "port": port,
+                "tls": any(
+                    ln.name == "sslengine" and len(ln.words) > 1 and ln.words[1].lower() == "on" for ln in src
+                ),
+                "name": next(
+                    (ln.words[1] for ln in src if ln.name == "servername" and len(ln.words) > 1), None
+                ),
+                "passes": main_passes,
+                "preserve": any(ln.name == "proxypreservehost" and ln.words[1:2] == ["On"] for ln in src),
+            }
+        )
         if not listen_ports:
             listen_ports.append(port)
             notes.append(f"{path} has no Listen; the lab listens on 127.0.0.1:{ports(port)}")
@@ -239,13 +318,18 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 m_scheme, m_host, m_port, _ = split_url(murl)
                 if m_scheme not in ("https", "h2", "wss"):
                     continue
-                upstreams.append(Upstream(
-                    label=f"ProxyPass{'Match' if regex else ''} {ppath} {murl} (line {mline})",
-                    host=m_host, port=m_port or 443, line=mline,
-                    name=m_host if not is_ip(m_host) else BACKEND_NAME, route=route,
-                    why_unroutable="" if probe else f"no client request path matches {ppath!r}",
-                    pool=f"balancer://{host}|{murl}|{mline}" if scheme == "balancer" else "",
-                ))
+                upstreams.append(
+                    Upstream(
+                        label=f"ProxyPass{'Match' if regex else ''} {ppath} {murl} (line {mline})",
+                        host=m_host,
+                        port=m_port or 443,
+                        line=mline,
+                        name=m_host if not is_ip(m_host) else BACKEND_NAME,
+                        route=route,
+                        why_unroutable="" if probe else f"no client request path matches {ppath!r}",
+                        pool=f"balancer://{host}|{murl}|{mline}" if scheme == "balancer" else "",
+                    )
+                )
     run = lab.run_dir
     head = [
         f"# trustlab check: adapted from {path}",
@@ -268,8 +352,12 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         notes.append(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>")
     notes.append("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)")
     listeners = {p: ports(p) for p in listen_ports}
-    return Adapted(text="\n".join(head + body) + "\n", adaptations=_sorted(notes), upstreams=upstreams,
-                   listeners=listeners)
+    return Adapted(
+        text="\n".join(head + body) + "\n",
+        adaptations=_sorted(notes),
+        upstreams=upstreams,
+        listeners=listeners,
+    )
 
 
 def _sorted(notes: list[str]) -> list[str]:
@@ -283,6 +371,7 @@ def _sorted(notes: list[str]) -> list[str]:
 def validate(path: Path) -> None:
     """Raise ConfigError when *path* does not look like an Apache config."""
     src = lines(read_config(path))
-    if not any(ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen")
-               for ln in src):
+    if not any(
+        ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src
+    ):
         raise ConfigError(f"{path}: no <VirtualHost>, Listen or ProxyPass: is this an Apache config?")

@@ -23,9 +23,18 @@ from harness.vocab import BACKEND_NAME
 #: SUSE, macOS/Homebrew): a trust path that looks like one of these stands for the lab's
 #: system bundle, anything else for the lab's internal root.
 _BUNDLE_HINTS = (
-    "ca-certificates.crt", "ca-bundle.crt", "ca-bundle.trust.crt", "tls-ca-bundle.pem",
-    "ca-root-nss.crt", "cacert.pem", "/etc/ssl/cert.pem", "/etc/ssl/certs", "/etc/pki/tls/certs",
-    "/etc/pki/ca-trust", "/usr/share/ca-certificates", "/usr/local/etc/openssl",
+    "ca-certificates.crt",
+    "ca-bundle.crt",
+    "ca-bundle.trust.crt",
+    "tls-ca-bundle.pem",
+    "ca-root-nss.crt",
+    "cacert.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/certs",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust",
+    "/usr/share/ca-certificates",
+    "/usr/local/etc/openssl",
 )
 
 
@@ -155,3 +164,111 @@ def read_config(path: Path, *, limit: int = 2_000_000) -> str:
 
 
 Adapt = Callable[..., Adapted]
+
+
+def regex_sample(pattern: str) -> str | None:
+    """A string that *pattern* (a PCRE location/ProxyPassMatch regex) matches, or None.
+
+    Literals are kept, classes give their first member (``[0-9]`` -> ``0``), quantifiers their
+    minimum (``+`` once), groups their first alternative; the caller re-checks the result.
+    """
+    p, i = pattern, 0
+    escapes = {
+        "d": "0",
+        "w": "a",
+        "s": "-",
+        "D": "a",
+        "W": "-",
+        "S": "a",
+        "b": "",
+        "B": "",
+        "A": "",
+        "z": "",
+        "Z": "",
+    }
+
+    def alt() -> str:
+        nonlocal i
+        out = seq()
+        while i < len(p) and p[i] == "|":
+            i += 1
+            seq()
+        return out
+
+    def seq() -> str:
+        nonlocal i
+        out = ""
+        while i < len(p) and p[i] not in "|)":
+            piece = atom()
+            if i < len(p) and p[i] in "*+?{":
+                if p[i] == "{":
+                    j = p.index("}", i)
+                    n = int(p[i + 1 : j].split(",")[0] or 0)
+                    i = j + 1
+                else:
+                    n = 1 if p[i] == "+" else 0
+                    i += 1
+                if i < len(p) and p[i] in "?+":
+                    i += 1
+                piece *= n
+            out += piece
+        return out
+
+    def atom() -> str:
+        nonlocal i
+        c = p[i]
+        if c == "(":
+            i += 1
+            if p.startswith("?", i):
+                m = re.match(r"\?(?:P?<[^>]+>|[:=!imsx-]*:?)", p[i:])
+                i += len(m.group(0)) if m else 1
+            s = alt()
+            i += 1
+            return s
+        if c == "[":
+            j = i + 1
+            if j < len(p) and p[j] == "^":
+                j += 1
+            if j < len(p) and p[j] == "]":
+                j += 1
+            while j < len(p) and p[j] != "]":
+                j += 2 if p[j] == "\\" else 1
+            body, i = p[i + 1 : j], j + 1
+            if body.startswith("^"):
+                return next((ch for ch in "xa0_-" if ch not in body), "x")
+            if body.startswith("\\") and len(body) > 1:
+                return escapes.get(body[1], body[1])
+            return body[:1]
+        if c == "\\":
+            i += 2
+            e = p[i - 1] if i - 1 < len(p) else ""
+            return escapes.get(e, e)
+        i += 1
+        if c == ".":
+            return "a"
+        if c in "^$":
+            return ""
+        return c
+
+    try:
+        sample = alt()
+    except (ValueError, IndexError):
+        return None
+    return sample
+
+
+def regex_probe_path(pattern: str, *, flags: int = 0) -> str | None:
+    """A request path a regex location sends to its upstream (see the worker's path rule)."""
+    sample = regex_sample(pattern)
+    if sample is None:
+        return None
+    tail = "trustlab-probe/proxy/legit/0"
+    pattern = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)  # PCRE named groups, Python spelling
+    base = sample if sample.startswith("/") else "/" + sample
+    for cand, checked in ((base.rstrip("/") + "/", base.rstrip("/") + "/" + tail), (base, base)):
+        try:
+            if re.search(pattern, checked, flags):
+                return cand if cand.endswith("/") else cand + "?trustlab-probe"
+        except re.error:
+            return None
+    return None

@@ -23,23 +23,114 @@ from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 
-SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "resolvers", "peers", "userlist",
-            "program", "mailers", "cache", "ring", "http-errors")
-_GLOBAL_DROP = ("chroot", "user", "group", "uid", "gid", "daemon", "pidfile", "stats", "log", "nbproc",
-                "master-worker", "ca-base", "crt-base", "node", "description", "lua-load", "setenv",
-                "presetenv", "h1-case-adjust-file", "server-state-file", "server-state-base")
-_LOG_FORMAT = ('log-format "trustlab req=\\"%r\\" status=%ST term=%ts ssl_bc_err=%[ssl_bc_err] '
-               'ssl_bc_err_str=\\"%[ssl_bc_err_str]\\""')
+SECTIONS = (
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "resolvers",
+    "peers",
+    "userlist",
+    "program",
+    "mailers",
+    "cache",
+    "ring",
+    "http-errors",
+)
+_GLOBAL_DROP = (
+    "chroot",
+    "user",
+    "group",
+    "uid",
+    "gid",
+    "daemon",
+    "pidfile",
+    "stats",
+    "log",
+    "nbproc",
+    "master-worker",
+    "ca-base",
+    "crt-base",
+    "node",
+    "description",
+    "lua-load",
+    "setenv",
+    "presetenv",
+    "h1-case-adjust-file",
+    "server-state-file",
+    "server-state-base",
+)
+_LOG_FORMAT = (
+    'log-format "trustlab req=\\"%r\\" status=%ST term=%ts ssl_bc_err=%[ssl_bc_err] '
+    'ssl_bc_err_str=\\"%[ssl_bc_err_str]\\""'
+)
 #: Server keywords taking one argument (so their value is never read as a keyword).
 _ARG_KEYWORDS = {
-    "ca-file", "crl-file", "crt", "sni", "verifyhost", "verify", "alpn", "npn", "ciphers", "ciphersuites",
-    "inter", "fastinter", "downinter", "rise", "fall", "weight", "maxconn", "minconn", "maxqueue", "port",
-    "addr", "id", "cookie", "slowstart", "on-error", "on-marked-down", "on-marked-up", "error-limit",
-    "observe", "init-addr", "resolvers", "resolve-prefer", "resolve-net", "resolve-opts", "source",
-    "ssl-min-ver", "ssl-max-ver", "pool-max-conn", "pool-low-conn", "pool-purge-delay", "max-reuse",
-    "proto", "agent-port", "agent-inter", "agent-addr", "agent-send", "check-sni", "check-alpn",
-    "proxy-v2-options", "redir", "track", "usesrc", "namespace", "curves", "sigalgs", "client-sigalgs",
-    "tcp-ut", "socks4", "log-proto", "ws", "shard", "set-proxy-v2-tlv-fmt", "hash-key", "sni-auto",
+    "ca-file",
+    "crl-file",
+    "crt",
+    "sni",
+    "verifyhost",
+    "verify",
+    "alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "inter",
+    "fastinter",
+    "downinter",
+    "rise",
+    "fall",
+    "weight",
+    "maxconn",
+    "minconn",
+    "maxqueue",
+    "port",
+    "addr",
+    "id",
+    "cookie",
+    "slowstart",
+    "on-error",
+    "on-marked-down",
+    "on-marked-up",
+    "error-limit",
+    "observe",
+    "init-addr",
+    "resolvers",
+    "resolve-prefer",
+    "resolve-net",
+    "resolve-opts",
+    "source",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "pool-max-conn",
+    "pool-low-conn",
+    "pool-purge-delay",
+    "max-reuse",
+    "proto",
+    "agent-port",
+    "agent-inter",
+    "agent-addr",
+    "agent-send",
+    "check-sni",
+    "check-alpn",
+    "proxy-v2-options",
+    "redir",
+    "track",
+    "usesrc",
+    "namespace",
+    "curves",
+    "sigalgs",
+    "client-sigalgs",
+    "tcp-ut",
+    "socks4",
+    "log-proto",
+    "ws",
+    "shard",
+    "set-proxy-v2-tlv-fmt",
+    "hash-key",
+    "sni-auto",
 }
 
 
@@ -65,8 +156,11 @@ def parse(text: str) -> list[Section]:
         w = words(raw)
         if not w:
             continue
-        if w[0] in SECTIONS and not raw[:1].isspace() or (w[0] in SECTIONS and w[0] in (
-                "global", "defaults", "frontend", "backend", "listen")):
+        if (
+            w[0] in SECTIONS
+            and not raw[:1].isspace()
+            or (w[0] in SECTIONS and w[0] in ("global", "defaults", "frontend", "backend", "listen"))
+        ):
             sections.append(Section(w[0], w[1] if len(w) > 1 else "", no))
             continue
         sections[-1].body.append((no, raw, w))
@@ -115,8 +209,18 @@ def _acl_route(cond: list[str], acls: dict[str, list[str]]) -> tuple[str | None,
         elif fetch in ("path_reg",):
             p = re.match(r"\^?([\w/\-.]*)", vals[0])
             path = p.group(1) if p else None
-        elif fetch.startswith(("hdr(host)", "req.hdr(host)", "hdr_dom(host)", "hdr_beg(host)",
-                               "hdr_end(host)", "req.hdr(Host)", "hdr(Host)", "hdr_dom(Host)")):
+        elif fetch.startswith(
+            (
+                "hdr(host)",
+                "req.hdr(host)",
+                "hdr_dom(host)",
+                "hdr_beg(host)",
+                "hdr_end(host)",
+                "req.hdr(Host)",
+                "hdr(Host)",
+                "hdr_dom(Host)",
+            )
+        ):
             host = vals[0].lstrip(".")
         elif fetch in ("ssl_fc_sni", "req.ssl_sni"):
             host = vals[0]
@@ -136,7 +240,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     upstreams: list[Upstream] = []
     listeners: dict[str, int] = {}
     defaults_opts: dict[str, str | bool] = {}
-    fronts: list[tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]] = []
+    fronts: list[
+        tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]
+    ] = []
     backends: dict[str, Section] = {}
     ssl_server_verify = "required"
 
@@ -173,7 +279,8 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 notes.append(f"line {no}: retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)")
                 continue
             if key in ("log", "log-format", "log-format-sd", "error-log-format") or (
-                    key == "option" and len(w) > 1 and w[1] in ("httplog", "tcplog", "logasap")):
+                key == "option" and len(w) > 1 and w[1] in ("httplog", "tcplog", "logasap")
+            ):
                 continue
             if key == "bind":
                 port = w[1].rsplit(":", 1)[-1] if len(w) > 1 else "80"
@@ -211,7 +318,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 continue
             out.append(raw if raw[:1].isspace() else indent + raw.strip())
         if sec.kind in ("frontend", "listen"):
-            fronts.append((sec, listener, tls, acls, rules, default_be if sec.kind == "frontend" else sec.name))
+            fronts.append(
+                (sec, listener, tls, acls, rules, default_be if sec.kind == "frontend" else sec.name)
+            )
         if sec.kind in ("backend", "listen"):
             backends[sec.name] = sec
 
@@ -236,11 +345,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if u.route is None and not u.why_unroutable:
             u.why_unroutable = f"no frontend sends requests to backend {be}"
     del ssl_server_verify
-    notes.append("retries 0 in every backend: a refused handshake is retried after 1 s, which only "
-                 "delays the verdict")
+    notes.append(
+        "retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict"
+    )
     notes.append("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)")
-    return Adapted(text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams,
-                   listeners=listeners)
+    return Adapted(
+        text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners
+    )
 
 
 def _section_defaults(sec: Section, inherited: dict[str, str | bool]) -> dict[str, str | bool]:
@@ -251,8 +362,9 @@ def _section_defaults(sec: Section, inherited: dict[str, str | bool]) -> dict[st
     return out
 
 
-def _server_line(w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section,
-                 focus: str | None) -> tuple[str, dict[str, str | bool]]:
+def _server_line(
+    w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None
+) -> tuple[str, dict[str, str | bool]]:
     opts = server_options(w)
     start = 3 if w[0] == "server" else 1
     new = list(w[:start])
@@ -261,8 +373,10 @@ def _server_line(w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Se
         k = w[i]
         if k in ("check", "check-ssl") or (k == "resolvers" and i + 1 < len(w)):
             if k == "check":
-                notes.append(f"line {no}: `check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
-                             "checks would reach the seat between cells)")
+                notes.append(
+                    f"line {no}: `check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
+                    "checks would reach the seat between cells)"
+                )
             i += 2 if k == "resolvers" else 1
             continue
         if k == "ca-file" and i + 1 < len(w):
@@ -294,23 +408,34 @@ def _quote(word: str) -> str:
     return word if re.fullmatch(r"[^\s\"'#\\]+", word) else "'" + word.replace("'", "'\\''") + "'"
 
 
-def _record_server(w: list[str], no: int, opts: dict[str, str | bool], sec: Section,
-                   upstreams: list[Upstream]) -> None:
+def _record_server(
+    w: list[str], no: int, opts: dict[str, str | bool], sec: Section, upstreams: list[Upstream]
+) -> None:
     if len(w) < 3 or opts.get("ssl") is not True or "no-ssl" in opts:
         return
     host, port = split_hostport(w[2], 443)
     if host.startswith(("unix@", "abns@", "/", "ipv4@", "ipv6@")):
         host = host.split("@", 1)[-1]
-    name = host
-    if is_ip(host):
-        vh = opts.get("verifyhost")
-        sni = opts.get("sni")
-        m = re.fullmatch(r"str\(([^)]+)\)", sni) if isinstance(sni, str) else None
-        name = vh if isinstance(vh, str) else (m.group(1) if m else BACKEND_NAME)
-    upstreams.append(Upstream(
-        label=f"backend {sec.name} server {w[1]} {w[2]} (line {no})", host=host, port=port, line=no,
-        name=name, pool=f"{sec.name}|{w[1]}|{no}",
-    ))
+    # The name the config explicitly expects, else the target's host name, else the lab's name.
+    vh = opts.get("verifyhost")
+    sni = opts.get("sni")
+    m = re.fullmatch(r"str\(([^)]+)\)", sni) if isinstance(sni, str) else None
+    if isinstance(vh, str):
+        name = vh
+    elif m:
+        name = m.group(1)
+    else:
+        name = host if not is_ip(host) else BACKEND_NAME
+    upstreams.append(
+        Upstream(
+            label=f"backend {sec.name} server {w[1]} {w[2]} (line {no})",
+            host=host,
+            port=port,
+            line=no,
+            name=name,
+            pool=f"{sec.name}|{w[1]}|{no}",
+        )
+    )
 
 
 def _sorted(notes: list[str]) -> list[str]:

@@ -15,7 +15,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.configs.base import Adapted, LabPaths, Ports, Route, Upstream, is_ip, trust_file
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    regex_probe_path,
+    trust_file,
+)
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 
@@ -23,21 +32,55 @@ Directive = dict[str, Any]
 
 #: main-context directives that belong to the host's process, replaced by the lab's own.
 _MAIN_DROP = {
-    "user", "pid", "daemon", "master_process", "worker_processes", "error_log", "include",
-    "load_module", "lock_file", "worker_rlimit_nofile", "worker_rlimit_core", "worker_priority",
-    "worker_cpu_affinity", "working_directory", "ssl_engine", "thread_pool", "env", "pcre_jit",
-    "worker_shutdown_timeout", "timer_resolution", "debug_points",
+    "user",
+    "pid",
+    "daemon",
+    "master_process",
+    "worker_processes",
+    "error_log",
+    "include",
+    "load_module",
+    "lock_file",
+    "worker_rlimit_nofile",
+    "worker_rlimit_core",
+    "worker_priority",
+    "worker_cpu_affinity",
+    "working_directory",
+    "ssl_engine",
+    "thread_pool",
+    "env",
+    "pcre_jit",
+    "worker_shutdown_timeout",
+    "timer_resolution",
+    "debug_points",
 }
 #: Anywhere: host paths the lab replaces (logs, temp dirs) or cannot reach (includes).
 _ANY_DROP = {
-    "include", "error_log", "access_log", "client_body_temp_path", "proxy_temp_path",
-    "fastcgi_temp_path", "uwsgi_temp_path", "scgi_temp_path",
+    "include",
+    "error_log",
+    "access_log",
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
 }
 #: Client-side TLS material (the proxy as a TLS *server*): not what the lab tests.
 _CLIENT_SIDE_DROP = {
-    "ssl_trusted_certificate", "ssl_client_certificate", "ssl_verify_client", "ssl_verify_depth",
-    "ssl_crl", "ssl_stapling", "ssl_stapling_verify", "ssl_stapling_file", "ssl_stapling_responder",
-    "ssl_dhparam", "ssl_password_file", "ssl_session_ticket_key", "ssl_ocsp", "ssl_ocsp_cache",
+    "ssl_trusted_certificate",
+    "ssl_client_certificate",
+    "ssl_verify_client",
+    "ssl_verify_depth",
+    "ssl_crl",
+    "ssl_stapling",
+    "ssl_stapling_verify",
+    "ssl_stapling_file",
+    "ssl_stapling_responder",
+    "ssl_dhparam",
+    "ssl_password_file",
+    "ssl_session_ticket_key",
+    "ssl_ocsp",
+    "ssl_ocsp_cache",
     "ssl_ocsp_responder",
 }
 _LISTEN_KEEP = {"ssl", "default_server", "default"}
@@ -90,11 +133,19 @@ def wrap_http(tree: list[Directive]) -> Directive:
     if kind == "http":
         return {"directive": "http", "line": 0, "args": [], "block": tree}
     if kind == "server":
-        return {"directive": "http", "line": 0, "args": [], "block": [
-            {"directive": "server", "line": 0, "args": [], "block": tree}]}
+        return {
+            "directive": "http",
+            "line": 0,
+            "args": [],
+            "block": [{"directive": "server", "line": 0, "args": [], "block": tree}],
+        }
     loc = {"directive": "location", "line": 0, "args": ["/"], "block": tree}
-    return {"directive": "http", "line": 0, "args": [], "block": [
-        {"directive": "server", "line": 0, "args": [], "block": [loc]}]}
+    return {
+        "directive": "http",
+        "line": 0,
+        "args": [],
+        "block": [{"directive": "server", "line": 0, "args": [], "block": [loc]}],
+    }
 
 
 def effective(name: str, stack: list[Directive]) -> Directive | None:
@@ -108,6 +159,7 @@ def effective(name: str, stack: list[Directive]) -> Directive | None:
 
 def resolve_var(value: str, stack: list[Directive]) -> str | None:
     """``$name`` references replaced by a ``set $name value`` in scope, else None."""
+
     def sub(m: re.Match[str]) -> str:
         var = "$" + (m.group(1) or m.group(2))
         for block in reversed(stack):
@@ -133,7 +185,12 @@ def split_url(url: str) -> tuple[str, str, int | None, str]:
     m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
     if not m:
         return "", url, None, ""
-    return m.group(1).lower(), m.group(2).strip("[]"), int(m.group(3)) if m.group(3) else None, m.group(4) or ""
+    return (
+        m.group(1).lower(),
+        m.group(2).strip("[]"),
+        int(m.group(3)) if m.group(3) else None,
+        m.group(4) or "",
+    )
 
 
 def split_hostport(value: str, default: int) -> tuple[str, int]:
@@ -158,16 +215,7 @@ def _probe_path(loc: Directive) -> str | None:
     if mod == "=":
         return pat + ("?trustlab-probe" if pat.endswith("/") else "")
     if mod in ("~", "~*"):
-        lit = re.match(r"\^?((?:\\.|[^.*+?\[\](){}|\\$^])*)", pat)
-        prefix = re.sub(r"\\(.)", r"\1", lit.group(1)) if lit else ""
-        flags = re.I if mod == "~*" else 0
-        for cand in (prefix if prefix.endswith("/") else prefix + "/", prefix, "/" + prefix.lstrip("/")):
-            try:
-                if re.search(pat, cand + "trustlab-probe/x", flags):
-                    return cand if cand.endswith("/") else cand + "?trustlab-probe"
-            except re.error:
-                return None
-        return None
+        return regex_probe_path(pat, flags=re.I if mod == "~*" else 0)
     return None
 
 
@@ -194,8 +242,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     kind = shape(tree)
     http = wrap_http(tree)
     if kind != "main":
-        notes.append(f"{path} holds {'a ' + kind + ' block' if kind != 'http' else 'http-level directives'}; "
-                     "the lab wraps it in a minimal nginx.conf")
+        notes.append(
+            f"{path} holds {'a ' + kind + ' block' if kind != 'http' else 'http-level directives'}; "
+            "the lab wraps it in a minimal nginx.conf"
+        )
 
     pools: dict[str, Directive] = {
         d["args"][0]: d for d in http["block"] if d["directive"] == "upstream" and d.get("args")
@@ -223,8 +273,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             name, args, line = d["directive"], d["args"], d["line"]
             if name in _ANY_DROP:
                 if name == "include":
-                    notes.append(f"line {line}: include {' '.join(args)} dropped (not followed: "
-                                 "put trust directives in the checked file)")
+                    notes.append(
+                        f"line {line}: include {' '.join(args)} dropped (not followed: "
+                        "put trust directives in the checked file)"
+                    )
                 continue
             if name in _CLIENT_SIDE_DROP:
                 notes.append(f"line {line}: {name} dropped (client side: not what the lab tests)")
@@ -247,8 +299,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             elif name == "proxy_ssl_trusted_certificate" and args:
                 d["args"] = [trust_file(args[0], lab, notes)]
             elif name == "proxy_ssl_crl" and args:
-                notes.append(f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; "
-                             "revocation is not tested)")
+                notes.append(
+                    f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; "
+                    "revocation is not tested)"
+                )
                 continue
             elif name == "proxy_cache_path" and args:
                 sub = lab.run_dir / f"cache-{line}"
@@ -258,10 +312,22 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 for s in d.get("block", []):
                     if s["directive"] == "server" and s["args"]:
                         key = f"{args[0]}|{s['args'][0]}|{s['line']}"
+                        if key == focus and len(d["block"]) > 1:
+                            # With several peers nginx takes a failed one out of rotation for
+                            # fail_timeout; the next cell would get "no live upstreams".
+                            s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + [
+                                "max_fails=0"
+                            ]
+                            notes.append(
+                                f"line {s['line']}: max_fails=0 on the probed server {s['args'][0]} "
+                                "(a refused impostor must not take it out of rotation for the next cell)"
+                            )
                         if key != focus and focus.startswith(args[0] + "|") and "down" not in s["args"]:
                             s["args"].append("down")
-                            notes.append(f"line {s['line']}: server {s['args'][0]} marked down while "
-                                         f"{focus.split('|')[1]} of upstream {args[0]} is probed")
+                            notes.append(
+                                f"line {s['line']}: server {s['args'][0]} marked down while "
+                                f"{focus.split('|')[1]} of upstream {args[0]} is probed"
+                            )
             if "block" in d:
                 walk(d, [*stack, d])
                 if name == "location":
@@ -303,11 +369,15 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if "$" in url:
                 value = resolve_var(url, stack)
                 if value is None:
-                    notes.append(f"line {d['line']}: proxy_pass {url} depends on a request variable; "
-                                 "not checked (give a literal URL or a `set` in scope)")
+                    notes.append(
+                        f"line {d['line']}: proxy_pass {url} depends on a request variable; "
+                        "not checked (give a literal URL or a `set` in scope)"
+                    )
                     continue
-                notes.append(f"line {d['line']}: proxy_pass {url} -> {value} (the lab has no DNS "
-                             "resolver; the value of `set` was substituted)")
+                notes.append(
+                    f"line {d['line']}: proxy_pass {url} -> {value} (the lab has no DNS "
+                    "resolver; the value of `set` was substituted)"
+                )
                 d["args"] = [value]
                 url = value
             scheme, host, port, _ = split_url(url)
@@ -324,7 +394,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 listener = next(iter(lst), "80")
                 route = Route(listener, lst.get(listener, False), _host_header(server), path)
             name_d = effective("proxy_ssl_name", stack)
-            ssl_name = name_d["args"][0] if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+            ssl_name = (
+                name_d["args"][0] if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+            )
             where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
             if host in pools:
                 for s in pools[host].get("block", []):
@@ -332,18 +404,32 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                         continue
                     t_host, t_port = split_hostport(s["args"][0], 80)
                     legit = ssl_name or (t_host if not is_ip(t_host) else BACKEND_NAME)
-                    upstreams.append(Upstream(
-                        label=f"{url} -> {t_host}:{t_port} ({where}, line {d['line']})",
-                        host=t_host, port=t_port, line=d["line"], name=legit, route=route,
-                        why_unroutable=why, pool=f"{host}|{s['args'][0]}|{s['line']}",
-                    ))
+                    upstreams.append(
+                        Upstream(
+                            label=f"{url} -> {t_host}:{t_port} ({where}, line {d['line']})",
+                            host=t_host,
+                            port=t_port,
+                            line=d["line"],
+                            name=legit,
+                            route=route,
+                            why_unroutable=why,
+                            pool=f"{host}|{s['args'][0]}|{s['line']}",
+                        )
+                    )
             else:
                 t_port = port or 443
-                legit = host if not is_ip(host) else (ssl_name or BACKEND_NAME)
-                upstreams.append(Upstream(
-                    label=f"{url} ({where}, line {d['line']})", host=host, port=t_port, line=d["line"],
-                    name=legit, route=route, why_unroutable=why,
-                ))
+                legit = ssl_name or (host if not is_ip(host) else BACKEND_NAME)
+                upstreams.append(
+                    Upstream(
+                        label=f"{url} ({where}, line {d['line']})",
+                        host=host,
+                        port=t_port,
+                        line=d["line"],
+                        name=legit,
+                        route=route,
+                        why_unroutable=why,
+                    )
+                )
 
     for s in servers(tree):
         s.pop("_listeners", None)
@@ -360,15 +446,19 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         for d in tree:
             if d["directive"] in _MAIN_DROP:
                 if d["directive"] not in ("include", "error_log", "pid"):
-                    notes.append(f"line {d['line']}: {d['directive']} {' '.join(d['args'])} dropped "
-                                 "(process setting: the lab runs one foreground process)")
+                    notes.append(
+                        f"line {d['line']}: {d['directive']} {' '.join(d['args'])} dropped "
+                        "(process setting: the lab runs one foreground process)"
+                    )
                 elif d["directive"] == "include":
                     notes.append(f"line {d['line']}: include {' '.join(d['args'])} dropped (not followed)")
                 continue
             if d["directive"] in ("events", "http"):
                 continue
             if d["directive"] in ("stream", "mail"):
-                notes.append(f"line {d['line']}: {d['directive']} {{}} dropped (only http proxying is checked)")
+                notes.append(
+                    f"line {d['line']}: {d['directive']} {{}} dropped (only http proxying is checked)"
+                )
                 continue
             main.append(d)
     head = [
@@ -382,16 +472,22 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     ]
     lab_http = [
         {"directive": "access_log", "args": ["off"]},
-        *[{"directive": f"{t}_temp_path", "args": [f"{run}/{t}_temp"]}
-          for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")],
+        *[
+            {"directive": f"{t}_temp_path", "args": [f"{run}/{t}_temp"]}
+            for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ],
     ]
     if not any(d["directive"] == "default_type" for d in http["block"]):
         lab_http.append({"directive": "default_type", "args": ["application/octet-stream"]})
     http["block"] = lab_http + http["block"]
     notes.append("logs, pid and temp paths are the lab's own; the error log is at level info")
-    text = "# trustlab check: adapted from " + str(path) + "\n" + crossplane.build(
-        [*head, {"directive": "http", "args": [], "block": http["block"]}]
-    ) + "\n"
+    text = (
+        "# trustlab check: adapted from "
+        + str(path)
+        + "\n"
+        + crossplane.build([*head, {"directive": "http", "args": [], "block": http["block"]}])
+        + "\n"
+    )
     return Adapted(text=text, adaptations=_dedupe(notes), upstreams=upstreams, listeners=listeners)
 
 
