@@ -95,55 +95,135 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                 continue
             here = [*stack]
             eff = lambda n: ng.effective(n, here)  # noqa: E731
-            verify, ca, name, sni = (eff("proxy_ssl_verify"), eff("proxy_ssl_trusted_certificate"),
-                                     eff("proxy_ssl_name"), eff("proxy_ssl_server_name"))
+            verify, ca, name, sni = (
+                eff("proxy_ssl_verify"),
+                eff("proxy_ssl_trusted_certificate"),
+                eff("proxy_ssl_name"),
+                eff("proxy_ssl_server_name"),
+            )
             line = d["line"]
             verify_on = bool(verify and verify["args"] == ["on"])
             if not verify_on:
                 at = verify["line"] if verify else line
                 if ca:
-                    out.append(Finding("nginx-ca-without-verify", "high", f, at,
-                        f"proxy_ssl_trusted_certificate is set (line {ca['line']}) but proxy_ssl_verify is "
-                        "off: the CA file is never used, any certificate is accepted",
-                        "add `proxy_ssl_verify on;`", "nginx/ca-without-verify"))
+                    out.append(
+                        Finding(
+                            "nginx-ca-without-verify",
+                            "high",
+                            f,
+                            at,
+                            f"proxy_ssl_trusted_certificate is set (line {ca['line']}) but proxy_ssl_verify is "
+                            "off: the CA file is never used, any certificate is accepted",
+                            "add `proxy_ssl_verify on;`",
+                            "nginx/ca-without-verify",
+                        )
+                    )
                 else:
-                    out.append(Finding("nginx-verify-off", "high", f, at,
-                        f"proxy_pass {url}: proxy_ssl_verify is off (nginx's default): any certificate is accepted",
-                        "proxy_ssl_verify on; proxy_ssl_trusted_certificate <internal root>; "
-                        "proxy_ssl_server_name on;", "nginx/verify-off"))
+                    out.append(
+                        Finding(
+                            "nginx-verify-off",
+                            "high",
+                            f,
+                            at,
+                            f"proxy_pass {url}: proxy_ssl_verify is off (nginx's default): any certificate is accepted",
+                            "proxy_ssl_verify on; proxy_ssl_trusted_certificate <internal root>; "
+                            "proxy_ssl_server_name on;",
+                            "nginx/verify-off",
+                        )
+                    )
             elif not ca:
-                out.append(Finding("nginx-verify-no-ca", "high", f, verify["line"] if verify else line,
-                    "proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx refuses to start",
-                    "add `proxy_ssl_trusted_certificate <internal root only>;`", "nginx/verify-no-ca"))
+                out.append(
+                    Finding(
+                        "nginx-verify-no-ca",
+                        "high",
+                        f,
+                        verify["line"] if verify else line,
+                        "proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx refuses to start",
+                        "add `proxy_ssl_trusted_certificate <internal root only>;`",
+                        "nginx/verify-no-ca",
+                    )
+                )
             if ca and is_system_bundle(ca["args"][0]):
-                out.append(Finding("nginx-system-bundle", "medium" if verify_on else "low", f, ca["line"],
-                    f"{ca['args'][0]} is a system bundle: any public CA can issue a certificate for the backend",
-                    "trust the internal root only", "nginx/system-bundle"))
-            if name and any(v in name["args"][0] for v in ("$host", "$http_host", "$ssl_server_name", "$server_name")):
-                out.append(Finding("nginx-client-controlled-name", "high", f, name["line"],
-                    f"proxy_ssl_name {name['args'][0]}: the client chooses the name the backend certificate "
-                    "is checked against (and the SNI sent)",
-                    "set proxy_ssl_name to the backend's literal name", "reported/nginx-gist-ip-host-sni"))
+                out.append(
+                    Finding(
+                        "nginx-system-bundle",
+                        "medium" if verify_on else "low",
+                        f,
+                        ca["line"],
+                        f"{ca['args'][0]} is a system bundle: any public CA can issue a certificate for the backend",
+                        "trust the internal root only",
+                        "nginx/system-bundle",
+                    )
+                )
+            if name and any(
+                v in name["args"][0] for v in ("$host", "$http_host", "$ssl_server_name", "$server_name")
+            ):
+                out.append(
+                    Finding(
+                        "nginx-client-controlled-name",
+                        "high",
+                        f,
+                        name["line"],
+                        f"proxy_ssl_name {name['args'][0]}: the client chooses the name the backend certificate "
+                        "is checked against (and the SNI sent)",
+                        "set proxy_ssl_name to the backend's literal name",
+                        "reported/nginx-gist-ip-host-sni",
+                    )
+                )
             if is_ip(host) and not name:
-                out.append(Finding("nginx-ip-target-no-name", "medium", f, line,
-                    f"proxy_pass to the IP {host} without proxy_ssl_name: nginx checks the IP, so a certificate "
-                    "naming the backend fails (and even an IP-SAN one, on 1.22); the pressure is to turn "
-                    "verification off", "add `proxy_ssl_name <backend name>;`", "nginx/ip-target"))
+                out.append(
+                    Finding(
+                        "nginx-ip-target-no-name",
+                        "medium",
+                        f,
+                        line,
+                        f"proxy_pass to the IP {host} without proxy_ssl_name: nginx checks the IP, so a certificate "
+                        "naming the backend fails (and even an IP-SAN one, on 1.22); the pressure is to turn "
+                        "verification off",
+                        "add `proxy_ssl_name <backend name>;`",
+                        "nginx/ip-target",
+                    )
+                )
             if host in pools and not name and verify_on:
-                out.append(Finding("nginx-upstream-block-name", "medium", f, line,
-                    f"proxy_pass https://{host} names an upstream block: nginx checks the certificate against "
-                    f"'{host}', not the servers' names", "add `proxy_ssl_name <backend name>;`",
-                    "reported/ingress-nginx-4928"))
+                out.append(
+                    Finding(
+                        "nginx-upstream-block-name",
+                        "medium",
+                        f,
+                        line,
+                        f"proxy_pass https://{host} names an upstream block: nginx checks the certificate against "
+                        f"'{host}', not the servers' names",
+                        "add `proxy_ssl_name <backend name>;`",
+                        "reported/ingress-nginx-4928",
+                    )
+                )
             depth = eff("proxy_ssl_verify_depth")
             if verify_on and (not depth or depth["args"][0].isdigit() and int(depth["args"][0]) < 2):
-                out.append(Finding("nginx-verify-depth", "low", f, depth["line"] if depth else line,
-                    f"proxy_ssl_verify_depth {depth['args'][0] if depth else 'unset (default 1)'}: a backend "
-                    "whose certificate chains through two intermediates is refused",
-                    "proxy_ssl_verify_depth 2 (or the depth of your PKI)", "reported/nginx-1409"))
+                out.append(
+                    Finding(
+                        "nginx-verify-depth",
+                        "low",
+                        f,
+                        depth["line"] if depth else line,
+                        f"proxy_ssl_verify_depth {depth['args'][0] if depth else 'unset (default 1)'}: a backend "
+                        "whose certificate chains through two intermediates is refused",
+                        "proxy_ssl_verify_depth 2 (or the depth of your PKI)",
+                        "reported/nginx-1409",
+                    )
+                )
             if verify_on and not (sni and sni["args"] == ["on"]):
-                out.append(Finding("nginx-no-sni", "low", f, sni["line"] if sni else line,
-                    "proxy_ssl_server_name is off: no SNI is sent; an SNI-routed backend answers with its "
-                    "default certificate", "add `proxy_ssl_server_name on;`", "nginx/no-sni-routed"))
+                out.append(
+                    Finding(
+                        "nginx-no-sni",
+                        "low",
+                        f,
+                        sni["line"] if sni else line,
+                        "proxy_ssl_server_name is off: no SNI is sent; an SNI-routed backend answers with its "
+                        "default certificate",
+                        "add `proxy_ssl_server_name on;`",
+                        "nginx/no-sni-routed",
+                    )
+                )
 
     visit(http, [http])
     return out
@@ -184,50 +264,116 @@ def _apache(path: Path, text: str) -> list[Finding]:
         verify, vline = get("sslproxyverify")
         if (verify or "none").lower() in ("none", "optional_no_ca"):
             rule = "apache-verify-none" if verify else "apache-verify-default"
-            out.append(Finding(rule, "high", f, vline,
-                f"SSLProxyVerify {verify or 'unset (default none)'}: the chain is not checked; any CA's "
-                "certificate for the backend name is accepted",
-                "SSLProxyVerify require + SSLProxyCACertificateFile <internal root>",
-                "apache/verify-none" if verify else "apache/defaults"))
+            out.append(
+                Finding(
+                    rule,
+                    "high",
+                    f,
+                    vline,
+                    f"SSLProxyVerify {verify or 'unset (default none)'}: the chain is not checked; any CA's "
+                    "certificate for the backend name is accepted",
+                    "SSLProxyVerify require + SSLProxyCACertificateFile <internal root>",
+                    "apache/verify-none" if verify else "apache/defaults",
+                )
+            )
         peer, pline = get("sslproxycheckpeername")
         cn, cline = get("sslproxycheckpeercn")
         if peer and peer.lower() == "off":
-            out.append(Finding("apache-name-check-off", "high", f, pline,
-                "SSLProxyCheckPeerName off: any certificate from a trusted CA is accepted for any name",
-                "SSLProxyCheckPeerName on", "apache/name-check-off"))
+            out.append(
+                Finding(
+                    "apache-name-check-off",
+                    "high",
+                    f,
+                    pline,
+                    "SSLProxyCheckPeerName off: any certificate from a trusted CA is accepted for any name",
+                    "SSLProxyCheckPeerName on",
+                    "apache/name-check-off",
+                )
+            )
         elif cn and cn.lower() == "off" and not peer:
-            out.append(Finding("apache-cn-off-peername-unset", "high", f, cline,
-                "SSLProxyCheckPeerCN off with SSLProxyCheckPeerName unset: the name check is disabled "
-                "(the two directives are linked)", "add `SSLProxyCheckPeerName on` (or drop SSLProxyCheckPeerCN)",
-                "apache/cn-check-off"))
+            out.append(
+                Finding(
+                    "apache-cn-off-peername-unset",
+                    "high",
+                    f,
+                    cline,
+                    "SSLProxyCheckPeerCN off with SSLProxyCheckPeerName unset: the name check is disabled "
+                    "(the two directives are linked)",
+                    "add `SSLProxyCheckPeerName on` (or drop SSLProxyCheckPeerCN)",
+                    "apache/cn-check-off",
+                )
+            )
         exp, eline = get("sslproxycheckpeerexpire")
         if exp and exp.lower() == "off":
-            out.append(Finding("apache-expire-check-off", "high", f, eline,
-                "SSLProxyCheckPeerExpire off: expired and not-yet-valid certificates are accepted",
-                "SSLProxyCheckPeerExpire on", "apache/expire-check-off"))
+            out.append(
+                Finding(
+                    "apache-expire-check-off",
+                    "high",
+                    f,
+                    eline,
+                    "SSLProxyCheckPeerExpire off: expired and not-yet-valid certificates are accepted",
+                    "SSLProxyCheckPeerExpire on",
+                    "apache/expire-check-off",
+                )
+            )
         depth, dline = get("sslproxyverifydepth")
         if (verify or "").lower() == "require" and (not depth or depth.isdigit() and int(depth) < 2):
-            out.append(Finding("apache-verify-depth", "medium", f, dline,
-                f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf chain is "
-                "refused, so the legitimate backend is blocked", "SSLProxyVerifyDepth 2 (or the depth of your PKI)",
-                "apache/seed-recipe"))
+            out.append(
+                Finding(
+                    "apache-verify-depth",
+                    "medium",
+                    f,
+                    dline,
+                    f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf chain is "
+                    "refused, so the legitimate backend is blocked",
+                    "SSLProxyVerifyDepth 2 (or the depth of your PKI)",
+                    "apache/seed-recipe",
+                )
+            )
         ca, caline = get("sslproxycacertificatefile")
+        if not ca:
+            ca, caline = get("sslproxycacertificatepath")
         if ca and is_system_bundle(ca):
-            out.append(Finding("apache-system-bundle", "medium", f, caline,
-                f"{ca} is a system bundle: any public CA can issue a certificate for the backend",
-                "trust the internal root only", "apache/system-bundle"))
+            out.append(
+                Finding(
+                    "apache-system-bundle",
+                    "medium",
+                    f,
+                    caline,
+                    f"{ca} is a system bundle: any public CA can issue a certificate for the backend",
+                    "trust the internal root only",
+                    "apache/system-bundle",
+                )
+            )
         ph, phline = get("proxypreservehost")
         if ph and ph.lower() == "on":
-            out.append(Finding("apache-preserve-host", "medium", f, phline,
-                "ProxyPreserveHost On: Apache checks the backend certificate against the client's Host, "
-                "not the ProxyPass host", "ProxyPreserveHost Off for HTTPS backends (or a certificate for the "
-                "public name)", "apache/preserve-host"))
+            out.append(
+                Finding(
+                    "apache-preserve-host",
+                    "medium",
+                    f,
+                    phline,
+                    "ProxyPreserveHost On: Apache checks the backend certificate against the client's Host, "
+                    "not the ProxyPass host",
+                    "ProxyPreserveHost Off for HTTPS backends (or a certificate for the public name)",
+                    "apache/preserve-host",
+                )
+            )
         for url, no in https:
             host = split_url(url)[1]
             if is_ip(host):
-                out.append(Finding("apache-ip-target", "medium", f, no,
-                    f"ProxyPass to the IP {host}: no SNI and the name check uses the IP; a certificate naming "
-                    "the backend is refused", "proxy to the backend's name", "apache/ip-target"))
+                out.append(
+                    Finding(
+                        "apache-ip-target",
+                        "medium",
+                        f,
+                        no,
+                        f"ProxyPass to the IP {host}: no SNI and the name check uses the IP; a certificate naming "
+                        "the backend is refused",
+                        "proxy to the backend's name",
+                        "apache/ip-target",
+                    )
+                )
     return out
 
 
@@ -250,36 +396,87 @@ def _haproxy(path: Path, text: str) -> list[Finding]:
             if w[0] != "server" or len(w) < 3:
                 continue
             o = {**defaults, **local, **server_options(w)}
-            if o.get("ssl") is not True:
+            if o.get("ssl") is not True or "no-ssl" in server_options(w):
                 continue
             verify = o.get("verify", glob_verify)
             if verify == "none":
-                out.append(Finding("haproxy-verify-none", "high", f, no if "verify" in o else glob_line,
-                    f"server {w[1]}: verify none: any certificate is accepted",
-                    "verify required ca-file <internal root> verifyhost <backend name>", "haproxy/verify-none"))
+                out.append(
+                    Finding(
+                        "haproxy-verify-none",
+                        "high",
+                        f,
+                        no if "verify" in o else glob_line,
+                        f"server {w[1]}: verify none: any certificate is accepted",
+                        "verify required ca-file <internal root> verifyhost <backend name>",
+                        "haproxy/verify-none",
+                    )
+                )
                 continue
             if "ca-file" not in o:
-                out.append(Finding("haproxy-no-ca-file", "medium", f, no,
-                    f"server {w[1]}: ssl with verification required but no ca-file: HAProxy refuses to start "
-                    "(and suggests `verify none`)", "add ca-file <internal root>", "haproxy/defaults"))
+                out.append(
+                    Finding(
+                        "haproxy-no-ca-file",
+                        "medium",
+                        f,
+                        no,
+                        f"server {w[1]}: ssl with verification required but no ca-file: HAProxy refuses to start "
+                        "(and suggests `verify none`)",
+                        "add ca-file <internal root>",
+                        "haproxy/defaults",
+                    )
+                )
             elif is_system_bundle(str(o["ca-file"])):
-                out.append(Finding("haproxy-system-bundle", "medium", f, no,
-                    f"server {w[1]}: ca-file {o['ca-file']} is a system bundle: any public CA can issue a "
-                    "certificate for the backend", "trust the internal root only", "nginx/system-bundle"))
+                out.append(
+                    Finding(
+                        "haproxy-system-bundle",
+                        "medium",
+                        f,
+                        no,
+                        f"server {w[1]}: ca-file {o['ca-file']} is a system bundle: any public CA can issue a "
+                        "certificate for the backend",
+                        "trust the internal root only",
+                        "nginx/system-bundle",
+                    )
+                )
             sni = o.get("sni")
             if "verifyhost" not in o and not isinstance(sni, str):
-                out.append(Finding("haproxy-no-name-check", "high", f, no,
-                    f"server {w[1]}: neither verifyhost nor sni: the certificate's name is never checked, so any "
-                    "certificate from the trusted CA (a sibling service's) is accepted",
-                    "add verifyhost <backend name> (and sni str(<backend name>))", "haproxy/ca-only"))
+                out.append(
+                    Finding(
+                        "haproxy-no-name-check",
+                        "high",
+                        f,
+                        no,
+                        f"server {w[1]}: neither verifyhost nor sni: the certificate's name is never checked, so any "
+                        "certificate from the trusted CA (a sibling service's) is accepted",
+                        "add verifyhost <backend name> (and sni str(<backend name>))",
+                        "haproxy/ca-only",
+                    )
+                )
             elif "verifyhost" not in o and isinstance(sni, str) and not sni.startswith("str("):
-                out.append(Finding("haproxy-client-controlled-sni", "high", f, no,
-                    f"server {w[1]}: sni {sni} without verifyhost: the name checked is the one the request "
-                    "carries", "add verifyhost <backend name>", "haproxy/ca-sni"))
+                out.append(
+                    Finding(
+                        "haproxy-client-controlled-sni",
+                        "high",
+                        f,
+                        no,
+                        f"server {w[1]}: sni {sni} without verifyhost: the name checked is the one the request "
+                        "carries",
+                        "add verifyhost <backend name>",
+                        "haproxy/ca-sni",
+                    )
+                )
             if "no-verifyhost" in o:
-                out.append(Finding("haproxy-no-verifyhost", "high", f, no,
-                    f"server {w[1]}: no-verifyhost disables the name check", "remove no-verifyhost",
-                    "haproxy/ca-only"))
+                out.append(
+                    Finding(
+                        "haproxy-no-verifyhost",
+                        "high",
+                        f,
+                        no,
+                        f"server {w[1]}: no-verifyhost disables the name check",
+                        "remove no-verifyhost",
+                        "haproxy/ca-only",
+                    )
+                )
     return out
 
 

@@ -83,6 +83,36 @@ def test_check_several_upstreams_each_probed(local_runtime: str) -> None:
 
 
 @pytest.mark.integration
+def test_check_haproxy_routes_and_pools(local_runtime: str) -> None:
+    result = check("haproxy", CONFIGS / "haproxy-multi-backend.cfg")
+    ups = result.upstreams
+    assert [u.split(" (")[0] for u in ups] == [
+        "backend be_api server api1 api-1.svc.internal:8443",
+        "backend be_api server api2 api-2.svc.internal:8443",
+        "backend be_admin server adm 10.9.9.9:9000",
+    ]  # be_web's server is no-ssl: not an HTTPS upstream
+    for up in ups[:2]:
+        cells = {c.identity: c for c in result.cells if c.upstream == up}
+        assert cells["legit"].outcome.value == "served" and cells["legit"].sni == "api.svc.internal"
+        assert cells["wrong-name"].outcome.value == "blocked"  # verifyhost
+    admin = {c.identity: c.outcome.value for c in result.cells if c.upstream == ups[2]}
+    assert admin["rogue-ca"] == "spoofed"  # verify none, reached through hdr(host) admin.example.com
+
+
+@pytest.mark.integration
+def test_check_apache_balancer_and_capath(local_runtime: str) -> None:
+    result = check("apache", CONFIGS / "apache-balancer.conf")
+    ups = result.upstreams
+    assert len(ups) == 3
+    for up in ups[:2]:
+        cells = {c.identity: c.outcome.value for c in result.cells if c.upstream == up}
+        assert cells["legit"] == "served" and cells["rogue-ca"] == "blocked"
+        assert cells["public-ca"] == "spoofed"  # SSLProxyCACertificatePath /etc/ssl/certs: the OS store
+    ip = {c.identity: c.outcome.value for c in result.cells if c.upstream == ups[2]}
+    assert ip["legit"] == "blocked" and ip["ip-san"] == "blocked"  # Apache 2.4 refuses IP-SAN for an IP
+
+
+@pytest.mark.integration
 def test_check_adaptations_said(local_runtime: str) -> None:
     result = check("nginx", CONFIGS / "nginx-upstream-good.conf")
     notes = "\n".join(result.adaptations)
@@ -174,6 +204,19 @@ AUDITS = [
     ("haproxy-ca-only.cfg", {("haproxy-no-name-check", 24)}),
     ("haproxy-verify-none.cfg", {("haproxy-verify-none", 13)}),
     ("haproxy-good.cfg", set()),
+    ("haproxy-multi-backend.cfg", {("haproxy-verify-none", 18)}),
+    ("apache-balancer.conf", {("apache-system-bundle", 10), ("apache-ip-target", 17)}),
+    (
+        "nginx-multi-upstream.conf",
+        {
+            ("nginx-verify-off", 18),
+            ("nginx-ip-target-no-name", 18),
+            ("nginx-system-bundle", 23),
+            ("nginx-verify-depth", 11),
+            ("nginx-verify-depth", 21),
+            ("nginx-no-sni", 21),
+        },
+    ),
 ]
 
 

@@ -269,6 +269,15 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 out.append(f"{ln.text} status=+D")
                 notes.append(f"line {ln.no}: BalancerMember {w[1]} disabled while another member is probed")
                 continue
+            if key == focus and not any(x.lower().startswith("retry=") for x in w[2:]):
+                # A refused member is put in error state for `retry` (60 s); the next cell
+                # would get "All workers are in error state" (503) instead of a verdict.
+                out.append(f"{ln.text} retry=0")
+                notes.append(
+                    f"line {ln.no}: retry=0 on the probed BalancerMember {w[1]} (a refused impostor "
+                    "must not put it in error state for the next cell)"
+                )
+                continue
         if name in ("proxypass", "proxypassmatch") and len(w) > 1:
             loc = next((a for s, a in reversed(stack) if s in ("location", "locationmatch")), None)
             regex = name == "proxypassmatch"
@@ -320,7 +329,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     continue
                 upstreams.append(
                     Upstream(
-                        label=f"ProxyPass{'Match' if regex else ''} {ppath} {murl} (line {mline})",
+                        label=f"ProxyPass{'Match' if regex else ''} {ppath} "
+                        + (f"{url} -> {murl}" if scheme == "balancer" else murl)
+                        + f" (line {mline})",
                         host=m_host,
                         port=m_port or 443,
                         line=mline,
