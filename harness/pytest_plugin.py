@@ -23,12 +23,12 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.check import CheckResult, check
-from harness.errors import PrerequisiteError
+if TYPE_CHECKING:  # the plugin loads in every pytest session: import the lab only when used
+    from harness.check import CheckResult
 
 
 class TrustLab:
@@ -41,6 +41,7 @@ class TrustLab:
 
     def require(self, proxy: str) -> None:
         if proxy not in self._ready:
+            from harness.errors import PrerequisiteError
             from harness.runtimes.local import LocalRuntime
 
             try:
@@ -55,6 +56,8 @@ class TrustLab:
             pytest.skip(f"trustlab: {reason}")
 
     def check(self, proxy: str, path: str | Path, **overrides: Any) -> CheckResult:
+        from harness.check import check
+
         self.require(proxy)
         opts = {**self.config, **overrides}
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
