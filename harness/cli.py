@@ -227,7 +227,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
-        raise LabError(f"{args.proxy} refused {args.file} (as adapted for the lab): {result.rejected}")
+        hint = "" if args.keep else " (--keep keeps the adapted config)"
+        raise LabError(f"{args.proxy} refused {args.file} as adapted for the lab{hint}: {result.rejected}")
     print(render(result))
     if args.json:
         print(f"wrote {args.json}")
