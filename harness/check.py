@@ -199,9 +199,14 @@ def check(
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
         _front_cert(lab / "front")
-        first = adapt(path, _lab_paths(lab / "probe", lab / "probe"), ports=Ports())
+        try:
+            first = adapt(path, _lab_paths(lab / "probe", lab / "probe"), ports=Ports())
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
         if not first.upstreams:
-            raise ConfigError(f"{path}: no HTTPS upstream found ({_HINT[kind]}); nothing to check")
+            raise ConfigError(
+                f"{path}: no HTTPS upstream found ({_HINT[kind]}); nothing to check{_looks_like(path, kind)}"
+            )
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
         hosts = {n: f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
@@ -313,6 +318,21 @@ _HINT = {
     ProxyKind.APACHE: "looked for ProxyPass/ProxyPassMatch/BalancerMember https://...",
     ProxyKind.HAPROXY: "looked for server lines with ssl in backend/listen sections",
 }
+
+
+def _looks_like(path: Path, kind: ProxyKind) -> str:
+    """A hint when the file looks like another proxy's config."""
+    from harness.audit import guess_proxy
+
+    try:
+        other = guess_proxy(read_config(path))
+    except ConfigError:
+        return ""
+    return (
+        f" (it looks like a {other.value} config: trustlab check {other.value} {path})"
+        if other is not kind
+        else ""
+    )
 
 
 def _other_names(adapted: Adapted) -> list[str]:

@@ -96,7 +96,8 @@ def parse(path: Path) -> list[Directive]:
     errors = payload.get("errors") or []
     if errors:
         err = errors[0]
-        raise ConfigError(f"{err.get('file', path)}:{err.get('line') or '?'}: nginx syntax: {err['error']}")
+        what = err.get("error") or "cannot be read as an nginx config"
+        raise ConfigError(f"{err.get('file', path)}:{err.get('line') or '?'}: nginx syntax: {what}")
     parsed: list[Directive] = payload["config"][0]["parsed"]
     if not parsed:
         raise ConfigError(f"{path}: no nginx directives found")
