@@ -328,11 +328,10 @@ def _looks_like(path: Path, kind: ProxyKind) -> str:
         other = guess_proxy(read_config(path))
     except ConfigError:
         return ""
-    return (
-        f" (it looks like a {other.value} config: trustlab check {other.value} {path})"
-        if other is not kind
-        else ""
-    )
+    if other is kind:
+        return ""
+    article = "an" if other.value[0] in "aeiou" else "a"
+    return f" (it looks like {article} {other.value} config: trustlab check {other.value} {path})"
 
 
 def _other_names(adapted: Adapted) -> list[str]:
