@@ -27,7 +27,7 @@ from harness.configs import adapter
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, LOCAL_LAB_IP, PUBLIC_HOST, Outcome, ProxyKind
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome, ProxyKind
 
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
