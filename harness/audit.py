@@ -94,7 +94,10 @@ def _nginx(path: Path, text: str) -> list[Finding]:
             if scheme != "https":
                 continue
             here = [*stack]
-            eff = lambda n: ng.effective(n, here)  # noqa: E731
+
+            def eff(n: str, here: list[dict[str, Any]] = here) -> dict[str, Any] | None:
+                return ng.effective(n, here)
+
             verify, ca, name, sni = (
                 eff("proxy_ssl_verify"),
                 eff("proxy_ssl_trusted_certificate"),
@@ -112,7 +115,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                             "high",
                             f,
                             at,
-                            f"proxy_ssl_trusted_certificate is set (line {ca['line']}) but proxy_ssl_verify is "
+                            f"proxy_ssl_trusted_certificate is set (line {ca['line']}) but proxy_ssl_verify "
+                            "is "
                             "off: the CA file is never used, any certificate is accepted",
                             "add `proxy_ssl_verify on;`",
                             "nginx/ca-without-verify",
@@ -125,7 +129,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                             "high",
                             f,
                             at,
-                            f"proxy_pass {url}: proxy_ssl_verify is off (nginx's default): any certificate is accepted",
+                            f"proxy_pass {url}: proxy_ssl_verify is off (nginx's default): any certificate "
+                            "is accepted",
                             "proxy_ssl_verify on; proxy_ssl_trusted_certificate <internal root>; "
                             "proxy_ssl_server_name on;",
                             "nginx/verify-off",
@@ -150,7 +155,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "medium" if verify_on else "low",
                         f,
                         ca["line"],
-                        f"{ca['args'][0]} is a system bundle: any public CA can issue a certificate for the backend",
+                        f"{ca['args'][0]} is a system bundle: any public CA can issue a certificate for the "
+                        "backend",
                         "trust the internal root only",
                         "nginx/system-bundle",
                     )
@@ -164,7 +170,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "high",
                         f,
                         name["line"],
-                        f"proxy_ssl_name {name['args'][0]}: the client chooses the name the backend certificate "
+                        f"proxy_ssl_name {name['args'][0]}: the client chooses the name the backend "
+                        "certificate "
                         "is checked against (and the SNI sent)",
                         "set proxy_ssl_name to the backend's literal name",
                         "reported/nginx-gist-ip-host-sni",
@@ -177,7 +184,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "medium",
                         f,
                         line,
-                        f"proxy_pass to the IP {host} without proxy_ssl_name: nginx checks the IP, so a certificate "
+                        f"proxy_pass to the IP {host} without proxy_ssl_name: nginx checks the IP, so a "
+                        "certificate "
                         "naming the backend fails (and even an IP-SAN one, on 1.22); the pressure is to turn "
                         "verification off",
                         "add `proxy_ssl_name <backend name>;`",
@@ -191,7 +199,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "medium",
                         f,
                         line,
-                        f"proxy_pass https://{host} names an upstream block: nginx checks the certificate against "
+                        f"proxy_pass https://{host} names an upstream block: nginx checks the certificate "
+                        "against "
                         f"'{host}', not the servers' names",
                         "add `proxy_ssl_name <backend name>;`",
                         "reported/ingress-nginx-4928",
@@ -205,7 +214,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "low",
                         f,
                         depth["line"] if depth else line,
-                        f"proxy_ssl_verify_depth {depth['args'][0] if depth else 'unset (default 1)'}: a backend "
+                        f"proxy_ssl_verify_depth {depth['args'][0] if depth else 'unset (default 1)'}: a "
+                        "backend "
                         "whose certificate chains through two intermediates is refused",
                         "proxy_ssl_verify_depth 2 (or the depth of your PKI)",
                         "reported/nginx-1409",
@@ -218,7 +228,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "low",
                         f,
                         sni["line"] if sni else line,
-                        "proxy_ssl_server_name is off: no SNI is sent; an SNI-routed backend answers with its "
+                        "proxy_ssl_server_name is off: no SNI is sent; an SNI-routed backend answers with "
+                        "its "
                         "default certificate",
                         "add `proxy_ssl_server_name on;`",
                         "nginx/no-sni-routed",
@@ -260,7 +271,10 @@ def _apache(path: Path, text: str) -> list[Finding]:
         if not https:
             continue
         first = https[0][1]
-        get = lambda k: d.get(k, (None, first))  # noqa: E731
+
+        def get(k: str, d: dict[str, Any] = d, first: int = first) -> tuple[str | None, int]:
+            return d.get(k, (None, first))
+
         verify, vline = get("sslproxyverify")
         if (verify or "none").lower() in ("none", "optional_no_ca"):
             rule = "apache-verify-none" if verify else "apache-verify-default"
@@ -324,7 +338,8 @@ def _apache(path: Path, text: str) -> list[Finding]:
                     "medium",
                     f,
                     dline,
-                    f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf chain is "
+                    f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf "
+                    "chain is "
                     "refused, so the legitimate backend is blocked",
                     "SSLProxyVerifyDepth 2 (or the depth of your PKI)",
                     "apache/seed-recipe",
@@ -368,7 +383,8 @@ def _apache(path: Path, text: str) -> list[Finding]:
                         "medium",
                         f,
                         no,
-                        f"ProxyPass to the IP {host}: no SNI and the name check uses the IP; a certificate naming "
+                        f"ProxyPass to the IP {host}: no SNI and the name check uses the IP; a certificate "
+                        "naming "
                         "the backend is refused",
                         "proxy to the backend's name",
                         "apache/ip-target",
@@ -419,7 +435,8 @@ def _haproxy(path: Path, text: str) -> list[Finding]:
                         "medium",
                         f,
                         no,
-                        f"server {w[1]}: ssl with verification required but no ca-file: HAProxy refuses to start "
+                        f"server {w[1]}: ssl with verification required but no ca-file: HAProxy refuses to "
+                        "start "
                         "(and suggests `verify none`)",
                         "add ca-file <internal root>",
                         "haproxy/defaults",
@@ -432,7 +449,8 @@ def _haproxy(path: Path, text: str) -> list[Finding]:
                         "medium",
                         f,
                         no,
-                        f"server {w[1]}: ca-file {o['ca-file']} is a system bundle: any public CA can issue a "
+                        f"server {w[1]}: ca-file {o['ca-file']} is a system bundle: any public CA can issue "
+                        "a "
                         "certificate for the backend",
                         "trust the internal root only",
                         "nginx/system-bundle",
@@ -446,7 +464,8 @@ def _haproxy(path: Path, text: str) -> list[Finding]:
                         "high",
                         f,
                         no,
-                        f"server {w[1]}: neither verifyhost nor sni: the certificate's name is never checked, so any "
+                        f"server {w[1]}: neither verifyhost nor sni: the certificate's name is never "
+                        "checked, so any "
                         "certificate from the trusted CA (a sibling service's) is accepted",
                         "add verifyhost <backend name> (and sni str(<backend name>))",
                         "haproxy/ca-only",
@@ -459,7 +478,8 @@ def _haproxy(path: Path, text: str) -> list[Finding]:
                         "high",
                         f,
                         no,
-                        f"server {w[1]}: sni {sni} without verifyhost: the name checked is the one the request "
+                        f"server {w[1]}: sni {sni} without verifyhost: the name checked is the one the "
+                        "request "
                         "carries",
                         "add verifyhost <backend name>",
                         "haproxy/ca-sni",

@@ -31,8 +31,13 @@ def test_reported_case_is_complete(sc: scenarios.Scenario) -> None:
 
 @pytest.mark.parametrize("sc", REPORTED, ids=[s.id for s in REPORTED])
 def test_reported_config_renders(sc: scenarios.Scenario, tmp_path: Path) -> None:
-    ctx = RenderContext(run_dir=str(tmp_path), listen="127.0.0.1:1", ca="/lab/ca.pem",
-                        bundle="/lab/bundle.pem", backend_ip="10.203.0.10")
+    ctx = RenderContext(
+        run_dir=str(tmp_path),
+        listen="127.0.0.1:1",
+        ca="/lab/ca.pem",
+        bundle="/lab/bundle.pem",
+        backend_ip="10.203.0.10",
+    )
     text = driver(sc.proxy).render(sc, ctx)
     assert "{" + "ca}" not in text and "{backend" not in text and "{port}" not in text
     first = sc.config.strip().splitlines()[0].split()[0]
@@ -53,8 +58,17 @@ def test_config_snippet_validation() -> None:
     with pytest.raises(ScenarioError, match="config_http: needs a config snippet"):
         _parse({"config_http": "upstream u { server x; }"})
     with pytest.raises(ScenarioError, match="only nginx"):
-        scenarios.parse({"proxy": "apache", "title": "t", "config": "x", "config_http": "y",
-                         "expected": {i: "blocked" for i in IDENTITY_IDS}}, scenario_id="a/b", where="a.toml")
+        scenarios.parse(
+            {
+                "proxy": "apache",
+                "title": "t",
+                "config": "x",
+                "config_http": "y",
+                "expected": {i: "blocked" for i in IDENTITY_IDS},
+            },
+            scenario_id="a/b",
+            where="a.toml",
+        )
 
 
 def test_optional_identity_is_opt_in() -> None:
@@ -82,8 +96,10 @@ def test_legit_deep_has_two_intermediates(tmp_path: Path) -> None:
 def test_nginx_1409_reproduces(local_runtime: str) -> None:
     from harness import runner
 
-    res = runner.run([scenarios.resolve("reported/nginx-1409"), scenarios.resolve("reported/nginx-1409-fixed")],
-                     runtime=local_runtime)
+    res = runner.run(
+        [scenarios.resolve("reported/nginx-1409"), scenarios.resolve("reported/nginx-1409-fixed")],
+        runtime=local_runtime,
+    )
     assert not res.mismatches
     blocked = res.cell("reported/nginx-1409", "legit-deep")
     assert "20:unable to get local issuer certificate" in blocked.reason  # the error in the report

@@ -207,7 +207,6 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             out.append(ln.text)
             continue
         indent = re.match(r"\s*", ln.text).group(0)  # type: ignore[union-attr]
-        inside = [s for s, _ in stack]
         if name in _DROP:
             if name == "listen":
                 port = _port_of(w[1]) if len(w) > 1 else "80"

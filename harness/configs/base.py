@@ -131,10 +131,8 @@ class Ports:
 def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = False) -> str:
     """The lab file a trusted-CA path stands for, with the note saying so."""
     bundle = is_system_bundle(path)
-    if directory:
-        new = lab.bundle_dir if bundle else lab.ca_dir
-    else:
-        new = lab.bundle if bundle else lab.ca
+    pair = (lab.bundle_dir, lab.ca_dir) if directory else (lab.bundle, lab.ca)
+    new = pair[0] if bundle else pair[1]
     what = "the lab's system bundle (internal root + a 'public' CA)" if bundle else "the lab's internal root"
     notes.append(f"{path} stands for {what}")
     return str(new)

@@ -327,7 +327,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     # Routes: which frontend request reaches each backend.
     for u in upstreams:
         be = u.pool.split("|", 1)[0]
-        for sec, listener, tls, acls, rules, default_be in fronts:
+        for _sec, listener, tls, acls, rules, default_be in fronts:
             if not listener:
                 continue
             for target, cond in rules:
