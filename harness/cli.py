@@ -274,6 +274,31 @@ def cmd_down(args: argparse.Namespace) -> int:
     stopped = held.down(lab=args.lab, all_labs=args.all)
     print(f"stopped and removed: {', '.join(stopped)}" if stopped else "nothing to stop")
     return EXIT_OK
+def cmd_check(args: argparse.Namespace) -> int:
+    """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
+    from harness.check import check, render
+
+    _check_writable(args.json, "--json")
+    accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep)
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
+    if result.rejected:
+        hint = "" if args.keep else " (--keep keeps the adapted config)"
+        raise LabError(f"{args.proxy} refused {args.file} as adapted for the lab{hint}: {result.rejected}")
+    print(render(result))
+    if args.json:
+        print(f"wrote {args.json}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """`trustlab audit FILE`: exit 1 when a high-severity finding, else 0; 2 bad input."""
+    from harness.audit import audit, render
+
+    report = audit(args.file, proxy=args.proxy, prove=args.prove)
+    print(render(report))
+    return EXIT_FAILED if report.high else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,6 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("lab", nargs="?", help="one lab id (default: the only one up)")
     sp.add_argument("--all", action="store_true", help="every lab, plus leftovers of killed runs")
     sp.set_defaults(func=cmd_down)
+    sp = sub.add_parser("check", help="run your own proxy config against every identity")
+    sp.add_argument("proxy", help="nginx, apache or haproxy")
+    sp.add_argument("file", type=Path, help="your config: nginx.conf / server block, VirtualHost, haproxy.cfg")
+    sp.add_argument("--json", type=Path, help="write the result as JSON")
+    sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
+    sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
+    sp.add_argument("file", type=Path, help="your config file")
+    sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
+    sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
+    sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)

@@ -32,6 +32,7 @@ from harness.vocab import (
     DEFAULT_SITE_NAME,
     IDENTITIES,
     LOCAL_LAB_IP,
+    OPTIONAL_IDENTITIES,
     SIBLING_NAME,
     identity_spec,
 )
@@ -82,7 +83,7 @@ class IdentityCert:
         }
 
 
-_IDS = {s.id for s in IDENTITIES}
+_IDS = {s.id for s in IDENTITIES + OPTIONAL_IDENTITIES}
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,25 @@ class LabPKI:
     identities: dict[str, IdentityCert]
     default_site: IdentityCert
     backend_ip: str
+    backend_name: str = BACKEND_NAME
+    #: Optional identities (``legit-deep``), written next to the built-in ones.
+    optional: dict[str, IdentityCert] | None = None
 
     @classmethod
-    def mint(cls, *, backend_ip: str = LOCAL_LAB_IP) -> LabPKI:
-        """Mint the internal PKI and one certificate per built-in identity."""
-        now = dt.datetime.now(dt.UTC)
+    def mint(
+        cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME, optional: tuple[str, ...] = ()
+    ) -> LabPKI:
+        """Mint the internal PKI and one certificate per built-in identity.
+
+        *backend_name* is the name the legitimate backend's certificate carries (and every
+        impostor claims); ``trustlab check`` passes the host name of the config's own upstream.
+        The wildcard identity covers it from one label up (``*.internal`` for the default).
+        *optional* names optional identities to mint as well (``legit-deep``); none by default.
+        """
+        unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
+        if unknown:
+            raise KeyError(unknown[0])
+        now = dt.datetime.now(dt.timezone.utc)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
         rogue = trustme.CA(organization_name="trustlab rogue CA")
@@ -109,30 +124,38 @@ class LabPKI:
             pems = leaf.cert_chain_pems if chain else leaf.cert_chain_pems[:1]
             return IdentityCert(ident, b"".join(p.bytes() for p in pems), leaf.private_key_pem.bytes())
 
+        wildcard = "*." + (backend_name.split(".", 1)[1] if "." in backend_name else "internal")
         # One leaf serves both "legit" and "legit-no-chain": same key, same certificate.
-        legit_leaf = inter.issue_cert(BACKEND_NAME, common_name=BACKEND_NAME)
+        legit_leaf = inter.issue_cert(backend_name, common_name=backend_name)
         chain = legit_leaf.cert_chain_pems
         key = legit_leaf.private_key_pem.bytes()
         ids = {
             "legit": IdentityCert("legit", b"".join(p.bytes() for p in chain), key),
             "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
-            "rogue-ca": from_ca("rogue-ca", rogue, BACKEND_NAME, common_name=BACKEND_NAME),
-            "self-signed": _self_signed("self-signed", BACKEND_NAME, now),
+            "rogue-ca": from_ca("rogue-ca", rogue, backend_name, common_name=backend_name),
+            "self-signed": _self_signed("self-signed", backend_name, now),
             "wrong-name": from_ca("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
             "expired": from_ca(
-                "expired", inter, BACKEND_NAME, common_name=BACKEND_NAME,
+                "expired", inter, backend_name, common_name=backend_name,
                 not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
             ),
             "not-yet-valid": from_ca(
-                "not-yet-valid", inter, BACKEND_NAME, common_name=BACKEND_NAME,
+                "not-yet-valid", inter, backend_name, common_name=backend_name,
                 not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400),
             ),
             # trustme puts an IP identity into an iPAddress SAN; no common_name means no CN.
             "ip-san": from_ca("ip-san", inter, backend_ip),
-            "wildcard": from_ca("wildcard", inter, "*.internal", common_name="*.internal"),
-            "public-ca": from_ca("public-ca", public, BACKEND_NAME, common_name=BACKEND_NAME),
+            "wildcard": from_ca("wildcard", inter, wildcard, common_name=wildcard),
+            "public-ca": from_ca("public-ca", public, backend_name, common_name=backend_name),
         }
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
+        # legit-deep: root -> intermediate -> second intermediate -> leaf; trustme serves the
+        # leaf and both intermediates (nginx/nginx#1409: two intermediates vs verify depth 1).
+        extra: dict[str, IdentityCert] = {}
+        if "legit-deep" in optional:
+            deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
+            deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
+            extra["legit-deep"] = IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())
         default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
         return cls(
             internal_root_pem=root.cert_pem.bytes(),
@@ -140,11 +163,15 @@ class LabPKI:
             identities=ids,
             default_site=default,
             backend_ip=backend_ip,
+            backend_name=backend_name,
+            optional=extra,
         )
 
     def identity(self, identity: str) -> IdentityCert:
-        """The certificate material of one identity id."""
-        return self.identities[identity]
+        """The certificate material of one identity id (built-in or optional)."""
+        if identity in self.identities:
+            return self.identities[identity]
+        return (self.optional or {})[identity]
 
     def write_to(self, directory: Path) -> Path:
         """Write every file into *directory* (created 0700) and return it."""
@@ -155,11 +182,11 @@ class LabPKI:
         _write(directory / BUNDLE_FILE, self.internal_root_pem + self.public_root_pem)
         ident_dir = directory / "identities"
         ident_dir.mkdir(mode=0o700, exist_ok=True)
-        for cert in self.identities.values():
+        for cert in [*self.identities.values(), *(self.optional or {}).values()]:
             cert.write_to(ident_dir)
         self.default_site.write_to(directory)
         manifest = {
-            "backend": BACKEND_NAME,
+            "backend": self.backend_name,
             "backend_ip": self.backend_ip,
             "ca": CA_FILE,
             "system_bundle": BUNDLE_FILE,

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 from dataclasses import asdict, dataclass
 
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome
+from harness.vocab import ALL_IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome
 
 MARKER = "X-Trustlab-Identity"
 
@@ -63,11 +64,22 @@ class Cell:
         return cls(**data)  # type: ignore[arg-type]
 
 
-def request(host: str, port: int, path: str, *, timeout: float = 10.0) -> Response:
-    """GET *path* through the proxy as a client of the public site would."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def request(
+    host: str, port: int, path: str, *, timeout: float = 10.0, host_header: str = PUBLIC_HOST, tls: bool = False
+) -> Response:
+    """GET *path* through the proxy as a client of the public site would.
+
+    With *tls* the client side is HTTPS (a user's own ``listen 443 ssl`` kept as such), sending
+    *host_header* as SNI; the proxy's client-side certificate is not what the lab tests, so it
+    is not verified.
+    """
+    conn: http.client.HTTPConnection
+    if tls:
+        conn = _SNIConnection(host, port, timeout=timeout, sni=host_header.split(":")[0])
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": PUBLIC_HOST, "Connection": "close"})
+        conn.request("GET", path, headers={"Host": host_header, "Connection": "close"})
         resp = conn.getresponse()
         resp.read()
         return Response(resp.status, resp.getheader(MARKER))
@@ -76,6 +88,22 @@ def request(host: str, port: int, path: str, *, timeout: float = 10.0) -> Respon
         return Response(None, None, f"{kind}: {exc}")
     finally:
         conn.close()
+
+
+class _SNIConnection(http.client.HTTPSConnection):
+    """HTTPS to an address, with the public name as SNI; no verification (client side)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, sni: str) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        super().__init__(host, port, timeout=timeout, context=ctx)
+        self._ctx, self._sni = ctx, sni
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._ctx.wrap_socket(self.sock, server_hostname=self._sni)
 
 
 def decide(
@@ -93,7 +121,7 @@ def decide(
             return Outcome.ERROR, f"marker {response.marker!r} with unexpected status {response.status}"
         if site:
             return Outcome.ERROR, f"the backend answered from its {site} (the proxy sent no usable SNI)"
-        if served_by not in IDENTITY_IDS:
+        if served_by not in ALL_IDENTITY_IDS:
             return Outcome.ERROR, f"unknown identity marker {response.marker!r}"
         if served_by != presented:
             return Outcome.ERROR, f"seat presented {presented} but the response came from {served_by} (stale connection)"

@@ -24,7 +24,7 @@ from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.probe import Cell
 from harness.scenarios import Scenario
-from harness.vocab import IDENTITY_IDS, LOCAL_LAB_IP, Outcome
+from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP, Outcome
 
 LAB_PREFIX = "trustlab-"
 OWNER_FILE = "owner.pid"
@@ -148,6 +148,9 @@ def run(
     """Run every scenario against every identity and return the results (sorted)."""
     if not scenarios:
         raise LabError("no scenarios selected")
+    # An explicit identity list applies to every scenario; by default each scenario also runs
+    # the optional identities it lists in [expected] (legit-deep).
+    extra = {} if identities else {s.id: s.optional_identities for s in scenarios if s.optional_identities}
     identities = identities or IDENTITY_IDS
     rt = get_runtime(runtime)
     rt.preflight({s.proxy.value for s in scenarios})
@@ -156,9 +159,12 @@ def run(
     t0 = time.perf_counter()
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
-        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+        wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted)
+        kw: dict[str, Any] = {"extra": extra} if extra else {}
         raws = rt.run(
-            scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards, on_proxy=on_proxy
+            scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
+            on_proxy=on_proxy, **kw,
         )
         for raw in raws:
             sc = by_id[raw["key"]]
@@ -179,9 +185,9 @@ def run(
             if on_cell:
                 on_cell(cell)
     order = {s.id: i for i, s in enumerate(scenarios)}
-    ident_order = {i: n for n, i in enumerate(IDENTITY_IDS)}
+    ident_order = {i: n for n, i in enumerate(ALL_IDENTITY_IDS)}
     cells.sort(key=lambda c: (order[c.scenario], ident_order[c.identity]))
-    expected_count = len(scenarios) * len(identities)
+    expected_count = len(scenarios) * len(identities) + sum(len(v) for v in extra.values())
     if len(cells) != expected_count:
         raise LabError(f"lab returned {len(cells)} cells, expected {expected_count}")
     meta = {

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,7 +36,7 @@ from typing import Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
-from harness.vocab import IDENTITY_IDS, Outcome, ProxyKind
+from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
 
 SUFFIX = ".toml"
 
@@ -60,9 +61,11 @@ DIRECTIVES: dict[ProxyKind, tuple[str, ...]] = {
 }
 
 TARGETS = ("name", "ip")
+#: Placeholders a raw ``config`` snippet may use.
+PLACEHOLDERS = ("ca", "bundle", "backend", "backend_ip", "port", "upstream")
 _TOP_KEYS = (
     "proxy", "title", "description", "control", "sources", "target", "seat", "directives",
-    "expected", "reporter_goal",
+    "expected", "reporter_goal", "config", "config_http",
 )
 _SEAT_KEYS = ("sni_routing",)
 
@@ -84,6 +87,12 @@ class Scenario:
     path: Path | None = None
     reporter_goal: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A raw config snippet (a reported case as written): the body of nginx's ``location /``,
+    #: Apache's ``<VirtualHost>`` or HAProxy's ``backend be``, replacing the rendered target +
+    #: directives. Placeholders: {ca} {bundle} {backend} {backend_ip} {port} {upstream}.
+    config: str = ""
+    #: nginx only: raw text at http level (``upstream`` blocks).
+    config_http: str = ""
 
     @property
     def variant(self) -> str:
@@ -92,6 +101,11 @@ class Scenario:
     @property
     def identities(self) -> tuple[str, ...]:
         return tuple(self.expected)
+
+    @property
+    def optional_identities(self) -> tuple[str, ...]:
+        """Optional identities (``legit-deep``) this scenario runs in addition to the built-ins."""
+        return tuple(i for i in self.expected if i in OPTIONAL_IDENTITY_IDS)
 
 
 def scenarios_root() -> Path:
@@ -199,21 +213,37 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
             raise fail(f"directives.{key}", "must be one value without newlines, ';' or braces")
         directives.append((key, value))
 
+    config = string("config")
+    config_http = string("config_http")
+    if config and directives:
+        raise fail("config", "give either directives or a raw config snippet, not both")
+    if config_http and proxy is not ProxyKind.NGINX:
+        raise fail("config_http", "only nginx scenarios have an http-level snippet")
+    if config_http and not config:
+        raise fail("config_http", "needs a config snippet (the location body) too")
+    for key, text in (("config", config), ("config_http", config_http)):
+        unknown = set(re.findall(r"\{(\w+)\}", text)) - set(PLACEHOLDERS)
+        if unknown:
+            raise fail(key, f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
+                       f"{allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}")
+
     expected_raw = data["expected"]
     if not isinstance(expected_raw, dict) or not expected_raw:
         raise fail("expected", "must be a table of identity = outcome")
     outcomes = tuple(o.value for o in Outcome)
     expected: dict[str, Outcome] = {}
     for ident, outcome in expected_raw.items():
-        if ident not in IDENTITY_IDS:
-            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {allowed(IDENTITY_IDS)}")
+        if ident not in ALL_IDENTITY_IDS:
+            known_ids = allowed(ALL_IDENTITY_IDS)
+            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {known_ids}")
         if outcome not in outcomes:
             raise fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {allowed(outcomes)}")
         expected[ident] = Outcome(outcome)
     missing = [i for i in IDENTITY_IDS if i not in expected]
     if missing:
         raise fail("expected", f"no outcome for {allowed(missing)}; list every identity")
-    expected = {i: expected[i] for i in IDENTITY_IDS}
+    # Built-in identities in their order, then the optional ones this scenario opts into.
+    expected = {i: expected[i] for i in ALL_IDENTITY_IDS if i in expected}
 
     return Scenario(
         id=scenario_id,
@@ -228,6 +258,8 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         expected=expected,
         path=path,
         reporter_goal=string("reporter_goal"),
+        config=config,
+        config_http=config_http,
     )
 
 

@@ -29,7 +29,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS
+from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS
 
 IDENTITY_HEADER = "X-Trustlab-Identity"
 _HEAD_LIMIT = 65536
@@ -48,6 +48,8 @@ class Connection:
     site: str | None = None
     error: str | None = None
     served: bool = False
+    #: The address:port the proxy connected to (which upstream target it meant).
+    dest: str | None = None
 
 
 @dataclass
@@ -77,6 +79,10 @@ class Seat:
         self._requested_port = port
         self._backend_names = {n.lower() for n in backend_names}
         self._contexts = {i: self._context(self._pki / "identities" / i) for i in identities}
+        # Optional identities (legit-deep) when the PKI directory has them.
+        for i in OPTIONAL_IDENTITY_IDS:
+            if i not in self._contexts and (self._pki / "identities" / f"{i}.pem").exists():
+                self._contexts[i] = self._context(self._pki / "identities" / i)
         self._default_ctx = self._context(self._pki / "default-site")
         self._state = _State()
         self._lock = threading.Lock()
@@ -170,6 +176,11 @@ class Seat:
         # No Nagle: the response must not wait for the ACK of the session tickets.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.site = conn.site or "backend"
+        try:
+            addr = raw.getsockname()
+            conn.dest = f"{addr[0]}:{addr[1]}"
+        except OSError:
+            pass
         try:
             ctx = self._contexts[conn.identity]
             # SSLContext.wrap_socket gives an SSLSocket; stash per-connection state on it so

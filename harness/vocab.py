@@ -64,12 +64,25 @@ IDENTITIES: tuple[IdentitySpec, ...] = (
 )
 
 IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in IDENTITIES)
-LEGITIMATE_IDS: frozenset[str] = frozenset(s.id for s in IDENTITIES if s.legitimate)
+
+#: Identities a scenario may add by listing them in ``[expected]`` (never run otherwise): they
+#: stand for backends the built-in PKI does not have, e.g. a deeper chain (nginx/nginx#1409).
+OPTIONAL_IDENTITIES: tuple[IdentitySpec, ...] = (
+    IdentitySpec(
+        "legit-deep", True,
+        "internal root -> intermediate -> second intermediate -> backend-api.internal, both served",
+    ),
+)
+OPTIONAL_IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in OPTIONAL_IDENTITIES)
+ALL_IDENTITY_IDS: tuple[str, ...] = IDENTITY_IDS + OPTIONAL_IDENTITY_IDS
+LEGITIMATE_IDS: frozenset[str] = frozenset(
+    s.id for s in IDENTITIES + OPTIONAL_IDENTITIES if s.legitimate
+)
 
 
 def identity_spec(identity: str) -> IdentitySpec:
     """Return the spec of a built-in identity id."""
-    for spec in IDENTITIES:
+    for spec in IDENTITIES + OPTIONAL_IDENTITIES:
         if spec.id == identity:
             return spec
     raise KeyError(identity)

@@ -36,6 +36,11 @@ class ApacheDriver(Driver):
     def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         values["modules"] = MODULES if Path(MODULES).is_dir() else "/usr/lib/apache2/modules"
+        if scenario.config:
+            values["body"] = self.body(scenario, ctx)
+        else:
+            up = values["upstream"]
+            values["body"] = f"{values['directives']}\n    ProxyPass / {up}/\n    ProxyPassReverse / {up}/"
         return values
 
     def command(self, config: str, run_dir: str) -> list[str]:

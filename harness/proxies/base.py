@@ -54,7 +54,16 @@ class Driver:
             .replace("{bundle}", ctx.bundle)
             .replace("{backend}", BACKEND_NAME)
             .replace("{backend_ip}", ctx.backend_ip)
+            .replace("{port}", str(ctx.backend_port))
+            .replace("{upstream}", f"https://{BACKEND_NAME}:{ctx.backend_port}")
         )
+
+    def body(self, scenario: Scenario, ctx: RenderContext) -> str:
+        """The scenario's raw config snippet, expanded and indented (``""`` when it has none)."""
+        lines = self.expand(scenario.config, ctx).splitlines()
+        return "\n".join((self.indent + line if line.strip() else "") for line in lines)
+
+    indent = "    "
 
     def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
         raise NotImplementedError
@@ -68,6 +77,7 @@ class Driver:
             "public_host": PUBLIC_HOST,
             "upstream": f"https://{host}:{ctx.backend_port}",
             "directives": self.directive_lines(scenario, ctx),
+            "http_extra": "",
         }
 
     def render(self, scenario: Scenario, ctx: RenderContext) -> str:

@@ -32,6 +32,10 @@ class HAProxyDriver(Driver):
     def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         values["server"] = f"{self.upstream_host(scenario, ctx)}:{ctx.backend_port}"
+        if scenario.config:
+            values["body"] = self.body(scenario, ctx)
+        else:
+            values["body"] = f"    server be {values['server']}{values['directives']}"
         return values
 
     def command(self, config: str, run_dir: str) -> list[str]:

@@ -32,6 +32,18 @@ class NginxDriver(Driver):
             f"            {key} {self.expand(str(value), ctx)};" for key, value in scenario.directives
         )
 
+    indent = " " * 12
+
+    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+        values = super().fields(scenario, ctx)
+        if scenario.config:
+            values["body"] = self.body(scenario, ctx)
+            http_lines = self.expand(scenario.config_http, ctx).splitlines()
+            values["http_extra"] = "\n".join("    " + ln if ln.strip() else "" for ln in http_lines)
+        else:
+            values["body"] = f"            proxy_pass {values['upstream']};\n{values['directives']}"
+        return values
+
     def command(self, config: str, run_dir: str) -> list[str]:
         # -e: the start-up error log goes to the run dir, not /var/log/nginx.
         return [self.find_binary() or self.binary, "-p", run_dir, "-c", config, "-e", f"{run_dir}/error.log"]

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.probe import decide, request
+from harness.probe import Response, decide, request
 from harness.proxies import driver
 from harness.seat import Seat
+from harness.vocab import PUBLIC_HOST
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -45,7 +46,50 @@ def setup_namespace(job: dict[str, Any]) -> None:
     run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: E731
     run("ip", "link", "set", "lo", "up")
     run("ip", "addr", "add", f"{job['backend_ip']}/32", "dev", "lo")
+    # Extra addresses a user's config targets directly (``trustlab check``): each is put on
+    # this namespace's own loopback, so the seat answers there and nothing leaves the lab.
+    for addr in dict.fromkeys(job.get("addresses", [])):
+        if addr == job["backend_ip"] or addr.startswith("127."):
+            continue  # already there (127.0.0.0/8 comes with lo)
+        run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
     run("mount", "--bind", job["hosts_file"], "/etc/hosts")
+
+
+class Seats:
+    """One backend seat per port, all presenting the same identity.
+
+    The default (matrix) job has one seat at ``backend_ip:seat_port``. A job with ``seat_ports``
+    (``trustlab check``) gets one seat per distinct upstream port, bound to ``seat_host``
+    (``0.0.0.0``: every lab address, the backend IP, extra addresses and 127.0.0.1).
+    """
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        names = tuple(job.get("backend_names", ())) or None
+        extra = {"backend_names": names} if names else {}
+        if job.get("seat_ports"):
+            host = job.get("seat_host", "0.0.0.0")
+            self.seats = [Seat(Path(job["pki_dir"]), host=host, port=p, **extra) for p in job["seat_ports"]]
+        else:
+            self.seats = [Seat(Path(job["pki_dir"]), host=job["backend_ip"], port=job["seat_port"], **extra)]
+
+    def __enter__(self) -> Seats:
+        for seat in self.seats:
+            seat.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for seat in self.seats:
+            seat.stop()
+
+    def present(self, identity: str, *, sni_routing: bool = False) -> None:
+        for seat in self.seats:
+            seat.present(identity, sni_routing=sni_routing)
+
+    def mark(self) -> list[int]:
+        return [seat.mark() for seat in self.seats]
+
+    def since(self, marks: list[int]) -> list[Any]:
+        return [c for seat, m in zip(self.seats, marks, strict=True) for c in seat.since(m)]
 
 
 class Proxy:
@@ -108,14 +152,21 @@ class Proxy:
                 self.proc.wait()
 
 
-def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
+def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
     identity = cell["identity"]
     seat.present(identity, sni_routing=cell.get("sni_routing", False))
     mark = seat.mark()
     log_offset = proxy.log.stat().st_size
-    path = f"/trustlab-probe/{proxy.key}/{identity}/{seq}"
+    # A cell may say where to send its request (``trustlab check``: the listener, Host and path
+    # that reach one upstream of the user's config); a path ending in "/" gets a unique tail.
+    path = cell.get("path", "/")
+    if path.endswith("/"):
+        path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
     t0 = time.perf_counter()
-    response = request("127.0.0.1", proxy.port, path)
+    response = request(
+        "127.0.0.1", cell.get("port", proxy.port), path,
+        host_header=cell.get("host", PUBLIC_HOST), tls=cell.get("tls", False),
+    )
     duration = time.perf_counter() - t0
     reason, log_text = None, ""
     if response.marker is None:
@@ -129,6 +180,10 @@ def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[s
             if reason or time.perf_counter() > until:
                 break
             time.sleep(0.005)
+    if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
+        # Started, then died (Apache binds its port before it reads mime.types, for one).
+        text = proxy.output()
+        response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
     conns = seat.since(mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
@@ -149,6 +204,8 @@ def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[s
         "tls": next((c.tls for c in conns if c.tls), None),
         "duration_s": duration,
         "connections": len(conns),
+        "dest": conns[0].dest if conns else None,
+        "label": cell.get("label"),
     }
 
 
@@ -189,7 +246,7 @@ def relay(path: str, port: int) -> None:
     threading.Thread(target=serve, daemon=True).start()
 
 
-def control(path: str, seat: Seat, sni_routing: bool) -> None:
+def control(path: str, seat: Seats, sni_routing: bool) -> None:
     """A unix control socket: ``present ID`` switches the seat, ``log`` returns its connections."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
@@ -206,7 +263,7 @@ def control(path: str, seat: Seat, sni_routing: bool) -> None:
                         seat.present(words[1], sni_routing=sni_routing)
                         reply: object = {"ok": True, "identity": words[1]}
                     elif words[:1] == ["log"]:
-                        reply = [c.__dict__ for c in seat.since(0)]
+                        reply = [c.__dict__ for c in seat.since([0] * len(seat.seats))]
                     else:
                         reply = {"ok": False, "error": f"unknown command {' '.join(words)!r}"}
                 except (KeyError, IndexError) as exc:
@@ -228,7 +285,7 @@ def main() -> int:
     proxies = [Proxy(spec) for spec in job["proxies"]]
     try:
         setup_namespace(job)
-        with Seat(Path(job["pki_dir"]), host=job["backend_ip"], port=job["seat_port"]) as seat:
+        with Seats(job) as seat:
             for p in proxies:
                 p.start()
             deadline = time.perf_counter() + job.get("start_timeout", 15)

@@ -30,7 +30,7 @@ from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME, Outcome
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
 
 FIRST_PORT = 20000
 
@@ -41,6 +41,17 @@ class Plan:
 
     scenario: Scenario
     run_dir: Path
+    listen_port: int
+
+
+@dataclass(frozen=True)
+class PreparedProxy:
+    """A proxy config rendered by someone else (``trustlab check``), ready to start."""
+
+    key: str
+    kind: str
+    run_dir: Path
+    config: Path
     listen_port: int
 
 
@@ -125,8 +136,14 @@ class LocalRuntime:
         seed: int | None = None,
         shards: int | None = None,
         on_proxy: Callable[[dict[str, Any]], None] | None = None,
+        extra: dict[str, tuple[str, ...]] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Yield one raw cell dict per (scenario, identity), in completion order."""
+        """Yield one raw cell dict per (scenario, identity), in completion order.
+
+        *extra* maps a scenario id to optional identities it runs besides *identities*.
+        """
+        extra = extra or {}
+        per = lambda key: tuple(identities) + tuple(extra.get(key, ()))  # noqa: E731
         plans = self.prepare(scenarios, lab_dir, pki)
         n = max(1, min(shards or os.cpu_count() or 1, len(plans)))
         # Spread the kinds evenly: Apache is the slowest to start.
@@ -136,15 +153,66 @@ class LocalRuntime:
         workers = []
         try:
             for g, group in enumerate(groups):
-                cells = [(p, ident) for p in group for ident in identities]
+                cells = [(p, ident) for p in group for ident in per(p.scenario.id)]
                 if rng:
                     rng.shuffle(cells)
                 job = self._job(group, cells, lab_dir, pki)
                 workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
-            yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, identities, on_proxy)
+            yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, per, on_proxy)
         finally:
             for proc in workers:
                 _stop(proc)
+
+    def run_prepared(
+        self,
+        proxies: list[PreparedProxy],
+        cells: list[dict[str, Any]],
+        *,
+        lab_dir: Path,
+        pki_dir: Path,
+        hosts: dict[str, str],
+        addresses: list[str],
+        seat_ports: list[int],
+        backend_ip: str = LOCAL_LAB_IP,
+        on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Run pre-rendered configs in one lab namespace; yield one raw cell dict per cell.
+
+        *hosts* maps names to lab addresses (the namespace's ``/etc/hosts``); *addresses* are
+        extra IPs put on the namespace's loopback; one seat listens on ``0.0.0.0`` per port in
+        *seat_ports*. A cell dict names its proxy (``key``) and ``identity`` and may carry
+        ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
+        to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
+        """
+        lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
+        lines += [f"{ip} {name}" for name, ip in hosts.items()]
+        (lab_dir / "hosts").write_text("\n".join(lines) + "\n")
+        job = {
+            "pki_dir": str(pki_dir),
+            "backend_ip": backend_ip,
+            "seat_port": seat_ports[0] if seat_ports else BACKEND_PORT,
+            "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
+            "seat_host": "0.0.0.0",
+            "addresses": addresses,
+            "hosts_file": str(lab_dir / "hosts"),
+            "proxies": [
+                {
+                    "key": p.key,
+                    "kind": p.kind,
+                    "listen_port": p.listen_port,
+                    "run_dir": str(p.run_dir),
+                    "log": str(driver(p.kind).error_log(p.run_dir)),
+                    "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
+                }
+                for p in proxies
+            ],
+            "cells": cells,
+        }
+        proc = self._spawn(job, lab_dir / "worker.err")
+        try:
+            yield from self._collect([proc], {}, lambda key: (), on_proxy)
+        finally:
+            _stop(proc)
 
     # -- internals ---------------------------------------------------------------------
     def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
@@ -201,7 +269,7 @@ class LocalRuntime:
         self,
         workers: list[subprocess.Popen[bytes]],
         plans: dict[str, Plan],
-        identities: tuple[str, ...],
+        identities: Callable[[str], tuple[str, ...]],
         on_proxy: Callable[[dict[str, Any]], None] | None,
     ) -> Iterator[dict[str, Any]]:
         sel = selectors.DefaultSelector()
@@ -230,7 +298,7 @@ class LocalRuntime:
                         if on_proxy:
                             on_proxy(event)
                         if not event["started"]:
-                            for ident in identities:
+                            for ident in identities(event["key"]):
                                 yield _rejected(event, ident)
                     elif kind == "cell":
                         yield event

@@ -1,0 +1,371 @@
+"""``trustlab check PROXY FILE``: your own proxy config against every identity, on real servers.
+
+The config is adapted to run in the lab (:mod:`harness.configs`: trust directives kept exactly,
+paths, listeners and client-side certificates replaced, each change said), then every HTTPS
+upstream it names is answered by the backend seat inside a private lab namespace: host names go
+into the namespace's hosts file (one lab address each), IP targets are put on the namespace's own
+loopback, and one seat listens per upstream port. Each upstream gets a PKI minted for it: the
+legitimate certificate names the upstream's host (or, for an IP target, the name the config
+expects), and ``ip-san`` carries the upstream's lab address. Then one request per
+upstream x identity, through the listener, Host and path that reach that upstream.
+
+The verdict: ``ok`` when, for every upstream, ``legit`` is served and every impostor is blocked
+(identities listed in ``accept`` excepted, e.g. ``wildcard`` when your PKI never issues one).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.configs import adapter
+from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
+from harness.errors import ConfigError, LabError
+from harness.pki import CA_FILE, LabPKI
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome, ProxyKind
+
+IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
+#: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
+_NAME_NET = "10.203.0."
+_NAME_FIRST = 20
+
+
+@dataclass(frozen=True)
+class CheckCell:
+    """One request through the user's proxy to one upstream, answered by one identity."""
+
+    upstream: str
+    identity: str
+    outcome: Outcome
+    status: int | None
+    reason: str
+    sni: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+
+@dataclass
+class CheckResult:
+    """What ``trustlab check`` found; ``ok`` is the verdict, ``summary()`` says why."""
+
+    proxy: str
+    config: str
+    adaptations: list[str]
+    cells: list[CheckCell] = field(default_factory=list)
+    rejected: str | None = None
+    accept: tuple[str, ...] = ()
+    duration_s: float = 0.0
+
+    @property
+    def upstreams(self) -> list[str]:
+        return list(dict.fromkeys(c.upstream for c in self.cells))
+
+    @property
+    def failures(self) -> list[CheckCell]:
+        """Cells that make the check fail: legit not served, or an impostor not blocked."""
+        bad = []
+        for c in self.cells:
+            if c.identity == "legit":
+                if c.outcome is not Outcome.SERVED:
+                    bad.append(c)
+            elif c.identity in LEGITIMATE_IDS:
+                if c.outcome in (Outcome.CONFIG_REJECTED, Outcome.ERROR):
+                    bad.append(c)
+            elif c.identity not in self.accept and c.outcome is not Outcome.BLOCKED:
+                bad.append(c)
+        return bad
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.cells) and not self.rejected and not self.failures
+
+    def outcome(self, identity: str, upstream: str | None = None) -> Outcome:
+        """The outcome for *identity* (at the first upstream, or the one whose label contains *upstream*)."""
+        for c in self.cells:
+            if c.identity == identity and (upstream is None or upstream in c.upstream):
+                return c.outcome
+        raise KeyError((identity, upstream))
+
+    def summary(self) -> str:
+        """A short human explanation of the verdict."""
+        if self.rejected:
+            return f"{self.proxy} refused the config: {self.rejected}"
+        if self.ok:
+            extra = f" ({', '.join(self.accept)} accepted by policy)" if self.accept else ""
+            return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
+        lines = [f"{len(self.failures)} problem(s):"]
+        for c in self.failures:
+            what = (
+                "the legitimate backend was not served"
+                if c.identity in LEGITIMATE_IDS
+                else "impostor got through"
+            )
+            lines.append(f"  {c.upstream}: {c.identity} -> {c.outcome.value} ({what}; {c.reason})")
+        return "\n".join(lines)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "proxy": self.proxy,
+            "config": self.config,
+            "adaptations": self.adaptations,
+            "cells": [c.to_dict() for c in self.cells],
+            "ok": self.ok,
+            "rejected": self.rejected,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _lab_paths(base: Path, run_dir: Path) -> LabPaths:
+    return LabPaths(
+        run_dir=run_dir,
+        ca=base / "pki" / CA_FILE,
+        bundle=base / "pki" / "system-bundle.pem",
+        ca_dir=base / "pki" / "ca-dir",
+        bundle_dir=base / "pki" / "bundle-dir",
+        cert=base / "front" / "cert.pem",
+        key=base / "front" / "key.pem",
+        combined=base / "front" / "combined.pem",
+    )
+
+
+def _front_cert(directory: Path) -> None:
+    """A lab-minted certificate for the proxy's client side (not what the lab tests)."""
+    import trustme
+
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="trustlab client-side CA")
+    leaf = ca.issue_cert(PUBLIC_HOST, "localhost")
+    chain = b"".join(p.bytes() for p in leaf.cert_chain_pems)
+    key = leaf.private_key_pem.bytes()
+    (directory / "cert.pem").write_bytes(chain)
+    (directory / "key.pem").write_bytes(key)
+    (directory / "key.pem").chmod(0o600)
+    (directory / "combined.pem").write_bytes(chain + key)
+    (directory / "combined.pem").chmod(0o600)
+
+
+def _hashed_dir(directory: Path, pem: Path) -> None:
+    """A CApath-style directory (``openssl rehash``) holding *pem*'s certificates."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for i, cert in enumerate(x509.load_pem_x509_certificates(pem.read_bytes())):
+        (directory / f"ca-{i}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    if shutil.which("openssl"):
+        subprocess.run(["openssl", "rehash", str(directory)], capture_output=True, timeout=10)
+
+
+def kind_of(proxy: str) -> ProxyKind:
+    try:
+        return ProxyKind(proxy)
+    except ValueError:
+        raise ConfigError(
+            f"proxy {proxy!r} is unknown; known: {', '.join(k.value for k in ProxyKind)}"
+        ) from None
+
+
+def check(
+    proxy: str,
+    config: str | Path,
+    *,
+    accept: tuple[str, ...] = (),
+    identities: tuple[str, ...] = IDENTITY_IDS,
+    keep: bool = False,
+) -> CheckResult:
+    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc."""
+    from harness.runner import lab_dir
+    from harness.runtimes.local import LocalRuntime, PreparedProxy
+
+    kind = kind_of(proxy)
+    path = Path(config)
+    read_config(path)
+    for ident in accept:
+        if ident not in IMPOSTORS:
+            raise ConfigError(
+                f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
+            )
+    adapt = adapter(kind)
+    rt = LocalRuntime()
+    rt.preflight({kind.value})
+    t0 = time.perf_counter()
+    with lab_dir(keep=keep) as lab:
+        _front_cert(lab / "front")
+        try:
+            first = adapt(path, _lab_paths(lab / "probe", lab / "probe"), ports=Ports())
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
+        if not first.upstreams:
+            raise ConfigError(
+                f"{path}: no HTTPS upstream found ({_HINT[kind]}); nothing to check{_looks_like(path, kind)}"
+            )
+        seat_ports = sorted({u.port for u in first.upstreams})
+        names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+        hosts = {n: f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+        addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
+        groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
+        for i, u in enumerate(first.upstreams):
+            addr = u.host if u.is_ip else hosts[u.host]
+            groups.setdefault((u.name, addr, u.pool), []).append((i, u))
+
+        def run_group(
+            g: int, key: tuple[str, str, str], members: list[tuple[int, Upstream]]
+        ) -> tuple[list[CheckCell], str | None, Adapted]:
+            name, addr, pool = key
+            base = lab / f"u{g}"
+            run_dir = base / "run"
+            run_dir.mkdir(parents=True)
+            pki = LabPKI.mint(backend_ip=addr, backend_name=name)
+            pki.write_to(base / "pki")
+            shutil.copytree(lab / "front", base / "front")
+            paths = _lab_paths(base, run_dir)
+            _hashed_dir(paths.ca_dir, paths.ca)
+            _hashed_dir(paths.bundle_dir, paths.bundle)
+            ports = Ports(avoid=set(seat_ports))
+            adapted = adapt(path, paths, ports=ports, focus=pool or None)
+            cfg = run_dir / driver_config_name(kind)
+            cfg.write_text(adapted.text)
+            cells: list[dict[str, Any]] = []
+            out: list[CheckCell] = []
+            for i, u in members:
+                if u.route is None:
+                    out += [
+                        CheckCell(
+                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None
+                        )
+                        for ident in identities
+                    ]
+                    continue
+                for ident in identities:
+                    cells.append(
+                        {
+                            "key": "proxy",
+                            "identity": ident,
+                            "label": i,
+                            "port": adapted.listeners.get(u.route.listener, ports(u.route.listener)),
+                            "host": u.route.host,
+                            "path": u.route.path,
+                            "tls": u.route.tls,
+                        }
+                    )
+            listen = next(iter(adapted.listeners.values()), ports("80"))
+            events: list[dict[str, Any]] = []
+            raw = list(
+                rt.run_prepared(
+                    [PreparedProxy("proxy", kind.value, run_dir, cfg, listen)],
+                    cells,
+                    lab_dir=base,
+                    pki_dir=base / "pki",
+                    hosts=hosts,
+                    addresses=addresses,
+                    seat_ports=seat_ports,
+                    on_proxy=events.append,
+                )
+            )
+            rejected = next((e.get("message") for e in events if not e.get("started")), None)
+            by_label = {i: u for i, u in members}
+            for r in raw:
+                u = by_label[r["label"]]
+                outcome, reason = Outcome(r["outcome"]), r["reason"]
+                want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
+                if r.get("dest") and r["dest"] != want and outcome is not Outcome.BLOCKED:
+                    outcome, reason = (
+                        Outcome.ERROR,
+                        (f"the request reached {r['dest']}, not this upstream ({want}); {reason}"),
+                    )
+                out.append(CheckCell(u.label, r["identity"], outcome, r["status"], reason, r["sni"]))
+            if rejected:
+                out += [
+                    CheckCell(u.label, ident, Outcome.CONFIG_REJECTED, None, rejected, None)
+                    for _, u in members
+                    if u.route
+                    for ident in identities
+                ]
+            return out, rejected, adapted
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(run_group, g, k, m) for g, (k, m) in enumerate(groups.items())]
+            results = [f.result() for f in futures]
+    order = {u.label: i for i, u in enumerate(first.upstreams)}
+    rank = {ident: i for i, ident in enumerate(IDENTITY_IDS)}
+    cells = sorted(
+        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
+    )
+    rejected = next((r[1] for r in results if r[1]), None)
+    notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
+    notes = [_relabel(n) for n in notes]
+    return CheckResult(
+        proxy=kind.value,
+        config=str(path),
+        adaptations=notes,
+        cells=cells,
+        rejected=rejected,
+        accept=tuple(accept),
+        duration_s=time.perf_counter() - t0,
+    )
+
+
+_HINT = {
+    ProxyKind.NGINX: "looked for proxy_pass https://... in locations, with upstream blocks",
+    ProxyKind.APACHE: "looked for ProxyPass/ProxyPassMatch/BalancerMember https://...",
+    ProxyKind.HAPROXY: "looked for server lines with ssl in backend/listen sections",
+}
+
+
+def _looks_like(path: Path, kind: ProxyKind) -> str:
+    """A hint when the file looks like another proxy's config."""
+    from harness.audit import guess_proxy
+
+    try:
+        other = guess_proxy(read_config(path))
+    except ConfigError:
+        return ""
+    if other is kind:
+        return ""
+    article = "an" if other.value[0] in "aeiou" else "a"
+    return f" (it looks like {article} {other.value} config: trustlab check {other.value} {path})"
+
+
+def _other_names(adapted: Adapted) -> list[str]:
+    return [n for n in getattr(adapted, "other_hosts", []) if not is_ip(n)]
+
+
+def _relabel(note: str) -> str:
+    """Lab temp paths in a note become what they stand for."""
+    import re
+
+    return re.sub(r"\S*/trustlab-[^/\s]+/\S*", lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
+
+
+def driver_config_name(kind: ProxyKind) -> str:
+    from harness.proxies import driver
+
+    return driver(kind).config_name
+
+
+def render(result: CheckResult) -> str:
+    """The text ``trustlab check`` prints."""
+    lines = [f"trustlab check {result.proxy} {result.config}", "", "adapted to run in the lab:"]
+    lines += [f"  - {n}" for n in result.adaptations]
+    lines.append("")
+    for up in result.upstreams:
+        lines.append(f"upstream {up}")
+        for c in (c for c in result.cells if c.upstream == up):
+            verdict = c.outcome.value.upper() if c.outcome is Outcome.SPOOFED else c.outcome.value
+            sni = f" sni={c.sni}" if c.sni else " sni=(none)"
+            lines.append(f"  {c.identity:<15} {verdict:<16} {str(c.status or '-'):<4}{sni}  {c.reason}")
+        lines.append("")
+    lines.append(("PASS " if result.ok else "FAIL ") + result.summary())
+    lines.append(f"({result.duration_s:.2f} s)")
+    return "\n".join(lines)
+
+
+__all__ = ["CheckCell", "CheckResult", "LabError", "check", "render"]

@@ -1,0 +1,20 @@
+"""A user's own proxy config: parse it, adapt it to the lab (``check``), read its trust directives
+(``audit``). One module per proxy kind; :func:`adapter` picks one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.vocab import ProxyKind
+
+
+def adapter(kind: ProxyKind | str) -> Any:
+    """The ``adapt(path, lab, *, ports, focus=None) -> Adapted`` function for *kind*."""
+    kind = ProxyKind(kind)
+    if kind is ProxyKind.NGINX:
+        from harness.configs.nginx import adapt
+    elif kind is ProxyKind.APACHE:
+        from harness.configs.apache import adapt
+    else:
+        from harness.configs.haproxy import adapt
+    return adapt

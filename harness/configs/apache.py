@@ -1,0 +1,387 @@
+"""A user's Apache httpd config (a ``<VirtualHost>``, or a whole apache2.conf-like file), read with
+a small line-based parser and adapted to run in the lab.
+
+Kept exactly: every ``SSLProxy*`` directive (trust paths excepted), ``ProxyPass``/``ProxyPassMatch``
+targets, ``<Proxy balancer://>`` members, ``ProxyPreserveHost``, ``ServerName``, sections.
+Changed: ``SSLProxyCACertificateFile``/``Path`` point at the lab's internal root (or its system
+bundle when the path looks like an OS bundle), ``Listen``/``<VirtualHost>`` move to
+``127.0.0.1:<lab port>``, server and proxy client certificates are lab-minted, and process
+settings (``User``, ``PidFile``, ``Include``, logs, ``LoadModule``) are the lab's own. The lab
+logs ``ssl:info`` because that is where mod_ssl writes its verification verdicts.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    read_config,
+    regex_probe_path,
+    trust_file,
+)
+from harness.configs.nginx import split_url
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+
+MODULES_DIR = Path("/usr/lib/apache2/modules")
+#: Loaded when present: the modules a Debian apache2 enables plus those reverse proxies use.
+MODULES = (
+    "mpm_event",
+    "authz_core",
+    "authz_host",
+    "authn_core",
+    "authn_file",
+    "auth_basic",
+    "authz_user",
+    "access_compat",
+    "alias",
+    "dir",
+    "mime",
+    "env",
+    "setenvif",
+    "headers",
+    "rewrite",
+    "log_config",
+    "expires",
+    "filter",
+    "deflate",
+    "socache_shmcb",
+    "ssl",
+    "proxy",
+    "proxy_http",
+    "proxy_wstunnel",
+    "proxy_balancer",
+    "slotmem_shm",
+    "lbmethod_byrequests",
+    "remoteip",
+    "reqtimeout",
+    "status",
+    "http2",
+    "proxy_http2",
+    "unique_id",
+    "substitute",
+    "request",
+)
+_DROP = {
+    "serverroot",
+    "user",
+    "group",
+    "pidfile",
+    "errorlog",
+    "customlog",
+    "transferlog",
+    "loglevel",
+    "include",
+    "includeoptional",
+    "loadmodule",
+    "mutex",
+    "defaultruntimedir",
+    "listen",
+    "sslsessioncache",
+    "sslstaplingcache",
+    "sslusestapling",
+    "sslrandomseed",
+    "sslpassphrasedialog",
+    "scoreboardfile",
+    "coredumpdirectory",
+    "errorlogformat",
+}
+_CLIENT_SIDE = {
+    "sslcertificatechainfile",
+    "sslcacertificatefile",
+    "sslcacertificatepath",
+    "sslverifyclient",
+    "sslverifydepth",
+    "sslcarevocationfile",
+    "sslcarevocationpath",
+    "sslcarevocationcheck",
+    "sslopensslconfcmd",
+}
+
+
+@dataclass
+class Line:
+    """One logical config line (continuations joined) with where it starts."""
+
+    no: int
+    text: str
+    words: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.words[0].lower() if self.words else ""
+
+
+def lines(text: str) -> list[Line]:
+    """Logical lines: ``\\`` continuations joined, comments and blanks kept as empty words."""
+    out: list[Line] = []
+    buf, start = "", 0
+    for no, raw in enumerate(text.splitlines(), 1):
+        if not buf:
+            start = no
+        if raw.rstrip().endswith("\\"):
+            buf += raw.rstrip()[:-1] + " "
+            continue
+        full = buf + raw
+        buf = ""
+        stripped = full.strip()
+        if not stripped or stripped.startswith("#"):
+            out.append(Line(start, full, []))
+            continue
+        try:
+            words = shlex.split(stripped, comments=False, posix=True)
+        except ValueError:
+            words = stripped.split()
+        out.append(Line(start, full, words))
+    return out
+
+
+def _port_of(addr: str) -> str:
+    m = re.search(r":(\d+)$", addr)
+    if m:
+        return m.group(1)
+    return addr if addr.isdigit() else "80"
+
+
+def _probe_path(pattern: str) -> str | None:
+    return regex_probe_path(pattern)
+
+
+def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
+    """The config at *path* made runnable in the lab (see the module docstring)."""
+    text = read_config(path)
+    src = lines(text)
+    notes: list[str] = []
+    out: list[str] = []
+    stack: list[tuple[str, Line]] = []
+    balancers: dict[str, list[tuple[str, int]]] = {}
+    vhosts: list[dict] = []  # {line, port, tls, name, passes: [(path, url, line, regex)], preserve}
+    main_passes: list[tuple[str, str, int, bool]] = []
+    listen_ports: list[str] = []
+    has_vhost = any(ln.name == "<virtualhost" for ln in src)
+    cur: dict | None = None
+    loaded = [m for m in MODULES if (MODULES_DIR / f"mod_{m}.so").exists()]
+
+    for ln in src:
+        w, name = ln.words, ln.name
+        if not w:
+            continue
+        if name.startswith("</"):
+            section = name[2:].rstrip(">")
+            if stack and stack[-1][0] == section:
+                stack.pop()
+            if section == "virtualhost":
+                cur = None
+            out.append(ln.text)
+            continue
+        if name.startswith("<"):
+            section = name[1:].rstrip(">")
+            arg = " ".join(w[1:]).rstrip(">").strip()
+            if section == "virtualhost":
+                addrs = arg.split()
+                port = _port_of(addrs[0]) if addrs else "80"
+                lab_port = ports(port)
+                cur = {
+                    "line": ln.no,
+                    "port": port,
+                    "tls": False,
+                    "name": None,
+                    "passes": [],
+                    "preserve": False,
+                }
+                vhosts.append(cur)
+                notes.append(f"line {ln.no}: <VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>")
+                out.append(f"<VirtualHost 127.0.0.1:{lab_port}>")
+                stack.append((section, ln))
+                continue
+            stack.append((section, ln))
+            out.append(ln.text)
+            continue
+        indent = re.match(r"\s*", ln.text).group(0)  # type: ignore[union-attr]
+        if name in _DROP:
+            if name == "listen":
+                port = _port_of(w[1]) if len(w) > 1 else "80"
+                if port not in listen_ports:
+                    listen_ports.append(port)
+                notes.append(f"line {ln.no}: Listen {' '.join(w[1:])} -> Listen 127.0.0.1:{ports(port)}")
+            elif name in ("include", "includeoptional"):
+                notes.append(
+                    f"line {ln.no}: {w[0]} {' '.join(w[1:])} dropped (not followed: put trust "
+                    "directives in the checked file)"
+                )
+            elif name == "loadmodule":
+                pass
+            elif name not in ("errorlog", "customlog", "transferlog", "loglevel", "pidfile"):
+                notes.append(f"line {ln.no}: {w[0]} dropped (host process setting)")
+            continue
+        if name in _CLIENT_SIDE:
+            notes.append(f"line {ln.no}: {w[0]} dropped (client side: not what the lab tests)")
+            continue
+        if name == "sslcertificatefile":
+            notes.append(
+                f"line {ln.no}: SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a "
+                "lab-minted one (client side)"
+            )
+            out.append(f"{indent}SSLCertificateFile {lab.cert}")
+            continue
+        if name == "sslcertificatekeyfile":
+            out.append(f"{indent}SSLCertificateKeyFile {lab.key}")
+            continue
+        if name == "sslproxycacertificatefile" and len(w) > 1:
+            out.append(f"{indent}{w[0]} {trust_file(w[1], lab, notes)}")
+            continue
+        if name == "sslproxycacertificatepath" and len(w) > 1:
+            out.append(f"{indent}{w[0]} {trust_file(w[1], lab, notes, directory=True)}")
+            continue
+        if name == "sslproxymachinecertificatefile" and len(w) > 1:
+            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by a lab-minted client certificate")
+            out.append(f"{indent}{w[0]} {lab.combined}")
+            continue
+        if name in (
+            "sslproxymachinecertificatechainfile",
+            "sslproxycarevocationfile",
+            "sslproxycarevocationpath",
+            "sslproxycarevocationcheck",
+        ):
+            notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no CRL or client chain)")
+            continue
+        if name == "sslengine" and cur is not None and len(w) > 1 and w[1].lower() == "on":
+            cur["tls"] = True
+        if name == "servername" and cur is not None and len(w) > 1:
+            cur["name"] = w[1].split(":")[0]
+        if name == "proxypreservehost" and len(w) > 1 and cur is not None:
+            cur["preserve"] = w[1].lower() == "on"
+        if name == "balancermember" and len(w) > 1 and stack and stack[-1][0] == "proxy":
+            bal = stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")
+            balancers.setdefault(bal, []).append((w[1], ln.no))
+            key = f"{bal}|{w[1]}|{ln.no}"
+            if focus and focus.startswith(bal + "|") and key != focus and "status=+D" not in ln.text:
+                out.append(f"{ln.text} status=+D")
+                notes.append(f"line {ln.no}: BalancerMember {w[1]} disabled while another member is probed")
+                continue
+            if key == focus and not any(x.lower().startswith("retry=") for x in w[2:]):
+                # A refused member is put in error state for `retry` (60 s); the next cell
+                # would get "All workers are in error state" (503) instead of a verdict.
+                out.append(f"{ln.text} retry=0")
+                notes.append(
+                    f"line {ln.no}: retry=0 on the probed BalancerMember {w[1]} (a refused impostor "
+                    "must not put it in error state for the next cell)"
+                )
+                continue
+        if name in ("proxypass", "proxypassmatch") and len(w) > 1:
+            loc = next((a for s, a in reversed(stack) if s in ("location", "locationmatch")), None)
+            regex = name == "proxypassmatch"
+            if loc is not None and (len(w) == 2 or "=" in w[2] or w[1] == "!"):
+                lpath = loc.words[1].rstrip(">").strip("\"'") if len(loc.words) > 1 else "/"
+                regex = regex or loc.name == "<locationmatch"
+                entry = (lpath, w[1], ln.no, regex)
+            elif len(w) > 2:
+                entry = (w[1], w[2], ln.no, regex)
+            else:
+                entry = None
+            if entry and entry[1] != "!":
+                (cur["passes"] if cur is not None else main_passes).append(entry)
+        out.append(ln.text)
+
+    upstreams: list[Upstream] = []
+    if not has_vhost:
+        port = listen_ports[0] if listen_ports else "80"
+        vhosts.append(
+            {
+                "line": 0,
+                "port": port,
+                "tls": any(
+                    ln.name == "sslengine" and len(ln.words) > 1 and ln.words[1].lower() == "on" for ln in src
+                ),
+                "name": next(
+                    (ln.words[1] for ln in src if ln.name == "servername" and len(ln.words) > 1), None
+                ),
+                "passes": main_passes,
+                "preserve": any(ln.name == "proxypreservehost" and ln.words[1:2] == ["On"] for ln in src),
+            }
+        )
+        if not listen_ports:
+            listen_ports.append(port)
+            notes.append(f"{path} has no Listen; the lab listens on 127.0.0.1:{ports(port)}")
+    for vh in vhosts:
+        if vh["port"] not in listen_ports:
+            listen_ports.append(vh["port"])
+        for ppath, url, no, regex in vh["passes"]:
+            scheme, host, _, _ = split_url(url)
+            members = [(url, no)]
+            if scheme == "balancer":
+                members = balancers.get(f"balancer://{host}", [])
+            probe = _probe_path(ppath) if regex else (ppath if ppath.endswith("/") else ppath + "/")
+            route = Route(vh["port"], vh["tls"], vh["name"] or PUBLIC_HOST, probe) if probe else None
+            for murl, mline in members:
+                m_scheme, m_host, m_port, _ = split_url(murl)
+                if m_scheme not in ("https", "h2", "wss"):
+                    continue
+                upstreams.append(
+                    Upstream(
+                        label=f"ProxyPass{'Match' if regex else ''} {ppath} "
+                        + (f"{url} -> {murl}" if scheme == "balancer" else murl)
+                        + f" (line {mline})",
+                        host=m_host,
+                        port=m_port or 443,
+                        line=mline,
+                        name=m_host if not is_ip(m_host) else BACKEND_NAME,
+                        route=route,
+                        why_unroutable="" if probe else f"no client request path matches {ppath!r}",
+                        pool=f"balancer://{host}|{murl}|{mline}" if scheme == "balancer" else "",
+                    )
+                )
+    run = lab.run_dir
+    head = [
+        f"# trustlab check: adapted from {path}",
+        f'ServerRoot "{run}"',
+        f'PidFile "{run}/httpd.pid"',
+        f'DefaultRuntimeDir "{run}"',
+        f"Mutex file:{run} default",
+        f'ErrorLog "{run}/error.log"',
+        "# ssl:info is where mod_ssl logs its proxy-side verification verdicts (AH02276, AH02411 ...)",
+        "LogLevel warn ssl:info proxy:info proxy_http:info",
+        *[f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so" for m in loaded],
+        *[f"Listen 127.0.0.1:{ports(p)}" for p in listen_ports],
+        f"TypesConfig {'/etc/mime.types' if Path('/etc/mime.types').exists() else '/dev/null'}",
+    ]
+    head.append(f"ServerName {PUBLIC_HOST}")
+    body = out
+    if not has_vhost:
+        wrap_port = ports(listen_ports[0])
+        body = [f"<VirtualHost 127.0.0.1:{wrap_port}>", *out, "</VirtualHost>"]
+        notes.append(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>")
+    notes.append("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)")
+    listeners = {p: ports(p) for p in listen_ports}
+    return Adapted(
+        text="\n".join(head + body) + "\n",
+        adaptations=_sorted(notes),
+        upstreams=upstreams,
+        listeners=listeners,
+    )
+
+
+def _sorted(notes: list[str]) -> list[str]:
+    def key(n: str) -> int:
+        m = re.match(r"line (\d+):", n)
+        return int(m.group(1)) if m else 0
+
+    return sorted(dict.fromkeys(notes), key=key)
+
+
+def validate(path: Path) -> None:
+    """Raise ConfigError when *path* does not look like an Apache config."""
+    src = lines(read_config(path))
+    if not any(
+        ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src
+    ):
+        raise ConfigError(f"{path}: no <VirtualHost>, Listen or ProxyPass: is this an Apache config?")

@@ -1,0 +1,272 @@
+"""What every config adapter shares: the upstreams it found, the lab's paths, its notes.
+
+An adapter reads a user's real proxy config (``trustlab check`` / ``trustlab audit``) and
+returns the same config made runnable in a lab: every directive that decides backend trust
+is kept exactly as written, only what cannot run in the lab is changed (trusted-CA paths
+stand for the lab's root or system bundle, listeners move to a lab port on 127.0.0.1,
+client-side certificates are lab-minted, log/pid/include paths are redirected or dropped),
+and each change is said in one line (:attr:`Adapted.adaptations`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME
+
+#: File names and directories that stand for a broad OS trust store (Debian, RHEL, Alpine,
+#: SUSE, macOS/Homebrew): a trust path that looks like one of these stands for the lab's
+#: system bundle, anything else for the lab's internal root.
+_BUNDLE_HINTS = (
+    "ca-certificates.crt",
+    "ca-bundle.crt",
+    "ca-bundle.trust.crt",
+    "tls-ca-bundle.pem",
+    "ca-root-nss.crt",
+    "cacert.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/certs",
+    "/etc/pki/tls/certs",
+    "/etc/pki/ca-trust",
+    "/usr/share/ca-certificates",
+    "/usr/local/etc/openssl",
+)
+
+
+def is_system_bundle(path: str) -> bool:
+    """True when *path* looks like an OS-wide trust bundle (or its directory)."""
+    p = path.strip("\"'")
+    return any(h in p for h in _BUNDLE_HINTS) and not re.search(r"internal|private|corp|pki\.pem", p, re.I)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a client request reaches one upstream: listener (by its original port), Host, path."""
+
+    listener: str
+    tls: bool
+    host: str
+    path: str
+
+
+@dataclass
+class Upstream:
+    """One HTTPS backend target of the config."""
+
+    label: str
+    host: str
+    port: int
+    line: int
+    #: The name the legitimate backend's certificate carries: the target's host name, or for
+    #: an IP target the name the config says to expect (else the lab's backend-api.internal).
+    name: str = BACKEND_NAME
+    route: Route | None = None
+    why_unroutable: str = ""
+    #: Key of the pool (upstream block / backend / balancer) it belongs to, if any.
+    pool: str = ""
+
+    @property
+    def is_ip(self) -> bool:
+        return is_ip(self.host)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    """Where the lab keeps what an adapted config points at."""
+
+    run_dir: Path
+    ca: Path
+    bundle: Path
+    ca_dir: Path
+    bundle_dir: Path
+    cert: Path
+    key: Path
+    combined: Path
+
+
+@dataclass
+class Adapted:
+    """An adapted config and what was changed to make it run in the lab."""
+
+    text: str
+    adaptations: list[str]
+    upstreams: list[Upstream]
+    listeners: dict[str, int] = field(default_factory=dict)
+
+
+class Ports:
+    """Lab listen ports, one per original listener port, never one the seat uses."""
+
+    def __init__(self, avoid: set[int] | None = None, first: int = 20000) -> None:
+        self.avoid = set(avoid or ())
+        self.next = first
+        self.map: dict[str, int] = {}
+
+    def __call__(self, key: str) -> int:
+        if key not in self.map:
+            while self.next in self.avoid:
+                self.next += 1
+            self.map[key] = self.next
+            self.next += 1
+        return self.map[key]
+
+
+def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = False) -> str:
+    """The lab file a trusted-CA path stands for, with the note saying so."""
+    bundle = is_system_bundle(path)
+    pair = (lab.bundle_dir, lab.ca_dir) if directory else (lab.bundle, lab.ca)
+    new = pair[0] if bundle else pair[1]
+    what = "the lab's system bundle (internal root + a 'public' CA)" if bundle else "the lab's internal root"
+    notes.append(f"{path} stands for {what}")
+    return str(new)
+
+
+def read_config(path: Path, *, limit: int = 2_000_000) -> str:
+    """The text of a user's config, or a one-line :class:`ConfigError`."""
+    where = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory; pass the config file itself") from None
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except PermissionError:
+        raise ConfigError(f"{where}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{where}: {len(raw)} bytes is too large for a proxy config")
+    if b"\0" in raw:
+        raise ConfigError(f"{where}: binary file; pass a text proxy config")
+    text = raw.decode("utf-8", "replace")
+    if not text.strip():
+        raise ConfigError(f"{where}: empty file")
+    return text
+
+
+Adapt = Callable[..., Adapted]
+
+
+def regex_sample(pattern: str) -> str | None:
+    """A string that *pattern* (a PCRE location/ProxyPassMatch regex) matches, or None.
+
+    Literals are kept, classes give their first member (``[0-9]`` -> ``0``), quantifiers their
+    minimum (``+`` once), groups their first alternative; the caller re-checks the result.
+    """
+    p, i = pattern, 0
+    escapes = {
+        "d": "0",
+        "w": "a",
+        "s": "-",
+        "D": "a",
+        "W": "-",
+        "S": "a",
+        "b": "",
+        "B": "",
+        "A": "",
+        "z": "",
+        "Z": "",
+    }
+
+    def alt() -> str:
+        nonlocal i
+        out = seq()
+        while i < len(p) and p[i] == "|":
+            i += 1
+            seq()
+        return out
+
+    def seq() -> str:
+        nonlocal i
+        out = ""
+        while i < len(p) and p[i] not in "|)":
+            piece = atom()
+            if i < len(p) and p[i] in "*+?{":
+                if p[i] == "{":
+                    j = p.index("}", i)
+                    n = int(p[i + 1 : j].split(",")[0] or 0)
+                    i = j + 1
+                else:
+                    n = 1 if p[i] == "+" else 0
+                    i += 1
+                if i < len(p) and p[i] in "?+":
+                    i += 1
+                piece *= n
+            out += piece
+        return out
+
+    def atom() -> str:
+        nonlocal i
+        c = p[i]
+        if c == "(":
+            i += 1
+            if p.startswith("?", i):
+                m = re.match(r"\?(?:P?<[^>]+>|[:=!imsx-]*:?)", p[i:])
+                i += len(m.group(0)) if m else 1
+            s = alt()
+            i += 1
+            return s
+        if c == "[":
+            j = i + 1
+            if j < len(p) and p[j] == "^":
+                j += 1
+            if j < len(p) and p[j] == "]":
+                j += 1
+            while j < len(p) and p[j] != "]":
+                j += 2 if p[j] == "\\" else 1
+            body, i = p[i + 1 : j], j + 1
+            if body.startswith("^"):
+                return next((ch for ch in "xa0_-" if ch not in body), "x")
+            if body.startswith("\\") and len(body) > 1:
+                return escapes.get(body[1], body[1])
+            return body[:1]
+        if c == "\\":
+            i += 2
+            e = p[i - 1] if i - 1 < len(p) else ""
+            return escapes.get(e, e)
+        i += 1
+        if c == ".":
+            return "a"
+        if c in "^$":
+            return ""
+        return c
+
+    try:
+        sample = alt()
+    except (ValueError, IndexError):
+        return None
+    return sample
+
+
+def regex_probe_path(pattern: str, *, flags: int = 0) -> str | None:
+    """A request path a regex location sends to its upstream (see the worker's path rule)."""
+    sample = regex_sample(pattern)
+    if sample is None:
+        return None
+    tail = "trustlab-probe/proxy/legit/0"
+    pattern = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)  # PCRE named groups, Python spelling
+    base = sample if sample.startswith("/") else "/" + sample
+    for cand, checked in ((base.rstrip("/") + "/", base.rstrip("/") + "/" + tail), (base, base)):
+        try:
+            if re.search(pattern, checked, flags):
+                return cand if cand.endswith("/") else cand + "?trustlab-probe"
+        except re.error:
+            return None
+    return None

@@ -1,0 +1,446 @@
+"""A user's HAProxy config, read with a small line-based parser and adapted to run in the lab.
+
+Kept exactly: every ``server``/``default-server`` keyword that decides trust (``ssl``, ``verify``,
+``ca-file`` (path excepted), ``sni``, ``verifyhost``, ``no-verifyhost`` ...), ``ssl-server-verify``
+and the ``ssl-default-server-*`` globals, ``use_backend``/``default_backend`` routing and ACLs.
+Changed: ``ca-file`` points at the lab's internal root (or system bundle), ``bind`` lines move to
+``127.0.0.1:<lab port>`` (``ssl`` kept with a lab-minted ``crt``), ``check`` is dropped from server
+lines (health checks would hit the seat between cells and mark servers down depending on the
+previous identity), and process settings (``chroot``, ``user``, ``daemon``, ``stats socket``,
+``pidfile``, logs) are the lab's own. The lab's ``log-format`` records ``ssl_bc_err_str``: the
+evidence for a block.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.configs.base import Adapted, LabPaths, Ports, Route, Upstream, is_ip, read_config, trust_file
+from harness.configs.nginx import split_hostport
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+
+SECTIONS = (
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "resolvers",
+    "peers",
+    "userlist",
+    "program",
+    "mailers",
+    "cache",
+    "ring",
+    "http-errors",
+)
+_GLOBAL_DROP = (
+    "chroot",
+    "user",
+    "group",
+    "uid",
+    "gid",
+    "daemon",
+    "pidfile",
+    "stats",
+    "log",
+    "nbproc",
+    "master-worker",
+    "ca-base",
+    "crt-base",
+    "node",
+    "description",
+    "lua-load",
+    "setenv",
+    "presetenv",
+    "h1-case-adjust-file",
+    "server-state-file",
+    "server-state-base",
+)
+_LOG_FORMAT = (
+    'log-format "trustlab req=\\"%r\\" status=%ST term=%ts ssl_bc_err=%[ssl_bc_err] '
+    'ssl_bc_err_str=\\"%[ssl_bc_err_str]\\""'
+)
+#: Server keywords taking one argument (so their value is never read as a keyword).
+_ARG_KEYWORDS = {
+    "ca-file",
+    "crl-file",
+    "crt",
+    "sni",
+    "verifyhost",
+    "verify",
+    "alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "inter",
+    "fastinter",
+    "downinter",
+    "rise",
+    "fall",
+    "weight",
+    "maxconn",
+    "minconn",
+    "maxqueue",
+    "port",
+    "addr",
+    "id",
+    "cookie",
+    "slowstart",
+    "on-error",
+    "on-marked-down",
+    "on-marked-up",
+    "error-limit",
+    "observe",
+    "init-addr",
+    "resolvers",
+    "resolve-prefer",
+    "resolve-net",
+    "resolve-opts",
+    "source",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "pool-max-conn",
+    "pool-low-conn",
+    "pool-purge-delay",
+    "max-reuse",
+    "proto",
+    "agent-port",
+    "agent-inter",
+    "agent-addr",
+    "agent-send",
+    "check-sni",
+    "check-alpn",
+    "proxy-v2-options",
+    "redir",
+    "track",
+    "usesrc",
+    "namespace",
+    "curves",
+    "sigalgs",
+    "client-sigalgs",
+    "tcp-ut",
+    "socks4",
+    "log-proto",
+    "ws",
+    "shard",
+    "set-proxy-v2-tlv-fmt",
+    "hash-key",
+    "sni-auto",
+}
+
+
+@dataclass
+class Section:
+    kind: str
+    name: str
+    line: int
+    body: list[tuple[int, str, list[str]]] = field(default_factory=list)
+
+
+def words(text: str) -> list[str]:
+    try:
+        return shlex.split(text, comments=True, posix=True)
+    except ValueError:
+        return text.split("#", 1)[0].split()
+
+
+def parse(text: str) -> list[Section]:
+    """Sections with their (line number, raw line, words), comments dropped."""
+    sections: list[Section] = [Section("_top", "", 0)]
+    for no, raw in enumerate(text.splitlines(), 1):
+        w = words(raw)
+        if not w:
+            continue
+        if (
+            w[0] in SECTIONS
+            and not raw[:1].isspace()
+            or (w[0] in SECTIONS and w[0] in ("global", "defaults", "frontend", "backend", "listen"))
+        ):
+            sections.append(Section(w[0], w[1] if len(w) > 1 else "", no))
+            continue
+        sections[-1].body.append((no, raw, w))
+    return sections
+
+
+def server_options(w: list[str]) -> dict[str, str | bool]:
+    """The keywords of a ``server``/``default-server`` line (after name and address)."""
+    start = 3 if w[0] == "server" else 1
+    out: dict[str, str | bool] = {}
+    i = start
+    while i < len(w):
+        key = w[i]
+        if key in _ARG_KEYWORDS and i + 1 < len(w):
+            out[key] = w[i + 1]
+            i += 2
+        else:
+            out[key] = True
+            i += 1
+    return out
+
+
+def _acl_route(cond: list[str], acls: dict[str, list[str]]) -> tuple[str | None, str | None, bool]:
+    """(host, path) a simple use_backend condition needs, and whether it was understood."""
+    host = path = None
+    toks = [t for t in cond if t not in ("if", "{", "}")]
+    if not toks or cond[0] == "unless" or any(t in ("!", "or", "||") or t.startswith("!") for t in toks):
+        return None, None, False
+    # Inline anonymous ACL: `if { path_beg /api }`; else named ACLs.
+    exprs: list[list[str]] = []
+    if "{" in cond:
+        exprs.append(toks)
+    else:
+        for t in toks:
+            if t not in acls:
+                return None, None, False
+            exprs.append(acls[t])
+    for expr in exprs:
+        if not expr:
+            return None, None, False
+        fetch, vals = expr[0], [v for v in expr[1:] if not v.startswith("-")]
+        if not vals:
+            return None, None, False
+        if fetch in ("path_beg", "path", "base_beg") or fetch.startswith("path_beg"):
+            path = vals[0]
+        elif fetch in ("path_reg",):
+            p = re.match(r"\^?([\w/\-.]*)", vals[0])
+            path = p.group(1) if p else None
+        elif fetch.startswith(
+            (
+                "hdr(host)",
+                "req.hdr(host)",
+                "hdr_dom(host)",
+                "hdr_beg(host)",
+                "hdr_end(host)",
+                "req.hdr(Host)",
+                "hdr(Host)",
+                "hdr_dom(Host)",
+            )
+        ):
+            host = vals[0].lstrip(".")
+        elif fetch in ("ssl_fc_sni", "req.ssl_sni"):
+            host = vals[0]
+        else:
+            return None, None, False
+    return host, path, True
+
+
+def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
+    """The config at *path* made runnable in the lab (see the module docstring)."""
+    text = read_config(path)
+    sections = parse(text)
+    if not any(s.kind in ("frontend", "backend", "listen") for s in sections):
+        raise ConfigError(f"{path}: no frontend, backend or listen section: is this an HAProxy config?")
+    notes: list[str] = []
+    out: list[str] = [f"# trustlab check: adapted from {path}"]
+    upstreams: list[Upstream] = []
+    listeners: dict[str, int] = {}
+    defaults_opts: dict[str, str | bool] = {}
+    fronts: list[
+        tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]
+    ] = []
+    backends: dict[str, Section] = {}
+    ssl_server_verify = "required"
+
+    if not any(s.kind == "global" for s in sections):
+        out += ["global", "    log stdout format raw local0 info"]
+    for sec in sections:
+        if sec.kind == "_top":
+            continue
+        out.append(f"{sec.kind} {sec.name}".rstrip())
+        if sec.kind == "global":
+            out.append("    log stdout format raw local0 info")
+        if sec.kind in ("defaults", "frontend", "listen"):
+            out += ["    log global", f"    {_LOG_FORMAT}"]
+        if sec.kind in ("defaults", "backend", "listen"):
+            # A refused handshake is retried after a fixed 1 s turn-around (3 retries by default);
+            # each retry re-verifies, so retries change how long a refusal takes, never its verdict.
+            out.append("    retries 0")
+        acls: dict[str, list[str]] = {}
+        rules: list[tuple[str, list[str]]] = []
+        default_be: str | None = None
+        listener, tls = "", False
+        mine: dict[str, bool] = {}
+        for no, raw, w in sec.body:
+            key = w[0]
+            indent = "    "
+            if sec.kind == "global":
+                if key in _GLOBAL_DROP:
+                    if key not in ("log",):
+                        notes.append(f"line {no}: {' '.join(w)} dropped (host process setting)")
+                    continue
+                if key == "ssl-server-verify" and len(w) > 1:
+                    ssl_server_verify = w[1]
+            if key == "retries":
+                notes.append(f"line {no}: retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)")
+                continue
+            if key in ("log", "log-format", "log-format-sd", "error-log-format") or (
+                key == "option" and len(w) > 1 and w[1] in ("httplog", "tcplog", "logasap")
+            ):
+                continue
+            if key == "bind":
+                port = w[1].rsplit(":", 1)[-1] if len(w) > 1 else "80"
+                port = port if port.isdigit() else "80"
+                lab_port = ports(port)
+                if port in mine:
+                    continue
+                listeners[port] = lab_port
+                is_tls = "ssl" in w
+                mine[port] = is_tls
+                # Probe through the TLS listener when there is one: a plain one often only redirects.
+                if not listener or (is_tls and not tls):
+                    listener, tls = port, is_tls
+                new = f"bind 127.0.0.1:{lab_port}" + (f" ssl crt {lab.combined}" if is_tls else "")
+                notes.append(f"line {no}: {' '.join(w)} -> {new}")
+                out.append(indent + new)
+                continue
+            if key == "stats" and len(w) > 1 and w[1] == "socket":
+                notes.append(f"line {no}: stats socket dropped (host path)")
+                continue
+            if key in ("acl",) and len(w) > 2:
+                acls[w[1]] = w[2:]
+            if key == "use_backend" and len(w) > 1:
+                rules.append((w[1], w[2:]))
+            if key == "default_backend" and len(w) > 1:
+                default_be = w[1]
+            if key in ("server", "default-server"):
+                line_out, opts = _server_line(w, no, lab, notes, sec, focus)
+                if key == "default-server" and sec.kind == "defaults":
+                    defaults_opts.update(opts)
+                if key == "server":
+                    merged = {**defaults_opts, **_section_defaults(sec, defaults_opts), **opts}
+                    _record_server(w, no, merged, sec, upstreams)
+                out.append(indent + line_out)
+                continue
+            out.append(raw if raw[:1].isspace() else indent + raw.strip())
+        if sec.kind in ("frontend", "listen"):
+            fronts.append(
+                (sec, listener, tls, acls, rules, default_be if sec.kind == "frontend" else sec.name)
+            )
+        if sec.kind in ("backend", "listen"):
+            backends[sec.name] = sec
+
+    # Routes: which frontend request reaches each backend.
+    for u in upstreams:
+        be = u.pool.split("|", 1)[0]
+        for _sec, listener, tls, acls, rules, default_be in fronts:
+            if not listener:
+                continue
+            for target, cond in rules:
+                if target != be:
+                    continue
+                host, ppath, understood = _acl_route(cond, acls) if cond else (None, None, True)
+                if understood:
+                    u.route = Route(listener, tls, host or PUBLIC_HOST, (ppath or "/").rstrip("/") + "/")
+                    break
+                u.why_unroutable = f"use_backend {be} {' '.join(cond)}: condition too complex to probe"
+            if u.route is None and default_be == be:
+                u.route = Route(listener, tls, PUBLIC_HOST, "/")
+            if u.route is not None:
+                break
+        if u.route is None and not u.why_unroutable:
+            u.why_unroutable = f"no frontend sends requests to backend {be}"
+    del ssl_server_verify
+    notes.append(
+        "retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict"
+    )
+    notes.append("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)")
+    return Adapted(
+        text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners
+    )
+
+
+def _section_defaults(sec: Section, inherited: dict[str, str | bool]) -> dict[str, str | bool]:
+    out: dict[str, str | bool] = {}
+    for _, _, w in sec.body:
+        if w[0] == "default-server":
+            out.update(server_options(w))
+    return out
+
+
+def _server_line(
+    w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None
+) -> tuple[str, dict[str, str | bool]]:
+    opts = server_options(w)
+    start = 3 if w[0] == "server" else 1
+    new = list(w[:start])
+    i = start
+    while i < len(w):
+        k = w[i]
+        if k in ("check", "check-ssl") or (k == "resolvers" and i + 1 < len(w)):
+            if k == "check":
+                notes.append(
+                    f"line {no}: `check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
+                    "checks would reach the seat between cells)"
+                )
+            i += 2 if k == "resolvers" else 1
+            continue
+        if k == "ca-file" and i + 1 < len(w):
+            new += [k, trust_file(w[i + 1], lab, notes)]
+            i += 2
+            continue
+        if k == "crt" and i + 1 < len(w):
+            notes.append(f"line {no}: crt {w[i + 1]} replaced by a lab-minted client certificate")
+            new += [k, str(lab.combined)]
+            i += 2
+            continue
+        if k == "crl-file" and i + 1 < len(w):
+            notes.append(f"line {no}: crl-file {w[i + 1]} dropped (the lab has no CRL)")
+            i += 2
+            continue
+        if k in _ARG_KEYWORDS and i + 1 < len(w):
+            new += [k, w[i + 1]]
+            i += 2
+            continue
+        new.append(k)
+        i += 1
+    if w[0] == "server" and focus and focus.startswith(sec.name + "|") and focus != f"{sec.name}|{w[1]}|{no}":
+        new.append("disabled")
+        notes.append(f"line {no}: server {w[1]} disabled while another server of {sec.name} is probed")
+    return " ".join(_quote(x) for x in new), opts
+
+
+def _quote(word: str) -> str:
+    return word if re.fullmatch(r"[^\s\"'#\\]+", word) else "'" + word.replace("'", "'\\''") + "'"
+
+
+def _record_server(
+    w: list[str], no: int, opts: dict[str, str | bool], sec: Section, upstreams: list[Upstream]
+) -> None:
+    if len(w) < 3 or opts.get("ssl") is not True or "no-ssl" in opts:
+        return
+    host, port = split_hostport(w[2], 443)
+    if host.startswith(("unix@", "abns@", "/", "ipv4@", "ipv6@")):
+        host = host.split("@", 1)[-1]
+    # The name the config explicitly expects, else the target's host name, else the lab's name.
+    vh = opts.get("verifyhost")
+    sni = opts.get("sni")
+    m = re.fullmatch(r"str\(([^)]+)\)", sni) if isinstance(sni, str) else None
+    if isinstance(vh, str):
+        name = vh
+    elif m:
+        name = m.group(1)
+    else:
+        name = host if not is_ip(host) else BACKEND_NAME
+    upstreams.append(
+        Upstream(
+            label=f"backend {sec.name} server {w[1]} {w[2]} (line {no})",
+            host=host,
+            port=port,
+            line=no,
+            name=name,
+            pool=f"{sec.name}|{w[1]}|{no}",
+        )
+    )
+
+
+def _sorted(notes: list[str]) -> list[str]:
+    def key(n: str) -> int:
+        m = re.match(r"line (\d+):", n)
+        return int(m.group(1)) if m else 0
+
+    return sorted(dict.fromkeys(notes), key=key)

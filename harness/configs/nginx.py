@@ -1,0 +1,508 @@
+"""A user's nginx config (whole ``nginx.conf``, ``http {}`` or a ``server {}`` block), parsed with
+crossplane and adapted to run in the lab.
+
+Kept exactly: every ``proxy_ssl_*`` directive (trust paths excepted, see below), ``proxy_pass``
+targets, ``upstream`` blocks, ``server_name``, locations. Changed: ``proxy_ssl_trusted_certificate``
+points at the lab's internal root (or its system bundle when the path looks like an OS bundle),
+``listen`` moves to ``127.0.0.1:<lab port>`` (``ssl`` kept: the probe speaks TLS then),
+``ssl_certificate``/``proxy_ssl_certificate`` are lab-minted, and process settings (``user``,
+``pid``, ``include``, logs, temp paths, ``events``) are the lab's own.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    regex_probe_path,
+    trust_file,
+)
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+
+Directive = dict[str, Any]
+
+#: main-context directives that belong to the host's process, replaced by the lab's own.
+_MAIN_DROP = {
+    "user",
+    "pid",
+    "daemon",
+    "master_process",
+    "worker_processes",
+    "error_log",
+    "include",
+    "load_module",
+    "lock_file",
+    "worker_rlimit_nofile",
+    "worker_rlimit_core",
+    "worker_priority",
+    "worker_cpu_affinity",
+    "working_directory",
+    "ssl_engine",
+    "thread_pool",
+    "env",
+    "pcre_jit",
+    "worker_shutdown_timeout",
+    "timer_resolution",
+    "debug_points",
+}
+#: Anywhere: host paths the lab replaces (logs, temp dirs) or cannot reach (includes).
+_ANY_DROP = {
+    "include",
+    "error_log",
+    "access_log",
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
+}
+#: Client-side TLS material (the proxy as a TLS *server*): not what the lab tests.
+_CLIENT_SIDE_DROP = {
+    "ssl_trusted_certificate",
+    "ssl_client_certificate",
+    "ssl_verify_client",
+    "ssl_verify_depth",
+    "ssl_crl",
+    "ssl_stapling",
+    "ssl_stapling_verify",
+    "ssl_stapling_file",
+    "ssl_stapling_responder",
+    "ssl_dhparam",
+    "ssl_password_file",
+    "ssl_session_ticket_key",
+    "ssl_ocsp",
+    "ssl_ocsp_cache",
+    "ssl_ocsp_responder",
+}
+_LISTEN_KEEP = {"ssl", "default_server", "default"}
+
+
+def parse(path: Path) -> list[Directive]:
+    """The crossplane tree of *path*; a syntax error is a one-line ConfigError."""
+    import crossplane
+
+    payload = crossplane.parse(
+        str(path), single=True, check_ctx=False, check_args=False, comments=False, catch_errors=True
+    )
+    errors = payload.get("errors") or []
+    if errors:
+        err = errors[0]
+        what = err.get("error") or "cannot be read as an nginx config"
+        raise ConfigError(f"{err.get('file', path)}:{err.get('line') or '?'}: nginx syntax: {what}")
+    parsed: list[Directive] = payload["config"][0]["parsed"]
+    if not parsed:
+        raise ConfigError(f"{path}: no nginx directives found")
+    return parsed
+
+
+def shape(tree: list[Directive]) -> str:
+    """``main`` (a whole nginx.conf), ``http``, ``server`` or ``location`` (what the file holds)."""
+    names = {d["directive"] for d in tree}
+    if "http" in names or "events" in names:
+        return "main"
+    if "server" in names and any("block" in d for d in tree if d["directive"] == "server"):
+        return "http"
+    if "location" in names:
+        return "server"
+    if names & {"proxy_pass", "proxy_ssl_verify", "proxy_ssl_trusted_certificate"}:
+        return "location"
+    raise ConfigError("no http, server or location block and no proxy_pass: is this an nginx config?")
+
+
+def servers(tree: list[Directive]) -> list[Directive]:
+    """Every ``server`` block of the http context (wrapping a bare server/location file)."""
+    http = wrap_http(tree)
+    return [d for d in http["block"] if d["directive"] == "server" and "block" in d]
+
+
+def wrap_http(tree: list[Directive]) -> Directive:
+    kind = shape(tree)
+    if kind == "main":
+        for d in tree:
+            if d["directive"] == "http":
+                return d
+        return {"directive": "http", "line": 0, "args": [], "block": []}
+    if kind == "http":
+        return {"directive": "http", "line": 0, "args": [], "block": tree}
+    if kind == "server":
+        return {
+            "directive": "http",
+            "line": 0,
+            "args": [],
+            "block": [{"directive": "server", "line": 0, "args": [], "block": tree}],
+        }
+    loc = {"directive": "location", "line": 0, "args": ["/"], "block": tree}
+    return {
+        "directive": "http",
+        "line": 0,
+        "args": [],
+        "block": [{"directive": "server", "line": 0, "args": [], "block": [loc]}],
+    }
+
+
+def effective(name: str, stack: list[Directive]) -> Directive | None:
+    """The directive *name* in effect for the innermost block of *stack* (nginx inheritance)."""
+    for block in reversed(stack):
+        for d in block.get("block", []):
+            if d["directive"] == name:
+                return d
+    return None
+
+
+def resolve_var(value: str, stack: list[Directive]) -> str | None:
+    """``$name`` references replaced by a ``set $name value`` in scope, else None."""
+
+    def sub(m: re.Match[str]) -> str:
+        var = "$" + (m.group(1) or m.group(2))
+        for block in reversed(stack):
+            for d in block.get("block", []):
+                if d["directive"] == "set" and d["args"] and d["args"][0] == var and len(d["args"]) > 1:
+                    return d["args"][1]
+        raise KeyError(var)
+
+    try:
+        out = value
+        for _ in range(5):
+            new = re.sub(r"\$\{(\w+)\}|\$(\w+)", sub, out)
+            if new == out:
+                break
+            out = new
+        return out
+    except KeyError:
+        return None
+
+
+def split_url(url: str) -> tuple[str, str, int | None, str]:
+    """scheme, host, port (None when absent), path of a proxy_pass URL."""
+    m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
+    if not m:
+        return "", url, None, ""
+    return (
+        m.group(1).lower(),
+        m.group(2).strip("[]"),
+        int(m.group(3)) if m.group(3) else None,
+        m.group(4) or "",
+    )
+
+
+def split_hostport(value: str, default: int) -> tuple[str, int]:
+    m = re.match(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$", value)
+    if not m:
+        return value, default
+    return m.group(1).strip("[]"), int(m.group(2)) if m.group(2) else default
+
+
+def _probe_path(loc: Directive) -> str | None:
+    args = loc["args"]
+    if not args:
+        return None
+    if len(args) == 1:
+        mod, pat = "", args[0]
+    else:
+        mod, pat = args[0], args[1]
+    if pat.startswith("@"):
+        return None
+    if mod in ("", "^~"):
+        return pat if pat.endswith("/") else pat + "/"
+    if mod == "=":
+        return pat + ("?trustlab-probe" if pat.endswith("/") else "")
+    if mod in ("~", "~*"):
+        return regex_probe_path(pat, flags=re.I if mod == "~*" else 0)
+    return None
+
+
+def _host_header(server: Directive) -> str:
+    for d in server.get("block", []):
+        if d["directive"] == "server_name":
+            for name in d["args"]:
+                if not name or name == "_" or name.startswith("~") or name.startswith("$"):
+                    continue
+                if name.startswith("."):
+                    return name[1:]
+                return name.replace("*", "probe")
+    return PUBLIC_HOST
+
+
+def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
+    """The config at *path* made runnable in the lab (see the module docstring)."""
+    import copy
+
+    import crossplane
+
+    tree = copy.deepcopy(parse(path))
+    notes: list[str] = []
+    kind = shape(tree)
+    http = wrap_http(tree)
+    if kind != "main":
+        notes.append(
+            f"{path} holds {'a ' + kind + ' block' if kind != 'http' else 'http-level directives'}; "
+            "the lab wraps it in a minimal nginx.conf"
+        )
+
+    pools: dict[str, Directive] = {
+        d["args"][0]: d for d in http["block"] if d["directive"] == "upstream" and d.get("args")
+    }
+    upstreams: list[Upstream] = []
+    listeners: dict[str, int] = {}
+
+    def walk(block: Directive, stack: list[Directive]) -> None:
+        new: list[Directive] = []
+        seen_cert: set[str] = set()
+        if block["directive"] == "server":
+            # Listeners first: the routes of the locations below need them.
+            kept = []
+            for d in block.get("block", []):
+                if d["directive"] != "listen":
+                    kept.append(d)
+                elif _listen(d, block, d["line"], notes):
+                    new.append(d)
+            if not new:
+                fake = {"directive": "listen", "line": block["line"], "args": ["80"]}
+                _listen(fake, block, block["line"], notes, implicit=True)
+                new.append(fake)
+            block["block"] = kept
+        for d in block.get("block", []):
+            name, args, line = d["directive"], d["args"], d["line"]
+            if name in _ANY_DROP:
+                if name == "include":
+                    notes.append(
+                        f"line {line}: include {' '.join(args)} dropped (not followed: "
+                        "put trust directives in the checked file)"
+                    )
+                continue
+            if name in _CLIENT_SIDE_DROP:
+                notes.append(f"line {line}: {name} dropped (client side: not what the lab tests)")
+                continue
+            if name in ("stream", "mail"):
+                notes.append(f"line {line}: {name} {{}} dropped (only http proxying is checked)")
+                continue
+            if name in ("ssl_certificate", "ssl_certificate_key"):
+                if name in seen_cert:
+                    continue
+                seen_cert.add(name)
+                d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
+                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
+            elif name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key"):
+                d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
+                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
+            elif name == "proxy_ssl_password_file":
+                notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
+                continue
+            elif name == "proxy_ssl_trusted_certificate" and args:
+                d["args"] = [trust_file(args[0], lab, notes)]
+            elif name == "proxy_ssl_crl" and args:
+                notes.append(
+                    f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; "
+                    "revocation is not tested)"
+                )
+                continue
+            elif name == "proxy_cache_path" and args:
+                sub = lab.run_dir / f"cache-{line}"
+                d["args"] = [str(sub), *args[1:]]
+                notes.append(f"line {line}: proxy_cache_path {args[0]} -> {sub}")
+            elif name == "upstream" and focus is not None:
+                for s in d.get("block", []):
+                    if s["directive"] == "server" and s["args"]:
+                        key = f"{args[0]}|{s['args'][0]}|{s['line']}"
+                        if key == focus and len(d["block"]) > 1:
+                            # With several peers nginx takes a failed one out of rotation for
+                            # fail_timeout; the next cell would get "no live upstreams".
+                            s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + [
+                                "max_fails=0"
+                            ]
+                            notes.append(
+                                f"line {s['line']}: max_fails=0 on the probed server {s['args'][0]} "
+                                "(a refused impostor must not take it out of rotation for the next cell)"
+                            )
+                        if key != focus and focus.startswith(args[0] + "|") and "down" not in s["args"]:
+                            s["args"].append("down")
+                            notes.append(
+                                f"line {s['line']}: server {s['args'][0]} marked down while "
+                                f"{focus.split('|')[1]} of upstream {args[0]} is probed"
+                            )
+            if "block" in d:
+                walk(d, [*stack, d])
+                if name == "location":
+                    _location(d, [*stack, d])
+            elif name == "proxy_pass" and block["directive"] != "location":
+                _location(block, stack, via_if=True)
+            new.append(d)
+        block["block"] = new
+
+    def _listen(d: Directive, server: Directive, line: int, out: list[str], implicit: bool = False) -> bool:
+        addr = d["args"][0] if d["args"] else "80"
+        if addr.startswith("unix:"):
+            out.append(f"line {line}: listen {addr} dropped (unix sockets are not probed)")
+            return False
+        port = addr.rsplit(":", 1)[-1] if (":" in addr and not addr.endswith("]")) else addr
+        if not port.isdigit():
+            port = "80"
+        tls = "ssl" in d["args"] or any(
+            x["directive"] == "ssl" and x["args"] == ["on"] for x in server.get("block", [])
+        )
+        lab_port = ports(port)
+        listeners[port] = lab_port
+        server.setdefault("_listeners", {})[port] = tls
+        new_args = [f"127.0.0.1:{lab_port}", *[a for a in d["args"][1:] if a in _LISTEN_KEEP]]
+        taken = server.setdefault("_taken", set())
+        if lab_port in taken:
+            return False  # `listen 443` + `listen [::]:443` -> one lab listener
+        taken.add(lab_port)
+        old = "(none: nginx listens on *:80)" if implicit else " ".join(d["args"])
+        out.append(f"line {line}: listen {old} -> listen {' '.join(new_args)}")
+        d["args"] = new_args
+        return True
+
+    def _location(loc: Directive, stack: list[Directive], via_if: bool = False) -> None:
+        for d in loc.get("block", []):
+            if d["directive"] != "proxy_pass" or not d["args"]:
+                continue
+            url = d["args"][0]
+            if "$" in url:
+                value = resolve_var(url, stack)
+                if value is None:
+                    notes.append(
+                        f"line {d['line']}: proxy_pass {url} depends on a request variable; "
+                        "not checked (give a literal URL or a `set` in scope)"
+                    )
+                    continue
+                notes.append(
+                    f"line {d['line']}: proxy_pass {url} -> {value} (the lab has no DNS "
+                    "resolver; the value of `set` was substituted)"
+                )
+                d["args"] = [value]
+                url = value
+            scheme, host, port, _ = split_url(url)
+            if scheme != "https":
+                continue
+            server = next((b for b in stack if b["directive"] == "server"), None)
+            route = None
+            why = ""
+            path = _probe_path(loc) if loc["directive"] == "location" else "/"
+            if server is None or path is None:
+                why = "no client request path reaches this location (named or complex regex location)"
+            else:
+                lst = server.get("_listeners", {})
+                listener = next(iter(lst), "80")
+                route = Route(listener, lst.get(listener, False), _host_header(server), path)
+            name_d = effective("proxy_ssl_name", stack)
+            ssl_name = (
+                name_d["args"][0] if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+            )
+            where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
+            if host in pools:
+                for s in pools[host].get("block", []):
+                    if s["directive"] != "server" or not s["args"]:
+                        continue
+                    t_host, t_port = split_hostport(s["args"][0], 80)
+                    legit = ssl_name or (t_host if not is_ip(t_host) else BACKEND_NAME)
+                    upstreams.append(
+                        Upstream(
+                            label=f"{url} -> {t_host}:{t_port} ({where}, line {d['line']})",
+                            host=t_host,
+                            port=t_port,
+                            line=d["line"],
+                            name=legit,
+                            route=route,
+                            why_unroutable=why,
+                            pool=f"{host}|{s['args'][0]}|{s['line']}",
+                        )
+                    )
+            else:
+                t_port = port or 443
+                legit = ssl_name or (host if not is_ip(host) else BACKEND_NAME)
+                upstreams.append(
+                    Upstream(
+                        label=f"{url} ({where}, line {d['line']})",
+                        host=host,
+                        port=t_port,
+                        line=d["line"],
+                        name=legit,
+                        route=route,
+                        why_unroutable=why,
+                    )
+                )
+
+    for s in servers(tree):
+        s.pop("_listeners", None)
+    walk(http, [http])
+    for d in http["block"]:
+        if d["directive"] == "server":
+            d.pop("_listeners", None)
+            d.pop("_taken", None)
+    _strip_private(http)
+
+    run = lab.run_dir
+    main: list[Directive] = []
+    if kind == "main":
+        for d in tree:
+            if d["directive"] in _MAIN_DROP:
+                if d["directive"] not in ("include", "error_log", "pid"):
+                    notes.append(
+                        f"line {d['line']}: {d['directive']} {' '.join(d['args'])} dropped "
+                        "(process setting: the lab runs one foreground process)"
+                    )
+                elif d["directive"] == "include":
+                    notes.append(f"line {d['line']}: include {' '.join(d['args'])} dropped (not followed)")
+                continue
+            if d["directive"] in ("events", "http"):
+                continue
+            if d["directive"] in ("stream", "mail"):
+                notes.append(
+                    f"line {d['line']}: {d['directive']} {{}} dropped (only http proxying is checked)"
+                )
+                continue
+            main.append(d)
+    head = [
+        {"directive": "daemon", "args": ["off"]},
+        {"directive": "master_process", "args": ["off"]},
+        {"directive": "worker_processes", "args": ["1"]},
+        {"directive": "pid", "args": [f"{run}/nginx.pid"]},
+        {"directive": "error_log", "args": [f"{run}/error.log", "info"]},
+        *main,
+        {"directive": "events", "args": [], "block": [{"directive": "worker_connections", "args": ["256"]}]},
+    ]
+    lab_http = [
+        {"directive": "access_log", "args": ["off"]},
+        *[
+            {"directive": f"{t}_temp_path", "args": [f"{run}/{t}_temp"]}
+            for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        ],
+    ]
+    if not any(d["directive"] == "default_type" for d in http["block"]):
+        lab_http.append({"directive": "default_type", "args": ["application/octet-stream"]})
+    http["block"] = lab_http + http["block"]
+    notes.append("logs, pid and temp paths are the lab's own; the error log is at level info")
+    text = (
+        "# trustlab check: adapted from "
+        + str(path)
+        + "\n"
+        + crossplane.build([*head, {"directive": "http", "args": [], "block": http["block"]}])
+        + "\n"
+    )
+    return Adapted(text=text, adaptations=_dedupe(notes), upstreams=upstreams, listeners=listeners)
+
+
+def _strip_private(block: Directive) -> None:
+    for d in block.get("block", []):
+        d.pop("_listeners", None)
+        d.pop("_taken", None)
+        if "block" in d:
+            _strip_private(d)
+
+
+def _dedupe(notes: list[str]) -> list[str]:
+    def line(n: str) -> int:
+        m = re.match(r"line (\d+):", n)
+        return int(m.group(1)) if m else 0
+
+    return sorted(dict.fromkeys(notes), key=line)
