@@ -55,6 +55,8 @@ class Proxy:
         self.key: str = spec["key"]
         self.driver = driver(spec["kind"])
         self.port: int = spec["listen_port"]
+        #: Where the probe connects: loopback here; another container in the docker runtime.
+        self.host: str = spec.get("host", "127.0.0.1")
         self.run_dir = Path(spec["run_dir"])
         self.log = Path(spec["log"])
         self.command: list[str] = spec["command"]
@@ -82,7 +84,7 @@ class Proxy:
                 text = self.output()
                 return {"started": False, "message": self.driver.startup_message(text), "output": text[-4000:]}
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return {"started": True, "start_s": time.perf_counter() - self.started_at}
             except OSError:
                 time.sleep(0.002)
@@ -115,7 +117,7 @@ def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[s
     log_offset = proxy.log.stat().st_size
     path = f"/trustlab-probe/{proxy.key}/{identity}/{seq}"
     t0 = time.perf_counter()
-    response = request("127.0.0.1", proxy.port, path)
+    response = request(proxy.host, proxy.port, path)
     duration = time.perf_counter() - t0
     reason, log_text = None, ""
     if response.marker is None:
