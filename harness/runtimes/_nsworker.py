@@ -132,6 +132,13 @@ def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[s
                 break
             time.sleep(0.005)
     conns = seat.since(mark)
+    # The seat records a connection's TLS version and error on its own thread, a moment after
+    # the proxy has answered: wait until each connection has settled (served, or failed with
+    # a reason), so the evidence is the same in every run and on every runtime.
+    settle = time.perf_counter() + 0.5
+    while any(not (c.served or c.error) for c in conns) and time.perf_counter() < settle:
+        time.sleep(0.002)
+        conns = seat.since(mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
         presented=identity,
