@@ -145,6 +145,7 @@ def run(
     shards: int | None = None,
     keep: bool = False,
     on_cell: Callable[[Cell], None] | None = None,
+    on_proxy: Callable[[dict[str, Any]], None] | None = None,
 ) -> Results:
     """Run every scenario against every identity and return the results (sorted)."""
     if not scenarios:
@@ -158,7 +159,10 @@ def run(
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
-        for raw in rt.run(scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards):
+        raws = rt.run(
+            scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards, on_proxy=on_proxy
+        )
+        for raw in raws:
             sc = by_id[raw["key"]]
             cell = Cell(
                 scenario=sc.id,
@@ -202,3 +206,16 @@ def _openssl_version() -> str:
         return ""
     parts = out.split()
     return parts[1] if len(parts) > 1 else out.strip()
+
+
+def resolve_auto() -> tuple[str, str]:
+    """Pick ``docker`` when a daemon answers and the lab images are built, else ``local``."""
+    try:
+        from harness import images  # type: ignore[attr-defined]
+    except ImportError:
+        return "local", "the docker runtime is not part of this build"
+    try:
+        ready, why = images.docker_ready()
+    except Exception as exc:  # noqa: BLE001 - any docker failure means: use local
+        return "local", f"docker unavailable: {exc}"
+    return ("docker", why) if ready else ("local", why)

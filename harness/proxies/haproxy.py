@@ -42,10 +42,6 @@ class HAProxyDriver(Driver):
         # `log stdout`: the runtime captures the process's stdout here.
         return run_dir / "stdout.log"
 
-    def block_reason(self, log_text: str) -> str | None:
-        m = super().block_reason(log_text)
-        return m.replace("ssl_bc_err_str=", "").strip('"') if m else None
-
     def _is_fatal(self, line: str) -> bool:
         return "[ALERT]" in line
 

@@ -1,0 +1,37 @@
+# The README's two commands: `make lab` (set-up + the full matrix) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+OUT ?= results
+
+.PHONY: lab test setup system venv bench reliability notebooks lint clean
+
+lab: setup
+	$(VENV)/bin/trustlab matrix --out $(OUT)
+
+test: setup
+	$(PY) -m pytest
+
+setup: system venv
+
+system:
+	@bash .ci/system-packages
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,docker,notebooks,audit]'
+	touch $@
+
+bench: setup
+	$(PY) benchmarks/bench_local.py
+
+lint: venv
+	$(VENV)/bin/ruff check harness tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) results build dist *.egg-info

@@ -1,0 +1,278 @@
+"""The ``trustlab`` command line.
+
+Exit codes: 0 ok; 1 an expectation or check failed; 2 bad input or a missing prerequisite
+(one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from harness import __version__
+from harness.errors import LabError
+from harness.vocab import IDENTITY_IDS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, *, label: str = "cells") -> None:
+        self.total, self.done, self.label = total, 0, label
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def step(self, text: str = "") -> None:
+        self.done += 1
+        if not self.tty:
+            return
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.label} "
+            f"{time.perf_counter() - self.t0:5.1f}s {text[:40]:<40}"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+            sys.stderr.flush()
+
+
+def _identities(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    for ident in chosen:
+        if ident not in IDENTITY_IDS:
+            raise LabError(f"--identity: {ident!r} is unknown; known: {', '.join(IDENTITY_IDS)}")
+    return chosen
+
+
+def _runtime(name: str) -> str:
+    if name != "auto":
+        return name
+    from harness.runner import resolve_auto
+
+    chosen, why = resolve_auto()
+    print(f"runtime: {chosen} ({why})", file=sys.stderr)
+    return chosen
+
+
+def _proxies(value: str | None) -> list[str] | None:
+    return [p.strip() for p in value.split(",") if p.strip()] if value else None
+
+
+def _check_writable(path: Path | None, flag: str) -> None:
+    if path is None:
+        return
+    parent = Path(path).parent if not Path(path).is_dir() else Path(path)
+    if Path(path).is_dir() and flag != "--out":
+        raise LabError(f"{flag}: {path} is a directory; give a file name")
+    if not parent.exists():
+        raise LabError(f"{flag}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise LabError(f"{flag}: cannot write to {parent} (permission denied)")
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness import report, runner, scenarios
+
+    chosen = scenarios.select(args.scenario)
+    _check_writable(args.json, "--json")
+    runtime = _runtime(args.runtime)
+    idents = _identities(args.identity)
+    progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
+    try:
+        results = runner.run(
+            chosen, runtime=runtime, identities=idents, keep=args.keep, on_cell=lambda c: progress.step(c.scenario)
+        )
+    finally:
+        progress.close()
+    for sc in chosen:
+        cells = [c for c in results.cells if c.scenario == sc.id]
+        flag = "" if not any(c.differs for c in cells) else "   (differs from the scenario's expectation)"
+        print(f"{sc.id}: {sc.title}{flag}")
+        print(report.cell_lines(cells))
+    if args.json:
+        report.write_json(results, args.json)
+        print(f"wrote {args.json}")
+    if results.mismatches:
+        print(f"{len(results.mismatches)} cell(s) differ from expectation", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from harness import report, runner, scenarios
+
+    chosen = scenarios.select(None, proxies=_proxies(args.proxy))
+    if args.list:
+        for sc in chosen:
+            print(f"{sc.id:<28} {sc.title}")
+        return EXIT_OK
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise LabError(f"--out: {out} exists and is not a directory")
+    for flag, value in (("--json", args.json), ("--csv", args.csv)):
+        _check_writable(value, flag)
+    if not out.exists():
+        _check_writable(out, "--out")
+    runtime = _runtime(args.runtime)
+    idents = _identities(args.identity)
+    progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
+    try:
+        results = runner.run(
+            chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
+            on_cell=lambda c: progress.step(c.scenario),
+        )
+    finally:
+        progress.close()
+    print(report.grid(results, color=sys.stdout.isatty()), end="")
+    print(f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
+          f"{results.meta['runtime']} runtime")
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        report.write_json(results, args.json or out / "matrix.json"),
+        report.write_csv(results, args.csv or out / "matrix.csv"),
+    ]
+    if not args.no_plot:
+        written.append(report.heatmap(results, out / "matrix.png") and out / "matrix.png")
+    (out / "matrix.md").write_text(report.markdown(results))
+    written.append(out / "matrix.md")
+    print("wrote " + ", ".join(str(p) for p in written))
+    for c in results.mismatches:
+        print(f"differs: {c.scenario} x {c.identity}: {c.outcome.value}, expected "
+              f"{c.expected.value if c.expected else '-'} ({c.reason})", file=sys.stderr)
+    return EXIT_FAILED if results.mismatches else EXIT_OK
+
+
+def cmd_pki(args: argparse.Namespace) -> int:
+    from harness.pki import LabPKI
+    from harness.vocab import LOCAL_LAB_IP
+
+    if args.pki_cmd == "mint":
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+            raise LabError(f"--out: {out} already exists and is not empty; choose a new directory")
+        if not out.parent.exists():
+            raise LabError(f"--out: directory {out.parent} does not exist")
+        # Mint next to the target, then rename: an interrupted mint leaves nothing behind.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            LabPKI.mint(backend_ip=args.backend_ip or LOCAL_LAB_IP).write_to(tmp)
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        print(f"wrote the lab PKI to {out} (keys 0600, directory 0700); see {out}/manifest.json")
+        return EXIT_OK
+    if args.dir:
+        manifest = Path(args.dir) / "manifest.json"
+        try:
+            data = json.loads(manifest.read_text())
+            rows = list(data["identities"].values())
+        except FileNotFoundError:
+            raise LabError(f"{manifest}: not found; pass a directory written by `trustlab pki mint`") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise LabError(f"{manifest}: not a trustlab PKI manifest") from None
+    else:
+        pki = LabPKI.mint()
+        rows = [c.describe() for c in pki.identities.values()]
+        print("(a fresh PKI minted for display; `trustlab pki mint --out DIR` keeps one)\n")
+    for row in rows:
+        print(f"{row['identity']}  ({'legitimate' if row['legitimate'] else 'impostor'}): {row['meaning']}")
+        print(f"    subject   {row['subject']}")
+        print(f"    SANs      {', '.join(row['sans']) or '(none)'}")
+        print(f"    issuer    {row['issuer']}")
+        print(f"    validity  {row['not_before']} .. {row['not_after']}")
+        print(f"    served    {row['chain_served']} certificate(s)")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import diagnose
+
+    return diagnose(print)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
+    p.add_argument("--version", action="version", version=f"trustlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def runtime_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                        help="where the proxies run (default: auto = docker when ready, else local)")
+        sp.add_argument("--identity", help="comma-separated identities (default: all)")
+        sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
+
+    sp = sub.add_parser("run", help="run scenarios by id or file and show each cell's evidence")
+    sp.add_argument("scenario", nargs="+", help="scenario id (nginx/verify-off) or path to a .toml file")
+    sp.add_argument("--json", type=Path, help="write the cells as JSON")
+    runtime_opt(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, heatmap")
+    sp.add_argument("--proxy", help="comma-separated proxy kinds (nginx,apache,haproxy)")
+    sp.add_argument("--out", default="results", help="output directory (default: results/)")
+    sp.add_argument("--json", type=Path, help="JSON path (default: OUT/matrix.json)")
+    sp.add_argument("--csv", type=Path, help="CSV path (default: OUT/matrix.csv)")
+    sp.add_argument("--no-plot", action="store_true", help="skip the heatmap PNG")
+    sp.add_argument("--seed", type=int, help="shuffle the cell order with this seed")
+    sp.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    runtime_opt(sp)
+    sp.set_defaults(func=cmd_matrix)
+
+    sp = sub.add_parser("pki", help="mint or show the lab PKI")
+    psub = sp.add_subparsers(dest="pki_cmd", required=True, parser_class=_Parser)
+    m = psub.add_parser("mint", help="write a fresh lab PKI to a new directory")
+    m.add_argument("--out", required=True, help="new directory to create")
+    m.add_argument("--backend-ip", help="IP for the ip-san identity (default: the local lab IP)")
+    s = psub.add_parser("show", help="describe every identity's certificate")
+    s.add_argument("dir", nargs="?", help="a directory written by `pki mint` (default: mint a fresh one)")
+    sp.set_defaults(func=cmd_pki)
+
+    sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
+    sp.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LabError as exc:
+        print(f"trustlab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("trustlab: interrupted; the lab was stopped and removed", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

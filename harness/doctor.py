@@ -1,0 +1,73 @@
+"""``trustlab doctor``: what is installed, what runs, and what to do about each gap."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+
+from harness.proxies import driver
+from harness.runner import stale_labs
+from harness.runtimes.local import check_namespaces, namespace_mode
+
+APT = {"nginx": "nginx", "apache": "apache2", "haproxy": "haproxy"}
+
+
+def diagnose(say: Callable[[str], None]) -> int:
+    """Print a report; return 0 when at least one runtime can run every proxy, else 1."""
+    ok_local = True
+    say("trustlab doctor")
+    say("")
+    say("local runtime (the host's own proxies in private namespaces)")
+    for kind in ("nginx", "apache", "haproxy"):
+        drv = driver(kind)
+        path = drv.find_binary()
+        if path:
+            say(f"  ok    {kind:<8} {drv.version():<10} {path}")
+        else:
+            ok_local = False
+            say(f"  MISSING {kind:<6} install it: sudo apt-get install {APT[kind]}")
+    for tool, pkg in (("unshare", "util-linux"), ("ip", "iproute2"), ("openssl", "openssl")):
+        if shutil.which(tool):
+            say(f"  ok    {tool}")
+        else:
+            ok_local = ok_local and tool == "openssl"
+            say(f"  MISSING {tool}: sudo apt-get install {pkg}")
+    _, mode = namespace_mode()
+    problem = check_namespaces() if shutil.which("unshare") else "unshare missing"
+    if problem:
+        ok_local = False
+        say(f"  NO    namespaces ({mode}): {problem}")
+    else:
+        say(f"  ok    namespaces ({mode})")
+
+    say("")
+    say("docker runtime")
+    ok_docker = False
+    try:
+        from harness import images  # type: ignore[attr-defined]
+    except ImportError:
+        say("  --    not part of this build")
+    else:
+        try:
+            for line in images.doctor_lines():
+                say(f"  {line}")
+            ok_docker, why = images.docker_ready()
+        except Exception as exc:  # noqa: BLE001 - report, do not crash
+            say(f"  NO    docker: {exc}")
+
+    stale = stale_labs()
+    say("")
+    if stale:
+        say(f"stale labs left by a killed run: {len(stale)} ({', '.join(str(p) for p in stale[:3])})")
+        say("  remove them: trustlab down --all")
+    else:
+        say("no stale labs")
+    say("")
+    if ok_local or ok_docker:
+        which = " and ".join(n for n, ok in (("local", ok_local), ("docker", ok_docker)) if ok)
+        say(f"ready: the {which} runtime can run every proxy. Next: trustlab matrix")
+        return 0
+    who = "root" if os.geteuid() == 0 else "this user"
+    say(f"not ready: no runtime can run every proxy for {who}; fix the lines marked above")
+    return 1

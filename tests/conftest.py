@@ -1,0 +1,57 @@
+"""Shared fixtures: a hermetic environment, prerequisites declared once, one shared matrix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from harness.proxies import driver
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REQUIRE_PROXIES = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
+
+_LEAKY_ENV = (
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "SSLKEYLOGFILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+)
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing from the developer's shell may change a TLS verdict."""
+    for name in _LEAKY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _missing_prerequisites() -> list[str]:
+    from harness.runtimes.local import check_namespaces
+
+    missing = [k for k in ("nginx", "apache", "haproxy") if not driver(k).find_binary()]
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        missing.append("unshare/ip")
+    elif problem := check_namespaces():
+        missing.append(problem)
+    return missing
+
+
+@pytest.fixture(scope="session")
+def local_runtime() -> str:
+    """The local runtime, or a skip (a failure in CI: a missing proxy is never a skip there)."""
+    missing = _missing_prerequisites()
+    if missing:
+        msg = f"local runtime unavailable: {', '.join(missing)} (run `make test` to install)"
+        if REQUIRE_PROXIES:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return "local"
+
+
+@pytest.fixture(scope="session")
+def local_matrix(local_runtime: str):  # type: ignore[no-untyped-def]
+    """One full local matrix, shared by the tests that only read it."""
+    from harness import runner, scenarios
+
+    return runner.run(scenarios.select(), runtime=local_runtime)

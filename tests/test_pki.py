@@ -1,0 +1,127 @@
+"""Each identity's certificate has exactly the meaning DESIGN.md gives it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import stat
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
+from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LOCAL_LAB_IP, SIBLING_NAME
+
+
+@pytest.fixture(scope="module")
+def pki() -> LabPKI:
+    return LabPKI.mint()
+
+
+def chain(pki: LabPKI, ident: str) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(pki.identity(ident).chain_pem)
+
+
+def sans(cert: x509.Certificate) -> tuple[list[str], list[str]]:
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ext.get_values_for_type(x509.DNSName), [str(a) for a in ext.get_values_for_type(x509.IPAddress)]
+
+
+def cn(cert: x509.Certificate) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else None
+
+
+def internal_root(pki: LabPKI) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pki.internal_root_pem)
+
+
+def test_every_identity_is_minted(pki: LabPKI) -> None:
+    assert tuple(pki.identities) == IDENTITY_IDS
+
+
+def test_legit_serves_leaf_and_intermediate_issued_by_the_internal_root(pki: LabPKI) -> None:
+    leaf, inter = chain(pki, "legit")
+    assert sans(leaf) == ([BACKEND_NAME], [])
+    assert cn(leaf) == BACKEND_NAME
+    assert leaf.issuer == inter.subject
+    assert inter.issuer == internal_root(pki).subject
+    assert inter.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_legit_no_chain_is_the_same_leaf_alone(pki: LabPKI) -> None:
+    only = chain(pki, "legit-no-chain")
+    assert len(only) == 1
+    assert only[0] == chain(pki, "legit")[0]
+
+
+@pytest.mark.parametrize("ident", ["rogue-ca", "public-ca"])
+def test_foreign_cas_issue_the_backend_name(pki: LabPKI, ident: str) -> None:
+    leaf = chain(pki, ident)[0]
+    assert sans(leaf)[0] == [BACKEND_NAME]
+    assert leaf.issuer != chain(pki, "legit")[1].subject
+    assert leaf.issuer != internal_root(pki).subject
+
+
+def test_public_ca_is_in_the_system_bundle_and_rogue_is_nowhere(pki: LabPKI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pki.write_to(tmp_path)
+    bundle = x509.load_pem_x509_certificates((tmp_path / BUNDLE_FILE).read_bytes())
+    ca_file = x509.load_pem_x509_certificates((tmp_path / CA_FILE).read_bytes())
+    subjects = {c.subject for c in bundle}
+    assert [c.subject for c in ca_file] == [internal_root(pki).subject]
+    assert chain(pki, "public-ca")[0].issuer in subjects
+    assert chain(pki, "rogue-ca")[0].issuer not in subjects
+
+
+def test_self_signed_is_its_own_issuer(pki: LabPKI) -> None:
+    (leaf,) = chain(pki, "self-signed")
+    assert leaf.issuer == leaf.subject
+    assert sans(leaf)[0] == [BACKEND_NAME]
+
+
+def test_wrong_name_is_an_internal_cert_for_the_sibling(pki: LabPKI) -> None:
+    leaf, inter = chain(pki, "wrong-name")
+    assert sans(leaf) == ([SIBLING_NAME], [])
+    assert inter == chain(pki, "legit")[1]
+
+
+def test_validity_windows(pki: LabPKI) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    expired = chain(pki, "expired")[0]
+    future = chain(pki, "not-yet-valid")[0]
+    legit = chain(pki, "legit")[0]
+    assert expired.not_valid_after_utc < now
+    assert future.not_valid_before_utc > now
+    assert legit.not_valid_before_utc < now < legit.not_valid_after_utc
+    assert sans(expired)[0] == sans(future)[0] == [BACKEND_NAME]
+
+
+def test_ip_san_has_only_the_lab_ip_and_no_cn(pki: LabPKI) -> None:
+    leaf = chain(pki, "ip-san")[0]
+    assert sans(leaf) == ([], [LOCAL_LAB_IP])
+    assert cn(leaf) is None
+    assert LabPKI.mint(backend_ip="10.9.8.7").identity("ip-san").describe()["sans"] == ["IP:10.9.8.7"]
+    ipaddress.ip_address(LOCAL_LAB_IP)
+
+
+def test_wildcard_is_star_internal(pki: LabPKI) -> None:
+    assert sans(chain(pki, "wildcard")[0]) == (["*.internal"], [])
+
+
+def test_files_are_private(pki: LabPKI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = pki.write_to(tmp_path / "pki")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    keys = list(out.rglob("*.key"))
+    assert len(keys) == len(IDENTITY_IDS) + 1
+    for key in keys:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (out / "manifest.json").exists()
+
+
+def test_no_ca_private_key_is_ever_written(pki: LabPKI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = pki.write_to(tmp_path / "pki")
+    for key in out.rglob("*.key"):
+        stem = key.name.removesuffix(".key")
+        assert stem in IDENTITY_IDS or stem == "default-site"
+    assert b"PRIVATE KEY" not in (out / CA_FILE).read_bytes()
