@@ -196,6 +196,19 @@ def daemon_problem() -> str | None:
     return None
 
 
+def docker_ready() -> tuple[bool, str]:
+    """Can the docker runtime run now? ``(True, what)`` or ``(False, why not and what to do)``."""
+    try:
+        c = client(timeout=5)
+    except PrerequisiteError as exc:
+        return False, str(exc)
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        return False, f"docker runtime: image {LAB_IMAGE} is missing; run: trustlab images build"
+    tags = [t for t in img.tags if t != LAB_IMAGE]
+    return True, f"docker daemon answers and {tags[0] if tags else LAB_IMAGE} is built"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1][:200] if text else type(exc).__name__

@@ -203,8 +203,25 @@ class Lab:
         self.close()
 
     def close(self) -> None:
-        _remove(self.c, self.containers, [self.network] if self.network else [],
-                [self.volume] if self.volume else [])
+        """Remove everything labelled with this lab's id, including objects whose create call
+        was interrupted before it returned (so they were never tracked here)."""
+        import docker.errors
+
+        flt = {"label": f"{LABEL_LAB}={self.id}"}
+        for attempt in range(3):
+            try:
+                _remove(
+                    self.c,
+                    self.c.containers.list(all=True, filters=flt, sparse=True),
+                    self.c.networks.list(filters=flt),
+                    self.c.volumes.list(filters=flt),
+                )
+                break
+            except docker.errors.APIError:
+                # A container created a moment ago still holds the volume: look again.
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
         self.containers, self.network, self.volume = [], None, None
 
     @property
@@ -216,8 +233,9 @@ class Lab:
         import docker.errors
         import docker.types
 
-        for _attempt in range(8):
-            used = []
+        taken: list[ipaddress.IPv4Network] = []  # refused by the daemon: another lab is creating it
+        for _attempt in range(16):
+            used = list(taken)
             for net in self.c.networks.list():
                 for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
                     with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -234,7 +252,10 @@ class Lab:
                 )
             except docker.errors.APIError as exc:
                 if "overlap" in str(exc).lower():
-                    continue  # another lab took it between our look and our create
+                    # Another lab reserved it between our look and our create; its network may
+                    # not be listed yet, so remember the refusal.
+                    taken.append(subnet)
+                    continue
                 raise
             self.subnet = subnet
             return net
