@@ -26,6 +26,7 @@ from typing import Any
 
 from harness.runtimes._nsworker import Proxy, emit, run_cell
 from harness.seat import Connection
+from harness.vocab import BACKEND_NAME
 
 
 class SeatClient:
@@ -104,6 +105,9 @@ def main(argv: list[str]) -> int:
     seat: SeatClient | None = None
     try:
         deadline = time.perf_counter() + job.get("start_timeout", 30)
+        # nginx and HAProxy resolve the backend name when they start: wait until the seat's
+        # network alias is registered (the host starts this container and the seat's at once).
+        wait_for_name(BACKEND_NAME, deadline)
         for p in proxies:
             p.start()
         seat = SeatClient(job["seat_host"], job["seat_control_port"], deadline=deadline)
@@ -125,9 +129,28 @@ def main(argv: list[str]) -> int:
     finally:
         if seat:
             seat.close()
-        for p in proxies:
-            p.stop()
+        stop_all(proxies)
     return 0
+
+
+def wait_for_name(name: str, deadline: float) -> None:
+    while True:
+        try:
+            socket.getaddrinfo(name, None)
+            return
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise OSError(f"{name} does not resolve in the lab network (is the seat container up?)") from None
+            time.sleep(0.01)
+
+
+def stop_all(proxies: list[Proxy]) -> None:
+    """Terminate every proxy first, then wait: shutdowns overlap instead of queueing."""
+    for p in proxies:
+        if p.proc and p.proc.poll() is None:
+            p.proc.terminate()
+    for p in proxies:
+        p.stop()
 
 
 if __name__ == "__main__":

@@ -352,16 +352,23 @@ class DockerRuntime:
                 ip=lab.seat_ip, aliases=[BACKEND_NAME, SIBLING_NAME],
             )
             seat.put_archive(str(IN_LAB), archive)
-            seat.start()
-            timings["seat_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            if self.layout == "per-variant":
-                self._start_proxy_containers(lab, plans)
-            timings["proxy_containers_s"] = time.perf_counter() - t
-            t = time.perf_counter()
             worker = lab.create("worker", None)
-            worker.start()
-            timings["worker_s"] = time.perf_counter() - t
+            if self.layout == "shared":
+                # The worker waits for the seat's name to resolve before it starts any proxy,
+                # so both containers can start at once.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    for fut in [pool.submit(seat.start), pool.submit(worker.start)]:
+                        fut.result()
+                timings["seat_and_worker_s"] = time.perf_counter() - t
+            else:
+                seat.start()  # first: a proxy resolves the seat's name when it starts
+                timings["seat_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                self._start_proxy_containers(lab, plans)
+                timings["proxy_containers_s"] = time.perf_counter() - t
+                t = time.perf_counter()
+                worker.start()
+                timings["worker_s"] = time.perf_counter() - t
             t = time.perf_counter()
             by_key = {p.scenario.id: p for p in plans}
             yield from self._follow(worker, by_key, identities, on_proxy)
@@ -477,37 +484,43 @@ class DockerRuntime:
         identities: tuple[str, ...],
         on_proxy: Callable[[dict[str, Any]], None] | None,
     ) -> Iterator[dict[str, Any]]:
-        done = False
+        stream = worker.logs(stream=True, follow=True, stdout=True, stderr=False)
         buf = b""
-        for chunk in worker.logs(stream=True, follow=True, stdout=True, stderr=False):
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind = event["event"]
-                if kind == "proxy":
-                    start_s = event.get("start_s")
-                    if start_s is not None:
-                        self.timings.setdefault("proxy_start_max_s", 0.0)
-                        self.timings["proxy_start_max_s"] = max(self.timings["proxy_start_max_s"], start_s)
-                    if on_proxy:
-                        on_proxy(event)
-                    if not event["started"]:
-                        for ident in identities:
-                            yield _rejected(event, ident)
-                elif kind == "cell":
-                    event.pop("connections", None)
-                    yield event
-                elif kind == "done":
-                    done = True
-                elif kind == "fatal":
-                    raise LabError(f"docker lab failed: {event['message']}")
-        if not done:
-            status = worker.wait(timeout=30).get("StatusCode")
-            err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
-            raise LabError(f"docker lab worker failed (exit {status}): {err[-1] if err else 'no output'}")
+        try:
+            for chunk in stream:
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind = event["event"]
+                    if kind == "proxy":
+                        start_s = event.get("start_s")
+                        if start_s is not None:
+                            self.timings.setdefault("proxy_start_max_s", 0.0)
+                            self.timings["proxy_start_max_s"] = max(self.timings["proxy_start_max_s"], start_s)
+                        if on_proxy:
+                            on_proxy(event)
+                        if not event["started"]:
+                            for ident in identities:
+                                yield _rejected(event, ident)
+                    elif kind == "cell":
+                        event.pop("connections", None)
+                        yield event
+                    elif kind == "done":
+                        return  # no need to watch the worker shut its proxies down: the lab is removed
+                    elif kind == "fatal":
+                        raise LabError(f"docker lab failed: {event['message']}")
+        finally:
+            stream.close()
+            # close() shuts the socket, but the HTTP response still holds its file object (and
+            # so the descriptor) until it is closed too.
+            stream._response.close()
+        # The stream ended without "done": the worker died.
+        status = worker.wait(timeout=30).get("StatusCode")
+        err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+        raise LabError(f"docker lab worker failed (exit {status}): {err[-1] if err else 'no output'}")
 
 
 def _lab_id(lab_dir: Path) -> str:
