@@ -50,25 +50,36 @@ def main() -> int:
         print(f"image build, cold (forced, offline): {r.duration_s:.1f} s ({steps}) (target < 60 s)")
     t0 = time.perf_counter()
     r = images.build(progress=quiet)
-    print(f"image build, nothing changed: {time.perf_counter() - t0:.2f} s, skipped={r.skipped} "
-          f"(target < 2 s) -> {', '.join(r.tags)}")
+    print(
+        f"image build, nothing changed: {time.perf_counter() - t0:.2f} s, skipped={r.skipped} "
+        f"(target < 2 s) -> {', '.join(r.tags)}"
+    )
 
     c = images.client()
     starts = []
     for _ in range(10):
         t0 = time.perf_counter()
-        ct = c.containers.create(images.LAB_IMAGE, ["sleep", "30"], network_mode="none", init=True,
-                                 labels={"trustlab.lab": "bench-start"})
+        ct = c.containers.create(
+            images.LAB_IMAGE,
+            ["sleep", "30"],
+            network_mode="none",
+            init=True,
+            labels={"trustlab.lab": "bench-start"},
+        )
         ct.start()
         starts.append(time.perf_counter() - t0)
         ct.remove(force=True)
-    print(f"per-container create+start: median {statistics.median(starts) * 1000:.0f} ms "
-          f"(min {min(starts) * 1000:.0f}, max {max(starts) * 1000:.0f}, n={len(starts)}, one at a time)")
+    print(
+        f"per-container create+start: median {statistics.median(starts) * 1000:.0f} ms "
+        f"(min {min(starts) * 1000:.0f}, max {max(starts) * 1000:.0f}, n={len(starts)}, one at a time)"
+    )
 
     chosen = scenarios.select()
     cells = len(chosen) * len(IDENTITY_IDS)
-    print(f"trustlab docker benchmark: {len(chosen)} scenarios x {len(IDENTITY_IDS)} identities = {cells} cells,"
-          f" {os.cpu_count()} cores")
+    print(
+        f"trustlab docker benchmark: {len(chosen)} scenarios x {len(IDENTITY_IDS)} identities"
+        f" = {cells} cells, {os.cpu_count()} cores"
+    )
     layouts = ["shared", "per-variant"] if args.layouts else ["shared"]
     medians = {}
     for layout in layouts:
@@ -84,8 +95,10 @@ def main() -> int:
                 steps.setdefault(k, []).append(v)
         medians[layout] = statistics.median(walls)
         detail = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in steps.items())
-        print(f"full matrix, layout {layout}: best {min(walls):.2f} s, median {medians[layout]:.2f} s over "
-              f"{len(walls)} runs (target < 10 s); {cells / medians[layout]:.0f} cells/s")
+        print(
+            f"full matrix, layout {layout}: best {min(walls):.2f} s, median {medians[layout]:.2f} s over "
+            f"{len(walls)} runs (target < 10 s); {cells / medians[layout]:.0f} cells/s"
+        )
         print(f"  steps (median s): {detail}")
 
     pairs = [(sc, ident) for sc in chosen for ident in IDENTITY_IDS]
@@ -100,8 +113,10 @@ def main() -> int:
     per_cell = naive / len(pairs)
     naive_full = per_cell * cells
     how = "measured" if len(pairs) == cells else f"extrapolated from {len(pairs)} cells"
-    print(f"naive (fresh network, seat, proxy and client containers per cell): {per_cell * 1000:.0f} ms/cell -> "
-          f"{naive_full:.1f} s for the full matrix ({how})")
+    print(
+        f"naive (fresh network, seat, proxy and client containers per cell): "
+        f"{per_cell * 1000:.0f} ms/cell -> {naive_full:.1f} s for the full matrix ({how})"
+    )
     print(f"ratio naive / trustlab: {naive_full / medians['shared']:.1f}x")
     return 0
 

@@ -175,7 +175,9 @@ def client(timeout: int = 120) -> Any:
     try:
         import docker
     except ImportError:
-        raise PrerequisiteError("docker runtime: the docker SDK is missing; run: pip install 'trustlab[docker]'") from None
+        raise PrerequisiteError(
+            "docker runtime: the docker SDK is missing; run: pip install 'trustlab[docker]'"
+        ) from None
     try:
         c = docker.from_env(timeout=timeout)
         c.ping()
@@ -207,6 +209,36 @@ def docker_ready() -> tuple[bool, str]:
         return False, f"docker runtime: image {LAB_IMAGE} is missing; run: trustlab images build"
     tags = [t for t in img.tags if t != LAB_IMAGE]
     return True, f"docker daemon answers and {tags[0] if tags else LAB_IMAGE} is built"
+
+
+def doctor_lines() -> list[str]:
+    """What ``trustlab doctor`` shows for the docker runtime: one ``ok|NO|--  what`` per line."""
+    lines = []
+    try:
+        import docker
+
+        lines.append(f"ok    docker SDK {docker.__version__}")
+    except ImportError:
+        return ["NO    docker SDK: pip install 'trustlab[docker]'"]
+    try:
+        c = client(timeout=5)
+    except PrerequisiteError as exc:
+        return [*lines, f"NO    {exc}"]
+    lines.append(f"ok    docker daemon {c.version().get('Version', '?')}")
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        lines.append(f"NO    image {LAB_IMAGE}: trustlab images build (or trustlab images load FILE.tar)")
+    else:
+        tags = ", ".join(sorted(t for t in img.tags if t.startswith(LAB_REPO)))
+        versions = json.loads((img.labels or {}).get(LABEL_VERSIONS, "{}"))
+        lines.append(f"ok    image {tags} ({', '.join(f'{k} {v}' for k, v in sorted(versions.items()))})")
+    mm = shutil.which("mmdebstrap")
+    lines.append(
+        "ok    mmdebstrap (offline image builds)"
+        if mm
+        else "--    mmdebstrap missing: only needed to build images offline (apt-get install mmdebstrap)"
+    )
+    return lines
 
 
 def _one_line(exc: BaseException) -> str:
@@ -321,7 +353,9 @@ def _tag(img: Any, versions: dict[str, str]) -> list[str]:
     return tags
 
 
-def _ensure_base(c: Any, base_hash: str, say: Progress, steps: dict[str, float], *, force: bool) -> tuple[str, dict[str, str]]:
+def _ensure_base(
+    c: Any, base_hash: str, say: Progress, steps: dict[str, float], *, force: bool
+) -> tuple[str, dict[str, str]]:
     ref = f"{BASE_REPO}:{base_hash[:12]}"
     img = _get(c, ref)
     if img is not None and not force and img.labels.get(LABEL_INPUTS) == base_hash:
@@ -408,7 +442,9 @@ def _apt_proxy() -> list[str]:
     opts = []
     for key in ("Acquire::http::Proxy", "Acquire::https::Proxy"):
         try:
-            out = subprocess.run(["apt-config", "dump", key], capture_output=True, text=True, timeout=10).stdout
+            out = subprocess.run(
+                ["apt-config", "dump", key], capture_output=True, text=True, timeout=10
+            ).stdout
         except OSError:
             return []
         for line in out.splitlines():
@@ -417,12 +453,16 @@ def _apt_proxy() -> list[str]:
     return opts
 
 
-def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Progress, steps: dict[str, float]) -> Any:
+def _build_layer(
+    c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Progress, steps: dict[str, float]
+) -> Any:
     versions = _versions(pkgs)
     say(f"lab layer on {base}")
     t = time.perf_counter()
     img = _docker_build(
-        c, {"Dockerfile": lab_layer(base).encode()}, say,
+        c,
+        {"Dockerfile": lab_layer(base).encode()},
+        say,
         labels={
             LABEL_KIND: "lab",
             LABEL_INPUTS: inputs,
@@ -441,18 +481,28 @@ def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float
     steps["dockerfile_s"] = time.perf_counter() - t
     # Versions are only known after the build: read them inside the image, then relabel.
     out = c.containers.run(
-        img.id, ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *RECORDED], remove=True, network_mode="none"
+        img.id,
+        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *RECORDED],
+        remove=True,
+        network_mode="none",
     ).decode()
     pkgs = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     return _docker_build(
-        c, {"Dockerfile": f"FROM {img.id}\n".encode()}, say,
-        labels={LABEL_KIND: "lab", LABEL_INPUTS: inputs,
-                LABEL_VERSIONS: json.dumps(_versions(pkgs), sort_keys=True),
-                LABEL_PACKAGES: json.dumps(pkgs, sort_keys=True)},
+        c,
+        {"Dockerfile": f"FROM {img.id}\n".encode()},
+        say,
+        labels={
+            LABEL_KIND: "lab",
+            LABEL_INPUTS: inputs,
+            LABEL_VERSIONS: json.dumps(_versions(pkgs), sort_keys=True),
+            LABEL_PACKAGES: json.dumps(pkgs, sort_keys=True),
+        },
     )
 
 
-def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False) -> Any:
+def _docker_build(
+    c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False
+) -> Any:
     import docker.errors
 
     buf = io.BytesIO()
@@ -465,12 +515,19 @@ def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dic
     buf.seek(0)
     try:
         img, logs = c.images.build(
-            fileobj=buf, custom_context=True, labels=labels, rm=True, forcerm=True,
-            pull=pull, network_mode="default" if pull else "none",
+            fileobj=buf,
+            custom_context=True,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            pull=pull,
+            network_mode="default" if pull else "none",
         )
     except docker.errors.BuildError as exc:
         lines = [str(x.get("stream") or x.get("error") or "").strip() for x in exc.build_log]
-        raise LabError(f"images build: docker build failed: {exc.msg}; {' | '.join(ln for ln in lines if ln)[-600:]}") from None
+        raise LabError(
+            f"images build: docker build failed: {exc.msg}; {' | '.join(ln for ln in lines if ln)[-600:]}"
+        ) from None
     for entry in logs:
         line = str(entry.get("stream", "")).strip()
         if line.startswith("Step "):
@@ -523,7 +580,9 @@ def load(path: Path | str, *, progress: Progress | None = None) -> list[str]:
 
 # -- command line --------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.images", description="build, save or load the lab image")
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.images", description="build, save or load the lab image"
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the lab image offline (no-op when up to date)")
     b.add_argument("--force", action="store_true")
@@ -537,8 +596,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "build":
             r = build(force=args.force, method=args.method)
-            print(json.dumps({"tags": r.tags, "versions": r.versions, "skipped": r.skipped,
-                              "duration_s": round(r.duration_s, 2), "steps": r.steps}))
+            print(
+                json.dumps(
+                    {
+                        "tags": r.tags,
+                        "versions": r.versions,
+                        "skipped": r.skipped,
+                        "duration_s": round(r.duration_s, 2),
+                        "steps": r.steps,
+                    }
+                )
+            )
         elif args.cmd == "save":
             save(args.path)
         elif args.cmd == "load":

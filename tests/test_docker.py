@@ -57,8 +57,13 @@ def _role(ct: Any) -> str:
 
 
 def _trustlab(*args: str, **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _wait_for_running_lab(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -104,7 +109,9 @@ def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> 
         if not seen:
             seen.update(_lab_of(os.getpid()) or {})
 
-    runner.run(scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot)
+    runner.run(
+        scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot
+    )
     assert seen, "no labelled lab found while it ran"
     [net] = seen["networks"]
     assert net.attrs["Internal"] is True
@@ -116,8 +123,9 @@ def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> 
     assert _lab_of(os.getpid()) is None  # and all of it is gone afterwards
 
 
-def test_per_variant_layout_gives_the_same_outcomes(docker_runtime: str, docker_matrix: runner.Results,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_per_variant_layout_gives_the_same_outcomes(
+    docker_runtime: str, docker_matrix: runner.Results, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chosen = scenarios.select(proxies=["haproxy"])
     rt = dockerrt.DockerRuntime(layout="per-variant")
     monkeypatch.setattr(runner, "get_runtime", lambda name: rt)
@@ -154,8 +162,16 @@ def test_interrupt_removes_every_container_network_and_volume(
     docker_runtime: str, tmp_path: Path, sig: int
 ) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
-    proc = _trustlab("matrix", "--runtime", "docker", "--no-plot", "--out", str(tmp_path / "out"),
-                     env=env, start_new_session=True)
+    proc = _trustlab(
+        "matrix",
+        "--runtime",
+        "docker",
+        "--no-plot",
+        "--out",
+        str(tmp_path / "out"),
+        env=env,
+        start_new_session=True,
+    )
     _wait_for_running_lab(proc)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole foreground process group
@@ -185,8 +201,9 @@ def test_sigkill_leftovers_are_removed_by_down(docker_runtime: str, tmp_path: Pa
 def test_down_keeps_labs_whose_owner_lives(docker_runtime: str) -> None:
     mine = dockerrt.owner_tag()
     assert dockerrt.owner_alive(mine)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     assert not dockerrt.owner_alive(f"{mine.split(':')[0]}:{dead}:1")
     assert dockerrt.owner_alive(f"some-other-host:{dead}:1")  # not ours to judge
 
@@ -248,7 +265,8 @@ def test_upstream_versions() -> None:
 
 
 def test_json_of_the_cli_build_command_is_parseable(docker_runtime: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["skipped"] is True

@@ -81,14 +81,22 @@ class ContainerProxy(Proxy):
         while time.perf_counter() < deadline:
             if self.exit_file.exists():
                 text = self.output()
-                return {"started": False, "message": self.driver.startup_message(text), "output": text[-4000:]}
+                return {
+                    "started": False,
+                    "message": self.driver.startup_message(text),
+                    "output": text[-4000:],
+                }
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return {"started": True, "start_s": time.perf_counter() - self.started_at}
             except OSError:
                 time.sleep(0.005)
-        return {"started": False, "message": f"did not listen on {self.host}:{self.port} within the timeout",
-                "output": self.output()[-4000:], "timeout": True}
+        return {
+            "started": False,
+            "message": f"did not listen on {self.host}:{self.port} within the timeout",
+            "output": self.output()[-4000:],
+            "timeout": True,
+        }
 
     def stop(self) -> None:
         pass  # the host removes its container
@@ -140,7 +148,9 @@ def wait_for_name(name: str, deadline: float) -> None:
             return
         except OSError:
             if time.perf_counter() > deadline:
-                raise OSError(f"{name} does not resolve in the lab network (is the seat container up?)") from None
+                raise OSError(
+                    f"{name} does not resolve in the lab network (is the seat container up?)"
+                ) from None
             time.sleep(0.01)
 
 

@@ -126,7 +126,9 @@ def leftovers(c: Any | None = None) -> dict[str, dict[str, Any]]:
     labs: dict[str, dict[str, Any]] = {}
 
     def slot(labels: dict[str, str]) -> dict[str, Any]:
-        lab = labs.setdefault(labels[LABEL_LAB], {"owner": "", "containers": [], "networks": [], "volumes": []})
+        lab = labs.setdefault(
+            labels[LABEL_LAB], {"owner": "", "containers": [], "networks": [], "volumes": []}
+        )
         lab["owner"] = lab["owner"] or labels.get(LABEL_OWNER, "")
         return lab
 
@@ -186,7 +188,7 @@ class Lab:
         self.network: Any = None
         self.volume: Any = None
         self.containers: list[Any] = []
-        self.subnet: ipaddress.IPv4Network | None = None
+        self.subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Lab:
@@ -233,21 +235,28 @@ class Lab:
         import docker.errors
         import docker.types
 
-        taken: list[ipaddress.IPv4Network] = []  # refused by the daemon: another lab is creating it
+        # Subnets the daemon refused: another lab is creating them.
+        taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for _attempt in range(16):
-            used = list(taken)
+            used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(taken)
             for net in self.c.networks.list():
                 for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
                     with contextlib.suppress(ValueError, KeyError, TypeError):
                         used.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
             free = [s for s in SUBNET_POOL.subnets(new_prefix=24) if not any(s.overlaps(u) for u in used)]
             if not free:
-                raise LabError(f"docker runtime: no free /24 left in {SUBNET_POOL}; run `trustlab down --all`")
+                raise LabError(
+                    f"docker runtime: no free /24 left in {SUBNET_POOL}; run `trustlab down --all`"
+                )
             subnet = free[0]
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
             try:
                 net = self.c.networks.create(
-                    f"{self.id}-net", driver="bridge", internal=True, ipam=ipam, labels=self.labels,
+                    f"{self.id}-net",
+                    driver="bridge",
+                    internal=True,
+                    ipam=ipam,
+                    labels=self.labels,
                     check_duplicate=True,
                 )
             except docker.errors.APIError as exc:
@@ -261,8 +270,9 @@ class Lab:
             return net
         raise LabError("docker runtime: could not reserve a lab subnet (too many labs starting at once?)")
 
-    def create(self, role: str, command: list[str] | None, *, ip: str | None = None,
-               aliases: list[str] | None = None) -> Any:
+    def create(
+        self, role: str, command: list[str] | None, *, ip: str | None = None, aliases: list[str] | None = None
+    ) -> Any:
         """Create (not start) one container of this lab on its network with its volume."""
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
@@ -347,9 +357,19 @@ class DockerRuntime:
             t = time.perf_counter()
             seat = lab.create(
                 "seat",
-                ["python3", "-m", "harness.seat", "--pki", str(IN_LAB / "pki"),
-                 "--listen", f"0.0.0.0:{BACKEND_PORT}", "--control", f"0.0.0.0:{CONTROL_PORT}"],
-                ip=lab.seat_ip, aliases=[BACKEND_NAME, SIBLING_NAME],
+                [
+                    "python3",
+                    "-m",
+                    "harness.seat",
+                    "--pki",
+                    str(IN_LAB / "pki"),
+                    "--listen",
+                    f"0.0.0.0:{BACKEND_PORT}",
+                    "--control",
+                    f"0.0.0.0:{CONTROL_PORT}",
+                ],
+                ip=lab.seat_ip,
+                aliases=[BACKEND_NAME, SIBLING_NAME],
             )
             seat.put_archive(str(IN_LAB), archive)
             worker = lab.create("worker", None)
@@ -383,12 +403,14 @@ class DockerRuntime:
             plans.append(Plan(sc, name, str(IN_LAB / "proxies" / name), FIRST_PORT + i, host))
         return plans
 
-    def _archive(self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path,
-                 pki: LabPKI, seat_ip: str) -> bytes:
+    def _archive(
+        self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI, seat_ip: str
+    ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700)."""
         pki_dir = pki.write_to(lab_dir / "pki")
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
+
             def add_dir(name: str, mode: int = 0o700) -> None:
                 info = tarfile.TarInfo(name)
                 info.type, info.mode = tarfile.DIRTYPE, mode
@@ -411,19 +433,22 @@ class DockerRuntime:
                 add_file(f"code/{rel}", path.read_bytes())
             add_dir("pki")
             for path in sorted(pki_dir.rglob("*")):
-                rel = f"pki/{path.relative_to(pki_dir)}"
+                name = f"pki/{path.relative_to(pki_dir)}"
                 if path.is_dir():
-                    add_dir(rel)
+                    add_dir(name)
                 else:
-                    add_file(rel, path.read_bytes(), 0o600 if path.suffix == ".key" else 0o644)
+                    add_file(name, path.read_bytes(), 0o600 if path.suffix == ".key" else 0o644)
             add_dir("proxies")
             specs = []
             for p in plans:
                 drv = driver(p.scenario.proxy)
                 listen = f"{'127.0.0.1' if self.layout == 'shared' else '0.0.0.0'}:{p.listen_port}"
                 ctx = RenderContext(
-                    run_dir=p.run_dir, listen=listen, ca=str(IN_LAB / "pki" / CA_FILE),
-                    bundle=str(IN_LAB / "pki" / BUNDLE_FILE), backend_ip=seat_ip,
+                    run_dir=p.run_dir,
+                    listen=listen,
+                    ca=str(IN_LAB / "pki" / CA_FILE),
+                    bundle=str(IN_LAB / "pki" / BUNDLE_FILE),
+                    backend_ip=seat_ip,
                 )
                 config = drv.render(p.scenario, ctx)
                 # Kept on the host too, for --keep and for reading what ran.
@@ -499,7 +524,9 @@ class DockerRuntime:
                         start_s = event.get("start_s")
                         if start_s is not None:
                             self.timings.setdefault("proxy_start_max_s", 0.0)
-                            self.timings["proxy_start_max_s"] = max(self.timings["proxy_start_max_s"], start_s)
+                            self.timings["proxy_start_max_s"] = max(
+                                self.timings["proxy_start_max_s"], start_s
+                            )
                         if on_proxy:
                             on_proxy(event)
                         if not event["started"]:
