@@ -29,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 bench: setup
 	$(PY) benchmarks/bench_local.py
 
+# The full reliability set: adds 20 repeated matrices in random orders to the CI subset.
+reliability: setup
+	$(PY) -m pytest -m "" tests/test_reliability.py tests/test_integration.py tests/test_held.py
+
 lint: venv
 	$(VENV)/bin/ruff check harness tests benchmarks
 	$(VENV)/bin/mypy

@@ -193,8 +193,10 @@ def cmd_pki(args: argparse.Namespace) -> int:
         try:
             data = json.loads(manifest.read_text())
             rows = list(data["identities"].values())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise LabError(f"{manifest}: not found; pass a directory written by `trustlab pki mint`") from None
+        except OSError as exc:
+            raise LabError(f"{manifest}: cannot read ({exc.strerror})") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise LabError(f"{manifest}: not a trustlab PKI manifest") from None
     else:
@@ -215,6 +217,63 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from harness.doctor import diagnose
 
     return diagnose(print)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from harness import held
+
+    runtime = "local" if args.runtime == "auto" else args.runtime
+    state = held.up(args.scenario, identity=args.identity, runtime=runtime)
+    print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
+          f"the backend answers as {state['identity']}")
+    print(f"  through the proxy:  {state['curl']}")
+    print("  switch identity:   trustlab present rogue-ca")
+    print("  what the backend saw: trustlab status --log")
+    print("  stop it:           trustlab down")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness import held
+    from harness.runner import stale_labs
+
+    states = held.labs()
+    if not states:
+        print("no lab is up")
+    for st in states:
+        alive = "up" if st["alive"] else "DEAD (run trustlab down --all)"
+        print(f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
+              f"since {st['started']}")
+        if st["alive"]:
+            print(f"    {st['curl']}")
+            if args.log:
+                for conn in held.seat_log(lab=st["lab"]):
+                    print(f"    seat: #{conn['seq']} as {conn['identity']} sni={conn['sni']} tls={conn['tls']} "
+                          f"request={conn['request']!r} {conn['error'] or ''}")
+    stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
+    if stale:
+        print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
+              "trustlab down --all")
+    return EXIT_OK
+
+
+def cmd_present(args: argparse.Namespace) -> int:
+    from harness import held
+    from harness.vocab import IDENTITY_IDS
+
+    if args.identity not in IDENTITY_IDS:
+        raise LabError(f"identity {args.identity!r} is unknown; known: {', '.join(IDENTITY_IDS)}")
+    state = held.present(args.identity, lab=args.lab)
+    print(f"lab {state['lab']}: the backend now answers as {args.identity}")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from harness import held
+
+    stopped = held.down(lab=args.lab, all_labs=args.all)
+    print(f"stopped and removed: {', '.join(stopped)}" if stopped else "nothing to stop")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +312,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = psub.add_parser("show", help="describe every identity's certificate")
     s.add_argument("dir", nargs="?", help="a directory written by `pki mint` (default: mint a fresh one)")
     sp.set_defaults(func=cmd_pki)
+
+    sp = sub.add_parser("up", help="keep a lab running for one scenario, to explore with curl")
+    sp.add_argument("scenario", help="scenario id or file")
+    sp.add_argument("--identity", default="legit", help="what the backend answers as (default: legit)")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
+    sp.set_defaults(func=cmd_up)
+
+    sp = sub.add_parser("status", help="list the labs that are up")
+    sp.add_argument("--log", action="store_true", help="also show what each backend seat saw")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("present", help="switch the identity a running lab's backend answers as")
+    sp.add_argument("identity")
+    sp.add_argument("--lab", help="which lab (default: the only one up)")
+    sp.set_defaults(func=cmd_present)
+
+    sp = sub.add_parser("down", help="stop labs and remove everything they left")
+    sp.add_argument("lab", nargs="?", help="one lab id (default: the only one up)")
+    sp.add_argument("--all", action="store_true", help="every lab, plus leftovers of killed runs")
+    sp.set_defaults(func=cmd_down)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)

@@ -98,7 +98,7 @@ class LabPKI:
     @classmethod
     def mint(cls, *, backend_ip: str = LOCAL_LAB_IP) -> LabPKI:
         """Mint the internal PKI and one certificate per built-in identity."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
         rogue = trustme.CA(organization_name="trustlab rogue CA")

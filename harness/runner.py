@@ -154,7 +154,7 @@ def run(
     rt = get_runtime(runtime)
     rt.preflight({s.proxy.value for s in scenarios})
     by_id = {s.id: s for s in scenarios}
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:

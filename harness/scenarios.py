@@ -248,6 +248,8 @@ def builtin() -> dict[str, Scenario]:
 def resolve(ref: str) -> Scenario:
     """A scenario id (``nginx/verify-off``) or a path to a scenario file."""
     known = builtin()
+    if not ref.strip():
+        raise ScenarioError("an empty scenario id is neither a scenario id nor a file; try nginx/good")
     if ref in known:
         return known[ref]
     path = Path(ref)

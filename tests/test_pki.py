@@ -87,7 +87,7 @@ def test_wrong_name_is_an_internal_cert_for_the_sibling(pki: LabPKI) -> None:
 
 
 def test_validity_windows(pki: LabPKI) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     expired = chain(pki, "expired")[0]
     future = chain(pki, "not-yet-valid")[0]
     legit = chain(pki, "legit")[0]

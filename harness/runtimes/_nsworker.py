@@ -161,6 +161,71 @@ def run_cell(seat: Seat, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[s
     }
 
 
+def _pipe(a: socket.socket, b: socket.socket) -> None:
+    try:
+        while chunk := a.recv(65536):
+            b.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (a, b):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def relay(path: str, port: int) -> None:
+    """Serve a unix socket (visible on the host's file system) that relays into 127.0.0.1:port
+    of this namespace, so a held lab is reachable with ``curl --unix-socket`` while nothing
+    listens on a host TCP port."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o600)
+    srv.listen(16)
+
+    def serve() -> None:
+        while True:
+            cli, _ = srv.accept()
+            try:
+                up = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                cli.close()
+                continue
+            threading.Thread(target=_pipe, args=(cli, up), daemon=True).start()
+            threading.Thread(target=_pipe, args=(up, cli), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def control(path: str, seat: Seat, sni_routing: bool) -> None:
+    """A unix control socket: ``present ID`` switches the seat, ``log`` returns its connections."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o600)
+    srv.listen(4)
+
+    def serve() -> None:
+        while True:
+            cli, _ = srv.accept()
+            with cli, cli.makefile("rwb") as fh:
+                words = fh.readline().decode().split()
+                try:
+                    if words[:1] == ["present"]:
+                        seat.present(words[1], sni_routing=sni_routing)
+                        reply: object = {"ok": True, "identity": words[1]}
+                    elif words[:1] == ["log"]:
+                        reply = [c.__dict__ for c in seat.since(0)]
+                    else:
+                        reply = {"ok": False, "error": f"unknown command {' '.join(words)!r}"}
+                except (KeyError, IndexError) as exc:
+                    reply = {"ok": False, "error": f"unknown identity {exc}"}
+                fh.write(json.dumps(reply).encode() + b"\n")
+                fh.flush()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
 def main() -> int:
     job = json.loads(sys.stdin.read())
     stop = threading.Event()
@@ -185,8 +250,15 @@ def main() -> int:
                 if not ready[cell["key"]]["started"]:
                     continue  # the runtime reports config-rejected cells itself
                 emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+            hold = job.get("hold")
+            if hold:
+                for p in proxies:
+                    if ready[p.key]["started"]:
+                        relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
+                seat.present(hold["identity"], sni_routing=hold.get("sni_routing", False))
+                control(hold["control"], seat, hold.get("sni_routing", False))
             emit({"event": "done"})
-            if job.get("hold"):
+            if hold:
                 stop.wait()
     except KeyboardInterrupt:
         return 130

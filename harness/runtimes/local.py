@@ -30,7 +30,7 @@ from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME, Outcome
 
 FIRST_PORT = 20000
 

@@ -1,0 +1,225 @@
+"""Labs kept running to explore by hand: ``trustlab up`` / ``status`` / ``present`` / ``down``.
+
+``up`` starts a detached *holder* process (``python -m harness.held hold ...``) that owns
+the lab directory and a lab worker in hold mode. The proxy is reachable through a unix socket
+in the lab directory that relays into the lab's namespace, so nothing listens on a host TCP
+port::
+
+    curl --unix-socket /tmp/trustlab-XXXX/proxies/nginx--verify-off/proxy.sock http://www.trustlab.test/
+
+``down`` stops holders with SIGTERM (the lab unwinds and deletes itself); ``down --all`` also
+sweeps labs left by killed runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import LabError
+from harness.runner import LAB_PREFIX, _alive, lab_root, sweep
+
+STATE_FILE = "state.json"
+
+
+def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: float = 30) -> dict[str, Any]:
+    """Start a held lab for one scenario; return its state once the proxy listens."""
+    from harness.scenarios import resolve
+    from harness.vocab import IDENTITY_IDS
+
+    if runtime != "local":
+        raise LabError(f"--runtime {runtime}: `trustlab up` supports the local runtime in this build")
+    scenario = resolve(ref)
+    if identity not in IDENTITY_IDS:
+        raise LabError(f"--identity: {identity!r} is unknown; known: {', '.join(IDENTITY_IDS)}")
+    ref_arg = str(scenario.path) if scenario.path else ref
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.held", "hold", ref_arg, identity],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    if not line:
+        proc.wait(timeout=timeout)
+        raise LabError(f"the lab for {scenario.id} exited before it was ready (exit {proc.returncode})")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise LabError(reply.get("error", "the lab failed to start"))
+    return dict(reply["state"])
+
+
+def labs() -> list[dict[str, Any]]:
+    """Every held lab on this machine (state plus whether its holder is alive)."""
+    found = []
+    for path in sorted(lab_root().glob(f"{LAB_PREFIX}*")):
+        try:
+            state = json.loads((path / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        state["alive"] = _alive(int(state["pid"]))
+        found.append(state)
+    return found
+
+
+def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
+    """Make a held lab's seat answer as *identity* from now on."""
+    state = _one(lab)
+    reply = _control(state["control"], f"present {identity}")
+    if not reply.get("ok"):
+        raise LabError(f"present: {reply.get('error')}")
+    state["identity"] = identity
+    _write_state(Path(state["dir"]), state)
+    return state
+
+
+def seat_log(*, lab: str | None = None) -> list[dict[str, Any]]:
+    """What the held lab's seat has seen so far (SNI, TLS version, request per connection)."""
+    return list(_control(_one(lab)["control"], "log"))
+
+
+def down(*, lab: str | None = None, all_labs: bool = False) -> list[str]:
+    """Stop held labs (one by id, or every one with ``all_labs``) and sweep leftovers."""
+    stopped = []
+    for state in labs():
+        if lab and state["lab"] != lab:
+            continue
+        if not lab and not all_labs and len(labs()) > 1:
+            raise LabError("several labs are up; name one (trustlab down LAB) or use --all")
+        _stop(state)
+        stopped.append(state["lab"])
+    if lab and not stopped:
+        raise LabError(f"no lab {lab!r} is up; `trustlab status` lists them")
+    if all_labs:
+        stopped += [p.name for p in sweep()]
+        try:
+            from harness.runtimes import docker as docker_rt  # type: ignore[attr-defined]
+        except ImportError:
+            pass
+        else:
+            stopped += list(docker_rt.down(all_labs=True) or [])
+    return stopped
+
+
+# -- internals ----------------------------------------------------------------------------------
+def _one(lab: str | None) -> dict[str, Any]:
+    running = [s for s in labs() if s["alive"] and (lab is None or s["lab"] == lab)]
+    if not running:
+        raise LabError("no lab is up; start one with `trustlab up nginx/verify-off`")
+    if len(running) > 1:
+        raise LabError(f"several labs are up ({', '.join(s['lab'] for s in running)}); pass --lab")
+    return running[0]
+
+
+def _control(path: str, command: str) -> Any:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise LabError(f"the lab's control socket {path} does not answer ({exc.strerror})") from None
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def _stop(state: dict[str, Any]) -> None:
+    path = Path(state["dir"])
+    pid = int(state["pid"])
+    if state["alive"]:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if path.exists() and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps({k: v for k, v in state.items() if k != "alive"}, indent=2))
+    os.replace(tmp, path / STATE_FILE)
+
+
+def _hold(ref: str, identity: str) -> int:
+    """The detached holder: run one scenario's lab until SIGTERM."""
+    from harness.pki import LabPKI
+    from harness.runner import lab_dir
+    from harness.runtimes.local import LocalRuntime
+    from harness.runtimes.local import _stop as stop_worker
+    from harness.scenarios import resolve
+    from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    try:
+        scenario = resolve(ref)
+        rt = LocalRuntime()
+        rt.preflight({scenario.proxy.value})
+        with lab_dir() as path:
+            pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+            plans = rt.prepare([scenario], path, pki)
+            job = rt._job(plans, [], path, pki)
+            if len(str(path / "control.sock")) > 100:
+                raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
+            job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
+                           "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
+            worker = rt._spawn(job, path / "worker.err")
+            try:  # stop the worker before lab_dir removes the directory `down` waits on
+                assert worker.stdout is not None
+                for line in worker.stdout:
+                    event = json.loads(line)
+                    if event["event"] == "proxy" and not event["started"]:
+                        reply({"ok": False,
+                               "error": f"{scenario.id}: the proxy refused to start: {event['message']}"})
+                        return 1
+                    if event["event"] == "fatal":
+                        reply({"ok": False, "error": f"lab failed: {event['message']}"})
+                        return 1
+                    if event["event"] == "done":
+                        break
+                sock = path / "proxy.sock"
+                state = {
+                    "lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": "local",
+                    "scenario": scenario.id, "identity": identity, "socket": str(sock),
+                    "control": str(path / "control.sock"), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/",
+                }
+                _write_state(path, state)
+                reply({"ok": True, "state": state})
+                sys.stdout.close()
+                worker.wait()
+            finally:
+                stop_worker(worker)
+    except KeyboardInterrupt:
+        return 0
+    except LabError as exc:
+        reply({"ok": False, "error": str(exc)})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "hold":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # detached: only `trustlab down` stops it
+        sys.exit(_hold(sys.argv[2], sys.argv[3]))
+    sys.exit("usage: python -m harness.held hold SCENARIO IDENTITY")
