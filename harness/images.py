@@ -28,6 +28,7 @@ Command line (the CLI wires ``trustlab images build|save|load`` to the same func
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -339,6 +340,9 @@ def build(*, progress: Progress | None = None, force: bool = False, method: str 
         img = _build_layer(c, base, pkgs, inputs, say, steps)
     versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
     tags = _tag(img, versions)
+    # The images this build replaced are now untagged: drop them (ours only, by label).
+    with contextlib.suppress(Exception):
+        c.images.prune(filters={"dangling": True, "label": LABEL_KIND})
     duration = time.perf_counter() - t0
     say(f"built {', '.join(tags)} in {duration:.1f}s")
     return BuildResult(LAB_IMAGE, tags, versions, False, duration, steps)

@@ -22,20 +22,21 @@ Ctrl-C); a lab whose owner was killed (SIGKILL, power loss) is swept when the ne
 and :func:`down` removes leftovers on demand.
 
 Layout, measured (2 cores, Debian 12, docker 20.10, 25 scenarios x 10 identities = 250 cells,
-``benchmarks/bench_docker.py``):
+``python benchmarks/bench_docker.py --layouts``, same run):
 
-==================  ================================================  =========
-layout              what runs where                                   matrix
-==================  ================================================  =========
-``shared``          all proxy processes in the worker container       ~3.0 s
-``per-variant``     one container per proxy (+ seat + worker)         ~6.5 s
-naive baseline      a fresh seat+proxy+client container set per cell  ~100 s
-==================  ================================================  =========
+=================  ==================================================  ===================
+layout             what runs where                                     full matrix, median
+=================  ==================================================  ===================
+``shared``         seat + worker; all proxy processes in the worker     2.1 s (best 1.6 s)
+``per-variant``    seat + worker + one container per proxy (25)         8.9 s
+naive baseline     a whole fresh lab (network, seat, proxy, worker)     ~262 s (1.05 s/cell,
+                   for every cell                                       20 cells extrapolated)
+=================  ==================================================  ===================
 
-``shared`` is the default: a container costs ~0.15 s to create and start here, a proxy process
-~10-60 ms, and the cells themselves cost the same in both layouts. It keeps the rule that
-matters (one proxy *process* per variant, so no TLS session cache is shared between variants).
-Numbers are refreshed by the benchmark; see its output for the current machine.
+``shared`` is the default. A container costs ~0.15-0.2 s to create and start here (25 of them,
+8 at a time, ~4-5 s), a proxy process 10-200 ms, and the cells cost the same (~1 s for 250) in
+both layouts. It keeps the rule that matters: one proxy *process* per variant, so no TLS
+session cache is shared between variants. Both layouts give the same outcomes (tested).
 """
 
 from __future__ import annotations
