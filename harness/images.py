@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,14 +181,19 @@ def client(timeout: int = 120) -> Any:
         raise PrerequisiteError(
             "docker runtime: the docker SDK is missing; run: pip install 'trustlab[docker]'"
         ) from None
+    hint = "start it (sudo systemctl start docker, or run .ci/docker-setup) or use --runtime local"
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
+        raise PrerequisiteError(f"docker runtime: no docker daemon ({host[len('unix://') :]} is missing); {hint}")
     try:
         c = docker.from_env(timeout=timeout)
         c.ping()
     except Exception as exc:  # docker raises DockerException, requests errors, OSError ...
-        raise PrerequisiteError(
-            f"docker runtime: no docker daemon answers ({_one_line(exc)}); start it "
-            "(sudo systemctl start docker, or run .ci/docker-setup) or use --runtime local"
-        ) from None
+        # The SDK leaves the failed connection's socket to the garbage collector: reap it now.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        raise PrerequisiteError(f"docker runtime: no docker daemon answers ({_one_line(exc)}); {hint}") from None
     return c
 
 
@@ -421,8 +428,7 @@ def _mmdebstrap(rootfs: Path, pkg_file: Path, sources: list[Path], say: Progress
         f"--include={include}",
         *(f"--aptopt={opt}" for opt in _apt_proxy()),
         # Runs on the host after installation: record the exact versions for the labels.
-        "--customize-hook="
-        f"chroot \"$1\" dpkg-query -W -f='${{Package}} ${{Version}}\\n' {query} > {pkg_file}",
+        f"--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}} ${{Version}}\\n' {query} > {pkg_file}",
         host_release(),
         str(rootfs),
         *map(str, sources),
@@ -446,9 +452,7 @@ def _apt_proxy() -> list[str]:
     opts = []
     for key in ("Acquire::http::Proxy", "Acquire::https::Proxy"):
         try:
-            out = subprocess.run(
-                ["apt-config", "dump", key], capture_output=True, text=True, timeout=10
-            ).stdout
+            out = subprocess.run(["apt-config", "dump", key], capture_output=True, text=True, timeout=10).stdout
         except OSError:
             return []
         for line in out.splitlines():
@@ -457,9 +461,7 @@ def _apt_proxy() -> list[str]:
     return opts
 
 
-def _build_layer(
-    c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Progress, steps: dict[str, float]
-) -> Any:
+def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Progress, steps: dict[str, float]) -> Any:
     versions = _versions(pkgs)
     say(f"lab layer on {base}")
     t = time.perf_counter()
@@ -504,9 +506,7 @@ def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float
     )
 
 
-def _docker_build(
-    c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False
-) -> Any:
+def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False) -> Any:
     import docker.errors
 
     buf = io.BytesIO()
@@ -584,9 +584,7 @@ def load(path: Path | str, *, progress: Progress | None = None) -> list[str]:
 
 # -- command line --------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.images", description="build, save or load the lab image"
-    )
+    parser = argparse.ArgumentParser(prog="python -m harness.images", description="build, save or load the lab image")
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the lab image offline (no-op when up to date)")
     b.add_argument("--force", action="store_true")
