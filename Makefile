@@ -26,6 +26,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,docker,notebooks,audit]'
 	touch $@
 
+# Execute copies of notebooks/*.ipynb and render them to HTML under notebooks/_build/ (git-ignored).
+notebooks: setup
+	$(PY) -m harness._notebooks render
+
 bench: setup
 	$(PY) benchmarks/bench_local.py
 

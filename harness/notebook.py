@@ -1,0 +1,298 @@
+"""What the teaching notebooks call: run scenarios, show cells as coloured tables, plot, judge claims.
+
+Every ``show_*`` helper returns a :class:`Table`, which Jupyter renders as HTML (outcomes
+coloured as in the heatmap) and ``print`` renders as text. Importing this module also gives
+:class:`~harness.runner.Results` a ``_repr_html_``, so a run displayed in a notebook is its
+grid.
+
+Executing the notebooks themselves (tests, ``make notebooks``) lives in :mod:`harness._notebooks`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import runner, scenarios
+from harness import verdicts as _verdicts
+from harness.errors import LabError
+from harness.proxies import driver
+from harness.proxies.base import RenderContext
+from harness.report import COLOR, LABEL, heatmap
+from harness.runner import Results
+from harness.vocab import IDENTITY_IDS, LOCAL_LAB_IP, Outcome
+
+VERDICT_COLOR = {
+    _verdicts.Verdict.CONFIRMED: "#2e7d32",
+    _verdicts.Verdict.REFUTED: "#c62828",
+    _verdicts.Verdict.PARTLY: "#ef6c00",
+    _verdicts.Verdict.DEPENDS: "#1565c0",
+}
+
+
+# -- a table that renders as HTML in Jupyter and as text elsewhere ---------------------------
+@dataclass
+class Table:
+    """Rows of values; outcomes and verdicts are coloured in HTML.
+
+    ``items`` keeps the objects the rows were made from (cells, claim results) for code that
+    wants more than the display.
+    """
+
+    columns: Sequence[str]
+    rows: list[list[Any]]
+    caption: str = ""
+    items: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.items or self.rows)
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.items or self.rows)[index]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in self.rows)
+        cap = (
+            f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
+        )
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __str__(self) -> str:
+        text = [[_text(v) for v in row] for row in self.rows]
+        widths = [max([len(c)] + [min(len(r[i]), 60) for r in text]) for i, c in enumerate(self.columns)]
+        lines = [self.caption] if self.caption else []
+        lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True)))
+        for row in text:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """An outcome plus a flag that it differs from the scenario's expectation."""
+
+    outcome: Outcome
+    differs: bool = False
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, _Mark):
+        return LABEL[value.outcome] + ("!" if value.differs else "")
+    if isinstance(value, Outcome | _verdicts.Verdict):
+        return value.value
+    return "-" if value is None else str(value)
+
+
+def _td(value: Any) -> str:
+    style = "text-align:left;vertical-align:top"
+    color = None
+    if isinstance(value, _Mark):
+        color = COLOR[value.outcome]
+    elif isinstance(value, Outcome):
+        color = COLOR[value]
+    elif isinstance(value, _verdicts.Verdict):
+        color = VERDICT_COLOR[value]
+    if color:
+        style += f";background:{color};color:white;font-weight:bold"
+    return f"<td style='{style}'>{html.escape(_text(value))}</td>"
+
+
+# -- running ---------------------------------------------------------------------------------
+def run_scenario(
+    *scenario_ids: str, runtime: str = "local", identities: Sequence[str] | None = None
+) -> Results:
+    """Run one or more scenarios (``"nginx/good"``, or a path to a scenario file) against every identity."""
+    if not scenario_ids:
+        raise LabError("run_scenario needs at least one scenario id, e.g. run_scenario('nginx/good')")
+    chosen = [scenarios.resolve(s) for s in scenario_ids]
+    return runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None)
+
+
+def run_matrix(
+    proxies: Sequence[str] | None = None, *, runtime: str = "local", identities: Sequence[str] | None = None
+) -> Results:
+    """Run every built-in scenario (of *proxies*, default all) against every identity."""
+    chosen = scenarios.select(proxies=list(proxies) if proxies else None)
+    return runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None)
+
+
+# -- showing ---------------------------------------------------------------------------------
+def _subset(
+    results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None
+) -> Results:
+    want_s = list(scenario_ids) if scenario_ids is not None else None
+    want_i = set(identities) if identities is not None else None
+    cells = [
+        c
+        for c in results.cells
+        if (want_s is None or c.scenario in want_s) and (want_i is None or c.identity in want_i)
+    ]
+    if want_s is not None:
+        missing = [s for s in want_s if not any(c.scenario == s for c in cells)]
+        if missing:
+            raise KeyError(f"not in this run: {', '.join(missing)}")
+        order = {s: n for n, s in enumerate(want_s)}
+        cells.sort(key=lambda c: order[c.scenario])
+    return Results(meta=results.meta, cells=cells)
+
+
+def show_cells(
+    results: Results, scenarios: Iterable[str] | None = None, *, identities: Iterable[str] | None = None
+) -> Table:
+    """The scenarios x identities grid, coloured by outcome; ``!`` marks a cell that differs from expected."""
+    sub = _subset(results, scenarios, identities)
+    idents = [i for i in IDENTITY_IDS if any(c.identity == i for c in sub.cells)]
+    by = {(c.scenario, c.identity): c for c in sub.cells}
+    rows = []
+    for sid in dict.fromkeys(c.scenario for c in sub.cells):
+        row: list[Any] = [sid]
+        for i in idents:
+            c = by.get((sid, i))
+            row.append(_Mark(c.outcome, c.differs) if c else None)
+        rows.append(row)
+    n = len(sub.cells)
+    spoofed = sum(c.outcome is Outcome.SPOOFED for c in sub.cells)
+    caption = f"{n} cells, {spoofed} spoofed, {len(sub.mismatches)} differ from expectation"
+    return Table(["scenario", *idents], rows, caption=caption, items=sub.cells)
+
+
+def backend_saw(results: Results, scenario: str) -> Table:
+    """Per identity: outcome, HTTP status, the SNI and TLS version the backend saw, and the evidence."""
+    cells = [c for c in results.cells if c.scenario == scenario]
+    if not cells:
+        raise KeyError(f"{scenario!r} is not in this run")
+    rows: list[list[Any]] = [
+        [c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls, c.reason] for c in cells
+    ]
+    return Table(
+        ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"], rows, caption=scenario, items=cells
+    )
+
+
+def plot_grid(
+    results: Results,
+    scenarios: Iterable[str] | None = None,
+    *,
+    identities: Iterable[str] | None = None,
+    title: str | None = None,
+):  # type: ignore[no-untyped-def]
+    """A heatmap (matplotlib Figure) of the chosen scenarios x identities, coloured by outcome."""
+    import matplotlib.pyplot as plt
+
+    fig = heatmap(_subset(results, scenarios, identities), title=title)
+    # Closed, so Jupyter shows the returned figure once (not once more from pyplot's state).
+    plt.close(fig)
+    return fig
+
+
+def show_pki(pki: Any) -> Table:
+    """Every identity of a :class:`~harness.pki.LabPKI`: subject, SANs, issuer, validity, meaning."""
+    rows = []
+    descs = []
+    for ident in pki.identities.values():
+        d = ident.describe()
+        descs.append(d)
+        rows.append(
+            [
+                d["identity"],
+                "yes" if d["legitimate"] else "no",
+                d["subject"] or "(empty)",
+                ", ".join(d["sans"]) or "(none)",
+                d["issuer"],
+                d["not_before"][:10],
+                d["not_after"][:10],
+                d["chain_served"],
+            ]
+        )
+    cols = ["identity", "legitimate", "subject", "SANs", "issuer", "not before", "not after", "certs served"]
+    return Table(cols, rows, items=descs)
+
+
+def scenario_config(scenario_id: str, *, full: bool = False) -> str:
+    """The proxy config a scenario renders (paths shown as ``/lab/...``); by default only the trust lines."""
+    sc = scenarios.resolve(scenario_id)
+    ctx = RenderContext(
+        run_dir="/lab/run",
+        listen="127.0.0.1:8080",
+        ca="/lab/internal-pki.pem",
+        bundle="/lab/system-bundle.pem",
+        backend_ip=LOCAL_LAB_IP,
+    )
+    text = driver(sc.proxy).render(sc, ctx)
+    if full:
+        return text
+    keys = [k for k, _ in sc.directives] + ["proxy_pass", "ProxyPass ", "server be", "SSLProxy"]
+    return "\n".join(
+        ln.rstrip()
+        for ln in text.splitlines()
+        if any(k in ln for k in keys) and not ln.lstrip().startswith("#")
+    )
+
+
+@dataclass(frozen=True)
+class ScenarioCard:
+    """A scenario's title, description, rendered trust lines, sources and expectations."""
+
+    id: str
+    title: str
+    description: str
+    config: str
+    sources: tuple[str, ...]
+    expected: dict[str, Outcome]
+
+    def _repr_html_(self) -> str:
+        src = "".join(f"<li><a href='{html.escape(u)}'>{html.escape(u)}</a></li>" for u in self.sources)
+        return (
+            f"<h4>{html.escape(self.id)}: {html.escape(self.title)}</h4>"
+            f"<p>{html.escape(self.description)}</p>"
+            f"<pre>{html.escape(self.config)}</pre><ul>{src}</ul>"
+        )
+
+    def __str__(self) -> str:
+        return "\n".join([f"{self.id}: {self.title}", self.description, "", self.config, "", *self.sources])
+
+    __repr__ = __str__
+
+
+def show_scenario(scenario_id: str) -> ScenarioCard:
+    """What a scenario is: its description, the proxy lines it renders and the sources it cites."""
+    sc = scenarios.resolve(scenario_id)
+    return ScenarioCard(
+        sc.id,
+        sc.title,
+        " ".join(sc.description.split()),
+        scenario_config(scenario_id),
+        sc.sources,
+        dict(sc.expected),
+    )
+
+
+def claims(results: Results) -> Table:
+    """BACKGROUND.md's circulating claims, each with this run's verdict (rules: :mod:`harness.verdicts`)."""
+    found = _verdicts.evaluate(results)
+    rows: list[list[Any]] = [[r.number, r.claim, r.verdict, r.finding] for r in found]
+    return Table(["#", "claim", "verdict", "what the run shows"], rows, items=found)
+
+
+def _results_html(self: Results) -> str:
+    return show_cells(self)._repr_html_()
+
+
+def _results_pretty(self: Results, printer: Any, cycle: bool) -> None:
+    from harness.report import grid
+
+    printer.text(grid(self))
+
+
+# Results display as their grid in Jupyter, as HTML and as text (attached here so runner.py stays
+# display-free).
+Results._repr_html_ = _results_html  # type: ignore[attr-defined]
+Results._repr_pretty_ = _results_pretty  # type: ignore[attr-defined]

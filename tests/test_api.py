@@ -1,0 +1,73 @@
+"""The public API: a small, sorted, complete and stable ``harness.__all__``."""
+
+from __future__ import annotations
+
+import importlib
+
+import harness
+
+# Changing the public API is a decision: update this list in the same commit.
+EXPECTED = [
+    "LabError",
+    "LabPKI",
+    "Outcome",
+    "Results",
+    "Verdict",
+    "backend_saw",
+    "claims",
+    "plot_grid",
+    "run_matrix",
+    "run_scenario",
+    "show_cells",
+    "show_pki",
+    "show_scenario",
+]
+
+
+def test_all_is_sorted() -> None:
+    assert harness.__all__ == sorted(harness.__all__)
+
+
+def test_all_is_stable() -> None:
+    assert harness.__all__ == EXPECTED
+
+
+def test_every_name_is_importable() -> None:
+    module = importlib.import_module("harness")
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from harness import *", namespace)
+    assert set(module.__all__) <= set(namespace)
+
+
+def test_all_is_complete() -> None:
+    """Every public (non-module, non-underscore) name the package binds is listed in __all__."""
+    import types
+
+    public = {
+        name
+        for name, value in vars(harness).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
+    }
+    assert public == set(harness.__all__)
+
+
+def test_results_render_as_html() -> None:
+    from harness.probe import Cell
+
+    cell = Cell(
+        "nginx/good",
+        "nginx",
+        "good",
+        "legit",
+        harness.Outcome.SERVED,
+        harness.Outcome.SERVED,
+        200,
+        "response from legit",
+        "backend-api.internal",
+        "TLSv1.2",
+        0.01,
+    )
+    html = harness.Results(meta={}, cells=[cell])._repr_html_()  # type: ignore[attr-defined]
+    assert "<table>" in html and "nginx/good" in html and "served" in html

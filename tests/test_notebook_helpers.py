@@ -1,0 +1,61 @@
+"""The display helpers of harness.notebook, on synthetic results (no proxy runs here)."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+from _synthetic import synthetic
+
+import harness
+from harness.notebook import Table, scenario_config
+from harness.verdicts import ClaimResult
+
+matplotlib.use("Agg")
+
+
+def test_show_cells_is_a_coloured_grid() -> None:
+    r = synthetic()
+    table = harness.show_cells(r, ["nginx/good", "nginx/verify-off"])
+    assert [row[0] for row in table.rows] == ["nginx/good", "nginx/verify-off"]
+    html = table._repr_html_()
+    assert "#c62828" in html  # spoofed cells are red
+    assert "SPOOFED" in str(table)
+
+
+def test_show_cells_names_a_missing_scenario() -> None:
+    with pytest.raises(KeyError, match="nginx/nope"):
+        harness.show_cells(synthetic(), ["nginx/nope"])
+
+
+def test_backend_saw_lists_every_identity() -> None:
+    table = harness.backend_saw(synthetic(), "nginx/verify-off")
+    assert len(table) == 10
+    assert {row[3] for row in table.rows} == {"(no SNI)"}
+    with pytest.raises(KeyError):
+        harness.backend_saw(synthetic(), "nginx/absent")
+
+
+def test_plot_grid_returns_a_figure() -> None:
+    fig = harness.plot_grid(synthetic(), ["apache/good"], identities=["legit", "wildcard"])
+    assert fig.axes and fig.axes[0].get_yticklabels()[0].get_text() == "apache/good"
+
+
+def test_claims_table_iterates_claim_results() -> None:
+    table = harness.claims(synthetic())
+    assert isinstance(table, Table) and len(table) == 8
+    assert all(isinstance(c, ClaimResult) for c in table)
+    assert "partly true" in table._repr_html_()
+
+
+def test_scenario_config_shows_the_trust_lines() -> None:
+    text = scenario_config("nginx/good")
+    assert "proxy_ssl_verify on;" in text and "/lab/internal-pki.pem" in text
+    assert "proxy_pass https://backend-api.internal:" in text
+    card = harness.show_scenario("apache/seed-recipe")
+    assert "ProxyPreserveHost On" in card.config and "SSLProxyVerifyDepth" not in card.config
+    assert card.sources and "<pre>" in card._repr_html_()
+
+
+def test_run_scenario_needs_an_id() -> None:
+    with pytest.raises(harness.LabError):
+        harness.run_scenario()

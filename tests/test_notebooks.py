@@ -1,0 +1,77 @@
+"""The teaching notebooks are tested source: each runs top to bottom on the local runtime.
+
+A notebook cell that shows a spoof or a block asserts it, so a change in a proxy's real
+behaviour fails here, in the notebook that teaches it. Notebooks are committed without
+outputs; ``make notebooks`` renders executed copies to ``notebooks/_build/``.
+
+Missing notebook tooling (nbclient, ipykernel) is a skip on a developer machine and a
+failure in CI (``CI=true``), like a missing proxy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+# As in conftest.py: in CI a missing part is a failure, never a skip.
+REQUIRED = (
+    os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
+)
+TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inline")
+
+
+def test_notebooks_exist() -> None:
+    names = [p.name[:2] for p in ALL]
+    assert names == [f"{n:02d}" for n in range(8)], names
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_committed_without_outputs(path: Path) -> None:
+    """Committed notebooks are source: no outputs, no execution counts, a kernel any venv has."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    assert nb["nbformat"] == 4
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for n, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], (
+                f"{path.name} cell {n} has outputs; clear them before committing"
+            )
+            assert cell.get("execution_count") is None, f"{path.name} cell {n} has an execution count"
+
+
+@pytest.fixture(scope="session")
+def notebook_tools() -> None:
+    missing = [m for m in TOOLS if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = f"notebook tooling missing: {', '.join(missing)} (pip install -e '.[notebooks]')"
+        if REQUIRED:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> None:
+    """Run in a child process (its kernel and ZMQ sockets never touch this one), this interpreter."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness._notebooks", "execute", "--timeout", "120", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, f"{path.name} failed:\n{proc.stderr[-6000:]}"
+    # Each notebook is meant to take seconds; a slow one fails loudly rather than creeping up.
+    assert elapsed < 60, f"{path.name} took {elapsed:.1f} s"
