@@ -112,9 +112,7 @@ def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> 
             cmd = ["stat", "-c", "%a %U %n", "/lab", "/lab/pki", "/lab/pki/identities/legit.key"]
             seen["modes"] = images.client().containers.get(seat.id).exec_run(cmd).output.decode()
 
-    runner.run(
-        scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot
-    )
+    runner.run(scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot)
     assert seen, "no labelled lab found while it ran"
     [net] = seen["networks"]
     assert net.attrs["Internal"] is True
@@ -167,9 +165,7 @@ def test_two_docker_labs_at_once_agree(docker_runtime: str) -> None:
 
 # -- cleanup ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_removes_every_container_network_and_volume(
-    docker_runtime: str, tmp_path: Path, sig: int
-) -> None:
+def test_interrupt_removes_every_container_network_and_volume(docker_runtime: str, tmp_path: Path, sig: int) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
     proc = _trustlab(
         "matrix",
@@ -258,6 +254,20 @@ def test_both_builds_share_the_package_list_and_the_lab_layer() -> None:
     assert "FROM debian" not in layer
 
 
+def test_in_lab_code_needs_only_the_stdlib(tmp_path: Path) -> None:
+    for rel, data in dockerrt.lab_code().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    # -S -I: no site-packages (no trustme, cryptography, matplotlib), as in the lab image.
+    probe = "import harness.seat, harness.runtimes._dockerworker, harness.probe, harness.proxies"
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+
+
 def test_inputs_hash_changes_with_the_lab_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     base = "0" * 64
     before = images.lab_inputs(base)
@@ -274,8 +284,6 @@ def test_upstream_versions() -> None:
 
 
 def test_json_of_the_cli_build_command_is_parseable(docker_runtime: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["skipped"] is True

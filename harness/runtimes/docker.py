@@ -127,9 +127,7 @@ def leftovers(c: Any | None = None) -> dict[str, dict[str, Any]]:
     labs: dict[str, dict[str, Any]] = {}
 
     def slot(labels: dict[str, str]) -> dict[str, Any]:
-        lab = labs.setdefault(
-            labels[LABEL_LAB], {"owner": "", "containers": [], "networks": [], "volumes": []}
-        )
+        lab = labs.setdefault(labels[LABEL_LAB], {"owner": "", "containers": [], "networks": [], "volumes": []})
         lab["owner"] = lab["owner"] or labels.get(LABEL_OWNER, "")
         return lab
 
@@ -246,9 +244,7 @@ class Lab:
                         used.append(ipaddress.ip_network(cfg["Subnet"], strict=False))
             free = [s for s in SUBNET_POOL.subnets(new_prefix=24) if not any(s.overlaps(u) for u in used)]
             if not free:
-                raise LabError(
-                    f"docker runtime: no free /24 left in {SUBNET_POOL}; run `trustlab down --all`"
-                )
+                raise LabError(f"docker runtime: no free /24 left in {SUBNET_POOL}; run `trustlab down --all`")
             subnet = free[0]
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet))])
             try:
@@ -422,16 +418,14 @@ class DockerRuntime:
                 info.size, info.mode, info.mtime = len(data), mode, int(time.time())
                 tar.addfile(info, io.BytesIO(data))
 
-            code_root = Path(__file__).resolve().parents[1]
             add_dir("code", 0o755)
             made: set[Path] = set()
-            for path in sorted(code_root.rglob("*.py")):
-                rel = path.relative_to(code_root.parent)
+            for rel, data in lab_code().items():
                 for parent in reversed(rel.parents[:-1]):
                     if parent not in made:
                         made.add(parent)
                         add_dir(f"code/{parent}", 0o755)
-                add_file(f"code/{rel}", path.read_bytes())
+                add_file(f"code/{rel}", data)
             add_dir("pki")
             for path in sorted(pki_dir.rglob("*")):
                 name = f"pki/{path.relative_to(pki_dir)}"
@@ -525,9 +519,7 @@ class DockerRuntime:
                         start_s = event.get("start_s")
                         if start_s is not None:
                             self.timings.setdefault("proxy_start_max_s", 0.0)
-                            self.timings["proxy_start_max_s"] = max(
-                                self.timings["proxy_start_max_s"], start_s
-                            )
+                            self.timings["proxy_start_max_s"] = max(self.timings["proxy_start_max_s"], start_s)
                         if on_proxy:
                             on_proxy(event)
                         if not event["started"]:
@@ -549,6 +541,27 @@ class DockerRuntime:
         status = worker.wait(timeout=30).get("StatusCode")
         err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
         raise LabError(f"docker lab worker failed (exit {status}): {err[-1] if err else 'no output'}")
+
+
+#: What the in-lab copy of the package says about itself (the image has no trustme/matplotlib).
+_LAB_INIT = '''"""trustlab, in-lab copy: the stdlib-only modules the seat and the worker import.
+
+The package's real ``__init__`` re-exports the notebook API (trustme, matplotlib ...), which the
+lab image does not carry; nothing in the lab needs it.
+"""
+
+__version__ = "{version}"
+'''
+
+
+def lab_code() -> dict[Path, bytes]:
+    """The harness sources the containers get (relative path -> bytes), with a stdlib-only facade."""
+    from harness import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    code = {path.relative_to(root.parent): path.read_bytes() for path in sorted(root.rglob("*.py"))}
+    code[Path("harness/__init__.py")] = _LAB_INIT.format(version=__version__).encode()
+    return code
 
 
 def _lab_id(lab_dir: Path) -> str:
