@@ -22,7 +22,7 @@ import sys
 import time
 
 from harness import images, runner, scenarios
-from harness.runtimes.docker import DockerRuntime
+from harness.runtimes.docker import DockerRuntime, owner_tag
 from harness.vocab import IDENTITY_IDS
 
 
@@ -64,7 +64,7 @@ def main() -> int:
             ["sleep", "30"],
             network_mode="none",
             init=True,
-            labels={"trustlab.lab": "bench-start"},
+            labels={"trustlab.lab": "bench-start", "trustlab.owner": owner_tag()},
         )
         ct.start()
         starts.append(time.perf_counter() - t0)

@@ -22,14 +22,15 @@ Ctrl-C); a lab whose owner was killed (SIGKILL, power loss) is swept when the ne
 and :func:`down` removes leftovers on demand.
 
 Layout, measured (2 cores, Debian 12, docker 20.10, 25 scenarios x 10 identities = 250 cells,
-``python benchmarks/bench_docker.py --layouts``, same run):
+``python benchmarks/bench_docker.py --layouts``, medians of two benchmark runs; the naive
+baseline is 127-173x slower than ``shared``):
 
 =================  ==================================================  ===================
 layout             what runs where                                     full matrix, median
 =================  ==================================================  ===================
-``shared``         seat + worker; all proxy processes in the worker     2.1 s (best 1.6 s)
-``per-variant``    seat + worker + one container per proxy (25)         8.9 s
-naive baseline     a whole fresh lab (network, seat, proxy, worker)     ~262 s (1.05 s/cell,
+``shared``         seat + worker; all proxy processes in the worker     1.6-2.1 s
+``per-variant``    seat + worker + one container per proxy (25)         7.8-8.9 s
+naive baseline     a whole fresh lab (network, seat, proxy, worker)     ~265 s (1.05 s/cell,
                    for every cell                                       20 cells extrapolated)
 =================  ==================================================  ===================
 
