@@ -130,7 +130,9 @@ def get_runtime(name: str) -> Any:
 
         return LocalRuntime()
     if name == "docker":
-        raise LabError("--runtime docker: the docker runtime is not available yet; use --runtime local")
+        from harness.runtimes.docker import DockerRuntime
+
+        return DockerRuntime()
     raise LabError(f"--runtime: {name!r} is unknown; choose local, docker or auto")
 
 
@@ -193,7 +195,8 @@ def run(
     meta = {
         "trustlab": __version__,
         "runtime": rt.name,
-        "versions": {**rt.versions(), "openssl": _openssl_version()},
+        # The runtime's own OpenSSL wins: the docker image carries its own libssl.
+        "versions": {"openssl": _openssl_version(), **rt.versions()},
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
     }

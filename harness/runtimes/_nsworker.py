@@ -99,6 +99,8 @@ class Proxy:
         self.key: str = spec["key"]
         self.driver = driver(spec["kind"])
         self.port: int = spec["listen_port"]
+        #: Where the probe connects: loopback here; another container in the docker runtime.
+        self.host: str = spec.get("host", "127.0.0.1")
         self.run_dir = Path(spec["run_dir"])
         self.log = Path(spec["log"])
         self.command: list[str] = spec["command"]
@@ -126,7 +128,7 @@ class Proxy:
                 text = self.output()
                 return {"started": False, "message": self.driver.startup_message(text), "output": text[-4000:]}
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return {"started": True, "start_s": time.perf_counter() - self.started_at}
             except OSError:
                 time.sleep(0.002)
@@ -164,7 +166,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
     t0 = time.perf_counter()
     response = request(
-        "127.0.0.1", cell.get("port", proxy.port), path,
+        proxy.host, cell.get("port", proxy.port), path,
         host_header=cell.get("host", PUBLIC_HOST), tls=cell.get("tls", False),
     )
     duration = time.perf_counter() - t0
@@ -185,6 +187,13 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         text = proxy.output()
         response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
     conns = seat.since(mark)
+    # The seat records a connection's TLS version and error on its own thread, a moment after
+    # the proxy has answered: wait until each connection has settled (served, or failed with
+    # a reason), so the evidence is the same in every run and on every runtime.
+    settle = time.perf_counter() + 0.5
+    while any(not (c.served or c.error) for c in conns) and time.perf_counter() < settle:
+        time.sleep(0.002)
+        conns = seat.since(mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
         presented=identity,

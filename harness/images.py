@@ -1,0 +1,627 @@
+"""The docker lab image: built offline from the host's own apt sources, saved, loaded.
+
+One package list, ``labs/docker/packages.txt``, feeds two builds of the same image:
+
+* **offline** (:func:`build`, CI and air-gapped classrooms): ``mmdebstrap`` makes a minimal
+  Debian rootfs (``--variant=essential`` plus the listed packages, no docs/man/locales) from the
+  host's own apt sources (``/etc/apt/sources.list*`` entries for the host's release), ``docker
+  import`` turns it into ``trustlab/base:<inputs>``, and the *lab layer* of
+  ``labs/docker/Dockerfile`` (everything below its marker line) is built on top with the docker
+  SDK. No registry is contacted.
+* **Dockerfile** (:func:`build` with ``method="dockerfile"``, Docker Desktop users): ``FROM
+  debian:bookworm-slim``, the same package list, the same lab layer. Needs a registry.
+
+The lab image is tagged ``trustlab/lab:nginx<v>-apache<v>-haproxy<v>`` and ``trustlab/lab:current``
+(the alias the runtime uses). It carries the hash of its inputs (package list, apt sources,
+Dockerfile, mmdebstrap options) as the label ``trustlab.inputs``: a rebuild whose inputs are
+unchanged finds that label and does nothing. Images carry no ``trustlab.lab`` label, so
+``trustlab down`` never removes them.
+
+Command line (the CLI wires ``trustlab images build|save|load`` to the same functions)::
+
+    python -m harness.images build [--force] [--method offline|dockerfile]
+    python -m harness.images save FILE.tar
+    python -m harness.images load FILE.tar
+    python -m harness.images status
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness._assets import asset_dir
+from harness.errors import LabError, PrerequisiteError
+
+LAB_REPO = "trustlab/lab"
+BASE_REPO = "trustlab/base"
+ALIAS = "current"
+LAB_IMAGE = f"{LAB_REPO}:{ALIAS}"
+LABEL_KIND = "trustlab.image"
+LABEL_INPUTS = "trustlab.inputs"
+LABEL_VERSIONS = "trustlab.versions"
+LABEL_PACKAGES = "trustlab.packages"
+LAYER_MARKER = "# --- lab layer"
+SUITE_FALLBACK = "bookworm"
+#: Packages whose exact Debian versions are recorded on the image.
+RECORDED = ("nginx", "apache2-bin", "haproxy", "libssl3", "python3")
+#: Leave out what nobody reads inside a lab container (mmdebstrap --dpkgopt).
+DPKG_EXCLUDES = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/lintian/*",
+)
+#: ``essential`` is the smallest variant that still installs --include packages (with apt
+#: from outside); the lab image needs no apt of its own.
+MMDEBSTRAP_ARGS = ("--variant=essential", *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES))
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build` did."""
+
+    image: str
+    tags: list[str]
+    versions: dict[str, str]
+    skipped: bool
+    duration_s: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def docker_dir() -> Path:
+    return asset_dir("labs") / "docker"
+
+
+def packages() -> list[str]:
+    """The package list shared by both builds."""
+    path = docker_dir() / "packages.txt"
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    if not names:
+        raise LabError(f"{path}: no packages listed")
+    return names
+
+
+def lab_layer(base: str) -> str:
+    """The lab-layer Dockerfile: the part of ``labs/docker/Dockerfile`` below its marker."""
+    path = docker_dir() / "Dockerfile"
+    text = path.read_text()
+    _, marker, rest = text.partition(LAYER_MARKER)
+    if not marker:
+        raise LabError(f"{path}: the line starting with {LAYER_MARKER!r} is missing")
+    lines = rest.splitlines()[1:]
+    froms = [i for i, ln in enumerate(lines) if ln.strip().upper().startswith("FROM ")]
+    if not froms:
+        raise LabError(f"{path}: no FROM line below {LAYER_MARKER!r}")
+    body = "\n".join(lines[froms[0] + 1 :]).strip()
+    return f"FROM {base}\n{body}\n"
+
+
+def host_release() -> str:
+    """The host's Debian codename (``bookworm``), from /etc/os-release."""
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"') or SUITE_FALLBACK
+    except OSError:
+        pass
+    return SUITE_FALLBACK
+
+
+def apt_sources(suite: str | None = None) -> list[Path]:
+    """The host's enabled apt source files that serve *suite* (third-party repos left out)."""
+    suite = suite or host_release()
+    candidates = [Path("/etc/apt/sources.list")]
+    d = Path("/etc/apt/sources.list.d")
+    if d.is_dir():
+        candidates += sorted(p for p in d.iterdir() if p.suffix in (".list", ".sources"))
+    found = []
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        live = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+        if suite in live:
+            found.append(path)
+    return found
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def base_inputs() -> str:
+    """Hash of what the offline base image is made of."""
+    suite = host_release()
+    sources = [f"{p}\n{p.read_text()}" for p in apt_sources(suite)]
+    return _digest("base-v1", suite, platform.machine(), " ".join(packages()), *MMDEBSTRAP_ARGS, *sources)
+
+
+def lab_inputs(base_hash: str) -> str:
+    return _digest("lab-v1", base_hash, lab_layer("BASE"))
+
+
+# -- docker --------------------------------------------------------------------------------
+def client(timeout: int = 120) -> Any:
+    """A docker SDK client, or :class:`PrerequisiteError` saying what to do."""
+    try:
+        import docker
+    except ImportError:
+        raise PrerequisiteError(
+            "docker runtime: the docker SDK is missing; run: pip install 'trustlab[docker]'"
+        ) from None
+    hint = "start it (sudo systemctl start docker, or run .ci/docker-setup) or use --runtime local"
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
+        raise PrerequisiteError(f"docker runtime: no docker daemon ({host[len('unix://') :]} is missing); {hint}")
+    try:
+        c = docker.from_env(timeout=timeout)
+        c.ping()
+    except Exception as exc:  # docker raises DockerException, requests errors, OSError ...
+        # The SDK leaves the failed connection's socket to the garbage collector: reap it now.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        raise PrerequisiteError(f"docker runtime: no docker daemon answers ({_one_line(exc)}); {hint}") from None
+    return c
+
+
+def daemon_problem() -> str | None:
+    """``None`` when a docker daemon answers, else why not (one line)."""
+    try:
+        client(timeout=5)
+    except PrerequisiteError as exc:
+        return str(exc)
+    return None
+
+
+def docker_ready() -> tuple[bool, str]:
+    """Can the docker runtime run now? ``(True, what)`` or ``(False, why not and what to do)``."""
+    try:
+        c = client(timeout=5)
+    except PrerequisiteError as exc:
+        return False, str(exc)
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        return False, f"docker runtime: image {LAB_IMAGE} is missing; run: trustlab images build"
+    tags = [t for t in img.tags if t != LAB_IMAGE]
+    return True, f"docker daemon answers and {tags[0] if tags else LAB_IMAGE} is built"
+
+
+def doctor_lines() -> list[str]:
+    """What ``trustlab doctor`` shows for the docker runtime: one ``ok|NO|--  what`` per line."""
+    lines = []
+    try:
+        import docker
+
+        lines.append(f"ok    docker SDK {docker.__version__}")
+    except ImportError:
+        return ["NO    docker SDK: pip install 'trustlab[docker]'"]
+    try:
+        c = client(timeout=5)
+    except PrerequisiteError as exc:
+        return [*lines, f"NO    {exc}"]
+    lines.append(f"ok    docker daemon {c.version().get('Version', '?')}")
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        lines.append(f"NO    image {LAB_IMAGE}: trustlab images build (or trustlab images load FILE.tar)")
+    else:
+        tags = ", ".join(sorted(t for t in img.tags if t.startswith(LAB_REPO)))
+        versions = json.loads((img.labels or {}).get(LABEL_VERSIONS, "{}"))
+        lines.append(f"ok    image {tags} ({', '.join(f'{k} {v}' for k, v in sorted(versions.items()))})")
+    mm = shutil.which("mmdebstrap")
+    lines.append(
+        "ok    mmdebstrap (offline image builds)"
+        if mm
+        else "--    mmdebstrap missing: only needed to build images offline (apt-get install mmdebstrap)"
+    )
+    return lines
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:200] if text else type(exc).__name__
+
+
+def _find(c: Any, **labels: str) -> list[Any]:
+    return list(c.images.list(filters={"label": [f"{k}={v}" for k, v in labels.items()]}))
+
+
+def images_present() -> bool:
+    """True when a daemon answers and the lab image (``trustlab/lab:current``) is there."""
+    try:
+        c = client(timeout=5)
+    except PrerequisiteError:
+        return False
+    return _get(c, LAB_IMAGE) is not None
+
+
+def _get(c: Any, ref: str) -> Any:
+    import docker.errors
+
+    try:
+        return c.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def image_versions(c: Any | None = None) -> dict[str, str]:
+    """Proxy and OpenSSL versions inside the lab image: ``{"nginx": "1.22.1", ...}``."""
+    c = c or client()
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        raise PrerequisiteError(f"docker runtime: image {LAB_IMAGE} is missing; run: trustlab images build")
+    return json.loads((img.labels or {}).get(LABEL_VERSIONS, "{}"))
+
+
+def _upstream(debian_version: str) -> str:
+    """``1.22.1-9+deb12u11`` -> ``1.22.1`` (no epoch, no Debian revision)."""
+    v = debian_version.split(":", 1)[-1]
+    return v.rsplit("-", 1)[0] if "-" in v else v
+
+
+def _versions(pkgs: dict[str, str]) -> dict[str, str]:
+    return {
+        "nginx": _upstream(pkgs.get("nginx", "")),
+        "apache": _upstream(pkgs.get("apache2-bin", "")),
+        "haproxy": _upstream(pkgs.get("haproxy", "")),
+        "openssl": _upstream(pkgs.get("libssl3", "")),
+    }
+
+
+def version_tag(versions: dict[str, str]) -> str:
+    return f"nginx{versions['nginx']}-apache{versions['apache']}-haproxy{versions['haproxy']}"
+
+
+# -- build ---------------------------------------------------------------------------------
+def _stderr_progress() -> Progress:
+    t0 = time.perf_counter()
+
+    def show(msg: str) -> None:
+        sys.stderr.write(f"[images {time.perf_counter() - t0:6.1f}s] {msg}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def build(*, progress: Progress | None = None, force: bool = False, method: str = "offline") -> BuildResult:
+    """Build the lab image (a no-op when an image with the same inputs exists).
+
+    Args:
+        progress: called with one line per step; default: lines on stderr.
+        force: rebuild even when the inputs are unchanged.
+        method: ``offline`` (mmdebstrap + docker import) or ``dockerfile`` (needs a registry).
+    """
+    say = progress or _stderr_progress()
+    t0 = time.perf_counter()
+    steps: dict[str, float] = {}
+    c = client(timeout=600)
+    if method == "dockerfile":
+        base_hash = _digest("dockerfile-v1", (docker_dir() / "Dockerfile").read_text(), " ".join(packages()))
+    elif method == "offline":
+        base_hash = base_inputs()
+    else:
+        raise LabError(f"images build --method: {method!r} is unknown; choose offline or dockerfile")
+    inputs = lab_inputs(base_hash)
+    if not force:
+        for img in _find(c, **{LABEL_KIND: "lab", LABEL_INPUTS: inputs}):
+            versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
+            tags = _tag(img, versions)
+            say(f"up to date: {', '.join(tags)} (inputs {inputs[:12]})")
+            return BuildResult(LAB_IMAGE, tags, versions, True, time.perf_counter() - t0)
+    if method == "dockerfile":
+        img = _build_dockerfile(c, inputs, say, steps)
+    else:
+        base, pkgs = _ensure_base(c, base_hash, say, steps, force=force)
+        img = _build_layer(c, base, pkgs, inputs, say, steps)
+    versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
+    tags = _tag(img, versions)
+    # The images this build replaced are now untagged: drop them (ours only, by label).
+    with contextlib.suppress(Exception):
+        c.images.prune(filters={"dangling": True, "label": LABEL_KIND})
+    duration = time.perf_counter() - t0
+    say(f"built {', '.join(tags)} in {duration:.1f}s")
+    return BuildResult(LAB_IMAGE, tags, versions, False, duration, steps)
+
+
+def _tag(img: Any, versions: dict[str, str]) -> list[str]:
+    tags = [f"{LAB_REPO}:{version_tag(versions)}", LAB_IMAGE]
+    for t in tags:
+        if t not in img.tags:
+            repo, _, tag = t.rpartition(":")
+            img.tag(repo, tag)
+    return tags
+
+
+def _ensure_base(
+    c: Any, base_hash: str, say: Progress, steps: dict[str, float], *, force: bool
+) -> tuple[str, dict[str, str]]:
+    ref = f"{BASE_REPO}:{base_hash[:12]}"
+    img = _get(c, ref)
+    if img is not None and not force and img.labels.get(LABEL_INPUTS) == base_hash:
+        say(f"base {ref} is up to date")
+        return ref, json.loads(img.labels.get(LABEL_PACKAGES, "{}"))
+    if not shutil.which("mmdebstrap"):
+        raise PrerequisiteError(
+            "images build: mmdebstrap is missing; run: sudo apt-get install mmdebstrap "
+            "(or build from labs/docker/Dockerfile with --method dockerfile)"
+        )
+    sources = apt_sources()
+    if not sources:
+        raise PrerequisiteError(
+            f"images build: no apt source for Debian {host_release()} in /etc/apt/sources.list*; "
+            "the offline build needs a Debian host (else use --method dockerfile)"
+        )
+    with tempfile.TemporaryDirectory(prefix="trustlab-image-", dir=_scratch()) as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        pkg_file = Path(tmp) / "packages.txt"
+        t = time.perf_counter()
+        _mmdebstrap(rootfs, pkg_file, sources, say)
+        steps["mmdebstrap_s"] = time.perf_counter() - t
+        pkgs = dict(line.split(" ", 1) for line in pkg_file.read_text().splitlines() if " " in line)
+        say(f"rootfs {rootfs.stat().st_size / 1e6:.0f} MB: " + ", ".join(f"{k} {v}" for k, v in pkgs.items()))
+        t = time.perf_counter()
+        say(f"docker import -> {ref}")
+        c.api.import_image_from_file(
+            str(rootfs),
+            repository=BASE_REPO,
+            tag=base_hash[:12],
+            changes=[
+                f"LABEL {LABEL_KIND}=base",
+                f"LABEL {LABEL_INPUTS}={base_hash}",
+                f"LABEL {LABEL_PACKAGES}={json.dumps(json.dumps(pkgs, sort_keys=True))}",
+            ],
+        )
+        steps["import_s"] = time.perf_counter() - t
+    return ref, pkgs
+
+
+def _scratch() -> str | None:
+    """A tmpfs for the rootfs when it has room (unpacking there is ~25% faster)."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+        if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize > 2 * 1024**3:
+            return str(shm)
+    except OSError:
+        pass
+    return None
+
+
+def _mmdebstrap(rootfs: Path, pkg_file: Path, sources: list[Path], say: Progress) -> None:
+    include = ",".join(packages())
+    query = " ".join(RECORDED)
+    cmd = [
+        "mmdebstrap",
+        *MMDEBSTRAP_ARGS,
+        f"--include={include}",
+        *(f"--aptopt={opt}" for opt in _apt_proxy()),
+        # Runs on the host after installation: record the exact versions for the labels.
+        f"--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}} ${{Version}}\\n' {query} > {pkg_file}",
+        host_release(),
+        str(rootfs),
+        *map(str, sources),
+    ]
+    say(f"mmdebstrap {host_release()} from {', '.join(map(str, sources))}: {include}")
+    env = dict(os.environ, TMPDIR=str(rootfs.parent))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-20:]
+        if line.startswith(("I: ", "E: ", "W: ")):
+            say(f"  {line}")
+    if proc.wait() != 0:
+        raise LabError(f"images build: mmdebstrap failed (exit {proc.returncode}): {' | '.join(tail[-5:])}")
+
+
+def _apt_proxy() -> list[str]:
+    """The host's apt proxy settings, so the build goes the way the host's apt goes."""
+    opts = []
+    for key in ("Acquire::http::Proxy", "Acquire::https::Proxy"):
+        try:
+            out = subprocess.run(["apt-config", "dump", key], capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            return []
+        for line in out.splitlines():
+            if line.startswith(f"{key} "):
+                opts.append(line.rstrip(";"))
+    return opts
+
+
+def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Progress, steps: dict[str, float]) -> Any:
+    versions = _versions(pkgs)
+    say(f"lab layer on {base}")
+    t = time.perf_counter()
+    img = _docker_build(
+        c,
+        {"Dockerfile": lab_layer(base).encode()},
+        say,
+        labels={
+            LABEL_KIND: "lab",
+            LABEL_INPUTS: inputs,
+            LABEL_VERSIONS: json.dumps(versions, sort_keys=True),
+            LABEL_PACKAGES: json.dumps(pkgs, sort_keys=True),
+        },
+    )
+    steps["layer_s"] = time.perf_counter() - t
+    return img
+
+
+def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float]) -> Any:
+    files = {name: (docker_dir() / name).read_bytes() for name in ("Dockerfile", "packages.txt")}
+    t = time.perf_counter()
+    img = _docker_build(c, files, say, labels={LABEL_KIND: "lab", LABEL_INPUTS: inputs}, pull=True)
+    steps["dockerfile_s"] = time.perf_counter() - t
+    # Versions are only known after the build: read them inside the image, then relabel.
+    out = c.containers.run(
+        img.id,
+        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *RECORDED],
+        remove=True,
+        network_mode="none",
+    ).decode()
+    pkgs = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return _docker_build(
+        c,
+        {"Dockerfile": f"FROM {img.id}\n".encode()},
+        say,
+        labels={
+            LABEL_KIND: "lab",
+            LABEL_INPUTS: inputs,
+            LABEL_VERSIONS: json.dumps(_versions(pkgs), sort_keys=True),
+            LABEL_PACKAGES: json.dumps(pkgs, sort_keys=True),
+        },
+    )
+
+
+def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False) -> Any:
+    import docker.errors
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    try:
+        img, logs = c.images.build(
+            fileobj=buf,
+            custom_context=True,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            pull=pull,
+            network_mode="default" if pull else "none",
+        )
+    except docker.errors.BuildError as exc:
+        lines = [str(x.get("stream") or x.get("error") or "").strip() for x in exc.build_log]
+        raise LabError(
+            f"images build: docker build failed: {exc.msg}; {' | '.join(ln for ln in lines if ln)[-600:]}"
+        ) from None
+    for entry in logs:
+        line = str(entry.get("stream", "")).strip()
+        if line.startswith("Step "):
+            say(f"  {line}")
+    return img
+
+
+# -- save / load -----------------------------------------------------------------------------
+def save(path: Path | str, *, progress: Progress | None = None) -> Path:
+    """Write the lab image (both tags) into one tarball to copy to other machines."""
+    say = progress or _stderr_progress()
+    c = client(timeout=600)
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        raise PrerequisiteError(f"images save: {LAB_IMAGE} is missing; run: trustlab images build")
+    names = [t for t in img.tags if t.startswith(f"{LAB_REPO}:")]
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    # The SDK's Image.save() names one tag; the API endpoint takes several.
+    res = c.api._get(c.api._url("/images/get"), params={"names": names}, stream=True)
+    c.api._raise_for_status(res)
+    size = 0
+    with open(tmp, "wb") as fh:
+        for chunk in res.iter_content(chunk_size=1 << 20):
+            fh.write(chunk)
+            size += len(chunk)
+    tmp.replace(path)
+    say(f"saved {', '.join(names)} to {path} ({size / 1e6:.0f} MB)")
+    return path
+
+
+def load(path: Path | str, *, progress: Progress | None = None) -> list[str]:
+    """Load a tarball written by :func:`save`; return the lab tags now present."""
+    say = progress or _stderr_progress()
+    path = Path(path)
+    if not path.is_file():
+        raise LabError(f"images load: {path}: no such file; pass a tarball made by `trustlab images save`")
+    c = client(timeout=600)
+    with open(path, "rb") as fh:
+        for entry in c.api.load_image(fh):
+            if "error" in entry:
+                raise LabError(f"images load: {path}: {entry['error']}")
+            if entry.get("stream"):
+                say(entry["stream"].strip())
+    img = _get(c, LAB_IMAGE)
+    if img is None:
+        raise LabError(f"images load: {path} did not contain {LAB_IMAGE}")
+    return [t for t in img.tags if t.startswith(f"{LAB_REPO}:")]
+
+
+# -- command line --------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.images", description="build, save or load the lab image")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build the lab image offline (no-op when up to date)")
+    b.add_argument("--force", action="store_true")
+    b.add_argument("--method", choices=("offline", "dockerfile"), default="offline")
+    s = sub.add_parser("save", help="write the lab image to a tarball")
+    s.add_argument("path", type=Path)
+    ld = sub.add_parser("load", help="load a tarball written by save")
+    ld.add_argument("path", type=Path)
+    sub.add_parser("status", help="is the image there, and which versions it carries")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "build":
+            r = build(force=args.force, method=args.method)
+            print(
+                json.dumps(
+                    {
+                        "tags": r.tags,
+                        "versions": r.versions,
+                        "skipped": r.skipped,
+                        "duration_s": round(r.duration_s, 2),
+                        "steps": r.steps,
+                    }
+                )
+            )
+        elif args.cmd == "save":
+            save(args.path)
+        elif args.cmd == "load":
+            print("\n".join(load(args.path)))
+        else:
+            present = images_present()
+            print(json.dumps({"present": present, "versions": image_versions() if present else {}}))
+            return 0 if present else 1
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

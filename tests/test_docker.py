@@ -1,0 +1,289 @@
+"""The docker runtime: same verdicts as the local runtime, and nothing left behind.
+
+Needs a docker daemon and the lab image (``python -m harness.images build``). Without them the
+tests skip with the reason, declared once in :func:`docker_runtime`; with
+``TRUSTLAB_REQUIRE_DOCKER=1`` (CI) a missing daemon or image is a failure instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import images, runner, scenarios
+from harness.runtimes import docker as dockerrt
+from harness.vocab import IDENTITY_IDS, Outcome
+
+REQUIRE_DOCKER = os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1"
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def docker_runtime() -> str:
+    """The docker runtime, or a skip saying why (a failure when TRUSTLAB_REQUIRE_DOCKER=1)."""
+    ready, why = images.docker_ready()
+    if not ready:
+        if REQUIRE_DOCKER:
+            pytest.fail(f"TRUSTLAB_REQUIRE_DOCKER=1 but {why}")
+        pytest.skip(why)
+    return "docker"
+
+
+@pytest.fixture(scope="session")
+def docker_matrix(docker_runtime: str) -> runner.Results:
+    """One full docker matrix (shuffled), shared by the tests that only read it."""
+    return runner.run(scenarios.select(), runtime=docker_runtime, seed=20)
+
+
+def _lab_of(pid: int) -> dict[str, Any] | None:
+    for lab in dockerrt.leftovers().values():
+        if lab["owner"].split(":")[1:2] == [str(pid)]:
+            return lab
+    return None
+
+
+def _role(ct: Any) -> str:
+    return str((ct.attrs.get("Labels") or {}).get(dockerrt.LABEL_ROLE))
+
+
+def _trustlab(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def _wait_for_running_lab(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Wait until *proc* has a lab whose worker container runs (the cells are under way)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lab = _lab_of(proc.pid)
+        if lab and "worker" in {_role(ct) for ct in lab["containers"]}:
+            return lab
+        if proc.poll() is not None:
+            pytest.fail(f"trustlab exited before its lab started: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.02)
+    pytest.fail("the docker lab never started")
+
+
+# -- verdicts --------------------------------------------------------------------------------
+def test_every_cell_matches_its_scenario(docker_matrix: runner.Results) -> None:
+    assert len(docker_matrix.cells) == len(scenarios.builtin()) * len(IDENTITY_IDS)
+    assert [c for c in docker_matrix.cells if c.outcome is Outcome.ERROR] == []
+    assert docker_matrix.mismatches == []
+    assert docker_matrix.meta["runtime"] == "docker"
+
+
+def test_docker_outcomes_equal_local_outcomes_cell_by_cell(
+    docker_matrix: runner.Results, local_matrix: runner.Results
+) -> None:
+    def evidence(r: runner.Results) -> dict[tuple[str, str], tuple[object, ...]]:
+        return {(c.scenario, c.identity): (c.outcome, c.status, c.sni) for c in r.cells}
+
+    assert evidence(docker_matrix) == evidence(local_matrix)
+
+
+def test_meta_reports_the_image_versions(docker_matrix: runner.Results) -> None:
+    versions = images.image_versions()
+    assert {k: docker_matrix.meta["versions"][k] for k in versions} == versions
+    assert all(versions[k] for k in ("nginx", "apache", "haproxy", "openssl"))
+
+
+def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> None:
+    seen: dict[str, Any] = {}
+
+    def snapshot(event: dict[str, Any]) -> None:
+        if not seen:
+            seen.update(_lab_of(os.getpid()) or {})
+            seat = next(ct for ct in seen["containers"] if _role(ct) == "seat")
+            cmd = ["stat", "-c", "%a %U %n", "/lab", "/lab/pki", "/lab/pki/identities/legit.key"]
+            seen["modes"] = images.client().containers.get(seat.id).exec_run(cmd).output.decode()
+
+    runner.run(scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot)
+    assert seen, "no labelled lab found while it ran"
+    [net] = seen["networks"]
+    assert net.attrs["Internal"] is True
+    assert {_role(ct) for ct in seen["containers"]} == {"seat", "worker"}
+    for ct in seen["containers"]:
+        assert ct.attrs["Labels"][dockerrt.LABEL_LAB] == net.attrs["Labels"][dockerrt.LABEL_LAB]
+        assert not ct.attrs.get("Ports")  # nothing published on the host
+    assert len(seen["volumes"]) == 1
+    # Keys are root's alone inside the lab too.
+    assert seen["modes"].split("\n")[:3] == [
+        "700 root /lab",
+        "700 root /lab/pki",
+        "600 root /lab/pki/identities/legit.key",
+    ]
+    assert _lab_of(os.getpid()) is None  # and all of it is gone afterwards
+
+
+def test_per_variant_layout_gives_the_same_outcomes(
+    docker_runtime: str, docker_matrix: runner.Results, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = scenarios.select(proxies=["haproxy"])
+    rt = dockerrt.DockerRuntime(layout="per-variant")
+    monkeypatch.setattr(runner, "get_runtime", lambda name: rt)
+    result = runner.run(chosen, runtime=docker_runtime)
+    ids = {s.id for s in chosen}
+    assert result.outcomes() == {k: v for k, v in docker_matrix.outcomes().items() if k[0] in ids}
+
+
+def test_two_docker_labs_at_once_agree(docker_runtime: str) -> None:
+    chosen = scenarios.select(proxies=["nginx"])
+    results: list[runner.Results] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(runner.run(chosen, runtime=docker_runtime))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    a, b = results
+    assert a.outcomes() == b.outcomes()
+    assert a.mismatches == b.mismatches == []
+
+
+# -- cleanup ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_removes_every_container_network_and_volume(docker_runtime: str, tmp_path: Path, sig: int) -> None:
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    proc = _trustlab(
+        "matrix",
+        "--runtime",
+        "docker",
+        "--no-plot",
+        "--out",
+        str(tmp_path / "out"),
+        env=env,
+        start_new_session=True,
+    )
+    _wait_for_running_lab(proc)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole foreground process group
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _lab_of(proc.pid) is None
+    assert list(tmp_path.glob("trustlab-*")) == []
+
+
+def test_sigkill_leftovers_are_removed_by_down(docker_runtime: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    proc = _trustlab("matrix", "--runtime", "docker", "--no-plot", "--out", str(tmp_path / "out"), env=env)
+    _wait_for_running_lab(proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert _lab_of(proc.pid) is not None  # a hard kill cannot clean up: the sweep must
+    removed = dockerrt.down(all_labs=False)  # the owner is dead: its lab goes
+    assert _lab_of(proc.pid) is None
+    assert removed
+    dockerrt.down(all_labs=True)
+    assert dockerrt.leftovers() == {}
+
+
+def test_down_keeps_labs_whose_owner_lives(docker_runtime: str) -> None:
+    mine = dockerrt.owner_tag()
+    assert dockerrt.owner_alive(mine)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    assert not dockerrt.owner_alive(f"{mine.split(':')[0]}:{dead}:1")
+    assert dockerrt.owner_alive(f"some-other-host:{dead}:1")  # not ours to judge
+
+
+# -- images ----------------------------------------------------------------------------------
+def test_rebuild_with_nothing_changed_is_a_no_op(docker_runtime: str) -> None:
+    lines: list[str] = []
+    t = time.perf_counter()
+    result = images.build(progress=lines.append)
+    assert result.skipped, lines
+    assert time.perf_counter() - t < 2
+    assert images.LAB_IMAGE in result.tags
+    assert any(tag.startswith(f"{images.LAB_REPO}:nginx") for tag in result.tags)
+
+
+def test_save_load_round_trip(docker_runtime: str, tmp_path: Path) -> None:
+    c = images.client()
+    before = c.images.get(images.LAB_IMAGE)
+    path = images.save(tmp_path / "lab.tar", progress=lambda _: None)
+    assert path.stat().st_size > 10_000_000
+    c.images.remove(images.LAB_IMAGE)  # untag the alias; the versioned tag keeps the layers
+    assert not images.images_present()
+    tags = images.load(path, progress=lambda _: None)
+    assert images.LAB_IMAGE in tags
+    assert c.images.get(images.LAB_IMAGE).id == before.id
+    assert images.images_present()
+
+
+def test_load_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(images.LabError, match="no such file"):
+        images.load(tmp_path / "missing.tar")
+
+
+# -- image definition (no daemon needed) -----------------------------------------------------
+def test_both_builds_share_the_package_list_and_the_lab_layer() -> None:
+    pkgs = images.packages()
+    assert {"nginx", "apache2-bin", "haproxy", "python3"} <= set(pkgs)
+    dockerfile = (images.docker_dir() / "Dockerfile").read_text()
+    assert "packages.txt" in dockerfile
+    layer = images.lab_layer("trustlab/base:x")
+    assert layer.startswith("FROM trustlab/base:x\n")
+    assert layer.splitlines()[1] in dockerfile
+    assert "FROM debian" not in layer
+
+
+def test_in_lab_code_needs_only_the_stdlib(tmp_path: Path) -> None:
+    for rel, data in dockerrt.lab_code().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    # -S -I: no site-packages (no trustme, cryptography, matplotlib), as in the lab image.
+    probe = "import harness.seat, harness.runtimes._dockerworker, harness.probe, harness.proxies"
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_inputs_hash_changes_with_the_lab_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = "0" * 64
+    before = images.lab_inputs(base)
+    monkeypatch.setattr(images, "lab_layer", lambda b: "FROM x\nRUN true\n")
+    assert images.lab_inputs(base) != before
+
+
+def test_upstream_versions() -> None:
+    assert images._upstream("1.22.1-9+deb12u11") == "1.22.1"
+    assert images._upstream("1:2.4.71-1~deb12u1") == "2.4.71"
+    assert images.version_tag({"nginx": "1.22.1", "apache": "2.4.71", "haproxy": "2.6.12"}) == (
+        "nginx1.22.1-apache2.4.71-haproxy2.6.12"
+    )
+
+
+def test_json_of_the_cli_build_command_is_parseable(docker_runtime: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["skipped"] is True
