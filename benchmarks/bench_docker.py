@@ -75,7 +75,7 @@ def main() -> int:
     )
 
     chosen = scenarios.select()
-    cells = len(chosen) * len(IDENTITY_IDS)
+    cells = sum(len(s.identities) for s in chosen)
     print(
         f"trustlab docker benchmark: {len(chosen)} scenarios x {len(IDENTITY_IDS)} identities"
         f" = {cells} cells, {os.cpu_count()} cores"

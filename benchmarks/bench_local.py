@@ -28,7 +28,7 @@ def main() -> int:
     args = ap.parse_args()
 
     chosen = scenarios.select()
-    cells = len(chosen) * len(IDENTITY_IDS)
+    cells = sum(len(s.identities) for s in chosen)
     print(f"trustlab local benchmark: {len(chosen)} scenarios x {len(IDENTITY_IDS)} identities = {cells} cells,"
           f" {os.cpu_count()} cores")
 

@@ -301,6 +301,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.high else EXIT_OK
 
 
+def cmd_images(args: argparse.Namespace) -> int:
+    from harness import images
+
+    if args.images_cmd == "build":
+        r = images.build(force=args.force, method=args.method)
+        verb = "up to date" if r.skipped else f"built in {r.duration_s:.1f} s"
+        print(f"{', '.join(r.tags)}: {verb} ({', '.join(f'{k} {v}' for k, v in r.versions.items())})")
+    elif args.images_cmd == "save":
+        target = Path(args.file)
+        if target.is_dir():
+            raise LabError(f"{target}: is a directory; give a file name such as trustlab-images.tar")
+        if not target.parent.exists():
+            raise LabError(f"{target}: directory {target.parent} does not exist")
+        print(f"wrote {images.save(target)}; copy it to each laptop and run: trustlab images load FILE")
+    elif args.images_cmd == "load":
+        if not Path(args.file).is_file():
+            raise LabError(f"{args.file}: no such file (write one with trustlab images save FILE)")
+        print("loaded: " + ", ".join(images.load(args.file)))
+    else:
+        present = images.images_present()
+        versions = images.image_versions() if present else {}
+        print(f"{images.LAB_IMAGE}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
+                                       else "missing; run: trustlab images build"))
+        return EXIT_OK if present else EXIT_FAILED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
     p.add_argument("--version", action="version", version=f"trustlab {__version__}")
@@ -370,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
     sp.set_defaults(func=cmd_audit)
+
+    sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
+    isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
+    b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
+    b.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    b.add_argument("--method", choices=("offline", "dockerfile"), default="offline",
+                   help="offline: mmdebstrap + docker import (default); dockerfile: FROM debian (needs a registry)")
+    sv = isub.add_parser("save", help="write the lab image to one tarball for offline classrooms")
+    sv.add_argument("file")
+    ld = isub.add_parser("load", help="load a tarball written by `trustlab images save`")
+    ld.add_argument("file")
+    isub.add_parser("status", help="is the image there, and which versions it carries")
+    sp.set_defaults(func=cmd_images)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)

@@ -331,8 +331,11 @@ class DockerRuntime:
         seed: int | None = None,
         shards: int | None = None,
         on_proxy: Callable[[dict[str, Any]], None] | None = None,
+        extra: dict[str, tuple[str, ...]] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield one raw cell dict per (scenario, identity), in completion order.
+
+        *extra* maps a scenario id to optional identities it runs besides *identities*.
 
         *shards* is accepted for interface parity and ignored: a lab has one seat, and the
         seat attributes connections to a cell by order, so cells run one at a time.
@@ -343,11 +346,14 @@ class DockerRuntime:
         lab_id = _lab_id(lab_dir)
         with Lab(c, lab_id) as lab:
             timings["network_s"] = time.perf_counter() - t
+            extra = extra or {}
+            per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
-                pki = LabPKI.mint(backend_ip=lab.seat_ip)
+                wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+                pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted)
             plans = self._plans(scenarios)
-            cells = [(p, ident) for p in plans for ident in identities]
+            cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
             if seed is not None:
                 random.Random(seed).shuffle(cells)
             archive = self._archive(plans, cells, lab_dir, pki, lab.seat_ip)
@@ -389,7 +395,7 @@ class DockerRuntime:
                 timings["worker_s"] = time.perf_counter() - t
             t = time.perf_counter()
             by_key = {p.scenario.id: p for p in plans}
-            yield from self._follow(worker, by_key, identities, on_proxy)
+            yield from self._follow(worker, by_key, per, on_proxy)
             timings["cells_s"] = time.perf_counter() - t
 
     # -- internals ---------------------------------------------------------------------
@@ -502,7 +508,7 @@ class DockerRuntime:
         self,
         worker: Any,
         plans: dict[str, Plan],
-        identities: tuple[str, ...],
+        identities: dict[str, tuple[str, ...]],
         on_proxy: Callable[[dict[str, Any]], None] | None,
     ) -> Iterator[dict[str, Any]]:
         stream = worker.logs(stream=True, follow=True, stdout=True, stderr=False)
@@ -524,7 +530,7 @@ class DockerRuntime:
                         if on_proxy:
                             on_proxy(event)
                         if not event["started"]:
-                            for ident in identities:
+                            for ident in identities[event["key"]]:
                                 yield _rejected(event, ident)
                     elif kind == "cell":
                         event.pop("connections", None)
