@@ -113,7 +113,7 @@ class LabPKI:
         unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
         if unknown:
             raise KeyError(unknown[0])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
         rogue = trustme.CA(organization_name="trustlab rogue CA")

@@ -124,7 +124,9 @@ def decide(
         if served_by not in ALL_IDENTITY_IDS:
             return Outcome.ERROR, f"unknown identity marker {response.marker!r}"
         if served_by != presented:
-            return Outcome.ERROR, f"seat presented {presented} but the response came from {served_by} (stale connection)"
+            return Outcome.ERROR, (
+                f"seat presented {presented} but the response came from {served_by} (stale connection)"
+            )
         if served_by in LEGITIMATE_IDS:
             return Outcome.SERVED, f"response from {served_by}"
         return Outcome.SPOOFED, f"response from impostor {served_by}"

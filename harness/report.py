@@ -118,7 +118,11 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
 def write_json(results: Results, path: Path) -> Path:
     """DESIGN.md's matrix JSON: ``{"meta": {...}, "cells": [...]}``."""
     data = json.dumps(results.to_json_dict(), indent=2) + "\n"
-    return _atomic_write(path, lambda p: p.write_text(data))
+    return _atomic_write(path, lambda p: _write_text(p, data))
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
 
 
 def write_csv(results: Results, path: Path) -> Path:

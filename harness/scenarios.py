@@ -271,7 +271,7 @@ def builtin() -> dict[str, Scenario]:
     for path in sorted(root.rglob(f"*{SUFFIX}")):
         sid = path.relative_to(root).with_suffix("").as_posix()
         found[sid] = load_file(path, scenario_id=sid)
-    for sid, sc in found.items():
+    for sc in found.values():
         if sc.control and sc.control not in found:
             raise ScenarioError(f"{sc.path}: control: {sc.control!r} is not a known scenario id")
     return found

@@ -151,10 +151,10 @@ class Seat:
         conn: Connection = sslsock._trustlab_conn  # type: ignore[attr-defined]
         conn.sni = server_name
         routed = sslsock._trustlab_routing  # type: ignore[attr-defined]
-        if routed and conn.identity in LEGITIMATE_IDS:
-            if (server_name or "").lower() not in self._backend_names:
-                sslsock.context = self._default_ctx
-                conn.site = "default"
+        wrong_site = (server_name or "").lower() not in self._backend_names
+        if routed and conn.identity in LEGITIMATE_IDS and wrong_site:
+            sslsock.context = self._default_ctx
+            conn.site = "default"
 
     def _serve(self) -> None:
         assert self._sock is not None

@@ -21,7 +21,7 @@ import pytest
 
 from harness import images, runner, scenarios
 from harness.runtimes import docker as dockerrt
-from harness.vocab import IDENTITY_IDS, Outcome
+from harness.vocab import Outcome
 
 REQUIRE_DOCKER = os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1"
 

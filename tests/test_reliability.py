@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from harness import runner, scenarios
-from harness.vocab import IDENTITY_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = (ROOT / "scenarios" / "nginx" / "good.toml").read_text()
