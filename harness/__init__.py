@@ -12,22 +12,38 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Imported after __version__: harness.runner reads it.
-from harness.errors import LabError
-from harness.notebook import (
-    backend_saw,
-    claims,
-    plot_grid,
-    run_matrix,
-    run_scenario,
-    show_cells,
-    show_pki,
-    show_scenario,
-)
-from harness.pki import LabPKI
-from harness.runner import Results
-from harness.verdicts import Verdict
-from harness.vocab import Outcome
+# Names resolve on first use (PEP 562): `trustlab` and the in-lab workers start without
+# importing matplotlib and trustme, and a Ctrl-C during start-up lands in the CLI's handler.
+_EXPORTS = {
+    "LabError": "harness.errors",
+    "LabPKI": "harness.pki",
+    "Outcome": "harness.vocab",
+    "Results": "harness.runner",
+    "Verdict": "harness.verdicts",
+    "backend_saw": "harness.notebook",
+    "claims": "harness.notebook",
+    "plot_grid": "harness.notebook",
+    "run_matrix": "harness.notebook",
+    "run_scenario": "harness.notebook",
+    "show_cells": "harness.notebook",
+    "show_pki": "harness.notebook",
+    "show_scenario": "harness.notebook",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "LabError",

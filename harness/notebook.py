@@ -283,7 +283,7 @@ def claims(results: Results) -> Table:
 
 
 def _results_html(self: Results) -> str:
-    return show_cells(self)._repr_html_()
+    return str(show_cells(self)._repr_html_())
 
 
 def _results_pretty(self: Results, printer: Any, cycle: bool) -> None:
@@ -292,7 +292,5 @@ def _results_pretty(self: Results, printer: Any, cycle: bool) -> None:
     printer.text(grid(self))
 
 
-# Results display as their grid in Jupyter, as HTML and as text (attached here so runner.py stays
-# display-free).
-Results._repr_html_ = _results_html  # type: ignore[attr-defined]
-Results._repr_pretty_ = _results_pretty  # type: ignore[attr-defined]
+# Results._repr_html_ / _repr_pretty_ (harness/runner.py) call the two functions above, so a
+# run displays as its grid in Jupyter however it was imported.

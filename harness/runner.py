@@ -47,6 +47,17 @@ class Results:
     def outcomes(self) -> dict[tuple[str, str], Outcome]:
         return {(c.scenario, c.identity): c.outcome for c in self.cells}
 
+    def _repr_html_(self) -> str:
+        """A coloured grid when a notebook displays the results."""
+        from harness.notebook import _results_html
+
+        return _results_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        from harness.notebook import _results_pretty
+
+        _results_pretty(self, printer, cycle)
+
     def cell(self, scenario: str, identity: str) -> Cell:
         for c in self.cells:
             if c.scenario == scenario and c.identity == identity:

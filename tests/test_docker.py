@@ -163,6 +163,27 @@ def test_two_docker_labs_at_once_agree(docker_runtime: str) -> None:
     assert a.mismatches == b.mismatches == []
 
 
+def test_a_docker_lab_and_a_local_lab_at_once_agree(docker_runtime: str, local_runtime: str) -> None:
+    chosen = scenarios.select(proxies=["apache", "haproxy"])
+    results: dict[str, runner.Results] = {}
+    errors: list[BaseException] = []
+
+    def one(rt: str) -> None:
+        try:
+            results[rt] = runner.run(chosen, runtime=rt)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(rt,)) for rt in (docker_runtime, local_runtime)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    assert results["docker"].outcomes() == results["local"].outcomes()
+    assert results["docker"].mismatches == results["local"].mismatches == []
+
+
 # -- cleanup ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_removes_every_container_network_and_volume(docker_runtime: str, tmp_path: Path, sig: int) -> None:

@@ -10,10 +10,12 @@ import json
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +194,51 @@ def test_no_footprint_on_the_host(local_runtime: str, short_tmp: Path) -> None:
 def test_host_files_unchanged_by_a_matrix(local_matrix: runner.Results) -> None:
     # local_matrix already ran; /etc/hosts never names the lab's backend
     assert "backend-api.internal" not in Path("/etc/hosts").read_text()
+
+
+# -- interruption at random points ---------------------------------------------------------------
+def _lab_processes(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if marker in ln and not ln.startswith("Z") and "ps -ww" not in ln]
+
+
+_POINTS = random.Random(20261127)
+INTERRUPTS = [
+    (cmd, sig, round(_POINTS.uniform(0.0, 1.2), 3))
+    for cmd in ("run", "matrix")
+    for sig in (signal.SIGINT, signal.SIGTERM)
+    for _ in range(2)
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("cmd", "sig", "delay"), INTERRUPTS)
+def test_interrupt_at_a_random_point_leaves_nothing(
+    local_runtime: str, short_tmp: Path, cmd: str, sig: int, delay: float
+) -> None:
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(short_tmp / "labs")}
+    (short_tmp / "labs").mkdir()
+    args = ["run", *sorted(scenarios.builtin())[:12]] if cmd == "run" else ["matrix", "--no-plot"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args, "--runtime", "local", "--json", str(short_tmp / "r.json")]
+        + (["--out", str(short_tmp / "out")] if cmd == "matrix" else []),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )
+    time.sleep(delay)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C: the whole foreground process group
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (0, 1, 130), (proc.returncode, err)  # 0/1: it finished before the signal
+    deadline = time.monotonic() + 5
+    while _lab_processes(str(short_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _lab_processes(str(short_tmp)) == []
+    assert list((short_tmp / "labs").iterdir()) == []
+    if proc.returncode == 130:
+        assert not (short_tmp / "r.json").exists()  # nothing half-written
 
 
 # -- determinism (full set: make reliability) ------------------------------------------------------
