@@ -86,6 +86,7 @@ class Seat:
         self._default_ctx = self._context(self._pki / "default-site")
         self._state = _State()
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -111,6 +112,11 @@ class Seat:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._sock:
+            try:  # wakes the accept() below at once on Linux
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._thread:
             self._thread.join(timeout=2)
         if self._sock:
@@ -138,6 +144,14 @@ class Seat:
     def since(self, mark: int) -> list[Connection]:
         """Connections accepted after *mark*."""
         with self._lock:
+            return list(self._state.connections[mark:])
+
+    def wait_settled(self, mark: int, *, timeout: float) -> list[Connection]:
+        """Connections after *mark*, once each has been served or has failed (or at *timeout*)."""
+        with self._settled:
+            self._settled.wait_for(
+                lambda: all(c.served or c.error for c in self._state.connections[mark:]), timeout
+            )
             return list(self._state.connections[mark:])
 
     # -- serving -----------------------------------------------------------------------
@@ -231,6 +245,8 @@ class Seat:
             conn.error = conn.error or _short(exc)
         finally:
             raw.close()
+            with self._settled:
+                self._settled.notify_all()
 
 
 def _short(exc: BaseException) -> str:

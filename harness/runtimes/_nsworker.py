@@ -91,6 +91,13 @@ class Seats:
     def since(self, marks: list[int]) -> list[Any]:
         return [c for seat, m in zip(self.seats, marks, strict=True) for c in seat.since(m)]
 
+    def wait_settled(self, marks: list[int], *, timeout: float) -> list[Any]:
+        until = time.perf_counter() + timeout
+        return [
+            c for seat, m in zip(self.seats, marks, strict=True)
+            for c in seat.wait_settled(m, timeout=max(0.0, until - time.perf_counter()))
+        ]
+
 
 class Proxy:
     """One proxy process of the lab."""
@@ -181,19 +188,23 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
             reason = proxy.driver.block_reason(log_text)
             if reason or time.perf_counter() > until:
                 break
-            time.sleep(0.005)
+            time.sleep(0.001)
     if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
         # Started, then died (Apache binds its port before it reads mime.types, for one).
         text = proxy.output()
         response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
-    conns = seat.since(mark)
     # The seat records a connection's TLS version and error on its own thread, a moment after
     # the proxy has answered: wait until each connection has settled (served, or failed with
     # a reason), so the evidence is the same in every run and on every runtime.
-    settle = time.perf_counter() + 0.5
-    while any(not (c.served or c.error) for c in conns) and time.perf_counter() < settle:
-        time.sleep(0.002)
+    waiter = getattr(seat, "wait_settled", None)
+    if waiter is not None:
+        conns = waiter(mark, timeout=0.5)
+    else:  # a remote seat (docker runtime): poll its log
         conns = seat.since(mark)
+        settle = time.perf_counter() + 0.5
+        while any(not (c.served or c.error) for c in conns) and time.perf_counter() < settle:
+            time.sleep(0.002)
+            conns = seat.since(mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
         presented=identity,
@@ -298,15 +309,22 @@ def main() -> int:
             for p in proxies:
                 p.start()
             deadline = time.perf_counter() + job.get("start_timeout", 15)
-            ready = {}
-            for p in proxies:
-                ready[p.key] = p.wait_ready(deadline)
-                emit({"event": "proxy", "key": p.key, **ready[p.key]})
+            ready: dict[str, dict[str, Any]] = {}
+
+            def ensure_ready(p: Proxy) -> bool:
+                # Lazily: the first proxies' cells run while slower ones (Apache) still start.
+                if p.key not in ready:
+                    ready[p.key] = p.wait_ready(deadline)
+                    emit({"event": "proxy", "key": p.key, **ready[p.key]})
+                return bool(ready[p.key]["started"])
+
             by_key = {p.key: p for p in proxies}
             for seq, cell in enumerate(job["cells"]):
-                if not ready[cell["key"]]["started"]:
+                if not ensure_ready(by_key[cell["key"]]):
                     continue  # the runtime reports config-rejected cells itself
                 emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+            for p in proxies:
+                ensure_ready(p)
             hold = job.get("hold")
             if hold:
                 for p in proxies:
@@ -324,9 +342,25 @@ def main() -> int:
         emit({"event": "fatal", "message": f"{exc}: {detail}".strip()})
         return 1
     finally:
-        for p in proxies:
-            p.stop()
+        stop_all(proxies)
     return 0
+
+
+def stop_all(proxies: list[Proxy], *, grace: float = 0.05) -> None:
+    """Stop every proxy at once: SIGTERM to all, then SIGKILL whatever is left after *grace*.
+
+    A lab's proxies hold nothing worth a graceful shutdown, and stopping them one by one cost
+    seconds (Apache -X lingers on SIGTERM)."""
+    running = [p.proc for p in proxies if p.proc is not None and p.proc.poll() is None]
+    for proc in running:
+        proc.terminate()
+    until = time.perf_counter() + grace
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.0, until - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":
