@@ -33,11 +33,11 @@ def main() -> int:
           f" {os.cpu_count()} cores")
 
     starts: dict[str, list[float]] = defaultdict(list)
+    kind_of = {s.id: s.proxy.value for s in chosen}
 
     def on_proxy(event: dict[str, object]) -> None:
         if event.get("started"):
-            kind = str(event["key"]).split("/")[0]
-            starts[kind].append(float(event["start_s"]))  # type: ignore[arg-type]
+            starts[kind_of[str(event["key"])]].append(float(event["start_s"]))  # type: ignore[arg-type]
 
     walls = []
     for i in range(args.repeat):
@@ -50,8 +50,15 @@ def main() -> int:
           f"(target < 2 s); {cells / median:.0f} cells/s")
     for kind in sorted(starts):
         xs = sorted(starts[kind])
-        print(f"  {kind:<8} start-to-listening: median {statistics.median(xs) * 1000:.1f} ms "
-              f"(min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)}; started in parallel)")
+        print(f"  {kind:<8} start-to-listening in the matrix: median {statistics.median(xs) * 1000:.1f} ms "
+              f"(min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)}; all started at once)")
+    alone: dict[str, list[float]] = defaultdict(list)
+    for kind in ("nginx", "apache", "haproxy"):
+        good = scenarios.select([f"{kind}/good"])
+        for _ in range(5):
+            runner.run(good, runtime="local", identities=("legit",), shards=1,
+                       on_proxy=lambda e, k=kind: alone[k].append(float(e["start_s"])))  # type: ignore[misc]
+        print(f"  {kind:<8} start-to-listening alone: median {statistics.median(alone[kind]) * 1000:.1f} ms (n=5)")
 
     pairs = [(sc, ident) for sc in chosen for ident in IDENTITY_IDS]
     if args.naive_sample and args.naive_sample < len(pairs):
