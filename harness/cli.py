@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -222,8 +223,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
-    runtime = "local" if args.runtime == "auto" else args.runtime
-    state = held.up(args.scenario, identity=args.identity, runtime=runtime)
+    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime))
     print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
           f"the backend answers as {state['identity']}")
     print(f"  through the proxy:  {state['curl']}")
@@ -416,7 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C: every lab's `finally` runs and removes what it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -34,14 +34,14 @@ def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: fl
     from harness.scenarios import resolve
     from harness.vocab import IDENTITY_IDS
 
-    if runtime != "local":
-        raise LabError(f"--runtime {runtime}: `trustlab up` supports the local runtime in this build")
+    if runtime not in ("local", "docker"):
+        raise LabError(f"--runtime: {runtime!r} is unknown; choose local or docker")
     scenario = resolve(ref)
     if identity not in IDENTITY_IDS:
         raise LabError(f"--identity: {identity!r} is unknown; known: {', '.join(IDENTITY_IDS)}")
     ref_arg = str(scenario.path) if scenario.path else ref
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.held", "hold", ref_arg, identity],
+        [sys.executable, "-m", "harness.held", "hold", ref_arg, identity, runtime],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -73,7 +73,7 @@ def labs() -> list[dict[str, Any]]:
 def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
     """Make a held lab's seat answer as *identity* from now on."""
     state = _one(lab)
-    reply = _control(state["control"], f"present {identity}")
+    reply = _control(state, f"present {identity}")
     if not reply.get("ok"):
         raise LabError(f"present: {reply.get('error')}")
     state["identity"] = identity
@@ -83,7 +83,7 @@ def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
 
 def seat_log(*, lab: str | None = None) -> list[dict[str, Any]]:
     """What the held lab's seat has seen so far (SNI, TLS version, request per connection)."""
-    return list(_control(_one(lab)["control"], "log"))
+    return list(_control(_one(lab), "log"))
 
 
 def down(*, lab: str | None = None, all_labs: bool = False) -> list[str]:
@@ -119,7 +119,29 @@ def _one(lab: str | None) -> dict[str, Any]:
     return running[0]
 
 
-def _control(path: str, command: str) -> Any:
+#: Run inside a docker lab's worker container: one command to the lab's control socket.
+_IN_CONTAINER = (
+    "import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
+    "s.sendall(sys.argv[2].encode()+b'\\n');f=s.makefile('rb');sys.stdout.write(f.readline().decode())"
+)
+
+
+def _control(state: dict[str, Any], command: str) -> Any:
+    if state.get("runtime") == "docker":
+        from harness import images
+
+        try:
+            ct = images.client().containers.get(state["container"])
+            code, out = ct.exec_run(["python3", "-c", _IN_CONTAINER, state["control"], command])
+        except Exception as exc:  # noqa: BLE001 - docker SDK errors vary; one line for the user
+            raise LabError(f"lab {state['lab']}: its worker container does not answer ({exc})") from None
+        if code != 0:
+            raise LabError(f"lab {state['lab']}: control failed: {out.decode(errors='replace').strip()[-200:]}")
+        return json.loads(out)
+    return _control_socket(state["control"], command)
+
+
+def _control_socket(path: str, command: str) -> Any:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         try:
@@ -156,6 +178,43 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps({k: v for k, v in state.items() if k != "alive"}, indent=2))
     os.replace(tmp, path / STATE_FILE)
+
+
+def _hold_docker(ref: str, identity: str) -> int:
+    """The detached holder of a docker lab: containers run until SIGTERM."""
+    import threading
+
+    from harness.runner import lab_dir
+    from harness.runtimes.docker import DockerRuntime
+    from harness.scenarios import resolve
+    from harness.vocab import PUBLIC_HOST
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    try:
+        scenario = resolve(ref)
+        rt = DockerRuntime()
+        rt.preflight({scenario.proxy.value})
+        with lab_dir() as path, rt.held(scenario, identity=identity, lab_dir=path) as info:
+            state = {
+                "lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": "docker",
+                "scenario": scenario.id, "identity": identity, "container": info["container"],
+                "control": "/lab/control.sock", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
+                        f"http://127.0.0.1:{info['port']}/",
+            }
+            _write_state(path, state)
+            reply({"ok": True, "state": state})
+            sys.stdout.close()
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        return 0
+    except LabError as exc:
+        reply({"ok": False, "error": str(exc)})
+        return 2
+    return 0
 
 
 def _hold(ref: str, identity: str) -> int:
@@ -219,7 +278,8 @@ def _hold(ref: str, identity: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "hold":
+    if len(sys.argv) == 5 and sys.argv[1] == "hold":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # detached: only `trustlab down` stops it
-        sys.exit(_hold(sys.argv[2], sys.argv[3]))
-    sys.exit("usage: python -m harness.held hold SCENARIO IDENTITY")
+        holder = _hold_docker if sys.argv[4] == "docker" else _hold
+        sys.exit(holder(sys.argv[2], sys.argv[3]))
+    sys.exit("usage: python -m harness.held hold SCENARIO IDENTITY local|docker")

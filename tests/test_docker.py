@@ -184,6 +184,41 @@ def test_a_docker_lab_and_a_local_lab_at_once_agree(docker_runtime: str, local_r
     assert results["docker"].mismatches == results["local"].mismatches == []
 
 
+def test_up_present_down_on_docker(docker_runtime: str) -> None:
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="tl-", dir="/tmp"))
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp)}
+
+    def tl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    def through_proxy(state: dict[str, Any]) -> str:
+        out = subprocess.run(["sh", "-c", state["curl"] + " -i"], capture_output=True, text=True, timeout=30)
+        marker = [ln for ln in out.stdout.splitlines() if ln.lower().startswith("x-trustlab-identity:")]
+        return marker[0].split(":", 1)[1].strip() if marker else out.stdout
+
+    try:
+        up = tl("up", "haproxy/ca-only", "--runtime", "docker")
+        assert up.returncode == 0, up.stderr
+        (state_file,) = tmp.glob("trustlab-*/state.json")
+        state = json.loads(state_file.read_text())
+        assert state["runtime"] == "docker"
+        assert through_proxy(state) == "legit"
+        assert tl("present", "wrong-name").returncode == 0
+        assert through_proxy(state) == "wrong-name"  # ca-only: no name check, spoofed
+        status = tl("status", "--log")
+        assert "as wrong-name" in status.stdout, status.stdout
+    finally:
+        down = tl("down", "--all")
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert down.returncode == 0, down.stderr
+    names = [ct.name for lab in dockerrt.leftovers().values() for ct in lab["containers"]]
+    assert state["container"] not in names
+
+
 # -- cleanup ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_removes_every_container_network_and_volume(docker_runtime: str, tmp_path: Path, sig: int) -> None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.runtimes._nsworker import Proxy, emit, run_cell
+from harness.runtimes._nsworker import Proxy, control, emit, run_cell
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
 
@@ -128,7 +128,18 @@ def main(argv: list[str]) -> int:
             if not ready[cell["key"]]["started"]:
                 continue  # the runtime reports config-rejected cells itself
             emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
+        hold = job.get("hold")
+        if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
+            held_seat, routed = seat, hold.get("sni_routing", False)
+            held_seat.present(hold["identity"], sni_routing=routed)
+            control(
+                hold["control"],
+                present=lambda ident: held_seat.present(ident, sni_routing=routed),
+                log=lambda: held_seat.since(0),
+            )
         emit({"event": "done"})
+        while hold:
+            time.sleep(3600)
     except KeyboardInterrupt:
         return 130
     except (OSError, subprocess.SubprocessError, ValueError) as exc:

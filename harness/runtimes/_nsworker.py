@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +267,7 @@ def relay(path: str, port: int) -> None:
     threading.Thread(target=serve, daemon=True).start()
 
 
-def control(path: str, seat: Seats, sni_routing: bool) -> None:
+def control(path: str, present: Callable[[str], None], log: Callable[[], list[Any]]) -> None:
     """A unix control socket: ``present ID`` switches the seat, ``log`` returns its connections."""
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
@@ -280,13 +281,13 @@ def control(path: str, seat: Seats, sni_routing: bool) -> None:
                 words = fh.readline().decode().split()
                 try:
                     if words[:1] == ["present"]:
-                        seat.present(words[1], sni_routing=sni_routing)
+                        present(words[1])
                         reply: object = {"ok": True, "identity": words[1]}
                     elif words[:1] == ["log"]:
-                        reply = [c.__dict__ for c in seat.since([0] * len(seat.seats))]
+                        reply = [c.__dict__ for c in log()]
                     else:
                         reply = {"ok": False, "error": f"unknown command {' '.join(words)!r}"}
-                except (KeyError, IndexError) as exc:
+                except (KeyError, IndexError, OSError) as exc:
                     reply = {"ok": False, "error": f"unknown identity {exc}"}
                 fh.write(json.dumps(reply).encode() + b"\n")
                 fh.flush()
@@ -331,7 +332,12 @@ def main() -> int:
                     if ready[p.key]["started"]:
                         relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
                 seat.present(hold["identity"], sni_routing=hold.get("sni_routing", False))
-                control(hold["control"], seat, hold.get("sni_routing", False))
+                routed = hold.get("sni_routing", False)
+                control(
+                    hold["control"],
+                    present=lambda ident: seat.present(ident, sni_routing=routed),
+                    log=lambda: seat.since([0] * len(seat.seats)),
+                )
             emit({"event": "done"})
             if hold:
                 stop.wait()

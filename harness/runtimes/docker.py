@@ -357,46 +357,73 @@ class DockerRuntime:
             if seed is not None:
                 random.Random(seed).shuffle(cells)
             archive = self._archive(plans, cells, lab_dir, pki, lab.seat_ip)
-
-            t = time.perf_counter()
-            seat = lab.create(
-                "seat",
-                [
-                    "python3",
-                    "-m",
-                    "harness.seat",
-                    "--pki",
-                    str(IN_LAB / "pki"),
-                    "--listen",
-                    f"0.0.0.0:{BACKEND_PORT}",
-                    "--control",
-                    f"0.0.0.0:{CONTROL_PORT}",
-                ],
-                ip=lab.seat_ip,
-                aliases=[BACKEND_NAME, SIBLING_NAME],
-            )
-            seat.put_archive(str(IN_LAB), archive)
-            worker = lab.create("worker", None)
-            if self.layout == "shared":
-                # The worker waits for the seat's name to resolve before it starts any proxy,
-                # so both containers can start at once.
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    for fut in [pool.submit(seat.start), pool.submit(worker.start)]:
-                        fut.result()
-                timings["seat_and_worker_s"] = time.perf_counter() - t
-            else:
-                seat.start()  # first: a proxy resolves the seat's name when it starts
-                timings["seat_s"] = time.perf_counter() - t
-                t = time.perf_counter()
-                self._start_proxy_containers(lab, plans)
-                timings["proxy_containers_s"] = time.perf_counter() - t
-                t = time.perf_counter()
-                worker.start()
-                timings["worker_s"] = time.perf_counter() - t
+            worker = self._launch(lab, plans, archive, timings)
             t = time.perf_counter()
             by_key = {p.scenario.id: p for p in plans}
             yield from self._follow(worker, by_key, per, on_proxy)
             timings["cells_s"] = time.perf_counter() - t
+
+    @contextlib.contextmanager
+    def held(self, scenario: Scenario, *, identity: str, lab_dir: Path) -> Iterator[dict[str, Any]]:
+        """Keep one scenario's lab running (``trustlab up``) until the context exits.
+
+        Yields where to reach it: the worker container, where ``curl`` reaches the proxy on its
+        loopback and ``/lab/control.sock`` switches the seat's identity.
+        """
+        with Lab(self.client, _lab_id(lab_dir)) as lab:
+            extra = tuple(scenario.optional_identities)
+            pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
+            plans = self._plans([scenario])
+            hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
+                    "sni_routing": scenario.sni_routing}
+            archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
+            worker = self._launch(lab, plans, archive, {})
+            started: list[dict[str, Any]] = []
+            for _ in self._follow(worker, {scenario.id: plans[0]}, {scenario.id: ()}, started.append):
+                pass
+            if not started or not started[0]["started"]:
+                message = started[0]["message"] if started else "the lab worker stopped"
+                raise LabError(f"{scenario.id}: the proxy refused to start: {message}")
+            yield {"container": worker.name, "port": plans[0].listen_port, "lab": lab.id}
+
+    def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
+        """Create and start the seat, the worker (and per-variant proxy containers)."""
+        t = time.perf_counter()
+        seat = lab.create(
+            "seat",
+            [
+                "python3",
+                "-m",
+                "harness.seat",
+                "--pki",
+                str(IN_LAB / "pki"),
+                "--listen",
+                f"0.0.0.0:{BACKEND_PORT}",
+                "--control",
+                f"0.0.0.0:{CONTROL_PORT}",
+            ],
+            ip=lab.seat_ip,
+            aliases=[BACKEND_NAME, SIBLING_NAME],
+        )
+        seat.put_archive(str(IN_LAB), archive)
+        worker = lab.create("worker", None)
+        if self.layout == "shared":
+            # The worker waits for the seat's name to resolve before it starts any proxy,
+            # so both containers can start at once.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for fut in [pool.submit(seat.start), pool.submit(worker.start)]:
+                    fut.result()
+            timings["seat_and_worker_s"] = time.perf_counter() - t
+        else:
+            seat.start()  # first: a proxy resolves the seat's name when it starts
+            timings["seat_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            self._start_proxy_containers(lab, plans)
+            timings["proxy_containers_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            worker.start()
+            timings["worker_s"] = time.perf_counter() - t
+        return worker
 
     # -- internals ---------------------------------------------------------------------
     def _plans(self, scenarios: list[Scenario]) -> list[Plan]:
@@ -408,7 +435,8 @@ class DockerRuntime:
         return plans
 
     def _archive(
-        self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI, seat_ip: str
+        self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI, seat_ip: str,
+        *, hold: dict[str, Any] | None = None,
     ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700)."""
         pki_dir = pki.write_to(lab_dir / "pki")
@@ -481,6 +509,8 @@ class DockerRuntime:
                     for p, ident in cells
                 ],
             }
+            if hold:
+                job["hold"] = hold
             add_file("job.json", json.dumps(job).encode(), 0o600)
         return buf.getvalue()
 
