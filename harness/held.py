@@ -46,8 +46,15 @@ def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: fl
         start_new_session=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    proc.stdout.close()
+    try:
+        line = proc.stdout.readline()
+    except BaseException:
+        # Interrupted before the lab was ready: the detached holder must not stay up unseen.
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+    finally:
+        proc.stdout.close()
     if not line:
         proc.wait(timeout=timeout)
         raise LabError(f"the lab for {scenario.id} exited before it was ready (exit {proc.returncode})")

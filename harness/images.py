@@ -438,11 +438,21 @@ def _mmdebstrap(rootfs: Path, pkg_file: Path, sources: list[Path], say: Progress
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     tail: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-20:]
-        if line.startswith(("I: ", "E: ", "W: ")):
-            say(f"  {line}")
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-20:]
+            if line.startswith(("I: ", "E: ", "W: ")):
+                say(f"  {line}")
+    finally:
+        if proc.poll() is None:  # interrupted: mmdebstrap cleans up its own temp dirs on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
     if proc.wait() != 0:
         raise LabError(f"images build: mmdebstrap failed (exit {proc.returncode}): {' | '.join(tail[-5:])}")
 

@@ -184,6 +184,28 @@ def test_a_docker_lab_and_a_local_lab_at_once_agree(docker_runtime: str, local_r
     assert results["docker"].mismatches == results["local"].mismatches == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -> None:
+    def scratch() -> set[str]:
+        return {str(p) for d in ("/dev/shm", "/tmp", "/var/tmp") for p in Path(d).glob("trustlab-image-*")}
+
+    before = scratch()
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "images", "build", "--force"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(3)  # inside mmdebstrap
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert scratch() == before
+    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    assert [ln for ln in ps.splitlines() if "mmdebstrap" in ln and not ln.startswith("Z")] == []
+    assert images.images_present()  # the previous image is still there and still tagged
+
+
 def test_up_present_down_on_docker(docker_runtime: str) -> None:
     import shutil
     import tempfile

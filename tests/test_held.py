@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,3 +65,25 @@ def test_up_shows_a_config_the_proxy_rejects(local_runtime: str, tmp_path: Path)
     assert proc.returncode == 2
     assert "verify is enabled by default but no CA file specified" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
+def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay: float) -> None:
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "apache/good", "--runtime", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    if proc.returncode == 0:  # it was up before the signal: a lab the user was told about
+        assert trustlab(env, "down", "--all").returncode == 0
+    else:
+        assert proc.returncode == 130, err
+    deadline = time.monotonic() + 15
+    while list(tmp_path.glob("trustlab-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob("trustlab-*")) == []
+    ps = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    assert [ln for ln in ps.splitlines() if str(tmp_path) in ln and not ln.startswith("Z")] == []
