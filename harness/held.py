@@ -13,6 +13,7 @@ sweeps labs left by killed runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,35 +189,27 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path / STATE_FILE)
 
 
-def _hold_docker(ref: str, identity: str) -> int:
-    """The detached holder of a docker lab: containers run until SIGTERM."""
-    import threading
-
+def _hold(ref: str, identity: str, runtime: str) -> int:
+    """The detached holder: start one scenario's lab, report its state on stdout, and keep it
+    up until SIGTERM (`trustlab down`), which unwinds and removes everything."""
     from harness.runner import lab_dir
-    from harness.runtimes.docker import DockerRuntime
     from harness.scenarios import resolve
-    from harness.vocab import PUBLIC_HOST
 
     def reply(obj: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
+    start = _start_docker if runtime == "docker" else _start_local
     try:
         scenario = resolve(ref)
-        rt = DockerRuntime()
-        rt.preflight({scenario.proxy.value})
-        with lab_dir() as path, rt.held(scenario, identity=identity, lab_dir=path) as info:
-            state = {
-                "lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": "docker",
-                "scenario": scenario.id, "identity": identity, "container": info["container"],
-                "control": "/lab/control.sock", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
-                        f"http://127.0.0.1:{info['port']}/",
-            }
+        with lab_dir() as path, start(scenario, identity, path) as (state, wait):
+            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": runtime,
+                          "scenario": scenario.id, "identity": identity,
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _write_state(path, state)
             reply({"ok": True, "state": state})
             sys.stdout.close()
-            threading.Event().wait()
+            wait()
     except KeyboardInterrupt:
         return 0
     except LabError as exc:
@@ -224,69 +218,62 @@ def _hold_docker(ref: str, identity: str) -> int:
     return 0
 
 
-def _hold(ref: str, identity: str) -> int:
-    """The detached holder: run one scenario's lab until SIGTERM."""
+_Started = Iterator[tuple[dict[str, Any], Callable[[], object]]]
+
+
+@contextlib.contextmanager
+def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     from harness.pki import LabPKI
-    from harness.runner import lab_dir
     from harness.runtimes.local import LocalRuntime
     from harness.runtimes.local import _stop as stop_worker
-    from harness.scenarios import resolve
     from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
 
-    def reply(obj: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+    rt = LocalRuntime()
+    rt.preflight({scenario.proxy.value})
+    if len(str(path / "control.sock")) > 100:
+        raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
+    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+    plans = rt.prepare([scenario], path, pki)
+    job = rt._job(plans, [], path, pki)
+    job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
+                   "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
+    worker = rt._spawn(job, path / "worker.err")
+    try:  # stop the worker before lab_dir removes the directory `down` waits on
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            event = json.loads(line)
+            if event["event"] == "proxy" and not event["started"]:
+                raise LabError(f"{scenario.id}: the proxy refused to start: {event['message']}")
+            if event["event"] == "fatal":
+                raise LabError(f"lab failed: {event['message']}")
+            if event["event"] == "done":
+                break
+        sock = path / "proxy.sock"
+        state = {"socket": str(sock), "control": str(path / "control.sock"),
+                 "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/"}
+        yield state, worker.wait
+    finally:
+        stop_worker(worker)
 
-    try:
-        scenario = resolve(ref)
-        rt = LocalRuntime()
-        rt.preflight({scenario.proxy.value})
-        with lab_dir() as path:
-            pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
-            plans = rt.prepare([scenario], path, pki)
-            job = rt._job(plans, [], path, pki)
-            if len(str(path / "control.sock")) > 100:
-                raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
-            job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
-                           "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
-            worker = rt._spawn(job, path / "worker.err")
-            try:  # stop the worker before lab_dir removes the directory `down` waits on
-                assert worker.stdout is not None
-                for line in worker.stdout:
-                    event = json.loads(line)
-                    if event["event"] == "proxy" and not event["started"]:
-                        reply({"ok": False,
-                               "error": f"{scenario.id}: the proxy refused to start: {event['message']}"})
-                        return 1
-                    if event["event"] == "fatal":
-                        reply({"ok": False, "error": f"lab failed: {event['message']}"})
-                        return 1
-                    if event["event"] == "done":
-                        break
-                sock = path / "proxy.sock"
-                state = {
-                    "lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": "local",
-                    "scenario": scenario.id, "identity": identity, "socket": str(sock),
-                    "control": str(path / "control.sock"), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/",
-                }
-                _write_state(path, state)
-                reply({"ok": True, "state": state})
-                sys.stdout.close()
-                worker.wait()
-            finally:
-                stop_worker(worker)
-    except KeyboardInterrupt:
-        return 0
-    except LabError as exc:
-        reply({"ok": False, "error": str(exc)})
-        return 2
-    return 0
+
+@contextlib.contextmanager
+def _start_docker(scenario: Any, identity: str, path: Path) -> _Started:
+    import threading
+
+    from harness.runtimes.docker import DockerRuntime
+    from harness.vocab import PUBLIC_HOST
+
+    rt = DockerRuntime()
+    rt.preflight({scenario.proxy.value})
+    with rt.held(scenario, identity=identity, lab_dir=path) as info:
+        state = {"container": info["container"], "control": "/lab/control.sock",
+                 "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
+                         f"http://127.0.0.1:{info['port']}/"}
+        yield state, threading.Event().wait
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "hold":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # detached: only `trustlab down` stops it
-        holder = _hold_docker if sys.argv[4] == "docker" else _hold
-        sys.exit(holder(sys.argv[2], sys.argv[3]))
+        sys.exit(_hold(sys.argv[2], sys.argv[3], sys.argv[4]))
     sys.exit("usage: python -m harness.held hold SCENARIO IDENTITY local|docker")
