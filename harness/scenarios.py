@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,6 @@ class Scenario:
     expected: dict[str, Outcome]
     path: Path | None = None
     reporter_goal: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     #: A raw config snippet (a reported case as written): the body of nginx's ``location /``,
     #: Apache's ``<VirtualHost>`` or HAProxy's ``backend be``, replacing the rendered target +
     #: directives. Placeholders: {ca} {bundle} {backend} {backend_ip} {port} {upstream}.
