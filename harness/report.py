@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.probe import Cell
 from harness.runner import Results
-from harness.vocab import IDENTITY_IDS, Outcome
+from harness.vocab import IDENTITY_IDS, OPTIONAL_IDENTITY_IDS, Outcome
 
 #: Short labels for the grid, and colours for the heatmap and HTML tables.
 LABEL = {
@@ -44,8 +44,13 @@ def _scenarios(results: Results) -> list[str]:
 
 
 def _identities(results: Results) -> list[str]:
+    """Built-in identities first, then optional ones (``legit-deep``) some scenarios add."""
     present = {c.identity for c in results.cells}
-    return [i for i in IDENTITY_IDS if i in present]
+    return [i for i in IDENTITY_IDS + OPTIONAL_IDENTITY_IDS if i in present]
+
+
+#: What a grid shows where a scenario did not run an (optional) identity.
+NOT_RUN = "-"
 
 
 def grid(results: Results, *, color: bool = False) -> str:
@@ -60,7 +65,10 @@ def grid(results: Results, *, color: bool = False) -> str:
     for sid in rows:
         cells = []
         for ident in idents:
-            c = by[(sid, ident)]
+            c = by.get((sid, ident))
+            if c is None:
+                cells.append(f"{NOT_RUN:<{colw}}")
+                continue
             text = LABEL[c.outcome] + ("!" if c.differs else "")
             padded = f"{text:<{colw}}"
             if color:
@@ -154,10 +162,16 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     idents = _identities(results)
     order = list(Outcome)
     by = {(c.scenario, c.identity): c for c in results.cells}
-    data = [[order.index(by[(r, i)].outcome) for i in idents] for r in rows]
+    import numpy as np
+
+    data = np.ma.masked_invalid(
+        [[order.index(by[(r, i)].outcome) if (r, i) in by else np.nan for i in idents] for r in rows]
+    )
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(idents), 1.2 + 0.32 * len(rows)))
     cmap = ListedColormap([COLOR[o] for o in order])
     ax.imshow(data, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto")
+    ax.set_xlim(-0.5, len(idents) - 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xticks(range(len(idents)), idents, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_xticks([x - 0.5 for x in range(1, len(idents))], minor=True)
@@ -166,7 +180,9 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     ax.tick_params(which="minor", length=0)
     for y, r in enumerate(rows):
         for x, i in enumerate(idents):
-            if by[(r, i)].differs:
+            if (r, i) not in by:
+                ax.text(x, y, NOT_RUN, ha="center", va="center", color="#999999", fontsize=8)
+            elif by[(r, i)].differs:
                 ax.text(x, y, "!", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
     versions = results.meta.get("versions", {})
     subtitle = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
@@ -191,7 +207,10 @@ def markdown(results: Results) -> str:
     for sid in _scenarios(results):
         cells = []
         for i in idents:
-            c = by[(sid, i)]
+            c = by.get((sid, i))
+            if c is None:
+                cells.append(NOT_RUN)
+                continue
             text = f"**{c.outcome.value}**" if c.outcome is Outcome.SPOOFED else c.outcome.value
             cells.append(text + (" (!)" if c.differs else ""))
         lines.append(f"| `{sid}` | " + " | ".join(cells) + " |")
