@@ -310,3 +310,47 @@ def select(refs: list[str] | None = None, *, proxies: list[str] | None = None) -
         seen.add(sc.id)
         unique.append(sc)
     return unique
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema of scenario files, for editors (scenarios/scenario.schema.json).
+
+    Generated from the same constants the validator uses; a test fails when the committed file
+    drifts. The validator stays the authority (it also checks placeholders and cross-field rules).
+    """
+    outcome = {"enum": [o.value for o in Outcome]}
+    directive_value = {"type": ["string", "boolean"]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "trustlab scenario",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["proxy", "title", "expected"],
+        "properties": {
+            "proxy": {"enum": [p.value for p in ProxyKind]},
+            "title": {"type": "string", "minLength": 1},
+            "description": {"type": "string"},
+            "control": {"type": "string", "pattern": "^[^/]+/.+$"},
+            "sources": {"type": "array", "items": {"type": "string"}},
+            "target": {"enum": list(TARGETS)},
+            "reporter_goal": {"type": "string"},
+            "config": {"type": "string"},
+            "config_http": {"type": "string"},
+            "seat": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {k: {"type": "boolean"} for k in _SEAT_KEYS},
+            },
+            "directives": {
+                "type": "object",
+                "propertyNames": {"enum": sorted({d for ds in DIRECTIVES.values() for d in ds})},
+                "additionalProperties": directive_value,
+            },
+            "expected": {
+                "type": "object",
+                "required": list(IDENTITY_IDS),
+                "additionalProperties": False,
+                "properties": {i: outcome for i in ALL_IDENTITY_IDS},
+            },
+        },
+    }

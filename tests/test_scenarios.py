@@ -93,3 +93,27 @@ def test_builtin_ids_come_from_paths() -> None:
         if not sid.startswith("reported/"):
             assert sid.split("/")[0] == sc.proxy.value
         assert sc.description.strip() and sc.sources, f"{sid}: needs a description and sources"
+
+
+def test_committed_json_schema_is_current() -> None:
+    import json
+
+    committed = json.loads((scenarios.scenarios_root() / "scenario.schema.json").read_text())
+    assert committed == scenarios.json_schema(), (
+        "scenarios/scenario.schema.json drifted; regenerate it with: python -c \"import json; "
+        "from harness.scenarios import json_schema; print(json.dumps(json_schema(), indent=2))\" "
+        "> scenarios/scenario.schema.json"
+    )
+
+
+def test_every_builtin_file_fits_the_schema() -> None:
+    import tomllib
+
+    jsonschema = pytest.importorskip("jsonschema")  # installed with the notebooks extra (nbformat)
+    validator = jsonschema.Draft202012Validator(scenarios.json_schema())
+    for sc in scenarios.builtin().values():
+        assert sc.path is not None
+        errors = [e.message for e in validator.iter_errors(tomllib.loads(sc.path.read_text()))]
+        assert errors == [], (sc.id, errors)
+    bad = tomllib.loads(GOOD.replace('"expired" = "blocked"', '"expired" = "denied"'))
+    assert list(validator.iter_errors(bad)), "the schema must reject an unknown outcome"
