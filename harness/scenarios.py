@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._assets import asset_dir
-from harness.errors import ScenarioError
+from harness.errors import ScenarioError, read_input
 from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
 
 SUFFIX = ".toml"
@@ -116,18 +116,8 @@ def load_file(path: Path, *, scenario_id: str | None = None) -> Scenario:
     """Load and validate one scenario file."""
     path = Path(path)
     where = str(path)
-    try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise ScenarioError(f"{where}: is a directory; pass a scenario file or an id like nginx/good") from None
-    except FileNotFoundError:
-        raise ScenarioError(f"{where}: no such file") from None
-    except PermissionError:
-        raise ScenarioError(f"{where}: not readable (permission denied)") from None
-    except OSError as exc:
-        raise ScenarioError(f"{where}: cannot read ({exc.strerror})") from None
-    if len(raw) > 1_000_000:
-        raise ScenarioError(f"{where}: {len(raw)} bytes is too large for a scenario file (limit 1 MB)")
+    raw = read_input(path, error=ScenarioError, kind="a scenario file", limit=1_000_000,
+                     directory_hint="pass a scenario file or an id like nginx/good")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

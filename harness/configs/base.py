@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, read_input
 from harness.vocab import BACKEND_NAME
 
 #: File names and directories that stand for a broad OS trust store (Debian, RHEL, Alpine,
@@ -141,18 +141,8 @@ def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = 
 def read_config(path: Path, *, limit: int = 2_000_000) -> str:
     """The text of a user's config, or a one-line :class:`ConfigError`."""
     where = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise ConfigError(f"{where}: is a directory; pass the config file itself") from None
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file") from None
-    except PermissionError:
-        raise ConfigError(f"{where}: not readable (permission denied)") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
-    if len(raw) > limit:
-        raise ConfigError(f"{where}: {len(raw)} bytes is too large for a proxy config")
+    raw = read_input(path, error=ConfigError, kind="a proxy config", limit=limit,
+                     directory_hint="pass the config file itself")
     if b"\0" in raw:
         raise ConfigError(f"{where}: binary file; pass a text proxy config")
     text = raw.decode("utf-8", "replace")
