@@ -423,9 +423,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C: every lab's `finally` runs and removes what it started.
     signal.signal(signal.SIGTERM, _interrupt)
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except LabError as exc:
         print(f"trustlab: error: {exc}", file=sys.stderr)
