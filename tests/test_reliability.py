@@ -239,8 +239,11 @@ def test_interrupt_at_a_random_point_leaves_nothing(
         time.sleep(0.05)
     assert _lab_processes(str(short_tmp)) == []
     assert list((short_tmp / "labs").iterdir()) == []
-    if proc.returncode == 130:
-        assert not (short_tmp / "r.json").exists()  # nothing half-written
+    # nothing half-written: a report is either absent or complete (written atomically), and no
+    # temp file of an interrupted write is left (the signal may land after the cells, mid-reports)
+    if (short_tmp / "r.json").exists():
+        assert json.loads((short_tmp / "r.json").read_text())["cells"]
+    assert not [p for p in short_tmp.rglob(".*") if p.is_file()]
 
 
 # -- determinism (full set: make reliability) ------------------------------------------------------
