@@ -421,7 +421,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # SIGTERM unwinds like Ctrl-C: every lab's `finally` runs and removes what it started.
+    # SIGINT and SIGTERM unwind as KeyboardInterrupt: every lab's `finally` removes what it started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = build_parser().parse_args(argv)

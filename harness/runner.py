@@ -105,29 +105,45 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def lab_dir(*, keep: bool = False) -> Iterator[Path]:
-    """A private (0700) lab directory, removed on exit unless *keep*."""
-    sweep()
-    path = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=lab_root()))
-    os.chmod(path, 0o700)
-    (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
-    # SIGTERM should unwind like Ctrl-C so the finally below runs.
-    previous = signal.getsignal(signal.SIGTERM)
-    installed = False
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for a short critical section; a pending one arrives right after.
+
+    Creating and removing a lab directory must not stop halfway: an interrupt inside
+    ``rmtree`` left a partly removed lab behind."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        installed = True
-    except ValueError:  # not the main thread
-        pass
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def lab_dir(*, keep: bool = False) -> Iterator[Path]:
+    """A private (0700) lab directory, removed on exit (also on Ctrl-C) unless *keep*."""
+    sweep()
+    with _signals_held():
+        path = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=lab_root()))
+        os.chmod(path, 0o700)
+        (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        # SIGTERM should unwind like Ctrl-C so the finally below runs.
+        previous = signal.getsignal(signal.SIGTERM)
+        installed = False
+        try:
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+            installed = True
+        except ValueError:  # not the main thread
+            pass
     try:
         yield path
     finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous)
-        if keep:
-            (path / OWNER_FILE).unlink(missing_ok=True)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+        with _signals_held():
+            if installed:
+                signal.signal(signal.SIGTERM, previous)
+            if keep:
+                (path / OWNER_FILE).unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

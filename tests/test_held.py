@@ -79,8 +79,8 @@ def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay
     assert "Traceback" not in err
     if proc.returncode == 0:  # it was up before the signal: a lab the user was told about
         assert trustlab(env, "down", "--all").returncode == 0
-    else:
-        assert proc.returncode == 130, err
+    else:  # interrupted: 130, or (rarely) the status of a process ended by SIGINT itself
+        assert proc.returncode in (130, -signal.SIGINT), err
     deadline = time.monotonic() + 15
     while list(tmp_path.glob("trustlab-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
