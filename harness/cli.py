@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness import __version__
 from harness.errors import LabError
@@ -220,17 +220,40 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return diagnose(print)
 
 
+def _through(attempt: dict[str, Any]) -> str:
+    """One line on a request through a held lab: the status and who answered, or the verdict."""
+    from harness.vocab import LEGITIMATE_IDS
+
+    status = attempt["status"] if attempt["status"] is not None else "no response"
+    who = attempt["served_by"]
+    if who:
+        kind = "the legitimate backend" if who.split("@")[0] in LEGITIMATE_IDS else "an IMPOSTOR (spoofed)"
+        return f"{status}, answered by {who}: {kind}"
+    logged = attempt["verdict"] or "nothing (no verification line)"
+    return f"{status}, refused; the proxy logged: {logged}"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
     state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime))
     print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
           f"the backend answers as {state['identity']}")
-    print(f"  through the proxy:  {state['curl']}")
-    print("  switch identity:   trustlab present rogue-ca")
-    print("  what the backend saw: trustlab status --log")
+    print(f"  first request:     {_through(held.try_once(state=state))}")
+    print(f"  through the proxy: {state['curl']}")
+    print(f"  its config:        {state['config']}")
+    print(f"  its error log:     {state['log']}")
+    if state["point"] != state["identity"]:
+        print(f"  to see the point:  trustlab present {state['point']}   ({state['point_why']})")
+    else:
+        print(f"  the point shows now ({state['point_why']}); other identities: trustlab present IDENTITY")
+    print("  what the backend saw and the proxy's verdicts: trustlab status --log")
     print("  stop it:           trustlab down")
     return EXIT_OK
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -246,10 +269,14 @@ def cmd_status(args: argparse.Namespace) -> int:
               f"since {st['started']}")
         if st["alive"]:
             print(f"    {st['curl']}")
+            print(f"    config: {_dash(st.get('config'))}  log: {_dash(st.get('log'))}")
             if args.log:
                 for conn in held.seat_log(lab=st["lab"]):
-                    print(f"    seat: #{conn['seq']} as {conn['identity']} sni={conn['sni']} tls={conn['tls']} "
-                          f"request={conn['request']!r} {conn['error'] or ''}")
+                    print(f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
+                          f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
+                          + (f" ({conn['error']})" if conn["error"] else ""))
+                for line in held.verdict_lines(state=st):
+                    print(f"    proxy: {line}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
     if stale:
         print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
@@ -259,12 +286,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_present(args: argparse.Namespace) -> int:
     from harness import held
-    from harness.vocab import IDENTITY_IDS
+    from harness.vocab import ALL_IDENTITY_IDS
 
-    if args.identity not in IDENTITY_IDS:
-        raise LabError(f"identity {args.identity!r} is unknown; known: {', '.join(IDENTITY_IDS)}")
+    if args.identity not in ALL_IDENTITY_IDS:
+        raise LabError(f"identity {args.identity!r} is unknown; known: {', '.join(ALL_IDENTITY_IDS)}")
     state = held.present(args.identity, lab=args.lab)
     print(f"lab {state['lab']}: the backend now answers as {args.identity}")
+    print(f"  a request through the proxy: {_through(held.try_once(state=state))}")
     return EXIT_OK
 
 

@@ -31,17 +31,45 @@ from harness.runner import LAB_PREFIX, _alive, lab_root, sweep
 STATE_FILE = "state.json"
 
 
+def identities_of(scenario: Any) -> tuple[str, ...]:
+    """Every identity a held lab of *scenario* can present: the built-ins and its optional ones."""
+    from harness.vocab import IDENTITY_IDS
+
+    return IDENTITY_IDS + tuple(scenario.optional_identities)
+
+
+def point(scenario: Any) -> tuple[str, str]:
+    """The identity that shows what *scenario* is about, and why (from its ``[expected]`` table).
+
+    The first impostor it expects to get through (optional identities first); else the first
+    legitimate identity it expects
+    refused (an outage: ``apache/seed-recipe``); else ``rogue-ca`` (every impostor is blocked)."""
+    from harness.vocab import LEGITIMATE_IDS, Outcome
+
+    # The optional identities a scenario opts into come first: it runs them for a reason.
+    ranked = sorted(scenario.expected.items(), key=lambda kv: kv[0] not in scenario.optional_identities)
+    for ident, outcome in ranked:
+        if ident not in LEGITIMATE_IDS and outcome is Outcome.SPOOFED:
+            return ident, f"{scenario.id} expects this impostor to get through (spoofed)"
+    for ident, outcome in ranked:
+        # legit-no-chain refused is what a verifying proxy does (the backend's own mistake).
+        if ident in LEGITIMATE_IDS and ident != "legit-no-chain" and outcome is not Outcome.SERVED:
+            return ident, f"{scenario.id} expects the legitimate backend {outcome.value}: an outage"
+    return "rogue-ca", f"{scenario.id} expects every impostor blocked; any of them shows it"
+
+
 def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: float = 30) -> dict[str, Any]:
     """Start a held lab for one scenario; return its state once the proxy listens."""
-    from harness.scenarios import resolve
-    from harness.vocab import IDENTITY_IDS
+    from harness.scenarios import builtin, resolve
 
     if runtime not in ("local", "docker"):
         raise LabError(f"--runtime: {runtime!r} is unknown; choose local or docker")
     scenario = resolve(ref)
-    if identity not in IDENTITY_IDS:
-        raise LabError(f"--identity: {identity!r} is unknown; known: {', '.join(IDENTITY_IDS)}")
-    ref_arg = str(scenario.path) if scenario.path else ref
+    known = identities_of(scenario)
+    if identity not in known:
+        raise LabError(f"--identity: {identity!r} is unknown for {scenario.id}; known: {', '.join(known)}")
+    # A built-in keeps its id (reported/nginx-1409-fixed); a user's file is passed by path.
+    ref_arg = scenario.id if scenario.id in builtin() else str(scenario.path or ref)
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.held", "hold", ref_arg, identity, runtime],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -82,6 +110,9 @@ def labs() -> list[dict[str, Any]]:
 def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
     """Make a held lab's seat answer as *identity* from now on."""
     state = _one(lab)
+    known = state.get("identities") or []
+    if known and identity not in known:
+        raise LabError(f"identity {identity!r} is unknown for {state['scenario']}; known: {', '.join(known)}")
     reply = _control(state, f"present {identity}")
     if not reply.get("ok"):
         raise LabError(f"present: {reply.get('error')}")
@@ -93,6 +124,87 @@ def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
 def seat_log(*, lab: str | None = None) -> list[dict[str, Any]]:
     """What the held lab's seat has seen so far (SNI, TLS version, request per connection)."""
     return list(_control(_one(lab), "log"))
+
+
+def try_once(*, lab: str | None = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one request through a held lab's proxy; return its status, who answered, and the
+    proxy's own verdict line (the verification failure it logged), or ``""`` when none."""
+    from harness.proxies import driver
+
+    state = state or _one(lab)
+    before = _read_log(state)
+    status, served_by = _request(state)
+    drv = driver(state["kind"])
+    verdict = ""
+    until = time.monotonic() + 1.0
+    while True:  # the verdict line can land a moment after the response (HAProxy: at stream end)
+        text = _read_log(state)[len(before):]
+        verdict = drv.block_reason(text) or ""
+        if verdict or served_by or time.monotonic() > until:
+            break
+        time.sleep(0.02)
+    if not verdict and not served_by:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        verdict = lines[-1] if lines else ""
+    return {"status": status, "served_by": served_by, "verdict": verdict}
+
+
+def verdict_lines(*, lab: str | None = None, state: dict[str, Any] | None = None, last: int = 5) -> list[str]:
+    """The last verification lines the held lab's proxy logged (what ``blocked`` rests on)."""
+    from harness.proxies import driver
+
+    state = state or _one(lab)
+    drv = driver(state["kind"])
+    found = [r for r in (drv.block_reason(ln) for ln in _read_log(state).splitlines()) if r]
+    return found[-last:]
+
+
+def _read_log(state: dict[str, Any]) -> str:
+    if state.get("runtime") == "docker":
+        from harness import images
+
+        try:
+            ct = images.client().containers.get(state["container"])
+            code, out = ct.exec_run(["cat", state["log"]])
+        except Exception as exc:  # noqa: BLE001 - docker SDK errors vary; one line for the user
+            raise LabError(f"lab {state['lab']}: its worker container does not answer ({exc})") from None
+        return out.decode("utf-8", "replace") if code == 0 else ""
+    try:
+        return Path(state["log"]).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _request(state: dict[str, Any]) -> tuple[int | None, str]:
+    """One GET / through the held proxy: (HTTP status, the identity that answered or "")."""
+    from harness.seat import IDENTITY_HEADER
+    from harness.vocab import PUBLIC_HOST
+
+    if state.get("runtime") == "docker":
+        from harness import images
+
+        ct = images.client().containers.get(state["container"])
+        _, out = ct.exec_run(["curl", "-s", "-o", "/dev/null", "-D", "-", "-m", "10",
+                              "-H", f"Host: {PUBLIC_HOST}", f"http://127.0.0.1:{state['port']}/"])
+        head = out.decode("latin-1")
+    else:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            try:
+                sock.connect(state["socket"])
+                sock.sendall(f"GET / HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+                    data += chunk
+            except OSError as exc:
+                raise LabError(f"the lab's proxy socket {state['socket']} does not answer ({exc})") from None
+        head = data.decode("latin-1")
+    lines = head.split("\r\n")
+    parts = lines[0].split() if lines else []
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    served_by = next((ln.split(":", 1)[1].strip() for ln in lines[1:]
+                      if ln.lower().startswith(IDENTITY_HEADER.lower() + ":")), "")
+    return status, served_by
 
 
 def down(*, lab: str | None = None, all_labs: bool = False) -> list[str]:
@@ -203,8 +315,10 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
     try:
         scenario = resolve(ref)
         with lab_dir() as path, start(scenario, identity, path) as (state, wait):
+            suggest, why = point(scenario)
             state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": runtime,
-                          "scenario": scenario.id, "identity": identity,
+                          "scenario": scenario.id, "kind": scenario.proxy.value, "identity": identity,
+                          "identities": list(identities_of(scenario)), "point": suggest, "point_why": why,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _write_state(path, state)
             reply({"ok": True, "state": state})
@@ -224,7 +338,8 @@ _Started = Iterator[tuple[dict[str, Any], Callable[[], object]]]
 @contextlib.contextmanager
 def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     from harness.pki import LabPKI
-    from harness.runtimes.local import LocalRuntime
+    from harness.proxies import driver
+    from harness.runtimes.local import LocalRuntime, _backend_field
     from harness.runtimes.local import _stop as stop_worker
     from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
 
@@ -232,11 +347,11 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     rt.preflight({scenario.proxy.value})
     if len(str(path / "control.sock")) > 100:
         raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
-    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities, backends=(scenario.backend,))
     plans = rt.prepare([scenario], path, pki)
     job = rt._job(plans, [], path, pki)
     job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
-                   "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
+                   "sni_routing": scenario.sni_routing, "socket_dir": str(path), **_backend_field(scenario)}
     worker = rt._spawn(job, path / "worker.err")
     try:  # stop the worker before lab_dir removes the directory `down` waits on
         assert worker.stdout is not None
@@ -249,7 +364,9 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
             if event["event"] == "done":
                 break
         sock = path / "proxy.sock"
+        drv = driver(scenario.proxy)
         state = {"socket": str(sock), "control": str(path / "control.sock"),
+                 "config": str(plans[0].run_dir / drv.config_name), "log": str(drv.error_log(plans[0].run_dir)),
                  "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/"}
         yield state, worker.wait
     finally:
@@ -266,7 +383,8 @@ def _start_docker(scenario: Any, identity: str, path: Path) -> _Started:
     rt = DockerRuntime()
     rt.preflight({scenario.proxy.value})
     with rt.held(scenario, identity=identity, lab_dir=path) as info:
-        state = {"container": info["container"], "control": "/lab/control.sock",
+        state = {"container": info["container"], "control": "/lab/control.sock", "port": info["port"],
+                 "config": info["config"], "log": info["log"],
                  "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
                          f"http://127.0.0.1:{info['port']}/"}
         yield state, threading.Event().wait

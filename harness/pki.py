@@ -35,6 +35,7 @@ from harness.vocab import (
     OPTIONAL_IDENTITIES,
     SIBLING_NAME,
     identity_spec,
+    wildcard_parent,
 )
 
 CA_FILE = "internal-pki.pem"
@@ -98,10 +99,17 @@ class LabPKI:
     backend_name: str = BACKEND_NAME
     #: Optional identities (``legit-deep``), written next to the built-in ones.
     optional: dict[str, IdentityCert] | None = None
+    #: The identities of further backend names (``api.svc.internal``), same CAs, by name.
+    others: dict[str, LabPKI] | None = None
 
     @classmethod
     def mint(
-        cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME, optional: tuple[str, ...] = ()
+        cls,
+        *,
+        backend_ip: str = LOCAL_LAB_IP,
+        backend_name: str = BACKEND_NAME,
+        optional: tuple[str, ...] = (),
+        backends: tuple[str, ...] = (),
     ) -> LabPKI:
         """Mint the internal PKI and one certificate per built-in identity.
 
@@ -109,6 +117,9 @@ class LabPKI:
         impostor claims); ``trustlab check`` passes the host name of the config's own upstream.
         The wildcard identity covers it from one label up (``*.internal`` for the default).
         *optional* names optional identities to mint as well (``legit-deep``); none by default.
+        *backends* are further backend names scenarios set (``backend = "api.svc.internal"``):
+        each gets its own full set of identities from the same CAs (see :meth:`for_backend`),
+        with ``wildcard`` the one-label ``*.internal`` as DESIGN.md defines it.
         """
         unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
         if unknown:
@@ -116,56 +127,43 @@ class LabPKI:
         now = dt.datetime.now(dt.UTC)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
-        rogue = trustme.CA(organization_name="trustlab rogue CA")
-        public = trustme.CA(organization_name="trustlab public CA")
-
-        def from_ca(ident: str, ca: trustme.CA, *names: str, chain: bool = True, **kw: object) -> IdentityCert:
-            leaf = ca.issue_cert(*names, **kw)  # type: ignore[arg-type]
-            pems = leaf.cert_chain_pems if chain else leaf.cert_chain_pems[:1]
-            return IdentityCert(ident, b"".join(p.bytes() for p in pems), leaf.private_key_pem.bytes())
-
+        cas = _CAs(inter, trustme.CA(organization_name="trustlab rogue CA"),
+                   trustme.CA(organization_name="trustlab public CA"))
         wildcard = "*." + (backend_name.split(".", 1)[1] if "." in backend_name else "internal")
-        # One leaf serves both "legit" and "legit-no-chain": same key, same certificate.
-        legit_leaf = inter.issue_cert(backend_name, common_name=backend_name)
-        chain = legit_leaf.cert_chain_pems
-        key = legit_leaf.private_key_pem.bytes()
-        ids = {
-            "legit": IdentityCert("legit", b"".join(p.bytes() for p in chain), key),
-            "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
-            "rogue-ca": from_ca("rogue-ca", rogue, backend_name, common_name=backend_name),
-            "self-signed": _self_signed("self-signed", backend_name, now),
-            "wrong-name": from_ca("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
-            "expired": from_ca(
-                "expired", inter, backend_name, common_name=backend_name,
-                not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
-            ),
-            "not-yet-valid": from_ca(
-                "not-yet-valid", inter, backend_name, common_name=backend_name,
-                not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400),
-            ),
-            # trustme puts an IP identity into an iPAddress SAN; no common_name means no CN.
-            "ip-san": from_ca("ip-san", inter, backend_ip),
-            "wildcard": from_ca("wildcard", inter, wildcard, common_name=wildcard),
-            "public-ca": from_ca("public-ca", public, backend_name, common_name=backend_name),
-        }
+        ids, extra = _identity_set(cas, backend_name, backend_ip, wildcard, optional, now)
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
-        # legit-deep: root -> intermediate -> second intermediate -> leaf; trustme serves the
-        # leaf and both intermediates (nginx/nginx#1409: two intermediates vs verify depth 1).
-        extra: dict[str, IdentityCert] = {}
-        if "legit-deep" in optional:
-            deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
-            deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
-            extra["legit-deep"] = IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())
-        default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
+        others = {
+            name: dict(
+                zip(("identities", "optional"),
+                    _identity_set(cas, name, backend_ip, "*." + name.rsplit(".", 1)[-1], optional, now),
+                    strict=True)
+            )
+            for name in dict.fromkeys(backends) if name != backend_name
+        }
+        default = cas.issue("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
         return cls(
             internal_root_pem=root.cert_pem.bytes(),
-            public_root_pem=public.cert_pem.bytes(),
+            public_root_pem=cas.public.cert_pem.bytes(),
             identities=ids,
             default_site=default,
             backend_ip=backend_ip,
             backend_name=backend_name,
             optional=extra,
+            others={
+                name: LabPKI(
+                    internal_root_pem=root.cert_pem.bytes(), public_root_pem=cas.public.cert_pem.bytes(),
+                    identities=sets["identities"], default_site=default, backend_ip=backend_ip,
+                    backend_name=name, optional=sets["optional"],
+                )
+                for name, sets in others.items()
+            },
         )
+
+    def for_backend(self, name: str) -> LabPKI:
+        """The identities minted for backend *name* (this PKI itself for its own backend name)."""
+        if name == self.backend_name:
+            return self
+        return (self.others or {})[name]
 
     def identity(self, identity: str) -> IdentityCert:
         """The certificate material of one identity id (built-in or optional)."""
@@ -185,6 +183,13 @@ class LabPKI:
         for cert in [*self.identities.values(), *(self.optional or {}).values()]:
             cert.write_to(ident_dir)
         self.default_site.write_to(directory)
+        for name, other in (self.others or {}).items():
+            sub = directory
+            for part in ("backends", name, "identities"):
+                sub = sub / part
+                sub.mkdir(mode=0o700, exist_ok=True)
+            for cert in [*other.identities.values(), *(other.optional or {}).values()]:
+                cert.write_to(sub)
         manifest = {
             "backend": self.backend_name,
             "backend_ip": self.backend_ip,
@@ -192,9 +197,103 @@ class LabPKI:
             "system_bundle": BUNDLE_FILE,
             "identities": {i: self.identities[i].describe() for i in self.identities},
             "default_site": f"{self.default_site.id}.pem",
+            "backends": {
+                name: {i: c.describe() for i, c in {**o.identities, **(o.optional or {})}.items()}
+                for name, o in (self.others or {}).items()
+            },
         }
         _write(directory / "manifest.json", json.dumps(manifest, indent=2).encode())
         return directory
+
+
+@dataclass(frozen=True)
+class _CAs:
+    """The CAs of one lab: internal intermediate, the rogue CA, the "public" CA."""
+
+    inter: trustme.CA
+    rogue: trustme.CA
+    public: trustme.CA
+
+    @staticmethod
+    def issue(ident: str, ca: trustme.CA, *names: str, chain: bool = True, **kw: object) -> IdentityCert:
+        leaf = ca.issue_cert(*names, **kw)  # type: ignore[arg-type]
+        pems = leaf.cert_chain_pems if chain else leaf.cert_chain_pems[:1]
+        return IdentityCert(ident, b"".join(p.bytes() for p in pems), leaf.private_key_pem.bytes())
+
+
+def _identity_set(
+    cas: _CAs, name: str, backend_ip: str, wildcard: str, optional: tuple[str, ...], now: dt.datetime
+) -> tuple[dict[str, IdentityCert], dict[str, IdentityCert]]:
+    """Every built-in identity for backend *name*, and the *optional* ones that apply to it."""
+    inter, issue = cas.inter, cas.issue
+    # One leaf serves both "legit" and "legit-no-chain": same key, same certificate.
+    legit_leaf = inter.issue_cert(name, common_name=name)
+    chain = legit_leaf.cert_chain_pems
+    key = legit_leaf.private_key_pem.bytes()
+    ids = {
+        "legit": IdentityCert("legit", b"".join(p.bytes() for p in chain), key),
+        "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
+        "rogue-ca": issue("rogue-ca", cas.rogue, name, common_name=name),
+        "self-signed": _self_signed("self-signed", name, now),
+        "wrong-name": issue("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
+        "expired": issue(
+            "expired", inter, name, common_name=name,
+            not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
+        ),
+        "not-yet-valid": issue(
+            "not-yet-valid", inter, name, common_name=name,
+            not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400),
+        ),
+        # trustme puts an IP identity into an iPAddress SAN; no common_name means no CN.
+        "ip-san": issue("ip-san", inter, backend_ip),
+        "wildcard": issue("wildcard", inter, wildcard, common_name=wildcard),
+        "public-ca": issue("public-ca", cas.public, name, common_name=name),
+    }
+    extra: dict[str, IdentityCert] = {}
+    if "legit-deep" in optional:
+        # root -> intermediate -> second intermediate -> leaf; trustme serves the leaf and both
+        # intermediates (nginx/nginx#1409: two intermediates vs verify depth 1).
+        deep_leaf = inter.create_child_ca().issue_cert(name, common_name=name)
+        deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
+        extra["legit-deep"] = IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())
+    parent = wildcard_parent(name)
+    if "wildcard-parent" in optional and parent:
+        extra["wildcard-parent"] = issue("wildcard-parent", inter, parent, common_name=parent)
+    if "cn-only" in optional:
+        extra["cn-only"] = _cn_only(inter, name, now)
+    if "san-other-cn-backend" in optional:
+        extra["san-other-cn-backend"] = issue("san-other-cn-backend", inter, SIBLING_NAME, common_name=name)
+    return ids, extra
+
+
+def _cn_only(inter: trustme.CA, name: str, now: dt.datetime) -> IdentityCert:
+    """A leaf from the internal intermediate with CN = *name* and no subjectAltName at all.
+
+    trustme always adds a SAN extension (an empty one when given no names), so this leaf is
+    built here, signed with the intermediate's key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = x509.load_pem_x509_certificate(inter.cert_pem.bytes())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(inter._private_key, hashes.SHA256())  # trustme keeps the CA key private
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # Served like legit: leaf + the internal intermediate.
+    return IdentityCert("cn-only", cert.public_bytes(serialization.Encoding.PEM) + inter.cert_pem.bytes(), key_pem)
 
 
 def _self_signed(ident: str, name: str, now: dt.datetime) -> IdentityCert:

@@ -189,7 +189,7 @@ def run(
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
         wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
-        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted)
+        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted, backends=backends_of(scenarios))
         kw: dict[str, Any] = {"extra": extra} if extra else {}
         raws = rt.run(
             scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
@@ -228,6 +228,11 @@ def run(
         "duration_s": round(time.perf_counter() - t0, 3),
     }
     return Results(meta=meta, cells=cells)
+
+
+def backends_of(scenarios: list[Scenario]) -> tuple[str, ...]:
+    """The backend names scenarios set besides the default (each gets its own identities)."""
+    return tuple(dict.fromkeys(s.backend for s in scenarios))
 
 
 def _openssl_version() -> str:

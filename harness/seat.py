@@ -15,7 +15,7 @@ Run standalone (Docker runtime)::
 
     python -m harness.seat --pki DIR --listen 0.0.0.0:8443 --control 0.0.0.0:9000
 
-The control port speaks one line per command: ``present ID [route]``, ``mark``,
+The control port speaks one line per command: ``present ID [route] [backend=NAME]``, ``mark``,
 ``since N`` (JSON list of connections), ``ping``.
 """
 
@@ -56,6 +56,8 @@ class Connection:
 class _State:
     identity: str = "legit"
     sni_routing: bool = False
+    #: The backend name whose identity set answers (``None``: the default backend's).
+    backend: str | None = None
     connections: list[Connection] = field(default_factory=list)
 
 
@@ -83,6 +85,15 @@ class Seat:
         for i in OPTIONAL_IDENTITY_IDS:
             if i not in self._contexts and (self._pki / "identities" / f"{i}.pem").exists():
                 self._contexts[i] = self._context(self._pki / "identities" / i)
+        # Further backend names (a scenario's ``backend = "api.svc.internal"``): their own
+        # identity sets, under backends/<name>/identities/.
+        self._backend_contexts: dict[str, dict[str, ssl.SSLContext]] = {}
+        for sub in sorted((self._pki / "backends").glob("*/identities")):
+            name = sub.parent.name
+            self._backend_names.add(name.lower())
+            self._backend_contexts[name] = {
+                pem.stem: self._context(pem.with_suffix("")) for pem in sorted(sub.glob("*.pem"))
+            }
         self._default_ctx = self._context(self._pki / "default-site")
         self._state = _State()
         self._lock = threading.Lock()
@@ -128,13 +139,23 @@ class Seat:
         return int(self._sock.getsockname()[1])
 
     # -- control ---------------------------------------------------------------------
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
-        """Answer every new connection as *identity* from now on."""
-        if identity not in self._contexts:
-            raise KeyError(identity)
+    def present(self, identity: str, *, sni_routing: bool = False, backend: str | None = None) -> None:
+        """Answer every new connection as *identity* from now on.
+
+        *backend* picks the identity set of another backend name (``api.svc.internal``); the
+        default is the PKI's own backend name."""
+        if backend is not None and backend not in self._backend_contexts:
+            backend = None if backend.lower() in self._own_names() else backend
+        contexts = self._contexts if backend is None else self._backend_contexts.get(backend, {})
+        if identity not in contexts:
+            raise KeyError(identity if backend is None else f"{identity} for {backend}")
         with self._lock:
             self._state.identity = identity
             self._state.sni_routing = sni_routing
+            self._state.backend = backend
+
+    def _own_names(self) -> set[str]:
+        return self._backend_names - {n.lower() for n in self._backend_contexts}
 
     def mark(self) -> int:
         """A position in the connection log; pass it to :meth:`since`."""
@@ -182,10 +203,11 @@ class Seat:
             with self._lock:
                 conn = Connection(seq=len(self._state.connections), identity=self._state.identity)
                 routing = self._state.sni_routing
+                backend = self._state.backend
                 self._state.connections.append(conn)
-            threading.Thread(target=self._handle, args=(raw, conn, routing), daemon=True).start()
+            threading.Thread(target=self._handle, args=(raw, conn, routing, backend), daemon=True).start()
 
-    def _handle(self, raw: socket.socket, conn: Connection, routing: bool) -> None:
+    def _handle(self, raw: socket.socket, conn: Connection, routing: bool, backend: str | None = None) -> None:
         raw.settimeout(5)
         # No Nagle: the response must not wait for the ACK of the session tickets.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -196,7 +218,7 @@ class Seat:
         except OSError:
             pass
         try:
-            ctx = self._contexts[conn.identity]
+            ctx = (self._contexts if backend is None else self._backend_contexts[backend])[conn.identity]
             # SSLContext.wrap_socket gives an SSLSocket; stash per-connection state on it so
             # the SNI callback (which only receives the socket) can record and route.
             tls = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
@@ -268,7 +290,9 @@ def _control(seat: Seat, host: str, port: int) -> None:
                     if not words:
                         continue
                     if words[0] == "present":
-                        seat.present(words[1], sni_routing=len(words) > 2 and words[2] == "route")
+                        # present ID [route] [backend=NAME]
+                        backend = next((w.split("=", 1)[1] for w in words[2:] if w.startswith("backend=")), None)
+                        seat.present(words[1], sni_routing="route" in words[2:], backend=backend)
                         reply = "ok"
                     elif words[0] == "mark":
                         reply = seat.mark()

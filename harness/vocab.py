@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 #: The name the proxy is configured to reach.
 BACKEND_NAME = "backend-api.internal"
+#: A backend name two labels below its parent (``svc.internal``): the name a scenario sets with
+#: ``backend = ...`` to show a wildcard (``*.svc.internal``) that OpenSSL-based proxies accept.
+SUBDOMAIN_BACKEND_NAME = "api.svc.internal"
 #: A compromised sibling service that holds a genuine internal certificate.
 SIBLING_NAME = "other-svc.internal"
 #: The name a multi-site backend answers with when no (or an unknown) SNI arrives.
@@ -66,11 +69,23 @@ IDENTITIES: tuple[IdentitySpec, ...] = (
 IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in IDENTITIES)
 
 #: Identities a scenario may add by listing them in ``[expected]`` (never run otherwise): they
-#: stand for backends the built-in PKI does not have, e.g. a deeper chain (nginx/nginx#1409).
+#: stand for backends the built-in PKI does not have, e.g. a deeper chain (nginx/nginx#1409), or
+#: certificates whose names only some matchers read the same way. "The backend name" is the
+#: scenario's ``backend`` (``backend-api.internal`` unless it sets one).
 OPTIONAL_IDENTITIES: tuple[IdentitySpec, ...] = (
     IdentitySpec(
         "legit-deep", True,
         "internal root -> intermediate -> second intermediate -> backend-api.internal, both served",
+    ),
+    IdentitySpec(
+        "wildcard-parent", False,
+        "internal intermediate -> *.<parent> (*.svc.internal for api.svc.internal); needs a backend "
+        "name with at least two labels under its parent",
+    ),
+    IdentitySpec("cn-only", False, "internal intermediate -> CN = the backend name, no SAN at all"),
+    IdentitySpec(
+        "san-other-cn-backend", False,
+        "internal intermediate -> SAN other-svc.internal, CN = the backend name",
     ),
 )
 OPTIONAL_IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in OPTIONAL_IDENTITIES)
@@ -78,6 +93,17 @@ ALL_IDENTITY_IDS: tuple[str, ...] = IDENTITY_IDS + OPTIONAL_IDENTITY_IDS
 LEGITIMATE_IDS: frozenset[str] = frozenset(
     s.id for s in IDENTITIES + OPTIONAL_IDENTITIES if s.legitimate
 )
+
+
+def wildcard_parent(backend: str) -> str | None:
+    """``*.<parent>`` of *backend* when its parent has at least two labels, else ``None``.
+
+    ``api.svc.internal`` -> ``*.svc.internal``; ``backend-api.internal`` -> ``None`` (its parent
+    ``internal`` is one label: that is the ``wildcard`` identity, ``*.internal``, which OpenSSL
+    refuses to match whatever the proxy's config says).
+    """
+    labels = backend.split(".")
+    return "*." + ".".join(labels[1:]) if len(labels) >= 3 else None
 
 
 def identity_spec(identity: str) -> IdentitySpec:

@@ -87,3 +87,42 @@ def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay
     assert list(tmp_path.glob("trustlab-*")) == []
     ps = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True).stdout
     assert [ln for ln in ps.splitlines() if str(tmp_path) in ln and not ln.startswith("Z")] == []
+
+
+@pytest.mark.parametrize(("scenario", "identity"), [
+    ("haproxy/ca-only", "wrong-name"),  # rogue-ca is blocked there: it would hide the point
+    ("nginx/verify-off", "rogue-ca"),
+    ("apache/seed-recipe", "legit"),  # an outage: the legitimate backend is refused
+    ("reported/nginx-1409", "legit-deep"),
+    ("nginx/subdomain-backend", "wildcard-parent"),
+    ("nginx/good", "rogue-ca"),
+])
+def test_the_suggested_identity_shows_the_scenario_point(scenario: str, identity: str) -> None:
+    from harness.held import point
+    from harness.scenarios import resolve
+
+    assert point(resolve(scenario))[0] == identity
+
+
+def test_held_lab_shows_verdicts_paths_and_keeps_the_id(local_runtime: str, tmp_path: Path) -> None:
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    try:
+        up = trustlab(env, "up", "apache/seed-recipe", "--runtime", "local")
+        assert up.returncode == 0, up.stderr
+        assert "AH02040" in up.stdout and "Certificate Chain too long" in up.stdout  # the reason, not just a 500
+        assert "httpd.conf" in up.stdout and "error.log" in up.stdout
+        status = trustlab(env, "status", "--log")
+        assert "None" not in up.stdout + status.stdout
+        assert "proxy: AH02040" in status.stdout
+        assert trustlab(env, "down").returncode == 0
+
+        up = trustlab(env, "up", "reported/nginx-1409-fixed", "--runtime", "local")
+        assert up.returncode == 0, up.stderr
+        assert "reported/nginx-1409-fixed" in up.stdout and "nginx/nginx-1409" not in up.stdout
+        present = trustlab(env, "present", "legit-deep")
+        assert present.returncode == 0, present.stderr
+        assert "answered by legit-deep" in present.stdout
+        refused = trustlab(env, "present", "cn-only")  # not among this scenario's identities
+        assert refused.returncode == 2 and "unknown for reported/nginx-1409-fixed" in refused.stderr
+    finally:
+        trustlab(env, "down", "--all")

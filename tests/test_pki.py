@@ -125,3 +125,47 @@ def test_no_ca_private_key_is_ever_written(pki: LabPKI, tmp_path) -> None:  # ty
         stem = key.name.removesuffix(".key")
         assert stem in IDENTITY_IDS or stem == "default-site"
     assert b"PRIVATE KEY" not in (out / CA_FILE).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def deep() -> LabPKI:
+    return LabPKI.mint(optional=("wildcard-parent", "cn-only", "san-other-cn-backend"), backends=("api.svc.internal",))
+
+
+def test_a_scenario_backend_gets_its_own_identities(deep: LabPKI) -> None:
+    other = deep.for_backend("api.svc.internal")
+    assert sans(x509.load_pem_x509_certificates(other.identity("legit").chain_pem)[0]) == (["api.svc.internal"], [])
+    # wildcard stays the one-label case DESIGN.md defines, whatever the backend name.
+    assert sans(x509.load_pem_x509_certificates(other.identity("wildcard").chain_pem)[0]) == (["*.internal"], [])
+    assert deep.for_backend(BACKEND_NAME) is deep
+
+
+def test_wildcard_parent_is_one_label_up_and_only_where_it_differs(deep: LabPKI) -> None:
+    other = deep.for_backend("api.svc.internal")
+    leaf = x509.load_pem_x509_certificates(other.identity("wildcard-parent").chain_pem)[0]
+    assert sans(leaf) == (["*.svc.internal"], [])
+    # backend-api.internal's parent is one label: its wildcard-parent would be the wildcard itself.
+    assert "wildcard-parent" not in (deep.optional or {})
+
+
+def test_cn_only_has_no_san_and_chains_to_the_internal_root(deep: LabPKI) -> None:
+    leaf, inter = chain(deep, "cn-only")
+    assert cn(leaf) == BACKEND_NAME
+    with pytest.raises(x509.ExtensionNotFound):
+        leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert leaf.issuer == inter.subject
+    leaf.verify_directly_issued_by(inter)
+
+
+def test_san_other_cn_backend(deep: LabPKI) -> None:
+    leaf = chain(deep, "san-other-cn-backend")[0]
+    assert sans(leaf) == ([SIBLING_NAME], [])
+    assert cn(leaf) == BACKEND_NAME
+
+
+def test_other_backends_are_written_privately(deep: LabPKI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = deep.write_to(tmp_path / "pki")
+    sub = out / "backends" / "api.svc.internal" / "identities"
+    assert (sub / "wildcard-parent.pem").exists()
+    for d in (out / "backends", sub.parent, sub):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700

@@ -43,7 +43,13 @@ BAD = {
     "apache directive on nginx": (GOOD.replace("proxy_ssl_verify =", "SSLProxyVerify ="),
                                   ["directives.SSLProxyVerify"]),
     "unknown top key": ("colour = 1\n" + GOOD, ["colour: unknown key"]),
-    "missing identity": (GOOD.replace('"public-ca" = "blocked"\n', ""), ["expected: no outcome for public-ca"]),
+    "empty expected": (GOOD.split("[expected]")[0] + "[expected]\n", ["expected: must be a table"]),
+    "bad backend": ('backend = "API_svc"\n' + GOOD, ["backend: 'API_svc' is not a host name"]),
+    "ip backend": ('backend = "10.0.0.1"\n' + GOOD, ["backend: '10.0.0.1' is not a host name"]),
+    "sibling backend": ('backend = "other-svc.internal"\n' + GOOD, ["backend", "sibling"]),
+    "wildcard-parent on a one-label parent": (
+        GOOD + '"wildcard-parent" = "spoofed"\n', ["expected.wildcard-parent", "at least two labels"]
+    ),
     "missing title": (GOOD.replace('title = "t"\n', ""), ["title: missing"]),
     "wrong type": (GOOD.replace('title = "t"', "title = 3"), ["title: must be a string"]),
     "bad target": ('target = "dns"\n' + GOOD, ["target", "allowed: name, ip"]),
@@ -67,6 +73,26 @@ def test_bad_files_fail_with_one_line(tmp_path: Path, case: str) -> None:
     assert msg.startswith(str(path))
     for needle in needles:
         assert needle in msg, msg
+
+
+def test_a_partial_expected_table_is_allowed(tmp_path: Path) -> None:
+    """Unlisted identities still run; they are reported with no expectation, not refused."""
+    sc = scenarios.load_file(write(tmp_path, GOOD.replace('"public-ca" = "blocked"\n', "")))
+    assert "public-ca" not in sc.expected
+    assert sc.unlisted == ("public-ca",)
+
+
+def test_builtin_scenarios_list_every_identity() -> None:
+    for sc in scenarios.builtin().values():
+        assert sc.unlisted == (), f"{sc.path}: [expected] leaves out {', '.join(sc.unlisted)}"
+
+
+def test_a_scenario_names_its_backend(tmp_path: Path) -> None:
+    text = 'backend = "api.svc.internal"\n' + GOOD + '"wildcard-parent" = "spoofed"\n'
+    sc = scenarios.load_file(write(tmp_path, text))
+    assert sc.backend == "api.svc.internal"
+    assert sc.optional_identities == ("wildcard-parent",)
+    assert scenarios.load_file(write(tmp_path, GOOD, "y.toml")).backend == "backend-api.internal"
 
 
 def test_unknown_id_suggests(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ evidence a ``blocked`` outcome needs) or ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ class RenderContext:
     bundle: str
     backend_ip: str
     backend_port: int = BACKEND_PORT
+    #: The backend's name (the scenario's ``backend``); :meth:`Driver.render` sets it.
+    backend: str = BACKEND_NAME
 
 
 class Driver:
@@ -46,16 +49,16 @@ class Driver:
 
     # -- config ------------------------------------------------------------------------
     def upstream_host(self, scenario: Scenario, ctx: RenderContext) -> str:
-        return ctx.backend_ip if scenario.target == "ip" else BACKEND_NAME
+        return ctx.backend_ip if scenario.target == "ip" else ctx.backend
 
     def expand(self, value: str, ctx: RenderContext) -> str:
         return (
             value.replace("{ca}", ctx.ca)
             .replace("{bundle}", ctx.bundle)
-            .replace("{backend}", BACKEND_NAME)
+            .replace("{backend}", ctx.backend)
             .replace("{backend_ip}", ctx.backend_ip)
             .replace("{port}", str(ctx.backend_port))
-            .replace("{upstream}", f"https://{BACKEND_NAME}:{ctx.backend_port}")
+            .replace("{upstream}", f"https://{ctx.backend}:{ctx.backend_port}")
         )
 
     def body(self, scenario: Scenario, ctx: RenderContext) -> str:
@@ -83,7 +86,7 @@ class Driver:
     def render(self, scenario: Scenario, ctx: RenderContext) -> str:
         """The complete config text for *scenario*."""
         text = (asset_dir("labs") / self.kind.value / self.template).read_text()
-        values = self.fields(scenario, ctx)
+        values = self.fields(scenario, dataclasses.replace(ctx, backend=scenario.backend))
 
         def sub(match: re.Match[str]) -> str:
             key = match.group(1)

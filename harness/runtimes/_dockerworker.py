@@ -53,8 +53,8 @@ class SeatClient:
             raise OSError(f"seat: {line!r}: {reply['error']}")
         return reply
 
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
-        self._call(f"present {identity}{' route' if sni_routing else ''}")
+    def present(self, identity: str, *, sni_routing: bool = False, backend: str | None = None) -> None:
+        self._call(f"present {identity}{' route' if sni_routing else ''}{f' backend={backend}' if backend else ''}")
 
     def mark(self) -> int:
         return int(self._call("mark"))
@@ -130,11 +130,11 @@ def main(argv: list[str]) -> int:
             emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
         hold = job.get("hold")
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat, routed = seat, hold.get("sni_routing", False)
-            held_seat.present(hold["identity"], sni_routing=routed)
+            held_seat, routed, backend = seat, hold.get("sni_routing", False), hold.get("backend")
+            held_seat.present(hold["identity"], sni_routing=routed, backend=backend)
             control(
                 hold["control"],
-                present=lambda ident: held_seat.present(ident, sni_routing=routed),
+                present=lambda ident: held_seat.present(ident, sni_routing=routed, backend=backend),
                 log=lambda: held_seat.since(0),
             )
         emit({"event": "done"})

@@ -82,9 +82,9 @@ class Seats:
         for seat in self.seats:
             seat.stop()
 
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
+    def present(self, identity: str, *, sni_routing: bool = False, backend: str | None = None) -> None:
         for seat in self.seats:
-            seat.present(identity, sni_routing=sni_routing)
+            seat.present(identity, sni_routing=sni_routing, backend=backend)
 
     def mark(self) -> list[int]:
         return [seat.mark() for seat in self.seats]
@@ -164,7 +164,7 @@ class Proxy:
 
 def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
     identity = cell["identity"]
-    seat.present(identity, sni_routing=cell.get("sni_routing", False))
+    seat.present(identity, sni_routing=cell.get("sni_routing", False), backend=cell.get("backend"))
     mark = seat.mark()
     log_offset = proxy.log.stat().st_size
     # A cell may say where to send its request (``trustlab check``: the listener, Host and path
@@ -331,11 +331,11 @@ def main() -> int:
                 for p in proxies:
                     if ready[p.key]["started"]:
                         relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
-                seat.present(hold["identity"], sni_routing=hold.get("sni_routing", False))
-                routed = hold.get("sni_routing", False)
+                routed, backend = hold.get("sni_routing", False), hold.get("backend")
+                seat.present(hold["identity"], sni_routing=routed, backend=backend)
                 control(
                     hold["control"],
-                    present=lambda ident: seat.present(ident, sni_routing=routed),
+                    present=lambda ident: seat.present(ident, sni_routing=routed, backend=backend),
                     log=lambda: seat.since([0] * len(seat.seats)),
                 )
             emit({"event": "done"})

@@ -63,7 +63,8 @@ from harness import images
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
-from harness.runtimes.local import _rejected
+from harness.runner import backends_of
+from harness.runtimes.local import _backend_field, _rejected
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME
 
@@ -351,7 +352,7 @@ class DockerRuntime:
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
                 wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
-                pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted)
+                pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
             plans = self._plans(scenarios)
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
             if seed is not None:
@@ -372,10 +373,10 @@ class DockerRuntime:
         """
         with Lab(self.client, _lab_id(lab_dir)) as lab:
             extra = tuple(scenario.optional_identities)
-            pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
+            pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
             plans = self._plans([scenario])
             hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
-                    "sni_routing": scenario.sni_routing}
+                    "sni_routing": scenario.sni_routing, **_backend_field(scenario)}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[dict[str, Any]] = []
@@ -384,7 +385,10 @@ class DockerRuntime:
             if not started or not started[0]["started"]:
                 message = started[0]["message"] if started else "the lab worker stopped"
                 raise LabError(f"{scenario.id}: the proxy refused to start: {message}")
-            yield {"container": worker.name, "port": plans[0].listen_port, "lab": lab.id}
+            drv = driver(scenario.proxy)
+            run_dir = Path(plans[0].run_dir)
+            yield {"container": worker.name, "port": plans[0].listen_port, "lab": lab.id,
+                   "config": str(run_dir / drv.config_name), "log": str(drv.error_log(run_dir))}
 
     def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
         """Create and start the seat, the worker (and per-variant proxy containers)."""
@@ -403,7 +407,7 @@ class DockerRuntime:
                 f"0.0.0.0:{CONTROL_PORT}",
             ],
             ip=lab.seat_ip,
-            aliases=[BACKEND_NAME, SIBLING_NAME],
+            aliases=list(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(p.scenario.backend for p in plans)])),
         )
         seat.put_archive(str(IN_LAB), archive)
         worker = lab.create("worker", None)
@@ -505,7 +509,8 @@ class DockerRuntime:
                 "start_timeout": 30,
                 "proxies": specs,
                 "cells": [
-                    {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                    {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing,
+                     **_backend_field(p.scenario)}
                     for p, ident in cells
                 ],
             }

@@ -107,10 +107,8 @@ class LocalRuntime:
     def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
         pki_dir = pki.write_to(lab_dir / "pki")
-        (lab_dir / "hosts").write_text(
-            "127.0.0.1 localhost\n"
-            f"{pki.backend_ip} {BACKEND_NAME} {SIBLING_NAME}\n"
-        )
+        names = " ".join(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(sc.backend for sc in scenarios)]))
+        (lab_dir / "hosts").write_text(f"127.0.0.1 localhost\n{pki.backend_ip} {names}\n")
         plans = []
         for i, sc in enumerate(scenarios):
             run_dir = lab_dir / "proxies" / sc.id.replace("/", "--")
@@ -239,7 +237,8 @@ class LocalRuntime:
                 for p in group
             ],
             "cells": [
-                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing,
+                 **_backend_field(p.scenario)}
                 for p, ident in cells
             ],
         }
@@ -310,6 +309,11 @@ class LocalRuntime:
                         buffers[-proc.pid] = b'"done"'
                     elif kind == "fatal":
                         raise LabError(f"local lab failed: {event['message']}")
+
+
+def _backend_field(scenario: Scenario) -> dict[str, str]:
+    """A cell's ``backend`` (whose identity set the seat presents), when not the default name."""
+    return {"backend": scenario.backend} if scenario.backend != BACKEND_NAME else {}
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
