@@ -113,7 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         cells = [c for c in results.cells if c.scenario == sc.id]
         flag = "" if not any(c.differs for c in cells) else "   (differs from the scenario's expectation)"
         print(f"{sc.id}: {sc.title}{flag}")
-        print(report.cell_lines(cells))
+        print(report.cell_lines(cells), end="")
+        if sc.unlisted:
+            print(f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
+                  f"{', '.join(sc.unlisted)}; reported, not judged)")
+        print()
     if args.json:
         report.write_json(results, args.json)
         print(f"wrote {args.json}")

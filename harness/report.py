@@ -100,6 +100,7 @@ def cell_lines(cells: list[Cell]) -> str:
     for c in cells:
         status = str(c.status) if c.status is not None else "-"
         differs = f"   <-- expected {c.expected.value}" if c.differs and c.expected else ""
+        differs = differs or ("   (no expectation)" if c.expected is None else "")
         out.write(
             f"  {c.identity:<15} {c.outcome.value:<16} {status:>4}  sni={c.sni or '-':<22} "
             f"{c.reason}{differs}\n"
