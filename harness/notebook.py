@@ -20,16 +20,18 @@ from harness import verdicts as _verdicts
 from harness.errors import LabError
 from harness.proxies import driver
 from harness.proxies.base import RenderContext
-from harness.report import COLOR, LABEL, heatmap
+from harness.report import COLOR, LABEL, TEXT_ON, alt_text, heatmap
 from harness.runner import Results
 from harness.vocab import IDENTITY_IDS, LOCAL_LAB_IP, Outcome
 
+#: Claim verdicts, from the same colour-vision-safe set as the outcomes (and always labelled).
 VERDICT_COLOR = {
-    _verdicts.Verdict.CONFIRMED: "#2e7d32",
-    _verdicts.Verdict.REFUTED: "#c62828",
-    _verdicts.Verdict.PARTLY: "#ef6c00",
-    _verdicts.Verdict.DEPENDS: "#1565c0",
+    _verdicts.Verdict.CONFIRMED: "#0072b2",
+    _verdicts.Verdict.REFUTED: "#d55e00",
+    _verdicts.Verdict.PARTLY: "#ffd700",
+    _verdicts.Verdict.DEPENDS: "#000000",
 }
+_VERDICT_INK = {_verdicts.Verdict.PARTLY: "black"}
 
 
 # -- a table that renders as HTML in Jupyter and as text elsewhere ---------------------------
@@ -93,15 +95,15 @@ def _text(value: Any) -> str:
 
 def _td(value: Any) -> str:
     style = "text-align:left;vertical-align:top"
-    color = None
+    color, ink = None, "white"
     if isinstance(value, _Mark):
-        color = COLOR[value.outcome]
+        color, ink = COLOR[value.outcome], TEXT_ON[value.outcome]
     elif isinstance(value, Outcome):
-        color = COLOR[value]
+        color, ink = COLOR[value], TEXT_ON[value]
     elif isinstance(value, _verdicts.Verdict):
-        color = VERDICT_COLOR[value]
+        color, ink = VERDICT_COLOR[value], _VERDICT_INK.get(value, "white")
     if color:
-        style += f";background:{color};color:white;font-weight:bold"
+        style += f";background:{color};color:{ink};font-weight:bold"
     return f"<td style='{style}'>{html.escape(_text(value))}</td>"
 
 
@@ -177,20 +179,54 @@ def backend_saw(results: Results, scenario: str) -> Table:
     )
 
 
+class Picture:
+    """A matplotlib figure shown in Jupyter as an ``<img>`` with alt text.
+
+    nbconvert's HTML has no alt text for a plain figure output (it warns on each one); this
+    renders the PNG inside an ``<img alt=...>``. Attribute access falls through to the figure
+    (``picture.axes``), and ``picture.figure`` is the figure itself.
+    """
+
+    def __init__(self, figure: Any, alt: str) -> None:
+        self.figure = figure
+        self.alt = alt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.figure, name)
+
+    def png(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=100)
+        return buf.getvalue()
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        data = base64.b64encode(self.png()).decode()
+        return f"<img src='data:image/png;base64,{data}' alt='{html.escape(self.alt, quote=True)}'>"
+
+    def __repr__(self) -> str:
+        return f"<Picture: {self.alt}>"
+
+
 def plot_grid(
     results: Results,
     scenarios: Iterable[str] | None = None,
     *,
     identities: Iterable[str] | None = None,
     title: str | None = None,
-):  # type: ignore[no-untyped-def]
-    """A heatmap (matplotlib Figure) of the chosen scenarios x identities, coloured by outcome."""
+) -> Picture:
+    """A heatmap of the chosen scenarios x identities, coloured and labelled by outcome, with
+    alt text describing it (see :func:`harness.report.alt_text`)."""
     import matplotlib.pyplot as plt
 
-    fig = heatmap(_subset(results, scenarios, identities), title=title)
-    # Closed, so Jupyter shows the returned figure once (not once more from pyplot's state).
+    chosen = _subset(results, scenarios, identities)
+    fig = heatmap(chosen, title=title)
+    # Closed, so Jupyter shows the returned picture once (not once more from pyplot's state).
     plt.close(fig)
-    return fig
+    return Picture(fig, alt_text(chosen))
 
 
 def show_pki(pki: Any) -> Table:

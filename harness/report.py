@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.probe import Cell
 from harness.runner import Results
-from harness.vocab import IDENTITY_IDS, OPTIONAL_IDENTITY_IDS, Outcome
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
 
 #: Short labels for the grid, and colours for the heatmap and HTML tables.
 LABEL = {
@@ -26,12 +26,24 @@ LABEL = {
     Outcome.CONFIG_REJECTED: "cfg-rej",
     Outcome.ERROR: "ERROR",
 }
+#: A colour-vision-safe palette: every pair of these colours (OUTAGE_COLOR included) stays at least
+#: 20 CIE76 apart under simulated deuteranopia and protanopia and 15 under tritanopia (Machado et
+#: al. 2009, severity 1.0; tests/test_palette.py measures it). Cells also carry their label, so
+#: colour is never the only signal.
 COLOR = {
-    Outcome.SERVED: "#2e7d32",
-    Outcome.SPOOFED: "#c62828",
-    Outcome.BLOCKED: "#90a4ae",
-    Outcome.CONFIG_REJECTED: "#6a1b9a",
-    Outcome.ERROR: "#f9a825",
+    Outcome.SERVED: "#0072b2",  # blue
+    Outcome.SPOOFED: "#d55e00",  # vermillion
+    Outcome.BLOCKED: "#b0bec5",  # light blue-grey
+    Outcome.CONFIG_REJECTED: "#000000",  # black
+    Outcome.ERROR: "#ffd700",  # gold
+}
+#: A legitimate backend that is blocked is an outage, not a safe cell: its own colour, hatched.
+OUTAGE_COLOR = "#5a5a5a"
+OUTAGE_LABEL = "OUTAGE"
+#: Text colour on each fill, for contrast.
+TEXT_ON = {
+    Outcome.SERVED: "white", Outcome.SPOOFED: "white", Outcome.BLOCKED: "black",
+    Outcome.CONFIG_REJECTED: "white", Outcome.ERROR: "black",
 }
 CSV_FIELDS = (
     "scenario", "proxy", "variant", "identity", "outcome", "expected", "status", "reason", "sni",
@@ -47,6 +59,46 @@ def _identities(results: Results) -> list[str]:
     """Built-in identities first, then optional ones (``legit-deep``) some scenarios add."""
     present = {c.identity for c in results.cells}
     return [i for i in IDENTITY_IDS + OPTIONAL_IDENTITY_IDS if i in present]
+
+
+def _columns(results: Results) -> tuple[list[str], int]:
+    """The heatmap's columns, legitimate identities first, and how many of them there are."""
+    idents = _identities(results)
+    legit = [i for i in idents if i in LEGITIMATE_IDS]
+    return legit + [i for i in idents if i not in LEGITIMATE_IDS], len(legit)
+
+
+def _rows(results: Results) -> list[tuple[str, list[str]]]:
+    """Scenario ids grouped by proxy kind (nginx, apache, haproxy), each group in run order."""
+    proxy_of = {c.scenario: c.proxy for c in results.cells}
+    rows = _scenarios(results)
+    kinds = [k.value for k in ProxyKind] + sorted({p for p in proxy_of.values()} - {k.value for k in ProxyKind})
+    return [(k, [r for r in rows if proxy_of[r] == k]) for k in kinds if any(proxy_of[r] == k for r in rows)]
+
+
+def is_outage(cell: Cell) -> bool:
+    """A legitimate backend refused: the proxy is down for real users, not protected."""
+    return cell.identity in LEGITIMATE_IDS and cell.outcome in (Outcome.BLOCKED, Outcome.ERROR)
+
+
+def alt_text(results: Results) -> str:
+    """A text description of the heatmap, for readers who cannot see it (alt text)."""
+    rows = [r for _, group in _rows(results) for r in group]
+    idents, _ = _columns(results)
+    counts = summary_counts(results)
+    outages = [c for c in results.cells if is_outage(c)]
+    spoofs = [c for c in results.cells if c.outcome is Outcome.SPOOFED]
+    text = (
+        f"Heatmap of {len(rows)} scenario{'s' if len(rows) != 1 else ''} (rows, grouped by proxy) by "
+        f"{len(idents)} identities (columns: legitimate, then impostors). "
+        + "; ".join(f"{n} {o.value}" for o, n in counts.items() if n)
+        + (f"; {len(outages)} of the blocked or error cells are a legitimate backend refused (outage)" if outages else "")
+        + "."
+    )
+    if spoofs:
+        shown = ", ".join(f"{c.scenario} x {c.identity}" for c in spoofs[:12])
+        text += f" Spoofed: {shown}{f' and {len(spoofs) - 12} more' if len(spoofs) > 12 else ''}."
+    return text
 
 
 #: What a grid shows where a scenario did not run an (optional) identity.
@@ -149,6 +201,10 @@ def write_csv(results: Results, path: Path) -> Path:
 def heatmap(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
     """A scenarios x identities heatmap coloured by outcome; saved as PNG when *path* is given.
 
+    Rows are grouped by proxy (a line between groups), columns put the legitimate identities
+    first (a heavy line before the impostors); every cell carries its outcome's label, a
+    legitimate backend that is blocked is drawn as an OUTAGE (its own colour, hatched), and
+    the legend lists only what the picture shows. :func:`alt_text` describes it in words.
     Returns the matplotlib Figure (notebooks display it).
     """
     import matplotlib
@@ -156,44 +212,68 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     if path is not None:
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch, Rectangle
 
-    rows = _scenarios(results)
-    idents = _identities(results)
-    order = list(Outcome)
+    groups = _rows(results)
+    rows = [r for _, group in groups for r in group]
+    idents, n_legit = _columns(results)
     by = {(c.scenario, c.identity): c for c in results.cells}
-    import numpy as np
-
-    data = np.ma.masked_invalid(
-        [[order.index(by[(r, i)].outcome) if (r, i) in by else np.nan for i in idents] for r in rows]
-    )
-    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(idents), 1.2 + 0.32 * len(rows)))
-    cmap = ListedColormap([COLOR[o] for o in order])
-    ax.imshow(data, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto")
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
+    shown: dict[str, Patch] = {}
+    for y, r in enumerate(rows):
+        for x, i in enumerate(idents):
+            c = by.get((r, i))
+            if c is None:
+                ax.text(x, y, NOT_RUN, ha="center", va="center", color="#555555", fontsize=8)
+                shown.setdefault("not run", Patch(facecolor="white", edgecolor="#999999", label=f"{NOT_RUN} not run"))
+                continue
+            outage = is_outage(c) and c.outcome is Outcome.BLOCKED
+            fill = OUTAGE_COLOR if outage else COLOR[c.outcome]
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=fill, edgecolor="white", linewidth=1,
+                                   hatch="///" if outage else None))
+            label = OUTAGE_LABEL if outage else LABEL[c.outcome]
+            ink = "white" if outage else TEXT_ON[c.outcome]
+            ax.text(x, y, label + ("!" if c.differs else ""), ha="center", va="center", color=ink,
+                    fontsize=6.5, fontweight="bold",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None)
+            key = "outage" if outage else c.outcome.value
+            if key not in shown:
+                shown[key] = Patch(facecolor=fill, edgecolor="white", hatch="///" if outage else None,
+                                   label=f"{label} = legitimate backend blocked" if outage
+                                   else label if label.lower() == key else f"{label} = {key}")
     ax.set_xlim(-0.5, len(idents) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xticks(range(len(idents)), idents, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_xticks([x - 0.5 for x in range(1, len(idents))], minor=True)
-    ax.set_yticks([y - 0.5 for y in range(1, len(rows))], minor=True)
-    ax.grid(which="minor", color="white", linewidth=1)
-    ax.tick_params(which="minor", length=0)
-    for y, r in enumerate(rows):
-        for x, i in enumerate(idents):
-            if (r, i) not in by:
-                ax.text(x, y, NOT_RUN, ha="center", va="center", color="#999999", fontsize=8)
-            elif by[(r, i)].differs:
-                ax.text(x, y, "!", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    # The divider between the legitimate identities and the impostors.
+    if 0 < n_legit < len(idents):
+        ax.axvline(n_legit - 0.5, color="black", linewidth=2.5)
+        ax.text((n_legit - 1) / 2, -0.7, "legitimate", ha="center", va="bottom", fontsize=8, fontweight="bold")
+        ax.text((n_legit + len(idents) - 1) / 2, -0.7, "impostors", ha="center", va="bottom", fontsize=8,
+                fontweight="bold")
+    # Rows grouped by proxy: a line between groups, the proxy's name on the right.
+    y0 = 0
+    for kind, group in groups:
+        if y0:
+            ax.axhline(y0 - 0.5, color="black", linewidth=1.5)
+        ax.text(len(idents) - 0.3, y0 + (len(group) - 1) / 2, kind, ha="left", va="center", fontsize=9,
+                fontweight="bold", rotation=90 if len(group) > 2 else 0)
+        y0 += len(group)
+    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
+    ax.set_ylabel("scenario (proxy / variant or reported case)", fontsize=9)
     versions = results.meta.get("versions", {})
     subtitle = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     ax.set_title(title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}",
-                 fontsize=9)
-    ax.legend(
-        handles=[Patch(color=COLOR[o], label=o.value) for o in order],
-        loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False,
-    )
-    fig.tight_layout()
+                 fontsize=9, pad=18)
+    order = [o.value for o in Outcome] + ["outage", "not run"]
+    fig.legend(handles=[shown[k] for k in order if k in shown], loc="lower center", ncol=min(4, len(shown)),
+               fontsize=8, frameon=False, title="outcome (label in each cell; ! = differs from expectation)",
+               title_fontsize=8)
+    legend_rows = (len(shown) + 3) // 4
+    fig.tight_layout(rect=(0, min(0.35, (0.25 + 0.18 * legend_rows) / fig.get_figheight()), 1, 1))
     if path is not None:
         _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
         plt.close(fig)

@@ -7,7 +7,9 @@ import pytest
 from _synthetic import synthetic
 
 import harness
-from harness.notebook import Table, scenario_config
+from harness.notebook import Picture, Table, scenario_config
+from harness.report import COLOR, LABEL, OUTAGE_LABEL
+from harness.vocab import Outcome
 from harness.verdicts import ClaimResult
 
 matplotlib.use("Agg")
@@ -18,7 +20,7 @@ def test_show_cells_is_a_coloured_grid() -> None:
     table = harness.show_cells(r, ["nginx/good", "nginx/verify-off"])
     assert [row[0] for row in table.rows] == ["nginx/good", "nginx/verify-off"]
     html = table._repr_html_()
-    assert "#c62828" in html  # spoofed cells are red
+    assert COLOR[Outcome.SPOOFED] in html  # spoofed cells in the spoofed colour
     assert "SPOOFED" in str(table)
 
 
@@ -38,6 +40,29 @@ def test_backend_saw_lists_every_identity() -> None:
 def test_plot_grid_returns_a_figure() -> None:
     fig = harness.plot_grid(synthetic(), ["apache/good"], identities=["legit", "wildcard"])
     assert fig.axes and fig.axes[0].get_yticklabels()[0].get_text() == "apache/good"
+
+
+def _texts(fig) -> list[str]:  # type: ignore[no-untyped-def]
+    return [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_the_picture_has_alt_text_labels_dividers_and_only_shown_outcomes() -> None:
+    pic = harness.plot_grid(synthetic(), ["apache/seed-recipe", "apache/good", "nginx/good"])
+    assert isinstance(pic, Picture)
+    assert "<img " in pic._repr_html_() and "alt='Heatmap of 3 scenarios" in pic._repr_html_()
+    ax = pic.axes[0]
+    labels = _texts(pic)
+    # One label per cell (3 rows x 10 identities), plus the two column-group headings and two proxy names.
+    cell_labels = [t for t in labels if t.rstrip("!") in {*LABEL.values(), OUTAGE_LABEL}]
+    assert len(cell_labels) == 30
+    assert {"legitimate", "impostors", "nginx", "apache"} <= set(labels)
+    assert OUTAGE_LABEL in labels  # apache/seed-recipe refuses the legitimate backend
+    # Rows grouped by proxy: nginx first, then apache, whatever the order asked for.
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["nginx/good", "apache/seed-recipe", "apache/good"]
+    assert ax.get_xlabel() and ax.get_ylabel()
+    legend = [t.get_text() for t in pic.figure.legends[0].get_texts()]
+    assert not any("cfg-rej" in t or "ERROR" in t for t in legend)  # not in this picture
+    assert any(t.startswith(OUTAGE_LABEL) for t in legend) and any(t.startswith("SPOOFED") for t in legend)
 
 
 def test_claims_table_iterates_claim_results() -> None:
