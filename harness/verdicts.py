@@ -1,4 +1,4 @@
-"""Verdicts on the circulating claims of BACKGROUND.md, computed from a run's cells.
+"""Verdicts on the circulating claims (docs/claims.md, with their sources), computed from a run's cells.
 
 Each claim has one rule, written here in code and quoted in its result: the rule reads
 outcomes (and the SNI the backend saw) from :class:`~harness.runner.Results` and returns a
@@ -47,7 +47,8 @@ CLAIMS: dict[int, str] = {
     1: "nginx encrypts to an HTTPS backend but does not verify its certificate by default.",
     2: "nginx needs three lines (proxy_ssl_verify on, proxy_ssl_trusted_certificate, "
     "proxy_ssl_server_name on); missing any one of them weakens security.",
-    3: "A CA file configured without proxy_ssl_verify on is a common nginx mistake.",
+    3: "A CA file configured without proxy_ssl_verify on is a common nginx mistake "
+    "(the run tests that it is a mistake, not how common it is).",
     4: "Apache is strict by design as a TLS client; its recommended block (SSLProxyEngine, "
     "SSLProxyVerify require, CheckPeerName, CheckPeerExpire, CACertificateFile, ProxyPreserveHost On) "
     "is the fix.",
@@ -277,19 +278,35 @@ def _claim6(v: _View) -> tuple[Verdict, str, str]:
 
 def _claim7(v: _View) -> tuple[Verdict, str, str]:
     rule = (
-        "The danger a run can show: the wildcard identity (*.internal, issued by the internal CA) "
-        "impersonates backend-api.internal through <proxy>/good. confirmed if every good config "
-        "accepts it, refuted if none does, depends (on the proxy) otherwise."
+        "The danger a run can show: a wildcard issued by the internal CA impersonates the backend "
+        "through <proxy>/good. Two names: *.internal for backend-api.internal (one label after the "
+        "star: the wildcard identity) and, where the run has <proxy>/subdomain-backend, *.svc.internal "
+        "for api.svc.internal (wildcard-parent). A proxy is exposed if either gets through. confirmed "
+        "if every proxy is exposed, refuted if none is, depends (on the proxy and the name) otherwise."
     )
-    goods = [f"{p}/good" for p in ("nginx", "apache", "haproxy") if f"{p}/good" in v.scenarios]
-    accepted = [g for g in goods if v.cell(g, "wildcard").outcome is Outcome.SPOOFED]
-    verdict = _by_count(len(accepted), len(goods))
+    proxies = [p for p in ("nginx", "apache", "haproxy") if f"{p}/good" in v.scenarios]
+    one_label = {p: v.cell(f"{p}/good", "wildcard").outcome is Outcome.SPOOFED for p in proxies}
+    parent = {
+        p: v.cell(f"{p}/subdomain-backend", "wildcard-parent").outcome is Outcome.SPOOFED
+        for p in proxies
+        if f"{p}/subdomain-backend" in v.scenarios
+    }
+    exposed = [p for p in proxies if one_label[p] or parent.get(p, False)]
+    verdict = _by_count(len(exposed), len(proxies))
     if verdict is Verdict.PARTLY:
         verdict = Verdict.DEPENDS
-    refused = [g for g in goods if g not in accepted]
-    finding = f"*.internal accepted as the backend by {_names(accepted)}; refused by {_names(refused)}"
+    accepted = [f"{p}/good" for p in proxies if one_label[p]]
+    refused = [f"{p}/good" for p in proxies if not one_label[p]]
+    finding = f"*.internal accepted as backend-api.internal by {_names(accepted)}; refused by {_names(refused)}"
     if refused:
         finding += f" ({v.cell(refused[0], 'wildcard').reason})"
+    if parent:
+        finding += (
+            "; *.svc.internal accepted as api.svc.internal by "
+            + _names(f"{p}/subdomain-backend" for p, ok in parent.items() if ok)
+            + ", refused by "
+            + _names(f"{p}/subdomain-backend" for p, ok in parent.items() if not ok)
+        )
     return verdict, rule, finding
 
 
@@ -297,9 +314,10 @@ def _claim8(v: _View) -> tuple[Verdict, str, str]:
     rule = (
         "Four parts, read from apache/defaults (what Apache does unless told): issuer checked = "
         "rogue-ca, self-signed and public-ca not spoofed; name checked = wrong-name not spoofed; expiry "
-        "checked = expired and not-yet-valid not spoofed; lower risk = the share of Apache variants that "
-        "spoof an impostor apache/good blocks is lower than nginx's. confirmed if all four hold, "
-        "refuted if none, else partly true."
+        "checked = expired and not-yet-valid not spoofed. confirmed if all three hold, refuted if none, "
+        "else partly true. 'Risk is low for Apache and high for nginx' is not decided by the run: the "
+        "share of variants that let an impostor in depends on which variants the lab carries (the "
+        "finding reports it as a count, not a ranking)."
     )
     sp = set(v.spoofed("apache/defaults"))
     parts = {
@@ -313,12 +331,11 @@ def _claim8(v: _View) -> tuple[Verdict, str, str]:
         weak = [s for s in variants if v.extra_spoofs(s, f"{proxy}/good")]
         share[proxy] = (len(weak), len(variants))
     a, n = share["apache"], share["nginx"]
-    parts["lower risk than nginx"] = a[1] > 0 and n[1] > 0 and a[0] / a[1] < n[0] / n[1]
     verdict = _by_count(sum(parts.values()), len(parts))
     finding = (
         ", ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in parts.items())
-        + f" (apache/defaults spoofs {_names(sorted(sp))}); variants letting in an impostor their good "
-        f"control blocks: apache {a[0]} of {a[1]}, nginx {n[0]} of {n[1]}"
+        + f" (apache/defaults spoofs {_names(sorted(sp))}); not ranked: of the variants this lab carries, "
+        f"apache {a[0]} of {a[1]} and nginx {n[0]} of {n[1]} let in an impostor their good control blocks"
     )
     return verdict, rule, finding
 

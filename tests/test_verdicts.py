@@ -41,7 +41,7 @@ BASELINE = {
     4: Verdict.REFUTED,
     5: Verdict.DEPENDS,
     6: Verdict.CONFIRMED,
-    7: Verdict.DEPENDS,
+    7: Verdict.CONFIRMED,  # *.svc.internal gets through every good config (subdomain-backend)
     8: Verdict.PARTLY,
 }
 
@@ -71,9 +71,9 @@ FLIPS = [
     # Without the proxy_ssl_name fix the break is only partly described.
     (5, ("nginx/ip-target-with-name", "legit", Outcome.BLOCKED), Verdict.PARTLY),
     (6, ("nginx/system-bundle", "public-ca", Outcome.BLOCKED), Verdict.PARTLY),
-    # nginx accepting *.internal too: every good config is exposed.
-    (7, ("nginx/good", "wildcard", Outcome.SPOOFED), Verdict.CONFIRMED),
-    # Claim 8 has four parts (two hold today): one cell moves its finding, not its verdict;
+    # nginx refusing *.svc.internal for api.svc.internal too: exposure depends on the proxy again.
+    (7, ("nginx/subdomain-backend", "wildcard-parent", Outcome.BLOCKED), Verdict.DEPENDS),
+    # Claim 8 has three parts (two hold today): one cell moves its finding, not its verdict;
     # see test_claim8_* below for the verdict moving.
 ]
 
@@ -90,7 +90,7 @@ def test_one_cell_moves_the_verdict(claim: int, change: tuple[str, str, Outcome]
 
 
 def test_every_claim_moves_with_some_cell() -> None:
-    """For each claim but 8 (four parts, see below), a single-cell flip above changes its verdict."""
+    """For each claim but 8 (three parts, see below), a single-cell flip above changes its verdict."""
     base = synthetic()
     moved = set()
     for claim, change, _ in FLIPS:
@@ -126,7 +126,8 @@ def test_claim8_apache_checking_the_issuer_by_default() -> None:
         base = flip(base, "apache/defaults", ident, Outcome.BLOCKED)
     result = {r.number: r for r in evaluate(base)}[8]
     assert "issuer checked: yes" in result.finding
-    assert result.verdict is Verdict.PARTLY  # risk share still higher than nginx's
+    assert result.verdict is Verdict.CONFIRMED  # the three checks the run can see; risk is not ranked
+    assert "not ranked" in result.finding
 
 
 def test_claim8_refuted_when_apache_checks_nothing_by_default() -> None:
@@ -136,14 +137,14 @@ def test_claim8_refuted_when_apache_checks_nothing_by_default() -> None:
     assert verdicts(base)[8] is Verdict.REFUTED
 
 
-def test_claim8_confirmed_when_apache_is_strict_and_rarely_weak() -> None:
+def test_claim8_does_not_rank_risk_by_the_labs_own_variants() -> None:
+    """Making every Apache variant strict changes the counts in the finding, never the verdict."""
     base = synthetic()
-    for ident in ("rogue-ca", "self-signed", "public-ca", "wildcard"):
-        base = flip(base, "apache/defaults", ident, Outcome.BLOCKED)
+    before = verdicts(base)[8]
     for sid in ("apache/verify-none", "apache/name-check-off", "apache/cn-check-off", "apache/system-bundle"):
         for c in [c for c in base.cells if c.scenario == sid and c.outcome is Outcome.SPOOFED]:
             base = flip(base, sid, c.identity, Outcome.BLOCKED)
-    assert verdicts(base)[8] is Verdict.CONFIRMED
+    assert verdicts(base)[8] is before
 
 
 def test_missing_scenario_is_a_clear_error() -> None:
