@@ -312,7 +312,7 @@ def show_scenario(scenario_id: str) -> ScenarioCard:
 
 
 def claims(results: Results) -> Table:
-    """BACKGROUND.md's circulating claims, each with this run's verdict (rules: :mod:`harness.verdicts`)."""
+    """The circulating claims (docs/claims.md), each with this run's verdict (rules: :mod:`harness.verdicts`)."""
     found = _verdicts.evaluate(results)
     rows: list[list[Any]] = [[r.number, r.claim, r.verdict, r.finding] for r in found]
     return Table(["#", "claim", "verdict", "what the run shows"], rows, items=found)

@@ -119,7 +119,7 @@ class LabPKI:
         *optional* names optional identities to mint as well (``legit-deep``); none by default.
         *backends* are further backend names scenarios set (``backend = "api.svc.internal"``):
         each gets its own full set of identities from the same CAs (see :meth:`for_backend`),
-        with ``wildcard`` the one-label ``*.internal`` as DESIGN.md defines it.
+        with ``wildcard`` the one-label ``*.internal`` as the identity table (harness.vocab) defines it.
         """
         unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
         if unknown:
