@@ -92,7 +92,7 @@ def alt_text(results: Results) -> str:
         f"Heatmap of {len(rows)} scenario{'s' if len(rows) != 1 else ''} (rows, grouped by proxy) by "
         f"{len(idents)} identities (columns: legitimate, then impostors). "
         + "; ".join(f"{n} {o.value}" for o, n in counts.items() if n)
-        + (f"; {len(outages)} of the blocked or error cells are a legitimate backend refused (outage)" if outages else "")
+        + (f"; {len(outages)} of the blocked or error cells refuse a legitimate backend (outage)" if outages else "")
         + "."
     )
     if spoofs:

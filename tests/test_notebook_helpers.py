@@ -9,8 +9,8 @@ from _synthetic import synthetic
 import harness
 from harness.notebook import Picture, Table, scenario_config
 from harness.report import COLOR, LABEL, OUTAGE_LABEL
-from harness.vocab import Outcome
 from harness.verdicts import ClaimResult
+from harness.vocab import Outcome
 
 matplotlib.use("Agg")
 
