@@ -245,7 +245,9 @@ def cmd_up(args: argparse.Namespace) -> int:
           f"the backend answers as {state['identity']}")
     print(f"  first request:     {_through(held.try_once(state=state))}")
     print(f"  through the proxy: {state['curl']}")
-    print(f"  its config:        {state['config']}")
+    ct = state.get("container")
+    where = f"   (inside {ct}: docker exec {ct} cat ...)" if ct else ""
+    print(f"  its config:        {state['config']}{where}")
     print(f"  its error log:     {state['log']}")
     if state["point"] != state["identity"]:
         print(f"  to see the point:  trustlab present {state['point']}   ({state['point_why']})")
