@@ -78,6 +78,23 @@ def execute_notebook(path: Path, *, timeout: int = 120) -> Any:
     return nb
 
 
+def images_without_alt(nb: Any) -> list[int]:
+    """Indexes of code cells whose outputs show an image with no alt text.
+
+    nbconvert's HTML gives a bare ``image/png`` output no alt text (and warns); notebook pictures
+    go through :class:`harness.notebook.Picture`, an ``<img alt=...>`` in ``text/html``.
+    """
+    found = []
+    for n, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            html = str(data.get("text/html", ""))
+            bare = "image/png" in data and "text/html" not in data
+            if bare or re.search(r"<img(?![^>]*\balt=)", html):
+                found.append(n)
+    return found
+
+
 def render_notebooks(src: Path | None = None, out: Path | None = None, *, timeout: int = 120) -> list[Path]:
     """Execute a copy of every ``notebooks/*.ipynb`` and write it as HTML under ``notebooks/_build/``."""
     from nbconvert import HTMLExporter
@@ -118,10 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.paths:
         t0 = time.perf_counter()
         try:
-            execute_notebook(path, timeout=args.timeout)
+            nb = execute_notebook(path, timeout=args.timeout)
         except CellExecutionError as exc:
             # Tracebacks from the kernel carry terminal colours; a log wants plain text.
             print(f"FAILED {path}: {_ANSI.sub('', str(exc))}", file=sys.stderr)
+            return 1
+        missing_alt = images_without_alt(nb)
+        if missing_alt:
+            print(f"FAILED {path}: cells {missing_alt} show an image without alt text; "
+                  "display plots with harness.plot_grid or harness.notebook.Picture", file=sys.stderr)
             return 1
         print(f"ok {path} ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -32,7 +32,7 @@ TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inli
 
 def test_notebooks_exist() -> None:
     names = [p.name[:2] for p in ALL]
-    assert names == [f"{n:02d}" for n in range(9)], names  # 00-07 lessons, 08 check your own config
+    assert names == [f"{n:02d}" for n in range(10)], names  # 00-07 lessons, 08 check your own config, 09 held labs
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
@@ -74,4 +74,18 @@ def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> 
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, f"{path.name} failed:\n{proc.stderr[-6000:]}"
     # Each notebook is meant to take seconds; a slow one fails loudly rather than creeping up.
-    assert elapsed < 60, f"{path.name} took {elapsed:.1f} s"
+    # 09 starts and stops four held labs through the CLI, each a fresh process (about 35 s alone).
+    budget = 120 if path.name.startswith("09-") else 60
+    assert elapsed < budget, f"{path.name} took {elapsed:.1f} s"
+
+
+def test_a_bare_image_output_is_flagged() -> None:
+    """The alt-text check the executor applies can fail."""
+    nbformat = pytest.importorskip("nbformat")
+    from harness._notebooks import images_without_alt
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("fig"), nbformat.v4.new_code_cell("pic")]
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
+    nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"text/html": "<img src='x' alt='a grid'>"})]
+    assert images_without_alt(nb) == [0]
