@@ -27,7 +27,17 @@ from harness.configs import adapter
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome, ProxyKind
+from harness.vocab import (
+    ALL_IDENTITY_IDS,
+    BACKEND_NAME,
+    IDENTITY_IDS,
+    LEGITIMATE_IDS,
+    LOCAL_LAB_IP,
+    OPTIONAL_IDENTITY_IDS,
+    PUBLIC_HOST,
+    Outcome,
+    ProxyKind,
+)
 
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
@@ -103,11 +113,7 @@ class CheckResult:
             return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
         lines = [f"{len(self.failures)} problem(s):"]
         for c in self.failures:
-            what = (
-                "the legitimate backend was not served"
-                if c.identity in LEGITIMATE_IDS
-                else "impostor got through"
-            )
+            what = "the legitimate backend was not served" if c.identity in LEGITIMATE_IDS else "impostor got through"
             lines.append(f"  {c.upstream}: {c.identity} -> {c.outcome.value} ({what}; {c.reason})")
         return "\n".join(lines)
 
@@ -168,9 +174,7 @@ def kind_of(proxy: str) -> ProxyKind:
     try:
         return ProxyKind(proxy)
     except ValueError:
-        raise ConfigError(
-            f"proxy {proxy!r} is unknown; known: {', '.join(k.value for k in ProxyKind)}"
-        ) from None
+        raise ConfigError(f"proxy {proxy!r} is unknown; known: {', '.join(k.value for k in ProxyKind)}") from None
 
 
 def check(
@@ -180,8 +184,14 @@ def check(
     accept: tuple[str, ...] = (),
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
+    sni_routing: bool = False,
 ) -> CheckResult:
-    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc."""
+    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
+
+    *identities* may include optional ones (``legit-deep``: minted only when asked). With
+    *sni_routing* the legitimate backend routes by SNI like a multi-site server (no SNI, or
+    another name than ``backend-api.internal``, gets its default site's certificate).
+    """
     from harness.runner import lab_dir
     from harness.runtimes.local import LocalRuntime, PreparedProxy
 
@@ -190,9 +200,7 @@ def check(
     read_config(path)
     for ident in accept:
         if ident not in IMPOSTORS:
-            raise ConfigError(
-                f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
-            )
+            raise ConfigError(f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}")
     adapt = adapter(kind)
     rt = LocalRuntime()
     rt.preflight({kind.value})
@@ -209,7 +217,9 @@ def check(
             )
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
-        hosts = {n: f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
+        # names it there (first match wins), and an SNI-routing seat knows it as the backend.
+        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
         addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
         groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
         for i, u in enumerate(first.upstreams):
@@ -223,7 +233,8 @@ def check(
             base = lab / f"u{g}"
             run_dir = base / "run"
             run_dir.mkdir(parents=True)
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name)
+            optional = tuple(i for i in identities if i in OPTIONAL_IDENTITY_IDS)
+            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional)
             pki.write_to(base / "pki")
             shutil.copytree(lab / "front", base / "front")
             paths = _lab_paths(base, run_dir)
@@ -238,9 +249,7 @@ def check(
             for i, u in members:
                 if u.route is None:
                     out += [
-                        CheckCell(
-                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None
-                        )
+                        CheckCell(u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None)
                         for ident in identities
                     ]
                     continue
@@ -254,6 +263,7 @@ def check(
                             "host": u.route.host,
                             "path": u.route.path,
                             "tls": u.route.tls,
+                            "sni_routing": sni_routing,
                         }
                     )
             listen = next(iter(adapted.listeners.values()), ports("80"))
@@ -264,7 +274,7 @@ def check(
                     cells,
                     lab_dir=base,
                     pki_dir=base / "pki",
-                    hosts=hosts,
+                    hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},  # already named
                     addresses=addresses,
                     seat_ports=seat_ports,
                     on_proxy=events.append,
@@ -295,10 +305,8 @@ def check(
             futures = [pool.submit(run_group, g, k, m) for g, (k, m) in enumerate(groups.items())]
             results = [f.result() for f in futures]
     order = {u.label: i for i, u in enumerate(first.upstreams)}
-    rank = {ident: i for i, ident in enumerate(IDENTITY_IDS)}
-    cells = sorted(
-        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
-    )
+    rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
+    cells = sorted((c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity]))
     rejected = next((r[1] for r in results if r[1]), None)
     notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
     notes = [_relabel(n) for n in notes]
