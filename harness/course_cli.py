@@ -189,10 +189,12 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from harness import workshop
 
+    extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
     result = workshop.bundle(
         Path(args.dir),
         images=not args.no_images,
         notebooks=not args.no_notebooks,
+        extras=extras,
         say=lambda s: print(s, file=sys.stderr),
     )
     print(f"wrote the workshop bundle to {result.path} ({result.size_mb:.1f} MB): {', '.join(result.parts)}")
@@ -248,4 +250,9 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     w.add_argument("dir", help="a new (or empty) directory")
     w.add_argument("--no-images", action="store_true", help="leave out the docker image tar")
     w.add_argument("--no-notebooks", action="store_true", help="leave out the rendered notebooks")
+    w.add_argument(
+        "--extras",
+        default="docker,notebooks",
+        help="trustlab extras the wheelhouse carries (default: docker,notebooks; '' for the core only)",
+    )
     w.set_defaults(func=cmd_bundle)
