@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
 from harness.errors import LabError
@@ -267,7 +268,9 @@ def bundle(
                 shutil.copy2(doc, work / "docs" / doc.name)
         parts.append("guide")
         files = sorted(p for p in work.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(work)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+        manifest: dict[str, dict[str, Any]] = {
+            str(p.relative_to(work)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+        }
         contents = "\n".join(
             f"- {name} ({m['bytes'] / 1e6:.2f} MB)"
             for name, m in manifest.items()

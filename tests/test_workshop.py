@@ -61,17 +61,28 @@ def test_bundle_installs_offline_and_preflight_is_ready(local_runtime: str, tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", str(kit / "wheelhouse"), "trustlab"],
-        check=True, timeout=900, env=env,
+        check=True,
+        timeout=900,
+        env=env,
     )
     # Outside the checkout: the installed package must carry its own challenges and templates.
     proc = subprocess.run(
         [str(venv / "bin" / "trustlab"), "workshop", "preflight", "--runtime", "local"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "READY" in proc.stdout.splitlines()[-1]
     listed = subprocess.run(
         [str(venv / "bin" / "trustlab"), "challenge", "list", "--json"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+        check=True,
     )
     assert len(json.loads(listed.stdout)["challenges"]) >= 15
