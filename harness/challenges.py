@@ -467,6 +467,18 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def write_file(path: Path, text: str) -> None:
+    """Write a file the learner will edit, atomically (an interrupt never leaves half a config)."""
+    _atomic_write(path, text)
+    os.chmod(path, 0o644 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @dataclass
 class Progress:
     """The learner's progress: solves, hint tiers shown, solutions viewed (one JSON file)."""

@@ -63,8 +63,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             "choose another --dir, or remove it to start over"
         )
     out.mkdir(parents=True, exist_ok=True)
-    target.write_text(start)
-    (out / "README.md").write_text(ch.readme())
+    C.write_file(target, start)
+    C.write_file(out / "README.md", ch.readme())
     print(f"{ch.id}: {ch.title} ({ch.proxy.value}, {ch.difficulty}, about {ch.minutes} min)\n")
     print(ch.story.strip() + "\n")
     print("Goal: " + ch.goal.strip() + "\n")
@@ -121,7 +121,7 @@ def cmd_solution(args: argparse.Namespace) -> int:
         raise LabError(f"--dir: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     target = out / ch.config
-    target.write_text(ch.solution_file.read_text())
+    C.write_file(target, ch.solution_file.read_text())
     print(f"wrote the reference solution to {target}\n")
     print(ch.explanation.strip() + "\n")
     if ch.grader.policy:
