@@ -58,7 +58,9 @@ def execute_notebook(path: Path, *, timeout: int = 120) -> Any:
         kernels, name = _kernel_spec_dir(Path(tmp))
         ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
         # IPC sockets in the private temp dir: nothing listens on TCP, even on loopback.
-        km = KernelManager(kernel_name=name, kernel_spec_manager=ksm, transport="ipc", ip=str(Path(tmp) / "kernel-ipc"))
+        km = KernelManager(
+            kernel_name=name, kernel_spec_manager=ksm, transport="ipc", ip=str(Path(tmp) / "kernel-ipc")
+        )
         # The kernel inherits this process's environment, PYTHONPATH included.
         client = NotebookClient(
             nb,

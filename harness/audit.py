@@ -129,7 +129,8 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                             "high",
                             f,
                             at,
-                            f"proxy_pass {url}: proxy_ssl_verify is off (nginx's default): any certificate is accepted",
+                            f"proxy_pass {url}: proxy_ssl_verify is off (nginx's default): any certificate "
+                            "is accepted",
                             "proxy_ssl_verify on; proxy_ssl_trusted_certificate <internal root>; "
                             "proxy_ssl_server_name on;",
                             "nginx/verify-off",
@@ -154,12 +155,15 @@ def _nginx(path: Path, text: str) -> list[Finding]:
                         "medium" if verify_on else "low",
                         f,
                         ca["line"],
-                        f"{ca['args'][0]} is a system bundle: any public CA can issue a certificate for the backend",
+                        f"{ca['args'][0]} is a system bundle: any public CA can issue a certificate for the "
+                        "backend",
                         "trust the internal root only",
                         "nginx/system-bundle",
                     )
                 )
-            if name and any(v in name["args"][0] for v in ("$host", "$http_host", "$ssl_server_name", "$server_name")):
+            if name and any(
+                v in name["args"][0] for v in ("$host", "$http_host", "$ssl_server_name", "$server_name")
+            ):
                 out.append(
                     Finding(
                         "nginx-client-controlled-name",
@@ -474,7 +478,9 @@ def _haproxy(path: Path, text: str) -> list[Finding]:
                         "high",
                         f,
                         no,
-                        f"server {w[1]}: sni {sni} without verifyhost: the name checked is the one the request carries",
+                        f"server {w[1]}: sni {sni} without verifyhost: the name checked is the one the "
+                        "request "
+                        "carries",
                         "add verifyhost <backend name>",
                         "haproxy/ca-sni",
                     )

@@ -113,7 +113,11 @@ class CheckResult:
             return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
         lines = [f"{len(self.failures)} problem(s):"]
         for c in self.failures:
-            what = "the legitimate backend was not served" if c.identity in LEGITIMATE_IDS else "impostor got through"
+            what = (
+                "the legitimate backend was not served"
+                if c.identity in LEGITIMATE_IDS
+                else "impostor got through"
+            )
             lines.append(f"  {c.upstream}: {c.identity} -> {c.outcome.value} ({what}; {c.reason})")
         return "\n".join(lines)
 
@@ -174,7 +178,9 @@ def kind_of(proxy: str) -> ProxyKind:
     try:
         return ProxyKind(proxy)
     except ValueError:
-        raise ConfigError(f"proxy {proxy!r} is unknown; known: {', '.join(k.value for k in ProxyKind)}") from None
+        raise ConfigError(
+            f"proxy {proxy!r} is unknown; known: {', '.join(k.value for k in ProxyKind)}"
+        ) from None
 
 
 def check(
@@ -200,7 +206,9 @@ def check(
     read_config(path)
     for ident in accept:
         if ident not in IMPOSTORS:
-            raise ConfigError(f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}")
+            raise ConfigError(
+                f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
+            )
     adapt = adapter(kind)
     rt = LocalRuntime()
     rt.preflight({kind.value})
@@ -218,7 +226,8 @@ def check(
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
         # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
-        # names it there (first match wins), and an SNI-routing seat knows it as the backend.
+        # names it there (a second line would give nginx two peers), and an SNI-routing seat
+        # knows it as the backend.
         hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
         addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
         groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
@@ -249,7 +258,9 @@ def check(
             for i, u in members:
                 if u.route is None:
                     out += [
-                        CheckCell(u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None)
+                        CheckCell(
+                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None
+                        )
                         for ident in identities
                     ]
                     continue
@@ -274,7 +285,7 @@ def check(
                     cells,
                     lab_dir=base,
                     pki_dir=base / "pki",
-                    hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},  # already named
+                    hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
                     addresses=addresses,
                     seat_ports=seat_ports,
                     on_proxy=events.append,
@@ -306,7 +317,9 @@ def check(
             results = [f.result() for f in futures]
     order = {u.label: i for i, u in enumerate(first.upstreams)}
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
-    cells = sorted((c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity]))
+    cells = sorted(
+        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
+    )
     rejected = next((r[1] for r in results if r[1]), None)
     notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
     notes = [_relabel(n) for n in notes]

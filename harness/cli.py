@@ -143,20 +143,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
     try:
         results = runner.run(
-            chosen,
-            runtime=runtime,
-            identities=idents,
-            seed=args.seed,
-            keep=args.keep,
+            chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
             on_cell=lambda c: progress.step(c.scenario),
         )
     finally:
         progress.close()
     print(report.grid(results, color=sys.stdout.isatty()), end="")
-    print(
-        f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
-        f"{results.meta['runtime']} runtime"
-    )
+    print(f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
+          f"{results.meta['runtime']} runtime")
     out.mkdir(parents=True, exist_ok=True)
     written = [
         report.write_json(results, args.json or out / "matrix.json"),
@@ -168,11 +162,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     written.append(out / "matrix.md")
     print("wrote " + ", ".join(str(p) for p in written))
     for c in results.mismatches:
-        print(
-            f"differs: {c.scenario} x {c.identity}: {c.outcome.value}, expected "
-            f"{c.expected.value if c.expected else '-'} ({c.reason})",
-            file=sys.stderr,
-        )
+        print(f"differs: {c.scenario} x {c.identity}: {c.outcome.value}, expected "
+              f"{c.expected.value if c.expected else '-'} ({c.reason})", file=sys.stderr)
     return EXIT_FAILED if results.mismatches else EXIT_OK
 
 
@@ -233,10 +224,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
     state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime))
-    print(
-        f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
-        f"the backend answers as {state['identity']}"
-    )
+    print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
+          f"the backend answers as {state['identity']}")
     print(f"  through the proxy:  {state['curl']}")
     print("  switch identity:   trustlab present rogue-ca")
     print("  what the backend saw: trustlab status --log")
@@ -253,24 +242,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no lab is up")
     for st in states:
         alive = "up" if st["alive"] else "DEAD (run trustlab down --all)"
-        print(
-            f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
-            f"since {st['started']}"
-        )
+        print(f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
+              f"since {st['started']}")
         if st["alive"]:
             print(f"    {st['curl']}")
             if args.log:
                 for conn in held.seat_log(lab=st["lab"]):
-                    print(
-                        f"    seat: #{conn['seq']} as {conn['identity']} sni={conn['sni']} tls={conn['tls']} "
-                        f"request={conn['request']!r} {conn['error'] or ''}"
-                    )
+                    print(f"    seat: #{conn['seq']} as {conn['identity']} sni={conn['sni']} tls={conn['tls']} "
+                          f"request={conn['request']!r} {conn['error'] or ''}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
     if stale:
-        print(
-            f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
-            "trustlab down --all"
-        )
+        print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
+              "trustlab down --all")
     return EXIT_OK
 
 
@@ -291,8 +274,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     stopped = held.down(lab=args.lab, all_labs=args.all)
     print(f"stopped and removed: {', '.join(stopped)}" if stopped else "nothing to stop")
     return EXIT_OK
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
     from harness.check import check, render
@@ -341,10 +322,8 @@ def cmd_images(args: argparse.Namespace) -> int:
     else:
         present = images.images_present()
         versions = images.image_versions() if present else {}
-        print(
-            f"{images.LAB_IMAGE}: "
-            + (", ".join(f"{k} {v}" for k, v in versions.items()) if present else "missing; run: trustlab images build")
-        )
+        print(f"{images.LAB_IMAGE}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
+                                       else "missing; run: trustlab images build"))
         return EXIT_OK if present else EXIT_FAILED
     return EXIT_OK
 
@@ -355,12 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def runtime_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--runtime",
-            choices=("auto", "local", "docker"),
-            default="auto",
-            help="where the proxies run (default: auto = docker when ready, else local)",
-        )
+        sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                        help="where the proxies run (default: auto = docker when ready, else local)")
         sp.add_argument("--identity", help="comma-separated identities (default: all)")
         sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
 
@@ -427,12 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
     b.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
-    b.add_argument(
-        "--method",
-        choices=("offline", "dockerfile"),
-        default="offline",
-        help="offline: mmdebstrap + docker import (default); dockerfile: FROM debian (needs a registry)",
-    )
+    b.add_argument("--method", choices=("offline", "dockerfile"), default="offline",
+                   help="offline: mmdebstrap + docker import (default); dockerfile: FROM debian (needs a registry)")
     sv = isub.add_parser("save", help="write the lab image to one tarball for offline classrooms")
     sv.add_argument("file")
     ld = isub.add_parser("load", help="load a tarball written by `trustlab images save`")

@@ -44,9 +44,7 @@ def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: fl
     ref_arg = str(scenario.path) if scenario.path else ref
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.held", "hold", ref_arg, identity, runtime],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     assert proc.stdout is not None
@@ -205,17 +203,9 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
     try:
         scenario = resolve(ref)
         with lab_dir() as path, start(scenario, identity, path) as (state, wait):
-            state.update(
-                {
-                    "lab": path.name,
-                    "dir": str(path),
-                    "pid": os.getpid(),
-                    "runtime": runtime,
-                    "scenario": scenario.id,
-                    "identity": identity,
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
-            )
+            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": runtime,
+                          "scenario": scenario.id, "identity": identity,
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _write_state(path, state)
             reply({"ok": True, "state": state})
             sys.stdout.close()
@@ -245,12 +235,8 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
     plans = rt.prepare([scenario], path, pki)
     job = rt._job(plans, [], path, pki)
-    job["hold"] = {
-        "identity": identity,
-        "control": str(path / "control.sock"),
-        "sni_routing": scenario.sni_routing,
-        "socket_dir": str(path),
-    }
+    job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
+                   "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
     worker = rt._spawn(job, path / "worker.err")
     try:  # stop the worker before lab_dir removes the directory `down` waits on
         assert worker.stdout is not None
@@ -263,11 +249,8 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
             if event["event"] == "done":
                 break
         sock = path / "proxy.sock"
-        state = {
-            "socket": str(sock),
-            "control": str(path / "control.sock"),
-            "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/",
-        }
+        state = {"socket": str(sock), "control": str(path / "control.sock"),
+                 "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/"}
         yield state, worker.wait
     finally:
         stop_worker(worker)
@@ -283,12 +266,9 @@ def _start_docker(scenario: Any, identity: str, path: Path) -> _Started:
     rt = DockerRuntime()
     rt.preflight({scenario.proxy.value})
     with rt.held(scenario, identity=identity, lab_dir=path) as info:
-        state = {
-            "container": info["container"],
-            "control": "/lab/control.sock",
-            "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
-            f"http://127.0.0.1:{info['port']}/",
-        }
+        state = {"container": info["container"], "control": "/lab/control.sock",
+                 "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
+                         f"http://127.0.0.1:{info['port']}/"}
         yield state, threading.Event().wait
 
 

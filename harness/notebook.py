@@ -58,7 +58,9 @@ class Table:
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in self.rows)
-        cap = f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
+        cap = (
+            f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
+        )
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def __str__(self) -> str:
@@ -104,7 +106,9 @@ def _td(value: Any) -> str:
 
 
 # -- running ---------------------------------------------------------------------------------
-def run_scenario(*scenario_ids: str, runtime: str = "local", identities: Sequence[str] | None = None) -> Results:
+def run_scenario(
+    *scenario_ids: str, runtime: str = "local", identities: Sequence[str] | None = None
+) -> Results:
     """Run one or more scenarios (``"nginx/good"``, or a path to a scenario file) against every identity."""
     if not scenario_ids:
         raise LabError("run_scenario needs at least one scenario id, e.g. run_scenario('nginx/good')")
@@ -121,7 +125,9 @@ def run_matrix(
 
 
 # -- showing ---------------------------------------------------------------------------------
-def _subset(results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None) -> Results:
+def _subset(
+    results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None
+) -> Results:
     want_s = list(scenario_ids) if scenario_ids is not None else None
     want_i = set(identities) if identities is not None else None
     cells = [
@@ -163,8 +169,12 @@ def backend_saw(results: Results, scenario: str) -> Table:
     cells = [c for c in results.cells if c.scenario == scenario]
     if not cells:
         raise KeyError(f"{scenario!r} is not in this run")
-    rows: list[list[Any]] = [[c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls, c.reason] for c in cells]
-    return Table(["identity", "outcome", "status", "SNI seen", "TLS", "evidence"], rows, caption=scenario, items=cells)
+    rows: list[list[Any]] = [
+        [c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls, c.reason] for c in cells
+    ]
+    return Table(
+        ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"], rows, caption=scenario, items=cells
+    )
 
 
 def plot_grid(
@@ -221,7 +231,9 @@ def scenario_config(scenario_id: str, *, full: bool = False) -> str:
         return text
     keys = [k for k, _ in sc.directives] + ["proxy_pass", "ProxyPass ", "server be", "SSLProxy"]
     return "\n".join(
-        ln.rstrip() for ln in text.splitlines() if any(k in ln for k in keys) and not ln.lstrip().startswith("#")
+        ln.rstrip()
+        for ln in text.splitlines()
+        if any(k in ln for k in keys) and not ln.lstrip().startswith("#")
     )
 
 

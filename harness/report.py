@@ -34,17 +34,8 @@ COLOR = {
     Outcome.ERROR: "#f9a825",
 }
 CSV_FIELDS = (
-    "scenario",
-    "proxy",
-    "variant",
-    "identity",
-    "outcome",
-    "expected",
-    "status",
-    "reason",
-    "sni",
-    "tls",
-    "duration_s",
+    "scenario", "proxy", "variant", "identity", "outcome", "expected", "status", "reason", "sni",
+    "tls", "duration_s",
 )
 
 
@@ -109,7 +100,10 @@ def cell_lines(cells: list[Cell]) -> str:
     for c in cells:
         status = str(c.status) if c.status is not None else "-"
         differs = f"   <-- expected {c.expected.value}" if c.differs and c.expected else ""
-        out.write(f"  {c.identity:<15} {c.outcome.value:<16} {status:>4}  sni={c.sni or '-':<22} {c.reason}{differs}\n")
+        out.write(
+            f"  {c.identity:<15} {c.outcome.value:<16} {status:>4}  sni={c.sni or '-':<22} "
+            f"{c.reason}{differs}\n"
+        )
     return out.getvalue()
 
 
@@ -192,15 +186,11 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
                 ax.text(x, y, "!", ha="center", va="center", color="white", fontsize=9, fontweight="bold")
     versions = results.meta.get("versions", {})
     subtitle = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
-    ax.set_title(
-        title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9
-    )
+    ax.set_title(title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}",
+                 fontsize=9)
     ax.legend(
         handles=[Patch(color=COLOR[o], label=o.value) for o in order],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1),
-        fontsize=8,
-        frameon=False,
+        loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False,
     )
     fig.tight_layout()
     if path is not None:

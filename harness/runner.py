@@ -192,14 +192,8 @@ def run(
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted)
         kw: dict[str, Any] = {"extra": extra} if extra else {}
         raws = rt.run(
-            scenarios,
-            lab_dir=path,
-            pki=pki,
-            identities=identities,
-            seed=seed,
-            shards=shards,
-            on_proxy=on_proxy,
-            **kw,
+            scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
+            on_proxy=on_proxy, **kw,
         )
         for raw in raws:
             sc = by_id[raw["key"]]

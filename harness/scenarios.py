@@ -44,43 +44,19 @@ SUFFIX = ".toml"
 #: plus the few that change what the proxy sends (Host, SNI).
 DIRECTIVES: dict[ProxyKind, tuple[str, ...]] = {
     ProxyKind.NGINX: (
-        "proxy_ssl_verify",
-        "proxy_ssl_trusted_certificate",
-        "proxy_ssl_server_name",
-        "proxy_ssl_name",
-        "proxy_ssl_verify_depth",
-        "proxy_ssl_session_reuse",
-        "proxy_ssl_protocols",
-        "proxy_ssl_ciphers",
-        "proxy_ssl_crl",
-        "proxy_set_header",
+        "proxy_ssl_verify", "proxy_ssl_trusted_certificate", "proxy_ssl_server_name",
+        "proxy_ssl_name", "proxy_ssl_verify_depth", "proxy_ssl_session_reuse",
+        "proxy_ssl_protocols", "proxy_ssl_ciphers", "proxy_ssl_crl", "proxy_set_header",
     ),
     ProxyKind.APACHE: (
-        "SSLProxyEngine",
-        "SSLProxyVerify",
-        "SSLProxyVerifyDepth",
-        "SSLProxyCheckPeerName",
-        "SSLProxyCheckPeerCN",
-        "SSLProxyCheckPeerExpire",
-        "SSLProxyCACertificateFile",
-        "SSLProxyCACertificatePath",
-        "SSLProxyProtocol",
-        "SSLProxyCipherSuite",
-        "ProxyPreserveHost",
-        "RequestHeader",
+        "SSLProxyEngine", "SSLProxyVerify", "SSLProxyVerifyDepth", "SSLProxyCheckPeerName",
+        "SSLProxyCheckPeerCN", "SSLProxyCheckPeerExpire", "SSLProxyCACertificateFile",
+        "SSLProxyCACertificatePath", "SSLProxyProtocol", "SSLProxyCipherSuite",
+        "ProxyPreserveHost", "RequestHeader",
     ),
     ProxyKind.HAPROXY: (
-        "ssl",
-        "verify",
-        "ca-file",
-        "sni",
-        "verifyhost",
-        "no-verifyhost",
-        "ssl-min-ver",
-        "ssl-max-ver",
-        "alpn",
-        "crl-file",
-        "check-sni",
+        "ssl", "verify", "ca-file", "sni", "verifyhost", "no-verifyhost", "ssl-min-ver",
+        "ssl-max-ver", "alpn", "crl-file", "check-sni",
     ),
 }
 
@@ -88,18 +64,8 @@ TARGETS = ("name", "ip")
 #: Placeholders a raw ``config`` snippet may use.
 PLACEHOLDERS = ("ca", "bundle", "backend", "backend_ip", "port", "upstream")
 _TOP_KEYS = (
-    "proxy",
-    "title",
-    "description",
-    "control",
-    "sources",
-    "target",
-    "seat",
-    "directives",
-    "expected",
-    "reporter_goal",
-    "config",
-    "config_http",
+    "proxy", "title", "description", "control", "sources", "target", "seat", "directives",
+    "expected", "reporter_goal", "config", "config_http",
 )
 _SEAT_KEYS = ("sni_routing",)
 
@@ -150,13 +116,8 @@ def load_file(path: Path, *, scenario_id: str | None = None) -> Scenario:
     """Load and validate one scenario file."""
     path = Path(path)
     where = str(path)
-    raw = read_input(
-        path,
-        error=ScenarioError,
-        kind="a scenario file",
-        limit=1_000_000,
-        directory_hint="pass a scenario file or an id like nginx/good",
-    )
+    raw = read_input(path, error=ScenarioError, kind="a scenario file", limit=1_000_000,
+                     directory_hint="pass a scenario file or an id like nginx/good")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -252,11 +213,8 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     for key, text in (("config", config), ("config_http", config_http)):
         unknown = set(re.findall(r"\{(\w+)\}", text)) - set(PLACEHOLDERS)
         if unknown:
-            raise fail(
-                key,
-                f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
-                f"{allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}",
-            )
+            raise fail(key, f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
+                       f"{allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}")
 
     expected_raw = data["expected"]
     if not isinstance(expected_raw, dict) or not expected_raw:

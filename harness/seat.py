@@ -149,7 +149,9 @@ class Seat:
     def wait_settled(self, mark: int, *, timeout: float) -> list[Connection]:
         """Connections after *mark*, once each has been served or has failed (or at *timeout*)."""
         with self._settled:
-            self._settled.wait_for(lambda: all(c.served or c.error for c in self._state.connections[mark:]), timeout)
+            self._settled.wait_for(
+                lambda: all(c.served or c.error for c in self._state.connections[mark:]), timeout
+            )
             return list(self._state.connections[mark:])
 
     # -- serving -----------------------------------------------------------------------

@@ -71,7 +71,9 @@ class _View:
     def cells(self, scenario: str) -> list[Cell]:
         found = [c for (s, _), c in self.by.items() if s == scenario]
         if not found:
-            raise LabError(f"claims need scenario {scenario!r} in the run; run the full matrix (run_matrix())")
+            raise LabError(
+                f"claims need scenario {scenario!r} in the run; run the full matrix (run_matrix())"
+            )
         return found
 
     def cell(self, scenario: str, identity: str) -> Cell:
@@ -168,13 +170,16 @@ def _claim2(v: _View) -> tuple[Verdict, str, str]:
             parts.append(f"without {line}: no impostor spoofed ({v.outcome(sid)})")
     if "nginx/no-sni-routed" in v.scenarios:
         parts.append(
-            "without SNI to an SNI-routed backend: legit " + v.cell("nginx/no-sni-routed", "legit").outcome.value
+            "without SNI to an SNI-routed backend: legit "
+            + v.cell("nginx/no-sni-routed", "legit").outcome.value
         )
     if not good_ok or weakened == 0:
         verdict = Verdict.REFUTED
     else:
         verdict = Verdict.CONFIRMED if weakened == len(missing) else Verdict.PARTLY
-    finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(parts)
+    finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(
+        parts
+    )
     return verdict, rule, finding
 
 
@@ -233,7 +238,11 @@ def _claim5(v: _View) -> tuple[Verdict, str, str]:
     any_spoof = any(spoofs.values())
     legit = {t: v.cell(t, "legit").outcome for t in targets}
     fix = v.cell("nginx/ip-target-with-name", "legit")
-    fix_works = fix.outcome is Outcome.SERVED and fix.sni == BACKEND_NAME and not v.spoofed("nginx/ip-target-with-name")
+    fix_works = (
+        fix.outcome is Outcome.SERVED
+        and fix.sni == BACKEND_NAME
+        and not v.spoofed("nginx/ip-target-with-name")
+    )
     if not no_sni:
         verdict = Verdict.REFUTED
     elif any_spoof:
@@ -332,5 +341,7 @@ def evaluate(results: Results) -> list[ClaimResult]:
     for number, rule_fn in RULES.items():
         view = _View(results)
         verdict, rule, finding = rule_fn(view)
-        out.append(ClaimResult(number, CLAIMS[number], verdict, rule, finding, tuple(dict.fromkeys(view.used))))
+        out.append(
+            ClaimResult(number, CLAIMS[number], verdict, rule, finding, tuple(dict.fromkeys(view.used)))
+        )
     return out

@@ -69,14 +69,15 @@ IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in IDENTITIES)
 #: stand for backends the built-in PKI does not have, e.g. a deeper chain (nginx/nginx#1409).
 OPTIONAL_IDENTITIES: tuple[IdentitySpec, ...] = (
     IdentitySpec(
-        "legit-deep",
-        True,
+        "legit-deep", True,
         "internal root -> intermediate -> second intermediate -> backend-api.internal, both served",
     ),
 )
 OPTIONAL_IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in OPTIONAL_IDENTITIES)
 ALL_IDENTITY_IDS: tuple[str, ...] = IDENTITY_IDS + OPTIONAL_IDENTITY_IDS
-LEGITIMATE_IDS: frozenset[str] = frozenset(s.id for s in IDENTITIES + OPTIONAL_IDENTITIES if s.legitimate)
+LEGITIMATE_IDS: frozenset[str] = frozenset(
+    s.id for s in IDENTITIES + OPTIONAL_IDENTITIES if s.legitimate
+)
 
 
 def identity_spec(identity: str) -> IdentitySpec:

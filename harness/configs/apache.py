@@ -299,8 +299,12 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             {
                 "line": 0,
                 "port": port,
-                "tls": any(ln.name == "sslengine" and len(ln.words) > 1 and ln.words[1].lower() == "on" for ln in src),
-                "name": next((ln.words[1] for ln in src if ln.name == "servername" and len(ln.words) > 1), None),
+                "tls": any(
+                    ln.name == "sslengine" and len(ln.words) > 1 and ln.words[1].lower() == "on" for ln in src
+                ),
+                "name": next(
+                    (ln.words[1] for ln in src if ln.name == "servername" and len(ln.words) > 1), None
+                ),
                 "passes": main_passes,
                 "preserve": any(ln.name == "proxypreservehost" and ln.words[1:2] == ["On"] for ln in src),
             }
@@ -377,5 +381,7 @@ def _sorted(notes: list[str]) -> list[str]:
 def validate(path: Path) -> None:
     """Raise ConfigError when *path* does not look like an Apache config."""
     src = lines(read_config(path))
-    if not any(ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src):
+    if not any(
+        ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src
+    ):
         raise ConfigError(f"{path}: no <VirtualHost>, Listen or ProxyPass: is this an Apache config?")

@@ -141,9 +141,8 @@ def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = 
 def read_config(path: Path, *, limit: int = 2_000_000) -> str:
     """The text of a user's config, or a one-line :class:`ConfigError`."""
     where = str(path)
-    raw = read_input(
-        path, error=ConfigError, kind="a proxy config", limit=limit, directory_hint="pass the config file itself"
-    )
+    raw = read_input(path, error=ConfigError, kind="a proxy config", limit=limit,
+                     directory_hint="pass the config file itself")
     if b"\0" in raw:
         raise ConfigError(f"{where}: binary file; pass a text proxy config")
     text = raw.decode("utf-8", "replace")

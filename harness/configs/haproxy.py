@@ -240,7 +240,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     upstreams: list[Upstream] = []
     listeners: dict[str, int] = {}
     defaults_opts: dict[str, str | bool] = {}
-    fronts: list[tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]] = []
+    fronts: list[
+        tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]
+    ] = []
     backends: dict[str, Section] = {}
     ssl_server_verify = "required"
 
@@ -316,7 +318,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 continue
             out.append(raw if raw[:1].isspace() else indent + raw.strip())
         if sec.kind in ("frontend", "listen"):
-            fronts.append((sec, listener, tls, acls, rules, default_be if sec.kind == "frontend" else sec.name))
+            fronts.append(
+                (sec, listener, tls, acls, rules, default_be if sec.kind == "frontend" else sec.name)
+            )
         if sec.kind in ("backend", "listen"):
             backends[sec.name] = sec
 
@@ -341,9 +345,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if u.route is None and not u.why_unroutable:
             u.why_unroutable = f"no frontend sends requests to backend {be}"
     del ssl_server_verify
-    notes.append("retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict")
+    notes.append(
+        "retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict"
+    )
     notes.append("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)")
-    return Adapted(text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners)
+    return Adapted(
+        text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners
+    )
 
 
 def _section_defaults(sec: Section, inherited: dict[str, str | bool]) -> dict[str, str | bool]:
@@ -400,7 +408,9 @@ def _quote(word: str) -> str:
     return word if re.fullmatch(r"[^\s\"'#\\]+", word) else "'" + word.replace("'", "'\\''") + "'"
 
 
-def _record_server(w: list[str], no: int, opts: dict[str, str | bool], sec: Section, upstreams: list[Upstream]) -> None:
+def _record_server(
+    w: list[str], no: int, opts: dict[str, str | bool], sec: Section, upstreams: list[Upstream]
+) -> None:
     if len(w) < 3 or opts.get("ssl") is not True or "no-ssl" in opts:
         return
     host, port = split_hostport(w[2], 443)

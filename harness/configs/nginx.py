@@ -301,7 +301,8 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 d["args"] = [trust_file(args[0], lab, notes)]
             elif name == "proxy_ssl_crl" and args:
                 notes.append(
-                    f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; revocation is not tested)"
+                    f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; "
+                    "revocation is not tested)"
                 )
                 continue
             elif name == "proxy_cache_path" and args:
@@ -315,7 +316,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                         if key == focus and len(d["block"]) > 1:
                             # With several peers nginx takes a failed one out of rotation for
                             # fail_timeout; the next cell would get "no live upstreams".
-                            s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + ["max_fails=0"]
+                            s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + [
+                                "max_fails=0"
+                            ]
                             notes.append(
                                 f"line {s['line']}: max_fails=0 on the probed server {s['args'][0]} "
                                 "(a refused impostor must not take it out of rotation for the next cell)"
@@ -392,7 +395,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 listener = next(iter(lst), "80")
                 route = Route(listener, lst.get(listener, False), _host_header(server), path)
             name_d = effective("proxy_ssl_name", stack)
-            ssl_name = name_d["args"][0] if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+            ssl_name = (
+                name_d["args"][0] if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+            )
             where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
             if host in pools:
                 for s in pools[host].get("block", []):
@@ -452,7 +457,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if d["directive"] in ("events", "http"):
                 continue
             if d["directive"] in ("stream", "mail"):
-                notes.append(f"line {d['line']}: {d['directive']} {{}} dropped (only http proxying is checked)")
+                notes.append(
+                    f"line {d['line']}: {d['directive']} {{}} dropped (only http proxying is checked)"
+                )
                 continue
             main.append(d)
     head = [

@@ -28,7 +28,9 @@ class NginxDriver(Driver):
     )
 
     def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
-        return "\n".join(f"            {key} {self.expand(str(value), ctx)};" for key, value in scenario.directives)
+        return "\n".join(
+            f"            {key} {self.expand(str(value), ctx)};" for key, value in scenario.directives
+        )
 
     indent = " " * 12
 

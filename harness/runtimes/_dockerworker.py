@@ -159,7 +159,9 @@ def wait_for_name(name: str, deadline: float) -> None:
             return
         except OSError:
             if time.perf_counter() > deadline:
-                raise OSError(f"{name} does not resolve in the lab network (is the seat container up?)") from None
+                raise OSError(
+                    f"{name} does not resolve in the lab network (is the seat container up?)"
+                ) from None
             time.sleep(0.01)
 
 

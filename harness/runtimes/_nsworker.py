@@ -95,8 +95,7 @@ class Seats:
     def wait_settled(self, marks: list[int], *, timeout: float) -> list[Any]:
         until = time.perf_counter() + timeout
         return [
-            c
-            for seat, m in zip(self.seats, marks, strict=True)
+            c for seat, m in zip(self.seats, marks, strict=True)
             for c in seat.wait_settled(m, timeout=max(0.0, until - time.perf_counter()))
         ]
 
@@ -141,12 +140,8 @@ class Proxy:
                     return {"started": True, "start_s": time.perf_counter() - self.started_at}
             except OSError:
                 time.sleep(0.002)
-        return {
-            "started": False,
-            "message": f"did not listen on port {self.port} within the timeout",
-            "output": self.output()[-4000:],
-            "timeout": True,
-        }
+        return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
+                "output": self.output()[-4000:], "timeout": True}
 
     def output(self) -> str:
         texts = []
@@ -179,11 +174,8 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
     t0 = time.perf_counter()
     response = request(
-        proxy.host,
-        cell.get("port", proxy.port),
-        path,
-        host_header=cell.get("host", PUBLIC_HOST),
-        tls=cell.get("tls", False),
+        proxy.host, cell.get("port", proxy.port), path,
+        host_header=cell.get("host", PUBLIC_HOST), tls=cell.get("tls", False),
     )
     duration = time.perf_counter() - t0
     reason, log_text = None, ""

@@ -374,7 +374,8 @@ class DockerRuntime:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
             plans = self._plans([scenario])
-            hold = {"identity": identity, "control": str(IN_LAB / "control.sock"), "sni_routing": scenario.sni_routing}
+            hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
+                    "sni_routing": scenario.sni_routing}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[dict[str, Any]] = []
@@ -434,14 +435,8 @@ class DockerRuntime:
         return plans
 
     def _archive(
-        self,
-        plans: list[Plan],
-        cells: list[tuple[Plan, str]],
-        lab_dir: Path,
-        pki: LabPKI,
-        seat_ip: str,
-        *,
-        hold: dict[str, Any] | None = None,
+        self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI, seat_ip: str,
+        *, hold: dict[str, Any] | None = None,
     ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700)."""
         pki_dir = pki.write_to(lab_dir / "pki")

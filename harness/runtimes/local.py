@@ -73,9 +73,7 @@ def check_namespaces() -> str | None:
     flags, _ = namespace_mode()
     proc = subprocess.run(
         ["unshare", *flags, "--net", "--mount", "--propagation", "private", "true"],
-        capture_output=True,
-        text=True,
-        timeout=10,
+        capture_output=True, text=True, timeout=10,
     )
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
@@ -109,7 +107,10 @@ class LocalRuntime:
     def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
         pki_dir = pki.write_to(lab_dir / "pki")
-        (lab_dir / "hosts").write_text(f"127.0.0.1 localhost\n{pki.backend_ip} {BACKEND_NAME} {SIBLING_NAME}\n")
+        (lab_dir / "hosts").write_text(
+            "127.0.0.1 localhost\n"
+            f"{pki.backend_ip} {BACKEND_NAME} {SIBLING_NAME}\n"
+        )
         plans = []
         for i, sc in enumerate(scenarios):
             run_dir = lab_dir / "proxies" / sc.id.replace("/", "--")
@@ -238,24 +239,17 @@ class LocalRuntime:
                 for p in group
             ],
             "cells": [
-                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing} for p, ident in cells
+                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                for p, ident in cells
             ],
         }
 
     def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
         cmd = [
-            "unshare",
-            *flags,
-            "--net",
-            "--mount",
-            "--propagation",
-            "private",
-            "--fork",
-            "--kill-child",
-            sys.executable,
-            "-m",
-            "harness.runtimes._nsworker",
+            "unshare", *flags, "--net", "--mount", "--propagation", "private",
+            "--fork", "--kill-child",
+            sys.executable, "-m", "harness.runtimes._nsworker",
         ]
         from harness.runtimes._nsworker import die_with_parent
 
@@ -265,12 +259,8 @@ class LocalRuntime:
         ).rstrip(os.pathsep)
         err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            preexec_fn=die_with_parent,
-            env=env,
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+            preexec_fn=die_with_parent, env=env,
         )
         err.close()
         assert proc.stdin is not None
@@ -328,15 +318,8 @@ def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
     else:
         outcome, reason = Outcome.CONFIG_REJECTED, event["message"]
     return {
-        "event": "cell",
-        "key": event["key"],
-        "identity": identity,
-        "outcome": outcome.value,
-        "status": None,
-        "reason": reason,
-        "sni": None,
-        "tls": None,
-        "duration_s": 0.0,
+        "event": "cell", "key": event["key"], "identity": identity, "outcome": outcome.value,
+        "status": None, "reason": reason, "sni": None, "tls": None, "duration_s": 0.0,
     }
 
 
