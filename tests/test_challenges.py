@@ -440,3 +440,26 @@ def test_submit_shows_solved_and_not_yet(local_runtime: str) -> None:
     assert not bad.good and bad.text.startswith("Not yet") and "legit" in str(bad)
     with pytest.raises(LabError, match="config_text must be"):
         harness.submit("nginx-sni-routed", "")
+
+
+def test_the_docs_name_only_commands_that_exist() -> None:
+    """README's "Run a workshop" and docs/INSTRUCTOR.md match the parser (and every challenge id they name exists)."""
+    import re
+
+    from harness.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    groups = {
+        g: set(next(a for a in sub[g]._actions if a.dest == f"{g}_cmd").choices)  # type: ignore[union-attr]
+        for g in ("challenge", "workshop")
+    }
+    text = (root / "README.md").read_text() + (root / "docs" / "INSTRUCTOR.md").read_text()
+    used = re.findall(r"trustlab (challenge|workshop) ([a-z]+)", text)
+    assert {"list", "start", "check", "hint", "solution", "progress", "reset", "export"} <= {
+        c for g, c in used if g == "challenge"
+    }
+    for group, cmd in used:
+        assert cmd in groups[group], f"docs name `trustlab {group} {cmd}`, which does not exist"
+    for cid in set(re.findall(r"`((?:nginx|apache|haproxy)-[a-z0-9-]+)`", text)):
+        assert cid in IDS, f"docs name challenge {cid!r}, which does not exist"
