@@ -252,15 +252,19 @@ def bundle(
             for nb in sorted(src.glob("*.ipynb")) + [src / "README.md"]:
                 if nb.is_file():
                     shutil.copy2(nb, dest / nb.name)
-            built = sorted((src / "_build").glob("*.html"))
-            if not built:
+            (dest / "html").mkdir()
+            sources = sorted(src.glob("[0-9][0-9]-*.ipynb"))
+            built = [src / "_build" / f"{nb.stem}.html" for nb in sources]  # `make notebooks` output
+            if sources and all(
+                h.is_file() and h.stat().st_mtime >= nb.stat().st_mtime for h, nb in zip(built, sources, strict=True)
+            ):
+                for html in built:
+                    shutil.copy2(html, dest / "html" / html.name)
+            else:
                 from harness._notebooks import render_notebooks
 
-                say("notebooks: executing and rendering (make notebooks)")
-                built = render_notebooks(src, src / "_build")
-            (dest / "html").mkdir()
-            for html in built:
-                shutil.copy2(html, dest / "html" / Path(html).name)
+                say("notebooks: executing and rendering them")
+                built = render_notebooks(src, dest / "html")
             parts.append(f"notebooks ({len(built)} rendered)")
         (work / "docs").mkdir()
         for doc in (root / "docs" / "INSTRUCTOR.md", root / "README.md"):
