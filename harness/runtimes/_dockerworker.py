@@ -53,8 +53,11 @@ class SeatClient:
             raise OSError(f"seat: {line!r}: {reply['error']}")
         return reply
 
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
-        self._call(f"present {identity}{' route' if sni_routing else ''}")
+    def present(
+        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False
+    ) -> None:
+        flags = [f for f, on in (("route", sni_routing), ("mtls", client_auth), ("keepalive", keepalive)) if on]
+        self._call(" ".join(["present", identity, *flags]))
 
     def mark(self) -> int:
         return int(self._call("mark"))
