@@ -133,11 +133,11 @@ def main(argv: list[str]) -> int:
             emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
         hold = job.get("hold")
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat, routed = seat, hold.get("sni_routing", False)
-            held_seat.present(hold["identity"], sni_routing=routed)
+            held_seat, routed, modes = seat, hold.get("sni_routing", False), hold.get("modes", {})
+            held_seat.present(hold["identity"], sni_routing=routed, **modes)
             control(
                 hold["control"],
-                present=lambda ident: held_seat.present(ident, sni_routing=routed),
+                present=lambda ident: held_seat.present(ident, sni_routing=routed, **modes),
                 log=lambda: held_seat.since(0),
             )
         emit({"event": "done"})

@@ -370,11 +370,11 @@ def main() -> int:
                 for p in proxies:
                     if ready[p.key]["started"]:
                         relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
-                seat.present(hold["identity"], sni_routing=hold.get("sni_routing", False))
-                routed = hold.get("sni_routing", False)
+                routed, modes = hold.get("sni_routing", False), hold.get("modes", {})
+                seat.present(hold["identity"], sni_routing=routed, **modes)
                 control(
                     hold["control"],
-                    present=lambda ident: seat.present(ident, sni_routing=routed),
+                    present=lambda ident: seat.present(ident, sni_routing=routed, **modes),
                     log=lambda: seat.since([0] * len(seat.seats)),
                 )
             emit({"event": "done"})

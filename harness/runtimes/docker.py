@@ -375,7 +375,8 @@ class DockerRuntime:
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
             plans = self._plans([scenario])
             hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
-                    "sni_routing": scenario.sni_routing}
+                    "sni_routing": scenario.sni_routing,
+                    "modes": {k: True for k in ("client_auth", "keepalive") if getattr(scenario, k)}}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[dict[str, Any]] = []
