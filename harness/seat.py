@@ -289,31 +289,31 @@ class Seat:
             conn.resumed = bool(tls.session_reused)
             if client_auth:
                 conn.client_subject, conn.client_issuer = _peer_names(tls)
-            first, pending = conn, b""
+            first, pending, served = conn, b"", 0
             while True:
                 head, pending = _read_head(tls, pending)
                 lines = head.split(b"\r\n")
                 request = lines[0].decode("latin-1") if lines and lines[0] else None
                 if request is None:
-                    if conn is first:
+                    if not served:
                         # The proxy completed the handshake, then hung up: nginx checks the
                         # verify result only after the handshake, and closes here when it fails.
                         conn.error = "closed after the handshake without a request"
                     return
-                if conn is not first:
+                if served:  # keep-alive: a further request on this connection, its own entry
                     conn = self._reused(first)
                 conn.request = request
                 for line in lines[1:]:
                     if line.lower().startswith(b"host:"):
                         conn.host = line[5:].strip().decode("latin-1")
                 self._respond(tls, conn, keepalive=keepalive)
+                served += 1
                 if not keepalive:
                     break
-                conn = Connection(seq=-1, identity=first.identity)  # a placeholder until a request
                 with self._lock:
-                    self._idle.add(tls)  # wrap_socket detached *raw*: shut the TLS socket down
                     if self._stop.is_set() or self._state.generation != generation:
                         return  # the next cell already began: never carry a connection into it
+                    self._idle.add(tls)  # wrap_socket detached *raw*: shut the TLS socket down
                 tls.settimeout(30)
                 try:
                     pending += tls.recv(4096)
@@ -336,7 +336,6 @@ class Seat:
             raw.close()
             with self._settled:
                 self._settled.notify_all()
-
 
     def _reused(self, first: Connection) -> Connection:
         """A log entry for a further request on *first*'s connection (no new handshake)."""
