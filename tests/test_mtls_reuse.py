@@ -321,3 +321,26 @@ def test_revocation(live: Any) -> None:
     assert "(23): certificate revoked" in live.cell("apache/crl-leaf", "revoked").reason
     assert live.cell("apache/crl-without-check", "revoked").outcome is Outcome.SPOOFED
     assert live.cell("haproxy/crl-incomplete", "legit").outcome is Outcome.BLOCKED
+
+
+# -- the same evidence on the docker runtime (the seat runs in its own container) ---------------
+@pytest.mark.docker
+def test_docker_seat_gives_the_same_evidence(live: Any) -> None:
+    import os
+
+    from harness import images, runner
+
+    ready, why = images.docker_ready()
+    if not ready:
+        if os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"TRUSTLAB_REQUIRE_DOCKER=1 but {why}")
+        pytest.skip(why)
+    on_docker = runner.run([scenarios.resolve(s) for s in LIVE], runtime="docker", seed=14)
+    assert not on_docker.mismatches
+
+    def evidence(r: Any) -> dict[tuple[str, str], tuple[object, ...]]:
+        return {(c.scenario, c.identity): (c.outcome, c.reuse, c.client_cert) for c in r.cells}
+
+    assert evidence(on_docker) == evidence(live)
+    assert on_docker.cell("nginx/keepalive-shared-upstream", "rogue-ca").reuse == "reused connection"
+    assert on_docker.cell("nginx/resume-across-locations", "public-ca").reuse == "resumed session"
