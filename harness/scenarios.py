@@ -97,6 +97,8 @@ _TOP_KEYS += ("multi_policy", "prime")
 _SEAT_KEYS += ("client_auth", "keepalive")
 #: The placeholders a directive value may hold (files), removed before the brace check.
 _FILE_PLACEHOLDER = re.compile(r"\{(?:ca|bundle|" + "|".join(PKI_FILES) + r")\}")
+#: A target line per policy, per proxy: two in one config means two policies in one process.
+_POLICY_LINES = {ProxyKind.NGINX: "proxy_pass", ProxyKind.APACHE: "ProxyPass", ProxyKind.HAPROXY: "server"}
 #: A multi-policy scenario's id says what it tests.
 MULTI_POLICY_WORDS = ("reuse", "resume", "keepalive")
 
@@ -306,6 +308,13 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
                        f"{', '.join(MULTI_POLICY_WORDS)}")
     elif prime:
         raise fail("prime", "only a multi-policy scenario (multi_policy = true) primes a loose policy")
+    else:
+        # The isolation rule (one policy per proxy process) holds for every other scenario.
+        word = _POLICY_LINES[proxy]
+        count = len(re.findall(rf"(?m)^\s*{word}\b", config))
+        if count > 1:
+            raise fail("config", f"{count} {word} lines run two policies in one proxy process; mark it "
+                       "multi_policy = true (with prime) or split it")
 
     return Scenario(
         id=scenario_id,

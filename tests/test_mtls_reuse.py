@@ -99,6 +99,14 @@ def test_multi_policy_fields_are_validated() -> None:
     assert _parse({}).cell_options() == {"sni_routing": False}  # the default cell is unchanged
 
 
+def test_two_policies_in_one_process_must_be_marked() -> None:
+    two = "proxy_pass {upstream};\nlocation /loose/ {\n    proxy_pass {upstream};\n}\n"
+    with pytest.raises(ScenarioError, match="2 proxy_pass lines run two policies"):
+        _parse({"config": two})
+    assert _parse({"config": two, "multi_policy": True, "prime": "/loose/"}, sid="nginx/reuse-x").multi_policy
+    assert not _parse({"config": "proxy_pass {upstream};"}).multi_policy
+
+
 def test_pki_file_placeholders_need_their_identity() -> None:
     with pytest.raises(ScenarioError, match="client-ca-signed"):
         _parse({"directives": {"proxy_ssl_certificate": "{client_cert}"}})
