@@ -32,7 +32,8 @@ TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inli
 
 def test_notebooks_exist() -> None:
     names = [p.name[:2] for p in ALL]
-    assert names == [f"{n:02d}" for n in range(10)], names  # 00-07 lessons, 08 check your own config, 09 held labs
+    # 00-07 lessons, 08 check your own config, 09 mTLS, reuse and revocation, 10 held labs
+    assert names == [f"{n:02d}" for n in range(11)], names
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
@@ -74,8 +75,8 @@ def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> 
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, f"{path.name} failed:\n{proc.stderr[-6000:]}"
     # Each notebook is meant to take seconds; a slow one fails loudly rather than creeping up.
-    # 09 starts and stops four held labs through the CLI, each a fresh process (about 35 s alone).
-    budget = 120 if path.name.startswith("09-") else 60
+    # 10 starts and stops four held labs through the CLI, each a fresh process (about 35 s alone).
+    budget = 120 if path.name.startswith("10-held") else 60
     assert elapsed < budget, f"{path.name} took {elapsed:.1f} s"
 
 

@@ -53,8 +53,12 @@ class SeatClient:
             raise OSError(f"seat: {line!r}: {reply['error']}")
         return reply
 
-    def present(self, identity: str, *, sni_routing: bool = False, backend: str | None = None) -> None:
-        self._call(f"present {identity}{' route' if sni_routing else ''}{f' backend={backend}' if backend else ''}")
+    def present(
+        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        flags = [f for f, on in (("route", sni_routing), ("mtls", client_auth), ("keepalive", keepalive)) if on]
+        self._call(" ".join(["present", identity, *flags, *([f"backend={backend}"] if backend else [])]))
 
     def mark(self) -> int:
         return int(self._call("mark"))
@@ -130,11 +134,12 @@ def main(argv: list[str]) -> int:
             emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
         hold = job.get("hold")
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat, routed, backend = seat, hold.get("sni_routing", False), hold.get("backend")
-            held_seat.present(hold["identity"], sni_routing=routed, backend=backend)
+            held_seat, routed = seat, hold.get("sni_routing", False)
+            modes = {**hold.get("modes", {}), **({"backend": hold["backend"]} if hold.get("backend") else {})}
+            held_seat.present(hold["identity"], sni_routing=routed, **modes)
             control(
                 hold["control"],
-                present=lambda ident: held_seat.present(ident, sni_routing=routed, backend=backend),
+                present=lambda ident: held_seat.present(ident, sni_routing=routed, **modes),
                 log=lambda: held_seat.since(0),
             )
         emit({"event": "done"})

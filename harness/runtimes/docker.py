@@ -351,7 +351,7 @@ class DockerRuntime:
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
-                wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+                wanted = tuple(pki.optional or {})  # what the caller minted (files configs may name)
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
             plans = self._plans(scenarios)
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
@@ -376,7 +376,9 @@ class DockerRuntime:
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
             plans = self._plans([scenario])
             hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
-                    "sni_routing": scenario.sni_routing, **_backend_field(scenario)}
+                    "sni_routing": scenario.sni_routing,
+                    "modes": {k: True for k in ("client_auth", "keepalive") if getattr(scenario, k)},
+                    **_backend_field(scenario)}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[dict[str, Any]] = []
@@ -509,8 +511,7 @@ class DockerRuntime:
                 "start_timeout": 30,
                 "proxies": specs,
                 "cells": [
-                    {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing,
-                     **_backend_field(p.scenario)}
+                    {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
                     for p, ident in cells
                 ],
             }

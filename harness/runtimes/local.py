@@ -237,8 +237,7 @@ class LocalRuntime:
                 for p in group
             ],
             "cells": [
-                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing,
-                 **_backend_field(p.scenario)}
+                {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
                 for p, ident in cells
             ],
         }
