@@ -74,8 +74,9 @@ DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
 #: The file name each proxy's starting config has (what the learner edits).
 CONFIG_NAMES = {ProxyKind.NGINX: "nginx.conf", ProxyKind.APACHE: "site.conf", ProxyKind.HAPROXY: "haproxy.cfg"}
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
-# Legitimate identities only: the optional impostors (wildcard-parent, cn-only, ...) are never "served".
-SERVABLE = ("legit", "legit-no-chain", *(i for i in OPTIONAL_IDENTITY_IDS if i in LEGITIMATE_IDS))
+# The name-matching identities (scenario backends, issue 12) are no challenge's "served" set.
+_NAME_CASES = ("wildcard-parent", "cn-only", "san-other-cn-backend")
+SERVABLE = ("legit", "legit-no-chain", *(i for i in OPTIONAL_IDENTITY_IDS if i not in _NAME_CASES))
 FLAG_RE = re.compile(r"^trustlab\{[0-9a-f]{32}\}$")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _TOP_KEYS = (

@@ -351,7 +351,9 @@ class DockerRuntime:
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
-                wanted = tuple(pki.optional or {})  # what the caller minted (files configs may name)
+                # What the caller minted (files configs may name), for every backend name.
+                others = [i for o in (pki.others or {}).values() for i in (o.optional or {})]
+                wanted = tuple(dict.fromkeys([*(pki.optional or {}), *others]))
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
             plans = self._plans(scenarios)
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
