@@ -250,6 +250,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for conn in held.seat_log(lab=st["lab"]):
                     print(f"    seat: #{conn['seq']} as {conn['identity']} sni={conn['sni']} tls={conn['tls']} "
                           f"request={conn['request']!r} {conn['error'] or ''}")
+    for why in held.ignored:
+        print(f"ignored: {why}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
     if stale:
         print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "

@@ -177,7 +177,8 @@ def test_no_footprint_on_the_host(local_runtime: str, short_tmp: Path) -> None:
     try:
         during = _listeners() - before_listen
         assert during == set(), f"the lab listens on the host: {during}"
-        (lab,) = short_tmp.glob("trustlab-*")
+        (lab,) = short_tmp.glob("trustlab.*/trustlab-*")
+        assert stat.S_IMODE(lab.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(lab.stat().st_mode) == 0o700
         assert stat.S_IMODE((lab / "pki").stat().st_mode) == 0o700
         keys = list(lab.rglob("*.key"))
@@ -185,9 +186,11 @@ def test_no_footprint_on_the_host(local_runtime: str, short_tmp: Path) -> None:
         # the lab's own hosts file is bind-mounted in its namespace only
         assert "backend-api.internal" not in Path("/etc/hosts").read_text()
     finally:
-        trustlab("down", "--all", env=env)
+        trustlab("down", env=env)  # never --all in tests: it removes other people's docker labs
     assert {f: _digest(f) for f in HOST_FILES} == before_files
-    assert list(short_tmp.iterdir()) == []
+    # only the (empty) private held-lab directory is left
+    assert [p.name for p in short_tmp.iterdir()] == [f"trustlab.{os.geteuid()}"]
+    assert list(short_tmp.glob("*/*")) == []
 
 
 @pytest.mark.integration
