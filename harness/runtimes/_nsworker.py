@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from harness.seat import Seat
 from harness.vocab import PUBLIC_HOST
 
 _PR_SET_PDEATHSIG = 1
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -172,6 +174,9 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
     path = cell.get("path", "/")
     if path.endswith("/"):
         path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
+    # A request line is ASCII: a scenario named in another script (nginx/é) or a location
+    # with non-ASCII text is sent percent-encoded, as a browser would (the proxy decodes it).
+    path = urllib.parse.quote(path, safe=_PRINTABLE_ASCII)
     t0 = time.perf_counter()
     response = request(
         proxy.host, cell.get("port", proxy.port), path,
