@@ -285,8 +285,10 @@ def cmd_pki(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_ROW_FIELDS = {"identity": str, "legitimate": (bool, type(None)), "meaning": str, "subject": str, "sans": list,
-               "issuer": str, "not_before": str, "not_after": str, "chain_served": int}
+_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "identity": str, "legitimate": (bool, type(None)), "meaning": str, "subject": str, "sans": list,
+    "issuer": str, "not_before": str, "not_after": str, "chain_served": int,
+}
 
 
 def _manifest_row(row: object) -> bool:
