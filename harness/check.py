@@ -15,6 +15,7 @@ The verdict: ``ok`` when, for every upstream, ``legit`` is served and every impo
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -27,9 +28,14 @@ from harness.configs import adapter
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome, ProxyKind
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, SIBLING_NAME, Outcome, ProxyKind
 
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
+#: Who ``wrong-name`` is issued to: the lab's sibling, unless the config itself uses that name.
+_SIBLINGS = (SIBLING_NAME, "other-svc.trustlab.test", "sibling.trustlab.test", "sibling-2.trustlab.test")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+#: What a client may send as Host: a name or address, an optional port.
+_HOST_HEADER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$")
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
 _NAME_NET = "10.203.0."
 _NAME_FIRST = 20
@@ -103,11 +109,14 @@ class CheckResult:
             return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
         lines = [f"{len(self.failures)} problem(s):"]
         for c in self.failures:
-            what = (
-                "the legitimate backend was not served"
-                if c.identity in LEGITIMATE_IDS
-                else "impostor got through"
-            )
+            if c.outcome is Outcome.ERROR:  # the lab could not tell: never a verdict on the config
+                what = "error: the lab could not tell what the proxy does here"
+            elif c.outcome is Outcome.CONFIG_REJECTED:
+                what = "the proxy did not start"
+            elif c.identity in LEGITIMATE_IDS:
+                what = "the legitimate backend was not served"
+            else:
+                what = "impostor got through"
             lines.append(f"  {c.upstream}: {c.identity} -> {c.outcome.value} ({what}; {c.reason})")
         return "\n".join(lines)
 
@@ -207,9 +216,12 @@ def check(
             raise ConfigError(
                 f"{path}: no HTTPS upstream found ({_HINT[kind]}); nothing to check{_looks_like(path, kind)}"
             )
+        _check_names(path, first)
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
         hosts = {n: f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+        taken = set(names) | {u.name for u in first.upstreams}
+        sibling = next(n for n in _SIBLINGS if n not in taken)
         addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
         groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
         for i, u in enumerate(first.upstreams):
@@ -223,7 +235,7 @@ def check(
             base = lab / f"u{g}"
             run_dir = base / "run"
             run_dir.mkdir(parents=True)
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name)
+            pki = LabPKI.mint(backend_ip=addr, backend_name=name, sibling_name=sibling)
             pki.write_to(base / "pki")
             shutil.copytree(lab / "front", base / "front")
             paths = _lab_paths(base, run_dir)
@@ -332,6 +344,41 @@ def _looks_like(path: Path, kind: ProxyKind) -> str:
         return ""
     article = "an" if other.value[0] in "aeiou" else "a"
     return f" (it looks like {article} {other.value} config: trustlab check {other.value} {path})"
+
+
+def dns_name_problem(name: str) -> str | None:
+    """Why *name* cannot be a certificate's DNS name (and so cannot be checked), or ``None``.
+
+    nginx and HAProxy accept host names no CA would certify (``my_backend``, non-ASCII, a label
+    over 63 characters); the lab cannot mint a legitimate certificate for them either."""
+    if not name.isascii():
+        return "is not ASCII; write its IDNA form (xn--...), the name a certificate carries"
+    if len(name.rstrip(".")) > 253:
+        return f"is {len(name)} characters long; a DNS name has at most 253"
+    for label in name.rstrip(".").split("."):
+        if len(label) > 63:
+            return f"has a label of {len(label)} characters ({label[:20]}...); a DNS label has at most 63"
+        if not _LABEL.match(label):
+            bad = next((ch for ch in label if not (ch.isalnum() or ch == "-")), "-")
+            return f"holds {bad!r} in label {label!r}; a DNS name has letters, digits and inner hyphens only"
+    return None
+
+
+def _check_names(path: Path, adapted: Adapted) -> None:
+    """Refuse, in one line, an upstream the lab cannot stand in for or a route it cannot send."""
+    for u in adapted.upstreams:
+        for name in dict.fromkeys(n for n in (u.host, u.name) if not is_ip(n)):
+            why = dns_name_problem(name)
+            if why:
+                raise ConfigError(
+                    f"{path}: line {u.line}: upstream name {name!r} {why}; no certificate can name it, so "
+                    "trustlab cannot check it: use a valid DNS name"
+                )
+        if u.route and not _HOST_HEADER.match(u.route.host):
+            raise ConfigError(
+                f"{path}: the server name {u.route.host!r} (for the upstream at line {u.line}) is not a host "
+                "name a client can send (control characters, spaces or escapes); fix the server_name/ServerName"
+            )
 
 
 def _other_names(adapted: Adapted) -> list[str]:

@@ -52,8 +52,8 @@ def setup_namespace(job: dict[str, Any]) -> None:
     # Extra addresses a user's config targets directly (``trustlab check``): each is put on
     # this namespace's own loopback, so the seat answers there and nothing leaves the lab.
     for addr in dict.fromkeys(job.get("addresses", [])):
-        if addr == job["backend_ip"] or addr.startswith("127."):
-            continue  # already there (127.0.0.0/8 comes with lo)
+        if addr == job["backend_ip"] or addr.startswith("127.") or addr == "::1":
+            continue  # already there (127.0.0.0/8 and ::1 come with lo)
         run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
     run("mount", "--bind", job["hosts_file"], "/etc/hosts")
 

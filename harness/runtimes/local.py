@@ -188,7 +188,11 @@ class LocalRuntime:
         ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
         to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
         """
-        lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
+        # The lab's own names only where the config does not use them: a config whose upstream is
+        # backend-api.internal got it twice (the lab's address and its own), and nginx
+        # round-robined between them (legit became error, then "no live upstreams").
+        own = " ".join(n for n in (BACKEND_NAME, SIBLING_NAME) if n not in hosts)
+        lines = ["127.0.0.1 localhost"] + ([f"{backend_ip} {own}"] if own else [])
         lines += [f"{ip} {name}" for name, ip in hosts.items()]
         (lab_dir / "hosts").write_text("\n".join(lines) + "\n")
         job = {
@@ -196,7 +200,8 @@ class LocalRuntime:
             "backend_ip": backend_ip,
             "seat_port": seat_ports[0] if seat_ports else BACKEND_PORT,
             "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
-            "seat_host": "0.0.0.0",
+            # "::" (dual stack) when an upstream is IPv6: the seat listens where it points.
+            "seat_host": "::" if any(":" in a for a in addresses) else "0.0.0.0",
             "addresses": addresses,
             "hosts_file": str(lab_dir / "hosts"),
             "proxies": [
