@@ -303,9 +303,18 @@ def check(
                 ]
             return out, rejected, adapted
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
             futures = [pool.submit(run_group, g, k, m) for g, (k, m) in enumerate(groups.items())]
             results = [f.result() for f in futures]
+        except BaseException:
+            # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
+            # threads are reading, so they end now rather than after every upstream (38 s for 80).
+            pool.shutdown(wait=False, cancel_futures=True)
+            rt.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True)
     order = {u.label: i for i, u in enumerate(first.upstreams)}
     rank = {ident: i for i, ident in enumerate(IDENTITY_IDS)}
     cells = sorted(

@@ -305,9 +305,14 @@ def main() -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
+        # Once: a second SIGTERM (the host signals the worker and unshare) must not cut the
+        # clean-up below short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     proxies = [Proxy(spec) for spec in job["proxies"]]
     try:
         setup_namespace(job)

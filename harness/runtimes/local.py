@@ -90,6 +90,10 @@ class LocalRuntime:
 
     name = "local"
 
+    def __init__(self) -> None:
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._stopping = False
+
     def preflight(self, kinds: set[str]) -> None:
         missing = [k for k in sorted(kinds) if not driver(k).find_binary()]
         if missing:
@@ -164,8 +168,7 @@ class LocalRuntime:
                 workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
             yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, per, on_proxy)
         finally:
-            for proc in workers:
-                _stop(proc)
+            _stop_all(workers)
 
     def run_prepared(
         self,
@@ -217,11 +220,22 @@ class LocalRuntime:
             ],
             "cells": cells,
         }
+        if self._stopping:
+            raise KeyboardInterrupt
         proc = self._spawn(job, lab_dir / "worker.err")
+        self._live.add(proc)
         try:
             yield from self._collect([proc], {}, lambda key: (), on_proxy)
         finally:
             _stop(proc)
+            self._live.discard(proc)
+
+    def stop(self) -> None:
+        """Stop every lab worker this runtime runs (``trustlab check`` on Ctrl-C, from the main
+        thread while other threads read them); no new one starts afterwards."""
+        self._stopping = True
+        for proc in list(self._live):
+            _stop(proc, close=False)  # the reading thread sees EOF and closes (a close under its select hangs it)
 
     # -- internals ---------------------------------------------------------------------
     def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
@@ -339,13 +353,46 @@ def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:
     return LabError(f"local lab worker failed: {last}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop lab workers together: every one is signalled before any is waited for."""
+    for proc in procs:
+        _signal_worker(proc)
+    for proc in procs:
+        _stop(proc)
+
+
+def _signal_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
+        for child in _children(proc.pid):
+            try:
+                os.kill(child, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def _stop(proc: subprocess.Popen[bytes], *, close: bool = True) -> None:
+    """Stop one lab worker at once. ``unshare --fork`` ignores SIGTERM (it only waits for its
+    child), so the worker under it is signalled directly: it stops its proxies and exits, and
+    unshare exits with it. SIGKILL to unshare is the fallback (``--kill-child`` takes the
+    worker along, and the worker's proxies die with it: ``PR_SET_PDEATHSIG``)."""
+    if proc.poll() is None:
+        _signal_worker(proc)
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+    if proc.stdout and close:
+        try:
+            proc.stdout.close()
+        except OSError:
+            pass
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
