@@ -282,7 +282,10 @@ def check(
                     on_proxy=events.append,
                 )
             )
-            rejected = next((e.get("message") for e in events if not e.get("started")), None)
+            failed = next((e for e in events if not e.get("started")), None)
+            # Killed or out of disk before it listened: an error of the lab, not a rejected config.
+            died = failed["message"] if failed and (failed.get("died") or failed.get("timeout")) else None
+            rejected = None if died or not failed else failed.get("message")
             by_label = {i: u for i, u in members}
             for r in raw:
                 u = by_label[r["label"]]
@@ -294,6 +297,13 @@ def check(
                         (f"the request reached {r['dest']}, not this upstream ({want}); {reason}"),
                     )
                 out.append(CheckCell(u.label, r["identity"], outcome, r["status"], reason, r["sni"]))
+            if died:
+                out += [
+                    CheckCell(u.label, ident, Outcome.ERROR, None, died, None)
+                    for _, u in members
+                    if u.route
+                    for ident in identities
+                ]
             if rejected:
                 out += [
                     CheckCell(u.label, ident, Outcome.CONFIG_REJECTED, None, rejected, None)

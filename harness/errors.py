@@ -49,10 +49,11 @@ def read_input(path: Path, *, error: type[LabError], kind: str, directory_hint: 
         raise error(f"{where}: not readable (permission denied)") from None
     except OSError as exc:
         raise error(f"{where}: cannot read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise error(f"{where}: is a directory; {directory_hint}")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise error(f"{where}: is a directory; {directory_hint}")
         if not stat.S_ISREG(mode):
             what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
             raise error(f"{where}: is {what}, not a regular file; pass {kind} saved as a file")

@@ -55,3 +55,23 @@ def local_matrix(local_runtime: str):  # type: ignore[no-untyped-def]
     from harness import runner, scenarios
 
     return runner.run(scenarios.select(), runtime=local_runtime)
+
+
+# -- `make reliability` reports how many bad-input cases are handled as promised -----------------
+_BAD_INPUT: dict[str, bool] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "bad_input" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _BAD_INPUT[report.nodeid] = _BAD_INPUT.get(report.nodeid, True) and report.passed
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _BAD_INPUT:
+        handled = sum(_BAD_INPUT.values())
+        terminalreporter.write_line(
+            f"bad input: {handled}/{len(_BAD_INPUT)} cases handled as promised "
+            "(one line, exit 2, no traceback, bounded, nothing lost)"
+        )

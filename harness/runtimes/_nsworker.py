@@ -136,7 +136,8 @@ class Proxy:
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 text = self.output()
-                return {"started": False, "message": self.driver.startup_message(text), "output": text[-4000:]}
+                message, died = self.how_it_ended(text)
+                return {"started": False, "message": message, "output": text[-4000:], "died": died}
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return {"started": True, "start_s": time.perf_counter() - self.started_at}
@@ -144,6 +145,23 @@ class Proxy:
                 time.sleep(0.002)
         return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
                 "output": self.output()[-4000:], "timeout": True}
+
+    def how_it_ended(self, text: str) -> tuple[str, bool]:
+        """What the proxy said as it exited, and how it ended; *died* is true when it did not
+        refuse its config but was killed or could not write (so: ``error``, not config-rejected)."""
+        assert self.proc is not None
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the proxy was killed by {name} before it listened (not a config error)", True
+        if "No space left on device" in text or _disk_full(self.run_dir):
+            return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device); "
+                    "free some space or set TRUSTLAB_TMPDIR to another directory"), True
+        message = self.driver.startup_message(text)
+        return (f"{message} (exit status {code})" if code not in (None, 0, 1) else message), False
 
     def output(self) -> str:
         texts = []
@@ -162,6 +180,14 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64_000 or (st.f_files > 0 and st.f_favail == 0)
 
 
 def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
@@ -198,7 +224,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
     if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
         # Started, then died (Apache binds its port before it reads mime.types, for one).
         text = proxy.output()
-        response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
+        response = Response(None, None, f"the proxy exited: {proxy.how_it_ended(text)[0]}")
     # The seat records a connection's TLS version and error on its own thread, a moment after
     # the proxy has answered: wait until each connection has settled (served, or failed with
     # a reason), so the evidence is the same in every run and on every runtime.

@@ -332,7 +332,7 @@ class LocalRuntime:
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
-    if event.get("timeout"):
+    if event.get("timeout") or event.get("died"):  # killed, disk full: not the config's fault
         outcome, reason = Outcome.ERROR, event["message"]
     else:
         outcome, reason = Outcome.CONFIG_REJECTED, event["message"]
