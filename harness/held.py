@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError
-from harness.runner import LAB_PREFIX, _alive, lab_root, sweep
+from harness.runner import LAB_PREFIX, _alive, check_space, lab_root, sweep
 
 STATE_FILE = "state.json"
 #: Largest state file read (a real one is under 1 KB).
@@ -342,6 +342,7 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
     start = _start_docker if runtime == "docker" else _start_local
     try:
         scenario = resolve(ref)
+        check_space(lab_root())  # before the private directory is made: a full disk leaves nothing
         root = held_root(create=True)
         with lab_dir(root=root) as path, start(scenario, identity, path) as (state, wait):
             state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(),

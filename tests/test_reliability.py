@@ -414,11 +414,11 @@ def test_error_cells_are_errors_in_the_summary() -> None:
 
 
 # -- a proxy that dies before listening says how ------------------------------------------------
-def _nginx_proxy(run_dir: Path, port: int):  # type: ignore[no-untyped-def]
+def _nginx_proxy(run_dir: Path, port: int, conf: Path | None = None):  # type: ignore[no-untyped-def]
     from harness.proxies import driver
     from harness.runtimes._nsworker import Proxy
 
-    conf = run_dir / "nginx.conf"
+    conf = conf or run_dir / "nginx.conf"
     conf.write_text(f"daemon off; master_process off; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
                     f"events {{}}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; return 200; }} }}\n")
     return Proxy({"key": "k", "kind": "nginx", "listen_port": port, "run_dir": str(run_dir),
@@ -441,10 +441,10 @@ def test_a_proxy_killed_before_listening_is_an_error_that_says_so(local_runtime:
 
 
 @pytest.mark.bad_input
-def test_a_proxy_out_of_disk_is_an_error_that_says_so(local_runtime: str, full_dir: Path) -> None:
+def test_a_proxy_out_of_disk_is_an_error_that_says_so(local_runtime: str, full_dir: Path, tmp_path: Path) -> None:
     run_dir = full_dir / "run"
     run_dir.mkdir()
-    proxy = _nginx_proxy(run_dir, 0)
+    proxy = _nginx_proxy(run_dir, 0, conf=tmp_path / "nginx.conf")
     proxy.start()
     event = proxy.wait_ready(time.perf_counter() + 10)
     assert not event["started"] and event["died"], event
