@@ -135,6 +135,7 @@ def as_root() -> None:
         pytest.skip("planting a file as another uid needs root (chown)")
 
 
+@pytest.mark.bad_input
 @pytest.mark.usefixtures("as_root")
 def test_down_refuses_a_held_root_planted_by_another_user(tmp_path: Path, victim: tuple) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
@@ -149,6 +150,7 @@ def test_down_refuses_a_held_root_planted_by_another_user(tmp_path: Path, victim
         _untouched(victim)
 
 
+@pytest.mark.bad_input
 @pytest.mark.usefixtures("as_root")
 def test_down_ignores_a_state_file_planted_by_another_user(tmp_path: Path, victim: tuple) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
@@ -168,6 +170,7 @@ def test_down_ignores_a_state_file_planted_by_another_user(tmp_path: Path, victi
     _untouched(victim)
 
 
+@pytest.mark.bad_input
 @pytest.mark.usefixtures("as_root")
 def test_a_planted_lab_in_the_shared_lab_root_is_neither_trusted_nor_swept(
     tmp_path: Path, victim: tuple, monkeypatch: pytest.MonkeyPatch
@@ -187,6 +190,7 @@ def test_a_planted_lab_in_the_shared_lab_root_is_neither_trusted_nor_swept(
     assert (tmp_path / "trustlab-evil" / "state.json").exists()  # not ours: not swept either
 
 
+@pytest.mark.bad_input
 def test_a_recycled_pid_is_never_signalled(tmp_path: Path, victim: tuple) -> None:
     """Our own state file, but its holder is gone and the pid now belongs to another process."""
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
@@ -202,6 +206,7 @@ def test_a_recycled_pid_is_never_signalled(tmp_path: Path, victim: tuple) -> Non
     assert not lab.exists()  # its own directory (where the state file was) is removed
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("content", ['{"pid": "x"}', "[1, 2]", "{not json", '{"lab": "trustlab-c", "pid": 1}', ""])
 def test_a_corrupt_state_file_is_one_line(tmp_path: Path, content: str) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
