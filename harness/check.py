@@ -374,7 +374,10 @@ def dns_name_problem(name: str) -> str | None:
         return "is not ASCII; write its IDNA form (xn--...), the name a certificate carries"
     if len(name.rstrip(".")) > 253:
         return f"is {len(name)} characters long; a DNS name has at most 253"
-    for label in name.rstrip(".").split("."):
+    labels = name.rstrip(".").split(".")
+    for i, label in enumerate(labels):
+        if label == "*" and i == 0 and len(labels) > 2:
+            continue  # a wildcard name (proxy_ssl_name *.corp.example) is a valid certificate name
         if len(label) > 63:
             return f"has a label of {len(label)} characters ({label[:20]}...); a DNS label has at most 63"
         if not _LABEL.match(label):
