@@ -234,7 +234,10 @@ class LocalRuntime:
         """Stop every lab worker this runtime runs (``trustlab check`` on Ctrl-C, from the main
         thread while other threads read them); no new one starts afterwards."""
         self._stopping = True
-        for proc in list(self._live):
+        live = list(self._live)
+        for proc in live:  # all at once: each worker stops its proxies in parallel
+            _signal_worker(proc)
+        for proc in live:
             _stop(proc, close=False)  # the reading thread sees EOF and closes (a close under its select hangs it)
 
     # -- internals ---------------------------------------------------------------------
