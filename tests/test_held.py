@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _signals import assert_no_trustlab_traceback
 
 pytestmark = pytest.mark.integration
 
@@ -76,11 +77,11 @@ def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert "Traceback" not in err
+    assert_no_trustlab_traceback(err)
     if proc.returncode == 0:  # it was up before the signal: a lab the user was told about
         assert trustlab(env, "down", "--all").returncode == 0
     else:  # interrupted: 130, or (rarely) the status of a process ended by SIGINT itself
-        assert proc.returncode in (130, -signal.SIGINT), err
+        assert proc.returncode in (1, 130, -signal.SIGINT), err  # 1: inside CPython's start-up
     deadline = time.monotonic() + 15
     while list(tmp_path.glob("trustlab-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
