@@ -113,6 +113,10 @@ def process_start(pid: int) -> str | None:
     return out.stdout.strip() or None
 
 
+#: The seat modes a held lab keeps (mTLS, keep-alive); a held lab never primes.
+_SEAT_MODES = ("client_auth", "keepalive")
+
+
 def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: float = 30) -> dict[str, Any]:
     """Start a held lab for one scenario; return its state once the proxy listens."""
     from harness.scenarios import resolve
@@ -375,11 +379,12 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     rt.preflight({scenario.proxy.value})
     if len(str(path / "control.sock")) > 100:
         raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
-    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities)
     plans = rt.prepare([scenario], path, pki)
     job = rt._job(plans, [], path, pki)
     job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
-                   "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
+                   "sni_routing": scenario.sni_routing, "socket_dir": str(path),
+                   "modes": {k: v for k, v in scenario.cell_options().items() if k in _SEAT_MODES}}
     worker = rt._spawn(job, path / "worker.err")
     try:  # stop the worker before lab_dir removes the directory `down` waits on
         assert worker.stdout is not None

@@ -233,7 +233,9 @@ def run(
     t0 = time.perf_counter()
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
-        wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+        # Minted even when an explicit identity list does not run them: a scenario's config may
+        # name their files (the proxy's client certificate, CRLs).
+        wanted = tuple(dict.fromkeys(i for s in scenarios for i in s.optional_identities))
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted)
         kw: dict[str, Any] = {"extra": extra} if extra else {}
         raws = rt.run(
@@ -254,6 +256,9 @@ def run(
                 sni=raw["sni"],
                 tls=raw["tls"],
                 duration_s=raw["duration_s"],
+                reuse=raw.get("reuse"),
+                client_cert=raw.get("client_cert"),
+                primed=raw.get("primed"),
             )
             cells.append(cell)
             if on_cell:

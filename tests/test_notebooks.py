@@ -32,7 +32,8 @@ TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inli
 
 def test_notebooks_exist() -> None:
     names = [p.name[:2] for p in ALL]
-    assert names == [f"{n:02d}" for n in range(9)], names  # 00-07 lessons, 08 check your own config
+    # 00-07 lessons, 08 check your own config, 09 mTLS, reuse and revocation
+    assert names == [f"{n:02d}" for n in range(10)], names
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])

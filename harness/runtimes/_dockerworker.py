@@ -53,8 +53,11 @@ class SeatClient:
             raise OSError(f"seat: {line!r}: {reply['error']}")
         return reply
 
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
-        self._call(f"present {identity}{' route' if sni_routing else ''}")
+    def present(
+        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False
+    ) -> None:
+        flags = [f for f, on in (("route", sni_routing), ("mtls", client_auth), ("keepalive", keepalive)) if on]
+        self._call(" ".join(["present", identity, *flags]))
 
     def mark(self) -> int:
         return int(self._call("mark"))
@@ -130,11 +133,11 @@ def main(argv: list[str]) -> int:
             emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
         hold = job.get("hold")
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat, routed = seat, hold.get("sni_routing", False)
-            held_seat.present(hold["identity"], sni_routing=routed)
+            held_seat, routed, modes = seat, hold.get("sni_routing", False), hold.get("modes", {})
+            held_seat.present(hold["identity"], sni_routing=routed, **modes)
             control(
                 hold["control"],
-                present=lambda ident: held_seat.present(ident, sni_routing=routed),
+                present=lambda ident: held_seat.present(ident, sni_routing=routed, **modes),
                 log=lambda: held_seat.since(0),
             )
         emit({"event": "done"})

@@ -350,7 +350,7 @@ class DockerRuntime:
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
-                wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+                wanted = tuple(pki.optional or {})  # what the caller minted (files configs may name)
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted)
             plans = self._plans(scenarios)
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
@@ -375,7 +375,8 @@ class DockerRuntime:
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
             plans = self._plans([scenario])
             hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
-                    "sni_routing": scenario.sni_routing}
+                    "sni_routing": scenario.sni_routing,
+                    "modes": {k: True for k in ("client_auth", "keepalive") if getattr(scenario, k)}}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[dict[str, Any]] = []
@@ -505,7 +506,7 @@ class DockerRuntime:
                 "start_timeout": 30,
                 "proxies": specs,
                 "cells": [
-                    {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                    {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
                     for p, ident in cells
                 ],
             }

@@ -261,7 +261,7 @@ class LocalRuntime:
                 for p in group
             ],
             "cells": [
-                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
                 for p, ident in cells
             ],
         }
