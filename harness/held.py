@@ -5,7 +5,7 @@ the lab directory and a lab worker in hold mode. The proxy is reachable through 
 in the lab directory that relays into the lab's namespace, so nothing listens on a host TCP
 port::
 
-    curl --unix-socket /tmp/trustlab-XXXX/proxies/nginx--verify-off/proxy.sock http://www.trustlab.test/
+    curl --unix-socket /tmp/trustlab.0/trustlab-XXXX/proxy.sock http://www.trustlab.test/
 
 ``down`` stops holders with SIGTERM (the lab unwinds and deletes itself); ``down --all`` also
 sweeps labs left by killed runs.
