@@ -63,6 +63,8 @@ class CheckResult:
     rejected: str | None = None
     accept: tuple[str, ...] = ()
     duration_s: float = 0.0
+    #: Where the proxy ran: ``local`` or ``docker``.
+    runtime: str = "local"
 
     @property
     def upstreams(self) -> list[str]:
@@ -120,6 +122,7 @@ class CheckResult:
             "ok": self.ok,
             "rejected": self.rejected,
             "duration_s": round(self.duration_s, 3),
+            "runtime": self.runtime,
         }
 
 
@@ -180,10 +183,16 @@ def check(
     accept: tuple[str, ...] = (),
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
+    runtime: str = "local",
 ) -> CheckResult:
-    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc."""
+    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
+
+    *runtime* is ``local`` (the host's proxies in a private namespace), ``docker`` (the lab
+    image's, in one container per upstream group with no network) or ``auto`` (docker when
+    its daemon and image are there, else local); both give the same verdicts.
+    """
     from harness.runner import lab_dir
-    from harness.runtimes.local import LocalRuntime, PreparedProxy
+    from harness.runtimes.local import PreparedProxy
 
     kind = kind_of(proxy)
     path = Path(config)
@@ -194,7 +203,7 @@ def check(
                 f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
             )
     adapt = adapter(kind)
-    rt = LocalRuntime()
+    rt = pick_runtime(runtime)
     rt.preflight({kind.value})
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
@@ -230,7 +239,9 @@ def check(
             _hashed_dir(paths.ca_dir, paths.ca)
             _hashed_dir(paths.bundle_dir, paths.bundle)
             ports = Ports(avoid=set(seat_ports))
-            adapted = adapt(path, paths, ports=ports, focus=pool or None)
+            # The config names the paths where the proxy sees these files (/lab/... in docker).
+            seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
+            adapted = adapt(path, seen, ports=ports, focus=pool or None)
             cfg = run_dir / driver_config_name(kind)
             cfg.write_text(adapted.text)
             cells: list[dict[str, Any]] = []
@@ -310,7 +321,19 @@ def check(
         rejected=rejected,
         accept=tuple(accept),
         duration_s=time.perf_counter() - t0,
+        runtime=rt.name,
     )
+
+
+def pick_runtime(runtime: str) -> Any:
+    """The runtime object for ``local``, ``docker`` or ``auto`` (resolved as ``trustlab run`` does)."""
+    from harness.runner import get_runtime, resolve_auto
+
+    if runtime == "auto":
+        runtime, _ = resolve_auto()
+    if runtime not in ("local", "docker"):
+        raise ConfigError(f"runtime {runtime!r} is unknown; choose local, docker or auto")
+    return get_runtime(runtime)
 
 
 _HINT = {
@@ -364,7 +387,7 @@ def render(result: CheckResult) -> str:
             lines.append(f"  {c.identity:<15} {verdict:<16} {str(c.status or '-'):<4}{sni}  {c.reason}")
         lines.append("")
     lines.append(("PASS " if result.ok else "FAIL ") + result.summary())
-    lines.append(f"({result.duration_s:.2f} s)")
+    lines.append(f"({result.duration_s:.2f} s, {result.runtime} runtime)")
     return "\n".join(lines)
 
 
