@@ -311,8 +311,9 @@ def check(
         (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
     )
     rejected = next((r[1] for r in results if r[1]), None)
-    notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
-    notes = [_relabel(n) for n in notes]
+    # Relabelled before deduplicating: each group's notes name its own lab paths.
+    notes = list(dict.fromkeys(_relabel(n) for r in results for n in r[2].adaptations))
+    notes = notes or [_relabel(n) for n in first.adaptations]
     return CheckResult(
         proxy=kind.value,
         config=str(path),
@@ -365,7 +366,9 @@ def _relabel(note: str) -> str:
     """Lab temp paths in a note become what they stand for."""
     import re
 
-    return re.sub(r"\S*/trustlab-[^/\s]+/\S*", lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
+    # A local lab's temp dir, or /lab in the docker runtime's container.
+    lab = r"\S*/trustlab-[^/\s]+/\S*|(?<!\S)/lab/\S*"
+    return re.sub(lab, lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
 
 
 def driver_config_name(kind: ProxyKind) -> str:

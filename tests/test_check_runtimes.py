@@ -1,0 +1,91 @@
+"""``trustlab check`` gives the same verdicts on both runtimes, cell by cell, for every test config.
+
+Each config under ``tests/configs/`` runs through :func:`harness.check.check` on the local runtime
+(the host's proxies in a private namespace) and on the docker runtime (the lab image's, in one
+container with no network); every upstream x identity cell must have the same outcome, HTTP
+status, SNI and evidence. A config the lab cannot check must fail the same way on both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.check import CheckResult, check
+from harness.errors import LabError
+from harness.runtimes import docker as dockerrt
+
+CONFIGS = sorted((Path(__file__).parent / "configs").iterdir())
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def _cells(result: CheckResult | str) -> dict[tuple[str, str], tuple[Any, ...]] | str:
+    if isinstance(result, str):
+        return result
+    return {(c.upstream, c.identity): (c.outcome.value, c.status, c.sni, c.reason) for c in result.cells}
+
+
+def _check(proxy: str, path: Path, runtime: str) -> CheckResult | str:
+    try:
+        return check(proxy, path, runtime=runtime)
+    except LabError as exc:  # the same refusal on both runtimes is a verdict too
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_same_verdicts_on_both_runtimes(local_runtime: str, docker_ready: str, path: Path) -> None:
+    proxy = path.name.split("-")[0]
+    local, docker = _check(proxy, path, "local"), _check(proxy, path, "docker")
+    if isinstance(local, CheckResult) and isinstance(docker, CheckResult):
+        assert (local.runtime, docker.runtime) == ("local", "docker")
+        assert local.cells, f"{path.name}: no cells"
+        assert local.rejected == docker.rejected
+        assert local.adaptations == docker.adaptations
+    a, b = _cells(local), _cells(docker)
+    assert a == b, _differences(a, b)
+
+
+def _differences(a: Any, b: Any) -> str:
+    if isinstance(a, str) or isinstance(b, str):
+        return f"local: {a}\ndocker: {b}"
+    keys = sorted(set(a) | set(b))
+    return "\n".join(f"{k}: local {a.get(k)} / docker {b.get(k)}" for k in keys if a.get(k) != b.get(k))
+
+
+def test_docker_check_leaves_nothing_and_is_labelled(docker_ready: str) -> None:
+    """The check's container carries the lab label while it runs and is gone afterwards."""
+    seen: list[str] = []
+    rt = dockerrt.DockerRuntime()
+    real = dockerrt.SoloLab.create_solo
+
+    def spy(self: dockerrt.SoloLab, role: str, command: list[str]) -> Any:
+        ct = real(self, role, command)
+        seen.append(self.id)
+        labels = rt.client.containers.get(ct.id).labels
+        assert labels[dockerrt.LABEL_LAB] == self.id and labels[dockerrt.LABEL_ROLE] == role
+        attrs = rt.client.containers.get(ct.id).attrs
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        return ct
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(dockerrt.SoloLab, "create_solo", spy)
+    try:
+        result = check("nginx", Path(__file__).parent / "configs" / "nginx-multi-upstream.conf", runtime="docker")
+    finally:
+        mp.undo()
+    assert result.runtime == "docker" and len(result.upstreams) == 4
+    assert len(seen) == len(set(seen)) >= 2, seen  # one container per upstream group, each its own lab
+    left = dockerrt.leftovers(rt.client)
+    assert not [lab for lab in seen if lab in left], f"left behind: {[lab for lab in seen if lab in left]}"
+
+
+def test_auto_says_which_runtime(docker_ready: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    path = Path(__file__).parent / "configs" / "haproxy-good.cfg"
+    assert main(["check", "haproxy", str(path), "--accept", "wildcard"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("runtime: docker (") and out.rstrip().endswith("docker runtime)")
