@@ -8,12 +8,17 @@ status, SNI and evidence. A config the lab cannot check must fail the same way o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.check import CheckResult, check
+from harness.cli import main
 from harness.errors import LabError
 from harness.runtimes import docker as dockerrt
 
@@ -83,9 +88,109 @@ def test_docker_check_leaves_nothing_and_is_labelled(docker_ready: str) -> None:
 
 
 def test_auto_says_which_runtime(docker_ready: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.cli import main
-
     path = Path(__file__).parent / "configs" / "haproxy-good.cfg"
     assert main(["check", "haproxy", str(path), "--accept", "wildcard"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("runtime: docker (") and out.rstrip().endswith("docker runtime)")
+
+
+# -- the pytest plugin: where its checks run ---------------------------------------------------
+_PROBE = """
+import os
+from pathlib import Path
+
+CFG = Path({cfg!r})
+
+
+def test_where(trustlab_check):
+    result = trustlab_check("haproxy", CFG, accept=("wildcard",))
+    assert result.ok, result.summary()
+    assert result.runtime == os.environ["EXPECT_RUNTIME"], result.runtime
+"""
+
+
+@pytest.mark.parametrize(
+    ("ini", "env", "fixture", "expect"),
+    [
+        (None, "local", None, "local"),
+        (None, "docker", None, "docker"),
+        ("docker", None, None, "docker"),  # the ini option
+        ("docker", "local", None, "local"),  # the environment beats the ini option
+        (None, "docker", "local", "local"),  # trustlab_config beats both
+        (None, None, None, "docker"),  # auto: docker is ready here
+    ],
+    ids=["env-local", "env-docker", "ini-docker", "env-over-ini", "fixture-over-env", "auto"],
+)
+def test_plugin_runtime_setting(
+    local_runtime: str,
+    docker_ready: str,
+    tmp_path: Path,
+    ini: str | None,
+    env: str | None,
+    fixture: str | None,
+    expect: str,
+) -> None:
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "test_probe.py").write_text(_PROBE.format(cfg=str(root / "tests/configs/haproxy-good.cfg")))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n" + (f"trustlab_runtime = {ini}\n" if ini else ""))
+    if fixture:
+        (tmp_path / "conftest.py").write_text(
+            "import pytest\n\n\n@pytest.fixture(scope='session')\ndef trustlab_config():\n"
+            f"    return {{'runtime': {fixture!r}}}\n"
+        )
+    registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
+    environ = {k: v for k, v in os.environ.items() if k != "TRUSTLAB_RUNTIME"}
+    environ.update(EXPECT_RUNTIME=expect, PYTHONPATH=os.pathsep.join([str(root), environ.get("PYTHONPATH", "")]))
+    if env:
+        environ["TRUSTLAB_RUNTIME"] = env
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *([] if registered else ["-p", "harness.pytest_plugin"]),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
+
+
+def test_plugin_unknown_runtime_is_a_clear_failure(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "test_probe.py").write_text(_PROBE.format(cfg=str(root / "tests/configs/haproxy-good.cfg")))
+    environ = {
+        **os.environ,
+        "TRUSTLAB_RUNTIME": "podman",
+        "EXPECT_RUNTIME": "-",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+
+    registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *([] if registered else ["-p", "harness.pytest_plugin"]),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "runtime 'podman' is unknown" in proc.stdout and "auto, local, docker" in proc.stdout
