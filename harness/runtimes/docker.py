@@ -387,6 +387,7 @@ class DockerRuntime:
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
+            self.backend_ip = lab.seat_ip  # where the seat answers (Results.meta["backend_ip"])
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
                 wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
