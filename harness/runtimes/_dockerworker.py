@@ -11,6 +11,11 @@ container) or waits for the ones running in their own containers (``"exit_file"`
 container writes its exit status there when the proxy refuses to start), then runs the cells
 one at a time with :func:`harness.runtimes._nsworker.run_cell`, exactly as the local runtime
 does, and writes one JSON line per event to stdout, which the host follows.
+
+A job with ``"mode": "prepared"`` (``trustlab check``, :meth:`DockerRuntime.run_prepared
+<harness.runtimes.docker.DockerRuntime.run_prepared>`) is a whole lab in this one container
+with no network: :func:`main_prepared` puts the lab addresses on its own loopback, writes its
+hosts file and runs the seats here, like the local runtime's namespace worker.
 """
 
 from __future__ import annotations
