@@ -24,11 +24,13 @@ _EXPORTS = {
     "choose_runtime": "harness.notebook",
     "claims": "harness.notebook",
     "plot_grid": "harness.notebook",
+    "predict": "harness.notebook",
     "run_matrix": "harness.notebook",
     "run_scenario": "harness.notebook",
     "show_cells": "harness.notebook",
     "show_pki": "harness.notebook",
     "show_scenario": "harness.notebook",
+    "submit": "harness.notebook",
 }
 
 
@@ -56,9 +58,11 @@ __all__ = [
     "choose_runtime",
     "claims",
     "plot_grid",
+    "predict",
     "run_matrix",
     "run_scenario",
     "show_cells",
     "show_pki",
     "show_scenario",
+    "submit",
 ]

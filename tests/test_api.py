@@ -17,11 +17,13 @@ EXPECTED = [
     "choose_runtime",
     "claims",
     "plot_grid",
+    "predict",
     "run_matrix",
     "run_scenario",
     "show_cells",
     "show_pki",
     "show_scenario",
+    "submit",
 ]
 
 
