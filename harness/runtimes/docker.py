@@ -301,8 +301,12 @@ class SoloLab(Lab):
     """
 
     def __enter__(self) -> SoloLab:
+        import docker.errors
+
         try:
             down(all_labs=False, client=self.c)  # sweep labs whose owner died
+        except docker.errors.APIError:
+            pass  # a dead lab someone else is removing at this moment: theirs to finish
         except BaseException:
             self.close()
             raise
