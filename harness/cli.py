@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from harness import __version__
 from harness.errors import LabError
@@ -68,13 +68,14 @@ def _identities(value: str | None) -> tuple[str, ...] | None:
     return chosen
 
 
-def _runtime(name: str) -> str:
+def _runtime(name: str, *, say: TextIO | None = None) -> str:
+    """*name*, or for ``auto`` the runtime chosen, said on *say* (default stderr)."""
     if name != "auto":
         return name
     from harness.runner import resolve_auto
 
     chosen, why = resolve_auto()
-    print(f"runtime: {chosen} ({why})", file=sys.stderr)
+    print(f"runtime: {chosen} ({why})", file=say or sys.stderr)
     return chosen
 
 
@@ -223,7 +224,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
-    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime))
+    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
     print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
           f"the backend answers as {state['identity']}")
     print(f"  through the proxy:  {state['curl']}")
@@ -280,7 +281,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     _check_writable(args.json, "--json")
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
-    result = check(args.proxy, args.file, accept=accept, keep=args.keep)
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout))
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -296,7 +297,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """`trustlab audit FILE`: exit 1 when a high-severity finding, else 0; 2 bad input."""
     from harness.audit import audit, render
 
-    report = audit(args.file, proxy=args.proxy, prove=args.prove)
+    runtime = _runtime(args.runtime, say=sys.stdout) if args.prove else "local"
+    report = audit(args.file, proxy=args.proxy, prove=args.prove, runtime=runtime)
     print(render(report))
     return EXIT_FAILED if report.high else EXIT_OK
 
@@ -390,12 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                    help="where the proxy runs (default: auto = docker when ready, else local)")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
     sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                    help="where --prove runs the proxy (default: auto = docker when ready, else local)")
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")

@@ -231,6 +231,9 @@ def run(
         "versions": {"openssl": _openssl_version(), **rt.versions()},
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
+        # The seat's lab address (IP targets and the ip-san identity name it): fixed on the
+        # local runtime, the lab network's .10 on the docker runtime.
+        "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
     }
     return Results(meta=meta, cells=cells)
 

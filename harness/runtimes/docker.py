@@ -63,9 +63,9 @@ from harness import images
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
-from harness.runtimes.local import _rejected
+from harness.runtimes.local import PreparedProxy, _rejected, prepared_hosts
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
@@ -290,6 +290,49 @@ class Lab:
         return ct
 
 
+class SoloLab(Lab):
+    """A lab of one container and no network at all (``trustlab check``).
+
+    The container has only its own loopback (``network_mode="none"``): the seats, the proxy
+    and the client all live in it, as in a local lab's namespace, so a user's config may name
+    any host or IP. Each address is put on that loopback, which needs ``NET_ADMIN`` in the
+    container's own network namespace (nothing else: it has no interface to reach anything
+    through). Leaving the ``with`` block removes the container, as for :class:`Lab`.
+    """
+
+    def __enter__(self) -> SoloLab:
+        import docker.errors
+
+        try:
+            down(all_labs=False, client=self.c)  # sweep labs whose owner died
+        except docker.errors.APIError:
+            pass  # a dead lab someone else is removing at this moment: theirs to finish
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def create_solo(self, role: str, command: list[str]) -> Any:
+        """Create (not start) the lab's one container, with no network."""
+        ct = self.c.containers.create(
+            images.LAB_IMAGE,
+            command,
+            name=f"{self.id}-{role}",
+            hostname=role,
+            labels={**self.labels, LABEL_ROLE: role},
+            network_mode="none",
+            cap_add=["NET_ADMIN"],
+            # IPv6 on the loopback (::1 and IPv6 targets), as in a fresh network namespace;
+            # docker turns it off in containers.
+            sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0"},
+            init=True,
+            detach=True,
+        )
+        with self._lock:
+            self.containers.append(ct)
+        return ct
+
+
 # -- the runtime -----------------------------------------------------------------------------
 class DockerRuntime:
     """Runs labs in containers of the lab image; same interface and results as LocalRuntime."""
@@ -348,6 +391,7 @@ class DockerRuntime:
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
+            self.backend_ip = lab.seat_ip  # where the seat answers (Results.meta["backend_ip"])
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
                 wanted = tuple(pki.optional or {})  # what the caller minted (files configs may name)
@@ -386,6 +430,68 @@ class DockerRuntime:
                 message = started[0]["message"] if started else "the lab worker stopped"
                 raise LabError(f"{scenario.id}: the proxy refused to start: {message}")
             yield {"container": worker.name, "port": plans[0].listen_port, "lab": lab.id}
+
+    def run_prepared(
+        self,
+        proxies: list[PreparedProxy],
+        cells: list[dict[str, Any]],
+        *,
+        lab_dir: Path,
+        pki_dir: Path,
+        hosts: dict[str, str],
+        addresses: list[str],
+        seat_ports: list[int],
+        backend_ip: str = LOCAL_LAB_IP,
+        on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`LocalRuntime.run_prepared <harness.runtimes.local.LocalRuntime.run_prepared>`
+        in one container of the lab image with no network (:class:`SoloLab`).
+
+        Same arguments, same cell dicts back. Every path (configs, run dirs, *pki_dir*) lies
+        under *lab_dir*, which the container sees at ``/lab``: render the configs with
+        :meth:`lab_path`. The proxies' logs stay in the container (removed at the end).
+        """
+        t = time.perf_counter()
+        timings = self.timings = {}
+        job = {
+            "mode": "prepared",
+            "pki_dir": str(self.lab_path(lab_dir, pki_dir)),
+            "backend_ip": backend_ip,
+            "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
+            "seat_host": "0.0.0.0",
+            "addresses": addresses,
+            "hosts": prepared_hosts(hosts, backend_ip),
+            "start_timeout": 15,
+            "proxies": [self._prepared_spec(lab_dir, p) for p in proxies],
+            "cells": cells,
+        }
+        archive = _lab_dir_archive(lab_dir, job)
+        with SoloLab(self.client, _solo_id(lab_dir)) as lab:
+            worker = lab.create_solo("check", ["python3", "-m", "harness.runtimes._dockerworker", "/lab/job.json"])
+            worker.put_archive(str(IN_LAB), archive)
+            worker.start()
+            timings["container_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            yield from self._follow(worker, {}, {p.key: () for p in proxies}, on_proxy)
+            timings["cells_s"] = time.perf_counter() - t
+
+    def lab_path(self, lab_dir: Path, path: Path) -> Path:
+        """Where the proxies see *path* (a file under *lab_dir*): under ``/lab`` in the container."""
+        return IN_LAB / Path(path).relative_to(lab_dir)
+
+    def _prepared_spec(self, lab_dir: Path, p: PreparedProxy) -> dict[str, Any]:
+        drv = driver(p.kind)
+        run_dir = self.lab_path(lab_dir, p.run_dir)
+        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir))
+        return {
+            "key": p.key,
+            "kind": p.kind,
+            "listen_port": p.listen_port,
+            "run_dir": str(run_dir),
+            "log": str(drv.error_log(run_dir)),
+            # The driver names the host's binary (if any); the image has Debian's.
+            "command": [IMAGE_BINARY[p.kind], *cmd[1:]],
+        }
 
     def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
         """Create and start the seat, the worker (and per-variant proxy containers)."""
@@ -606,3 +712,50 @@ def _lab_id(lab_dir: Path) -> str:
     """A docker-safe lab id from the lab directory's name (``trustlab-abc123``)."""
     name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in lab_dir.name.lower())
     return name if name.startswith("trustlab") else f"trustlab-{name}"
+
+
+#: The proxies' binaries in the lab image (Debian's paths).
+IMAGE_BINARY = {"nginx": "/usr/sbin/nginx", "apache": "/usr/sbin/apache2", "haproxy": "/usr/sbin/haproxy"}
+
+
+def _solo_id(lab_dir: Path) -> str:
+    """A prepared lab's id: ``trustlab check`` runs one per upstream group, in ``<lab>/u<N>``."""
+    return _lab_id(lab_dir if lab_dir.name.startswith("trustlab") else Path(f"{lab_dir.parent.name}-{lab_dir.name}"))
+
+
+def _lab_dir_archive(lab_dir: Path, job: dict[str, Any]) -> bytes:
+    """The harness code, everything under *lab_dir* and the job, as a tar for ``/lab``.
+
+    Owned by root in the container; file modes are kept (keys 0600), directories 0700.
+    """
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        if info.isdir():
+            info.mode = 0o700
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        top = tarfile.TarInfo("code")
+        top.type, top.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(top)
+        dirs: set[Path] = set()
+        for rel, data in lab_code().items():
+            for parent in reversed(rel.parents[:-1]):
+                if parent not in dirs:
+                    dirs.add(parent)
+                    info = tarfile.TarInfo(f"code/{parent}")
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            info = tarfile.TarInfo(f"code/{rel}")
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        for path in sorted(lab_dir.iterdir()):
+            tar.add(path, arcname=path.name, filter=owned)
+        data = json.dumps(job).encode()
+        info = tarfile.TarInfo("job.json")
+        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -188,9 +188,7 @@ class LocalRuntime:
         ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
         to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
         """
-        lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
-        lines += [f"{ip} {name}" for name, ip in hosts.items()]
-        (lab_dir / "hosts").write_text("\n".join(lines) + "\n")
+        (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
         job = {
             "pki_dir": str(pki_dir),
             "backend_ip": backend_ip,
@@ -217,6 +215,10 @@ class LocalRuntime:
             yield from self._collect([proc], {}, lambda key: (), on_proxy)
         finally:
             _stop(proc)
+
+    def lab_path(self, lab_dir: Path, path: Path) -> Path:
+        """Where the proxies see *path* (a file under *lab_dir*): the same path, on this host."""
+        return path
 
     # -- internals ---------------------------------------------------------------------
     def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
@@ -310,6 +312,13 @@ class LocalRuntime:
                         buffers[-proc.pid] = b'"done"'
                     elif kind == "fatal":
                         raise LabError(f"local lab failed: {event['message']}")
+
+
+def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
+    """The hosts file of a prepared lab (``trustlab check``), the same on every runtime."""
+    lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
+    lines += [f"{ip} {name}" for name, ip in hosts.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
