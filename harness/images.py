@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import dockerhost
 from harness._assets import asset_dir
 from harness.errors import LabError, PrerequisiteError
 
@@ -174,27 +175,49 @@ def lab_inputs(base_hash: str) -> str:
 
 # -- docker --------------------------------------------------------------------------------
 def client(timeout: int = 120) -> Any:
-    """A docker SDK client, or :class:`PrerequisiteError` saying what to do."""
+    """A docker SDK client for the daemon the docker CLI would use, or :class:`PrerequisiteError`."""
     try:
         import docker
     except ImportError:
         raise PrerequisiteError(
             "docker runtime: the docker SDK is missing; run: pip install 'trustlab[docker]'"
         ) from None
-    hint = "start it (sudo systemctl start docker, or run .ci/docker-setup) or use --runtime local"
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
-        raise PrerequisiteError(f"docker runtime: no docker daemon ({host[len('unix://') :]} is missing); {hint}")
+    daemon = dockerhost.find()
+    hint = dockerhost.start_hint()
+    sock = daemon.socket_path
+    if sock is not None and not sock.exists():
+        raise PrerequisiteError(f"docker runtime: no docker daemon ({sock}, from {daemon.source}, is missing); {hint}")
+    problem = None
     try:
-        c = docker.from_env(timeout=timeout)
+        if daemon.source == "DOCKER_HOST":
+            c = docker.from_env(timeout=timeout)  # reads DOCKER_TLS_VERIFY / DOCKER_CERT_PATH itself
+        else:
+            c = docker.DockerClient(base_url=daemon.url, timeout=timeout, tls=_tls(daemon))
         c.ping()
     except Exception as exc:  # docker raises DockerException, requests errors, OSError ...
-        # The SDK leaves the failed connection's socket to the garbage collector: reap it now.
+        problem = _one_line(exc)
+    if problem is not None:
+        # The SDK leaves the failed connection's socket to the garbage collector: reap it now
+        # (outside the except block, whose traceback still holds it).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
-        raise PrerequisiteError(f"docker runtime: no docker daemon answers ({_one_line(exc)}); {hint}") from None
+        raise PrerequisiteError(
+            f"docker runtime: no docker daemon answers at {daemon.url} ({daemon.source}: {problem}); {hint}"
+        )
     return c
+
+
+def _tls(daemon: dockerhost.Daemon) -> Any:
+    """The SDK's TLS settings for a context's tcp:// endpoint with TLS files, else False."""
+    if daemon.tls_dir is None or not daemon.url.startswith("tcp://"):
+        return False
+    import docker.tls
+
+    d = daemon.tls_dir
+    cert = (str(d / "cert.pem"), str(d / "key.pem")) if (d / "cert.pem").is_file() else None
+    ca = str(d / "ca.pem") if (d / "ca.pem").is_file() else None
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=ca, verify=daemon.tls_verify and (ca or True))
 
 
 def daemon_problem() -> str | None:
@@ -232,7 +255,8 @@ def doctor_lines() -> list[str]:
         c = client(timeout=5)
     except PrerequisiteError as exc:
         return [*lines, f"NO    {exc}"]
-    lines.append(f"ok    docker daemon {c.version().get('Version', '?')}")
+    daemon = dockerhost.find()
+    lines.append(f"ok    docker daemon {c.version().get('Version', '?')} at {daemon.url} ({daemon.source})")
     img = _get(c, LAB_IMAGE)
     if img is None:
         lines.append(f"NO    image {LAB_IMAGE}: trustlab images build (or trustlab images load FILE.tar)")
@@ -410,6 +434,8 @@ def _ensure_base(
 def _scratch() -> str | None:
     """A tmpfs for the rootfs when it has room (unpacking there is ~25% faster)."""
     shm = Path("/dev/shm")
+    if not hasattr(os, "statvfs"):
+        return None
     try:
         st = os.statvfs(shm)
         if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize > 2 * 1024**3:

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import images
+from harness import _process, images
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -92,11 +92,7 @@ class Plan:
 
 # -- ownership and sweeping ----------------------------------------------------------------
 def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
+    return _process.start_ticks(pid)
 
 
 def owner_tag(pid: int | None = None) -> str:
@@ -112,12 +108,8 @@ def owner_alive(owner: str) -> bool:
     if host != socket.gethostname() or not pid_s.isdigit():
         return True  # someone else's lab (another host or a container): not ours to judge
     pid = int(pid_s)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _process.alive(pid):
         return False
-    except PermissionError:
-        pass
     return ticks in ("", "?") or _start_ticks(pid) == ticks
 
 
