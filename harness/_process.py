@@ -58,3 +58,12 @@ def is_root() -> bool:
     """Root on POSIX; never on Windows (which has no euid)."""
     geteuid = getattr(os, "geteuid", None)
     return bool(geteuid and geteuid() == 0)
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (``4026531836``), or ``-`` where there is none to read."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):
+        return "-"
+    return link.partition("[")[2].rstrip("]") or "-"

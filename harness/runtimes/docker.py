@@ -95,18 +95,27 @@ def _start_ticks(pid: int) -> str:
     return _process.start_ticks(pid)
 
 
+def _here() -> str:
+    """Where a pid means a process: this host *and* its pid namespace (``vm/4026531836``).
+
+    Processes in other pid namespaces (other containers or sandboxes on this host, with the same
+    hostname and the same docker daemon) see other pids: they must never judge each other's
+    labs dead."""
+    return f"{socket.gethostname()}/{_process.pid_namespace()}"
+
+
 def owner_tag(pid: int | None = None) -> str:
-    """``host:pid:start``: who owns a lab (the start time guards against pid reuse)."""
+    """``host/pidns:pid:start``: who owns a lab (the start time guards against pid reuse)."""
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{_here()}:{pid}:{_start_ticks(pid)}"
 
 
 def owner_alive(owner: str) -> bool:
-    """False only when *owner* is a process of this host that is gone."""
-    host, _, rest = owner.partition(":")
+    """False only when *owner* is a process of this host and pid namespace that is gone."""
+    where, _, rest = owner.partition(":")
     pid_s, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid_s.isdigit():
-        return True  # someone else's lab (another host or a container): not ours to judge
+    if where != _here() or not pid_s.isdigit():
+        return True  # another host, container or pid namespace (or an older tag): not ours to judge
     pid = int(pid_s)
     if not _process.alive(pid):
         return False
@@ -147,6 +156,38 @@ def down(*, all_labs: bool = False, client: Any | None = None) -> list[str]:
             _remove(c, lab["containers"], lab["networks"], lab["volumes"])
             removed.append(lab_id)
     return removed
+
+
+def remove_lab(lab_id: str, *, client: Any | None = None) -> bool:
+    """Remove one lab's containers, network and volume (by its label); True when any existed.
+
+    ``trustlab down LAB`` calls it for a docker lab whose holder was killed: nothing else
+    would remove what that holder started."""
+    c = client or images.client()
+    flt = {"label": f"{LABEL_LAB}={lab_id}"}
+    found = (
+        c.containers.list(all=True, filters=flt, sparse=True),
+        c.networks.list(filters=flt),
+        c.volumes.list(filters=flt),
+    )
+    _remove(c, *found)
+    return any(found)
+
+
+def sweep_all_if_reachable() -> list[str]:
+    """``down --all`` for the docker runtime, or nothing when the docker runtime cannot be here.
+
+    Without the docker SDK, or with no daemon, no docker lab can exist for this install to
+    remove: that is not an error for a command that only cleans up."""
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        return []
+    try:
+        c = images.client(timeout=10)
+    except PrerequisiteError:
+        return []
+    return down(all_labs=True, client=c)
 
 
 def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[Any]) -> None:
@@ -266,7 +307,7 @@ class Lab:
         """Create (not start) one container of this lab on its network with its volume."""
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
-            images.LAB_IMAGE,
+            images.lab_image(),
             command,
             name=f"{self.id}-{role}",
             hostname=role,
@@ -304,9 +345,9 @@ class DockerRuntime:
 
     def preflight(self, kinds: set[str]) -> None:
         c = self.client  # raises PrerequisiteError with what to do
-        if images._get(c, images.LAB_IMAGE) is None:
+        if images._get(c, images.lab_image()) is None:
             raise PrerequisiteError(
-                f"docker runtime: image {images.LAB_IMAGE} is missing; run: trustlab images build "
+                f"docker runtime: image {images.lab_image()} is missing; run: trustlab images build "
                 "(or trustlab images load FILE.tar)"
             )
 
