@@ -305,7 +305,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from harness import images
 
     if args.images_cmd == "build":
-        r = images.build(force=args.force, method=args.method)
+        r = images.build(force=args.force, method=args.method, image=images.lab_image())
         verb = "up to date" if r.skipped else f"built in {r.duration_s:.1f} s"
         print(f"{', '.join(r.tags)}: {verb} ({', '.join(f'{k} {v}' for k, v in r.versions.items())})")
     elif args.images_cmd == "save":
@@ -328,6 +328,23 @@ def cmd_images(args: argparse.Namespace) -> int:
                                        else "missing; run: trustlab images build"))
         return EXIT_OK if present else EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_classroom(args: argparse.Namespace) -> int:
+    """`trustlab classroom [build|stop]`: JupyterLab + notebooks + trustlab in one container."""
+    from harness import classroom
+
+    if args.classroom_cmd == "build":
+        r = classroom.build(force=args.force)
+        print(f"{r.image}: {'up to date' if r.skipped else f'built in {r.duration_s:.1f} s'}")
+        return EXIT_OK
+    if args.classroom_cmd == "stop":
+        gone = classroom.stop()
+        print(f"stopped and removed: {', '.join(gone)}" if gone else "no classroom is running")
+        return EXIT_OK
+    if not 0 < args.port < 65536:
+        raise LabError(f"--port: {args.port} is not a port number (1-65535)")
+    return classroom.run(port=args.port, detach=args.detach)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("file")
     isub.add_parser("status", help="is the image there, and which versions it carries")
     sp.set_defaults(func=cmd_images)
+
+    sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
+    sp.add_argument("classroom_cmd", nargs="?", choices=("start", "build", "stop"), default="start",
+                    help="start (default): build the image when needed, start it, print the URL")
+    sp.add_argument("--port", type=int, default=8888, help="host port, on 127.0.0.1 only (default 8888)")
+    sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
+    sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
+    sp.set_defaults(func=cmd_classroom)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)

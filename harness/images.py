@@ -818,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
-            r = build(force=args.force, method=args.method)
+            r = build(force=args.force, method=args.method, image=lab_image())
             print(
                 json.dumps(
                     {

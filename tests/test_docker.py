@@ -190,8 +190,11 @@ def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -
         return {str(p) for d in ("/dev/shm", "/tmp", "/var/tmp") for p in Path(d).glob("trustlab-image-*")}
 
     before = scratch()
+    current = images.client().images.get(images.LAB_IMAGE).id
+    env = {**os.environ, "TRUSTLAB_IMAGE": f"trustlab-test-{os.getpid()}/lab:interrupted"}  # never `current`
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "images", "build", "--force"],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -208,7 +211,7 @@ def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -
     assert scratch() == before
     ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
     assert [ln for ln in ps.splitlines() if "mmdebstrap" in ln and not ln.startswith("Z")] == []
-    assert images.images_present()  # the previous image is still there and still tagged
+    assert images.client().images.get(images.LAB_IMAGE).id == current  # the shared image is untouched
 
 
 def test_up_present_down_on_docker(docker_runtime: str) -> None:
@@ -337,14 +340,18 @@ def test_down_keeps_labs_whose_owner_lives(docker_runtime: str) -> None:
 
 
 # -- images ----------------------------------------------------------------------------------
-def test_rebuild_with_nothing_changed_is_a_no_op(docker_runtime: str) -> None:
+def test_rebuild_with_nothing_changed_is_a_no_op(scratch_repo: str) -> None:
+    # Into a throwaway repository: `current` on a shared daemon may have been built from another
+    # checkout's lab layer, and this test must never build over it.
+    ref = f"{scratch_repo}:current"
+    images.build(image=ref, progress=lambda _: None)
     lines: list[str] = []
     t = time.perf_counter()
-    result = images.build(progress=lines.append)
+    result = images.build(image=ref, progress=lines.append)
     assert result.skipped, lines
     assert time.perf_counter() - t < 2
-    assert images.LAB_IMAGE in result.tags
-    assert any(tag.startswith(f"{images.LAB_REPO}:nginx") for tag in result.tags)
+    assert ref in result.tags
+    assert any(tag.startswith(f"{scratch_repo}:nginx") for tag in result.tags)
 
 
 @pytest.fixture
@@ -445,10 +452,17 @@ def test_upstream_versions() -> None:
     )
 
 
-def test_json_of_the_cli_build_command_is_parseable(docker_runtime: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["skipped"] is True
+def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
+    env = {**os.environ, "TRUSTLAB_IMAGE": f"{scratch_repo}:current"}  # never over the shared `current`
+    for skipped in (None, True):
+        out = subprocess.run(
+            [sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert f"{scratch_repo}:current" in data["tags"]
+        if skipped:
+            assert data["skipped"] is True
 
 
 # -- the Dockerfile path (Docker Desktop users), built in CI -----------------------------------

@@ -158,6 +158,19 @@ def down(*, all_labs: bool = False, client: Any | None = None) -> list[str]:
     return removed
 
 
+def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
+    """Remove every lab started from the container (or host) called *hostname*; return their ids.
+
+    For the classroom container: once it is gone, so is every process that owned its labs."""
+    c = client or images.client()
+    removed = []
+    for lab_id, lab in sorted(leftovers(c).items()):
+        if lab["owner"].split(":", 1)[0].split("/", 1)[0] == hostname:
+            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            removed.append(lab_id)
+    return removed
+
+
 def remove_lab(lab_id: str, *, client: Any | None = None) -> bool:
     """Remove one lab's containers, network and volume (by its label); True when any existed.
 
