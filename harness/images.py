@@ -42,7 +42,7 @@ import tarfile
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -487,7 +487,7 @@ def _ensure_base(
             f"images build: no apt source for Debian {host_release()} in /etc/apt/sources.list*; "
             "the offline build needs a Debian host (else use --method dockerfile)"
         )
-    with tempfile.TemporaryDirectory(prefix="trustlab-image-", dir=_scratch()) as tmp:
+    with _scratch_dir() as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         pkg_file = Path(tmp) / "packages.txt"
         t = time.perf_counter()
@@ -548,7 +548,7 @@ def import_dockerfile_base(*, progress: Progress | None = None) -> tuple[str, bo
     if not sources:
         raise PrerequisiteError(f"images dockerfile-base: no apt source for Debian {host_release()} on this host")
     repo, _, tag = name.rpartition(":")
-    with tempfile.TemporaryDirectory(prefix="trustlab-image-", dir=_scratch()) as tmp:
+    with _scratch_dir() as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         _mmdebstrap(
             rootfs, Path(tmp) / "packages.txt", sources, say, args=DOCKERFILE_BASE_ARGS, hooks=DOCKERFILE_BASE_HOOKS
@@ -558,6 +558,45 @@ def import_dockerfile_base(*, progress: Progress | None = None) -> tuple[str, bo
             str(rootfs), repository=repo or name, tag=tag or "latest", changes=[f"LABEL {LABEL_KIND}=dockerfile-base"]
         )
     return name, True
+
+
+@contextlib.contextmanager
+def _scratch_dir() -> Iterator[str]:
+    """A private build directory, removed afterwards without ever descending into a mount.
+
+    mmdebstrap (root mode) mounts /proc, /sys and /dev inside its chroot here. Interrupted at the
+    wrong moment it can exit with them still mounted; a plain rmtree would then walk into the
+    host's /proc and /dev. Mounts are detached first; a directory that still holds one is left."""
+    tmp = tempfile.mkdtemp(prefix="trustlab-image-", dir=_scratch())
+    try:
+        yield tmp
+    finally:
+        _unmount_below(Path(tmp))
+        if _mounts_below(Path(tmp)):
+            raise LabError(f"images build: {tmp} still holds mounts; unmount them, then remove it")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mounts_below(root: Path) -> list[str]:
+    """Mount points at or below *root* (from /proc/self/mountinfo), deepest first."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = str(root.resolve())
+    points = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape")  # mountinfo escapes spaces as \040
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _unmount_below(root: Path) -> None:
+    for point in _mounts_below(root):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, timeout=30)
 
 
 def _scratch() -> str | None:
@@ -597,7 +636,7 @@ def _mmdebstrap(
         str(rootfs),
         *map(str, sources),
     ]
-    say(f"mmdebstrap {host_release()} from {', '.join(map(str, sources))}: {include}")
+    say(f"mmdebstrap {host_release()} from {', '.join(map(str, sources))} in {rootfs.parent}: {include}")
     env = dict(os.environ, TMPDIR=str(rootfs.parent))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     tail: list[str] = []

@@ -186,10 +186,8 @@ def test_a_docker_lab_and_a_local_lab_at_once_agree(docker_runtime: str, local_r
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -> None:
-    def scratch() -> set[str]:
-        return {str(p) for d in ("/dev/shm", "/tmp", "/var/tmp") for p in Path(d).glob("trustlab-image-*")}
+    import re
 
-    before = scratch()
     current = images.client().images.get(images.LAB_IMAGE).id
     env = {**os.environ, "TRUSTLAB_IMAGE": f"trustlab-test-{os.getpid()}/lab:interrupted"}  # never `current`
     proc = subprocess.Popen(
@@ -200,17 +198,31 @@ def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -
         text=True,
         start_new_session=True,
     )
-    time.sleep(3)  # inside mmdebstrap
+    # Interrupt once mmdebstrap runs (a fixed sleep landed in the imports on a loaded machine).
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if not line or "I: " in line:
+            break
+    time.sleep(0.5)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(seen) + rest
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert scratch() == before
-    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
-    assert [ln for ln in ps.splitlines() if "mmdebstrap" in ln and not ln.startswith("Z")] == []
+    # Only this build's own scratch directory and processes: other builds may run on this machine.
+    ours = set(re.findall(r"(/\S+/trustlab-image-[A-Za-z0-9_]+)", err))
+    assert ours, err
+    assert [d for d in ours if Path(d).exists()] == []
+    ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
+    mine = [ln for ln in ps.splitlines() if ln.split()[0] == str(proc.pid)]
+    assert [ln for ln in mine if "mmdebstrap" in ln and ln.split()[1][0] != "Z"] == []
     assert images.client().images.get(images.LAB_IMAGE).id == current  # the shared image is untouched
 
 
