@@ -320,7 +320,14 @@ def stop(*, name: str = CONTAINER) -> list[str]:
 
 def run(*, port: int = DEFAULT_PORT, detach: bool = False, say: Callable[[str], None] = print) -> int:
     """``trustlab classroom``: build when needed, start, print the URL; stay until Ctrl-C unless *detach*."""
-    build(progress=lambda line: say(f"  {line}"))
+    try:
+        project_root()
+    except PrerequisiteError:
+        if images._get(images.client(), IMAGE) is None:
+            raise
+        say(f"  using {IMAGE} as it is (no checkout here to build it from)")
+    else:
+        build(progress=lambda line: say(f"  {line}"))
     started = start(port=port, progress=lambda line: say(f"  {line}"))
     say(f"classroom up: open {started.url}")
     say("  (listening on 127.0.0.1 only; the labs of its notebooks run on this docker daemon)")

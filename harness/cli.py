@@ -322,6 +322,7 @@ def cmd_images(args: argparse.Namespace) -> int:
             raise LabError(f"{args.file}: no such file (write one with trustlab images save FILE)")
         print("loaded: " + ", ".join(images.load(args.file)))
     else:
+        images.client(timeout=10)  # no daemon: one line saying where it looked and what to do
         present = images.images_present()
         versions = images.image_versions() if present else {}
         print(f"{images.lab_image()}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present

@@ -278,6 +278,12 @@ def doctor_lines() -> list[str]:
         tags = ", ".join(sorted(t for t in img.tags if t.startswith(ref.rpartition(":")[0])))
         versions = _image_versions(c, img)
         lines.append(f"ok    image {tags} ({', '.join(f'{k} {v}' for k, v in sorted(versions.items()))})")
+    room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
+    lines.append(
+        f"ok    classroom image {CLASSROOM_REPO}:{ALIAS} ({room.attrs.get('Size', 0) / 1e6:.0f} MB)"
+        if room is not None
+        else f"--    classroom image {CLASSROOM_REPO}:{ALIAS}: only for `trustlab classroom` (it builds it)"
+    )
     mm = shutil.which("mmdebstrap")
     lines.append(
         "ok    mmdebstrap (offline image builds)"
@@ -783,7 +789,7 @@ def save(
         refs = [t for t in img.tags if t.startswith(f"{LAB_REPO}:") and t != LOADED]
         room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
         if room is not None:
-            refs += [t for t in room.tags if t.startswith(f"{CLASSROOM_REPO}:")]
+            refs += [t for t in room.tags if t.startswith(f"{CLASSROOM_REPO}:") and not t.endswith(":loaded")]
     path = Path(path)
     compress = _compressed(path) if gzip is None else gzip
     tmp = path.with_name(path.name + ".partial")
