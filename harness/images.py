@@ -644,7 +644,12 @@ def _mmdebstrap(
     ]
     say(f"mmdebstrap {host_release()} from {', '.join(map(str, sources))} in {rootfs.parent}: {include}")
     env = dict(os.environ, TMPDIR=str(rootfs.parent))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # Its own process group: on an interrupt the whole of it (apt, dpkg-deb, tar under
+    # mmdebstrap) stops before the scratch directory is removed; signalling mmdebstrap alone
+    # left extractors writing into a directory that was being deleted.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     tail: list[str] = []
     assert proc.stdout is not None
     try:
@@ -655,15 +660,36 @@ def _mmdebstrap(
                 say(f"  {line}")
     finally:
         if proc.poll() is None:  # interrupted: mmdebstrap cleans up its own temp dirs on SIGTERM
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
         proc.stdout.close()
     if proc.wait() != 0:
         raise LabError(f"images build: mmdebstrap failed (exit {proc.returncode}): {' | '.join(tail[-5:])}")
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM mmdebstrap's process group, wait for all of it, SIGKILL what is left after 30 s."""
+    import signal
+
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        proc.poll()
+        if proc.returncode is not None and not group_alive():
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _apt_proxy() -> list[str]:
