@@ -254,8 +254,13 @@ def start(
             f"classroom: the daemon is at {daemon.url}; the classroom container drives it through its socket, "
             "so it needs a local daemon (unix socket or Docker Desktop)"
         )
-    with contextlib.suppress(Exception):
+    import docker.errors
+
+    try:
         old = c.containers.get(name)
+    except docker.errors.NotFound:
+        pass
+    else:
         if old.status == "running":
             raise LabError(f"classroom: {name} is already running; stop it first: trustlab classroom stop")
         old.remove(force=True)
@@ -309,9 +314,11 @@ def stop(*, name: str = CONTAINER) -> list[str]:
     from harness.runtimes import docker as dockerrt
 
     c = images.client()
+    import docker.errors
+
     try:
         ct = c.containers.get(name)
-    except Exception:  # noqa: BLE001 - NotFound, or the SDK's other errors: nothing to stop
+    except docker.errors.NotFound:
         return []
     hostname = str(ct.attrs.get("Config", {}).get("Hostname") or ct.id[:12])
     ct.remove(force=True)

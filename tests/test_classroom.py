@@ -66,6 +66,12 @@ def test_jupyterlab_answers_on_loopback_only_and_only_with_its_token(room: class
     assert {b["HostIp"] for v in bindings.values() for b in v} == {"127.0.0.1"}
 
 
+def test_a_second_start_under_the_same_name_is_refused(room: classroom.Started) -> None:
+    with pytest.raises(classroom.LabError, match="is already running; stop it first"):
+        classroom.start(port=0, name=room.container, progress=lambda _: None)
+    assert images.client().containers.get(room.container).status == "running"
+
+
 def test_the_notebooks_and_trustlab_are_in_it(room: classroom.Started) -> None:
     req = urllib.request.Request(
         f"http://127.0.0.1:{room.port}/api/contents", headers={"Authorization": f"token {room.token}"}
