@@ -78,11 +78,14 @@ def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert "Traceback" not in err
+    # A SIGINT inside CPython's own start-up (runpy, before any trustlab code, seen under load at
+    # 0.05 s) is reported by CPython itself; nothing was started then. Through harness: a defect.
+    early = "KeyboardInterrupt" in err and "harness" not in err and proc.returncode == 1
+    assert "Traceback" not in err or early, err
     if proc.returncode == 0:  # it was up before the signal: a lab the user was told about
         assert trustlab(env, "down", "--all").returncode == 0
     else:  # interrupted: 130, or (rarely) the status of a process ended by SIGINT itself
-        assert proc.returncode in (130, -signal.SIGINT), err
+        assert proc.returncode in (130, -signal.SIGINT) or early, err
     deadline = time.monotonic() + 15
     while list(tmp_path.glob("trustlab-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
