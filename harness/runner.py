@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, _process
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.probe import Cell
@@ -95,13 +95,7 @@ def sweep() -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _process.alive(pid)
 
 
 @contextlib.contextmanager
@@ -110,6 +104,9 @@ def _signals_held() -> Iterator[None]:
 
     Creating and removing a lab directory must not stop halfway: an interrupt inside
     ``rmtree`` left a partly removed lab behind."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, nothing to hold
+        yield
+        return
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import images
+from harness import _process, images
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -92,32 +92,33 @@ class Plan:
 
 # -- ownership and sweeping ----------------------------------------------------------------
 def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
+    return _process.start_ticks(pid)
+
+
+def _here() -> str:
+    """Where a pid means a process: this host *and* its pid namespace (``vm/4026531836``).
+
+    Processes in other pid namespaces (other containers or sandboxes on this host, with the same
+    hostname and the same docker daemon) see other pids: they must never judge each other's
+    labs dead."""
+    return f"{socket.gethostname()}/{_process.pid_namespace()}"
 
 
 def owner_tag(pid: int | None = None) -> str:
-    """``host:pid:start``: who owns a lab (the start time guards against pid reuse)."""
+    """``host/pidns:pid:start``: who owns a lab (the start time guards against pid reuse)."""
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{_here()}:{pid}:{_start_ticks(pid)}"
 
 
 def owner_alive(owner: str) -> bool:
-    """False only when *owner* is a process of this host that is gone."""
-    host, _, rest = owner.partition(":")
+    """False only when *owner* is a process of this host and pid namespace that is gone."""
+    where, _, rest = owner.partition(":")
     pid_s, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid_s.isdigit():
-        return True  # someone else's lab (another host or a container): not ours to judge
+    if where != _here() or not pid_s.isdigit():
+        return True  # another host, container or pid namespace (or an older tag): not ours to judge
     pid = int(pid_s)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _process.alive(pid):
         return False
-    except PermissionError:
-        pass
     return ticks in ("", "?") or _start_ticks(pid) == ticks
 
 
@@ -155,6 +156,51 @@ def down(*, all_labs: bool = False, client: Any | None = None) -> list[str]:
             _remove(c, lab["containers"], lab["networks"], lab["volumes"])
             removed.append(lab_id)
     return removed
+
+
+def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
+    """Remove every lab started from the container (or host) called *hostname*; return their ids.
+
+    For the classroom container: once it is gone, so is every process that owned its labs."""
+    c = client or images.client()
+    removed = []
+    for lab_id, lab in sorted(leftovers(c).items()):
+        if lab["owner"].split(":", 1)[0].split("/", 1)[0] == hostname:
+            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            removed.append(lab_id)
+    return removed
+
+
+def remove_lab(lab_id: str, *, client: Any | None = None) -> bool:
+    """Remove one lab's containers, network and volume (by its label); True when any existed.
+
+    ``trustlab down LAB`` calls it for a docker lab whose holder was killed: nothing else
+    would remove what that holder started."""
+    c = client or images.client()
+    flt = {"label": f"{LABEL_LAB}={lab_id}"}
+    found = (
+        c.containers.list(all=True, filters=flt, sparse=True),
+        c.networks.list(filters=flt),
+        c.volumes.list(filters=flt),
+    )
+    _remove(c, *found)
+    return any(found)
+
+
+def sweep_all_if_reachable() -> list[str]:
+    """``down --all`` for the docker runtime, or nothing when the docker runtime cannot be here.
+
+    Without the docker SDK, or with no daemon, no docker lab can exist for this install to
+    remove: that is not an error for a command that only cleans up."""
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        return []
+    try:
+        c = images.client(timeout=10)
+    except PrerequisiteError:
+        return []
+    return down(all_labs=True, client=c)
 
 
 def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[Any]) -> None:
@@ -274,7 +320,7 @@ class Lab:
         """Create (not start) one container of this lab on its network with its volume."""
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
-            images.LAB_IMAGE,
+            images.lab_image(),
             command,
             name=f"{self.id}-{role}",
             hostname=role,
@@ -355,9 +401,9 @@ class DockerRuntime:
 
     def preflight(self, kinds: set[str]) -> None:
         c = self.client  # raises PrerequisiteError with what to do
-        if images._get(c, images.LAB_IMAGE) is None:
+        if images._get(c, images.lab_image()) is None:
             raise PrerequisiteError(
-                f"docker runtime: image {images.LAB_IMAGE} is missing; run: trustlab images build "
+                f"docker runtime: image {images.lab_image()} is missing; run: trustlab images build "
                 "(or trustlab images load FILE.tar)"
             )
 

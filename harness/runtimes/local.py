@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -59,7 +60,7 @@ class PreparedProxy:
 
 def namespace_mode() -> tuple[list[str], str]:
     """The ``unshare`` flags this user can use, and a one-line description."""
-    if os.geteuid() == 0:
+    if _process.is_root():
         return [], "root: network + mount namespaces"
     return ["--user", "--map-root-user"], "unprivileged: user + network + mount namespaces"
 
