@@ -246,16 +246,13 @@ def down(*, lab: str | None = None, all_labs: bool = False) -> list[str]:
         shown = lab if len(lab) <= 60 else lab[:57] + "..."
         raise LabError(f"no lab {shown!r} is up; `trustlab status` lists them")
     if all_labs:
+        from harness.runtimes import docker as docker_rt
+
         stopped += [p.name for p in sweep()]
         root = held_root()
         if os.path.lexists(root):
             stopped += [p.name for p in sweep(root=root)]
-        try:
-            from harness.runtimes import docker as docker_rt  # type: ignore[attr-defined]
-        except ImportError:
-            pass
-        else:
-            stopped += list(docker_rt.down(all_labs=True) or [])
+        stopped += [name for name in docker_rt.sweep_all_if_reachable() if name not in stopped]
     return stopped
 
 
@@ -313,16 +310,31 @@ def _stop(state: dict[str, Any]) -> None:
     path = Path(state["dir"])
     pid = int(state["pid"])
     if state["alive"]:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # on Windows: TerminateProcess, so the docker sweep below matters
         deadline = time.monotonic() + 10
         while path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         if path.exists() and _holder_alive(state):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    if state.get("runtime") == "docker":
+        # A holder that was killed (or had to be) left its containers, network and volume.
+        from harness.errors import PrerequisiteError
+        from harness.runtimes import docker as docker_rt
+
+        try:
+            docker_rt.remove_lab(_docker_lab_id(state))
+        except PrerequisiteError as exc:
+            raise LabError(f"lab {state['lab']}: its docker containers could not be removed: {exc}") from None
     if path.exists():
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _docker_lab_id(state: dict[str, Any]) -> str:
+    from harness.runtimes.docker import _lab_id
+
+    return _lab_id(Path(state["dir"]))
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:

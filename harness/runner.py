@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, _process
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.probe import Cell
@@ -110,13 +110,7 @@ def sweep(root: Path | None = None) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _process.alive(pid)
 
 
 @contextlib.contextmanager
@@ -125,6 +119,9 @@ def _signals_held() -> Iterator[None]:
 
     Creating and removing a lab directory must not stop halfway: an interrupt inside
     ``rmtree`` left a partly removed lab behind."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, nothing to hold
+        yield
+        return
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
@@ -276,6 +273,9 @@ def run(
         "versions": {"openssl": _openssl_version(), **rt.versions()},
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
+        # The seat's lab address (IP targets and the ip-san identity name it): fixed on the
+        # local runtime, the lab network's .10 on the docker runtime.
+        "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
     }
     return Results(meta=meta, cells=cells)
 

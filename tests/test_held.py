@@ -40,7 +40,8 @@ def tmp_path() -> Iterator[Path]:
 
 
 def test_up_present_status_down(local_runtime: str, tmp_path: Path) -> None:
-    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    # No docker daemon here: `down --all` would otherwise also sweep a shared daemon's labs.
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     up = trustlab(env, "up", "nginx/verify-off", "--runtime", "local")
     assert up.returncode == 0, up.stderr
     try:
@@ -75,7 +76,8 @@ def test_up_shows_a_config_the_proxy_rejects(local_runtime: str, tmp_path: Path)
 
 @pytest.mark.parametrize("delay", [0.05, 0.15, 0.3])
 def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay: float) -> None:
-    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    # No docker daemon here: `down --all` would otherwise also sweep a shared daemon's labs.
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "apache/good", "--runtime", "local"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)

@@ -551,7 +551,8 @@ def test_no_footprint_on_the_host(local_runtime: str, short_tmp: Path) -> None:
         pytest.skip("ss (iproute2) is not installed")
     before_files = {f: _digest(f) for f in HOST_FILES}
     before_listen = _listeners()
-    env = {**os.environ, "TRUSTLAB_TMPDIR": str(short_tmp)}
+    # No docker daemon here: `down --all` would otherwise also sweep a shared daemon's labs.
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(short_tmp), "DOCKER_HOST": f"unix://{short_tmp}/no-docker.sock"}
     assert trustlab("up", "nginx/good", "--runtime", "local", env=env).returncode == 0
     try:
         during = _listeners() - before_listen

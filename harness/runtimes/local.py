@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -59,7 +60,7 @@ class PreparedProxy:
 
 def namespace_mode() -> tuple[list[str], str]:
     """The ``unshare`` flags this user can use, and a one-line description."""
-    if os.geteuid() == 0:
+    if _process.is_root():
         return [], "root: network + mount namespaces"
     return ["--user", "--map-root-user"], "unprivileged: user + network + mount namespaces"
 
@@ -191,13 +192,7 @@ class LocalRuntime:
         ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
         to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
         """
-        # The lab's own names only where the config does not use them: a config whose upstream is
-        # backend-api.internal got it twice (the lab's address and its own), and nginx
-        # round-robined between them (legit became error, then "no live upstreams").
-        own = " ".join(n for n in (BACKEND_NAME, SIBLING_NAME) if n not in hosts)
-        lines = ["127.0.0.1 localhost"] + ([f"{backend_ip} {own}"] if own else [])
-        lines += [f"{ip} {name}" for name, ip in hosts.items()]
-        (lab_dir / "hosts").write_text("\n".join(lines) + "\n")
+        (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
         job = {
             "pki_dir": str(pki_dir),
             "backend_ip": backend_ip,
@@ -239,6 +234,10 @@ class LocalRuntime:
             _signal_worker(proc)
         for proc in live:
             _stop(proc, close=False)  # the reading thread sees EOF and closes (a close under its select hangs it)
+
+    def lab_path(self, lab_dir: Path, path: Path) -> Path:
+        """Where the proxies see *path* (a file under *lab_dir*): the same path, on this host."""
+        return path
 
     # -- internals ---------------------------------------------------------------------
     def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
@@ -332,6 +331,17 @@ class LocalRuntime:
                         buffers[-proc.pid] = b'"done"'
                     elif kind == "fatal":
                         raise LabError(f"local lab failed: {event['message']}")
+
+
+def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
+    """The hosts file of a prepared lab (``trustlab check``), the same on every runtime."""
+    # The lab's own names only where the config does not use them: a config whose upstream is
+    # backend-api.internal got it twice (the lab's address and its own), and nginx
+    # round-robined between them (legit became error, then "no live upstreams").
+    own = " ".join(n for n in (BACKEND_NAME, SIBLING_NAME) if n not in hosts)
+    lines = ["127.0.0.1 localhost"] + ([f"{backend_ip} {own}"] if own else [])
+    lines += [f"{ip} {name}" for name, ip in hosts.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
