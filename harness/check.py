@@ -15,6 +15,7 @@ The verdict: ``ok`` when, for every upstream, ``legit`` is served and every impo
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -35,11 +36,17 @@ from harness.vocab import (
     LOCAL_LAB_IP,
     OPTIONAL_IDENTITY_IDS,
     PUBLIC_HOST,
+    SIBLING_NAME,
     Outcome,
     ProxyKind,
 )
 
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
+#: Who ``wrong-name`` is issued to: the lab's sibling, unless the config itself uses that name.
+_SIBLINGS = (SIBLING_NAME, "other-svc.trustlab.test", "sibling.trustlab.test", "sibling-2.trustlab.test")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+#: What a client may send as Host: a name or address, an optional port.
+_HOST_HEADER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$")
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
 _NAME_NET = "10.203.0."
 _NAME_FIRST = 20
@@ -73,6 +80,8 @@ class CheckResult:
     rejected: str | None = None
     accept: tuple[str, ...] = ()
     duration_s: float = 0.0
+    #: Where the proxy ran: ``local`` or ``docker``.
+    runtime: str = "local"
 
     @property
     def upstreams(self) -> list[str]:
@@ -113,11 +122,14 @@ class CheckResult:
             return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
         lines = [f"{len(self.failures)} problem(s):"]
         for c in self.failures:
-            what = (
-                "the legitimate backend was not served"
-                if c.identity in LEGITIMATE_IDS
-                else "impostor got through"
-            )
+            if c.outcome is Outcome.ERROR:  # the lab could not tell: never a verdict on the config
+                what = "error: the lab could not tell what the proxy does here"
+            elif c.outcome is Outcome.CONFIG_REJECTED:
+                what = "the proxy did not start"
+            elif c.identity in LEGITIMATE_IDS:
+                what = "the legitimate backend was not served"
+            else:
+                what = "impostor got through"
             lines.append(f"  {c.upstream}: {c.identity} -> {c.outcome.value} ({what}; {c.reason})")
         return "\n".join(lines)
 
@@ -130,6 +142,7 @@ class CheckResult:
             "ok": self.ok,
             "rejected": self.rejected,
             "duration_s": round(self.duration_s, 3),
+            "runtime": self.runtime,
         }
 
 
@@ -191,15 +204,20 @@ def check(
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
     sni_routing: bool = False,
+    runtime: str = "local",
 ) -> CheckResult:
     """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
 
     *identities* may include optional ones (``legit-deep``: minted only when asked). With
     *sni_routing* the legitimate backend routes by SNI like a multi-site server (no SNI, or
     another name than ``backend-api.internal``, gets its default site's certificate).
+
+    *runtime* is ``local`` (the host's proxies in a private namespace), ``docker`` (the lab
+    image's, in one container per upstream group with no network) or ``auto`` (docker when
+    its daemon and image are there, else local); both give the same verdicts.
     """
     from harness.runner import lab_dir
-    from harness.runtimes.local import LocalRuntime, PreparedProxy
+    from harness.runtimes.local import PreparedProxy
 
     kind = kind_of(proxy)
     path = Path(config)
@@ -210,7 +228,7 @@ def check(
                 f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
             )
     adapt = adapter(kind)
-    rt = LocalRuntime()
+    rt = pick_runtime(runtime)
     rt.preflight({kind.value})
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
@@ -223,12 +241,15 @@ def check(
             raise ConfigError(
                 f"{path}: no HTTPS upstream found ({_HINT[kind]}); nothing to check{_looks_like(path, kind)}"
             )
+        _check_names(path, first)
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
         # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
         # names it there (a second line would give nginx two peers), and an SNI-routing seat
         # knows it as the backend.
         hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+        taken = set(names) | {u.name for u in first.upstreams}
+        sibling = next(n for n in _SIBLINGS if n not in taken)
         addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
         groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
         for i, u in enumerate(first.upstreams):
@@ -243,14 +264,16 @@ def check(
             run_dir = base / "run"
             run_dir.mkdir(parents=True)
             optional = tuple(i for i in identities if i in OPTIONAL_IDENTITY_IDS)
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional)
+            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=sibling)
             pki.write_to(base / "pki")
             shutil.copytree(lab / "front", base / "front")
             paths = _lab_paths(base, run_dir)
             _hashed_dir(paths.ca_dir, paths.ca)
             _hashed_dir(paths.bundle_dir, paths.bundle)
             ports = Ports(avoid=set(seat_ports))
-            adapted = adapt(path, paths, ports=ports, focus=pool or None)
+            # The config names the paths where the proxy sees these files (/lab/... in docker).
+            seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
+            adapted = adapt(path, seen, ports=ports, focus=pool or None)
             cfg = run_dir / driver_config_name(kind)
             cfg.write_text(adapted.text)
             cells: list[dict[str, Any]] = []
@@ -291,7 +314,10 @@ def check(
                     on_proxy=events.append,
                 )
             )
-            rejected = next((e.get("message") for e in events if not e.get("started")), None)
+            failed = next((e for e in events if not e.get("started")), None)
+            # Killed or out of disk before it listened: an error of the lab, not a rejected config.
+            died = failed["message"] if failed and (failed.get("died") or failed.get("timeout")) else None
+            rejected = None if died or not failed else failed.get("message")
             by_label = {i: u for i, u in members}
             for r in raw:
                 u = by_label[r["label"]]
@@ -303,6 +329,13 @@ def check(
                         (f"the request reached {r['dest']}, not this upstream ({want}); {reason}"),
                     )
                 out.append(CheckCell(u.label, r["identity"], outcome, r["status"], reason, r["sni"]))
+            if died:
+                out += [
+                    CheckCell(u.label, ident, Outcome.ERROR, None, died, None)
+                    for _, u in members
+                    if u.route
+                    for ident in identities
+                ]
             if rejected:
                 out += [
                     CheckCell(u.label, ident, Outcome.CONFIG_REJECTED, None, rejected, None)
@@ -312,17 +345,29 @@ def check(
                 ]
             return out, rejected, adapted
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        pool = ThreadPoolExecutor(max_workers=4)
+        try:
             futures = [pool.submit(run_group, g, k, m) for g, (k, m) in enumerate(groups.items())]
             results = [f.result() for f in futures]
+        except BaseException:
+            # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
+            # threads are reading, so they end now rather than after every upstream (38 s for 80).
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop = getattr(rt, "stop", None)  # the local runtime's; a docker lab unwinds in its thread
+            if stop is not None:
+                stop()
+            raise
+        finally:
+            pool.shutdown(wait=True)
     order = {u.label: i for i, u in enumerate(first.upstreams)}
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
     cells = sorted(
         (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
     )
     rejected = next((r[1] for r in results if r[1]), None)
-    notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
-    notes = [_relabel(n) for n in notes]
+    # Relabelled before deduplicating: each group's notes name its own lab paths.
+    notes = list(dict.fromkeys(_relabel(n) for r in results for n in r[2].adaptations))
+    notes = notes or [_relabel(n) for n in first.adaptations]
     return CheckResult(
         proxy=kind.value,
         config=str(path),
@@ -331,7 +376,19 @@ def check(
         rejected=rejected,
         accept=tuple(accept),
         duration_s=time.perf_counter() - t0,
+        runtime=rt.name,
     )
+
+
+def pick_runtime(runtime: str) -> Any:
+    """The runtime object for ``local``, ``docker`` or ``auto`` (resolved as ``trustlab run`` does)."""
+    from harness.runner import get_runtime, resolve_auto
+
+    if runtime == "auto":
+        runtime, _ = resolve_auto()
+    if runtime not in ("local", "docker"):
+        raise ConfigError(f"runtime {runtime!r} is unknown; choose local, docker or auto")
+    return get_runtime(runtime)
 
 
 _HINT = {
@@ -355,6 +412,44 @@ def _looks_like(path: Path, kind: ProxyKind) -> str:
     return f" (it looks like {article} {other.value} config: trustlab check {other.value} {path})"
 
 
+def dns_name_problem(name: str) -> str | None:
+    """Why *name* cannot be a certificate's DNS name (and so cannot be checked), or ``None``.
+
+    nginx and HAProxy accept host names no CA would certify (``my_backend``, non-ASCII, a label
+    over 63 characters); the lab cannot mint a legitimate certificate for them either."""
+    if not name.isascii():
+        return "is not ASCII; write its IDNA form (xn--...), the name a certificate carries"
+    if len(name.rstrip(".")) > 253:
+        return f"is {len(name)} characters long; a DNS name has at most 253"
+    labels = name.rstrip(".").split(".")
+    for i, label in enumerate(labels):
+        if label == "*" and i == 0 and len(labels) > 2:
+            continue  # a wildcard name (proxy_ssl_name *.corp.example) is a valid certificate name
+        if len(label) > 63:
+            return f"has a label of {len(label)} characters ({label[:20]}...); a DNS label has at most 63"
+        if not _LABEL.match(label):
+            bad = next((ch for ch in label if not (ch.isalnum() or ch == "-")), "-")
+            return f"holds {bad!r} in label {label!r}; a DNS name has letters, digits and inner hyphens only"
+    return None
+
+
+def _check_names(path: Path, adapted: Adapted) -> None:
+    """Refuse, in one line, an upstream the lab cannot stand in for or a route it cannot send."""
+    for u in adapted.upstreams:
+        for name in dict.fromkeys(n for n in (u.host, u.name) if not is_ip(n)):
+            why = dns_name_problem(name)
+            if why:
+                raise ConfigError(
+                    f"{path}: line {u.line}: upstream name {name!r} {why}; no certificate can name it, so "
+                    "trustlab cannot check it: use a valid DNS name"
+                )
+        if u.route and not _HOST_HEADER.match(u.route.host):
+            raise ConfigError(
+                f"{path}: the server name {u.route.host!r} (for the upstream at line {u.line}) is not a host "
+                "name a client can send (control characters, spaces or escapes); fix the server_name/ServerName"
+            )
+
+
 def _other_names(adapted: Adapted) -> list[str]:
     return [n for n in getattr(adapted, "other_hosts", []) if not is_ip(n)]
 
@@ -363,7 +458,9 @@ def _relabel(note: str) -> str:
     """Lab temp paths in a note become what they stand for."""
     import re
 
-    return re.sub(r"\S*/trustlab-[^/\s]+/\S*", lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
+    # A local lab's temp dir, or /lab in the docker runtime's container.
+    lab = r"\S*/trustlab-[^/\s]+/\S*|(?<!\S)/lab/\S*"
+    return re.sub(lab, lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
 
 
 def driver_config_name(kind: ProxyKind) -> str:
@@ -385,7 +482,7 @@ def render(result: CheckResult) -> str:
             lines.append(f"  {c.identity:<15} {verdict:<16} {str(c.status or '-'):<4}{sni}  {c.reason}")
         lines.append("")
     lines.append(("PASS " if result.ok else "FAIL ") + result.summary())
-    lines.append(f"({result.duration_s:.2f} s)")
+    lines.append(f"({result.duration_s:.2f} s, {result.runtime} runtime)")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from harness import __version__
 from harness.errors import LabError
@@ -68,13 +68,14 @@ def _identities(value: str | None) -> tuple[str, ...] | None:
     return chosen
 
 
-def _runtime(name: str) -> str:
+def _runtime(name: str, *, say: TextIO | None = None) -> str:
+    """*name*, or for ``auto`` the runtime chosen, said on *say* (default stderr)."""
     if name != "auto":
         return name
     from harness.runner import resolve_auto
 
     chosen, why = resolve_auto()
-    print(f"runtime: {chosen} ({why})", file=sys.stderr)
+    print(f"runtime: {chosen} ({why})", file=say or sys.stderr)
     return chosen
 
 
@@ -82,16 +83,58 @@ def _proxies(value: str | None) -> list[str] | None:
     return [p.strip() for p in value.split(",") if p.strip()] if value else None
 
 
-def _check_writable(path: Path | None, flag: str) -> None:
+def _check_writable(
+    path: Path | None, flag: str, *, inputs: tuple[Path, ...] = (), directory: bool | None = None
+) -> None:
+    """Refuse an output path now, before the run, when writing it would fail or destroy an input.
+
+    A run is lost when its report cannot be written at the end (``--json /proc/x.json``, an
+    ``--out`` whose ``matrix.json`` is a directory), so each target is tried up front: its
+    directory must exist and take a new file, the target must not be a directory, and it must
+    not be one of the files the command reads (``check --json`` naming the config itself)."""
     if path is None:
         return
-    parent = Path(path).parent if not Path(path).is_dir() else Path(path)
-    if Path(path).is_dir() and flag != "--out":
-        raise LabError(f"{flag}: {path} is a directory; give a file name")
+    path = Path(path)
+    shown = _shown(str(path))
+    directory = flag == "--out" if directory is None else directory
+    if path.is_dir() and not directory:
+        raise LabError(f"{flag}: {shown} is a directory; give a file name (or remove the directory)")
+    parent = path if directory and path.is_dir() else path.parent
     if not parent.exists():
-        raise LabError(f"{flag}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise LabError(f"{flag}: cannot write to {parent} (permission denied)")
+        raise LabError(f"{flag}: directory {_shown(str(parent))} does not exist")
+    if not parent.is_dir():
+        raise LabError(f"{flag}: {_shown(str(parent))} is not a directory")
+    for given in inputs:
+        if _same_file(path, given):
+            raise LabError(f"{flag}: {shown} is the input {_shown(str(given))}; writing there would overwrite it; "
+                           "choose another file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".trustlab-write-test.", dir=parent)
+    except OSError as exc:
+        raise LabError(f"{flag}: cannot write to {_shown(str(parent))} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):
+        return False
+
+
+def _distinct(outputs: list[tuple[str, Path]]) -> None:
+    """Two outputs may not name one file (``--json X --csv X`` kept only the CSV)."""
+    for i, (flag, path) in enumerate(outputs):
+        for other, path2 in outputs[:i]:
+            if _same_file(path, path2):
+                raise LabError(f"{other} and {flag} both name {_shown(str(path))}; give each its own file")
+
+
+def _shown(value: str) -> str:
+    from harness.errors import _shown as shown
+
+    return shown(value)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -99,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import report, runner, scenarios
 
     chosen = scenarios.select(args.scenario)
-    _check_writable(args.json, "--json")
+    _check_writable(args.json, "--json", inputs=tuple(sc.path for sc in chosen if sc.path))
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
     progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
@@ -138,10 +181,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LabError(f"--out: {out} exists and is not a directory")
-    for flag, value in (("--json", args.json), ("--csv", args.csv)):
-        _check_writable(value, flag)
-    if not out.exists():
+    outputs = [("--json", args.json or out / "matrix.json"), ("--csv", args.csv or out / "matrix.csv"),
+               ("--out", out / "matrix.md")] + ([] if args.no_plot else [("--out", out / "matrix.png")])
+    _distinct(outputs)
+    if out.exists():
+        for flag, value in outputs:
+            _check_writable(value, flag, directory=False)
+    else:
         _check_writable(out, "--out")
+        for flag, value in (("--json", args.json), ("--csv", args.csv)):
+            _check_writable(value, flag)
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
     progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
@@ -177,33 +226,56 @@ def cmd_pki(args: argparse.Namespace) -> int:
 
     if args.pki_cmd == "mint":
         out = Path(args.out)
-        if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        if args.backend_ip:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(args.backend_ip)
+            except ValueError:
+                raise LabError(f"--backend-ip: {_shown(args.backend_ip)!r} is not an IP address; "
+                               "give one like 10.203.0.10 or fd00::10") from None
+        try:
+            busy = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
+        except OSError as exc:
+            raise LabError(f"--out: cannot inspect {_shown(str(out))} ({exc.strerror})") from None
+        if busy:
             raise LabError(f"--out: {out} already exists and is not empty; choose a new directory")
         if not out.parent.exists():
             raise LabError(f"--out: directory {out.parent} does not exist")
         # Mint next to the target, then rename: an interrupted mint leaves nothing behind.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        except OSError as exc:
+            raise LabError(f"--out: cannot create a directory in {out.parent} ({exc.strerror}); "
+                           "choose a writable place") from None
         try:
             LabPKI.mint(backend_ip=args.backend_ip or LOCAL_LAB_IP).write_to(tmp)
             if out.exists():
                 out.rmdir()
             os.replace(tmp, out)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LabError(f"--out: cannot write the PKI to {out} ({exc.strerror})") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         print(f"wrote the lab PKI to {out} (keys 0600, directory 0700); see {out}/manifest.json")
         return EXIT_OK
     if args.dir:
+        from harness.errors import read_input
+
         manifest = Path(args.dir) / "manifest.json"
+        if not manifest.exists() and not manifest.is_symlink():
+            raise LabError(f"{_shown(str(manifest))}: not found; pass a directory written by `trustlab pki mint`")
+        raw = read_input(manifest, error=LabError, kind="a PKI manifest", limit=1_000_000,
+                         directory_hint="pass a directory written by `trustlab pki mint`")
         try:
-            data = json.loads(manifest.read_text())
-            rows = list(data["identities"].values())
-        except (FileNotFoundError, NotADirectoryError):
-            raise LabError(f"{manifest}: not found; pass a directory written by `trustlab pki mint`") from None
-        except OSError as exc:
-            raise LabError(f"{manifest}: cannot read ({exc.strerror})") from None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise LabError(f"{manifest}: not a trustlab PKI manifest") from None
+            rows = list(json.loads(raw)["identities"].values())
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            rows = []
+        if not rows or not all(_manifest_row(r) for r in rows):
+            raise LabError(f"{manifest}: not a trustlab PKI manifest (or a damaged one); "
+                           "mint a fresh one with `trustlab pki mint --out DIR`")
     else:
         pki = LabPKI.mint()
         rows = [c.describe() for c in pki.identities.values()]
@@ -216,6 +288,19 @@ def cmd_pki(args: argparse.Namespace) -> int:
         print(f"    validity  {row['not_before']} .. {row['not_after']}")
         print(f"    served    {row['chain_served']} certificate(s)")
     return EXIT_OK
+
+
+_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "identity": str, "legitimate": (bool, type(None)), "meaning": str, "subject": str, "sans": list,
+    "issuer": str, "not_before": str, "not_after": str, "chain_served": int,
+}
+
+
+def _manifest_row(row: object) -> bool:
+    """One identity of a PKI manifest has every field `pki show` prints, of the right type."""
+    return isinstance(row, dict) and all(isinstance(row.get(k), t) for k, t in _ROW_FIELDS.items()) and all(
+        isinstance(s, str) for s in row["sans"]
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -240,7 +325,7 @@ def _through(attempt: dict[str, Any]) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
-    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime))
+    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
     print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
           f"the backend answers as {state['identity']}")
     print(f"  first request:     {_through(held.try_once(state=state))}")
@@ -270,7 +355,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not states:
         print("no lab is up")
     for st in states:
-        alive = "up" if st["alive"] else "DEAD (run trustlab down --all)"
+        alive = "up" if st["alive"] else f"DEAD (remove it: trustlab down {st['lab']})"
         print(f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
               f"since {st['started']}")
         if st["alive"]:
@@ -283,6 +368,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                           + (f" ({conn['error']})" if conn["error"] else ""))
                 for line in held.verdict_lines(state=st):
                     print(f"    proxy: {line}")
+    for why in held.ignored:
+        print(f"ignored: {why}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
     if stale:
         print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
@@ -312,9 +399,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
     from harness.check import check, render
 
-    _check_writable(args.json, "--json")
+    _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
-    result = check(args.proxy, args.file, accept=accept, keep=args.keep)
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout))
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -330,7 +417,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """`trustlab audit FILE`: exit 1 when a high-severity finding, else 0; 2 bad input."""
     from harness.audit import audit, render
 
-    report = audit(args.file, proxy=args.proxy, prove=args.prove)
+    runtime = _runtime(args.runtime, say=sys.stdout) if args.prove else "local"
+    report = audit(args.file, proxy=args.proxy, prove=args.prove, runtime=runtime)
     print(render(report))
     return EXIT_FAILED if report.high else EXIT_OK
 
@@ -339,7 +427,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from harness import images
 
     if args.images_cmd == "build":
-        r = images.build(force=args.force, method=args.method)
+        r = images.build(force=args.force, method=args.method, image=images.lab_image())
         verb = "up to date" if r.skipped else f"built in {r.duration_s:.1f} s"
         print(f"{', '.join(r.tags)}: {verb} ({', '.join(f'{k} {v}' for k, v in r.versions.items())})")
     elif args.images_cmd == "save":
@@ -348,18 +436,38 @@ def cmd_images(args: argparse.Namespace) -> int:
             raise LabError(f"{target}: is a directory; give a file name such as trustlab-images.tar")
         if not target.parent.exists():
             raise LabError(f"{target}: directory {target.parent} does not exist")
-        print(f"wrote {images.save(target)}; copy it to each laptop and run: trustlab images load FILE")
+        written = images.save(target, gzip=args.gzip or None)
+        print(f"wrote {written}; copy it to each laptop and run: trustlab images load {written.name} "
+              f"(or, with Docker only: docker load -i {written.name})")
     elif args.images_cmd == "load":
         if not Path(args.file).is_file():
             raise LabError(f"{args.file}: no such file (write one with trustlab images save FILE)")
         print("loaded: " + ", ".join(images.load(args.file)))
     else:
+        images.client(timeout=10)  # no daemon: one line saying where it looked and what to do
         present = images.images_present()
         versions = images.image_versions() if present else {}
-        print(f"{images.LAB_IMAGE}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
+        print(f"{images.lab_image()}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
                                        else "missing; run: trustlab images build"))
         return EXIT_OK if present else EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_classroom(args: argparse.Namespace) -> int:
+    """`trustlab classroom [build|stop]`: JupyterLab + notebooks + trustlab in one container."""
+    from harness import classroom
+
+    if args.classroom_cmd == "build":
+        r = classroom.build(force=args.force)
+        print(f"{r.image}: {'up to date' if r.skipped else f'built in {r.duration_s:.1f} s'}")
+        return EXIT_OK
+    if args.classroom_cmd == "stop":
+        gone = classroom.stop()
+        print(f"stopped and removed: {', '.join(gone)}" if gone else "no classroom is running")
+        return EXIT_OK
+    if not 0 < args.port < 65536:
+        raise LabError(f"--port: {args.port} is not a port number (1-65535)")
+    return classroom.run(port=args.port, detach=args.detach)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,26 +532,41 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                    help="where the proxy runs (default: auto = docker when ready, else local)")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
     sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                    help="where --prove runs the proxy (default: auto = docker when ready, else local)")
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
     isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
-    b.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    b.add_argument("--force", action="store_true",
+                   help="rebuild even when the inputs are unchanged or current came from `images load`")
     b.add_argument("--method", choices=("offline", "dockerfile"), default="offline",
-                   help="offline: mmdebstrap + docker import (default); dockerfile: FROM debian (needs a registry)")
-    sv = isub.add_parser("save", help="write the lab image to one tarball for offline classrooms")
-    sv.add_argument("file")
-    ld = isub.add_parser("load", help="load a tarball written by `trustlab images save`")
+                   help="offline: mmdebstrap + docker import (default); dockerfile: labs/docker/Dockerfile "
+                   "(pulls its base only when missing)")
+    sv = isub.add_parser("save", help="write the lab (and classroom) image to one tarball for offline classrooms")
+    sv.add_argument("file", help="FILE.tar, or FILE.tar.gz for a gzip-compressed one")
+    sv.add_argument("--gzip", action="store_true", help="compress whatever the name (load reads both)")
+    ld = isub.add_parser("load", help="load a tarball written by `trustlab images save` (.tar or .tar.gz)")
     ld.add_argument("file")
     isub.add_parser("status", help="is the image there, and which versions it carries")
     sp.set_defaults(func=cmd_images)
+
+    sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
+    sp.add_argument("classroom_cmd", nargs="?", choices=("start", "build", "stop"), default="start",
+                    help="start (default): build the image when needed, start it, print the URL")
+    sp.add_argument("--port", type=int, default=8888, help="host port, on 127.0.0.1 only (default 8888)")
+    sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
+    sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
+    sp.set_defaults(func=cmd_classroom)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)

@@ -128,6 +128,7 @@ class LabPKI:
         backend_name: str = BACKEND_NAME,
         optional: tuple[str, ...] = (),
         backends: tuple[str, ...] = (),
+        sibling_name: str = SIBLING_NAME,
     ) -> LabPKI:
         """Mint the internal PKI and one certificate per built-in identity.
 
@@ -138,6 +139,8 @@ class LabPKI:
         *backends* are further backend names scenarios set (``backend = "api.svc.internal"``):
         each gets its own full set of identities from the same CAs (see :meth:`for_backend`),
         with ``wildcard`` the one-label ``*.internal`` as the identity table (harness.vocab) defines it.
+        *sibling_name* is the compromised sibling ``wrong-name`` is issued to; ``trustlab check``
+        picks one none of the config's upstreams uses (else the "impostor" would be legitimate).
         """
         unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
         if unknown:
@@ -148,7 +151,7 @@ class LabPKI:
         cas = _CAs(inter, trustme.CA(organization_name="trustlab rogue CA"),
                    trustme.CA(organization_name="trustlab public CA"))
         wildcard = "*." + (backend_name.split(".", 1)[1] if "." in backend_name else "internal")
-        ids, extra = _identity_set(cas, backend_name, backend_ip, wildcard, optional, now)
+        ids, extra = _identity_set(cas, backend_name, backend_ip, wildcard, optional, now, sibling=sibling_name)
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
         others = {
             name: dict(
@@ -250,7 +253,8 @@ class _CAs:
 
 
 def _identity_set(
-    cas: _CAs, name: str, backend_ip: str, wildcard: str, optional: tuple[str, ...], now: dt.datetime
+    cas: _CAs, name: str, backend_ip: str, wildcard: str, optional: tuple[str, ...], now: dt.datetime,
+    *, sibling: str = SIBLING_NAME,
 ) -> tuple[dict[str, IdentityCert], dict[str, IdentityCert]]:
     """Every built-in identity for backend *name*, and the *optional* ones that apply to it."""
     inter, issue = cas.inter, cas.issue
@@ -263,7 +267,7 @@ def _identity_set(
         "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
         "rogue-ca": issue("rogue-ca", cas.rogue, name, common_name=name),
         "self-signed": _self_signed("self-signed", name, now),
-        "wrong-name": issue("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
+        "wrong-name": issue("wrong-name", inter, sibling, common_name=sibling),
         "expired": issue(
             "expired", inter, name, common_name=name,
             not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
@@ -290,7 +294,7 @@ def _identity_set(
     if "cn-only" in optional:
         extra["cn-only"] = _cn_only(inter, name, now)
     if "san-other-cn-backend" in optional:
-        extra["san-other-cn-backend"] = issue("san-other-cn-backend", inter, SIBLING_NAME, common_name=name)
+        extra["san-other-cn-backend"] = issue("san-other-cn-backend", inter, sibling, common_name=name)
     return ids, extra
 
 

@@ -94,7 +94,7 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     proc = trustlab("matrix", "--runtime", "local", "--proxy", "haproxy", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "matrix.json").read_text())
-    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s"}
+    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip"}
     assert set(data["meta"]["versions"]) >= {"nginx", "apache", "haproxy", "openssl"}
     contract = {"scenario", "proxy", "variant", "identity", "outcome", "expected",
                 "status", "reason", "sni", "tls", "duration_s"}

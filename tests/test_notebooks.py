@@ -1,4 +1,8 @@
-"""The teaching notebooks are tested source: each runs top to bottom on the local runtime.
+"""The teaching notebooks are tested source: each runs top to bottom, on each runtime.
+
+Every notebook picks its runtime with :func:`harness.choose_runtime` (``auto``, overridden by
+``TRUSTLAB_RUNTIME``), so each one is executed twice: ``TRUSTLAB_RUNTIME=local`` and
+``TRUSTLAB_RUNTIME=docker`` (a missing docker daemon or image is a failure in CI).
 
 A notebook cell that shows a spoof or a block asserts it, so a change in a proxy's real
 behaviour fails here, in the notebook that teaches it. Notebooks are committed without
@@ -28,6 +32,16 @@ REQUIRED = (
     or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
 )
 TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inline")
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_runtime_is_chosen_not_pinned(path: Path) -> None:
+    """Each notebook asks harness.choose_runtime(); none pins a runtime in its code."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "RUNTIME = harness.choose_runtime()" in code
+    assert 'runtime="local"' not in code and 'runtime="docker"' not in code
+    assert '== "local"' not in code and '== "docker"' not in code
 
 
 def test_notebooks_exist() -> None:
@@ -62,7 +76,7 @@ def notebook_tools() -> None:
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
-def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> None:
+def test_notebook_runs(path: Path, each_runtime: str, notebook_tools: None) -> None:
     """Run in a child process (its kernel and ZMQ sockets never touch this one), this interpreter."""
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -70,14 +84,14 @@ def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> 
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "TRUSTLAB_RUNTIME": each_runtime},
     )
     elapsed = time.perf_counter() - t0
-    assert proc.returncode == 0, f"{path.name} failed:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"{path.name} failed on the {each_runtime} runtime:\n{proc.stderr[-6000:]}"
     # Each notebook is meant to take seconds; a slow one fails loudly rather than creeping up.
     # 10 starts and stops four held labs through the CLI, each a fresh process (about 35 s alone).
     budget = 120 if path.name.startswith("10-held") else 60
-    assert elapsed < budget, f"{path.name} took {elapsed:.1f} s"
+    assert elapsed < budget, f"{path.name} took {elapsed:.1f} s on the {each_runtime} runtime"
 
 
 def test_a_bare_image_output_is_flagged() -> None:
