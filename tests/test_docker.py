@@ -247,7 +247,7 @@ def test_up_present_down_on_docker(docker_runtime: str) -> None:
     try:
         up = tl("up", "haproxy/ca-only", "--runtime", "docker")
         assert up.returncode == 0, up.stderr
-        (state_file,) = tmp.glob("trustlab-*/state.json")
+        (state_file,) = tmp.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
         state = json.loads(state_file.read_text())
         assert state["runtime"] == "docker"
         assert through_proxy(state) == "legit"
@@ -276,7 +276,7 @@ def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -
 
     up = tl("up", "nginx/good", "--runtime", "docker")
     assert up.returncode == 0, up.stderr
-    (state_file,) = tmp_path.glob("trustlab-*/state.json")
+    (state_file,) = tmp_path.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
     state = json.loads(state_file.read_text())
     lab_id = dockerrt._lab_id(Path(state["dir"]))
     try:
