@@ -29,6 +29,7 @@ from typing import Any
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
+from harness.sandbox import available as sandbox_tools
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
 
@@ -86,9 +87,17 @@ def check_namespaces() -> str | None:
 
 
 class LocalRuntime:
-    """Runs labs with the host's proxy binaries inside private namespaces."""
+    """Runs labs with the host's proxy binaries inside private namespaces.
+
+    Every proxy process runs in the sandbox of :mod:`harness.sandbox` (bubblewrap, its own uid,
+    no capabilities, a file-system view of ``/usr`` and its lab files only). *sandbox* False is
+    the payload tests' and the benchmark's opt-out, never offered on the command line.
+    """
 
     name = "local"
+
+    def __init__(self, *, sandbox: bool = True) -> None:
+        self.sandbox = sandbox
 
     def preflight(self, kinds: set[str]) -> None:
         missing = [k for k in sorted(kinds) if not driver(k).find_binary()]
@@ -97,7 +106,7 @@ class LocalRuntime:
             raise PrerequisiteError(
                 f"local runtime: {', '.join(missing)} not installed; run: sudo apt-get install {pkgs}"
             )
-        problem = check_namespaces()
+        problem = check_namespaces() or (self.sandbox and sandbox_tools())
         if problem:
             raise PrerequisiteError(f"local runtime: {problem}")
 
@@ -207,6 +216,8 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
                     "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
+                    # The lab's CA files and the client-side certificate (check's "front").
+                    "sandbox": self._box([pki_dir, lab_dir / "front"], keys=lab_dir / "front"),
                 }
                 for p in proxies
             ],
@@ -235,6 +246,7 @@ class LocalRuntime:
                     "command": driver(p.scenario.proxy).command(
                         str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
                     ),
+                    "sandbox": self._box([lab_dir / "pki" / CA_FILE, lab_dir / "pki" / BUNDLE_FILE]),
                 }
                 for p in group
             ],
@@ -243,6 +255,13 @@ class LocalRuntime:
                 for p, ident in cells
             ],
         }
+
+    def _box(self, read_only: list[Path], *, keys: Path | None = None) -> dict[str, list[str]] | str:
+        """A proxy spec's ``sandbox``: the lab files it may read (and own: *keys*' files)."""
+        if not self.sandbox:
+            return "off"
+        owned = sorted(str(f) for f in keys.rglob("*") if f.is_file()) if keys and keys.is_dir() else []
+        return {"read_only": [str(p) for p in read_only if p.exists()], "keys": owned}
 
     def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
