@@ -19,8 +19,8 @@ Local runtime (:func:`command`): the namespace worker starts each proxy as
   libraries and modules: the symlinked ``/bin``, ``/lib``, ``/sbin``), a handful of ``/etc``
   files written by the lab (``hosts`` = the lab's private hosts file, ``passwd``, ``group``,
   ``nsswitch.conf``) or copied read-only from the host (``ld.so.cache``, ``localtime``,
-  ``ssl/openssl.cnf``), a private ``/dev`` (null, zero, random, ...), a ``/proc`` of its own
-  pid namespace, an empty 16 MiB ``/tmp``, the proxy's run directory (read-write, owned by
+  ``ssl/openssl.cnf``, ``mime.types``), a private ``/dev`` (null, zero, random, ...), a ``/proc`` of its own
+  pid namespace, an empty 16 MiB ``/tmp`` and ``/dev/shm``, the proxy's run directory (read-write, owned by
   its uid) and the lab files it must read (CA bundles, client keys), read-only, at their lab
   paths. Nothing else of the host exists in it: no ``/root``, ``/home``, ``/run``,
   ``/var/run``, no host socket, no ``/etc/shadow``.
@@ -59,7 +59,7 @@ LIMITS: dict[int, int] = {
     resource.RLIMIT_NPROC: 512,  # threads count: Apache -X runs ~27
     resource.RLIMIT_FSIZE: 64 * _MiB,
     resource.RLIMIT_CPU: 600,
-    resource.RLIMIT_NOFILE: 4096,
+    resource.RLIMIT_NOFILE: 65536,  # HAProxy wants 2 x maxconn + a few
     resource.RLIMIT_CORE: 0,
 }
 
@@ -67,7 +67,7 @@ LIMITS: dict[int, int] = {
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Host files copied read-only into the view, when they exist.
-_HOST_ETC = ("ld.so.cache", "localtime", "ssl/openssl.cnf")
+_HOST_ETC = ("ld.so.cache", "localtime", "ssl/openssl.cnf", "mime.types")
 
 #: How the docker runtime creates every lab container (docker SDK keyword arguments).
 CONTAINER_USER = "10001:10001"
@@ -117,6 +117,9 @@ def limit(*, nproc: bool = True) -> None:
     """
     for res, value in LIMITS.items():
         if res != resource.RLIMIT_NPROC or nproc:
+            _, hard = resource.getrlimit(res)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)  # raising a hard limit needs CAP_SYS_RESOURCE
             resource.setrlimit(res, (value, value))
 
 
@@ -174,7 +177,10 @@ def command(
             bw += ["--symlink", os.readlink(target), str(target)]
         elif target.is_dir():
             bw += ["--ro-bind", str(target), str(target)]
-    bw += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(16 * _MiB), "--tmpfs", "/tmp"]
+    bw += ["--dev", "/dev", "--proc", "/proc"]
+    # /tmp and /dev/shm (APR's shared memory: Apache's balancer slots) are its own, 16 MiB each.
+    for tmp in ("/tmp", "/dev/shm"):
+        bw += ["--perms", "1777", "--size", str(16 * _MiB), "--tmpfs", tmp]
     bw += ["--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl"]
     bw += ["--ro-bind", hosts_file, "/etc/hosts"]
     for name in ("passwd", "group", "nsswitch.conf"):

@@ -216,8 +216,12 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
                     "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
-                    # The lab's CA files and the client-side certificate (check's "front").
-                    "sandbox": self._box([pki_dir, lab_dir / "front"], keys=lab_dir / "front"),
+                    # The lab's CA files (check adds hashed CA directories) and the client-side
+                    # certificate and key (check's "front"); never the seat's keys.
+                    "sandbox": self._box(
+                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
+                        own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
+                    ),
                 }
                 for p in proxies
             ],
@@ -256,12 +260,13 @@ class LocalRuntime:
             ],
         }
 
-    def _box(self, read_only: list[Path], *, keys: Path | None = None) -> dict[str, list[str]] | str:
-        """A proxy spec's ``sandbox``: the lab files it may read (and own: *keys*' files)."""
+    def _box(self, read_only: list[Path], *, own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
+        """A proxy spec's ``sandbox``: the lab files it may read; those in *own* (private keys,
+        0700 directories) are handed to its uid so it can read them (still mounted read-only)."""
         if not self.sandbox:
             return "off"
-        owned = sorted(str(f) for f in keys.rglob("*") if f.is_file()) if keys and keys.is_dir() else []
-        return {"read_only": [str(p) for p in read_only if p.exists()], "keys": owned}
+        owned = [str(p) for p in own if p.exists()]
+        return {"read_only": [str(p) for p in read_only if p.exists()] + owned, "keys": owned}
 
     def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
