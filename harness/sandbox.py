@@ -166,8 +166,9 @@ def command(
         "--hostname", "trustlab-proxy",
     ]
     if uid is None:
-        # Root of a user namespace only: a nested one, and no capability at all.
-        bw += ["--unshare-user", "--cap-drop", "ALL"]
+        # Root of a user namespace only: a nested one where the proxy is not even root (nginx
+        # would chown its temp dirs to "nobody", unmapped there), with no capability at all.
+        bw += ["--unshare-user", "--uid", "10001", "--gid", "10001", "--cap-drop", "ALL"]
     for key, value in environment(run_dir).items():
         bw += ["--setenv", key, value]
     bw += ["--ro-bind", "/usr", "/usr"]

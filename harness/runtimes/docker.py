@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import images
+from harness import images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -181,9 +181,11 @@ def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[An
 class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
-    def __init__(self, c: Any, lab_id: str) -> None:
+    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True) -> None:
         self.c = c
         self.id = lab_id
+        #: False only in the payload tests, to show what a payload does in a default container.
+        self.hardened = hardened
         self.labels = {LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
         self.network: Any = None
         self.volume: Any = None
@@ -284,10 +286,25 @@ class Lab:
             volumes={self.volume.name: {"bind": str(IN_LAB), "mode": "rw"}},
             init=True,
             detach=True,
+            **container_security(self.hardened),
         )
         with self._lock:
             self.containers.append(ct)
         return ct
+
+
+def container_security(hardened: bool = True) -> dict[str, Any]:
+    """The docker SDK options that make every lab container a sandbox (:mod:`harness.sandbox`):
+    a non-root user, no capability, ``no-new-privileges``, a read-only root file system with a
+    small ``/tmp``, pids and memory limits, no core dumps. The lab volume is a docker volume,
+    never a host directory, and the network is internal."""
+    if not hardened:
+        return {}
+    import docker.types
+
+    opts = dict(sandbox.CONTAINER_OPTIONS)
+    opts["ulimits"] = [docker.types.Ulimit(name="core", soft=0, hard=0)]
+    return opts
 
 
 # -- the runtime -----------------------------------------------------------------------------
@@ -296,10 +313,13 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, *, layout: str = DEFAULT_LAYOUT) -> None:
+    def __init__(self, *, layout: str = DEFAULT_LAYOUT, sandbox: bool = True) -> None:
         if layout not in LAYOUTS:
             raise LabError(f"docker layout: {layout!r} is unknown; choose {', '.join(LAYOUTS)}")
         self.layout = layout
+        #: False: the payload tests' opt-out (root, default capabilities, writable root); never
+        #: offered on the command line.
+        self.sandbox = sandbox
         self._client: Any = None
         #: Seconds per step of the last run (network, volume, containers ...), for benchmarks.
         self.timings: dict[str, float] = {}
@@ -344,7 +364,7 @@ class DockerRuntime:
         timings = self.timings = {}
         c = self.client
         lab_id = _lab_id(lab_dir)
-        with Lab(c, lab_id) as lab:
+        with Lab(c, lab_id, hardened=self.sandbox) as lab:
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
@@ -370,7 +390,7 @@ class DockerRuntime:
         Yields where to reach it: the worker container, where ``curl`` reaches the proxy on its
         loopback and ``/lab/control.sock`` switches the seat's identity.
         """
-        with Lab(self.client, _lab_id(lab_dir)) as lab:
+        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox) as lab:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
             plans = self._plans([scenario])
@@ -443,15 +463,21 @@ class DockerRuntime:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
 
+            # Everything belongs to the containers' unprivileged user (the volume's root too).
+            uid, gid = (int(x) for x in sandbox.CONTAINER_USER.split(":"))
+
             def add_dir(name: str, mode: int = 0o700) -> None:
                 info = tarfile.TarInfo(name)
-                info.type, info.mode = tarfile.DIRTYPE, mode
+                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, uid, gid
                 tar.addfile(info)
 
             def add_file(name: str, data: bytes, mode: int = 0o644) -> None:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                info.uid, info.gid = uid, gid
                 tar.addfile(info, io.BytesIO(data))
+
+            add_dir(".")
 
             add_dir("code", 0o755)
             made: set[Path] = set()
@@ -498,6 +524,8 @@ class DockerRuntime:
                 }
                 if self.layout == "per-variant":
                     spec["exit_file"] = f"{p.run_dir}/exit.status"
+                if not self.sandbox:
+                    spec["sandbox"] = "off"
                 specs.append(spec)
             job = {
                 "seat_host": seat_ip,
