@@ -24,7 +24,7 @@ Local runtime (:func:`command`): the namespace worker starts each proxy as
   its uid) and the lab files it must read (CA bundles, client keys), read-only, at their lab
   paths. Nothing else of the host exists in it: no ``/root``, ``/home``, ``/run``,
   ``/var/run``, no host socket, no ``/etc/shadow``.
-* **environment**: only ``PATH``, ``LANG=C`` and ``HOME`` (its run directory).
+* **environment**: only ``PATH``, ``LANG=C``, ``HOME`` and ``PWD`` (both its run directory).
 * **namespaces**: new pid, ipc, uts (and cgroup where it exists) namespaces; the network is
   the lab's own namespace (loopback with the lab addresses, nothing else); a new session
   (no terminal to inject into).

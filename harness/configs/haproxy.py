@@ -299,6 +299,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 if key == "ssl-server-verify" and len(w) > 1:
                     ssl_server_verify = w[1]
             if _reads_host(key, w):
+                if key == "acl" and len(w) > 1:
+                    # Rules that name the ACL must still parse: it becomes one that never matches.
+                    notes.append(f"line {no}: {' '.join(w)[:80]} -> acl {w[1]} always_false (reads a host file)")
+                    out.append(f"    acl {_quote(w[1])} always_false")
+                    continue
                 notes.append(f"line {no}: {' '.join(w)[:80]} dropped (runs a program or reads a host file)")
                 continue
             if key == "retries":

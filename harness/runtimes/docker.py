@@ -274,6 +274,8 @@ class Lab:
         self, role: str, command: list[str] | None, *, ip: str | None = None, aliases: list[str] | None = None
     ) -> Any:
         """Create (not start) one container of this lab on its network with its volume."""
+        import docker.types
+
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
             images.LAB_IMAGE,
@@ -283,7 +285,9 @@ class Lab:
             labels={**self.labels, LABEL_ROLE: role},
             network=self.network.name,
             networking_config={self.network.name: endpoint},
-            volumes={self.volume.name: {"bind": str(IN_LAB), "mode": "rw"}},
+            # no_copy: the volume's root is not a copy of the image's /lab (root's, 0700); what
+            # the lab user needs is in the archive, owned by it (see DockerRuntime._archive).
+            mounts=[docker.types.Mount(str(IN_LAB), self.volume.name, type="volume", no_copy=True)],
             init=True,
             detach=True,
             **container_security(self.hardened),
@@ -394,7 +398,7 @@ class DockerRuntime:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
             plans = self._plans([scenario])
-            hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
+            hold = {"identity": identity, "control": str(IN_LAB / "run" / "control.sock"),
                     "sni_routing": scenario.sni_routing}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
@@ -477,7 +481,10 @@ class DockerRuntime:
                 info.uid, info.gid = uid, gid
                 tar.addfile(info, io.BytesIO(data))
 
-            add_dir(".")
+            add_dir("run")  # what the worker creates at run time (the volume's root is root's)
+            link = tarfile.TarInfo("control.sock")  # the held lab's control socket, where it was
+            link.type, link.linkname, link.uid, link.gid = tarfile.SYMTYPE, "run/control.sock", uid, gid
+            tar.addfile(link)
 
             add_dir("code", 0o755)
             made: set[Path] = set()
