@@ -151,7 +151,9 @@ class Proxy:
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
                 read_only=self.sandbox.get("read_only", ()), uid=self.uid,
             )
-            preexec = confined_child
+            # Without host root the proxies keep the caller's own uid: a process limit there would
+            # count every process of that user (a desktop session), so only the others apply.
+            preexec = confined_child if self.uid is not None else limited_child
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
