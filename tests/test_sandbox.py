@@ -434,6 +434,10 @@ def test_check_payloads_do_no_harm(local_runtime: str, host: Host, tmp_path: Pat
             notes = " ".join(result.adaptations)
             assert "RewriteMap" in notes and "read as httpd expands it" in notes
             assert result.rejected is None, result.rejected
+        if proxy == "nginx":
+            notes = " ".join(result.adaptations)
+            assert "proxy_store on dropped" in notes and "proxy_cache_path" in notes, notes
+            assert result.rejected is None, result.rejected
         if proxy == "haproxy":
             notes = " ".join(result.adaptations)
             assert "lua-load-per-thread" in notes and "errorfile" in notes and "-f" in notes
@@ -517,3 +521,108 @@ def test_docker_unhardened_runs_proxies_as_root(docker_ready: str, host: Host) -
     runner.run([sc], runtime=rt, identities=("legit",), on_proxy=_container_facts(rt, seen))
     worker = next(f for n, f in seen.items() if n.endswith("-worker"))
     assert worker["user"] == "" and "0" in worker["uids"] and not worker["read_only"]
+
+
+# -- the adaptations, as the proxy reads the config (no proxy needed) ------------------------
+def _adapt(proxy: str, text: str, tmp: Path) -> Any:
+    from harness.check import _lab_paths
+    from harness.configs import adapter
+    from harness.configs.base import Ports
+
+    path = tmp / f"in.{proxy}"
+    path.write_text(text)
+    return adapter(proxy)(path, _lab_paths(tmp, tmp / "run"), ports=Ports())
+
+
+APACHE_BYPASSES = """<VirtualHost *:443>
+    SSLProxyEngine on
+    Define TLX CustomLog
+    Define TLY ${TLX}
+    Define TLM LoadModule
+    Define TLI Include
+    ${TLY} "|/bin/sh -c 'touch /tmp/x'" common
+    ${TLM} evil_module /tmp/evil.so
+    ${TLI} /etc/shadow
+    ${UNDEFINED_NAME} anything
+    ErrorLog "|/bin/sh -c id"
+    TransferLog "|/bin/sh -c id"
+    GlobalLog "|/bin/sh -c id" common
+    RewriteMap m "prg:/bin/sh -c id"
+    RewriteMap ok "int:tolower"
+    SSLRandomSeed startup "exec:/bin/sh -c id"
+    ProxyPass / https://backend.internal:8443/
+</VirtualHost>
+"""
+
+
+def test_apache_adapter_reads_lines_after_define_expansion(tmp_path: Path) -> None:
+    adapted = _adapt("apache", APACHE_BYPASSES, tmp_path)
+    # Define lines stay (for <IfDefine>); every line that uses one is read expanded.
+    body = "\n".join(ln for ln in adapted.text.split("<VirtualHost", 1)[1].splitlines()
+                     if not ln.strip().startswith("Define "))
+    for gone in ("CustomLog", "evil_module", "/etc/shadow", "UNDEFINED_NAME", "|/bin/sh", "prg:", "exec:",
+                 "TransferLog", "GlobalLog"):
+        assert gone not in body, gone
+    assert "RewriteMap ok" in body  # a map that runs nothing stays
+    assert "ProxyPass / https://backend.internal:8443/" in body
+    assert [u.host for u in adapted.upstreams] == ["backend.internal"]
+
+
+HAPROXY_LOADERS = """global
+    lua-load /tmp/a.lua
+    lua-load-per-thread /tmp/b.lua
+    lua-prepend-path /tmp/?.lua
+    external-check
+    insecure-fork-wanted
+    setenv X y
+defaults
+    mode http
+    errorfile 503 /etc/shadow
+program pwn
+    command /bin/sh -c id
+frontend fe
+    bind :80
+    acl bad src -f /etc/shadow
+    http-request deny if bad
+    http-request set-header X %[src,map_ip(/etc/shadow)]
+    http-request return status 200 file /etc/shadow if { path /x }
+    filter spoe engine e config /etc/shadow
+    default_backend be
+backend be
+    option external-check
+    external-check command /bin/sh
+    server s backend.internal:8443 ssl verify required ca-file /etc/ssl/ca.pem
+"""
+
+
+def test_haproxy_adapter_drops_every_loader_and_host_file(tmp_path: Path) -> None:
+    adapted = _adapt("haproxy", HAPROXY_LOADERS, tmp_path)
+    text = adapted.text
+    for gone in ("lua", "external-check", "insecure-fork", "setenv", "errorfile", "program", "/bin/sh",
+                 "/etc/shadow", "spoe"):
+        assert gone not in text, gone
+    assert "acl bad always_false" in text and "http-request deny if bad" in text
+    assert [u.host for u in adapted.upstreams] == ["backend.internal"]
+
+
+def test_nginx_adapter_keeps_caches_in_the_lab_and_drops_stores(tmp_path: Path) -> None:
+    adapted = _adapt("nginx", """http {
+    proxy_cache_path /var/cache/x keys_zone=a:1m;
+    fastcgi_cache_path /etc/x keys_zone=b:1m;
+    uwsgi_cache_path /root/x keys_zone=c:1m;
+    scgi_cache_path /home/x keys_zone=d:1m;
+    server {
+        listen 80;
+        location / {
+            root /etc;
+            proxy_store on;
+            fastcgi_store /etc/y;
+            proxy_pass https://backend.internal:8443;
+        }
+    }
+}
+""", tmp_path)
+    text = adapted.text
+    for gone in ("/var/cache/x", "/etc/x", "/root/x", "/home/x", "proxy_store", "fastcgi_store"):
+        assert gone not in text, gone
+    assert text.count(str(tmp_path / "run" / "cache-")) == 4
