@@ -333,7 +333,9 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
                 "limits": (proc / "limits").read_text(),
             }
 
-    runner.run(scs, runtime=LocalRuntime(), identities=("legit",), on_proxy=look)
+    # One worker, every identity: a worker stops its proxies only after its last cell, and the
+    # slowest proxy (Apache) reports last, so at its event all three are alive.
+    runner.run(scs, runtime=LocalRuntime(), shards=1, on_proxy=look)
     kinds = {f["exe"].rsplit("/", 1)[-1] for f in facts.values()}
     assert kinds == {"nginx", "apache2", "haproxy"}, facts
     for pid, f in facts.items():
@@ -460,6 +462,8 @@ def docker_ready() -> str:
 def _container_facts(rt: Any, seen: dict[str, Any]) -> Any:
     """An on_proxy hook that reads, while the lab runs, how its containers were made and which
     uid the worker's processes (the proxies among them) run as."""
+    import docker.errors
+
     from harness.runtimes import docker as dockerrt
 
     def hook(event: dict[str, Any]) -> None:
@@ -469,7 +473,10 @@ def _container_facts(rt: Any, seen: dict[str, Any]) -> Any:
             if lab["owner"] != dockerrt.owner_tag():
                 continue
             for ct in lab["containers"]:
-                ct.reload()
+                try:
+                    ct.reload()
+                except docker.errors.NotFound:
+                    continue  # a container of this lab gone meanwhile
                 hc = ct.attrs["HostConfig"]
                 seen[ct.name] = {
                     "user": ct.attrs["Config"]["User"],
@@ -572,6 +579,7 @@ HAPROXY_LOADERS = """global
     lua-load /tmp/a.lua
     lua-load-per-thread /tmp/b.lua
     lua-prepend-path /tmp/?.lua
+    "${LOADER}" /tmp/c.lua
     external-check
     insecure-fork-wanted
     setenv X y

@@ -387,8 +387,8 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
 
 def _reads_host(key: str, w: list[str]) -> bool:
     """True for a line that runs a program or reads a host file (see :data:`_ANY_DROP`)."""
-    if key in _ANY_DROP or (key == "option" and w[1:2] == ["external-check"]):
-        return True
+    if "$" in key or key in _ANY_DROP or (key == "option" and w[1:2] == ["external-check"]):
+        return True  # ("$": a keyword from an environment variable is unknowable here)
     if key == "filter" and "config" in w[1:]:
         return True  # spoe / opentracing: their own config file
     if "-f" in w[1:] or "-M" in w[1:] or any(x in ("file", "lf-file") for x in w[1:]):

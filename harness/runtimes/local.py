@@ -73,7 +73,7 @@ def check_namespaces() -> str | None:
         return "the ip command is missing (apt-get install iproute2)"
     flags, _ = namespace_mode()
     proc = subprocess.run(
-        ["unshare", *flags, "--net", "--mount", "--propagation", "private", "true"],
+        ["unshare", *flags, "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", "true"],
         capture_output=True, text=True, timeout=10,
     )
     if proc.returncode != 0:
@@ -270,8 +270,11 @@ class LocalRuntime:
 
     def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
+        # --pid: the worker is the init of its own pid namespace, so when it ends, by any signal,
+        # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
+        # while it was still starting (before its --die-with-parent took hold).
         cmd = [
-            "unshare", *flags, "--net", "--mount", "--propagation", "private",
+            "unshare", *flags, "--net", "--mount", "--pid", "--mount-proc", "--propagation", "private",
             "--fork", "--kill-child",
             sys.executable, "-m", "harness.runtimes._nsworker",
         ]
