@@ -1,11 +1,13 @@
 """The part of a local lab that runs *inside* its private network + mount namespace.
 
 Started by :mod:`harness.runtimes.local` as
-``unshare --net --mount --propagation private [--user --map-root-user] --fork --kill-child
-python -m harness.runtimes._nsworker`` with a JSON job on stdin. It brings up the namespace's
+``unshare --net --mount --pid --mount-proc --propagation private [--user --map-root-user] --fork
+--kill-child python -m harness.runtimes._nsworker`` with a JSON job on stdin (the worker is the
+init of its pid namespace: nothing it starts outlives it). It brings up the namespace's
 own loopback, gives it the lab IP, bind-mounts the lab's hosts file over ``/etc/hosts`` (inside
 this mount namespace only: the host's file is never touched), starts the backend seat and
-one proxy process per scenario, runs the cells in the order given, and writes one JSON line
+one proxy process per scenario (each in :mod:`harness.sandbox`: bubblewrap, its own uid, no
+capabilities, a clean environment, rlimits), runs the cells in the order given, and writes one JSON line
 per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``).
 """
 

@@ -1,8 +1,8 @@
 """The local runtime: the host's own nginx, apache2 and haproxy, in private namespaces.
 
-Each lab worker runs in its own network + mount namespace (``unshare``): a loopback of its
-own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
-that mount namespace only. Nothing listens on a host interface and the host's files are
+Each lab worker runs in its own network + mount + pid namespace (``unshare``): a loopback of
+its own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
+that mount namespace only; every proxy process runs in the sandbox of :mod:`harness.sandbox`. Nothing listens on a host interface and the host's files are
 never changed. As root the namespaces are created directly; otherwise inside a user namespace
 (``--map-root-user``) where the kernel allows it.
 
