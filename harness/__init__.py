@@ -23,11 +23,13 @@ _EXPORTS = {
     "backend_saw": "harness.notebook",
     "claims": "harness.notebook",
     "plot_grid": "harness.notebook",
+    "predict": "harness.notebook",
     "run_matrix": "harness.notebook",
     "run_scenario": "harness.notebook",
     "show_cells": "harness.notebook",
     "show_pki": "harness.notebook",
     "show_scenario": "harness.notebook",
+    "submit": "harness.notebook",
 }
 
 
@@ -54,9 +56,11 @@ __all__ = [
     "backend_saw",
     "claims",
     "plot_grid",
+    "predict",
     "run_matrix",
     "run_scenario",
     "show_cells",
     "show_pki",
     "show_scenario",
+    "submit",
 ]

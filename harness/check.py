@@ -27,7 +27,17 @@ from harness.configs import adapter
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome, ProxyKind
+from harness.vocab import (
+    ALL_IDENTITY_IDS,
+    BACKEND_NAME,
+    IDENTITY_IDS,
+    LEGITIMATE_IDS,
+    LOCAL_LAB_IP,
+    OPTIONAL_IDENTITY_IDS,
+    PUBLIC_HOST,
+    Outcome,
+    ProxyKind,
+)
 
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
@@ -180,8 +190,14 @@ def check(
     accept: tuple[str, ...] = (),
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
+    sni_routing: bool = False,
 ) -> CheckResult:
-    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc."""
+    """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
+
+    *identities* may include optional ones (``legit-deep``: minted only when asked). With
+    *sni_routing* the legitimate backend routes by SNI like a multi-site server (no SNI, or
+    another name than ``backend-api.internal``, gets its default site's certificate).
+    """
     from harness.runner import lab_dir
     from harness.runtimes.local import LocalRuntime, PreparedProxy
 
@@ -209,7 +225,10 @@ def check(
             )
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
-        hosts = {n: f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
+        # names it there (a second line would give nginx two peers), and an SNI-routing seat
+        # knows it as the backend.
+        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
         addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
         groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
         for i, u in enumerate(first.upstreams):
@@ -223,7 +242,8 @@ def check(
             base = lab / f"u{g}"
             run_dir = base / "run"
             run_dir.mkdir(parents=True)
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name)
+            optional = tuple(i for i in identities if i in OPTIONAL_IDENTITY_IDS)
+            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional)
             pki.write_to(base / "pki")
             shutil.copytree(lab / "front", base / "front")
             paths = _lab_paths(base, run_dir)
@@ -254,6 +274,7 @@ def check(
                             "host": u.route.host,
                             "path": u.route.path,
                             "tls": u.route.tls,
+                            "sni_routing": sni_routing,
                         }
                     )
             listen = next(iter(adapted.listeners.values()), ports("80"))
@@ -264,7 +285,7 @@ def check(
                     cells,
                     lab_dir=base,
                     pki_dir=base / "pki",
-                    hosts=hosts,
+                    hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
                     addresses=addresses,
                     seat_ports=seat_ports,
                     on_proxy=events.append,
@@ -295,7 +316,7 @@ def check(
             futures = [pool.submit(run_group, g, k, m) for g, (k, m) in enumerate(groups.items())]
             results = [f.result() for f in futures]
     order = {u.label: i for i, u in enumerate(first.upstreams)}
-    rank = {ident: i for i, ident in enumerate(IDENTITY_IDS)}
+    rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
     cells = sorted(
         (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
     )

@@ -413,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)
+
+    # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course_cli.py)
+    from harness.course_cli import add_commands
+
+    add_commands(sub, _Parser)
     return p
 
 

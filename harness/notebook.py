@@ -294,3 +294,101 @@ def _results_pretty(self: Results, printer: Any, cycle: bool) -> None:
 
 # Results._repr_html_ / _repr_pretty_ (harness/runner.py) call the two functions above, so a
 # run displays as its grid in Jupyter however it was imported.
+
+
+# -- learning by doing: predict, then see; submit a fix, get a verdict -------------------------
+@dataclass
+class Banner:
+    """A coloured verdict line (Jupyter HTML; plain text elsewhere) with the object behind it."""
+
+    text: str
+    good: bool
+    detail: Table | None = None
+    item: Any = None
+
+    def _repr_html_(self) -> str:
+        color = "#2e7d32" if self.good else "#c62828"
+        head = (
+            f"<div style='background:{color};color:white;font-weight:bold;padding:8px 12px;"
+            f"border-radius:4px'>{html.escape(self.text)}</div>"
+        )
+        return head + (self.detail._repr_html_() if self.detail is not None else "")
+
+    def __str__(self) -> str:
+        return self.text + (f"\n{self.detail}" if self.detail is not None else "")
+
+    __repr__ = __str__
+
+
+def predict(
+    scenario_id: str, *, spoofed: Sequence[str], runtime: str = "local", identities: Sequence[str] | None = None
+) -> Table:
+    """Commit to a prediction, then see the real grid scored cell by cell.
+
+    *spoofed* lists the identities you predict get through as impostors (or, for a legitimate
+    identity, get served); every other identity you predict is stopped. Nothing runs until the
+    prediction is given, so the grid cannot be peeked at first. The returned table has one row
+    per identity: your prediction, the real outcome, and whether you were right; its caption is
+    the score (``table.score`` as ``(right, total)``).
+    """
+    chosen = list(identities) if identities else list(IDENTITY_IDS)
+    if isinstance(spoofed, str):
+        raise LabError("predict: spoofed must be a list of identity ids, e.g. spoofed=['rogue-ca']")
+    unknown = [i for i in spoofed if i not in chosen]
+    if unknown:
+        raise LabError(f"predict: {', '.join(unknown)} unknown here; identities: {', '.join(chosen)}")
+    sc = scenarios.resolve(scenario_id)
+    results = runner.run([sc], runtime=runtime, identities=tuple(chosen))
+    rows: list[list[Any]] = []
+    right = 0
+    for c in results.cells:
+        through = c.outcome in (Outcome.SPOOFED, Outcome.SERVED)
+        said = c.identity in spoofed
+        ok = said == through
+        right += ok
+        rows.append(
+            [c.identity, "gets through" if said else "stopped", c.outcome, "right" if ok else "WRONG", c.reason]
+        )
+    table = Table(
+        ["identity", "you said", "real outcome", "", "evidence"],
+        rows,
+        caption=f"{sc.id}: {right}/{len(rows)} predicted right",
+        items=list(results.cells),
+    )
+    table.score = (right, len(rows))  # type: ignore[attr-defined]
+    return table
+
+
+def submit(challenge_id: str, config_text: str, *, runtime: str = "local") -> Banner:
+    """Grade *config_text* for a challenge on the real proxy (the grader ``trustlab challenge check`` uses).
+
+    Shows a green "Solved" banner (with the flag in CTF mode) or a red "Not yet" one with the
+    identities that got the wrong outcome; a solve is recorded in the learner's progress.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from harness import challenges
+
+    ch = challenges.get(challenge_id)
+    if not isinstance(config_text, str) or not config_text.strip():
+        raise LabError(f"submit: config_text must be the text of your {ch.config}")
+    with tempfile.TemporaryDirectory(prefix="trustlab-submit-") as tmp:
+        path = Path(tmp) / ch.config
+        path.write_text(config_text)
+        g = challenges.grade(ch, path, runtime=runtime)
+    if g.solved:
+        secret = challenges.workshop_secret()
+        g.flag = challenges.flag(ch.id, secret) if secret else None
+        challenges.record_solve(g)
+        text = f"Solved: {ch.id} - {ch.title}" + (f"  (flag: {g.flag})" if g.flag else "")
+        return Banner(text, True, item=g)
+    rows: list[list[Any]] = [[f["identity"], Outcome(f["outcome"]), f["want"], f["reason"]] for f in g.failures]
+    why = g.rejected or f"{len(g.failures)} identity(ies) got the wrong outcome"
+    hint = f"; a hint: trustlab challenge hint {ch.id}" if challenges.hints_enabled() else ""
+    return Banner(
+        f"Not yet: {ch.id}: {why}{hint}",
+        False,
+        detail=Table(["identity", "outcome", "wanted", "proxy's reason"], rows),
+        item=g,
+    )

@@ -20,10 +20,13 @@ _LEAKY_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing from the developer's shell may change a TLS verdict."""
+def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing from the developer's shell may change a TLS verdict (or touch their challenge progress)."""
     for name in _LEAKY_ENV:
         monkeypatch.delenv(name, raising=False)
+    for name in ("TRUSTLAB_WORKSHOP_SECRET", "TRUSTLAB_WORKSHOP_HINTS", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRUSTLAB_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
 def _missing_prerequisites() -> list[str]:

@@ -16,11 +16,13 @@ EXPECTED = [
     "backend_saw",
     "claims",
     "plot_grid",
+    "predict",
     "run_matrix",
     "run_scenario",
     "show_cells",
     "show_pki",
     "show_scenario",
+    "submit",
 ]
 
 

@@ -230,7 +230,12 @@ def test_interrupt_at_a_random_point_leaves_nothing(
     else:
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert "Traceback" not in err, err
+    # A SIGINT that lands while the interpreter itself is still starting (runpy, site: seen under
+    # load at 44 ms) is reported by CPython before any trustlab code exists to handle it; nothing
+    # has been started then. Any traceback through trustlab's own code is a defect.
+    assert "Traceback" not in err or (
+        "KeyboardInterrupt" in err and "harness" not in err and proc.returncode in (1, 130)
+    ), err
     # 0/1: it finished before the signal; -SIGTERM: killed while Python was still starting,
     # before the CLI installed its handler (nothing had been started yet)
     assert proc.returncode in (0, 1, 130, -signal.SIGTERM), (proc.returncode, err)

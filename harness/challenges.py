@@ -1,0 +1,659 @@
+"""Break-and-fix challenges: a broken proxy config, a goal, tiered hints, graded on the real server.
+
+A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the rest of
+``labs/``)::
+
+    labs/challenges/nginx-ca-without-verify/
+        challenge.toml        title, proxy, story, goal, hints, lesson, what the grader requires
+        nginx.conf            the broken starting config (a real config file for that proxy)
+        solution/nginx.conf   the reference solution (same file name)
+
+``challenge.toml``::
+
+    title = "The CA file is there, so it verifies... right?"
+    proxy = "nginx"
+    config = "nginx.conf"            # the starting file; the solution has the same name
+    difficulty = "warm-up"           # warm-up, easy, medium, puzzle
+    minutes = 5
+    story = "..."
+    goal = "..."
+    hints = ["tier 1 (a nudge)", "tier 2 (where to look)", "tier 3 (nearly the answer)"]
+    explanation = "..."              # why the reference solution works (shown with it)
+
+    [lesson]
+    text = "..."
+    sources = ["https://nginx.org/..."]
+
+    [grader]
+    served = ["legit"]               # identities that must be served (legit-deep may be added)
+    accept = []                      # impostors the stated PKI policy rules out
+    policy = ""                      # required when accept is not empty: that policy, in words
+    sni_routing = false              # the legitimate backend routes by SNI (multi-site)
+
+Grading never reads the config's text: :func:`grade` runs the file on the real proxy
+(:func:`harness.check.check`) against every identity, and the challenge is solved when, at every
+upstream the config names, each identity in ``served`` was served and every impostor not in
+``accept`` was blocked by the proxy's own verification.
+
+Progress (solves, hint tiers shown, solutions viewed) lives in one JSON file in the user's state
+directory: ``$TRUSTLAB_STATE_DIR``, else ``$XDG_STATE_HOME/trustlab``, else
+``~/.local/state/trustlab``. CTF mode: with ``TRUSTLAB_WORKSHOP_SECRET`` set, a solve yields the
+flag ``trustlab{<32 hex digits of HMAC-SHA256(secret, challenge id)>}``; with
+``TRUSTLAB_WORKSHOP_HINTS=off`` hints and solutions are switched off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from harness._assets import asset_dir
+from harness.errors import LabError, ScenarioError, read_input
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
+
+
+class ChallengeError(ScenarioError):
+    """A challenge file, field or id is invalid (a kind of scenario error: same exit code 2)."""
+
+
+DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
+#: The file name each proxy's starting config has (what the learner edits).
+CONFIG_NAMES = {ProxyKind.NGINX: "nginx.conf", ProxyKind.APACHE: "site.conf", ProxyKind.HAPROXY: "haproxy.cfg"}
+IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
+SERVABLE = ("legit", "legit-no-chain", *OPTIONAL_IDENTITY_IDS)
+FLAG_RE = re.compile(r"^trustlab\{[0-9a-f]{32}\}$")
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_TOP_KEYS = (
+    "title",
+    "proxy",
+    "config",
+    "difficulty",
+    "minutes",
+    "story",
+    "goal",
+    "hints",
+    "explanation",
+    "lesson",
+    "grader",
+)
+_LESSON_KEYS = ("text", "sources")
+_GRADER_KEYS = ("served", "accept", "policy", "sni_routing")
+
+
+@dataclass(frozen=True)
+class Grader:
+    """What the grader requires (see the module doc)."""
+
+    served: tuple[str, ...] = ("legit",)
+    accept: tuple[str, ...] = ()
+    policy: str = ""
+    sni_routing: bool = False
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        return IDENTITY_IDS + tuple(i for i in self.served if i in OPTIONAL_IDENTITY_IDS)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One validated challenge."""
+
+    id: str
+    title: str
+    proxy: ProxyKind
+    config: str
+    difficulty: str
+    minutes: int
+    story: str
+    goal: str
+    hints: tuple[str, ...]
+    explanation: str
+    lesson: str
+    sources: tuple[str, ...]
+    grader: Grader
+    path: Path
+
+    @property
+    def start_file(self) -> Path:
+        return self.path / self.config
+
+    @property
+    def solution_file(self) -> Path:
+        return self.path / "solution" / self.config
+
+    def readme(self) -> str:
+        """The README.md ``start`` writes next to the starting config."""
+        policy = f"\n\nPKI policy this challenge grades: {self.grader.policy}" if self.grader.policy else ""
+        return (
+            f"# {self.title}\n\n`{self.id}` - {self.proxy.value}, {self.difficulty}, about {self.minutes} minutes\n\n"
+            f"## Story\n\n{self.story.strip()}\n\n## Goal\n\n{self.goal.strip()}{policy}\n\n"
+            f"## What to do\n\nEdit `{self.config}`, then run:\n\n"
+            f"    trustlab challenge check {self.id}\n\n"
+            "The grader runs your file on the real proxy against the legitimate backend and every "
+            "impostor; it never reads your config's text.\n"
+            f"Stuck? `trustlab challenge hint {self.id}` (one tier at a time).\n"
+        )
+
+
+def challenges_root() -> Path:
+    """The built-in challenge directory (in the checkout, or shipped inside the package)."""
+    return asset_dir("labs") / "challenges"
+
+
+def _fail(where: str, fld: str, msg: str) -> ChallengeError:
+    return ChallengeError(f"{where}: {fld}: {msg}")
+
+
+def load_dir(directory: Path) -> Challenge:
+    """Load and validate one challenge directory (its id is the directory name)."""
+    directory = Path(directory)
+    toml_path = directory / "challenge.toml"
+    where = str(toml_path)
+    raw = read_input(
+        toml_path,
+        error=ChallengeError,
+        kind="a challenge file",
+        limit=1_000_000,
+        directory_hint="a challenge directory holds challenge.toml",
+    )
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ChallengeError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ChallengeError(f"{where}: invalid TOML: {exc}") from None
+    return parse(data, challenge_id=directory.name, where=where, path=directory)
+
+
+def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) -> Challenge:
+    """Validate a decoded ``challenge.toml`` mapping; files it names must exist under *path*."""
+    if not _ID_RE.match(challenge_id):
+        raise _fail(where, "id", f"directory name {challenge_id!r} must be lower-case letters, digits and '-'")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise _fail(where, key, f"unknown key; allowed: {', '.join(_TOP_KEYS)}")
+    for key in ("title", "proxy", "difficulty", "minutes", "story", "goal", "hints", "explanation", "lesson"):
+        if key not in data:
+            raise _fail(
+                where,
+                key,
+                "missing; every challenge needs title, proxy, difficulty, minutes, story, "
+                "goal, hints, explanation and [lesson]",
+            )
+
+    def text(key: str, value: Any = None) -> str:
+        value = data.get(key) if value is None else value
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(where, key, "must be a non-empty string")
+        return value
+
+    proxies = [p.value for p in ProxyKind]
+    if data["proxy"] not in proxies:
+        raise _fail(where, "proxy", f"{data['proxy']!r} is unknown; known: {', '.join(proxies)}")
+    proxy = ProxyKind(data["proxy"])
+    config = data.get("config", CONFIG_NAMES[proxy])
+    if not isinstance(config, str) or "/" in config or not config or config.startswith("."):
+        raise _fail(where, "config", "must be a plain file name such as nginx.conf")
+    if data["difficulty"] not in DIFFICULTIES:
+        raise _fail(where, "difficulty", f"{data['difficulty']!r} is unknown; allowed: {', '.join(DIFFICULTIES)}")
+    minutes = data["minutes"]
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60:
+        raise _fail(where, "minutes", "must be a whole number of minutes from 1 to 60")
+    hints = data["hints"]
+    if not isinstance(hints, list) or not hints or not all(isinstance(h, str) and h.strip() for h in hints):
+        raise _fail(where, "hints", "must be a non-empty list of strings, from a nudge to nearly the answer")
+
+    lesson = data["lesson"]
+    if not isinstance(lesson, dict):
+        raise _fail(where, "lesson", "must be a table with text and sources")
+    for key in lesson:
+        if key not in _LESSON_KEYS:
+            raise _fail(where, f"lesson.{key}", f"unknown key; allowed: {', '.join(_LESSON_KEYS)}")
+    lesson_text = text("lesson.text", lesson.get("text", ""))
+    sources = lesson.get("sources")
+    if (
+        not isinstance(sources, list)
+        or not sources
+        or not all(isinstance(s, str) and s.startswith("https://") for s in sources)
+    ):
+        raise _fail(where, "lesson.sources", "must be a non-empty list of https:// URLs (documentation, threads)")
+
+    grader_raw = data.get("grader", {})
+    if not isinstance(grader_raw, dict):
+        raise _fail(where, "grader", 'must be a table, e.g. [grader] served = ["legit"]')
+    for key in grader_raw:
+        if key not in _GRADER_KEYS:
+            raise _fail(where, f"grader.{key}", f"unknown key; allowed: {', '.join(_GRADER_KEYS)}")
+    served = grader_raw.get("served", ["legit"])
+    if not isinstance(served, list) or "legit" not in served or any(s not in SERVABLE for s in served):
+        raise _fail(where, "grader.served", f"must list legit and may add: {', '.join(SERVABLE[1:])}")
+    accept = grader_raw.get("accept", [])
+    if not isinstance(accept, list) or any(a not in IMPOSTORS for a in accept):
+        raise _fail(where, "grader.accept", f"must list impostors only; choose from {', '.join(IMPOSTORS)}")
+    policy = grader_raw.get("policy", "")
+    if not isinstance(policy, str) or (accept and not policy.strip()):
+        raise _fail(where, "grader.policy", "must say, in words, the PKI policy that rules out the accepted impostors")
+    sni_routing = grader_raw.get("sni_routing", False)
+    if not isinstance(sni_routing, bool):
+        raise _fail(where, "grader.sni_routing", "must be true or false")
+
+    for label, file in (("config", path / config), ("solution", path / "solution" / config)):
+        if not file.is_file():
+            raise _fail(where, label, f"{file} is missing; a challenge ships its starting config and solution/{config}")
+    return Challenge(
+        id=challenge_id,
+        title=text("title"),
+        proxy=proxy,
+        config=config,
+        difficulty=data["difficulty"],
+        minutes=minutes,
+        story=text("story"),
+        goal=text("goal"),
+        hints=tuple(hints),
+        explanation=text("explanation"),
+        lesson=lesson_text,
+        sources=tuple(sources),
+        grader=Grader(tuple(served), tuple(accept), policy, sni_routing),
+        path=path,
+    )
+
+
+@cache
+def load_all() -> tuple[Challenge, ...]:
+    """Every built-in challenge, in the order of the course (difficulty, then id)."""
+    root = challenges_root()
+    found = [load_dir(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
+    return tuple(sorted(found, key=lambda c: (DIFFICULTIES.index(c.difficulty), c.minutes, c.id)))
+
+
+def get(challenge_id: str) -> Challenge:
+    """A challenge by id, or a one-line error listing the known ids."""
+    for ch in load_all():
+        if ch.id == challenge_id:
+            return ch
+    known = ", ".join(c.id for c in load_all())
+    raise ChallengeError(f"challenge {challenge_id!r} is unknown; known: {known} (see trustlab challenge list)")
+
+
+# -- grading ----------------------------------------------------------------------------------
+@dataclass
+class Grade:
+    """The grader's verdict on one config: ``solved``, the cells, and the failures that say why not."""
+
+    challenge: Challenge
+    config: str
+    solved: bool
+    cells: list[Any]
+    failures: list[dict[str, Any]]
+    rejected: str | None = None
+    duration_s: float = 0.0
+    flag: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.challenge.id,
+            "solved": self.solved,
+            "cells": [c.to_dict() for c in self.cells],
+            "failures": self.failures,
+            "config": self.config,
+            "rejected": self.rejected,
+            "duration_s": round(self.duration_s, 3),
+        }
+        if self.flag:
+            data["flag"] = self.flag
+        return data
+
+
+def _want(grader: Grader, identity: str) -> Outcome | None:
+    if identity in grader.served:
+        return Outcome.SERVED
+    if identity in IMPOSTORS and identity not in grader.accept:
+        return Outcome.BLOCKED
+    return None  # legit-no-chain (unless required) and accepted impostors: either way is fine
+
+
+def grade(challenge: Challenge | str, config: str | Path, *, runtime: str = "local") -> Grade:
+    """Run *config* on the real proxy against every identity; solved when the challenge's goal holds."""
+    from harness.check import check
+
+    ch = get(challenge) if isinstance(challenge, str) else challenge
+    kwargs: dict[str, Any] = {"identities": ch.grader.identities, "sni_routing": ch.grader.sni_routing}
+    if runtime != "local":
+        # `check(runtime=...)` arrives with the docker-runtime work; until then only local exists
+        # (auto then means local).
+        import inspect
+
+        if "runtime" in inspect.signature(check).parameters:
+            kwargs["runtime"] = runtime
+        elif runtime != "auto":
+            raise LabError(f"--runtime {runtime}: this trustlab grades challenges on the local runtime only")
+    result = check(ch.proxy.value, config, **kwargs)
+    failures = []
+    for c in result.cells:
+        want = _want(ch.grader, c.identity)
+        if want is not None and c.outcome is not want:
+            failures.append(
+                {
+                    "upstream": c.upstream,
+                    "identity": c.identity,
+                    "outcome": c.outcome.value,
+                    "want": want.value,
+                    "reason": c.reason,
+                }
+            )
+    solved = bool(result.cells) and not result.rejected and not failures
+    return Grade(ch, str(config), solved, list(result.cells), failures, result.rejected, result.duration_s)
+
+
+def render_grade(g: Grade, *, hints_left: bool) -> str:
+    """What ``trustlab challenge check`` prints."""
+    ch = g.challenge
+    lines = [f"trustlab challenge check {ch.id}: {g.config} on the real {ch.proxy.value}", ""]
+    for c in g.cells:
+        mark = "  " if _want(ch.grader, c.identity) in (None, c.outcome) else "x "
+        lines.append(f"  {mark}{c.identity:<15} {c.outcome.value:<16} {c.reason}")
+    lines.append("")
+    if g.solved:
+        lines.append(f"SOLVED {ch.id}: {ch.title} ({g.duration_s:.2f} s)")
+        if g.flag:
+            lines.append(f"flag: {g.flag}")
+        return "\n".join(lines)
+    if g.rejected:
+        lines.append(f"{ch.proxy.value} refused the config: {g.rejected}")
+    for f in g.failures:
+        why = (
+            "should be served"
+            if f["want"] == "served"
+            else "an impostor got through"
+            if f["outcome"] in ("spoofed", "served")
+            else "should be blocked by the proxy's verification"
+        )
+        lines.append(f"  {f['identity']} -> {f['outcome']} ({why}): {f['reason']}")
+    lines.append(f"NOT YET {ch.id}: {len(g.failures) or 'the config'} problem(s) left ({g.duration_s:.2f} s)")
+    if hints_left:
+        lines.append(f"a hint exists: trustlab challenge hint {ch.id}")
+    return "\n".join(lines)
+
+
+# -- CTF mode --------------------------------------------------------------------------------
+SECRET_ENV = "TRUSTLAB_WORKSHOP_SECRET"
+HINTS_ENV = "TRUSTLAB_WORKSHOP_HINTS"
+
+
+def workshop_secret() -> str | None:
+    return os.environ.get(SECRET_ENV) or None
+
+
+def hints_enabled() -> bool:
+    return os.environ.get(HINTS_ENV, "on").strip().lower() not in ("off", "0", "no", "false")
+
+
+def flag(challenge_id: str, secret: str) -> str:
+    """The CTF flag for *challenge_id*: ``trustlab{`` + 32 hex digits of HMAC-SHA256(secret, id) + ``}``."""
+    digest = hmac.new(secret.encode(), challenge_id.encode(), hashlib.sha256).hexdigest()
+    return f"trustlab{{{digest[:32]}}}"
+
+
+def export_ctfd(path: Path, *, secret: str, with_hints: bool = True) -> int:
+    """Write the challenges as a CTFd challenges CSV (Admin > Config > Backup > Import CSV).
+
+    Columns as CTFd's ``load_challenges_csv`` reads them (CTFd/utils/csv/__init__.py): name,
+    description, category, value, type, state, max_attempts, flags (a JSON list of static
+    flags), tags and hints (a JSON list of ``{content, cost}``). Returns the number written.
+    """
+    value = {"warm-up": 100, "easy": 200, "medium": 300, "puzzle": 500}
+    buf = io.StringIO()
+    cols = ["name", "description", "category", "value", "type", "state", "max_attempts", "flags", "tags", "hints"]
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for ch in load_all():
+        hints = [{"content": h, "cost": value[ch.difficulty] // 10 * (n + 1)} for n, h in enumerate(ch.hints)]
+        writer.writerow(
+            {
+                "name": f"{ch.id}: {ch.title}",
+                "description": f"{ch.story.strip()}\n\nGoal: {ch.goal.strip()}\n\n"
+                f"Start: `trustlab challenge start {ch.id}`; check: `trustlab challenge check {ch.id}`; "
+                "the flag is printed when the real server says SOLVED.",
+                "category": ch.proxy.value,
+                "value": value[ch.difficulty],
+                "type": "standard",
+                "state": "visible",
+                "max_attempts": 0,
+                "flags": json.dumps([{"type": "static", "content": flag(ch.id, secret), "data": ""}]),
+                "tags": ",".join((ch.proxy.value, ch.difficulty)),
+                "hints": json.dumps(hints if with_hints else []),
+            }
+        )
+    _atomic_write(Path(path), buf.getvalue())
+    return len(load_all())
+
+
+# -- progress --------------------------------------------------------------------------------
+def state_dir() -> Path:
+    """``$TRUSTLAB_STATE_DIR``, else ``$XDG_STATE_HOME/trustlab``, else ``~/.local/state/trustlab``."""
+    if os.environ.get("TRUSTLAB_STATE_DIR"):
+        return Path(os.environ["TRUSTLAB_STATE_DIR"])
+    if os.environ.get("XDG_STATE_HOME"):
+        return Path(os.environ["XDG_STATE_HOME"]) / "trustlab"
+    return Path.home() / ".local" / "state" / "trustlab"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write *text* to *path* through a temp file in the same directory and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write a file the learner will edit, atomically (an interrupt never leaves half a config)."""
+    _atomic_write(path, text)
+    os.chmod(path, 0o644 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@dataclass
+class Progress:
+    """The learner's progress: solves, hint tiers shown, solutions viewed (one JSON file)."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def solved(self) -> dict[str, Any]:
+        return self.data.setdefault("solved", {})
+
+    @property
+    def hints(self) -> dict[str, int]:
+        return self.data.setdefault("hints", {})
+
+    @property
+    def solutions(self) -> list[str]:
+        return self.data.setdefault("solutions", [])
+
+    def to_json_dict(self) -> dict[str, Any]:
+        known = [c.id for c in load_all()]
+        return {
+            "solved": [i for i in known if i in self.solved],
+            "hints": {i: self.hints[i] for i in known if i in self.hints},
+            "solutions": [i for i in known if i in self.solutions],
+            "total": len(known),
+            "state_file": str(self.path),
+        }
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read the challenge progress ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        for key, kind in (("solved", dict), ("hints", dict), ("solutions", list)):
+            if not isinstance(data.get(key, kind()), kind):
+                raise ValueError(f"{key} is not a JSON {kind.__name__}")
+    except ValueError as exc:
+        raise LabError(
+            f"{path}: the challenge progress file is corrupt ({exc}); it was left as it is: repair it, "
+            "or move it aside to start over (trustlab challenge reset --all replaces it)"
+        ) from None
+    return data
+
+
+@contextlib.contextmanager
+def progress(*, write: bool = False, force: bool = False) -> Iterator[Progress]:
+    """The progress file, locked for the block; with *write*, saved atomically at its end.
+
+    A corrupt file is a one-line :class:`LabError` and is never overwritten, except with
+    *force* (``reset --all``), so no entry is ever lost silently.
+    """
+    import fcntl
+
+    directory = state_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise LabError(
+            f"{directory}: cannot create the state directory ({exc.strerror}); set TRUSTLAB_STATE_DIR"
+        ) from None
+    path = directory / "challenges.json"
+    with open(directory / ".challenges.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = _read_state(path)
+        except LabError:
+            if not force:
+                raise
+            data = {}
+        state = Progress(path, data)
+        yield state
+        if write:
+            state.data["version"] = 1
+            _atomic_write(path, json.dumps(state.data, indent=2, sort_keys=True) + "\n")
+
+
+def record_solve(g: Grade) -> None:
+    with progress(write=True) as p:
+        first = p.solved.get(g.challenge.id)
+        p.solved[g.challenge.id] = {
+            "first": first["first"] if isinstance(first, dict) and "first" in first else _now(),
+            "last": _now(),
+            "hints": p.hints.get(g.challenge.id, 0),
+            "solution_viewed": g.challenge.id in p.solutions,
+        }
+
+
+def next_hint(ch: Challenge, *, all_tiers: bool = False) -> list[tuple[int, str]]:
+    """The next hint tier (or every tier), recorded; returns ``(tier, text)`` pairs."""
+    if not hints_enabled():
+        raise LabError(f"hints are switched off for this workshop ({HINTS_ENV}=off)")
+    with progress(write=True) as p:
+        shown = p.hints.get(ch.id, 0)
+        upto = len(ch.hints) if all_tiers else min(shown + 1, len(ch.hints))
+        p.hints[ch.id] = max(shown, upto)
+    start = 0 if all_tiers else upto - 1
+    return [(n + 1, ch.hints[n]) for n in range(start, upto)]
+
+
+def record_solution(ch: Challenge) -> None:
+    if not hints_enabled():
+        raise LabError(f"solutions are switched off for this workshop ({HINTS_ENV}=off)")
+    with progress(write=True) as p:
+        if ch.id not in p.solutions:
+            p.solutions.append(ch.id)
+
+
+def reset(challenge_id: str | None) -> None:
+    """Forget one challenge's progress, or (``None``) everything."""
+    if challenge_id is None:
+        with progress(write=True, force=True) as p:
+            p.data.clear()
+        return
+    get(challenge_id)
+    with progress(write=True) as p:
+        p.solved.pop(challenge_id, None)
+        p.hints.pop(challenge_id, None)
+        if challenge_id in p.solutions:
+            p.solutions.remove(challenge_id)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the schema --------------------------------------------------------------------------------
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema of ``challenge.toml`` (labs/challenges/challenge.schema.json).
+
+    Generated from the validator's constants; a test fails when the committed file drifts. The
+    validator stays the authority (it also checks that the files exist and policy when accept).
+    """
+    text = {"type": "string", "minLength": 1}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "trustlab challenge",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title", "proxy", "difficulty", "minutes", "story", "goal", "hints", "explanation", "lesson"],
+        "properties": {
+            "title": text,
+            "proxy": {"enum": [p.value for p in ProxyKind]},
+            "config": {"type": "string", "pattern": "^[^./][^/]*$"},
+            "difficulty": {"enum": list(DIFFICULTIES)},
+            "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
+            "story": text,
+            "goal": text,
+            "hints": {"type": "array", "minItems": 1, "items": text},
+            "explanation": text,
+            "lesson": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["text", "sources"],
+                "properties": {
+                    "text": text,
+                    "sources": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^https://"}},
+                },
+            },
+            "grader": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "served": {"type": "array", "items": {"enum": list(SERVABLE)}, "contains": {"const": "legit"}},
+                    "accept": {"type": "array", "items": {"enum": list(IMPOSTORS)}},
+                    "policy": {"type": "string"},
+                    "sni_routing": {"type": "boolean"},
+                },
+            },
+        },
+    }

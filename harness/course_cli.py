@@ -1,0 +1,258 @@
+"""``trustlab challenge ...`` and ``trustlab workshop ...``: the course on top of ``check``.
+
+Exit codes as everywhere: 0 ok (SOLVED, READY), 1 not yet / not ready, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import LabError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _challenge_dir(ch_id: str, given: str | None) -> Path:
+    return Path(given) if given else Path.cwd() / ch_id
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    all_ = C.load_all()
+    with C.progress() as p:
+        solved = set(p.solved)
+    if args.json:
+        rows = [
+            {
+                "id": c.id,
+                "proxy": c.proxy.value,
+                "title": c.title,
+                "difficulty": c.difficulty,
+                "minutes": c.minutes,
+                "file": c.config,
+                "solved": c.id in solved,
+            }
+            for c in all_
+        ]
+        print(json.dumps({"challenges": rows}, indent=2))
+        return EXIT_OK
+    for c in all_:
+        mark = "[x]" if c.id in solved else "[ ]"
+        print(f"{mark} {c.id:<26} {c.proxy.value:<8} {c.difficulty:<8} {c.minutes:>2} min  {c.title}")
+    print(f"\n{len(solved & {c.id for c in all_})}/{len(all_)} solved. Start one: trustlab challenge start ID")
+    return EXIT_OK
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    ch = C.get(args.id)
+    out = _challenge_dir(ch.id, args.dir)
+    if out.exists() and not out.is_dir():
+        raise LabError(f"--dir: {out} exists and is not a directory")
+    target = out / ch.config
+    start = ch.start_file.read_text()
+    if target.exists() and target.read_text() != start:
+        raise LabError(
+            f"{target} exists and differs from the starting config (your edits?); "
+            "choose another --dir, or remove it to start over"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    C.write_file(target, start)
+    C.write_file(out / "README.md", ch.readme())
+    print(f"{ch.id}: {ch.title} ({ch.proxy.value}, {ch.difficulty}, about {ch.minutes} min)\n")
+    print(ch.story.strip() + "\n")
+    print("Goal: " + ch.goal.strip() + "\n")
+    print(f"wrote {target} and {out / 'README.md'}")
+    where = "" if args.dir is None else f" --dir {out}"
+    print(f"edit {target}, then run: trustlab challenge check {ch.id}{where}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    ch = C.get(args.id)
+    file = Path(args.file) if args.file else _challenge_dir(ch.id, args.dir) / ch.config
+    if not file.exists():
+        raise LabError(f"{file}: no such file; run `trustlab challenge start {ch.id}` first, or name your config")
+    g = C.grade(ch, file, runtime=args.runtime)
+    secret = C.workshop_secret()
+    if g.solved:
+        if secret:
+            g.flag = C.flag(ch.id, secret)
+        C.record_solve(g)
+    with C.progress() as p:
+        shown = p.hints.get(ch.id, 0)
+    hints_left = C.hints_enabled() and shown < len(ch.hints)
+    if args.json:
+        print(json.dumps(g.to_json_dict(), indent=2))
+    else:
+        print(C.render_grade(g, hints_left=hints_left))
+    return EXIT_OK if g.solved else EXIT_FAILED
+
+
+def cmd_hint(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    ch = C.get(args.id)
+    shown = C.next_hint(ch, all_tiers=args.all)
+    for tier, text in shown:
+        print(f"hint {tier}/{len(ch.hints)} for {ch.id}: {text}")
+    if shown[-1][0] == len(ch.hints):
+        print(f"(that is the last hint; the reference solution: trustlab challenge solution {ch.id})")
+    else:
+        print(f"(more: trustlab challenge hint {ch.id})")
+    return EXIT_OK
+
+
+def cmd_solution(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    ch = C.get(args.id)
+    C.record_solution(ch)
+    out = Path(args.dir) if args.dir else Path.cwd() / ch.id / "solution"
+    if out.exists() and not out.is_dir():
+        raise LabError(f"--dir: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / ch.config
+    C.write_file(target, ch.solution_file.read_text())
+    print(f"wrote the reference solution to {target}\n")
+    print(ch.explanation.strip() + "\n")
+    if ch.grader.policy:
+        print(f"PKI policy this challenge grades: {ch.grader.policy}\n")
+    print("Lesson: " + ch.lesson.strip())
+    for s in ch.sources:
+        print(f"  {s}")
+    print(f"\ncheck it on the real server: trustlab challenge check {ch.id} {target}")
+    return EXIT_OK
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    with C.progress() as p:
+        data = p.to_json_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    for c in C.load_all():
+        mark = "[x]" if c.id in data["solved"] else "[ ]"
+        extra = []
+        if data["hints"].get(c.id):
+            extra.append(f"{data['hints'][c.id]}/{len(c.hints)} hints")
+        if c.id in data["solutions"]:
+            extra.append("solution viewed")
+        print(f"{mark} {c.id:<26} {', '.join(extra)}")
+    print(f"\n{len(data['solved'])}/{data['total']} solved (state: {data['state_file']})")
+    return EXIT_OK
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    if args.all == bool(args.id):
+        raise LabError("reset: give one challenge ID or --all")
+    C.reset(None if args.all else args.id)
+    print("progress reset: " + ("every challenge" if args.all else args.id))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    secret = C.workshop_secret()
+    if not secret:
+        raise LabError(f"export --ctfd: set {C.SECRET_ENV} first (the flags are derived from it)")
+    target = Path(args.ctfd)
+    if target.is_dir() or not target.parent.is_dir():
+        raise LabError(f"--ctfd: {target} must be a file name in an existing directory")
+    n = C.export_ctfd(target, secret=secret, with_hints=C.hints_enabled())
+    print(f"wrote {n} challenges with flags to {target} (CTFd: Admin > Config > Backup > Import CSV, type: Challenges)")
+    return EXIT_OK
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from harness import workshop
+
+    report = workshop.preflight(runtime=args.runtime)
+    for line in report.lines:
+        print(line)
+    return EXIT_OK if report.ready else EXIT_FAILED
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from harness import workshop
+
+    extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
+    result = workshop.bundle(
+        Path(args.dir),
+        images=not args.no_images,
+        notebooks=not args.no_notebooks,
+        extras=extras,
+        say=lambda s: print(s, file=sys.stderr),
+    )
+    print(f"wrote the workshop bundle to {result.path} ({result.size_mb:.1f} MB): {', '.join(result.parts)}")
+    print(f"on each laptop: see {result.path / 'README.md'}")
+    return EXIT_OK
+
+
+def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """Add the ``challenge`` and ``workshop`` groups to ``trustlab``'s subparsers."""
+    sp = sub.add_parser("challenge", help="break-and-fix challenges graded on the real servers")
+    csub = sp.add_subparsers(dest="challenge_cmd", required=True, parser_class=parser_class)
+    c = csub.add_parser("list", help="every challenge, with a solved mark")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_list)
+    c = csub.add_parser("start", help="write a challenge's starting config and README")
+    c.add_argument("id")
+    c.add_argument("--dir", help="where (default: ./ID/)")
+    c.set_defaults(func=cmd_start)
+    c = csub.add_parser("check", help="grade your config on the real proxy: exit 0 SOLVED, 1 not yet")
+    c.add_argument("id")
+    c.add_argument("file", nargs="?", help="your config (default: DIR/<the challenge's file>)")
+    c.add_argument("--dir", help="the challenge directory (default: ./ID/)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument(
+        "--runtime", choices=("auto", "local", "docker"), default="auto", help="where the proxy runs (default: auto)"
+    )
+    c.set_defaults(func=cmd_check)
+    c = csub.add_parser("hint", help="the next hint tier (recorded)")
+    c.add_argument("id")
+    c.add_argument("--all", action="store_true", help="every tier at once")
+    c.set_defaults(func=cmd_hint)
+    c = csub.add_parser("solution", help="write the reference solution and explain it")
+    c.add_argument("id")
+    c.add_argument("--dir", help="where (default: ./ID/solution/)")
+    c.set_defaults(func=cmd_solution)
+    c = csub.add_parser("progress", help="what you solved, hints and solutions used")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_progress)
+    c = csub.add_parser("reset", help="forget one challenge's progress, or --all")
+    c.add_argument("id", nargs="?")
+    c.add_argument("--all", action="store_true", help="every challenge (also replaces a corrupt state file)")
+    c.set_defaults(func=cmd_reset)
+    c = csub.add_parser("export", help="instructors: the challenge list with flags, for a scoreboard")
+    c.add_argument("--ctfd", required=True, help="write a CTFd challenges CSV here")
+    c.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("workshop", help="instructors: preflight an attendee's laptop, build the offline kit")
+    wsub = sp.add_subparsers(dest="workshop_cmd", required=True, parser_class=parser_class)
+    w = wsub.add_parser("preflight", help="READY, or exactly what to fix (runtime, image, a smoke run)")
+    w.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
+    w.set_defaults(func=cmd_preflight)
+    w = wsub.add_parser("bundle", help="write the offline kit: wheelhouse, image tar, notebooks, guide")
+    w.add_argument("dir", help="a new (or empty) directory")
+    w.add_argument("--no-images", action="store_true", help="leave out the docker image tar")
+    w.add_argument("--no-notebooks", action="store_true", help="leave out the rendered notebooks")
+    w.add_argument(
+        "--extras",
+        default="docker,notebooks",
+        help="trustlab extras the wheelhouse carries (default: docker,notebooks; '' for the core only)",
+    )
+    w.set_defaults(func=cmd_bundle)

@@ -1,0 +1,294 @@
+"""``trustlab workshop``: an attendee's preflight, and the instructor's offline bundle.
+
+``preflight`` says READY or exactly what to fix: the runtime (the proxies, namespaces; docker
+and its image when that is the runtime), the state directory, and a smoke run that grades one
+challenge per proxy on the real servers (the solution must be SOLVED, a starting config not).
+
+``bundle DIR`` writes the offline kit::
+
+    DIR/README.md             what to run on each laptop
+    DIR/wheelhouse/           trustlab and every dependency, for pip install --no-index --find-links
+    DIR/trustlab-images.tar   the docker image (when docker and the image are on this machine)
+    DIR/notebooks/            the notebooks, and their rendered HTML
+    DIR/docs/                 INSTRUCTOR.md and the project README
+    DIR/manifest.json         every file with its size and sha256
+
+It is written to ``DIR.partial`` and renamed at the end: an interrupted bundle leaves nothing
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.errors import LabError
+
+#: One warm-up per proxy: its solution must be SOLVED and (for the first) its start "not yet".
+SMOKE = ("nginx-ca-without-verify", "apache-verify-none", "haproxy-verify-none")
+
+
+@dataclass
+class PreflightReport:
+    ready: bool
+    lines: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+def preflight(*, runtime: str = "auto") -> PreflightReport:
+    """Check this machine for a workshop; every problem is one ``FIX`` line saying what to do."""
+    from harness import challenges
+    from harness.proxies import driver
+    from harness.runtimes.local import check_namespaces
+
+    t0 = time.perf_counter()
+    lines: list[str] = [f"trustlab {__version__} workshop preflight"]
+    fixes = 0
+
+    def ok(msg: str) -> None:
+        lines.append(f"  ok    {msg}")
+
+    def fix(msg: str) -> None:
+        nonlocal fixes
+        fixes += 1
+        lines.append(f"  FIX   {msg}")
+
+    local_ok = True
+    if runtime in ("auto", "local"):
+        apt = {"nginx": "nginx", "apache": "apache2", "haproxy": "haproxy"}
+        missing = [k for k in apt if not driver(k).find_binary()]
+        for tool, pkg in (("unshare", "util-linux"), ("ip", "iproute2")):
+            if not shutil.which(tool):
+                missing.append(tool)
+                apt[tool] = pkg
+        problem = None if any(t in missing for t in ("unshare", "ip")) else check_namespaces()
+        local_ok = not missing and not problem
+        if local_ok:
+            ok("local runtime: nginx, apache, haproxy and private namespaces")
+        elif runtime == "local":
+            if missing:
+                fix(
+                    f"local runtime: install {', '.join(missing)}: sudo apt-get install "
+                    + " ".join(apt[m] for m in missing)
+                )
+            if problem:
+                fix(f"local runtime: {problem}")
+    chosen = "local" if runtime == "auto" and local_ok else runtime
+    if chosen in ("auto", "docker"):
+        try:
+            from harness import images
+
+            ready, why = images.docker_ready()
+        except Exception as exc:  # noqa: BLE001 - report, do not crash
+            ready, why = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if ready:
+            ok(f"docker runtime: {why}")
+            chosen = "docker"
+        else:
+            fix(
+                f"docker runtime: {why} (start Docker; then `trustlab images load trustlab-images.tar` "
+                "from the workshop bundle, or `trustlab images build`)"
+            )
+            if runtime == "auto":
+                fix("or, on Linux: sudo apt-get install nginx apache2 haproxy (the local runtime)")
+    try:
+        directory = challenges.state_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".preflight"
+        probe.write_text("ok\n")
+        probe.unlink()
+        ok(f"progress is kept in {directory}")
+    except OSError as exc:
+        fix(f"state directory {challenges.state_dir()}: {exc.strerror}; set TRUSTLAB_STATE_DIR to a writable one")
+    if not fixes:
+        try:
+            for n, cid in enumerate(SMOKE):
+                ch = challenges.get(cid)
+                g = challenges.grade(ch, ch.solution_file, runtime=chosen)
+                if not g.solved:
+                    why = g.rejected or "; ".join(
+                        f"{f['identity']} {f['outcome']}: {f['reason']}" for f in g.failures[:2]
+                    )
+                    fix(f"smoke run: {ch.proxy.value} did not grade {cid}'s solution SOLVED: {why}")
+                    continue
+                if n == 0 and challenges.grade(ch, ch.start_file, runtime=chosen).solved:
+                    fix(f"smoke run: {ch.proxy.value} graded {cid}'s broken start SOLVED (impostors not refused)")
+                    continue
+                ok(f"smoke run: {ch.proxy.value} graded {cid} on the real server ({g.duration_s:.2f} s)")
+        except LabError as exc:
+            fix(f"smoke run: {exc}")
+    dt = time.perf_counter() - t0
+    if fixes:
+        lines.append(f"NOT READY: fix the {fixes} FIX line(s) above, then run trustlab workshop preflight again")
+    else:
+        lines.append(f"READY ({chosen} runtime, {dt:.1f} s). Next: trustlab challenge list")
+    return PreflightReport(ready=not fixes, lines=lines, duration_s=dt)
+
+
+# -- bundle ----------------------------------------------------------------------------------
+@dataclass
+class BundleResult:
+    path: Path
+    parts: list[str]
+    size_mb: float
+
+
+_README = """# trustlab workshop kit (trustlab {version})
+
+Everything an attendee needs, without network access.
+
+## On each laptop
+
+    python3 -m venv trustlab-venv
+    trustlab-venv/bin/pip install --no-index --find-links wheelhouse 'trustlab{extras}'
+    trustlab-venv/bin/trustlab workshop preflight
+
+Linux with nginx, apache2 and haproxy installed uses the local runtime. With Docker (macOS,
+Windows, or Linux without the proxies), load the image first:
+
+    trustlab-venv/bin/trustlab images load trustlab-images.tar
+
+preflight prints READY, or one FIX line per problem with what to do.
+
+## Then
+
+    trustlab challenge list
+    trustlab challenge start nginx-ca-without-verify
+    trustlab challenge check nginx-ca-without-verify
+
+The notebooks are in notebooks/ (rendered HTML in notebooks/html/); the instructor's guide is
+docs/INSTRUCTOR.md.
+
+## Contents
+
+{contents}
+"""
+
+
+def _checkout() -> Path:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise LabError("workshop bundle: run it from a trustlab checkout (pip wheel builds trustlab from its source)")
+    return root
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bundle(
+    target: Path,
+    *,
+    images: bool = True,
+    notebooks: bool = True,
+    extras: tuple[str, ...] = ("docker", "notebooks"),
+    say: Callable[[str], None] = lambda s: None,
+) -> BundleResult:
+    """Write the offline workshop kit to *target* (a new or empty directory); see the module doc."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise LabError(f"{target}: exists and is not an empty directory; choose a new one")
+    if not target.parent.is_dir():
+        raise LabError(f"{target}: directory {target.parent} does not exist")
+    root = _checkout()
+    work = target.with_name(target.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    parts: list[str] = []
+    try:
+        spec = f"{root}[{','.join(extras)}]" if extras else str(root)
+        say(f"wheelhouse: pip wheel {spec}")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--wheel-dir",
+                str(work / "wheelhouse"),
+                spec,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise LabError(f"workshop bundle: pip wheel failed: {tail[0]}")
+        parts.append(f"wheelhouse ({len(list((work / 'wheelhouse').glob('*.whl')))} wheels)")
+        if images:
+            try:
+                from harness import images as img
+
+                ready, why = img.docker_ready()
+            except Exception as exc:  # noqa: BLE001 - the image is optional in the kit
+                ready, why = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if ready:
+                say("image: trustlab images save")
+                img.save(work / "trustlab-images.tar", progress=say)
+                parts.append("trustlab-images.tar")
+            else:
+                say(f"image: left out ({why})")
+        if notebooks:
+            src = root / "notebooks"
+            dest = work / "notebooks"
+            dest.mkdir()
+            for nb in sorted(src.glob("*.ipynb")) + [src / "README.md"]:
+                if nb.is_file():
+                    shutil.copy2(nb, dest / nb.name)
+            (dest / "html").mkdir()
+            sources = sorted(src.glob("[0-9][0-9]-*.ipynb"))
+            built = [src / "_build" / f"{nb.stem}.html" for nb in sources]  # `make notebooks` output
+            if sources and all(
+                h.is_file() and h.stat().st_mtime >= nb.stat().st_mtime for h, nb in zip(built, sources, strict=True)
+            ):
+                for html in built:
+                    shutil.copy2(html, dest / "html" / html.name)
+            else:
+                from harness._notebooks import render_notebooks
+
+                say("notebooks: executing and rendering them")
+                built = render_notebooks(src, dest / "html")
+            parts.append(f"notebooks ({len(built)} rendered)")
+        (work / "docs").mkdir()
+        for doc in (root / "docs" / "INSTRUCTOR.md", root / "README.md"):
+            if doc.is_file():
+                shutil.copy2(doc, work / "docs" / doc.name)
+        parts.append("guide")
+        files = sorted(p for p in work.rglob("*") if p.is_file())
+        manifest: dict[str, dict[str, Any]] = {
+            str(p.relative_to(work)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+        }
+        contents = "\n".join(
+            f"- {name} ({m['bytes'] / 1e6:.2f} MB)"
+            for name, m in manifest.items()
+            if "/" not in name or name.startswith(("docs/", "notebooks/html/")) or name.endswith(".tar")
+        )
+        (work / "README.md").write_text(
+            _README.format(version=__version__, extras=f"[{','.join(extras)}]" if extras else "", contents=contents)
+        )
+        (work / "manifest.json").write_text(json.dumps({"trustlab": __version__, "files": manifest}, indent=2) + "\n")
+        if target.exists():
+            target.rmdir()
+        os.replace(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    return BundleResult(target, parts, size / 1e6)
