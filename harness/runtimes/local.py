@@ -2,9 +2,10 @@
 
 Each lab worker runs in its own network + mount + pid namespace (``unshare``): a loopback of
 its own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
-that mount namespace only; every proxy process runs in the sandbox of :mod:`harness.sandbox`. Nothing listens on a host interface and the host's files are
-never changed. As root the namespaces are created directly; otherwise inside a user namespace
-(``--map-root-user``) where the kernel allows it.
+that mount namespace only; every proxy process runs in the sandbox of :mod:`harness.sandbox`.
+Nothing listens on a host interface and the host's files are never changed. As root the
+namespaces are created directly; otherwise inside a user namespace (``--map-root-user``) where
+the kernel allows it.
 
 A matrix is split into shards, one worker namespace each (one per core): each worker runs a
 seat and one proxy process per scenario, and its cells one at a time, so the seat attributes
