@@ -59,8 +59,10 @@ def guess_proxy(text: str) -> ProxyKind:
     raise ConfigError("cannot tell which proxy this config is for; pass --proxy nginx|apache|haproxy")
 
 
-def audit(config: str | Path, *, proxy: str | None = None, prove: bool = False) -> AuditReport:
-    """Static findings on *config*; with *prove*, also the live ``check`` result."""
+def audit(
+    config: str | Path, *, proxy: str | None = None, prove: bool = False, runtime: str = "local"
+) -> AuditReport:
+    """Static findings on *config*; with *prove*, also the live ``check`` result (on *runtime*)."""
     path = Path(config)
     text = read_config(path)
     kind = ProxyKind(proxy) if proxy else guess_proxy(text)
@@ -69,7 +71,7 @@ def audit(config: str | Path, *, proxy: str | None = None, prove: bool = False) 
     if prove:
         from harness.check import check
 
-        report.proof = check(kind.value, path)
+        report.proof = check(kind.value, path, runtime=runtime)
     return report
 
 

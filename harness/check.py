@@ -73,6 +73,8 @@ class CheckResult:
     rejected: str | None = None
     accept: tuple[str, ...] = ()
     duration_s: float = 0.0
+    #: Where the proxy ran: ``local`` or ``docker``.
+    runtime: str = "local"
 
     @property
     def upstreams(self) -> list[str]:
@@ -130,6 +132,7 @@ class CheckResult:
             "ok": self.ok,
             "rejected": self.rejected,
             "duration_s": round(self.duration_s, 3),
+            "runtime": self.runtime,
         }
 
 
@@ -191,15 +194,20 @@ def check(
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
     sni_routing: bool = False,
+    runtime: str = "local",
 ) -> CheckResult:
     """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
 
     *identities* may include optional ones (``legit-deep``: minted only when asked). With
     *sni_routing* the legitimate backend routes by SNI like a multi-site server (no SNI, or
     another name than ``backend-api.internal``, gets its default site's certificate).
+
+    *runtime* is ``local`` (the host's proxies in a private namespace), ``docker`` (the lab
+    image's, in one container per upstream group with no network) or ``auto`` (docker when
+    its daemon and image are there, else local); both give the same verdicts.
     """
     from harness.runner import lab_dir
-    from harness.runtimes.local import LocalRuntime, PreparedProxy
+    from harness.runtimes.local import PreparedProxy
 
     kind = kind_of(proxy)
     path = Path(config)
@@ -210,7 +218,7 @@ def check(
                 f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
             )
     adapt = adapter(kind)
-    rt = LocalRuntime()
+    rt = pick_runtime(runtime)
     rt.preflight({kind.value})
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
@@ -250,7 +258,9 @@ def check(
             _hashed_dir(paths.ca_dir, paths.ca)
             _hashed_dir(paths.bundle_dir, paths.bundle)
             ports = Ports(avoid=set(seat_ports))
-            adapted = adapt(path, paths, ports=ports, focus=pool or None)
+            # The config names the paths where the proxy sees these files (/lab/... in docker).
+            seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
+            adapted = adapt(path, seen, ports=ports, focus=pool or None)
             cfg = run_dir / driver_config_name(kind)
             cfg.write_text(adapted.text)
             cells: list[dict[str, Any]] = []
@@ -321,8 +331,9 @@ def check(
         (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
     )
     rejected = next((r[1] for r in results if r[1]), None)
-    notes = list(dict.fromkeys(n for r in results for n in r[2].adaptations)) or first.adaptations
-    notes = [_relabel(n) for n in notes]
+    # Relabelled before deduplicating: each group's notes name its own lab paths.
+    notes = list(dict.fromkeys(_relabel(n) for r in results for n in r[2].adaptations))
+    notes = notes or [_relabel(n) for n in first.adaptations]
     return CheckResult(
         proxy=kind.value,
         config=str(path),
@@ -331,7 +342,19 @@ def check(
         rejected=rejected,
         accept=tuple(accept),
         duration_s=time.perf_counter() - t0,
+        runtime=rt.name,
     )
+
+
+def pick_runtime(runtime: str) -> Any:
+    """The runtime object for ``local``, ``docker`` or ``auto`` (resolved as ``trustlab run`` does)."""
+    from harness.runner import get_runtime, resolve_auto
+
+    if runtime == "auto":
+        runtime, _ = resolve_auto()
+    if runtime not in ("local", "docker"):
+        raise ConfigError(f"runtime {runtime!r} is unknown; choose local, docker or auto")
+    return get_runtime(runtime)
 
 
 _HINT = {
@@ -363,7 +386,9 @@ def _relabel(note: str) -> str:
     """Lab temp paths in a note become what they stand for."""
     import re
 
-    return re.sub(r"\S*/trustlab-[^/\s]+/\S*", lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
+    # A local lab's temp dir, or /lab in the docker runtime's container.
+    lab = r"\S*/trustlab-[^/\s]+/\S*|(?<!\S)/lab/\S*"
+    return re.sub(lab, lambda m: "<lab>/" + m.group(0).rsplit("/", 1)[-1], note)
 
 
 def driver_config_name(kind: ProxyKind) -> str:
@@ -385,7 +410,7 @@ def render(result: CheckResult) -> str:
             lines.append(f"  {c.identity:<15} {verdict:<16} {str(c.status or '-'):<4}{sni}  {c.reason}")
         lines.append("")
     lines.append(("PASS " if result.ok else "FAIL ") + result.summary())
-    lines.append(f"({result.duration_s:.2f} s)")
+    lines.append(f"({result.duration_s:.2f} s, {result.runtime} runtime)")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from harness import __version__
 from harness.errors import LabError
@@ -68,13 +68,14 @@ def _identities(value: str | None) -> tuple[str, ...] | None:
     return chosen
 
 
-def _runtime(name: str) -> str:
+def _runtime(name: str, *, say: TextIO | None = None) -> str:
+    """*name*, or for ``auto`` the runtime chosen, said on *say* (default stderr)."""
     if name != "auto":
         return name
     from harness.runner import resolve_auto
 
     chosen, why = resolve_auto()
-    print(f"runtime: {chosen} ({why})", file=sys.stderr)
+    print(f"runtime: {chosen} ({why})", file=say or sys.stderr)
     return chosen
 
 
@@ -223,7 +224,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
-    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime))
+    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
     print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
           f"the backend answers as {state['identity']}")
     print(f"  through the proxy:  {state['curl']}")
@@ -241,7 +242,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not states:
         print("no lab is up")
     for st in states:
-        alive = "up" if st["alive"] else "DEAD (run trustlab down --all)"
+        alive = "up" if st["alive"] else f"DEAD (remove it: trustlab down {st['lab']})"
         print(f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
               f"since {st['started']}")
         if st["alive"]:
@@ -280,7 +281,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     _check_writable(args.json, "--json")
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
-    result = check(args.proxy, args.file, accept=accept, keep=args.keep)
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout))
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -296,7 +297,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """`trustlab audit FILE`: exit 1 when a high-severity finding, else 0; 2 bad input."""
     from harness.audit import audit, render
 
-    report = audit(args.file, proxy=args.proxy, prove=args.prove)
+    runtime = _runtime(args.runtime, say=sys.stdout) if args.prove else "local"
+    report = audit(args.file, proxy=args.proxy, prove=args.prove, runtime=runtime)
     print(render(report))
     return EXIT_FAILED if report.high else EXIT_OK
 
@@ -305,7 +307,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from harness import images
 
     if args.images_cmd == "build":
-        r = images.build(force=args.force, method=args.method)
+        r = images.build(force=args.force, method=args.method, image=images.lab_image())
         verb = "up to date" if r.skipped else f"built in {r.duration_s:.1f} s"
         print(f"{', '.join(r.tags)}: {verb} ({', '.join(f'{k} {v}' for k, v in r.versions.items())})")
     elif args.images_cmd == "save":
@@ -314,18 +316,38 @@ def cmd_images(args: argparse.Namespace) -> int:
             raise LabError(f"{target}: is a directory; give a file name such as trustlab-images.tar")
         if not target.parent.exists():
             raise LabError(f"{target}: directory {target.parent} does not exist")
-        print(f"wrote {images.save(target)}; copy it to each laptop and run: trustlab images load FILE")
+        written = images.save(target, gzip=args.gzip or None)
+        print(f"wrote {written}; copy it to each laptop and run: trustlab images load {written.name} "
+              f"(or, with Docker only: docker load -i {written.name})")
     elif args.images_cmd == "load":
         if not Path(args.file).is_file():
             raise LabError(f"{args.file}: no such file (write one with trustlab images save FILE)")
         print("loaded: " + ", ".join(images.load(args.file)))
     else:
+        images.client(timeout=10)  # no daemon: one line saying where it looked and what to do
         present = images.images_present()
         versions = images.image_versions() if present else {}
-        print(f"{images.LAB_IMAGE}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
+        print(f"{images.lab_image()}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
                                        else "missing; run: trustlab images build"))
         return EXIT_OK if present else EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_classroom(args: argparse.Namespace) -> int:
+    """`trustlab classroom [build|stop]`: JupyterLab + notebooks + trustlab in one container."""
+    from harness import classroom
+
+    if args.classroom_cmd == "build":
+        r = classroom.build(force=args.force)
+        print(f"{r.image}: {'up to date' if r.skipped else f'built in {r.duration_s:.1f} s'}")
+        return EXIT_OK
+    if args.classroom_cmd == "stop":
+        gone = classroom.stop()
+        print(f"stopped and removed: {', '.join(gone)}" if gone else "no classroom is running")
+        return EXIT_OK
+    if not 0 < args.port < 65536:
+        raise LabError(f"--port: {args.port} is not a port number (1-65535)")
+    return classroom.run(port=args.port, detach=args.detach)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,26 +412,41 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                    help="where the proxy runs (default: auto = docker when ready, else local)")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
     sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
+                    help="where --prove runs the proxy (default: auto = docker when ready, else local)")
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
     isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
-    b.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    b.add_argument("--force", action="store_true",
+                   help="rebuild even when the inputs are unchanged or current came from `images load`")
     b.add_argument("--method", choices=("offline", "dockerfile"), default="offline",
-                   help="offline: mmdebstrap + docker import (default); dockerfile: FROM debian (needs a registry)")
-    sv = isub.add_parser("save", help="write the lab image to one tarball for offline classrooms")
-    sv.add_argument("file")
-    ld = isub.add_parser("load", help="load a tarball written by `trustlab images save`")
+                   help="offline: mmdebstrap + docker import (default); dockerfile: labs/docker/Dockerfile "
+                   "(pulls its base only when missing)")
+    sv = isub.add_parser("save", help="write the lab (and classroom) image to one tarball for offline classrooms")
+    sv.add_argument("file", help="FILE.tar, or FILE.tar.gz for a gzip-compressed one")
+    sv.add_argument("--gzip", action="store_true", help="compress whatever the name (load reads both)")
+    ld = isub.add_parser("load", help="load a tarball written by `trustlab images save` (.tar or .tar.gz)")
     ld.add_argument("file")
     isub.add_parser("status", help="is the image there, and which versions it carries")
     sp.set_defaults(func=cmd_images)
+
+    sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
+    sp.add_argument("classroom_cmd", nargs="?", choices=("start", "build", "stop"), default="start",
+                    help="start (default): build the image when needed, start it, print the URL")
+    sp.add_argument("--port", type=int, default=8888, help="host port, on 127.0.0.1 only (default 8888)")
+    sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
+    sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
+    sp.set_defaults(func=cmd_classroom)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 
+from harness import _process
 from harness.proxies import driver
 from harness.runner import stale_labs
 from harness.runtimes.local import check_namespaces, namespace_mode
@@ -71,6 +71,6 @@ def diagnose(say: Callable[[str], None]) -> int:
         which = " and ".join(n for n, ok in (("local", ok_local), ("docker", ok_docker)) if ok)
         say(f"ready: the {which} runtime can run every proxy. Next: trustlab matrix")
         return 0
-    who = "root" if os.geteuid() == 0 else "this user"
+    who = "root" if _process.is_root() else "this user"
     say(f"not ready: no runtime can run every proxy for {who}; fix the lines marked above")
     return 1

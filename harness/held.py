@@ -31,6 +31,10 @@ from harness.runner import LAB_PREFIX, _alive, lab_root, sweep
 STATE_FILE = "state.json"
 
 
+#: The seat modes a held lab keeps (mTLS, keep-alive); a held lab never primes.
+_SEAT_MODES = ("client_auth", "keepalive")
+
+
 def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: float = 30) -> dict[str, Any]:
     """Start a held lab for one scenario; return its state once the proxy listens."""
     from harness.scenarios import resolve
@@ -108,13 +112,10 @@ def down(*, lab: str | None = None, all_labs: bool = False) -> list[str]:
     if lab and not stopped:
         raise LabError(f"no lab {lab!r} is up; `trustlab status` lists them")
     if all_labs:
+        from harness.runtimes import docker as docker_rt
+
         stopped += [p.name for p in sweep()]
-        try:
-            from harness.runtimes import docker as docker_rt  # type: ignore[attr-defined]
-        except ImportError:
-            pass
-        else:
-            stopped += list(docker_rt.down(all_labs=True) or [])
+        stopped += [name for name in docker_rt.sweep_all_if_reachable() if name not in stopped]
     return stopped
 
 
@@ -171,16 +172,31 @@ def _stop(state: dict[str, Any]) -> None:
     path = Path(state["dir"])
     pid = int(state["pid"])
     if state["alive"]:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # on Windows: TerminateProcess, so the docker sweep below matters
         deadline = time.monotonic() + 10
         while path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         if path.exists() and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    if state.get("runtime") == "docker":
+        # A holder that was killed (or had to be) left its containers, network and volume.
+        from harness.errors import PrerequisiteError
+        from harness.runtimes import docker as docker_rt
+
+        try:
+            docker_rt.remove_lab(_docker_lab_id(state))
+        except PrerequisiteError as exc:
+            raise LabError(f"lab {state['lab']}: its docker containers could not be removed: {exc}") from None
     if path.exists():
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _docker_lab_id(state: dict[str, Any]) -> str:
+    from harness.runtimes.docker import _lab_id
+
+    return _lab_id(Path(state["dir"]))
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
@@ -232,11 +248,12 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     rt.preflight({scenario.proxy.value})
     if len(str(path / "control.sock")) > 100:
         raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
-    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP)
+    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities)
     plans = rt.prepare([scenario], path, pki)
     job = rt._job(plans, [], path, pki)
     job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
-                   "sni_routing": scenario.sni_routing, "socket_dir": str(path)}
+                   "sni_routing": scenario.sni_routing, "socket_dir": str(path),
+                   "modes": {k: v for k, v in scenario.cell_options().items() if k in _SEAT_MODES}}
     worker = rt._spawn(job, path / "worker.err")
     try:  # stop the worker before lab_dir removes the directory `down` waits on
         assert worker.stdout is not None

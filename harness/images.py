@@ -42,11 +42,12 @@ import tarfile
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import dockerhost
 from harness._assets import asset_dir
 from harness.errors import LabError, PrerequisiteError
 
@@ -54,6 +55,11 @@ LAB_REPO = "trustlab/lab"
 BASE_REPO = "trustlab/base"
 ALIAS = "current"
 LAB_IMAGE = f"{LAB_REPO}:{ALIAS}"
+#: Tag `images load` puts on the image it loaded as ``current``: `images build` will not move
+#: ``current`` away from it without ``--force`` (and the tag keeps the instructor's image).
+LOADED = f"{LAB_REPO}:loaded"
+#: The classroom image (JupyterLab + trustlab on top of the lab image, harness/classroom.py).
+CLASSROOM_REPO = "trustlab/classroom"
 LABEL_KIND = "trustlab.image"
 LABEL_INPUTS = "trustlab.inputs"
 LABEL_VERSIONS = "trustlab.versions"
@@ -174,27 +180,56 @@ def lab_inputs(base_hash: str) -> str:
 
 # -- docker --------------------------------------------------------------------------------
 def client(timeout: int = 120) -> Any:
-    """A docker SDK client, or :class:`PrerequisiteError` saying what to do."""
+    """A docker SDK client for the daemon the docker CLI would use, or :class:`PrerequisiteError`."""
     try:
         import docker
     except ImportError:
         raise PrerequisiteError(
             "docker runtime: the docker SDK is missing; run: pip install 'trustlab[docker]'"
         ) from None
-    hint = "start it (sudo systemctl start docker, or run .ci/docker-setup) or use --runtime local"
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
-        raise PrerequisiteError(f"docker runtime: no docker daemon ({host[len('unix://') :]} is missing); {hint}")
+    daemon = dockerhost.find()
+    hint = dockerhost.start_hint()
+    sock = daemon.socket_path
+    if sock is not None and not sock.exists():
+        raise PrerequisiteError(f"docker runtime: no docker daemon ({sock}, from {daemon.source}, is missing); {hint}")
+    problem = None
     try:
-        c = docker.from_env(timeout=timeout)
+        if daemon.source == "DOCKER_HOST":
+            c = docker.from_env(timeout=timeout)  # reads DOCKER_TLS_VERIFY / DOCKER_CERT_PATH itself
+        else:
+            c = docker.DockerClient(base_url=daemon.url, timeout=timeout, tls=_tls(daemon))
         c.ping()
     except Exception as exc:  # docker raises DockerException, requests errors, OSError ...
-        # The SDK leaves the failed connection's socket to the garbage collector: reap it now.
+        problem = _one_line(exc)
+    if problem is not None:
+        # The SDK leaves the failed connection's socket to the garbage collector: reap it now
+        # (outside the except block, whose traceback still holds it).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
-        raise PrerequisiteError(f"docker runtime: no docker daemon answers ({_one_line(exc)}); {hint}") from None
+        raise PrerequisiteError(
+            f"docker runtime: no docker daemon answers at {daemon.url} ({daemon.source}: {problem}); {hint}"
+        )
     return c
+
+
+def _tls(daemon: dockerhost.Daemon) -> Any:
+    """The SDK's TLS settings for a context's tcp:// endpoint with TLS files, else False."""
+    if daemon.tls_dir is None or not daemon.url.startswith("tcp://"):
+        return False
+    import docker.tls
+
+    d = daemon.tls_dir
+    cert = (str(d / "cert.pem"), str(d / "key.pem")) if (d / "cert.pem").is_file() else None
+    ca = str(d / "ca.pem") if (d / "ca.pem").is_file() else None
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=ca, verify=daemon.tls_verify and (ca or True))
+
+
+def lab_image() -> str:
+    """The image the docker runtime starts: ``TRUSTLAB_IMAGE`` when set, else ``trustlab/lab:current``.
+
+    CI sets it to run the matrix on the Dockerfile-built image next to the offline one."""
+    return os.environ.get("TRUSTLAB_IMAGE") or LAB_IMAGE
 
 
 def daemon_problem() -> str | None:
@@ -212,11 +247,12 @@ def docker_ready() -> tuple[bool, str]:
         c = client(timeout=5)
     except PrerequisiteError as exc:
         return False, str(exc)
-    img = _get(c, LAB_IMAGE)
+    ref = lab_image()
+    img = _get(c, ref)
     if img is None:
-        return False, f"docker runtime: image {LAB_IMAGE} is missing; run: trustlab images build"
-    tags = [t for t in img.tags if t != LAB_IMAGE]
-    return True, f"docker daemon answers and {tags[0] if tags else LAB_IMAGE} is built"
+        return False, f"docker runtime: image {ref} is missing; run: trustlab images build"
+    tags = [t for t in img.tags if t != ref and t != LOADED]
+    return True, f"docker daemon answers and {tags[0] if tags else ref} is built"
 
 
 def doctor_lines() -> list[str]:
@@ -232,14 +268,22 @@ def doctor_lines() -> list[str]:
         c = client(timeout=5)
     except PrerequisiteError as exc:
         return [*lines, f"NO    {exc}"]
-    lines.append(f"ok    docker daemon {c.version().get('Version', '?')}")
-    img = _get(c, LAB_IMAGE)
+    daemon = dockerhost.find()
+    lines.append(f"ok    docker daemon {c.version().get('Version', '?')} at {daemon.url} ({daemon.source})")
+    ref = lab_image()
+    img = _get(c, ref)
     if img is None:
-        lines.append(f"NO    image {LAB_IMAGE}: trustlab images build (or trustlab images load FILE.tar)")
+        lines.append(f"NO    image {ref}: trustlab images build (or trustlab images load FILE.tar)")
     else:
-        tags = ", ".join(sorted(t for t in img.tags if t.startswith(LAB_REPO)))
-        versions = json.loads((img.labels or {}).get(LABEL_VERSIONS, "{}"))
+        tags = ", ".join(sorted(t for t in img.tags if t.startswith(ref.rpartition(":")[0])))
+        versions = _image_versions(c, img)
         lines.append(f"ok    image {tags} ({', '.join(f'{k} {v}' for k, v in sorted(versions.items()))})")
+    room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
+    lines.append(
+        f"ok    classroom image {CLASSROOM_REPO}:{ALIAS} ({room.attrs.get('Size', 0) / 1e6:.0f} MB)"
+        if room is not None
+        else f"--    classroom image {CLASSROOM_REPO}:{ALIAS}: only for `trustlab classroom` (it builds it)"
+    )
     mm = shutil.which("mmdebstrap")
     lines.append(
         "ok    mmdebstrap (offline image builds)"
@@ -264,7 +308,7 @@ def images_present() -> bool:
         c = client(timeout=5)
     except PrerequisiteError:
         return False
-    return _get(c, LAB_IMAGE) is not None
+    return _get(c, lab_image()) is not None
 
 
 def _get(c: Any, ref: str) -> Any:
@@ -279,10 +323,30 @@ def _get(c: Any, ref: str) -> Any:
 def image_versions(c: Any | None = None) -> dict[str, str]:
     """Proxy and OpenSSL versions inside the lab image: ``{"nginx": "1.22.1", ...}``."""
     c = c or client()
-    img = _get(c, LAB_IMAGE)
+    ref = lab_image()
+    img = _get(c, ref)
     if img is None:
-        raise PrerequisiteError(f"docker runtime: image {LAB_IMAGE} is missing; run: trustlab images build")
-    return json.loads((img.labels or {}).get(LABEL_VERSIONS, "{}"))
+        raise PrerequisiteError(f"docker runtime: image {ref} is missing; run: trustlab images build")
+    return _image_versions(c, img)
+
+
+def _image_versions(c: Any, img: Any) -> dict[str, str]:
+    """The versions label; for an image built by hand (``docker build labs/docker``, no labels)
+    the versions are read inside it (dpkg-query in a container without network)."""
+    label = (img.labels or {}).get(LABEL_VERSIONS)
+    if label:
+        return dict(json.loads(label))
+    return _versions(_dpkg_versions(c, img.id))
+
+
+def _dpkg_versions(c: Any, image_id: str) -> dict[str, str]:
+    out = c.containers.run(
+        image_id,
+        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *RECORDED],
+        remove=True,
+        network_mode="none",
+    ).decode()
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
 def _upstream(debian_version: str) -> str:
@@ -315,53 +379,99 @@ def _stderr_progress() -> Progress:
     return show
 
 
-def build(*, progress: Progress | None = None, force: bool = False, method: str = "offline") -> BuildResult:
+def build(
+    *,
+    progress: Progress | None = None,
+    force: bool = False,
+    method: str = "offline",
+    image: str = LAB_IMAGE,
+) -> BuildResult:
     """Build the lab image (a no-op when an image with the same inputs exists).
 
     Args:
         progress: called with one line per step; default: lines on stderr.
-        force: rebuild even when the inputs are unchanged.
-        method: ``offline`` (mmdebstrap + docker import) or ``dockerfile`` (needs a registry).
+        force: rebuild even when the inputs are unchanged, and even when ``current`` is an
+            image that ``images load`` brought (which a build would otherwise refuse to replace).
+        method: ``offline`` (mmdebstrap + docker import) or ``dockerfile`` (``labs/docker/Dockerfile``;
+            pulls its base image only when it is missing).
+        image: the alias to tag (``trustlab/lab:current``); the versioned tag goes to the same
+            repository. Tests build into a throwaway repository, never over ``current``.
     """
     say = progress or _stderr_progress()
     t0 = time.perf_counter()
     steps: dict[str, float] = {}
     c = client(timeout=600)
     if method == "dockerfile":
-        base_hash = _digest("dockerfile-v1", (docker_dir() / "Dockerfile").read_text(), " ".join(packages()))
+        base_name = dockerfile_base()
+        base_img = _get(c, base_name)
+        base_id = base_img.id if base_img is not None else "missing"
+        base_hash = _digest("dockerfile-v1", (docker_dir() / "Dockerfile").read_text(), " ".join(packages()), base_id)
     elif method == "offline":
         base_hash = base_inputs()
     else:
         raise LabError(f"images build --method: {method!r} is unknown; choose offline or dockerfile")
     inputs = lab_inputs(base_hash)
+    loaded = _loaded_current(c, image)
     if not force:
         for img in _find(c, **{LABEL_KIND: "lab", LABEL_INPUTS: inputs}):
-            versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
-            tags = _tag(img, versions)
+            if loaded is not None and img.id != loaded.id:
+                break  # the up-to-date image is not the loaded one: moving current needs --force
+            versions = _image_versions(c, img)
+            tags = _tag(img, versions, image)
             say(f"up to date: {', '.join(tags)} (inputs {inputs[:12]})")
-            return BuildResult(LAB_IMAGE, tags, versions, True, time.perf_counter() - t0)
+            return BuildResult(image, tags, versions, True, time.perf_counter() - t0)
+        if loaded is not None:
+            versions = _image_versions(c, loaded)
+            raise LabError(
+                f"images build: {image} was loaded from a file (trustlab images load; "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}); a build would replace it with "
+                "one made from this machine's own packages. Keep it, or pass --force to rebuild "
+                f"({_loaded_tag(image)} keeps the loaded image either way)"
+            )
     if method == "dockerfile":
         img = _build_dockerfile(c, inputs, say, steps)
     else:
         base, pkgs = _ensure_base(c, base_hash, say, steps, force=force)
         img = _build_layer(c, base, pkgs, inputs, say, steps)
     versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
-    tags = _tag(img, versions)
+    tags = _tag(img, versions, image)
     # The images this build replaced are now untagged: drop them (ours only, by label).
     with contextlib.suppress(Exception):
         c.images.prune(filters={"dangling": True, "label": LABEL_KIND})
     duration = time.perf_counter() - t0
     say(f"built {', '.join(tags)} in {duration:.1f}s")
-    return BuildResult(LAB_IMAGE, tags, versions, False, duration, steps)
+    return BuildResult(image, tags, versions, False, duration, steps)
 
 
-def _tag(img: Any, versions: dict[str, str]) -> list[str]:
-    tags = [f"{LAB_REPO}:{version_tag(versions)}", LAB_IMAGE]
+def _loaded_tag(image: str) -> str:
+    """``trustlab/lab:current`` -> ``trustlab/lab:loaded``: the mark `images load` leaves."""
+    return f"{image.rpartition(':')[0]}:loaded"
+
+
+def _loaded_current(c: Any, image: str) -> Any:
+    """The image at *image* when `images load` put it there (it carries the ``loaded`` tag), else None."""
+    current, loaded = _get(c, image), _get(c, _loaded_tag(image))
+    return current if current is not None and loaded is not None and current.id == loaded.id else None
+
+
+def _tag(img: Any, versions: dict[str, str], image: str = LAB_IMAGE) -> list[str]:
+    repo = image.rpartition(":")[0]
+    tags = [f"{repo}:{version_tag(versions)}", image]
     for t in tags:
         if t not in img.tags:
-            repo, _, tag = t.rpartition(":")
-            img.tag(repo, tag)
+            r, _, tag = t.rpartition(":")
+            img.tag(r, tag)
     return tags
+
+
+def dockerfile_base() -> str:
+    """The base image ``labs/docker/Dockerfile`` builds FROM (its first FROM line)."""
+    path = docker_dir() / "Dockerfile"
+    for line in path.read_text().splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "FROM":
+            return words[1]
+    raise LabError(f"{path}: no FROM line")
 
 
 def _ensure_base(
@@ -383,7 +493,7 @@ def _ensure_base(
             f"images build: no apt source for Debian {host_release()} in /etc/apt/sources.list*; "
             "the offline build needs a Debian host (else use --method dockerfile)"
         )
-    with tempfile.TemporaryDirectory(prefix="trustlab-image-", dir=_scratch()) as tmp:
+    with _scratch_dir() as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         pkg_file = Path(tmp) / "packages.txt"
         t = time.perf_counter()
@@ -407,9 +517,99 @@ def _ensure_base(
     return ref, pkgs
 
 
+#: The stand-in for the Dockerfile's base image in CI: Debian with apt (the Dockerfile runs
+#: apt-get) and the lab's packages already installed, without apt sources, so its RUN steps
+#: need no network: apt-get update fetches nothing and apt-get install finds every package
+#: installed.
+DOCKERFILE_BASE_ARGS = ("--variant=apt", *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES))
+DOCKERFILE_BASE_HOOKS = (
+    '--customize-hook=rm -f "$1"/etc/apt/sources.list "$1"/etc/apt/sources.list.d/*',
+    '--customize-hook=rm -f "$1"/etc/apt/apt.conf.d/99mmdebstrap',
+)
+
+
+def import_dockerfile_base(*, progress: Progress | None = None) -> tuple[str, bool]:
+    """Make the Dockerfile's base image (``debian:bookworm-slim``) offline, for CI.
+
+    The host's own packages through mmdebstrap, imported under the base's name, labelled
+    ``trustlab.image=dockerfile-base``. An image of that name that trustlab did not make (a
+    real one from a registry) is used as it is and never overwritten.
+
+    Returns:
+        ``(name, created)``: *created* is True when this call imported it (so a test that
+        wants to leave the daemon as it found it removes it again).
+    """
+    say = progress or _stderr_progress()
+    c = client(timeout=600)
+    name = dockerfile_base()
+    existing = _get(c, name)
+    if existing is not None:
+        kind = (existing.labels or {}).get(LABEL_KIND)
+        who = "made by trustlab" if kind == "dockerfile-base" else "not made by trustlab"
+        say(f"{name} is present ({who}): using it")
+        return name, False
+    if not shutil.which("mmdebstrap"):
+        raise PrerequisiteError("images dockerfile-base: mmdebstrap is missing; run: sudo apt-get install mmdebstrap")
+    sources = apt_sources()
+    if not sources:
+        raise PrerequisiteError(f"images dockerfile-base: no apt source for Debian {host_release()} on this host")
+    repo, _, tag = name.rpartition(":")
+    with _scratch_dir() as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        _mmdebstrap(
+            rootfs, Path(tmp) / "packages.txt", sources, say, args=DOCKERFILE_BASE_ARGS, hooks=DOCKERFILE_BASE_HOOKS
+        )
+        say(f"docker import -> {name}")
+        c.api.import_image_from_file(
+            str(rootfs), repository=repo or name, tag=tag or "latest", changes=[f"LABEL {LABEL_KIND}=dockerfile-base"]
+        )
+    return name, True
+
+
+@contextlib.contextmanager
+def _scratch_dir() -> Iterator[str]:
+    """A private build directory, removed afterwards without ever descending into a mount.
+
+    mmdebstrap (root mode) mounts /proc, /sys and /dev inside its chroot here. Interrupted at the
+    wrong moment it can exit with them still mounted; a plain rmtree would then walk into the
+    host's /proc and /dev. Mounts are detached first; a directory that still holds one is left."""
+    tmp = tempfile.mkdtemp(prefix="trustlab-image-", dir=_scratch())
+    try:
+        yield tmp
+    finally:
+        _unmount_below(Path(tmp))
+        if _mounts_below(Path(tmp)):
+            raise LabError(f"images build: {tmp} still holds mounts; unmount them, then remove it")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mounts_below(root: Path) -> list[str]:
+    """Mount points at or below *root* (from /proc/self/mountinfo), deepest first."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = str(root.resolve())
+    points = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape")  # mountinfo escapes spaces as \040
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _unmount_below(root: Path) -> None:
+    for point in _mounts_below(root):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, timeout=30)
+
+
 def _scratch() -> str | None:
     """A tmpfs for the rootfs when it has room (unpacking there is ~25% faster)."""
     shm = Path("/dev/shm")
+    if not hasattr(os, "statvfs"):
+        return None
     try:
         st = os.statvfs(shm)
         if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize > 2 * 1024**3:
@@ -419,12 +619,21 @@ def _scratch() -> str | None:
     return None
 
 
-def _mmdebstrap(rootfs: Path, pkg_file: Path, sources: list[Path], say: Progress) -> None:
+def _mmdebstrap(
+    rootfs: Path,
+    pkg_file: Path,
+    sources: list[Path],
+    say: Progress,
+    *,
+    args: tuple[str, ...] = MMDEBSTRAP_ARGS,
+    hooks: tuple[str, ...] = (),
+) -> None:
     include = ",".join(packages())
     query = " ".join(RECORDED)
     cmd = [
         "mmdebstrap",
-        *MMDEBSTRAP_ARGS,
+        *args,
+        *hooks,
         f"--include={include}",
         *(f"--aptopt={opt}" for opt in _apt_proxy()),
         # Runs on the host after installation: record the exact versions for the labels.
@@ -433,9 +642,14 @@ def _mmdebstrap(rootfs: Path, pkg_file: Path, sources: list[Path], say: Progress
         str(rootfs),
         *map(str, sources),
     ]
-    say(f"mmdebstrap {host_release()} from {', '.join(map(str, sources))}: {include}")
+    say(f"mmdebstrap {host_release()} from {', '.join(map(str, sources))} in {rootfs.parent}: {include}")
     env = dict(os.environ, TMPDIR=str(rootfs.parent))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # Its own process group: on an interrupt the whole of it (apt, dpkg-deb, tar under
+    # mmdebstrap) stops before the scratch directory is removed; signalling mmdebstrap alone
+    # left extractors writing into a directory that was being deleted.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     tail: list[str] = []
     assert proc.stdout is not None
     try:
@@ -446,15 +660,36 @@ def _mmdebstrap(rootfs: Path, pkg_file: Path, sources: list[Path], say: Progress
                 say(f"  {line}")
     finally:
         if proc.poll() is None:  # interrupted: mmdebstrap cleans up its own temp dirs on SIGTERM
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
         proc.stdout.close()
     if proc.wait() != 0:
         raise LabError(f"images build: mmdebstrap failed (exit {proc.returncode}): {' | '.join(tail[-5:])}")
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM mmdebstrap's process group, wait for all of it, SIGKILL what is left after 30 s."""
+    import signal
+
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        proc.poll()
+        if proc.returncode is not None and not group_alive():
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _apt_proxy() -> list[str]:
@@ -492,17 +727,19 @@ def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Prog
 
 def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float]) -> Any:
     files = {name: (docker_dir() / name).read_bytes() for name in ("Dockerfile", "packages.txt")}
+    base = dockerfile_base()
+    present = _get(c, base) is not None
+    if present:
+        say(f"base {base} is present: not pulling it")
+    else:
+        say(f"base {base} is missing: pulling it (needs a registry; offline: trustlab images build)")
     t = time.perf_counter()
-    img = _docker_build(c, files, say, labels={LABEL_KIND: "lab", LABEL_INPUTS: inputs}, pull=True)
+    # The RUN steps' apt-get needs the network the base's apt sources name (none for a base
+    # whose packages are already installed, as in CI).
+    img = _docker_build(c, files, say, labels={LABEL_KIND: "lab", LABEL_INPUTS: inputs}, pull=not present, network=True)
     steps["dockerfile_s"] = time.perf_counter() - t
     # Versions are only known after the build: read them inside the image, then relabel.
-    out = c.containers.run(
-        img.id,
-        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *RECORDED],
-        remove=True,
-        network_mode="none",
-    ).decode()
-    pkgs = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    pkgs = _dpkg_versions(c, img.id)
     return _docker_build(
         c,
         {"Dockerfile": f"FROM {img.id}\n".encode()},
@@ -516,7 +753,9 @@ def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float
     )
 
 
-def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False) -> Any:
+def _docker_build(
+    c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False, network: bool = False
+) -> Any:
     import docker.errors
 
     buf = io.BytesIO()
@@ -535,7 +774,7 @@ def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dic
             rm=True,
             forcerm=True,
             pull=pull,
-            network_mode="default" if pull else "none",
+            network_mode="default" if network else "none",
         )
     except docker.errors.BuildError as exc:
         lines = [str(x.get("stream") or x.get("error") or "").strip() for x in exc.build_log]
@@ -550,46 +789,87 @@ def _docker_build(c: Any, files: dict[str, bytes], say: Progress, *, labels: dic
 
 
 # -- save / load -----------------------------------------------------------------------------
-def save(path: Path | str, *, progress: Progress | None = None) -> Path:
-    """Write the lab image (both tags) into one tarball to copy to other machines."""
+def _compressed(path: Path) -> bool:
+    return path.name.endswith((".gz", ".tgz"))
+
+
+def save(
+    path: Path | str, *, progress: Progress | None = None, refs: list[str] | None = None, gzip: bool | None = None
+) -> Path:
+    """Write the lab image (and the classroom image, when built) into one tarball.
+
+    Args:
+        refs: what to write (default: every ``trustlab/lab`` and ``trustlab/classroom`` tag of
+            the current images).
+        gzip: compress (default: when the name ends in ``.gz`` or ``.tgz``); about a third of
+            the size, and ``docker load`` / ``images load`` read it as it is.
+    """
+    import gzip as gz
+
     say = progress or _stderr_progress()
     c = client(timeout=600)
-    img = _get(c, LAB_IMAGE)
-    if img is None:
-        raise PrerequisiteError(f"images save: {LAB_IMAGE} is missing; run: trustlab images build")
-    names = [t for t in img.tags if t.startswith(f"{LAB_REPO}:")]
+    if refs is None:
+        img = _get(c, LAB_IMAGE)
+        if img is None:
+            raise PrerequisiteError(f"images save: {LAB_IMAGE} is missing; run: trustlab images build")
+        refs = [t for t in img.tags if t.startswith(f"{LAB_REPO}:") and t != LOADED]
+        room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
+        if room is not None:
+            refs += [t for t in room.tags if t.startswith(f"{CLASSROOM_REPO}:") and not t.endswith(":loaded")]
     path = Path(path)
+    compress = _compressed(path) if gzip is None else gzip
     tmp = path.with_name(path.name + ".partial")
     # The SDK's Image.save() names one tag; the API endpoint takes several.
-    res = c.api._get(c.api._url("/images/get"), params={"names": names}, stream=True)
+    res = c.api._get(c.api._url("/images/get"), params={"names": refs}, stream=True)
     c.api._raise_for_status(res)
     size = 0
-    with open(tmp, "wb") as fh:
-        for chunk in res.iter_content(chunk_size=1 << 20):
-            fh.write(chunk)
-            size += len(chunk)
-    tmp.replace(path)
-    say(f"saved {', '.join(names)} to {path} ({size / 1e6:.0f} MB)")
+    try:
+        with (
+            open(tmp, "wb") as raw,
+            (
+                gz.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+                if compress
+                else contextlib.nullcontext(raw)
+            ) as fh,
+        ):
+            for chunk in res.iter_content(chunk_size=1 << 20):
+                fh.write(chunk)
+                size += len(chunk)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    packed = f", gzip: {path.stat().st_size / 1e6:.0f} MB" if compress else ""
+    say(f"saved {', '.join(refs)} to {path} ({size / 1e6:.0f} MB{packed})")
     return path
 
 
 def load(path: Path | str, *, progress: Progress | None = None) -> list[str]:
-    """Load a tarball written by :func:`save`; return the lab tags now present."""
+    """Load a tarball written by :func:`save` (plain or gzip); return the tags it brought.
+
+    When it brings ``trustlab/lab:current``, that image is also tagged ``trustlab/lab:loaded``:
+    `images build` then refuses to move ``current`` away from it without ``--force``."""
     say = progress or _stderr_progress()
     path = Path(path)
     if not path.is_file():
         raise LabError(f"images load: {path}: no such file; pass a tarball made by `trustlab images save`")
     c = client(timeout=600)
-    with open(path, "rb") as fh:
+    brought: list[str] = []
+    with open(path, "rb") as fh:  # the daemon reads gzip (and xz, bzip2) tarballs itself
         for entry in c.api.load_image(fh):
             if "error" in entry:
                 raise LabError(f"images load: {path}: {entry['error']}")
-            if entry.get("stream"):
-                say(entry["stream"].strip())
-    img = _get(c, LAB_IMAGE)
-    if img is None:
-        raise LabError(f"images load: {path} did not contain {LAB_IMAGE}")
-    return [t for t in img.tags if t.startswith(f"{LAB_REPO}:")]
+            line = str(entry.get("stream") or "").strip()
+            if line:
+                say(line)
+                if line.startswith("Loaded image: "):
+                    brought.append(line[len("Loaded image: ") :])
+    if not brought:
+        raise LabError(f"images load: {path} held no tagged image; pass a tarball made by `trustlab images save`")
+    for ref in brought:
+        if ref.endswith(f":{ALIAS}"):
+            c.images.get(ref).tag(*_loaded_tag(ref).rsplit(":", 1))
+    return brought
 
 
 # -- command line --------------------------------------------------------------------------
@@ -599,15 +879,17 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the lab image offline (no-op when up to date)")
     b.add_argument("--force", action="store_true")
     b.add_argument("--method", choices=("offline", "dockerfile"), default="offline")
-    s = sub.add_parser("save", help="write the lab image to a tarball")
+    s = sub.add_parser("save", help="write the lab image to a tarball (.tar.gz or --gzip: compressed)")
     s.add_argument("path", type=Path)
+    s.add_argument("--gzip", action="store_true")
     ld = sub.add_parser("load", help="load a tarball written by save")
     ld.add_argument("path", type=Path)
     sub.add_parser("status", help="is the image there, and which versions it carries")
+    sub.add_parser("dockerfile-base", help="CI: the Dockerfile's base image from this host's packages, offline")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
-            r = build(force=args.force, method=args.method)
+            r = build(force=args.force, method=args.method, image=lab_image())
             print(
                 json.dumps(
                     {
@@ -620,9 +902,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         elif args.cmd == "save":
-            save(args.path)
+            save(args.path, gzip=args.gzip or None)
         elif args.cmd == "load":
             print("\n".join(load(args.path)))
+        elif args.cmd == "dockerfile-base":
+            name, created = import_dockerfile_base()
+            print(json.dumps({"base": name, "created": created}))
         else:
             present = images_present()
             print(json.dumps({"present": present, "versions": image_versions() if present else {}}))

@@ -11,7 +11,8 @@ Executing the notebooks themselves (tests, ``make notebooks``) lives in :mod:`ha
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,29 @@ def _td(value: Any) -> str:
 
 
 # -- running ---------------------------------------------------------------------------------
+#: The environment variable that picks the notebooks' runtime (``local``, ``docker`` or ``auto``).
+RUNTIME_ENV = "TRUSTLAB_RUNTIME"
+
+
+def choose_runtime(*, say: Callable[[str], None] | None = print) -> str:
+    """The runtime the notebooks run on: ``local`` or ``docker``, chosen as the CLI's default does.
+
+    ``auto`` (the default) picks docker when a daemon answers and the lab image is built, else
+    local; ``TRUSTLAB_RUNTIME=local|docker`` overrides it. *say* (default ``print``) is told
+    which runtime was chosen and why.
+    """
+    wanted = os.environ.get(RUNTIME_ENV, "").strip().lower() or "auto"
+    if wanted == "auto":
+        chosen, why = runner.resolve_auto()
+    elif wanted in ("local", "docker"):
+        chosen, why = wanted, f"{RUNTIME_ENV}={wanted}"
+    else:
+        raise LabError(f"{RUNTIME_ENV}={wanted!r} is unknown; set it to local, docker or auto (or unset it)")
+    if say:
+        say(f"runtime: {chosen} ({why})")
+    return chosen
+
+
 def run_scenario(
     *scenario_ids: str, runtime: str = "local", identities: Sequence[str] | None = None
 ) -> Results:

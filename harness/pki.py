@@ -10,6 +10,21 @@ certificate that gives it exactly its meaning. Files are written to a private di
     DIR/identities/<id>.key       its private key
     DIR/default-site.{pem,key}    a multi-site backend's default certificate (no SNI)
     DIR/manifest.json             what each file is
+
+With the optional identity ``client-ca-signed`` (mTLS scenarios) the proxy's own client
+material, read by the proxy from the lab directory like the trust files::
+
+    DIR/client-ca.pem             the CA that issued the proxy's client certificate (a root)
+    DIR/proxy-client.crt|.key     the proxy's client certificate and key (nginx)
+    DIR/proxy-client.pem          certificate + key in one file (Apache, HAProxy)
+    DIR/proxy-client-with-ca.pem  certificate + key + client CA (Apache 2.4.59+ reads the CA too)
+    DIR/proxy-clients-two.pem     a client certificate of another CA, then the right one
+
+With the optional identity ``revoked`` (revocation scenarios), CRLs in PEM::
+
+    DIR/crl-intermediate.pem      the internal intermediate's CRL (lists ``revoked``)
+    DIR/crl-root.pem              the internal root's CRL (lists nothing)
+    DIR/crl-chain.pem             both: a CRL for every CA in the chain
 """
 
 from __future__ import annotations
@@ -98,6 +113,9 @@ class LabPKI:
     backend_name: str = BACKEND_NAME
     #: Optional identities (``legit-deep``), written next to the built-in ones.
     optional: dict[str, IdentityCert] | None = None
+    #: Extra files for the optional identities' scenarios (client material, CRLs):
+    #: name -> (bytes, secret?), written at the top of the PKI directory.
+    files: dict[str, tuple[bytes, bool]] | None = None
 
     @classmethod
     def mint(
@@ -156,6 +174,13 @@ class LabPKI:
             deep_leaf = inter.create_child_ca().issue_cert(backend_name, common_name=backend_name)
             deep_chain = b"".join(p.bytes() for p in deep_leaf.cert_chain_pems)
             extra["legit-deep"] = IdentityCert("legit-deep", deep_chain, deep_leaf.private_key_pem.bytes())
+        files: dict[str, tuple[bytes, bool]] = {}
+        if "client-ca-signed" in optional:
+            extra["client-ca-signed"], client_files = _client_material(backend_name)
+            files.update(client_files)
+        if "revoked" in optional:
+            extra["revoked"], crl_files = _revoked(root, inter, backend_name, now)
+            files.update(crl_files)
         default = from_ca("default-site", inter, DEFAULT_SITE_NAME, common_name=DEFAULT_SITE_NAME)
         return cls(
             internal_root_pem=root.cert_pem.bytes(),
@@ -165,6 +190,7 @@ class LabPKI:
             backend_ip=backend_ip,
             backend_name=backend_name,
             optional=extra,
+            files=files,
         )
 
     def identity(self, identity: str) -> IdentityCert:
@@ -185,6 +211,8 @@ class LabPKI:
         for cert in [*self.identities.values(), *(self.optional or {}).values()]:
             cert.write_to(ident_dir)
         self.default_site.write_to(directory)
+        for name, (data, secret) in (self.files or {}).items():
+            (_write_secret if secret else _write)(directory / name, data)
         manifest = {
             "backend": self.backend_name,
             "backend_ip": self.backend_ip,
@@ -195,6 +223,83 @@ class LabPKI:
         }
         _write(directory / "manifest.json", json.dumps(manifest, indent=2).encode())
         return directory
+
+
+CLIENT_CA_FILE = "client-ca.pem"
+#: The subject CN of the proxy's client certificate (the seat records it as evidence).
+PROXY_CLIENT_CN = "trustlab proxy client"
+
+
+def _client_material(backend_name: str) -> tuple[IdentityCert, dict[str, tuple[bytes, bool]]]:
+    """The client CA, the proxy's client certificate, and ``client-ca-signed``.
+
+    ``client-ca-signed`` is a backend certificate for the backend's name issued by the CA
+    that issued the proxy's client certificate: an impostor that passes wherever a proxy
+    trusts the client CA for backends (Apache adds SSLProxyMachineCertificateChainFile to
+    its verify store). A second, unrelated CA issues the "other" client certificate.
+    """
+    client_ca = trustme.CA(organization_name="trustlab client CA")
+    other_ca = trustme.CA(organization_name="trustlab other client CA")
+    mine = client_ca.issue_cert(common_name=PROXY_CLIENT_CN, organization_name="trustlab proxy")
+    other = other_ca.issue_cert(common_name="trustlab other client", organization_name="trustlab proxy")
+    cert, key = mine.cert_chain_pems[0].bytes(), mine.private_key_pem.bytes()
+    other_pair = other.cert_chain_pems[0].bytes() + other.private_key_pem.bytes()
+    ca_pem = client_ca.cert_pem.bytes()
+    leaf = client_ca.issue_cert(backend_name, common_name=backend_name)
+    ident = IdentityCert(
+        "client-ca-signed", b"".join(p.bytes() for p in leaf.cert_chain_pems), leaf.private_key_pem.bytes()
+    )
+    return ident, {
+        CLIENT_CA_FILE: (ca_pem, False),
+        "proxy-client.crt": (cert, False),
+        "proxy-client.key": (key, True),
+        "proxy-client.pem": (cert + key, True),
+        "proxy-client-with-ca.pem": (cert + key + ca_pem, True),
+        "proxy-clients-two.pem": (other_pair + cert + key, True),
+    }
+
+
+def _revoked(
+    root: trustme.CA, inter: trustme.CA, backend_name: str, now: dt.datetime
+) -> tuple[IdentityCert, dict[str, tuple[bytes, bool]]]:
+    """``revoked`` (internal intermediate -> the backend's name, then revoked) and the CRLs."""
+    leaf = inter.issue_cert(backend_name, common_name=backend_name)
+    serial = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
+    ident = IdentityCert("revoked", b"".join(p.bytes() for p in leaf.cert_chain_pems), leaf.private_key_pem.bytes())
+    crl_inter = _crl(inter, [serial], now)
+    crl_root = _crl(root, [], now)
+    return ident, {
+        "crl-intermediate.pem": (crl_inter, False),
+        "crl-root.pem": (crl_root, False),
+        "crl-chain.pem": (crl_inter + crl_root, False),
+    }
+
+
+def _crl(ca: trustme.CA, serials: list[int], now: dt.datetime) -> bytes:
+    """A CRL signed by *ca* listing *serials* (revoked an hour ago), valid for a day."""
+    issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now - dt.timedelta(hours=1))
+        .next_update(now + dt.timedelta(days=1))
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(now - dt.timedelta(hours=1))
+            .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+            .build()
+        )
+    crl = builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    return crl.public_bytes(serialization.Encoding.PEM)
 
 
 def _self_signed(ident: str, name: str, now: dt.datetime) -> IdentityCert:

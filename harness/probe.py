@@ -43,6 +43,13 @@ class Cell:
     sni: str | None
     tls: str | None
     duration_s: float
+    #: Seat evidence (issue 14): "reused connection" (the request came on a connection already
+    #: open, no new handshake) or "resumed session" (a resumed TLS handshake); None otherwise.
+    reuse: str | None = None
+    #: mTLS scenarios: the client certificate the proxy sent, "subject (issuer ...)".
+    client_cert: str | None = None
+    #: Multi-policy scenarios: what the request under the loose policy got first.
+    primed: str | None = None
 
     @property
     def differs(self) -> bool:

@@ -36,6 +36,8 @@ COLOR = {
 CSV_FIELDS = (
     "scenario", "proxy", "variant", "identity", "outcome", "expected", "status", "reason", "sni",
     "tls", "duration_s",
+    # Added by issue 14 (columns are only ever appended): the seat's reuse and mTLS evidence.
+    "reuse", "client_cert", "primed",
 )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, _process
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.probe import Cell
@@ -95,13 +95,7 @@ def sweep() -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _process.alive(pid)
 
 
 @contextlib.contextmanager
@@ -110,6 +104,9 @@ def _signals_held() -> Iterator[None]:
 
     Creating and removing a lab directory must not stop halfway: an interrupt inside
     ``rmtree`` left a partly removed lab behind."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks, nothing to hold
+        yield
+        return
     held = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
@@ -192,7 +189,9 @@ def run(
     t0 = time.perf_counter()
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
-        wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+        # Minted even when an explicit identity list does not run them: a scenario's config may
+        # name their files (the proxy's client certificate, CRLs).
+        wanted = tuple(dict.fromkeys(i for s in scenarios for i in s.optional_identities))
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted)
         kw: dict[str, Any] = {"extra": extra} if extra else {}
         raws = rt.run(
@@ -213,6 +212,9 @@ def run(
                 sni=raw["sni"],
                 tls=raw["tls"],
                 duration_s=raw["duration_s"],
+                reuse=raw.get("reuse"),
+                client_cert=raw.get("client_cert"),
+                primed=raw.get("primed"),
             )
             cells.append(cell)
             if on_cell:
@@ -230,6 +232,9 @@ def run(
         "versions": {"openssl": _openssl_version(), **rt.versions()},
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
+        # The seat's lab address (IP targets and the ip-san identity name it): fixed on the
+        # local runtime, the lab network's .10 on the docker runtime.
+        "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
     }
     return Results(meta=meta, cells=cells)
 

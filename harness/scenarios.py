@@ -60,14 +60,47 @@ DIRECTIVES: dict[ProxyKind, tuple[str, ...]] = {
     ),
 }
 
+# mTLS and revocation (issue 14): the proxy's client certificate and CRLs.
+DIRECTIVES[ProxyKind.NGINX] += ("proxy_ssl_certificate", "proxy_ssl_certificate_key")
+DIRECTIVES[ProxyKind.APACHE] += (
+    "SSLProxyMachineCertificateFile", "SSLProxyMachineCertificateChainFile", "SSLProxyCARevocationFile",
+    "SSLProxyCARevocationCheck",
+)
+DIRECTIVES[ProxyKind.HAPROXY] += ("crt",)
+
 TARGETS = ("name", "ip")
 #: Placeholders a raw ``config`` snippet may use.
-PLACEHOLDERS = ("ca", "bundle", "backend", "backend_ip", "port", "upstream")
-_TOP_KEYS = (
+PLACEHOLDERS: tuple[str, ...] = ("ca", "bundle", "backend", "backend_ip", "port", "upstream")
+_TOP_KEYS: tuple[str, ...] = (
     "proxy", "title", "description", "control", "sources", "target", "seat", "directives",
     "expected", "reporter_goal", "config", "config_http",
 )
-_SEAT_KEYS = ("sni_routing",)
+_SEAT_KEYS: tuple[str, ...] = ("sni_routing",)
+
+#: Files of the PKI directory a config may name, and the optional identity that mints them.
+PKI_FILES: dict[str, tuple[str, str]] = {
+    "client_ca": ("client-ca.pem", "client-ca-signed"),
+    "client_cert": ("proxy-client.crt", "client-ca-signed"),
+    "client_key": ("proxy-client.key", "client-ca-signed"),
+    "client_pem": ("proxy-client.pem", "client-ca-signed"),
+    "client_pem_with_ca": ("proxy-client-with-ca.pem", "client-ca-signed"),
+    "client_pems_two": ("proxy-clients-two.pem", "client-ca-signed"),
+    "crl_chain": ("crl-chain.pem", "revoked"),
+    "crl_intermediate": ("crl-intermediate.pem", "revoked"),
+    "crl_root": ("crl-root.pem", "revoked"),
+}
+PLACEHOLDERS += tuple(PKI_FILES)
+#: Multi-policy scenarios (issue 14): two policies in one proxy on purpose. Each cell first
+#: requests ``prime`` (the loose policy), then ``/`` (the strict one) with the same identity.
+_TOP_KEYS += ("multi_policy", "prime")
+#: ``client_auth``: the seat asks for a client certificate; ``keepalive``: it keeps connections open.
+_SEAT_KEYS += ("client_auth", "keepalive")
+#: The placeholders a directive value may hold (files), removed before the brace check.
+_FILE_PLACEHOLDER = re.compile(r"\{(?:ca|bundle|" + "|".join(PKI_FILES) + r")\}")
+#: A target line per policy, per proxy: two in one config means two policies in one process.
+_POLICY_LINES = {ProxyKind.NGINX: "proxy_pass", ProxyKind.APACHE: "ProxyPass", ProxyKind.HAPROXY: "server"}
+#: A multi-policy scenario's id says what it tests.
+MULTI_POLICY_WORDS = ("reuse", "resume", "keepalive")
 
 
 @dataclass(frozen=True)
@@ -92,6 +125,24 @@ class Scenario:
     config: str = ""
     #: nginx only: raw text at http level (``upstream`` blocks).
     config_http: str = ""
+    #: Two policies in one proxy on purpose (reuse scenarios); never part of the isolation rule.
+    multi_policy: bool = False
+    #: The path each cell requests first, under the loose policy (multi-policy scenarios).
+    prime: str = ""
+    #: Seat modes: ask for a client certificate; keep connections open for more requests.
+    client_auth: bool = False
+    keepalive: bool = False
+
+    def cell_options(self) -> dict[str, object]:
+        """What a lab job's cell carries besides key and identity (the seat's modes, the prime)."""
+        opts: dict[str, object] = {"sni_routing": self.sni_routing}
+        if self.client_auth:
+            opts["client_auth"] = True
+        if self.keepalive:
+            opts["keepalive"] = True
+        if self.prime:
+            opts["prime"] = self.prime
+        return opts
 
     @property
     def variant(self) -> str:
@@ -198,7 +249,7 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
                 raise fail(f"directives.{key}", "must be a string (true is only for bare HAProxy keywords)")
         elif not isinstance(value, str):
             raise fail(f"directives.{key}", f"must be a string, got {type(value).__name__}")
-        elif "\n" in value or ";" in value or "{" in value.replace("{ca}", "").replace("{bundle}", ""):
+        elif "\n" in value or ";" in value or "{" in _FILE_PLACEHOLDER.sub("", value):
             raise fail(f"directives.{key}", "must be one value without newlines, ';' or braces")
         directives.append((key, value))
 
@@ -234,6 +285,37 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     # Built-in identities in their order, then the optional ones this scenario opts into.
     expected = {i: expected[i] for i in ALL_IDENTITY_IDS if i in expected}
 
+    texts = [config, config_http, *(str(v) for _, v in directives)]
+    for name, (file, needs) in PKI_FILES.items():
+        if any("{" + name + "}" in t for t in texts) and needs not in expected:
+            raise fail(f"expected.{needs}", f"{{{name}}} ({file}) is minted with the optional identity "
+                       f"{needs}; list it in [expected]")
+    for key in ("client_auth", "keepalive"):
+        if not isinstance(seat.get(key, False), bool):
+            raise fail(f"seat.{key}", "must be true or false")
+    if seat.get("client_auth") and "client-ca-signed" not in expected:
+        raise fail("seat.client_auth", "needs the client CA: list client-ca-signed in [expected]")
+    multi_policy = data.get("multi_policy", False)
+    if not isinstance(multi_policy, bool):
+        raise fail("multi_policy", "must be true or false")
+    prime = string("prime")
+    variant = scenario_id.rsplit("/", 1)[-1]
+    if multi_policy:
+        if not prime.startswith("/") or not prime.endswith("/"):
+            raise fail("prime", "a multi-policy scenario needs prime = a path like '/loose/' (the loose policy)")
+        if not any(w in variant for w in MULTI_POLICY_WORDS):
+            raise fail("multi_policy", f"the id {scenario_id!r} must say what it tests: contain "
+                       f"{', '.join(MULTI_POLICY_WORDS)}")
+    elif prime:
+        raise fail("prime", "only a multi-policy scenario (multi_policy = true) primes a loose policy")
+    else:
+        # The isolation rule (one policy per proxy process) holds for every other scenario.
+        word = _POLICY_LINES[proxy]
+        count = len(re.findall(rf"(?m)^\s*{word}\b", config))
+        if count > 1:
+            raise fail("config", f"{count} {word} lines run two policies in one proxy process; mark it "
+                       "multi_policy = true (with prime) or split it")
+
     return Scenario(
         id=scenario_id,
         proxy=proxy,
@@ -249,6 +331,10 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         reporter_goal=string("reporter_goal"),
         config=config,
         config_http=config_http,
+        multi_policy=multi_policy,
+        prime=prime,
+        client_auth=bool(seat.get("client_auth", False)),
+        keepalive=bool(seat.get("keepalive", False)),
     )
 
 
@@ -326,6 +412,8 @@ def json_schema() -> dict[str, Any]:
             "reporter_goal": {"type": "string"},
             "config": {"type": "string"},
             "config_http": {"type": "string"},
+            "multi_policy": {"type": "boolean"},
+            "prime": {"type": "string", "pattern": "^/(.*/)?$"},
             "seat": {
                 "type": "object",
                 "additionalProperties": False,

@@ -15,13 +15,26 @@ Run standalone (Docker runtime)::
 
     python -m harness.seat --pki DIR --listen 0.0.0.0:8443 --control 0.0.0.0:9000
 
-The control port speaks one line per command: ``present ID [route]``, ``mark``,
-``since N`` (JSON list of connections), ``ping``.
+The control port speaks one line per command: ``present ID [route] [mtls] [keepalive]``,
+``mark``, ``since N`` (JSON list of connections), ``ping``.
+
+Two modes exist for the mTLS and reuse scenarios only (off by default, so every other cell
+keeps one fresh handshake per response):
+
+* ``client_auth`` (``mtls``): the seat asks for a client certificate, advertising the client
+  CA as its acceptable CA; the legitimate backend requires one, impostors take what they
+  get. The subject and issuer it received are recorded as evidence.
+* ``keepalive``: a connection serves more than one request. A request on a connection that
+  is already open is recorded as its own entry with ``reused`` (no new handshake); a new
+  connection whose handshake resumed a TLS session is recorded with ``resumed``. Idle
+  connections are closed when the next cell presents an identity, so nothing carries from
+  one cell into another.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import socket
 import ssl
@@ -50,12 +63,24 @@ class Connection:
     served: bool = False
     #: The address:port the proxy connected to (which upstream target it meant).
     dest: str | None = None
+    #: mTLS: the client certificate the proxy sent (RFC 4514 subject and issuer), if any.
+    client_subject: str | None = None
+    client_issuer: str | None = None
+    #: Reuse evidence: this entry is a further request on connection ``conn`` (no handshake) ...
+    reused: bool = False
+    conn: int | None = None
+    #: ... or this connection's handshake resumed an earlier TLS session.
+    resumed: bool = False
 
 
 @dataclass
 class _State:
     identity: str = "legit"
     sni_routing: bool = False
+    client_auth: bool = False
+    keepalive: bool = False
+    #: Bumped by every present(): a kept-alive connection never outlives its cell.
+    generation: int = 0
     connections: list[Connection] = field(default_factory=list)
 
 
@@ -84,6 +109,10 @@ class Seat:
             if i not in self._contexts and (self._pki / "identities" / f"{i}.pem").exists():
                 self._contexts[i] = self._context(self._pki / "identities" / i)
         self._default_ctx = self._context(self._pki / "default-site")
+        #: Client-auth contexts, made on first use (only mTLS scenarios need them).
+        self._mtls_contexts: dict[str, ssl.SSLContext] = {}
+        #: Keep-alive connections waiting for their next request (closed on the next present()).
+        self._idle: set[socket.socket] = set()
         self._state = _State()
         self._lock = threading.Lock()
         self._settled = threading.Condition(self._lock)
@@ -112,6 +141,13 @@ class Seat:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            idle, self._idle = self._idle, set()
+        for conn in idle:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._sock:
             try:  # wakes the accept() below at once on Linux
                 self._sock.shutdown(socket.SHUT_RDWR)
@@ -128,13 +164,29 @@ class Seat:
         return int(self._sock.getsockname()[1])
 
     # -- control ---------------------------------------------------------------------
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
-        """Answer every new connection as *identity* from now on."""
+    def present(
+        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False
+    ) -> None:
+        """Answer every new connection as *identity* from now on.
+
+        Closes the keep-alive connections left idle by the previous cell first.
+        """
         if identity not in self._contexts:
             raise KeyError(identity)
+        if client_auth:
+            self._mtls_context(identity)  # fail here, not in a handshake, when the PKI lacks the CA
         with self._lock:
             self._state.identity = identity
             self._state.sni_routing = sni_routing
+            self._state.client_auth = client_auth
+            self._state.keepalive = keepalive
+            self._state.generation += 1
+            idle, self._idle = self._idle, set()
+        for sock in idle:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def mark(self) -> int:
         """A position in the connection log; pass it to :meth:`since`."""
@@ -161,6 +213,26 @@ class Seat:
         ctx.sni_callback = self._on_sni
         return ctx
 
+    def _mtls_context(self, identity: str) -> ssl.SSLContext:
+        """*identity*'s context asking for a client certificate from the client CA.
+
+        The legitimate backend requires one; an impostor only asks (it takes what it gets)."""
+        with self._lock:
+            ctx = self._mtls_contexts.get(identity)
+            if ctx is None:
+                ca = self._pki / "client-ca.pem"
+                if not ca.exists():
+                    raise KeyError(f"{identity} (client auth needs {ca.name}: mint with client-ca-signed)")
+                stem = self._pki / "identities" / identity
+                if not (stem.parent / f"{identity}.pem").exists():
+                    stem = self._pki / "identities" / "legit"  # pragma: no cover - guarded by present()
+                ctx = self._context(stem)
+                ctx.verify_mode = ssl.CERT_REQUIRED if identity in LEGITIMATE_IDS else ssl.CERT_OPTIONAL
+                ctx.load_verify_locations(ca)
+                _advertise_client_ca(ctx, ca)
+                self._mtls_contexts[identity] = ctx
+            return ctx
+
     def _on_sni(self, sslsock: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
         conn: Connection = sslsock._trustlab_conn  # type: ignore[attr-defined]
         conn.sni = server_name
@@ -182,10 +254,14 @@ class Seat:
             with self._lock:
                 conn = Connection(seq=len(self._state.connections), identity=self._state.identity)
                 routing = self._state.sni_routing
+                mode = (self._state.client_auth, self._state.keepalive, self._state.generation)
                 self._state.connections.append(conn)
-            threading.Thread(target=self._handle, args=(raw, conn, routing), daemon=True).start()
+            threading.Thread(target=self._handle, args=(raw, conn, routing, *mode), daemon=True).start()
 
-    def _handle(self, raw: socket.socket, conn: Connection, routing: bool) -> None:
+    def _handle(
+        self, raw: socket.socket, conn: Connection, routing: bool, client_auth: bool = False,
+        keepalive: bool = False, generation: int = 0,
+    ) -> None:
         raw.settimeout(5)
         # No Nagle: the response must not wait for the ACK of the session tickets.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -195,8 +271,9 @@ class Seat:
             conn.dest = f"{addr[0]}:{addr[1]}"
         except OSError:
             pass
+        tls: ssl.SSLSocket | None = None
         try:
-            ctx = self._contexts[conn.identity]
+            ctx = self._mtls_context(conn.identity) if client_auth else self._contexts[conn.identity]
             # SSLContext.wrap_socket gives an SSLSocket; stash per-connection state on it so
             # the SNI callback (which only receives the socket) can record and route.
             tls = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
@@ -209,34 +286,44 @@ class Seat:
                 raw.close()
                 return
             conn.tls = tls.version()
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < _HEAD_LIMIT:
-                chunk = tls.recv(4096)
-                if not chunk:
+            conn.resumed = bool(tls.session_reused)
+            if client_auth:
+                conn.client_subject, conn.client_issuer = _peer_names(tls)
+            first, pending, served = conn, b"", 0
+            while True:
+                head, pending = _read_head(tls, pending)
+                lines = head.split(b"\r\n")
+                request = lines[0].decode("latin-1") if lines and lines[0] else None
+                if request is None:
+                    if not served:
+                        # The proxy completed the handshake, then hung up: nginx checks the
+                        # verify result only after the handshake, and closes here when it fails.
+                        conn.error = "closed after the handshake without a request"
+                    return
+                if served:  # keep-alive: a further request on this connection, its own entry
+                    conn = self._reused(first)
+                conn.request = request
+                for line in lines[1:]:
+                    if line.lower().startswith(b"host:"):
+                        conn.host = line[5:].strip().decode("latin-1")
+                self._respond(tls, conn, keepalive=keepalive)
+                served += 1
+                if not keepalive:
                     break
-                head += chunk
-            lines = head.split(b"\r\n")
-            conn.request = lines[0].decode("latin-1") if lines and lines[0] else None
-            if conn.request is None:
-                # The proxy completed the handshake, then hung up: nginx checks the verify
-                # result only after the handshake, and closes here when it fails.
-                conn.error = "closed after the handshake without a request"
-                return
-            for line in lines[1:]:
-                if line.lower().startswith(b"host:"):
-                    conn.host = line[5:].strip().decode("latin-1")
-            served_by = conn.identity if conn.site == "backend" else f"{conn.identity}@default-site"
-            body = json.dumps(
-                {"identity": served_by, "sni": conn.sni, "tls": conn.tls, "request": conn.request}
-            ).encode()
-            tls.sendall(
-                b"HTTP/1.1 200 OK\r\n"
-                + f"{IDENTITY_HEADER}: {served_by}\r\n".encode()
-                + b"Content-Type: application/json\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            conn.served = True
+                with self._lock:
+                    if self._stop.is_set() or self._state.generation != generation:
+                        return  # the next cell already began: never carry a connection into it
+                    self._idle.add(tls)  # wrap_socket detached *raw*: shut the TLS socket down
+                tls.settimeout(30)
+                try:
+                    pending += tls.recv(4096)
+                except (ssl.SSLError, OSError):
+                    return
+                finally:
+                    with self._lock:
+                        self._idle.discard(tls)
+                if not pending:
+                    return
             try:
                 tls.unwrap()
             except (ssl.SSLError, OSError):
@@ -244,9 +331,93 @@ class Seat:
         except (ssl.SSLError, OSError) as exc:
             conn.error = conn.error or _short(exc)
         finally:
+            if tls is not None:
+                tls.close()  # wrap_socket detached *raw*: the TLS socket owns the descriptor
             raw.close()
             with self._settled:
                 self._settled.notify_all()
+
+    def _reused(self, first: Connection) -> Connection:
+        """A log entry for a further request on *first*'s connection (no new handshake)."""
+        with self._lock:
+            conn = Connection(
+                seq=len(self._state.connections), identity=first.identity, sni=first.sni, tls=first.tls,
+                site=first.site, dest=first.dest, client_subject=first.client_subject,
+                client_issuer=first.client_issuer, reused=True, conn=first.seq,
+            )
+            self._state.connections.append(conn)
+        return conn
+
+    def _respond(self, tls: ssl.SSLSocket, conn: Connection, *, keepalive: bool) -> None:
+        served_by = conn.identity if conn.site == "backend" else f"{conn.identity}@default-site"
+        body = json.dumps(
+            {"identity": served_by, "sni": conn.sni, "tls": conn.tls, "request": conn.request}
+        ).encode()
+        tls.sendall(
+            b"HTTP/1.1 200 OK\r\n"
+            + f"{IDENTITY_HEADER}: {served_by}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + (b"Connection: keep-alive\r\n" if keepalive else b"Connection: close\r\n")
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        with self._settled:
+            conn.served = True
+            self._settled.notify_all()
+
+
+def _read_head(tls: ssl.SSLSocket, pending: bytes) -> tuple[bytes, bytes]:
+    """One request head (up to the blank line) and what followed it; ``b""`` on hang-up."""
+    head = pending
+    while b"\r\n\r\n" not in head and len(head) < _HEAD_LIMIT:
+        try:
+            chunk = tls.recv(4096)
+        except (ssl.SSLError, OSError):
+            chunk = b""
+        if not chunk:
+            return (head if b"\r\n" in head else b""), b""
+        head += chunk
+    head, _, rest = head.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _peer_names(tls: ssl.SSLSocket) -> tuple[str | None, str | None]:
+    """The client certificate's subject and issuer, ``None`` when the proxy sent none."""
+    cert = tls.getpeercert()
+    if not cert:
+        return None, None
+
+    def name(rdns: object) -> str:
+        # CN and O only: trustme adds a random OU per certificate, which would differ per run.
+        short = {"commonName": "CN", "organizationName": "O"}
+        parts = [f"{short[k]}={v}" for rdn in rdns for k, v in rdn if k in short]  # type: ignore[attr-defined]
+        return ",".join(parts)
+
+    return name(cert.get("subject", ())), name(cert.get("issuer", ()))
+
+
+def _advertise_client_ca(ctx: ssl.SSLContext, ca_file: Path) -> None:
+    """Send *ca_file*'s subject as the acceptable client CA (CertificateRequest's CA list).
+
+    Python's ssl module has no call for ``SSL_CTX_set_client_CA_list``; without it the list is
+    empty and a proxy holding several client certificates (Apache) just sends its first. The
+    call goes to the libssl this interpreter's ``_ssl`` is linked with; the context pointer is
+    the first field after the object header of CPython's ``PySSLContext``. Where that is not
+    available the seat still works, without a list (and says so in the evidence: the
+    certificate the proxy picked is recorded either way).
+    """
+    try:
+        lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        lib.SSL_load_client_CA_file.restype = ctypes.c_void_p
+        lib.SSL_load_client_CA_file.argtypes = [ctypes.c_char_p]
+        lib.SSL_CTX_set_client_CA_list.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        names = lib.SSL_load_client_CA_file(str(ca_file).encode())
+        if not names:
+            return
+        ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        lib.SSL_CTX_set_client_CA_list(ssl_ctx, names)
+    except (OSError, AttributeError):  # pragma: no cover - a non-CPython or a static build
+        pass
 
 
 def _short(exc: BaseException) -> str:
@@ -268,7 +439,11 @@ def _control(seat: Seat, host: str, port: int) -> None:
                     if not words:
                         continue
                     if words[0] == "present":
-                        seat.present(words[1], sni_routing=len(words) > 2 and words[2] == "route")
+                        flags = set(words[2:])
+                        seat.present(
+                            words[1], sni_routing="route" in flags, client_auth="mtls" in flags,
+                            keepalive="keepalive" in flags,
+                        )
                         reply = "ok"
                     elif words[0] == "mark":
                         reply = seat.mark()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from harness.errors import LabError
 from harness.probe import Cell
 from harness.runner import Results
-from harness.vocab import BACKEND_NAME, LEGITIMATE_IDS, Outcome
+from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, Outcome
 
 
 class Verdict(enum.StrEnum):
@@ -107,10 +107,25 @@ class _View:
     def extra_spoofs(self, scenario: str, control: str) -> list[str]:
         """Impostors *scenario* lets through that its *control* blocks."""
         spoofed_by_control = set(self.spoofed(control))
-        return [i for i in self.spoofed(scenario) if i not in spoofed_by_control]
+        # Only identities the control ran: an optional one (revoked) it never saw proves nothing.
+        return [
+            i for i in self.spoofed(scenario) if i not in spoofed_by_control and (control, i) in self.by
+        ]
 
     def variants(self, proxy: str) -> list[str]:
-        return [s for s in self.scenarios if s.startswith(f"{proxy}/") and s != f"{proxy}/good"]
+        """The proxy's variants of the fresh-handshake kind: the built-in identities only, one policy.
+
+        Scenarios that add identities (mTLS, revocation) or run two policies (reuse) test other
+        classes; counting them would move claim 8's share with every scenario added."""
+        from harness.scenarios import builtin
+
+        known = builtin()
+        plain = {s for s in self.scenarios if all(i in IDENTITY_IDS for (sc, i) in self.by if sc == s)}
+        return [
+            s for s in self.scenarios
+            if s.startswith(f"{proxy}/") and s != f"{proxy}/good" and s in plain
+            and not (s in known and known[s].multi_policy)
+        ]
 
 
 def _names(ids: Iterable[str]) -> str:

@@ -72,6 +72,14 @@ OPTIONAL_IDENTITIES: tuple[IdentitySpec, ...] = (
         "legit-deep", True,
         "internal root -> intermediate -> second intermediate -> backend-api.internal, both served",
     ),
+    IdentitySpec(
+        "client-ca-signed", False,
+        "the CA that issued the proxy's client certificate -> backend-api.internal",
+    ),
+    IdentitySpec(
+        "revoked", False,
+        "internal intermediate -> backend-api.internal, then revoked (listed in the intermediate's CRL)",
+    ),
 )
 OPTIONAL_IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in OPTIONAL_IDENTITIES)
 ALL_IDENTITY_IDS: tuple[str, ...] = IDENTITY_IDS + OPTIONAL_IDENTITY_IDS

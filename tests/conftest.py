@@ -59,3 +59,26 @@ def local_matrix(local_runtime: str):  # type: ignore[no-untyped-def]
     from harness import runner, scenarios
 
     return runner.run(scenarios.select(), runtime=local_runtime)
+
+
+REQUIRE_DOCKER = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1"
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> str:
+    """The docker runtime (daemon + lab image), or a skip (a failure in CI, or when
+    TRUSTLAB_REQUIRE_DOCKER=1: a missing daemon is never a skip there)."""
+    from harness import images
+
+    ready, why = images.docker_ready()
+    if not ready:
+        if REQUIRE_DOCKER:
+            pytest.fail(f"docker runtime unavailable in CI: {why}")
+        pytest.skip(why)
+    return "docker"
+
+
+@pytest.fixture(params=["local", "docker"])
+def each_runtime(request: pytest.FixtureRequest) -> str:
+    """Parametrizes a test over both runtimes (each with its own prerequisite fixture)."""
+    return str(request.getfixturevalue("local_runtime" if request.param == "local" else "docker_ready"))

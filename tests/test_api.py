@@ -14,6 +14,7 @@ EXPECTED = [
     "Results",
     "Verdict",
     "backend_saw",
+    "choose_runtime",
     "claims",
     "plot_grid",
     "predict",

@@ -250,10 +250,15 @@ def test_audit_prove(local_runtime: str) -> None:
 
 # -- the pytest plugin, through its example -------------------------------------------------
 @pytest.mark.integration
-def test_plugin_example_runs(local_runtime: str) -> None:
+def test_plugin_example_runs(each_runtime: str) -> None:
+    """The example project passes on each runtime (chosen with TRUSTLAB_RUNTIME)."""
     registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
     plugin = [] if registered else ["-p", "harness.pytest_plugin"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "TRUSTLAB_RUNTIME": each_runtime,
+    }
     proc = subprocess.run(
         [
             sys.executable,

@@ -94,10 +94,13 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     proc = trustlab("matrix", "--runtime", "local", "--proxy", "haproxy", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "matrix.json").read_text())
-    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s"}
+    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip"}
     assert set(data["meta"]["versions"]) >= {"nginx", "apache", "haproxy", "openssl"}
-    assert set(data["cells"][0]) == {"scenario", "proxy", "variant", "identity", "outcome", "expected",
-                                     "status", "reason", "sni", "tls", "duration_s"}
+    contract = {"scenario", "proxy", "variant", "identity", "outcome", "expected",
+                "status", "reason", "sni", "tls", "duration_s"}
+    # DESIGN's JSON shape is a contract: fields are only added (issue 14: the seat's evidence).
+    assert set(data["cells"][0]) - contract == {"reuse", "client_cert", "primed"}
+    assert contract <= set(data["cells"][0])
     assert {c["proxy"] for c in data["cells"]} == {"haproxy"}
     assert (tmp_path / "matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "matrix.csv").read_text().startswith("scenario,proxy,variant,identity,outcome")

@@ -187,24 +187,44 @@ def test_a_docker_lab_and_a_local_lab_at_once_agree(docker_runtime: str, local_r
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -> None:
-    def scratch() -> set[str]:
-        return {str(p) for d in ("/dev/shm", "/tmp", "/var/tmp") for p in Path(d).glob("trustlab-image-*")}
+    import re
 
-    before = scratch()
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "images", "build", "--force"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(3)  # inside mmdebstrap
+    current = images.client().images.get(images.LAB_IMAGE).id
+    env = {**os.environ, "TRUSTLAB_IMAGE": f"trustlab-test-{os.getpid()}/lab:interrupted"}  # never `current`
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "images", "build", "--force"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    # Interrupt once mmdebstrap runs (a fixed sleep landed in the imports on a loaded machine).
+    assert proc.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if not line or "I: " in line:
+            break
+    time.sleep(0.5)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)
     else:
         proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(seen) + rest
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert scratch() == before
-    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
-    assert [ln for ln in ps.splitlines() if "mmdebstrap" in ln and not ln.startswith("Z")] == []
-    assert images.images_present()  # the previous image is still there and still tagged
+    # Only this build's own scratch directory and processes: other builds may run on this machine.
+    ours = set(re.findall(r"(/\S+/trustlab-image-[A-Za-z0-9_]+)", err))
+    assert ours, err
+    assert [d for d in ours if Path(d).exists()] == []
+    ps = subprocess.run(["ps", "-eo", "pgid=,stat=,args="], capture_output=True, text=True).stdout
+    mine = [ln for ln in ps.splitlines() if ln.split()[0] == str(proc.pid)]
+    assert [ln for ln in mine if "mmdebstrap" in ln and ln.split()[1][0] != "Z"] == []
+    assert images.client().images.get(images.LAB_IMAGE).id == current  # the shared image is untouched
 
 
 def test_up_present_down_on_docker(docker_runtime: str) -> None:
@@ -215,14 +235,16 @@ def test_up_present_down_on_docker(docker_runtime: str) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp)}
 
     def tl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                              timeout=120, env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120, env=env
+        )
 
     def through_proxy(state: dict[str, Any]) -> str:
         out = subprocess.run(["sh", "-c", state["curl"] + " -i"], capture_output=True, text=True, timeout=30)
         marker = [ln for ln in out.stdout.splitlines() if ln.lower().startswith("x-trustlab-identity:")]
         return marker[0].split(":", 1)[1].strip() if marker else out.stdout
 
+    state: dict[str, Any] = {}
     try:
         up = tl("up", "haproxy/ca-only", "--runtime", "docker")
         assert up.returncode == 0, up.stderr
@@ -235,11 +257,44 @@ def test_up_present_down_on_docker(docker_runtime: str) -> None:
         status = tl("status", "--log")
         assert "as wrong-name" in status.stdout, status.stdout
     finally:
-        down = tl("down", "--all")
+        # Its own lab by name: --all would stop every other lab on this (shared) daemon too.
+        down = tl("down", state["lab"]) if state else tl("down")
         shutil.rmtree(tmp, ignore_errors=True)
     assert down.returncode == 0, down.stderr
     names = [ct.name for lab in dockerrt.leftovers().values() for ct in lab["containers"]]
     assert state["container"] not in names
+
+
+def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -> None:
+    """A holder killed with SIGKILL cannot clean up: `down LAB` must remove its containers,
+    network and volume (and only that lab's)."""
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+
+    def tl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120, env=env
+        )
+
+    up = tl("up", "nginx/good", "--runtime", "docker")
+    assert up.returncode == 0, up.stderr
+    (state_file,) = tmp_path.glob("trustlab-*/state.json")
+    state = json.loads(state_file.read_text())
+    lab_id = dockerrt._lab_id(Path(state["dir"]))
+    try:
+        os.kill(int(state["pid"]), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while runner._alive(int(state["pid"])) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = dockerrt.leftovers()[lab_id]
+        assert left["containers"] and left["networks"] and left["volumes"]
+        assert "DEAD" in tl("status").stdout
+        down = tl("down", state["lab"])
+        assert down.returncode == 0, down.stderr
+        assert state["lab"] in down.stdout
+        assert lab_id not in dockerrt.leftovers()
+        assert not Path(state["dir"]).exists()
+    finally:
+        dockerrt.remove_lab(lab_id)
 
 
 # -- cleanup ---------------------------------------------------------------------------------
@@ -278,8 +333,6 @@ def test_sigkill_leftovers_are_removed_by_down(docker_runtime: str, tmp_path: Pa
     removed = dockerrt.down(all_labs=False)  # the owner is dead: its lab goes
     assert _lab_of(proc.pid) is None
     assert removed
-    dockerrt.down(all_labs=True)
-    assert dockerrt.leftovers() == {}
 
 
 def test_down_keeps_labs_whose_owner_lives(docker_runtime: str) -> None:
@@ -288,32 +341,82 @@ def test_down_keeps_labs_whose_owner_lives(docker_runtime: str) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    assert not dockerrt.owner_alive(f"{mine.split(':')[0]}:{dead}:1")
-    assert dockerrt.owner_alive(f"some-other-host:{dead}:1")  # not ours to judge
+    where = mine.split(":")[0]
+    host, _, ns = where.partition("/")
+    assert ns and host
+    assert not dockerrt.owner_alive(f"{where}:{dead}:1")
+    assert dockerrt.owner_alive(f"some-other-host/{ns}:{dead}:1")  # not ours to judge
+    # Same hostname, another pid namespace (a sandbox or container sharing this daemon): its
+    # pids mean nothing here, so its labs are never swept from here.
+    assert dockerrt.owner_alive(f"{host}/4026599999:{dead}:1")
+    assert dockerrt.owner_alive(f"{host}:{dead}:1")  # an older tag without a namespace
 
 
 # -- images ----------------------------------------------------------------------------------
-def test_rebuild_with_nothing_changed_is_a_no_op(docker_runtime: str) -> None:
+def test_rebuild_with_nothing_changed_is_a_no_op(scratch_repo: str) -> None:
+    # Into a throwaway repository: `current` on a shared daemon may have been built from another
+    # checkout's lab layer, and this test must never build over it.
+    ref = f"{scratch_repo}:current"
+    images.build(image=ref, progress=lambda _: None)
     lines: list[str] = []
     t = time.perf_counter()
-    result = images.build(progress=lines.append)
+    result = images.build(image=ref, progress=lines.append)
     assert result.skipped, lines
     assert time.perf_counter() - t < 2
-    assert images.LAB_IMAGE in result.tags
-    assert any(tag.startswith(f"{images.LAB_REPO}:nginx") for tag in result.tags)
+    assert ref in result.tags
+    assert any(tag.startswith(f"{scratch_repo}:nginx") for tag in result.tags)
 
 
-def test_save_load_round_trip(docker_runtime: str, tmp_path: Path) -> None:
+@pytest.fixture
+def scratch_repo(docker_runtime: str) -> Any:
+    """A throwaway repository name; every tag in it is removed afterwards (shared daemon)."""
+    repo = f"trustlab-test-{os.getpid()}/lab"
+    yield repo
     c = images.client()
-    before = c.images.get(images.LAB_IMAGE)
-    path = images.save(tmp_path / "lab.tar", progress=lambda _: None)
+    for img in c.images.list(name=repo):
+        for tag in img.tags:
+            if tag.startswith(f"{repo}:"):
+                c.images.remove(tag)
+
+
+@pytest.mark.parametrize("name", ["lab.tar", "lab.tar.gz"])
+def test_save_load_round_trip(scratch_repo: str, tmp_path: Path, name: str) -> None:
+    c = images.client()
+    current = c.images.get(images.LAB_IMAGE)
+    ref = f"{scratch_repo}:current"
+    current.tag(scratch_repo, "current")
+    path = images.save(tmp_path / name, refs=[ref], progress=lambda _: None)
+    raw = path.read_bytes()[:2]
+    assert (raw == b"\x1f\x8b") is name.endswith(".gz")  # gzip magic only where asked
     assert path.stat().st_size > 10_000_000
-    c.images.remove(images.LAB_IMAGE)  # untag the alias; the versioned tag keeps the layers
-    assert not images.images_present()
-    tags = images.load(path, progress=lambda _: None)
-    assert images.LAB_IMAGE in tags
-    assert c.images.get(images.LAB_IMAGE).id == before.id
-    assert images.images_present()
+    assert not list(tmp_path.glob("*.partial"))
+    c.images.remove(ref)  # untag our alias only; the image keeps its real tags
+    assert images.load(path, progress=lambda _: None) == [ref]
+    assert c.images.get(ref).id == current.id
+    # A loaded `current` is marked, so a build will not silently move it (see below).
+    assert c.images.get(f"{scratch_repo}:loaded").id == current.id
+    assert c.images.get(images.LAB_IMAGE).id == current.id  # the shared alias never moved
+
+
+def test_build_refuses_to_replace_a_loaded_image(
+    scratch_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = images.client()
+    current = c.images.get(images.LAB_IMAGE)
+    ref = f"{scratch_repo}:current"
+    current.tag(scratch_repo, "current")
+    path = images.save(tmp_path / "lab.tar.gz", refs=[ref], progress=lambda _: None)
+    c.images.remove(ref)
+    images.load(path, progress=lambda _: None)
+    # Inputs that differ from the loaded image's (another machine's apt sources, say).
+    monkeypatch.setattr(images, "lab_inputs", lambda base: "0" * 64)
+    with pytest.raises(images.LabError, match=r"was loaded from a file .* pass --force"):
+        images.build(image=ref, progress=lambda _: None)
+    assert c.images.get(ref).id == current.id
+    # Inputs that match: the loaded image is the up-to-date one, nothing moves.
+    monkeypatch.undo()
+    assert images.build(image=ref, progress=lambda _: None).skipped
+    assert c.images.get(ref).id == current.id
 
 
 def test_load_names_a_missing_file(tmp_path: Path) -> None:
@@ -362,7 +465,74 @@ def test_upstream_versions() -> None:
     )
 
 
-def test_json_of_the_cli_build_command_is_parseable(docker_runtime: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["skipped"] is True
+def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
+    env = {**os.environ, "TRUSTLAB_IMAGE": f"{scratch_repo}:current"}  # never over the shared `current`
+    for skipped in (None, True):
+        out = subprocess.run(
+            [sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert f"{scratch_repo}:current" in data["tags"]
+        if skipped:
+            assert data["skipped"] is True
+
+
+# -- the Dockerfile path (Docker Desktop users), built in CI -----------------------------------
+def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
+    scratch_repo: str,
+    docker_matrix: runner.Results,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """labs/docker/Dockerfile, built with its base already present (here: this host's packages
+    through mmdebstrap, imported under the Dockerfile's base name), gives an image labelled like
+    the offline build whose full matrix equals the offline image's on every cell."""
+    c = images.client()
+    base, created = images.import_dockerfile_base(progress=lambda _: None)
+    try:
+        lines: list[str] = []
+        ref = f"{scratch_repo}:dockerfile"
+        r = images.build(method="dockerfile", image=ref, force=True, progress=lines.append)
+        assert any(f"base {base} is present: not pulling it" in ln for ln in lines), lines
+        img = c.images.get(ref)
+        assert img.labels[images.LABEL_KIND] == "lab"
+        assert json.loads(img.labels[images.LABEL_VERSIONS]) == r.versions
+        assert r.versions == images.image_versions()  # the same Debian packages as the offline image
+        with capsys.disabled():
+            print(f"\n[dockerfile] build {r.steps['dockerfile_s']:.1f} s (with labels {r.duration_s:.1f} s)")
+        monkeypatch.setenv("TRUSTLAB_IMAGE", ref)
+        assert images.lab_image() == ref
+        result = runner.run(scenarios.select(), runtime="docker", seed=21)
+        assert result.meta["versions"]["nginx"] == r.versions["nginx"]
+
+        def evidence(res: runner.Results) -> dict[tuple[str, str], tuple[object, ...]]:
+            return {(cl.scenario, cl.identity): (cl.outcome, cl.status, cl.sni) for cl in res.cells}
+
+        offline, dockerfile = evidence(docker_matrix), evidence(result)
+        differences = {
+            k: (offline.get(k), dockerfile.get(k))
+            for k in offline.keys() | dockerfile.keys()
+            if offline.get(k) != dockerfile.get(k)
+        }
+        with capsys.disabled():
+            print(f"[dockerfile] {len(result.cells)} cells, {len(differences)} differences from the offline image")
+        assert differences == {}
+    finally:
+        if created:  # never leave a stand-in `debian:bookworm-slim` behind for someone to run
+            c.images.remove(base)
+
+
+def test_a_hand_built_image_without_labels_still_reports_versions(scratch_repo: str) -> None:
+    """`docker build -t trustlab/lab:current labs/docker` carries no trustlab labels: doctor and
+    `images status` read the versions inside the image instead of showing nothing."""
+    import io
+
+    c = images.client()
+    # Blank the inherited labels, so no build ever takes this image for an up-to-date lab image.
+    dockerfile = f"FROM {images.LAB_IMAGE}\nLABEL trustlab.versions= trustlab.inputs= trustlab.image=\n"
+    plain, _ = c.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=f"{scratch_repo}:plain", network_mode="none", rm=True
+    )
+    assert not (plain.labels or {}).get(images.LABEL_VERSIONS)
+    assert images._image_versions(c, plain) == images.image_versions()

@@ -35,7 +35,8 @@ def test_doctor_finds_a_stale_lab_and_down_all_removes_it(tmp_path: Path) -> Non
     alive = tmp_path / "trustlab-alive01"
     alive.mkdir()
     (alive / "owner.pid").write_text(f"{os.getpid()}\n")
-    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    # No docker daemon here: `down --all` would otherwise also sweep a shared daemon's labs.
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     doctor = trustlab(env, "doctor")
     assert "stale labs left by a killed run: 1" in doctor.stdout
     assert "trustlab down --all" in doctor.stdout

@@ -59,3 +59,33 @@ def test_scenario_config_shows_the_trust_lines() -> None:
 def test_run_scenario_needs_an_id() -> None:
     with pytest.raises(harness.LabError):
         harness.run_scenario()
+
+
+def test_choose_runtime_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    said: list[str] = []
+    for value in ("local", "docker", " Docker "):
+        monkeypatch.setenv("TRUSTLAB_RUNTIME", value)
+        assert harness.choose_runtime(say=said.append) == value.strip().lower()
+    assert said[0] == "runtime: local (TRUSTLAB_RUNTIME=local)"
+
+
+def test_choose_runtime_auto_is_the_clis_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import runner
+
+    monkeypatch.setattr(runner, "resolve_auto", lambda: ("local", "docker unavailable: no daemon"))
+    said: list[str] = []
+    for value in (None, "", "auto"):
+        if value is None:
+            monkeypatch.delenv("TRUSTLAB_RUNTIME", raising=False)
+        else:
+            monkeypatch.setenv("TRUSTLAB_RUNTIME", value)
+        assert harness.choose_runtime(say=said.append) == "local"
+    assert said == ["runtime: local (docker unavailable: no daemon)"] * 3
+    monkeypatch.setattr(runner, "resolve_auto", lambda: ("docker", "docker daemon answers"))
+    assert harness.choose_runtime(say=None) == "docker"
+
+
+def test_choose_runtime_refuses_an_unknown_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTLAB_RUNTIME", "podman")
+    with pytest.raises(harness.LabError, match="TRUSTLAB_RUNTIME='podman' is unknown; set it to local, docker or auto"):
+        harness.choose_runtime()

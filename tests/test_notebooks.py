@@ -1,4 +1,8 @@
-"""The teaching notebooks are tested source: each runs top to bottom on the local runtime.
+"""The teaching notebooks are tested source: each runs top to bottom, on each runtime.
+
+Every notebook picks its runtime with :func:`harness.choose_runtime` (``auto``, overridden by
+``TRUSTLAB_RUNTIME``), so each one is executed twice: ``TRUSTLAB_RUNTIME=local`` and
+``TRUSTLAB_RUNTIME=docker`` (a missing docker daemon or image is a failure in CI).
 
 A notebook cell that shows a spoof or a block asserts it, so a change in a proxy's real
 behaviour fails here, in the notebook that teaches it. Notebooks are committed without
@@ -30,9 +34,20 @@ REQUIRED = (
 TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inline")
 
 
+@pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
+def test_runtime_is_chosen_not_pinned(path: Path) -> None:
+    """Each notebook asks harness.choose_runtime(); none pins a runtime in its code."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "RUNTIME = harness.choose_runtime()" in code
+    assert 'runtime="local"' not in code and 'runtime="docker"' not in code
+    assert '== "local"' not in code and '== "docker"' not in code
+
+
 def test_notebooks_exist() -> None:
     names = [p.name[:2] for p in ALL]
-    assert names == [f"{n:02d}" for n in range(9)], names  # 00-07 lessons, 08 check your own config
+    # 00-07 lessons, 08 check your own config, 09 mTLS, reuse and revocation
+    assert names == [f"{n:02d}" for n in range(10)], names
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
@@ -61,7 +76,7 @@ def notebook_tools() -> None:
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])
-def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> None:
+def test_notebook_runs(path: Path, each_runtime: str, notebook_tools: None) -> None:
     """Run in a child process (its kernel and ZMQ sockets never touch this one), this interpreter."""
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -69,9 +84,9 @@ def test_notebook_runs(path: Path, local_runtime: str, notebook_tools: None) -> 
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "TRUSTLAB_RUNTIME": each_runtime},
     )
     elapsed = time.perf_counter() - t0
-    assert proc.returncode == 0, f"{path.name} failed:\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"{path.name} failed on the {each_runtime} runtime:\n{proc.stderr[-6000:]}"
     # Each notebook is meant to take seconds; a slow one fails loudly rather than creeping up.
-    assert elapsed < 60, f"{path.name} took {elapsed:.1f} s"
+    assert elapsed < 60, f"{path.name} took {elapsed:.1f} s on the {each_runtime} runtime"

@@ -10,7 +10,7 @@ from harness import scenarios
 from harness.errors import ScenarioError
 from harness.pki import LabPKI
 from harness.proxies import RenderContext, driver
-from harness.vocab import IDENTITY_IDS, OPTIONAL_IDENTITY_IDS
+from harness.vocab import IDENTITY_IDS
 
 REPORTED = [s for s in scenarios.builtin().values() if s.id.startswith("reported/")]
 
@@ -75,7 +75,7 @@ def test_optional_identity_is_opt_in() -> None:
     plain = _parse({})
     assert plain.optional_identities == () and tuple(plain.expected) == IDENTITY_IDS
     deep = _parse({"expected": {**{i: "blocked" for i in IDENTITY_IDS}, "legit-deep": "served"}})
-    assert deep.optional_identities == OPTIONAL_IDENTITY_IDS
+    assert deep.optional_identities == ("legit-deep",)
     with pytest.raises(ScenarioError, match="no outcome for legit"):
         _parse({"expected": {"legit-deep": "served"}})
 

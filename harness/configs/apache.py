@@ -207,7 +207,6 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     listen_ports: list[str] = []
     has_vhost = any(ln.name == "<virtualhost" for ln in src)
     cur: dict | None = None
-    loaded = [m for m in MODULES if (MODULES_DIR / f"mod_{m}.so").exists()]
 
     defines: dict[str, str] = {}
     for ln in src:
@@ -399,9 +398,24 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         f'ErrorLog "{run}/error.log"',
         "# ssl:info is where mod_ssl logs its proxy-side verification verdicts (AH02276, AH02411 ...)",
         "LogLevel warn ssl:info proxy:info proxy_http:info",
-        *[f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so" for m in loaded],
+        # <IfFile> is decided where Apache runs (this host, or the docker runtime's image):
+        # the modules present there are loaded, the others left out.
+        *[
+            line
+            for m in MODULES
+            for line in (
+                f"<IfFile {MODULES_DIR}/mod_{m}.so>",
+                f"  LoadModule {m}_module {MODULES_DIR}/mod_{m}.so",
+                "</IfFile>",
+            )
+        ],
         *[f"Listen 127.0.0.1:{ports(p)}" for p in listen_ports],
-        f"TypesConfig {'/etc/mime.types' if Path('/etc/mime.types').exists() else '/dev/null'}",
+        "<IfFile /etc/mime.types>",
+        "  TypesConfig /etc/mime.types",
+        "</IfFile>",
+        "<IfFile !/etc/mime.types>",
+        "  TypesConfig /dev/null",
+        "</IfFile>",
     ]
     head.append(f"ServerName {PUBLIC_HOST}")
     body = out

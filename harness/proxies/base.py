@@ -8,6 +8,7 @@ evidence a ``blocked`` outcome needs) or ``None``.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
-from harness.scenarios import Scenario
+from harness.scenarios import PKI_FILES, Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, PUBLIC_HOST, ProxyKind
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -49,6 +50,10 @@ class Driver:
         return ctx.backend_ip if scenario.target == "ip" else BACKEND_NAME
 
     def expand(self, value: str, ctx: RenderContext) -> str:
+        # PKI files next to the CA file (client material, CRLs): {client_pem} -> DIR/proxy-client.pem
+        pki_dir = posixpath.dirname(ctx.ca)
+        for name, (file, _) in PKI_FILES.items():
+            value = value.replace("{" + name + "}", posixpath.join(pki_dir, file))
         return (
             value.replace("{ca}", ctx.ca)
             .replace("{bundle}", ctx.bundle)

@@ -11,20 +11,29 @@ container) or waits for the ones running in their own containers (``"exit_file"`
 container writes its exit status there when the proxy refuses to start), then runs the cells
 one at a time with :func:`harness.runtimes._nsworker.run_cell`, exactly as the local runtime
 does, and writes one JSON line per event to stdout, which the host follows.
+
+A job with ``"mode": "prepared"`` (``trustlab check``, :meth:`DockerRuntime.run_prepared
+<harness.runtimes.docker.DockerRuntime.run_prepared>`) is a whole lab in this one container
+with no network: :func:`main_prepared` puts the lab addresses on its own loopback, writes its
+hosts file and runs the seats here, like the local runtime's namespace worker.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
+import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harness.runtimes._nsworker import Proxy, control, emit, run_cell
+from harness.runtimes._nsworker import Proxy, Seats, control, emit, run_cell
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
 
@@ -53,8 +62,11 @@ class SeatClient:
             raise OSError(f"seat: {line!r}: {reply['error']}")
         return reply
 
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
-        self._call(f"present {identity}{' route' if sni_routing else ''}")
+    def present(
+        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False
+    ) -> None:
+        flags = [f for f, on in (("route", sni_routing), ("mtls", client_auth), ("keepalive", keepalive)) if on]
+        self._call(" ".join(["present", identity, *flags]))
 
     def mark(self) -> int:
         return int(self._call("mark"))
@@ -109,6 +121,8 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    if job.get("mode") == "prepared":
+        return main_prepared(job)
     proxies = [ContainerProxy(s) if s.get("exit_file") else Proxy(s) for s in job["proxies"]]
     seat: SeatClient | None = None
     try:
@@ -130,11 +144,11 @@ def main(argv: list[str]) -> int:
             emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
         hold = job.get("hold")
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat, routed = seat, hold.get("sni_routing", False)
-            held_seat.present(hold["identity"], sni_routing=routed)
+            held_seat, routed, modes = seat, hold.get("sni_routing", False), hold.get("modes", {})
+            held_seat.present(hold["identity"], sni_routing=routed, **modes)
             control(
                 hold["control"],
-                present=lambda ident: held_seat.present(ident, sni_routing=routed),
+                present=lambda ident: held_seat.present(ident, sni_routing=routed, **modes),
                 log=lambda: held_seat.since(0),
             )
         emit({"event": "done"})
@@ -150,6 +164,72 @@ def main(argv: list[str]) -> int:
             seat.close()
         stop_all(proxies)
     return 0
+
+
+def main_prepared(job: dict[str, Any]) -> int:
+    """A prepared lab (``trustlab check``): seats, proxies and client all in this container.
+
+    The same steps as a local lab's namespace worker (:func:`harness.runtimes._nsworker.main`):
+    the lab addresses on this container's own loopback, the lab's hosts file, one seat per
+    upstream port on ``0.0.0.0``, one process per proxy config, the cells in order.
+    """
+    proxies = [Proxy(s) for s in job["proxies"]]
+    try:
+        for addr in dict.fromkeys([job["backend_ip"], *job.get("addresses", [])]):
+            if not addr.startswith("127.") and addr != "::1":
+                add_address(addr)
+        # The container's own hosts file (docker writes one per container); the host's is untouched.
+        Path("/etc/hosts").write_text(job["hosts"])
+        with Seats(job) as seat:
+            for p in proxies:
+                p.start()
+            deadline = time.perf_counter() + job.get("start_timeout", 15)
+            ready = {}
+            for p in proxies:
+                ready[p.key] = p.wait_ready(deadline)
+                emit({"event": "proxy", "key": p.key, **ready[p.key]})
+            by_key = {p.key: p for p in proxies}
+            for seq, cell in enumerate(job["cells"]):
+                if ready[cell["key"]]["started"]:
+                    emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+            emit({"event": "done"})
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        emit({"event": "fatal", "message": str(exc)})
+        return 1
+    finally:
+        stop_all(proxies)
+    return 0
+
+
+def add_address(addr: str) -> None:
+    """``ip addr add ADDR dev lo`` over rtnetlink (the lab image carries no iproute2)."""
+    ip = ipaddress.ip_address(addr.strip("[]"))
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    packed = ip.packed
+
+    def attr(kind: int, payload: bytes) -> bytes:
+        size = 4 + len(payload)
+        return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+    # struct ifaddrmsg (family, prefix length, flags, scope, interface) + IFA_LOCAL + IFA_ADDRESS
+    body = struct.pack("=BBBBI", family, 8 * len(packed), 0, 0, socket.if_nametoindex("lo"))
+    body += attr(_IFA_LOCAL, packed) + attr(_IFA_ADDRESS, packed)
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
+    message = struct.pack("=IHHII", 16 + len(body), _RTM_NEWADDR, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:  # NETLINK_ROUTE
+        nl.bind((0, 0))
+        nl.send(message)
+        reply = nl.recv(65536)
+    error = -struct.unpack_from("=i", reply, 16)[0]  # struct nlmsgerr after the reply's header
+    if error and error != errno.EEXIST:
+        raise OSError(error, f"cannot put the lab address {addr} on the loopback: {os.strerror(error)}")
+
+
+_RTM_NEWADDR = 20
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 
 
 def wait_for_name(name: str, deadline: float) -> None:

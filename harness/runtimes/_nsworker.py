@@ -31,7 +31,7 @@ from harness import sandbox
 from harness.probe import Response, decide, request
 from harness.proxies import driver
 from harness.seat import Seat
-from harness.vocab import PUBLIC_HOST
+from harness.vocab import PUBLIC_HOST, Outcome
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -99,9 +99,11 @@ class Seats:
         for seat in self.seats:
             seat.stop()
 
-    def present(self, identity: str, *, sni_routing: bool = False) -> None:
+    def present(
+        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False
+    ) -> None:
         for seat in self.seats:
-            seat.present(identity, sni_routing=sni_routing)
+            seat.present(identity, sni_routing=sni_routing, client_auth=client_auth, keepalive=keepalive)
 
     def mark(self) -> list[int]:
         return [seat.mark() for seat in self.seats]
@@ -200,9 +202,49 @@ class Proxy:
                 self.proc.wait()
 
 
+def _settled(seat: Seats, mark: Any) -> list[Any]:
+    """The seat's connections after *mark*, once each has been served or has failed.
+
+    The seat records a connection's TLS version and error on its own thread, a moment after
+    the proxy has answered: waiting until each has settled keeps the evidence the same in every
+    run and on every runtime."""
+    waiter = getattr(seat, "wait_settled", None)
+    if waiter is not None:
+        return list(waiter(mark, timeout=0.5))
+    conns = seat.since(mark)  # a remote seat (docker runtime): poll its log
+    settle = time.perf_counter() + 0.5
+    while any(not (c.served or c.error) for c in conns) and time.perf_counter() < settle:
+        time.sleep(0.002)
+        conns = seat.since(mark)
+    return list(conns)
+
+
+def _prime(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> str:
+    """Multi-policy cells: one request under the loose policy first; what came of it."""
+    mark = seat.mark()
+    path = f"{cell['prime']}trustlab-prime/{proxy.key}/{cell['identity']}/{seq}"
+    response = request(proxy.host, proxy.port, path, host_header=cell.get("host", PUBLIC_HOST))
+    conns = _settled(seat, mark)
+    got = f"marker {response.marker}" if response.marker else (response.error or "no marker")
+    return f"prime {cell['prime']}: status {response.status}, {got}, {len(conns)} new connection(s)"
+
+
+def _reuse(conns: list[Any]) -> str | None:
+    """The seat's reuse evidence for a request: no new handshake, or a resumed one."""
+    if any(getattr(c, "reused", False) for c in conns):
+        return "reused connection"
+    if any(getattr(c, "resumed", False) for c in conns):
+        return "resumed session"
+    return None
+
+
 def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
     identity = cell["identity"]
-    seat.present(identity, sni_routing=cell.get("sni_routing", False))
+    seat.present(
+        identity, sni_routing=cell.get("sni_routing", False),
+        **{k: True for k in ("client_auth", "keepalive") if cell.get(k)},
+    )
+    primed = _prime(seat, proxy, cell, seq) if cell.get("prime") else None
     mark = seat.mark()
     log_offset = proxy.log.stat().st_size
     # A cell may say where to send its request (``trustlab check``: the listener, Host and path
@@ -232,18 +274,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         # Started, then died (Apache binds its port before it reads mime.types, for one).
         text = proxy.output()
         response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
-    # The seat records a connection's TLS version and error on its own thread, a moment after
-    # the proxy has answered: wait until each connection has settled (served, or failed with
-    # a reason), so the evidence is the same in every run and on every runtime.
-    waiter = getattr(seat, "wait_settled", None)
-    if waiter is not None:
-        conns = waiter(mark, timeout=0.5)
-    else:  # a remote seat (docker runtime): poll its log
-        conns = seat.since(mark)
-        settle = time.perf_counter() + 0.5
-        while any(not (c.served or c.error) for c in conns) and time.perf_counter() < settle:
-            time.sleep(0.002)
-            conns = seat.since(mark)
+    conns = _settled(seat, mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
         presented=identity,
@@ -252,6 +283,10 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         seat_error=seat_error,
         log_tail=log_text.strip().splitlines()[-1] if log_text.strip() else "",
     )
+    reuse = _reuse(conns)
+    if reuse and outcome in (Outcome.SERVED, Outcome.SPOOFED):
+        why += f" ({reuse})"
+    client = next((c for c in conns if getattr(c, "client_subject", None)), None)
     return {
         "event": "cell",
         "key": proxy.key,
@@ -265,6 +300,10 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         "connections": len(conns),
         "dest": conns[0].dest if conns else None,
         "label": cell.get("label"),
+        # Issue 14's evidence (null unless the scenario's seat mode or prime produces it).
+        "reuse": reuse,
+        "client_cert": f"{client.client_subject} (issuer {client.client_issuer})" if client else None,
+        "primed": primed,
     }
 
 
@@ -373,11 +412,11 @@ def main() -> int:
                 for p in proxies:
                     if ready[p.key]["started"]:
                         relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
-                seat.present(hold["identity"], sni_routing=hold.get("sni_routing", False))
-                routed = hold.get("sni_routing", False)
+                routed, modes = hold.get("sni_routing", False), hold.get("modes", {})
+                seat.present(hold["identity"], sni_routing=routed, **modes)
                 control(
                     hold["control"],
-                    present=lambda ident: seat.present(ident, sni_routing=routed),
+                    present=lambda ident: seat.present(ident, sni_routing=routed, **modes),
                     log=lambda: seat.since([0] * len(seat.seats)),
                 )
             emit({"event": "done"})

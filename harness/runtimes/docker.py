@@ -59,13 +59,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import images, sandbox
+from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
-from harness.runtimes.local import _rejected
+from harness.runtimes.local import PreparedProxy, _rejected, prepared_hosts
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
@@ -92,32 +92,33 @@ class Plan:
 
 # -- ownership and sweeping ----------------------------------------------------------------
 def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
+    return _process.start_ticks(pid)
+
+
+def _here() -> str:
+    """Where a pid means a process: this host *and* its pid namespace (``vm/4026531836``).
+
+    Processes in other pid namespaces (other containers or sandboxes on this host, with the same
+    hostname and the same docker daemon) see other pids: they must never judge each other's
+    labs dead."""
+    return f"{socket.gethostname()}/{_process.pid_namespace()}"
 
 
 def owner_tag(pid: int | None = None) -> str:
-    """``host:pid:start``: who owns a lab (the start time guards against pid reuse)."""
+    """``host/pidns:pid:start``: who owns a lab (the start time guards against pid reuse)."""
     pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return f"{_here()}:{pid}:{_start_ticks(pid)}"
 
 
 def owner_alive(owner: str) -> bool:
-    """False only when *owner* is a process of this host that is gone."""
-    host, _, rest = owner.partition(":")
+    """False only when *owner* is a process of this host and pid namespace that is gone."""
+    where, _, rest = owner.partition(":")
     pid_s, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid_s.isdigit():
-        return True  # someone else's lab (another host or a container): not ours to judge
+    if where != _here() or not pid_s.isdigit():
+        return True  # another host, container or pid namespace (or an older tag): not ours to judge
     pid = int(pid_s)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _process.alive(pid):
         return False
-    except PermissionError:
-        pass
     return ticks in ("", "?") or _start_ticks(pid) == ticks
 
 
@@ -155,6 +156,51 @@ def down(*, all_labs: bool = False, client: Any | None = None) -> list[str]:
             _remove(c, lab["containers"], lab["networks"], lab["volumes"])
             removed.append(lab_id)
     return removed
+
+
+def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
+    """Remove every lab started from the container (or host) called *hostname*; return their ids.
+
+    For the classroom container: once it is gone, so is every process that owned its labs."""
+    c = client or images.client()
+    removed = []
+    for lab_id, lab in sorted(leftovers(c).items()):
+        if lab["owner"].split(":", 1)[0].split("/", 1)[0] == hostname:
+            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            removed.append(lab_id)
+    return removed
+
+
+def remove_lab(lab_id: str, *, client: Any | None = None) -> bool:
+    """Remove one lab's containers, network and volume (by its label); True when any existed.
+
+    ``trustlab down LAB`` calls it for a docker lab whose holder was killed: nothing else
+    would remove what that holder started."""
+    c = client or images.client()
+    flt = {"label": f"{LABEL_LAB}={lab_id}"}
+    found = (
+        c.containers.list(all=True, filters=flt, sparse=True),
+        c.networks.list(filters=flt),
+        c.volumes.list(filters=flt),
+    )
+    _remove(c, *found)
+    return any(found)
+
+
+def sweep_all_if_reachable() -> list[str]:
+    """``down --all`` for the docker runtime, or nothing when the docker runtime cannot be here.
+
+    Without the docker SDK, or with no daemon, no docker lab can exist for this install to
+    remove: that is not an error for a command that only cleans up."""
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        return []
+    try:
+        c = images.client(timeout=10)
+    except PrerequisiteError:
+        return []
+    return down(all_labs=True, client=c)
 
 
 def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[Any]) -> None:
@@ -278,7 +324,7 @@ class Lab:
 
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
-            images.LAB_IMAGE,
+            images.lab_image(),
             command,
             name=f"{self.id}-{role}",
             hostname=role,
@@ -311,6 +357,63 @@ def container_security(hardened: bool = True) -> dict[str, Any]:
     return opts
 
 
+def _solo_security() -> dict[str, Any]:
+    import docker.types
+
+    opts = {k: v for k, v in sandbox.CONTAINER_OPTIONS.items() if k not in ("user", "read_only", "tmpfs")}
+    # NET_ADMIN: the loopback addresses; the others: the proxies run as root here and set up
+    # their own files (nginx chowns its temp dirs). Docker's default set minus the rest.
+    opts["cap_add"] = ["NET_ADMIN", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+    opts["ulimits"] = [docker.types.Ulimit(name="core", soft=0, hard=0)]
+    return opts
+
+
+class SoloLab(Lab):
+    """A lab of one container and no network at all (``trustlab check``).
+
+    The container has only its own loopback (``network_mode="none"``): the seats, the proxy
+    and the client all live in it, as in a local lab's namespace, so a user's config may name
+    any host or IP. Each address is put on that loopback, which needs ``NET_ADMIN`` in the
+    container's own network namespace (nothing else: it has no interface to reach anything
+    through). Leaving the ``with`` block removes the container, as for :class:`Lab`.
+    """
+
+    def __enter__(self) -> SoloLab:
+        import docker.errors
+
+        try:
+            down(all_labs=False, client=self.c)  # sweep labs whose owner died
+        except docker.errors.APIError:
+            pass  # a dead lab someone else is removing at this moment: theirs to finish
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def create_solo(self, role: str, command: list[str]) -> Any:
+        """Create (not start) the lab's one container, with no network."""
+        ct = self.c.containers.create(
+            images.LAB_IMAGE,
+            command,
+            name=f"{self.id}-{role}",
+            hostname=role,
+            labels={**self.labels, LABEL_ROLE: role},
+            network_mode="none",
+            # Root in the container with a few capabilities (_solo_security), in a network
+            # namespace with nothing to reach; the rest of the lab's hardening applies except
+            # the user and the read-only root (the archive is put into the image's /lab).
+            **_solo_security(),
+            # IPv6 on the loopback (::1 and IPv6 targets), as in a fresh network namespace;
+            # docker turns it off in containers.
+            sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0"},
+            init=True,
+            detach=True,
+        )
+        with self._lock:
+            self.containers.append(ct)
+        return ct
+
+
 # -- the runtime -----------------------------------------------------------------------------
 class DockerRuntime:
     """Runs labs in containers of the lab image; same interface and results as LocalRuntime."""
@@ -336,9 +439,9 @@ class DockerRuntime:
 
     def preflight(self, kinds: set[str]) -> None:
         c = self.client  # raises PrerequisiteError with what to do
-        if images._get(c, images.LAB_IMAGE) is None:
+        if images._get(c, images.lab_image()) is None:
             raise PrerequisiteError(
-                f"docker runtime: image {images.LAB_IMAGE} is missing; run: trustlab images build "
+                f"docker runtime: image {images.lab_image()} is missing; run: trustlab images build "
                 "(or trustlab images load FILE.tar)"
             )
 
@@ -372,9 +475,10 @@ class DockerRuntime:
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
+            self.backend_ip = lab.seat_ip  # where the seat answers (Results.meta["backend_ip"])
             if pki.backend_ip != lab.seat_ip:
                 # The ip-san identity must name the seat's address on *this* lab's network.
-                wanted = tuple(dict.fromkeys(i for ids in extra.values() for i in ids))
+                wanted = tuple(pki.optional or {})  # what the caller minted (files configs may name)
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted)
             plans = self._plans(scenarios)
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
@@ -399,7 +503,8 @@ class DockerRuntime:
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra)
             plans = self._plans([scenario])
             hold = {"identity": identity, "control": str(IN_LAB / "run" / "control.sock"),
-                    "sni_routing": scenario.sni_routing}
+                    "sni_routing": scenario.sni_routing,
+                    "modes": {k: True for k in ("client_auth", "keepalive") if getattr(scenario, k)}}
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[dict[str, Any]] = []
@@ -409,6 +514,68 @@ class DockerRuntime:
                 message = started[0]["message"] if started else "the lab worker stopped"
                 raise LabError(f"{scenario.id}: the proxy refused to start: {message}")
             yield {"container": worker.name, "port": plans[0].listen_port, "lab": lab.id}
+
+    def run_prepared(
+        self,
+        proxies: list[PreparedProxy],
+        cells: list[dict[str, Any]],
+        *,
+        lab_dir: Path,
+        pki_dir: Path,
+        hosts: dict[str, str],
+        addresses: list[str],
+        seat_ports: list[int],
+        backend_ip: str = LOCAL_LAB_IP,
+        on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`LocalRuntime.run_prepared <harness.runtimes.local.LocalRuntime.run_prepared>`
+        in one container of the lab image with no network (:class:`SoloLab`).
+
+        Same arguments, same cell dicts back. Every path (configs, run dirs, *pki_dir*) lies
+        under *lab_dir*, which the container sees at ``/lab``: render the configs with
+        :meth:`lab_path`. The proxies' logs stay in the container (removed at the end).
+        """
+        t = time.perf_counter()
+        timings = self.timings = {}
+        job = {
+            "mode": "prepared",
+            "pki_dir": str(self.lab_path(lab_dir, pki_dir)),
+            "backend_ip": backend_ip,
+            "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
+            "seat_host": "0.0.0.0",
+            "addresses": addresses,
+            "hosts": prepared_hosts(hosts, backend_ip),
+            "start_timeout": 15,
+            "proxies": [self._prepared_spec(lab_dir, p) for p in proxies],
+            "cells": cells,
+        }
+        archive = _lab_dir_archive(lab_dir, job)
+        with SoloLab(self.client, _solo_id(lab_dir)) as lab:
+            worker = lab.create_solo("check", ["python3", "-m", "harness.runtimes._dockerworker", "/lab/job.json"])
+            worker.put_archive(str(IN_LAB), archive)
+            worker.start()
+            timings["container_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            yield from self._follow(worker, {}, {p.key: () for p in proxies}, on_proxy)
+            timings["cells_s"] = time.perf_counter() - t
+
+    def lab_path(self, lab_dir: Path, path: Path) -> Path:
+        """Where the proxies see *path* (a file under *lab_dir*): under ``/lab`` in the container."""
+        return IN_LAB / Path(path).relative_to(lab_dir)
+
+    def _prepared_spec(self, lab_dir: Path, p: PreparedProxy) -> dict[str, Any]:
+        drv = driver(p.kind)
+        run_dir = self.lab_path(lab_dir, p.run_dir)
+        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir))
+        return {
+            "key": p.key,
+            "kind": p.kind,
+            "listen_port": p.listen_port,
+            "run_dir": str(run_dir),
+            "log": str(drv.error_log(run_dir)),
+            # The driver names the host's binary (if any); the image has Debian's.
+            "command": [IMAGE_BINARY[p.kind], *cmd[1:]],
+        }
 
     def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
         """Create and start the seat, the worker (and per-variant proxy containers)."""
@@ -540,7 +707,7 @@ class DockerRuntime:
                 "start_timeout": 30,
                 "proxies": specs,
                 "cells": [
-                    {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                    {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
                     for p, ident in cells
                 ],
             }
@@ -640,3 +807,50 @@ def _lab_id(lab_dir: Path) -> str:
     """A docker-safe lab id from the lab directory's name (``trustlab-abc123``)."""
     name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in lab_dir.name.lower())
     return name if name.startswith("trustlab") else f"trustlab-{name}"
+
+
+#: The proxies' binaries in the lab image (Debian's paths).
+IMAGE_BINARY = {"nginx": "/usr/sbin/nginx", "apache": "/usr/sbin/apache2", "haproxy": "/usr/sbin/haproxy"}
+
+
+def _solo_id(lab_dir: Path) -> str:
+    """A prepared lab's id: ``trustlab check`` runs one per upstream group, in ``<lab>/u<N>``."""
+    return _lab_id(lab_dir if lab_dir.name.startswith("trustlab") else Path(f"{lab_dir.parent.name}-{lab_dir.name}"))
+
+
+def _lab_dir_archive(lab_dir: Path, job: dict[str, Any]) -> bytes:
+    """The harness code, everything under *lab_dir* and the job, as a tar for ``/lab``.
+
+    Owned by root in the container; file modes are kept (keys 0600), directories 0700.
+    """
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        if info.isdir():
+            info.mode = 0o700
+        return info
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        top = tarfile.TarInfo("code")
+        top.type, top.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(top)
+        dirs: set[Path] = set()
+        for rel, data in lab_code().items():
+            for parent in reversed(rel.parents[:-1]):
+                if parent not in dirs:
+                    dirs.add(parent)
+                    info = tarfile.TarInfo(f"code/{parent}")
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            info = tarfile.TarInfo(f"code/{rel}")
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        for path in sorted(lab_dir.iterdir()):
+            tar.add(path, arcname=path.name, filter=owned)
+        data = json.dumps(job).encode()
+        info = tarfile.TarInfo("job.json")
+        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

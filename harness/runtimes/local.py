@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -61,7 +62,7 @@ class PreparedProxy:
 
 def namespace_mode() -> tuple[list[str], str]:
     """The ``unshare`` flags this user can use, and a one-line description."""
-    if os.geteuid() == 0:
+    if _process.is_root():
         return [], "root: network + mount namespaces"
     return ["--user", "--map-root-user"], "unprivileged: user + network + mount namespaces"
 
@@ -198,9 +199,7 @@ class LocalRuntime:
         ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
         to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
         """
-        lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
-        lines += [f"{ip} {name}" for name, ip in hosts.items()]
-        (lab_dir / "hosts").write_text("\n".join(lines) + "\n")
+        (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
         job = {
             "pki_dir": str(pki_dir),
             "backend_ip": backend_ip,
@@ -234,6 +233,10 @@ class LocalRuntime:
         finally:
             _stop(proc)
 
+    def lab_path(self, lab_dir: Path, path: Path) -> Path:
+        """Where the proxies see *path* (a file under *lab_dir*): the same path, on this host."""
+        return path
+
     # -- internals ---------------------------------------------------------------------
     def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
         return {
@@ -256,7 +259,7 @@ class LocalRuntime:
                 for p in group
             ],
             "cells": [
-                {"key": p.scenario.id, "identity": ident, "sni_routing": p.scenario.sni_routing}
+                {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
                 for p, ident in cells
             ],
         }
@@ -338,6 +341,13 @@ class LocalRuntime:
                         buffers[-proc.pid] = b'"done"'
                     elif kind == "fatal":
                         raise LabError(f"local lab failed: {event['message']}")
+
+
+def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
+    """The hosts file of a prepared lab (``trustlab check``), the same on every runtime."""
+    lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
+    lines += [f"{ip} {name}" for name, ip in hosts.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
