@@ -156,6 +156,7 @@ def command(
     hosts_file: str,
     etc_dir: str,
     read_only: Iterable[str] = (),
+    private: dict[str, str] | None = None,
     uid: int | None,
 ) -> list[str]:
     """The bubblewrap command line that runs *argv* confined (see the module doc)."""
@@ -189,16 +190,20 @@ def command(
     for name in _HOST_ETC:
         if Path("/etc", name).exists():
             bw += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    private = private or {}
+    read_only = list(read_only)
     made: set[str] = {"/tmp", "/etc", "/etc/ssl", "/usr"}
-    for path in [run_dir, *read_only]:
+    for path in [run_dir, *read_only, *private]:
         for parent in _parents(path):
             if parent not in made and not parent.startswith("/usr/"):
                 made.add(parent)
                 bw += ["--perms", "0755", "--dir", parent]
     bw += ["--bind", run_dir, run_dir]
     for path in read_only:
-        if Path(path).exists():
+        if Path(path).exists() and path not in private:
             bw += ["--ro-bind", path, path]
+    for dest, src in private.items():  # the proxy's own copy of a lab key, at the lab's path
+        bw += ["--ro-bind", src, dest]
     bw += ["--chdir", run_dir, "--"]
     if uid is not None:
         bw += [
@@ -206,6 +211,23 @@ def command(
             "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
         ]
     return bw + argv
+
+
+def own_copies(keys: Iterable[Path], run_dir: Path, uid: int | None) -> dict[str, str]:
+    """Private keys several proxies of a lab share (``pki/proxy-client.key``): each proxy gets
+    its own copy, owned by its uid, mounted read-only at the original path."""
+    copies: dict[str, str] = {}
+    store = run_dir / ".keys"
+    for key in keys:
+        if not key.is_file():
+            continue
+        store.mkdir(mode=0o700, exist_ok=True)
+        copy = store / key.name
+        copy.write_bytes(key.read_bytes())
+        copy.chmod(0o600)
+        copies[str(key)] = str(copy)
+    hand_over([store], uid)
+    return copies
 
 
 def hand_over(paths: Iterable[Path], uid: int | None) -> None:

@@ -150,10 +150,12 @@ class Proxy:
         if self.sandbox is not None:
             self.uid = sandbox.new_uid() if sandbox.host_root() else None
             keys = [Path(k) for k in self.sandbox.get("keys", ())]
-            sandbox.hand_over([self.run_dir, *keys], self.uid)
+            # Key directories are this proxy's alone (check); key files may be shared: copied.
+            sandbox.hand_over([self.run_dir, *(k for k in keys if k.is_dir())], self.uid)
+            private = sandbox.own_copies([k for k in keys if k.is_file()], self.run_dir, self.uid)
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
-                read_only=self.sandbox.get("read_only", ()), uid=self.uid,
+                read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
             # count every process of that user (a desktop session), so only the others apply.

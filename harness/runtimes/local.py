@@ -254,7 +254,7 @@ class LocalRuntime:
                     "command": driver(p.scenario.proxy).command(
                         str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
                     ),
-                    "sandbox": self._box([lab_dir / "pki" / CA_FILE, lab_dir / "pki" / BUNDLE_FILE]),
+                    "sandbox": self._box(*_pki_files(lab_dir / "pki")),
                 }
                 for p in group
             ],
@@ -264,13 +264,15 @@ class LocalRuntime:
             ],
         }
 
-    def _box(self, read_only: list[Path], *, own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
+    def _box(self, read_only: list[Path], own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
         """A proxy spec's ``sandbox``: the lab files it may read; those in *own* (private keys,
-        0700 directories) are handed to its uid so it can read them (still mounted read-only)."""
+        0700 directories) it gets as its own (a copy of a key file; a directory handed to its
+        uid), still mounted read-only."""
         if not self.sandbox:
             return "off"
         owned = [str(p) for p in own if p.exists()]
-        return {"read_only": [str(p) for p in read_only if p.exists()] + owned, "keys": owned}
+        return {"read_only": list(dict.fromkeys([str(p) for p in read_only if p.exists()] + owned)),
+                "keys": owned}
 
     def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
@@ -348,6 +350,17 @@ def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
     lines += [f"{ip} {name}" for name, ip in hosts.items()]
     return "\n".join(lines) + "\n"
+
+
+def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
+    """What a rendered scenario's proxy may read of the lab PKI: the top-level files (CA files,
+    CRLs, the proxy's client certificate and keys), never the seat's (``identities/``,
+    ``default-site.*``); and the private keys among them (0600), which it gets copies of."""
+    files = [
+        f for f in sorted(pki_dir.iterdir())
+        if f.is_file() and not f.name.startswith("default-site")
+    ] if pki_dir.is_dir() else []
+    return files, [f for f in files if f.stat().st_mode & 0o077 == 0]
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
