@@ -66,6 +66,17 @@ def audit(
     path = Path(config)
     text = read_config(path)
     kind = ProxyKind(proxy) if proxy else guess_proxy(text)
+    if proxy:
+        try:
+            looks = guess_proxy(text)
+        except ConfigError:
+            looks = kind
+        if looks is not kind:
+            # Auditing with another proxy's rules finds nothing and says "0 findings": wrong.
+            raise ConfigError(
+                f"{path}: --proxy {kind.value}, but this looks like a config for {looks.value}"
+                f"; run: trustlab audit --proxy {looks.value} {path}"
+            )
     rules = {ProxyKind.NGINX: _nginx, ProxyKind.APACHE: _apache, ProxyKind.HAPROXY: _haproxy}[kind]
     report = AuditReport(kind.value, str(path), sorted(rules(path, text), key=lambda f: (f.line, f.rule)))
     if prove:

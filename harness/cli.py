@@ -83,16 +83,58 @@ def _proxies(value: str | None) -> list[str] | None:
     return [p.strip() for p in value.split(",") if p.strip()] if value else None
 
 
-def _check_writable(path: Path | None, flag: str) -> None:
+def _check_writable(
+    path: Path | None, flag: str, *, inputs: tuple[Path, ...] = (), directory: bool | None = None
+) -> None:
+    """Refuse an output path now, before the run, when writing it would fail or destroy an input.
+
+    A run is lost when its report cannot be written at the end (``--json /proc/x.json``, an
+    ``--out`` whose ``matrix.json`` is a directory), so each target is tried up front: its
+    directory must exist and take a new file, the target must not be a directory, and it must
+    not be one of the files the command reads (``check --json`` naming the config itself)."""
     if path is None:
         return
-    parent = Path(path).parent if not Path(path).is_dir() else Path(path)
-    if Path(path).is_dir() and flag != "--out":
-        raise LabError(f"{flag}: {path} is a directory; give a file name")
+    path = Path(path)
+    shown = _shown(str(path))
+    directory = flag == "--out" if directory is None else directory
+    if path.is_dir() and not directory:
+        raise LabError(f"{flag}: {shown} is a directory; give a file name (or remove the directory)")
+    parent = path if directory and path.is_dir() else path.parent
     if not parent.exists():
-        raise LabError(f"{flag}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise LabError(f"{flag}: cannot write to {parent} (permission denied)")
+        raise LabError(f"{flag}: directory {_shown(str(parent))} does not exist")
+    if not parent.is_dir():
+        raise LabError(f"{flag}: {_shown(str(parent))} is not a directory")
+    for given in inputs:
+        if _same_file(path, given):
+            raise LabError(f"{flag}: {shown} is the input {_shown(str(given))}; writing there would overwrite it; "
+                           "choose another file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".trustlab-write-test.", dir=parent)
+    except OSError as exc:
+        raise LabError(f"{flag}: cannot write to {_shown(str(parent))} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError):
+        return False
+
+
+def _distinct(outputs: list[tuple[str, Path]]) -> None:
+    """Two outputs may not name one file (``--json X --csv X`` kept only the CSV)."""
+    for i, (flag, path) in enumerate(outputs):
+        for other, path2 in outputs[:i]:
+            if _same_file(path, path2):
+                raise LabError(f"{other} and {flag} both name {_shown(str(path))}; give each its own file")
+
+
+def _shown(value: str) -> str:
+    from harness.errors import _shown as shown
+
+    return shown(value)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -100,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness import report, runner, scenarios
 
     chosen = scenarios.select(args.scenario)
-    _check_writable(args.json, "--json")
+    _check_writable(args.json, "--json", inputs=tuple(sc.path for sc in chosen if sc.path))
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
     progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
@@ -135,10 +177,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise LabError(f"--out: {out} exists and is not a directory")
-    for flag, value in (("--json", args.json), ("--csv", args.csv)):
-        _check_writable(value, flag)
-    if not out.exists():
+    outputs = [("--json", args.json or out / "matrix.json"), ("--csv", args.csv or out / "matrix.csv"),
+               ("--out", out / "matrix.md")] + ([] if args.no_plot else [("--out", out / "matrix.png")])
+    _distinct(outputs)
+    if out.exists():
+        for flag, value in outputs:
+            _check_writable(value, flag, directory=False)
+    else:
         _check_writable(out, "--out")
+        for flag, value in (("--json", args.json), ("--csv", args.csv)):
+            _check_writable(value, flag)
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
     progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
@@ -174,33 +222,56 @@ def cmd_pki(args: argparse.Namespace) -> int:
 
     if args.pki_cmd == "mint":
         out = Path(args.out)
-        if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        if args.backend_ip:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(args.backend_ip)
+            except ValueError:
+                raise LabError(f"--backend-ip: {_shown(args.backend_ip)!r} is not an IP address; "
+                               "give one like 10.203.0.10 or fd00::10") from None
+        try:
+            busy = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
+        except OSError as exc:
+            raise LabError(f"--out: cannot inspect {_shown(str(out))} ({exc.strerror})") from None
+        if busy:
             raise LabError(f"--out: {out} already exists and is not empty; choose a new directory")
         if not out.parent.exists():
             raise LabError(f"--out: directory {out.parent} does not exist")
         # Mint next to the target, then rename: an interrupted mint leaves nothing behind.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        except OSError as exc:
+            raise LabError(f"--out: cannot create a directory in {out.parent} ({exc.strerror}); "
+                           "choose a writable place") from None
         try:
             LabPKI.mint(backend_ip=args.backend_ip or LOCAL_LAB_IP).write_to(tmp)
             if out.exists():
                 out.rmdir()
             os.replace(tmp, out)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LabError(f"--out: cannot write the PKI to {out} ({exc.strerror})") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         print(f"wrote the lab PKI to {out} (keys 0600, directory 0700); see {out}/manifest.json")
         return EXIT_OK
     if args.dir:
+        from harness.errors import read_input
+
         manifest = Path(args.dir) / "manifest.json"
+        if not manifest.exists() and not manifest.is_symlink():
+            raise LabError(f"{_shown(str(manifest))}: not found; pass a directory written by `trustlab pki mint`")
+        raw = read_input(manifest, error=LabError, kind="a PKI manifest", limit=1_000_000,
+                         directory_hint="pass a directory written by `trustlab pki mint`")
         try:
-            data = json.loads(manifest.read_text())
-            rows = list(data["identities"].values())
-        except (FileNotFoundError, NotADirectoryError):
-            raise LabError(f"{manifest}: not found; pass a directory written by `trustlab pki mint`") from None
-        except OSError as exc:
-            raise LabError(f"{manifest}: cannot read ({exc.strerror})") from None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise LabError(f"{manifest}: not a trustlab PKI manifest") from None
+            rows = list(json.loads(raw)["identities"].values())
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            rows = []
+        if not rows or not all(_manifest_row(r) for r in rows):
+            raise LabError(f"{manifest}: not a trustlab PKI manifest (or a damaged one); "
+                           "mint a fresh one with `trustlab pki mint --out DIR`")
     else:
         pki = LabPKI.mint()
         rows = [c.describe() for c in pki.identities.values()]
@@ -213,6 +284,19 @@ def cmd_pki(args: argparse.Namespace) -> int:
         print(f"    validity  {row['not_before']} .. {row['not_after']}")
         print(f"    served    {row['chain_served']} certificate(s)")
     return EXIT_OK
+
+
+_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "identity": str, "legitimate": (bool, type(None)), "meaning": str, "subject": str, "sans": list,
+    "issuer": str, "not_before": str, "not_after": str, "chain_served": int,
+}
+
+
+def _manifest_row(row: object) -> bool:
+    """One identity of a PKI manifest has every field `pki show` prints, of the right type."""
+    return isinstance(row, dict) and all(isinstance(row.get(k), t) for k, t in _ROW_FIELDS.items()) and all(
+        isinstance(s, str) for s in row["sans"]
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -251,6 +335,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for conn in held.seat_log(lab=st["lab"]):
                     print(f"    seat: #{conn['seq']} as {conn['identity']} sni={conn['sni']} tls={conn['tls']} "
                           f"request={conn['request']!r} {conn['error'] or ''}")
+    for why in held.ignored:
+        print(f"ignored: {why}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
     if stale:
         print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
@@ -279,7 +365,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
     from harness.check import check, render
 
-    _check_writable(args.json, "--json")
+    _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
     result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout))
     if args.json:

@@ -5,10 +5,18 @@ the lab directory and a lab worker in hold mode. The proxy is reachable through 
 in the lab directory that relays into the lab's namespace, so nothing listens on a host TCP
 port::
 
-    curl --unix-socket /tmp/trustlab-XXXX/proxies/nginx--verify-off/proxy.sock http://www.trustlab.test/
+    curl --unix-socket /tmp/trustlab.0/trustlab-XXXX/proxy.sock http://www.trustlab.test/
 
 ``down`` stops holders with SIGTERM (the lab unwinds and deletes itself); ``down --all`` also
 sweeps labs left by killed runs.
+
+Held labs live in a per-user directory only that user can write (:func:`held_root`:
+``$TRUSTLAB_TMPDIR/trustlab.<uid>``, else ``$XDG_RUNTIME_DIR/trustlab``, else
+``/tmp/trustlab.<uid>``), never directly in a shared temp directory: a state file is trusted
+only when it, its lab directory and that root are owned by the caller and private (0700, no
+symlinks), and a holder is signalled only when its pid still has the start time recorded in
+the state file (a recycled pid is never signalled). The directory removed is the one the state
+file was found in, never a path the file names.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -26,9 +35,82 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError
-from harness.runner import LAB_PREFIX, _alive, lab_root, sweep
+from harness.runner import LAB_PREFIX, _alive, check_space, lab_root, sweep
 
 STATE_FILE = "state.json"
+#: Largest state file read (a real one is under 1 KB).
+_STATE_LIMIT = 64_000
+#: Why state files were not trusted during the last :func:`labs` call (for ``trustlab status``).
+ignored: list[str] = []
+
+
+def held_root(*, create: bool = False) -> Path:
+    """The caller's private directory for held labs (see the module doc); checked every time.
+
+    A directory someone else owns, or one others can write, is refused (:class:`LabError`), never
+    used: anything in it could have been planted.
+    """
+    uid = os.geteuid()
+    if os.environ.get("TRUSTLAB_TMPDIR"):
+        root = lab_root() / f"trustlab.{uid}"
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        runtime_dir = Path(os.environ["XDG_RUNTIME_DIR"])
+        _check_private(runtime_dir, what="XDG_RUNTIME_DIR", group_ok=False)
+        root = runtime_dir / "trustlab"
+    else:
+        root = lab_root() / f"trustlab.{uid}"
+    if create:
+        try:
+            root.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise LabError(f"{root}: cannot create the held-lab directory ({exc.strerror})") from None
+    if create or os.path.lexists(root):
+        _check_private(root, what="the held-lab directory", group_ok=False)
+    return root
+
+
+def _check_private(path: Path, *, what: str, group_ok: bool) -> os.stat_result:
+    """*path* is a real directory owned by the caller that nobody else can write, or LabError."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise LabError(f"{what} {path} does not exist; create it or unset the variable") from None
+    except OSError as exc:
+        raise LabError(f"{what} {path}: cannot inspect it ({exc.strerror})") from None
+    fix = "remove it (it is not yours to trust) or set TRUSTLAB_TMPDIR to a directory of your own"
+    if stat.S_ISLNK(st.st_mode):
+        raise LabError(f"{what} {path} is a symbolic link; {fix}")
+    if not stat.S_ISDIR(st.st_mode):
+        raise LabError(f"{what} {path} is not a directory; {fix}")
+    if st.st_uid != os.geteuid():
+        raise LabError(f"{what} {path} is owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); {fix}")
+    if st.st_mode & (0o022 if group_ok else 0o077):
+        raise LabError(f"{what} {path} is open to others (mode {stat.S_IMODE(st.st_mode):o}, want 700); {fix}")
+    return st
+
+
+def process_start(pid: int) -> str | None:
+    """An identity for a running process that changes when its pid is reused (its start time),
+    or ``None`` when no such process is visible."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except OSError:
+        return None
+    else:
+        # Field 22 (starttime, clock ticks since boot); the command name (field 2) may hold spaces.
+        fields = raw.rpartition(")")[2].split()
+        return fields[19] if len(fields) > 19 else None
+    # No /proc (macOS with the docker runtime): ps names the start time to the second.
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 #: The seat modes a held lab keeps (mTLS, keep-alive); a held lab never primes.
@@ -71,16 +153,66 @@ def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: fl
 
 
 def labs() -> list[dict[str, Any]]:
-    """Every held lab on this machine (state plus whether its holder is alive)."""
+    """The caller's held labs (state plus whether its holder is alive); untrusted or corrupt
+    state files are skipped, each with its reason in :data:`ignored`."""
+    ignored.clear()
+    root = held_root()
+    if not os.path.lexists(root):
+        return []
     found = []
-    for path in sorted(lab_root().glob(f"{LAB_PREFIX}*")):
+    for path in sorted(root.glob(f"{LAB_PREFIX}*")):
         try:
-            state = json.loads((path / STATE_FILE).read_text())
-        except (OSError, ValueError):
+            state = _read_state(path)
+        except LabError as exc:
+            ignored.append(str(exc))
             continue
-        state["alive"] = _alive(int(state["pid"]))
+        if state is None:  # being created or removed: no state file yet
+            continue
+        state["alive"] = _holder_alive(state)
         found.append(state)
     return found
+
+
+_STATE_FIELDS = {"lab": str, "pid": int, "pid_start": str, "runtime": str, "scenario": str, "identity": str,
+                 "started": str, "curl": str, "control": str}
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """The state of the held lab at *path*, trusted only when private to the caller."""
+    _check_private(path, what="lab directory", group_ok=False)
+    state_path = path / STATE_FILE
+    try:
+        fd = os.open(state_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LabError(f"{state_path}: cannot read it ({exc.strerror}); remove the directory") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise LabError(f"{state_path}: not a private file of yours; ignored (remove {path})")
+        raw = fh.read(_STATE_LIMIT + 1)
+    try:
+        state = json.loads(raw) if len(raw) <= _STATE_LIMIT else None
+    except ValueError:
+        state = None
+    bad = not isinstance(state, dict) or any(
+        not isinstance(state.get(k), t) or isinstance(state.get(k), bool) for k, t in _STATE_FIELDS.items()
+    )
+    if bad or state["lab"] != path.name:  # type: ignore[index]
+        raise LabError(f"{state_path}: corrupt state file; remove {path} (trustlab down --all does)")
+    assert isinstance(state, dict)
+    # Paths come from where the file was found, never from its contents.
+    state["dir"] = str(path)
+    if state["runtime"] == "local":
+        state["control"] = str(path / "control.sock")
+    return state
+
+
+def _holder_alive(state: dict[str, Any]) -> bool:
+    """The holder still runs: its pid is alive *and* started when the state file says."""
+    pid = state["pid"]
+    return pid > 0 and _alive(pid) and process_start(pid) == state["pid_start"]
 
 
 def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
@@ -102,19 +234,24 @@ def seat_log(*, lab: str | None = None) -> list[dict[str, Any]]:
 def down(*, lab: str | None = None, all_labs: bool = False) -> list[str]:
     """Stop held labs (one by id, or every one with ``all_labs``) and sweep leftovers."""
     stopped = []
-    for state in labs():
+    found = labs()
+    if not lab and not all_labs and len(found) > 1:
+        raise LabError("several labs are up; name one (trustlab down LAB) or use --all")
+    for state in found:
         if lab and state["lab"] != lab:
             continue
-        if not lab and not all_labs and len(labs()) > 1:
-            raise LabError("several labs are up; name one (trustlab down LAB) or use --all")
         _stop(state)
         stopped.append(state["lab"])
     if lab and not stopped:
-        raise LabError(f"no lab {lab!r} is up; `trustlab status` lists them")
+        shown = lab if len(lab) <= 60 else lab[:57] + "..."
+        raise LabError(f"no lab {shown!r} is up; `trustlab status` lists them")
     if all_labs:
         from harness.runtimes import docker as docker_rt
 
         stopped += [p.name for p in sweep()]
+        root = held_root()
+        if os.path.lexists(root):
+            stopped += [p.name for p in sweep(root=root)]
         stopped += [name for name in docker_rt.sweep_all_if_reachable() if name not in stopped]
     return stopped
 
@@ -169,6 +306,7 @@ def _control_socket(path: str, command: str) -> Any:
 
 
 def _stop(state: dict[str, Any]) -> None:
+    # state["dir"] is where the (trusted) state file was found: see _read_state.
     path = Path(state["dir"])
     pid = int(state["pid"])
     if state["alive"]:
@@ -176,7 +314,7 @@ def _stop(state: dict[str, Any]) -> None:
         deadline = time.monotonic() + 10
         while path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if path.exists() and _alive(pid):
+        if path.exists() and _holder_alive(state):
             os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
     if state.get("runtime") == "docker":
         # A holder that was killed (or had to be) left its containers, network and volume.
@@ -201,7 +339,9 @@ def _docker_lab_id(state: dict[str, Any]) -> str:
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps({k: v for k, v in state.items() if k != "alive"}, indent=2))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({k: v for k, v in state.items() if k != "alive"}, indent=2))
     os.replace(tmp, path / STATE_FILE)
 
 
@@ -218,8 +358,11 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
     start = _start_docker if runtime == "docker" else _start_local
     try:
         scenario = resolve(ref)
-        with lab_dir() as path, start(scenario, identity, path) as (state, wait):
-            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(), "runtime": runtime,
+        check_space(lab_root())  # before the private directory is made: a full disk leaves nothing
+        root = held_root(create=True)
+        with lab_dir(root=root) as path, start(scenario, identity, path) as (state, wait):
+            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(),
+                          "pid_start": process_start(os.getpid()) or "", "runtime": runtime,
                           "scenario": scenario.id, "identity": identity,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _write_state(path, state)

@@ -119,7 +119,12 @@ class LabPKI:
 
     @classmethod
     def mint(
-        cls, *, backend_ip: str = LOCAL_LAB_IP, backend_name: str = BACKEND_NAME, optional: tuple[str, ...] = ()
+        cls,
+        *,
+        backend_ip: str = LOCAL_LAB_IP,
+        backend_name: str = BACKEND_NAME,
+        optional: tuple[str, ...] = (),
+        sibling_name: str = SIBLING_NAME,
     ) -> LabPKI:
         """Mint the internal PKI and one certificate per built-in identity.
 
@@ -127,6 +132,8 @@ class LabPKI:
         impostor claims); ``trustlab check`` passes the host name of the config's own upstream.
         The wildcard identity covers it from one label up (``*.internal`` for the default).
         *optional* names optional identities to mint as well (``legit-deep``); none by default.
+        *sibling_name* is the compromised sibling ``wrong-name`` is issued to; ``trustlab check``
+        picks one none of the config's upstreams uses (else the "impostor" would be legitimate).
         """
         unknown = [i for i in optional if i not in {s.id for s in OPTIONAL_IDENTITIES}]
         if unknown:
@@ -152,7 +159,7 @@ class LabPKI:
             "legit-no-chain": IdentityCert("legit-no-chain", chain[0].bytes(), key),
             "rogue-ca": from_ca("rogue-ca", rogue, backend_name, common_name=backend_name),
             "self-signed": _self_signed("self-signed", backend_name, now),
-            "wrong-name": from_ca("wrong-name", inter, SIBLING_NAME, common_name=SIBLING_NAME),
+            "wrong-name": from_ca("wrong-name", inter, sibling_name, common_name=sibling_name),
             "expired": from_ca(
                 "expired", inter, backend_name, common_name=backend_name,
                 not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),

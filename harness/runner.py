@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shutil
 import signal
+import stat as _stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -66,13 +67,27 @@ class Results:
 
 
 def lab_root() -> Path:
-    return Path(os.environ.get("TRUSTLAB_TMPDIR") or tempfile.gettempdir())
+    """Where labs are created: ``$TRUSTLAB_TMPDIR``, else the system temp directory."""
+    chosen = os.environ.get("TRUSTLAB_TMPDIR")
+    root = Path(chosen or tempfile.gettempdir())
+    if chosen and not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a directory"
+        raise LabError(f"TRUSTLAB_TMPDIR={chosen}: {what}; create the directory or unset TRUSTLAB_TMPDIR")
+    return root
 
 
-def stale_labs() -> list[Path]:
-    """Lab directories whose owning process is gone (left by a killed run)."""
+def stale_labs(root: Path | None = None) -> list[Path]:
+    """Lab directories of this user whose owning process is gone (left by a killed run).
+
+    Only the caller's own directories count: anyone can create ``trustlab-*`` in a shared /tmp."""
     stale = []
-    for path in lab_root().glob(f"{LAB_PREFIX}*"):
+    for path in (root or lab_root()).glob(f"{LAB_PREFIX}*"):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            continue
         owner = path / OWNER_FILE
         try:
             pid = int(owner.read_text().split()[0])
@@ -85,10 +100,10 @@ def stale_labs() -> list[Path]:
     return stale
 
 
-def sweep() -> list[Path]:
-    """Remove stale lab directories; return what was removed."""
+def sweep(root: Path | None = None) -> list[Path]:
+    """Remove stale lab directories (in *root*, default the lab root); return what was removed."""
     removed = []
-    for path in stale_labs():
+    for path in stale_labs(root):
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -116,13 +131,25 @@ def _signals_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def lab_dir(*, keep: bool = False) -> Iterator[Path]:
-    """A private (0700) lab directory, removed on exit (also on Ctrl-C) unless *keep*."""
-    sweep()
+def lab_dir(*, keep: bool = False, root: Path | None = None) -> Iterator[Path]:
+    """A private (0700) lab directory in *root* (default: the lab root), removed on exit (also
+    on Ctrl-C) unless *keep*."""
+    root = root or lab_root()
+    sweep(root)
+    check_space(root)
     with _signals_held():
-        path = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=lab_root()))
+        try:
+            path = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=root))
+        except OSError as exc:
+            raise LabError(f"{root}: cannot create a lab directory there ({exc.strerror}); "
+                           "set TRUSTLAB_TMPDIR to a writable directory") from None
         os.chmod(path, 0o700)
-        (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        try:
+            (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            raise LabError(f"{root}: cannot write a lab there ({exc.strerror}); "
+                           "free some space or set TRUSTLAB_TMPDIR to another directory") from None
         # SIGTERM should unwind like Ctrl-C so the finally below runs.
         previous = signal.getsignal(signal.SIGTERM)
         installed = False
@@ -141,6 +168,24 @@ def lab_dir(*, keep: bool = False) -> Iterator[Path]:
                 (path / OWNER_FILE).unlink(missing_ok=True)
             else:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+#: Free space a lab needs in its root: PKI, configs and logs of a full matrix take under 2 MB.
+MIN_FREE_BYTES = 8_000_000
+
+
+def check_space(root: Path) -> None:
+    """Refuse to start a lab in a (nearly) full directory: its proxies could not write their
+    logs, and every cell would be an ``error`` that blames the proxies."""
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < MIN_FREE_BYTES or (st.f_files and st.f_favail < 100):
+        raise LabError(f"{root}: the lab root is full ({free // 1000} kB free, a lab needs "
+                       f"{MIN_FREE_BYTES // 1_000_000} MB); free some space or set TRUSTLAB_TMPDIR to "
+                       "another directory")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._assets import asset_dir
-from harness.errors import ScenarioError, read_input
+from harness.errors import ScenarioError, _shown, read_input
 from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
 
 SUFFIX = ".toml"
@@ -101,6 +101,8 @@ _FILE_PLACEHOLDER = re.compile(r"\{(?:ca|bundle|" + "|".join(PKI_FILES) + r")\}"
 _POLICY_LINES = {ProxyKind.NGINX: "proxy_pass", ProxyKind.APACHE: "ProxyPass", ProxyKind.HAPROXY: "server"}
 #: A multi-policy scenario's id says what it tests.
 MULTI_POLICY_WORDS = ("reuse", "resume", "keepalive")
+#: Control characters (CR, NUL, ESC ...): a proxy's config parser reads them as text.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ def load_file(path: Path, *, scenario_id: str | None = None) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: [[[[... 3000 deep
+        raise ScenarioError(f"{where}: invalid TOML: nested too deeply; a scenario is a flat table") from None
     if scenario_id is None:
         proxy = data.get("proxy")
         scenario_id = f"{proxy}/{path.stem}" if isinstance(proxy, str) else path.stem
@@ -251,6 +255,9 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
             raise fail(f"directives.{key}", f"must be a string, got {type(value).__name__}")
         elif "\n" in value or ";" in value or "{" in _FILE_PLACEHOLDER.sub("", value):
             raise fail(f"directives.{key}", "must be one value without newlines, ';' or braces")
+        elif _CONTROL.search(value):
+            ch = _CONTROL.search(value).group(0)  # type: ignore[union-attr]
+            raise fail(f"directives.{key}", f"holds the control character {ch!r}; write the value on one plain line")
         directives.append((key, value))
 
     config = string("config")
@@ -262,6 +269,8 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     if config_http and not config:
         raise fail("config_http", "needs a config snippet (the location body) too")
     for key, text in (("config", config), ("config_http", config_http)):
+        if bad := _CONTROL.search(text.replace("\n", "").replace("\t", "")):
+            raise fail(key, f"holds the control character {bad.group(0)!r}; save the file with plain LF line ends")
         unknown = set(re.findall(r"\{(\w+)\}", text)) - set(PLACEHOLDERS)
         if unknown:
             raise fail(key, f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
@@ -360,11 +369,21 @@ def resolve(ref: str) -> Scenario:
     if ref in known:
         return known[ref]
     path = Path(ref)
-    if ref.endswith(SUFFIX) or path.exists():
-        return load_file(path)
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or one with a NUL
+        exists = False
+    if ref.endswith(SUFFIX) or exists:
+        scenario = load_file(path)
+        if scenario.control and scenario.control not in known and scenario.control != scenario.id:
+            raise ScenarioError(
+                f"{path}: control: {scenario.control!r} is not a known scenario id; "
+                "name a built-in one (trustlab matrix --list) or remove the line"
+            )
+        return scenario
     close = [k for k in known if ref.split("/")[-1] in k] or list(known)[:6]
     raise ScenarioError(
-        f"{ref!r} is neither a scenario id nor a file; try one of: {', '.join(close[:6])} "
+        f"{_shown(ref)!r} is neither a scenario id nor a file; try one of: {', '.join(close[:6])} "
         "(trustlab matrix --list shows all)"
     )
 

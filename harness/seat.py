@@ -132,6 +132,8 @@ class Seat:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # "::" answers on IPv4 too (an upstream may be either)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((self._host, self._requested_port))
         sock.listen(128)
         sock.settimeout(0.2)
@@ -268,7 +270,8 @@ class Seat:
         conn.site = conn.site or "backend"
         try:
             addr = raw.getsockname()
-            conn.dest = f"{addr[0]}:{addr[1]}"
+            host = addr[0].removeprefix("::ffff:") if "." in addr[0] else addr[0]  # IPv4 on a dual-stack seat
+            conn.dest = f"{host}:{addr[1]}"
         except OSError:
             pass
         tls: ssl.SSLSocket | None = None

@@ -82,3 +82,23 @@ def docker_ready() -> str:
 def each_runtime(request: pytest.FixtureRequest) -> str:
     """Parametrizes a test over both runtimes (each with its own prerequisite fixture)."""
     return str(request.getfixturevalue("local_runtime" if request.param == "local" else "docker_ready"))
+
+
+# -- `make reliability` reports how many bad-input cases are handled as promised -----------------
+_BAD_INPUT: dict[str, bool] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "bad_input" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _BAD_INPUT[report.nodeid] = _BAD_INPUT.get(report.nodeid, True) and report.passed
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _BAD_INPUT:
+        handled = sum(_BAD_INPUT.values())
+        terminalreporter.write_line(
+            f"bad input: {handled}/{len(_BAD_INPUT)} cases handled as promised "
+            "(one line, exit 2, no traceback, bounded, nothing lost)"
+        )

@@ -5,6 +5,7 @@ The fast subset runs in CI; the full set (`make reliability`) adds 20 repeated m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,12 @@ def _scenario_corpus() -> dict[str, bytes]:
         "unknown seat key": (GOOD + "\n[seat]\nrouting = true\n").encode(),
         "seat flag not bool": (GOOD + "\n[seat]\nsni_routing = \"yes\"\n").encode(),
         "target unknown": GOOD.replace('proxy = "nginx"', 'proxy = "nginx"\ntarget = "dns"').encode(),
+        # issue 9
+        "nested very deep": b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n",
+        "inline tables nested very deep": b"a = " + b"{b = " * 3000 + b"1" + b"}" * 3000 + b"\n",
+        "directive with CR": GOOD.replace('proxy_ssl_verify = "on"', 'proxy_ssl_verify = "on\\rx"').encode(),
+        "directive with NUL": GOOD.replace('proxy_ssl_verify = "on"', 'proxy_ssl_verify = "on\\u0000"').encode(),
+        "control unknown": GOOD.replace('proxy = "nginx"', 'proxy = "nginx"\ncontrol = "nginx/nope"').encode(),
     }
     return cases
 
@@ -76,6 +83,7 @@ def _scenario_corpus() -> dict[str, bytes]:
 SCENARIO_CORPUS = _scenario_corpus()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", sorted(SCENARIO_CORPUS))
 def test_malformed_scenario_files(case: str, tmp_path: Path) -> None:
     bad = tmp_path / "case.toml"
@@ -90,6 +98,7 @@ def test_malformed_scenario_files(case: str, tmp_path: Path) -> None:
     assert not (tmp_path / "r.json").exists() and not out.exists()
 
 
+@pytest.mark.bad_input
 def test_unreadable_paths(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
@@ -119,6 +128,7 @@ BAD_OPTIONS = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
 def test_bad_options(case: str, tmp_path: Path) -> None:
     args, needle = BAD_OPTIONS[case]
@@ -134,6 +144,374 @@ def test_bad_options(case: str, tmp_path: Path) -> None:
     assert needle in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "labs"])
     assert list((tmp_path / "labs").iterdir()) == []
+
+
+# -- issue 9: every bad input that still broke trustlab -------------------------------------------
+NGINX_CONF = """events {{}}
+http {{
+  server {{
+    listen 80;
+    server_name {server_name};
+    location / {{
+      proxy_pass https://{upstream};
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate /etc/ssl/internal-pki.pem;
+      proxy_ssl_server_name on;{extra}
+    }}
+  }}
+}}
+"""
+
+
+def nginx_conf(upstream: str, *, server_name: str = "www.example.com", extra: str = "") -> str:
+    """A real, correct nginx config whose one location proxies to *upstream*."""
+    return NGINX_CONF.format(upstream=upstream, server_name=server_name, extra=extra)
+
+
+def _manifest(tmp: Path, name: str, body: str) -> str:
+    (tmp / name).mkdir()
+    (tmp / name / "manifest.json").write_text(body)
+    return str(tmp / name)
+
+
+def _fifo(tmp: Path, name: str) -> str:
+    os.mkfifo(tmp / name)
+    return str(tmp / name)
+
+
+def _zero(tmp: Path, name: str) -> str:
+    (tmp / name).symlink_to("/dev/zero")
+    return str(tmp / name)
+
+
+def _write(tmp: Path, name: str, text: str) -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+def _dir_at(tmp: Path, name: str) -> str:
+    (tmp / "out" / name).mkdir(parents=True)
+    return str(tmp / "out")
+
+
+NGINX_GOOD_CONF = nginx_conf("api.internal:8443")
+LONG = "x" * 5000
+
+#: case -> (setup(tmp) -> argv, the needle of the one-line error, needs the local runtime)
+ISSUE9_CASES: dict[str, tuple[Callable[[Path], list[str]], str, bool]] = {
+    "scenario symlink to /dev/zero": (
+        lambda t: ["run", _zero(t, "z.toml"), "--runtime", "local"], "is a device", False),
+    "config symlink to /dev/zero (check)": (lambda t: ["check", "nginx", _zero(t, "z.conf")], "is a device", False),
+    "config symlink to /dev/zero (audit)": (lambda t: ["audit", _zero(t, "z.conf")], "is a device", False),
+    "FIFO scenario (run)": (lambda t: ["run", _fifo(t, "f.toml"), "--runtime", "local"], "is a FIFO", False),
+    "FIFO config (check)": (lambda t: ["check", "nginx", _fifo(t, "f.conf")], "is a FIFO", False),
+    "FIFO config (audit)": (lambda t: ["audit", _fifo(t, "f.conf")], "is a FIFO", False),
+    "5000-character scenario id": (lambda t: ["run", LONG, "--runtime", "local"], "5000 characters", False),
+    "5000-character scenario file": (lambda t: ["run", LONG + ".toml", "--runtime", "local"], "cannot read", False),
+    "5000-character lab id": (lambda t: ["down", LONG], "no lab", False),
+    "5000-character config path": (lambda t: ["check", "nginx", LONG], "cannot read", False),
+    "upstream with an underscore": (
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("my_backend:8443"))], "holds '_'", True),
+    "non-ASCII upstream": (
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("bäckend.internal:8443"))], "not ASCII", True),
+    "upstream label over 63 characters": (
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("a" * 64 + ".internal:8443"))], "at most 63", True),
+    "server_name with CR LF escapes": (
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("api.internal:8443",
+                                                                    server_name='"a\\r\\nX-Evil: 1"'))],
+        "not a host name a client can send", True),
+    "run --json /proc/x.json": (lambda t: ["run", "nginx/good", "--runtime", "local", "--json", "/proc/x.json"],
+                                "--json: cannot write to /proc", False),
+    "check --json /proc/x.json": (lambda t: ["check", "nginx", _write(t, "c.conf", NGINX_GOOD_CONF), "--json",
+                                             "/proc/x.json"], "--json: cannot write to /proc", False),
+    "matrix --out DIR whose matrix.json is a directory": (
+        lambda t: ["matrix", "--runtime", "local", "--no-plot", "--out", _dir_at(t, "matrix.json")],
+        "matrix.json is a directory", False),
+    "matrix --out DIR whose matrix.csv is a directory": (
+        lambda t: ["matrix", "--runtime", "local", "--no-plot", "--out", _dir_at(t, "matrix.csv")],
+        "matrix.csv is a directory", False),
+    "matrix --out /proc/out": (lambda t: ["matrix", "--runtime", "local", "--out", "/proc/out"], "--out: cannot write",
+                               False),
+    "matrix --json X --csv X": (lambda t: ["matrix", "--runtime", "local", "--json", str(t / "x"), "--csv",
+                                           str(t / "." / "x")], "both name", False),
+    "matrix --json OUT/matrix.csv": (lambda t: ["matrix", "--runtime", "local", "--out", str(t), "--json",
+                                                str(t / "matrix.csv")], "both name", False),
+    "check --json pointed at the config": (
+        lambda t: ["check", "nginx", _write(t, "c.conf", NGINX_GOOD_CONF), "--json", str(t / "c.conf")],
+        "would overwrite it", False),
+    "run --json pointed at the scenario": (
+        lambda t: ["run", _write(t, "s.toml", GOOD), "--runtime", "local", "--json", str(t / "s.toml")],
+        "would overwrite it", False),
+    "pki mint --out /proc/pki": (lambda t: ["pki", "mint", "--out", "/proc/pki"], "--out: cannot create", False),
+    "pki mint --backend-ip notanip": (lambda t: ["pki", "mint", "--out", str(t / "pki"), "--backend-ip", "notanip"],
+                                      "not an IP address", False),
+    "pki show: identities a list": (lambda t: ["pki", "show", _manifest(t, "m", '{"identities": [1]}')],
+                                    "not a trustlab PKI manifest", False),
+    "pki show: a row without fields": (
+        lambda t: ["pki", "show", _manifest(t, "m", '{"identities": {"a": {"identity": 1}}}')],
+        "not a trustlab PKI manifest", False),
+    "pki show: wrong field types": (
+        lambda t: ["pki", "show", _manifest(t, "m", json.dumps({"identities": {"a": {
+            "identity": "a", "legitimate": True, "meaning": "", "subject": "", "sans": "DNS:x", "issuer": "",
+            "not_before": "", "not_after": "", "chain_served": 1}}}))], "not a trustlab PKI manifest", False),
+    "pki show: a top-level list": (lambda t: ["pki", "show", _manifest(t, "m", "[]")], "not a trustlab PKI", False),
+    "pki show: nested very deep": (lambda t: ["pki", "show", _manifest(t, "m", "[" * 100_000 + "]" * 100_000)],
+                                   "not a trustlab PKI", False),
+    "pki show: a FIFO manifest": (lambda t: ["pki", "show", (os.mkdir(t / "m"), _fifo(t / "m", "manifest.json"))[1]
+                                             .rsplit("/", 1)[0]], "is a FIFO", False),
+    "audit --proxy haproxy on an nginx config": (
+        lambda t: ["audit", "--proxy", "haproxy", _write(t, "c.conf", NGINX_GOOD_CONF)],
+        "looks like a config for nginx", False),
+    "audit --proxy apache on an haproxy config": (
+        lambda t: ["audit", "--proxy", "apache", str(ROOT / "tests" / "configs" / "haproxy-good.cfg")],
+        "looks like a config for haproxy", False),
+}
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every regular file under *root* with its digest (inputs must come out unchanged)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink() and not stat.S_ISFIFO(p.lstat().st_mode):
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("case", sorted(ISSUE9_CASES))
+def test_issue9_bad_inputs(case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    setup, needle, needs_lab = ISSUE9_CASES[case]
+    if needs_lab:
+        request.getfixturevalue("local_runtime")
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    args = setup(work)
+    before = _snapshot(work)
+    t0 = time.perf_counter()
+    proc = trustlab(*args, env={**os.environ, "TRUSTLAB_TMPDIR": str(labs)})  # a hang fails: timeout=120
+    took = time.perf_counter() - t0
+    assert proc.returncode == 2, (case, proc.returncode, proc.stdout[-500:], proc.stderr[-800:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-800:]
+    assert needle in lines[0], lines[0]
+    assert len(lines[0]) < 600, len(lines[0])
+    assert took < 30, f"{case}: {took:.1f} s"
+    assert _snapshot(work) == before, "an input was changed or something was written"
+    assert list(labs.iterdir()) == []
+
+
+@pytest.fixture
+def full_dir() -> Iterator[Path]:
+    """A real file system with no space left (a 1 MB tmpfs, filled)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    path = Path(tempfile.mkdtemp(prefix="tl-full-", dir="/tmp"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)]).returncode != 0:
+        path.rmdir()
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with open(path / "filler", "wb") as fh, contextlib.suppress(OSError):
+            fh.write(b"\0" * 2_000_000)
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)])
+        path.rmdir()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("cmd", ["run", "check", "up"])
+def test_a_full_lab_root_is_one_line_not_error_cells(local_runtime: str, full_dir: Path, tmp_path: Path,
+                                                     cmd: str) -> None:
+    args = {"run": ["run", "nginx/good", "--runtime", "local"],
+            "check": ["check", "nginx", _write(tmp_path, "c.conf", NGINX_GOOD_CONF)],
+            "up": ["up", "nginx/good", "--runtime", "local"]}[cmd]
+    proc = trustlab(*args, env={**os.environ, "TRUSTLAB_TMPDIR": str(full_dir)})
+    assert proc.returncode == 2, (proc.stdout[-500:], proc.stderr[-500:])
+    assert "the lab root is full" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in full_dir.iterdir()) == ["filler"]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("what", ["missing", "a file"])
+def test_trustlab_tmpdir_missing_or_a_file(local_runtime: str, tmp_path: Path, what: str) -> None:
+    target = tmp_path / "nope"
+    if what == "a file":
+        target.write_text("x")
+    for args in (["run", "nginx/good", "--runtime", "local"], ["check", "nginx", _write(tmp_path, "c.conf",
+                                                                                           NGINX_GOOD_CONF)],
+                 ["up", "nginx/good", "--runtime", "local"], ["status"], ["down"]):
+        proc = trustlab(*args, env={**os.environ, "TRUSTLAB_TMPDIR": str(target)})
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert f"TRUSTLAB_TMPDIR={target}" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.bad_input
+def test_a_non_ascii_scenario_file_name_runs(local_runtime: str, tmp_path: Path) -> None:
+    """Under LC_ALL=C too: the worker sent the name raw in the request line (UnicodeEncodeError)."""
+    scen = tmp_path / "vérifié.toml"
+    scen.write_text(GOOD)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "TRUSTLAB_TMPDIR": str(tmp_path)}
+    proc = trustlab("run", str(scen), "--runtime", "local", "--json", str(tmp_path / "r.json"), env=env)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    cells = json.loads((tmp_path / "r.json").read_text())["cells"]
+    assert {c["identity"]: c["outcome"] for c in cells}["legit"] == "served"
+    assert {c["outcome"] for c in cells if c["identity"] != "legit" and c["identity"] != "legit-no-chain"} == {
+        "blocked"}
+
+
+# -- the lab's own names, and IPv6, with real nginx ------------------------------------------------
+@pytest.mark.bad_input
+@pytest.mark.parametrize("upstream", ["backend-api.internal:8443", "other-svc.internal:8443"])
+def test_a_correct_config_using_the_labs_own_names_passes(local_runtime: str, tmp_path: Path, upstream: str) -> None:
+    """The lab's hosts file listed backend-api.internal twice (nginx round-robined: legit became
+    error); and wrong-name's sibling must not be the config's own upstream."""
+    from harness.check import check
+
+    conf = tmp_path / "c.conf"
+    conf.write_text(nginx_conf(upstream))
+    t0 = time.perf_counter()
+    result = check("nginx", conf)
+    took = time.perf_counter() - t0
+    assert result.ok, result.summary()
+    assert result.outcome("legit") == "served" and result.outcome("wrong-name") == "blocked"
+    assert took < 8, f"{took:.1f} s (the collision made it 8 s)"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("upstream", ["[fd00::10]:8443", "[::1]:8443"])
+def test_ipv6_upstreams_are_checked_for_real(local_runtime: str, tmp_path: Path, upstream: str) -> None:
+    """The seat listens where the upstream points (it listened on IPv4 only: error on every cell;
+    [::1] aborted the lab)."""
+    from harness.check import check
+
+    good = tmp_path / "good.conf"
+    good.write_text(nginx_conf(upstream, extra="\n      proxy_ssl_name api.internal;"))
+    result = check("nginx", good)
+    assert result.ok, result.summary()
+    assert all(c.sni == "api.internal" for c in result.cells if c.identity == "legit")
+    # without proxy_ssl_name nginx checks the certificate against "[fd00::10]" (brackets and
+    # all): the legitimate backend (named api.internal) is blocked, for real
+    bare = tmp_path / "bare.conf"
+    bare.write_text(nginx_conf(upstream))
+    result = check("nginx", bare)
+    assert result.outcome("legit") == "blocked" and "does not match" in result.cells[0].reason
+    assert not any(c.outcome == "error" for c in result.cells), result.summary()
+
+
+def test_error_cells_are_errors_in_the_summary() -> None:
+    from harness.check import CheckCell, CheckResult
+    from harness.vocab import Outcome
+
+    cells = [CheckCell("u", "legit", Outcome.SERVED, 200, "ok", "u"),
+             CheckCell("u", "rogue-ca", Outcome.ERROR, 502, "no live upstreams", "u"),
+             CheckCell("u", "expired", Outcome.SPOOFED, 200, "response from impostor expired", "u")]
+    summary = CheckResult("nginx", "c.conf", [], cells).summary()
+    rogue, expired = (ln for ln in summary.splitlines() if "->" in ln)
+    assert "error" in rogue and "impostor got through" not in rogue, rogue
+    assert "impostor got through" in expired
+
+
+# -- a proxy that dies before listening says how ------------------------------------------------
+def _nginx_proxy(run_dir: Path, port: int, conf: Path | None = None):  # type: ignore[no-untyped-def]
+    from harness.proxies import driver
+    from harness.runtimes._nsworker import Proxy
+
+    conf = conf or run_dir / "nginx.conf"
+    conf.write_text(f"daemon off; master_process off; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
+                    f"events {{}}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; return 200; }} }}\n")
+    return Proxy({"key": "k", "kind": "nginx", "listen_port": port, "run_dir": str(run_dir),
+                  "log": str(run_dir / "error.log"), "command": driver("nginx").command(str(conf), str(run_dir))})
+
+
+@pytest.mark.bad_input
+def test_a_proxy_killed_before_listening_is_an_error_that_says_so(local_runtime: str, tmp_path: Path) -> None:
+    from harness.runtimes.local import _rejected
+
+    proxy = _nginx_proxy(tmp_path, 0)  # port 0: never connectable, so only its death ends the wait
+    proxy.start()
+    assert proxy.proc is not None
+    os.kill(proxy.proc.pid, signal.SIGKILL)
+    event = proxy.wait_ready(time.perf_counter() + 10)
+    assert not event["started"] and event["died"]
+    assert "killed by SIGKILL" in event["message"]
+    cell = _rejected({"key": "k", **event}, "legit")
+    assert cell["outcome"] == "error" and "killed by SIGKILL" in cell["reason"]  # not config-rejected
+
+
+@pytest.mark.bad_input
+def test_a_proxy_out_of_disk_is_an_error_that_says_so(local_runtime: str, full_dir: Path, tmp_path: Path) -> None:
+    run_dir = full_dir / "run"
+    run_dir.mkdir()
+    proxy = _nginx_proxy(run_dir, 0, conf=tmp_path / "nginx.conf")
+    proxy.start()
+    event = proxy.wait_ready(time.perf_counter() + 10)
+    assert not event["started"] and event["died"], event
+    assert "no space left on device" in event["message"]
+
+
+# -- interrupts: measured, with a generous bound -------------------------------------------------
+def _stop_time(args: list[str], labs: Path, *, sig: int, ready: Callable[[], bool]) -> tuple[float, int, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TRUSTLAB_TMPDIR": str(labs)},
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside the run
+    assert proc.poll() is None, "it finished before the signal; make the run longer"
+    t0 = time.perf_counter()
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return time.perf_counter() - t0, proc.returncode, err
+
+
+def _workers_running(labs: Path) -> bool:
+    return any(labs.glob("trustlab-*/**/error.log")) or any(labs.glob("trustlab-*/**/stdout.log"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_check_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Path, sig: int) -> None:
+    """80 upstreams take ~40 s to check; Ctrl-C used to wait for all of them (38-40 s)."""
+    locations = "\n".join(
+        f"    location /u{i}/ {{ proxy_pass https://svc{i}.internal:8443; proxy_ssl_verify on;\n"
+        "      proxy_ssl_trusted_certificate /etc/ssl/internal-pki.pem; proxy_ssl_server_name on; }"
+        for i in range(80)
+    )
+    conf = short_tmp / "c80.conf"
+    conf.write_text(f"events {{}}\nhttp {{\n  server {{\n    listen 80;\n{locations}\n  }}\n}}\n")
+    labs = short_tmp / "labs"
+    labs.mkdir()
+    took, code, err = _stop_time(["check", "nginx", str(conf)], labs, sig=sig, ready=lambda: _workers_running(labs))
+    print(f"check (80 upstreams) stopped {took:.3f} s after {signal.Signals(sig).name}")
+    assert code == 130 and "Traceback" not in err, (code, err)
+    assert took < 5, f"check took {took:.1f} s to stop"
+    assert list(labs.iterdir()) == []
+    assert _lab_processes(str(labs)) == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_matrix_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Path, sig: int) -> None:
+    """unshare --fork ignores SIGTERM: stopping a matrix waited 5 s per worker (10-11 s)."""
+    labs = short_tmp / "labs"
+    labs.mkdir()
+    took, code, err = _stop_time(["matrix", "--runtime", "local", "--no-plot", "--out", str(short_tmp / "out")],
+                                 labs, sig=sig, ready=lambda: _workers_running(labs))
+    print(f"matrix stopped {took:.3f} s after {signal.Signals(sig).name}")
+    assert code == 130 and "Traceback" not in err, (code, err)
+    assert took < 5, f"the matrix took {took:.1f} s to stop"
+    assert list(labs.iterdir()) == []
+    deadline = time.monotonic() + 5
+    while _lab_processes(str(labs)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _lab_processes(str(labs)) == []
 
 
 def test_a_config_the_proxy_rejects_is_shown_verbatim(local_runtime: str, tmp_path: Path) -> None:
@@ -179,7 +557,8 @@ def test_no_footprint_on_the_host(local_runtime: str, short_tmp: Path) -> None:
     try:
         during = _listeners() - before_listen
         assert during == set(), f"the lab listens on the host: {during}"
-        (lab,) = short_tmp.glob("trustlab-*")
+        (lab,) = short_tmp.glob("trustlab.*/trustlab-*")
+        assert stat.S_IMODE(lab.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(lab.stat().st_mode) == 0o700
         assert stat.S_IMODE((lab / "pki").stat().st_mode) == 0o700
         keys = list(lab.rglob("*.key"))
@@ -187,9 +566,11 @@ def test_no_footprint_on_the_host(local_runtime: str, short_tmp: Path) -> None:
         # the lab's own hosts file is bind-mounted in its namespace only
         assert "backend-api.internal" not in Path("/etc/hosts").read_text()
     finally:
-        trustlab("down", "--all", env=env)
+        trustlab("down", env=env)  # never --all in tests: it removes other people's docker labs
     assert {f: _digest(f) for f in HOST_FILES} == before_files
-    assert list(short_tmp.iterdir()) == []
+    # only the (empty) private held-lab directory is left
+    assert [p.name for p in short_tmp.iterdir()] == [f"trustlab.{os.geteuid()}"]
+    assert list(short_tmp.glob("*/*")) == []
 
 
 @pytest.mark.integration

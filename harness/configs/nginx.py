@@ -233,6 +233,8 @@ def _host_header(server: Directive) -> str:
             for name in d["args"]:
                 if not name or name == "_" or name.startswith("~") or name.startswith("$"):
                     continue
+                if not re.fullmatch(r"[A-Za-z0-9.*_-]+", name) and name is not d["args"][-1]:
+                    continue  # escapes or spaces: not sendable as Host; a later name may be (check refuses the rest)
                 if name.startswith("."):
                     return name[1:]
                 return name.replace("*", "probe")

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from harness.seat import Seat
 from harness.vocab import PUBLIC_HOST, Outcome
 
 _PR_SET_PDEATHSIG = 1
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x21, 0x7F))
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -67,8 +69,8 @@ def setup_namespace(job: dict[str, Any]) -> None:
     # Extra addresses a user's config targets directly (``trustlab check``): each is put on
     # this namespace's own loopback, so the seat answers there and nothing leaves the lab.
     for addr in dict.fromkeys(job.get("addresses", [])):
-        if addr == job["backend_ip"] or addr.startswith("127."):
-            continue  # already there (127.0.0.0/8 comes with lo)
+        if addr == job["backend_ip"] or addr.startswith("127.") or addr == "::1":
+            continue  # already there (127.0.0.0/8 and ::1 come with lo)
         run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
     run("mount", "--bind", job["hosts_file"], "/etc/hosts")
 
@@ -176,7 +178,8 @@ class Proxy:
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 text = self.output()
-                return {"started": False, "message": self.driver.startup_message(text), "output": text[-4000:]}
+                message, died = self.how_it_ended(text)
+                return {"started": False, "message": message, "output": text[-4000:], "died": died}
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return {"started": True, "start_s": time.perf_counter() - self.started_at}
@@ -184,6 +187,23 @@ class Proxy:
                 time.sleep(0.002)
         return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
                 "output": self.output()[-4000:], "timeout": True}
+
+    def how_it_ended(self, text: str) -> tuple[str, bool]:
+        """What the proxy said as it exited, and how it ended; *died* is true when it did not
+        refuse its config but was killed or could not write (so: ``error``, not config-rejected)."""
+        assert self.proc is not None
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the proxy was killed by {name} before it listened (not a config error)", True
+        if "No space left on device" in text or _disk_full(self.run_dir):
+            return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device); "
+                    "free some space or set TRUSTLAB_TMPDIR to another directory"), True
+        message = self.driver.startup_message(text)
+        return (f"{message} (exit status {code})" if code not in (None, 0, 1) else message), False
 
     def output(self) -> str:
         texts = []
@@ -202,6 +222,14 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64_000 or (st.f_files > 0 and st.f_favail == 0)
 
 
 def _settled(seat: Seats, mark: Any) -> list[Any]:
@@ -254,6 +282,9 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
     path = cell.get("path", "/")
     if path.endswith("/"):
         path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
+    # A request line is ASCII: a scenario named in another script (nginx/é) or a location
+    # with non-ASCII text is sent percent-encoded, as a browser would (the proxy decodes it).
+    path = urllib.parse.quote(path, safe=_PRINTABLE_ASCII)
     t0 = time.perf_counter()
     response = request(
         proxy.host, cell.get("port", proxy.port), path,
@@ -275,7 +306,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
     if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
         # Started, then died (Apache binds its port before it reads mime.types, for one).
         text = proxy.output()
-        response = Response(None, None, f"the proxy exited: {proxy.driver.startup_message(text)}")
+        response = Response(None, None, f"the proxy exited: {proxy.how_it_ended(text)[0]}")
     conns = _settled(seat, mark)
     seat_error = next((c.error for c in conns if c.error), None)
     outcome, why = decide(
@@ -379,9 +410,14 @@ def main() -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
+        # Once: a second SIGTERM (the host signals the worker and unshare) must not cut the
+        # clean-up below short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     proxies = [Proxy(spec) for spec in job["proxies"]]
     try:
         setup_namespace(job)

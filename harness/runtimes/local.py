@@ -100,6 +100,8 @@ class LocalRuntime:
 
     def __init__(self, *, sandbox: bool = True) -> None:
         self.sandbox = sandbox
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._stopping = False
 
     def preflight(self, kinds: set[str]) -> None:
         missing = [k for k in sorted(kinds) if not driver(k).find_binary()]
@@ -175,8 +177,7 @@ class LocalRuntime:
                 workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
             yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, per, on_proxy)
         finally:
-            for proc in workers:
-                _stop(proc)
+            _stop_all(workers)
 
     def run_prepared(
         self,
@@ -205,7 +206,8 @@ class LocalRuntime:
             "backend_ip": backend_ip,
             "seat_port": seat_ports[0] if seat_ports else BACKEND_PORT,
             "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
-            "seat_host": "0.0.0.0",
+            # "::" (dual stack) when an upstream is IPv6: the seat listens where it points.
+            "seat_host": "::" if any(":" in a for a in addresses) else "0.0.0.0",
             "addresses": addresses,
             "hosts_file": str(lab_dir / "hosts"),
             "proxies": [
@@ -227,11 +229,25 @@ class LocalRuntime:
             ],
             "cells": cells,
         }
+        if self._stopping:
+            raise KeyboardInterrupt
         proc = self._spawn(job, lab_dir / "worker.err")
+        self._live.add(proc)
         try:
             yield from self._collect([proc], {}, lambda key: (), on_proxy)
         finally:
             _stop(proc)
+            self._live.discard(proc)
+
+    def stop(self) -> None:
+        """Stop every lab worker this runtime runs (``trustlab check`` on Ctrl-C, from the main
+        thread while other threads read them); no new one starts afterwards."""
+        self._stopping = True
+        live = list(self._live)
+        for proc in live:  # all at once: each worker stops its proxies in parallel
+            _signal_worker(proc)
+        for proc in live:
+            _stop(proc, close=False)  # the reading thread sees EOF and closes (a close under its select hangs it)
 
     def lab_path(self, lab_dir: Path, path: Path) -> Path:
         """Where the proxies see *path* (a file under *lab_dir*): the same path, on this host."""
@@ -347,7 +363,11 @@ class LocalRuntime:
 
 def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     """The hosts file of a prepared lab (``trustlab check``), the same on every runtime."""
-    lines = ["127.0.0.1 localhost", f"{backend_ip} {BACKEND_NAME} {SIBLING_NAME}"]
+    # The lab's own names only where the config does not use them: a config whose upstream is
+    # backend-api.internal got it twice (the lab's address and its own), and nginx
+    # round-robined between them (legit became error, then "no live upstreams").
+    own = " ".join(n for n in (BACKEND_NAME, SIBLING_NAME) if n not in hosts)
+    lines = ["127.0.0.1 localhost"] + ([f"{backend_ip} {own}"] if own else [])
     lines += [f"{ip} {name}" for name, ip in hosts.items()]
     return "\n".join(lines) + "\n"
 
@@ -364,7 +384,7 @@ def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
-    if event.get("timeout"):
+    if event.get("timeout") or event.get("died"):  # killed, disk full: not the config's fault
         outcome, reason = Outcome.ERROR, event["message"]
     else:
         outcome, reason = Outcome.CONFIG_REJECTED, event["message"]
@@ -385,13 +405,46 @@ def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:
     return LabError(f"local lab worker failed: {last}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop lab workers together: every one is signalled before any is waited for."""
+    for proc in procs:
+        _signal_worker(proc)
+    for proc in procs:
+        _stop(proc)
+
+
+def _signal_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
+        for child in _children(proc.pid):
+            try:
+                os.kill(child, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def _stop(proc: subprocess.Popen[bytes], *, close: bool = True) -> None:
+    """Stop one lab worker at once. ``unshare --fork`` ignores SIGTERM (it only waits for its
+    child), so the worker under it is signalled directly: it stops its proxies and exits, and
+    unshare exits with it. SIGKILL to unshare is the fallback (``--kill-child`` takes the
+    worker along, and the worker's proxies die with it: ``PR_SET_PDEATHSIG``)."""
+    if proc.poll() is None:
+        _signal_worker(proc)
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+    if proc.stdout and close:
+        try:
+            proc.stdout.close()
+        except OSError:
+            pass
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
