@@ -27,7 +27,10 @@ def diagnose(say: Callable[[str], None]) -> int:
         else:
             ok_local = False
             say(f"  MISSING {kind:<6} install it: sudo apt-get install {APT[kind]}")
-    for tool, pkg in (("unshare", "util-linux"), ("ip", "iproute2"), ("openssl", "openssl")):
+    for tool, pkg in (
+        ("unshare", "util-linux"), ("ip", "iproute2"), ("bwrap", "bubblewrap"), ("setpriv", "util-linux"),
+        ("openssl", "openssl"),
+    ):
         if shutil.which(tool):
             say(f"  ok    {tool}")
         else:

@@ -208,7 +208,7 @@ def get_runtime(name: str) -> Any:
 def run(
     scenarios: list[Scenario],
     *,
-    runtime: str = "local",
+    runtime: str | Any = "local",
     identities: tuple[str, ...] | None = None,
     seed: int | None = None,
     shards: int | None = None,
@@ -216,14 +216,18 @@ def run(
     on_cell: Callable[[Cell], None] | None = None,
     on_proxy: Callable[[dict[str, Any]], None] | None = None,
 ) -> Results:
-    """Run every scenario against every identity and return the results (sorted)."""
+    """Run every scenario against every identity and return the results (sorted).
+
+    *runtime* is a runtime's name, or a runtime object (``LocalRuntime(sandbox=False)``, the
+    sandbox tests' and benchmark's opt-out).
+    """
     if not scenarios:
         raise LabError("no scenarios selected")
     # An explicit identity list applies to every scenario; by default each scenario also runs
     # the optional identities it lists in [expected] (legit-deep).
     extra = {} if identities else {s.id: s.optional_identities for s in scenarios if s.optional_identities}
     identities = identities or IDENTITY_IDS
-    rt = get_runtime(runtime)
+    rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     rt.preflight({s.proxy.value for s in scenarios})
     by_id = {s.id: s for s in scenarios}
     started = dt.datetime.now(dt.UTC)

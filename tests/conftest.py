@@ -30,12 +30,13 @@ def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
 
 
 def _missing_prerequisites() -> list[str]:
+    from harness import sandbox
     from harness.runtimes.local import check_namespaces
 
     missing = [k for k in ("nginx", "apache", "haproxy") if not driver(k).find_binary()]
     if not shutil.which("unshare") or not shutil.which("ip"):
         missing.append("unshare/ip")
-    elif problem := check_namespaces():
+    elif problem := check_namespaces() or sandbox.available():
         missing.append(problem)
     return missing
 

@@ -109,7 +109,7 @@ def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> 
         if not seen:
             seen.update(_lab_of(os.getpid()) or {})
             seat = next(ct for ct in seen["containers"] if _role(ct) == "seat")
-            cmd = ["stat", "-c", "%a %U %n", "/lab", "/lab/pki", "/lab/pki/identities/legit.key"]
+            cmd = ["stat", "-c", "%a %u %n", "/lab", "/lab/pki", "/lab/pki/identities/legit.key"]
             seen["modes"] = images.client().containers.get(seat.id).exec_run(cmd).output.decode()
 
     runner.run(scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot)
@@ -121,11 +121,12 @@ def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> 
         assert ct.attrs["Labels"][dockerrt.LABEL_LAB] == net.attrs["Labels"][dockerrt.LABEL_LAB]
         assert not ct.attrs.get("Ports")  # nothing published on the host
     assert len(seen["volumes"]) == 1
-    # Keys are root's alone inside the lab too.
+    # Keys are the lab user's alone inside the lab (every lab container runs as 10001, none as
+    # root); the volume's root is root's and holds only the lab's own entries.
     assert seen["modes"].split("\n")[:3] == [
-        "700 root /lab",
-        "700 root /lab/pki",
-        "600 root /lab/pki/identities/legit.key",
+        "755 0 /lab",
+        "700 10001 /lab/pki",
+        "600 10001 /lab/pki/identities/legit.key",
     ]
     assert _lab_of(os.getpid()) is None  # and all of it is gone afterwards
 
@@ -247,7 +248,7 @@ def test_up_present_down_on_docker(docker_runtime: str) -> None:
     try:
         up = tl("up", "haproxy/ca-only", "--runtime", "docker")
         assert up.returncode == 0, up.stderr
-        (state_file,) = tmp.glob("trustlab-*/state.json")
+        (state_file,) = tmp.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
         state = json.loads(state_file.read_text())
         assert state["runtime"] == "docker"
         assert through_proxy(state) == "legit"
@@ -276,7 +277,7 @@ def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -
 
     up = tl("up", "nginx/good", "--runtime", "docker")
     assert up.returncode == 0, up.stderr
-    (state_file,) = tmp_path.glob("trustlab-*/state.json")
+    (state_file,) = tmp_path.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
     state = json.loads(state_file.read_text())
     lab_id = dockerrt._lab_id(Path(state["dir"]))
     try:

@@ -8,6 +8,13 @@ bundle when the path looks like an OS bundle), ``Listen``/``<VirtualHost>`` move
 ``127.0.0.1:<lab port>``, server and proxy client certificates are lab-minted, and process
 settings (``User``, ``PidFile``, ``Include``, logs, ``LoadModule``) are the lab's own. The lab
 logs ``ssl:info`` because that is where mod_ssl writes its verification verdicts.
+
+Every line is read as httpd reads it, after ``Define`` expansion (``Define X CustomLog`` then
+``${X} "|cmd"`` is a CustomLog, and is dropped like one); a directive whose name comes from an
+undefined variable, every log directive (piped or not: ``CustomLog``, ``ErrorLog``,
+``TransferLog``, ``GlobalLog``), ``RewriteMap prg:`` and any value that starts a program
+(``|cmd``, ``exec:``) are dropped. This is defence in depth: every proxy runs in
+:mod:`harness.sandbox`, where no host program, file or socket is reachable anyway.
 """
 
 from __future__ import annotations
@@ -94,7 +101,16 @@ _DROP = {
     "scoreboardfile",
     "coredumpdirectory",
     "errorlogformat",
+    "globallog",
+    "bufferedlogs",
+    "passenv",
+    "sslcryptodevice",
+    "scriptlog",
+    "lockfile",
 }
+#: Directives whose value can run a program: dropped when it does (``prg:``, ``exec:``, ``|cmd``).
+_PROGRAM = re.compile(r"^\s*(?:prg|exec)\s*:|^\s*\|", re.I)
+_VAR = re.compile(r"\$\{([^}]*)\}")
 _CLIENT_SIDE = {
     "sslcertificatechainfile",
     "sslcacertificatefile",
@@ -145,6 +161,28 @@ def lines(text: str) -> list[Line]:
     return out
 
 
+def _expanded(ln: Line, defines: dict[str, str], notes: list[str]) -> Line:
+    """*ln* as httpd reads it: ``${VAR}`` replaced by earlier ``Define`` values (httpd expands a
+    line before it reads the directive name, so ``Define X CustomLog`` then ``${X} "|cmd"`` is a
+    CustomLog). ``Define``/``UnDefine`` lines update *defines*."""
+    text = ln.text
+    for _ in range(8):  # Define values may themselves name variables
+        new = _VAR.sub(lambda m: defines.get(m.group(1), m.group(0)), text)
+        if new == text:
+            break
+        text = new
+    if text != ln.text:
+        out = (lines(text) or [Line(ln.no, text, [])])[0]
+        ln = Line(ln.no, out.text, out.words)
+        if ln.name not in ("define", "undefine"):
+            notes.append(f"line {ln.no}: read as httpd expands it: {' '.join(ln.words)[:80]}")
+    if ln.name == "define" and len(ln.words) > 1:
+        defines[ln.words[1]] = " ".join(ln.words[2:])
+    elif ln.name == "undefine" and len(ln.words) > 1:
+        defines.pop(ln.words[1], None)
+    return ln
+
+
 def _port_of(addr: str) -> str:
     m = re.search(r":(\d+)$", addr)
     if m:
@@ -170,9 +208,20 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     has_vhost = any(ln.name == "<virtualhost" for ln in src)
     cur: dict | None = None
 
+    defines: dict[str, str] = {}
     for ln in src:
+        ln = _expanded(ln, defines, notes)
         w, name = ln.words, ln.name
         if not w:
+            continue
+        if "${" in name or "$" in name:
+            notes.append(f"line {ln.no}: {w[0]} dropped (a directive name from an undefined variable)")
+            continue
+        if name == "rewritemap" and any(_PROGRAM.search(x) for x in w[2:3]):
+            notes.append(f"line {ln.no}: RewriteMap {w[1] if len(w) > 1 else ''} {w[2]} dropped (runs a program)")
+            continue
+        if any(_PROGRAM.search(x) for x in w[1:]) and name not in ("proxypass", "proxypassmatch"):
+            notes.append(f"line {ln.no}: {w[0]} dropped (its value runs a program: {' '.join(w[1:])[:60]})")
             continue
         if name.startswith("</"):
             section = name[2:].rstrip(">")

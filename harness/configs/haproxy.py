@@ -7,7 +7,11 @@ Changed: ``ca-file`` points at the lab's internal root (or system bundle), ``bin
 ``127.0.0.1:<lab port>`` (``ssl`` kept with a lab-minted ``crt``), ``check`` is dropped from server
 lines (health checks would hit the seat between cells and mark servers down depending on the
 previous identity), and process settings (``chroot``, ``user``, ``daemon``, ``stats socket``,
-``pidfile``, logs) are the lab's own. The lab's ``log-format`` records ``ssl_bc_err_str``: the
+``pidfile``, logs) are the lab's own. Dropped as defence in depth (every proxy runs in
+:mod:`harness.sandbox` anyway, where no host file or program exists): every Lua loader,
+``external-check``, ``program`` sections, environment setters, and every line that reads a host
+file (``errorfile``, ``-f``/``-M`` pattern files, ``map*()`` converters, ``file``/``lf-file``
+returns, SPOE and OpenTracing ``filter ... config FILE``). The lab's ``log-format`` records ``ssl_bc_err_str``: the
 evidence for a block.
 """
 
@@ -55,12 +59,28 @@ _GLOBAL_DROP = (
     "node",
     "description",
     "lua-load",
+    "lua-load-per-thread",
+    "lua-prepend-path",
+    "external-check",
+    "insecure-fork-wanted",
+    "insecure-setuid-wanted",
     "setenv",
     "presetenv",
+    "resetenv",
+    "unsetenv",
+    "ssl-engine",
+    "ssl-dh-param-file",
+    "51degrees-data-file",
+    "wurfl-data-file",
+    "deviceatlas-json-file",
     "h1-case-adjust-file",
     "server-state-file",
     "server-state-base",
 )
+#: Anywhere: directives that run a program or read a host file into the config, its errors or
+#: its responses (``errorfile``, ``-f FILE`` patterns, maps, SPOE/OpenTracing configs).
+_ANY_DROP = ("external-check", "errorfile", "errorfiles", "errorloc", "errorloc302", "errorloc303")
+_FILE_FUNCS = re.compile(r"\b(?:map(?:_\w+)?|set-map|del-map|add-acl|del-acl)\(")
 _LOG_FORMAT = (
     'log-format "trustlab req=\\"%r\\" status=%ST term=%ts ssl_bc_err=%[ssl_bc_err] '
     'ssl_bc_err_str=\\"%[ssl_bc_err_str]\\""'
@@ -251,6 +271,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     for sec in sections:
         if sec.kind == "_top":
             continue
+        if sec.kind == "program":
+            notes.append(f"line {sec.line}: program {sec.name} dropped (runs a program)")
+            continue
         out.append(f"{sec.kind} {sec.name}".rstrip())
         if sec.kind == "global":
             out.append("    log stdout format raw local0 info")
@@ -275,6 +298,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     continue
                 if key == "ssl-server-verify" and len(w) > 1:
                     ssl_server_verify = w[1]
+            if _reads_host(key, w):
+                if key == "acl" and len(w) > 1:
+                    # Rules that name the ACL must still parse: it becomes one that never matches.
+                    notes.append(f"line {no}: {' '.join(w)[:80]} -> acl {w[1]} always_false (reads a host file)")
+                    out.append(f"    acl {_quote(w[1])} always_false")
+                    continue
+                notes.append(f"line {no}: {' '.join(w)[:80]} dropped (runs a program or reads a host file)")
+                continue
             if key == "retries":
                 notes.append(f"line {no}: retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)")
                 continue
@@ -352,6 +383,18 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     return Adapted(
         text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners
     )
+
+
+def _reads_host(key: str, w: list[str]) -> bool:
+    """True for a line that runs a program or reads a host file (see :data:`_ANY_DROP`)."""
+    if "$" in key or key in _ANY_DROP or (key == "option" and w[1:2] == ["external-check"]):
+        return True  # ("$": a keyword from an environment variable is unknowable here)
+    if key == "filter" and "config" in w[1:]:
+        return True  # spoe / opentracing: their own config file
+    if "-f" in w[1:] or "-M" in w[1:] or any(x in ("file", "lf-file") for x in w[1:]):
+        return key in ("acl", "http-request", "http-response", "http-after-response", "tcp-request",
+                       "tcp-response", "use_backend", "use-server", "redirect", "monitor")
+    return bool(_FILE_FUNCS.search(" ".join(w[1:])))
 
 
 def _section_defaults(sec: Section, inherited: dict[str, str | bool]) -> dict[str, str | bool]:

@@ -5,8 +5,11 @@ Kept exactly: every ``proxy_ssl_*`` directive (trust paths excepted, see below),
 targets, ``upstream`` blocks, ``server_name``, locations. Changed: ``proxy_ssl_trusted_certificate``
 points at the lab's internal root (or its system bundle when the path looks like an OS bundle),
 ``listen`` moves to ``127.0.0.1:<lab port>`` (``ssl`` kept: the probe speaks TLS then),
-``ssl_certificate``/``proxy_ssl_certificate`` are lab-minted, and process settings (``user``,
-``pid``, ``include``, logs, temp paths, ``events``) are the lab's own.
+``ssl_certificate``/``proxy_ssl_certificate`` are lab-minted, process settings (``user``,
+``pid``, ``include``, logs, temp paths, ``events``) are the lab's own, ``*_cache_path``
+directories move into the lab's run directory and ``*_store`` (responses written as files) is
+dropped. These are defence in depth: every proxy runs in :mod:`harness.sandbox`, which sees no
+host path to write to or socket to reach in the first place.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ _ANY_DROP = {
     "uwsgi_temp_path",
     "scgi_temp_path",
 }
+#: Cache directories nginx creates at start-up: moved into the lab's run directory.
+_CACHE_PATHS = {"proxy_cache_path", "fastcgi_cache_path", "uwsgi_cache_path", "scgi_cache_path"}
+#: Directives that store backend responses as files (``on``: under ``root``; or a path).
+_STORES = {"proxy_store", "fastcgi_store", "uwsgi_store", "scgi_store"}
 #: Client-side TLS material (the proxy as a TLS *server*): not what the lab tests.
 _CLIENT_SIDE_DROP = {
     "ssl_trusted_certificate",
@@ -307,10 +314,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     "revocation is not tested)"
                 )
                 continue
-            elif name == "proxy_cache_path" and args:
+            elif name in _CACHE_PATHS and args:
                 sub = lab.run_dir / f"cache-{line}"
                 d["args"] = [str(sub), *args[1:]]
-                notes.append(f"line {line}: proxy_cache_path {args[0]} -> {sub}")
+                notes.append(f"line {line}: {name} {args[0]} -> {sub}")
+            elif name in _STORES and args and args[0] != "off":
+                # `on` or a path: writes backend responses as files (under `root`, or anywhere).
+                notes.append(f"line {line}: {name} {' '.join(args)} dropped (writes files on the host)")
+                continue
             elif name == "upstream" and focus is not None:
                 for s in d.get("block", []):
                     if s["directive"] == "server" and s["args"]:

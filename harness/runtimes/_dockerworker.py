@@ -86,7 +86,7 @@ class ContainerProxy(Proxy):
         super().__init__(spec)
         self.exit_file = Path(spec["exit_file"])
 
-    def start(self) -> None:
+    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
         self.started_at = time.perf_counter()
         self.log.touch()
 

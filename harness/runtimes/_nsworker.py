@@ -1,11 +1,13 @@
 """The part of a local lab that runs *inside* its private network + mount namespace.
 
 Started by :mod:`harness.runtimes.local` as
-``unshare --net --mount --propagation private [--user --map-root-user] --fork --kill-child
-python -m harness.runtimes._nsworker`` with a JSON job on stdin. It brings up the namespace's
+``unshare --net --mount --pid --mount-proc --propagation private [--user --map-root-user] --fork
+--kill-child python -m harness.runtimes._nsworker`` with a JSON job on stdin (the worker is the
+init of its pid namespace: nothing it starts outlives it). It brings up the namespace's
 own loopback, gives it the lab IP, bind-mounts the lab's hosts file over ``/etc/hosts`` (inside
 this mount namespace only: the host's file is never touched), starts the backend seat and
-one proxy process per scenario, runs the cells in the order given, and writes one JSON line
+one proxy process per scenario (each in :mod:`harness.sandbox`: bubblewrap, its own uid, no
+capabilities, a clean environment, rlimits), runs the cells in the order given, and writes one JSON line
 per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``).
 """
 
@@ -18,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness import sandbox
 from harness.probe import Response, decide, request
 from harness.proxies import driver
 from harness.seat import Seat
@@ -38,6 +42,19 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def die_with_parent() -> None:
     """preexec_fn: SIGKILL this child when the process that started it dies."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def confined_child() -> None:
+    """preexec_fn of a sandboxed proxy: dies with the worker, rlimits on (incl. processes)."""
+    die_with_parent()
+    sandbox.limit(nproc=True)
+
+
+def limited_child() -> None:
+    """preexec_fn of a proxy in a container: dies with the worker, rlimits on (the container's
+    pids limit bounds its processes)."""
+    die_with_parent()
+    sandbox.limit(nproc=False)
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -118,20 +135,43 @@ class Proxy:
         self.run_dir = Path(spec["run_dir"])
         self.log = Path(spec["log"])
         self.command: list[str] = spec["command"]
+        #: ``{"read_only": [...], "keys": [...]}``: run in the local sandbox (bubblewrap), with the
+        #: lab files it reads and the key files among them it must own. Absent: a container is the
+        #: sandbox (clean environment and rlimits only). ``"off"``: the tests' opt-out, to show what
+        #: a payload does unconfined (the worker's environment, no limits).
+        box = spec.get("sandbox")
+        self.unconfined = box == "off"
+        self.sandbox: dict[str, list[str]] | None = box if isinstance(box, dict) else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.uid: int | None = None
 
-    def start(self) -> None:
+    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
         self.started_at = time.perf_counter()
         out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - handed to the child
         self.log.touch()
+        command, preexec = self.command, limited_child
+        if self.sandbox is not None:
+            self.uid = sandbox.new_uid() if sandbox.host_root() else None
+            keys = [Path(k) for k in self.sandbox.get("keys", ())]
+            # Key directories are this proxy's alone (check); key files may be shared: copied.
+            sandbox.hand_over([self.run_dir, *(k for k in keys if k.is_dir())], self.uid)
+            private = sandbox.own_copies([k for k in keys if k.is_file()], self.run_dir, self.uid)
+            command = sandbox.command(
+                self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
+                read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid,
+            )
+            # Without host root the proxies keep the caller's own uid: a process limit there would
+            # count every process of that user (a desktop session), so only the others apply.
+            preexec = confined_child if self.uid is not None else limited_child
         self.proc = subprocess.Popen(
-            self.command,
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
-            preexec_fn=die_with_parent,
+            env=None if self.unconfined else sandbox.environment(str(self.run_dir)),
+            preexec_fn=die_with_parent if self.unconfined else preexec,
         )
         out.close()
 
@@ -383,9 +423,13 @@ def main() -> int:
     proxies = [Proxy(spec) for spec in job["proxies"]]
     try:
         setup_namespace(job)
+        etc_dir = ""
+        if any(p.sandbox is not None for p in proxies):
+            lab = Path(job["hosts_file"]).parent
+            etc_dir = str(sandbox.write_etc(Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))))
         with Seats(job) as seat:
             for p in proxies:
-                p.start()
+                p.start(hosts_file=job["hosts_file"], etc_dir=etc_dir)
             deadline = time.perf_counter() + job.get("start_timeout", 15)
             ready: dict[str, dict[str, Any]] = {}
 

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import _process, images
+from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
@@ -228,9 +228,11 @@ def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[An
 class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
-    def __init__(self, c: Any, lab_id: str) -> None:
+    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True) -> None:
         self.c = c
         self.id = lab_id
+        #: False only in the payload tests, to show what a payload does in a default container.
+        self.hardened = hardened
         self.labels = {LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
         self.network: Any = None
         self.volume: Any = None
@@ -319,6 +321,8 @@ class Lab:
         self, role: str, command: list[str] | None, *, ip: str | None = None, aliases: list[str] | None = None
     ) -> Any:
         """Create (not start) one container of this lab on its network with its volume."""
+        import docker.types
+
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
             images.lab_image(),
@@ -328,13 +332,41 @@ class Lab:
             labels={**self.labels, LABEL_ROLE: role},
             network=self.network.name,
             networking_config={self.network.name: endpoint},
-            volumes={self.volume.name: {"bind": str(IN_LAB), "mode": "rw"}},
+            # no_copy: the volume's root is not a copy of the image's /lab (root's, 0700); what
+            # the lab user needs is in the archive, owned by it (see DockerRuntime._archive).
+            mounts=[docker.types.Mount(str(IN_LAB), self.volume.name, type="volume", no_copy=True)],
             init=True,
             detach=True,
+            **container_security(self.hardened),
         )
         with self._lock:
             self.containers.append(ct)
         return ct
+
+
+def container_security(hardened: bool = True) -> dict[str, Any]:
+    """The docker SDK options that make every lab container a sandbox (:mod:`harness.sandbox`):
+    a non-root user, no capability, ``no-new-privileges``, a read-only root file system with a
+    small ``/tmp``, pids and memory limits, no core dumps. The lab volume is a docker volume,
+    never a host directory, and the network is internal."""
+    if not hardened:
+        return {}
+    import docker.types
+
+    opts = dict(sandbox.CONTAINER_OPTIONS)
+    opts["ulimits"] = [docker.types.Ulimit(name="core", soft=0, hard=0)]
+    return opts
+
+
+def _solo_security() -> dict[str, Any]:
+    import docker.types
+
+    opts = {k: v for k, v in sandbox.CONTAINER_OPTIONS.items() if k not in ("user", "read_only", "tmpfs")}
+    # NET_ADMIN: the loopback addresses; the others: the proxies run as root here and set up
+    # their own files (nginx chowns its temp dirs). Docker's default set minus the rest.
+    opts["cap_add"] = ["NET_ADMIN", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+    opts["ulimits"] = [docker.types.Ulimit(name="core", soft=0, hard=0)]
+    return opts
 
 
 class SoloLab(Lab):
@@ -368,7 +400,10 @@ class SoloLab(Lab):
             hostname=role,
             labels={**self.labels, LABEL_ROLE: role},
             network_mode="none",
-            cap_add=["NET_ADMIN"],
+            # Root in the container with a few capabilities (_solo_security), in a network
+            # namespace with nothing to reach; the rest of the lab's hardening applies except
+            # the user and the read-only root (the archive is put into the image's /lab).
+            **_solo_security(),
             # IPv6 on the loopback (::1 and IPv6 targets), as in a fresh network namespace;
             # docker turns it off in containers.
             sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0"},
@@ -386,10 +421,13 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, *, layout: str = DEFAULT_LAYOUT) -> None:
+    def __init__(self, *, layout: str = DEFAULT_LAYOUT, sandbox: bool = True) -> None:
         if layout not in LAYOUTS:
             raise LabError(f"docker layout: {layout!r} is unknown; choose {', '.join(LAYOUTS)}")
         self.layout = layout
+        #: False: the payload tests' opt-out (root, default capabilities, writable root); never
+        #: offered on the command line.
+        self.sandbox = sandbox
         self._client: Any = None
         #: Seconds per step of the last run (network, volume, containers ...), for benchmarks.
         self.timings: dict[str, float] = {}
@@ -434,7 +472,7 @@ class DockerRuntime:
         timings = self.timings = {}
         c = self.client
         lab_id = _lab_id(lab_dir)
-        with Lab(c, lab_id) as lab:
+        with Lab(c, lab_id, hardened=self.sandbox) as lab:
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
@@ -463,11 +501,11 @@ class DockerRuntime:
         Yields where to reach it: the worker container, where ``curl`` reaches the proxy on its
         loopback and ``/lab/control.sock`` switches the seat's identity.
         """
-        with Lab(self.client, _lab_id(lab_dir)) as lab:
+        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox) as lab:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
             plans = self._plans([scenario])
-            hold = {"identity": identity, "control": str(IN_LAB / "control.sock"),
+            hold = {"identity": identity, "control": str(IN_LAB / "run" / "control.sock"),
                     "sni_routing": scenario.sni_routing,
                     "modes": {k: True for k in ("client_auth", "keepalive") if getattr(scenario, k)},
                     **_backend_field(scenario)}
@@ -603,15 +641,24 @@ class DockerRuntime:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
 
+            # Everything belongs to the containers' unprivileged user (the volume's root too).
+            uid, gid = (int(x) for x in sandbox.CONTAINER_USER.split(":"))
+
             def add_dir(name: str, mode: int = 0o700) -> None:
                 info = tarfile.TarInfo(name)
-                info.type, info.mode = tarfile.DIRTYPE, mode
+                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, uid, gid
                 tar.addfile(info)
 
             def add_file(name: str, data: bytes, mode: int = 0o644) -> None:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                info.uid, info.gid = uid, gid
                 tar.addfile(info, io.BytesIO(data))
+
+            add_dir("run")  # what the worker creates at run time (the volume's root is root's)
+            link = tarfile.TarInfo("control.sock")  # the held lab's control socket, where it was
+            link.type, link.linkname, link.uid, link.gid = tarfile.SYMTYPE, "run/control.sock", uid, gid
+            tar.addfile(link)
 
             add_dir("code", 0o755)
             made: set[Path] = set()
@@ -658,6 +705,8 @@ class DockerRuntime:
                 }
                 if self.layout == "per-variant":
                     spec["exit_file"] = f"{p.run_dir}/exit.status"
+                if not self.sandbox:
+                    spec["sandbox"] = "off"
                 specs.append(spec)
             job = {
                 "seat_host": seat_ip,

@@ -1,10 +1,11 @@
 """The local runtime: the host's own nginx, apache2 and haproxy, in private namespaces.
 
-Each lab worker runs in its own network + mount namespace (``unshare``): a loopback of its
-own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
-that mount namespace only. Nothing listens on a host interface and the host's files are
-never changed. As root the namespaces are created directly; otherwise inside a user namespace
-(``--map-root-user``) where the kernel allows it.
+Each lab worker runs in its own network + mount + pid namespace (``unshare``): a loopback of
+its own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
+that mount namespace only; every proxy process runs in the sandbox of :mod:`harness.sandbox`.
+Nothing listens on a host interface and the host's files are never changed. As root the
+namespaces are created directly; otherwise inside a user namespace (``--map-root-user``) where
+the kernel allows it.
 
 A matrix is split into shards, one worker namespace each (one per core): each worker runs a
 seat and one proxy process per scenario, and its cells one at a time, so the seat attributes
@@ -30,6 +31,7 @@ from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import RenderContext, driver
+from harness.sandbox import available as sandbox_tools
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
 
@@ -73,7 +75,7 @@ def check_namespaces() -> str | None:
         return "the ip command is missing (apt-get install iproute2)"
     flags, _ = namespace_mode()
     proc = subprocess.run(
-        ["unshare", *flags, "--net", "--mount", "--propagation", "private", "true"],
+        ["unshare", *flags, "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", "true"],
         capture_output=True, text=True, timeout=10,
     )
     if proc.returncode != 0:
@@ -87,11 +89,17 @@ def check_namespaces() -> str | None:
 
 
 class LocalRuntime:
-    """Runs labs with the host's proxy binaries inside private namespaces."""
+    """Runs labs with the host's proxy binaries inside private namespaces.
+
+    Every proxy process runs in the sandbox of :mod:`harness.sandbox` (bubblewrap, its own uid,
+    no capabilities, a file-system view of ``/usr`` and its lab files only). *sandbox* False is
+    the payload tests' and the benchmark's opt-out, never offered on the command line.
+    """
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, sandbox: bool = True) -> None:
+        self.sandbox = sandbox
         self._live: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
 
@@ -102,7 +110,7 @@ class LocalRuntime:
             raise PrerequisiteError(
                 f"local runtime: {', '.join(missing)} not installed; run: sudo apt-get install {pkgs}"
             )
-        problem = check_namespaces()
+        problem = check_namespaces() or (self.sandbox and sandbox_tools())
         if problem:
             raise PrerequisiteError(f"local runtime: {problem}")
 
@@ -208,6 +216,12 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
                     "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
+                    # The lab's CA files (check adds hashed CA directories) and the client-side
+                    # certificate and key (check's "front"); never the seat's keys.
+                    "sandbox": self._box(
+                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
+                        own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
+                    ),
                 }
                 for p in proxies
             ],
@@ -254,6 +268,7 @@ class LocalRuntime:
                     "command": driver(p.scenario.proxy).command(
                         str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
                     ),
+                    "sandbox": self._box(*_pki_files(lab_dir / "pki")),
                 }
                 for p in group
             ],
@@ -263,10 +278,23 @@ class LocalRuntime:
             ],
         }
 
+    def _box(self, read_only: list[Path], own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
+        """A proxy spec's ``sandbox``: the lab files it may read; those in *own* (private keys,
+        0700 directories) it gets as its own (a copy of a key file; a directory handed to its
+        uid), still mounted read-only."""
+        if not self.sandbox:
+            return "off"
+        owned = [str(p) for p in own if p.exists()]
+        return {"read_only": list(dict.fromkeys([str(p) for p in read_only if p.exists()] + owned)),
+                "keys": owned}
+
     def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
+        # --pid: the worker is the init of its own pid namespace, so when it ends, by any signal,
+        # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
+        # while it was still starting (before its --die-with-parent took hold).
         cmd = [
-            "unshare", *flags, "--net", "--mount", "--propagation", "private",
+            "unshare", *flags, "--net", "--mount", "--pid", "--mount-proc", "--propagation", "private",
             "--fork", "--kill-child",
             sys.executable, "-m", "harness.runtimes._nsworker",
         ]
@@ -345,6 +373,17 @@ def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     lines = ["127.0.0.1 localhost"] + ([f"{backend_ip} {own}"] if own else [])
     lines += [f"{ip} {name}" for name, ip in hosts.items()]
     return "\n".join(lines) + "\n"
+
+
+def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
+    """What a rendered scenario's proxy may read of the lab PKI: the top-level files (CA files,
+    CRLs, the proxy's client certificate and keys), never the seat's (``identities/``,
+    ``default-site.*``); and the private keys among them (0600), which it gets copies of."""
+    files = [
+        f for f in sorted(pki_dir.iterdir())
+        if f.is_file() and not f.name.startswith("default-site")
+    ] if pki_dir.is_dir() else []
+    return files, [f for f in files if f.stat().st_mode & 0o077 == 0]
 
 
 def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
