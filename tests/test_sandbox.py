@@ -20,6 +20,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from harness import runner
+from harness import runner, sandbox
 from harness.scenarios import Scenario
 from harness.vocab import Outcome, ProxyKind
 
@@ -457,6 +458,59 @@ def docker_ready() -> str:
             pytest.fail(f"TRUSTLAB_REQUIRE_DOCKER=1 but {why}")
         pytest.skip(why)
     return "docker"
+
+
+@pytest.mark.docker
+def test_docker_check_payloads_do_no_harm_and_run_unprivileged(
+    docker_ready: str, host: Host, tmp_path: Path
+) -> None:
+    """`check --runtime docker`: the same hostile configs do no harm, and while they run every
+    process of the check container (worker, seats, proxies) is the lab user, never root."""
+    import threading
+
+    import docker.errors
+
+    from harness import images
+    from harness.check import check
+    from harness.runtimes import docker as dockerrt
+
+    seen: dict[str, list[list[str]]] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        c = images.client()
+        while not done.is_set():
+            for lab in dockerrt.leftovers(c).values():
+                if lab["owner"] != dockerrt.owner_tag():
+                    continue
+                for ct in lab["containers"]:
+                    try:
+                        procs = ct.top(ps_args="-o pid,uid,comm")["Processes"] or []  # docker needs pid
+                    except docker.errors.APIError:
+                        continue  # created, not started yet, or already gone
+                    if any(p[2] in ("nginx", "apache2", "haproxy") for p in procs):
+                        seen.setdefault(ct.name, procs)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        results = {
+            name: check(proxy, path, identities=("legit", "rogue-ca"), runtime="docker")
+            for name, (proxy, path) in _check_configs(host, tmp_path).items()
+        }
+    finally:
+        done.set()
+        watcher.join(timeout=10)
+    for name, result in results.items():
+        assert result.runtime == "docker"
+        assert _harm(host, json.dumps(result.to_json_dict())) == NO_HARM, name
+        assert result.rejected is None, (name, result.rejected)
+    assert seen, "no check container was seen running its proxy"
+    uid = sandbox.CONTAINER_USER.split(":")[0]
+    for name, procs in seen.items():
+        # docker-init (pid 1, init=True) only reaps children; everything else is the lab user
+        assert {p[1] for p in procs if p[2] != "docker-init"} == {uid}, (name, procs)
 
 
 def _container_facts(rt: Any, seen: dict[str, Any]) -> Any:

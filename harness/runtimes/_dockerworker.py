@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.runtimes._nsworker import Proxy, Seats, control, emit, run_cell
+from harness.sandbox import CONTAINER_USER
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
 
@@ -182,6 +183,8 @@ def main_prepared(job: dict[str, Any]) -> int:
                 add_address(addr)
         # The container's own hosts file (docker writes one per container); the host's is untouched.
         Path("/etc/hosts").write_text(job["hosts"])
+        if job.get("sandbox") != "off":
+            drop_to_lab_user(Path("/lab"))
         with Seats(job) as seat:
             for p in proxies:
                 p.start()
@@ -203,6 +206,32 @@ def main_prepared(job: dict[str, Any]) -> int:
     finally:
         stop_all(proxies)
     return 0
+
+
+def drop_to_lab_user(lab: Path) -> None:
+    """Give up root for good before any seat or proxy starts (a ``check`` config is untrusted).
+
+    Only the two steps above need root (the loopback addresses, the hosts file). The lab's files
+    become the lab user's, then this process takes that uid and gid: setuid from root to another
+    uid clears every capability, and ``no_new_privs`` keeps any exec from getting one back, so the
+    proxies run as the lab containers' user (:data:`harness.sandbox.CONTAINER_USER`) with none.
+    Ports below 1024 stay bindable through the container's own
+    ``net.ipv4.ip_unprivileged_port_start`` (set where the container is created).
+    """
+    if os.geteuid() != 0:
+        return
+    uid, gid = (int(x) for x in CONTAINER_USER.split(":"))
+    for root, dirs, files in os.walk(lab):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+    os.lchown(lab, uid, gid)
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
 def add_address(addr: str) -> None:
@@ -230,6 +259,7 @@ def add_address(addr: str) -> None:
 
 
 _RTM_NEWADDR = 20
+_PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 

@@ -362,8 +362,10 @@ def _solo_security() -> dict[str, Any]:
     import docker.types
 
     opts = {k: v for k, v in sandbox.CONTAINER_OPTIONS.items() if k not in ("user", "read_only", "tmpfs")}
-    # NET_ADMIN: the loopback addresses; the others: the proxies run as root here and set up
-    # their own files (nginx chowns its temp dirs). Docker's default set minus the rest.
+    # The worker starts as root for two steps only (NET_ADMIN: the loopback addresses; then it
+    # chowns the lab to the lab user: CHOWN, FOWNER, DAC_OVERRIDE) and drops to that user with
+    # SETUID/SETGID before any seat or proxy starts (_dockerworker.drop_to_lab_user): the proxies
+    # run with no capability at all.
     opts["cap_add"] = ["NET_ADMIN", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
     opts["ulimits"] = [docker.types.Ulimit(name="core", soft=0, hard=0)]
     return opts
@@ -400,13 +402,17 @@ class SoloLab(Lab):
             hostname=role,
             labels={**self.labels, LABEL_ROLE: role},
             network_mode="none",
-            # Root in the container with a few capabilities (_solo_security), in a network
-            # namespace with nothing to reach; the rest of the lab's hardening applies except
-            # the user and the read-only root (the archive is put into the image's /lab).
+            # Starts as root with a few capabilities (_solo_security) in a network namespace with
+            # nothing to reach, and drops to the lab user before anything untrusted runs; the rest
+            # of the lab's hardening applies except the read-only root (the archive is put into
+            # the image's /lab).
             **_solo_security(),
             # IPv6 on the loopback (::1 and IPv6 targets), as in a fresh network namespace;
             # docker turns it off in containers.
-            sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0"},
+            # Any port is bindable once the worker has dropped to the lab user (a user's config
+            # may listen on 80 and name a backend on 443); this sysctl is the container's own.
+            sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0",
+                     "net.ipv4.ip_unprivileged_port_start": "0"},
             init=True,
             detach=True,
         )
@@ -556,6 +562,8 @@ class DockerRuntime:
             "proxies": [self._prepared_spec(lab_dir, p) for p in proxies],
             "cells": cells,
         }
+        if not self.sandbox:
+            job["sandbox"] = "off"  # the payload tests' opt-out: the worker stays root
         archive = _lab_dir_archive(lab_dir, job)
         with SoloLab(self.client, _solo_id(lab_dir)) as lab:
             worker = lab.create_solo("check", ["python3", "-m", "harness.runtimes._dockerworker", "/lab/job.json"])
