@@ -277,10 +277,11 @@ def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -
 
     up = tl("up", "nginx/good", "--runtime", "docker")
     assert up.returncode == 0, up.stderr
-    (state_file,) = tmp_path.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
-    state = json.loads(state_file.read_text())
-    lab_id = dockerrt._lab_id(Path(state["dir"]))
+    lab_id = None
     try:
+        (state_file,) = tmp_path.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
+        state = json.loads(state_file.read_text())
+        lab_id = dockerrt._lab_id(Path(state["dir"]))
         os.kill(int(state["pid"]), signal.SIGKILL)
         deadline = time.monotonic() + 10
         while runner._alive(int(state["pid"])) and time.monotonic() < deadline:
@@ -294,7 +295,10 @@ def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -
         assert lab_id not in dockerrt.leftovers()
         assert not Path(state["dir"]).exists()
     finally:
-        dockerrt.remove_lab(lab_id)
+        if lab_id is None:  # failed before the kill: the holder is alive, let it clean up
+            tl("down")
+        else:
+            dockerrt.remove_lab(lab_id)
 
 
 # -- cleanup ---------------------------------------------------------------------------------
