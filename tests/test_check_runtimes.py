@@ -109,6 +109,16 @@ def test_where(trustlab_check):
 """
 
 
+def _pytest_in(tmp_path: Path, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run pytest on *tmp_path* in a fresh process, with the plugin loaded once either way."""
+    registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
+    plugin = [] if registered else ["-p", "harness.pytest_plugin"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *plugin, "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path, check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("ini", "env", "fixture", "expect"),
     [
@@ -138,28 +148,11 @@ def test_plugin_runtime_setting(
             "import pytest\n\n\n@pytest.fixture(scope='session')\ndef trustlab_config():\n"
             f"    return {{'runtime': {fixture!r}}}\n"
         )
-    registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
     environ = {k: v for k, v in os.environ.items() if k != "TRUSTLAB_RUNTIME"}
     environ.update(EXPECT_RUNTIME=expect, PYTHONPATH=os.pathsep.join([str(root), environ.get("PYTHONPATH", "")]))
     if env:
         environ["TRUSTLAB_RUNTIME"] = env
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            *([] if registered else ["-p", "harness.pytest_plugin"]),
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        cwd=tmp_path,
-    )
+    proc = _pytest_in(tmp_path, environ)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "1 passed" in proc.stdout
 
@@ -173,25 +166,7 @@ def test_plugin_unknown_runtime_is_a_clear_failure(tmp_path: Path) -> None:
         "EXPECT_RUNTIME": "-",
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
-
-    registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            *([] if registered else ["-p", "harness.pytest_plugin"]),
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environ,
-        cwd=tmp_path,
-    )
+    proc = _pytest_in(tmp_path, environ)
     assert proc.returncode == 1
     assert "runtime 'podman' is unknown" in proc.stdout and "auto, local, docker" in proc.stdout
 
