@@ -135,15 +135,7 @@ def main(argv: list[str]) -> int:
         for p in proxies:
             p.start()
         seat = SeatClient(job["seat_host"], job["seat_control_port"], deadline=deadline)
-        ready = {}
-        for p in proxies:
-            ready[p.key] = p.wait_ready(deadline)
-            emit({"event": "proxy", "key": p.key, **ready[p.key]})
-        by_key = {p.key: p for p in proxies}
-        for seq, cell in enumerate(job["cells"]):
-            if not ready[cell["key"]]["started"]:
-                continue  # the runtime reports config-rejected cells itself
-            emit(run_cell(seat, by_key[cell["key"]], cell, seq))  # type: ignore[arg-type]
+        run_cells(seat, proxies, job["cells"], deadline)
         hold = job.get("hold")
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
             held_seat, routed = seat, hold.get("sni_routing", False)
@@ -169,6 +161,22 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def run_cells(seat: Any, proxies: list[Proxy], cells: list[dict[str, Any]], deadline: float) -> None:
+    """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
+
+    Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
+    or how the proxy died) from the ``proxy`` event.
+    """
+    ready = {}
+    for p in proxies:
+        ready[p.key] = p.wait_ready(deadline)
+        emit({"event": "proxy", "key": p.key, **ready[p.key]})
+    by_key = {p.key: p for p in proxies}
+    for seq, cell in enumerate(cells):
+        if ready[cell["key"]]["started"]:
+            emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+
+
 def main_prepared(job: dict[str, Any]) -> int:
     """A prepared lab (``trustlab check``): seats, proxies and client all in this container.
 
@@ -188,15 +196,7 @@ def main_prepared(job: dict[str, Any]) -> int:
         with Seats(job) as seat:
             for p in proxies:
                 p.start()
-            deadline = time.perf_counter() + job.get("start_timeout", 15)
-            ready = {}
-            for p in proxies:
-                ready[p.key] = p.wait_ready(deadline)
-                emit({"event": "proxy", "key": p.key, **ready[p.key]})
-            by_key = {p.key: p for p in proxies}
-            for seq, cell in enumerate(job["cells"]):
-                if ready[cell["key"]]["started"]:
-                    emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+            run_cells(seat, proxies, job["cells"], time.perf_counter() + job.get("start_timeout", 15))
             emit({"event": "done"})
     except KeyboardInterrupt:
         return 130
