@@ -329,20 +329,16 @@ def check(
                         (f"the request reached {r['dest']}, not this upstream ({want}); {reason}"),
                     )
                 out.append(CheckCell(u.label, r["identity"], outcome, r["status"], reason, r["sni"]))
-            if died:
-                out += [
-                    CheckCell(u.label, ident, Outcome.ERROR, None, died, None)
-                    for _, u in members
-                    if u.route
-                    for ident in identities
-                ]
-            if rejected:
-                out += [
-                    CheckCell(u.label, ident, Outcome.CONFIG_REJECTED, None, rejected, None)
-                    for _, u in members
-                    if u.route
-                    for ident in identities
-                ]
+            # A proxy that never listened: every routable cell gets its reason (how it died, or
+            # the proxy's own refusal).
+            for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
+                if why:
+                    out += [
+                        CheckCell(u.label, ident, outcome, None, why, None)
+                        for _, u in members
+                        if u.route
+                        for ident in identities
+                    ]
             return out, rejected, adapted
 
         pool = ThreadPoolExecutor(max_workers=4)
