@@ -22,16 +22,10 @@ from harness import classroom, images
 from harness.runtimes import docker as dockerrt
 
 pytestmark = pytest.mark.docker
-REQUIRE_DOCKER = os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1"
 
 
 @pytest.fixture(scope="module")
-def room(request: pytest.FixtureRequest) -> Any:
-    ready, why = images.docker_ready()
-    if not ready:
-        if REQUIRE_DOCKER:
-            pytest.fail(f"TRUSTLAB_REQUIRE_DOCKER=1 but {why}")
-        pytest.skip(why)
+def room(request: pytest.FixtureRequest, docker_ready: str) -> Any:
     built = classroom.build(progress=lambda _: None)
     name = f"trustlab-classroom-test-{os.getpid()}"
     started = classroom.start(port=0, name=name, progress=lambda _: None)

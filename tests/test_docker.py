@@ -23,20 +23,13 @@ from harness import images, runner, scenarios
 from harness.runtimes import docker as dockerrt
 from harness.vocab import Outcome
 
-REQUIRE_DOCKER = os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1"
-
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="session")
-def docker_runtime() -> str:
-    """The docker runtime, or a skip saying why (a failure when TRUSTLAB_REQUIRE_DOCKER=1)."""
-    ready, why = images.docker_ready()
-    if not ready:
-        if REQUIRE_DOCKER:
-            pytest.fail(f"TRUSTLAB_REQUIRE_DOCKER=1 but {why}")
-        pytest.skip(why)
-    return "docker"
+def docker_runtime(docker_ready: str) -> str:
+    """The docker runtime: conftest's docker_ready (a skip saying why; a failure in CI)."""
+    return docker_ready
 
 
 @pytest.fixture(scope="session")

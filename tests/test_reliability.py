@@ -490,7 +490,8 @@ def test_check_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Path
     conf.write_text(f"events {{}}\nhttp {{\n  server {{\n    listen 80;\n{locations}\n  }}\n}}\n")
     labs = short_tmp / "labs"
     labs.mkdir()
-    took, code, err = _stop_time(["check", "nginx", str(conf), "--runtime", "local"], labs, sig=sig, ready=lambda: _workers_running(labs))
+    args = ["check", "nginx", str(conf), "--runtime", "local"]
+    took, code, err = _stop_time(args, labs, sig=sig, ready=lambda: _workers_running(labs))
     print(f"check (80 upstreams) stopped {took:.3f} s after {signal.Signals(sig).name}")
     assert code == 130 and "Traceback" not in err, (code, err)
     assert took < 5, f"check took {took:.1f} s to stop"

@@ -448,18 +448,6 @@ def test_check_payloads_do_no_harm(local_runtime: str, host: Host, tmp_path: Pat
 
 
 # -- docker ----------------------------------------------------------------------------------
-@pytest.fixture
-def docker_ready() -> str:
-    from harness import images
-
-    ready, why = images.docker_ready()
-    if not ready:
-        if os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"TRUSTLAB_REQUIRE_DOCKER=1 but {why}")
-        pytest.skip(why)
-    return "docker"
-
-
 @pytest.mark.docker
 def test_docker_check_payloads_do_no_harm_and_run_unprivileged(
     docker_ready: str, host: Host, tmp_path: Path
