@@ -514,8 +514,9 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
                    "sni_routing": scenario.sni_routing, "socket_dir": str(path),
                    "modes": {k: v for k, v in scenario.cell_options().items() if k in _SEAT_MODES},
                    **_backend_field(scenario)}
-    worker = rt._spawn(job, path / "worker.err")
+    worker = None
     try:  # stop the worker before lab_dir removes the directory `down` waits on
+        worker = rt._spawn(job, path / "worker.err")
         assert worker.stdout is not None
         for line in worker.stdout:
             event = json.loads(line)
@@ -532,7 +533,8 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
                  "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/"}
         yield state, worker.wait
     finally:
-        stop_worker(worker)
+        if worker is not None:
+            stop_worker(worker)
 
 
 @contextlib.contextmanager

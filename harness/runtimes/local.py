@@ -310,9 +310,15 @@ class LocalRuntime:
             preexec_fn=die_with_parent, env=env,
         )
         err.close()
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(job).encode())
-        proc.stdin.close()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
+        except BaseException:
+            # Interrupted while handing over the job: the caller never gets this worker, so it
+            # is stopped here, before the caller removes the lab directory the worker writes in.
+            _stop(proc)
+            raise
         proc.err_path = err_path  # type: ignore[attr-defined]
         return proc
 
