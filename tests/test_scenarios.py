@@ -37,7 +37,7 @@ BAD = {
     "unknown identity": (GOOD.replace('"rogue-ca" =', '"rouge-ca" ='), ["expected.rouge-ca", "known: legit"]),
     "unknown outcome": (GOOD.replace('"expired" = "blocked"', '"expired" = "denied"'),
                         ["expected.expired", "allowed: served, spoofed"]),
-    "unknown proxy": (GOOD.replace('proxy = "nginx"', 'proxy = "caddy"'), ["proxy", "known: nginx, apache, haproxy"]),
+    "unknown proxy": (GOOD.replace('proxy = "nginx"', 'proxy = "lighty"'), ["proxy", "known: nginx, apache, haproxy"]),
     "unknown directive": (GOOD.replace("proxy_ssl_verify =", "proxy_ssl_verfy ="),
                           ["directives.proxy_ssl_verfy", "unknown nginx directive"]),
     "apache directive on nginx": (GOOD.replace("proxy_ssl_verify =", "SSLProxyVerify ="),
