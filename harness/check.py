@@ -275,7 +275,7 @@ def check(
             # The config names the paths where the proxy sees these files (/lab/... in docker).
             seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
             adapted = adapt(path, seen, ports=ports, focus=pool or None)
-            cfg = run_dir / driver_config_name(kind)
+            cfg = run_dir / (adapted.config_name or driver_config_name(kind))
             cfg.write_text(adapted.text)
             cells: list[dict[str, Any]] = []
             out: list[CheckCell] = []

@@ -109,6 +109,9 @@ class Adapted:
     adaptations: list[str]
     upstreams: list[Upstream]
     listeners: dict[str, int] = field(default_factory=dict)
+    #: The file name the adapted config needs (``caddy.json``: Caddy picks its adapter by name);
+    #: ``""``: the driver's :attr:`~harness.proxies.base.Driver.config_name`.
+    config_name: str = ""
 
 
 class Ports:

@@ -151,16 +151,29 @@ class CaddyDriver(Driver):
     # -- process -----------------------------------------------------------------------
     def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         # A JSON config (``trustlab check`` of Caddy's native format) needs no adapter.
-        adapter = [] if config.endswith(".json") else ["--adapter", "caddyfile"]
-        return [self.executable(inst), "run", "--config", config, *adapter]
+        adapter = "" if config.endswith(".json") else " --adapter caddyfile"
+        # Caddy 2.11 `run` exits 1 on a config it refuses without saying why (2.6.2 prints
+        # "Error: ..."); `validate` says why, as a JSON error line. So it runs only when `run`
+        # failed, and the proxy's own reason is in the log: no cost when the config is good.
+        script = (
+            f'"$0" run --config "$1"{adapter} & p=$!; trap "kill $p; exit 143" TERM INT; wait $p; s=$?; '
+            f'[ $s -eq 0 ] || "$0" validate --config "$1"{adapter} >&2; exit $s'
+        )
+        return ["/bin/sh", "-c", script, self.executable(inst), config]
 
     def error_log(self, run_dir: Path) -> Path:
         # ``log { output stderr }``: the runtime captures stdout and stderr here.
         return run_dir / "stdout.log"
 
     def _is_fatal(self, line: str) -> bool:
-        # ``Error: adapting config using caddyfile: ...`` / ``Error: loading initial config: ...``
-        return line.startswith("Error:")
+        # 2.6.2: ``Error: adapting config using caddyfile: ...``; 2.11 (from ``validate``): a JSON
+        # error line, ``{"level":"error",...,"msg":"adapting config using caddyfile: ..."}``.
+        return line.startswith("Error:") or line.startswith('{"level":"error"')
+
+    def startup_message(self, output: str) -> str:
+        message = super().startup_message(output)
+        m = re.match(r'\{"level":"error".*?"msg":"((?:[^"\\]|\\.)*)"', message)
+        return m.group(1).replace('\\"', '"') if m else message
 
 
 DRIVER = CaddyDriver()

@@ -62,7 +62,7 @@ from typing import Any
 from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import RenderContext, driver
+from harness.proxies import Driver, Installation, RenderContext, driver
 from harness.runner import backends_of
 from harness.runtimes.local import PreparedProxy, _backend_field, _rejected, prepared_hosts
 from harness.scenarios import Scenario
@@ -92,6 +92,12 @@ class Plan:
 
 
 # -- ownership and sweeping ----------------------------------------------------------------
+def _in_image(drv: Driver) -> Installation:
+    """The copy of a proxy the lab image carries (at its driver's :attr:`~Driver.image_binary`):
+    the driver builds the whole command for it (a wrapper, like Caddy's, keeps its shape)."""
+    return Installation(drv.kind, "", drv.image_binary, "image")
+
+
 def _start_ticks(pid: int) -> str:
     return _process.start_ticks(pid)
 
@@ -581,15 +587,14 @@ class DockerRuntime:
     def _prepared_spec(self, lab_dir: Path, p: PreparedProxy, pki_dir: Path) -> dict[str, Any]:
         drv = driver(p.kind)
         run_dir = self.lab_path(lab_dir, p.run_dir)
-        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir))
+        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir), _in_image(drv))
         return {
             "key": p.key,
             "kind": p.kind,
             "listen_port": p.listen_port,
             "run_dir": str(run_dir),
             "log": str(drv.error_log(run_dir)),
-            # The driver names the host's binary (if any); the image has its own.
-            "command": [driver(p.kind).image_binary, *cmd[1:]],
+            "command": cmd,
             "env": drv.environment(str(run_dir), str(self.lab_path(lab_dir, pki_dir))),
         }
 
@@ -735,9 +740,7 @@ class DockerRuntime:
 
     def _command(self, p: Plan) -> list[str]:
         drv = driver(p.scenario.proxy)
-        cmd = drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir)
-        # The driver names the host's binary; the image has its own, at the driver's image path.
-        return [drv.image_binary, *cmd[1:]]
+        return drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir, _in_image(drv))
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:

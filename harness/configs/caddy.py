@@ -1,0 +1,950 @@
+"""A user's Caddy config (a Caddyfile, or Caddy's native JSON), parsed once into one model that
+both ``trustlab check`` (:func:`adapt`) and ``trustlab audit`` (:func:`audit`) read.
+
+The model (:class:`CaddyConfig`) is a list of :class:`ReverseProxy`: one per ``reverse_proxy``
+directive (Caddyfile) or ``reverse_proxy`` handler (JSON), each with its upstreams, the site
+that routes to it, and its ``transport http`` TLS settings with their lines. The Caddyfile is
+read by a small lexer and block parser (quotes, backticks, comments, line continuations,
+heredocs, snippets and ``import``); JSON by :mod:`json`.
+
+Kept exactly: every ``transport http`` TLS setting (``tls``, ``tls_insecure_skip_verify``,
+``tls_server_name``, ``tls_except_ports``, ``versions`` ...; in JSON ``transport.tls``), the
+upstreams, matchers, ``handle``/``route`` structure and ``header_up``. Changed: trusted-CA files
+(``tls_trusted_ca_certs``, ``tls_trust_pool``, JSON ``root_ca_pem_files``/``ca``) stand for the
+lab's internal root (or its system bundle when the path looks like an OS bundle), and inline or
+Caddy-internal CAs for the internal root; ``tls_client_auth`` uses a lab-minted client
+certificate; site addresses keep their host (the Host matcher) on ``http://`` and a lab port,
+bound to 127.0.0.1; the global options are the lab's (``admin off``, ``auto_https off``, storage
+and logs in the lab); site ``tls``, ``log`` and ``bind`` lines, file ``import``\\ s, health checks
+and retries are dropped (health checks would hit the seat between cells and mark the upstream
+down depending on the previous identity; retries only delay a refusal). Each change is one note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    is_system_bundle,
+    read_config,
+    trust_file,
+)
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+
+# -- the Caddyfile: tokens and blocks ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Token:
+    """One Caddyfile token: its value, its text as written (quotes kept) and its line."""
+
+    text: str
+    raw: str
+    line: int
+
+
+@dataclass
+class Node:
+    """One Caddyfile line (a directive and its arguments) and its block, if it opens one."""
+
+    tokens: list[Token]
+    block: list[Node] | None = None
+    #: The line of its first token, or of its ``{`` (the global options block has no tokens).
+    start: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.tokens[0].text if self.tokens else ""
+
+    @property
+    def args(self) -> list[str]:
+        return [t.text for t in self.tokens[1:]]
+
+    @property
+    def line(self) -> int:
+        return self.tokens[0].line if self.tokens else self.start
+
+    def children(self, name: str) -> list[Node]:
+        return [n for n in self.block or [] if n.name == name]
+
+
+def tokenize(text: str, where: str) -> list[list[Token]]:
+    """The Caddyfile's tokens, one list per logical line (Caddy's lexer rules)."""
+    lines: list[list[Token]] = []
+    cur: list[Token] = []
+    i, line, n = 0, 1, len(text)
+
+    def end_line() -> None:
+        nonlocal cur
+        if cur:
+            lines.append(cur)
+        cur = []
+
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+            i += 1
+            end_line()
+            continue
+        if ch in " \t\r":
+            i += 1
+            continue
+        if ch == "\\" and text.startswith("\n", i + 1):  # a line continuation
+            i += 2
+            line += 1
+            continue
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        start, start_line = i, line
+        if ch == '"':
+            i += 1
+            value = []
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n and text[i + 1] in '"\\':
+                    i += 1
+                if text[i] == "\n":
+                    line += 1
+                value.append(text[i])
+                i += 1
+            if i >= n:
+                raise ConfigError(f"{where}: line {start_line}: unterminated quoted string")
+            i += 1
+            cur.append(Token("".join(value), text[start:i], start_line))
+            continue
+        if ch == "`":
+            j = text.find("`", i + 1)
+            if j < 0:
+                raise ConfigError(f"{where}: line {start_line}: unterminated backtick string")
+            line += text.count("\n", i, j)
+            cur.append(Token(text[i + 1 : j], text[i : j + 1], start_line))
+            i = j + 1
+            continue
+        m = re.match(r"<<([A-Za-z0-9_-]+)[ \t]*\n", text[i:])
+        if m:  # a heredoc: up to the line holding only its marker
+            marker = m.group(1)
+            body_start = i + m.end()
+            close = re.compile(rf"^[ \t]*{re.escape(marker)}[ \t]*$", re.M).search(text, body_start)
+            if not close:
+                raise ConfigError(f"{where}: line {start_line}: heredoc <<{marker} is never closed")
+            i = close.end()
+            cur.append(Token(text[body_start : close.start()].rstrip("\n"), text[start:i], start_line))
+            line += text.count("\n", start, i)
+            continue
+        while i < n and text[i] not in " \t\r\n":
+            i += 1
+        word = text[start:i]
+        cur.append(Token(word, word, start_line))
+    end_line()
+    return lines
+
+
+def parse_caddyfile(text: str, where: str) -> list[Node]:
+    """The Caddyfile's nodes: ``{`` at the end of a line opens a block, a lone ``}`` closes it."""
+    lines = tokenize(text, where)
+    root: list[Node] = []
+    stack: list[tuple[list[Node], int]] = [(root, 0)]
+    for toks in lines:
+        if toks[0].raw == "}":
+            if len(stack) == 1:
+                raise ConfigError(f"{where}: line {toks[0].line}: '}}' closes nothing")
+            stack.pop()
+            toks = toks[1:]
+            if not toks:
+                continue
+        if toks[-1].raw == "{":
+            node = Node(toks[:-1], [], start=toks[-1].line)
+            stack[-1][0].append(node)
+            assert node.block is not None
+            stack.append((node.block, toks[-1].line))
+        else:
+            stack[-1][0].append(Node(toks))
+    if len(stack) > 1:
+        raise ConfigError(f"{where}: line {stack[-1][1]}: '{{' is never closed; a Caddyfile block ends with '}}'")
+    return root
+
+
+# -- the model both check and audit read --------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One upstream of a reverse_proxy: as written, and what it means."""
+
+    raw: str
+    scheme: str
+    host: str
+    port: int
+    line: int
+
+    @property
+    def dynamic(self) -> bool:
+        return "{" in self.raw
+
+
+@dataclass
+class Setting:
+    """One trust setting of a transport, with the line it is on (Caddyfile) or near (JSON)."""
+
+    name: str
+    args: list[str]
+    line: int
+
+
+@dataclass
+class ReverseProxy:
+    """One ``reverse_proxy`` (directive or JSON handler) and everything that decides its trust."""
+
+    line: int
+    site: list[str]
+    path: str
+    targets: list[Target]
+    settings: dict[str, Setting] = field(default_factory=dict)
+    #: The transport module (``http``; ``fastcgi`` and others never speak TLS to a backend).
+    transport: str = "http"
+    #: Why the lab cannot send a request to it (a named matcher it cannot satisfy ...).
+    why_unroutable: str = ""
+    #: The Caddyfile node or JSON handler it came from (adapt rewrites it in place).
+    source: Any = None
+
+    def setting(self, name: str) -> Setting | None:
+        return self.settings.get(name)
+
+    @property
+    def tls(self) -> bool:
+        """Whether it speaks TLS to its upstreams (``https://``, ``tls``, a ``tls_*`` option)."""
+        if self.transport != "http":
+            return False
+        if any(t.scheme == "https" for t in self.targets):
+            return True
+        return any(n == "tls" or n.startswith("tls_") for n in self.settings) or any(
+            t.scheme == "" and t.port == 443 for t in self.targets
+        )
+
+    def tls_targets(self) -> list[Target]:
+        if not self.tls:
+            return []
+        except_ports = {a for s in [self.setting("tls_except_ports")] if s for a in s.args}
+        return [t for t in self.targets if t.scheme != "http" and str(t.port) not in except_ports]
+
+
+@dataclass
+class CaddyConfig:
+    """A parsed Caddy config: its format, its reverse proxies, and the tree they came from."""
+
+    path: Path
+    format: str  # "caddyfile" or "json"
+    proxies: list[ReverseProxy]
+    tree: Any
+    #: Caddyfile: the global options node and the snippets, by name.
+    options: Node | None = None
+    snippets: dict[str, list[Node]] = field(default_factory=dict)
+
+
+_TLS_SETTINGS = (
+    "tls",
+    "tls_insecure_skip_verify",
+    "tls_trusted_ca_certs",
+    "tls_trust_pool",
+    "tls_server_name",
+    "tls_client_auth",
+    "tls_timeout",
+    "tls_renegotiation",
+    "tls_except_ports",
+    "tls_curves",
+    "versions",
+)
+#: Placeholders that a client controls (the request's Host, headers, URI ...).
+_CLIENT_PLACEHOLDER = re.compile(
+    r"\{(?:http\.request\.(?:host|hostport|header\.[^}]*|uri[^}]*|orig_uri[^}]*)|host|hostport|header\.[^}]*"
+    r"|>[^}]*|query\.[^}]*|http\.request\.tls\.server_name|tls_server_name)\}",
+    re.I,
+)
+
+
+def load(path: Path) -> CaddyConfig:
+    """Read and parse *path* once: JSON when it is JSON (``{...}`` with ``apps``), else a Caddyfile."""
+    text = read_config(path)
+    stripped = text.lstrip()
+    if stripped.startswith("{") and re.match(r'\{\s*"', stripped):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path}: line {exc.lineno}: invalid JSON ({exc.msg}); Caddy's JSON config is one object"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f'{path}: a Caddy JSON config is one object with "apps"')
+        return _from_json(path, text, data)
+    return _from_caddyfile(path, text)
+
+
+def split_target(raw: str, line: int) -> Target:
+    """``https://host:port`` / ``host:port`` / ``host`` / ``[::1]:8443`` -> scheme, host, port."""
+    m = re.match(r"^(?:(?P<scheme>[a-z0-9]+)://)?(?P<rest>.*)$", raw, re.I)
+    assert m
+    scheme = (m.group("scheme") or "").lower()
+    rest = m.group("rest").split("/", 1)[0]
+    if scheme in ("h2c",):
+        scheme = "http"
+    hm = re.match(r"^\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?$", rest) or re.match(
+        r"^(?P<host>[^:]*)(?::(?P<port>[\d-]+))?$", rest
+    )
+    host, port_s = (hm.group(1), hm.group(2)) if hm else (rest, None)
+    port = (
+        int(port_s.split("-")[0]) if port_s and port_s.split("-")[0].isdigit() else (443 if scheme == "https" else 80)
+    )
+    return Target(raw, scheme, host or "", port, line)
+
+
+def _site_route(addresses: list[str]) -> tuple[str, str, int]:
+    """(Host a client sends, the site's path prefix, its original port) from site addresses."""
+    first = addresses[0] if addresses else ""
+    m = re.match(r"^(?:(?P<scheme>https?)://)?(?P<host>\[[^\]]*\]|[^:/]*)(?::(?P<port>\d+))?(?P<path>/.*)?$", first)
+    if not m:
+        return PUBLIC_HOST, "/", 80
+    scheme, host, port_s, path = m.group("scheme"), m.group("host"), m.group("port"), m.group("path") or "/"
+    port = int(port_s) if port_s else (80 if scheme == "http" else 443)
+    if host.startswith("*."):
+        host = "trustlab-probe" + host[1:]
+    return host or PUBLIC_HOST, path.rstrip("*") or "/", port
+
+
+# -- Caddyfile -> model ------------------------------------------------------------------------
+
+
+def _from_caddyfile(path: Path, text: str) -> CaddyConfig:
+    where = str(path)
+    nodes = parse_caddyfile(text, where)
+    options = None
+    if nodes and not nodes[0].tokens and nodes[0].block is not None:
+        options = nodes.pop(0)
+    snippets = {n.name[1:-1]: n.block or [] for n in nodes if re.fullmatch(r"\(.+\)", n.name) and n.block is not None}
+    sites = [n for n in nodes if not re.fullmatch(r"\(.+\)", n.name)]
+    if sites and all(n.block is None for n in sites):
+        # One site without braces: the first line is its address, the rest its body.
+        sites = [Node(sites[0].tokens, sites[1:])]
+    cfg = CaddyConfig(path, "caddyfile", [], sites, options, snippets)
+    for site in sites:
+        if site.block is None:
+            raise ConfigError(
+                f"{where}: line {site.line}: {' '.join(t.raw for t in site.tokens)!r} outside a site block; "
+                "a Caddyfile is site blocks (example.com { ... })"
+            )
+        addresses = [a.strip(",") for t in site.tokens for a in t.text.split(",") if a.strip(",")]
+        _walk(site.block, addresses, _site_route(addresses)[1], cfg, {}, depth=0)
+    return cfg
+
+
+def _expand(block: list[Node], snippets: dict[str, list[Node]], depth: int = 0) -> Iterator[Node]:
+    for n in block:
+        if n.name == "import" and n.args and n.args[0] in snippets and depth < 10:
+            yield from _expand(snippets[n.args[0]], snippets, depth + 1)
+        else:
+            yield n
+
+
+def _walk(
+    block: list[Node], site: list[str], prefix: str, cfg: CaddyConfig, matchers: dict[str, Node], *, depth: int
+) -> None:
+    nodes = list(_expand(block, cfg.snippets))
+    named = {**matchers, **{n.name: n for n in nodes if n.name.startswith("@")}}
+    for n in nodes:
+        if n.name in ("handle", "handle_path", "route") and n.block is not None and depth < 20:
+            sub = n.args[0] if n.args else ""
+            _walk(n.block, site, _join(prefix, sub) if sub.startswith("/") else prefix, cfg, named, depth=depth + 1)
+        elif n.name == "reverse_proxy":
+            cfg.proxies.append(_reverse_proxy(n, site, prefix, named, cfg))
+
+
+def _join(prefix: str, path: str) -> str:
+    return (prefix.rstrip("/") + "/" + path.lstrip("/")) if prefix != "/" else path
+
+
+def _reverse_proxy(n: Node, site: list[str], prefix: str, named: dict[str, Node], cfg: CaddyConfig) -> ReverseProxy:
+    args = list(n.tokens[1:])
+    path, why = prefix, ""
+    if args and args[0].text.startswith("/"):
+        path = _join(prefix, args.pop(0).text)
+    elif args and args[0].text.startswith("@"):
+        m = named.get(args[0].text)
+        paths = [c.args[0] for c in (m.block or []) if c.name == "path" and c.args] if m else []
+        if m and m.args[:1] == ["path"] or paths:
+            path = _join(prefix, (m.args[1] if m and len(m.args) > 1 and m.args[0] == "path" else paths[0]))
+        else:
+            why = f"named matcher {args[0].text} is not a plain path matcher"
+        args.pop(0)
+    elif args and args[0].text == "*":
+        args.pop(0)
+    targets = [split_target(t.text, t.line) for t in args]
+    rp = ReverseProxy(n.line, site, path.rstrip("*") or "/", targets, why_unroutable=why, source=n)
+    for c in _expand(n.block or [], cfg.snippets):
+        if c.name == "to":
+            rp.targets += [split_target(t.text, t.line) for t in c.tokens[1:]]
+        elif c.name == "dynamic":
+            rp.why_unroutable = rp.why_unroutable or f"line {c.line}: dynamic upstreams ({' '.join(c.args)})"
+        elif c.name == "transport":
+            rp.transport = c.args[0] if c.args else "http"
+            for s in _expand(c.block or [], cfg.snippets):
+                if s.name in _TLS_SETTINGS or s.name.startswith("tls"):
+                    args_ = s.args
+                    if s.name == "tls_trust_pool" and s.block:
+                        args_ = args_ + [
+                            a for sub in s.block for a in sub.args if sub.name in ("pem_file", "pem_files")
+                        ]
+                    rp.settings[s.name] = Setting(s.name, args_, s.line)
+    if rp.path.endswith("/") is False and "*" not in path:
+        rp.path = rp.path  # an exact path matcher: the probe requests exactly it
+    return rp
+
+
+# -- JSON -> model -----------------------------------------------------------------------------
+
+
+def _from_json(path: Path, text: str, data: dict[str, Any]) -> CaddyConfig:
+    cfg = CaddyConfig(path, "json", [], data)
+    servers = (((data.get("apps") or {}).get("http") or {}).get("servers")) or {}
+    if not isinstance(servers, dict):
+        raise ConfigError(f"{path}: apps.http.servers must be an object of servers")
+    lines = _JsonLines(text)
+    for name, server in servers.items():
+        if not isinstance(server, dict):
+            continue
+        listen = [str(x) for x in server.get("listen", [])]
+        for route in server.get("routes", []) or []:
+            _json_route(route, listen, "/", [], cfg, lines, name)
+    return cfg
+
+
+class _JsonLines:
+    """Lines of ``"handler": "reverse_proxy"`` occurrences, in order (JSON findings' lines)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.handlers = [
+            text.count("\n", 0, m.start()) + 1 for m in re.finditer(r'"handler"\s*:\s*"reverse_proxy"', text)
+        ]
+        self.seen = 0
+
+    def next_handler(self) -> int:
+        line = self.handlers[self.seen] if self.seen < len(self.handlers) else 1
+        self.seen += 1
+        return line
+
+    def key_after(self, key: str, line: int) -> int:
+        """The first line at or after *line* holding ``"key"``."""
+        for i, ln in enumerate(self.text.splitlines()[line - 1 :], start=line):
+            if f'"{key}"' in ln:
+                return i
+        return line
+
+
+def _json_route(
+    route: Any, listen: list[str], path: str, hosts: list[str], cfg: CaddyConfig, lines: _JsonLines, server: str
+) -> None:
+    if not isinstance(route, dict):
+        return
+    for match in route.get("match", []) or []:
+        if isinstance(match, dict):
+            hosts = [str(h) for h in match.get("host", [])] or hosts
+            path = str((match.get("path") or [path])[0])
+    for h in route.get("handle", []) or []:
+        if not isinstance(h, dict):
+            continue
+        if h.get("handler") == "subroute":
+            for sub in h.get("routes", []) or []:
+                _json_route(sub, listen, path, hosts, cfg, lines, server)
+        elif h.get("handler") == "reverse_proxy":
+            line = lines.next_handler()
+            targets = [
+                split_target(str(u.get("dial", "")), lines.key_after("dial", line))
+                for u in h.get("upstreams", []) or []
+                if isinstance(u, dict)
+            ]
+            transport = h.get("transport") or {}
+            site = [
+                f"{hosts[0] if hosts else ''}{a if a.startswith(':') else ':' + a.rsplit(':', 1)[-1]}"
+                for a in listen[:1]
+            ]
+            rp = ReverseProxy(line, site or [":80"], path.rstrip("*") or "/", targets, source=h)
+            rp.transport = str(transport.get("protocol", "http"))
+            if h.get("dynamic_upstreams"):
+                rp.why_unroutable = "dynamic upstreams"
+            tls = transport.get("tls")
+            if isinstance(tls, dict):
+                # JSON's transport.tls: TLS on; each key stands for its Caddyfile spelling.
+                rp.settings["tls"] = Setting("tls", [], lines.key_after("tls", line))
+                for key, value in tls.items():
+                    name, args = _json_setting(key, value)
+                    rp.settings[name] = Setting(name, args, lines.key_after(key, line))
+                for t in rp.targets:
+                    if not t.scheme:
+                        t.scheme = "https"
+            cfg.proxies.append(rp)
+
+
+def _json_setting(key: str, value: Any) -> tuple[str, list[str]]:
+    """A JSON transport.tls key as the Caddyfile setting it is (the audit rules read one spelling)."""
+    if key == "insecure_skip_verify":
+        return ("tls_insecure_skip_verify", []) if value else ("tls_insecure_skip_verify_false", [])
+    if key == "server_name":
+        return "tls_server_name", [str(value)]
+    if key == "root_ca_pem_files":
+        return "tls_trusted_ca_certs", [str(v) for v in value or []]
+    if key == "root_ca_pool":
+        return "tls_trust_pool", ["inline", *(str(v) for v in value or [])]
+    if key == "ca" and isinstance(value, dict):
+        provider = str(value.get("provider", ""))
+        files = [str(v) for v in value.get("pem_files", []) or []]
+        return "tls_trust_pool", [provider, *files]
+    if key in ("client_certificate_file", "client_certificate_key_file", "client_certificate_automate"):
+        return "tls_client_auth", [str(value)]
+    return f"tls_{key}" if not key.startswith("tls") else key, [json.dumps(value)]
+
+
+# -- check: the adapted config ------------------------------------------------------------------
+
+_LAB_OPTIONS = """{{
+	admin off
+	auto_https off
+	storage file_system {run_dir}/storage
+	log {{
+		output stderr
+		format json
+		level INFO
+	}}
+}}
+"""
+#: Site directives that belong to the host (client-side certificates, log files, bind addresses).
+_SITE_DROP = {
+    "tls": "client-side TLS: the lab probes over http",
+    "log": "a log file",
+    "bind": "the lab binds 127.0.0.1",
+}
+#: reverse_proxy subdirectives the lab removes: health checks and retries (see the module doc).
+_RP_DROP = re.compile(
+    r"^(health_\w+|fail_duration|max_fails|unhealthy_\w+|lb_try_duration|lb_try_interval|lb_retries|passive_health)$"
+)
+
+
+def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
+    """The config at *path* made runnable in the lab (see the module docstring)."""
+    cfg = load(path)
+    if cfg.format == "json":
+        return _adapt_json(cfg, lab, ports, focus)
+    return _adapt_caddyfile(cfg, lab, ports, focus)
+
+
+def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], int]) -> list[Upstream]:
+    """The HTTPS upstreams of *cfg*, each with the route a request takes to reach it."""
+    out: list[Upstream] = []
+    for rp in cfg.proxies:
+        targets = rp.tls_targets()
+        pool = f"rp{rp.line}" if len(targets) > 1 else ""
+        name_s = rp.setting("tls_server_name")
+        literal = name_s.args[0] if name_s and name_s.args and "{" not in name_s.args[0] else ""
+        host, _, port = _site_route(rp.site)
+        for t in targets:
+            if t.dynamic or not t.host:
+                continue
+            name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
+            route = None if rp.why_unroutable else Route(str(port), False, host, _probe_path(rp.path))
+            out.append(
+                Upstream(
+                    label=f"{t.raw} (line {t.line})",
+                    host=t.host.strip("[]"),
+                    port=t.port,
+                    line=t.line,
+                    name=name,
+                    route=route,
+                    why_unroutable=rp.why_unroutable,
+                    pool=f"{pool}|{t.host}:{t.port}" if pool else "",
+                )
+            )
+    return out
+
+
+def _probe_path(path: str) -> str:
+    return path if path.endswith("/") else path + "/" if not re.search(r"\.\w+$", path) else path
+
+
+def _adapt_caddyfile(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
+    notes: list[str] = []
+    where = str(cfg.path)
+    out = [f"# trustlab check: adapted from {where}", _LAB_OPTIONS.format(run_dir=lab.run_dir)]
+    if cfg.options is not None:
+        kept = [n.name for n in cfg.options.block or []]
+        notes.append(
+            f"line {cfg.options.line}: global options ({', '.join(kept) or 'empty'}) replaced by the lab's "
+            "(admin off, auto_https off, storage and logs in the lab)"
+        )
+    else:
+        notes.append("global options added: admin off, auto_https off, storage and logs in the lab")
+    listeners: dict[str, int] = {}
+    for name, body in cfg.snippets.items():
+        out.append(f"({name}) {{")
+        out += _emit(body, 1, lab, notes, focus, cfg)
+        out.append("}")
+    for site in cfg.tree:
+        addresses = [a.strip(",") for t in site.tokens for a in t.text.split(",") if a.strip(",")]
+        new = []
+        for a in addresses:
+            host, path, port = _site_route([a])
+            lab_port = ports(str(port))
+            listeners[str(port)] = lab_port
+            bare = re.sub(r"^https?://", "", a).split("/", 1)[0]
+            host_part = re.sub(r":\d+$", "", bare) if not bare.startswith("[") else bare.split("]")[0] + "]"
+            new.append(f"http://{host_part}:{lab_port}{path if a.count('/') > (2 if '://' in a else 0) else ''}")
+        notes.append(f"line {site.line}: site {', '.join(addresses)} -> {', '.join(new)} (bound to 127.0.0.1)")
+        out.append(f"{', '.join(new)} {{")
+        out.append("\tbind 127.0.0.1")
+        out += _emit(site.block or [], 1, lab, notes, focus, cfg)
+        out.append("}")
+    ups = upstreams_of(cfg, listeners)
+    return Adapted("\n".join(out) + "\n", _dedupe(notes), ups, listeners)
+
+
+def _quote(value: str) -> str:
+    if value and not re.search(r'[\s"`{}#]', value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _emit(
+    block: list[Node],
+    depth: int,
+    lab: LabPaths,
+    notes: list[str],
+    focus: str | None,
+    cfg: CaddyConfig,
+    *,
+    parent: str = "",
+) -> list[str]:
+    out: list[str] = []
+    pad = "\t" * depth
+    for n in block:
+        name = n.name
+        if parent == "" and depth == 1 and name in _SITE_DROP:
+            notes.append(f"line {n.line}: {name} {' '.join(n.args)} dropped ({_SITE_DROP[name]})".replace("  ", " "))
+            continue
+        if name == "import" and n.args and n.args[0] not in cfg.snippets:
+            notes.append(f"line {n.line}: import {n.args[0]} dropped (reads a host file)")
+            continue
+        if parent == "reverse_proxy" and _RP_DROP.match(name):
+            notes.append(
+                f"line {n.line}: {name} {' '.join(n.args)} dropped (health checks and retries)".replace("  ", " ")
+            )
+            continue
+        toks = [t.raw for t in n.tokens]
+        if parent == "transport":
+            toks = _trust_tokens(n, lab, notes)
+        if name == "reverse_proxy" and focus:
+            toks = _focus_targets(n, toks, focus, notes)
+        line = pad + " ".join(toks)
+        if n.block is not None:
+            out.append(line + " {")
+            out += _emit(
+                n.block,
+                depth + 1,
+                lab,
+                notes,
+                focus,
+                cfg,
+                parent=name if name in ("reverse_proxy", "transport") else "x",
+            )
+            out.append(pad + "}")
+        else:
+            out.append(line)
+    return out
+
+
+def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[str]) -> list[str]:
+    if not focus.startswith(f"rp{n.line}|"):
+        return toks
+    want = focus.split("|", 1)[1]
+    kept = [toks[0]]
+    for t in n.tokens[1:]:
+        tg = split_target(t.text, t.line)
+        if t.text.startswith(("/", "@", "*")) or f"{tg.host}:{tg.port}" == want:
+            kept.append(t.raw)
+    if len(kept) < len(toks):
+        notes.append(f"line {n.line}: only upstream {want} of this reverse_proxy is probed")
+    return kept
+
+
+def _trust_tokens(n: Node, lab: LabPaths, notes: list[str]) -> list[str]:
+    """A ``transport http`` subdirective with its CA and client-certificate paths made the lab's."""
+    name, args = n.name, n.args
+    if name == "tls_trusted_ca_certs":
+        files = [trust_file(a, lab, notes) for a in args]
+        return [name, *dict.fromkeys(files)]
+    if name == "tls_trust_pool":
+        provider = args[0] if args else ""
+        if provider == "file":
+            files = args[1:] or [a for sub in n.block or [] for a in sub.args if sub.name in ("pem_file", "pem_files")]
+            n.block = None
+            return [name, "file", *dict.fromkeys(trust_file(a, lab, notes) for a in files)]
+        notes.append(f"line {n.line}: tls_trust_pool {provider} stands for the lab's internal root")
+        n.block = None
+        return [name, "file", str(lab.ca)]
+    if name == "tls_client_auth":
+        notes.append(f"line {n.line}: tls_client_auth uses a lab-minted client certificate")
+        return [name, str(lab.cert), str(lab.key)]
+    return [t.raw for t in n.tokens]
+
+
+def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
+    data = json.loads(json.dumps(cfg.tree))  # a copy: the model keeps the user's own
+    notes: list[str] = []
+    for key in list(data):
+        if key not in ("apps",):
+            notes.append(f"top-level {key!r} replaced by the lab's (admin off, logs in the lab)")
+            data.pop(key)
+    data["admin"] = {"disabled": True, "config": {"persist": False}}
+    data["storage"] = {"module": "file_system", "root": f"{lab.run_dir}/storage"}
+    data["logging"] = {"logs": {"default": {"writer": {"output": "stderr"}, "encoder": {"format": "json"}}}}
+    apps = data.setdefault("apps", {})
+    for app in list(apps):
+        if app != "http":
+            notes.append(f"apps.{app} dropped (certificates, ACME, PKI: not the backend's trust)")
+            apps.pop(app)
+    listeners: dict[str, int] = {}
+    for name, server in (apps.get("http", {}).get("servers") or {}).items():
+        old = [str(x) for x in server.get("listen", [])] or [":443"]
+        port = old[0].rsplit(":", 1)[-1].split("-")[0]
+        listeners[port] = ports(port)
+        server["listen"] = [f"127.0.0.1:{listeners[port]}"]
+        server["automatic_https"] = {"disable": True}
+        notes.append(f"server {name}: listen {', '.join(old)} -> 127.0.0.1:{listeners[port]}")
+        for key in ("tls_connection_policies", "logs", "listener_wrappers"):
+            if server.pop(key, None) is not None:
+                notes.append(f"server {name}: {key} dropped (client side)")
+        for h in _json_handlers(server.get("routes", [])):
+            _json_trust(h, lab, notes, focus)
+    ups = upstreams_of(cfg, listeners)
+    return Adapted(json.dumps(data, indent=2) + "\n", _dedupe(notes), ups, listeners, config_name="caddy.json")
+
+
+def _json_handlers(routes: Any) -> Iterator[dict[str, Any]]:
+    for route in routes or []:
+        if not isinstance(route, dict):
+            continue
+        for h in route.get("handle", []) or []:
+            if isinstance(h, dict) and h.get("handler") == "subroute":
+                yield from _json_handlers(h.get("routes"))
+            elif isinstance(h, dict) and h.get("handler") == "reverse_proxy":
+                yield h
+
+
+def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[str], focus: str | None) -> None:
+    for key in ("health_checks",):
+        if h.pop(key, None) is not None:
+            notes.append("reverse_proxy health_checks dropped (health checks and retries)")
+    lb = h.get("load_balancing")
+    if isinstance(lb, dict) and any(k in lb for k in ("try_duration", "try_interval", "retries")):
+        for k in ("try_duration", "try_interval", "retries"):
+            lb.pop(k, None)
+        notes.append("reverse_proxy load_balancing retries dropped (health checks and retries)")
+    tls = (h.get("transport") or {}).get("tls")
+    if not isinstance(tls, dict):
+        return
+    if "root_ca_pem_files" in tls:
+        tls["root_ca_pem_files"] = list(dict.fromkeys(trust_file(str(p), lab, notes) for p in tls["root_ca_pem_files"]))
+    if "root_ca_pool" in tls:
+        tls["root_ca_pem_files"] = [str(lab.ca)]
+        tls.pop("root_ca_pool")
+        notes.append("transport.tls.root_ca_pool (inline CA) stands for the lab's internal root")
+    ca = tls.get("ca")
+    if isinstance(ca, dict):
+        if ca.get("provider") == "file":
+            ca["pem_files"] = list(dict.fromkeys(trust_file(str(p), lab, notes) for p in ca.get("pem_files", [])))
+        else:
+            notes.append(f"transport.tls.ca provider {ca.get('provider')!r} stands for the lab's internal root")
+            tls["ca"] = {"provider": "file", "pem_files": [str(lab.ca)]}
+    if any(k.startswith("client_certificate") for k in tls):
+        for k in [k for k in tls if k.startswith("client_certificate")]:
+            tls.pop(k)
+        tls["client_certificate_file"], tls["client_certificate_key_file"] = str(lab.cert), str(lab.key)
+        notes.append("transport.tls client certificate: a lab-minted one")
+
+
+def _dedupe(notes: list[str]) -> list[str]:
+    return list(dict.fromkeys(notes))
+
+
+# -- audit: rules over the same model ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One audit rule: what it flags, how bad it is, where Caddy documents it, and the scenario
+    that shows it live (``trustlab run <scenario>``)."""
+
+    id: str
+    severity: str
+    help: str
+    directives: tuple[str, ...]
+    scenario: str
+    find: Callable[[ReverseProxy], Iterator[tuple[int, str, str]]]
+
+
+RULES: list[Rule] = []
+_DOCS = "https://caddyserver.com/docs/caddyfile/directives/reverse_proxy"
+
+
+def rule(
+    rule_id: str, severity: str, *, help: str, directives: tuple[str, ...], scenario: str
+) -> Callable[[Callable[[ReverseProxy], Iterator[tuple[int, str, str]]]], Callable[..., Any]]:
+    """Register a rule: the function yields (line, message, fix) for one TLS reverse_proxy."""
+
+    def register(fn: Callable[[ReverseProxy], Iterator[tuple[int, str, str]]]) -> Callable[..., Any]:
+        RULES.append(Rule(rule_id, severity, help, directives, scenario, fn))
+        return fn
+
+    return register
+
+
+def _targets(rp: ReverseProxy) -> str:
+    return " ".join(t.raw for t in rp.tls_targets()) or "its upstream"
+
+
+@rule(
+    "caddy-skip-verify",
+    "high",
+    help=f"{_DOCS}#tls_insecure_skip_verify",
+    directives=("tls_insecure_skip_verify",),
+    scenario="caddy/verify-off",
+)
+def _skip_verify(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+    s = rp.setting("tls_insecure_skip_verify")
+    if s:
+        yield (
+            s.line,
+            f"reverse_proxy {_targets(rp)}: tls_insecure_skip_verify: no chain, name or date check, "
+            "any certificate is accepted",
+            "remove tls_insecure_skip_verify and trust the backend's CA: tls_trust_pool file <internal root>",
+        )
+
+
+@rule(
+    "caddy-client-controlled-name",
+    "high",
+    help=f"{_DOCS}#tls_server_name",
+    directives=("tls_server_name",),
+    scenario="caddy/server-name-from-host",
+)
+def _client_name(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+    s = rp.setting("tls_server_name")
+    if s and s.args and _CLIENT_PLACEHOLDER.search(s.args[0]) and not rp.setting("tls_insecure_skip_verify"):
+        yield (
+            s.line,
+            f"tls_server_name {s.args[0]}: the client chooses the SNI and the name the backend's "
+            "certificate is checked against",
+            "set tls_server_name to the backend's literal name (or leave it out: the upstream's host)",
+        )
+
+
+@rule(
+    "caddy-system-store",
+    "medium",
+    help=f"{_DOCS}#tls_trust_pool",
+    directives=("tls_trust_pool", "tls_trusted_ca_certs"),
+    scenario="caddy/system-store",
+)
+def _system_store(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+    if not any(rp.setting(n) for n in ("tls_trust_pool", "tls_trusted_ca_certs", "tls_insecure_skip_verify")):
+        yield (
+            rp.line,
+            f"reverse_proxy {_targets(rp)} verifies against the system trust store: any public CA "
+            "can issue a certificate for the backend's name",
+            "trust the internal root only: transport http { tls_trust_pool file <internal root> }",
+        )
+
+
+@rule(
+    "caddy-system-bundle",
+    "medium",
+    help=f"{_DOCS}#tls_trust_pool",
+    directives=("tls_trust_pool", "tls_trusted_ca_certs"),
+    scenario="caddy/system-bundle",
+)
+def _system_bundle(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+    for name in ("tls_trust_pool", "tls_trusted_ca_certs"):
+        s = rp.setting(name)
+        if s is None:
+            continue
+        for f in s.args:
+            if is_system_bundle(f):
+                yield (
+                    s.line,
+                    f"{name} {f} is a system bundle: any public CA can issue a certificate for the backend",
+                    "trust the internal root only",
+                )
+
+
+@rule(
+    "caddy-ip-target-no-name",
+    "medium",
+    help=f"{_DOCS}#tls_server_name",
+    directives=("tls_server_name",),
+    scenario="caddy/ip-target",
+)
+def _ip_no_name(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+    if rp.setting("tls_server_name") or rp.setting("tls_insecure_skip_verify"):
+        return
+    for t in rp.tls_targets():
+        if is_ip(t.host):
+            yield (
+                t.line,
+                f"upstream {t.raw} is an IP without tls_server_name: Go checks the IP against the "
+                "certificate's IP SANs, so the backend's own certificate is refused and any certificate the CA "
+                "issued for that IP passes",
+                "add tls_server_name <the backend's name> to transport http",
+            )
+
+
+@rule(
+    "caddy-trusted-ca-certs-deprecated",
+    "low",
+    help=f"{_DOCS}#tls_trust_pool",
+    directives=("tls_trusted_ca_certs",),
+    scenario="caddy/trusted-ca-certs",
+)
+def _deprecated(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+    s = rp.setting("tls_trusted_ca_certs")
+    if s and not rp.setting("tls_insecure_skip_verify"):
+        yield (
+            s.line,
+            "tls_trusted_ca_certs is deprecated since Caddy 2.8 (same trust as tls_trust_pool file); "
+            "Caddy 2.6 refuses tls_trust_pool, so a config shared across versions keeps this spelling",
+            "on Caddy 2.8+: tls_trust_pool file <the same files>",
+        )
+
+
+def audit(path: Path, text: str) -> list[Any]:
+    """Findings for a Caddyfile or Caddy JSON config: :data:`RULES` over every TLS reverse_proxy."""
+    from harness.audit import Finding
+
+    cfg = load(path)
+    out = []
+    for rp in cfg.proxies:
+        if not rp.tls:
+            continue
+        for r in RULES:
+            for line, message, fix in r.find(rp):
+                out.append(Finding(r.id, r.severity, str(path), line, message, f"{fix} (docs: {r.help})", r.scenario))
+    return out
