@@ -138,7 +138,7 @@ def tokenize(text: str, where: str) -> list[list[Token]]:
         if m:  # a heredoc: up to the line holding only its marker
             marker = m.group(1)
             body_start = i + m.end()
-            close = re.compile(rf"^[ \t]*{re.escape(marker)}[ \t]*$", re.M).search(text, body_start)
+            close = re.compile(rf"^[ \t]*{re.escape(marker)}(?=[ \t]|$)", re.M).search(text, body_start)
             if not close:
                 raise ConfigError(f"{where}: line {start_line}: heredoc <<{marker} is never closed")
             i = close.end()
