@@ -92,7 +92,7 @@ def _copy(tmp_path: Path, cid: str = "nginx-ca-without-verify") -> Path:
         (lambda t: t.replace("accept = []", 'accept = ["wildcard"]'), "grader.policy: must say"),
         (lambda t: t.replace('served = ["legit"]', 'served = ["rogue-ca"]'), "grader.served: must list legit"),
         (lambda t: t.replace("https://nginx.org", "http://nginx.org"), "lesson.sources: must be a non-empty list"),
-        (lambda t: t.replace('proxy = "nginx"', 'proxy = "caddy"'), "proxy: 'caddy' is unknown"),
+        (lambda t: t.replace('proxy = "nginx"', 'proxy = "lighty"'), "proxy: 'lighty' is unknown"),
         (lambda t: t + "[broken\n", "invalid TOML"),
     ],
 )

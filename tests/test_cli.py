@@ -28,7 +28,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 BAD_ARGS = {
     "unknown id": (["run", "nginx/verify-offf"], "neither a scenario id nor a file"),
-    "unknown proxy": (["matrix", "--proxy", "caddy", "--runtime", "local"], "--proxy: 'caddy' is unknown"),
+    "unknown proxy": (["matrix", "--proxy", "lighty", "--runtime", "local"], "--proxy: 'lighty' is unknown"),
     "unknown identity": (["run", "nginx/good", "--identity", "rouge-ca", "--runtime", "local"],
                          "--identity: 'rouge-ca' is unknown"),
     "bad runtime": (["matrix", "--runtime", "podman"], "invalid choice"),
