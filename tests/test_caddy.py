@@ -162,6 +162,7 @@ AUDITS = [
     ("Caddyfile.host-sni", {("caddy-client-controlled-name", 8)}),
     ("Caddyfile.good", set()),
     ("caddy.json", set()),
+    ("Caddyfile.lb", {("caddy-system-bundle", 11)}),
 ]
 
 
@@ -254,6 +255,19 @@ def test_check_several_upstreams_of_a_homelab(caddy_runtime: str) -> None:
     notes = "\n".join(result.adaptations)
     assert "global options (email, acme_ca) replaced by the lab's" in notes
     assert "/etc/caddy/pve-root-ca.pem stands for the lab's internal root" in notes
+
+
+@pytest.mark.integration
+def test_check_probes_each_upstream_of_a_pool_behind_a_named_matcher(caddy_runtime: str) -> None:
+    result = check("caddy", CONFIGS / "Caddyfile.lb")
+    assert [u.split()[0] for u in result.upstreams] == ["https://api-1.internal:8443", "https://api-2.internal:8443"]
+    for up in ("api-1", "api-2"):
+        assert result.outcome("legit", up) is Outcome.SERVED  # the request reached @api's /api/ path
+        assert result.outcome("public-ca", up) is Outcome.SPOOFED  # the OS bundle as trust pool
+        assert result.outcome("rogue-ca", up) is Outcome.BLOCKED
+    notes = "\n".join(result.adaptations)
+    assert "only upstream api-1.internal:8443 of this reverse_proxy is probed" in notes
+    assert "fail_duration 30s dropped" in notes
 
 
 @pytest.mark.integration

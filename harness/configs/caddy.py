@@ -365,10 +365,34 @@ def _walk(
     named = {**matchers, **{n.name: n for n in nodes if n.name.startswith("@")}}
     for n in nodes:
         if n.name in ("handle", "handle_path", "route") and n.block is not None and depth < 20:
-            sub = n.args[0] if n.args else ""
-            _walk(n.block, site, _join(prefix, sub) if sub.startswith("/") else prefix, cfg, named, depth=depth + 1)
+            sub, _ = _matcher_path(n.args[0] if n.args else "", named)
+            _walk(n.block, site, _join(prefix, sub) if sub else prefix, cfg, named, depth=depth + 1)
         elif n.name == "reverse_proxy":
             cfg.proxies.append(_reverse_proxy(n, site, prefix, named, cfg))
+
+
+def _matcher_path(token: str, named: dict[str, Node]) -> tuple[str, str]:
+    """The path a matcher token sends (``/api/*``, ``@name`` with a ``path``), and why not if it
+    cannot be told (a named matcher on headers, methods ...)."""
+    if token.startswith("/"):
+        return token, ""
+    if not token.startswith("@"):
+        return "", ""
+    m = named.get(token)
+    if m is None:
+        return "", f"named matcher {token} is not defined"
+    if m.args[:1] == ["path"] and len(m.args) > 1:
+        return m.args[1], ""
+    paths = [c.args[0] for c in m.block or [] if c.name == "path" and c.args]
+    others = [c.name for c in m.block or [] if c.name != "path"] + (
+        [m.args[0]] if m.args and m.args[0] != "path" else []
+    )
+    if paths and not others:
+        return paths[0], ""
+    return (
+        "",
+        f"named matcher {token} matches on {', '.join(others) or 'nothing'}: the lab cannot tell a request for it",
+    )
 
 
 def _join(prefix: str, path: str) -> str:
@@ -378,18 +402,9 @@ def _join(prefix: str, path: str) -> str:
 def _reverse_proxy(n: Node, site: list[str], prefix: str, named: dict[str, Node], cfg: CaddyConfig) -> ReverseProxy:
     args = list(n.tokens[1:])
     path, why = prefix, ""
-    if args and args[0].text.startswith("/"):
-        path = _join(prefix, args.pop(0).text)
-    elif args and args[0].text.startswith("@"):
-        m = named.get(args[0].text)
-        paths = [c.args[0] for c in (m.block or []) if c.name == "path" and c.args] if m else []
-        if m and m.args[:1] == ["path"] or paths:
-            path = _join(prefix, (m.args[1] if m and len(m.args) > 1 and m.args[0] == "path" else paths[0]))
-        else:
-            why = f"named matcher {args[0].text} is not a plain path matcher"
-        args.pop(0)
-    elif args and args[0].text == "*":
-        args.pop(0)
+    if args and (args[0].text.startswith(("/", "@")) or args[0].text == "*"):
+        sub, why = _matcher_path(args.pop(0).text, named)
+        path = _join(prefix, sub) if sub else prefix
     targets = [split_target(t.text, t.line) for t in args]
     rp = ReverseProxy(n.line, site, path.rstrip("*") or "/", targets, why_unroutable=why, source=n)
     for c in _expand(n.block or [], cfg.snippets):
@@ -633,6 +648,7 @@ def _emit(
     cfg: CaddyConfig,
     *,
     parent: str = "",
+    rp_line: int = 0,
 ) -> list[str]:
     out: list[str] = []
     pad = "\t" * depth
@@ -652,8 +668,10 @@ def _emit(
         toks = [t.raw for t in n.tokens]
         if parent == "transport":
             toks = _trust_tokens(n, lab, notes)
-        if name == "reverse_proxy" and focus:
-            toks = _focus_targets(n, toks, focus, notes)
+        if focus and (name == "reverse_proxy" or (parent == "reverse_proxy" and name == "to")):
+            toks = _focus_targets(n, toks, focus, notes, rp_line=n.line if name == "reverse_proxy" else rp_line)
+            if toks == ["to"]:
+                continue
         line = pad + " ".join(toks)
         if n.block is not None:
             out.append(line + " {")
@@ -665,6 +683,7 @@ def _emit(
                 focus,
                 cfg,
                 parent=name if name in ("reverse_proxy", "transport") else "x",
+                rp_line=n.line if name == "reverse_proxy" else rp_line,
             )
             out.append(pad + "}")
         else:
@@ -672,8 +691,9 @@ def _emit(
     return out
 
 
-def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[str]) -> list[str]:
-    if not focus.startswith(f"rp{n.line}|"):
+def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[str], *, rp_line: int) -> list[str]:
+    """Only the focused upstream of a load-balanced reverse_proxy (its line or its ``to`` lines)."""
+    if not focus.startswith(f"rp{rp_line}|"):
         return toks
     want = focus.split("|", 1)[1]
     kept = [toks[0]]
@@ -682,7 +702,7 @@ def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[str]) -> li
         if t.text.startswith(("/", "@", "*")) or f"{tg.host}:{tg.port}" == want:
             kept.append(t.raw)
     if len(kept) < len(toks):
-        notes.append(f"line {n.line}: only upstream {want} of this reverse_proxy is probed")
+        notes.append(f"line {rp_line}: only upstream {want} of this reverse_proxy is probed")
     return kept
 
 
@@ -723,6 +743,8 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
             notes.append(f"apps.{app} dropped (certificates, ACME, PKI: not the backend's trust)")
             apps.pop(app)
     listeners: dict[str, int] = {}
+    # The model's proxies come in the order _json_handlers walks the handlers: their lines.
+    lines = [rp.line for rp in cfg.proxies]
     for name, server in (apps.get("http", {}).get("servers") or {}).items():
         old = [str(x) for x in server.get("listen", [])] or [":443"]
         port = old[0].rsplit(":", 1)[-1].split("-")[0]
@@ -734,7 +756,7 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
             if server.pop(key, None) is not None:
                 notes.append(f"server {name}: {key} dropped (client side)")
         for h in _json_handlers(server.get("routes", [])):
-            _json_trust(h, lab, notes, focus)
+            _json_trust(h, lab, notes, focus, lines.pop(0) if lines else 0)
     ups = upstreams_of(cfg, listeners)
     return Adapted(json.dumps(data, indent=2) + "\n", _dedupe(notes), ups, listeners, config_name="caddy.json")
 
@@ -750,7 +772,13 @@ def _json_handlers(routes: Any) -> Iterator[dict[str, Any]]:
                 yield h
 
 
-def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[str], focus: str | None) -> None:
+def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[str], focus: str | None, line: int) -> None:
+    if focus and focus.startswith(f"rp{line}|") and isinstance(h.get("upstreams"), list):
+        want = focus.split("|", 1)[1]
+        kept = [u for u in h["upstreams"] if isinstance(u, dict) and _dial_key(str(u.get("dial", ""))) == want]
+        if kept and len(kept) < len(h["upstreams"]):
+            h["upstreams"] = kept
+            notes.append(f"line {line}: only upstream {want} of this reverse_proxy is probed")
     for key in ("health_checks",):
         if h.pop(key, None) is not None:
             notes.append("reverse_proxy health_checks dropped (health checks and retries)")
@@ -780,6 +808,11 @@ def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[str], focus: str |
             tls.pop(k)
         tls["client_certificate_file"], tls["client_certificate_key_file"] = str(lab.cert), str(lab.key)
         notes.append("transport.tls client certificate: a lab-minted one")
+
+
+def _dial_key(dial: str) -> str:
+    t = split_target(dial, 0)
+    return f"{t.host}:{t.port}"
 
 
 def _dedupe(notes: list[str]) -> list[str]:
