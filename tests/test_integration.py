@@ -29,17 +29,17 @@ def test_every_cell_matches_its_scenario(local_matrix: runner.Results) -> None:
 
 
 def test_good_controls_serve_legit_and_block_the_impostors(local_matrix: runner.Results) -> None:
-    for proxy in ("nginx", "apache", "haproxy"):
+    for proxy in ("nginx", "apache", "haproxy", "caddy"):
         sid = f"{proxy}/good"
         assert local_matrix.cell(sid, "legit").outcome is Outcome.SERVED
         for ident in IDENTITY_IDS:
             if ident in LEGITIMATE_IDS:
                 continue
             outcome = local_matrix.cell(sid, ident).outcome
-            if ident == "wildcard" and proxy in ("apache", "haproxy"):
-                # Apache's and HAProxy's own name matchers accept *.internal for
+            if ident == "wildcard" and proxy in ("apache", "haproxy", "caddy"):
+                # Apache's and HAProxy's own name matchers, and Go's (Caddy), accept *.internal for
                 # backend-api.internal; OpenSSL's (nginx) refuses a wildcard directly under
-                # a single label. scenarios/apache/good.toml, scenarios/haproxy/good.toml.
+                # a single label. scenarios/{apache,haproxy,caddy}/good.toml.
                 assert outcome is Outcome.SPOOFED
             else:
                 assert outcome is Outcome.BLOCKED, (sid, ident)
@@ -49,7 +49,7 @@ def test_every_block_carries_the_proxys_own_verification_line(local_matrix: runn
     for c in local_matrix.cells:
         if c.outcome is Outcome.BLOCKED:
             assert driver(c.proxy).block_reason(c.reason) is not None, (c.scenario, c.identity, c.reason)
-            assert c.status in {"nginx": {502}, "apache": {500, 502}, "haproxy": {503}}[c.proxy]
+            assert c.status in {"nginx": {502}, "apache": {500, 502}, "haproxy": {503}, "caddy": {502}}[c.proxy]
 
 
 def test_config_rejections_carry_the_proxys_message(local_matrix: runner.Results) -> None:
