@@ -8,16 +8,18 @@ verification off); ``low`` matters only for some backends (SNI-routed ones, deep
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.configs import guess_proxy
 from harness.configs.base import is_ip, is_system_bundle, read_config
 from harness.errors import ConfigError
 from harness.vocab import ProxyKind
 
 SEVERITIES = ("high", "medium", "low")
+
+__all__ = ["SEVERITIES", "AuditReport", "Finding", "audit", "guess_proxy", "render"]
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,6 @@ class AuditReport:
 
     def rules(self) -> list[str]:
         return [f.rule for f in self.findings]
-
-
-def guess_proxy(text: str) -> ProxyKind:
-    if re.search(r"^\s*<VirtualHost|^\s*ProxyPass\b|^\s*SSLProxy", text, re.M | re.I):
-        return ProxyKind.APACHE
-    if re.search(r"proxy_pass\s|server\s*\{|http\s*\{", text) and re.search(r";\s*$", text, re.M):
-        return ProxyKind.NGINX
-    if re.search(r"^\s*(backend|frontend|listen)\s+\S+\s*$", text, re.M):
-        return ProxyKind.HAPROXY
-    raise ConfigError("cannot tell which proxy this config is for; pass --proxy nginx|apache|haproxy")
 
 
 def audit(

@@ -484,3 +484,8 @@ def json_schema() -> dict[str, Any]:
             },
         },
     }
+
+
+def backends_of(scenarios: list[Scenario]) -> tuple[str, ...]:
+    """The backend names scenarios set besides the default (each gets its own identities)."""
+    return tuple(dict.fromkeys(s.backend for s in scenarios))

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from harness.errors import ConfigError
 from harness.vocab import ProxyKind
 
 
@@ -18,3 +20,14 @@ def adapter(kind: ProxyKind | str) -> Any:
     else:
         from harness.configs.haproxy import adapt
     return adapt
+
+
+def guess_proxy(text: str) -> ProxyKind:
+    """The proxy kind a config's text looks like (``check`` and ``audit`` both ask)."""
+    if re.search(r"^\s*<VirtualHost|^\s*ProxyPass\b|^\s*SSLProxy", text, re.M | re.I):
+        return ProxyKind.APACHE
+    if re.search(r"proxy_pass\s|server\s*\{|http\s*\{", text) and re.search(r";\s*$", text, re.M):
+        return ProxyKind.NGINX
+    if re.search(r"^\s*(backend|frontend|listen)\s+\S+\s*$", text, re.M):
+        return ProxyKind.HAPROXY
+    raise ConfigError("cannot tell which proxy this config is for; pass --proxy nginx|apache|haproxy")
