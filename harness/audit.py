@@ -69,13 +69,25 @@ def audit(
                 f"{path}: --proxy {kind.value}, but this looks like a config for {looks.value}"
                 f"; run: trustlab audit --proxy {looks.value} {path}"
             )
-    rules = {ProxyKind.NGINX: _nginx, ProxyKind.APACHE: _apache, ProxyKind.HAPROXY: _haproxy}[kind]
+    rules = _rules_for(kind)
     report = AuditReport(kind.value, str(path), sorted(rules(path, text), key=lambda f: (f.line, f.rule)))
     if prove:
         from harness.check import check
 
         report.proof = check(kind.value, path, runtime=runtime)
     return report
+
+
+def _rules_for(kind: ProxyKind) -> Any:
+    """``rules(path, text) -> list[Finding]`` for *kind*: its config module's ``audit``."""
+    import importlib
+
+    from harness.proxies import driver
+
+    builtin = {ProxyKind.NGINX: _nginx, ProxyKind.APACHE: _apache, ProxyKind.HAPROXY: _haproxy}
+    if kind in builtin:
+        return builtin[kind]
+    return importlib.import_module(driver(kind).config_module).audit
 
 
 # -- nginx ------------------------------------------------------------------------------------

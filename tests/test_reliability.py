@@ -416,15 +416,13 @@ def test_error_cells_are_errors_in_the_summary() -> None:
 
 # -- a proxy that dies before listening says how ------------------------------------------------
 def _nginx_proxy(run_dir: Path, port: int, conf: Path | None = None):  # type: ignore[no-untyped-def]
-    from harness.proxies import driver
     from harness.runtimes._nsworker import Proxy
     from harness.runtimes.contract import ProxySpec
 
     conf = conf or run_dir / "nginx.conf"
     conf.write_text(f"daemon off; master_process off; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
                     f"events {{}}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; return 200; }} }}\n")
-    return Proxy(ProxySpec("k", "nginx", port, str(run_dir), str(run_dir / "error.log"),
-                           tuple(driver("nginx").command(str(conf), str(run_dir)))))
+    return Proxy(ProxySpec("k", "nginx", port, str(run_dir), str(run_dir / "error.log"), str(conf)))
 
 
 @pytest.mark.bad_input

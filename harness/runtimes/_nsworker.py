@@ -145,7 +145,9 @@ class Proxy:
         self.host = spec.host
         self.run_dir = Path(spec.run_dir)
         self.log = Path(spec.log)
-        self.command = list(spec.command)
+        self.command = spec.argv()
+        #: What the proxy needs beyond PATH/LANG/HOME (its driver's :meth:`~Driver.environment`).
+        self.env = dict(spec.env)
         #: The local sandbox (bubblewrap) with the lab files it reads and the key files among them
         #: it must own; ``None``: a container is the sandbox (clean environment and rlimits only).
         #: *unconfined*: the tests' opt-out, to show what a payload does unconfined.
@@ -168,7 +170,7 @@ class Proxy:
             private = sandbox.own_copies([k for k in keys if k.is_file()], self.run_dir, self.uid)
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
-                read_only=self.sandbox.read_only, private=private, uid=self.uid,
+                read_only=self.sandbox.read_only, private=private, uid=self.uid, env=self.env,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
             # count every process of that user (a desktop session), so only the others apply.
@@ -179,7 +181,7 @@ class Proxy:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
-            env=None if self.unconfined else sandbox.environment(str(self.run_dir)),
+            env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
             preexec_fn=die_with_parent if self.unconfined else preexec,
         )
         out.close()

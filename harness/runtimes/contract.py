@@ -21,7 +21,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, Outcome
+from harness.proxies.base import Installation
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, Outcome, ProxyKind
 
 if TYPE_CHECKING:
     from harness.scenarios import Scenario
@@ -41,14 +42,23 @@ class SandboxSpec:
 
 @dataclass(frozen=True)
 class ProxySpec:
-    """One proxy process of a lab, as the worker starts and watches it."""
+    """One proxy process of a lab, as the worker starts and watches it.
+
+    The worker builds the command itself (:meth:`argv`): the driver's command for *config* with
+    *installation*'s binary (``None``: the kind's default installation, as the worker finds it).
+    """
 
     key: str
     kind: str
     listen_port: int
     run_dir: str
     log: str
-    command: tuple[str, ...]
+    #: The config file, as the proxy sees it.
+    config: str
+    #: Which installed copy to start (a version, a PyPI binary, the lab image's).
+    installation: Installation | None = None
+    #: What the proxy needs beyond PATH/LANG/HOME (its driver's ``environment``).
+    env: dict[str, str] = field(default_factory=dict)
     #: Where the probe connects: loopback here; another container in the docker runtime.
     host: str = "127.0.0.1"
     #: The local sandbox to run in; ``None``: a container is the sandbox (clean environment and
@@ -60,6 +70,12 @@ class ProxySpec:
     #: A proxy in its own container (docker ``per-variant``): it writes its exit status here when
     #: it refuses to start; the worker only watches it.
     exit_file: str | None = None
+
+    def argv(self) -> list[str]:
+        """The command that starts this proxy."""
+        from harness.proxies import driver
+
+        return driver(self.kind).command(self.config, self.run_dir, self.installation)
 
 
 @dataclass(frozen=True)
@@ -225,7 +241,7 @@ def load_job(text: str | bytes) -> Job:
         Job,
         raw,
         proxies=tuple(
-            _build(ProxySpec, p, command=tuple(p["command"]),
+            _build(ProxySpec, p, installation=_installation(p.get("installation")),
                    sandbox=_build(SandboxSpec, p["sandbox"], read_only=tuple(p["sandbox"]["read_only"]),
                                   keys=tuple(p["sandbox"]["keys"])) if p.get("sandbox") else None)
             for p in raw["proxies"]
@@ -253,6 +269,13 @@ def load_event(line: str | bytes) -> Event:
 
 
 _T = TypeVar("_T")
+
+
+def _installation(raw: dict[str, Any] | None) -> Installation | None:
+    if raw is None:
+        return None
+    return _build(Installation, raw, kind=ProxyKind(raw["kind"]), env=tuple(tuple(kv) for kv in raw.get("env", ())),
+                  paths=tuple(raw.get("paths", ())))
 
 
 def _build(cls: type[_T], raw: dict[str, Any], **converted: Any) -> _T:

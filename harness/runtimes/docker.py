@@ -61,7 +61,7 @@ from typing import Any
 from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import RenderContext, driver
+from harness.proxies import Installation, RenderContext, driver
 from harness.runtimes.contract import (
     CellEvent,
     CellSpec,
@@ -76,7 +76,7 @@ from harness.runtimes.contract import (
 )
 from harness.runtimes.local import PreparedProxy, prepared_hosts
 from harness.scenarios import Scenario, backends_of
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
@@ -565,7 +565,7 @@ class DockerRuntime:
             addresses=tuple(addresses),
             hosts=prepared_hosts(hosts, backend_ip),
             start_timeout=15,
-            proxies=tuple(self._prepared_spec(lab_dir, p) for p in proxies),
+            proxies=tuple(self._prepared_spec(lab_dir, p, pki_dir) for p in proxies),
             cells=tuple(cells),
             unconfined=not self.sandbox,  # the payload tests' opt-out: the worker stays root
         )
@@ -583,18 +583,19 @@ class DockerRuntime:
         """Where the proxies see *path* (a file under *lab_dir*): under ``/lab`` in the container."""
         return IN_LAB / Path(path).relative_to(lab_dir)
 
-    def _prepared_spec(self, lab_dir: Path, p: PreparedProxy) -> ProxySpec:
+    def _prepared_spec(self, lab_dir: Path, p: PreparedProxy, pki_dir: Path) -> ProxySpec:
         drv = driver(p.kind)
         run_dir = self.lab_path(lab_dir, p.run_dir)
-        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir))
+        inst = image_installation(p.kind)
         return ProxySpec(
             key=p.key,
             kind=p.kind,
             listen_port=p.listen_port,
             run_dir=str(run_dir),
             log=str(drv.error_log(run_dir)),
-            # The driver names the host's binary (if any); the image has Debian's.
-            command=(IMAGE_BINARY[p.kind], *cmd[1:]),
+            config=str(self.lab_path(lab_dir, p.config)),
+            installation=inst,
+            env=drv.environment(str(run_dir), str(self.lab_path(lab_dir, pki_dir)), inst),
         )
 
     def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
@@ -707,19 +708,7 @@ class DockerRuntime:
                 (host_copy / drv.config_name).write_text(config)
                 add_dir(f"proxies/{p.name}")
                 add_file(f"proxies/{p.name}/{drv.config_name}", config.encode())
-                specs.append(
-                    ProxySpec(
-                        key=p.scenario.id,
-                        kind=p.scenario.proxy.value,
-                        listen_port=p.listen_port,
-                        host=p.host,
-                        run_dir=p.run_dir,
-                        log=str(drv.error_log(Path(p.run_dir))),
-                        command=tuple(self._command(p)),
-                        exit_file=f"{p.run_dir}/exit.status" if self.layout == "per-variant" else None,
-                        unconfined=not self.sandbox,
-                    )
-                )
+                specs.append(self._spec(p))
             job = Job(
                 seat_host=seat_ip,
                 seat_control_port=CONTROL_PORT,
@@ -731,18 +720,29 @@ class DockerRuntime:
             add_file("job.json", dump_job(job).encode(), 0o600)
         return buf.getvalue()
 
-    def _command(self, p: Plan) -> list[str]:
+    def _spec(self, p: Plan) -> ProxySpec:
+        """A rendered scenario's proxy, the lab image's installation of its kind."""
         drv = driver(p.scenario.proxy)
-        binary = {"nginx": "/usr/sbin/nginx", "apache": "/usr/sbin/apache2", "haproxy": "/usr/sbin/haproxy"}
-        cmd = drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir)
-        # The driver names the host's binary; the image has Debian's, at Debian's paths.
-        return [binary[p.scenario.proxy.value], *cmd[1:]]
+        inst = image_installation(p.scenario.proxy)
+        return ProxySpec(
+            key=p.scenario.id,
+            kind=p.scenario.proxy.value,
+            listen_port=p.listen_port,
+            host=p.host,
+            run_dir=p.run_dir,
+            log=str(drv.error_log(Path(p.run_dir))),
+            config=f"{p.run_dir}/{drv.config_name}",
+            installation=inst,
+            env=drv.environment(p.run_dir, str(IN_LAB / "pki"), inst),
+            exit_file=f"{p.run_dir}/exit.status" if self.layout == "per-variant" else None,
+            unconfined=not self.sandbox,
+        )
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:
             i = p.listen_port - FIRST_PORT
             script = (
-                f"cd {shlex.quote(p.run_dir)} && {shlex.join(self._command(p))} > stdout.log 2>&1; "
+                f"cd {shlex.quote(p.run_dir)} && {shlex.join(self._spec(p).argv())} > stdout.log 2>&1; "
                 "echo $? > exit.status"
             )
             ct = lab.create(f"proxy-{i}", ["sh", "-c", script], aliases=[f"proxy-{i}"])
@@ -820,8 +820,13 @@ def _lab_id(lab_dir: Path) -> str:
     return name if name.startswith("trustlab") else f"trustlab-{name}"
 
 
-#: The proxies' binaries in the lab image (Debian's paths).
-IMAGE_BINARY = {"nginx": "/usr/sbin/nginx", "apache": "/usr/sbin/apache2", "haproxy": "/usr/sbin/haproxy"}
+
+
+def image_installation(kind: ProxyKind | str) -> Installation:
+    """The lab image's copy of *kind*: its binary at the driver's image path. (Its version is what
+    the image's manifest records: :func:`harness.images.image_versions`.)"""
+    drv = driver(kind)
+    return Installation(drv.kind, version="", binary=drv.image_binary, source="image")
 
 
 def _solo_id(lab_dir: Path) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import RenderContext, driver
+from harness.proxies import Installation, RenderContext, driver, kinds
 from harness.runtimes.contract import (
     CellEvent,
     CellSpec,
@@ -47,7 +47,6 @@ from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 FIRST_PORT = 20000
 #: Measured start-to-listening order (benchmarks/bench_local.py): nginx, then HAProxy, then Apache.
-_START_ORDER = {"nginx": 0, "haproxy": 1, "apache": 2}
 
 
 @dataclass(frozen=True)
@@ -116,16 +115,14 @@ class LocalRuntime:
     def preflight(self, kinds: set[str]) -> None:
         missing = [k for k in sorted(kinds) if not driver(k).find_binary()]
         if missing:
-            pkgs = " ".join({"nginx": "nginx", "apache": "apache2", "haproxy": "haproxy"}[k] for k in missing)
-            raise PrerequisiteError(
-                f"local runtime: {', '.join(missing)} not installed; run: sudo apt-get install {pkgs}"
-            )
+            hints = "; ".join(dict.fromkeys(driver(k).install_hint() for k in missing))
+            raise PrerequisiteError(f"local runtime: {', '.join(missing)} not installed; run: {hints}")
         problem = check_namespaces() or (self.sandbox and sandbox_tools())
         if problem:
             raise PrerequisiteError(f"local runtime: {problem}")
 
     def versions(self) -> dict[str, str]:
-        return {k: driver(k).version() for k in ("nginx", "apache", "haproxy")}
+        return {k.value: driver(k).version() for k in kinds()}
 
     def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
@@ -177,7 +174,7 @@ class LocalRuntime:
         try:
             for g, group in enumerate(groups):
                 # Fastest-starting proxies first: their cells run while Apache still starts.
-                quick_first = sorted(group, key=lambda p: _START_ORDER.get(p.scenario.proxy.value, 9))
+                quick_first = sorted(group, key=lambda p: driver(p.scenario.proxy).start_order)
                 cells = [(p, ident) for p in quick_first for ident in per(p.scenario.id)]
                 if rng:
                     rng.shuffle(cells)
@@ -221,7 +218,7 @@ class LocalRuntime:
             hosts_file=str(lab_dir / "hosts"),
             proxies=tuple(
                 self._spec(
-                    p.key, p.kind, p.listen_port, p.run_dir, p.config,
+                    p.key, p.kind, p.listen_port, p.run_dir, p.config, pki_dir,
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
@@ -266,7 +263,7 @@ class LocalRuntime:
             proxies=tuple(
                 self._spec(
                     p.scenario.id, p.scenario.proxy.value, p.listen_port, p.run_dir,
-                    p.run_dir / driver(p.scenario.proxy).config_name, read_only, own=own,
+                    p.run_dir / driver(p.scenario.proxy).config_name, lab_dir / "pki", read_only, own=own,
                 )
                 for p in group
             ),
@@ -274,20 +271,21 @@ class LocalRuntime:
         )
 
     def _spec(
-        self, key: str, kind: str, port: int, run_dir: Path, config: Path, read_only: list[Path], *,
-        own: list[Path],
+        self, key: str, kind: str, port: int, run_dir: Path, config: Path, pki_dir: Path, read_only: list[Path],
+        *, own: list[Path], inst: Installation | None = None,
     ) -> ProxySpec:
-        """One proxy of a lab job, in the sandbox: it may read the lab files in *read_only*; those
-        in *own* (private keys, 0700 directories) it gets as its own (a copy of a key file; a
-        directory handed to its uid), still mounted read-only."""
+        """One proxy of a lab job (*inst*: which installation, else the default), in the sandbox:
+        it may read the lab files in *read_only* and its installation's paths; those in *own*
+        (private keys, 0700 directories) it gets as its own (a copy of a key file; a directory
+        handed to its uid), still mounted read-only."""
         drv = driver(kind)
         owned = [str(p) for p in own if p.exists()]
-        box = SandboxSpec(
-            read_only=tuple(dict.fromkeys([str(p) for p in read_only if p.exists()] + owned)), keys=tuple(owned)
-        )
+        wanted = [*read_only, *map(Path, drv.sandbox_paths(inst))]
+        readable = [str(p) for p in wanted if p.exists()] + owned
+        box = SandboxSpec(read_only=tuple(dict.fromkeys(readable)), keys=tuple(owned))
         return ProxySpec(
             key=key, kind=kind, listen_port=port, run_dir=str(run_dir), log=str(drv.error_log(run_dir)),
-            command=tuple(drv.command(str(config), str(run_dir))),
+            config=str(config), installation=inst, env=drv.environment(str(run_dir), str(pki_dir), inst),
             sandbox=box if self.sandbox else None, unconfined=not self.sandbox,
         )
 
