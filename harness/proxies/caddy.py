@@ -27,10 +27,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.proxies.base import Driver, Installation, RenderContext
-from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
+
+if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
+    from harness.scenarios import Scenario
 
 #: Go's crypto/x509 verification errors, as Caddy's JSON log carries them (up to the closing quote).
 _X509 = r"x509: (?:[^\"\\]|\\.)*"
