@@ -102,12 +102,16 @@ class ContainerProxy(Proxy):
                 }
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
+                    pass
             except OSError:
                 time.sleep(0.005)
+                continue
+            if self.driver.ready(self.output()):  # listening is not always serving (Traffic Server)
+                return {"started": True, "start_s": time.perf_counter() - self.started_at}
+            time.sleep(0.005)
         return {
             "started": False,
-            "message": f"did not listen on {self.host}:{self.port} within the timeout",
+            "message": f"did not listen (or was not ready) on {self.host}:{self.port} within the timeout",
             "output": self.output()[-4000:],
             "timeout": True,
         }

@@ -179,17 +179,25 @@ class Proxy:
 
     def wait_ready(self, deadline: float) -> dict[str, Any]:
         assert self.proc is not None
+        listening = False
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 text = self.output()
                 message, died = self.how_it_ended(text)
                 return {"started": False, "message": message, "output": text[-4000:], "died": died}
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
-            except OSError:
-                time.sleep(0.002)
-        return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
+            if not listening:
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.2):
+                        listening = True
+                except OSError:
+                    time.sleep(0.002)
+                    continue
+            # Listening is not always serving (Traffic Server): its driver reads its output.
+            if self.driver.ready(self.output()):
+                return {"started": True, "start_s": time.perf_counter() - self.started_at}
+            time.sleep(0.005)
+        what = "was not ready" if listening else "did not listen"
+        return {"started": False, "message": f"{what} on port {self.port} within the timeout",
                 "output": self.output()[-4000:], "timeout": True}
 
     def how_it_ended(self, text: str) -> tuple[str, bool]:
@@ -295,7 +303,13 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         host_header=cell.get("host", PUBLIC_HOST), tls=cell.get("tls", False),
     )
     duration = time.perf_counter() - t0
-    reason, log_text = None, ""
+    reason, log_text, warning = None, "", None
+    if response.marker is not None and proxy.driver.serves_despite_failure:
+        # A proxy that forwards despite a failed verification logs it during the handshake,
+        # before the response: the line is there now (Traffic Server PERMISSIVE).
+        with open(proxy.log, "rb") as fh:
+            fh.seek(log_offset)
+            warning = proxy.driver.block_reason(fh.read().decode("utf-8", "replace"))
     if response.marker is None:
         # The verdict line may land a moment after the response (HAProxy logs at stream end).
         until = time.perf_counter() + 1.0
@@ -318,6 +332,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
         response=response,
         block_reason=reason,
         seat_error=seat_error,
+        warning=warning,
         log_tail=log_text.strip().splitlines()[-1] if log_text.strip() else "",
     )
     reuse = _reuse(conns)
