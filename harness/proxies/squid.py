@@ -42,10 +42,22 @@ class SquidDriver(Driver):
     image_package = "squid-openssl"
     start_order = 3
     directives = (
-        "tls", "tls-cafile", "tls-capath", "tls-default-ca", "tls-flags", "tls-domain", "tls-min-version",
-        "tls-options", "tls-cert", "tls-key",
+        "tls",
+        "tls-cafile",
+        "tls-capath",
+        "tls-default-ca",
+        "tls-flags",
+        "tls-domain",
+        "tls-min-version",
+        "tls-options",
+        "tls-cert",
+        "tls-key",
         # The pre-4 spellings Squid 5 still reads (reported configs use them).
-        "ssl", "sslcafile", "sslcapath", "sslflags", "ssldomain",
+        "ssl",
+        "sslcafile",
+        "sslcapath",
+        "sslflags",
+        "ssldomain",
     )
     policy_line = "cache_peer"
     flag_directives = True
@@ -74,7 +86,8 @@ class SquidDriver(Driver):
         if scenario.config:
             lines = self.body(scenario, ctx).splitlines()
             values["body"] = "\n".join(
-                f"{ln} {PEER_PLUMBING}" if ln.lstrip().startswith("cache_peer") and "connect-fail-limit" not in ln
+                f"{ln} {PEER_PLUMBING}"
+                if ln.lstrip().startswith("cache_peer") and "connect-fail-limit" not in ln
                 else ln
                 for ln in lines
             )
