@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 
 from harness import runner, scenarios
+from harness.proxies import names
 from harness.vocab import IDENTITY_IDS
 
 
@@ -53,7 +54,7 @@ def main() -> int:
         print(f"  {kind:<8} start-to-listening in the matrix: median {statistics.median(xs) * 1000:.1f} ms "
               f"(min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)}; all started at once)")
     alone: dict[str, list[float]] = defaultdict(list)
-    for kind in ("nginx", "apache", "haproxy"):
+    for kind in names():
         good = scenarios.select([f"{kind}/good"])
         for _ in range(5):
             runner.run(good, runtime="local", identities=("legit",), shards=1,
