@@ -107,3 +107,17 @@ def test_every_peer_line_gets_the_labs_fail_limit(tmp_path: Path) -> None:
     assert "http_port 127.0.0.1:20001 accel" in good
     reported = SQUID.render(scenarios.resolve("reported/squid-pfsense-1194"), ctx)
     assert reported.count("connect-fail-limit") == 1 and "sslflags=DONT_VERIFY_PEER" in reported
+
+
+def test_check_and_audit_refuse_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 3128 accel\ncache_peer backend-api.internal parent 443 0 originserver tls\n")
+    assert cli.main(["audit", str(conf)]) == 2
+    assert cli.main(["check", "squid", str(conf), "--runtime", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    for line, command in zip(err, ("audit", "check"), strict=True):
+        assert line.startswith(f"trustlab: error: {command}: squid configs are not supported yet; supported: ")
+        assert "nginx" in line
