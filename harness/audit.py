@@ -82,12 +82,12 @@ def _rules_for(kind: ProxyKind) -> Any:
     """``rules(path, text) -> list[Finding]`` for *kind*: its config module's ``audit``."""
     import importlib
 
-    from harness.proxies import driver
+    from harness.configs import config_module
 
     builtin = {ProxyKind.NGINX: _nginx, ProxyKind.APACHE: _apache, ProxyKind.HAPROXY: _haproxy}
     if kind in builtin:
         return builtin[kind]
-    return importlib.import_module(driver(kind).config_module).audit
+    return importlib.import_module(config_module(kind, "audit")).audit
 
 
 # -- nginx ------------------------------------------------------------------------------------

@@ -77,8 +77,14 @@ def decide(
     block_reason: str | None,
     seat_error: str | None = None,
     log_tail: str = "",
+    warning: str | None = None,
 ) -> tuple[Outcome, str]:
-    """The outcome of one request and the evidence for it."""
+    """The outcome of one request and the evidence for it.
+
+    *warning* is a verification-failure line the proxy logged for a request it still answered
+    (Traffic Server's ``PERMISSIVE`` policy): an impostor's response is then ``spoofed`` with
+    that line as its reason, a legitimate one ``served`` with the line noted.
+    """
     if response.marker is not None:
         served_by, _, site = response.marker.partition("@")
         if response.status != 200:
@@ -92,7 +98,11 @@ def decide(
                 f"seat presented {presented} but the response came from {served_by} (stale connection)"
             )
         if served_by in LEGITIMATE_IDS:
+            if warning:
+                return Outcome.SERVED, f"response from {served_by} (the proxy logged: {warning})"
             return Outcome.SERVED, f"response from {served_by}"
+        if warning:
+            return Outcome.SPOOFED, f"{warning} (forwarded anyway: response from impostor {served_by})"
         return Outcome.SPOOFED, f"response from impostor {served_by}"
     if block_reason:
         extra = f" (seat saw: {seat_error})" if seat_error else ""

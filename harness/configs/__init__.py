@@ -14,9 +14,18 @@ def adapter(kind: ProxyKind | str) -> Any:
     """The ``adapt(path, lab, *, ports, focus=None) -> Adapted`` function for *kind*."""
     import importlib
 
-    from harness.proxies import driver
+    return importlib.import_module(config_module(kind, "check")).adapt
 
-    return importlib.import_module(driver(kind).config_module).adapt
+
+def config_module(kind: ProxyKind | str, command: str) -> str:
+    """*kind*'s config module, or a :class:`~harness.errors.ConfigError` naming the kinds that have one."""
+    from harness.proxies import driver, kinds
+
+    module = driver(kind).config_module
+    if not module:
+        have = ", ".join(k.value for k in kinds() if driver(k).config_module)
+        raise ConfigError(f"{command}: {ProxyKind(kind).value} configs are not supported yet; supported: {have}")
+    return module
 
 
 def guess_proxy(text: str) -> ProxyKind:

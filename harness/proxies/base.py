@@ -86,6 +86,10 @@ class Driver:
     config_name: str
     #: Regular expressions matching the proxy's own verification-failure log lines.
     verify_patterns: tuple[re.Pattern[str], ...] = ()
+    #: True for a proxy that can log a failed verification and still forward the response
+    #: (Traffic Server 9.2's ``PERMISSIVE`` policy): the runtime then reads its log after a
+    #: response too, and a cell that was served despite a verification line keeps that line.
+    serves_despite_failure: bool = False
 
     # -- where it comes from --------------------------------------------------------------
     #: Debian packages that provide it (``.ci/system-packages``, the doctor's and runtimes' hints).
@@ -191,6 +195,11 @@ class Driver:
 
         return _PLACEHOLDER.sub(sub, text)
 
+    def extra_files(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+        """Further files the proxy reads beside :attr:`config_name` (name -> text, in its run
+        directory); a proxy whose configuration is one file has none."""
+        return {}
+
     # -- process -----------------------------------------------------------------------
     def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         """The argv that starts the proxy on *config* (``inst``: which installation, else the default)."""
@@ -205,6 +214,12 @@ class Driver:
     def error_log(self, run_dir: Path) -> Path:
         """The file the proxy writes its per-request errors to."""
         return run_dir / "error.log"
+
+    def ready(self, output: str) -> bool:
+        """True once a proxy that listens is able to serve, judged by what it wrote so far
+        (*output*: its stdout and error log). Most are ready when they listen; Traffic Server
+        binds its port before its host database has read ``/etc/hosts``."""
+        return True
 
     def startup_message(self, output: str) -> str:
         """The proxy's own reason for refusing to start, verbatim (its most telling line)."""

@@ -100,11 +100,15 @@ class ContainerProxy(Proxy):
                 return ProxyEvent(self.key, False, message=self.driver.startup_message(text), output=text[-4000:])
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+                    pass
             except OSError:
                 time.sleep(0.005)
+                continue
+            if self.driver.ready(self.output()):  # listening is not always serving (Traffic Server)
+                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+            time.sleep(0.005)
         return ProxyEvent(
-            self.key, False, message=f"did not listen on {self.host}:{self.port} within the timeout",
+            self.key, False, message=f"did not listen (or was not ready) on {self.host}:{self.port} within the timeout",
             output=self.output()[-4000:], timeout=True,
         )
 

@@ -188,17 +188,25 @@ class Proxy:
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
+        listening = False
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 text = self.output()
                 message, died = self.how_it_ended(text)
                 return ProxyEvent(self.key, False, message=message, output=text[-4000:], died=died)
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
-            except OSError:
-                time.sleep(0.002)
-        return ProxyEvent(self.key, False, message=f"did not listen on port {self.port} within the timeout",
+            if not listening:
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.2):
+                        listening = True
+                except OSError:
+                    time.sleep(0.002)
+                    continue
+            # Listening is not always serving (Traffic Server): its driver reads its output.
+            if self.driver.ready(self.output()):
+                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+            time.sleep(0.005)
+        what = "was not ready" if listening else "did not listen"
+        return ProxyEvent(self.key, False, message=f"{what} on port {self.port} within the timeout",
                           output=self.output()[-4000:], timeout=True)
 
     def how_it_ended(self, text: str) -> tuple[str, bool]:
@@ -304,7 +312,13 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         host_header=cell.host or PUBLIC_HOST, tls=cell.tls,
     )
     duration = time.perf_counter() - t0
-    reason, log_text = None, ""
+    reason, log_text, warning = None, "", None
+    if response.marker is not None and proxy.driver.serves_despite_failure:
+        # A proxy that forwards despite a failed verification logs it during the handshake,
+        # before the response: the line is there now (Traffic Server PERMISSIVE).
+        with open(proxy.log, "rb") as fh:
+            fh.seek(log_offset)
+            warning = proxy.driver.block_reason(fh.read().decode("utf-8", "replace"))
     if response.marker is None:
         # The verdict line may land a moment after the response (HAProxy logs at stream end).
         until = time.perf_counter() + 1.0
@@ -327,6 +341,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         response=response,
         block_reason=reason,
         seat_error=seat_error,
+        warning=warning,
         log_tail=log_text.strip().splitlines()[-1] if log_text.strip() else "",
     )
     reuse = _reuse(conns)

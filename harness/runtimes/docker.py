@@ -708,6 +708,9 @@ class DockerRuntime:
                 (host_copy / drv.config_name).write_text(config)
                 add_dir(f"proxies/{p.name}")
                 add_file(f"proxies/{p.name}/{drv.config_name}", config.encode())
+                for name, text in drv.extra_files(p.scenario, ctx).items():  # remap.config beside records.config
+                    (host_copy / name).write_text(text)
+                    add_file(f"proxies/{p.name}/{name}", text.encode())
                 specs.append(self._spec(p))
             job = Job(
                 seat_host=seat_ip,

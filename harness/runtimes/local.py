@@ -143,6 +143,8 @@ class LocalRuntime:
             )
             drv = driver(sc.proxy)
             (run_dir / drv.config_name).write_text(drv.render(sc, ctx))
+            for name, text in drv.extra_files(sc, ctx).items():  # remap.config beside records.config
+                (run_dir / name).write_text(text)
             plans.append(Plan(sc, run_dir, port))
         return plans
 

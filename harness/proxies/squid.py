@@ -1,0 +1,123 @@
+"""Squid (5.7, Debian 12 ``squid-openssl``) as a reverse proxy to an HTTPS backend.
+
+``http_port ... accel`` plus one ``cache_peer ... originserver tls``. Defaults that matter
+(squid.conf.documented, 5.7): a TLS peer is verified, against ``tls-cafile=`` *and* the system
+trust store (``tls-default-ca`` is on for peers: OpenSSL's default paths, which the lab points at
+its system bundle through ``SSL_CERT_FILE``); the name checked is ``tls-domain=``, else the
+peer's host name, by Squid's own matcher (it accepts ``*.internal`` for ``backend-api.internal``
+and no IP SAN). ``tls-flags=DONT_VERIFY_PEER`` turns verification off; ``DONT_VERIFY_DOMAIN``
+is parsed for peers but has no effect in 5.7 (only ports' server contexts read it).
+
+Evidence is ``cache.log`` with ``debug_options 83,5``: ``ssl_verify_cb: <reason>: <subject>``
+(or ``VerifyConnCertificates: verification failure: ...`` after Squid looked for a missing
+intermediate itself). The client gets 503 (``ERR_SECURE_CONNECT_FAIL``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness.proxies.base import Driver, Installation, RenderContext
+from harness.scenarios import Scenario
+from harness.vocab import ProxyKind
+
+#: Added to every cache_peer line (also a reported one): Squid marks a peer DEAD after 10
+#: failed connections (the default ``connect-fail-limit``) and then refuses every request for
+#: it, so refused impostors would turn the next cells' outcome into an availability artefact.
+PEER_PLUMBING = "connect-fail-limit=1000000"
+
+
+class SquidDriver(Driver):
+    kind = ProxyKind.SQUID
+    binary = "squid"
+    template = "squid.conf.tmpl"
+    config_name = "squid.conf"
+    verify_patterns = (
+        re.compile(r"ssl_verify_cb: (?!SSL Certificate signature OK|hiding |SQUID_X509_)[A-Z][^:]*: .*"),
+        re.compile(r"VerifyConnCertificates: verification failure: .*"),
+    )
+    apt = ("squid-openssl",)
+    image_binary = "/usr/sbin/squid"
+    image_package = "squid-openssl"
+    start_order = 3
+    directives = (
+        "tls",
+        "tls-cafile",
+        "tls-capath",
+        "tls-default-ca",
+        "tls-flags",
+        "tls-domain",
+        "tls-min-version",
+        "tls-options",
+        "tls-cert",
+        "tls-key",
+        # The pre-4 spellings Squid 5 still reads (reported configs use them).
+        "ssl",
+        "sslcafile",
+        "sslcapath",
+        "sslflags",
+        "ssldomain",
+    )
+    policy_line = "cache_peer"
+    flag_directives = True
+    check_hint = "looked for cache_peer lines with tls (or ssl)"
+    guess_order = 35
+    # cache_effective_user (Debian: proxy) applies only when Squid starts as root.
+    accounts = (("proxy", 13),)
+    indent = ""
+
+    def looks_like(self, text: str) -> bool:
+        return bool(re.search(r"^\s*(cache_peer|http_port)\s", text, re.M))
+
+    def tls_library(self, binary: str | None = None) -> str:
+        from harness.proxies.haproxy import _linked_openssl
+
+        return _linked_openssl(binary or self.find_binary())
+
+    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+        words = []
+        for key, value in scenario.directives:
+            words.append(key if value is True else f"{key}={self.expand(str(value), ctx)}")
+        return "".join(f" {w}" for w in words)
+
+    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+        values = super().fields(scenario, ctx)
+        if scenario.config:
+            lines = self.body(scenario, ctx).splitlines()
+            values["body"] = "\n".join(
+                f"{ln} {PEER_PLUMBING}"
+                if ln.lstrip().startswith("cache_peer") and "connect-fail-limit" not in ln
+                else ln
+                for ln in lines
+            )
+        else:
+            host = self.upstream_host(scenario, ctx)
+            values["body"] = (
+                f"cache_peer {host} parent {ctx.backend_port} 0 no-query no-digest originserver name=be"
+                f"{values['directives']} {PEER_PLUMBING}"
+            )
+        return values
+
+    def environment(self, run_dir: str, pki_dir: str = "", inst: Installation | None = None) -> dict[str, str]:
+        env = super().environment(run_dir, pki_dir, inst)
+        if pki_dir:
+            # tls-default-ca: OpenSSL's default store is the lab's system bundle, never the host's.
+            env["SSL_CERT_FILE"] = f"{pki_dir}/system-bundle.pem"
+        return env
+
+    def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
+        # -N: no daemon, no master/kid processes; the cache.log and access.log are in run_dir.
+        return [self.executable(inst), "-N", "-f", config]
+
+    def error_log(self, run_dir: Path) -> Path:
+        return run_dir / "cache.log"
+
+    def _is_fatal(self, line: str) -> bool:
+        return "FATAL:" in line or "Bungled" in line
+
+    version_args = ("-v",)
+    version_regex = r"Squid Cache: Version (\d+\.\d+(?:\.\d+)?)"
+
+
+DRIVER = SquidDriver()

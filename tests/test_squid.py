@@ -1,0 +1,123 @@
+"""Squid 5.7 (harness/proxies/squid.py): its scenarios on the real server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import runner, scenarios
+from harness.proxies import RenderContext, driver
+from harness.proxies.squid import PEER_PLUMBING
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, Outcome, ProxyKind
+
+pytestmark = pytest.mark.integration
+
+SQUID = driver(ProxyKind.SQUID)
+IDS = [s.id for s in scenarios.builtin().values() if s.proxy is ProxyKind.SQUID]
+IMPOSTORS = [i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS]
+
+
+@pytest.fixture(scope="module")
+def squid(local_runtime: str) -> runner.Results:
+    if not SQUID.find_binary():
+        msg = f"squid is not installed; run: {SQUID.install_hint()}"
+        if (
+            os.environ.get("CI", "").lower() in ("1", "true", "yes")
+            or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
+        ):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return runner.run(scenarios.select(IDS), runtime=local_runtime)
+
+
+def outcomes(results: runner.Results, sid: str) -> dict[str, Outcome]:
+    return {c.identity: c.outcome for c in results.cells if c.scenario == sid}
+
+
+def test_the_scenarios_are_there() -> None:
+    assert {
+        "squid/good",
+        "squid/default-ca",
+        "squid/dont-verify-peer",
+        "squid/no-ca",
+        "squid/dont-verify-domain",
+    } <= set(IDS)
+    assert len([i for i in IDS if i.startswith("reported/")]) >= 2
+
+
+def test_every_cell_matches_its_scenario(squid: runner.Results) -> None:
+    assert len(squid.cells) == sum(len(scenarios.resolve(i).identities) for i in IDS)
+    assert [(c.scenario, c.identity, c.reason) for c in squid.cells if c.outcome is Outcome.ERROR] == []
+    assert [(c.scenario, c.identity, c.outcome.value) for c in squid.mismatches] == []
+
+
+def test_good_blocks_with_squids_own_reason_and_its_matcher_takes_the_wildcard(squid: runner.Results) -> None:
+    assert squid.cell("squid/good", "legit").outcome is Outcome.SERVED
+    for ident in IMPOSTORS:
+        cell = squid.cell("squid/good", ident)
+        if ident == "wildcard":
+            # Squid matches names itself (not OpenSSL's X509_check_host): *.internal passes.
+            assert cell.outcome is Outcome.SPOOFED
+            continue
+        assert cell.outcome is Outcome.BLOCKED and cell.status == 503, ident
+        assert SQUID.block_reason(cell.reason), cell.reason
+    assert "Certificate has expired" in squid.cell("squid/good", "expired").reason
+    assert "does not match domainname" in squid.cell("squid/good", "wrong-name").reason
+
+
+def test_the_system_store_is_the_labs_bundle(squid: runner.Results) -> None:
+    # tls-default-ca is on for peers: the lab's system bundle (SSL_CERT_FILE), never the host's store.
+    assert squid.cell("squid/good", "public-ca").outcome is Outcome.BLOCKED
+    for sid in ("squid/default-ca", "squid/no-ca", "reported/squid-rotating-proxy-23"):
+        assert squid.cell(sid, "public-ca").outcome is Outcome.SPOOFED, sid
+    assert squid.cell("squid/no-ca-default-off", "legit").outcome is Outcome.BLOCKED
+    assert SQUID.environment("/run", "/lab/pki") == {"SSL_CERT_FILE": "/lab/pki/system-bundle.pem"}
+
+
+def test_dont_verify_domain_changes_nothing_on_a_peer(squid: runner.Results) -> None:
+    assert outcomes(squid, "squid/dont-verify-domain") == outcomes(squid, "squid/good")
+    assert "does not match domainname" in squid.cell("squid/dont-verify-domain", "wrong-name").reason
+
+
+def test_dont_verify_peer_accepts_anything_silently(squid: runner.Results) -> None:
+    for sid in ("squid/dont-verify-peer", "reported/squid-pfsense-1194"):
+        for ident in IMPOSTORS:
+            cell = squid.cell(sid, ident)
+            assert (cell.outcome, cell.reason) == (Outcome.SPOOFED, f"response from impostor {ident}"), (sid, ident)
+
+
+def test_an_ip_peer_matches_no_ip_san(squid: runner.Results) -> None:
+    cell = squid.cell("squid/ip-target", "ip-san")
+    assert cell.outcome is Outcome.BLOCKED and cell.sni is None
+    assert "does not match domainname" in cell.reason
+    assert squid.cell("squid/ip-target-with-domain", "legit").outcome is Outcome.SERVED
+
+
+def test_every_peer_line_gets_the_labs_fail_limit(tmp_path: Path) -> None:
+    ctx = RenderContext(
+        run_dir=str(tmp_path), listen="127.0.0.1:20001", ca="/lab/ca.pem", bundle="/lab/b.pem", backend_ip="10.203.0.10"
+    )
+    good = SQUID.render(scenarios.resolve("squid/good"), ctx)
+    assert (
+        "cache_peer backend-api.internal parent 8443 0 no-query no-digest originserver name=be tls "
+        f"tls-cafile=/lab/ca.pem tls-default-ca=off {PEER_PLUMBING}" in good
+    )
+    assert "http_port 127.0.0.1:20001 accel" in good
+    reported = SQUID.render(scenarios.resolve("reported/squid-pfsense-1194"), ctx)
+    assert reported.count("connect-fail-limit") == 1 and "sslflags=DONT_VERIFY_PEER" in reported
+
+
+def test_check_and_audit_refuse_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    conf = tmp_path / "squid.conf"
+    conf.write_text("http_port 3128 accel\ncache_peer backend-api.internal parent 443 0 originserver tls\n")
+    assert cli.main(["audit", str(conf)]) == 2
+    assert cli.main(["check", "squid", str(conf), "--runtime", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    for line, command in zip(err, ("audit", "check"), strict=True):
+        assert line.startswith(f"trustlab: error: {command}: squid configs are not supported yet; supported: ")
+        assert "nginx" in line
