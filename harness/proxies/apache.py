@@ -27,6 +27,7 @@ class ApacheDriver(Driver):
     binary = "apache2"
     template = "httpd.conf.tmpl"
     config_name = "httpd.conf"
+    block_status = (500, 502)
     verify_patterns = (
         re.compile(r"AH\d+: Certificate Verification: [^\[]*"),
         re.compile(r"AH\d+: SSL Proxy: Peer certificate [^\[]*"),

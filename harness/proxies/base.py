@@ -86,6 +86,8 @@ class Driver:
     config_name: str
     #: Regular expressions matching the proxy's own verification-failure log lines.
     verify_patterns: tuple[re.Pattern[str], ...] = ()
+    #: The HTTP statuses it answers a client with when it refused the backend.
+    block_status: tuple[int, ...] = (502,)
     #: True for a proxy that can log a failed verification and still forward the response
     #: (Traffic Server 9.2's ``PERMISSIVE`` policy): the runtime then reads its log after a
     #: response too, and a cell that was served despite a verification line keeps that line.

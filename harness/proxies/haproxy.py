@@ -24,6 +24,7 @@ class HAProxyDriver(Driver):
     binary = "haproxy"
     template = "haproxy.cfg.tmpl"
     config_name = "haproxy.cfg"
+    block_status = (503,)
     verify_patterns = (re.compile(r'ssl_bc_err_str="[^"]*verify[^"]*"'),)
     apt = ("haproxy",)
     image_binary = "/usr/sbin/haproxy"
