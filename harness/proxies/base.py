@@ -20,6 +20,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +199,12 @@ class Driver:
         if inst:
             return inst.binary
         return self.find_binary() or self.binary
+
+    def ready(self, host: str, port: int, output: Callable[[], str]) -> bool | str:
+        """Whether the proxy, already listening on *port*, serves its configured routes: ``True``,
+        ``False`` (not yet: asked again), or its own message when it refused its configuration
+        while listening (*output* reads what it logged). Most proxies listen once configured."""
+        return True
 
     def error_log(self, run_dir: Path) -> Path:
         """The file the proxy writes its per-request errors to."""

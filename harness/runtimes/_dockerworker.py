@@ -102,9 +102,16 @@ class ContainerProxy(Proxy):
                 }
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
+                    pass
             except OSError:
                 time.sleep(0.005)
+                continue
+            ready = self.driver.ready(self.host, self.port, self.output)  # see _nsworker.Proxy.wait_ready
+            if ready is True:
+                return {"started": True, "start_s": time.perf_counter() - self.started_at}
+            if ready:
+                return {"started": False, "message": ready, "output": self.output()[-4000:]}
+            time.sleep(0.005)
         return {
             "started": False,
             "message": f"did not listen on {self.host}:{self.port} within the timeout",

@@ -186,9 +186,17 @@ class Proxy:
                 return {"started": False, "message": message, "output": text[-4000:], "died": died}
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
+                    pass
             except OSError:
                 time.sleep(0.002)
+                continue
+            # Listening is not always ready: Traefik applies its routers a moment later.
+            ready = self.driver.ready(self.host, self.port, self.output)
+            if ready is True:
+                return {"started": True, "start_s": time.perf_counter() - self.started_at}
+            if ready:  # it listens, but refused its configuration
+                return {"started": False, "message": ready, "output": self.output()[-4000:], "died": False}
+            time.sleep(0.005)
         return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
                 "output": self.output()[-4000:], "timeout": True}
 
