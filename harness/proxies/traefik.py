@@ -81,12 +81,15 @@ class TraefikDriver(Driver):
         "looked for loadBalancer servers with an https:// url under http.services (the dynamic "
         "configuration, or the file the static providers.file names)"
     )
-    guess_order = 20
+    guess_order = 40
 
     def looks_like(self, text: str) -> bool:
+        # YAML (`entryPoints:`), TOML (`[entryPoints.web]`) or a dynamic file's `loadBalancer:`.
+        keys = r"(?:entryPoints|serversTransports?|providers|certificatesResolvers)"
         return bool(
-            re.search(r"^\s*\[?\s*(?:entryPoints|serversTransports?|providers)\b", text, re.M)
-            or re.search(r"loadBalancer\s*[:.\]]", text)
+            re.search(rf"^{keys}\s*:", text, re.M)
+            or re.search(rf"^\[\[?\s*(?:{keys}|http\.(?:routers|services|serversTransports))\b", text, re.M)
+            or re.search(r"^\s*loadBalancer\s*:\s*$", text, re.M)
         )
 
     # -- where it comes from ------------------------------------------------------------
@@ -141,8 +144,7 @@ class TraefikDriver(Driver):
     def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         if scenario.config:
-            static, body = self._split(self.expand(scenario.config, ctx), scenario)
-            values["static"], values["body"] = static, body
+            values["static"], values["body"] = self._split(self.expand(scenario.config, ctx), scenario)
             return values
         pick = lambda prefix: [(k[len(prefix) :], str(v)) for k, v in scenario.directives if k.startswith(prefix)]  # noqa: E731
         static, dynamic, service = pick(STATIC), pick(DYNAMIC), pick(SERVICE)
