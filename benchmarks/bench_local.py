@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 
 from harness import runner, scenarios
+from harness.proxies import kinds
 from harness.vocab import IDENTITY_IDS
 
 
@@ -53,12 +54,12 @@ def main() -> int:
         print(f"  {kind:<8} start-to-listening in the matrix: median {statistics.median(xs) * 1000:.1f} ms "
               f"(min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)}; all started at once)")
     alone: dict[str, list[float]] = defaultdict(list)
-    for kind in ("nginx", "apache", "haproxy"):
+    for kind in [k.value for k in kinds() if f"{k.value}/good" in scenarios.builtin()]:
         good = scenarios.select([f"{kind}/good"])
-        for _ in range(5):
+        for _ in range(10):
             runner.run(good, runtime="local", identities=("legit",), shards=1,
                        on_proxy=lambda e, k=kind: alone[k].append(float(e["start_s"])))  # type: ignore[misc]
-        print(f"  {kind:<8} start-to-listening alone: median {statistics.median(alone[kind]) * 1000:.1f} ms (n=5)")
+        print(f"  {kind:<8} start-to-ready alone: median {statistics.median(alone[kind]) * 1000:.1f} ms (n=10)")
 
     pairs = [(sc, ident) for sc in chosen for ident in IDENTITY_IDS]
     if args.naive_sample and args.naive_sample < len(pairs):
