@@ -106,6 +106,9 @@ def test_raw_snippet_rules(tmp_path: Path) -> None:
     routers = scenarios.parse({**data, "config": "http:\n  routers:\n    r: {}\n"}, scenario_id="x/b", where="b.toml")
     with pytest.raises(ScenarioError, match="leave http.routers out"):
         TRAEFIK.render(routers, _ctx(tmp_path))
+    two = "http:\n  services:\n    backend:\n      loadBalancer:\n        servers:\n" + "          - url: a\n" * 2
+    with pytest.raises(ScenarioError, match="2 - url lines run two policies in one proxy process"):
+        scenarios.parse({**data, "config": two}, scenario_id="x/d", where="d.toml")
     with pytest.raises(ScenarioError, match="unknown traefik directive"):
         scenarios.parse(
             {**data, "directives": {"serverTransport.insecureSkipVerify": "true"}}, scenario_id="x/c", where="c.toml"

@@ -74,8 +74,8 @@ class TraefikDriver(Driver):
         # the service: Host passed through (the default) or the server URL's
         f"{SERVICE}passHostHeader",
     )
-    #: One ``url:`` per backend server: two in a raw config make two targets in one process.
-    policy_line = r"-?\s*url:"
+    #: One ``- url:`` list item per backend server: two in a raw config are two targets in one process.
+    policy_line = "- url"
     config_module = "harness.configs.traefik"
     check_hint = (
         "looked for loadBalancer servers with an https:// url under http.services (the dynamic "
