@@ -109,8 +109,9 @@ class TraefikDriver(Driver):
         if not binary and not (binary := self.find_binary()):
             return ""
         out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=20).stdout
-        m = re.search(r"Go version:\s+(go[\d.]+)", out)
-        return f"Go crypto/tls ({m.group(1)})" if m else "Go crypto/tls"
+        m = re.search(r"Go version:\s+go([\d.]+)", out)
+        # Shaped like "OpenSSL 3.0.19": the library, then the Go release it comes with.
+        return f"Go crypto/tls {m.group(1)}" if m else "Go crypto/tls"
 
     # -- sandbox ------------------------------------------------------------------------
     def sandbox_paths(self, inst: Installation | None = None) -> tuple[str, ...]:
