@@ -378,6 +378,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     "setting: Traefik refuses to start on it)"
                 )
         elif low == "providers":
+            if get(value, "file") is not None:
+                notes.append(
+                    f"{tree.at(str(key), 'file')}: providers.file -> the adapted file itself (its dynamic "
+                    "part merged in), watch off, providersThrottleDuration 0s"
+                )
             others = [k for k in _map(value) if str(k).lower() not in ("file", "providersthrottleduration")]
             if others:
                 notes.append(
