@@ -209,7 +209,7 @@ class TraefikDriver(Driver):
         # {"level":"error","error":"command traefik error: field not found, node: x",...}
         for line in output.splitlines():
             line = line.strip()
-            if line.startswith("{") and '"level":"error"' in line or '"level":"fatal"' in line:
+            if line.startswith("{") and ('"level":"error"' in line or '"level":"fatal"' in line):
                 try:
                     event = json.loads(line)
                 except ValueError:
@@ -218,7 +218,7 @@ class TraefikDriver(Driver):
         return super().startup_message(output)
 
     def _is_fatal(self, line: str) -> bool:
-        return " FTL " in line or " ERR " in line and ("Error" in line or "error" in line)
+        return " FTL " in line or (" ERR " in line and "error" in line.lower())
 
 
 DRIVER = TraefikDriver()
