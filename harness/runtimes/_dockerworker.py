@@ -92,7 +92,9 @@ class ContainerProxy(Proxy):
         self.log.touch()
 
     def wait_ready(self, deadline: float) -> dict[str, Any]:
-        while time.perf_counter() < deadline:
+        first = True  # asked at least once (see _nsworker.Proxy.wait_ready)
+        while first or time.perf_counter() < deadline:
+            first = False
             if self.exit_file.exists():
                 text = self.output()
                 return {
