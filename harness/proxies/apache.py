@@ -29,6 +29,7 @@ class ApacheDriver(Driver):
         re.compile(r"AH\d+: SSL Proxy: Peer certificate [^\[]*"),
         re.compile(r"AH\d+: SSL Proxy: [^\[]*(?:verif|expired|does not match|CN)[^\[]*"),
     )
+    block_statuses = (500, 502)
     apt = ("apache2",)
     image_binary = "/usr/sbin/apache2"
     image_package = "apache2-bin"

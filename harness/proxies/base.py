@@ -84,6 +84,8 @@ class Driver:
     config_name: str
     #: Regular expressions matching the proxy's own verification-failure log lines.
     verify_patterns: tuple[re.Pattern[str], ...] = ()
+    #: The HTTP statuses it answers a refused backend with (nginx 502, HAProxy 503 ...).
+    block_statuses: tuple[int, ...] = ()
 
     # -- where it comes from --------------------------------------------------------------
     #: Debian packages that provide it (``.ci/system-packages``, the doctor's and runtimes' hints).

@@ -32,6 +32,7 @@ class HAProxyDriver(Driver):
         # mTLS (issue 14): the proxy's client certificate.
         "crt",
     )
+    block_statuses = (503,)
     policy_line = "server"
     flag_directives = True
     config_module = "harness.configs.haproxy"

