@@ -19,6 +19,7 @@ from collections import defaultdict
 
 from harness import runner, scenarios
 from harness.proxies import kinds
+from harness.runtimes.contract import ProxyEvent
 from harness.vocab import IDENTITY_IDS
 
 
@@ -36,9 +37,9 @@ def main() -> int:
     starts: dict[str, list[float]] = defaultdict(list)
     kind_of = {s.id: s.proxy.value for s in chosen}
 
-    def on_proxy(event: dict[str, object]) -> None:
-        if event.get("started"):
-            starts[kind_of[str(event["key"])]].append(float(event["start_s"]))  # type: ignore[arg-type]
+    def on_proxy(event: ProxyEvent) -> None:
+        if event.started and event.start_s is not None:
+            starts[kind_of[event.key]].append(event.start_s)
 
     walls = []
     for i in range(args.repeat):
@@ -58,7 +59,7 @@ def main() -> int:
         good = scenarios.select([f"{kind}/good"])
         for _ in range(10):
             runner.run(good, runtime="local", identities=("legit",), shards=1,
-                       on_proxy=lambda e, k=kind: alone[k].append(float(e["start_s"])))  # type: ignore[misc]
+                       on_proxy=lambda e, k=kind: alone[k].append(float(e.start_s or 0)))  # type: ignore[misc]
         print(f"  {kind:<8} start-to-ready alone: median {statistics.median(alone[kind]) * 1000:.1f} ms (n=10)")
 
     pairs = [(sc, ident) for sc in chosen for ident in IDENTITY_IDS]
