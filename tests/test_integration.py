@@ -48,7 +48,7 @@ def test_every_block_carries_the_proxys_own_verification_line(local_matrix: runn
     for c in local_matrix.cells:
         if c.outcome is Outcome.BLOCKED:
             assert driver(c.proxy).block_reason(c.reason) is not None, (c.scenario, c.identity, c.reason)
-            assert c.status in driver(c.proxy).block_status
+            assert c.status in driver(c.proxy).block_statuses, (c.scenario, c.identity, c.status)
 
 
 def test_config_rejections_carry_the_proxys_message(local_matrix: runner.Results) -> None:

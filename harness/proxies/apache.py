@@ -27,12 +27,12 @@ class ApacheDriver(Driver):
     binary = "apache2"
     template = "httpd.conf.tmpl"
     config_name = "httpd.conf"
-    block_status = (500, 502)
     verify_patterns = (
         re.compile(r"AH\d+: Certificate Verification: [^\[]*"),
         re.compile(r"AH\d+: SSL Proxy: Peer certificate [^\[]*"),
         re.compile(r"AH\d+: SSL Proxy: [^\[]*(?:verif|expired|does not match|CN)[^\[]*"),
     )
+    block_statuses = (500, 502)
     apt = ("apache2",)
     image_binary = "/usr/sbin/apache2"
     image_package = "apache2-bin"

@@ -20,6 +20,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,8 +87,8 @@ class Driver:
     config_name: str
     #: Regular expressions matching the proxy's own verification-failure log lines.
     verify_patterns: tuple[re.Pattern[str], ...] = ()
-    #: The HTTP statuses it answers a client with when it refused the backend.
-    block_status: tuple[int, ...] = (502,)
+    #: The HTTP statuses it answers a refused backend with (nginx 502, HAProxy 503 ...).
+    block_statuses: tuple[int, ...] = (502,)
     #: True for a proxy that can log a failed verification and still forward the response
     #: (Traffic Server 9.2's ``PERMISSIVE`` policy): the runtime then reads its log after a
     #: response too, and a cell that was served despite a verification line keeps that line.
@@ -213,15 +214,15 @@ class Driver:
             return inst.binary
         return self.find_binary() or self.binary
 
+    def ready(self, host: str, port: int, output: Callable[[], str]) -> bool | str:
+        """Whether the proxy, already listening on *port*, serves its configured routes: ``True``,
+        ``False`` (not yet: asked again), or its own message when it refused its configuration
+        while listening (*output* reads what it logged). Most proxies listen once configured."""
+        return True
+
     def error_log(self, run_dir: Path) -> Path:
         """The file the proxy writes its per-request errors to."""
         return run_dir / "error.log"
-
-    def ready(self, output: str) -> bool:
-        """True once a proxy that listens is able to serve, judged by what it wrote so far
-        (*output*: its stdout and error log). Most are ready when they listen; Traffic Server
-        binds its port before its host database has read ``/etc/hosts``."""
-        return True
 
     def startup_message(self, output: str) -> str:
         """The proxy's own reason for refusing to start, verbatim (its most telling line)."""

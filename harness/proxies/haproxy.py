@@ -24,7 +24,6 @@ class HAProxyDriver(Driver):
     binary = "haproxy"
     template = "haproxy.cfg.tmpl"
     config_name = "haproxy.cfg"
-    block_status = (503,)
     verify_patterns = (re.compile(r'ssl_bc_err_str="[^"]*verify[^"]*"'),)
     apt = ("haproxy",)
     image_binary = "/usr/sbin/haproxy"
@@ -36,6 +35,7 @@ class HAProxyDriver(Driver):
         # mTLS (issue 14): the proxy's client certificate.
         "crt",
     )
+    block_statuses = (503,)
     policy_line = "server"
     flag_directives = True
     config_module = "harness.configs.haproxy"

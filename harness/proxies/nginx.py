@@ -29,6 +29,7 @@ class NginxDriver(Driver):
         re.compile(r'upstream SSL certificate does not match "[^"]*"'),
         re.compile(r"SSL_do_handshake\(\) failed \(SSL: [^)]*certificate verify failed[^)]*\)"),
     )
+    block_statuses = (502,)
     apt = ("nginx",)
     image_binary = "/usr/sbin/nginx"
     image_package = "nginx"

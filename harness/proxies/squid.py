@@ -33,7 +33,7 @@ class SquidDriver(Driver):
     binary = "squid"
     template = "squid.conf.tmpl"
     config_name = "squid.conf"
-    block_status = (503,)
+    block_statuses = (503,)
     verify_patterns = (
         re.compile(r"ssl_verify_cb: (?!SSL Certificate signature OK|hiding |SQUID_X509_)[A-Z][^:]*: .*"),
         re.compile(r"VerifyConnCertificates: verification failure: .*"),

@@ -16,6 +16,7 @@ WARNING line of each failed verification, for a block (502) and for a forwarded 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.proxies.base import Driver, Installation, RenderContext
@@ -107,10 +108,10 @@ class TrafficServerDriver(Driver):
     def error_log(self, run_dir: Path) -> Path:
         return run_dir / "diags.log"
 
-    def ready(self, output: str) -> bool:
+    def ready(self, host: str, port: int, output: Callable[[], str]) -> bool | str:
         # The port is bound at once, but a request before HostDB has read /etc/hosts goes to
         # DNS (none in the lab) and hangs: ready once the host file is loaded.
-        return "Loading host file" in output
+        return "Loading host file" in output()
 
     def _is_fatal(self, line: str) -> bool:
         return "FATAL:" in line or line.startswith("Fatal:")

@@ -94,7 +94,9 @@ class ContainerProxy(Proxy):
         self.log.touch()
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
-        while time.perf_counter() < deadline:
+        first = True  # asked at least once (see _nsworker.Proxy.wait_ready)
+        while first or time.perf_counter() < deadline:
+            first = False
             if self.exit_file.exists():
                 text = self.output()
                 return ProxyEvent(self.key, False, message=self.driver.startup_message(text), output=text[-4000:])
@@ -104,8 +106,11 @@ class ContainerProxy(Proxy):
             except OSError:
                 time.sleep(0.005)
                 continue
-            if self.driver.ready(self.output()):  # listening is not always serving (Traffic Server)
+            ready = self.driver.ready(self.host, self.port, self.output)  # see _nsworker.Proxy.wait_ready
+            if ready is True:
                 return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+            if ready:
+                return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:])
             time.sleep(0.005)
         return ProxyEvent(
             self.key, False, message=f"did not listen (or was not ready) on {self.host}:{self.port} within the timeout",

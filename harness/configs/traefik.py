@@ -1,0 +1,865 @@
+"""A user's Traefik configuration, parsed once into one tree that ``check`` and ``audit`` both read.
+
+Input: the static configuration file (YAML or TOML) with the dynamic file(s) its
+``providers.file`` names (``filename``, or every ``.yml``/``.yaml``/``.toml`` of ``directory``,
+relative paths from the static file's directory), or a dynamic configuration file alone.
+
+Kept exactly: every setting that decides backend trust: the static ``serversTransport``
+(``insecureSkipVerify``, ``rootCAs`` (paths excepted), ``maxIdleConnsPerHost`` ...), every dynamic
+``http.serversTransports.<name>`` (``insecureSkipVerify``, ``rootCAs`` (paths excepted),
+``serverName``, ``peerCertURI``, ``disableHTTP2`` ...), each service's ``loadBalancer`` (server
+URLs, ``serversTransport``, ``passHostHeader``), routers (rules, entry points, services,
+middlewares) and the entry points' own ``http`` settings. Changed, each said in one line:
+``rootCAs`` stand for the lab's internal root (or its system bundle, for an OS bundle path);
+transport and router client certificates are lab-minted; entry points listen on
+``127.0.0.1:<lab port>``; ``healthCheck`` is dropped (health checks would reach the seat between
+cells); ACME resolvers, other providers (Docker, Kubernetes ...), the API, dashboard, metrics,
+tracing, access log and plugins are dropped; the log is the lab's. The lab adds one router,
+``trustlab-ready`` (``noop@internal`` on an entry point of its own), which it waits for before
+the first request: Traefik listens before it applies its routers.
+
+The adapted file is written as JSON (valid YAML) and read by Traefik twice, as static and as
+dynamic configuration, like the lab's own template (``labs/traefik/traefik.yml.tmpl``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    is_system_bundle,
+    read_config,
+    trust_file,
+)
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+
+#: Top-level keys of the static configuration (anything else at the top is dynamic or unknown).
+STATIC_KEYS = (
+    "global",
+    "entrypoints",
+    "providers",
+    "log",
+    "accesslog",
+    "api",
+    "metrics",
+    "tracing",
+    "ping",
+    "serverstransport",
+    "tcpserverstransport",
+    "certificatesresolvers",
+    "experimental",
+    "hostresolver",
+    "spiffe",
+    "core",
+    "ocsp",
+    "pilot",
+)
+DYNAMIC_KEYS = ("http", "tcp", "udp", "tls")
+#: Static keys the lab drops (they reach out of the lab, or are the host's own business).
+_STATIC_DROP = (
+    "api",
+    "metrics",
+    "tracing",
+    "ping",
+    "accesslog",
+    "certificatesresolvers",
+    "experimental",
+    "pilot",
+    "hostresolver",
+    "spiffe",
+    "ocsp",
+    "log",
+    "global",
+    "providers",
+    "tcpserverstransport",
+)
+#: Middlewares that call out of the lab or run code: dropped from the routers that use them.
+_MIDDLEWARE_DROP = ("forwardauth", "plugin")
+READY = "trustlab-ready"
+_RULE_PART = re.compile(r"(Host|HostRegexp|Path|PathPrefix|PathRegexp|Method)\(\s*[`\"']([^`\"']*)[`\"']")
+
+
+@dataclass
+class Tree:
+    """One Traefik configuration: its static part, its (merged) dynamic part, and where each
+    setting was written (``line("http", "serversTransports", "t", "insecureSkipVerify")``)."""
+
+    path: Path
+    static: dict[str, Any]
+    dynamic: dict[str, Any]
+    files: list[Path]
+    #: Lower-cased key path -> (file, line).
+    lines: dict[tuple[str, ...], tuple[str, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    #: The top-level keys of the file given, as written (unknown ones too: ``serverTransport``).
+    top: tuple[str, ...] = ()
+
+    def line(self, *keys: str) -> int:
+        """The line a setting was written on (its closest written parent's, else 1)."""
+        path = tuple(k.lower() for k in keys)
+        while path:
+            if path in self.lines:
+                return self.lines[path][1]
+            path = path[:-1]
+        return 1
+
+    def at(self, *keys: str) -> str:
+        """``line N`` in the file given, ``other.yml line N`` in a dynamic file it names."""
+        file = self.where(*keys)
+        line = f"line {self.line(*keys)}"
+        return line if file == str(self.path) else f"{Path(file).name} {line}"
+
+    def where(self, *keys: str) -> str:
+        path = tuple(k.lower() for k in keys)
+        while path:
+            if path in self.lines:
+                return self.lines[path][0]
+            path = path[:-1]
+        return str(self.path)
+
+    # -- the trust-deciding facts -------------------------------------------------------
+    def transports(self) -> dict[str, dict[str, Any]]:
+        return _map(get(self.dynamic, "http", "serversTransports"))
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        return _map(get(self.dynamic, "http", "services"))
+
+    def routers(self) -> dict[str, dict[str, Any]]:
+        return _map(get(self.dynamic, "http", "routers"))
+
+    def static_transport(self) -> dict[str, Any]:
+        return _map(get(self.static, "serversTransport"))
+
+    def transport_of(self, service: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """The transport a service uses: (its name, its settings); the static one when it names none.
+
+        A dynamic transport does not inherit the static one's settings (traefik/traefik#10612)."""
+        name = get(service, "loadBalancer", "serversTransport")
+        if not isinstance(name, str) or not name:
+            return None, self.static_transport()
+        return name, _map(self.transports().get(name.removesuffix("@file")))
+
+    def https_servers(self) -> Iterator[tuple[str, int, str, dict[str, Any]]]:
+        """(service name, server index, URL, service) for every ``https://`` server."""
+        for sname, svc in self.services().items():
+            servers = get(svc, "loadBalancer", "servers")
+            for i, server in enumerate(servers if isinstance(servers, list) else []):
+                url = get(server, "url")
+                if isinstance(url, str) and url.lower().startswith("https://"):
+                    yield sname, i, url, svc
+
+
+def get(node: Any, *keys: str) -> Any:
+    """``node[k1][k2]...``, matching keys case-insensitively (Traefik's own rule); ``None`` if absent."""
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = next((v for k, v in node.items() if str(k).lower() == key.lower()), None)
+    return node
+
+
+def _map(node: Any) -> dict[str, Any]:
+    return node if isinstance(node, dict) else {}
+
+
+def _true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _files(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+# -- parsing --------------------------------------------------------------------------------
+def _load(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[str, int]]]:
+    text = read_config(path)
+    where = str(path)
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+        return data, _toml_lines(text, where)
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with the project's dependencies
+        raise ConfigError(f"{where}: reading YAML needs PyYAML; run: pip install pyyaml") from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        first = str(exc).replace("\n", " ")
+        raise ConfigError(f"{where}: invalid YAML: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a Traefik configuration is a mapping of keys (entryPoints, http ...)")
+    lines: dict[tuple[str, ...], tuple[str, int]] = {}
+
+    def walk(n: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = (*prefix, str(k.value).lower())
+                lines.setdefault(key, (where, k.start_mark.line + 1))
+                walk(v, key)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                key = (*prefix, str(i))
+                lines.setdefault(key, (where, v.start_mark.line + 1))
+                walk(v, key)
+
+    walk(node, ())
+    return data, lines
+
+
+def _toml_lines(text: str, where: str) -> dict[tuple[str, ...], tuple[str, int]]:
+    """Where each key of a TOML file is written (tables, arrays of tables, dotted keys)."""
+    lines: dict[tuple[str, ...], tuple[str, int]] = {}
+    table: tuple[str, ...] = ()
+    counts: dict[tuple[str, ...], int] = {}
+
+    def split(dotted: str) -> tuple[str, ...]:
+        return tuple(p.strip().strip("\"'").lower() for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', dotted))
+
+    for no, raw in enumerate(text.splitlines(), 1):
+        s = raw.strip()
+        if m := re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", s):
+            base = split(m.group(1))
+            counts[base] = counts.get(base, -1) + 1
+            table = (*base, str(counts[base]))
+            lines.setdefault(base, (where, no))
+            lines.setdefault(table, (where, no))
+        elif m := re.match(r"^\[\s*([^\]]+?)\s*\]", s):
+            table = split(m.group(1))
+            for i in range(1, len(table) + 1):
+                lines.setdefault(table[:i], (where, no))
+        elif m := re.match(r"^([A-Za-z0-9_\-.\"']+)\s*=", s):
+            key = (*table, *split(m.group(1)))
+            for i in range(len(table) + 1, len(key) + 1):
+                lines.setdefault(key[:i], (where, no))
+    return lines
+
+
+def parse(path: Path) -> Tree:
+    """The configuration at *path* (static or dynamic) and the dynamic files it names."""
+    path = Path(path)
+    data, lines = _load(path)
+    top = {str(k).lower() for k in data}
+    if not top & set(STATIC_KEYS) and not top & set(DYNAMIC_KEYS):
+        raise ConfigError(
+            f"{path}: neither a static (entryPoints, providers, serversTransport) nor a dynamic "
+            "(http) Traefik configuration"
+        )
+    static = {k: v for k, v in data.items() if str(k).lower() in STATIC_KEYS}
+    tree = Tree(path, static, {}, [path], dict(lines), top=tuple(str(k) for k in data))
+    for key in data:
+        if str(key).lower() == "servertransport":
+            tree.notes.append(
+                f"{tree.at(str(key))}: `{key}` is not a Traefik key (serversTransport): Traefik ignores it"
+            )
+    file_provider = get(static, "providers", "file")
+    names: list[Path] = []
+    if isinstance(file_provider, dict):
+        base = path.parent
+        if isinstance(fn := get(file_provider, "filename"), str):
+            names.append(_resolve(fn, base, path, "providers.file.filename"))
+        if isinstance(dn := get(file_provider, "directory"), str):
+            directory = _resolve(dn, base, path, "providers.file.directory")
+            if not directory.is_dir():
+                raise ConfigError(
+                    f"{path}: providers.file.directory {dn} is not a directory; pass the dynamic "
+                    "file itself, or put the directory where the static file says"
+                )
+            names += sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yml", ".yaml", ".toml"))
+    if not static or any(n.resolve() == path.resolve() for n in names):
+        _merge_dynamic(tree, data, path)  # a dynamic file given alone, or a file the provider reads
+    elif top & set(DYNAMIC_KEYS):
+        tree.notes.append(
+            f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not name this file"
+        )
+    for name in names:
+        if name.resolve() == path.resolve():
+            continue
+        more, more_lines = _load(name)
+        tree.files.append(name)
+        for keys, where in more_lines.items():
+            tree.lines.setdefault(keys, where)
+        _merge_dynamic(tree, more, name)
+    return tree
+
+
+def _resolve(value: str, base: Path, path: Path, what: str) -> Path:
+    p = Path(value)
+    p = p if p.is_absolute() and p.exists() else base / p.name if not (base / p).exists() else base / p
+    if not p.exists():
+        raise ConfigError(
+            f"{path}: {what} {value} not found (looked next to the static file too); pass "
+            "the dynamic file itself, or put it next to the static file"
+        )
+    return p
+
+
+def _merge_dynamic(tree: Tree, data: dict[str, Any], where: Path) -> None:
+    for key, value in data.items():
+        low = str(key).lower()
+        if low not in DYNAMIC_KEYS or not isinstance(value, dict):
+            continue
+        section = tree.dynamic.setdefault(low, {})
+        for kind, entries in value.items():
+            if isinstance(entries, dict):
+                section.setdefault(kind, {}).update(entries)
+            else:
+                section[kind] = entries
+
+
+# -- check: adapt ---------------------------------------------------------------------------
+def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
+    """The configuration at *path* made runnable in the lab (see the module docstring)."""
+    tree = parse(path)
+    notes = list(tree.notes)
+    run = str(lab.run_dir)
+    entrypoints = _entrypoints(tree)
+    out: dict[str, Any] = {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {},
+        "providers": {"providersThrottleDuration": "0s", "file": {"filename": f"{run}/traefik.yml", "watch": False}},
+        "log": {"level": "INFO", "noColor": True, "filePath": f"{run}/error.log"},
+    }
+    listeners: dict[str, int] = {READY: ports(READY)}
+    out["entryPoints"][READY] = {"address": f"127.0.0.1:{listeners[READY]}"}
+    for name, ep in entrypoints.items():
+        listeners[name] = ports(name)
+        new = {k: v for k, v in _map(ep).items() if str(k).lower() != "address"}
+        tls = get(new, "http", "tls")
+        if isinstance(tls, dict) and (get(tls, "certResolver") or get(tls, "domains")):
+            for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
+                del tls[k]
+            notes.append(
+                f"{tree.at('entryPoints', name)}: entry point {name}: ACME certResolver dropped "
+                "(the lab's client side uses a lab-minted certificate)"
+            )
+        new["address"] = f"127.0.0.1:{listeners[name]}"
+        was = get(ep, "address") or "(default :80)"
+        notes.append(f"{tree.at('entryPoints', name)}: entry point {name} {was} -> 127.0.0.1:{listeners[name]}")
+        out["entryPoints"][name] = new
+    for key, value in tree.static.items():
+        low = str(key).lower()
+        if low == "serverstransport":
+            out["serversTransport"] = _transport(value, ("serversTransport",), tree, lab, notes)
+        elif low == "global":
+            notes.append(
+                f"{tree.at(str(key))}: global -> checkNewVersion and sendAnonymousUsage false (nothing "
+                "phones home from the lab)"
+            )
+        elif low in _STATIC_DROP and low not in ("log", "providers"):
+            notes.append(f"{tree.at(str(key))}: {key} dropped (it reaches out of the lab)")
+            if misplaced := _misplaced(value):
+                # Traefik refuses an unknown key inside a known section (`field not found`): a trust
+                # setting written there (traefik/traefik#4207) is kept, so the lab refuses it too.
+                out[key] = misplaced
+                notes.append(
+                    f"{tree.at(str(key))}: {key}: {', '.join(_leaves(misplaced))} kept (not a {key} "
+                    "setting: Traefik refuses to start on it)"
+                )
+        elif low == "providers":
+            if get(value, "file") is not None:
+                notes.append(
+                    f"{tree.at(str(key), 'file')}: providers.file -> the adapted file itself (its dynamic "
+                    "part merged in), watch off, providersThrottleDuration 0s"
+                )
+            others = [k for k in _map(value) if str(k).lower() not in ("file", "providersthrottleduration")]
+            if others:
+                notes.append(
+                    f"{tree.at(str(key))}: providers {', '.join(map(str, others))} dropped "
+                    "(the lab reads the file provider's configuration only)"
+                )
+    http = _map(tree.dynamic.get("http"))
+    routers = {k: dict(v) for k, v in _map(get(http, "routers")).items() if isinstance(v, dict)}
+    middlewares = _map(get(http, "middlewares"))
+    dropped_mw = {
+        n for n, m in middlewares.items() if isinstance(m, dict) and any(str(k).lower() in _MIDDLEWARE_DROP for k in m)
+    }
+    for rname, router in routers.items():
+        tls = get(router, "tls")
+        if isinstance(tls, dict):
+            for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
+                del tls[k]
+                notes.append(
+                    f"{tree.at('http', 'routers', rname, str(k))}: router {rname}: tls.{k} dropped "
+                    "(the lab's client side uses a lab-minted certificate)"
+                )
+        mws = get(router, "middlewares")
+        if isinstance(mws, list) and dropped_mw & {str(m).removesuffix("@file") for m in mws}:
+            key = next(k for k in router if str(k).lower() == "middlewares")
+            router[key] = [m for m in mws if str(m).removesuffix("@file") not in dropped_mw]
+            notes.append(
+                f"{tree.at('http', 'routers', rname)}: router {rname}: middlewares "
+                f"{', '.join(sorted(dropped_mw))} dropped (forwardAuth/plugins call out of the lab)"
+            )
+    routers[READY] = {
+        "rule": "Path(`/trustlab-ready`)",
+        "entryPoints": [READY],
+        "service": "noop@internal",
+        "priority": 1000000,
+    }
+    notes.append(
+        f"router {READY} (noop@internal on its own entry point) added: the lab waits for it, since "
+        "Traefik listens before it applies its routers"
+    )
+    services: dict[str, Any] = {}
+    for sname, svc in _map(get(http, "services")).items():
+        services[sname] = _service(sname, svc, tree, notes, focus)
+    transports = {
+        name: _transport(t, ("http", "serversTransports", name), tree, lab, notes)
+        for name, t in _map(get(http, "serversTransports")).items()
+    }
+    new_http: dict[str, Any] = {
+        k: v
+        for k, v in http.items()
+        if str(k).lower() not in ("routers", "services", "serverstransports", "middlewares")
+    }
+    new_http["routers"] = routers
+    new_http["services"] = services
+    if transports:
+        new_http["serversTransports"] = transports
+    if middlewares:
+        new_http["middlewares"] = {n: m for n, m in middlewares.items() if n not in dropped_mw}
+    out["http"] = new_http
+    for key in ("tcp", "udp"):
+        if key in tree.dynamic:
+            notes.append(f"{key} routers and services dropped (the lab checks HTTP services)")
+    if "tls" in tree.dynamic or _any_tls(out):
+        out["tls"] = {"certificates": [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]}
+        if "tls" in tree.dynamic:
+            notes.append(
+                "tls section (certificates, options, stores) replaced by a lab-minted certificate for the client side"
+            )
+    upstreams = _upstreams(tree, entrypoints)
+    notes.append(
+        "the log is the lab's (INFO, error.log in the run directory): a refusal is logged as "
+        "'500 Internal Server Error error=\"tls: failed to verify certificate: ...\"'"
+    )
+    text = json.dumps(out, indent=2) + "\n"
+    return Adapted(text=text, adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners)
+
+
+_TRUST_KEYS = ("insecureskipverify", "rootcas", "servername", "serverstransport")
+
+
+def _misplaced(value: Any) -> dict[str, Any]:
+    """The trust settings written inside a section that has no such setting (kept as they are)."""
+    found: dict[str, Any] = {}
+    for k, v in _map(value).items():
+        if str(k).lower() in _TRUST_KEYS:
+            found[k] = v
+        elif isinstance(v, dict) and (inner := _misplaced(v)):
+            found[k] = inner
+    return found
+
+
+def _leaves(node: dict[str, Any], prefix: str = "") -> list[str]:
+    return [
+        x for k, v in node.items() for x in (_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
+    ]
+
+
+def _entrypoints(tree: Tree) -> dict[str, Any]:
+    """The static entry points, or (a dynamic file alone) the ones its routers name (``web`` if none)."""
+    eps = _map(get(tree.static, "entryPoints"))
+    if eps:
+        return {k: v for k, v in eps.items() if k != READY}
+    named: dict[str, Any] = {}
+    for router in tree.routers().values():
+        for ep in _files(get(router, "entryPoints")):
+            named.setdefault(ep, {})
+    return named or {"web": {}}
+
+
+def _transport(value: Any, keys: tuple[str, ...], tree: Tree, lab: LabPaths, notes: list[str]) -> dict[str, Any]:
+    new: dict[str, Any] = {}
+    for k, v in _map(value).items():
+        low = str(k).lower()
+        at = tree.at(*keys, str(k))
+        if low == "rootcas":
+            files = []
+            for f in _files(v):
+                before = len(notes)
+                files.append(trust_file(f, lab, notes))
+                notes[before:] = [f"{at}: {'.'.join(keys)}.rootCAs: {n}" for n in notes[before:]]
+            new[k] = files
+        elif low == "certificates":
+            new[k] = [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]
+            notes.append(f"{at}: {'.'.join(keys)}.certificates replaced by a lab-minted client certificate")
+        elif low == "spiffe":
+            notes.append(f"{at}: {'.'.join(keys)}.spiffe dropped (no SPIFFE workload API in the lab)")
+        else:
+            new[k] = v
+    return new
+
+
+def _service(sname: str, svc: Any, tree: Tree, notes: list[str], focus: str | None) -> Any:
+    if not isinstance(svc, dict):
+        return svc
+    new = json.loads(json.dumps(svc, default=str))
+    lb = get(new, "loadBalancer")
+    if not isinstance(lb, dict):
+        return new
+    for k in [k for k in lb if str(k).lower() == "healthcheck"]:
+        del lb[k]
+        notes.append(
+            f"{tree.at('http', 'services', sname, 'loadBalancer', str(k))}: service {sname}: "
+            "healthCheck dropped (health checks would reach the seat between cells)"
+        )
+    servers = get(lb, "servers")
+    if focus and focus.startswith(f"{sname}|") and isinstance(servers, list) and len(servers) > 1:
+        index = int(focus.split("|", 1)[1])
+        key = next(k for k in lb if str(k).lower() == "servers")
+        lb[key] = [servers[index]]
+        notes.append(f"service {sname}: only server {index + 1} of {len(servers)} kept while it is probed")
+    return new
+
+
+def _any_tls(out: dict[str, Any]) -> bool:
+    routers = _map(get(out, "http", "routers"))
+    return any(get(r, "tls") is not None for r in routers.values()) or any(
+        get(ep, "http", "tls") is not None for ep in _map(out.get("entryPoints")).values()
+    )
+
+
+def _upstreams(tree: Tree, entrypoints: dict[str, Any]) -> list[Upstream]:
+    routers = tree.routers()
+    ups: list[Upstream] = []
+    for sname, index, url, svc in tree.https_servers():
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise ConfigError(
+                f"{tree.where('http', 'services', sname)}: line "
+                f"{tree.line('http', 'services', sname, 'loadBalancer', 'servers', str(index))}: "
+                f"server url {url!r} has an invalid port"
+            ) from None
+        _, transport = tree.transport_of(svc)
+        server_name = get(transport, "serverName")
+        name = (
+            host if not is_ip(host) else (server_name if isinstance(server_name, str) and server_name else BACKEND_NAME)
+        )
+        keys = ("http", "services", sname, "loadBalancer", "servers", str(index))
+        line = tree.line(*keys)
+        u = Upstream(
+            label=f"service {sname} server {url} ({tree.at(*keys)})",
+            host=host,
+            port=port,
+            line=line,
+            name=name,
+            pool=f"{sname}|{index}",
+        )
+        u.route, u.why_unroutable = _route(sname, routers, entrypoints)
+        ups.append(u)
+    return ups
+
+
+def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> tuple[Route | None, str]:
+    """How a client request reaches service *sname*: the first router that names it."""
+    why = f"no router sends requests to service {sname}"
+    for rname, router in routers.items():
+        target = get(router, "service")
+        if not isinstance(target, str) or target.removesuffix("@file") != sname:
+            continue
+        rule = str(get(router, "rule") or "")
+        host, path, ok = _rule_route(rule)
+        if not ok:
+            why = f"router {rname} rule {rule!r}: too complex to probe"
+            continue
+        eps = _files(get(router, "entryPoints")) or list(entrypoints)
+        eps = [e for e in eps if e in entrypoints]
+        if not eps:
+            why = f"router {rname} names entry points the configuration does not define"
+            continue
+        tls = get(router, "tls") is not None or get(entrypoints[eps[0]], "http", "tls") is not None
+        return Route(eps[0], tls, host or PUBLIC_HOST, path), ""
+    return None, why
+
+
+def _rule_route(rule: str) -> tuple[str | None, str, bool]:
+    """(Host, path) a request needs to match *rule* (its first ``||`` alternative), and whether
+    the rule was understood."""
+    first = rule.split("||", 1)[0].strip().strip("()")
+    if "!" in first or not first:
+        return None, "/", bool(not first)
+    rest = _RULE_PART.sub("", first)
+    if re.sub(r"[\s&()]", "", rest):
+        return None, "/", False
+    host, path = None, "/"
+    for fn, arg in _RULE_PART.findall(first):
+        if fn == "Host":
+            host = arg
+        elif fn == "PathPrefix":
+            path = arg.rstrip("/") + "/"
+        elif fn == "Path":
+            path = arg
+        elif fn == "Method" and arg.upper() != "GET" or fn in ("HostRegexp", "PathRegexp"):
+            return None, "/", False
+    return host, path, True
+
+
+def _sorted(notes: list[str]) -> list[str]:
+    def key(n: str) -> tuple[str, int]:
+        m = re.match(r"(\S+ )?line (\d+):", n)
+        return (m.group(1) or "", int(m.group(2))) if m else ("", 0)
+
+    return sorted(dict.fromkeys(notes), key=key)
+
+
+# -- audit ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """One audit rule: what it finds, how bad, how to fix it, and the scenario that shows it live."""
+
+    id: str
+    severity: str
+    help: str
+    directives: tuple[str, ...]
+    scenario: str
+    fix: str
+
+
+_DOCS = "https://doc.traefik.io/traefik/routing/services/#serverstransport"
+_STATIC_DOCS = "https://doc.traefik.io/traefik/routing/overview/#transport-configuration"
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in (
+        Rule(
+            "traefik-insecure-skip-verify",
+            "high",
+            _STATIC_DOCS,
+            ("serversTransport.insecureSkipVerify",),
+            "traefik/insecure-skip-verify",
+            "remove insecureSkipVerify; trust the internal root with rootCAs",
+        ),
+        Rule(
+            "traefik-transport-insecure-skip-verify",
+            "high",
+            _DOCS,
+            ("http.serversTransports.<name>.insecureSkipVerify",),
+            "traefik/transport-insecure-skip-verify",
+            "remove insecureSkipVerify from the transport; give it rootCAs with the internal root",
+        ),
+        Rule(
+            "traefik-ca-and-skip-verify",
+            "high",
+            _STATIC_DOCS,
+            ("rootCAs", "insecureSkipVerify"),
+            "traefik/ca-and-skip-verify",
+            "remove insecureSkipVerify: with it the rootCAs are never used",
+        ),
+        Rule(
+            "traefik-system-store",
+            "medium",
+            _STATIC_DOCS,
+            ("serversTransport.rootCAs",),
+            "traefik/system-store",
+            "set rootCAs to the internal root (every CA of the OS store can "
+            "otherwise issue a certificate for the backend)",
+        ),
+        Rule(
+            "traefik-transport-drops-root-cas",
+            "medium",
+            _DOCS,
+            ("http.serversTransports.<name>.rootCAs",),
+            "reported/traefik-10612",
+            "repeat the internal root in the transport's own rootCAs (a dynamic "
+            "transport does not inherit the static one's)",
+        ),
+        Rule(
+            "traefik-system-bundle-root-cas",
+            "medium",
+            _STATIC_DOCS,
+            ("rootCAs",),
+            "traefik/system-store",
+            "trust the internal root only, not an OS bundle",
+        ),
+        Rule(
+            "traefik-ip-target-no-server-name",
+            "medium",
+            _DOCS,
+            ("loadBalancer.servers.url", "serverName"),
+            "traefik/ip-target",
+            "give the service a serversTransport with serverName: <the backend's name>",
+        ),
+        Rule(
+            "traefik-server-name-other-host",
+            "high",
+            _DOCS,
+            ("http.serversTransports.<name>.serverName",),
+            "traefik/shared-transport-server-name",
+            "one transport per backend name: serverName must be the name this backend's certificate carries",
+        ),
+        Rule(
+            "traefik-misplaced-trust-key",
+            "medium",
+            _STATIC_DOCS,
+            ("serversTransport.insecureSkipVerify", "serversTransport.rootCAs"),
+            "reported/traefik-4207",
+            "move it under serversTransport (Traefik 3 refuses to start on it where it is; 1.x ignored it)",
+        ),
+        Rule(
+            "traefik-servertransport-typo",
+            "high",
+            _STATIC_DOCS,
+            ("serverTransport",),
+            "reported/traefik-proxmox-tunnel-14",
+            "the key is serversTransport (plural s): Traefik ignores serverTransport without a word",
+        ),
+    )
+}
+
+
+def audit(path: Path, text: str) -> list[Any]:
+    """The audit findings for a Traefik configuration (the same tree ``check`` adapts)."""
+    from harness.audit import Finding
+
+    tree = parse(path)
+    out: list[Any] = []
+
+    def find(rule_id: str, line: int, message: str, file: str | None = None) -> None:
+        rule = RULES[rule_id]
+        out.append(
+            Finding(
+                rule.id, rule.severity, file or str(path), line, message, f"{rule.fix} ({rule.help})", rule.scenario
+            )
+        )
+
+    for key in tree.top:
+        if key.lower() == "servertransport":
+            find(
+                "traefik-servertransport-typo",
+                tree.line(key),
+                f"`{key}:` is not a Traefik key: its settings are ignored and the default transport verifies "
+                "against the system store",
+            )
+    for key, value in tree.static.items():
+        if str(key).lower() in ("serverstransport", "entrypoints", "providers"):
+            continue
+        for leaf in _leaves(_misplaced(value)):
+            find(
+                "traefik-misplaced-trust-key",
+                tree.line(str(key), *leaf.split(".")),
+                f"{key}.{leaf} is not a setting of {key}: Traefik refuses to start (field not found)",
+            )
+    static = tree.static_transport()
+    static_cas = _files(get(static, "rootCAs"))
+    if _true(get(static, "insecureSkipVerify")):
+        line = tree.line("serversTransport", "insecureSkipVerify")
+        if static_cas:
+            find(
+                "traefik-ca-and-skip-verify",
+                line,
+                "serversTransport has rootCAs and insecureSkipVerify: true: the "
+                "CAs are never used, any certificate is accepted by every service without its own transport",
+            )
+        else:
+            find(
+                "traefik-insecure-skip-verify",
+                line,
+                "serversTransport.insecureSkipVerify: true: any certificate is "
+                "accepted by every service without its own transport",
+            )
+    for f in static_cas:
+        if is_system_bundle(f):
+            find(
+                "traefik-system-bundle-root-cas",
+                tree.line("serversTransport", "rootCAs"),
+                f"serversTransport.rootCAs {f} is an OS bundle: any public CA can issue for the backend",
+            )
+    for tname, t in tree.transports().items():
+        keys = ("http", "serversTransports", tname)
+        cas = _files(get(t, "rootCAs"))
+        if _true(get(t, "insecureSkipVerify")):
+            rule = "traefik-ca-and-skip-verify" if cas else "traefik-transport-insecure-skip-verify"
+            find(
+                rule,
+                tree.line(*keys, "insecureSkipVerify"),
+                f"serversTransports {tname}: insecureSkipVerify: true: any certificate is accepted by the services "
+                "that name it",
+                tree.where(*keys),
+            )
+        for f in cas:
+            if is_system_bundle(f):
+                find(
+                    "traefik-system-bundle-root-cas",
+                    tree.line(*keys, "rootCAs"),
+                    f"serversTransports {tname}: rootCAs {f} is an OS bundle",
+                    tree.where(*keys),
+                )
+    seen: set[tuple[str, str]] = set()
+    for sname, index, url, svc in tree.https_servers():
+        uses, t = tree.transport_of(svc)
+        skip = _true(get(t, "insecureSkipVerify"))
+        cas = _files(get(t, "rootCAs"))
+        server_name = get(t, "serverName")
+        host = urlsplit(url).hostname or ""
+        sline = tree.line("http", "services", sname, "loadBalancer", "servers", str(index))
+        file = tree.where("http", "services", sname)
+        if not skip and not cas and (sname, "store") not in seen:
+            seen.add((sname, "store"))
+            if uses and static_cas:
+                find(
+                    "traefik-transport-drops-root-cas",
+                    tree.line("http", "serversTransports", uses),
+                    f"service {sname} names serversTransports {uses}, which has no rootCAs: it verifies against "
+                    "the system store, not the static serversTransport.rootCAs",
+                    tree.where("http", "serversTransports", uses),
+                )
+            else:
+                where = f"serversTransports {uses}" if uses else "the static serversTransport"
+                find(
+                    "traefik-system-store",
+                    sline,
+                    f"service {sname} ({url}): {where} has no rootCAs: any CA of "
+                    "the system trust store can issue a certificate Traefik accepts",
+                    file,
+                )
+        if skip:
+            continue
+        if is_ip(host) and not (isinstance(server_name, str) and server_name):
+            find(
+                "traefik-ip-target-no-server-name",
+                sline,
+                f"service {sname}: {url} is an IP: Traefik checks the "
+                "certificate's IP SANs and sends no SNI (the backend's name certificate is refused)",
+                file,
+            )
+        elif (
+            isinstance(server_name, str)
+            and server_name
+            and not is_ip(host)
+            and server_name.lower() != host.lower()
+            and (sname, "name") not in seen
+        ):
+            seen.add((sname, "name"))
+            find(
+                "traefik-server-name-other-host",
+                tree.line("http", "serversTransports", str(uses), "serverName"),
+                f"service {sname} reaches {host} but its transport {uses} checks serverName {server_name}: that "
+                "name's certificate passes for this backend, and this backend's own is refused",
+                tree.where("http", "serversTransports", str(uses)),
+            )
+    return out
