@@ -14,6 +14,7 @@ per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``)
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -44,17 +45,17 @@ def die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def confined_child() -> None:
+def confined_child(overrides: tuple[tuple[int, int], ...] = ()) -> None:
     """preexec_fn of a sandboxed proxy: dies with the worker, rlimits on (incl. processes)."""
     die_with_parent()
-    sandbox.limit(nproc=True)
+    sandbox.limit(nproc=True, overrides=overrides)
 
 
-def limited_child() -> None:
+def limited_child(overrides: tuple[tuple[int, int], ...] = ()) -> None:
     """preexec_fn of a proxy in a container: dies with the worker, rlimits on (the container's
     pids limit bounds its processes)."""
     die_with_parent()
-    sandbox.limit(nproc=False)
+    sandbox.limit(nproc=False, overrides=overrides)
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -173,7 +174,7 @@ class Proxy:
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
             env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
-            preexec_fn=die_with_parent if self.unconfined else preexec,
+            preexec_fn=die_with_parent if self.unconfined else functools.partial(preexec, self.driver.rlimits),
         )
         out.close()
 
