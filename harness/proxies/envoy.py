@@ -235,6 +235,9 @@ class EnvoyDriver(Driver):
         route = {k: _typed(v) for k, v in scenario.directives if k in ROUTE_FIELDS}
         values["route_extra"] = "\n".join(yaml_block(route, 18)) if route else ""
         values["body"] = self.body(scenario, ctx) if scenario.config else values["directives"]
+        # A raw config (a reported cluster, as written) keeps its cluster's name; routes go there.
+        named = re.search(r"^-\s+name:\s*[\"']?([\w.-]+)", scenario.config, re.M)
+        values["cluster"] = named.group(1) if named else "backend"
         return values
 
     indent = "  "
