@@ -818,7 +818,7 @@ RULES: dict[str, Rule] = {
             "low",
             "if your PKI never issues wildcards, use safe_regex with the escaped name: it is matched literally",
             CVC_DOC,
-            "envoy/san-regex",
+            "envoy/good",
         ),
         Rule("envoy-no-sni", "low", "add sni: <backend name> (or auto_host_sni: true)", UTC_DOC, "envoy/no-sni-routed"),
         Rule(
