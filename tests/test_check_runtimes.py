@@ -22,7 +22,13 @@ from harness.cli import main
 from harness.errors import LabError
 from harness.runtimes import docker as dockerrt
 
-CONFIGS = sorted((Path(__file__).parent / "configs").iterdir())
+_ROOT = Path(__file__).parent / "configs"
+#: Every config file: ``<proxy>-*.conf`` at the top, or under ``<proxy>/`` (tests/configs/envoy/).
+CONFIGS = sorted(p for p in _ROOT.rglob("*") if p.is_file())
+
+
+def _proxy_of(path: Path) -> str:
+    return path.parent.name if path.parent != _ROOT else path.name.split("-")[0]
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -40,9 +46,9 @@ def _check(proxy: str, path: Path, runtime: str) -> CheckResult | str:
         return f"{type(exc).__name__}: {exc}"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(_ROOT)) for p in CONFIGS])
 def test_same_verdicts_on_both_runtimes(local_runtime: str, docker_ready: str, path: Path) -> None:
-    proxy = path.name.split("-")[0]
+    proxy = _proxy_of(path)
     local, docker = _check(proxy, path, "local"), _check(proxy, path, "docker")
     if isinstance(local, CheckResult) and isinstance(docker, CheckResult):
         assert (local.runtime, docker.runtime) == ("local", "docker")
