@@ -646,11 +646,13 @@ def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPat
         cluster["typed_dns_resolver_config"] = copy.deepcopy(_GETADDRINFO)
         notes.append(f"line {line}: cluster {name}: DNS through getaddrinfo (the lab's names are in its hosts file)")
     if info is None:
+        if str(cluster.get("type", "")).upper() in ("STRICT_DNS", "LOGICAL_DNS"):
+            # Not probed, and its name is not in the lab: Envoy would hold its listeners until the
+            # first DNS answer (a resolver timeout where the lab has no DNS at all: docker's).
+            cluster["wait_for_warm_on_init"] = False
+            notes.append(f"line {line}: cluster {name}: not an HTTPS upstream; Envoy does not wait for its DNS")
         return
-    socks = [cluster.get("transport_socket")] + [
-        _get(m, "transport_socket") for m in _list(cluster.get("transport_socket_matches"))
-    ]
-    for sock in socks:
+    for sock in _sockets(cluster):
         tls = _tls_context(sock)
         if tls is None or not isinstance(sock, dict):
             continue

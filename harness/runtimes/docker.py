@@ -406,7 +406,7 @@ class SoloLab(Lab):
     def create_solo(self, role: str, command: list[str]) -> Any:
         """Create (not start) the lab's one container, with no network."""
         ct = self.c.containers.create(
-            images.LAB_IMAGE,
+            images.lab_image(),
             command,
             name=f"{self.id}-{role}",
             hostname=role,
