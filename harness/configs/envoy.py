@@ -14,7 +14,8 @@ their host rewrites. Changed, each said in one line: ``trusted_ca`` (a file, an 
 environment variable) stands for the lab's internal root or system bundle; client certificates
 and downstream (listener) certificates are lab-minted; listeners move to ``127.0.0.1:<lab port>``;
 access logs are the lab's (``%UPSTREAM_TRANSPORT_FAILURE_REASON%`` is the evidence of a block);
-DNS goes through ``getaddrinfo`` (the lab's names are in its hosts file). Dropped: the admin
+DNS goes through ``getaddrinfo`` (the lab's names are in its hosts file), and a cluster that is not
+an HTTPS upstream does not hold the listeners for its DNS (``wait_for_warm_on_init: false``). Dropped: the admin
 interface, ``dynamic_resources`` (xDS cannot reach the lab), health checks and outlier detection
 (they would reach the seat between cells and eject hosts depending on the previous identity), CRLs
 (the lab has none), stats sinks, tracing, bootstrap extensions, and every filter that runs code or
