@@ -42,7 +42,7 @@ def in_lab(repeat: int) -> list[float]:
             runtime="local",
             identities=("legit",),
             shards=1,
-            on_proxy=lambda e: starts.append(float(e["start_s"])) if e.get("started") else None,
+            on_proxy=lambda e: starts.append(float(e.start_s)) if e.started and e.start_s is not None else None,
         )
     return starts
 
