@@ -49,7 +49,7 @@ def test_every_block_carries_the_proxys_own_verification_line(local_matrix: runn
     for c in local_matrix.cells:
         if c.outcome is Outcome.BLOCKED:
             assert driver(c.proxy).block_reason(c.reason) is not None, (c.scenario, c.identity, c.reason)
-            assert c.status in {"nginx": {502}, "apache": {500, 502}, "haproxy": {503}}[c.proxy]
+            assert c.status in {"nginx": {502}, "apache": {500, 502}, "haproxy": {503}, "envoy": {503}}[c.proxy]
 
 
 def test_config_rejections_carry_the_proxys_message(local_matrix: runner.Results) -> None:
