@@ -31,6 +31,8 @@ class Finding:
     message: str
     fix: str
     scenario: str
+    #: Where to read about it (the proxy's own documentation), when the rule names a page.
+    help: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -522,6 +524,8 @@ def render(report: AuditReport) -> str:
     for fnd in report.findings:
         lines.append(f"{fnd.file}:{fnd.line}: {fnd.severity.upper()} {fnd.rule}: {fnd.message}")
         lines.append(f"    fix: {fnd.fix}")
+        if fnd.help:
+            lines.append(f"    read: {fnd.help}")
         lines.append(f"    see it live: trustlab run {fnd.scenario}")
     if report.proof is not None:
         from harness.check import render as render_check

@@ -109,13 +109,14 @@ def new_uid() -> int:
     return UID_BASE + secrets.randbelow(UID_SPAN)
 
 
-def limit(*, nproc: bool = True) -> None:
+def limit(*, nproc: bool = True, overrides: Iterable[tuple[int, int]] = ()) -> None:
     """Apply :data:`LIMITS` to this process (a preexec_fn, before the proxy starts).
 
     *nproc* False leaves the process count alone: in a container every lab process shares one
-    uid, and the container's pids limit bounds them instead.
+    uid, and the container's pids limit bounds them instead. *overrides* replace single limits
+    (a driver's ``rlimits``: Envoy's tcmalloc maps more address space than the default allows).
     """
-    for res, value in LIMITS.items():
+    for res, value in {**LIMITS, **dict(overrides)}.items():
         if res != resource.RLIMIT_NPROC or nproc:
             _, hard = resource.getrlimit(res)
             if hard != resource.RLIM_INFINITY:

@@ -22,8 +22,17 @@ from harness.cli import main
 from harness.errors import LabError
 from harness.runtimes import docker as dockerrt
 
-# The flat <proxy>-*.conf files (a kind's own directory, configs/traefik/, has its own test module).
-CONFIGS = sorted(p for p in (Path(__file__).parent / "configs").iterdir() if p.is_file())
+_ROOT = Path(__file__).parent / "configs"
+#: Every standalone config: ``<proxy>-*.conf`` at the top, or directly under ``<proxy>/``
+#: (tests/configs/envoy/). Traefik's directory holds static + dynamic sets that reference each
+#: other; tests/test_traefik.py runs those.
+CONFIGS = sorted(
+    p for p in _ROOT.glob("*") if p.is_file()
+) + sorted(p for d in ("caddy", "envoy") for p in (_ROOT / d).glob("*") if p.is_file())
+
+
+def _proxy_of(path: Path) -> str:
+    return path.parent.name if path.parent != _ROOT else path.name.split("-")[0]
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -41,9 +50,9 @@ def _check(proxy: str, path: Path, runtime: str) -> CheckResult | str:
         return f"{type(exc).__name__}: {exc}"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(_ROOT)) for p in CONFIGS])
 def test_same_verdicts_on_both_runtimes(local_runtime: str, docker_ready: str, path: Path) -> None:
-    proxy = path.name.split("-")[0]
+    proxy = _proxy_of(path)
     local, docker = _check(proxy, path, "local"), _check(proxy, path, "docker")
     if isinstance(local, CheckResult) and isinstance(docker, CheckResult):
         assert (local.runtime, docker.runtime) == ("local", "docker")

@@ -133,6 +133,9 @@ class Driver:
     # -- sandbox -------------------------------------------------------------------------
     #: System accounts its configs name (``user nginx``): the sandbox's ``/etc/passwd`` has them.
     accounts: tuple[tuple[str, int], ...] = ()
+    #: rlimits (``resource.RLIMIT_*``, value) that replace the sandbox's own for this kind
+    #: (:data:`harness.sandbox.LIMITS`), where its measured need is above them.
+    rlimits: tuple[tuple[int, int], ...] = ()
 
     def sandbox_paths(self, inst: Installation | None = None) -> tuple[str, ...]:
         """Host paths beyond ``/usr`` the proxy reads (bound read-only into its sandbox)."""

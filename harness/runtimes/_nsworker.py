@@ -14,6 +14,7 @@ per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``)
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -57,17 +58,17 @@ def die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def confined_child() -> None:
+def confined_child(overrides: tuple[tuple[int, int], ...] = ()) -> None:
     """preexec_fn of a sandboxed proxy: dies with the worker, rlimits on (incl. processes)."""
     die_with_parent()
-    sandbox.limit(nproc=True)
+    sandbox.limit(nproc=True, overrides=overrides)
 
 
-def limited_child() -> None:
+def limited_child(overrides: tuple[tuple[int, int], ...] = ()) -> None:
     """preexec_fn of a proxy in a container: dies with the worker, rlimits on (the container's
     pids limit bounds its processes)."""
     die_with_parent()
-    sandbox.limit(nproc=False)
+    sandbox.limit(nproc=False, overrides=overrides)
 
 
 def emit(event: Event) -> None:
@@ -182,17 +183,16 @@ class Proxy:
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
             env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
-            preexec_fn=die_with_parent if self.unconfined else preexec,
+            preexec_fn=die_with_parent if self.unconfined else functools.partial(preexec, self.driver.rlimits),
         )
         out.close()
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
-        # The deadline is the lab's, shared by its proxies and reached while the cells of the
-        # ones before run: a proxy that is listening by then is asked at least once.
-        first = True
-        while first or time.perf_counter() < deadline:
-            first = False
+        # Readiness is checked lazily, after the cells of the proxies before it: on a loaded
+        # machine that can be past the deadline, so the proxy is always asked at least once
+        # (a full matrix under load had its Envoys, started last, "not listening" while they were).
+        while True:
             if self.proc.poll() is not None:
                 text = self.output()
                 message, died = self.how_it_ended(text)
@@ -201,6 +201,8 @@ class Proxy:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     pass
             except OSError:
+                if time.perf_counter() >= deadline:
+                    break
                 time.sleep(0.002)
                 continue
             # Listening is not always ready: Traefik applies its routers a moment later.
@@ -209,6 +211,9 @@ class Proxy:
                 return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
             if ready:  # it listens, but refused its configuration
                 return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:], died=False)
+            if time.perf_counter() >= deadline:
+                return ProxyEvent(self.key, False, message=f"listened on port {self.port} but was not ready "
+                                  "within the timeout", output=self.output()[-4000:], timeout=True)
             time.sleep(0.005)
         return ProxyEvent(self.key, False, message=f"did not listen on port {self.port} within the timeout",
                           output=self.output()[-4000:], timeout=True)

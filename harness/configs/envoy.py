@@ -1,0 +1,947 @@
+"""A user's Envoy static config (YAML or JSON bootstrap), parsed once, adapted to run in the lab and
+audited from the same tree.
+
+:func:`parse` reads the file into one tree (plain dicts and lists whose keys remember their line,
+:class:`Map`); :func:`adapt` (``trustlab check``) and :func:`audit` (``trustlab audit``) both read
+that tree, so both see the same clusters, the same TLS contexts and the same routes.
+
+Kept exactly: every field of each cluster's ``UpstreamTlsContext`` that decides trust (``sni``,
+``auto_host_sni``, ``auto_sni_san_validation``, the whole ``validation_context``:
+``match_typed_subject_alt_names``, ``match_subject_alt_names``, ``trust_chain_verification``,
+``allow_expired_certificate``, ``verify_certificate_spki``/``_hash``, TLS versions), the cluster's
+``auto_sni``/``auto_san_validation``, its type and endpoints, and every listener's routes with
+their host rewrites. Changed, each said in one line: ``trusted_ca`` (a file, an inline PEM or an
+environment variable) stands for the lab's internal root or system bundle; client certificates
+and downstream (listener) certificates are lab-minted; listeners move to ``127.0.0.1:<lab port>``;
+access logs are the lab's (``%UPSTREAM_TRANSPORT_FAILURE_REASON%`` is the evidence of a block);
+DNS goes through ``getaddrinfo`` (the lab's names are in its hosts file), and a cluster that is not
+an HTTPS upstream does not hold the listeners for its DNS (``wait_for_warm_on_init: false``). Dropped: the admin
+interface, ``dynamic_resources`` (xDS cannot reach the lab), health checks and outlier detection
+(they would reach the seat between cells and eject hosts depending on the previous identity), CRLs
+(the lab has none), stats sinks, tracing, bootstrap extensions, and every filter that runs code or
+asks for credentials (Lua, Wasm, ext_authz, ext_proc, JWT, OAuth2, RBAC, basic auth, rate limits):
+they decide who may ask, never whom Envoy trusts, and every proxy runs in :mod:`harness.sandbox`
+anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    is_system_bundle,
+    read_config,
+    regex_probe_path,
+    trust_file,
+)
+from harness.errors import ConfigError
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_GETADDRINFO = {
+    "name": "envoy.network.dns_resolver.getaddrinfo",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig"
+    },
+}
+_LOG_FORMAT = (
+    'trustlab req="%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%" status=%RESPONSE_CODE% '
+    "flags=%RESPONSE_FLAGS% upstream=%UPSTREAM_HOST% "
+    'upstream_transport_failure_reason="%UPSTREAM_TRANSPORT_FAILURE_REASON%"\n'
+)
+#: HTTP filters dropped (by name or by typed_config type): they run code, or ask the client for
+#: credentials the probe does not have; none of them decides whom Envoy trusts upstream.
+_DROP_FILTERS = (
+    "lua",
+    "wasm",
+    "ext_authz",
+    "ext_proc",
+    "jwt_authn",
+    "oauth2",
+    "rbac",
+    "basic_auth",
+    "ratelimit",
+    "local_ratelimit",
+    "golang",
+    "dynamic_modules",
+)
+#: Bootstrap keys dropped: process settings and connections out of the lab.
+_DROP_TOP = (
+    "admin",
+    "dynamic_resources",
+    "stats_sinks",
+    "stats_config",
+    "tracing",
+    "bootstrap_extensions",
+    "hds_config",
+    "flags_path",
+    "watchdog",
+    "watchdogs",
+    "overload_manager",
+    "fatal_actions",
+    "layered_runtime",
+    "default_regex_engine",
+    "typed_dns_resolver_config",
+    "dns_resolution_config",
+)
+
+
+# -- the tree ---------------------------------------------------------------------------------
+class Map(dict[str, Any]):
+    """A mapping of the config that remembers its own line and each key's (1-based)."""
+
+    line: int = 0
+    lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.lines.get(key, self.line)
+
+
+class Seq(list[Any]):
+    line: int = 0
+
+
+@dataclass
+class Tree:
+    """One parsed Envoy config: the bootstrap mapping, where it came from, what it holds."""
+
+    path: Path
+    root: Map
+    clusters: list[Map] = field(default_factory=list)
+    listeners: list[Map] = field(default_factory=list)
+
+    @property
+    def static(self) -> Map:
+        return self.root.get("static_resources") or Map()
+
+
+def parse(path: Path, text: str | None = None) -> Tree:
+    """The config at *path* as one :class:`Tree`, or a one-line :class:`ConfigError`."""
+    text = read_config(path) if text is None else text
+    root = _load(path, text)
+    if not isinstance(root, dict):
+        raise ConfigError(f"{path}: not an Envoy bootstrap (a YAML/JSON mapping with static_resources)")
+    static = root.get("static_resources")
+    if not isinstance(static, dict):
+        what = "dynamic_resources only (xDS)" if "dynamic_resources" in root else "no static_resources"
+        raise ConfigError(
+            f"{path}: {what}: trustlab reads Envoy's static bootstrap (static_resources with listeners "
+            "and clusters); an xDS-fed config cannot run in the lab"
+        )
+    clusters = [c for c in _list(static.get("clusters")) if isinstance(c, dict)]
+    listeners = [x for x in _list(static.get("listeners")) if isinstance(x, dict)]
+    return Tree(path, root, clusters, listeners)  # type: ignore[arg-type]
+
+
+def _load(path: Path, text: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        if path.suffix.lower() == ".json":
+            try:
+                return _plain(json.loads(text))
+            except ValueError as exc:
+                raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+        raise ConfigError(
+            f"{path}: reading Envoy YAML needs PyYAML; run: pip install 'trustlab[proxies]' (or pyyaml)"
+        ) from None
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be an Envoy config") from None
+    nodes = [n for n in nodes if n is not None]
+    if len(nodes) != 1:
+        raise ConfigError(f"{path}: {len(nodes)} YAML documents; an Envoy bootstrap is one")
+    constructor = yaml.SafeLoader("")
+    try:
+        return _build(nodes[0], constructor, yaml)
+    except (yaml.YAMLError, RecursionError, TypeError) as exc:
+        raise ConfigError(f"{path}: cannot read this YAML: {str(exc).splitlines()[0]}") from None
+
+
+def _build(node: Any, constructor: Any, yaml: Any) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out = Map()
+        out.line, out.lines = node.start_mark.line + 1, {}
+        for key_node, value_node in node.value:
+            key = str(constructor.construct_object(key_node, deep=True))
+            out[key] = _build(value_node, constructor, yaml)
+            out.lines[key] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        seq = Seq(_build(v, constructor, yaml) for v in node.value)
+        seq.line = node.start_mark.line + 1
+        return seq
+    return constructor.construct_object(node, deep=True)
+
+
+def _plain(value: Any) -> Any:
+    """JSON without PyYAML: the same tree shape, with no line numbers."""
+    if isinstance(value, dict):
+        out = Map((k, _plain(v)) for k, v in value.items())
+        out.lines = {}
+        return out
+    if isinstance(value, list):
+        return Seq(_plain(v) for v in value)
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _type(typed: Any) -> str:
+    """``envoy.extensions...UpstreamTlsContext`` from a typed_config's ``@type`` (or ``""``)."""
+    if not isinstance(typed, dict):
+        return ""
+    return str(typed.get("@type", "")).rsplit("/", 1)[-1]
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+# -- clusters, endpoints, TLS -----------------------------------------------------------------
+@dataclass
+class ClusterTLS:
+    """One cluster whose transport socket is TLS, with the parts that decide trust."""
+
+    cluster: Map
+    name: str
+    tls: Map
+    validation: Map | None
+    #: ``(host, port, line, endpoint hostname)`` per endpoint of the cluster's static assignment.
+    endpoints: list[tuple[str, int, int, str]]
+    protocol: dict[str, Any]
+
+    @property
+    def line(self) -> int:
+        return self.cluster.line
+
+    @property
+    def sni(self) -> str:
+        return str(self.tls.get("sni") or "")
+
+    @property
+    def san_matchers(self) -> list[tuple[str, str, str]]:
+        """``(san_type, matcher kind, value)`` of the typed and the deprecated SAN matchers."""
+        out: list[tuple[str, str, str]] = []
+        v: dict[str, Any] = self.validation or {}
+        for m in _list(v.get("match_typed_subject_alt_names")):
+            if isinstance(m, dict):
+                out += [(str(m.get("san_type", "")), *_matcher(m.get("matcher")))]
+        for m in _list(v.get("match_subject_alt_names")):
+            out.append(("ANY", *_matcher(m)))
+        return out
+
+    @property
+    def name_checked(self) -> bool:
+        """Whether anything checks the certificate's name."""
+        return bool(
+            self.san_matchers
+            or self.tls.get("auto_sni_san_validation") is True
+            or self.protocol.get("auto_san_validation")
+        )
+
+
+def _matcher(m: Any) -> tuple[str, str]:
+    if not isinstance(m, dict):
+        return ("", "")
+    for kind in ("exact", "prefix", "suffix", "contains"):
+        if kind in m:
+            return (kind, str(m[kind]))
+    if "safe_regex" in m:
+        return ("safe_regex", str(_get(m, "safe_regex", "regex") or ""))
+    return ("", "")
+
+
+def _tls_context(sock: Any) -> Map | None:
+    """The UpstreamTlsContext of a transport_socket, or ``None`` when it is not TLS."""
+    if not isinstance(sock, dict):
+        return None
+    typed = sock.get("typed_config")
+    if sock.get("name") == TLS_SOCKET or _type(typed) == UPSTREAM_TLS:
+        if isinstance(typed, dict):
+            return typed  # type: ignore[return-value]
+        empty = Map()
+        empty.line, empty.lines = getattr(sock, "line", 0), {}
+        return empty
+    return None
+
+
+def _sockets(cluster: dict[str, Any]) -> list[Any]:
+    """A cluster's transport sockets: its own and those of its transport_socket_matches."""
+    matches = _list(cluster.get("transport_socket_matches"))
+    return [cluster.get("transport_socket"), *(_get(m, "transport_socket") for m in matches)]
+
+
+def _validation(tls: Map) -> Map | None:
+    common = tls.get("common_tls_context")
+    if not isinstance(common, dict):
+        return None
+    v = common.get("validation_context")
+    if isinstance(v, dict):
+        return v  # type: ignore[return-value]
+    combined = common.get("combined_validation_context")
+    if isinstance(combined, dict) and isinstance(combined.get("default_validation_context"), dict):
+        return combined["default_validation_context"]  # type: ignore[no-any-return]
+    return None
+
+
+def tls_clusters(tree: Tree) -> list[ClusterTLS]:
+    """Every cluster of *tree* that talks TLS to its endpoints (the HTTPS upstreams)."""
+    out = []
+    for c in tree.clusters:
+        socks = [c.get("transport_socket")] + [
+            _get(m, "transport_socket") for m in _list(c.get("transport_socket_matches"))
+        ]
+        tls = next((t for t in map(_tls_context, socks) if t is not None), None)
+        if tls is None:
+            continue
+        options = _get(c, "typed_extension_protocol_options", HTTP_OPTIONS) or {}
+        protocol = _get(options, "upstream_http_protocol_options") or {}
+        endpoints = []
+        for group in _list(_get(c, "load_assignment", "endpoints")):
+            for lb in _list(_get(group, "lb_endpoints")):
+                ep = _get(lb, "endpoint") or {}
+                sa = _get(ep, "address", "socket_address")
+                if isinstance(sa, dict) and sa.get("address") is not None:
+                    port = sa.get("port_value", 443)
+                    endpoints.append(
+                        (
+                            str(sa["address"]),
+                            int(port) if str(port).isdigit() else 443,
+                            getattr(sa, "line", c.line),
+                            str(ep.get("hostname") or ""),
+                        )
+                    )
+        out.append(ClusterTLS(c, str(c.get("name", "")), tls, _validation(tls), endpoints, dict(protocol)))
+    return out
+
+
+# -- routes -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RouteTo:
+    """A way a request reaches a cluster: listener port, TLS, a Host, a path, the route's rewrite."""
+
+    listener: str
+    tls: bool
+    host: str
+    path: str
+    rewrites_host: bool
+
+
+def _hcms(listener: Map) -> list[tuple[Map, Map, bool]]:
+    """``(filter chain, HCM config, tls)`` of a listener."""
+    out = []
+    for chain in _list(listener.get("filter_chains")) + [listener.get("default_filter_chain")]:
+        if not isinstance(chain, dict):
+            continue
+        tls = isinstance(chain.get("transport_socket"), dict)
+        for f in _list(chain.get("filters")):
+            typed = _get(f, "typed_config")
+            named = isinstance(f, dict) and str(f.get("name", "")).endswith("http_connection_manager")
+            if (_type(typed) == HCM or named) and isinstance(typed, dict):
+                out.append((chain, typed, tls))
+    return out  # type: ignore[return-value]
+
+
+def _listener_port(listener: dict[str, Any]) -> str:
+    port = _get(listener, "address", "socket_address", "port_value")
+    return str(port) if port is not None else "80"
+
+
+def _host_for(domains: list[Any]) -> str | None:
+    for d in domains:
+        d = str(d)
+        if d == "*":
+            return PUBLIC_HOST
+        if d.startswith("*"):
+            return "www" + d[1:].lstrip("*") if d[1:].startswith(".") else "www." + d[1:].lstrip("-.")
+        if d.endswith("*"):
+            return d[:-1].rstrip(".-") + ".test"
+        return d.split(":")[0]
+    return None
+
+
+def _route_matches(match: Any, path: str) -> bool:
+    if not isinstance(match, dict):
+        return False
+    if "prefix" in match:
+        return path.startswith(str(match["prefix"]))
+    if "path" in match:
+        return path.split("?")[0] == str(match["path"])
+    if "path_separated_prefix" in match:
+        p = str(match["path_separated_prefix"])
+        return path == p or path.startswith(p + "/")
+    if "safe_regex" in match:
+        try:
+            return re.fullmatch(str(_get(match, "safe_regex", "regex")), path.split("?")[0]) is not None
+        except re.error:
+            return False
+    return False
+
+
+def _probe_path(match: Any) -> str | None:
+    if not isinstance(match, dict) or match.get("headers") or match.get("query_parameters"):
+        return None
+    if "prefix" in match:
+        p = str(match["prefix"]) or "/"
+        return p if p.endswith("/") else p + "/"
+    if "path_separated_prefix" in match:
+        return str(match["path_separated_prefix"]).rstrip("/") + "/"
+    if "path" in match:
+        return str(match["path"])
+    if "safe_regex" in match:
+        return regex_probe_path(str(_get(match, "safe_regex", "regex") or ""))
+    return None
+
+
+def _clusters_of(action: Any) -> list[str]:
+    if not isinstance(action, dict):
+        return []
+    if action.get("cluster"):
+        return [str(action["cluster"])]
+    return [str(w.get("name")) for w in _list(_get(action, "weighted_clusters", "clusters")) if isinstance(w, dict)]
+
+
+def routes(tree: Tree) -> tuple[dict[str, RouteTo], dict[str, str]]:
+    """Per cluster name, the first way a request reaches it; and why others cannot be probed."""
+    found: dict[str, RouteTo] = {}
+    why: dict[str, str] = {}
+    for lst in tree.listeners:
+        port = _listener_port(lst)
+        for _chain, hcm, tls in _hcms(lst):
+            rc = hcm.get("route_config")
+            if not isinstance(rc, dict):
+                if "rds" in hcm:
+                    for c in tree.clusters:
+                        why.setdefault(str(c.get("name")), "routes come from RDS, which cannot reach the lab")
+                continue
+            for vh in _list(rc.get("virtual_hosts")):
+                host = _host_for(_list(_get(vh, "domains")))
+                rts = [r for r in _list(_get(vh, "routes")) if isinstance(r, dict)]
+                for r in rts:
+                    targets = _clusters_of(r.get("route"))
+                    if not targets or host is None:
+                        continue
+                    path = _probe_path(r.get("match"))
+                    if path is None:
+                        for t in targets:
+                            why.setdefault(t, f"route {json.dumps(r.get('match'))[:80]}: match too complex to probe")
+                        continue
+                    sample = path + ("trustlab-probe" if path.endswith("/") else "")
+                    first = next((x for x in rts if _route_matches(x.get("match"), sample)), None)
+                    if first is not r:
+                        for t in targets:
+                            why.setdefault(t, f"route to {t} is shadowed by an earlier route for {path}")
+                        continue
+                    action = r.get("route") or {}
+                    rewrites = bool(
+                        action.get("host_rewrite_literal")
+                        or action.get("auto_host_rewrite")
+                        or action.get("host_rewrite_header")
+                        or action.get("host_rewrite_path_regex")
+                    )
+                    for t in targets:
+                        found.setdefault(t, RouteTo(port, tls, host, path, rewrites))
+    return found, why
+
+
+def route_rewrites(tree: Tree) -> dict[str, list[bool]]:
+    """Per cluster name, whether each route to it rewrites the Host (auto_san_validation reads it)."""
+    out: dict[str, list[bool]] = {}
+    for lst in tree.listeners:
+        for _chain, hcm, _tls in _hcms(lst):
+            for vh in _list(_get(hcm, "route_config", "virtual_hosts")):
+                for r in _list(_get(vh, "routes")):
+                    action = _get(r, "route")
+                    if not isinstance(action, dict):
+                        continue
+                    rewrites = bool(action.get("host_rewrite_literal") or action.get("auto_host_rewrite"))
+                    for t in _clusters_of(action):
+                        out.setdefault(t, []).append(rewrites)
+    return out
+
+
+# -- adapt ------------------------------------------------------------------------------------
+def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
+    """The config at *path* made runnable in the lab (see the module docstring)."""
+    tree = parse(path)
+    notes: list[str] = []
+    root = copy.deepcopy(tree.root)
+    for key in _DROP_TOP:
+        if key in root:
+            notes.append(f"line {tree.root.line_of(key)}: {key} dropped (the lab runs Envoy without it)")
+            del root[key]
+    static = root["static_resources"]
+    for key in ("secrets",):
+        if key in static:
+            notes.append(f"line {tree.static.line_of(key)}: static secrets dropped (lab certificates are used)")
+            del static[key]
+    listeners: dict[str, int] = {}
+    for lst in _list(static.get("listeners")):
+        _adapt_listener(lst, lab, ports, listeners, notes)
+    upstreams: list[Upstream] = []
+    reach, why = routes(tree)
+    by_name = {c.name: c for c in tls_clusters(tree)}
+    for cluster in _list(static.get("clusters")):
+        if not isinstance(cluster, dict):
+            continue
+        name = str(cluster.get("name", ""))
+        info = by_name.get(name)
+        _adapt_cluster(cluster, info, lab, notes)
+        if info is None:
+            continue
+        if not info.endpoints:
+            notes.append(
+                f"line {info.line}: cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); not probed"
+            )
+            continue
+        for i, (host, port, line, hostname) in enumerate(info.endpoints):
+            key = f"{name}|{i}"
+            up = Upstream(
+                label=f"cluster {name} endpoint {host}:{port} (line {line})",
+                host=host,
+                port=port,
+                line=line,
+                name=_expected_name(info, host, hostname),
+                pool=key,
+            )
+            r = reach.get(name)
+            if r is not None:
+                up.route = Route(r.listener, r.tls, r.host, r.path)
+            else:
+                up.why_unroutable = why.get(name, f"no route sends requests to cluster {name}")
+            upstreams.append(up)
+        if focus and focus.split("|", 1)[0] == name and len(info.endpoints) > 1:
+            _keep_one_endpoint(cluster, int(focus.split("|", 1)[1]))
+            notes.append(f"line {info.line}: cluster {name}: one endpoint at a time is probed (the others removed)")
+    notes.append("access logs are the lab's: %UPSTREAM_TRANSPORT_FAILURE_REASON% is the evidence of a block")
+    text = _dump(root)
+    return Adapted(
+        text=f"# trustlab check: adapted from {path}\n{text}",
+        adaptations=_sorted(notes),
+        upstreams=upstreams,
+        listeners=listeners,
+    )
+
+
+def _expected_name(info: ClusterTLS, host: str, hostname: str) -> str:
+    """The name the legitimate backend's certificate carries for this endpoint."""
+    if info.sni and not is_ip(info.sni):
+        return info.sni
+    exact = next((v for t, k, v in info.san_matchers if k == "exact" and t in ("DNS", "ANY") and not is_ip(v)), None)
+    if exact:
+        return exact
+    if hostname and not is_ip(hostname):
+        return hostname
+    return host if not is_ip(host) else BACKEND_NAME
+
+
+def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, int], notes: list[str]) -> None:
+    if not isinstance(lst, dict):
+        return
+    port = _listener_port(lst)
+    lab_port = ports(port)
+    listeners.setdefault(port, lab_port)
+    line = lst.line_of("address") if isinstance(lst, Map) else 0
+    lst["address"] = {"socket_address": {"address": "127.0.0.1", "port_value": lab_port}}
+    notes.append(f"line {line}: listener {lst.get('name', port)} on port {port} -> 127.0.0.1:{lab_port}")
+    for key in ("additional_addresses", "socket_options", "transparent", "freebind", "bind_to_port"):
+        if key in lst:
+            notes.append(f"line {lst.line_of(key) if isinstance(lst, Map) else 0}: listener {key} dropped")
+            del lst[key]
+    for chain in _list(lst.get("filter_chains")) + [lst.get("default_filter_chain")]:
+        if not isinstance(chain, dict):
+            continue
+        sock = chain.get("transport_socket")
+        if isinstance(sock, dict) and isinstance(sock.get("typed_config"), dict):
+            common = sock["typed_config"].setdefault("common_tls_context", {})
+            common.pop("tls_certificate_sds_secret_configs", None)
+            common.pop("validation_context", None)
+            common.pop("validation_context_sds_secret_config", None)
+            sock["typed_config"].pop("require_client_certificate", None)
+            common["tls_certificates"] = [
+                {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
+            ]
+            notes.append(f"line {getattr(sock, 'line', 0)}: listener TLS certificate replaced by a lab-minted one")
+        for f in _list(chain.get("filters")):
+            typed = _get(f, "typed_config")
+            if isinstance(typed, dict) and _type(typed) == HCM:
+                _adapt_hcm(typed, lab, notes)
+
+
+def _adapt_hcm(hcm: dict[str, Any], lab: LabPaths, notes: list[str]) -> None:
+    if "access_log" in hcm:
+        notes.append(
+            f"line {hcm.line_of('access_log') if isinstance(hcm, Map) else 0}: access_log replaced by the lab's"
+        )
+    hcm["access_log"] = [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": str(lab.run_dir / "access.log"),
+                "log_format": {"text_format_source": {"inline_string": _LOG_FORMAT}},
+            },
+        }
+    ]
+    for key in ("tracing", "generate_request_id"):
+        hcm.pop(key, None)
+    kept = []
+    for f in _list(hcm.get("http_filters")):
+        label = f"{_get(f, 'name') or ''} {_type(_get(f, 'typed_config'))}"
+        short = next((d for d in _DROP_FILTERS if re.search(rf"\.{d}(?:\.|$|\s)", label + " ")), None)
+        if short:
+            notes.append(
+                f"line {getattr(f, 'line', 0)}: http filter {_get(f, 'name')} dropped (runs code or asks "
+                "for credentials; it does not decide backend trust)"
+            )
+            continue
+        kept.append(f)
+    if "http_filters" in hcm:
+        hcm["http_filters"] = kept
+
+
+def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPaths, notes: list[str]) -> None:
+    line = getattr(cluster, "line", 0)
+    name = cluster.get("name", "")
+    for key, why in (
+        ("health_checks", "health checks would reach the seat between cells"),
+        ("outlier_detection", "it would eject the endpoint after an impostor's cell"),
+    ):
+        if key in cluster:
+            notes.append(
+                f"line {cluster.line_of(key) if isinstance(cluster, Map) else line}: cluster {name}: {key} "
+                f"dropped ({why})"
+            )
+            del cluster[key]
+    if str(cluster.get("type", "")).upper() in ("STRICT_DNS", "LOGICAL_DNS") or "dns_resolvers" in cluster:
+        for key in ("dns_resolvers", "dns_resolution_config", "use_tcp_for_dns_lookups"):
+            cluster.pop(key, None)
+        cluster["typed_dns_resolver_config"] = copy.deepcopy(_GETADDRINFO)
+        notes.append(f"line {line}: cluster {name}: DNS through getaddrinfo (the lab's names are in its hosts file)")
+    if info is None:
+        if str(cluster.get("type", "")).upper() in ("STRICT_DNS", "LOGICAL_DNS"):
+            # Not probed, and its name is not in the lab: Envoy would hold its listeners until the
+            # first DNS answer (a resolver timeout where the lab has no DNS at all: docker's).
+            cluster["wait_for_warm_on_init"] = False
+            notes.append(f"line {line}: cluster {name}: not an HTTPS upstream; Envoy does not wait for its DNS")
+        return
+    for sock in _sockets(cluster):
+        tls = _tls_context(sock)
+        if tls is None or not isinstance(sock, dict):
+            continue
+        if not isinstance(sock.get("typed_config"), dict):
+            continue  # the name alone: Envoy 1.40 refuses it, and check shows its message
+        _adapt_upstream_tls(sock["typed_config"], str(name), lab, notes)
+
+
+def _adapt_upstream_tls(tls: dict[str, Any], name: str, lab: LabPaths, notes: list[str]) -> None:
+    common = tls.get("common_tls_context")
+    if not isinstance(common, dict):
+        return
+    where = f"line {getattr(common, 'line', 0)}: cluster {name}"
+    if common.get("tls_certificates") or common.get("tls_certificate_sds_secret_configs"):
+        common.pop("tls_certificate_sds_secret_configs", None)
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
+        ]
+        notes.append(f"{where}: client certificate replaced by a lab-minted one")
+    contexts = [
+        common.get("validation_context"),
+        _get(common, "combined_validation_context", "default_validation_context"),
+    ]
+    for v in contexts:
+        if isinstance(v, dict):
+            _adapt_validation(v, where, lab, notes)
+    sds = common.pop("validation_context_sds_secret_config", None)
+    combined = common.get("combined_validation_context")
+    if isinstance(combined, dict) and combined.pop("validation_context_sds_secret_config", None) is not None:
+        default = combined.setdefault("default_validation_context", {})
+        if "trusted_ca" not in default:
+            default["trusted_ca"] = {"filename": str(lab.ca)}
+        notes.append(f"{where}: the SDS validation context stands for the lab's internal root")
+    elif sds is not None:
+        common["validation_context"] = {"trusted_ca": {"filename": str(lab.ca)}}
+        notes.append(f"{where}: the SDS validation context stands for the lab's internal root")
+
+
+def _adapt_validation(v: dict[str, Any], where: str, lab: LabPaths, notes: list[str]) -> None:
+    ca = v.get("trusted_ca")
+    if isinstance(ca, dict):
+        if "filename" in ca:
+            new = trust_file(str(ca["filename"]), lab, notes)
+            notes[-1] = f"{where}: trusted_ca {notes[-1]}"
+        elif "inline_string" in ca or "inline_bytes" in ca:
+            new = str(lab.ca)
+            notes.append(f"{where}: the inline trusted_ca stands for the lab's internal root")
+        elif "environment_variable" in ca:
+            new = str(lab.ca)
+            notes.append(f"{where}: trusted_ca from ${ca['environment_variable']} stands for the lab's internal root")
+        else:
+            new = str(lab.ca)
+        v["trusted_ca"] = {"filename": new}
+    for key in ("crl", "watched_directory"):
+        if key in v:
+            notes.append(f"{where}: {key} dropped (the lab has no CRL)" if key == "crl" else f"{where}: {key} dropped")
+            del v[key]
+
+
+def _keep_one_endpoint(cluster: dict[str, Any], index: int) -> None:
+    i = 0
+    for group in _list(_get(cluster, "load_assignment", "endpoints")):
+        kept = []
+        for lb in _list(_get(group, "lb_endpoints")):
+            if _get(lb, "endpoint", "address", "socket_address", "address") is not None:
+                if i == index:
+                    kept.append(lb)
+                i += 1
+        group["lb_endpoints"] = kept
+    endpoints = _get(cluster, "load_assignment", "endpoints")
+    if isinstance(endpoints, list):
+        cluster["load_assignment"]["endpoints"] = [g for g in endpoints if _list(_get(g, "lb_endpoints"))]
+
+
+def _dump(root: Any) -> str:
+    """The adapted tree as Envoy reads it (JSON is YAML; no PyYAML needed to write it)."""
+    return json.dumps(_unwrap(root), indent=2) + "\n"
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def _sorted(notes: list[str]) -> list[str]:
+    def key(n: str) -> int:
+        m = re.match(r"line (\d+):", n)
+        return int(m.group(1)) if m else 1 << 30
+
+    return sorted(dict.fromkeys(notes), key=key)
+
+
+# -- audit ------------------------------------------------------------------------------------
+DOCS = "https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/transport_sockets/tls/v3/"
+CVC_DOC = DOCS + "common.proto#extensions-transport-sockets-tls-v3-certificatevalidationcontext"
+UTC_DOC = DOCS + "tls.proto#extensions-transport-sockets-tls-v3-upstreamtlscontext"
+HPO_DOC = "https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/core/v3/protocol.proto#config-core-v3-upstreamhttpprotocoloptions"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One audit rule: what it finds, how bad, how to fix it, where to read, what proves it live."""
+
+    id: str
+    severity: str
+    fix: str
+    help: str
+    scenario: str
+
+
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in (
+        Rule(
+            "envoy-no-trusted-ca",
+            "high",
+            "add validation_context.trusted_ca {filename: <internal root>} and a SAN matcher",
+            CVC_DOC,
+            "envoy/no-validation",
+        ),
+        Rule(
+            "envoy-no-name-check",
+            "high",
+            "add match_typed_subject_alt_names [{san_type: DNS, matcher: {exact: "
+            "<backend name>}}] (or auto_sni_san_validation: true with sni)",
+            CVC_DOC,
+            "envoy/ca-without-san",
+        ),
+        Rule(
+            "envoy-accept-untrusted",
+            "high",
+            "remove trust_chain_verification: ACCEPT_UNTRUSTED",
+            CVC_DOC,
+            "envoy/accept-untrusted",
+        ),
+        Rule("envoy-allow-expired", "high", "remove allow_expired_certificate", CVC_DOC, "envoy/allow-expired"),
+        Rule(
+            "envoy-broad-san-matcher",
+            "high",
+            "match the backend's name exactly (DNS exact <backend name>)",
+            CVC_DOC,
+            "envoy/san-suffix",
+        ),
+        Rule(
+            "envoy-client-controlled-name",
+            "high",
+            "set host_rewrite_literal <backend name> on every route to the "
+            "cluster, or use sni + auto_sni_san_validation instead",
+            HPO_DOC,
+            "envoy/auto-san-client-host",
+        ),
+        Rule("envoy-system-bundle", "medium", "trust the internal root only", CVC_DOC, "envoy/system-bundle"),
+        Rule(
+            "envoy-prefix-san-matcher",
+            "medium",
+            "match the backend's name exactly (DNS exact <backend name>)",
+            CVC_DOC,
+            "envoy/san-prefix",
+        ),
+        Rule(
+            "envoy-exact-matches-wildcard",
+            "low",
+            "if your PKI never issues wildcards, use safe_regex with the escaped name: it is matched literally",
+            CVC_DOC,
+            "envoy/good",
+        ),
+        Rule("envoy-no-sni", "low", "add sni: <backend name> (or auto_host_sni: true)", UTC_DOC, "envoy/no-sni-routed"),
+        Rule(
+            "envoy-deprecated-san-matcher",
+            "low",
+            "use match_typed_subject_alt_names (san_type DNS)",
+            CVC_DOC,
+            "envoy/deprecated-san-matcher",
+        ),
+    )
+}
+
+
+def audit(path: Path, text: str) -> list[Any]:
+    """Static findings on backend trust for an Envoy config (rules: :data:`RULES`)."""
+    from harness.audit import Finding
+
+    tree = parse(path, text)
+    rewrites = route_rewrites(tree)
+    out: list[Any] = []
+
+    def find(rule_id: str, line: int, message: str) -> None:
+        r = RULES[rule_id]
+        out.append(Finding(r.id, r.severity, str(path), line, message, r.fix, r.scenario, help=r.help))
+
+    for c in tls_clusters(tree):
+        where = f"cluster {c.name}"
+        v = c.validation or Map()
+        vline = getattr(c.validation, "line", 0) or c.tls.line or c.line
+        has_ca = isinstance(v.get("trusted_ca"), dict) or _has_sds(c.tls)
+        if not has_ca:
+            find(
+                "envoy-no-trusted-ca",
+                c.tls.line or c.line,
+                f"{where}: no trusted_ca: Envoy does not verify the backend's certificate at all",
+            )
+            continue
+        trust = v.get("trust_chain_verification")
+        if trust == "ACCEPT_UNTRUSTED":
+            find(
+                "envoy-accept-untrusted",
+                v.line_of("trust_chain_verification"),
+                f"{where}: trust_chain_verification ACCEPT_UNTRUSTED: any certificate is accepted, and the SAN "
+                "matchers are skipped too",
+            )
+        if v.get("allow_expired_certificate") is True:
+            find(
+                "envoy-allow-expired",
+                v.line_of("allow_expired_certificate"),
+                f"{where}: allow_expired_certificate: expired and not-yet-valid certificates are accepted",
+            )
+        ca_file = _get(v, "trusted_ca", "filename")
+        if isinstance(ca_file, str) and is_system_bundle(ca_file):
+            find(
+                "envoy-system-bundle",
+                v.line_of("trusted_ca"),
+                f"{where}: trusted_ca {ca_file} is a system bundle: any public CA can issue a certificate for "
+                "the backend",
+            )
+        if not c.name_checked:
+            sni = f" (sni {c.sni} is sent, never checked)" if c.sni else ""
+            find(
+                "envoy-no-name-check",
+                vline,
+                f"{where}: trusted_ca without a SAN matcher: any certificate the CA issued is accepted for any "
+                f"name{sni}",
+            )
+        mline = (
+            v.line_of("match_typed_subject_alt_names")
+            if "match_typed_subject_alt_names" in v
+            else v.line_of("match_subject_alt_names")
+        )
+        for san_type, kind, value in c.san_matchers:
+            if san_type not in ("DNS", "ANY"):
+                continue
+            if kind in ("suffix", "contains") or (kind == "safe_regex" and re.search(r"\.\*|\.\+", value)):
+                find(
+                    "envoy-broad-san-matcher",
+                    mline,
+                    f"{where}: SAN matcher {kind} {value!r} accepts every name it covers (a sibling service's "
+                    "certificate too)",
+                )
+            elif kind == "prefix":
+                find(
+                    "envoy-prefix-san-matcher",
+                    mline,
+                    f"{where}: SAN matcher prefix {value!r}: any name starting with it is accepted",
+                )
+            elif kind == "exact":
+                find(
+                    "envoy-exact-matches-wildcard",
+                    mline,
+                    f"{where}: the exact DNS matcher {value!r} also accepts a wildcard certificate covering it "
+                    "(*.internal for backend-api.internal: wider than OpenSSL's rule)",
+                )
+        if "match_subject_alt_names" in v:
+            find(
+                "envoy-deprecated-san-matcher",
+                v.line_of("match_subject_alt_names"),
+                f"{where}: match_subject_alt_names is deprecated (it matches every SAN type)",
+            )
+        from_host = c.protocol.get("auto_san_validation") or c.protocol.get("auto_sni")
+        if from_host and not all(rewrites.get(c.name, [False])):
+            find(
+                "envoy-client-controlled-name",
+                c.line,
+                f"{where}: auto_sni/auto_san_validation take the SNI and the name checked from the request's "
+                "Host, which the client chooses (no host rewrite on its routes)",
+            )
+        if not (c.sni or c.tls.get("auto_host_sni") is True or c.protocol.get("auto_sni")):
+            find(
+                "envoy-no-sni",
+                c.tls.line or c.line,
+                f"{where}: no sni: an SNI-routed backend answers with its default certificate",
+            )
+    return out
+
+
+def _has_sds(tls: Map) -> bool:
+    common = tls.get("common_tls_context") or {}
+    return "validation_context_sds_secret_config" in common or isinstance(
+        _get(common, "combined_validation_context", "validation_context_sds_secret_config"), dict
+    )
