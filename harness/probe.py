@@ -50,6 +50,10 @@ class Cell:
     client_cert: str | None = None
     #: Multi-policy scenarios: what the request under the loose policy got first.
     primed: str | None = None
+    #: Versions as an axis (issue 15): the proxy's version that ran this cell (``1.22.1``) and
+    #: the TLS library it runs with (``OpenSSL 3.0.19``); None in results written before.
+    proxy_version: str | None = None
+    tls_library: str | None = None
 
     @property
     def differs(self) -> bool:
