@@ -8,7 +8,6 @@ verification off); ``low`` matters only for some backends (SNI-routed ones, deep
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,13 @@ class AuditReport:
 
 
 def guess_proxy(text: str) -> ProxyKind:
-    if re.search(r"^\s*<VirtualHost|^\s*ProxyPass\b|^\s*SSLProxy", text, re.M | re.I):
-        return ProxyKind.APACHE
-    if re.search(r"proxy_pass\s|server\s*\{|http\s*\{", text) and re.search(r";\s*$", text, re.M):
-        return ProxyKind.NGINX
-    if re.search(r"^\s*(backend|frontend|listen)\s+\S+\s*$", text, re.M):
-        return ProxyKind.HAPROXY
-    raise ConfigError("cannot tell which proxy this config is for; pass --proxy nginx|apache|haproxy")
+    """The proxy kind *text* is a config for, asking each registered driver (most specific first)."""
+    from harness.proxies import driver, kinds, names
+
+    for kind in sorted(kinds(), key=lambda k: driver(k).guess_order):
+        if driver(kind).looks_like(text):
+            return kind
+    raise ConfigError(f"cannot tell which proxy this config is for; pass --proxy {'|'.join(names())}")
 
 
 def audit(
@@ -77,13 +76,25 @@ def audit(
                 f"{path}: --proxy {kind.value}, but this looks like a config for {looks.value}"
                 f"; run: trustlab audit --proxy {looks.value} {path}"
             )
-    rules = {ProxyKind.NGINX: _nginx, ProxyKind.APACHE: _apache, ProxyKind.HAPROXY: _haproxy}[kind]
+    rules = _rules_for(kind)
     report = AuditReport(kind.value, str(path), sorted(rules(path, text), key=lambda f: (f.line, f.rule)))
     if prove:
         from harness.check import check
 
         report.proof = check(kind.value, path, runtime=runtime)
     return report
+
+
+def _rules_for(kind: ProxyKind) -> Any:
+    """``rules(path, text) -> list[Finding]`` for *kind*: its config module's ``audit``."""
+    import importlib
+
+    from harness.proxies import driver
+
+    builtin = {ProxyKind.NGINX: _nginx, ProxyKind.APACHE: _apache, ProxyKind.HAPROXY: _haproxy}
+    if kind in builtin:
+        return builtin[kind]
+    return importlib.import_module(driver(kind).config_module).audit
 
 
 # -- nginx ------------------------------------------------------------------------------------

@@ -72,6 +72,13 @@ class ChallengeError(ScenarioError):
 
 DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
 #: The file name each proxy's starting config has (what the learner edits).
+def _driver_config_name(proxy: ProxyKind) -> str:
+    from harness.proxies import driver
+
+    return driver(proxy).config_name
+
+
+#: A challenge's config file name, where it differs from the driver's own.
 CONFIG_NAMES = {ProxyKind.NGINX: "nginx.conf", ProxyKind.APACHE: "site.conf", ProxyKind.HAPROXY: "haproxy.cfg"}
 IMPOSTORS = tuple(i for i in IDENTITY_IDS if i not in LEGITIMATE_IDS)
 # The name-matching identities (scenario backends, issue 12) are no challenge's "served" set.
@@ -203,11 +210,13 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
             raise _fail(where, key, "must be a non-empty string")
         return value
 
-    proxies = [p.value for p in ProxyKind]
+    from harness.proxies import names
+
+    proxies = list(names())
     if data["proxy"] not in proxies:
         raise _fail(where, "proxy", f"{data['proxy']!r} is unknown; known: {', '.join(proxies)}")
     proxy = ProxyKind(data["proxy"])
-    config = data.get("config", CONFIG_NAMES[proxy])
+    config = data.get("config", CONFIG_NAMES.get(proxy) or _driver_config_name(proxy))
     if not isinstance(config, str) or "/" in config or not config or config.startswith("."):
         raise _fail(where, "config", "must be a plain file name such as nginx.conf")
     if data["difficulty"] not in DIFFICULTIES:

@@ -28,6 +28,7 @@ from harness.configs import adapter
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
+from harness.proxies import driver
 from harness.vocab import (
     ALL_IDENTITY_IDS,
     BACKEND_NAME,
@@ -188,12 +189,11 @@ def _hashed_dir(directory: Path, pem: Path) -> None:
 
 
 def kind_of(proxy: str) -> ProxyKind:
-    try:
-        return ProxyKind(proxy)
-    except ValueError:
-        raise ConfigError(
-            f"proxy {proxy!r} is unknown; known: {', '.join(k.value for k in ProxyKind)}"
-        ) from None
+    from harness.proxies import names
+
+    if proxy not in names():
+        raise ConfigError(f"proxy {proxy!r} is unknown; known: {', '.join(names())}")
+    return ProxyKind(proxy)
 
 
 def check(
@@ -239,7 +239,8 @@ def check(
             raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
         if not first.upstreams:
             raise ConfigError(
-                f"{path}: no HTTPS upstream found ({_HINT[kind]}); nothing to check{_looks_like(path, kind)}"
+                f"{path}: no HTTPS upstream found ({driver(kind).check_hint}); nothing to check"
+                f"{_looks_like(path, kind)}"
             )
         _check_names(path, first)
         seat_ports = sorted({u.port for u in first.upstreams})
@@ -387,13 +388,6 @@ def pick_runtime(runtime: str) -> Any:
     return get_runtime(runtime)
 
 
-_HINT = {
-    ProxyKind.NGINX: "looked for proxy_pass https://... in locations, with upstream blocks",
-    ProxyKind.APACHE: "looked for ProxyPass/ProxyPassMatch/BalancerMember https://...",
-    ProxyKind.HAPROXY: "looked for server lines with ssl in backend/listen sections",
-}
-
-
 def _looks_like(path: Path, kind: ProxyKind) -> str:
     """A hint when the file looks like another proxy's config."""
     from harness.audit import guess_proxy
@@ -460,8 +454,6 @@ def _relabel(note: str) -> str:
 
 
 def driver_config_name(kind: ProxyKind) -> str:
-    from harness.proxies import driver
-
     return driver(kind).config_name
 
 

@@ -538,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
-    sp.add_argument("--proxy", choices=("nginx", "apache", "haproxy"), help="proxy kind (default: guessed)")
+    from harness.proxies import names as proxy_names
+
+    sp.add_argument("--proxy", choices=proxy_names(), help="proxy kind (default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where --prove runs the proxy (default: auto = docker when ready, else local)")

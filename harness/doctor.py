@@ -6,11 +6,9 @@ import shutil
 from collections.abc import Callable
 
 from harness import _process
-from harness.proxies import driver
+from harness.proxies import driver, kinds
 from harness.runner import stale_labs
 from harness.runtimes.local import check_namespaces, namespace_mode
-
-APT = {"nginx": "nginx", "apache": "apache2", "haproxy": "haproxy"}
 
 
 def diagnose(say: Callable[[str], None]) -> int:
@@ -19,14 +17,14 @@ def diagnose(say: Callable[[str], None]) -> int:
     say("trustlab doctor")
     say("")
     say("local runtime (the host's own proxies in private namespaces)")
-    for kind in ("nginx", "apache", "haproxy"):
+    for kind in kinds():
         drv = driver(kind)
-        path = drv.find_binary()
-        if path:
-            say(f"  ok    {kind:<8} {drv.version():<10} {path}")
-        else:
+        found = drv.installations()
+        for inst in found:
+            say(f"  ok    {kind.value:<13} {inst.version:<9} {inst.tls or '-':<15} {inst.source:<6} {inst.binary}")
+        if not found:
             ok_local = False
-            say(f"  MISSING {kind:<6} install it: sudo apt-get install {APT[kind]}")
+            say(f"  MISSING {kind.value:<11} install it: {drv.install_hint()}")
     for tool, pkg in (
         ("unshare", "util-linux"), ("ip", "iproute2"), ("bwrap", "bubblewrap"), ("setpriv", "util-linux"),
         ("openssl", "openssl"),

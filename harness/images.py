@@ -66,8 +66,11 @@ LABEL_VERSIONS = "trustlab.versions"
 LABEL_PACKAGES = "trustlab.packages"
 LAYER_MARKER = "# --- lab layer"
 SUITE_FALLBACK = "bookworm"
-#: Packages whose exact Debian versions are recorded on the image.
-RECORDED = ("nginx", "apache2-bin", "haproxy", "libssl3", "python3")
+def _recorded() -> tuple[str, ...]:
+    """Packages whose exact Debian versions are recorded on the image: each proxy's own, OpenSSL, Python."""
+    from harness.proxies import driver, kinds
+
+    return (*(driver(k).image_package for k in kinds() if driver(k).image_package), "libssl3", "python3")
 #: Leave out what nobody reads inside a lab container (mmdebstrap --dpkgopt).
 DPKG_EXCLUDES = (
     "path-exclude=/usr/share/man/*",
@@ -342,7 +345,7 @@ def _image_versions(c: Any, img: Any) -> dict[str, str]:
 def _dpkg_versions(c: Any, image_id: str) -> dict[str, str]:
     out = c.containers.run(
         image_id,
-        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *RECORDED],
+        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *_recorded()],
         remove=True,
         network_mode="none",
     ).decode()
@@ -356,12 +359,10 @@ def _upstream(debian_version: str) -> str:
 
 
 def _versions(pkgs: dict[str, str]) -> dict[str, str]:
-    return {
-        "nginx": _upstream(pkgs.get("nginx", "")),
-        "apache": _upstream(pkgs.get("apache2-bin", "")),
-        "haproxy": _upstream(pkgs.get("haproxy", "")),
-        "openssl": _upstream(pkgs.get("libssl3", "")),
-    }
+    from harness.proxies import driver, kinds
+
+    out = {k.value: _upstream(pkgs.get(driver(k).image_package, "")) for k in kinds() if driver(k).image_package}
+    return {**out, "openssl": _upstream(pkgs.get("libssl3", ""))}
 
 
 def version_tag(versions: dict[str, str]) -> str:
@@ -629,7 +630,7 @@ def _mmdebstrap(
     hooks: tuple[str, ...] = (),
 ) -> None:
     include = ",".join(packages())
-    query = " ".join(RECORDED)
+    query = " ".join(_recorded())
     cmd = [
         "mmdebstrap",
         *args,

@@ -94,7 +94,8 @@ def _rows(results: Results) -> list[tuple[str, list[str]]]:
     row = row_label(results)
     proxy_of = {row(c): c.proxy for c in results.cells}
     rows = _scenarios(results)
-    kinds = [k.value for k in ProxyKind] + sorted({p for p in proxy_of.values()} - {k.value for k in ProxyKind})
+    known = [k.value for k in ProxyKind]
+    kinds = known + sorted({p for p in proxy_of.values()} - set(known))
     return [(k, [r for r in rows if proxy_of[r] == k]) for k in kinds if any(proxy_of[r] == k for r in rows)]
 
 

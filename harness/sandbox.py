@@ -134,7 +134,10 @@ def write_etc(directory: Path) -> Path:
     config that names them still parses; no host user, no password hash anywhere.
     """
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    users = [("root", 0), ("daemon", 1), ("www-data", 33), ("nobody", 65534), ("nginx", 101), ("haproxy", 102)]
+    from harness.proxies import driver, kinds
+
+    accounts = [a for k in kinds() for a in driver(k).accounts]
+    users = list(dict([("root", 0), ("daemon", 1), ("www-data", 33), ("nobody", 65534), *accounts]).items())
     (directory / "passwd").write_text(
         "".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/usr/sbin/nologin\n" for n, u in users)
     )
@@ -158,6 +161,7 @@ def command(
     read_only: Iterable[str] = (),
     private: dict[str, str] | None = None,
     uid: int | None,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
     """The bubblewrap command line that runs *argv* confined (see the module doc)."""
     bw = [
@@ -170,7 +174,7 @@ def command(
         # Root of a user namespace only: a nested one where the proxy is not even root (nginx
         # would chown its temp dirs to "nobody", unmapped there), with no capability at all.
         bw += ["--unshare-user", "--uid", "10001", "--gid", "10001", "--cap-drop", "ALL"]
-    for key, value in environment(run_dir).items():
+    for key, value in {**environment(run_dir), **(env or {})}.items():
         bw += ["--setenv", key, value]
     bw += ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):

@@ -55,33 +55,23 @@ from harness.vocab import (
 
 SUFFIX = ".toml"
 
-#: The directives a scenario may set, per proxy: the ones that decide backend trust,
-#: plus the few that change what the proxy sends (Host, SNI).
-DIRECTIVES: dict[ProxyKind, tuple[str, ...]] = {
-    ProxyKind.NGINX: (
-        "proxy_ssl_verify", "proxy_ssl_trusted_certificate", "proxy_ssl_server_name",
-        "proxy_ssl_name", "proxy_ssl_verify_depth", "proxy_ssl_session_reuse",
-        "proxy_ssl_protocols", "proxy_ssl_ciphers", "proxy_ssl_crl", "proxy_set_header",
-    ),
-    ProxyKind.APACHE: (
-        "SSLProxyEngine", "SSLProxyVerify", "SSLProxyVerifyDepth", "SSLProxyCheckPeerName",
-        "SSLProxyCheckPeerCN", "SSLProxyCheckPeerExpire", "SSLProxyCACertificateFile",
-        "SSLProxyCACertificatePath", "SSLProxyProtocol", "SSLProxyCipherSuite",
-        "ProxyPreserveHost", "RequestHeader",
-    ),
-    ProxyKind.HAPROXY: (
-        "ssl", "verify", "ca-file", "sni", "verifyhost", "no-verifyhost", "ssl-min-ver",
-        "ssl-max-ver", "alpn", "crl-file", "check-sni",
-    ),
-}
+def _driver(proxy: ProxyKind) -> Any:
+    # The proxy registry imports this module (a driver renders a Scenario): import it lazily.
+    from harness.proxies import driver
 
-# mTLS and revocation (issue 14): the proxy's client certificate and CRLs.
-DIRECTIVES[ProxyKind.NGINX] += ("proxy_ssl_certificate", "proxy_ssl_certificate_key")
-DIRECTIVES[ProxyKind.APACHE] += (
-    "SSLProxyMachineCertificateFile", "SSLProxyMachineCertificateChainFile", "SSLProxyCARevocationFile",
-    "SSLProxyCARevocationCheck",
-)
-DIRECTIVES[ProxyKind.HAPROXY] += ("crt",)
+    return driver(proxy)
+
+
+def _registered() -> tuple[str, ...]:
+    from harness.proxies import names
+
+    return names()
+
+
+def directives_for(proxy: ProxyKind) -> tuple[str, ...]:
+    """The directives a scenario may set for *proxy* (its driver's :attr:`~Driver.directives`)."""
+    return tuple(_driver(proxy).directives)
+
 
 TARGETS = ("name", "ip")
 #: Placeholders a raw ``config`` snippet may use.
@@ -114,8 +104,6 @@ _TOP_KEYS += ("versions", "reported_on")
 _SEAT_KEYS += ("client_auth", "keepalive")
 #: The placeholders a directive value may hold (files), removed before the brace check.
 _FILE_PLACEHOLDER = re.compile(r"\{(?:ca|bundle|backend|" + "|".join(PKI_FILES) + r")\}")
-#: A target line per policy, per proxy: two in one config means two policies in one process.
-_POLICY_LINES = {ProxyKind.NGINX: "proxy_pass", ProxyKind.APACHE: "ProxyPass", ProxyKind.HAPROXY: "server"}
 #: A multi-policy scenario's id says what it tests.
 MULTI_POLICY_WORDS = ("reuse", "resume", "keepalive")
 #: A backend name: lower-case DNS labels, at least two (the lab resolves it to the seat).
@@ -244,7 +232,7 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         if key not in data:
             raise fail(key, "missing; every scenario needs proxy, title and expected")
 
-    proxies = tuple(p.value for p in ProxyKind)
+    proxies = _registered()
     if data["proxy"] not in proxies:
         raise fail("proxy", f"{data['proxy']!r} is unknown; known: {allowed(proxies)}")
     proxy = ProxyKind(data["proxy"])
@@ -289,13 +277,13 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     directives_raw = data.get("directives", {})
     if not isinstance(directives_raw, dict):
         raise fail("directives", "must be a table of directive = value")
-    known = DIRECTIVES[proxy]
+    known = directives_for(proxy)
     directives: list[tuple[str, str | bool]] = []
     for key, value in directives_raw.items():
         if key not in known:
             raise fail(f"directives.{key}", f"unknown {proxy} directive; allowed: {allowed(known)}")
         if isinstance(value, bool):
-            if proxy is not ProxyKind.HAPROXY or value is not True:
+            if not _driver(proxy).flag_directives or value is not True:
                 raise fail(f"directives.{key}", "must be a string (true is only for bare HAProxy keywords)")
         elif not isinstance(value, str):
             raise fail(f"directives.{key}", f"must be a string, got {type(value).__name__}")
@@ -310,7 +298,7 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     config_http = string("config_http")
     if config and directives:
         raise fail("config", "give either directives or a raw config snippet, not both")
-    if config_http and proxy is not ProxyKind.NGINX:
+    if config_http and not _driver(proxy).http_block:
         raise fail("config_http", "only nginx scenarios have an http-level snippet")
     if config_http and not config:
         raise fail("config_http", "needs a config snippet (the location body) too")
@@ -365,8 +353,8 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         raise fail("prime", "only a multi-policy scenario (multi_policy = true) primes a loose policy")
     else:
         # The isolation rule (one policy per proxy process) holds for every other scenario.
-        word = _POLICY_LINES[proxy]
-        count = len(re.findall(rf"(?m)^\s*{word}\b", config))
+        word = _driver(proxy).policy_line
+        count = len(re.findall(rf"(?m)^\s*{re.escape(word)}\b", config)) if word else 0
         if count > 1:
             raise fail("config", f"{count} {word} lines run two policies in one proxy process; mark it "
                        "multi_policy = true (with prime) or split it")
@@ -452,7 +440,7 @@ def select(refs: list[str] | None = None, *, proxies: list[str] | None = None) -
     """Scenarios by id/path (all built-ins when *refs* is empty), filtered by proxy kind."""
     chosen = [resolve(r) for r in refs] if refs else list(builtin().values())
     if proxies:
-        valid = {p.value for p in ProxyKind}
+        valid = set(_registered())
         for p in proxies:
             if p not in valid:
                 raise ScenarioError(f"--proxy: {p!r} is unknown; known: {', '.join(sorted(valid))}")
@@ -486,7 +474,7 @@ def json_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["proxy", "title", "expected"],
         "properties": {
-            "proxy": {"enum": [p.value for p in ProxyKind]},
+            "proxy": {"enum": list(_registered())},
             "title": {"type": "string", "minLength": 1},
             "description": {"type": "string"},
             "control": {"type": "string", "pattern": "^[^/]+/.+$"},
@@ -525,7 +513,7 @@ def json_schema() -> dict[str, Any]:
             },
             "directives": {
                 "type": "object",
-                "propertyNames": {"enum": sorted({d for ds in DIRECTIVES.values() for d in ds})},
+                "propertyNames": {"enum": sorted({d for p in _registered() for d in directives_for(ProxyKind(p))})},
                 "additionalProperties": directive_value,
             },
             "expected": {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from harness.errors import LabError
 from harness.probe import Cell
+from harness.proxies import names as proxy_names
 from harness.runner import Results
 from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, Outcome
 
@@ -282,7 +283,7 @@ def _claim6(v: _View) -> tuple[Verdict, str, str]:
         "<proxy>/good blocks (public-ca: a certificate for the backend's name from a public CA). "
         "confirmed if widened for every such proxy, refuted if for none, else partly true."
     )
-    proxies = [p for p in ("nginx", "apache", "haproxy") if f"{p}/system-bundle" in v.scenarios]
+    proxies = [p for p in proxy_names() if f"{p}/system-bundle" in v.scenarios]
     if not proxies:
         raise LabError("claim 6 needs a <proxy>/system-bundle scenario in the run")
     widened = {p: v.extra_spoofs(f"{p}/system-bundle", f"{p}/good") for p in proxies}
@@ -299,7 +300,7 @@ def _claim7(v: _View) -> tuple[Verdict, str, str]:
         "for api.svc.internal (wildcard-parent). A proxy is exposed if either gets through. confirmed "
         "if every proxy is exposed, refuted if none is, depends (on the proxy and the name) otherwise."
     )
-    proxies = [p for p in ("nginx", "apache", "haproxy") if f"{p}/good" in v.scenarios]
+    proxies = [p for p in proxy_names() if f"{p}/good" in v.scenarios]
     one_label = {p: v.cell(f"{p}/good", "wildcard").outcome is Outcome.SPOOFED for p in proxies}
     parent = {
         p: v.cell(f"{p}/subdomain-backend", "wildcard-parent").outcome is Outcome.SPOOFED

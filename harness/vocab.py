@@ -42,6 +42,11 @@ class ProxyKind(enum.StrEnum):
     NGINX = "nginx"
     APACHE = "apache"
     HAPROXY = "haproxy"
+    CADDY = "caddy"
+    ENVOY = "envoy"
+    TRAEFIK = "traefik"
+    TRAFFICSERVER = "trafficserver"
+    SQUID = "squid"
 
 
 @dataclass(frozen=True)

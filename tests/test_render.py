@@ -28,7 +28,7 @@ def trust_lines(sid: str) -> set[str]:
         server = next(ln.strip() for ln in text.splitlines() if ln.strip().startswith("server be "))
         return set(server.split()[3:]) | {server.split()[2]}
     keys = {k for k, _ in sc.directives} | {"proxy_pass", "ProxyPass", "ProxyPassReverse"}
-    keys |= set(scenarios.DIRECTIVES[sc.proxy])
+    keys |= set(scenarios.directives_for(sc.proxy))
     return {ln.strip() for ln in text.splitlines() if ln.strip().split(" ")[0] in keys}
 
 

@@ -10,11 +10,8 @@ from harness.vocab import ProxyKind
 
 def adapter(kind: ProxyKind | str) -> Any:
     """The ``adapt(path, lab, *, ports, focus=None) -> Adapted`` function for *kind*."""
-    kind = ProxyKind(kind)
-    if kind is ProxyKind.NGINX:
-        from harness.configs.nginx import adapt
-    elif kind is ProxyKind.APACHE:
-        from harness.configs.apache import adapt
-    else:
-        from harness.configs.haproxy import adapt
-    return adapt
+    import importlib
+
+    from harness.proxies import driver
+
+    return importlib.import_module(driver(kind).config_module).adapt

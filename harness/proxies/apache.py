@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.proxies.base import Driver, RenderContext
+from harness.proxies.base import Driver, Installation, RenderContext
 from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
 
@@ -29,6 +29,32 @@ class ApacheDriver(Driver):
         re.compile(r"AH\d+: SSL Proxy: Peer certificate [^\[]*"),
         re.compile(r"AH\d+: SSL Proxy: [^\[]*(?:verif|expired|does not match|CN)[^\[]*"),
     )
+    apt = ("apache2",)
+    image_binary = "/usr/sbin/apache2"
+    image_package = "apache2-bin"
+    start_order = 2
+    directives = (
+        "SSLProxyEngine", "SSLProxyVerify", "SSLProxyVerifyDepth", "SSLProxyCheckPeerName",
+        "SSLProxyCheckPeerCN", "SSLProxyCheckPeerExpire", "SSLProxyCACertificateFile",
+        "SSLProxyCACertificatePath", "SSLProxyProtocol", "SSLProxyCipherSuite",
+        "ProxyPreserveHost", "RequestHeader",
+        # mTLS and revocation (issue 14): the proxy's client certificate and CRLs.
+        "SSLProxyMachineCertificateFile", "SSLProxyMachineCertificateChainFile", "SSLProxyCARevocationFile",
+        "SSLProxyCARevocationCheck",
+    )
+    policy_line = "ProxyPass"
+    config_module = "harness.configs.apache"
+    check_hint = "looked for ProxyPass/ProxyPassMatch/BalancerMember https://..."
+    guess_order = 10
+    accounts = (("www-data", 33),)
+
+    def looks_like(self, text: str) -> bool:
+        return bool(re.search(r"^\s*<VirtualHost|^\s*ProxyPass\b|^\s*SSLProxy", text, re.M | re.I))
+
+    def tls_library(self, binary: str | None = None) -> str:
+        from harness.proxies.haproxy import _linked_openssl
+
+        return _linked_openssl(binary or self.find_binary(), "/usr/lib/apache2/modules/mod_ssl.so")
 
     def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
         return "\n".join(f"    {key} {self.expand(str(value), ctx)}" for key, value in scenario.directives)
@@ -43,12 +69,15 @@ class ApacheDriver(Driver):
             values["body"] = f"{values['directives']}\n    ProxyPass / {up}/\n    ProxyPassReverse / {up}/"
         return values
 
-    def command(self, config: str, run_dir: str) -> list[str]:
+    def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         # -X: one process in the foreground (no children to outlive the lab).
-        return [self.find_binary() or self.binary, "-f", config, "-X"]
+        return [self.executable(inst), "-f", config, "-X"]
 
     def _is_fatal(self, line: str) -> bool:
         return "Syntax error" in line or "AH00526" in line or "[emerg]" in line or "Invalid command" in line
 
     version_args = ("-v",)
     version_regex = r"Apache/(\d+\.\d+\.\d+)"
+
+
+DRIVER = ApacheDriver()

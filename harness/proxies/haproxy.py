@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.proxies.base import Driver, RenderContext
+from harness.proxies.base import Driver, Installation, RenderContext
 from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
 
@@ -22,6 +22,36 @@ class HAProxyDriver(Driver):
     template = "haproxy.cfg.tmpl"
     config_name = "haproxy.cfg"
     verify_patterns = (re.compile(r'ssl_bc_err_str="[^"]*verify[^"]*"'),)
+    apt = ("haproxy",)
+    image_binary = "/usr/sbin/haproxy"
+    image_package = "haproxy"
+    start_order = 1
+    directives = (
+        "ssl", "verify", "ca-file", "sni", "verifyhost", "no-verifyhost", "ssl-min-ver",
+        "ssl-max-ver", "alpn", "crl-file", "check-sni",
+        # mTLS (issue 14): the proxy's client certificate.
+        "crt",
+    )
+    policy_line = "server"
+    flag_directives = True
+    config_module = "harness.configs.haproxy"
+    check_hint = "looked for server lines with ssl in backend/listen sections"
+    guess_order = 30
+    accounts = (("haproxy", 102),)
+
+    def looks_like(self, text: str) -> bool:
+        return bool(re.search(r"^\s*(backend|frontend|listen)\s+\S+\s*$", text, re.M))
+
+    def tls_library(self, binary: str | None = None) -> str:
+        import subprocess
+
+        if not binary and not (binary := self.find_binary()):
+            return ""
+        out = subprocess.run([binary, "-vv"], capture_output=True, text=True, timeout=20).stdout
+        m = re.search(r"Running on OpenSSL version : (OpenSSL [\w.]+)", out) or re.search(
+            r"Built with OpenSSL version : (OpenSSL [\w.]+)", out
+        )
+        return m.group(1) if m else ""
 
     def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
         words = []
@@ -38,9 +68,9 @@ class HAProxyDriver(Driver):
             values["body"] = f"    server be {values['server']}{values['directives']}"
         return values
 
-    def command(self, config: str, run_dir: str) -> list[str]:
+    def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         # -db: foreground, no daemon; the log goes to stdout, which the runtime sends to error.log.
-        return [self.find_binary() or self.binary, "-db", "-f", config]
+        return [self.executable(inst), "-db", "-f", config]
 
     def error_log(self, run_dir: Path) -> Path:
         # `log stdout`: the runtime captures the process's stdout here.
@@ -51,3 +81,30 @@ class HAProxyDriver(Driver):
 
     version_args = ("-v",)
     version_regex = r"HAProxy version (\d+\.\d+\.\d+)"
+
+
+def _linked_openssl(binary: str | None, *also: str) -> str:
+    """``OpenSSL 3.0.11``: the libssl a binary (or a module of it) links, by its file name."""
+    import subprocess
+
+    for path in (binary, *also):
+        if not path:
+            continue
+        try:
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            return ""
+        m = re.search(r"libssl\.so\.(\d+)", out)
+        if m:
+            return f"OpenSSL {_openssl_version() or m.group(1)}"
+    return ""
+
+
+def _openssl_version() -> str:
+    import ssl
+
+    m = re.search(r"OpenSSL (\S+)", ssl.OPENSSL_VERSION)
+    return m.group(1) if m else ""
+
+
+DRIVER = HAProxyDriver()

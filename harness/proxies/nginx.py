@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from harness.proxies.base import Driver, RenderContext
+from harness.proxies.base import Driver, Installation, RenderContext
 from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
 
@@ -26,6 +26,29 @@ class NginxDriver(Driver):
         re.compile(r'upstream SSL certificate does not match "[^"]*"'),
         re.compile(r"SSL_do_handshake\(\) failed \(SSL: [^)]*certificate verify failed[^)]*\)"),
     )
+    apt = ("nginx",)
+    image_binary = "/usr/sbin/nginx"
+    image_package = "nginx"
+    start_order = 0
+    directives = (
+        "proxy_ssl_verify", "proxy_ssl_trusted_certificate", "proxy_ssl_server_name",
+        "proxy_ssl_name", "proxy_ssl_verify_depth", "proxy_ssl_session_reuse",
+        "proxy_ssl_protocols", "proxy_ssl_ciphers", "proxy_ssl_crl", "proxy_set_header",
+        # mTLS (issue 14): the proxy's client certificate.
+        "proxy_ssl_certificate", "proxy_ssl_certificate_key",
+    )
+    policy_line = "proxy_pass"
+    http_block = True
+    config_module = "harness.configs.nginx"
+    check_hint = "looked for proxy_pass https://... in locations, with upstream blocks"
+    guess_order = 20
+    accounts = (("nginx", 101),)
+
+    def looks_like(self, text: str) -> bool:
+        return bool(re.search(r"proxy_pass\s|server\s*\{|http\s*\{", text) and re.search(r";\s*$", text, re.M))
+
+    def tls_library(self, binary: str | None = None) -> str:
+        return _built_with(binary or self.find_binary())
 
     def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
         return "\n".join(
@@ -44,12 +67,27 @@ class NginxDriver(Driver):
             values["body"] = f"            proxy_pass {values['upstream']};\n{values['directives']}"
         return values
 
-    def command(self, config: str, run_dir: str) -> list[str]:
+    def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         # -e: the start-up error log goes to the run dir, not /var/log/nginx.
-        return [self.find_binary() or self.binary, "-p", run_dir, "-c", config, "-e", f"{run_dir}/error.log"]
+        return [self.executable(inst), "-p", run_dir, "-c", config, "-e", f"{run_dir}/error.log"]
 
     def _is_fatal(self, line: str) -> bool:
         return "[emerg]" in line or "[alert]" in line
 
     version_args = ("-v",)
     version_regex = r"nginx/(\d+\.\d+\.\d+)"
+
+
+def _built_with(binary: str | None) -> str:
+    """``OpenSSL 3.0.11`` from ``nginx -V`` ("built with OpenSSL ... (running with ...)")."""
+    import subprocess
+
+    if not binary:
+        return ""
+    proc = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=20)
+    out = proc.stdout + proc.stderr
+    m = re.search(r"running with (\S+ [\w.]+)", out) or re.search(r"built with (\S+ [\w.]+)", out)
+    return m.group(1) if m else ""
+
+
+DRIVER = NginxDriver()

@@ -135,6 +135,8 @@ class Proxy:
         self.run_dir = Path(spec["run_dir"])
         self.log = Path(spec["log"])
         self.command: list[str] = spec["command"]
+        #: What the proxy needs beyond PATH/LANG/HOME (its driver's :meth:`~Driver.environment`).
+        self.env: dict[str, str] = dict(spec.get("env", {}))
         #: ``{"read_only": [...], "keys": [...]}``: run in the local sandbox (bubblewrap), with the
         #: lab files it reads and the key files among them it must own. Absent: a container is the
         #: sandbox (clean environment and rlimits only). ``"off"``: the tests' opt-out, to show what
@@ -159,7 +161,7 @@ class Proxy:
             private = sandbox.own_copies([k for k in keys if k.is_file()], self.run_dir, self.uid)
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
-                read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid,
+                read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid, env=self.env,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
             # count every process of that user (a desktop session), so only the others apply.
@@ -170,7 +172,7 @@ class Proxy:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
-            env=None if self.unconfined else sandbox.environment(str(self.run_dir)),
+            env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
             preexec_fn=die_with_parent if self.unconfined else preexec,
         )
         out.close()

@@ -559,7 +559,7 @@ class DockerRuntime:
             "addresses": addresses,
             "hosts": prepared_hosts(hosts, backend_ip),
             "start_timeout": 15,
-            "proxies": [self._prepared_spec(lab_dir, p) for p in proxies],
+            "proxies": [self._prepared_spec(lab_dir, p, pki_dir) for p in proxies],
             "cells": cells,
         }
         if not self.sandbox:
@@ -578,7 +578,7 @@ class DockerRuntime:
         """Where the proxies see *path* (a file under *lab_dir*): under ``/lab`` in the container."""
         return IN_LAB / Path(path).relative_to(lab_dir)
 
-    def _prepared_spec(self, lab_dir: Path, p: PreparedProxy) -> dict[str, Any]:
+    def _prepared_spec(self, lab_dir: Path, p: PreparedProxy, pki_dir: Path) -> dict[str, Any]:
         drv = driver(p.kind)
         run_dir = self.lab_path(lab_dir, p.run_dir)
         cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir))
@@ -588,8 +588,9 @@ class DockerRuntime:
             "listen_port": p.listen_port,
             "run_dir": str(run_dir),
             "log": str(drv.error_log(run_dir)),
-            # The driver names the host's binary (if any); the image has Debian's.
-            "command": [IMAGE_BINARY[p.kind], *cmd[1:]],
+            # The driver names the host's binary (if any); the image has its own.
+            "command": [driver(p.kind).image_binary, *cmd[1:]],
+            "env": drv.environment(str(run_dir), str(self.lab_path(lab_dir, pki_dir))),
         }
 
     def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
@@ -710,6 +711,7 @@ class DockerRuntime:
                     "run_dir": p.run_dir,
                     "log": str(drv.error_log(Path(p.run_dir))),
                     "command": self._command(p),
+                    "env": drv.environment(p.run_dir, str(IN_LAB / "pki")),
                 }
                 if self.layout == "per-variant":
                     spec["exit_file"] = f"{p.run_dir}/exit.status"
@@ -733,10 +735,9 @@ class DockerRuntime:
 
     def _command(self, p: Plan) -> list[str]:
         drv = driver(p.scenario.proxy)
-        binary = {"nginx": "/usr/sbin/nginx", "apache": "/usr/sbin/apache2", "haproxy": "/usr/sbin/haproxy"}
         cmd = drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir)
-        # The driver names the host's binary; the image has Debian's, at Debian's paths.
-        return [binary[p.scenario.proxy.value], *cmd[1:]]
+        # The driver names the host's binary; the image has its own, at the driver's image path.
+        return [drv.image_binary, *cmd[1:]]
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:
@@ -824,8 +825,6 @@ def _lab_id(lab_dir: Path) -> str:
     return name if name.startswith("trustlab") else f"trustlab-{name}"
 
 
-#: The proxies' binaries in the lab image (Debian's paths).
-IMAGE_BINARY = {"nginx": "/usr/sbin/nginx", "apache": "/usr/sbin/apache2", "haproxy": "/usr/sbin/haproxy"}
 
 
 def _solo_id(lab_dir: Path) -> str:

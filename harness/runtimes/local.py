@@ -30,14 +30,13 @@ from typing import Any
 from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import RenderContext, driver
+from harness.proxies import Driver, RenderContext, driver, kinds
 from harness.sandbox import available as sandbox_tools
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
 
 FIRST_PORT = 20000
 #: Measured start-to-listening order (benchmarks/bench_local.py): nginx, then HAProxy, then Apache.
-_START_ORDER = {"nginx": 0, "haproxy": 1, "apache": 2}
 
 
 @dataclass(frozen=True)
@@ -106,16 +105,14 @@ class LocalRuntime:
     def preflight(self, kinds: set[str]) -> None:
         missing = [k for k in sorted(kinds) if not driver(k).find_binary()]
         if missing:
-            pkgs = " ".join({"nginx": "nginx", "apache": "apache2", "haproxy": "haproxy"}[k] for k in missing)
-            raise PrerequisiteError(
-                f"local runtime: {', '.join(missing)} not installed; run: sudo apt-get install {pkgs}"
-            )
+            hints = "; ".join(dict.fromkeys(driver(k).install_hint() for k in missing))
+            raise PrerequisiteError(f"local runtime: {', '.join(missing)} not installed; run: {hints}")
         problem = check_namespaces() or (self.sandbox and sandbox_tools())
         if problem:
             raise PrerequisiteError(f"local runtime: {problem}")
 
     def versions(self) -> dict[str, str]:
-        return {k: driver(k).version() for k in ("nginx", "apache", "haproxy")}
+        return {k.value: driver(k).version() for k in kinds()}
 
     def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
@@ -167,7 +164,7 @@ class LocalRuntime:
         try:
             for g, group in enumerate(groups):
                 # Fastest-starting proxies first: their cells run while Apache still starts.
-                quick_first = sorted(group, key=lambda p: _START_ORDER.get(p.scenario.proxy.value, 9))
+                quick_first = sorted(group, key=lambda p: driver(p.scenario.proxy).start_order)
                 cells = [(p, ident) for p in quick_first for ident in per(p.scenario.id)]
                 if rng:
                     rng.shuffle(cells)
@@ -216,10 +213,11 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
                     "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
+                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir)),
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     "sandbox": self._box(
-                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
+                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE, *map(Path, driver(p.kind).sandbox_paths())],
                         own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
                     ),
                 }
@@ -268,7 +266,8 @@ class LocalRuntime:
                     "command": driver(p.scenario.proxy).command(
                         str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
                     ),
-                    "sandbox": self._box(*_pki_files(lab_dir / "pki")),
+                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki")),
+                    "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy))),
                 }
                 for p in group
             ],
@@ -379,6 +378,12 @@ def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     lines = ["127.0.0.1 localhost"] + ([f"{backend_ip} {own}"] if own else [])
     lines += [f"{ip} {name}" for name, ip in hosts.items()]
     return "\n".join(lines) + "\n"
+
+
+def _with_paths(files: tuple[list[Path], list[Path]], drv: Driver) -> tuple[list[Path], list[Path]]:
+    """The lab files a proxy reads, plus the host paths its installation needs (read-only)."""
+    read_only, own = files
+    return [*read_only, *map(Path, drv.sandbox_paths())], own
 
 
 def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
