@@ -40,7 +40,8 @@ from typing import Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError, _shown, read_input
-from harness.versions import VersionRule, parse, parse_rules, rule_for
+from harness.versions import VersionRule, parse_rules, rule_for
+from harness.versions import parse as parse_version
 from harness.vocab import (
     ALL_IDENTITY_IDS,
     BACKEND_NAME,
@@ -366,7 +367,7 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
     reported_on = string("reported_on")
     if reported_on:
         try:
-            parse(reported_on)
+            parse_version(reported_on)
         except ValueError as exc:
             raise fail("reported_on", f"{exc}; give the {proxy} version the report names") from None
 

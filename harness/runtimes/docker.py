@@ -62,7 +62,7 @@ from typing import Any
 from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import RenderContext, driver
+from harness.proxies import Installation, RenderContext, driver
 from harness.runner import backends_of
 from harness.runtimes.local import PreparedProxy, _backend_field, _rejected, prepared_hosts
 from harness.scenarios import Scenario
@@ -454,6 +454,16 @@ class DockerRuntime:
 
     def versions(self) -> dict[str, str]:
         return images.image_versions(self.client)
+
+    def installations(self, kind: str) -> list[Installation]:
+        """What the lab image carries of *kind*: its one binary, at the version its label records
+        (versions beyond the image's run on the local runtime)."""
+        drv = driver(kind)
+        versions = self.versions()
+        if not drv.image_binary or not versions.get(kind):
+            return []
+        tls = f"OpenSSL {versions['openssl']}" if versions.get("openssl") else ""
+        return [Installation(drv.kind, versions[kind], drv.image_binary, "image", tls)]
 
     def run(
         self,

@@ -30,7 +30,7 @@ from typing import Any
 from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import Driver, RenderContext, driver, kinds
+from harness.proxies import Driver, Installation, RenderContext, driver, kinds
 from harness.sandbox import available as sandbox_tools
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
@@ -46,6 +46,8 @@ class Plan:
     scenario: Scenario
     run_dir: Path
     listen_port: int
+    #: Which installation of the proxy runs it (None: the kind's default binary).
+    installation: Installation | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class LocalRuntime:
     """
 
     name = "local"
+    #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
+    runs_installations = True
 
     def __init__(self, *, sandbox: bool = True) -> None:
         self.sandbox = sandbox
@@ -114,7 +118,10 @@ class LocalRuntime:
     def versions(self) -> dict[str, str]:
         return {k.value: driver(k).version() for k in kinds()}
 
-    def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
+    def prepare(
+        self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI,
+        installations: dict[str, Installation] | None = None,
+    ) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
         pki_dir = pki.write_to(lab_dir / "pki")
         names = " ".join(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(sc.backend for sc in scenarios)]))
@@ -133,7 +140,7 @@ class LocalRuntime:
             )
             drv = driver(sc.proxy)
             (run_dir / drv.config_name).write_text(drv.render(sc, ctx))
-            plans.append(Plan(sc, run_dir, port))
+            plans.append(Plan(sc, run_dir, port, (installations or {}).get(sc.id)))
         return plans
 
     def run(
@@ -147,14 +154,16 @@ class LocalRuntime:
         shards: int | None = None,
         on_proxy: Callable[[dict[str, Any]], None] | None = None,
         extra: dict[str, tuple[str, ...]] | None = None,
+        installations: dict[str, Installation] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield one raw cell dict per (scenario, identity), in completion order.
 
-        *extra* maps a scenario id to optional identities it runs besides *identities*.
+        *extra* maps a scenario id to optional identities it runs besides *identities*;
+        *installations* maps a scenario id to the installation that runs it (else the default).
         """
         extra = extra or {}
         per = lambda key: tuple(identities) + tuple(extra.get(key, ()))  # noqa: E731
-        plans = self.prepare(scenarios, lab_dir, pki)
+        plans = self.prepare(scenarios, lab_dir, pki, installations)
         n = max(1, min(shards or os.cpu_count() or 1, len(plans)))
         # Spread the kinds evenly: Apache is the slowest to start.
         ordered = sorted(plans, key=lambda p: (p.scenario.proxy.value, p.scenario.id))
@@ -264,10 +273,11 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.scenario.proxy).error_log(p.run_dir)),
                     "command": driver(p.scenario.proxy).command(
-                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
+                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.installation
                     ),
-                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki")),
-                    "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy))),
+                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.installation),
+                    "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy),
+                                                      p.installation)),
                 }
                 for p in group
             ],
@@ -380,10 +390,12 @@ def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_paths(files: tuple[list[Path], list[Path]], drv: Driver) -> tuple[list[Path], list[Path]]:
+def _with_paths(
+    files: tuple[list[Path], list[Path]], drv: Driver, inst: Installation | None = None
+) -> tuple[list[Path], list[Path]]:
     """The lab files a proxy reads, plus the host paths its installation needs (read-only)."""
     read_only, own = files
-    return [*read_only, *map(Path, drv.sandbox_paths())], own
+    return [*read_only, *map(Path, drv.sandbox_paths(inst))], own
 
 
 def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
