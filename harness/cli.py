@@ -247,7 +247,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     _check_writable(args.json, "--json")
     sides = [_diff_side(args.a), _diff_side(args.b)]
+    if sides[0].label == sides[1].label:
+        raise LabError(f"diff: both sides are {sides[0].label}; compare two versions (nginx@1.22 nginx@1.31) "
+                       "or two files")
     live = [s for s in sides if isinstance(s, _Live)]
+    if len({s.selector.kind for s in live}) > 1:
+        raise LabError(f"diff: {live[0].label} and {live[1].label} are different proxies; compare two versions "
+                       "of one proxy")
     if live:
         kinds = {s.selector.kind for s in live}
         refs = args.scenario or None
@@ -274,7 +280,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                   f"{c.outcome.value}, expected {c.expected.value if c.expected else '-'}", file=sys.stderr)
     a, b = sides
     if a.label == b.label:
-        raise LabError(f"diff: both sides are {a.label}; compare two versions (nginx@1.22 nginx@1.31) or two files")
+        raise LabError(f"diff: both sides ran on {a.label}; compare two versions (nginx@1.22 nginx@1.31) or two files")
     d = diff(a.cells, b.cells, a=a.label, b=b.label)
     if not d.compared:
         raise LabError(f"diff: {a.label} and {b.label} have no cell in common (different proxies or scenarios)")

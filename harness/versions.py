@@ -192,8 +192,9 @@ class Diff:
             "b": self.b,
             "compared": self.compared,
             "changes": [c.__dict__ for c in self.changes],
-            "evidence": {f: [{"a": k[0], "b": k[1], "cells": n} for k, n in v.items()]
-                         for f, v in self.evidence.items()},
+            "evidence": {
+                f: [{"a": k[0], "b": k[1], "cells": n} for k, n in v.items()] for f, v in self.evidence.items()
+            },
             "only_a": [list(k) for k in self.only_a],
             "only_b": [list(k) for k in self.only_b],
         }
@@ -210,16 +211,20 @@ def diff(a_cells: list[dict[str, Any]], b_cells: list[dict[str, Any]], *, a: str
     for key in common:
         x, y = ka[key], kb[key]
         if x["outcome"] != y["outcome"]:
-            changes.append(Change(key[0], key[1], x["outcome"], y["outcome"], x.get("reason", ""),
-                                  y.get("reason", "")))
+            changes.append(Change(key[0], key[1], x["outcome"], y["outcome"], x.get("reason", ""), y.get("reason", "")))
             continue
         for field in EVIDENCE_FIELDS:
             if x.get(field) != y.get(field):
                 pair = (x.get(field), y.get(field))
                 evidence.setdefault(field, {})[pair] = evidence.get(field, {}).get(pair, 0) + 1
     return Diff(
-        a=a, b=b, changes=changes, evidence=evidence, compared=len(common),
-        only_a=[k for k in ka if k not in kb], only_b=[k for k in kb if k not in ka],
+        a=a,
+        b=b,
+        changes=changes,
+        evidence=evidence,
+        compared=len(common),
+        only_a=[k for k in ka if k not in kb],
+        only_b=[k for k in kb if k not in ka],
     )
 
 
@@ -232,8 +237,10 @@ def render_diff(d: Diff) -> str:
         lines.append(f"      {d.b}: {c.after_reason}")
     for field, pairs in d.evidence.items():
         for (x, y), n in sorted(pairs.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  evidence {field}: {x if x is not None else '-'} -> {y if y is not None else '-'} "
-                         f"in {n} cell(s) whose outcome did not change")
+            lines.append(
+                f"  evidence {field}: {x if x is not None else '-'} -> {y if y is not None else '-'} "
+                f"in {n} cell(s) whose outcome did not change"
+            )
     for label, keys in ((d.a, d.only_a), (d.b, d.only_b)):
         if keys:
             lines.append(f"  only in {label}: {len(keys)} cell(s) (e.g. {keys[0][0]} x {keys[0][1]})")
@@ -287,15 +294,19 @@ def parse_rules(raw: object, *, expected: dict[str, Any], outcomes: tuple[str, .
             raise ValueError(f"{at}.expected: must be a table of identity = outcome")
         for ident, outcome in exp.items():
             if ident not in expected:
-                raise ValueError(f"{at}.expected.{ident}: not in the scenario's [expected]; a version range "
-                                 f"changes outcomes only of identities the scenario runs")
+                raise ValueError(
+                    f"{at}.expected.{ident}: not in the scenario's [expected]; a version range "
+                    f"changes outcomes only of identities the scenario runs"
+                )
             if outcome not in outcomes:
-                raise ValueError(f"{at}.expected.{ident}: outcome {outcome!r} is unknown; allowed: "
-                                 f"{', '.join(outcomes)}")
+                raise ValueError(
+                    f"{at}.expected.{ident}: outcome {outcome!r} is unknown; allowed: {', '.join(outcomes)}"
+                )
         for m, other in enumerate(rules):
             if other.range.overlaps(rng):
-                raise ValueError(f"{at}.range: {rng} overlaps versions[{m}].range {other.range}; "
-                                 "a version may match one range only")
+                raise ValueError(
+                    f"{at}.range: {rng} overlaps versions[{m}].range {other.range}; a version may match one range only"
+                )
         rules.append(VersionRule(rng, source, why, dict(exp)))
     return tuple(rules)
 
