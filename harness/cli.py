@@ -535,7 +535,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
-    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout))
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout),
+                   version=args.proxy_version)
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -676,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path, help="your config: nginx.conf / server block, VirtualHost, haproxy.cfg")
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
+    sp.add_argument("--proxy-version", metavar="V",
+                    help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where the proxy runs (default: auto = docker when ready, else local)")

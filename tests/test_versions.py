@@ -309,3 +309,23 @@ def test_a_version_range_decides_the_expectation_on_the_real_server(local_runtim
             assert c.outcome is Outcome.BLOCKED
             assert "20:unable to get local issuer certificate" in c.reason
     assert res.meta["proxy_versions"][0]["version"] == installed[0].version
+
+
+@pytest.mark.integration
+def test_check_runs_on_the_chosen_version(local_runtime: str, tmp_path: Path) -> None:
+    from harness.proxies import driver
+
+    config = str(Path(__file__).parent / "configs" / "haproxy-good.cfg")
+    default = driver("haproxy").installations()[0]
+    out = tmp_path / "check.json"
+    proc = trustlab(
+        "check", "haproxy", config, "--runtime", "local", "--proxy-version", default.version, "--json", str(out)
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    data = json.loads(out.read_text())
+    assert data["proxy_version"] == default.version
+    assert f"haproxy {default.version}" in proc.stdout
+    missing = trustlab("check", "haproxy", config, "--runtime", "local", "--proxy-version", "99.1")
+    assert missing.returncode == 2
+    assert "--proxy-version: no installed haproxy 99.1 on the local runtime (installed: " in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -59,6 +59,8 @@ class PreparedProxy:
     run_dir: Path
     config: Path
     listen_port: int
+    #: Which installation runs it (``check --proxy-version``); None: the kind's default.
+    installation: Installation | None = None
 
 
 def namespace_mode() -> tuple[list[str], str]:
@@ -221,12 +223,13 @@ class LocalRuntime:
                     "listen_port": p.listen_port,
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
-                    "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
-                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir)),
+                    "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.installation),
+                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.installation),
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     "sandbox": self._box(
-                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE, *map(Path, driver(p.kind).sandbox_paths())],
+                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
+                         *map(Path, driver(p.kind).sandbox_paths(p.installation))],
                         own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
                     ),
                 }
