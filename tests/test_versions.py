@@ -329,3 +329,68 @@ def test_check_runs_on_the_chosen_version(local_runtime: str, tmp_path: Path) ->
     assert missing.returncode == 2
     assert "--proxy-version: no installed haproxy 99.1 on the local runtime (installed: " in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_an_installation_in_a_root_file_system_gets_that_userland(tmp_path: Path) -> None:
+    """The sandbox binds the root's /usr, /lib... and /etc files where the host's would be."""
+    from harness import sandbox
+
+    root = tmp_path / "trixie"
+    (root / "usr" / "lib").mkdir(parents=True)
+    (root / "etc" / "ssl").mkdir(parents=True)
+    (root / "etc" / "ld.so.cache").write_text("")
+    (root / "etc" / "ssl" / "openssl.cnf").write_text("")
+    (root / "lib").symlink_to("usr/lib")
+    argv = sandbox.command(
+        ["/usr/sbin/nginx", "-v"],
+        run_dir=str(tmp_path / "run"),
+        hosts_file="/etc/hosts",
+        etc_dir=str(tmp_path),
+        uid=None,
+        root=str(root),
+    )
+    pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
+    assert ("--ro-bind", str(root / "usr"), "/usr") in pairs
+    assert ("--symlink", "usr/lib", "/lib") in pairs
+    assert ("--ro-bind", str(root / "etc" / "ld.so.cache"), "/etc/ld.so.cache") in pairs
+    assert ("--ro-bind", str(root / "etc" / "ssl" / "openssl.cnf"), "/etc/ssl/openssl.cnf") in pairs
+    assert ("--ro-bind", "/usr", "/usr") not in pairs
+    host = sandbox.command(
+        ["x"], run_dir=str(tmp_path / "run"), hosts_file="/etc/hosts", etc_dir=str(tmp_path), uid=None
+    )
+    assert ("--ro-bind", "/usr", "/usr") in list(zip(host, host[1:], host[2:], strict=False))
+
+
+@pytest.mark.integration
+def test_a_rooted_installation_runs_in_the_sandbox(local_runtime: str, tmp_path: Path) -> None:
+    """The worker starts an installation's binary inside its root (here a root whose /usr is the
+    host's, so the same nginx runs: the plumbing, not trixie, is under test)."""
+    from harness import runner
+    from harness.proxies import driver
+    from harness.runtimes.local import LocalRuntime
+
+    default = driver("nginx").installations()[0]
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr").symlink_to("/usr")
+    for name in ("bin", "sbin", "lib", "lib64"):
+        if Path("/", name).is_symlink():
+            (root / name).symlink_to(Path("/", name).readlink())
+    rooted = Installation(default.kind, "1.22.99", default.binary, "rootfs", default.tls, root=str(root))
+
+    class Rooted(LocalRuntime):
+        def installations(self, kind: str) -> list[Installation]:
+            return [rooted] if kind == "nginx" else driver(kind).installations()
+
+    res = runner.run([scenarios.resolve("nginx/good")], runtime=Rooted(), identities=("legit", "rogue-ca"))
+    assert [(c.proxy_version, c.outcome) for c in res.cells] == [
+        ("1.22.99", Outcome.SERVED),
+        ("1.22.99", Outcome.BLOCKED),
+    ]
+    # A root without that binary: nothing starts, so the root (not the host's /usr) is what ran.
+    (tmp_path / "empty" / "usr").mkdir(parents=True)
+    rooted = Installation(default.kind, "1.22.99", default.binary, "rootfs", default.tls, root=str(tmp_path / "empty"))
+    res = runner.run([scenarios.resolve("nginx/good")], runtime=Rooted(), identities=("legit",))
+    assert res.cells[0].outcome in (Outcome.CONFIG_REJECTED, Outcome.ERROR), res.cells[0]
+    with pytest.raises(LabError, match="only the sandbox mounts"):
+        runner.run([scenarios.resolve("nginx/good")], runtime=type("Off", (Rooted,), {})(sandbox=False))

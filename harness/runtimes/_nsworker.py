@@ -137,6 +137,8 @@ class Proxy:
         self.command: list[str] = spec["command"]
         #: What the proxy needs beyond PATH/LANG/HOME (its driver's :meth:`~Driver.environment`).
         self.env: dict[str, str] = dict(spec.get("env", {}))
+        #: Another root file system the proxy runs on (its installation's ``root``), or "".
+        self.root: str = spec.get("root", "")
         #: ``{"read_only": [...], "keys": [...]}``: run in the local sandbox (bubblewrap), with the
         #: lab files it reads and the key files among them it must own. Absent: a container is the
         #: sandbox (clean environment and rlimits only). ``"off"``: the tests' opt-out, to show what
@@ -162,6 +164,7 @@ class Proxy:
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
                 read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid, env=self.env,
+                root=self.root,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
             # count every process of that user (a desktop session), so only the others apply.

@@ -225,6 +225,7 @@ class LocalRuntime:
                     "log": str(driver(p.kind).error_log(p.run_dir)),
                     "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.installation),
                     "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.installation),
+                    "root": self._root(p.installation),
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     "sandbox": self._box(
@@ -279,6 +280,7 @@ class LocalRuntime:
                         str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.installation
                     ),
                     "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.installation),
+                    "root": self._root(p.installation),
                     "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy),
                                                       p.installation)),
                 }
@@ -289,6 +291,15 @@ class LocalRuntime:
                 for p, ident in cells
             ],
         }
+
+    def _root(self, inst: Installation | None) -> str:
+        """The root file system an installation runs on ("" for the host's own)."""
+        if inst is None or not inst.root:
+            return ""
+        if not self.sandbox:
+            raise LabError(f"{inst.label} runs in its root file system {inst.root}, which only the sandbox "
+                           "mounts; run it with the sandbox on")
+        return inst.root
 
     def _box(self, read_only: list[Path], own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
         """A proxy spec's ``sandbox``: the lab files it may read; those in *own* (private keys,
