@@ -209,6 +209,8 @@ class Proxy:
         if "No space left on device" in text or _disk_full(self.run_dir):
             return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device); "
                     "free some space or set TRUSTLAB_TMPDIR to another directory"), True
+        if text.startswith(("bwrap: ", "setpriv: ")):  # the sandbox could not start it: not the config's fault
+            return f"the sandbox could not start the proxy: {text.strip().splitlines()[0]}", True
         message = self.driver.startup_message(text)
         return (f"{message} (exit status {code})" if code not in (None, 0, 1) else message), False
 
