@@ -150,6 +150,41 @@ def run_matrix(
     return runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None)
 
 
+# -- versions (notebook 11) -------------------------------------------------------------------
+def versions_of(kind: str, *, runtime: str = "local") -> list[str]:
+    """The installed versions of *kind* that *runtime* can run, the default one first."""
+    return [i.version for i in runner.installations_of(runner.get_runtime(runtime), kind)]
+
+
+def diff_versions(
+    a: str, b: str, *, runtime: str = "local", scenario_ids: Sequence[str] | None = None,
+    identities: Sequence[str] | None = None,
+) -> Any:
+    """Run ``a`` and ``b`` (``"nginx@1.22"``, ``"nginx@1.31"``) in one lab and diff them (what
+    ``trustlab diff`` prints); the returned :class:`~harness.versions.Diff` keeps the run as
+    ``results``."""
+    from harness.proxies import names
+    from harness.versions import diff, parse_selector
+
+    try:
+        sa, sb = (parse_selector(x, kinds=names(), flag="diff_versions") for x in (a, b))
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+    if sa.kind != sb.kind or not sa.prefix or not sb.prefix:
+        raise LabError(f"diff_versions: give two versions of one proxy, like 'nginx@1.22', 'nginx@1.31' (got {a}, {b})")
+    chosen = [scenarios.resolve(s) for s in scenario_ids] if scenario_ids else scenarios.select(proxies=[sa.kind])
+    res = runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None,
+                     selectors=[sa, sb])
+    sides = []
+    for sel in (sa, sb):
+        cells = [c for c in res.cells if c.proxy_version and sel.matches(c.proxy, c.proxy_version)]
+        label = f"{sel.kind}@{cells[0].proxy_version}" if cells else str(sel)
+        sides.append((label, [c.to_dict() for c in cells]))
+    d = diff(sides[0][1], sides[1][1], a=sides[0][0], b=sides[1][0])
+    d.results = res
+    return d
+
+
 # -- showing ---------------------------------------------------------------------------------
 def _subset(
     results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None

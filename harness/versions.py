@@ -185,6 +185,15 @@ class Diff:
     compared: int
     only_a: list[tuple[str, str]]
     only_b: list[tuple[str, str]]
+    #: The run the two sides came from, when they ran together (:func:`harness.diff_versions`).
+    results: Any = None
+
+    def __str__(self) -> str:
+        return render_diff(self)
+
+    def changed(self, scenario: str) -> list[Change]:
+        """The outcome changes of one scenario."""
+        return [c for c in self.changes if c.scenario == scenario]
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -231,10 +240,14 @@ def diff(a_cells: list[dict[str, Any]], b_cells: list[dict[str, Any]], *, a: str
 def render_diff(d: Diff) -> str:
     """The text ``trustlab diff`` prints."""
     lines = [f"{d.a} -> {d.b}: {d.compared} cells compared, {len(d.changes)} outcome(s) change"]
+    # Cells of one scenario with the same change and the same two reasons are one entry.
+    groups: dict[tuple[str, str, str, str, str], list[str]] = {}
     for c in d.changes:
-        lines.append(f"  {c.scenario} x {c.identity}: {c.before} -> {c.after}")
-        lines.append(f"      {d.a}: {c.before_reason}")
-        lines.append(f"      {d.b}: {c.after_reason}")
+        groups.setdefault((c.scenario, c.before, c.after, c.before_reason, c.after_reason), []).append(c.identity)
+    for (scenario, before, after, why_a, why_b), identities in groups.items():
+        lines.append(f"  {scenario} x {', '.join(identities)}: {before} -> {after}")
+        lines.append(f"      {d.a}: {why_a}")
+        lines.append(f"      {d.b}: {why_b}")
     for field, pairs in d.evidence.items():
         for (x, y), n in sorted(pairs.items(), key=lambda kv: -kv[1]):
             lines.append(
