@@ -256,6 +256,7 @@ def plan_targets(
     *,
     selectors: list[Selector] | None = None,
     all_versions: bool = False,
+    where: str = "",
 ) -> list[Target]:
     """Which installation(s) each scenario runs on.
 
@@ -279,7 +280,8 @@ def plan_targets(
         wanted = sel.prefix and sel.kind in {s.proxy.value for s in scenarios}
         if wanted and not any(sel.matches(sel.kind, i.version) for i in of(sel.kind)):
             have = ", ".join(i.version for i in of(sel.kind)) or "none"
-            raise LabError(f"--proxy: {sel} matches no installed {sel.kind} (installed: {have}); "
+            on = f" on the {where} runtime" if where else ""
+            raise LabError(f"--proxy: {sel} matches no installed {sel.kind}{on} (installed: {have}); "
                            "see trustlab doctor for what is installed and how to add versions")
     chosen: list[tuple[Scenario, Installation | None]] = []
     for sc in scenarios:
@@ -334,7 +336,7 @@ def run(
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     rt.preflight({s.proxy.value for s in scenarios})
     targets = plan_targets(scenarios, lambda kind: installations_of(rt, kind), selectors=selectors,
-                           all_versions=all_versions)
+                           all_versions=all_versions, where=getattr(rt, "name", ""))
     by_key = {t.key: t for t in targets}
     extra = {} if identities_given else {
         t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities
