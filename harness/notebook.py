@@ -211,9 +211,12 @@ def show_cells(
     """The scenarios x identities grid, coloured by outcome; ``!`` marks a cell that differs from expected."""
     sub = _subset(results, scenarios, identities)
     idents = [i for i in IDENTITY_IDS if any(c.identity == i for c in sub.cells)]
-    by = {(c.scenario, c.identity): c for c in sub.cells}
+    from harness.report import row_label
+
+    row_of = row_label(sub)  # "scenario @version" when the run holds a scenario on several versions
+    by = {(row_of(c), c.identity): c for c in sub.cells}
     rows = []
-    for sid in dict.fromkeys(c.scenario for c in sub.cells):
+    for sid in dict.fromkeys(row_of(c) for c in sub.cells):
         row: list[Any] = [sid]
         for i in idents:
             c = by.get((sid, i))
@@ -230,12 +233,14 @@ def backend_saw(results: Results, scenario: str) -> Table:
     cells = [c for c in results.cells if c.scenario == scenario]
     if not cells:
         raise KeyError(f"{scenario!r} is not in this run")
+    versioned = len({c.proxy_version for c in cells}) > 1
     rows: list[list[Any]] = [
-        [c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls, c.reason] for c in cells
+        [*([c.proxy_version] if versioned else []), c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls,
+         c.reason]
+        for c in cells
     ]
-    return Table(
-        ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"], rows, caption=scenario, items=cells
-    )
+    columns = ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"]
+    return Table(["version", *columns] if versioned else columns, rows, caption=scenario, items=cells)
 
 
 class Picture:

@@ -296,8 +296,15 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
         y0 += len(group)
     ax.set_xlabel("identity presented at the backend's address", fontsize=9)
     ax.set_ylabel("scenario (proxy / variant or reported case)", fontsize=9)
+    ran: dict[str, list[str]] = {}
+    for c in results.cells:
+        if c.proxy_version and c.proxy_version not in ran.setdefault(c.proxy, []):
+            ran[c.proxy].append(c.proxy_version)
     versions = results.meta.get("versions", {})
-    subtitle = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+    # The versions the cells ran on (several per proxy with --all-versions), else the run's meta.
+    subtitle = "; ".join(f"{k} {', '.join(v)}" for k, v in ran.items()) if ran else ", ".join(
+        f"{k} {v}" for k, v in versions.items() if v
+    )
     ax.set_title(title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}",
                  fontsize=9, pad=18)
     order = [o.value for o in Outcome] + ["outage", "not run"]
