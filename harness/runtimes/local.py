@@ -47,7 +47,7 @@ class Plan:
     run_dir: Path
     listen_port: int
     #: Which installation of the proxy runs it (None: the kind's default binary).
-    installation: Installation | None = None
+    inst: Installation | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class PreparedProxy:
     config: Path
     listen_port: int
     #: Which installation runs it (``check --proxy-version``); None: the kind's default.
-    installation: Installation | None = None
+    inst: Installation | None = None
 
 
 def namespace_mode() -> tuple[list[str], str]:
@@ -223,14 +223,14 @@ class LocalRuntime:
                     "listen_port": p.listen_port,
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
-                    "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.installation),
-                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.installation),
-                    "root": self._root(p.installation),
+                    "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.inst),
+                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.inst),
+                    "root": self._root(p.inst),
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     "sandbox": self._box(
                         [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
-                         *map(Path, driver(p.kind).sandbox_paths(p.installation))],
+                         *map(Path, driver(p.kind).sandbox_paths(p.inst))],
                         own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
                     ),
                 }
@@ -277,12 +277,12 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.scenario.proxy).error_log(p.run_dir)),
                     "command": driver(p.scenario.proxy).command(
-                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.installation
+                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.inst
                     ),
-                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.installation),
-                    "root": self._root(p.installation),
+                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.inst),
+                    "root": self._root(p.inst),
                     "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy),
-                                                      p.installation)),
+                                                      p.inst)),
                 }
                 for p in group
             ],
