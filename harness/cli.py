@@ -260,21 +260,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
         chosen = scenarios.select(refs, proxies=sorted(kinds))
         if not chosen:
             raise LabError(f"no scenario of {', '.join(sorted(kinds))} selected; see trustlab matrix --list")
+        runtime = _runtime(args.runtime)
+        installed = [i.version for i in runner.installations_of(runner.get_runtime(runtime), live[0].selector.kind)]
+        for s in live:
+            hits = [v for v in installed if s.selector.matches(s.selector.kind, v)]
+            if len(hits) > 1:
+                raise LabError(f"diff: {s.label} matches {', '.join(hits)}; give a longer version prefix")
         progress = Progress(0)
         try:
             results = runner.run(
-                chosen, runtime=_runtime(args.runtime), identities=_identities(args.identity),
+                chosen, runtime=runtime, identities=_identities(args.identity),
                 selectors=[s.selector for s in live], on_cell=lambda c: progress.step(c.scenario),
             )
         finally:
             progress.close()
         for s in live:
-            s.cells = [c.to_dict() for c in results.cells if c.proxy == s.selector.kind and c.proxy_version
-                       and s.selector.matches(c.proxy, c.proxy_version)]
-            versions = sorted({str(c["proxy_version"]) for c in s.cells})
-            if len(versions) > 1:
-                raise LabError(f"{s.label}: matches {', '.join(versions)}; give a longer version prefix")
-            s.label = f"{s.selector.kind}@{versions[0]}" if versions else s.label
+            s.label, s.cells = results.side(s.selector)
         for c in results.mismatches:
             print(f"differs from expectation: {c.scenario} @{c.proxy_version} x {c.identity}: "
                   f"{c.outcome.value}, expected {c.expected.value if c.expected else '-'}", file=sys.stderr)

@@ -175,12 +175,8 @@ def diff_versions(
     chosen = [scenarios.resolve(s) for s in scenario_ids] if scenario_ids else scenarios.select(proxies=[sa.kind])
     res = runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None,
                      selectors=[sa, sb])
-    sides = []
-    for sel in (sa, sb):
-        cells = [c for c in res.cells if c.proxy_version and sel.matches(c.proxy, c.proxy_version)]
-        label = f"{sel.kind}@{cells[0].proxy_version}" if cells else str(sel)
-        sides.append((label, [c.to_dict() for c in cells]))
-    d = diff(sides[0][1], sides[1][1], a=sides[0][0], b=sides[1][0])
+    (la, ca), (lb, cb) = res.side(sa), res.side(sb)
+    d = diff(ca, cb, a=la, b=lb)
     d.results = res
     return d
 

@@ -72,6 +72,15 @@ class Results:
 
         _results_pretty(self, printer, cycle)
 
+    def side(self, selector: Selector) -> tuple[str, list[dict[str, Any]]]:
+        """``("nginx@1.31.3", cells)``: the cells (JSON shape) one ``KIND@PREFIX`` selected, for
+        :func:`harness.versions.diff`; a prefix that matched two versions is a :class:`LabError`."""
+        cells = [c for c in self.cells if c.proxy_version and selector.matches(c.proxy, c.proxy_version)]
+        found = sorted({str(c.proxy_version) for c in cells})
+        if len(found) > 1:
+            raise LabError(f"{selector}: matches {', '.join(found)}; give a longer version prefix")
+        return (f"{selector.kind}@{found[0]}" if found else str(selector)), [c.to_dict() for c in cells]
+
     def cell(self, scenario: str, identity: str, *, version: str | None = None) -> Cell:
         """The cell of *scenario* x *identity* (on the proxy version starting with *version*)."""
         from harness.versions import matches_prefix
