@@ -45,6 +45,10 @@ class Progress:
         if not self.tty:
             return
         width = 30
+        if self.total <= 0 or self.done > self.total:  # not known up front (a run on several versions)
+            sys.stderr.write(f"\r{self.done} {self.label} {time.perf_counter() - self.t0:5.1f}s {text[:40]:<40}")
+            sys.stderr.flush()
+            return
         filled = int(width * self.done / max(self.total, 1))
         sys.stderr.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.label} "
@@ -208,7 +212,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             _check_writable(value, flag)
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
-    progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
+    versioned = args.all_versions or any(sel.prefix for sel in selectors)
+    progress = Progress(0 if versioned else len(chosen) * len(idents or IDENTITY_IDS))
     try:
         results = runner.run(
             chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
