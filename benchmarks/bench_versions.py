@@ -19,6 +19,7 @@ from collections import defaultdict
 
 from harness import runner, scenarios
 from harness.proxies import driver, kinds
+from harness.runtimes.contract import ProxyEvent
 
 
 def main() -> int:
@@ -44,9 +45,9 @@ def main() -> int:
         starts: dict[str, list[float]] = defaultdict(list)
         walls, cells = [], 0
 
-        def on_proxy(event: dict[str, object]) -> None:
-            if event.get("started"):
-                starts[label(str(event["key"]))].append(float(event["start_s"]))  # type: ignore[arg-type]
+        def on_proxy(event: ProxyEvent) -> None:
+            if event.started and event.start_s is not None:
+                starts[label(event.key)].append(event.start_s)
 
         for i in range(args.repeat):
             t0 = time.perf_counter()

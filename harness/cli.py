@@ -280,7 +280,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         finally:
             progress.close()
         for s in live:
-            s.label, s.cells = results.side(s.selector)
+            s.label, s.cells = runner.side(results, s.selector)
         for c in results.mismatches:
             print(f"differs from expectation: {c.scenario} @{c.proxy_version} x {c.identity}: "
                   f"{c.outcome.value}, expected {c.expected.value if c.expected else '-'}", file=sys.stderr)

@@ -16,81 +16,25 @@ import signal
 import stat as _stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__, _process
 from harness.errors import LabError
 from harness.pki import LabPKI
-from harness.probe import Cell
-from harness.scenarios import Scenario
+from harness.results import Cell, Results
+from harness.runtimes.contract import CellEvent, ProxyEvent
+from harness.scenarios import Scenario, backends_of
 from harness.versions import Selector, nearest
-from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP, Outcome
+from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP
 
 if TYPE_CHECKING:
     from harness.proxies import Installation
 
 LAB_PREFIX = "trustlab-"
 OWNER_FILE = "owner.pid"
-
-
-@dataclass
-class Results:
-    """The cells of a run and what it ran on."""
-
-    meta: dict[str, Any]
-    cells: list[Cell] = field(default_factory=list)
-
-    @property
-    def mismatches(self) -> list[Cell]:
-        return [c for c in self.cells if c.differs]
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {"meta": self.meta, "cells": [c.to_dict() for c in self.cells]}
-
-    def outcomes(self) -> dict[tuple[str, str], Outcome]:
-        """(scenario, identity) -> outcome; a run on several versions keeps the last of each."""
-        return {(c.scenario, c.identity): c.outcome for c in self.cells}
-
-    def on_version(self, prefix: str) -> Results:
-        """The cells that ran on a proxy version starting with *prefix* (``1.31``), as a Results."""
-        from harness.versions import matches_prefix
-
-        return Results(self.meta, [c for c in self.cells if c.proxy_version and
-                                   matches_prefix(c.proxy_version, prefix)])
-
-    def _repr_html_(self) -> str:
-        """A coloured grid when a notebook displays the results."""
-        from harness.notebook import _results_html
-
-        return _results_html(self)
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        from harness.notebook import _results_pretty
-
-        _results_pretty(self, printer, cycle)
-
-    def side(self, selector: Selector) -> tuple[str, list[dict[str, Any]]]:
-        """``("nginx@1.31.3", cells)``: the cells (JSON shape) one ``KIND@PREFIX`` selected, for
-        :func:`harness.versions.diff`; a prefix that matched two versions is a :class:`LabError`."""
-        cells = [c for c in self.cells if c.proxy_version and selector.matches(c.proxy, c.proxy_version)]
-        found = sorted({str(c.proxy_version) for c in cells})
-        if len(found) > 1:
-            raise LabError(f"{selector}: matches {', '.join(found)}; give a longer version prefix")
-        return (f"{selector.kind}@{found[0]}" if found else str(selector)), [c.to_dict() for c in cells]
-
-    def cell(self, scenario: str, identity: str, *, version: str | None = None) -> Cell:
-        """The cell of *scenario* x *identity* (on the proxy version starting with *version*)."""
-        from harness.versions import matches_prefix
-
-        for c in self.cells:
-            if c.scenario == scenario and c.identity == identity and (
-                version is None or (c.proxy_version and matches_prefix(c.proxy_version, version))
-            ):
-                return c
-        raise KeyError((scenario, identity) if version is None else (scenario, identity, version))
 
 
 def lab_root() -> Path:
@@ -248,6 +192,17 @@ class Target:
         return self.installation.version if self.installation else None
 
 
+def side(results: Results, selector: Selector) -> tuple[str, list[dict[str, Any]]]:
+    """``("nginx@1.31.3", cells)``: the cells (JSON shape) one ``KIND@PREFIX`` selected from
+    *results*, for :func:`harness.versions.diff`; a prefix that matched two versions is a
+    :class:`LabError`."""
+    cells = [c for c in results.cells if c.proxy_version and selector.matches(c.proxy, c.proxy_version)]
+    found = sorted({str(c.proxy_version) for c in cells})
+    if len(found) > 1:
+        raise LabError(f"{selector}: matches {', '.join(found)}; give a longer version prefix")
+    return (f"{selector.kind}@{found[0]}" if found else str(selector)), [c.to_dict() for c in cells]
+
+
 def installations_of(rt: Any, kind: str) -> list[Installation]:
     """What *rt* can run of *kind*, its default first (the runtime's ``installations``, else the
     driver's)."""
@@ -325,7 +280,7 @@ def run(
     shards: int | None = None,
     keep: bool = False,
     on_cell: Callable[[Cell], None] | None = None,
-    on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    on_proxy: Callable[[ProxyEvent], None] | None = None,
     selectors: list[Selector] | None = None,
     all_versions: bool = False,
 ) -> Results:
@@ -364,28 +319,28 @@ def run(
         kw: dict[str, Any] = {"extra": extra} if extra else {}
         if installs and getattr(rt, "runs_installations", False):
             kw["installations"] = installs
-        raws = rt.run(
+        events: Iterable[CellEvent] = rt.run(
             keyed, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
             on_proxy=on_proxy, **kw,
         )
-        for raw in raws:
-            target = by_key[raw["key"]]
+        for ev in events:
+            target = by_key[ev.key]
             sc, inst = target.scenario, target.installation
             cell = Cell(
                 scenario=sc.id,
                 proxy=sc.proxy.value,
                 variant=sc.variant,
-                identity=raw["identity"],
-                outcome=Outcome(raw["outcome"]),
-                expected=sc.expected_for(target.version).get(raw["identity"]),
-                status=raw["status"],
-                reason=raw["reason"],
-                sni=raw["sni"],
-                tls=raw["tls"],
-                duration_s=raw["duration_s"],
-                reuse=raw.get("reuse"),
-                client_cert=raw.get("client_cert"),
-                primed=raw.get("primed"),
+                identity=ev.identity,
+                outcome=ev.outcome,
+                expected=sc.expected_for(target.version).get(ev.identity),
+                status=ev.status,
+                reason=ev.reason,
+                sni=ev.sni,
+                tls=ev.tls,
+                duration_s=ev.duration_s,
+                reuse=ev.reuse,
+                client_cert=ev.client_cert,
+                primed=ev.primed,
                 proxy_version=target.version,
                 tls_library=(inst.tls or None) if inst else None,
             )
@@ -424,11 +379,6 @@ def _version_key(version: str | None) -> tuple[int, ...]:
         return parse(version) if version else ()
     except ValueError:
         return ()
-
-
-def backends_of(scenarios: list[Scenario]) -> tuple[str, ...]:
-    """The backend names scenarios set besides the default (each gets its own identities)."""
-    return tuple(dict.fromkeys(s.backend for s in scenarios))
 
 
 def _openssl_version() -> str:
