@@ -105,8 +105,10 @@ def _two_nginx_versions(runtime: str) -> None:
     if len(found) >= 2:
         return
     why = f"notebook 11 needs two nginx versions on the {runtime} runtime; it has {', '.join(found) or 'none'}"
-    if REQUIRED and runtime == "local":
-        pytest.fail(f"{why} (trustlab doctor says how to add versions)")
+    # In CI the local runtime has every declared version once `trustlab proxies install` exists
+    # (harness.installs; .ci/run installs them): then a missing one is a failure.
+    if REQUIRED and runtime == "local" and importlib.util.find_spec("harness.installs") is not None:
+        pytest.fail(f"{why} (trustlab proxies install --all)")
     pytest.skip(why)
 
 
