@@ -23,6 +23,7 @@ _EXPORTS = {
     "backend_saw": "harness.notebook",
     "choose_runtime": "harness.notebook",
     "claims": "harness.notebook",
+    "diff_versions": "harness.notebook",
     "plot_grid": "harness.notebook",
     "predict": "harness.notebook",
     "run_matrix": "harness.notebook",
@@ -31,6 +32,7 @@ _EXPORTS = {
     "show_pki": "harness.notebook",
     "show_scenario": "harness.notebook",
     "submit": "harness.notebook",
+    "versions_of": "harness.notebook",
 }
 
 
@@ -61,6 +63,7 @@ __all__ = [
     "backend_saw",
     "choose_runtime",
     "claims",
+    "diff_versions",
     "plot_grid",
     "predict",
     "run_matrix",
@@ -69,4 +72,5 @@ __all__ = [
     "show_pki",
     "show_scenario",
     "submit",
+    "versions_of",
 ]

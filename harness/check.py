@@ -28,7 +28,7 @@ from harness.configs import adapter, guess_proxy
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
-from harness.proxies import driver
+from harness.proxies import Installation, driver
 from harness.runtimes.contract import CellSpec, ProxyEvent
 from harness.vocab import (
     ALL_IDENTITY_IDS,
@@ -84,6 +84,9 @@ class CheckResult:
     duration_s: float = 0.0
     #: Where the proxy ran: ``local`` or ``docker``.
     runtime: str = "local"
+    #: Which version of the proxy ran it, and its TLS library (issue 15).
+    proxy_version: str | None = None
+    tls_library: str | None = None
 
     @property
     def upstreams(self) -> list[str]:
@@ -145,6 +148,8 @@ class CheckResult:
             "rejected": self.rejected,
             "duration_s": round(self.duration_s, 3),
             "runtime": self.runtime,
+            "proxy_version": self.proxy_version,
+            "tls_library": self.tls_library,
         }
 
 
@@ -206,6 +211,7 @@ def check(
     keep: bool = False,
     sni_routing: bool = False,
     runtime: str = "local",
+    version: str | None = None,
 ) -> CheckResult:
     """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
 
@@ -215,7 +221,9 @@ def check(
 
     *runtime* is ``local`` (the host's proxies in a private namespace), ``docker`` (the lab
     image's, in one container per upstream group with no network) or ``auto`` (docker when
-    its daemon and image are there, else local); both give the same verdicts.
+    its daemon and image are there, else local); both give the same verdicts. *version* (a
+    prefix: ``1.31``) picks the installed version of the proxy that runs it (default: the
+    kind's default installation).
     """
     from harness.runner import lab_dir
     from harness.runtimes.local import PreparedProxy
@@ -231,6 +239,7 @@ def check(
     adapt = adapter(kind)
     rt = pick_runtime(runtime)
     rt.preflight({kind.value})
+    inst = _installation(rt, kind, version)
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
         _front_cert(lab / "front")
@@ -306,7 +315,7 @@ def check(
             events: list[ProxyEvent] = []
             raw = list(
                 rt.run_prepared(
-                    [PreparedProxy("proxy", kind.value, run_dir, cfg, listen)],
+                    [PreparedProxy("proxy", kind.value, run_dir, cfg, listen, inst)],
                     cells,
                     lab_dir=base,
                     pki_dir=base / "pki",
@@ -376,7 +385,29 @@ def check(
         accept=tuple(accept),
         duration_s=time.perf_counter() - t0,
         runtime=rt.name,
+        proxy_version=inst.version if inst else None,
+        tls_library=(inst.tls or None) if inst else None,
     )
+
+
+def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation | None:
+    """The installation of *kind* whose version starts with *version* (default: the first)."""
+    from harness.runner import installations_of
+    from harness.versions import matches_prefix, parse
+
+    installed = installations_of(rt, kind.value)
+    if version is None:
+        return installed[0] if installed else None
+    try:
+        parse(version)
+    except ValueError:
+        raise ConfigError(f"--proxy-version: {version!r} is not a version; write 1.22 or 1.22.1") from None
+    picked = [i for i in installed if matches_prefix(i.version, version)]
+    if not picked:
+        have = ", ".join(i.version for i in installed) or "none"
+        raise ConfigError(f"--proxy-version: no installed {kind.value} {version} on the {rt.name} runtime "
+                          f"(installed: {have}); trustlab doctor lists every version")
+    return picked[0]
 
 
 def pick_runtime(runtime: str) -> Any:
@@ -470,7 +501,9 @@ def render(result: CheckResult) -> str:
             lines.append(f"  {c.identity:<15} {verdict:<16} {str(c.status or '-'):<4}{sni}  {c.reason}")
         lines.append("")
     lines.append(("PASS " if result.ok else "FAIL ") + result.summary())
-    lines.append(f"({result.duration_s:.2f} s, {result.runtime} runtime)")
+    on = f", {result.proxy} {result.proxy_version}" if result.proxy_version else ""
+    lib = f" with {result.tls_library}" if result.tls_library else ""
+    lines.append(f"({result.duration_s:.2f} s, {result.runtime} runtime{on}{lib})")
     return "\n".join(lines)
 
 

@@ -45,6 +45,10 @@ class Progress:
         if not self.tty:
             return
         width = 30
+        if self.total <= 0 or self.done > self.total:  # not known up front (a run on several versions)
+            sys.stderr.write(f"\r{self.done} {self.label} {time.perf_counter() - self.t0:5.1f}s {text[:40]:<40}")
+            sys.stderr.flush()
+            return
         filled = int(width * self.done / max(self.total, 1))
         sys.stderr.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.label} "
@@ -81,6 +85,20 @@ def _runtime(name: str, *, say: TextIO | None = None) -> str:
 
 def _proxies(value: str | None) -> list[str] | None:
     return [p.strip() for p in value.split(",") if p.strip()] if value else None
+
+
+def _selectors(value: str | None, *, flag: str = "--proxy") -> list[Any]:
+    """``nginx,haproxy@2.8`` -> selectors (a kind, or a kind and a version prefix)."""
+    from harness.proxies import names
+    from harness.versions import parse_selector
+
+    out = []
+    for part in _proxies(value) or []:
+        try:
+            out.append(parse_selector(part, kinds=names(), flag=flag))
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
+    return out
 
 
 def _check_writable(
@@ -173,7 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from harness import report, runner, scenarios
 
-    chosen = scenarios.select(None, proxies=_proxies(args.proxy))
+    selectors = _selectors(args.proxy)
+    chosen = scenarios.select(None, proxies=[s.kind for s in selectors] or None)
     if args.list:
         for sc in chosen:
             print(f"{sc.id:<28} {sc.title}")
@@ -193,11 +212,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             _check_writable(value, flag)
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
-    progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
+    versioned = args.all_versions or any(sel.prefix for sel in selectors)
+    progress = Progress(0 if versioned else len(chosen) * len(idents or IDENTITY_IDS))
     try:
         results = runner.run(
             chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
-            on_cell=lambda c: progress.step(c.scenario),
+            on_cell=lambda c: progress.step(c.scenario), selectors=selectors, all_versions=args.all_versions,
         )
     finally:
         progress.close()
@@ -215,9 +235,129 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     written.append(out / "matrix.md")
     print("wrote " + ", ".join(str(p) for p in written))
     for c in results.mismatches:
-        print(f"differs: {c.scenario} x {c.identity}: {c.outcome.value}, expected "
+        print(f"differs: {c.scenario}{' @' + c.proxy_version if c.proxy_version else ''} x {c.identity}: "
+              f"{c.outcome.value}, expected "
               f"{c.expected.value if c.expected else '-'} ({c.reason})", file=sys.stderr)
     return EXIT_FAILED if results.mismatches else EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """`trustlab diff A B`: the cells whose outcome changes between two proxy versions (or runs).
+
+    Each side is ``KIND@PREFIX`` (run now; both sides in one lab) or a matrix JSON file
+    (``FILE``, or ``FILE@PREFIX`` for one version of a file holding several). Exit 0 when no
+    outcome changes, 1 when some do, 2 bad input."""
+    from harness import report, runner, scenarios
+    from harness.versions import diff, render_diff
+
+    _check_writable(args.json, "--json")
+    sides = [_diff_side(args.a), _diff_side(args.b)]
+    if sides[0].label == sides[1].label:
+        raise LabError(f"diff: both sides are {sides[0].label}; compare two versions (nginx@1.22 nginx@1.31) "
+                       "or two files")
+    live = [s for s in sides if isinstance(s, _Live)]
+    if len({s.selector.kind for s in live}) > 1:
+        raise LabError(f"diff: {live[0].label} and {live[1].label} are different proxies; compare two versions "
+                       "of one proxy")
+    if live:
+        kinds = {s.selector.kind for s in live}
+        refs = args.scenario or None
+        chosen = scenarios.select(refs, proxies=sorted(kinds))
+        if not chosen:
+            raise LabError(f"no scenario of {', '.join(sorted(kinds))} selected; see trustlab matrix --list")
+        runtime = _runtime(args.runtime)
+        installed = [i.version for i in runner.installations_of(runner.get_runtime(runtime), live[0].selector.kind)]
+        for s in live:
+            hits = [v for v in installed if s.selector.matches(s.selector.kind, v)]
+            if len(hits) > 1:
+                raise LabError(f"diff: {s.label} matches {', '.join(hits)}; give a longer version prefix")
+        progress = Progress(0)
+        try:
+            results = runner.run(
+                chosen, runtime=runtime, identities=_identities(args.identity),
+                selectors=[s.selector for s in live], on_cell=lambda c: progress.step(c.scenario),
+            )
+        finally:
+            progress.close()
+        for s in live:
+            s.label, s.cells = runner.side(results, s.selector)
+        for c in results.mismatches:
+            print(f"differs from expectation: {c.scenario} @{c.proxy_version} x {c.identity}: "
+                  f"{c.outcome.value}, expected {c.expected.value if c.expected else '-'}", file=sys.stderr)
+    a, b = sides
+    if a.label == b.label:
+        raise LabError(f"diff: both sides ran on {a.label}; compare two versions (nginx@1.22 nginx@1.31) or two files")
+    d = diff(a.cells, b.cells, a=a.label, b=b.label)
+    if not d.compared:
+        raise LabError(f"diff: {a.label} and {b.label} have no cell in common (different proxies or scenarios)")
+    print(render_diff(d), end="")
+    if args.json:
+        text = json.dumps(d.to_json_dict(), indent=2) + "\n"
+        report._atomic_write(args.json, lambda p: report._write_text(p, text))
+        print(f"wrote {args.json}")
+    return EXIT_FAILED if d.changes else EXIT_OK
+
+
+class _Live:
+    """A diff side run now: ``nginx@1.31``."""
+
+    def __init__(self, selector: Any) -> None:
+        self.selector = selector
+        self.label = str(selector)
+        self.cells: list[dict[str, Any]] = []
+
+
+class _Saved:
+    """A diff side read from a matrix JSON file (``F.json`` or ``F.json@1.31``)."""
+
+    def __init__(self, label: str, cells: list[dict[str, Any]]) -> None:
+        self.label, self.cells = label, cells
+
+
+def _diff_side(text: str) -> _Live | _Saved:
+    from harness.proxies import names
+    from harness.versions import matches_prefix, parse_selector
+
+    head, at, prefix = text.partition("@")
+    if head in names():
+        try:
+            sel = parse_selector(text, kinds=names(), flag="diff")
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
+        if sel.prefix is None:
+            raise LabError(f"diff: {text!r} names no version; write {text}@VERSION (trustlab doctor lists them)")
+        return _Live(sel)
+    path = Path(head if at and not Path(text).exists() else text)
+    if not path.exists() and not path.is_symlink():
+        raise LabError(f"diff: {_shown(text)!r} is neither KIND@VERSION ({', '.join(names())}) nor an existing "
+                       "matrix JSON file")
+    from harness.errors import read_input
+
+    raw = read_input(path, error=LabError, kind="a matrix JSON file", limit=200_000_000,
+                     directory_hint="pass a file written by trustlab matrix --json")
+    try:
+        cells = json.loads(raw)["cells"]
+        assert isinstance(cells, list) and all(
+            isinstance(c, dict) and isinstance(c.get("scenario"), str) and isinstance(c.get("identity"), str)
+            and isinstance(c.get("outcome"), str) for c in cells
+        )
+    except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
+        raise LabError(f"{_shown(str(path))}: not a trustlab matrix JSON file (no cells with scenario, identity "
+                       "and outcome); write one with trustlab matrix --json FILE") from None
+    if at and path != Path(text):
+        cells = [c for c in cells if isinstance(c.get("proxy_version"), str)
+                 and matches_prefix(c["proxy_version"], prefix)]
+        if not cells:
+            raise LabError(f"diff: {_shown(str(path))} holds no cell on a version starting with {prefix}")
+    seen: dict[tuple[str, str], set[object]] = {}
+    for c in cells:
+        seen.setdefault((c["scenario"], c["identity"]), set()).add(c.get("proxy_version"))
+    twice = next((k for k, v in seen.items() if len(v) > 1), None)
+    if twice:
+        versions = ", ".join(sorted(str(v) for v in seen[twice]))
+        where = _shown(str(path))
+        raise LabError(f"diff: {where} holds {twice[0]} on {versions}; pick one: {where}@VERSION")
+    return _Saved(_shown(str(path)) + (f"@{prefix}" if at and path != Path(text) else ""), cells)
 
 
 def cmd_pki(args: argparse.Namespace) -> int:
@@ -401,7 +541,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
-    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout))
+    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout),
+                   version=args.proxy_version)
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -488,7 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, heatmap")
-    sp.add_argument("--proxy", help="comma-separated proxy kinds (nginx,apache,haproxy)")
+    sp.add_argument("--proxy", help="comma-separated proxy kinds, each optionally KIND@VERSION "
+                    "(nginx,haproxy@2.8: a version prefix)")
+    sp.add_argument("--all-versions", action="store_true",
+                    help="run every installed version of each proxy (trustlab doctor lists them)")
     sp.add_argument("--out", default="results", help="output directory (default: results/)")
     sp.add_argument("--json", type=Path, help="JSON path (default: OUT/matrix.json)")
     sp.add_argument("--csv", type=Path, help="CSV path (default: OUT/matrix.csv)")
@@ -497,6 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--list", action="store_true", help="list the scenarios and exit")
     runtime_opt(sp)
     sp.set_defaults(func=cmd_matrix)
+
+    sp = sub.add_parser("diff", help="the cells whose outcome changes between two proxy versions (or two runs)")
+    sp.add_argument("a", help="KIND@VERSION (nginx@1.22: run now) or a matrix JSON file (FILE or FILE@VERSION)")
+    sp.add_argument("b", help="the other side, the same way (nginx@1.31)")
+    sp.add_argument("--scenario", action="append", help="only this scenario (id or file; repeatable)")
+    sp.add_argument("--json", type=Path, help="write the diff as JSON")
+    runtime_opt(sp)
+    sp.set_defaults(func=cmd_diff)
 
     sp = sub.add_parser("pki", help="mint or show the lab PKI")
     psub = sp.add_subparsers(dest="pki_cmd", required=True, parser_class=_Parser)
@@ -531,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path, help="your config: nginx.conf / server block, VirtualHost, haproxy.cfg")
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
+    sp.add_argument("--proxy-version", metavar="V",
+                    help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where the proxy runs (default: auto = docker when ready, else local)")

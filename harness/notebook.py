@@ -150,6 +150,37 @@ def run_matrix(
     return runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None)
 
 
+# -- versions (notebook 11) -------------------------------------------------------------------
+def versions_of(kind: str, *, runtime: str = "local") -> list[str]:
+    """The installed versions of *kind* that *runtime* can run, the default one first."""
+    return [i.version for i in runner.installations_of(runner.get_runtime(runtime), kind)]
+
+
+def diff_versions(
+    a: str, b: str, *, runtime: str = "local", scenario_ids: Sequence[str] | None = None,
+    identities: Sequence[str] | None = None,
+) -> Any:
+    """Run ``a`` and ``b`` (``"nginx@1.22"``, ``"nginx@1.31"``) in one lab and diff them (what
+    ``trustlab diff`` prints); the returned :class:`~harness.versions.Diff` keeps the run as
+    ``results``."""
+    from harness.proxies import names
+    from harness.versions import diff, parse_selector
+
+    try:
+        sa, sb = (parse_selector(x, kinds=names(), flag="diff_versions") for x in (a, b))
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+    if sa.kind != sb.kind or not sa.prefix or not sb.prefix:
+        raise LabError(f"diff_versions: give two versions of one proxy, like 'nginx@1.22', 'nginx@1.31' (got {a}, {b})")
+    chosen = [scenarios.resolve(s) for s in scenario_ids] if scenario_ids else scenarios.select(proxies=[sa.kind])
+    res = runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None,
+                     selectors=[sa, sb])
+    (la, ca), (lb, cb) = runner.side(res, sa), runner.side(res, sb)
+    d = diff(ca, cb, a=la, b=lb)
+    d.results = res
+    return d
+
+
 # -- showing ---------------------------------------------------------------------------------
 def _subset(
     results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None
@@ -176,9 +207,12 @@ def show_cells(
     """The scenarios x identities grid, coloured by outcome; ``!`` marks a cell that differs from expected."""
     sub = _subset(results, scenarios, identities)
     idents = [i for i in IDENTITY_IDS if any(c.identity == i for c in sub.cells)]
-    by = {(c.scenario, c.identity): c for c in sub.cells}
+    from harness.report import row_label
+
+    row_of = row_label(sub)  # "scenario @version" when the run holds a scenario on several versions
+    by = {(row_of(c), c.identity): c for c in sub.cells}
     rows = []
-    for sid in dict.fromkeys(c.scenario for c in sub.cells):
+    for sid in dict.fromkeys(row_of(c) for c in sub.cells):
         row: list[Any] = [sid]
         for i in idents:
             c = by.get((sid, i))
@@ -195,12 +229,14 @@ def backend_saw(results: Results, scenario: str) -> Table:
     cells = [c for c in results.cells if c.scenario == scenario]
     if not cells:
         raise KeyError(f"{scenario!r} is not in this run")
+    versioned = len({c.proxy_version for c in cells}) > 1
     rows: list[list[Any]] = [
-        [c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls, c.reason] for c in cells
+        [*([c.proxy_version] if versioned else []), c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls,
+         c.reason]
+        for c in cells
     ]
-    return Table(
-        ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"], rows, caption=scenario, items=cells
-    )
+    columns = ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"]
+    return Table(["version", *columns] if versioned else columns, rows, caption=scenario, items=cells)
 
 
 class Picture:

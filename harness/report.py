@@ -49,11 +49,30 @@ CSV_FIELDS = (
     "tls", "duration_s",
     # Added by issue 14 (columns are only ever appended): the seat's reuse and mTLS evidence.
     "reuse", "client_cert", "primed",
+    # Added by issue 15: the proxy's version and its TLS library.
+    "proxy_version", "tls_library",
 )
 
 
+def row_label(results: Results) -> Callable[[Cell], str]:
+    """A cell's row: its scenario id, or ``scenario @version`` when the run holds a scenario on
+    more than one version of its proxy (``trustlab matrix --all-versions``)."""
+    seen: dict[str, set[str | None]] = {}
+    for c in results.cells:
+        seen.setdefault(c.scenario, set()).add(c.proxy_version)
+    if all(len(v) <= 1 for v in seen.values()):
+        return lambda c: c.scenario
+    return lambda c: f"{c.scenario} @{c.proxy_version}" if c.proxy_version else c.scenario
+
+
 def _scenarios(results: Results) -> list[str]:
-    return list(dict.fromkeys(c.scenario for c in results.cells))
+    row = row_label(results)
+    return list(dict.fromkeys(row(c) for c in results.cells))
+
+
+def _by_row(results: Results) -> dict[tuple[str, str], Cell]:
+    row = row_label(results)
+    return {(row(c), c.identity): c for c in results.cells}
 
 
 def _identities(results: Results) -> list[str]:
@@ -71,7 +90,8 @@ def _columns(results: Results) -> tuple[list[str], int]:
 
 def _rows(results: Results) -> list[tuple[str, list[str]]]:
     """Scenario ids grouped by proxy kind (nginx, apache, haproxy), each group in run order."""
-    proxy_of = {c.scenario: c.proxy for c in results.cells}
+    row = row_label(results)
+    proxy_of = {row(c): c.proxy for c in results.cells}
     rows = _scenarios(results)
     known = [k.value for k in ProxyKind]
     kinds = known + sorted({p for p in proxy_of.values()} - set(known))
@@ -111,7 +131,7 @@ def grid(results: Results, *, color: bool = False) -> str:
     """A compact scenarios x identities table; ``!`` marks a cell that differs from expectation."""
     idents = _identities(results)
     rows = _scenarios(results)
-    by = {(c.scenario, c.identity): c for c in results.cells}
+    by = _by_row(results)
     width = max(len(r) for r in rows) if rows else 10
     colw = max(max((len(i) for i in idents), default=7), 8)
     out = io.StringIO()
@@ -138,7 +158,16 @@ def grid(results: Results, *, color: bool = False) -> str:
         + (" (marked !)" if results.mismatches else "")
         + "\n"
     )
+    ran = proxy_versions(results)
+    if ran:
+        out.write("proxies: " + ", ".join(ran) + "\n")
     return out.getvalue()
+
+
+def proxy_versions(results: Results) -> list[str]:
+    """``nginx 1.22.1 (OpenSSL 3.0.19)`` for each proxy version the run's cells ran on."""
+    seen = dict.fromkeys((c.proxy, c.proxy_version, c.tls_library) for c in results.cells if c.proxy_version)
+    return [f"{k} {v}" + (f" ({lib})" if lib else "") for k, v, lib in seen]
 
 
 def summary_counts(results: Results) -> dict[Outcome, int]:
@@ -157,7 +186,7 @@ def cell_lines(cells: list[Cell]) -> str:
         differs = differs or ("   (no expectation)" if c.expected is None else "")
         out.write(
             f"  {c.identity:<15} {c.outcome.value:<16} {status:>4}  sni={c.sni or '-':<22} "
-            f"{c.reason}{differs}\n"
+            f"tls={c.tls or '-':<8} {c.reason}{differs}\n"
         )
     return out.getvalue()
 
@@ -219,7 +248,7 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     groups = _rows(results)
     rows = [r for _, group in groups for r in group]
     idents, n_legit = _columns(results)
-    by = {(c.scenario, c.identity): c for c in results.cells}
+    by = _by_row(results)
     fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
     shown: dict[str, Patch] = {}
     for y, r in enumerate(rows):
@@ -266,8 +295,15 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
         y0 += len(group)
     ax.set_xlabel("identity presented at the backend's address", fontsize=9)
     ax.set_ylabel("scenario (proxy / variant or reported case)", fontsize=9)
+    ran: dict[str, list[str]] = {}
+    for c in results.cells:
+        if c.proxy_version and c.proxy_version not in ran.setdefault(c.proxy, []):
+            ran[c.proxy].append(c.proxy_version)
     versions = results.meta.get("versions", {})
-    subtitle = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+    # The versions the cells ran on (several per proxy with --all-versions), else the run's meta.
+    subtitle = "; ".join(f"{k} {', '.join(v)}" for k, v in ran.items()) if ran else ", ".join(
+        f"{k} {v}" for k, v in versions.items() if v
+    )
     ax.set_title(title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}",
                  fontsize=9, pad=18)
     order = [o.value for o in Outcome] + ["outage", "not run"]
@@ -285,7 +321,7 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
 def markdown(results: Results) -> str:
     """A Markdown table of the grid (for READMEs and issue reports)."""
     idents = _identities(results)
-    by = {(c.scenario, c.identity): c for c in results.cells}
+    by = _by_row(results)
     lines = ["| scenario | " + " | ".join(idents) + " |", "|---|" + "---|" * len(idents)]
     for sid in _scenarios(results):
         cells = []

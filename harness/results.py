@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.versions import matches_prefix
 from harness.vocab import Outcome
 
 
@@ -39,6 +40,10 @@ class Cell:
     client_cert: str | None = None
     #: Multi-policy scenarios: what the request under the loose policy got first.
     primed: str | None = None
+    #: Versions as an axis (issue 15): the proxy's version that ran this cell (``1.22.1``) and
+    #: the TLS library it runs with (``OpenSSL 3.0.19``); None in results written before.
+    proxy_version: str | None = None
+    tls_library: str | None = None
 
     @property
     def differs(self) -> bool:
@@ -90,6 +95,7 @@ class Results:
         return {"meta": self.meta, "cells": [c.to_dict() for c in self.cells]}
 
     def outcomes(self) -> dict[tuple[str, str], Outcome]:
+        """(scenario, identity) -> outcome; a run on several versions keeps the last of each."""
         return {(c.scenario, c.identity): c.outcome for c in self.cells}
 
     def _repr_html_(self) -> str | None:
@@ -104,8 +110,11 @@ class Results:
         else:
             printer.text(f"Results({len(self.cells)} cells, {len(self.mismatches)} differ from expectation)")
 
-    def cell(self, scenario: str, identity: str) -> Cell:
+    def cell(self, scenario: str, identity: str, *, version: str | None = None) -> Cell:
+        """The cell of *scenario* x *identity* (on the proxy version starting with *version*)."""
         for c in self.cells:
-            if c.scenario == scenario and c.identity == identity:
+            if c.scenario == scenario and c.identity == identity and (
+                version is None or (c.proxy_version and matches_prefix(c.proxy_version, version))
+            ):
                 return c
-        raise KeyError((scenario, identity))
+        raise KeyError((scenario, identity) if version is None else (scenario, identity, version))

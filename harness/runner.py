@@ -8,6 +8,7 @@ Ctrl-C) unless ``keep=True``; a lab whose owner was killed is swept by the next 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -16,8 +17,9 @@ import stat as _stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import __version__, _process
 from harness.errors import LabError
@@ -25,7 +27,11 @@ from harness.pki import LabPKI
 from harness.results import Cell, Results
 from harness.runtimes.contract import CellEvent, ProxyEvent
 from harness.scenarios import Scenario, backends_of
+from harness.versions import Selector, nearest
 from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP
+
+if TYPE_CHECKING:
+    from harness.proxies import Installation
 
 LAB_PREFIX = "trustlab-"
 OWNER_FILE = "owner.pid"
@@ -170,6 +176,101 @@ def get_runtime(name: str) -> Any:
     raise LabError(f"--runtime: {name!r} is unknown; choose local, docker or auto")
 
 
+@dataclass(frozen=True)
+class Target:
+    """One scenario on one installation of its proxy: one proxy process of a lab.
+
+    *key* names it to the runtime: the scenario id, or ``scenario@version`` when the run holds
+    the scenario on more than one version."""
+
+    scenario: Scenario
+    installation: Installation | None
+    key: str
+
+    @property
+    def version(self) -> str | None:
+        return self.installation.version if self.installation else None
+
+
+def side(results: Results, selector: Selector) -> tuple[str, list[dict[str, Any]]]:
+    """``("nginx@1.31.3", cells)``: the cells (JSON shape) one ``KIND@PREFIX`` selected from
+    *results*, for :func:`harness.versions.diff`; a prefix that matched two versions is a
+    :class:`LabError`."""
+    cells = [c for c in results.cells if c.proxy_version and selector.matches(c.proxy, c.proxy_version)]
+    found = sorted({str(c.proxy_version) for c in cells})
+    if len(found) > 1:
+        raise LabError(f"{selector}: matches {', '.join(found)}; give a longer version prefix")
+    return (f"{selector.kind}@{found[0]}" if found else str(selector)), [c.to_dict() for c in cells]
+
+
+def installations_of(rt: Any, kind: str) -> list[Installation]:
+    """What *rt* can run of *kind*, its default first (the runtime's ``installations``, else the
+    driver's)."""
+    own = getattr(rt, "installations", None)
+    if own is not None:
+        return list(own(kind))
+    from harness.proxies import driver
+
+    return driver(kind).installations()
+
+
+def plan_targets(
+    scenarios: list[Scenario],
+    available: Callable[[str], list[Installation]],
+    *,
+    selectors: list[Selector] | None = None,
+    all_versions: bool = False,
+    where: str = "",
+) -> list[Target]:
+    """Which installation(s) each scenario runs on.
+
+    * ``all_versions``: every installation of its proxy (those matching a ``KIND@PREFIX``
+      selector, when one names the kind);
+    * a ``KIND@PREFIX`` selector: the installations whose version starts with the prefix;
+    * otherwise the default installation, except a reported case with ``reported_on``: the
+      installed version nearest to the one it was reported on.
+
+    A selector that matches no installed version is a :class:`LabError` naming what is installed.
+    """
+    selectors = selectors or []
+    cache: dict[str, list[Installation]] = {}
+
+    def of(kind: str) -> list[Installation]:
+        if kind not in cache:
+            cache[kind] = available(kind)
+        return cache[kind]
+
+    for sel in selectors:
+        wanted = sel.prefix and sel.kind in {s.proxy.value for s in scenarios}
+        if wanted and not any(sel.matches(sel.kind, i.version) for i in of(sel.kind)):
+            have = ", ".join(i.version for i in of(sel.kind)) or "none"
+            on = f" on the {where} runtime" if where else ""
+            raise LabError(f"--proxy: {sel} matches no installed {sel.kind}{on} (installed: {have}); "
+                           "see trustlab doctor for what is installed and how to add versions")
+    chosen: list[tuple[Scenario, Installation | None]] = []
+    for sc in scenarios:
+        kind = sc.proxy.value
+        insts = of(kind)
+        pinned = [s for s in selectors if s.kind == kind and s.prefix]
+        if pinned:
+            picked = [i for i in insts if any(s.matches(kind, i.version) for s in pinned)]
+        elif all_versions:
+            picked = insts
+        elif sc.reported_on and insts:
+            near = nearest(sc.reported_on, [i.version for i in insts if i.version != "unknown"])
+            picked = [next(i for i in insts if i.version == near)] if near else insts[:1]
+        else:
+            picked = insts[:1]
+        chosen += [(sc, i) for i in picked] or [(sc, None)]
+    count: dict[str, int] = {}
+    for sc, _ in chosen:
+        count[sc.id] = count.get(sc.id, 0) + 1
+    return [
+        Target(sc, inst, f"{sc.id}@{inst.version}" if count[sc.id] > 1 and inst else sc.id)
+        for sc, inst in chosen
+    ]
+
+
 def run(
     scenarios: list[Scenario],
     *,
@@ -180,21 +281,33 @@ def run(
     keep: bool = False,
     on_cell: Callable[[Cell], None] | None = None,
     on_proxy: Callable[[ProxyEvent], None] | None = None,
+    selectors: list[Selector] | None = None,
+    all_versions: bool = False,
 ) -> Results:
     """Run every scenario against every identity and return the results (sorted).
 
     *runtime* is a runtime's name, or a runtime object (``LocalRuntime(sandbox=False)``, the
-    sandbox tests' and benchmark's opt-out).
+    sandbox tests' and benchmark's opt-out). *selectors* (``nginx@1.31``) and *all_versions*
+    choose the proxy versions each scenario runs on (:func:`plan_targets`); each cell names
+    its ``proxy_version``.
     """
     if not scenarios:
         raise LabError("no scenarios selected")
     # An explicit identity list applies to every scenario; by default each scenario also runs
     # the optional identities it lists in [expected] (legit-deep).
-    extra = {} if identities else {s.id: s.optional_identities for s in scenarios if s.optional_identities}
+    identities_given = bool(identities)
     identities = identities or IDENTITY_IDS
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     rt.preflight({s.proxy.value for s in scenarios})
-    by_id = {s.id: s for s in scenarios}
+    targets = plan_targets(scenarios, lambda kind: installations_of(rt, kind), selectors=selectors,
+                           all_versions=all_versions, where=getattr(rt, "name", ""))
+    by_key = {t.key: t for t in targets}
+    extra = {} if identities_given else {
+        t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities
+    }
+    # The runtime knows a proxy process by its key (``scenario@version`` on a versioned run).
+    keyed = [t.scenario if t.key == t.scenario.id else dataclasses.replace(t.scenario, id=t.key) for t in targets]
+    installs = {t.key: t.installation for t in targets if t.installation is not None}
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     cells: list[Cell] = []
@@ -204,19 +317,22 @@ def run(
         wanted = tuple(dict.fromkeys(i for s in scenarios for i in s.optional_identities))
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted, backends=backends_of(scenarios))
         kw: dict[str, Any] = {"extra": extra} if extra else {}
+        if installs and getattr(rt, "runs_installations", False):
+            kw["installations"] = installs
         events: Iterable[CellEvent] = rt.run(
-            scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
+            keyed, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
             on_proxy=on_proxy, **kw,
         )
         for ev in events:
-            sc = by_id[ev.key]
+            target = by_key[ev.key]
+            sc, inst = target.scenario, target.installation
             cell = Cell(
                 scenario=sc.id,
                 proxy=sc.proxy.value,
                 variant=sc.variant,
                 identity=ev.identity,
                 outcome=ev.outcome,
-                expected=sc.expected.get(ev.identity),
+                expected=sc.expected_for(target.version).get(ev.identity),
                 status=ev.status,
                 reason=ev.reason,
                 sni=ev.sni,
@@ -225,14 +341,16 @@ def run(
                 reuse=ev.reuse,
                 client_cert=ev.client_cert,
                 primed=ev.primed,
+                proxy_version=target.version,
+                tls_library=(inst.tls or None) if inst else None,
             )
             cells.append(cell)
             if on_cell:
                 on_cell(cell)
     order = {s.id: i for i, s in enumerate(scenarios)}
     ident_order = {i: n for n, i in enumerate(ALL_IDENTITY_IDS)}
-    cells.sort(key=lambda c: (order[c.scenario], ident_order[c.identity]))
-    expected_count = len(scenarios) * len(identities) + sum(len(v) for v in extra.values())
+    cells.sort(key=lambda c: (order[c.scenario], _version_key(c.proxy_version), ident_order[c.identity]))
+    expected_count = len(targets) * len(identities) + sum(len(v) for v in extra.values())
     if len(cells) != expected_count:
         raise LabError(f"lab returned {len(cells)} cells, expected {expected_count}")
     meta = {
@@ -240,6 +358,11 @@ def run(
         "runtime": rt.name,
         # The runtime's own OpenSSL wins: the docker image carries its own libssl.
         "versions": {"openssl": _openssl_version(), **rt.versions()},
+        # Versions as an axis (issue 15): every installation the cells ran on.
+        "proxy_versions": [
+            {"proxy": i.kind.value, "version": i.version, "source": i.source, "tls_library": i.tls}
+            for i in dict.fromkeys(t.installation for t in targets if t.installation is not None)
+        ],
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
         # The seat's lab address (IP targets and the ip-san identity name it): fixed on the
@@ -247,6 +370,15 @@ def run(
         "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
     }
     return Results(meta=meta, cells=cells)
+
+
+def _version_key(version: str | None) -> tuple[int, ...]:
+    from harness.versions import parse
+
+    try:
+        return parse(version) if version else ()
+    except ValueError:
+        return ()
 
 
 def _openssl_version() -> str:

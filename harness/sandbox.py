@@ -163,8 +163,13 @@ def command(
     private: dict[str, str] | None = None,
     uid: int | None,
     env: dict[str, str] | None = None,
+    root: str = "",
 ) -> list[str]:
-    """The bubblewrap command line that runs *argv* confined (see the module doc)."""
+    """The bubblewrap command line that runs *argv* confined (see the module doc).
+
+    *root* is another root file system (a Debian trixie one for trixie's packages): its
+    ``/usr`` (and ``/bin``, ``/lib``... as it has them) and its ``/etc`` files replace the
+    host's, so the proxy runs on that userland; everything else stays as above."""
     bw = [
         "bwrap",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -177,13 +182,14 @@ def command(
         bw += ["--unshare-user", "--uid", "10001", "--gid", "10001", "--cap-drop", "ALL"]
     for key, value in {**environment(run_dir), **(env or {})}.items():
         bw += ["--setenv", key, value]
-    bw += ["--ro-bind", "/usr", "/usr"]
+    top = Path(root or "/")
+    bw += ["--ro-bind", str(top / "usr"), "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        target = Path("/") / name
+        target = top / name
         if target.is_symlink():
-            bw += ["--symlink", os.readlink(target), str(target)]
+            bw += ["--symlink", os.readlink(target), f"/{name}"]
         elif target.is_dir():
-            bw += ["--ro-bind", str(target), str(target)]
+            bw += ["--ro-bind", str(target), f"/{name}"]
     bw += ["--dev", "/dev", "--proc", "/proc"]
     # /tmp and /dev/shm (APR's shared memory: Apache's balancer slots) are its own, 16 MiB each.
     for tmp in ("/tmp", "/dev/shm"):
@@ -193,8 +199,8 @@ def command(
     for name in ("passwd", "group", "nsswitch.conf"):
         bw += ["--ro-bind", f"{etc_dir}/{name}", f"/etc/{name}"]
     for name in _HOST_ETC:
-        if Path("/etc", name).exists():
-            bw += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        if (top / "etc" / name).exists():
+            bw += ["--ro-bind", str(top / "etc" / name), f"/etc/{name}"]
     private = private or {}
     read_only = list(read_only)
     made: set[str] = {"/tmp", "/etc", "/etc/ssl", "/usr"}

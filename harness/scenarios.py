@@ -40,6 +40,8 @@ from typing import Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError, _shown, read_input
+from harness.versions import VersionRule, parse_rules, rule_for
+from harness.versions import parse as parse_version
 from harness.vocab import (
     ALL_IDENTITY_IDS,
     BACKEND_NAME,
@@ -86,6 +88,8 @@ PLACEHOLDERS += tuple(PKI_FILES)
 #: Multi-policy scenarios (issue 14): two policies in one proxy on purpose. Each cell first
 #: requests ``prime`` (the loose policy), then ``/`` (the strict one) with the same identity.
 _TOP_KEYS += ("multi_policy", "prime")
+#: Versions as an axis (issue 15): expectations by version range, and a reported case's version.
+_TOP_KEYS += ("versions", "reported_on")
 #: ``client_auth``: the seat asks for a client certificate; ``keepalive``: it keeps connections open.
 _SEAT_KEYS += ("client_auth", "keepalive")
 #: The placeholders a directive value may hold (files), removed before the brace check.
@@ -129,6 +133,17 @@ class Scenario:
     #: Seat modes: ask for a client certificate; keep connections open for more requests.
     client_auth: bool = False
     keepalive: bool = False
+    #: ``[[versions]]``: outcomes that differ on a version range, each with its source.
+    versions: tuple[VersionRule, ...] = ()
+    #: A reported case's proxy version as reported; it runs on the installed version nearest to it.
+    reported_on: str = ""
+
+    def expected_for(self, version: str | None) -> dict[str, Outcome]:
+        """``[expected]``, overridden inside the ``[[versions]]`` range that holds *version*."""
+        rule = rule_for(self.versions, version)
+        if rule is None:
+            return self.expected
+        return {**self.expected, **{i: Outcome(o) for i, o in rule.expected.items()}}
 
     def cell_options(self) -> dict[str, object]:
         """What a lab job's cell carries besides key and identity (the seat's modes, the prime)."""
@@ -334,6 +349,17 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
             raise fail("config", f"{count} {word} lines run two policies in one proxy process; mark it "
                        "multi_policy = true (with prime) or split it")
 
+    try:
+        rules = parse_rules(data.get("versions", []), expected=expected, outcomes=outcomes)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    reported_on = string("reported_on")
+    if reported_on:
+        try:
+            parse_version(reported_on)
+        except ValueError as exc:
+            raise fail("reported_on", f"{exc}; give the {proxy} version the report names") from None
+
     return Scenario(
         id=scenario_id,
         proxy=proxy,
@@ -354,6 +380,8 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         prime=prime,
         client_auth=bool(seat.get("client_auth", False)),
         keepalive=bool(seat.get("keepalive", False)),
+        versions=rules,
+        reported_on=reported_on,
     )
 
 
@@ -417,6 +445,10 @@ def select(refs: list[str] | None = None, *, proxies: list[str] | None = None) -
     return unique
 
 
+#: A ``[[versions]]`` range: ``>=A``, ``<B`` or ``>=A,<B``.
+_RANGE_PATTERN = r"^(>=\s*\d+(\.\d+)*|<\s*\d+(\.\d+)*|>=\s*\d+(\.\d+)*\s*,\s*<\s*\d+(\.\d+)*)$"
+
+
 def json_schema() -> dict[str, Any]:
     """A JSON Schema of scenario files, for editors (scenarios/scenario.schema.json).
 
@@ -444,6 +476,26 @@ def json_schema() -> dict[str, Any]:
             "config_http": {"type": "string"},
             "multi_policy": {"type": "boolean"},
             "prime": {"type": "string", "pattern": "^/(.*/)?$"},
+            "reported_on": {"type": "string", "pattern": r"^\d+(\.\d+)*"},
+            "versions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["range", "source", "expected"],
+                    "properties": {
+                        "range": {"type": "string", "pattern": _RANGE_PATTERN},
+                        "source": {"type": "string", "minLength": 1},
+                        "why": {"type": "string"},
+                        "expected": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                            "properties": {i: outcome for i in ALL_IDENTITY_IDS},
+                        },
+                    },
+                },
+            },
             "seat": {
                 "type": "object",
                 "additionalProperties": False,

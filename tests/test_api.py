@@ -16,6 +16,7 @@ EXPECTED = [
     "backend_saw",
     "choose_runtime",
     "claims",
+    "diff_versions",
     "plot_grid",
     "predict",
     "run_matrix",
@@ -24,6 +25,7 @@ EXPECTED = [
     "show_pki",
     "show_scenario",
     "submit",
+    "versions_of",
 ]
 
 

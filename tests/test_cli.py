@@ -94,12 +94,17 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     proc = trustlab("matrix", "--runtime", "local", "--proxy", "haproxy", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "matrix.json").read_text())
-    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip"}
+    # Issue 15 added proxy_versions (every installation the cells ran on).
+    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip",
+                                 "proxy_versions"}
+    assert [v["proxy"] for v in data["meta"]["proxy_versions"]] == ["haproxy"]
     assert set(data["meta"]["versions"]) >= {"nginx", "apache", "haproxy", "openssl"}
     contract = {"scenario", "proxy", "variant", "identity", "outcome", "expected",
                 "status", "reason", "sni", "tls", "duration_s"}
-    # DESIGN's JSON shape is a contract: fields are only added (issue 14: the seat's evidence).
-    assert set(data["cells"][0]) - contract == {"reuse", "client_cert", "primed"}
+    # DESIGN's JSON shape is a contract: fields are only added (issue 14: the seat's evidence;
+    # issue 15: the proxy's version and TLS library).
+    assert set(data["cells"][0]) - contract == {"reuse", "client_cert", "primed", "proxy_version", "tls_library"}
+    assert all(c["proxy_version"] == data["meta"]["versions"]["haproxy"] for c in data["cells"])
     assert contract <= set(data["cells"][0])
     assert {c["proxy"] for c in data["cells"]} == {"haproxy"}
     assert (tmp_path / "matrix.png").read_bytes()[:4] == b"\x89PNG"

@@ -149,6 +149,8 @@ class Proxy:
         self.command = spec.argv()
         #: What the proxy needs beyond PATH/LANG/HOME (its driver's :meth:`~Driver.environment`).
         self.env = dict(spec.env)
+        #: Another root file system the proxy runs on (its installation's ``root``), or "".
+        self.root = spec.installation.root if spec.installation else ""
         #: The local sandbox (bubblewrap) with the lab files it reads and the key files among them
         #: it must own; ``None``: a container is the sandbox (clean environment and rlimits only).
         #: *unconfined*: the tests' opt-out, to show what a payload does unconfined.
@@ -172,6 +174,7 @@ class Proxy:
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
                 read_only=self.sandbox.read_only, private=private, uid=self.uid, env=self.env,
+                root=self.root,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
             # count every process of that user (a desktop session), so only the others apply.
@@ -232,6 +235,8 @@ class Proxy:
         if "No space left on device" in text or _disk_full(self.run_dir):
             return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device); "
                     "free some space or set TRUSTLAB_TMPDIR to another directory"), True
+        if text.startswith(("bwrap: ", "setpriv: ")):  # the sandbox could not start it: not the config's fault
+            return f"the sandbox could not start the proxy: {text.strip().splitlines()[0]}", True
         message = self.driver.startup_message(text)
         return (f"{message} (exit status {code})" if code not in (None, 0, 1) else message), False
 

@@ -465,6 +465,16 @@ class DockerRuntime:
     def versions(self) -> dict[str, str]:
         return images.image_versions(self.client)
 
+    def installations(self, kind: str) -> list[Installation]:
+        """What the lab image carries of *kind*: its one binary, at the version its label records
+        (versions beyond the image's run on the local runtime)."""
+        drv = driver(kind)
+        versions = self.versions()
+        if not drv.image_binary or not versions.get(kind):
+            return []
+        tls = f"OpenSSL {versions['openssl']}" if versions.get("openssl") else ""
+        return [Installation(drv.kind, versions[kind], drv.image_binary, "image", tls)]
+
     def run(
         self,
         scenarios: list[Scenario],

@@ -56,6 +56,8 @@ class Plan:
     scenario: Scenario
     run_dir: Path
     listen_port: int
+    #: Which installation runs it (``trustlab matrix --all-versions``); ``None``: the kind's default.
+    inst: Installation | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class PreparedProxy:
     run_dir: Path
     config: Path
     listen_port: int
+    #: Which installation starts it (``check --proxy-version``); ``None``: the kind's default.
+    inst: Installation | None = None
 
 
 def namespace_mode() -> tuple[list[str], str]:
@@ -106,6 +110,8 @@ class LocalRuntime:
     """
 
     name = "local"
+    #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
+    runs_installations = True
 
     def __init__(self, *, sandbox: bool = True) -> None:
         self.sandbox = sandbox
@@ -124,7 +130,10 @@ class LocalRuntime:
     def versions(self) -> dict[str, str]:
         return {k.value: driver(k).version() for k in kinds()}
 
-    def prepare(self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI) -> list[Plan]:
+    def prepare(
+        self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI,
+        installations: dict[str, Installation] | None = None,
+    ) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
         pki_dir = pki.write_to(lab_dir / "pki")
         names = " ".join(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(sc.backend for sc in scenarios)]))
@@ -145,7 +154,7 @@ class LocalRuntime:
             (run_dir / drv.config_name).write_text(drv.render(sc, ctx))
             for name, text in drv.extra_files(sc, ctx).items():  # remap.config beside records.config
                 (run_dir / name).write_text(text)
-            plans.append(Plan(sc, run_dir, port))
+            plans.append(Plan(sc, run_dir, port, (installations or {}).get(sc.id)))
         return plans
 
     def run(
@@ -159,14 +168,16 @@ class LocalRuntime:
         shards: int | None = None,
         on_proxy: Callable[[ProxyEvent], None] | None = None,
         extra: dict[str, tuple[str, ...]] | None = None,
+        installations: dict[str, Installation] | None = None,
     ) -> Iterator[CellEvent]:
         """Yield one cell event per (scenario, identity), in completion order.
 
-        *extra* maps a scenario id to optional identities it runs besides *identities*.
+        *extra* maps a scenario id to optional identities it runs besides *identities*;
+        *installations* maps a scenario id to the installation that runs it (else the default).
         """
         extra = extra or {}
         per = lambda key: tuple(identities) + tuple(extra.get(key, ()))  # noqa: E731
-        plans = self.prepare(scenarios, lab_dir, pki)
+        plans = self.prepare(scenarios, lab_dir, pki, installations)
         n = max(1, min(shards or os.cpu_count() or 1, len(plans)))
         # Spread the kinds evenly: Apache is the slowest to start.
         ordered = sorted(plans, key=lambda p: (p.scenario.proxy.value, p.scenario.id))
@@ -224,7 +235,7 @@ class LocalRuntime:
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
-                    own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
+                    own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"], inst=p.inst,
                 )
                 for p in proxies
             ),
@@ -266,6 +277,7 @@ class LocalRuntime:
                 self._spec(
                     p.scenario.id, p.scenario.proxy.value, p.listen_port, p.run_dir,
                     p.run_dir / driver(p.scenario.proxy).config_name, lab_dir / "pki", read_only, own=own,
+                    inst=p.inst,
                 )
                 for p in group
             ),
@@ -281,6 +293,9 @@ class LocalRuntime:
         (private keys, 0700 directories) it gets as its own (a copy of a key file; a directory
         handed to its uid), still mounted read-only."""
         drv = driver(kind)
+        if inst is not None and inst.root and not self.sandbox:
+            raise LabError(f"{inst.label} runs in its root file system {inst.root}, which only the sandbox "
+                           "mounts; run it with the sandbox on")
         owned = [str(p) for p in own if p.exists()]
         wanted = [*read_only, *map(Path, drv.sandbox_paths(inst))]
         readable = [str(p) for p in wanted if p.exists()] + owned
