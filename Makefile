@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,docker,notebooks,audit]'
+	$(PY) -m pip install -q -e '.[dev,docker,notebooks,audit,proxies]'
 	touch $@
 
 # Execute copies of notebooks/*.ipynb and render them to HTML under notebooks/_build/ (git-ignored).

