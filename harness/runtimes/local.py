@@ -46,6 +46,8 @@ class Plan:
     scenario: Scenario
     run_dir: Path
     listen_port: int
+    #: Which installation runs it (``trustlab proxies list``); ``None``: the kind's default.
+    inst: Installation | None = None
 
 
 @dataclass(frozen=True)
@@ -268,10 +270,13 @@ class LocalRuntime:
                     "run_dir": str(p.run_dir),
                     "log": str(driver(p.scenario.proxy).error_log(p.run_dir)),
                     "command": driver(p.scenario.proxy).command(
-                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir)
+                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.inst
                     ),
-                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki")),
-                    "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy))),
+                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.inst),
+                    "root": p.inst.root if p.inst else "",
+                    "sandbox": self._box(
+                        *_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy), p.inst)
+                    ),
                 }
                 for p in group
             ],
@@ -384,10 +389,12 @@ def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_paths(files: tuple[list[Path], list[Path]], drv: Driver) -> tuple[list[Path], list[Path]]:
+def _with_paths(
+    files: tuple[list[Path], list[Path]], drv: Driver, inst: Installation | None = None
+) -> tuple[list[Path], list[Path]]:
     """The lab files a proxy reads, plus the host paths its installation needs (read-only)."""
     read_only, own = files
-    return [*read_only, *map(Path, drv.sandbox_paths())], own
+    return [*read_only, *map(Path, drv.sandbox_paths(inst))], own
 
 
 def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
