@@ -72,6 +72,12 @@ class ChallengeError(ScenarioError):
 
 DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
 #: The file name each proxy's starting config has (what the learner edits).
+def _proxy_names() -> tuple[str, ...]:
+    from harness.proxies import names
+
+    return names()
+
+
 def _driver_config_name(proxy: ProxyKind) -> str:
     from harness.proxies import driver
 
@@ -635,7 +641,7 @@ def json_schema() -> dict[str, Any]:
         "required": ["title", "proxy", "difficulty", "minutes", "story", "goal", "hints", "explanation", "lesson"],
         "properties": {
             "title": text,
-            "proxy": {"enum": [p.value for p in ProxyKind]},
+            "proxy": {"enum": list(_proxy_names())},
             "config": {"type": "string", "pattern": "^[^./][^/]*$"},
             "difficulty": {"enum": list(DIFFICULTIES)},
             "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
