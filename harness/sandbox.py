@@ -179,9 +179,9 @@ def command(
 ) -> list[str]:
     """The bubblewrap command line that runs *argv* confined (see the module doc).
 
-    *root*: a Debian root file system of another release (``trixie``; harness/installs.py): its
-    ``/usr`` (and its ``ld.so.cache`` and ``openssl.cnf``) take the place of the host's, so its
-    binaries run on their own libc, OpenSSL and loader."""
+    *root* is another root file system (a Debian trixie one for trixie's packages): its
+    ``/usr`` (and ``/bin``, ``/lib``... as it has them) and its ``/etc`` files replace the
+    host's, so the proxy runs on that userland; everything else stays as above."""
     bw = [
         "bwrap",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -194,9 +194,10 @@ def command(
         bw += ["--unshare-user", "--uid", "10001", "--gid", "10001", "--cap-drop", "ALL"]
     for key, value in {**environment(run_dir), **(env or {})}.items():
         bw += ["--setenv", key, value]
-    bw += ["--ro-bind", f"{root}/usr", "/usr"]
+    top = Path(root or "/")
+    bw += ["--ro-bind", str(top / "usr"), "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        target = Path(root or "/") / name
+        target = top / name
         if target.is_symlink():
             bw += ["--symlink", os.readlink(target), f"/{name}"]
         elif target.is_dir():
@@ -210,10 +211,8 @@ def command(
     for name in ("passwd", "group", "nsswitch.conf"):
         bw += ["--ro-bind", f"{etc_dir}/{name}", f"/etc/{name}"]
     for name in _HOST_ETC:
-        # A root's own file where it has one (its ld.so.cache always), else the host's.
-        src = next((f"{d}/{name}" for d in (f"{root}/etc", "/etc") if Path(d, name).exists()), None)
-        if src:
-            bw += ["--ro-bind", src, f"/etc/{name}"]
+        if (top / "etc" / name).exists():
+            bw += ["--ro-bind", str(top / "etc" / name), f"/etc/{name}"]
     private = private or {}
     read_only = list(read_only)
     made: set[str] = {"/tmp", "/etc", "/etc/ssl", "/usr"}

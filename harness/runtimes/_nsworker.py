@@ -137,6 +137,8 @@ class Proxy:
         self.command: list[str] = spec["command"]
         #: What the proxy needs beyond PATH/LANG/HOME (its driver's :meth:`~Driver.environment`).
         self.env: dict[str, str] = dict(spec.get("env", {}))
+        #: Another root file system the proxy runs on (its installation's ``root``), or "".
+        self.root: str = spec.get("root", "")
         #: ``{"read_only": [...], "keys": [...]}``: run in the local sandbox (bubblewrap), with the
         #: lab files it reads and the key files among them it must own. Absent: a container is the
         #: sandbox (clean environment and rlimits only). ``"off"``: the tests' opt-out, to show what
@@ -144,8 +146,6 @@ class Proxy:
         box = spec.get("sandbox")
         self.unconfined = box == "off"
         self.sandbox: dict[str, list[str]] | None = box if isinstance(box, dict) else None
-        #: A Debian root of another release the binary comes from (an installation's ``root``).
-        self.root: str = spec.get("root", "")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.uid: int | None = None
@@ -155,9 +155,6 @@ class Proxy:
         out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - handed to the child
         self.log.touch()
         command, preexec = self.command, limited_child
-        if self.unconfined and self.root:
-            # No sandbox to mount the root's /usr: its own loader and libraries start the binary.
-            command = [*sandbox.loader_command(self.root, command[0]), *command[1:]]
         if self.sandbox is not None:
             self.uid = sandbox.new_uid() if sandbox.host_root() else None
             keys = [Path(k) for k in self.sandbox.get("keys", ())]

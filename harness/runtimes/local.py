@@ -46,7 +46,7 @@ class Plan:
     scenario: Scenario
     run_dir: Path
     listen_port: int
-    #: Which installation runs it (``trustlab proxies list``); ``None``: the kind's default.
+    #: Which installation of the proxy runs it (None: the kind's default binary).
     inst: Installation | None = None
 
 
@@ -59,7 +59,7 @@ class PreparedProxy:
     run_dir: Path
     config: Path
     listen_port: int
-    #: Which installation to start (``trustlab proxies list``); ``None``: the kind's default.
+    #: Which installation runs it (``check --proxy-version``); None: the kind's default.
     inst: Installation | None = None
 
 
@@ -218,12 +218,12 @@ class LocalRuntime:
                     "log": str(driver(p.kind).error_log(p.run_dir)),
                     "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.inst),
                     "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.inst),
-                    # A Debian root of another release: the sandbox mounts its /usr (harness/installs.py).
-                    "root": p.inst.root if p.inst else "",
+                    "root": self._root(p.inst),
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     "sandbox": self._box(
-                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE, *map(Path, driver(p.kind).sandbox_paths(p.inst))],
+                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
+                         *map(Path, driver(p.kind).sandbox_paths(p.inst))],
                         own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
                     ),
                 }
@@ -273,10 +273,9 @@ class LocalRuntime:
                         str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.inst
                     ),
                     "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.inst),
-                    "root": p.inst.root if p.inst else "",
-                    "sandbox": self._box(
-                        *_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy), p.inst)
-                    ),
+                    "root": self._root(p.inst),
+                    "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy),
+                                                      p.inst)),
                 }
                 for p in group
             ],
@@ -285,6 +284,15 @@ class LocalRuntime:
                 for p, ident in cells
             ],
         }
+
+    def _root(self, inst: Installation | None) -> str:
+        """The root file system an installation runs on ("" for the host's own)."""
+        if inst is None or not inst.root:
+            return ""
+        if not self.sandbox:
+            raise LabError(f"{inst.label} runs in its root file system {inst.root}, which only the sandbox "
+                           "mounts; run it with the sandbox on")
+        return inst.root
 
     def _box(self, read_only: list[Path], own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
         """A proxy spec's ``sandbox``: the lab files it may read; those in *own* (private keys,
