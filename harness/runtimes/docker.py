@@ -94,6 +94,19 @@ class Plan:
 
 
 # -- ownership and sweeping ----------------------------------------------------------------
+def _in_image(
+    drv: Driver, inst: Installation | None = None, carried: list[dict[str, str]] | None = None
+) -> Installation:
+    """The copy of a proxy the lab image carries (at its driver's :attr:`~Driver.image_binary`):
+    the driver builds the whole command for it (a wrapper, like Caddy's, keeps its shape). For
+    another installation of the host (*inst*), the image's copy of it (harness/installs.py)."""
+    if inst is None:
+        return Installation(drv.kind, "", drv.image_binary, "image")
+    from harness import installs
+
+    return Installation(drv.kind, inst.version, installs.in_image(drv, inst, carried or []), "image", inst.tls)
+
+
 def _start_ticks(pid: int) -> str:
     return _process.start_ticks(pid)
 
@@ -585,15 +598,16 @@ class DockerRuntime:
     def _prepared_spec(self, lab_dir: Path, p: PreparedProxy, pki_dir: Path) -> dict[str, Any]:
         drv = driver(p.kind)
         run_dir = self.lab_path(lab_dir, p.run_dir)
-        cmd = drv.command(str(self.lab_path(lab_dir, p.config)), str(run_dir), p.inst)
+        cmd = drv.command(
+            str(self.lab_path(lab_dir, p.config)), str(run_dir), _in_image(drv, p.inst, self.carried())
+        )
         return {
             "key": p.key,
             "kind": p.kind,
             "listen_port": p.listen_port,
             "run_dir": str(run_dir),
             "log": str(drv.error_log(run_dir)),
-            # The driver names the host's binary (if any); the image has its own.
-            "command": [self.image_binary(drv, p.inst), *cmd[1:]],
+            "command": cmd,
             "env": drv.environment(str(run_dir), str(self.lab_path(lab_dir, pki_dir))),
         }
 
@@ -739,20 +753,13 @@ class DockerRuntime:
 
     def _command(self, p: Plan) -> list[str]:
         drv = driver(p.scenario.proxy)
-        cmd = drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir, p.inst)
-        # The driver names the host's binary; the image has its own, at the driver's image path
-        # (another installation: the image's copy of it, harness/installs.py).
-        return [self.image_binary(drv, p.inst), *cmd[1:]]
+        return drv.command(f"{p.run_dir}/{drv.config_name}", p.run_dir, _in_image(drv, p.inst, self.carried()))
 
-    def image_binary(self, drv: Driver, inst: Installation | None) -> str:
-        """The binary in the lab image that stands for *inst* (the default: the driver's ``image_binary``)."""
-        if inst is None:
-            return drv.image_binary
-        from harness import installs
-
+    def carried(self) -> list[dict[str, str]]:
+        """Every installation the lab image carries (its ``trustlab.proxies`` label), read once."""
         if self._image_proxies is None:
             self._image_proxies = images.image_proxies(self.client)
-        return installs.in_image(drv, inst, self._image_proxies)
+        return self._image_proxies
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:
