@@ -26,7 +26,7 @@ def diagnose(say: Callable[[str], None]) -> int:
         host += found
         for inst in found:
             where = f"{inst.binary} in {inst.root}" if inst.root else inst.binary
-            say(f"  ok    {kind.value:<13} {inst.version:<9} {inst.tls or '-':<15} {inst.source:<6} {where}")
+            say(f"  ok    {kind.value:<13} {inst.version:<9} {inst.tls or '-':<24} {inst.source:<6} {where}")
         if not found:
             ok_local = False
             say(f"  MISSING {kind.value:<11} install it: {drv.install_hint()}")
@@ -67,7 +67,7 @@ def diagnose(say: Callable[[str], None]) -> int:
                 records = images.image_proxies()
                 for r in records:
                     tls = r["tls"] or "-"
-                    say(f"  ok    {r['kind']:<13} {r['version']:<9} {tls:<15} image  {r['binary']} ({r['from']})")
+                    say(f"  ok    {r['kind']:<13} {r['version']:<9} {tls:<24} image  {r['binary']} ({r['from']})")
                 carried = {(r["kind"], r["version"]) for r in records}
                 lacking = [i for i in host if (i.kind.value, i.version) not in carried]
                 for inst in lacking:

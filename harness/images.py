@@ -177,7 +177,10 @@ def base_inputs() -> str:
     """Hash of what the offline base image is made of."""
     suite = host_release()
     sources = [f"{p}\n{p.read_text()}" for p in apt_sources(suite)]
-    return _digest("base-v1", suite, platform.machine(), " ".join(packages()), *MMDEBSTRAP_ARGS, *sources)
+    # The packages whose versions the base records (each registered proxy's) are an input too: a
+    # base built before a proxy was registered would carry its package but not its version.
+    recorded = " ".join(_recorded())
+    return _digest("base-v1", suite, platform.machine(), " ".join(packages()), recorded, *MMDEBSTRAP_ARGS, *sources)
 
 
 def lab_inputs(base_hash: str, proxies: str = "") -> str:

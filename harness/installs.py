@@ -751,10 +751,10 @@ def _cmd(args: object) -> int:
     if getattr(args, "json", False):
         print(json.dumps(table, indent=1))
         return 0
-    print(f"{'kind':<13} {'version':<9} {'TLS library':<17} {'source':<7} path")
+    print(f"{'kind':<13} {'version':<9} {'TLS library':<24} {'source':<7} path")
     for r in table:
         where = f"{r['path']} in {r['root']}" if r["root"] else r["path"]
-        print(f"{r['kind']:<13} {r['version']:<9} {r['tls'] or '-':<17} {r['source']:<7} {where}")
+        print(f"{r['kind']:<13} {r['version']:<9} {r['tls'] or '-':<24} {r['source']:<7} {where}")
     gaps = missing()
     if gaps:
         print(f"not installed: {', '.join(gaps)}; run: trustlab proxies install --all")
