@@ -767,22 +767,37 @@ def _apt_records(pkgs: dict[str, str]) -> list[dict[str, str]]:
         version = _upstream(pkgs.get(drv.image_package, "")) if drv.image_package else ""
         if not version or not drv.image_binary:
             continue
-        out.append(_apt_record(drv, version, drv.image_binary, pkgs))
+        out.append(_apt_record(drv, drv.image_package, drv.image_binary, pkgs))
     for kind in kinds():
         drv = driver(kind)
         for src in drv.sources:
             if isinstance(src, installs.Apt) and pkgs.get(src.package):
-                out.append(_apt_record(drv, _upstream(pkgs[src.package]), src.binary, pkgs))
+                out.append(_apt_record(drv, src.package, src.binary, pkgs))
     return out
 
 
-def _apt_record(drv: Any, version: str, binary: str, pkgs: dict[str, str]) -> dict[str, str]:
-    """One Debian proxy of the image; its TLS library as the host's same version says it is."""
-    same = next((i for i in drv.installations() if i.source == "apt" and i.version == version), None)
-    tls = same.tls if same else ""
+def _apt_record(drv: Any, package: str, binary: str, pkgs: dict[str, str]) -> dict[str, str]:
+    """One Debian proxy of the image. When the host has the same build of that package, the
+    version and TLS library are what the binary itself says on the host (Debian's trafficserver
+    9.2.5+ds-0+deb12u4 says 9.2.9); else the package's upstream version."""
+    version, tls = _upstream(pkgs[package]), ""
+    if _host_package_version(package) == pkgs[package]:
+        same = next((i for i in drv.installations() if i.source == "apt" and i.binary == binary), None)
+        if same is not None:
+            version, tls = same.version, same.tls
     if tls.startswith("OpenSSL") and pkgs.get("libssl3"):
         tls = f"OpenSSL {_upstream(pkgs['libssl3'])}"  # the image's own libssl, not the host's
     return {"kind": drv.kind.value, "version": version, "tls": tls, "from": "apt", "binary": binary}
+
+
+def _host_package_version(package: str) -> str:
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 def image_proxies(c: Any | None = None, ref: str | None = None) -> list[dict[str, str]]:
