@@ -28,8 +28,8 @@ from harness.scenarios import builtin
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REQUIRE_PROXIES = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
 LABS = Path(__file__).resolve().parents[1] / "labs"
-#: A good variant and one that verifies nothing, per kind with extra versions (nginx, HAProxy).
-PAIRS = {"nginx": ("nginx/good", "nginx/verify-off"), "haproxy": ("haproxy/good", "haproxy/verify-none")}
+#: The variants each installation runs: its kind's ``good`` and the first of these that exists.
+UNVERIFIED = ("verify-off", "verify-none", "defaults")
 
 
 def trustlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -197,8 +197,9 @@ def test_the_trixie_source_comes_from_the_hosts_own_mirror() -> None:
 
 # -- every installed version, on both runtimes ---------------------------------------------------
 def _extra_installations() -> list[Installation]:
+    """Every installation of every kind that declares extra versions (sources.toml)."""
     found = []
-    for kind in PAIRS:
+    for kind in dict.fromkeys(k for k, _ in installs.catalogue()):
         drv = driver(kind)
         gaps = installs.gaps(drv)
         if gaps:
@@ -212,7 +213,9 @@ def _extra_installations() -> list[Installation]:
 
 def _run(inst: Installation, runtime: Any) -> runner.Results:
     scs = builtin()
-    return runner.run([scs[s] for s in PAIRS[inst.kind.value]], runtime=runtime)
+    kind = inst.kind.value
+    loose = next(f"{kind}/{v}" for v in UNVERIFIED if f"{kind}/{v}" in scs)
+    return runner.run([scs[f"{kind}/good"], scs[loose]], runtime=runtime)
 
 
 def _check(inst: Installation, res: runner.Results) -> None:
