@@ -642,9 +642,25 @@ def install_root(suite: str, *, force: bool = False, progress: Progress | None =
             *mirror,
         ]
         say(f"mmdebstrap {suite} ({', '.join(packages)}) from {mirror[0]} ...")
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Its own process group: on Ctrl-C all of it (apt, dpkg under mmdebstrap) stops before the
+        # partial directory is removed (harness/images.py does the same for the image's base).
+        from harness.images import _stop_group
+
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            output, _ = proc.communicate()
+        except BaseException:
+            _stop_group(proc)
+            raise
         if proc.returncode != 0:
-            tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-3:]
+            tail = [ln for ln in output.splitlines() if ln.strip()][-3:]
             raise PrerequisiteError(
                 f"proxies install: mmdebstrap {suite} failed (exit {proc.returncode}): {' | '.join(tail)[:300]}; "
                 f"does this host's apt mirror serve {suite}?"
