@@ -29,7 +29,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REQUIRE_PROXIES = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
 LABS = Path(__file__).resolve().parents[1] / "labs"
 #: The variants each installation runs: its kind's ``good`` and the first of these that exists.
-UNVERIFIED = ("verify-off", "verify-none", "defaults")
+UNVERIFIED = ("verify-off", "verify-none", "no-validation", "defaults")
 
 
 def trustlab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -214,8 +214,8 @@ def _extra_installations() -> list[Installation]:
 def _run(inst: Installation, runtime: Any) -> runner.Results:
     scs = builtin()
     kind = inst.kind.value
-    loose = next(f"{kind}/{v}" for v in UNVERIFIED if f"{kind}/{v}" in scs)
-    return runner.run([scs[f"{kind}/good"], scs[loose]], runtime=runtime)
+    loose = [f"{kind}/{v}" for v in UNVERIFIED if f"{kind}/{v}" in scs][:1]
+    return runner.run([scs[s] for s in (f"{kind}/good", *loose)], runtime=runtime)
 
 
 def _check(inst: Installation, res: runner.Results) -> None:
