@@ -887,7 +887,9 @@ def write_image_context(plan: list[ImageEntry], path: Path, base: str, labels: d
     import io
     import tarfile
 
-    lines = [f"FROM {base}", "COPY opt/ /opt/"]
+    # One COPY per top-level directory the entries land in (/opt/trustlab, a driver's /usr/local/bin).
+    tops = sorted({Path(p).parts[1] for e in plan for p in (e.copy_to, e.binary) if p} | {Path(IMAGE_PREFIX).parts[1]})
+    lines = [f"FROM {base}", *(f"COPY {top}/ /{top}/" for top in tops)]
     for key, value in labels.items():
         lines.append(f"LABEL {key}={json.dumps(value)}")
     dockerfile = ("\n".join(lines) + "\n").encode()
@@ -906,13 +908,11 @@ def write_image_context(plan: list[ImageEntry], path: Path, base: str, labels: d
 
     with tarfile.open(path, "w") as tar:
         add_bytes(tar, "Dockerfile", dockerfile, 0o644)
-        added_dirs: set[str] = set()
         for e in plan:
             if e.copy_from:
                 tar.add(e.copy_from, arcname=e.copy_to.lstrip("/"), recursive=True, filter=reset)
             if e.wrapper:
                 add_bytes(tar, e.binary.lstrip("/"), e.wrapper.encode(), 0o755)
-            added_dirs.add(str(Path(e.binary).parent))
         if not plan:
             add_bytes(tar, f"{IMAGE_PREFIX.lstrip('/')}/README", b"no proxy beyond the Debian packages\n", 0o644)
     return path.stat().st_size

