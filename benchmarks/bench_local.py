@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 
 from harness import runner, scenarios
+from harness.runtimes.contract import ProxyEvent
 from harness.vocab import IDENTITY_IDS
 
 
@@ -35,9 +36,9 @@ def main() -> int:
     starts: dict[str, list[float]] = defaultdict(list)
     kind_of = {s.id: s.proxy.value for s in chosen}
 
-    def on_proxy(event: dict[str, object]) -> None:
-        if event.get("started"):
-            starts[kind_of[str(event["key"])]].append(float(event["start_s"]))  # type: ignore[arg-type]
+    def on_proxy(event: ProxyEvent) -> None:
+        if event.started and event.start_s is not None:
+            starts[kind_of[event.key]].append(event.start_s)
 
     walls = []
     for i in range(args.repeat):
@@ -57,7 +58,7 @@ def main() -> int:
         good = scenarios.select([f"{kind}/good"])
         for _ in range(5):
             runner.run(good, runtime="local", identities=("legit",), shards=1,
-                       on_proxy=lambda e, k=kind: alone[k].append(float(e["start_s"])))  # type: ignore[misc]
+                       on_proxy=lambda e, k=kind: alone[k].append(float(e.start_s or 0)))  # type: ignore[misc]
         print(f"  {kind:<8} start-to-listening alone: median {statistics.median(alone[kind]) * 1000:.1f} ms (n=5)")
 
     pairs = [(sc, ident) for sc in chosen for ident in IDENTITY_IDS]

@@ -49,7 +49,7 @@ def starts(kind: str, n: int) -> None:
                 good = scenarios.select([f"{proxy}/good"])
                 runner.run(
                     good, runtime=runtime(kind, box), identities=("legit",), shards=1,
-                    on_proxy=lambda e, k=(proxy, mode): alone[k].append(float(e["start_s"])),  # type: ignore[misc]
+                    on_proxy=lambda e, k=(proxy, mode): alone[k].append(float(e.start_s or 0)),  # type: ignore[misc]
                 )
     print(f"{kind}: proxy start-to-listening, alone, median of {n} (ms):")
     for proxy in ("nginx", "apache", "haproxy"):

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.configs import guess_proxy
 from harness.configs.base import is_ip, is_system_bundle, read_config
 from harness.errors import ConfigError
 from harness.vocab import ProxyKind
 
 SEVERITIES = ("high", "medium", "low")
+
+__all__ = ["SEVERITIES", "AuditReport", "Finding", "audit", "guess_proxy", "render"]
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,6 @@ class AuditReport:
 
     def rules(self) -> list[str]:
         return [f.rule for f in self.findings]
-
-
-def guess_proxy(text: str) -> ProxyKind:
-    """The proxy kind *text* is a config for, asking each registered driver (most specific first)."""
-    from harness.proxies import driver, kinds, names
-
-    for kind in sorted(kinds(), key=lambda k: driver(k).guess_order):
-        if driver(kind).looks_like(text):
-            return kind
-    raise ConfigError(f"cannot tell which proxy this config is for; pass --proxy {'|'.join(names())}")
 
 
 def audit(

@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.configs import adapter
+from harness.configs import adapter, guess_proxy
 from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
 from harness.proxies import driver
+from harness.runtimes.contract import CellSpec, ProxyEvent
 from harness.vocab import (
     ALL_IDENTITY_IDS,
     BACKEND_NAME,
@@ -277,7 +278,7 @@ def check(
             adapted = adapt(path, seen, ports=ports, focus=pool or None)
             cfg = run_dir / driver_config_name(kind)
             cfg.write_text(adapted.text)
-            cells: list[dict[str, Any]] = []
+            cells: list[CellSpec] = []
             out: list[CheckCell] = []
             for i, u in members:
                 if u.route is None:
@@ -290,19 +291,19 @@ def check(
                     continue
                 for ident in identities:
                     cells.append(
-                        {
-                            "key": "proxy",
-                            "identity": ident,
-                            "label": i,
-                            "port": adapted.listeners.get(u.route.listener, ports(u.route.listener)),
-                            "host": u.route.host,
-                            "path": u.route.path,
-                            "tls": u.route.tls,
-                            "sni_routing": sni_routing,
-                        }
+                        CellSpec(
+                            key="proxy",
+                            identity=ident,
+                            label=i,
+                            port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
+                            host=u.route.host,
+                            path=u.route.path,
+                            tls=u.route.tls,
+                            sni_routing=sni_routing,
+                        )
                     )
             listen = next(iter(adapted.listeners.values()), ports("80"))
-            events: list[dict[str, Any]] = []
+            events: list[ProxyEvent] = []
             raw = list(
                 rt.run_prepared(
                     [PreparedProxy("proxy", kind.value, run_dir, cfg, listen)],
@@ -315,21 +316,22 @@ def check(
                     on_proxy=events.append,
                 )
             )
-            failed = next((e for e in events if not e.get("started")), None)
+            failed = next((e for e in events if not e.started), None)
             # Killed or out of disk before it listened: an error of the lab, not a rejected config.
-            died = failed["message"] if failed and (failed.get("died") or failed.get("timeout")) else None
-            rejected = None if died or not failed else failed.get("message")
+            died = failed.message if failed and failed.failure is Outcome.ERROR else None
+            rejected = None if died or not failed else failed.message
             by_label = {i: u for i, u in members}
             for r in raw:
-                u = by_label[r["label"]]
-                outcome, reason = Outcome(r["outcome"]), r["reason"]
+                assert r.label is not None
+                u = by_label[r.label]
+                outcome, reason = r.outcome, r.reason
                 want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
-                if r.get("dest") and r["dest"] != want and outcome is not Outcome.BLOCKED:
+                if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
                     outcome, reason = (
                         Outcome.ERROR,
-                        (f"the request reached {r['dest']}, not this upstream ({want}); {reason}"),
+                        (f"the request reached {r.dest}, not this upstream ({want}); {reason}"),
                     )
-                out.append(CheckCell(u.label, r["identity"], outcome, r["status"], reason, r["sni"]))
+                out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni))
             # A proxy that never listened: every routable cell gets its reason (how it died, or
             # the proxy's own refusal).
             for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
@@ -390,8 +392,6 @@ def pick_runtime(runtime: str) -> Any:
 
 def _looks_like(path: Path, kind: ProxyKind) -> str:
     """A hint when the file looks like another proxy's config."""
-    from harness.audit import guess_proxy
-
     try:
         other = guess_proxy(read_config(path))
     except ConfigError:

@@ -22,6 +22,7 @@ file was found in, never a path the file names.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -138,10 +139,6 @@ def point(scenario: Any) -> tuple[str, str]:
         if ident in LEGITIMATE_IDS and ident != "legit-no-chain" and outcome is not Outcome.SERVED:
             return ident, f"{scenario.id} expects the legitimate backend {outcome.value}: an outage"
     return "rogue-ca", f"{scenario.id} expects every impostor blocked; any of them shows it"
-
-
-#: The seat modes a held lab keeps (mTLS, keep-alive); a held lab never primes.
-_SEAT_MODES = ("client_auth", "keepalive")
 
 
 def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: float = 30) -> dict[str, Any]:
@@ -498,7 +495,8 @@ _Started = Iterator[tuple[dict[str, Any], Callable[[], object]]]
 def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     from harness.pki import LabPKI
     from harness.proxies import driver
-    from harness.runtimes.local import LocalRuntime, _backend_field
+    from harness.runtimes.contract import DoneEvent, FatalEvent, HoldSpec, ProxyEvent, load_event
+    from harness.runtimes.local import LocalRuntime
     from harness.runtimes.local import _stop as stop_worker
     from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
 
@@ -509,22 +507,19 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities,
                       backends=(scenario.backend,))
     plans = rt.prepare([scenario], path, pki)
-    job = rt._job(plans, [], path, pki)
-    job["hold"] = {"identity": identity, "control": str(path / "control.sock"),
-                   "sni_routing": scenario.sni_routing, "socket_dir": str(path),
-                   "modes": {k: v for k, v in scenario.cell_options().items() if k in _SEAT_MODES},
-                   **_backend_field(scenario)}
+    hold = HoldSpec.of(scenario, identity, control=str(path / "control.sock"), socket_dir=str(path))
+    job = dataclasses.replace(rt._job(plans, [], path, pki), hold=hold)
     worker = None
     try:  # stop the worker before lab_dir removes the directory `down` waits on
         worker = rt._spawn(job, path / "worker.err")
         assert worker.stdout is not None
         for line in worker.stdout:
-            event = json.loads(line)
-            if event["event"] == "proxy" and not event["started"]:
-                raise LabError(f"{scenario.id}: the proxy refused to start: {event['message']}")
-            if event["event"] == "fatal":
-                raise LabError(f"lab failed: {event['message']}")
-            if event["event"] == "done":
+            event = load_event(line)
+            if isinstance(event, ProxyEvent) and not event.started:
+                raise LabError(f"{scenario.id}: the proxy refused to start: {event.message}")
+            if isinstance(event, FatalEvent):
+                raise LabError(f"lab failed: {event.message}")
+            if isinstance(event, DoneEvent):
                 break
         sock = path / "proxy.sock"
         drv = driver(scenario.proxy)

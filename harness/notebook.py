@@ -2,7 +2,7 @@
 
 Every ``show_*`` helper returns a :class:`Table`, which Jupyter renders as HTML (outcomes
 coloured as in the heatmap) and ``print`` renders as text. Importing this module also gives
-:class:`~harness.runner.Results` a ``_repr_html_``, so a run displayed in a notebook is its
+:class:`~harness.results.Results` a ``_repr_html_``, so a run displayed in a notebook is its
 grid.
 
 Executing the notebooks themselves (tests, ``make notebooks``) lives in :mod:`harness._notebooks`.
@@ -22,7 +22,7 @@ from harness.errors import LabError
 from harness.proxies import driver
 from harness.proxies.base import RenderContext
 from harness.report import COLOR, LABEL, TEXT_ON, alt_text, heatmap
-from harness.runner import Results
+from harness.results import Results, register_display
 from harness.vocab import IDENTITY_IDS, LOCAL_LAB_IP, Outcome
 
 #: Claim verdicts, from the same colour-vision-safe set as the outcomes (and always labelled).
@@ -352,8 +352,9 @@ def _results_pretty(self: Results, printer: Any, cycle: bool) -> None:
     printer.text(grid(self))
 
 
-# Results._repr_html_ / _repr_pretty_ (harness/runner.py) call the two functions above, so a
-# run displays as its grid in Jupyter however it was imported.
+# Results._repr_html_ / _repr_pretty_ (harness/results.py) call the two functions above once
+# this module is imported (any notebook helper imports it), so a run displays as its grid.
+register_display(html=_results_html, pretty=_results_pretty)
 
 
 # -- learning by doing: predict, then see; submit a fix, get a verdict -------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from harness.vocab import ALL_IDENTITY_IDS, LEGITIMATE_IDS, PUBLIC_HOST, Outcome
 
@@ -26,49 +26,6 @@ class Response:
     status: int | None
     marker: str | None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class Cell:
-    """The outcome of one request (proxy x variant x identity) with its evidence."""
-
-    scenario: str
-    proxy: str
-    variant: str
-    identity: str
-    outcome: Outcome
-    expected: Outcome | None
-    status: int | None
-    reason: str
-    sni: str | None
-    tls: str | None
-    duration_s: float
-    #: Seat evidence (issue 14): "reused connection" (the request came on a connection already
-    #: open, no new handshake) or "resumed session" (a resumed TLS handshake); None otherwise.
-    reuse: str | None = None
-    #: mTLS scenarios: the client certificate the proxy sent, "subject (issuer ...)".
-    client_cert: str | None = None
-    #: Multi-policy scenarios: what the request under the loose policy got first.
-    primed: str | None = None
-
-    @property
-    def differs(self) -> bool:
-        """True when a scenario expectation exists and the run disagrees with it."""
-        return self.expected is not None and self.outcome is not self.expected
-
-    def to_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["outcome"] = self.outcome.value
-        d["expected"] = self.expected.value if self.expected else None
-        d["duration_s"] = round(self.duration_s, 4)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Cell:
-        data = dict(d)
-        data["outcome"] = Outcome(str(data["outcome"]))
-        data["expected"] = Outcome(str(data["expected"])) if data.get("expected") else None
-        return cls(**data)  # type: ignore[arg-type]
 
 
 def request(

@@ -1,4 +1,4 @@
-"""Turn :class:`~harness.runner.Results` into a grid, JSON, CSV, a heatmap and Markdown.
+"""Turn :class:`~harness.results.Results` into a grid, JSON, CSV, a heatmap and Markdown.
 
 Every file is written atomically (a temp file renamed into place), so an interrupted run
 never leaves a half-written report behind.
@@ -14,8 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.probe import Cell
-from harness.runner import Results
+from harness.results import Cell, Results
 from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
 
 #: Short labels for the grid, and colours for the heatmap and HTML tables.

@@ -15,55 +15,20 @@ import signal
 import stat as _stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, _process
 from harness.errors import LabError
 from harness.pki import LabPKI
-from harness.probe import Cell
-from harness.scenarios import Scenario
-from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP, Outcome
+from harness.results import Cell, Results
+from harness.runtimes.contract import CellEvent, ProxyEvent
+from harness.scenarios import Scenario, backends_of
+from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP
 
 LAB_PREFIX = "trustlab-"
 OWNER_FILE = "owner.pid"
-
-
-@dataclass
-class Results:
-    """The cells of a run and what it ran on."""
-
-    meta: dict[str, Any]
-    cells: list[Cell] = field(default_factory=list)
-
-    @property
-    def mismatches(self) -> list[Cell]:
-        return [c for c in self.cells if c.differs]
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {"meta": self.meta, "cells": [c.to_dict() for c in self.cells]}
-
-    def outcomes(self) -> dict[tuple[str, str], Outcome]:
-        return {(c.scenario, c.identity): c.outcome for c in self.cells}
-
-    def _repr_html_(self) -> str:
-        """A coloured grid when a notebook displays the results."""
-        from harness.notebook import _results_html
-
-        return _results_html(self)
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        from harness.notebook import _results_pretty
-
-        _results_pretty(self, printer, cycle)
-
-    def cell(self, scenario: str, identity: str) -> Cell:
-        for c in self.cells:
-            if c.scenario == scenario and c.identity == identity:
-                return c
-        raise KeyError((scenario, identity))
 
 
 def lab_root() -> Path:
@@ -214,7 +179,7 @@ def run(
     shards: int | None = None,
     keep: bool = False,
     on_cell: Callable[[Cell], None] | None = None,
-    on_proxy: Callable[[dict[str, Any]], None] | None = None,
+    on_proxy: Callable[[ProxyEvent], None] | None = None,
 ) -> Results:
     """Run every scenario against every identity and return the results (sorted).
 
@@ -239,27 +204,27 @@ def run(
         wanted = tuple(dict.fromkeys(i for s in scenarios for i in s.optional_identities))
         pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted, backends=backends_of(scenarios))
         kw: dict[str, Any] = {"extra": extra} if extra else {}
-        raws = rt.run(
+        events: Iterable[CellEvent] = rt.run(
             scenarios, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
             on_proxy=on_proxy, **kw,
         )
-        for raw in raws:
-            sc = by_id[raw["key"]]
+        for ev in events:
+            sc = by_id[ev.key]
             cell = Cell(
                 scenario=sc.id,
                 proxy=sc.proxy.value,
                 variant=sc.variant,
-                identity=raw["identity"],
-                outcome=Outcome(raw["outcome"]),
-                expected=sc.expected.get(raw["identity"]),
-                status=raw["status"],
-                reason=raw["reason"],
-                sni=raw["sni"],
-                tls=raw["tls"],
-                duration_s=raw["duration_s"],
-                reuse=raw.get("reuse"),
-                client_cert=raw.get("client_cert"),
-                primed=raw.get("primed"),
+                identity=ev.identity,
+                outcome=ev.outcome,
+                expected=sc.expected.get(ev.identity),
+                status=ev.status,
+                reason=ev.reason,
+                sni=ev.sni,
+                tls=ev.tls,
+                duration_s=ev.duration_s,
+                reuse=ev.reuse,
+                client_cert=ev.client_cert,
+                primed=ev.primed,
             )
             cells.append(cell)
             if on_cell:
@@ -282,11 +247,6 @@ def run(
         "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
     }
     return Results(meta=meta, cells=cells)
-
-
-def backends_of(scenarios: list[Scenario]) -> tuple[str, ...]:
-    """The backend names scenarios set besides the default (each gets its own identities)."""
-    return tuple(dict.fromkeys(s.backend for s in scenarios))
 
 
 def _openssl_version() -> str:

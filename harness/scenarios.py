@@ -46,6 +46,7 @@ from harness.vocab import (
     DEFAULT_SITE_NAME,
     IDENTITY_IDS,
     OPTIONAL_IDENTITY_IDS,
+    PKI_FILES,
     SIBLING_NAME,
     Outcome,
     ProxyKind,
@@ -81,18 +82,6 @@ _TOP_KEYS: tuple[str, ...] = (
 )
 _SEAT_KEYS: tuple[str, ...] = ("sni_routing",)
 
-#: Files of the PKI directory a config may name, and the optional identity that mints them.
-PKI_FILES: dict[str, tuple[str, str]] = {
-    "client_ca": ("client-ca.pem", "client-ca-signed"),
-    "client_cert": ("proxy-client.crt", "client-ca-signed"),
-    "client_key": ("proxy-client.key", "client-ca-signed"),
-    "client_pem": ("proxy-client.pem", "client-ca-signed"),
-    "client_pem_with_ca": ("proxy-client-with-ca.pem", "client-ca-signed"),
-    "client_pems_two": ("proxy-clients-two.pem", "client-ca-signed"),
-    "crl_chain": ("crl-chain.pem", "revoked"),
-    "crl_intermediate": ("crl-intermediate.pem", "revoked"),
-    "crl_root": ("crl-root.pem", "revoked"),
-}
 PLACEHOLDERS += tuple(PKI_FILES)
 #: Multi-policy scenarios (issue 14): two policies in one proxy on purpose. Each cell first
 #: requests ``prime`` (the loose policy), then ``/`` (the strict one) with the same identity.
@@ -472,3 +461,8 @@ def json_schema() -> dict[str, Any]:
             },
         },
     }
+
+
+def backends_of(scenarios: list[Scenario]) -> tuple[str, ...]:
+    """The backend names scenarios set besides the default (each gets its own identities)."""
+    return tuple(dict.fromkeys(s.backend for s in scenarios))

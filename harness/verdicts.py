@@ -1,7 +1,7 @@
 """Verdicts on the circulating claims (docs/claims.md, with their sources), computed from a run's cells.
 
 Each claim has one rule, written here in code and quoted in its result: the rule reads
-outcomes (and the SNI the backend saw) from :class:`~harness.runner.Results` and returns a
+outcomes (and the SNI the backend saw) from :class:`~harness.results.Results` and returns a
 :class:`Verdict` with the finding that decided it. Nothing is typed in: when a scenario's
 real outcome changes, the verdict changes with it (``tests/test_verdicts.py`` flips single
 cells to prove it).
@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from harness.errors import LabError
-from harness.probe import Cell
 from harness.proxies import names as proxy_names
-from harness.runner import Results
+from harness.results import Cell, Results
 from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, Outcome
 
 

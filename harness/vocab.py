@@ -26,6 +26,20 @@ LOCAL_LAB_IP = "10.203.0.10"
 PUBLIC_HOST = "www.trustlab.test"
 
 
+#: Files of the PKI directory a config may name (as ``{client_pem}`` ...), and the optional identity that mints them.
+PKI_FILES: dict[str, tuple[str, str]] = {
+    "client_ca": ("client-ca.pem", "client-ca-signed"),
+    "client_cert": ("proxy-client.crt", "client-ca-signed"),
+    "client_key": ("proxy-client.key", "client-ca-signed"),
+    "client_pem": ("proxy-client.pem", "client-ca-signed"),
+    "client_pem_with_ca": ("proxy-client-with-ca.pem", "client-ca-signed"),
+    "client_pems_two": ("proxy-clients-two.pem", "client-ca-signed"),
+    "crl_chain": ("crl-chain.pem", "revoked"),
+    "crl_intermediate": ("crl-intermediate.pem", "revoked"),
+    "crl_root": ("crl-root.pem", "revoked"),
+}
+
+
 class Outcome(enum.StrEnum):
     """What happened to one request through the proxy (a *cell*)."""
 

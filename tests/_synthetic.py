@@ -7,8 +7,7 @@ runs), and the SNI a backend sees set to ``None`` in the scenarios that send non
 from __future__ import annotations
 
 from harness import scenarios
-from harness.probe import Cell
-from harness.runner import Results
+from harness.results import Cell, Results
 from harness.vocab import BACKEND_NAME, Outcome
 
 # Scenarios whose proxy sends no SNI (what the live run records).

@@ -57,7 +57,7 @@ def test_all_is_complete() -> None:
 
 
 def test_results_render_as_html() -> None:
-    from harness.probe import Cell
+    from harness.results import Cell
 
     cell = Cell(
         "nginx/good",

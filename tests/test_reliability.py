@@ -416,29 +416,28 @@ def test_error_cells_are_errors_in_the_summary() -> None:
 
 # -- a proxy that dies before listening says how ------------------------------------------------
 def _nginx_proxy(run_dir: Path, port: int, conf: Path | None = None):  # type: ignore[no-untyped-def]
-    from harness.proxies import driver
     from harness.runtimes._nsworker import Proxy
+    from harness.runtimes.contract import ProxySpec
 
     conf = conf or run_dir / "nginx.conf"
     conf.write_text(f"daemon off; master_process off; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
                     f"events {{}}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; return 200; }} }}\n")
-    return Proxy({"key": "k", "kind": "nginx", "listen_port": port, "run_dir": str(run_dir),
-                  "log": str(run_dir / "error.log"), "command": driver("nginx").command(str(conf), str(run_dir))})
+    return Proxy(ProxySpec("k", "nginx", port, str(run_dir), str(run_dir / "error.log"), str(conf)))
 
 
 @pytest.mark.bad_input
 def test_a_proxy_killed_before_listening_is_an_error_that_says_so(local_runtime: str, tmp_path: Path) -> None:
-    from harness.runtimes.local import _rejected
+    from harness.runtimes.contract import CellEvent
 
     proxy = _nginx_proxy(tmp_path, 0)  # port 0: never connectable, so only its death ends the wait
     proxy.start()
     assert proxy.proc is not None
     os.kill(proxy.proc.pid, signal.SIGKILL)
     event = proxy.wait_ready(time.perf_counter() + 10)
-    assert not event["started"] and event["died"]
-    assert "killed by SIGKILL" in event["message"]
-    cell = _rejected({"key": "k", **event}, "legit")
-    assert cell["outcome"] == "error" and "killed by SIGKILL" in cell["reason"]  # not config-rejected
+    assert not event.started and event.died
+    assert "killed by SIGKILL" in event.message
+    cell = CellEvent.never_listened(event, "legit")
+    assert cell.outcome == "error" and "killed by SIGKILL" in cell.reason  # not config-rejected
 
 
 @pytest.mark.bad_input
@@ -448,8 +447,8 @@ def test_a_proxy_out_of_disk_is_an_error_that_says_so(local_runtime: str, full_d
     proxy = _nginx_proxy(run_dir, 0, conf=tmp_path / "nginx.conf")
     proxy.start()
     event = proxy.wait_ready(time.perf_counter() + 10)
-    assert not event["started"] and event["died"], event
-    assert "no space left on device" in event["message"]
+    assert not event.started and event.died, event
+    assert "no space left on device" in event.message
 
 
 # -- interrupts: measured, with a generous bound -------------------------------------------------

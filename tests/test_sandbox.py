@@ -14,6 +14,7 @@ and shows the harm each payload does then.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from harness import runner, sandbox
+from harness.runtimes.contract import ProxyEvent
 from harness.scenarios import Scenario
 from harness.vocab import Outcome, ProxyKind
 
@@ -218,11 +220,11 @@ def corpus(h: Host) -> dict[str, tuple[Scenario, str]]:
 
 def _run(h: Host, runtime: Any, cases: dict[str, tuple[Scenario, str]]) -> tuple[str, runner.Results]:
     """Run every payload once (identity legit); return all the output trustlab produced."""
-    events: list[dict[str, Any]] = []
+    events: list[ProxyEvent] = []
     results = runner.run(
         [sc for sc, _ in cases.values()], runtime=runtime, identities=("legit",), on_proxy=events.append
     )
-    out = json.dumps(events) + json.dumps([c.reason for c in results.cells])
+    out = json.dumps([dataclasses.asdict(e) for e in events]) + json.dumps([c.reason for c in results.cells])
     return out, results
 
 
@@ -304,7 +306,7 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
     )]
     facts: dict[int, dict[str, Any]] = {}
 
-    def look(event: dict[str, Any]) -> None:
+    def look(event: ProxyEvent) -> None:
         for pid in _live_proxies(tag):
             try:
                 facts[pid] = _facts(Path(f"/proc/{pid}"))
@@ -508,7 +510,7 @@ def _container_facts(rt: Any, seen: dict[str, Any]) -> Any:
 
     from harness.runtimes import docker as dockerrt
 
-    def hook(event: dict[str, Any]) -> None:
+    def hook(event: ProxyEvent) -> None:
         if seen:
             return
         for lab in dockerrt.leftovers(rt.client).values():
@@ -541,13 +543,13 @@ def test_docker_payloads_do_no_harm(docker_ready: str, host: Host) -> None:
     rt = DockerRuntime()
     seen: dict[str, Any] = {}
     cases = corpus(host)
-    events: list[dict[str, Any]] = []
+    events: list[ProxyEvent] = []
     hook = _container_facts(rt, seen)
     results = runner.run(
         [sc for sc, _ in cases.values()], runtime=rt, identities=("legit",),
         on_proxy=lambda e: (events.append(e), hook(e)),
     )
-    out = json.dumps(events) + json.dumps([c.reason for c in results.cells])
+    out = json.dumps([dataclasses.asdict(e) for e in events]) + json.dumps([c.reason for c in results.cells])
     assert _harm(host, out) == NO_HARM
     assert seen, "no lab container was seen while the lab ran"
     for name, facts in seen.items():

@@ -13,7 +13,7 @@ import pytest
 from _synthetic import synthetic
 
 from harness.errors import LabError
-from harness.runner import Results
+from harness.results import Results
 from harness.verdicts import CLAIMS, Verdict, evaluate
 from harness.vocab import Outcome
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.proxies.base import Driver, Installation, RenderContext
-from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
+
+if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
+    from harness.scenarios import Scenario
 
 MODULES = "/usr/lib/apache2/modules"
 

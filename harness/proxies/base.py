@@ -22,12 +22,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
-from harness.scenarios import PKI_FILES, Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, PUBLIC_HOST, ProxyKind
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, PKI_FILES, PUBLIC_HOST, ProxyKind
+
+if TYPE_CHECKING:  # scenarios asks the registry which directives a kind takes: no import back
+    from harness.scenarios import Scenario
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 

@@ -10,10 +10,13 @@ result, so a refusal is logged as ``upstream SSL certificate verify error: (N:re
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from harness.proxies.base import Driver, Installation, RenderContext
-from harness.scenarios import Scenario
 from harness.vocab import ProxyKind
+
+if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
+    from harness.scenarios import Scenario
 
 
 class NginxDriver(Driver):

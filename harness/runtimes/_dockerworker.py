@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.runtimes._nsworker import Proxy, Seats, control, emit, run_cell
+from harness.runtimes._nsworker import Proxy, Seats, emit, hold_seat, run_cell
+from harness.runtimes.contract import CellSpec, DoneEvent, FatalEvent, Job, ProxyEvent, ProxySpec, load_job
 from harness.sandbox import CONTAINER_USER
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
@@ -83,76 +84,65 @@ class SeatClient:
 class ContainerProxy(Proxy):
     """A proxy running in its own container; this worker only watches its files and port."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: ProxySpec) -> None:
         super().__init__(spec)
-        self.exit_file = Path(spec["exit_file"])
+        assert spec.exit_file is not None
+        self.exit_file = Path(spec.exit_file)
 
     def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
         self.started_at = time.perf_counter()
         self.log.touch()
 
-    def wait_ready(self, deadline: float) -> dict[str, Any]:
+    def wait_ready(self, deadline: float) -> ProxyEvent:
         while time.perf_counter() < deadline:
             if self.exit_file.exists():
                 text = self.output()
-                return {
-                    "started": False,
-                    "message": self.driver.startup_message(text),
-                    "output": text[-4000:],
-                }
+                return ProxyEvent(self.key, False, message=self.driver.startup_message(text), output=text[-4000:])
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
+                    return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
             except OSError:
                 time.sleep(0.005)
-        return {
-            "started": False,
-            "message": f"did not listen on {self.host}:{self.port} within the timeout",
-            "output": self.output()[-4000:],
-            "timeout": True,
-        }
+        return ProxyEvent(
+            self.key, False, message=f"did not listen on {self.host}:{self.port} within the timeout",
+            output=self.output()[-4000:], timeout=True,
+        )
 
     def stop(self) -> None:
         pass  # the host removes its container
 
 
 def main(argv: list[str]) -> int:
-    job = json.loads(Path(argv[1] if len(argv) > 1 else "/lab/job.json").read_text())
+    job = load_job(Path(argv[1] if len(argv) > 1 else "/lab/job.json").read_text())
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    if job.get("mode") == "prepared":
+    if job.mode == "prepared":
         return main_prepared(job)
-    proxies = [ContainerProxy(s) if s.get("exit_file") else Proxy(s) for s in job["proxies"]]
+    proxies = [ContainerProxy(s) if s.exit_file else Proxy(s) for s in job.proxies]
     seat: SeatClient | None = None
     try:
-        deadline = time.perf_counter() + job.get("start_timeout", 30)
+        deadline = time.perf_counter() + job.start_timeout
         # nginx and HAProxy resolve the backend name when they start: wait until the seat's
         # network alias is registered (the host starts this container and the seat's at once).
         wait_for_name(BACKEND_NAME, deadline)
         for p in proxies:
             p.start()
-        seat = SeatClient(job["seat_host"], job["seat_control_port"], deadline=deadline)
-        run_cells(seat, proxies, job["cells"], deadline)
-        hold = job.get("hold")
+        seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
+        run_cells(seat, proxies, job.cells, deadline)
+        hold = job.hold
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat, routed = seat, hold.get("sni_routing", False)
-            modes = {**hold.get("modes", {}), **({"backend": hold["backend"]} if hold.get("backend") else {})}
-            held_seat.present(hold["identity"], sni_routing=routed, **modes)
-            control(
-                hold["control"],
-                present=lambda ident: held_seat.present(ident, sni_routing=routed, **modes),
-                log=lambda: held_seat.since(0),
-            )
-        emit({"event": "done"})
+            held_seat = seat
+            hold_seat(held_seat, hold, log=lambda: held_seat.since(0))
+        emit(DoneEvent())
         while hold:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 130
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        emit({"event": "fatal", "message": str(exc)})
+        emit(FatalEvent(str(exc)))
         return 1
     finally:
         if seat:
@@ -161,7 +151,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_cells(seat: Any, proxies: list[Proxy], cells: list[dict[str, Any]], deadline: float) -> None:
+def run_cells(seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], deadline: float) -> None:
     """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
 
     Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
@@ -170,38 +160,38 @@ def run_cells(seat: Any, proxies: list[Proxy], cells: list[dict[str, Any]], dead
     ready = {}
     for p in proxies:
         ready[p.key] = p.wait_ready(deadline)
-        emit({"event": "proxy", "key": p.key, **ready[p.key]})
+        emit(ready[p.key])
     by_key = {p.key: p for p in proxies}
     for seq, cell in enumerate(cells):
-        if ready[cell["key"]]["started"]:
-            emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+        if ready[cell.key].started:
+            emit(run_cell(seat, by_key[cell.key], cell, seq))
 
 
-def main_prepared(job: dict[str, Any]) -> int:
+def main_prepared(job: Job) -> int:
     """A prepared lab (``trustlab check``): seats, proxies and client all in this container.
 
     The same steps as a local lab's namespace worker (:func:`harness.runtimes._nsworker.main`):
     the lab addresses on this container's own loopback, the lab's hosts file, one seat per
     upstream port on ``0.0.0.0``, one process per proxy config, the cells in order.
     """
-    proxies = [Proxy(s) for s in job["proxies"]]
+    proxies = [Proxy(s) for s in job.proxies]
     try:
-        for addr in dict.fromkeys([job["backend_ip"], *job.get("addresses", [])]):
+        for addr in dict.fromkeys([job.backend_ip, *job.addresses]):
             if not addr.startswith("127.") and addr != "::1":
                 add_address(addr)
         # The container's own hosts file (docker writes one per container); the host's is untouched.
-        Path("/etc/hosts").write_text(job["hosts"])
-        if job.get("sandbox") != "off":
+        Path("/etc/hosts").write_text(job.hosts)
+        if not job.unconfined:
             drop_to_lab_user(Path("/lab"))
         with Seats(job) as seat:
             for p in proxies:
                 p.start()
-            run_cells(seat, proxies, job["cells"], time.perf_counter() + job.get("start_timeout", 15))
-            emit({"event": "done"})
+            run_cells(seat, proxies, job.cells, time.perf_counter() + job.start_timeout)
+            emit(DoneEvent())
     except KeyboardInterrupt:
         return 130
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        emit({"event": "fatal", "message": str(exc)})
+        emit(FatalEvent(str(exc)))
         return 1
     finally:
         stop_all(proxies)

@@ -31,6 +31,19 @@ from typing import Any
 from harness import sandbox
 from harness.probe import Response, decide, request
 from harness.proxies import driver
+from harness.runtimes.contract import (
+    CellEvent,
+    CellSpec,
+    DoneEvent,
+    Event,
+    FatalEvent,
+    HoldSpec,
+    Job,
+    ProxyEvent,
+    ProxySpec,
+    dump_event,
+    load_job,
+)
 from harness.seat import Seat
 from harness.vocab import PUBLIC_HOST, Outcome
 
@@ -57,22 +70,22 @@ def limited_child() -> None:
     sandbox.limit(nproc=False)
 
 
-def emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+def emit(event: Event) -> None:
+    sys.stdout.write(dump_event(event) + "\n")
     sys.stdout.flush()
 
 
-def setup_namespace(job: dict[str, Any]) -> None:
+def setup_namespace(job: Job) -> None:
     run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: E731
     run("ip", "link", "set", "lo", "up")
-    run("ip", "addr", "add", f"{job['backend_ip']}/32", "dev", "lo")
+    run("ip", "addr", "add", f"{job.backend_ip}/32", "dev", "lo")
     # Extra addresses a user's config targets directly (``trustlab check``): each is put on
     # this namespace's own loopback, so the seat answers there and nothing leaves the lab.
-    for addr in dict.fromkeys(job.get("addresses", [])):
-        if addr == job["backend_ip"] or addr.startswith("127.") or addr == "::1":
+    for addr in dict.fromkeys(job.addresses):
+        if addr == job.backend_ip or addr.startswith("127.") or addr == "::1":
             continue  # already there (127.0.0.0/8 and ::1 come with lo)
         run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
-    run("mount", "--bind", job["hosts_file"], "/etc/hosts")
+    run("mount", "--bind", job.hosts_file, "/etc/hosts")
 
 
 class Seats:
@@ -83,14 +96,12 @@ class Seats:
     (``0.0.0.0``: every lab address, the backend IP, extra addresses and 127.0.0.1).
     """
 
-    def __init__(self, job: dict[str, Any]) -> None:
-        names = tuple(job.get("backend_names", ())) or None
-        extra = {"backend_names": names} if names else {}
-        if job.get("seat_ports"):
-            host = job.get("seat_host", "0.0.0.0")
-            self.seats = [Seat(Path(job["pki_dir"]), host=host, port=p, **extra) for p in job["seat_ports"]]
+    def __init__(self, job: Job) -> None:
+        extra = {"backend_names": job.backend_names} if job.backend_names else {}
+        if job.seat_ports:
+            self.seats = [Seat(Path(job.pki_dir), host=job.seat_host, port=p, **extra) for p in job.seat_ports]
         else:
-            self.seats = [Seat(Path(job["pki_dir"]), host=job["backend_ip"], port=job["seat_port"], **extra)]
+            self.seats = [Seat(Path(job.pki_dir), host=job.backend_ip, port=job.seat_port, **extra)]
 
     def __enter__(self) -> Seats:
         for seat in self.seats:
@@ -126,26 +137,24 @@ class Seats:
 class Proxy:
     """One proxy process of the lab."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.key: str = spec["key"]
-        self.driver = driver(spec["kind"])
-        self.port: int = spec["listen_port"]
+    def __init__(self, spec: ProxySpec) -> None:
+        self.key = spec.key
+        self.driver = driver(spec.kind)
+        self.port = spec.listen_port
         #: Where the probe connects: loopback here; another container in the docker runtime.
-        self.host: str = spec.get("host", "127.0.0.1")
-        self.run_dir = Path(spec["run_dir"])
-        self.log = Path(spec["log"])
-        self.command: list[str] = spec["command"]
+        self.host = spec.host
+        self.run_dir = Path(spec.run_dir)
+        self.log = Path(spec.log)
+        self.command = spec.argv()
         #: What the proxy needs beyond PATH/LANG/HOME (its driver's :meth:`~Driver.environment`).
-        self.env: dict[str, str] = dict(spec.get("env", {}))
+        self.env = dict(spec.env)
         #: Another root file system the proxy runs on (its installation's ``root``), or "".
-        self.root: str = spec.get("root", "")
-        #: ``{"read_only": [...], "keys": [...]}``: run in the local sandbox (bubblewrap), with the
-        #: lab files it reads and the key files among them it must own. Absent: a container is the
-        #: sandbox (clean environment and rlimits only). ``"off"``: the tests' opt-out, to show what
-        #: a payload does unconfined (the worker's environment, no limits).
-        box = spec.get("sandbox")
-        self.unconfined = box == "off"
-        self.sandbox: dict[str, list[str]] | None = box if isinstance(box, dict) else None
+        self.root = spec.installation.root if spec.installation else ""
+        #: The local sandbox (bubblewrap) with the lab files it reads and the key files among them
+        #: it must own; ``None``: a container is the sandbox (clean environment and rlimits only).
+        #: *unconfined*: the tests' opt-out, to show what a payload does unconfined.
+        self.unconfined = spec.unconfined
+        self.sandbox = spec.sandbox
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.uid: int | None = None
@@ -157,13 +166,13 @@ class Proxy:
         command, preexec = self.command, limited_child
         if self.sandbox is not None:
             self.uid = sandbox.new_uid() if sandbox.host_root() else None
-            keys = [Path(k) for k in self.sandbox.get("keys", ())]
+            keys = [Path(k) for k in self.sandbox.keys]
             # Key directories are this proxy's alone (check); key files may be shared: copied.
             sandbox.hand_over([self.run_dir, *(k for k in keys if k.is_dir())], self.uid)
             private = sandbox.own_copies([k for k in keys if k.is_file()], self.run_dir, self.uid)
             command = sandbox.command(
                 self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
-                read_only=self.sandbox.get("read_only", ()), private=private, uid=self.uid, env=self.env,
+                read_only=self.sandbox.read_only, private=private, uid=self.uid, env=self.env,
                 root=self.root,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
@@ -180,20 +189,20 @@ class Proxy:
         )
         out.close()
 
-    def wait_ready(self, deadline: float) -> dict[str, Any]:
+    def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 text = self.output()
                 message, died = self.how_it_ended(text)
-                return {"started": False, "message": message, "output": text[-4000:], "died": died}
+                return ProxyEvent(self.key, False, message=message, output=text[-4000:], died=died)
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return {"started": True, "start_s": time.perf_counter() - self.started_at}
+                    return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
             except OSError:
                 time.sleep(0.002)
-        return {"started": False, "message": f"did not listen on port {self.port} within the timeout",
-                "output": self.output()[-4000:], "timeout": True}
+        return ProxyEvent(self.key, False, message=f"did not listen on port {self.port} within the timeout",
+                          output=self.output()[-4000:], timeout=True)
 
     def how_it_ended(self, text: str) -> tuple[str, bool]:
         """What the proxy said as it exited, and how it ended; *died* is true when it did not
@@ -256,14 +265,14 @@ def _settled(seat: Seats, mark: Any) -> list[Any]:
     return list(conns)
 
 
-def _prime(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> str:
+def _prime(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> str:
     """Multi-policy cells: one request under the loose policy first; what came of it."""
     mark = seat.mark()
-    path = f"{cell['prime']}trustlab-prime/{proxy.key}/{cell['identity']}/{seq}"
-    response = request(proxy.host, proxy.port, path, host_header=cell.get("host", PUBLIC_HOST))
+    path = f"{cell.prime}trustlab-prime/{proxy.key}/{cell.identity}/{seq}"
+    response = request(proxy.host, proxy.port, path, host_header=cell.host or PUBLIC_HOST)
     conns = _settled(seat, mark)
     got = f"marker {response.marker}" if response.marker else (response.error or "no marker")
-    return f"prime {cell['prime']}: status {response.status}, {got}, {len(conns)} new connection(s)"
+    return f"prime {cell.prime}: status {response.status}, {got}, {len(conns)} new connection(s)"
 
 
 def _reuse(conns: list[Any]) -> str | None:
@@ -275,18 +284,18 @@ def _reuse(conns: list[Any]) -> str | None:
     return None
 
 
-def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[str, Any]:
-    identity = cell["identity"]
+def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
+    identity = cell.identity
     seat.present(
-        identity, sni_routing=cell.get("sni_routing", False), client_auth=bool(cell.get("client_auth")),
-        keepalive=bool(cell.get("keepalive")), backend=cell.get("backend"),
+        identity, sni_routing=cell.sni_routing, client_auth=cell.client_auth, keepalive=cell.keepalive,
+        backend=cell.backend,
     )
-    primed = _prime(seat, proxy, cell, seq) if cell.get("prime") else None
+    primed = _prime(seat, proxy, cell, seq) if cell.prime else None
     mark = seat.mark()
     log_offset = proxy.log.stat().st_size
     # A cell may say where to send its request (``trustlab check``: the listener, Host and path
     # that reach one upstream of the user's config); a path ending in "/" gets a unique tail.
-    path = cell.get("path", "/")
+    path = cell.path
     if path.endswith("/"):
         path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
     # A request line is ASCII: a scenario named in another script (nginx/é) or a location
@@ -294,8 +303,8 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
     path = urllib.parse.quote(path, safe=_PRINTABLE_ASCII)
     t0 = time.perf_counter()
     response = request(
-        proxy.host, cell.get("port", proxy.port), path,
-        host_header=cell.get("host", PUBLIC_HOST), tls=cell.get("tls", False),
+        proxy.host, proxy.port if cell.port is None else cell.port, path,
+        host_header=cell.host or PUBLIC_HOST, tls=cell.tls,
     )
     duration = time.perf_counter() - t0
     reason, log_text = None, ""
@@ -327,24 +336,23 @@ def run_cell(seat: Seats, proxy: Proxy, cell: dict[str, Any], seq: int) -> dict[
     if reuse and outcome in (Outcome.SERVED, Outcome.SPOOFED):
         why += f" ({reuse})"
     client = next((c for c in conns if getattr(c, "client_subject", None)), None)
-    return {
-        "event": "cell",
-        "key": proxy.key,
-        "identity": identity,
-        "outcome": outcome.value,
-        "status": response.status,
-        "reason": why,
-        "sni": conns[0].sni if conns else None,
-        "tls": next((c.tls for c in conns if c.tls), None),
-        "duration_s": duration,
-        "connections": len(conns),
-        "dest": conns[0].dest if conns else None,
-        "label": cell.get("label"),
+    return CellEvent(
+        key=proxy.key,
+        identity=identity,
+        outcome=outcome,
+        status=response.status,
+        reason=why,
+        sni=conns[0].sni if conns else None,
+        tls=next((c.tls for c in conns if c.tls), None),
+        duration_s=duration,
+        connections=len(conns),
+        dest=conns[0].dest if conns else None,
+        label=cell.label,
         # Issue 14's evidence (null unless the scenario's seat mode or prime produces it).
-        "reuse": reuse,
-        "client_cert": f"{client.client_subject} (issuer {client.client_issuer})" if client else None,
-        "primed": primed,
-    }
+        reuse=reuse,
+        client_cert=f"{client.client_subject} (issuer {client.client_issuer})" if client else None,
+        primed=primed,
+    )
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -412,8 +420,22 @@ def control(path: str, present: Callable[[str], None], log: Callable[[], list[An
     threading.Thread(target=serve, daemon=True).start()
 
 
+def hold_seat(seat: Any, hold: HoldSpec, log: Callable[[], list[Any]]) -> None:
+    """A held lab's seat: present the held identity in the held modes, and serve the control
+    socket that switches it (``present ID``) and reads what it saw (``log``)."""
+
+    def present(identity: str) -> None:
+        seat.present(
+            identity, sni_routing=hold.sni_routing, client_auth=hold.modes.get("client_auth", False),
+            keepalive=hold.modes.get("keepalive", False), backend=hold.backend,
+        )
+
+    present(hold.identity)
+    control(hold.control, present=present, log=log)
+
+
 def main() -> int:
-    job = json.loads(sys.stdin.read())
+    job = load_job(sys.stdin.read())
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -425,54 +447,47 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    proxies = [Proxy(spec) for spec in job["proxies"]]
+    proxies = [Proxy(spec) for spec in job.proxies]
     try:
         setup_namespace(job)
         etc_dir = ""
         if any(p.sandbox is not None for p in proxies):
-            lab = Path(job["hosts_file"]).parent
+            lab = Path(job.hosts_file).parent
             etc_dir = str(sandbox.write_etc(Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))))
         with Seats(job) as seat:
             for p in proxies:
-                p.start(hosts_file=job["hosts_file"], etc_dir=etc_dir)
-            deadline = time.perf_counter() + job.get("start_timeout", 15)
-            ready: dict[str, dict[str, Any]] = {}
+                p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
+            deadline = time.perf_counter() + job.start_timeout
+            ready: dict[str, ProxyEvent] = {}
 
             def ensure_ready(p: Proxy) -> bool:
                 # Lazily: the first proxies' cells run while slower ones (Apache) still start.
                 if p.key not in ready:
                     ready[p.key] = p.wait_ready(deadline)
-                    emit({"event": "proxy", "key": p.key, **ready[p.key]})
-                return bool(ready[p.key]["started"])
+                    emit(ready[p.key])
+                return ready[p.key].started
 
             by_key = {p.key: p for p in proxies}
-            for seq, cell in enumerate(job["cells"]):
-                if not ensure_ready(by_key[cell["key"]]):
+            for seq, cell in enumerate(job.cells):
+                if not ensure_ready(by_key[cell.key]):
                     continue  # the runtime reports config-rejected cells itself
-                emit(run_cell(seat, by_key[cell["key"]], cell, seq))
+                emit(run_cell(seat, by_key[cell.key], cell, seq))
             for p in proxies:
                 ensure_ready(p)
-            hold = job.get("hold")
+            hold = job.hold
             if hold:
                 for p in proxies:
-                    if ready[p.key]["started"]:
-                        relay(hold["socket_dir"] + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
-                routed = hold.get("sni_routing", False)
-                modes = {**hold.get("modes", {}), **({"backend": hold["backend"]} if hold.get("backend") else {})}
-                seat.present(hold["identity"], sni_routing=routed, **modes)
-                control(
-                    hold["control"],
-                    present=lambda ident: seat.present(ident, sni_routing=routed, **modes),
-                    log=lambda: seat.since([0] * len(seat.seats)),
-                )
-            emit({"event": "done"})
+                    if ready[p.key].started:
+                        relay(hold.socket_dir + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
+                hold_seat(seat, hold, log=lambda: seat.since([0] * len(seat.seats)))
+            emit(DoneEvent())
             if hold:
                 stop.wait()
     except KeyboardInterrupt:
         return 130
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
-        emit({"event": "fatal", "message": f"{exc}: {detail}".strip()})
+        emit(FatalEvent(f"{exc}: {detail}".strip()))
         return 1
     finally:
         stop_all(proxies)

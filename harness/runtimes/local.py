@@ -14,7 +14,6 @@ every connection to the cell that caused it. Shards never see each other.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import selectors
@@ -25,15 +24,26 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
-from harness.proxies import Driver, Installation, RenderContext, driver, kinds
+from harness.proxies import Installation, RenderContext, driver, kinds
+from harness.runtimes.contract import (
+    CellEvent,
+    CellSpec,
+    DoneEvent,
+    FatalEvent,
+    Job,
+    ProxyEvent,
+    ProxySpec,
+    SandboxSpec,
+    dump_job,
+    load_event,
+)
 from harness.sandbox import available as sandbox_tools
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, Outcome
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 FIRST_PORT = 20000
 #: Measured start-to-listening order (benchmarks/bench_local.py): nginx, then HAProxy, then Apache.
@@ -149,10 +159,10 @@ class LocalRuntime:
         identities: tuple[str, ...],
         seed: int | None = None,
         shards: int | None = None,
-        on_proxy: Callable[[dict[str, Any]], None] | None = None,
+        on_proxy: Callable[[ProxyEvent], None] | None = None,
         extra: dict[str, tuple[str, ...]] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Yield one raw cell dict per (scenario, identity), in completion order.
+    ) -> Iterator[CellEvent]:
+        """Yield one cell event per (scenario, identity), in completion order.
 
         *extra* maps a scenario id to optional identities it runs besides *identities*.
         """
@@ -174,14 +184,14 @@ class LocalRuntime:
                     rng.shuffle(cells)
                 job = self._job(group, cells, lab_dir, pki)
                 workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
-            yield from self._collect(workers, {str(p.scenario.id): p for p in plans}, per, on_proxy)
+            yield from self._collect(workers, per, on_proxy)
         finally:
             _stop_all(workers)
 
     def run_prepared(
         self,
         proxies: list[PreparedProxy],
-        cells: list[dict[str, Any]],
+        cells: list[CellSpec],
         *,
         lab_dir: Path,
         pki_dir: Path,
@@ -189,54 +199,45 @@ class LocalRuntime:
         addresses: list[str],
         seat_ports: list[int],
         backend_ip: str = LOCAL_LAB_IP,
-        on_proxy: Callable[[dict[str, Any]], None] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Run pre-rendered configs in one lab namespace; yield one raw cell dict per cell.
+        on_proxy: Callable[[ProxyEvent], None] | None = None,
+    ) -> Iterator[CellEvent]:
+        """Run pre-rendered configs in one lab namespace; yield one cell event per cell.
 
         *hosts* maps names to lab addresses (the namespace's ``/etc/hosts``); *addresses* are
         extra IPs put on the namespace's loopback; one seat listens on ``0.0.0.0`` per port in
-        *seat_ports*. A cell dict names its proxy (``key``) and ``identity`` and may carry
-        ``port``, ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses
-        to start yields no cells: watch *on_proxy* for its ``started``/``message`` event.
+        *seat_ports*. A cell names its proxy (``key``) and ``identity`` and may carry ``port``,
+        ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses to start
+        yields no cells: watch *on_proxy* for its event (``started``, ``message``).
         """
         (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
-        job = {
-            "pki_dir": str(pki_dir),
-            "backend_ip": backend_ip,
-            "seat_port": seat_ports[0] if seat_ports else BACKEND_PORT,
-            "seat_ports": list(dict.fromkeys(seat_ports or [BACKEND_PORT])),
+        job = Job(
+            mode="prepared",
+            pki_dir=str(pki_dir),
+            backend_ip=backend_ip,
+            seat_port=seat_ports[0] if seat_ports else BACKEND_PORT,
+            seat_ports=tuple(dict.fromkeys(seat_ports or [BACKEND_PORT])),
             # "::" (dual stack) when an upstream is IPv6: the seat listens where it points.
-            "seat_host": "::" if any(":" in a for a in addresses) else "0.0.0.0",
-            "addresses": addresses,
-            "hosts_file": str(lab_dir / "hosts"),
-            "proxies": [
-                {
-                    "key": p.key,
-                    "kind": p.kind,
-                    "listen_port": p.listen_port,
-                    "run_dir": str(p.run_dir),
-                    "log": str(driver(p.kind).error_log(p.run_dir)),
-                    "command": driver(p.kind).command(str(p.config), str(p.run_dir), p.inst),
-                    "env": driver(p.kind).environment(str(p.run_dir), str(pki_dir), p.inst),
-                    "root": self._root(p.inst),
+            seat_host="::" if any(":" in a for a in addresses) else "0.0.0.0",
+            addresses=tuple(addresses),
+            hosts_file=str(lab_dir / "hosts"),
+            proxies=tuple(
+                self._spec(
+                    p.key, p.kind, p.listen_port, p.run_dir, p.config, pki_dir,
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
-                    "sandbox": self._box(
-                        [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
-                         *map(Path, driver(p.kind).sandbox_paths(p.inst))],
-                        own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
-                    ),
-                }
+                    [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
+                    own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"], inst=p.inst,
+                )
                 for p in proxies
-            ],
-            "cells": cells,
-        }
+            ),
+            cells=tuple(cells),
+        )
         if self._stopping:
             raise KeyboardInterrupt
         proc = self._spawn(job, lab_dir / "worker.err")
         self._live.add(proc)
         try:
-            yield from self._collect([proc], {}, lambda key: (), on_proxy)
+            yield from self._collect([proc], lambda key: (), on_proxy)
         finally:
             _stop(proc)
             self._live.discard(proc)
@@ -256,55 +257,47 @@ class LocalRuntime:
         return path
 
     # -- internals ---------------------------------------------------------------------
-    def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> dict[str, Any]:
-        return {
-            "pki_dir": str(lab_dir / "pki"),
-            "backend_ip": pki.backend_ip,
-            "seat_port": BACKEND_PORT,
-            "hosts_file": str(lab_dir / "hosts"),
-            "proxies": [
-                {
-                    "key": p.scenario.id,
-                    "kind": p.scenario.proxy.value,
-                    "listen_port": p.listen_port,
-                    "run_dir": str(p.run_dir),
-                    "log": str(driver(p.scenario.proxy).error_log(p.run_dir)),
-                    "command": driver(p.scenario.proxy).command(
-                        str(p.run_dir / driver(p.scenario.proxy).config_name), str(p.run_dir), p.inst
-                    ),
-                    "env": driver(p.scenario.proxy).environment(str(p.run_dir), str(lab_dir / "pki"), p.inst),
-                    "root": self._root(p.inst),
-                    "sandbox": self._box(*_with_paths(_pki_files(lab_dir / "pki"), driver(p.scenario.proxy),
-                                                      p.inst)),
-                }
+    def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> Job:
+        read_only, own = _pki_files(lab_dir / "pki")
+        return Job(
+            pki_dir=str(lab_dir / "pki"),
+            backend_ip=pki.backend_ip,
+            seat_port=BACKEND_PORT,
+            hosts_file=str(lab_dir / "hosts"),
+            proxies=tuple(
+                self._spec(
+                    p.scenario.id, p.scenario.proxy.value, p.listen_port, p.run_dir,
+                    p.run_dir / driver(p.scenario.proxy).config_name, lab_dir / "pki", read_only, own=own,
+                    inst=p.inst,
+                )
                 for p in group
-            ],
-            "cells": [
-                {"key": p.scenario.id, "identity": ident, **p.scenario.cell_options()}
-                for p, ident in cells
-            ],
-        }
+            ),
+            cells=tuple(CellSpec.of(p.scenario, ident) for p, ident in cells),
+        )
 
-    def _root(self, inst: Installation | None) -> str:
-        """The root file system an installation runs on ("" for the host's own)."""
-        if inst is None or not inst.root:
-            return ""
-        if not self.sandbox:
+    def _spec(
+        self, key: str, kind: str, port: int, run_dir: Path, config: Path, pki_dir: Path, read_only: list[Path],
+        *, own: list[Path], inst: Installation | None = None,
+    ) -> ProxySpec:
+        """One proxy of a lab job (*inst*: which installation, else the default), in the sandbox:
+        it may read the lab files in *read_only* and its installation's paths; those in *own*
+        (private keys, 0700 directories) it gets as its own (a copy of a key file; a directory
+        handed to its uid), still mounted read-only."""
+        drv = driver(kind)
+        if inst is not None and inst.root and not self.sandbox:
             raise LabError(f"{inst.label} runs in its root file system {inst.root}, which only the sandbox "
                            "mounts; run it with the sandbox on")
-        return inst.root
-
-    def _box(self, read_only: list[Path], own: list[Path] = ()) -> dict[str, list[str]] | str:  # type: ignore[assignment]
-        """A proxy spec's ``sandbox``: the lab files it may read; those in *own* (private keys,
-        0700 directories) it gets as its own (a copy of a key file; a directory handed to its
-        uid), still mounted read-only."""
-        if not self.sandbox:
-            return "off"
         owned = [str(p) for p in own if p.exists()]
-        return {"read_only": list(dict.fromkeys([str(p) for p in read_only if p.exists()] + owned)),
-                "keys": owned}
+        wanted = [*read_only, *map(Path, drv.sandbox_paths(inst))]
+        readable = [str(p) for p in wanted if p.exists()] + owned
+        box = SandboxSpec(read_only=tuple(dict.fromkeys(readable)), keys=tuple(owned))
+        return ProxySpec(
+            key=key, kind=kind, listen_port=port, run_dir=str(run_dir), log=str(drv.error_log(run_dir)),
+            config=str(config), installation=inst, env=drv.environment(str(run_dir), str(pki_dir), inst),
+            sandbox=box if self.sandbox else None, unconfined=not self.sandbox,
+        )
 
-    def _spawn(self, job: dict[str, Any], err_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, job: Job, err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
         # --pid: the worker is the init of its own pid namespace, so when it ends, by any signal,
         # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
@@ -328,7 +321,7 @@ class LocalRuntime:
         err.close()
         try:
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.write(dump_job(job).encode())
             proc.stdin.close()
         except BaseException:
             # Interrupted while handing over the job: the caller never gets this worker, so it
@@ -341,12 +334,12 @@ class LocalRuntime:
     def _collect(
         self,
         workers: list[subprocess.Popen[bytes]],
-        plans: dict[str, Plan],
         identities: Callable[[str], tuple[str, ...]],
-        on_proxy: Callable[[dict[str, Any]], None] | None,
-    ) -> Iterator[dict[str, Any]]:
+        on_proxy: Callable[[ProxyEvent], None] | None,
+    ) -> Iterator[CellEvent]:
         sel = selectors.DefaultSelector()
         buffers: dict[int, bytes] = {}
+        done: set[int] = set()
         for proc in workers:
             assert proc.stdout is not None
             sel.register(proc.stdout, selectors.EVENT_READ, proc)
@@ -359,31 +352,25 @@ class LocalRuntime:
                 if not chunk:
                     sel.unregister(key.fileobj)
                     open_count -= 1
-                    if proc.wait() != 0 and b'"done"' not in buffers.get(-proc.pid, b""):
+                    if proc.wait() != 0 and proc.pid not in done:
                         raise _worker_failure(proc)
                     continue
                 buffers[proc.pid] += chunk
                 *lines, buffers[proc.pid] = buffers[proc.pid].split(b"\n")
                 for line in lines:
-                    event = json.loads(line)
-                    kind = event["event"]
-                    if kind == "proxy":
+                    event = load_event(line)
+                    if isinstance(event, ProxyEvent):
                         if on_proxy:
                             on_proxy(event)
-                        if not event["started"]:
-                            for ident in identities(event["key"]):
-                                yield _rejected(event, ident)
-                    elif kind == "cell":
+                        if not event.started:
+                            for ident in identities(event.key):
+                                yield CellEvent.never_listened(event, ident)
+                    elif isinstance(event, CellEvent):
                         yield event
-                    elif kind == "done":
-                        buffers[-proc.pid] = b'"done"'
-                    elif kind == "fatal":
-                        raise LabError(f"local lab failed: {event['message']}")
-
-
-def _backend_field(scenario: Scenario) -> dict[str, str]:
-    """A cell's ``backend`` (whose identity set the seat presents), when not the default name."""
-    return {"backend": scenario.backend} if scenario.backend != BACKEND_NAME else {}
+                    elif isinstance(event, DoneEvent):
+                        done.add(proc.pid)
+                    elif isinstance(event, FatalEvent):
+                        raise LabError(f"local lab failed: {event.message}")
 
 
 def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
@@ -397,14 +384,6 @@ def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_paths(
-    files: tuple[list[Path], list[Path]], drv: Driver, inst: Installation | None = None
-) -> tuple[list[Path], list[Path]]:
-    """The lab files a proxy reads, plus the host paths its installation needs (read-only)."""
-    read_only, own = files
-    return [*read_only, *map(Path, drv.sandbox_paths(inst))], own
-
-
 def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
     """What a rendered scenario's proxy may read of the lab PKI: the top-level files (CA files,
     CRLs, the proxy's client certificate and keys), never the seat's (``identities/``,
@@ -414,17 +393,6 @@ def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
         if f.is_file() and not f.name.startswith("default-site")
     ] if pki_dir.is_dir() else []
     return files, [f for f in files if f.stat().st_mode & 0o077 == 0]
-
-
-def _rejected(event: dict[str, Any], identity: str) -> dict[str, Any]:
-    if event.get("timeout") or event.get("died"):  # killed, disk full: not the config's fault
-        outcome, reason = Outcome.ERROR, event["message"]
-    else:
-        outcome, reason = Outcome.CONFIG_REJECTED, event["message"]
-    return {
-        "event": "cell", "key": event["key"], "identity": identity, "outcome": outcome.value,
-        "status": None, "reason": reason, "sni": None, "tls": None, "duration_s": 0.0,
-    }
 
 
 def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:

@@ -1,0 +1,288 @@
+"""The typed contract between the host and a lab worker: the job it is handed, the events it
+writes back.
+
+A runtime builds a :class:`Job` (the proxies to start, the cells to run, where the seat
+listens) and hands it to a worker as one JSON document (:func:`dump_job`: on stdin to the
+local runtime's namespace worker, as ``/lab/job.json`` to the docker runtime's worker
+container); the worker reads it with :func:`load_job`. The worker answers with one JSON line
+per :data:`Event` (:func:`dump_event`), which the host (a runtime, a held lab's holder) reads
+with :func:`load_event`. Those four functions are the only places either side is serialised
+or parsed.
+
+Stdlib only: the docker lab's worker imports this module with Debian's python3 and nothing
+else. Both ends always run the same code (the docker runtime copies the host's sources into
+each lab), so the wire form may change with the code; the field names mirror the old dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from harness.proxies.base import Installation
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, Outcome, ProxyKind
+
+if TYPE_CHECKING:
+    from harness.scenarios import Scenario
+
+#: The seat modes a held lab keeps (mTLS, keep-alive); a held lab never primes.
+SEAT_MODES = ("client_auth", "keepalive")
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Run a proxy in the local sandbox (:mod:`harness.sandbox`) with these lab files: all
+    mounted read-only; those in *keys* (private keys, key directories) handed to its uid."""
+
+    read_only: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """One proxy process of a lab, as the worker starts and watches it.
+
+    The worker builds the command itself (:meth:`argv`): the driver's command for *config* with
+    *installation*'s binary (``None``: the kind's default installation, as the worker finds it).
+    """
+
+    key: str
+    kind: str
+    listen_port: int
+    run_dir: str
+    log: str
+    #: The config file, as the proxy sees it.
+    config: str
+    #: Which installed copy to start (a version, a PyPI binary, the lab image's).
+    installation: Installation | None = None
+    #: What the proxy needs beyond PATH/LANG/HOME (its driver's ``environment``).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Where the probe connects: loopback here; another container in the docker runtime.
+    host: str = "127.0.0.1"
+    #: The local sandbox to run in; ``None``: a container is the sandbox (clean environment and
+    #: rlimits only).
+    sandbox: SandboxSpec | None = None
+    #: The tests' opt-out, to show what a payload does unconfined (the worker's environment, no
+    #: limits); never offered on the command line.
+    unconfined: bool = False
+    #: A proxy in its own container (docker ``per-variant``): it writes its exit status here when
+    #: it refuses to start; the worker only watches it.
+    exit_file: str | None = None
+
+    def argv(self) -> list[str]:
+        """The command that starts this proxy."""
+        from harness.proxies import driver
+
+        return driver(self.kind).command(self.config, self.run_dir, self.installation)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One request the worker sends: which proxy, which identity the seat presents, and how."""
+
+    key: str
+    identity: str
+    #: Seat modes (:meth:`harness.scenarios.Scenario.cell_options`).
+    sni_routing: bool = False
+    client_auth: bool = False
+    keepalive: bool = False
+    #: Multi-policy scenarios: the path requested first, under the loose policy.
+    prime: str = ""
+    #: Whose identity set the seat presents (``None``: the default backend name).
+    backend: str | None = None
+    #: ``trustlab check``: the listener, Host and path that reach one upstream of the user's
+    #: config, whether the client side is TLS, and a label echoed back in the cell event.
+    port: int | None = None
+    host: str | None = None
+    path: str = "/"
+    tls: bool = False
+    label: int | None = None
+
+    @classmethod
+    def of(cls, scenario: Scenario, identity: str) -> CellSpec:
+        """A rendered scenario's cell: its seat modes and prime (:meth:`Scenario.cell_options`)."""
+        return cls(scenario.id, identity, **scenario.cell_options())  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class HoldSpec:
+    """``trustlab up``: keep the lab serving after its cells, the seat presenting *identity*."""
+
+    identity: str
+    #: The unix control socket (``present ID``, ``log``).
+    control: str
+    sni_routing: bool = False
+    #: Seat modes kept while held (``client_auth``, ``keepalive``).
+    modes: dict[str, bool] = field(default_factory=dict)
+    backend: str | None = None
+    #: Local runtime: where the proxies' unix relay sockets go.
+    socket_dir: str = ""
+
+    @classmethod
+    def of(cls, scenario: Scenario, identity: str, *, control: str, socket_dir: str = "") -> HoldSpec:
+        """Hold *scenario*'s lab with the seat as *identity*, in the scenario's seat modes."""
+        return cls(
+            identity, control, sni_routing=scenario.sni_routing,
+            modes={k: True for k in SEAT_MODES if getattr(scenario, k)},
+            backend=scenario.backend if scenario.backend != BACKEND_NAME else None, socket_dir=socket_dir,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a lab worker is handed.
+
+    ``mode`` ``matrix``: rendered scenarios (one seat at ``backend_ip:seat_port`` in a local
+    namespace; the seat's own container, reached at ``seat_host:seat_control_port``, on docker).
+    ``prepared``: ``trustlab check``'s one-namespace (or one-container) lab, one seat per port in
+    ``seat_ports`` bound to ``seat_host``, ``addresses`` put on the loopback.
+    """
+
+    proxies: tuple[ProxySpec, ...]
+    cells: tuple[CellSpec, ...]
+    mode: str = "matrix"
+    pki_dir: str = ""
+    backend_ip: str = ""
+    seat_port: int = BACKEND_PORT
+    seat_ports: tuple[int, ...] = ()
+    seat_host: str = "0.0.0.0"
+    #: Docker matrix labs: the seat container's control port.
+    seat_control_port: int = 0
+    addresses: tuple[str, ...] = ()
+    #: The lab's hosts file: its path (local: bind-mounted over /etc/hosts), or its text (docker
+    #: prepared: written to the container's own /etc/hosts).
+    hosts_file: str = ""
+    hosts: str = ""
+    #: Names the seat answers to as the backend (default: the lab's backend name).
+    backend_names: tuple[str, ...] = ()
+    start_timeout: float = 15
+    hold: HoldSpec | None = None
+    #: Docker prepared labs: the payload tests' opt-out (the worker stays root).
+    unconfined: bool = False
+
+
+# -- events ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProxyEvent:
+    """A proxy listens (``started``), or why it never will (its own message, or how it died)."""
+
+    key: str
+    started: bool
+    start_s: float | None = None
+    message: str = ""
+    output: str = ""
+    #: Killed or out of disk before it listened: the lab's error, not a rejected config.
+    died: bool = False
+    timeout: bool = False
+
+    @property
+    def failure(self) -> Outcome:
+        """What the cells of a proxy that never listened are: ``config-rejected`` when it refused
+        its config, ``error`` when it died or timed out."""
+        return Outcome.ERROR if self.died or self.timeout else Outcome.CONFIG_REJECTED
+
+
+@dataclass(frozen=True)
+class CellEvent:
+    """One request's outcome with its evidence (what becomes a :class:`harness.results.Cell`)."""
+
+    key: str
+    identity: str
+    outcome: Outcome
+    status: int | None
+    reason: str
+    sni: str | None = None
+    tls: str | None = None
+    duration_s: float = 0.0
+    connections: int = 0
+    #: The address the seat saw the connection arrive at (``check`` verifies the upstream).
+    dest: str | None = None
+    label: int | None = None
+    reuse: str | None = None
+    client_cert: str | None = None
+    primed: str | None = None
+
+    @classmethod
+    def never_listened(cls, proxy: ProxyEvent, identity: str) -> CellEvent:
+        """The cell of a proxy that never listened: its reason is the proxy's."""
+        return cls(proxy.key, identity, proxy.failure, None, proxy.message)
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """Every cell ran (a held lab now serves until it is stopped)."""
+
+
+@dataclass(frozen=True)
+class FatalEvent:
+    """The worker could not run the lab at all."""
+
+    message: str
+
+
+Event = ProxyEvent | CellEvent | DoneEvent | FatalEvent
+
+_EVENT_NAMES: dict[type, str] = {ProxyEvent: "proxy", CellEvent: "cell", DoneEvent: "done", FatalEvent: "fatal"}
+_EVENT_TYPES = {name: cls for cls, name in _EVENT_NAMES.items()}
+
+
+# -- the four functions that cross the boundary -----------------------------------------------
+def dump_job(job: Job) -> str:
+    """*job* as the JSON document a worker reads with :func:`load_job`."""
+    return json.dumps(dataclasses.asdict(job))
+
+
+def load_job(text: str | bytes) -> Job:
+    """The :class:`Job` in *text* (written by :func:`dump_job`)."""
+    raw = json.loads(text)
+    return _build(
+        Job,
+        raw,
+        proxies=tuple(
+            _build(ProxySpec, p, installation=_installation(p.get("installation")),
+                   sandbox=_build(SandboxSpec, p["sandbox"], read_only=tuple(p["sandbox"]["read_only"]),
+                                  keys=tuple(p["sandbox"]["keys"])) if p.get("sandbox") else None)
+            for p in raw["proxies"]
+        ),
+        cells=tuple(_build(CellSpec, c) for c in raw["cells"]),
+        seat_ports=tuple(raw.get("seat_ports", ())),
+        addresses=tuple(raw.get("addresses", ())),
+        backend_names=tuple(raw.get("backend_names", ())),
+        hold=_build(HoldSpec, raw["hold"]) if raw.get("hold") else None,
+    )
+
+
+def dump_event(event: Event) -> str:
+    """*event* as one JSON line (no newline) for :func:`load_event`."""
+    return json.dumps({"event": _EVENT_NAMES[type(event)], **dataclasses.asdict(event)})
+
+
+def load_event(line: str | bytes) -> Event:
+    """The :data:`Event` in one line a worker wrote (:func:`dump_event`)."""
+    raw = json.loads(line)
+    cls = _EVENT_TYPES[raw.pop("event")]
+    if cls is CellEvent:
+        return _build(CellEvent, raw, outcome=Outcome(raw["outcome"]))
+    return _build(cls, raw)
+
+
+_T = TypeVar("_T")
+
+
+def _installation(raw: dict[str, Any] | None) -> Installation | None:
+    if raw is None:
+        return None
+    return _build(Installation, raw, kind=ProxyKind(raw["kind"]), env=tuple(tuple(kv) for kv in raw.get("env", ())),
+                  paths=tuple(raw.get("paths", ())))
+
+
+def _build(cls: type[_T], raw: dict[str, Any], **converted: Any) -> _T:
+    """*cls* from *raw*'s fields (an unknown field is a bug on one side: refused), with the
+    nested or typed values in *converted* instead of their raw form."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
+    return cls(**{**raw, **converted})
