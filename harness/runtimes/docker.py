@@ -747,10 +747,8 @@ class DockerRuntime:
         image's ``trustlab.proxies`` label; ``None``: the kind's default, at the driver's image path."""
         if inst is None:
             return image_installation(kind)
-        from harness import installs
-
         drv = driver(kind)
-        return Installation(drv.kind, inst.version, installs.in_image(drv, inst, self.carried()), "image", inst.tls)
+        return Installation(drv.kind, inst.version, images.in_image(drv, inst, self.carried()), "image", inst.tls)
 
     def carried(self) -> list[dict[str, str]]:
         """Every installation the lab image carries (its ``trustlab.proxies`` label), read once."""
