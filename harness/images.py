@@ -191,7 +191,7 @@ def base_inputs() -> str:
 
 
 def lab_inputs(base_hash: str, proxies: str = "") -> str:
-    """Hash of the lab image: its base, the lab layer and the proxies copied in (harness/installs.py)."""
+    """Hash of the lab image: its base, the lab layer and the proxies copied in (harness/installed.py)."""
     return _digest("lab-v1", base_hash, lab_layer("BASE"), *([f"proxies-v1\n{proxies}"] if proxies else []))
 
 

@@ -121,7 +121,7 @@ def read_sources(kind: str) -> tuple[Pip | Rootfs | Apt, ...]:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise LabError(f"{path}: {exc}; fix the file (see harness/installs.py)") from None
+        raise LabError(f"{path}: {exc}; fix the file (see harness/installed.py)") from None
     out: list[Pip | Rootfs | Apt] = []
     shapes: dict[str, tuple[type[Pip] | type[Rootfs] | type[Apt], tuple[str, ...], tuple[str, ...]]] = {
         "pip": (Pip, ("dist", "version", "binary"), ("default", "why")),
