@@ -727,6 +727,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)
 
+    # -- `trustlab proxies install|list`: where proxy binaries come from (harness/installs.py)
+    from harness.installs import add_commands as add_proxies
+
+    add_proxies(sub, _Parser)
+
     # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course_cli.py)
     from harness.course_cli import add_commands
 

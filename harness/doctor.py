@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 
-from harness import _process
-from harness.proxies import driver, kinds
+from harness import _process, installs
+from harness.proxies import Installation, driver, kinds
 from harness.runner import stale_labs
 from harness.runtimes.local import check_namespaces, namespace_mode
 
@@ -17,14 +18,22 @@ def diagnose(say: Callable[[str], None]) -> int:
     say("trustlab doctor")
     say("")
     say("local runtime (the host's own proxies in private namespaces)")
+    strict = os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1" or os.environ.get("CI", "").lower() in ("1", "true")
+    host: list[Installation] = []
     for kind in kinds():
         drv = driver(kind)
         found = drv.installations()
+        host += found
         for inst in found:
-            say(f"  ok    {kind.value:<13} {inst.version:<9} {inst.tls or '-':<15} {inst.source:<6} {inst.binary}")
+            where = f"{inst.binary} in {inst.root}" if inst.root else inst.binary
+            say(f"  ok    {kind.value:<13} {inst.version:<9} {inst.tls or '-':<24} {inst.source:<6} {where}")
         if not found:
             ok_local = False
             say(f"  MISSING {kind.value:<11} install it: {drv.install_hint()}")
+        for what, fix in installs.gaps(drv, found) if found else ():
+            # In CI every declared version must be there (TRUSTLAB_REQUIRE_PROXIES=1): a failure.
+            ok_local = ok_local and not strict
+            say(f"  {'MISSING' if strict else '--   '} {what}: {fix}")
     for tool, pkg in (
         ("unshare", "util-linux"), ("ip", "iproute2"), ("bwrap", "bubblewrap"), ("setpriv", "util-linux"),
         ("openssl", "openssl"),
@@ -54,6 +63,17 @@ def diagnose(say: Callable[[str], None]) -> int:
             for line in images.doctor_lines():
                 say(f"  {line}")
             ok_docker, why = images.docker_ready()
+            if ok_docker:
+                records = images.image_proxies()
+                for r in records:
+                    tls = r["tls"] or "-"
+                    say(f"  ok    {r['kind']:<13} {r['version']:<9} {tls:<24} image  {r['binary']} ({r['from']})")
+                carried = {(r["kind"], r["version"]) for r in records}
+                lacking = [i for i in host if (i.kind.value, i.version) not in carried]
+                for inst in lacking:
+                    mark = "NO   " if strict else "--   "
+                    say(f"  {mark} image lacks {inst.label} ({inst.source}): trustlab images build")
+                ok_docker = ok_docker and not (strict and lacking)
         except Exception as exc:  # noqa: BLE001 - report, do not crash
             say(f"  NO    docker: {exc}")
 

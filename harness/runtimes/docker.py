@@ -99,6 +99,8 @@ class Plan:
     run_dir: str
     listen_port: int
     host: str
+    #: Which installation runs it (``trustlab proxies list``); ``None``: the kind's default.
+    inst: Installation | None = None
 
 
 # -- ownership and sweeping ----------------------------------------------------------------
@@ -445,6 +447,8 @@ class DockerRuntime:
         #: offered on the command line.
         self.sandbox = sandbox
         self._client: Any = None
+        #: The lab image's ``trustlab.proxies`` label, read once (:meth:`carried`).
+        self._image_proxies: list[dict[str, str]] | None = None
         #: Seconds per step of the last run (network, volume, containers ...), for benchmarks.
         self.timings: dict[str, float] = {}
 
@@ -596,7 +600,7 @@ class DockerRuntime:
     def _prepared_spec(self, lab_dir: Path, p: PreparedProxy, pki_dir: Path) -> ProxySpec:
         drv = driver(p.kind)
         run_dir = self.lab_path(lab_dir, p.run_dir)
-        inst = image_installation(p.kind)
+        inst = self.in_image(p.kind, p.inst)
         return ProxySpec(
             key=p.key,
             kind=p.kind,
@@ -736,7 +740,7 @@ class DockerRuntime:
     def _spec(self, p: Plan) -> ProxySpec:
         """A rendered scenario's proxy, the lab image's installation of its kind."""
         drv = driver(p.scenario.proxy)
-        inst = image_installation(p.scenario.proxy)
+        inst = self.in_image(p.scenario.proxy, p.inst)
         return ProxySpec(
             key=p.scenario.id,
             kind=p.scenario.proxy.value,
@@ -750,6 +754,20 @@ class DockerRuntime:
             exit_file=f"{p.run_dir}/exit.status" if self.layout == "per-variant" else None,
             unconfined=not self.sandbox,
         )
+
+    def in_image(self, kind: ProxyKind | str, inst: Installation | None) -> Installation:
+        """The lab image's copy of *inst* (a host installation: ``trustlab proxies list``), from the
+        image's ``trustlab.proxies`` label; ``None``: the kind's default, at the driver's image path."""
+        if inst is None:
+            return image_installation(kind)
+        drv = driver(kind)
+        return Installation(drv.kind, inst.version, images.in_image(drv, inst, self.carried()), "image", inst.tls)
+
+    def carried(self) -> list[dict[str, str]]:
+        """Every installation the lab image carries (its ``trustlab.proxies`` label), read once."""
+        if self._image_proxies is None:
+            self._image_proxies = images.image_proxies(self.client)
+        return self._image_proxies
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:
