@@ -121,8 +121,7 @@ class Rule:
     severity: str
     #: The scenario that shows the finding live (``trustlab run <scenario>``).
     scenario: str
-    #: The directives the rule reads (``trustlab audit --rules`` lists them; a kind's tests check
-    #: that a scenario sets them).
+    #: The directives the rule reads, as the kind's documentation spells them.
     directives: tuple[str, ...]
     #: A link to the directive's documentation or the report that showed the problem.
     help: str
