@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,36 +40,23 @@ def test_a_rule_id_cannot_be_registered_twice() -> None:
     def other(scope: rules.Scope) -> None:
         return None
 
-    rules.rule(
-        "nginx-test-twice",
-        proxy="nginx",
-        severity="low",
-        scenario="nginx/good",
-        directives=("x",),
-        help="https://example.invalid",
-        fix="-",
-    )(one)
+    def declare(rule_id: str, severity: str = "low") -> Callable[[rules.Check], rules.Check]:
+        return rules.rule(
+            rule_id,
+            proxy="nginx",
+            severity=severity,
+            scenario="nginx/good",
+            directives=("x",),
+            help="https://example.invalid",
+            fix="-",
+        )
+
+    declare("nginx-test-twice")(one)
     try:
         with pytest.raises(ValueError, match="registered twice"):
-            rules.rule(
-                "nginx-test-twice",
-                proxy="nginx",
-                severity="low",
-                scenario="nginx/good",
-                directives=("x",),
-                help="https://example.invalid",
-                fix="-",
-            )(other)
+            declare("nginx-test-twice")(other)
         with pytest.raises(ValueError, match="severity"):
-            rules.rule(
-                "nginx-test-bad",
-                proxy="nginx",
-                severity="critical",
-                scenario="nginx/good",
-                directives=("x",),
-                help="https://example.invalid",
-                fix="-",
-            )
+            declare("nginx-test-bad", severity="critical")
     finally:
         rules._RULES[rules.ProxyKind.NGINX].pop("nginx-test-twice")
 
