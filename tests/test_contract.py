@@ -27,23 +27,67 @@ from harness.vocab import Outcome, ProxyKind
 
 
 def _job() -> Job:
-    inst = Installation(ProxyKind.NGINX, "1.22.1", "/opt/nginx/sbin/nginx", "cache", "OpenSSL 3.0.15",
-                        env=(("LD_LIBRARY_PATH", "/opt/nginx/lib"),), paths=("/opt/nginx",), root="/opt/root")
+    inst = Installation(
+        ProxyKind.NGINX,
+        "1.22.1",
+        "/opt/nginx/sbin/nginx",
+        "cache",
+        "OpenSSL 3.0.15",
+        env=(("LD_LIBRARY_PATH", "/opt/nginx/lib"),),
+        paths=("/opt/nginx",),
+        root="/opt/root",
+    )
     proxy = ProxySpec(
-        "nginx/good", "nginx", 20000, "/lab/proxies/nginx--good", "/lab/proxies/nginx--good/error.log",
-        "/lab/proxies/nginx--good/nginx.conf", installation=inst, env={"SSL_CERT_FILE": "/lab/pki/b.pem"},
-        host="proxy-0", sandbox=SandboxSpec(("/lab/pki/ca.pem",), ("/lab/pki/k.key",)), exit_file="/x/exit",
+        "nginx/good",
+        "nginx",
+        20000,
+        "/lab/proxies/nginx--good",
+        "/lab/proxies/nginx--good/error.log",
+        "/lab/proxies/nginx--good/nginx.conf",
+        installation=inst,
+        env={"SSL_CERT_FILE": "/lab/pki/b.pem"},
+        host="proxy-0",
+        sandbox=SandboxSpec(("/lab/pki/ca.pem",), ("/lab/pki/k.key",)),
+        exit_file="/x/exit",
     )
     return Job(
         (proxy, ProxySpec("apache/good", "apache", 20001, "/r", "/r/error.log", "/r/httpd.conf", unconfined=True)),
-        (CellSpec("nginx/good", "legit", sni_routing=True, client_auth=True, keepalive=True, prime="/loose/",
-                  backend="api.svc.internal", port=443, host="www.example.test", path="/api/", tls=True, label=3),
-         CellSpec("apache/good", "rogue-ca")),
-        mode="prepared", pki_dir="/lab/pki", backend_ip="10.203.0.10", seat_ports=(8443, 443), seat_host="::",
-        seat_control_port=9000, addresses=("10.203.0.20",), hosts_file="/lab/hosts", hosts="127.0.0.1 localhost\n",
-        backend_names=("backend-api.internal",), start_timeout=30,
-        hold=HoldSpec("legit", "/lab/control.sock", sni_routing=True, modes={"client_auth": True},
-                      backend="api.svc.internal", socket_dir="/lab"),
+        (
+            CellSpec(
+                "nginx/good",
+                "legit",
+                sni_routing=True,
+                client_auth=True,
+                keepalive=True,
+                prime="/loose/",
+                backend="api.svc.internal",
+                port=443,
+                host="www.example.test",
+                path="/api/",
+                tls=True,
+                label=3,
+            ),
+            CellSpec("apache/good", "rogue-ca"),
+        ),
+        mode="prepared",
+        pki_dir="/lab/pki",
+        backend_ip="10.203.0.10",
+        seat_ports=(8443, 443),
+        seat_host="::",
+        seat_control_port=9000,
+        addresses=("10.203.0.20",),
+        hosts_file="/lab/hosts",
+        hosts="127.0.0.1 localhost\n",
+        backend_names=("backend-api.internal",),
+        start_timeout=30,
+        hold=HoldSpec(
+            "legit",
+            "/lab/control.sock",
+            sni_routing=True,
+            modes={"client_auth": True},
+            backend="api.svc.internal",
+            socket_dir="/lab",
+        ),
         unconfined=True,
     )
 
@@ -59,9 +103,22 @@ def test_every_event_reads_back_as_written() -> None:
         ProxyEvent("nginx/good", True, start_s=0.012),
         ProxyEvent("haproxy/defaults", False, message="[ALERT] no CA file", output="...", died=False),
         ProxyEvent("apache/good", False, message="killed by SIGKILL", died=True),
-        CellEvent("nginx/good", "rogue-ca", Outcome.BLOCKED, 502, "upstream SSL certificate verify error",
-                  sni="backend-api.internal", tls="TLSv1.3", duration_s=0.004, connections=1,
-                  dest="10.203.0.10:8443", label=2, reuse="reused connection", client_cert="CN=p", primed="p"),
+        CellEvent(
+            "nginx/good",
+            "rogue-ca",
+            Outcome.BLOCKED,
+            502,
+            "upstream SSL certificate verify error",
+            sni="backend-api.internal",
+            tls="TLSv1.3",
+            duration_s=0.004,
+            connections=1,
+            dest="10.203.0.10:8443",
+            label=2,
+            reuse="reused connection",
+            client_cert="CN=p",
+            primed="p",
+        ),
         DoneEvent(),
         FatalEvent("cannot add the lab address"),
     ]
@@ -86,8 +143,19 @@ def test_an_unknown_field_is_refused_not_dropped() -> None:
     with pytest.raises(ValueError, match="ProxySpec: unknown field"):
         load_job(json.dumps(raw))
     with pytest.raises(ValueError, match="CellEvent: unknown field"):
-        load_event(json.dumps({"event": "cell", "key": "k", "identity": "legit", "outcome": "served",
-                               "status": 200, "reason": "r", "sni_seen": "x"}))
+        load_event(
+            json.dumps(
+                {
+                    "event": "cell",
+                    "key": "k",
+                    "identity": "legit",
+                    "outcome": "served",
+                    "status": 200,
+                    "reason": "r",
+                    "sni_seen": "x",
+                }
+            )
+        )
 
 
 def test_a_scenario_cell_and_hold_carry_its_seat_modes() -> None:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
@@ -31,13 +32,14 @@ from harness.configs.base import (
     Route,
     Upstream,
     is_ip,
+    is_system_bundle,
     read_config,
     regex_probe_path,
     trust_file,
 )
 from harness.configs.nginx import split_url
 from harness.errors import ConfigError
-from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 MODULES_DIR = Path("/usr/lib/apache2/modules")
 #: Loaded when present: the modules a Debian apache2 enables plus those reverse proxies use.
@@ -183,6 +185,107 @@ def _expanded(ln: Line, defines: dict[str, str], notes: list[str]) -> Line:
     return ln
 
 
+@dataclass(frozen=True)
+class Pass:
+    """A ``ProxyPass``/``ProxyPassMatch`` that a client request reaches: its path and target."""
+
+    path: str
+    url: str
+    line: int
+    regex: bool
+
+
+@dataclass
+class VHost:
+    """The main server (line 0: everything outside any ``<VirtualHost>``) or one ``<VirtualHost>``,
+    with the directives set in it (nested sections included; the last one wins, as in httpd)."""
+
+    line: int
+    port: str
+    directives: dict[str, rules.Directive] = field(default_factory=dict)
+    #: ``SSLEngine on`` somewhere in it: clients reach it over TLS.
+    tls: bool = False
+    passes: list[Pass] = field(default_factory=list)
+    #: Every ``ProxyPass``/``ProxyPassMatch``/``BalancerMember`` URL in it, with its line.
+    urls: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str | None:
+        d = self.directives.get("servername")
+        return d.value.split(":")[0] if d and d.value else None
+
+    @property
+    def preserve(self) -> bool:
+        d = self.directives.get("proxypreservehost")
+        return bool(d and d.value.lower() == "on")
+
+
+@dataclass
+class Tree:
+    """A config as httpd reads it (``Define`` expanded), once: what ``check`` adapts and ``audit``
+    reads."""
+
+    lines: list[Line]
+    #: What reading it changed (a line read as httpd expands it).
+    notes: list[str]
+    main: VHost
+    vhosts: list[VHost]
+    #: ``<Proxy balancer://NAME>`` -> its ``BalancerMember`` URLs and lines.
+    balancers: dict[str, list[tuple[str, int]]]
+
+
+def read(text: str) -> Tree:
+    """The :class:`Tree` of an httpd config's text."""
+    notes: list[str] = []
+    defines: dict[str, str] = {}
+    expanded = [_expanded(ln, defines, notes) for ln in lines(text)]
+    main = VHost(0, "80")
+    tree = Tree(expanded, notes, main, [], {})
+    cur = main
+    stack: list[tuple[str, Line]] = []
+    for ln in expanded:
+        w, name = ln.words, ln.name
+        if not w or "$" in name:
+            continue  # a directive name from an undefined variable: unknowable (check drops it)
+        if name.startswith("</"):
+            section = name[2:].rstrip(">")
+            if stack and stack[-1][0] == section:
+                stack.pop()
+            if section == "virtualhost":
+                cur = main
+            continue
+        if name.startswith("<"):
+            section = name[1:].rstrip(">")
+            if section == "virtualhost":
+                addrs = " ".join(w[1:]).rstrip(">").strip().split()
+                cur = VHost(ln.no, _port_of(addrs[0]) if addrs else "80")
+                tree.vhosts.append(cur)
+            stack.append((section, ln))
+            continue
+        cur.directives[name] = rules.Directive(name, tuple(w[1:]), ln.no)
+        if name == "sslengine" and len(w) > 1 and w[1].lower() == "on":
+            cur.tls = True
+        if name in ("proxypass", "proxypassmatch", "balancermember"):
+            url = next((x for x in w[1:] if "://" in x), "")
+            if url:
+                cur.urls.append((url, ln.no))
+        if name == "balancermember" and len(w) > 1 and stack and stack[-1][0] == "proxy":
+            bal = stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")
+            tree.balancers.setdefault(bal, []).append((w[1], ln.no))
+        if name in ("proxypass", "proxypassmatch") and len(w) > 1:
+            loc = next((a for s, a in reversed(stack) if s in ("location", "locationmatch")), None)
+            regex = name == "proxypassmatch"
+            entry = None
+            if loc is not None and (len(w) == 2 or "=" in w[2] or w[1] == "!"):
+                lpath = loc.words[1].rstrip(">").strip("\"'") if len(loc.words) > 1 else "/"
+                entry = Pass(lpath, w[1], ln.no, regex or loc.name == "<locationmatch")
+            elif len(w) > 2:
+                entry = Pass(w[1], w[2], ln.no, regex)
+            if entry and entry.url != "!":
+                cur.passes.append(entry)
+    return tree
+
+
 def _port_of(addr: str) -> str:
     m = re.search(r":(\d+)$", addr)
     if m:
@@ -197,20 +300,14 @@ def _probe_path(pattern: str) -> str | None:
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The config at *path* made runnable in the lab (see the module docstring)."""
     text = read_config(path)
-    src = lines(text)
-    notes: list[str] = []
+    tree = read(text)
+    notes: list[str] = list(tree.notes)
     out: list[str] = []
     stack: list[tuple[str, Line]] = []
-    balancers: dict[str, list[tuple[str, int]]] = {}
-    vhosts: list[dict] = []  # {line, port, tls, name, passes: [(path, url, line, regex)], preserve}
-    main_passes: list[tuple[str, str, int, bool]] = []
     listen_ports: list[str] = []
-    has_vhost = any(ln.name == "<virtualhost" for ln in src)
-    cur: dict | None = None
+    has_vhost = bool(tree.vhosts)
 
-    defines: dict[str, str] = {}
-    for ln in src:
-        ln = _expanded(ln, defines, notes)
+    for ln in tree.lines:
         w, name = ln.words, ln.name
         if not w:
             continue
@@ -227,8 +324,6 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             section = name[2:].rstrip(">")
             if stack and stack[-1][0] == section:
                 stack.pop()
-            if section == "virtualhost":
-                cur = None
             out.append(ln.text)
             continue
         if name.startswith("<"):
@@ -238,15 +333,6 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 addrs = arg.split()
                 port = _port_of(addrs[0]) if addrs else "80"
                 lab_port = ports(port)
-                cur = {
-                    "line": ln.no,
-                    "port": port,
-                    "tls": False,
-                    "name": None,
-                    "passes": [],
-                    "preserve": False,
-                }
-                vhosts.append(cur)
                 notes.append(f"line {ln.no}: <VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>")
                 out.append(f"<VirtualHost 127.0.0.1:{lab_port}>")
                 stack.append((section, ln))
@@ -302,15 +388,8 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         ):
             notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no CRL or client chain)")
             continue
-        if name == "sslengine" and cur is not None and len(w) > 1 and w[1].lower() == "on":
-            cur["tls"] = True
-        if name == "servername" and cur is not None and len(w) > 1:
-            cur["name"] = w[1].split(":")[0]
-        if name == "proxypreservehost" and len(w) > 1 and cur is not None:
-            cur["preserve"] = w[1].lower() == "on"
         if name == "balancermember" and len(w) > 1 and stack and stack[-1][0] == "proxy":
             bal = stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")
-            balancers.setdefault(bal, []).append((w[1], ln.no))
             key = f"{bal}|{w[1]}|{ln.no}"
             if focus and focus.startswith(bal + "|") and key != focus and "status=+D" not in ln.text:
                 out.append(f"{ln.text} status=+D")
@@ -325,51 +404,27 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     "must not put it in error state for the next cell)"
                 )
                 continue
-        if name in ("proxypass", "proxypassmatch") and len(w) > 1:
-            loc = next((a for s, a in reversed(stack) if s in ("location", "locationmatch")), None)
-            regex = name == "proxypassmatch"
-            if loc is not None and (len(w) == 2 or "=" in w[2] or w[1] == "!"):
-                lpath = loc.words[1].rstrip(">").strip("\"'") if len(loc.words) > 1 else "/"
-                regex = regex or loc.name == "<locationmatch"
-                entry = (lpath, w[1], ln.no, regex)
-            elif len(w) > 2:
-                entry = (w[1], w[2], ln.no, regex)
-            else:
-                entry = None
-            if entry and entry[1] != "!":
-                (cur["passes"] if cur is not None else main_passes).append(entry)
         out.append(ln.text)
 
     upstreams: list[Upstream] = []
+    served = [(vh, vh.port) for vh in tree.vhosts]
     if not has_vhost:
         port = listen_ports[0] if listen_ports else "80"
-        vhosts.append(
-            {
-                "line": 0,
-                "port": port,
-                "tls": any(
-                    ln.name == "sslengine" and len(ln.words) > 1 and ln.words[1].lower() == "on" for ln in src
-                ),
-                "name": next(
-                    (ln.words[1] for ln in src if ln.name == "servername" and len(ln.words) > 1), None
-                ),
-                "passes": main_passes,
-                "preserve": any(ln.name == "proxypreservehost" and ln.words[1:2] == ["On"] for ln in src),
-            }
-        )
+        served = [(tree.main, port)]
         if not listen_ports:
             listen_ports.append(port)
             notes.append(f"{path} has no Listen; the lab listens on 127.0.0.1:{ports(port)}")
-    for vh in vhosts:
-        if vh["port"] not in listen_ports:
-            listen_ports.append(vh["port"])
-        for ppath, url, no, regex in vh["passes"]:
+    for vh, vport in served:
+        if vport not in listen_ports:
+            listen_ports.append(vport)
+        for ps in vh.passes:
+            ppath, url, no, regex = ps.path, ps.url, ps.line, ps.regex
             scheme, host, _, _ = split_url(url)
             members = [(url, no)]
             if scheme == "balancer":
-                members = balancers.get(f"balancer://{host}", [])
+                members = tree.balancers.get(f"balancer://{host}", [])
             probe = _probe_path(ppath) if regex else (ppath if ppath.endswith("/") else ppath + "/")
-            route = Route(vh["port"], vh["tls"], vh["name"] or PUBLIC_HOST, probe) if probe else None
+            route = Route(vport, vh.tls, vh.name or PUBLIC_HOST, probe) if probe else None
             for murl, mline in members:
                 m_scheme, m_host, m_port, _ = split_url(murl)
                 if m_scheme not in ("https", "h2", "wss"):
@@ -448,3 +503,163 @@ def validate(path: Path) -> None:
         ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src
     ):
         raise ConfigError(f"{path}: no <VirtualHost>, Listen or ProxyPass: is this an Apache config?")
+
+
+# -- audit: the same tree, as scopes, and Apache's rules ---------------------------------------
+_DOCS = "https://httpd.apache.org/docs/2.4/mod/mod_ssl.html#"
+
+
+def scopes(path: Path, text: str) -> list[rules.Scope]:
+    """The main server and each ``<VirtualHost>`` that proxies to HTTPS, with its directives merged
+    over the main server's (a virtual host inherits what it does not set)."""
+    tree = read(text)
+    out = []
+    for vh in [tree.main, *tree.vhosts]:
+        https = [(u, no) for u, no in vh.urls if split_url(u)[0] in ("https", "h2", "wss")]
+        if not https:
+            continue
+        merged = vh.directives if vh is tree.main else {**tree.main.directives, **vh.directives}
+        out.append(
+            rules.Scope(
+                ProxyKind.APACHE, str(path), https[0][1],
+                tuple(rules.Upstream(u, split_url(u)[1], no) for u, no in https), merged,
+            )
+        )
+    return out
+
+
+def _value(scope: rules.Scope, name: str) -> tuple[str | None, int]:
+    """A directive's first argument (``None`` when unset or empty) and the line to point at."""
+    d = scope.get(name)
+    return (d.value or None, d.line) if d else (None, scope.line)
+
+
+_VERIFY_FIX = "SSLProxyVerify require + SSLProxyCACertificateFile <internal root>"
+
+
+@rules.rule(
+    "apache-verify-none", proxy="apache", severity="high", scenario="apache/verify-none",
+    directives=("SSLProxyVerify",), help=_DOCS + "sslproxyverify", fix=_VERIFY_FIX,
+)
+def _verify_none(scope: rules.Scope) -> rules.Hit | None:
+    verify, line = _value(scope, "sslproxyverify")
+    if not verify or verify.lower() not in ("none", "optional_no_ca"):
+        return None
+    return rules.Hit(
+        line, f"SSLProxyVerify {verify}: the chain is not checked; any CA's certificate for the backend name is "
+        "accepted",
+    )
+
+
+@rules.rule(
+    "apache-verify-default", proxy="apache", severity="high", scenario="apache/defaults",
+    directives=("SSLProxyVerify",), help=_DOCS + "sslproxyverify", fix=_VERIFY_FIX,
+)
+def _verify_default(scope: rules.Scope) -> rules.Hit | None:
+    verify, line = _value(scope, "sslproxyverify")
+    if verify:
+        return None
+    return rules.Hit(
+        line, "SSLProxyVerify unset (default none): the chain is not checked; any CA's certificate for the "
+        "backend name is accepted",
+    )
+
+
+@rules.rule(
+    "apache-name-check-off", proxy="apache", severity="high", scenario="apache/name-check-off",
+    directives=("SSLProxyCheckPeerName",), help=_DOCS + "sslproxycheckpeername", fix="SSLProxyCheckPeerName on",
+)
+def _name_check_off(scope: rules.Scope) -> rules.Hit | None:
+    peer, line = _value(scope, "sslproxycheckpeername")
+    if not peer or peer.lower() != "off":
+        return None
+    return rules.Hit(line, "SSLProxyCheckPeerName off: any certificate from a trusted CA is accepted for any name")
+
+
+@rules.rule(
+    "apache-cn-off-peername-unset", proxy="apache", severity="high", scenario="apache/cn-check-off",
+    directives=("SSLProxyCheckPeerCN", "SSLProxyCheckPeerName"), help=_DOCS + "sslproxycheckpeercn",
+    fix="add `SSLProxyCheckPeerName on` (or drop SSLProxyCheckPeerCN)",
+)
+def _cn_off_peername_unset(scope: rules.Scope) -> rules.Hit | None:
+    cn, line = _value(scope, "sslproxycheckpeercn")
+    if not cn or cn.lower() != "off" or _value(scope, "sslproxycheckpeername")[0]:
+        return None
+    return rules.Hit(
+        line, "SSLProxyCheckPeerCN off with SSLProxyCheckPeerName unset: the name check is disabled (the two "
+        "directives are linked)",
+    )
+
+
+@rules.rule(
+    "apache-expire-check-off", proxy="apache", severity="high", scenario="apache/expire-check-off",
+    directives=("SSLProxyCheckPeerExpire",), help=_DOCS + "sslproxycheckpeerexpire",
+    fix="SSLProxyCheckPeerExpire on",
+)
+def _expire_check_off(scope: rules.Scope) -> rules.Hit | None:
+    exp, line = _value(scope, "sslproxycheckpeerexpire")
+    if not exp or exp.lower() != "off":
+        return None
+    return rules.Hit(line, "SSLProxyCheckPeerExpire off: expired and not-yet-valid certificates are accepted")
+
+
+@rules.rule(
+    "apache-verify-depth", proxy="apache", severity="medium", scenario="apache/seed-recipe",
+    directives=("SSLProxyVerifyDepth", "SSLProxyVerify"), help=_DOCS + "sslproxyverifydepth",
+    fix="SSLProxyVerifyDepth 2 (or the depth of your PKI)",
+)
+def _verify_depth(scope: rules.Scope) -> rules.Hit | None:
+    depth, line = _value(scope, "sslproxyverifydepth")
+    if (_value(scope, "sslproxyverify")[0] or "").lower() != "require":
+        return None
+    if depth and not (depth.isdigit() and int(depth) < 2):
+        return None
+    return rules.Hit(
+        line, f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf chain is "
+        "refused, so the legitimate backend is blocked",
+    )
+
+
+@rules.rule(
+    "apache-system-bundle", proxy="apache", severity="medium", scenario="apache/system-bundle",
+    directives=("SSLProxyCACertificateFile", "SSLProxyCACertificatePath"),
+    help=_DOCS + "sslproxycacertificatefile", fix="trust the internal root only",
+)
+def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
+    ca, line = _value(scope, "sslproxycacertificatefile")
+    if not ca:
+        ca, line = _value(scope, "sslproxycacertificatepath")
+    if not ca or not is_system_bundle(ca):
+        return None
+    return rules.Hit(line, f"{ca} is a system bundle: any public CA can issue a certificate for the backend")
+
+
+@rules.rule(
+    "apache-preserve-host", proxy="apache", severity="medium", scenario="apache/preserve-host",
+    directives=("ProxyPreserveHost",), help="https://httpd.apache.org/docs/2.4/mod/mod_proxy.html#proxypreservehost",
+    fix="ProxyPreserveHost Off for HTTPS backends (or a certificate for the public name)",
+)
+def _preserve_host(scope: rules.Scope) -> rules.Hit | None:
+    ph, line = _value(scope, "proxypreservehost")
+    if not ph or ph.lower() != "on":
+        return None
+    return rules.Hit(
+        line, "ProxyPreserveHost On: Apache checks the backend certificate against the client's Host, not the "
+        "ProxyPass host",
+    )
+
+
+@rules.rule(
+    "apache-ip-target", proxy="apache", severity="medium", scenario="apache/ip-target",
+    directives=("ProxyPass", "ProxyPassMatch", "BalancerMember"),
+    help="https://httpd.apache.org/docs/2.4/mod/mod_proxy.html#proxypass", fix="proxy to the backend's name",
+)
+def _ip_target(scope: rules.Scope) -> list[rules.Hit]:
+    return [
+        rules.Hit(
+            u.line, f"ProxyPass to the IP {u.host}: no SNI and the name check uses the IP; a certificate naming the "
+            "backend is refused",
+        )
+        for u in scope.upstreams
+        if is_ip(u.host)
+    ]

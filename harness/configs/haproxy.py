@@ -22,10 +22,21 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.configs.base import Adapted, LabPaths, Ports, Route, Upstream, is_ip, read_config, trust_file
+from harness import rules
+from harness.configs.base import (
+    Adapted,
+    LabPaths,
+    Ports,
+    Route,
+    Upstream,
+    is_ip,
+    is_system_bundle,
+    read_config,
+    trust_file,
+)
 from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
-from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 SECTIONS = (
     "global",
@@ -203,6 +214,47 @@ def server_options(w: list[str]) -> dict[str, str | bool]:
     return out
 
 
+@dataclass(frozen=True)
+class Server:
+    """One ``server`` line with the options in effect for it (what ``check`` and ``audit`` read).
+
+    HAProxy applies a ``default-server`` line to the servers *after* it only, and a new
+    ``defaults`` section starts over (its ``default-server`` lines replace the previous ones):
+    measured with HAProxy 2.6.12 (``haproxy -c``: a ``default-server verify none`` below the
+    server line, or in an earlier ``defaults`` section, leaves the server verifying).
+    """
+
+    section: Section
+    line: int
+    words: list[str]
+    #: The server line's own keywords.
+    own: dict[str, str | bool]
+    #: The defaults section's ``default-server`` lines, then its own section's above it, then its own.
+    options: dict[str, str | bool]
+
+    @property
+    def ssl(self) -> bool:
+        """TLS to this server: ``ssl`` in effect and no ``no-ssl`` on the line itself."""
+        return self.options.get("ssl") is True and "no-ssl" not in self.own
+
+
+def servers(sections: list[Section]) -> list[Server]:
+    """Every ``server`` line of *sections* with its effective options (see :class:`Server`)."""
+    defaults: dict[str, str | bool] = {}
+    out = []
+    for sec in sections:
+        if sec.kind == "defaults":
+            defaults = {}
+        local: dict[str, str | bool] = {}
+        for no, _, w in sec.body:
+            if w[0] == "default-server":
+                (defaults if sec.kind == "defaults" else local).update(server_options(w))
+            elif w[0] == "server":
+                own = server_options(w)
+                out.append(Server(sec, no, w, own, {**defaults, **local, **own}))
+    return out
+
+
 def _acl_route(cond: list[str], acls: dict[str, list[str]]) -> tuple[str | None, str | None, bool]:
     """(host, path) a simple use_backend condition needs, and whether it was understood."""
     host = path = None
@@ -259,7 +311,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     out: list[str] = [f"# trustlab check: adapted from {path}"]
     upstreams: list[Upstream] = []
     listeners: dict[str, int] = {}
-    defaults_opts: dict[str, str | bool] = {}
+    effective = {s.line: s for s in servers(sections)}
     fronts: list[
         tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]
     ] = []
@@ -339,12 +391,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if key == "default_backend" and len(w) > 1:
                 default_be = w[1]
             if key in ("server", "default-server"):
-                line_out, opts = _server_line(w, no, lab, notes, sec, focus)
-                if key == "default-server" and sec.kind == "defaults":
-                    defaults_opts.update(opts)
+                line_out = _server_line(w, no, lab, notes, sec, focus)
                 if key == "server":
-                    merged = {**defaults_opts, **_section_defaults(sec, defaults_opts), **opts}
-                    _record_server(w, no, merged, sec, upstreams)
+                    _record_server(effective[no], upstreams)
                 out.append(indent + line_out)
                 continue
             out.append(raw if raw[:1].isspace() else indent + raw.strip())
@@ -397,18 +446,7 @@ def _reads_host(key: str, w: list[str]) -> bool:
     return bool(_FILE_FUNCS.search(" ".join(w[1:])))
 
 
-def _section_defaults(sec: Section, inherited: dict[str, str | bool]) -> dict[str, str | bool]:
-    out: dict[str, str | bool] = {}
-    for _, _, w in sec.body:
-        if w[0] == "default-server":
-            out.update(server_options(w))
-    return out
-
-
-def _server_line(
-    w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None
-) -> tuple[str, dict[str, str | bool]]:
-    opts = server_options(w)
+def _server_line(w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None) -> str:
     start = 3 if w[0] == "server" else 1
     new = list(w[:start])
     i = start
@@ -444,17 +482,16 @@ def _server_line(
     if w[0] == "server" and focus and focus.startswith(sec.name + "|") and focus != f"{sec.name}|{w[1]}|{no}":
         new.append("disabled")
         notes.append(f"line {no}: server {w[1]} disabled while another server of {sec.name} is probed")
-    return " ".join(_quote(x) for x in new), opts
+    return " ".join(_quote(x) for x in new)
 
 
 def _quote(word: str) -> str:
     return word if re.fullmatch(r"[^\s\"'#\\]+", word) else "'" + word.replace("'", "'\\''") + "'"
 
 
-def _record_server(
-    w: list[str], no: int, opts: dict[str, str | bool], sec: Section, upstreams: list[Upstream]
-) -> None:
-    if len(w) < 3 or opts.get("ssl") is not True or "no-ssl" in opts:
+def _record_server(server: Server, upstreams: list[Upstream]) -> None:
+    w, no, opts, sec = server.words, server.line, server.options, server.section
+    if len(w) < 3 or not server.ssl:
         return
     host, port = split_hostport(w[2], 443)
     if host.startswith(("unix@", "abns@", "/", "ipv4@", "ipv6@")):
@@ -487,3 +524,131 @@ def _sorted(notes: list[str]) -> list[str]:
         return int(m.group(1)) if m else 0
 
     return sorted(dict.fromkeys(notes), key=key)
+
+
+# -- audit: the same parse, as scopes, and HAProxy's rules -------------------------------------
+_DOCS = "https://docs.haproxy.org/2.6/configuration.html#5.2-"
+
+
+def scopes(path: Path, text: str) -> list[rules.Scope]:
+    """Every ``server ... ssl`` line, with the options in effect for it (see :class:`Server`) and
+    the global ``ssl-server-verify``."""
+    sections = parse(text)
+    glob: rules.Directive | None = None
+    out = []
+    for sec in sections:  # ssl-server-verify: the last one of the global section(s)
+        for no, _, w in sec.body:
+            if sec.kind == "global" and w[0] == "ssl-server-verify" and len(w) > 1:
+                glob = rules.Directive("ssl-server-verify", (w[1],), no)
+    for server in servers(sections):
+        w = server.words
+        if len(w) < 3 or not server.ssl:
+            continue
+        found = {
+            k: rules.Directive(k, () if v is True else (str(v),), server.line) for k, v in server.options.items()
+        }
+        if glob:
+            found["ssl-server-verify"] = glob
+        host = split_hostport(w[2], 443)[0]
+        out.append(
+            rules.Scope(
+                ProxyKind.HAPROXY, str(path), server.line, (rules.Upstream(w[2], host, server.line),), found,
+                {"server": w[1]},
+            )
+        )
+    return out
+
+
+def _verify(scope: rules.Scope) -> str:
+    """``verify`` in effect: the server's (or its default-server's), else ssl-server-verify, else required."""
+    own, glob = scope.get("verify"), scope.get("ssl-server-verify")
+    return own.value if own else glob.value if glob else "required"
+
+
+@rules.rule(
+    "haproxy-verify-none", proxy="haproxy", severity="high", scenario="haproxy/verify-none",
+    directives=("verify", "ssl-server-verify"), help=_DOCS + "verify",
+    fix="verify required ca-file <internal root> verifyhost <backend name>",
+)
+def _verify_none(scope: rules.Scope) -> rules.Hit | None:
+    if _verify(scope) != "none":
+        return None
+    glob = scope.get("ssl-server-verify")
+    line = scope.line if scope.get("verify") else glob.line if glob else 0
+    return rules.Hit(line, f"server {scope.facts['server']}: verify none: any certificate is accepted")
+
+
+@rules.rule(
+    "haproxy-no-ca-file", proxy="haproxy", severity="medium", scenario="haproxy/defaults",
+    directives=("ca-file", "verify"), help=_DOCS + "ca-file", fix="add ca-file <internal root>",
+)
+def _no_ca_file(scope: rules.Scope) -> rules.Hit | None:
+    if _verify(scope) == "none" or scope.get("ca-file"):
+        return None
+    return rules.Hit(
+        scope.line,
+        f"server {scope.facts['server']}: ssl with verification required but no ca-file: HAProxy refuses to "
+        "start (and suggests `verify none`)",
+    )
+
+
+@rules.rule(
+    # The live proof is nginx's: the same widening, shown with the lab's system bundle.
+    "haproxy-system-bundle", proxy="haproxy", severity="medium", scenario="nginx/system-bundle",
+    directives=("ca-file", "verify"), help=_DOCS + "ca-file", fix="trust the internal root only",
+)
+def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
+    ca = scope.get("ca-file")
+    if _verify(scope) == "none" or not ca or not is_system_bundle(ca.value):
+        return None
+    return rules.Hit(
+        scope.line,
+        f"server {scope.facts['server']}: ca-file {ca.value} is a system bundle: any public CA can issue a "
+        "certificate for the backend",
+    )
+
+
+@rules.rule(
+    "haproxy-no-name-check", proxy="haproxy", severity="high", scenario="haproxy/ca-only",
+    directives=("verifyhost", "sni", "verify"), help=_DOCS + "verifyhost",
+    fix="add verifyhost <backend name> (and sni str(<backend name>))",
+)
+def _no_name_check(scope: rules.Scope) -> rules.Hit | None:
+    if _verify(scope) == "none" or scope.get("verifyhost") or _sni(scope) is not None:
+        return None
+    return rules.Hit(
+        scope.line,
+        f"server {scope.facts['server']}: neither verifyhost nor sni: the certificate's name is never checked, "
+        "so any certificate from the trusted CA (a sibling service's) is accepted",
+    )
+
+
+def _sni(scope: rules.Scope) -> str | None:
+    """The ``sni`` expression, when one is given (a bare ``sni`` keyword is not one)."""
+    sni = scope.get("sni")
+    return sni.value if sni and sni.args else None
+
+
+@rules.rule(
+    "haproxy-client-controlled-sni", proxy="haproxy", severity="high", scenario="haproxy/ca-sni",
+    directives=("sni", "verifyhost", "verify"), help=_DOCS + "sni", fix="add verifyhost <backend name>",
+)
+def _client_controlled_sni(scope: rules.Scope) -> rules.Hit | None:
+    sni = _sni(scope)
+    if _verify(scope) == "none" or scope.get("verifyhost") or sni is None or sni.startswith("str("):
+        return None
+    return rules.Hit(
+        scope.line,
+        f"server {scope.facts['server']}: sni {sni} without verifyhost: the name checked is the one the request "
+        "carries",
+    )
+
+
+@rules.rule(
+    "haproxy-no-verifyhost", proxy="haproxy", severity="high", scenario="haproxy/ca-only",
+    directives=("no-verifyhost", "verify"), help=_DOCS + "no-verifyhost", fix="remove no-verifyhost",
+)
+def _no_verifyhost(scope: rules.Scope) -> rules.Hit | None:
+    if _verify(scope) == "none" or not scope.get("no-verifyhost"):
+        return None
+    return rules.Hit(scope.line, f"server {scope.facts['server']}: no-verifyhost disables the name check")

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
@@ -25,11 +26,12 @@ from harness.configs.base import (
     Route,
     Upstream,
     is_ip,
+    is_system_bundle,
     regex_probe_path,
     trust_file,
 )
 from harness.errors import ConfigError
-from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 Directive = dict[str, Any]
 
@@ -519,3 +521,196 @@ def _dedupe(notes: list[str]) -> list[str]:
         return int(m.group(1)) if m else 0
 
     return sorted(dict.fromkeys(notes), key=line)
+
+
+# -- audit: the same parse, as scopes, and nginx's rules ---------------------------------------
+#: The trust directives a scope carries (what nginx inherits into a location; see effective()).
+_TRUST = (
+    "proxy_ssl_verify",
+    "proxy_ssl_trusted_certificate",
+    "proxy_ssl_name",
+    "proxy_ssl_server_name",
+    "proxy_ssl_verify_depth",
+)
+_DOCS = "https://nginx.org/en/docs/http/ngx_http_proxy_module.html#"
+
+
+def scopes(path: Path, text: str = "") -> list[rules.Scope]:
+    """Every ``proxy_pass https://...`` of *path*, with the trust directives in effect there."""
+    tree = parse(path)
+    http = wrap_http(tree)
+    pools = {d["args"][0] for d in http["block"] if d["directive"] == "upstream" and d.get("args")}
+    out: list[rules.Scope] = []
+
+    def visit(block: Directive, stack: list[Directive]) -> None:
+        for d in block.get("block", []):
+            if "block" in d:
+                visit(d, [*stack, d])
+            if d["directive"] != "proxy_pass" or not d["args"]:
+                continue
+            url = d["args"][0]
+            scheme, host, _, _ = split_url(resolve_var(url, stack) or url)
+            if scheme != "https":
+                continue
+            found = {n: e for n in _TRUST if (e := effective(n, stack)) is not None}
+            out.append(
+                rules.Scope(
+                    ProxyKind.NGINX,
+                    str(path),
+                    d["line"],
+                    (rules.Upstream(url, host, d["line"]),),
+                    {n: rules.Directive(n, tuple(e["args"]), e["line"]) for n, e in found.items()},
+                    {"pools": pools},
+                )
+            )
+
+    visit(http, [http])
+    return out
+
+
+def _verify_on(scope: rules.Scope) -> bool:
+    verify = scope.get("proxy_ssl_verify")
+    return bool(verify and verify.args == ("on",))
+
+
+@rules.rule(
+    "nginx-ca-without-verify", proxy="nginx", severity="high", scenario="nginx/ca-without-verify",
+    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"), help=_DOCS + "proxy_ssl_verify",
+    fix="add `proxy_ssl_verify on;`",
+)
+def _ca_without_verify(scope: rules.Scope) -> rules.Hit | None:
+    ca, verify = scope.get("proxy_ssl_trusted_certificate"), scope.get("proxy_ssl_verify")
+    if _verify_on(scope) or not ca:
+        return None
+    return rules.Hit(
+        verify.line if verify else scope.line,
+        f"proxy_ssl_trusted_certificate is set (line {ca.line}) but proxy_ssl_verify is off: the CA file is "
+        "never used, any certificate is accepted",
+    )
+
+
+@rules.rule(
+    "nginx-verify-off", proxy="nginx", severity="high", scenario="nginx/verify-off",
+    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"), help=_DOCS + "proxy_ssl_verify",
+    fix="proxy_ssl_verify on; proxy_ssl_trusted_certificate <internal root>; proxy_ssl_server_name on;",
+)
+def _verify_off(scope: rules.Scope) -> rules.Hit | None:
+    verify = scope.get("proxy_ssl_verify")
+    if _verify_on(scope) or scope.get("proxy_ssl_trusted_certificate"):
+        return None
+    return rules.Hit(
+        verify.line if verify else scope.line,
+        f"proxy_pass {scope.upstreams[0].url}: proxy_ssl_verify is off (nginx's default): any certificate "
+        "is accepted",
+    )
+
+
+@rules.rule(
+    "nginx-verify-no-ca", proxy="nginx", severity="high", scenario="nginx/verify-no-ca",
+    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"),
+    help=_DOCS + "proxy_ssl_trusted_certificate", fix="add `proxy_ssl_trusted_certificate <internal root only>;`",
+)
+def _verify_no_ca(scope: rules.Scope) -> rules.Hit | None:
+    if not _verify_on(scope) or scope.get("proxy_ssl_trusted_certificate"):
+        return None
+    verify = scope.get("proxy_ssl_verify")
+    return rules.Hit(
+        verify.line if verify else scope.line,
+        "proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx refuses to start",
+    )
+
+
+@rules.rule(
+    "nginx-system-bundle", proxy="nginx", severity="medium", scenario="nginx/system-bundle",
+    directives=("proxy_ssl_trusted_certificate", "proxy_ssl_verify"),
+    help=_DOCS + "proxy_ssl_trusted_certificate", fix="trust the internal root only",
+)
+def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
+    ca = scope.get("proxy_ssl_trusted_certificate")
+    if not ca or not is_system_bundle(ca.value):
+        return None
+    return rules.Hit(
+        ca.line,
+        f"{ca.value} is a system bundle: any public CA can issue a certificate for the backend",
+        # Only a risk once verification is on; with it off, turning it on is the first fix.
+        severity=None if _verify_on(scope) else "low",
+    )
+
+
+@rules.rule(
+    "nginx-client-controlled-name", proxy="nginx", severity="high", scenario="reported/nginx-gist-ip-host-sni",
+    directives=("proxy_ssl_name",), help=_DOCS + "proxy_ssl_name",
+    fix="set proxy_ssl_name to the backend's literal name",
+)
+def _client_controlled_name(scope: rules.Scope) -> rules.Hit | None:
+    name = scope.get("proxy_ssl_name")
+    if not name or not any(v in name.value for v in ("$host", "$http_host", "$ssl_server_name", "$server_name")):
+        return None
+    return rules.Hit(
+        name.line,
+        f"proxy_ssl_name {name.value}: the client chooses the name the backend certificate is checked against "
+        "(and the SNI sent)",
+    )
+
+
+@rules.rule(
+    "nginx-ip-target-no-name", proxy="nginx", severity="medium", scenario="nginx/ip-target",
+    directives=("proxy_pass", "proxy_ssl_name"), help=_DOCS + "proxy_ssl_name",
+    fix="add `proxy_ssl_name <backend name>;`",
+)
+def _ip_target_no_name(scope: rules.Scope) -> rules.Hit | None:
+    host = scope.upstreams[0].host
+    if not is_ip(host) or scope.get("proxy_ssl_name"):
+        return None
+    return rules.Hit(
+        scope.line,
+        f"proxy_pass to the IP {host} without proxy_ssl_name: nginx checks the IP, so a certificate naming the "
+        "backend fails (and even an IP-SAN one, on 1.22); the pressure is to turn verification off",
+    )
+
+
+@rules.rule(
+    "nginx-upstream-block-name", proxy="nginx", severity="medium", scenario="reported/ingress-nginx-4928",
+    directives=("proxy_pass", "upstream", "proxy_ssl_name", "proxy_ssl_verify"), help=_DOCS + "proxy_ssl_name",
+    fix="add `proxy_ssl_name <backend name>;`",
+)
+def _upstream_block_name(scope: rules.Scope) -> rules.Hit | None:
+    host = scope.upstreams[0].host
+    if host not in scope.facts["pools"] or scope.get("proxy_ssl_name") or not _verify_on(scope):
+        return None
+    return rules.Hit(
+        scope.line,
+        f"proxy_pass https://{host} names an upstream block: nginx checks the certificate against '{host}', not "
+        "the servers' names",
+    )
+
+
+@rules.rule(
+    "nginx-verify-depth", proxy="nginx", severity="low", scenario="reported/nginx-1409",
+    directives=("proxy_ssl_verify_depth", "proxy_ssl_verify"), help=_DOCS + "proxy_ssl_verify_depth",
+    fix="proxy_ssl_verify_depth 2 (or the depth of your PKI)",
+)
+def _verify_depth(scope: rules.Scope) -> rules.Hit | None:
+    depth = scope.get("proxy_ssl_verify_depth")
+    if not _verify_on(scope) or (depth and not (depth.value.isdigit() and int(depth.value) < 2)):
+        return None
+    return rules.Hit(
+        depth.line if depth else scope.line,
+        f"proxy_ssl_verify_depth {depth.value if depth else 'unset (default 1)'}: a backend whose certificate "
+        "chains through two intermediates is refused",
+    )
+
+
+@rules.rule(
+    "nginx-no-sni", proxy="nginx", severity="low", scenario="nginx/no-sni-routed",
+    directives=("proxy_ssl_server_name", "proxy_ssl_verify"), help=_DOCS + "proxy_ssl_server_name",
+    fix="add `proxy_ssl_server_name on;`",
+)
+def _no_sni(scope: rules.Scope) -> rules.Hit | None:
+    sni = scope.get("proxy_ssl_server_name")
+    if not _verify_on(scope) or (sni and sni.args == ("on",)):
+        return None
+    return rules.Hit(
+        sni.line if sni else scope.line,
+        "proxy_ssl_server_name is off: no SNI is sent; an SNI-routed backend answers with its default certificate",
+    )

@@ -124,9 +124,12 @@ class HoldSpec:
     def of(cls, scenario: Scenario, identity: str, *, control: str, socket_dir: str = "") -> HoldSpec:
         """Hold *scenario*'s lab with the seat as *identity*, in the scenario's seat modes."""
         return cls(
-            identity, control, sni_routing=scenario.sni_routing,
+            identity,
+            control,
+            sni_routing=scenario.sni_routing,
             modes={k: True for k in SEAT_MODES if getattr(scenario, k)},
-            backend=scenario.backend if scenario.backend != BACKEND_NAME else None, socket_dir=socket_dir,
+            backend=scenario.backend if scenario.backend != BACKEND_NAME else None,
+            socket_dir=socket_dir,
         )
 
 
@@ -241,9 +244,19 @@ def load_job(text: str | bytes) -> Job:
         Job,
         raw,
         proxies=tuple(
-            _build(ProxySpec, p, installation=_installation(p.get("installation")),
-                   sandbox=_build(SandboxSpec, p["sandbox"], read_only=tuple(p["sandbox"]["read_only"]),
-                                  keys=tuple(p["sandbox"]["keys"])) if p.get("sandbox") else None)
+            _build(
+                ProxySpec,
+                p,
+                installation=_installation(p.get("installation")),
+                sandbox=_build(
+                    SandboxSpec,
+                    p["sandbox"],
+                    read_only=tuple(p["sandbox"]["read_only"]),
+                    keys=tuple(p["sandbox"]["keys"]),
+                )
+                if p.get("sandbox")
+                else None,
+            )
             for p in raw["proxies"]
         ),
         cells=tuple(_build(CellSpec, c) for c in raw["cells"]),
@@ -274,8 +287,13 @@ _T = TypeVar("_T")
 def _installation(raw: dict[str, Any] | None) -> Installation | None:
     if raw is None:
         return None
-    return _build(Installation, raw, kind=ProxyKind(raw["kind"]), env=tuple(tuple(kv) for kv in raw.get("env", ())),
-                  paths=tuple(raw.get("paths", ())))
+    return _build(
+        Installation,
+        raw,
+        kind=ProxyKind(raw["kind"]),
+        env=tuple(tuple(kv) for kv in raw.get("env", ())),
+        paths=tuple(raw.get("paths", ())),
+    )
 
 
 def _build(cls: type[_T], raw: dict[str, Any], **converted: Any) -> _T:
