@@ -250,17 +250,14 @@ class EnvoyDriver(Driver):
         # One worker thread; no hot restart (no shared memory, no domain socket to collide on
         # when several Envoys share a lab); access-log lines flushed as they are written (the
         # default buffers 64 KiB or 1 s, which would hide a block's evidence from the cell).
+        # --file-flush-min-size-kb exists from 1.37; 1.36 refuses it ("Couldn't find match for
+        # argument") and flushes by interval instead.
+        flush = ["--file-flush-min-size-kb", "0"]
+        if inst and inst.version and _older_than(inst.version, (1, 37)):
+            flush = ["--file-flush-interval-msec", "1"]
         return [
-            self.executable(inst),
-            "-c",
-            config,
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--file-flush-min-size-kb",
-            "0",
-            "--log-level",
-            "warning",
+            self.executable(inst), "-c", config, "--concurrency", "1", "--disable-hot-restart",
+            *flush, "--log-level", "warning",
         ]
 
     def error_log(self, run_dir: Path) -> Path:
@@ -311,6 +308,16 @@ def _typed(value: str | bool) -> Any:
     if value in ("true", "false"):
         return value == "true"
     return value
+
+
+
+def _older_than(version: str, than: tuple[int, ...]) -> bool:
+    from harness.versions import parse
+
+    try:
+        return parse(version) < than
+    except ValueError:
+        return False
 
 
 DRIVER = EnvoyDriver()

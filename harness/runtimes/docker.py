@@ -469,11 +469,18 @@ class DockerRuntime:
     def versions(self) -> dict[str, str]:
         return images.image_versions(self.client)
 
+    #: ``run`` takes ``installations``: the image's copy of each version (``trustlab proxies list``).
+    runs_installations = True
+
     def installations(self, kind: str) -> list[Installation]:
-        """What the lab image carries of *kind*: its one binary, at the version its label records
-        (versions beyond the image's run on the local runtime)."""
+        """What the lab image carries of *kind* (its ``trustlab.proxies`` label), the default first;
+        for an older image without that label, its one binary at the version its label records."""
         drv = driver(kind)
-        versions = self.versions()
+        carried = [i for i in images.image_installations(self.carried()) if i.kind is drv.kind and i.binary]
+        if carried:
+            # The default first: the one at the driver's image path (as on the host).
+            return sorted(carried, key=lambda i: i.binary != drv.image_binary)
+        versions = self.versions()  # an image built before the trustlab.proxies label
         if not drv.image_binary or not versions.get(kind):
             return []
         tls = f"OpenSSL {versions['openssl']}" if versions.get("openssl") else ""
@@ -490,10 +497,12 @@ class DockerRuntime:
         shards: int | None = None,
         on_proxy: Callable[[ProxyEvent], None] | None = None,
         extra: dict[str, tuple[str, ...]] | None = None,
+        installations: dict[str, Installation] | None = None,
     ) -> Iterator[CellEvent]:
         """Yield one cell event per (scenario, identity), in completion order.
 
-        *extra* maps a scenario id to optional identities it runs besides *identities*.
+        *extra* maps a scenario id to optional identities it runs besides *identities*;
+        *installations* a scenario id to the installation that runs it (else the default).
 
         *shards* is accepted for interface parity and ignored: a lab has one seat, and the
         seat attributes connections to a cell by order, so cells run one at a time.
@@ -513,7 +522,7 @@ class DockerRuntime:
                 others = [i for o in (pki.others or {}).values() for i in (o.optional or {})]
                 wanted = tuple(dict.fromkeys([*(pki.optional or {}), *others]))
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
-            plans = self._plans(scenarios)
+            plans = self._plans(scenarios, installations)
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
             if seed is not None:
                 random.Random(seed).shuffle(cells)
@@ -652,12 +661,13 @@ class DockerRuntime:
         return worker
 
     # -- internals ---------------------------------------------------------------------
-    def _plans(self, scenarios: list[Scenario]) -> list[Plan]:
+    def _plans(self, scenarios: list[Scenario], installations: dict[str, Installation] | None = None) -> list[Plan]:
         plans = []
         for i, sc in enumerate(scenarios):
             name = sc.id.replace("/", "--")
             host = "127.0.0.1" if self.layout == "shared" else f"proxy-{i}"
-            plans.append(Plan(sc, name, str(IN_LAB / "proxies" / name), FIRST_PORT + i, host))
+            inst = (installations or {}).get(sc.id)
+            plans.append(Plan(sc, name, str(IN_LAB / "proxies" / name), FIRST_PORT + i, host, inst))
         return plans
 
     def _archive(
