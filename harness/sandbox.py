@@ -78,8 +78,8 @@ CONTAINER_OPTIONS: dict[str, object] = {
     "read_only": True,
     "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=16m"},
     "pids_limit": 2048,
-    "mem_limit": "1g",
-    "memswap_limit": "1g",
+    "mem_limit": "2g",
+    "memswap_limit": "2g",
     "ulimits": None,  # filled in by harness.runtimes.docker (docker.types.Ulimit)
 }
 

@@ -25,7 +25,10 @@ from harness.vocab import ProxyKind
 #: Added to every cache_peer line (also a reported one): Squid marks a peer DEAD after 10
 #: failed connections (the default ``connect-fail-limit``) and then refuses every request for
 #: it, so refused impostors would turn the next cells' outcome into an availability artefact.
-PEER_PLUMBING = "connect-fail-limit=1000000"
+#: TLS 1.2 only: on the docker runtime (seat in another container) Squid 5.7 lost 4-9 of 100
+#: TLS 1.3 responses the seat had sent (502 ERR_READ_ERROR WITH_SERVER); never with TLS 1.2,
+#: never on loopback. Verification does not depend on the version; the cause is not found yet.
+PEER_PLUMBING = "connect-fail-limit=1000000 tls-options=NO_TLSv1_3"
 
 
 class SquidDriver(Driver):
