@@ -299,8 +299,8 @@ def test_every_installed_version_runs_in_the_lab_image(docker_ready: str, monkey
                 super().__init__()
                 self.inst = inst
 
-            def _plans(self, scenarios: Any) -> Any:
-                return [dataclasses.replace(p, inst=self.inst) for p in super()._plans(scenarios)]
+            def _plans(self, scenarios: Any, installations: Any = None) -> Any:
+                return [dataclasses.replace(p, inst=self.inst) for p in super()._plans(scenarios, installations)]
 
         for inst in insts:
             _check(inst, _run(inst, Pinned(inst)))

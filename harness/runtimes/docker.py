@@ -829,8 +829,13 @@ class DockerRuntime:
             # so the descriptor) until it is closed too.
             stream._response.close()
         # The stream ended without "done": the worker died.
-        status = worker.wait(timeout=30).get("StatusCode")
-        err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+        import docker.errors
+
+        try:
+            status = worker.wait(timeout=30).get("StatusCode")
+            err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+        except docker.errors.APIError as exc:  # removed (or being removed) before its log was read
+            status, err = "unknown", [f"its container is gone ({exc.explanation or exc})"]
         raise LabError(f"docker lab worker failed (exit {status}): {err[-1] if err else 'no output'}")
 
 
