@@ -108,7 +108,9 @@ def test_auto_says_which_runtime(docker_ready: str, capsys: pytest.CaptureFixtur
     path = Path(__file__).parent / "configs" / "haproxy-good.cfg"
     assert main(["check", "haproxy", str(path), "--accept", "wildcard"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("runtime: docker (") and out.rstrip().endswith("docker runtime)")
+    assert out.startswith("runtime: docker (")
+    # The last line names the runtime, then the version that ran: "(1.26 s, docker runtime, haproxy 2.6.12 ...)".
+    assert ", docker runtime, haproxy " in out.rstrip().splitlines()[-1]
 
 
 # -- the pytest plugin: where its checks run ---------------------------------------------------

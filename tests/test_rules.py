@@ -18,7 +18,8 @@ from harness.scenarios import builtin
 
 
 def _registered() -> list[rules.Rule]:
-    return [r for k in kinds() for r in rules.rules(k) if hasattr(rules.config_module(k), "scopes")]
+    with_module = [k for k in kinds() if driver(k).config_module]  # Traffic Server, Squid: none yet
+    return [r for k in with_module for r in rules.rules(k) if hasattr(rules.config_module(k), "scopes")]
 
 
 def test_every_rule_declares_what_it_is() -> None:

@@ -109,8 +109,10 @@ def test_decide_keeps_a_logged_failure_for_a_forwarded_response() -> None:
 
 
 def test_ready_only_once_the_host_file_is_loaded() -> None:
-    assert not ATS.ready("NOTE: Traffic Server is fully initialized.\nNOTE: traffic server running\n")
-    assert ATS.ready("DEBUG: <HostDB.cc:2184 (ParseHostFile)> (hostdb) Loading host file '/etc/hosts'\n")
+    early = "NOTE: Traffic Server is fully initialized.\nNOTE: traffic server running\n"
+    loaded = "DEBUG: <HostDB.cc:2184 (ParseHostFile)> (hostdb) Loading host file '/etc/hosts'\n"
+    assert not ATS.ready("127.0.0.1", 20000, lambda: early)
+    assert ATS.ready("127.0.0.1", 20000, lambda: loaded) is True
 
 
 def test_render_writes_a_config_directory(tmp_path: Path) -> None:
