@@ -16,3 +16,11 @@ def asset_dir(name: str) -> Path:
     if checkout.is_dir():
         return checkout
     return Path(str(resources.files("harness") / "_data" / name))
+
+
+def asset_file(name: str) -> Path:
+    """A top-level file of the checkout (``requirements.lock``), or the wheel's copy of it."""
+    checkout = Path(__file__).resolve().parent.parent / name
+    if checkout.is_file():
+        return checkout
+    return Path(str(resources.files("harness") / "_data" / name))

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import dockerhost, images
+from harness import dockerhost, images, lockfile
 from harness._assets import asset_dir
 from harness.errors import LabError, PrerequisiteError
 
@@ -130,6 +130,7 @@ def wheelhouse(dest: Path, *, python: str, machine: str, say: Progress) -> list[
             "--implementation",
             "cp",
             *platforms,
+            *lockfile.write_constraints(dest.parent),
             f"{wheel}[{EXTRAS}]",
             "pip",
         ]

@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Callable
 
-from harness import _process, installs
+from harness import _process, installs, lockfile
 from harness.proxies import Installation, driver, kinds
 from harness.runner import stale_labs
 from harness.runtimes.local import check_namespaces, namespace_mode
@@ -16,6 +16,12 @@ def diagnose(say: Callable[[str], None]) -> int:
     """Print a report; return 0 when at least one runtime can run every proxy, else 1."""
     ok_local = True
     say("trustlab doctor")
+    lock = lockfile.digest()
+    drifted = lockfile.drift()
+    say(f"python dependencies: {lockfile.LOCK_NAME} {lock or 'absent'}"
+        + (f", {len(drifted)} installed at another version (make venv reinstalls the lock)" if drifted else ""))
+    for line in drifted[:10]:
+        say(f"  --    {line}")
     say("")
     say("local runtime (the host's own proxies in private namespaces)")
     strict = os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1" or os.environ.get("CI", "").lower() in ("1", "true")

@@ -301,31 +301,68 @@ def _identity_set(
 def _cn_only(inter: trustme.CA, name: str, now: dt.datetime) -> IdentityCert:
     """A leaf from the internal intermediate with CN = *name* and no subjectAltName at all.
 
-    trustme always adds a SAN extension (an empty one when given no names), so this leaf is
-    built here, signed with the intermediate's key."""
+    Served like legit: leaf + the internal intermediate."""
+    return build_leaf("cn-only", inter, common_name=name, sans=None, now=now)
+
+
+def build_leaf(
+    ident: str,
+    issuer: trustme.CA | None,
+    *,
+    common_name: str | None,
+    sans: tuple[str, ...] | None,
+    now: dt.datetime,
+    organization: str | None = None,
+    usage: tuple[x509.ObjectIdentifier, ...] = (x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,),
+) -> IdentityCert:
+    """The one place the lab builds a leaf with cryptography's own builder.
+
+    For what trustme will not issue as wanted: no subjectAltName extension at all (*sans*
+    ``None``: trustme always adds one, and cryptography >= 51 refuses the empty one it adds when
+    given no names), a client certificate with only a subject, a self-signed leaf (*issuer*
+    ``None``). *sans* are DNS names or IP addresses. Valid from a day before *now* for a year.
+    The chain served is the leaf, then the issuer and every CA above it but the root, as
+    trustme serves its own leaves.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = x509.load_pem_x509_certificate(inter.cert_pem.bytes())
-    cert = (
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
+    if organization:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    subject = x509.Name(attrs)
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_cert.subject)
+        .subject_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
+        .add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
+    )
+    if sans:
+        general = [
+            x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n) for n in sans
+        ]
+        builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=not common_name)
+    chain = b""
+    if issuer is None:
+        builder, sign_key = builder.issuer_name(subject), key
+    else:
+        ca_cert = x509.load_pem_x509_certificate(issuer.cert_pem.bytes())
+        sign_key = serialization.load_pem_private_key(issuer.private_key_pem.bytes(), password=None)  # type: ignore[assignment]
+        builder = builder.issuer_name(ca_cert.subject).add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
             critical=False,
         )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(inter._private_key, hashes.SHA256())  # trustme keeps the CA key private
-    )
+        ca: trustme.CA | None = issuer
+        while ca is not None and ca.parent_cert is not None:
+            chain += ca.cert_pem.bytes()
+            ca = ca.parent_cert
+    cert = builder.sign(sign_key, hashes.SHA256())  # type: ignore[arg-type]
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # Served like legit: leaf + the internal intermediate.
-    return IdentityCert("cn-only", cert.public_bytes(serialization.Encoding.PEM) + inter.cert_pem.bytes(), key_pem)
+    return IdentityCert(ident, cert.public_bytes(serialization.Encoding.PEM) + chain, key_pem)
 
 
 CLIENT_CA_FILE = "client-ca.pem"
@@ -343,10 +380,15 @@ def _client_material(backend_name: str) -> tuple[IdentityCert, dict[str, tuple[b
     """
     client_ca = trustme.CA(organization_name="trustlab client CA")
     other_ca = trustme.CA(organization_name="trustlab other client CA")
-    mine = client_ca.issue_cert(common_name=PROXY_CLIENT_CN, organization_name="trustlab proxy")
-    other = other_ca.issue_cert(common_name="trustlab other client", organization_name="trustlab proxy")
-    cert, key = mine.cert_chain_pems[0].bytes(), mine.private_key_pem.bytes()
-    other_pair = other.cert_chain_pems[0].bytes() + other.private_key_pem.bytes()
+    # A client certificate names no host: subject only, no subjectAltName (see build_leaf).
+    now = dt.datetime.now(dt.UTC)
+    client = (x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,)
+    mine = build_leaf("proxy-client", client_ca, common_name=PROXY_CLIENT_CN, sans=None, now=now,
+                      organization="trustlab proxy", usage=client)
+    other = build_leaf("other-client", other_ca, common_name="trustlab other client", sans=None, now=now,
+                       organization="trustlab proxy", usage=client)
+    cert, key = mine.chain_pem, mine.key_pem
+    other_pair = other.chain_pem + other.key_pem
     ca_pem = client_ca.cert_pem.bytes()
     leaf = client_ca.issue_cert(backend_name, common_name=backend_name)
     ident = IdentityCert(
@@ -406,24 +448,7 @@ def _crl(ca: trustme.CA, serials: list[int], now: dt.datetime) -> bytes:
 
 
 def _self_signed(ident: str, name: str, now: dt.datetime) -> IdentityCert:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return IdentityCert(ident, cert.public_bytes(serialization.Encoding.PEM), key_pem)
+    return build_leaf(ident, None, common_name=name, sans=(name,), now=now)
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import __version__, _process
+from harness import __version__, _process, lockfile
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.results import Cell, Results
@@ -363,6 +363,8 @@ def run(
             {"proxy": i.kind.value, "version": i.version, "source": i.source, "tls_library": i.tls}
             for i in dict.fromkeys(t.installation for t in targets if t.installation is not None)
         ],
+        # The locked Python dependency set the lab ran with (requirements.lock; None outside one).
+        "lock": lockfile.digest(),
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
         # The seat's lab address (IP targets and the ip-san identity name it): fixed on the

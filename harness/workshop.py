@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, lockfile
 from harness.errors import LabError
 
 #: One warm-up per proxy: its solution must be SOLVED and (for the first) its start "not yet".
@@ -222,6 +222,7 @@ def bundle(
                 "--disable-pip-version-check",
                 "--wheel-dir",
                 str(work / "wheelhouse"),
+                *lockfile.write_constraints(work),
                 spec,
             ],
             capture_output=True,

@@ -169,3 +169,89 @@ def test_other_backends_are_written_privately(deep: LabPKI, tmp_path) -> None:  
     assert (sub / "wildcard-parent.pem").exists()
     for d in (out / "backends", sub.parent, sub):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+# -- every optional identity and the client material, read back (issue 19: no dependence on a
+# library's tolerance; cryptography 51 refuses the empty subjectAltName trustme would add) --------
+
+
+@pytest.fixture(scope="module")
+def full() -> LabPKI:
+    from harness.vocab import OPTIONAL_IDENTITIES
+
+    return LabPKI.mint(optional=tuple(s.id for s in OPTIONAL_IDENTITIES), backends=("api.svc.internal",))
+
+
+def test_every_optional_identity_is_minted(full: LabPKI) -> None:
+    from harness.vocab import OPTIONAL_IDENTITIES
+
+    minted = set(full.optional or {}) | set(full.for_backend("api.svc.internal").optional or {})
+    assert minted == {s.id for s in OPTIONAL_IDENTITIES}
+
+
+def _pem_certs(data: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(data)
+
+
+def test_proxy_client_certificate_names_no_host(full: LabPKI) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    files = full.files or {}
+    (client,) = _pem_certs(files["proxy-client.crt"][0])
+    (client_ca,) = _pem_certs(files["client-ca.pem"][0])
+    assert cn(client) == "trustlab proxy client"
+    with pytest.raises(x509.ExtensionNotFound):
+        client.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    client.verify_directly_issued_by(client_ca)
+    eku = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not client.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # The pair files carry the certificate then its key; the two-certificate file another CA's first.
+    assert files["proxy-client.pem"][1] and b"PRIVATE KEY" in files["proxy-client.pem"][0]
+    first, second = _pem_certs(files["proxy-clients-two.pem"][0])
+    assert first.issuer != client_ca.subject and second == client
+
+
+def test_client_ca_signed_is_a_server_certificate_of_the_client_ca(full: LabPKI) -> None:
+    leaf = chain(full, "client-ca-signed")[0]
+    (client_ca,) = _pem_certs((full.files or {})["client-ca.pem"][0])
+    leaf.verify_directly_issued_by(client_ca)
+    assert sans(leaf) == ([BACKEND_NAME], [])
+
+
+def test_revoked_is_listed_in_the_intermediate_crl_only(full: LabPKI) -> None:
+    leaf, inter = chain(full, "revoked")
+    files = full.files or {}
+    crl_inter = x509.load_pem_x509_crl(files["crl-intermediate.pem"][0])
+    crl_root = x509.load_pem_x509_crl(files["crl-root.pem"][0])
+    assert crl_inter.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+    assert crl_inter.is_signature_valid(inter.public_key())  # type: ignore[arg-type]
+    assert len(list(crl_root)) == 0
+
+
+def test_legit_deep_serves_two_intermediates(full: LabPKI) -> None:
+    leaf, second, first = chain(full, "legit-deep")
+    leaf.verify_directly_issued_by(second)
+    second.verify_directly_issued_by(first)
+    first.verify_directly_issued_by(internal_root(full))
+
+
+def test_self_signed_has_only_the_backend_name(full: LabPKI) -> None:
+    (leaf,) = chain(full, "self-signed")
+    leaf.verify_directly_issued_by(leaf)
+    assert cn(leaf) == BACKEND_NAME and sans(leaf) == ([BACKEND_NAME], [])
+
+
+def test_built_leaf_refuses_nothing_it_is_asked(full: LabPKI) -> None:
+    """build_leaf with an IP SAN and no CN: the SAN is then critical (RFC 5280 4.2.1.6)."""
+    import datetime as _dt
+
+    import trustme
+
+    from harness.pki import build_leaf
+
+    ca = trustme.CA()
+    cert = build_leaf("x", ca, common_name=None, sans=("10.0.0.1",), now=_dt.datetime.now(_dt.UTC)).leaf
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert ext.critical and sans(cert) == ([], ["10.0.0.1"])
+    assert cert.subject == x509.Name([])
