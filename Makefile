@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 OUT ?= results
 
-.PHONY: lab test setup system venv lock canary bench reliability notebooks lint clean
+.PHONY: lab test setup system venv lock canary figures bench reliability notebooks lint clean
 
 lab: setup
 	$(VENV)/bin/trustlab matrix --out $(OUT)
@@ -41,6 +41,11 @@ canary: system
 	rm -rf build/canary && $(PYTHON) -m venv build/canary
 	build/canary/bin/pip install -q --upgrade -e '.[dev,audit,proxies]'
 	build/canary/bin/python -m harness.canary
+
+# Every figure README.md and docs/*.md state, from the repo and a fresh full matrix (docs/figures.json).
+figures: setup
+	$(VENV)/bin/trustlab matrix --json $(OUT)/matrix.json
+	$(PY) -m harness.figures update $(OUT)/matrix.json
 
 # Execute copies of notebooks/*.ipynb and render them to HTML under notebooks/_build/ (git-ignored).
 notebooks: setup
