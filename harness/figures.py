@@ -75,6 +75,7 @@ def from_run(data: dict[str, Any]) -> dict[str, Any]:
         "front_table": front_table(cells),
         "run_good_wildcard_through": _kinds(cells, "good", "wildcard", "spoofed"),
         "run_good_wildcard_blocked": _kinds(cells, "good", "wildcard", "blocked"),
+        "run_good_cn_only_through": _kinds(cells, "good", "cn-only", "spoofed"),
     }
 
 
