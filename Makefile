@@ -11,7 +11,7 @@ lab: setup
 	$(VENV)/bin/trustlab matrix --out $(OUT)
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 setup: system venv
 
