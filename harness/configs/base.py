@@ -19,29 +19,44 @@ from pathlib import Path
 from harness.errors import ConfigError, read_input
 from harness.vocab import BACKEND_NAME
 
-#: File names and directories that stand for a broad OS trust store (Debian, RHEL, Alpine,
-#: SUSE, macOS/Homebrew): a trust path that looks like one of these stands for the lab's
-#: system bundle, anything else for the lab's internal root.
-_BUNDLE_HINTS = (
-    "ca-certificates.crt",
-    "ca-bundle.crt",
-    "ca-bundle.trust.crt",
-    "tls-ca-bundle.pem",
-    "ca-root-nss.crt",
-    "cacert.pem",
+#: The OS-wide trust stores, by exact path (Debian/Ubuntu, RHEL/Fedora, SUSE, Alpine, Arch,
+#: FreeBSD, macOS/Homebrew): a trust path that is one of these stands for the lab's system bundle,
+#: anything else for the lab's internal root. Exact paths, never substrings: a private CA file
+#: named ``upstreamcacert.pem`` or ``/etc/ssl/certs/internal-ca.pem`` is a private CA (issue 24).
+SYSTEM_BUNDLE_FILES = frozenset({
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/certs/ca-bundle.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/tls/certs/ca-bundle.trust.crt",
+    "/etc/pki/tls/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
+    "/usr/local/share/certs/ca-root-nss.crt",
+    "/usr/local/etc/openssl/cert.pem",
+    "/usr/local/etc/openssl@3/cert.pem",
+    "/opt/homebrew/etc/openssl@3/cert.pem",
+    "/opt/homebrew/etc/ca-certificates/cert.pem",
+    "/usr/lib/ssl/cert.pem",
+})
+#: The same stores as hashed directories (CApath, SSLProxyCACertificatePath, a ca-base).
+SYSTEM_BUNDLE_DIRS = frozenset({
     "/etc/ssl/certs",
     "/etc/pki/tls/certs",
-    "/etc/pki/ca-trust",
+    "/etc/pki/ca-trust/extracted/pem",
     "/usr/share/ca-certificates",
-    "/usr/local/etc/openssl",
-)
+    "/usr/local/share/certs",
+    "/usr/lib/ssl/certs",
+    "/etc/ca-certificates/extracted",
+})
 
 
 def is_system_bundle(path: str) -> bool:
-    """True when *path* looks like an OS-wide trust bundle (or its directory)."""
-    p = path.strip("\"'")
-    return any(h in p for h in _BUNDLE_HINTS) and not re.search(r"internal|private|corp|pki\.pem", p, re.I)
+    """True when *path* is an OS-wide trust bundle (or its directory), by exact known path."""
+    p = path.strip().strip("\"'")
+    p = p.rstrip("/") or p
+    return p in SYSTEM_BUNDLE_FILES or p in SYSTEM_BUNDLE_DIRS
 
 
 def is_ip(host: str) -> bool:
