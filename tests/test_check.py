@@ -23,6 +23,8 @@ IMPOSTORS = [i for i in IDENTITY_IDS if i not in ("legit", "legit-no-chain")]
 # (proxy, file, outcome per identity as the real servers give it; "*" = every other impostor)
 CASES = [
     ("nginx", "nginx-upstream-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
+    # proxy_ssl_name with a port: nginx strips it (nginx-tests proxy_ssl_name.t; issue 24).
+    ("nginx", "nginx-ssl-name-with-port.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("nginx", "nginx-ip-host-sni.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
     (
         "nginx",
@@ -278,3 +280,12 @@ def test_plugin_example_runs(each_runtime: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout
+
+
+def test_ssl_name_host_strips_a_port_as_nginx_does() -> None:
+    from harness.configs.nginx import ssl_name_host
+
+    assert ssl_name_host("backend:123") == "backend"
+    assert ssl_name_host("backend-api.internal") == "backend-api.internal"
+    assert ssl_name_host("[2001:db8::1]:8443") == "[2001:db8::1]"
+    assert ssl_name_host("[2001:db8::1]") == "[2001:db8::1]"
