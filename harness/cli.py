@@ -535,14 +535,35 @@ def cmd_down(args: argparse.Namespace) -> int:
     stopped = held.down(lab=args.lab, all_labs=args.all)
     print(f"stopped and removed: {', '.join(stopped)}" if stopped else "nothing to stop")
     return EXIT_OK
+#: The optional identities ``check --identity`` runs: those that need nothing of the config beyond
+#: its backend name (client-ca-signed needs an mTLS client certificate, revoked a CRL directive).
+CHECK_OPTIONAL = ("legit-deep", "cn-only", "san-other-cn-backend", "wildcard-parent")
+#: ``--all-identities``: the ones that apply to every backend name (wildcard-parent needs two labels
+#: under the parent: ask for it by name).
+CHECK_ALL = ("legit-deep", "cn-only", "san-other-cn-backend")
+
+
+def check_identities(asked: list[str], *, every: bool = False) -> tuple[str, ...]:
+    """The built-in identities, then the optional ones asked for (an unknown one is bad input)."""
+    from harness.vocab import IDENTITY_IDS
+
+    for ident in asked:
+        if ident not in CHECK_OPTIONAL:
+            extra = " (built in: always run)" if ident in IDENTITY_IDS else ""
+            raise LabError(f"--identity: {ident!r}{extra} is not an optional identity check runs; "
+                           f"choose from {', '.join(CHECK_OPTIONAL)}")
+    return IDENTITY_IDS + tuple(dict.fromkeys([*(CHECK_ALL if every else ()), *asked]))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
     from harness.check import check, render
 
     _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
+    identities = check_identities(args.identity, every=args.all_identities)
     result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout),
-                   version=args.proxy_version)
+                   version=args.proxy_version, identities=identities)
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -685,6 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
     sp.add_argument("--proxy-version", metavar="V",
                     help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)")
+    sp.add_argument("--identity", action="append", metavar="ID", default=[],
+                    help=f"also run an optional identity (repeatable): {', '.join(CHECK_OPTIONAL)}")
+    sp.add_argument("--all-identities", action="store_true",
+                    help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where the proxy runs (default: auto = docker when ready, else local)")

@@ -289,3 +289,26 @@ def test_ssl_name_host_strips_a_port_as_nginx_does() -> None:
     assert ssl_name_host("backend-api.internal") == "backend-api.internal"
     assert ssl_name_host("[2001:db8::1]:8443") == "[2001:db8::1]"
     assert ssl_name_host("[2001:db8::1]") == "[2001:db8::1]"
+
+
+def test_check_identity_options_refuse_what_check_cannot_run() -> None:
+    from harness.cli import check_identities
+    from harness.errors import LabError
+
+    assert check_identities([]) == tuple(IDENTITY_IDS)
+    assert check_identities(["cn-only"])[-1] == "cn-only"
+    assert check_identities(["cn-only"], every=True)[len(IDENTITY_IDS):] == (
+        "legit-deep", "cn-only", "san-other-cn-backend")
+    for bad in ("rogue-ca", "revoked", "client-ca-signed", "rouge-ca"):
+        with pytest.raises(LabError, match="--identity"):
+            check_identities([bad])
+
+
+@pytest.mark.integration
+def test_check_runs_optional_identities(local_runtime: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """nginx's name check reads the CN when there is no DNS SAN: --identity cn-only shows it (issue 24)."""
+    code = main(["check", "nginx", str(CONFIGS / "nginx-upstream-good.conf"), "--runtime", local_runtime,
+                 "--identity", "cn-only", "--identity", "san-other-cn-backend", "--accept", "wildcard"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "cn-only -> spoofed" in out and "san-other-cn-backend -> " not in out
