@@ -32,6 +32,8 @@ CASES = [
         {"legit": "served", "legit-no-chain": "served", "*": "spoofed"},
     ),
     ("apache", "apache-vhost-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
+    # A client certificate directory (hashed, like CAPath): adapted like the File form (issue 24).
+    ("apache", "apache-machine-cert-path.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("apache", "apache-seed-recipe.conf", {"legit": "blocked", "*": "blocked"}),
     ("apache", "apache-everything-off.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
     ("haproxy", "haproxy-good.cfg", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),

@@ -380,6 +380,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by a lab-minted client certificate")
             out.append(f"{indent}{w[0]} {lab.combined}")
             continue
+        if name == "sslproxymachinecertificatepath" and len(w) > 1:
+            # A hashed directory of certificate+key files; the lab has one client certificate: the
+            # File form presents the same (kept as written, Apache refused the config: issue 24).
+            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by SSLProxyMachineCertificateFile with a "
+                         "lab-minted client certificate")
+            out.append(f"{indent}SSLProxyMachineCertificateFile {lab.combined}")
+            continue
         if name in (
             "sslproxymachinecertificatechainfile",
             "sslproxycarevocationfile",
