@@ -163,6 +163,8 @@ def _lab_paths(base: Path, run_dir: Path) -> LabPaths:
         cert=base / "front" / "cert.pem",
         key=base / "front" / "key.pem",
         combined=base / "front" / "combined.pem",
+        crl_chain=base / "pki" / "crl-chain.pem",
+        crl_leaf=base / "pki" / "crl-intermediate.pem",
     )
 
 
@@ -253,6 +255,10 @@ def check(
                 f"{_looks_like(path, kind)}"
             )
         _check_names(path, first)
+        # A config that names a CRL is checked against a revoked backend too (issue 24).
+        probe = _lab_paths(lab / "probe", lab / "probe")
+        if any(str(crl) in first.text for crl in (probe.crl_chain, probe.crl_leaf)) and "revoked" not in identities:
+            identities = (*identities, "revoked")
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
         # backend-api.internal keeps the lab's own backend address: the lab's hosts file already

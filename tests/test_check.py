@@ -314,3 +314,51 @@ def test_check_runs_optional_identities(local_runtime: str, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert code == 1
     assert "cn-only -> spoofed" in out and "san-other-cn-backend -> " not in out
+
+
+# -- revocation (issue 24): a config's CRL is kept, pointed at the lab's CRLs, and `revoked` runs ----------
+
+ONE_CRL = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n"
+
+
+def _with_crl(tmp_path: Path, name: str, old: str, new: str, *, beside: str | None = None) -> Path:
+    text = (CONFIGS / name).read_text()
+    assert old in text
+    out = tmp_path / name
+    out.write_text(text.replace(old, new, 1))
+    if beside:
+        (tmp_path / beside).write_text(ONE_CRL)  # one CRL: the config's own file holds the intermediate's only
+    return out
+
+
+CRL_CASES = [
+    # (proxy, config, the line that gets a CRL, ..., a one-CRL file beside it?, legit, revoked)
+    ("nginx", "nginx-upstream-good.conf", "proxy_ssl_verify on;",
+     "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/all.pem;", None, "served", "blocked"),
+    # nginx checks a CRL for every certificate of the chain: the root's is missing, legit is refused too.
+    ("nginx", "nginx-upstream-good.conf", "proxy_ssl_verify on;",
+     "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/inter.pem;", "inter.pem", "blocked", "blocked"),
+    ("haproxy", "haproxy-good.cfg", "ca-file", "crl-file /etc/haproxy/crl.pem ca-file", None, "served", "blocked"),
+    ("apache", "apache-vhost-good.conf", "SSLProxyCheckPeerExpire on",
+     "SSLProxyCheckPeerExpire on\n    SSLProxyCARevocationFile /etc/apache2/crl.pem\n"
+     "    SSLProxyCARevocationCheck chain", None, "served", "blocked"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("proxy", "name", "old", "new", "beside", "legit", "revoked"), CRL_CASES,
+                         ids=["nginx-chain", "nginx-intermediate-only", "haproxy-chain", "apache-chain"])
+def test_check_keeps_the_crl_and_runs_revoked(
+    local_runtime: str, tmp_path: Path, proxy: str, name: str, old: str, new: str, beside: str | None,
+    legit: str, revoked: str,
+) -> None:
+    result = check(proxy, _with_crl(tmp_path, name, old, new, beside=beside), runtime=local_runtime)
+    got = {c.identity: c.outcome.value for c in result.cells}
+    assert (got["legit"], got.get("revoked")) == (legit, revoked), result.summary()
+    assert any("revoked is run" in n for n in result.adaptations), result.adaptations
+
+
+@pytest.mark.integration
+def test_without_a_crl_revoked_is_not_run(local_runtime: str) -> None:
+    result = check("nginx", CONFIGS / "nginx-upstream-good.conf", runtime=local_runtime)
+    assert "revoked" not in {c.identity for c in result.cells}

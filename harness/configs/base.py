@@ -11,7 +11,9 @@ and each change is said in one line (:attr:`Adapted.adaptations`).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,10 @@ class LabPaths:
     cert: Path
     key: Path
     combined: Path
+    #: The lab's CRLs (``revoked`` listed in the intermediate's): one per CA of the chain, and the
+    #: intermediate's alone. None where no CRL is minted (a scenario's own render).
+    crl_chain: Path | None = None
+    crl_leaf: Path | None = None
 
 
 @dataclass
@@ -154,6 +160,40 @@ def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = 
     what = "the lab's system bundle (internal root + a 'public' CA)" if bundle else "the lab's internal root"
     notes.append(f"{path} stands for {what}")
     return str(new)
+
+
+def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[str]) -> str:
+    """The lab CRL file a config's CRL reference (``proxy_ssl_crl``, ``crl-file``, ...) stands for.
+
+    Its scope is kept where it can be known: a file of that name beside the config holding one CRL
+    stands for the intermediate's CRL alone (a proxy that checks the whole chain then misses the
+    root's: the config's own mistake, judged as the proxy judges it); otherwise one CRL per CA of the
+    chain. ``check`` runs ``revoked`` whenever the adapted config names a lab CRL."""
+    if lab.crl_chain is None or lab.crl_leaf is None:
+        notes.append(f"{ref} dropped (no lab CRL here; revocation is not tested)")
+        return ""
+    count = _crl_count(config.parent / Path(ref.strip("\"'")).name)
+    if count == 1:
+        notes.append(f"{ref} (one CRL, beside the config) stands for the lab intermediate's CRL alone; "
+                     "revoked is run")
+        return str(lab.crl_leaf)
+    notes.append(f"{ref} stands for the lab's CRLs of every CA in the chain (root and intermediate); revoked is run")
+    return str(lab.crl_chain)
+
+
+def _crl_count(path: Path) -> int | None:
+    """How many PEM CRLs the regular file *path* holds (never following a link), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    return data.count(b"-----BEGIN X509 CRL-----") or None
 
 
 def read_config(path: Path, *, limit: int = 2_000_000) -> str:

@@ -25,6 +25,7 @@ from harness.configs.base import (
     Ports,
     Route,
     Upstream,
+    crl_file,
     is_ip,
     is_system_bundle,
     regex_probe_path,
@@ -321,11 +322,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             elif name == "proxy_ssl_trusted_certificate" and args:
                 d["args"] = [trust_file(args[0], lab, notes)]
             elif name == "proxy_ssl_crl" and args:
-                notes.append(
-                    f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; "
-                    "revocation is not tested)"
-                )
-                continue
+                crl = crl_file(args[0], path, lab, notes)
+                if not crl:
+                    continue
+                d["args"] = [crl]
             elif name in _CACHE_PATHS and args:
                 sub = lab.run_dir / f"cache-{line}"
                 d["args"] = [str(sub), *args[1:]]

@@ -234,7 +234,9 @@ class LocalRuntime:
                     p.key, p.kind, p.listen_port, p.run_dir, p.config, pki_dir,
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
-                    [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
+                    # The CRLs when check minted them (a config that names one).
+                    [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
+                     *(f for f in (pki_dir / "crl-chain.pem", pki_dir / "crl-intermediate.pem") if f.exists())],
                     own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"], inst=p.inst,
                 )
                 for p in proxies
