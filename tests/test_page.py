@@ -105,7 +105,7 @@ def test_a_3500_cell_page_stays_under_3_mb() -> None:
         n = len(cells)
         cells.append(_cell(f"{kind}/variant-{n // 100}", idents[n % 10], rng.choice(list(Outcome)),
                            proxy_version=rng.choice(kinds[kind]), duration_s=rng.random(),
-                           reason=f"[error] 12#0: *{n} upstream SSL certificate verify error: (18:self-signed certificate)"))
+                           reason=f"[error] 12#0: *{n} upstream SSL certificate verify error: (18:self-signed)"))
     size = len(page.render(_results(cells).to_json_dict()).encode())
     print(f"page of {len(cells)} cells (every reason line distinct): {size / 1e6:.2f} MB")
     assert size <= 3_000_000
@@ -325,7 +325,8 @@ def test_keyboard_navigation(browser: Any, page_files: tuple[Path, dict[str, Any
 def test_no_request_leaves_the_page(browser: Any, page_files: tuple[Path, dict[str, Any]]) -> None:
     path, _ = page_files
     _open(browser, path)
-    assert browser.execute_script("return performance.getEntriesByType('resource').map(function (e) { return e.name; })") == []
+    resources = "return performance.getEntriesByType('resource').map(function (e) { return e.name; })"
+    assert browser.execute_script(resources) == []
     # The browser itself refuses a request the page would make (Content-Security-Policy).
     outcome = browser.execute_async_script(
         "var done = arguments[arguments.length - 1];"
