@@ -353,6 +353,35 @@ def test_counts_are_the_embedded_cells(browser: Any, page_files: tuple[Path, dic
 
 
 @pytest.mark.integration
+def test_search_and_sort(browser: Any, page_files: tuple[Path, dict[str, Any]]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path, doc = page_files
+    _open(browser, path)
+
+    def rows() -> list[str]:
+        return [th.get_attribute("data-scenario") for th in
+                browser.find_elements(By.CSS_SELECTOR, "#view-matrix tbody th[scope=row]")]
+
+    # A directive finds the control that sets it and the variants whose delta removes it.
+    browser.find_element(By.ID, "f-search").send_keys("verifyhost")
+    WebDriverWait(browser, 5).until(lambda d: len(rows()) < len({c["scenario"] for c in doc["cells"]}))
+    assert set(rows()) == {"haproxy/good", "haproxy/verify-none", "haproxy/ca-sni"}
+    browser.find_element(By.ID, "f-reset").click()
+    _select(browser, "f-sort", "through")
+    through = [int(b.get_attribute("data-n")) for b in browser.find_elements(By.CSS_SELECTOR, "#view-matrix .through")]
+    by_group: dict[str, list[int]] = {}
+    for name, n in zip(rows(), through, strict=True):
+        by_group.setdefault(name.split("/")[0], []).append(n)
+    for counts in by_group.values():
+        assert counts == sorted(counts, reverse=True)
+    expected = {s: sum(c["outcome"] == "spoofed" and not c["identity"].startswith("legit") for c in doc["cells"]
+                       if c["scenario"] == s) for s in rows()}
+    assert dict(zip(rows(), through, strict=True)) == expected
+
+
+@pytest.mark.integration
 def test_full_size_page_is_interactive_within_a_second(
     browser: Any, small_run: Results, tmp_path: Path
 ) -> None:
