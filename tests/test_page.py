@@ -29,8 +29,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REQUIRE_BROWSER = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_BROWSER") == "1"
 CHROMIUM = ("/usr/bin/chromium", "chromium")
 CHROMEDRIVER = ("/usr/bin/chromedriver", "chromedriver")
-#: A real small run: two proxy kinds, a good control and misconfigurations of each.
-SCENARIOS = ["nginx/good", "nginx/verify-off", "nginx/no-sni", "haproxy/good", "haproxy/verify-none", "haproxy/ca-sni"]
+#: A real small run: two proxy kinds, a good control and misconfigurations of each, on every
+#: installed version (nginx/keepalive-local changes between nginx versions).
+SCENARIOS = ["nginx/good", "nginx/verify-off", "nginx/no-sni", "nginx/keepalive-local", "haproxy/good",
+             "haproxy/verify-none", "haproxy/ca-sni"]
 #: The versioned full matrix holds about 3.5k cells (issue 23): the page must stay <= 3 MB and
 #: interactive in < 1 s at that size.
 FULL_CELLS = 3539
@@ -175,7 +177,7 @@ def small_run(local_runtime: str) -> Results:
     """A real local run of a few scenarios of two proxy kinds."""
     from harness import runner, scenarios
 
-    return runner.run(scenarios.select(SCENARIOS), runtime=local_runtime)
+    return runner.run(scenarios.select(SCENARIOS), runtime=local_runtime, all_versions=True)
 
 
 @pytest.fixture(scope="session")
@@ -360,25 +362,54 @@ def test_search_and_sort(browser: Any, page_files: tuple[Path, dict[str, Any]]) 
     path, doc = page_files
     _open(browser, path)
 
-    def rows() -> list[str]:
-        return [th.get_attribute("data-scenario") for th in
-                browser.find_elements(By.CSS_SELECTOR, "#view-matrix tbody th[scope=row]")]
+    def rows() -> list[tuple[str, str]]:
+        found = browser.execute_script(
+            "return Array.prototype.map.call(document.querySelectorAll('#view-matrix tbody th[scope=row]'),"
+            " function (th) { return [th.dataset.scenario, th.dataset.version]; });")
+        return [(s, v) for s, v in found]
 
     # A directive finds the control that sets it and the variants whose delta removes it.
     browser.find_element(By.ID, "f-search").send_keys("verifyhost")
-    WebDriverWait(browser, 5).until(lambda d: len(rows()) < len({c["scenario"] for c in doc["cells"]}))
-    assert set(rows()) == {"haproxy/good", "haproxy/verify-none", "haproxy/ca-sni"}
+    everywhere = {(c["scenario"], c["proxy_version"]) for c in doc["cells"]}
+    WebDriverWait(browser, 5).until(lambda d: len(rows()) < len(everywhere))
+    sets_it = ("haproxy/good", "haproxy/verify-none", "haproxy/ca-sni")
+    assert set(rows()) == {(s, v) for s, v in everywhere if s in sets_it}
     browser.find_element(By.ID, "f-reset").click()
     _select(browser, "f-sort", "through")
-    through = [int(b.get_attribute("data-n")) for b in browser.find_elements(By.CSS_SELECTOR, "#view-matrix .through")]
-    by_group: dict[str, list[int]] = {}
-    for name, n in zip(rows(), through, strict=True):
-        by_group.setdefault(name.split("/")[0], []).append(n)
+    through = [int(n) for n in browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#view-matrix .through'),"
+        " function (b) { return b.dataset.n; });")]
+    by_group: dict[tuple[str, str], list[int]] = {}
+    for (scenario, version), n in zip(rows(), through, strict=True):
+        by_group.setdefault((scenario.split("/")[0], version), []).append(n)
     for counts in by_group.values():
         assert counts == sorted(counts, reverse=True)
-    expected = {s: sum(c["outcome"] == "spoofed" and not c["identity"].startswith("legit") for c in doc["cells"]
-                       if c["scenario"] == s) for s in rows()}
+    expected = {(s, v): sum(c["outcome"] == "spoofed" and not c["identity"].startswith("legit") for c in doc["cells"]
+                            if (c["scenario"], c["proxy_version"]) == (s, v)) for s, v in rows()}
     assert dict(zip(rows(), through, strict=True)) == expected
+
+
+@pytest.mark.integration
+def test_versions_view_lists_the_cells_that_change(browser: Any, page_files: tuple[Path, dict[str, Any]]) -> None:
+    from selenium.webdriver.common.by import By
+
+    path, doc = page_files
+    pairs: dict[tuple[str, str], set[str]] = {}
+    runs: dict[tuple[str, str], int] = {}
+    for c in doc["cells"]:
+        pairs.setdefault((c["scenario"], c["identity"]), set()).add(c["outcome"])
+        runs[(c["scenario"], c["identity"])] = runs.get((c["scenario"], c["identity"]), 0) + 1
+    multi = sum(n > 1 for n in runs.values())
+    changed = {f"{s} {i}" for (s, i), outcomes in pairs.items() if len(outcomes) > 1}
+    _open(browser, path)
+    browser.find_element(By.ID, "tab-versions").click()
+    summary = browser.find_element(By.ID, "v-summary")
+    counted = (summary.get_attribute("data-multi"), summary.get_attribute("data-changed"))
+    assert counted == (str(multi), str(len(changed)))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#view-versions [data-pair]")
+    shown = {tr.get_attribute("data-pair") for tr in rows}
+    assert shown == changed
+    print(f"\nversions view: {multi} pairs on several versions, {len(changed)} change outcome")
 
 
 @pytest.mark.integration
