@@ -321,6 +321,14 @@ def test_keyboard_navigation(browser: Any, page_files: tuple[Path, dict[str, Any
     focused().send_keys(Keys.ESCAPE)
     assert focused().get_attribute("data-i") == str(k)
     assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None
+    # Down arrows cross from one group (one table: nginx on one version) into the next.
+    first_group = {c["scenario"] for c in cells if (c["proxy"], c["proxy_version"]) == (cells[0]["proxy"],
+                                                                                      cells[0]["proxy_version"])}
+    for _ in range(len(first_group)):
+        focused().send_keys(Keys.ARROW_DOWN)
+    landed = cells[int(focused().get_attribute("data-i"))]
+    assert landed["identity"] == "legit"
+    assert (landed["proxy"], landed["proxy_version"]) != (cells[0]["proxy"], cells[0]["proxy_version"])
 
 
 @pytest.mark.integration
