@@ -421,6 +421,33 @@ def test_versions_view_lists_the_cells_that_change(browser: Any, page_files: tup
 
 
 @pytest.mark.integration
+def test_a_diff_page_opens_on_what_changed(browser: Any, small_run: Results, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from harness.versions import diff
+
+    nginx = [c.to_dict() for c in small_run.cells if c.proxy == "nginx"]
+    versions = sorted({c["proxy_version"] for c in nginx})
+    a = [c for c in nginx if c["proxy_version"] == versions[0]]
+    b = [c for c in nginx if c["proxy_version"] == versions[-1]]
+    d = diff(a, b, a=f"nginx@{versions[0]}", b=f"nginx@{versions[-1]}")
+    (tmp_path / "diff.json").write_text(json.dumps(d.to_json_dict()))
+    from harness import cli
+
+    assert cli.main(["report", str(tmp_path / "diff.json")]) == 0
+    _open(browser, tmp_path / "index.html")
+    assert browser.find_element(By.ID, "tab-versions").get_attribute("aria-selected") == "true"
+    pairs = browser.find_elements(By.CSS_SELECTOR, "#view-versions [data-pair]")
+    assert {tr.get_attribute("data-pair") for tr in pairs} == {f"{ch.scenario} {ch.identity}" for ch in d.changes}
+    if d.changes:
+        ch = d.changes[0]
+        browser.find_element(By.CSS_SELECTOR, "#view-versions [data-pair] button.c").click()
+        assert _text(browser, "outcome") == ch.before
+        assert _text(browser, "command") == (f"trustlab diff nginx@{versions[0]} nginx@{versions[-1]} "
+                                             f"--scenario {ch.scenario} --identity {ch.identity}")
+
+
+@pytest.mark.integration
 def test_full_size_page_is_interactive_within_a_second(
     browser: Any, small_run: Results, tmp_path: Path
 ) -> None:
