@@ -29,6 +29,13 @@ PAGE_NAME = "index.html"
 TEMPLATE = "results.html.j2"
 #: A column holds a table of its distinct values when they repeat at least this often on average.
 _TABLE_RATIO = 2
+#: The page's impostor columns, grouped by what the impostor's certificate gets wrong.
+IMPOSTOR_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("wrong issuer", ("rogue-ca", "self-signed", "public-ca", "client-ca-signed")),
+    ("wrong name", ("wrong-name", "ip-san", "wildcard", "wildcard-parent", "cn-only", "san-other-cn-backend")),
+    ("not valid now", ("expired", "not-yet-valid")),
+    ("revoked", ("revoked",)),
+)
 
 
 # -- the embedded data ------------------------------------------------------------------------
@@ -217,11 +224,15 @@ def page_data(doc: dict[str, Any]) -> dict[str, Any]:
     meta, cells = _cells_of(doc, kind)
     present = {c["identity"] for c in cells}
     specs = {s.id: s for s in IDENTITIES + OPTIONAL_IDENTITIES}
-    # Columns: the legitimate identities first, then the impostors, each in the vocabulary's order.
-    order = [i for i in ALL_IDENTITY_IDS if i in present] + sorted(present - set(ALL_IDENTITY_IDS))
-    order = [i for i in order if i in LEGITIMATE_IDS] + [i for i in order if i not in LEGITIMATE_IDS]
-    identities = [{"id": i, "legitimate": i in LEGITIMATE_IDS, "meaning": specs[i].meaning if i in specs else ""}
-                  for i in order]
+    # Columns: the legitimate identities first, then the impostors by class, each in the
+    # vocabulary's order; an identity no class names comes last, as "other".
+    known = [i for i in ALL_IDENTITY_IDS if i in present] + sorted(present - set(ALL_IDENTITY_IDS))
+    klass = {i: name for name, ids in IMPOSTOR_CLASSES for i in ids}
+    klass.update({i: "legitimate" for i in LEGITIMATE_IDS})
+    ranks = ["legitimate"] + [name for name, _ in IMPOSTOR_CLASSES] + ["other"]
+    order = sorted(known, key=lambda i: ranks.index(klass.get(i, "other")))
+    identities = [{"id": i, "legitimate": i in LEGITIMATE_IDS, "class": klass.get(i, "other"),
+                   "meaning": specs[i].meaning if i in specs else ""} for i in order]
     from harness import __version__
 
     return {
