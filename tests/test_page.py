@@ -27,8 +27,9 @@ from harness.vocab import Outcome
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REQUIRE_BROWSER = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_BROWSER") == "1"
-CHROMIUM = ("/usr/bin/chromium", "chromium")
-CHROMEDRIVER = ("/usr/bin/chromedriver", "chromedriver")
+#: Debian's paths, then PATH; TRUSTLAB_CHROMIUM / TRUSTLAB_CHROMEDRIVER name others.
+CHROMIUM = ("TRUSTLAB_CHROMIUM", "/usr/bin/chromium", "chromium")
+CHROMEDRIVER = ("TRUSTLAB_CHROMEDRIVER", "/usr/bin/chromedriver", "chromedriver")
 #: A real small run: two proxy kinds, a good control and misconfigurations of each, on every
 #: installed version (nginx/keepalive-local changes between nginx versions).
 SCENARIOS = ["nginx/good", "nginx/verify-off", "nginx/no-sni", "nginx/keepalive-local", "haproxy/good",
@@ -191,8 +192,11 @@ def page_files(small_run: Results, tmp_path_factory: pytest.TempPathFactory) -> 
     return where / "index.html", json.loads((where / "matrix.json").read_text())
 
 
-def _find(names: tuple[str, str]) -> str | None:
-    return names[0] if os.access(names[0], os.X_OK) else shutil.which(names[1])
+def _find(names: tuple[str, str, str]) -> str | None:
+    env, path, name = names
+    if os.environ.get(env):
+        return os.environ[env] if os.access(os.environ[env], os.X_OK) else None
+    return path if os.access(path, os.X_OK) else shutil.which(name)
 
 
 @pytest.fixture(scope="session")
