@@ -258,8 +258,11 @@ def render(doc: dict[str, Any], *, title: str | None = None) -> str:
     data["labels"] = {k: v["label"] for k, v in palette.items()}
     text = resources.files("harness").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    heading = title or {"matrix": "trustlab results", "diff": "trustlab diff", "check": "trustlab check"}[data["kind"]]
+    started = data["meta"].get("started")
     return env.from_string(text).render(
-        title=title or {"matrix": "trustlab results", "diff": "trustlab diff", "check": "trustlab check"}[data["kind"]],
+        heading=heading,
+        title=heading + f": {data['cells']['n']} cells" + (f", {started}" if started else ""),
         palette=palette,
         data=embed(data),
     )
