@@ -152,6 +152,16 @@ def test_pages_from_check_and_diff_documents() -> None:
         "trustlab diff nginx@1.22 nginx@1.31 --scenario nginx/good --identity legit-no-chain")
 
 
+def test_columns_are_legitimate_first_then_impostors_by_class() -> None:
+    idents = ["revoked", "wildcard", "legit", "expired", "rogue-ca", "legit-no-chain", "nul-san"]
+    cells = [_cell("nginx/good", i, Outcome.BLOCKED) for i in idents]
+    columns = page.page_data(_results(cells).to_json_dict())["identities"]
+    assert [(c["id"], c["class"]) for c in columns] == [
+        ("legit", "legitimate"), ("legit-no-chain", "legitimate"), ("rogue-ca", "wrong issuer"),
+        ("wildcard", "wrong name"), ("expired", "not valid now"), ("revoked", "revoked"), ("nul-san", "other")]
+    assert [c["legitimate"] for c in columns] == [True, True, False, False, False, False, False]
+
+
 def test_scenario_notes_carry_story_sources_and_delta() -> None:
     notes = page.scenario_notes(["nginx/verify-off", "nginx/good", "no/such"])
     assert "no/such" not in notes
