@@ -123,8 +123,12 @@ def source_kind(doc: dict[str, Any]) -> str | None:
 def _cells_of(doc: dict[str, Any], kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The page's meta and cells (matrix-shaped dicts) for a matrix, diff or check document."""
     if kind == "matrix":
-        meta = dict(doc.get("meta") or {})
-        return meta, [dict(c) for c in doc["cells"]]
+        meta = dict(doc["meta"]) if isinstance(doc.get("meta"), dict) else {}
+        cells = [dict(c) for c in doc["cells"]]
+        for c in cells:  # the kind and variant a cell's scenario id names, where a file leaves them out
+            c.setdefault("proxy", c["scenario"].split("/", 1)[0])
+            c.setdefault("variant", c["scenario"].rsplit("/", 1)[-1])
+        return meta, cells
     if kind == "check":
         meta = {"runtime": doc.get("runtime"), "duration_s": doc.get("duration_s"), "config": doc.get("config"),
                 "proxy_versions": [{"proxy": doc["proxy"], "version": doc.get("proxy_version"),

@@ -74,6 +74,13 @@ def test_compact_round_trips_cells_and_tables_repeated_values() -> None:
     assert "v" in cols["duration_s"] and "t" not in cols["duration_s"]
 
 
+def test_a_minimal_matrix_file_gets_its_kind_and_variant_from_the_scenario_id() -> None:
+    data = page.page_data({"cells": [{"scenario": "nginx/verify-off", "identity": "legit", "outcome": "served"}]})
+    assert data["meta"] == {}
+    [cell] = page.expand(data["cells"])
+    assert (cell["proxy"], cell["variant"]) == ("nginx", "verify-off")
+
+
 def test_compact_reads_a_missing_field_back_as_none() -> None:
     old = {"scenario": "nginx/good", "identity": "legit", "outcome": "served"}
     new = {**old, "identity": "rogue-ca", "proxy_version": "1.31.3"}
