@@ -470,7 +470,7 @@ def test_a_diff_page_opens_on_what_changed(browser: Any, small_run: Results, tmp
 
 @pytest.mark.integration
 def test_full_size_page_is_interactive_within_a_second(
-    browser: Any, small_run: Results, tmp_path: Path
+    browser: Any, small_run: Results, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The real run's cells, repeated over more versions up to the versioned matrix's size."""
     base = [c.to_dict() for c in small_run.cells]
@@ -483,9 +483,10 @@ def test_full_size_page_is_interactive_within_a_second(
     t0 = time.perf_counter()
     timing = _open(browser, path)
     wall = (time.perf_counter() - t0) * 1000
-    print(f"\n{FULL_CELLS} cells: {size / 1e6:.2f} MB; after navigation start: script ready {timing['ready']:.0f} ms, "
-          f"first frame painted {timing['painted']:.0f} ms (domInteractive {timing['dom_interactive']:.0f} ms, "
-          f"load {timing['load']:.0f} ms; selenium wall {wall:.0f} ms)")
+    with capsys.disabled():  # in the CI log too, not only under -s
+        print(f"\nresults page, {FULL_CELLS} cells: {size / 1e6:.2f} MB; after navigation start: script ready "
+              f"{timing['ready']:.0f} ms, first frame painted {timing['painted']:.0f} ms (domInteractive "
+              f"{timing['dom_interactive']:.0f} ms, load {timing['load']:.0f} ms; selenium wall {wall:.0f} ms)")
     assert size <= 3_000_000
     assert max(timing["painted"], timing["dom_interactive"]) < 1000
     assert browser.execute_script("return document.querySelectorAll('#view-matrix button.c').length") == FULL_CELLS
