@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 
 from harness import __version__
 from harness.errors import LabError
+from harness.page import PAGE_NAME as PAGE
 from harness.vocab import IDENTITY_IDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -189,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from harness import report, runner, scenarios
+    from harness import page, report, runner, scenarios
 
     selectors = _selectors(args.proxy)
     chosen = scenarios.select(None, proxies=[s.kind for s in selectors] or None)
@@ -201,7 +202,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise LabError(f"--out: {out} exists and is not a directory")
     outputs = [("--json", args.json or out / "matrix.json"), ("--csv", args.csv or out / "matrix.csv"),
-               ("--out", out / "matrix.md")] + ([] if args.no_plot else [("--out", out / "matrix.png")])
+               ("--out", out / "matrix.md"), ("--out", out / PAGE)]
+    outputs += [] if args.no_plot else [("--out", out / "matrix.png")]
     _distinct(outputs)
     if out.exists():
         for flag, value in outputs:
@@ -233,7 +235,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         written.append(report.heatmap(results, out / "matrix.png") and out / "matrix.png")
     (out / "matrix.md").write_text(report.markdown(results))
     written.append(out / "matrix.md")
+    written.append(page.write(results.to_json_dict(), out / PAGE))
     print("wrote " + ", ".join(str(p) for p in written))
+    print(f"results page: {out / PAGE} (one file, works offline: open it in a browser)")
     for c in results.mismatches:
         print(f"differs: {c.scenario}{' @' + c.proxy_version if c.proxy_version else ''} x {c.identity}: "
               f"{c.outcome.value}, expected "
@@ -296,6 +300,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
         report._atomic_write(args.json, lambda p: report._write_text(p, text))
         print(f"wrote {args.json}")
     return EXIT_FAILED if d.changes else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`trustlab report FILE.json [-o OUT.html]`: the results page of a matrix, diff or check JSON."""
+    from harness import page
+
+    out = args.output or args.file.parent / PAGE
+    _check_writable(out, "-o", inputs=(args.file,))
+    doc = page.load(args.file)
+    page.write(doc, out)
+    print(f"results page: {out} ({page.source_kind(doc)}, one file, works offline: open it in a browser)")
+    return EXIT_OK
 
 
 class _Live:
@@ -670,6 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", type=Path, help="write the diff as JSON")
     runtime_opt(sp)
     sp.set_defaults(func=cmd_diff)
+
+    sp = sub.add_parser("report", help="the results page (one offline HTML file) of a matrix, diff or check JSON")
+    sp.add_argument("file", type=Path, help="a JSON file written by trustlab matrix, diff or check --json")
+    sp.add_argument("-o", "--output", type=Path, help=f"the page to write (default: {PAGE} beside FILE)")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("pki", help="mint or show the lab PKI")
     psub = sp.add_subparsers(dest="pki_cmd", required=True, parser_class=_Parser)

@@ -94,9 +94,9 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     proc = trustlab("matrix", "--runtime", "local", "--proxy", "haproxy", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "matrix.json").read_text())
-    # Issue 15 added proxy_versions (every installation the cells ran on).
+    # Issue 15 added proxy_versions (every installation the cells ran on); the locked install, lock.
     assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip",
-                                 "proxy_versions"}
+                                 "proxy_versions", "lock"}
     assert [v["proxy"] for v in data["meta"]["proxy_versions"]] == ["haproxy"]
     assert set(data["meta"]["versions"]) >= {"nginx", "apache", "haproxy", "openssl"}
     contract = {"scenario", "proxy", "variant", "identity", "outcome", "expected",
@@ -110,3 +110,6 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     assert (tmp_path / "matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "matrix.csv").read_text().startswith("scenario,proxy,variant,identity,outcome")
     assert "haproxy/good" in proc.stdout
+    # Issue 23: the results page, beside the rest, and its path on the terminal.
+    assert (tmp_path / "index.html").read_text().startswith("<!DOCTYPE html>")
+    assert f"results page: {tmp_path / 'index.html'}" in proc.stdout
