@@ -27,12 +27,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Re-resolve every extra of pyproject.toml into requirements.lock (pip-tools, hashes), in a throwaway venv.
+# Re-resolve every extra of pyproject.toml into requirements.lock (uv, hashes), in a throwaway venv.
+# Resolved for the oldest Python the lock serves: Debian 12's 3.11.2, which the lab and classroom
+# images run (a lock resolved on 3.11.7 pinned soupsieve 4.1, which needs 3.11.5).
 lock:
 	rm -rf build/lock && $(PYTHON) -m venv build/lock
-	build/lock/bin/pip install -q pip-tools
-	build/lock/bin/pip-compile -q --all-extras --generate-hashes --no-emit-index-url --no-emit-find-links \
-	    --strip-extras -o requirements.lock pyproject.toml
+	build/lock/bin/pip install -q uv
+	build/lock/bin/uv pip compile pyproject.toml --all-extras --generate-hashes \
+	    --python-version 3.11.2 --python-platform x86_64-manylinux_2_36 -q -o requirements.lock
 
 # The newest versions pyproject.toml allows, in a throwaway venv, against a smoke (every identity
 # minted, one scenario per proxy kind): what breaks here is what the next `make lock` must fix.
