@@ -334,3 +334,194 @@ def markdown(results: Results) -> str:
             cells.append(text + (" (!)" if c.differs else ""))
         lines.append(f"| `{sid}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# -- the summary picture -----------------------------------------------------------------------
+#: Impostors grouped by what the proxy failed to check, for the summary picture (an identity
+#: added later and not listed here is drawn under "other impostor").
+IMPOSTOR_CLASSES: dict[str, tuple[str, ...]] = {
+    "untrusted\nCA": ("rogue-ca", "self-signed"),
+    "public\nCA": ("public-ca",),
+    "another\nservice's\nname": ("wrong-name", "san-other-cn-backend"),
+    "odd name\nforms": ("ip-san", "wildcard", "wildcard-parent", "cn-only"),
+    "expired or\nnot yet\nvalid": ("expired", "not-yet-valid"),
+    "revoked": ("revoked",),
+    "client-\nside CA": ("client-ca-signed",),
+}
+#: The picture's availability columns: a legitimate backend refused.
+LEGIT_REFUSED = "legit\nrefused"
+NO_CHAIN = "legit-no-\nchain\nrefused"
+#: What a scenario comes to, for the bars (the first that applies, in this order).
+VERDICTS = (
+    ("an impostor got through", COLOR[Outcome.SPOOFED]),
+    ("config rejected", COLOR[Outcome.CONFIG_REJECTED]),
+    ("lab error", COLOR[Outcome.ERROR]),
+    ("legit refused (outage)", OUTAGE_COLOR),
+    ("every impostor blocked, legit served", COLOR[Outcome.SERVED]),
+)
+
+
+def scenario_verdict(cells: list[Cell]) -> str:
+    """One of :data:`VERDICTS`' names for one scenario's cells."""
+    if any(c.outcome is Outcome.SPOOFED for c in cells):
+        return VERDICTS[0][0]
+    if all(c.outcome is Outcome.CONFIG_REJECTED for c in cells):
+        return VERDICTS[1][0]
+    if any(c.outcome is Outcome.ERROR for c in cells):
+        return VERDICTS[2][0]
+    if any(is_outage(c) and c.identity != "legit-no-chain" for c in cells):
+        return VERDICTS[3][0]
+    return VERDICTS[4][0]
+
+
+def summary_table(results: Results) -> tuple[list[str], list[str], list[list[tuple[int, int]]]]:
+    """Rows (proxy kinds), columns (impostor classes, then the two availability columns) and per
+    cell ``(scenarios where it happened, scenarios that ran it)``: the numbers the picture shows."""
+    row = row_label(results)
+    kinds = [k for k, _ in _rows(results)]
+    known = {i for ids in IMPOSTOR_CLASSES.values() for i in ids}
+    other = sorted({c.identity for c in results.cells if c.identity not in LEGITIMATE_IDS and c.identity not in known})
+    classes = dict(IMPOSTOR_CLASSES) | ({"other impostor": tuple(other)} if other else {})
+    columns = [name for name, ids in classes.items() if any(c.identity in ids for c in results.cells)]
+    columns += [LEGIT_REFUSED, NO_CHAIN]
+    table: list[list[tuple[int, int]]] = []
+    for kind in kinds:
+        cells = [c for c in results.cells if c.proxy == kind]
+        line = []
+        for col in columns:
+            if col == LEGIT_REFUSED:
+                ran = [c for c in cells if c.identity in LEGITIMATE_IDS and c.identity != "legit-no-chain"]
+                hit = [c for c in ran if is_outage(c)]
+            elif col == NO_CHAIN:
+                ran = [c for c in cells if c.identity == "legit-no-chain"]
+                hit = [c for c in ran if is_outage(c)]
+            else:
+                ran = [c for c in cells if c.identity in classes[col]]
+                hit = [c for c in ran if c.outcome is Outcome.SPOOFED]
+            line.append((len({row(c) for c in hit}), len({row(c) for c in ran})))
+        table.append(line)
+    return kinds, columns, table
+
+
+def summary_picture(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
+    """A picture of the whole run that fits a laptop screen at 100% (1200 x 560 px).
+
+    Left: per proxy kind, in how many of its scenarios each class of impostor got through, and
+    how many refuse a legitimate backend (outage); right: what each scenario comes to. The
+    legend says what ``legit-no-chain`` is. The full grid is :func:`heatmap` (``--poster``).
+    Returns the matplotlib Figure."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap, to_rgba
+    from matplotlib.patches import Patch
+
+    kinds, columns, table = summary_table(results)
+    row = row_label(results)
+    versions = {}
+    for c in results.cells:
+        if c.proxy_version:
+            versions.setdefault(c.proxy, dict.fromkeys([]))[c.proxy_version] = None
+    labels = [f"{k} {', '.join(versions[k])}" if k in versions else k for k in kinds]
+    fig = plt.figure(figsize=(12, 5.6), dpi=100)
+    ax = fig.add_axes((0.11, 0.27, 0.58, 0.57))
+    bars = fig.add_axes((0.79, 0.27, 0.19, 0.57))
+    spoof = LinearSegmentedColormap.from_list("through", ["#ffffff", COLOR[Outcome.SPOOFED]])
+    outage = LinearSegmentedColormap.from_list("outage", ["#ffffff", OUTAGE_COLOR])
+    n_imp = len(columns) - 2
+    for y, line in enumerate(table):
+        for x, (hit, ran) in enumerate(line):
+            cmap = spoof if x < n_imp else outage
+            share = hit / ran if ran else 0.0
+            fill = to_rgba(cmap(0.15 + 0.85 * share) if hit else "#ffffff")
+            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=fill, edgecolor="#cccccc",
+                                       hatch="///" if x == len(columns) - 1 and hit else None))
+            text = f"{hit}/{ran}" if ran else NOT_RUN
+            dark = hit and share > 0.45
+            ax.text(x, y, text, ha="center", va="center", fontsize=10, color="white" if dark else "black",
+                    fontweight="bold" if hit else "normal",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"}
+                    if x == len(columns) - 1 and hit else None)
+    ax.set_xlim(-0.5, len(columns) - 0.5)
+    ax.set_ylim(len(kinds) - 0.5, -0.5)
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(kinds)), labels, fontsize=9)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.axvline(n_imp - 0.5, color="black", linewidth=2)
+    ax.set_xlabel("impostors: scenarios where one got through, of those that ran it   |   "
+                  "outage: scenarios refusing the legitimate backend", fontsize=8)
+    # Right: each scenario's verdict, stacked per kind.
+    names = [v for v, _ in VERDICTS]
+    per = {k: dict.fromkeys(names, 0) for k in kinds}
+    for kind in kinds:
+        by: dict[str, list[Cell]] = {}
+        for c in results.cells:
+            if c.proxy == kind:
+                by.setdefault(row(c), []).append(c)
+        for cells in by.values():
+            per[kind][scenario_verdict(cells)] += 1
+    left = [0] * len(kinds)
+    for name, colour in VERDICTS:
+        widths = [per[k][name] for k in kinds]
+        bars.barh(range(len(kinds)), widths, left=left, color=colour, edgecolor="white", height=0.7)
+        for y, (w, x0) in enumerate(zip(widths, left, strict=True)):
+            if w:
+                ink = "black" if colour in (COLOR[Outcome.ERROR],) else "white"
+                bars.text(x0 + w / 2, y, str(w), ha="center", va="center", fontsize=7, color=ink)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    bars.set_ylim(len(kinds) - 0.5, -0.5)
+    bars.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    bars.tick_params(labelsize=8)
+    bars.set_title("scenarios by what they come to", fontsize=9)
+    for side in ("top", "right"):
+        bars.spines[side].set_visible(False)
+    shown = [Patch(facecolor=c, label=n) for n, c in VERDICTS if any(per[k][n] for k in kinds)]
+    fig.legend(handles=shown, loc="lower left", bbox_to_anchor=(0.76, 0.0), fontsize=8, frameon=False, ncol=1)
+    counts = summary_counts(results)
+    n_rows = len({row(c) for c in results.cells})
+    fig.suptitle(title or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
+                 f"scenarios, {results.meta.get('runtime', '?')} runtime: "
+                 + ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), fontsize=11, x=0.02, ha="left")
+    flat = [(name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items()
+            if name in columns]
+    members = [f"{name} = {', '.join(ids)}" for name, ids in flat if (name,) != ids]
+    half = (len(members) + 1) // 2
+    fig.text(0.02, 0.02,
+             "A number counts scenarios (a proxy configuration or a reported case); red: an impostor's response "
+             "reached the client.\n"
+             f"Impostor classes: {'; '.join(members[:half])};\n    {'; '.join(members[half:])}.\n"
+             "legit-no-chain is the legitimate backend forgetting to send its intermediate certificate: a correct "
+             "config refuses it,\nso it is drawn as an OUTAGE (grey, hatched): an availability problem for whoever "
+             "runs that backend, not a security hole.\n"
+             "Every cell with its evidence: matrix.json, matrix.md; the full grid: trustlab matrix --poster.",
+             fontsize=8, va="bottom", ha="left")
+    if path is not None:
+        _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=100, format="png"))
+        plt.close(fig)
+    return fig
+
+
+def draw(results: Results, png: Path, *, poster: Path | None = None,
+         say: Callable[[str], None] | None = None) -> list[Path]:
+    """Draw the summary picture (and the poster when asked), say what drawing cost beside the
+    matrix's own time, and return the files written."""
+    import time
+
+    written = []
+    spent = results.meta.get("duration_s") or 0.0
+    for kind, target, painter in (("summary", png, summary_picture), ("poster", poster, heatmap)):
+        if target is None:
+            continue
+        t0 = time.perf_counter()
+        painter(results, target)
+        took = time.perf_counter() - t0
+        written.append(Path(target))
+        if say is not None:
+            share = f" ({100 * took / spent:.0f}% of the cells' {spent:.1f} s)" if spent else ""
+            say(f"drew the {kind} picture {target} in {took:.2f} s{share}")
+    return written
