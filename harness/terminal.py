@@ -317,8 +317,12 @@ def check_report(result: CheckResult, out: Console) -> None:
     out.print(Text(f"trustlab check {result.proxy} {result.config}", style="bold"))
     out.print()
     out.print("adapted to run in the lab:")
+    notes = Table.grid(padding=(0, 1, 0, 0))
+    notes.add_column()
+    notes.add_column(overflow="fold")
     for note in result.adaptations:
-        out.print(Padding(Text("- " + note), (0, 0, 0, 2), expand=False))
+        notes.add_row("-", note)
+    out.print(Padding(notes, (0, 0, 0, 2), expand=False))
     out.print()
     ups = result.upstreams
     info = {u.get("label"): u for u in getattr(result, "upstream_info", [])}
@@ -329,7 +333,7 @@ def check_report(result: CheckResult, out: Console) -> None:
         u = info.get(up, {})
         where = []
         if u.get("server"):
-            where.append(f"server name {u['server']}")
+            where.append(f"reached as {u['server']}")
         if u.get("name"):
             where.append(f"legitimate certificate for {u['name']}")
         if where:
@@ -339,9 +343,12 @@ def check_report(result: CheckResult, out: Console) -> None:
         for c in (c for c in result.cells if c.upstream == up):
             check_cell(c, out)
         out.print()
+    first, *problems = result.summary().splitlines()
     verdict = Text("PASS " if result.ok else "FAIL ", style="bold green" if result.ok else "bold red")
-    verdict.append(result.summary())
+    verdict.append(first)
     out.print(verdict)
+    for line in problems:
+        out.print(_folded(line.strip(), indent=2))
     on = f", {result.proxy} {result.proxy_version}" if result.proxy_version else ""
     lib = f" with {result.tls_library}" if result.tls_library else ""
     out.print(f"({result.duration_s:.2f} s, {result.runtime} runtime{on}{lib})")
