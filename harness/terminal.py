@@ -91,11 +91,13 @@ def console(file: TextIO | None = None, *, width: int | None = None, stderr: boo
             width = int(os.environ.get("COLUMNS", ""))
         except ValueError:
             width = DEFAULT_WIDTH
+    # NO_COLOR or not a terminal: no escape sequence at all (rich's own no_color keeps bold and dim).
+    plain = bool(os.environ.get("NO_COLOR")) or not tty
     return Console(
         file=_Rstrip(out),
         width=width,
         force_terminal=tty,
-        no_color=bool(os.environ.get("NO_COLOR")) or not tty,
+        color_system=None if plain else "auto",
         highlight=False,
         emoji=False,
         soft_wrap=False,
@@ -105,7 +107,8 @@ def console(file: TextIO | None = None, *, width: int | None = None, stderr: boo
 def to_text(draw: Callable[[Console], None], *, width: int = DEFAULT_WIDTH) -> str:
     """What *draw* prints on a plain *width*-column console (tests, notebooks, files)."""
     buf = io.StringIO()
-    draw(Console(file=_Rstrip(buf), width=width, force_terminal=False, no_color=True, highlight=False, emoji=False))
+    draw(Console(file=_Rstrip(buf), width=width, force_terminal=False, color_system=None, highlight=False,
+                 emoji=False))
     return buf.getvalue()
 
 
