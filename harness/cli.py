@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_writable(args.json, "--json", inputs=tuple(sc.path for sc in chosen if sc.path))
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
-    progress = terminal.Progress(len(chosen) * len(idents or IDENTITY_IDS))
+    progress = terminal.Progress(sum(len(idents or sc.identities) for sc in chosen))
     try:
         results = runner.run(
             chosen, runtime=runtime, identities=idents, keep=args.keep, on_cell=lambda c: progress.step(c.scenario)
@@ -191,7 +191,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
     versioned = args.all_versions or any(sel.prefix for sel in selectors)
-    progress = terminal.Progress(0 if versioned else len(chosen) * len(idents or IDENTITY_IDS))
+    progress = terminal.Progress(0 if versioned else sum(len(idents or sc.identities) for sc in chosen))
     try:
         results = runner.run(
             chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
