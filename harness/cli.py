@@ -166,8 +166,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     selectors = _selectors(args.proxy)
     chosen = scenarios.select(None, proxies=[s.kind for s in selectors] or None)
     if args.list:
-        for sc in chosen:
-            print(f"{sc.id:<28} {sc.title}")
+        if args.wide:
+            for sc in chosen:
+                print(f"{sc.id:<28} {sc.title}")
+        else:
+            terminal.scenario_list(chosen, terminal.console())
         return EXIT_OK
     out = Path(args.out or "results")
     if out.exists() and not out.is_dir():

@@ -266,6 +266,16 @@ def written(paths: list[Any], out: Console, *, verb: str = "wrote") -> None:
     out.print(f"{verb} " + "; ".join(f"{d}/: {', '.join(names)}" for d, names in by.items()))
 
 
+def scenario_list(chosen: list[Any], out: Console) -> None:
+    """``trustlab matrix --list``: each scenario id and its title, the title folded beside the id."""
+    table = Table.grid(padding=(0, 2, 0, 0))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for sc in chosen:
+        table.add_row(sc.id, sc.title)
+    out.print(table)
+
+
 # -- run: per-cell evidence --------------------------------------------------------------------
 def _evidence_head(identity: str, outcome: Outcome, status: int | None, sni: str | None, tls: str | None,
                    *, outage: bool = False) -> Text:
@@ -430,5 +440,5 @@ class Progress:
 
 __all__ = [
     "ABBREV", "GLYPH", "Progress", "abbreviations", "cell_evidence", "cell_glyph", "check_report", "console",
-    "diff_report", "matrix_grid", "run_report", "to_text", "written",
+    "diff_report", "matrix_grid", "run_report", "scenario_list", "to_text", "written",
 ]
