@@ -98,6 +98,12 @@ def _rows(results: Results) -> list[tuple[str, list[str]]]:
     return [(k, [r for r in rows if proxy_of[r] == k]) for k in kinds if any(proxy_of[r] == k for r in rows)]
 
 
+def grouped_rows(results: Results) -> list[tuple[str, list[str]]]:
+    """``[(kind, [row, ...]), ...]``: the run's rows (:func:`row_label`) grouped by proxy kind, in
+    the vocabulary's order of kinds, each group in run order."""
+    return _rows(results)
+
+
 def is_outage(cell: Cell) -> bool:
     """A legitimate backend refused: the proxy is down for real users, not protected."""
     return cell.identity in LEGITIMATE_IDS and cell.outcome in (Outcome.BLOCKED, Outcome.ERROR)

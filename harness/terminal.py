@@ -171,18 +171,12 @@ def cell_glyph(cell: Cell | None) -> Text:
     return Text(GLYPH[cell.outcome] + mark, style=STYLE[cell.outcome] + (" reverse" if mark else ""))
 
 
-def _groups(results: Results) -> list[tuple[str, list[str]]]:
-    from harness.report import _rows
-
-    return _rows(results)
-
-
-def _kind_heading(kind: str, cells: list[Cell]) -> Text:
+def _kind_heading(kind: str, cells: list[Cell], row: Callable[[Cell], str]) -> Text:
     versions = list(dict.fromkeys(
         f"{c.proxy_version}" + (f" ({c.tls_library})" if c.tls_library else "") for c in cells if c.proxy_version
     ))
-    rows = {c.scenario for c in cells}
-    through = {c.scenario for c in cells if c.outcome is Outcome.SPOOFED}
+    rows = {row(c) for c in cells}
+    through = {row(c) for c in cells if c.outcome is Outcome.SPOOFED}
     head = Text(kind, style="bold")
     if versions:
         head.append(" " + ", ".join(versions))
@@ -193,13 +187,13 @@ def _kind_heading(kind: str, cells: list[Cell]) -> Text:
 
 def matrix_grid(results: Results, out: Console) -> None:
     """The matrix as one narrow table per proxy kind, then the legend and the totals."""
-    from harness.report import row_label, summary_counts
+    from harness.report import grouped_rows, row_label, summary_counts
 
     row = row_label(results)
     by = {(row(c), c.identity): c for c in results.cells}
     used: list[str] = []
     abbrev = abbreviations(_ordered_identities(results.cells))
-    for kind, rows in _groups(results):
+    for kind, rows in grouped_rows(results):
         cells = [c for c in results.cells if c.proxy == kind]
         idents = _ordered_identities(cells)
         used += [i for i in idents if i not in used]
@@ -216,7 +210,7 @@ def matrix_grid(results: Results, out: Console) -> None:
             table.add_row(Text("reported cases:", style="dim italic"), *[""] * len(idents))
         for r in others:
             table.add_row(r.removeprefix("reported/"), *[cell_glyph(by.get((r, i))) for i in idents])
-        out.print(_kind_heading(kind, cells))
+        out.print(_kind_heading(kind, cells, row))
         out.print(table)
         out.print()
     _legend(out, used, abbrev)
