@@ -87,9 +87,9 @@ def main() -> int:
         png = tmp / f"{name}.png"
         got = child(DRAW, str(data_file), painter, str(png))
         from_cold = got["load"] + got["draw"]
+        target = " (target < 10%: the default picture)" if name == "summary" else " (only with --poster)"
         print(f"{name} picture: draw {got['draw']:.2f} s, with imports and loading {from_cold:.2f} s = "
-              f"{100 * from_cold / cells_s:.0f}% of the cells' time (target < 10% for the default picture); "
-              f"{_size(png)}")
+              f"{100 * from_cold / cells_s:.0f}% of the cells' time{target}; {_size(png)}")
     grid = child(GRID, str(data_file))
     print(f"80-column grid: rendered in {grid['grid']:.2f} s, {grid['lines']:.0f} lines, widest {grid['widest']:.0f}")
     return 0

@@ -1,4 +1,5 @@
-"""Turn :class:`~harness.results.Results` into a grid, JSON, CSV, a heatmap and Markdown.
+"""Turn :class:`~harness.results.Results` into a grid, JSON, CSV, pictures (a one-screen summary,
+the full heatmap poster) and Markdown.
 
 Every file is written atomically (a temp file renamed into place), so an interrupted run
 never leaves a half-written report behind.
@@ -409,107 +410,146 @@ def summary_table(results: Results) -> tuple[list[str], list[str], list[list[tup
     return kinds, columns, table
 
 
+#: The summary picture's size: fits a laptop screen (1366 x 768) at 100% with room for a browser.
+SUMMARY_SIZE = (1200, 560)
+
+
+def _font(size: int, *, bold: bool = False):  # type: ignore[no-untyped-def]
+    """DejaVu Sans as matplotlib ships it (found without importing matplotlib: 0.5 s), else
+    Pillow's own scalable font."""
+    from importlib.util import find_spec
+
+    from PIL import ImageFont
+
+    spec = find_spec("matplotlib")
+    if spec and spec.origin:
+        ttf = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / f"DejaVuSans{'-Bold' if bold else ''}.ttf"
+        if ttf.exists():
+            return ImageFont.truetype(str(ttf), size)
+    return ImageFont.load_default(size)
+
+
+def _mix(colour: str, share: float) -> tuple[int, int, int]:
+    """*colour* at *share* (0..1) of its strength over white."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(round(255 + (c - 255) * share) for c in (r, g, b))  # type: ignore[return-value]
+
+
+def _dark(rgb: tuple[int, int, int]) -> bool:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140
+
+
 def summary_picture(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
-    """A picture of the whole run that fits a laptop screen at 100% (1200 x 560 px).
+    """A picture of the whole run that fits a laptop screen at 100% (:data:`SUMMARY_SIZE`).
 
     Left: per proxy kind, in how many of its scenarios each class of impostor got through, and
     how many refuse a legitimate backend (outage); right: what each scenario comes to. The
-    legend says what ``legit-no-chain`` is. The full grid is :func:`heatmap` (``--poster``).
-    Returns the matplotlib Figure."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LinearSegmentedColormap, to_rgba
-    from matplotlib.patches import Patch
+    text under it says what ``legit-no-chain`` is. Drawn with Pillow (a few hundredths of a
+    second; matplotlib's import alone takes longer than that), saved as PNG when *path* is
+    given; returns the ``PIL.Image`` (notebooks display it). The full grid is :func:`heatmap`."""
+    from PIL import Image, ImageDraw
 
     kinds, columns, table = summary_table(results)
     row = row_label(results)
-    versions = {}
+    versions: dict[str, dict[str, None]] = {}
     for c in results.cells:
         if c.proxy_version:
-            versions.setdefault(c.proxy, dict.fromkeys([]))[c.proxy_version] = None
-    labels = [f"{k} {', '.join(versions[k])}" if k in versions else k for k in kinds]
-    fig = plt.figure(figsize=(12, 5.6), dpi=100)
-    ax = fig.add_axes((0.11, 0.27, 0.58, 0.57))
-    bars = fig.add_axes((0.79, 0.27, 0.19, 0.57))
-    spoof = LinearSegmentedColormap.from_list("through", ["#ffffff", COLOR[Outcome.SPOOFED]])
-    outage = LinearSegmentedColormap.from_list("outage", ["#ffffff", OUTAGE_COLOR])
-    n_imp = len(columns) - 2
-    for y, line in enumerate(table):
-        for x, (hit, ran) in enumerate(line):
-            cmap = spoof if x < n_imp else outage
-            share = hit / ran if ran else 0.0
-            fill = to_rgba(cmap(0.15 + 0.85 * share) if hit else "#ffffff")
-            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=fill, edgecolor="#cccccc",
-                                       hatch="///" if x == len(columns) - 1 and hit else None))
-            text = f"{hit}/{ran}" if ran else NOT_RUN
-            dark = hit and share > 0.45
-            ax.text(x, y, text, ha="center", va="center", fontsize=10, color="white" if dark else "black",
-                    fontweight="bold" if hit else "normal",
-                    bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"}
-                    if x == len(columns) - 1 and hit else None)
-    ax.set_xlim(-0.5, len(columns) - 0.5)
-    ax.set_ylim(len(kinds) - 0.5, -0.5)
-    ax.set_xticks(range(len(columns)), columns, fontsize=8)
-    ax.xaxis.tick_top()
-    ax.set_yticks(range(len(kinds)), labels, fontsize=9)
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.axvline(n_imp - 0.5, color="black", linewidth=2)
-    ax.set_xlabel("impostors: scenarios where one got through, of those that ran it   |   "
-                  "outage: scenarios refusing the legitimate backend", fontsize=8)
-    # Right: each scenario's verdict, stacked per kind.
-    names = [v for v, _ in VERDICTS]
-    per = {k: dict.fromkeys(names, 0) for k in kinds}
-    for kind in kinds:
-        by: dict[str, list[Cell]] = {}
-        for c in results.cells:
-            if c.proxy == kind:
-                by.setdefault(row(c), []).append(c)
-        for cells in by.values():
-            per[kind][scenario_verdict(cells)] += 1
-    left = [0] * len(kinds)
-    for name, colour in VERDICTS:
-        widths = [per[k][name] for k in kinds]
-        bars.barh(range(len(kinds)), widths, left=left, color=colour, edgecolor="white", height=0.7)
-        for y, (w, x0) in enumerate(zip(widths, left, strict=True)):
-            if w:
-                ink = "black" if colour in (COLOR[Outcome.ERROR],) else "white"
-                bars.text(x0 + w / 2, y, str(w), ha="center", va="center", fontsize=7, color=ink)
-        left = [a + b for a, b in zip(left, widths, strict=True)]
-    bars.set_ylim(len(kinds) - 0.5, -0.5)
-    bars.set_yticks(range(len(kinds)), kinds, fontsize=8)
-    bars.tick_params(labelsize=8)
-    bars.set_title("scenarios by what they come to", fontsize=9)
-    for side in ("top", "right"):
-        bars.spines[side].set_visible(False)
-    shown = [Patch(facecolor=c, label=n) for n, c in VERDICTS if any(per[k][n] for k in kinds)]
-    fig.legend(handles=shown, loc="lower left", bbox_to_anchor=(0.76, 0.0), fontsize=8, frameon=False, ncol=1)
+            versions.setdefault(c.proxy, {})[c.proxy_version] = None
+    width, height = SUMMARY_SIZE
+    img = Image.new("RGB", SUMMARY_SIZE, "white")
+    d = ImageDraw.Draw(img)
+    regular, bold, small, big = _font(13), _font(13, bold=True), _font(11), _font(16, bold=True)
+    ink, rule = "#000000", "#c8c8c8"
     counts = summary_counts(results)
     n_rows = len({row(c) for c in results.cells})
-    fig.suptitle(title or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
-                 f"scenarios, {results.meta.get('runtime', '?')} runtime: "
-                 + ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), fontsize=11, x=0.02, ha="left")
+    d.text((16, 10), title or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
+           f"scenarios, {results.meta.get('runtime', '?')} runtime", font=big, fill=ink)
+    d.text((16, 32), ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), font=small, fill="#444444")
+    # Left: kinds x classes. Geometry from the number of kinds and columns.
+    left, top, col_w = 170, 118, min(78, 700 // max(len(columns), 1))
+    row_h = min(38, 300 // max(len(kinds), 1))
+    n_imp = len(columns) - 2
+    for x, name in enumerate(columns):
+        cx = left + x * col_w + col_w // 2
+        d.multiline_text((cx, top - 6), name, font=small, fill=ink, anchor="md", align="center", spacing=2)
+    for y, (kind, line) in enumerate(zip(kinds, table, strict=True)):
+        y0 = top + y * row_h
+        label = f"{kind} {', '.join(versions[kind])}" if kind in versions else kind
+        d.text((left - 8, y0 + row_h // 2), label, font=regular, fill=ink, anchor="rm")
+        for x, (hit, ran) in enumerate(line):
+            x0 = left + x * col_w
+            share = hit / ran if ran else 0.0
+            base = COLOR[Outcome.SPOOFED] if x < n_imp else OUTAGE_COLOR
+            fill = _mix(base, 0.15 + 0.85 * share) if hit else (255, 255, 255)
+            d.rectangle((x0, y0, x0 + col_w, y0 + row_h), fill=fill, outline=rule)
+            if x == len(columns) - 1 and hit:  # legit-no-chain refused: hatched, as the poster's OUTAGE
+                for k in range(-row_h, col_w, 7):
+                    d.line((x0 + max(k, 0), y0 + row_h - max(-k, 0), x0 + min(k + row_h, col_w),
+                            y0 + row_h - min(row_h, col_w - k)), fill="#ffffff", width=1)
+            text = f"{hit}/{ran}" if ran else NOT_RUN
+            font = bold if hit else regular
+            colour = "white" if hit and _dark(fill) else ink
+            if x == len(columns) - 1 and hit:
+                box = d.textbbox((x0 + col_w // 2, y0 + row_h // 2), text, font=font, anchor="mm")
+                d.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=fill)
+            d.text((x0 + col_w // 2, y0 + row_h // 2), text, font=font, fill=colour, anchor="mm")
+    bottom = top + len(kinds) * row_h
+    split = left + n_imp * col_w
+    d.line((split, top - 40, split, bottom), fill=ink, width=3)
+    d.text((left + n_imp * col_w // 2, top - 62), "impostors that got through", font=bold, fill=ink, anchor="md")
+    d.text((split + col_w, top - 62), "outage", font=bold, fill=ink, anchor="md")
+    d.text((left, bottom + 6), "a number: scenarios where it happened / scenarios of that proxy that ran it",
+           font=small, fill="#444444")
+    # Right: each scenario's verdict, stacked per kind, on the same rows.
+    per = {k: dict.fromkeys((v for v, _ in VERDICTS), 0) for k in kinds}
+    by: dict[tuple[str, str], list[Cell]] = {}
+    for c in results.cells:
+        by.setdefault((c.proxy, row(c)), []).append(c)
+    for (kind, _), cells in by.items():
+        per[kind][scenario_verdict(cells)] += 1
+    bx, bw = left + len(columns) * col_w + 60, width - (left + len(columns) * col_w + 60) - 20
+    most = max((sum(v.values()) for v in per.values()), default=1) or 1
+    d.text((bx, top - 62), "scenarios by what they come to", font=bold, fill=ink)
+    for y, kind in enumerate(kinds):
+        y0 = top + y * row_h + row_h // 2 - 11
+        x0 = bx
+        for name, colour in VERDICTS:
+            n = per[kind][name]
+            if not n:
+                continue
+            w = max(2, round(bw * n / most))
+            d.rectangle((x0, y0, x0 + w - 1, y0 + 22), fill=colour)
+            if w >= 16:
+                d.text((x0 + w / 2, y0 + 11), str(n), font=small, fill="black" if colour == COLOR[Outcome.ERROR]
+                       else "white", anchor="mm")
+            x0 += w
+        d.text((x0 + 4, y0 + 11), str(sum(per[kind].values())), font=small, fill="#444444", anchor="lm")
+    ly = bottom + 6
+    for name, colour in VERDICTS:
+        if any(per[k][name] for k in kinds):
+            d.rectangle((bx, ly + 2, bx + 11, ly + 13), fill=colour)
+            d.text((bx + 17, ly), name, font=small, fill=ink)
+            ly += 17
+    # How to read it, legit-no-chain above all.
     flat = [(name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items()
             if name in columns]
     members = [f"{name} = {', '.join(ids)}" for name, ids in flat if (name,) != ids]
     half = (len(members) + 1) // 2
-    fig.text(0.02, 0.02,
-             "A number counts scenarios (a proxy configuration or a reported case); red: an impostor's response "
-             "reached the client.\n"
-             f"Impostor classes: {'; '.join(members[:half])};\n    {'; '.join(members[half:])}.\n"
-             "legit-no-chain is the legitimate backend forgetting to send its intermediate certificate: a correct "
-             "config refuses it,\nso it is drawn as an OUTAGE (grey, hatched): an availability problem for whoever "
-             "runs that backend, not a security hole.\n"
-             "Every cell with its evidence: matrix.json, matrix.md; the full grid: trustlab matrix --poster.",
-             fontsize=8, va="bottom", ha="left")
+    notes = (
+        "Red: an impostor's response reached the client (spoofed). A number counts scenarios (a proxy "
+        "configuration or a reported case).",
+        f"Impostor classes: {'; '.join(members[:half])};",
+        f"    {'; '.join(members[half:])}.",
+        "legit-no-chain is the legitimate backend forgetting to send its intermediate certificate: a correct "
+        "config refuses it, so it is",
+        "drawn as an OUTAGE (grey, hatched): an availability problem for whoever runs that backend, not a "
+        "security hole.",
+        "Every cell with its evidence: matrix.json, matrix.md; the full grid: trustlab matrix --poster.",
+    )
+    d.multiline_text((16, height - 10), "\n".join(notes), font=small, fill=ink, anchor="ld", spacing=4)
     if path is not None:
-        _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=100, format="png"))
-        plt.close(fig)
-    return fig
+        _atomic_write(Path(path), lambda p: img.save(p, format="PNG"))
+    return img
 
 
 def draw(results: Results, png: Path, *, poster: Path | None = None,
