@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from rich.console import Console
 from rich.padding import Padding
@@ -94,7 +94,7 @@ def console(file: TextIO | None = None, *, width: int | None = None, stderr: boo
     # NO_COLOR or not a terminal: no escape sequence at all (rich's own no_color keeps bold and dim).
     plain = bool(os.environ.get("NO_COLOR")) or not tty
     return Console(
-        file=_Rstrip(out),
+        file=cast(TextIO, _Rstrip(out)),
         width=width,
         force_terminal=tty,
         color_system=None if plain else "auto",
@@ -107,7 +107,7 @@ def console(file: TextIO | None = None, *, width: int | None = None, stderr: boo
 def to_text(draw: Callable[[Console], None], *, width: int = DEFAULT_WIDTH) -> str:
     """What *draw* prints on a plain *width*-column console (tests, notebooks, files)."""
     buf = io.StringIO()
-    draw(Console(file=_Rstrip(buf), width=width, force_terminal=False, color_system=None, highlight=False,
+    draw(Console(file=cast(TextIO, _Rstrip(buf)), width=width, force_terminal=False, color_system=None, highlight=False,
                  emoji=False))
     return buf.getvalue()
 
