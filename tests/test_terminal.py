@@ -205,3 +205,24 @@ def test_the_legend_under_the_summary_says_what_legit_no_chain_is(monkeypatch: p
     report.summary_picture(recorded())
     legend = " ".join(said)
     assert "legit-no-chain is the legitimate backend forgetting" in legend and "OUTAGE" in legend
+
+
+def test_progress_draws_on_a_terminal_and_is_silent_in_a_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    pipe = io.StringIO()
+    monkeypatch.setattr("sys.stderr", pipe)
+    quiet = terminal.Progress(3)
+    for _ in range(3):
+        quiet.step("nginx/good")
+    quiet.close()
+    assert pipe.getvalue() == "" and quiet.done == 3
+    tty = Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    bar = terminal.Progress(3)
+    for _ in range(4):  # one more than announced: a counter, never an exception
+        bar.step("nginx/good")
+    bar.close()
+    assert "cells" in tty.getvalue()
