@@ -140,15 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.wide:
-        for sc in chosen:
-            cells = [c for c in results.cells if c.scenario == sc.id]
-            flag = "" if not any(c.differs for c in cells) else "   (differs from the scenario's expectation)"
-            print(f"{sc.id}: {sc.title}{flag}")
-            print(report.cell_lines(cells), end="")
-            if sc.unlisted:
-                print(f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
-                      f"{', '.join(sc.unlisted)}; reported, not judged)")
-            print()
+        print(report.run_text(results, chosen), end="")
     else:
         terminal.run_report(results, chosen, terminal.console())
     if args.json:

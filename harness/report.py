@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.results import Cell, Results
 from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
@@ -195,6 +196,21 @@ def cell_lines(cells: list[Cell]) -> str:
             f"  {c.identity:<15} {c.outcome.value:<16} {status:>4}  sni={c.sni or '-':<22} "
             f"tls={c.tls or '-':<8} {c.reason}{differs}\n"
         )
+    return out.getvalue()
+
+
+def run_text(results: Results, chosen: list[Any]) -> str:
+    """``trustlab run --wide``: per scenario its title, then :func:`cell_lines`."""
+    out = io.StringIO()
+    for sc in chosen:
+        cells = [c for c in results.cells if c.scenario == sc.id]
+        flag = "" if not any(c.differs for c in cells) else "   (differs from the scenario's expectation)"
+        out.write(f"{sc.id}: {sc.title}{flag}\n")
+        out.write(cell_lines(cells))
+        if sc.unlisted:
+            out.write(f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
+                      f"{', '.join(sc.unlisted)}; reported, not judged)\n")
+        out.write("\n")
     return out.getvalue()
 
 
