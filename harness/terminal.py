@@ -194,25 +194,18 @@ def matrix_grid(results: Results, out: Console) -> None:
     used: list[str] = []
     abbrev = abbreviations(_ordered_identities(results.cells))
     for kind, rows in grouped_rows(results):
-        cells = [c for c in results.cells if c.proxy == kind]
-        idents = _ordered_identities(cells)
-        used += [i for i in idents if i not in used]
-        table = Table(box=None, padding=(0, 1, 0, 0), show_edge=False, pad_edge=False, header_style="bold")
-        table.add_column(overflow="fold", no_wrap=False, min_width=12)
-        for ident in idents:
-            table.add_column(abbrev[ident], no_wrap=True, min_width=2)
-        own = [r for r in rows if r.startswith(kind + "/")]
-        for r in own:
-            table.add_row(r[len(kind) + 1:], *[cell_glyph(by.get((r, i))) for i in idents])
-        # Reported cases (scenarios/reported/) under their own line, without the common prefix.
-        others = [r for r in rows if r not in own]
-        if others:
-            table.add_row(Text("reported cases:", style="dim italic"), *[""] * len(idents))
-        for r in others:
-            table.add_row(r.removeprefix("reported/"), *[cell_glyph(by.get((r, i))) for i in idents])
-        out.print(_kind_heading(kind, cells, row))
-        out.print(table)
-        out.print()
+        # A run on several versions (--all-versions): one table per version, rows without "@version".
+        by_version: dict[str | None, list[str]] = {}
+        for r in rows:
+            _, at, suffix = r.partition(" @")
+            by_version.setdefault(suffix if at else None, []).append(r)
+        for version, group in by_version.items():
+            cells = [c for c in results.cells if c.proxy == kind and (version is None or c.proxy_version == version)]
+            idents = _ordered_identities(cells)
+            used += [i for i in idents if i not in used]
+            out.print(_kind_heading(kind, cells, row))
+            out.print(_kind_table(kind, group, idents, abbrev, by))
+            out.print()
     _legend(out, used, abbrev)
     counts = summary_counts(results)
     total = Text(f"{len(results.cells)} cells: ")
@@ -220,6 +213,25 @@ def matrix_grid(results: Results, out: Console) -> None:
     total.append(f"; {len(results.mismatches)} differ from expectation")
     total.append(" (marked !)" if results.mismatches else "")
     out.print(total)
+
+
+def _kind_table(kind: str, rows: list[str], idents: list[str], abbrev: dict[str, str],
+                by: dict[tuple[str, str], Cell]) -> Table:
+    """One kind's (or one version's) rows: the variant, then a glyph per identity."""
+    table = Table(box=None, padding=(0, 1, 0, 0), show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column(overflow="fold", no_wrap=False, min_width=12)
+    for ident in idents:
+        table.add_column(abbrev[ident], no_wrap=True, min_width=2)
+    own = [r for r in rows if r.startswith(kind + "/")]
+    # Reported cases (scenarios/reported/) under their own line, without the common prefix.
+    others = [r for r in rows if r not in own]
+    for r in own + others:
+        if r is (others[0] if others else None):
+            table.add_row(Text("reported cases:", style="dim italic"), *[""] * len(idents))
+        label = r.partition(" @")[0]
+        label = label[len(kind) + 1:] if r in own else label.removeprefix("reported/")
+        table.add_row(label, *[cell_glyph(by.get((r, i))) for i in idents])
+    return table
 
 
 def _legend(out: Console, idents: list[str], abbrev: dict[str, str]) -> None:

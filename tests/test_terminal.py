@@ -226,3 +226,15 @@ def test_progress_draws_on_a_terminal_and_is_silent_in_a_pipe(monkeypatch: pytes
         bar.step("nginx/good")
     bar.close()
     assert "cells" in tty.getvalue()
+
+
+def test_a_run_on_two_versions_gets_a_table_per_version() -> None:
+    base = [c for c in recorded().cells if c.proxy == "nginx"]
+    cells = [Cell(**{**c.__dict__, "proxy_version": v, "tls_library": "OpenSSL 3.0"}) for v in ("1.22.1", "1.31.0")
+             for c in base]
+    text = terminal.to_text(lambda out: terminal.matrix_grid(Results(meta={}, cells=cells), out))
+    fits(text)
+    assert [line.split(":")[0] for line in lines_of(text) if line.startswith("nginx ")] == [
+        "nginx 1.22.1 (OpenSSL 3.0)", "nginx 1.31.0 (OpenSSL 3.0)"]
+    assert " @" not in text
+    assert sum(line.startswith("install-script-bundle-verify-off ") for line in lines_of(text)) == 2
