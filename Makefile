@@ -44,10 +44,13 @@ canary: system
 	build/canary/bin/pip install -q --upgrade -e '.[dev,audit,proxies]'
 	build/canary/bin/python -m harness.canary
 
-# Every figure README.md and docs/*.md state, from the repo and a fresh full matrix (docs/figures.json).
+# Every figure README.md and docs/*.md state, from the repo and a fresh full matrix (docs/figures.json),
+# and the front page's picture and example results page from the same run.
 figures: setup
-	$(VENV)/bin/trustlab matrix --json $(OUT)/matrix.json
+	$(VENV)/bin/trustlab matrix --out $(OUT)
 	$(PY) -m harness.figures update $(OUT)/matrix.json
+	cp $(OUT)/matrix.png docs/matrix-summary.png
+	$(VENV)/bin/trustlab report $(OUT)/matrix.json -o docs/results.html
 
 # Execute copies of notebooks/*.ipynb and render them to HTML under notebooks/_build/ (git-ignored).
 notebooks: setup

@@ -87,6 +87,9 @@ class CheckResult:
     #: Which version of the proxy ran it, and its TLS library (issue 15).
     proxy_version: str | None = None
     tls_library: str | None = None
+    #: Per upstream (issue 19): its label, the config line that names it and that line's text,
+    #: the server name a client reaches it by, and the name its legitimate certificate carries.
+    upstream_info: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def upstreams(self) -> list[str]:
@@ -150,6 +153,7 @@ class CheckResult:
             "runtime": self.runtime,
             "proxy_version": self.proxy_version,
             "tls_library": self.tls_library,
+            "upstreams": self.upstream_info,
         }
 
 
@@ -232,7 +236,7 @@ def check(
 
     kind = kind_of(proxy)
     path = Path(config)
-    read_config(path)
+    text = read_config(path)
     for ident in accept:
         if ident not in IMPOSTORS:
             raise ConfigError(
@@ -393,7 +397,23 @@ def check(
         runtime=rt.name,
         proxy_version=inst.version if inst else None,
         tls_library=(inst.tls or None) if inst else None,
+        upstream_info=[_upstream_info(u, text) for u in first.upstreams],
     )
+
+
+def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
+    """What ``check`` heads an upstream's block with. The line's text is shown only when it names
+    the upstream's host or target (a line number from an included file would point elsewhere in
+    this one)."""
+    lines = text.splitlines()
+    line = lines[u.line - 1].strip() if 0 < u.line <= len(lines) else ""
+    return {
+        "label": u.label,
+        "line": u.line,
+        "text": line if line and (u.host in line or u.label.split()[0] in line) else None,
+        "server": u.route.host if u.route else None,
+        "name": u.name,
+    }
 
 
 def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation | None:
