@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness import sandbox
 from harness.runtimes._nsworker import Proxy, Seats, emit, hold_seat, run_cell
 from harness.runtimes.contract import CellSpec, DoneEvent, FatalEvent, Job, ProxyEvent, ProxySpec, load_job
 from harness.sandbox import CONTAINER_USER
@@ -91,7 +92,7 @@ class ContainerProxy(Proxy):
 
     def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
         self.started_at = time.perf_counter()
-        self.log.touch()
+        sandbox.create_log(self.log)
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         first = True  # asked at least once (see _nsworker.Proxy.wait_ready)

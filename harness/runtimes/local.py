@@ -42,6 +42,7 @@ from harness.runtimes.contract import (
     load_event,
 )
 from harness.sandbox import available as sandbox_tools
+from harness.sandbox import worker_environment
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
@@ -318,10 +319,11 @@ class LocalRuntime:
         ]
         from harness.runtimes._nsworker import die_with_parent
 
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
+        # An explicit environment, never the caller's: the worker is root and reads what
+        # proxies write, so it holds no secret a proxy could trick it into printing.
+        env = worker_environment(os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep))
         err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
