@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs.base import (
+    MAX_DEPTH,
     Adapted,
     LabPaths,
     Ports,
     Route,
     Upstream,
+    check_depth,
     is_ip,
     is_system_bundle,
     read_config,
@@ -287,6 +289,9 @@ def load(path: Path) -> CaddyConfig:
             raise ConfigError(
                 f"{path}: line {exc.lineno}: invalid JSON ({exc.msg}); Caddy's JSON config is one object"
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep; no config needs that many") from None
+        check_depth(data, str(path))  # the adapter's walkers recurse
         if not isinstance(data, dict):
             raise ConfigError(f'{path}: a Caddy JSON config is one object with "apps"')
         return _from_json(path, text, data)
@@ -350,11 +355,25 @@ def _from_caddyfile(path: Path, text: str) -> CaddyConfig:
     return cfg
 
 
-def _expand(block: list[Node], snippets: dict[str, list[Node]], depth: int = 0) -> Iterator[Node]:
+#: The most directives one block may expand to through snippet imports: nested imports multiply
+#: (ten snippets importing the previous one ten times: 10**10 directives from 20 lines).
+MAX_EXPANDED = 10_000
+
+
+def _expand(
+    block: list[Node], snippets: dict[str, list[Node]], depth: int = 0, budget: list[int] | None = None
+) -> Iterator[Node]:
+    budget = [MAX_EXPANDED] if budget is None else budget
     for n in block:
         if n.name == "import" and n.args and n.args[0] in snippets and depth < 10:
-            yield from _expand(snippets[n.args[0]], snippets, depth + 1)
+            yield from _expand(snippets[n.args[0]], snippets, depth + 1, budget)
         else:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise ConfigError(
+                    f"line {n.line}: snippet imports expand one block to more than {MAX_EXPANDED} directives "
+                    "(nested imports multiply); import fewer snippets"
+                )
             yield n
 
 

@@ -34,11 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs.base import (
+    MAX_DEPTH,
     Adapted,
     LabPaths,
     Ports,
     Route,
     Upstream,
+    check_depth,
+    check_yaml,
     is_ip,
     is_system_bundle,
     read_config,
@@ -154,13 +157,20 @@ def _load(path: Path, text: str) -> Any:
     except ImportError:
         if path.suffix.lower() == ".json":
             try:
-                return _plain(json.loads(text))
+                data = json.loads(text)
             except ValueError as exc:
                 raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
+            check_depth(data, str(path))
+            return _plain(data)
         raise ConfigError(
             f"{path}: reading Envoy YAML needs PyYAML; run: pip install 'trustlab[proxies]' (or pyyaml)"
         ) from None
     try:
+        # Depth and alias expansion bounded before anything is built: _build below expands every
+        # alias, so a few lines of nested aliases would otherwise take all memory.
+        check_yaml(text, str(path), yaml)
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
