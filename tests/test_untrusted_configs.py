@@ -199,3 +199,106 @@ def test_too_many_upstreams_is_one_line(
     assert main(["check", "--runtime", "local", "nginx", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "230 upstreams" in err and "at most 200" in err, err
+
+
+# -- Envoy: extensions by allow-list (issue 26, item 2) -----------------------------------------
+T = "type.googleapis.com/"
+LUA_TYPE = "envoy.extensions.filters.http.lua.v3.Lua"
+LUA_CODE = {"inline_string": "function envoy_on_request(h) h:logInfo('LUA-RAN') end"}
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": T + "envoy.extensions.filters.http.router.v3.Router"}}
+CODEC = {"name": "envoy.filters.http.upstream_codec",
+         "typed_config": {"@type": T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+
+
+def _lua() -> dict:
+    return {"name": "envoy.filters.http.lua", "typed_config": {"@type": T + LUA_TYPE, "default_source_code": LUA_CODE}}
+
+
+def _wrapped(wrapper: str, type_url: str, value: dict) -> dict:
+    return {"@type": T + wrapper, "type_url": T + type_url, "value": value}
+
+
+def _envoy(case: str) -> dict:
+    """A working Envoy bootstrap (one listener, one TLS cluster) with Lua put where *case* says."""
+    route: dict = {"match": {"prefix": "/"}, "route": {"cluster": "api"}}
+    router = {"name": "envoy.filters.http.router",
+              "typed_config": {"@type": T + "envoy.extensions.filters.http.router.v3.Router"}}
+    hcm: dict = {
+        "@type": T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "in",
+        "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [router],
+    }
+    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": "backend.internal",
+        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "/etc/ssl/ca.pem"}}}}}
+    cluster: dict = {
+        "name": "api", "type": "STRICT_DNS", "connect_timeout": "1s", "transport_socket": tls,
+        "load_assignment": {"cluster_name": "api", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": "backend.internal", "port_value": 8443}}}}]}]},
+    }
+    listener_filter: dict = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+    if case == "typed-struct-xds":
+        hcm["http_filters"].insert(0, {"name": "x", "typed_config": _wrapped(
+            "xds.type.v3.TypedStruct", LUA_TYPE, {"default_source_code": LUA_CODE})})
+    elif case == "typed-struct-udpa":
+        hcm["http_filters"].insert(0, {"name": "x", "typed_config": _wrapped(
+            "udpa.type.v1.TypedStruct", LUA_TYPE, {"default_source_code": LUA_CODE})})
+    elif case == "router-upstream-filters":
+        router["typed_config"]["upstream_http_filters"] = [_lua(), CODEC]
+    elif case == "cluster-upstream-filters":
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}}, "http_filters": [_lua(), CODEC]}}
+    elif case == "hcm-in-typed-struct":
+        hcm["http_filters"].insert(0, _lua())
+        inner = {k: v for k, v in hcm.items() if k != "@type"}
+        listener_filter["typed_config"] = _wrapped("xds.type.v3.TypedStruct", hcm["@type"][len(T):], inner)
+    elif case == "upgrade-configs":
+        hcm["upgrade_configs"] = [{"upgrade_type": "websocket", "filters": [_lua(), ROUTER]}]
+    elif case == "per-route":
+        route["typed_per_filter_config"] = {"envoy.filters.http.lua": {
+            "@type": T + "envoy.extensions.filters.http.lua.v3.LuaPerRoute", "source_code": LUA_CODE}}
+    elif case == "composite":
+        action = {"name": "run", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
+            "typed_config": {"name": "lua", "typed_config": {"@type": T + LUA_TYPE, "default_source_code": LUA_CODE}}}}
+        hcm["http_filters"].insert(0, {"name": "composite", "typed_config": {
+            "@type": T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {"name": "composite", "typed_config": {
+                "@type": T + "envoy.extensions.filters.http.composite.v3.Composite"}},
+            "xds_matcher": {"matcher_tree": {
+                "input": {"name": "h", "typed_config": {
+                    "@type": T + "envoy.type.matcher.v3.HttpRequestHeaderMatchInput", "header_name": "x"}},
+                "exact_match_map": {"map": {"y": {"action": action}}}}}}})
+    elif case == "plain":
+        hcm["http_filters"].insert(0, _lua())
+    return {"static_resources": {"listeners": [{
+        "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 8080}},
+        "filter_chains": [{"filters": [listener_filter]}]}], "clusters": [cluster]}}
+
+
+ENVOY_BYPASSES = ["plain", "typed-struct-xds", "typed-struct-udpa", "router-upstream-filters",
+                  "cluster-upstream-filters", "hcm-in-typed-struct", "upgrade-configs", "per-route", "composite"]
+
+
+@pytest.mark.parametrize("case", ENVOY_BYPASSES)
+def test_envoy_adapter_keeps_no_lua_anywhere(tmp_path: Path, case: str) -> None:
+    import json
+
+    from harness.check import _lab_paths
+    from harness.configs.base import Ports
+
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(_envoy(case)))
+    adapted = econf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
+    assert "LUA-RAN" not in adapted.text and "lua.v3" not in adapted.text.lower(), adapted.text
+    assert any("dropped" in n and "allow-list" in n for n in adapted.adaptations), adapted.adaptations
+    out = json.loads(adapted.text.split("\n", 1)[1])
+    hcm = out["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    # What carries the request stays: the HCM (unwrapped), its router, its routes, the TLS cluster.
+    assert hcm["@type"].endswith("HttpConnectionManager") and hcm["http_filters"][-1]["name"].endswith("router")
+    assert hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"] == {"cluster": "api"}
+    assert [u.host for u in adapted.upstreams] == ["backend.internal"]
