@@ -302,3 +302,40 @@ def test_envoy_adapter_keeps_no_lua_anywhere(tmp_path: Path, case: str) -> None:
     assert hcm["@type"].endswith("HttpConnectionManager") and hcm["http_filters"][-1]["name"].endswith("router")
     assert hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"] == {"cluster": "api"}
     assert [u.host for u in adapted.upstreams] == ["backend.internal"]
+
+
+# -- Traefik: middlewares by allow-list ----------------------------------------------------------
+def test_traefik_keeps_only_rewriting_middlewares(tmp_path: Path) -> None:
+    import json
+
+    from harness.check import _lab_paths
+    from harness.configs.base import Ports
+
+    path = tmp_path / "dynamic.yml"
+    path.write_text(SERVICE.replace("      service: s\n", "      service: s\n      middlewares: [retry, auth, "
+                                    "plug, breaker, basic, hdr, strip, both]\n") + """  middlewares:
+    retry:
+      retry: {attempts: 50, initialInterval: 10s}
+    auth:
+      forwardAuth: {address: "http://127.0.0.1:9/"}
+    plug:
+      plugin: {evil: {}}
+    breaker:
+      circuitBreaker: {expression: "NetworkErrorRatio() > 0.1"}
+    basic:
+      basicAuth: {users: ["a:b"]}
+    hdr:
+      headers: {customRequestHeaders: {X-A: b}}
+    strip:
+      stripPrefix: {prefixes: [/api]}
+    both:
+      chain: {middlewares: [hdr, retry]}
+""")
+    adapted = tconf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
+    http = json.loads(adapted.text)["http"]
+    assert http["routers"]["r"]["middlewares"] == ["hdr", "strip", "both"]
+    assert sorted(http["middlewares"]) == ["both", "hdr", "strip"]
+    assert http["middlewares"]["both"]["chain"]["middlewares"] == ["hdr"]
+    notes = "\n".join(adapted.adaptations)
+    for name in ("retry", "auth", "plug", "breaker", "basic"):
+        assert f"middleware {name} (" in notes, notes

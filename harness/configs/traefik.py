@@ -11,7 +11,8 @@ Kept exactly: every setting that decides backend trust: the static ``serversTran
 ``http.serversTransports.<name>`` (``insecureSkipVerify``, ``rootCAs`` (paths excepted),
 ``serverName``, ``peerCertURI``, ``disableHTTP2`` ...), each service's ``loadBalancer`` (server
 URLs, ``serversTransport``, ``passHostHeader``), routers (rules, entry points, services,
-middlewares) and the entry points' own ``http`` settings. Changed, each said in one line:
+middlewares: only those that rewrite the request or response, by allow-list) and the entry
+points' own ``http`` settings. Changed, each said in one line:
 ``rootCAs`` stand for the lab's internal root (or its system bundle, for an OS bundle path);
 transport and router client certificates are lab-minted; entry points listen on
 ``127.0.0.1:<lab port>``; ``healthCheck`` is dropped (health checks would reach the seat between
@@ -26,6 +27,7 @@ dynamic configuration, like the lab's own template (``labs/traefik/traefik.yml.t
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -98,8 +100,27 @@ _STATIC_DROP = (
     "providers",
     "tcpserverstransport",
 )
-#: Middlewares that call out of the lab or run code: dropped from the routers that use them.
-_MIDDLEWARE_DROP = ("forwardauth", "plugin")
+#: Middlewares kept (an allow-list): they only rewrite the request or the response. Every other
+#: kind is dropped from the routers (and chains) that use it, with a note: it calls out of the
+#: lab (forwardAuth, errors), runs code (plugin), replays or delays requests (retry,
+#: circuitBreaker, rateLimit, inFlightReq, buffering), or asks for credentials the probe does not
+#: have (basicAuth, digestAuth); none decides whom Traefik trusts upstream (issue 26).
+_MIDDLEWARE_KEEP = (
+    "addprefix",
+    "stripprefix",
+    "stripprefixregex",
+    "replacepath",
+    "replacepathregex",
+    "headers",
+    "chain",
+    "redirectscheme",
+    "redirectregex",
+    "ipallowlist",
+    "ipwhitelist",
+    "compress",
+    "contenttype",
+    "passtlsclientcert",
+)
 READY = "trustlab-ready"
 _RULE_PART = re.compile(r"(Host|HostRegexp|Path|PathPrefix|PathRegexp|Method)\(\s*[`\"']([^`\"']*)[`\"']")
 
@@ -427,10 +448,24 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 )
     http = _map(tree.dynamic.get("http"))
     routers = {k: dict(v) for k, v in _map(get(http, "routers")).items() if isinstance(v, dict)}
-    middlewares = _map(get(http, "middlewares"))
+    middlewares = copy.deepcopy(_map(get(http, "middlewares")))  # a copy: kept chains are edited below
     dropped_mw = {
-        n for n, m in middlewares.items() if isinstance(m, dict) and any(str(k).lower() in _MIDDLEWARE_DROP for k in m)
+        n: ", ".join(str(k) for k in m) if isinstance(m, dict) else "?"
+        for n, m in middlewares.items()
+        if not isinstance(m, dict) or not m or any(str(k).lower() not in _MIDDLEWARE_KEEP for k in m)
     }
+    for n, kinds in dropped_mw.items():
+        notes.append(
+            f"{tree.at('http', 'middlewares', n)}: middleware {n} ({kinds}) dropped: only middlewares that "
+            "rewrite the request or response are kept (it calls out, runs code, replays or delays requests, "
+            "or asks for credentials)"
+        )
+    for n, m in middlewares.items():  # a kept chain loses the dropped links
+        chain = get(m, "chain")
+        links = get(chain, "middlewares")
+        if n not in dropped_mw and isinstance(chain, dict) and isinstance(links, list):
+            key = next(k for k in chain if str(k).lower() == "middlewares")
+            chain[key] = [x for x in links if str(x).removesuffix("@file") not in dropped_mw]
     for rname, router in routers.items():
         tls = get(router, "tls")
         if isinstance(tls, dict):
@@ -441,13 +476,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     "(the lab's client side uses a lab-minted certificate)"
                 )
         mws = get(router, "middlewares")
-        if isinstance(mws, list) and dropped_mw & {str(m).removesuffix("@file") for m in mws}:
+        if isinstance(mws, list) and dropped_mw.keys() & {str(m).removesuffix("@file") for m in mws}:
             key = next(k for k in router if str(k).lower() == "middlewares")
             router[key] = [m for m in mws if str(m).removesuffix("@file") not in dropped_mw]
-            notes.append(
-                f"{tree.at('http', 'routers', rname)}: router {rname}: middlewares "
-                f"{', '.join(sorted(dropped_mw))} dropped (forwardAuth/plugins call out of the lab)"
-            )
+            gone = sorted(dropped_mw.keys() & {str(m).removesuffix("@file") for m in mws})
+            notes.append(f"{tree.at('http', 'routers', rname)}: router {rname}: middlewares {', '.join(gone)} dropped")
     routers[READY] = {
         "rule": "Path(`/trustlab-ready`)",
         "entryPoints": [READY],
