@@ -339,3 +339,68 @@ def test_traefik_keeps_only_rewriting_middlewares(tmp_path: Path) -> None:
     notes = "\n".join(adapted.adaptations)
     for name in ("retry", "auth", "plug", "breaker", "basic"):
         assert f"middleware {name} (" in notes, notes
+
+
+# -- Caddy: directives and handlers by allow-list ------------------------------------------------
+CADDY_HOSTILE = """(common) {
+\tforward_auth 127.0.0.1:9 {
+\t\turi /auth
+\t}
+\theader X-Kept yes
+}
+example.com {
+\timport common
+\tbasic_auth {
+\t\talice JDJhJDE0JGZha2U
+\t}
+\ttemplates
+\tphp_fastcgi 127.0.0.1:9000
+\t@api path /api/*
+\thandle @api {
+\t\ttracing
+\t\treverse_proxy https://backend.internal:8443 {
+\t\t\theader_up Host backend.internal
+\t\t}
+\t}
+\troute {
+\t\tinvoke other
+\t\trespond "ok"
+\t}
+}
+"""
+
+
+def test_caddy_keeps_only_routing_directives(tmp_path: Path) -> None:
+    from harness.check import _lab_paths
+    from harness.configs.base import Ports
+
+    path = tmp_path / "Caddyfile"
+    path.write_text(CADDY_HOSTILE)
+    adapted = cconf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
+    for gone in ("forward_auth", "basic_auth", "templates", "php_fastcgi", "tracing", "invoke"):
+        assert gone not in adapted.text, gone
+        assert any(n.split(": ", 1)[-1].startswith(f"{gone} dropped") for n in adapted.adaptations), gone
+    for kept in ("header X-Kept yes", "@api path /api/*", "handle @api", "header_up Host backend.internal",
+                 'respond "ok"', "import common"):
+        assert kept in adapted.text, kept
+    assert [u.host for u in adapted.upstreams] == ["backend.internal"]
+
+
+def test_caddy_json_keeps_only_routing_handlers(tmp_path: Path) -> None:
+    import json
+
+    from harness.check import _lab_paths
+    from harness.configs.base import Ports
+
+    rp = {"handler": "reverse_proxy", "upstreams": [{"dial": "backend.internal:8443"}],
+          "transport": {"protocol": "http", "tls": {}}}
+    routes = [{"handle": [{"handler": "authentication", "providers": {}},
+                          {"handler": "subroute", "routes": [{"handle": [{"handler": "tracing"}, rp]}]}]}]
+    path = tmp_path / "caddy.json"
+    path.write_text(json.dumps({"apps": {"http": {"servers": {"s": {"listen": [":80"], "routes": routes}}}}}))
+    adapted = cconf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
+    server = json.loads(adapted.text)["apps"]["http"]["servers"]["s"]
+    (sub,) = server["routes"][0]["handle"]
+    assert sub["handler"] == "subroute" and [h["handler"] for h in sub["routes"][0]["handle"]] == ["reverse_proxy"]
+    notes = "\n".join(adapted.adaptations)
+    assert "handler 'authentication' dropped" in notes and "handler 'tracing' dropped" in notes
