@@ -6,6 +6,7 @@ No proxy runs here except in the last test (``check`` refuses before any lab sta
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -404,3 +405,53 @@ def test_caddy_json_keeps_only_routing_handlers(tmp_path: Path) -> None:
     assert sub["handler"] == "subroute" and [h["handler"] for h in sub["routes"][0]["handle"]] == ["reverse_proxy"]
     notes = "\n".join(adapted.adaptations)
     assert "handler 'authentication' dropped" in notes and "handler 'tracing' dropped" in notes
+
+
+def test_envoy_fault_filter_is_dropped(tmp_path: Path) -> None:
+    """Fault injection only slows the lab (a delay on every cell): it is not on the allow-list."""
+    import json
+
+    from harness.check import _lab_paths
+    from harness.configs.base import Ports
+
+    config = _envoy("none")
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"].insert(0, {"name": "envoy.filters.http.fault", "typed_config": {
+        "@type": T + "envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "delay": {"fixed_delay": "10s", "percentage": {"numerator": 100}}}})
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(config))
+    adapted = econf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
+    assert "HTTPFault" not in adapted.text and "fixed_delay" not in adapted.text
+    assert any("envoy.filters.http.fault dropped" in n for n in adapted.adaptations)
+
+
+# -- the trusted side's reader (harness.sandbox.read_planted), without a proxy --------------------
+def test_read_planted_refuses_what_a_proxy_can_plant(tmp_path: Path) -> None:
+    from harness.sandbox import TAIL, read_planted, size_planted
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.write_text("root-only\n")
+    (run / "link.log").symlink_to(secret)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "error.log").write_text("root-only\n")
+    (run / "linked").symlink_to(tmp_path / "elsewhere")
+    os.mkfifo(run / "fifo.log")
+    (run / "zero.log").symlink_to("/dev/zero")
+    (run / "big.log").write_bytes(b"x" * (3 * TAIL) + b"\nlast line\n")
+    (run / "logs" / "ok.log").write_text("fine\n")
+    t0 = time.perf_counter()
+    for name, why in (("link.log", "symbolic link"), ("linked/error.log", "symbolic link"),
+                      ("fifo.log", "not a regular file"), ("zero.log", "symbolic link")):
+        data, refused = read_planted(run / name, run)
+        assert data == b"" and refused and why in refused, (name, refused)
+    assert time.perf_counter() - t0 < 1  # the FIFO did not block
+    data, refused = read_planted(run / "big.log", run)
+    assert refused is None and len(data) == TAIL and data.endswith(b"last line\n")
+    assert read_planted(run / "logs" / "ok.log", run) == (b"fine\n", None)
+    assert read_planted(run / "logs" / "ok.log", run, since=2) == (b"ne\n", None)
+    assert read_planted(run / "gone.log", run) == (b"", None)  # deleted: empty, not an error
+    assert read_planted(run / "logs" / "ok.log", run, owners=(os.getuid() + 1,))[1] is not None
+    assert size_planted(run / "link.log", run) == 0 and size_planted(run / "logs" / "ok.log", run) == 5
