@@ -9,6 +9,12 @@ this mount namespace only: the host's file is never touched), starts the backend
 one proxy process per scenario (each in :mod:`harness.sandbox`: bubblewrap, its own uid, no
 capabilities, a clean environment, rlimits), runs the cells in the order given, and writes one JSON line
 per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``).
+
+The worker is root (of the host, or of a user namespace) and trusts nothing a proxy can write
+(issue 26): it runs with an explicit minimal environment (:func:`harness.sandbox.worker_environment`),
+reads a proxy's stdout through its own descriptor and its logs with
+:func:`harness.sandbox.read_planted` (no link followed, a regular file of the proxy's uid, a
+bounded tail, never blocking), and survives a proxy deleting its own logs.
 """
 
 from __future__ import annotations
