@@ -455,3 +455,59 @@ def test_read_planted_refuses_what_a_proxy_can_plant(tmp_path: Path) -> None:
     assert read_planted(run / "gone.log", run) == (b"", None)  # deleted: empty, not an error
     assert read_planted(run / "logs" / "ok.log", run, owners=(os.getuid() + 1,))[1] is not None
     assert size_planted(run / "link.log", run) == 0 and size_planted(run / "logs" / "ok.log", run) == 5
+
+
+# -- a deadline per lab worker (issue 26, item 4) ------------------------------------------------
+TARPIT = """defaults
+    mode http
+    timeout connect 3s
+    timeout client 20s
+    timeout server 20s
+    timeout tarpit 2s
+frontend fe
+    bind :80
+    http-request tarpit
+    default_backend be
+backend be
+    server s backend.internal:8443 ssl verify required ca-file /etc/ssl/ca.pem
+"""
+
+
+@pytest.mark.integration
+def test_a_config_that_slows_every_request_stops_at_the_deadline(
+    local_runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HAProxy holds every request 2 s (tarpit): 10 cells would take 30 s; past the lab's
+    deadline the remaining cells are reported as ``error`` (deadline) instead of run."""
+    from harness.check import check
+    from harness.runtimes import local
+
+    monkeypatch.setattr(local, "LAB_DEADLINE_S", 4.0)
+    monkeypatch.setattr(local, "CELL_DEADLINE_S", 0.0)
+    cfg = tmp_path / "slow.cfg"
+    cfg.write_text(TARPIT)
+    t0 = time.perf_counter()
+    result = check("haproxy", cfg)
+    took = time.perf_counter() - t0
+    outcomes = [c.outcome.value for c in result.cells]
+    assert len(outcomes) == 10 and set(outcomes) == {"error"}, result.cells
+    late = [c for c in result.cells if c.reason.startswith("deadline:")]
+    assert 5 <= len(late) < 10, result.cells
+    assert took < 12, took
+
+
+@pytest.mark.integration
+def test_a_matrix_past_its_deadline_reports_each_cell_once(
+    local_runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import runner, scenarios
+    from harness.runtimes import local
+
+    monkeypatch.setattr(local, "LAB_DEADLINE_S", 0.001)
+    monkeypatch.setattr(local, "CELL_DEADLINE_S", 0.0)
+    scs = [s for s in scenarios.select() if s.id in ("nginx/good", "haproxy/good", "apache/good")]
+    results = runner.run(scs, runtime="local", shards=1)
+    keys = [(c.scenario, c.identity) for c in results.cells]
+    assert len(keys) == len(set(keys)) == 3 * len({c.identity for c in results.cells})
+    assert {c.outcome.value for c in results.cells} == {"error"}
+    assert all(c.reason.startswith("deadline:") for c in results.cells), results.cells

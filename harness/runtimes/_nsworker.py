@@ -421,6 +421,19 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
     )
 
 
+def deadline_cell(cell: CellSpec, seconds: float) -> CellEvent:
+    """The cell a worker past its deadline does not run (see :attr:`Job.deadline_s`)."""
+    return CellEvent(
+        cell.key, cell.identity, Outcome.ERROR, None,
+        f"deadline: not run, the lab's {seconds:g} s were used up (does the config slow every request?)",
+        label=cell.label,
+    )
+
+
+def past(ends: float | None) -> bool:
+    return ends is not None and time.perf_counter() > ends
+
+
 def _pipe(a: socket.socket, b: socket.socket) -> None:
     try:
         while chunk := a.recv(65536):
@@ -501,6 +514,7 @@ def hold_seat(seat: Any, hold: HoldSpec, log: Callable[[], list[Any]]) -> None:
 
 
 def main() -> int:
+    started = time.perf_counter()
     job = load_job(sys.stdin.read())
     stop = threading.Event()
 
@@ -534,16 +548,25 @@ def main() -> int:
                 return ready[p.key].started
 
             by_key = {p.key: p for p in proxies}
+            ends = started + job.deadline_s if job.deadline_s else None
             for seq, cell in enumerate(job.cells):
+                if past(ends):
+                    # Reported, not run. A proxy that refused to start has its cells reported by
+                    # the runtime already; one never asked is not asked now (its event would
+                    # make the runtime report its cells a second time).
+                    if cell.key not in ready or ready[cell.key].started:
+                        emit(deadline_cell(cell, job.deadline_s))
+                    continue
                 if not ensure_ready(by_key[cell.key]):
                     continue  # the runtime reports config-rejected cells itself
                 emit(run_cell(seat, by_key[cell.key], cell, seq))
             for p in proxies:
-                ensure_ready(p)
+                if not past(ends):
+                    ensure_ready(p)
             hold = job.hold
             if hold:
                 for p in proxies:
-                    if ready[p.key].started:
+                    if p.key in ready and ready[p.key].started:
                         relay(hold.socket_dir + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
                 hold_seat(seat, hold, log=lambda: seat.since([0] * len(seat.seats)))
             emit(DoneEvent())
