@@ -466,12 +466,13 @@ def _planting(case: str, plant: str, *, when: str = "*erif*") -> Scenario:
 
 
 def _bounded_run(
-    scs: list[Scenario], *, timeout: float, look: Any = None, **kw: Any
+    scs: list[Scenario], *, timeout: float, look: Any = None, runtime: Any = None, **kw: Any
 ) -> tuple[str, runner.Results]:
     """runner.run in a thread; a run still going after *timeout* is a hang: its workers (this
     process's ``unshare`` children) are killed and the test fails."""
     from harness.runtimes.local import LocalRuntime
 
+    runtime = runtime or LocalRuntime()
     box: dict[str, Any] = {}
     events: list[ProxyEvent] = []
 
@@ -482,7 +483,7 @@ def _bounded_run(
 
     def go() -> None:
         try:
-            box["results"] = runner.run(scs, runtime=LocalRuntime(), on_proxy=on_proxy, **kw)
+            box["results"] = runner.run(scs, runtime=runtime, on_proxy=on_proxy, **kw)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             box["error"] = exc
 
@@ -564,6 +565,19 @@ def test_worker_does_not_hang_or_swell_on_a_planted_file(local_runtime: str, hos
     out, results = _bounded_run([_planting("special", plant)], timeout=60, identities=("rogue-ca",))
     assert [c.outcome for c in results.cells] == [Outcome.ERROR], results.cells
     assert len(out) < 200_000  # a tail, not /dev/zero
+
+
+@pytest.mark.docker
+def test_docker_worker_does_not_hang_on_a_planted_fifo(docker_ready: str, host: Host) -> None:
+    """The docker worker reads the proxy's files the same way (docker contained the leaks, not
+    the FIFO hang)."""
+    from harness.runtimes.docker import DockerRuntime
+
+    plant = "mkfifo f; mv f error.log; mkfifo f; mv f stdout.log"
+    out, results = _bounded_run([_planting("docker-fifo", plant)], timeout=90, runtime=DockerRuntime(),
+                                identities=("rogue-ca",))
+    assert [c.outcome for c in results.cells] == [Outcome.ERROR], results.cells
+    assert _harm(host, out) == NO_HARM
 
 
 @pytest.mark.integration
