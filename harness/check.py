@@ -52,6 +52,9 @@ _HOST_HEADER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$")
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
 _NAME_NET = "10.203.0."
 _NAME_FIRST = 20
+#: The most upstreams (and upstream host names) one check runs: each name needs a lab address
+#: in _NAME_NET (.20 to .219), and each upstream group its own lab.
+MAX_UPSTREAMS = 200
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,11 @@ def check(
             identities = (*identities, "revoked")
         seat_ports = sorted({u.port for u in first.upstreams})
         names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+        if len(first.upstreams) > MAX_UPSTREAMS or len(names) > MAX_UPSTREAMS:
+            raise ConfigError(
+                f"{path}: {len(first.upstreams)} upstreams ({len(names)} host names); trustlab checks at most "
+                f"{MAX_UPSTREAMS} of each in one run: split the config, or check the part that decides trust"
+            )
         # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
         # names it there (a second line would give nginx two peers), and an SNI-routing seat
         # knows it as the backend.

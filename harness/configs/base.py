@@ -10,13 +10,15 @@ and each change is said in one line (:attr:`Adapted.adaptations`).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from harness.errors import ConfigError, read_input
 from harness.vocab import BACKEND_NAME
@@ -196,7 +198,16 @@ def _crl_count(path: Path) -> int | None:
     return data.count(b"-----BEGIN X509 CRL-----") or None
 
 
-def read_config(path: Path, *, limit: int = 2_000_000) -> str:
+#: How deep a user's config may nest (YAML, JSON, TOML): real ones stay under 30 levels; the
+#: parsers and the adapters' walkers recurse, so a deeper file must stop here, in one line.
+MAX_DEPTH = 100
+#: How many nodes a YAML file may expand to through its aliases (an "alias bomb" expands a few
+#: lines into billions of nodes); real configs that reuse anchors stay far below.
+MAX_YAML_NODES = 200_000
+_CONFIG_LIMIT = 2_000_000
+
+
+def read_config(path: Path, *, limit: int = _CONFIG_LIMIT) -> str:
     """The text of a user's config, or a one-line :class:`ConfigError`."""
     where = str(path)
     raw = read_input(path, error=ConfigError, kind="a proxy config", limit=limit,
@@ -207,6 +218,121 @@ def read_config(path: Path, *, limit: int = 2_000_000) -> str:
     if not text.strip():
         raise ConfigError(f"{where}: empty file")
     return text
+
+
+
+
+def check_yaml(text: str, where: str, yaml: Any) -> None:
+    """Refuse, before anything builds it, a YAML text nested deeper than :data:`MAX_DEPTH` or
+    expanding through aliases to more than :data:`MAX_YAML_NODES` nodes.
+
+    Reads PyYAML's event stream (flat: no recursion, no object built): each collection's
+    expanded size is summed as it closes, an anchor remembers its size, an alias adds it.
+    Raises :class:`ConfigError`; a YAML syntax error propagates (``yaml.YAMLError``)."""
+    sizes = [0]  # expanded node count of each open collection (the document at the bottom)
+    anchors: list[str | None] = []
+    anchored: dict[str, int] = {}
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.CollectionStartEvent):
+            sizes.append(1)
+            anchors.append(ev.anchor)
+            if len(anchors) > MAX_DEPTH:
+                raise ConfigError(f"{where}: line {ev.start_mark.line + 1}: nested more than {MAX_DEPTH} levels "
+                                  "deep; no proxy config needs that many")
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            size, anchor = sizes.pop(), anchors.pop()
+            if anchor:
+                anchored[anchor] = size
+            sizes[-1] += size
+        elif isinstance(ev, yaml.ScalarEvent):
+            if ev.anchor:
+                anchored[ev.anchor] = 1
+            sizes[-1] += 1
+        elif isinstance(ev, yaml.AliasEvent):
+            sizes[-1] += anchored.get(ev.anchor, 1)
+            if sum(sizes) > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{where}: line {ev.start_mark.line + 1}: its YAML aliases (*{ev.anchor}) expand it to more "
+                    f"than {MAX_YAML_NODES} nodes; write the repeated parts out, or reuse fewer of them"
+                )
+
+
+def check_depth(data: Any, where: str) -> None:
+    """Refuse parsed data (JSON, TOML) nested deeper than :data:`MAX_DEPTH` (iteratively)."""
+    todo = [(data, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; no proxy config needs that many")
+        if isinstance(node, dict):
+            todo.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1) for v in node)
+
+
+def named_file(config: Path, value: str, what: str) -> PurePosixPath:
+    """Where a file that *config* names (its setting *what*) may be read from: beside *config*.
+
+    A config is someone else's (a pull request checked in CI, a challenge attempt) and the
+    adapter runs as the user, often root: it reads no path on the config's say-so. A relative
+    name without ``..`` is read in *config*'s directory; an absolute one (a deployment path,
+    ``/etc/traefik/dynamic.yml``) stands for the file of that name beside *config*. Returns
+    the path relative to that directory; a ``..`` is a :class:`ConfigError` naming the setting."""
+    p = PurePosixPath(value.replace("\\", "/"))
+    if ".." in p.parts:
+        raise ConfigError(
+            f"{config}: {what} {value!r} leaves the config's directory (..); trustlab reads only files "
+            f"beside the config: copy it next to {config.name} and name it relatively"
+        )
+    rel = PurePosixPath(p.name) if p.is_absolute() else PurePosixPath(*[x for x in p.parts if x != "."])
+    if not rel.parts:
+        raise ConfigError(f"{config}: {what} {value!r} names no file")
+    if p.is_absolute() or not os.path.lexists(config.parent / rel):
+        rel = PurePosixPath(p.name)  # written for a deployment: the file of that name beside the config
+    return rel
+
+
+def open_named(config: Path, rel: PurePosixPath, value: str, what: str, *, directory: bool = False) -> int:
+    """Open *rel* (from :func:`named_file`) under *config*'s directory following no link at
+    any level (``O_NOFOLLOW`` per component, ``O_NONBLOCK``): a link there may point anywhere
+    on this host. Returns the descriptor; every refusal is a :class:`ConfigError` that names
+    the setting and never shows the file's content."""
+    from harness.sandbox import open_planted
+
+    base = config.parent
+    try:
+        fd = open_planted(base / rel, base)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{config}: {what} {value} not found beside the config ({base / rel}); put it next to "
+            f"{config.name}, or pass the dynamic file itself"
+        ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ConfigError(
+                f"{config}: {what} {value} is a symbolic link (or under one); trustlab reads only files beside "
+                "the config, never through a link: copy the file itself there"
+            ) from None
+        raise ConfigError(f"{config}: {what} {value}: cannot read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    want = stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)
+    if not want:
+        os.close(fd)
+        kind = "a directory" if directory else "a regular file"
+        raise ConfigError(f"{config}: {what} {value} is not {kind}; pass {kind} beside the config")
+    return fd
+
+
+def read_named(config: Path, fd: int, shown: str, *, limit: int = _CONFIG_LIMIT) -> str:
+    """The text of the regular file open at *fd* (closed here), a config the user's config
+    names; errors as :func:`read_config`'s, naming *shown*."""
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise ConfigError(f"{shown}: larger than {limit // 1_000_000} MB: too large for a proxy config")
+    if b"\0" in raw:
+        raise ConfigError(f"{shown}: binary file; pass a text proxy config")
+    return raw.decode("utf-8", "replace")
 
 
 Adapt = Callable[..., Adapted]
