@@ -326,6 +326,8 @@ def check(
                             host=u.route.host,
                             path=u.route.path,
                             tls=u.route.tls,
+                            method=u.route.method,
+                            headers=u.route.headers,
                             sni_routing=sni_routing,
                         )
                     )

@@ -29,9 +29,10 @@ class Response:
 
 
 def request(
-    host: str, port: int, path: str, *, timeout: float = 10.0, host_header: str = PUBLIC_HOST, tls: bool = False
+    host: str, port: int, path: str, *, timeout: float = 10.0, host_header: str = PUBLIC_HOST, tls: bool = False,
+    method: str = "GET", headers: tuple[tuple[str, str], ...] = (),
 ) -> Response:
-    """GET *path* through the proxy as a client of the public site would.
+    """*method* (GET) *path* through the proxy as a client of the public site would, with *headers*.
 
     With *tls* the client side is HTTPS (a user's own ``listen 443 ssl`` kept as such), sending
     *host_header* as SNI; the proxy's client-side certificate is not what the lab tests, so it
@@ -43,7 +44,10 @@ def request(
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": host_header, "Connection": "close"})
+        # *headers* first: Host stays the lab's; a matcher's Connection (Upgrade) keeps "close" with it.
+        asked = dict(headers)
+        closing = ", ".join(filter(None, [asked.pop("Connection", ""), "close"]))  # Upgrade, close
+        conn.request(method, path, headers={**asked, "Host": host_header, "Connection": closing})
         resp = conn.getresponse()
         resp.read()
         return Response(resp.status, resp.getheader(MARKER))

@@ -309,3 +309,24 @@ def test_bad_input_is_one_line_exit_2(
     assert main(["check", "caddy", str(cfg), "--runtime", "local"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_check_sends_what_request_matchers_ask_for(caddy_runtime: str) -> None:
+    """Header, method and query matchers get a request that matches them (issue 24: every cell of
+    such a route was `error`); a matcher the lab cannot build for (remote_ip) says so."""
+    from harness.configs import caddy as cf
+
+    result = check("caddy", CONFIGS / "Caddyfile.matchers")
+    assert result.rejected is None, result.rejected
+    by_line: dict[int, dict[str, str]] = {}
+    for c in result.cells:
+        line = int(c.upstream.rsplit("(line ", 1)[1].rstrip(")"))
+        by_line.setdefault(line, {})[c.identity] = c.outcome.value
+    assert (by_line[10]["legit"], by_line[10]["rogue-ca"]) == ("served", "blocked")  # @websockets: verified
+    assert (by_line[21]["legit"], by_line[21]["rogue-ca"]) == ("served", "spoofed")  # @debug: skip verify
+    assert set(by_line[28].values()) == {"error"}
+    assert any("remote_ip" in (c.reason or "") for c in result.cells)
+    ws, debug = cf.load(CONFIGS / "Caddyfile.matchers").proxies[:2]
+    assert (ws.method, dict(ws.headers)) == ("GET", {"Connection": "Upgrade", "Upgrade": "websocket"})
+    assert (debug.method, debug.path) == ("POST", "/admin/?debug=1")

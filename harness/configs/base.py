@@ -79,6 +79,9 @@ class Route:
     tls: bool
     host: str
     path: str
+    #: What a route's request matchers also ask for (Caddy ``method``, ``header``): sent as is.
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

@@ -224,6 +224,9 @@ class ReverseProxy:
     why_unroutable: str = ""
     #: The Caddyfile node or JSON handler it came from (adapt rewrites it in place).
     source: Any = None
+    #: The method and headers its request matchers ask for (``@ws header Upgrade websocket``).
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
 
     def setting(self, name: str) -> Setting | None:
         return self.settings.get(name)
@@ -379,55 +382,91 @@ def _expand(
             yield n
 
 
+#: A request a route's matchers ask for beyond its path: (method, headers).
+Asked = tuple[str, tuple[tuple[str, str], ...]]
+_PLAIN: Asked = ("GET", ())
+
+
 def _walk(
-    block: list[Node], site: list[str], prefix: str, cfg: CaddyConfig, matchers: dict[str, Node], *, depth: int
+    block: list[Node], site: list[str], prefix: str, cfg: CaddyConfig, matchers: dict[str, Node], *, depth: int,
+    asked: Asked = _PLAIN, why: str = "",
 ) -> None:
     nodes = list(_expand(block, cfg.snippets))
     named = {**matchers, **{n.name: n for n in nodes if n.name.startswith("@")}}
     for n in nodes:
         if n.name in ("handle", "handle_path", "route") and n.block is not None and depth < 20:
-            sub, _ = _matcher_path(n.args[0] if n.args else "", named)
-            _walk(n.block, site, _join(prefix, sub) if sub else prefix, cfg, named, depth=depth + 1)
+            sub, more, why_not = _matcher_request(n.args[0] if n.args else "", named)
+            _walk(n.block, site, _join(prefix, sub) if sub else prefix, cfg, named, depth=depth + 1,
+                  asked=_merge(asked, more), why=why or why_not)
         elif n.name == "reverse_proxy":
-            cfg.proxies.append(_reverse_proxy(n, site, prefix, named, cfg))
+            cfg.proxies.append(_reverse_proxy(n, site, prefix, named, cfg, asked=asked, why=why))
 
 
-def _matcher_path(token: str, named: dict[str, Node]) -> tuple[str, str]:
-    """The path a matcher token sends (``/api/*``, ``@name`` with a ``path``), and why not if it
-    cannot be told (a named matcher on headers, methods ...)."""
+def _merge(a: Asked, b: Asked) -> Asked:
+    return (b[0] if b[0] != "GET" else a[0], a[1] + b[1])
+
+
+#: Matchers a request can be built for (issue 24: the lab sends what they ask for); others
+#: (path_regexp, header_regexp, remote_ip, expression, not ...) make the route unprobeable, said so.
+_BUILDABLE = ("path", "method", "header", "query", "host")
+
+
+def _matcher_request(token: str, named: dict[str, Node]) -> tuple[str, Asked, str]:
+    """What a request needs to match a matcher token (``/api/*``, ``@name``): its path, its method
+    and headers, and why it cannot be built when it cannot (a regexp, an IP, an expression ...).
+
+    A named matcher's lines are ANDed; each gives its first alternative: ``method POST PUT`` sends
+    POST, ``header Upgrade websocket`` sends that header (``*`` wildcards at either end dropped),
+    ``query debug=1`` appends ``?debug=1`` to the path."""
     if token.startswith("/"):
-        return token, ""
+        return token, _PLAIN, ""
     if not token.startswith("@"):
-        return "", ""
+        return "", _PLAIN, ""
     m = named.get(token)
     if m is None:
-        return "", f"named matcher {token} is not defined"
-    if m.args[:1] == ["path"] and len(m.args) > 1:
-        return m.args[1], ""
-    paths = [c.args[0] for c in m.block or [] if c.name == "path" and c.args]
-    others = [c.name for c in m.block or [] if c.name != "path"] + (
-        [m.args[0]] if m.args and m.args[0] != "path" else []
-    )
-    if paths and not others:
-        return paths[0], ""
-    return (
-        "",
-        f"named matcher {token} matches on {', '.join(others) or 'nothing'}: the lab cannot tell a request for it",
-    )
+        return "", _PLAIN, f"named matcher {token} is not defined"
+    lines = [(m.args[0], m.args[1:])] if m.args else []
+    lines += [(c.name, c.args) for c in m.block or []]
+    path, query, method, headers, others = "", "", "GET", [], []
+    for kind, args in lines:
+        if kind not in _BUILDABLE or (kind != "method" and not args) or any(a.startswith("!") for a in args):
+            others.append(kind)
+        elif kind == "path":
+            path = path or args[0]
+        elif kind == "method" and args:
+            method = args[0].upper()
+        elif kind == "header":
+            value = args[1] if len(args) > 1 else "1"  # `header X` alone: present, any value
+            headers.append((args[0], value.strip("*") or "1"))
+        elif kind == "query":
+            query = "&".join([*filter(None, [query]), *(a if "=" in a else f"{a}=1" for a in args)])
+        else:  # host: the site's own address already names the Host the route is reached with
+            pass
+    if others:
+        return "", _PLAIN, (
+            f"named matcher {token} matches on {', '.join(others)}: the lab cannot build a request for it "
+            f"(it builds {', '.join(_BUILDABLE)})"
+        )
+    path = path.rstrip("*") or ("/" if query else "")  # /admin/* -> /admin/ (the probe adds a tail)
+    return path + ("?" + query if query else ""), (method, tuple(headers)), ""
 
 
 def _join(prefix: str, path: str) -> str:
     return (prefix.rstrip("/") + "/" + path.lstrip("/")) if prefix != "/" else path
 
 
-def _reverse_proxy(n: Node, site: list[str], prefix: str, named: dict[str, Node], cfg: CaddyConfig) -> ReverseProxy:
+def _reverse_proxy(
+    n: Node, site: list[str], prefix: str, named: dict[str, Node], cfg: CaddyConfig, *,
+    asked: Asked = _PLAIN, why: str = "",
+) -> ReverseProxy:
     args = list(n.tokens[1:])
-    path, why = prefix, ""
+    path = prefix
     if args and (args[0].text.startswith(("/", "@")) or args[0].text == "*"):
-        sub, why = _matcher_path(args.pop(0).text, named)
-        path = _join(prefix, sub) if sub else prefix
+        sub, more, why_not = _matcher_request(args.pop(0).text, named)
+        path, asked, why = (_join(prefix, sub) if sub else prefix), _merge(asked, more), why or why_not
     targets = [split_target(t.text, t.line) for t in args]
-    rp = ReverseProxy(n.line, site, path.rstrip("*") or "/", targets, why_unroutable=why, source=n)
+    rp = ReverseProxy(n.line, site, path.rstrip("*") or "/", targets, why_unroutable=why, source=n,
+                      method=asked[0], headers=asked[1])
     for c in _expand(n.block or [], cfg.snippets):
         if c.name == "to":
             rp.targets += [split_target(t.text, t.line) for t in c.tokens[1:]]
@@ -616,7 +655,8 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
             if t.dynamic or not t.host:
                 continue
             name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
-            route = None if rp.why_unroutable else Route(str(port), False, host, _probe_path(rp.path))
+            route = None if rp.why_unroutable else Route(str(port), False, host, _probe_path(rp.path),
+                                                          rp.method, rp.headers)
             out.append(
                 Upstream(
                     label=f"{t.raw} (line {t.line})",
@@ -633,7 +673,9 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
 
 
 def _probe_path(path: str) -> str:
-    return path if path.endswith("/") else path + "/" if not re.search(r"\.\w+$", path) else path
+    base, q, query = path.partition("?")
+    base = base if base.endswith("/") else base + "/" if not re.search(r"\.\w+$", base) else base
+    return base + q + query
 
 
 def _adapt_caddyfile(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:

@@ -357,16 +357,17 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
     log_offset = proxy.log_size()
     # A cell may say where to send its request (``trustlab check``: the listener, Host and path
     # that reach one upstream of the user's config); a path ending in "/" gets a unique tail.
-    path = cell.path
+    # A query a route's matcher asks for (?debug=1) stays after the unique tail.
+    path, q, query = cell.path.partition("?")
     if path.endswith("/"):
         path += f"trustlab-probe/{proxy.key}/{identity}/{seq}"
     # A request line is ASCII: a scenario named in another script (nginx/é) or a location
     # with non-ASCII text is sent percent-encoded, as a browser would (the proxy decodes it).
-    path = urllib.parse.quote(path, safe=_PRINTABLE_ASCII)
+    path = urllib.parse.quote(path + q + query, safe=_PRINTABLE_ASCII)
     t0 = time.perf_counter()
     response = request(
         proxy.host, proxy.port if cell.port is None else cell.port, path,
-        host_header=cell.host or PUBLIC_HOST, tls=cell.tls,
+        host_header=cell.host or PUBLIC_HOST, tls=cell.tls, method=cell.method, headers=cell.headers,
     )
     duration = time.perf_counter() - t0
     reason, log_text, warning = None, "", None

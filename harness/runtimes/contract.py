@@ -99,6 +99,9 @@ class CellSpec:
     path: str = "/"
     tls: bool = False
     label: int | None = None
+    #: ``trustlab check``: the method and headers a route's matchers ask for.
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, scenario: Scenario, identity: str) -> CellSpec:
@@ -263,7 +266,7 @@ def load_job(text: str | bytes) -> Job:
             )
             for p in raw["proxies"]
         ),
-        cells=tuple(_build(CellSpec, c) for c in raw["cells"]),
+        cells=tuple(_build(CellSpec, c, headers=tuple(tuple(h) for h in c.get("headers", ()))) for c in raw["cells"]),
         seat_ports=tuple(raw.get("seat_ports", ())),
         addresses=tuple(raw.get("addresses", ())),
         backend_names=tuple(raw.get("backend_names", ())),
