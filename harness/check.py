@@ -11,6 +11,14 @@ upstream x identity, through the listener, Host and path that reach that upstrea
 
 The verdict: ``ok`` when, for every upstream, ``legit`` is served and every impostor is blocked
 (identities listed in ``accept`` excepted, e.g. ``wildcard`` when your PKI never issues one).
+
+``check(..., pinned=Backend(...))`` is how a challenge is graded: the same run, except that the
+backend is the declared one instead of whatever the config names. Its name alone gets the
+legitimate certificate, its address and port alone reach the seat (any other upstream host
+resolves to an unrouted address and is reported, not probed), and one more request, the
+declared Host and path, must reach the seat there and be served. A config that expects another
+name, proxies elsewhere or answers that request itself is not ok, with a :class:`Problem` or a
+failing cell saying which.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from harness.runtimes.contract import CellSpec, ProxyEvent
 from harness.vocab import (
     ALL_IDENTITY_IDS,
     BACKEND_NAME,
+    BACKEND_PORT,
     IDENTITY_IDS,
     LEGITIMATE_IDS,
     LOCAL_LAB_IP,
@@ -52,6 +61,42 @@ _HOST_HEADER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$")
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
 _NAME_NET = "10.203.0."
 _NAME_FIRST = 20
+#: Where a pinned lab sends every host that is not the declared backend: TEST-NET-1 (RFC 5737),
+#: which no lab namespace or container has a route to, so a connection fails at once.
+UNROUTED = "192.0.2.1"
+#: The label of the pinned lab's graded request (the declared Host and path).
+GRADED = "the graded request"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The backend a challenge pins (``check(..., pinned=Backend(...))``, see the module doc).
+
+    *name* is the only name the legitimate certificate carries, *address*:*port* the only place
+    the lab routes to the seat; *host* and *path* are the request the grade is about.
+    """
+
+    name: str = BACKEND_NAME
+    port: int = BACKEND_PORT
+    address: str = LOCAL_LAB_IP
+    host: str = PUBLIC_HOST
+    path: str = "/"
+
+    @property
+    def dest(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a pinned config is wrong before any request: the upstream, its line, what is wrong."""
+
+    upstream: str
+    line: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -64,6 +109,8 @@ class CheckCell:
     status: int | None
     reason: str
     sni: str | None
+    #: The upstream's line in the checked file (``None`` for the graded request).
+    line: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,6 +134,9 @@ class CheckResult:
     #: Which version of the proxy ran it, and its TLS library (issue 15).
     proxy_version: str | None = None
     tls_library: str | None = None
+    #: The pinned backend (a challenge's grade), and what the config gets wrong about it.
+    pinned: Backend | None = None
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def upstreams(self) -> list[str]:
@@ -109,7 +159,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return bool(self.cells) and not self.rejected and not self.failures
+        return bool(self.cells) and not self.rejected and not self.failures and not self.problems
 
     def outcome(self, identity: str, upstream: str | None = None) -> Outcome:
         """The outcome for *identity* (at the first upstream, or the one whose label contains *upstream*)."""
@@ -125,7 +175,8 @@ class CheckResult:
         if self.ok:
             extra = f" ({', '.join(self.accept)} accepted by policy)" if self.accept else ""
             return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
-        lines = [f"{len(self.failures)} problem(s):"]
+        lines = [f"{len(self.failures) + len(self.problems)} problem(s):"]
+        lines += [f"  {p.upstream}: {p.text}" for p in self.problems]
         for c in self.failures:
             if c.outcome is Outcome.ERROR:  # the lab could not tell: never a verdict on the config
                 what = "error: the lab could not tell what the proxy does here"
@@ -150,6 +201,7 @@ class CheckResult:
             "runtime": self.runtime,
             "proxy_version": self.proxy_version,
             "tls_library": self.tls_library,
+            "problems": [p.to_dict() for p in self.problems],
         }
 
 
@@ -212,6 +264,7 @@ def check(
     sni_routing: bool = False,
     runtime: str = "local",
     version: str | None = None,
+    pinned: Backend | None = None,
 ) -> CheckResult:
     """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
 
@@ -223,7 +276,8 @@ def check(
     image's, in one container per upstream group with no network) or ``auto`` (docker when
     its daemon and image are there, else local); both give the same verdicts. *version* (a
     prefix: ``1.31``) picks the installed version of the proxy that runs it (default: the
-    kind's default installation).
+    kind's default installation). *pinned* grades against a declared backend instead of the
+    one the config names (a challenge; see the module doc).
     """
     from harness.runner import lab_dir
     from harness.runtimes.local import PreparedProxy
@@ -253,17 +307,36 @@ def check(
                 f"{_looks_like(path, kind)}"
             )
         _check_names(path, first)
-        seat_ports = sorted({u.port for u in first.upstreams})
-        names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
-        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
-        # names it there (a second line would give nginx two peers), and an SNI-routing seat
-        # knows it as the backend.
-        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
-        taken = set(names) | {u.name for u in first.upstreams}
-        sibling = next(n for n in _SIBLINGS if n not in taken)
-        addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
+        problems: list[Problem] = []
+        probed = list(enumerate(first.upstreams))
+        if pinned is None:
+            seat_ports = sorted({u.port for u in first.upstreams})
+            names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+            # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
+            # names it there (a second line would give nginx two peers), and an SNI-routing seat
+            # knows it as the backend.
+            hosts = {
+                n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)
+            }
+            taken = set(names) | {u.name for u in first.upstreams}
+            sibling = next(n for n in _SIBLINGS if n not in taken)
+            addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
+        else:
+            probed, problems = _pin(path, first.upstreams, pinned)
+            seat_ports = [pinned.port]
+            # Only the declared name reaches the seat; every other host the config names
+            # resolves to an unrouted address (so the proxy still starts) and is not probed.
+            others = {u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first))
+            hosts = {n: UNROUTED for n in sorted(others - {pinned.name})}
+            if pinned.name != BACKEND_NAME:
+                hosts[pinned.name] = pinned.address
+            sibling = SIBLING_NAME if pinned.name != SIBLING_NAME else _SIBLINGS[1]
+            addresses = [pinned.address]
         groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
-        for i, u in enumerate(first.upstreams):
+        for i, u in probed:
+            if pinned is not None:
+                groups.setdefault((pinned.name, pinned.address, u.pool), []).append((i, u))
+                continue
             addr = u.host if u.is_ip else hosts[u.host]
             groups.setdefault((u.name, addr, u.pool), []).append((i, u))
 
@@ -293,7 +366,7 @@ def check(
                 if u.route is None:
                     out += [
                         CheckCell(
-                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None
+                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line
                         )
                         for ident in identities
                     ]
@@ -312,6 +385,16 @@ def check(
                         )
                     )
             listen = next(iter(adapted.listeners.values()), ports("80"))
+            if pinned is not None and g == 0:
+                # The declared request, once, with legit: it must reach the seat and be served.
+                first_listener = next(iter(adapted.listeners), "80")
+                tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
+                cells.append(
+                    CellSpec(
+                        key="proxy", identity="legit", label=-1, port=listen, host=pinned.host,
+                        path=pinned.path, tls=tls, sni_routing=sni_routing,
+                    )
+                )
             events: list[ProxyEvent] = []
             raw = list(
                 rt.run_prepared(
@@ -328,25 +411,42 @@ def check(
             failed = next((e for e in events if not e.started), None)
             # Killed or out of disk before it listened: an error of the lab, not a rejected config.
             died = failed.message if failed and failed.failure is Outcome.ERROR else None
-            rejected = None if died or not failed else failed.message
+            rejected = None if died or not failed else learner_lines(failed.message, cfg.name, adapted.text, path)
             by_label = {i: u for i, u in members}
+            graded = f"{GRADED} (Host {pinned.host}, path {pinned.path})" if pinned else GRADED
             for r in raw:
                 assert r.label is not None
-                u = by_label[r.label]
+                u = by_label.get(r.label)
                 outcome, reason = r.outcome, r.reason
-                want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
+                if pinned is not None:
+                    want = pinned.dest
+                else:
+                    assert u is not None
+                    want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
                 if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
                     outcome, reason = (
                         Outcome.ERROR,
-                        (f"the request reached {r.dest}, not this upstream ({want}); {reason}"),
+                        (f"the request reached {r.dest}, not the backend ({want}); {reason}"),
                     )
-                out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni))
+                elif pinned is not None and not r.dest and outcome in (Outcome.SERVED, Outcome.SPOOFED):
+                    # The marker came back but no connection reached the seat: the proxy made it up.
+                    outcome, reason = (
+                        Outcome.ERROR,
+                        f"a response with the {r.identity} marker, but no connection reached the backend "
+                        f"at {want}: the proxy answered by itself",
+                    )
+                elif pinned is not None and u is None and outcome is Outcome.ERROR and r.status is not None:
+                    reason = f"status {r.status}: the request did not reach the backend at {want}; {reason}"
+                if u is None:
+                    out.append(CheckCell(graded, r.identity, outcome, r.status, reason, r.sni))
+                else:
+                    out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni, u.line))
             # A proxy that never listened: every routable cell gets its reason (how it died, or
             # the proxy's own refusal).
             for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
                 if why:
                     out += [
-                        CheckCell(u.label, ident, outcome, None, why, None)
+                        CheckCell(u.label, ident, outcome, None, why, None, u.line)
                         for _, u in members
                         if u.route
                         for ident in identities
@@ -370,9 +470,14 @@ def check(
     order = {u.label: i for i, u in enumerate(first.upstreams)}
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
     cells = sorted(
-        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
+        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
     )
     rejected = next((r[1] for r in results if r[1]), None)
+    if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
+        problems.append(
+            Problem(GRADED, 0, f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of the config "
+                    f"goes to the backend {pinned.name}:{pinned.port}")
+        )
     # Relabelled before deduplicating: each group's notes name its own lab paths.
     notes = list(dict.fromkeys(_relabel(n) for r in results for n in r[2].adaptations))
     notes = notes or [_relabel(n) for n in first.adaptations]
@@ -387,7 +492,69 @@ def check(
         runtime=rt.name,
         proxy_version=inst.version if inst else None,
         tls_library=(inst.tls or None) if inst else None,
+        pinned=pinned,
+        problems=problems,
     )
+
+
+def learner_lines(message: str, name: str, adapted: str, path: Path) -> str:
+    """*message* with each ``<lab path>/NAME:LINE`` (``line N of <lab path>``) made the learner's own
+    file and line: the proxy read the adapted file, the learner wrote *path*."""
+    try:
+        original = read_config(path).splitlines()
+    except ConfigError:
+        return message
+    lab = adapted.splitlines()
+
+    def line_of(n: int) -> int | None:
+        if not 0 < n <= len(lab):
+            return None
+        words = lab[n - 1].split()
+        if not words:
+            return None
+        # The same text (the k-th time it occurs), else the line sharing the longest word prefix
+        # (a server line whose ca-file path the lab replaced).
+        same = [i for i, ln in enumerate(original, 1) if ln.split() == words]
+        if same:
+            k = sum(1 for ln in lab[: n - 1] if ln.split() == words)
+            return same[min(k, len(same) - 1)]
+        best, score = None, 1
+        for i, ln in enumerate(original, 1):
+            ow = ln.split()
+            pairs = enumerate(zip(words, ow, strict=False))
+            common = next((j for j, (a, b) in pairs if a != b), min(len(words), len(ow)))
+            if common > score:
+                best, score = i, common
+        return best
+
+    def sub(m: re.Match[str]) -> str:
+        n = line_of(int(m.group("a") or m.group("b")))
+        if n is None:
+            return m.group(0)
+        return f"line {n} of {path}" if m.group("a") else f"{path}:{n}"
+
+    pat = re.escape(name)
+    return re.sub(rf"line (?P<a>\d+) of /\S*{pat}|/\S*{pat}:(?P<b>\d+)", sub, message)
+
+
+def _pin(path: Path, upstreams: list[Upstream], pinned: Backend) -> tuple[list[tuple[int, Upstream]], list[Problem]]:
+    """The upstreams that go to the pinned backend (to probe), and what is wrong with the others."""
+    probed, problems = [], []
+    where = f"{pinned.name}:{pinned.port}"
+    for i, u in enumerate(upstreams):
+        if u.host not in (pinned.name, pinned.address) or u.port != pinned.port:
+            problems.append(
+                Problem(u.label, u.line, f"{path.name}:{u.line} sends requests to {u.host}:{u.port}, not to the "
+                        f"backend {where} (lab address {pinned.dest}); not probed")
+            )
+            continue
+        if u.name != pinned.name and not is_ip(u.name):
+            problems.append(
+                Problem(u.label, u.line, f"{path.name}:{u.line} expects the backend's certificate to name "
+                        f"{u.name!r}; the backend is {pinned.name}")
+            )
+        probed.append((i, u))
+    return probed, problems
 
 
 def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation | None:
@@ -507,4 +674,4 @@ def render(result: CheckResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckCell", "CheckResult", "LabError", "check", "render"]
+__all__ = ["Backend", "CheckCell", "CheckResult", "LabError", "Problem", "check", "render"]

@@ -16,8 +16,18 @@ from harness.errors import LabError
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def _challenge_dir(ch_id: str, given: str | None) -> Path:
-    return Path(given) if given else Path.cwd() / ch_id
+def _challenge_dir(ch_id: str, given: str | None, config: str | None = None) -> Path:
+    """Where the attempt lives: *given*, else ``./ID/``, else the current folder when it is that
+    challenge's (named ID, or its README names it): ``check`` works from inside the folder."""
+    if given:
+        return Path(given)
+    cwd = Path.cwd()
+    if config and not (cwd / ch_id / config).exists() and (cwd / config).exists():
+        readme = cwd / "README.md"
+        mine = cwd.name == ch_id or (readme.is_file() and f"`{ch_id}`" in readme.read_text(errors="replace"))
+        if mine:
+            return cwd
+    return cwd / ch_id
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -52,16 +62,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     from harness import challenges as C
 
     ch = C.get(args.id)
-    out = _challenge_dir(ch.id, args.dir)
+    out = _challenge_dir(ch.id, args.dir, ch.config)
     if out.exists() and not out.is_dir():
         raise LabError(f"--dir: {out} exists and is not a directory")
     target = out / ch.config
     start = ch.start_file.read_text()
+    where = "" if args.dir is None else f" --dir {out}"
     if target.exists() and target.read_text() != start:
-        raise LabError(
-            f"{target} exists and differs from the starting config (your edits?); "
-            "choose another --dir, or remove it to start over"
-        )
+        # An attempt in progress: never overwritten; say how to go on, or start over.
+        print(f"{ch.id}: {ch.title} ({ch.proxy.value}, {ch.difficulty}, about {ch.minutes} min)\n")
+        print(f"you already have an attempt at {target} (it differs from the starting config): kept as it is.")
+        print(f"continue: edit {target}, then run: trustlab challenge check {ch.id}{where}")
+        print(f"start over: trustlab challenge reset {ch.id}{where} (your attempt is kept as a .bak file)")
+        return EXIT_OK
     out.mkdir(parents=True, exist_ok=True)
     C.write_file(target, start)
     C.write_file(out / "README.md", ch.readme())
@@ -69,7 +82,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(ch.story.strip() + "\n")
     print("Goal: " + ch.goal.strip() + "\n")
     print(f"wrote {target} and {out / 'README.md'}")
-    where = "" if args.dir is None else f" --dir {out}"
     print(f"edit {target}, then run: trustlab challenge check {ch.id}{where}")
     return EXIT_OK
 
@@ -78,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness import challenges as C
 
     ch = C.get(args.id)
-    file = Path(args.file) if args.file else _challenge_dir(ch.id, args.dir) / ch.config
+    file = Path(args.file) if args.file else _challenge_dir(ch.id, args.dir, ch.config) / ch.config
     if not file.exists():
         raise LabError(f"{file}: no such file; run `trustlab challenge start {ch.id}` first, or name your config")
     g = C.grade(ch, file, runtime=args.runtime)
@@ -158,8 +170,23 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
     if args.all == bool(args.id):
         raise LabError("reset: give one challenge ID or --all")
+    if args.all and args.dir:
+        raise LabError("reset: --dir goes with one challenge ID (--all resets progress only)")
     C.reset(None if args.all else args.id)
     print("progress reset: " + ("every challenge" if args.all else args.id))
+    if args.all:
+        return EXIT_OK
+    ch = C.get(args.id)
+    folder = _challenge_dir(ch.id, args.dir, ch.config)
+    target = folder / ch.config
+    if not target.exists():
+        print(f"no attempt at {target}; start one: trustlab challenge start {ch.id}")
+        return EXIT_OK
+    backup = C.restore_start(ch, folder)
+    if backup is None:
+        print(f"{target} is already the starting config")
+    else:
+        print(f"{target} restored to the starting config; your attempt is kept as {backup}")
     return EXIT_OK
 
 
@@ -216,7 +243,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c = csub.add_parser("check", help="grade your config on the real proxy: exit 0 SOLVED, 1 not yet")
     c.add_argument("id")
     c.add_argument("file", nargs="?", help="your config (default: DIR/<the challenge's file>)")
-    c.add_argument("--dir", help="the challenge directory (default: ./ID/)")
+    c.add_argument("--dir", help="the challenge directory (default: ./ID/, or this folder when it is ID's)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.add_argument(
         "--runtime", choices=("auto", "local", "docker"), default="auto", help="where the proxy runs (default: auto)"
@@ -233,8 +260,9 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c = csub.add_parser("progress", help="what you solved, hints and solutions used")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_progress)
-    c = csub.add_parser("reset", help="forget one challenge's progress, or --all")
+    c = csub.add_parser("reset", help="restore the starting file (attempt kept as .bak), forget progress")
     c.add_argument("id", nargs="?")
+    c.add_argument("--dir", help="the challenge directory (default: ./ID/, or this folder when it is ID's)")
     c.add_argument("--all", action="store_true", help="every challenge (also replaces a corrupt state file)")
     c.set_defaults(func=cmd_reset)
     c = csub.add_parser("export", help="instructors: the challenge list with flags, for a scoreboard")

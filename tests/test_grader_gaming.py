@@ -1,0 +1,220 @@
+"""The grader refuses the wrong fixes: every challenge's reference solution, mutated into the attempts
+a workshop attendee makes to get SOLVED without the lesson, is NOT YET with a reason.
+
+The attempts are generated per proxy kind from the solution and the challenge's pinned backend
+(``[backend]`` and ``[request]``), so a new challenge gets them without writing any; a kind
+without its mutation table, or a solution a mutation does not apply to, fails the suite.
+Several of these (a typo'd or sibling name, another host, the graded request answered
+elsewhere) were SOLVED before the grader pinned the backend (issue 20).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import challenges as C
+from harness.check import Backend
+
+#: The wrong fixes every challenge must refuse (issue 20's list, plus the graded request
+#: answered by the proxy while the verified upstream sits on another path).
+CASES = (
+    "typo-name",
+    "sibling-name",
+    "other-host",
+    "other-ip",
+    "ip-without-name",
+    "second-route-verify-off",
+    "refuse-everything",
+    "static-200",
+    "graded-elsewhere",
+)
+ATTACKER = "attacker-box.example:8443"
+OTHER_IP = "192.0.2.55:443"
+SIBLING = "other-svc.internal"
+FORGED = "X-Trustlab-Identity legit"
+
+Mutation = Callable[[str, Backend], str]
+
+
+def typo(name: str) -> str:
+    """``backend-api.internal`` -> ``backend-api.internl`` (a letter dropped from the last label)."""
+    head, _, last = name.rpartition(".")
+    return f"{head}.{last[:-2]}{last[-1]}"
+
+
+def _targets(text: str, b: Backend, new: str) -> str:
+    """Every ``name:port`` or ``address:port`` of the pinned backend replaced by *new*."""
+    out = text.replace(f"{b.name}:{b.port}", new).replace(f"{b.address}:{b.port}", new)
+    return out
+
+
+def _after(text: str, pattern: str, insert: str) -> str:
+    """*insert* (a line, indented like the first line matching *pattern* plus 4) after that line."""
+    m = re.search(rf"^( *){pattern}.*$", text, re.M)
+    assert m, f"no line matches {pattern!r}"
+    return text[: m.end()] + f"\n{m.group(1)}    {insert}" + text[m.end() :]
+
+
+def _before(text: str, pattern: str, insert: str) -> str:
+    m = re.search(rf"^( *){pattern}", text, re.M)
+    assert m, f"no line matches {pattern!r}"
+    return text[: m.start()] + "\n".join(f"{m.group(1)}{ln}" for ln in insert.splitlines()) + "\n" + text[m.start() :]
+
+
+# -- nginx ------------------------------------------------------------------------------------
+def _nginx_name(text: str, name: str) -> str:
+    if "proxy_ssl_name " in text:
+        return re.sub(r"proxy_ssl_name [^;]+;", f"proxy_ssl_name {name};", text)
+    return _after(text, r"proxy_pass https://", f"proxy_ssl_name {name};")
+
+
+NGINX: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _nginx_name(t, typo(b.name)),
+    "sibling-name": lambda t, b: _nginx_name(t, SIBLING),
+    "other-host": lambda t, b: _targets(t, b, ATTACKER),
+    "other-ip": lambda t, b: _targets(t, b, OTHER_IP),
+    "ip-without-name": lambda t, b: re.sub(r"\n *proxy_ssl_name [^;]+;", "", _targets(t, b, f"{b.address}:{b.port}")),
+    "second-route-verify-off": lambda t, b: _before(
+        t,
+        r"location / \{",
+        f"location /v2/ {{\n    proxy_pass https://{b.name}:{b.port};\n    proxy_ssl_verify off;\n}}",
+    ),
+    "refuse-everything": lambda t, b: _after(t, r"location / \{", "deny all;"),
+    "static-200": lambda t, b: _after(t, r"location / \{", f'add_header {FORGED} always; return 200 "legit\\n";'),
+    "graded-elsewhere": lambda t, b: _before(
+        t.replace("location / {", "location /elsewhere/ {"),
+        r"location /elsewhere/ \{",
+        f'location / {{\n    add_header {FORGED} always;\n    return 200 "legit\\n";\n}}',
+    ),
+}
+
+
+# -- apache -----------------------------------------------------------------------------------
+_APACHE_OFF = """<VirtualHost *:80>
+    ServerName legacy.example.com
+    SSLProxyEngine on
+    SSLProxyVerify none
+    SSLProxyCheckPeerName off
+    SSLProxyCheckPeerExpire off
+    ProxyPass / https://{target}/
+</VirtualHost>
+"""
+
+APACHE: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _targets(t, b, f"{typo(b.name)}:{b.port}"),
+    "sibling-name": lambda t, b: _targets(t, b, f"{SIBLING}:{b.port}"),
+    "other-host": lambda t, b: _targets(t, b, ATTACKER),
+    "other-ip": lambda t, b: _targets(t, b, OTHER_IP),
+    "ip-without-name": lambda t, b: _targets(t, b, f"{b.address}:{b.port}"),
+    "second-route-verify-off": lambda t, b: t + _APACHE_OFF.format(target=f"{b.name}:{b.port}"),
+    "refuse-everything": lambda t, b: _before(
+        t, r"</VirtualHost>", "    <Location />\n        Require all denied\n    </Location>"
+    ),
+    "static-200": lambda t, b: _before(
+        t,
+        r"</VirtualHost>",
+        f"    <Location />\n        SetHandler server-status\n        Header always set {FORGED}\n    </Location>",
+    ),
+    "graded-elsewhere": lambda t, b: re.sub(r"(ProxyPass(?:Reverse)?\s+)/ ", r"\1/elsewhere/ ", t),
+}
+
+
+# -- haproxy ----------------------------------------------------------------------------------
+def _haproxy_name(text: str, b: Backend, name: str) -> str:
+    return text.replace(f"verifyhost {b.name}", f"verifyhost {name}").replace(f"sni str({b.name})", f"sni str({name})")
+
+
+def _haproxy_backend(text: str) -> str:
+    m = re.search(r"^\s*default_backend (\S+)", text, re.M)
+    assert m, "no default_backend"
+    return m.group(1)
+
+
+HAPROXY: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _haproxy_name(t, b, typo(b.name)),
+    "sibling-name": lambda t, b: _haproxy_name(t, b, SIBLING),
+    "other-host": lambda t, b: _targets(t, b, ATTACKER),
+    # issue 20's own: `192.0.2.55:443 verifyhost evil.example`
+    "other-ip": lambda t, b: _haproxy_name(_targets(t, b, OTHER_IP), b, "evil.example"),
+    "ip-without-name": lambda t, b: re.sub(
+        rf" (verifyhost {re.escape(b.name)}|sni str\({re.escape(b.name)}\))",
+        "",
+        _targets(t, b, f"{b.address}:{b.port}"),
+    ),
+    "second-route-verify-off": lambda t, b: (
+        _before(t, r"default_backend", "use_backend legacy if { path_beg /v2/ }")
+        + f"\nbackend legacy\n    server legacy {b.name}:{b.port} ssl verify none\n"
+    ),
+    "refuse-everything": lambda t, b: _before(t, r"default_backend", "http-request deny"),
+    "static-200": lambda t, b: _before(
+        t, r"default_backend", f"http-request return status 200 content-type text/plain string legit hdr {FORGED}"
+    ),
+    "graded-elsewhere": lambda t, b: _before(
+        t,
+        r"default_backend",
+        f"use_backend {_haproxy_backend(t)} if {{ path_beg /elsewhere/ }}\n"
+        f"http-request return status 200 content-type text/plain string legit hdr {FORGED} "
+        "if !{ path_beg /elsewhere/ }",
+    ),
+}
+
+#: One mutation table per proxy kind that has challenges; a kind without one fails the suite.
+MUTATIONS: dict[str, dict[str, Mutation]] = {"nginx": NGINX, "apache": APACHE, "haproxy": HAPROXY}
+
+
+def attempts(ch: C.Challenge) -> dict[str, str]:
+    """The wrong fixes of *ch*, generated from its reference solution."""
+    table = MUTATIONS.get(ch.proxy.value)
+    if table is None:
+        raise AssertionError(
+            f"{ch.id}: no gaming mutations for {ch.proxy.value} challenges; add a table to MUTATIONS in {__file__}"
+        )
+    assert set(table) == set(CASES), f"{ch.proxy.value}: mutations {sorted(set(CASES) - set(table))} missing"
+    solution = ch.solution_file.read_text()
+    out = {}
+    for case in CASES:
+        text = table[case](solution, ch.backend)
+        assert text != solution, f"{ch.id}: {case} does not apply to the solution; adapt the mutation"
+        out[case] = text
+    return out
+
+
+ALL = C.load_all()
+PAIRS = [(ch.id, case) for ch in ALL for case in CASES]
+
+
+def test_every_challenge_has_every_gaming_case() -> None:
+    """A new challenge (or kind) without its wrong fixes fails here, before any proxy runs."""
+    for ch in ALL:
+        assert set(attempts(ch)) == set(CASES)
+
+
+def test_typo() -> None:
+    assert typo("backend-api.internal") == "backend-api.internl"
+    assert typo("api.svc.internal") == "api.svc.internl"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("cid", "case"), PAIRS, ids=[f"{c}:{k}" for c, k in PAIRS])
+def test_a_wrong_fix_is_not_yet_with_a_reason(local_runtime: str, tmp_path: Path, cid: str, case: str) -> None:
+    ch = C.get(cid)
+    path = tmp_path / ch.config
+    path.write_text(attempts(ch)[case])
+    g = C.grade(ch, path)
+    assert not g.solved, f"{cid}: the wrong fix {case!r} was SOLVED"
+    assert g.failures or g.rejected
+    for f in g.failures:
+        assert f["reason"] and f["upstream"], f
+    text = C.render_grade(g, hints_left=False)
+    assert f"NOT YET {cid}" in text
+    if case in ("other-host", "other-ip"):
+        host = (ATTACKER if case == "other-host" else OTHER_IP).split(":")[0]
+        assert any(f["identity"] is None and host in f["reason"] for f in g.failures), g.failures
+    if case in ("typo-name", "sibling-name") and ch.proxy.value != "apache":
+        assert any(f["identity"] is None and "expects" in f["reason"] for f in g.failures), g.failures
+    if case in ("static-200", "graded-elsewhere"):
+        assert any("graded request" in f["upstream"] or "backend" in f["reason"] for f in g.failures), g.failures
