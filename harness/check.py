@@ -428,15 +428,14 @@ def check(
                         Outcome.ERROR,
                         (f"the request reached {r.dest}, not the backend ({want}); {reason}"),
                     )
-                elif pinned is not None and not r.dest and outcome in (Outcome.SERVED, Outcome.SPOOFED):
-                    # The marker came back but no connection reached the seat: the proxy made it up.
+                elif pinned is not None and not r.dest and r.status is not None and r.status < 500:
+                    # An answer no connection to the seat produced (a static 200 with a forged
+                    # marker, a 403): the proxy answered by itself.
                     outcome, reason = (
                         Outcome.ERROR,
-                        f"a response with the {r.identity} marker, but no connection reached the backend "
-                        f"at {want}: the proxy answered by itself",
+                        f"status {r.status}, but no connection reached the backend at {want}: the proxy "
+                        f"answered by itself ({reason})",
                     )
-                elif pinned is not None and u is None and outcome is Outcome.ERROR and r.status is not None:
-                    reason = f"status {r.status}: the request did not reach the backend at {want}; {reason}"
                 if u is None:
                     out.append(CheckCell(graded, r.identity, outcome, r.status, reason, r.sni))
                 else:

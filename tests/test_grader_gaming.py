@@ -218,3 +218,45 @@ def test_a_wrong_fix_is_not_yet_with_a_reason(local_runtime: str, tmp_path: Path
         assert any(f["identity"] is None and "expects" in f["reason"] for f in g.failures), g.failures
     if case in ("static-200", "graded-elsewhere"):
         assert any("graded request" in f["upstream"] or "backend" in f["reason"] for f in g.failures), g.failures
+
+
+@pytest.mark.integration
+def test_check_on_your_own_config_still_trusts_the_name_it_names(local_runtime: str, tmp_path: Path) -> None:
+    """`trustlab check` keeps today's behaviour: the config names its backend. Only the grade pins it."""
+    from harness.check import check
+
+    ch = C.get("nginx-ca-without-verify")
+    path = tmp_path / ch.config
+    path.write_text(attempts(ch)["typo-name"])
+    assert check("nginx", path).ok  # a verifying config for backend-api.internl, as written
+    pinned = check("nginx", path, pinned=ch.backend)
+    assert not pinned.ok and any("expects" in p.text for p in pinned.problems)
+    assert pinned.outcome("legit").value == "blocked"  # the real backend's certificate names backend-api.internal
+
+
+#: One challenge per kind, and the wrong fixes the grader passed before it pinned the backend.
+DOCKER_PAIRS = [
+    (cid, case)
+    for cid in ("nginx-ca-without-verify", "apache-verify-none", "haproxy-default-server")
+    for case in ("typo-name", "sibling-name", "other-host", "other-ip", "graded-elsewhere")
+]
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+@pytest.mark.parametrize(("cid", "case"), DOCKER_PAIRS, ids=[f"{c}:{k}" for c, k in DOCKER_PAIRS])
+def test_the_docker_grader_refuses_them_too(docker_ready: str, tmp_path: Path, cid: str, case: str) -> None:
+    ch = C.get(cid)
+    path = tmp_path / ch.config
+    path.write_text(attempts(ch)[case])
+    g = C.grade(ch, path, runtime=docker_ready)
+    assert not g.solved and g.failures, f"{cid}: {case} SOLVED on docker"
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+@pytest.mark.parametrize("cid", ["nginx-ip-target", "apache-verify-none", "haproxy-default-server"])
+def test_the_docker_grader_solves_the_reference(docker_ready: str, cid: str) -> None:
+    ch = C.get(cid)
+    g = C.grade(ch, ch.solution_file, runtime=docker_ready)
+    assert g.solved, g.failures or g.rejected
