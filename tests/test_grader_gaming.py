@@ -19,8 +19,9 @@ import pytest
 from harness import challenges as C
 from harness.check import Backend
 
-#: The wrong fixes every challenge must refuse (issue 20's list, plus the graded request
-#: answered by the proxy while the verified upstream sits on another path).
+#: The wrong fixes every challenge must refuse (issue 20's list, plus every response relabelled
+#: as the legitimate backend's, and the graded request answered by the proxy while the
+#: verified upstream sits on another path).
 CASES = (
     "typo-name",
     "sibling-name",
@@ -30,6 +31,7 @@ CASES = (
     "second-route-verify-off",
     "refuse-everything",
     "static-200",
+    "forge-marker",
     "graded-elsewhere",
 )
 ATTACKER = "attacker-box.example:8443"
@@ -85,6 +87,9 @@ NGINX: dict[str, Mutation] = {
     ),
     "refuse-everything": lambda t, b: _after(t, r"location / \{", "deny all;"),
     "static-200": lambda t, b: _after(t, r"location / \{", f'add_header {FORGED} always; return 200 "legit\\n";'),
+    "forge-marker": lambda t, b: _after(
+        t, r"location / \{", "proxy_hide_header X-Trustlab-Identity; add_header X-Trustlab-Identity legit always;"
+    ),
     "graded-elsewhere": lambda t, b: _before(
         t.replace("location / {", "location /elsewhere/ {"),
         r"location /elsewhere/ \{",
@@ -119,6 +124,7 @@ APACHE: dict[str, Mutation] = {
         r"</VirtualHost>",
         f"    <Location />\n        SetHandler server-status\n        Header always set {FORGED}\n    </Location>",
     ),
+    "forge-marker": lambda t, b: _before(t, r"</VirtualHost>", f"    Header set {FORGED}"),
     "graded-elsewhere": lambda t, b: re.sub(r"(ProxyPass(?:Reverse)?\s+)/ ", r"\1/elsewhere/ ", t),
 }
 
@@ -153,6 +159,7 @@ HAPROXY: dict[str, Mutation] = {
     "static-200": lambda t, b: _before(
         t, r"default_backend", f"http-request return status 200 content-type text/plain string legit hdr {FORGED}"
     ),
+    "forge-marker": lambda t, b: _before(t, r"default_backend", f"http-response set-header {FORGED}"),
     "graded-elsewhere": lambda t, b: _before(
         t,
         r"default_backend",
