@@ -34,6 +34,9 @@ CASES = (
     "forge-marker",
     "graded-elsewhere",
 )
+#: Made from the broken start, not the solution: relabelling every response as legit's on a
+#: config that verifies changes nothing (impostors never answer), on one that does not it hides them.
+FROM_START = ("forge-marker",)
 ATTACKER = "attacker-box.example:8443"
 OTHER_IP = "192.0.2.55:443"
 SIBLING = "other-svc.internal"
@@ -174,18 +177,18 @@ MUTATIONS: dict[str, dict[str, Mutation]] = {"nginx": NGINX, "apache": APACHE, "
 
 
 def attempts(ch: C.Challenge) -> dict[str, str]:
-    """The wrong fixes of *ch*, generated from its reference solution."""
+    """The wrong fixes of *ch*, generated from its reference solution (or its start: :data:`FROM_START`)."""
     table = MUTATIONS.get(ch.proxy.value)
     if table is None:
         raise AssertionError(
             f"{ch.id}: no gaming mutations for {ch.proxy.value} challenges; add a table to MUTATIONS in {__file__}"
         )
     assert set(table) == set(CASES), f"{ch.proxy.value}: mutations {sorted(set(CASES) - set(table))} missing"
-    solution = ch.solution_file.read_text()
     out = {}
     for case in CASES:
-        text = table[case](solution, ch.backend)
-        assert text != solution, f"{ch.id}: {case} does not apply to the solution; adapt the mutation"
+        base = (ch.start_file if case in FROM_START else ch.solution_file).read_text()
+        text = table[case](base, ch.backend)
+        assert text != base, f"{ch.id}: {case} does not apply to its config; adapt the mutation"
         out[case] = text
     return out
 
