@@ -511,8 +511,8 @@ def render_grade(g: Grade, *, hints_left: bool) -> str:
             lines += wrapped(f"fix: {c['fix']}", "      ")
             if c["help"]:
                 lines.append(f"      read: {c['help']}")
-    left = "the config" if g.rejected else len(g.failures) or "the config"
-    lines.append(f"NOT YET {ch.id}: {left} problem(s) left ({g.duration_s:.2f} s)")
+    left = f"{ch.proxy.value} refused the config" if g.rejected else f"{len(g.failures)} problem(s) left"
+    lines.append(f"NOT YET {ch.id}: {left} ({g.duration_s:.2f} s)")
     if hints_left:
         lines.append(f"a hint exists: trustlab challenge hint {ch.id}")
     return "\n".join(lines)
