@@ -408,21 +408,38 @@ def _want(grader: Grader, identity: str) -> Outcome | None:
 
 def grade(challenge: Challenge | str, config: str | Path, *, runtime: str = "local") -> Grade:
     """Run *config* on the real proxy with the challenge's backend pinned; solved when its goal holds."""
-    from harness.check import check
+    return grade_many(challenge, [config], runtime=runtime)[0]
+
+
+def grade_many(challenge: Challenge | str, configs: list[str | Path], *, runtime: str = "local") -> list[Grade]:
+    """:func:`grade` for several attempts at once: their proxies run side by side in one lab."""
+    from harness.check import check_many
 
     ch = get(challenge) if isinstance(challenge, str) else challenge
     # local, docker or auto: check gives the same cells on both runtimes (tests/test_check_runtimes.py).
-    result = check(
+    results = check_many(
         ch.proxy.value,
-        config,
+        list(configs),
         identities=ch.grader.identities,
         sni_routing=ch.grader.sni_routing,
         runtime=runtime,
         pinned=ch.backend,
     )
+    return [_graded(ch, config, result) for config, result in zip(configs, results, strict=True)]
+
+
+def _graded(ch: Challenge, config: str | Path, result: Any) -> Grade:
+    """The grade of one :class:`harness.check.CheckResult`: its failures, and the checks it lacks."""
     failures: list[dict[str, Any]] = [
-        {"upstream": p.upstream, "line": p.line or None, "identity": None, "outcome": None, "want": None,
-         "reason": p.text, "impostor": None}
+        {
+            "upstream": p.upstream,
+            "line": p.line or None,
+            "identity": None,
+            "outcome": None,
+            "want": None,
+            "reason": p.text,
+            "impostor": None,
+        }
         for p in result.problems
     ]
     for c in result.cells:
@@ -441,8 +458,9 @@ def grade(challenge: Challenge | str, config: str | Path, *, runtime: str = "loc
             )
     solved = bool(result.cells) and not result.rejected and not failures
     checks = [] if solved else _missing_checks(ch, Path(config))
-    return Grade(ch, str(config), solved, list(result.cells), failures, result.rejected, result.duration_s,
-                 checks=checks)
+    return Grade(
+        ch, str(config), solved, list(result.cells), failures, result.rejected, result.duration_s, checks=checks
+    )
 
 
 def _missing_checks(ch: Challenge, path: Path) -> list[dict[str, Any]]:

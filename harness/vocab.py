@@ -113,7 +113,7 @@ IDENTITIES: tuple[IdentitySpec, ...] = (
     IdentitySpec(
         "wildcard", False, "internal intermediate -> *.internal",
         "a wildcard certificate *.internal from your CA, covering every service at once; "
-        "the PKI's policy must forbid it",
+        "some proxies' name checks refuse it, for the others only the PKI's policy can",
     ),
     IdentitySpec(
         "public-ca", False, "a 'public' CA (in the system bundle) -> backend-api.internal",

@@ -523,3 +523,13 @@ def test_the_docs_name_only_commands_that_exist() -> None:
         assert cmd in groups[group], f"docs name `trustlab {group} {cmd}`, which does not exist"
     for cid in set(re.findall(r"`((?:nginx|apache|haproxy)-[a-z0-9-]+)`", text)):
         assert cid in IDS, f"docs name challenge {cid!r}, which does not exist"
+
+
+def test_the_instructors_guide_tells_who_each_impostor_is_in_the_graders_words() -> None:
+    """One identity catalogue (harness.vocab) for the grader's feedback and the docs."""
+    from harness.vocab import IDENTITIES
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "INSTRUCTOR.md").read_text()
+    for spec in IDENTITIES:
+        assert spec.story, spec.id
+        assert f"| `{spec.id}` | {spec.story} |" in guide, f"docs/INSTRUCTOR.md: {spec.id}'s row differs from vocab"

@@ -208,13 +208,30 @@ def test_typo() -> None:
     assert typo("api.svc.internal") == "api.svc.internl"
 
 
+_GRADED: dict[tuple[str, str], dict[str, C.Grade]] = {}
+
+
+def graded(cid: str, case: str, runtime: str, tmp: pytest.TempPathFactory) -> C.Grade:
+    """*cid*'s grade of *case*: every wrong fix of a challenge is graded in one go (side by side
+    in one lab, :func:`harness.challenges.grade_many`), on first use."""
+    if (cid, runtime) not in _GRADED:
+        ch = C.get(cid)
+        paths = []
+        for name, text in attempts(ch).items():
+            path = tmp.mktemp(f"{cid}-{name}") / ch.config
+            path.write_text(text)
+            paths.append(path)
+        _GRADED[cid, runtime] = dict(zip(CASES, C.grade_many(ch, paths, runtime=runtime), strict=True))
+    return _GRADED[cid, runtime][case]
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(("cid", "case"), PAIRS, ids=[f"{c}:{k}" for c, k in PAIRS])
-def test_a_wrong_fix_is_not_yet_with_a_reason(local_runtime: str, tmp_path: Path, cid: str, case: str) -> None:
+def test_a_wrong_fix_is_not_yet_with_a_reason(
+    local_runtime: str, tmp_path_factory: pytest.TempPathFactory, cid: str, case: str
+) -> None:
     ch = C.get(cid)
-    path = tmp_path / ch.config
-    path.write_text(attempts(ch)[case])
-    g = C.grade(ch, path)
+    g = graded(cid, case, local_runtime, tmp_path_factory)
     assert not g.solved, f"{cid}: the wrong fix {case!r} was SOLVED"
     assert g.failures or g.rejected
     for f in g.failures:
@@ -228,6 +245,26 @@ def test_a_wrong_fix_is_not_yet_with_a_reason(local_runtime: str, tmp_path: Path
         assert any(f["identity"] is None and "expects" in f["reason"] for f in g.failures), g.failures
     if case in ("static-200", "graded-elsewhere"):
         assert any("graded request" in f["upstream"] or "backend" in f["reason"] for f in g.failures), g.failures
+
+
+@pytest.mark.integration
+def test_graded_side_by_side_or_alone_the_verdict_is_the_same(local_runtime: str, tmp_path: Path) -> None:
+    """One lab for several attempts changes nothing: each proxy is its own process and port."""
+    ch = C.get("haproxy-default-server")
+    texts = {**attempts(ch), "solution": ch.solution_file.read_text()}
+    paths = []
+    for name in ("solution", "second-route-verify-off", "typo-name", "static-200"):
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / ch.config)
+        paths[-1].write_text(texts[name])
+    together = C.grade_many(ch, paths)
+    alone = [C.grade(ch, p) for p in paths]
+    for a, b in zip(together, alone, strict=True):
+        assert a.solved == b.solved
+        assert [(c.upstream, c.identity, c.outcome) for c in a.cells] == [
+            (c.upstream, c.identity, c.outcome) for c in b.cells
+        ]
+    assert [g.solved for g in together] == [True, False, False, False]
 
 
 @pytest.mark.integration
@@ -253,11 +290,10 @@ DOCKER_PAIRS = [
 @pytest.mark.integration
 @pytest.mark.docker
 @pytest.mark.parametrize(("cid", "case"), DOCKER_PAIRS, ids=[f"{c}:{k}" for c, k in DOCKER_PAIRS])
-def test_the_docker_grader_refuses_them_too(docker_ready: str, tmp_path: Path, cid: str, case: str) -> None:
-    ch = C.get(cid)
-    path = tmp_path / ch.config
-    path.write_text(attempts(ch)[case])
-    g = C.grade(ch, path, runtime=docker_ready)
+def test_the_docker_grader_refuses_them_too(
+    docker_ready: str, tmp_path_factory: pytest.TempPathFactory, cid: str, case: str
+) -> None:
+    g = graded(cid, case, docker_ready, tmp_path_factory)
     assert not g.solved and g.failures, f"{cid}: {case} SOLVED on docker"
 
 
