@@ -14,6 +14,7 @@ A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the
     proxy = "nginx"
     config = "nginx.conf"            # the starting file; the solution has the same name
     difficulty = "warm-up"           # warm-up, easy, medium, puzzle
+    level = "warm-up"                # the path: warm-up -> practitioner -> expert (its track: the proxy)
     minutes = 5
     story = "..."
     goal = "..."
@@ -84,6 +85,8 @@ class ChallengeError(ScenarioError):
 
 
 DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
+#: The path through the course, per track (one track per proxy family).
+LEVELS = ("warm-up", "practitioner", "expert")
 #: The file name each proxy's starting config has (what the learner edits).
 def _proxy_names() -> tuple[str, ...]:
     from harness.proxies import names
@@ -110,6 +113,7 @@ _TOP_KEYS = (
     "proxy",
     "config",
     "difficulty",
+    "level",
     "minutes",
     "story",
     "goal",
@@ -121,7 +125,8 @@ _TOP_KEYS = (
     "grader",
 )
 _REQUIRED = (
-    "title", "proxy", "difficulty", "minutes", "story", "goal", "hints", "explanation", "lesson", "backend", "request",
+    "title", "proxy", "difficulty", "level", "minutes", "story", "goal", "hints", "explanation", "lesson", "backend",
+    "request",
 )
 _LESSON_KEYS = ("text", "sources")
 _BACKEND_KEYS = ("name", "port", "address")
@@ -152,6 +157,7 @@ class Challenge:
     proxy: ProxyKind
     config: str
     difficulty: str
+    level: str
     minutes: int
     story: str
     goal: str
@@ -163,6 +169,11 @@ class Challenge:
     path: Path
     #: The pinned backend and graded request (a :class:`harness.check.Backend`).
     backend: Any = None
+
+    @property
+    def track(self) -> str:
+        """The track it belongs to: its proxy family."""
+        return self.proxy.value
 
     @property
     def start_file(self) -> Path:
@@ -228,7 +239,7 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
             raise _fail(
                 where,
                 key,
-                "missing; every challenge needs title, proxy, difficulty, minutes, story, "
+                "missing; every challenge needs title, proxy, difficulty, level, minutes, story, "
                 "goal, hints, explanation, [lesson], [backend] and [request]",
             )
 
@@ -249,6 +260,8 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
         raise _fail(where, "config", "must be a plain file name such as nginx.conf")
     if data["difficulty"] not in DIFFICULTIES:
         raise _fail(where, "difficulty", f"{data['difficulty']!r} is unknown; allowed: {', '.join(DIFFICULTIES)}")
+    if data["level"] not in LEVELS:
+        raise _fail(where, "level", f"{data['level']!r} is unknown; allowed: {', '.join(LEVELS)}")
     minutes = data["minutes"]
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60:
         raise _fail(where, "minutes", "must be a whole number of minutes from 1 to 60")
@@ -301,6 +314,7 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
         proxy=proxy,
         config=config,
         difficulty=data["difficulty"],
+        level=data["level"],
         minutes=minutes,
         story=text("story"),
         goal=text("goal"),
@@ -345,7 +359,7 @@ def _backend(where: str, backend: Any, request: Any) -> Any:
 
 @cache
 def load_all() -> tuple[Challenge, ...]:
-    """Every built-in challenge, in the order of the course (difficulty, then id)."""
+    """Every built-in challenge, in the order of the course (difficulty, minutes, then id)."""
     root = challenges_root()
     found = [load_dir(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
     return tuple(sorted(found, key=lambda c: (DIFFICULTIES.index(c.difficulty), c.minutes, c.id)))
@@ -800,6 +814,7 @@ def json_schema() -> dict[str, Any]:
             "proxy": {"enum": list(_proxy_names())},
             "config": {"type": "string", "pattern": "^[^./][^/]*$"},
             "difficulty": {"enum": list(DIFFICULTIES)},
+            "level": {"enum": list(LEVELS)},
             "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
             "story": text,
             "goal": text,

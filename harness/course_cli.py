@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import LabError
+from harness.vocab import ProxyKind
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -43,6 +44,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "proxy": c.proxy.value,
                 "title": c.title,
                 "difficulty": c.difficulty,
+                "level": c.level,
+                "track": c.track,
                 "minutes": c.minutes,
                 "file": c.config,
                 "solved": c.id in solved,
@@ -51,10 +54,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps({"challenges": rows}, indent=2))
         return EXIT_OK
-    for c in all_:
-        mark = "[x]" if c.id in solved else "[ ]"
-        print(f"{mark} {c.id:<26} {c.proxy.value:<8} {c.difficulty:<8} {c.minutes:>2} min  {c.title}")
-    print(f"\n{len(solved & {c.id for c in all_})}/{len(all_)} solved. Start one: trustlab challenge start ID")
+    # The path: one track per proxy family, each from warm-up to expert, with its progress.
+    kinds = [k.value for k in ProxyKind]
+    tracks = sorted(dict.fromkeys(c.track for c in all_), key=lambda t: kinds.index(t) if t in kinds else len(kinds))
+    next_up = None
+    for track in tracks:
+        mine = sorted((c for c in all_ if c.track == track), key=lambda c: (C.LEVELS.index(c.level), c.minutes, c.id))
+        done = sum(c.id in solved for c in mine)
+        print(f"{track} track: {done}/{len(mine)} solved")
+        for c in mine:
+            mark = "[x]" if c.id in solved else "[ ]"
+            print(f"  {mark} {c.level:<12} {c.id:<26} {c.minutes:>2} min  {c.title.strip()}")
+            if next_up is None and c.id not in solved:
+                next_up = c
+        print()
+    print(f"{len(solved & {c.id for c in all_})}/{len(all_)} solved.", end=" ")
+    print(f"Next: trustlab challenge start {next_up.id}" if next_up else "Every challenge solved.")
     return EXIT_OK
 
 

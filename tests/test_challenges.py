@@ -26,6 +26,13 @@ IDS = [c.id for c in ALL]
 
 
 # -- the data ----------------------------------------------------------------------------------
+def test_every_track_is_a_path_from_warm_up() -> None:
+    """Each proxy family's track starts with a warm-up; levels only name the path's three steps."""
+    for track in {c.track for c in ALL}:
+        levels = {c.level for c in ALL if c.track == track}
+        assert "warm-up" in levels and levels <= set(C.LEVELS), (track, levels)
+
+
 def test_at_least_15_challenges_over_three_proxies_warm_up_to_puzzle() -> None:
     per_proxy = Counter(c.proxy.value for c in ALL)
     assert len(ALL) >= 15 and set(per_proxy) == {"nginx", "apache", "haproxy"}, per_proxy
@@ -94,6 +101,7 @@ def _copy(tmp_path: Path, cid: str = "nginx-ca-without-verify") -> Path:
         (lambda t: t.replace("https://nginx.org", "http://nginx.org"), "lesson.sources: must be a non-empty list"),
         (lambda t: t.replace('proxy = "nginx"', 'proxy = "lighty"'), "proxy: 'lighty' is unknown"),
         (lambda t: t + "[broken\n", "invalid TOML"),
+        (lambda t: t.replace('level = "warm-up"', 'level = "guru"'), "level: 'guru' is unknown"),
         (lambda t: t.replace("[backend]", "[backnd]"), "challenge.toml: backnd: unknown key"),
         (lambda t: t.replace('address = "10.203.0.10"', 'address = "192.0.2.1"'), "backend.address: '192.0.2.1'"),
         (lambda t: t.replace('name = "backend-api.internal"', 'name = "10.203.0.10"'), "backend.name: '10.203.0.10'"),
@@ -334,7 +342,11 @@ def test_start_check_hint_solve_progress_reset(
     assert prog["solved"] == [cid] and prog["hints"] == {cid: 2} and prog["total"] == len(ALL)
     listed = json.loads(_run(capsys, "challenge", "list", "--json")[1])["challenges"]
     assert {r["id"]: r["solved"] for r in listed}[cid] is True
-    assert set(listed[0]) == {"id", "proxy", "title", "difficulty", "minutes", "file", "solved"}
+    assert set(listed[0]) == {"id", "proxy", "title", "difficulty", "level", "track", "minutes", "file", "solved"}
+    path = _run(capsys, "challenge", "list")[1]
+    assert "haproxy track: 1/5 solved" in path and f"[x] practitioner {cid}" in path
+    assert path.index("nginx track") < path.index("apache track") < path.index("haproxy track")
+    assert "Next: trustlab challenge start nginx-ca-without-verify" in path
 
     # a restart (a new process reads the same file) keeps it; reset of one id keeps the others
     C.reset("nginx-verify-off")
