@@ -57,11 +57,11 @@ def _targets(text: str, b: Backend, new: str) -> str:
     return out
 
 
-def _after(text: str, pattern: str, insert: str) -> str:
-    """*insert* (a line, indented like the first line matching *pattern* plus 4) after that line."""
-    m = re.search(rf"^( *){pattern}.*$", text, re.M)
+def _after(text: str, pattern: str, insert: str, *, deeper: str = "    ") -> str:
+    """*insert* after the first line matching *pattern*, indented like it plus *deeper*."""
+    m = re.search(rf"^([ \t]*){pattern}.*$", text, re.M)
     assert m, f"no line matches {pattern!r}"
-    return text[: m.end()] + f"\n{m.group(1)}    {insert}" + text[m.end() :]
+    return text[: m.end()] + f"\n{m.group(1)}{deeper}{insert}" + text[m.end() :]
 
 
 def _before(text: str, pattern: str, insert: str) -> str:
@@ -74,7 +74,7 @@ def _before(text: str, pattern: str, insert: str) -> str:
 def _nginx_name(text: str, name: str) -> str:
     if "proxy_ssl_name " in text:
         return re.sub(r"proxy_ssl_name [^;]+;", f"proxy_ssl_name {name};", text)
-    return _after(text, r"proxy_pass https://", f"proxy_ssl_name {name};")
+    return _after(text, r"proxy_pass https://", f"proxy_ssl_name {name};", deeper="")
 
 
 NGINX: dict[str, Mutation] = {
@@ -172,8 +172,48 @@ HAPROXY: dict[str, Mutation] = {
     ),
 }
 
+# -- caddy (a Caddyfile) ------------------------------------------------------------------------
+def _caddy_name(text: str, name: str) -> str:
+    if "tls_server_name " in text:
+        return re.sub(r"tls_server_name \S+", f"tls_server_name {name}", text)
+    return _after(text, r"tls_trust_pool ", f"tls_server_name {name}", deeper="")
+
+
+def _caddy_site(text: str) -> str:
+    m = re.search(r"^(http://\S+) \{", text, re.M)
+    assert m, "no http:// site block"
+    return m.group(1)
+
+
+_CADDY_OFF = """
+http://legacy.example.com {{
+\treverse_proxy https://{target} {{
+\t\ttransport http {{
+\t\t\ttls_insecure_skip_verify
+\t\t}}
+\t}}
+}}
+"""
+_CADDY_FORGED = "\theader {\n\t\tX-Trustlab-Identity legit\n\t\tdefer\n\t}"
+_CADDY_STATIC = '\theader X-Trustlab-Identity legit\n\trespond "legit" 200'
+
+CADDY: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _caddy_name(t, typo(b.name)),
+    "sibling-name": lambda t, b: _caddy_name(t, SIBLING),
+    "other-host": lambda t, b: _targets(t, b, ATTACKER),
+    "other-ip": lambda t, b: _targets(t, b, OTHER_IP),
+    "ip-without-name": lambda t, b: re.sub(r"\n\s*tls_server_name \S+", "", _targets(t, b, f"{b.address}:{b.port}")),
+    "second-route-verify-off": lambda t, b: t + _CADDY_OFF.format(target=f"{b.name}:{b.port}"),
+    "refuse-everything": lambda t, b: t.replace(_caddy_site(t) + " {", _caddy_site(t) + ' {\n\trespond "no" 403', 1),
+    "static-200": lambda t, b: t.replace(_caddy_site(t) + " {", _caddy_site(t) + " {\n" + _CADDY_STATIC, 1),
+    "forge-marker": lambda t, b: t.replace(_caddy_site(t) + " {", _caddy_site(t) + " {\n" + _CADDY_FORGED, 1),
+    # the verified upstream answers another site; the graded Host gets a made-up answer
+    "graded-elsewhere": lambda t, b: t.replace(_caddy_site(t), "http://api-internal.example.com", 1)
+    + f"\n{_caddy_site(t)} {{\n{_CADDY_STATIC}\n}}\n",
+}
+
 #: One mutation table per proxy kind that has challenges; a kind without one fails the suite.
-MUTATIONS: dict[str, dict[str, Mutation]] = {"nginx": NGINX, "apache": APACHE, "haproxy": HAPROXY}
+MUTATIONS: dict[str, dict[str, Mutation]] = {"nginx": NGINX, "apache": APACHE, "haproxy": HAPROXY, "caddy": CADDY}
 
 
 def attempts(ch: C.Challenge) -> dict[str, str]:
