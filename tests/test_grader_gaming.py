@@ -259,6 +259,80 @@ TRAEFIK: dict[str, Mutation] = {
     "graded-elsewhere": lambda t, b: t.replace("Host(`portal.example.com`)", "Host(`api-internal.example.com`)"),
 }
 
+# -- envoy (a static bootstrap, YAML) ---------------------------------------------------------------
+def _envoy_name(text: str, b: Backend, name: str) -> str:
+    return text.replace(f"exact: {b.name}", f"exact: {name}").replace(f"sni: {b.name}", f"sni: {name}")
+
+
+def _envoy_target(text: str, b: Backend, host: str, port: int) -> str:
+    out = re.sub(
+        rf"address: (?:{re.escape(b.name)}|{re.escape(b.address)}), port_value: {b.port} ",
+        f"address: {host}, port_value: {port} ",
+        text,
+    )
+    return out
+
+
+def _envoy_route(text: str, lines: str) -> str:
+    """The first ``route: { cluster: ... }`` replaced by *lines* (indented like it)."""
+    m = re.search(r"^( *)route: \{ cluster: \S+ \}$", text, re.M)
+    assert m, "no route: { cluster: ... } line"
+    return text[: m.start()] + "\n".join(m.group(1) + ln for ln in lines.splitlines()) + text[m.end() :]
+
+
+_ENVOY_FORGED = "response_headers_to_add:\n- header: { key: X-Trustlab-Identity, value: legit }"
+_ENVOY_STATIC = 'direct_response: { status: 200, body: { inline_string: "legit" } }\n' + _ENVOY_FORGED
+def _envoy_elsewhere(text: str) -> str:
+    m = re.search(r'^( *)- match: \{ prefix: "/" \}\n( *)route: \{ cluster: (\S+) \}$', text, re.M)
+    assert m, "no route for /"
+    i, j, cluster = m.groups()
+    static = "\n".join(j + ln for ln in _ENVOY_STATIC.splitlines())
+    routes = (
+        f'{i}- match: {{ prefix: "/elsewhere/" }}\n{j}route: {{ cluster: {cluster} }}\n'
+        f'{i}- match: {{ prefix: "/" }}\n{static}'
+    )
+    return text[: m.start()] + routes + text[m.end() :]
+
+
+_ENVOY_OFF = """  - name: legacy
+    connect_timeout: 2s
+    type: STRICT_DNS
+    load_assignment:
+      cluster_name: legacy
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {host}, port_value: {port} }}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+"""
+
+ENVOY: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _envoy_name(t, b, typo(b.name)),
+    "sibling-name": lambda t, b: _envoy_name(t, b, SIBLING),
+    "other-host": lambda t, b: _envoy_target(t, b, "attacker-box.example", 8443),
+    "other-ip": lambda t, b: _envoy_target(t, b, "192.0.2.55", 443),
+    "ip-without-name": lambda t, b: re.sub(
+        r"\n *sni: \S+|\n *match_typed_subject_alt_names:\n *- san_type: DNS\n *matcher:\n *exact: \S+",
+        "",
+        _envoy_target(t, b, b.address, b.port),
+    ),
+    "second-route-verify-off": lambda t, b: _before(
+        t, r'- match: \{ prefix: "/" \}', '- match: { prefix: "/v2/" }\n  route: { cluster: legacy }'
+    )
+    + _ENVOY_OFF.format(host=b.name, port=b.port),
+    "refuse-everything": lambda t, b: _envoy_route(t, "direct_response: { status: 403 }"),
+    "static-200": lambda t, b: _envoy_route(t, _ENVOY_STATIC),
+    "forge-marker": lambda t, b: _envoy_route(
+        t, "route: { cluster: api }\n" + _ENVOY_FORGED + "\n  append_action: OVERWRITE_IF_EXISTS_OR_ADD"
+    ),
+    # the verified route answers another path; the graded request gets a made-up answer
+    "graded-elsewhere": lambda t, b: _envoy_elsewhere(t),
+}
+
 #: One mutation table per proxy kind that has challenges; a kind without one fails the suite.
 MUTATIONS: dict[str, dict[str, Mutation]] = {
     "nginx": NGINX,
@@ -266,6 +340,7 @@ MUTATIONS: dict[str, dict[str, Mutation]] = {
     "haproxy": HAPROXY,
     "caddy": CADDY,
     "traefik": TRAEFIK,
+    "envoy": ENVOY,
 }
 #: Wrong fixes a kind cannot express, and why (never a way to leave one out).
 NOT_EXPRESSIBLE: dict[str, dict[str, str]] = {
