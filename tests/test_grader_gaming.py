@@ -457,9 +457,15 @@ def test_check_on_your_own_config_still_trusts_the_name_it_names(local_runtime: 
 
 
 #: One challenge per kind on the docker runtime, every wrong fix (the local runtime runs them all).
-DOCKER_PAIRS = [
-    (cid, case) for cid in ("nginx-ca-without-verify", "apache-verify-none", "haproxy-default-server") for case in CASES
-]
+DOCKER_ONE_PER_KIND = (
+    "nginx-ca-without-verify",
+    "apache-verify-none",
+    "haproxy-default-server",
+    "caddy-ip-target",
+    "traefik-ip-target",
+    "envoy-ca-without-san",
+)
+DOCKER_PAIRS = [(cid, case) for cid, case in PAIRS if cid in DOCKER_ONE_PER_KIND]
 
 
 @pytest.mark.integration
@@ -474,7 +480,7 @@ def test_the_docker_grader_refuses_them_too(
 
 @pytest.mark.integration
 @pytest.mark.docker
-@pytest.mark.parametrize("cid", ["nginx-ip-target", "apache-verify-none", "haproxy-default-server"])
+@pytest.mark.parametrize("cid", DOCKER_ONE_PER_KIND)
 def test_the_docker_grader_solves_the_reference(docker_ready: str, cid: str) -> None:
     ch = C.get(cid)
     g = C.grade(ch, ch.solution_file, runtime=docker_ready)
