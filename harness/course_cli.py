@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from harness import scoring
 from harness.errors import LabError
 from harness.vocab import ProxyKind
 
@@ -108,6 +110,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     file = Path(args.file) if args.file else _challenge_dir(ch.id, args.dir, ch.config) / ch.config
     if not file.exists():
         raise LabError(f"{file}: no such file; run `trustlab challenge start {ch.id}` first, or name your config")
+    if os.environ.get(scoring.URL_ENV):
+        return _check_remote(ch, file, as_json=args.json)
     g = C.grade(ch, file, runtime=args.runtime)
     secret = C.workshop_secret()
     if g.solved:
@@ -122,6 +126,60 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(C.render_grade(g, hints_left=hints_left))
     return EXIT_OK if g.solved else EXIT_FAILED
+
+
+def _check_remote(ch: Any, file: Path, *, as_json: bool) -> int:
+    """Scored mode: the instructor's grader grades the attempt (and alone issues its flag)."""
+    from harness import challenges as C
+
+    token = os.environ.get(scoring.TOKEN_ENV, "")
+    if not token:
+        raise LabError(
+            f"scored mode ({scoring.URL_ENV} is set): set {scoring.TOKEN_ENV} to the token your instructor gave you"
+        )
+    data = scoring.remote_grade(os.environ[scoring.URL_ENV], token, ch.id, file.read_text(errors="replace"))
+    if data.get("solved"):
+        C.record_solve(C.Grade(ch, str(file), True, [], []))
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(data.get("text", ""))
+        if data.get("flag"):
+            by = f"the grader at {os.environ[scoring.URL_ENV]}"
+            print(f"flag: {data['flag']} (issued by {by} for {data.get('attendee')})")
+    return EXIT_OK if data.get("solved") else EXIT_FAILED
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    secret = C.workshop_secret()
+    if not secret:
+        raise LabError(f"serve: set {C.SECRET_ENV} on this (the grading) machine; attendees never get it")
+    service = scoring.GradingService(secret=secret, tokens=scoring.read_tokens(Path(args.tokens)), runtime=args.runtime)
+    server = scoring.serve(service, host=args.host, port=args.port)
+    host, port = server.server_address[:2]
+    print(f"grading on http://{host}:{port}/grade for {len(service.tokens)} attendee(s); Ctrl-C stops it")
+    print(f"attendees: export {scoring.URL_ENV}=http://{host}:{port} {scoring.TOKEN_ENV}=<their token>")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    target = Path(args.out)
+    if target.exists():
+        raise LabError(f"--out: {target} exists; tokens are never overwritten (remove it, or choose another file)")
+    tokens = scoring.new_tokens(args.names)
+    scoring.write_tokens(target, tokens)
+    print(f"wrote {len(tokens)} token(s) to {target} (0600); give each attendee their own line:")
+    for token, name in tokens.items():
+        print(f"  {name}: {scoring.TOKEN_ENV}={token}")
+    return EXIT_OK
 
 
 def cmd_hint(args: argparse.Namespace) -> int:
@@ -142,6 +200,8 @@ def cmd_solution(args: argparse.Namespace) -> int:
     from harness import challenges as C
 
     ch = C.get(args.id)
+    if os.environ.get(scoring.URL_ENV):
+        raise LabError(f"scored mode ({scoring.URL_ENV} is set): the solutions stay with the instructor")
     C.record_solution(ch)
     out = Path(args.dir) if args.dir else Path.cwd() / ch.id / "solution"
     if out.exists() and not out.is_dir():
@@ -280,6 +340,16 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c.add_argument("--dir", help="the challenge directory (default: ./ID/, or this folder when it is ID's)")
     c.add_argument("--all", action="store_true", help="every challenge (also replaces a corrupt state file)")
     c.set_defaults(func=cmd_reset)
+    c = csub.add_parser("serve", help="instructors: the scored-mode grader (attendees check against it)")
+    c.add_argument("--tokens", required=True, help="the attendee tokens file (trustlab challenge tokens)")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    c.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    c.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
+    c.set_defaults(func=cmd_serve)
+    c = csub.add_parser("tokens", help="instructors: one scored-mode token per attendee")
+    c.add_argument("names", nargs="+", help="attendee names")
+    c.add_argument("--out", required=True, help="the tokens file to write (for serve --tokens)")
+    c.set_defaults(func=cmd_tokens)
     c = csub.add_parser("export", help="instructors: the challenge list with flags, for a scoreboard")
     c.add_argument("--ctfd", required=True, help="write a CTFd challenges CSV here")
     c.set_defaults(func=cmd_export)
