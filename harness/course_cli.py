@@ -158,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise LabError(f"serve: set {C.SECRET_ENV} on this (the grading) machine; attendees never get it")
     service = scoring.GradingService(secret=secret, tokens=scoring.read_tokens(Path(args.tokens)), runtime=args.runtime)
     server = scoring.serve(service, host=args.host, port=args.port)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"grading on http://{host}:{port}/grade for {len(service.tokens)} attendee(s); Ctrl-C stops it")
     print(f"attendees: export {scoring.URL_ENV}=http://{host}:{port} {scoring.TOKEN_ENV}=<their token>")
     try:
