@@ -5,13 +5,16 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 OUT ?= results
 
-.PHONY: lab test setup system venv lock canary bench reliability notebooks lint clean
+.PHONY: lab test setup system venv lock canary figures bench reliability notebooks lint clean
 
 lab: setup
 	$(VENV)/bin/trustlab matrix --out $(OUT)
 
+# The whole suite: the results page's browser test too, so the set-up installs Chromium here (and
+# the test fails rather than skips without it); `make lab` never needs a browser.
+test: export TRUSTLAB_REQUIRE_BROWSER = 1
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 setup: system venv
 
@@ -27,12 +30,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Re-resolve every extra of pyproject.toml into requirements.lock (pip-tools, hashes), in a throwaway venv.
+# Re-resolve every extra of pyproject.toml into requirements.lock (uv, hashes), in a throwaway venv.
+# Resolved for the oldest Python the lock serves: Debian 12's 3.11.2, which the lab and classroom
+# images run (a lock resolved on 3.11.7 pinned soupsieve 4.1, which needs 3.11.5).
 lock:
 	rm -rf build/lock && $(PYTHON) -m venv build/lock
-	build/lock/bin/pip install -q pip-tools
-	build/lock/bin/pip-compile -q --all-extras --generate-hashes --no-emit-index-url --no-emit-find-links \
-	    --strip-extras -o requirements.lock pyproject.toml
+	build/lock/bin/pip install -q uv
+	build/lock/bin/uv pip compile pyproject.toml --all-extras --generate-hashes \
+	    --python-version 3.11.2 --python-platform x86_64-manylinux_2_36 -q -o requirements.lock
 
 # The newest versions pyproject.toml allows, in a throwaway venv, against a smoke (every identity
 # minted, one scenario per proxy kind): what breaks here is what the next `make lock` must fix.
@@ -41,6 +46,14 @@ canary: system
 	rm -rf build/canary && $(PYTHON) -m venv build/canary
 	build/canary/bin/pip install -q --upgrade -e '.[dev,audit,proxies]'
 	build/canary/bin/python -m harness.canary
+
+# Every figure README.md and docs/*.md state, from the repo and a fresh full matrix (docs/figures.json),
+# and the front page's picture and example results page from the same run.
+figures: setup
+	$(VENV)/bin/trustlab matrix --out $(OUT)
+	$(PY) -m harness.figures update $(OUT)/matrix.json
+	cp $(OUT)/matrix.png docs/matrix-summary.png
+	$(VENV)/bin/trustlab report $(OUT)/matrix.json -o docs/results.html
 
 # Execute copies of notebooks/*.ipynb and render them to HTML under notebooks/_build/ (git-ignored).
 notebooks: setup

@@ -47,7 +47,7 @@ def main() -> int:
         except (LabError, Exception) as exc:  # noqa: BLE001
             problems.append(f"{ref}: {type(exc).__name__}: {exc}")
             continue
-        wrong = results.mismatches()
+        wrong = results.mismatches
         print(f"canary: {ref}: {len(results.cells)} cells, {len(wrong)} unexpected")
         problems += [f"{ref} {c.identity}: {c.outcome.value}, expected {c.expected.value if c.expected else '-'}"
                      for c in wrong]

@@ -61,6 +61,9 @@ _HOST_HEADER = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?$")
 #: Lab addresses given to the config's upstream host names, one each (10.203.0.20, .21 ...).
 _NAME_NET = "10.203.0."
 _NAME_FIRST = 20
+#: The most upstreams (and upstream host names) one check runs: each name needs a lab address
+#: in _NAME_NET (.20 to .219), and each upstream group its own lab.
+MAX_UPSTREAMS = 200
 #: Where a pinned lab sends every host that is not the declared backend: TEST-NET-1 (RFC 5737),
 #: which no lab namespace or container has a route to, so a connection fails at once.
 UNROUTED = "192.0.2.1"
@@ -134,6 +137,9 @@ class CheckResult:
     #: Which version of the proxy ran it, and its TLS library (issue 15).
     proxy_version: str | None = None
     tls_library: str | None = None
+    #: Per upstream (issue 19): its label, the config line that names it and that line's text,
+    #: the server name a client reaches it by, and the name its legitimate certificate carries.
+    upstream_info: list[dict[str, Any]] = field(default_factory=list)
     #: The pinned backend (a challenge's grade), and what the config gets wrong about it.
     pinned: Backend | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -201,6 +207,7 @@ class CheckResult:
             "runtime": self.runtime,
             "proxy_version": self.proxy_version,
             "tls_library": self.tls_library,
+            "upstreams": self.upstream_info,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -215,6 +222,8 @@ def _lab_paths(base: Path, run_dir: Path) -> LabPaths:
         cert=base / "front" / "cert.pem",
         key=base / "front" / "key.pem",
         combined=base / "front" / "combined.pem",
+        crl_chain=base / "pki" / "crl-chain.pem",
+        crl_leaf=base / "pki" / "crl-intermediate.pem",
     )
 
 
@@ -297,7 +306,10 @@ class _Plan:
     """One config of a :func:`check_many` call: its upstreams and where the lab puts them."""
 
     path: Path
+    text: str
     first: Adapted
+    #: The identities its cells run (``revoked`` added when the config names a CRL, issue 24).
+    identities: tuple[str, ...]
     problems: list[Problem]
     groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]]
     hosts: dict[str, str]
@@ -336,8 +348,7 @@ def check_many(
 
     kind = kind_of(proxy)
     paths = [Path(c) for c in configs]
-    for path in paths:
-        read_config(path)
+    texts = [read_config(path) for path in paths]
     for ident in accept:
         if ident not in IMPOSTORS:
             raise ConfigError(
@@ -350,7 +361,10 @@ def check_many(
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
         _front_cert(lab / "front")
-        plans = [_plan(adapt, kind, path, lab / f"probe{n}", pinned) for n, path in enumerate(paths)]
+        plans = [
+            _plan(adapt, kind, path, text, lab / f"probe{n}", pinned, identities)
+            for n, (path, text) in enumerate(zip(paths, texts, strict=True))
+        ]
         units: list[_Unit] = [
             (p, g, key, members) for p, plan in enumerate(plans) for g, (key, members) in enumerate(plan.groups.items())
         ]
@@ -366,7 +380,7 @@ def check_many(
             addresses = sorted({a for plan in mine for a in plan.addresses})
             seat_ports = sorted({port for plan in mine for port in plan.seat_ports})
             base = lab / f"b{b}"
-            optional = tuple(i for i in identities if i in OPTIONAL_IDENTITY_IDS)
+            optional = tuple(dict.fromkeys(i for plan in mine for i in plan.identities if i in OPTIONAL_IDENTITY_IDS))
             pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=mine[0].sibling)
             pki.write_to(base / "pki")
             shutil.copytree(lab / "front", base / "front")
@@ -393,10 +407,10 @@ def check_many(
                             CheckCell(
                                 u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line
                             )
-                            for ident in identities
+                            for ident in plans[p].identities
                         ]
                         continue
-                    for ident in identities:
+                    for ident in plans[p].identities:
                         cells.append(
                             CellSpec(
                                 key=pk,
@@ -451,7 +465,7 @@ def check_many(
                     cfg,
                     adapted,
                     addr,
-                    identities,
+                    plans[p].identities,
                     pinned,
                 )
                 out.append((p, unprobed + judged, rejected, adapted))
@@ -509,12 +523,21 @@ def check_many(
                 tls_library=(inst.tls or None) if inst else None,
                 pinned=pinned,
                 problems=problems,
+                upstream_info=[_upstream_info(u, plan.text) for u in plan.first.upstreams],
             )
         )
     return checked
 
 
-def _plan(adapt: Any, kind: ProxyKind, path: Path, probe: Path, pinned: Backend | None) -> _Plan:
+def _plan(
+    adapt: Any,
+    kind: ProxyKind,
+    path: Path,
+    text: str,
+    probe: Path,
+    pinned: Backend | None,
+    identities: tuple[str, ...],
+) -> _Plan:
     """*path*'s upstreams, and where the lab puts each one (see the module doc)."""
     try:
         first = adapt(path, _lab_paths(probe, probe), ports=Ports())
@@ -526,11 +549,20 @@ def _plan(adapt: Any, kind: ProxyKind, path: Path, probe: Path, pinned: Backend 
             f"{_looks_like(path, kind)}"
         )
     _check_names(path, first)
+    # A config that names a CRL is checked against a revoked backend too (issue 24).
+    lab_files = _lab_paths(probe, probe)
+    if any(str(crl) in first.text for crl in (lab_files.crl_chain, lab_files.crl_leaf)) and "revoked" not in identities:
+        identities = (*identities, "revoked")
+    names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+    if len(first.upstreams) > MAX_UPSTREAMS or len(names) > MAX_UPSTREAMS:
+        raise ConfigError(
+            f"{path}: {len(first.upstreams)} upstreams ({len(names)} host names); trustlab checks at most "
+            f"{MAX_UPSTREAMS} of each in one run: split the config, or check the part that decides trust"
+        )
     problems: list[Problem] = []
     probed = list(enumerate(first.upstreams))
     if pinned is None:
         seat_ports = sorted({u.port for u in first.upstreams})
-        names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
         # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
         # names it there (a second line would give nginx two peers), and an SNI-routing seat
         # knows it as the backend.
@@ -556,7 +588,7 @@ def _plan(adapt: Any, kind: ProxyKind, path: Path, probe: Path, pinned: Backend 
             continue
         addr = u.host if u.is_ip else hosts[u.host]
         groups.setdefault((u.name, addr, u.pool), []).append((i, u))
-    return _Plan(path, first, problems, groups, hosts, addresses, seat_ports, sibling)
+    return _Plan(path, text, first, identities, problems, groups, hosts, addresses, seat_ports, sibling)
 
 
 def _judge(
@@ -612,6 +644,21 @@ def _judge(
                 for ident in identities
             ]
     return out, rejected
+
+
+def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
+    """What ``check`` heads an upstream's block with. The line's text is shown only when it names
+    the upstream's host or target (a line number from an included file would point elsewhere in
+    this one)."""
+    lines = text.splitlines()
+    line = lines[u.line - 1].strip() if 0 < u.line <= len(lines) else ""
+    return {
+        "label": u.label,
+        "line": u.line,
+        "text": line if line and (u.host in line or u.label.split()[0] in line) else None,
+        "server": u.route.host if u.route else None,
+        "name": u.name,
+    }
 
 
 def learner_lines(message: str, name: str, adapted: str, path: Path) -> str:

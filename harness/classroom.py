@@ -84,13 +84,14 @@ def project_root() -> Path:
 
 
 def _image_python(c: Any, lab_image: str) -> tuple[str, str]:
-    """The lab image's Python (``3.11``) and machine (``x86_64``), asked inside it."""
+    """The lab image's Python (``3.11.2``: the patch level decides Requires-Python) and machine
+    (``x86_64``), asked inside it."""
     out = c.containers.run(
         lab_image,
         [
             "python3",
             "-c",
-            "import platform, sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}', platform.machine())",
+            "import platform, sys; print('%d.%d.%d' % sys.version_info[:3], platform.machine())",
         ],
         remove=True,
         network_mode="none",

@@ -13,12 +13,12 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from harness import __version__
 from harness.errors import LabError
+from harness.page import PAGE_NAME as PAGE
 from harness.vocab import IDENTITY_IDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -30,36 +30,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(EXIT_USAGE)
-
-
-class Progress:
-    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, total: int, *, label: str = "cells") -> None:
-        self.total, self.done, self.label = total, 0, label
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.perf_counter()
-
-    def step(self, text: str = "") -> None:
-        self.done += 1
-        if not self.tty:
-            return
-        width = 30
-        if self.total <= 0 or self.done > self.total:  # not known up front (a run on several versions)
-            sys.stderr.write(f"\r{self.done} {self.label} {time.perf_counter() - self.t0:5.1f}s {text[:40]:<40}")
-            sys.stderr.flush()
-            return
-        filled = int(width * self.done / max(self.total, 1))
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.label} "
-            f"{time.perf_counter() - self.t0:5.1f}s {text[:40]:<40}"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.tty and self.done:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-            sys.stderr.flush()
 
 
 def _identities(value: str | None) -> tuple[str, ...] | None:
@@ -157,28 +127,23 @@ def _shown(value: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import report, runner, scenarios
+    from harness import report, runner, scenarios, terminal
 
     chosen = scenarios.select(args.scenario)
     _check_writable(args.json, "--json", inputs=tuple(sc.path for sc in chosen if sc.path))
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
-    progress = Progress(len(chosen) * len(idents or IDENTITY_IDS))
+    progress = terminal.Progress(sum(len(idents or sc.identities) for sc in chosen))
     try:
         results = runner.run(
             chosen, runtime=runtime, identities=idents, keep=args.keep, on_cell=lambda c: progress.step(c.scenario)
         )
     finally:
         progress.close()
-    for sc in chosen:
-        cells = [c for c in results.cells if c.scenario == sc.id]
-        flag = "" if not any(c.differs for c in cells) else "   (differs from the scenario's expectation)"
-        print(f"{sc.id}: {sc.title}{flag}")
-        print(report.cell_lines(cells), end="")
-        if sc.unlisted:
-            print(f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
-                  f"{', '.join(sc.unlisted)}; reported, not judged)")
-        print()
+    if args.wide:
+        print(report.run_text(results, chosen), end="")
+    else:
+        terminal.run_report(results, chosen, terminal.console())
     if args.json:
         report.write_json(results, args.json)
         print(f"wrote {args.json}")
@@ -189,31 +154,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from harness import report, runner, scenarios
+    from harness import page, report, runner, scenarios, terminal
 
     selectors = _selectors(args.proxy)
     chosen = scenarios.select(None, proxies=[s.kind for s in selectors] or None)
     if args.list:
-        for sc in chosen:
-            print(f"{sc.id:<28} {sc.title}")
+        if args.wide:
+            for sc in chosen:
+                print(f"{sc.id:<28} {sc.title}")
+        else:
+            terminal.scenario_list(chosen, terminal.console())
         return EXIT_OK
-    out = Path(args.out)
+    out = Path(args.out or "results")
     if out.exists() and not out.is_dir():
         raise LabError(f"--out: {out} exists and is not a directory")
+    # A picture only when one is asked for: --png, --poster, or an --out directory (make lab).
+    draw = not args.no_plot and (args.png is not None or args.poster or args.out is not None)
+    png = Path(args.png) if args.png else out / "matrix.png"
+    pictures = [("--png", png)] if draw else []
+    pictures += [("--poster", out / "matrix-poster.png")] if draw and args.poster else []
     outputs = [("--json", args.json or out / "matrix.json"), ("--csv", args.csv or out / "matrix.csv"),
-               ("--out", out / "matrix.md")] + ([] if args.no_plot else [("--out", out / "matrix.png")])
+               ("--out", out / "matrix.md"), ("--out", out / PAGE)] + pictures
     _distinct(outputs)
     if out.exists():
         for flag, value in outputs:
             _check_writable(value, flag, directory=False)
     else:
         _check_writable(out, "--out")
-        for flag, value in (("--json", args.json), ("--csv", args.csv)):
+        asked = Path(args.png) if args.png else None
+        for flag, value in (("--json", args.json), ("--csv", args.csv), ("--png", asked)):
             _check_writable(value, flag)
     runtime = _runtime(args.runtime)
     idents = _identities(args.identity)
     versioned = args.all_versions or any(sel.prefix for sel in selectors)
-    progress = Progress(0 if versioned else len(chosen) * len(idents or IDENTITY_IDS))
+    progress = terminal.Progress(0 if versioned else sum(len(idents or sc.identities) for sc in chosen))
     try:
         results = runner.run(
             chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
@@ -221,19 +195,26 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    print(report.grid(results, color=sys.stdout.isatty()), end="")
-    print(f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
-          f"{results.meta['runtime']} runtime")
+    con = terminal.console()
+    if args.wide:
+        print(report.grid(results, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")), end="")
+    else:
+        terminal.matrix_grid(results, con)
+    con.print(f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
+              f"{results.meta['runtime']} runtime")
     out.mkdir(parents=True, exist_ok=True)
     written = [
         report.write_json(results, args.json or out / "matrix.json"),
         report.write_csv(results, args.csv or out / "matrix.csv"),
     ]
-    if not args.no_plot:
-        written.append(report.heatmap(results, out / "matrix.png") and out / "matrix.png")
     (out / "matrix.md").write_text(report.markdown(results))
     written.append(out / "matrix.md")
-    print("wrote " + ", ".join(str(p) for p in written))
+    if draw:
+        written += report.draw(results, png, poster=out / "matrix-poster.png" if args.poster else None,
+                               say=con.print)
+    written.append(page.write(results.to_json_dict(), out / PAGE))
+    terminal.written(written, con)
+    con.print(f"results page: {out / PAGE} (open it in a browser; works offline)", soft_wrap=True)
     for c in results.mismatches:
         print(f"differs: {c.scenario}{' @' + c.proxy_version if c.proxy_version else ''} x {c.identity}: "
               f"{c.outcome.value}, expected "
@@ -247,7 +228,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     Each side is ``KIND@PREFIX`` (run now; both sides in one lab) or a matrix JSON file
     (``FILE``, or ``FILE@PREFIX`` for one version of a file holding several). Exit 0 when no
     outcome changes, 1 when some do, 2 bad input."""
-    from harness import report, runner, scenarios
+    from harness import report, runner, scenarios, terminal
     from harness.versions import diff, render_diff
 
     _check_writable(args.json, "--json")
@@ -271,7 +252,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             hits = [v for v in installed if s.selector.matches(s.selector.kind, v)]
             if len(hits) > 1:
                 raise LabError(f"diff: {s.label} matches {', '.join(hits)}; give a longer version prefix")
-        progress = Progress(0)
+        progress = terminal.Progress(0)
         try:
             results = runner.run(
                 chosen, runtime=runtime, identities=_identities(args.identity),
@@ -290,12 +271,27 @@ def cmd_diff(args: argparse.Namespace) -> int:
     d = diff(a.cells, b.cells, a=a.label, b=b.label)
     if not d.compared:
         raise LabError(f"diff: {a.label} and {b.label} have no cell in common (different proxies or scenarios)")
-    print(render_diff(d), end="")
+    if args.wide:
+        print(render_diff(d), end="")
+    else:
+        terminal.diff_report(d, terminal.console())
     if args.json:
         text = json.dumps(d.to_json_dict(), indent=2) + "\n"
         report._atomic_write(args.json, lambda p: report._write_text(p, text))
         print(f"wrote {args.json}")
     return EXIT_FAILED if d.changes else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`trustlab report FILE.json [-o OUT.html]`: the results page of a matrix, diff or check JSON."""
+    from harness import page
+
+    out = args.output or args.file.parent / PAGE
+    _check_writable(out, "-o", inputs=(args.file,))
+    doc = page.load(args.file)
+    page.write(doc, out)
+    print(f"results page: {out} ({page.source_kind(doc)}, one file, works offline: open it in a browser)")
+    return EXIT_OK
 
 
 class _Live:
@@ -535,20 +531,47 @@ def cmd_down(args: argparse.Namespace) -> int:
     stopped = held.down(lab=args.lab, all_labs=args.all)
     print(f"stopped and removed: {', '.join(stopped)}" if stopped else "nothing to stop")
     return EXIT_OK
+
+
+#: The optional identities ``check --identity`` runs: those that need nothing of the config beyond
+#: its backend name (client-ca-signed needs an mTLS client certificate, revoked a CRL directive).
+CHECK_OPTIONAL = ("legit-deep", "cn-only", "san-other-cn-backend", "wildcard-parent")
+#: ``--all-identities``: the ones that apply to every backend name (wildcard-parent needs two labels
+#: under the parent: ask for it by name).
+CHECK_ALL = ("legit-deep", "cn-only", "san-other-cn-backend")
+
+
+def check_identities(asked: list[str], *, every: bool = False) -> tuple[str, ...]:
+    """The built-in identities, then the optional ones asked for (an unknown one is bad input)."""
+    from harness.vocab import IDENTITY_IDS
+
+    for ident in asked:
+        if ident not in CHECK_OPTIONAL:
+            extra = " (built in: always run)" if ident in IDENTITY_IDS else ""
+            raise LabError(f"--identity: {ident!r}{extra} is not an optional identity check runs; "
+                           f"choose from {', '.join(CHECK_OPTIONAL)}")
+    return IDENTITY_IDS + tuple(dict.fromkeys([*(CHECK_ALL if every else ()), *asked]))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
+    from harness import terminal
     from harness.check import check, render
 
     _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
+    identities = check_identities(args.identity, every=args.all_identities)
     result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout),
-                   version=args.proxy_version)
+                   version=args.proxy_version, identities=identities)
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
         hint = "" if args.keep else " (--keep keeps the adapted config)"
         raise LabError(f"{args.proxy} refused {args.file} as adapted for the lab{hint}: {result.rejected}")
-    print(render(result))
+    if args.wide:
+        print(render(result))
+    else:
+        terminal.check_report(result, terminal.console())
     if args.json:
         print(f"wrote {args.json}")
     return EXIT_OK if result.ok else EXIT_FAILED
@@ -616,6 +639,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"trustlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    from harness.proxies import driver, kinds
+    from harness.proxies import names as proxy_names
+
+    every_kind = ", ".join(proxy_names())
+    checkable = [k for k in kinds() if driver(k).config_module]
+
+    def wide_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--wide", action="store_true",
+                        help="one long line per row or cell, as before (default: fit the terminal, 80 columns "
+                        "when it cannot tell)")
+
     def runtime_opt(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                         help="where the proxies run (default: auto = docker when ready, else local)")
@@ -625,30 +659,45 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run scenarios by id or file and show each cell's evidence")
     sp.add_argument("scenario", nargs="+", help="scenario id (nginx/verify-off) or path to a .toml file")
     sp.add_argument("--json", type=Path, help="write the cells as JSON")
+    wide_opt(sp)
     runtime_opt(sp)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, heatmap")
-    sp.add_argument("--proxy", help="comma-separated proxy kinds, each optionally KIND@VERSION "
+    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
+    sp.add_argument("--proxy", help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
                     "(nginx,haproxy@2.8: a version prefix)")
     sp.add_argument("--all-versions", action="store_true",
                     help="run every installed version of each proxy (trustlab doctor lists them)")
-    sp.add_argument("--out", default="results", help="output directory (default: results/)")
+    sp.add_argument("--out", help="output directory (default: results/); naming one also draws the summary "
+                    "picture OUT/matrix.png")
     sp.add_argument("--json", type=Path, help="JSON path (default: OUT/matrix.json)")
     sp.add_argument("--csv", type=Path, help="CSV path (default: OUT/matrix.csv)")
-    sp.add_argument("--no-plot", action="store_true", help="skip the heatmap PNG")
+    sp.add_argument("--png", nargs="?", const="", metavar="FILE",
+                    help="draw the summary picture (per proxy kind: impostors through, outages) to FILE "
+                    "(default: OUT/matrix.png); --json or --csv alone draw nothing")
+    sp.add_argument("--poster", action="store_true",
+                    help="also draw the full scenarios x identities poster, OUT/matrix-poster.png (large, slow)")
+    sp.add_argument("--no-plot", action="store_true", help="draw no picture, even with --out")
+    wide_opt(sp)
     sp.add_argument("--seed", type=int, help="shuffle the cell order with this seed")
     sp.add_argument("--list", action="store_true", help="list the scenarios and exit")
     runtime_opt(sp)
     sp.set_defaults(func=cmd_matrix)
 
     sp = sub.add_parser("diff", help="the cells whose outcome changes between two proxy versions (or two runs)")
-    sp.add_argument("a", help="KIND@VERSION (nginx@1.22: run now) or a matrix JSON file (FILE or FILE@VERSION)")
+    sp.add_argument("a", help=f"KIND@VERSION (KIND: {every_kind}; nginx@1.22: run now) or a matrix JSON file "
+                    "(FILE or FILE@VERSION)")
     sp.add_argument("b", help="the other side, the same way (nginx@1.31)")
     sp.add_argument("--scenario", action="append", help="only this scenario (id or file; repeatable)")
     sp.add_argument("--json", type=Path, help="write the diff as JSON")
+    wide_opt(sp)
     runtime_opt(sp)
     sp.set_defaults(func=cmd_diff)
+
+    sp = sub.add_parser("report", help="the results page (one offline HTML file) of a matrix, diff or check JSON")
+    sp.add_argument("file", type=Path, help="a JSON file written by trustlab matrix, diff or check --json")
+    sp.add_argument("-o", "--output", type=Path, help=f"the page to write (default: {PAGE} beside FILE)")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("pki", help="mint or show the lab PKI")
     psub = sp.add_subparsers(dest="pki_cmd", required=True, parser_class=_Parser)
@@ -679,22 +728,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="every lab, plus leftovers of killed runs")
     sp.set_defaults(func=cmd_down)
     sp = sub.add_parser("check", help="run your own proxy config against every identity")
-    sp.add_argument("proxy", help="nginx, apache or haproxy")
-    sp.add_argument("file", type=Path, help="your config: nginx.conf / server block, VirtualHost, haproxy.cfg")
+    not_yet = [k.value for k in kinds() if k not in checkable]
+    sp.add_argument("proxy", help="the proxy kind: " + ", ".join(k.value for k in checkable)
+                    + (f" ({', '.join(not_yet)}: not yet)" if not_yet else ""))
+    sp.add_argument("file", type=Path, help="your config (" + ", ".join(driver(k).config_name for k in checkable)
+                    + " ...)")
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
     sp.add_argument("--proxy-version", metavar="V",
                     help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)")
+    sp.add_argument("--identity", action="append", metavar="ID", default=[],
+                    help=f"also run an optional identity (repeatable): {', '.join(CHECK_OPTIONAL)}")
+    sp.add_argument("--all-identities", action="store_true",
+                    help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where the proxy runs (default: auto = docker when ready, else local)")
+    wide_opt(sp)
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
-    from harness.proxies import names as proxy_names
-
-    sp.add_argument("--proxy", choices=proxy_names(), help="proxy kind (default: guessed)")
+    sp.add_argument("--proxy", choices=proxy_names(), help=f"proxy kind ({every_kind}; default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where --prove runs the proxy (default: auto = docker when ready, else local)")

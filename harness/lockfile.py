@@ -2,8 +2,9 @@
 
 Results are reproducible only if the lab that produced them is: every install path (``make venv``,
 ``.ci/run``, the images, the offline bundle) installs ``requirements.lock`` with ``--require-hashes``
-(``make lock`` refreshes it with pip-tools). Each result's ``meta`` and ``trustlab doctor`` name the
-lock's digest; :func:`drift` lists the installed packages that differ from it.
+(``make lock`` refreshes it with uv, for Debian 12's Python 3.11.2). Each result's ``meta`` and
+``trustlab doctor`` name the lock's digest; :func:`drift` lists the installed packages that differ
+from it.
 """
 
 from __future__ import annotations

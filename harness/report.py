@@ -1,4 +1,5 @@
-"""Turn :class:`~harness.results.Results` into a grid, JSON, CSV, a heatmap and Markdown.
+"""Turn :class:`~harness.results.Results` into a grid, JSON, CSV, pictures (a one-screen summary,
+the full heatmap poster) and Markdown.
 
 Every file is written atomically (a temp file renamed into place), so an interrupted run
 never leaves a half-written report behind.
@@ -13,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.results import Cell, Results
 from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
@@ -96,6 +98,12 @@ def _rows(results: Results) -> list[tuple[str, list[str]]]:
     known = [k.value for k in ProxyKind]
     kinds = known + sorted({p for p in proxy_of.values()} - set(known))
     return [(k, [r for r in rows if proxy_of[r] == k]) for k in kinds if any(proxy_of[r] == k for r in rows)]
+
+
+def grouped_rows(results: Results) -> list[tuple[str, list[str]]]:
+    """``[(kind, [row, ...]), ...]``: the run's rows (:func:`row_label`) grouped by proxy kind, in
+    the vocabulary's order of kinds, each group in run order."""
+    return _rows(results)
 
 
 def is_outage(cell: Cell) -> bool:
@@ -188,6 +196,21 @@ def cell_lines(cells: list[Cell]) -> str:
             f"  {c.identity:<15} {c.outcome.value:<16} {status:>4}  sni={c.sni or '-':<22} "
             f"tls={c.tls or '-':<8} {c.reason}{differs}\n"
         )
+    return out.getvalue()
+
+
+def run_text(results: Results, chosen: list[Any]) -> str:
+    """``trustlab run --wide``: per scenario its title, then :func:`cell_lines`."""
+    out = io.StringIO()
+    for sc in chosen:
+        cells = [c for c in results.cells if c.scenario == sc.id]
+        flag = "" if not any(c.differs for c in cells) else "   (differs from the scenario's expectation)"
+        out.write(f"{sc.id}: {sc.title}{flag}\n")
+        out.write(cell_lines(cells))
+        if sc.unlisted:
+            out.write(f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
+                      f"{', '.join(sc.unlisted)}; reported, not judged)\n")
+        out.write("\n")
     return out.getvalue()
 
 
@@ -334,3 +357,233 @@ def markdown(results: Results) -> str:
             cells.append(text + (" (!)" if c.differs else ""))
         lines.append(f"| `{sid}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# -- the summary picture -----------------------------------------------------------------------
+#: Impostors grouped by what the proxy failed to check, for the summary picture (an identity
+#: added later and not listed here is drawn under "other impostor").
+IMPOSTOR_CLASSES: dict[str, tuple[str, ...]] = {
+    "untrusted\nCA": ("rogue-ca", "self-signed"),
+    "public\nCA": ("public-ca",),
+    "another\nservice's\nname": ("wrong-name", "san-other-cn-backend"),
+    "odd name\nforms": ("ip-san", "wildcard", "wildcard-parent", "cn-only"),
+    "expired or\nnot yet\nvalid": ("expired", "not-yet-valid"),
+    "revoked": ("revoked",),
+    "client-\nside CA": ("client-ca-signed",),
+}
+#: The picture's availability columns: a legitimate backend refused.
+LEGIT_REFUSED = "legit\nrefused"
+NO_CHAIN = "legit-no-\nchain\nrefused"
+#: What a scenario comes to, for the bars (the first that applies, in this order).
+VERDICTS = (
+    ("an impostor got through", COLOR[Outcome.SPOOFED]),
+    ("config rejected", COLOR[Outcome.CONFIG_REJECTED]),
+    ("lab error", COLOR[Outcome.ERROR]),
+    ("legit refused (outage)", OUTAGE_COLOR),
+    ("every impostor blocked, legit served", COLOR[Outcome.SERVED]),
+)
+
+
+def scenario_verdict(cells: list[Cell]) -> str:
+    """One of :data:`VERDICTS`' names for one scenario's cells."""
+    if any(c.outcome is Outcome.SPOOFED for c in cells):
+        return VERDICTS[0][0]
+    if all(c.outcome is Outcome.CONFIG_REJECTED for c in cells):
+        return VERDICTS[1][0]
+    if any(c.outcome is Outcome.ERROR for c in cells):
+        return VERDICTS[2][0]
+    if any(is_outage(c) and c.identity != "legit-no-chain" for c in cells):
+        return VERDICTS[3][0]
+    return VERDICTS[4][0]
+
+
+def summary_table(results: Results) -> tuple[list[str], list[str], list[list[tuple[int, int]]]]:
+    """Rows (proxy kinds), columns (impostor classes, then the two availability columns) and per
+    cell ``(scenarios where it happened, scenarios that ran it)``: the numbers the picture shows."""
+    row = row_label(results)
+    kinds = [k for k, _ in _rows(results)]
+    known = {i for ids in IMPOSTOR_CLASSES.values() for i in ids}
+    other = sorted({c.identity for c in results.cells if c.identity not in LEGITIMATE_IDS and c.identity not in known})
+    classes = dict(IMPOSTOR_CLASSES) | ({"other impostor": tuple(other)} if other else {})
+    columns = [name for name, ids in classes.items() if any(c.identity in ids for c in results.cells)]
+    columns += [LEGIT_REFUSED, NO_CHAIN]
+    table: list[list[tuple[int, int]]] = []
+    for kind in kinds:
+        cells = [c for c in results.cells if c.proxy == kind]
+        line = []
+        for col in columns:
+            if col == LEGIT_REFUSED:
+                ran = [c for c in cells if c.identity in LEGITIMATE_IDS and c.identity != "legit-no-chain"]
+                hit = [c for c in ran if is_outage(c)]
+            elif col == NO_CHAIN:
+                ran = [c for c in cells if c.identity == "legit-no-chain"]
+                hit = [c for c in ran if is_outage(c)]
+            else:
+                ran = [c for c in cells if c.identity in classes[col]]
+                hit = [c for c in ran if c.outcome is Outcome.SPOOFED]
+            line.append((len({row(c) for c in hit}), len({row(c) for c in ran})))
+        table.append(line)
+    return kinds, columns, table
+
+
+#: The summary picture's size: fits a laptop screen (1366 x 768) at 100% with room for a browser.
+SUMMARY_SIZE = (1200, 560)
+
+
+def _font(size: int, *, bold: bool = False):  # type: ignore[no-untyped-def]
+    """DejaVu Sans as matplotlib ships it (found without importing matplotlib: 0.5 s), else
+    Pillow's own scalable font."""
+    from importlib.util import find_spec
+
+    from PIL import ImageFont
+
+    spec = find_spec("matplotlib")
+    if spec and spec.origin:
+        ttf = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / f"DejaVuSans{'-Bold' if bold else ''}.ttf"
+        if ttf.exists():
+            return ImageFont.truetype(str(ttf), size)
+    return ImageFont.load_default(size)
+
+
+def _mix(colour: str, share: float) -> tuple[int, int, int]:
+    """*colour* at *share* (0..1) of its strength over white."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(round(255 + (c - 255) * share) for c in (r, g, b))  # type: ignore[return-value]
+
+
+def _dark(rgb: tuple[int, int, int]) -> bool:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140
+
+
+def summary_picture(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
+    """A picture of the whole run that fits a laptop screen at 100% (:data:`SUMMARY_SIZE`).
+
+    Left: per proxy kind, in how many of its scenarios each class of impostor got through, and
+    how many refuse a legitimate backend (outage); right: what each scenario comes to. The
+    text under it says what ``legit-no-chain`` is. Drawn with Pillow (a few hundredths of a
+    second; matplotlib's import alone takes longer than that), saved as PNG when *path* is
+    given; returns the ``PIL.Image`` (notebooks display it). The full grid is :func:`heatmap`."""
+    from PIL import Image, ImageDraw
+
+    kinds, columns, table = summary_table(results)
+    row = row_label(results)
+    versions: dict[str, dict[str, None]] = {}
+    for c in results.cells:
+        if c.proxy_version:
+            versions.setdefault(c.proxy, {})[c.proxy_version] = None
+    width, height = SUMMARY_SIZE
+    img = Image.new("RGB", SUMMARY_SIZE, "white")
+    d = ImageDraw.Draw(img)
+    regular, bold, small, big = _font(13), _font(13, bold=True), _font(11), _font(16, bold=True)
+    ink, rule = "#000000", "#c8c8c8"
+    counts = summary_counts(results)
+    n_rows = len({row(c) for c in results.cells})
+    d.text((16, 10), title or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
+           f"scenarios, {results.meta.get('runtime', '?')} runtime", font=big, fill=ink)
+    d.text((16, 32), ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), font=small, fill="#444444")
+    # Left: kinds x classes. Geometry from the number of kinds and columns.
+    left, top, col_w = 170, 118, min(78, 700 // max(len(columns), 1))
+    row_h = min(38, 300 // max(len(kinds), 1))
+    n_imp = len(columns) - 2
+    for x, name in enumerate(columns):
+        cx = left + x * col_w + col_w // 2
+        d.multiline_text((cx, top - 6), name, font=small, fill=ink, anchor="md", align="center", spacing=2)
+    for y, (kind, line) in enumerate(zip(kinds, table, strict=True)):
+        y0 = top + y * row_h
+        label = f"{kind} {', '.join(versions[kind])}" if kind in versions else kind
+        d.text((left - 8, y0 + row_h // 2), label, font=regular, fill=ink, anchor="rm")
+        for x, (hit, ran) in enumerate(line):
+            x0 = left + x * col_w
+            share = hit / ran if ran else 0.0
+            base = COLOR[Outcome.SPOOFED] if x < n_imp else OUTAGE_COLOR
+            fill = _mix(base, 0.15 + 0.85 * share) if hit else (255, 255, 255)
+            d.rectangle((x0, y0, x0 + col_w, y0 + row_h), fill=fill, outline=rule)
+            if x == len(columns) - 1 and hit:  # legit-no-chain refused: hatched, as the poster's OUTAGE
+                for k in range(-row_h, col_w, 7):
+                    d.line((x0 + max(k, 0), y0 + row_h - max(-k, 0), x0 + min(k + row_h, col_w),
+                            y0 + row_h - min(row_h, col_w - k)), fill="#ffffff", width=1)
+            text = f"{hit}/{ran}" if ran else NOT_RUN
+            font = bold if hit else regular
+            colour = "white" if hit and _dark(fill) else ink
+            if x == len(columns) - 1 and hit:
+                box = d.textbbox((x0 + col_w // 2, y0 + row_h // 2), text, font=font, anchor="mm")
+                d.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=fill)
+            d.text((x0 + col_w // 2, y0 + row_h // 2), text, font=font, fill=colour, anchor="mm")
+    bottom = top + len(kinds) * row_h
+    split = left + n_imp * col_w
+    d.line((split, top - 40, split, bottom), fill=ink, width=3)
+    d.text((left + n_imp * col_w // 2, top - 62), "impostors that got through", font=bold, fill=ink, anchor="md")
+    d.text((split + col_w, top - 62), "outage", font=bold, fill=ink, anchor="md")
+    d.text((left, bottom + 6), "a number: scenarios where it happened / scenarios of that proxy that ran it",
+           font=small, fill="#444444")
+    # Right: each scenario's verdict, stacked per kind, on the same rows.
+    per = {k: dict.fromkeys((v for v, _ in VERDICTS), 0) for k in kinds}
+    by: dict[tuple[str, str], list[Cell]] = {}
+    for c in results.cells:
+        by.setdefault((c.proxy, row(c)), []).append(c)
+    for (kind, _), cells in by.items():
+        per[kind][scenario_verdict(cells)] += 1
+    bx, bw = left + len(columns) * col_w + 60, width - (left + len(columns) * col_w + 60) - 20
+    most = max((sum(v.values()) for v in per.values()), default=1) or 1
+    d.text((bx, top - 62), "scenarios by what they come to", font=bold, fill=ink)
+    for y, kind in enumerate(kinds):
+        y0 = top + y * row_h + row_h // 2 - 11
+        x0 = bx
+        for name, colour in VERDICTS:
+            n = per[kind][name]
+            if not n:
+                continue
+            w = max(2, round(bw * n / most))
+            d.rectangle((x0, y0, x0 + w - 1, y0 + 22), fill=colour)
+            if w >= 16:
+                d.text((x0 + w / 2, y0 + 11), str(n), font=small, fill="black" if colour == COLOR[Outcome.ERROR]
+                       else "white", anchor="mm")
+            x0 += w
+        d.text((x0 + 4, y0 + 11), str(sum(per[kind].values())), font=small, fill="#444444", anchor="lm")
+    ly = bottom + 6
+    for name, colour in VERDICTS:
+        if any(per[k][name] for k in kinds):
+            d.rectangle((bx, ly + 2, bx + 11, ly + 13), fill=colour)
+            d.text((bx + 17, ly), name, font=small, fill=ink)
+            ly += 17
+    # How to read it, legit-no-chain above all.
+    flat = [(name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items()
+            if name in columns]
+    members = [f"{name} = {', '.join(ids)}" for name, ids in flat if (name,) != ids]
+    half = (len(members) + 1) // 2
+    notes = (
+        "Red: an impostor's response reached the client (spoofed). A number counts scenarios (a proxy "
+        "configuration or a reported case).",
+        f"Impostor classes: {'; '.join(members[:half])};",
+        f"    {'; '.join(members[half:])}.",
+        "legit-no-chain is the legitimate backend forgetting to send its intermediate certificate: a correct "
+        "config refuses it, so it is",
+        "drawn as an OUTAGE (grey, hatched): an availability problem for whoever runs that backend, not a "
+        "security hole.",
+        "Every cell with its evidence: matrix.json, matrix.md; the full grid: trustlab matrix --poster.",
+    )
+    d.multiline_text((16, height - 10), "\n".join(notes), font=small, fill=ink, anchor="ld", spacing=4)
+    if path is not None:
+        _atomic_write(Path(path), lambda p: img.save(p, format="PNG"))
+    return img
+
+
+def draw(results: Results, png: Path, *, poster: Path | None = None,
+         say: Callable[[str], None] | None = None) -> list[Path]:
+    """Draw the summary picture (and the poster when asked), say what drawing cost beside the
+    matrix's own time, and return the files written."""
+    import time
+
+    written = []
+    spent = results.meta.get("duration_s") or 0.0
+    for kind, target, painter in (("summary", png, summary_picture), ("poster", poster, heatmap)):
+        if target is None:
+            continue
+        t0 = time.perf_counter()
+        painter(results, target)
+        took = time.perf_counter() - t0
+        written.append(Path(target))
+        if say is not None:
+            share = f" ({100 * took / spent:.0f}% of the cells' {spent:.1f} s)" if spent else ""
+            say(f"drew the {kind} picture {target} in {took:.2f} s{share}")
+    return written

@@ -41,11 +41,13 @@ Stdlib only: the docker image's worker imports this module too.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import secrets
 import shutil
-from collections.abc import Iterable
+import stat
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 #: Sandbox uids: 2_100_000_000 + a random offset below 2**24, far above any account, below 2**31.
@@ -126,6 +128,97 @@ def limit(*, nproc: bool = True, overrides: Iterable[tuple[int, int]] = ()) -> N
 
 def environment(home: str) -> dict[str, str]:
     return {"PATH": PATH, "LANG": "C", "HOME": home}
+
+
+#: The most the trusted side reads of a file a proxy wrote, at once: its last 64 KiB.
+TAIL = 64 * 1024
+
+
+def worker_environment(pythonpath: str) -> dict[str, str]:
+    """The whole environment of a lab worker: nothing of the caller's (no CI token, no workshop
+    secret), since a proxy that tricks the worker into reading ``/proc/self/environ`` must find
+    nothing there (issue 26)."""
+    return {"PATH": PATH, "LANG": "C.UTF-8", "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def open_planted(path: Path, base: Path) -> int:
+    """Open *path*, a file a proxy may have replaced, for reading, following no link.
+
+    Every component below *base* (the proxy's run directory, whose own parents the proxy cannot
+    change) is opened relative to its parent with ``O_NOFOLLOW``: the proxy owns the run
+    directory and can plant a link at any depth. ``O_NONBLOCK``: a FIFO planted there cannot
+    hang the reader. Raises OSError (``ELOOP``: a link)."""
+    try:
+        parts = path.relative_to(base).parts
+    except ValueError:
+        base, parts = path.parent, (path.name,)
+    if not parts:
+        raise OSError(errno.EISDIR, "is the run directory itself", str(path))
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        return os.open(parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def tail(fd: int, *, since: int = 0, limit: int = TAIL) -> bytes:
+    """The bytes of regular file *fd* after offset *since*, at most its last *limit* bytes
+    (``pread``: the file offset, which a proxy may share, is not moved)."""
+    size = os.fstat(fd).st_size
+    start = max(since, size - limit, 0)
+    chunks, want = [], min(limit, size - start)
+    while want > 0 and (chunk := os.pread(fd, want, start)):
+        chunks.append(chunk)
+        start, want = start + len(chunk), want - len(chunk)
+    return b"".join(chunks)
+
+
+def read_planted(
+    path: Path, base: Path, *, since: int = 0, owners: Container[int] | None = None, limit: int = TAIL,
+) -> tuple[bytes, str | None]:
+    """Read what a proxy wrote to *path* (under *base*) as the trusted side must: no link
+    followed, a regular file only (no FIFO, no device), owned by one of *owners* when given,
+    at most its last *limit* bytes. Returns (bytes, why it was not read or ``None``); a file
+    the proxy deleted reads as empty."""
+    try:
+        fd = open_planted(path, base)
+    except FileNotFoundError:
+        return b"", None
+    except OSError as exc:
+        what = "a symbolic link" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else exc.strerror
+        return b"", f"{path.name} not read: {what} (the proxy's files are read only as regular files)"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b"", f"{path.name} not read: not a regular file (the proxy's files are read only as regular files)"
+        if owners is not None and st.st_uid not in owners:
+            return b"", f"{path.name} not read: owned by uid {st.st_uid}, not by the proxy"
+        return tail(fd, since=since, limit=limit), None
+    finally:
+        os.close(fd)
+
+
+def size_planted(path: Path, base: Path) -> int:
+    """The size of the regular file *path* (see :func:`open_planted`), 0 when it is gone or not one."""
+    try:
+        fd = open_planted(path, base)
+    except OSError:
+        return 0
+    try:
+        st = os.fstat(fd)
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    finally:
+        os.close(fd)
+
+
+def create_log(path: Path) -> None:
+    """Create the proxy's log (when missing) before it starts, following no link."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644))
 
 
 def write_etc(directory: Path) -> Path:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from harness.errors import LabError
 from harness.proxies import names as proxy_names
 from harness.results import Cell, Results
-from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, Outcome
+from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome
 
 
 class Verdict(enum.StrEnum):
@@ -165,12 +165,17 @@ def _claim1(v: _View) -> tuple[Verdict, str, str]:
 
 def _claim2(v: _View) -> tuple[Verdict, str, str]:
     rule = (
-        "nginx/good must serve legit and block every impostor; each line's absence weakens security "
+        "nginx/good must serve legit and block every built-in impostor; each line's absence weakens security "
         "if its scenario spoofs an impostor nginx/good blocks (no verify: nginx/ca-without-verify, "
         "no CA: nginx/verify-no-ca, no SNI: nginx/no-sni). confirmed if all three weaken; partly true "
         "if one or two do; refuted if none does or nginx/good fails."
     )
-    good_ok = v.served("nginx/good") and not v.spoofed("nginx/good")
+    # The claim is about three lines; none of them decides how a name is matched (a CN-only
+    # certificate, a CN beside a sibling's SAN): judged on the built-in impostors, and the optional
+    # ones good still lets through are named in the finding (issue 21: no hidden holes in good).
+    through = v.spoofed("nginx/good")
+    beyond = [i for i in through if i in OPTIONAL_IDENTITY_IDS]
+    good_ok = v.served("nginx/good") and not [i for i in through if i not in OPTIONAL_IDENTITY_IDS]
     missing = {
         "proxy_ssl_verify": "nginx/ca-without-verify",
         "proxy_ssl_trusted_certificate": "nginx/verify-no-ca",
@@ -196,6 +201,8 @@ def _claim2(v: _View) -> tuple[Verdict, str, str]:
     finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(
         parts
     )
+    if beyond:
+        finding += f"; none of the three lines stops {_names(beyond)}, which nginx/good lets through"
     return verdict, rule, finding
 
 
@@ -205,7 +212,9 @@ def _claim3(v: _View) -> tuple[Verdict, str, str]:
         "every impostor nginx/good blocks: confirmed if all, refuted if none, else partly true. How "
         "common it is, a run cannot show (see the reports cited in the scenario file)."
     )
-    blocked_by_good = [c.identity for c in v.impostors("nginx/good") if c.outcome is Outcome.BLOCKED]
+    # Like with like: the impostors both scenarios run (good also runs the optional identities).
+    blocked_by_good = [c.identity for c in v.impostors("nginx/good")
+                       if c.outcome is Outcome.BLOCKED and ("nginx/ca-without-verify", c.identity) in v.by]
     extra = v.extra_spoofs("nginx/ca-without-verify", "nginx/good")
     verdict = _by_count(len([i for i in blocked_by_good if i in extra]), len(blocked_by_good))
     same = all(

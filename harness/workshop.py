@@ -147,18 +147,26 @@ _README = """# trustlab workshop kit (trustlab {version})
 
 Everything an attendee needs, without network access.
 
-## On each laptop
+## Which laptops this kit installs on
 
-    python3 -m venv trustlab-venv
-    trustlab-venv/bin/pip install --no-index --find-links wheelhouse 'trustlab{extras}'
-    trustlab-venv/bin/trustlab workshop preflight
+The wheelhouse carries wheels for **{where}** only: compiled dependencies come as wheels for one
+platform and one Python version. `./install.sh` checks this laptop first and refuses clearly elsewhere.
 
-Linux with nginx, apache2 and haproxy installed uses the local runtime. With Docker (macOS,
-Windows, or Linux without the proxies), load the image first:
+    ./install.sh                                     # a venv in trustlab-venv/, from wheelhouse/ only
+    trustlab-venv/bin/trustlab workshop preflight    # READY, or one FIX line per problem
 
-    trustlab-venv/bin/trustlab images load trustlab-images.tar
+Linux with nginx, apache2 and haproxy installed uses the local runtime; with Docker, load the image
+first: `trustlab-venv/bin/trustlab images load trustlab-images.tar`.
 
-preflight prints READY, or one FIX line per problem with what to do.
+## macOS, Windows, or another Python: the classroom image
+
+With Docker Desktop and the image in this kit (`trustlab-images.tar`, when the instructor built it
+with the classroom image), no Python is needed on the laptop:
+
+    docker load -i trustlab-images.tar
+    docker run --rm -p 127.0.0.1:8888:8888 trustlab/classroom:current
+
+and open the URL it prints: JupyterLab with the notebooks, the challenges and trustlab inside.
 
 ## Then
 
@@ -173,6 +181,69 @@ docs/INSTRUCTOR.md.
 
 {contents}
 """
+
+#: install.sh: the wheelhouse installs only where its wheels were built for (issue 21); the
+#: platform and Python are checked first, with one line saying what to use instead.
+_INSTALL = """#!/bin/sh
+# Install trustlab from wheelhouse/ into trustlab-venv/, offline: only on {where}.
+set -eu
+cd "$(dirname "$0")"
+os=${{TRUSTLAB_KIT_OS:-$(uname -s)}}
+arch=${{TRUSTLAB_KIT_ARCH:-$(uname -m)}}
+py=${{PYTHON:-python3}}
+pyver=${{TRUSTLAB_KIT_PYTHON:-$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)}}
+case " {platforms} " in *" $os-$arch "*) ;; *)
+    echo "install.sh: this wheelhouse is for {where}; this is $os $arch: use the classroom image (README.md)" >&2
+    exit 2;;
+esac
+case " {pythons} " in *" $pyver "*) ;; *)
+    echo "install.sh: this wheelhouse is for Python {pythons}; $py is $pyver:" \\
+         "install that Python, or use the classroom image (README.md)" >&2
+    exit 2;;
+esac
+"$py" -m venv trustlab-venv
+trustlab-venv/bin/pip install -q --no-index --find-links wheelhouse 'trustlab{extras}'
+echo "installed: trustlab-venv/bin/trustlab (next: trustlab-venv/bin/trustlab workshop preflight)"
+"""
+
+_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "arm64"}
+
+
+def wheel_targets(wheels: list[Path]) -> tuple[list[str], list[str]]:
+    """(``OS-arch`` as ``uname -sm`` says it, ``X.Y`` Python versions) every binary wheel carries.
+
+    A pure wheel (``py3-none-any``) runs anywhere; the binary ones decide where the wheelhouse
+    installs: the platforms and CPython versions common to all of them."""
+    platforms: set[str] | None = None
+    pythons: set[str] | None = None
+    for wheel in wheels:
+        parts = wheel.name[:-4].split("-")
+        if len(parts) < 5:
+            continue
+        py, abi, plat = parts[-3], parts[-2], parts[-1]
+        if plat == "any":
+            continue
+        mine = set()
+        for tag in plat.split("."):
+            system = "Linux" if tag.startswith(("manylinux", "musllinux", "linux")) else (
+                "Darwin" if tag.startswith("macosx") else "Windows" if tag.startswith("win") else tag)
+            arch = next((v for k, v in _ARCH.items() if tag.endswith(k)), tag.rsplit("_", 1)[-1])
+            mine.add(f"{system}-{arch}")
+        platforms = mine if platforms is None else platforms & mine
+        vers = {f"{t[2]}.{t[3:]}" for t in py.split(".") if t.startswith("cp") and len(t) > 3}
+        if abi == "abi3" and vers:
+            low = min(vers, key=lambda v: tuple(map(int, v.split("."))))
+            vers = {f"3.{m}" for m in range(int(low.split(".")[1]), 15)}
+        if vers:
+            pythons = vers if pythons is None else pythons & vers
+    return sorted(platforms or ()), sorted(pythons or (), key=lambda v: tuple(map(int, v.split("."))))
+
+
+def _where(platforms: list[str], pythons: list[str]) -> str:
+    plat = ", ".join(p.replace("-", " ") for p in platforms) or "any platform"
+    return f"{plat} with Python {' or '.join(pythons) if pythons else '3'}"
+
+
 
 
 def _checkout() -> Path:
@@ -268,7 +339,7 @@ def bundle(
                 built = render_notebooks(src, dest / "html")
             parts.append(f"notebooks ({len(built)} rendered)")
         (work / "docs").mkdir()
-        for doc in (root / "docs" / "INSTRUCTOR.md", root / "README.md"):
+        for doc in (root / "docs" / "INSTRUCTOR.md", root / "docs" / "reference.md", root / "README.md"):
             if doc.is_file():
                 shutil.copy2(doc, work / "docs" / doc.name)
         parts.append("guide")
@@ -281,9 +352,14 @@ def bundle(
             for name, m in manifest.items()
             if "/" not in name or name.startswith(("docs/", "notebooks/html/")) or name.endswith(".tar")
         )
-        (work / "README.md").write_text(
-            _README.format(version=__version__, extras=f"[{','.join(extras)}]" if extras else "", contents=contents)
-        )
+        extra = f"[{','.join(extras)}]" if extras else ""
+        platforms, pythons = wheel_targets(sorted((work / "wheelhouse").glob("*.whl")))
+        where = _where(platforms, pythons)
+        (work / "README.md").write_text(_README.format(version=__version__, where=where, contents=contents))
+        install = work / "install.sh"
+        install.write_text(_INSTALL.format(where=where, platforms=" ".join(platforms) or "*",
+                                           pythons=" ".join(pythons), extras=extra))
+        install.chmod(0o755)
         (work / "manifest.json").write_text(json.dumps({"trustlab": __version__, "files": manifest}, indent=2) + "\n")
         if target.exists():
             target.rmdir()

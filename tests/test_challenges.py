@@ -515,7 +515,7 @@ def test_submit_shows_solved_and_not_yet(local_runtime: str) -> None:
 
 
 def test_the_docs_name_only_commands_that_exist() -> None:
-    """README's "Run a workshop" and docs/INSTRUCTOR.md match the parser (and every challenge id they name exists)."""
+    """README, docs/reference.md and docs/INSTRUCTOR.md name only real commands and challenge ids."""
     import re
 
     from harness.cli import build_parser
@@ -526,7 +526,7 @@ def test_the_docs_name_only_commands_that_exist() -> None:
         g: set(next(a for a in sub[g]._actions if a.dest == f"{g}_cmd").choices)  # type: ignore[union-attr]
         for g in ("challenge", "workshop")
     }
-    text = (root / "README.md").read_text() + (root / "docs" / "INSTRUCTOR.md").read_text()
+    text = "".join((root / p).read_text() for p in ("README.md", "docs/reference.md", "docs/INSTRUCTOR.md"))
     used = re.findall(r"trustlab (challenge|workshop) ([a-z]+)", text)
     assert {"list", "start", "check", "hint", "solution", "progress", "reset", "export"} <= {
         c for g, c in used if g == "challenge"

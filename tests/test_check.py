@@ -23,6 +23,8 @@ IMPOSTORS = [i for i in IDENTITY_IDS if i not in ("legit", "legit-no-chain")]
 # (proxy, file, outcome per identity as the real servers give it; "*" = every other impostor)
 CASES = [
     ("nginx", "nginx-upstream-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
+    # proxy_ssl_name with a port: nginx strips it (nginx-tests proxy_ssl_name.t; issue 24).
+    ("nginx", "nginx-ssl-name-with-port.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("nginx", "nginx-ip-host-sni.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
     (
         "nginx",
@@ -30,6 +32,8 @@ CASES = [
         {"legit": "served", "legit-no-chain": "served", "*": "spoofed"},
     ),
     ("apache", "apache-vhost-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
+    # A client certificate directory (hashed, like CAPath): adapted like the File form (issue 24).
+    ("apache", "apache-machine-cert-path.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("apache", "apache-seed-recipe.conf", {"legit": "blocked", "*": "blocked"}),
     ("apache", "apache-everything-off.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
     ("haproxy", "haproxy-good.cfg", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
@@ -278,3 +282,85 @@ def test_plugin_example_runs(each_runtime: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout
+
+
+def test_ssl_name_host_strips_a_port_as_nginx_does() -> None:
+    from harness.configs.nginx import ssl_name_host
+
+    assert ssl_name_host("backend:123") == "backend"
+    assert ssl_name_host("backend-api.internal") == "backend-api.internal"
+    assert ssl_name_host("[2001:db8::1]:8443") == "[2001:db8::1]"
+    assert ssl_name_host("[2001:db8::1]") == "[2001:db8::1]"
+
+
+def test_check_identity_options_refuse_what_check_cannot_run() -> None:
+    from harness.cli import check_identities
+    from harness.errors import LabError
+
+    assert check_identities([]) == tuple(IDENTITY_IDS)
+    assert check_identities(["cn-only"])[-1] == "cn-only"
+    assert check_identities(["cn-only"], every=True)[len(IDENTITY_IDS):] == (
+        "legit-deep", "cn-only", "san-other-cn-backend")
+    for bad in ("rogue-ca", "revoked", "client-ca-signed", "rouge-ca"):
+        with pytest.raises(LabError, match="--identity"):
+            check_identities([bad])
+
+
+@pytest.mark.integration
+def test_check_runs_optional_identities(local_runtime: str, tmp_path: Path) -> None:
+    """nginx's name check reads the CN when there is no DNS SAN: --identity cn-only shows it (issue 24)."""
+    out = tmp_path / "check.json"
+    code = main(["check", "nginx", str(CONFIGS / "nginx-upstream-good.conf"), "--runtime", local_runtime,
+                 "--identity", "cn-only", "--identity", "san-other-cn-backend", "--accept", "wildcard",
+                 "--json", str(out)])
+    cells = {c["identity"]: c["outcome"] for c in json.loads(out.read_text())["cells"]}
+    assert code == 1
+    assert (cells["cn-only"], cells["san-other-cn-backend"]) == ("spoofed", "blocked")
+
+
+# -- revocation (issue 24): a config's CRL is kept, pointed at the lab's CRLs, and `revoked` runs ----------
+
+ONE_CRL = "-----BEGIN X509 CRL-----\nMA==\n-----END X509 CRL-----\n"
+
+
+def _with_crl(tmp_path: Path, name: str, old: str, new: str, *, beside: str | None = None) -> Path:
+    text = (CONFIGS / name).read_text()
+    assert old in text
+    out = tmp_path / name
+    out.write_text(text.replace(old, new, 1))
+    if beside:
+        (tmp_path / beside).write_text(ONE_CRL)  # one CRL: the config's own file holds the intermediate's only
+    return out
+
+
+CRL_CASES = [
+    # (proxy, config, the line that gets a CRL, ..., a one-CRL file beside it?, legit, revoked)
+    ("nginx", "nginx-upstream-good.conf", "proxy_ssl_verify on;",
+     "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/all.pem;", None, "served", "blocked"),
+    # nginx checks a CRL for every certificate of the chain: the root's is missing, legit is refused too.
+    ("nginx", "nginx-upstream-good.conf", "proxy_ssl_verify on;",
+     "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/inter.pem;", "inter.pem", "blocked", "blocked"),
+    ("haproxy", "haproxy-good.cfg", "ca-file", "crl-file /etc/haproxy/crl.pem ca-file", None, "served", "blocked"),
+    ("apache", "apache-vhost-good.conf", "SSLProxyCheckPeerExpire on",
+     "SSLProxyCheckPeerExpire on\n    SSLProxyCARevocationFile /etc/apache2/crl.pem\n"
+     "    SSLProxyCARevocationCheck chain", None, "served", "blocked"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("proxy", "name", "old", "new", "beside", "legit", "revoked"), CRL_CASES,
+                         ids=["nginx-chain", "nginx-intermediate-only", "haproxy-chain", "apache-chain"])
+def test_check_keeps_the_crl_and_runs_revoked(
+    local_runtime: str, tmp_path: Path, proxy: str, name: str, old: str, new: str, beside: str | None,
+    legit: str, revoked: str,
+) -> None:
+    result = check(proxy, _with_crl(tmp_path, name, old, new, beside=beside), runtime=local_runtime)
+    got = {c.identity: c.outcome.value for c in result.cells}
+    assert (got["legit"], got.get("revoked")) == (legit, revoked), result.summary()
+    assert any("revoked is run" in n for n in result.adaptations), result.adaptations
+
+
+@pytest.mark.integration
+def test_without_a_crl_revoked_is_not_run(local_runtime: str) -> None:
+    result = check("nginx", CONFIGS / "nginx-upstream-good.conf", runtime=local_runtime)
+    assert "revoked" not in {c.identity for c in result.cells}

@@ -74,7 +74,10 @@ def test_pki_mint_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) 
 def test_run_prints_evidence_per_identity(local_runtime: str, tmp_path: Path) -> None:
     proc = trustlab("run", "nginx/verify-off", "--runtime", "local", "--json", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
-    assert "rogue-ca" in proc.stdout and "spoofed" in proc.stdout and "response from impostor" in proc.stdout
+    # Issue 19: one line per cell (SPOOFED shouts), its evidence folded under it, 80 columns.
+    rogue = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["rogue-ca"])
+    assert "SPOOFED" in rogue and "response from impostor" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
     data = json.loads((tmp_path / "r.json").read_text())
     assert {c["identity"] for c in data["cells"]} == set(IDENTITY_IDS)
 
@@ -94,9 +97,9 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     proc = trustlab("matrix", "--runtime", "local", "--proxy", "haproxy", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "matrix.json").read_text())
-    # Issue 15 added proxy_versions (every installation the cells ran on).
+    # Issue 15 added proxy_versions (every installation the cells ran on); the locked install, lock.
     assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip",
-                                 "proxy_versions"}
+                                 "proxy_versions", "lock"}
     assert [v["proxy"] for v in data["meta"]["proxy_versions"]] == ["haproxy"]
     assert set(data["meta"]["versions"]) >= {"nginx", "apache", "haproxy", "openssl"}
     contract = {"scenario", "proxy", "variant", "identity", "outcome", "expected",
@@ -109,4 +112,7 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     assert {c["proxy"] for c in data["cells"]} == {"haproxy"}
     assert (tmp_path / "matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "matrix.csv").read_text().startswith("scenario,proxy,variant,identity,outcome")
-    assert "haproxy/good" in proc.stdout
+    assert any(line.split()[:1] == ["good"] for line in proc.stdout.splitlines())  # the haproxy/good row
+    # Issue 23: the results page, beside the rest, and its path on the terminal.
+    assert (tmp_path / "index.html").read_text().startswith("<!DOCTYPE html>")
+    assert f"results page: {tmp_path / 'index.html'}" in proc.stdout

@@ -103,7 +103,8 @@ def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay
     ("apache/seed-recipe", "legit"),  # an outage: the legitimate backend is refused
     ("reported/nginx-1409", "legit-deep"),
     ("nginx/subdomain-backend", "wildcard-parent"),
-    ("nginx/good", "rogue-ca"),
+    ("reported/ingress-nginx-4928-fixed", "rogue-ca"),  # every impostor blocked: any shows it
+    ("nginx/good", "cn-only"),  # good's hidden hole: a CN-only certificate from the internal CA
 ])
 def test_the_suggested_identity_shows_the_scenario_point(scenario: str, identity: str) -> None:
     from harness.held import point

@@ -92,7 +92,7 @@ def test_notebook_runs(path: Path, each_runtime: str, notebook_tools: None) -> N
     assert proc.returncode == 0, f"{path.name} failed on the {each_runtime} runtime:\n{proc.stderr[-6000:]}"
     # Each notebook is meant to take seconds; a slow one fails loudly rather than creeping up.
     # 10 starts and stops four held labs through the CLI, each a fresh process (about 35 s alone);
-    # 07 runs the whole matrix (1474 cells, eight proxies) and 11 a matrix per nginx version.
+    # 07 runs the whole matrix (about 1500 cells, eight proxies) and 11 a matrix per nginx version.
     budget = {"10": 120, "07": 240, "11": 240}.get(path.name[:2], 60)
     assert elapsed < budget, f"{path.name} took {elapsed:.1f} s on the {each_runtime} runtime"
 

@@ -446,7 +446,10 @@ def test_a_proxy_out_of_disk_is_an_error_that_says_so(local_runtime: str, full_d
     run_dir.mkdir()
     proxy = _nginx_proxy(run_dir, 0, conf=tmp_path / "nginx.conf")
     proxy.start()
-    event = proxy.wait_ready(time.perf_counter() + 10)
+    try:
+        event = proxy.wait_ready(time.perf_counter() + 10)
+    finally:
+        proxy.stop()  # also closes the worker's own descriptor of its stdout (the mount is unmounted next)
     assert not event.started and event.died, event
     assert "no space left on device" in event.message
 

@@ -264,7 +264,9 @@ def test_payloads_do_harm_unconfined(local_runtime: str, host: Host) -> None:
     assert {"written-apache.log", "written-haproxy.sock", "written-nginx-cache",
             "written-nginx-store"} <= written, written
     leaked = host.leaks(out)
-    assert "secret file" in leaked and "environment token" in leaked
+    # The environment token stays out even here: an unconfined proxy inherits the worker's
+    # environment, and the worker holds none of trustlab's (test_worker_environment_holds_no_secret).
+    assert "secret file" in leaked and "environment token" not in leaked
     if host.shadow:
         assert "/etc/shadow" in leaked
     assert len(host.unix_hits) >= 3, host.unix_hits  # nginx mirror, Apache unix:, HAProxy unix@
@@ -447,6 +449,148 @@ def test_check_payloads_do_no_harm(local_runtime: str, host: Host, tmp_path: Pat
             notes = " ".join(result.adaptations)
             assert "lua-load-per-thread" in notes and "errorfile" in notes and "-f" in notes
             assert result.rejected is None, result.rejected
+
+
+# -- the trusted side: what the root worker reads of the proxy's files (issue 26) --------------
+CANARY_VAR = "TRUSTLAB_CANARY_SECRET"
+
+
+def _planting(case: str, plant: str, *, when: str = "*erif*") -> Scenario:
+    """An Apache that verifies its backend and whose piped error log runs *plant* in its run
+    directory ($HOME) at each logged line matching *when* (default: the refused impostor's
+    verification line; the worker is then polling its main error log for that line)."""
+    script = f"cd $HOME; while read -r line; do case $line in {when}) {plant};; esac; done"
+    return _sc("apache", f"plant-{case}", "SSLProxyEngine on\nSSLProxyVerify require\nSSLProxyVerifyDepth 2\n"
+               "SSLProxyCACertificateFile {ca}\nProxyPass / {upstream}/\n"
+               f"ErrorLog \"|/bin/sh -c '{script}'\"")
+
+
+def _bounded_run(
+    scs: list[Scenario], *, timeout: float, look: Any = None, runtime: Any = None, **kw: Any
+) -> tuple[str, runner.Results]:
+    """runner.run in a thread; a run still going after *timeout* is a hang: its workers (this
+    process's ``unshare`` children) are killed and the test fails."""
+    from harness.runtimes.local import LocalRuntime
+
+    runtime = runtime or LocalRuntime()
+    box: dict[str, Any] = {}
+    events: list[ProxyEvent] = []
+
+    def on_proxy(event: ProxyEvent) -> None:
+        events.append(event)
+        if look:
+            look(event)
+
+    def go() -> None:
+        try:
+            box["results"] = runner.run(scs, runtime=runtime, on_proxy=on_proxy, **kw)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if Path(f"/proc/{child}/comm").read_text().strip() == "unshare":
+                    os.kill(int(child), 9)
+        t.join(10)
+        pytest.fail(f"the lab hung for {timeout} s on a file its proxy planted")
+    if "error" in box:
+        raise box["error"]
+    results = box["results"]
+    out = json.dumps([dataclasses.asdict(e) for e in events]) + json.dumps([c.reason for c in results.cells])
+    return out, results
+
+
+@pytest.fixture
+def canary(monkeypatch: pytest.MonkeyPatch) -> str:
+    value = f"trustlab-canary-{secrets.token_hex(8)}"
+    monkeypatch.setenv(CANARY_VAR, value)
+    return value
+
+
+@pytest.mark.integration
+def test_worker_reads_no_link_the_proxy_plants(local_runtime: str, host: Host, canary: str) -> None:
+    """The error log replaced by a link to a root-only file, or to the worker's own
+    /proc/self/environ, while the worker waits for the verification line: it reads neither."""
+    big = host.dir / "big-secret"  # larger than the log was: a read from the old offset reaches it
+    big.write_text("".join(f"padding line {i}\n" for i in range(1000)) + host.secret + "\n")
+    big.chmod(0o600)
+    host.planted.add(big.name)
+    scs = [_planting("root-only", f"ln -sf {big} error.log"),
+           _planting("environ", "ln -sf /proc/self/environ error.log; ln -sf /proc/self/environ stdout.log")]
+    out, results = _bounded_run(scs, timeout=60, identities=("rogue-ca",), shards=1)
+    assert _harm(host, out) == NO_HARM
+    assert canary not in out
+    assert {c.outcome for c in results.cells} == {Outcome.ERROR}, results.cells
+    assert all("no verification line" in c.reason for c in results.cells), results.cells
+
+
+@pytest.mark.integration
+def test_worker_environment_holds_no_secret(local_runtime: str, host: Host, canary: str) -> None:
+    """The lab worker (root) gets an explicit environment: neither trustlab's secrets nor a CI
+    token, read from the live worker through /proc."""
+    seen: dict[int, bytes] = {}
+
+    def ppid(pid: int | str) -> int:
+        m = re.search(r"PPid:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+        return int(m.group(1)) if m else 0
+
+    def look(event: ProxyEvent) -> None:
+        for proc in Path("/proc").iterdir():
+            try:
+                # This test's worker (python under unshare under this process), not another's.
+                cmd = (proc / "cmdline").read_bytes()
+                if b"harness.runtimes._nsworker" in cmd and ppid(ppid(proc.name)) == os.getpid():
+                    seen[int(proc.name)] = (proc / "environ").read_bytes()
+            except (OSError, ValueError):
+                continue
+
+    _bounded_run([_sc("nginx", "env-look", "proxy_pass {upstream};")], timeout=60, look=look, identities=("legit",))
+    assert seen, "no lab worker of this test was seen"
+    for env in seen.values():
+        names = {e.split(b"=", 1)[0].decode() for e in env.split(b"\0") if e}
+        assert canary.encode() not in env and host.token.encode() not in env
+        assert names <= {"PATH", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}, names
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("plant", [
+    pytest.param("mkfifo f; mv f error.log; mkfifo f; mv f stdout.log", id="fifo"),
+    pytest.param("ln -sf /dev/zero error.log; ln -sf /dev/zero stdout.log", id="dev-zero"),
+])
+def test_worker_does_not_hang_or_swell_on_a_planted_file(local_runtime: str, host: Host, plant: str) -> None:
+    out, results = _bounded_run([_planting("special", plant)], timeout=60, identities=("rogue-ca",))
+    assert [c.outcome for c in results.cells] == [Outcome.ERROR], results.cells
+    assert len(out) < 200_000  # a tail, not /dev/zero
+
+
+@pytest.mark.docker
+def test_docker_worker_does_not_hang_on_a_planted_fifo(docker_ready: str, host: Host) -> None:
+    """The docker worker reads the proxy's files the same way (docker contained the leaks, not
+    the FIFO hang)."""
+    from harness.runtimes.docker import DockerRuntime
+
+    plant = "mkfifo f; mv f error.log; mkfifo f; mv f stdout.log"
+    out, results = _bounded_run([_planting("docker-fifo", plant)], timeout=90, runtime=DockerRuntime(),
+                                identities=("rogue-ca",))
+    assert [c.outcome for c in results.cells] == [Outcome.ERROR], results.cells
+    assert _harm(host, out) == NO_HARM
+
+
+@pytest.mark.integration
+def test_a_proxy_deleting_its_log_does_not_end_the_lab(local_runtime: str, host: Host) -> None:
+    """A proxy that keeps removing its own logs while it serves: its cells and those of the
+    other proxy of the same worker still come back (the worker used to die on the missing file)."""
+    deleting = _planting("delete", "rm -f error.log stdout.log", when="*")
+    other = _sc("nginx", "beside-delete", "proxy_pass {upstream};")
+    _, results = _bounded_run([deleting, other], timeout=90, identities=("legit", "rogue-ca"), shards=1)
+    got = {(c.scenario, c.identity): c.outcome for c in results.cells}
+    # nginx defaults verify nothing: the impostor gets through, which is the point of the lab.
+    assert got[(other.id, "legit")] == Outcome.SERVED and got[(other.id, "rogue-ca")] == Outcome.SPOOFED
+    assert got[(deleting.id, "legit")] == Outcome.SERVED, results.cells
 
 
 # -- docker ----------------------------------------------------------------------------------

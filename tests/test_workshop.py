@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,16 @@ def test_bundle_installs_offline_and_preflight_is_ready(local_runtime: str, tmp_
     assert not (tmp_path / "kit.partial").exists()
     manifest = json.loads((kit / "manifest.json").read_text())
     assert any(name.startswith("wheelhouse/trustlab-") for name in manifest["files"])
-    assert "pip install --no-index --find-links wheelhouse" in (kit / "README.md").read_text()
+    readme, install = (kit / "README.md").read_text(), (kit / "install.sh").read_text()
+    assert "pip install -q --no-index --find-links wheelhouse" in install
+    # The wheelhouse says where it installs, and install.sh refuses elsewhere in one line (issue 21).
+    here = f"{platform.system()} {platform.machine()} with Python {sys.version_info[0]}.{sys.version_info[1]}"
+    assert here in readme and "docker load -i trustlab-images.tar" in readme
+    for var, value in (("TRUSTLAB_KIT_OS", "Darwin"), ("TRUSTLAB_KIT_ARCH", "arm64"), ("TRUSTLAB_KIT_PYTHON", "3.9")):
+        refused = subprocess.run(["sh", str(kit / "install.sh")], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, var: value})
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "classroom image" in refused.stderr and not (kit / "trustlab-venv").exists()
     assert (kit / "docs" / "INSTRUCTOR.md").is_file()
 
     venv = tmp_path / "venv"

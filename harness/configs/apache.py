@@ -31,6 +31,7 @@ from harness.configs.base import (
     Ports,
     Route,
     Upstream,
+    crl_file,
     is_ip,
     is_system_bundle,
     read_config,
@@ -380,13 +381,21 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by a lab-minted client certificate")
             out.append(f"{indent}{w[0]} {lab.combined}")
             continue
-        if name in (
-            "sslproxymachinecertificatechainfile",
-            "sslproxycarevocationfile",
-            "sslproxycarevocationpath",
-            "sslproxycarevocationcheck",
-        ):
-            notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no CRL or client chain)")
+        if name == "sslproxymachinecertificatepath" and len(w) > 1:
+            # A hashed directory of certificate+key files; the lab has one client certificate: the
+            # File form presents the same (kept as written, Apache refused the config: issue 24).
+            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by SSLProxyMachineCertificateFile with a "
+                         "lab-minted client certificate")
+            out.append(f"{indent}SSLProxyMachineCertificateFile {lab.combined}")
+            continue
+        if name in ("sslproxycarevocationfile", "sslproxycarevocationpath") and len(w) > 1:
+            # A hashed CRL directory stands for the same CRLs in the File form.
+            crl = crl_file(w[1], path, lab, notes)
+            if crl:
+                out.append(f"{indent}SSLProxyCARevocationFile {crl}")
+            continue
+        if name == "sslproxymachinecertificatechainfile":
+            notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no client chain)")
             continue
         if name == "balancermember" and len(w) > 1 and stack and stack[-1][0] == "proxy":
             bal = stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")

@@ -10,38 +10,57 @@ and each change is said in one line (:attr:`Adapted.adaptations`).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from harness.errors import ConfigError, read_input
 from harness.vocab import BACKEND_NAME
 
-#: File names and directories that stand for a broad OS trust store (Debian, RHEL, Alpine,
-#: SUSE, macOS/Homebrew): a trust path that looks like one of these stands for the lab's
-#: system bundle, anything else for the lab's internal root.
-_BUNDLE_HINTS = (
-    "ca-certificates.crt",
-    "ca-bundle.crt",
-    "ca-bundle.trust.crt",
-    "tls-ca-bundle.pem",
-    "ca-root-nss.crt",
-    "cacert.pem",
+#: The OS-wide trust stores, by exact path (Debian/Ubuntu, RHEL/Fedora, SUSE, Alpine, Arch,
+#: FreeBSD, macOS/Homebrew): a trust path that is one of these stands for the lab's system bundle,
+#: anything else for the lab's internal root. Exact paths, never substrings: a private CA file
+#: named ``upstreamcacert.pem`` or ``/etc/ssl/certs/internal-ca.pem`` is a private CA (issue 24).
+SYSTEM_BUNDLE_FILES = frozenset({
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/ssl/certs/ca-bundle.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/tls/certs/ca-bundle.trust.crt",
+    "/etc/pki/tls/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
+    "/usr/local/share/certs/ca-root-nss.crt",
+    "/usr/local/etc/openssl/cert.pem",
+    "/usr/local/etc/openssl@3/cert.pem",
+    "/opt/homebrew/etc/openssl@3/cert.pem",
+    "/opt/homebrew/etc/ca-certificates/cert.pem",
+    "/usr/lib/ssl/cert.pem",
+})
+#: The same stores as hashed directories (CApath, SSLProxyCACertificatePath, a ca-base).
+SYSTEM_BUNDLE_DIRS = frozenset({
     "/etc/ssl/certs",
     "/etc/pki/tls/certs",
-    "/etc/pki/ca-trust",
+    "/etc/pki/ca-trust/extracted/pem",
     "/usr/share/ca-certificates",
-    "/usr/local/etc/openssl",
-)
+    "/usr/local/share/certs",
+    "/usr/lib/ssl/certs",
+    "/etc/ca-certificates/extracted",
+})
 
 
 def is_system_bundle(path: str) -> bool:
-    """True when *path* looks like an OS-wide trust bundle (or its directory)."""
-    p = path.strip("\"'")
-    return any(h in p for h in _BUNDLE_HINTS) and not re.search(r"internal|private|corp|pki\.pem", p, re.I)
+    """True when *path* is an OS-wide trust bundle (or its directory), by exact known path."""
+    p = path.strip().strip("\"'")
+    p = p.rstrip("/") or p
+    return p in SYSTEM_BUNDLE_FILES or p in SYSTEM_BUNDLE_DIRS
 
 
 def is_ip(host: str) -> bool:
@@ -99,6 +118,10 @@ class LabPaths:
     cert: Path
     key: Path
     combined: Path
+    #: The lab's CRLs (``revoked`` listed in the intermediate's): one per CA of the chain, and the
+    #: intermediate's alone. None where no CRL is minted (a scenario's own render).
+    crl_chain: Path | None = None
+    crl_leaf: Path | None = None
 
 
 @dataclass
@@ -141,7 +164,50 @@ def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = 
     return str(new)
 
 
-def read_config(path: Path, *, limit: int = 2_000_000) -> str:
+def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[str]) -> str:
+    """The lab CRL file a config's CRL reference (``proxy_ssl_crl``, ``crl-file``, ...) stands for.
+
+    Its scope is kept where it can be known: a file of that name beside the config holding one CRL
+    stands for the intermediate's CRL alone (a proxy that checks the whole chain then misses the
+    root's: the config's own mistake, judged as the proxy judges it); otherwise one CRL per CA of the
+    chain. ``check`` runs ``revoked`` whenever the adapted config names a lab CRL."""
+    if lab.crl_chain is None or lab.crl_leaf is None:
+        notes.append(f"{ref} dropped (no lab CRL here; revocation is not tested)")
+        return ""
+    count = _crl_count(config.parent / Path(ref.strip("\"'")).name)
+    if count == 1:
+        notes.append(f"{ref} (one CRL, beside the config) stands for the lab intermediate's CRL alone; "
+                     "revoked is run")
+        return str(lab.crl_leaf)
+    notes.append(f"{ref} stands for the lab's CRLs of every CA in the chain (root and intermediate); revoked is run")
+    return str(lab.crl_chain)
+
+
+def _crl_count(path: Path) -> int | None:
+    """How many PEM CRLs the regular file *path* holds (never following a link), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    return data.count(b"-----BEGIN X509 CRL-----") or None
+
+
+#: How deep a user's config may nest (YAML, JSON, TOML): real ones stay under 30 levels; the
+#: parsers and the adapters' walkers recurse, so a deeper file must stop here, in one line.
+MAX_DEPTH = 100
+#: How many nodes a YAML file may expand to through its aliases (an "alias bomb" expands a few
+#: lines into billions of nodes); real configs that reuse anchors stay far below.
+MAX_YAML_NODES = 200_000
+_CONFIG_LIMIT = 2_000_000
+
+
+def read_config(path: Path, *, limit: int = _CONFIG_LIMIT) -> str:
     """The text of a user's config, or a one-line :class:`ConfigError`."""
     where = str(path)
     raw = read_input(path, error=ConfigError, kind="a proxy config", limit=limit,
@@ -152,6 +218,121 @@ def read_config(path: Path, *, limit: int = 2_000_000) -> str:
     if not text.strip():
         raise ConfigError(f"{where}: empty file")
     return text
+
+
+
+
+def check_yaml(text: str, where: str, yaml: Any) -> None:
+    """Refuse, before anything builds it, a YAML text nested deeper than :data:`MAX_DEPTH` or
+    expanding through aliases to more than :data:`MAX_YAML_NODES` nodes.
+
+    Reads PyYAML's event stream (flat: no recursion, no object built): each collection's
+    expanded size is summed as it closes, an anchor remembers its size, an alias adds it.
+    Raises :class:`ConfigError`; a YAML syntax error propagates (``yaml.YAMLError``)."""
+    sizes = [0]  # expanded node count of each open collection (the document at the bottom)
+    anchors: list[str | None] = []
+    anchored: dict[str, int] = {}
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.CollectionStartEvent):
+            sizes.append(1)
+            anchors.append(ev.anchor)
+            if len(anchors) > MAX_DEPTH:
+                raise ConfigError(f"{where}: line {ev.start_mark.line + 1}: nested more than {MAX_DEPTH} levels "
+                                  "deep; no proxy config needs that many")
+        elif isinstance(ev, yaml.CollectionEndEvent):
+            size, anchor = sizes.pop(), anchors.pop()
+            if anchor:
+                anchored[anchor] = size
+            sizes[-1] += size
+        elif isinstance(ev, yaml.ScalarEvent):
+            if ev.anchor:
+                anchored[ev.anchor] = 1
+            sizes[-1] += 1
+        elif isinstance(ev, yaml.AliasEvent):
+            sizes[-1] += anchored.get(ev.anchor, 1)
+            if sum(sizes) > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{where}: line {ev.start_mark.line + 1}: its YAML aliases (*{ev.anchor}) expand it to more "
+                    f"than {MAX_YAML_NODES} nodes; write the repeated parts out, or reuse fewer of them"
+                )
+
+
+def check_depth(data: Any, where: str) -> None:
+    """Refuse parsed data (JSON, TOML) nested deeper than :data:`MAX_DEPTH` (iteratively)."""
+    todo = [(data, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; no proxy config needs that many")
+        if isinstance(node, dict):
+            todo.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1) for v in node)
+
+
+def named_file(config: Path, value: str, what: str) -> PurePosixPath:
+    """Where a file that *config* names (its setting *what*) may be read from: beside *config*.
+
+    A config is someone else's (a pull request checked in CI, a challenge attempt) and the
+    adapter runs as the user, often root: it reads no path on the config's say-so. A relative
+    name without ``..`` is read in *config*'s directory; an absolute one (a deployment path,
+    ``/etc/traefik/dynamic.yml``) stands for the file of that name beside *config*. Returns
+    the path relative to that directory; a ``..`` is a :class:`ConfigError` naming the setting."""
+    p = PurePosixPath(value.replace("\\", "/"))
+    if ".." in p.parts:
+        raise ConfigError(
+            f"{config}: {what} {value!r} leaves the config's directory (..); trustlab reads only files "
+            f"beside the config: copy it next to {config.name} and name it relatively"
+        )
+    rel = PurePosixPath(p.name) if p.is_absolute() else PurePosixPath(*[x for x in p.parts if x != "."])
+    if not rel.parts:
+        raise ConfigError(f"{config}: {what} {value!r} names no file")
+    if p.is_absolute() or not os.path.lexists(config.parent / rel):
+        rel = PurePosixPath(p.name)  # written for a deployment: the file of that name beside the config
+    return rel
+
+
+def open_named(config: Path, rel: PurePosixPath, value: str, what: str, *, directory: bool = False) -> int:
+    """Open *rel* (from :func:`named_file`) under *config*'s directory following no link at
+    any level (``O_NOFOLLOW`` per component, ``O_NONBLOCK``): a link there may point anywhere
+    on this host. Returns the descriptor; every refusal is a :class:`ConfigError` that names
+    the setting and never shows the file's content."""
+    from harness.sandbox import open_planted
+
+    base = config.parent
+    try:
+        fd = open_planted(base / rel, base)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{config}: {what} {value} not found beside the config ({base / rel}); put it next to "
+            f"{config.name}, or pass the dynamic file itself"
+        ) from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ConfigError(
+                f"{config}: {what} {value} is a symbolic link (or under one); trustlab reads only files beside "
+                "the config, never through a link: copy the file itself there"
+            ) from None
+        raise ConfigError(f"{config}: {what} {value}: cannot read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    want = stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)
+    if not want:
+        os.close(fd)
+        kind = "a directory" if directory else "a regular file"
+        raise ConfigError(f"{config}: {what} {value} is not {kind}; pass {kind} beside the config")
+    return fd
+
+
+def read_named(config: Path, fd: int, shown: str, *, limit: int = _CONFIG_LIMIT) -> str:
+    """The text of the regular file open at *fd* (closed here), a config the user's config
+    names; errors as :func:`read_config`'s, naming *shown*."""
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise ConfigError(f"{shown}: larger than {limit // 1_000_000} MB: too large for a proxy config")
+    if b"\0" in raw:
+        raise ConfigError(f"{shown}: binary file; pass a text proxy config")
+    return raw.decode("utf-8", "replace")
 
 
 Adapt = Callable[..., Adapted]

@@ -17,7 +17,9 @@ certificate; site addresses keep their host (the Host matcher) on ``http://`` an
 bound to 127.0.0.1; the global options are the lab's (``admin off``, ``auto_https off``, storage
 and logs in the lab); site ``tls``, ``log`` and ``bind`` lines, file ``import``\\ s, health checks
 and retries are dropped (health checks would hit the seat between cells and mark the upstream
-down depending on the previous identity; retries only delay a refusal). Each change is one note.
+down depending on the previous identity; retries only delay a refusal), and so is every
+directive (JSON: handler) not on the allow-list (:data:`SITE_KEEP`, :data:`JSON_KEEP`). Each
+change is one note.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs.base import (
+    MAX_DEPTH,
     Adapted,
     LabPaths,
     Ports,
     Route,
     Upstream,
+    check_depth,
     is_ip,
     is_system_bundle,
     read_config,
@@ -287,6 +291,9 @@ def load(path: Path) -> CaddyConfig:
             raise ConfigError(
                 f"{path}: line {exc.lineno}: invalid JSON ({exc.msg}); Caddy's JSON config is one object"
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep; no config needs that many") from None
+        check_depth(data, str(path))  # the adapter's walkers recurse
         if not isinstance(data, dict):
             raise ConfigError(f'{path}: a Caddy JSON config is one object with "apps"')
         return _from_json(path, text, data)
@@ -350,11 +357,25 @@ def _from_caddyfile(path: Path, text: str) -> CaddyConfig:
     return cfg
 
 
-def _expand(block: list[Node], snippets: dict[str, list[Node]], depth: int = 0) -> Iterator[Node]:
+#: The most directives one block may expand to through snippet imports: nested imports multiply
+#: (ten snippets importing the previous one ten times: 10**10 directives from 20 lines).
+MAX_EXPANDED = 10_000
+
+
+def _expand(
+    block: list[Node], snippets: dict[str, list[Node]], depth: int = 0, budget: list[int] | None = None
+) -> Iterator[Node]:
+    budget = [MAX_EXPANDED] if budget is None else budget
     for n in block:
         if n.name == "import" and n.args and n.args[0] in snippets and depth < 10:
-            yield from _expand(snippets[n.args[0]], snippets, depth + 1)
+            yield from _expand(snippets[n.args[0]], snippets, depth + 1, budget)
         else:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise ConfigError(
+                    f"line {n.line}: snippet imports expand one block to more than {MAX_EXPANDED} directives "
+                    "(nested imports multiply); import fewer snippets"
+                )
             yield n
 
 
@@ -550,6 +571,24 @@ _SITE_DROP = {
     "log": "a log file",
     "bind": "the lab binds 127.0.0.1",
 }
+#: Directives kept where a site, handle or route block lists them (an allow-list): what routes,
+#: rewrites or answers a request. Everything else (forward_auth, php_fastcgi, basic_auth,
+#: templates, tracing, metrics, invoke, acme_server, a plugin's directive ...) is dropped with a
+#: note: it calls out, runs code, serves the host's files or asks for credentials, and none
+#: decides whom Caddy trusts upstream (issue 26). Named matchers (``@name``) are kept.
+SITE_KEEP = frozenset({
+    "reverse_proxy", "handle", "handle_path", "handle_errors", "route", "header", "request_header", "uri",
+    "rewrite", "redir", "respond", "encode", "method", "abort", "error", "vars", "map", "request_body",
+    "import", "root", "file_server", "try_files", "skip_log", "log_skip",
+})
+#: Blocks whose directives are judged by :data:`SITE_KEEP` (the site's own block, and these).
+_CONTAINERS = ("handle", "handle_path", "handle_errors", "route", "handle_response")
+#: Also kept in a snippet, which may be imported inside a reverse_proxy or transport block.
+_SNIPPET_KEEP = SITE_KEEP | {
+    "to", "transport", "lb_policy", "header_up", "header_down", "trusted_proxies", "flush_interval",
+    "request_buffers", "response_buffers", "stream_timeout", "stream_close_delay", "handle_response",
+    "replace_status", "copy_response", "copy_response_headers", "method", "rewrite", "dynamic",
+}
 #: reverse_proxy subdirectives the lab removes: health checks and retries (see the module doc).
 _RP_DROP = re.compile(
     r"^(health_\w+|fail_duration|max_fails|unhealthy_\w+|lb_try_duration|lb_try_interval|lb_retries|passive_health)$"
@@ -612,7 +651,7 @@ def _adapt_caddyfile(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str |
     listeners: dict[str, int] = {}
     for name, body in cfg.snippets.items():
         out.append(f"({name}) {{")
-        out += _emit(body, 1, lab, notes, focus, cfg)
+        out += _emit(body, 1, lab, notes, focus, cfg, parent="snippet")
         out.append("}")
     for site in cfg.tree:
         addresses = [a.strip(",") for t in site.tokens for a in t.text.split(",") if a.strip(",")]
@@ -660,6 +699,13 @@ def _emit(
         if name == "import" and n.args and n.args[0] not in cfg.snippets:
             notes.append(f"line {n.line}: import {n.args[0]} dropped (reads a host file)")
             continue
+        keep = SITE_KEEP if parent in ("", *_CONTAINERS) else _SNIPPET_KEEP if parent == "snippet" else None
+        if keep is not None and name not in keep and not name.startswith("@"):
+            notes.append(
+                f"line {n.line}: {name} dropped (not on the lab's allow-list: only what routes, rewrites or "
+                "answers a request is kept)"
+            )
+            continue
         if parent == "reverse_proxy" and _RP_DROP.match(name):
             notes.append(
                 f"line {n.line}: {name} {' '.join(n.args)} dropped (health checks and retries)".replace("  ", " ")
@@ -682,7 +728,7 @@ def _emit(
                 notes,
                 focus,
                 cfg,
-                parent=name if name in ("reverse_proxy", "transport") else "x",
+                parent=name if name in ("reverse_proxy", "transport", *_CONTAINERS) else "x",
                 rp_line=n.line if name == "reverse_proxy" else rp_line,
             )
             out.append(pad + "}")
@@ -755,10 +801,42 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
         for key in ("tls_connection_policies", "logs", "listener_wrappers"):
             if server.pop(key, None) is not None:
                 notes.append(f"server {name}: {key} dropped (client side)")
+        _json_allow(server.get("routes"), notes)
         for h in _json_handlers(server.get("routes", [])):
             _json_trust(h, lab, notes, focus, lines.pop(0) if lines else 0)
     ups = upstreams_of(cfg, listeners)
     return Adapted(json.dumps(data, indent=2) + "\n", _dedupe(notes), ups, listeners, config_name="caddy.json")
+
+
+#: JSON handlers kept (the allow-list of :data:`SITE_KEEP`, in Caddy's JSON names).
+JSON_KEEP = frozenset({
+    "reverse_proxy", "subroute", "headers", "rewrite", "static_response", "encode", "vars", "map",
+    "file_server", "error", "request_body", "copy_response", "copy_response_headers",
+})
+
+
+def _json_allow(routes: Any, notes: list[str]) -> None:
+    """Drop every handler not in :data:`JSON_KEEP` from *routes*, their subroutes and the
+    reverse proxies' ``handle_response`` routes (iteratively), each with a note."""
+    todo = [routes]
+    while todo:
+        for route in todo.pop() or []:
+            if not isinstance(route, dict) or not isinstance(route.get("handle"), list):
+                continue
+            kept = []
+            for h in route["handle"]:
+                kind = h.get("handler") if isinstance(h, dict) else None
+                if kind not in JSON_KEEP:
+                    notes.append(f"handler {kind!r} dropped (not on the lab's allow-list: only what routes, "
+                                 "rewrites or answers a request is kept)")
+                    continue
+                kept.append(h)
+                if kind == "subroute":
+                    todo.append(h.get("routes"))
+                for hr in h.get("handle_response") or [] if kind == "reverse_proxy" else []:
+                    if isinstance(hr, dict):
+                        todo.append(hr.get("routes"))
+            route["handle"] = kept
 
 
 def _json_handlers(routes: Any) -> Iterator[dict[str, Any]]:

@@ -18,10 +18,12 @@ DNS goes through ``getaddrinfo`` (the lab's names are in its hosts file), and a 
 an HTTPS upstream does not hold the listeners for its DNS (``wait_for_warm_on_init: false``). Dropped: the admin
 interface, ``dynamic_resources`` (xDS cannot reach the lab), health checks and outlier detection
 (they would reach the seat between cells and eject hosts depending on the previous identity), CRLs
-(the lab has none), stats sinks, tracing, bootstrap extensions, and every filter that runs code or
-asks for credentials (Lua, Wasm, ext_authz, ext_proc, JWT, OAuth2, RBAC, basic auth, rate limits):
-they decide who may ask, never whom Envoy trusts, and every proxy runs in :mod:`harness.sandbox`
-anyway.
+(the lab has none), stats sinks, tracing, bootstrap extensions, and, by allow-list
+(:data:`ALLOWED_TYPES`), every extension anywhere in the tree that neither decides backend trust
+nor carries the request (Lua, Wasm, ext_authz, composite and matcher-wrapped filters, upstream
+filters, per-route configs, fault injection ...): they decide who may ask, never whom Envoy
+trusts, and every proxy runs in :mod:`harness.sandbox` anyway. A TypedStruct (xds or udpa) is
+read as the typed config it wraps.
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs.base import (
+    MAX_DEPTH,
     Adapted,
     LabPaths,
     Ports,
     Route,
     Upstream,
+    check_depth,
+    check_yaml,
     is_ip,
     is_system_bundle,
     read_config,
@@ -64,21 +69,54 @@ _LOG_FORMAT = (
     "flags=%RESPONSE_FLAGS% upstream=%UPSTREAM_HOST% "
     'upstream_transport_failure_reason="%UPSTREAM_TRANSPORT_FAILURE_REASON%"\n'
 )
-#: HTTP filters dropped (by name or by typed_config type): they run code, or ask the client for
-#: credentials the probe does not have; none of them decides whom Envoy trusts upstream.
-_DROP_FILTERS = (
-    "lua",
-    "wasm",
-    "ext_authz",
-    "ext_proc",
-    "jwt_authn",
-    "oauth2",
-    "rbac",
-    "basic_auth",
-    "ratelimit",
-    "local_ratelimit",
-    "golang",
-    "dynamic_modules",
+#: The only extension types (``@type``, after unwrapping a TypedStruct) an adapted config keeps,
+#: anywhere they appear: what decides backend trust or carries a request through. Everything
+#: else (Lua, Wasm, composite and matcher-wrapped filters, upstream filters, fault injection,
+#: retry plugins, custom cluster types ...) is dropped with a note naming it (issue 26: a
+#: deny-list let Lua through eight ways).
+ALLOWED_TYPES = frozenset({
+    HCM,
+    UPSTREAM_TLS,
+    DOWNSTREAM_TLS,
+    HTTP_OPTIONS,
+    "envoy.extensions.filters.http.router.v3.Router",
+    "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec",
+    "envoy.extensions.filters.http.cors.v3.Cors",
+    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+    "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions",
+    "envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig",
+    "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+    "envoy.extensions.path.rewrite.uri_template.v3.UriTemplateRewriteConfig",
+})
+#: Allowed by prefix: the TLS contexts and certificate validators (they decide trust: a SPIFFE
+#: validator dropped would leave a cluster verifying less than the user's), load-balancing
+#: policies (they pick among the cluster's own endpoints), a listener's filter-chain matcher
+#: inputs and the chain names its actions carry.
+_ALLOWED_PREFIXES = (
+    "envoy.extensions.transport_sockets.tls.v3.",
+    "envoy.extensions.load_balancing_policies.",
+    "envoy.extensions.matching.common_inputs.network.",
+    "google.protobuf.StringValue",
+)
+#: Extensions written by name alone (no typed_config) that are kept.
+_ALLOWED_NAMES = frozenset({
+    "envoy.filters.network.http_connection_manager",
+    "envoy.filters.http.router",
+    "envoy.filters.http.upstream_codec",
+    "envoy.filters.http.cors",
+    "envoy.filters.network.tcp_proxy",
+    "envoy.filters.listener.tls_inspector",
+    "envoy.filters.listener.http_inspector",
+    "envoy.transport_sockets.tls",
+    "envoy.transport_sockets.raw_buffer",
+})
+_TYPED_STRUCTS = ("xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct")
+#: Keys whose list entries are extensions even when written by name alone.
+_EXTENSION_LISTS = (
+    "http_filters", "filters", "listener_filters", "upstream_http_filters", "access_log", "upstream_log",
 )
 #: Bootstrap keys dropped: process settings and connections out of the lab.
 _DROP_TOP = (
@@ -143,9 +181,34 @@ def parse(path: Path, text: str | None = None) -> Tree:
             f"{path}: {what}: trustlab reads Envoy's static bootstrap (static_resources with listeners "
             "and clusters); an xDS-fed config cannot run in the lab"
         )
+    _unwrap_typed_structs(root)
     clusters = [c for c in _list(static.get("clusters")) if isinstance(c, dict)]
     listeners = [x for x in _list(static.get("listeners")) if isinstance(x, dict)]
     return Tree(path, root, clusters, listeners)  # type: ignore[arg-type]
+
+
+def _unwrap_typed_structs(root: Any) -> None:
+    """Replace every TypedStruct (xds or udpa: ``type_url`` + ``value``) by the typed config it
+    stands for, as Envoy reads it, so the adapter and the audit see the real type (an HCM or a
+    Lua filter inside one is an HCM or a Lua filter). Iterative: depth is bounded at parse."""
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        items: list[tuple[Any, Any]] = []
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = list(enumerate(node))
+        for key, value in items:
+            while isinstance(value, dict) and _type(value) in _TYPED_STRUCTS and isinstance(value.get("type_url"), str):
+                # value.value is the config itself; type_url names its type
+                inner = value.get("value")
+                plain = Map(inner) if isinstance(inner, dict) else Map()
+                plain.line = getattr(value, "line", 0)
+                plain.lines = dict(getattr(inner, "lines", {}) or {})
+                plain["@type"] = "type.googleapis.com/" + value["type_url"].rsplit("/", 1)[-1]
+                node[key] = value = plain
+            todo.append(value)
 
 
 def _load(path: Path, text: str) -> Any:
@@ -154,13 +217,20 @@ def _load(path: Path, text: str) -> Any:
     except ImportError:
         if path.suffix.lower() == ".json":
             try:
-                return _plain(json.loads(text))
+                data = json.loads(text)
             except ValueError as exc:
                 raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep") from None
+            check_depth(data, str(path))
+            return _plain(data)
         raise ConfigError(
             f"{path}: reading Envoy YAML needs PyYAML; run: pip install 'trustlab[proxies]' (or pyyaml)"
         ) from None
     try:
+        # Depth and alias expansion bounded before anything is built: _build below expands every
+        # alias, so a few lines of nested aliases would otherwise take all memory.
+        check_yaml(text, str(path), yaml)
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -541,6 +611,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if focus and focus.split("|", 1)[0] == name and len(info.endpoints) > 1:
             _keep_one_endpoint(cluster, int(focus.split("|", 1)[1]))
             notes.append(f"line {info.line}: cluster {name}: one endpoint at a time is probed (the others removed)")
+    _allow_only(root, lab, notes)
     notes.append("access logs are the lab's: %UPSTREAM_TRANSPORT_FAILURE_REASON% is the evidence of a block")
     text = _dump(root)
     return Adapted(
@@ -613,19 +684,7 @@ def _adapt_hcm(hcm: dict[str, Any], lab: LabPaths, notes: list[str]) -> None:
     ]
     for key in ("tracing", "generate_request_id"):
         hcm.pop(key, None)
-    kept = []
-    for f in _list(hcm.get("http_filters")):
-        label = f"{_get(f, 'name') or ''} {_type(_get(f, 'typed_config'))}"
-        short = next((d for d in _DROP_FILTERS if re.search(rf"\.{d}(?:\.|$|\s)", label + " ")), None)
-        if short:
-            notes.append(
-                f"line {getattr(f, 'line', 0)}: http filter {_get(f, 'name')} dropped (runs code or asks "
-                "for credentials; it does not decide backend trust)"
-            )
-            continue
-        kept.append(f)
-    if "http_filters" in hcm:
-        hcm["http_filters"] = kept
+    # Its HTTP filters are judged with every other extension, by allow-list (_allow_only).
 
 
 def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPaths, notes: list[str]) -> None:
@@ -660,6 +719,69 @@ def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPat
         if not isinstance(sock.get("typed_config"), dict):
             continue  # the name alone: Envoy 1.40 refuses it, and check shows its message
         _adapt_upstream_tls(sock["typed_config"], str(name), lab, notes)
+
+
+def _allowed(typed: dict[str, Any], lab: LabPaths) -> bool:
+    kind = _type(typed)
+    if kind == "envoy.extensions.access_loggers.file.v3.FileAccessLog":
+        return str(typed.get("path")) == str(lab.run_dir / "access.log")  # the lab's own log only
+    return kind in ALLOWED_TYPES or kind.startswith(_ALLOWED_PREFIXES)
+
+
+def _allow_only(root: Any, lab: LabPaths, notes: list[str]) -> None:
+    """Keep only allowed extensions anywhere in the adapted tree (:data:`ALLOWED_TYPES`).
+
+    An extension is judged by its ``typed_config``'s type (a TypedStruct was unwrapped at parse),
+    or by its name in the filter and log lists when it has no typed_config; a bare typed
+    config (``typed_per_filter_config``, ``typed_extension_protocol_options`` values) by its own
+    type. A refused one is removed where it stands (its list entry, or its key) and named in a
+    note; nothing below it is read."""
+    todo: list[tuple[Any, str]] = [(root, "")]
+    while todo:
+        node, parent_key = todo.pop()
+        if isinstance(node, list):
+            kept = []
+            for item in node:
+                why = _refused(item, parent_key, lab)
+                if why:
+                    notes.append(f"line {getattr(item, 'line', 0)}: {why}")
+                    continue
+                kept.append(item)
+                todo.append((item, parent_key))
+            node[:] = kept
+        elif isinstance(node, dict):
+            for key in list(node):
+                value = node[key]
+                why = _refused(value, key, lab) if isinstance(value, dict) else None
+                if why:
+                    line = node.line_of(key) if isinstance(node, Map) else getattr(value, "line", 0)
+                    notes.append(f"line {line}: {key}: {why}")
+                    del node[key]
+                    continue
+                if isinstance(value, (dict, list)):
+                    todo.append((value, key))
+
+
+_NOT_KEPT = "not on the lab's allow-list: only what decides backend trust or carries the request is kept"
+
+
+def _refused(item: Any, parent_key: str, lab: LabPaths) -> str | None:
+    """The note for *item* when it is an extension the lab does not keep; else ``None``."""
+    if not isinstance(item, dict):
+        return None
+    typed = item.get("typed_config")
+    name = str(item.get("name", ""))
+    if isinstance(typed, dict):
+        if "@type" not in typed:
+            return None if name in _ALLOWED_NAMES else f"extension {name or '?'} dropped ({_NOT_KEPT})"
+        if _allowed(typed, lab):
+            return None
+        return f"extension {name or _type(typed)} dropped ({_type(typed)}; {_NOT_KEPT})"
+    if "@type" in item and parent_key != "typed_config":
+        return None if _allowed(item, lab) else f"typed config {_type(item)} dropped ({_NOT_KEPT})"
+    if parent_key in _EXTENSION_LISTS and name and "typed_config" not in item:
+        return None if name in _ALLOWED_NAMES else f"extension {name} dropped ({_NOT_KEPT})"
+    return None
 
 
 def _adapt_upstream_tls(tls: dict[str, Any], name: str, lab: LabPaths, notes: list[str]) -> None:

@@ -29,6 +29,7 @@ from harness.configs.base import (
     Ports,
     Route,
     Upstream,
+    crl_file,
     is_ip,
     is_system_bundle,
     read_config,
@@ -391,7 +392,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if key == "default_backend" and len(w) > 1:
                 default_be = w[1]
             if key in ("server", "default-server"):
-                line_out = _server_line(w, no, lab, notes, sec, focus)
+                line_out = _server_line(w, no, lab, notes, sec, focus, path)
                 if key == "server":
                     _record_server(effective[no], upstreams)
                 out.append(indent + line_out)
@@ -446,7 +447,9 @@ def _reads_host(key: str, w: list[str]) -> bool:
     return bool(_FILE_FUNCS.search(" ".join(w[1:])))
 
 
-def _server_line(w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None) -> str:
+def _server_line(
+    w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None, config: Path
+) -> str:
     start = 3 if w[0] == "server" else 1
     new = list(w[:start])
     i = start
@@ -470,7 +473,8 @@ def _server_line(w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Se
             i += 2
             continue
         if k == "crl-file" and i + 1 < len(w):
-            notes.append(f"line {no}: crl-file {w[i + 1]} dropped (the lab has no CRL)")
+            crl = crl_file(w[i + 1], config, lab, notes)
+            new += [k, crl] if crl else []
             i += 2
             continue
         if k in _ARG_KEYWORDS and i + 1 < len(w):

@@ -25,6 +25,7 @@ from harness.configs.base import (
     Ports,
     Route,
     Upstream,
+    crl_file,
     is_ip,
     is_system_bundle,
     regex_probe_path,
@@ -210,6 +211,16 @@ def split_hostport(value: str, default: int) -> tuple[str, int]:
     return m.group(1).strip("[]"), int(m.group(2)) if m.group(2) else default
 
 
+def ssl_name_host(name: str) -> str:
+    """The name nginx sends as SNI and checks for ``proxy_ssl_name NAME``: without a port.
+
+    ngx_http_upstream_ssl_name() strips one ("ssl name here may contain port, notably if derived
+    from $proxy_host or $http_host"): after a bracketed IPv6 address, or from the first colon."""
+    end = name.find("]") + 1 if name.startswith("[") else 0
+    colon = name.find(":", end)
+    return name if colon < 0 else name[:colon]
+
+
 def _probe_path(loc: Directive) -> str | None:
     args = loc["args"]
     if not args:
@@ -311,11 +322,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             elif name == "proxy_ssl_trusted_certificate" and args:
                 d["args"] = [trust_file(args[0], lab, notes)]
             elif name == "proxy_ssl_crl" and args:
-                notes.append(
-                    f"line {line}: proxy_ssl_crl {args[0]} dropped (the lab has no CRL; "
-                    "revocation is not tested)"
-                )
-                continue
+                crl = crl_file(args[0], path, lab, notes)
+                if not crl:
+                    continue
+                d["args"] = [crl]
             elif name in _CACHE_PATHS and args:
                 sub = lab.run_dir / f"cache-{line}"
                 d["args"] = [str(sub), *args[1:]]
@@ -411,7 +421,8 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 route = Route(listener, lst.get(listener, False), _host_header(server), path)
             name_d = effective("proxy_ssl_name", stack)
             ssl_name = (
-                name_d["args"][0] if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+                ssl_name_host(name_d["args"][0]) if name_d and name_d["args"] and "$" not in name_d["args"][0]
+                else None
             )
             where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
             if host in pools:

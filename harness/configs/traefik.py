@@ -1,15 +1,18 @@
 """A user's Traefik configuration, parsed once into one tree that ``check`` and ``audit`` both read.
 
 Input: the static configuration file (YAML or TOML) with the dynamic file(s) its
-``providers.file`` names (``filename``, or every ``.yml``/``.yaml``/``.toml`` of ``directory``,
-relative paths from the static file's directory), or a dynamic configuration file alone.
+``providers.file`` names (``filename``, or every ``.yml``/``.yaml``/``.toml`` of ``directory``),
+or a dynamic configuration file alone. A named file is read only beside the static file (an
+absolute path stands for the file of that name there; no ``..``, no symbolic link at any level):
+the config is someone else's and the adapter may run as root (issue 26).
 
 Kept exactly: every setting that decides backend trust: the static ``serversTransport``
 (``insecureSkipVerify``, ``rootCAs`` (paths excepted), ``maxIdleConnsPerHost`` ...), every dynamic
 ``http.serversTransports.<name>`` (``insecureSkipVerify``, ``rootCAs`` (paths excepted),
 ``serverName``, ``peerCertURI``, ``disableHTTP2`` ...), each service's ``loadBalancer`` (server
 URLs, ``serversTransport``, ``passHostHeader``), routers (rules, entry points, services,
-middlewares) and the entry points' own ``http`` settings. Changed, each said in one line:
+middlewares: only those that rewrite the request or response, by allow-list) and the entry
+points' own ``http`` settings. Changed, each said in one line:
 ``rootCAs`` stand for the lab's internal root (or its system bundle, for an OS bundle path);
 transport and router client certificates are lab-minted; entry points listen on
 ``127.0.0.1:<lab port>``; ``healthCheck`` is dropped (health checks would reach the seat between
@@ -24,8 +27,12 @@ dynamic configuration, like the lab's own template (``labs/traefik/traefik.yml.t
 
 from __future__ import annotations
 
+import copy
+import errno
 import json
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,14 +41,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness.configs.base import (
+    MAX_DEPTH,
     Adapted,
     LabPaths,
     Ports,
     Route,
     Upstream,
+    check_depth,
+    check_yaml,
     is_ip,
     is_system_bundle,
+    named_file,
+    open_named,
     read_config,
+    read_named,
     trust_file,
 )
 from harness.errors import ConfigError
@@ -87,8 +100,27 @@ _STATIC_DROP = (
     "providers",
     "tcpserverstransport",
 )
-#: Middlewares that call out of the lab or run code: dropped from the routers that use them.
-_MIDDLEWARE_DROP = ("forwardauth", "plugin")
+#: Middlewares kept (an allow-list): they only rewrite the request or the response. Every other
+#: kind is dropped from the routers (and chains) that use it, with a note: it calls out of the
+#: lab (forwardAuth, errors), runs code (plugin), replays or delays requests (retry,
+#: circuitBreaker, rateLimit, inFlightReq, buffering), or asks for credentials the probe does not
+#: have (basicAuth, digestAuth); none decides whom Traefik trusts upstream (issue 26).
+_MIDDLEWARE_KEEP = (
+    "addprefix",
+    "stripprefix",
+    "stripprefixregex",
+    "replacepath",
+    "replacepathregex",
+    "headers",
+    "chain",
+    "redirectscheme",
+    "redirectregex",
+    "ipallowlist",
+    "ipwhitelist",
+    "compress",
+    "contenttype",
+    "passtlsclientcert",
+)
 READY = "trustlab-ready"
 _RULE_PART = re.compile(r"(Host|HostRegexp|Path|PathPrefix|PathRegexp|Method)\(\s*[`\"']([^`\"']*)[`\"']")
 
@@ -187,25 +219,33 @@ def _files(value: Any) -> list[str]:
 
 
 # -- parsing --------------------------------------------------------------------------------
-def _load(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[str, int]]]:
-    text = read_config(path)
+def _load(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict[tuple[str, ...], tuple[str, int]]]:
+    text = read_config(path) if text is None else text
     where = str(path)
     if path.suffix.lower() == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep; no config needs that many") from None
+        check_depth(data, where)
         return data, _toml_lines(text, where)
     try:
         import yaml
     except ImportError:  # pragma: no cover - PyYAML comes with the project's dependencies
         raise ConfigError(f"{where}: reading YAML needs PyYAML; run: pip install pyyaml") from None
     try:
+        check_yaml(text, where, yaml)  # depth and alias expansion bounded before anything is built
         data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        first = str(exc).replace("\n", " ")
-        raise ConfigError(f"{where}: invalid YAML: {first}") from None
+        # PyYAML's own message quotes the file around the error (a snippet): say where and
+        # what only, so an error never shows more of a file than its line number.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -274,29 +314,18 @@ def parse(path: Path) -> Tree:
                 f"{tree.at(str(key))}: `{key}` is not a Traefik key (serversTransport): Traefik ignores it"
             )
     file_provider = get(static, "providers", "file")
-    names: list[Path] = []
-    if isinstance(file_provider, dict):
-        base = path.parent
-        if isinstance(fn := get(file_provider, "filename"), str):
-            names.append(_resolve(fn, base, path, "providers.file.filename"))
-        if isinstance(dn := get(file_provider, "directory"), str):
-            directory = _resolve(dn, base, path, "providers.file.directory")
-            if not directory.is_dir():
-                raise ConfigError(
-                    f"{path}: providers.file.directory {dn} is not a directory; pass the dynamic "
-                    "file itself, or put the directory where the static file says"
-                )
-            names += sorted(p for p in directory.iterdir() if p.suffix.lower() in (".yml", ".yaml", ".toml"))
-    if not static or any(n.resolve() == path.resolve() for n in names):
+    named = _provider_files(path, file_provider) if isinstance(file_provider, dict) else []
+    itself = path.resolve()
+    if not static or any(n.resolve() == itself for n, _ in named):
         _merge_dynamic(tree, data, path)  # a dynamic file given alone, or a file the provider reads
     elif top & set(DYNAMIC_KEYS):
         tree.notes.append(
             f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not name this file"
         )
-    for name in names:
-        if name.resolve() == path.resolve():
+    for name, text in named:
+        if name.resolve() == itself:
             continue
-        more, more_lines = _load(name)
+        more, more_lines = _load(name, text)
         tree.files.append(name)
         for keys, where in more_lines.items():
             tree.lines.setdefault(keys, where)
@@ -304,15 +333,43 @@ def parse(path: Path) -> Tree:
     return tree
 
 
-def _resolve(value: str, base: Path, path: Path, what: str) -> Path:
-    p = Path(value)
-    p = p if p.is_absolute() and p.exists() else base / p.name if not (base / p).exists() else base / p
-    if not p.exists():
-        raise ConfigError(
-            f"{path}: {what} {value} not found (looked next to the static file too); pass "
-            "the dynamic file itself, or put it next to the static file"
-        )
-    return p
+_DYNAMIC_SUFFIXES = (".yml", ".yaml", ".toml")
+
+
+def _provider_files(path: Path, provider: dict[str, Any]) -> list[tuple[Path, str]]:
+    """The dynamic files ``providers.file`` names, read as the user's own: only beside the
+    static file (no absolute path, no ``..``, no link at any level; see
+    :func:`harness.configs.base.named_file`), each as (its path, its text)."""
+    out: list[tuple[Path, str]] = []
+    base = path.parent
+    if isinstance(fn := get(provider, "filename"), str):
+        what = "providers.file.filename"
+        rel = named_file(path, fn, what)
+        out.append((base / rel, read_named(path, open_named(path, rel, fn, what), str(base / rel))))
+    if isinstance(dn := get(provider, "directory"), str):
+        what = "providers.file.directory"
+        rel = named_file(path, dn, what)
+        dfd = open_named(path, rel, dn, what, directory=True)
+        try:
+            for entry in sorted(os.listdir(dfd)):
+                if not entry.lower().endswith(_DYNAMIC_SUFFIXES):
+                    continue
+                try:
+                    fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+                except OSError as exc:
+                    why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+                    raise ConfigError(
+                        f"{path}: {what} {dn}: {entry} {why}; trustlab reads only regular files beside the "
+                        "config, never through a link: copy the file itself there"
+                    ) from None
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    continue  # a subdirectory or a socket: Traefik reads files only
+                shown = base / rel / entry
+                out.append((shown, read_named(path, fd, str(shown))))
+        finally:
+            os.close(dfd)
+    return out
 
 
 def _merge_dynamic(tree: Tree, data: dict[str, Any], where: Path) -> None:
@@ -391,10 +448,24 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 )
     http = _map(tree.dynamic.get("http"))
     routers = {k: dict(v) for k, v in _map(get(http, "routers")).items() if isinstance(v, dict)}
-    middlewares = _map(get(http, "middlewares"))
+    middlewares = copy.deepcopy(_map(get(http, "middlewares")))  # a copy: kept chains are edited below
     dropped_mw = {
-        n for n, m in middlewares.items() if isinstance(m, dict) and any(str(k).lower() in _MIDDLEWARE_DROP for k in m)
+        n: ", ".join(str(k) for k in m) if isinstance(m, dict) else "?"
+        for n, m in middlewares.items()
+        if not isinstance(m, dict) or not m or any(str(k).lower() not in _MIDDLEWARE_KEEP for k in m)
     }
+    for n, kinds in dropped_mw.items():
+        notes.append(
+            f"{tree.at('http', 'middlewares', n)}: middleware {n} ({kinds}) dropped: only middlewares that "
+            "rewrite the request or response are kept (it calls out, runs code, replays or delays requests, "
+            "or asks for credentials)"
+        )
+    for n, m in middlewares.items():  # a kept chain loses the dropped links
+        chain = get(m, "chain")
+        links = get(chain, "middlewares")
+        if n not in dropped_mw and isinstance(chain, dict) and isinstance(links, list):
+            key = next(k for k in chain if str(k).lower() == "middlewares")
+            chain[key] = [x for x in links if str(x).removesuffix("@file") not in dropped_mw]
     for rname, router in routers.items():
         tls = get(router, "tls")
         if isinstance(tls, dict):
@@ -405,13 +476,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                     "(the lab's client side uses a lab-minted certificate)"
                 )
         mws = get(router, "middlewares")
-        if isinstance(mws, list) and dropped_mw & {str(m).removesuffix("@file") for m in mws}:
+        if isinstance(mws, list) and dropped_mw.keys() & {str(m).removesuffix("@file") for m in mws}:
             key = next(k for k in router if str(k).lower() == "middlewares")
             router[key] = [m for m in mws if str(m).removesuffix("@file") not in dropped_mw]
-            notes.append(
-                f"{tree.at('http', 'routers', rname)}: router {rname}: middlewares "
-                f"{', '.join(sorted(dropped_mw))} dropped (forwardAuth/plugins call out of the lab)"
-            )
+            gone = sorted(dropped_mw.keys() & {str(m).removesuffix("@file") for m in mws})
+            notes.append(f"{tree.at('http', 'routers', rname)}: router {rname}: middlewares {', '.join(gone)} dropped")
     routers[READY] = {
         "rule": "Path(`/trustlab-ready`)",
         "entryPoints": [READY],

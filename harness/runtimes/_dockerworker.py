@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.runtimes._nsworker import Proxy, Seats, emit, hold_seat, run_cell
+from harness import sandbox
+from harness.runtimes._nsworker import Proxy, Seats, deadline_cell, emit, hold_seat, past, run_cell
 from harness.runtimes.contract import CellSpec, DoneEvent, FatalEvent, Job, ProxyEvent, ProxySpec, load_job
 from harness.sandbox import CONTAINER_USER
 from harness.seat import Connection
@@ -91,7 +92,7 @@ class ContainerProxy(Proxy):
 
     def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
         self.started_at = time.perf_counter()
-        self.log.touch()
+        sandbox.create_log(self.log)
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         first = True  # asked at least once (see _nsworker.Proxy.wait_ready)
@@ -140,7 +141,7 @@ def main(argv: list[str]) -> int:
         for p in proxies:
             p.start()
         seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
-        run_cells(seat, proxies, job.cells, deadline)
+        run_cells(seat, proxies, job.cells, deadline, job_deadline=job.deadline_s)
         hold = job.hold
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
             held_seat = seat
@@ -160,12 +161,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_cells(seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], deadline: float) -> None:
+def run_cells(
+    seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], deadline: float, *, job_deadline: float = 0
+) -> None:
     """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
 
     Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
-    or how the proxy died) from the ``proxy`` event.
+    or how the proxy died) from the ``proxy`` event. After *job_deadline* seconds (``Job.deadline_s``;
+    0: none) the remaining cells are reported as ``error`` (deadline), not run.
     """
+    ends = time.perf_counter() + job_deadline if job_deadline else None
     ready = {}
     for p in proxies:
         ready[p.key] = p.wait_ready(deadline)
@@ -173,7 +178,7 @@ def run_cells(seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], dead
     by_key = {p.key: p for p in proxies}
     for seq, cell in enumerate(cells):
         if ready[cell.key].started:
-            emit(run_cell(seat, by_key[cell.key], cell, seq))
+            emit(deadline_cell(cell, job_deadline) if past(ends) else run_cell(seat, by_key[cell.key], cell, seq))
 
 
 def main_prepared(job: Job) -> int:
@@ -195,7 +200,8 @@ def main_prepared(job: Job) -> int:
         with Seats(job) as seat:
             for p in proxies:
                 p.start()
-            run_cells(seat, proxies, job.cells, time.perf_counter() + job.start_timeout)
+            start_by = time.perf_counter() + job.start_timeout
+            run_cells(seat, proxies, job.cells, start_by, job_deadline=job.deadline_s)
             emit(DoneEvent())
     except KeyboardInterrupt:
         return 130

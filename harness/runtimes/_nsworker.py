@@ -9,6 +9,12 @@ this mount namespace only: the host's file is never touched), starts the backend
 one proxy process per scenario (each in :mod:`harness.sandbox`: bubblewrap, its own uid, no
 capabilities, a clean environment, rlimits), runs the cells in the order given, and writes one JSON line
 per event to stdout. Every process it starts dies with it (``PR_SET_PDEATHSIG``).
+
+The worker is root (of the host, or of a user namespace) and trusts nothing a proxy can write
+(issue 26): it runs with an explicit minimal environment (:func:`harness.sandbox.worker_environment`),
+reads a proxy's stdout through its own descriptor and its logs with
+:func:`harness.sandbox.read_planted` (no link followed, a regular file of the proxy's uid, a
+bounded tail, never blocking), and survives a proxy deleting its own logs.
 """
 
 from __future__ import annotations
@@ -159,11 +165,19 @@ class Proxy:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.uid: int | None = None
+        self.stdout_path = self.run_dir / "stdout.log"
+        #: The worker's own descriptor of the proxy's stdout (``None``: read it by path, safely).
+        self.out_fd: int | None = None
 
     def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
         self.started_at = time.perf_counter()
-        out = open(self.run_dir / "stdout.log", "wb")  # noqa: SIM115 - handed to the child
-        self.log.touch()
+        # The worker keeps its own descriptor of the proxy's stdout and reads it back through
+        # that (pread), never by path: the proxy may replace the file with a link, a FIFO or a
+        # device, and this worker is root.
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.out_fd = os.open(self.stdout_path, flags, 0o644)
+        if self.log != self.stdout_path:
+            sandbox.create_log(self.log)
         command, preexec = self.command, limited_child
         if self.sandbox is not None:
             self.uid = sandbox.new_uid() if sandbox.host_root() else None
@@ -182,13 +196,12 @@ class Proxy:
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=out,
+            stdout=self.out_fd,
             stderr=subprocess.STDOUT,
             cwd=self.run_dir,
             env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
             preexec_fn=die_with_parent if self.unconfined else functools.partial(preexec, self.driver.rlimits),
         )
-        out.close()
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
@@ -226,11 +239,15 @@ class Proxy:
         refuse its config but was killed or could not write (so: ``error``, not config-rejected)."""
         assert self.proc is not None
         code = self.proc.returncode
-        if code is not None and code < 0:
+        # Under bubblewrap a proxy killed by a signal shows as bwrap's exit status 128 + signal.
+        sig = -code if code is not None and code < 0 else 0
+        if self.sandbox is not None and code is not None and 128 < code < 128 + 65:
+            sig = code - 128
+        if sig:
             try:
-                name = signal.Signals(-code).name
+                name = signal.Signals(sig).name
             except ValueError:
-                name = f"signal {-code}"
+                name = f"signal {sig}"
             return f"the proxy was killed by {name} before it listened (not a config error)", True
         if "No space left on device" in text or _disk_full(self.run_dir):
             return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device); "
@@ -240,13 +257,32 @@ class Proxy:
         message = self.driver.startup_message(text)
         return (f"{message} (exit status {code})" if code not in (None, 0, 1) else message), False
 
+    def _read(self, path: Path, since: int = 0) -> tuple[bytes, str | None]:
+        """What the proxy wrote to *path*: through the worker's own descriptor for stdout, else
+        by :func:`harness.sandbox.read_planted` (no link, regular file, the proxy's own, a tail)."""
+        if path == self.stdout_path and self.out_fd is not None:
+            return sandbox.tail(self.out_fd, since=since), None
+        owners = None if self.uid is None else (self.uid,)  # hand_over gave it every file there
+        return sandbox.read_planted(path, self.run_dir, since=since, owners=owners)
+
+    def log_size(self) -> int:
+        if self.log == self.stdout_path and self.out_fd is not None:
+            return os.fstat(self.out_fd).st_size
+        return sandbox.size_planted(self.log, self.run_dir)
+
+    def read_log(self, since: int) -> str:
+        """The proxy's error log after offset *since* (its last 64 KiB at most)."""
+        return self._read(self.log, since)[0].decode("utf-8", "replace")
+
     def output(self) -> str:
+        """The proxy's stdout and error log (the last 64 KiB of each), and a line for a file
+        that was not read because the proxy replaced it."""
         texts = []
-        for f in dict.fromkeys((self.run_dir / "stdout.log", self.log)):
-            try:
-                texts.append(f.read_text(errors="replace"))
-            except OSError:
-                pass
+        for f in dict.fromkeys((self.stdout_path, self.log)):
+            data, refused = self._read(f)
+            texts.append(data.decode("utf-8", "replace"))
+            if refused:
+                texts.append(f"trustlab: {refused}")
         return "\n".join(t for t in texts if t)
 
     def stop(self) -> None:
@@ -257,6 +293,12 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        if self.out_fd is not None:
+            os.close(self.out_fd)
+            self.out_fd = None
 
 
 def _disk_full(path: Path) -> bool:
@@ -311,7 +353,8 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
     )
     primed = _prime(seat, proxy, cell, seq) if cell.prime else None
     mark = seat.mark()
-    log_offset = proxy.log.stat().st_size
+    # By descriptor or without following links, bounded: a proxy may have deleted or replaced its log.
+    log_offset = proxy.log_size()
     # A cell may say where to send its request (``trustlab check``: the listener, Host and path
     # that reach one upstream of the user's config); a path ending in "/" gets a unique tail.
     path = cell.path
@@ -330,9 +373,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
     if response.marker is not None and proxy.driver.serves_despite_failure:
         # A proxy that forwards despite a failed verification logs it during the handshake,
         # before the response: the line is there now (Traffic Server PERMISSIVE).
-        with open(proxy.log, "rb") as fh:
-            fh.seek(log_offset)
-            warning = proxy.driver.block_reason(fh.read().decode("utf-8", "replace"))
+        warning = proxy.driver.block_reason(proxy.read_log(log_offset))
     if response.marker is None:
         # The verdict line may land a moment after the response (HAProxy logs at stream end).
         # A proxy refuses a backend with a 5xx (or by closing); any other status is its own
@@ -340,11 +381,10 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         wait = 1.0 if response.status is None or response.status >= 500 else 0.0
         until = time.perf_counter() + wait
         while True:
-            with open(proxy.log, "rb") as fh:
-                fh.seek(log_offset)
-                log_text = fh.read().decode("utf-8", "replace")
+            log_text = proxy.read_log(log_offset)
             reason = proxy.driver.block_reason(log_text)
-            if reason or time.perf_counter() > until:
+            # A proxy that has exited writes no more lines: its cells need not wait out the second.
+            if reason or time.perf_counter() > until or (proxy.proc is not None and proxy.proc.poll() is not None):
                 break
             time.sleep(0.001)
     if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
@@ -382,6 +422,19 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         client_cert=f"{client.client_subject} (issuer {client.client_issuer})" if client else None,
         primed=primed,
     )
+
+
+def deadline_cell(cell: CellSpec, seconds: float) -> CellEvent:
+    """The cell a worker past its deadline does not run (see :attr:`Job.deadline_s`)."""
+    return CellEvent(
+        cell.key, cell.identity, Outcome.ERROR, None,
+        f"deadline: not run, the lab's {seconds:g} s were used up (does the config slow every request?)",
+        label=cell.label,
+    )
+
+
+def past(ends: float | None) -> bool:
+    return ends is not None and time.perf_counter() > ends
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:
@@ -464,6 +517,7 @@ def hold_seat(seat: Any, hold: HoldSpec, log: Callable[[], list[Any]]) -> None:
 
 
 def main() -> int:
+    started = time.perf_counter()
     job = load_job(sys.stdin.read())
     stop = threading.Event()
 
@@ -497,16 +551,25 @@ def main() -> int:
                 return ready[p.key].started
 
             by_key = {p.key: p for p in proxies}
+            ends = started + job.deadline_s if job.deadline_s else None
             for seq, cell in enumerate(job.cells):
+                if past(ends):
+                    # Reported, not run. A proxy that refused to start has its cells reported by
+                    # the runtime already; one never asked is not asked now (its event would
+                    # make the runtime report its cells a second time).
+                    if cell.key not in ready or ready[cell.key].started:
+                        emit(deadline_cell(cell, job.deadline_s))
+                    continue
                 if not ensure_ready(by_key[cell.key]):
                     continue  # the runtime reports config-rejected cells itself
                 emit(run_cell(seat, by_key[cell.key], cell, seq))
             for p in proxies:
-                ensure_ready(p)
+                if not past(ends):
+                    ensure_ready(p)
             hold = job.hold
             if hold:
                 for p in proxies:
-                    if ready[p.key].started:
+                    if p.key in ready and ready[p.key].started:
                         relay(hold.socket_dir + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
                 hold_seat(seat, hold, log=lambda: seat.since([0] * len(seat.seats)))
             emit(DoneEvent())
@@ -538,6 +601,8 @@ def stop_all(proxies: list[Proxy], *, grace: float = 0.05) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for p in proxies:
+        p.close()
 
 
 if __name__ == "__main__":

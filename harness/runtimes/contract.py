@@ -161,6 +161,10 @@ class Job:
     #: Names the seat answers to as the backend (default: the lab's backend name).
     backend_names: tuple[str, ...] = ()
     start_timeout: float = 15
+    #: Seconds from the worker's start after which it runs no more cells: each remaining one is
+    #: reported as ``error`` (deadline), so a config that slows every request cannot hold the
+    #: lab for cells x probe timeout. 0: no deadline.
+    deadline_s: float = 0
     hold: HoldSpec | None = None
     #: Docker prepared labs: the payload tests' opt-out (the worker stays root).
     unconfined: bool = False

@@ -14,6 +14,7 @@ every connection to the cell that caused it. Shards never see each other.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import selectors
@@ -42,10 +43,23 @@ from harness.runtimes.contract import (
     load_event,
 )
 from harness.sandbox import available as sandbox_tools
+from harness.sandbox import worker_environment
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 FIRST_PORT = 20000
+#: Each lab worker's deadline (``Job.deadline_s``): this many seconds, plus
+#: :data:`CELL_DEADLINE_S` per cell; its cells after that are ``error`` (deadline), not run. A
+#: cell takes a few milliseconds (a few hundred times less), a check's upstream group a second
+#: or two; a config that slows every request (up to the probe's 10 s each) would otherwise hold
+#: the lab for cells x 10 s.
+LAB_DEADLINE_S = 60.0
+CELL_DEADLINE_S = 1.0
+
+
+def lab_deadline(cells: int) -> float:
+    """The deadline of a lab worker that runs *cells* cells (see :data:`LAB_DEADLINE_S`)."""
+    return LAB_DEADLINE_S + CELL_DEADLINE_S * cells
 #: Measured start-to-listening order (benchmarks/bench_local.py): nginx, then HAProxy, then Apache.
 
 
@@ -192,6 +206,7 @@ class LocalRuntime:
                 if rng:
                     rng.shuffle(cells)
                 job = self._job(group, cells, lab_dir, pki)
+                job = dataclasses.replace(job, deadline_s=lab_deadline(len(job.cells)))
                 workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
             yield from self._collect(workers, per, on_proxy)
         finally:
@@ -234,12 +249,15 @@ class LocalRuntime:
                     p.key, p.kind, p.listen_port, p.run_dir, p.config, pki_dir,
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
-                    [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE],
+                    # The CRLs when check minted them (a config that names one).
+                    [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
+                     *(f for f in (pki_dir / "crl-chain.pem", pki_dir / "crl-intermediate.pem") if f.exists())],
                     own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"], inst=p.inst,
                 )
                 for p in proxies
             ),
             cells=tuple(cells),
+            deadline_s=lab_deadline(len(cells)),
         )
         if self._stopping:
             raise KeyboardInterrupt
@@ -318,10 +336,11 @@ class LocalRuntime:
         ]
         from harness.runtimes._nsworker import die_with_parent
 
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
+        # An explicit environment, never the caller's: the worker is root and reads what
+        # proxies write, so it holds no secret a proxy could trick it into printing.
+        env = worker_environment(os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep))
         err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
