@@ -305,7 +305,11 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
 
     backend = _backend(where, data["backend"], data["request"])
 
+    # A scored workshop's kit ships no solutions (harness.workshop.strip_solutions marks it so).
+    scored_kit = (path.parent / "SCORED").is_file()
     for label, file in (("config", path / config), ("solution", path / "solution" / config)):
+        if label == "solution" and scored_kit:
+            continue
         if not file.is_file():
             raise _fail(where, label, f"{file} is missing; a challenge ships its starting config and solution/{config}")
     return Challenge(
@@ -750,6 +754,8 @@ def next_hint(ch: Challenge, *, all_tiers: bool = False) -> list[tuple[int, str]
 def record_solution(ch: Challenge) -> None:
     if not hints_enabled():
         raise LabError(f"solutions are switched off for this workshop ({HINTS_ENV}=off)")
+    if not ch.solution_file.is_file():
+        raise LabError(f"{ch.id}: this kit ships no solutions (a scored workshop); ask your instructor afterwards")
     with progress(write=True) as p:
         if ch.id not in p.solutions:
             p.solutions.append(ch.id)

@@ -297,6 +297,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         images=not args.no_images,
         notebooks=not args.no_notebooks,
         extras=extras,
+        scored=args.scored,
         say=lambda s: print(s, file=sys.stderr),
     )
     print(f"wrote the workshop bundle to {result.path} ({result.size_mb:.1f} MB): {', '.join(result.parts)}")
@@ -363,6 +364,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     w.add_argument("dir", help="a new (or empty) directory")
     w.add_argument("--no-images", action="store_true", help="leave out the docker image tar")
     w.add_argument("--no-notebooks", action="store_true", help="leave out the rendered notebooks")
+    w.add_argument("--scored", action="store_true", help="a scored workshop's kit: no solutions, no answers guide")
     w.add_argument(
         "--extras",
         default="docker,notebooks",

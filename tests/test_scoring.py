@@ -111,3 +111,58 @@ def test_a_scored_check_without_a_token_or_grader_is_one_line(
     monkeypatch.setenv(scoring.TOKEN_ENV, "tok")
     code, _, err = _run(capsys, "challenge", "check", CID, str(mine))
     assert code == 2 and "cannot reach the grader" in err and err.count("\n") == 1
+
+
+def test_a_scored_kit_wheel_carries_no_solution(tmp_path: Path) -> None:
+    """strip_solutions drops every solution/ file, adds the marker and keeps RECORD true."""
+    import base64
+    import hashlib
+    import zipfile
+
+    from harness import workshop
+
+    wheel = tmp_path / "trustlab-0.1.0-py3-none-any.whl"
+    files = {
+        "harness/__init__.py": b"",
+        "harness/_data/labs/challenges/nginx-x/challenge.toml": b"title = 'x'\n",
+        "harness/_data/labs/challenges/nginx-x/nginx.conf": b"# start\n",
+        "harness/_data/labs/challenges/nginx-x/solution/nginx.conf": b"# the answer\n",
+        "trustlab-0.1.0.dist-info/RECORD": b"stale\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    assert workshop.strip_solutions(wheel) == 1
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        assert not any("/solution/" in n for n in names) and workshop.SCORED_MARKER in names
+        record = z.read("trustlab-0.1.0.dist-info/RECORD").decode().splitlines()
+        for row in record[:-1]:
+            name, digest, size = row.split(",")
+            data = z.read(name)
+            want = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert digest == f"sha256={want}" and int(size) == len(data)
+        assert record[-1] == "trustlab-0.1.0.dist-info/RECORD,,"
+
+
+def test_a_scored_kit_loads_its_challenges_and_refuses_solutions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    root = tmp_path / "challenges"
+    shutil.copytree(C.challenges_root(), root)
+    for sol in root.glob("*/solution"):
+        shutil.rmtree(sol)
+    (root / "SCORED").write_text("no solutions\n")
+    monkeypatch.setattr(C, "challenges_root", lambda: root)
+    C.load_all.cache_clear()
+    try:
+        assert len(C.load_all()) >= 15
+        code, _, err = _run(capsys, "challenge", "solution", CID, "--dir", str(tmp_path / "s"))
+        assert code == 2 and "ships no solutions" in err and not (tmp_path / "s").exists()
+    finally:
+        C.load_all.cache_clear()
+    (root / "SCORED").unlink()
+    with pytest.raises(C.ChallengeError, match="solution/nginx.conf is missing"):
+        C.load_dir(root / CID)
