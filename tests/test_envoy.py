@@ -303,6 +303,9 @@ CHECKS = [
         },
     ),
     ("sidecar-mtls-no-validation.yaml", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
+    # auto_host_sni replaces a stale sni with the endpoint's name, auto_sni_san_validation checks it
+    # (issue 24: the lab minted legit for the sni and reported the legitimate backend blocked).
+    ("front-proxy-auto-host-sni.yaml", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
 ]
 
 

@@ -52,9 +52,15 @@ def test_the_picture_has_alt_text_labels_dividers_and_only_shown_outcomes() -> N
     assert "<img " in pic._repr_html_() and "alt='Heatmap of 3 scenarios" in pic._repr_html_()
     ax = pic.axes[0]
     labels = _texts(pic)
-    # One label per cell (3 rows x 10 identities), plus the two column-group headings and two proxy names.
+    # One label per cell run (10 built-in identities a row; a good row also runs its optional
+    # ones), plus the two column-group headings and two proxy names.
+    from harness.scenarios import resolve
+    from harness.vocab import IDENTITY_IDS
+
+    run = sum(len(IDENTITY_IDS) + len(resolve(s).optional_identities)
+              for s in ("apache/seed-recipe", "apache/good", "nginx/good"))
     cell_labels = [t for t in labels if t.rstrip("!") in {*LABEL.values(), OUTAGE_LABEL}]
-    assert len(cell_labels) == 30
+    assert len(cell_labels) == run == 36
     assert {"legitimate", "impostors", "nginx", "apache"} <= set(labels)
     assert OUTAGE_LABEL in labels  # apache/seed-recipe refuses the legitimate backend
     # Rows grouped by proxy: nginx first, then apache, whatever the order asked for.

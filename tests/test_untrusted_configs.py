@@ -105,6 +105,24 @@ def test_traefik_still_reads_its_own_files(tmp_path: Path) -> None:
     assert [s for s, *_ in tconf.parse(_conf(tmp_path, "directory", "conf.d")).https_servers()] == ["s"]
 
 
+def test_traefik_reads_the_usual_layout(tmp_path: Path, outside: tuple[Path, str]) -> None:
+    """/etc/traefik/traefik.yml naming /etc/traefik/dynamic/api.yml, shipped as traefik.yml +
+    dynamic/api.yml: the path's tail beside the static file (issue 24); a directory the same way.
+    Links and ``..`` stay refused."""
+    conf = tmp_path / "conf"
+    (conf / "dynamic").mkdir(parents=True)
+    (conf / "dynamic" / "api.yml").write_text(SERVICE)
+    for key, value in (("filename", "/etc/traefik/dynamic/api.yml"), ("filename", "dynamic/api.yml"),
+                       ("directory", "/etc/traefik/dynamic"), ("directory", "/etc/traefik/dynamic/")):
+        path = _conf(tmp_path, key, value)
+        assert [s for s, *_ in tconf.parse(path).https_servers()] == ["s"], value
+        assert base.named_file(path, value, key).parts[0] == "dynamic"
+    d, token = outside
+    (conf / "linked").symlink_to(d)
+    _refused(_conf(tmp_path, "directory", "/etc/traefik/linked"), token, "symbolic link")
+    _refused(_conf(tmp_path, "filename", "/etc/traefik/dynamic/../../outside/secret.yml"), token, "(..)")
+
+
 def test_yaml_errors_quote_no_content(tmp_path: Path) -> None:
     """PyYAML's message carries a snippet of the file around the error: it is not shown."""
     token = f"trustlab-{secrets.token_hex(8)}"

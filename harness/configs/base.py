@@ -274,9 +274,9 @@ def named_file(config: Path, value: str, what: str) -> PurePosixPath:
     """Where a file that *config* names (its setting *what*) may be read from: beside *config*.
 
     A config is someone else's (a pull request checked in CI, a challenge attempt) and the
-    adapter runs as the user, often root: it reads no path on the config's say-so. A relative
-    name without ``..`` is read in *config*'s directory; an absolute one (a deployment path,
-    ``/etc/traefik/dynamic.yml``) stands for the file of that name beside *config*. Returns
+    adapter runs as the user, often root: it reads no path on the config's say-so. A name
+    without ``..`` stands for the longest tail of it found in *config*'s directory
+    (``/etc/traefik/dynamic/api.yml`` -> ``dynamic/api.yml`` there, else ``api.yml``). Returns
     the path relative to that directory; a ``..`` is a :class:`ConfigError` naming the setting."""
     p = PurePosixPath(value.replace("\\", "/"))
     if ".." in p.parts:
@@ -284,12 +284,17 @@ def named_file(config: Path, value: str, what: str) -> PurePosixPath:
             f"{config}: {what} {value!r} leaves the config's directory (..); trustlab reads only files "
             f"beside the config: copy it next to {config.name} and name it relatively"
         )
-    rel = PurePosixPath(p.name) if p.is_absolute() else PurePosixPath(*[x for x in p.parts if x != "."])
-    if not rel.parts:
+    parts = [x for x in p.parts if x not in (".", "/")]
+    if not parts:
         raise ConfigError(f"{config}: {what} {value!r} names no file")
-    if p.is_absolute() or not os.path.lexists(config.parent / rel):
-        rel = PurePosixPath(p.name)  # written for a deployment: the file of that name beside the config
-    return rel
+    # Written for a deployment (/etc/traefik/dynamic/api.yml next to /etc/traefik/traefik.yml) and
+    # shipped as a tree (traefik.yml + dynamic/api.yml): the longest tail of the path that is there
+    # beside the config, else the file of that name there (issue 24).
+    for i in range(len(parts)):
+        tail = PurePosixPath(*parts[i:])
+        if os.path.lexists(config.parent / tail):
+            return tail
+    return PurePosixPath(parts[-1])
 
 
 def open_named(config: Path, rel: PurePosixPath, value: str, what: str, *, directory: bool = False) -> int:

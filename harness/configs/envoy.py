@@ -622,13 +622,35 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     )
 
 
+#: Cluster types whose endpoints' addresses are host names Envoy resolves (auto_host_sni takes them).
+_DNS_TYPES = ("STRICT_DNS", "LOGICAL_DNS")
+
+
+def sni_sent(info: ClusterTLS, host: str, hostname: str) -> str:
+    """The SNI Envoy sends to this endpoint: with ``auto_host_sni`` the upstream host's name when it
+    is known (the endpoint's ``hostname``, or the address of a DNS cluster), which replaces ``sni``;
+    else ``sni`` ("" for none). UpstreamTlsContext.auto_host_sni; a header-derived ``auto_sni`` is
+    decided per request and handled by its own rule."""
+    if info.tls.get("auto_host_sni") is True:
+        if hostname:
+            return hostname
+        if str(info.cluster.get("type", "STATIC")).upper() in _DNS_TYPES and not is_ip(host):
+            return host
+    return info.sni
+
+
 def _expected_name(info: ClusterTLS, host: str, hostname: str) -> str:
-    """The name the legitimate backend's certificate carries for this endpoint."""
-    if info.sni and not is_ip(info.sni):
-        return info.sni
+    """The name the legitimate backend's certificate carries for this endpoint: the name Envoy
+    checks. ``auto_sni_san_validation`` replaces the SAN matchers with the SNI sent; else an exact
+    DNS matcher names it; else the SNI sent, the endpoint's hostname, its address."""
+    sent = sni_sent(info, host, hostname)
+    if info.tls.get("auto_sni_san_validation") is True and sent and not is_ip(sent):
+        return sent
     exact = next((v for t, k, v in info.san_matchers if k == "exact" and t in ("DNS", "ANY") and not is_ip(v)), None)
     if exact:
         return exact
+    if sent and not is_ip(sent):
+        return sent
     if hostname and not is_ip(hostname):
         return hostname
     return host if not is_ip(host) else BACKEND_NAME
