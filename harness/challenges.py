@@ -14,6 +14,7 @@ A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the
     proxy = "nginx"
     config = "nginx.conf"            # the starting file; the solution has the same name
     difficulty = "warm-up"           # warm-up, easy, medium, puzzle
+    level = "warm-up"                # the path: warm-up -> practitioner -> expert (its track: the proxy)
     minutes = 5
     story = "..."
     goal = "..."
@@ -24,16 +25,28 @@ A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the
     text = "..."
     sources = ["https://nginx.org/..."]
 
+    [backend]                        # the backend the grader pins (check(..., pinned=...))
+    name = "backend-api.internal"    # the only name the legitimate certificate carries
+    port = 8443
+    address = "10.203.0.10"          # where the lab puts it (an IP target must use this)
+
+    [request]                        # the request the grade is about
+    host = "portal.example.com"
+    path = "/"
+
     [grader]
     served = ["legit"]               # identities that must be served (legit-deep may be added)
     accept = []                      # impostors the stated PKI policy rules out
     policy = ""                      # required when accept is not empty: that policy, in words
     sni_routing = false              # the legitimate backend routes by SNI (multi-site)
 
-Grading never reads the config's text: :func:`grade` runs the file on the real proxy
-(:func:`harness.check.check`) against every identity, and the challenge is solved when, at every
-upstream the config names, each identity in ``served`` was served and every impostor not in
-``accept`` was blocked by the proxy's own verification.
+Grading runs the file on the real proxy (:func:`harness.check.check`) against every identity
+with the declared backend pinned: the attempt cannot choose what "legitimate" means. The
+challenge is solved when every upstream goes to that backend expecting its name, the declared
+request reaches it and is served, and at every upstream each identity in ``served`` was served
+and every impostor not in ``accept`` was blocked by the proxy's own verification. A failure
+says which upstream (file and line), what the impostor is (:data:`harness.vocab.IDENTITIES`)
+and which check was missing (the ``trustlab audit`` rules that fire on the attempt).
 
 Progress (solves, hint tiers shown, solutions viewed) lives in one JSON file in the user's state
 directory: ``$TRUSTLAB_STATE_DIR``, else ``$XDG_STATE_HOME/trustlab``, else
@@ -53,6 +66,7 @@ import json
 import os
 import re
 import tempfile
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,7 +77,7 @@ from typing import Any
 
 from harness._assets import asset_dir
 from harness.errors import LabError, ScenarioError, read_input
-from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind
+from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind, identity_spec
 
 
 class ChallengeError(ScenarioError):
@@ -71,6 +85,8 @@ class ChallengeError(ScenarioError):
 
 
 DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
+#: The path through the course, per track (one track per proxy family).
+LEVELS = ("warm-up", "practitioner", "expert")
 #: The file name each proxy's starting config has (what the learner edits).
 def _proxy_names() -> tuple[str, ...]:
     from harness.proxies import names
@@ -97,15 +113,24 @@ _TOP_KEYS = (
     "proxy",
     "config",
     "difficulty",
+    "level",
     "minutes",
     "story",
     "goal",
     "hints",
     "explanation",
     "lesson",
+    "backend",
+    "request",
     "grader",
 )
+_REQUIRED = (
+    "title", "proxy", "difficulty", "level", "minutes", "story", "goal", "hints", "explanation", "lesson", "backend",
+    "request",
+)
 _LESSON_KEYS = ("text", "sources")
+_BACKEND_KEYS = ("name", "port", "address")
+_REQUEST_KEYS = ("host", "path")
 _GRADER_KEYS = ("served", "accept", "policy", "sni_routing")
 
 
@@ -132,6 +157,7 @@ class Challenge:
     proxy: ProxyKind
     config: str
     difficulty: str
+    level: str
     minutes: int
     story: str
     goal: str
@@ -141,6 +167,13 @@ class Challenge:
     sources: tuple[str, ...]
     grader: Grader
     path: Path
+    #: The pinned backend and graded request (a :class:`harness.check.Backend`).
+    backend: Any = None
+
+    @property
+    def track(self) -> str:
+        """The track it belongs to: its proxy family."""
+        return self.proxy.value
 
     @property
     def start_file(self) -> Path:
@@ -201,13 +234,13 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
     for key in data:
         if key not in _TOP_KEYS:
             raise _fail(where, key, f"unknown key; allowed: {', '.join(_TOP_KEYS)}")
-    for key in ("title", "proxy", "difficulty", "minutes", "story", "goal", "hints", "explanation", "lesson"):
+    for key in _REQUIRED:
         if key not in data:
             raise _fail(
                 where,
                 key,
-                "missing; every challenge needs title, proxy, difficulty, minutes, story, "
-                "goal, hints, explanation and [lesson]",
+                "missing; every challenge needs title, proxy, difficulty, level, minutes, story, "
+                "goal, hints, explanation, [lesson], [backend] and [request]",
             )
 
     def text(key: str, value: Any = None) -> str:
@@ -227,6 +260,8 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
         raise _fail(where, "config", "must be a plain file name such as nginx.conf")
     if data["difficulty"] not in DIFFICULTIES:
         raise _fail(where, "difficulty", f"{data['difficulty']!r} is unknown; allowed: {', '.join(DIFFICULTIES)}")
+    if data["level"] not in LEVELS:
+        raise _fail(where, "level", f"{data['level']!r} is unknown; allowed: {', '.join(LEVELS)}")
     minutes = data["minutes"]
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60:
         raise _fail(where, "minutes", "must be a whole number of minutes from 1 to 60")
@@ -268,7 +303,13 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
     if not isinstance(sni_routing, bool):
         raise _fail(where, "grader.sni_routing", "must be true or false")
 
+    backend = _backend(where, data["backend"], data["request"])
+
+    # A scored workshop's kit ships no solutions (harness.workshop.strip_solutions marks it so).
+    scored_kit = (path.parent / "SCORED").is_file()
     for label, file in (("config", path / config), ("solution", path / "solution" / config)):
+        if label == "solution" and scored_kit:
+            continue
         if not file.is_file():
             raise _fail(where, label, f"{file} is missing; a challenge ships its starting config and solution/{config}")
     return Challenge(
@@ -277,6 +318,7 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
         proxy=proxy,
         config=config,
         difficulty=data["difficulty"],
+        level=data["level"],
         minutes=minutes,
         story=text("story"),
         goal=text("goal"),
@@ -286,12 +328,42 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
         sources=tuple(sources),
         grader=Grader(tuple(served), tuple(accept), policy, sni_routing),
         path=path,
+        backend=backend,
     )
+
+
+def _backend(where: str, backend: Any, request: Any) -> Any:
+    """The ``[backend]`` and ``[request]`` tables as the :class:`harness.check.Backend` to pin."""
+    from harness.check import Backend, dns_name_problem
+    from harness.configs.base import is_ip
+
+    for table, value, keys in (("backend", backend, _BACKEND_KEYS), ("request", request, _REQUEST_KEYS)):
+        if not isinstance(value, dict):
+            raise _fail(where, table, f"must be a table with {', '.join(keys)}")
+        for key in value:
+            if key not in keys:
+                raise _fail(where, f"{table}.{key}", f"unknown key; allowed: {', '.join(keys)}")
+        for key in keys:
+            if key not in value:
+                raise _fail(where, f"{table}.{key}", f"missing; [{table}] needs {', '.join(keys)}")
+    name, port, address = backend["name"], backend["port"], backend["address"]
+    if not isinstance(name, str) or is_ip(name) or dns_name_problem(name):
+        raise _fail(where, "backend.name", f"{name!r} must be a DNS name, e.g. backend-api.internal")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise _fail(where, "backend.port", f"{port!r} must be a port number, e.g. 8443")
+    if not isinstance(address, str) or not is_ip(address) or not address.startswith("10.203.0."):
+        raise _fail(where, "backend.address", f"{address!r} must be a lab address (10.203.0.x), e.g. 10.203.0.10")
+    host, rpath = request["host"], request["path"]
+    if not isinstance(host, str) or not host or dns_name_problem(host):
+        raise _fail(where, "request.host", f"{host!r} must be the host name a client sends, e.g. portal.example.com")
+    if not isinstance(rpath, str) or not rpath.startswith("/") or " " in rpath:
+        raise _fail(where, "request.path", f"{rpath!r} must be a path starting with '/', e.g. /")
+    return Backend(name=name, port=port, address=address, host=host, path=rpath)
 
 
 @cache
 def load_all() -> tuple[Challenge, ...]:
-    """Every built-in challenge, in the order of the course (difficulty, then id)."""
+    """Every built-in challenge, in the order of the course (difficulty, minutes, then id)."""
     root = challenges_root()
     found = [load_dir(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
     return tuple(sorted(found, key=lambda c: (DIFFICULTIES.index(c.difficulty), c.minutes, c.id)))
@@ -309,7 +381,14 @@ def get(challenge_id: str) -> Challenge:
 # -- grading ----------------------------------------------------------------------------------
 @dataclass
 class Grade:
-    """The grader's verdict on one config: ``solved``, the cells, and the failures that say why not."""
+    """The grader's verdict on one config: ``solved``, the cells, and the failures that say why not.
+
+    A failure is a dict: ``upstream`` (its label), ``line`` (in the learner's file, or ``None``),
+    ``identity``/``outcome``/``want`` (``None`` for a problem found before any request: the
+    attempt proxies elsewhere or expects another name), ``reason`` (the proxy's evidence) and
+    ``impostor`` (what that identity is, one sentence). ``checks`` are the ``trustlab audit``
+    findings on the attempt: the checks that are missing, with their documentation.
+    """
 
     challenge: Challenge
     config: str
@@ -319,6 +398,7 @@ class Grade:
     rejected: str | None = None
     duration_s: float = 0.0
     flag: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -326,6 +406,7 @@ class Grade:
             "solved": self.solved,
             "cells": [c.to_dict() for c in self.cells],
             "failures": self.failures,
+            "checks": self.checks,
             "config": self.config,
             "rejected": self.rejected,
             "duration_s": round(self.duration_s, 3),
@@ -344,59 +425,130 @@ def _want(grader: Grader, identity: str) -> Outcome | None:
 
 
 def grade(challenge: Challenge | str, config: str | Path, *, runtime: str = "local") -> Grade:
-    """Run *config* on the real proxy against every identity; solved when the challenge's goal holds."""
-    from harness.check import check
+    """Run *config* on the real proxy with the challenge's backend pinned; solved when its goal holds."""
+    return grade_many(challenge, [config], runtime=runtime)[0]
+
+
+def grade_many(challenge: Challenge | str, configs: list[str | Path], *, runtime: str = "local") -> list[Grade]:
+    """:func:`grade` for several attempts at once: their proxies run side by side in one lab."""
+    from harness.check import check_many
 
     ch = get(challenge) if isinstance(challenge, str) else challenge
     # local, docker or auto: check gives the same cells on both runtimes (tests/test_check_runtimes.py).
-    kwargs: dict[str, Any] = {
-        "identities": ch.grader.identities,
-        "sni_routing": ch.grader.sni_routing,
-        "runtime": runtime,
-    }
-    result = check(ch.proxy.value, config, **kwargs)
-    failures = []
+    results = check_many(
+        ch.proxy.value,
+        list(configs),
+        identities=ch.grader.identities,
+        sni_routing=ch.grader.sni_routing,
+        runtime=runtime,
+        pinned=ch.backend,
+    )
+    return [_graded(ch, config, result) for config, result in zip(configs, results, strict=True)]
+
+
+def _graded(ch: Challenge, config: str | Path, result: Any) -> Grade:
+    """The grade of one :class:`harness.check.CheckResult`: its failures, and the checks it lacks."""
+    failures: list[dict[str, Any]] = [
+        {
+            "upstream": p.upstream,
+            "line": p.line or None,
+            "identity": None,
+            "outcome": None,
+            "want": None,
+            "reason": p.text,
+            "impostor": None,
+        }
+        for p in result.problems
+    ]
     for c in result.cells:
         want = _want(ch.grader, c.identity)
         if want is not None and c.outcome is not want:
             failures.append(
                 {
                     "upstream": c.upstream,
+                    "line": c.line,
                     "identity": c.identity,
                     "outcome": c.outcome.value,
                     "want": want.value,
                     "reason": c.reason,
+                    "impostor": identity_spec(c.identity).story if c.identity in IMPOSTORS else None,
                 }
             )
     solved = bool(result.cells) and not result.rejected and not failures
-    return Grade(ch, str(config), solved, list(result.cells), failures, result.rejected, result.duration_s)
+    checks = [] if solved else _missing_checks(ch, Path(config))
+    return Grade(
+        ch, str(config), solved, list(result.cells), failures, result.rejected, result.duration_s, checks=checks
+    )
+
+
+def _missing_checks(ch: Challenge, path: Path) -> list[dict[str, Any]]:
+    """The ``trustlab audit`` findings (high and medium) on the attempt: the checks it lacks."""
+    from harness.audit import audit
+
+    try:
+        report = audit(path, proxy=ch.proxy.value)
+    except LabError:
+        return []  # an unreadable or foreign config: the grade already says why
+    return [
+        {"rule": f.rule, "line": f.line, "severity": f.severity, "message": f.message, "fix": f.fix, "help": f.help}
+        for f in report.findings
+        if f.severity in ("high", "medium")
+    ]
 
 
 def render_grade(g: Grade, *, hints_left: bool) -> str:
-    """What ``trustlab challenge check`` prints."""
+    """What ``trustlab challenge check`` prints: the cells per upstream, then why not (or the lesson)."""
     ch = g.challenge
+    name = Path(g.config).name
     lines = [f"trustlab challenge check {ch.id}: {g.config} on the real {ch.proxy.value}", ""]
-    for c in g.cells:
-        mark = "  " if _want(ch.grader, c.identity) in (None, c.outcome) else "x "
-        lines.append(f"  {mark}{c.identity:<15} {c.outcome.value:<16} {c.reason}")
+    for up in dict.fromkeys(c.upstream for c in g.cells):
+        cells = [c for c in g.cells if c.upstream == up]
+        where = f"{name}:{cells[0].line}: " if cells[0].line else ""
+        lines.append(f"{where}{up}")
+        for c in cells:
+            mark = "  " if _want(ch.grader, c.identity) in (None, c.outcome) else "x "
+            lines.append(f"  {mark}{c.identity:<15} {c.outcome.value:<16} {c.reason}")
     lines.append("")
     if g.solved:
         lines.append(f"SOLVED {ch.id}: {ch.title} ({g.duration_s:.2f} s)")
         if g.flag:
             lines.append(f"flag: {g.flag}")
+        lines += ["", "Lesson: " + " ".join(ch.lesson.split())]
+        lines += [f"  {s}" for s in ch.sources]
         return "\n".join(lines)
+    def wrapped(text: str, indent: str) -> list[str]:
+        return textwrap.wrap(text, 80, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
+
     if g.rejected:
-        lines.append(f"{ch.proxy.value} refused the config: {g.rejected}")
-    for f in g.failures:
-        why = (
-            "should be served"
-            if f["want"] == "served"
-            else "an impostor got through"
-            if f["outcome"] in ("spoofed", "served")
-            else "should be blocked by the proxy's verification"
-        )
-        lines.append(f"  {f['identity']} -> {f['outcome']} ({why}): {f['reason']}")
-    lines.append(f"NOT YET {ch.id}: {len(g.failures) or 'the config'} problem(s) left ({g.duration_s:.2f} s)")
+        lines += wrapped(f"{ch.proxy.value} refused the config: {g.rejected}", "")
+    for f in (f for f in g.failures if f["identity"] is None):
+        lines += wrapped(f["reason"], "  ")
+    cell_failures = [] if g.rejected else [f for f in g.failures if f["identity"] is not None]
+    for up in dict.fromkeys(f["upstream"] for f in cell_failures):
+        fails = [f for f in cell_failures if f["upstream"] == up]
+        where = f"{name}:{fails[0]['line']}" if fails[0]["line"] else "your config"
+        lines += wrapped(f"{where}: {up}", "  ")
+        for f in fails:
+            what = (
+                "should be served"
+                if f["want"] == "served"
+                else "an impostor got through"
+                if f["outcome"] in ("spoofed", "served")
+                else "should be blocked by the proxy's own verification"
+            )
+            evidence = "" if f["reason"].startswith("response from impostor") else f": {f['reason']}"
+            lines += wrapped(f"{f['identity']} -> {f['outcome']} ({what}){evidence}", "    ")
+            if f["impostor"]:
+                lines += wrapped(f"who: {f['impostor']}", "      ")
+    if g.checks:
+        lines.append("  the checks your config lacks (trustlab audit):")
+        for c in g.checks:
+            lines += wrapped(f"{name}:{c['line']}: {c['rule']}: {c['message']}", "    ")
+            lines += wrapped(f"fix: {c['fix']}", "      ")
+            if c["help"]:
+                lines.append(f"      read: {c['help']}")
+    left = f"{ch.proxy.value} refused the config" if g.rejected else f"{len(g.failures)} problem(s) left"
+    lines.append(f"NOT YET {ch.id}: {left} ({g.duration_s:.2f} s)")
     if hints_left:
         lines.append(f"a hint exists: trustlab challenge hint {ch.id}")
     return "\n".join(lines)
@@ -602,6 +754,8 @@ def next_hint(ch: Challenge, *, all_tiers: bool = False) -> list[tuple[int, str]
 def record_solution(ch: Challenge) -> None:
     if not hints_enabled():
         raise LabError(f"solutions are switched off for this workshop ({HINTS_ENV}=off)")
+    if not ch.solution_file.is_file():
+        raise LabError(f"{ch.id}: this kit ships no solutions (a scored workshop); ask your instructor afterwards")
     with progress(write=True) as p:
         if ch.id not in p.solutions:
             p.solutions.append(ch.id)
@@ -621,6 +775,28 @@ def reset(challenge_id: str | None) -> None:
             p.solutions.remove(challenge_id)
 
 
+def restore_start(ch: Challenge, folder: Path) -> Path | None:
+    """Put *ch*'s starting config back in *folder*; the attempt it replaces is kept as
+    ``<file>.<UTC time>.bak`` (returned; ``None`` when the file already was the start)."""
+    target = folder / ch.config
+    start = ch.start_file.read_text()
+    try:
+        attempt = target.read_text()
+    except OSError as exc:
+        raise LabError(f"{target}: cannot read the attempt ({exc.strerror})") from None
+    if attempt == start:
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = folder / f"{ch.config}.{stamp}.bak"
+    n = 1
+    while backup.exists():  # two resets in one second keep both attempts
+        backup = folder / f"{ch.config}.{stamp}-{n}.bak"
+        n += 1
+    write_file(backup, attempt)
+    write_file(target, start)
+    return backup
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -638,12 +814,13 @@ def json_schema() -> dict[str, Any]:
         "title": "trustlab challenge",
         "type": "object",
         "additionalProperties": False,
-        "required": ["title", "proxy", "difficulty", "minutes", "story", "goal", "hints", "explanation", "lesson"],
+        "required": list(_REQUIRED),
         "properties": {
             "title": text,
             "proxy": {"enum": list(_proxy_names())},
             "config": {"type": "string", "pattern": "^[^./][^/]*$"},
             "difficulty": {"enum": list(DIFFICULTIES)},
+            "level": {"enum": list(LEVELS)},
             "minutes": {"type": "integer", "minimum": 1, "maximum": 60},
             "story": text,
             "goal": text,
@@ -657,6 +834,22 @@ def json_schema() -> dict[str, Any]:
                     "text": text,
                     "sources": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^https://"}},
                 },
+            },
+            "backend": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": list(_BACKEND_KEYS),
+                "properties": {
+                    "name": text,
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "address": {"type": "string", "pattern": "^10\\.203\\.0\\.[0-9]{1,3}$"},
+                },
+            },
+            "request": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": list(_REQUEST_KEYS),
+                "properties": {"host": text, "path": {"type": "string", "pattern": "^/[^ ]*$"}},
             },
             "grader": {
                 "type": "object",

@@ -11,6 +11,14 @@ upstream x identity, through the listener, Host and path that reach that upstrea
 
 The verdict: ``ok`` when, for every upstream, ``legit`` is served and every impostor is blocked
 (identities listed in ``accept`` excepted, e.g. ``wildcard`` when your PKI never issues one).
+
+``check(..., pinned=Backend(...))`` is how a challenge is graded: the same run, except that the
+backend is the declared one instead of whatever the config names. Its name alone gets the
+legitimate certificate, its address and port alone reach the seat (any other upstream host
+resolves to an unrouted address and is reported, not probed), and one more request, the
+declared Host and path, must reach the seat there and be served. A config that expects another
+name, proxies elsewhere or answers that request itself is not ok, with a :class:`Problem` or a
+failing cell saying which.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from harness.runtimes.contract import CellSpec, ProxyEvent
 from harness.vocab import (
     ALL_IDENTITY_IDS,
     BACKEND_NAME,
+    BACKEND_PORT,
     IDENTITY_IDS,
     LEGITIMATE_IDS,
     LOCAL_LAB_IP,
@@ -55,6 +64,42 @@ _NAME_FIRST = 20
 #: The most upstreams (and upstream host names) one check runs: each name needs a lab address
 #: in _NAME_NET (.20 to .219), and each upstream group its own lab.
 MAX_UPSTREAMS = 200
+#: Where a pinned lab sends every host that is not the declared backend: TEST-NET-1 (RFC 5737),
+#: which no lab namespace or container has a route to, so a connection fails at once.
+UNROUTED = "192.0.2.1"
+#: The label of the pinned lab's graded request (the declared Host and path).
+GRADED = "the graded request"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The backend a challenge pins (``check(..., pinned=Backend(...))``, see the module doc).
+
+    *name* is the only name the legitimate certificate carries, *address*:*port* the only place
+    the lab routes to the seat; *host* and *path* are the request the grade is about.
+    """
+
+    name: str = BACKEND_NAME
+    port: int = BACKEND_PORT
+    address: str = LOCAL_LAB_IP
+    host: str = PUBLIC_HOST
+    path: str = "/"
+
+    @property
+    def dest(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a pinned config is wrong before any request: the upstream, its line, what is wrong."""
+
+    upstream: str
+    line: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -67,6 +112,8 @@ class CheckCell:
     status: int | None
     reason: str
     sni: str | None
+    #: The upstream's line in the checked file (``None`` for the graded request).
+    line: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,6 +140,9 @@ class CheckResult:
     #: Per upstream (issue 19): its label, the config line that names it and that line's text,
     #: the server name a client reaches it by, and the name its legitimate certificate carries.
     upstream_info: list[dict[str, Any]] = field(default_factory=list)
+    #: The pinned backend (a challenge's grade), and what the config gets wrong about it.
+    pinned: Backend | None = None
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def upstreams(self) -> list[str]:
@@ -115,7 +165,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return bool(self.cells) and not self.rejected and not self.failures
+        return bool(self.cells) and not self.rejected and not self.failures and not self.problems
 
     def outcome(self, identity: str, upstream: str | None = None) -> Outcome:
         """The outcome for *identity* (at the first upstream, or the one whose label contains *upstream*)."""
@@ -131,7 +181,8 @@ class CheckResult:
         if self.ok:
             extra = f" ({', '.join(self.accept)} accepted by policy)" if self.accept else ""
             return f"ok: {len(self.upstreams)} upstream(s): legit served, every impostor blocked{extra}"
-        lines = [f"{len(self.failures)} problem(s):"]
+        lines = [f"{len(self.failures) + len(self.problems)} problem(s):"]
+        lines += [f"  {p.upstream}: {p.text}" for p in self.problems]
         for c in self.failures:
             if c.outcome is Outcome.ERROR:  # the lab could not tell: never a verdict on the config
                 what = "error: the lab could not tell what the proxy does here"
@@ -157,6 +208,7 @@ class CheckResult:
             "proxy_version": self.proxy_version,
             "tls_library": self.tls_library,
             "upstreams": self.upstream_info,
+            "problems": [p.to_dict() for p in self.problems],
         }
 
 
@@ -221,6 +273,7 @@ def check(
     sni_routing: bool = False,
     runtime: str = "local",
     version: str | None = None,
+    pinned: Backend | None = None,
 ) -> CheckResult:
     """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
 
@@ -232,14 +285,70 @@ def check(
     image's, in one container per upstream group with no network) or ``auto`` (docker when
     its daemon and image are there, else local); both give the same verdicts. *version* (a
     prefix: ``1.31``) picks the installed version of the proxy that runs it (default: the
-    kind's default installation).
+    kind's default installation). *pinned* grades against a declared backend instead of the
+    one the config names (a challenge; see the module doc).
+    """
+    return check_many(
+        proxy,
+        [config],
+        accept=accept,
+        identities=identities,
+        keep=keep,
+        sni_routing=sni_routing,
+        runtime=runtime,
+        version=version,
+        pinned=pinned,
+    )[0]
+
+
+@dataclass
+class _Plan:
+    """One config of a :func:`check_many` call: its upstreams and where the lab puts them."""
+
+    path: Path
+    text: str
+    first: Adapted
+    #: The identities its cells run (``revoked`` added when the config names a CRL, issue 24).
+    identities: tuple[str, ...]
+    problems: list[Problem]
+    groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]]
+    hosts: dict[str, str]
+    addresses: list[str]
+    seat_ports: list[int]
+    sibling: str
+
+
+#: (config number, group number within it, group key, members): one proxy process.
+_Unit = tuple[int, int, tuple[str, str, str], list[tuple[int, Upstream]]]
+#: A pinned lab runs at most this many proxy processes (configs x upstream groups) at once.
+_BATCH = 12
+
+
+def check_many(
+    proxy: str,
+    configs: list[str | Path],
+    *,
+    accept: tuple[str, ...] = (),
+    identities: tuple[str, ...] = IDENTITY_IDS,
+    keep: bool = False,
+    sni_routing: bool = False,
+    runtime: str = "local",
+    version: str | None = None,
+    pinned: Backend | None = None,
+) -> list[CheckResult]:
+    """:func:`check` for several configs of one kind: one result each, in order.
+
+    With *pinned* every config meets the same backend, so their proxies (one process per config
+    and upstream group, never shared) run side by side in one lab: a grader checks a dozen
+    attempts for little more than the cost of one. Without it each upstream group keeps its own
+    lab (its own PKI, for the name it names).
     """
     from harness.runner import lab_dir
     from harness.runtimes.local import PreparedProxy
 
     kind = kind_of(proxy)
-    path = Path(config)
-    text = read_config(path)
+    paths = [Path(c) for c in configs]
+    texts = [read_config(path) for path in paths]
     for ident in accept:
         if ident not in IMPOSTORS:
             raise ConfigError(
@@ -252,90 +361,93 @@ def check(
     t0 = time.perf_counter()
     with lab_dir(keep=keep) as lab:
         _front_cert(lab / "front")
-        try:
-            first = adapt(path, _lab_paths(lab / "probe", lab / "probe"), ports=Ports())
-        except ConfigError as exc:
-            raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
-        if not first.upstreams:
-            raise ConfigError(
-                f"{path}: no HTTPS upstream found ({driver(kind).check_hint}); nothing to check"
-                f"{_looks_like(path, kind)}"
-            )
-        _check_names(path, first)
-        # A config that names a CRL is checked against a revoked backend too (issue 24).
-        probe = _lab_paths(lab / "probe", lab / "probe")
-        if any(str(crl) in first.text for crl in (probe.crl_chain, probe.crl_leaf)) and "revoked" not in identities:
-            identities = (*identities, "revoked")
-        seat_ports = sorted({u.port for u in first.upstreams})
-        names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
-        if len(first.upstreams) > MAX_UPSTREAMS or len(names) > MAX_UPSTREAMS:
-            raise ConfigError(
-                f"{path}: {len(first.upstreams)} upstreams ({len(names)} host names); trustlab checks at most "
-                f"{MAX_UPSTREAMS} of each in one run: split the config, or check the part that decides trust"
-            )
-        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
-        # names it there (a second line would give nginx two peers), and an SNI-routing seat
-        # knows it as the backend.
-        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
-        taken = set(names) | {u.name for u in first.upstreams}
-        sibling = next(n for n in _SIBLINGS if n not in taken)
-        addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
-        groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
-        for i, u in enumerate(first.upstreams):
-            addr = u.host if u.is_ip else hosts[u.host]
-            groups.setdefault((u.name, addr, u.pool), []).append((i, u))
+        plans = [
+            _plan(adapt, kind, path, text, lab / f"probe{n}", pinned, identities)
+            for n, (path, text) in enumerate(zip(paths, texts, strict=True))
+        ]
+        units: list[_Unit] = [
+            (p, g, key, members) for p, plan in enumerate(plans) for g, (key, members) in enumerate(plan.groups.items())
+        ]
+        if pinned is not None:
+            batches = [units[i : i + _BATCH] for i in range(0, len(units), _BATCH)]
+        else:
+            batches = [[u] for u in units]
 
-        def run_group(
-            g: int, key: tuple[str, str, str], members: list[tuple[int, Upstream]]
-        ) -> tuple[list[CheckCell], str | None, Adapted]:
-            name, addr, pool = key
-            base = lab / f"u{g}"
-            run_dir = base / "run"
-            run_dir.mkdir(parents=True)
-            optional = tuple(i for i in identities if i in OPTIONAL_IDENTITY_IDS)
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=sibling)
+        def run_batch(b: int, batch: list[_Unit]) -> list[tuple[int, list[CheckCell], str | None, Adapted]]:
+            name, addr, _ = batch[0][2]
+            mine = [plans[p] for p, *_ in batch]
+            hosts = {n: a for plan in mine for n, a in plan.hosts.items()}
+            addresses = sorted({a for plan in mine for a in plan.addresses})
+            seat_ports = sorted({port for plan in mine for port in plan.seat_ports})
+            base = lab / f"b{b}"
+            optional = tuple(dict.fromkeys(i for plan in mine for i in plan.identities if i in OPTIONAL_IDENTITY_IDS))
+            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=mine[0].sibling)
             pki.write_to(base / "pki")
             shutil.copytree(lab / "front", base / "front")
-            paths = _lab_paths(base, run_dir)
-            _hashed_dir(paths.ca_dir, paths.ca)
-            _hashed_dir(paths.bundle_dir, paths.bundle)
-            ports = Ports(avoid=set(seat_ports))
-            # The config names the paths where the proxy sees these files (/lab/... in docker).
-            seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
-            adapted = adapt(path, seen, ports=ports, focus=pool or None)
-            cfg = run_dir / (adapted.config_name or driver_config_name(kind))
-            cfg.write_text(adapted.text)
+            files = _lab_paths(base, base)
+            _hashed_dir(files.ca_dir, files.ca)
+            _hashed_dir(files.bundle_dir, files.bundle)
+            proxies: list[PreparedProxy] = []
             cells: list[CellSpec] = []
-            out: list[CheckCell] = []
-            for i, u in members:
-                if u.route is None:
-                    out += [
-                        CheckCell(
-                            u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None
+            done: dict[str, tuple[int, list[tuple[int, Upstream]], Path, Adapted, list[CheckCell]]] = {}
+            for n, (p, g, key, members) in enumerate(batch):
+                pk, run_dir = f"p{n}", base / f"run{n}"
+                run_dir.mkdir(parents=True)
+                # Each proxy process of a shared lab listens on its own ports.
+                ports = Ports(avoid=set(seat_ports), first=20000 + 100 * n)
+                # The config names the paths where the proxy sees these files (/lab/... in docker).
+                seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
+                adapted = adapt(plans[p].path, seen, ports=ports, focus=key[2] or None)
+                cfg = run_dir / (adapted.config_name or driver_config_name(kind))
+                cfg.write_text(adapted.text)
+                unprobed: list[CheckCell] = []
+                for i, u in members:
+                    if u.route is None:
+                        unprobed += [
+                            CheckCell(
+                                u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line
+                            )
+                            for ident in plans[p].identities
+                        ]
+                        continue
+                    for ident in plans[p].identities:
+                        cells.append(
+                            CellSpec(
+                                key=pk,
+                                identity=ident,
+                                label=i,
+                                port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
+                                host=u.route.host,
+                                path=u.route.path,
+                                tls=u.route.tls,
+                                method=u.route.method,
+                                headers=u.route.headers,
+                                sni_routing=sni_routing,
+                            )
                         )
-                        for ident in identities
-                    ]
-                    continue
-                for ident in identities:
+                listen = next(iter(adapted.listeners.values()), ports("80"))
+                if pinned is not None and g == 0:
+                    # The declared request, once, with legit: it must reach the seat and be served.
+                    first_listener = next(iter(adapted.listeners), "80")
+                    tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
                     cells.append(
                         CellSpec(
-                            key="proxy",
-                            identity=ident,
-                            label=i,
-                            port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
-                            host=u.route.host,
-                            path=u.route.path,
-                            tls=u.route.tls,
-                            method=u.route.method,
-                            headers=u.route.headers,
+                            key=pk,
+                            identity="legit",
+                            label=-1,
+                            port=listen,
+                            host=pinned.host,
+                            path=pinned.path,
+                            tls=tls,
                             sni_routing=sni_routing,
                         )
                     )
-            listen = next(iter(adapted.listeners.values()), ports("80"))
+                proxies.append(PreparedProxy(pk, kind.value, run_dir, cfg, listen, inst))
+                done[pk] = (p, members, cfg, adapted, unprobed)
             events: list[ProxyEvent] = []
             raw = list(
                 rt.run_prepared(
-                    [PreparedProxy("proxy", kind.value, run_dir, cfg, listen, inst)],
+                    proxies,
                     cells,
                     lab_dir=base,
                     pki_dir=base / "pki",
@@ -345,38 +457,26 @@ def check(
                     on_proxy=events.append,
                 )
             )
-            failed = next((e for e in events if not e.started), None)
-            # Killed or out of disk before it listened: an error of the lab, not a rejected config.
-            died = failed.message if failed and failed.failure is Outcome.ERROR else None
-            rejected = None if died or not failed else failed.message
-            by_label = {i: u for i, u in members}
-            for r in raw:
-                assert r.label is not None
-                u = by_label[r.label]
-                outcome, reason = r.outcome, r.reason
-                want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
-                if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
-                    outcome, reason = (
-                        Outcome.ERROR,
-                        (f"the request reached {r.dest}, not this upstream ({want}); {reason}"),
-                    )
-                out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni))
-            # A proxy that never listened: every routable cell gets its reason (how it died, or
-            # the proxy's own refusal).
-            for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
-                if why:
-                    out += [
-                        CheckCell(u.label, ident, outcome, None, why, None)
-                        for _, u in members
-                        if u.route
-                        for ident in identities
-                    ]
-            return out, rejected, adapted
+            out = []
+            for pk, (p, members, cfg, adapted, unprobed) in done.items():
+                judged, rejected = _judge(
+                    members,
+                    [r for r in raw if r.key == pk],
+                    [e for e in events if e.key == pk],
+                    plans[p].path,
+                    cfg,
+                    adapted,
+                    addr,
+                    plans[p].identities,
+                    pinned,
+                )
+                out.append((p, unprobed + judged, rejected, adapted))
+            return out
 
         pool = ThreadPoolExecutor(max_workers=4)
         try:
-            futures = [pool.submit(run_group, g, k, m) for g, (k, m) in enumerate(groups.items())]
-            results = [f.result() for f in futures]
+            futures = [pool.submit(run_batch, b, batch) for b, batch in enumerate(batches)]
+            results = [r for f in futures for r in f.result()]
         except BaseException:
             # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
             # threads are reading, so they end now rather than after every upstream (38 s for 80).
@@ -387,28 +487,165 @@ def check(
             raise
         finally:
             pool.shutdown(wait=True)
-    order = {u.label: i for i, u in enumerate(first.upstreams)}
+    elapsed = time.perf_counter() - t0
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
-    cells = sorted(
-        (c for r in results for c in r[0]), key=lambda c: (order.get(c.upstream, 0), rank[c.identity])
-    )
-    rejected = next((r[1] for r in results if r[1]), None)
-    # Relabelled before deduplicating: each group's notes name its own lab paths.
-    notes = list(dict.fromkeys(_relabel(n) for r in results for n in r[2].adaptations))
-    notes = notes or [_relabel(n) for n in first.adaptations]
-    return CheckResult(
-        proxy=kind.value,
-        config=str(path),
-        adaptations=notes,
-        cells=cells,
-        rejected=rejected,
-        accept=tuple(accept),
-        duration_s=time.perf_counter() - t0,
-        runtime=rt.name,
-        proxy_version=inst.version if inst else None,
-        tls_library=(inst.tls or None) if inst else None,
-        upstream_info=[_upstream_info(u, text) for u in first.upstreams],
-    )
+    checked = []
+    for p, plan in enumerate(plans):
+        mine = [r for r in results if r[0] == p]
+        order = {u.label: i for i, u in enumerate(plan.first.upstreams)}
+        cells = sorted(
+            (c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
+        )
+        rejected = next((r[2] for r in mine if r[2]), None)
+        problems = list(plan.problems)
+        if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
+            problems.append(
+                Problem(
+                    GRADED,
+                    0,
+                    f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of the config goes to "
+                    f"the backend {pinned.name}:{pinned.port}",
+                )
+            )
+        # Relabelled before deduplicating: each group's notes name its own lab paths.
+        notes = list(dict.fromkeys(_relabel(n) for r in mine for n in r[3].adaptations))
+        notes = notes or [_relabel(n) for n in plan.first.adaptations]
+        checked.append(
+            CheckResult(
+                proxy=kind.value,
+                config=str(plan.path),
+                adaptations=notes,
+                cells=cells,
+                rejected=rejected,
+                accept=tuple(accept),
+                # Configs checked side by side share the lab's time.
+                duration_s=elapsed / len(plans),
+                runtime=rt.name,
+                proxy_version=inst.version if inst else None,
+                tls_library=(inst.tls or None) if inst else None,
+                pinned=pinned,
+                problems=problems,
+                upstream_info=[_upstream_info(u, plan.text) for u in plan.first.upstreams],
+            )
+        )
+    return checked
+
+
+def _plan(
+    adapt: Any,
+    kind: ProxyKind,
+    path: Path,
+    text: str,
+    probe: Path,
+    pinned: Backend | None,
+    identities: tuple[str, ...],
+) -> _Plan:
+    """*path*'s upstreams, and where the lab puts each one (see the module doc)."""
+    try:
+        first = adapt(path, _lab_paths(probe, probe), ports=Ports())
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
+    if not first.upstreams:
+        raise ConfigError(
+            f"{path}: no HTTPS upstream found ({driver(kind).check_hint}); nothing to check"
+            f"{_looks_like(path, kind)}"
+        )
+    _check_names(path, first)
+    # A config that names a CRL is checked against a revoked backend too (issue 24).
+    lab_files = _lab_paths(probe, probe)
+    if any(str(crl) in first.text for crl in (lab_files.crl_chain, lab_files.crl_leaf)) and "revoked" not in identities:
+        identities = (*identities, "revoked")
+    names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+    if len(first.upstreams) > MAX_UPSTREAMS or len(names) > MAX_UPSTREAMS:
+        raise ConfigError(
+            f"{path}: {len(first.upstreams)} upstreams ({len(names)} host names); trustlab checks at most "
+            f"{MAX_UPSTREAMS} of each in one run: split the config, or check the part that decides trust"
+        )
+    problems: list[Problem] = []
+    probed = list(enumerate(first.upstreams))
+    if pinned is None:
+        seat_ports = sorted({u.port for u in first.upstreams})
+        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
+        # names it there (a second line would give nginx two peers), and an SNI-routing seat
+        # knows it as the backend.
+        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+        taken = set(names) | {u.name for u in first.upstreams}
+        sibling = next(n for n in _SIBLINGS if n not in taken)
+        addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
+    else:
+        probed, problems = _pin(path, first.upstreams, pinned)
+        seat_ports = [pinned.port]
+        # Only the declared name reaches the seat; every other host the config names resolves to
+        # an unrouted address (so the proxy still starts) and is not probed.
+        others = {u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first))
+        hosts = {n: UNROUTED for n in sorted(others - {pinned.name})}
+        if pinned.name != BACKEND_NAME:
+            hosts[pinned.name] = pinned.address
+        sibling = SIBLING_NAME if pinned.name != SIBLING_NAME else _SIBLINGS[1]
+        addresses = [pinned.address]
+    groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
+    for i, u in probed:
+        if pinned is not None:
+            groups.setdefault((pinned.name, pinned.address, u.pool), []).append((i, u))
+            continue
+        addr = u.host if u.is_ip else hosts[u.host]
+        groups.setdefault((u.name, addr, u.pool), []).append((i, u))
+    return _Plan(path, text, first, identities, problems, groups, hosts, addresses, seat_ports, sibling)
+
+
+def _judge(
+    members: list[tuple[int, Upstream]],
+    raw: list[Any],
+    events: list[ProxyEvent],
+    path: Path,
+    cfg: Path,
+    adapted: Adapted,
+    addr: str,
+    identities: tuple[str, ...],
+    pinned: Backend | None,
+) -> tuple[list[CheckCell], str | None]:
+    """One proxy process's cells, each judged (did the request reach the backend?), and its refusal."""
+    failed = next((e for e in events if not e.started), None)
+    # Killed or out of disk before it listened: an error of the lab, not a rejected config.
+    died = failed.message if failed and failed.failure is Outcome.ERROR else None
+    rejected = None if died or not failed else learner_lines(failed.message, cfg.name, adapted.text, path)
+    by_label = {i: u for i, u in members}
+    graded = f"{GRADED} (Host {pinned.host}, path {pinned.path})" if pinned else GRADED
+    out: list[CheckCell] = []
+    for r in raw:
+        assert r.label is not None
+        u = by_label.get(r.label)
+        outcome, reason = r.outcome, r.reason
+        if pinned is not None:
+            want = pinned.dest
+        else:
+            assert u is not None
+            want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
+        if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
+            outcome, reason = Outcome.ERROR, f"the request reached {r.dest}, not the backend ({want}); {reason}"
+        elif pinned is not None and not r.dest and r.status is not None and r.status < 500:
+            # An answer no connection to the seat produced (a static 200 with a forged marker, a
+            # 403): the proxy answered by itself.
+            outcome, reason = (
+                Outcome.ERROR,
+                f"status {r.status}, but no connection reached the backend at {want}: the proxy answered by "
+                f"itself ({reason})",
+            )
+        if u is None:
+            out.append(CheckCell(graded, r.identity, outcome, r.status, reason, r.sni))
+        else:
+            out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni, u.line))
+    # A proxy that never listened: every routable cell gets its reason (how it died, or the
+    # proxy's own refusal).
+    for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
+        if why:
+            out += [
+                CheckCell(u.label, ident, outcome, None, why, None, u.line)
+                for _, u in members
+                if u.route
+                for ident in identities
+            ]
+    return out, rejected
 
 
 def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
@@ -424,6 +661,66 @@ def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
         "server": u.route.host if u.route else None,
         "name": u.name,
     }
+
+
+def learner_lines(message: str, name: str, adapted: str, path: Path) -> str:
+    """*message* with each ``<lab path>/NAME:LINE`` (``line N of <lab path>``) made the learner's own
+    file and line: the proxy read the adapted file, the learner wrote *path*."""
+    try:
+        original = read_config(path).splitlines()
+    except ConfigError:
+        return message
+    lab = adapted.splitlines()
+
+    def line_of(n: int) -> int | None:
+        if not 0 < n <= len(lab):
+            return None
+        words = lab[n - 1].split()
+        if not words:
+            return None
+        # The same text (the k-th time it occurs), else the line sharing the longest word prefix
+        # (a server line whose ca-file path the lab replaced).
+        same = [i for i, ln in enumerate(original, 1) if ln.split() == words]
+        if same:
+            k = sum(1 for ln in lab[: n - 1] if ln.split() == words)
+            return same[min(k, len(same) - 1)]
+        best, score = None, 1
+        for i, ln in enumerate(original, 1):
+            ow = ln.split()
+            pairs = enumerate(zip(words, ow, strict=False))
+            common = next((j for j, (a, b) in pairs if a != b), min(len(words), len(ow)))
+            if common > score:
+                best, score = i, common
+        return best
+
+    def sub(m: re.Match[str]) -> str:
+        n = line_of(int(m.group("a") or m.group("b")))
+        if n is None:
+            return m.group(0)
+        return f"line {n} of {path}" if m.group("a") else f"{path}:{n}"
+
+    pat = re.escape(name)
+    return re.sub(rf"line (?P<a>\d+) of /\S*{pat}|/\S*{pat}:(?P<b>\d+)", sub, message)
+
+
+def _pin(path: Path, upstreams: list[Upstream], pinned: Backend) -> tuple[list[tuple[int, Upstream]], list[Problem]]:
+    """The upstreams that go to the pinned backend (to probe), and what is wrong with the others."""
+    probed, problems = [], []
+    where = f"{pinned.name}:{pinned.port}"
+    for i, u in enumerate(upstreams):
+        if u.host not in (pinned.name, pinned.address) or u.port != pinned.port:
+            problems.append(
+                Problem(u.label, u.line, f"{path.name}:{u.line} sends requests to {u.host}:{u.port}, not to the "
+                        f"backend {where} (lab address {pinned.dest}); not probed")
+            )
+            continue
+        if u.name != pinned.name and not is_ip(u.name):
+            problems.append(
+                Problem(u.label, u.line, f"{path.name}:{u.line} expects the backend's certificate to name "
+                        f"{u.name!r}; the backend is {pinned.name}")
+            )
+        probed.append((i, u))
+    return probed, problems
 
 
 def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation | None:
@@ -543,4 +840,4 @@ def render(result: CheckResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckCell", "CheckResult", "LabError", "check", "render"]
+__all__ = ["Backend", "CheckCell", "CheckResult", "LabError", "Problem", "check", "check_many", "render"]

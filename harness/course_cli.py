@@ -7,17 +7,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from harness import scoring
 from harness.errors import LabError
+from harness.vocab import ProxyKind
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def _challenge_dir(ch_id: str, given: str | None) -> Path:
-    return Path(given) if given else Path.cwd() / ch_id
+def _challenge_dir(ch_id: str, given: str | None, config: str | None = None) -> Path:
+    """Where the attempt lives: *given*, else ``./ID/``, else the current folder when it is that
+    challenge's (named ID, or its README names it): ``check`` works from inside the folder."""
+    if given:
+        return Path(given)
+    cwd = Path.cwd()
+    if config and not (cwd / ch_id / config).exists() and (cwd / config).exists():
+        readme = cwd / "README.md"
+        mine = cwd.name == ch_id or (readme.is_file() and f"`{ch_id}`" in readme.read_text(errors="replace"))
+        if mine:
+            return cwd
+    return cwd / ch_id
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -33,6 +46,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "proxy": c.proxy.value,
                 "title": c.title,
                 "difficulty": c.difficulty,
+                "level": c.level,
+                "track": c.track,
                 "minutes": c.minutes,
                 "file": c.config,
                 "solved": c.id in solved,
@@ -41,10 +56,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps({"challenges": rows}, indent=2))
         return EXIT_OK
-    for c in all_:
-        mark = "[x]" if c.id in solved else "[ ]"
-        print(f"{mark} {c.id:<26} {c.proxy.value:<8} {c.difficulty:<8} {c.minutes:>2} min  {c.title}")
-    print(f"\n{len(solved & {c.id for c in all_})}/{len(all_)} solved. Start one: trustlab challenge start ID")
+    # The path: one track per proxy family, each from warm-up to expert, with its progress.
+    kinds = [k.value for k in ProxyKind]
+    tracks = sorted(dict.fromkeys(c.track for c in all_), key=lambda t: kinds.index(t) if t in kinds else len(kinds))
+    next_up = None
+    for track in tracks:
+        mine = sorted((c for c in all_ if c.track == track), key=lambda c: (C.LEVELS.index(c.level), c.minutes, c.id))
+        done = sum(c.id in solved for c in mine)
+        print(f"{track} track: {done}/{len(mine)} solved")
+        for c in mine:
+            mark = "[x]" if c.id in solved else "[ ]"
+            print(f"  {mark} {c.level:<12} {c.id:<26} {c.minutes:>2} min  {c.title.strip()}")
+            if next_up is None and c.id not in solved:
+                next_up = c
+        print()
+    print(f"{len(solved & {c.id for c in all_})}/{len(all_)} solved.", end=" ")
+    print(f"Next: trustlab challenge start {next_up.id}" if next_up else "Every challenge solved.")
     return EXIT_OK
 
 
@@ -52,16 +79,19 @@ def cmd_start(args: argparse.Namespace) -> int:
     from harness import challenges as C
 
     ch = C.get(args.id)
-    out = _challenge_dir(ch.id, args.dir)
+    out = _challenge_dir(ch.id, args.dir, ch.config)
     if out.exists() and not out.is_dir():
         raise LabError(f"--dir: {out} exists and is not a directory")
     target = out / ch.config
     start = ch.start_file.read_text()
+    where = "" if args.dir is None else f" --dir {out}"
     if target.exists() and target.read_text() != start:
-        raise LabError(
-            f"{target} exists and differs from the starting config (your edits?); "
-            "choose another --dir, or remove it to start over"
-        )
+        # An attempt in progress: never overwritten; say how to go on, or start over.
+        print(f"{ch.id}: {ch.title} ({ch.proxy.value}, {ch.difficulty}, about {ch.minutes} min)\n")
+        print(f"you already have an attempt at {target} (it differs from the starting config): kept as it is.")
+        print(f"continue: edit {target}, then run: trustlab challenge check {ch.id}{where}")
+        print(f"start over: trustlab challenge reset {ch.id}{where} (your attempt is kept as a .bak file)")
+        return EXIT_OK
     out.mkdir(parents=True, exist_ok=True)
     C.write_file(target, start)
     C.write_file(out / "README.md", ch.readme())
@@ -69,7 +99,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(ch.story.strip() + "\n")
     print("Goal: " + ch.goal.strip() + "\n")
     print(f"wrote {target} and {out / 'README.md'}")
-    where = "" if args.dir is None else f" --dir {out}"
     print(f"edit {target}, then run: trustlab challenge check {ch.id}{where}")
     return EXIT_OK
 
@@ -78,9 +107,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness import challenges as C
 
     ch = C.get(args.id)
-    file = Path(args.file) if args.file else _challenge_dir(ch.id, args.dir) / ch.config
+    file = Path(args.file) if args.file else _challenge_dir(ch.id, args.dir, ch.config) / ch.config
     if not file.exists():
         raise LabError(f"{file}: no such file; run `trustlab challenge start {ch.id}` first, or name your config")
+    if os.environ.get(scoring.URL_ENV):
+        return _check_remote(ch, file, as_json=args.json)
     g = C.grade(ch, file, runtime=args.runtime)
     secret = C.workshop_secret()
     if g.solved:
@@ -95,6 +126,60 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(C.render_grade(g, hints_left=hints_left))
     return EXIT_OK if g.solved else EXIT_FAILED
+
+
+def _check_remote(ch: Any, file: Path, *, as_json: bool) -> int:
+    """Scored mode: the instructor's grader grades the attempt (and alone issues its flag)."""
+    from harness import challenges as C
+
+    token = os.environ.get(scoring.TOKEN_ENV, "")
+    if not token:
+        raise LabError(
+            f"scored mode ({scoring.URL_ENV} is set): set {scoring.TOKEN_ENV} to the token your instructor gave you"
+        )
+    data = scoring.remote_grade(os.environ[scoring.URL_ENV], token, ch.id, file.read_text(errors="replace"))
+    if data.get("solved"):
+        C.record_solve(C.Grade(ch, str(file), True, [], []))
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(data.get("text", ""))
+        if data.get("flag"):
+            by = f"the grader at {os.environ[scoring.URL_ENV]}"
+            print(f"flag: {data['flag']} (issued by {by} for {data.get('attendee')})")
+    return EXIT_OK if data.get("solved") else EXIT_FAILED
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from harness import challenges as C
+
+    secret = C.workshop_secret()
+    if not secret:
+        raise LabError(f"serve: set {C.SECRET_ENV} on this (the grading) machine; attendees never get it")
+    service = scoring.GradingService(secret=secret, tokens=scoring.read_tokens(Path(args.tokens)), runtime=args.runtime)
+    server = scoring.serve(service, host=args.host, port=args.port)
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    print(f"grading on http://{host}:{port}/grade for {len(service.tokens)} attendee(s); Ctrl-C stops it")
+    print(f"attendees: export {scoring.URL_ENV}=http://{host}:{port} {scoring.TOKEN_ENV}=<their token>")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    target = Path(args.out)
+    if target.exists():
+        raise LabError(f"--out: {target} exists; tokens are never overwritten (remove it, or choose another file)")
+    tokens = scoring.new_tokens(args.names)
+    scoring.write_tokens(target, tokens)
+    print(f"wrote {len(tokens)} token(s) to {target} (0600); give each attendee their own line:")
+    for token, name in tokens.items():
+        print(f"  {name}: {scoring.TOKEN_ENV}={token}")
+    return EXIT_OK
 
 
 def cmd_hint(args: argparse.Namespace) -> int:
@@ -115,6 +200,8 @@ def cmd_solution(args: argparse.Namespace) -> int:
     from harness import challenges as C
 
     ch = C.get(args.id)
+    if os.environ.get(scoring.URL_ENV):
+        raise LabError(f"scored mode ({scoring.URL_ENV} is set): the solutions stay with the instructor")
     C.record_solution(ch)
     out = Path(args.dir) if args.dir else Path.cwd() / ch.id / "solution"
     if out.exists() and not out.is_dir():
@@ -158,8 +245,23 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
     if args.all == bool(args.id):
         raise LabError("reset: give one challenge ID or --all")
+    if args.all and args.dir:
+        raise LabError("reset: --dir goes with one challenge ID (--all resets progress only)")
     C.reset(None if args.all else args.id)
     print("progress reset: " + ("every challenge" if args.all else args.id))
+    if args.all:
+        return EXIT_OK
+    ch = C.get(args.id)
+    folder = _challenge_dir(ch.id, args.dir, ch.config)
+    target = folder / ch.config
+    if not target.exists():
+        print(f"no attempt at {target}; start one: trustlab challenge start {ch.id}")
+        return EXIT_OK
+    backup = C.restore_start(ch, folder)
+    if backup is None:
+        print(f"{target} is already the starting config")
+    else:
+        print(f"{target} restored to the starting config; your attempt is kept as {backup}")
     return EXIT_OK
 
 
@@ -195,6 +297,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         images=not args.no_images,
         notebooks=not args.no_notebooks,
         extras=extras,
+        scored=args.scored,
         say=lambda s: print(s, file=sys.stderr),
     )
     print(f"wrote the workshop bundle to {result.path} ({result.size_mb:.1f} MB): {', '.join(result.parts)}")
@@ -216,7 +319,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c = csub.add_parser("check", help="grade your config on the real proxy: exit 0 SOLVED, 1 not yet")
     c.add_argument("id")
     c.add_argument("file", nargs="?", help="your config (default: DIR/<the challenge's file>)")
-    c.add_argument("--dir", help="the challenge directory (default: ./ID/)")
+    c.add_argument("--dir", help="the challenge directory (default: ./ID/, or this folder when it is ID's)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.add_argument(
         "--runtime", choices=("auto", "local", "docker"), default="auto", help="where the proxy runs (default: auto)"
@@ -233,10 +336,21 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c = csub.add_parser("progress", help="what you solved, hints and solutions used")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_progress)
-    c = csub.add_parser("reset", help="forget one challenge's progress, or --all")
+    c = csub.add_parser("reset", help="restore the starting file (attempt kept as .bak), forget progress")
     c.add_argument("id", nargs="?")
+    c.add_argument("--dir", help="the challenge directory (default: ./ID/, or this folder when it is ID's)")
     c.add_argument("--all", action="store_true", help="every challenge (also replaces a corrupt state file)")
     c.set_defaults(func=cmd_reset)
+    c = csub.add_parser("serve", help="instructors: the scored-mode grader (attendees check against it)")
+    c.add_argument("--tokens", required=True, help="the attendee tokens file (trustlab challenge tokens)")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    c.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    c.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
+    c.set_defaults(func=cmd_serve)
+    c = csub.add_parser("tokens", help="instructors: one scored-mode token per attendee")
+    c.add_argument("names", nargs="+", help="attendee names")
+    c.add_argument("--out", required=True, help="the tokens file to write (for serve --tokens)")
+    c.set_defaults(func=cmd_tokens)
     c = csub.add_parser("export", help="instructors: the challenge list with flags, for a scoreboard")
     c.add_argument("--ctfd", required=True, help="write a CTFd challenges CSV here")
     c.set_defaults(func=cmd_export)
@@ -250,6 +364,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     w.add_argument("dir", help="a new (or empty) directory")
     w.add_argument("--no-images", action="store_true", help="leave out the docker image tar")
     w.add_argument("--no-notebooks", action="store_true", help="leave out the rendered notebooks")
+    w.add_argument("--scored", action="store_true", help="a scored workshop's kit: no solutions, no answers guide")
     w.add_argument(
         "--extras",
         default="docker,notebooks",

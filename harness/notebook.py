@@ -480,7 +480,11 @@ def submit(challenge_id: str, config_text: str, *, runtime: str = "local") -> Ba
         challenges.record_solve(g)
         text = f"Solved: {ch.id} - {ch.title}" + (f"  (flag: {g.flag})" if g.flag else "")
         return Banner(text, True, item=g)
-    rows: list[list[Any]] = [[f["identity"], Outcome(f["outcome"]), f["want"], f["reason"]] for f in g.failures]
+    # A problem found before any request (another host, another name) has no identity or outcome.
+    rows: list[list[Any]] = [
+        [f["identity"] or "-", Outcome(f["outcome"]) if f["outcome"] else "-", f["want"] or "-", f["reason"]]
+        for f in g.failures
+    ]
     why = g.rejected or f"{len(g.failures)} identity(ies) got the wrong outcome"
     hint = f"; a hint: trustlab challenge hint {ch.id}" if challenges.hints_enabled() else ""
     return Banner(

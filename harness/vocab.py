@@ -70,19 +70,56 @@ class IdentitySpec:
     id: str
     legitimate: bool
     meaning: str
+    #: Who answers with it, in one sentence for a learner (the grader's feedback, the docs).
+    story: str = ""
 
 
 IDENTITIES: tuple[IdentitySpec, ...] = (
-    IdentitySpec("legit", True, "internal intermediate -> backend-api.internal, chain served"),
-    IdentitySpec("legit-no-chain", True, "the legitimate leaf without its intermediate"),
-    IdentitySpec("rogue-ca", False, "an unrelated CA, trusted nowhere -> backend-api.internal"),
-    IdentitySpec("self-signed", False, "a self-signed certificate for backend-api.internal"),
-    IdentitySpec("wrong-name", False, "internal intermediate -> other-svc.internal (a sibling)"),
-    IdentitySpec("expired", False, "internal intermediate -> backend-api.internal, expired"),
-    IdentitySpec("not-yet-valid", False, "internal intermediate -> backend-api.internal, not yet valid"),
-    IdentitySpec("ip-san", False, "internal intermediate -> only an IP SAN (the lab IP), no CN"),
-    IdentitySpec("wildcard", False, "internal intermediate -> *.internal"),
-    IdentitySpec("public-ca", False, "a 'public' CA (in the system bundle) -> backend-api.internal"),
+    IdentitySpec(
+        "legit", True, "internal intermediate -> backend-api.internal, chain served",
+        "the real backend, with its certificate from your internal CA",
+    ),
+    IdentitySpec(
+        "legit-no-chain", True, "the legitimate leaf without its intermediate",
+        "the real backend, forgetting to send its intermediate certificate",
+    ),
+    IdentitySpec(
+        "rogue-ca", False, "an unrelated CA, trusted nowhere -> backend-api.internal",
+        "an attacker's own CA issued a certificate with the backend's name; only checking the chain stops it",
+    ),
+    IdentitySpec(
+        "self-signed", False, "a self-signed certificate for backend-api.internal",
+        "anyone can sign a certificate with the backend's name themselves; only checking the chain stops it",
+    ),
+    IdentitySpec(
+        "wrong-name", False, "internal intermediate -> other-svc.internal (a sibling)",
+        "a compromised sibling service (other-svc.internal) with its own genuine certificate from your CA; "
+        "only checking the name stops it",
+    ),
+    IdentitySpec(
+        "expired", False, "internal intermediate -> backend-api.internal, expired",
+        "a retired certificate for the backend's name (an old key that may have leaked); "
+        "only checking validity dates stops it",
+    ),
+    IdentitySpec(
+        "not-yet-valid", False, "internal intermediate -> backend-api.internal, not yet valid",
+        "a certificate for the backend's name that is not valid yet; only checking validity dates stops it",
+    ),
+    IdentitySpec(
+        "ip-san", False, "internal intermediate -> only an IP SAN (the lab IP), no CN",
+        "a certificate from your CA naming only the backend's IP address; "
+        "checking the backend's name, not its address, stops it",
+    ),
+    IdentitySpec(
+        "wildcard", False, "internal intermediate -> *.internal",
+        "a wildcard certificate *.internal from your CA, covering every service at once; "
+        "some proxies' name checks refuse it, for the others only the PKI's policy can",
+    ),
+    IdentitySpec(
+        "public-ca", False, "a 'public' CA (in the system bundle) -> backend-api.internal",
+        "a public CA from the OS trust store issued a certificate for the backend's name; "
+        "only trusting your internal root alone stops it",
+    ),
 )
 
 IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in IDENTITIES)

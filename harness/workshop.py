@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -261,15 +262,57 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: In a wheel: the marker that says the kit ships no solutions (read by :mod:`harness.challenges`).
+SCORED_MARKER = "harness/_data/labs/challenges/SCORED"
+_SOLUTION = re.compile(r"^harness/_data/labs/challenges/[^/]+/solution/")
+
+
+def strip_solutions(wheel: Path) -> int:
+    """Rewrite *wheel* without the challenges' reference solutions (and with the scored-kit
+    marker), its RECORD recomputed; returns how many files were left out."""
+    import base64
+    import zipfile
+
+    tmp = wheel.with_name(wheel.name + ".tmp")
+    dropped, record_name, rows = 0, "", []
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if _SOLUTION.match(info.filename):
+                dropped += 1
+                continue
+            if info.filename.endswith(".dist-info/RECORD"):
+                record_name = info.filename
+                continue
+            data = src.read(info)
+            dst.writestr(info, data)
+            rows.append((info.filename, data))
+        marker = b"This kit is for a scored workshop: it ships no reference solutions.\n"
+        dst.writestr(SCORED_MARKER, marker)
+        rows.append((SCORED_MARKER, marker))
+
+        def digest(data: bytes) -> str:
+            return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+        record = "".join(f"{name},sha256={digest(data)},{len(data)}\n" for name, data in rows)
+        dst.writestr(record_name or "RECORD", record + f"{record_name},,\n")
+    os.replace(tmp, wheel)
+    return dropped
+
+
 def bundle(
     target: Path,
     *,
     images: bool = True,
     notebooks: bool = True,
     extras: tuple[str, ...] = ("docker", "notebooks"),
+    scored: bool = False,
     say: Callable[[str], None] = lambda s: None,
 ) -> BundleResult:
-    """Write the offline workshop kit to *target* (a new or empty directory); see the module doc."""
+    """Write the offline workshop kit to *target* (a new or empty directory); see the module doc.
+
+    *scored*: the kit of a scored workshop (:mod:`harness.scoring`): its trustlab wheel carries no
+    reference solutions and the instructor's guide (the answers) stays out.
+    """
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise LabError(f"{target}: exists and is not an empty directory; choose a new one")
@@ -304,6 +347,11 @@ def bundle(
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise LabError(f"workshop bundle: pip wheel failed: {tail[0]}")
         parts.append(f"wheelhouse ({len(list((work / 'wheelhouse').glob('*.whl')))} wheels)")
+        if scored:
+            for wheel in (work / "wheelhouse").glob("trustlab-*.whl"):
+                n = strip_solutions(wheel)
+                say(f"scored kit: {n} reference solution(s) left out of {wheel.name}")
+            parts.append("no solutions (scored)")
         if images:
             try:
                 from harness import images as img
@@ -339,7 +387,8 @@ def bundle(
                 built = render_notebooks(src, dest / "html")
             parts.append(f"notebooks ({len(built)} rendered)")
         (work / "docs").mkdir()
-        for doc in (root / "docs" / "INSTRUCTOR.md", root / "docs" / "reference.md", root / "README.md"):
+        guides = (root / "docs" / "reference.md", root / "README.md")
+        for doc in guides if scored else (root / "docs" / "INSTRUCTOR.md", *guides):
             if doc.is_file():
                 shutil.copy2(doc, work / "docs" / doc.name)
         parts.append("guide")

@@ -26,10 +26,17 @@ IDS = [c.id for c in ALL]
 
 
 # -- the data ----------------------------------------------------------------------------------
-def test_at_least_15_challenges_over_three_proxies_warm_up_to_puzzle() -> None:
+def test_every_track_is_a_path_from_warm_up() -> None:
+    """Each proxy family's track starts with a warm-up; levels only name the path's three steps."""
+    for track in {c.track for c in ALL}:
+        levels = {c.level for c in ALL if c.track == track}
+        assert "warm-up" in levels and levels <= set(C.LEVELS), (track, levels)
+
+
+def test_at_least_15_challenges_over_six_proxies_warm_up_to_puzzle() -> None:
     per_proxy = Counter(c.proxy.value for c in ALL)
-    assert len(ALL) >= 15 and set(per_proxy) == {"nginx", "apache", "haproxy"}, per_proxy
-    assert min(per_proxy.values()) >= 4
+    assert len(ALL) >= 15 and set(per_proxy) == {"nginx", "apache", "haproxy", "caddy", "traefik", "envoy"}, per_proxy
+    assert min(per_proxy.values()) >= 3
     assert {c.difficulty for c in ALL} == set(C.DIFFICULTIES)
     assert min(c.minutes for c in ALL) == 5 and max(c.minutes for c in ALL) == 20
     assert len(set(IDS)) == len(IDS)
@@ -94,6 +101,12 @@ def _copy(tmp_path: Path, cid: str = "nginx-ca-without-verify") -> Path:
         (lambda t: t.replace("https://nginx.org", "http://nginx.org"), "lesson.sources: must be a non-empty list"),
         (lambda t: t.replace('proxy = "nginx"', 'proxy = "lighty"'), "proxy: 'lighty' is unknown"),
         (lambda t: t + "[broken\n", "invalid TOML"),
+        (lambda t: t.replace('level = "warm-up"', 'level = "guru"'), "level: 'guru' is unknown"),
+        (lambda t: t.replace("[backend]", "[backnd]"), "challenge.toml: backnd: unknown key"),
+        (lambda t: t.replace('address = "10.203.0.10"', 'address = "192.0.2.1"'), "backend.address: '192.0.2.1'"),
+        (lambda t: t.replace('name = "backend-api.internal"', 'name = "10.203.0.10"'), "backend.name: '10.203.0.10'"),
+        (lambda t: t.replace('path = "/"', 'path = "api"'), "request.path: 'api' must be a path"),
+        (lambda t: t.replace('host = "portal.example.com"\n', ""), "request.host: missing"),
     ],
 )
 def test_bad_challenge_files_are_one_line_errors_naming_file_and_field(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -256,6 +269,37 @@ def test_the_wildcard_gets_through_every_nginx_fix(local_runtime: str, tmp_path:
         assert {c.identity: c.outcome.value for c in g.cells}["wildcard"] == "spoofed"
 
 
+@pytest.mark.integration
+def test_feedback_names_the_upstream_the_impostor_and_the_missing_check(local_runtime: str) -> None:
+    """haproxy-default-server's hint asks "which one fails?": the answer is in the feedback."""
+    from harness.vocab import identity_spec
+
+    ch = C.get("haproxy-default-server")
+    g = C.grade(ch, ch.start_file)
+    text = C.render_grade(g, hints_left=False)
+    lines = {f["line"] for f in g.failures}
+    assert 19 not in lines and 20 in lines, g.failures  # api1 verifies; api2 inherits `verify none`
+    assert "haproxy.cfg:20: backend api server api2" in text
+    assert f"who: {identity_spec('rogue-ca').story[:40]}" in " ".join(text.split())
+    assert "haproxy-verify-none" in text and "https://docs.haproxy.org/" in text
+    solved = C.render_grade(C.grade(ch, ch.solution_file), hints_left=False)
+    assert "SOLVED" in solved and "Lesson: " in solved and ch.sources[0] in solved
+
+
+@pytest.mark.integration
+def test_a_rejected_config_cites_the_learners_own_line(local_runtime: str, tmp_path: Path) -> None:
+    cid = "haproxy-default-server"
+    path = _variant(
+        tmp_path,
+        cid,
+        _start(cid).replace(
+            "server api2 backend-api.internal:8443", "server api2 backend-api.internal:8443 verifyhots x"
+        ),
+    )
+    g = C.grade(cid, path)
+    assert g.rejected and f"{path}:20" in g.rejected and "/lab/" not in g.rejected, g.rejected
+
+
 # -- the commands ---------------------------------------------------------------------------------
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
@@ -280,7 +324,8 @@ def test_start_check_hint_solve_progress_reset(
     assert _run(capsys, "challenge", "hint", cid)[1].startswith("hint 1/3")
     assert _run(capsys, "challenge", "hint", cid)[1].startswith("hint 2/3")
 
-    code, out, _ = _run(capsys, "challenge", "check", cid, "--dir", str(work), "--json")
+    monkeypatch.chdir(work)  # from inside the challenge folder, without --dir
+    code, out, _ = _run(capsys, "challenge", "check", cid, "--json")
     data = json.loads(out)
     assert code == 1 and data["id"] == cid and data["solved"] is False
     assert {"id", "solved", "cells", "failures"} <= set(data)
@@ -297,7 +342,11 @@ def test_start_check_hint_solve_progress_reset(
     assert prog["solved"] == [cid] and prog["hints"] == {cid: 2} and prog["total"] == len(ALL)
     listed = json.loads(_run(capsys, "challenge", "list", "--json")[1])["challenges"]
     assert {r["id"]: r["solved"] for r in listed}[cid] is True
-    assert set(listed[0]) == {"id", "proxy", "title", "difficulty", "minutes", "file", "solved"}
+    assert set(listed[0]) == {"id", "proxy", "title", "difficulty", "level", "track", "minutes", "file", "solved"}
+    path = _run(capsys, "challenge", "list")[1]
+    assert "haproxy track: 1/5 solved" in path and f"[x] practitioner {cid}" in path
+    assert path.index("nginx track") < path.index("apache track") < path.index("haproxy track")
+    assert "Next: trustlab challenge start nginx-ca-without-verify" in path
 
     # a restart (a new process reads the same file) keeps it; reset of one id keeps the others
     C.reset("nginx-verify-off")
@@ -331,13 +380,36 @@ def test_solution_is_written_and_explained(tmp_path: Path, capsys: pytest.Captur
     assert json.loads(_run(capsys, "challenge", "progress", "--json")[1])["solutions"] == [cid]
 
 
-def test_start_never_overwrites_edits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_start_on_an_attempt_keeps_it_and_says_how_to_continue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cid = "nginx-verify-off"
     assert _run(capsys, "challenge", "start", cid, "--dir", str(tmp_path))[0] == 0
     (tmp_path / "nginx.conf").write_text("# my edits\n")
-    code, _, err = _run(capsys, "challenge", "start", cid, "--dir", str(tmp_path))
-    assert code == 2 and "differs from the starting config" in err
+    code, out, _ = _run(capsys, "challenge", "start", cid, "--dir", str(tmp_path))
+    assert code == 0 and "already have an attempt" in out
+    assert f"trustlab challenge check {cid} --dir {tmp_path}" in out and f"challenge reset {cid}" in out
     assert (tmp_path / "nginx.conf").read_text() == "# my edits\n"
+
+
+def test_reset_restores_the_start_and_keeps_the_attempt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = "nginx-verify-off"
+    assert _run(capsys, "challenge", "start", cid, "--dir", str(tmp_path))[0] == 0
+    (tmp_path / "nginx.conf").write_text("# my edits\n")
+    code, out, _ = _run(capsys, "challenge", "reset", cid, "--dir", str(tmp_path))
+    assert code == 0 and "restored to the starting config" in out
+    assert (tmp_path / "nginx.conf").read_text() == _start(cid)
+    backups = sorted(tmp_path.glob("nginx.conf.*.bak"))
+    assert [b.read_text() for b in backups] == ["# my edits\n"] and str(backups[0]) in out
+    # from inside the folder, and a second reset of an unchanged file keeps no empty backup
+    (tmp_path / "nginx.conf").write_text("# second try\n")
+    monkeypatch.chdir(tmp_path)
+    assert _run(capsys, "challenge", "reset", cid)[0] == 0
+    assert sorted(b.read_text() for b in tmp_path.glob("*.bak")) == ["# my edits\n", "# second try\n"]
+    assert "already the starting config" in _run(capsys, "challenge", "reset", cid)[1]
+    assert len(list(tmp_path.glob("*.bak"))) == 2
 
 
 @pytest.mark.parametrize(
@@ -463,3 +535,15 @@ def test_the_docs_name_only_commands_that_exist() -> None:
         assert cmd in groups[group], f"docs name `trustlab {group} {cmd}`, which does not exist"
     for cid in set(re.findall(r"`((?:nginx|apache|haproxy)-[a-z0-9-]+)`", text)):
         assert cid in IDS, f"docs name challenge {cid!r}, which does not exist"
+
+
+def test_the_instructors_guide_answers_every_challenge_and_tells_who_each_impostor_is() -> None:
+    """An answer row per challenge; one identity catalogue (harness.vocab) for the grader's feedback and the docs."""
+    from harness.vocab import IDENTITIES
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "INSTRUCTOR.md").read_text()
+    for ch in ALL:
+        assert f"| `{ch.id}` | {ch.proxy.value} |" in guide, f"docs/INSTRUCTOR.md: no answer row for {ch.id}"
+    for spec in IDENTITIES:
+        assert spec.story, spec.id
+        assert f"| `{spec.id}` | {spec.story} |" in guide, f"docs/INSTRUCTOR.md: {spec.id}'s row differs from vocab"

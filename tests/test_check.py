@@ -138,7 +138,7 @@ def test_check_json_shape_and_exit_codes(
     assert {"proxy", "config", "adaptations", "cells"} <= set(data)
     assert data["proxy"] == "haproxy" and isinstance(data["adaptations"], list)
     assert {tuple(sorted(c)) for c in data["cells"]} == {
-        ("identity", "outcome", "reason", "sni", "status", "upstream")
+        ("identity", "line", "outcome", "reason", "sni", "status", "upstream")
     }
     assert len(data["cells"]) == len(IDENTITY_IDS)
     assert main(["check", "haproxy", str(CONFIGS / "haproxy-good.cfg"), "--accept", "wildcard"]) == 0

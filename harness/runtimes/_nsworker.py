@@ -377,7 +377,10 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         warning = proxy.driver.block_reason(proxy.read_log(log_offset))
     if response.marker is None:
         # The verdict line may land a moment after the response (HAProxy logs at stream end).
-        until = time.perf_counter() + 1.0
+        # A proxy refuses a backend with a 5xx (or by closing); any other status is its own
+        # answer (403, a static 200): read the log once, without waiting for a line.
+        wait = 1.0 if response.status is None or response.status >= 500 else 0.0
+        until = time.perf_counter() + wait
         while True:
             log_text = proxy.read_log(log_offset)
             reason = proxy.driver.block_reason(log_text)
