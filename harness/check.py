@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs import adapter, guess_proxy
-from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
+from harness.configs.base import Adapted, LabPaths, Ports, Route, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
 from harness.proxies import Installation, driver
@@ -841,3 +841,72 @@ def render(result: CheckResult) -> str:
 
 
 __all__ = ["Backend", "CheckCell", "CheckResult", "LabError", "Problem", "check", "check_many", "render"]
+
+
+@dataclass
+class HeldConfig:
+    """What ``trustlab up --config`` starts: one upstream of a user's config, as ``check`` runs it."""
+
+    proxy: Any  # PreparedProxy
+    pki_dir: Path
+    hosts: dict[str, str]
+    addresses: list[str]
+    seat_ports: list[int]
+    #: The upstream held, how a request reaches it, and the name its certificate carries.
+    upstream: Upstream
+    route: Route
+    port: int
+    identities: tuple[str, ...]
+    #: The config's other HTTPS upstreams (not held: ``up`` holds the first one).
+    others: list[str]
+
+
+#: The identities a held config lab can present: the built-ins, then the optional ones any config
+#: can meet (``present cn-only`` shows nginx's CN fallback on your own config).
+HELD_OPTIONAL = ("legit-deep", "cn-only", "san-other-cn-backend")
+
+
+def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
+    """Prepare *config*'s first HTTPS upstream in *lab* as ``check`` would run it (same adapter,
+    same names and addresses, same PKI layout), for a lab that stays up. Bad input raises
+    :class:`ConfigError` in one line, as ``check`` does."""
+    from harness.runtimes.local import PreparedProxy
+
+    kind = kind_of(proxy)
+    path = Path(config)
+    text = read_config(path)
+    adapt = adapter(kind)
+    plan = _plan(adapt, kind, path, text, lab / "probe", None, IDENTITY_IDS + HELD_OPTIONAL)
+    routed = [(key, i, u) for key, members in plan.groups.items() for i, u in members if u.route is not None]
+    if not routed:
+        why = next((u.why_unroutable for members in plan.groups.values() for _, u in members), "")
+        raise ConfigError(f"{path}: no upstream a request can reach ({why}); nothing to hold")
+    (name, addr, pool), _, upstream = routed[0]
+    assert upstream.route is not None
+    pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=tuple(i for i in plan.identities
+                                                                          if i in OPTIONAL_IDENTITY_IDS),
+                      sibling_name=plan.sibling)
+    pki.write_to(lab / "pki")
+    _front_cert(lab / "front")
+    files = _lab_paths(lab, lab / "run")
+    _hashed_dir(files.ca_dir, files.ca)
+    _hashed_dir(files.bundle_dir, files.bundle)
+    (lab / "run").mkdir()
+    ports = Ports(avoid=set(plan.seat_ports))
+    adapted = adapt(path, files, ports=ports, focus=pool or None)
+    cfg = lab / "run" / (adapted.config_name or driver_config_name(kind))
+    cfg.write_text(adapted.text)
+    # The listener that reaches the held upstream: the one the lab relays to its socket.
+    port = adapted.listeners.get(upstream.route.listener, ports(upstream.route.listener))
+    return HeldConfig(
+        proxy=PreparedProxy("proxy", kind.value, lab / "run", cfg, port, None),
+        pki_dir=lab / "pki",
+        hosts={n: a for n, a in plan.hosts.items() if n != BACKEND_NAME},
+        addresses=plan.addresses,
+        seat_ports=plan.seat_ports,
+        upstream=upstream,
+        route=upstream.route,
+        port=port,
+        identities=plan.identities,
+        others=[u.label for key, i, u in routed[1:]],
+    )

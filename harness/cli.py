@@ -461,11 +461,20 @@ def _through(attempt: dict[str, Any]) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from harness import held
 
-    state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
+    if bool(args.config) == bool(args.scenario) or bool(args.config) != bool(args.proxy):
+        raise LabError("up: give a scenario, or --config FILE --proxy KIND (one of the two)")
+    if args.config:
+        runtime = "local" if args.runtime == "auto" else args.runtime
+        state = held.up_config(args.proxy, args.config, identity=args.identity, runtime=runtime)
+    else:
+        state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
     print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
           f"the backend answers as {state['identity']}")
     print(f"  first request:     {_through(held.try_once(state=state))}")
     print(f"  through the proxy: {state['curl']}")
+    if state.get("upstream"):
+        print(f"  the upstream held: {state['upstream']}"
+              + (f" (not held: {len(state['others'])} more; check runs them all)" if state.get("others") else ""))
     ct = state.get("container")
     where = f"   (inside {ct}: docker exec {ct} cat ...)" if ct else ""
     print(f"  its config:        {state['config']}{where}")
@@ -708,8 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", help="a directory written by `pki mint` (default: mint a fresh one)")
     sp.set_defaults(func=cmd_pki)
 
-    sp = sub.add_parser("up", help="keep a lab running for one scenario, to explore with curl")
-    sp.add_argument("scenario", help="scenario id or file")
+    sp = sub.add_parser("up", help="keep a lab running for one scenario (or your own config), to explore with curl")
+    sp.add_argument("scenario", nargs="?", help="scenario id or file (or --config FILE --proxy KIND)")
+    sp.add_argument("--config", type=Path, metavar="FILE",
+                    help="hold your own config (or a challenge attempt) as trustlab check runs it")
+    sp.add_argument("--proxy", choices=proxy_names(), help="the kind of --config")
     sp.add_argument("--identity", default="legit", help="what the backend answers as (default: legit)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
     sp.set_defaults(func=cmd_up)

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -154,8 +155,13 @@ def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: fl
         raise LabError(f"--identity: {identity!r} is unknown for {scenario.id}; known: {', '.join(known)}")
     # A built-in keeps its id (reported/nginx-1409-fixed); a user's file is passed by path.
     ref_arg = scenario.id if scenario.id in builtin() else str(scenario.path or ref)
+    return _spawn_holder(["hold", ref_arg, identity, runtime], scenario.id, timeout)
+
+
+def _spawn_holder(args: list[str], what: str, timeout: float) -> dict[str, Any]:
+    """Start the detached holder (``python -m harness.held ARGS``); its state once it is ready."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.held", "hold", ref_arg, identity, runtime],
+        [sys.executable, "-m", "harness.held", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -171,11 +177,31 @@ def up(ref: str, *, identity: str = "legit", runtime: str = "local", timeout: fl
         proc.stdout.close()
     if not line:
         proc.wait(timeout=timeout)
-        raise LabError(f"the lab for {scenario.id} exited before it was ready (exit {proc.returncode})")
+        raise LabError(f"the lab for {what} exited before it was ready (exit {proc.returncode})")
     reply = json.loads(line)
     if not reply.get("ok"):
         raise LabError(reply.get("error", "the lab failed to start"))
     return dict(reply["state"])
+
+
+def up_config(proxy: str, config: str | Path, *, identity: str = "legit", runtime: str = "local",
+              timeout: float = 30) -> dict[str, Any]:
+    """``trustlab up --config FILE --proxy KIND``: hold a lab running *config* (your own, or a
+    challenge attempt) as ``check`` runs it, so ``present`` and ``curl`` work on your own fix.
+
+    The local runtime holds the config's first HTTPS upstream that a request can reach."""
+    from harness.check import HELD_OPTIONAL, kind_of
+    from harness.vocab import IDENTITY_IDS
+
+    if runtime != "local":
+        raise LabError(f"--runtime {runtime}: up --config runs on the local runtime (trustlab check runs either)")
+    kind = kind_of(proxy)
+    path = Path(config)
+    if not path.is_file():
+        raise LabError(f"--config: {path} is not a file; give your proxy config")
+    if identity not in IDENTITY_IDS + HELD_OPTIONAL:
+        raise LabError(f"--identity: {identity!r} is unknown here; known: {', '.join(IDENTITY_IDS + HELD_OPTIONAL)}")
+    return _spawn_holder(["hold-config", kind.value, str(path.resolve()), identity, runtime], str(path), timeout)
 
 
 def labs() -> list[dict[str, Any]]:
@@ -321,11 +347,21 @@ def _request(state: dict[str, Any]) -> tuple[int | None, str]:
                               "-H", f"Host: {PUBLIC_HOST}", f"http://127.0.0.1:{state['port']}/"])
         head = out.decode("latin-1")
     else:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(10)
+        # A held config's own route (Host, path, method, headers, TLS); a scenario's: GET / as the public site.
+        req = state.get("request") or {"host": PUBLIC_HOST, "path": "/", "tls": False, "method": "GET", "headers": []}
+        head_lines = "".join(f"{k}: {v}\r\n" for k, v in req["headers"] if k.lower() not in ("host", "connection"))
+        text = (f"{req['method']} {req['path']} HTTP/1.1\r\nHost: {req['host']}\r\n{head_lines}"
+                "Connection: close\r\n\r\n")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
             try:
-                sock.connect(state["socket"])
-                sock.sendall(f"GET / HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\nConnection: close\r\n\r\n".encode())
+                raw.connect(state["socket"])
+                sock = raw
+                if req["tls"]:  # the client side of the user's own `listen 443 ssl`: not what the lab tests
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                    sock = ctx.wrap_socket(raw, server_hostname=req["host"])
+                sock.sendall(text.encode())
                 data = b""
                 while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
                     data += chunk
@@ -488,6 +524,36 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
     return 0
 
 
+def _hold_config(kind: str, config: str, identity: str, runtime: str) -> int:
+    """The detached holder of ``up --config``: as :func:`_hold`, for a user's config."""
+    from harness.runner import lab_dir
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    try:
+        check_space(lab_root())
+        root = held_root(create=True)
+        with lab_dir(root=root) as path, _start_local_config(kind, Path(config), identity, path) as (state, wait):
+            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(),
+                          "pid_start": process_start(os.getpid()) or "", "runtime": runtime,
+                          "scenario": f"{kind} config {config}", "kind": kind, "identity": identity,
+                          "point": "rogue-ca" if identity != "rogue-ca" else "wrong-name",
+                          "point_why": "an impostor: does your config refuse it?",
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            _write_state(path, state)
+            reply({"ok": True, "state": state})
+            sys.stdout.close()
+            wait()
+    except KeyboardInterrupt:
+        return 0
+    except LabError as exc:
+        reply({"ok": False, "error": str(exc)})
+        return 2
+    return 0
+
+
 _Started = Iterator[tuple[dict[str, Any], Callable[[], object]]]
 
 
@@ -533,6 +599,51 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
 
 
 @contextlib.contextmanager
+def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _Started:
+    from harness.check import held_config
+    from harness.runtimes.contract import DoneEvent, FatalEvent, HoldSpec, ProxyEvent, load_event
+    from harness.runtimes.local import LocalRuntime
+    from harness.runtimes.local import _stop as stop_worker
+
+    rt = LocalRuntime()
+    rt.preflight({kind})
+    if len(str(path / "control.sock")) > 100:
+        raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
+    held = held_config(kind, config, path)
+    hold = HoldSpec(identity, str(path / "control.sock"), socket_dir=str(path))
+    job = rt.prepared_job([held.proxy], [], lab_dir=path, pki_dir=held.pki_dir, hosts=held.hosts,
+                          addresses=held.addresses, seat_ports=held.seat_ports, hold=hold)
+    worker = None
+    try:  # stop the worker before lab_dir removes the directory `down` waits on
+        worker = rt._spawn(job, path / "worker.err")
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            event = load_event(line)
+            if isinstance(event, ProxyEvent) and not event.started:
+                raise LabError(f"{config}: {kind} refused to start with it as adapted for the lab: {event.message}")
+            if isinstance(event, FatalEvent):
+                raise LabError(f"lab failed: {event.message}")
+            if isinstance(event, DoneEvent):
+                break
+        sock = path / "proxy.sock"
+        from harness.proxies import driver
+
+        r = held.route
+        scheme = "https" if r.tls else "http"
+        extra = "".join(f" -H '{k}: {v}'" for k, v in r.headers) + (f" -X {r.method}" if r.method != "GET" else "")
+        state = {"socket": str(sock), "control": str(path / "control.sock"), "identities": list(held.identities),
+                 "config": str(held.proxy.config), "log": str(driver(kind).error_log(held.proxy.run_dir)),
+                 "upstream": held.upstream.label, "others": held.others,
+                 "request": {"host": r.host, "path": r.path, "tls": r.tls, "method": r.method,
+                             "headers": [list(h) for h in r.headers]},
+                 "curl": f"curl -s{'k' if r.tls else ''} --unix-socket {sock}{extra} {scheme}://{r.host}{r.path}"}
+        yield state, worker.wait
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+
+
+@contextlib.contextmanager
 def _start_docker(scenario: Any, identity: str, path: Path) -> _Started:
     import threading
 
@@ -553,4 +664,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "hold":
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # detached: only `trustlab down` stops it
         sys.exit(_hold(sys.argv[2], sys.argv[3], sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "hold-config":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.exit(_hold_config(*sys.argv[2:6]))
     sys.exit("usage: python -m harness.held hold SCENARIO IDENTITY local|docker")

@@ -268,7 +268,9 @@ def docker_ready() -> tuple[bool, str]:
     img = _get(c, ref)
     if img is None:
         return False, f"docker runtime: image {ref} is missing; run: trustlab images build"
-    tags = [t for t in img.tags if t != ref and t != LOADED]
+    # Its versioned tag (trustlab/lab:nginx1.22.1-...); never another name the same image carries
+    # on a shared daemon (a test's trustlab-test-PID/lab:current).
+    tags = [t for t in img.tags if t.startswith(LAB_REPO + ":") and t not in (ref, LOADED)]
     return True, f"docker daemon answers and {tags[0] if tags else ref} is built"
 
 

@@ -137,6 +137,47 @@ def test_held_lab_shows_verdicts_paths_and_keeps_the_id(local_runtime: str, tmp_
         trustlab(env, "down", "--all")
 
 
+def test_up_holds_your_own_config(local_runtime: str, tmp_path: Path) -> None:
+    """`up --config FILE --proxy KIND` (issue 19): the lab runs the config as check does; present
+    and curl work on it. nginx's CN fallback shows on a config that check calls good."""
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    conf = str(Path(__file__).parent / "configs" / "nginx-upstream-good.conf")
+    try:
+        up = trustlab(env, "up", "--config", conf, "--proxy", "nginx", "--runtime", local_runtime)
+        assert up.returncode == 0, up.stderr
+        assert "200, answered by legit" in up.stdout and "line 44" in up.stdout  # the upstream held
+        curl = next(ln.split(": ", 1)[1] for ln in up.stdout.splitlines() if "through the proxy:" in ln)
+        assert "--unix-socket" in curl and "https://www.example.com/api/" in curl  # the config's own route
+        impostor = trustlab(env, "present", "rogue-ca")
+        assert impostor.returncode == 0 and "refused" in impostor.stdout and "verify error" in impostor.stdout
+        cn_only = trustlab(env, "present", "cn-only")
+        assert "answered by cn-only" in cn_only.stdout and "IMPOSTOR" in cn_only.stdout
+        assert trustlab(env, "down").returncode == 0
+    finally:
+        trustlab(env, "down", "--all")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("args", "says"), [
+    (["--config", "tests/configs/nginx-upstream-good.conf"], "one of the two"),  # no --proxy
+    (["nginx/good", "--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx"], "one of the two"),
+    (["--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx", "--runtime", "docker"],
+     "runs on the local runtime"),
+    (["--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx", "--identity", "rouge-ca"],
+     "'rouge-ca' is unknown"),
+    (["--config", "tests/configs/nope.conf", "--proxy", "nginx"], "is not a file"),
+    (["--config", "tests/configs/apache-vhost-good.conf", "--proxy", "haproxy"], "looks like"),
+])
+def test_up_config_bad_input_is_one_line(local_runtime: str, tmp_path: Path, args: list[str], says: str) -> None:
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[1]
+    proc = trustlab(env, "up", *(str(root / a) if a.startswith("tests/") else a for a in args))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert trustlab(env, "status").stdout.strip() == "no lab is up"
+
+
 # -- planted state: nothing another user wrote is trusted ----------------------------------------
 NOBODY = 65534
 

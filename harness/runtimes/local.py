@@ -35,6 +35,7 @@ from harness.runtimes.contract import (
     CellSpec,
     DoneEvent,
     FatalEvent,
+    HoldSpec,
     Job,
     ProxyEvent,
     ProxySpec,
@@ -233,6 +234,33 @@ class LocalRuntime:
         ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses to start
         yields no cells: watch *on_proxy* for its event (``started``, ``message``).
         """
+        job = self.prepared_job(proxies, cells, lab_dir=lab_dir, pki_dir=pki_dir, hosts=hosts, addresses=addresses,
+                                seat_ports=seat_ports, backend_ip=backend_ip)
+        if self._stopping:
+            raise KeyboardInterrupt
+        proc = self._spawn(job, lab_dir / "worker.err")
+        self._live.add(proc)
+        try:
+            yield from self._collect([proc], lambda key: (), on_proxy)
+        finally:
+            _stop(proc)
+            self._live.discard(proc)
+
+    def prepared_job(
+        self,
+        proxies: list[PreparedProxy],
+        cells: list[CellSpec],
+        *,
+        lab_dir: Path,
+        pki_dir: Path,
+        hosts: dict[str, str],
+        addresses: list[str],
+        seat_ports: list[int],
+        backend_ip: str = LOCAL_LAB_IP,
+        hold: HoldSpec | None = None,
+    ) -> Job:
+        """The worker's job for :meth:`run_prepared` (and a held config lab, with *hold*); writes
+        the lab's hosts file."""
         (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
         job = Job(
             mode="prepared",
@@ -258,16 +286,9 @@ class LocalRuntime:
             ),
             cells=tuple(cells),
             deadline_s=lab_deadline(len(cells)),
+            hold=hold,
         )
-        if self._stopping:
-            raise KeyboardInterrupt
-        proc = self._spawn(job, lab_dir / "worker.err")
-        self._live.add(proc)
-        try:
-            yield from self._collect([proc], lambda key: (), on_proxy)
-        finally:
-            _stop(proc)
-            self._live.discard(proc)
+        return job
 
     def stop(self) -> None:
         """Stop every lab worker this runtime runs (``trustlab check`` on Ctrl-C, from the main
