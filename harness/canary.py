@@ -23,7 +23,8 @@ def main() -> int:
     from harness.proxies import kinds
     from harness.vocab import OPTIONAL_IDENTITIES
 
-    locked = lockfile.pins(lockfile.lock_path().read_text()) if lockfile.lock_path() else {}
+    lock = lockfile.lock_path()
+    locked = lockfile.pins(lock.read_text()) if lock else {}
     newer = [
         f"{name} {metadata.version(name)} (locked {version})"
         for name, version in sorted(locked.items())

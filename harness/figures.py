@@ -54,7 +54,7 @@ def from_run(data: dict[str, Any]) -> dict[str, Any]:
     """Figures of one full ``trustlab matrix --json`` run."""
     meta, cells = data["meta"], data["cells"]
     outcomes = Counter(c["outcome"] for c in cells)
-    versions = {}
+    versions: dict[str, str] = {}
     for v in meta.get("proxy_versions", []):
         versions.setdefault(v["proxy"], v["version"])
     through = Counter(c["scenario"] for c in cells if c["outcome"] == "spoofed")
