@@ -737,7 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("down", help="stop labs and remove everything they left")
     sp.add_argument("lab", nargs="?", help="one lab id (default: the only one up)")
-    sp.add_argument("--all", action="store_true", help="every lab, plus leftovers of killed runs")
+    sp.add_argument("--all", action="store_true",
+                    help="every held lab, plus leftovers of killed runs (never a lab whose owner still runs)")
     sp.set_defaults(func=cmd_down)
     sp = sub.add_parser("check", help="run your own proxy config against every identity")
     not_yet = [k.value for k in kinds() if k not in checkable]

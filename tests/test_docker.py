@@ -7,6 +7,7 @@ tests skip with the reason, declared once in :func:`docker_runtime`; with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -533,3 +534,28 @@ def test_a_hand_built_image_without_labels_still_reports_versions(scratch_repo: 
     )
     assert not (plain.labels or {}).get(images.LABEL_VERSIONS)
     assert images._image_versions(c, plain) == images.image_versions()
+
+
+def test_down_all_never_removes_a_lab_whose_owner_runs(docker_runtime: str, tmp_path: Path) -> None:
+    """`trustlab down --all` on a shared daemon (another user's check, a test suite, a classroom
+    server): a running lab stays, a dead owner's leftover goes. It removed both, and a running
+    check's container vanished mid-run in CI."""
+    c = images.client()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    where = dockerrt.owner_tag().split(":")[0]
+    tag = f"trustlab-test-{os.getpid()}"
+    live = c.volumes.create(name=f"{tag}-live", labels={dockerrt.LABEL_LAB: f"{tag}-live",
+                                                        dockerrt.LABEL_OWNER: dockerrt.owner_tag()})
+    gone = c.volumes.create(name=f"{tag}-gone", labels={dockerrt.LABEL_LAB: f"{tag}-gone",
+                                                        dockerrt.LABEL_OWNER: f"{where}:{dead}:1"})
+    try:
+        env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+        out = _trustlab("down", "--all", env=env)
+        out.communicate(timeout=60)
+        names = {v.name for v in c.volumes.list(filters={"label": dockerrt.LABEL_LAB})}
+        assert live.name in names and gone.name not in names
+    finally:
+        for vol in (live, gone):
+            with contextlib.suppress(Exception):
+                vol.remove(force=True)

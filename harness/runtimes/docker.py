@@ -201,10 +201,13 @@ def remove_lab(lab_id: str, *, client: Any | None = None) -> bool:
 
 
 def sweep_all_if_reachable() -> list[str]:
-    """``down --all`` for the docker runtime, or nothing when the docker runtime cannot be here.
+    """``down --all`` for the docker runtime: the leftovers of killed runs (labs whose owning
+    process is gone), or nothing when the docker runtime cannot be here.
 
-    Without the docker SDK, or with no daemon, no docker lab can exist for this install to
-    remove: that is not an error for a command that only cleans up."""
+    Never a lab whose owner still runs: a daemon may be shared (another user's check, a test
+    suite, a classroom server), and ``down --all`` removed those too (a running check's
+    container vanished mid-run). Without the docker SDK, or with no daemon, no docker lab can
+    exist for this install to remove: that is not an error for a command that only cleans up."""
     try:
         import docker  # noqa: F401
     except ImportError:
@@ -213,7 +216,7 @@ def sweep_all_if_reachable() -> list[str]:
         c = images.client(timeout=10)
     except PrerequisiteError:
         return []
-    return down(all_labs=True, client=c)
+    return down(all_labs=False, client=c)
 
 
 def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[Any]) -> None:
