@@ -317,7 +317,8 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
                 fontweight="bold", rotation=90 if len(group) > 2 else 0)
         y0 += len(group)
     ax.set_xlabel("identity presented at the backend's address", fontsize=9)
-    ax.set_ylabel("scenario (proxy / variant or reported case)", fontsize=9)
+    # A short label: the long one was clipped above and below on a grid of a few rows.
+    ax.set_ylabel("scenario" if len(rows) < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
     ran: dict[str, list[str]] = {}
     for c in results.cells:
         if c.proxy_version and c.proxy_version not in ran.setdefault(c.proxy, []):
