@@ -492,20 +492,23 @@ backend be
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("where", ["local", "docker"])
 def test_a_config_that_slows_every_request_stops_at_the_deadline(
-    local_runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    where: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HAProxy holds every request 2 s (tarpit): 10 cells would take 30 s; past the lab's
     deadline the remaining cells are reported as ``error`` (deadline) instead of run."""
     from harness.check import check
     from harness.runtimes import local
 
+    # docker: the runtime sets the deadline too (issue 26 item 4)
+    runtime = request.getfixturevalue("local_runtime" if where == "local" else "docker_ready")
     monkeypatch.setattr(local, "LAB_DEADLINE_S", 4.0)
     monkeypatch.setattr(local, "CELL_DEADLINE_S", 0.0)
     cfg = tmp_path / "slow.cfg"
     cfg.write_text(TARPIT)
     t0 = time.perf_counter()
-    result = check("haproxy", cfg)
+    result = check("haproxy", cfg, runtime=runtime)
     took = time.perf_counter() - t0
     outcomes = [c.outcome.value for c in result.cells]
     assert len(outcomes) == 10 and set(outcomes) == {"error"}, result.cells

@@ -74,7 +74,7 @@ from harness.runtimes.contract import (
     dump_job,
     load_event,
 )
-from harness.runtimes.local import PreparedProxy, prepared_hosts
+from harness.runtimes.local import PreparedProxy, lab_deadline, prepared_hosts
 from harness.scenarios import Scenario, backends_of
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
 
@@ -594,6 +594,8 @@ class DockerRuntime:
             proxies=tuple(self._prepared_spec(lab_dir, p, pki_dir) for p in proxies),
             cells=tuple(cells),
             unconfined=not self.sandbox,  # the payload tests' opt-out: the worker stays root
+            # The same per-lab deadline as the local runtime's workers (issue 26 item 4).
+            deadline_s=lab_deadline(len(cells)),
         )
         archive = _lab_dir_archive(lab_dir, job)
         with SoloLab(self.client, _solo_id(lab_dir)) as lab:
@@ -746,6 +748,7 @@ class DockerRuntime:
                 proxies=tuple(specs),
                 cells=tuple(CellSpec.of(p.scenario, ident) for p, ident in cells),
                 hold=hold,
+                deadline_s=lab_deadline(len(cells)),
             )
             add_file("job.json", dump_job(job).encode(), 0o600)
         return buf.getvalue()
