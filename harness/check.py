@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.configs import adapter, guess_proxy
-from harness.configs.base import Adapted, LabPaths, Ports, Route, Upstream, is_ip, read_config
+from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read_config
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
 from harness.proxies import Installation, driver
@@ -852,10 +852,8 @@ class HeldConfig:
     hosts: dict[str, str]
     addresses: list[str]
     seat_ports: list[int]
-    #: The upstream held, how a request reaches it, and the name its certificate carries.
+    #: The upstream held (its route: how a request reaches it; its name: what its certificate carries).
     upstream: Upstream
-    route: Route
-    port: int
     identities: tuple[str, ...]
     #: The config's other HTTPS upstreams (not held: ``up`` holds the first one).
     others: list[str]
@@ -877,11 +875,11 @@ def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
     text = read_config(path)
     adapt = adapter(kind)
     plan = _plan(adapt, kind, path, text, lab / "probe", None, IDENTITY_IDS + HELD_OPTIONAL)
-    routed = [(key, i, u) for key, members in plan.groups.items() for i, u in members if u.route is not None]
+    routed = [(key, u) for key, members in plan.groups.items() for _, u in members if u.route is not None]
     if not routed:
         why = next((u.why_unroutable for members in plan.groups.values() for _, u in members), "")
         raise ConfigError(f"{path}: no upstream a request can reach ({why}); nothing to hold")
-    (name, addr, pool), _, upstream = routed[0]
+    (name, addr, pool), upstream = routed[0]
     assert upstream.route is not None
     pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=tuple(i for i in plan.identities
                                                                           if i in OPTIONAL_IDENTITY_IDS),
@@ -905,8 +903,6 @@ def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
         addresses=plan.addresses,
         seat_ports=plan.seat_ports,
         upstream=upstream,
-        route=upstream.route,
-        port=port,
         identities=plan.identities,
-        others=[u.label for key, i, u in routed[1:]],
+        others=[u.label for _, u in routed[1:]],
     )

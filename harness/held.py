@@ -493,39 +493,34 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 def _hold(ref: str, identity: str, runtime: str) -> int:
     """The detached holder: start one scenario's lab, report its state on stdout, and keep it
     up until SIGTERM (`trustlab down`), which unwinds and removes everything."""
-    from harness.runner import lab_dir
     from harness.scenarios import resolve
 
-    def reply(obj: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
+    fields: dict[str, Any] = {}  # filled once the scenario resolves (a bad id is a reply, not a crash)
 
-    start = _start_docker if runtime == "docker" else _start_local
-    try:
+    def start(path: Path) -> contextlib.AbstractContextManager[tuple[dict[str, Any], Callable[[], object]]]:
         scenario = resolve(ref)
-        check_space(lab_root())  # before the private directory is made: a full disk leaves nothing
-        root = held_root(create=True)
-        with lab_dir(root=root) as path, start(scenario, identity, path) as (state, wait):
-            suggest, why = point(scenario)
-            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(),
-                          "pid_start": process_start(os.getpid()) or "", "runtime": runtime,
-                          "scenario": scenario.id, "kind": scenario.proxy.value, "identity": identity,
-                          "identities": list(identities_of(scenario)), "point": suggest, "point_why": why,
-                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            _write_state(path, state)
-            reply({"ok": True, "state": state})
-            sys.stdout.close()
-            wait()
-    except KeyboardInterrupt:
-        return 0
-    except LabError as exc:
-        reply({"ok": False, "error": str(exc)})
-        return 2
-    return 0
+        suggest, why = point(scenario)
+        fields.update({"scenario": scenario.id, "kind": scenario.proxy.value,
+                       "identities": list(identities_of(scenario)), "point": suggest, "point_why": why})
+        return (_start_docker if runtime == "docker" else _start_local)(scenario, identity, path)
+
+    return _serve(start, fields, identity, runtime)
 
 
 def _hold_config(kind: str, config: str, identity: str, runtime: str) -> int:
     """The detached holder of ``up --config``: as :func:`_hold`, for a user's config."""
+    fields = {"scenario": f"{kind} config {config}", "kind": kind,
+              "point": "rogue-ca" if identity != "rogue-ca" else "wrong-name",
+              "point_why": "an impostor: does your config refuse it?"}
+    return _serve(lambda path: _start_local_config(kind, Path(config), identity, path), fields, identity, runtime)
+
+
+def _serve(
+    start: Callable[[Path], contextlib.AbstractContextManager[tuple[dict[str, Any], Callable[[], object]]]],
+    fields: dict[str, Any], identity: str, runtime: str,
+) -> int:
+    """Start a lab with *start* in a private directory, write its state (with *fields*, which
+    *start* may fill), report it on stdout, and hold it until SIGTERM unwinds everything."""
     from harness.runner import lab_dir
 
     def reply(obj: dict[str, Any]) -> None:
@@ -533,15 +528,12 @@ def _hold_config(kind: str, config: str, identity: str, runtime: str) -> int:
         sys.stdout.flush()
 
     try:
-        check_space(lab_root())
+        check_space(lab_root())  # before the private directory is made: a full disk leaves nothing
         root = held_root(create=True)
-        with lab_dir(root=root) as path, _start_local_config(kind, Path(config), identity, path) as (state, wait):
+        with lab_dir(root=root) as path, start(path) as (state, wait):
             state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(),
                           "pid_start": process_start(os.getpid()) or "", "runtime": runtime,
-                          "scenario": f"{kind} config {config}", "kind": kind, "identity": identity,
-                          "point": "rogue-ca" if identity != "rogue-ca" else "wrong-name",
-                          "point_why": "an impostor: does your config refuse it?",
-                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                          "identity": identity, **fields, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _write_state(path, state)
             reply({"ok": True, "state": state})
             sys.stdout.close()
@@ -561,9 +553,8 @@ _Started = Iterator[tuple[dict[str, Any], Callable[[], object]]]
 def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     from harness.pki import LabPKI
     from harness.proxies import driver
-    from harness.runtimes.contract import DoneEvent, FatalEvent, HoldSpec, ProxyEvent, load_event
+    from harness.runtimes.contract import HoldSpec
     from harness.runtimes.local import LocalRuntime
-    from harness.runtimes.local import _stop as stop_worker
     from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
 
     rt = LocalRuntime()
@@ -575,24 +566,35 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     plans = rt.prepare([scenario], path, pki)
     hold = HoldSpec.of(scenario, identity, control=str(path / "control.sock"), socket_dir=str(path))
     job = dataclasses.replace(rt._job(plans, [], path, pki), hold=hold)
-    worker = None
-    try:  # stop the worker before lab_dir removes the directory `down` waits on
-        worker = rt._spawn(job, path / "worker.err")
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            event = load_event(line)
-            if isinstance(event, ProxyEvent) and not event.started:
-                raise LabError(f"{scenario.id}: the proxy refused to start: {event.message}")
-            if isinstance(event, FatalEvent):
-                raise LabError(f"lab failed: {event.message}")
-            if isinstance(event, DoneEvent):
-                break
+    with _held_worker(rt, job, path, f"{scenario.id}: the proxy refused to start") as worker:
         sock = path / "proxy.sock"
         drv = driver(scenario.proxy)
         state = {"socket": str(sock), "control": str(path / "control.sock"),
                  "config": str(plans[0].run_dir / drv.config_name), "log": str(drv.error_log(plans[0].run_dir)),
                  "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/"}
         yield state, worker.wait
+
+
+@contextlib.contextmanager
+def _held_worker(rt: Any, job: Any, path: Path, refused: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Spawn a held lab's worker and wait until its proxy serves (the worker's ``done``); stop it
+    on the way out, before ``lab_dir`` removes the directory ``down`` waits on."""
+    from harness.runtimes.contract import DoneEvent, FatalEvent, ProxyEvent, load_event
+    from harness.runtimes.local import _stop as stop_worker
+
+    worker = None
+    try:
+        worker = rt._spawn(job, path / "worker.err")
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            event = load_event(line)
+            if isinstance(event, ProxyEvent) and not event.started:
+                raise LabError(f"{refused}: {event.message}")
+            if isinstance(event, FatalEvent):
+                raise LabError(f"lab failed: {event.message}")
+            if isinstance(event, DoneEvent):
+                break
+        yield worker
     finally:
         if worker is not None:
             stop_worker(worker)
@@ -601,9 +603,9 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
 @contextlib.contextmanager
 def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _Started:
     from harness.check import held_config
-    from harness.runtimes.contract import DoneEvent, FatalEvent, HoldSpec, ProxyEvent, load_event
+    from harness.proxies import driver
+    from harness.runtimes.contract import HoldSpec
     from harness.runtimes.local import LocalRuntime
-    from harness.runtimes.local import _stop as stop_worker
 
     rt = LocalRuntime()
     rt.preflight({kind})
@@ -613,22 +615,10 @@ def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _
     hold = HoldSpec(identity, str(path / "control.sock"), socket_dir=str(path))
     job = rt.prepared_job([held.proxy], [], lab_dir=path, pki_dir=held.pki_dir, hosts=held.hosts,
                           addresses=held.addresses, seat_ports=held.seat_ports, hold=hold)
-    worker = None
-    try:  # stop the worker before lab_dir removes the directory `down` waits on
-        worker = rt._spawn(job, path / "worker.err")
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            event = load_event(line)
-            if isinstance(event, ProxyEvent) and not event.started:
-                raise LabError(f"{config}: {kind} refused to start with it as adapted for the lab: {event.message}")
-            if isinstance(event, FatalEvent):
-                raise LabError(f"lab failed: {event.message}")
-            if isinstance(event, DoneEvent):
-                break
+    with _held_worker(rt, job, path, f"{config}: {kind} refused to start with it as adapted for the lab") as worker:
         sock = path / "proxy.sock"
-        from harness.proxies import driver
-
-        r = held.route
+        r = held.upstream.route
+        assert r is not None  # held_config holds a routed upstream
         scheme = "https" if r.tls else "http"
         extra = "".join(f" -H '{k}: {v}'" for k, v in r.headers) + (f" -X {r.method}" if r.method != "GET" else "")
         state = {"socket": str(sock), "control": str(path / "control.sock"), "identities": list(held.identities),
@@ -638,9 +628,6 @@ def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _
                              "headers": [list(h) for h in r.headers]},
                  "curl": f"curl -s{'k' if r.tls else ''} --unix-socket {sock}{extra} {scheme}://{r.host}{r.path}"}
         yield state, worker.wait
-    finally:
-        if worker is not None:
-            stop_worker(worker)
 
 
 @contextlib.contextmanager

@@ -262,7 +262,7 @@ class LocalRuntime:
         """The worker's job for :meth:`run_prepared` (and a held config lab, with *hold*); writes
         the lab's hosts file."""
         (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
-        job = Job(
+        return Job(
             mode="prepared",
             pki_dir=str(pki_dir),
             backend_ip=backend_ip,
@@ -288,7 +288,6 @@ class LocalRuntime:
             deadline_s=lab_deadline(len(cells)),
             hold=hold,
         )
-        return job
 
     def stop(self) -> None:
         """Stop every lab worker this runtime runs (``trustlab check`` on Ctrl-C, from the main
