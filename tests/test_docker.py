@@ -515,7 +515,10 @@ def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
         }
         with capsys.disabled():
             print(f"[dockerfile] {len(result.cells)} cells, {len(differences)} differences from the offline image")
-        assert differences == {}
+        # The dockerfile run's reason per differing cell: a proxy that failed to start says why.
+        why = {k: next((c.reason for c in result.cells if (c.scenario, c.identity) == k), None)
+               for k in sorted(differences)[:5]}
+        assert differences == {}, why
     finally:
         if created:  # never leave a stand-in `debian:bookworm-slim` behind for someone to run
             c.images.remove(base)
