@@ -95,7 +95,8 @@ def decide(
             return Outcome.ERROR, f"marker {response.marker!r} with unexpected status {response.status}"
         if site:
             return Outcome.ERROR, f"the backend answered from its {site} (the proxy sent no usable SNI)"
-        if served_by not in ALL_IDENTITY_IDS:
+        # A case identity (harness.conformance) is known when it is the one presented.
+        if served_by not in ALL_IDENTITY_IDS and served_by != presented:
             return Outcome.ERROR, f"unknown identity marker {response.marker!r}"
         if served_by != presented:
             return Outcome.ERROR, (

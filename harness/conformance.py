@@ -1,0 +1,831 @@
+"""Certificate-validation conformance through real proxies (issue 24 item 7).
+
+A catalogue of cases, each written here with ``cryptography``: the chain the backend seat
+presents, the trust anchor the proxy is given, the peer name the proxy is configured to
+check, and the verdict RFC 5280 (path validation) / RFC 6125 and its successor RFC 9525
+(service identity) expect, with a one-line reason and, where one exists, the x509-limbo case
+that tests the same rule in libraries (cited by id; none of limbo's code or data is used).
+
+Each case runs through each proxy kind's ``good`` scenario, changed only where the case needs
+it: the backend name becomes the case's peer name (HAProxy's ``verifyhost``/``sni`` and
+Envoy's SAN matcher and ``sni`` follow it), the trust file is the case's anchor, and nginx's
+and Apache's verify depth is raised so that chain length is never the variable a case tests.
+The proxy's verdict is ``accept`` (the response came through: ``served``/``spoofed``),
+``reject`` (``blocked``, with its verification line) or ``error`` (anything else, with the
+detail), and a case *agrees* when the verdict is the expected one.
+
+Some rules leave the verifier latitude (RFC 6125 allows partial-label wildcards and CN
+fallback; RFC 5280 does not make a trust anchor's own extensions or validity binding). Such
+cases carry ``latitude`` and the stricter modern expectation (RFC 9525, CA/B Baseline
+Requirements); a proxy that differs on them is reported as differing *within latitude*, not
+as a conformance failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from harness.errors import LabError
+from harness.vocab import BACKEND_NAME, LOCAL_LAB_IP, Outcome
+
+ACCEPT, REJECT, ERROR = "accept", "reject", "error"
+VERDICTS = (ACCEPT, REJECT)
+
+#: The peer names cases use (the backend name the proxy is configured with); ``ip`` is the seat's
+#: lab address, reached by IP.
+PEERS: dict[str, str] = {
+    "www": "www.conformance.test",
+    "deep": "a.b.conformance.test",
+    "upper": "WWW.CONFORMANCE.TEST",
+    "dot": "www.conformance.test.",
+    "idn": "xn--bcher-kva.conformance.test",
+    "psl": "example.co.uk",
+    "ip": "ip.conformance.test",  # the seat's identity-set name; the proxy is pointed at the IP
+}
+#: Trust anchors: ``roots`` (the catalogue's roots: main, expired, pathlen-0, name-constrained),
+#: ``intermediate`` (the main intermediate only: a partial chain).
+ANCHORS = ("roots", "intermediate")
+#: The proxy kinds conformance runs by default (the others' good configs need a request path
+#: that Traffic Server and Squid do not give a per-case name).
+KINDS = ("nginx", "apache", "haproxy", "caddy", "envoy", "traefik")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One certificate-validation case."""
+
+    id: str
+    area: str  # "name", "path", "constraints", "anchor"
+    expected: str  # accept | reject
+    reason: str
+    build: Callable[[_Kit], tuple[list[x509.Certificate], Any]] = field(repr=False, compare=False)
+    peer: str = "www"
+    anchor: str = "roots"
+    limbo: str = ""
+    #: The rule leaves the verifier a choice; *expected* is the stricter modern reading.
+    latitude: bool = False
+
+    @property
+    def peer_name(self) -> str:
+        return PEERS[self.peer]
+
+
+@dataclass(frozen=True)
+class _Node:
+    cert: x509.Certificate
+    key: Any
+
+
+def _key(kind: str = "ec") -> Any:
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    bits = int(kind.removeprefix("rsa"))
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+class _Kit:
+    """The catalogue's CAs, built once per run; cases issue leaves and further CAs from them."""
+
+    def __init__(self, *, backend_ip: str, now: dt.datetime | None = None) -> None:
+        self.now = now or dt.datetime.now(dt.UTC)
+        self.backend_ip = backend_ip
+        # RSA CAs: an RSA issuer can sign with SHA-1 and MD5 (the weak-signature cases).
+        self.root = self.ca("conformance root", None, key=_key("rsa2048"))
+        self.inter = self.ca("conformance intermediate", self.root, key=_key("rsa2048"))
+        self.other_root = self.ca("conformance untrusted root", None)
+        self.expired_root = self.ca("conformance expired root", None, not_before=self.now - dt.timedelta(days=400),
+                                   not_after=self.now - dt.timedelta(days=2))
+        self.pathlen0_root = self.ca("conformance pathlen-0 root", None, pathlen=0)
+        self.nc_root = self.ca("conformance constrained root", None,
+                               nc=x509.NameConstraints([x509.DNSName("other.test")], None))
+        self._cache: dict[str, _Node] = {}
+
+    def anchor_pem(self, anchor: str) -> bytes:
+        if anchor == "intermediate":
+            return _pem(self.inter.cert)
+        return b"".join(_pem(n.cert) for n in (self.root, self.expired_root, self.pathlen0_root, self.nc_root))
+
+    # -- builders ----------------------------------------------------------------------
+    def cert(
+        self,
+        subject: str | None,
+        issuer: _Node | None,
+        *,
+        key: Any = None,
+        sans: Sequence[x509.GeneralName] | None = None,
+        ca: bool | None = False,
+        pathlen: int | None = None,
+        bc_critical: bool = True,
+        ku: x509.KeyUsage | None | str = "default",
+        eku: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.SERVER_AUTH,),
+        nc: x509.NameConstraints | None = None,
+        nc_critical: bool = True,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+        digest: Any = "default",
+        extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
+        san_critical: bool | None = None,
+    ) -> _Node:
+        key = key or _key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]) if subject else x509.Name([])
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer.cert.subject if issuer else name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._when(not_before, -1))
+            .not_valid_after(self._when(not_after, 365))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
+        if issuer is not None:
+            b = b.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+            )
+        if ca is not None:
+            b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=pathlen if ca else None),
+                                critical=bc_critical)
+        if ku == "default":
+            ku = _ku_ca() if ca else _ku_leaf()
+        if ku is not None:
+            b = b.add_extension(ku, critical=True)  # type: ignore[arg-type]
+        if eku is not None and not ca:
+            b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=not subject if san_critical is None else san_critical)
+        if nc is not None:
+            b = b.add_extension(nc, critical=nc_critical)
+        for ext, crit in extra:
+            b = b.add_extension(ext, critical=crit)
+        sign_key = issuer.key if issuer else key
+        if digest == "default":
+            digest = None if isinstance(sign_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+        return _Node(b.sign(sign_key, digest), key)
+
+    def _when(self, value: Any, default_days: int) -> dt.datetime:
+        if value is None:
+            return self.now + dt.timedelta(days=default_days)
+        if isinstance(value, _Rel):
+            return self.now + dt.timedelta(days=value.days)
+        return value  # type: ignore[no-any-return]
+
+    def ca(self, subject: str, issuer: _Node | None, **kw: Any) -> _Node:
+        return self.cert(subject, issuer, ca=True, eku=None, **kw)
+
+    def leaf(self, *names: str, issuer: _Node | None = None, cn: str | None = None, **kw: Any) -> _Node:
+        """A server leaf under the intermediate (default) with DNS/IP SANs *names*."""
+        sans = [_general(n) for n in names]
+        return self.cert(cn, issuer or self.inter, sans=sans or None, **kw)
+
+    def dns_raw(self, value: str) -> x509.GeneralName:
+        """A dNSName exactly as given (cryptography's constructor refuses some on purpose)."""
+        return x509.DNSName._init_without_validation(value)  # type: ignore[attr-defined]
+
+    def shared(self, tag: str, make: Callable[[], _Node]) -> _Node:
+        if tag not in self._cache:
+            self._cache[tag] = make()
+        return self._cache[tag]
+
+
+def _general(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName._init_without_validation(name)  # type: ignore[attr-defined]
+
+
+def _ku_ca() -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                         encipher_only=False, decipher_only=False)
+
+
+def _ku_leaf(*, sign: bool = True, cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=False,
+                         encipher_only=False, decipher_only=False)
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+Built = tuple[list[x509.Certificate], Any]
+
+
+def _served(leaf: _Node, *cas: _Node) -> Built:
+    return [leaf.cert, *(c.cert for c in cas)], leaf.key
+
+
+# -- the catalogue ---------------------------------------------------------------------------------
+
+WWW = PEERS["www"]
+
+
+def _name_cases() -> list[Case]:
+    def san(*names: str, cn: str | None = None, peer: str = "www", **kw: Any) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            resolved = [k.backend_ip if n == "{ip}" else n for n in names]
+            c = None if cn is None else (k.backend_ip if cn == "{ip}" else cn)
+            return _served(k.leaf(*resolved, cn=c, **kw), k.inter)
+        return build
+
+    def raw(value: str) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            return _served(k.cert(None, k.inter, sans=[k.dns_raw(value)]), k.inter)
+        return build
+
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
+        c("exact-dns-san", "name", A, "SAN dNSName equals the peer name", san(WWW), limbo="webpki::san::exact-dns-san"),
+        c("san-among-several", "name", A, "the peer name is one of several dNSNames", san("other.test", WWW)),
+        c("mismatch-domain", "name", R, "no SAN matches the peer name", san("other.conformance.test"),
+          limbo="webpki::san::mismatch-domain-san"),
+        c("mismatch-subdomain", "name", R, "a subdomain of the peer name is not the peer name",
+          san("x.www.conformance.test"), limbo="webpki::san::mismatch-subdomain-san"),
+        c("mismatch-apex", "name", R, "the parent domain is not the peer name", san("conformance.test"),
+          limbo="webpki::san::mismatch-subdomain-apex-san"),
+        c("san-case-differs", "name", A, "DNS names compare case-insensitively (RFC 6125 6.4.1)",
+          san("WWW.Conformance.TEST")),
+        c("peer-upper-case", "name", A, "an upper-case peer name matches a lower-case SAN (RFC 6125 6.4.1)",
+          san(WWW.lower(), peer="upper"), peer="upper"),
+        c("wildcard-leftmost", "name", A, "*.conformance.test covers one leftmost label (RFC 6125 6.4.3)",
+          san("*.conformance.test"), limbo="webpki::san::leftmost-wildcard-san"),
+        c("wildcard-upper-case", "name", A, "a wildcard's fixed labels compare case-insensitively",
+          san("*.CONFORMANCE.test")),
+        c("wildcard-not-leftmost", "name", R, "a wildcard only in the leftmost label (RFC 6125 6.4.3)",
+          san("www.*.test"), limbo="webpki::san::wildcard-not-in-leftmost-san"),
+        c("wildcard-two-wildcards", "name", R, "*.*.test has a wildcard outside the leftmost label",
+          san("*.*.test")),
+        c("wildcard-across-labels", "name", R, "a wildcard matches exactly one label, never two",
+          san("*.conformance.test"), peer="deep", limbo="webpki::san::wildcard-match-across-labels-san"),
+        c("wildcard-deep-match", "name", A, "*.b.conformance.test covers a.b.conformance.test",
+          san("*.b.conformance.test"), peer="deep"),
+        c("wildcard-middle-label", "name", R, "a.*.conformance.test: wildcard outside the leftmost label",
+          san("a.*.conformance.test"), peer="deep"),
+        c("wildcard-no-empty-label", "name", R, "*.www.conformance.test does not cover www.conformance.test",
+          san("*.www.conformance.test")),
+        c("wildcard-partial-prefix", "name", R, "w*.conformance.test: partial-label wildcard (RFC 9525 forbids; "
+          "RFC 6125 6.4.3 allowed)", san("w*.conformance.test"), latitude=True,
+          limbo="webpki::san::wildcard-embedded-leftmost-san"),
+        c("wildcard-partial-suffix", "name", R, "*w.conformance.test: partial-label wildcard (RFC 9525)",
+          san("*w.conformance.test"), latitude=True),
+        c("wildcard-partial-infix", "name", R, "w*w.conformance.test (f*o): partial-label wildcard (RFC 9525)",
+          san("w*w.conformance.test"), latitude=True),
+        c("wildcard-only", "name", R, "a SAN of just * matches nothing", san("*"),
+          limbo="webpki::san::san-wildcard-only"),
+        c("wildcard-tld", "name", R, "*.test: a wildcard directly over a TLD", san("*.test"), peer="psl",
+          limbo="webpki::san::san-wildcard-only-tld"),
+        c("wildcard-public-suffix", "name", R, "*.co.uk covers a whole public suffix (RFC 6125 7.2; the CA/B "
+          "rules forbid it)", san("*.co.uk"), peer="psl", latitude=True,
+          limbo="webpki::san::public-suffix-wildcard-san"),
+        c("public-suffix-exact", "name", A, "example.co.uk named exactly", san("example.co.uk"), peer="psl"),
+        c("wildcard-one-label-over-suffix", "name", R, "*.uk does not cover example.co.uk (one label only)",
+          san("*.uk"), peer="psl"),
+        c("idn-a-label-exact", "name", A, "an A-label SAN equals the A-label peer name (RFC 6125 6.4.2)",
+          san("xn--bcher-kva.conformance.test"), peer="idn"),
+        c("idn-a-label-mismatch", "name", R, "a different A-label is a different name",
+          san("xn--bcher-lva.conformance.test"), peer="idn"),
+        c("idn-wildcard-whole-label", "name", A, "*.conformance.test covers an A-label as a whole label",
+          san("*.conformance.test"), peer="idn"),
+        c("idn-wildcard-in-a-label", "name", R, "xn--b*: a wildcard inside an A-label (RFC 6125 7.2)",
+          san("xn--b*.conformance.test"), peer="idn", limbo="webpki::san::wildcard-embedded-ulabel-san"),
+        c("idn-u-label-san", "name", R, "a U-label (raw UTF-8) in a dNSName is malformed, never the A-label",
+          raw("bücher.conformance.test"), peer="idn", limbo="webpki::san::unicode-emoji-san"),
+        c("peer-trailing-dot", "name", A, "an absolute peer name www.conformance.test. is the same name "
+          "(RFC 6125 6.2.1: trailing dot removed)", san(WWW, peer="dot"), peer="dot", latitude=True),
+        c("san-trailing-dot", "name", R, "a dNSName with a trailing dot is not in preferred name syntax "
+          "(RFC 5280 4.2.1.6)", raw(WWW + "."), latitude=True),
+        c("san-nul-byte", "name", R, "an embedded NUL (www.conformance.test\\0.evil.test) is not the peer "
+          "name", raw(WWW + "\x00.evil.test")),
+        c("san-underscore", "name", A, "a label with an underscore still matches byte for byte",
+          san("_x.conformance.test", WWW), limbo="rfc5280::san::underscore-dns"),
+        c("cn-only", "name", R, "no SAN: CN fallback is deprecated (RFC 9525 6.3; RFC 6125 allowed it)",
+          san(cn=WWW), latitude=True, limbo="webpki::san::no-san"),
+        c("cn-wildcard-only", "name", R, "no SAN, CN *.conformance.test: CN fallback (RFC 9525)",
+          san(cn="*.conformance.test"), latitude=True),
+        c("cn-with-other-san", "name", R, "a SAN present: the CN is never consulted (RFC 6125 6.4.4)",
+          san("other.conformance.test", cn=WWW), limbo="webpki::cn::not-in-san"),
+        c("cn-with-ip-san-only", "name", R, "the SAN has only an iPAddress: CN fallback (RFC 9525 forbids)",
+          san("{ip}", cn=WWW), latitude=True),
+        c("cn-with-email-san-only", "name", R, "the SAN has only an rfc822Name: CN fallback (RFC 9525 forbids)",
+          lambda k: _served(k.cert(WWW, k.inter, sans=[x509.RFC822Name("ops@conformance.test")]), k.inter),
+          latitude=True),
+        c("ip-san-for-dns-peer", "name", R, "an iPAddress SAN never matches a DNS peer name", san("{ip}")),
+        c("ip-peer-ip-san", "name", A, "the peer IP equals an iPAddress SAN (RFC 6125 / RFC 5280 4.2.1.6)",
+          san("{ip}"), peer="ip", limbo="webpki::san::exact-localhost-ip-san"),
+        c("ip-peer-dns-and-ip-san", "name", A, "iPAddress SAN beside a dNSName", san(WWW, "{ip}"), peer="ip"),
+        c("ip-peer-ip-in-dns-san", "name", R, "an IP written as a dNSName is not an iPAddress SAN",
+          lambda k: _served(k.cert(None, k.inter, sans=[k.dns_raw(k.backend_ip)]), k.inter), peer="ip",
+          limbo="rfc5280::san::ip-in-dns"),
+        c("ip-peer-other-ip", "name", R, "another iPAddress SAN", san("192.0.2.7"), peer="ip"),
+        c("ip-peer-cn-only", "name", R, "an IP only in the CN: CN fallback for an IP (RFC 9525)", san(cn="{ip}"),
+          peer="ip", latitude=True),
+        c("ip-peer-dns-san-only", "name", R, "only a dNSName: a DNS-ID never matches an IP peer",
+          san(WWW), peer="ip"),
+    ]
+
+
+def _path_cases() -> list[Case]:
+    A, R = ACCEPT, REJECT
+
+    def leaf(**kw: Any) -> Callable[[_Kit], Built]:
+        return lambda k: _served(k.leaf(WWW, **kw), k.inter)
+
+    def under(make_ca: Callable[[_Kit], _Node], *, chain: bool = True, **kw: Any) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            ca = make_ca(k)
+            return _served(k.leaf(WWW, issuer=ca, **kw), *([ca] if chain else []))
+        return build
+
+    def two(top_kw: dict[str, Any], low_kw: dict[str, Any] | None = None) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            top = k.ca("conformance ica-1", k.root, **top_kw)
+            low = k.ca("conformance ica-2", top, **(low_kw or {}))
+            return _served(k.leaf(WWW, issuer=low), low, top)
+        return build
+
+    def chain_of(order: Callable[[_Kit, _Node], list[_Node]]) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            lf = k.leaf(WWW)
+            nodes = order(k, lf)
+            return [n.cert for n in nodes], lf.key
+        return build
+
+    def bad_signature(k: _Kit) -> Built:
+        lf = k.leaf(WWW)
+        der = bytearray(lf.cert.public_bytes(serialization.Encoding.DER))
+        der[-3] ^= 0x01  # inside the signature value
+        return [x509.load_der_x509_certificate(bytes(der)), k.inter.cert], lf.key
+
+    unknown_ext = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55738.666.1"), b"\x05\x00")
+    return [
+        Case("good-chain", "path", A, "leaf + intermediate to a trusted root (the control)", leaf()),
+        Case("leaf-only-served", "path", R, "the intermediate is not served and not in the trust file",
+          lambda k: _served(k.leaf(WWW)), limbo="webpki::cryptographydotio-chain-missing-intermediate"),
+        Case("untrusted-root", "path", R, "the chain ends at a root the proxy does not trust",
+          under(lambda k: k.ca("conformance untrusted ica", k.other_root)), limbo="rfc5280::chain-untrusted-root"),
+        Case("self-signed-leaf", "path", R, "a self-signed leaf is not a trust anchor",
+          lambda k: _served(k.cert(WWW, None, sans=[x509.DNSName(WWW)]))),
+        Case("expired-leaf", "path", R, "leaf notAfter in the past (RFC 5280 6.1.3(a)(2))",
+          leaf(not_before=_ago(60), not_after=_ago(1)), limbo="rfc5280::validity::expired-leaf"),
+        Case("not-yet-valid-leaf", "path", R, "leaf notBefore in the future",
+          leaf(not_before=_ahead(30), not_after=_ahead(400)), limbo="rfc5280::validity::not-yet-valid-5-seconds"),
+        Case("expired-intermediate", "path", R, "intermediate notAfter in the past",
+          under(lambda k: k.ca("conformance expired ica", k.root, not_before=_ago(60), not_after=_ago(1))),
+          limbo="rfc5280::validity::expired-intermediate"),
+        Case("not-yet-valid-intermediate", "path", R, "intermediate notBefore in the future",
+          under(lambda k: k.ca("conformance future ica", k.root, not_before=_ahead(30), not_after=_ahead(400)))),
+        Case("expired-root", "anchor", A, "an anchor's own validity is not part of RFC 5280 path validation "
+          "(6.1.1(d)); most verifiers check it", under(lambda k: k.ca("conformance ica under expired root",
+                                                                    k.expired_root)),
+          latitude=True, limbo="rfc5280::validity::expired-root"),
+        Case("intermediate-ca-false", "path", R, "intermediate with basicConstraints CA:FALSE (RFC 5280 6.1.4(k))",
+          under(lambda k: k.cert("conformance ca-false ica", k.root, ca=False, eku=None, ku=_ku_ca())),
+          limbo="rfc5280::intermediate-ca-without-ca-bit"),
+        Case("intermediate-no-basic-constraints", "path", R, "intermediate without basicConstraints "
+          "(RFC 5280 6.1.4(k))", under(lambda k: k.cert("conformance no-bc ica", k.root, ca=None, eku=None,
+                                                        ku=_ku_ca())),
+          limbo="rfc5280::intermediate-ca-missing-basic-constraints"),
+        Case("intermediate-bc-not-critical", "path", A, "basicConstraints not critical on a CA: issuance rule, "
+          "not a validation rule", under(lambda k: k.ca("conformance noncrit-bc ica", k.root, bc_critical=False)),
+          latitude=True),
+        Case("intermediate-no-keycertsign", "path", R, "intermediate keyUsage without keyCertSign "
+          "(RFC 5280 6.1.4(n))", under(lambda k: k.ca("conformance no-kcs ica", k.root,
+                                                      ku=_ku_leaf(sign=True))),
+          limbo="rfc5280::ica-ku-keycertsign"),
+        Case("intermediate-no-keyusage", "path", A, "a CA without keyUsage: RFC 5280 6.1.4(n) checks it only "
+          "when present", under(lambda k: k.ca("conformance no-ku ica", k.root, ku=None)), latitude=True,
+          limbo="rfc5280::no-keyusage"),
+        Case("intermediate-eku-client-only", "path", R, "an intermediate's EKU (clientAuth) excludes serverAuth: "
+          "not RFC 5280, enforced by OpenSSL and Go", under(lambda k: k.ca(
+              "conformance client-eku ica", k.root,
+              extra=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)])), latitude=True),
+        Case("pathlen-0-direct", "path", A, "pathlen 0 intermediate issuing the leaf",
+          under(lambda k: k.ca("conformance pathlen-0 ica", k.root, pathlen=0)),
+          limbo="pathlen::ee-with-intermediate-pathlen-0"),
+        Case("pathlen-0-violated", "path", R, "pathlen 0 intermediate above another intermediate "
+          "(RFC 5280 6.1.4(m))", two({"pathlen": 0}), limbo="pathlen::intermediate-violates-pathlen-0"),
+        Case("pathlen-1-two-intermediates", "path", A, "pathlen 1 allows one intermediate below",
+          two({"pathlen": 1}), limbo="pathlen::ee-with-intermediate-pathlen-1"),
+        Case("pathlen-in-leaf-ignored", "path", A, "a pathlen on a non-CA leaf is meaningless here",
+          two({}, {"pathlen": 0}), limbo="pathlen::validation-ignores-pathlen-in-leaf"),
+        Case("root-pathlen-0", "anchor", A, "the anchor's pathlen: RFC 5280 does not process an anchor's "
+          "extensions (6.1.1(d)); most verifiers do", under(lambda k: k.ca("conformance ica under pathlen-0 root",
+                                                                          k.pathlen0_root)), latitude=True),
+        Case("two-intermediates", "path", A, "leaf + two intermediates served", two({})),
+        Case("three-intermediates", "path", A, "leaf + three intermediates served",
+          lambda k: (lambda a: (lambda b: (lambda c: _served(k.leaf(WWW, issuer=c), c, b, a))(
+              k.ca("conformance ica-3", b)))(k.ca("conformance ica-2", a)))(k.ca("conformance ica-1", k.root))),
+        Case("root-issued-leaf", "path", A, "a leaf issued directly by the trusted root",
+          lambda k: _served(k.leaf(WWW, issuer=k.root))),
+        Case("root-issued-leaf-root-served", "path", A, "a root-issued leaf, the root served too",
+          lambda k: _served(k.leaf(WWW, issuer=k.root), k.root)),
+        Case("chain-with-root", "path", A, "leaf, intermediate and the root served", lambda k: _served(
+            k.leaf(WWW), k.inter, k.root)),
+        Case("chain-unordered", "path", A, "leaf, root, intermediate: TLS 1.3 lets the client reorder "
+          "(RFC 8446 4.4.2)", chain_of(lambda k, lf: [lf, k.root, k.inter]), latitude=True,
+          limbo="rfc5280::root-and-intermediate-swapped"),
+        Case("chain-duplicate-intermediate", "path", A, "the intermediate served twice",
+          chain_of(lambda k, lf: [lf, k.inter, k.inter]), latitude=True),
+        Case("chain-unrelated-extra", "path", A, "an unrelated CA certificate between leaf and intermediate",
+          chain_of(lambda k, lf: [lf, k.other_root, k.inter]), latitude=True),
+        Case("leaf-eku-client-only", "path", R, "leaf EKU clientAuth only: not for a TLS server "
+          "(RFC 5280 4.2.1.12)", leaf(eku=(ExtendedKeyUsageOID.CLIENT_AUTH,)), limbo="rfc5280::eku::ee-wrong-eku"),
+        Case("leaf-eku-client-and-server", "path", A, "leaf EKU serverAuth + clientAuth",
+          leaf(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))),
+        Case("leaf-no-eku", "path", A, "no EKU: any purpose (RFC 5280 4.2.1.12)", leaf(eku=None),
+          limbo="rfc5280::eku::ee-without-eku"),
+        Case("leaf-eku-any", "path", A, "anyExtendedKeyUsage only", leaf(eku=(
+            ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)), latitude=True, limbo="webpki::eku::ee-anyeku"),
+        Case("leaf-eku-code-signing", "path", R, "leaf EKU codeSigning only", leaf(eku=(
+            ExtendedKeyUsageOID.CODE_SIGNING,))),
+        Case("leaf-no-keyusage", "path", A, "leaf without keyUsage", leaf(ku=None)),
+        Case("leaf-is-ca", "path", A, "a CA:TRUE certificate as the server's leaf (RFC 5280 allows it)",
+          lambda k: _served(k.cert(None, k.inter, ca=True, sans=[x509.DNSName(WWW)]), k.inter),
+          latitude=True, limbo="rfc5280::ca-as-leaf"),
+        Case("leaf-unknown-critical-ext", "path", R, "an unrecognised critical extension (RFC 5280 4.2)",
+          leaf(extra=[(unknown_ext, True)]), limbo="rfc5280::unknown-critical-extension-ee"),
+        Case("leaf-unknown-noncritical-ext", "path", A, "an unrecognised non-critical extension is ignored",
+          leaf(extra=[(unknown_ext, False)])),
+        Case("intermediate-unknown-critical-ext", "path", R, "an unrecognised critical extension on the "
+          "intermediate", under(lambda k: k.ca("conformance crit-ext ica", k.root, extra=[(unknown_ext, True)])),
+          limbo="rfc5280::unknown-critical-extension-intermediate"),
+        Case("bad-signature", "path", R, "the leaf's signature does not verify", bad_signature),
+        Case("leaf-sha384-signature", "path", A, "leaf signed with SHA-384", leaf(digest=hashes.SHA384())),
+        Case("leaf-rsa-1024", "path", R, "an RSA-1024 leaf key (below 112-bit security: NIST SP 800-131A, "
+          "CA/B BR 6.1.5)", leaf(key=_key("rsa1024")), latitude=True,
+          limbo="webpki::forbidden-weak-rsa-in-leaf"),
+        Case("leaf-rsa-2048", "path", A, "an RSA-2048 leaf key", leaf(key=_key("rsa2048"))),
+        Case("intermediate-rsa-1024", "path", R, "an RSA-1024 intermediate key",
+          under(lambda k: k.ca("conformance rsa1024 ica", k.root, key=_key("rsa1024"))), latitude=True),
+        Case("leaf-p384", "path", A, "an ECDSA P-384 leaf key", leaf(key=_key("p384"))),
+        Case("leaf-ed25519", "path", A, "an Ed25519 leaf key (RFC 8410, RFC 8446)", leaf(key=_key("ed25519")),
+          latitude=True),
+        Case("leaf-generalized-time", "path", A, "notAfter in 2051 (GeneralizedTime, RFC 5280 4.1.2.5)",
+          leaf(not_after=dt.datetime(2051, 1, 1, tzinfo=dt.UTC))),
+        Case("leaf-san-critical-empty-subject", "path", A, "empty subject, critical SAN (RFC 5280 4.2.1.6)",
+          lambda k: _served(k.cert(None, k.inter, sans=[x509.DNSName(WWW)]), k.inter)),
+        Case("leaf-san-noncritical-empty-subject", "path", R, "empty subject with a non-critical SAN is "
+          "malformed (RFC 5280 4.2.1.6)",
+          lambda k: _served(k.cert(None, k.inter, sans=[x509.DNSName(WWW)], san_critical=False), k.inter),
+          latitude=True, limbo="rfc5280::san::noncritical-with-empty-subject"),
+    ]
+
+
+
+def _ago(days: int) -> _Rel:
+    return _Rel(-days)
+
+
+def _ahead(days: int) -> _Rel:
+    return _Rel(days)
+
+
+class _Rel:
+    """A time relative to the kit's *now*, resolved when the certificate is built."""
+
+    def __init__(self, days: int) -> None:
+        self.days = days
+
+
+def _constraint_cases() -> list[Case]:
+    A, R = ACCEPT, REJECT
+    D = x509.DNSName
+
+    def nc(permitted: list[x509.GeneralName] | None, excluded: list[x509.GeneralName] | None, *names: str,
+           cn: str | None = None, critical: bool = True) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            ica = k.ca("conformance constrained ica", k.root, nc=x509.NameConstraints(permitted, excluded),
+                       nc_critical=critical)
+            resolved = [k.backend_ip if n == "{ip}" else n for n in names]
+            return _served(k.leaf(*resolved, issuer=ica, cn=cn), ica)
+        return build
+
+    def ipnet(spec: str) -> Callable[[_Kit], x509.GeneralName]:
+        return lambda k: x509.IPAddress(ipaddress.ip_network(k.backend_ip + "/32" if spec == "{ip}" else spec))
+
+    def ipnc(kind: str, spec: str, *names: str) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            net = ipnet(spec)(k)
+            p, e = ([net], None) if kind == "permitted" else (None, [net])
+            ica = k.ca("conformance ip-constrained ica", k.root, nc=x509.NameConstraints(p, e))
+            resolved = [k.backend_ip if n == "{ip}" else n for n in names]
+            return _served(k.leaf(*resolved, issuer=ica), ica)
+        return build
+
+    def nested(upper: list[x509.GeneralName], lower: list[x509.GeneralName]) -> Callable[[_Kit], Built]:
+        def build(k: _Kit) -> Built:
+            top = k.ca("conformance constrained ica-1", k.root, nc=x509.NameConstraints(upper, None))
+            low = k.ca("conformance constrained ica-2", top, nc=x509.NameConstraints(lower, None))
+            return _served(k.leaf(WWW, issuer=low), low, top)
+        return build
+
+    c = Case
+    return [
+        c("nc-permitted-match", "constraints", A, "permitted conformance.test covers www.conformance.test",
+          nc([D("conformance.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-match"),
+        c("nc-permitted-exact", "constraints", A, "permitted www.conformance.test covers itself",
+          nc([D(WWW)], None, WWW)),
+        c("nc-permitted-tld", "constraints", A, "permitted test covers every name under it", nc([D("test")], None, WWW)),
+        c("nc-permitted-mismatch", "constraints", R, "permitted other.test does not cover the leaf",
+          nc([D("other.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-mismatch"),
+        c("nc-permitted-not-label-boundary", "constraints", R, "permitted onformance.test is not a label "
+          "boundary of conformance.test (RFC 5280 4.2.1.10)", nc([D("onformance.test")], None, WWW)),
+        c("nc-permitted-second-san-outside", "constraints", R, "every SAN must be permitted: evil.test is not",
+          nc([D("conformance.test")], None, WWW, "evil.test")),
+        c("nc-permitted-upper-case", "constraints", A, "constraints compare case-insensitively",
+          nc([D("CONFORMANCE.TEST")], None, WWW)),
+        c("nc-permitted-wildcard-leaf", "constraints", A, "a wildcard SAN inside the permitted subtree",
+          nc([D("conformance.test")], None, "*.conformance.test")),
+        c("nc-permitted-noncritical", "constraints", A, "name constraints not critical (CAs MUST mark them "
+          "critical; validation still applies them)", nc([D("conformance.test")], None, WWW, critical=False),
+          latitude=True, limbo="rfc5280::nc::permitted-dns-match-noncritical"),
+        c("nc-permitted-leading-period", "constraints", A, "permitted .conformance.test (leading period: "
+          "subdomains only, a form RFC 5280 defines for URIs)", nc([D(".conformance.test")], None, WWW),
+          latitude=True, limbo="rfc5280::nc::invalid-dnsname-leading-period"),
+        c("nc-excluded-match", "constraints", R, "excluded conformance.test covers the leaf",
+          nc(None, [D("conformance.test")], WWW), limbo="rfc5280::nc::excluded-dns-match"),
+        c("nc-excluded-exact", "constraints", R, "excluded www.conformance.test is the leaf's name",
+          nc(None, [D(WWW)], WWW)),
+        c("nc-excluded-other", "constraints", A, "excluded other.test does not touch the leaf",
+          nc(None, [D("other.test")], WWW)),
+        c("nc-excluded-not-label-boundary", "constraints", A, "excluded onformance.test is not a label boundary",
+          nc(None, [D("onformance.test")], WWW)),
+        c("nc-excluded-second-san", "constraints", R, "excluded evil.test: one SAN inside is enough to fail",
+          nc(None, [D("evil.test")], WWW, "evil.test"), limbo="rfc5280::nc::excluded-dns-match-second"),
+        c("nc-excluded-wildcard-leaf", "constraints", R, "excluded conformance.test covers *.conformance.test",
+          nc(None, [D("conformance.test")], "*.conformance.test")),
+        c("nc-permitted-and-excluded", "constraints", R, "permitted test, excluded conformance.test: excluded "
+          "wins", nc([D("test")], [D("conformance.test")], WWW),
+          limbo="rfc5280::nc::excluded-match-permitted-and-excluded"),
+        c("nc-permitted-cn-only-leaf", "constraints", R, "permitted other.test, no SAN, CN www.conformance.test: "
+          "a verifier that falls back to the CN must constrain it", nc([D("other.test")], None, cn=WWW),
+          latitude=True),
+        c("nc-dns-only-ip-leaf", "constraints", A, "a DNS constraint does not restrict an iPAddress SAN "
+          "(RFC 5280 4.2.1.10)", nc([D("other.test")], None, "{ip}"), peer="ip",
+          limbo="rfc5280::nc::permitted-different-constraint-type"),
+        c("nc-ip-only-dns-leaf", "constraints", A, "an IP constraint does not restrict a dNSName",
+          ipnc("permitted", "192.0.2.0/24", WWW)),
+        c("nc-ip-permitted-match", "constraints", A, "permitted the seat's /32 covers its iPAddress SAN",
+          ipnc("permitted", "{ip}", "{ip}"), peer="ip", limbo="rfc5280::nc::permitted-ipv4-match"),
+        c("nc-ip-permitted-mismatch", "constraints", R, "permitted 192.0.2.0/24 does not cover the seat's IP",
+          ipnc("permitted", "192.0.2.0/24", "{ip}"), peer="ip", limbo="rfc5280::nc::permitted-ip-mismatch"),
+        c("nc-ip-excluded-match", "constraints", R, "excluded the seat's /32", ipnc("excluded", "{ip}", "{ip}"),
+          peer="ip", limbo="rfc5280::nc::excluded-ipv4-match"),
+        c("nc-ip-excluded-other", "constraints", A, "excluded 192.0.2.0/24 does not touch the seat's IP",
+          ipnc("excluded", "192.0.2.0/24", "{ip}"), peer="ip"),
+        c("nc-nested-narrows", "constraints", A, "permitted test above, permitted conformance.test below",
+          nested([D("test")], [D("conformance.test")]), limbo="rfc5280::nc::restrictive-permits-in-intermediates-narrows"),
+        c("nc-nested-cannot-widen", "constraints", R, "permitted other.test above; a lower CA cannot widen it",
+          nested([D("other.test")], [D("conformance.test")]),
+          limbo="rfc5280::nc::restrictive-permits-in-intermediates-widens"),
+        c("nc-on-root", "anchor", R, "name constraints on the trust anchor (permitted other.test): RFC 5280 "
+          "leaves anchor constraints to the verifier (6.1.1(d)); OpenSSL and Go apply them",
+          lambda k: (lambda ica: _served(k.leaf(WWW, issuer=ica), ica))(k.ca("conformance ica under nc root",
+                                                                          k.nc_root)),
+          latitude=True, limbo="rfc5280::nc::intermediate-with-san-rejected-by-root-nc"),
+    ]
+
+
+def _anchor_cases() -> list[Case]:
+    A, R = ACCEPT, REJECT
+    return [
+        Case("partial-chain-served", "anchor", A, "the trust file holds only the intermediate: any CA can be a "
+             "trust anchor (RFC 5280 6.1.1(d)); OpenSSL needs X509_V_FLAG_PARTIAL_CHAIN",
+             lambda k: _served(k.leaf(WWW), k.inter), anchor="intermediate", latitude=True),
+        Case("partial-chain-leaf-only", "anchor", A, "intermediate anchor, leaf served alone",
+             lambda k: _served(k.leaf(WWW)), anchor="intermediate", latitude=True),
+        Case("partial-chain-root-issued", "anchor", R, "intermediate anchor, a leaf issued by the root "
+             "(not under the anchor)", lambda k: _served(k.leaf(WWW, issuer=k.root)), anchor="intermediate"),
+        Case("partial-chain-expired-leaf", "anchor", R, "intermediate anchor, an expired leaf",
+             lambda k: _served(k.leaf(WWW, not_before=_ago(60), not_after=_ago(1)), k.inter),
+             anchor="intermediate"),
+        Case("partial-chain-wrong-name", "anchor", R, "intermediate anchor, a leaf for another name",
+             lambda k: _served(k.leaf("other.conformance.test"), k.inter), anchor="intermediate"),
+    ]
+
+
+def catalogue() -> list[Case]:
+    """Every case, in a stable order; ids are unique."""
+    cases = [*_name_cases(), *_path_cases(), *_constraint_cases(), *_anchor_cases()]
+    seen: set[str] = set()
+    for case in cases:
+        if case.id in seen:
+            raise AssertionError(f"duplicate conformance case id {case.id}")
+        if case.expected not in VERDICTS:
+            raise AssertionError(f"{case.id}: expected {case.expected!r}")
+        seen.add(case.id)
+    return cases
+
+
+def select(ids: Iterable[str] | None = None, *, areas: Iterable[str] | None = None) -> list[Case]:
+    """Cases by id (all when *ids* is empty) and area; an unknown id is a :class:`LabError`."""
+    cases = catalogue()
+    wanted = list(ids or [])
+    known = {c.id for c in cases}
+    unknown = [i for i in wanted if i not in known]
+    if unknown:
+        raise LabError(f"--case: {unknown[0]!r} is not a conformance case; see trustlab conformance --list")
+    if wanted:
+        cases = [c for c in cases if c.id in wanted]
+    if areas:
+        cases = [c for c in cases if c.area in set(areas)]
+    return cases
+
+
+def materialise(case: Case, kit: _Kit) -> tuple[bytes, bytes]:
+    """The chain the seat serves (PEM, leaf first) and the leaf's key, for *case*."""
+    certs, key = case.build(kit)
+    return b"".join(_pem(c) for c in certs), _key_pem(key)
+
+
+
+
+# -- running cases through proxies -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    """One case on one proxy installation: the proxy's verdict against the expected one."""
+
+    case: str
+    area: str
+    proxy: str
+    proxy_version: str | None
+    tls_library: str | None
+    expected: str
+    verdict: str  # accept | reject | error
+    outcome: str
+    reason: str
+    latitude: bool
+    limbo: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.verdict == self.expected
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "agrees": self.agrees}
+
+
+def verdict_of(outcome: Outcome) -> str:
+    """The proxy's verdict on a case from its cell's outcome."""
+    if outcome in (Outcome.SERVED, Outcome.SPOOFED):
+        return ACCEPT
+    if outcome is Outcome.BLOCKED:
+        return REJECT
+    return ERROR
+
+
+def judge(case: Case, *, proxy: str, outcome: Outcome, reason: str, version: str | None = None,
+          tls: str | None = None) -> Row:
+    """A case's row from a proxy's cell: the verdict is never taken from the case itself."""
+    return Row(case.id, case.area, proxy, version, tls, case.expected, verdict_of(outcome), outcome.value,
+               reason, case.latitude, case.limbo)
+
+
+def _scenario_for(kind: str, case_peer: str, anchor: str, backend_ip: str) -> Any:
+    """*kind*'s good scenario for one peer name and anchor (see the module docstring)."""
+    from harness.scenarios import builtin
+
+    known = builtin()
+    by_ip = case_peer == "ip"
+    base = known.get(f"{kind}/ip-target") if by_ip and kind != "haproxy" else known[f"{kind}/good"]
+    if base is None:
+        raise LabError(f"{kind}: no ip-target scenario to run IP cases on")
+    name = PEERS[case_peer]
+    checked = backend_ip if by_ip else name
+    directives = []
+    for key, value in base.directives:
+        if isinstance(value, str):
+            if key == "match_typed_subject_alt_names" and by_ip:
+                value = f"IP_ADDRESS exact {backend_ip}"
+            value = value.replace(BACKEND_NAME, checked)
+        if key == "SSLProxyVerifyDepth":
+            value = "5"
+        directives.append((key, value))
+    if kind == "nginx":
+        directives.append(("proxy_ssl_verify_depth", "5"))
+    sid = f"conformance/{kind}--{anchor}--{case_peer}"
+    return dataclasses.replace(base, id=sid, backend=name, directives=tuple(directives),
+                               target="ip" if by_ip else "name", expected={}, control=None, versions=())
+
+
+def run(
+    cases: list[Case],
+    kinds: Sequence[str] = KINDS,
+    *,
+    runtime: str = "local",
+    keep: bool = False,
+    on_row: Callable[[Row], None] | None = None,
+) -> dict[str, Any]:
+    """Run *cases* through each kind's good config on *runtime*; return ``{"meta", "rows"}``."""
+    from harness.pki import LabPKI, IdentityCert
+    from harness.runner import get_runtime, installations_of, lab_dir
+
+    if not cases:
+        raise LabError("no conformance cases selected")
+    rt = get_runtime(runtime)
+    rt.preflight(set(kinds))
+    backend_ip = getattr(rt, "backend_ip", None) or LOCAL_LAB_IP
+    kit = _Kit(backend_ip=backend_ip)
+    by_id = {c.id: c for c in cases}
+    material = {c.id: materialise(c, kit) for c in cases}
+    installs = {k: (installations_of(rt, k) or [None])[0] for k in kinds}
+    rows: list[Row] = []
+    t0 = time.perf_counter()
+    started = dt.datetime.now(dt.UTC)
+    for anchor in ANCHORS:
+        group = [c for c in cases if c.anchor == anchor]
+        if not group:
+            continue
+        peers = list(dict.fromkeys(c.peer for c in group))
+        base = LabPKI.mint(backend_ip=backend_ip)
+        others = {
+            PEERS[p]: LabPKI(
+                internal_root_pem=kit.anchor_pem(anchor), public_root_pem=base.public_root_pem,
+                identities={c.id: IdentityCert(c.id, *material[c.id]) for c in group if c.peer == p},
+                default_site=base.default_site, backend_ip=backend_ip, backend_name=PEERS[p],
+            )
+            for p in peers
+        }
+        pki = dataclasses.replace(base, internal_root_pem=kit.anchor_pem(anchor), others=others)
+        scenarios = [_scenario_for(k, p, anchor, backend_ip) for k in kinds for p in peers]
+        extra = {sc.id: tuple(c.id for c in group if PEERS[c.peer] == sc.backend) for sc in scenarios}
+        kind_of = {sc.id: sc.proxy.value for sc in scenarios}
+        kw: dict[str, Any] = {}
+        if getattr(rt, "runs_installations", False):
+            kw["installations"] = {sc.id: installs[kind_of[sc.id]] for sc in scenarios
+                                   if installs[kind_of[sc.id]] is not None}
+        with lab_dir(keep=keep) as path:
+            for ev in rt.run(scenarios, lab_dir=path, pki=pki, identities=(), extra=extra, **kw):
+                inst = installs[kind_of[ev.key]]
+                row = judge(by_id[ev.identity], proxy=kind_of[ev.key], outcome=ev.outcome, reason=ev.reason,
+                            version=inst.version if inst else None, tls=(inst.tls or None) if inst else None)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    order = {c.id: i for i, c in enumerate(cases)}
+    rows.sort(key=lambda r: (list(kinds).index(r.proxy), order[r.case]))
+    meta = {
+        "runtime": rt.name,
+        "started": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - t0, 3),
+        "cases": len(cases),
+        "proxies": [{"proxy": k, "version": i.version if i else None, "tls_library": (i.tls or None) if i else None}
+                    for k, i in installs.items()],
+        "backend_ip": backend_ip,
+    }
+    return {"meta": meta, "rows": [r.to_dict() for r in rows]}
+
+
+def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per proxy and version: cases, agreements, disagreements (strict / within latitude), errors."""
+    out: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for r in report["rows"]:
+        s = out.setdefault((r["proxy"], r["proxy_version"]), {
+            "proxy": r["proxy"], "version": r["proxy_version"], "tls_library": r["tls_library"],
+            "cases": 0, "agree": 0, "disagree": 0, "latitude": 0, "error": 0,
+        })
+        s["cases"] += 1
+        if r["verdict"] == ERROR:
+            s["error"] += 1
+        elif r["agrees"]:
+            s["agree"] += 1
+        elif r["latitude"]:
+            s["latitude"] += 1
+        else:
+            s["disagree"] += 1
+    return list(out.values())
+
+
+def disagreements(report: dict[str, Any], *, strict_only: bool = False) -> list[dict[str, Any]]:
+    """Rows whose verdict is not the expected one (errors included)."""
+    return [r for r in report["rows"] if not r["agrees"] and not (strict_only and r["latitude"])]
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps({**report, "summary": summary(report)}, indent=2) + "\n")
