@@ -800,6 +800,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_proxies(sub, _Parser)
 
+    # -- `trustlab conformance`: certificate-validation cases through real proxies (harness/conformance.py)
+    from harness.conformance import add_command as add_conformance
+
+    add_conformance(sub, _Parser)
+
     # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course_cli.py)
     from harness.course_cli import add_commands
 

@@ -27,6 +27,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.errors import LabError
+from harness.proxies.base import Installation
 from harness.vocab import BACKEND_NAME, LOCAL_LAB_IP, Outcome
 
 ACCEPT, REJECT, ERROR = "accept", "reject", "error"
@@ -169,7 +171,8 @@ class _Kit:
         if eku is not None and not ca:
             b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
         if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=not subject if san_critical is None else san_critical)
+            crit = not subject if san_critical is None else san_critical
+            b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=crit)
         if nc is not None:
             b = b.add_extension(nc, critical=nc_critical)
         for ext, crit in extra:
@@ -550,7 +553,8 @@ def _constraint_cases() -> list[Case]:
           nc([D("conformance.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-match"),
         c("nc-permitted-exact", "constraints", A, "permitted www.conformance.test covers itself",
           nc([D(WWW)], None, WWW)),
-        c("nc-permitted-tld", "constraints", A, "permitted test covers every name under it", nc([D("test")], None, WWW)),
+        c("nc-permitted-tld", "constraints", A, "permitted test covers every name under it",
+          nc([D("test")], None, WWW)),
         c("nc-permitted-mismatch", "constraints", R, "permitted other.test does not cover the leaf",
           nc([D("other.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-mismatch"),
         c("nc-permitted-not-label-boundary", "constraints", R, "permitted onformance.test is not a label "
@@ -599,7 +603,8 @@ def _constraint_cases() -> list[Case]:
         c("nc-ip-excluded-other", "constraints", A, "excluded 192.0.2.0/24 does not touch the seat's IP",
           ipnc("excluded", "192.0.2.0/24", "{ip}"), peer="ip"),
         c("nc-nested-narrows", "constraints", A, "permitted test above, permitted conformance.test below",
-          nested([D("test")], [D("conformance.test")]), limbo="rfc5280::nc::restrictive-permits-in-intermediates-narrows"),
+          nested([D("test")], [D("conformance.test")]),
+          limbo="rfc5280::nc::restrictive-permits-in-intermediates-narrows"),
         c("nc-nested-cannot-widen", "constraints", R, "permitted other.test above; a lower CA cannot widen it",
           nested([D("other.test")], [D("conformance.test")]),
           limbo="rfc5280::nc::restrictive-permits-in-intermediates-widens"),
@@ -691,20 +696,41 @@ class Row:
         return {**dataclasses.asdict(self), "agrees": self.agrees}
 
 
-def verdict_of(outcome: Outcome) -> str:
-    """The proxy's verdict on a case from its cell's outcome."""
+#: An ``error`` cell whose handshake the proxy's TLS stack ended: it alerted the seat (a signature
+#: that does not verify, a certificate it cannot parse), or it offered nothing the case's key can
+#: sign with (the seat found no shared cipher). The proxy refused the certificate though its log
+#: line is not one the driver knows as a verification reason; the row says so.
+_HANDSHAKE_REFUSED = re.compile(r"seat saw: ssl: (?:(?:tlsv1|sslv3) alert ([a-z ]+)|(no shared cipher))")
+
+
+def verdict_of(outcome: Outcome, reason: str = "") -> str:
+    """The proxy's verdict on a case from its cell's outcome (and, for an error, its evidence)."""
     if outcome in (Outcome.SERVED, Outcome.SPOOFED):
         return ACCEPT
     if outcome is Outcome.BLOCKED:
         return REJECT
+    if outcome is Outcome.ERROR and reason.startswith("status ") and _HANDSHAKE_REFUSED.search(reason):
+        return REJECT
     return ERROR
+
+
+def _reason(outcome: Outcome, reason: str) -> str:
+    """The row's reason line: the proxy's own words for a rejection, short for an acceptance."""
+    if outcome in (Outcome.SERVED, Outcome.SPOOFED):
+        return "accepted: the response came through the proxy"
+    found = _HANDSHAKE_REFUSED.search(reason) if outcome is Outcome.ERROR else None
+    if found and verdict_of(outcome, reason) == REJECT:
+        what = f"it sent the alert '{found.group(1)}'" if found.group(1) else "no shared cipher or curve"
+        log = reason.split("; log: ", 1)[1][-240:] if "; log: " in reason else ""
+        return f"handshake refused ({what}); no verification line in the log" + (f": {log}" if log else "")
+    return reason
 
 
 def judge(case: Case, *, proxy: str, outcome: Outcome, reason: str, version: str | None = None,
           tls: str | None = None) -> Row:
     """A case's row from a proxy's cell: the verdict is never taken from the case itself."""
-    return Row(case.id, case.area, proxy, version, tls, case.expected, verdict_of(outcome), outcome.value,
-               reason, case.latitude, case.limbo)
+    return Row(case.id, case.area, proxy, version, tls, case.expected, verdict_of(outcome, reason), outcome.value,
+               _reason(outcome, reason), case.latitude, case.limbo)
 
 
 def _scenario_for(kind: str, case_peer: str, anchor: str, backend_ip: str) -> Any:
@@ -743,7 +769,7 @@ def run(
     on_row: Callable[[Row], None] | None = None,
 ) -> dict[str, Any]:
     """Run *cases* through each kind's good config on *runtime*; return ``{"meta", "rows"}``."""
-    from harness.pki import LabPKI, IdentityCert
+    from harness.pki import IdentityCert, LabPKI
     from harness.runner import get_runtime, installations_of, lab_dir
 
     if not cases:
@@ -754,7 +780,7 @@ def run(
     kit = _Kit(backend_ip=backend_ip)
     by_id = {c.id: c for c in cases}
     material = {c.id: materialise(c, kit) for c in cases}
-    installs = {k: (installations_of(rt, k) or [None])[0] for k in kinds}
+    installs: dict[str, Installation | None] = {k: next(iter(installations_of(rt, k)), None) for k in kinds}
     rows: list[Row] = []
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
@@ -829,3 +855,158 @@ def disagreements(report: dict[str, Any], *, strict_only: bool = False) -> list[
 
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps({**report, "summary": summary(report)}, indent=2) + "\n")
+
+
+# -- the published table ---------------------------------------------------------------------------
+
+#: Why a proxy's verdict differs from the expected one, by case id (and, where proxies differ for
+#: different reasons, ``case@proxy``). Prose only: every number and verdict on the page comes
+#: from the run.
+EXPLAIN: dict[str, str] = {}
+
+_MARK = {True: "✓", False: "✗"}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """docs/conformance.md: generated from one run's report (``trustlab conformance --doc``)."""
+    meta, rows = report["meta"], report["rows"]
+    kinds = list(dict.fromkeys(r["proxy"] for r in rows))
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    cell = {(r["case"], r["proxy"]): r for r in rows}
+    first = {r["case"]: r for r in rows}
+    out = [
+        "# Certificate-validation conformance through real proxies",
+        "",
+        "Generated by `trustlab conformance --doc docs/conformance.md --json docs/conformance.json` "
+        f"({meta['runtime']} runtime, {meta['started']}, {meta['cases']} cases, {meta['duration_s']:.1f} s); "
+        "do not edit by hand. The cases are written in `harness/conformance.py` (a chain the backend "
+        "presents, the anchor the proxy trusts, the peer name it checks, the verdict RFC 5280 / RFC 6125 / "
+        "RFC 9525 expect); an x509-limbo id marks a case that tests the same rule in libraries.",
+        "",
+        "Each case runs through each kind's `good` scenario with the backend name set to the case's peer "
+        "name and the trust file set to the case's anchor (nginx's and Apache's verify depth raised to 5). "
+        "*accept*: the response came through; *reject*: the proxy refused (its log line below). "
+        "Cases marked *latitude* are ones where the RFCs leave the verifier a choice: the expected verdict "
+        "is the stricter modern reading, and a proxy that differs is counted apart, not as a failure.",
+        "",
+        "## Summary",
+        "",
+        "| proxy | version | TLS library | cases | agree | disagree | differs within latitude | error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary(report):
+        out.append(f"| {s['proxy']} | {s['version']} | {s['tls_library']} | {s['cases']} | {s['agree']} | "
+                   f"{s['disagree']} | {s['latitude']} | {s['error']} |")
+    out += ["", "## Every case", "",
+            "✓ the proxy's verdict is the expected one, ✗ it is not (the verdict follows), ! error.", "",
+            "| case | area | expected | " + " | ".join(kinds) + " | x509-limbo |",
+            "|---|---|---|" + "---|" * len(kinds) + "---|"]
+    for cid in cases:
+        r0 = first[cid]
+        marks = []
+        for k in kinds:
+            r = cell.get((cid, k))
+            if r is None:
+                marks.append("")
+            elif r["verdict"] == ERROR:
+                marks.append("! error")
+            else:
+                marks.append(_MARK[r["agrees"]] + ("" if r["agrees"] else f" {r['verdict']}"))
+        lat = " (latitude)" if r0["latitude"] else ""
+        out.append(f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | " + " | ".join(marks)
+                   + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |")
+    differing = [cid for cid in cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
+    out += ["", "## Disagreements explained", ""]
+    by_case = {c.id: c for c in catalogue()}
+    for cid in differing:
+        r0 = first[cid]
+        case = by_case.get(cid)
+        lat = " *(latitude)*" if r0["latitude"] else ""
+        out += [f"### `{cid}`{lat}", "", f"Expected **{r0['expected']}**: {case.reason if case else ''}.", ""]
+        for k in kinds:
+            r = cell.get((cid, k))
+            if r is None or r["agrees"]:
+                continue
+            out.append(f"- **{k} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
+            note = EXPLAIN.get(f"{cid}@{k}")
+            if note:
+                out.append(f"  {note}")
+        agreeing = [k for k in kinds if (cid, k) in cell and cell[(cid, k)]["agrees"]]
+        if agreeing:
+            out.append(f"- as expected: {', '.join(agreeing)}")
+        if EXPLAIN.get(cid):
+            out += ["", EXPLAIN[cid]]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _one_line(text: str, limit: int = 220) -> str:
+    text = " ".join(text.split()).replace("`", "'").replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- `trustlab conformance` ------------------------------------------------------------------------
+
+def add_command(sub: Any, parser_class: type) -> None:
+    """Register ``trustlab conformance`` on the CLI's subparsers."""
+    sp = sub.add_parser("conformance", help="certificate-validation cases through each proxy's good config")
+    sp.add_argument("--proxy", action="append", metavar="KIND",
+                    help=f"a proxy kind, repeatable or comma-separated (default: {', '.join(KINDS)})")
+    sp.add_argument("--case", action="append", metavar="ID", help="a case id, repeatable (default: all)")
+    sp.add_argument("--area", action="append", choices=("name", "path", "constraints", "anchor"),
+                    help="only the cases of an area, repeatable")
+    sp.add_argument("--list", action="store_true", help="list the cases with their expected verdicts")
+    sp.add_argument("--json", metavar="FILE", help="write the rows and the summary as JSON")
+    sp.add_argument("--doc", metavar="FILE", help="write the Markdown page (docs/conformance.md)")
+    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="local",
+                    help="where the proxies run (default: local)")
+    sp.add_argument("--keep", action="store_true", help="keep the lab directories (configs, logs, keys)")
+    sp.set_defaults(func=cmd_conformance)
+
+
+def _kinds(values: list[str] | None) -> list[str]:
+    from harness.proxies import names
+
+    chosen = [k.strip() for v in values or [] for k in v.split(",") if k.strip()] or list(KINDS)
+    known = set(names())
+    for k in chosen:
+        if k not in known:
+            raise LabError(f"--proxy: {k!r} is not a proxy kind; choose from {', '.join(sorted(known))}")
+        if k not in KINDS:
+            raise LabError(f"--proxy: {k} has no conformance config yet; choose from {', '.join(KINDS)}")
+    return list(dict.fromkeys(chosen))
+
+
+def cmd_conformance(args: Any) -> int:
+    """Exit 1 when a proxy disagrees with a case's expected verdict outside latitude (or errs)."""
+    cases = select(args.case, areas=args.area)
+    if args.list:
+        for c in cases:
+            print(f"{c.id:<38} {c.expected:<6}{' ~' if c.latitude else '  '} {c.reason}")
+        print(f"{len(cases)} cases (~ latitude: the RFCs leave the verifier a choice)")
+        return 0
+    kinds = _kinds(args.proxy)
+    for flag, value in (("--json", args.json), ("--doc", args.doc)):
+        if value and not Path(value).parent.is_dir():
+            raise LabError(f"{flag}: {Path(value).parent} is not a directory")
+    runtime = args.runtime
+    if runtime == "auto":
+        from harness.runner import resolve_auto
+
+        runtime, _ = resolve_auto()
+    report = run(cases, kinds, runtime=runtime, keep=args.keep)
+    print(f"{'proxy':<9} {'version':<10} {'cases':>5} {'agree':>5} {'disagree':>8} {'latitude':>8} {'error':>5}")
+    for s in summary(report):
+        print(f"{s['proxy']:<9} {str(s['version'])[:10]:<10} {s['cases']:>5} {s['agree']:>5} {s['disagree']:>8} "
+              f"{s['latitude']:>8} {s['error']:>5}")
+    strict = [r for r in disagreements(report, strict_only=True)]
+    for r in strict:
+        print(f"differs: {r['proxy']} {r['case']}: {r['verdict']}, expected {r['expected']} "
+              f"({_one_line(r['reason'], 160)})")
+    if args.json:
+        write_json(report, Path(args.json))
+    if args.doc:
+        Path(args.doc).write_text(markdown(report))
+    print(f"conformance: {len(report['rows'])} rows in {report['meta']['duration_s']:.1f} s on the "
+          f"{report['meta']['runtime']} runtime")
+    return 1 if strict else 0
