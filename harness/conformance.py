@@ -733,7 +733,7 @@ def judge(case: Case, *, proxy: str, outcome: Outcome, reason: str, version: str
                _reason(outcome, reason), case.latitude, case.limbo)
 
 
-def _scenario_for(kind: str, case_peer: str, anchor: str, backend_ip: str) -> Any:
+def _scenario_for(kind: str, case_peer: str, anchor: str) -> Any:
     """*kind*'s good scenario for one peer name and anchor (see the module docstring)."""
     from harness.scenarios import builtin
 
@@ -743,12 +743,12 @@ def _scenario_for(kind: str, case_peer: str, anchor: str, backend_ip: str) -> An
     if base is None:
         raise LabError(f"{kind}: no ip-target scenario to run IP cases on")
     name = PEERS[case_peer]
-    checked = backend_ip if by_ip else name
+    checked = "{backend_ip}" if by_ip else name  # the seat's address on the runtime's lab network
     directives = []
     for key, value in base.directives:
         if isinstance(value, str):
             if key == "match_typed_subject_alt_names" and by_ip:
-                value = f"IP_ADDRESS exact {backend_ip}"
+                value = "IP_ADDRESS exact {backend_ip}"
             value = value.replace(BACKEND_NAME, checked)
         if key == "SSLProxyVerifyDepth":
             value = "5"
@@ -776,10 +776,9 @@ def run(
         raise LabError("no conformance cases selected")
     rt = get_runtime(runtime)
     rt.preflight(set(kinds))
-    backend_ip = getattr(rt, "backend_ip", None) or LOCAL_LAB_IP
+    backend_ip = LOCAL_LAB_IP
     kit = _Kit(backend_ip=backend_ip)
     by_id = {c.id: c for c in cases}
-    material = {c.id: materialise(c, kit) for c in cases}
     installs: dict[str, Installation | None] = {k: next(iter(installations_of(rt, k)), None) for k in kinds}
     rows: list[Row] = []
     t0 = time.perf_counter()
@@ -789,17 +788,23 @@ def run(
         if not group:
             continue
         peers = list(dict.fromkeys(c.peer for c in group))
-        base = LabPKI.mint(backend_ip=backend_ip)
-        others = {
-            PEERS[p]: LabPKI(
-                internal_root_pem=kit.anchor_pem(anchor), public_root_pem=base.public_root_pem,
-                identities={c.id: IdentityCert(c.id, *material[c.id]) for c in group if c.peer == p},
-                default_site=base.default_site, backend_ip=backend_ip, backend_name=PEERS[p],
-            )
-            for p in peers
-        }
-        pki = dataclasses.replace(base, internal_root_pem=kit.anchor_pem(anchor), others=others)
-        scenarios = [_scenario_for(k, p, anchor, backend_ip) for k in kinds for p in peers]
+
+        def mint(ip: str, group: list[Case] = group, peers: list[str] = peers, anchor: str = anchor) -> LabPKI:
+            """The lab's PKI with each case's chain under its peer name, the seat at *ip*."""
+            kit.backend_ip = ip  # the same CAs; the leaves naming the seat's address are issued again
+            base = LabPKI.mint(backend_ip=ip)
+            others = {
+                PEERS[p]: LabPKI(
+                    internal_root_pem=kit.anchor_pem(anchor), public_root_pem=base.public_root_pem,
+                    identities={c.id: IdentityCert(c.id, *materialise(c, kit)) for c in group if c.peer == p},
+                    default_site=base.default_site, backend_ip=ip, backend_name=PEERS[p],
+                )
+                for p in peers
+            }
+            return dataclasses.replace(base, internal_root_pem=kit.anchor_pem(anchor), others=others, remint=mint)
+
+        pki = mint(backend_ip)
+        scenarios = [_scenario_for(k, p, anchor) for k in kinds for p in peers]
         extra = {sc.id: tuple(c.id for c in group if PEERS[c.peer] == sc.backend) for sc in scenarios}
         kind_of = {sc.id: sc.proxy.value for sc in scenarios}
         kw: dict[str, Any] = {}
@@ -823,7 +828,7 @@ def run(
         "cases": len(cases),
         "proxies": [{"proxy": k, "version": i.version if i else None, "tls_library": (i.tls or None) if i else None}
                     for k, i in installs.items()],
-        "backend_ip": backend_ip,
+        "backend_ip": getattr(rt, "backend_ip", None) or backend_ip,
     }
     return {"meta": meta, "rows": [r.to_dict() for r in rows]}
 

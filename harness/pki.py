@@ -33,7 +33,8 @@ import datetime as dt
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
@@ -119,6 +120,9 @@ class LabPKI:
     #: Extra files for the optional identities' scenarios (client material, CRLs):
     #: name -> (bytes, secret?), written at the top of the PKI directory.
     files: dict[str, tuple[bytes, bool]] | None = None
+    #: How to mint this PKI again for another seat address (the docker runtime learns it only
+    #: when the lab network exists); ``None``: :meth:`mint` with the same optional identities.
+    remint: Callable[[str], LabPKI] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def mint(
