@@ -733,7 +733,7 @@ def judge(case: Case, *, proxy: str, outcome: Outcome, reason: str, version: str
                _reason(outcome, reason), case.latitude, case.limbo)
 
 
-def _scenario_for(kind: str, case_peer: str, anchor: str) -> Any:
+def _scenario_for(kind: str, case_peer: str, anchor: str, tag: str = "", version: str | None = None) -> Any:
     """*kind*'s good scenario for one peer name and anchor (see the module docstring)."""
     from harness.scenarios import builtin
 
@@ -752,10 +752,14 @@ def _scenario_for(kind: str, case_peer: str, anchor: str) -> Any:
             value = value.replace(BACKEND_NAME, checked)
         if key == "SSLProxyVerifyDepth":
             value = "5"
+        if key == "tls_trust_pool" and version and _version_key(version) < (2, 11):
+            # Caddy 2.6.2 has no tls_trust_pool (scenario caddy/good's [[versions]]): the older
+            # spelling of the same trust.
+            key, value = "tls_trusted_ca_certs", "{ca}"
         directives.append((key, value))
     if kind == "nginx":
         directives.append(("proxy_ssl_verify_depth", "5"))
-    sid = f"conformance/{kind}--{anchor}--{case_peer}"
+    sid = f"conformance/{kind}{tag}--{anchor}--{case_peer}"
     return dataclasses.replace(base, id=sid, backend=name, directives=tuple(directives),
                                target="ip" if by_ip else "name", expected={}, control=None, versions=())
 
@@ -766,9 +770,11 @@ def run(
     *,
     runtime: str = "local",
     keep: bool = False,
+    all_versions: bool = False,
     on_row: Callable[[Row], None] | None = None,
 ) -> dict[str, Any]:
-    """Run *cases* through each kind's good config on *runtime*; return ``{"meta", "rows"}``."""
+    """Run *cases* through each kind's good config on *runtime* (its default installation, or
+    every installed version with *all_versions*); return ``{"meta", "rows"}``."""
     from harness.pki import IdentityCert, LabPKI
     from harness.runner import get_runtime, installations_of, lab_dir
 
@@ -779,7 +785,10 @@ def run(
     backend_ip = LOCAL_LAB_IP
     kit = _Kit(backend_ip=backend_ip)
     by_id = {c.id: c for c in cases}
-    installs: dict[str, Installation | None] = {k: next(iter(installations_of(rt, k)), None) for k in kinds}
+    targets: list[tuple[str, Installation | None]] = []
+    for k in kinds:
+        found: list[Installation | None] = list(installations_of(rt, k)) or [None]
+        targets += [(k, i) for i in (found if all_versions else found[:1])]
     rows: list[Row] = []
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
@@ -804,33 +813,47 @@ def run(
             return dataclasses.replace(base, internal_root_pem=kit.anchor_pem(anchor), others=others, remint=mint)
 
         pki = mint(backend_ip)
-        scenarios = [_scenario_for(k, p, anchor) for k in kinds for p in peers]
+        inst_of: dict[str, Installation | None] = {}
+        scenarios = []
+        for j, (k, inst) in enumerate(targets):
+            for p in peers:
+                sc = _scenario_for(k, p, anchor, f"@{j}" if all_versions else "", inst.version if inst else None)
+                scenarios.append(sc)
+                inst_of[sc.id] = inst
         extra = {sc.id: tuple(c.id for c in group if PEERS[c.peer] == sc.backend) for sc in scenarios}
         kind_of = {sc.id: sc.proxy.value for sc in scenarios}
         kw: dict[str, Any] = {}
         if getattr(rt, "runs_installations", False):
-            kw["installations"] = {sc.id: installs[kind_of[sc.id]] for sc in scenarios
-                                   if installs[kind_of[sc.id]] is not None}
+            kw["installations"] = {key: i for key, i in inst_of.items() if i is not None}
         with lab_dir(keep=keep) as path:
             for ev in rt.run(scenarios, lab_dir=path, pki=pki, identities=(), extra=extra, **kw):
-                inst = installs[kind_of[ev.key]]
+                inst = inst_of[ev.key]
                 row = judge(by_id[ev.identity], proxy=kind_of[ev.key], outcome=ev.outcome, reason=ev.reason,
                             version=inst.version if inst else None, tls=(inst.tls or None) if inst else None)
                 rows.append(row)
                 if on_row:
                     on_row(row)
     order = {c.id: i for i, c in enumerate(cases)}
-    rows.sort(key=lambda r: (list(kinds).index(r.proxy), order[r.case]))
+    rows.sort(key=lambda r: (list(kinds).index(r.proxy), _version_key(r.proxy_version), order[r.case]))
     meta = {
         "runtime": rt.name,
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
         "cases": len(cases),
         "proxies": [{"proxy": k, "version": i.version if i else None, "tls_library": (i.tls or None) if i else None}
-                    for k, i in installs.items()],
+                    for k, i in targets],
         "backend_ip": getattr(rt, "backend_ip", None) or backend_ip,
     }
     return {"meta": meta, "rows": [r.to_dict() for r in rows]}
+
+
+def _version_key(version: str | None) -> tuple[int, ...]:
+    from harness.versions import parse
+
+    try:
+        return parse(version) if version else ()
+    except ValueError:
+        return ()
 
 
 def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -858,8 +881,41 @@ def disagreements(report: dict[str, Any], *, strict_only: bool = False) -> list[
     return [r for r in report["rows"] if not r["agrees"] and not (strict_only and r["latitude"])]
 
 
+#: The fields of a row in the JSON file; the case's own facts are written once, under ``cases``.
+ROW_FIELDS = ("case", "proxy", "proxy_version", "expected", "verdict", "agrees", "outcome", "reason")
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps({**report, "summary": summary(report)}, indent=2) + "\n")
+    """``{"meta", "summary", "cases": {id: facts}, "rows": [...]}``, one row a line."""
+    by_id = {c.id: c for c in catalogue()}
+    cases = {
+        cid: {"area": c.area, "expected": c.expected, "reason": c.reason, "peer": c.peer_name, "anchor": c.anchor,
+              "latitude": c.latitude, "limbo": c.limbo}
+        for cid in dict.fromkeys(r["case"] for r in report["rows"]) if (c := by_id.get(cid))
+    }
+    head = {"meta": report["meta"], "summary": summary(report), "cases": cases}
+    text = json.dumps(head, indent=1, ensure_ascii=False)[:-2] + ',\n "rows": [\n'
+    text += ",\n".join(json.dumps({k: r[k] for k in ROW_FIELDS}, ensure_ascii=False) for r in report["rows"])
+    path.write_text(text + "\n ]\n}\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A report written by :func:`write_json` (``--against``); a bad file is a :class:`LabError`."""
+    try:
+        data = json.loads(path.read_text())
+        rows = data["rows"]
+        assert all({"case", "proxy", "proxy_version", "verdict"} <= set(r) for r in rows)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise LabError(f"--against: {path} is not a conformance JSON file ({type(exc).__name__})") from None
+    return dict(data)
+
+
+def compare(report: dict[str, Any], other: dict[str, Any]) -> tuple[int, list[tuple[dict[str, Any], str]]]:
+    """How many rows of *report* the *other* run has too, and those whose verdict differs there."""
+    theirs = {(r["proxy"], r["proxy_version"], r["case"]): r["verdict"] for r in other["rows"]}
+    both = [(r, theirs[(r["proxy"], r["proxy_version"], r["case"])]) for r in report["rows"]
+            if (r["proxy"], r["proxy_version"], r["case"]) in theirs]
+    return len(both), [(r, v) for r, v in both if v != r["verdict"]]
 
 
 # -- the published table ---------------------------------------------------------------------------
@@ -915,7 +971,9 @@ EXPLAIN: dict[str, str] = {
     "leaf-eku-any": "OpenSSL's SSL-server purpose and BoringSSL require serverAuth itself: "
     "anyExtendedKeyUsage alone is unsuitable; Go accepts ExtKeyUsageAny.",
     "leaf-rsa-1024": "Debian's OpenSSL runs at security level 2 (112 bits), which refuses RSA-1024 in a "
-    "chain; Go and BoringSSL (Envoy) verify RSA-1024 signatures without a minimum.",
+    "chain; an OpenSSL built without Debian's configuration defaults to level 1 (80 bits) and accepts it "
+    "(HAProxy 2.8.25 from the cache, linked to its own OpenSSL 3.0.15, where it is run); Go and BoringSSL "
+    "(Envoy) verify RSA-1024 signatures without a minimum.",
     "intermediate-rsa-1024": "As for leaf-rsa-1024.",
     "leaf-p384@envoy": "Not a validation verdict: Envoy's default upstream curves are X25519 and P-256, so "
     "the backend cannot use a P-384 certificate and the handshake fails before verification "
@@ -937,21 +995,33 @@ EXPLAIN: dict[str, str] = {
 _MARK = {True: "✓", False: "✗"}
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """docs/conformance.md: generated from one run's report (``trustlab conformance --doc``)."""
+def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> str:
+    """docs/conformance.md, generated from one run's report (``trustlab conformance --doc``).
+
+    The case table shows each kind's default installation (the first the run lists); other
+    versions appear in the summary and, where their verdict differs, under "Versions". *against*
+    is another runtime's report of the same cases: the page says how many verdicts both share."""
     meta, rows = report["meta"], report["rows"]
-    kinds = list(dict.fromkeys(r["proxy"] for r in rows))
+    default: dict[str, str | None] = {}
+    for p in meta.get("proxies", []):
+        default.setdefault(p["proxy"], p["version"])
+    for r in rows:
+        default.setdefault(r["proxy"], r["proxy_version"])
+    kinds = list(default)
+    main = [r for r in rows if r["proxy_version"] == default[r["proxy"]]]
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    cell = {(r["case"], r["proxy"]): r for r in rows}
+    cell = {(r["case"], r["proxy"]): r for r in main}
     first = {r["case"]: r for r in rows}
+    versions = sorted({(r["proxy"], r["proxy_version"]) for r in rows}, key=lambda pv: kinds.index(pv[0]))
     out = [
         "# Certificate-validation conformance through real proxies",
         "",
-        "Generated by `trustlab conformance --doc docs/conformance.md --json docs/conformance.json` "
-        f"({meta['runtime']} runtime, {meta['started']}, {meta['cases']} cases, {meta['duration_s']:.1f} s); "
-        "do not edit by hand. The cases are written in `harness/conformance.py` (a chain the backend "
-        "presents, the anchor the proxy trusts, the peer name it checks, the verdict RFC 5280 / RFC 6125 / "
-        "RFC 9525 expect); an x509-limbo id marks a case that tests the same rule in libraries.",
+        "Generated by `trustlab conformance --all-versions --doc docs/conformance.md --json "
+        f"docs/conformance.json` ({meta['runtime']} runtime, {meta['started']}, {meta['cases']} cases, "
+        f"{len(versions)} proxy installations, {len(rows)} rows in {meta['duration_s']:.1f} s); do not edit by "
+        "hand. The cases are written in `harness/conformance.py`: a chain the backend presents, the anchor the "
+        "proxy trusts, the peer name it checks, and the verdict RFC 5280 / RFC 6125 / RFC 9525 expect; an "
+        "x509-limbo id marks a case that tests the same rule in libraries (cited, not used).",
         "",
         "Each case runs through each kind's `good` scenario with the backend name set to the case's peer "
         "name and the trust file set to the case's anchor (nginx's and Apache's verify depth raised to 5). "
@@ -967,9 +1037,16 @@ def markdown(report: dict[str, Any]) -> str:
     for s in summary(report):
         out.append(f"| {s['proxy']} | {s['version']} | {s['tls_library']} | {s['cases']} | {s['agree']} | "
                    f"{s['disagree']} | {s['latitude']} | {s['error']} |")
+    if against is not None:
+        shared, differ = compare(report, against)
+        out += ["", f"The same cases on the {against['meta']['runtime']} runtime ({against['meta']['started']}): "
+                f"{shared - len(differ)} of {shared} shared rows give the same verdict."]
+        out += [f"- {r['proxy']} {r['proxy_version']} `{r['case']}`: {r['verdict']} here, {v} there"
+                for r, v in differ]
+    heads = [f"{k} {default[k]}" for k in kinds]
     out += ["", "## Every case", "",
             "✓ the proxy's verdict is the expected one, ✗ it is not (the verdict follows), ! error.", "",
-            "| case | area | expected | " + " | ".join(kinds) + " | x509-limbo |",
+            "| case | area | expected | " + " | ".join(heads) + " | x509-limbo |",
             "|---|---|---|" + "---|" * len(kinds) + "---|"]
     for cid in cases:
         r0 = first[cid]
@@ -986,7 +1063,8 @@ def markdown(report: dict[str, Any]) -> str:
         out.append(f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | " + " | ".join(marks)
                    + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |")
     differing = [cid for cid in cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
-    out += ["", "## Disagreements explained", ""]
+    out += ["", "## Disagreements explained", "",
+            "For each kind's default installation; the reason line is the proxy's own.", ""]
     by_case = {c.id: c for c in catalogue()}
     for cid in differing:
         r0 = first[cid]
@@ -997,8 +1075,8 @@ def markdown(report: dict[str, Any]) -> str:
             r = cell.get((cid, k))
             if r is None or r["agrees"]:
                 continue
-            out.append(f"- **{k} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
-            note = EXPLAIN.get(f"{cid}@{k}")
+            out.append(f"- **{r['proxy']} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
+            note = EXPLAIN.get(f"{cid}@{r['proxy']}")
             if note:
                 out.append(f"  {note}")
         agreeing = [k for k in kinds if (cid, k) in cell and cell[(cid, k)]["agrees"]]
@@ -1007,6 +1085,18 @@ def markdown(report: dict[str, Any]) -> str:
         if EXPLAIN.get(cid):
             out += ["", EXPLAIN[cid]]
         out.append("")
+    out += ["## Versions", ""]
+    by_kind: dict[tuple[str, str], dict[str | None, dict[str, Any]]] = {}
+    for r in rows:
+        by_kind.setdefault((r["proxy"], r["case"]), {})[r["proxy_version"]] = r
+    split = [(k, cid, vs) for (k, cid), vs in by_kind.items() if len({r["verdict"] for r in vs.values()}) > 1]
+    if not split:
+        out.append("Every installed version of a kind gives the same verdict on every case.")
+    for k, cid, vs in split:
+        says = ", ".join(f"{v}: {r['verdict']}" for v, r in vs.items())
+        out.append(f"- {k} `{cid}`: {says}")
+        odd = [r for r in vs.values() if r["verdict"] == ERROR]
+        out += [f"  - {r['proxy_version']}: `{_one_line(r['reason'])}`" for r in odd]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -1030,6 +1120,9 @@ def add_command(sub: Any, parser_class: type) -> None:
     sp.add_argument("--doc", metavar="FILE", help="write the Markdown page (docs/conformance.md)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="local",
                     help="where the proxies run (default: local)")
+    sp.add_argument("--all-versions", action="store_true", help="every installed version of each kind")
+    sp.add_argument("--against", metavar="FILE", help="the JSON of a run on the other runtime: the page "
+                    "says how many verdicts both share")
     sp.add_argument("--keep", action="store_true", help="keep the lab directories (configs, logs, keys)")
     sp.set_defaults(func=cmd_conformance)
 
@@ -1064,7 +1157,8 @@ def cmd_conformance(args: Any) -> int:
         from harness.runner import resolve_auto
 
         runtime, _ = resolve_auto()
-    report = run(cases, kinds, runtime=runtime, keep=args.keep)
+    against = read_json(Path(args.against)) if args.against else None
+    report = run(cases, kinds, runtime=runtime, keep=args.keep, all_versions=args.all_versions)
     print(f"{'proxy':<9} {'version':<10} {'cases':>5} {'agree':>5} {'disagree':>8} {'latitude':>8} {'error':>5}")
     for s in summary(report):
         print(f"{s['proxy']:<9} {str(s['version'])[:10]:<10} {s['cases']:>5} {s['agree']:>5} {s['disagree']:>8} "
@@ -1076,7 +1170,7 @@ def cmd_conformance(args: Any) -> int:
     if args.json:
         write_json(report, Path(args.json))
     if args.doc:
-        Path(args.doc).write_text(markdown(report))
+        Path(args.doc).write_text(markdown(report, against=against))
     print(f"conformance: {len(report['rows'])} rows in {report['meta']['duration_s']:.1f} s on the "
           f"{report['meta']['runtime']} runtime")
     return 1 if strict else 0
