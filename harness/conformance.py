@@ -954,7 +954,8 @@ EXPLAIN: dict[str, str] = {
     "whenever no dNSName matched, SAN present or not.",
     "san-nul-byte@haproxy": "HAProxy converts the dNSName with ASN1_STRING_to_UTF8 and compares it as a C "
     "string: the name ends at the NUL, so www.conformance.test\\0.evil.test passes as www.conformance.test "
-    "(the NUL-prefix attack of 2009). X509_check_host, used by nginx and Apache, refuses embedded NULs.",
+    "(the NUL-prefix attack of 2009), on every HAProxy version the run holds (see Versions). "
+    "X509_check_host, used by nginx, refuses embedded NULs, and Apache's matcher does not match them.",
     "idn-wildcard-in-a-label@haproxy": "HAProxy's own wildcard matcher accepts a '*' anywhere in the "
     "leftmost label, also inside an A-label (xn--b*), which RFC 6125 7.2 forbids.",
     "ip-peer-ip-san": _STRING_NAME + "an iPAddress SAN never matches. Envoy (IP_ADDRESS matcher), Caddy and "
