@@ -226,3 +226,15 @@ def test_cli_writes_json_and_page_and_fails_on_a_disagreement(local_runtime: str
     assert {(s["proxy"], s["cases"], s["disagree"]) for s in data["summary"]} == {("nginx", 2, 0), ("haproxy", 2, 1)}
     assert "### `san-nul-byte`" in doc.read_text()
     assert main(["conformance", "--proxy", "nginx", "--case", "good-chain"]) == 0
+
+
+def test_the_probe_knows_a_case_identity_only_when_it_was_presented() -> None:
+    from harness.probe import Response, decide
+
+    assert decide(presented="san-nul-byte", response=Response(200, "san-nul-byte"), block_reason=None)[0] \
+        is Outcome.SPOOFED
+    # Another case's marker, or garbage, is still an error (a stale connection, a confused seat).
+    assert decide(presented="san-nul-byte", response=Response(200, "cn-only"), block_reason=None)[0] \
+        is Outcome.ERROR
+    assert decide(presented="legit", response=Response(200, "san-nul-byte"), block_reason=None)[0] \
+        is Outcome.ERROR
