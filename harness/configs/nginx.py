@@ -117,7 +117,7 @@ def parse(path: Path) -> list[Directive]:
 def shape(tree: list[Directive]) -> str:
     """``main`` (a whole nginx.conf), ``http``, ``server`` or ``location`` (what the file holds)."""
     names = {d["directive"] for d in tree}
-    if "http" in names or "events" in names:
+    if "http" in names or "events" in names or "stream" in names:
         return "main"
     if "server" in names and any("block" in d for d in tree if d["directive"] == "server"):
         return "http"
@@ -469,6 +469,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
 
     run = lab.run_dir
     main: list[Directive] = []
+    streams: list[Directive] = []
     if kind == "main":
         for d in tree:
             if d["directive"] in _MAIN_DROP:
@@ -482,10 +483,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 continue
             if d["directive"] in ("events", "http"):
                 continue
-            if d["directive"] in ("stream", "mail"):
-                notes.append(
-                    f"line {d['line']}: {d['directive']} {{}} dropped (only http proxying is checked)"
-                )
+            if d["directive"] == "stream" and "block" in d:
+                found, lst = _adapt_stream(d, path, lab, ports, notes, focus)
+                upstreams += found
+                listeners.update(lst)
+                streams.append(d)
+                continue
+            if d["directive"] == "mail":
+                notes.append(f"line {d['line']}: mail {{}} dropped (only http and stream proxying are checked)")
                 continue
             main.append(d)
     head = [
@@ -512,10 +517,129 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         "# trustlab check: adapted from "
         + str(path)
         + "\n"
-        + crossplane.build([*head, {"directive": "http", "args": [], "block": http["block"]}])
+        + crossplane.build([*head, {"directive": "http", "args": [], "block": http["block"]}, *streams])
         + "\n"
     )
     return Adapted(text=text, adaptations=_dedupe(notes), upstreams=upstreams, listeners=listeners)
+
+
+#: ``listen`` parameters kept in a stream server (``ssl``: the probe speaks TLS to it then).
+_STREAM_LISTEN_KEEP = {"ssl"}
+
+
+def _adapt_stream(
+    stream: Directive, path: Path, lab: LabPaths, ports: Ports, notes: list[str], focus: str | None
+) -> tuple[list[Upstream], dict[str, int]]:
+    """A ``stream {}`` block made runnable in the lab, in place: its TLS upstreams and listeners.
+
+    A stream server proxies bytes: the probe sends its HTTP request through it (over TLS when the
+    server listens with ``ssl``), and the seat answers it as it answers an http proxy's request.
+    Only servers whose ``proxy_ssl`` is on speak TLS to their upstream; the others are plain TCP
+    and are not what the lab tests (nothing to verify)."""
+    upstreams: list[Upstream] = []
+    listeners: dict[str, int] = {}
+    pools = {d["args"][0]: d for d in stream["block"] if d["directive"] == "upstream" and d.get("args")}
+
+    def fix(block: Directive) -> None:
+        new: list[Directive] = []
+        for d in block.get("block", []):
+            name, args, line = d["directive"], d["args"], d["line"]
+            if name in _ANY_DROP or name in _CLIENT_SIDE_DROP:
+                if name == "include":
+                    notes.append(f"line {line}: include {' '.join(args)} dropped (not followed)")
+                continue
+            if name in ("ssl_certificate", "ssl_certificate_key") and args:
+                d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
+                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
+            elif name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key") and args:
+                d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
+                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
+            elif name == "proxy_ssl_password_file":
+                notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
+                continue
+            elif name == "proxy_ssl_trusted_certificate" and args:
+                d["args"] = [trust_file(args[0], lab, notes)]
+            elif name == "proxy_ssl_crl" and args:
+                crl = crl_file(args[0], path, lab, notes)
+                if not crl:
+                    continue
+                d["args"] = [crl]
+            elif name == "listen" and block["directive"] == "server":
+                addr = args[0] if args else ""
+                if addr.startswith("unix:") or "udp" in args:
+                    notes.append(f"line {line}: listen {' '.join(args)} dropped (only TCP listeners are probed)")
+                    continue
+                port = addr.rsplit(":", 1)[-1] if ":" in addr and not addr.endswith("]") else addr
+                lab_port = ports(port)
+                listeners[port] = lab_port
+                block.setdefault("_listeners", {})[port] = "ssl" in args
+                new_args = [f"127.0.0.1:{lab_port}", *[a for a in args[1:] if a in _STREAM_LISTEN_KEEP]]
+                notes.append(f"line {line}: stream listen {' '.join(args)} -> listen {' '.join(new_args)}")
+                d["args"] = new_args
+            elif name == "upstream" and focus is not None and args:
+                for srv in d.get("block", []):
+                    key = f"{args[0]}|{srv['args'][0]}|{srv['line']}" if srv.get("args") else ""
+                    if srv["directive"] == "server" and key and key != focus and focus.startswith(args[0] + "|"):
+                        srv["args"].append("down")
+                        notes.append(f"line {srv['line']}: server {srv['args'][0]} marked down while "
+                                     f"{focus.split('|')[1]} of upstream {args[0]} is probed")
+            if "block" in d:
+                fix(d)
+            new.append(d)
+        block["block"] = new
+
+    kept = []
+    for d in stream["block"]:
+        on = effective("proxy_ssl", [stream, d]) if d["directive"] == "server" else None
+        if d["directive"] == "server" and not (on and on["args"] == ["on"]):
+            # Plain TCP to its upstream: nothing to verify, and its upstream's name would not
+            # resolve in the lab (nginx refuses to start on it).
+            notes.append(f"line {d['line']}: stream server without proxy_ssl on dropped (plain TCP: "
+                         "no certificate to verify)")
+            continue
+        kept.append(d)
+    used = {p["args"][0] for d in kept if d["directive"] == "server"
+            for p in d.get("block", []) if p["directive"] == "proxy_pass" and p["args"]}
+    for d in [d for d in kept if d["directive"] == "upstream" and d.get("args") and d["args"][0] not in used]:
+        notes.append(f"line {d['line']}: stream upstream {d['args'][0]} dropped (only plain-TCP servers use it)")
+        kept.remove(d)
+    stream["block"] = kept
+    fix(stream)
+    for server in (d for d in stream["block"] if d["directive"] == "server"):
+        stack = [stream, server]
+        lst: dict[str, bool] = server.pop("_listeners", {})
+        listener = next(iter(lst), None)
+        route = Route(listener, lst[listener], PUBLIC_HOST, "/") if listener else None
+        for d in server.get("block", []):
+            if d["directive"] != "proxy_pass" or not d["args"]:
+                continue
+            on = effective("proxy_ssl", stack)
+            if not (on and on["args"] == ["on"]):
+                continue  # plain TCP to the upstream: no certificate to verify
+            target = d["args"][0]
+            name_d = effective("proxy_ssl_name", stack)
+            ssl_name = (ssl_name_host(name_d["args"][0])
+                        if name_d and name_d["args"] and "$" not in name_d["args"][0] else None)
+            why = "" if route else "the stream server has no TCP listener the lab can reach"
+            if "$" in target:
+                notes.append(f"line {d['line']}: stream proxy_pass {target} depends on a variable; not checked")
+                continue
+            members = ([(s["args"][0], s["line"]) for s in pools[target].get("block", [])
+                        if s["directive"] == "server" and s.get("args")] if target in pools else [(target, d["line"])])
+            for addr, line in members:
+                host, port = split_hostport(addr, 0)
+                if not port:
+                    notes.append(f"line {line}: stream server {addr} has no port; not checked")
+                    continue
+                upstreams.append(Upstream(
+                    label=f"stream proxy_pass {target}" + (f" -> {addr}" if target in pools else "")
+                    + f" (stream server, line {d['line']})",
+                    host=host, port=port, line=d["line"],
+                    name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
+                    route=route, why_unroutable=why,
+                    pool=f"{target}|{addr}|{line}" if target in pools else "",
+                ))
+    return upstreams, listeners
 
 
 def _strip_private(block: Directive) -> None:
@@ -576,6 +700,22 @@ def scopes(path: Path, text: str = "") -> list[rules.Scope]:
             )
 
     visit(http, [http])
+    for stream in (d for d in tree if d["directive"] == "stream" and "block" in d):
+        spools = {d["args"][0] for d in stream["block"] if d["directive"] == "upstream" and d.get("args")}
+        for server in (d for d in stream["block"] if d["directive"] == "server"):
+            stack = [stream, server]
+            on = effective("proxy_ssl", stack)
+            for d in server.get("block", []):
+                if d["directive"] != "proxy_pass" or not d["args"] or not (on and on["args"] == ["on"]):
+                    continue
+                target = d["args"][0]
+                found = {n: e for n in _TRUST if (e := effective(n, stack)) is not None}
+                out.append(rules.Scope(
+                    ProxyKind.NGINX, str(path), d["line"],
+                    (rules.Upstream(target, split_hostport(target, 0)[0], d["line"]),),
+                    {n: rules.Directive(n, tuple(e["args"]), e["line"]) for n, e in found.items()},
+                    {"pools": spools, "stream": True},
+                ))
     return out
 
 

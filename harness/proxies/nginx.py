@@ -9,7 +9,9 @@ result, so a refusal is logged as ``upstream SSL certificate verify error: (N:re
 
 from __future__ import annotations
 
+import functools
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.proxies.base import Driver, Installation, RenderContext
@@ -73,13 +75,49 @@ class NginxDriver(Driver):
 
     def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         # -e: the start-up error log goes to the run dir, not /var/log/nginx.
-        return [self.executable(inst), "-p", run_dir, "-c", config, "-e", f"{run_dir}/error.log"]
+        argv = [self.executable(inst), "-p", run_dir, "-c", config, "-e", f"{run_dir}/error.log"]
+        module = _stream_module(self.executable(inst), inst.root if inst else "") if _uses_stream(config) else ""
+        if module:
+            # A stream {} block (trustlab check) on a build whose stream module is dynamic (Debian's
+            # libnginx-mod-stream): -g directives are read before the file, so the module is loaded
+            # before the block, as the distribution's modules-enabled include would.
+            argv += ["-g", f"load_module {module};"]
+        return argv
 
     def _is_fatal(self, line: str) -> bool:
         return "[emerg]" in line or "[alert]" in line
 
     version_args = ("-v",)
     version_regex = r"nginx/(\d+\.\d+\.\d+)"
+
+
+#: Where Debian's libnginx-mod-stream puts the stream module.
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def _uses_stream(config: str) -> bool:
+    try:
+        text = Path(config).read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(r"^\s*stream\s*\{", text, re.M) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _stream_module(binary: str, root: str = "") -> str:
+    """The stream module to load for *binary*: ``""`` when stream is built in (or absent: nginx then
+    says ``unknown directive "stream"``, shown as the proxy's own message)."""
+    import subprocess
+
+    if root:  # a Debian root file system's nginx: its stream module is dynamic when packaged at all
+        return STREAM_MODULE if Path(root + STREAM_MODULE).exists() else ""
+    try:
+        proc = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=20)
+    except OSError:
+        return ""
+    if "--with-stream=dynamic" not in proc.stdout + proc.stderr:
+        return ""
+    return STREAM_MODULE if Path(root + STREAM_MODULE).exists() else ""
 
 
 def _built_with(binary: str | None) -> str:
