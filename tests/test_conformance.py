@@ -140,6 +140,8 @@ def test_markdown_shows_the_run_and_explains_disagreements() -> None:
     ["conformance", "--proxy", "squid"],
     ["conformance", "--case", "no-such-case"],
     ["conformance", "--json", "/no/such/dir/x.json", "--case", "good-chain"],
+    ["conformance", "--render", "README.md", "--doc", "/tmp/trustlab-conformance-never.md"],
+    ["conformance", "--render", "docs/conformance.json"],
 ])
 def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
@@ -249,3 +251,35 @@ def test_docker_runtime_gives_the_same_verdicts(docker_ready: str) -> None:
     assert report["meta"]["runtime"] == "docker" and report["meta"]["backend_ip"] != "10.203.0.10"
     got = {(r["proxy"], r["case"]): r["verdict"] for r in report["rows"]}
     assert got == {(k, cid): OBSERVED[cid][k] for cid in wanted for k in cf.KINDS}
+
+
+# -- the published page ---------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_published_page_is_generated_from_the_published_run(tmp_path: Path) -> None:
+    report = cf.read_json(DOCS / "conformance.json")
+    assert cf.markdown(report) == (DOCS / "conformance.md").read_text(), (
+        "docs/conformance.md differs from its JSON: run trustlab conformance --render docs/conformance.json "
+        "--doc docs/conformance.md")
+    assert main(["conformance", "--render", str(DOCS / "conformance.json"), "--doc", str(tmp_path / "c.md")]) == 0
+    assert (tmp_path / "c.md").read_text() == (DOCS / "conformance.md").read_text()
+    # The run the page shows: every case of the catalogue on the six kinds (every installed version),
+    # no error, and the other runtime's verdicts shared.
+    kinds = {r["proxy"] for r in report["rows"]}
+    assert kinds == set(cf.KINDS) and {r["case"] for r in report["rows"]} == {c.id for c in cf.catalogue()}
+    assert len(report["rows"]) >= len(cf.catalogue()) * len(cf.KINDS)
+    assert not [r for r in report["rows"] if r["verdict"] == "error"]
+    other = report["meta"]["against"]
+    assert other["runtime"] == "docker" and other["shared"] == len(report["rows"]) and other["differ"] == []
+
+
+def test_every_published_disagreement_is_explained() -> None:
+    report = cf.read_json(DOCS / "conformance.json")
+    unexplained = sorted({(r["case"], r["proxy"]) for r in cf.disagreements(report)
+                          if r["case"] not in cf.EXPLAIN and f"{r['case']}@{r['proxy']}" not in cf.EXPLAIN})
+    assert unexplained == []
+    # Explanations name only cases that exist.
+    ids = {c.id for c in cf.catalogue()}
+    assert {k.split("@")[0] for k in cf.EXPLAIN} <= ids
