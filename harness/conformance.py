@@ -697,6 +697,47 @@ class Row:
 _HANDSHAKE_REFUSED = re.compile(r"seat saw: ssl: (?:(?:tlsv1|sslv3) alert ([a-z ]+)|(no shared cipher))")
 
 
+def library_verdicts(cases: list[Case], kit: _Kit) -> dict[str, Any]:
+    """What the host's OpenSSL itself says of each case: ``openssl verify`` with the TLS client's
+    purpose, the case's anchor, its served chain as untrusted certificates (how a TLS client
+    treats a peer's chain), the peer name (``-verify_hostname``/``-verify_ip``) and security level 2
+    (Debian's, as its TLS clients get it). Where an OpenSSL-based proxy on the same library
+    version answers otherwise, the proxy, not the library, decided: those are the findings."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return {}
+    version = subprocess.run([openssl, "version"], capture_output=True, text=True, timeout=10).stdout.split()
+    out: dict[str, Any] = {"library": f"OpenSSL {version[1]}" if len(version) > 1 else "OpenSSL",
+                           "how": "openssl verify -purpose sslserver -auth_level 2 -CAfile ANCHOR -untrusted CHAIN "
+                                  "-verify_hostname PEER (-verify_ip for an IP peer) LEAF",
+                           "cases": {}}
+    with tempfile.TemporaryDirectory(prefix="trustlab-conformance-") as tmp:
+        d = Path(tmp)
+        for anchor in ANCHORS:
+            (d / f"{anchor}.pem").write_bytes(kit.anchor_pem(anchor))
+        for case in cases:
+            chain, _ = materialise(case, kit)
+            certs = x509.load_pem_x509_certificates(chain)
+            (d / "leaf.pem").write_bytes(_pem(certs[0]))
+            argv = [openssl, "verify", "-purpose", "sslserver", "-auth_level", "2",
+                    "-CAfile", str(d / f"{case.anchor}.pem")]
+            if certs[1:]:
+                (d / "chain.pem").write_bytes(b"".join(_pem(c) for c in certs[1:]))
+                argv += ["-untrusted", str(d / "chain.pem")]
+            argv += ["-verify_ip", kit.backend_ip] if case.peer == "ip" else ["-verify_hostname", case.peer_name]
+            proc = subprocess.run([*argv, str(d / "leaf.pem")], capture_output=True, text=True, timeout=20)
+            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error ")]
+            out["cases"][case.id] = {
+                "verdict": ACCEPT if proc.returncode == 0 else REJECT,
+                "reason": (errors[0] if errors else "OK") if proc.returncode else "OK",
+            }
+    return out
+
+
 def verdict_of(outcome: Outcome, reason: str = "") -> str:
     """The proxy's verdict on a case from its cell's outcome (and, for an error, its evidence)."""
     if outcome in (Outcome.SERVED, Outcome.SPOOFED):
@@ -827,6 +868,8 @@ def run(
                 rows.append(row)
                 if on_row:
                     on_row(row)
+    kit.backend_ip = LOCAL_LAB_IP
+    library = library_verdicts(cases, kit)
     order = {c.id: i for i, c in enumerate(cases)}
     rows.sort(key=lambda r: (list(kinds).index(r.proxy), _version_key(r.proxy_version), order[r.case]))
     meta = {
@@ -838,7 +881,7 @@ def run(
                     for k, i in targets],
         "backend_ip": getattr(rt, "backend_ip", None) or backend_ip,
     }
-    return {"meta": meta, "rows": [r.to_dict() for r in rows]}
+    return {"meta": meta, "rows": [r.to_dict() for r in rows], "library": library}
 
 
 def _version_key(version: str | None) -> tuple[int, ...]:
@@ -894,7 +937,7 @@ def write_json(report: dict[str, Any], path: Path, *, against: dict[str, Any] | 
         meta["against"] = {"runtime": against["meta"]["runtime"], "started": against["meta"]["started"],
                            "shared": shared, "differ": [[r["proxy"], r["proxy_version"], r["case"], r["verdict"], v]
                                                         for r, v in differ]}
-    head = {"meta": meta, "summary": summary(report), "cases": cases}
+    head = {"meta": meta, "summary": summary(report), "cases": cases, "library": report.get("library") or {}}
     text = json.dumps(head, indent=1, ensure_ascii=False)[:-2] + ',\n "rows": [\n'
     text += ",\n".join(json.dumps({k: r[k] for k in ROW_FIELDS}, ensure_ascii=False) for r in report["rows"])
     path.write_text(text + "\n ]\n}\n")
@@ -1053,11 +1096,14 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         out += ["", f"The same cases on the {other['runtime']} runtime ({other['started']}): "
                 f"{other['shared'] - len(other['differ'])} of {other['shared']} shared rows give the same verdict."]
         out += [f"- {p} {v} `{c}`: {here} here, {there} there" for p, v, c, here, there in other["differ"]]
-    heads = [f"{k} {default[k]}" for k in kinds]
+    lib = report.get("library") or {}
+    lib_cases: dict[str, dict[str, str]] = lib.get("cases", {})
+    heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if lib_cases else [])
     out += ["", "## Every case", "",
-            "✓ the proxy's verdict is the expected one, ✗ it is not (the verdict follows), ! error.", "",
+            "✓ the proxy's verdict is the expected one, ✗ it is not (the verdict follows), ! error. The last "
+            "column is the host's OpenSSL on its own (below).", "",
             "| case | area | expected | " + " | ".join(heads) + " | x509-limbo |",
-            "|---|---|---|" + "---|" * len(kinds) + "---|"]
+            "|---|---|---|" + "---|" * len(heads) + "---|"]
     for cid in cases:
         r0 = first[cid]
         marks = []
@@ -1069,6 +1115,9 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
                 marks.append("! error")
             else:
                 marks.append(_MARK[r["agrees"]] + ("" if r["agrees"] else f" {r['verdict']}"))
+        if lib_cases:
+            v = lib_cases.get(cid, {}).get("verdict", "")
+            marks.append("" if not v else _MARK[v == r0["expected"]] + ("" if v == r0["expected"] else f" {v}"))
         lat = " (latitude)" if r0["latitude"] else ""
         out.append(f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | " + " | ".join(marks)
                    + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |")
@@ -1094,6 +1143,18 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             out.append(f"- as expected: {', '.join(agreeing)}")
         if EXPLAIN.get(cid):
             out += ["", EXPLAIN[cid]]
+        out.append("")
+    if lib_cases:
+        same = [r for r in main if r["tls_library"] == lib["library"]]
+        apart = [r for r in same if r["verdict"] != lib_cases.get(r["case"], {}).get("verdict", r["verdict"])]
+        out += ["## Where a proxy differs from its own TLS library", "",
+                f"The host's {lib['library']} on its own: `{lib['how']}`. The proxies below run on that same "
+                f"library; where their verdict is not the library's, the proxy's own code decided (its name "
+                f"check, its CN handling, the flags it passes). {len(apart)} of {len(same)} rows.", ""]
+        for r in apart:
+            mine = lib_cases[r["case"]]
+            out.append(f"- {r['proxy']} {r['proxy_version']} `{r['case']}`: the proxy {r['verdict']}s, "
+                       f"OpenSSL {mine['verdict']}s (`{_one_line(mine['reason'], 100)}`)")
         out.append("")
     out += ["## Versions", ""]
     by_kind: dict[tuple[str, str], dict[str | None, dict[str, Any]]] = {}

@@ -283,3 +283,28 @@ def test_every_published_disagreement_is_explained() -> None:
     # Explanations name only cases that exist.
     ids = {c.id for c in cf.catalogue()}
     assert {k.split("@")[0] for k in cf.EXPLAIN} <= ids
+
+
+def test_the_library_on_its_own_is_openssl_verify() -> None:
+    """``openssl verify`` with the case's anchor, chain and peer: the column the proxies on the same
+    library are compared with (it needs no proxy)."""
+    kit = cf._Kit(backend_ip="10.203.0.10")
+    wanted = ["good-chain", "san-nul-byte", "ip-peer-ip-san", "ip-peer-ip-in-dns-san", "partial-chain-served",
+              "cn-only", "leaf-rsa-1024"]
+    lib = cf.library_verdicts(cf.select(wanted), kit)
+    assert lib["library"].startswith("OpenSSL ")
+    got = {cid: v["verdict"] for cid, v in lib["cases"].items()}
+    assert got == {"good-chain": "accept", "san-nul-byte": "reject", "ip-peer-ip-san": "accept",
+                   "ip-peer-ip-in-dns-san": "reject", "partial-chain-served": "reject", "cn-only": "accept",
+                   "leaf-rsa-1024": "reject"}
+    assert "hostname mismatch" in lib["cases"]["san-nul-byte"]["reason"]
+    assert "IP address mismatch" in lib["cases"]["ip-peer-ip-in-dns-san"]["reason"]
+
+
+def test_the_published_page_names_where_proxies_leave_their_library() -> None:
+    page = (DOCS / "conformance.md").read_text()
+    section = page.split("## Where a proxy differs from its own TLS library", 1)[1].split("## Versions")[0]
+    assert "- haproxy 2.6.12 `san-nul-byte`: the proxy accepts, OpenSSL rejects" in section
+    assert "- apache 2.4.71 `cn-with-other-san`: the proxy accepts, OpenSSL rejects" in section
+    assert "- nginx 1.22.1 `ip-peer-ip-san`: the proxy rejects, OpenSSL accepts" in section
+    assert "nginx 1.22.1 `san-nul-byte`" not in section
