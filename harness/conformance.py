@@ -994,9 +994,9 @@ EXPLAIN: dict[str, str] = {
     "cn-wildcard-only": _OPENSSL_CN,
     "cn-with-ip-san-only": _OPENSSL_CN + " An iPAddress SAN is not a dNSName, so the CN is still read.",
     "cn-with-email-san-only": _OPENSSL_CN + " An rfc822Name SAN is not a dNSName, so the CN is still read.",
-    "cn-with-other-san@apache": "Apache's SSLProxyCheckPeerCN is on by default and modssl_X509_getIDs collects "
-    "the subject CNs beside the dNSNames, so the CN matches although a SAN is present (RFC 6125 6.4.4 forbids "
-    "it).",
+    "cn-with-other-san@apache": "Apache's name check (SSLProxyCheckPeerName: modssl_X509_match_name) gathers "
+    "the subject CNs beside the dNSNames as identifiers to match, so the CN matches although a SAN is present "
+    "(RFC 6125 6.4.4 forbids it).",
     "cn-with-other-san@haproxy": "HAProxy's verify callback (ssl_sock_srv_verifycbk) reads the subject CN "
     "whenever no dNSName matched, SAN present or not.",
     "san-nul-byte@haproxy": "HAProxy converts the dNSName with ASN1_STRING_to_UTF8 and compares it as a C "
