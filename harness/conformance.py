@@ -343,6 +343,42 @@ def _name_cases() -> list[Case]:
           peer="ip", latitude=True),
         c("ip-peer-dns-san-only", "name", R, "only a dNSName: a DNS-ID never matches an IP peer",
           san(WWW), peer="ip"),
+        c("san-dns-beside-wildcard", "name", A, "an unrelated dNSName beside *.conformance.test",
+          san("other.test", "*.conformance.test")),
+        c("san-peer-last-of-many", "name", A, "the peer name is the last of 64 dNSNames",
+          san(*[f"n{i}.other.test" for i in range(63)], WWW)),
+        c("mismatch-longer-suffix", "name", R, "www.conformance.test.evil.test only ends with more labels",
+          san(WWW + ".evil.test")),
+        c("mismatch-shorter-label", "name", R, "ww.conformance.test differs in the first label",
+          san("ww.conformance.test")),
+        c("mismatch-label-prefix", "name", R, "wwwx.conformance.test is another label, not a prefix match",
+          san("wwwx.conformance.test")),
+        c("wildcard-deep-wrong-parent", "name", R, "*.c.conformance.test does not cover a.b.conformance.test",
+          san("*.c.conformance.test"), peer="deep"),
+        c("wildcard-deep-two-wildcards", "name", R, "*.*.conformance.test: a second wildcard label",
+          san("*.*.conformance.test"), peer="deep"),
+        c("wildcard-over-peer-itself", "name", R, "*.example.co.uk does not cover example.co.uk",
+          san("*.example.co.uk"), peer="psl"),
+        c("san-uri-only", "name", R, "only a URI-ID (https://www.conformance.test/): a client matching a "
+          "DNS-ID ignores it (RFC 6125 6.4)",
+          lambda k: _served(k.cert(None, k.inter, sans=[x509.UniformResourceIdentifier(
+              "https://www.conformance.test/")]), k.inter)),
+        c("cn-with-uri-san-only", "name", R, "a URI-ID present: the CN is never consulted (RFC 6125 6.4.4), "
+          "CN fallback forbidden altogether (RFC 9525)",
+          lambda k: _served(k.cert(WWW, k.inter, sans=[x509.UniformResourceIdentifier(
+              "https://other.conformance.test/")]), k.inter)),
+        c("san-email-beside-dns", "name", A, "an rfc822Name beside the matching dNSName",
+          lambda k: _served(k.cert(None, k.inter, sans=[x509.RFC822Name("ops@conformance.test"),
+                                                         x509.DNSName(WWW)]), k.inter)),
+        c("cn-other-san-matches", "name", A, "CN names another host, the SAN matches: the CN is not read",
+          san(WWW, cn="other.conformance.test")),
+        c("san-space-in-name", "name", R, "a dNSName with a space is malformed and matches nothing",
+          raw("www conformance.test")),
+        c("ip-san-v6-for-dns-peer", "name", R, "an IPv6 iPAddress SAN never matches a DNS peer", san("::1")),
+        c("ip-peer-ip-san-among-several", "name", A, "the peer IP is one of several iPAddress SANs",
+          san("192.0.2.7", "{ip}"), peer="ip"),
+        c("ip-peer-ipv6-san", "name", R, "an IPv6 SAN (::1) is not the peer's IPv4 address", san("::1"),
+          peer="ip"),
     ]
 
 
@@ -490,6 +526,39 @@ def _path_cases() -> list[Case]:
           "malformed (RFC 5280 4.2.1.6)",
           lambda k: _served(k.cert(None, k.inter, sans=[x509.DNSName(WWW)], san_critical=False), k.inter),
           latitude=True, limbo="rfc5280::san::noncritical-with-empty-subject"),
+        Case("pathlen-1-violated", "path", R, "pathlen 1 above two more intermediates (RFC 5280 6.1.4(m))",
+          lambda k: (lambda a: (lambda b: (lambda c: _served(k.leaf(WWW, issuer=c), c, b, a))(
+              k.ca("conformance ica-3", b)))(k.ca("conformance ica-2", a)))(
+              k.ca("conformance pathlen-1 ica", k.root, pathlen=1)), limbo="pathlen::intermediate-violates-pathlen-1"),
+        Case("leaf-issued-by-leaf", "path", R, "a leaf issued by another end-entity certificate (CA:FALSE)",
+          under(lambda k: k.leaf("issuer.conformance.test"))),
+        Case("untrusted-root-served", "path", R, "a chain to an untrusted root, the root served as well",
+          lambda k: (lambda ica: _served(k.leaf(WWW, issuer=ica), ica, k.other_root))(
+              k.ca("conformance untrusted ica", k.other_root))),
+        Case("untrusted-intermediate-same-name", "path", R, "an intermediate with the trusted intermediate's "
+          "name but another key (a forged issuer name)",
+          lambda k: (lambda fake: _served(k.leaf(WWW, issuer=fake), fake))(
+              k.ca("conformance intermediate", k.other_root))),
+        Case("leaf-long-validity", "path", A, "a leaf valid for 10 years: lifetime limits bind CAs, not RFC 5280 "
+          "validation", leaf(not_after=_ahead(3650))),
+        Case("leaf-sha512-signature", "path", A, "leaf signed with SHA-512", leaf(digest=hashes.SHA512())),
+        Case("intermediate-sha384-signature", "path", A, "intermediate signed with SHA-384",
+          under(lambda k: k.ca("conformance sha384 ica", k.root, digest=hashes.SHA384()))),
+        Case("leaf-rsa-3072", "path", A, "an RSA-3072 leaf key", leaf(key=_key("rsa3072"))),
+        Case("intermediate-p384", "path", A, "an ECDSA P-384 intermediate issuing a P-256 leaf",
+          under(lambda k: k.ca("conformance p384 ica", k.root, key=_key("p384")))),
+        Case("intermediate-eku-server", "path", A, "an intermediate whose EKU lists serverAuth",
+          under(lambda k: k.ca("conformance server-eku ica", k.root,
+                               extra=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]))),
+        Case("leaf-eku-server-and-code", "path", A, "leaf EKU serverAuth + codeSigning",
+          leaf(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING))),
+        Case("leaf-eku-ocsp-only", "path", R, "leaf EKU OCSPSigning only: not for a TLS server",
+          leaf(eku=(ExtendedKeyUsageOID.OCSP_SIGNING,))),
+        Case("leaf-policy-any", "path", A, "a leaf with certificatePolicies anyPolicy",
+          leaf(extra=[(x509.CertificatePolicies([x509.PolicyInformation(
+              x509.ObjectIdentifier("2.5.29.32.0"), None)]), False)])),
+        Case("leaf-empty-subject-no-san", "path", R, "no subject and no SAN: nothing names the server",
+          lambda k: _served(k.cert(None, k.inter), k.inter)),
     ]
 
 
@@ -596,6 +665,18 @@ def _constraint_cases() -> list[Case]:
           ipnc("excluded", "{ip}", WWW, "{ip}"), limbo="rfc5280::nc::excluded-ipv4-match"),
         c("nc-ip-excluded-other", "constraints", A, "excluded 192.0.2.0/24 does not touch the seat's IP",
           ipnc("excluded", "192.0.2.0/24", WWW, "{ip}")),
+        c("nc-permitted-deep", "constraints", A, "permitted b.conformance.test covers a.b.conformance.test",
+          nc([D("b.conformance.test")], None, PEERS["deep"]), peer="deep"),
+        c("nc-excluded-parent-of-deep", "constraints", R, "excluded b.conformance.test covers a.b.conformance.test",
+          nc(None, [D("b.conformance.test")], PEERS["deep"]), peer="deep"),
+        c("nc-permitted-two-subtrees", "constraints", A, "permitted other.test and conformance.test: the second "
+          "covers the leaf", nc([D("other.test"), D("conformance.test")], None, WWW)),
+        c("nc-permitted-idn", "constraints", A, "permitted conformance.test covers an A-label under it",
+          nc([D("conformance.test")], None, PEERS["idn"]), peer="idn"),
+        c("nc-permitted-email-only", "constraints", A, "an rfc822Name constraint does not restrict a dNSName "
+          "(RFC 5280 4.2.1.10)", nc([x509.RFC822Name("conformance.test")], None, WWW)),
+        c("nc-permitted-wildcard-outside", "constraints", R, "permitted conformance.test; a second SAN "
+          "*.evil.test lies outside", nc([D("conformance.test")], None, WWW, "*.evil.test")),
         c("nc-nested-narrows", "constraints", A, "permitted test above, permitted conformance.test below",
           nested([D("test")], [D("conformance.test")]),
           limbo="rfc5280::nc::restrictive-permits-in-intermediates-narrows"),
@@ -625,6 +706,12 @@ def _anchor_cases() -> list[Case]:
              anchor="intermediate"),
         Case("partial-chain-wrong-name", "anchor", R, "intermediate anchor, a leaf for another name",
              lambda k: _served(k.leaf("other.conformance.test"), k.inter), anchor="intermediate"),
+        Case("partial-chain-deeper", "anchor", A, "intermediate anchor, a leaf under a CA the anchor issued",
+             lambda k: (lambda ica: _served(k.leaf(WWW, issuer=ica), ica))(k.ca("conformance ica-2", k.inter)),
+             anchor="intermediate", latitude=True),
+        Case("partial-chain-untrusted-root", "anchor", R, "intermediate anchor, a chain to an untrusted root",
+             lambda k: (lambda ica: _served(k.leaf(WWW, issuer=ica), ica))(
+                 k.ca("conformance untrusted ica", k.other_root)), anchor="intermediate"),
     ]
 
 
@@ -1010,6 +1097,9 @@ EXPLAIN: dict[str, str] = {
     "ip-peer-dns-and-ip-san": "As for ip-peer-ip-san: the iPAddress SAN is never compared.",
     "ip-peer-ip-in-dns-san": _STRING_NAME + "the IP written as a dNSName string matches. Envoy's IP_ADDRESS "
     "matcher and Go compare iPAddress SANs only.",
+    "cn-with-uri-san-only": _OPENSSL_CN + " A uniformResourceIdentifier SAN is not a dNSName, so the CN is "
+    "still read (RFC 6125 6.4.4 counts a URI-ID as a presented identifier that rules the CN out).",
+    "ip-peer-ip-san-among-several": "As for ip-peer-ip-san: the iPAddress SANs are never compared.",
     "ip-peer-cn-only": _OPENSSL_CN + " The IP is matched as a string against the CN.",
     "expired-root": "Every proxy's library checks the anchor's own validity period (OpenSSL unless "
     "X509_V_FLAG_NO_CHECK_TIME, Go and BoringSSL always); RFC 5280 6.1.1 leaves the anchor out of path "
@@ -1034,6 +1124,8 @@ EXPLAIN: dict[str, str] = {
     "which nginx, Apache and HAProxy do not set; Go treats every certificate in the pool as a root; "
     "Envoy accepts the intermediate as an anchor as well.",
     "partial-chain-leaf-only": "As for partial-chain-served.",
+    "partial-chain-deeper": "As for partial-chain-served: without X509_V_FLAG_PARTIAL_CHAIN, OpenSSL looks for "
+    "the intermediate's own issuer ('unable to get issuer certificate').",
     "nc-ip-permitted-match@envoy": "BoringSSL in Envoy 1.40 ends verification with 'unsupported name "
     "constraint type' when an iPAddress constraint meets an iPAddress SAN, whatever the constraint says; "
     "the reject verdicts of nc-ip-permitted-mismatch and nc-ip-excluded-match on Envoy have the same cause.",

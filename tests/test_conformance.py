@@ -35,7 +35,7 @@ def built() -> dict[str, tuple[cf.Case, list[x509.Certificate]]]:
 
 def test_catalogue_is_large_unique_and_closed() -> None:
     cases = cf.catalogue()
-    assert len(cases) >= 100
+    assert len(cases) >= 150  # issue 24: at least 150 cases through the real proxies
     assert len({c.id for c in cases}) == len(cases)
     assert {c.expected for c in cases} == {"accept", "reject"}
     assert {c.area for c in cases} == {"name", "path", "constraints", "anchor"}
@@ -78,6 +78,17 @@ def test_certificates_say_what_their_case_says(built: dict[str, tuple[cf.Case, l
         bad.verify_directly_issued_by(inter)
     good, inter = chain("good-chain")[:2]
     good.verify_directly_issued_by(inter)
+    # A URI-ID only, beside a CN that names the peer; the forged intermediate has the trusted one's
+    # name but not its key; pathlen 1 sits above two more CAs.
+    assert [type(n) for n in _san(leaf("cn-with-uri-san-only"))] == [x509.UniformResourceIdentifier]
+    assert leaf("cn-with-uri-san-only").subject.rfc4514_string() == "CN=www.conformance.test"
+    forged = chain("untrusted-intermediate-same-name")[1]
+    assert forged.subject == chain("good-chain")[1].subject
+    with pytest.raises((InvalidSignature, ValueError)):  # another key (of another type, too)
+        leaf("good-chain").verify_directly_issued_by(forged)
+    p1 = chain("pathlen-1-violated")
+    assert len(p1) == 4 and p1[3].extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 1
+    assert len(_san(leaf("san-peer-last-of-many"))) == 64
 
 
 # -- judging: the verdict is the proxy's, never the case's --------------------------------------
