@@ -65,6 +65,7 @@ class SquidDriver(Driver):
     )
     policy_line = "cache_peer"
     flag_directives = True
+    config_module = "harness.configs.squid"
     check_hint = "looked for cache_peer lines with tls (or ssl)"
     guess_order = 35
     # cache_effective_user (Debian: proxy) applies only when Squid starts as root.
