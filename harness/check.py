@@ -400,6 +400,8 @@ def check_many(
                 adapted = adapt(plans[p].path, seen, ports=ports, focus=key[2] or None)
                 cfg = run_dir / (adapted.config_name or driver_config_name(kind))
                 cfg.write_text(adapted.text)
+                for extra, body in adapted.extra_files.items():  # remap.config beside records.config
+                    (run_dir / extra).write_text(body)
                 unprobed: list[CheckCell] = []
                 for i, u in members:
                     if u.route is None:
@@ -894,6 +896,8 @@ def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
     adapted = adapt(path, files, ports=ports, focus=pool or None)
     cfg = lab / "run" / (adapted.config_name or driver_config_name(kind))
     cfg.write_text(adapted.text)
+    for extra, body in adapted.extra_files.items():
+        (lab / "run" / extra).write_text(body)
     # The listener that reaches the held upstream: the one the lab relays to its socket.
     port = adapted.listeners.get(upstream.route.listener, ports(upstream.route.listener))
     return HeldConfig(

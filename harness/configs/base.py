@@ -138,6 +138,8 @@ class Adapted:
     #: The file name the adapted config needs (``caddy.json``: Caddy picks its adapter by name);
     #: ``""``: the driver's :attr:`~harness.proxies.base.Driver.config_name`.
     config_name: str = ""
+    #: Further files the adapted config needs beside it (Traffic Server's remap.config): name -> text.
+    extra_files: dict[str, str] = field(default_factory=dict)
 
 
 class Ports:

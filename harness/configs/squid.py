@@ -52,33 +52,116 @@ from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 #: Directives kept (routing, access, headers, the trust settings); anything else is dropped.
-KEEP = frozenset({
-    "http_port", "https_port", "cache_peer", "cache_peer_access", "cache_peer_domain", "never_direct",
-    "always_direct", "prefer_direct", "nonhierarchical_direct", "acl", "http_access", "http_reply_access",
-    "request_header_access", "reply_header_access", "request_header_add", "reply_header_add",
-    "request_header_replace", "header_replace", "tls_outgoing_options", "sslproxy_cert_error", "sslproxy_flags",
-    "sslproxy_cafile", "sslproxy_capath", "forwarded_for", "via", "visible_hostname", "url_rewrite_host_header",
-    "httpd_suppress_version_string", "host_verify_strict", "client_dst_passthru", "connect_timeout",
-    "peer_connect_timeout", "forward_timeout", "read_timeout", "request_timeout", "dns_v4_first",
-})
+KEEP = frozenset(
+    {
+        "http_port",
+        "https_port",
+        "cache_peer",
+        "cache_peer_access",
+        "cache_peer_domain",
+        "never_direct",
+        "always_direct",
+        "prefer_direct",
+        "nonhierarchical_direct",
+        "acl",
+        "http_access",
+        "http_reply_access",
+        "request_header_access",
+        "reply_header_access",
+        "request_header_add",
+        "reply_header_add",
+        "request_header_replace",
+        "header_replace",
+        "tls_outgoing_options",
+        "sslproxy_cert_error",
+        "sslproxy_flags",
+        "sslproxy_cafile",
+        "sslproxy_capath",
+        "forwarded_for",
+        "via",
+        "visible_hostname",
+        "url_rewrite_host_header",
+        "httpd_suppress_version_string",
+        "host_verify_strict",
+        "client_dst_passthru",
+        "connect_timeout",
+        "peer_connect_timeout",
+        "forward_timeout",
+        "read_timeout",
+        "request_timeout",
+        "dns_v4_first",
+    }
+)
 #: Lab plumbing: the user's own lines for these are dropped silently (the lab writes its own).
-PLUMBING = frozenset({
-    "pid_filename", "coredump_dir", "cache_log", "access_log", "debug_options", "logformat", "cache_store_log",
-    "netdb_filename", "pinger_enable", "shutdown_lifetime", "cache",
-})
+PLUMBING = frozenset(
+    {
+        "pid_filename",
+        "coredump_dir",
+        "cache_log",
+        "access_log",
+        "debug_options",
+        "logformat",
+        "cache_store_log",
+        "netdb_filename",
+        "pinger_enable",
+        "shutdown_lifetime",
+        "cache",
+    }
+)
 #: ``cache_peer`` options kept (after host, type, http-port, icp-port); the rest are dropped.
-PEER_KEEP = frozenset({
-    "tls", "ssl", "tls-default-ca", "tls-flags", "sslflags", "tls-domain", "ssldomain", "tls-min-version",
-    "tls-options", "ssloptions", "sslversion", "tls-cipher", "sslcipher", "originserver", "name", "forceddomain",
-    "no-query", "no-digest", "no-netdb-exchange", "proxy-only", "round-robin", "weighted-round-robin", "default",
-    "weight", "login", "front-end-https", "connect-timeout", "max-conn", "no-tproxy", "allow-miss", "carp",
-    "userhash", "sourcehash", "no-delay", "parent", "sibling", "multicast",
-})
+PEER_KEEP = frozenset(
+    {
+        "tls",
+        "ssl",
+        "tls-default-ca",
+        "tls-flags",
+        "sslflags",
+        "tls-domain",
+        "ssldomain",
+        "tls-min-version",
+        "tls-options",
+        "ssloptions",
+        "sslversion",
+        "tls-cipher",
+        "sslcipher",
+        "originserver",
+        "name",
+        "forceddomain",
+        "no-query",
+        "no-digest",
+        "no-netdb-exchange",
+        "proxy-only",
+        "round-robin",
+        "weighted-round-robin",
+        "default",
+        "weight",
+        "login",
+        "front-end-https",
+        "connect-timeout",
+        "max-conn",
+        "no-tproxy",
+        "allow-miss",
+        "carp",
+        "userhash",
+        "sourcehash",
+        "no-delay",
+        "parent",
+        "sibling",
+        "multicast",
+    }
+)
 #: ``cache_peer`` options naming a file, and what each stands for in the lab.
 _PEER_FILES = {
-    "tls-cafile": "ca", "sslcafile": "ca", "tls-capath": "ca_dir", "sslcapath": "ca_dir",
-    "tls-cert": "cert", "sslcert": "cert", "tls-key": "key", "sslkey": "key",
-    "tls-crlfile": "crl", "sslcrlfile": "crl",
+    "tls-cafile": "ca",
+    "sslcafile": "ca",
+    "tls-capath": "ca_dir",
+    "sslcapath": "ca_dir",
+    "tls-cert": "cert",
+    "sslcert": "cert",
+    "tls-key": "key",
+    "sslkey": "key",
+    "tls-crlfile": "crl",
+    "sslcrlfile": "crl",
 }
 #: The lab's own per-peer options (the user's are replaced): see harness.proxies.squid.
 _PEER_LAB = ("connect-fail-limit", "tls-options")
@@ -251,8 +334,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         "shutdown_lifetime 0 seconds",
         f"cache_log {run}/cache.log",
         "debug_options ALL,1 83,5",
-        "logformat trustlab trustlab req=\"%rm %ru\" status=%>Hs peer=%Sh/%<a err_code=%err_code "
-        "err_detail=%err_detail",
+        'logformat trustlab trustlab req="%rm %ru" status=%>Hs peer=%Sh/%<a err_code=%err_code err_detail=%err_detail',
         f"access_log stdio:{run}/access.log trustlab",
     ]
     if not any(ln.key == "visible_hostname" for ln in lines):
@@ -264,7 +346,12 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
 
 
 def _port_line(
-    w: list[str], no: int, lab: LabPaths, ports: Ports, notes: list[str], listeners: dict[str, int],
+    w: list[str],
+    no: int,
+    lab: LabPaths,
+    ports: Ports,
+    notes: list[str],
+    listeners: dict[str, int],
     accel: list[tuple[str, bool, str | None]],
 ) -> str | None:
     addr = w[1] if len(w) > 1 else "3128"
@@ -282,8 +369,10 @@ def _port_line(
     if tls:
         kept += [f"tls-cert={lab.cert}", f"tls-key={lab.key}"]
     new = " ".join([w[0], f"127.0.0.1:{lab_port}", *kept])
-    notes.append(f"line {no}: {w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
-                 + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else ""))
+    notes.append(
+        f"line {no}: {w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
+        + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else "")
+    )
     site = next((x.partition("=")[2] for x in w[2:] if x.startswith("defaultsite=")), None)
     if "accel" in kept:
         accel.append((port, tls, site))
@@ -317,10 +406,11 @@ def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: P
         if k in PEER_KEEP:
             new.append(word)
             continue
-        why = "health probes would reach the seat between cells" if k in ("monitorurl", "monitorinterval",
-                                                                             "monitorsize", "standby",
-                                                                             "background-ping") else \
-            "not on trustlab's allow-list for cache_peer"
+        why = (
+            "health probes would reach the seat between cells"
+            if k in ("monitorurl", "monitorinterval", "monitorsize", "standby", "background-ping")
+            else "not on trustlab's allow-list for cache_peer"
+        )
         notes.append(f"line {no}: cache_peer {w[1]}: {k} dropped ({why})")
     return " ".join(new) + " " + plumbing
 
@@ -383,8 +473,9 @@ def _upstreams(lines: list[Line], all_peers: list[Peer], accel: list[tuple[str, 
     return ups
 
 
-def _peer_request(p: Peer, lines: list[Line], acls: dict[str, tuple[str, list[str]]]) -> tuple[str | None, str | None,
-                                                                                              str]:
+def _peer_request(
+    p: Peer, lines: list[Line], acls: dict[str, tuple[str, list[str]]]
+) -> tuple[str | None, str | None, str]:
     """(Host, path) a request needs to be sent to peer *p*, by its first ``allow`` rule."""
     for ln in lines:
         w = ln.words
@@ -434,18 +525,29 @@ def _sorted(notes: list[str]) -> list[str]:
 def scopes(path: Path, text: str) -> list[rules.Scope]:
     """Every TLS ``cache_peer`` with its options as directives (both spellings under the new name)."""
     out = []
-    spelling = {"sslflags": "tls-flags", "ssldomain": "tls-domain", "sslcafile": "tls-cafile",
-                "sslcapath": "tls-capath", "ssl": "tls"}
+    spelling = {
+        "sslflags": "tls-flags",
+        "ssldomain": "tls-domain",
+        "sslcafile": "tls-cafile",
+        "sslcapath": "tls-capath",
+        "ssl": "tls",
+    }
     for p in peers(parse(text)):
         if not p.tls:
             continue
         found: dict[str, rules.Directive] = {}
         for k, v in p.options.items():
             found[spelling.get(k, k)] = rules.Directive(k, () if v is True else (str(v),), p.line)
-        out.append(rules.Scope(
-            ProxyKind.SQUID, str(path), p.line, (rules.Upstream(f"{p.host}:{p.port}", p.host, p.line),), found,
-            {"peer": p.name, "host": p.host, "flags": p.flags},
-        ))
+        out.append(
+            rules.Scope(
+                ProxyKind.SQUID,
+                str(path),
+                p.line,
+                (rules.Upstream(f"{p.host}:{p.port}", p.host, p.line),),
+                found,
+                {"peer": p.name, "host": p.host, "flags": p.flags},
+            )
+        )
     return out
 
 
@@ -455,8 +557,12 @@ def _trusts_system(scope: rules.Scope) -> bool:
 
 
 @rules.rule(
-    "squid-dont-verify-peer", proxy="squid", severity="high", scenario="squid/dont-verify-peer",
-    directives=("tls-flags", "sslflags"), help=_DOCS + "cache_peer.html",
+    "squid-dont-verify-peer",
+    proxy="squid",
+    severity="high",
+    scenario="squid/dont-verify-peer",
+    directives=("tls-flags", "sslflags"),
+    help=_DOCS + "cache_peer.html",
     fix="remove DONT_VERIFY_PEER; trust the internal root: tls-cafile=<internal root> tls-default-ca=off",
 )
 def _dont_verify_peer(scope: rules.Scope) -> rules.Hit | None:
@@ -466,8 +572,12 @@ def _dont_verify_peer(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "squid-system-store", proxy="squid", severity="medium", scenario="squid/default-ca",
-    directives=("tls-default-ca", "tls-cafile"), help=_DOCS + "cache_peer.html",
+    "squid-system-store",
+    proxy="squid",
+    severity="medium",
+    scenario="squid/default-ca",
+    directives=("tls-default-ca", "tls-cafile"),
+    help=_DOCS + "cache_peer.html",
     fix="add tls-default-ca=off beside tls-cafile=<internal root>",
 )
 def _system_store(scope: rules.Scope) -> rules.Hit | None:
@@ -483,8 +593,13 @@ def _system_store(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "squid-system-bundle", proxy="squid", severity="medium", scenario="squid/default-ca",
-    directives=("tls-cafile",), help=_DOCS + "cache_peer.html", fix="trust the internal root only",
+    "squid-system-bundle",
+    proxy="squid",
+    severity="medium",
+    scenario="squid/default-ca",
+    directives=("tls-cafile",),
+    help=_DOCS + "cache_peer.html",
+    fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
     ca = scope.get("tls-cafile")
@@ -494,8 +609,12 @@ def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "squid-dont-verify-domain-ignored", proxy="squid", severity="low", scenario="squid/dont-verify-domain",
-    directives=("tls-flags", "sslflags"), help=_DOCS + "cache_peer.html",
+    "squid-dont-verify-domain-ignored",
+    proxy="squid",
+    severity="low",
+    scenario="squid/dont-verify-domain",
+    directives=("tls-flags", "sslflags"),
+    help=_DOCS + "cache_peer.html",
     fix="remove DONT_VERIFY_DOMAIN (Squid 5.7 ignores it on a cache_peer: the name is still checked)",
 )
 def _dont_verify_domain(scope: rules.Scope) -> rules.Hit | None:
@@ -509,8 +628,12 @@ def _dont_verify_domain(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "squid-ip-peer-no-domain", proxy="squid", severity="medium", scenario="squid/ip-target",
-    directives=("tls-domain", "ssldomain"), help=_DOCS + "cache_peer.html",
+    "squid-ip-peer-no-domain",
+    proxy="squid",
+    severity="medium",
+    scenario="squid/ip-target",
+    directives=("tls-domain", "ssldomain"),
+    help=_DOCS + "cache_peer.html",
     fix="add tls-domain=<backend name> (the name sent as SNI and checked)",
 )
 def _ip_no_domain(scope: rules.Scope) -> rules.Hit | None:
@@ -525,8 +648,12 @@ def _ip_no_domain(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "squid-nothing-trusted", proxy="squid", severity="medium", scenario="squid/no-ca-default-off",
-    directives=("tls-default-ca", "tls-cafile", "tls-capath"), help=_DOCS + "cache_peer.html",
+    "squid-nothing-trusted",
+    proxy="squid",
+    severity="medium",
+    scenario="squid/no-ca-default-off",
+    directives=("tls-default-ca", "tls-cafile", "tls-capath"),
+    help=_DOCS + "cache_peer.html",
     fix="add tls-cafile=<internal root>",
 )
 def _nothing_trusted(scope: rules.Scope) -> rules.Hit | None:
@@ -534,13 +661,20 @@ def _nothing_trusted(scope: rules.Scope) -> rules.Hit | None:
         return None
     if "DONT_VERIFY_PEER" in scope.facts["flags"]:
         return None
-    return rules.Hit(scope.line, f"cache_peer {scope.facts['peer']}: tls-default-ca=off and no tls-cafile: no "
-                     "certificate can verify, the legitimate backend's neither")
+    return rules.Hit(
+        scope.line,
+        f"cache_peer {scope.facts['peer']}: tls-default-ca=off and no tls-cafile: no "
+        "certificate can verify, the legitimate backend's neither",
+    )
 
 
 @rules.rule(
-    "squid-wildcard-one-label", proxy="squid", severity="low", scenario="squid/good",
-    directives=("tls-domain",), help=_DOCS + "cache_peer.html",
+    "squid-wildcard-one-label",
+    proxy="squid",
+    severity="low",
+    scenario="squid/good",
+    directives=("tls-domain",),
+    help=_DOCS + "cache_peer.html",
     fix="make sure the CA that issues the backend's certificate never issues *.<parent> (name constraints)",
 )
 def _wildcard(scope: rules.Scope) -> rules.Hit | None:
