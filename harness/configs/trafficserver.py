@@ -372,7 +372,7 @@ def _remap(cfg: Config, notes: list[str], listener: str) -> tuple[str, list[Upst
 def _sni(cfg: Config, lab: LabPaths, notes: list[str]) -> str:
     import yaml
 
-    entries: list[SniEntry] = []
+    entries: list[dict[str, Any]] = []
     for e in cfg.sni:
         kept: dict[str, Any] = {}
         for k, v in e.keys.items():
