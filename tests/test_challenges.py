@@ -33,9 +33,10 @@ def test_every_track_is_a_path_from_warm_up() -> None:
         assert "warm-up" in levels and levels <= set(C.LEVELS), (track, levels)
 
 
-def test_at_least_15_challenges_over_six_proxies_warm_up_to_puzzle() -> None:
+def test_at_least_15_challenges_over_seven_proxies_warm_up_to_puzzle() -> None:
     per_proxy = Counter(c.proxy.value for c in ALL)
-    assert len(ALL) >= 15 and set(per_proxy) == {"nginx", "apache", "haproxy", "caddy", "traefik", "envoy"}, per_proxy
+    kinds = {"nginx", "apache", "haproxy", "caddy", "traefik", "envoy", "squid"}
+    assert len(ALL) >= 15 and set(per_proxy) == kinds, per_proxy
     assert min(per_proxy.values()) >= 3
     assert {c.difficulty for c in ALL} == set(C.DIFFICULTIES)
     assert min(c.minutes for c in ALL) == 5 and max(c.minutes for c in ALL) == 20

@@ -333,6 +333,50 @@ ENVOY: dict[str, Mutation] = {
     "graded-elsewhere": lambda t, b: _envoy_elsewhere(t),
 }
 
+# -- squid (squid.conf: an accelerator with one cache_peer) ---------------------------------------
+def _squid_name(text: str, name: str) -> str:
+    """The peer line's ``tls-domain=`` (the name Squid checks), set to *name*."""
+    if "tls-domain=" in text:
+        return re.sub(r"tls-domain=\S+", f"tls-domain={name}", text)
+    return re.sub(r"^(cache_peer .*)$", rf"\1 tls-domain={name}", text, count=1, flags=re.M)
+
+
+def _squid_target(text: str, b: Backend, host: str, port: int) -> str:
+    """The peer's host and http-port (``cache_peer HOST parent PORT``) replaced."""
+    old = rf"^cache_peer (?:{re.escape(b.name)}|{re.escape(b.address)}) parent {b.port} "
+    return re.sub(old, f"cache_peer {host} parent {port} ", text, flags=re.M)
+
+
+def _squid_peer(text: str) -> str:
+    m = re.search(r"^cache_peer .* name=(\S+)", text, re.M)
+    assert m, "no cache_peer ... name="
+    return m.group(1)
+
+
+SQUID: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _squid_name(t, typo(b.name)),
+    "sibling-name": lambda t, b: _squid_name(t, SIBLING),
+    "other-host": lambda t, b: _squid_target(t, b, "attacker-box.example", 8443),
+    "other-ip": lambda t, b: _squid_name(_squid_target(t, b, "192.0.2.55", 443), "evil.example"),
+    "ip-without-name": lambda t, b: re.sub(r" tls-domain=\S+", "", _squid_target(t, b, b.address, b.port)),
+    # a second peer to the same backend, verification off, for /v2/ (and the first peer denied it)
+    "second-route-verify-off": lambda t, b: _before(
+        t,
+        rf"cache_peer_access {_squid_peer(t)} allow",
+        f"cache_peer {b.name} parent {b.port} 0 no-query originserver name=legacy tls tls-flags=DONT_VERIFY_PEER\n"
+        "acl v2 urlpath_regex ^/v2/\n"
+        "cache_peer_access legacy allow v2\n"
+        "cache_peer_access legacy deny all\n"
+        f"cache_peer_access {_squid_peer(t)} deny v2",
+    ),
+    "refuse-everything": lambda t, b: _before(t, r"http_access allow", "http_access deny all"),
+    "forge-marker": lambda t, b: t + f"reply_header_access X-Trustlab-Identity deny all\nreply_header_add {FORGED}\n",
+    # the graded request is refused; only /elsewhere/ reaches the verified peer
+    "graded-elsewhere": lambda t, b: _before(
+        t, r"http_access allow", "acl elsewhere urlpath_regex ^/elsewhere/\nhttp_access deny !elsewhere"
+    ),
+}
+
 #: One mutation table per proxy kind that has challenges; a kind without one fails the suite.
 MUTATIONS: dict[str, dict[str, Mutation]] = {
     "nginx": NGINX,
@@ -341,10 +385,12 @@ MUTATIONS: dict[str, dict[str, Mutation]] = {
     "caddy": CADDY,
     "traefik": TRAEFIK,
     "envoy": ENVOY,
+    "squid": SQUID,
 }
 #: Wrong fixes a kind cannot express, and why (never a way to leave one out).
 NOT_EXPRESSIBLE: dict[str, dict[str, str]] = {
     "traefik": {"static-200": "Traefik has no handler that answers by itself (no respond/return): it only proxies"},
+    "squid": {"static-200": "Squid answers by itself only with error pages and 3xx redirects (deny_info), never a 200"},
 }
 
 
