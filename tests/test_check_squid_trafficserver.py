@@ -125,7 +125,21 @@ def test_trafficserver_sni_yaml_policy_per_origin_and_10x_default(proxies: str) 
     assert portal["legit"].outcome.value == "served" and portal["rogue-ca"].outcome.value == "blocked"
     assert legacy["rogue-ca"].outcome.value == "spoofed" and "Action=Continue" in legacy["rogue-ca"].reason
     notes = "\n".join(result.adaptations)
-    assert "ENFORCED" in notes and "@plugin dropped" in notes and "tunnel_route dropped" in notes
+    assert "ENFORCED" in notes and "@plugin=evil.so dropped" in notes and "tunnel_route dropped" in notes
+
+
+@pytest.mark.integration
+def test_trafficserver_conf_remap_turns_verification_off_for_one_route(proxies: str) -> None:
+    """Measured (9.2): ``@plugin=conf_remap.so @pparam=...verify.server.policy=DISABLED`` on one
+    map rule overrides the global ENFORCED for that route alone. The adapter keeps conf_remap with
+    allow-listed records only, so check and audit both see the second route."""
+    path = CONFIGS / "trafficserver" / "conf-remap" / "records.config"
+    result = check("trafficserver", path, runtime=proxies)
+    v2 = {c.identity: c.outcome.value for c in result.cells if "/v2/" in c.upstream}
+    root = {c.identity: c.outcome.value for c in result.cells if "/v2/" not in c.upstream}
+    assert v2["rogue-ca"] == v2["wrong-name"] == "spoofed" and root["rogue-ca"] == root["wrong-name"] == "blocked"
+    (finding,) = audit(path).findings
+    assert finding.rule == "trafficserver-disabled" and "conf_remap" in finding.message
 
 
 # -- audit: the same parse ----------------------------------------------------------------------
@@ -243,6 +257,8 @@ TS_REMAP = (
     ".include /etc/trafficserver/more.config\n"
     "map http://portal.example.com/ https://backend-api.internal:8443/ @plugin=/tmp/evil.so @pparam=/etc/shadow "
     "@action=allow @src_ip=127.0.0.1\n"
+    "map http://b.example.com/ https://backend-api.internal:8443/ @plugin=conf_remap.so @pparam=/etc/conf.yaml "
+    "@pparam=proxy.config.plugin.plugin_dir=/tmp/evil @pparam=proxy.config.ssl.client.verify.server.policy=DISABLED\n"
     "regex_map http://(.*)/ https://$1/\n"
     "redirect http://old.example.com/ https://new.example.com/\n"
 )
@@ -284,8 +300,10 @@ def test_trafficserver_adapter_keeps_only_its_allow_list(tmp_path: Path) -> None
     for said in (
         "plugin_dir dropped",
         "logfile_dir dropped",
-        "@plugin dropped",
-        "@pparam dropped",
+        "@plugin=evil.so dropped",
+        "@pparam=/etc/shadow dropped (a file)",
+        "@pparam=proxy.config.plugin.plugin_dir dropped",
+        "@pparam=/etc/conf.yaml dropped",
         ".include dropped",
         "regex_map dropped",
         "tunnel_route dropped",
@@ -294,6 +312,7 @@ def test_trafficserver_adapter_keeps_only_its_allow_list(tmp_path: Path) -> None
     ):
         assert said in notes, said
     remap = adapted.extra_files["remap.config"]
+    assert "@plugin=conf_remap.so @pparam=proxy.config.ssl.client.verify.server.policy=DISABLED" in remap
     assert "map http://portal.example.com/ https://backend-api.internal:8443/ @action=allow @src_ip=127.0.0.1" in remap
     assert f"CA.cert.filename STRING {lab.ca}" in adapted.text and "policy STRING ENFORCED" in adapted.text
     assert set(adapted.extra_files) == {"remap.config", "ip_allow.yaml", "storage.config", "sni.yaml"}

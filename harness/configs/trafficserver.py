@@ -343,12 +343,7 @@ def _remap(cfg: Config, notes: list[str], listener: str) -> tuple[str, list[Upst
         if r.kind not in _REMAP_KEEP:
             notes.append(f"{shown}: {r.kind} dropped (not on trustlab's allow-list for remap.config)")
             continue
-        kept = []
-        for f in r.filters:
-            if f.startswith(_REMAP_FILTERS):
-                kept.append(f)
-            else:
-                notes.append(f"{shown}: {f.split('=', 1)[0]} dropped (plugins run code and read files)")
+        kept = _filters(r, shown, notes)
         if not r.source or not r.target:
             notes.append(f"{shown}: {r.kind} without a target dropped")
             continue
@@ -367,6 +362,36 @@ def _remap(cfg: Config, notes: list[str], listener: str) -> tuple[str, list[Upst
         u.route = Route(listener, False, shost or PUBLIC_HOST, spath or "/")
         ups.append(u)
     return "\n".join(out) + "\n", ups
+
+
+def _filters(r: MapRule, shown: str, notes: list[str]) -> list[str]:
+    """A map rule's options as kept: ACL filters, and ``conf_remap.so`` with only the allow-listed
+    records among its ``@pparam=NAME=VALUE`` (a per-rule override of the global records: Traffic
+    Server's ``ssl.client.verify.server.policy``/``.properties`` are overridable, so a rule may turn
+    verification off for its route alone). Every other plugin and parameter is dropped: plugins run
+    code, and a ``@pparam`` may name a host file."""
+    kept: list[str] = []
+    plugin: str | None = None
+    for f in r.filters:
+        if f.startswith("@plugin="):
+            plugin = f.split("=", 1)[1].rsplit("/", 1)[-1]
+            if plugin == "conf_remap.so":
+                kept.append("@plugin=conf_remap.so")
+            else:
+                notes.append(f"{shown}: @plugin={plugin} dropped (plugins run code and read files)")
+        elif f.startswith("@pparam="):
+            name, eq, value = f.split("=", 1)[1].partition("=")
+            if plugin == "conf_remap.so" and eq and name in RECORDS and "/" not in value:
+                kept.append(f)
+            else:
+                notes.append(f"{shown}: @pparam={name} dropped ({'not an allow-listed record' if eq else 'a file'})")
+        elif f.startswith(_REMAP_FILTERS):
+            kept.append(f)
+        else:
+            notes.append(f"{shown}: {f.split('=', 1)[0]} dropped (not on trustlab's allow-list for remap.config)")
+    if kept and kept[-1] == "@plugin=conf_remap.so":
+        kept.pop()  # nothing left for it to set
+    return kept
 
 
 def _sni(cfg: Config, lab: LabPaths, notes: list[str]) -> str:
@@ -415,6 +440,21 @@ def _effective(cfg: Config, host: str) -> dict[str, rules.Directive]:
     return found
 
 
+def _overrides(r: MapRule) -> dict[str, rules.Directive]:
+    """The records a map rule's ``conf_remap.so`` sets for its route alone."""
+    found = {}
+    plugin = ""
+    for f in r.filters:
+        if f.startswith("@plugin="):
+            plugin = f.rsplit("/", 1)[-1].split("=", 1)[-1]
+        elif f.startswith("@pparam=") and plugin == "conf_remap.so":
+            name, eq, value = f.split("=", 1)[1].partition("=")
+            if eq and name.startswith("proxy.config."):
+                key = name.split("proxy.config.", 1)[1]
+                found[key] = rules.Directive(f"remap.config line {r.line}: conf_remap {name}", (value,), r.line)
+    return found
+
+
 def _fqdn_matches(fqdn: str, host: str) -> bool:
     if fqdn.startswith("*."):
         return host.endswith(fqdn[1:]) and host.count(".") == fqdn.count(".")
@@ -437,7 +477,7 @@ def scopes(path: Path, text: str) -> list[rules.Scope]:
                 str(path),
                 pol.line if pol else 1,
                 (rules.Upstream(r.target, host, r.line),),
-                _effective(cfg, host),
+                {**_effective(cfg, host), **_overrides(r)},
                 {
                     "map": f"remap.config line {r.line} (map {r.source} {r.target})",
                     "yaml": cfg.yaml_format,
@@ -506,7 +546,7 @@ def _disabled(scope: rules.Scope) -> rules.Hit | None:
     policy, d = policy_of(scope)
     if policy != "DISABLED":
         return None
-    return rules.Hit(_line(scope, d), f"{scope.facts['map']}: policy DISABLED: nothing is verified")
+    return rules.Hit(_line(scope, d), f"{scope.facts['map']}: {d.name if d else 'policy'} DISABLED: nothing is verified")
 
 
 @rules.rule(
