@@ -712,13 +712,13 @@ def _pin(path: Path, upstreams: list[Upstream], pinned: Backend) -> tuple[list[t
     for i, u in enumerate(upstreams):
         if u.host not in (pinned.name, pinned.address) or u.port != pinned.port:
             problems.append(
-                Problem(u.label, u.line, f"{path.name}:{u.line} sends requests to {u.host}:{u.port}, not to the "
-                        f"backend {where} (lab address {pinned.dest}); not probed")
+                Problem(u.label, u.line, f"{u.file or path.name}:{u.line} sends requests to {u.host}:{u.port}, not "
+                        f"to the backend {where} (lab address {pinned.dest}); not probed")
             )
             continue
         if u.name != pinned.name and not is_ip(u.name):
             problems.append(
-                Problem(u.label, u.line, f"{path.name}:{u.line} expects the backend's certificate to name "
+                Problem(u.label, u.line, f"{u.file or path.name}:{u.line} expects the backend's certificate to name "
                         f"{u.name!r}; the backend is {pinned.name}")
             )
         probed.append((i, u))

@@ -99,6 +99,8 @@ class Upstream:
     why_unroutable: str = ""
     #: Key of the pool (upstream block / backend / balancer) it belongs to, if any.
     pool: str = ""
+    #: The file its line is in, when not the config given (Traffic Server's remap.config).
+    file: str = ""
 
     @property
     def is_ip(self) -> bool:

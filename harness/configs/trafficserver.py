@@ -358,6 +358,7 @@ def _remap(cfg: Config, notes: list[str], listener: str) -> tuple[str, list[Upst
             port=port or 443,
             line=r.line,
             name=host if not is_ip(host) else BACKEND_NAME,
+            file=cfg.remap_name,
         )
         u.route = Route(listener, False, shost or PUBLIC_HOST, spath or "/")
         ups.append(u)
@@ -546,7 +547,9 @@ def _disabled(scope: rules.Scope) -> rules.Hit | None:
     policy, d = policy_of(scope)
     if policy != "DISABLED":
         return None
-    return rules.Hit(_line(scope, d), f"{scope.facts['map']}: {d.name if d else 'policy'} DISABLED: nothing is verified")
+    return rules.Hit(
+        _line(scope, d), f"{scope.facts['map']}: {d.name if d else 'policy'} DISABLED: nothing is verified"
+    )
 
 
 @rules.rule(
