@@ -76,6 +76,14 @@ def test_check_agrees_with_the_scenario(proxies: str, tmp_path: Path, sid: str) 
 
 
 @pytest.mark.integration
+@pytest.mark.docker
+@pytest.mark.parametrize("sid", SCENARIOS)
+def test_check_on_docker_agrees_with_the_scenario(docker_ready: str, tmp_path: Path, sid: str) -> None:
+    """The same on the docker runtime (the lab image's Squid and Traffic Server)."""
+    test_check_agrees_with_the_scenario(docker_ready, tmp_path, sid)
+
+
+@pytest.mark.integration
 def test_squid_routes_each_peer_by_its_acl(proxies: str) -> None:
     """Two peers, each reached by its own Host (cache_peer_access + dstdomain): judged one by one."""
     result = check("squid", CONFIGS / "squid" / "two-sites.conf", runtime=proxies)

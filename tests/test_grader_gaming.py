@@ -569,6 +569,8 @@ DOCKER_ONE_PER_KIND = (
     "caddy-ip-target",
     "traefik-ip-target",
     "envoy-ca-without-san",
+    "squid-default-ca",
+    "trafficserver-signature",
 )
 DOCKER_PAIRS = [(cid, case) for cid, case in PAIRS if cid in DOCKER_ONE_PER_KIND]
 
