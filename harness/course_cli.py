@@ -140,7 +140,10 @@ def _check_remote(ch: Any, file: Path, *, as_json: bool) -> int:
         raise LabError(
             f"scored mode ({scoring.URL_ENV} is set): set {scoring.TOKEN_ENV} to the token your instructor gave you"
         )
-    data = scoring.remote_grade(os.environ[scoring.URL_ENV], token, ch.id, file.read_text(errors="replace"))
+    beside = {n: (file.parent / n).read_text(errors="replace") for n in ch.files if (file.parent / n).is_file()}
+    data = scoring.remote_grade(
+        os.environ[scoring.URL_ENV], token, ch.id, file.read_text(errors="replace"), files=beside
+    )
     if data.get("solved"):
         C.record_solve(C.Grade(ch, str(file), True, [], []))
     if as_json:
