@@ -795,25 +795,32 @@ def reset(challenge_id: str | None) -> None:
 
 
 def restore_start(ch: Challenge, folder: Path) -> Path | None:
-    """Put *ch*'s starting config back in *folder*; the attempt it replaces is kept as
-    ``<file>.<UTC time>.bak`` (returned; ``None`` when the file already was the start)."""
-    target = folder / ch.config
-    start = ch.start_file.read_text()
-    try:
-        attempt = target.read_text()
-    except OSError as exc:
-        raise LabError(f"{target}: cannot read the attempt ({exc.strerror})") from None
-    if attempt == start:
-        return None
+    """Put *ch*'s starting config back in *folder* (and its ``files``); each attempt it replaces
+    is kept as ``<file>.<UTC time>.bak``. Returns the config's backup, else a file's (``None``
+    when everything already was the start)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = folder / f"{ch.config}.{stamp}.bak"
-    n = 1
-    while backup.exists():  # two resets in one second keep both attempts
-        backup = folder / f"{ch.config}.{stamp}-{n}.bak"
-        n += 1
-    write_file(backup, attempt)
-    write_file(target, start)
-    return backup
+    backups = []
+    for name in (ch.config, *ch.files):
+        target = folder / name
+        start = (ch.path / name).read_text()
+        if name != ch.config and not target.exists():
+            write_file(target, start)
+            continue
+        try:
+            attempt = target.read_text()
+        except OSError as exc:
+            raise LabError(f"{target}: cannot read the attempt ({exc.strerror})") from None
+        if attempt == start:
+            continue
+        backup = folder / f"{name}.{stamp}.bak"
+        n = 1
+        while backup.exists():  # two resets in one second keep both attempts
+            backup = folder / f"{name}.{stamp}-{n}.bak"
+            n += 1
+        write_file(backup, attempt)
+        write_file(target, start)
+        backups.append(backup)
+    return backups[0] if backups else None
 
 
 def _now() -> str:

@@ -394,12 +394,17 @@ def test_a_challenge_of_several_files_starts_and_grades_them_together(
     assert (tmp_path / "remap.config").read_text() == (ch.path / "remap.config").read_text()
     assert "`remap.config` beside it" in (tmp_path / "README.md").read_text()
     assert _run(capsys, "challenge", "check", cid, "--dir", str(tmp_path))[0] == 1
-    (tmp_path / "remap.config").write_text((ch.path / "solution" / "remap.config").read_text())
+    fixed = (ch.path / "solution" / "remap.config").read_text()
+    (tmp_path / "remap.config").write_text(fixed)
     code, out, _ = _run(capsys, "challenge", "check", cid, "--dir", str(tmp_path))
     assert code == 0 and f"SOLVED {cid}" in out, out
     sol = tmp_path / "sol"
     assert _run(capsys, "challenge", "solution", cid, "--dir", str(sol))[0] == 0
     assert sorted(p.name for p in sol.iterdir()) == ["records.config", "remap.config"]
+    # reset puts the starting remap.config back, keeping the attempt's as a .bak
+    assert _run(capsys, "challenge", "reset", cid, "--dir", str(tmp_path))[0] == 0
+    assert (tmp_path / "remap.config").read_text() == (ch.path / "remap.config").read_text()
+    assert [p.read_text() for p in tmp_path.glob("remap.config.*.bak")] == [fixed]
 
 
 def test_files_must_be_plain_names_shipped_twice(tmp_path: Path) -> None:
