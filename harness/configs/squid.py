@@ -374,6 +374,10 @@ def _port_line(
     tls = w[0] == "https_port"
     if tls:
         kept += [f"tls-cert={lab.cert}", f"tls-key={lab.key}"]
+        own = ("tls-cert", "tls-key", "cert", "key")
+        if any(d.partition("=")[0] in own for d in dropped):
+            notes.append(f"line {no}: {w[0]} {addr}: its certificate replaced by a lab-minted one (the client side)")
+        dropped = [d for d in dropped if d.partition("=")[0] not in own]
     new = " ".join([w[0], f"127.0.0.1:{lab_port}", *kept])
     notes.append(
         f"line {no}: {w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
