@@ -150,6 +150,17 @@ def test_trafficserver_conf_remap_turns_verification_off_for_one_route(proxies: 
     assert finding.rule == "trafficserver-disabled" and "conf_remap" in finding.message
 
 
+@pytest.mark.integration
+def test_trafficserver_8x_verify_record_is_not_read_by_9(proxies: str) -> None:
+    """Measured: ``proxy.config.ssl.client.verify.server INT 2`` (8.x's "enforce") alone leaves
+    9.2 PERMISSIVE: every impostor is forwarded. audit says so instead of trusting the 8.x record."""
+    path = CONFIGS / "trafficserver" / "legacy-8x" / "records.config"
+    result = check("trafficserver", path, runtime=proxies)
+    assert result.outcome("rogue-ca").value == result.outcome("wrong-name").value == "spoofed"
+    (finding,) = audit(path).findings
+    assert finding.rule == "trafficserver-permissive" and "8.x record" in finding.message
+
+
 # -- audit: the same parse ----------------------------------------------------------------------
 def test_every_rule_fires_on_the_scenario_it_names(tmp_path: Path) -> None:
     for kind in KINDS:

@@ -501,9 +501,8 @@ def policy_of(scope: rules.Scope) -> tuple[str, rules.Directive | None]:
         d = scope.get(key)
         if d:
             return d.value.upper(), d
-    legacy = scope.get("ssl.client.verify.server")
-    if legacy:
-        return {"0": "DISABLED", "1": "PERMISSIVE", "2": "ENFORCED"}.get(legacy.value, "PERMISSIVE"), legacy
+    # The 8.x record proxy.config.ssl.client.verify.server (0/1/2) is not read by 9.2: measured
+    # with 9.2 (tests/test_check_squid_trafficserver.py), `INT 2` alone leaves PERMISSIVE.
     return ("ENFORCED" if scope.facts["yaml"] else "PERMISSIVE"), None
 
 
@@ -528,9 +527,19 @@ def _permissive(scope: rules.Scope) -> rules.Hit | None:
     policy, d = policy_of(scope)
     if policy != "PERMISSIVE":
         return None
-    why = f"{d.name} {d.value}" if d else "verify.server.policy unset: 9.x's default is PERMISSIVE"
+    legacy = scope.get("ssl.client.verify.server")
+    if d:
+        why = f"{d.name} {d.value}"
+    elif legacy:
+        why = (
+            f"verify.server.policy unset ({legacy.name} {legacy.value} is the 8.x record, which 9.2 no longer "
+            "reads): 9.x's default is PERMISSIVE"
+        )
+    else:
+        why = "verify.server.policy unset: 9.x's default is PERMISSIVE"
     return rules.Hit(
-        _line(scope, d), f"{scope.facts['map']}: {why}: a failed verification is logged and the response forwarded"
+        _line(scope, d or legacy),
+        f"{scope.facts['map']}: {why}: a failed verification is logged and the response forwarded",
     )
 
 
