@@ -203,6 +203,7 @@ acl ok src parameters("/root/.ssh/id_rsa")
 cache_peer backend-api.internal parent 8443 0 no-query originserver name=be tls \\
     tls-cafile=/etc/squid/ca.pem tls-cert=/root/client.pem tls-key=/root/client.key \\
     monitorurl=http://backend-api.internal/health standby=10 tls-crlfile=/etc/squid/crl.pem
+request_header_add X-From-Portal "yes" all
 http_access deny secret
 http_access deny via_helper
 http_access allow all
@@ -251,6 +252,7 @@ def test_squid_adapter_keeps_only_its_allow_list(tmp_path: Path) -> None:
         assert said in notes, said
     # The rules naming the dropped ACLs still parse: each ACL exists once, matching no client.
     assert text.count("acl secret src 255.255.255.255/32") == 1 and "http_access deny secret" in text
+    assert 'request_header_add X-From-Portal "yes" all' in text  # a quoted string, not a file
     assert text.splitlines()[1] == "cache deny all"  # first: no response cached across identities
     assert "http_port 127.0.0.1:" in text and f"tls-cafile={lab.ca}" in text
     (u,) = adapted.upstreams

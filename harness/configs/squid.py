@@ -261,8 +261,12 @@ def peers(lines: list[Line]) -> list[Peer]:
 
 
 def _reads_file(words: list[str]) -> bool:
-    """A quoted file argument (``"/etc/squid/x"``) or ``parameters(...)``: Squid reads a host file."""
-    return any(x.startswith('"') or x.startswith("parameters(") for x in words[1:])
+    """``parameters("/file")`` anywhere, or a quoted ACL value (``acl x dstdomain "/etc/squid/x"``:
+    a file of values, squid.conf.documented): Squid reads a host file. A quoted string elsewhere
+    (``request_header_add X-A "value"``) is a string."""
+    if any("parameters(" in x for x in words[1:]):
+        return True
+    return words[0] == "acl" and any(x.startswith('"') for x in words[3:])
 
 
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
