@@ -264,6 +264,18 @@ def test_squid_adapter_keeps_only_its_allow_list(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.integration
+def test_the_adapted_hostile_squid_config_runs_and_judges(proxies: str, tmp_path: Path) -> None:
+    """What is left of the hostile config is a config Squid runs: never-matching ACLs parse, the
+    peer verifies with the lab's CA, and its CRL (tls-crlfile) makes check run revoked."""
+    path = tmp_path / "squid.conf"
+    path.write_text(SQUID_HOSTILE)
+    result = check("squid", path, runtime=proxies)
+    assert result.rejected is None, result.rejected
+    got = {c.identity: c.outcome.value for c in result.cells}
+    assert got["legit"] == "served" and got["rogue-ca"] == got["revoked"] == "blocked", got
+
+
 TS_RECORDS = """\
 CONFIG proxy.config.ssl.client.verify.server.policy STRING ENFORCED
 CONFIG proxy.config.ssl.client.CA.cert.filename STRING /etc/trafficserver/ca.pem
