@@ -13,6 +13,9 @@ A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the
     title = "The CA file is there, so it verifies... right?"
     proxy = "nginx"
     config = "nginx.conf"            # the starting file; the solution has the same name
+    files = []                       # further files the config reads, beside it (Traffic Server's
+                                     # remap.config): shipped with the start and in solution/,
+                                     # copied by start, read by the grader beside the attempt
     difficulty = "warm-up"           # warm-up, easy, medium, puzzle
     level = "warm-up"                # the path: warm-up -> practitioner -> expert (its track: the proxy)
     minutes = 5
@@ -112,6 +115,7 @@ _TOP_KEYS = (
     "title",
     "proxy",
     "config",
+    "files",
     "difficulty",
     "level",
     "minutes",
@@ -169,6 +173,8 @@ class Challenge:
     path: Path
     #: The pinned backend and graded request (a :class:`harness.check.Backend`).
     backend: Any = None
+    #: Further files the config reads beside it (``remap.config`` beside ``records.config``).
+    files: tuple[str, ...] = ()
 
     @property
     def track(self) -> str:
@@ -189,7 +195,9 @@ class Challenge:
         return (
             f"# {self.title}\n\n`{self.id}` - {self.proxy.value}, {self.difficulty}, about {self.minutes} minutes\n\n"
             f"## Story\n\n{self.story.strip()}\n\n## Goal\n\n{self.goal.strip()}{policy}\n\n"
-            f"## What to do\n\nEdit `{self.config}`, then run:\n\n"
+            f"## What to do\n\nEdit `{self.config}`"
+            + (f" (it reads {', '.join(f'`{f}`' for f in self.files)} beside it)" if self.files else "")
+            + ", then run:\n\n"
             f"    trustlab challenge check {self.id}\n\n"
             "The grader runs your file on the real proxy against the legitimate backend and every "
             "impostor; it never reads your config's text.\n"
@@ -258,6 +266,13 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
     config = data.get("config", CONFIG_NAMES.get(proxy) or _driver_config_name(proxy))
     if not isinstance(config, str) or "/" in config or not config or config.startswith("."):
         raise _fail(where, "config", "must be a plain file name such as nginx.conf")
+    files = data.get("files", [])
+    if (
+        not isinstance(files, list)
+        or len(set(files)) != len(files)
+        or any(not isinstance(f, str) or not f or "/" in f or f.startswith(".") or f == config for f in files)
+    ):
+        raise _fail(where, "files", "must list plain file names such as remap.config, each once, not the config")
     if data["difficulty"] not in DIFFICULTIES:
         raise _fail(where, "difficulty", f"{data['difficulty']!r} is unknown; allowed: {', '.join(DIFFICULTIES)}")
     if data["level"] not in LEVELS:
@@ -307,11 +322,14 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
 
     # A scored workshop's kit ships no solutions (harness.workshop.strip_solutions marks it so).
     scored_kit = (path.parent / "SCORED").is_file()
-    for label, file in (("config", path / config), ("solution", path / "solution" / config)):
-        if label == "solution" and scored_kit:
-            continue
-        if not file.is_file():
-            raise _fail(where, label, f"{file} is missing; a challenge ships its starting config and solution/{config}")
+    for name in (config, *files):
+        for label, file in (("config", path / name), ("solution", path / "solution" / name)):
+            if label == "solution" and scored_kit:
+                continue
+            if not file.is_file():
+                raise _fail(
+                    where, label, f"{file} is missing; a challenge ships its starting config and solution/{name}"
+                )
     return Challenge(
         id=challenge_id,
         title=text("title"),
@@ -329,6 +347,7 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
         grader=Grader(tuple(served), tuple(accept), policy, sni_routing),
         path=path,
         backend=backend,
+        files=tuple(files),
     )
 
 
@@ -776,25 +795,32 @@ def reset(challenge_id: str | None) -> None:
 
 
 def restore_start(ch: Challenge, folder: Path) -> Path | None:
-    """Put *ch*'s starting config back in *folder*; the attempt it replaces is kept as
-    ``<file>.<UTC time>.bak`` (returned; ``None`` when the file already was the start)."""
-    target = folder / ch.config
-    start = ch.start_file.read_text()
-    try:
-        attempt = target.read_text()
-    except OSError as exc:
-        raise LabError(f"{target}: cannot read the attempt ({exc.strerror})") from None
-    if attempt == start:
-        return None
+    """Put *ch*'s starting config back in *folder* (and its ``files``); each attempt it replaces
+    is kept as ``<file>.<UTC time>.bak``. Returns the config's backup, else a file's (``None``
+    when everything already was the start)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    backup = folder / f"{ch.config}.{stamp}.bak"
-    n = 1
-    while backup.exists():  # two resets in one second keep both attempts
-        backup = folder / f"{ch.config}.{stamp}-{n}.bak"
-        n += 1
-    write_file(backup, attempt)
-    write_file(target, start)
-    return backup
+    backups = []
+    for name in (ch.config, *ch.files):
+        target = folder / name
+        start = (ch.path / name).read_text()
+        if name != ch.config and not target.exists():
+            write_file(target, start)
+            continue
+        try:
+            attempt = target.read_text()
+        except OSError as exc:
+            raise LabError(f"{target}: cannot read the attempt ({exc.strerror})") from None
+        if attempt == start:
+            continue
+        backup = folder / f"{name}.{stamp}.bak"
+        n = 1
+        while backup.exists():  # two resets in one second keep both attempts
+            backup = folder / f"{name}.{stamp}-{n}.bak"
+            n += 1
+        write_file(backup, attempt)
+        write_file(target, start)
+        backups.append(backup)
+    return backups[0] if backups else None
 
 
 def _now() -> str:
@@ -819,6 +845,7 @@ def json_schema() -> dict[str, Any]:
             "title": text,
             "proxy": {"enum": list(_proxy_names())},
             "config": {"type": "string", "pattern": "^[^./][^/]*$"},
+            "files": {"type": "array", "uniqueItems": True, "items": {"type": "string", "pattern": "^[^./][^/]*$"}},
             "difficulty": {"enum": list(DIFFICULTIES)},
             "level": {"enum": list(LEVELS)},
             "minutes": {"type": "integer", "minimum": 1, "maximum": 60},

@@ -400,6 +400,8 @@ def check_many(
                 adapted = adapt(plans[p].path, seen, ports=ports, focus=key[2] or None)
                 cfg = run_dir / (adapted.config_name or driver_config_name(kind))
                 cfg.write_text(adapted.text)
+                for extra, body in adapted.extra_files.items():  # remap.config beside records.config
+                    (run_dir / extra).write_text(body)
                 unprobed: list[CheckCell] = []
                 for i, u in members:
                     if u.route is None:
@@ -710,13 +712,13 @@ def _pin(path: Path, upstreams: list[Upstream], pinned: Backend) -> tuple[list[t
     for i, u in enumerate(upstreams):
         if u.host not in (pinned.name, pinned.address) or u.port != pinned.port:
             problems.append(
-                Problem(u.label, u.line, f"{path.name}:{u.line} sends requests to {u.host}:{u.port}, not to the "
-                        f"backend {where} (lab address {pinned.dest}); not probed")
+                Problem(u.label, u.line, f"{u.file or path.name}:{u.line} sends requests to {u.host}:{u.port}, not "
+                        f"to the backend {where} (lab address {pinned.dest}); not probed")
             )
             continue
         if u.name != pinned.name and not is_ip(u.name):
             problems.append(
-                Problem(u.label, u.line, f"{path.name}:{u.line} expects the backend's certificate to name "
+                Problem(u.label, u.line, f"{u.file or path.name}:{u.line} expects the backend's certificate to name "
                         f"{u.name!r}; the backend is {pinned.name}")
             )
         probed.append((i, u))
@@ -894,6 +896,8 @@ def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
     adapted = adapt(path, files, ports=ports, focus=pool or None)
     cfg = lab / "run" / (adapted.config_name or driver_config_name(kind))
     cfg.write_text(adapted.text)
+    for extra, body in adapted.extra_files.items():
+        (lab / "run" / extra).write_text(body)
     # The listener that reaches the held upstream: the one the lab relays to its socket.
     port = adapted.listeners.get(upstream.route.listener, ports(upstream.route.listener))
     return HeldConfig(

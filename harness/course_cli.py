@@ -94,6 +94,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         return EXIT_OK
     out.mkdir(parents=True, exist_ok=True)
     C.write_file(target, start)
+    for name in ch.files:  # what the config reads beside it (remap.config): an attempt's kept
+        if not (out / name).exists():
+            C.write_file(out / name, (ch.path / name).read_text())
     C.write_file(out / "README.md", ch.readme())
     print(f"{ch.id}: {ch.title} ({ch.proxy.value}, {ch.difficulty}, about {ch.minutes} min)\n")
     print(ch.story.strip() + "\n")
@@ -137,7 +140,10 @@ def _check_remote(ch: Any, file: Path, *, as_json: bool) -> int:
         raise LabError(
             f"scored mode ({scoring.URL_ENV} is set): set {scoring.TOKEN_ENV} to the token your instructor gave you"
         )
-    data = scoring.remote_grade(os.environ[scoring.URL_ENV], token, ch.id, file.read_text(errors="replace"))
+    beside = {n: (file.parent / n).read_text(errors="replace") for n in ch.files if (file.parent / n).is_file()}
+    data = scoring.remote_grade(
+        os.environ[scoring.URL_ENV], token, ch.id, file.read_text(errors="replace"), files=beside
+    )
     if data.get("solved"):
         C.record_solve(C.Grade(ch, str(file), True, [], []))
     if as_json:
@@ -209,6 +215,8 @@ def cmd_solution(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     target = out / ch.config
     C.write_file(target, ch.solution_file.read_text())
+    for name in ch.files:
+        C.write_file(out / name, (ch.path / "solution" / name).read_text())
     print(f"wrote the reference solution to {target}\n")
     print(ch.explanation.strip() + "\n")
     if ch.grader.policy:

@@ -10,8 +10,10 @@ of HMAC-SHA256(secret, ``<challenge id>:<attendee>``) + ``}``, so a flag names i
 none can be computed without the secret.
 
 The wire: ``POST /grade`` with ``Authorization: Bearer <token>`` and the JSON body ``{"id":
-"...", "config": "<the file's text>"}``; the answer is the grade's JSON (``--json`` of ``challenge
-check``) plus ``text`` (what ``check`` prints) and, when solved, ``flag`` and ``attendee``.
+"...", "config": "<the file's text>"}`` (and ``"files": {"<name>": "<text>"}`` for a challenge whose
+config reads further files beside it, its ``files``; one not sent is the challenge's own); the
+answer is the grade's JSON (``--json`` of ``challenge check``) plus ``text`` (what ``check``
+prints) and, when solved, ``flag`` and ``attendee``.
 ``GET /health`` answers ``{"ok": true}``. Errors are ``{"error": "..."}`` with 400 (bad input),
 401 (unknown token) or 413 (too large).
 
@@ -90,14 +92,25 @@ class GradingService:
                 return name
         return None
 
-    def grade(self, attendee: str, challenge_id: str, config_text: str) -> dict[str, Any]:
-        """Grade *config_text* for *challenge_id*; the flag when solved (see the module doc)."""
+    def grade(
+        self, attendee: str, challenge_id: str, config_text: str, files: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Grade *config_text* (and *files*, the challenge's further files as the attendee has
+        them) for *challenge_id*; the flag when solved (see the module doc)."""
         from harness import challenges as C
 
         ch = C.get(challenge_id)
+        extra = dict(files or {})
+        unknown = sorted(set(extra) - set(ch.files))
+        if unknown:
+            raise LabError(
+                f"files: {', '.join(unknown)} is not a file of {ch.id} (its files: {', '.join(ch.files) or 'none'})"
+            )
         with tempfile.TemporaryDirectory(prefix="trustlab-graded-") as tmp:
             path = Path(tmp) / ch.config
             path.write_text(config_text)
+            for name in ch.files:
+                (Path(tmp) / name).write_text(extra[name] if name in extra else (ch.path / name).read_text())
             g = C.grade(ch, path, runtime=self.runtime)
         g.config = ch.config  # the attendee's file name, not the service's temp path
         if g.solved:
@@ -149,14 +162,18 @@ def serve(service: GradingService, *, host: str = "127.0.0.1", port: int = 0) ->
                 return
             try:
                 body = json.loads(self.rfile.read(length))
-                cid, text = body["id"], body["config"]
+                cid, text, files = body["id"], body["config"], body.get("files", {})
                 if not isinstance(cid, str) or not isinstance(text, str) or not text.strip():
                     raise ValueError("id and config must be non-empty strings")
+                if not isinstance(files, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+                ):
+                    raise ValueError("files must map file names to their text")
             except (ValueError, KeyError, TypeError) as exc:
                 self._send(400, {"error": f'the body must be {{"id": ..., "config": ...}} ({exc})'})
                 return
             try:
-                result = service.grade(who, cid, text)
+                result = service.grade(who, cid, text, files)
             except LabError as exc:  # an unknown challenge, a config the lab cannot run
                 self._send(400, {"error": str(exc)})
                 return
@@ -171,14 +188,23 @@ def run_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
     return thread
 
 
-def remote_grade(url: str, token: str, challenge_id: str, config_text: str, *, timeout: float = 60.0) -> dict[str, Any]:
-    """Send an attempt to the instructor's grader; its JSON answer, or a one-line error."""
+def remote_grade(
+    url: str,
+    token: str,
+    challenge_id: str,
+    config_text: str,
+    *,
+    files: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Send an attempt (its config, and *files* beside it) to the instructor's grader; its JSON
+    answer, or a one-line error."""
     import urllib.error
     import urllib.request
 
     request = urllib.request.Request(
         url.rstrip("/") + "/grade",
-        data=json.dumps({"id": challenge_id, "config": config_text}).encode(),
+        data=json.dumps({"id": challenge_id, "config": config_text, **({"files": files} if files else {})}).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )

@@ -33,9 +33,10 @@ def test_every_track_is_a_path_from_warm_up() -> None:
         assert "warm-up" in levels and levels <= set(C.LEVELS), (track, levels)
 
 
-def test_at_least_15_challenges_over_six_proxies_warm_up_to_puzzle() -> None:
+def test_at_least_15_challenges_over_eight_proxies_warm_up_to_puzzle() -> None:
     per_proxy = Counter(c.proxy.value for c in ALL)
-    assert len(ALL) >= 15 and set(per_proxy) == {"nginx", "apache", "haproxy", "caddy", "traefik", "envoy"}, per_proxy
+    kinds = {"nginx", "apache", "haproxy", "caddy", "traefik", "envoy", "squid", "trafficserver"}
+    assert len(ALL) >= 15 and set(per_proxy) == kinds, per_proxy
     assert min(per_proxy.values()) >= 3
     assert {c.difficulty for c in ALL} == set(C.DIFFICULTIES)
     assert min(c.minutes for c in ALL) == 5 and max(c.minutes for c in ALL) == 20
@@ -378,6 +379,44 @@ def test_solution_is_written_and_explained(tmp_path: Path, capsys: pytest.Captur
     assert code == 0 and (tmp_path / "s" / "site.conf").read_text() == _sol(cid)
     assert "ProxyPreserveHost" in out and "https://" in out
     assert json.loads(_run(capsys, "challenge", "progress", "--json")[1])["solutions"] == [cid]
+
+
+@pytest.mark.integration
+def test_a_challenge_of_several_files_starts_and_grades_them_together(
+    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Traffic Server reads remap.config beside records.config: start copies it, the grader reads
+    the learner's copy (the fix of trafficserver-route-override is in it), solution writes both."""
+    cid = "trafficserver-route-override"
+    ch = C.get(cid)
+    assert ch.files == ("remap.config",)
+    assert _run(capsys, "challenge", "start", cid, "--dir", str(tmp_path))[0] == 0
+    assert (tmp_path / "remap.config").read_text() == (ch.path / "remap.config").read_text()
+    assert "`remap.config` beside it" in (tmp_path / "README.md").read_text()
+    assert _run(capsys, "challenge", "check", cid, "--dir", str(tmp_path))[0] == 1
+    fixed = (ch.path / "solution" / "remap.config").read_text()
+    (tmp_path / "remap.config").write_text(fixed)
+    code, out, _ = _run(capsys, "challenge", "check", cid, "--dir", str(tmp_path))
+    assert code == 0 and f"SOLVED {cid}" in out, out
+    sol = tmp_path / "sol"
+    assert _run(capsys, "challenge", "solution", cid, "--dir", str(sol))[0] == 0
+    assert sorted(p.name for p in sol.iterdir()) == ["records.config", "remap.config"]
+    # reset puts the starting remap.config back, keeping the attempt's as a .bak
+    assert _run(capsys, "challenge", "reset", cid, "--dir", str(tmp_path))[0] == 0
+    assert (tmp_path / "remap.config").read_text() == (ch.path / "remap.config").read_text()
+    assert [p.read_text() for p in tmp_path.glob("remap.config.*.bak")] == [fixed]
+
+
+def test_files_must_be_plain_names_shipped_twice(tmp_path: Path) -> None:
+    src = C.get("trafficserver-permissive").path
+    cases = (([".."], "plain file names"), (["records.config"], "not the config"), (["gone.config"], "missing"))
+    for bad, says in cases:
+        d = tmp_path / f"c{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(src, d)
+        text = (d / "challenge.toml").read_text().replace('files = ["remap.config"]', f"files = {json.dumps(bad)}")
+        (d / "challenge.toml").write_text(text)
+        with pytest.raises(C.ChallengeError, match=says):
+            C.load_dir(d)
 
 
 def test_start_on_an_attempt_keeps_it_and_says_how_to_continue(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -333,6 +334,95 @@ ENVOY: dict[str, Mutation] = {
     "graded-elsewhere": lambda t, b: _envoy_elsewhere(t),
 }
 
+# -- squid (squid.conf: an accelerator with one cache_peer) ---------------------------------------
+def _squid_name(text: str, name: str) -> str:
+    """The peer line's ``tls-domain=`` (the name Squid checks), set to *name*."""
+    if "tls-domain=" in text:
+        return re.sub(r"tls-domain=\S+", f"tls-domain={name}", text)
+    return re.sub(r"^(cache_peer .*)$", rf"\1 tls-domain={name}", text, count=1, flags=re.M)
+
+
+def _squid_target(text: str, b: Backend, host: str, port: int) -> str:
+    """The peer's host and http-port (``cache_peer HOST parent PORT``) replaced."""
+    old = rf"^cache_peer (?:{re.escape(b.name)}|{re.escape(b.address)}) parent {b.port} "
+    return re.sub(old, f"cache_peer {host} parent {port} ", text, flags=re.M)
+
+
+def _squid_peer(text: str) -> str:
+    m = re.search(r"^cache_peer .* name=(\S+)", text, re.M)
+    assert m, "no cache_peer ... name="
+    return m.group(1)
+
+
+SQUID: dict[str, Mutation] = {
+    "typo-name": lambda t, b: _squid_name(t, typo(b.name)),
+    "sibling-name": lambda t, b: _squid_name(t, SIBLING),
+    "other-host": lambda t, b: _squid_target(t, b, "attacker-box.example", 8443),
+    "other-ip": lambda t, b: _squid_name(_squid_target(t, b, "192.0.2.55", 443), "evil.example"),
+    "ip-without-name": lambda t, b: re.sub(r" tls-domain=\S+", "", _squid_target(t, b, b.address, b.port)),
+    # a second peer to the same backend, verification off, for /v2/ (and the first peer denied it)
+    "second-route-verify-off": lambda t, b: _before(
+        t,
+        rf"cache_peer_access {_squid_peer(t)} allow",
+        f"cache_peer {b.name} parent {b.port} 0 no-query originserver name=legacy tls tls-flags=DONT_VERIFY_PEER\n"
+        "acl v2 urlpath_regex ^/v2/\n"
+        "cache_peer_access legacy allow v2\n"
+        "cache_peer_access legacy deny all\n"
+        f"cache_peer_access {_squid_peer(t)} deny v2",
+    ),
+    "refuse-everything": lambda t, b: _before(t, r"http_access allow", "http_access deny all"),
+    "forge-marker": lambda t, b: t + f"reply_header_access X-Trustlab-Identity deny all\nreply_header_add {FORGED}\n",
+    # the graded request is refused; only /elsewhere/ reaches the verified peer
+    "graded-elsewhere": lambda t, b: _before(
+        t, r"http_access allow", "acl elsewhere urlpath_regex ^/elsewhere/\nhttp_access deny !elsewhere"
+    ),
+}
+
+# -- trafficserver (records.config, and the remap.config beside it: several files) --------------
+Files = dict[str, str]
+FileMutation = Callable[[Files, Backend], Files]
+
+
+def _remap(edit: Callable[[str], str]) -> FileMutation:
+    """A mutation of remap.config alone."""
+    return lambda f, b: {**f, "remap.config": edit(f["remap.config"])}
+
+
+def _ts_graded_map(text: str, b: Backend) -> str:
+    """The map rule of the graded request (``map http://HOST/ https://...``)."""
+    m = re.search(rf"^map http://{re.escape(b.host)}/ .*$", text, re.M)
+    assert m, f"no map rule for http://{b.host}/"
+    return m.group(0)
+
+
+TRAFFICSERVER: dict[str, FileMutation] = {
+    "typo-name": lambda f, b: _remap(lambda t: _targets(t, b, f"{typo(b.name)}:{b.port}"))(f, b),
+    "sibling-name": lambda f, b: _remap(lambda t: _targets(t, b, f"{SIBLING}:{b.port}"))(f, b),
+    "other-host": lambda f, b: _remap(lambda t: _targets(t, b, ATTACKER))(f, b),
+    "other-ip": lambda f, b: _remap(lambda t: _targets(t, b, OTHER_IP))(f, b),
+    "ip-without-name": lambda f, b: _remap(lambda t: _targets(t, b, f"{b.address}:{b.port}"))(f, b),
+    # a second route to the same backend, verification off for it alone (conf_remap)
+    "second-route-verify-off": lambda f, b: _remap(
+        lambda t: f"map http://{b.host}/v2/ https://{b.name}:{b.port}/v2/ @plugin=conf_remap.so "
+        "@pparam=proxy.config.ssl.client.verify.server.policy=DISABLED\n" + t
+    )(f, b),
+    # only a documentation address may use the portal: every client of the lab is refused
+    "refuse-everything": lambda f, b: _remap(
+        lambda t: t.replace(_ts_graded_map(t, b), _ts_graded_map(t, b) + " @action=allow @src_ip=192.0.2.1")
+    )(f, b),
+    # relabelling needs a plugin (header_rewrite), which the adapter drops: the start still grades
+    "forge-marker": lambda f, b: _remap(
+        lambda t: t.replace(_ts_graded_map(t, b), _ts_graded_map(t, b) + " @plugin=header_rewrite.so @pparam=x.conf")
+    )(f, b),
+    # the verified route answers another Host; the graded one is mapped nowhere
+    "graded-elsewhere": lambda f, b: _remap(
+        lambda t: t.replace(f"map http://{b.host}/", "map http://api-internal.example.com/")
+    )(f, b),
+}
+#: Kinds whose challenges are several files (the config and its ``files``): their mutations take
+#: and return every file.
+MULTI_FILE: dict[str, dict[str, FileMutation]] = {"trafficserver": TRAFFICSERVER}
+
 #: One mutation table per proxy kind that has challenges; a kind without one fails the suite.
 MUTATIONS: dict[str, dict[str, Mutation]] = {
     "nginx": NGINX,
@@ -341,28 +431,42 @@ MUTATIONS: dict[str, dict[str, Mutation]] = {
     "caddy": CADDY,
     "traefik": TRAEFIK,
     "envoy": ENVOY,
+    "squid": SQUID,
+    "trafficserver": {},  # several files: MULTI_FILE
 }
 #: Wrong fixes a kind cannot express, and why (never a way to leave one out).
 NOT_EXPRESSIBLE: dict[str, dict[str, str]] = {
     "traefik": {"static-200": "Traefik has no handler that answers by itself (no respond/return): it only proxies"},
+    "squid": {"static-200": "Squid answers by itself only with error pages and 3xx redirects (deny_info), never a 200"},
+    "trafficserver": {
+        "static-200": "Traffic Server answers by itself only through plugins (generator, statichit), which the adapter "
+        "drops",
+    },
 }
 
 
-def attempts(ch: C.Challenge) -> dict[str, str]:
-    """The wrong fixes of *ch*, generated from its reference solution (or its start: :data:`FROM_START`)."""
-    table = MUTATIONS.get(ch.proxy.value)
+def attempts(ch: C.Challenge) -> dict[str, Files]:
+    """The wrong fixes of *ch*, generated from its reference solution (or its start: :data:`FROM_START`):
+    each one the files to grade (the config, and the ``files`` it reads beside it)."""
+    kind = ch.proxy.value
+    multi = MULTI_FILE.get(kind)
+    table: dict[str, Any] | None = multi or MUTATIONS.get(kind)
     if table is None:
         raise AssertionError(
-            f"{ch.id}: no gaming mutations for {ch.proxy.value} challenges; add a table to MUTATIONS in {__file__}"
+            f"{ch.id}: no gaming mutations for {kind} challenges; add a table to MUTATIONS in {__file__}"
         )
-    cases = [c for c in CASES if c not in NOT_EXPRESSIBLE.get(ch.proxy.value, {})]
-    assert set(table) == set(cases), f"{ch.proxy.value}: mutations {sorted(set(cases) - set(table))} missing"
+    cases = [c for c in CASES if c not in NOT_EXPRESSIBLE.get(kind, {})]
+    assert set(table) == set(cases), f"{kind}: mutations {sorted(set(cases) - set(table))} missing"
     out = {}
     for case in cases:
-        base = (ch.start_file if case in FROM_START else ch.solution_file).read_text()
-        text = table[case](base, ch.backend)
-        assert text != base, f"{ch.id}: {case} does not apply to its config; adapt the mutation"
-        out[case] = text
+        where = ch.path if case in FROM_START else ch.path / "solution"
+        base = {name: (where / name).read_text() for name in (ch.config, *ch.files)}
+        if multi is not None:
+            files = multi[case](dict(base), ch.backend)
+        else:
+            files = {**base, ch.config: table[case](base[ch.config], ch.backend)}
+        assert files != base, f"{ch.id}: {case} does not apply to its config; adapt the mutation"
+        out[case] = files
     return out
 
 
@@ -391,10 +495,11 @@ def graded(cid: str, case: str, runtime: str, tmp: pytest.TempPathFactory) -> C.
     if (cid, runtime) not in _GRADED:
         ch = C.get(cid)
         paths = []
-        for name, text in attempts(ch).items():
-            path = tmp.mktemp(f"{cid}-{name}") / ch.config
-            path.write_text(text)
-            paths.append(path)
+        for name, files in attempts(ch).items():
+            where = tmp.mktemp(f"{cid}-{name}")
+            for file, text in files.items():
+                (where / file).write_text(text)
+            paths.append(where / ch.config)
         _GRADED[cid, runtime] = dict(zip(attempts(ch), C.grade_many(ch, paths, runtime=runtime), strict=True))
     return _GRADED[cid, runtime][case]
 
@@ -426,7 +531,7 @@ def test_a_wrong_fix_is_not_yet_with_a_reason(
 def test_graded_side_by_side_or_alone_the_verdict_is_the_same(local_runtime: str, tmp_path: Path) -> None:
     """One lab for several attempts changes nothing: each proxy is its own process and port."""
     ch = C.get("haproxy-default-server")
-    texts = {**attempts(ch), "solution": ch.solution_file.read_text()}
+    texts = {**{k: v[ch.config] for k, v in attempts(ch).items()}, "solution": ch.solution_file.read_text()}
     paths = []
     for name in ("solution", "second-route-verify-off", "typo-name", "static-200"):
         (tmp_path / name).mkdir()
@@ -449,7 +554,7 @@ def test_check_on_your_own_config_still_trusts_the_name_it_names(local_runtime: 
 
     ch = C.get("nginx-ca-without-verify")
     path = tmp_path / ch.config
-    path.write_text(attempts(ch)["typo-name"])
+    path.write_text(attempts(ch)["typo-name"][ch.config])
     assert check("nginx", path).ok  # a verifying config for backend-api.internl, as written
     pinned = check("nginx", path, pinned=ch.backend)
     assert not pinned.ok and any("expects" in p.text for p in pinned.problems)
@@ -464,6 +569,8 @@ DOCKER_ONE_PER_KIND = (
     "caddy-ip-target",
     "traefik-ip-target",
     "envoy-ca-without-san",
+    "squid-default-ca",
+    "trafficserver-signature",
 )
 DOCKER_PAIRS = [(cid, case) for cid, case in PAIRS if cid in DOCKER_ONE_PER_KIND]
 

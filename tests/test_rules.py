@@ -18,7 +18,7 @@ from harness.scenarios import builtin
 
 
 def _registered() -> list[rules.Rule]:
-    with_module = [k for k in kinds() if driver(k).config_module]  # Traffic Server, Squid: none yet
+    with_module = [k for k in kinds() if driver(k).config_module]
     return [r for k in with_module for r in rules.rules(k) if hasattr(rules.config_module(k), "scopes")]
 
 

@@ -64,6 +64,30 @@ def grader(local_runtime: str) -> Iterator[str]:
 
 
 @pytest.mark.integration
+def test_the_grader_grades_the_files_beside_the_config(
+    grader: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trafficserver-route-override's fix is in remap.config, beside records.config: the attendee's
+    copy travels with the attempt (and the challenge's own stands in for one not sent)."""
+    cid = "trafficserver-route-override"
+    ch = C.get(cid)
+    fixed = (ch.path / "solution" / "remap.config").read_text()
+    records = ch.start_file.read_text()
+    assert not scoring.remote_grade(grader, "tok-ada", cid, records)["solved"]  # the start's remap.config
+    data = scoring.remote_grade(grader, "tok-ada", cid, records, files={"remap.config": fixed})
+    assert data["solved"] and data["flag"] == scoring.attendee_flag(cid, "ada", SECRET)
+    with pytest.raises(LabError, match="400: files: nginx.conf is not a file of"):
+        scoring.remote_grade(grader, "tok-ada", cid, records, files={"nginx.conf": "x"})
+    # From the attendee's folder: `challenge check` sends the remap.config beside the attempt.
+    (tmp_path / ch.config).write_text(records)
+    (tmp_path / "remap.config").write_text(fixed)
+    monkeypatch.setenv(scoring.URL_ENV, grader)
+    monkeypatch.setenv(scoring.TOKEN_ENV, "tok-ada")
+    code, out, _ = _run(capsys, "challenge", "check", cid, str(tmp_path / ch.config))
+    assert code == 0 and f"flag: {scoring.attendee_flag(cid, 'ada', SECRET)}" in out
+
+
+@pytest.mark.integration
 def test_only_the_grader_issues_a_flag_for_an_attempt_it_graded(
     grader: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -111,15 +111,12 @@ def test_every_peer_line_gets_the_labs_fail_limit(tmp_path: Path) -> None:
     assert reported.count("connect-fail-limit") == 1 and "sslflags=DONT_VERIFY_PEER" in reported
 
 
-def test_check_and_audit_refuse_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness import cli
+def test_audit_reads_a_peer_line(tmp_path: Path) -> None:
+    """squid.conf has a check adapter and audit rules (harness/configs/squid.py; they were refused
+    before): a bare ``tls`` peer trusts the system store."""
+    from harness.audit import audit
 
     conf = tmp_path / "squid.conf"
     conf.write_text("http_port 3128 accel\ncache_peer backend-api.internal parent 443 0 originserver tls\n")
-    assert cli.main(["audit", str(conf)]) == 2
-    assert cli.main(["check", "squid", str(conf), "--runtime", "local"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2
-    for line, command in zip(err, ("audit", "check"), strict=True):
-        assert line.startswith(f"trustlab: error: {command}: squid configs are not supported yet; supported: ")
-        assert "nginx" in line
+    report = audit(conf)
+    assert report.proxy == "squid" and "squid-system-store" in report.rules()

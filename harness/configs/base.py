@@ -99,6 +99,8 @@ class Upstream:
     why_unroutable: str = ""
     #: Key of the pool (upstream block / backend / balancer) it belongs to, if any.
     pool: str = ""
+    #: The file its line is in, when not the config given (Traffic Server's remap.config).
+    file: str = ""
 
     @property
     def is_ip(self) -> bool:
@@ -138,6 +140,8 @@ class Adapted:
     #: The file name the adapted config needs (``caddy.json``: Caddy picks its adapter by name);
     #: ``""``: the driver's :attr:`~harness.proxies.base.Driver.config_name`.
     config_name: str = ""
+    #: Further files the adapted config needs beside it (Traffic Server's remap.config): name -> text.
+    extra_files: dict[str, str] = field(default_factory=dict)
 
 
 class Ports:

@@ -65,8 +65,10 @@ class SquidDriver(Driver):
     )
     policy_line = "cache_peer"
     flag_directives = True
+    config_module = "harness.configs.squid"
     check_hint = "looked for cache_peer lines with tls (or ssl)"
-    guess_order = 35
+    # Before Apache: its SSLProxy* guess (case-insensitive) also matches squid.conf's sslproxy_cert_error.
+    guess_order = 8
     # cache_effective_user (Debian: proxy) applies only when Squid starts as root.
     accounts = (("proxy", 13),)
     indent = ""

@@ -52,12 +52,14 @@ class TrafficServerDriver(Driver):
     start_order = 9
     directives = tuple(RECORD_TYPES)
     policy_line = ""  # one remap rule, always the template's
+    config_module = "harness.configs.trafficserver"
     check_hint = "looked for map rules to https:// targets in remap.config"
     guess_order = 40
     indent = ""
 
     def looks_like(self, text: str) -> bool:
-        return bool(re.search(r"^\s*CONFIG\s+proxy\.config\.", text, re.M))
+        # records.config (9.x), or records.yaml (10.x: its tree under ``ts:``).
+        return bool(re.search(r"^\s*CONFIG\s+proxy\.config\.", text, re.M) or re.search(r"^ts:\s*$", text, re.M))
 
     def tls_library(self, binary: str | None = None) -> str:
         from harness.proxies.haproxy import _linked_openssl
