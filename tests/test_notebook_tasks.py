@@ -31,7 +31,7 @@ ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 # 10 drives held labs through the CLI (no run object to score); every other lesson predicts.
 PREDICTING = [p for p in ALL if not p.name.startswith("10-")]
 # The lessons that end with a graded task on the learner's own config.
-GRADED = {"02", "03", "04", "05", "06", "08", "12"}
+GRADED = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "12"}
 
 TASK = re.compile(r'^(MY_\w+) = r"""(.*?)"""', re.S | re.M)
 SUBMIT = re.compile(r'harness\.submit\("([\w-]+)", (MY_\w+), runtime=RUNTIME\)')
@@ -126,6 +126,7 @@ def _edit(text: str, *pairs: tuple[str, str]) -> str:
 
 
 NGX_CA = "            proxy_ssl_trusted_certificate /etc/nginx/tls/internal-pki.pem;\n"
+NGX_OFF = "            proxy_ssl_verify off;\n"
 NGX_VERIFY = "            proxy_ssl_verify on;\n"
 NGX_BUNDLE = "            proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;\n"
 APX_VERIFY = "    SSLProxyVerify require\n"
@@ -133,6 +134,14 @@ HAP = "ca-file /etc/haproxy/tls/internal-pki.pem"
 CADDY = "\treverse_proxy https://backend-api.internal:8443\n"
 ENVOY_CA = "              filename: /etc/envoy/pki/internal-root.pem\n"
 TRAEFIK_CA = "        - /etc/traefik/pki/internal-root.pem\n"
+
+
+TRAEFIK_URL = '          - url: "https://backend-api.internal:8443/"\n'
+
+
+def _traefik(*lines: str) -> tuple[str, str]:
+    body = "".join(f"      {ln}\n" for ln in lines)
+    return TRAEFIK_URL, TRAEFIK_URL + "        serversTransport: internal\n  serversTransports:\n    internal:\n" + body
 
 
 def _caddy(*lines: str) -> tuple[str, str]:
@@ -146,6 +155,33 @@ def _envoy(*lines: str) -> tuple[str, str]:
 
 # challenge -> (a correct edit, {what the wrong edit is: its edit})
 EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]] = {
+    "nginx-verify-off": (
+        [(NGX_OFF, NGX_VERIFY + NGX_CA)],
+        {
+            "verify on, no CA": [(NGX_OFF, NGX_VERIFY)],
+            "a CA, verify still off": [(NGX_OFF, NGX_OFF + NGX_CA)],
+            "the system bundle": [(NGX_OFF, NGX_VERIFY + NGX_BUNDLE)],
+            "a typo'd directive": [(NGX_OFF, NGX_VERIFY.replace("verify", "verfy") + NGX_CA)],
+        },
+    ),
+    "nginx-depth-zero": (
+        [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_depth 1;")],
+        {
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "a typo'd directive": [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_dept 2;")],
+            "depth 2, the system bundle": [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_depth 2;"),
+                                           (NGX_CA, NGX_BUNDLE)],
+        },
+    ),
+    "traefik-system-store": (
+        [_traefik("rootCAs:", "  - /etc/traefik/pki/internal-root.pem")],
+        {
+            "skip verify": [_traefik("insecureSkipVerify: true")],
+            "the OS bundle as rootCAs": [_traefik("rootCAs:", "  - /etc/ssl/certs/ca-certificates.crt")],
+            "a name that blocks legit": [_traefik("rootCAs:", "  - /etc/traefik/pki/internal-root.pem",
+                                                  "serverName: other-svc.internal")],
+        },
+    ),
     "nginx-ca-without-verify": (
         [(NGX_CA, NGX_CA + "            proxy_ssl_verify on;\n")],
         {
