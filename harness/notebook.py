@@ -446,6 +446,8 @@ def predict(
 
     Left at its placeholder (``spoofed=...``, or ``None``) it raises nothing and says "you did not
     predict yet": with *results* it shows the real outcomes unscored, without them it runs nothing.
+    A scored prediction is kept in the learner's progress, next to the challenges
+    (``trustlab challenge progress``).
     """
     placeholder = spoofed is NOT_PREDICTED or spoofed is None
     sc = scenarios.resolve(scenario_id)
@@ -502,6 +504,13 @@ def predict(
             caption += "; surprising: " + "; ".join(parts)
         else:
             caption += "; no surprise"
+    if not placeholder:
+        from harness import challenges
+
+        try:  # one record with the challenges: `trustlab challenge progress` shows it
+            challenges.record_prediction(sc.id, right, len(rows))
+        except LabError as exc:  # a broken progress file must not hide the score
+            caption += f" (not recorded: {exc})"
     table = Table(["identity", "you said", "real outcome", "", "evidence"], rows, caption=caption, items=cells)
     table.score = None if placeholder else (right, len(rows))  # type: ignore[attr-defined]
     table.surprises = surprises  # type: ignore[attr-defined]

@@ -102,6 +102,36 @@ def test_a_placeholder_prediction_runs_and_says_so() -> None:
     assert empty.score is None and "replace ... with a list" in empty.caption  # type: ignore[attr-defined]
 
 
+def test_a_scored_prediction_is_in_the_learners_one_progress_record(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED), ("expired", Outcome.SPOOFED))
+    harness.predict("nginx/verify-off", spoofed=..., results=r)  # a placeholder records nothing
+    with C.progress() as p:
+        assert p.predictions == {}
+    harness.predict("nginx/verify-off", spoofed=["legit"], results=r)
+    harness.predict("nginx/verify-off", spoofed=["legit", "rogue-ca"], results=r)  # the last one counts
+    with C.progress() as p:
+        assert {k: v for k, v in p.predictions["nginx/verify-off"].items() if k in ("right", "total")} == {
+            "right": 2, "total": 3}
+    assert main(["challenge", "progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"] == {"nginx/verify-off": {"right": 2, "total": 3}}
+    assert main(["challenge", "progress"]) == 0
+    out = capsys.readouterr().out
+    assert "notebook predictions: 1 scored, 2/3 cells right" in out and "nginx/verify-off" in out
+    C.reset(None)
+    with C.progress() as p:
+        assert p.predictions == {}
+
+
+def test_a_corrupt_progress_file_does_not_hide_the_score() -> None:
+    C.state_dir().mkdir(parents=True, exist_ok=True)
+    (C.state_dir() / "challenges.json").write_text('{"predictions": []}')
+    r = _results(("legit", Outcome.SERVED))
+    t = harness.predict("nginx/verify-off", spoofed=["legit"], results=r)
+    assert t.score == (1, 1) and "not recorded" in t.caption and "corrupt" in t.caption  # type: ignore[attr-defined]
+
+
 def test_predict_refuses_a_typo_and_a_scenario_not_in_the_run() -> None:
     r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED))
     with pytest.raises(LabError, match="rouge-ca unknown here"):
