@@ -665,7 +665,8 @@ def _umask() -> int:
 
 @dataclass
 class Progress:
-    """The learner's progress: solves, hint tiers shown, solutions viewed (one JSON file)."""
+    """The learner's progress: solves, hint tiers shown, solutions viewed, and the notebooks'
+    scored predictions (one JSON file)."""
 
     path: Path
     data: dict[str, Any] = field(default_factory=dict)
@@ -682,12 +683,21 @@ class Progress:
     def solutions(self) -> list[str]:
         return self.data.setdefault("solutions", [])
 
+    @property
+    def predictions(self) -> dict[str, Any]:
+        """scenario id -> the last scored prediction of it in a notebook (right, total, when)."""
+        return self.data.setdefault("predictions", {})
+
     def to_json_dict(self) -> dict[str, Any]:
         known = [c.id for c in load_all()]
         return {
             "solved": [i for i in known if i in self.solved],
             "hints": {i: self.hints[i] for i in known if i in self.hints},
             "solutions": [i for i in known if i in self.solutions],
+            "predictions": {
+                sid: {"right": int(p.get("right", 0)), "total": int(p.get("total", 0))}
+                for sid, p in sorted(self.predictions.items()) if isinstance(p, dict)
+            },
             "total": len(known),
             "state_file": str(self.path),
         }
@@ -704,7 +714,7 @@ def _read_state(path: Path) -> dict[str, Any]:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        for key, kind in (("solved", dict), ("hints", dict), ("solutions", list)):
+        for key, kind in (("solved", dict), ("hints", dict), ("solutions", list), ("predictions", dict)):
             if not isinstance(data.get(key, kind()), kind):
                 raise ValueError(f"{key} is not a JSON {kind.__name__}")
     except ValueError as exc:
@@ -755,6 +765,18 @@ def record_solve(g: Grade) -> None:
             "last": _now(),
             "hints": p.hints.get(g.challenge.id, 0),
             "solution_viewed": g.challenge.id in p.solutions,
+        }
+
+
+def record_prediction(scenario_id: str, right: int, total: int) -> None:
+    """Keep a notebook prediction's score (``harness.predict``) in the learner's one progress record."""
+    with progress(write=True) as p:
+        first = p.predictions.get(scenario_id)
+        p.predictions[scenario_id] = {
+            "right": right,
+            "total": total,
+            "first": first["first"] if isinstance(first, dict) and "first" in first else _now(),
+            "last": _now(),
         }
 
 

@@ -245,6 +245,12 @@ def cmd_progress(args: argparse.Namespace) -> int:
             extra.append("solution viewed")
         print(f"{mark} {c.id:<26} {', '.join(extra)}")
     print(f"\n{len(data['solved'])}/{data['total']} solved (state: {data['state_file']})")
+    if data["predictions"]:
+        right = sum(p["right"] for p in data["predictions"].values())
+        cells = sum(p["total"] for p in data["predictions"].values())
+        print(f"notebook predictions: {len(data['predictions'])} scored, {right}/{cells} cells right")
+        for sid, p in data["predictions"].items():
+            print(f"    {sid:<40} {p['right']}/{p['total']}")
     return EXIT_OK
 
 
@@ -341,7 +347,7 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     c.add_argument("id")
     c.add_argument("--dir", help="where (default: ./ID/solution/)")
     c.set_defaults(func=cmd_solution)
-    c = csub.add_parser("progress", help="what you solved, hints and solutions used")
+    c = csub.add_parser("progress", help="what you solved, hints and solutions used, notebook predictions scored")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_progress)
     c = csub.add_parser("reset", help="restore the starting file (attempt kept as .bak), forget progress")

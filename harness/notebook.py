@@ -417,42 +417,103 @@ class Banner:
     __repr__ = __str__
 
 
-def predict(
-    scenario_id: str, *, spoofed: Sequence[str], runtime: str = "local", identities: Sequence[str] | None = None
-) -> Table:
-    """Commit to a prediction, then see the real grid scored cell by cell.
+#: What a prediction cell holds until the learner fills it in (``spoofed=...``).
+NOT_PREDICTED: Any = ...
 
-    *spoofed* lists the identities you predict get through as impostors (or, for a legitimate
-    identity, get served); every other identity you predict is stopped. Nothing runs until the
-    prediction is given, so the grid cannot be peeked at first. The returned table has one row
-    per identity: your prediction, the real outcome, and whether you were right; its caption is
-    the score (``table.score`` as ``(right, total)``).
+
+def _through(outcome: Outcome) -> bool:
+    """An identity "gets through" when its response reaches the client (served or spoofed)."""
+    return outcome in (Outcome.SPOOFED, Outcome.SERVED)
+
+
+def predict(
+    scenario_id: str,
+    *,
+    spoofed: Sequence[str] | Any = NOT_PREDICTED,
+    results: Results | None = None,
+    runtime: str = "local",
+    identities: Sequence[str] | None = None,
+) -> Table:
+    """Commit to a prediction, then see the real outcomes scored cell by cell.
+
+    *spoofed* lists the identities you predict get through (an impostor spoofed, or a legitimate
+    identity served); every other identity you predict is stopped. With *results* (a run the
+    notebook made after you wrote the prediction down) it is scored against that run's cells
+    of *scenario_id*; without, the scenario runs now. The table has one row per identity: your
+    prediction, the real outcome, whether you were right; its caption is the score and names the
+    surprises (``table.score`` is ``(right, total)``, ``table.surprises`` the identities you got
+    wrong).
+
+    Left at its placeholder (``spoofed=...``, or ``None``) it raises nothing and says "you did not
+    predict yet": with *results* it shows the real outcomes unscored, without them it runs nothing.
+    A scored prediction is kept in the learner's progress, next to the challenges
+    (``trustlab challenge progress``).
     """
-    chosen = list(identities) if identities else list(IDENTITY_IDS)
-    if isinstance(spoofed, str):
-        raise LabError("predict: spoofed must be a list of identity ids, e.g. spoofed=['rogue-ca']")
-    unknown = [i for i in spoofed if i not in chosen]
-    if unknown:
-        raise LabError(f"predict: {', '.join(unknown)} unknown here; identities: {', '.join(chosen)}")
+    placeholder = spoofed is NOT_PREDICTED or spoofed is None
     sc = scenarios.resolve(scenario_id)
-    results = runner.run([sc], runtime=runtime, identities=tuple(chosen))
+    if results is not None:
+        cells = [c for c in results.cells if c.scenario == sc.id and (not identities or c.identity in identities)]
+        if not cells:
+            raise LabError(f"predict: {sc.id} is not in this run; run it first (harness.run_scenario)")
+        chosen = [c.identity for c in cells]
+    else:
+        cells = []
+        chosen = list(identities) if identities else list(IDENTITY_IDS)
+    if not placeholder:
+        if isinstance(spoofed, str):
+            raise LabError("predict: spoofed must be a list of identity ids, e.g. spoofed=['rogue-ca']")
+        unknown = [i for i in spoofed if i not in chosen]
+        if unknown:
+            raise LabError(f"predict: {', '.join(unknown)} unknown here; identities: {', '.join(chosen)}")
+    if placeholder and results is None:
+        table = Table(["identity"], [[i] for i in chosen],
+                      caption=f"{sc.id}: you did not predict yet; replace ... with a list of the identities "
+                              "you expect to get through, e.g. ['rogue-ca'] ([] for none), and run the cell again")
+        table.score = None  # type: ignore[attr-defined]
+        table.surprises = []  # type: ignore[attr-defined]
+        return table
+    if results is None:
+        results = runner.run([sc], runtime=runtime, identities=tuple(chosen))
+        cells = list(results.cells)
     rows: list[list[Any]] = []
     right = 0
-    for c in results.cells:
-        through = c.outcome in (Outcome.SPOOFED, Outcome.SERVED)
+    surprises: list[str] = []
+    for c in cells:
+        through = _through(c.outcome)
+        if placeholder:
+            rows.append([c.identity, "-", c.outcome, "", c.reason])
+            continue
         said = c.identity in spoofed
         ok = said == through
         right += ok
+        if not ok:
+            surprises.append(c.identity)
         rows.append(
             [c.identity, "gets through" if said else "stopped", c.outcome, "right" if ok else "WRONG", c.reason]
         )
-    table = Table(
-        ["identity", "you said", "real outcome", "", "evidence"],
-        rows,
-        caption=f"{sc.id}: {right}/{len(rows)} predicted right",
-        items=list(results.cells),
-    )
-    table.score = (right, len(rows))  # type: ignore[attr-defined]
+    if placeholder:
+        caption = (f"{sc.id}: you did not predict yet (the prediction cell still holds ...); "
+                   "the real outcomes, unscored")
+    else:
+        caption = f"{sc.id}: {right}/{len(rows)} predicted right"
+        if surprises:
+            got_in = [i for i in surprises if i not in spoofed]
+            kept_out = [i for i in surprises if i in spoofed]
+            parts = ([f"{', '.join(got_in)} got through (you said stopped)"] if got_in else []) + (
+                [f"{', '.join(kept_out)} stopped (you said through)"] if kept_out else [])
+            caption += "; surprising: " + "; ".join(parts)
+        else:
+            caption += "; no surprise"
+    if not placeholder:
+        from harness import challenges
+
+        try:  # one record with the challenges: `trustlab challenge progress` shows it
+            challenges.record_prediction(sc.id, right, len(rows))
+        except LabError as exc:  # a broken progress file must not hide the score
+            caption += f" (not recorded: {exc})"
+    table = Table(["identity", "you said", "real outcome", "", "evidence"], rows, caption=caption, items=cells)
+    table.score = None if placeholder else (right, len(rows))  # type: ignore[attr-defined]
+    table.surprises = surprises  # type: ignore[attr-defined]
     return table
 
 

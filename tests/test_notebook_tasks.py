@@ -1,0 +1,329 @@
+"""The notebooks' learner-facing parts: predictions before each reveal, graded tasks on the learner's edit.
+
+A lesson records the learner's prediction (``PREDICT_X = ...``, a placeholder until they fill it
+in) before the cell that runs the proxies, and scores it after with ``harness.predict(...,
+results=r)``. A graded task is a cell holding a challenge's starting config (``MY_X = r\"\"\"...\"\"\"``)
+that the learner edits, and a checker cell, ``harness.submit(ID, MY_X, runtime=RUNTIME)``, which
+grades that text on the real proxy through the challenge grader.
+
+Here each task's checker is run on the cell's text as committed (it must say Not yet), on a
+correct edit of it (Solved), and on the wrong edits a learner makes (a typo'd directive or name,
+a fix that blocks the legitimate backend, verification on without a CA, verification off, a name
+or matcher that lets a sibling in): every one must be refused. On both runtimes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import challenges as C
+from harness.errors import LabError
+from harness.results import Cell, Results
+from harness.vocab import Outcome
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+# 10 drives held labs through the CLI (no run object to score); every other lesson predicts.
+PREDICTING = [p for p in ALL if not p.name.startswith("10-")]
+# The lessons that end with a graded task on the learner's own config.
+GRADED = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "12"}
+
+TASK = re.compile(r'^(MY_\w+) = r"""(.*?)"""', re.S | re.M)
+SUBMIT = re.compile(r'harness\.submit\("([\w-]+)", (MY_\w+), runtime=RUNTIME\)')
+PLACEHOLDER = re.compile(r"^(PREDICT_\w+) = \.\.\.", re.M)
+SCORE = re.compile(r'harness\.predict\("([\w/-]+)", spoofed=(PREDICT_\w+), results=(\w+)\)')
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def tasks() -> list[tuple[str, str, str]]:
+    """(notebook stem, challenge id, the cell's starting text) for every graded task."""
+    found = []
+    for path in ALL:
+        code = "\n".join(_code_cells(path))
+        texts = dict(TASK.findall(code))
+        for cid, var in SUBMIT.findall(code):
+            found.append((path.stem, cid, texts[var]))
+    return found
+
+
+TASKS = tasks()
+
+
+# -- predictions -------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", PREDICTING, ids=[p.stem for p in PREDICTING])
+def test_each_lesson_records_a_prediction_before_the_run_it_scores(path: Path) -> None:
+    cells = _code_cells(path)
+    placed = {var: n for n, text in enumerate(cells) for var in PLACEHOLDER.findall(text)}
+    scored = [(n, sid, var, res) for n, text in enumerate(cells) for sid, var, res in SCORE.findall(text)]
+    assert scored, f"{path.name}: no harness.predict(..., results=...) scores a prediction"
+    assert set(placed) == {var for _, _, var, _ in scored}, f"{path.name}: a prediction is never scored, or never asked"
+    for n, _sid, var, res in scored:
+        runs = [m for m in range(placed[var] + 1, n + 1) if re.search(rf"^{res} = ", cells[m], re.M)]
+        assert placed[var] < n and runs, f"{path.name}: {var} must be asked before the cell that runs {res}"
+        # (that the run holds *sid* is checked when the notebook executes: predict raises otherwise)
+
+
+def _results(*cells: tuple[str, Outcome]) -> Results:
+    return Results(meta={}, cells=[
+        Cell(scenario="nginx/verify-off", proxy="nginx", variant="verify-off", identity=i, outcome=o, expected=None,
+             status=200, reason=f"response from {i}", sni=None, tls="TLSv1.2", duration_s=0.01)
+        for i, o in cells
+    ])
+
+
+def test_predict_scores_against_a_run_and_names_the_surprises() -> None:
+    r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED), ("expired", Outcome.SPOOFED),
+                 ("wrong-name", Outcome.BLOCKED))
+    t = harness.predict("nginx/verify-off", spoofed=["legit", "rogue-ca", "wrong-name"], results=r)
+    assert t.score == (2, 4)  # type: ignore[attr-defined]
+    assert t.surprises == ["expired", "wrong-name"]  # type: ignore[attr-defined]
+    assert "expired got through (you said stopped)" in t.caption
+    assert "wrong-name stopped (you said through)" in t.caption
+    right = harness.predict("nginx/verify-off", spoofed=["legit", "rogue-ca", "expired"], results=r)
+    assert right.score == (4, 4) and "no surprise" in right.caption  # type: ignore[attr-defined]
+
+
+def test_a_placeholder_prediction_runs_and_says_so() -> None:
+    r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED))
+    t = harness.predict("nginx/verify-off", spoofed=..., results=r)
+    assert t.score is None and "you did not predict yet" in t.caption  # type: ignore[attr-defined]
+    assert [row[2] for row in t.rows] == [Outcome.SERVED, Outcome.SPOOFED]  # the real outcomes, unscored
+    # Without a run it runs nothing (no runtime is needed here) and says what to do.
+    empty = harness.predict("nginx/verify-off", spoofed=...)
+    assert empty.score is None and "replace ... with a list" in empty.caption  # type: ignore[attr-defined]
+
+
+def test_a_scored_prediction_is_in_the_learners_one_progress_record(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED), ("expired", Outcome.SPOOFED))
+    harness.predict("nginx/verify-off", spoofed=..., results=r)  # a placeholder records nothing
+    with C.progress() as p:
+        assert p.predictions == {}
+    harness.predict("nginx/verify-off", spoofed=["legit"], results=r)
+    harness.predict("nginx/verify-off", spoofed=["legit", "rogue-ca"], results=r)  # the last one counts
+    with C.progress() as p:
+        assert {k: v for k, v in p.predictions["nginx/verify-off"].items() if k in ("right", "total")} == {
+            "right": 2, "total": 3}
+    assert main(["challenge", "progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"] == {"nginx/verify-off": {"right": 2, "total": 3}}
+    assert main(["challenge", "progress"]) == 0
+    out = capsys.readouterr().out
+    assert "notebook predictions: 1 scored, 2/3 cells right" in out and "nginx/verify-off" in out
+    C.reset(None)
+    with C.progress() as p:
+        assert p.predictions == {}
+
+
+def test_a_corrupt_progress_file_does_not_hide_the_score() -> None:
+    C.state_dir().mkdir(parents=True, exist_ok=True)
+    (C.state_dir() / "challenges.json").write_text('{"predictions": []}')
+    r = _results(("legit", Outcome.SERVED))
+    t = harness.predict("nginx/verify-off", spoofed=["legit"], results=r)
+    assert t.score == (1, 1) and "not recorded" in t.caption and "corrupt" in t.caption  # type: ignore[attr-defined]
+
+
+def test_predict_refuses_a_typo_and_a_scenario_not_in_the_run() -> None:
+    r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED))
+    with pytest.raises(LabError, match="rouge-ca unknown here"):
+        harness.predict("nginx/verify-off", spoofed=["rouge-ca"], results=r)
+    with pytest.raises(LabError, match="nginx/good is not in this run"):
+        harness.predict("nginx/good", spoofed=[], results=r)
+
+
+# -- graded tasks ------------------------------------------------------------------------------
+def test_the_graded_lessons_have_tasks_that_start_from_their_challenge() -> None:
+    assert {stem[:2] for stem, _, _ in TASKS} == GRADED
+    for stem, cid, text in TASKS:
+        assert text == C.get(cid).start_file.read_text(), f"{stem}: the {cid} cell drifted from its starting file"
+    assert {cid for _, cid, _ in TASKS} == set(EDITS), "every task needs its right and wrong edits below"
+
+
+def _edit(text: str, *pairs: tuple[str, str]) -> str:
+    for old, new in pairs:
+        assert old in text, f"{old!r} is not in the starting file: the edit would test nothing"
+        text = text.replace(old, new)
+    return text
+
+
+NGX_CA = "            proxy_ssl_trusted_certificate /etc/nginx/tls/internal-pki.pem;\n"
+NGX_OFF = "            proxy_ssl_verify off;\n"
+NGX_VERIFY = "            proxy_ssl_verify on;\n"
+NGX_BUNDLE = "            proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;\n"
+APX_VERIFY = "    SSLProxyVerify require\n"
+HAP = "ca-file /etc/haproxy/tls/internal-pki.pem"
+CADDY = "\treverse_proxy https://backend-api.internal:8443\n"
+ENVOY_CA = "              filename: /etc/envoy/pki/internal-root.pem\n"
+TRAEFIK_CA = "        - /etc/traefik/pki/internal-root.pem\n"
+
+
+TRAEFIK_URL = '          - url: "https://backend-api.internal:8443/"\n'
+
+
+def _traefik(*lines: str) -> tuple[str, str]:
+    body = "".join(f"      {ln}\n" for ln in lines)
+    return TRAEFIK_URL, TRAEFIK_URL + "        serversTransport: internal\n  serversTransports:\n    internal:\n" + body
+
+
+def _caddy(*lines: str) -> tuple[str, str]:
+    body = "".join(f"\t\t\t{ln}\n" for ln in lines)
+    return CADDY, f"\treverse_proxy https://backend-api.internal:8443 {{\n\t\ttransport http {{\n{body}\t\t}}\n\t}}\n"
+
+
+def _envoy(*lines: str) -> tuple[str, str]:
+    return ENVOY_CA, ENVOY_CA + "".join(f"            {ln}\n" for ln in lines)
+
+
+# challenge -> (a correct edit, {what the wrong edit is: its edit})
+EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]] = {
+    "nginx-verify-off": (
+        [(NGX_OFF, NGX_VERIFY + NGX_CA)],
+        {
+            "verify on, no CA": [(NGX_OFF, NGX_VERIFY)],
+            "a CA, verify still off": [(NGX_OFF, NGX_OFF + NGX_CA)],
+            "the system bundle": [(NGX_OFF, NGX_VERIFY + NGX_BUNDLE)],
+            "a typo'd directive": [(NGX_OFF, NGX_VERIFY.replace("verify", "verfy") + NGX_CA)],
+        },
+    ),
+    "nginx-depth-zero": (
+        [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_depth 1;")],
+        {
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "a typo'd directive": [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_dept 2;")],
+            "depth 2, the system bundle": [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_depth 2;"),
+                                           (NGX_CA, NGX_BUNDLE)],
+        },
+    ),
+    "traefik-system-store": (
+        [_traefik("rootCAs:", "  - /etc/traefik/pki/internal-root.pem")],
+        {
+            "skip verify": [_traefik("insecureSkipVerify: true")],
+            "the OS bundle as rootCAs": [_traefik("rootCAs:", "  - /etc/ssl/certs/ca-certificates.crt")],
+            "a name that blocks legit": [_traefik("rootCAs:", "  - /etc/traefik/pki/internal-root.pem",
+                                                  "serverName: other-svc.internal")],
+        },
+    ),
+    "nginx-ca-without-verify": (
+        [(NGX_CA, NGX_CA + "            proxy_ssl_verify on;\n")],
+        {
+            "a typo'd directive": [(NGX_CA, NGX_CA + "            proxy_ssl_verfy on;\n")],
+            "verify off, said out loud": [(NGX_CA, NGX_CA + "            proxy_ssl_verify off;\n")],
+            "verify on, no CA": [(NGX_CA, "            proxy_ssl_verify on;\n")],
+            "verify on, the system bundle": [(NGX_CA, NGX_BUNDLE + "            proxy_ssl_verify on;\n")],
+            "a name that blocks legit": [(NGX_CA, NGX_CA + "            proxy_ssl_verify on;\n"
+                                          "            proxy_ssl_name other-svc.internal;\n")],
+        },
+    ),
+    "apache-published-block": (
+        [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepth 2\n"), ("ProxyPreserveHost On", "ProxyPreserveHost Off")],
+        {
+            "depth only (the client's Host still checked)": [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepth 2\n")],
+            "Host only (depth 1 still too short)": [("ProxyPreserveHost On", "ProxyPreserveHost Off")],
+            "a typo'd directive": [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepht 2\n"),
+                                   ("ProxyPreserveHost On", "ProxyPreserveHost Off")],
+            "verification off": [(APX_VERIFY, "    SSLProxyVerify none\n"),
+                                 ("SSLProxyCheckPeerName on", "SSLProxyCheckPeerName off")],
+            "name check off": [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepth 2\n"),
+                               ("ProxyPreserveHost On", "ProxyPreserveHost Off"),
+                               ("SSLProxyCheckPeerName on", "SSLProxyCheckPeerName off")],
+        },
+    ),
+    "nginx-ip-target": (
+        [(NGX_CA, NGX_CA + "            proxy_ssl_name backend-api.internal;\n")],
+        {
+            "a typo'd name (blocks legit)": [(NGX_CA, NGX_CA + "            proxy_ssl_name backend-api.internl;\n")],
+            "the sibling's name": [(NGX_CA, NGX_CA + "            proxy_ssl_name other-svc.internal;\n")],
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "named, no CA": [(NGX_CA, "            proxy_ssl_name backend-api.internal;\n")],
+        },
+    ),
+    "nginx-system-bundle": (
+        [(NGX_BUNDLE, NGX_CA)],
+        {
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "another OS bundle": [(NGX_BUNDLE, NGX_BUNDLE.replace("/etc/ssl/certs/ca-certificates.crt",
+                                                                  "/etc/pki/tls/certs/ca-bundle.crt"))],
+            "the bundle line deleted": [(NGX_BUNDLE, "")],
+        },
+    ),
+    "haproxy-no-verifyhost": (
+        [(HAP, HAP + " verifyhost backend-api.internal")],
+        {
+            "a typo'd name (blocks legit)": [(HAP, HAP + " verifyhost backend-api.internl")],
+            "the sibling's name": [(HAP, HAP + " verifyhost other-svc.internal")],
+            "a typo'd keyword": [(HAP, HAP + " verifyhots backend-api.internal")],
+            "verify none": [("verify required", "verify none")],
+        },
+    ),
+    "nginx-upstream-name": (
+        [("            proxy_ssl_verify on;\n",
+          "            proxy_ssl_verify on;\n            proxy_ssl_name backend-api.internal;\n")],
+        {
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "the block's name again": [("            proxy_ssl_verify on;\n",
+                                        "            proxy_ssl_verify on;\n            proxy_ssl_name backend_api;\n")],
+            "the sibling's name": [(NGX_VERIFY, NGX_VERIFY + "            proxy_ssl_name other-svc.internal;\n")],
+        },
+    ),
+    "caddy-system-store": (
+        [_caddy("tls_trust_pool file /etc/caddy/pki/internal-root.pem")],
+        {
+            "skip verify": [_caddy("tls_insecure_skip_verify")],
+            "the OS bundle as the pool": [_caddy("tls_trust_pool file /etc/ssl/certs/ca-certificates.crt")],
+            "a name that blocks legit": [_caddy("tls_trust_pool file /etc/caddy/pki/internal-root.pem",
+                                                "tls_server_name other-svc.internal")],
+        },
+    ),
+    "envoy-ca-without-san": (
+        [_envoy("match_typed_subject_alt_names:", "- san_type: DNS", "  matcher:", "    exact: backend-api.internal")],
+        {
+            "a typo'd name (blocks legit)": [_envoy("match_typed_subject_alt_names:", "- san_type: DNS", "  matcher:",
+                                                    "    exact: backend-api.internl")],
+            "a suffix that lets the sibling in": [_envoy("match_typed_subject_alt_names:", "- san_type: DNS",
+                                                         "  matcher:", "    suffix: .internal")],
+            "a matcher, and ACCEPT_UNTRUSTED": [_envoy("match_typed_subject_alt_names:", "- san_type: DNS",
+                                                       "  matcher:", "    exact: backend-api.internal",
+                                                       "trust_chain_verification: ACCEPT_UNTRUSTED")],
+        },
+    ),
+    "traefik-ip-target": (
+        [(TRAEFIK_CA, TRAEFIK_CA + "      serverName: backend-api.internal\n")],
+        {
+            "skip verify": [(TRAEFIK_CA, TRAEFIK_CA + "      insecureSkipVerify: true\n")],
+            "a typo'd name (blocks legit)": [(TRAEFIK_CA, TRAEFIK_CA + "      serverName: backend-api.internl\n")],
+            "the sibling's name": [(TRAEFIK_CA, TRAEFIK_CA + "      serverName: other-svc.internal\n")],
+        },
+    ),
+}
+
+
+def _solved(cid: str, text: str, runtime: str) -> bool:
+    """The checker's verdict; an attempt it cannot run (one clear LabError line) is refused too."""
+    try:
+        return harness.submit(cid, text, runtime=runtime).good
+    except LabError as exc:
+        assert "\n" not in str(exc).strip() and "Traceback" not in str(exc)
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("stem", "cid", "start"), TASKS, ids=[f"{s[:2]}-{c}" for s, c, _ in TASKS])
+def test_a_task_checker_refuses_the_start_and_wrong_edits_and_passes_a_right_one(
+    each_runtime: str, stem: str, cid: str, start: str
+) -> None:
+    right, wrong = EDITS[cid]
+    unchanged = harness.submit(cid, start, runtime=each_runtime)
+    assert not unchanged.good and unchanged.text.startswith("Not yet"), f"{stem}: the unchanged cell passed"
+    solved = harness.submit(cid, _edit(start, *right), runtime=each_runtime)
+    assert solved.good, f"{stem}: a correct edit was refused: {solved}"
+    passed = [what for what, pairs in wrong.items() if _solved(cid, _edit(start, *pairs), each_runtime)]
+    assert not passed, f"{stem} ({cid}): wrong edits graded Solved on {each_runtime}: {passed}"
