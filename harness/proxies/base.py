@@ -75,6 +75,9 @@ class RenderContext:
     backend_port: int = BACKEND_PORT
     #: The backend's name (the scenario's ``backend``); :meth:`Driver.render` sets it.
     backend: str = BACKEND_NAME
+    #: The lab's start-cost savings on (Traefik's given default certificate); False renders the
+    #: kind's plain start, which tests/test_start_cost.py proves gives the same cells.
+    lean: bool = True
 
 
 class Driver:
@@ -210,6 +213,11 @@ class Driver:
     def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         """The argv that starts the proxy on *config* (``inst``: which installation, else the default)."""
         raise NotImplementedError
+
+    def plain_command(self, argv: list[str], port: int) -> list[str]:
+        """*argv* without the flags the lab adds only to start faster (:meth:`command`'s), as
+        the kind starts by default: what tests/test_start_cost.py compares the lab's start with."""
+        return argv
 
     def executable(self, inst: Installation | None = None) -> str:
         """The binary to start: *inst*'s, else the default installation's, else the bare name."""

@@ -164,6 +164,8 @@ class Proxy:
         self.sandbox = spec.sandbox
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.spawn_s: float | None = None
+        self.listen_s: float | None = None
         self.uid: int | None = None
         self.stdout_path = self.run_dir / "stdout.log"
         #: The worker's own descriptor of the proxy's stdout (``None``: read it by path, safely).
@@ -202,6 +204,7 @@ class Proxy:
             env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
             preexec_fn=die_with_parent if self.unconfined else functools.partial(preexec, self.driver.rlimits),
         )
+        self.spawn_s = time.perf_counter() - self.started_at
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
@@ -221,10 +224,13 @@ class Proxy:
                     break
                 time.sleep(0.002)
                 continue
+            if self.listen_s is None:
+                self.listen_s = time.perf_counter() - self.started_at
             # Listening is not always ready: Traefik applies its routers a moment later.
             ready = self.driver.ready(self.host, self.port, self.output)
             if ready is True:
-                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at,
+                                  spawn_s=self.spawn_s, listen_s=self.listen_s)
             if ready:  # it listens, but refused its configuration
                 return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:], died=False)
             if time.perf_counter() >= deadline:

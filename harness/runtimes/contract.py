@@ -70,12 +70,17 @@ class ProxySpec:
     #: A proxy in its own container (docker ``per-variant``): it writes its exit status here when
     #: it refuses to start; the worker only watches it.
     exit_file: str | None = None
+    #: Started without the lab's start-cost flags (:meth:`harness.proxies.base.Driver.plain_command`):
+    #: tests/test_start_cost.py only, to prove those flags change no cell.
+    plain: bool = False
 
     def argv(self) -> list[str]:
         """The command that starts this proxy."""
         from harness.proxies import driver
 
-        return driver(self.kind).command(self.config, self.run_dir, self.installation)
+        drv = driver(self.kind)
+        argv = drv.command(self.config, self.run_dir, self.installation)
+        return drv.plain_command(argv, self.listen_port) if self.plain else argv
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,11 @@ class ProxyEvent:
     #: Killed or out of disk before it listened: the lab's error, not a rejected config.
     died: bool = False
     timeout: bool = False
+    #: Where the start went (benchmarks/bench_phases.py): seconds the worker spent starting the
+    #: process (fork, sandbox set-up, exec), and from that start to its port accepting a
+    #: connection; ``start_s`` minus ``listen_s`` is what the driver's own readiness added.
+    spawn_s: float | None = None
+    listen_s: float | None = None
 
     @property
     def failure(self) -> Outcome:

@@ -128,8 +128,11 @@ class LocalRuntime:
     #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
     runs_installations = True
 
-    def __init__(self, *, sandbox: bool = True) -> None:
+    def __init__(self, *, sandbox: bool = True, plain_start: bool = False) -> None:
         self.sandbox = sandbox
+        #: Start every proxy as its kind starts by default, without the lab's start-cost savings
+        #: (tests/test_start_cost.py's "before"; never offered on the command line).
+        self.plain_start = plain_start
         self._live: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
 
@@ -164,6 +167,7 @@ class LocalRuntime:
                 ca=str(pki_dir / CA_FILE),
                 bundle=str(pki_dir / BUNDLE_FILE),
                 backend_ip=pki.backend_ip,
+                lean=not self.plain_start,
             )
             drv = driver(sc.proxy)
             (run_dir / drv.config_name).write_text(drv.render(sc, ctx))
@@ -341,7 +345,7 @@ class LocalRuntime:
         return ProxySpec(
             key=key, kind=kind, listen_port=port, run_dir=str(run_dir), log=str(drv.error_log(run_dir)),
             config=str(config), installation=inst, env=drv.environment(str(run_dir), str(pki_dir), inst),
-            sandbox=box if self.sandbox else None, unconfined=not self.sandbox,
+            sandbox=box if self.sandbox else None, unconfined=not self.sandbox, plain=self.plain_start,
         )
 
     def _spawn(self, job: Job, err_path: Path) -> subprocess.Popen[bytes]:
