@@ -118,9 +118,15 @@ def _timed_pki(acc: dict[str, float]) -> Iterator[None]:
         runner.LabPKI = original  # type: ignore[misc]
 
 
-def timed_runtime(name: str, acc: dict[str, float], marks: dict[str, float]) -> Any:
-    """A runtime object whose ``prepare`` (render) and ``run`` (lab up, cells, teardown) are timed."""
-    rt = runner.get_runtime(name)
+def timed_runtime(name: str, acc: dict[str, float], marks: dict[str, float], plain: bool = False) -> Any:
+    """A runtime object whose ``prepare`` (render) and ``run`` (lab up, cells, teardown) are timed;
+    *plain*: the local runtime without the lab's start-cost savings (``LocalRuntime(plain_start=True)``)."""
+    if plain:
+        from harness.runtimes.local import LocalRuntime
+
+        rt: Any = LocalRuntime(plain_start=True)
+    else:
+        rt = runner.get_runtime(name)
     prepare = getattr(rt, "prepare", None)
     if prepare is not None and name == "local":
         def timed_prepare(*a: Any, **kw: Any) -> Any:
@@ -147,7 +153,7 @@ def timed_runtime(name: str, acc: dict[str, float], marks: dict[str, float]) -> 
 
 
 def measure(label: str, chosen: list[scenarios.Scenario], runtime: str, seed: int = 0,
-            on_proxy: Callable[[ProxyEvent], None] | None = None) -> RunPhases:
+            on_proxy: Callable[[ProxyEvent], None] | None = None, plain: bool = False) -> RunPhases:
     """One matrix of *chosen* on *runtime*, split into phases (see the module docstring)."""
     acc: dict[str, float] = {}
     marks: dict[str, float] = {}
@@ -158,7 +164,7 @@ def measure(label: str, chosen: list[scenarios.Scenario], runtime: str, seed: in
         if on_proxy:
             on_proxy(ev)
 
-    rt = timed_runtime(runtime, acc, marks)
+    rt = timed_runtime(runtime, acc, marks, plain)
     cpu0, t0 = _cpu(), time.perf_counter()
     with _timed_pki(acc):
         res = runner.run(chosen, runtime=rt, seed=seed, on_proxy=proxy_seen)
@@ -188,14 +194,20 @@ def measure(label: str, chosen: list[scenarios.Scenario], runtime: str, seed: in
     )
 
 
-def alone(kind: str, runtime: str, repeat: int) -> Start | None:
-    """*kind*'s ``good`` scenario alone, *repeat* times: its start split into spawn/listen/ready."""
+def alone(kind: str, runtime: str, repeat: int, plain: bool = False) -> Start | None:
+    """*kind*'s ``good`` scenario alone, *repeat* times: its start split into spawn/listen/ready
+    (*plain*: without the lab's start-cost savings)."""
     if f"{kind}/good" not in scenarios.builtin():
         return None
     good = scenarios.select([f"{kind}/good"])
     seen: list[ProxyEvent] = []
+    rt: Any = runtime
+    if plain:
+        from harness.runtimes.local import LocalRuntime
+
+        rt = LocalRuntime(plain_start=True)
     for _ in range(repeat):
-        runner.run(good, runtime=runtime, identities=("legit",), shards=1,
+        runner.run(good, runtime=rt, identities=("legit",), shards=1,
                    on_proxy=lambda e: seen.append(e) if e.started else None)
     if not seen:
         return None
@@ -208,6 +220,46 @@ def alone(kind: str, runtime: str, repeat: int) -> Start | None:
         ready=med([float(e.start_s or 0) - float(e.listen_s) for e in seen if e.listen_s is not None]),
         n=len(seen),
     )
+
+
+def before_after(present: list[str], n: int) -> str:
+    """The lab's start-cost savings against each kind's plain start, interleaved in this run:
+    the kinds that have a plain start alone (ms to ready), and the default matrix (ms and CPU ms
+    per cell, and whether its cells are the same)."""
+    from harness.proxies import driver
+    from harness.runtimes.contract import ProxySpec
+
+    def differs(kind: str) -> bool:
+        spec = ProxySpec(key="k", kind=kind, listen_port=1, run_dir="/r", log="/r/l", config="/r/c")
+        ctx_differs = kind == "traefik"  # render-side saving (RenderContext.lean)
+        return ctx_differs or driver(kind).plain_command(spec.argv(), 1) != spec.argv()
+
+    lines = []
+    for kind in [k for k in present if differs(k)]:
+        lean, plain = [], []
+        for _ in range(n):
+            p, q = alone(kind, "local", 3, plain=True), alone(kind, "local", 3)
+            if p and q:
+                plain.append(p.listen + p.ready)
+                lean.append(q.listen + q.ready)
+        if lean:
+            pm, lm = statistics.median(plain), statistics.median(lean)
+            lines.append(f"{kind} alone, exec to ready: plain start {pm * 1000:.0f} ms, the lab's {lm * 1000:.0f} ms "
+                         f"({lm / pm:.2f}x)")
+    every = scenarios.select()
+    pairs = []
+    for i in range(n):
+        pairs.append((measure("plain", every, "local", seed=i, plain=True), measure("lean", every, "local", seed=i)))
+    same = all(p.outcomes_key == q.outcomes_key for p, q in pairs)
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    pw, lw = med([p.ms_per_cell for p, _ in pairs]), med([q.ms_per_cell for _, q in pairs])
+    pc, lc = med([p.cpu_ms_per_cell for p, _ in pairs]), med([q.cpu_ms_per_cell for _, q in pairs])
+    lines.append(
+        f"default matrix ({pairs[0][0].cells} cells, {n} runs each, interleaved): plain start {pw:.2f} ms and "
+        f"{pc:.2f} CPU ms per cell, the lab's {lw:.2f} ms ({lw / pw:.2f}x) and {lc:.2f} CPU ms ({lc / pc:.2f}x); "
+        f"cells {'the same' if same else 'DIFFERENT'} in every pair"
+    )
+    return "Before/after the start-cost savings (same run):\n" + "\n".join(f"- {ln}" for ln in lines)
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -270,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runtime", default="local", choices=("local", "docker"))
     ap.add_argument("--repeat", type=int, default=3, help="default matrices timed (median shown; default 3)")
     ap.add_argument("--alone", type=int, default=5, help="starts of each kind's good scenario (default 5)")
+    ap.add_argument("--before-after", type=int, default=2, metavar="N",
+                    help="also N default matrices and N starts a kind with the plain start, interleaved "
+                         "with the lab's (local runtime; 0: skip; default 2)")
     ap.add_argument("--write-docs", type=Path, metavar="FILE", help="put the table in FILE's bench block")
     args = ap.parse_args(argv)
     if args.repeat < 1 or args.alone < 0:
@@ -293,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     full = sorted(fulls, key=lambda r: r.wall)[len(fulls) // 2]
     runs.append(full)
     starts = {k: s for k in present if args.alone and (s := alone(k, args.runtime, args.alone))}
+    compare = before_after(present, args.before_after) if args.before_after and args.runtime == "local" else ""
     load1 = os.getloadavg()
     header, body = rows(runs, starts)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -306,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     con.print(rich_table(header, body, "trustlab: where a matrix's time goes"))
     con.print(note, soft_wrap=True)
+    if compare:
+        con.print(compare, soft_wrap=True)
     if args.write_docs:
-        write_docs(args.write_docs, markdown(header, body, note))
+        write_docs(args.write_docs, markdown(header, body, note) + (f"\n{compare}\n" if compare else ""))
         con.print(f"wrote the table into {args.write_docs}")
     return 1 if any(r.mismatches for r in runs) else 0
 
