@@ -91,3 +91,62 @@ def test_lean_start_gives_the_same_cells(kind: str, local_runtime: str) -> None:
     # Both runs started their proxies (a run where every proxy refused would compare equal too).
     assert sorted(started[True]) == sorted(started[False]) and len(started[True]) >= len(chosen) - 2
     assert not results[False].mismatches
+
+
+# -- docker: proxies started in batches, each with its own deadline -----------------------------
+def test_batches_cover_every_proxy_once_in_order() -> None:
+    from harness.runtimes.contract import batches
+
+    keys = [f"k{i}" for i in range(45)]
+    got = batches(keys, 20)
+    assert [len(b) for b in got] == [20, 20, 5] and [k for b in got for k in b] == keys
+    assert batches(keys, 0) == [keys] and batches([], 20) == [[]]
+
+
+def test_docker_batches_mix_the_kinds() -> None:
+    from harness.runtimes import docker as dockerrt
+
+    every = scenarios.select()
+    plans = [dockerrt.Plan(sc, sc.id, "/lab/x", 20000 + i, "127.0.0.1") for i, sc in enumerate(every)]
+    mixed = dockerrt.interleaved(plans)
+    assert sorted(p.scenario.id for p in mixed) == sorted(p.scenario.id for p in plans)
+    kinds_present = {p.scenario.proxy.value for p in plans}
+    first = mixed[: dockerrt.START_BATCH]
+    # The first batch holds every kind, not twenty of one (the plans' own order is by kind).
+    assert {p.scenario.proxy.value for p in first} == kinds_present
+    assert len({p.scenario.proxy.value for p in plans[: dockerrt.START_BATCH]}) < len(kinds_present)
+    # Each kind keeps its own order.
+    for kind in kinds_present:
+        assert [p for p in mixed if p.scenario.proxy.value == kind] == [
+            p for p in plans if p.scenario.proxy.value == kind]
+
+
+def test_squid_has_a_service_name_of_its_own() -> None:
+    """Squids of one docker container share /dev/shm: each names its segments by its own service
+    name (one that exited removed segments another used: a 502 in a later batch's cell)."""
+    sq = driver("squid")
+    a = sq.command("/lab/proxies/a/squid.conf", "/lab/proxies/a")
+    b = sq.command("/lab/proxies/b/squid.conf", "/lab/proxies/b")
+    name = lambda argv: argv[argv.index("-n") + 1]  # noqa: E731
+    assert name(a) != name(b) and name(a) == name(sq.command("/x", "/lab/proxies/a"))
+    assert name(a).isalnum() and len(name(a)) <= 32
+
+
+@pytest.mark.docker
+def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_runtime: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 3 (several Squids, Envoys and Traefiks stopped while later ones run): the same
+    cells as the local runtime, every proxy reported once, none in error."""
+    from harness.runtimes import docker as dockerrt
+
+    monkeypatch.setattr(dockerrt, "START_BATCH", 3)
+    chosen = [s for s in scenarios.select() if s.proxy.value in ("squid", "envoy", "traefik", "nginx")][::2]
+    seen: list[str] = []
+    on_docker = runner.run(chosen, runtime=docker_ready, seed=3, on_proxy=lambda e: seen.append(e.key))
+    on_local = runner.run(chosen, runtime=local_runtime, seed=3)
+    assert sorted(seen) == sorted(s.id for s in chosen)  # one event each, across all batches
+    assert len(chosen) > 3 * 3
+    assert not [c for c in on_docker.cells if c.outcome.value == "error"]
+    outcome = lambda res: {(c.scenario, c.identity): c.outcome.value for c in res.cells}  # noqa: E731
+    assert outcome(on_docker) == outcome(on_local)
+    assert not on_docker.mismatches

@@ -168,7 +168,14 @@ class Job:
     hosts: str = ""
     #: Names the seat answers to as the backend (default: the lab's backend name).
     backend_names: tuple[str, ...] = ()
+    #: Seconds each proxy has, from its own start, to be ready (a deadline per proxy, not one
+    #: for the lab: a proxy started late in a long lab still gets all of it).
     start_timeout: float = 15
+    #: Proxies a docker matrix worker starts at a time (0: all at once): it starts the next batch
+    #: while the cells of this one run, and stops each batch after its cells, so no more than two
+    #: batches ever start or run together. The job's cells come grouped by batch
+    #: (:func:`batches`), in the proxies' order.
+    start_batch: int = 0
     #: Seconds from the worker's start after which it runs no more cells: each remaining one is
     #: reported as ``error`` (deadline), so a config that slows every request cannot hold the
     #: lab for cells x probe timeout. 0: no deadline.
@@ -321,3 +328,10 @@ def _build(cls: type[_T], raw: dict[str, Any], **converted: Any) -> _T:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
     return cls(**{**raw, **converted})
+
+
+def batches(keys: list[str], size: int) -> list[list[str]]:
+    """*keys* (a job's proxies, in order) in batches of *size* (0: one batch of all); always at
+    least one batch (an empty one for no keys)."""
+    size = size or len(keys) or 1
+    return [keys[i : i + size] for i in range(0, len(keys), size)] or [[]]

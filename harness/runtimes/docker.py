@@ -88,6 +88,11 @@ FIRST_PORT = 20000
 LAYOUTS = ("shared", "per-variant")
 DEFAULT_LAYOUT = "shared"
 IN_LAB = Path("/lab")
+#: Proxies a matrix's worker container starts at a time (``Job.start_batch``). All 150 of the
+#: default matrix at once, on 2 cores at load ~29, left 497 cells ``error``: the last proxies
+#: were not ready within the one start deadline the lab shared. A batch starts while the one
+#: before runs its cells; each proxy has its own deadline from its own start.
+START_BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,21 @@ class Plan:
     host: str
     #: Which installation runs it (``trustlab proxies list``); ``None``: the kind's default.
     inst: Installation | None = None
+
+
+def interleaved(plans: list[Plan]) -> list[Plan]:
+    """*plans* with their kinds taken in turn (nginx, apache, ..., nginx, apache, ...), each
+    kind's in its own order: a batch of :data:`START_BATCH` then holds every kind, not twenty
+    Envoys (75 MiB each) or ten Traffic Servers starting together."""
+    by_kind: dict[str, list[Plan]] = {}
+    for p in plans:
+        by_kind.setdefault(p.scenario.proxy.value, []).append(p)
+    queues = list(by_kind.values())
+    out: list[Plan] = []
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out
 
 
 # -- ownership and sweeping ----------------------------------------------------------------
@@ -525,11 +545,12 @@ class DockerRuntime:
                 others = [i for o in (pki.others or {}).values() for i in (o.optional or {})]
                 wanted = tuple(dict.fromkeys([*(pki.optional or {}), *others]))
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
-            plans = self._plans(scenarios, installations)
+            # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
+            plans = interleaved(self._plans(scenarios, installations))
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
             if seed is not None:
                 random.Random(seed).shuffle(cells)
-            archive = self._archive(plans, cells, lab_dir, pki, lab.seat_ip)
+            archive = self._archive(plans, cells, lab_dir, pki, lab.seat_ip, start_batch=START_BATCH)
             worker = self._launch(lab, plans, archive, timings)
             t = time.perf_counter()
             yield from self._follow(worker, per, on_proxy)
@@ -677,7 +698,7 @@ class DockerRuntime:
 
     def _archive(
         self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI, seat_ip: str,
-        *, hold: HoldSpec | None = None,
+        *, hold: HoldSpec | None = None, start_batch: int = 0,
     ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700)."""
         pki_dir = pki.write_to(lab_dir / "pki")
@@ -745,6 +766,7 @@ class DockerRuntime:
                 seat_host=seat_ip,
                 seat_control_port=CONTROL_PORT,
                 start_timeout=30,
+                start_batch=start_batch,
                 proxies=tuple(specs),
                 cells=tuple(CellSpec.of(p.scenario, ident) for p, ident in cells),
                 hold=hold,
