@@ -262,6 +262,52 @@ def before_after(present: list[str], n: int) -> str:
     return "Before/after the start-cost savings (same run):\n" + "\n".join(f"- {ln}" for ln in lines)
 
 
+def _spin() -> None:  # pragma: no cover - a CPU hog's body
+    while True:
+        pass
+
+
+@contextmanager
+def cpu_hog(n: int) -> Iterator[None]:
+    """*n* processes that only burn CPU (a ``stress --cpu n``), stopped on the way out."""
+    import multiprocessing
+
+    procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+
+
+def docker_vs_local(n: int, hog: int) -> str:
+    """The default matrix on both runtimes, interleaved, *n* times each, with *hog* CPU-burning
+    processes running throughout: ms per cell on each, the ratio, and the error cells."""
+    every = scenarios.select()
+    pairs = []
+    loads = []
+    with cpu_hog(hog):
+        for i in range(n):
+            loads.append(os.getloadavg()[0])
+            pairs.append((measure("local", every, "local", seed=i), measure("docker", every, "docker", seed=i)))
+        loads.append(os.getloadavg()[0])
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    lw, dw = med([a.ms_per_cell for a, _ in pairs]), med([b.ms_per_cell for _, b in pairs])
+    same = all(a.outcomes_key == b.outcomes_key for a, b in pairs)
+    return (
+        f"Docker against local ({pairs[0][0].cells} cells, {n} runs each, interleaved, {hog} CPU hog process(es) "
+        f"running, load average {min(loads):.1f}-{max(loads):.1f}): local {lw:.2f} ms per cell, docker "
+        f"{dw:.2f} ms ({dw / lw:.2f}x); error cells local {[a.errors for a, _ in pairs]}, docker "
+        f"{[b.errors for _, b in pairs]}; outcomes {'the same' if same else 'DIFFERENT'} on both runtimes; "
+        f"docker phases (ms, median run): " + ", ".join(
+            f"{k} {med([b.phases.get(k, 0.0) for _, b in pairs]) * 1000:.0f}" for k in PHASES)
+    )
+
+
 # -- the table ------------------------------------------------------------------------------
 def _ms(x: float) -> str:
     return "-" if x != x else f"{x * 1000:.0f}"  # NaN: not measured
@@ -325,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before-after", type=int, default=2, metavar="N",
                     help="also N default matrices and N starts a kind with the plain start, interleaved "
                          "with the lab's (local runtime; 0: skip; default 2)")
+    ap.add_argument("--docker-vs-local", type=int, default=0, metavar="N",
+                    help="also N default matrices on each runtime, interleaved (default 0: skip)")
+    ap.add_argument("--hog", type=int, default=0, metavar="P",
+                    help="with --docker-vs-local: P processes burning CPU meanwhile (default 0)")
     ap.add_argument("--write-docs", type=Path, metavar="FILE", help="put the table in FILE's bench block")
     args = ap.parse_args(argv)
     if args.repeat < 1 or args.alone < 0:
@@ -349,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     runs.append(full)
     starts = {k: s for k in present if args.alone and (s := alone(k, args.runtime, args.alone))}
     compare = before_after(present, args.before_after) if args.before_after and args.runtime == "local" else ""
+    versus = docker_vs_local(args.docker_vs_local, args.hog) if args.docker_vs_local else ""
+    compare = "\n\n".join(x for x in (compare, versus) if x)
     load1 = os.getloadavg()
     header, body = rows(runs, starts)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
