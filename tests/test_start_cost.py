@@ -150,3 +150,22 @@ def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_ru
     outcome = lambda res: {(c.scenario, c.identity): c.outcome.value for c in res.cells}  # noqa: E731
     assert outcome(on_docker) == outcome(on_local)
     assert not on_docker.mismatches
+
+
+@pytest.mark.integration
+def test_local_worker_in_small_batches_gives_the_same_cells(local_runtime: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local worker's batched start (off by default there, see local.START_BATCH): batches of
+    3, each stopped after its cells, give the cells of the all-at-once start, every proxy once."""
+    from harness.runtimes import local
+
+    chosen = [s for s in scenarios.select() if s.proxy.value in ("squid", "envoy", "nginx", "caddy")][::3]
+    assert len(chosen) > 3 * 3
+    runs = {}
+    for batch in (0, 3):
+        monkeypatch.setattr(local, "START_BATCH", batch)
+        seen: list[str] = []
+        runs[batch] = runner.run(chosen, runtime=local_runtime, seed=5, on_proxy=lambda e, s=seen: s.append(e.key))
+        assert sorted(seen) == sorted(s.id for s in chosen)
+    assert _cells(runs[3]) == _cells(runs[0])
+    assert not runs[3].mismatches and not [c for c in runs[3].cells if c.outcome.value == "error"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -335,3 +336,21 @@ def batches(keys: list[str], size: int) -> list[list[str]]:
     least one batch (an empty one for no keys)."""
     size = size or len(keys) or 1
     return [keys[i : i + size] for i in range(0, len(keys), size)] or [[]]
+
+
+_I = TypeVar("_I")
+
+
+def interleaved(items: list[_I], kind: Callable[[_I], str]) -> list[_I]:
+    """*items* with their kinds taken in turn (nginx, apache, ..., nginx, apache, ...), each
+    kind's in its own order: a start batch then holds every kind, not twenty Envoys (75 MiB
+    each) or ten Traffic Servers starting together."""
+    by_kind: dict[str, list[_I]] = {}
+    for item in items:
+        by_kind.setdefault(kind(item), []).append(item)
+    queues = list(by_kind.values())
+    out: list[_I] = []
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out

@@ -74,6 +74,7 @@ from harness.runtimes.contract import (
     dump_job,
     load_event,
 )
+from harness.runtimes.contract import interleaved as contract_interleaved
 from harness.runtimes.local import PreparedProxy, lab_deadline, prepared_hosts
 from harness.scenarios import Scenario, backends_of
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
@@ -109,18 +110,8 @@ class Plan:
 
 
 def interleaved(plans: list[Plan]) -> list[Plan]:
-    """*plans* with their kinds taken in turn (nginx, apache, ..., nginx, apache, ...), each
-    kind's in its own order: a batch of :data:`START_BATCH` then holds every kind, not twenty
-    Envoys (75 MiB each) or ten Traffic Servers starting together."""
-    by_kind: dict[str, list[Plan]] = {}
-    for p in plans:
-        by_kind.setdefault(p.scenario.proxy.value, []).append(p)
-    queues = list(by_kind.values())
-    out: list[Plan] = []
-    while queues:
-        out += [q.pop(0) for q in queues]
-        queues = [q for q in queues if q]
-    return out
+    """*plans* with their kinds taken in turn (:func:`harness.runtimes.contract.interleaved`)."""
+    return contract_interleaved(plans, lambda p: p.scenario.proxy.value)
 
 
 # -- ownership and sweeping ----------------------------------------------------------------
