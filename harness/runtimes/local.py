@@ -60,11 +60,14 @@ CELL_DEADLINE_S = 1.0
 
 
 #: Proxies a lab worker starts at a time (``Job.start_batch``; 0: all at once), as the docker
-#: runtime's worker does (the next batch starts while this one's cells run; each batch stops
-#: after its cells). Measured on the local runtime (default matrix, batches of 20 against all at
-#: once, 3 runs each interleaved, load 17-18): no wall-time gain within the noise and ~5% more CPU
-#: per cell, so all at once stays the default here; each proxy still has its own start deadline.
-START_BATCH = 0
+#: runtime's worker does: the next batch starts while this one's cells run, and each batch stops
+#: after its cells. All of a shard's ~72 at once took ~3 s (about 40 ms each, every started proxy
+#: competing for the CPU) before the first cell ran. Measured in one process, default matrix,
+#: interleaved, load 8-20 (2026-12-07): all at once median 9.72 s (9 runs); batches of 12 8.51 s
+#: (6 runs, 0.88x, faster in 4 of 6 pairs), of 24 7.90 s (6 runs, 4 of 6 pairs, three of them at
+#: the lowest load), of 8 8.76 s (3 runs); the same cells in every run. (At load 17-18, batches of
+#: 20 against all at once, 3 runs each, showed nothing either way.)
+START_BATCH = 12
 
 
 def lab_deadline(cells: int) -> float:
