@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 OUT ?= results
 
-.PHONY: lab test setup system venv lock canary figures bench reliability notebooks lint clean
+.PHONY: lab test setup system venv lock canary figures bench bench-docs reliability notebooks lint clean
 
 lab: setup
 	$(VENV)/bin/trustlab matrix --out $(OUT)
@@ -60,7 +60,11 @@ notebooks: setup
 	$(PY) -m harness._notebooks render
 
 bench: setup
-	$(PY) benchmarks/bench_local.py
+	$(PY) benchmarks/bench_phases.py
+
+# The same, with docker against local under a CPU hog, written into docs/reference.md.
+bench-docs: setup
+	$(PY) benchmarks/bench_phases.py --docker-vs-local 2 --hog 4 --write-docs docs/reference.md
 
 # The full reliability set: adds 20 repeated matrices in random orders to the CI subset.
 reliability: setup

@@ -75,6 +75,9 @@ class RenderContext:
     backend_port: int = BACKEND_PORT
     #: The backend's name (the scenario's ``backend``); :meth:`Driver.render` sets it.
     backend: str = BACKEND_NAME
+    #: The lab's start-cost savings on (Traefik's given default certificate); False renders the
+    #: kind's plain start, which tests/test_start_cost.py proves gives the same cells.
+    lean: bool = True
 
 
 class Driver:
@@ -211,6 +214,11 @@ class Driver:
         """The argv that starts the proxy on *config* (``inst``: which installation, else the default)."""
         raise NotImplementedError
 
+    def plain_command(self, argv: list[str], port: int) -> list[str]:
+        """*argv* without the flags the lab adds only to start faster (:meth:`command`'s), as
+        the kind starts by default: what tests/test_start_cost.py compares the lab's start with."""
+        return argv
+
     def executable(self, inst: Installation | None = None) -> str:
         """The binary to start: *inst*'s, else the default installation's, else the bare name."""
         if inst:
@@ -249,9 +257,16 @@ class Driver:
         return None
 
     def version(self) -> str:
-        """The default installation's version (``1.22.1``), or ``""`` when the binary is missing."""
+        """The default installation's version (``1.22.1``), or ``""`` when the binary is missing.
+
+        Probed once per binary file (:func:`harness.installed.probe`): every run's ``meta`` asks
+        every kind, and asking the binaries each time cost ~0.5 s a run (Envoy alone ~0.2 s)."""
         path = self.find_binary()
-        return self.version_of(path) if path else ""
+        if not path:
+            return ""
+        from harness.installed import probe
+
+        return probe(self, path)[0] or "unknown"
 
     def version_of(self, binary: str, env: dict[str, str] | None = None) -> str:
         """What *binary* says its version is (``unknown`` when it does not say)."""

@@ -260,6 +260,19 @@ class EnvoyDriver(Driver):
             *flush, "--log-level", "warning",
         ]
 
+    def plain_command(self, argv: list[str], port: int) -> list[str]:
+        # Envoy's defaults: one worker thread per core, hot restart on. Hot restart binds an
+        # abstract domain socket named by --base-id, per network namespace: the Envoys of one
+        # lab need one id each (their port).
+        out: list[str] = []
+        args = iter(argv)
+        for arg in args:
+            if arg == "--concurrency":
+                next(args, None)  # and its value
+            elif arg != "--disable-hot-restart":
+                out.append(arg)
+        return [*out, "--base-id", str(port)]
+
     def error_log(self, run_dir: Path) -> Path:
         return run_dir / "access.log"
 

@@ -114,7 +114,13 @@ class SquidDriver(Driver):
 
     def command(self, config: str, run_dir: str, inst: Installation | None = None) -> list[str]:
         # -N: no daemon, no master/kid processes; the cache.log and access.log are in run_dir.
-        return [self.executable(inst), "-N", "-f", config]
+        # -n: a service name of its own, which names its shared memory segments: the Squids of
+        # a docker lab share the container's /dev/shm (the local sandbox gives each its own), and
+        # one that exits removed segments another still used (a later cell's 502, issue 27).
+        import hashlib
+
+        service = "sq" + hashlib.sha256(run_dir.encode()).hexdigest()[:16]
+        return [self.executable(inst), "-N", "-n", service, "-f", config]
 
     def error_log(self, run_dir: Path) -> Path:
         return run_dir / "cache.log"

@@ -20,6 +20,7 @@ then): :meth:`TraefikDriver.ready` waits for the lab's ``/trustlab-ready`` route
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import re
@@ -46,6 +47,44 @@ _LISTS = ("rootCAs",)
 _BARE = re.compile(r"^(true|false|\d+)$")
 #: The lab's readiness router (labs/traefik/traefik.yml.tmpl): noop@internal answers 418.
 READY_PATH = "/trustlab-ready"
+#: Traefik makes itself a default certificate as its routers apply unless it is given one: an
+#: RSA-2048 key, ~100 ms of CPU before the first request (benchmarks/bench_phases.py: ready
+#: 92 ms after listening, against ~0 with one given). The lab's entry point is plain HTTP, so
+#: the certificate is never served: each proxy is given a throwaway P-256 one (extra_files).
+DEFAULT_CERT, DEFAULT_KEY = "default-cert.pem", "default-key.pem"
+_TLS_STORE = f"""# The default certificate given (never served: the entry point is plain HTTP); without it
+# Traefik generates an RSA-2048 one at start (harness/proxies/traefik.py, DEFAULT_CERT).
+tls:
+  stores:
+    default:
+      defaultCertificate:
+        certFile: "{{run_dir}}/{DEFAULT_CERT}"
+        keyFile: "{{run_dir}}/{DEFAULT_KEY}"
+"""
+
+
+@functools.cache
+def _throwaway_cert() -> tuple[str, str]:
+    """A self-signed P-256 certificate and its key (PEM), one per process: the default
+    certificate Traefik would otherwise generate (with RSA-2048) at every start."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trustlab traefik default (never served)")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
 class TraefikDriver(Driver):
@@ -145,6 +184,7 @@ class TraefikDriver(Driver):
 
     def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
+        values["tls_store"] = _TLS_STORE.replace("{run_dir}", ctx.run_dir) if ctx.lean else ""
         if scenario.config:
             values["static"], values["body"] = self._split(self.expand(scenario.config, ctx), scenario)
             return values
@@ -166,6 +206,12 @@ class TraefikDriver(Driver):
             lb += ["  serversTransports:", "    lab:", self._block(dynamic, ctx, "      ")]
         values["body"] = "\n".join(lb)
         return values
+
+    def extra_files(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+        if not ctx.lean:
+            return {}
+        cert, key = _throwaway_cert()
+        return {DEFAULT_CERT: cert, DEFAULT_KEY: key}
 
     @staticmethod
     def _split(text: str, scenario: Scenario) -> tuple[str, str]:

@@ -35,7 +35,16 @@ from typing import Any
 
 from harness import sandbox
 from harness.runtimes._nsworker import Proxy, Seats, deadline_cell, emit, hold_seat, past, run_cell
-from harness.runtimes.contract import CellSpec, DoneEvent, FatalEvent, Job, ProxyEvent, ProxySpec, load_job
+from harness.runtimes.contract import (
+    CellSpec,
+    DoneEvent,
+    FatalEvent,
+    Job,
+    ProxyEvent,
+    ProxySpec,
+    batches,
+    load_job,
+)
 from harness.sandbox import CONTAINER_USER
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
@@ -138,10 +147,21 @@ def main(argv: list[str]) -> int:
         # nginx and HAProxy resolve the backend name when they start: wait until the seat's
         # network alias is registered (the host starts this container and the seat's at once).
         wait_for_name(BACKEND_NAME, deadline)
-        for p in proxies:
+        by_key = {p.key: p for p in proxies}
+        groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch)]
+        for p in groups[0]:
             p.start()
         seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
-        run_cells(seat, proxies, job.cells, deadline, job_deadline=job.deadline_s)
+        ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
+        for i, group in enumerate(groups):
+            # The next batch starts while this one's cells run (its start overlaps them).
+            for p in groups[i + 1] if i + 1 < len(groups) else []:
+                p.start()
+            mine = {p.key for p in group}
+            run_cells(seat, group, tuple(c for c in job.cells if c.key in mine), job.start_timeout, ends=ends,
+                      job_deadline=job.deadline_s)
+            if len(groups) > 1:
+                stop_all(group)  # done with: its CPU and memory go to the next batches
         hold = job.hold
         if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
             held_seat = seat
@@ -162,18 +182,21 @@ def main(argv: list[str]) -> int:
 
 
 def run_cells(
-    seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], deadline: float, *, job_deadline: float = 0
+    seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], start_timeout: float, *,
+    ends: float | None = None, job_deadline: float = 0,
 ) -> None:
     """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
 
+    Each proxy has *start_timeout* seconds from its own start to be ready (a deadline per proxy:
+    one shared by a lab of 150 proxies ran out under load before the last ones were asked).
     Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
-    or how the proxy died) from the ``proxy`` event. After *job_deadline* seconds (``Job.deadline_s``;
-    0: none) the remaining cells are reported as ``error`` (deadline), not run.
+    or how the proxy died) from the ``proxy`` event. Past *ends* (the job's deadline,
+    ``Job.deadline_s`` = *job_deadline* seconds after the worker started; ``None``: none) the
+    remaining cells are reported as ``error`` (deadline), not run.
     """
-    ends = time.perf_counter() + job_deadline if job_deadline else None
     ready = {}
     for p in proxies:
-        ready[p.key] = p.wait_ready(deadline)
+        ready[p.key] = p.wait_ready(p.started_at + start_timeout)
         emit(ready[p.key])
     by_key = {p.key: p for p in proxies}
     for seq, cell in enumerate(cells):
@@ -200,8 +223,8 @@ def main_prepared(job: Job) -> int:
         with Seats(job) as seat:
             for p in proxies:
                 p.start()
-            start_by = time.perf_counter() + job.start_timeout
-            run_cells(seat, proxies, job.cells, start_by, job_deadline=job.deadline_s)
+            ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
+            run_cells(seat, proxies, job.cells, job.start_timeout, ends=ends, job_deadline=job.deadline_s)
             emit(DoneEvent())
     except KeyboardInterrupt:
         return 130

@@ -48,6 +48,7 @@ from harness.runtimes.contract import (
     Job,
     ProxyEvent,
     ProxySpec,
+    batches,
     dump_event,
     load_job,
 )
@@ -164,6 +165,8 @@ class Proxy:
         self.sandbox = spec.sandbox
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.spawn_s: float | None = None
+        self.listen_s: float | None = None
         self.uid: int | None = None
         self.stdout_path = self.run_dir / "stdout.log"
         #: The worker's own descriptor of the proxy's stdout (``None``: read it by path, safely).
@@ -202,6 +205,7 @@ class Proxy:
             env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
             preexec_fn=die_with_parent if self.unconfined else functools.partial(preexec, self.driver.rlimits),
         )
+        self.spawn_s = time.perf_counter() - self.started_at
 
     def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
@@ -221,10 +225,13 @@ class Proxy:
                     break
                 time.sleep(0.002)
                 continue
+            if self.listen_s is None:
+                self.listen_s = time.perf_counter() - self.started_at
             # Listening is not always ready: Traefik applies its routers a moment later.
             ready = self.driver.ready(self.host, self.port, self.output)
             if ready is True:
-                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at,
+                                  spawn_s=self.spawn_s, listen_s=self.listen_s)
             if ready:  # it listens, but refused its configuration
                 return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:], died=False)
             if time.perf_counter() >= deadline:
@@ -539,34 +546,46 @@ def main() -> int:
             lab = Path(job.hosts_file).parent
             etc_dir = str(sandbox.write_etc(Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))))
         with Seats(job) as seat:
-            for p in proxies:
+            by_key = {p.key: p for p in proxies}
+            # Started in batches (Job.start_batch; 0: all at once): the next batch starts while
+            # this one's cells run, and each batch stops after its cells.
+            groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch)]
+            for p in groups[0]:
                 p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
-            deadline = time.perf_counter() + job.start_timeout
             ready: dict[str, ProxyEvent] = {}
 
             def ensure_ready(p: Proxy) -> bool:
                 # Lazily: the first proxies' cells run while slower ones (Apache) still start.
+                # Each proxy has job.start_timeout from its own start (a deadline per proxy).
                 if p.key not in ready:
-                    ready[p.key] = p.wait_ready(deadline)
+                    ready[p.key] = p.wait_ready(p.started_at + job.start_timeout)
                     emit(ready[p.key])
                 return ready[p.key].started
 
-            by_key = {p.key: p for p in proxies}
             ends = started + job.deadline_s if job.deadline_s else None
-            for seq, cell in enumerate(job.cells):
-                if past(ends):
-                    # Reported, not run. A proxy that refused to start has its cells reported by
-                    # the runtime already; one never asked is not asked now (its event would
-                    # make the runtime report its cells a second time).
-                    if cell.key not in ready or ready[cell.key].started:
-                        emit(deadline_cell(cell, job.deadline_s))
-                    continue
-                if not ensure_ready(by_key[cell.key]):
-                    continue  # the runtime reports config-rejected cells itself
-                emit(run_cell(seat, by_key[cell.key], cell, seq))
-            for p in proxies:
-                if not past(ends):
-                    ensure_ready(p)
+            for i, group in enumerate(groups):
+                if i + 1 < len(groups) and not past(ends):
+                    for p in groups[i + 1]:
+                        p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
+                mine = {p.key for p in group}
+                for seq, cell in enumerate(job.cells):
+                    if cell.key not in mine:
+                        continue
+                    if past(ends):
+                        # Reported, not run. A proxy that refused to start has its cells reported by
+                        # the runtime already; one never asked is not asked now (its event would
+                        # make the runtime report its cells a second time).
+                        if cell.key not in ready or ready[cell.key].started:
+                            emit(deadline_cell(cell, job.deadline_s))
+                        continue
+                    if not ensure_ready(by_key[cell.key]):
+                        continue  # the runtime reports config-rejected cells itself
+                    emit(run_cell(seat, by_key[cell.key], cell, seq))
+                for p in group:
+                    if not past(ends):
+                        ensure_ready(p)
+                if len(groups) > 1:
+                    stop_all(group)  # done with: its CPU and memory go to the next batches
             hold = job.hold
             if hold:
                 for p in proxies:

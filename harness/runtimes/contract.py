@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,12 +71,17 @@ class ProxySpec:
     #: A proxy in its own container (docker ``per-variant``): it writes its exit status here when
     #: it refuses to start; the worker only watches it.
     exit_file: str | None = None
+    #: Started without the lab's start-cost flags (:meth:`harness.proxies.base.Driver.plain_command`):
+    #: tests/test_start_cost.py only, to prove those flags change no cell.
+    plain: bool = False
 
     def argv(self) -> list[str]:
         """The command that starts this proxy."""
         from harness.proxies import driver
 
-        return driver(self.kind).command(self.config, self.run_dir, self.installation)
+        drv = driver(self.kind)
+        argv = drv.command(self.config, self.run_dir, self.installation)
+        return drv.plain_command(argv, self.listen_port) if self.plain else argv
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,14 @@ class Job:
     hosts: str = ""
     #: Names the seat answers to as the backend (default: the lab's backend name).
     backend_names: tuple[str, ...] = ()
+    #: Seconds each proxy has, from its own start, to be ready (a deadline per proxy, not one
+    #: for the lab: a proxy started late in a long lab still gets all of it).
     start_timeout: float = 15
+    #: Proxies a docker matrix worker starts at a time (0: all at once): it starts the next batch
+    #: while the cells of this one run, and stops each batch after its cells, so no more than two
+    #: batches ever start or run together. The job's cells come grouped by batch
+    #: (:func:`batches`), in the proxies' order.
+    start_batch: int = 0
     #: Seconds from the worker's start after which it runs no more cells: each remaining one is
     #: reported as ``error`` (deadline), so a config that slows every request cannot hold the
     #: lab for cells x probe timeout. 0: no deadline.
@@ -186,6 +199,11 @@ class ProxyEvent:
     #: Killed or out of disk before it listened: the lab's error, not a rejected config.
     died: bool = False
     timeout: bool = False
+    #: Where the start went (benchmarks/bench_phases.py): seconds the worker spent starting the
+    #: process (fork, sandbox set-up, exec), and from that start to its port accepting a
+    #: connection; ``start_s`` minus ``listen_s`` is what the driver's own readiness added.
+    spawn_s: float | None = None
+    listen_s: float | None = None
 
     @property
     def failure(self) -> Outcome:
@@ -311,3 +329,28 @@ def _build(cls: type[_T], raw: dict[str, Any], **converted: Any) -> _T:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
     return cls(**{**raw, **converted})
+
+
+def batches(keys: list[str], size: int) -> list[list[str]]:
+    """*keys* (a job's proxies, in order) in batches of *size* (0: one batch of all); always at
+    least one batch (an empty one for no keys)."""
+    size = size or len(keys) or 1
+    return [keys[i : i + size] for i in range(0, len(keys), size)] or [[]]
+
+
+_I = TypeVar("_I")
+
+
+def interleaved(items: list[_I], kind: Callable[[_I], str]) -> list[_I]:
+    """*items* with their kinds taken in turn (nginx, apache, ..., nginx, apache, ...), each
+    kind's in its own order: a start batch then holds every kind, not twenty Envoys (75 MiB
+    each) or ten Traffic Servers starting together."""
+    by_kind: dict[str, list[_I]] = {}
+    for item in items:
+        by_kind.setdefault(kind(item), []).append(item)
+    queues = list(by_kind.values())
+    out: list[_I] = []
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out

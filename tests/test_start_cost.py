@@ -1,0 +1,171 @@
+"""The lab's start-cost savings change no verdict (issue 27 item 2).
+
+Envoy starts with ``--concurrency 1 --disable-hot-restart`` (and no admin interface); Traefik is
+given a throwaway default certificate (else it generates an RSA-2048 one at every start). Each
+kind's built-in scenarios run twice in one test, the kind's plain start then the lab's, on the
+same lab PKI, and every cell (scenario x identity: outcome, status, SNI, TLS version) must be the
+same. What the savings are worth is a benchmark's figure (benchmarks/bench_phases.py), not a
+timed test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from conftest import REQUIRE_PROXIES
+
+from harness import runner, scenarios
+from harness.proxies import RenderContext, driver
+from harness.runtimes.contract import ProxySpec
+from harness.runtimes.local import LocalRuntime
+
+KINDS = ("envoy", "traefik")
+
+
+def _ctx(tmp_path: Path, lean: bool = True) -> RenderContext:
+    return RenderContext(run_dir=str(tmp_path), listen="127.0.0.1:20000", ca="/lab/pki/internal-pki.pem",
+                         bundle="/lab/pki/system-bundle.pem", backend_ip="10.203.0.10", lean=lean)
+
+
+# -- what "plain" and "lean" start, without a proxy -------------------------------------------
+def test_envoy_plain_command_drops_only_the_start_flags() -> None:
+    spec = ProxySpec(key="envoy/good", kind="envoy", listen_port=20007, run_dir="/r", log="/r/access.log",
+                     config="/r/envoy.yaml")
+    lean, plain = spec.argv(), dataclasses.replace(spec, plain=True).argv()
+    assert "--disable-hot-restart" in lean and lean[lean.index("--concurrency") + 1] == "1"
+    assert "--disable-hot-restart" not in plain and "--concurrency" not in plain
+    # Hot restart binds a domain socket per --base-id: one id per Envoy of a lab (its port).
+    assert plain[-2:] == ["--base-id", "20007"]
+    # Everything else is kept (config, log flushing, log level).
+    assert [a for a in lean if a not in ("--concurrency", "1", "--disable-hot-restart")] == plain[:-2]
+
+
+def test_other_kinds_have_no_plain_start() -> None:
+    for kind in ("nginx", "haproxy", "apache", "caddy", "squid", "trafficserver"):
+        argv = ["/bin/x", "-c", "conf"]
+        assert driver(kind).plain_command(argv, 20000) == argv
+
+
+def test_traefik_default_certificate_rendered_only_when_lean(tmp_path: Path) -> None:
+    drv, sc = driver("traefik"), scenarios.select(["traefik/good"])[0]
+    lean, plain = drv.render(sc, _ctx(tmp_path)), drv.render(sc, _ctx(tmp_path, lean=False))
+    assert f'certFile: "{tmp_path}/default-cert.pem"' in lean and f'keyFile: "{tmp_path}/default-key.pem"' in lean
+    assert "defaultCertificate" not in plain and "\ntls:" not in plain
+    files = drv.extra_files(sc, _ctx(tmp_path))
+    assert files["default-cert.pem"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY" in files["default-key.pem"] and "RSA" not in files["default-key.pem"]
+    assert drv.extra_files(sc, _ctx(tmp_path, lean=False)) == {}
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cert = x509.load_pem_x509_certificate(files["default-cert.pem"].encode())
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+
+
+# -- the same cells, on the real proxies ------------------------------------------------------
+def _cells(res: runner.Results) -> dict[tuple[str, str], tuple[str, int | None, str | None, str | None]]:
+    return {(c.scenario, c.identity): (c.outcome.value, c.status, c.sni, c.tls) for c in res.cells}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", KINDS)
+def test_lean_start_gives_the_same_cells(kind: str, local_runtime: str) -> None:
+    if not driver(kind).find_binary():
+        msg = f"{kind} is not installed: {driver(kind).install_hint()}"
+        if REQUIRE_PROXIES:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    chosen = [s for s in scenarios.select() if s.proxy.value == kind]
+    started: dict[bool, list[str]] = {True: [], False: []}
+    results = {}
+    for plain in (True, False):
+        rt = LocalRuntime(plain_start=plain)
+        results[plain] = runner.run(chosen, runtime=rt, seed=1,
+                                    on_proxy=lambda e, p=plain: started[p].append(e.key) if e.started else None)
+    before, after = _cells(results[True]), _cells(results[False])
+    assert len(before) == len(after) >= 10 * len(chosen)
+    differing = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not differing, f"the lean start changed cells: {differing}"
+    # Both runs started their proxies (a run where every proxy refused would compare equal too).
+    assert sorted(started[True]) == sorted(started[False]) and len(started[True]) >= len(chosen) - 2
+    assert not results[False].mismatches
+
+
+# -- docker: proxies started in batches, each with its own deadline -----------------------------
+def test_batches_cover_every_proxy_once_in_order() -> None:
+    from harness.runtimes.contract import batches
+
+    keys = [f"k{i}" for i in range(45)]
+    got = batches(keys, 20)
+    assert [len(b) for b in got] == [20, 20, 5] and [k for b in got for k in b] == keys
+    assert batches(keys, 0) == [keys] and batches([], 20) == [[]]
+
+
+def test_docker_batches_mix_the_kinds() -> None:
+    from harness.runtimes import docker as dockerrt
+
+    every = scenarios.select()
+    plans = [dockerrt.Plan(sc, sc.id, "/lab/x", 20000 + i, "127.0.0.1") for i, sc in enumerate(every)]
+    mixed = dockerrt.interleaved(plans)
+    assert sorted(p.scenario.id for p in mixed) == sorted(p.scenario.id for p in plans)
+    kinds_present = {p.scenario.proxy.value for p in plans}
+    first = mixed[: dockerrt.START_BATCH]
+    # The first batch holds every kind, not twenty of one (the plans' own order is by kind).
+    assert {p.scenario.proxy.value for p in first} == kinds_present
+    assert len({p.scenario.proxy.value for p in plans[: dockerrt.START_BATCH]}) < len(kinds_present)
+    # Each kind keeps its own order.
+    for kind in kinds_present:
+        assert [p for p in mixed if p.scenario.proxy.value == kind] == [
+            p for p in plans if p.scenario.proxy.value == kind]
+
+
+def test_squid_has_a_service_name_of_its_own() -> None:
+    """Squids of one docker container share /dev/shm: each names its segments by its own service
+    name (one that exited removed segments another used: a 502 in a later batch's cell)."""
+    sq = driver("squid")
+    a = sq.command("/lab/proxies/a/squid.conf", "/lab/proxies/a")
+    b = sq.command("/lab/proxies/b/squid.conf", "/lab/proxies/b")
+    name = lambda argv: argv[argv.index("-n") + 1]  # noqa: E731
+    assert name(a) != name(b) and name(a) == name(sq.command("/x", "/lab/proxies/a"))
+    assert name(a).isalnum() and len(name(a)) <= 32
+
+
+@pytest.mark.docker
+def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_runtime: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 3 (several Squids, Envoys and Traefiks stopped while later ones run): the same
+    cells as the local runtime, every proxy reported once, none in error."""
+    from harness.runtimes import docker as dockerrt
+
+    monkeypatch.setattr(dockerrt, "START_BATCH", 3)
+    chosen = [s for s in scenarios.select() if s.proxy.value in ("squid", "envoy", "traefik", "nginx")][::2]
+    seen: list[str] = []
+    on_docker = runner.run(chosen, runtime=docker_ready, seed=3, on_proxy=lambda e: seen.append(e.key))
+    on_local = runner.run(chosen, runtime=local_runtime, seed=3)
+    assert sorted(seen) == sorted(s.id for s in chosen)  # one event each, across all batches
+    assert len(chosen) > 3 * 3
+    assert not [c for c in on_docker.cells if c.outcome.value == "error"]
+    outcome = lambda res: {(c.scenario, c.identity): c.outcome.value for c in res.cells}  # noqa: E731
+    assert outcome(on_docker) == outcome(on_local)
+    assert not on_docker.mismatches
+
+
+@pytest.mark.integration
+def test_local_worker_in_small_batches_gives_the_same_cells(local_runtime: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local worker's batched start (off by default there, see local.START_BATCH): batches of
+    3, each stopped after its cells, give the cells of the all-at-once start, every proxy once."""
+    from harness.runtimes import local
+
+    chosen = [s for s in scenarios.select() if s.proxy.value in ("squid", "envoy", "nginx", "caddy")][::3]
+    assert len(chosen) > 3 * 3
+    runs = {}
+    for batch in (0, 3):
+        monkeypatch.setattr(local, "START_BATCH", batch)
+        seen: list[str] = []
+        runs[batch] = runner.run(chosen, runtime=local_runtime, seed=5, on_proxy=lambda e, s=seen: s.append(e.key))
+        assert sorted(seen) == sorted(s.id for s in chosen)
+    assert _cells(runs[3]) == _cells(runs[0])
+    assert not runs[3].mismatches and not [c for c in runs[3].cells if c.outcome.value == "error"]
