@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import sandbox
+from harness.runtimes import _nsworker
 from harness.runtimes._nsworker import Proxy, Seats, deadline_cell, emit, hold_seat, past, run_cell
 from harness.runtimes.contract import CellSpec, DoneEvent, FatalEvent, Job, ProxyEvent, ProxySpec, load_job
+from harness.runtimes.limits import Watch
 from harness.sandbox import CONTAINER_USER
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
@@ -124,6 +126,9 @@ class ContainerProxy(Proxy):
 
 def main(argv: list[str]) -> int:
     job = load_job(Path(argv[1] if len(argv) > 1 else "/lab/job.json").read_text())
+    # The container is the lab's cgroup (its memory and pids limits): its counters say when the
+    # lab hit them.
+    _nsworker.WATCH = Watch.container()
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -30,6 +30,7 @@ from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver, kinds
+from harness.runtimes import limits
 from harness.runtimes.contract import (
     CellEvent,
     CellSpec,
@@ -43,6 +44,7 @@ from harness.runtimes.contract import (
     dump_job,
     load_event,
 )
+from harness.runtimes.limits import LabCgroup, Watch
 from harness.sandbox import available as sandbox_tools
 from harness.sandbox import worker_environment
 from harness.scenarios import Scenario
@@ -128,8 +130,12 @@ class LocalRuntime:
     #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
     runs_installations = True
 
-    def __init__(self, *, sandbox: bool = True) -> None:
+    def __init__(self, *, sandbox: bool = True, cgroups: bool = True) -> None:
         self.sandbox = sandbox
+        #: False: the tests' and the benchmark's opt-out (labs without their cgroup), never
+        #: offered on the command line.
+        self.cgroups = cgroups
+        self._warned = False
         self._live: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
 
@@ -356,6 +362,16 @@ class LocalRuntime:
         ]
         from harness.runtimes._nsworker import die_with_parent
 
+        # One cgroup per lab worker (issue 26 item 5): the worker moves itself in before it
+        # execs unshare, so its namespace, seat and every proxy are inside and bounded together.
+        group = self._cgroup(len(job.proxies))
+        job = dataclasses.replace(job, cgroup=group.watch_dirs() if group else (), run_tmpfs=job.hold is None)
+
+        def preexec() -> None:
+            die_with_parent()
+            if group is not None:
+                group.enter()
+
         # An explicit environment, never the caller's: the worker is root and reads what
         # proxies write, so it holds no secret a proxy could trick it into printing.
         env = worker_environment(os.pathsep.join(
@@ -364,9 +380,11 @@ class LocalRuntime:
         err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-            preexec_fn=die_with_parent, env=env,
+            preexec_fn=preexec, env=env,
         )
         err.close()
+        proc.cgroup = group  # type: ignore[attr-defined]
+        proc.watch = Watch(group.watch_dirs() if group else ())  # type: ignore[attr-defined]
         try:
             assert proc.stdin is not None
             proc.stdin.write(dump_job(job).encode())
@@ -378,6 +396,17 @@ class LocalRuntime:
             raise
         proc.err_path = err_path  # type: ignore[attr-defined]
         return proc
+
+    def _cgroup(self, proxies: int) -> LabCgroup | None:
+        """A new cgroup for a lab worker of *proxies* proxies, or ``None`` (said once per
+        runtime, with what that leaves open) where this host cannot make one."""
+        group = LabCgroup.create(limits.for_proxies(proxies)) if self.cgroups else None
+        if group is None and self.cgroups and not self._warned:
+            self._warned = True
+            _, why = limits.support()
+            print(f"trustlab: warning: labs run without a cgroup of their own ({why}); {limits.OPEN_WITHOUT}",
+                  file=sys.stderr)
+        return group
 
     def _collect(
         self,
@@ -449,6 +478,9 @@ def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:
     except OSError:
         text = ""
     last = text.splitlines()[-1] if text else f"exit status {proc.returncode}"
+    hit = proc.watch.hit() if hasattr(proc, "watch") else None
+    if hit:  # the lab's OOM kill or a refused fork ended it, not what it said last
+        return LabError(f"local lab worker failed: {hit} ({last})")
     if "unshare" in last and ("Operation not permitted" in last or "Permission denied" in last):
         return PrerequisiteError(f"local runtime: {last}; run `trustlab doctor` for what to do")
     return LabError(f"local lab worker failed: {last}")
@@ -484,6 +516,9 @@ def _stop(proc: subprocess.Popen[bytes], *, close: bool = True) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    group = getattr(proc, "cgroup", None)
+    if group is not None and proc.poll() is not None:
+        group.close()  # whatever is left in the lab's cgroup, then the cgroup itself
     if proc.stdout and close:
         try:
             proc.stdout.close()

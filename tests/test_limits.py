@@ -1,0 +1,219 @@
+"""Limits for a lab as a whole (issue 26 item 5) and docker clean-up under signals (item 6).
+
+A hostile config that forks without bound or allocates memory is stopped by its *lab's* limit
+(the lab worker's cgroup locally, the container on docker), and the cells say so ("the lab hit
+its process limit"), not a later symptom. Each test can fail: without the lab's cgroup
+(``LocalRuntime(cgroups=False)``) the same payload runs into nothing but its per-process
+rlimits, and the reason names no lab limit (``test_without_the_cgroup_no_lab_limit_is_hit``).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.runtimes import limits
+from harness.runtimes.local import LocalRuntime
+from harness.scenarios import Scenario
+from harness.vocab import Outcome
+from tests._signals import assert_no_trustlab_traceback
+from tests.conftest import REQUIRE_PROXIES
+from tests.test_sandbox import _bounded_run, _planting
+
+#: Forks until refused (at most 3000 tries): every fork holds a process for a minute.
+FORK_BOMB = "i=0; while [ $i -lt 3000 ]; do sleep 60 & i=$((i+1)); done 2>/dev/null"
+#: 600 MiB in one process (below the sandbox's 2 GiB address-space rlimit, above a small lab's
+#: memory limit); written, so every page is charged.
+MEMORY_HOG = "python3 -c 'import time; b = b\"a\" * (600 << 20); time.sleep(60)'"
+
+
+@pytest.fixture(scope="module")
+def lab_cgroups(local_runtime: str) -> str:
+    """Lab cgroups can be made here, or a skip (a failure in CI: CI runs as root)."""
+    version, why = limits.support()
+    if version is None:
+        if REQUIRE_PROXIES:
+            pytest.fail(f"no lab cgroups here: {why}")
+        pytest.skip(f"no lab cgroups here: {why}")
+    return version
+
+
+def _hostile(case: str, payload: str) -> Scenario:
+    """An Apache whose piped error log runs *payload* (base64: no quoting inside Apache's)
+    as it starts, then reads its log lines without writing them: the impostor's cell waits for
+    a verification line that never comes, and errs."""
+    sc = _planting(case, ":", when="never-matches")
+    run = f"echo {base64.b64encode(payload.encode()).decode()} | base64 -d | sh;"
+    return dataclasses.replace(sc, config=sc.config.replace("cd $HOME;", f"cd $HOME; {run}"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("payload, said", [
+    pytest.param(FORK_BOMB, "the lab hit its process limit", id="fork-bomb"),
+    pytest.param(MEMORY_HOG, "the lab hit its memory limit", id="memory-hog"),
+])
+def test_a_hostile_config_is_stopped_by_its_lab_limit(lab_cgroups: str, payload: str, said: str) -> None:
+    sc = _hostile(f"limits-{said.split()[-2]}", payload)
+    _, results = _bounded_run([sc], timeout=90, runtime=LocalRuntime(), identities=IMPOSTORS)
+    _assert_said(results.cells, said)
+
+
+#: Cells that each wait up to a second for a verification line that never comes: the payload
+#: hits the limit (a fraction of a second after the proxy starts) before the last one is done.
+IMPOSTORS = ("rogue-ca", "self-signed", "expired")
+
+
+def _assert_said(cells: list[Any], said: str) -> None:
+    assert {c.outcome for c in cells} == {Outcome.ERROR}, cells
+    assert any(said in c.reason for c in cells), cells
+    assert not any("sigprocmask" in c.reason for c in cells), cells
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("payload", [
+    pytest.param(FORK_BOMB, id="fork-bomb"),
+    pytest.param(MEMORY_HOG, id="memory-hog"),
+])
+def test_without_the_cgroup_no_lab_limit_is_hit(local_runtime: str, payload: str) -> None:
+    """The control: the same payloads with the lab's cgroup off (``cgroups=False``) are stopped
+    by nothing of the lab (the fork bomb only by its uid's 512 processes, the hog not at all),
+    so the reason names no lab limit: the tests above see the cgroup, not something else."""
+    sc = _hostile("limits-off", payload)
+    _, results = _bounded_run([sc], timeout=90, runtime=LocalRuntime(cgroups=False), identities=IMPOSTORS)
+    assert {c.outcome for c in results.cells} == {Outcome.ERROR}, results.cells
+    assert not any("the lab hit" in c.reason for c in results.cells), results.cells
+
+
+@pytest.mark.integration
+def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> None:
+    """Every process of the lab (worker, proxies) is in its cgroup, with the limits for its
+    proxy count; the cgroup is removed when the lab ends."""
+    seen: dict[str, object] = {}
+    rt = LocalRuntime()
+    create = limits.LabCgroup.create
+
+    def created(lim: limits.LabLimits) -> limits.LabCgroup | None:
+        group = create(lim)
+        seen["group"] = group
+        return group
+
+    def look(event: object) -> None:
+        group = seen["group"]
+        assert isinstance(group, limits.LabCgroup)
+        d = group.dirs.get("pids") or group.dirs[""]
+        pids = (d / "cgroup.procs").read_text().split()
+        seen["comms"] = {Path(f"/proc/{p}/comm").read_text().strip() for p in pids if Path(f"/proc/{p}").exists()}
+        seen["max"] = (d / "pids.max").read_text().strip()
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(limits.LabCgroup, "create", staticmethod(created))
+    try:
+        _bounded_run([_hostile("limits-inside", ":")], timeout=60, runtime=rt, look=look, identities=("legit",))
+    finally:
+        mp.undo()
+    group = seen["group"]
+    assert isinstance(group, limits.LabCgroup)
+    assert {"python3", "apache2"} <= seen["comms"] or {"python", "apache2"} <= seen["comms"], seen  # type: ignore[operator]
+    assert seen["max"] == str(limits.for_proxies(1).pids)
+    assert not any(d.exists() for d in group.dirs.values()), group.dirs
+    assert os.environ.get("TRUSTLAB_UNUSED") is None
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("payload, said", [
+    pytest.param(FORK_BOMB, "the lab hit its process limit", id="fork-bomb"),
+    pytest.param(MEMORY_HOG, "the lab hit its memory limit", id="memory-hog"),
+])
+def test_docker_a_hostile_config_is_stopped_by_its_lab_limit(docker_ready: str, payload: str, said: str) -> None:
+    """The same payloads in a docker lab: its worker container is held to the lab's limits
+    (sized to its proxies, as a local lab's cgroup), and the worker reads the container's
+    counters the same way."""
+    from harness.runtimes.docker import DockerRuntime
+
+    sc = _hostile(f"docker-limits-{said.split()[-2]}", payload)
+    _, results = _bounded_run([sc], timeout=120, runtime=DockerRuntime(), identities=IMPOSTORS)
+    _assert_said(results.cells, said)
+
+
+# -- docker clean-up under signals (issue 26 item 6) --------------------------------------------
+def _hung_check(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], Any]:
+    """A ``trustlab check`` on docker whose HAProxy holds every request (its lab would run until
+    its deadline, a minute), started as its own process; returns it once its container runs,
+    with the label filter of what it owns (only this process's lab: the daemon is shared)."""
+    import docker
+
+    from harness.runtimes.docker import LABEL_OWNER, owner_tag
+    from tests.test_untrusted_configs import TARPIT
+
+    cfg = tmp_path / "slow.cfg"
+    cfg.write_text(TARPIT)
+    env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "haproxy", str(cfg), "--runtime", "docker"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    client = docker.from_env()
+    flt = {"label": f"{LABEL_OWNER}={owner_tag(proc.pid)}"}
+    until = time.monotonic() + 60
+    while not client.containers.list(filters={**flt, "status": "running"}):
+        assert proc.poll() is None and time.monotonic() < until, "the check's container never ran"
+        time.sleep(0.1)
+    time.sleep(1)  # its cells are under way: the worker is waiting on the tarpit
+    return proc, flt, client
+
+
+@pytest.mark.docker
+def test_docker_check_stops_on_sigterm_and_removes_its_containers(docker_ready: str, tmp_path: Path) -> None:
+    proc, flt, client = _hung_check(tmp_path)
+    try:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert took < 2, f"{took:.1f} s to stop on SIGTERM"
+        assert proc.returncode == 130, (proc.returncode, err)
+        assert_no_trustlab_traceback(err)
+        assert client.containers.list(all=True, filters=flt) == []
+        assert client.networks.list(filters=flt) == [] and client.volumes.list(filters=flt) == []
+    finally:
+        _remove_own(proc, client, flt)
+
+
+@pytest.mark.docker
+def test_docker_lab_stops_by_itself_after_sigkill(docker_ready: str, tmp_path: Path) -> None:
+    """Nothing of trustlab runs any more to remove the lab: its container stops by itself (it
+    holds its owner's stdin; :mod:`harness.runtimes._tether`), within seconds."""
+    proc, flt, client = _hung_check(tmp_path)
+    try:
+        proc.kill()
+        proc.wait(timeout=30)
+        t0 = time.monotonic()
+        while client.containers.list(filters={**flt, "status": "running"}):
+            assert time.monotonic() - t0 < 5, "the lab's container still runs 5 s after its owner was killed"
+            time.sleep(0.1)
+    finally:
+        _remove_own(proc, client, flt)
+
+
+def _remove_own(proc: subprocess.Popen[bytes], client: Any, flt: dict[str, str]) -> None:
+    """Remove what this test's trustlab left (its owner label only), and the process."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+    for ct in client.containers.list(all=True, filters=flt):
+        ct.remove(force=True)
+    for net in client.networks.list(filters=flt):
+        net.remove()
+    for vol in client.volumes.list(filters=flt):
+        vol.remove(force=True)
+    client.close()
