@@ -112,6 +112,11 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
         d = group.dirs.get("pids") or group.dirs[""]
         pids = (d / "cgroup.procs").read_text().split()
         seen["comms"] = {Path(f"/proc/{p}/comm").read_text().strip() for p in pids if Path(f"/proc/{p}").exists()}
+        # The run directory is the worker's bounded tmpfs (test_a_run_directory_is_a_bounded_tmpfs).
+        seen["tmpfs"] = [
+            line.split()[4] for p in pids if Path(f"/proc/{p}/mountinfo").exists()
+            for line in Path(f"/proc/{p}/mountinfo").read_text().splitlines() if " - tmpfs trustlab-run " in line
+        ]
         seen["max"] = (d / "pids.max").read_text().strip()
 
     mp = pytest.MonkeyPatch()
@@ -124,8 +129,8 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
     assert isinstance(group, limits.LabCgroup)
     assert {"python3", "apache2"} <= seen["comms"] or {"python", "apache2"} <= seen["comms"], seen  # type: ignore[operator]
     assert seen["max"] == str(limits.for_proxies(1).pids)
+    assert any(m.endswith("/proxies/apache--payload-plant-limits-inside") for m in seen["tmpfs"]), seen  # type: ignore[attr-defined]
     assert not any(d.exists() for d in group.dirs.values()), group.dirs
-    assert os.environ.get("TRUSTLAB_UNUSED") is None
 
 
 @pytest.mark.docker
@@ -217,3 +222,90 @@ def _remove_own(proc: subprocess.Popen[bytes], client: Any, flt: dict[str, str])
     for vol in client.volumes.list(filters=flt):
         vol.remove(force=True)
     client.close()
+
+
+# -- the pieces, without a lab ------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_watch_says_which_limit_the_lab_hit(tmp_path: Path, layout: str) -> None:
+    """The counters of either cgroup version: silent while they stay, then the limit named."""
+    if layout == "v2":
+        mem = pids = tmp_path
+        (mem / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n")
+        (mem / "memory.max").write_text(f"{300 << 20}\n")
+    else:
+        mem, pids = tmp_path / "memory", tmp_path / "pids"
+        mem.mkdir()
+        pids.mkdir()
+        (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+        (mem / "memory.limit_in_bytes").write_text(f"{300 << 20}\n")
+    (pids / "pids.events").write_text("max 0\n")
+    (pids / "pids.max").write_text("192\n")
+    watch = limits.Watch(tuple(dict.fromkeys([str(mem), str(pids)])))
+    assert watch.hit() is None and watch.explain("timed out") == "timed out"
+    (pids / "pids.events").write_text("max 5\n")
+    assert watch.hit() == "the lab hit its process limit (192 processes): a fork was refused"
+    if layout == "v2":
+        (mem / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
+    else:
+        (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    said = watch.explain("timed out")
+    assert said.startswith("the lab hit its memory limit (300 MiB)") and "process limit" in said, said
+    assert said.endswith("(timed out)")
+    assert limits.Watch(()).hit() is None  # a lab without a cgroup reads nothing (not the host's)
+
+
+def test_without_cgroups_the_runtime_warns_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    """A host where no lab cgroup can be made: one warning line per runtime, saying what is open,
+    and doctor says the same."""
+    from harness import doctor
+
+    monkeypatch.setattr(limits, "ROOT", tmp_path)  # no cgroup file system at all
+    assert limits.support()[0] is None
+    rt = LocalRuntime()
+    assert rt._cgroup(1) is None and rt._cgroup(3) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("trustlab: warning: labs run without a cgroup"), err
+    assert limits.OPEN_WITHOUT in err[0]
+    lines: list[str] = []
+    doctor.diagnose(lines.append)
+    assert any(line.strip().startswith("--    lab limits: none") for line in lines), lines
+
+
+@pytest.mark.integration
+def test_a_run_directory_is_a_bounded_tmpfs(local_runtime: str, tmp_path: Path) -> None:
+    """The worker's tmpfs over a run directory keeps what the host wrote there, and refuses
+    past its size and its file count (ENOSPC), in the worker's mount namespace only."""
+    run_dir = tmp_path / "proxies" / "p"
+    run_dir.mkdir(parents=True)
+    (run_dir / "nginx.conf").write_text("the config\n")
+    script = f"""
+import errno, os, sys
+from pathlib import Path
+from harness.runtimes._nsworker import bounded_run_dir
+d = Path({str(run_dir)!r})
+bounded_run_dir(d)
+assert (d / "nginx.conf").read_text() == "the config\\n"
+chunk = b"x" * (1 << 20)
+try:
+    with open(d / "big", "wb") as f:
+        for _ in range(80):
+            f.write(chunk)
+            f.flush()
+    print("size: unbounded")
+except OSError as exc:
+    print("size:", errno.errorcode[exc.errno])
+os.remove(d / "big")
+try:
+    for i in range(5000):
+        (d / f"f{{i}}").touch()
+    print("files: unbounded")
+except OSError as exc:
+    print("files:", errno.errorcode[exc.errno])
+"""
+    flags = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    proc = subprocess.run(["unshare", *flags, "--mount", "--propagation", "private", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["size: ENOSPC", "files: ENOSPC"], proc.stdout
+    assert [p.name for p in run_dir.iterdir()] == ["nginx.conf"]  # the host's view is untouched
