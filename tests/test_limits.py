@@ -56,13 +56,19 @@ def _hostile(case: str, payload: str) -> Scenario:
     return dataclasses.replace(sc, config=sc.config.replace("cd $HOME;", f"cd $HOME; {run}"))
 
 
+#: What a lab of one proxy says when it hits each limit: the limit sized for it, by name.
+ONE = limits.for_proxies(1)
+PROCESS_LIMIT = f"the lab hit its process limit ({ONE.pids} processes)"
+MEMORY_LIMIT = f"the lab hit its memory limit ({ONE.memory >> 20} MiB)"
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("payload, said", [
-    pytest.param(FORK_BOMB, "the lab hit its process limit", id="fork-bomb"),
-    pytest.param(MEMORY_HOG, "the lab hit its memory limit", id="memory-hog"),
+    pytest.param(FORK_BOMB, PROCESS_LIMIT, id="fork-bomb"),
+    pytest.param(MEMORY_HOG, MEMORY_LIMIT, id="memory-hog"),
 ])
 def test_a_hostile_config_is_stopped_by_its_lab_limit(lab_cgroups: str, payload: str, said: str) -> None:
-    sc = _hostile(f"limits-{said.split()[-2]}", payload)
+    sc = _hostile(f"limits-{said.split()[4]}", payload)
     _, results = _bounded_run([sc], timeout=90, runtime=LocalRuntime(), identities=IMPOSTORS)
     _assert_said(results.cells, said)
 
@@ -135,8 +141,8 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
 
 @pytest.mark.docker
 @pytest.mark.parametrize("payload, said", [
-    pytest.param(FORK_BOMB, "the lab hit its process limit", id="fork-bomb"),
-    pytest.param(MEMORY_HOG, "the lab hit its memory limit", id="memory-hog"),
+    pytest.param(FORK_BOMB, PROCESS_LIMIT, id="fork-bomb"),
+    pytest.param(MEMORY_HOG, MEMORY_LIMIT, id="memory-hog"),
 ])
 def test_docker_a_hostile_config_is_stopped_by_its_lab_limit(docker_ready: str, payload: str, said: str) -> None:
     """The same payloads in a docker lab: its worker container is held to the lab's limits
@@ -144,7 +150,7 @@ def test_docker_a_hostile_config_is_stopped_by_its_lab_limit(docker_ready: str, 
     counters the same way."""
     from harness.runtimes.docker import DockerRuntime
 
-    sc = _hostile(f"docker-limits-{said.split()[-2]}", payload)
+    sc = _hostile(f"docker-limits-{said.split()[4]}", payload)
     _, results = _bounded_run([sc], timeout=120, runtime=DockerRuntime(), identities=IMPOSTORS)
     _assert_said(results.cells, said)
 
