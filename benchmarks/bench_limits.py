@@ -2,9 +2,9 @@
 
     python benchmarks/bench_limits.py [--repeat N] [--all-versions]
 
-Runs the full default matrix on the local runtime with each lab worker in its cgroup
-(``LocalRuntime()``) and without (``LocalRuntime(cgroups=False)``), interleaved so machine load
-hits both alike. Reported: each worker's peak memory (v1 ``memory.max_usage_in_bytes``, v2
+Runs the full default matrix on the local runtime with each lab worker in its cgroup and its
+run directories on tmpfs (``LocalRuntime()``) and with neither (``LocalRuntime(lab_limits=False)``),
+interleaved so machine load hits both alike. Reported: each worker's peak memory (v1 ``memory.max_usage_in_bytes``, v2
 ``memory.peak``) and the most processes seen in it (``pids.current``, sampled every 5 ms; v2
 ``pids.peak`` where the kernel has it) against its limits, the median wall time of each mode,
 and whether every cell's outcome is the same in both.
@@ -87,14 +87,14 @@ def main() -> None:
     for _ in range(args.repeat):
         for on in (True, False):
             t = time.perf_counter()
-            res = runner.run(scs, runtime=LocalRuntime(cgroups=on), all_versions=args.all_versions)
+            res = runner.run(scs, runtime=LocalRuntime(lab_limits=on), all_versions=args.all_versions)
             times[on].append(time.perf_counter() - t)
             outcomes[on].append(sorted((c.scenario, c.identity, c.proxy_version, c.outcome.value) for c in res.cells))
             cells = len(res.cells)
     print(f"full matrix ({cells} cells, {len(scs)} scenarios), local runtime, {args.repeat} runs each:")
     for on in (True, False):
         ts = times[on]
-        print(f"  {'cgroups' if on else 'no cgroups':<11} median {statistics.median(ts):6.2f} s  "
+        print(f"  {'limits' if on else 'no limits':<10} median {statistics.median(ts):6.2f} s  "
               f"(min {min(ts):.2f}, max {max(ts):.2f})")
     same = all(o == outcomes[True][0] for o in outcomes[True] + outcomes[False])
     print(f"  every cell the same in every run, with and without: {same}")

@@ -3,7 +3,7 @@
 A hostile config that forks without bound or allocates memory is stopped by its *lab's* limit
 (the lab worker's cgroup locally, the container on docker), and the cells say so ("the lab hit
 its process limit"), not a later symptom. Each test can fail: without the lab's cgroup
-(``LocalRuntime(cgroups=False)``) the same payload runs into nothing but its per-process
+(``LocalRuntime(lab_limits=False)``) the same payload runs into nothing but its per-process
 rlimits, and the reason names no lab limit (``test_without_the_cgroup_no_lab_limit_is_hit``).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from harness.runtimes import limits
+from harness import sandbox
+from harness.runtimes import limits, local
 from harness.runtimes.local import LocalRuntime
 from harness.scenarios import Scenario
 from harness.vocab import Outcome
@@ -29,6 +31,9 @@ from tests._signals import assert_no_trustlab_traceback
 from tests.conftest import REQUIRE_PROXIES
 from tests.test_sandbox import _bounded_run, _planting
 
+#: <linux/capability.h>
+CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7,
+        "setpcap": 8, "net_bind_service": 10, "net_admin": 12, "sys_chroot": 18, "sys_admin": 21}
 #: Forks until refused (at most 3000 tries): every fork holds a process for a minute.
 FORK_BOMB = "i=0; while [ $i -lt 3000 ]; do sleep 60 & i=$((i+1)); done 2>/dev/null"
 #: 600 MiB in one process (below the sandbox's 2 GiB address-space rlimit, above a small lab's
@@ -90,11 +95,11 @@ def _assert_said(cells: list[Any], said: str) -> None:
     pytest.param(MEMORY_HOG, id="memory-hog"),
 ])
 def test_without_the_cgroup_no_lab_limit_is_hit(local_runtime: str, payload: str) -> None:
-    """The control: the same payloads with the lab's cgroup off (``cgroups=False``) are stopped
+    """The control: the same payloads with the lab's cgroup off (``lab_limits=False``) are stopped
     by nothing of the lab (the fork bomb only by its uid's 512 processes, the hog not at all),
     so the reason names no lab limit: the tests above see the cgroup, not something else."""
     sc = _hostile("limits-off", payload)
-    _, results = _bounded_run([sc], timeout=90, runtime=LocalRuntime(cgroups=False), identities=IMPOSTORS)
+    _, results = _bounded_run([sc], timeout=90, runtime=LocalRuntime(lab_limits=False), identities=IMPOSTORS)
     assert {c.outcome for c in results.cells} == {Outcome.ERROR}, results.cells
     assert not any("the lab hit" in c.reason for c in results.cells), results.cells
 
@@ -124,6 +129,11 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
             for line in Path(f"/proc/{p}/mountinfo").read_text().splitlines() if " - tmpfs trustlab-run " in line
         ]
         seen["max"] = (d / "pids.max").read_text().strip()
+        seen["bounding"] = {
+            int(m.group(1), 16) for p in pids if Path(f"/proc/{p}/comm").exists()
+            and Path(f"/proc/{p}/comm").read_text().strip().startswith("python")
+            and (m := re.search(r"CapBnd:\s+([0-9a-f]+)", Path(f"/proc/{p}/status").read_text()))
+        }
 
     mp = pytest.MonkeyPatch()
     mp.setattr(limits.LabCgroup, "create", staticmethod(created))
@@ -135,6 +145,8 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
     assert isinstance(group, limits.LabCgroup)
     assert {"python3", "apache2"} <= seen["comms"] or {"python", "apache2"} <= seen["comms"], seen  # type: ignore[operator]
     assert seen["max"] == str(limits.for_proxies(1).pids)
+    if sandbox.host_root():  # the worker (root) keeps only the capabilities it uses
+        assert seen["bounding"] == {sum(1 << CAPS[c] for c in local.WORKER_CAPS)}, seen
     assert any(m.endswith("/proxies/apache--payload-plant-limits-inside") for m in seen["tmpfs"]), seen  # type: ignore[attr-defined]
     assert not any(d.exists() for d in group.dirs.values()), group.dirs
 

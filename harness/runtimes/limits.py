@@ -8,8 +8,10 @@ starts) runs in a cgroup of its own with
 * ``memory``: :attr:`LabLimits.memory` (v2 ``memory.max``; v1 ``memory.limit_in_bytes``), which
   also bounds the lab's tmpfs run directories (tmpfs pages are charged to the writer);
 * ``pids``: :attr:`LabLimits.pids` (``pids.max``, threads count);
-* ``cpu``: a weight below the default (v2 ``cpu.weight``; v1 ``cpu.shares``), so a spinning
-  proxy slows its own lab before the rest of the host.
+* ``cpu``: the default weight for the lab *as a whole* (v2 ``cpu.weight`` 100; v1 ``cpu.shares``
+  1024): under contention all of a lab's processes together get one process's share, so a
+  lab of spinning proxies slows itself, not the host. (Half that weight cost the full matrix
+  ~35% of its wall time on a loaded 2-core host: benchmarks/bench_limits.py.)
 
 Where: cgroup v2 (a delegated subtree: trustlab's own cgroup when it may enable ``memory`` and
 ``pids`` below it, else ``/sys/fs/cgroup/trustlab`` as root), or, on a host still on cgroup v1
@@ -50,7 +52,7 @@ class LabLimits:
     #: Processes and threads.
     pids: int
     #: cgroup v2 ``cpu.weight`` (default 100); v1 ``cpu.shares`` = weight x 1024 / 100.
-    cpu_weight: int = 50
+    cpu_weight: int = 100
 
 
 #: Per lab worker: a base (the worker, its seats, a python and its threads) plus a share per

@@ -46,6 +46,7 @@ from harness.runtimes.contract import (
 )
 from harness.runtimes.limits import LabCgroup, Watch
 from harness.sandbox import available as sandbox_tools
+from harness.sandbox import host_root as sandbox_host_root
 from harness.sandbox import worker_environment
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
@@ -130,11 +131,11 @@ class LocalRuntime:
     #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
     runs_installations = True
 
-    def __init__(self, *, sandbox: bool = True, cgroups: bool = True) -> None:
+    def __init__(self, *, sandbox: bool = True, lab_limits: bool = True) -> None:
         self.sandbox = sandbox
-        #: False: the tests' and the benchmark's opt-out (labs without their cgroup), never
-        #: offered on the command line.
-        self.cgroups = cgroups
+        #: False: the tests' and the benchmark's opt-out (labs without their cgroup and without
+        #: tmpfs run directories), never offered on the command line.
+        self.lab_limits = lab_limits
         self._warned = False
         self._live: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
@@ -356,6 +357,7 @@ class LocalRuntime:
         # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
         # while it was still starting (before its --die-with-parent took hold).
         cmd = [
+            *_bounded_caps(),
             "unshare", *flags, "--net", "--mount", "--pid", "--mount-proc", "--propagation", "private",
             "--fork", "--kill-child",
             sys.executable, "-m", "harness.runtimes._nsworker",
@@ -365,7 +367,9 @@ class LocalRuntime:
         # One cgroup per lab worker (issue 26 item 5): the worker moves itself in before it
         # execs unshare, so its namespace, seat and every proxy are inside and bounded together.
         group = self._cgroup(len(job.proxies))
-        job = dataclasses.replace(job, cgroup=group.watch_dirs() if group else (), run_tmpfs=job.hold is None)
+        job = dataclasses.replace(
+            job, cgroup=group.watch_dirs() if group else (), run_tmpfs=self.lab_limits and job.hold is None
+        )
 
         def preexec() -> None:
             die_with_parent()
@@ -400,8 +404,8 @@ class LocalRuntime:
     def _cgroup(self, proxies: int) -> LabCgroup | None:
         """A new cgroup for a lab worker of *proxies* proxies, or ``None`` (said once per
         runtime, with what that leaves open) where this host cannot make one."""
-        group = LabCgroup.create(limits.for_proxies(proxies)) if self.cgroups else None
-        if group is None and self.cgroups and not self._warned:
+        group = LabCgroup.create(limits.for_proxies(proxies)) if self.lab_limits else None
+        if group is None and self.lab_limits and not self._warned:
             self._warned = True
             _, why = limits.support()
             print(f"trustlab: warning: labs run without a cgroup of their own ({why}); {limits.OPEN_WITHOUT}",
@@ -470,6 +474,28 @@ def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
         if f.is_file() and not f.name.startswith("default-site")
     ] if pki_dir.is_dir() else []
     return files, [f for f in files if f.stat().st_mode & 0o077 == 0]
+
+
+#: What a lab worker running as host root keeps of root's capabilities (its bounding set, for
+#: it and everything it starts; the proxies drop all of them in the sandbox). Each is used:
+#: sys_admin (namespaces, mounts, bubblewrap), net_admin (the loopback's addresses), setuid,
+#: setgid and setpcap (a fresh uid per proxy: bubblewrap, setpriv), chown and fowner (handing a
+#: run directory and key copies to that uid), dac_override and dac_read_search (the lab's 0600
+#: keys and 0700 directories, the run directories the proxies own), kill (stopping proxies of
+#: other uids), net_bind_service (the seat on 443), sys_chroot (bubblewrap's new root). Gone:
+#: modules, raw I/O, ptrace, time, reboot, mknod, audit, BPF, perf, nice, resource, ...
+WORKER_CAPS = (
+    "sys_admin", "net_admin", "setuid", "setgid", "setpcap", "chown", "fowner", "dac_override",
+    "dac_read_search", "kill", "net_bind_service", "sys_chroot",
+)
+
+
+def _bounded_caps() -> list[str]:
+    """``setpriv`` that leaves the worker only :data:`WORKER_CAPS` (as host root; a worker in a
+    user namespace has no capability outside it anyway)."""
+    if not sandbox_host_root() or not shutil.which("setpriv"):
+        return []
+    return ["setpriv", "--bounding-set=-all," + ",".join(f"+{c}" for c in WORKER_CAPS), "--"]
 
 
 def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:
