@@ -22,6 +22,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+
+from harness.sandbox import CONTAINER_USER
 
 
 def main(argv: list[str]) -> int:
@@ -29,6 +32,13 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m harness.runtimes._tether CMD [ARG...]", file=sys.stderr)
         return 2
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    if os.geteuid() == 0:
+        # It holds a pipe and nothing else: root (check's container starts as root) is not kept.
+        # When it exits the container ends, and every process in it, whoever it runs as.
+        uid, gid = (int(x) for x in CONTAINER_USER.split(":"))
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
 
     def owner_gone() -> None:
         try:
@@ -38,15 +48,22 @@ def main(argv: list[str]) -> int:
             pass
         # EOF: the owner closed its end (it exited, or was killed): the lab ends now.
         try:
-            child.kill()  # its proxies die with it (PR_SET_PDEATHSIG), the rest with the container
+            child.kill()  # when it is the lab user's; else the container's end takes it along
         except OSError:
             pass
         os._exit(137)
 
     threading.Thread(target=owner_gone, daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
+    signal.signal(signal.SIGTERM, lambda signum, frame: _quietly(child.terminate))
     code = child.wait()
     return 128 - code if code < 0 else code
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
