@@ -911,12 +911,16 @@ class DockerRuntime:
         # The stream ended without "done": the worker died.
         import docker.errors
 
+        oom = False
         try:
             status = worker.wait(timeout=30).get("StatusCode")
             err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+            worker.reload()
+            oom = bool(worker.attrs.get("State", {}).get("OOMKilled"))
         except docker.errors.APIError as exc:  # removed (or being removed) before its log was read
             status, err = "unknown", [f"its container is gone ({exc.explanation or exc})"]
-        raise LabError(f"docker lab worker failed (exit {status}): {err[-1] if err else 'no output'}")
+        hit = "the lab hit its memory limit (its container was killed out of memory): " if oom else ""
+        raise LabError(f"docker lab worker failed (exit {status}): {hit}{err[-1] if err else 'no output'}")
 
 
 #: What the in-lab copy of the package says about itself (the image has no trustme/matplotlib).
