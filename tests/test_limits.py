@@ -34,8 +34,9 @@ from tests.test_sandbox import _bounded_run, _planting
 #: <linux/capability.h>
 CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7,
         "setpcap": 8, "net_bind_service": 10, "net_admin": 12, "sys_chroot": 18, "sys_admin": 21}
-#: Forks until refused (at most 3000 tries): every fork holds a process for a minute.
-FORK_BOMB = "i=0; while [ $i -lt 3000 ]; do sleep 60 & i=$((i+1)); done 2>/dev/null"
+#: Forks past any one-proxy lab's process limit (600 tries), each holding a process for 2 s: the lab
+#: hits its limit, then recovers (a lab starved for good would time its cells out, 10 s each).
+FORK_BOMB = "i=0; while [ $i -lt 600 ]; do sleep 2 & i=$((i+1)); done 2>/dev/null"
 #: 600 MiB in one process (below the sandbox's 2 GiB address-space rlimit, above a small lab's
 #: memory limit); written, so every page is charged.
 MEMORY_HOG = "python3 -c 'import time; b = b\"a\" * (600 << 20); time.sleep(60)'"
@@ -117,22 +118,27 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
         seen["group"] = group
         return group
 
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""  # a process that ended meanwhile
+
     def look(event: object) -> None:
         group = seen["group"]
         assert isinstance(group, limits.LabCgroup)
         d = group.dirs.get("pids") or group.dirs[""]
         pids = (d / "cgroup.procs").read_text().split()
-        seen["comms"] = {Path(f"/proc/{p}/comm").read_text().strip() for p in pids if Path(f"/proc/{p}").exists()}
+        seen["comms"] = {read(f"/proc/{p}/comm").strip() for p in pids} - {""}
         # The run directory is the worker's bounded tmpfs (test_a_run_directory_is_a_bounded_tmpfs).
         seen["tmpfs"] = [
-            line.split()[4] for p in pids if Path(f"/proc/{p}/mountinfo").exists()
-            for line in Path(f"/proc/{p}/mountinfo").read_text().splitlines() if " - tmpfs trustlab-run " in line
+            line.split()[4] for p in pids
+            for line in read(f"/proc/{p}/mountinfo").splitlines() if " - tmpfs trustlab-run " in line
         ]
         seen["max"] = (d / "pids.max").read_text().strip()
         seen["bounding"] = {
-            int(m.group(1), 16) for p in pids if Path(f"/proc/{p}/comm").exists()
-            and Path(f"/proc/{p}/comm").read_text().strip().startswith("python")
-            and (m := re.search(r"CapBnd:\s+([0-9a-f]+)", Path(f"/proc/{p}/status").read_text()))
+            int(m.group(1), 16) for p in pids if read(f"/proc/{p}/comm").startswith("python")
+            and (m := re.search(r"CapBnd:\s+([0-9a-f]+)", read(f"/proc/{p}/status")))
         }
 
     mp = pytest.MonkeyPatch()

@@ -10,8 +10,10 @@ starts) runs in a cgroup of its own with
 * ``pids``: :attr:`LabLimits.pids` (``pids.max``, threads count);
 * ``cpu``: the default weight for the lab *as a whole* (v2 ``cpu.weight`` 100; v1 ``cpu.shares``
   1024): under contention all of a lab's processes together get one process's share, so a
-  lab of spinning proxies slows itself, not the host. (Half that weight cost the full matrix
-  ~35% of its wall time on a loaded 2-core host: benchmarks/bench_limits.py.)
+  lab of spinning proxies slows itself, not the host. (benchmarks/bench_limits.py, full
+  matrix, medians of 3 on a loaded 2-core host: with half that weight, and mount(8) for the
+  run directories, 21.2 s against 15.7 s without limits; as now, 16.3 s against 15.1 s, within
+  the runs' spread of 12.5-22 s; every cell the same.)
 
 Where: cgroup v2 (a delegated subtree: trustlab's own cgroup when it may enable ``memory`` and
 ``pids`` below it, else ``/sys/fs/cgroup/trustlab`` as root), or, on a host still on cgroup v1
@@ -19,12 +21,15 @@ Where: cgroup v2 (a delegated subtree: trustlab's own cgroup when it may enable 
 trustlab's own cgroup there, as root. Anywhere else (no root and no delegation) the lab runs
 without them, and :func:`support` says so, and what that leaves open.
 
-Docker labs: the container is the cgroup (:data:`harness.sandbox.CONTAINER_OPTIONS`:
-``mem_limit``, ``pids_limit``); the worker inside reads the same counters there.
+Docker labs: the container is the cgroup: ``check``'s one container and a matrix lab's worker
+container (which runs every proxy) get :func:`for_proxies` as ``mem_limit``/``pids_limit``; the
+seat and per-variant proxy containers keep :data:`harness.sandbox.CONTAINER_OPTIONS`. The
+worker inside reads the same counters there (:meth:`Watch.container`).
 
 The worker reports exhaustion as such (:class:`Watch`): a cell, a proxy's end or the lab's fatal
 error after the lab's OOM killer fired or a fork failed at the process limit reads "the lab hit
-its memory limit (768 MiB)" / "the lab hit its process limit (1024)", not a later symptom.
+its memory limit (288 MiB): ..." / "the lab hit its process limit (192 processes): ...", not a
+later symptom (a timeout, "unshare: sigprocmask unblock failed").
 
 Stdlib only: the docker lab's worker imports this module too.
 """
