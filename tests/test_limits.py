@@ -280,14 +280,14 @@ def test_watch_says_which_limit_the_lab_hit(tmp_path: Path, layout: str) -> None
 
 def test_without_cgroups_the_runtime_warns_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                                 tmp_path: Path) -> None:
-    """A host where no lab cgroup can be made: one warning line per runtime, saying what is open,
+    """A host where no lab cgroup can be made: one warning line per process, saying what is open,
     and doctor says the same."""
     from harness import doctor
 
     monkeypatch.setattr(limits, "ROOT", tmp_path)  # no cgroup file system at all
+    monkeypatch.setattr(local, "_warned_no_cgroup", False)
     assert limits.support()[0] is None
-    rt = LocalRuntime()
-    assert rt._cgroup(1) is None and rt._cgroup(3) is None
+    assert LocalRuntime()._cgroup(1) is None and LocalRuntime()._cgroup(3) is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("trustlab: warning: labs run without a cgroup"), err
     assert limits.OPEN_WITHOUT in err[0]

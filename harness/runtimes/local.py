@@ -61,6 +61,10 @@ LAB_DEADLINE_S = 60.0
 CELL_DEADLINE_S = 1.0
 
 
+#: Whether this process has said that its labs run without a cgroup (once is enough).
+_warned_no_cgroup = False
+
+
 def lab_deadline(cells: int) -> float:
     """The deadline of a lab worker that runs *cells* cells (see :data:`LAB_DEADLINE_S`)."""
     return LAB_DEADLINE_S + CELL_DEADLINE_S * cells
@@ -136,7 +140,6 @@ class LocalRuntime:
         #: False: the tests' and the benchmark's opt-out (labs without their cgroup and without
         #: tmpfs run directories), never offered on the command line.
         self.lab_limits = lab_limits
-        self._warned = False
         self._live: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
 
@@ -403,10 +406,11 @@ class LocalRuntime:
 
     def _cgroup(self, proxies: int) -> LabCgroup | None:
         """A new cgroup for a lab worker of *proxies* proxies, or ``None`` (said once per
-        runtime, with what that leaves open) where this host cannot make one."""
+        process, with what that leaves open) where this host cannot make one."""
+        global _warned_no_cgroup
         group = LabCgroup.create(limits.for_proxies(proxies)) if self.lab_limits else None
-        if group is None and self.lab_limits and not self._warned:
-            self._warned = True
+        if group is None and self.lab_limits and not _warned_no_cgroup:
+            _warned_no_cgroup = True
             _, why = limits.support()
             print(f"trustlab: warning: labs run without a cgroup of their own ({why}); {limits.OPEN_WITHOUT}",
                   file=sys.stderr)
