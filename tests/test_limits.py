@@ -333,3 +333,21 @@ except OSError as exc:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["size: ENOSPC", "files: ENOSPC"], proc.stdout
     assert [p.name for p in run_dir.iterdir()] == ["nginx.conf"]  # the host's view is untouched
+
+
+def test_cgroup_v2_support_is_decided_from_delegation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cgroup v2 (not this CI host's layout, so read from a copy of its files): trustlab's own
+    cgroup is used when it delegates memory and pids; otherwise, as root, /sys/fs/cgroup/trustlab
+    when the root delegates them; otherwise none, with what to do."""
+    own = tmp_path / "user.slice" / "session-1.scope"
+    own.mkdir(parents=True)
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("cpu io\n")
+    (own / "cgroup.subtree_control").write_text("memory pids cpu\n")
+    monkeypatch.setattr(limits, "ROOT", tmp_path)
+    monkeypatch.setattr(limits, "_own", lambda path="": {"": "/user.slice/session-1.scope"})
+    assert limits.support() == ("v2", f"cgroup v2 under trustlab's own cgroup {own}")
+    (own / "cgroup.subtree_control").write_text("\n")
+    version, why = limits.support()
+    assert version is None and "Delegate=yes" in why and str(own) in why, why
+    assert not (tmp_path / "trustlab").exists()  # the root does not delegate memory: nothing made
