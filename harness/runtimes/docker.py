@@ -167,9 +167,43 @@ def down(*, all_labs: bool = False, client: Any | None = None) -> list[str]:
     removed = []
     for lab_id, lab in sorted(leftovers(c).items()):
         if all_labs or not owner_alive(lab["owner"]):
-            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            _remove_listed(c, lab_id, lab)
             removed.append(lab_id)
     return removed
+
+
+def _remove_listed(c: Any, lab_id: str, lab: dict[str, Any]) -> None:
+    """Remove a lab as listed; when the daemon refuses (a container another process is removing
+    still holds the volume, or one created as the owner died was not listed yet), list it again
+    by its label and retry, as :meth:`Lab.close` does."""
+    import docker.errors
+
+    try:
+        _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+    except docker.errors.APIError:
+        time.sleep(0.2)
+        _remove_by_label(c, lab_id)
+
+
+def _remove_by_label(c: Any, lab_id: str) -> None:
+    """Remove everything labelled with *lab_id*, listing again after a refusal (three tries)."""
+    import docker.errors
+
+    flt = {"label": f"{LABEL_LAB}={lab_id}"}
+    for attempt in range(3):
+        try:
+            _remove(
+                c,
+                c.containers.list(all=True, filters=flt, sparse=True),
+                c.networks.list(filters=flt),
+                c.volumes.list(filters=flt),
+            )
+            return
+        except docker.errors.APIError:
+            # A container created (or being removed) a moment ago still holds the volume.
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
 
 
 def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
@@ -180,7 +214,7 @@ def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
     removed = []
     for lab_id, lab in sorted(leftovers(c).items()):
         if lab["owner"].split(":", 1)[0].split("/", 1)[0] == hostname:
-            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            _remove_listed(c, lab_id, lab)
             removed.append(lab_id)
     return removed
 
@@ -276,23 +310,7 @@ class Lab:
     def close(self) -> None:
         """Remove everything labelled with this lab's id, including objects whose create call
         was interrupted before it returned (so they were never tracked here)."""
-        import docker.errors
-
-        flt = {"label": f"{LABEL_LAB}={self.id}"}
-        for attempt in range(3):
-            try:
-                _remove(
-                    self.c,
-                    self.c.containers.list(all=True, filters=flt, sparse=True),
-                    self.c.networks.list(filters=flt),
-                    self.c.volumes.list(filters=flt),
-                )
-                break
-            except docker.errors.APIError:
-                # A container created a moment ago still holds the volume: look again.
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
+        _remove_by_label(self.c, self.id)
         self.containers, self.network, self.volume = [], None, None
         with self._lock:
             tethers, self._tethers = self._tethers, []
