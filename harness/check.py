@@ -483,7 +483,7 @@ def check_many(
             # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
             # threads are reading, so they end now rather than after every upstream (38 s for 80).
             pool.shutdown(wait=False, cancel_futures=True)
-            stop = getattr(rt, "stop", None)  # the local runtime's; a docker lab unwinds in its thread
+            stop = getattr(rt, "stop", None)  # both runtimes: local stops its workers, docker removes its labs
             if stop is not None:
                 stop()
             raise

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from harness import _process, installs, lockfile
 from harness.proxies import Installation, driver, kinds
 from harness.runner import stale_labs
+from harness.runtimes import limits
 from harness.runtimes.local import check_namespaces, namespace_mode
 
 
@@ -56,6 +57,12 @@ def diagnose(say: Callable[[str], None]) -> int:
         say(f"  NO    namespaces ({mode}): {problem}")
     else:
         say(f"  ok    namespaces ({mode})")
+    # Not a failure: a lab still runs without its cgroup, with its proxies' rlimits only.
+    version, where = limits.support()
+    if version:
+        say(f"  ok    lab limits: a cgroup per lab ({where})")
+    else:
+        say(f"  --    lab limits: none ({where}); {limits.OPEN_WITHOUT}")
 
     say("")
     say("docker runtime")

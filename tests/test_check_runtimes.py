@@ -83,8 +83,8 @@ def test_docker_check_leaves_nothing_and_is_labelled(docker_ready: str) -> None:
     rt = dockerrt.DockerRuntime()
     real = dockerrt.SoloLab.create_solo
 
-    def spy(self: dockerrt.SoloLab, role: str, command: list[str]) -> Any:
-        ct = real(self, role, command)
+    def spy(self: dockerrt.SoloLab, role: str, command: list[str], **kw: Any) -> Any:
+        ct = real(self, role, command, **kw)
         seen.append(self.id)
         labels = rt.client.containers.get(ct.id).labels
         assert labels[dockerrt.LABEL_LAB] == self.id and labels[dockerrt.LABEL_ROLE] == role

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import sandbox
+from harness.runtimes import _nsworker
 from harness.runtimes._nsworker import Proxy, Seats, deadline_cell, emit, hold_seat, past, run_cell
 from harness.runtimes.contract import (
     CellSpec,
@@ -45,6 +46,7 @@ from harness.runtimes.contract import (
     batches,
     load_job,
 )
+from harness.runtimes.limits import Watch
 from harness.sandbox import CONTAINER_USER
 from harness.seat import Connection
 from harness.vocab import BACKEND_NAME
@@ -133,6 +135,9 @@ class ContainerProxy(Proxy):
 
 def main(argv: list[str]) -> int:
     job = load_job(Path(argv[1] if len(argv) > 1 else "/lab/job.json").read_text())
+    # The container is the lab's cgroup (its memory and pids limits): its counters say when the
+    # lab hit them.
+    _nsworker.WATCH = Watch.container()
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

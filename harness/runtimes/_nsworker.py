@@ -20,9 +20,11 @@ bounded tail, never blocking), and survives a proxy deleting its own logs.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +54,7 @@ from harness.runtimes.contract import (
     dump_event,
     load_job,
 )
+from harness.runtimes.limits import RUN_DIR_BYTES, RUN_DIR_FILES, Watch
 from harness.seat import Seat
 from harness.vocab import PUBLIC_HOST, Outcome
 
@@ -78,8 +81,26 @@ def limited_child(overrides: tuple[tuple[int, int], ...] = ()) -> None:
     sandbox.limit(nproc=False, overrides=overrides)
 
 
+#: The lab's limits (its cgroup's counters), set by each worker's main: an event after the lab
+#: hit its memory or process limit says so (see :func:`explained`).
+WATCH = Watch()
+
+
+def explained(event: Event) -> Event:
+    """*event*, its reason led by the limit the lab hit (an ``error`` cell, a proxy that never
+    listened, the lab's fatal error), so exhaustion reads as such, not as a later symptom."""
+    if isinstance(event, CellEvent) and event.outcome is Outcome.ERROR:
+        return dataclasses.replace(event, reason=WATCH.explain(event.reason))
+    if isinstance(event, ProxyEvent) and not event.started and (hit := WATCH.hit()):
+        # Not the config's fault: the lab's limit ended it (its cells are errors).
+        return dataclasses.replace(event, message=f"{hit} ({event.message})", died=True)
+    if isinstance(event, FatalEvent):
+        return FatalEvent(WATCH.explain(event.message))
+    return event
+
+
 def emit(event: Event) -> None:
-    sys.stdout.write(dump_event(event) + "\n")
+    sys.stdout.write(dump_event(explained(event)) + "\n")
     sys.stdout.flush()
 
 
@@ -94,6 +115,33 @@ def setup_namespace(job: Job) -> None:
             continue  # already there (127.0.0.0/8 and ::1 come with lo)
         run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
     run("mount", "--bind", job.hosts_file, "/etc/hosts")
+    if job.run_tmpfs:
+        for spec in job.proxies:
+            bounded_run_dir(Path(spec.run_dir))
+
+
+def bounded_run_dir(run_dir: Path) -> None:
+    """Make *run_dir* a tmpfs of :data:`~harness.runtimes.limits.RUN_DIR_BYTES` and
+    :data:`~harness.runtimes.limits.RUN_DIR_FILES` files, holding what the host put there
+    (config, extra files), in this mount namespace only: what a proxy writes is bounded (and
+    charged to the lab's memory limit), and gone with the lab."""
+    scratch = Path(tempfile.mkdtemp(prefix=".tmpfs-", dir=run_dir.parent))
+    # mount(2) itself: a mount(8) process per call cost ~1 s a worker on the full matrix.
+    _mount("trustlab-run", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV,
+           f"size={RUN_DIR_BYTES},nr_inodes={RUN_DIR_FILES},mode=0755")
+    shutil.copytree(run_dir, scratch, symlinks=True, dirs_exist_ok=True)
+    _mount("", run_dir, "", _MS_MOVE, "", source=scratch)
+    scratch.rmdir()
+
+
+_MS_NOSUID, _MS_NODEV, _MS_MOVE = 0x2, 0x4, 0x2000  # <linux/mount.h>
+
+
+def _mount(what: str, target: Path, fstype: str, flags: int, data: str, *, source: Path | None = None) -> None:
+    src = str(source) if source is not None else what
+    if _libc.mount(src.encode(), str(target).encode(), fstype.encode() or None, flags, data.encode() or None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype or 'move'} on {target}: {os.strerror(err)}")
 
 
 class Seats:
@@ -257,8 +305,9 @@ class Proxy:
                 name = f"signal {sig}"
             return f"the proxy was killed by {name} before it listened (not a config error)", True
         if "No space left on device" in text or _disk_full(self.run_dir):
-            return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device); "
-                    "free some space or set TRUSTLAB_TMPDIR to another directory"), True
+            return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device: "
+                    f"its own limit of {RUN_DIR_BYTES >> 20} MiB and {RUN_DIR_FILES} files, or the disk; for the "
+                    "disk, free some space or set TRUSTLAB_TMPDIR to another directory)"), True
         if text.startswith(("bwrap: ", "setpriv: ")):  # the sandbox could not start it: not the config's fault
             return f"the sandbox could not start the proxy: {text.strip().splitlines()[0]}", True
         message = self.driver.startup_message(text)
@@ -525,8 +574,10 @@ def hold_seat(seat: Any, hold: HoldSpec, log: Callable[[], list[Any]]) -> None:
 
 
 def main() -> int:
+    global WATCH
     started = time.perf_counter()
     job = load_job(sys.stdin.read())
+    WATCH = Watch(job.cgroup)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

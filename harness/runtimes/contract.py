@@ -184,6 +184,12 @@ class Job:
     hold: HoldSpec | None = None
     #: Docker prepared labs: the payload tests' opt-out (the worker stays root).
     unconfined: bool = False
+    #: Local labs: the lab's cgroup directories, whose counters say when the lab hit its memory
+    #: or process limit (:class:`harness.runtimes.limits.Watch`); none: the lab has no cgroup.
+    cgroup: tuple[str, ...] = ()
+    #: Local labs: each proxy's run directory becomes a size- and file-limited tmpfs in the
+    #: worker's mount namespace (not for a held lab, whose logs the user reads on the host).
+    run_tmpfs: bool = False
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -288,6 +294,7 @@ def load_job(text: str | bytes) -> Job:
         seat_ports=tuple(raw.get("seat_ports", ())),
         addresses=tuple(raw.get("addresses", ())),
         backend_names=tuple(raw.get("backend_names", ())),
+        cgroup=tuple(raw.get("cgroup", ())),
         hold=_build(HoldSpec, raw["hold"]) if raw.get("hold") else None,
     )
 

@@ -75,6 +75,7 @@ from harness.runtimes.contract import (
     load_event,
 )
 from harness.runtimes.contract import interleaved as contract_interleaved
+from harness.runtimes.limits import LabLimits, for_proxies
 from harness.runtimes.local import PreparedProxy, lab_deadline, prepared_hosts
 from harness.scenarios import Scenario, backends_of
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
@@ -177,9 +178,43 @@ def down(*, all_labs: bool = False, client: Any | None = None) -> list[str]:
     removed = []
     for lab_id, lab in sorted(leftovers(c).items()):
         if all_labs or not owner_alive(lab["owner"]):
-            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            _remove_listed(c, lab_id, lab)
             removed.append(lab_id)
     return removed
+
+
+def _remove_listed(c: Any, lab_id: str, lab: dict[str, Any]) -> None:
+    """Remove a lab as listed; when the daemon refuses (a container another process is removing
+    still holds the volume, or one created as the owner died was not listed yet), list it again
+    by its label and retry, as :meth:`Lab.close` does."""
+    import docker.errors
+
+    try:
+        _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+    except docker.errors.APIError:
+        time.sleep(0.2)
+        _remove_by_label(c, lab_id)
+
+
+def _remove_by_label(c: Any, lab_id: str) -> None:
+    """Remove everything labelled with *lab_id*, listing again after a refusal (three tries)."""
+    import docker.errors
+
+    flt = {"label": f"{LABEL_LAB}={lab_id}"}
+    for attempt in range(3):
+        try:
+            _remove(
+                c,
+                c.containers.list(all=True, filters=flt, sparse=True),
+                c.networks.list(filters=flt),
+                c.volumes.list(filters=flt),
+            )
+            return
+        except docker.errors.APIError:
+            # A container created (or being removed) a moment ago still holds the volume.
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
 
 
 def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
@@ -190,7 +225,7 @@ def down_owned_by(hostname: str, *, client: Any | None = None) -> list[str]:
     removed = []
     for lab_id, lab in sorted(leftovers(c).items()):
         if lab["owner"].split(":", 1)[0].split("/", 1)[0] == hostname:
-            _remove(c, lab["containers"], lab["networks"], lab["volumes"])
+            _remove_listed(c, lab_id, lab)
             removed.append(lab_id)
     return removed
 
@@ -265,6 +300,10 @@ class Lab:
         self.containers: list[Any] = []
         self.subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
         self._lock = threading.Lock()
+        #: The sockets attached to each container's stdin (:mod:`harness.runtimes._tether`):
+        #: held open while this process lives; closed by the kernel when it dies (SIGKILL too),
+        #: and the containers stop by themselves.
+        self._tethers: list[Any] = []
 
     def __enter__(self) -> Lab:
         try:
@@ -282,24 +321,22 @@ class Lab:
     def close(self) -> None:
         """Remove everything labelled with this lab's id, including objects whose create call
         was interrupted before it returned (so they were never tracked here)."""
-        import docker.errors
-
-        flt = {"label": f"{LABEL_LAB}={self.id}"}
-        for attempt in range(3):
-            try:
-                _remove(
-                    self.c,
-                    self.c.containers.list(all=True, filters=flt, sparse=True),
-                    self.c.networks.list(filters=flt),
-                    self.c.volumes.list(filters=flt),
-                )
-                break
-            except docker.errors.APIError:
-                # A container created a moment ago still holds the volume: look again.
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
+        _remove_by_label(self.c, self.id)
         self.containers, self.network, self.volume = [], None, None
+        with self._lock:
+            tethers, self._tethers = self._tethers, []
+        for sock in tethers:
+            # The SDK hands back the response's SocketIO; the socket under it is closed too.
+            for end in (sock, getattr(sock, "_sock", sock)):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def tether(self, ct: Any) -> None:
+        """Hold *ct*'s stdin open from this process (before it starts): when this process ends,
+        however it ends, the container's :mod:`~harness.runtimes._tether` sees EOF and stops it."""
+        sock = self.c.api.attach_socket(ct.id, params={"stdin": 1, "stream": 1})
+        with self._lock:
+            self._tethers.append(sock)
 
     @property
     def seat_ip(self) -> str:
@@ -344,15 +381,21 @@ class Lab:
         raise LabError("docker runtime: could not reserve a lab subnet (too many labs starting at once?)")
 
     def create(
-        self, role: str, command: list[str] | None, *, ip: str | None = None, aliases: list[str] | None = None
+        self, role: str, command: list[str] | None, *, ip: str | None = None, aliases: list[str] | None = None,
+        limits: LabLimits | None = None,
     ) -> Any:
-        """Create (not start) one container of this lab on its network with its volume."""
+        """Create (not start) one container of this lab on its network with its volume, tied to
+        this process (:meth:`tether`); *limits*: its memory and process limits, when not the
+        default ones (:data:`harness.sandbox.CONTAINER_OPTIONS`)."""
         import docker.types
 
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
             images.lab_image(),
-            command,
+            tethered(command or WORKER_COMMAND),
+            # detach=False with stdin_open is how the SDK sets StdinOnce: the container's stdin
+            # closes when the attached owner goes (nothing else of "attached" applies to create).
+            stdin_open=True,
             name=f"{self.id}-{role}",
             hostname=role,
             labels={**self.labels, LABEL_ROLE: role},
@@ -362,12 +405,30 @@ class Lab:
             # the lab user needs is in the archive, owned by it (see DockerRuntime._archive).
             mounts=[docker.types.Mount(str(IN_LAB), self.volume.name, type="volume", no_copy=True)],
             init=True,
-            detach=True,
-            **container_security(self.hardened),
+            detach=False,
+            **{**container_security(self.hardened), **sized(limits)},
         )
         with self._lock:
             self.containers.append(ct)
+        self.tether(ct)
         return ct
+
+
+#: The lab image's default command: the lab worker.
+WORKER_COMMAND = ["python3", "-m", "harness.runtimes._dockerworker", "/lab/job.json"]
+
+
+def tethered(command: list[str]) -> list[str]:
+    """*command*, run under :mod:`harness.runtimes._tether` (it stops when its owner is gone)."""
+    return ["python3", "-m", "harness.runtimes._tether", *command]
+
+
+def sized(limits: LabLimits | None) -> dict[str, Any]:
+    """The docker options of a container held to *limits* (none: the defaults stay)."""
+    if limits is None:
+        return {}
+    return {"mem_limit": limits.memory, "memswap_limit": limits.memory, "pids_limit": limits.pids,
+            "cpu_shares": limits.cpu_weight * 1024 // 100}
 
 
 def container_security(hardened: bool = True) -> dict[str, Any]:
@@ -419,11 +480,15 @@ class SoloLab(Lab):
             raise
         return self
 
-    def create_solo(self, role: str, command: list[str]) -> Any:
-        """Create (not start) the lab's one container, with no network."""
+    def create_solo(self, role: str, command: list[str], *, limits: LabLimits | None = None) -> Any:
+        """Create (not start) the lab's one container, with no network, tied to this process
+        (:meth:`Lab.tether`) and held to *limits* (the lab's: :func:`harness.runtimes.limits.for_proxies`)."""
         ct = self.c.containers.create(
             images.lab_image(),
-            command,
+            tethered(command),
+            # detach=False with stdin_open is how the SDK sets StdinOnce: the container's stdin
+            # closes when the attached owner goes (nothing else of "attached" applies to create).
+            stdin_open=True,
             name=f"{self.id}-{role}",
             hostname=role,
             labels={**self.labels, LABEL_ROLE: role},
@@ -432,7 +497,7 @@ class SoloLab(Lab):
             # nothing to reach, and drops to the lab user before anything untrusted runs; the rest
             # of the lab's hardening applies except the read-only root (the archive is put into
             # the image's /lab).
-            **_solo_security(),
+            **{**_solo_security(), **sized(limits)},
             # IPv6 on the loopback (::1 and IPv6 targets), as in a fresh network namespace;
             # docker turns it off in containers.
             # Any port is bindable once the worker has dropped to the lab user (a user's config
@@ -440,10 +505,11 @@ class SoloLab(Lab):
             sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0",
                      "net.ipv4.ip_unprivileged_port_start": "0"},
             init=True,
-            detach=True,
+            detach=False,
         )
         with self._lock:
             self.containers.append(ct)
+        self.tether(ct)
         return ct
 
 
@@ -465,6 +531,30 @@ class DockerRuntime:
         self._image_proxies: list[dict[str, str]] | None = None
         #: Seconds per step of the last run (network, volume, containers ...), for benchmarks.
         self.timings: dict[str, float] = {}
+        #: The labs running now (``check`` runs several, in threads): :meth:`stop` removes them.
+        self._labs: set[Lab] = set()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Remove every lab this runtime runs now, at once (``trustlab check`` on SIGTERM or
+        Ctrl-C, from the main thread while other threads follow the labs' workers): their log
+        streams end, so those threads end too, instead of waiting out a hung worker's deadline.
+        No new lab starts afterwards."""
+        self._stopping = True
+        labs = list(self._labs)
+        if labs:
+            with ThreadPoolExecutor(max_workers=min(8, len(labs))) as pool:
+                list(pool.map(lambda lab: _quietly(lab.close), labs))
+
+    @contextlib.contextmanager
+    def _running(self, lab: Lab) -> Iterator[Lab]:
+        if self._stopping:
+            raise KeyboardInterrupt
+        self._labs.add(lab)
+        try:
+            yield lab
+        finally:
+            self._labs.discard(lab)
 
     @property
     def client(self) -> Any:
@@ -525,7 +615,7 @@ class DockerRuntime:
         timings = self.timings = {}
         c = self.client
         lab_id = _lab_id(lab_dir)
-        with Lab(c, lab_id, hardened=self.sandbox) as lab:
+        with Lab(c, lab_id, hardened=self.sandbox) as lab, self._running(lab):
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
@@ -612,8 +702,8 @@ class DockerRuntime:
             deadline_s=lab_deadline(len(cells)),
         )
         archive = _lab_dir_archive(lab_dir, job)
-        with SoloLab(self.client, _solo_id(lab_dir)) as lab:
-            worker = lab.create_solo("check", ["python3", "-m", "harness.runtimes._dockerworker", "/lab/job.json"])
+        with SoloLab(self.client, _solo_id(lab_dir)) as lab, self._running(lab):
+            worker = lab.create_solo("check", WORKER_COMMAND, limits=for_proxies(len(proxies)))
             worker.put_archive(str(IN_LAB), archive)
             worker.start()
             timings["container_s"] = time.perf_counter() - t
@@ -660,7 +750,9 @@ class DockerRuntime:
             aliases=list(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(p.scenario.backend for p in plans)])),
         )
         seat.put_archive(str(IN_LAB), archive)
-        worker = lab.create("worker", None)
+        # The lab's own limits, sized to its proxies (as a local lab's cgroup), where they all
+        # run in the worker; the seat and proxies in their own containers keep the defaults.
+        worker = lab.create("worker", None, limits=for_proxies(len(plans)) if self.layout == "shared" else None)
         if self.layout == "shared":
             # The worker waits for the seat's name to resolve before it starts any proxy,
             # so both containers can start at once.
@@ -852,12 +944,16 @@ class DockerRuntime:
         # The stream ended without "done": the worker died.
         import docker.errors
 
+        oom = False
         try:
             status = worker.wait(timeout=30).get("StatusCode")
             err = worker.logs(stdout=False, stderr=True).decode(errors="replace").strip().splitlines()
+            worker.reload()
+            oom = bool(worker.attrs.get("State", {}).get("OOMKilled"))
         except docker.errors.APIError as exc:  # removed (or being removed) before its log was read
             status, err = "unknown", [f"its container is gone ({exc.explanation or exc})"]
-        raise LabError(f"docker lab worker failed (exit {status}): {err[-1] if err else 'no output'}")
+        hit = "the lab hit its memory limit (its container was killed out of memory): " if oom else ""
+        raise LabError(f"docker lab worker failed (exit {status}): {hit}{err[-1] if err else 'no output'}")
 
 
 #: What the in-lab copy of the package says about itself (the image has no trustme/matplotlib).
@@ -879,6 +975,15 @@ def lab_code() -> dict[Path, bytes]:
     code = {path.relative_to(root.parent): path.read_bytes() for path in sorted(root.rglob("*.py"))}
     code[Path("harness/__init__.py")] = _LAB_INIT.format(version=__version__).encode()
     return code
+
+
+def _quietly(close: Callable[[], None]) -> None:
+    """Run *close*; a lab its own thread is removing at the same moment may refuse: that thread
+    finishes it."""
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.APIError):
+        close()
 
 
 def _lab_id(lab_dir: Path) -> str:

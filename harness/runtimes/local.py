@@ -30,6 +30,7 @@ from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver, kinds
+from harness.runtimes import limits
 from harness.runtimes.contract import (
     CellEvent,
     CellSpec,
@@ -44,7 +45,9 @@ from harness.runtimes.contract import (
     interleaved,
     load_event,
 )
+from harness.runtimes.limits import LabCgroup, Watch
 from harness.sandbox import available as sandbox_tools
+from harness.sandbox import host_root as sandbox_host_root
 from harness.sandbox import worker_environment
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
@@ -68,6 +71,9 @@ CELL_DEADLINE_S = 1.0
 #: the lowest load), of 8 8.76 s (3 runs); the same cells in every run. (At load 17-18, batches of
 #: 20 against all at once, 3 runs each, showed nothing either way.)
 START_BATCH = 12
+
+#: Whether this process has said that its labs run without a cgroup (once is enough).
+_warned_no_cgroup = False
 
 
 def lab_deadline(cells: int) -> float:
@@ -140,11 +146,14 @@ class LocalRuntime:
     #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
     runs_installations = True
 
-    def __init__(self, *, sandbox: bool = True, plain_start: bool = False) -> None:
+    def __init__(self, *, sandbox: bool = True, plain_start: bool = False, lab_limits: bool = True) -> None:
         self.sandbox = sandbox
         #: Start every proxy as its kind starts by default, without the lab's start-cost savings
         #: (tests/test_start_cost.py's "before"; never offered on the command line).
         self.plain_start = plain_start
+        #: False: the tests' and the benchmark's opt-out (labs without their cgroup and without
+        #: tmpfs run directories), never offered on the command line.
+        self.lab_limits = lab_limits
         self._live: set[subprocess.Popen[bytes]] = set()
         self._stopping = False
 
@@ -368,11 +377,24 @@ class LocalRuntime:
         # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
         # while it was still starting (before its --die-with-parent took hold).
         cmd = [
+            *_bounded_caps(),
             "unshare", *flags, "--net", "--mount", "--pid", "--mount-proc", "--propagation", "private",
             "--fork", "--kill-child",
             sys.executable, "-m", "harness.runtimes._nsworker",
         ]
         from harness.runtimes._nsworker import die_with_parent
+
+        # One cgroup per lab worker (issue 26 item 5): the worker moves itself in before it
+        # execs unshare, so its namespace, seat and every proxy are inside and bounded together.
+        group = self._cgroup(len(job.proxies))
+        job = dataclasses.replace(
+            job, cgroup=group.watch_dirs() if group else (), run_tmpfs=self.lab_limits and job.hold is None
+        )
+
+        def preexec() -> None:
+            die_with_parent()
+            if group is not None:
+                group.enter()
 
         # An explicit environment, never the caller's: the worker is root and reads what
         # proxies write, so it holds no secret a proxy could trick it into printing.
@@ -382,9 +404,11 @@ class LocalRuntime:
         err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-            preexec_fn=die_with_parent, env=env,
+            preexec_fn=preexec, env=env,
         )
         err.close()
+        proc.cgroup = group  # type: ignore[attr-defined]
+        proc.watch = Watch(group.watch_dirs() if group else ())  # type: ignore[attr-defined]
         try:
             assert proc.stdin is not None
             proc.stdin.write(dump_job(job).encode())
@@ -396,6 +420,18 @@ class LocalRuntime:
             raise
         proc.err_path = err_path  # type: ignore[attr-defined]
         return proc
+
+    def _cgroup(self, proxies: int) -> LabCgroup | None:
+        """A new cgroup for a lab worker of *proxies* proxies, or ``None`` (said once per
+        process, with what that leaves open) where this host cannot make one."""
+        global _warned_no_cgroup
+        group = LabCgroup.create(limits.for_proxies(proxies)) if self.lab_limits else None
+        if group is None and self.lab_limits and not _warned_no_cgroup:
+            _warned_no_cgroup = True
+            _, why = limits.support()
+            print(f"trustlab: warning: labs run without a cgroup of their own ({why}); {limits.OPEN_WITHOUT}",
+                  file=sys.stderr)
+        return group
 
     def _collect(
         self,
@@ -461,12 +497,37 @@ def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
     return files, [f for f in files if f.stat().st_mode & 0o077 == 0]
 
 
+#: What a lab worker running as host root keeps of root's capabilities (its bounding set, for
+#: it and everything it starts; the proxies drop all of them in the sandbox). Each is used:
+#: sys_admin (namespaces, mounts, bubblewrap), net_admin (the loopback's addresses), setuid,
+#: setgid and setpcap (a fresh uid per proxy: bubblewrap, setpriv), chown and fowner (handing a
+#: run directory and key copies to that uid), dac_override and dac_read_search (the lab's 0600
+#: keys and 0700 directories, the run directories the proxies own), kill (stopping proxies of
+#: other uids), net_bind_service (the seat on 443), sys_chroot (bubblewrap's new root). Gone:
+#: modules, raw I/O, ptrace, time, reboot, mknod, audit, BPF, perf, nice, resource, ...
+WORKER_CAPS = (
+    "sys_admin", "net_admin", "setuid", "setgid", "setpcap", "chown", "fowner", "dac_override",
+    "dac_read_search", "kill", "net_bind_service", "sys_chroot",
+)
+
+
+def _bounded_caps() -> list[str]:
+    """``setpriv`` that leaves the worker only :data:`WORKER_CAPS` (as host root; a worker in a
+    user namespace has no capability outside it anyway)."""
+    if not sandbox_host_root() or not shutil.which("setpriv"):
+        return []
+    return ["setpriv", "--bounding-set=-all," + ",".join(f"+{c}" for c in WORKER_CAPS), "--"]
+
+
 def _worker_failure(proc: subprocess.Popen[bytes]) -> LabError:
     try:
         text = Path(proc.err_path).read_text(errors="replace").strip()  # type: ignore[attr-defined]
     except OSError:
         text = ""
     last = text.splitlines()[-1] if text else f"exit status {proc.returncode}"
+    hit = proc.watch.hit() if hasattr(proc, "watch") else None
+    if hit:  # the lab's OOM kill or a refused fork ended it, not what it said last
+        return LabError(f"local lab worker failed: {hit} ({last})")
     if "unshare" in last and ("Operation not permitted" in last or "Permission denied" in last):
         return PrerequisiteError(f"local runtime: {last}; run `trustlab doctor` for what to do")
     return LabError(f"local lab worker failed: {last}")
@@ -502,6 +563,9 @@ def _stop(proc: subprocess.Popen[bytes], *, close: bool = True) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    group = getattr(proc, "cgroup", None)
+    if group is not None and proc.poll() is not None:
+        group.close()  # whatever is left in the lab's cgroup, then the cgroup itself
     if proc.stdout and close:
         try:
             proc.stdout.close()
