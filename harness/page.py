@@ -1,10 +1,12 @@
 """The atlas: one self-contained HTML page of a run's cells (issue 23).
 
 ``trustlab matrix`` writes ``index.html`` beside its JSON, and ``trustlab report FILE.json`` turns
-any matrix, diff or check JSON into one. The page works offline from disk: the data is embedded
-as JSON in a ``<script type="application/json">`` element, the script and styles are inline, and
-a Content-Security-Policy meta tag (``default-src 'none'``) makes the browser itself refuse any
-request. The template (``harness/templates/results.html.j2``) is rendered with Jinja2.
+any matrix, diff, check or conformance JSON into one. The page works offline from disk: the data is
+embedded as JSON in a ``<script type="application/json">`` element, the script and styles are
+inline, and a Content-Security-Policy meta tag (``default-src 'none'``) makes the browser itself
+refuse any request. The templates (``harness/templates/results.html.j2``, and
+``conformance.html.j2`` for a conformance run: cases x proxy installations) are rendered with
+Jinja2 and share their styles (``_atlas.css.j2``).
 
 The cells are embedded column by column (:func:`compact`): a column of repeated values (outcome,
 identity, reason line) becomes a table of its distinct values plus an index per cell, which keeps a
@@ -253,7 +255,7 @@ def page_data(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(doc: dict[str, Any], *, title: str | None = None) -> str:
-    """The page's HTML for a matrix, diff or check document."""
+    """The page's HTML for a matrix, diff, check or conformance document."""
     if source_kind(doc) == "conformance":
         return render_conformance(doc, title=title)
     data = page_data(doc)
