@@ -347,13 +347,15 @@ def conformance_command(row: dict[str, Any], default: dict[str, str | None]) -> 
 def conformance_data(doc: dict[str, Any]) -> dict[str, Any]:
     """Everything the conformance page embeds: the run's rows (as columns), its cases, the host
     library's own verdicts, and the explanations (harness/conformance.py: EXPLAIN) of its cases."""
-    from harness.conformance import EXPLAIN
+    from harness.conformance import EXPLAIN, _version_key
 
     default = conformance_defaults(doc)
     versions: dict[str, list[str | None]] = {k: [v] for k, v in default.items()}
     for r in doc["rows"]:
         if r.get("proxy_version") not in versions[r["proxy"]]:
             versions[r["proxy"]].append(r.get("proxy_version"))
+    for vs in versions.values():  # oldest first: the columns of "every version"
+        vs.sort(key=lambda v: (_version_key(v), str(v)))
     tls = {(p["proxy"], p.get("version")): p.get("tls_library") for p in doc["meta"]["proxies"]}
     rows = [{"case": r["case"], "proxy": r["proxy"], "proxy_version": r.get("proxy_version"),
              "verdict": r["verdict"], "agrees": r["agrees"], "outcome": r["outcome"], "reason": r["reason"]}
@@ -365,6 +367,7 @@ def conformance_data(doc: dict[str, Any]) -> dict[str, Any]:
         "meta": doc["meta"],
         "kinds": list(default),
         "versions": versions,
+        "defaults": default,
         "tls": {f"{k}@{v or ''}": lib for (k, v), lib in tls.items()},
         "order": order,
         "cases": doc["cases"],

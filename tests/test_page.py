@@ -757,3 +757,44 @@ def test_a_conformance_permalink_opens_its_cell(browser: Any, conformance_page: 
     # A permalink the run does not hold opens nothing.
     _open(browser, conformance_page, "#cell=" + quote("no-such-case:nginx@1", safe=""))
     assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None
+
+
+def test_a_conformance_run_writes_its_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`trustlab conformance --html F` writes the page of the run it made (the run itself is the
+    published one here: the runner is tested in tests/test_conformance.py)."""
+    from harness import cli
+    from harness import conformance as cf
+
+    report = cf.read_json(DOCS / "conformance.json")
+    monkeypatch.setattr(cf, "run", lambda *a, **kw: report)
+    out = tmp_path / "c.html"
+    # Exit 1: the run holds disagreements outside latitude (as the published one does).
+    assert cli.main(["conformance", "--json", str(tmp_path / "c.json"), "--html", str(out)]) == 1
+    # The same page as from the JSON that run wrote, and as docs/conformance.html (the same run).
+    assert out.read_text() == page.render(page.load(tmp_path / "c.json")) == (DOCS / "conformance.html").read_text()
+    assert cli.main(["conformance", "--html", str(tmp_path / "no-such-dir" / "c.html")]) == 2
+
+
+def test_conformance_keyboard(browser: Any, conformance_page: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    doc = _conformance()
+    default = page.conformance_defaults(doc)
+    _open(browser, conformance_page)
+    first = browser.find_element(By.CSS_SELECTOR, "#view-table button.c")
+    first.send_keys(Keys.ARROW_RIGHT)
+    kinds = list(default)
+    order = browser.execute_script("return window.atlas && document.querySelector('#view-table tr[data-case]')"
+                                   ".getAttribute('data-case')")
+    assert browser.switch_to.active_element.get_attribute("data-key") == f"{order}:{kinds[1]}@{default[kinds[1]]}"
+    browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    second = _shown_cases(browser)[1]
+    assert browser.switch_to.active_element.get_attribute("data-key") == f"{second}:{kinds[1]}@{default[kinds[1]]}"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    r = next(r for r in doc["rows"] if (r["case"], r["proxy"], r["proxy_version"]) == (second, kinds[1],
+                                                                                       default[kinds[1]]))
+    assert _norm(_text(browser, "reason")) == _norm(r["reason"])
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None
+    assert browser.switch_to.active_element.get_attribute("data-key") == f"{second}:{kinds[1]}@{default[kinds[1]]}"
