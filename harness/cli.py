@@ -283,12 +283,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`trustlab report FILE.json [-o OUT.html]`: the results page of a matrix, diff or check JSON."""
+    """`trustlab report FILE.json [-o OUT.html]`: the results page of a matrix, diff, check or conformance JSON."""
     from harness import page
 
-    out = args.output or args.file.parent / PAGE
-    _check_writable(out, "-o", inputs=(args.file,))
     doc = page.load(args.file)
+    # A conformance run's page goes beside its JSON under the same stem (docs/conformance.html).
+    default = args.file.with_suffix(".html").name if page.source_kind(doc) == "conformance" else PAGE
+    out = args.output or args.file.parent / default
+    _check_writable(out, "-o", inputs=(args.file,))
     page.write(doc, out)
     print(f"results page: {out} ({page.source_kind(doc)}, one file, works offline: open it in a browser)")
     return EXIT_OK
@@ -703,9 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_opt(sp)
     sp.set_defaults(func=cmd_diff)
 
-    sp = sub.add_parser("report", help="the results page (one offline HTML file) of a matrix, diff or check JSON")
-    sp.add_argument("file", type=Path, help="a JSON file written by trustlab matrix, diff or check --json")
-    sp.add_argument("-o", "--output", type=Path, help=f"the page to write (default: {PAGE} beside FILE)")
+    sp = sub.add_parser("report", help="the results page (one offline HTML file) of a matrix, diff, check or "
+                        "conformance JSON")
+    sp.add_argument("file", type=Path, help="a JSON file written by trustlab matrix, diff, check or conformance --json")
+    sp.add_argument("-o", "--output", type=Path, help=f"the page to write (default: {PAGE} beside FILE; "
+                    "for a conformance JSON, its name with .html)")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("pki", help="mint or show the lab PKI")

@@ -1012,6 +1012,15 @@ ROW_FIELDS = ("case", "proxy", "proxy_version", "expected", "verdict", "agrees",
 def write_json(report: dict[str, Any], path: Path, *, against: dict[str, Any] | None = None) -> None:
     """``{"meta", "summary", "cases": {id: facts}, "rows": [...]}``, one row a line; with *against*
     (another runtime's report) ``meta.against`` holds how many verdicts both share."""
+    doc = document(report, against=against)
+    rows = doc.pop("rows")
+    text = json.dumps(doc, indent=1, ensure_ascii=False)[:-2] + ',\n "rows": [\n'
+    text += ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    path.write_text(text + "\n ]\n}\n")
+
+
+def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON file's content (:func:`write_json`) as a dict: what ``trustlab report`` reads."""
     by_id = {c.id: c for c in catalogue()}
     cases = {
         cid: {"area": c.area, "expected": c.expected, "reason": c.reason, "peer": c.peer_name, "anchor": c.anchor,
@@ -1024,10 +1033,8 @@ def write_json(report: dict[str, Any], path: Path, *, against: dict[str, Any] | 
         meta["against"] = {"runtime": against["meta"]["runtime"], "started": against["meta"]["started"],
                            "shared": shared, "differ": [[r["proxy"], r["proxy_version"], r["case"], r["verdict"], v]
                                                         for r, v in differ]}
-    head = {"meta": meta, "summary": summary(report), "cases": cases, "library": report.get("library") or {}}
-    text = json.dumps(head, indent=1, ensure_ascii=False)[:-2] + ',\n "rows": [\n'
-    text += ",\n".join(json.dumps({k: r[k] for k in ROW_FIELDS}, ensure_ascii=False) for r in report["rows"])
-    path.write_text(text + "\n ]\n}\n")
+    return {"meta": meta, "summary": summary(report), "cases": cases, "library": report.get("library") or {},
+            "rows": [{k: r[k] for k in ROW_FIELDS} for r in report["rows"]]}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -1165,6 +1172,11 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         "presents, the anchor the proxy trusts, the peer name it checks, and the verdict RFC 5280 / RFC 6125 / "
         "RFC 9525 expect; an x509-limbo id marks a case that tests the same rule in libraries (cited, not used).",
         "",
+        "The same run as a page: [conformance.html](conformance.html) (one offline file: filter by area, proxy "
+        "and version, only the disagreements, search by case or x509-limbo id; each cell's reason line, the "
+        "library's own verdict, the explanation and the command that reproduces it), written from the JSON by "
+        "`trustlab report docs/conformance.json`.",
+        "",
         "Each case runs through each kind's `good` scenario with the backend name set to the case's peer "
         "name and the trust file set to the case's anchor (nginx's and Apache's verify depth raised to 5). "
         "*accept*: the response came through; *reject*: the proxy refused (its log line below). "
@@ -1286,8 +1298,10 @@ def add_command(sub: Any, parser_class: type) -> None:
     sp.add_argument("--all-versions", action="store_true", help="every installed version of each kind")
     sp.add_argument("--against", metavar="FILE", help="the JSON of a run on the other runtime: the page "
                     "says how many verdicts both share")
-    sp.add_argument("--render", metavar="JSON", help="write --doc from a JSON file this command wrote, "
-                    "without running anything (after editing the explanations)")
+    sp.add_argument("--html", metavar="FILE", help="write the results page of the run (docs/conformance.html; "
+                    "trustlab report JSON writes it from a JSON file)")
+    sp.add_argument("--render", metavar="JSON", help="write --doc and/or --html from a JSON file this command "
+                    "wrote, without running anything (after editing the explanations)")
     sp.add_argument("--keep", action="store_true", help="keep the lab directories (configs, logs, keys)")
     sp.set_defaults(func=cmd_conformance)
 
@@ -1314,13 +1328,23 @@ def cmd_conformance(args: Any) -> int:
         print(f"{len(cases)} cases (~ latitude: the RFCs leave the verifier a choice)")
         return 0
     if args.render:
-        if not args.doc:
-            raise LabError("--render needs --doc FILE: the page to write")
-        Path(args.doc).write_text(markdown(read_json(Path(args.render))))
-        print(f"wrote {args.doc}")
+        if not args.doc and not args.html:
+            raise LabError("--render needs --doc FILE or --html FILE: the page to write")
+        if args.doc:
+            Path(args.doc).write_text(markdown(read_json(Path(args.render))))
+            print(f"wrote {args.doc}")
+        if args.html:
+            from harness import page
+
+            doc = page.load(Path(args.render))
+            if page.source_kind(doc) != "conformance":
+                raise LabError(f"{args.render}: not a conformance JSON file (write one with trustlab conformance "
+                               "--json FILE)")
+            page.write(doc, Path(args.html))
+            print(f"wrote {args.html}")
         return 0
     kinds = _kinds(args.proxy)
-    for flag, value in (("--json", args.json), ("--doc", args.doc)):
+    for flag, value in (("--json", args.json), ("--doc", args.doc), ("--html", args.html)):
         if value and not Path(value).parent.is_dir():
             raise LabError(f"{flag}: {Path(value).parent} is not a directory")
     runtime = args.runtime
@@ -1342,6 +1366,10 @@ def cmd_conformance(args: Any) -> int:
         write_json(report, Path(args.json), against=against)
     if args.doc:
         Path(args.doc).write_text(markdown(report, against=against))
+    if args.html:
+        from harness import page
+
+        page.write(document(report, against=against), Path(args.html))
     print(f"conformance: {len(report['rows'])} rows in {report['meta']['duration_s']:.1f} s on the "
           f"{report['meta']['runtime']} runtime")
     return 1 if strict else 0

@@ -1,10 +1,12 @@
 """The atlas: one self-contained HTML page of a run's cells (issue 23).
 
 ``trustlab matrix`` writes ``index.html`` beside its JSON, and ``trustlab report FILE.json`` turns
-any matrix, diff or check JSON into one. The page works offline from disk: the data is embedded
-as JSON in a ``<script type="application/json">`` element, the script and styles are inline, and
-a Content-Security-Policy meta tag (``default-src 'none'``) makes the browser itself refuse any
-request. The template (``harness/templates/results.html.j2``) is rendered with Jinja2.
+any matrix, diff, check or conformance JSON into one. The page works offline from disk: the data is
+embedded as JSON in a ``<script type="application/json">`` element, the script and styles are
+inline, and a Content-Security-Policy meta tag (``default-src 'none'``) makes the browser itself
+refuse any request. The templates (``harness/templates/results.html.j2``, and
+``conformance.html.j2`` for a conformance run: cases x proxy installations) are rendered with
+Jinja2 and share their styles (``_atlas.css.j2``).
 
 The cells are embedded column by column (:func:`compact`): a column of repeated values (outcome,
 identity, reason line) becomes a table of its distinct values plus an index per cell, which keeps a
@@ -87,30 +89,32 @@ def embed(obj: Any) -> str:
 
 # -- what a page can be made of: a matrix, a diff or a check JSON ---------------------------------
 def load(path: Path) -> dict[str, Any]:
-    """Read a matrix, diff or check JSON file, or a :class:`LabError` naming what is wrong."""
+    """Read a matrix, diff, check or conformance JSON file, or a :class:`LabError` naming what is wrong."""
     from harness.errors import _shown, read_input
 
     raw = read_input(path, error=LabError, kind="a trustlab JSON file", limit=200_000_000,
-                     directory_hint="pass a file written by trustlab matrix, diff or check --json")
+                     directory_hint="pass a file written by trustlab matrix, diff, check or conformance --json")
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
-        raise LabError(f"{_shown(str(path))}: not JSON; pass a file written by trustlab matrix, diff or "
-                       "check --json") from None
+        raise LabError(f"{_shown(str(path))}: not JSON; pass a file written by trustlab matrix, diff, "
+                       "check or conformance --json") from None
     if not isinstance(doc, dict) or source_kind(doc) is None:
-        raise LabError(f"{_shown(str(path))}: not a trustlab matrix, diff or check JSON file (no cells, "
-                       "no changes); write one with trustlab matrix --json FILE")
+        raise LabError(f"{_shown(str(path))}: not a trustlab matrix, diff, check or conformance JSON file "
+                       "(no cells, no changes, no conformance rows); write one with trustlab matrix --json FILE")
     return doc
 
 
 def source_kind(doc: dict[str, Any]) -> str | None:
-    """``matrix``, ``diff`` or ``check``: which command wrote *doc* (``None``: none of them)."""
+    """``matrix``, ``diff``, ``check`` or ``conformance``: which command wrote *doc* (``None``: none)."""
 
     def cells_ok(cells: object, *keys: str) -> bool:
         return isinstance(cells, list) and all(
             isinstance(c, dict) and all(isinstance(c.get(k), str) for k in keys) for c in cells
         )
 
+    if isinstance(doc.get("rows"), list) and isinstance(doc.get("cases"), dict) and "summary" in doc:
+        return "conformance" if conformance_ok(doc) else None
     if isinstance(doc.get("changes"), list) and "a" in doc and "b" in doc:
         return "diff" if cells_ok(doc["changes"], "scenario", "identity", "before", "after") else None
     if "config" in doc and isinstance(doc.get("proxy"), str):
@@ -251,25 +255,40 @@ def page_data(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(doc: dict[str, Any], *, title: str | None = None) -> str:
-    """The page's HTML for a matrix, diff or check document."""
-    import jinja2
-
-    from harness.report import COLOR, LABEL, OUTAGE_COLOR, OUTAGE_LABEL, TEXT_ON
-
+    """The page's HTML for a matrix, diff, check or conformance document."""
+    if source_kind(doc) == "conformance":
+        return render_conformance(doc, title=title)
     data = page_data(doc)
-    palette = {o.value: {"fill": COLOR[o], "ink": TEXT_ON[o], "label": LABEL[o]} for o in Outcome}
-    palette["outage"] = {"fill": OUTAGE_COLOR, "ink": "white", "label": OUTAGE_LABEL}
+    palette = _palette()
     data["labels"] = {k: v["label"] for k, v in palette.items()}
-    text = resources.files("harness").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     heading = title or {"matrix": "trustlab results", "diff": "trustlab diff", "check": "trustlab check"}[data["kind"]]
     started = data["meta"].get("started")
-    return env.from_string(text).render(
+    return _template(TEMPLATE).render(
         heading=heading,
         title=heading + f": {data['cells']['n']} cells" + (f", {started}" if started else ""),
         palette=palette,
         data=embed(data),
     )
+
+
+def _template(name: str) -> Any:
+    """A template of ``harness/templates`` (they include the atlas's shared styles)."""
+    import jinja2
+
+    def source(template: str) -> str:
+        return resources.files("harness").joinpath("templates", template).read_text(encoding="utf-8")
+
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(source), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(name)
+
+
+def _palette() -> dict[str, dict[str, str]]:
+    from harness.report import COLOR, LABEL, OUTAGE_COLOR, OUTAGE_LABEL, TEXT_ON
+
+    palette = {o.value: {"fill": COLOR[o], "ink": TEXT_ON[o], "label": LABEL[o]} for o in Outcome}
+    palette["outage"] = {"fill": OUTAGE_COLOR, "ink": "white", "label": OUTAGE_LABEL}
+    return palette
 
 
 def write(doc: dict[str, Any], path: Path, *, title: str | None = None) -> Path:
@@ -286,3 +305,87 @@ def write(doc: dict[str, Any], path: Path, *, title: str | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# -- the conformance page (issue 24): x509 cases x proxy installations ------------------------------
+CONFORMANCE_TEMPLATE = "conformance.html.j2"
+#: A conformance row as the JSON holds it (harness/conformance.py: ROW_FIELDS).
+_ROW_TEXT = ("case", "proxy", "expected", "verdict", "outcome", "reason")
+
+
+def conformance_ok(doc: dict[str, Any]) -> bool:
+    """Whether *doc* has the shape ``trustlab conformance --json`` writes."""
+    cases, meta = doc.get("cases"), doc.get("meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("proxies"), list) or not isinstance(cases, dict):
+        return False
+    if not all(isinstance(p, dict) and isinstance(p.get("proxy"), str) for p in meta["proxies"]):
+        return False
+    if not all(isinstance(c, dict) and isinstance(c.get("area"), str) and isinstance(c.get("expected"), str)
+               for c in cases.values()):
+        return False
+    return all(isinstance(r, dict) and all(isinstance(r.get(k), str) for k in _ROW_TEXT)
+               and isinstance(r.get("agrees"), bool) and r["case"] in cases for r in doc["rows"])
+
+
+def conformance_defaults(doc: dict[str, Any]) -> dict[str, str | None]:
+    """Each kind's default installation: the first the run lists (as docs/conformance.md shows)."""
+    default: dict[str, str | None] = {}
+    for p in doc["meta"]["proxies"]:
+        default.setdefault(p["proxy"], p.get("version"))
+    for r in doc["rows"]:
+        default.setdefault(r["proxy"], r.get("proxy_version"))
+    return default
+
+
+def conformance_command(row: dict[str, Any], default: dict[str, str | None]) -> str:
+    """The command that runs a conformance row again (the page's script says the same): another
+    installation than the kind's default is run with ``--all-versions``."""
+    more = " --all-versions" if row.get("proxy_version") != default.get(row["proxy"]) else ""
+    return f"trustlab conformance --proxy {row['proxy']} --case {row['case']}{more}"
+
+
+def conformance_data(doc: dict[str, Any]) -> dict[str, Any]:
+    """Everything the conformance page embeds: the run's rows (as columns), its cases, the host
+    library's own verdicts, and the explanations (harness/conformance.py: EXPLAIN) of its cases."""
+    from harness.conformance import EXPLAIN, _version_key
+
+    default = conformance_defaults(doc)
+    versions: dict[str, list[str | None]] = {k: [v] for k, v in default.items()}
+    for r in doc["rows"]:
+        if r.get("proxy_version") not in versions[r["proxy"]]:
+            versions[r["proxy"]].append(r.get("proxy_version"))
+    for vs in versions.values():  # oldest first: the columns of "every version"
+        vs.sort(key=lambda v: (_version_key(v), str(v)))
+    tls = {(p["proxy"], p.get("version")): p.get("tls_library") for p in doc["meta"]["proxies"]}
+    rows = [{"case": r["case"], "proxy": r["proxy"], "proxy_version": r.get("proxy_version"),
+             "verdict": r["verdict"], "agrees": r["agrees"], "outcome": r["outcome"], "reason": r["reason"]}
+            for r in doc["rows"]]
+    order = list(dict.fromkeys(r["case"] for r in rows))
+    keys = set(order) | {f"{r['case']}@{r['proxy']}" for r in rows}
+    return {
+        "kind": "conformance",
+        "meta": doc["meta"],
+        "kinds": list(default),
+        "versions": versions,
+        "defaults": default,
+        "tls": {f"{k}@{v or ''}": lib for (k, v), lib in tls.items()},
+        "order": order,
+        "cases": doc["cases"],
+        "library": doc.get("library") or {},
+        "explain": {k: v for k, v in EXPLAIN.items() if k in keys},
+        "rows": compact(rows),
+    }
+
+
+def render_conformance(doc: dict[str, Any], *, title: str | None = None) -> str:
+    """The conformance page's HTML for a JSON written by ``trustlab conformance --json``."""
+    data = conformance_data(doc)
+    meta = data["meta"]
+    heading = title or "trustlab conformance"
+    return _template(CONFORMANCE_TEMPLATE).render(
+        heading=heading,
+        title=f"{heading}: {len(data['order'])} cases x {sum(len(v) for v in data['versions'].values())} "
+              f"proxy installations, {meta.get('started', '')}",
+        palette=_palette(),
+        data=embed(data),
+    )

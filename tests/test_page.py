@@ -182,7 +182,7 @@ def test_scenario_notes_carry_story_sources_and_delta() -> None:
 def test_load_refuses_what_is_not_a_trustlab_file(tmp_path: Path) -> None:
     bad = tmp_path / "x.json"
     bad.write_text('{"cells": [{"scenario": 1}]}')
-    with pytest.raises(LabError, match="not a trustlab matrix, diff or check JSON"):
+    with pytest.raises(LabError, match="not a trustlab matrix, diff, check or conformance JSON"):
         page.load(bad)
     bad.write_text("not json")
     with pytest.raises(LabError, match="not JSON"):
@@ -508,3 +508,293 @@ def test_matrix_writes_and_names_the_page(monkeypatch: pytest.MonkeyPatch, tmp_p
     html = (out / "index.html").read_text()
     assert page.expand(json.loads(html.split('id="atlas-data">')[1].split("</script>")[0])["cells"]) == [
         c.to_dict() for c in cells]
+
+
+# -- the conformance page (issue 24): docs/conformance.json in a real browser -----------------------
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _conformance() -> dict[str, Any]:
+    return dict(json.loads((DOCS / "conformance.json").read_text()))
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _mark(row: dict[str, Any], cases: dict[str, Any]) -> str:
+    if row["verdict"] == "error":
+        return "error"
+    if row["agrees"]:
+        return "agree"
+    return "latitude" if cases[row["case"]]["latitude"] else "disagree"
+
+
+def test_the_published_conformance_page_is_generated_from_the_published_run(tmp_path: Path) -> None:
+    from harness import cli
+
+    published = (DOCS / "conformance.html").read_text()
+    assert page.render(page.load(DOCS / "conformance.json")) == published, (
+        "docs/conformance.html differs from its JSON: run trustlab report docs/conformance.json")
+    argv = ["conformance", "--render", str(DOCS / "conformance.json"), "--html", str(tmp_path / "c.html")]
+    assert cli.main(argv) == 0
+    assert (tmp_path / "c.html").read_text() == published
+    # `trustlab report` names it after its JSON (docs/conformance.html), not index.html.
+    (tmp_path / "conformance.json").write_text((DOCS / "conformance.json").read_text())
+    assert cli.main(["report", str(tmp_path / "conformance.json")]) == 0
+    assert (tmp_path / "conformance.html").read_text() == published and not (tmp_path / "index.html").exists()
+    assert "[conformance.html](conformance.html)" in (DOCS / "conformance.md").read_text()
+    # The page embeds the run's rows as they are, and the explanations of its cases.
+    data = json.loads(published.split('id="atlas-data">', 1)[1].split("</script>", 1)[0])
+    doc = _conformance()
+    assert page.expand(data["rows"]) == [{k: r[k] for k in ("case", "proxy", "proxy_version", "verdict", "agrees",
+                                                            "outcome", "reason")} for r in doc["rows"]]
+    from harness.conformance import EXPLAIN
+
+    assert data["explain"] == {k: v for k, v in EXPLAIN.items() if k.split("@")[0] in doc["cases"]}
+
+
+def test_conformance_json_of_another_shape_is_one_line_exit_2(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import cli
+
+    doc = _conformance()
+    row = doc["rows"][0]
+    wrong = {
+        "unknown case": {**doc, "rows": [{**row, "case": "no-such-case"}]},
+        "agrees not a bool": {**doc, "rows": [{**row, "agrees": "yes"}]},
+        "no verdict": {**doc, "rows": [{k: v for k, v in row.items() if k != "verdict"}]},
+        "no proxies": {**doc, "meta": {**doc["meta"], "proxies": None}},
+        "cases a list": {**doc, "cases": list(doc["cases"])},
+    }
+    for what, bad in wrong.items():
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        for argv in (["report", str(path), "-o", str(tmp_path / "x.html")],
+                     ["conformance", "--render", str(path), "--html", str(tmp_path / "x.html")]):
+            assert cli.main(argv) == 2, (what, argv)
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (what, err)
+            assert "not a" in err, (what, err)
+        assert not (tmp_path / "x.html").exists()
+    # A matrix JSON is a page of its own kind, but not a conformance page.
+    matrix = tmp_path / "matrix.json"
+    matrix.write_text(json.dumps(_results([_cell("nginx/good", "legit", Outcome.SERVED)]).to_json_dict()))
+    assert cli.main(["conformance", "--render", str(matrix), "--html", str(tmp_path / "x.html")]) == 2
+    assert "not a conformance JSON file" in capsys.readouterr().err
+
+
+def test_conformance_command_is_the_real_cli() -> None:
+    from harness.cli import build_parser
+
+    doc = _conformance()
+    default = page.conformance_defaults(doc)
+    first: dict[str, str] = {}
+    for p in doc["meta"]["proxies"]:
+        first.setdefault(p["proxy"], p["version"])
+    assert default == first
+    row = next(r for r in doc["rows"] if r["proxy"] == "haproxy" and r["proxy_version"] == first["haproxy"])
+    other = next(r for r in doc["rows"] if r["proxy"] == "haproxy" and r["proxy_version"] != first["haproxy"])
+    assert page.conformance_command(row, default) == f"trustlab conformance --proxy haproxy --case {row['case']}"
+    assert page.conformance_command(other, default).endswith(" --all-versions")
+    for r in (row, other):
+        args = build_parser().parse_args(page.conformance_command(r, default).split()[1:])
+        assert args.proxy == ["haproxy"] and args.case == [r["case"]]
+
+
+@pytest.fixture(scope="session")
+def conformance_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/conformance.json made into a page by `trustlab report` (the command users run)."""
+    from harness import cli
+
+    where = tmp_path_factory.mktemp("conformance")
+    assert cli.main(["report", str(DOCS / "conformance.json"), "-o", str(where / "conformance.html")]) == 0
+    return where / "conformance.html"
+
+
+def _shown_cases(drv: Any) -> list[str]:
+    return list(drv.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#view-table tr[data-case]'),"
+        " function (tr) { return tr.getAttribute('data-case'); })"))
+
+
+def test_conformance_page_loads_offline(browser: Any, conformance_page: Path) -> None:
+    timing = _open(browser, conformance_page)
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    outcome = browser.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "fetch('http://127.0.0.1:9/').then(function () { done('sent'); }, function () { done('refused'); });"
+    )
+    assert outcome == "refused"
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    assert timing["painted"] < 1000
+    doc = _conformance()
+    # Every case a row, every kind's default installation a column, the cases grouped by area.
+    assert sorted(_shown_cases(browser)) == sorted(doc["cases"])
+    areas = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#view-table tbody'),"
+        " function (b) { return [b.getAttribute('data-area'), b.querySelectorAll('tr[data-case]').length]; })")
+    want: dict[str, int] = {}
+    for c in doc["cases"].values():
+        want[c["area"]] = want.get(c["area"], 0) + 1
+    assert dict(areas) == want
+    kinds = {p["proxy"] for p in doc["meta"]["proxies"]}
+    assert browser.execute_script("return document.querySelectorAll('#view-table button.c').length") == (
+        len(doc["cases"]) * len(kinds))
+
+
+def test_conformance_summary_is_counted_from_the_rows(browser: Any, conformance_page: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open(browser, conformance_page)
+    doc = _conformance()
+    for s in doc["summary"]:
+        tr = browser.find_element(By.CSS_SELECTOR, f'#view-summary tr[data-inst="{s["proxy"]}@{s["version"]}"]')
+        got = {k: int(tr.find_element(By.CSS_SELECTOR, f'[data-n="{k}"]').text)
+               for k in ("cases", "agree", "disagree", "latitude", "error")}
+        assert got == {k: s[k] for k in got}, s
+
+
+def test_only_disagreements_shows_exactly_the_disagreeing_cases(browser: Any, conformance_page: Path) -> None:
+    doc = _conformance()
+    cases, rows = doc["cases"], doc["rows"]
+    default = page.conformance_defaults(doc)
+    _open(browser, conformance_page)
+
+    def want(rows_shown: list[dict[str, Any]], strict: bool) -> set[str]:
+        return {r["case"] for r in rows_shown
+                if _mark(r, cases) != "agree" and (not strict or _mark(r, cases) in ("disagree", "error"))}
+
+    defaults = [r for r in rows if r["proxy_version"] == default[r["proxy"]]]
+    _select(browser, "f-show", "differs")
+    shown = _shown_cases(browser)
+    assert len(shown) == len(set(shown)) and set(shown) == want(defaults, strict=False)
+    # Each shown cell's mark is its row's.
+    marks = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#view-table button.c'),"
+        " function (b) { return [b.getAttribute('data-key'), b.getAttribute('data-mark')]; })")
+    by_key = {f"{r['case']}:{r['proxy']}@{r['proxy_version']}": r for r in rows}
+    assert marks and all(_mark(by_key[k], cases) == m for k, m in marks)
+    _select(browser, "f-show", "strict")
+    assert set(_shown_cases(browser)) == want(defaults, strict=True) != want(defaults, strict=False)
+    # One kind, every version of it: the disagreements of all its installations.
+    _select(browser, "f-proxy", "haproxy")
+    _select(browser, "v-haproxy", "*")
+    _select(browser, "f-show", "differs")
+    haproxy = [r for r in rows if r["proxy"] == "haproxy"]
+    assert set(_shown_cases(browser)) == want(haproxy, strict=False)
+    assert len({r["proxy_version"] for r in haproxy}) > 1
+    # Another single version of it.
+    late = sorted({r["proxy_version"] for r in haproxy} - {default["haproxy"]})[0]
+    _select(browser, "v-haproxy", late)
+    assert set(_shown_cases(browser)) == want([r for r in haproxy if r["proxy_version"] == late], strict=False)
+    # Search by x509-limbo id and by case id, within an area.
+    browser.find_element("id", "f-reset").click()
+    limbo = next(c["limbo"] for c in cases.values() if c["limbo"])
+    box = browser.find_element("id", "f-search")
+    box.send_keys(limbo)
+    assert set(_shown_cases(browser)) == {cid for cid, c in cases.items() if limbo.lower() in
+                                          (cid + " " + c["limbo"]).lower()}
+    box.clear()
+    box.send_keys("wildcard")
+    _select(browser, "f-area", "name")
+    assert set(_shown_cases(browser)) == {cid for cid, c in cases.items()
+                                          if "wildcard" in (cid + " " + c["limbo"]).lower() and c["area"] == "name"}
+
+
+def test_a_conformance_cell_shows_its_reason_line(browser: Any, conformance_page: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    from harness.conformance import EXPLAIN
+
+    doc = _conformance()
+    cases, lib = doc["cases"], doc["library"]["cases"]
+    default = page.conformance_defaults(doc)
+    _open(browser, conformance_page)
+    odd = [r for r in doc["rows"] if not r["agrees"]]
+    rng = random.Random(24)
+    picked = rng.sample(odd, 6) + rng.sample([r for r in doc["rows"] if r["agrees"]], 4)
+    for r in picked:
+        browser.find_element("id", "f-reset").click()
+        _select(browser, f"v-{r['proxy']}", r["proxy_version"])
+        key = f"{r['case']}:{r['proxy']}@{r['proxy_version']}"
+        button = browser.find_element(By.CSS_SELECTOR, f'#view-table button.c[data-key="{key}"]')
+        # Into the middle of the view: at its edge the sticky column header would take the click.
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'center'})", button)
+        button.click()
+        assert _norm(_text(browser, "reason")) == _norm(r["reason"] or "none"), key
+        assert _text(browser, "verdict") == r["verdict"], key
+        assert _text(browser, "expected").split(" ")[0] == cases[r["case"]]["expected"], key
+        assert _text(browser, "case-reason") == cases[r["case"]]["reason"], key
+        assert _text(browser, "command") == page.conformance_command(r, default), key
+        assert _text(browser, "command") == browser.execute_script(
+            "return window.atlas.command(arguments[0])", r)
+        alone = lib[r["case"]]
+        assert _norm(_text(browser, "library")).startswith(
+            _norm(f"{doc['library']['library']} (openssl verify): {alone['verdict']} {alone['reason']}"))
+        note = EXPLAIN.get(f"{r['case']}@{r['proxy']}") or EXPLAIN.get(r["case"])
+        explain = browser.find_elements(By.CSS_SELECTOR, '#detail [data-f="explain"]')
+        assert [_norm(e.text) for e in explain] == ([_norm(note)] if note else []), key
+        href = browser.find_element(By.CSS_SELECTOR, '#detail [data-f="permalink"]').get_attribute("href")
+        assert href.endswith("#cell=" + quote(key, safe="~()*!.'")), href
+
+
+def test_a_conformance_permalink_opens_its_cell(browser: Any, conformance_page: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    doc = _conformance()
+    default = page.conformance_defaults(doc)
+    # A cell of a kind's non-default installation: the permalink shows that version's column.
+    r = next(r for r in doc["rows"] if not r["agrees"] and r["proxy_version"] != default[r["proxy"]])
+    key = f"{r['case']}:{r['proxy']}@{r['proxy_version']}"
+    _open(browser, conformance_page, "#cell=" + quote(key, safe=""))
+    assert _norm(_text(browser, "reason")) == _norm(r["reason"])
+    assert _text(browser, "verdict") == r["verdict"]
+    assert _text(browser, "command") == page.conformance_command(r, default)
+    assert browser.find_element(By.ID, f"v-{r['proxy']}").get_attribute("value") == r["proxy_version"]
+    selected = browser.find_elements(By.CSS_SELECTOR, "#view-table button.c.sel")
+    assert [b.get_attribute("data-key") for b in selected] == [key]
+    # A permalink the run does not hold opens nothing.
+    _open(browser, conformance_page, "#cell=" + quote("no-such-case:nginx@1", safe=""))
+    assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None
+
+
+def test_a_conformance_run_writes_its_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`trustlab conformance --html F` writes the page of the run it made (the run itself is the
+    published one here: the runner is tested in tests/test_conformance.py)."""
+    from harness import cli
+    from harness import conformance as cf
+
+    report = cf.read_json(DOCS / "conformance.json")
+    monkeypatch.setattr(cf, "run", lambda *a, **kw: report)
+    out = tmp_path / "c.html"
+    # Exit 1: the run holds disagreements outside latitude (as the published one does).
+    assert cli.main(["conformance", "--json", str(tmp_path / "c.json"), "--html", str(out)]) == 1
+    # The same page as from the JSON that run wrote, and as docs/conformance.html (the same run).
+    assert out.read_text() == page.render(page.load(tmp_path / "c.json")) == (DOCS / "conformance.html").read_text()
+    assert cli.main(["conformance", "--html", str(tmp_path / "no-such-dir" / "c.html")]) == 2
+
+
+def test_conformance_keyboard(browser: Any, conformance_page: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    doc = _conformance()
+    default = page.conformance_defaults(doc)
+    _open(browser, conformance_page)
+    first = browser.find_element(By.CSS_SELECTOR, "#view-table button.c")
+    first.send_keys(Keys.ARROW_RIGHT)
+    kinds = list(default)
+    order = browser.execute_script("return window.atlas && document.querySelector('#view-table tr[data-case]')"
+                                   ".getAttribute('data-case')")
+    assert browser.switch_to.active_element.get_attribute("data-key") == f"{order}:{kinds[1]}@{default[kinds[1]]}"
+    browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    second = _shown_cases(browser)[1]
+    assert browser.switch_to.active_element.get_attribute("data-key") == f"{second}:{kinds[1]}@{default[kinds[1]]}"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    r = next(r for r in doc["rows"] if (r["case"], r["proxy"], r["proxy_version"]) == (second, kinds[1],
+                                                                                       default[kinds[1]]))
+    assert _norm(_text(browser, "reason")) == _norm(r["reason"])
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None
+    assert browser.switch_to.active_element.get_attribute("data-key") == f"{second}:{kinds[1]}@{default[kinds[1]]}"
