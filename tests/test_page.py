@@ -641,6 +641,19 @@ def test_conformance_page_loads_offline(browser: Any, conformance_page: Path) ->
     kinds = {p["proxy"] for p in doc["meta"]["proxies"]}
     assert browser.execute_script("return document.querySelectorAll('#view-table button.c').length") == (
         len(doc["cases"]) * len(kinds))
+    # Each version selector shows the installation its column shows: the kind's default (a selector
+    # showing its first option instead switched the column at the next filter change).
+    default = page.conformance_defaults(doc)
+    shown = browser.execute_script(
+        "var o = {}; document.querySelectorAll('#f-versions select').forEach(function (s) {"
+        " o[s.getAttribute('data-kind')] = s.value; }); return o;")
+    assert shown == {k: v or "" for k, v in default.items()}
+    browser.execute_script("var a = document.getElementById('f-area'); a.value = 'name';"
+                           "a.dispatchEvent(new Event('change', {bubbles: true}));")
+    heads = browser.execute_script(
+        "return Array.prototype.map.call(document.querySelectorAll('#view-table thead th[scope=col]'),"
+        " function (t) { return t.textContent; }).join('|')")
+    assert all(v in heads for v in default.values() if v), heads
 
 
 def test_conformance_summary_is_counted_from_the_rows(browser: Any, conformance_page: Path) -> None:
