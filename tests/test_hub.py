@@ -187,6 +187,8 @@ def test_each_attendee_is_graded_by_the_service_wrong_refused_right_flagged(room
         data = json.loads(wrong.stdout)
         assert data["solved"] is False and "flag" not in data and data["attendee"] == name
         assert any(f["identity"] for f in data["failures"]), data["failures"]
+        hint = _exec(ct, f"trustlab challenge hint {CHALLENGE}")
+        assert hint.returncode == 0 and hint.stdout.startswith("hint 1/"), hint.stdout + hint.stderr
         right = _exec(
             ct,
             f"cat > /tmp/{CHALLENGE}.conf && trustlab challenge check {CHALLENGE} /tmp/{CHALLENGE}.conf",
@@ -220,7 +222,7 @@ def test_the_instructor_sees_the_room(room: Room) -> None:
     for name in room.codes:
         cell = by[name]["challenges"][CHALLENGE]
         assert cell["attempts"] >= 2 and cell["failed"] >= 1 and cell["solved"] is True, (name, cell)
-        assert by[name]["server"] is True
+        assert by[name]["server"] is True and cell["hints"] == 1
     assert data["stuck"]["id"] == CHALLENGE and data["stuck"]["failed"] >= 3
     csv_text = hub.api(room.settings, room.token, "GET", f"/services/{hub.SERVICE}/room.csv")
     lines = csv_text.strip().splitlines()
@@ -255,6 +257,24 @@ def test_no_docker_socket_no_capabilities_no_privilege(room: Room) -> None:
     assert status["NoNewPrivs"].strip() == "1"
     attrs = images.client().containers.get(ct).attrs["HostConfig"]
     assert not attrs["Privileged"] and not [b for b in attrs.get("Binds") or [] if "docker.sock" in b]
+
+
+def test_the_solutions_are_not_in_the_attendee_server(room: Room) -> None:
+    """An empty read-only tmpfs covers every solution/ of the image: starting a challenge works,
+    reading its solution does not (root with no capability cannot unmount it: see CapEff below)."""
+    ct = next(iter(room.containers.values()))
+    out = _exec(
+        ct,
+        "d=$(python3 -c \"from harness._assets import asset_dir; print(asset_dir('labs'))\")/challenges; "
+        f"ls -A $d/{CHALLENGE}/solution | wc -l; "
+        f"cd /tmp && trustlab challenge start {CHALLENGE} --dir /tmp/st >/dev/null && echo STARTED; "
+        "env -u TRUSTLAB_GRADER_URL -u TRUSTLAB_GRADER_TOKEN "
+        f"trustlab challenge solution {CHALLENGE} --dir /tmp/sol; echo exit=$?",
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0] == "0", out.stdout + out.stderr
+    assert "STARTED" in lines and "exit=2" in lines, out.stdout + out.stderr
+    assert "ships no solutions" in out.stderr, out.stderr
 
 
 def test_another_attendees_server_is_unreachable(room: Room) -> None:

@@ -357,6 +357,7 @@ def serve(
         raise PrerequisiteError(f"classroom serve: {image} is missing; run: trustlab classroom build")
     instance = instance_id(d)
     t0 = time.perf_counter()
+    image_labs = _image_labs(c, image)
     _, gateway = _network(c, f"trustlab-hub-{instance}", instance)
     try:
         if cert is None or key is None:
@@ -377,6 +378,7 @@ def serve(
             service_port=_free_port(gateway),
             grade_runtime=grade_runtime,
             cull_idle_s=cull_idle_s,
+            extra={"image_labs": image_labs},
         )
         _write_private(d / "settings.json", json.dumps(asdict(settings), indent=2) + "\n")
         _secret_file(d / "grader-secret")
@@ -407,6 +409,27 @@ def serve(
     start_s = time.perf_counter() - t0
     say(f"hub answers after {start_s:.1f}s")
     return Served(settings.url, fp, instructor_code, settings, start_s, d)
+
+
+def _image_labs(c: Any, image: str) -> str:
+    """Where the classroom image keeps trustlab's labs/ (its solutions are hidden under it)."""
+    out = c.containers.run(
+        image,
+        ["python3", "-c", "from harness._assets import asset_dir; print(asset_dir('labs'))"],
+        entrypoint=[],
+        remove=True,
+        network_mode="none",
+        labels={LABEL: "probe"},
+    )
+    return str(out.decode().strip().splitlines()[-1])
+
+
+def hidden_solutions(image_labs: str) -> dict[str, str]:
+    """An empty read-only tmpfs over every challenge's ``solution/`` in the attendee's image: the
+    reference solutions stay on the grader's side (an attendee with no capability cannot unmount)."""
+    from harness.challenges import load_all
+
+    return {f"{image_labs}/challenges/{ch.id}/solution": "ro,size=4k,mode=0555" for ch in load_all()}
 
 
 def _which(name: str) -> str | None:

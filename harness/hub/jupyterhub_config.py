@@ -57,13 +57,15 @@ c.DockerSpawner.extra_host_config = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
     "pids_limit": hub.PIDS_LIMIT,
+    "tmpfs": hub.hidden_solutions(s.extra["image_labs"]),
 }
 c.DockerSpawner.environment = {
     URL_ENV: s.grader_url,
     # The server's own hub token: the grader asks the hub whose it is.
     TOKEN_ENV: lambda spawner: spawner.api_token,
     "DOCKER_HOST": "",
-    "TRUSTLAB_RUNTIME": "remote",
+    # Solutions hidden (see tmpfs above), hints and solutions through the grader only.
+    "TRUSTLAB_SCORED": "1",
 }
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90
