@@ -799,11 +799,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=None,
                     help="start: host port on 127.0.0.1 (default 8888); serve: the hub's TLS port (default 8443)")
     sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
-    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: a self-signed one)")
+    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
     sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
     sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
     sp.add_argument("--grade-runtime", choices=("docker", "local", "auto"), default="docker",
                     help="serve: where the grader runs attempts (default docker)")
+    sp.add_argument("--json", action="store_true", help="serve, attendees: print JSON")
     sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
     sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
     sp.set_defaults(func=cmd_classroom)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 from pathlib import Path
 
 from harness import hub
@@ -18,12 +19,15 @@ def cmd_hub(args: argparse.Namespace) -> int:
         url = None
         with contextlib.suppress(LabError):
             url = hub.load_settings(hub.hub_dir()).url
-        print(hub.sheet(codes, url=url))
+        print(json.dumps({"url": url, "codes": codes}, indent=2) if args.json else hub.sheet(codes, url=url))
         return 0
     if args.rest:
         raise LabError(f"classroom serve: unexpected {' '.join(args.rest)!r}")
     if args.stop:
         gone = hub.stop()
+        if args.json:
+            print(json.dumps({"stopped": gone}, indent=2))
+            return 0
         print(f"stopped and removed: {', '.join(gone)}" if gone else "no classroom server is running")
         return 0
     served = hub.serve(
@@ -32,9 +36,21 @@ def cmd_hub(args: argparse.Namespace) -> int:
         cert=Path(args.cert) if args.cert else None,
         key=Path(args.key) if args.key else None,
         grade_runtime=args.grade_runtime,
-        progress=lambda line: print(f"  {line}"),
+        progress=(lambda _: None) if args.json else (lambda line: print(f"  {line}")),
     )
     s = served.settings
+    if args.json:
+        data = {
+            "url": s.url,
+            "port": s.port,
+            "bind": s.bind,
+            "fingerprint_sha256": served.fingerprint,
+            "instructor_code": served.instructor_code,
+            "room": f"{s.url}/services/{hub.SERVICE}/",
+            "state": str(served.directory),
+        }
+        print(json.dumps(data, indent=2))
+        return 0
     where = "every interface" if s.bind in ("0.0.0.0", "::") else s.bind
     print(f"classroom server up: https://<this machine>:{s.port}/ (listening on {where})")
     print(f"  TLS certificate SHA-256 fingerprint: {served.fingerprint}")
