@@ -359,3 +359,83 @@ def test_cli_refuses_bad_input() -> None:
         assert out.returncode == 2, (argv, out.stderr)
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"trustlab: error: {msg}"), out.stderr
+
+
+# -- a real browser ----------------------------------------------------------------------------------------
+def _spki_sha256(cert_pem: bytes) -> str:
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def hub_browser(room: Room) -> Any:
+    """Headless Chromium (Debian's, through selenium as tests/test_page.py drives it) that trusts
+    the hub's certificate by its key only (an SPKI pin, not "ignore every certificate error")."""
+    from test_page import CHROMEDRIVER, CHROMIUM, REQUIRE_BROWSER, _find
+
+    chromium, driver_path = _find(CHROMIUM), _find(CHROMEDRIVER)
+    if not chromium or not driver_path:
+        msg = "browser test needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        if REQUIRE_BROWSER:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    pin = _spki_sha256(Path(room.settings.cert).read_bytes())
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        f"--ignore-certificate-errors-spki-list={pin}",
+    ):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    yield drv
+    drv.quit()
+
+
+def test_an_attendee_signs_in_with_a_code_in_a_browser_and_gets_jupyterlab(room: Room, hub_browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    name, code = list(room.codes.items())[-1]
+    drv = hub_browser
+    drv.get(f"{room.settings.url}/hub/login")
+    # A wrong code first: the login page again, with its message, and no JupyterLab.
+    drv.find_element(By.ID, "username_input").send_keys(name)
+    drv.find_element(By.ID, "password_input").send_keys("wrong-code-here")
+    drv.find_element(By.ID, "login_submit").click()
+    WebDriverWait(drv, 30).until(lambda d: "Invalid username or password" in d.page_source)
+    assert "/lab" not in drv.current_url
+    drv.find_element(By.ID, "username_input").clear()
+    drv.find_element(By.ID, "username_input").send_keys(name)
+    drv.find_element(By.ID, "password_input").send_keys(code)
+    drv.find_element(By.ID, "login_submit").click()
+    WebDriverWait(drv, 90).until(lambda d: f"/user/{name}/" in d.current_url)
+
+    # JupyterLab's file browser lists the classroom image's notebooks.
+    def listed(d: Any) -> set[str]:
+        return {
+            (e.get_attribute("textContent") or "").strip()
+            for e in d.find_elements(By.CSS_SELECTOR, ".jp-DirListing-itemText")
+        }
+
+    WebDriverWait(drv, 90).until(lambda d: "00-the-lab.ipynb" in listed(d))
+    assert drv.title and "JupyterLab" in drv.title, drv.title
