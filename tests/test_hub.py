@@ -101,9 +101,8 @@ def room(request: pytest.FixtureRequest, docker_ready: str, tmp_path_factory: py
     # TRUSTLAB_HUB_TEST_IMAGE: an image id to use as it is (a developer's loop; CI builds).
     image = os.environ.get("TRUSTLAB_HUB_TEST_IMAGE", "")
     built = None if image else classroom.build(progress=lambda _: None)
-    image = (
-        image or c.images.get(classroom.IMAGE).id
-    )  # by id: another build may move the tag meanwhile  # by id: another build may move the tag meanwhile
+    # By id: another build may move the tag meanwhile.
+    image = image or c.images.get(classroom.IMAGE).id
     state = tmp_path_factory.mktemp("hubstate")
     t0 = time.perf_counter()
     served = hub.serve(
@@ -145,10 +144,17 @@ def room(request: pytest.FixtureRequest, docker_ready: str, tmp_path_factory: py
     finally:
         for session in _SESSIONS:
             session.close()
-        gone = hub.stop(state=state)
-        left = c.containers.list(all=True, filters={"label": f"{hub.LABEL}={served.settings.instance}"})
-        nets = c.networks.list(filters={"label": f"{hub.LABEL}={served.settings.instance}"})
-        assert not left and not nets, (gone, left, nets)
+        # A bystander: another instance's container (same label key) must survive this --stop.
+        bystander = c.containers.create(image, ["true"], labels={hub.LABEL: "someone-else"}, entrypoint=[])
+        try:
+            gone = hub.stop(state=state)
+            left = c.containers.list(all=True, filters={"label": f"{hub.LABEL}={served.settings.instance}"})
+            nets = c.networks.list(filters={"label": f"{hub.LABEL}={served.settings.instance}"})
+            assert not left and not nets, (gone, left, nets)
+            assert gone[0].startswith("hub (pid") and any(g.startswith("network ") for g in gone), gone
+            bystander.reload()  # still there (NotFound otherwise)
+        finally:
+            bystander.remove(force=True)
 
 
 def test_codes_sign_in_and_wrong_codes_do_not(room: Room) -> None:
@@ -329,23 +335,6 @@ def test_hub_secrets_and_the_grading_secret_are_out_of_reach(room: Room) -> None
     with pytest.raises(urllib.error.HTTPError) as err:
         room.api("GET", f"/services/{hub.SERVICE}/api/room", token=token)
     assert err.value.code == 403
-
-
-def test_stop_takes_only_what_it_started(room: Room) -> None:
-    """A container labelled for another instance is left alone by --stop of this one."""
-    # (the fixture's finaliser asserts this instance's containers and network are gone)
-    other = images.client().containers.create(
-        room.settings.image,
-        ["true"],
-        labels={hub.LABEL: "someone-else"},
-        name=f"trustlab-hub-other-{room.settings.instance}",
-    )
-    try:
-        state2 = room.state / "second"
-        assert hub.stop(state=state2) == []
-        other.reload()
-    finally:
-        other.remove(force=True)
 
 
 def test_cli_refuses_bad_input() -> None:
