@@ -239,10 +239,15 @@ def test_the_instructor_sees_the_room(room: Room) -> None:
     assert r.status_code == 302
     page = s.get(f"{room.settings.url}/services/{hub.SERVICE}/", timeout=30)
     assert page.status_code == 200 and 'id="room"' in page.text and "attendee-01" in page.text
+    board = s.get(f"{room.settings.url}/services/{hub.SERVICE}/scoreboard", timeout=30)
+    assert board.status_code == 200 and 'id="scoreboard"' in board.text and "<th>attendee-03</th>" in board.text
     name, code = next(iter(room.codes.items()))
     s, _ = _sign_in(room, name, code)
-    refused = s.get(f"{room.settings.url}/services/{hub.SERVICE}/", timeout=30)
-    assert refused.status_code == 403
+    for page in ("", "scoreboard", "api/room", "room.csv"):
+        refused = s.get(f"{room.settings.url}/services/{hub.SERVICE}/{page}", timeout=30)
+        assert refused.status_code == 403, page
+    mine = s.get(f"{room.settings.url}/services/{hub.SERVICE}/progress", timeout=30)
+    assert mine.status_code == 200 and f"<li>{CHALLENGE}</li>" in mine.text and "<h1>attendee-01</h1>" in mine.text
 
 
 def _instructor_code(room: Room) -> str:

@@ -8,7 +8,9 @@ Routes (under ``/services/grader/``)::
     GET  health         {"ok": true}, no sign-in
     POST grade          {"id", "config"} -> the grade (harness.scoring's wire), flag when solved
     POST hint           {"id"} -> the next hint tier, recorded
-    GET  me             the caller's own attempts and solves
+    GET  me             the caller's own attempts and solves (JSON)
+    GET  progress       the same as a page, with the badge of completion
+    GET  scoreboard     attendees by challenges solved, for a projector (admin only)
     GET  ""             the instructor's page (admin only; the hub's OAuth)
     GET  api/room       the same as JSON (admin only)
     GET  room.csv       one row per attendee and challenge (admin only)
@@ -211,7 +213,8 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.solved{{backgro
 .trying{{background:#fbe9d0}}</style></head>
 <body><h1>The room</h1>
 <p>{len(data["attendees"])} people, {data["attempts"]} attempts graded on the server.
-<a href="{e(prefix)}room.csv">CSV</a> &middot; <a href="{e(prefix)}api/room">JSON</a></p>
+<a href="{e(prefix)}room.csv">CSV</a> &middot; <a href="{e(prefix)}api/room">JSON</a> &middot;
+<a href="{e(prefix)}scoreboard">scoreboard (projector)</a></p>
 {stuck_line}
 <table id="room"><thead><tr><th>who</th><th>status</th><th>solved</th>{head}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table></body></html>
@@ -316,6 +319,55 @@ class Me(_Base):
         self.send(200, {"attendee": who, "attempts": rows, "solved": solved})
 
 
+def _page(title: str, body: str, *, refresh: int = 0) -> str:
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">{meta}<title>{html.escape(title)}</title>'
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.big{font-size:2em}"
+        f"</style></head><body>{body}</body></html>\n"
+    )
+
+
+def scoreboard_html(data: dict[str, Any], *, total: int) -> str:
+    """The projector's view: attendees by challenges solved (ties: fewer attempts first)."""
+    people = [a for a in data["attendees"] if not a["admin"]]
+    people.sort(key=lambda a: (-len(a["solved"]), a["attempts"], a["name"]))
+    rows = "".join(
+        f"<tr><td>{n}</td><th>{html.escape(a['name'])}</th><td>{len(a['solved'])} / {total}</td></tr>"
+        for n, a in enumerate(people, 1)
+    )
+    body = f'<h1>Scoreboard</h1><table id="scoreboard" class="big"><tbody>{rows}</tbody></table>'
+    return _page("trustlab classroom: scoreboard", body, refresh=10)
+
+
+def progress_html(attendee: str, solved: list[str], *, total: int, attempts: int) -> str:
+    """An attendee's own page: what they solved, and their badge when every challenge is."""
+    done = len(solved) == total and total > 0
+    badge = (
+        f'<p id="badge" class="big">&#127942; {html.escape(attendee)} completed every challenge</p>'
+        if done
+        else f'<p id="badge">{len(solved)} of {total} solved; the badge comes with the last one</p>'
+    )
+    items = "".join(f"<li>{html.escape(c)}</li>" for c in solved)
+    body = f"<h1>{html.escape(attendee)}</h1>{badge}<p>{attempts} attempts graded.</p><ul id='solved'>{items}</ul>"
+    return _page(f"trustlab classroom: {attendee}", body)
+
+
+class Progress(_Base):
+    @web.authenticated
+    def get(self) -> None:
+        from harness.challenges import load_all
+
+        who = self.who()
+        if who is None:
+            raise web.HTTPError(403, "attendees only")
+        rows = self.app.store.rows(who)
+        solved = sorted({r["challenge"] for r in rows if r["solved"]})
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(progress_html(who, solved, total=len(load_all()), attempts=len(rows)))
+
+
 class _Admin(_Base):
     def room(self) -> dict[str, Any] | None:
         if not self.is_admin():
@@ -331,6 +383,18 @@ class Page(_Admin):
             raise web.HTTPError(403, "the room is the instructor's page")
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(room_html(data, prefix=self.app.prefix))
+
+
+class Scoreboard(_Admin):
+    @web.authenticated
+    def get(self) -> None:
+        from harness.challenges import load_all
+
+        data = self.room()
+        if data is None:
+            raise web.HTTPError(403, "the scoreboard is shown by the instructor")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(scoreboard_html(data, total=len(load_all())))
 
 
 class RoomApi(_Admin):
@@ -386,6 +450,8 @@ def make_app(directory: Path) -> web.Application:
             (p + "me", Me),
             (p + "api/room", RoomApi),
             (p + "room.csv", RoomCsv),
+            (p + "scoreboard", Scoreboard),
+            (p + "progress", Progress),
             (p + "oauth_callback", HubOAuthCallbackHandler),
             (p.rstrip("/") + "/?", Page),
         ],
