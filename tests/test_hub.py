@@ -342,6 +342,12 @@ def test_hub_secrets_and_the_grading_secret_are_out_of_reach(room: Room) -> None
     assert err.value.code == 403
 
 
+def test_serve_refuses_an_image_that_is_not_there(tmp_path: Path, docker_ready: str) -> None:
+    with pytest.raises(hub.PrerequisiteError, match="trustlab/no-such-classroom:x is missing"):
+        hub.serve(port=_free_port(), bind="127.0.0.1", image="trustlab/no-such-classroom:x", state=tmp_path)
+    assert not (tmp_path / "hub" / "hub.pid").exists()
+
+
 def test_cli_refuses_bad_input() -> None:
     for argv, msg in (
         (["classroom", "serve", "--bind", "nowhere"], "--bind: 'nowhere' is not an IP address"),

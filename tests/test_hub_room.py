@@ -80,3 +80,28 @@ def test_codes_are_checked_by_hash_only(tmp_path: Path) -> None:
     assert codes["ann"] not in text and (tmp_path / "codes.json").stat().st_mode & 0o777 == 0o600
     again = hub.add_codes(tmp_path, ["ann"])  # a new code replaces the old one
     assert not hub.check_code(tmp_path, "ann", codes["ann"]) and hub.check_code(tmp_path, "ann", again["ann"])
+
+
+def test_the_instructor_gets_a_new_code_and_the_old_one_stops_working(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRUSTLAB_STATE_DIR": str(tmp_path)}
+
+    def new() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "harness", "classroom", "attendees", "instructor", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        return str(json.loads(out.stdout)[hub.INSTRUCTOR])
+
+    first, second = new(), new()
+    d = tmp_path / "hub"
+    assert d.stat().st_mode & 0o777 == 0o700
+    assert hub.check_code(d, hub.INSTRUCTOR, second) and not hub.check_code(d, hub.INSTRUCTOR, first)

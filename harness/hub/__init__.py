@@ -262,7 +262,9 @@ def _network(c: Any, name: str, instance: str) -> tuple[Any, str]:
     try:
         net = c.networks.get(name)
     except docker.errors.NotFound:
-        net = c.networks.create(
+        net = _docker_call(
+            f"classroom serve: cannot create the docker network {name}",
+            c.networks.create,
             name,
             driver="bridge",
             internal=True,
@@ -275,6 +277,17 @@ def _network(c: Any, name: str, instance: str) -> tuple[Any, str]:
     if not gateway:
         raise LabError(f"classroom serve: docker network {name} has no gateway address")
     return net, str(gateway)
+
+
+def _docker_call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """*fn* (a docker SDK call), its error as one line saying *what* failed."""
+    import docker.errors
+
+    try:
+        return fn(*args, **kwargs)
+    except docker.errors.DockerException as exc:
+        why = getattr(exc, "explanation", None) or str(exc)
+        raise LabError(f"{what}: {why}") from None
 
 
 def _free_port(host: str) -> int:
@@ -413,7 +426,9 @@ def serve(
 
 def _image_labs(c: Any, image: str) -> str:
     """Where the classroom image keeps trustlab's labs/ (its solutions are hidden under it)."""
-    out = c.containers.run(
+    out = _docker_call(
+        f"classroom serve: {image} has no trustlab in it (is it the classroom image? trustlab classroom build)",
+        c.containers.run,
         image,
         ["python3", "-c", "from harness._assets import asset_dir; print(asset_dir('labs'))"],
         entrypoint=[],

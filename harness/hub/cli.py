@@ -12,6 +12,14 @@ from harness.errors import LabError
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
+    if args.classroom_cmd == "attendees" and args.rest == ["instructor"]:
+        code = hub.add_codes(hub.hub_dir(), [hub.INSTRUCTOR])[hub.INSTRUCTOR]
+        print(
+            json.dumps({hub.INSTRUCTOR: code})
+            if args.json
+            else f"new code for {hub.INSTRUCTOR}: {code} (the old one no longer signs in)"
+        )
+        return 0
     if args.classroom_cmd == "attendees":
         if len(args.rest) != 2 or args.rest[0] != "add" or not args.rest[1].isdigit():
             raise LabError("classroom attendees: write `trustlab classroom attendees add N` (N attendees, 1-500)")
