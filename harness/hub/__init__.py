@@ -308,17 +308,27 @@ class Served:
 
 
 def _pid(directory: Path) -> int | None:
+    """The process group of the hub started from *directory*, while any of it runs (the hub, its
+    proxy, its services: a crashed hub may leave them). A stale pid file whose number another
+    program got since names nothing."""
     try:
-        pid = int((directory / "hub.pid").read_text().strip())
+        pgid = int((directory / "hub.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    ours = (b"jupyterhub", b"configurable-http-proxy", b"harness.hub")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # /proc/PID/stat: "pid (comm) state ppid pgrp ...": the fields after the last ')'.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and any(o in cmdline for o in ours):
+            return pgid
+    return None
 
 
 def serve(
