@@ -346,6 +346,12 @@ def test_serve_refuses_an_image_that_is_not_there(tmp_path: Path, docker_ready: 
     with pytest.raises(hub.PrerequisiteError, match="trustlab/no-such-classroom:x is missing"):
         hub.serve(port=_free_port(), bind="127.0.0.1", image="trustlab/no-such-classroom:x", state=tmp_path)
     assert not (tmp_path / "hub" / "hub.pid").exists()
+    # The lab image is no classroom image: one line saying so, nothing left running.
+    with pytest.raises(
+        hub.LabError, match=r"has no trustlab in it .*: ModuleNotFoundError: No module named 'harness'$"
+    ):
+        hub.serve(port=_free_port(), bind="127.0.0.1", image=images.LAB_IMAGE, state=tmp_path)
+    assert not (tmp_path / "hub" / "hub.pid").exists()
 
 
 def test_cli_refuses_bad_input() -> None:

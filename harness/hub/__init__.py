@@ -285,6 +285,9 @@ def _docker_call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
 
     try:
         return fn(*args, **kwargs)
+    except docker.errors.ContainerError as exc:
+        tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise LabError(f"{what}: {tail[-1] if tail else f'exit {exc.exit_status}'}") from None
     except docker.errors.DockerException as exc:
         why = getattr(exc, "explanation", None) or str(exc)
         raise LabError(f"{what}: {why}") from None
@@ -440,13 +443,24 @@ def _image_labs(c: Any, image: str) -> str:
         f"classroom serve: {image} has no trustlab in it (is it the classroom image? trustlab classroom build)",
         c.containers.run,
         image,
-        ["python3", "-c", "from harness._assets import asset_dir; print(asset_dir('labs'))"],
+        [
+            "python3",
+            "-c",
+            "import shutil; from harness._assets import asset_dir; "
+            "print(bool(shutil.which('jupyterhub-singleuser')), asset_dir('labs'))",
+        ],
         entrypoint=[],
         remove=True,
         network_mode="none",
         labels={LABEL: "probe"},
     )
-    return str(out.decode().strip().splitlines()[-1])
+    has_singleuser, labs = out.decode().strip().splitlines()[-1].split(" ", 1)
+    if has_singleuser != "True":
+        raise PrerequisiteError(
+            f"classroom serve: {image} has no jupyterhub-singleuser (an image built before the classroom "
+            "server); rebuild it: trustlab classroom build"
+        )
+    return labs
 
 
 def hidden_solutions(image_labs: str) -> dict[str, str]:
