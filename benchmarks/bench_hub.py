@@ -53,7 +53,7 @@ def _pct(values: list[float], q: float) -> float:
 def run(n: int, *, attempts: int, image: str) -> dict[str, Any]:
     ch = challenges.get(CHALLENGE)
     right, wrong = ch.solution_file.read_text(), ch.start_file.read_text()
-    state = Path(tempfile.mkdtemp(prefix="trustlab-bench-hub-"))
+    state = Path(tempfile.mkdtemp(prefix="hubbench-"))
     served = hub.serve(port=_free(), bind="127.0.0.1", image=image, state=state, progress=lambda _: None)
     s, admin = served.settings, hub.admin_token(state)
     try:

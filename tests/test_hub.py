@@ -354,6 +354,26 @@ def test_serve_refuses_an_image_that_is_not_there(tmp_path: Path, docker_ready: 
     assert not (tmp_path / "hub" / "hub.pid").exists()
 
 
+def test_stop_finds_a_hub_whose_pid_file_is_gone_and_stops_its_proxy_and_services(room: Room, tmp_path: Path) -> None:
+    """A second hub from another state directory; its hub.pid removed (a sweep, a crash), --stop
+    still finds it by its command line, and nothing it started outlives it; the first hub runs on."""
+    other = hub.serve(
+        port=_free_port(), bind="127.0.0.1", image=room.settings.image, state=tmp_path, progress=lambda _: None
+    )
+    d = tmp_path / "hub"
+    hubs = hub._hub_pids(d)
+    family = hubs + hub._descendants(hubs)
+    assert len(hubs) == 1 and len(family) >= 4, family  # hub, proxy, grader, idle culler
+    (d / "hub.pid").unlink()
+    gone = hub.stop(state=tmp_path)
+    assert gone and gone[0] == f"hub (pid {hubs[0]})"
+    assert hub._wait_gone(family, 0) == [], family
+    running = hub._procs()
+    assert not [cmd for _, _, cmd in running.values() if str(d).encode() in cmd]
+    assert hub._hub_pids(room.state / "hub"), "the other hub must be left alone"
+    assert other.settings.network not in {n.name for n in images.client().networks.list()}
+
+
 def test_cli_refuses_bad_input() -> None:
     for argv, msg in (
         (["classroom", "serve", "--bind", "nowhere"], "--bind: 'nowhere' is not an IP address"),

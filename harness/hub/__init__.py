@@ -310,15 +310,9 @@ class Served:
     directory: Path
 
 
-def _pid(directory: Path) -> int | None:
-    """The process group of the hub started from *directory*, while any of it runs (the hub, its
-    proxy, its services: a crashed hub may leave them). A stale pid file whose number another
-    program got since names nothing."""
-    try:
-        pgid = int((directory / "hub.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    ours = (b"jupyterhub", b"configurable-http-proxy", b"harness.hub")
+def _procs() -> dict[int, tuple[int, int, bytes]]:
+    """Every process: ``{pid: (ppid, pgid, cmdline)}`` from /proc."""
+    out = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -329,9 +323,41 @@ def _pid(directory: Path) -> int | None:
             continue
         # /proc/PID/stat: "pid (comm) state ppid pgrp ...": the fields after the last ')'.
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and any(o in cmdline for o in ours):
-            return pgid
-    return None
+        if len(fields) > 2:
+            out[int(proc.name)] = (int(fields[1]), int(fields[2]), cmdline)
+    return out
+
+
+def _hub_pids(directory: Path) -> list[int]:
+    """The hub processes started from *directory*: by the pid file, and by the state directory
+    their command line names (so a lost pid file still finds them)."""
+    marker = f"--JupyterHub.pid_file={directory / 'jupyterhub.pid'}".encode()
+    procs = _procs()
+    found = [pid for pid, (_, _, cmd) in procs.items() if marker in cmd.split(b"\0")]
+    try:
+        pid = int((directory / "hub.pid").read_text().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid in procs and b"jupyterhub" in procs[pid][2] and pid not in found:
+        found.append(pid)
+    return sorted(found)
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    procs, out, todo = _procs(), [], list(roots)
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _, _) in procs.items():
+            if ppid == parent and pid not in out:
+                out.append(pid)
+                todo.append(pid)
+    return out
+
+
+def _pid(directory: Path) -> int | None:
+    """The running hub started from *directory*, if any."""
+    pids = _hub_pids(directory)
+    return pids[0] if pids else None
 
 
 def serve(
@@ -416,7 +442,9 @@ def serve(
         config = Path(__file__).with_name("jupyterhub_config.py")
         log = open(d / "hub.log", "ab")  # noqa: SIM115 (handed to the child)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            # The pid file's path on the command line names the state directory: stop() finds the
+            # hub by it even when hub.pid is gone.
+            [sys.executable, "-m", "jupyterhub", "-f", str(config), f"--JupyterHub.pid_file={d / 'jupyterhub.pid'}"],
             cwd=d,
             env=env,
             stdout=log,
@@ -532,19 +560,21 @@ def stop(*, state: Path | None = None, timeout: float = 30) -> list[str]:
     d = hub_dir(state)
     instance = instance_id(d)
     gone: list[str] = []
-    pid = _pid(d)
-    if pid:
+    hubs = _hub_pids(d)
+    # The hub starts its proxy and services in sessions of their own: note them now, while they
+    # are still its children, to stop whatever its own shutdown leaves.
+    children = _descendants(hubs)
+    for pid in hubs:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)  # the hub cleans up its servers and proxy on SIGTERM
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive_group(pid):
-            time.sleep(0.2)
-        if _alive_group(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        gone.append(f"hub (pid {pid})")
+            os.kill(pid, signal.SIGTERM)  # the hub stops its servers, proxy and services on SIGTERM
+    left = _wait_gone(hubs, timeout) + _wait_gone(children, 5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(left, 5)
+    gone += [f"hub (pid {pid})" for pid in hubs]
     for child_pid, child in list(_CHILDREN.items()):
-        if child.poll() is not None or child_pid == pid:
+        if child.poll() is not None or child_pid in hubs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
             _CHILDREN.pop(child_pid, None)
@@ -565,21 +595,24 @@ def stop(*, state: Path | None = None, timeout: float = 30) -> list[str]:
     return gone
 
 
-def _alive_group(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie leader (our own child, not yet reaped) still counts as the group: reap it.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pgid, os.WNOHANG)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until none of *pids* runs (reaping our own children), at most *timeout* seconds;
+    returns those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[-1].split()[0] != "Z":  # a zombie has finished: its parent reaps it
+                alive.append(pid)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.2)
 
 
 # -- the instructor's API (the admin token) --------------------------------------------------------
