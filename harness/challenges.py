@@ -138,6 +138,10 @@ _REQUEST_KEYS = ("host", "path")
 _GRADER_KEYS = ("served", "accept", "policy", "sni_routing")
 
 
+#: Set (to 1) where the solutions are hidden on purpose: an attendee server of the classroom server.
+SCORED_ENV = "TRUSTLAB_SCORED"
+
+
 @dataclass(frozen=True)
 class Grader:
     """What the grader requires (see the module doc)."""
@@ -320,8 +324,9 @@ def parse(data: dict[str, Any], *, challenge_id: str, where: str, path: Path) ->
 
     backend = _backend(where, data["backend"], data["request"])
 
-    # A scored workshop's kit ships no solutions (harness.workshop.strip_solutions marks it so).
-    scored_kit = (path.parent / "SCORED").is_file()
+    # A scored workshop's kit ships no solutions (harness.workshop.strip_solutions marks it so);
+    # nor does a classroom server's attendee server (harness.hub hides them and sets SCORED_ENV).
+    scored_kit = (path.parent / "SCORED").is_file() or os.environ.get(SCORED_ENV) == "1"
     for name in (config, *files):
         for label, file in (("config", path / name), ("solution", path / "solution" / name)):
             if label == "solution" and scored_kit:

@@ -53,7 +53,8 @@ CONTAINER = "trustlab-classroom"
 LABEL_CLASSROOM = "trustlab.classroom"
 IN_CONTAINER_PORT = 8888
 DEFAULT_PORT = 8888
-EXTRAS = "notebooks,docker"
+#: hub: jupyterhub-singleuser, which the classroom server (harness/hub) starts in each attendee server.
+EXTRAS = "notebooks,docker,hub"
 #: glibc of the lab image (Debian bookworm: 2.36): the newest manylinux tag its wheels may carry.
 GLIBC = (2, 36)
 

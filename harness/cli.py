@@ -640,9 +640,16 @@ def cmd_classroom(args: argparse.Namespace) -> int:
         gone = classroom.stop()
         print(f"stopped and removed: {', '.join(gone)}" if gone else "no classroom is running")
         return EXIT_OK
-    if not 0 < args.port < 65536:
-        raise LabError(f"--port: {args.port} is not a port number (1-65535)")
-    return classroom.run(port=args.port, detach=args.detach)
+    if args.classroom_cmd in ("serve", "attendees"):
+        from harness.hub.cli import cmd_hub
+
+        return cmd_hub(args)
+    if args.rest:
+        raise LabError(f"classroom {args.classroom_cmd}: unexpected {' '.join(args.rest)!r}")
+    port = classroom.DEFAULT_PORT if args.port is None else args.port
+    if not 0 < port < 65536:
+        raise LabError(f"--port: {port} is not a port number (1-65535)")
+    return classroom.run(port=port, detach=args.detach)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -789,9 +796,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_images)
 
     sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
-    sp.add_argument("classroom_cmd", nargs="?", choices=("start", "build", "stop"), default="start",
-                    help="start (default): build the image when needed, start it, print the URL")
-    sp.add_argument("--port", type=int, default=8888, help="host port, on 127.0.0.1 only (default 8888)")
+    sp.add_argument("classroom_cmd", nargs="?", choices=("start", "build", "stop", "serve", "attendees"),
+                    default="start", help="start (default): build the image when needed, start it, print the URL; "
+                    "serve: the classroom server (JupyterHub, one JupyterLab per attendee); attendees add N")
+    sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    sp.add_argument("--port", type=int, default=None,
+                    help="start: host port on 127.0.0.1 (default 8888); serve: the hub's TLS port (default 8443)")
+    sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
+    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
+    sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
+    sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
+    sp.add_argument("--grade-runtime", choices=("docker", "local", "auto"), default="docker",
+                    help="serve: where the grader runs attempts (default docker)")
+    sp.add_argument("--json", action="store_true", help="serve, attendees: print JSON")
     sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
     sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
     sp.set_defaults(func=cmd_classroom)

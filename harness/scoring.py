@@ -199,12 +199,23 @@ def remote_grade(
 ) -> dict[str, Any]:
     """Send an attempt (its config, and *files* beside it) to the instructor's grader; its JSON
     answer, or a one-line error."""
+    body = {"id": challenge_id, "config": config_text, **({"files": files} if files else {})}
+    return _post(url, token, "grade", body, timeout=timeout)
+
+
+def remote_hint(url: str, token: str, challenge_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
+    """The next hint tier from the classroom server's grader, which records it (``POST hint``:
+    ``{"id", "tier", "of", "hint"}``); ``challenge serve`` has no hints (404, a one-line error)."""
+    return _post(url, token, "hint", {"id": challenge_id}, timeout=timeout)
+
+
+def _post(url: str, token: str, route: str, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     import urllib.error
     import urllib.request
 
     request = urllib.request.Request(
-        url.rstrip("/") + "/grade",
-        data=json.dumps({"id": challenge_id, "config": config_text, **({"files": files} if files else {})}).encode(),
+        url.rstrip("/") + "/" + route,
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
         method="POST",
     )
