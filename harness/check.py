@@ -661,6 +661,9 @@ def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
         "line": u.line,
         "text": line if line and (u.host in line or u.label.split()[0] in line) else None,
         "server": u.route.host if u.route else None,
+        # The request that exercises it (what its route's matchers ask for), or why none can.
+        "request": u.route.describe() if u.route else None,
+        "unroutable": (u.why_unroutable or None) if not u.route else None,
         "name": u.name,
     }
 

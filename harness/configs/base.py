@@ -83,6 +83,11 @@ class Route:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
 
+    def describe(self) -> str:
+        """The request the probe sends, as ``check`` shows it: ``GET /api/ (Host a.example, X-K: v)``."""
+        extra = ", ".join([f"Host {self.host}"] + [f"{k}: {v}" for k, v in self.headers])
+        return f"{self.method} {self.path} ({extra})"
+
 
 @dataclass
 class Upstream:
