@@ -121,6 +121,8 @@ def _satisfy(t: Term, req: Request) -> str:
         value = "1"
     elif t.op == "dom" and t.kind == "host":
         value = value.strip(".")
+    elif t.op == "beg" and t.kind == "path":
+        value = value.rstrip("/") + "/"  # a directory under the prefix (a prefix `/api` matches `/api/`)
     elif t.op == "end" and t.kind == "path" or t.op == "sub" and t.kind == "path":
         value = value if value.startswith("/") else "/" + value
     elif t.op == "dir" and t.kind == "path":
