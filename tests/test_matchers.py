@@ -187,3 +187,95 @@ def test_nginx_every_matcher_kind(local_runtime: str) -> None:
     _exercised(cells, info, "wildcard", "GET / (Host probe.tenants.example.com)")
     _exercised(cells, info, "regexname", "GET / (Host app-0.example.org)")
     _unmatched(cells, info, "named", "named location @fallback: only an internal redirect")
+
+
+# -- traefik --dynamic (issue 24 item 5) ----------------------------------------------------
+
+_STATIC = """# /etc/traefik/traefik.yml; started as: traefik --providers.file.filename=/srv/traefik/api.yml
+entryPoints:
+  web:
+    address: ":80"
+serversTransport:
+  insecureSkipVerify: true
+"""
+_DYNAMIC = """http:
+  routers:
+    api:
+      rule: "Host(`api.example.com`) && Header(`X-Tenant`, `blue`)"
+      service: api
+  services:
+    api:
+      loadBalancer:
+        servers:
+          - url: "https://api.svc.internal:8443/"
+"""
+
+
+def _layout(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "srv").mkdir()
+    static, dynamic = tmp_path / "etc" / "traefik.yml", tmp_path / "srv" / "api.yml"
+    static.write_text(_STATIC)
+    dynamic.write_text(_DYNAMIC)
+    return static, dynamic
+
+
+@pytest.mark.integration
+def test_traefik_dynamic_named_on_the_command_line(
+    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The static file's serversTransport applies to the dynamic file's service: without
+    ``--dynamic`` there is nothing to check; with it the impostor is spoofed (skip verify)."""
+    from harness.cli import main
+
+    _need("traefik")
+    static, dynamic = _layout(tmp_path)
+    assert main(["check", "traefik", str(static), "--runtime", "local"]) == 2
+    assert "no HTTPS upstream found" in capsys.readouterr().err
+    result = check("traefik", static, identities=IDS, dynamic=(dynamic,))
+    assert result.rejected is None, result.rejected
+    got = {c.identity: c.outcome.value for c in result.cells}
+    assert got == {"legit": "served", "rogue-ca": "spoofed"}, result.summary()
+    assert result.upstream_info[0]["request"] == "GET / (Host api.example.com, X-Tenant: blue)"
+    assert any("read as a dynamic file (--dynamic)" in n for n in result.adaptations)
+    code = main(["check", "traefik", str(static), "--dynamic", str(dynamic), "--dynamic", str(dynamic),
+                 "--runtime", "local"])
+    assert code == 1  # rogue-ca and the others spoofed: FAIL, not bad input
+    assert "X-Tenant: blue" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d.parent / "missing.yml", "no such file"),
+        (lambda d: d.with_suffix(".txt"), "not a .yml, .yaml or .toml file"),
+        (lambda d: d.parent, "not a .yml"),
+        ("link", "is a symbolic link"),
+    ],
+)
+def test_traefik_dynamic_bad_input_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, needle: str
+) -> None:
+    from harness.cli import main
+
+    static, dynamic = _layout(tmp_path)
+    if make == "link":
+        target = tmp_path / "etc" / "link.yml"
+        target.symlink_to(dynamic)
+    else:
+        target = make(dynamic)  # type: ignore[operator]
+        if target.suffix == ".txt":
+            target.write_text(_DYNAMIC)
+    assert main(["check", "traefik", str(static), "--dynamic", str(target), "--runtime", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
+
+
+def test_dynamic_is_refused_for_other_proxies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    _, dynamic = _layout(tmp_path)
+    cfg = CONFIGS / "haproxy-matchers.cfg"
+    assert main(["check", "haproxy", str(cfg), "--dynamic", str(dynamic), "--runtime", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "only Traefik has dynamic files" in err, err

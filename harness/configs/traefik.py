@@ -296,8 +296,9 @@ def _toml_lines(text: str, where: str) -> dict[tuple[str, ...], tuple[str, int]]
     return lines
 
 
-def parse(path: Path) -> Tree:
-    """The configuration at *path* (static or dynamic) and the dynamic files it names."""
+def parse(path: Path, dynamic: tuple[Path, ...] = ()) -> Tree:
+    """The configuration at *path* (static or dynamic), the dynamic files it names, and those
+    *dynamic* names (``check --dynamic``: the user's own, read as given, never through a link)."""
     path = Path(path)
     data, lines = _load(path)
     top = {str(k).lower() for k in data}
@@ -322,6 +323,14 @@ def parse(path: Path) -> Tree:
         tree.notes.append(
             f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not name this file"
         )
+    seen = {itself} | {n.resolve() for n, _ in named}
+    for given in dynamic:
+        text = _read_given(Path(given))
+        if Path(given).resolve() in seen:
+            continue  # the provider names it already
+        seen.add(Path(given).resolve())
+        named.append((Path(given), text))
+        tree.notes.append(f"{given}: read as a dynamic file (--dynamic)")
     for name, text in named:
         if name.resolve() == itself:
             continue
@@ -334,6 +343,26 @@ def parse(path: Path) -> Tree:
 
 
 _DYNAMIC_SUFFIXES = (".yml", ".yaml", ".toml")
+
+
+def _read_given(path: Path) -> str:
+    """The text of a dynamic file named with ``--dynamic``: a regular file with a YAML or TOML
+    name, opened without following a link (a link may point anywhere on this host)."""
+    if not path.name.lower().endswith(_DYNAMIC_SUFFIXES):
+        raise ConfigError(f"--dynamic {path}: not a .yml, .yaml or .toml file (Traefik reads no other)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"--dynamic {path}: no such file") from None
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+        raise ConfigError(
+            f"--dynamic {path}: {why}; trustlab reads only the file itself, never through a link"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"--dynamic {path}: not a regular file")
+    return read_named(path, fd, f"--dynamic {path}")
 
 
 def _provider_files(path: Path, provider: dict[str, Any]) -> list[tuple[Path, str]]:
@@ -386,9 +415,12 @@ def _merge_dynamic(tree: Tree, data: dict[str, Any], where: Path) -> None:
 
 
 # -- check: adapt ---------------------------------------------------------------------------
-def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
-    """The configuration at *path* made runnable in the lab (see the module docstring)."""
-    tree = parse(path)
+def adapt(
+    path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None, dynamic: tuple[Path, ...] = ()
+) -> Adapted:
+    """The configuration at *path* made runnable in the lab (see the module docstring); *dynamic*:
+    dynamic files named on the command line (``check --dynamic``)."""
+    tree = parse(path, dynamic)
     notes = list(tree.notes)
     run = str(lab.run_dir)
     entrypoints = _entrypoints(tree)
