@@ -279,3 +279,16 @@ def test_dynamic_is_refused_for_other_proxies(tmp_path: Path, capsys: pytest.Cap
     assert main(["check", "haproxy", str(cfg), "--dynamic", str(dynamic), "--runtime", "local"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "only Traefik has dynamic files" in err, err
+
+
+@pytest.mark.integration
+def test_apache_every_matcher_kind(local_runtime: str) -> None:
+    _need("apache")
+    cells, info = _by_upstream("apache", "apache-matchers.conf", r"https://(\w+)\.svc")
+    _exercised(cells, info, "prefix", "GET /api/ (Host default.example.com)")
+    _exercised(cells, info, "match", "GET /v2/a/0?trustlab-probe (Host default.example.com)")
+    _exercised(cells, info, "location", "GET /billing/ (Host default.example.com)")
+    _exercised(cells, info, "locmatch", "GET /reports/0000/ (Host default.example.com)")
+    _exercised(cells, info, "vhost", "GET / (Host shop.example.com)")
+    _exercised(cells, info, "alias", "GET / (Host tenants.example.com)")
+    _unmatched(cells, info, "never", "no client request path matches '^health$'")
