@@ -145,6 +145,10 @@ def test_haproxy_every_matcher_kind(local_runtime: str) -> None:
     _exercised(cells, info, "debug", "GET /?debug=on (Host www.trustlab.test)")
     _exercised(cells, info, "v2", "GET /v2/a/0 (Host www.trustlab.test)")
     _unmatched(cells, info, "office", "the lab's client is 127.0.0.1, outside it")
+    # An earlier use_backend takes every request the rule needs: the reason names it ...
+    _unmatched(cells, info, "v1", "(GET /api/v1/) is taken first by use_backend be_api if is_api")
+    # ... and an alternative no earlier rule takes is used instead.
+    _exercised(cells, info, "either", "GET / (Host www.trustlab.test, X-Either: 1)")
 
 
 @pytest.mark.integration

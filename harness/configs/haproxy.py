@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from harness.configs.base import (
     read_config,
     trust_file,
 )
-from harness.configs.matchers import Built, Term, request_for
+from harness.configs.matchers import Built, Term, matches_any, request_for
 from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
@@ -257,13 +258,42 @@ def servers(sections: list[Section]) -> list[Server]:
     return out
 
 
-def _acl_route(cond: list[str], acls: dict[str, list[list[str]]]) -> Built | str:
+def _acl_route(
+    cond: list[str], acls: dict[str, list[list[str]]], earlier: Sequence[tuple[str, list[str]]] = ()
+) -> Built | str:
     """The request a ``use_backend ... if|unless COND`` condition matches (HAProxy's grammar:
     terms side by side are ANDed, ``or``/``||`` separate alternatives, ``!`` negates; a named ACL
-    defined on several lines, or with several values, matches any of them), or why none can be
-    built."""
+    defined on several lines, or with several values, matches any of them) and no *earlier* rule
+    (backend, condition) takes first, or why none can be built."""
+    alternatives = _acl_alternatives(cond, acls)
+    if isinstance(alternatives, str):
+        return alternatives
+    reasons: list[str] = []
+    for alt in alternatives:
+        built = request_for([alt], default_host=PUBLIC_HOST)
+        if isinstance(built, str):
+            reasons.append(built)
+            continue
+        taker = next(
+            (
+                f"use_backend {be} {' '.join(c)}"
+                for be, c in earlier
+                if not isinstance(other := _acl_alternatives(c, acls), str)
+                and matches_any(other, built, default_host=PUBLIC_HOST)
+            ),
+            None,
+        )
+        if taker:
+            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by {taker}")
+            continue
+        return built
+    return "; ".join(dict.fromkeys(reasons)) or "no condition"
+
+
+def _acl_alternatives(cond: list[str], acls: dict[str, list[list[str]]]) -> list[list[Term]] | str:
+    """*cond* as alternatives of terms (see :func:`_acl_route`), or why it cannot be read."""
     if not cond:
-        return Built(None, "/", "GET", ())
+        return [[]]
     words = list(cond)
     unless = words[0] == "unless"
     if words[0] in ("if", "unless"):
@@ -314,7 +344,7 @@ def _acl_route(cond: list[str], acls: dict[str, list[list[str]]]) -> Built | str
             else:
                 conj = [c + [t] for c in conj for t in options][:64]
         alternatives += conj
-    return request_for(alternatives, default_host=PUBLIC_HOST)
+    return alternatives
 
 
 #: ``-m`` match methods and the suffixes of the fetch names (``path_beg``) that stand for them.
@@ -487,16 +517,21 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         for _sec, listener, tls, acls, rules, default_be in fronts:
             if not listener:
                 continue
-            for target, cond in rules:
+            for i, (target, cond) in enumerate(rules):
                 if target != be:
                     continue
-                built = _acl_route(cond, acls)
+                built = _acl_route(cond, acls, [r for r in rules[:i] if r[0] != be])
                 if not isinstance(built, str):
                     u.route = Route(listener, tls, built.host or PUBLIC_HOST, built.path, built.method, built.headers)
                     break
                 u.why_unroutable = f"use_backend {be} {' '.join(cond)}: {built}"
             if u.route is None and default_be == be:
-                u.route = Route(listener, tls, PUBLIC_HOST, "/")
+                # The request no use_backend rule takes (the lab's default one when none does).
+                built = _acl_route([], acls, [r for r in rules if r[0] != be])
+                if not isinstance(built, str):
+                    u.route = Route(listener, tls, PUBLIC_HOST, built.path, built.method, built.headers)
+                else:
+                    u.why_unroutable = f"default_backend {be}: {built}"
             if u.route is not None:
                 break
         if u.route is None and not u.why_unroutable:

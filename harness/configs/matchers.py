@@ -16,7 +16,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 # The stdlib's own regex parser and its opcodes (importing sre_parse warns since 3.11).
 sre_parse: Any = importlib.import_module("re._parser")
@@ -82,6 +82,14 @@ def request_for(alternatives: list[list[Term]], *, default_host: str) -> Built |
             continue
         return got
     return "; ".join(dict.fromkeys(reasons)) or "no condition"
+
+
+def matches_any(alternatives: list[list[Term]], built: Built, *, default_host: str) -> bool:
+    """Whether the request *built* matches one of *alternatives* (an earlier rule that would
+    take it first)."""
+    path, _, query = built.path.partition("?")
+    req = Request(built.host or default_host, path, built.method, dict(built.headers), dict(parse_qsl(query)))
+    return any(alt and all(matches(t, req) != t.negated for t in alt) for alt in alternatives)
 
 
 def _build(terms: list[Term], default_host: str) -> Built | str:
