@@ -163,6 +163,10 @@ def test_traefik_every_matcher_kind(local_runtime: str) -> None:
     _exercised(cells, info, "header", "GET / (Host www.trustlab.test, X-Canary: yes)")  # && !PathPrefix
     _exercised(cells, info, "query", "GET /?debug=on (Host www.trustlab.test)")  # || ClientIP
     _unmatched(cells, info, "office", "ClientIP('10.20.0.0/16'): the lab's client is 127.0.0.1, outside it")
+    # A router Traefik tries first (a longer rule) takes every request the rule needs ...
+    _unmatched(cells, info, "shadowed", "(GET /shop/) is taken first by router greedy")
+    # ... and an alternative no earlier router takes is used instead (priority 5 < 37).
+    _exercised(cells, info, "sidestep", "DELETE / (Host www.trustlab.test)")
 
 
 @pytest.mark.integration

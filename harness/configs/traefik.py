@@ -34,7 +34,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from harness.configs.base import (
     read_named,
     trust_file,
 )
-from harness.configs.matchers import Built, Term, request_for
+from harness.configs.matchers import Built, Term, matches_any, request_for
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 
@@ -686,7 +686,17 @@ def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> 
         if not isinstance(target, str) or target.removesuffix("@file") != sname:
             continue
         rule = str(get(router, "rule") or "")
-        built = rule_request(rule)
+        mine = _priority(router)
+        eps_of = set(_files(get(router, "entryPoints")) or entrypoints)
+        before = [
+            (name, str(get(r, "rule") or ""))
+            for name, r in routers.items()
+            if name != rname
+            and _priority(r) > mine
+            and str(get(r, "service") or "").removesuffix("@file") != sname
+            and eps_of & set(_files(get(r, "entryPoints")) or entrypoints)
+        ]
+        built = rule_request(rule, before)
         if isinstance(built, str):
             why = f"router {rname} rule {rule!r}: {built}"
             continue
@@ -706,12 +716,47 @@ _TOKEN = re.compile(
 _ARG = re.compile(r'`([^`]*)`|"((?:[^"\\]|\\.)*)"')
 
 
-def rule_request(rule: str) -> Built | str:
+def rule_request(rule: str, before: Sequence[tuple[str, str]] = ()) -> Built | str:
     """The request a router *rule* (Traefik v3 syntax; v2's ``Headers``/``Query(k=v)``/several
-    values too) matches: ``&&``, ``||``, ``!`` and parentheses as Traefik reads them; or the reason
-    the lab cannot send one."""
+    values too) matches: ``&&``, ``||``, ``!`` and parentheses as Traefik reads them, and no router
+    of *before* ((name, rule), tried first by Traefik) matches; or the reason the lab cannot send one."""
+    alternatives = rule_alternatives(rule)
+    if isinstance(alternatives, str):
+        return alternatives
+    reasons: list[str] = []
+    for alt in alternatives:
+        built = request_for([alt], default_host=PUBLIC_HOST)
+        if isinstance(built, str):
+            reasons.append(built)
+            continue
+        taker = next(
+            (
+                name
+                for name, other in before
+                if not isinstance(o := rule_alternatives(other), str)
+                and matches_any(o, built, default_host=PUBLIC_HOST)
+            ),
+            None,
+        )
+        if taker:
+            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by router {taker}")
+            continue
+        return built
+    return "; ".join(dict.fromkeys(reasons)) or "no rule"
+
+
+def _priority(router: Any) -> int:
+    """Traefik's order: ``priority`` when set, else the rule's length (longest first)."""
+    p = get(router, "priority")
+    if isinstance(p, int) and p:
+        return p
+    return len(str(get(router, "rule") or ""))
+
+
+def rule_alternatives(rule: str) -> list[list[Term]] | str:
+    """*rule* as alternatives of terms (see :func:`rule_request`), or why it cannot be read."""
     if not rule.strip():
-        return Built(None, "/", "GET", ())
+        return [[]]
     toks: list[tuple[str, Any]] = []
     pos = 0
     while pos < len(rule):
@@ -744,7 +789,7 @@ def rule_request(rule: str) -> Built | str:
             terms += t
         else:
             alternatives.append(terms)
-    return request_for(alternatives, default_host=PUBLIC_HOST)
+    return alternatives
 
 
 _Conj = list[tuple[bool, tuple[str, list[str]]]]
