@@ -191,6 +191,7 @@ def test_nginx_every_matcher_kind(local_runtime: str) -> None:
     _exercised(cells, info, "exact", "GET /status/exact (Host www.trustlab.test)")
     _exercised(cells, info, "regex", "GET /v2/a/0?trustlab-probe (Host www.trustlab.test)")
     _exercised(cells, info, "iregex", "GET /.PNG?trustlab-probe (Host www.trustlab.test)")
+    _exercised(cells, info, "backref", "GET /a/a?trustlab-probe (Host www.trustlab.test)")  # (?!..), \1
     _exercised(cells, info, "exactname", "GET / (Host shop.example.com)")
     _exercised(cells, info, "wildcard", "GET / (Host probe.tenants.example.com)")
     _exercised(cells, info, "regexname", "GET / (Host app-0.example.org)")
