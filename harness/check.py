@@ -274,6 +274,7 @@ def check(
     runtime: str = "local",
     version: str | None = None,
     pinned: Backend | None = None,
+    dynamic: tuple[str | Path, ...] = (),
 ) -> CheckResult:
     """Run *config* (a real ``proxy`` config file) against every identity; see the module doc.
 
@@ -286,7 +287,8 @@ def check(
     its daemon and image are there, else local); both give the same verdicts. *version* (a
     prefix: ``1.31``) picks the installed version of the proxy that runs it (default: the
     kind's default installation). *pinned* grades against a declared backend instead of the
-    one the config names (a challenge; see the module doc).
+    one the config names (a challenge; see the module doc). *dynamic*: Traefik dynamic files
+    named explicitly (``--dynamic``), read beside those the static file's provider names.
     """
     return check_many(
         proxy,
@@ -298,6 +300,7 @@ def check(
         runtime=runtime,
         version=version,
         pinned=pinned,
+        dynamic=dynamic,
     )[0]
 
 
@@ -335,6 +338,7 @@ def check_many(
     runtime: str = "local",
     version: str | None = None,
     pinned: Backend | None = None,
+    dynamic: tuple[str | Path, ...] = (),
 ) -> list[CheckResult]:
     """:func:`check` for several configs of one kind: one result each, in order.
 
@@ -355,6 +359,12 @@ def check_many(
                 f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
             )
     adapt = adapter(kind)
+    if dynamic:
+        if kind is not ProxyKind.TRAEFIK:
+            raise ConfigError(f"--dynamic: only Traefik has dynamic files; {kind.value} reads its config alone")
+        import functools
+
+        adapt = functools.partial(adapt, dynamic=tuple(Path(d) for d in dynamic))
     rt = pick_runtime(runtime)
     rt.preflight({kind.value})
     inst = _installation(rt, kind, version)
@@ -661,6 +671,9 @@ def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
         "line": u.line,
         "text": line if line and (u.host in line or u.label.split()[0] in line) else None,
         "server": u.route.host if u.route else None,
+        # The request that exercises it (what its route's matchers ask for), or why none can.
+        "request": u.route.describe() if u.route else None,
+        "unroutable": (u.why_unroutable or None) if not u.route else None,
         "name": u.name,
     }
 

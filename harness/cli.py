@@ -573,7 +573,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
     identities = check_identities(args.identity, every=args.all_identities)
     result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout),
-                   version=args.proxy_version, identities=identities)
+                   version=args.proxy_version, identities=identities, dynamic=tuple(args.dynamic))
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -766,6 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all-identities", action="store_true",
                     help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})")
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.add_argument("--dynamic", action="append", type=Path, metavar="FILE", default=[],
+                    help="traefik: a dynamic configuration file the static one's provider reads (repeatable)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
                     help="where the proxy runs (default: auto = docker when ready, else local)")
     wide_opt(sp)

@@ -357,6 +357,10 @@ def check_report(result: CheckResult, out: Console) -> None:
             where.append(f"legitimate certificate for {u['name']}")
         if where:
             out.print(_folded(", ".join(where), indent=2, style="dim"))
+        if u.get("request"):
+            out.print(_folded(f"request {u['request']}", indent=2, style="dim"))
+        elif u.get("unroutable"):
+            out.print(_folded(f"not probed: {u['unroutable']}", indent=2, style="dim"))
         if u.get("line") and u.get("text"):
             out.print(_folded(f"line {u['line']}: {u['text']}", indent=2, style="dim"))
         for c in (c for c in result.cells if c.upstream == up):

@@ -83,6 +83,11 @@ class Route:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
 
+    def describe(self) -> str:
+        """The request the probe sends, as ``check`` shows it: ``GET /api/ (Host a.example, X-K: v)``."""
+        extra = ", ".join([f"Host {self.host}"] + [f"{k}: {v}" for k, v in self.headers])
+        return f"{self.method} {self.path} ({extra})"
+
 
 @dataclass
 class Upstream:
@@ -443,16 +448,20 @@ def regex_sample(pattern: str) -> str | None:
 
 def regex_probe_path(pattern: str, *, flags: int = 0) -> str | None:
     """A request path a regex location sends to its upstream (see the worker's path rule)."""
-    sample = regex_sample(pattern)
-    if sample is None:
-        return None
+    from harness.configs.matchers import regex_example
+
     tail = "trustlab-probe/proxy/legit/0"
     pattern = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)  # PCRE named groups, Python spelling
-    base = sample if sample.startswith("/") else "/" + sample
-    for cand, checked in ((base.rstrip("/") + "/", base.rstrip("/") + "/" + tail), (base, base)):
-        try:
-            if re.search(pattern, checked, flags):
-                return cand if cand.endswith("/") else cand + "?trustlab-probe"
-        except re.error:
-            return None
+    # The literal-first sample, else one from the pattern's own syntax tree (back-references,
+    # lookaheads: harness.configs.matchers).
+    for sample in (regex_sample(pattern), regex_example(pattern, start="/", icase=bool(flags & re.I))):
+        if sample is None:
+            continue
+        base = sample if sample.startswith("/") else "/" + sample
+        for cand, checked in ((base.rstrip("/") + "/", base.rstrip("/") + "/" + tail), (base, base)):
+            try:
+                if re.search(pattern, checked, flags):
+                    return cand if cand.endswith("/") else cand + "?trustlab-probe"
+            except re.error:
+                return None
     return None

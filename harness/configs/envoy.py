@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from harness.configs.base import (
     MAX_DEPTH,
@@ -50,6 +51,7 @@ from harness.configs.base import (
     regex_probe_path,
     trust_file,
 )
+from harness.configs.matchers import Built, Request, Term, matches, request_for
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 
@@ -423,6 +425,8 @@ class RouteTo:
     host: str
     path: str
     rewrites_host: bool
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _hcms(listener: Map) -> list[tuple[Map, Map, bool]]:
@@ -458,9 +462,58 @@ def _host_for(domains: list[Any]) -> str | None:
     return None
 
 
-def _route_matches(match: Any, path: str) -> bool:
+def _extra_terms(match: Any) -> list[Term] | str:
+    """The route's ``headers`` and ``query_parameters`` matchers as terms (``:method`` a method,
+    ``:authority``/``host`` the Host), or why one cannot be built for."""
+    terms: list[Term] = []
+    for kind, items in (("header", _list(_get(match, "headers"))), ("query", _list(_get(match, "query_parameters")))):
+        for h in items:
+            if not isinstance(h, dict) or not h.get("name"):
+                return f"{kind} matcher {json.dumps(h)[:60]}: no name"
+            name = str(h["name"])
+            k, key = kind, name
+            if kind == "header" and name.lower() == ":method":
+                k, key = "method", ""
+            elif kind == "header" and name.lower() in (":authority", "host"):
+                k, key = "host", ""
+            elif kind == "header" and name.startswith(":"):
+                return f"header matcher {name}: a pseudo-header the lab cannot set"
+            raw = h.get("string_match")
+            sm: dict[str, Any] = raw if isinstance(raw, dict) else {
+                x.removesuffix("_match"): h[x]
+                for x in ("exact_match", "prefix_match", "suffix_match", "contains_match", "safe_regex_match")
+                if x in h
+            }
+            negated = bool(h.get("invert_match"))
+            icase = bool(sm.get("ignore_case"))
+            text = f"{kind} matcher {json.dumps(h)[:80]}"
+            if h.get("present_match") is not None or not sm:  # no match given: present (Envoy's rule)
+                present = h.get("present_match", True) is not False
+                terms.append(Term(k, "found", "", key, negated=negated != (not present), text=text))
+                continue
+            ops = {"exact": "eq", "prefix": "beg", "suffix": "end", "contains": "sub", "safe_regex": "reg"}
+            op = next((o for o in ops if o in sm), None)
+            if op is None:
+                return f"{text}: a match the lab cannot build a request for"
+            value = str(_get(sm, "safe_regex", "regex")) if op == "safe_regex" else str(sm[op])
+            if op == "safe_regex":
+                value = "^(?:" + value + ")$"  # RE2 full match, as Envoy applies it
+            terms.append(Term(k, ops[op], value, key, icase, negated, text))
+    return terms
+
+
+def _route_matches(match: Any, path: str, req: Built | None = None) -> bool:
     if not isinstance(match, dict):
         return False
+    extra = _extra_terms(match)
+    if isinstance(extra, str):
+        return False
+    if extra:
+        got = req or Built(None, path, "GET", ())
+        r = Request(got.host or PUBLIC_HOST, got.path.split("?")[0], got.method, dict(got.headers),
+                    dict(parse_qsl(urlsplit(got.path).query)))
+        if any(matches(t, r) == t.negated for t in extra):
+            return False
     if "prefix" in match:
         return path.startswith(str(match["prefix"]))
     if "path" in match:
@@ -477,7 +530,7 @@ def _route_matches(match: Any, path: str) -> bool:
 
 
 def _probe_path(match: Any) -> str | None:
-    if not isinstance(match, dict) or match.get("headers") or match.get("query_parameters"):
+    if not isinstance(match, dict):
         return None
     if "prefix" in match:
         p = str(match["prefix"]) or "/"
@@ -487,7 +540,8 @@ def _probe_path(match: Any) -> str | None:
     if "path" in match:
         return str(match["path"])
     if "safe_regex" in match:
-        return regex_probe_path(str(_get(match, "safe_regex", "regex") or ""))
+        # RE2 against the whole path (Envoy's safe_regex is a full match, never a search).
+        return regex_probe_path("^(?:" + str(_get(match, "safe_regex", "regex") or "") + ")$")
     return None
 
 
@@ -524,8 +578,17 @@ def routes(tree: Tree) -> tuple[dict[str, RouteTo], dict[str, str]]:
                         for t in targets:
                             why.setdefault(t, f"route {json.dumps(r.get('match'))[:80]}: match too complex to probe")
                         continue
+                    extra = _extra_terms(r.get("match"))
+                    built = request_for([extra], default_host=host) if not isinstance(extra, str) else extra
+                    if isinstance(built, str):
+                        for t in targets:
+                            why.setdefault(t, f"route {json.dumps(r.get('match'))[:80]}: {built}")
+                        continue
+                    if "?" in built.path:  # the query its query_parameters ask for, after the path's own
+                        path += ("&" if "?" in path else "?") + built.path.split("?", 1)[1]
                     sample = path + ("trustlab-probe" if path.endswith("/") else "")
-                    first = next((x for x in rts if _route_matches(x.get("match"), sample)), None)
+                    probe = Built(built.host, sample, built.method, built.headers)
+                    first = next((x for x in rts if _route_matches(x.get("match"), sample, probe)), None)
                     if first is not r:
                         for t in targets:
                             why.setdefault(t, f"route to {t} is shadowed by an earlier route for {path}")
@@ -538,7 +601,9 @@ def routes(tree: Tree) -> tuple[dict[str, RouteTo], dict[str, str]]:
                         or action.get("host_rewrite_path_regex")
                     )
                     for t in targets:
-                        found.setdefault(t, RouteTo(port, tls, host, path, rewrites))
+                        found.setdefault(
+                            t, RouteTo(port, tls, built.host or host, path, rewrites, built.method, built.headers)
+                        )
     return found, why
 
 
@@ -604,7 +669,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             )
             r = reach.get(name)
             if r is not None:
-                up.route = Route(r.listener, r.tls, r.host, r.path)
+                up.route = Route(r.listener, r.tls, r.host, r.path, r.method, r.headers)
             else:
                 up.why_unroutable = why.get(name, f"no route sends requests to cluster {name}")
             upstreams.append(up)

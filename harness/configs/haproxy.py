@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from harness.configs.base import (
     read_config,
     trust_file,
 )
+from harness.configs.matchers import Built, Term, matches_any, request_for
 from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
@@ -256,50 +258,154 @@ def servers(sections: list[Section]) -> list[Server]:
     return out
 
 
-def _acl_route(cond: list[str], acls: dict[str, list[str]]) -> tuple[str | None, str | None, bool]:
-    """(host, path) a simple use_backend condition needs, and whether it was understood."""
-    host = path = None
-    toks = [t for t in cond if t not in ("if", "{", "}")]
-    if not toks or cond[0] == "unless" or any(t in ("!", "or", "||") or t.startswith("!") for t in toks):
-        return None, None, False
-    # Inline anonymous ACL: `if { path_beg /api }`; else named ACLs.
-    exprs: list[list[str]] = []
-    if "{" in cond:
-        exprs.append(toks)
-    else:
-        for t in toks:
-            if t not in acls:
-                return None, None, False
-            exprs.append(acls[t])
-    for expr in exprs:
-        if not expr:
-            return None, None, False
-        fetch, vals = expr[0], [v for v in expr[1:] if not v.startswith("-")]
-        if not vals:
-            return None, None, False
-        if fetch in ("path_beg", "path", "base_beg") or fetch.startswith("path_beg"):
-            path = vals[0]
-        elif fetch in ("path_reg",):
-            p = re.match(r"\^?([\w/\-.]*)", vals[0])
-            path = p.group(1) if p else None
-        elif fetch.startswith(
+def _acl_route(
+    cond: list[str], acls: dict[str, list[list[str]]], earlier: Sequence[tuple[str, list[str]]] = ()
+) -> Built | str:
+    """The request a ``use_backend ... if|unless COND`` condition matches (HAProxy's grammar:
+    terms side by side are ANDed, ``or``/``||`` separate alternatives, ``!`` negates; a named ACL
+    defined on several lines, or with several values, matches any of them) and no *earlier* rule
+    (backend, condition) takes first, or why none can be built."""
+    alternatives = _acl_alternatives(cond, acls)
+    if isinstance(alternatives, str):
+        return alternatives
+    reasons: list[str] = []
+    for alt in alternatives:
+        built = request_for([alt], default_host=PUBLIC_HOST)
+        if isinstance(built, str):
+            reasons.append(built)
+            continue
+        taker = next(
             (
-                "hdr(host)",
-                "req.hdr(host)",
-                "hdr_dom(host)",
-                "hdr_beg(host)",
-                "hdr_end(host)",
-                "req.hdr(Host)",
-                "hdr(Host)",
-                "hdr_dom(Host)",
-            )
-        ):
-            host = vals[0].lstrip(".")
-        elif fetch in ("ssl_fc_sni", "req.ssl_sni"):
-            host = vals[0]
+                f"use_backend {be} {' '.join(c)}"
+                for be, c in earlier
+                if not isinstance(other := _acl_alternatives(c, acls), str)
+                and matches_any(other, built, default_host=PUBLIC_HOST)
+            ),
+            None,
+        )
+        if taker:
+            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by {taker}")
+            continue
+        return built
+    return "; ".join(dict.fromkeys(reasons)) or "no condition"
+
+
+def _acl_alternatives(cond: list[str], acls: dict[str, list[list[str]]]) -> list[list[Term]] | str:
+    """*cond* as alternatives of terms (see :func:`_acl_route`), or why it cannot be read."""
+    if not cond:
+        return [[]]
+    words = list(cond)
+    unless = words[0] == "unless"
+    if words[0] in ("if", "unless"):
+        words = words[1:]
+    # Tokens: a named ACL, an anonymous `{ ... }` one, `!`, `or`.
+    groups: list[list[tuple[bool, list[list[str]], str]]] = [[]]
+    i, negate = 0, False
+    while i < len(words):
+        w = words[i]
+        if w in ("or", "||"):
+            groups.append([])
+        elif w == "!":
+            negate = not negate
+            i += 1
+            continue
+        elif w == "{":
+            j = words.index("}", i) if "}" in words[i:] else len(words)
+            groups[-1].append((negate, [words[i + 1:j]], "{ " + " ".join(words[i + 1:j]) + " }"))
+            i = j
         else:
-            return None, None, False
-    return host, path, True
+            neg = negate
+            if w.startswith("!"):
+                neg, w = not neg, w[1:]
+            if w not in acls:
+                return f"acl {w} is not defined in this frontend"
+            groups[-1].append((neg, acls[w], w))
+        negate = False
+        i += 1
+    if unless:
+        if len(groups) != 1 or any(len(g) != 1 for g in groups):
+            return "an `unless` over several ACLs is too complex to build a request for"
+        neg, defs, name = groups[0][0]
+        groups = [[(not neg, defs, name)]]
+    alternatives: list[list[Term]] = []
+    for group in groups:
+        conj: list[list[Term]] = [[]]
+        for neg, defs, name in group:
+            options: list[Term] = []
+            for expr in defs:
+                got = _acl_terms(expr, name)
+                if isinstance(got, str):
+                    options.append(Term("unknown", "eq", text=got))
+                    continue
+                options += got
+            if neg:
+                conj = [c + [Term(t.kind, t.op, t.value, t.key, t.icase, True, "!" + t.text) for t in options]
+                        for c in conj]
+            else:
+                conj = [c + [t] for c in conj for t in options][:64]
+        alternatives += conj
+    return alternatives
+
+
+#: ``-m`` match methods and the suffixes of the fetch names (``path_beg``) that stand for them.
+_HAP_OPS = {"str": "eq", "beg": "beg", "end": "end", "sub": "sub", "reg": "reg", "dom": "dom", "dir": "dir",
+            "found": "found"}
+
+
+def _acl_terms(expr: list[str], name: str) -> list[Term] | str:
+    """The alternatives (one per value) of one ACL expression ``fetch [flags] values``."""
+    if not expr:
+        return f"acl {name}: empty"
+    fetch, rest = expr[0], expr[1:]
+    icase, op, values, i = False, "", [], 0
+    while i < len(rest):
+        v = rest[i]
+        if v == "-i":
+            icase = True
+        elif v == "-m" and i + 1 < len(rest):
+            op = _HAP_OPS.get(rest[i + 1], "")
+            if not op:
+                return f"acl {name}: -m {rest[i + 1]}: a match method the lab cannot build a request for"
+            i += 1
+        elif v == "--":
+            values += rest[i + 1:]
+            break
+        elif v.startswith("-") and len(v) == 2:
+            pass
+        else:
+            values.append(v)
+        i += 1
+    m = re.fullmatch(r"(req\.)?(path|url|hdr|fhdr|method|url_param|urlp|ssl_fc_sni|req\.ssl_sni|src)"
+                     r"(?:_(beg|end|sub|reg|dom|dir|len|cnt|ip|val))?(?:\(([^),]*)[^)]*\))?", fetch)
+    if not m:
+        return f"acl {name}: {fetch}: a fetch the lab cannot build a request for"
+    base, suffix, arg = m.group(2), m.group(3), (m.group(4) or "").strip()
+    if suffix in ("len", "cnt", "ip", "val"):
+        return f"acl {name}: {fetch}: a fetch the lab cannot build a request for"
+    op = op or _HAP_OPS.get(suffix or "", "eq")
+    if base in ("path", "url"):
+        kind, key = "path", ""
+    elif base in ("hdr", "fhdr"):
+        if not arg:
+            return f"acl {name}: {fetch} without a header name"
+        kind, key = ("host", "") if arg.lower() == "host" else ("header", arg)
+    elif base == "method":
+        kind, key = "method", ""
+    elif base in ("url_param", "urlp"):
+        if not arg:
+            return f"acl {name}: {fetch} without a parameter name"
+        kind, key = "query", arg
+        if not values:
+            op = "found"
+    elif base in ("ssl_fc_sni", "req.ssl_sni"):
+        kind, key = "host", ""
+    else:
+        kind, key = "client", ""
+    if op == "found":
+        return [Term(kind, "found", "", key, icase, text=f"{name} ({' '.join(expr)})")]
+    if not values:
+        return f"acl {name}: {fetch} without a value"
+    return [Term(kind, op, v, key, icase, text=f"{name} ({fetch} {v})") for v in values]
 
 
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
@@ -314,7 +420,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     listeners: dict[str, int] = {}
     effective = {s.line: s for s in servers(sections)}
     fronts: list[
-        tuple[Section, str, bool, dict[str, list[str]], list[tuple[str, list[str]]], str | None]
+        tuple[Section, str, bool, dict[str, list[list[str]]], list[tuple[str, list[str]]], str | None]
     ] = []
     backends: dict[str, Section] = {}
     ssl_server_verify = "required"
@@ -336,7 +442,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             # A refused handshake is retried after a fixed 1 s turn-around (3 retries by default);
             # each retry re-verifies, so retries change how long a refusal takes, never its verdict.
             out.append("    retries 0")
-        acls: dict[str, list[str]] = {}
+        acls: dict[str, list[list[str]]] = {}
         rules: list[tuple[str, list[str]]] = []
         default_be: str | None = None
         listener, tls = "", False
@@ -386,7 +492,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 notes.append(f"line {no}: stats socket dropped (host path)")
                 continue
             if key in ("acl",) and len(w) > 2:
-                acls[w[1]] = w[2:]
+                acls.setdefault(w[1], []).append(w[2:])
             if key == "use_backend" and len(w) > 1:
                 rules.append((w[1], w[2:]))
             if key == "default_backend" and len(w) > 1:
@@ -411,16 +517,21 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         for _sec, listener, tls, acls, rules, default_be in fronts:
             if not listener:
                 continue
-            for target, cond in rules:
+            for i, (target, cond) in enumerate(rules):
                 if target != be:
                     continue
-                host, ppath, understood = _acl_route(cond, acls) if cond else (None, None, True)
-                if understood:
-                    u.route = Route(listener, tls, host or PUBLIC_HOST, (ppath or "/").rstrip("/") + "/")
+                built = _acl_route(cond, acls, [r for r in rules[:i] if r[0] != be])
+                if not isinstance(built, str):
+                    u.route = Route(listener, tls, built.host or PUBLIC_HOST, built.path, built.method, built.headers)
                     break
-                u.why_unroutable = f"use_backend {be} {' '.join(cond)}: condition too complex to probe"
+                u.why_unroutable = f"use_backend {be} {' '.join(cond)}: {built}"
             if u.route is None and default_be == be:
-                u.route = Route(listener, tls, PUBLIC_HOST, "/")
+                # The request no use_backend rule takes (the lab's default one when none does).
+                built = _acl_route([], acls, [r for r in rules if r[0] != be])
+                if not isinstance(built, str):
+                    u.route = Route(listener, tls, PUBLIC_HOST, built.path, built.method, built.headers)
+                else:
+                    u.why_unroutable = f"default_backend {be}: {built}"
             if u.route is not None:
                 break
         if u.route is None and not u.why_unroutable:

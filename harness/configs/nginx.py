@@ -31,6 +31,7 @@ from harness.configs.base import (
     regex_probe_path,
     trust_file,
 )
+from harness.configs.matchers import regex_example
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
@@ -241,9 +242,12 @@ def _probe_path(loc: Directive) -> str | None:
 
 
 def _host_header(server: Directive) -> str:
+    regexes: list[str] = []
     for d in server.get("block", []):
         if d["directive"] == "server_name":
             for name in d["args"]:
+                if name.startswith("~"):
+                    regexes.append(name[1:])
                 if not name or name == "_" or name.startswith("~") or name.startswith("$"):
                     continue
                 if not re.fullmatch(r"[A-Za-z0-9.*_-]+", name) and name is not d["args"][-1]:
@@ -251,6 +255,12 @@ def _host_header(server: Directive) -> str:
                 if name.startswith("."):
                     return name[1:]
                 return name.replace("*", "probe")
+    for rx in regexes:
+        # A regex name (PCRE, case-insensitive as nginx compiles it): a host it matches.
+        rx = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", rx)
+        host = regex_example(rx, icase=True)
+        if host and re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            return host
     return PUBLIC_HOST
 
 
@@ -414,7 +424,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             why = ""
             path = _probe_path(loc) if loc["directive"] == "location" else "/"
             if server is None or path is None:
-                why = "no client request path reaches this location (named or complex regex location)"
+                named = loc["directive"] == "location" and any(a.startswith("@") for a in loc["args"][:1])
+                why = (
+                    f"named location {loc['args'][0]}: only an internal redirect (try_files, error_page) reaches it, "
+                    "never a request path"
+                    if named
+                    else f"location {' '.join(loc['args'])}: no request path the lab can build matches this regex"
+                )
             else:
                 lst = server.get("_listeners", {})
                 listener = next(iter(lst), "80")

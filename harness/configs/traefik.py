@@ -34,7 +34,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from harness.configs.base import (
     read_named,
     trust_file,
 )
+from harness.configs.matchers import Built, Term, matches_any, request_for
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 
@@ -122,7 +123,6 @@ _MIDDLEWARE_KEEP = (
     "passtlsclientcert",
 )
 READY = "trustlab-ready"
-_RULE_PART = re.compile(r"(Host|HostRegexp|Path|PathPrefix|PathRegexp|Method)\(\s*[`\"']([^`\"']*)[`\"']")
 
 
 @dataclass
@@ -296,8 +296,9 @@ def _toml_lines(text: str, where: str) -> dict[tuple[str, ...], tuple[str, int]]
     return lines
 
 
-def parse(path: Path) -> Tree:
-    """The configuration at *path* (static or dynamic) and the dynamic files it names."""
+def parse(path: Path, dynamic: tuple[Path, ...] = ()) -> Tree:
+    """The configuration at *path* (static or dynamic), the dynamic files it names, and those
+    *dynamic* names (``check --dynamic``: the user's own, read as given, never through a link)."""
     path = Path(path)
     data, lines = _load(path)
     top = {str(k).lower() for k in data}
@@ -322,6 +323,14 @@ def parse(path: Path) -> Tree:
         tree.notes.append(
             f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not name this file"
         )
+    seen = {itself} | {n.resolve() for n, _ in named}
+    for given in dynamic:
+        text = _read_given(Path(given))
+        if Path(given).resolve() in seen:
+            continue  # the provider names it already
+        seen.add(Path(given).resolve())
+        named.append((Path(given), text))
+        tree.notes.append(f"{given}: read as a dynamic file (--dynamic)")
     for name, text in named:
         if name.resolve() == itself:
             continue
@@ -334,6 +343,26 @@ def parse(path: Path) -> Tree:
 
 
 _DYNAMIC_SUFFIXES = (".yml", ".yaml", ".toml")
+
+
+def _read_given(path: Path) -> str:
+    """The text of a dynamic file named with ``--dynamic``: a regular file with a YAML or TOML
+    name, opened without following a link (a link may point anywhere on this host)."""
+    if not path.name.lower().endswith(_DYNAMIC_SUFFIXES):
+        raise ConfigError(f"--dynamic {path}: not a .yml, .yaml or .toml file (Traefik reads no other)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"--dynamic {path}: no such file") from None
+    except OSError as exc:
+        why = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+        raise ConfigError(
+            f"--dynamic {path}: {why}; trustlab reads only the file itself, never through a link"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"--dynamic {path}: not a regular file")
+    return read_named(path, fd, f"--dynamic {path}")
 
 
 def _provider_files(path: Path, provider: dict[str, Any]) -> list[tuple[Path, str]]:
@@ -386,9 +415,12 @@ def _merge_dynamic(tree: Tree, data: dict[str, Any], where: Path) -> None:
 
 
 # -- check: adapt ---------------------------------------------------------------------------
-def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
-    """The configuration at *path* made runnable in the lab (see the module docstring)."""
-    tree = parse(path)
+def adapt(
+    path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None, dynamic: tuple[Path, ...] = ()
+) -> Adapted:
+    """The configuration at *path* made runnable in the lab (see the module docstring); *dynamic*:
+    dynamic files named on the command line (``check --dynamic``)."""
+    tree = parse(path, dynamic)
     notes = list(tree.notes)
     run = str(lab.run_dir)
     entrypoints = _entrypoints(tree)
@@ -646,16 +678,27 @@ def _upstreams(tree: Tree, entrypoints: dict[str, Any]) -> list[Upstream]:
 
 
 def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> tuple[Route | None, str]:
-    """How a client request reaches service *sname*: the first router that names it."""
+    """How a client request reaches service *sname*: the first router that names it whose rule
+    the lab can build a matching request for."""
     why = f"no router sends requests to service {sname}"
     for rname, router in routers.items():
         target = get(router, "service")
         if not isinstance(target, str) or target.removesuffix("@file") != sname:
             continue
         rule = str(get(router, "rule") or "")
-        host, path, ok = _rule_route(rule)
-        if not ok:
-            why = f"router {rname} rule {rule!r}: too complex to probe"
+        mine = _priority(router)
+        eps_of = set(_files(get(router, "entryPoints")) or entrypoints)
+        before = [
+            (name, str(get(r, "rule") or ""))
+            for name, r in routers.items()
+            if name != rname
+            and _priority(r) > mine
+            and str(get(r, "service") or "").removesuffix("@file") != sname
+            and eps_of & set(_files(get(r, "entryPoints")) or entrypoints)
+        ]
+        built = rule_request(rule, before)
+        if isinstance(built, str):
+            why = f"router {rname} rule {rule!r}: {built}"
             continue
         eps = _files(get(router, "entryPoints")) or list(entrypoints)
         eps = [e for e in eps if e in entrypoints]
@@ -663,30 +706,168 @@ def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> 
             why = f"router {rname} names entry points the configuration does not define"
             continue
         tls = get(router, "tls") is not None or get(entrypoints[eps[0]], "http", "tls") is not None
-        return Route(eps[0], tls, host or PUBLIC_HOST, path), ""
+        return Route(eps[0], tls, built.host or PUBLIC_HOST, built.path, built.method, built.headers), ""
     return None, why
 
 
-def _rule_route(rule: str) -> tuple[str | None, str, bool]:
-    """(Host, path) a request needs to match *rule* (its first ``||`` alternative), and whether
-    the rule was understood."""
-    first = rule.split("||", 1)[0].strip().strip("()")
-    if "!" in first or not first:
-        return None, "/", bool(not first)
-    rest = _RULE_PART.sub("", first)
-    if re.sub(r"[\s&()]", "", rest):
-        return None, "/", False
-    host, path = None, "/"
-    for fn, arg in _RULE_PART.findall(first):
-        if fn == "Host":
-            host = arg
-        elif fn == "PathPrefix":
-            path = arg.rstrip("/") + "/"
-        elif fn == "Path":
-            path = arg
-        elif fn == "Method" and arg.upper() != "GET" or fn in ("HostRegexp", "PathRegexp"):
-            return None, "/", False
-    return host, path, True
+_TOKEN = re.compile(
+    r"""\s*(?:(&&)|(\|\|)|(!)|(\()|(\))|([A-Za-z]+)\s*\(((?:\s*(?:`[^`]*`|"(?:[^"\\]|\\.)*")\s*,?)*)\s*\))"""
+)
+_ARG = re.compile(r'`([^`]*)`|"((?:[^"\\]|\\.)*)"')
+
+
+def rule_request(rule: str, before: Sequence[tuple[str, str]] = ()) -> Built | str:
+    """The request a router *rule* (Traefik v3 syntax; v2's ``Headers``/``Query(k=v)``/several
+    values too) matches: ``&&``, ``||``, ``!`` and parentheses as Traefik reads them, and no router
+    of *before* ((name, rule), tried first by Traefik) matches; or the reason the lab cannot send one."""
+    alternatives = rule_alternatives(rule)
+    if isinstance(alternatives, str):
+        return alternatives
+    reasons: list[str] = []
+    for alt in alternatives:
+        built = request_for([alt], default_host=PUBLIC_HOST)
+        if isinstance(built, str):
+            reasons.append(built)
+            continue
+        taker = next(
+            (
+                name
+                for name, other in before
+                if not isinstance(o := rule_alternatives(other), str)
+                and matches_any(o, built, default_host=PUBLIC_HOST)
+            ),
+            None,
+        )
+        if taker:
+            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by router {taker}")
+            continue
+        return built
+    return "; ".join(dict.fromkeys(reasons)) or "no rule"
+
+
+def _priority(router: Any) -> int:
+    """Traefik's order: ``priority`` when set, else the rule's length (longest first)."""
+    p = get(router, "priority")
+    if isinstance(p, int) and p:
+        return p
+    return len(str(get(router, "rule") or ""))
+
+
+def rule_alternatives(rule: str) -> list[list[Term]] | str:
+    """*rule* as alternatives of terms (see :func:`rule_request`), or why it cannot be read."""
+    if not rule.strip():
+        return [[]]
+    toks: list[tuple[str, Any]] = []
+    pos = 0
+    while pos < len(rule):
+        if not rule[pos:].strip():
+            break
+        m = _TOKEN.match(rule, pos)
+        if not m or m.end() == pos:
+            return f"cannot parse the rule at {rule[pos:pos + 30]!r}"
+        pos = m.end()
+        if m.group(6):
+            args = [a or b.replace('\\"', '"') for a, b in _ARG.findall(m.group(7))]
+            toks.append(("m", (m.group(6), args)))
+        else:
+            toks.append(("op", next(g for g in m.groups()[:5] if g)))
+    try:
+        dnf, rest = _or(toks, 0)
+    except ValueError as exc:
+        return str(exc)
+    if rest != len(toks):
+        return "cannot parse the rule (unbalanced parentheses)"
+    alternatives: list[list[Term]] = []
+    for conj in dnf:
+        terms: list[Term] = []
+        for negated, (fn, args) in conj:
+            t = _term(fn, args, negated)
+            if isinstance(t, str):
+                terms = []
+                alternatives.append([Term("unknown", "eq", text=t)])
+                break
+            terms += t
+        else:
+            alternatives.append(terms)
+    return alternatives
+
+
+_Conj = list[tuple[bool, tuple[str, list[str]]]]
+
+
+def _or(toks: list[tuple[str, Any]], i: int) -> tuple[list[_Conj], int]:
+    out, i = _and(toks, i)
+    while i < len(toks) and toks[i] == ("op", "||"):
+        more, i = _and(toks, i + 1)
+        out += more
+    return out, i
+
+
+def _and(toks: list[tuple[str, Any]], i: int) -> tuple[list[_Conj], int]:
+    out, i = _unary(toks, i)
+    while i < len(toks) and toks[i] == ("op", "&&"):
+        more, i = _unary(toks, i + 1)
+        out = [a + b for a in out for b in more]
+    return out, i
+
+
+def _unary(toks: list[tuple[str, Any]], i: int) -> tuple[list[_Conj], int]:
+    if i >= len(toks):
+        raise ValueError("cannot parse the rule (it ends early)")
+    kind, val = toks[i]
+    if (kind, val) == ("op", "!"):
+        inner, j = _unary(toks, i + 1)
+        if len(inner) == 1 and len(inner[0]) == 1:
+            neg, m = inner[0][0]
+            return [[(not neg, m)]], j
+        raise ValueError("a negated group of matchers is too complex to build a request for")
+    if (kind, val) == ("op", "("):
+        inner, j = _or(toks, i + 1)
+        if j >= len(toks) or toks[j] != ("op", ")"):
+            raise ValueError("cannot parse the rule (unbalanced parentheses)")
+        return inner, j + 1
+    if kind == "m":
+        return [[(False, val)]], i + 1
+    raise ValueError(f"cannot parse the rule at {val!r}")
+
+
+def _term(fn: str, args: list[str], negated: bool) -> list[Term] | str:
+    """The terms one Traefik matcher stands for (v2's several values: the first)."""
+    text = f"{'!' if negated else ''}{fn}({', '.join(map(repr, args))})"
+    low = fn.lower()
+
+    def one(kind: str, op: str, value: str, key: str = "") -> list[Term]:
+        return [Term(kind, op, value, key, negated=negated, text=text)]
+
+    if not args:
+        return f"{text}: no value"
+    if low == "host":
+        return one("host", "eq", args[0])
+    if low == "hostregexp":
+        # v2's `{name:regex}` placeholders: the regex part.
+        return one("host", "reg", re.sub(r"\{\w+:([^}]*)\}", r"(\1)", args[0]))
+    if low == "path":
+        return one("path", "eq", args[0])
+    if low == "pathprefix":
+        return one("path", "beg", args[0])
+    if low == "pathregexp":
+        return one("path", "reg", args[0])
+    if low == "method":
+        return one("method", "eq", args[0])
+    if low in ("header", "headers") and len(args) >= 2:
+        return one("header", "eq", args[1], args[0])
+    if low in ("headerregexp", "headersregexp") and len(args) >= 2:
+        return one("header", "reg", args[1], args[0])
+    if low == "query":
+        if len(args) >= 2:
+            return one("query", "eq", args[1], args[0])
+        key, eq, value = args[0].partition("=")
+        return one("query", "eq" if eq else "found", value, key)
+    if low == "queryregexp" and len(args) >= 2:
+        return one("query", "reg", args[1], args[0])
+    if low in ("clientip",):
+        return one("client", "eq", args[0])
+    return f"{text}: a matcher the lab cannot build a request for"
 
 
 def _sorted(notes: list[str]) -> list[str]:
@@ -932,3 +1113,4 @@ def audit(path: Path, text: str) -> list[Any]:
                 tree.where("http", "serversTransports", str(uses)),
             )
     return out
+
