@@ -28,10 +28,11 @@ from harness.vocab import Outcome
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
-# 10 drives held labs through the CLI (no run object to score); every other lesson predicts.
-PREDICTING = [p for p in ALL if not p.name.startswith("10-")]
+# Every lesson predicts (10 drives held labs through the CLI, and scores its prediction on a run of
+# the scenario it holds).
+PREDICTING = ALL
 # The lessons that end with a graded task on the learner's own config.
-GRADED = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "12", "13", "14"}
+GRADED = {f"{n:02d}" for n in range(15)}  # every lesson
 
 TASK = re.compile(r'^(MY_\w+) = r"""(.*?)"""', re.S | re.M)
 SUBMIT = re.compile(r'harness\.submit\("([\w-]+)", (MY_\w+), runtime=RUNTIME\)')
@@ -197,6 +198,23 @@ def _squid(options: str) -> tuple[str, str]:
     return SQUID_CA, f"tls-cafile=/etc/squid/internal-root.pem {options}\n"
 
 
+HAP_DEFAULT = "default-server ssl verify none"
+HAP_API2 = "server api2 backend-api.internal:8443"
+NGX_ON = "            proxy_ssl_verify on;\n"
+
+
+def _default_server(options: str) -> tuple[str, str]:
+    return HAP_DEFAULT, f"default-server ssl verify required {options}".rstrip()
+
+
+def _api2(options: str) -> tuple[str, str]:
+    return HAP_API2, f"{HAP_API2} ssl verify required {options}"
+
+
+def _nginx_after_verify(*lines: str) -> tuple[str, str]:
+    return NGX_ON, NGX_ON + "".join(f"            {ln}\n" for ln in lines)
+
+
 # challenge -> (a correct edit, {what the wrong edit is: its edit})
 EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]] = {
     "nginx-verify-off": (
@@ -320,6 +338,36 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
                 _ats("ENFORCED"),
                 (ATS_CA, ATS_CA.replace("/etc/trafficserver/internal-root.pem", "/etc/ssl/certs/ca-certificates.crt")),
             ],
+        },
+    ),
+    "trafficserver-signature": (
+        [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL")],
+        {
+            "NAME only (the chain left out)": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "NAME")],
+            "ALL, but PERMISSIVE": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
+                                    ("STRING ENFORCED", "STRING PERMISSIVE")],
+            "ALL, the policy line deleted (9.2's default)": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
+                                                             (ATS_POLICY + "ENFORCED\n", "")],
+            "a typo'd value": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "AL")],
+        },
+    ),
+    "haproxy-default-server": (
+        [_default_server(f"{HAP} verifyhost backend-api.internal")],
+        {
+            "default-server with the CA, no name": [_default_server(HAP)],
+            "default-server verify required, no CA": [_default_server("")],
+            "api2 with a CA, no name": [_api2(HAP)],
+            "api2 verifying the sibling's name": [_api2(f"{HAP} verifyhost other-svc.internal")],
+        },
+    ),
+    "nginx-deep-chain": (
+        [_nginx_after_verify("proxy_ssl_verify_depth 2;")],
+        {
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "depth 2, the system bundle": [_nginx_after_verify("proxy_ssl_verify_depth 2;"), (NGX_CA, NGX_BUNDLE)],
+            "a typo'd directive": [_nginx_after_verify("proxy_ssl_verify_dept 2;")],
+            "depth 2, the sibling's name": [_nginx_after_verify("proxy_ssl_verify_depth 2;",
+                                                                "proxy_ssl_name other-svc.internal;")],
         },
     ),
     "squid-default-ca": (
