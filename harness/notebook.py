@@ -517,8 +517,14 @@ def predict(
     return table
 
 
-def submit(challenge_id: str, config_text: str, *, runtime: str = "local") -> Banner:
+def submit(
+    challenge_id: str, config_text: str, *, runtime: str = "local", files: dict[str, str] | None = None
+) -> Banner:
     """Grade *config_text* for a challenge on the real proxy (the grader ``trustlab challenge check`` uses).
+
+    A challenge whose config reads further files beside it (Traffic Server's ``remap.config``)
+    gets them as ``trustlab challenge start`` writes them, or the learner's own text for any of
+    them given in *files* (file name -> text); a name the challenge does not read is refused.
 
     Shows a green "Solved" banner (with the flag in CTF mode) or a red "Not yet" one with the
     identities that got the wrong outcome; a solve is recorded in the learner's progress.
@@ -531,9 +537,18 @@ def submit(challenge_id: str, config_text: str, *, runtime: str = "local") -> Ba
     ch = challenges.get(challenge_id)
     if not isinstance(config_text, str) or not config_text.strip():
         raise LabError(f"submit: config_text must be the text of your {ch.config}")
+    own = dict(files or {})
+    unknown = sorted(set(own) - set(ch.files))
+    if unknown:
+        reads = ", ".join(ch.files) or "no further file"
+        raise LabError(f"submit: {ch.id} does not read {', '.join(unknown)} beside {ch.config}; it reads {reads}")
+    if any(not isinstance(t, str) or not t.strip() for t in own.values()):
+        raise LabError(f"submit: each of files must be the text of that file for {ch.id}")
     with tempfile.TemporaryDirectory(prefix="trustlab-submit-") as tmp:
         path = Path(tmp) / ch.config
         path.write_text(config_text)
+        for name in ch.files:
+            (Path(tmp) / name).write_text(own[name] if name in own else (ch.path / name).read_text())
         g = challenges.grade(ch, path, runtime=runtime)
     if g.solved:
         secret = challenges.workshop_secret()

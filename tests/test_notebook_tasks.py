@@ -28,10 +28,11 @@ from harness.vocab import Outcome
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
-# 10 drives held labs through the CLI (no run object to score); every other lesson predicts.
-PREDICTING = [p for p in ALL if not p.name.startswith("10-")]
+# Every lesson predicts (10 drives held labs through the CLI, and scores its prediction on a run of
+# the scenario it holds).
+PREDICTING = ALL
 # The lessons that end with a graded task on the learner's own config.
-GRADED = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "12"}
+GRADED = {f"{n:02d}" for n in range(15)}  # every lesson
 
 TASK = re.compile(r'^(MY_\w+) = r"""(.*?)"""', re.S | re.M)
 SUBMIT = re.compile(r'harness\.submit\("([\w-]+)", (MY_\w+), runtime=RUNTIME\)')
@@ -183,6 +184,37 @@ def _envoy(*lines: str) -> tuple[str, str]:
     return ENVOY_CA, ENVOY_CA + "".join(f"            {ln}\n" for ln in lines)
 
 
+ATS_CA = "CONFIG proxy.config.ssl.client.CA.cert.filename STRING /etc/trafficserver/internal-root.pem\n"
+ATS_POLICY = "CONFIG proxy.config.ssl.client.verify.server.policy STRING "
+ATS_PROPS = "CONFIG proxy.config.ssl.client.verify.server.properties STRING "
+SQUID_CA = "tls-cafile=/etc/squid/internal-root.pem\n"
+
+
+def _ats(policy: str, props: str = "ALL") -> tuple[str, str]:
+    return ATS_CA, f"{ATS_CA}{ATS_POLICY}{policy}\n{ATS_PROPS}{props}\n"
+
+
+def _squid(options: str) -> tuple[str, str]:
+    return SQUID_CA, f"tls-cafile=/etc/squid/internal-root.pem {options}\n"
+
+
+HAP_DEFAULT = "default-server ssl verify none"
+HAP_API2 = "server api2 backend-api.internal:8443"
+NGX_ON = "            proxy_ssl_verify on;\n"
+
+
+def _default_server(options: str) -> tuple[str, str]:
+    return HAP_DEFAULT, f"default-server ssl verify required {options}".rstrip()
+
+
+def _api2(options: str) -> tuple[str, str]:
+    return HAP_API2, f"{HAP_API2} ssl verify required {options}"
+
+
+def _nginx_after_verify(*lines: str) -> tuple[str, str]:
+    return NGX_ON, NGX_ON + "".join(f"            {ln}\n" for ln in lines)
+
+
 # challenge -> (a correct edit, {what the wrong edit is: its edit})
 EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]] = {
     "nginx-verify-off": (
@@ -295,6 +327,60 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
                                                        "trust_chain_verification: ACCEPT_UNTRUSTED")],
         },
     ),
+    "trafficserver-permissive": (
+        [_ats("ENFORCED")],
+        {
+            "ENFORCED, the name left out (SIGNATURE)": [_ats("ENFORCED", "SIGNATURE")],
+            "PERMISSIVE, said out loud": [_ats("PERMISSIVE")],
+            "DISABLED": [_ats("DISABLED")],
+            "a typo'd record": [(ATS_CA, ATS_CA + ATS_POLICY.replace("verify", "verfy") + "ENFORCED\n")],
+            "ENFORCED, the system bundle as the CA": [
+                _ats("ENFORCED"),
+                (ATS_CA, ATS_CA.replace("/etc/trafficserver/internal-root.pem", "/etc/ssl/certs/ca-certificates.crt")),
+            ],
+        },
+    ),
+    "trafficserver-signature": (
+        [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL")],
+        {
+            "NAME only (the chain left out)": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "NAME")],
+            "ALL, but PERMISSIVE": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
+                                    ("STRING ENFORCED", "STRING PERMISSIVE")],
+            "ALL, the policy line deleted (9.2's default)": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
+                                                             (ATS_POLICY + "ENFORCED\n", "")],
+            "a typo'd value": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "AL")],
+        },
+    ),
+    "haproxy-default-server": (
+        [_default_server(f"{HAP} verifyhost backend-api.internal")],
+        {
+            "default-server with the CA, no name": [_default_server(HAP)],
+            "default-server verify required, no CA": [_default_server("")],
+            "api2 with a CA, no name": [_api2(HAP)],
+            "api2 verifying the sibling's name": [_api2(f"{HAP} verifyhost other-svc.internal")],
+        },
+    ),
+    "nginx-deep-chain": (
+        [_nginx_after_verify("proxy_ssl_verify_depth 2;")],
+        {
+            "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
+            "depth 2, the system bundle": [_nginx_after_verify("proxy_ssl_verify_depth 2;"), (NGX_CA, NGX_BUNDLE)],
+            "a typo'd directive": [_nginx_after_verify("proxy_ssl_verify_dept 2;")],
+            "depth 2, the sibling's name": [_nginx_after_verify("proxy_ssl_verify_depth 2;",
+                                                                "proxy_ssl_name other-svc.internal;")],
+        },
+    ),
+    "squid-default-ca": (
+        [_squid("tls-default-ca=off")],
+        {
+            "the system store kept, said out loud": [_squid("tls-default-ca=on")],
+            "DONT_VERIFY_PEER": [_squid("tls-default-ca=off tls-flags=DONT_VERIFY_PEER")],
+            "the OS bundle as the CA file": [(SQUID_CA, "tls-cafile=/etc/ssl/certs/ca-certificates.crt "
+                                              "tls-default-ca=off\n")],
+            "no CA file, no default CA (blocks legit)": [(SQUID_CA, "tls-default-ca=off\n")],
+            "a typo'd option": [_squid("tls-defualt-ca=off")],
+        },
+    ),
     "traefik-ip-target": (
         [(TRAEFIK_CA, TRAEFIK_CA + "      serverName: backend-api.internal\n")],
         {
@@ -327,3 +413,33 @@ def test_a_task_checker_refuses_the_start_and_wrong_edits_and_passes_a_right_one
     assert solved.good, f"{stem}: a correct edit was refused: {solved}"
     passed = [what for what, pairs in wrong.items() if _solved(cid, _edit(start, *pairs), each_runtime)]
     assert not passed, f"{stem} ({cid}): wrong edits graded Solved on {each_runtime}: {passed}"
+
+
+# -- a challenge whose config reads further files (Traffic Server's remap.config) ---------------
+def test_submit_refuses_a_further_file_the_challenge_does_not_read() -> None:
+    start = C.get("trafficserver-permissive").start_file.read_text()
+    with pytest.raises(LabError, match=r"does not read sni\.yaml beside records\.config; it reads remap\.config"):
+        harness.submit("trafficserver-permissive", start, files={"sni.yaml": "sni: []\n"})
+    with pytest.raises(LabError, match="it reads no further file"):
+        harness.submit("nginx-verify-off", C.get("nginx-verify-off").start_file.read_text(),
+                       files={"remap.config": "map / /\n"})
+    with pytest.raises(LabError, match="each of files must be the text"):
+        harness.submit("trafficserver-permissive", start, files={"remap.config": "  \n"})
+
+
+@pytest.mark.integration
+def test_submit_grades_the_learners_own_further_file(each_runtime: str) -> None:
+    """The records.config that solves trafficserver-permissive, with a remap.config whose
+    /reports/ rule turns verification off again: refused, and the route named; the challenge's
+    own remap.config (given, or left out) solves it."""
+    ch = C.get("trafficserver-permissive")
+    records = _edit(ch.start_file.read_text(), _ats("ENFORCED"))
+    remap = (ch.path / "remap.config").read_text()
+    override = (
+        "map http://portal.example.com/reports/ https://backend-api.internal:8443/reports/ "
+        "@plugin=conf_remap.so @pparam=proxy.config.ssl.client.verify.server.policy=DISABLED\n" + remap
+    )
+    bad = harness.submit(ch.id, records, runtime=each_runtime, files={"remap.config": override})
+    assert not bad.good and any(f["identity"] == "rogue-ca" for f in bad.item.failures)  # type: ignore[attr-defined]
+    assert harness.submit(ch.id, records, runtime=each_runtime, files={"remap.config": remap}).good
+    assert harness.submit(ch.id, records, runtime=each_runtime).good
