@@ -347,7 +347,8 @@ def conformance_command(row: dict[str, Any], default: dict[str, str | None]) -> 
 def conformance_data(doc: dict[str, Any]) -> dict[str, Any]:
     """Everything the conformance page embeds: the run's rows (as columns), its cases, the host
     library's own verdicts, and the explanations (harness/conformance.py: EXPLAIN) of its cases."""
-    from harness.conformance import EXPLAIN, _version_key
+    from harness.conformance_notes import EXPLAIN
+    from harness.conformance_notes import version_key as _version_key
 
     default = conformance_defaults(doc)
     versions: dict[str, list[str | None]] = {k: [v] for k, v in default.items()}

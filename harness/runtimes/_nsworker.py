@@ -468,7 +468,9 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         outcome=outcome,
         status=response.status,
         reason=why,
-        sni=conns[0].sni if conns else None,
+        # The SNI of the first connection that sent one: Squid's own probe of its peer (a bare
+        # TCP connect, no ClientHello) can land among a cell's connections first.
+        sni=next((c.sni for c in conns if c.sni), None),
         tls=next((c.tls for c in conns if c.tls), None),
         duration_s=duration,
         connections=len(conns),
