@@ -36,7 +36,7 @@ from harness.configs.base import (
     read_config,
     trust_file,
 )
-from harness.configs.matchers import Built, Term, matches_any, request_for
+from harness.configs.matchers import Built, Term, unshadowed_request
 from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
@@ -268,26 +268,8 @@ def _acl_route(
     alternatives = _acl_alternatives(cond, acls)
     if isinstance(alternatives, str):
         return alternatives
-    reasons: list[str] = []
-    for alt in alternatives:
-        built = request_for([alt], default_host=PUBLIC_HOST)
-        if isinstance(built, str):
-            reasons.append(built)
-            continue
-        taker = next(
-            (
-                f"use_backend {be} {' '.join(c)}"
-                for be, c in earlier
-                if not isinstance(other := _acl_alternatives(c, acls), str)
-                and matches_any(other, built, default_host=PUBLIC_HOST)
-            ),
-            None,
-        )
-        if taker:
-            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by {taker}")
-            continue
-        return built
-    return "; ".join(dict.fromkeys(reasons)) or "no condition"
+    taken = [(f"use_backend {be} {' '.join(c)}", _acl_alternatives(c, acls)) for be, c in earlier]
+    return unshadowed_request(alternatives, taken, default_host=PUBLIC_HOST, none="no condition")
 
 
 def _acl_alternatives(cond: list[str], acls: dict[str, list[list[str]]]) -> list[list[Term]] | str:

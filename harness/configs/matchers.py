@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -90,6 +91,37 @@ def matches_any(alternatives: list[list[Term]], built: Built, *, default_host: s
     path, _, query = built.path.partition("?")
     req = Request(built.host or default_host, path, built.method, dict(built.headers), dict(parse_qsl(query)))
     return any(alt and all(matches(t, req) != t.negated for t in alt) for alt in alternatives)
+
+
+def unshadowed_request(
+    alternatives: list[list[Term]],
+    earlier: Sequence[tuple[str, list[list[Term]] | str]],
+    *,
+    default_host: str,
+    none: str,
+) -> Built | str:
+    """The request of the first of *alternatives* that can be built and that no *earlier* rule
+    ((its label, its alternatives or why they cannot be read), tried first by the proxy) matches;
+    or why none can (*none* when there is no alternative at all)."""
+    reasons: list[str] = []
+    for alt in alternatives:
+        built = request_for([alt], default_host=default_host)
+        if isinstance(built, str):
+            reasons.append(built)
+            continue
+        taker = next(
+            (
+                label
+                for label, other in earlier
+                if not isinstance(other, str) and matches_any(other, built, default_host=default_host)
+            ),
+            None,
+        )
+        if taker:
+            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by {taker}")
+            continue
+        return built
+    return "; ".join(dict.fromkeys(reasons)) or none
 
 
 def _build(terms: list[Term], default_host: str) -> Built | str:

@@ -323,19 +323,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 seen_cert.add(name)
                 d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
                 notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
-            elif name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key"):
-                d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
-                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
-            elif name == "proxy_ssl_password_file":
-                notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
-                continue
-            elif name == "proxy_ssl_trusted_certificate" and args:
-                d["args"] = [trust_file(args[0], lab, notes)]
-            elif name == "proxy_ssl_crl" and args:
-                crl = crl_file(args[0], path, lab, notes)
-                if not crl:
+            elif (tls_kept := _upstream_tls(d, path, lab, notes)) is not None:
+                if not tls_kept:
                     continue
-                d["args"] = [crl]
             elif name in _CACHE_PATHS and args:
                 sub = lab.run_dir / f"cache-{line}"
                 d["args"] = [str(sub), *args[1:]]
@@ -543,6 +533,30 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
 _STREAM_LISTEN_KEEP = {"ssl"}
 
 
+def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[str]) -> bool | None:
+    """The TLS towards the backend, the same in http and stream: the client certificate and the
+    trust and CRL files become the lab's, in place. True: keep *d*; False: drop it; None: *d* is
+    none of these."""
+    name, args, line = d["directive"], d["args"], d["line"]
+    if name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key") and args:
+        d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
+        notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
+        return True
+    if name == "proxy_ssl_password_file":
+        notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
+        return False
+    if name == "proxy_ssl_trusted_certificate" and args:
+        d["args"] = [trust_file(args[0], lab, notes)]
+        return True
+    if name == "proxy_ssl_crl" and args:
+        crl = crl_file(args[0], path, lab, notes)
+        if not crl:
+            return False
+        d["args"] = [crl]
+        return True
+    return None
+
+
 def _adapt_stream(
     stream: Directive, path: Path, lab: LabPaths, ports: Ports, notes: list[str], focus: str | None
 ) -> tuple[list[Upstream], dict[str, int]]:
@@ -567,19 +581,9 @@ def _adapt_stream(
             if name in ("ssl_certificate", "ssl_certificate_key") and args:
                 d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
                 notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
-            elif name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key") and args:
-                d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
-                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
-            elif name == "proxy_ssl_password_file":
-                notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
-                continue
-            elif name == "proxy_ssl_trusted_certificate" and args:
-                d["args"] = [trust_file(args[0], lab, notes)]
-            elif name == "proxy_ssl_crl" and args:
-                crl = crl_file(args[0], path, lab, notes)
-                if not crl:
+            elif (tls_kept := _upstream_tls(d, path, lab, notes)) is not None:
+                if not tls_kept:
                     continue
-                d["args"] = [crl]
             elif name == "listen" and block["directive"] == "server":
                 addr = args[0] if args else ""
                 if addr.startswith("unix:") or "udp" in args:

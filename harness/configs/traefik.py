@@ -57,7 +57,7 @@ from harness.configs.base import (
     read_named,
     trust_file,
 )
-from harness.configs.matchers import Built, Term, matches_any, request_for
+from harness.configs.matchers import Built, Term, unshadowed_request
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST
 
@@ -723,26 +723,8 @@ def rule_request(rule: str, before: Sequence[tuple[str, str]] = ()) -> Built | s
     alternatives = rule_alternatives(rule)
     if isinstance(alternatives, str):
         return alternatives
-    reasons: list[str] = []
-    for alt in alternatives:
-        built = request_for([alt], default_host=PUBLIC_HOST)
-        if isinstance(built, str):
-            reasons.append(built)
-            continue
-        taker = next(
-            (
-                name
-                for name, other in before
-                if not isinstance(o := rule_alternatives(other), str)
-                and matches_any(o, built, default_host=PUBLIC_HOST)
-            ),
-            None,
-        )
-        if taker:
-            reasons.append(f"the request it needs ({built.method} {built.path}) is taken first by router {taker}")
-            continue
-        return built
-    return "; ".join(dict.fromkeys(reasons)) or "no rule"
+    taken = [(f"router {name}", rule_alternatives(other)) for name, other in before]
+    return unshadowed_request(alternatives, taken, default_host=PUBLIC_HOST, none="no rule")
 
 
 def _priority(router: Any) -> int:
