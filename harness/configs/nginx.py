@@ -626,6 +626,15 @@ def _adapt_stream(
     stream["block"] = kept
     fix(stream)
     for server in (d for d in stream["block"] if d["directive"] == "server"):
+        # The lab's readiness check opens a TCP connection, which a stream server proxies to the
+        # seat at once: a TLS session left from it would make the first cell a resumed one on
+        # one run and not on another. Each cell's identity is a context of its own at the seat,
+        # so no verdict depends on reuse; the evidence then does not depend on timing either.
+        server["block"] = [d for d in server.get("block", []) if d["directive"] != "proxy_ssl_session_reuse"]
+        server["block"].append({"directive": "proxy_ssl_session_reuse", "args": ["off"], "line": server["line"]})
+        notes.append(f"line {server['line']}: stream server gets proxy_ssl_session_reuse off (the lab's readiness "
+                     "connection reaches the backend through it; no session is carried into the cells)")
+    for server in (d for d in stream["block"] if d["directive"] == "server"):
         stack = [stream, server]
         lst: dict[str, bool] = server.pop("_listeners", {})
         listener = next(iter(lst), None)
