@@ -146,7 +146,8 @@ def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_ru
     on_local = runner.run(chosen, runtime=local_runtime, seed=3)
     assert sorted(seen) == sorted(s.id for s in chosen)  # one event each, across all batches
     assert len(chosen) > 3 * 3
-    assert not [c for c in on_docker.cells if c.outcome.value == "error"]
+    errors = [c for c in on_docker.cells if c.outcome.value == "error"]
+    assert not errors, [(c.scenario, c.identity, c.status, c.reason) for c in errors]
     outcome = lambda res: {(c.scenario, c.identity): c.outcome.value for c in res.cells}  # noqa: E731
     assert outcome(on_docker) == outcome(on_local)
     assert not on_docker.mismatches
