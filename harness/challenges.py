@@ -32,6 +32,7 @@ A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the
     name = "backend-api.internal"    # the only name the legitimate certificate carries
     port = 8443
     address = "10.203.0.10"          # where the lab puts it (an IP target must use this)
+    ca_file = "/etc/nginx/tls/internal-pki.pem"  # the internal root: the one CA file on the host
 
     [request]                        # the request the grade is about
     host = "portal.example.com"
