@@ -109,6 +109,8 @@ class Hit:
     message: str
     fix: str | None = None
     severity: str | None = None
+    #: The file the line is in, when not the scope's (Traefik: a dynamic file beside the static one).
+    file: str | None = None
 
 
 Check = Callable[[Scope], "Hit | Iterable[Hit] | None"]
@@ -190,7 +192,7 @@ def findings(scopes: Iterable[Scope], kind: ProxyKind | str) -> list[Finding]:
                     Finding(
                         r.id,
                         hit.severity or r.severity,
-                        scope.file,
+                        hit.file or scope.file,
                         hit.line,
                         hit.message,
                         hit.fix or r.fix,

@@ -39,7 +39,7 @@ def corpus_configs() -> Iterator[Path]:
         yield path
 
 
-def render_scenario(scenario: Any, run_dir: Path) -> Path:
+def render_scenario(scenario: Any, run_dir: Path, *, bundle: str = "/lab/system-bundle.pem") -> Path:
     """*scenario*'s config as the lab renders it, written into *run_dir* with its extra files."""
     from harness.proxies import driver
     from harness.proxies.base import RenderContext
@@ -48,7 +48,7 @@ def render_scenario(scenario: Any, run_dir: Path) -> Path:
         run_dir=str(run_dir),
         listen="127.0.0.1:8080",
         ca="/lab/internal-pki.pem",
-        bundle="/lab/system-bundle.pem",
+        bundle=bundle,
         backend_ip="10.203.0.10",
         lean=False,
     )
