@@ -1008,7 +1008,7 @@ def _transport_skips(tree: Tree, *, with_cas: bool) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-system-bundle-root-cas", proxy="traefik", severity="medium", scenario="traefik/system-store",
+    "traefik-system-bundle-root-cas", proxy="traefik", severity="medium", scenario="traefik/system-bundle",
     directives=("rootCAs",), help=_STATIC_DOCS, fix="trust the internal root only, not an OS bundle",
 )
 def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
