@@ -1085,11 +1085,11 @@ def _dns_matchers(scope: rules.Scope, *kinds: str) -> Iterator[tuple[int, str, s
     if not (found := _validated(scope)):
         return
     c, v, where = found
-    typed = "match_typed_subject_alt_names" in v
-    line = v.line_of("match_typed_subject_alt_names" if typed else "match_subject_alt_names")
     for san_type, kind, value in c.san_matchers:
         if san_type in ("DNS", "ANY") and kind in kinds:
-            yield line, where, kind, value
+            # Asked only with a matcher: an SDS-only context has no validation_context to ask.
+            typed = "match_typed_subject_alt_names" in v
+            yield v.line_of("match_typed_subject_alt_names" if typed else "match_subject_alt_names"), where, kind, value
 
 
 @rules.rule(
