@@ -1021,7 +1021,9 @@ def _system_store(scope: rules.Scope) -> rules.Hit | None:
 def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
     for name in ("tls_trust_pool", "tls_trusted_ca_certs"):
         s = scope.get(name)
-        for f in s.args if s else ():
+        if s is None:
+            continue
+        for f in s.args:
             if is_system_bundle(f):
                 yield rules.Hit(
                     s.line, f"{name} {f} is a system bundle: any public CA can issue a certificate for the backend"
