@@ -22,8 +22,8 @@ CONFIGS = REPO / "tests" / "configs"
 RECORD = REPO / "tests" / "data" / "audit_findings.json"
 #: Where a scenario's rendered config is written (its findings name files under it as ``<run>``).
 RUN = "<run>"
-#: What a finding keeps in the record: where, which rule, how bad, what it says.
-FIELDS = ("rule", "file", "line", "severity", "message")
+#: What a finding keeps in the record: every field of its JSON (``trustlab audit``'s contract).
+FIELDS = ("rule", "file", "line", "severity", "message", "fix", "help", "scenario")
 
 
 def corpus_configs() -> Iterator[Path]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from tests.audit_corpus import RECORD, record
+from harness.rules import Finding
+from tests.audit_corpus import FIELDS, RECORD, record
 
 
 def test_audit_findings_are_the_recorded_ones() -> None:
@@ -16,3 +17,7 @@ def test_audit_findings_are_the_recorded_ones() -> None:
     changed = [name for name in now if now[name] != recorded[name]]
     assert not changed, f"audit findings changed on {changed}; if intended, regenerate (see the module docstring)"
     assert sum(len(f) for f in now.values()) >= 200  # the corpus is the whole one, not an empty glob
+
+
+def test_the_record_holds_every_field_of_a_finding() -> None:
+    assert set(FIELDS) == set(Finding.__dataclass_fields__)
