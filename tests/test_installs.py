@@ -277,21 +277,23 @@ def test_every_installed_version_runs_on_the_local_runtime(local_runtime: str) -
 
 @pytest.mark.docker
 def test_every_installed_version_runs_in_the_lab_image(docker_ready: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image carries every host installation (its trustlab.proxies label) and runs each one:
-    ``current`` when it does (CI builds it after `proxies install --all`), else an image of this
-    test's own tag (``current`` on a shared daemon is never rebuilt or untagged here)."""
+    """The versions image carries every host installation (its trustlab.proxies label) and the
+    runtime runs each one in it (the lab image for the defaults): ``current``'s when it does (CI
+    builds both after `proxies install --all`), else images of this test's own tag (``current``
+    on a shared daemon is never rebuilt or untagged here)."""
     from harness.runtimes.docker import DockerRuntime
 
     insts = _extra_installations()
     c = images.client()
-    carried = {(r["kind"], r["version"]) for r in images.image_proxies(c)}
+    carried = {(r["kind"], r["version"]) for r in images.image_proxies(c, images.versions_image())}
     repo = None
     if not all((i.kind.value, i.version) in carried for i in insts):
         repo = f"trustlab-test-{os.getpid()}/installs"
-        images.build(image=f"{repo}:current", progress=lambda _: None)
+        images.build(image=f"{repo}:current", versions=True, progress=lambda _: None)
         monkeypatch.setenv("TRUSTLAB_IMAGE", f"{repo}:current")
+        monkeypatch.delenv("TRUSTLAB_VERSIONS_IMAGE", raising=False)
     try:
-        records = images.image_proxies(c)
+        records = images.image_proxies(c, images.versions_image())
         assert {(i.kind.value, i.version) for i in insts} <= {(r["kind"], r["version"]) for r in records}
 
         class Pinned(DockerRuntime):
@@ -306,7 +308,8 @@ def test_every_installed_version_runs_in_the_lab_image(docker_ready: str, monkey
             _check(inst, _run(inst, Pinned(inst)))
     finally:
         if repo:
-            for img in c.images.list(name=repo):
-                for tag in img.tags:
-                    if tag.startswith(f"{repo}:"):
-                        c.images.remove(tag)
+            for name in (repo, f"{repo}{images.VERSIONS_SUFFIX}"):
+                for img in c.images.list(name=name):
+                    for tag in img.tags:
+                        if tag.startswith(f"{name}:"):
+                            c.images.remove(tag)
