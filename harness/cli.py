@@ -624,9 +624,11 @@ def cmd_images(args: argparse.Namespace) -> int:
     else:
         images.client(timeout=10)  # no daemon: one line saying where it looked and what to do
         present = images.images_present()
-        versions = images.image_versions() if present else {}
-        print(f"{images.lab_image()}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
-                                       else "missing; run: trustlab images build"))
+        own = images.image_proxies(ref=images.lab_image()) if present else []
+        listed = [f"{r['kind']} {r['version']}" for r in own] or [
+            f"{k} {v}" for k, v in (images.image_versions() if present else {}).items()
+        ]
+        print(f"{images.lab_image()}: " + (", ".join(listed) if present else "missing; run: trustlab images build"))
         extra = images.carried_by(images.client(), images.versions_image())
         print(f"{images.versions_image()}: " + (", ".join(f"{r['kind']} {r['version']}" for r in extra)
                                                if extra is not None else f"missing; run: {images.VERSIONS_BUILD}"))

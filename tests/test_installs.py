@@ -85,6 +85,33 @@ def test_every_debian_package_of_a_proxy_is_in_the_image() -> None:
         assert name in pkgs, f"{name}: add it to labs/docker/packages.txt"
 
 
+def test_the_lab_image_plan_is_each_kinds_default_and_the_rest_goes_to_the_versions_image() -> None:
+    plan = [
+        images.ImageEntry("caddy", "2.11.7", "", "pip", "/usr/local/bin/caddy", "/x/caddy", "/usr/local/bin/caddy"),
+        images.ImageEntry("caddy", "2.6.2", "", "apt", "/usr/bin/caddy", "/usr/bin/caddy", "/usr/bin/caddy"),
+        images.ImageEntry("envoy", "1.40.0", "", "pip", "/opt/trustlab/bin/envoy", "/x/envoy", "/opt/trustlab/bin/envoy"),
+        images.ImageEntry("envoy", "1.39.3", "", "cache", "/opt/trustlab/envoy-1.39.3/envoy", "/c", "/opt/trustlab/envoy-1.39.3"),
+        images.ImageEntry("nginx", "1.26.3", "", "rootfs", "/opt/trustlab/bin/nginx-1.26.3", "", "", "#!/bin/sh\n"),
+    ]
+    defaults, extras = images.split_plan(plan)
+    assert [(e.kind, e.version) for e in defaults] == [("caddy", "2.11.7"), ("envoy", "1.40.0")]
+    assert [(e.kind, e.version) for e in extras] == [("caddy", "2.6.2"), ("envoy", "1.39.3"), ("nginx", "1.26.3")]
+    # Debian's Caddy is no longer a package of the image: the versions image copies the host's binary.
+    assert "caddy" not in images.packages()
+    on_host = [e for e in images.image_plan() if e.kind == "caddy" and e.origin == "apt"]
+    assert all(e.copy_from == e.copy_to == "/usr/bin/caddy" for e in on_host)
+
+
+def test_the_versions_image_is_named_after_the_lab_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRUSTLAB_VERSIONS_IMAGE", raising=False)
+    monkeypatch.delenv("TRUSTLAB_IMAGE", raising=False)
+    assert images.versions_image() == "trustlab/lab-versions:current"
+    monkeypatch.setenv("TRUSTLAB_IMAGE", "me/lab:test")
+    assert images.versions_image() == "me/lab-versions:test"
+    monkeypatch.setenv("TRUSTLAB_VERSIONS_IMAGE", "me/other:x")
+    assert images.versions_image() == "me/other:x"
+
+
 # -- selecting and the command line ----------------------------------------------------------
 def test_select_by_prefix_and_suite() -> None:
     picked = installs.select(["nginx@1.31", "haproxy@trixie"])
