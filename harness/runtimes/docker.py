@@ -52,7 +52,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -580,30 +580,37 @@ class DockerRuntime:
 
     def installations(self, kind: str) -> list[Installation]:
         """What the lab images carry of *kind* (their ``trustlab.proxies`` labels), the default
-        first: the versions image's when it is built, else the lab image's plus what the versions
-        image would carry (a run that picks one of those says which image to build: :meth:`image_for`).
-        For an older image without that label, its one binary at the version its label records."""
+        first: the versions image's when it is built, else the lab image's (what this host has
+        beyond those: :meth:`lacking`). For an older image without that label, its one binary at
+        the version its label records."""
         drv = driver(kind)
-        records = self.records(images.versions_image())
-        if records is None:
-            records = (self.records(images.lab_image()) or []) + self._would_carry()
+        records = self.carried()
         carried = [i for i in images.image_installations(records) if i.kind is drv.kind and i.binary]
         if carried:
             # The default first: the one at the driver's image path (as on the host).
-            unique = list({(i.version, i.binary): i for i in carried}.values())
-            return sorted(unique, key=lambda i: i.binary != drv.image_binary)
+            return sorted(carried, key=lambda i: i.binary != drv.image_binary)
         versions = self.versions()  # an image built before the trustlab.proxies label
         if not drv.image_binary or not versions.get(kind):
             return []
         tls = f"OpenSSL {versions['openssl']}" if versions.get("openssl") else ""
         return [Installation(drv.kind, versions[kind], drv.image_binary, "image", tls)]
 
-    def _would_carry(self) -> list[dict[str, str]]:
-        """The records the versions image would have, built on this host (:func:`images.image_plan`)."""
-        if "plan" not in self._records:
-            _, extras = images.split_plan(images.image_plan())
-            self._records["plan"] = [e.record() for e in extras]
-        return self._records["plan"] or []
+    def lacking(self, kinds: Iterable[str], matches: Callable[[str, str], bool] = lambda k, v: True) -> str:
+        """One line when this host has installations of *kinds* (those ``matches(kind, version)``
+        accepts) that no image here carries: the image that would carry them, what it lacks, the
+        command that builds it (``""`` when nothing is lacking). :func:`harness.runner.plan_targets`
+        asks it when a ``--proxy kind@version`` or ``--all-versions`` run wants more than it has."""
+        carried = {(r.get("kind"), r.get("version")) for r in self.carried()}
+        wanted = set(kinds)
+        _, extras = images.split_plan(images.image_plan())
+        what = [f"{e.kind} {e.version}" for e in extras
+                if e.kind in wanted and matches(e.kind, e.version) and (e.kind, e.version) not in carried]
+        if not what:
+            return ""
+        ref, lab = images.versions_image(), images.lab_image()
+        if self.records(ref) is None:
+            return f"docker runtime: image {ref} is missing ({lab} lacks {', '.join(what)}); run: {images.VERSIONS_BUILD}"
+        return f"docker runtime: image {ref} lacks {', '.join(what)}; run: {images.VERSIONS_BUILD}"
 
     def records(self, ref: str) -> list[dict[str, str]] | None:
         """Image *ref*'s ``trustlab.proxies`` label (None: no such image), read once."""
