@@ -800,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--versions", action="store_true",
                    help="also build the versions image (trustlab/lab-versions:current): every installed "
                    "version (trustlab proxies list), FROM the lab image, which has each kind's default only")
-    sv = isub.add_parser("save", help="write the lab (and versions, classroom) images to one tarball for offline classrooms")
+    sv = isub.add_parser("save", help="write the lab (and versions, classroom) images to one tarball "
+                         "for offline classrooms")
     sv.add_argument("file", help="FILE.tar, or FILE.tar.gz for a gzip-compressed one")
     sv.add_argument("--gzip", action="store_true", help="compress whatever the name (load reads both)")
     ld = isub.add_parser("load", help="load a tarball written by `trustlab images save` (.tar or .tar.gz)")

@@ -88,7 +88,8 @@ def diagnose(say: Callable[[str], None]) -> int:
                 lacking = [i for i in host if (i.kind.value, i.version) not in carried]
                 for inst in lacking:
                     mark = "NO   " if strict else "--   "
-                    say(f"  {mark} {images.versions_image()} lacks {inst.label} ({inst.source}): {images.VERSIONS_BUILD}")
+                    lacks = f"{images.versions_image()} lacks {inst.label} ({inst.source})"
+                    say(f"  {mark} {lacks}: {images.VERSIONS_BUILD}")
                 ok_docker = ok_docker and not (strict and lacking)
         except Exception as exc:  # noqa: BLE001 - report, do not crash
             say(f"  NO    docker: {exc}")

@@ -16,7 +16,9 @@ The lab image is tagged ``trustlab/lab:nginx<v>-apache<v>-haproxy<v>`` and ``tru
 package, or the virtualenv's wheel for Caddy, Envoy and Traefik). The extra versions (``trustlab
 proxies install``) go into a second image, ``trustlab/lab-versions:current``, built FROM the
 default one (so it shares its layers) only when asked: ``build --versions``. The docker runtime
-starts the default image unless a run asks for an installation only the versions image has. It carries the hash of its inputs (package list, apt sources,
+starts the default image unless a run asks for an installation only the versions image has.
+
+Each image carries the hash of its inputs (package list, apt sources,
 Dockerfile, mmdebstrap options) as the label ``trustlab.inputs``: a rebuild whose inputs are
 unchanged finds that label and does nothing. Images carry no ``trustlab.lab`` label, so
 ``trustlab down`` never removes them.
@@ -104,7 +106,8 @@ DPKG_EXCLUDES = (
 TRIM = (
     # Perl's modules and libperl (52 MB): Depends of trafficserver's and squid's helper scripts
     # (tsxs, the DB auth helpers), never run in a lab; dpkg's own perl-base stays.
-    '"$1"/usr/share/perl "$1"/usr/lib/*-linux-gnu/perl "$1"/usr/lib/*-linux-gnu/perl5 "$1"/usr/lib/*-linux-gnu/libperl.so*',
+    '"$1"/usr/share/perl "$1"/usr/lib/*-linux-gnu/perl "$1"/usr/lib/*-linux-gnu/perl5 '
+    '"$1"/usr/lib/*-linux-gnu/libperl.so*',
     # glibc's iconv modules (8.4 MB): no lab process converts character sets.
     '"$1"/usr/lib/*-linux-gnu/gconv',
 )
@@ -1234,7 +1237,8 @@ def save(
         refs = [t for t in img.tags if t.startswith(f"{LAB_REPO}:") and t != LOADED]
         extra = _get(c, versions_image(LAB_IMAGE))
         if extra is not None:  # its layers below the versions layer are the lab image's: stored once
-            refs += [t for t in extra.tags if t.startswith(f"{LAB_REPO}{VERSIONS_SUFFIX}:") and not t.endswith(":loaded")]
+            mine = f"{LAB_REPO}{VERSIONS_SUFFIX}:"
+            refs += [t for t in extra.tags if t.startswith(mine) and not t.endswith(":loaded")]
         room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
         if room is not None:
             refs += [t for t in room.tags if t.startswith(f"{CLASSROOM_REPO}:") and not t.endswith(":loaded")]
@@ -1334,7 +1338,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             present = images_present()
             extra = [f"{r['kind']} {r['version']}" for r in image_proxies(ref=versions_image())]
-            print(json.dumps({"present": present, "versions": image_versions() if present else {}, "versions_image": extra}))
+            versions = image_versions() if present else {}
+            print(json.dumps({"present": present, "versions": versions, "versions_image": extra}))
             return 0 if present else 1
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

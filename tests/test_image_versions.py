@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from harness import images, runner, scenarios
+from harness.errors import PrerequisiteError
 from harness.proxies import driver, kinds
 from harness.runtimes.docker import DockerRuntime
 from harness.versions import parse_selector
@@ -104,7 +105,9 @@ def test_a_run_of_a_version_the_lab_image_lacks_uses_the_versions_image(on: Any)
     assert {c.tls for c in res.cells if c.tls} == ({"TLSv1.3"} if newer else {"TLSv1.2"})
 
 
-def test_a_missing_versions_image_is_one_line_naming_it_and_what_it_lacks(on: Any, tmp_path: Any) -> None:
+def test_a_missing_versions_image_is_one_line_naming_it_and_what_it_lacks(
+    on: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     extra = next((e for e in _extras() if e.kind == "nginx"), None)
     if extra is None:
         pytest.skip("no extra nginx version on this host (trustlab proxies install nginx@trixie)")
@@ -120,5 +123,12 @@ def test_a_missing_versions_image_is_one_line_naming_it_and_what_it_lacks(on: An
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert absent in lines[0] and f"nginx {extra.version}" in lines[0], lines[0]
     assert images.VERSIONS_BUILD in lines[0], lines[0]
-    # A default run on the same images needs no versions image at all.
-    assert DockerRuntime().image_for([None, None]) == on[0]
+    # A run handed a host installation (trustlab check's prepared proxies) stops the same way,
+    # before any container starts; a default run on the same images needs no versions image.
+    monkeypatch.setenv("TRUSTLAB_VERSIONS_IMAGE", absent)
+    rt = DockerRuntime()
+    host = next(i for i in driver("nginx").installations() if i.version == extra.version)
+    with pytest.raises(PrerequisiteError, match=rf"image {re.escape(absent)} is missing .*lacks nginx "
+                       rf"{re.escape(extra.version)}\); run: {re.escape(images.VERSIONS_BUILD)}$"):
+        rt.image_for([None, host])
+    assert rt.image_for([None, None]) == on[0]

@@ -89,8 +89,8 @@ def test_the_lab_image_plan_is_each_kinds_default_and_the_rest_goes_to_the_versi
     plan = [
         images.ImageEntry("caddy", "2.11.7", "", "pip", "/usr/local/bin/caddy", "/x/caddy", "/usr/local/bin/caddy"),
         images.ImageEntry("caddy", "2.6.2", "", "apt", "/usr/bin/caddy", "/usr/bin/caddy", "/usr/bin/caddy"),
-        images.ImageEntry("envoy", "1.40.0", "", "pip", "/opt/trustlab/bin/envoy", "/x/envoy", "/opt/trustlab/bin/envoy"),
-        images.ImageEntry("envoy", "1.39.3", "", "cache", "/opt/trustlab/envoy-1.39.3/envoy", "/c", "/opt/trustlab/envoy-1.39.3"),
+        images.ImageEntry("envoy", "1.40.0", "", "pip", "/opt/trustlab/bin/envoy", "/x/envoy", "/opt/trustlab/bin/"),
+        images.ImageEntry("envoy", "1.39.3", "", "cache", "/opt/trustlab/envoy-1.39.3/e", "/c", "/opt/trustlab/envoy"),
         images.ImageEntry("nginx", "1.26.3", "", "rootfs", "/opt/trustlab/bin/nginx-1.26.3", "", "", "#!/bin/sh\n"),
     ]
     defaults, extras = images.split_plan(plan)

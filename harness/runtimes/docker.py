@@ -609,7 +609,9 @@ class DockerRuntime:
             return ""
         ref, lab = images.versions_image(), images.lab_image()
         if self.records(ref) is None:
-            return f"docker runtime: image {ref} is missing ({lab} lacks {', '.join(what)}); run: {images.VERSIONS_BUILD}"
+            return (
+                f"docker runtime: image {ref} is missing ({lab} lacks {', '.join(what)}); run: {images.VERSIONS_BUILD}"
+            )
         return f"docker runtime: image {ref} lacks {', '.join(what)}; run: {images.VERSIONS_BUILD}"
 
     def records(self, ref: str) -> list[dict[str, str]] | None:
