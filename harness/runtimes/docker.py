@@ -625,7 +625,11 @@ class DockerRuntime:
         image when it has them all, else the versions image; a :class:`PrerequisiteError` naming
         the image that is missing or lacks one, what it lacks, and the command that builds it."""
         lab = images.lab_image()
-        need = [i for i in insts if i is not None]
+        # A kind's default (at its driver's image path) is the lab image's, label or not (an
+        # image built by hand from labs/docker/Dockerfile has none).
+        need = [
+            i for i in insts if i is not None and not (i.source == "image" and i.binary == driver(i.kind).image_binary)
+        ]
         if all(images.carries(self.records(lab) or [], i) for i in need):
             return lab
         ref = images.versions_image()
