@@ -118,7 +118,8 @@ SQUID_LANGS = (
 )
 #: ``essential`` is the smallest variant that still installs --include packages (with apt
 #: from outside); the lab image needs no apt of its own. Python's byte-code caches (13 MB) stay:
-#: without them every seat and worker start would compile the stdlib modules it imports.
+#: without them every seat and worker start compiles the stdlib modules it imports (measured in
+#: the image, the seat's imports: 0.28 s with them, 2.3 s without).
 MMDEBSTRAP_ARGS = (
     "--variant=essential",
     *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES),
