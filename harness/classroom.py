@@ -165,10 +165,10 @@ def build(*, progress: Progress | None = None, force: bool = False) -> images.Bu
     say = progress or images._stderr_progress()
     t0 = time.perf_counter()
     c = images.client(timeout=900)
-    lab = images._get(c, images.LAB_IMAGE)
+    lab = images._get(c, images.lab_image())
     if lab is None:
         raise PrerequisiteError(
-            f"classroom: {images.LAB_IMAGE} is missing; run: trustlab images build (or images load FILE)"
+            f"classroom: {images.lab_image()} is missing; run: trustlab images build (or images load FILE)"
         )
     digest = inputs(lab.id)
     versions = images._image_versions(c, lab)
@@ -180,7 +180,7 @@ def build(*, progress: Progress | None = None, force: bool = False) -> images.Bu
             say(f"up to date: {IMAGE} (inputs {digest[:12]})")
             return images.BuildResult(IMAGE, [IMAGE], versions, True, time.perf_counter() - t0)
     steps: dict[str, float] = {}
-    python, machine = _image_python(c, images.LAB_IMAGE)
+    python, machine = _image_python(c, images.lab_image())
     with tempfile.TemporaryDirectory(prefix="trustlab-classroom-") as tmp:
         t = time.perf_counter()
         wheels = wheelhouse(Path(tmp), python=python, machine=machine, say=say)
@@ -188,7 +188,7 @@ def build(*, progress: Progress | None = None, force: bool = False) -> images.Bu
         say(f"{len(wheels)} wheels, {sum(w.stat().st_size for w in wheels) / 1e6:.0f} MB")
         context = _context(wheels)
     t = time.perf_counter()
-    say(f"docker build {IMAGE} on {images.LAB_IMAGE} (no network)")
+    say(f"docker build {IMAGE} on {images.lab_image()} (no network)")
     try:
         img, _ = c.images.build(
             fileobj=context,

@@ -602,9 +602,12 @@ def cmd_images(args: argparse.Namespace) -> int:
     from harness import images
 
     if args.images_cmd == "build":
-        r = images.build(force=args.force, method=args.method, image=images.lab_image())
+        r = images.build(force=args.force, method=args.method, image=images.lab_image(), versions=args.versions)
         verb = "up to date" if r.skipped else f"built in {r.duration_s:.1f} s"
         print(f"{', '.join(r.tags)}: {verb} ({', '.join(f'{k} {v}' for k, v in r.versions.items())})")
+        if not args.versions:
+            print(f"extra versions (trustlab proxies list) are not in it: {images.VERSIONS_BUILD} builds "
+                  f"{images.versions_image()}")
     elif args.images_cmd == "save":
         target = Path(args.file)
         if target.is_dir():
@@ -621,9 +624,14 @@ def cmd_images(args: argparse.Namespace) -> int:
     else:
         images.client(timeout=10)  # no daemon: one line saying where it looked and what to do
         present = images.images_present()
-        versions = images.image_versions() if present else {}
-        print(f"{images.lab_image()}: " + (", ".join(f"{k} {v}" for k, v in versions.items()) if present
-                                       else "missing; run: trustlab images build"))
+        own = images.image_proxies(ref=images.lab_image()) if present else []
+        listed = [f"{r['kind']} {r['version']}" for r in own] or [
+            f"{k} {v}" for k, v in (images.image_versions() if present else {}).items()
+        ]
+        print(f"{images.lab_image()}: " + (", ".join(listed) if present else "missing; run: trustlab images build"))
+        extra = images.carried_by(images.client(), images.versions_image())
+        print(f"{images.versions_image()}: " + (", ".join(f"{r['kind']} {r['version']}" for r in extra)
+                                               if extra is not None else f"missing; run: {images.VERSIONS_BUILD}"))
         return EXIT_OK if present else EXIT_FAILED
     return EXIT_OK
 
@@ -789,7 +797,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", choices=("offline", "dockerfile"), default="offline",
                    help="offline: mmdebstrap + docker import (default); dockerfile: labs/docker/Dockerfile "
                    "(pulls its base only when missing)")
-    sv = isub.add_parser("save", help="write the lab (and classroom) image to one tarball for offline classrooms")
+    b.add_argument("--versions", action="store_true",
+                   help="also build the versions image (trustlab/lab-versions:current): every installed "
+                   "version (trustlab proxies list), FROM the lab image, which has each kind's default only")
+    sv = isub.add_parser("save", help="write the lab (and versions, classroom) images to one tarball "
+                         "for offline classrooms")
     sv.add_argument("file", help="FILE.tar, or FILE.tar.gz for a gzip-compressed one")
     sv.add_argument("--gzip", action="store_true", help="compress whatever the name (load reads both)")
     ld = isub.add_parser("load", help="load a tarball written by `trustlab images save` (.tar or .tar.gz)")

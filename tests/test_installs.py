@@ -85,6 +85,33 @@ def test_every_debian_package_of_a_proxy_is_in_the_image() -> None:
         assert name in pkgs, f"{name}: add it to labs/docker/packages.txt"
 
 
+def test_the_lab_image_plan_is_each_kinds_default_and_the_rest_goes_to_the_versions_image() -> None:
+    plan = [
+        images.ImageEntry("caddy", "2.11.7", "", "pip", "/usr/local/bin/caddy", "/x/caddy", "/usr/local/bin/caddy"),
+        images.ImageEntry("caddy", "2.6.2", "", "apt", "/usr/bin/caddy", "/usr/bin/caddy", "/usr/bin/caddy"),
+        images.ImageEntry("envoy", "1.40.0", "", "pip", "/opt/trustlab/bin/envoy", "/x/envoy", "/opt/trustlab/bin/"),
+        images.ImageEntry("envoy", "1.39.3", "", "cache", "/opt/trustlab/envoy-1.39.3/e", "/c", "/opt/trustlab/envoy"),
+        images.ImageEntry("nginx", "1.26.3", "", "rootfs", "/opt/trustlab/bin/nginx-1.26.3", "", "", "#!/bin/sh\n"),
+    ]
+    defaults, extras = images.split_plan(plan)
+    assert [(e.kind, e.version) for e in defaults] == [("caddy", "2.11.7"), ("envoy", "1.40.0")]
+    assert [(e.kind, e.version) for e in extras] == [("caddy", "2.6.2"), ("envoy", "1.39.3"), ("nginx", "1.26.3")]
+    # Debian's Caddy is no longer a package of the image: the versions image copies the host's binary.
+    assert "caddy" not in images.packages()
+    on_host = [e for e in images.image_plan() if e.kind == "caddy" and e.origin == "apt"]
+    assert all(e.copy_from == e.copy_to == "/usr/bin/caddy" for e in on_host)
+
+
+def test_the_versions_image_is_named_after_the_lab_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRUSTLAB_VERSIONS_IMAGE", raising=False)
+    monkeypatch.delenv("TRUSTLAB_IMAGE", raising=False)
+    assert images.versions_image() == "trustlab/lab-versions:current"
+    monkeypatch.setenv("TRUSTLAB_IMAGE", "me/lab:test")
+    assert images.versions_image() == "me/lab-versions:test"
+    monkeypatch.setenv("TRUSTLAB_VERSIONS_IMAGE", "me/other:x")
+    assert images.versions_image() == "me/other:x"
+
+
 # -- selecting and the command line ----------------------------------------------------------
 def test_select_by_prefix_and_suite() -> None:
     picked = installs.select(["nginx@1.31", "haproxy@trixie"])
@@ -277,21 +304,23 @@ def test_every_installed_version_runs_on_the_local_runtime(local_runtime: str) -
 
 @pytest.mark.docker
 def test_every_installed_version_runs_in_the_lab_image(docker_ready: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The image carries every host installation (its trustlab.proxies label) and runs each one:
-    ``current`` when it does (CI builds it after `proxies install --all`), else an image of this
-    test's own tag (``current`` on a shared daemon is never rebuilt or untagged here)."""
+    """The versions image carries every host installation (its trustlab.proxies label) and the
+    runtime runs each one in it (the lab image for the defaults): ``current``'s when it does (CI
+    builds both after `proxies install --all`), else images of this test's own tag (``current``
+    on a shared daemon is never rebuilt or untagged here)."""
     from harness.runtimes.docker import DockerRuntime
 
     insts = _extra_installations()
     c = images.client()
-    carried = {(r["kind"], r["version"]) for r in images.image_proxies(c)}
+    carried = {(r["kind"], r["version"]) for r in images.image_proxies(c, images.versions_image())}
     repo = None
     if not all((i.kind.value, i.version) in carried for i in insts):
         repo = f"trustlab-test-{os.getpid()}/installs"
-        images.build(image=f"{repo}:current", progress=lambda _: None)
+        images.build(image=f"{repo}:current", versions=True, progress=lambda _: None)
         monkeypatch.setenv("TRUSTLAB_IMAGE", f"{repo}:current")
+        monkeypatch.delenv("TRUSTLAB_VERSIONS_IMAGE", raising=False)
     try:
-        records = images.image_proxies(c)
+        records = images.image_proxies(c, images.versions_image())
         assert {(i.kind.value, i.version) for i in insts} <= {(r["kind"], r["version"]) for r in records}
 
         class Pinned(DockerRuntime):
@@ -306,7 +335,8 @@ def test_every_installed_version_runs_in_the_lab_image(docker_ready: str, monkey
             _check(inst, _run(inst, Pinned(inst)))
     finally:
         if repo:
-            for img in c.images.list(name=repo):
-                for tag in img.tags:
-                    if tag.startswith(f"{repo}:"):
-                        c.images.remove(tag)
+            for name in (repo, f"{repo}{images.VERSIONS_SUFFIX}"):
+                for img in c.images.list(name=name):
+                    for tag in img.tags:
+                        if tag.startswith(f"{name}:"):
+                            c.images.remove(tag)

@@ -52,7 +52,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,9 +289,11 @@ def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[An
 class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
-    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True) -> None:
+    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True, image: str | None = None) -> None:
         self.c = c
         self.id = lab_id
+        #: The image its containers run (:meth:`DockerRuntime.image_for`; default: the lab image).
+        self.image = image or images.lab_image()
         #: False only in the payload tests, to show what a payload does in a default container.
         self.hardened = hardened
         self.labels = {LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
@@ -391,7 +393,7 @@ class Lab:
 
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
         ct = self.c.containers.create(
-            images.lab_image(),
+            self.image,
             tethered(command or WORKER_COMMAND),
             # detach=False with stdin_open is how the SDK sets StdinOnce: the container's stdin
             # closes when the attached owner goes (nothing else of "attached" applies to create).
@@ -484,7 +486,7 @@ class SoloLab(Lab):
         """Create (not start) the lab's one container, with no network, tied to this process
         (:meth:`Lab.tether`) and held to *limits* (the lab's: :func:`harness.runtimes.limits.for_proxies`)."""
         ct = self.c.containers.create(
-            images.lab_image(),
+            self.image,
             tethered(command),
             # detach=False with stdin_open is how the SDK sets StdinOnce: the container's stdin
             # closes when the attached owner goes (nothing else of "attached" applies to create).
@@ -527,8 +529,8 @@ class DockerRuntime:
         #: offered on the command line.
         self.sandbox = sandbox
         self._client: Any = None
-        #: The lab image's ``trustlab.proxies`` label, read once (:meth:`carried`).
-        self._image_proxies: list[dict[str, str]] | None = None
+        #: Each image's ``trustlab.proxies`` label (None: no such image), read once (:meth:`records`).
+        self._records: dict[str, list[dict[str, str]] | None] = {}
         #: Seconds per step of the last run (network, volume, containers ...), for benchmarks.
         self.timings: dict[str, float] = {}
         #: The labs running now (``check`` runs several, in threads): :meth:`stop` removes them.
@@ -577,10 +579,13 @@ class DockerRuntime:
     runs_installations = True
 
     def installations(self, kind: str) -> list[Installation]:
-        """What the lab image carries of *kind* (its ``trustlab.proxies`` label), the default first;
-        for an older image without that label, its one binary at the version its label records."""
+        """What the lab images carry of *kind* (their ``trustlab.proxies`` labels), the default
+        first: the versions image's when it is built, else the lab image's (what this host has
+        beyond those: :meth:`lacking`). For an older image without that label, its one binary at
+        the version its label records."""
         drv = driver(kind)
-        carried = [i for i in images.image_installations(self.carried()) if i.kind is drv.kind and i.binary]
+        records = self.carried()
+        carried = [i for i in images.image_installations(records) if i.kind is drv.kind and i.binary]
         if carried:
             # The default first: the one at the driver's image path (as on the host).
             return sorted(carried, key=lambda i: i.binary != drv.image_binary)
@@ -589,6 +594,57 @@ class DockerRuntime:
             return []
         tls = f"OpenSSL {versions['openssl']}" if versions.get("openssl") else ""
         return [Installation(drv.kind, versions[kind], drv.image_binary, "image", tls)]
+
+    def lacking(self, kinds: Iterable[str], matches: Callable[[str, str], bool] = lambda k, v: True) -> str:
+        """One line when this host has installations of *kinds* (those ``matches(kind, version)``
+        accepts) that no image here carries: the image that would carry them, what it lacks, the
+        command that builds it (``""`` when nothing is lacking). :func:`harness.runner.plan_targets`
+        asks it when a ``--proxy kind@version`` or ``--all-versions`` run wants more than it has."""
+        carried = {(r.get("kind"), r.get("version")) for r in self.carried()}
+        wanted = set(kinds)
+        _, extras = images.split_plan(images.image_plan())
+        what = [f"{e.kind} {e.version}" for e in extras
+                if e.kind in wanted and matches(e.kind, e.version) and (e.kind, e.version) not in carried]
+        if not what:
+            return ""
+        ref, lab = images.versions_image(), images.lab_image()
+        if self.records(ref) is None:
+            return (
+                f"docker runtime: image {ref} is missing ({lab} lacks {', '.join(what)}); run: {images.VERSIONS_BUILD}"
+            )
+        return f"docker runtime: image {ref} lacks {', '.join(what)}; run: {images.VERSIONS_BUILD}"
+
+    def records(self, ref: str) -> list[dict[str, str]] | None:
+        """Image *ref*'s ``trustlab.proxies`` label (None: no such image), read once."""
+        if ref not in self._records:
+            self._records[ref] = images.carried_by(self.client, ref)
+        return self._records[ref]
+
+    def image_for(self, insts: Any) -> str:
+        """The image a run of *insts* (installations, None for a kind's default) starts: the lab
+        image when it has them all, else the versions image; a :class:`PrerequisiteError` naming
+        the image that is missing or lacks one, what it lacks, and the command that builds it."""
+        lab = images.lab_image()
+        # A kind's default (at its driver's image path) is the lab image's, label or not (an
+        # image built by hand from labs/docker/Dockerfile has none).
+        need = [
+            i for i in insts if i is not None and not (i.source == "image" and i.binary == driver(i.kind).image_binary)
+        ]
+        if all(images.carries(self.records(lab) or [], i) for i in need):
+            return lab
+        ref = images.versions_image()
+        records = self.records(ref)
+        lacking = [i for i in need if records is None or not images.carries(records, i)]
+        what = ", ".join(dict.fromkeys(f"{i.kind.value} {i.version}" for i in lacking))
+        if records is None:
+            raise PrerequisiteError(
+                f"docker runtime: image {ref} is missing ({lab} lacks {what}); run: {images.VERSIONS_BUILD}"
+            )
+        if lacking:
+            raise PrerequisiteError(
+                f"docker runtime: image {ref} lacks {what}; run: trustlab proxies install, then {images.VERSIONS_BUILD}"
+            )
+        return ref
 
     def run(
         self,
@@ -615,7 +671,10 @@ class DockerRuntime:
         timings = self.timings = {}
         c = self.client
         lab_id = _lab_id(lab_dir)
-        with Lab(c, lab_id, hardened=self.sandbox) as lab, self._running(lab):
+        # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
+        plans = interleaved(self._plans(scenarios, installations))
+        image = self.image_for(p.inst for p in plans)
+        with Lab(c, lab_id, hardened=self.sandbox, image=image) as lab, self._running(lab):
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
@@ -628,8 +687,6 @@ class DockerRuntime:
                 others = [i for o in (pki.others or {}).values() for i in (o.optional or {})]
                 wanted = tuple(dict.fromkeys([*(pki.optional or {}), *others]))
                 pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
-            # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
-            plans = interleaved(self._plans(scenarios, installations))
             cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
             if seed is not None:
                 random.Random(seed).shuffle(cells)
@@ -646,10 +703,11 @@ class DockerRuntime:
         Yields where to reach it: the worker container, where ``curl`` reaches the proxy on its
         loopback and ``/lab/control.sock`` switches the seat's identity.
         """
-        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox) as lab:
+        plans = self._plans([scenario])
+        image = self.image_for(p.inst for p in plans)
+        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox, image=image) as lab:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
-            plans = self._plans([scenario])
             hold = HoldSpec.of(scenario, identity, control=str(IN_LAB / "run" / "control.sock"))
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
@@ -686,6 +744,7 @@ class DockerRuntime:
         """
         t = time.perf_counter()
         timings = self.timings = {}
+        image = self.image_for(p.inst for p in proxies)
         job = Job(
             mode="prepared",
             pki_dir=str(self.lab_path(lab_dir, pki_dir)),
@@ -702,7 +761,7 @@ class DockerRuntime:
             deadline_s=lab_deadline(len(cells)),
         )
         archive = _lab_dir_archive(lab_dir, job)
-        with SoloLab(self.client, _solo_id(lab_dir)) as lab, self._running(lab):
+        with SoloLab(self.client, _solo_id(lab_dir), image=image) as lab, self._running(lab):
             worker = lab.create_solo("check", WORKER_COMMAND, limits=for_proxies(len(proxies)))
             worker.put_archive(str(IN_LAB), archive)
             worker.start()
@@ -887,10 +946,8 @@ class DockerRuntime:
         return Installation(drv.kind, inst.version, images.in_image(drv, inst, self.carried()), "image", inst.tls)
 
     def carried(self) -> list[dict[str, str]]:
-        """Every installation the lab image carries (its ``trustlab.proxies`` label), read once."""
-        if self._image_proxies is None:
-            self._image_proxies = images.image_proxies(self.client)
-        return self._image_proxies
+        """Every installation the lab images carry (the versions image's label, else the lab image's)."""
+        return self.records(images.versions_image()) or self.records(images.lab_image()) or []
 
     def _start_proxy_containers(self, lab: Lab, plans: list[Plan]) -> None:
         def start(p: Plan) -> None:
