@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the plugin loads in every pytest session: import the lab on
     from harness.check import CheckResult
 
 
-RUNTIMES = ("auto", "local", "docker")
+RUNTIMES = ("auto", "local", "docker", "remote")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

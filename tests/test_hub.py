@@ -465,3 +465,166 @@ def test_an_attendee_signs_in_with_a_code_in_a_browser_and_gets_jupyterlab(room:
 
     WebDriverWait(drv, 90).until(lambda d: "00-the-lab.ipynb" in listed(d))
     assert drv.title and "JupyterLab" in drv.title, drv.title
+
+
+# -- the remote runtime: notebooks in an attendee server run their labs on the lab service ------------
+NOTEBOOK_00 = f"{hub.NOTEBOOK_DIR}/00-the-lab.ipynb"
+#: Notebook 00's code cells up to its first run (set-up, doctor, names, identities, prediction, run),
+#: executed in the attendee's server as its kernel would, with the server's own environment.
+RUN_00 = f"""
+import json, time
+nb = json.load(open({NOTEBOOK_00!r}))
+ns = {{}}
+for cell in nb["cells"]:
+    if cell["cell_type"] != "code":
+        continue
+    src = "".join(cell["source"])
+    t0 = time.perf_counter()
+    exec(compile(src, "cell", "exec"), ns)
+    if "run_scenario(" in src:
+        break
+r = ns["r"]
+cells = {{c.identity: [c.outcome.value, c.expected.value if c.expected else None] for c in r.cells}}
+took = time.perf_counter() - t0
+print("RESULT " + json.dumps({{"runtime": r.meta["runtime"], "remote": r.meta["remote"], "cell_s": took, "cells": cells}}))
+"""
+
+
+def _result(out: subprocess.CompletedProcess) -> dict[str, Any]:
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert out.returncode == 0 and line, (out.stdout + out.stderr)[-3000:]
+    return dict(json.loads(line[-1][len("RESULT ") :]))
+
+
+def test_notebook_00_runs_in_an_attendee_server_on_the_lab_service(room: Room, request: pytest.FixtureRequest) -> None:
+    """The attendee's server cannot start a proxy (no socket, no capability: tests above); with the
+    spawner's TRUSTLAB_RUNTIME=remote notebook 00's first cells run nginx/good on the lab service
+    and read real outcomes: the legitimate backend served, every impostor blocked."""
+    from harness.vocab import LEGITIMATE_IDS
+
+    name, ct = next(iter(room.containers.items()))
+    env = _exec(ct, "printenv TRUSTLAB_RUNTIME")
+    assert env.stdout.strip() == "remote", env.stdout + env.stderr
+    t0 = time.perf_counter()
+    data = _result(_exec(ct, "python3 -", stdin=RUN_00, timeout=300))
+    took = time.perf_counter() - t0
+    assert data["runtime"] == "remote" and data["remote"]["runtime"] == "docker", data
+    cells = data["cells"]
+    assert cells["legit"][0] == "served" and len(cells) >= 10, cells
+    impostors = {i: o for i, (o, _) in cells.items() if i not in LEGITIMATE_IDS}
+    assert impostors and all(o == "blocked" for o in impostors.values()), impostors
+    assert all(o == e for o, e in cells.values() if e), cells
+    # The same cell on this host's docker runtime, for the cost of the round trip.
+    from harness import notebook
+
+    t1 = time.perf_counter()
+    local = notebook.run_scenario("nginx/good", runtime="docker")
+    local_s = time.perf_counter() - t1
+    assert {c.identity: c.outcome.value for c in local.cells} == {i: o for i, (o, _) in cells.items()}
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        print(
+            f"\n[hub] notebook 00 run cell for {name}: remote {data['cell_s']:.1f} s "
+            f"(service round trip {data['remote']['round_trip_s']:.1f} s; cells 1-6 with imports {took:.1f} s), "
+            f"docker on the host {local_s:.1f} s"
+        )
+
+
+_RUNS = (
+    "import json, sys\n"
+    "from harness.runtimes import remote\n"
+    "from harness.errors import LabError\n"
+    "try:\n"
+    "    out = remote.call(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else None)\n"
+    "    print('RESULT ' + json.dumps(out))\n"
+    "except LabError as exc:\n"
+    "    print('ERROR ' + str(exc)); sys.exit(2)\n"
+)
+
+
+def _call(ct: str, route: str, body: Any = None, *, timeout: float = 300) -> subprocess.CompletedProcess:
+    args = [route] + ([json.dumps(body)] if body is not None else [])
+    return subprocess.run(
+        ["docker", "exec", "-i", ct, "python3", "-c", _RUNS, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(room: Room) -> None:
+    import threading
+
+    from harness.runtimes.docker import LABEL_ATTENDEE, LABEL_LAB
+
+    (a, ct_a), (b, ct_b) = list(room.containers.items())[:2]
+    c = images.client()
+    done: dict[str, subprocess.CompletedProcess] = {}
+    runner = threading.Thread(
+        target=lambda: done.setdefault(
+            "a", _call(ct_a, "run", {"scenarios": ["nginx/good", "haproxy/good", "nginx/verify-off"]})
+        )
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        mine: list[Any] = []
+        while not mine and time.monotonic() < deadline:
+            mine = c.containers.list(filters={"label": f"{LABEL_ATTENDEE}={a}"})
+            time.sleep(0.2)
+        assert mine, "A's lab never appeared with A's label"
+        lab = mine[0].labels[LABEL_LAB]
+        seen_b = _result(_call(ct_b, "runs"))
+        assert seen_b == {"attendee": b, "labs": []}, seen_b
+        refused = _call(ct_b, "stop", {"lab": lab})
+        assert refused.returncode == 2 and refused.stdout.strip() == (
+            f"ERROR lab service: no running lab {lab!r} of yours (GET runs lists yours)"
+        ), refused.stdout + refused.stderr
+        assert c.containers.list(filters={"label": f"{LABEL_LAB}={lab}"}), "B's stop removed A's lab"
+        seen_a = _result(_call(ct_a, "runs"))
+        assert lab in {x["lab"] for x in seen_a["labs"]}, seen_a
+        # One lab at a time per attendee: A's second run is refused while the first runs.
+        second = _call(ct_a, "run", {"scenarios": ["nginx/good"]})
+        assert second.returncode == 2 and "already have 1 lab running" in second.stdout, second.stdout
+    finally:
+        runner.join(300)
+    out = _result(done["a"])
+    assert {x["scenario"] for x in out["cells"]} == {"nginx/good", "haproxy/good", "nginx/verify-off"}
+    assert not c.containers.list(all=True, filters={"label": f"{LABEL_ATTENDEE}={a}"})
+
+
+def test_a_wrong_input_to_the_lab_service_gets_one_clear_line(room: Room) -> None:
+    """Data only, checked before anything runs: an unknown id, a path on the service's host, an
+    unknown identity, a run too large, a body of the wrong shape: one line each, nothing started."""
+    from harness.runtimes.remote import MAX_CELLS
+
+    ct = next(iter(room.containers.values()))
+    for body, want in (
+        ({"scenarios": ["nginx/nope"]}, "'nginx/nope' is not a built-in scenario id; try one of: "),
+        ({"scenarios": ["/etc/passwd"]}, "'/etc/passwd' is not a built-in scenario id"),
+        ({"scenarios": ["../scenarios/nginx/good.toml"]}, "is not a built-in scenario id"),
+        (
+            {"scenarios": ["nginx/good"], "identities": ["legit", "nobody"]},
+            "identity 'nobody' is unknown; known: legit",
+        ),
+        ({"scenarios": "nginx/good"}, 'the body must be {"scenarios": ["nginx/good", ...]}'),
+        ({"code": "import os"}, 'the body must be {"scenarios"'),
+    ):
+        out = _call(ct, "run", body, timeout=60)
+        lines = out.stdout.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"ERROR lab service: {want}"), (
+            body,
+            out.stdout + out.stderr,
+        )
+    from harness import scenarios
+
+    every = sorted(scenarios.builtin())
+    out = _call(ct, "run", {"scenarios": every}, timeout=60)
+    assert out.returncode == 2 and f"the lab service runs at most {MAX_CELLS} per request" in out.stdout, out.stdout
+    # The notebook's own helper: the same line, as a LabError, not a traceback of the service.
+    nb = _exec(
+        ct,
+        "python3 -c \"import harness; harness.run_scenario('nginx/good', runtime='remote', identities=['nobody'])\"",
+        timeout=60,
+    )
+    assert nb.returncode == 1 and nb.stderr.strip().splitlines()[-1] == (
+        "harness.errors.LabError: lab service: identity 'nobody' is unknown; known: "
+        + ", ".join(__import__("harness.vocab", fromlist=["x"]).ALL_IDENTITY_IDS)
+    ), nb.stderr

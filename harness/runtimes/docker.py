@@ -82,6 +82,8 @@ from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
+#: The classroom attendee a lab runs for (set by the lab service, harness.hub.grader).
+LABEL_ATTENDEE = "trustlab.attendee"
 LABEL_ROLE = "trustlab.role"
 SUBNET_POOL = ipaddress.ip_network("10.204.0.0/16")
 SEAT_HOST = 10
@@ -289,12 +291,13 @@ def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[An
 class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
-    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True) -> None:
+    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True, labels: dict[str, str] | None = None) -> None:
         self.c = c
         self.id = lab_id
         #: False only in the payload tests, to show what a payload does in a default container.
         self.hardened = hardened
-        self.labels = {LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
+        # *labels*: the classroom's lab service names the attendee a lab runs for (LABEL_ATTENDEE).
+        self.labels = {**(labels or {}), LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
         self.network: Any = None
         self.volume: Any = None
         self.containers: list[Any] = []
@@ -519,13 +522,17 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, *, layout: str = DEFAULT_LAYOUT, sandbox: bool = True) -> None:
+    def __init__(
+        self, *, layout: str = DEFAULT_LAYOUT, sandbox: bool = True, labels: dict[str, str] | None = None
+    ) -> None:
         if layout not in LAYOUTS:
             raise LabError(f"docker layout: {layout!r} is unknown; choose {', '.join(LAYOUTS)}")
         self.layout = layout
         #: False: the payload tests' opt-out (root, default capabilities, writable root); never
         #: offered on the command line.
         self.sandbox = sandbox
+        #: Labels every lab of this runtime carries beside its own (the lab service's attendee).
+        self.labels = dict(labels or {})
         self._client: Any = None
         #: The lab image's ``trustlab.proxies`` label, read once (:meth:`carried`).
         self._image_proxies: list[dict[str, str]] | None = None
@@ -615,7 +622,7 @@ class DockerRuntime:
         timings = self.timings = {}
         c = self.client
         lab_id = _lab_id(lab_dir)
-        with Lab(c, lab_id, hardened=self.sandbox) as lab, self._running(lab):
+        with Lab(c, lab_id, hardened=self.sandbox, labels=self.labels) as lab, self._running(lab):
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
@@ -646,7 +653,7 @@ class DockerRuntime:
         Yields where to reach it: the worker container, where ``curl`` reaches the proxy on its
         loopback and ``/lab/control.sock`` switches the seat's identity.
         """
-        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox) as lab:
+        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox, labels=self.labels) as lab:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
             plans = self._plans([scenario])
@@ -702,7 +709,7 @@ class DockerRuntime:
             deadline_s=lab_deadline(len(cells)),
         )
         archive = _lab_dir_archive(lab_dir, job)
-        with SoloLab(self.client, _solo_id(lab_dir)) as lab, self._running(lab):
+        with SoloLab(self.client, _solo_id(lab_dir), labels=self.labels) as lab, self._running(lab):
             worker = lab.create_solo("check", WORKER_COMMAND, limits=for_proxies(len(proxies)))
             worker.put_archive(str(IN_LAB), archive)
             worker.start()
