@@ -486,7 +486,8 @@ for cell in nb["cells"]:
 r = ns["r"]
 cells = {{c.identity: [c.outcome.value, c.expected.value if c.expected else None] for c in r.cells}}
 took = time.perf_counter() - t0
-print("RESULT " + json.dumps({{"runtime": r.meta["runtime"], "remote": r.meta["remote"], "cell_s": took, "cells": cells}}))
+meta = {{"runtime": r.meta["runtime"], "remote": r.meta["remote"]}}
+print("RESULT " + json.dumps({{**meta, "cell_s": took, "cells": cells}}))
 """
 
 
@@ -512,7 +513,9 @@ def test_notebook_00_runs_in_an_attendee_server_on_the_lab_service(room: Room, r
     cells = data["cells"]
     assert cells["legit"][0] == "served" and len(cells) >= 10, cells
     impostors = {i: o for i, (o, _) in cells.items() if i not in LEGITIMATE_IDS}
-    assert impostors and all(o == "blocked" for o in impostors.values()), impostors
+    # Real verdicts, as notebook 00 shows locally: most impostors blocked, the same-CA sibling
+    # (a certificate for another name from the internal CA) per the scenario's expectation.
+    assert impostors["rogue-ca"] == "blocked" and set(impostors.values()) <= {"blocked", "spoofed"}, impostors
     assert all(o == e for o, e in cells.values() if e), cells
     # The same cell on this host's docker runtime, for the cost of the round trip.
     from harness import notebook
@@ -628,3 +631,46 @@ def test_a_wrong_input_to_the_lab_service_gets_one_clear_line(room: Room) -> Non
         "harness.errors.LabError: lab service: identity 'nobody' is unknown; known: "
         + ", ".join(__import__("harness.vocab", fromlist=["x"]).ALL_IDENTITY_IDS)
     ), nb.stderr
+
+
+def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room, hub_browser: Any) -> None:
+    """Signed in (the test above), the attendee opens notebook 00 in JupyterLab, runs its cells
+    up to the first run with Shift+Enter, and reads the outcome grid the lab service returned."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    name = list(room.codes)[-1]
+    drv = hub_browser
+    if f"/user/{name}/" not in drv.current_url:
+        pytest.skip("needs the sign-in of the test above")
+    drv.get(f"{room.settings.url}/user/{name}/lab/tree/00-the-lab.ipynb")
+    WebDriverWait(drv, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
+    WebDriverWait(drv, 60).until(
+        lambda d: "Idle" in (d.find_element(By.CSS_SELECTOR, "body").get_attribute("textContent") or "")
+    )
+    first = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0]
+    first.click()
+    ActionChains(drv).send_keys(Keys.ESCAPE).perform()
+    cells = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
+    sources = [c.get_attribute("textContent") or "" for c in cells]
+    upto = next(n for n, src in enumerate(sources) if 'run_scenario("nginx/good"' in src)
+    for _ in range(upto + 1):
+        ActionChains(drv).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+        time.sleep(0.3)
+
+    def outputs(d: Any) -> str:
+        return "\n".join(
+            e.get_attribute("textContent") or "" for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
+        )
+
+    WebDriverWait(drv, 240).until(lambda d: "on the remote runtime" in outputs(d) or "Error" in outputs(d))
+    text = outputs(drv)
+    assert "runtime: remote (TRUSTLAB_RUNTIME=remote" in text, text[-2000:]
+    assert "on the remote runtime" in text and "Error" not in text, text[-2000:]
+    # The grid the run displays: the legit row served, impostors blocked (labels from harness.report).
+    grid = drv.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output table")
+    assert grid, text[-2000:]
+    cells_text = grid[-1].get_attribute("textContent") or ""
+    assert "served" in cells_text and "blocked" in cells_text, cells_text[:2000]
