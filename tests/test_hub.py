@@ -463,7 +463,11 @@ def test_an_attendee_signs_in_with_a_code_in_a_browser_and_gets_jupyterlab(room:
             for e in d.find_elements(By.CSS_SELECTOR, ".jp-DirListing-itemText")
         }
 
-    WebDriverWait(drv, 90).until(lambda d: "00-the-lab.ipynb" in listed(d))
+    try:
+        WebDriverWait(drv, 90).until(lambda d: "00-the-lab.ipynb" in listed(d))
+    except Exception:
+        drv.save_screenshot("/tmp/remote_img/signin.png")
+        raise AssertionError(f"no notebook listed at {drv.current_url}: {listed(drv)}; {drv.title}") from None
     assert drv.title and "JupyterLab" in drv.title, drv.title
 
 
@@ -602,7 +606,10 @@ def test_a_wrong_input_to_the_lab_service_gets_one_clear_line(room: Room) -> Non
     for body, want in (
         ({"scenarios": ["nginx/nope"]}, "'nginx/nope' is not a built-in scenario id; try one of: "),
         ({"scenarios": ["/etc/passwd"]}, "'/etc/passwd' is not a built-in scenario id"),
-        ({"scenarios": ["../scenarios/nginx/good.toml"]}, "is not a built-in scenario id"),
+        (
+            {"scenarios": ["../scenarios/nginx/good.toml"]},
+            "'../scenarios/nginx/good.toml' is not a built-in scenario id",
+        ),
         (
             {"scenarios": ["nginx/good"], "identities": ["legit", "nobody"]},
             "identity 'nobody' is unknown; known: legit",
@@ -650,6 +657,9 @@ def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room
     WebDriverWait(drv, 60).until(
         lambda d: "Idle" in (d.find_element(By.CSS_SELECTOR, "body").get_attribute("textContent") or "")
     )
+    WebDriverWait(drv, 90).until(
+        lambda d: not [e for e in d.find_elements(By.CSS_SELECTOR, ".jp-Spinner") if e.is_displayed()]
+    )
     first = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0]
     first.click()
     ActionChains(drv).send_keys(Keys.ESCAPE).perform()
@@ -665,7 +675,11 @@ def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room
             e.get_attribute("textContent") or "" for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
         )
 
-    WebDriverWait(drv, 240).until(lambda d: "on the remote runtime" in outputs(d) or "Error" in outputs(d))
+    try:
+        WebDriverWait(drv, 240).until(lambda d: "on the remote runtime" in outputs(d) or "Error" in outputs(d))
+    except Exception:
+        drv.save_screenshot("/tmp/remote_img/notebook.png")
+        raise AssertionError(f"no run output at {drv.current_url}: {outputs(drv)[-1500:]}") from None
     text = outputs(drv)
     assert "runtime: remote (TRUSTLAB_RUNTIME=remote" in text, text[-2000:]
     assert "on the remote runtime" in text and "Error" not in text, text[-2000:]
