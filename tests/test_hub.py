@@ -521,6 +521,9 @@ def test_notebook_00_runs_in_an_attendee_server_on_the_lab_service(room: Room, r
     # (a certificate for another name from the internal CA) per the scenario's expectation.
     assert impostors["rogue-ca"] == "blocked" and set(impostors.values()) <= {"blocked", "spoofed"}, impostors
     assert all(o == e for o, e in cells.values() if e), cells
+    # The CLI in the attendee's terminal: the same run through the same service.
+    cli = _exec(ct, "trustlab run nginx/good --runtime remote --identity legit,rogue-ca --wide", timeout=300)
+    assert cli.returncode == 0 and "served" in cli.stdout and "blocked" in cli.stdout, cli.stdout + cli.stderr
     # The same cell on this host's docker runtime, for the cost of the round trip.
     from harness import notebook
 
@@ -557,18 +560,19 @@ def _call(ct: str, route: str, body: Any = None, *, timeout: float = 300) -> sub
 
 
 def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(room: Room) -> None:
+    """A's run (a dozen scenarios, so it is still running while B looks): every lab object carries
+    A's name; B's `runs` does not list it and B's `stop` is refused and removes nothing; A's lists
+    it; A's second run is refused while the first runs (one lab at a time per attendee)."""
     import threading
 
+    from harness import scenarios
     from harness.runtimes.docker import LABEL_ATTENDEE, LABEL_LAB
 
     (a, ct_a), (b, ct_b) = list(room.containers.items())[:2]
     c = images.client()
+    many = [k for k in scenarios.builtin() if k.startswith(("haproxy/", "nginx/"))][:12]
     done: dict[str, subprocess.CompletedProcess] = {}
-    runner = threading.Thread(
-        target=lambda: done.setdefault(
-            "a", _call(ct_a, "run", {"scenarios": ["nginx/good", "haproxy/good", "nginx/verify-off"]})
-        )
-    )
+    runner = threading.Thread(target=lambda: done.setdefault("a", _call(ct_a, "run", {"scenarios": many})))
     runner.start()
     try:
         deadline = time.monotonic() + 120
@@ -578,6 +582,13 @@ def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(ro
             time.sleep(0.2)
         assert mine, "A's lab never appeared with A's label"
         lab = mine[0].labels[LABEL_LAB]
+        # One lab at a time per attendee: A's second run is refused while the first runs.
+        second = _call(ct_a, "run", {"scenarios": ["nginx/good"]})
+        assert second.returncode == 2 and second.stdout.strip() == (
+            "ERROR lab service: you already have 1 lab running on the lab service; wait for it to finish"
+        ), second.stdout + second.stderr
+        seen_a = _result(_call(ct_a, "runs"))
+        assert lab in {x["lab"] for x in seen_a["labs"]}, seen_a
         seen_b = _result(_call(ct_b, "runs"))
         assert seen_b == {"attendee": b, "labs": []}, seen_b
         refused = _call(ct_b, "stop", {"lab": lab})
@@ -585,15 +596,13 @@ def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(ro
             f"ERROR lab service: no running lab {lab!r} of yours (GET runs lists yours)"
         ), refused.stdout + refused.stderr
         assert c.containers.list(filters={"label": f"{LABEL_LAB}={lab}"}), "B's stop removed A's lab"
-        seen_a = _result(_call(ct_a, "runs"))
-        assert lab in {x["lab"] for x in seen_a["labs"]}, seen_a
-        # One lab at a time per attendee: A's second run is refused while the first runs.
-        second = _call(ct_a, "run", {"scenarios": ["nginx/good"]})
-        assert second.returncode == 2 and "already have 1 lab running" in second.stdout, second.stdout
+        assert all(
+            ct.labels.get(LABEL_ATTENDEE) == a for ct in c.containers.list(filters={"label": f"{LABEL_LAB}={lab}"})
+        )
     finally:
-        runner.join(300)
+        runner.join(600)
     out = _result(done["a"])
-    assert {x["scenario"] for x in out["cells"]} == {"nginx/good", "haproxy/good", "nginx/verify-off"}
+    assert {x["scenario"] for x in out["cells"]} == set(many)
     assert not c.containers.list(all=True, filters={"label": f"{LABEL_ATTENDEE}={a}"})
 
 
@@ -628,6 +637,11 @@ def test_a_wrong_input_to_the_lab_service_gets_one_clear_line(room: Room) -> Non
     every = sorted(scenarios.builtin())
     out = _call(ct, "run", {"scenarios": every}, timeout=60)
     assert out.returncode == 2 and f"the lab service runs at most {MAX_CELLS} per request" in out.stdout, out.stdout
+    # The CLI: exit 2, one line, no traceback (the full matrix is more than one request runs).
+    out = _exec(ct, "trustlab matrix --runtime remote", timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stdout + out.stderr
+    assert lines[0].startswith("trustlab: error: lab service: ") and f"at most {MAX_CELLS} per request" in lines[0]
     # The notebook's own helper: the same line, as a LabError, not a traceback of the service.
     nb = _exec(
         ct,
