@@ -407,8 +407,9 @@ def _run_remote(
             raise LabError(f"{sc.id}: the remote runtime runs built-in scenarios only (trustlab matrix --list), "
                            "not a scenario file")
     results = remote.run([s.id for s in scenarios], identities=identities)
-    for cell in results.cells if on_cell else ():
-        on_cell(cell)  # type: ignore[misc]
+    if on_cell:
+        for cell in results.cells:  # all at once: the service answers when the run is over
+            on_cell(cell)
     return results
 
 
