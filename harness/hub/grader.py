@@ -56,6 +56,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
+from tornado.log import app_log
 
 from harness import hub
 from harness.errors import LabError
@@ -372,6 +373,10 @@ class Run(_Base):
             results = await loop.run_in_executor(self.app.lab_pool, self.app.run_lab, who, chosen, idents)
         except LabError as exc:
             self.send(400, {"error": str(exc)})
+            return
+        except Exception as exc:  # noqa: BLE001 - the attendee gets one line, the log the traceback
+            app_log.exception("lab run for %s failed", who)
+            self.send(500, {"error": f"the lab failed on the service ({type(exc).__name__}); tell your instructor"})
             return
         finally:
             self.app.release(who)
