@@ -657,6 +657,7 @@ def test_a_wrong_input_to_the_lab_service_gets_one_clear_line(room: Room) -> Non
 def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room, hub_browser: Any) -> None:
     """Signed in (the test above), the attendee opens notebook 00 in JupyterLab, runs its cells
     up to the first run with Shift+Enter, and reads the outcome grid the lab service returned."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -667,15 +668,22 @@ def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room
     if f"/user/{name}/" not in drv.current_url:
         pytest.skip("needs the sign-in of the test above")
     drv.get(f"{room.settings.url}/user/{name}/lab/tree/00-the-lab.ipynb")
-    WebDriverWait(drv, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))
-    WebDriverWait(drv, 60).until(
+
+    def click_first_cell(d: Any) -> bool:
+        # JupyterLab re-renders while it loads (a spinner over the page, cells replaced): retry.
+        try:
+            cells = d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
+            if not cells:
+                return False
+            cells[0].click()
+            return True
+        except WebDriverException:
+            return False
+
+    WebDriverWait(drv, 180).until(click_first_cell)
+    WebDriverWait(drv, 120).until(
         lambda d: "Idle" in (d.find_element(By.CSS_SELECTOR, "body").get_attribute("textContent") or "")
     )
-    WebDriverWait(drv, 90).until(
-        lambda d: not [e for e in d.find_elements(By.CSS_SELECTOR, ".jp-Spinner") if e.is_displayed()]
-    )
-    first = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0]
-    first.click()
     ActionChains(drv).send_keys(Keys.ESCAPE).perform()
     cells = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
     sources = [c.get_attribute("textContent") or "" for c in cells]
