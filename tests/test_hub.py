@@ -688,9 +688,22 @@ def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room
     cells = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
     sources = [c.get_attribute("textContent") or "" for c in cells]
     upto = next(n for n, src in enumerate(sources) if 'run_scenario("nginx/good"' in src)
-    for _ in range(upto + 1):
-        ActionChains(drv).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
-        time.sleep(0.3)
+
+    def active(d: Any) -> int:
+        classes = [c.get_attribute("class") or "" for c in d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")]
+        return next((n for n, cls in enumerate(classes) if "jp-mod-active" in cls.split()), -1)
+
+    # Shift+Enter once per cell, each after the previous one moved on: under load a run of quick
+    # presses stopped three cells short (seen once, on a markdown cell not yet rendered); pressed
+    # again, a set-up cell re-runs, which is harmless.
+    for n in range(upto + 1):
+        for _ in range(4):
+            ActionChains(drv).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+            try:
+                WebDriverWait(drv, 15).until(lambda d, n=n: active(d) > n)
+                break
+            except Exception:  # noqa: BLE001 - not moved on yet: press again
+                continue
 
     def outputs(d: Any) -> str:
         return "\n".join(
@@ -698,7 +711,7 @@ def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room
         )
 
     try:
-        WebDriverWait(drv, 240).until(lambda d: "on the remote runtime" in outputs(d) or "Error" in outputs(d))
+        WebDriverWait(drv, 300).until(lambda d: "on the remote runtime" in outputs(d) or "Error" in outputs(d))
     except Exception:
         drv.save_screenshot("/tmp/remote_img/notebook.png")
         raise AssertionError(f"no run output at {drv.current_url}: {outputs(drv)[-1500:]}") from None
