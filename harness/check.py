@@ -772,6 +772,9 @@ def pick_runtime(runtime: str) -> Any:
 
     if runtime == "auto":
         runtime, _ = resolve_auto()
+    if runtime == "remote":
+        raise ConfigError("the remote runtime runs scenarios only (run_scenario, trustlab run/matrix); in a "
+                          "classroom server, `trustlab challenge check` sends a config to the grader")
     if runtime not in ("local", "docker"):
         raise ConfigError(f"runtime {runtime!r} is unknown; choose local, docker or auto")
     return get_runtime(runtime)

@@ -677,8 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "when it cannot tell)")
 
     def runtime_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
-                        help="where the proxies run (default: auto = docker when ready, else local)")
+        sp.add_argument("--runtime", choices=("auto", "local", "docker", "remote"), default="auto",
+                        help="where the proxies run (default: auto = docker when ready, else local; remote = "
+                        "the classroom's lab service, in a classroom server)")
         sp.add_argument("--identity", help="comma-separated identities (default: all)")
         sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
 

@@ -19,8 +19,10 @@ def diagnose(say: Callable[[str], None]) -> int:
     say("trustlab doctor")
     lock = lockfile.digest()
     drifted = lockfile.drift()
-    say(f"python dependencies: {lockfile.LOCK_NAME} {lock or 'absent'}"
-        + (f", {len(drifted)} installed at another version (make venv reinstalls the lock)" if drifted else ""))
+    say(
+        f"python dependencies: {lockfile.LOCK_NAME} {lock or 'absent'}"
+        + (f", {len(drifted)} installed at another version (make venv reinstalls the lock)" if drifted else "")
+    )
     for line in drifted[:10]:
         say(f"  --    {line}")
     say("")
@@ -42,7 +44,10 @@ def diagnose(say: Callable[[str], None]) -> int:
             ok_local = ok_local and not strict
             say(f"  {'MISSING' if strict else '--   '} {what}: {fix}")
     for tool, pkg in (
-        ("unshare", "util-linux"), ("ip", "iproute2"), ("bwrap", "bubblewrap"), ("setpriv", "util-linux"),
+        ("unshare", "util-linux"),
+        ("ip", "iproute2"),
+        ("bwrap", "bubblewrap"),
+        ("setpriv", "util-linux"),
         ("openssl", "openssl"),
     ):
         if shutil.which(tool):
@@ -94,6 +99,20 @@ def diagnose(say: Callable[[str], None]) -> int:
         except Exception as exc:  # noqa: BLE001 - report, do not crash
             say(f"  NO    docker: {exc}")
 
+    ok_remote = False
+    if os.environ.get("TRUSTLAB_RUNTIME", "").strip().lower() == "remote":
+        from harness.errors import LabError
+        from harness.runtimes import remote
+
+        say("")
+        say("remote runtime (TRUSTLAB_RUNTIME=remote: the classroom's lab service)")
+        try:
+            remote.RemoteRuntime().preflight(set())
+            ok_remote = True
+            say(f"  ok    lab service at {remote.endpoint()[0]}")
+        except LabError as exc:
+            say(f"  NO    {exc}")
+
     stale = stale_labs()
     say("")
     if stale:
@@ -102,8 +121,8 @@ def diagnose(say: Callable[[str], None]) -> int:
     else:
         say("no stale labs")
     say("")
-    if ok_local or ok_docker:
-        which = " and ".join(n for n, ok in (("local", ok_local), ("docker", ok_docker)) if ok)
+    if ok_local or ok_docker or ok_remote:
+        which = " and ".join(n for n, ok in (("local", ok_local), ("docker", ok_docker), ("remote", ok_remote)) if ok)
         say(f"ready: the {which} runtime can run every proxy. Next: trustlab matrix")
         return 0
     who = "root" if _process.is_root() else "this user"

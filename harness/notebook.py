@@ -114,10 +114,12 @@ RUNTIME_ENV = "TRUSTLAB_RUNTIME"
 
 
 def choose_runtime(*, say: Callable[[str], None] | None = print) -> str:
-    """The runtime the notebooks run on: ``local`` or ``docker``, chosen as the CLI's default does.
+    """The runtime the notebooks run on: ``local``, ``docker`` or ``remote``, chosen as the CLI's default does.
 
     ``auto`` (the default) picks docker when a daemon answers and the lab image is built, else
-    local; ``TRUSTLAB_RUNTIME=local|docker`` overrides it. *say* (default ``print``) is told
+    local; ``TRUSTLAB_RUNTIME=local|docker`` overrides it; ``remote`` (set by the classroom
+    server's spawner) sends each run to the classroom's lab service
+    (:mod:`harness.runtimes.remote`). *say* (default ``print``) is told
     which runtime was chosen and why.
     """
     wanted = os.environ.get(RUNTIME_ENV, "").strip().lower() or "auto"
@@ -125,8 +127,14 @@ def choose_runtime(*, say: Callable[[str], None] | None = print) -> str:
         chosen, why = runner.resolve_auto()
     elif wanted in ("local", "docker"):
         chosen, why = wanted, f"{RUNTIME_ENV}={wanted}"
+    elif wanted == "remote":
+        from harness.runtimes import remote
+
+        chosen, why = wanted, f"{RUNTIME_ENV}=remote: the classroom's lab service at {remote.endpoint()[0]}"
     else:
-        raise LabError(f"{RUNTIME_ENV}={wanted!r} is unknown; set it to local, docker or auto (or unset it)")
+        raise LabError(
+            f"{RUNTIME_ENV}={wanted!r} is unknown; set it to local, docker, remote or auto (or unset it)"
+        )
     if say:
         say(f"runtime: {chosen} ({why})")
     return chosen

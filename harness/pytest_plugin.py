@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the plugin loads in every pytest session: import the lab on
     from harness.check import CheckResult
 
 
-RUNTIMES = ("auto", "local", "docker")
+RUNTIMES = ("auto", "local", "docker", "remote")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,6 +84,12 @@ class TrustLab:
 
     def require(self, proxy: str, runtime: str | None = None) -> None:
         chosen = self.runtime(runtime)
+        if chosen == "remote":
+            # The classroom's lab service runs built-in scenarios only, never a config file.
+            self._ready[proxy, chosen] = (
+                "trustlab_check runs your config file, which the remote runtime (a classroom server's lab "
+                "service) does not run; set TRUSTLAB_RUNTIME=local or docker"
+            )
         if (proxy, chosen) not in self._ready:
             from harness.errors import PrerequisiteError
             from harness.runner import get_runtime

@@ -164,7 +164,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def get_runtime(name: str) -> Any:
-    """The runtime object for ``local`` or ``docker`` (``auto`` is resolved by the caller)."""
+    """The runtime object for ``local``, ``docker`` or ``remote`` (the classroom's lab service;
+    ``auto`` is resolved by the caller)."""
+    if name == "remote":
+        from harness.runtimes.remote import RemoteRuntime
+
+        return RemoteRuntime()
     if name == "local":
         from harness.runtimes.local import LocalRuntime
 
@@ -173,7 +178,7 @@ def get_runtime(name: str) -> Any:
         from harness.runtimes.docker import DockerRuntime
 
         return DockerRuntime()
-    raise LabError(f"--runtime: {name!r} is unknown; choose local, docker or auto")
+    raise LabError(f"--runtime: {name!r} is unknown; choose local, docker, remote or auto")
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,9 @@ def run(
     """
     if not scenarios:
         raise LabError("no scenarios selected")
+    if runtime == "remote":
+        return _run_remote(scenarios, identities=identities, selectors=selectors, all_versions=all_versions,
+                           keep=keep, on_cell=on_cell)
     # An explicit identity list applies to every scenario; by default each scenario also runs
     # the optional identities it lists in [expected] (legit-deep).
     identities_given = bool(identities)
@@ -385,6 +393,37 @@ def run(
         "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
     }
     return Results(meta=meta, cells=cells)
+
+
+def _run_remote(
+    scenarios: list[Scenario],
+    *,
+    identities: tuple[str, ...] | None,
+    selectors: list[Selector] | None,
+    all_versions: bool,
+    keep: bool,
+    on_cell: Callable[[Cell], None] | None,
+) -> Results:
+    """:func:`run` on the classroom's lab service: built-in scenario ids and identity ids go
+    there (data, never a scenario file); the cells come back."""
+    from harness import scenarios as _scenarios
+    from harness.runtimes import remote
+
+    if selectors or all_versions:
+        raise LabError("the remote runtime runs each scenario on the lab service's default proxy version; "
+                       "drop --proxy KIND@VERSION / --all-versions")
+    if keep:
+        raise LabError("--keep: the remote runtime's lab directory is on the lab service; drop --keep")
+    known = _scenarios.builtin()
+    for sc in scenarios:
+        if known.get(sc.id) is None or sc.path != known[sc.id].path:
+            raise LabError(f"{sc.id}: the remote runtime runs built-in scenarios only (trustlab matrix --list), "
+                           "not a scenario file")
+    results = remote.run([s.id for s in scenarios], identities=identities)
+    if on_cell:
+        for cell in results.cells:  # all at once: the service answers when the run is over
+            on_cell(cell)
+    return results
 
 
 def _version_key(version: str | None) -> tuple[int, ...]:

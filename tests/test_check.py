@@ -284,6 +284,27 @@ def test_plugin_example_runs(each_runtime: str) -> None:
     assert "2 passed" in proc.stdout
 
 
+def test_plugin_on_the_remote_runtime_skips_with_one_reason() -> None:
+    """TRUSTLAB_RUNTIME=remote (a classroom server): the lab service runs no config file, so each
+    check is skipped with the reason, and fails with it under TRUSTLAB_REQUIRE=1; nothing runs."""
+    registered = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
+    plugin = [] if registered else ["-p", "harness.pytest_plugin"]
+    for require, want in (("", "2 skipped"), ("1", "2 failed")):
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "TRUSTLAB_RUNTIME": "remote",
+            "TRUSTLAB_REQUIRE": require,
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *plugin, "-q", "-rs", "-p", "no:cacheprovider",
+             str(ROOT / "examples" / "guard-your-config")],
+            capture_output=True, text=True, timeout=120, env=env, cwd=ROOT / "examples" / "guard-your-config",
+        )
+        assert want in proc.stdout, proc.stdout + proc.stderr
+        assert "which the remote runtime (a classroom server's lab service) does not run" in proc.stdout
+
+
 def test_ssl_name_host_strips_a_port_as_nginx_does() -> None:
     from harness.configs.nginx import ssl_name_host
 

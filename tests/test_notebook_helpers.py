@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 import pytest
 from _synthetic import synthetic
@@ -57,8 +59,10 @@ def test_the_picture_has_alt_text_labels_dividers_and_only_shown_outcomes() -> N
     from harness.scenarios import resolve
     from harness.vocab import IDENTITY_IDS
 
-    run = sum(len(IDENTITY_IDS) + len(resolve(s).optional_identities)
-              for s in ("apache/seed-recipe", "apache/good", "nginx/good"))
+    run = sum(
+        len(IDENTITY_IDS) + len(resolve(s).optional_identities)
+        for s in ("apache/seed-recipe", "apache/good", "nginx/good")
+    )
     cell_labels = [t for t in labels if t.rstrip("!") in {*LABEL.values(), OUTAGE_LABEL}]
     assert len(cell_labels) == run == 36
     assert {"legitimate", "impostors", "nginx", "apache"} <= set(labels)
@@ -118,5 +122,43 @@ def test_choose_runtime_auto_is_the_clis_auto(monkeypatch: pytest.MonkeyPatch) -
 
 def test_choose_runtime_refuses_an_unknown_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRUSTLAB_RUNTIME", "podman")
-    with pytest.raises(harness.LabError, match="TRUSTLAB_RUNTIME='podman' is unknown; set it to local, docker or auto"):
+    with pytest.raises(
+        harness.LabError, match="TRUSTLAB_RUNTIME='podman' is unknown; set it to local, docker, remote or auto"
+    ):
         harness.choose_runtime()
+
+
+def test_the_remote_runtime_outside_a_classroom_server_says_what_it_needs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """TRUSTLAB_RUNTIME=remote with no lab service: one line naming the variables, no run."""
+    monkeypatch.setenv("TRUSTLAB_RUNTIME", "remote")
+    for var in ("TRUSTLAB_GRADER_URL", "TRUSTLAB_GRADER_TOKEN", "JUPYTERHUB_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(
+        harness.LabError, match="^the remote runtime needs TRUSTLAB_GRADER_URL and TRUSTLAB_GRADER_TOKEN"
+    ):
+        harness.choose_runtime()
+    # A service that is not there: the run says so in one line (a closed loopback port).
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("TRUSTLAB_GRADER_URL", f"http://127.0.0.1:{port}/services/grader")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    with pytest.raises(
+        harness.LabError, match=f"^lab service at http://127.0.0.1:{port}/services/grader: cannot reach it"
+    ):
+        harness.run_scenario("nginx/good", runtime="remote")
+    # A scenario file is not sent: only built-in ids cross.
+    with pytest.raises(harness.LabError, match="the remote runtime runs built-in scenarios only"):
+        copy = tmp_path / "good.toml"
+        copy.write_text(_scenario_file().read_text())
+        harness.run_scenario(str(copy), runtime="remote")
+
+
+def _scenario_file() -> Path:
+    from harness import scenarios
+
+    return Path(scenarios.builtin()["nginx/good"].path)

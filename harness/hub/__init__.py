@@ -11,17 +11,22 @@ What runs where::
                                          ├─> attendee servers (containers, network trustlab-hub-ID)
                                          └─> grader service (GATEWAY:svc_port, /services/grader/)
     attendee server ──(its JUPYTERHUB_API_TOKEN)──> grader: POST /services/grader/grade
+                                                    └─> grader: POST /services/grader/run (its notebooks' labs)
 
 Design (issue 22 item 2, option a): attendee servers run with no docker socket, no privilege and
 every capability dropped; they cannot run labs themselves. The grader, a JupyterHub *service*
 started by the hub on the host, grades ``trustlab challenge check`` attempts on the real proxies
 (docker runtime by default: today's hardened lab containers), records attempts, hints and solves
-per attendee in ``grader.sqlite`` and alone holds the flag secret. Attendee containers share one
-docker network whose inter-container traffic is switched off (``enable_icc=false``): each reaches
-the hub and the grader on the gateway, never another attendee's server. Why not option (b), the
-local runtime inside each attendee server under a seccomp profile: it needs user namespaces in the
-container (``unshare``/``clone`` with CLONE_NEWUSER|NEWNET), i.e. the kernel's largest attack
-surface handed to every attendee, and the flag secret would still need a server to grade.
+per attendee in ``grader.sqlite`` and alone holds the flag secret. The same service runs the
+attendees' notebook labs: the spawner sets ``TRUSTLAB_RUNTIME=remote``, and each
+``run_scenario``/``run_matrix`` sends built-in scenario and identity ids to its ``run`` route
+(:mod:`harness.runtimes.remote`), which runs them on the docker runtime labelled with the
+attendee. Attendee containers share one docker network whose inter-container traffic is switched
+off (``enable_icc=false``): each reaches the hub and the grader on the gateway, never another
+attendee's server. Why not option (b), the local runtime inside each attendee server under a
+seccomp profile: it needs user namespaces in the container (``unshare``/``clone`` with
+CLONE_NEWUSER|NEWNET), i.e. the kernel's largest attack surface handed to every attendee, and the
+flag secret would still need a server to grade.
 
 Hub state lives in ``<state dir>/hub`` (0700): ``settings.json``, ``jupyterhub.sqlite``,
 ``jupyterhub_cookie_secret``, ``codes.json`` (salted SHA-256 of each sign-in code),

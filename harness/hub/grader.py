@@ -8,12 +8,27 @@ Routes (under ``/services/grader/``)::
     GET  health         {"ok": true}, no sign-in
     POST grade          {"id", "config"[, "files"]} -> the grade (harness.scoring's wire), flag when solved
     POST hint           {"id"} -> the next hint tier, recorded
+    POST run            {"scenarios": [ids], "identities"?: [ids]} -> a run's results JSON (the
+                        remote runtime, harness/runtimes/remote.py), on the docker runtime
+    GET  runs           the caller's labs running now (docker label trustlab.attendee=<caller>)
+    POST stop           {"lab": id} -> removes one of the caller's running labs, no one else's
     GET  me             the caller's own attempts and solves (JSON)
     GET  progress       the same as a page, with the badge of completion
     GET  scoreboard     attendees by challenges solved, for a projector (admin only)
     GET  ""             the instructor's page (admin only; the hub's OAuth)
     GET  api/room       the same as JSON (admin only)
     GET  room.csv       one row per attendee and challenge (admin only)
+
+Why the lab service (``run``, ``runs``, ``stop``) lives in this service rather than beside it:
+it needs exactly what the grader has -- the hub's OAuth and API token to learn who calls, a
+process on the host that drives the docker daemon, a worker pool, the attendee network's gateway
+address -- and nothing more. A second service would be a second OAuth client, port, process and
+docker-holding process to secure, for the same callers. It accepts data only (built-in scenario
+ids, identity ids), checked here before anything runs (:func:`lab_request`); a scenario file, a
+path or code is refused, so an attendee's proxies run only as the built-in scenarios' configs,
+inside the docker runtime's hardened lab containers (``harness/runtimes/docker.py``). Limits:
+``MAX_RUNS_PER_ATTENDEE`` labs at once per attendee (429 beyond), ``MAX_CELLS`` cells per request
+(:mod:`harness.runtimes.remote`), ``TRUSTLAB_LAB_WORKERS`` (default 3) labs at once on the host.
 
 Who calls is the hub's answer for the token (an attendee server's ``JUPYTERHUB_API_TOKEN``, sent
 as ``Authorization: Bearer``) or the OAuth cookie of a signed-in browser. The flag secret is
@@ -41,9 +56,11 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
+from tornado.log import app_log
 
 from harness import hub
 from harness.errors import LabError
+from harness.runtimes.remote import MAX_RUNS_PER_ATTENDEE
 from harness.scoring import MAX_BODY, GradingService
 
 SCHEMA = """
@@ -293,6 +310,104 @@ class Grade(_Base):
         self.send(200, result)
 
 
+def lab_request(data: dict[str, Any]) -> tuple[list[Any], tuple[str, ...] | None]:
+    """The scenarios and identities of a ``POST run`` body, validated as the CLI does; a
+    :class:`LabError` (one line) for anything else. Only built-in scenario ids: an id is looked
+    up, never opened as a path on this host."""
+    from harness import scenarios as S
+    from harness.runtimes.remote import MAX_CELLS
+    from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS
+
+    refs, idents = data.get("scenarios"), data.get("identities")
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise LabError('the body must be {"scenarios": ["nginx/good", ...]} with at least one scenario id')
+    if idents is not None and (
+        not isinstance(idents, list) or not idents or not all(isinstance(i, str) for i in idents)
+    ):
+        raise LabError("identities: give a non-empty list of identity ids, or leave it out for all")
+    known = S.builtin()
+    for ref in refs:
+        if ref not in known:
+            close = [k for k in known if ref.split("/")[-1] and ref.split("/")[-1] in k][:6] or list(known)[:6]
+            raise LabError(
+                f"{ref[:80]!r} is not a built-in scenario id; try one of: {', '.join(close)} "
+                "(trustlab matrix --list shows all)"
+            )
+    if len(set(refs)) != len(refs):
+        raise LabError("a scenario id is given twice")
+    for ident in idents or ():
+        if ident not in ALL_IDENTITY_IDS:
+            raise LabError(f"identity {ident[:40]!r} is unknown; known: {', '.join(ALL_IDENTITY_IDS)}")
+    chosen = [known[r] for r in refs]
+    cells = sum(len(idents) if idents else len(IDENTITY_IDS) + len(sc.optional_identities) for sc in chosen)
+    if cells > MAX_CELLS:
+        raise LabError(
+            f"{cells} cells asked, the lab service runs at most {MAX_CELLS} per request; "
+            "run fewer scenarios at a time (e.g. one proxy kind)"
+        )
+    return chosen, tuple(idents) if idents else None
+
+
+class Run(_Base):
+    async def post(self) -> None:
+        who = self.who()
+        if who is None:
+            self.send(401, {"error": "sign in to the classroom first (this server's hub token is not known)"})
+            return
+        try:
+            chosen, idents = lab_request(self.body())
+        except LabError as exc:
+            self.send(400, {"error": str(exc)})
+            return
+        if not self.app.claim(who):
+            self.send(
+                429,
+                {
+                    "error": f"you already have {MAX_RUNS_PER_ATTENDEE} lab running on the lab service; "
+                    "wait for it to finish"
+                },
+            )
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.app.lab_pool, self.app.run_lab, who, chosen, idents)
+        except LabError as exc:
+            self.send(400, {"error": str(exc)})
+            return
+        except Exception as exc:  # noqa: BLE001 - the attendee gets one line, the log the traceback
+            app_log.exception("lab run for %s failed", who)
+            self.send(500, {"error": f"the lab failed on the service ({type(exc).__name__}); tell your instructor"})
+            return
+        finally:
+            self.app.release(who)
+        self.send(200, results.to_json_dict())
+
+
+class Runs(_Base):
+    def get(self) -> None:
+        who = self.who()
+        if who is None:
+            self.send(401, {"error": "sign in to the classroom first"})
+            return
+        self.send(200, {"attendee": who, "labs": self.app.labs_of(who)})
+
+
+class Stop(_Base):
+    def post(self) -> None:
+        from harness.runtimes import docker as D
+
+        who = self.who()
+        if who is None:
+            self.send(401, {"error": "sign in to the classroom first"})
+            return
+        lab = self.body().get("lab")
+        if not isinstance(lab, str) or lab not in {x["lab"] for x in self.app.labs_of(who)}:
+            self.send(404, {"error": f"no running lab {str(lab)[:40]!r} of yours (GET runs lists yours)"})
+            return
+        D._remove_by_label(self.app.docker(), lab)
+        self.send(200, {"stopped": lab})
+
+
 class Hint(_Base):
     def post(self) -> None:
         from harness import challenges as C
@@ -429,9 +544,47 @@ class GraderApp:
         self.service = GradingService(secret=secret, tokens={}, runtime=settings.grade_runtime)
         self.store = Store(directory / "grader.sqlite")
         self.pool = ThreadPoolExecutor(max_workers=int(os.environ.get("TRUSTLAB_GRADER_WORKERS", "2")))
+        self.lab_pool = ThreadPoolExecutor(max_workers=int(os.environ.get("TRUSTLAB_LAB_WORKERS", "3")))
+        self.lab_runtime = settings.grade_runtime
+        #: Labs running now per attendee (the event loop's thread alone changes it).
+        self.running: dict[str, int] = {}
+        self._docker: Any = None
         self.prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{hub.SERVICE}/")
         self.api_url = os.environ.get("JUPYTERHUB_API_URL", "")
         self.api_token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    def claim(self, who: str) -> bool:
+        if self.running.get(who, 0) >= MAX_RUNS_PER_ATTENDEE:
+            return False
+        self.running[who] = self.running.get(who, 0) + 1
+        return True
+
+    def release(self, who: str) -> None:
+        self.running[who] = max(0, self.running.get(who, 0) - 1)
+
+    def docker(self) -> Any:
+        if self._docker is None:
+            from harness import images
+
+            self._docker = images.client()
+        return self._docker
+
+    def run_lab(self, who: str, chosen: list[Any], identities: tuple[str, ...] | None) -> Any:
+        """One attendee's run, on the docker runtime, every lab object labelled with *who*."""
+        from harness import runner
+        from harness.runtimes.docker import LABEL_ATTENDEE, DockerRuntime
+
+        rt = DockerRuntime(labels={LABEL_ATTENDEE: who}) if self.lab_runtime == "docker" else self.lab_runtime
+        return runner.run(chosen, runtime=rt, identities=identities)
+
+    def labs_of(self, who: str) -> list[dict[str, Any]]:
+        """*who*'s labs running now: their ids and containers (by the docker label, so only theirs)."""
+        from harness.runtimes.docker import LABEL_ATTENDEE, LABEL_LAB
+
+        labs: dict[str, list[str]] = {}
+        for ct in self.docker().containers.list(filters={"label": f"{LABEL_ATTENDEE}={who}"}):
+            labs.setdefault(ct.labels.get(LABEL_LAB, ""), []).append(ct.name)
+        return [{"lab": lab, "containers": sorted(names)} for lab, names in sorted(labs.items()) if lab]
 
     def users(self) -> list[dict[str, Any]]:
         req = urllib.request.Request(
@@ -450,6 +603,9 @@ def make_app(directory: Path) -> web.Application:
             (p + "health", Health),
             (p + "grade", Grade),
             (p + "hint", Hint),
+            (p + "run", Run),
+            (p + "runs", Runs),
+            (p + "stop", Stop),
             (p + "me", Me),
             (p + "api/room", RoomApi),
             (p + "room.csv", RoomCsv),

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from harness import hub
+from harness.runtimes import remote
 from harness.scoring import TOKEN_ENV, URL_ENV
 
 d = Path(os.environ["TRUSTLAB_HUB_DIR"])
@@ -66,6 +67,9 @@ c.DockerSpawner.environment = {
     "DOCKER_HOST": "",
     # Solutions hidden (see tmpfs above), hints and solutions through the grader only.
     "TRUSTLAB_SCORED": "1",
+    # The notebooks' runs go to the grader's lab routes (harness/runtimes/remote.py): this server
+    # cannot start a proxy itself.
+    remote.RUNTIME_ENV: remote.NAME,
 }
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 90

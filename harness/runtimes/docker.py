@@ -82,6 +82,8 @@ from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
+#: The classroom attendee a lab runs for (set by the lab service, harness.hub.grader).
+LABEL_ATTENDEE = "trustlab.attendee"
 LABEL_ROLE = "trustlab.role"
 SUBNET_POOL = ipaddress.ip_network("10.204.0.0/16")
 SEAT_HOST = 10
@@ -289,14 +291,18 @@ def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[An
 class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
-    def __init__(self, c: Any, lab_id: str, *, hardened: bool = True, image: str | None = None) -> None:
+    def __init__(
+        self, c: Any, lab_id: str, *, hardened: bool = True, image: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.c = c
         self.id = lab_id
         #: The image its containers run (:meth:`DockerRuntime.image_for`; default: the lab image).
         self.image = image or images.lab_image()
         #: False only in the payload tests, to show what a payload does in a default container.
         self.hardened = hardened
-        self.labels = {LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
+        # *labels*: the classroom's lab service names the attendee a lab runs for (LABEL_ATTENDEE).
+        self.labels = {**(labels or {}), LABEL_LAB: lab_id, LABEL_OWNER: owner_tag()}
         self.network: Any = None
         self.volume: Any = None
         self.containers: list[Any] = []
@@ -521,13 +527,17 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, *, layout: str = DEFAULT_LAYOUT, sandbox: bool = True) -> None:
+    def __init__(
+        self, *, layout: str = DEFAULT_LAYOUT, sandbox: bool = True, labels: dict[str, str] | None = None
+    ) -> None:
         if layout not in LAYOUTS:
             raise LabError(f"docker layout: {layout!r} is unknown; choose {', '.join(LAYOUTS)}")
         self.layout = layout
         #: False: the payload tests' opt-out (root, default capabilities, writable root); never
         #: offered on the command line.
         self.sandbox = sandbox
+        #: Labels every lab of this runtime carries beside its own (the lab service's attendee).
+        self.labels = dict(labels or {})
         self._client: Any = None
         #: Each image's ``trustlab.proxies`` label (None: no such image), read once (:meth:`records`).
         self._records: dict[str, list[dict[str, str]] | None] = {}
@@ -674,7 +684,7 @@ class DockerRuntime:
         # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
         plans = interleaved(self._plans(scenarios, installations))
         image = self.image_for(p.inst for p in plans)
-        with Lab(c, lab_id, hardened=self.sandbox, image=image) as lab, self._running(lab):
+        with Lab(c, lab_id, hardened=self.sandbox, image=image, labels=self.labels) as lab, self._running(lab):
             timings["network_s"] = time.perf_counter() - t
             extra = extra or {}
             per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
@@ -705,7 +715,7 @@ class DockerRuntime:
         """
         plans = self._plans([scenario])
         image = self.image_for(p.inst for p in plans)
-        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox, image=image) as lab:
+        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox, image=image, labels=self.labels) as lab:
             extra = tuple(scenario.optional_identities)
             pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
             hold = HoldSpec.of(scenario, identity, control=str(IN_LAB / "run" / "control.sock"))
@@ -761,7 +771,7 @@ class DockerRuntime:
             deadline_s=lab_deadline(len(cells)),
         )
         archive = _lab_dir_archive(lab_dir, job)
-        with SoloLab(self.client, _solo_id(lab_dir), image=image) as lab, self._running(lab):
+        with SoloLab(self.client, _solo_id(lab_dir), image=image, labels=self.labels) as lab, self._running(lab):
             worker = lab.create_solo("check", WORKER_COMMAND, limits=for_proxies(len(proxies)))
             worker.put_archive(str(IN_LAB), archive)
             worker.start()
