@@ -28,12 +28,14 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
     read_config,
     regex_probe_path,
     trust_file,
@@ -164,7 +166,7 @@ def lines(text: str) -> list[Line]:
     return out
 
 
-def _expanded(ln: Line, defines: dict[str, str], notes: list[str]) -> Line:
+def _expanded(ln: Line, defines: dict[str, str], notes: list[Note]) -> Line:
     """*ln* as httpd reads it: ``${VAR}`` replaced by earlier ``Define`` values (httpd expands a
     line before it reads the directive name, so ``Define X CustomLog`` then ``${X} "|cmd"`` is a
     CustomLog). ``Define``/``UnDefine`` lines update *defines*."""
@@ -178,7 +180,7 @@ def _expanded(ln: Line, defines: dict[str, str], notes: list[str]) -> Line:
         out = (lines(text) or [Line(ln.no, text, [])])[0]
         ln = Line(ln.no, out.text, out.words)
         if ln.name not in ("define", "undefine"):
-            notes.append(f"line {ln.no}: read as httpd expands it: {' '.join(ln.words)[:80]}")
+            notes.append(Note("", ln.no, f"read as httpd expands it: {' '.join(ln.words)[:80]}"))
     if ln.name == "define" and len(ln.words) > 1:
         defines[ln.words[1]] = " ".join(ln.words[2:])
     elif ln.name == "undefine" and len(ln.words) > 1:
@@ -228,7 +230,7 @@ class Tree:
 
     lines: list[Line]
     #: What reading it changed (a line read as httpd expands it).
-    notes: list[str]
+    notes: list[Note]
     main: VHost
     vhosts: list[VHost]
     #: ``<Proxy balancer://NAME>`` -> its ``BalancerMember`` URLs and lines.
@@ -237,7 +239,7 @@ class Tree:
 
 def read(text: str) -> Tree:
     """The :class:`Tree` of an httpd config's text."""
-    notes: list[str] = []
+    notes: list[Note] = []
     defines: dict[str, str] = {}
     expanded = [_expanded(ln, defines, notes) for ln in lines(text)]
     main = VHost(0, "80")
@@ -302,7 +304,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     """The config at *path* made runnable in the lab (see the module docstring)."""
     text = read_config(path)
     tree = read(text)
-    notes: list[str] = list(tree.notes)
+    notes: list[Note] = list(tree.notes)
     out: list[str] = []
     stack: list[tuple[str, Line]] = []
     listen_ports: list[str] = []
@@ -313,13 +315,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if not w:
             continue
         if "${" in name or "$" in name:
-            notes.append(f"line {ln.no}: {w[0]} dropped (a directive name from an undefined variable)")
+            notes.append(Note("", ln.no, f"{w[0]} dropped (a directive name from an undefined variable)"))
             continue
         if name == "rewritemap" and any(_PROGRAM.search(x) for x in w[2:3]):
-            notes.append(f"line {ln.no}: RewriteMap {w[1] if len(w) > 1 else ''} {w[2]} dropped (runs a program)")
+            notes.append(Note("", ln.no, f"RewriteMap {w[1] if len(w) > 1 else ''} {w[2]} dropped (runs a program)"))
             continue
         if any(_PROGRAM.search(x) for x in w[1:]) and name not in ("proxypass", "proxypassmatch"):
-            notes.append(f"line {ln.no}: {w[0]} dropped (its value runs a program: {' '.join(w[1:])[:60]})")
+            notes.append(Note("", ln.no, f"{w[0]} dropped (its value runs a program: {' '.join(w[1:])[:60]})"))
             continue
         if name.startswith("</"):
             section = name[2:].rstrip(">")
@@ -334,7 +336,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 addrs = arg.split()
                 port = _port_of(addrs[0]) if addrs else "80"
                 lab_port = ports(port)
-                notes.append(f"line {ln.no}: <VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>")
+                notes.append(Note("", ln.no, f"<VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>"))
                 out.append(f"<VirtualHost 127.0.0.1:{lab_port}>")
                 stack.append((section, ln))
                 continue
@@ -347,24 +349,24 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 port = _port_of(w[1]) if len(w) > 1 else "80"
                 if port not in listen_ports:
                     listen_ports.append(port)
-                notes.append(f"line {ln.no}: Listen {' '.join(w[1:])} -> Listen 127.0.0.1:{ports(port)}")
+                notes.append(Note("", ln.no, f"Listen {' '.join(w[1:])} -> Listen 127.0.0.1:{ports(port)}"))
             elif name in ("include", "includeoptional"):
                 notes.append(
-                    f"line {ln.no}: {w[0]} {' '.join(w[1:])} dropped (not followed: put trust "
-                    "directives in the checked file)"
+                    Note("", ln.no, f"{w[0]} {' '.join(w[1:])} dropped (not followed: put trust "
+                                    "directives in the checked file)")
                 )
             elif name == "loadmodule":
                 pass
             elif name not in ("errorlog", "customlog", "transferlog", "loglevel", "pidfile"):
-                notes.append(f"line {ln.no}: {w[0]} dropped (host process setting)")
+                notes.append(Note("", ln.no, f"{w[0]} dropped (host process setting)"))
             continue
         if name in _CLIENT_SIDE:
-            notes.append(f"line {ln.no}: {w[0]} dropped (client side: not what the lab tests)")
+            notes.append(Note("", ln.no, f"{w[0]} dropped (client side: not what the lab tests)"))
             continue
         if name == "sslcertificatefile":
             notes.append(
-                f"line {ln.no}: SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a "
-                "lab-minted one (client side)"
+                Note("", ln.no, f"SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a "
+                                "lab-minted one (client side)")
             )
             out.append(f"{indent}SSLCertificateFile {lab.cert}")
             continue
@@ -378,14 +380,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             out.append(f"{indent}{w[0]} {trust_file(w[1], lab, notes, directory=True)}")
             continue
         if name == "sslproxymachinecertificatefile" and len(w) > 1:
-            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by a lab-minted client certificate")
+            notes.append(Note("", ln.no, f"{w[0]} {w[1]} replaced by a lab-minted client certificate"))
             out.append(f"{indent}{w[0]} {lab.combined}")
             continue
         if name == "sslproxymachinecertificatepath" and len(w) > 1:
             # A hashed directory of certificate+key files; the lab has one client certificate: the
             # File form presents the same (kept as written, Apache refused the config: issue 24).
-            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by SSLProxyMachineCertificateFile with a "
-                         "lab-minted client certificate")
+            notes.append(Note("", ln.no, f"{w[0]} {w[1]} replaced by SSLProxyMachineCertificateFile with a "
+                                         "lab-minted client certificate"))
             out.append(f"{indent}SSLProxyMachineCertificateFile {lab.combined}")
             continue
         if name in ("sslproxycarevocationfile", "sslproxycarevocationpath") and len(w) > 1:
@@ -395,22 +397,22 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 out.append(f"{indent}SSLProxyCARevocationFile {crl}")
             continue
         if name == "sslproxymachinecertificatechainfile":
-            notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no client chain)")
+            notes.append(Note("", ln.no, f"{w[0]} dropped (the lab has no client chain)"))
             continue
         if name == "balancermember" and len(w) > 1 and stack and stack[-1][0] == "proxy":
             bal = stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")
             key = f"{bal}|{w[1]}|{ln.no}"
             if focus and focus.startswith(bal + "|") and key != focus and "status=+D" not in ln.text:
                 out.append(f"{ln.text} status=+D")
-                notes.append(f"line {ln.no}: BalancerMember {w[1]} disabled while another member is probed")
+                notes.append(Note("", ln.no, f"BalancerMember {w[1]} disabled while another member is probed"))
                 continue
             if key == focus and not any(x.lower().startswith("retry=") for x in w[2:]):
                 # A refused member is put in error state for `retry` (60 s); the next cell
                 # would get "All workers are in error state" (503) instead of a verdict.
                 out.append(f"{ln.text} retry=0")
                 notes.append(
-                    f"line {ln.no}: retry=0 on the probed BalancerMember {w[1]} (a refused impostor "
-                    "must not put it in error state for the next cell)"
+                    Note("", ln.no, f"retry=0 on the probed BalancerMember {w[1]} (a refused impostor "
+                                    "must not put it in error state for the next cell)")
                 )
                 continue
         out.append(ln.text)
@@ -422,7 +424,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         served = [(tree.main, port)]
         if not listen_ports:
             listen_ports.append(port)
-            notes.append(f"{path} has no Listen; the lab listens on 127.0.0.1:{ports(port)}")
+            notes.append(Note.whole(f"{path} has no Listen; the lab listens on 127.0.0.1:{ports(port)}"))
     for vh, vport in served:
         if vport not in listen_ports:
             listen_ports.append(vport)
@@ -486,23 +488,15 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     if not has_vhost:
         wrap_port = ports(listen_ports[0])
         body = [f"<VirtualHost 127.0.0.1:{wrap_port}>", *out, "</VirtualHost>"]
-        notes.append(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>")
-    notes.append("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)")
+        notes.append(Note.whole(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>"))
+    notes.append(Note.whole("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)"))
     listeners = {p: ports(p) for p in listen_ports}
     return Adapted(
         text="\n".join(head + body) + "\n",
-        adaptations=_sorted(notes),
+        notes=ordered(notes),
         upstreams=upstreams,
         listeners=listeners,
     )
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 def validate(path: Path) -> None:

@@ -27,12 +27,14 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
     read_config,
     trust_file,
 )
@@ -396,7 +398,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     sections = parse(text)
     if not any(s.kind in ("frontend", "backend", "listen") for s in sections):
         raise ConfigError(f"{path}: no frontend, backend or listen section: is this an HAProxy config?")
-    notes: list[str] = []
+    notes: list[Note] = []
     out: list[str] = [f"# trustlab check: adapted from {path}"]
     upstreams: list[Upstream] = []
     listeners: dict[str, int] = {}
@@ -413,7 +415,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if sec.kind == "_top":
             continue
         if sec.kind == "program":
-            notes.append(f"line {sec.line}: program {sec.name} dropped (runs a program)")
+            notes.append(Note("", sec.line, f"program {sec.name} dropped (runs a program)"))
             continue
         out.append(f"{sec.kind} {sec.name}".rstrip())
         if sec.kind == "global":
@@ -435,20 +437,20 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if sec.kind == "global":
                 if key in _GLOBAL_DROP:
                     if key not in ("log",):
-                        notes.append(f"line {no}: {' '.join(w)} dropped (host process setting)")
+                        notes.append(Note("", no, f"{' '.join(w)} dropped (host process setting)"))
                     continue
                 if key == "ssl-server-verify" and len(w) > 1:
                     ssl_server_verify = w[1]
             if _reads_host(key, w):
                 if key == "acl" and len(w) > 1:
                     # Rules that name the ACL must still parse: it becomes one that never matches.
-                    notes.append(f"line {no}: {' '.join(w)[:80]} -> acl {w[1]} always_false (reads a host file)")
+                    notes.append(Note("", no, f"{' '.join(w)[:80]} -> acl {w[1]} always_false (reads a host file)"))
                     out.append(f"    acl {_quote(w[1])} always_false")
                     continue
-                notes.append(f"line {no}: {' '.join(w)[:80]} dropped (runs a program or reads a host file)")
+                notes.append(Note("", no, f"{' '.join(w)[:80]} dropped (runs a program or reads a host file)"))
                 continue
             if key == "retries":
-                notes.append(f"line {no}: retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)")
+                notes.append(Note("", no, f"retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)"))
                 continue
             if key in ("log", "log-format", "log-format-sd", "error-log-format") or (
                 key == "option" and len(w) > 1 and w[1] in ("httplog", "tcplog", "logasap")
@@ -467,11 +469,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 if not listener or (is_tls and not tls):
                     listener, tls = port, is_tls
                 new = f"bind 127.0.0.1:{lab_port}" + (f" ssl crt {lab.combined}" if is_tls else "")
-                notes.append(f"line {no}: {' '.join(w)} -> {new}")
+                notes.append(Note("", no, f"{' '.join(w)} -> {new}"))
                 out.append(indent + new)
                 continue
             if key == "stats" and len(w) > 1 and w[1] == "socket":
-                notes.append(f"line {no}: stats socket dropped (host path)")
+                notes.append(Note("", no, "stats socket dropped (host path)"))
                 continue
             if key in ("acl",) and len(w) > 2:
                 acls.setdefault(w[1], []).append(w[2:])
@@ -520,11 +522,12 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             u.why_unroutable = f"no frontend sends requests to backend {be}"
     del ssl_server_verify
     notes.append(
-        "retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict"
+        Note.whole("retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the "
+                   "verdict")
     )
-    notes.append("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)")
+    notes.append(Note.whole("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)"))
     return Adapted(
-        text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners
+        text="\n".join(out) + "\n", notes=ordered(notes), upstreams=upstreams, listeners=listeners
     )
 
 
@@ -541,7 +544,7 @@ def _reads_host(key: str, w: list[str]) -> bool:
 
 
 def _server_line(
-    w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None, config: Path
+    w: list[str], no: int, lab: LabPaths, notes: list[Note], sec: Section, focus: str | None, config: Path
 ) -> str:
     start = 3 if w[0] == "server" else 1
     new = list(w[:start])
@@ -551,8 +554,8 @@ def _server_line(
         if k in ("check", "check-ssl") or (k == "resolvers" and i + 1 < len(w)):
             if k == "check":
                 notes.append(
-                    f"line {no}: `check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
-                    "checks would reach the seat between cells)"
+                    Note("", no, f"`check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
+                                 "checks would reach the seat between cells)")
                 )
             i += 2 if k == "resolvers" else 1
             continue
@@ -561,7 +564,7 @@ def _server_line(
             i += 2
             continue
         if k == "crt" and i + 1 < len(w):
-            notes.append(f"line {no}: crt {w[i + 1]} replaced by a lab-minted client certificate")
+            notes.append(Note("", no, f"crt {w[i + 1]} replaced by a lab-minted client certificate"))
             new += [k, str(lab.combined)]
             i += 2
             continue
@@ -578,7 +581,7 @@ def _server_line(
         i += 1
     if w[0] == "server" and focus and focus.startswith(sec.name + "|") and focus != f"{sec.name}|{w[1]}|{no}":
         new.append("disabled")
-        notes.append(f"line {no}: server {w[1]} disabled while another server of {sec.name} is probed")
+        notes.append(Note("", no, f"server {w[1]} disabled while another server of {sec.name} is probed"))
     return " ".join(_quote(x) for x in new)
 
 
@@ -613,14 +616,6 @@ def _record_server(server: Server, upstreams: list[Upstream]) -> None:
             pool=f"{sec.name}|{w[1]}|{no}",
         )
     )
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit: the same parse, as scopes, and HAProxy's rules -------------------------------------

@@ -22,12 +22,14 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
     regex_probe_path,
     trust_file,
 )
@@ -271,14 +273,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     import crossplane
 
     tree = copy.deepcopy(parse(path))
-    notes: list[str] = []
+    notes: list[Note] = []
     kind = shape(tree)
     http = wrap_http(tree)
     if kind != "main":
-        notes.append(
-            f"{path} holds {'a ' + kind + ' block' if kind != 'http' else 'http-level directives'}; "
-            "the lab wraps it in a minimal nginx.conf"
-        )
+        notes.append(Note(
+            "", None, f"{path} holds {'a ' + kind + ' block' if kind != 'http' else 'http-level directives'}; "
+                      "the lab wraps it in a minimal nginx.conf"
+        ))
 
     pools: dict[str, Directive] = {
         d["args"][0]: d for d in http["block"] if d["directive"] == "upstream" and d.get("args")
@@ -307,32 +309,32 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if name in _ANY_DROP:
                 if name == "include":
                     notes.append(
-                        f"line {line}: include {' '.join(args)} dropped (not followed: "
-                        "put trust directives in the checked file)"
+                        Note("", line, f"include {' '.join(args)} dropped (not followed: "
+                                       "put trust directives in the checked file)")
                     )
                 continue
             if name in _CLIENT_SIDE_DROP:
-                notes.append(f"line {line}: {name} dropped (client side: not what the lab tests)")
+                notes.append(Note("", line, f"{name} dropped (client side: not what the lab tests)"))
                 continue
             if name in ("stream", "mail"):
-                notes.append(f"line {line}: {name} {{}} dropped (only http proxying is checked)")
+                notes.append(Note("", line, f"{name} {{}} dropped (only http proxying is checked)"))
                 continue
             if name in ("ssl_certificate", "ssl_certificate_key"):
                 if name in seen_cert:
                     continue
                 seen_cert.add(name)
                 d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
-                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
+                notes.append(Note("", line, f"{name} {args[0]} replaced by a lab-minted one (client side)"))
             elif (tls_kept := _upstream_tls(d, path, lab, notes)) is not None:
                 if not tls_kept:
                     continue
             elif name in _CACHE_PATHS and args:
                 sub = lab.run_dir / f"cache-{line}"
                 d["args"] = [str(sub), *args[1:]]
-                notes.append(f"line {line}: {name} {args[0]} -> {sub}")
+                notes.append(Note("", line, f"{name} {args[0]} -> {sub}"))
             elif name in _STORES and args and args[0] != "off":
                 # `on` or a path: writes backend responses as files (under `root`, or anywhere).
-                notes.append(f"line {line}: {name} {' '.join(args)} dropped (writes files on the host)")
+                notes.append(Note("", line, f"{name} {' '.join(args)} dropped (writes files on the host)"))
                 continue
             elif name == "upstream" and focus is not None:
                 for s in d.get("block", []):
@@ -345,14 +347,14 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                                 "max_fails=0"
                             ]
                             notes.append(
-                                f"line {s['line']}: max_fails=0 on the probed server {s['args'][0]} "
-                                "(a refused impostor must not take it out of rotation for the next cell)"
+                                Note("", s["line"], f"max_fails=0 on the probed server {s['args'][0]} (a refused "
+                                     "impostor must not take it out of rotation for the next cell)")
                             )
                         if key != focus and focus.startswith(args[0] + "|") and "down" not in s["args"]:
                             s["args"].append("down")
                             notes.append(
-                                f"line {s['line']}: server {s['args'][0]} marked down while "
-                                f"{focus.split('|')[1]} of upstream {args[0]} is probed"
+                                Note("", s["line"], f"server {s['args'][0]} marked down while "
+                                                    f"{focus.split('|')[1]} of upstream {args[0]} is probed")
                             )
             if "block" in d:
                 walk(d, [*stack, d])
@@ -363,10 +365,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             new.append(d)
         block["block"] = new
 
-    def _listen(d: Directive, server: Directive, line: int, out: list[str], implicit: bool = False) -> bool:
+    def _listen(d: Directive, server: Directive, line: int, out: list[Note], implicit: bool = False) -> bool:
         addr = d["args"][0] if d["args"] else "80"
         if addr.startswith("unix:"):
-            out.append(f"line {line}: listen {addr} dropped (unix sockets are not probed)")
+            out.append(Note("", line, f"listen {addr} dropped (unix sockets are not probed)"))
             return False
         port = addr.rsplit(":", 1)[-1] if (":" in addr and not addr.endswith("]")) else addr
         if not port.isdigit():
@@ -383,7 +385,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             return False  # `listen 443` + `listen [::]:443` -> one lab listener
         taken.add(lab_port)
         old = "(none: nginx listens on *:80)" if implicit else " ".join(d["args"])
-        out.append(f"line {line}: listen {old} -> listen {' '.join(new_args)}")
+        out.append(Note("", line, f"listen {old} -> listen {' '.join(new_args)}"))
         d["args"] = new_args
         return True
 
@@ -396,13 +398,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 value = resolve_var(url, stack)
                 if value is None:
                     notes.append(
-                        f"line {d['line']}: proxy_pass {url} depends on a request variable; "
-                        "not checked (give a literal URL or a `set` in scope)"
+                        Note("", d["line"], f"proxy_pass {url} depends on a request variable; "
+                                            "not checked (give a literal URL or a `set` in scope)")
                     )
                     continue
                 notes.append(
-                    f"line {d['line']}: proxy_pass {url} -> {value} (the lab has no DNS "
-                    "resolver; the value of `set` was substituted)"
+                    Note("", d["line"], f"proxy_pass {url} -> {value} (the lab has no DNS "
+                                        "resolver; the value of `set` was substituted)")
                 )
                 d["args"] = [value]
                 url = value
@@ -481,11 +483,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             if d["directive"] in _MAIN_DROP:
                 if d["directive"] not in ("include", "error_log", "pid"):
                     notes.append(
-                        f"line {d['line']}: {d['directive']} {' '.join(d['args'])} dropped "
-                        "(process setting: the lab runs one foreground process)"
+                        Note("", d["line"], f"{d['directive']} {' '.join(d['args'])} dropped "
+                                            "(process setting: the lab runs one foreground process)")
                     )
                 elif d["directive"] == "include":
-                    notes.append(f"line {d['line']}: include {' '.join(d['args'])} dropped (not followed)")
+                    notes.append(Note("", d["line"], f"include {' '.join(d['args'])} dropped (not followed)"))
                 continue
             if d["directive"] in ("events", "http"):
                 continue
@@ -496,7 +498,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 streams.append(d)
                 continue
             if d["directive"] == "mail":
-                notes.append(f"line {d['line']}: mail {{}} dropped (only http and stream proxying are checked)")
+                notes.append(Note("", d["line"], "mail {} dropped (only http and stream proxying are checked)"))
                 continue
             main.append(d)
     head = [
@@ -518,7 +520,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     if not any(d["directive"] == "default_type" for d in http["block"]):
         lab_http.append({"directive": "default_type", "args": ["application/octet-stream"]})
     http["block"] = lab_http + http["block"]
-    notes.append("logs, pid and temp paths are the lab's own; the error log is at level info")
+    notes.append(Note.whole("logs, pid and temp paths are the lab's own; the error log is at level info"))
     text = (
         "# trustlab check: adapted from "
         + str(path)
@@ -526,24 +528,24 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         + crossplane.build([*head, {"directive": "http", "args": [], "block": http["block"]}, *streams])
         + "\n"
     )
-    return Adapted(text=text, adaptations=_dedupe(notes), upstreams=upstreams, listeners=listeners)
+    return Adapted(text=text, notes=ordered(notes), upstreams=upstreams, listeners=listeners)
 
 
 #: ``listen`` parameters kept in a stream server (``ssl``: the probe speaks TLS to it then).
 _STREAM_LISTEN_KEEP = {"ssl"}
 
 
-def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[str]) -> bool | None:
+def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[Note]) -> bool | None:
     """The TLS towards the backend, the same in http and stream: the client certificate and the
     trust and CRL files become the lab's, in place. True: keep *d*; False: drop it; None: *d* is
     none of these."""
     name, args, line = d["directive"], d["args"], d["line"]
     if name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key") and args:
         d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
-        notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
+        notes.append(Note("", line, f"{name} {args[0]} replaced by a lab-minted client certificate"))
         return True
     if name == "proxy_ssl_password_file":
-        notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
+        notes.append(Note("", line, "proxy_ssl_password_file dropped (the lab key has no passphrase)"))
         return False
     if name == "proxy_ssl_trusted_certificate" and args:
         d["args"] = [trust_file(args[0], lab, notes)]
@@ -558,7 +560,7 @@ def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[str]) -> 
 
 
 def _adapt_stream(
-    stream: Directive, path: Path, lab: LabPaths, ports: Ports, notes: list[str], focus: str | None
+    stream: Directive, path: Path, lab: LabPaths, ports: Ports, notes: list[Note], focus: str | None
 ) -> tuple[list[Upstream], dict[str, int]]:
     """A ``stream {}`` block made runnable in the lab, in place: its TLS upstreams and listeners.
 
@@ -576,33 +578,33 @@ def _adapt_stream(
             name, args, line = d["directive"], d["args"], d["line"]
             if name in _ANY_DROP or name in _CLIENT_SIDE_DROP:
                 if name == "include":
-                    notes.append(f"line {line}: include {' '.join(args)} dropped (not followed)")
+                    notes.append(Note("", line, f"include {' '.join(args)} dropped (not followed)"))
                 continue
             if name in ("ssl_certificate", "ssl_certificate_key") and args:
                 d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
-                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
+                notes.append(Note("", line, f"{name} {args[0]} replaced by a lab-minted one (client side)"))
             elif (tls_kept := _upstream_tls(d, path, lab, notes)) is not None:
                 if not tls_kept:
                     continue
             elif name == "listen" and block["directive"] == "server":
                 addr = args[0] if args else ""
                 if addr.startswith("unix:") or "udp" in args:
-                    notes.append(f"line {line}: listen {' '.join(args)} dropped (only TCP listeners are probed)")
+                    notes.append(Note("", line, f"listen {' '.join(args)} dropped (only TCP listeners are probed)"))
                     continue
                 port = addr.rsplit(":", 1)[-1] if ":" in addr and not addr.endswith("]") else addr
                 lab_port = ports(port)
                 listeners[port] = lab_port
                 block.setdefault("_listeners", {})[port] = "ssl" in args
                 new_args = [f"127.0.0.1:{lab_port}", *[a for a in args[1:] if a in _STREAM_LISTEN_KEEP]]
-                notes.append(f"line {line}: stream listen {' '.join(args)} -> listen {' '.join(new_args)}")
+                notes.append(Note("", line, f"stream listen {' '.join(args)} -> listen {' '.join(new_args)}"))
                 d["args"] = new_args
             elif name == "upstream" and focus is not None and args:
                 for srv in d.get("block", []):
                     key = f"{args[0]}|{srv['args'][0]}|{srv['line']}" if srv.get("args") else ""
                     if srv["directive"] == "server" and key and key != focus and focus.startswith(args[0] + "|"):
                         srv["args"].append("down")
-                        notes.append(f"line {srv['line']}: server {srv['args'][0]} marked down while "
-                                     f"{focus.split('|')[1]} of upstream {args[0]} is probed")
+                        notes.append(Note("", srv["line"], f"server {srv['args'][0]} marked down while "
+                                                           f"{focus.split('|')[1]} of upstream {args[0]} is probed"))
             if "block" in d:
                 fix(d)
             new.append(d)
@@ -614,14 +616,14 @@ def _adapt_stream(
         if d["directive"] == "server" and not (on and on["args"] == ["on"]):
             # Plain TCP to its upstream: nothing to verify, and its upstream's name would not
             # resolve in the lab (nginx refuses to start on it).
-            notes.append(f"line {d['line']}: stream server without proxy_ssl on dropped (plain TCP: "
-                         "no certificate to verify)")
+            notes.append(Note("", d["line"], "stream server without proxy_ssl on dropped (plain TCP: "
+                                             "no certificate to verify)"))
             continue
         kept.append(d)
     used = {p["args"][0] for d in kept if d["directive"] == "server"
             for p in d.get("block", []) if p["directive"] == "proxy_pass" and p["args"]}
     for d in [d for d in kept if d["directive"] == "upstream" and d.get("args") and d["args"][0] not in used]:
-        notes.append(f"line {d['line']}: stream upstream {d['args'][0]} dropped (only plain-TCP servers use it)")
+        notes.append(Note("", d["line"], f"stream upstream {d['args'][0]} dropped (only plain-TCP servers use it)"))
         kept.remove(d)
     stream["block"] = kept
     fix(stream)
@@ -632,8 +634,8 @@ def _adapt_stream(
         # so no verdict depends on reuse; the evidence then does not depend on timing either.
         server["block"] = [d for d in server.get("block", []) if d["directive"] != "proxy_ssl_session_reuse"]
         server["block"].append({"directive": "proxy_ssl_session_reuse", "args": ["off"], "line": server["line"]})
-        notes.append(f"line {server['line']}: stream server gets proxy_ssl_session_reuse off (the lab's readiness "
-                     "connection reaches the backend through it; no session is carried into the cells)")
+        notes.append(Note("", server["line"], "stream server gets proxy_ssl_session_reuse off (the lab's readiness "
+                          "connection reaches the backend through it; no session is carried into the cells)"))
     for server in (d for d in stream["block"] if d["directive"] == "server"):
         stack = [stream, server]
         lst: dict[str, bool] = server.pop("_listeners", {})
@@ -651,14 +653,14 @@ def _adapt_stream(
                         if name_d and name_d["args"] and "$" not in name_d["args"][0] else None)
             why = "" if route else "the stream server has no TCP listener the lab can reach"
             if "$" in target:
-                notes.append(f"line {d['line']}: stream proxy_pass {target} depends on a variable; not checked")
+                notes.append(Note("", d["line"], f"stream proxy_pass {target} depends on a variable; not checked"))
                 continue
             members = ([(s["args"][0], s["line"]) for s in pools[target].get("block", [])
                         if s["directive"] == "server" and s.get("args")] if target in pools else [(target, d["line"])])
             for addr, line in members:
                 host, port = split_hostport(addr, 0)
                 if not port:
-                    notes.append(f"line {line}: stream server {addr} has no port; not checked")
+                    notes.append(Note("", line, f"stream server {addr} has no port; not checked"))
                     continue
                 upstreams.append(Upstream(
                     label=f"stream proxy_pass {target}" + (f" -> {addr}" if target in pools else "")
@@ -677,14 +679,6 @@ def _strip_private(block: Directive) -> None:
         d.pop("_taken", None)
         if "block" in d:
             _strip_private(d)
-
-
-def _dedupe(notes: list[str]) -> list[str]:
-    def line(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=line)
 
 
 # -- audit: the same parse, as scopes, and nginx's rules ---------------------------------------

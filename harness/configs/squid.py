@@ -39,12 +39,14 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
     read_config,
     trust_file,
 )
@@ -277,7 +279,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     all_peers = peers(lines)
     if not any(ln.key in ("cache_peer", "http_port", "https_port") for ln in lines):
         raise ConfigError(f"{path}: no http_port or cache_peer line: is this a Squid config?")
-    notes: list[str] = []
+    notes: list[Note] = []
     run = lab.run_dir
     out = [
         f"# trustlab check: adapted from {path}",
@@ -305,22 +307,22 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
                 or (key in ("cache_peer_access", "cache_peer_domain") and w[1] in others)
             )
         ):
-            notes.append(f"line {no}: {key} {w[1]} left out while another peer is probed")
+            notes.append(Note("", no, f"{key} {w[1]} left out while another peer is probed"))
             continue
         if key in PLUMBING:
             if key == "cache":
-                notes.append(f"line {no}: {' '.join(w)} dropped (the lab caches nothing: cache deny all)")
+                notes.append(Note("", no, f"{' '.join(w)} dropped (the lab caches nothing: cache deny all)"))
             continue
         if key not in KEEP:
-            notes.append(f"line {no}: {' '.join(w)[:80]} dropped (not on trustlab's allow-list for Squid)")
+            notes.append(Note("", no, f"{' '.join(w)[:80]} dropped (not on trustlab's allow-list for Squid)"))
             continue
         if key == "acl" and len(w) > 1 and w[1] in never:
             if never[w[1]] == no:
-                notes.append(f"line {no}: acl {w[1]} -> never matches (reads a host file or needs a helper)")
+                notes.append(Note("", no, f"acl {w[1]} -> never matches (reads a host file or needs a helper)"))
                 out.append(f"acl {w[1]} src 255.255.255.255/32")
             continue
         if _reads_file(w):
-            notes.append(f"line {no}: {' '.join(w)[:80]} dropped (reads a host file)")
+            notes.append(Note("", no, f"{' '.join(w)[:80]} dropped (reads a host file)"))
             continue
         if key in ("http_port", "https_port"):
             new = _port_line(w, no, lab, ports, notes, listeners, accel)
@@ -349,10 +351,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     ]
     if not any(ln.key == "visible_hostname" for ln in lines):
         out.append("visible_hostname trustlab-proxy")
-    notes.append("logs, pid and core files are the lab's; cache_log at debug 83,5 (the evidence of a block)")
-    notes.append(f"every cache_peer gets {PEER_PLUMBING} (refused impostors never mark a peer dead)")
+    notes.append(Note.whole("logs, pid and core files are the lab's; cache_log at debug 83,5 (the evidence of a "
+                            "block)"))
+    notes.append(Note.whole(f"every cache_peer gets {PEER_PLUMBING} (refused impostors never mark a peer dead)"))
     upstreams = _upstreams(lines, all_peers, accel)
-    return Adapted("\n".join(out) + "\n", _sorted(notes), upstreams, listeners)
+    return Adapted("\n".join(out) + "\n", ordered(notes), upstreams, listeners)
 
 
 def _port_line(
@@ -360,7 +363,7 @@ def _port_line(
     no: int,
     lab: LabPaths,
     ports: Ports,
-    notes: list[str],
+    notes: list[Note],
     listeners: dict[str, int],
     accel: list[tuple[str, bool, str | None]],
 ) -> str | None:
@@ -369,7 +372,7 @@ def _port_line(
     if not port.isdigit():
         raise ConfigError(f"line {no}: {w[0]} {addr}: no port number")
     if port in listeners:
-        notes.append(f"line {no}: {' '.join(w)} dropped (port {port} already listened on)")
+        notes.append(Note("", no, f"{' '.join(w)} dropped (port {port} already listened on)"))
         return None
     lab_port = ports(port)
     listeners[port] = lab_port
@@ -380,12 +383,12 @@ def _port_line(
         kept += [f"tls-cert={lab.cert}", f"tls-key={lab.key}"]
         own = ("tls-cert", "tls-key", "cert", "key")
         if any(d.partition("=")[0] in own for d in dropped):
-            notes.append(f"line {no}: {w[0]} {addr}: its certificate replaced by a lab-minted one (the client side)")
+            notes.append(Note("", no, f"{w[0]} {addr}: its certificate replaced by a lab-minted one (the client side)"))
         dropped = [d for d in dropped if d.partition("=")[0] not in own]
     new = " ".join([w[0], f"127.0.0.1:{lab_port}", *kept])
     notes.append(
-        f"line {no}: {w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
-        + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else "")
+        Note("", no, f"{w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
+        + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else ""))
     )
     site = next((x.partition("=")[2] for x in w[2:] if x.startswith("defaultsite=")), None)
     if "accel" in kept:
@@ -393,7 +396,7 @@ def _port_line(
     return new
 
 
-def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: Path, plumbing: str) -> str:
+def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[Note], config: Path, plumbing: str) -> str:
     head = w[:5]
     new = list(head)
     for word in w[5:]:
@@ -414,7 +417,7 @@ def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: P
                 if crl:
                     new.append(f"{k}={crl}")
             else:
-                notes.append(f"line {no}: {k}={v} replaced by a lab-minted client {what}")
+                notes.append(Note("", no, f"{k}={v} replaced by a lab-minted client {what}"))
                 new.append(f"{k}={lab.cert if what == 'cert' else lab.key}")
             continue
         if k in PEER_KEEP:
@@ -425,11 +428,11 @@ def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: P
             if k in ("monitorurl", "monitorinterval", "monitorsize", "standby", "background-ping")
             else "not on trustlab's allow-list for cache_peer"
         )
-        notes.append(f"line {no}: cache_peer {w[1]}: {k} dropped ({why})")
+        notes.append(Note("", no, f"cache_peer {w[1]}: {k} dropped ({why})"))
     return " ".join(new) + " " + plumbing
 
 
-def _outgoing_line(w: list[str], lab: LabPaths, notes: list[str]) -> str:
+def _outgoing_line(w: list[str], lab: LabPaths, notes: list[Note]) -> str:
     new = [w[0]]
     for word in w[1:]:
         k, eq, v = word.partition("=")
@@ -438,10 +441,10 @@ def _outgoing_line(w: list[str], lab: LabPaths, notes: list[str]) -> str:
         elif eq and k in ("cafile", "capath"):
             new.append(f"{k}={trust_file(v, lab, notes, directory=k == 'capath')}")
         elif eq and k in ("cert", "key"):
-            notes.append(f"{w[0]}: {k}={v} replaced by a lab-minted client {k}")
+            notes.append(Note.whole(f"{w[0]}: {k}={v} replaced by a lab-minted client {k}"))
             new.append(f"{k}={lab.cert if k == 'cert' else lab.key}")
         elif eq and k == "crlfile":
-            notes.append(f"{w[0]}: crlfile={v} dropped")
+            notes.append(Note.whole(f"{w[0]}: crlfile={v} dropped"))
         else:
             new.append(word)
     return " ".join(new)
@@ -523,14 +526,6 @@ def _peer_request(
                 return None, None, f"cache_peer_access {p.name} (line {ln.no}): acl {name} ({t}) too complex to probe"
         return host, path, ""
     return None, None, ""
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit: the same parse, one scope per TLS peer ---------------------------------------------
