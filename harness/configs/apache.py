@@ -36,11 +36,11 @@ from harness.configs.base import (
     is_ip,
     is_system_bundle,
     ordered,
+    probe_path,
     read_config,
-    regex_probe_path,
+    split_url,
     trust_file,
 )
-from harness.configs.nginx import split_url
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
@@ -296,10 +296,6 @@ def _port_of(addr: str) -> str:
     return addr if addr.isdigit() else "80"
 
 
-def _probe_path(pattern: str) -> str | None:
-    return regex_probe_path(pattern)
-
-
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The config at *path* made runnable in the lab (see the module docstring)."""
     text = read_config(path)
@@ -434,7 +430,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             members = [(url, no)]
             if scheme == "balancer":
                 members = tree.balancers.get(f"balancer://{host}", [])
-            probe = _probe_path(ppath) if regex else (ppath if ppath.endswith("/") else ppath + "/")
+            probe = probe_path(ppath, "regex" if regex else "prefix")
             route = Route(vport, vh.tls, vh.name or PUBLIC_HOST, probe) if probe else None
             for murl, mline in members:
                 m_scheme, m_host, m_port, _ = split_url(murl)

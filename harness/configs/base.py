@@ -395,6 +395,26 @@ def read_named(config: Path, fd: int, shown: str, *, limit: int = _CONFIG_LIMIT)
 Adapt = Callable[..., Adapted]
 
 
+def split_url(url: str) -> tuple[str, str, int | None, str]:
+    """scheme, host, port (None when absent), path of a proxy_pass URL."""
+    m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
+    if not m:
+        return "", url, None, ""
+    return (
+        m.group(1).lower(),
+        m.group(2).strip("[]"),
+        int(m.group(3)) if m.group(3) else None,
+        m.group(4) or "",
+    )
+
+
+def split_hostport(value: str, default: int) -> tuple[str, int]:
+    m = re.match(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$", value)
+    if not m:
+        return value, default
+    return m.group(1).strip("[]"), int(m.group(2)) if m.group(2) else default
+
+
 def regex_sample(pattern: str) -> str | None:
     """A string that *pattern* (a PCRE location/ProxyPassMatch regex) matches, or None.
 
@@ -484,6 +504,22 @@ def regex_sample(pattern: str) -> str | None:
     except (ValueError, IndexError):
         return None
     return sample
+
+
+def probe_path(pattern: str, how: str = "prefix", *, flags: int = 0) -> str | None:
+    """The request path the lab sends to reach a route that matches *pattern* *how*: ``prefix``
+    (nginx ``location /api``, ``ProxyPass /api``, Envoy ``prefix``), ``exact`` or ``regex``; None
+    when no path the lab can build matches.
+
+    The worker appends a unique tail to a path ending in ``/`` (``trustlab-probe/...``): a prefix
+    is sent as a directory, an exact path ending in ``/`` gets a query so that it stays exact."""
+    if how == "prefix":
+        return pattern if pattern.endswith("/") else pattern + "/"
+    if how == "exact":
+        return pattern + ("?trustlab-probe" if pattern.endswith("/") else "")
+    if how == "regex":
+        return regex_probe_path(pattern, flags=flags)
+    raise ValueError(f"probe_path: unknown match {how!r}")
 
 
 def regex_probe_path(pattern: str, *, flags: int = 0) -> str | None:

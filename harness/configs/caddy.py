@@ -42,6 +42,7 @@ from harness.configs.base import (
     check_depth,
     is_ip,
     is_system_bundle,
+    probe_path,
     read_config,
     trust_file,
 )
@@ -656,7 +657,7 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
             if t.dynamic or not t.host:
                 continue
             name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
-            route = None if rp.why_unroutable else Route(str(port), False, host, _probe_path(rp.path),
+            route = None if rp.why_unroutable else Route(str(port), False, host, _route_probe(rp.path),
                                                           rp.method, rp.headers)
             out.append(
                 Upstream(
@@ -673,9 +674,11 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
     return out
 
 
-def _probe_path(path: str) -> str:
+def _route_probe(path: str) -> str:
+    """The request path a site's path matcher takes: a file name as written, else as a prefix; a
+    query the matcher asks for kept."""
     base, q, query = path.partition("?")
-    base = base if base.endswith("/") else base + "/" if not re.search(r"\.\w+$", base) else base
+    base = base if re.search(r"\.\w+$", base) else str(probe_path(base))
     return base + q + query
 
 

@@ -49,8 +49,8 @@ from harness.configs.base import (
     is_ip,
     is_system_bundle,
     ordered,
+    probe_path,
     read_config,
-    regex_probe_path,
     trust_file,
 )
 from harness.configs.matchers import Built, Request, Term, matches, request_for
@@ -531,19 +531,19 @@ def _route_matches(match: Any, path: str, req: Built | None = None) -> bool:
     return False
 
 
-def _probe_path(match: Any) -> str | None:
+def _route_probe(match: Any) -> str | None:
+    """The request path that a route's ``match`` takes (None: none the lab can build)."""
     if not isinstance(match, dict):
         return None
     if "prefix" in match:
-        p = str(match["prefix"]) or "/"
-        return p if p.endswith("/") else p + "/"
+        return probe_path(str(match["prefix"]) or "/")
     if "path_separated_prefix" in match:
-        return str(match["path_separated_prefix"]).rstrip("/") + "/"
+        return probe_path(str(match["path_separated_prefix"]).rstrip("/") + "/")
     if "path" in match:
         return str(match["path"])
     if "safe_regex" in match:
         # RE2 against the whole path (Envoy's safe_regex is a full match, never a search).
-        return regex_probe_path("^(?:" + str(_get(match, "safe_regex", "regex") or "") + ")$")
+        return probe_path("^(?:" + str(_get(match, "safe_regex", "regex") or "") + ")$", "regex")
     return None
 
 
@@ -575,7 +575,7 @@ def routes(tree: Tree) -> tuple[dict[str, RouteTo], dict[str, str]]:
                     targets = _clusters_of(r.get("route"))
                     if not targets or host is None:
                         continue
-                    path = _probe_path(r.get("match"))
+                    path = _route_probe(r.get("match"))
                     if path is None:
                         for t in targets:
                             why.setdefault(t, f"route {json.dumps(r.get('match'))[:80]}: match too complex to probe")

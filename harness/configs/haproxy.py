@@ -36,10 +36,10 @@ from harness.configs.base import (
     is_system_bundle,
     ordered,
     read_config,
+    split_hostport,
     trust_file,
 )
 from harness.configs.matchers import Built, Term, unshadowed_request
-from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 

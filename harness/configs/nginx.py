@@ -30,7 +30,9 @@ from harness.configs.base import (
     is_ip,
     is_system_bundle,
     ordered,
-    regex_probe_path,
+    probe_path,
+    split_hostport,
+    split_url,
     trust_file,
 )
 from harness.configs.matchers import regex_example
@@ -194,26 +196,6 @@ def resolve_var(value: str, stack: list[Directive]) -> str | None:
         return None
 
 
-def split_url(url: str) -> tuple[str, str, int | None, str]:
-    """scheme, host, port (None when absent), path of a proxy_pass URL."""
-    m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
-    if not m:
-        return "", url, None, ""
-    return (
-        m.group(1).lower(),
-        m.group(2).strip("[]"),
-        int(m.group(3)) if m.group(3) else None,
-        m.group(4) or "",
-    )
-
-
-def split_hostport(value: str, default: int) -> tuple[str, int]:
-    m = re.match(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$", value)
-    if not m:
-        return value, default
-    return m.group(1).strip("[]"), int(m.group(2)) if m.group(2) else default
-
-
 def ssl_name_host(name: str) -> str:
     """The name nginx sends as SNI and checks for ``proxy_ssl_name NAME``: without a port.
 
@@ -224,23 +206,16 @@ def ssl_name_host(name: str) -> str:
     return name if colon < 0 else name[:colon]
 
 
-def _probe_path(loc: Directive) -> str | None:
+def _location_probe(loc: Directive) -> str | None:
+    """The request path that reaches *loc* (None: a named location, or a regex nothing matches)."""
     args = loc["args"]
     if not args:
         return None
-    if len(args) == 1:
-        mod, pat = "", args[0]
-    else:
-        mod, pat = args[0], args[1]
-    if pat.startswith("@"):
+    mod, pat = ("", args[0]) if len(args) == 1 else (args[0], args[1])
+    how = {"": "prefix", "^~": "prefix", "=": "exact", "~": "regex", "~*": "regex"}.get(mod)
+    if pat.startswith("@") or how is None:
         return None
-    if mod in ("", "^~"):
-        return pat if pat.endswith("/") else pat + "/"
-    if mod == "=":
-        return pat + ("?trustlab-probe" if pat.endswith("/") else "")
-    if mod in ("~", "~*"):
-        return regex_probe_path(pat, flags=re.I if mod == "~*" else 0)
-    return None
+    return probe_path(pat, how, flags=re.I if mod == "~*" else 0)
 
 
 def _host_header(server: Directive) -> str:
@@ -414,7 +389,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
             server = next((b for b in stack if b["directive"] == "server"), None)
             route = None
             why = ""
-            path = _probe_path(loc) if loc["directive"] == "location" else "/"
+            path = _location_probe(loc) if loc["directive"] == "location" else "/"
             if server is None or path is None:
                 named = loc["directive"] == "location" and any(a.startswith("@") for a in loc["args"][:1])
                 why = (

@@ -47,9 +47,9 @@ from harness.configs.base import (
     ordered,
     read_config,
     read_named,
+    split_hostport,
     trust_file,
 )
-from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
