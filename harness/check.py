@@ -348,23 +348,12 @@ def check_many(
     lab (its own PKI, for the name it names).
     """
     from harness.runner import lab_dir
-    from harness.runtimes.local import PreparedProxy
 
     kind = kind_of(proxy)
     paths = [Path(c) for c in configs]
     texts = [read_config(path) for path in paths]
-    for ident in accept:
-        if ident not in IMPOSTORS:
-            raise ConfigError(
-                f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
-            )
-    adapt = adapter(kind)
-    if dynamic:
-        if kind is not ProxyKind.TRAEFIK:
-            raise ConfigError(f"--dynamic: only Traefik has dynamic files; {kind.value} reads its config alone")
-        import functools
-
-        adapt = functools.partial(adapt, dynamic=tuple(Path(d) for d in dynamic))
+    _check_accept(accept)
+    adapt = _adapter_for(kind, dynamic)
     rt = pick_runtime(runtime)
     rt.preflight({kind.value})
     inst = _installation(rt, kind, version)
@@ -375,172 +364,219 @@ def check_many(
             _plan(adapt, kind, path, text, lab / f"probe{n}", pinned, identities)
             for n, (path, text) in enumerate(zip(paths, texts, strict=True))
         ]
-        units: list[_Unit] = [
-            (p, g, key, members) for p, plan in enumerate(plans) for g, (key, members) in enumerate(plan.groups.items())
-        ]
-        if pinned is not None:
-            batches = [units[i : i + _BATCH] for i in range(0, len(units), _BATCH)]
-        else:
-            batches = [[u] for u in units]
-
-        def run_batch(b: int, batch: list[_Unit]) -> list[tuple[int, list[CheckCell], str | None, Adapted]]:
-            name, addr, _ = batch[0][2]
-            mine = [plans[p] for p, *_ in batch]
-            hosts = {n: a for plan in mine for n, a in plan.hosts.items()}
-            addresses = sorted({a for plan in mine for a in plan.addresses})
-            seat_ports = sorted({port for plan in mine for port in plan.seat_ports})
-            base = lab / f"b{b}"
-            optional = tuple(dict.fromkeys(i for plan in mine for i in plan.identities if i in OPTIONAL_IDENTITY_IDS))
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=mine[0].sibling)
-            pki.write_to(base / "pki")
-            shutil.copytree(lab / "front", base / "front")
-            files = _lab_paths(base, base)
-            _hashed_dir(files.ca_dir, files.ca)
-            _hashed_dir(files.bundle_dir, files.bundle)
-            proxies: list[PreparedProxy] = []
-            cells: list[CellSpec] = []
-            done: dict[str, tuple[int, list[tuple[int, Upstream]], Path, Adapted, list[CheckCell]]] = {}
-            for n, (p, g, key, members) in enumerate(batch):
-                pk, run_dir = f"p{n}", base / f"run{n}"
-                run_dir.mkdir(parents=True)
-                # Each proxy process of a shared lab listens on its own ports.
-                ports = Ports(avoid=set(seat_ports), first=20000 + 100 * n)
-                # The config names the paths where the proxy sees these files (/lab/... in docker).
-                seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir))
-                adapted = adapt(plans[p].path, seen, ports=ports, focus=key[2] or None)
-                cfg = run_dir / (adapted.config_name or driver_config_name(kind))
-                cfg.write_text(adapted.text)
-                for extra, body in adapted.extra_files.items():  # remap.config beside records.config
-                    (run_dir / extra).write_text(body)
-                unprobed: list[CheckCell] = []
-                for i, u in members:
-                    if u.route is None:
-                        unprobed += [
-                            CheckCell(
-                                u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line
-                            )
-                            for ident in plans[p].identities
-                        ]
-                        continue
-                    for ident in plans[p].identities:
-                        cells.append(
-                            CellSpec(
-                                key=pk,
-                                identity=ident,
-                                label=i,
-                                port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
-                                host=u.route.host,
-                                path=u.route.path,
-                                tls=u.route.tls,
-                                method=u.route.method,
-                                headers=u.route.headers,
-                                sni_routing=sni_routing,
-                            )
-                        )
-                listen = next(iter(adapted.listeners.values()), ports("80"))
-                if pinned is not None and g == 0:
-                    # The declared request, once, with legit: it must reach the seat and be served.
-                    first_listener = next(iter(adapted.listeners), "80")
-                    tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
-                    cells.append(
-                        CellSpec(
-                            key=pk,
-                            identity="legit",
-                            label=-1,
-                            port=listen,
-                            host=pinned.host,
-                            path=pinned.path,
-                            tls=tls,
-                            sni_routing=sni_routing,
-                        )
-                    )
-                proxies.append(PreparedProxy(pk, kind.value, run_dir, cfg, listen, inst))
-                done[pk] = (p, members, cfg, adapted, unprobed)
-            events: list[ProxyEvent] = []
-            raw = list(
-                rt.run_prepared(
-                    proxies,
-                    cells,
-                    lab_dir=base,
-                    pki_dir=base / "pki",
-                    hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
-                    addresses=addresses,
-                    seat_ports=seat_ports,
-                    on_proxy=events.append,
-                )
-            )
-            out = []
-            for pk, (p, members, cfg, adapted, unprobed) in done.items():
-                judged, rejected = _judge(
-                    members,
-                    [r for r in raw if r.key == pk],
-                    [e for e in events if e.key == pk],
-                    plans[p].path,
-                    cfg,
-                    adapted,
-                    addr,
-                    plans[p].identities,
-                    pinned,
-                )
-                out.append((p, unprobed + judged, rejected, adapted))
-            return out
-
-        pool = ThreadPoolExecutor(max_workers=4)
-        try:
-            futures = [pool.submit(run_batch, b, batch) for b, batch in enumerate(batches)]
-            results = [r for f in futures for r in f.result()]
-        except BaseException:
-            # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
-            # threads are reading, so they end now rather than after every upstream (38 s for 80).
-            pool.shutdown(wait=False, cancel_futures=True)
-            stop = getattr(rt, "stop", None)  # both runtimes: local stops its workers, docker removes its labs
-            if stop is not None:
-                stop()
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        run = _Run(lab, rt, kind, inst, adapt, plans, pinned, sni_routing)
+        results = _run_batches(run, _batches(plans, pinned))
     elapsed = time.perf_counter() - t0
+    return [
+        _result(run, p, [r for r in results if r[0] == p], accept, elapsed / len(plans))
+        for p in range(len(plans))
+    ]
+
+
+def _check_accept(accept: tuple[str, ...]) -> None:
+    for ident in accept:
+        if ident not in IMPOSTORS:
+            raise ConfigError(f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}")
+
+
+def _adapter_for(kind: ProxyKind, dynamic: tuple[str | Path, ...]) -> Any:
+    """*kind*'s adapter, given the Traefik dynamic files named on the command line."""
+    adapt = adapter(kind)
+    if not dynamic:
+        return adapt
+    if kind is not ProxyKind.TRAEFIK:
+        raise ConfigError(f"--dynamic: only Traefik has dynamic files; {kind.value} reads its config alone")
+    import functools
+
+    return functools.partial(adapt, dynamic=tuple(Path(d) for d in dynamic))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every proxy process of one :func:`check_many` call shares."""
+
+    lab: Path
+    rt: Any
+    kind: ProxyKind
+    inst: Installation | None
+    adapt: Any
+    plans: list[_Plan]
+    pinned: Backend | None
+    sni_routing: bool
+
+
+#: One proxy process's outcome: (config number, its cells, the proxy's refusal, its adapted config).
+_Done = tuple[int, list[CheckCell], str | None, Adapted]
+
+
+def _batches(plans: list[_Plan], pinned: Backend | None) -> list[list[_Unit]]:
+    """The proxy processes to run, by lab: a pinned lab holds up to :data:`_BATCH` of them, any
+    other lab one (its PKI names its upstream group's name)."""
+    units: list[_Unit] = [
+        (p, g, key, members) for p, plan in enumerate(plans) for g, (key, members) in enumerate(plan.groups.items())
+    ]
+    if pinned is not None:
+        return [units[i : i + _BATCH] for i in range(0, len(units), _BATCH)]
+    return [[u] for u in units]
+
+
+def _run_batches(run: _Run, batches: list[list[_Unit]]) -> list[_Done]:
+    """Every batch's lab, four at a time; an interruption stops the lab workers at once."""
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
+        futures = [pool.submit(_run_batch, run, b, batch) for b, batch in enumerate(batches)]
+        return [r for f in futures for r in f.result()]
+    except BaseException:
+        # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
+        # threads are reading, so they end now rather than after every upstream (38 s for 80).
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop = getattr(run.rt, "stop", None)  # both runtimes: local stops its workers, docker removes its labs
+        if stop is not None:
+            stop()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _run_batch(run: _Run, b: int, batch: list[_Unit]) -> list[_Done]:
+    """One lab: its PKI for the batch's upstream name and address, each unit's proxy, every cell."""
+    name, addr, _ = batch[0][2]
+    mine = [run.plans[p] for p, *_ in batch]
+    hosts = {n: a for plan in mine for n, a in plan.hosts.items()}
+    seat_ports = sorted({port for plan in mine for port in plan.seat_ports})
+    base = run.lab / f"b{b}"
+    optional = tuple(dict.fromkeys(i for plan in mine for i in plan.identities if i in OPTIONAL_IDENTITY_IDS))
+    pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=mine[0].sibling)
+    pki.write_to(base / "pki")
+    shutil.copytree(run.lab / "front", base / "front")
+    files = _lab_paths(base, base)
+    _hashed_dir(files.ca_dir, files.ca)
+    _hashed_dir(files.bundle_dir, files.bundle)
+    units = [_prepare(run, base, n, unit, seat_ports) for n, unit in enumerate(batch)]
+    events: list[ProxyEvent] = []
+    raw = list(
+        run.rt.run_prepared(
+            [u.proxy for u in units],
+            [c for u in units for c in u.cells],
+            lab_dir=base,
+            pki_dir=base / "pki",
+            hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
+            addresses=sorted({a for plan in mine for a in plan.addresses}),
+            seat_ports=seat_ports,
+            on_proxy=events.append,
+        )
+    )
+    out = []
+    for u in units:
+        plan, key = run.plans[u.plan], u.proxy.key
+        judged, rejected = _judge(u.members, [r for r in raw if r.key == key], [e for e in events if e.key == key],
+                                  plan.path, u.proxy.config, u.adapted, addr, plan.identities, run.pinned)
+        out.append((u.plan, u.unprobed + judged, rejected, u.adapted))
+    return out
+
+
+@dataclass
+class _Prepared:
+    """One proxy process of a batch: its adapted config, the cells sent through it, and the cells
+    of its upstreams no request can reach."""
+
+    plan: int
+    members: list[tuple[int, Upstream]]
+    proxy: Any  # PreparedProxy
+    adapted: Adapted
+    cells: list[CellSpec]
+    unprobed: list[CheckCell]
+
+
+def _prepare(run: _Run, base: Path, n: int, unit: _Unit, seat_ports: list[int]) -> _Prepared:
+    """Unit *n* of a batch's lab: its config adapted into ``run{n}`` and its cells."""
+    from harness.runtimes.local import PreparedProxy
+
+    p, g, key, members = unit
+    plan, pk, run_dir = run.plans[p], f"p{n}", base / f"run{n}"
+    run_dir.mkdir(parents=True)
+    # Each proxy process of a shared lab listens on its own ports.
+    ports = Ports(avoid=set(seat_ports), first=20000 + 100 * n)
+    # The config names the paths where the proxy sees these files (/lab/... in docker).
+    seen = _lab_paths(run.rt.lab_path(base, base), run.rt.lab_path(base, run_dir))
+    adapted = run.adapt(plan.path, seen, ports=ports, focus=key[2] or None)
+    cfg = run_dir / (adapted.config_name or driver_config_name(run.kind))
+    cfg.write_text(adapted.text)
+    for extra, body in adapted.extra_files.items():  # remap.config beside records.config
+        (run_dir / extra).write_text(body)
+    unprobed = [
+        CheckCell(u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line)
+        for _, u in members
+        if u.route is None
+        for ident in plan.identities
+    ]
+    cells = [_cell(run, pk, i, u, ident, adapted, ports) for i, u in members if u.route for ident in plan.identities]
+    listen = next(iter(adapted.listeners.values()), ports("80"))
+    if run.pinned is not None and g == 0:
+        cells.append(_graded_cell(run.pinned, pk, listen, adapted, members, run.sni_routing))
+    proxy = PreparedProxy(pk, run.kind.value, run_dir, cfg, listen, run.inst)
+    return _Prepared(p, members, proxy, adapted, cells, unprobed)
+
+
+def _cell(run: _Run, pk: str, i: int, u: Upstream, ident: str, adapted: Adapted, ports: Ports) -> CellSpec:
+    """The request that reaches upstream *i* (through its route), answered by *ident*."""
+    assert u.route is not None
+    return CellSpec(
+        key=pk,
+        identity=ident,
+        label=i,
+        port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
+        host=u.route.host,
+        path=u.route.path,
+        tls=u.route.tls,
+        method=u.route.method,
+        headers=u.route.headers,
+        sni_routing=run.sni_routing,
+    )
+
+
+def _graded_cell(
+    pinned: Backend, pk: str, listen: int, adapted: Adapted, members: list[tuple[int, Upstream]], sni_routing: bool
+) -> CellSpec:
+    """The declared request, once, with legit: it must reach the seat and be served."""
+    first_listener = next(iter(adapted.listeners), "80")
+    tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
+    return CellSpec(
+        key=pk, identity="legit", label=-1, port=listen, host=pinned.host, path=pinned.path, tls=tls,
+        sni_routing=sni_routing,
+    )
+
+
+def _result(run: _Run, p: int, mine: list[_Done], accept: tuple[str, ...], duration: float) -> CheckResult:
+    """Config *p*'s result: its cells in the config's upstream order, then by identity."""
+    plan, pinned, inst = run.plans[p], run.pinned, run.inst
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
-    checked = []
-    for p, plan in enumerate(plans):
-        mine = [r for r in results if r[0] == p]
-        order = {u.label: i for i, u in enumerate(plan.first.upstreams)}
-        cells = sorted(
-            (c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
-        )
-        rejected = next((r[2] for r in mine if r[2]), None)
-        problems = list(plan.problems)
-        if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
-            problems.append(
-                Problem(
-                    GRADED,
-                    0,
-                    f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of the config goes to "
-                    f"the backend {pinned.name}:{pinned.port}",
-                )
-            )
-        # Relabelled before deduplicating: each group's notes name its own lab paths.
-        notes = list(dict.fromkeys(_relabel(n) for r in mine for n in r[3].adaptations))
-        notes = notes or [_relabel(n) for n in plan.first.adaptations]
-        checked.append(
-            CheckResult(
-                proxy=kind.value,
-                config=str(plan.path),
-                adaptations=notes,
-                cells=cells,
-                rejected=rejected,
-                accept=tuple(accept),
-                # Configs checked side by side share the lab's time.
-                duration_s=elapsed / len(plans),
-                runtime=rt.name,
-                proxy_version=inst.version if inst else None,
-                tls_library=(inst.tls or None) if inst else None,
-                pinned=pinned,
-                problems=problems,
-                upstream_info=[_upstream_info(u, plan.text) for u in plan.first.upstreams],
-            )
-        )
-    return checked
+    order = {u.label: i for i, u in enumerate(plan.first.upstreams)}
+    cells = sorted(
+        (c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
+    )
+    rejected = next((r[2] for r in mine if r[2]), None)
+    problems = list(plan.problems)
+    if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
+        problems.append(Problem(GRADED, 0, f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of "
+                                           f"the config goes to the backend {pinned.name}:{pinned.port}"))
+    # Relabelled before deduplicating: each group's notes name its own lab paths.
+    notes = list(dict.fromkeys(_relabel(n) for r in mine for n in r[3].adaptations))
+    return CheckResult(
+        proxy=run.kind.value,
+        config=str(plan.path),
+        adaptations=notes or [_relabel(n) for n in plan.first.adaptations],
+        cells=cells,
+        rejected=rejected,
+        accept=tuple(accept),
+        duration_s=duration,  # configs checked side by side share the lab's time
+        runtime=run.rt.name,
+        proxy_version=inst.version if inst else None,
+        tls_library=(inst.tls or None) if inst else None,
+        pinned=pinned,
+        problems=problems,
+        upstream_info=[_upstream_info(u, plan.text) for u in plan.first.upstreams],
+    )
 
 
 def _plan(
