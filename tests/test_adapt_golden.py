@@ -43,7 +43,8 @@ KINDS = {
     "haproxy": ["haproxy-*.cfg", "matchers/haproxy-*.cfg", "adapt/haproxy-*.cfg"],
     "caddy": ["caddy/*"],
     "envoy": ["envoy/*", "matchers/envoy-*.yaml"],
-    "traefik": ["traefik/*.yml", "traefik/*.toml", "traefik/conf.d/*.yml", "matchers/traefik-*.yml"],
+    "traefik": ["traefik/*.yml", "traefik/*.toml", "traefik/conf.d/*.yml", "matchers/traefik-*.yml",
+                "adapt/traefik-*.yml"],
     "squid": ["squid/*.conf"],
     "trafficserver": ["trafficserver/*/records.*"],
 }
