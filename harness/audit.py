@@ -69,11 +69,7 @@ def audit(
 
 def _findings(kind: ProxyKind, path: Path, text: str) -> list[Finding]:
     """The registered rules of *kind* on its config module's scopes of *path*."""
-    module = rules.config_module(kind)
-    if not hasattr(module, "scopes") and hasattr(module, "audit"):
-        # A kind written before the registry: its module's audit(path, text) gives the findings.
-        return sorted(module.audit(path, text), key=lambda f: (f.line, f.rule))
-    return rules.findings(module.scopes(path, text), kind)
+    return rules.findings(rules.config_module(kind).scopes(path, text), kind)
 
 
 def render(report: AuditReport) -> str:

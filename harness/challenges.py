@@ -32,6 +32,7 @@ A challenge lives at ``labs/challenges/<id>/`` (shipped as package data with the
     name = "backend-api.internal"    # the only name the legitimate certificate carries
     port = 8443
     address = "10.203.0.10"          # where the lab puts it (an IP target must use this)
+    ca_file = "/etc/nginx/tls/internal-pki.pem"  # the internal root: the one CA file on the host
 
     [request]                        # the request the grade is about
     host = "portal.example.com"
@@ -133,7 +134,7 @@ _REQUIRED = (
     "request",
 )
 _LESSON_KEYS = ("text", "sources")
-_BACKEND_KEYS = ("name", "port", "address")
+_BACKEND_KEYS = ("name", "port", "address", "ca_file")
 _REQUEST_KEYS = ("host", "path")
 _GRADER_KEYS = ("served", "accept", "policy", "sni_routing")
 
@@ -199,6 +200,9 @@ class Challenge:
         return (
             f"# {self.title}\n\n`{self.id}` - {self.proxy.value}, {self.difficulty}, about {self.minutes} minutes\n\n"
             f"## Story\n\n{self.story.strip()}\n\n## Goal\n\n{self.goal.strip()}{policy}\n\n"
+            f"## On this host\n\nThe internal root CA is `{self.backend.ca_file}`; the system's CA bundle is "
+            "where the OS keeps it. No other CA file exists here: a config that names one fails as it would "
+            "on the real host.\n\n"
             f"## What to do\n\nEdit `{self.config}`"
             + (f" (it reads {', '.join(f'`{f}`' for f in self.files)} beside it)" if self.files else "")
             + ", then run:\n\n"
@@ -377,12 +381,16 @@ def _backend(where: str, backend: Any, request: Any) -> Any:
         raise _fail(where, "backend.port", f"{port!r} must be a port number, e.g. 8443")
     if not isinstance(address, str) or not is_ip(address) or not address.startswith("10.203.0."):
         raise _fail(where, "backend.address", f"{address!r} must be a lab address (10.203.0.x), e.g. 10.203.0.10")
+    ca_file = backend["ca_file"]
+    if not isinstance(ca_file, str) or not ca_file.startswith("/") or any(c.isspace() for c in ca_file):
+        raise _fail(where, "backend.ca_file", f"{ca_file!r} must be the internal root's absolute path on the "
+                    "proxy's host, e.g. /etc/nginx/tls/internal-pki.pem")
     host, rpath = request["host"], request["path"]
     if not isinstance(host, str) or not host or dns_name_problem(host):
         raise _fail(where, "request.host", f"{host!r} must be the host name a client sends, e.g. portal.example.com")
     if not isinstance(rpath, str) or not rpath.startswith("/") or " " in rpath:
         raise _fail(where, "request.path", f"{rpath!r} must be a path starting with '/', e.g. /")
-    return Backend(name=name, port=port, address=address, host=host, path=rpath)
+    return Backend(name=name, port=port, address=address, host=host, path=rpath, ca_file=ca_file)
 
 
 @cache
@@ -472,6 +480,8 @@ def grade_many(challenge: Challenge | str, configs: list[str | Path], *, runtime
 
 def _graded(ch: Challenge, config: str | Path, result: Any) -> Grade:
     """The grade of one :class:`harness.check.CheckResult`: its failures, and the checks it lacks."""
+    from harness.configs.base import ABSENT_CA
+
     failures: list[dict[str, Any]] = [
         {
             "upstream": p.upstream,
@@ -483,6 +493,14 @@ def _graded(ch: Challenge, config: str | Path, result: Any) -> Grade:
             "impostor": None,
         }
         for p in result.problems
+    ]
+    # A CA file the challenge's host does not have (a typo): the proxy's refusal or its failed
+    # verification follows from it, and this says why in the learner's own path.
+    failures += [
+        {"upstream": "your config", "line": None, "identity": None, "outcome": None, "want": None,
+         "reason": note, "impostor": None}
+        for note in result.adaptations
+        if ABSENT_CA in note
     ]
     for c in result.cells:
         want = _want(ch.grader, c.identity)
@@ -897,6 +915,7 @@ def json_schema() -> dict[str, Any]:
                     "name": text,
                     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                     "address": {"type": "string", "pattern": "^10\\.203\\.0\\.[0-9]{1,3}$"},
+                    "ca_file": {"type": "string", "pattern": "^/[^\\s]+$"},
                 },
             },
             "request": {

@@ -84,6 +84,13 @@ class Backend:
     address: str = LOCAL_LAB_IP
     host: str = PUBLIC_HOST
     path: str = "/"
+    #: The internal root's path on the challenge's host: the one CA file a config may name (see
+    #: :attr:`harness.configs.base.LabPaths.ca_files`). None: any path stands for the lab's root.
+    ca_file: str | None = None
+
+    @property
+    def ca_files(self) -> tuple[str, ...] | None:
+        return None if self.ca_file is None else (self.ca_file,)
 
     @property
     def dest(self) -> str:
@@ -212,7 +219,7 @@ class CheckResult:
         }
 
 
-def _lab_paths(base: Path, run_dir: Path) -> LabPaths:
+def _lab_paths(base: Path, run_dir: Path, pinned: Backend | None = None) -> LabPaths:
     return LabPaths(
         run_dir=run_dir,
         ca=base / "pki" / CA_FILE,
@@ -224,6 +231,7 @@ def _lab_paths(base: Path, run_dir: Path) -> LabPaths:
         combined=base / "front" / "combined.pem",
         crl_chain=base / "pki" / "crl-chain.pem",
         crl_leaf=base / "pki" / "crl-intermediate.pem",
+        ca_files=pinned.ca_files if pinned is not None else None,
     )
 
 
@@ -498,7 +506,7 @@ def _prepare(run: _Run, base: Path, n: int, unit: _Unit, seat_ports: list[int]) 
     # Each proxy process of a shared lab listens on its own ports.
     ports = Ports(avoid=set(seat_ports), first=20000 + 100 * n)
     # The config names the paths where the proxy sees these files (/lab/... in docker).
-    seen = _lab_paths(run.rt.lab_path(base, base), run.rt.lab_path(base, run_dir))
+    seen = _lab_paths(run.rt.lab_path(base, base), run.rt.lab_path(base, run_dir), run.pinned)
     adapted = run.adapt(plan.path, seen, ports=ports, focus=key[2] or None)
     cfg = run_dir / (adapted.config_name or driver_config_name(run.kind))
     cfg.write_text(adapted.text)
@@ -590,7 +598,7 @@ def _plan(
 ) -> _Plan:
     """*path*'s upstreams, and where the lab puts each one (see the module doc)."""
     try:
-        first = adapt(path, _lab_paths(probe, probe), ports=Ports())
+        first = adapt(path, _lab_paths(probe, probe, pinned), ports=Ports())
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
     if not first.upstreams:

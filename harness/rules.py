@@ -4,13 +4,15 @@ A config is parsed once (its kind's config module, :attr:`Driver.config_module
 <harness.proxies.base.Driver.config_module>`) into :class:`Scope` objects: the HTTPS upstreams
 of one place in the config with the directives in effect there (an nginx ``proxy_pass`` with
 what it inherits; an Apache ``<VirtualHost>`` merged over the main server; an HAProxy ``server``
-line merged with its ``default-server`` lines). ``check``'s adapter reads the same parse.
+line merged with its ``default-server`` lines; a Caddy ``reverse_proxy``; an Envoy TLS cluster;
+a Traefik configuration as a whole). ``check``'s adapter reads the same parse. Every kind's rules
+are here; ``tests/test_rules.py`` proves each on its scenario and on a false-positive fixture.
 
 A rule is a function of one scope, registered with :func:`rule`, which declares everything
 about it: its id, the proxy it is for, its severity, a help link (the directive's documentation
 or the report that showed it), the directives it reads, the scenario that proves it live
 (``trustlab run <scenario>``) and the fix. It returns a :class:`Hit` (or several, or ``None``);
-:func:`findings` turns hits into :class:`Finding` objects. Writing rules for a new kind::
+:func:`findings` turns hits into :class:`Finding` objects. A rule (Caddy's, shortened)::
 
     from harness.rules import Hit, Scope, rule
 
@@ -92,7 +94,8 @@ class Scope:
     upstreams: tuple[Upstream, ...]
     directives: Mapping[str, Directive] = field(default_factory=dict)
     #: What a kind's rules need beyond directives (nginx: the ``upstream`` block names; HAProxy:
-    #: the global ``ssl-server-verify`` and the server's name).
+    #: the server's name; Envoy: the TLS cluster; Traefik, whose scope is the whole configuration:
+    #: the parsed tree).
     facts: Mapping[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> Directive | None:
@@ -109,6 +112,8 @@ class Hit:
     message: str
     fix: str | None = None
     severity: str | None = None
+    #: The file the line is in, when not the scope's (Traefik: a dynamic file beside the static one).
+    file: str | None = None
 
 
 Check = Callable[[Scope], "Hit | Iterable[Hit] | None"]
@@ -190,7 +195,7 @@ def findings(scopes: Iterable[Scope], kind: ProxyKind | str) -> list[Finding]:
                     Finding(
                         r.id,
                         hit.severity or r.severity,
-                        scope.file,
+                        hit.file or scope.file,
                         hit.line,
                         hit.message,
                         hit.fix or r.fix,

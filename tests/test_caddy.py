@@ -173,15 +173,7 @@ def test_audit_findings_and_lines(name: str, want: set[tuple[str, int]]) -> None
     assert {(f.rule, f.line) for f in report.findings} == want
     for f in report.findings:
         assert f.scenario in scenarios.builtin(), f.scenario
-        assert "https://caddyserver.com/docs/" in f.fix
-
-
-def test_every_rule_is_registered_with_severity_help_and_a_proving_scenario() -> None:
-    ids = [r.id for r in cf.RULES]
-    assert len(ids) == len(set(ids)) >= 6
-    for r in cf.RULES:
-        assert r.severity in SEVERITIES and r.help.startswith("https://caddyserver.com/docs/") and r.directives
-        assert scenarios.builtin()[r.scenario].proxy.value == "caddy"
+        assert f.help.startswith("https://caddyserver.com/docs/") and f.fix and f.severity in SEVERITIES
 
 
 def test_audit_of_json_flags_skip_verify(tmp_path: Path) -> None:

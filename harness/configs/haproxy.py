@@ -717,8 +717,7 @@ def _no_ca_file(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    # The live proof is nginx's: the same widening, shown with the lab's system bundle.
-    "haproxy-system-bundle", proxy="haproxy", severity="medium", scenario="nginx/system-bundle",
+    "haproxy-system-bundle", proxy="haproxy", severity="medium", scenario="haproxy/system-bundle",
     directives=("ca-file", "verify"), help=_DOCS + "ca-file", fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
@@ -754,7 +753,7 @@ def _sni(scope: rules.Scope) -> str | None:
 
 
 @rules.rule(
-    "haproxy-client-controlled-sni", proxy="haproxy", severity="high", scenario="haproxy/ca-sni",
+    "haproxy-client-controlled-sni", proxy="haproxy", severity="high", scenario="haproxy/sni-from-host",
     directives=("sni", "verifyhost", "verify"), help=_DOCS + "sni", fix="add verifyhost <backend name>",
 )
 def _client_controlled_sni(scope: rules.Scope) -> rules.Hit | None:
@@ -769,7 +768,7 @@ def _client_controlled_sni(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "haproxy-no-verifyhost", proxy="haproxy", severity="high", scenario="haproxy/ca-only",
+    "haproxy-no-verifyhost", proxy="haproxy", severity="high", scenario="haproxy/no-verifyhost",
     directives=("no-verifyhost", "verify"), help=_DOCS + "no-verifyhost", fix="remove no-verifyhost",
 )
 def _no_verifyhost(scope: rules.Scope) -> rules.Hit | None:

@@ -617,7 +617,7 @@ def _system_store(scope: rules.Scope) -> rules.Hit | None:
     "squid-system-bundle",
     proxy="squid",
     severity="medium",
-    scenario="squid/default-ca",
+    scenario="squid/system-bundle",
     directives=("tls-cafile",),
     help=_DOCS + "cache_peer.html",
     fix="trust the internal root only",
@@ -714,13 +714,12 @@ def _wildcard(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    # The live proof of this exact config is tests/test_check_squid_trafficserver.py (check on
-    # tests/configs/squid/cert-error-allow-all.conf: every impostor spoofed); the scenario with
-    # the same outcomes is dont-verify-peer.
+    # check on tests/configs/squid/cert-error-allow-all.conf shows it too
+    # (tests/test_check_squid_trafficserver.py: every impostor spoofed).
     "squid-cert-error-bypass",
     proxy="squid",
     severity="high",
-    scenario="squid/dont-verify-peer",
+    scenario="squid/cert-error-allow-all",
     directives=("sslproxy_cert_error",),
     help=_DOCS + "sslproxy_cert_error.html",
     fix="remove sslproxy_cert_error allow ... (it is for SSL-bump; it bypasses the cache_peer's verification too)",

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harness import rules
 from harness.configs.base import (
     MAX_DEPTH,
     Adapted,
@@ -61,7 +62,7 @@ from harness.configs.base import (
 )
 from harness.configs.matchers import Built, Term, unshadowed_request
 from harness.errors import ConfigError
-from harness.vocab import BACKEND_NAME, PUBLIC_HOST
+from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
 #: Top-level keys of the static configuration (anything else at the top is dynamic or unknown).
 STATIC_KEYS = (
@@ -872,239 +873,250 @@ def _term(fn: str, args: list[str], negated: bool) -> list[Term] | str:
     return f"{text}: a matcher the lab cannot build a request for"
 
 
-# -- audit ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Rule:
-    """One audit rule: what it finds, how bad, how to fix it, and the scenario that shows it live."""
-
-    id: str
-    severity: str
-    help: str
-    directives: tuple[str, ...]
-    scenario: str
-    fix: str
-
-
+# -- audit: one scope per configuration (its rules read the whole tree), on the registry ----------
 _DOCS = "https://doc.traefik.io/traefik/routing/services/#serverstransport"
 _STATIC_DOCS = "https://doc.traefik.io/traefik/routing/overview/#transport-configuration"
-RULES: dict[str, Rule] = {
-    r.id: r
-    for r in (
-        Rule(
-            "traefik-insecure-skip-verify",
-            "high",
-            _STATIC_DOCS,
-            ("serversTransport.insecureSkipVerify",),
-            "traefik/insecure-skip-verify",
-            "remove insecureSkipVerify; trust the internal root with rootCAs",
-        ),
-        Rule(
-            "traefik-transport-insecure-skip-verify",
-            "high",
-            _DOCS,
-            ("http.serversTransports.<name>.insecureSkipVerify",),
-            "traefik/transport-insecure-skip-verify",
-            "remove insecureSkipVerify from the transport; give it rootCAs with the internal root",
-        ),
-        Rule(
-            "traefik-ca-and-skip-verify",
-            "high",
-            _STATIC_DOCS,
-            ("rootCAs", "insecureSkipVerify"),
-            "traefik/ca-and-skip-verify",
-            "remove insecureSkipVerify: with it the rootCAs are never used",
-        ),
-        Rule(
-            "traefik-system-store",
-            "medium",
-            _STATIC_DOCS,
-            ("serversTransport.rootCAs",),
-            "traefik/system-store",
-            "set rootCAs to the internal root (every CA of the OS store can "
-            "otherwise issue a certificate for the backend)",
-        ),
-        Rule(
-            "traefik-transport-drops-root-cas",
-            "medium",
-            _DOCS,
-            ("http.serversTransports.<name>.rootCAs",),
-            "reported/traefik-10612",
-            "repeat the internal root in the transport's own rootCAs (a dynamic "
-            "transport does not inherit the static one's)",
-        ),
-        Rule(
-            "traefik-system-bundle-root-cas",
-            "medium",
-            _STATIC_DOCS,
-            ("rootCAs",),
-            "traefik/system-store",
-            "trust the internal root only, not an OS bundle",
-        ),
-        Rule(
-            "traefik-ip-target-no-server-name",
-            "medium",
-            _DOCS,
-            ("loadBalancer.servers.url", "serverName"),
-            "traefik/ip-target",
-            "give the service a serversTransport with serverName: <the backend's name>",
-        ),
-        Rule(
-            "traefik-server-name-other-host",
-            "high",
-            _DOCS,
-            ("http.serversTransports.<name>.serverName",),
-            "traefik/shared-transport-server-name",
-            "one transport per backend name: serverName must be the name this backend's certificate carries",
-        ),
-        Rule(
-            "traefik-misplaced-trust-key",
-            "medium",
-            _STATIC_DOCS,
-            ("serversTransport.insecureSkipVerify", "serversTransport.rootCAs"),
-            "reported/traefik-4207",
-            "move it under serversTransport (Traefik 3 refuses to start on it where it is; 1.x ignored it)",
-        ),
-        Rule(
-            "traefik-servertransport-typo",
-            "high",
-            _STATIC_DOCS,
-            ("serverTransport",),
-            "reported/traefik-proxmox-tunnel-14",
-            "the key is serversTransport (plural s): Traefik ignores serverTransport without a word",
-        ),
-    )
-}
 
 
-def audit(path: Path, text: str) -> list[Any]:
-    """The audit findings for a Traefik configuration (the same tree ``check`` adapts)."""
-    from harness.audit import Finding
-
+def scopes(path: Path, text: str = "") -> list[rules.Scope]:
+    """The configuration as one scope (the same tree ``check`` adapts): its rules read the static
+    transport, every dynamic transport and every HTTPS server, each finding in its own file."""
     tree = parse(path)
-    out: list[Any] = []
+    ups = tuple(rules.Upstream(s.url, s.host, s.line) for s in _servers(tree))
+    return [rules.Scope(ProxyKind.TRAEFIK, str(path), 1, ups, facts={"tree": tree})]
 
-    def find(rule_id: str, line: int, message: str, file: str | None = None) -> None:
-        rule = RULES[rule_id]
-        out.append(
-            Finding(
-                rule.id, rule.severity, file or str(path), line, message, f"{rule.fix} ({rule.help})", rule.scenario
-            )
+
+@dataclass(frozen=True)
+class _Server:
+    """One HTTPS server of a service and the transport it verifies with."""
+
+    service: str
+    url: str
+    host: str
+    line: int
+    file: str
+    #: The dynamic transport the service names (``None``: the static one).
+    uses: str | None
+    skip: bool
+    cas: list[str]
+    server_name: Any
+
+
+def _servers(tree: Tree) -> Iterator[_Server]:
+    for sname, index, url, svc in tree.https_servers():
+        uses, t = tree.transport_of(svc)
+        yield _Server(
+            sname,
+            url,
+            urlsplit(url).hostname or "",
+            tree.line("http", "services", sname, "loadBalancer", "servers", str(index)),
+            tree.where("http", "services", sname),
+            uses,
+            _true(get(t, "insecureSkipVerify")),
+            _files(get(t, "rootCAs")),
+            get(t, "serverName"),
         )
 
+
+def _unverified_services(tree: Tree) -> Iterator[_Server]:
+    """The first server of each service whose transport verifies against no rootCAs of its own."""
+    seen = set()
+    for srv in _servers(tree):
+        if not srv.skip and not srv.cas and srv.service not in seen:
+            seen.add(srv.service)
+            yield srv
+
+
+def _static_cas(tree: Tree) -> list[str]:
+    return _files(get(tree.static_transport(), "rootCAs"))
+
+
+@rules.rule(
+    "traefik-servertransport-typo", proxy="traefik", severity="high", scenario="reported/traefik-proxmox-tunnel-14",
+    directives=("serverTransport",), help=_STATIC_DOCS,
+    fix="the key is serversTransport (plural s): Traefik ignores serverTransport without a word",
+)
+def _typo(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
     for key in tree.top:
         if key.lower() == "servertransport":
-            find(
-                "traefik-servertransport-typo",
+            yield rules.Hit(
                 tree.line(key),
                 f"`{key}:` is not a Traefik key: its settings are ignored and the default transport verifies "
                 "against the system store",
             )
+
+
+@rules.rule(
+    "traefik-misplaced-trust-key", proxy="traefik", severity="medium", scenario="reported/traefik-4207",
+    directives=("serversTransport.insecureSkipVerify", "serversTransport.rootCAs"), help=_STATIC_DOCS,
+    fix="move it under serversTransport (Traefik 3 refuses to start on it where it is; 1.x ignored it)",
+)
+def _misplaced_key(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
     for key, value in tree.static.items():
         if str(key).lower() in ("serverstransport", "entrypoints", "providers"):
             continue
         for leaf in _leaves(_misplaced(value)):
-            find(
-                "traefik-misplaced-trust-key",
+            yield rules.Hit(
                 tree.line(str(key), *leaf.split(".")),
                 f"{key}.{leaf} is not a setting of {key}: Traefik refuses to start (field not found)",
             )
-    static = tree.static_transport()
-    static_cas = _files(get(static, "rootCAs"))
-    if _true(get(static, "insecureSkipVerify")):
-        line = tree.line("serversTransport", "insecureSkipVerify")
-        if static_cas:
-            find(
-                "traefik-ca-and-skip-verify",
-                line,
-                "serversTransport has rootCAs and insecureSkipVerify: true: the "
-                "CAs are never used, any certificate is accepted by every service without its own transport",
+
+
+@rules.rule(
+    "traefik-insecure-skip-verify", proxy="traefik", severity="high", scenario="traefik/insecure-skip-verify",
+    directives=("serversTransport.insecureSkipVerify",), help=_STATIC_DOCS,
+    fix="remove insecureSkipVerify; trust the internal root with rootCAs",
+)
+def _skip_verify(scope: rules.Scope) -> rules.Hit | None:
+    tree = scope.facts["tree"]
+    if not _true(get(tree.static_transport(), "insecureSkipVerify")) or _static_cas(tree):
+        return None
+    return rules.Hit(
+        tree.line("serversTransport", "insecureSkipVerify"),
+        "serversTransport.insecureSkipVerify: true: any certificate is accepted by every service without its own "
+        "transport",
+    )
+
+
+@rules.rule(
+    "traefik-transport-insecure-skip-verify", proxy="traefik", severity="high",
+    scenario="traefik/transport-insecure-skip-verify",
+    directives=("http.serversTransports.<name>.insecureSkipVerify",), help=_DOCS,
+    fix="remove insecureSkipVerify from the transport; give it rootCAs with the internal root",
+)
+def _transport_skip_verify(scope: rules.Scope) -> Iterator[rules.Hit]:
+    yield from _transport_skips(scope.facts["tree"], with_cas=False)
+
+
+@rules.rule(
+    "traefik-ca-and-skip-verify", proxy="traefik", severity="high", scenario="traefik/ca-and-skip-verify",
+    directives=("rootCAs", "insecureSkipVerify"), help=_STATIC_DOCS,
+    fix="remove insecureSkipVerify: with it the rootCAs are never used",
+)
+def _ca_and_skip_verify(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
+    if _true(get(tree.static_transport(), "insecureSkipVerify")) and _static_cas(tree):
+        yield rules.Hit(
+            tree.line("serversTransport", "insecureSkipVerify"),
+            "serversTransport has rootCAs and insecureSkipVerify: true: the "
+            "CAs are never used, any certificate is accepted by every service without its own transport",
+        )
+    yield from _transport_skips(tree, with_cas=True)
+
+
+def _transport_skips(tree: Tree, *, with_cas: bool) -> Iterator[rules.Hit]:
+    """The dynamic transports with ``insecureSkipVerify: true`` (with rootCAs, or without)."""
+    for tname, t in tree.transports().items():
+        keys = ("http", "serversTransports", tname)
+        if _true(get(t, "insecureSkipVerify")) and bool(_files(get(t, "rootCAs"))) == with_cas:
+            yield rules.Hit(
+                tree.line(*keys, "insecureSkipVerify"),
+                f"serversTransports {tname}: insecureSkipVerify: true: any certificate is accepted by the services "
+                "that name it",
+                file=tree.where(*keys),
             )
-        else:
-            find(
-                "traefik-insecure-skip-verify",
-                line,
-                "serversTransport.insecureSkipVerify: true: any certificate is "
-                "accepted by every service without its own transport",
-            )
-    for f in static_cas:
+
+
+@rules.rule(
+    "traefik-system-bundle-root-cas", proxy="traefik", severity="medium", scenario="traefik/system-bundle",
+    directives=("rootCAs",), help=_STATIC_DOCS, fix="trust the internal root only, not an OS bundle",
+)
+def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
+    for f in _static_cas(tree):
         if is_system_bundle(f):
-            find(
-                "traefik-system-bundle-root-cas",
+            yield rules.Hit(
                 tree.line("serversTransport", "rootCAs"),
                 f"serversTransport.rootCAs {f} is an OS bundle: any public CA can issue for the backend",
             )
     for tname, t in tree.transports().items():
         keys = ("http", "serversTransports", tname)
-        cas = _files(get(t, "rootCAs"))
-        if _true(get(t, "insecureSkipVerify")):
-            rule = "traefik-ca-and-skip-verify" if cas else "traefik-transport-insecure-skip-verify"
-            find(
-                rule,
-                tree.line(*keys, "insecureSkipVerify"),
-                f"serversTransports {tname}: insecureSkipVerify: true: any certificate is accepted by the services "
-                "that name it",
-                tree.where(*keys),
-            )
-        for f in cas:
+        for f in _files(get(t, "rootCAs")):
             if is_system_bundle(f):
-                find(
-                    "traefik-system-bundle-root-cas",
+                yield rules.Hit(
                     tree.line(*keys, "rootCAs"),
                     f"serversTransports {tname}: rootCAs {f} is an OS bundle",
-                    tree.where(*keys),
+                    file=tree.where(*keys),
                 )
-    seen: set[tuple[str, str]] = set()
-    for sname, index, url, svc in tree.https_servers():
-        uses, t = tree.transport_of(svc)
-        skip = _true(get(t, "insecureSkipVerify"))
-        cas = _files(get(t, "rootCAs"))
-        server_name = get(t, "serverName")
-        host = urlsplit(url).hostname or ""
-        sline = tree.line("http", "services", sname, "loadBalancer", "servers", str(index))
-        file = tree.where("http", "services", sname)
-        if not skip and not cas and (sname, "store") not in seen:
-            seen.add((sname, "store"))
-            if uses and static_cas:
-                find(
-                    "traefik-transport-drops-root-cas",
-                    tree.line("http", "serversTransports", uses),
-                    f"service {sname} names serversTransports {uses}, which has no rootCAs: it verifies against "
-                    "the system store, not the static serversTransport.rootCAs",
-                    tree.where("http", "serversTransports", uses),
-                )
-            else:
-                where = f"serversTransports {uses}" if uses else "the static serversTransport"
-                find(
-                    "traefik-system-store",
-                    sline,
-                    f"service {sname} ({url}): {where} has no rootCAs: any CA of "
-                    "the system trust store can issue a certificate Traefik accepts",
-                    file,
-                )
-        if skip:
-            continue
-        if is_ip(host) and not (isinstance(server_name, str) and server_name):
-            find(
-                "traefik-ip-target-no-server-name",
-                sline,
-                f"service {sname}: {url} is an IP: Traefik checks the "
-                "certificate's IP SANs and sends no SNI (the backend's name certificate is refused)",
-                file,
-            )
-        elif (
-            isinstance(server_name, str)
-            and server_name
-            and not is_ip(host)
-            and server_name.lower() != host.lower()
-            and (sname, "name") not in seen
-        ):
-            seen.add((sname, "name"))
-            find(
-                "traefik-server-name-other-host",
-                tree.line("http", "serversTransports", str(uses), "serverName"),
-                f"service {sname} reaches {host} but its transport {uses} checks serverName {server_name}: that "
-                "name's certificate passes for this backend, and this backend's own is refused",
-                tree.where("http", "serversTransports", str(uses)),
-            )
-    return out
 
+
+@rules.rule(
+    "traefik-transport-drops-root-cas", proxy="traefik", severity="medium", scenario="reported/traefik-10612",
+    directives=("http.serversTransports.<name>.rootCAs",), help=_DOCS,
+    fix="repeat the internal root in the transport's own rootCAs (a dynamic "
+    "transport does not inherit the static one's)",
+)
+def _drops_root_cas(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
+    if not _static_cas(tree):
+        return
+    for srv in _unverified_services(tree):
+        if srv.uses:
+            yield rules.Hit(
+                tree.line("http", "serversTransports", srv.uses),
+                f"service {srv.service} names serversTransports {srv.uses}, which has no rootCAs: it verifies "
+                "against the system store, not the static serversTransport.rootCAs",
+                file=tree.where("http", "serversTransports", srv.uses),
+            )
+
+
+@rules.rule(
+    "traefik-system-store", proxy="traefik", severity="medium", scenario="traefik/system-store",
+    directives=("serversTransport.rootCAs",), help=_STATIC_DOCS,
+    fix="set rootCAs to the internal root (every CA of the OS store can "
+    "otherwise issue a certificate for the backend)",
+)
+def _system_store(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
+    static_cas = _static_cas(tree)
+    for srv in _unverified_services(tree):
+        if srv.uses and static_cas:
+            continue  # traefik-transport-drops-root-cas
+        where = f"serversTransports {srv.uses}" if srv.uses else "the static serversTransport"
+        yield rules.Hit(
+            srv.line,
+            f"service {srv.service} ({srv.url}): {where} has no rootCAs: any CA of "
+            "the system trust store can issue a certificate Traefik accepts",
+            file=srv.file,
+        )
+
+
+@rules.rule(
+    "traefik-ip-target-no-server-name", proxy="traefik", severity="medium", scenario="traefik/ip-target",
+    directives=("loadBalancer.servers.url", "serverName"), help=_DOCS,
+    fix="give the service a serversTransport with serverName: <the backend's name>",
+)
+def _ip_target(scope: rules.Scope) -> Iterator[rules.Hit]:
+    for srv in _servers(scope.facts["tree"]):
+        if not srv.skip and is_ip(srv.host) and not (isinstance(srv.server_name, str) and srv.server_name):
+            yield rules.Hit(
+                srv.line,
+                f"service {srv.service}: {srv.url} is an IP: Traefik checks the "
+                "certificate's IP SANs and sends no SNI (the backend's name certificate is refused)",
+                file=srv.file,
+            )
+
+
+@rules.rule(
+    "traefik-server-name-other-host", proxy="traefik", severity="high",
+    scenario="traefik/shared-transport-server-name",
+    directives=("http.serversTransports.<name>.serverName",), help=_DOCS,
+    fix="one transport per backend name: serverName must be the name this backend's certificate carries",
+)
+def _server_name_other_host(scope: rules.Scope) -> Iterator[rules.Hit]:
+    tree = scope.facts["tree"]
+    seen = set()
+    for srv in _servers(tree):
+        name = srv.server_name
+        if srv.skip or not (isinstance(name, str) and name) or is_ip(srv.host) or srv.service in seen:
+            continue
+        if name.lower() != srv.host.lower():
+            seen.add(srv.service)
+            yield rules.Hit(
+                tree.line("http", "serversTransports", str(srv.uses), "serverName"),
+                f"service {srv.service} reaches {srv.host} but its transport {srv.uses} checks serverName {name}: "
+                "that name's certificate passes for this backend, and this backend's own is refused",
+                file=tree.where("http", "serversTransports", str(srv.uses)),
+            )

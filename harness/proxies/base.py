@@ -122,7 +122,8 @@ class Driver:
 
     # -- check and audit -----------------------------------------------------------------
     #: Module holding ``adapt(path, lab, *, ports, focus=None) -> Adapted`` and
-    #: ``audit(path, text) -> list[Finding]`` for this kind's config format.
+    #: ``scopes(path, text) -> list[Scope]`` and the ``audit`` rules (:mod:`harness.rules`) for
+    #: this kind's config format.
     config_module: str = ""
     #: What ``check`` looked for when it found no HTTPS upstream.
     check_hint: str = ""
