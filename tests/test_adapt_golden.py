@@ -45,7 +45,7 @@ KINDS = {
     "envoy": ["envoy/*", "matchers/envoy-*.yaml"],
     "traefik": ["traefik/*.yml", "traefik/*.toml", "traefik/conf.d/*.yml", "matchers/traefik-*.yml",
                 "adapt/traefik-*.yml"],
-    "squid": ["squid/*.conf"],
+    "squid": ["squid/*.conf", "adapt/squid-*.conf"],
     "trafficserver": ["trafficserver/*/records.*"],
 }
 
