@@ -597,8 +597,20 @@ def _plan(
     identities: tuple[str, ...],
 ) -> _Plan:
     """*path*'s upstreams, and where the lab puts each one (see the module doc)."""
+    first = _first_adapt(adapt, kind, path, probe, pinned)
+    # A config that names a CRL is checked against a revoked backend too (issue 24).
+    lab_files = _lab_paths(probe, probe)
+    if any(str(crl) in first.text for crl in (lab_files.crl_chain, lab_files.crl_leaf)) and "revoked" not in identities:
+        identities = (*identities, "revoked")
+    if pinned is None:
+        return _unpinned(path, text, first, identities)
+    return _pinned(path, text, first, identities, pinned)
+
+
+def _first_adapt(adapt: Any, kind: ProxyKind, path: Path, probe: Path, pinned: Backend | None) -> Adapted:
+    """*path* adapted once, to read its upstreams; a config the lab cannot check is a ConfigError."""
     try:
-        first = adapt(path, _lab_paths(probe, probe, pinned), ports=Ports())
+        first: Adapted = adapt(path, _lab_paths(probe, probe, pinned), ports=Ports())
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
     if not first.upstreams:
@@ -607,46 +619,52 @@ def _plan(
             f"{_looks_like(path, kind)}"
         )
     _check_names(path, first)
-    # A config that names a CRL is checked against a revoked backend too (issue 24).
-    lab_files = _lab_paths(probe, probe)
-    if any(str(crl) in first.text for crl in (lab_files.crl_chain, lab_files.crl_leaf)) and "revoked" not in identities:
-        identities = (*identities, "revoked")
-    names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+    names = _host_names(first)
     if len(first.upstreams) > MAX_UPSTREAMS or len(names) > MAX_UPSTREAMS:
         raise ConfigError(
             f"{path}: {len(first.upstreams)} upstreams ({len(names)} host names); trustlab checks at most "
             f"{MAX_UPSTREAMS} of each in one run: split the config, or check the part that decides trust"
         )
-    problems: list[Problem] = []
-    probed = list(enumerate(first.upstreams))
-    if pinned is None:
-        seat_ports = sorted({u.port for u in first.upstreams})
-        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
-        # names it there (a second line would give nginx two peers), and an SNI-routing seat
-        # knows it as the backend.
-        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
-        taken = set(names) | {u.name for u in first.upstreams}
-        sibling = next(n for n in _SIBLINGS if n not in taken)
-        addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
-    else:
-        probed, problems = _pin(path, first.upstreams, pinned)
-        seat_ports = [pinned.port]
-        # Only the declared name reaches the seat; every other host the config names resolves to
-        # an unrouted address (so the proxy still starts) and is not probed.
-        others = {u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first))
-        hosts = {n: UNROUTED for n in sorted(others - {pinned.name})}
-        if pinned.name != BACKEND_NAME:
-            hosts[pinned.name] = pinned.address
-        sibling = SIBLING_NAME if pinned.name != SIBLING_NAME else _SIBLINGS[1]
-        addresses = [pinned.address]
+    return first
+
+
+def _host_names(adapted: Adapted) -> list[str]:
+    """Every host name (not address) the config's upstreams and other settings name, sorted."""
+    return sorted({u.host for u in adapted.upstreams if not is_ip(u.host)} | set(_other_names(adapted)))
+
+
+def _unpinned(path: Path, text: str, first: Adapted, identities: tuple[str, ...]) -> _Plan:
+    """Each upstream answered where the config sends it: one lab address per host name, one group
+    (one lab, its own PKI) per name, address and pool."""
+    names = _host_names(first)
+    # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
+    # names it there (a second line would give nginx two peers), and an SNI-routing seat
+    # knows it as the backend.
+    hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+    taken = set(names) | {u.name for u in first.upstreams}
+    sibling = next(n for n in _SIBLINGS if n not in taken)
+    addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
     groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
-    for i, u in probed:
-        if pinned is not None:
-            groups.setdefault((pinned.name, pinned.address, u.pool), []).append((i, u))
-            continue
+    for i, u in enumerate(first.upstreams):
         addr = u.host if u.is_ip else hosts[u.host]
         groups.setdefault((u.name, addr, u.pool), []).append((i, u))
-    return _Plan(path, text, first, identities, problems, groups, hosts, addresses, seat_ports, sibling)
+    seat_ports = sorted({u.port for u in first.upstreams})
+    return _Plan(path, text, first, identities, [], groups, hosts, addresses, seat_ports, sibling)
+
+
+def _pinned(path: Path, text: str, first: Adapted, identities: tuple[str, ...], pinned: Backend) -> _Plan:
+    """Only the upstreams that go to the pinned backend, all at its address; every other host name
+    the config names resolves to an unrouted address (so the proxy still starts) and is not probed."""
+    probed, problems = _pin(path, first.upstreams, pinned)
+    others = {u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first))
+    hosts = {n: UNROUTED for n in sorted(others - {pinned.name})}
+    if pinned.name != BACKEND_NAME:
+        hosts[pinned.name] = pinned.address
+    sibling = SIBLING_NAME if pinned.name != SIBLING_NAME else _SIBLINGS[1]
+    groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
+    for i, u in probed:
+        groups.setdefault((pinned.name, pinned.address, u.pool), []).append((i, u))
+    return _Plan(path, text, first, identities, problems, groups, hosts, [pinned.address], [pinned.port], sibling)
 
 
 def _judge(
@@ -666,31 +684,7 @@ def _judge(
     died = failed.message if failed and failed.failure is Outcome.ERROR else None
     rejected = None if died or not failed else learner_lines(failed.message, cfg.name, adapted.text, path)
     by_label = {i: u for i, u in members}
-    graded = f"{GRADED} (Host {pinned.host}, path {pinned.path})" if pinned else GRADED
-    out: list[CheckCell] = []
-    for r in raw:
-        assert r.label is not None
-        u = by_label.get(r.label)
-        outcome, reason = r.outcome, r.reason
-        if pinned is not None:
-            want = pinned.dest
-        else:
-            assert u is not None
-            want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
-        if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
-            outcome, reason = Outcome.ERROR, f"the request reached {r.dest}, not the backend ({want}); {reason}"
-        elif pinned is not None and not r.dest and r.status is not None and r.status < 500:
-            # An answer no connection to the seat produced (a static 200 with a forged marker, a
-            # 403): the proxy answered by itself.
-            outcome, reason = (
-                Outcome.ERROR,
-                f"status {r.status}, but no connection reached the backend at {want}: the proxy answered by "
-                f"itself ({reason})",
-            )
-        if u is None:
-            out.append(CheckCell(graded, r.identity, outcome, r.status, reason, r.sni))
-        else:
-            out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni, u.line))
+    out = [_judged(r, by_label.get(r.label), addr, pinned) for r in raw]
     # A proxy that never listened: every routable cell gets its reason (how it died, or the
     # proxy's own refusal).
     for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
@@ -702,6 +696,33 @@ def _judge(
                 for ident in identities
             ]
     return out, rejected
+
+
+def _judged(r: Any, u: Upstream | None, addr: str, pinned: Backend | None) -> CheckCell:
+    """Cell *r* (to upstream *u*, or the graded request when None) as judged: an answer that did
+    not come from the backend's address is an error of the lab, never a verdict."""
+    assert r.label is not None
+    outcome, reason = r.outcome, r.reason
+    if pinned is not None:
+        want = pinned.dest
+    else:
+        assert u is not None
+        want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
+    if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
+        outcome, reason = Outcome.ERROR, f"the request reached {r.dest}, not the backend ({want}); {reason}"
+    elif pinned is not None and not r.dest and r.status is not None and r.status < 500:
+        # An answer no connection to the seat produced (a static 200 with a forged marker, a
+        # 403): the proxy answered by itself.
+        outcome, reason = (
+            Outcome.ERROR,
+            f"status {r.status}, but no connection reached the backend at {want}: the proxy answered by "
+            f"itself ({reason})",
+        )
+    if u is None:
+        assert pinned is not None
+        graded = f"{GRADED} (Host {pinned.host}, path {pinned.path})"
+        return CheckCell(graded, r.identity, outcome, r.status, reason, r.sni)
+    return CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni, u.line)
 
 
 def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:
