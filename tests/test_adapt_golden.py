@@ -46,7 +46,7 @@ KINDS = {
     "traefik": ["traefik/*.yml", "traefik/*.toml", "traefik/conf.d/*.yml", "matchers/traefik-*.yml",
                 "adapt/traefik-*.yml"],
     "squid": ["squid/*.conf", "adapt/squid-*.conf"],
-    "trafficserver": ["trafficserver/*/records.*"],
+    "trafficserver": ["trafficserver/*/records.*", "adapt/trafficserver-*/records.*"],
 }
 
 

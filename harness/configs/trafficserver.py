@@ -275,34 +275,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
 
     cfg = load(path)
     notes = list(cfg.notes)
-    lines = []
     for no, s in cfg.other_lines:
         notes.append(Note("", no, f"{s[:60]} dropped (not a CONFIG line)"))
-    for rec in cfg.records.values():
-        if rec.name in PLUMBING:
-            continue
-        if rec.name in FILES:
-            what = FILES[rec.name]
-            if what == "ca":
-                value = trust_file(rec.value, lab, notes)
-            elif what == "ca_dir":
-                value = trust_file(rec.value, lab, notes, directory=True)
-            elif what == "dir":
-                value = str(lab.run_dir)
-                notes.append(Note("", rec.line,
-                                  f"{rec.name} -> the lab's directory (the lab-minted client certificate's)"))
-            else:
-                value = str(lab.cert if what == "cert" else lab.key)
-                notes.append(Note("", rec.line, f"{rec.name} replaced by a lab-minted client {what}"))
-            lines.append(f"CONFIG {rec.name} STRING {value}")
-            continue
-        if rec.name in RECORDS:
-            value = rec.value
-            if "\n" in value or len(value) > 200:
-                raise ConfigError(f"{path}: line {rec.line}: {rec.name}: value too long for a record")
-            lines.append(f"CONFIG {rec.name} {RECORDS[rec.name]} {value}")
-            continue
-        notes.append(Note("", rec.line, f"{rec.name} dropped (not on trustlab's allow-list for Traffic Server)"))
+    lines = [line for rec in cfg.records.values() if (line := _record(path, rec, lab, notes)) is not None]
     if cfg.yaml_format and POLICY not in cfg.records:
         lines.append(f"CONFIG {POLICY} STRING ENFORCED")
         notes.append(
@@ -336,6 +311,28 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     )
     return Adapted(text, ordered(notes, unnumbered_last=True, files=("remap.config", "sni.yaml")), upstreams,
                    {first: lab_port}, extra_files=files)
+
+
+def _record(path: Path, rec: Record, lab: LabPaths, notes: list[Note]) -> str | None:
+    """The CONFIG line the lab writes for *rec* (a file it names becomes the lab's), or None: the
+    lab's own plumbing, or off the allow-list."""
+    if rec.name in PLUMBING:
+        return None
+    what = FILES.get(rec.name)
+    if what in ("ca", "ca_dir"):
+        return f"CONFIG {rec.name} STRING {trust_file(rec.value, lab, notes, directory=what == 'ca_dir')}"
+    if what == "dir":
+        notes.append(Note("", rec.line, f"{rec.name} -> the lab's directory (the lab-minted client certificate's)"))
+        return f"CONFIG {rec.name} STRING {lab.run_dir}"
+    if what is not None:
+        notes.append(Note("", rec.line, f"{rec.name} replaced by a lab-minted client {what}"))
+        return f"CONFIG {rec.name} STRING {lab.cert if what == 'cert' else lab.key}"
+    if rec.name in RECORDS:
+        if "\n" in rec.value or len(rec.value) > 200:
+            raise ConfigError(f"{path}: line {rec.line}: {rec.name}: value too long for a record")
+        return f"CONFIG {rec.name} {RECORDS[rec.name]} {rec.value}"
+    notes.append(Note("", rec.line, f"{rec.name} dropped (not on trustlab's allow-list for Traffic Server)"))
+    return None
 
 
 def _remap(cfg: Config, notes: list[Note], listener: str) -> tuple[str, list[Upstream]]:
