@@ -657,27 +657,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if info is None:
             continue
         if not info.endpoints:
-            notes.append(
-                Note("", info.line,
-                     f"cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); not probed")
-            )
+            notes.append(Note("", info.line, f"cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); "
+                                             "not probed"))
             continue
-        for i, (host, port, line, hostname) in enumerate(info.endpoints):
-            key = f"{name}|{i}"
-            up = Upstream(
-                label=f"cluster {name} endpoint {host}:{port} (line {line})",
-                host=host,
-                port=port,
-                line=line,
-                name=_expected_name(info, host, hostname),
-                pool=key,
-            )
-            r = reach.get(name)
-            if r is not None:
-                up.route = Route(r.listener, r.tls, r.host, r.path, r.method, r.headers)
-            else:
-                up.why_unroutable = why.get(name, f"no route sends requests to cluster {name}")
-            upstreams.append(up)
+        upstreams += _endpoints(info, reach.get(name), why.get(name, f"no route sends requests to cluster {name}"))
         if focus and focus.split("|", 1)[0] == name and len(info.endpoints) > 1:
             _keep_one_endpoint(cluster, int(focus.split("|", 1)[1]))
             notes.append(Note("", info.line, f"cluster {name}: one endpoint at a time is probed (the others removed)"))
@@ -691,6 +674,26 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         upstreams=upstreams,
         listeners=listeners,
     )
+
+
+def _endpoints(info: ClusterTLS, reach: RouteTo | None, why: str) -> list[Upstream]:
+    """A TLS cluster's endpoints, each reached by the route to the cluster (*reach*), or not (*why*)."""
+    out = []
+    for i, (host, port, line, hostname) in enumerate(info.endpoints):
+        up = Upstream(
+            label=f"cluster {info.name} endpoint {host}:{port} (line {line})",
+            host=host,
+            port=port,
+            line=line,
+            name=_expected_name(info, host, hostname),
+            pool=f"{info.name}|{i}",
+        )
+        if reach is not None:
+            up.route = Route(reach.listener, reach.tls, reach.host, reach.path, reach.method, reach.headers)
+        else:
+            up.why_unroutable = why
+        out.append(up)
+    return out
 
 
 #: Cluster types whose endpoints' addresses are host names Envoy resolves (auto_host_sni takes them).
