@@ -41,7 +41,7 @@ KINDS = {
     "nginx": ["nginx-*.conf", "matchers/nginx-*.conf", "adapt/nginx-*.conf"],
     "apache": ["apache-*.conf", "matchers/apache-*.conf", "adapt/apache-*.conf"],
     "haproxy": ["haproxy-*.cfg", "matchers/haproxy-*.cfg", "adapt/haproxy-*.cfg"],
-    "caddy": ["caddy/*"],
+    "caddy": ["caddy/*", "adapt/Caddyfile.*"],
     "envoy": ["envoy/*", "matchers/envoy-*.yaml"],
     "traefik": ["traefik/*.yml", "traefik/*.toml", "traefik/conf.d/*.yml", "matchers/traefik-*.yml",
                 "adapt/traefik-*.yml"],

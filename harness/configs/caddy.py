@@ -736,27 +736,14 @@ def _emit(
     parent: str = "",
     rp_line: int = 0,
 ) -> list[str]:
+    """*block* (inside *parent*, at *depth* tabs) as the lab writes it, each change noted."""
     out: list[str] = []
     pad = "\t" * depth
     for n in block:
         name = n.name
-        if parent == "" and depth == 1 and name in _SITE_DROP:
-            notes.append(Note("", n.line, f"{name} {' '.join(n.args)} dropped ({_SITE_DROP[name]})".replace("  ", " ")))
-            continue
-        if name == "import" and n.args and n.args[0] not in cfg.snippets:
-            notes.append(Note("", n.line, f"import {n.args[0]} dropped (reads a host file)"))
-            continue
-        keep = SITE_KEEP if parent in ("", *_CONTAINERS) else _SNIPPET_KEEP if parent == "snippet" else None
-        if keep is not None and name not in keep and not name.startswith("@"):
-            notes.append(
-                Note("", n.line, f"{name} dropped (not on the lab's allow-list: only what routes, rewrites or "
-                                 "answers a request is kept)")
-            )
-            continue
-        if parent == "reverse_proxy" and _RP_DROP.match(name):
-            notes.append(
-                Note("", n.line, f"{name} {' '.join(n.args)} dropped (health checks and retries)".replace("  ", " "))
-            )
+        why = _left_out(n, depth, parent, cfg)
+        if why:
+            notes.append(Note("", n.line, why))
             continue
         toks = [t.raw for t in n.tokens]
         if parent == "transport":
@@ -766,22 +753,31 @@ def _emit(
             if toks == ["to"]:
                 continue
         line = pad + " ".join(toks)
-        if n.block is not None:
-            out.append(line + " {")
-            out += _emit(
-                n.block,
-                depth + 1,
-                lab,
-                notes,
-                focus,
-                cfg,
-                parent=name if name in ("reverse_proxy", "transport", *_CONTAINERS) else "x",
-                rp_line=n.line if name == "reverse_proxy" else rp_line,
-            )
-            out.append(pad + "}")
-        else:
+        if n.block is None:
             out.append(line)
+            continue
+        inner = name if name in ("reverse_proxy", "transport", *_CONTAINERS) else "x"
+        out.append(line + " {")
+        out += _emit(n.block, depth + 1, lab, notes, focus, cfg, parent=inner,
+                     rp_line=n.line if name == "reverse_proxy" else rp_line)
+        out.append(pad + "}")
     return out
+
+
+def _left_out(n: Node, depth: int, parent: str, cfg: CaddyConfig) -> str:
+    """Why the lab leaves directive *n* out (its note), or ``""``: a site setting that reaches out of
+    the lab, an import of a host file, a directive off the allow-list, a health check."""
+    name = n.name
+    if parent == "" and depth == 1 and name in _SITE_DROP:
+        return f"{name} {' '.join(n.args)} dropped ({_SITE_DROP[name]})".replace("  ", " ")
+    if name == "import" and n.args and n.args[0] not in cfg.snippets:
+        return f"import {n.args[0]} dropped (reads a host file)"
+    keep = SITE_KEEP if parent in ("", *_CONTAINERS) else _SNIPPET_KEEP if parent == "snippet" else None
+    if keep is not None and name not in keep and not name.startswith("@"):
+        return f"{name} dropped (not on the lab's allow-list: only what routes, rewrites or answers a request is kept)"
+    if parent == "reverse_proxy" and _RP_DROP.match(name):
+        return f"{name} {' '.join(n.args)} dropped (health checks and retries)".replace("  ", " ")
+    return ""
 
 
 def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[Note], *, rp_line: int) -> list[str]:
