@@ -31,6 +31,7 @@ from harness.configs.base import (
     Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
@@ -297,14 +298,9 @@ def _port_of(addr: str) -> str:
 
 
 @dataclass
-class _Run:
-    """One :func:`adapt` of an Apache config: where it runs, and what it writes and says as it goes."""
+class _Run(Run):
+    """One :func:`adapt` of an Apache config: where it is in the file, and the ports it listens on."""
 
-    path: Path
-    lab: LabPaths
-    ports: Ports
-    focus: str | None
-    notes: list[Note]
     #: The sections open at the line being adapted (name, the line that opened it).
     stack: list[tuple[str, Line]] = field(default_factory=list)
     #: The original ports listened on (``Listen``, then each VirtualHost's), in order.

@@ -194,6 +194,19 @@ class Adapted:
         return [str(n) for n in self.notes]
 
 
+@dataclass
+class Run:
+    """One ``adapt()`` of a config: the config, the lab's paths and ports, the upstream group probed
+    (*focus*: its pool key, or None), and what the adapter says as it goes. Each adapter's own
+    record (``_Run``) adds what it collects."""
+
+    path: Path
+    lab: LabPaths
+    ports: Ports
+    focus: str | None
+    notes: list[Note] = field(default_factory=list)
+
+
 class Ports:
     """Lab listen ports, one per original listener port, never one the seat uses."""
 

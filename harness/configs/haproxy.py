@@ -30,6 +30,7 @@ from harness.configs.base import (
     Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
@@ -407,17 +408,12 @@ class _Front:
 
 
 @dataclass
-class _Run:
-    """One :func:`adapt` of an HAProxy config: where it runs, and what it writes, finds and says."""
+class _Run(Run):
+    """One :func:`adapt` of an HAProxy config: what it writes and finds."""
 
-    path: Path
-    lab: LabPaths
-    ports: Ports
-    focus: str | None
     #: Each server line's effective settings (its defaults applied), by line.
-    effective: dict[int, Server]
-    out: list[str]
-    notes: list[Note] = field(default_factory=list)
+    effective: dict[int, Server] = field(default_factory=dict)
+    out: list[str] = field(default_factory=list)
     upstreams: list[Upstream] = field(default_factory=list)
     listeners: dict[str, int] = field(default_factory=dict)
 
@@ -428,7 +424,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     if not any(s.kind in ("frontend", "backend", "listen") for s in sections):
         raise ConfigError(f"{path}: no frontend, backend or listen section: is this an HAProxy config?")
     effective = {s.line: s for s in servers(sections)}
-    run = _Run(path, lab, ports, focus, effective, [f"# trustlab check: adapted from {path}"])
+    run = _Run(path, lab, ports, focus, effective=effective, out=[f"# trustlab check: adapted from {path}"])
     if not any(s.kind == "global" for s in sections):
         run.out += ["global", "    log stdout format raw local0 info"]
     fronts = [front for sec in sections if (front := _section(run, sec)) is not None]

@@ -26,6 +26,7 @@ from harness.configs.base import (
     Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
@@ -243,16 +244,11 @@ def _host_header(server: Directive) -> str:
 
 
 @dataclass
-class _Run:
-    """One :func:`adapt` of an nginx config: where it runs, and what it finds and says as it goes."""
+class _Run(Run):
+    """One :func:`adapt` of an nginx config: what it finds as it goes."""
 
-    path: Path
-    lab: LabPaths
-    ports: Ports
-    focus: str | None
-    #: The ``upstream`` blocks of the context being adapted (http or stream), by name.
+    #: The ``upstream`` blocks of the http context, by name.
     pools: dict[str, Directive] = field(default_factory=dict)
-    notes: list[Note] = field(default_factory=list)
     upstreams: list[Upstream] = field(default_factory=list)
     listeners: dict[str, int] = field(default_factory=dict)
 

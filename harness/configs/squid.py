@@ -42,6 +42,7 @@ from harness.configs.base import (
     Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
@@ -272,18 +273,14 @@ def _reads_file(words: list[str]) -> bool:
 
 
 @dataclass
-class _Run:
-    """One :func:`adapt` of a squid.conf: where it runs, what it leaves out, what it finds and says."""
+class _Run(Run):
+    """One :func:`adapt` of a squid.conf: what it leaves out, what it finds."""
 
-    path: Path
-    lab: LabPaths
-    ports: Ports
     #: ACLs that read a host file or need a dropped helper (name -> the line that first defines it).
-    never: dict[str, int]
-    #: The peers left out while another one is probed.
-    others: set[str]
-    peer_at: dict[int, str]
-    notes: list[Note] = field(default_factory=list)
+    never: dict[str, int] = field(default_factory=dict)
+    #: The peers left out while another one is probed, and each peer's name by its line.
+    others: set[str] = field(default_factory=set)
+    peer_at: dict[int, str] = field(default_factory=dict)
     listeners: dict[str, int] = field(default_factory=dict)
     accel: list[tuple[str, bool, str | None]] = field(default_factory=list)  # (original port, tls, defaultsite)
 
@@ -304,7 +301,7 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     # that is only denied requests still gets Squid's TCP probe at start, which reached the seat
     # during the first cell (seen in 2 of 12 runs of tests/configs/squid/two-sites.conf).
     others = {p.name for p in all_peers if focus and f"{p.name}|{p.line}" != focus} if len(all_peers) > 1 else set()
-    run = _Run(path, lab, ports, never, others, {p.line: p.name for p in all_peers})
+    run = _Run(path, lab, ports, focus, never=never, others=others, peer_at={p.line: p.name for p in all_peers})
     out = [
         f"# trustlab check: adapted from {path}",
         # First: nothing is cached (a response cached for one identity would answer the next cell).
