@@ -356,23 +356,12 @@ def check_many(
     lab (its own PKI, for the name it names).
     """
     from harness.runner import lab_dir
-    from harness.runtimes.local import PreparedProxy
 
     kind = kind_of(proxy)
     paths = [Path(c) for c in configs]
     texts = [read_config(path) for path in paths]
-    for ident in accept:
-        if ident not in IMPOSTORS:
-            raise ConfigError(
-                f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}"
-            )
-    adapt = adapter(kind)
-    if dynamic:
-        if kind is not ProxyKind.TRAEFIK:
-            raise ConfigError(f"--dynamic: only Traefik has dynamic files; {kind.value} reads its config alone")
-        import functools
-
-        adapt = functools.partial(adapt, dynamic=tuple(Path(d) for d in dynamic))
+    _check_accept(accept)
+    adapt = _adapter_for(kind, dynamic)
     rt = pick_runtime(runtime)
     rt.preflight({kind.value})
     inst = _installation(rt, kind, version)
@@ -383,172 +372,219 @@ def check_many(
             _plan(adapt, kind, path, text, lab / f"probe{n}", pinned, identities)
             for n, (path, text) in enumerate(zip(paths, texts, strict=True))
         ]
-        units: list[_Unit] = [
-            (p, g, key, members) for p, plan in enumerate(plans) for g, (key, members) in enumerate(plan.groups.items())
-        ]
-        if pinned is not None:
-            batches = [units[i : i + _BATCH] for i in range(0, len(units), _BATCH)]
-        else:
-            batches = [[u] for u in units]
-
-        def run_batch(b: int, batch: list[_Unit]) -> list[tuple[int, list[CheckCell], str | None, Adapted]]:
-            name, addr, _ = batch[0][2]
-            mine = [plans[p] for p, *_ in batch]
-            hosts = {n: a for plan in mine for n, a in plan.hosts.items()}
-            addresses = sorted({a for plan in mine for a in plan.addresses})
-            seat_ports = sorted({port for plan in mine for port in plan.seat_ports})
-            base = lab / f"b{b}"
-            optional = tuple(dict.fromkeys(i for plan in mine for i in plan.identities if i in OPTIONAL_IDENTITY_IDS))
-            pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=mine[0].sibling)
-            pki.write_to(base / "pki")
-            shutil.copytree(lab / "front", base / "front")
-            files = _lab_paths(base, base)
-            _hashed_dir(files.ca_dir, files.ca)
-            _hashed_dir(files.bundle_dir, files.bundle)
-            proxies: list[PreparedProxy] = []
-            cells: list[CellSpec] = []
-            done: dict[str, tuple[int, list[tuple[int, Upstream]], Path, Adapted, list[CheckCell]]] = {}
-            for n, (p, g, key, members) in enumerate(batch):
-                pk, run_dir = f"p{n}", base / f"run{n}"
-                run_dir.mkdir(parents=True)
-                # Each proxy process of a shared lab listens on its own ports.
-                ports = Ports(avoid=set(seat_ports), first=20000 + 100 * n)
-                # The config names the paths where the proxy sees these files (/lab/... in docker).
-                seen = _lab_paths(rt.lab_path(base, base), rt.lab_path(base, run_dir), pinned)
-                adapted = adapt(plans[p].path, seen, ports=ports, focus=key[2] or None)
-                cfg = run_dir / (adapted.config_name or driver_config_name(kind))
-                cfg.write_text(adapted.text)
-                for extra, body in adapted.extra_files.items():  # remap.config beside records.config
-                    (run_dir / extra).write_text(body)
-                unprobed: list[CheckCell] = []
-                for i, u in members:
-                    if u.route is None:
-                        unprobed += [
-                            CheckCell(
-                                u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line
-                            )
-                            for ident in plans[p].identities
-                        ]
-                        continue
-                    for ident in plans[p].identities:
-                        cells.append(
-                            CellSpec(
-                                key=pk,
-                                identity=ident,
-                                label=i,
-                                port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
-                                host=u.route.host,
-                                path=u.route.path,
-                                tls=u.route.tls,
-                                method=u.route.method,
-                                headers=u.route.headers,
-                                sni_routing=sni_routing,
-                            )
-                        )
-                listen = next(iter(adapted.listeners.values()), ports("80"))
-                if pinned is not None and g == 0:
-                    # The declared request, once, with legit: it must reach the seat and be served.
-                    first_listener = next(iter(adapted.listeners), "80")
-                    tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
-                    cells.append(
-                        CellSpec(
-                            key=pk,
-                            identity="legit",
-                            label=-1,
-                            port=listen,
-                            host=pinned.host,
-                            path=pinned.path,
-                            tls=tls,
-                            sni_routing=sni_routing,
-                        )
-                    )
-                proxies.append(PreparedProxy(pk, kind.value, run_dir, cfg, listen, inst))
-                done[pk] = (p, members, cfg, adapted, unprobed)
-            events: list[ProxyEvent] = []
-            raw = list(
-                rt.run_prepared(
-                    proxies,
-                    cells,
-                    lab_dir=base,
-                    pki_dir=base / "pki",
-                    hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
-                    addresses=addresses,
-                    seat_ports=seat_ports,
-                    on_proxy=events.append,
-                )
-            )
-            out = []
-            for pk, (p, members, cfg, adapted, unprobed) in done.items():
-                judged, rejected = _judge(
-                    members,
-                    [r for r in raw if r.key == pk],
-                    [e for e in events if e.key == pk],
-                    plans[p].path,
-                    cfg,
-                    adapted,
-                    addr,
-                    plans[p].identities,
-                    pinned,
-                )
-                out.append((p, unprobed + judged, rejected, adapted))
-            return out
-
-        pool = ThreadPoolExecutor(max_workers=4)
-        try:
-            futures = [pool.submit(run_batch, b, batch) for b, batch in enumerate(batches)]
-            results = [r for f in futures for r in f.result()]
-        except BaseException:
-            # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
-            # threads are reading, so they end now rather than after every upstream (38 s for 80).
-            pool.shutdown(wait=False, cancel_futures=True)
-            stop = getattr(rt, "stop", None)  # both runtimes: local stops its workers, docker removes its labs
-            if stop is not None:
-                stop()
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        run = _Run(lab, rt, kind, inst, adapt, plans, pinned, sni_routing)
+        results = _run_batches(run, _batches(plans, pinned))
     elapsed = time.perf_counter() - t0
+    return [
+        _result(run, p, [r for r in results if r[0] == p], accept, elapsed / len(plans))
+        for p in range(len(plans))
+    ]
+
+
+def _check_accept(accept: tuple[str, ...]) -> None:
+    for ident in accept:
+        if ident not in IMPOSTORS:
+            raise ConfigError(f"--accept: {ident!r} is not an impostor identity; choose from {', '.join(IMPOSTORS)}")
+
+
+def _adapter_for(kind: ProxyKind, dynamic: tuple[str | Path, ...]) -> Any:
+    """*kind*'s adapter, given the Traefik dynamic files named on the command line."""
+    adapt = adapter(kind)
+    if not dynamic:
+        return adapt
+    if kind is not ProxyKind.TRAEFIK:
+        raise ConfigError(f"--dynamic: only Traefik has dynamic files; {kind.value} reads its config alone")
+    import functools
+
+    return functools.partial(adapt, dynamic=tuple(Path(d) for d in dynamic))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every proxy process of one :func:`check_many` call shares."""
+
+    lab: Path
+    rt: Any
+    kind: ProxyKind
+    inst: Installation | None
+    adapt: Any
+    plans: list[_Plan]
+    pinned: Backend | None
+    sni_routing: bool
+
+
+#: One proxy process's outcome: (config number, its cells, the proxy's refusal, its adapted config).
+_Done = tuple[int, list[CheckCell], str | None, Adapted]
+
+
+def _batches(plans: list[_Plan], pinned: Backend | None) -> list[list[_Unit]]:
+    """The proxy processes to run, by lab: a pinned lab holds up to :data:`_BATCH` of them, any
+    other lab one (its PKI names its upstream group's name)."""
+    units: list[_Unit] = [
+        (p, g, key, members) for p, plan in enumerate(plans) for g, (key, members) in enumerate(plan.groups.items())
+    ]
+    if pinned is not None:
+        return [units[i : i + _BATCH] for i in range(0, len(units), _BATCH)]
+    return [[u] for u in units]
+
+
+def _run_batches(run: _Run, batches: list[list[_Unit]]) -> list[_Done]:
+    """Every batch's lab, four at a time; an interruption stops the lab workers at once."""
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
+        futures = [pool.submit(_run_batch, run, b, batch) for b, batch in enumerate(batches)]
+        return [r for f in futures for r in f.result()]
+    except BaseException:
+        # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
+        # threads are reading, so they end now rather than after every upstream (38 s for 80).
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop = getattr(run.rt, "stop", None)  # both runtimes: local stops its workers, docker removes its labs
+        if stop is not None:
+            stop()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _run_batch(run: _Run, b: int, batch: list[_Unit]) -> list[_Done]:
+    """One lab: its PKI for the batch's upstream name and address, each unit's proxy, every cell."""
+    name, addr, _ = batch[0][2]
+    mine = [run.plans[p] for p, *_ in batch]
+    hosts = {n: a for plan in mine for n, a in plan.hosts.items()}
+    seat_ports = sorted({port for plan in mine for port in plan.seat_ports})
+    base = run.lab / f"b{b}"
+    optional = tuple(dict.fromkeys(i for plan in mine for i in plan.identities if i in OPTIONAL_IDENTITY_IDS))
+    pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=optional, sibling_name=mine[0].sibling)
+    pki.write_to(base / "pki")
+    shutil.copytree(run.lab / "front", base / "front")
+    files = _lab_paths(base, base)
+    _hashed_dir(files.ca_dir, files.ca)
+    _hashed_dir(files.bundle_dir, files.bundle)
+    units = [_prepare(run, base, n, unit, seat_ports) for n, unit in enumerate(batch)]
+    events: list[ProxyEvent] = []
+    raw = list(
+        run.rt.run_prepared(
+            [u.proxy for u in units],
+            [c for u in units for c in u.cells],
+            lab_dir=base,
+            pki_dir=base / "pki",
+            hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
+            addresses=sorted({a for plan in mine for a in plan.addresses}),
+            seat_ports=seat_ports,
+            on_proxy=events.append,
+        )
+    )
+    out = []
+    for u in units:
+        plan, key = run.plans[u.plan], u.proxy.key
+        judged, rejected = _judge(u.members, [r for r in raw if r.key == key], [e for e in events if e.key == key],
+                                  plan.path, u.proxy.config, u.adapted, addr, plan.identities, run.pinned)
+        out.append((u.plan, u.unprobed + judged, rejected, u.adapted))
+    return out
+
+
+@dataclass
+class _Prepared:
+    """One proxy process of a batch: its adapted config, the cells sent through it, and the cells
+    of its upstreams no request can reach."""
+
+    plan: int
+    members: list[tuple[int, Upstream]]
+    proxy: Any  # PreparedProxy
+    adapted: Adapted
+    cells: list[CellSpec]
+    unprobed: list[CheckCell]
+
+
+def _prepare(run: _Run, base: Path, n: int, unit: _Unit, seat_ports: list[int]) -> _Prepared:
+    """Unit *n* of a batch's lab: its config adapted into ``run{n}`` and its cells."""
+    from harness.runtimes.local import PreparedProxy
+
+    p, g, key, members = unit
+    plan, pk, run_dir = run.plans[p], f"p{n}", base / f"run{n}"
+    run_dir.mkdir(parents=True)
+    # Each proxy process of a shared lab listens on its own ports.
+    ports = Ports(avoid=set(seat_ports), first=20000 + 100 * n)
+    # The config names the paths where the proxy sees these files (/lab/... in docker).
+    seen = _lab_paths(run.rt.lab_path(base, base), run.rt.lab_path(base, run_dir), run.pinned)
+    adapted = run.adapt(plan.path, seen, ports=ports, focus=key[2] or None)
+    cfg = run_dir / (adapted.config_name or driver_config_name(run.kind))
+    cfg.write_text(adapted.text)
+    for extra, body in adapted.extra_files.items():  # remap.config beside records.config
+        (run_dir / extra).write_text(body)
+    unprobed = [
+        CheckCell(u.label, ident, Outcome.ERROR, None, f"not probed: {u.why_unroutable}", None, u.line)
+        for _, u in members
+        if u.route is None
+        for ident in plan.identities
+    ]
+    cells = [_cell(run, pk, i, u, ident, adapted, ports) for i, u in members if u.route for ident in plan.identities]
+    listen = next(iter(adapted.listeners.values()), ports("80"))
+    if run.pinned is not None and g == 0:
+        cells.append(_graded_cell(run.pinned, pk, listen, adapted, members, run.sni_routing))
+    proxy = PreparedProxy(pk, run.kind.value, run_dir, cfg, listen, run.inst)
+    return _Prepared(p, members, proxy, adapted, cells, unprobed)
+
+
+def _cell(run: _Run, pk: str, i: int, u: Upstream, ident: str, adapted: Adapted, ports: Ports) -> CellSpec:
+    """The request that reaches upstream *i* (through its route), answered by *ident*."""
+    assert u.route is not None
+    return CellSpec(
+        key=pk,
+        identity=ident,
+        label=i,
+        port=adapted.listeners.get(u.route.listener, ports(u.route.listener)),
+        host=u.route.host,
+        path=u.route.path,
+        tls=u.route.tls,
+        method=u.route.method,
+        headers=u.route.headers,
+        sni_routing=run.sni_routing,
+    )
+
+
+def _graded_cell(
+    pinned: Backend, pk: str, listen: int, adapted: Adapted, members: list[tuple[int, Upstream]], sni_routing: bool
+) -> CellSpec:
+    """The declared request, once, with legit: it must reach the seat and be served."""
+    first_listener = next(iter(adapted.listeners), "80")
+    tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
+    return CellSpec(
+        key=pk, identity="legit", label=-1, port=listen, host=pinned.host, path=pinned.path, tls=tls,
+        sni_routing=sni_routing,
+    )
+
+
+def _result(run: _Run, p: int, mine: list[_Done], accept: tuple[str, ...], duration: float) -> CheckResult:
+    """Config *p*'s result: its cells in the config's upstream order, then by identity."""
+    plan, pinned, inst = run.plans[p], run.pinned, run.inst
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
-    checked = []
-    for p, plan in enumerate(plans):
-        mine = [r for r in results if r[0] == p]
-        order = {u.label: i for i, u in enumerate(plan.first.upstreams)}
-        cells = sorted(
-            (c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
-        )
-        rejected = next((r[2] for r in mine if r[2]), None)
-        problems = list(plan.problems)
-        if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
-            problems.append(
-                Problem(
-                    GRADED,
-                    0,
-                    f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of the config goes to "
-                    f"the backend {pinned.name}:{pinned.port}",
-                )
-            )
-        # Relabelled before deduplicating: each group's notes name its own lab paths.
-        notes = list(dict.fromkeys(_relabel(n) for r in mine for n in r[3].adaptations))
-        notes = notes or [_relabel(n) for n in plan.first.adaptations]
-        checked.append(
-            CheckResult(
-                proxy=kind.value,
-                config=str(plan.path),
-                adaptations=notes,
-                cells=cells,
-                rejected=rejected,
-                accept=tuple(accept),
-                # Configs checked side by side share the lab's time.
-                duration_s=elapsed / len(plans),
-                runtime=rt.name,
-                proxy_version=inst.version if inst else None,
-                tls_library=(inst.tls or None) if inst else None,
-                pinned=pinned,
-                problems=problems,
-                upstream_info=[_upstream_info(u, plan.text) for u in plan.first.upstreams],
-            )
-        )
-    return checked
+    order = {u.label: i for i, u in enumerate(plan.first.upstreams)}
+    cells = sorted(
+        (c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
+    )
+    rejected = next((r[2] for r in mine if r[2]), None)
+    problems = list(plan.problems)
+    if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
+        problems.append(Problem(GRADED, 0, f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of "
+                                           f"the config goes to the backend {pinned.name}:{pinned.port}"))
+    # Relabelled before deduplicating: each group's notes name its own lab paths.
+    notes = list(dict.fromkeys(_relabel(n) for r in mine for n in r[3].adaptations))
+    return CheckResult(
+        proxy=run.kind.value,
+        config=str(plan.path),
+        adaptations=notes or [_relabel(n) for n in plan.first.adaptations],
+        cells=cells,
+        rejected=rejected,
+        accept=tuple(accept),
+        duration_s=duration,  # configs checked side by side share the lab's time
+        runtime=run.rt.name,
+        proxy_version=inst.version if inst else None,
+        tls_library=(inst.tls or None) if inst else None,
+        pinned=pinned,
+        problems=problems,
+        upstream_info=[_upstream_info(u, plan.text) for u in plan.first.upstreams],
+    )
 
 
 def _plan(
@@ -561,8 +597,20 @@ def _plan(
     identities: tuple[str, ...],
 ) -> _Plan:
     """*path*'s upstreams, and where the lab puts each one (see the module doc)."""
+    first = _first_adapt(adapt, kind, path, probe, pinned)
+    # A config that names a CRL is checked against a revoked backend too (issue 24).
+    lab_files = _lab_paths(probe, probe)
+    if any(str(crl) in first.text for crl in (lab_files.crl_chain, lab_files.crl_leaf)) and "revoked" not in identities:
+        identities = (*identities, "revoked")
+    if pinned is None:
+        return _unpinned(path, text, first, identities)
+    return _pinned(path, text, first, identities, pinned)
+
+
+def _first_adapt(adapt: Any, kind: ProxyKind, path: Path, probe: Path, pinned: Backend | None) -> Adapted:
+    """*path* adapted once, to read its upstreams; a config the lab cannot check is a ConfigError."""
     try:
-        first = adapt(path, _lab_paths(probe, probe, pinned), ports=Ports())
+        first: Adapted = adapt(path, _lab_paths(probe, probe, pinned), ports=Ports())
     except ConfigError as exc:
         raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
     if not first.upstreams:
@@ -571,46 +619,52 @@ def _plan(
             f"{_looks_like(path, kind)}"
         )
     _check_names(path, first)
-    # A config that names a CRL is checked against a revoked backend too (issue 24).
-    lab_files = _lab_paths(probe, probe)
-    if any(str(crl) in first.text for crl in (lab_files.crl_chain, lab_files.crl_leaf)) and "revoked" not in identities:
-        identities = (*identities, "revoked")
-    names = sorted({u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first)))
+    names = _host_names(first)
     if len(first.upstreams) > MAX_UPSTREAMS or len(names) > MAX_UPSTREAMS:
         raise ConfigError(
             f"{path}: {len(first.upstreams)} upstreams ({len(names)} host names); trustlab checks at most "
             f"{MAX_UPSTREAMS} of each in one run: split the config, or check the part that decides trust"
         )
-    problems: list[Problem] = []
-    probed = list(enumerate(first.upstreams))
-    if pinned is None:
-        seat_ports = sorted({u.port for u in first.upstreams})
-        # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
-        # names it there (a second line would give nginx two peers), and an SNI-routing seat
-        # knows it as the backend.
-        hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
-        taken = set(names) | {u.name for u in first.upstreams}
-        sibling = next(n for n in _SIBLINGS if n not in taken)
-        addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
-    else:
-        probed, problems = _pin(path, first.upstreams, pinned)
-        seat_ports = [pinned.port]
-        # Only the declared name reaches the seat; every other host the config names resolves to
-        # an unrouted address (so the proxy still starts) and is not probed.
-        others = {u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first))
-        hosts = {n: UNROUTED for n in sorted(others - {pinned.name})}
-        if pinned.name != BACKEND_NAME:
-            hosts[pinned.name] = pinned.address
-        sibling = SIBLING_NAME if pinned.name != SIBLING_NAME else _SIBLINGS[1]
-        addresses = [pinned.address]
+    return first
+
+
+def _host_names(adapted: Adapted) -> list[str]:
+    """Every host name (not address) the config's upstreams and other settings name, sorted."""
+    return sorted({u.host for u in adapted.upstreams if not is_ip(u.host)} | set(_other_names(adapted)))
+
+
+def _unpinned(path: Path, text: str, first: Adapted, identities: tuple[str, ...]) -> _Plan:
+    """Each upstream answered where the config sends it: one lab address per host name, one group
+    (one lab, its own PKI) per name, address and pool."""
+    names = _host_names(first)
+    # backend-api.internal keeps the lab's own backend address: the lab's hosts file already
+    # names it there (a second line would give nginx two peers), and an SNI-routing seat
+    # knows it as the backend.
+    hosts = {n: LOCAL_LAB_IP if n == BACKEND_NAME else f"{_NAME_NET}{_NAME_FIRST + i}" for i, n in enumerate(names)}
+    taken = set(names) | {u.name for u in first.upstreams}
+    sibling = next(n for n in _SIBLINGS if n not in taken)
+    addresses = sorted({u.host for u in first.upstreams if is_ip(u.host)} | set(hosts.values()))
     groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
-    for i, u in probed:
-        if pinned is not None:
-            groups.setdefault((pinned.name, pinned.address, u.pool), []).append((i, u))
-            continue
+    for i, u in enumerate(first.upstreams):
         addr = u.host if u.is_ip else hosts[u.host]
         groups.setdefault((u.name, addr, u.pool), []).append((i, u))
-    return _Plan(path, text, first, identities, problems, groups, hosts, addresses, seat_ports, sibling)
+    seat_ports = sorted({u.port for u in first.upstreams})
+    return _Plan(path, text, first, identities, [], groups, hosts, addresses, seat_ports, sibling)
+
+
+def _pinned(path: Path, text: str, first: Adapted, identities: tuple[str, ...], pinned: Backend) -> _Plan:
+    """Only the upstreams that go to the pinned backend, all at its address; every other host name
+    the config names resolves to an unrouted address (so the proxy still starts) and is not probed."""
+    probed, problems = _pin(path, first.upstreams, pinned)
+    others = {u.host for u in first.upstreams if not is_ip(u.host)} | set(_other_names(first))
+    hosts = {n: UNROUTED for n in sorted(others - {pinned.name})}
+    if pinned.name != BACKEND_NAME:
+        hosts[pinned.name] = pinned.address
+    sibling = SIBLING_NAME if pinned.name != SIBLING_NAME else _SIBLINGS[1]
+    groups: dict[tuple[str, str, str], list[tuple[int, Upstream]]] = {}
+    for i, u in probed:
+        groups.setdefault((pinned.name, pinned.address, u.pool), []).append((i, u))
+    return _Plan(path, text, first, identities, problems, groups, hosts, [pinned.address], [pinned.port], sibling)
 
 
 def _judge(
@@ -630,31 +684,7 @@ def _judge(
     died = failed.message if failed and failed.failure is Outcome.ERROR else None
     rejected = None if died or not failed else learner_lines(failed.message, cfg.name, adapted.text, path)
     by_label = {i: u for i, u in members}
-    graded = f"{GRADED} (Host {pinned.host}, path {pinned.path})" if pinned else GRADED
-    out: list[CheckCell] = []
-    for r in raw:
-        assert r.label is not None
-        u = by_label.get(r.label)
-        outcome, reason = r.outcome, r.reason
-        if pinned is not None:
-            want = pinned.dest
-        else:
-            assert u is not None
-            want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
-        if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
-            outcome, reason = Outcome.ERROR, f"the request reached {r.dest}, not the backend ({want}); {reason}"
-        elif pinned is not None and not r.dest and r.status is not None and r.status < 500:
-            # An answer no connection to the seat produced (a static 200 with a forged marker, a
-            # 403): the proxy answered by itself.
-            outcome, reason = (
-                Outcome.ERROR,
-                f"status {r.status}, but no connection reached the backend at {want}: the proxy answered by "
-                f"itself ({reason})",
-            )
-        if u is None:
-            out.append(CheckCell(graded, r.identity, outcome, r.status, reason, r.sni))
-        else:
-            out.append(CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni, u.line))
+    out = [_judged(r, by_label.get(r.label), addr, pinned) for r in raw]
     # A proxy that never listened: every routable cell gets its reason (how it died, or the
     # proxy's own refusal).
     for outcome, why in ((Outcome.ERROR, died), (Outcome.CONFIG_REJECTED, rejected)):
@@ -666,6 +696,33 @@ def _judge(
                 for ident in identities
             ]
     return out, rejected
+
+
+def _judged(r: Any, u: Upstream | None, addr: str, pinned: Backend | None) -> CheckCell:
+    """Cell *r* (to upstream *u*, or the graded request when None) as judged: an answer that did
+    not come from the backend's address is an error of the lab, never a verdict."""
+    assert r.label is not None
+    outcome, reason = r.outcome, r.reason
+    if pinned is not None:
+        want = pinned.dest
+    else:
+        assert u is not None
+        want = f"{addr}:{u.port}" if not u.host.startswith("127.") else f"{u.host}:{u.port}"
+    if r.dest and r.dest != want and outcome is not Outcome.BLOCKED:
+        outcome, reason = Outcome.ERROR, f"the request reached {r.dest}, not the backend ({want}); {reason}"
+    elif pinned is not None and not r.dest and r.status is not None and r.status < 500:
+        # An answer no connection to the seat produced (a static 200 with a forged marker, a
+        # 403): the proxy answered by itself.
+        outcome, reason = (
+            Outcome.ERROR,
+            f"status {r.status}, but no connection reached the backend at {want}: the proxy answered by "
+            f"itself ({reason})",
+        )
+    if u is None:
+        assert pinned is not None
+        graded = f"{GRADED} (Host {pinned.host}, path {pinned.path})"
+        return CheckCell(graded, r.identity, outcome, r.status, reason, r.sni)
+    return CheckCell(u.label, r.identity, outcome, r.status, reason, r.sni, u.line)
 
 
 def _upstream_info(u: Upstream, text: str) -> dict[str, Any]:

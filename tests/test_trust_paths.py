@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.configs.base import ABSENT_CA, LabPaths, is_system_bundle, trust_file
+from harness.configs.base import ABSENT_CA, LabPaths, Note, is_system_bundle, trust_file
 
 
 @pytest.mark.parametrize("path", [
@@ -36,19 +36,21 @@ def _lab(tmp_path: Path, ca_files: tuple[str, ...] | None) -> LabPaths:
 @pytest.mark.parametrize("path", ["/etc/nginx/tls/internal-pki.pem", '"/etc/nginx/tls/internal-pki.pem"',
                                   "/etc/nginx//tls/./internal-pki.pem"])
 def test_a_challenges_ca_file_stands_for_the_lab_root(tmp_path: Path, path: str) -> None:
-    lab, notes = _lab(tmp_path, ("/etc/nginx/tls/internal-pki.pem",)), []
+    lab, notes = _lab(tmp_path, ("/etc/nginx/tls/internal-pki.pem",)), list[Note]()
     assert trust_file(path, lab, notes) == str(lab.ca)
-    assert not any(ABSENT_CA in n for n in notes)
+    assert not any(ABSENT_CA in n.text for n in notes)
 
 
 @pytest.mark.parametrize("path", ["/etc/nginx/tls/internal-pki.pm", "/etc/nginx/internal-pki.pem", "internal-pki.pem",
                                   "/etc/nginx/tls/internal-pki.pem.bak"])
 def test_any_other_ca_path_of_a_challenge_is_a_missing_file(tmp_path: Path, path: str) -> None:
     """A typo'd CA path graded SOLVED while every path stood for the lab's root."""
-    lab, notes = _lab(tmp_path, ("/etc/nginx/tls/internal-pki.pem",)), []
+    lab, notes = _lab(tmp_path, ("/etc/nginx/tls/internal-pki.pem",)), list[Note]()
     new = Path(trust_file(path, lab, notes))
     assert new.parent == lab.run_dir / "absent" and not new.exists()
-    assert notes == [f"{path} {ABSENT_CA} (its CA file: /etc/nginx/tls/internal-pki.pem); it stands for a missing file"]
+    assert notes == [
+        Note.whole(f"{path} {ABSENT_CA} (its CA file: /etc/nginx/tls/internal-pki.pem); it stands for a missing file")
+    ]
 
 
 def test_the_system_bundle_exists_on_every_host_and_check_trusts_any_path(tmp_path: Path) -> None:

@@ -28,17 +28,20 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
+    probe_path,
     read_config,
-    regex_probe_path,
+    split_url,
     trust_file,
 )
-from harness.configs.nginx import split_url
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
@@ -164,7 +167,7 @@ def lines(text: str) -> list[Line]:
     return out
 
 
-def _expanded(ln: Line, defines: dict[str, str], notes: list[str]) -> Line:
+def _expanded(ln: Line, defines: dict[str, str], notes: list[Note]) -> Line:
     """*ln* as httpd reads it: ``${VAR}`` replaced by earlier ``Define`` values (httpd expands a
     line before it reads the directive name, so ``Define X CustomLog`` then ``${X} "|cmd"`` is a
     CustomLog). ``Define``/``UnDefine`` lines update *defines*."""
@@ -178,7 +181,7 @@ def _expanded(ln: Line, defines: dict[str, str], notes: list[str]) -> Line:
         out = (lines(text) or [Line(ln.no, text, [])])[0]
         ln = Line(ln.no, out.text, out.words)
         if ln.name not in ("define", "undefine"):
-            notes.append(f"line {ln.no}: read as httpd expands it: {' '.join(ln.words)[:80]}")
+            notes.append(Note("", ln.no, f"read as httpd expands it: {' '.join(ln.words)[:80]}"))
     if ln.name == "define" and len(ln.words) > 1:
         defines[ln.words[1]] = " ".join(ln.words[2:])
     elif ln.name == "undefine" and len(ln.words) > 1:
@@ -228,7 +231,7 @@ class Tree:
 
     lines: list[Line]
     #: What reading it changed (a line read as httpd expands it).
-    notes: list[str]
+    notes: list[Note]
     main: VHost
     vhosts: list[VHost]
     #: ``<Proxy balancer://NAME>`` -> its ``BalancerMember`` URLs and lines.
@@ -237,7 +240,7 @@ class Tree:
 
 def read(text: str) -> Tree:
     """The :class:`Tree` of an httpd config's text."""
-    notes: list[str] = []
+    notes: list[Note] = []
     defines: dict[str, str] = {}
     expanded = [_expanded(ln, defines, notes) for ln in lines(text)]
     main = VHost(0, "80")
@@ -294,215 +297,225 @@ def _port_of(addr: str) -> str:
     return addr if addr.isdigit() else "80"
 
 
-def _probe_path(pattern: str) -> str | None:
-    return regex_probe_path(pattern)
+@dataclass
+class _Run(Run):
+    """One :func:`adapt` of an Apache config: where it is in the file, and the ports it listens on."""
+
+    #: The sections open at the line being adapted (name, the line that opened it).
+    stack: list[tuple[str, Line]] = field(default_factory=list)
+    #: The original ports listened on (``Listen``, then each VirtualHost's), in order.
+    listen_ports: list[str] = field(default_factory=list)
+
+    def note(self, ln: Line, text: str) -> None:
+        self.notes.append(Note("", ln.no, text))
 
 
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The config at *path* made runnable in the lab (see the module docstring)."""
-    text = read_config(path)
-    tree = read(text)
-    notes: list[str] = list(tree.notes)
-    out: list[str] = []
-    stack: list[tuple[str, Line]] = []
-    listen_ports: list[str] = []
-    has_vhost = bool(tree.vhosts)
+    tree = read(read_config(path))
+    run = _Run(path, lab, ports, focus, list(tree.notes))
+    body = [out for ln in tree.lines if ln.words for out in _adapted_line(run, ln)]
+    upstreams = [u for vh, port in _served(run, tree) for u in _pass_upstreams(tree, vh, port)]
+    head = _head(run)
+    if not tree.vhosts:
+        wrap_port = ports(run.listen_ports[0])
+        body = [f"<VirtualHost 127.0.0.1:{wrap_port}>", *body, "</VirtualHost>"]
+        run.notes.append(Note.whole(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>"))
+    run.notes.append(Note.whole("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's "
+                                "verdicts)"))
+    listeners = {p: ports(p) for p in run.listen_ports}
+    return Adapted(text="\n".join(head + body) + "\n", notes=ordered(run.notes), upstreams=upstreams,
+                   listeners=listeners)
 
-    for ln in tree.lines:
-        w, name = ln.words, ln.name
-        if not w:
-            continue
-        if "${" in name or "$" in name:
-            notes.append(f"line {ln.no}: {w[0]} dropped (a directive name from an undefined variable)")
-            continue
-        if name == "rewritemap" and any(_PROGRAM.search(x) for x in w[2:3]):
-            notes.append(f"line {ln.no}: RewriteMap {w[1] if len(w) > 1 else ''} {w[2]} dropped (runs a program)")
-            continue
-        if any(_PROGRAM.search(x) for x in w[1:]) and name not in ("proxypass", "proxypassmatch"):
-            notes.append(f"line {ln.no}: {w[0]} dropped (its value runs a program: {' '.join(w[1:])[:60]})")
-            continue
-        if name.startswith("</"):
-            section = name[2:].rstrip(">")
-            if stack and stack[-1][0] == section:
-                stack.pop()
-            out.append(ln.text)
-            continue
-        if name.startswith("<"):
-            section = name[1:].rstrip(">")
-            arg = " ".join(w[1:]).rstrip(">").strip()
-            if section == "virtualhost":
-                addrs = arg.split()
-                port = _port_of(addrs[0]) if addrs else "80"
-                lab_port = ports(port)
-                notes.append(f"line {ln.no}: <VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>")
-                out.append(f"<VirtualHost 127.0.0.1:{lab_port}>")
-                stack.append((section, ln))
-                continue
-            stack.append((section, ln))
-            out.append(ln.text)
-            continue
-        indent = re.match(r"\s*", ln.text).group(0)  # type: ignore[union-attr]
-        if name in _DROP:
-            if name == "listen":
-                port = _port_of(w[1]) if len(w) > 1 else "80"
-                if port not in listen_ports:
-                    listen_ports.append(port)
-                notes.append(f"line {ln.no}: Listen {' '.join(w[1:])} -> Listen 127.0.0.1:{ports(port)}")
-            elif name in ("include", "includeoptional"):
-                notes.append(
-                    f"line {ln.no}: {w[0]} {' '.join(w[1:])} dropped (not followed: put trust "
-                    "directives in the checked file)"
-                )
-            elif name == "loadmodule":
-                pass
-            elif name not in ("errorlog", "customlog", "transferlog", "loglevel", "pidfile"):
-                notes.append(f"line {ln.no}: {w[0]} dropped (host process setting)")
-            continue
-        if name in _CLIENT_SIDE:
-            notes.append(f"line {ln.no}: {w[0]} dropped (client side: not what the lab tests)")
-            continue
-        if name == "sslcertificatefile":
-            notes.append(
-                f"line {ln.no}: SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a "
-                "lab-minted one (client side)"
-            )
-            out.append(f"{indent}SSLCertificateFile {lab.cert}")
-            continue
-        if name == "sslcertificatekeyfile":
-            out.append(f"{indent}SSLCertificateKeyFile {lab.key}")
-            continue
-        if name == "sslproxycacertificatefile" and len(w) > 1:
-            out.append(f"{indent}{w[0]} {trust_file(w[1], lab, notes)}")
-            continue
-        if name == "sslproxycacertificatepath" and len(w) > 1:
-            out.append(f"{indent}{w[0]} {trust_file(w[1], lab, notes, directory=True)}")
-            continue
-        if name == "sslproxymachinecertificatefile" and len(w) > 1:
-            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by a lab-minted client certificate")
-            out.append(f"{indent}{w[0]} {lab.combined}")
-            continue
-        if name == "sslproxymachinecertificatepath" and len(w) > 1:
-            # A hashed directory of certificate+key files; the lab has one client certificate: the
-            # File form presents the same (kept as written, Apache refused the config: issue 24).
-            notes.append(f"line {ln.no}: {w[0]} {w[1]} replaced by SSLProxyMachineCertificateFile with a "
-                         "lab-minted client certificate")
-            out.append(f"{indent}SSLProxyMachineCertificateFile {lab.combined}")
-            continue
-        if name in ("sslproxycarevocationfile", "sslproxycarevocationpath") and len(w) > 1:
-            # A hashed CRL directory stands for the same CRLs in the File form.
-            crl = crl_file(w[1], path, lab, notes)
-            if crl:
-                out.append(f"{indent}SSLProxyCARevocationFile {crl}")
-            continue
-        if name == "sslproxymachinecertificatechainfile":
-            notes.append(f"line {ln.no}: {w[0]} dropped (the lab has no client chain)")
-            continue
-        if name == "balancermember" and len(w) > 1 and stack and stack[-1][0] == "proxy":
-            bal = stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")
-            key = f"{bal}|{w[1]}|{ln.no}"
-            if focus and focus.startswith(bal + "|") and key != focus and "status=+D" not in ln.text:
-                out.append(f"{ln.text} status=+D")
-                notes.append(f"line {ln.no}: BalancerMember {w[1]} disabled while another member is probed")
-                continue
-            if key == focus and not any(x.lower().startswith("retry=") for x in w[2:]):
-                # A refused member is put in error state for `retry` (60 s); the next cell
-                # would get "All workers are in error state" (503) instead of a verdict.
-                out.append(f"{ln.text} retry=0")
-                notes.append(
-                    f"line {ln.no}: retry=0 on the probed BalancerMember {w[1]} (a refused impostor "
-                    "must not put it in error state for the next cell)"
-                )
-                continue
-        out.append(ln.text)
 
-    upstreams: list[Upstream] = []
+def _adapted_line(run: _Run, ln: Line) -> list[str]:
+    """What the lab writes for *ln* (nothing when it is dropped), each change noted."""
+    refused = _runs_something(ln)
+    if refused:
+        run.note(ln, refused)
+        return []
+    if ln.name.startswith("<"):
+        return [_section(run, ln)]
+    if ln.name in _DROP:
+        _host_setting(run, ln)
+        return []
+    indent = re.match(r"\s*", ln.text).group(0)  # type: ignore[union-attr]
+    tls = _tls_line(run, ln, indent)
+    if tls is not None:
+        return tls
+    if ln.name == "balancermember" and len(ln.words) > 1 and run.stack and run.stack[-1][0] == "proxy":
+        return [_member(run, ln)]
+    return [ln.text]
+
+
+def _runs_something(ln: Line) -> str | None:
+    """Why *ln* is dropped before anything else is read of it: a directive name from an undefined
+    variable, or a value that runs a program (the note), else None."""
+    w, name = ln.words, ln.name
+    if "${" in name or "$" in name:
+        return f"{w[0]} dropped (a directive name from an undefined variable)"
+    if name == "rewritemap" and any(_PROGRAM.search(x) for x in w[2:3]):
+        return f"RewriteMap {w[1] if len(w) > 1 else ''} {w[2]} dropped (runs a program)"
+    if any(_PROGRAM.search(x) for x in w[1:]) and name not in ("proxypass", "proxypassmatch"):
+        return f"{w[0]} dropped (its value runs a program: {' '.join(w[1:])[:60]})"
+    return None
+
+
+def _section(run: _Run, ln: Line) -> str:
+    """A section's opening or closing line, kept (a ``<VirtualHost>`` moves to its lab port)."""
+    name = ln.name
+    if name.startswith("</"):
+        if run.stack and run.stack[-1][0] == name[2:].rstrip(">"):
+            run.stack.pop()
+        return ln.text
+    section = name[1:].rstrip(">")
+    run.stack.append((section, ln))
+    if section != "virtualhost":
+        return ln.text
+    arg = " ".join(ln.words[1:]).rstrip(">").strip()
+    addrs = arg.split()
+    lab_port = run.ports(_port_of(addrs[0]) if addrs else "80")
+    run.note(ln, f"<VirtualHost {arg}> -> <VirtualHost 127.0.0.1:{lab_port}>")
+    return f"<VirtualHost 127.0.0.1:{lab_port}>"
+
+
+def _host_setting(run: _Run, ln: Line) -> None:
+    """A process setting of the host's httpd (dropped: the lab writes its own), said when it matters;
+    a ``Listen`` becomes one of the lab's."""
+    w, name = ln.words, ln.name
+    if name == "listen":
+        port = _port_of(w[1]) if len(w) > 1 else "80"
+        if port not in run.listen_ports:
+            run.listen_ports.append(port)
+        run.note(ln, f"Listen {' '.join(w[1:])} -> Listen 127.0.0.1:{run.ports(port)}")
+    elif name in ("include", "includeoptional"):
+        run.note(ln, f"{w[0]} {' '.join(w[1:])} dropped (not followed: put trust directives in the checked file)")
+    elif name not in ("loadmodule", "errorlog", "customlog", "transferlog", "loglevel", "pidfile"):
+        run.note(ln, f"{w[0]} dropped (host process setting)")
+
+
+def _tls_line(run: _Run, ln: Line, indent: str) -> list[str] | None:
+    """The lab's lines for a TLS directive (client side, client certificate, trust, CRL), or None
+    when *ln* is none of these."""
+    w, name, lab = ln.words, ln.name, run.lab
+    if name in _CLIENT_SIDE:
+        run.note(ln, f"{w[0]} dropped (client side: not what the lab tests)")
+        return []
+    if name == "sslproxymachinecertificatechainfile":
+        run.note(ln, f"{w[0]} dropped (the lab has no client chain)")
+        return []
+    if name == "sslcertificatefile":
+        run.note(ln, f"SSLCertificateFile {w[1] if len(w) > 1 else ''} replaced by a lab-minted one (client side)")
+        return [f"{indent}SSLCertificateFile {lab.cert}"]
+    if name == "sslcertificatekeyfile":
+        return [f"{indent}SSLCertificateKeyFile {lab.key}"]
+    if len(w) < 2:
+        return None
+    if name in ("sslproxycacertificatefile", "sslproxycacertificatepath"):
+        return [f"{indent}{w[0]} {trust_file(w[1], lab, run.notes, directory=name.endswith('path'))}"]
+    if name == "sslproxymachinecertificatefile":
+        run.note(ln, f"{w[0]} {w[1]} replaced by a lab-minted client certificate")
+        return [f"{indent}{w[0]} {lab.combined}"]
+    if name == "sslproxymachinecertificatepath":
+        # A hashed directory of certificate+key files; the lab has one client certificate: the
+        # File form presents the same (kept as written, Apache refused the config: issue 24).
+        run.note(ln, f"{w[0]} {w[1]} replaced by SSLProxyMachineCertificateFile with a lab-minted client certificate")
+        return [f"{indent}SSLProxyMachineCertificateFile {lab.combined}"]
+    if name in ("sslproxycarevocationfile", "sslproxycarevocationpath"):
+        # A hashed CRL directory stands for the same CRLs in the File form.
+        crl = crl_file(w[1], run.path, lab, run.notes)
+        return [f"{indent}SSLProxyCARevocationFile {crl}"] if crl else []
+    return None
+
+
+def _member(run: _Run, ln: Line) -> str:
+    """A ``BalancerMember``: while another member of its balancer is probed, disabled; while it is
+    probed, never put in error state."""
+    w = ln.words
+    bal = run.stack[-1][1].words[1].rstrip(">").strip("\"'").rstrip("/")
+    key, focus = f"{bal}|{w[1]}|{ln.no}", run.focus
+    if focus and focus.startswith(bal + "|") and key != focus and "status=+D" not in ln.text:
+        run.note(ln, f"BalancerMember {w[1]} disabled while another member is probed")
+        return f"{ln.text} status=+D"
+    if key == focus and not any(x.lower().startswith("retry=") for x in w[2:]):
+        # A refused member is put in error state for `retry` (60 s); the next cell would get "All
+        # workers are in error state" (503) instead of a verdict.
+        run.note(ln, f"retry=0 on the probed BalancerMember {w[1]} (a refused impostor must not put it in error "
+                     "state for the next cell)")
+        return f"{ln.text} retry=0"
+    return ln.text
+
+
+def _served(run: _Run, tree: Tree) -> list[tuple[VHost, str]]:
+    """Each server a request reaches and the port it listens on: the VirtualHosts, else the main
+    server on the first Listen (or 80)."""
     served = [(vh, vh.port) for vh in tree.vhosts]
-    if not has_vhost:
-        port = listen_ports[0] if listen_ports else "80"
+    if not tree.vhosts:
+        port = run.listen_ports[0] if run.listen_ports else "80"
         served = [(tree.main, port)]
-        if not listen_ports:
-            listen_ports.append(port)
-            notes.append(f"{path} has no Listen; the lab listens on 127.0.0.1:{ports(port)}")
-    for vh, vport in served:
-        if vport not in listen_ports:
-            listen_ports.append(vport)
-        for ps in vh.passes:
-            ppath, url, no, regex = ps.path, ps.url, ps.line, ps.regex
-            scheme, host, _, _ = split_url(url)
-            members = [(url, no)]
-            if scheme == "balancer":
-                members = tree.balancers.get(f"balancer://{host}", [])
-            probe = _probe_path(ppath) if regex else (ppath if ppath.endswith("/") else ppath + "/")
-            route = Route(vport, vh.tls, vh.name or PUBLIC_HOST, probe) if probe else None
-            for murl, mline in members:
-                m_scheme, m_host, m_port, _ = split_url(murl)
-                if m_scheme not in ("https", "h2", "wss"):
-                    continue
-                upstreams.append(
-                    Upstream(
-                        label=f"ProxyPass{'Match' if regex else ''} {ppath} "
-                        + (f"{url} -> {murl}" if scheme == "balancer" else murl)
-                        + f" (line {mline})",
-                        host=m_host,
-                        port=m_port or 443,
-                        line=mline,
-                        name=m_host if not is_ip(m_host) else BACKEND_NAME,
-                        route=route,
-                        why_unroutable="" if probe else f"no client request path matches {ppath!r}",
-                        pool=f"balancer://{host}|{murl}|{mline}" if scheme == "balancer" else "",
-                    )
-                )
-    run = lab.run_dir
-    head = [
-        f"# trustlab check: adapted from {path}",
-        f'ServerRoot "{run}"',
-        f'PidFile "{run}/httpd.pid"',
-        f'DefaultRuntimeDir "{run}"',
-        f"Mutex file:{run} default",
-        f'ErrorLog "{run}/error.log"',
+        if not run.listen_ports:
+            run.listen_ports.append(port)
+            run.notes.append(Note.whole(f"{run.path} has no Listen; the lab listens on 127.0.0.1:{run.ports(port)}"))
+    for _, port in served:
+        if port not in run.listen_ports:
+            run.listen_ports.append(port)
+    return served
+
+
+def _pass_upstreams(tree: Tree, vh: VHost, vport: str) -> list[Upstream]:
+    """The HTTPS upstreams *vh*'s ProxyPass/ProxyPassMatch send to (a balancer's members each)."""
+    out = []
+    for ps in vh.passes:
+        scheme, host, _, _ = split_url(ps.url)
+        balancer = scheme == "balancer"
+        members = tree.balancers.get(f"balancer://{host}", []) if balancer else [(ps.url, ps.line)]
+        probe = probe_path(ps.path, "regex" if ps.regex else "prefix")
+        route = Route(vport, vh.tls, vh.name or PUBLIC_HOST, probe) if probe else None
+        for murl, mline in members:
+            m_scheme, m_host, m_port, _ = split_url(murl)
+            if m_scheme not in ("https", "h2", "wss"):
+                continue
+            target = f"{ps.url} -> {murl}" if balancer else murl
+            out.append(Upstream(
+                label=f"ProxyPass{'Match' if ps.regex else ''} {ps.path} {target} (line {mline})",
+                host=m_host,
+                port=m_port or 443,
+                line=mline,
+                name=m_host if not is_ip(m_host) else BACKEND_NAME,
+                route=route,
+                why_unroutable="" if probe else f"no client request path matches {ps.path!r}",
+                pool=f"balancer://{host}|{murl}|{mline}" if balancer else "",
+            ))
+    return out
+
+
+def _head(run: _Run) -> list[str]:
+    """The lab's own process settings, modules and listeners, before the adapted lines."""
+    rd = run.lab.run_dir
+    # <IfFile> is decided where Apache runs (this host, or the docker runtime's image): the modules
+    # present there are loaded, the others left out.
+    modules = [line for m in MODULES for line in (
+        f"<IfFile {MODULES_DIR}/mod_{m}.so>", f"  LoadModule {m}_module {MODULES_DIR}/mod_{m}.so", "</IfFile>",
+    )]
+    return [
+        f"# trustlab check: adapted from {run.path}",
+        f'ServerRoot "{rd}"',
+        f'PidFile "{rd}/httpd.pid"',
+        f'DefaultRuntimeDir "{rd}"',
+        f"Mutex file:{rd} default",
+        f'ErrorLog "{rd}/error.log"',
         "# ssl:info is where mod_ssl logs its proxy-side verification verdicts (AH02276, AH02411 ...)",
         "LogLevel warn ssl:info proxy:info proxy_http:info",
-        # <IfFile> is decided where Apache runs (this host, or the docker runtime's image):
-        # the modules present there are loaded, the others left out.
-        *[
-            line
-            for m in MODULES
-            for line in (
-                f"<IfFile {MODULES_DIR}/mod_{m}.so>",
-                f"  LoadModule {m}_module {MODULES_DIR}/mod_{m}.so",
-                "</IfFile>",
-            )
-        ],
-        *[f"Listen 127.0.0.1:{ports(p)}" for p in listen_ports],
+        *modules,
+        *[f"Listen 127.0.0.1:{run.ports(p)}" for p in run.listen_ports],
         "<IfFile /etc/mime.types>",
         "  TypesConfig /etc/mime.types",
         "</IfFile>",
         "<IfFile !/etc/mime.types>",
         "  TypesConfig /dev/null",
         "</IfFile>",
+        f"ServerName {PUBLIC_HOST}",
     ]
-    head.append(f"ServerName {PUBLIC_HOST}")
-    body = out
-    if not has_vhost:
-        wrap_port = ports(listen_ports[0])
-        body = [f"<VirtualHost 127.0.0.1:{wrap_port}>", *out, "</VirtualHost>"]
-        notes.append(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>")
-    notes.append("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)")
-    listeners = {p: ports(p) for p in listen_ports}
-    return Adapted(
-        text="\n".join(head + body) + "\n",
-        adaptations=_sorted(notes),
-        upstreams=upstreams,
-        listeners=listeners,
-    )
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 def validate(path: Path) -> None:

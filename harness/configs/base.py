@@ -5,7 +5,7 @@ returns the same config made runnable in a lab: every directive that decides bac
 is kept exactly as written, only what cannot run in the lab is changed (trusted-CA paths
 stand for the lab's root or system bundle, listeners move to a lab port on 127.0.0.1,
 client-side certificates are lab-minted, log/pid/include paths are redirected or dropped),
-and each change is said in one line (:attr:`Adapted.adaptations`).
+and each change is said in one line (a :class:`Note`; :attr:`Adapted.notes`).
 """
 
 from __future__ import annotations
@@ -140,12 +140,46 @@ class LabPaths:
     ca_files: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Note:
+    """One change an adapter made, said in one line: where (a file beside the config, ``""`` for the
+    config itself; a line, ``None`` for a change to the whole config) and what."""
+
+    file: str
+    line: int | None
+    text: str
+
+    @classmethod
+    def whole(cls, text: str) -> Note:
+        """A note on the whole config (no line)."""
+        return cls("", None, text)
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.text
+        return f"{self.file} line {self.line}: {self.text}" if self.file else f"line {self.line}: {self.text}"
+
+
+def ordered(notes: list[Note], *, unnumbered_last: bool = False, files: tuple[str, ...] = ()) -> list[Note]:
+    """*notes* without repeats, by file (the config, then *files* in that order, then any other by
+    name) and line; notes without a line first (or last), each group in the order it was said."""
+    others = sorted({n.file for n in notes} - {"", *files})
+    rank = {f: i for i, f in enumerate(("", *files, *others))}
+
+    def key(n: Note) -> tuple[int, int]:
+        if n.line is None:
+            return (len(rank), 0) if unnumbered_last else (0, 0)
+        return (rank[n.file], n.line)
+
+    return sorted(dict.fromkeys(notes), key=key)
+
+
 @dataclass
 class Adapted:
     """An adapted config and what was changed to make it run in the lab."""
 
     text: str
-    adaptations: list[str]
+    notes: list[Note]
     upstreams: list[Upstream]
     listeners: dict[str, int] = field(default_factory=dict)
     #: The file name the adapted config needs (``caddy.json``: Caddy picks its adapter by name);
@@ -153,6 +187,24 @@ class Adapted:
     config_name: str = ""
     #: Further files the adapted config needs beside it (Traffic Server's remap.config): name -> text.
     extra_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def adaptations(self) -> list[str]:
+        """The notes as ``check`` shows them, one line each."""
+        return [str(n) for n in self.notes]
+
+
+@dataclass
+class Run:
+    """One ``adapt()`` of a config: the config, the lab's paths and ports, the upstream group probed
+    (*focus*: its pool key, or None), and what the adapter says as it goes. Each adapter's own
+    record (``_Run``) adds what it collects."""
+
+    path: Path
+    lab: LabPaths
+    ports: Ports
+    focus: str | None
+    notes: list[Note] = field(default_factory=list)
 
 
 class Ports:
@@ -176,17 +228,17 @@ class Ports:
 ABSENT_CA = "does not exist on this host"
 
 
-def trust_file(path: str, lab: LabPaths, notes: list[str], *, directory: bool = False) -> str:
+def trust_file(path: str, lab: LabPaths, notes: list[Note], *, directory: bool = False) -> str:
     """The lab file a trusted-CA path stands for, with the note saying so."""
     bundle = is_system_bundle(path)
     if lab.ca_files is not None and not bundle and _normal(path) not in {_normal(f) for f in lab.ca_files}:
         known = " or ".join(lab.ca_files) or "none"
-        notes.append(f"{path} {ABSENT_CA} (its CA file: {known}); it stands for a missing file")
+        notes.append(Note.whole(f"{path} {ABSENT_CA} (its CA file: {known}); it stands for a missing file"))
         return str(lab.run_dir / "absent" / PurePosixPath(_normal(path)).name)
     pair = (lab.bundle_dir, lab.ca_dir) if directory else (lab.bundle, lab.ca)
     new = pair[0] if bundle else pair[1]
     what = "the lab's system bundle (internal root + a 'public' CA)" if bundle else "the lab's internal root"
-    notes.append(f"{path} stands for {what}")
+    notes.append(Note.whole(f"{path} stands for {what}"))
     return str(new)
 
 
@@ -195,7 +247,7 @@ def _normal(path: str) -> str:
     return posixpath.normpath(path.strip().strip("\"'"))
 
 
-def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[str]) -> str:
+def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[Note]) -> str:
     """The lab CRL file a config's CRL reference (``proxy_ssl_crl``, ``crl-file``, ...) stands for.
 
     Its scope is kept where it can be known: a file of that name beside the config holding one CRL
@@ -203,14 +255,15 @@ def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[str]) -> str:
     root's: the config's own mistake, judged as the proxy judges it); otherwise one CRL per CA of the
     chain. ``check`` runs ``revoked`` whenever the adapted config names a lab CRL."""
     if lab.crl_chain is None or lab.crl_leaf is None:
-        notes.append(f"{ref} dropped (no lab CRL here; revocation is not tested)")
+        notes.append(Note.whole(f"{ref} dropped (no lab CRL here; revocation is not tested)"))
         return ""
     count = _crl_count(config.parent / Path(ref.strip("\"'")).name)
     if count == 1:
-        notes.append(f"{ref} (one CRL, beside the config) stands for the lab intermediate's CRL alone; "
-                     "revoked is run")
+        notes.append(Note.whole(f"{ref} (one CRL, beside the config) stands for the lab intermediate's CRL "
+                                "alone; revoked is run"))
         return str(lab.crl_leaf)
-    notes.append(f"{ref} stands for the lab's CRLs of every CA in the chain (root and intermediate); revoked is run")
+    notes.append(Note.whole(f"{ref} stands for the lab's CRLs of every CA in the chain (root and intermediate); "
+                            "revoked is run"))
     return str(lab.crl_chain)
 
 
@@ -374,6 +427,26 @@ def read_named(config: Path, fd: int, shown: str, *, limit: int = _CONFIG_LIMIT)
 Adapt = Callable[..., Adapted]
 
 
+def split_url(url: str) -> tuple[str, str, int | None, str]:
+    """scheme, host, port (None when absent), path of a proxy_pass URL."""
+    m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
+    if not m:
+        return "", url, None, ""
+    return (
+        m.group(1).lower(),
+        m.group(2).strip("[]"),
+        int(m.group(3)) if m.group(3) else None,
+        m.group(4) or "",
+    )
+
+
+def split_hostport(value: str, default: int) -> tuple[str, int]:
+    m = re.match(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$", value)
+    if not m:
+        return value, default
+    return m.group(1).strip("[]"), int(m.group(2)) if m.group(2) else default
+
+
 def regex_sample(pattern: str) -> str | None:
     """A string that *pattern* (a PCRE location/ProxyPassMatch regex) matches, or None.
 
@@ -463,6 +536,22 @@ def regex_sample(pattern: str) -> str | None:
     except (ValueError, IndexError):
         return None
     return sample
+
+
+def probe_path(pattern: str, how: str = "prefix", *, flags: int = 0) -> str | None:
+    """The request path the lab sends to reach a route that matches *pattern* *how*: ``prefix``
+    (nginx ``location /api``, ``ProxyPass /api``, Envoy ``prefix``), ``exact`` or ``regex``; None
+    when no path the lab can build matches.
+
+    The worker appends a unique tail to a path ending in ``/`` (``trustlab-probe/...``): a prefix
+    is sent as a directory, an exact path ending in ``/`` gets a query so that it stays exact."""
+    if how == "prefix":
+        return pattern if pattern.endswith("/") else pattern + "/"
+    if how == "exact":
+        return pattern + ("?trustlab-probe" if pattern.endswith("/") else "")
+    if how == "regex":
+        return regex_probe_path(pattern, flags=flags)
+    raise ValueError(f"probe_path: unknown match {how!r}")
 
 
 def regex_probe_path(pattern: str, *, flags: int = 0) -> str | None:

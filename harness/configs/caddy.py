@@ -36,12 +36,14 @@ from harness.configs.base import (
     MAX_DEPTH,
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
     check_depth,
     is_ip,
     is_system_bundle,
+    probe_path,
     read_config,
     trust_file,
 )
@@ -656,7 +658,7 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
             if t.dynamic or not t.host:
                 continue
             name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
-            route = None if rp.why_unroutable else Route(str(port), False, host, _probe_path(rp.path),
+            route = None if rp.why_unroutable else Route(str(port), False, host, _route_probe(rp.path),
                                                           rp.method, rp.headers)
             out.append(
                 Upstream(
@@ -673,24 +675,26 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
     return out
 
 
-def _probe_path(path: str) -> str:
+def _route_probe(path: str) -> str:
+    """The request path a site's path matcher takes: a file name as written, else as a prefix; a
+    query the matcher asks for kept."""
     base, q, query = path.partition("?")
-    base = base if base.endswith("/") else base + "/" if not re.search(r"\.\w+$", base) else base
+    base = base if re.search(r"\.\w+$", base) else str(probe_path(base))
     return base + q + query
 
 
 def _adapt_caddyfile(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
-    notes: list[str] = []
+    notes: list[Note] = []
     where = str(cfg.path)
     out = [f"# trustlab check: adapted from {where}", _LAB_OPTIONS.format(run_dir=lab.run_dir)]
     if cfg.options is not None:
         kept = [n.name for n in cfg.options.block or []]
         notes.append(
-            f"line {cfg.options.line}: global options ({', '.join(kept) or 'empty'}) replaced by the lab's "
-            "(admin off, auto_https off, storage and logs in the lab)"
+            Note("", cfg.options.line, f"global options ({', '.join(kept) or 'empty'}) replaced by the lab's "
+                                       "(admin off, auto_https off, storage and logs in the lab)")
         )
     else:
-        notes.append("global options added: admin off, auto_https off, storage and logs in the lab")
+        notes.append(Note.whole("global options added: admin off, auto_https off, storage and logs in the lab"))
     listeners: dict[str, int] = {}
     for name, body in cfg.snippets.items():
         out.append(f"({name}) {{")
@@ -706,7 +710,7 @@ def _adapt_caddyfile(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str |
             bare = re.sub(r"^https?://", "", a).split("/", 1)[0]
             host_part = re.sub(r":\d+$", "", bare) if not bare.startswith("[") else bare.split("]")[0] + "]"
             new.append(f"http://{host_part}:{lab_port}{path if a.count('/') > (2 if '://' in a else 0) else ''}")
-        notes.append(f"line {site.line}: site {', '.join(addresses)} -> {', '.join(new)} (bound to 127.0.0.1)")
+        notes.append(Note("", site.line, f"site {', '.join(addresses)} -> {', '.join(new)} (bound to 127.0.0.1)"))
         out.append(f"{', '.join(new)} {{")
         out.append("\tbind 127.0.0.1")
         out += _emit(site.block or [], 1, lab, notes, focus, cfg)
@@ -725,34 +729,21 @@ def _emit(
     block: list[Node],
     depth: int,
     lab: LabPaths,
-    notes: list[str],
+    notes: list[Note],
     focus: str | None,
     cfg: CaddyConfig,
     *,
     parent: str = "",
     rp_line: int = 0,
 ) -> list[str]:
+    """*block* (inside *parent*, at *depth* tabs) as the lab writes it, each change noted."""
     out: list[str] = []
     pad = "\t" * depth
     for n in block:
         name = n.name
-        if parent == "" and depth == 1 and name in _SITE_DROP:
-            notes.append(f"line {n.line}: {name} {' '.join(n.args)} dropped ({_SITE_DROP[name]})".replace("  ", " "))
-            continue
-        if name == "import" and n.args and n.args[0] not in cfg.snippets:
-            notes.append(f"line {n.line}: import {n.args[0]} dropped (reads a host file)")
-            continue
-        keep = SITE_KEEP if parent in ("", *_CONTAINERS) else _SNIPPET_KEEP if parent == "snippet" else None
-        if keep is not None and name not in keep and not name.startswith("@"):
-            notes.append(
-                f"line {n.line}: {name} dropped (not on the lab's allow-list: only what routes, rewrites or "
-                "answers a request is kept)"
-            )
-            continue
-        if parent == "reverse_proxy" and _RP_DROP.match(name):
-            notes.append(
-                f"line {n.line}: {name} {' '.join(n.args)} dropped (health checks and retries)".replace("  ", " ")
-            )
+        why = _left_out(n, depth, parent, cfg)
+        if why:
+            notes.append(Note("", n.line, why))
             continue
         toks = [t.raw for t in n.tokens]
         if parent == "transport":
@@ -762,25 +753,34 @@ def _emit(
             if toks == ["to"]:
                 continue
         line = pad + " ".join(toks)
-        if n.block is not None:
-            out.append(line + " {")
-            out += _emit(
-                n.block,
-                depth + 1,
-                lab,
-                notes,
-                focus,
-                cfg,
-                parent=name if name in ("reverse_proxy", "transport", *_CONTAINERS) else "x",
-                rp_line=n.line if name == "reverse_proxy" else rp_line,
-            )
-            out.append(pad + "}")
-        else:
+        if n.block is None:
             out.append(line)
+            continue
+        inner = name if name in ("reverse_proxy", "transport", *_CONTAINERS) else "x"
+        out.append(line + " {")
+        out += _emit(n.block, depth + 1, lab, notes, focus, cfg, parent=inner,
+                     rp_line=n.line if name == "reverse_proxy" else rp_line)
+        out.append(pad + "}")
     return out
 
 
-def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[str], *, rp_line: int) -> list[str]:
+def _left_out(n: Node, depth: int, parent: str, cfg: CaddyConfig) -> str:
+    """Why the lab leaves directive *n* out (its note), or ``""``: a site setting that reaches out of
+    the lab, an import of a host file, a directive off the allow-list, a health check."""
+    name = n.name
+    if parent == "" and depth == 1 and name in _SITE_DROP:
+        return f"{name} {' '.join(n.args)} dropped ({_SITE_DROP[name]})".replace("  ", " ")
+    if name == "import" and n.args and n.args[0] not in cfg.snippets:
+        return f"import {n.args[0]} dropped (reads a host file)"
+    keep = SITE_KEEP if parent in ("", *_CONTAINERS) else _SNIPPET_KEEP if parent == "snippet" else None
+    if keep is not None and name not in keep and not name.startswith("@"):
+        return f"{name} dropped (not on the lab's allow-list: only what routes, rewrites or answers a request is kept)"
+    if parent == "reverse_proxy" and _RP_DROP.match(name):
+        return f"{name} {' '.join(n.args)} dropped (health checks and retries)".replace("  ", " ")
+    return ""
+
+
+def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[Note], *, rp_line: int) -> list[str]:
     """Only the focused upstream of a load-balanced reverse_proxy (its line or its ``to`` lines)."""
     if not focus.startswith(f"rp{rp_line}|"):
         return toks
@@ -791,11 +791,11 @@ def _focus_targets(n: Node, toks: list[str], focus: str, notes: list[str], *, rp
         if t.text.startswith(("/", "@", "*")) or f"{tg.host}:{tg.port}" == want:
             kept.append(t.raw)
     if len(kept) < len(toks):
-        notes.append(f"line {rp_line}: only upstream {want} of this reverse_proxy is probed")
+        notes.append(Note("", rp_line, f"only upstream {want} of this reverse_proxy is probed"))
     return kept
 
 
-def _trust_tokens(n: Node, lab: LabPaths, notes: list[str]) -> list[str]:
+def _trust_tokens(n: Node, lab: LabPaths, notes: list[Note]) -> list[str]:
     """A ``transport http`` subdirective with its CA and client-certificate paths made the lab's."""
     name, args = n.name, n.args
     if name == "tls_trusted_ca_certs":
@@ -807,21 +807,21 @@ def _trust_tokens(n: Node, lab: LabPaths, notes: list[str]) -> list[str]:
             files = args[1:] or [a for sub in n.block or [] for a in sub.args if sub.name in ("pem_file", "pem_files")]
             n.block = None
             return [name, "file", *dict.fromkeys(trust_file(a, lab, notes) for a in files)]
-        notes.append(f"line {n.line}: tls_trust_pool {provider} stands for the lab's internal root")
+        notes.append(Note("", n.line, f"tls_trust_pool {provider} stands for the lab's internal root"))
         n.block = None
         return [name, "file", str(lab.ca)]
     if name == "tls_client_auth":
-        notes.append(f"line {n.line}: tls_client_auth uses a lab-minted client certificate")
+        notes.append(Note("", n.line, "tls_client_auth uses a lab-minted client certificate"))
         return [name, str(lab.cert), str(lab.key)]
     return [t.raw for t in n.tokens]
 
 
 def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
     data = json.loads(json.dumps(cfg.tree))  # a copy: the model keeps the user's own
-    notes: list[str] = []
+    notes: list[Note] = []
     for key in list(data):
         if key not in ("apps",):
-            notes.append(f"top-level {key!r} replaced by the lab's (admin off, logs in the lab)")
+            notes.append(Note.whole(f"top-level {key!r} replaced by the lab's (admin off, logs in the lab)"))
             data.pop(key)
     data["admin"] = {"disabled": True, "config": {"persist": False}}
     data["storage"] = {"module": "file_system", "root": f"{lab.run_dir}/storage"}
@@ -829,7 +829,7 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
     apps = data.setdefault("apps", {})
     for app in list(apps):
         if app != "http":
-            notes.append(f"apps.{app} dropped (certificates, ACME, PKI: not the backend's trust)")
+            notes.append(Note.whole(f"apps.{app} dropped (certificates, ACME, PKI: not the backend's trust)"))
             apps.pop(app)
     listeners: dict[str, int] = {}
     # The model's proxies come in the order _json_handlers walks the handlers: their lines.
@@ -840,10 +840,10 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
         listeners[port] = ports(port)
         server["listen"] = [f"127.0.0.1:{listeners[port]}"]
         server["automatic_https"] = {"disable": True}
-        notes.append(f"server {name}: listen {', '.join(old)} -> 127.0.0.1:{listeners[port]}")
+        notes.append(Note.whole(f"server {name}: listen {', '.join(old)} -> 127.0.0.1:{listeners[port]}"))
         for key in ("tls_connection_policies", "logs", "listener_wrappers"):
             if server.pop(key, None) is not None:
-                notes.append(f"server {name}: {key} dropped (client side)")
+                notes.append(Note.whole(f"server {name}: {key} dropped (client side)"))
         _json_allow(server.get("routes"), notes)
         for h in _json_handlers(server.get("routes", [])):
             _json_trust(h, lab, notes, focus, lines.pop(0) if lines else 0)
@@ -858,7 +858,7 @@ JSON_KEEP = frozenset({
 })
 
 
-def _json_allow(routes: Any, notes: list[str]) -> None:
+def _json_allow(routes: Any, notes: list[Note]) -> None:
     """Drop every handler not in :data:`JSON_KEEP` from *routes*, their subroutes and the
     reverse proxies' ``handle_response`` routes (iteratively), each with a note."""
     todo = [routes]
@@ -870,8 +870,8 @@ def _json_allow(routes: Any, notes: list[str]) -> None:
             for h in route["handle"]:
                 kind = h.get("handler") if isinstance(h, dict) else None
                 if kind not in JSON_KEEP:
-                    notes.append(f"handler {kind!r} dropped (not on the lab's allow-list: only what routes, "
-                                 "rewrites or answers a request is kept)")
+                    notes.append(Note.whole(f"handler {kind!r} dropped (not on the lab's allow-list: only what routes, "
+                                            "rewrites or answers a request is kept)"))
                     continue
                 kept.append(h)
                 if kind == "subroute":
@@ -893,21 +893,21 @@ def _json_handlers(routes: Any) -> Iterator[dict[str, Any]]:
                 yield h
 
 
-def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[str], focus: str | None, line: int) -> None:
+def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[Note], focus: str | None, line: int) -> None:
     if focus and focus.startswith(f"rp{line}|") and isinstance(h.get("upstreams"), list):
         want = focus.split("|", 1)[1]
         kept = [u for u in h["upstreams"] if isinstance(u, dict) and _dial_key(str(u.get("dial", ""))) == want]
         if kept and len(kept) < len(h["upstreams"]):
             h["upstreams"] = kept
-            notes.append(f"line {line}: only upstream {want} of this reverse_proxy is probed")
+            notes.append(Note("", line, f"only upstream {want} of this reverse_proxy is probed"))
     for key in ("health_checks",):
         if h.pop(key, None) is not None:
-            notes.append("reverse_proxy health_checks dropped (health checks and retries)")
+            notes.append(Note.whole("reverse_proxy health_checks dropped (health checks and retries)"))
     lb = h.get("load_balancing")
     if isinstance(lb, dict) and any(k in lb for k in ("try_duration", "try_interval", "retries")):
         for k in ("try_duration", "try_interval", "retries"):
             lb.pop(k, None)
-        notes.append("reverse_proxy load_balancing retries dropped (health checks and retries)")
+        notes.append(Note.whole("reverse_proxy load_balancing retries dropped (health checks and retries)"))
     tls = (h.get("transport") or {}).get("tls")
     if not isinstance(tls, dict):
         return
@@ -916,19 +916,20 @@ def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[str], focus: str |
     if "root_ca_pool" in tls:
         tls["root_ca_pem_files"] = [str(lab.ca)]
         tls.pop("root_ca_pool")
-        notes.append("transport.tls.root_ca_pool (inline CA) stands for the lab's internal root")
+        notes.append(Note.whole("transport.tls.root_ca_pool (inline CA) stands for the lab's internal root"))
     ca = tls.get("ca")
     if isinstance(ca, dict):
         if ca.get("provider") == "file":
             ca["pem_files"] = list(dict.fromkeys(trust_file(str(p), lab, notes) for p in ca.get("pem_files", [])))
         else:
-            notes.append(f"transport.tls.ca provider {ca.get('provider')!r} stands for the lab's internal root")
+            notes.append(Note.whole(f"transport.tls.ca provider {ca.get('provider')!r} stands for the lab's internal "
+                                    "root"))
             tls["ca"] = {"provider": "file", "pem_files": [str(lab.ca)]}
     if any(k.startswith("client_certificate") for k in tls):
         for k in [k for k in tls if k.startswith("client_certificate")]:
             tls.pop(k)
         tls["client_certificate_file"], tls["client_certificate_key_file"] = str(lab.cert), str(lab.key)
-        notes.append("transport.tls client certificate: a lab-minted one")
+        notes.append(Note.whole("transport.tls client certificate: a lab-minted one"))
 
 
 def _dial_key(dial: str) -> str:
@@ -936,7 +937,7 @@ def _dial_key(dial: str) -> str:
     return f"{t.host}:{t.port}"
 
 
-def _dedupe(notes: list[str]) -> list[str]:
+def _dedupe(notes: list[Note]) -> list[Note]:
     return list(dict.fromkeys(notes))
 
 

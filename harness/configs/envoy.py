@@ -42,6 +42,7 @@ from harness.configs.base import (
     MAX_DEPTH,
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
@@ -49,8 +50,9 @@ from harness.configs.base import (
     check_yaml,
     is_ip,
     is_system_bundle,
+    ordered,
+    probe_path,
     read_config,
-    regex_probe_path,
     trust_file,
 )
 from harness.configs.matchers import Built, Request, Term, matches, request_for
@@ -531,19 +533,19 @@ def _route_matches(match: Any, path: str, req: Built | None = None) -> bool:
     return False
 
 
-def _probe_path(match: Any) -> str | None:
+def _route_probe(match: Any) -> str | None:
+    """The request path that a route's ``match`` takes (None: none the lab can build)."""
     if not isinstance(match, dict):
         return None
     if "prefix" in match:
-        p = str(match["prefix"]) or "/"
-        return p if p.endswith("/") else p + "/"
+        return probe_path(str(match["prefix"]) or "/")
     if "path_separated_prefix" in match:
-        return str(match["path_separated_prefix"]).rstrip("/") + "/"
+        return probe_path(str(match["path_separated_prefix"]).rstrip("/") + "/")
     if "path" in match:
         return str(match["path"])
     if "safe_regex" in match:
         # RE2 against the whole path (Envoy's safe_regex is a full match, never a search).
-        return regex_probe_path("^(?:" + str(_get(match, "safe_regex", "regex") or "") + ")$")
+        return probe_path("^(?:" + str(_get(match, "safe_regex", "regex") or "") + ")$", "regex")
     return None
 
 
@@ -575,7 +577,7 @@ def routes(tree: Tree) -> tuple[dict[str, RouteTo], dict[str, str]]:
                     targets = _clusters_of(r.get("route"))
                     if not targets or host is None:
                         continue
-                    path = _probe_path(r.get("match"))
+                    path = _route_probe(r.get("match"))
                     if path is None:
                         for t in targets:
                             why.setdefault(t, f"route {json.dumps(r.get('match'))[:80]}: match too complex to probe")
@@ -629,16 +631,16 @@ def route_rewrites(tree: Tree) -> dict[str, list[bool]]:
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The config at *path* made runnable in the lab (see the module docstring)."""
     tree = parse(path)
-    notes: list[str] = []
+    notes: list[Note] = []
     root = copy.deepcopy(tree.root)
     for key in _DROP_TOP:
         if key in root:
-            notes.append(f"line {tree.root.line_of(key)}: {key} dropped (the lab runs Envoy without it)")
+            notes.append(Note("", tree.root.line_of(key), f"{key} dropped (the lab runs Envoy without it)"))
             del root[key]
     static = root["static_resources"]
     for key in ("secrets",):
         if key in static:
-            notes.append(f"line {tree.static.line_of(key)}: static secrets dropped (lab certificates are used)")
+            notes.append(Note("", tree.static.line_of(key), "static secrets dropped (lab certificates are used)"))
             del static[key]
     listeners: dict[str, int] = {}
     for lst in _list(static.get("listeners")):
@@ -655,38 +657,43 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if info is None:
             continue
         if not info.endpoints:
-            notes.append(
-                f"line {info.line}: cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); not probed"
-            )
+            notes.append(Note("", info.line, f"cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); "
+                                             "not probed"))
             continue
-        for i, (host, port, line, hostname) in enumerate(info.endpoints):
-            key = f"{name}|{i}"
-            up = Upstream(
-                label=f"cluster {name} endpoint {host}:{port} (line {line})",
-                host=host,
-                port=port,
-                line=line,
-                name=_expected_name(info, host, hostname),
-                pool=key,
-            )
-            r = reach.get(name)
-            if r is not None:
-                up.route = Route(r.listener, r.tls, r.host, r.path, r.method, r.headers)
-            else:
-                up.why_unroutable = why.get(name, f"no route sends requests to cluster {name}")
-            upstreams.append(up)
+        upstreams += _endpoints(info, reach.get(name), why.get(name, f"no route sends requests to cluster {name}"))
         if focus and focus.split("|", 1)[0] == name and len(info.endpoints) > 1:
             _keep_one_endpoint(cluster, int(focus.split("|", 1)[1]))
-            notes.append(f"line {info.line}: cluster {name}: one endpoint at a time is probed (the others removed)")
+            notes.append(Note("", info.line, f"cluster {name}: one endpoint at a time is probed (the others removed)"))
     _allow_only(root, lab, notes)
-    notes.append("access logs are the lab's: %UPSTREAM_TRANSPORT_FAILURE_REASON% is the evidence of a block")
+    notes.append(Note.whole("access logs are the lab's: %UPSTREAM_TRANSPORT_FAILURE_REASON% is the evidence of a "
+                            "block"))
     text = _dump(root)
     return Adapted(
         text=f"# trustlab check: adapted from {path}\n{text}",
-        adaptations=_sorted(notes),
+        notes=ordered(notes, unnumbered_last=True),
         upstreams=upstreams,
         listeners=listeners,
     )
+
+
+def _endpoints(info: ClusterTLS, reach: RouteTo | None, why: str) -> list[Upstream]:
+    """A TLS cluster's endpoints, each reached by the route to the cluster (*reach*), or not (*why*)."""
+    out = []
+    for i, (host, port, line, hostname) in enumerate(info.endpoints):
+        up = Upstream(
+            label=f"cluster {info.name} endpoint {host}:{port} (line {line})",
+            host=host,
+            port=port,
+            line=line,
+            name=_expected_name(info, host, hostname),
+            pool=f"{info.name}|{i}",
+        )
+        if reach is not None:
+            up.route = Route(reach.listener, reach.tls, reach.host, reach.path, reach.method, reach.headers)
+        else:
+            up.why_unroutable = why
+        out.append(up)
+    return out
 
 
 #: Cluster types whose endpoints' addresses are host names Envoy resolves (auto_host_sni takes them).
@@ -723,7 +730,7 @@ def _expected_name(info: ClusterTLS, host: str, hostname: str) -> str:
     return host if not is_ip(host) else BACKEND_NAME
 
 
-def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, int], notes: list[str]) -> None:
+def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, int], notes: list[Note]) -> None:
     if not isinstance(lst, dict):
         return
     port = _listener_port(lst)
@@ -731,10 +738,10 @@ def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, 
     listeners.setdefault(port, lab_port)
     line = lst.line_of("address") if isinstance(lst, Map) else 0
     lst["address"] = {"socket_address": {"address": "127.0.0.1", "port_value": lab_port}}
-    notes.append(f"line {line}: listener {lst.get('name', port)} on port {port} -> 127.0.0.1:{lab_port}")
+    notes.append(Note("", line, f"listener {lst.get('name', port)} on port {port} -> 127.0.0.1:{lab_port}"))
     for key in ("additional_addresses", "socket_options", "transparent", "freebind", "bind_to_port"):
         if key in lst:
-            notes.append(f"line {lst.line_of(key) if isinstance(lst, Map) else 0}: listener {key} dropped")
+            notes.append(Note("", lst.line_of(key) if isinstance(lst, Map) else 0, f"listener {key} dropped"))
             del lst[key]
     for chain in _list(lst.get("filter_chains")) + [lst.get("default_filter_chain")]:
         if not isinstance(chain, dict):
@@ -749,17 +756,17 @@ def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, 
             common["tls_certificates"] = [
                 {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
             ]
-            notes.append(f"line {getattr(sock, 'line', 0)}: listener TLS certificate replaced by a lab-minted one")
+            notes.append(Note("", getattr(sock, 'line', 0), "listener TLS certificate replaced by a lab-minted one"))
         for f in _list(chain.get("filters")):
             typed = _get(f, "typed_config")
             if isinstance(typed, dict) and _type(typed) == HCM:
                 _adapt_hcm(typed, lab, notes)
 
 
-def _adapt_hcm(hcm: dict[str, Any], lab: LabPaths, notes: list[str]) -> None:
+def _adapt_hcm(hcm: dict[str, Any], lab: LabPaths, notes: list[Note]) -> None:
     if "access_log" in hcm:
         notes.append(
-            f"line {hcm.line_of('access_log') if isinstance(hcm, Map) else 0}: access_log replaced by the lab's"
+            Note("", hcm.line_of('access_log') if isinstance(hcm, Map) else 0, "access_log replaced by the lab's")
         )
     hcm["access_log"] = [
         {
@@ -776,7 +783,7 @@ def _adapt_hcm(hcm: dict[str, Any], lab: LabPaths, notes: list[str]) -> None:
     # Its HTTP filters are judged with every other extension, by allow-list (_allow_only).
 
 
-def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPaths, notes: list[str]) -> None:
+def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPaths, notes: list[Note]) -> None:
     line = getattr(cluster, "line", 0)
     name = cluster.get("name", "")
     for key, why in (
@@ -785,21 +792,21 @@ def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPat
     ):
         if key in cluster:
             notes.append(
-                f"line {cluster.line_of(key) if isinstance(cluster, Map) else line}: cluster {name}: {key} "
-                f"dropped ({why})"
+                Note("", cluster.line_of(key) if isinstance(cluster, Map) else line, f"cluster {name}: {key} "
+                                                                                     f"dropped ({why})")
             )
             del cluster[key]
     if str(cluster.get("type", "")).upper() in ("STRICT_DNS", "LOGICAL_DNS") or "dns_resolvers" in cluster:
         for key in ("dns_resolvers", "dns_resolution_config", "use_tcp_for_dns_lookups"):
             cluster.pop(key, None)
         cluster["typed_dns_resolver_config"] = copy.deepcopy(_GETADDRINFO)
-        notes.append(f"line {line}: cluster {name}: DNS through getaddrinfo (the lab's names are in its hosts file)")
+        notes.append(Note("", line, f"cluster {name}: DNS through getaddrinfo (the lab's names are in its hosts file)"))
     if info is None:
         if str(cluster.get("type", "")).upper() in ("STRICT_DNS", "LOGICAL_DNS"):
             # Not probed, and its name is not in the lab: Envoy would hold its listeners until the
             # first DNS answer (a resolver timeout where the lab has no DNS at all: docker's).
             cluster["wait_for_warm_on_init"] = False
-            notes.append(f"line {line}: cluster {name}: not an HTTPS upstream; Envoy does not wait for its DNS")
+            notes.append(Note("", line, f"cluster {name}: not an HTTPS upstream; Envoy does not wait for its DNS"))
         return
     for sock in _sockets(cluster):
         tls = _tls_context(sock)
@@ -817,7 +824,7 @@ def _allowed(typed: dict[str, Any], lab: LabPaths) -> bool:
     return kind in ALLOWED_TYPES or kind.startswith(_ALLOWED_PREFIXES)
 
 
-def _allow_only(root: Any, lab: LabPaths, notes: list[str]) -> None:
+def _allow_only(root: Any, lab: LabPaths, notes: list[Note]) -> None:
     """Keep only allowed extensions anywhere in the adapted tree (:data:`ALLOWED_TYPES`).
 
     An extension is judged by its ``typed_config``'s type (a TypedStruct was unwrapped at parse),
@@ -833,7 +840,7 @@ def _allow_only(root: Any, lab: LabPaths, notes: list[str]) -> None:
             for item in node:
                 why = _refused(item, parent_key, lab)
                 if why:
-                    notes.append(f"line {getattr(item, 'line', 0)}: {why}")
+                    notes.append(Note("", getattr(item, 'line', 0), f"{why}"))
                     continue
                 kept.append(item)
                 todo.append((item, parent_key))
@@ -844,7 +851,7 @@ def _allow_only(root: Any, lab: LabPaths, notes: list[str]) -> None:
                 why = _refused(value, key, lab) if isinstance(value, dict) else None
                 if why:
                     line = node.line_of(key) if isinstance(node, Map) else getattr(value, "line", 0)
-                    notes.append(f"line {line}: {key}: {why}")
+                    notes.append(Note("", line, f"{key}: {why}"))
                     del node[key]
                     continue
                 if isinstance(value, (dict, list)):
@@ -873,54 +880,56 @@ def _refused(item: Any, parent_key: str, lab: LabPaths) -> str | None:
     return None
 
 
-def _adapt_upstream_tls(tls: dict[str, Any], name: str, lab: LabPaths, notes: list[str]) -> None:
+def _adapt_upstream_tls(tls: dict[str, Any], name: str, lab: LabPaths, notes: list[Note]) -> None:
     common = tls.get("common_tls_context")
     if not isinstance(common, dict):
         return
-    where = f"line {getattr(common, 'line', 0)}: cluster {name}"
+    line, where = getattr(common, "line", 0), f"cluster {name}"
     if common.get("tls_certificates") or common.get("tls_certificate_sds_secret_configs"):
         common.pop("tls_certificate_sds_secret_configs", None)
         common["tls_certificates"] = [
             {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
         ]
-        notes.append(f"{where}: client certificate replaced by a lab-minted one")
+        notes.append(Note("", line, f"{where}: client certificate replaced by a lab-minted one"))
     contexts = [
         common.get("validation_context"),
         _get(common, "combined_validation_context", "default_validation_context"),
     ]
     for v in contexts:
         if isinstance(v, dict):
-            _adapt_validation(v, where, lab, notes)
+            _adapt_validation(v, line, where, lab, notes)
     sds = common.pop("validation_context_sds_secret_config", None)
     combined = common.get("combined_validation_context")
     if isinstance(combined, dict) and combined.pop("validation_context_sds_secret_config", None) is not None:
         default = combined.setdefault("default_validation_context", {})
         if "trusted_ca" not in default:
             default["trusted_ca"] = {"filename": str(lab.ca)}
-        notes.append(f"{where}: the SDS validation context stands for the lab's internal root")
+        notes.append(Note("", line, f"{where}: the SDS validation context stands for the lab's internal root"))
     elif sds is not None:
         common["validation_context"] = {"trusted_ca": {"filename": str(lab.ca)}}
-        notes.append(f"{where}: the SDS validation context stands for the lab's internal root")
+        notes.append(Note("", line, f"{where}: the SDS validation context stands for the lab's internal root"))
 
 
-def _adapt_validation(v: dict[str, Any], where: str, lab: LabPaths, notes: list[str]) -> None:
+def _adapt_validation(v: dict[str, Any], line: int, where: str, lab: LabPaths, notes: list[Note]) -> None:
     ca = v.get("trusted_ca")
     if isinstance(ca, dict):
         if "filename" in ca:
             new = trust_file(str(ca["filename"]), lab, notes)
-            notes[-1] = f"{where}: trusted_ca {notes[-1]}"
+            notes[-1] = Note("", line, f"{where}: trusted_ca {notes[-1].text}")
         elif "inline_string" in ca or "inline_bytes" in ca:
             new = str(lab.ca)
-            notes.append(f"{where}: the inline trusted_ca stands for the lab's internal root")
+            notes.append(Note("", line, f"{where}: the inline trusted_ca stands for the lab's internal root"))
         elif "environment_variable" in ca:
             new = str(lab.ca)
-            notes.append(f"{where}: trusted_ca from ${ca['environment_variable']} stands for the lab's internal root")
+            notes.append(Note("", line, f"{where}: trusted_ca from ${ca['environment_variable']} stands for the lab's "
+                                        "internal root"))
         else:
             new = str(lab.ca)
         v["trusted_ca"] = {"filename": new}
     for key in ("crl", "watched_directory"):
         if key in v:
-            notes.append(f"{where}: {key} dropped (the lab has no CRL)" if key == "crl" else f"{where}: {key} dropped")
+            why = " (the lab has no CRL)" if key == "crl" else ""
+            notes.append(Note("", line, f"{where}: {key} dropped{why}"))
             del v[key]
 
 
@@ -950,14 +959,6 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap(v) for v in value]
     return value
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 1 << 30
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit ------------------------------------------------------------------------------------

@@ -27,17 +27,20 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
     read_config,
+    split_hostport,
     trust_file,
 )
 from harness.configs.matchers import Built, Term, unshadowed_request
-from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
@@ -390,142 +393,170 @@ def _acl_terms(expr: list[str], name: str) -> list[Term] | str:
     return [Term(kind, op, v, key, icase, text=f"{name} ({fetch} {v})") for v in values]
 
 
+@dataclass
+class _Front:
+    """A frontend (or listen section) as the lab probes through it: the listener it reaches (its
+    first TLS one, else its first), its ACLs and use_backend rules, its default backend."""
+
+    listener: str = ""
+    tls: bool = False
+    acls: dict[str, list[list[str]]] = field(default_factory=dict)
+    rules: list[tuple[str, list[str]]] = field(default_factory=list)
+    default_be: str | None = None
+    #: Its lab listeners by original port (TLS or not).
+    binds: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class _Run(Run):
+    """One :func:`adapt` of an HAProxy config: what it writes and finds."""
+
+    #: Each server line's effective settings (its defaults applied), by line.
+    effective: dict[int, Server] = field(default_factory=dict)
+    out: list[str] = field(default_factory=list)
+    upstreams: list[Upstream] = field(default_factory=list)
+    listeners: dict[str, int] = field(default_factory=dict)
+
+
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The config at *path* made runnable in the lab (see the module docstring)."""
-    text = read_config(path)
-    sections = parse(text)
+    sections = parse(read_config(path))
     if not any(s.kind in ("frontend", "backend", "listen") for s in sections):
         raise ConfigError(f"{path}: no frontend, backend or listen section: is this an HAProxy config?")
-    notes: list[str] = []
-    out: list[str] = [f"# trustlab check: adapted from {path}"]
-    upstreams: list[Upstream] = []
-    listeners: dict[str, int] = {}
     effective = {s.line: s for s in servers(sections)}
-    fronts: list[
-        tuple[Section, str, bool, dict[str, list[list[str]]], list[tuple[str, list[str]]], str | None]
-    ] = []
-    backends: dict[str, Section] = {}
-    ssl_server_verify = "required"
-
+    run = _Run(path, lab, ports, focus, effective=effective, out=[f"# trustlab check: adapted from {path}"])
     if not any(s.kind == "global" for s in sections):
-        out += ["global", "    log stdout format raw local0 info"]
-    for sec in sections:
-        if sec.kind == "_top":
-            continue
-        if sec.kind == "program":
-            notes.append(f"line {sec.line}: program {sec.name} dropped (runs a program)")
-            continue
-        out.append(f"{sec.kind} {sec.name}".rstrip())
-        if sec.kind == "global":
-            out.append("    log stdout format raw local0 info")
-        if sec.kind in ("defaults", "frontend", "listen"):
-            out += ["    log global", f"    {_LOG_FORMAT}"]
-        if sec.kind in ("defaults", "backend", "listen"):
-            # A refused handshake is retried after a fixed 1 s turn-around (3 retries by default);
-            # each retry re-verifies, so retries change how long a refusal takes, never its verdict.
-            out.append("    retries 0")
-        acls: dict[str, list[list[str]]] = {}
-        rules: list[tuple[str, list[str]]] = []
-        default_be: str | None = None
-        listener, tls = "", False
-        mine: dict[str, bool] = {}
-        for no, raw, w in sec.body:
-            key = w[0]
-            indent = "    "
-            if sec.kind == "global":
-                if key in _GLOBAL_DROP:
-                    if key not in ("log",):
-                        notes.append(f"line {no}: {' '.join(w)} dropped (host process setting)")
-                    continue
-                if key == "ssl-server-verify" and len(w) > 1:
-                    ssl_server_verify = w[1]
-            if _reads_host(key, w):
-                if key == "acl" and len(w) > 1:
-                    # Rules that name the ACL must still parse: it becomes one that never matches.
-                    notes.append(f"line {no}: {' '.join(w)[:80]} -> acl {w[1]} always_false (reads a host file)")
-                    out.append(f"    acl {_quote(w[1])} always_false")
-                    continue
-                notes.append(f"line {no}: {' '.join(w)[:80]} dropped (runs a program or reads a host file)")
-                continue
-            if key == "retries":
-                notes.append(f"line {no}: retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)")
-                continue
-            if key in ("log", "log-format", "log-format-sd", "error-log-format") or (
-                key == "option" and len(w) > 1 and w[1] in ("httplog", "tcplog", "logasap")
-            ):
-                continue
-            if key == "bind":
-                port = w[1].rsplit(":", 1)[-1] if len(w) > 1 else "80"
-                port = port if port.isdigit() else "80"
-                lab_port = ports(port)
-                if port in mine:
-                    continue
-                listeners[port] = lab_port
-                is_tls = "ssl" in w
-                mine[port] = is_tls
-                # Probe through the TLS listener when there is one: a plain one often only redirects.
-                if not listener or (is_tls and not tls):
-                    listener, tls = port, is_tls
-                new = f"bind 127.0.0.1:{lab_port}" + (f" ssl crt {lab.combined}" if is_tls else "")
-                notes.append(f"line {no}: {' '.join(w)} -> {new}")
-                out.append(indent + new)
-                continue
-            if key == "stats" and len(w) > 1 and w[1] == "socket":
-                notes.append(f"line {no}: stats socket dropped (host path)")
-                continue
-            if key in ("acl",) and len(w) > 2:
-                acls.setdefault(w[1], []).append(w[2:])
-            if key == "use_backend" and len(w) > 1:
-                rules.append((w[1], w[2:]))
-            if key == "default_backend" and len(w) > 1:
-                default_be = w[1]
-            if key in ("server", "default-server"):
-                line_out = _server_line(w, no, lab, notes, sec, focus, path)
-                if key == "server":
-                    _record_server(effective[no], upstreams)
-                out.append(indent + line_out)
-                continue
-            out.append(raw if raw[:1].isspace() else indent + raw.strip())
-        if sec.kind in ("frontend", "listen"):
-            fronts.append(
-                (sec, listener, tls, acls, rules, default_be if sec.kind == "frontend" else sec.name)
-            )
-        if sec.kind in ("backend", "listen"):
-            backends[sec.name] = sec
+        run.out += ["global", "    log stdout format raw local0 info"]
+    fronts = [front for sec in sections if (front := _section(run, sec)) is not None]
+    for u in run.upstreams:
+        _route(u, fronts)
+    run.notes.append(Note.whole("retries 0 in every backend: a refused handshake is retried after 1 s, which only "
+                                "delays the verdict"))
+    run.notes.append(Note.whole("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a "
+                                "block)"))
+    return Adapted(text="\n".join(run.out) + "\n", notes=ordered(run.notes), upstreams=run.upstreams,
+                   listeners=run.listeners)
 
-    # Routes: which frontend request reaches each backend.
-    for u in upstreams:
-        be = u.pool.split("|", 1)[0]
-        for _sec, listener, tls, acls, rules, default_be in fronts:
-            if not listener:
+
+def _section(run: _Run, sec: Section) -> _Front | None:
+    """*sec* written for the lab (the lab's logging, no retries); a frontend's or listen section's
+    routing, or None."""
+    if sec.kind == "_top":
+        return None
+    if sec.kind == "program":
+        run.notes.append(Note("", sec.line, f"program {sec.name} dropped (runs a program)"))
+        return None
+    run.out.append(f"{sec.kind} {sec.name}".rstrip())
+    if sec.kind == "global":
+        run.out.append("    log stdout format raw local0 info")
+    if sec.kind in ("defaults", "frontend", "listen"):
+        run.out += ["    log global", f"    {_LOG_FORMAT}"]
+    if sec.kind in ("defaults", "backend", "listen"):
+        # A refused handshake is retried after a fixed 1 s turn-around (3 retries by default);
+        # each retry re-verifies, so retries change how long a refusal takes, never its verdict.
+        run.out.append("    retries 0")
+    front = _Front()
+    for no, raw, w in sec.body:
+        if not _dropped(run, sec, no, w):
+            _body_line(run, sec, front, no, raw, w)
+    if sec.kind == "frontend":
+        return front
+    if sec.kind == "listen":
+        front.default_be = sec.name
+        return front
+    return None
+
+
+def _dropped(run: _Run, sec: Section, no: int, w: list[str]) -> bool:
+    """True when line *no* (words *w*) of *sec* is not written as it is (said, when it matters)."""
+    key = w[0]
+    if sec.kind == "global" and key in _GLOBAL_DROP:
+        if key != "log":
+            run.notes.append(Note("", no, f"{' '.join(w)} dropped (host process setting)"))
+        return True
+    if _reads_host(key, w):
+        if key == "acl" and len(w) > 1:
+            # Rules that name the ACL must still parse: it becomes one that never matches.
+            run.notes.append(Note("", no, f"{' '.join(w)[:80]} -> acl {w[1]} always_false (reads a host file)"))
+            run.out.append(f"    acl {_quote(w[1])} always_false")
+            return True
+        run.notes.append(Note("", no, f"{' '.join(w)[:80]} dropped (runs a program or reads a host file)"))
+        return True
+    if key == "retries":
+        run.notes.append(Note("", no, f"retries {' '.join(w[1:])} -> 0 (retries only delay a refusal)"))
+        return True
+    if key == "stats" and w[1:2] == ["socket"]:
+        run.notes.append(Note("", no, "stats socket dropped (host path)"))
+        return True
+    return key in ("log", "log-format", "log-format-sd", "error-log-format") or (
+        key == "option" and len(w) > 1 and w[1] in ("httplog", "tcplog", "logasap")
+    )
+
+
+def _body_line(run: _Run, sec: Section, front: _Front, no: int, raw: str, w: list[str]) -> None:
+    """A kept line of *sec*: a bind moved to the lab, a server's TLS files the lab's, routing noted."""
+    key = w[0]
+    if key == "bind":
+        _bind(run, front, no, w)
+        return
+    if key == "acl" and len(w) > 2:
+        front.acls.setdefault(w[1], []).append(w[2:])
+    if key == "use_backend" and len(w) > 1:
+        front.rules.append((w[1], w[2:]))
+    if key == "default_backend" and len(w) > 1:
+        front.default_be = w[1]
+    if key in ("server", "default-server"):
+        line_out = _server_line(w, no, run.lab, run.notes, sec, run.focus, run.path)
+        if key == "server":
+            _record_server(run.effective[no], run.upstreams)
+        run.out.append("    " + line_out)
+        return
+    run.out.append(raw if raw[:1].isspace() else "    " + raw.strip())
+
+
+def _bind(run: _Run, front: _Front, no: int, w: list[str]) -> None:
+    """A ``bind`` moved to its lab port (TLS with the lab's certificate); one per original port."""
+    port = w[1].rsplit(":", 1)[-1] if len(w) > 1 else "80"
+    port = port if port.isdigit() else "80"
+    lab_port = run.ports(port)
+    if port in front.binds:
+        return
+    run.listeners[port] = lab_port
+    is_tls = "ssl" in w
+    front.binds[port] = is_tls
+    # Probe through the TLS listener when there is one: a plain one often only redirects.
+    if not front.listener or (is_tls and not front.tls):
+        front.listener, front.tls = port, is_tls
+    new = f"bind 127.0.0.1:{lab_port}" + (f" ssl crt {run.lab.combined}" if is_tls else "")
+    run.notes.append(Note("", no, f"{' '.join(w)} -> {new}"))
+    run.out.append("    " + new)
+
+
+def _route(u: Upstream, fronts: list[_Front]) -> None:
+    """Which frontend request reaches *u*'s backend (``u.route``), or why none does."""
+    be = u.pool.split("|", 1)[0]
+    for front in (f for f in fronts if f.listener):
+        rules = front.rules
+        for i, (target, cond) in enumerate(rules):
+            if target != be:
                 continue
-            for i, (target, cond) in enumerate(rules):
-                if target != be:
-                    continue
-                built = _acl_route(cond, acls, [r for r in rules[:i] if r[0] != be])
-                if not isinstance(built, str):
-                    u.route = Route(listener, tls, built.host or PUBLIC_HOST, built.path, built.method, built.headers)
-                    break
-                u.why_unroutable = f"use_backend {be} {' '.join(cond)}: {built}"
-            if u.route is None and default_be == be:
-                # The request no use_backend rule takes (the lab's default one when none does).
-                built = _acl_route([], acls, [r for r in rules if r[0] != be])
-                if not isinstance(built, str):
-                    u.route = Route(listener, tls, PUBLIC_HOST, built.path, built.method, built.headers)
-                else:
-                    u.why_unroutable = f"default_backend {be}: {built}"
-            if u.route is not None:
+            built = _acl_route(cond, front.acls, [r for r in rules[:i] if r[0] != be])
+            if not isinstance(built, str):
+                u.route = Route(front.listener, front.tls, built.host or PUBLIC_HOST, built.path, built.method,
+                                built.headers)
                 break
-        if u.route is None and not u.why_unroutable:
-            u.why_unroutable = f"no frontend sends requests to backend {be}"
-    del ssl_server_verify
-    notes.append(
-        "retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict"
-    )
-    notes.append("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)")
-    return Adapted(
-        text="\n".join(out) + "\n", adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners
-    )
+            u.why_unroutable = f"use_backend {be} {' '.join(cond)}: {built}"
+        if u.route is None and front.default_be == be:
+            # The request no use_backend rule takes (the lab's default one when none does).
+            built = _acl_route([], front.acls, [r for r in rules if r[0] != be])
+            if not isinstance(built, str):
+                u.route = Route(front.listener, front.tls, PUBLIC_HOST, built.path, built.method, built.headers)
+            else:
+                u.why_unroutable = f"default_backend {be}: {built}"
+        if u.route is not None:
+            return
+    if not u.why_unroutable:
+        u.why_unroutable = f"no frontend sends requests to backend {be}"
 
 
 def _reads_host(key: str, w: list[str]) -> bool:
@@ -541,7 +572,7 @@ def _reads_host(key: str, w: list[str]) -> bool:
 
 
 def _server_line(
-    w: list[str], no: int, lab: LabPaths, notes: list[str], sec: Section, focus: str | None, config: Path
+    w: list[str], no: int, lab: LabPaths, notes: list[Note], sec: Section, focus: str | None, config: Path
 ) -> str:
     start = 3 if w[0] == "server" else 1
     new = list(w[:start])
@@ -551,8 +582,8 @@ def _server_line(
         if k in ("check", "check-ssl") or (k == "resolvers" and i + 1 < len(w)):
             if k == "check":
                 notes.append(
-                    f"line {no}: `check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
-                    "checks would reach the seat between cells)"
+                    Note("", no, f"`check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
+                                 "checks would reach the seat between cells)")
                 )
             i += 2 if k == "resolvers" else 1
             continue
@@ -561,7 +592,7 @@ def _server_line(
             i += 2
             continue
         if k == "crt" and i + 1 < len(w):
-            notes.append(f"line {no}: crt {w[i + 1]} replaced by a lab-minted client certificate")
+            notes.append(Note("", no, f"crt {w[i + 1]} replaced by a lab-minted client certificate"))
             new += [k, str(lab.combined)]
             i += 2
             continue
@@ -578,7 +609,7 @@ def _server_line(
         i += 1
     if w[0] == "server" and focus and focus.startswith(sec.name + "|") and focus != f"{sec.name}|{w[1]}|{no}":
         new.append("disabled")
-        notes.append(f"line {no}: server {w[1]} disabled while another server of {sec.name} is probed")
+        notes.append(Note("", no, f"server {w[1]} disabled while another server of {sec.name} is probed"))
     return " ".join(_quote(x) for x in new)
 
 
@@ -613,14 +644,6 @@ def _record_server(server: Server, upstreams: list[Upstream]) -> None:
             pool=f"{sec.name}|{w[1]}|{no}",
         )
     )
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit: the same parse, as scopes, and HAProxy's rules -------------------------------------

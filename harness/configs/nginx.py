@@ -15,6 +15,7 @@ host path to write to or socket to reach in the first place.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,18 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
-    regex_probe_path,
+    ordered,
+    probe_path,
+    split_hostport,
+    split_url,
     trust_file,
 )
 from harness.configs.matchers import regex_example
@@ -192,26 +198,6 @@ def resolve_var(value: str, stack: list[Directive]) -> str | None:
         return None
 
 
-def split_url(url: str) -> tuple[str, str, int | None, str]:
-    """scheme, host, port (None when absent), path of a proxy_pass URL."""
-    m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
-    if not m:
-        return "", url, None, ""
-    return (
-        m.group(1).lower(),
-        m.group(2).strip("[]"),
-        int(m.group(3)) if m.group(3) else None,
-        m.group(4) or "",
-    )
-
-
-def split_hostport(value: str, default: int) -> tuple[str, int]:
-    m = re.match(r"^(\[[^\]]+\]|[^:]+)(?::(\d+))?$", value)
-    if not m:
-        return value, default
-    return m.group(1).strip("[]"), int(m.group(2)) if m.group(2) else default
-
-
 def ssl_name_host(name: str) -> str:
     """The name nginx sends as SNI and checks for ``proxy_ssl_name NAME``: without a port.
 
@@ -222,23 +208,16 @@ def ssl_name_host(name: str) -> str:
     return name if colon < 0 else name[:colon]
 
 
-def _probe_path(loc: Directive) -> str | None:
+def _location_probe(loc: Directive) -> str | None:
+    """The request path that reaches *loc* (None: a named location, or a regex nothing matches)."""
     args = loc["args"]
     if not args:
         return None
-    if len(args) == 1:
-        mod, pat = "", args[0]
-    else:
-        mod, pat = args[0], args[1]
-    if pat.startswith("@"):
+    mod, pat = ("", args[0]) if len(args) == 1 else (args[0], args[1])
+    how = {"": "prefix", "^~": "prefix", "=": "exact", "~": "regex", "~*": "regex"}.get(mod)
+    if pat.startswith("@") or how is None:
         return None
-    if mod in ("", "^~"):
-        return pat if pat.endswith("/") else pat + "/"
-    if mod == "=":
-        return pat + ("?trustlab-probe" if pat.endswith("/") else "")
-    if mod in ("~", "~*"):
-        return regex_probe_path(pat, flags=re.I if mod == "~*" else 0)
-    return None
+    return probe_path(pat, how, flags=re.I if mod == "~*" else 0)
 
 
 def _host_header(server: Directive) -> str:
@@ -264,286 +243,299 @@ def _host_header(server: Directive) -> str:
     return PUBLIC_HOST
 
 
+@dataclass
+class _Run(Run):
+    """One :func:`adapt` of an nginx config: what it finds as it goes."""
+
+    #: The ``upstream`` blocks of the http context, by name.
+    pools: dict[str, Directive] = field(default_factory=dict)
+    upstreams: list[Upstream] = field(default_factory=list)
+    listeners: dict[str, int] = field(default_factory=dict)
+
+
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The config at *path* made runnable in the lab (see the module docstring)."""
     import copy
 
-    import crossplane
-
     tree = copy.deepcopy(parse(path))
-    notes: list[str] = []
     kind = shape(tree)
     http = wrap_http(tree)
+    run = _Run(path, lab, ports, focus, pools=_pools(http))
     if kind != "main":
-        notes.append(
-            f"{path} holds {'a ' + kind + ' block' if kind != 'http' else 'http-level directives'}; "
-            "the lab wraps it in a minimal nginx.conf"
-        )
-
-    pools: dict[str, Directive] = {
-        d["args"][0]: d for d in http["block"] if d["directive"] == "upstream" and d.get("args")
-    }
-    upstreams: list[Upstream] = []
-    listeners: dict[str, int] = {}
-
-    def walk(block: Directive, stack: list[Directive]) -> None:
-        new: list[Directive] = []
-        seen_cert: set[str] = set()
-        if block["directive"] == "server":
-            # Listeners first: the routes of the locations below need them.
-            kept = []
-            for d in block.get("block", []):
-                if d["directive"] != "listen":
-                    kept.append(d)
-                elif _listen(d, block, d["line"], notes):
-                    new.append(d)
-            if not new:
-                fake = {"directive": "listen", "line": block["line"], "args": ["80"]}
-                _listen(fake, block, block["line"], notes, implicit=True)
-                new.append(fake)
-            block["block"] = kept
-        for d in block.get("block", []):
-            name, args, line = d["directive"], d["args"], d["line"]
-            if name in _ANY_DROP:
-                if name == "include":
-                    notes.append(
-                        f"line {line}: include {' '.join(args)} dropped (not followed: "
-                        "put trust directives in the checked file)"
-                    )
-                continue
-            if name in _CLIENT_SIDE_DROP:
-                notes.append(f"line {line}: {name} dropped (client side: not what the lab tests)")
-                continue
-            if name in ("stream", "mail"):
-                notes.append(f"line {line}: {name} {{}} dropped (only http proxying is checked)")
-                continue
-            if name in ("ssl_certificate", "ssl_certificate_key"):
-                if name in seen_cert:
-                    continue
-                seen_cert.add(name)
-                d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
-                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
-            elif (tls_kept := _upstream_tls(d, path, lab, notes)) is not None:
-                if not tls_kept:
-                    continue
-            elif name in _CACHE_PATHS and args:
-                sub = lab.run_dir / f"cache-{line}"
-                d["args"] = [str(sub), *args[1:]]
-                notes.append(f"line {line}: {name} {args[0]} -> {sub}")
-            elif name in _STORES and args and args[0] != "off":
-                # `on` or a path: writes backend responses as files (under `root`, or anywhere).
-                notes.append(f"line {line}: {name} {' '.join(args)} dropped (writes files on the host)")
-                continue
-            elif name == "upstream" and focus is not None:
-                for s in d.get("block", []):
-                    if s["directive"] == "server" and s["args"]:
-                        key = f"{args[0]}|{s['args'][0]}|{s['line']}"
-                        if key == focus and len(d["block"]) > 1:
-                            # With several peers nginx takes a failed one out of rotation for
-                            # fail_timeout; the next cell would get "no live upstreams".
-                            s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + [
-                                "max_fails=0"
-                            ]
-                            notes.append(
-                                f"line {s['line']}: max_fails=0 on the probed server {s['args'][0]} "
-                                "(a refused impostor must not take it out of rotation for the next cell)"
-                            )
-                        if key != focus and focus.startswith(args[0] + "|") and "down" not in s["args"]:
-                            s["args"].append("down")
-                            notes.append(
-                                f"line {s['line']}: server {s['args'][0]} marked down while "
-                                f"{focus.split('|')[1]} of upstream {args[0]} is probed"
-                            )
-            if "block" in d:
-                walk(d, [*stack, d])
-                if name == "location":
-                    _location(d, [*stack, d])
-            elif name == "proxy_pass" and block["directive"] != "location":
-                _location(block, stack, via_if=True)
-            new.append(d)
-        block["block"] = new
-
-    def _listen(d: Directive, server: Directive, line: int, out: list[str], implicit: bool = False) -> bool:
-        addr = d["args"][0] if d["args"] else "80"
-        if addr.startswith("unix:"):
-            out.append(f"line {line}: listen {addr} dropped (unix sockets are not probed)")
-            return False
-        port = addr.rsplit(":", 1)[-1] if (":" in addr and not addr.endswith("]")) else addr
-        if not port.isdigit():
-            port = "80"
-        tls = "ssl" in d["args"] or any(
-            x["directive"] == "ssl" and x["args"] == ["on"] for x in server.get("block", [])
-        )
-        lab_port = ports(port)
-        listeners[port] = lab_port
-        server.setdefault("_listeners", {})[port] = tls
-        new_args = [f"127.0.0.1:{lab_port}", *[a for a in d["args"][1:] if a in _LISTEN_KEEP]]
-        taken = server.setdefault("_taken", set())
-        if lab_port in taken:
-            return False  # `listen 443` + `listen [::]:443` -> one lab listener
-        taken.add(lab_port)
-        old = "(none: nginx listens on *:80)" if implicit else " ".join(d["args"])
-        out.append(f"line {line}: listen {old} -> listen {' '.join(new_args)}")
-        d["args"] = new_args
-        return True
-
-    def _location(loc: Directive, stack: list[Directive], via_if: bool = False) -> None:
-        for d in loc.get("block", []):
-            if d["directive"] != "proxy_pass" or not d["args"]:
-                continue
-            url = d["args"][0]
-            if "$" in url:
-                value = resolve_var(url, stack)
-                if value is None:
-                    notes.append(
-                        f"line {d['line']}: proxy_pass {url} depends on a request variable; "
-                        "not checked (give a literal URL or a `set` in scope)"
-                    )
-                    continue
-                notes.append(
-                    f"line {d['line']}: proxy_pass {url} -> {value} (the lab has no DNS "
-                    "resolver; the value of `set` was substituted)"
-                )
-                d["args"] = [value]
-                url = value
-            scheme, host, port, _ = split_url(url)
-            if scheme != "https":
-                continue
-            server = next((b for b in stack if b["directive"] == "server"), None)
-            route = None
-            why = ""
-            path = _probe_path(loc) if loc["directive"] == "location" else "/"
-            if server is None or path is None:
-                named = loc["directive"] == "location" and any(a.startswith("@") for a in loc["args"][:1])
-                why = (
-                    f"named location {loc['args'][0]}: only an internal redirect (try_files, error_page) reaches it, "
-                    "never a request path"
-                    if named
-                    else f"location {' '.join(loc['args'])}: no request path the lab can build matches this regex"
-                )
-            else:
-                lst = server.get("_listeners", {})
-                listener = next(iter(lst), "80")
-                route = Route(listener, lst.get(listener, False), _host_header(server), path)
-            name_d = effective("proxy_ssl_name", stack)
-            ssl_name = (
-                ssl_name_host(name_d["args"][0]) if name_d and name_d["args"] and "$" not in name_d["args"][0]
-                else None
-            )
-            where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
-            if host in pools:
-                for s in pools[host].get("block", []):
-                    if s["directive"] != "server" or not s["args"]:
-                        continue
-                    t_host, t_port = split_hostport(s["args"][0], 80)
-                    legit = ssl_name or (t_host if not is_ip(t_host) else BACKEND_NAME)
-                    upstreams.append(
-                        Upstream(
-                            label=f"{url} -> {t_host}:{t_port} ({where}, line {d['line']})",
-                            host=t_host,
-                            port=t_port,
-                            line=d["line"],
-                            name=legit,
-                            route=route,
-                            why_unroutable=why,
-                            pool=f"{host}|{s['args'][0]}|{s['line']}",
-                        )
-                    )
-            else:
-                t_port = port or 443
-                legit = ssl_name or (host if not is_ip(host) else BACKEND_NAME)
-                upstreams.append(
-                    Upstream(
-                        label=f"{url} ({where}, line {d['line']})",
-                        host=host,
-                        port=t_port,
-                        line=d["line"],
-                        name=legit,
-                        route=route,
-                        why_unroutable=why,
-                    )
-                )
-
-    for s in servers(tree):
-        s.pop("_listeners", None)
-    walk(http, [http])
-    for d in http["block"]:
-        if d["directive"] == "server":
-            d.pop("_listeners", None)
-            d.pop("_taken", None)
+        what = f"a {kind} block" if kind != "http" else "http-level directives"
+        run.notes.append(Note.whole(f"{path} holds {what}; the lab wraps it in a minimal nginx.conf"))
+    _walk(run, http, [http])
     _strip_private(http)
+    main, streams = _main_context(run, tree) if kind == "main" else ([], [])
+    text = _build(run, main, http, streams)
+    return Adapted(text=text, notes=ordered(run.notes), upstreams=run.upstreams, listeners=run.listeners)
 
-    run = lab.run_dir
+
+def _pools(context: Directive) -> dict[str, Directive]:
+    return {d["args"][0]: d for d in context["block"] if d["directive"] == "upstream" and d.get("args")}
+
+
+def _walk(run: _Run, block: Directive, stack: list[Directive]) -> None:
+    """*block* and the blocks inside it adapted in place; each ``proxy_pass https://`` found."""
+    new = _server_listens(run, block) if block["directive"] == "server" else []
+    seen_cert: set[str] = set()
+    for d in block.get("block", []):
+        if not _kept(run, d, seen_cert):
+            continue
+        if "block" in d:
+            _walk(run, d, [*stack, d])
+            if d["directive"] == "location":
+                _proxy_passes(run, d, [*stack, d])
+        elif d["directive"] == "proxy_pass" and block["directive"] != "location":
+            _proxy_passes(run, block, stack)  # in a server, or an `if` block
+        new.append(d)
+    block["block"] = new
+
+
+def _server_listens(run: _Run, server: Directive) -> list[Directive]:
+    """A server's ``listen`` directives, moved to lab ports (and taken out of its block): first, as
+    the routes of its locations need them. A server without one listens on port 80."""
+    kept, listens = [], []
+    for d in server.get("block", []):
+        if d["directive"] != "listen":
+            kept.append(d)
+        elif _listen(run, d, server, d["line"]):
+            listens.append(d)
+    if not listens:
+        fake = {"directive": "listen", "line": server["line"], "args": ["80"]}
+        _listen(run, fake, server, server["line"], implicit=True)
+        listens.append(fake)
+    server["block"] = kept
+    return listens
+
+
+def _listen(run: _Run, d: Directive, server: Directive, line: int, implicit: bool = False) -> bool:
+    """*d* moved to its lab port; False when it is dropped (a unix socket, a port already taken)."""
+    addr = d["args"][0] if d["args"] else "80"
+    if addr.startswith("unix:"):
+        run.notes.append(Note("", line, f"listen {addr} dropped (unix sockets are not probed)"))
+        return False
+    port = addr.rsplit(":", 1)[-1] if (":" in addr and not addr.endswith("]")) else addr
+    if not port.isdigit():
+        port = "80"
+    tls = "ssl" in d["args"] or any(x["directive"] == "ssl" and x["args"] == ["on"] for x in server.get("block", []))
+    lab_port = run.ports(port)
+    run.listeners[port] = lab_port
+    server.setdefault("_listeners", {})[port] = tls
+    new_args = [f"127.0.0.1:{lab_port}", *[a for a in d["args"][1:] if a in _LISTEN_KEEP]]
+    taken = server.setdefault("_taken", set())
+    if lab_port in taken:
+        return False  # `listen 443` + `listen [::]:443` -> one lab listener
+    taken.add(lab_port)
+    old = "(none: nginx listens on *:80)" if implicit else " ".join(d["args"])
+    run.notes.append(Note("", line, f"listen {old} -> listen {' '.join(new_args)}"))
+    d["args"] = new_args
+    return True
+
+
+def _kept(run: _Run, d: Directive, seen_cert: set[str]) -> bool:
+    """Whether *d* stays in its block, changed in place for the lab when it must be."""
+    name, args, line = d["directive"], d["args"], d["line"]
+    why = _dropped(d, seen_cert)
+    if why is not None:
+        if why:
+            run.notes.append(Note("", line, why))
+        return False
+    if name in _SERVER_CERT:
+        seen_cert.add(name)
+        d["args"] = [str(run.lab.cert if name == "ssl_certificate" else run.lab.key)]
+        run.notes.append(Note("", line, f"{name} {args[0]} replaced by a lab-minted one (client side)"))
+    elif (tls_kept := _upstream_tls(d, run.path, run.lab, run.notes)) is not None:
+        return tls_kept
+    elif name in _CACHE_PATHS and args:
+        sub = run.lab.run_dir / f"cache-{line}"
+        d["args"] = [str(sub), *args[1:]]
+        run.notes.append(Note("", line, f"{name} {args[0]} -> {sub}"))
+    elif name == "upstream" and run.focus is not None:
+        _focus_pool(run, d)
+    return True
+
+
+def _dropped(d: Directive, seen_cert: set[str]) -> str | None:
+    """Why *d* is dropped from an http context (the note; ``""``: said nowhere), or None."""
+    name, args = d["directive"], d["args"]
+    if name == "include":
+        return f"include {' '.join(args)} dropped (not followed: put trust directives in the checked file)"
+    if name in _ANY_DROP or (name in _SERVER_CERT and name in seen_cert):
+        return ""  # host paths the lab replaces; a second server certificate (the first is the lab's)
+    if name in _STORES and args and args[0] != "off":
+        # `on` or a path: writes backend responses as files (under `root`, or anywhere).
+        return f"{name} {' '.join(args)} dropped (writes files on the host)"
+    return _DROPPED.get(name)
+
+
+#: The lab's own certificate for the proxy's client side (the first of each is kept).
+_SERVER_CERT = ("ssl_certificate", "ssl_certificate_key")
+#: Directives dropped wherever they are, with what the note says.
+_DROPPED = {
+    **{n: f"{n} dropped (client side: not what the lab tests)" for n in _CLIENT_SIDE_DROP},
+    "stream": "stream {} dropped (only http proxying is checked)",
+    "mail": "mail {} dropped (only http proxying is checked)",
+}
+
+
+def _focus_pool(run: _Run, pool: Directive, *, max_fails: bool = True) -> None:
+    """While one server of *pool* is probed (``run.focus``), the others are down; in http (*max_fails*)
+    it stays in rotation after a refused impostor."""
+    focus, name = run.focus or "", pool["args"][0]
+    for s in pool.get("block", []):
+        if s["directive"] != "server" or not s["args"]:
+            continue
+        key = f"{name}|{s['args'][0]}|{s['line']}"
+        if key == focus and max_fails and len(pool["block"]) > 1:
+            # With several peers nginx takes a failed one out of rotation for fail_timeout; the
+            # next cell would get "no live upstreams".
+            s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + ["max_fails=0"]
+            run.notes.append(Note("", s["line"], f"max_fails=0 on the probed server {s['args'][0]} (a refused "
+                                                 "impostor must not take it out of rotation for the next cell)"))
+        if key != focus and focus.startswith(name + "|") and "down" not in s["args"]:
+            s["args"].append("down")
+            run.notes.append(Note("", s["line"], f"server {s['args'][0]} marked down while {focus.split('|')[1]} of "
+                                                 f"upstream {name} is probed"))
+
+
+def _proxy_passes(run: _Run, loc: Directive, stack: list[Directive]) -> None:
+    """The HTTPS upstreams the ``proxy_pass`` directives of *loc* (a location, server or ``if``) name."""
+    for d in loc.get("block", []):
+        if d["directive"] != "proxy_pass" or not d["args"]:
+            continue
+        url = _literal_url(run, d, stack)
+        if url is None or split_url(url)[0] != "https":
+            continue
+        route, why = _route(loc, stack)
+        name_d = effective("proxy_ssl_name", stack)
+        ssl_name = (
+            ssl_name_host(name_d["args"][0]) if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+        )
+        where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
+        for host, port, pool in _targets(run, url):
+            run.upstreams.append(Upstream(
+                label=f"{url}{f' -> {host}:{port}' if pool else ''} ({where}, line {d['line']})",
+                host=host,
+                port=port,
+                line=d["line"],
+                name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
+                route=route,
+                why_unroutable=why,
+                pool=pool,
+            ))
+
+
+def _literal_url(run: _Run, d: Directive, stack: list[Directive]) -> str | None:
+    """The URL of ``proxy_pass`` *d*, a variable replaced by its ``set`` value in scope (in place);
+    None when it depends on the request."""
+    url: str = d["args"][0]
+    if "$" not in url:
+        return url
+    value = resolve_var(url, stack)
+    if value is None:
+        run.notes.append(Note("", d["line"], f"proxy_pass {url} depends on a request variable; not checked (give a "
+                                             "literal URL or a `set` in scope)"))
+        return None
+    run.notes.append(Note("", d["line"], f"proxy_pass {url} -> {value} (the lab has no DNS resolver; the value of "
+                                         "`set` was substituted)"))
+    d["args"] = [value]
+    return value
+
+
+def _route(loc: Directive, stack: list[Directive]) -> tuple[Route | None, str]:
+    """How a request reaches *loc*: its server's first listener, Host and a path it matches; or why
+    no request can."""
+    server = next((b for b in stack if b["directive"] == "server"), None)
+    path = _location_probe(loc) if loc["directive"] == "location" else "/"
+    if server is not None and path is not None:
+        lst = server.get("_listeners", {})
+        listener = next(iter(lst), "80")
+        return Route(listener, lst.get(listener, False), _host_header(server), path), ""
+    if loc["directive"] == "location" and any(a.startswith("@") for a in loc["args"][:1]):
+        return None, (f"named location {loc['args'][0]}: only an internal redirect (try_files, error_page) reaches "
+                      "it, never a request path")
+    return None, f"location {' '.join(loc['args'])}: no request path the lab can build matches this regex"
+
+
+def _targets(run: _Run, url: str) -> list[tuple[str, int, str]]:
+    """host, port and pool key of each server *url* reaches: its ``upstream`` block's, or itself."""
+    _, host, port, _ = split_url(url)
+    if host not in run.pools:
+        return [(host, port or 443, "")]
+    out = []
+    for s in run.pools[host].get("block", []):
+        if s["directive"] == "server" and s["args"]:
+            t_host, t_port = split_hostport(s["args"][0], 80)
+            out.append((t_host, t_port, f"{host}|{s['args'][0]}|{s['line']}"))
+    return out
+
+
+def _main_context(run: _Run, tree: list[Directive]) -> tuple[list[Directive], list[Directive]]:
+    """The main context's directives the lab keeps, and its ``stream`` blocks (adapted)."""
     main: list[Directive] = []
     streams: list[Directive] = []
-    if kind == "main":
-        for d in tree:
-            if d["directive"] in _MAIN_DROP:
-                if d["directive"] not in ("include", "error_log", "pid"):
-                    notes.append(
-                        f"line {d['line']}: {d['directive']} {' '.join(d['args'])} dropped "
-                        "(process setting: the lab runs one foreground process)"
-                    )
-                elif d["directive"] == "include":
-                    notes.append(f"line {d['line']}: include {' '.join(d['args'])} dropped (not followed)")
-                continue
-            if d["directive"] in ("events", "http"):
-                continue
-            if d["directive"] == "stream" and "block" in d:
-                found, lst = _adapt_stream(d, path, lab, ports, notes, focus)
-                upstreams += found
-                listeners.update(lst)
-                streams.append(d)
-                continue
-            if d["directive"] == "mail":
-                notes.append(f"line {d['line']}: mail {{}} dropped (only http and stream proxying are checked)")
-                continue
+    for d in tree:
+        name, line = d["directive"], d["line"]
+        if name in _MAIN_DROP:
+            if name not in ("include", "error_log", "pid"):
+                run.notes.append(Note("", line, f"{name} {' '.join(d['args'])} dropped (process setting: the lab "
+                                                "runs one foreground process)"))
+            elif name == "include":
+                run.notes.append(Note("", line, f"include {' '.join(d['args'])} dropped (not followed)"))
+        elif name == "stream" and "block" in d:
+            _adapt_stream(run, d)
+            streams.append(d)
+        elif name == "mail":
+            run.notes.append(Note("", line, "mail {} dropped (only http and stream proxying are checked)"))
+        elif name not in ("events", "http"):
             main.append(d)
+    return main, streams
+
+
+def _build(run: _Run, main: list[Directive], http: Directive, streams: list[Directive]) -> str:
+    """The adapted nginx.conf: the lab's process settings and temp paths around what was kept."""
+    import crossplane
+
+    rd = run.lab.run_dir
     head = [
         {"directive": "daemon", "args": ["off"]},
         {"directive": "master_process", "args": ["off"]},
         {"directive": "worker_processes", "args": ["1"]},
-        {"directive": "pid", "args": [f"{run}/nginx.pid"]},
-        {"directive": "error_log", "args": [f"{run}/error.log", "info"]},
+        {"directive": "pid", "args": [f"{rd}/nginx.pid"]},
+        {"directive": "error_log", "args": [f"{rd}/error.log", "info"]},
         *main,
         {"directive": "events", "args": [], "block": [{"directive": "worker_connections", "args": ["256"]}]},
     ]
     lab_http = [
         {"directive": "access_log", "args": ["off"]},
         *[
-            {"directive": f"{t}_temp_path", "args": [f"{run}/{t}_temp"]}
+            {"directive": f"{t}_temp_path", "args": [f"{rd}/{t}_temp"]}
             for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         ],
     ]
     if not any(d["directive"] == "default_type" for d in http["block"]):
         lab_http.append({"directive": "default_type", "args": ["application/octet-stream"]})
-    http["block"] = lab_http + http["block"]
-    notes.append("logs, pid and temp paths are the lab's own; the error log is at level info")
-    text = (
-        "# trustlab check: adapted from "
-        + str(path)
-        + "\n"
-        + crossplane.build([*head, {"directive": "http", "args": [], "block": http["block"]}, *streams])
-        + "\n"
-    )
-    return Adapted(text=text, adaptations=_dedupe(notes), upstreams=upstreams, listeners=listeners)
+    run.notes.append(Note.whole("logs, pid and temp paths are the lab's own; the error log is at level info"))
+    body = crossplane.build([*head, {"directive": "http", "args": [], "block": lab_http + http["block"]}, *streams])
+    return f"# trustlab check: adapted from {run.path}\n{body}\n"
 
 
 #: ``listen`` parameters kept in a stream server (``ssl``: the probe speaks TLS to it then).
 _STREAM_LISTEN_KEEP = {"ssl"}
 
 
-def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[str]) -> bool | None:
+def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[Note]) -> bool | None:
     """The TLS towards the backend, the same in http and stream: the client certificate and the
     trust and CRL files become the lab's, in place. True: keep *d*; False: drop it; None: *d* is
     none of these."""
     name, args, line = d["directive"], d["args"], d["line"]
     if name in ("proxy_ssl_certificate", "proxy_ssl_certificate_key") and args:
         d["args"] = [str(lab.cert if name == "proxy_ssl_certificate" else lab.key)]
-        notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted client certificate")
+        notes.append(Note("", line, f"{name} {args[0]} replaced by a lab-minted client certificate"))
         return True
     if name == "proxy_ssl_password_file":
-        notes.append(f"line {line}: proxy_ssl_password_file dropped (the lab key has no passphrase)")
+        notes.append(Note("", line, "proxy_ssl_password_file dropped (the lab key has no passphrase)"))
         return False
     if name == "proxy_ssl_trusted_certificate" and args:
         d["args"] = [trust_file(args[0], lab, notes)]
@@ -557,118 +549,131 @@ def _upstream_tls(d: Directive, path: Path, lab: LabPaths, notes: list[str]) -> 
     return None
 
 
-def _adapt_stream(
-    stream: Directive, path: Path, lab: LabPaths, ports: Ports, notes: list[str], focus: str | None
-) -> tuple[list[Upstream], dict[str, int]]:
-    """A ``stream {}`` block made runnable in the lab, in place: its TLS upstreams and listeners.
+def _adapt_stream(run: _Run, stream: Directive) -> None:
+    """A ``stream {}`` block made runnable in the lab, in place; its TLS upstreams and listeners
+    added to *run*.
 
     A stream server proxies bytes: the probe sends its HTTP request through it (over TLS when the
     server listens with ``ssl``), and the seat answers it as it answers an http proxy's request.
     Only servers whose ``proxy_ssl`` is on speak TLS to their upstream; the others are plain TCP
     and are not what the lab tests (nothing to verify)."""
-    upstreams: list[Upstream] = []
-    listeners: dict[str, int] = {}
-    pools = {d["args"][0]: d for d in stream["block"] if d["directive"] == "upstream" and d.get("args")}
-
-    def fix(block: Directive) -> None:
-        new: list[Directive] = []
-        for d in block.get("block", []):
-            name, args, line = d["directive"], d["args"], d["line"]
-            if name in _ANY_DROP or name in _CLIENT_SIDE_DROP:
-                if name == "include":
-                    notes.append(f"line {line}: include {' '.join(args)} dropped (not followed)")
-                continue
-            if name in ("ssl_certificate", "ssl_certificate_key") and args:
-                d["args"] = [str(lab.cert if name == "ssl_certificate" else lab.key)]
-                notes.append(f"line {line}: {name} {args[0]} replaced by a lab-minted one (client side)")
-            elif (tls_kept := _upstream_tls(d, path, lab, notes)) is not None:
-                if not tls_kept:
-                    continue
-            elif name == "listen" and block["directive"] == "server":
-                addr = args[0] if args else ""
-                if addr.startswith("unix:") or "udp" in args:
-                    notes.append(f"line {line}: listen {' '.join(args)} dropped (only TCP listeners are probed)")
-                    continue
-                port = addr.rsplit(":", 1)[-1] if ":" in addr and not addr.endswith("]") else addr
-                lab_port = ports(port)
-                listeners[port] = lab_port
-                block.setdefault("_listeners", {})[port] = "ssl" in args
-                new_args = [f"127.0.0.1:{lab_port}", *[a for a in args[1:] if a in _STREAM_LISTEN_KEEP]]
-                notes.append(f"line {line}: stream listen {' '.join(args)} -> listen {' '.join(new_args)}")
-                d["args"] = new_args
-            elif name == "upstream" and focus is not None and args:
-                for srv in d.get("block", []):
-                    key = f"{args[0]}|{srv['args'][0]}|{srv['line']}" if srv.get("args") else ""
-                    if srv["directive"] == "server" and key and key != focus and focus.startswith(args[0] + "|"):
-                        srv["args"].append("down")
-                        notes.append(f"line {srv['line']}: server {srv['args'][0]} marked down while "
-                                     f"{focus.split('|')[1]} of upstream {args[0]} is probed")
-            if "block" in d:
-                fix(d)
-            new.append(d)
-        block["block"] = new
-
-    kept = []
-    for d in stream["block"]:
-        on = effective("proxy_ssl", [stream, d]) if d["directive"] == "server" else None
-        if d["directive"] == "server" and not (on and on["args"] == ["on"]):
-            # Plain TCP to its upstream: nothing to verify, and its upstream's name would not
-            # resolve in the lab (nginx refuses to start on it).
-            notes.append(f"line {d['line']}: stream server without proxy_ssl on dropped (plain TCP: "
-                         "no certificate to verify)")
-            continue
-        kept.append(d)
-    used = {p["args"][0] for d in kept if d["directive"] == "server"
-            for p in d.get("block", []) if p["directive"] == "proxy_pass" and p["args"]}
-    for d in [d for d in kept if d["directive"] == "upstream" and d.get("args") and d["args"][0] not in used]:
-        notes.append(f"line {d['line']}: stream upstream {d['args'][0]} dropped (only plain-TCP servers use it)")
-        kept.remove(d)
-    stream["block"] = kept
-    fix(stream)
-    for server in (d for d in stream["block"] if d["directive"] == "server"):
+    pools = _pools(stream)
+    stream["block"] = _tls_servers(run, stream)
+    _stream_walk(run, stream)
+    servers = [d for d in stream["block"] if d["directive"] == "server"]
+    for server in servers:
         # The lab's readiness check opens a TCP connection, which a stream server proxies to the
         # seat at once: a TLS session left from it would make the first cell a resumed one on
         # one run and not on another. Each cell's identity is a context of its own at the seat,
         # so no verdict depends on reuse; the evidence then does not depend on timing either.
         server["block"] = [d for d in server.get("block", []) if d["directive"] != "proxy_ssl_session_reuse"]
         server["block"].append({"directive": "proxy_ssl_session_reuse", "args": ["off"], "line": server["line"]})
-        notes.append(f"line {server['line']}: stream server gets proxy_ssl_session_reuse off (the lab's readiness "
-                     "connection reaches the backend through it; no session is carried into the cells)")
-    for server in (d for d in stream["block"] if d["directive"] == "server"):
-        stack = [stream, server]
-        lst: dict[str, bool] = server.pop("_listeners", {})
-        listener = next(iter(lst), None)
-        route = Route(listener, lst[listener], PUBLIC_HOST, "/") if listener else None
-        for d in server.get("block", []):
-            if d["directive"] != "proxy_pass" or not d["args"]:
+        run.notes.append(Note("", server["line"], "stream server gets proxy_ssl_session_reuse off (the lab's "
+                              "readiness connection reaches the backend through it; no session is carried into "
+                              "the cells)"))
+    for server in servers:
+        _stream_upstreams(run, [stream, server], pools)
+
+
+def _proxy_ssl_on(stack: list[Directive]) -> bool:
+    on = effective("proxy_ssl", stack)
+    return bool(on and on["args"] == ["on"])
+
+
+def _tls_servers(run: _Run, stream: Directive) -> list[Directive]:
+    """*stream*'s directives without its plain-TCP servers and the upstream blocks only they use."""
+    kept = []
+    for d in stream["block"]:
+        if d["directive"] == "server" and not _proxy_ssl_on([stream, d]):
+            # Plain TCP to its upstream: nothing to verify, and its upstream's name would not
+            # resolve in the lab (nginx refuses to start on it).
+            run.notes.append(Note("", d["line"], "stream server without proxy_ssl on dropped (plain TCP: no "
+                                                 "certificate to verify)"))
+            continue
+        kept.append(d)
+    used = {p["args"][0] for d in kept if d["directive"] == "server"
+            for p in d.get("block", []) if p["directive"] == "proxy_pass" and p["args"]}
+    for d in [d for d in kept if d["directive"] == "upstream" and d.get("args") and d["args"][0] not in used]:
+        run.notes.append(Note("", d["line"], f"stream upstream {d['args'][0]} dropped (only plain-TCP servers use "
+                                             "it)"))
+        kept.remove(d)
+    return kept
+
+
+def _stream_walk(run: _Run, block: Directive) -> None:
+    """*block* of a stream context and the blocks inside it adapted in place."""
+    new: list[Directive] = []
+    for d in block.get("block", []):
+        name, args, line = d["directive"], d["args"], d["line"]
+        if name in _ANY_DROP or name in _CLIENT_SIDE_DROP:
+            if name == "include":
+                run.notes.append(Note("", line, f"include {' '.join(args)} dropped (not followed)"))
+            continue
+        if name in _SERVER_CERT and args:
+            d["args"] = [str(run.lab.cert if name == "ssl_certificate" else run.lab.key)]
+            run.notes.append(Note("", line, f"{name} {args[0]} replaced by a lab-minted one (client side)"))
+        elif (tls_kept := _upstream_tls(d, run.path, run.lab, run.notes)) is not None:
+            if not tls_kept:
                 continue
-            on = effective("proxy_ssl", stack)
-            if not (on and on["args"] == ["on"]):
-                continue  # plain TCP to the upstream: no certificate to verify
-            target = d["args"][0]
-            name_d = effective("proxy_ssl_name", stack)
-            ssl_name = (ssl_name_host(name_d["args"][0])
-                        if name_d and name_d["args"] and "$" not in name_d["args"][0] else None)
-            why = "" if route else "the stream server has no TCP listener the lab can reach"
-            if "$" in target:
-                notes.append(f"line {d['line']}: stream proxy_pass {target} depends on a variable; not checked")
+        elif name == "listen" and block["directive"] == "server":
+            if not _stream_listen(run, d, block):
                 continue
-            members = ([(s["args"][0], s["line"]) for s in pools[target].get("block", [])
-                        if s["directive"] == "server" and s.get("args")] if target in pools else [(target, d["line"])])
-            for addr, line in members:
-                host, port = split_hostport(addr, 0)
-                if not port:
-                    notes.append(f"line {line}: stream server {addr} has no port; not checked")
-                    continue
-                upstreams.append(Upstream(
-                    label=f"stream proxy_pass {target}" + (f" -> {addr}" if target in pools else "")
-                    + f" (stream server, line {d['line']})",
-                    host=host, port=port, line=d["line"],
-                    name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
-                    route=route, why_unroutable=why,
-                    pool=f"{target}|{addr}|{line}" if target in pools else "",
-                ))
-    return upstreams, listeners
+        elif name == "upstream" and run.focus is not None and args:
+            _focus_pool(run, d, max_fails=False)
+        if "block" in d:
+            _stream_walk(run, d)
+        new.append(d)
+    block["block"] = new
+
+
+def _stream_listen(run: _Run, d: Directive, server: Directive) -> bool:
+    """A stream server's *d* moved to its lab port; False when it is dropped (unix, UDP)."""
+    args, line = d["args"], d["line"]
+    addr = args[0] if args else ""
+    if addr.startswith("unix:") or "udp" in args:
+        run.notes.append(Note("", line, f"listen {' '.join(args)} dropped (only TCP listeners are probed)"))
+        return False
+    port = addr.rsplit(":", 1)[-1] if ":" in addr and not addr.endswith("]") else addr
+    lab_port = run.ports(port)
+    run.listeners[port] = lab_port
+    server.setdefault("_listeners", {})[port] = "ssl" in args
+    new_args = [f"127.0.0.1:{lab_port}", *[a for a in args[1:] if a in _STREAM_LISTEN_KEEP]]
+    run.notes.append(Note("", line, f"stream listen {' '.join(args)} -> listen {' '.join(new_args)}"))
+    d["args"] = new_args
+    return True
+
+
+def _stream_upstreams(run: _Run, stack: list[Directive], pools: dict[str, Directive]) -> None:
+    """The TLS upstreams a stream server (``stack[-1]``) proxies to, each by its listener."""
+    server = stack[-1]
+    lst: dict[str, bool] = server.pop("_listeners", {})
+    listener = next(iter(lst), None)
+    route = Route(listener, lst[listener], PUBLIC_HOST, "/") if listener else None
+    why = "" if route else "the stream server has no TCP listener the lab can reach"
+    name_d = effective("proxy_ssl_name", stack)
+    ssl_name = ssl_name_host(name_d["args"][0]) if name_d and name_d["args"] and "$" not in name_d["args"][0] else None
+    for d in server.get("block", []):
+        if d["directive"] != "proxy_pass" or not d["args"] or not _proxy_ssl_on(stack):
+            continue  # plain TCP to the upstream: no certificate to verify
+        target = d["args"][0]
+        if "$" in target:
+            run.notes.append(Note("", d["line"], f"stream proxy_pass {target} depends on a variable; not checked"))
+            continue
+        members = ([(s["args"][0], s["line"]) for s in pools[target].get("block", [])
+                    if s["directive"] == "server" and s.get("args")] if target in pools else [(target, d["line"])])
+        for addr, line in members:
+            host, port = split_hostport(addr, 0)
+            if not port:
+                run.notes.append(Note("", line, f"stream server {addr} has no port; not checked"))
+                continue
+            run.upstreams.append(Upstream(
+                label=f"stream proxy_pass {target}" + (f" -> {addr}" if target in pools else "")
+                + f" (stream server, line {d['line']})",
+                host=host, port=port, line=d["line"],
+                name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
+                route=route, why_unroutable=why,
+                pool=f"{target}|{addr}|{line}" if target in pools else "",
+            ))
 
 
 def _strip_private(block: Directive) -> None:
@@ -677,14 +682,6 @@ def _strip_private(block: Directive) -> None:
         d.pop("_taken", None)
         if "block" in d:
             _strip_private(d)
-
-
-def _dedupe(notes: list[str]) -> list[str]:
-    def line(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=line)
 
 
 # -- audit: the same parse, as scopes, and nginx's rules ---------------------------------------

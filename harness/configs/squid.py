@@ -39,12 +39,15 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
+    Run,
     Upstream,
     crl_file,
     is_ip,
     is_system_bundle,
+    ordered,
     read_config,
     trust_file,
 )
@@ -269,6 +272,19 @@ def _reads_file(words: list[str]) -> bool:
     return words[0] == "acl" and any(x.startswith('"') for x in words[3:])
 
 
+@dataclass
+class _Run(Run):
+    """One :func:`adapt` of a squid.conf: what it leaves out, what it finds."""
+
+    #: ACLs that read a host file or need a dropped helper (name -> the line that first defines it).
+    never: dict[str, int] = field(default_factory=dict)
+    #: The peers left out while another one is probed, and each peer's name by its line.
+    others: set[str] = field(default_factory=set)
+    peer_at: dict[int, str] = field(default_factory=dict)
+    listeners: dict[str, int] = field(default_factory=dict)
+    accel: list[tuple[str, bool, str | None]] = field(default_factory=list)  # (original port, tls, defaultsite)
+
+
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The squid.conf at *path* made runnable in the lab (see the module docstring)."""
     from harness.proxies.squid import PEER_PLUMBING
@@ -277,82 +293,88 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     all_peers = peers(lines)
     if not any(ln.key in ("cache_peer", "http_port", "https_port") for ln in lines):
         raise ConfigError(f"{path}: no http_port or cache_peer line: is this a Squid config?")
-    notes: list[str] = []
-    run = lab.run_dir
+    never: dict[str, int] = {}
+    for ln in lines:
+        if ln.key == "acl" and len(ln.words) > 2 and (_reads_file(ln.words) or ln.words[2] in _HELPER_ACLS):
+            never.setdefault(ln.words[1], ln.no)
+    # While one peer is probed the others are left out, with the rules that name them: a peer
+    # that is only denied requests still gets Squid's TCP probe at start, which reached the seat
+    # during the first cell (seen in 2 of 12 runs of tests/configs/squid/two-sites.conf).
+    others = {p.name for p in all_peers if focus and f"{p.name}|{p.line}" != focus} if len(all_peers) > 1 else set()
+    run = _Run(path, lab, ports, focus, never=never, others=others, peer_at={p.line: p.name for p in all_peers})
     out = [
         f"# trustlab check: adapted from {path}",
         # First: nothing is cached (a response cached for one identity would answer the next cell).
         "cache deny all",
     ]
-    # ACLs that read a host file or need a dropped helper: each becomes one that never matches.
-    never: dict[str, int] = {}
-    for ln in lines:
-        if ln.key == "acl" and len(ln.words) > 2 and (_reads_file(ln.words) or ln.words[2] in _HELPER_ACLS):
-            never.setdefault(ln.words[1], ln.no)
-    listeners: dict[str, int] = {}
-    accel: list[tuple[str, bool, str | None]] = []  # (original port, tls, defaultsite)
-    # While one peer is probed the others are left out, with the rules that name them: a peer
-    # that is only denied requests still gets Squid's TCP probe at start, which reached the seat
-    # during the first cell (seen in 2 of 12 runs of tests/configs/squid/two-sites.conf).
-    others = {p.name for p in all_peers if focus and f"{p.name}|{p.line}" != focus} if len(all_peers) > 1 else set()
-    for ln in lines:
-        w, no, key = ln.words, ln.no, ln.key
-        if (
-            others
-            and len(w) > 1
-            and (
-                (key == "cache_peer" and next((p.name for p in all_peers if p.line == no), "") in others)
-                or (key in ("cache_peer_access", "cache_peer_domain") and w[1] in others)
-            )
-        ):
-            notes.append(f"line {no}: {key} {w[1]} left out while another peer is probed")
-            continue
-        if key in PLUMBING:
-            if key == "cache":
-                notes.append(f"line {no}: {' '.join(w)} dropped (the lab caches nothing: cache deny all)")
-            continue
-        if key not in KEEP:
-            notes.append(f"line {no}: {' '.join(w)[:80]} dropped (not on trustlab's allow-list for Squid)")
-            continue
-        if key == "acl" and len(w) > 1 and w[1] in never:
-            if never[w[1]] == no:
-                notes.append(f"line {no}: acl {w[1]} -> never matches (reads a host file or needs a helper)")
-                out.append(f"acl {w[1]} src 255.255.255.255/32")
-            continue
-        if _reads_file(w):
-            notes.append(f"line {no}: {' '.join(w)[:80]} dropped (reads a host file)")
-            continue
-        if key in ("http_port", "https_port"):
-            new = _port_line(w, no, lab, ports, notes, listeners, accel)
-            if new:
-                out.append(new)
-            continue
-        if key == "cache_peer":
-            out.append(_peer_line(w, no, lab, notes, path, PEER_PLUMBING))
-            continue
-        if key in ("tls_outgoing_options", "sslproxy_cafile", "sslproxy_capath"):
-            out.append(_outgoing_line(w, lab, notes))
-            continue
-        out.append(" ".join(w))
-    out += [
+    out += [new for ln in lines if (new := _line(run, ln, PEER_PLUMBING)) is not None]
+    out += _plumbing(lab.run_dir, lines)
+    run.notes.append(Note.whole("logs, pid and core files are the lab's; cache_log at debug 83,5 (the evidence of a "
+                                "block)"))
+    run.notes.append(Note.whole(f"every cache_peer gets {PEER_PLUMBING} (refused impostors never mark a peer dead)"))
+    upstreams = _upstreams(lines, all_peers, run.accel)
+    return Adapted("\n".join(out) + "\n", ordered(run.notes), upstreams, run.listeners)
+
+
+def _line(run: _Run, ln: Line, plumbing: str) -> str | None:
+    """What the lab writes for *ln* (None: left out), each change noted."""
+    w, no, key = ln.words, ln.no, ln.key
+    why = _left_out(run, ln)
+    if why is not None:
+        if why:
+            run.notes.append(Note("", no, why))
+        return None
+    if key == "acl" and len(w) > 1 and w[1] in run.never:
+        if run.never[w[1]] != no:
+            return None
+        run.notes.append(Note("", no, f"acl {w[1]} -> never matches (reads a host file or needs a helper)"))
+        return f"acl {w[1]} src 255.255.255.255/32"
+    if _reads_file(w):
+        run.notes.append(Note("", no, f"{' '.join(w)[:80]} dropped (reads a host file)"))
+        return None
+    if key in ("http_port", "https_port"):
+        return _port_line(w, no, run.lab, run.ports, run.notes, run.listeners, run.accel) or None
+    if key == "cache_peer":
+        return _peer_line(w, no, run.lab, run.notes, run.path, plumbing)
+    if key in ("tls_outgoing_options", "sslproxy_cafile", "sslproxy_capath"):
+        return _outgoing_line(w, run.lab, run.notes)
+    return " ".join(w)
+
+
+def _left_out(run: _Run, ln: Line) -> str | None:
+    """Why *ln* is left out (the note; ``""``: said nowhere): a peer not probed now, the lab's own
+    plumbing, a directive off the allow-list. None: it is not."""
+    w, no, key = ln.words, ln.no, ln.key
+    if run.others and len(w) > 1 and (
+        (key == "cache_peer" and run.peer_at.get(no, "") in run.others)
+        or (key in ("cache_peer_access", "cache_peer_domain") and w[1] in run.others)
+    ):
+        return f"{key} {w[1]} left out while another peer is probed"
+    if key in PLUMBING:
+        return f"{' '.join(w)} dropped (the lab caches nothing: cache deny all)" if key == "cache" else ""
+    if key not in KEEP:
+        return f"{' '.join(w)[:80]} dropped (not on trustlab's allow-list for Squid)"
+    return None
+
+
+def _plumbing(run_dir: Path, lines: list[Line]) -> list[str]:
+    """The lab's own settings, after the config's (nothing here decides backend trust)."""
+    out = [
         "# trustlab lab plumbing (nothing here decides backend trust)",
-        f"pid_filename {run}/squid.pid",
-        f"coredump_dir {run}",
+        f"pid_filename {run_dir}/squid.pid",
+        f"coredump_dir {run_dir}",
         "pinger_enable off",
         "netdb_filename none",
         "cache_store_log none",
         "shutdown_lifetime 0 seconds",
-        f"cache_log {run}/cache.log",
+        f"cache_log {run_dir}/cache.log",
         "debug_options ALL,1 83,5",
         'logformat trustlab trustlab req="%rm %ru" status=%>Hs peer=%Sh/%<a err_code=%err_code err_detail=%err_detail',
-        f"access_log stdio:{run}/access.log trustlab",
+        f"access_log stdio:{run_dir}/access.log trustlab",
     ]
     if not any(ln.key == "visible_hostname" for ln in lines):
         out.append("visible_hostname trustlab-proxy")
-    notes.append("logs, pid and core files are the lab's; cache_log at debug 83,5 (the evidence of a block)")
-    notes.append(f"every cache_peer gets {PEER_PLUMBING} (refused impostors never mark a peer dead)")
-    upstreams = _upstreams(lines, all_peers, accel)
-    return Adapted("\n".join(out) + "\n", _sorted(notes), upstreams, listeners)
+    return out
 
 
 def _port_line(
@@ -360,7 +382,7 @@ def _port_line(
     no: int,
     lab: LabPaths,
     ports: Ports,
-    notes: list[str],
+    notes: list[Note],
     listeners: dict[str, int],
     accel: list[tuple[str, bool, str | None]],
 ) -> str | None:
@@ -369,7 +391,7 @@ def _port_line(
     if not port.isdigit():
         raise ConfigError(f"line {no}: {w[0]} {addr}: no port number")
     if port in listeners:
-        notes.append(f"line {no}: {' '.join(w)} dropped (port {port} already listened on)")
+        notes.append(Note("", no, f"{' '.join(w)} dropped (port {port} already listened on)"))
         return None
     lab_port = ports(port)
     listeners[port] = lab_port
@@ -380,12 +402,12 @@ def _port_line(
         kept += [f"tls-cert={lab.cert}", f"tls-key={lab.key}"]
         own = ("tls-cert", "tls-key", "cert", "key")
         if any(d.partition("=")[0] in own for d in dropped):
-            notes.append(f"line {no}: {w[0]} {addr}: its certificate replaced by a lab-minted one (the client side)")
+            notes.append(Note("", no, f"{w[0]} {addr}: its certificate replaced by a lab-minted one (the client side)"))
         dropped = [d for d in dropped if d.partition("=")[0] not in own]
     new = " ".join([w[0], f"127.0.0.1:{lab_port}", *kept])
     notes.append(
-        f"line {no}: {w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
-        + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else "")
+        Note("", no, f"{w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
+        + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else ""))
     )
     site = next((x.partition("=")[2] for x in w[2:] if x.startswith("defaultsite=")), None)
     if "accel" in kept:
@@ -393,7 +415,7 @@ def _port_line(
     return new
 
 
-def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: Path, plumbing: str) -> str:
+def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[Note], config: Path, plumbing: str) -> str:
     head = w[:5]
     new = list(head)
     for word in w[5:]:
@@ -414,7 +436,7 @@ def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: P
                 if crl:
                     new.append(f"{k}={crl}")
             else:
-                notes.append(f"line {no}: {k}={v} replaced by a lab-minted client {what}")
+                notes.append(Note("", no, f"{k}={v} replaced by a lab-minted client {what}"))
                 new.append(f"{k}={lab.cert if what == 'cert' else lab.key}")
             continue
         if k in PEER_KEEP:
@@ -425,11 +447,11 @@ def _peer_line(w: list[str], no: int, lab: LabPaths, notes: list[str], config: P
             if k in ("monitorurl", "monitorinterval", "monitorsize", "standby", "background-ping")
             else "not on trustlab's allow-list for cache_peer"
         )
-        notes.append(f"line {no}: cache_peer {w[1]}: {k} dropped ({why})")
+        notes.append(Note("", no, f"cache_peer {w[1]}: {k} dropped ({why})"))
     return " ".join(new) + " " + plumbing
 
 
-def _outgoing_line(w: list[str], lab: LabPaths, notes: list[str]) -> str:
+def _outgoing_line(w: list[str], lab: LabPaths, notes: list[Note]) -> str:
     new = [w[0]]
     for word in w[1:]:
         k, eq, v = word.partition("=")
@@ -438,10 +460,10 @@ def _outgoing_line(w: list[str], lab: LabPaths, notes: list[str]) -> str:
         elif eq and k in ("cafile", "capath"):
             new.append(f"{k}={trust_file(v, lab, notes, directory=k == 'capath')}")
         elif eq and k in ("cert", "key"):
-            notes.append(f"{w[0]}: {k}={v} replaced by a lab-minted client {k}")
+            notes.append(Note.whole(f"{w[0]}: {k}={v} replaced by a lab-minted client {k}"))
             new.append(f"{k}={lab.cert if k == 'cert' else lab.key}")
         elif eq and k == "crlfile":
-            notes.append(f"{w[0]}: crlfile={v} dropped")
+            notes.append(Note.whole(f"{w[0]}: crlfile={v} dropped"))
         else:
             new.append(word)
     return " ".join(new)
@@ -523,14 +545,6 @@ def _peer_request(
                 return None, None, f"cache_peer_access {p.name} (line {ln.no}): acl {name} ({t}) too complex to probe"
         return host, path, ""
     return None, None, ""
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> int:
-        m = re.match(r"line (\d+):", n)
-        return int(m.group(1)) if m else 0
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit: the same parse, one scope per TLS peer ---------------------------------------------

@@ -45,6 +45,7 @@ from harness.configs.base import (
     MAX_DEPTH,
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
@@ -54,6 +55,7 @@ from harness.configs.base import (
     is_system_bundle,
     named_file,
     open_named,
+    ordered,
     read_config,
     read_named,
     trust_file,
@@ -137,7 +139,7 @@ class Tree:
     files: list[Path]
     #: Lower-cased key path -> (file, line).
     lines: dict[tuple[str, ...], tuple[str, int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     #: The top-level keys of the file given, as written (unknown ones too: ``serverTransport``).
     top: tuple[str, ...] = ()
 
@@ -155,6 +157,11 @@ class Tree:
         file = self.where(*keys)
         line = f"line {self.line(*keys)}"
         return line if file == str(self.path) else f"{Path(file).name} {line}"
+
+    def note(self, text: str, *keys: str) -> Note:
+        """*text* said at the line a setting was written on (in the file given, or a dynamic file)."""
+        file = self.where(*keys)
+        return Note("" if file == str(self.path) else Path(file).name, self.line(*keys), text)
 
     def where(self, *keys: str) -> str:
         path = tuple(k.lower() for k in keys)
@@ -313,7 +320,7 @@ def parse(path: Path, dynamic: tuple[Path, ...] = ()) -> Tree:
     for key in data:
         if str(key).lower() == "servertransport":
             tree.notes.append(
-                f"{tree.at(str(key))}: `{key}` is not a Traefik key (serversTransport): Traefik ignores it"
+                tree.note(f"`{key}` is not a Traefik key (serversTransport): Traefik ignores it", str(key))
             )
     file_provider = get(static, "providers", "file")
     named = _provider_files(path, file_provider) if isinstance(file_provider, dict) else []
@@ -322,7 +329,8 @@ def parse(path: Path, dynamic: tuple[Path, ...] = ()) -> Tree:
         _merge_dynamic(tree, data, path)  # a dynamic file given alone, or a file the provider reads
     elif top & set(DYNAMIC_KEYS):
         tree.notes.append(
-            f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not name this file"
+            Note.whole(f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not "
+                       "name this file")
         )
     seen = {itself} | {n.resolve() for n, _ in named}
     for given in dynamic:
@@ -331,7 +339,7 @@ def parse(path: Path, dynamic: tuple[Path, ...] = ()) -> Tree:
             continue  # the provider names it already
         seen.add(Path(given).resolve())
         named.append((Path(given), text))
-        tree.notes.append(f"{given}: read as a dynamic file (--dynamic)")
+        tree.notes.append(Note.whole(f"{given}: read as a dynamic file (--dynamic)"))
     for name, text in named:
         if name.resolve() == itself:
             continue
@@ -431,8 +439,31 @@ def adapt(
         "providers": {"providersThrottleDuration": "0s", "file": {"filename": f"{run}/traefik.yml", "watch": False}},
         "log": {"level": "INFO", "noColor": True, "filePath": f"{run}/error.log"},
     }
+    listeners = _lab_entrypoints(tree, entrypoints, ports, out["entryPoints"], notes)
+    out.update(_static(tree, lab, notes))
+    out["http"] = _http(tree, lab, notes, focus)
+    for key in ("tcp", "udp"):
+        if key in tree.dynamic:
+            notes.append(Note.whole(f"{key} routers and services dropped (the lab checks HTTP services)"))
+    if "tls" in tree.dynamic or _any_tls(out):
+        out["tls"] = {"certificates": [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]}
+        if "tls" in tree.dynamic:
+            notes.append(Note.whole("tls section (certificates, options, stores) replaced by a lab-minted certificate "
+                                    "for the client side"))
+    upstreams = _upstreams(tree, entrypoints)
+    notes.append(Note.whole("the log is the lab's (INFO, error.log in the run directory): a refusal is logged as "
+                            "'500 Internal Server Error error=\"tls: failed to verify certificate: ...\"'"))
+    text = json.dumps(out, indent=2) + "\n"
+    return Adapted(text=text, notes=ordered(notes), upstreams=upstreams, listeners=listeners)
+
+
+def _lab_entrypoints(
+    tree: Tree, entrypoints: dict[str, Any], ports: Ports, out: dict[str, Any], notes: list[Note]
+) -> dict[str, int]:
+    """The lab's readiness entry point, then each entry point on its lab port (into *out*), without
+    ACME; the lab port of each."""
     listeners: dict[str, int] = {READY: ports(READY)}
-    out["entryPoints"][READY] = {"address": f"127.0.0.1:{listeners[READY]}"}
+    out[READY] = {"address": f"127.0.0.1:{listeners[READY]}"}
     for name, ep in entrypoints.items():
         listeners[name] = ports(name)
         new = {k: v for k, v in _map(ep).items() if str(k).lower() != "address"}
@@ -440,125 +471,113 @@ def adapt(
         if isinstance(tls, dict) and (get(tls, "certResolver") or get(tls, "domains")):
             for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
                 del tls[k]
-            notes.append(
-                f"{tree.at('entryPoints', name)}: entry point {name}: ACME certResolver dropped "
-                "(the lab's client side uses a lab-minted certificate)"
-            )
+            notes.append(tree.note(f"entry point {name}: ACME certResolver dropped (the lab's client side uses a "
+                                   "lab-minted certificate)", "entryPoints", name))
         new["address"] = f"127.0.0.1:{listeners[name]}"
         was = get(ep, "address") or "(default :80)"
-        notes.append(f"{tree.at('entryPoints', name)}: entry point {name} {was} -> 127.0.0.1:{listeners[name]}")
-        out["entryPoints"][name] = new
+        notes.append(tree.note(f"entry point {name} {was} -> 127.0.0.1:{listeners[name]}", "entryPoints", name))
+        out[name] = new
+    return listeners
+
+
+def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
+    """What the lab keeps of the static configuration besides its entry points: the servers
+    transport (trust files the lab's), and a trust setting written where Traefik refuses it."""
+    out: dict[str, Any] = {}
     for key, value in tree.static.items():
         low = str(key).lower()
         if low == "serverstransport":
             out["serversTransport"] = _transport(value, ("serversTransport",), tree, lab, notes)
         elif low == "global":
-            notes.append(
-                f"{tree.at(str(key))}: global -> checkNewVersion and sendAnonymousUsage false (nothing "
-                "phones home from the lab)"
-            )
+            notes.append(tree.note("global -> checkNewVersion and sendAnonymousUsage false (nothing phones home from "
+                                   "the lab)", str(key)))
         elif low in _STATIC_DROP and low not in ("log", "providers"):
-            notes.append(f"{tree.at(str(key))}: {key} dropped (it reaches out of the lab)")
+            notes.append(tree.note(f"{key} dropped (it reaches out of the lab)", str(key)))
             if misplaced := _misplaced(value):
                 # Traefik refuses an unknown key inside a known section (`field not found`): a trust
                 # setting written there (traefik/traefik#4207) is kept, so the lab refuses it too.
                 out[key] = misplaced
-                notes.append(
-                    f"{tree.at(str(key))}: {key}: {', '.join(_leaves(misplaced))} kept (not a {key} "
-                    "setting: Traefik refuses to start on it)"
-                )
+                notes.append(tree.note(f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik "
+                                       "refuses to start on it)", str(key)))
         elif low == "providers":
-            if get(value, "file") is not None:
-                notes.append(
-                    f"{tree.at(str(key), 'file')}: providers.file -> the adapted file itself (its dynamic "
-                    "part merged in), watch off, providersThrottleDuration 0s"
-                )
-            others = [k for k in _map(value) if str(k).lower() not in ("file", "providersthrottleduration")]
-            if others:
-                notes.append(
-                    f"{tree.at(str(key))}: providers {', '.join(map(str, others))} dropped "
-                    "(the lab reads the file provider's configuration only)"
-                )
+            _providers(tree, key, value, notes)
+    return out
+
+
+def _providers(tree: Tree, key: str, value: Any, notes: list[Note]) -> None:
+    if get(value, "file") is not None:
+        notes.append(tree.note("providers.file -> the adapted file itself (its dynamic part merged in), watch off, "
+                               "providersThrottleDuration 0s", str(key), "file"))
+    others = [k for k in _map(value) if str(k).lower() not in ("file", "providersthrottleduration")]
+    if others:
+        notes.append(tree.note(f"providers {', '.join(map(str, others))} dropped (the lab reads the file provider's "
+                               "configuration only)", str(key)))
+
+
+def _http(tree: Tree, lab: LabPaths, notes: list[Note], focus: str | None) -> dict[str, Any]:
+    """The dynamic ``http`` section for the lab: routers (and the lab's readiness router), services,
+    transports and the middlewares that only rewrite."""
     http = _map(tree.dynamic.get("http"))
-    routers = {k: dict(v) for k, v in _map(get(http, "routers")).items() if isinstance(v, dict)}
-    middlewares = copy.deepcopy(_map(get(http, "middlewares")))  # a copy: kept chains are edited below
-    dropped_mw = {
-        n: ", ".join(str(k) for k in m) if isinstance(m, dict) else "?"
-        for n, m in middlewares.items()
-        if not isinstance(m, dict) or not m or any(str(k).lower() not in _MIDDLEWARE_KEEP for k in m)
-    }
-    for n, kinds in dropped_mw.items():
-        notes.append(
-            f"{tree.at('http', 'middlewares', n)}: middleware {n} ({kinds}) dropped: only middlewares that "
-            "rewrite the request or response are kept (it calls out, runs code, replays or delays requests, "
-            "or asks for credentials)"
-        )
-    for n, m in middlewares.items():  # a kept chain loses the dropped links
-        chain = get(m, "chain")
-        links = get(chain, "middlewares")
-        if n not in dropped_mw and isinstance(chain, dict) and isinstance(links, list):
-            key = next(k for k in chain if str(k).lower() == "middlewares")
-            chain[key] = [x for x in links if str(x).removesuffix("@file") not in dropped_mw]
-    for rname, router in routers.items():
-        tls = get(router, "tls")
-        if isinstance(tls, dict):
-            for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
-                del tls[k]
-                notes.append(
-                    f"{tree.at('http', 'routers', rname, str(k))}: router {rname}: tls.{k} dropped "
-                    "(the lab's client side uses a lab-minted certificate)"
-                )
-        mws = get(router, "middlewares")
-        if isinstance(mws, list) and dropped_mw.keys() & {str(m).removesuffix("@file") for m in mws}:
-            key = next(k for k in router if str(k).lower() == "middlewares")
-            router[key] = [m for m in mws if str(m).removesuffix("@file") not in dropped_mw]
-            gone = sorted(dropped_mw.keys() & {str(m).removesuffix("@file") for m in mws})
-            notes.append(f"{tree.at('http', 'routers', rname)}: router {rname}: middlewares {', '.join(gone)} dropped")
-    routers[READY] = {
-        "rule": "Path(`/trustlab-ready`)",
-        "entryPoints": [READY],
-        "service": "noop@internal",
-        "priority": 1000000,
-    }
-    notes.append(
-        f"router {READY} (noop@internal on its own entry point) added: the lab waits for it, since "
-        "Traefik listens before it applies its routers"
-    )
-    services: dict[str, Any] = {}
-    for sname, svc in _map(get(http, "services")).items():
-        services[sname] = _service(sname, svc, tree, notes, focus)
+    middlewares, dropped = _middlewares(tree, http, notes)
+    routers = _routers(tree, http, dropped, notes)
+    services = {sname: _service(sname, svc, tree, notes, focus) for sname, svc in _map(get(http, "services")).items()}
     transports = {
         name: _transport(t, ("http", "serversTransports", name), tree, lab, notes)
         for name, t in _map(get(http, "serversTransports")).items()
     }
-    new_http: dict[str, Any] = {
-        k: v
-        for k, v in http.items()
-        if str(k).lower() not in ("routers", "services", "serverstransports", "middlewares")
-    }
+    replaced = ("routers", "services", "serverstransports", "middlewares")
+    new_http: dict[str, Any] = {k: v for k, v in http.items() if str(k).lower() not in replaced}
     new_http["routers"] = routers
     new_http["services"] = services
     if transports:
         new_http["serversTransports"] = transports
     if middlewares:
-        new_http["middlewares"] = {n: m for n, m in middlewares.items() if n not in dropped_mw}
-    out["http"] = new_http
-    for key in ("tcp", "udp"):
-        if key in tree.dynamic:
-            notes.append(f"{key} routers and services dropped (the lab checks HTTP services)")
-    if "tls" in tree.dynamic or _any_tls(out):
-        out["tls"] = {"certificates": [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]}
-        if "tls" in tree.dynamic:
-            notes.append(
-                "tls section (certificates, options, stores) replaced by a lab-minted certificate for the client side"
-            )
-    upstreams = _upstreams(tree, entrypoints)
-    notes.append(
-        "the log is the lab's (INFO, error.log in the run directory): a refusal is logged as "
-        "'500 Internal Server Error error=\"tls: failed to verify certificate: ...\"'"
-    )
-    text = json.dumps(out, indent=2) + "\n"
-    return Adapted(text=text, adaptations=_sorted(notes), upstreams=upstreams, listeners=listeners)
+        new_http["middlewares"] = {n: m for n, m in middlewares.items() if n not in dropped}
+    return new_http
+
+
+def _middlewares(tree: Tree, http: dict[str, Any], notes: list[Note]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The middlewares (a copy: a kept chain loses its dropped links), and those dropped (name -> kinds)."""
+    middlewares = copy.deepcopy(_map(get(http, "middlewares")))
+    dropped = {
+        n: ", ".join(str(k) for k in m) if isinstance(m, dict) else "?"
+        for n, m in middlewares.items()
+        if not isinstance(m, dict) or not m or any(str(k).lower() not in _MIDDLEWARE_KEEP for k in m)
+    }
+    for n, kinds in dropped.items():
+        notes.append(tree.note(f"middleware {n} ({kinds}) dropped: only middlewares that rewrite the request or "
+                               "response are kept (it calls out, runs code, replays or delays requests, or asks for "
+                               "credentials)", "http", "middlewares", n))
+    for n, m in middlewares.items():
+        chain = get(m, "chain")
+        links = get(chain, "middlewares")
+        if n not in dropped and isinstance(chain, dict) and isinstance(links, list):
+            key = next(k for k in chain if str(k).lower() == "middlewares")
+            chain[key] = [x for x in links if str(x).removesuffix("@file") not in dropped]
+    return middlewares, dropped
+
+
+def _routers(tree: Tree, http: dict[str, Any], dropped: dict[str, str], notes: list[Note]) -> dict[str, Any]:
+    """The routers without ACME and dropped middlewares, and the lab's readiness router."""
+    routers = {k: dict(v) for k, v in _map(get(http, "routers")).items() if isinstance(v, dict)}
+    for rname, router in routers.items():
+        tls = get(router, "tls")
+        if isinstance(tls, dict):
+            for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
+                del tls[k]
+                notes.append(tree.note(f"router {rname}: tls.{k} dropped (the lab's client side uses a lab-minted "
+                                       "certificate)", "http", "routers", rname, str(k)))
+        mws = get(router, "middlewares")
+        gone = sorted(dropped.keys() & {str(m).removesuffix("@file") for m in mws}) if isinstance(mws, list) else []
+        if gone:
+            key = next(k for k in router if str(k).lower() == "middlewares")
+            router[key] = [m for m in mws if str(m).removesuffix("@file") not in dropped]
+            notes.append(tree.note(f"router {rname}: middlewares {', '.join(gone)} dropped", "http", "routers", rname))
+    routers[READY] = {"rule": "Path(`/trustlab-ready`)", "entryPoints": [READY], "service": "noop@internal",
+                      "priority": 1000000}
+    notes.append(Note.whole(f"router {READY} (noop@internal on its own entry point) added: the lab waits for it, "
+                            "since Traefik listens before it applies its routers"))
+    return routers
 
 
 _TRUST_KEYS = ("insecureskipverify", "rootcas", "servername", "serverstransport")
@@ -593,29 +612,30 @@ def _entrypoints(tree: Tree) -> dict[str, Any]:
     return named or {"web": {}}
 
 
-def _transport(value: Any, keys: tuple[str, ...], tree: Tree, lab: LabPaths, notes: list[str]) -> dict[str, Any]:
+def _transport(value: Any, keys: tuple[str, ...], tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
     new: dict[str, Any] = {}
     for k, v in _map(value).items():
         low = str(k).lower()
-        at = tree.at(*keys, str(k))
         if low == "rootcas":
             files = []
             for f in _files(v):
-                before = len(notes)
-                files.append(trust_file(f, lab, notes))
-                notes[before:] = [f"{at}: {'.'.join(keys)}.rootCAs: {n}" for n in notes[before:]]
+                said: list[Note] = []
+                files.append(trust_file(f, lab, said))
+                notes += [tree.note(f"{'.'.join(keys)}.rootCAs: {n}", *keys, str(k)) for n in said]
             new[k] = files
         elif low == "certificates":
             new[k] = [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]
-            notes.append(f"{at}: {'.'.join(keys)}.certificates replaced by a lab-minted client certificate")
+            notes.append(tree.note(f"{'.'.join(keys)}.certificates replaced by a lab-minted client certificate",
+                                   *keys, str(k)))
         elif low == "spiffe":
-            notes.append(f"{at}: {'.'.join(keys)}.spiffe dropped (no SPIFFE workload API in the lab)")
+            notes.append(tree.note(f"{'.'.join(keys)}.spiffe dropped (no SPIFFE workload API in the lab)",
+                                   *keys, str(k)))
         else:
             new[k] = v
     return new
 
 
-def _service(sname: str, svc: Any, tree: Tree, notes: list[str], focus: str | None) -> Any:
+def _service(sname: str, svc: Any, tree: Tree, notes: list[Note], focus: str | None) -> Any:
     if not isinstance(svc, dict):
         return svc
     new = json.loads(json.dumps(svc, default=str))
@@ -625,15 +645,15 @@ def _service(sname: str, svc: Any, tree: Tree, notes: list[str], focus: str | No
     for k in [k for k in lb if str(k).lower() == "healthcheck"]:
         del lb[k]
         notes.append(
-            f"{tree.at('http', 'services', sname, 'loadBalancer', str(k))}: service {sname}: "
-            "healthCheck dropped (health checks would reach the seat between cells)"
+            tree.note(f"service {sname}: healthCheck dropped (health checks would reach the seat between cells)",
+                      "http", "services", sname, "loadBalancer", str(k))
         )
     servers = get(lb, "servers")
     if focus and focus.startswith(f"{sname}|") and isinstance(servers, list) and len(servers) > 1:
         index = int(focus.split("|", 1)[1])
         key = next(k for k in lb if str(k).lower() == "servers")
         lb[key] = [servers[index]]
-        notes.append(f"service {sname}: only server {index + 1} of {len(servers)} kept while it is probed")
+        notes.append(Note.whole(f"service {sname}: only server {index + 1} of {len(servers)} kept while it is probed"))
     return new
 
 
@@ -851,14 +871,6 @@ def _term(fn: str, args: list[str], negated: bool) -> list[Term] | str:
     if low in ("clientip",):
         return one("client", "eq", args[0])
     return f"{text}: a matcher the lab cannot build a request for"
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> tuple[str, int]:
-        m = re.match(r"(\S+ )?line (\d+):", n)
-        return (m.group(1) or "", int(m.group(2))) if m else ("", 0)
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit: one scope per configuration (its rules read the whole tree), on the registry ----------

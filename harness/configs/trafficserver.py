@@ -35,6 +35,7 @@ from harness import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
+    Note,
     Ports,
     Route,
     Upstream,
@@ -43,11 +44,12 @@ from harness.configs.base import (
     is_system_bundle,
     named_file,
     open_named,
+    ordered,
     read_config,
     read_named,
+    split_hostport,
     trust_file,
 )
-from harness.configs.nginx import split_hostport
 from harness.errors import ConfigError
 from harness.vocab import BACKEND_NAME, PUBLIC_HOST, ProxyKind
 
@@ -134,7 +136,7 @@ class Config:
     sni: list[SniEntry]
     yaml_format: bool
     remap_name: str
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     other_lines: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -273,46 +275,21 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
 
     cfg = load(path)
     notes = list(cfg.notes)
-    lines = []
     for no, s in cfg.other_lines:
-        notes.append(f"line {no}: {s[:60]} dropped (not a CONFIG line)")
-    for rec in cfg.records.values():
-        shown = f"line {rec.line}: {rec.name}"
-        if rec.name in PLUMBING:
-            continue
-        if rec.name in FILES:
-            what = FILES[rec.name]
-            if what == "ca":
-                value = trust_file(rec.value, lab, notes)
-            elif what == "ca_dir":
-                value = trust_file(rec.value, lab, notes, directory=True)
-            elif what == "dir":
-                value = str(lab.run_dir)
-                notes.append(f"{shown} -> the lab's directory (the lab-minted client certificate's)")
-            else:
-                value = str(lab.cert if what == "cert" else lab.key)
-                notes.append(f"{shown} replaced by a lab-minted client {what}")
-            lines.append(f"CONFIG {rec.name} STRING {value}")
-            continue
-        if rec.name in RECORDS:
-            value = rec.value
-            if "\n" in value or len(value) > 200:
-                raise ConfigError(f"{path}: {shown}: value too long for a record")
-            lines.append(f"CONFIG {rec.name} {RECORDS[rec.name]} {value}")
-            continue
-        notes.append(f"{shown} dropped (not on trustlab's allow-list for Traffic Server)")
+        notes.append(Note("", no, f"{s[:60]} dropped (not a CONFIG line)"))
+    lines = [line for rec in cfg.records.values() if (line := _record(path, rec, lab, notes)) is not None]
     if cfg.yaml_format and POLICY not in cfg.records:
         lines.append(f"CONFIG {POLICY} STRING ENFORCED")
         notes.append(
-            "records.yaml (Traffic Server 10): verify.server.policy unset is 10's default, ENFORCED; "
-            "written out for the lab's 9.2 (whose default is PERMISSIVE)"
+            Note.whole("records.yaml (Traffic Server 10): verify.server.policy unset is 10's default, ENFORCED; "
+                       "written out for the lab's 9.2 (whose default is PERMISSIVE)")
         )
     # Listeners: one plain HTTP port.
     sp = cfg.records.get("proxy.config.http.server_ports")
     first = re.match(r"\d+", sp.value).group(0) if sp and re.match(r"\d+", sp.value) else "8080"  # type: ignore[union-attr]
     lab_port = ports(first)
     if sp:
-        notes.append(f"line {sp.line}: server_ports {sp.value} -> {lab_port} on 127.0.0.1 (plain HTTP)")
+        notes.append(Note("", sp.line, f"server_ports {sp.value} -> {lab_port} on 127.0.0.1 (plain HTTP)"))
     template = (asset_dir("labs") / "trafficserver" / "records.config.tmpl").read_text()
     text = (
         template.replace("{{scenario}}", f"adapted from {path.name}")
@@ -329,23 +306,46 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     if cfg.sni:
         files["sni.yaml"] = _sni(cfg, lab, notes)
     notes.append(
-        "the lab's plumbing records (run directory, one thread, no cache, one connect attempt, "
-        "HostDB from the lab's hosts file), ip_allow.yaml and storage.config"
+        Note.whole("the lab's plumbing records (run directory, one thread, no cache, one connect attempt, "
+                   "HostDB from the lab's hosts file), ip_allow.yaml and storage.config")
     )
-    return Adapted(text, _sorted(notes), upstreams, {first: lab_port}, extra_files=files)
+    return Adapted(text, ordered(notes, unnumbered_last=True, files=("remap.config", "sni.yaml")), upstreams,
+                   {first: lab_port}, extra_files=files)
 
 
-def _remap(cfg: Config, notes: list[str], listener: str) -> tuple[str, list[Upstream]]:
+def _record(path: Path, rec: Record, lab: LabPaths, notes: list[Note]) -> str | None:
+    """The CONFIG line the lab writes for *rec* (a file it names becomes the lab's), or None: the
+    lab's own plumbing, or off the allow-list."""
+    if rec.name in PLUMBING:
+        return None
+    what = FILES.get(rec.name)
+    if what in ("ca", "ca_dir"):
+        return f"CONFIG {rec.name} STRING {trust_file(rec.value, lab, notes, directory=what == 'ca_dir')}"
+    if what == "dir":
+        notes.append(Note("", rec.line, f"{rec.name} -> the lab's directory (the lab-minted client certificate's)"))
+        return f"CONFIG {rec.name} STRING {lab.run_dir}"
+    if what is not None:
+        notes.append(Note("", rec.line, f"{rec.name} replaced by a lab-minted client {what}"))
+        return f"CONFIG {rec.name} STRING {lab.cert if what == 'cert' else lab.key}"
+    if rec.name in RECORDS:
+        if "\n" in rec.value or len(rec.value) > 200:
+            raise ConfigError(f"{path}: line {rec.line}: {rec.name}: value too long for a record")
+        return f"CONFIG {rec.name} {RECORDS[rec.name]} {rec.value}"
+    notes.append(Note("", rec.line, f"{rec.name} dropped (not on trustlab's allow-list for Traffic Server)"))
+    return None
+
+
+def _remap(cfg: Config, notes: list[Note], listener: str) -> tuple[str, list[Upstream]]:
     out = [f"# trustlab check: adapted from {cfg.path.parent / cfg.remap_name}"]
     ups: list[Upstream] = []
     for r in cfg.maps:
-        shown = f"remap.config line {r.line}"
         if r.kind not in _REMAP_KEEP:
-            notes.append(f"{shown}: {r.kind} dropped (not on trustlab's allow-list for remap.config)")
+            notes.append(Note("remap.config", r.line,
+                              f"{r.kind} dropped (not on trustlab's allow-list for remap.config)"))
             continue
-        kept = _filters(r, shown, notes)
+        kept = _filters(r, notes)
         if not r.source or not r.target:
-            notes.append(f"{shown}: {r.kind} without a target dropped")
+            notes.append(Note("remap.config", r.line, f"{r.kind} without a target dropped"))
             continue
         out.append(" ".join([r.kind, r.source, r.target, *kept]))
         scheme, host, port, tpath = _url(r.target)
@@ -365,7 +365,7 @@ def _remap(cfg: Config, notes: list[str], listener: str) -> tuple[str, list[Upst
     return "\n".join(out) + "\n", ups
 
 
-def _filters(r: MapRule, shown: str, notes: list[str]) -> list[str]:
+def _filters(r: MapRule, notes: list[Note]) -> list[str]:
     """A map rule's options as kept: ACL filters, and ``conf_remap.so`` with only the allow-listed
     records among its ``@pparam=NAME=VALUE`` (a per-rule override of the global records: Traffic
     Server's ``ssl.client.verify.server.policy``/``.properties`` are overridable, so a rule may turn
@@ -379,23 +379,26 @@ def _filters(r: MapRule, shown: str, notes: list[str]) -> list[str]:
             if plugin == "conf_remap.so":
                 kept.append("@plugin=conf_remap.so")
             else:
-                notes.append(f"{shown}: @plugin={plugin} dropped (plugins run code and read files)")
+                notes.append(Note("remap.config", r.line,
+                                  f"@plugin={plugin} dropped (plugins run code and read files)"))
         elif f.startswith("@pparam="):
             name, eq, value = f.split("=", 1)[1].partition("=")
             if plugin == "conf_remap.so" and eq and name in RECORDS and "/" not in value:
                 kept.append(f)
             else:
-                notes.append(f"{shown}: @pparam={name} dropped ({'not an allow-listed record' if eq else 'a file'})")
+                what = "not an allow-listed record" if eq else "a file"
+                notes.append(Note("remap.config", r.line, f"@pparam={name} dropped ({what})"))
         elif f.startswith(_REMAP_FILTERS):
             kept.append(f)
         else:
-            notes.append(f"{shown}: {f.split('=', 1)[0]} dropped (not on trustlab's allow-list for remap.config)")
+            notes.append(Note("remap.config", r.line,
+                              f"{f.split('=', 1)[0]} dropped (not on trustlab's allow-list for remap.config)"))
     if kept and kept[-1] == "@plugin=conf_remap.so":
         kept.pop()  # nothing left for it to set
     return kept
 
 
-def _sni(cfg: Config, lab: LabPaths, notes: list[str]) -> str:
+def _sni(cfg: Config, lab: LabPaths, notes: list[Note]) -> str:
     import yaml
 
     entries: list[dict[str, Any]] = []
@@ -404,23 +407,13 @@ def _sni(cfg: Config, lab: LabPaths, notes: list[str]) -> str:
         for k, v in e.keys.items():
             if k in ("client_cert", "client_key"):
                 kept[k] = str(lab.cert if k == "client_cert" else lab.key)
-                notes.append(f"sni.yaml line {e.line}: {k} replaced by a lab-minted client certificate")
+                notes.append(Note("sni.yaml", e.line, f"{k} replaced by a lab-minted client certificate"))
             elif k in _SNI_KEEP and isinstance(v, str):
                 kept[k] = v
             else:
-                notes.append(f"sni.yaml line {e.line}: {k} dropped (not on trustlab's allow-list for sni.yaml)")
+                notes.append(Note("sni.yaml", e.line, f"{k} dropped (not on trustlab's allow-list for sni.yaml)"))
         entries.append(kept)
     return yaml.safe_dump({"sni": entries}, sort_keys=False)
-
-
-def _sorted(notes: list[str]) -> list[str]:
-    def key(n: str) -> tuple[int, int]:
-        m = re.match(r"(remap\.config |sni\.yaml )?line (\d+):", n)
-        if not m:
-            return (3, 0)
-        return ({None: 0, "remap.config ": 1, "sni.yaml ": 2}[m.group(1)], int(m.group(2)))
-
-    return sorted(dict.fromkeys(notes), key=key)
 
 
 # -- audit: one scope per HTTPS map rule, with the records and sni.yaml entry in effect ----------
