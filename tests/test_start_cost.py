@@ -132,6 +132,44 @@ def test_squid_has_a_service_name_of_its_own() -> None:
     assert name(a).isalnum() and len(name(a)) <= 32
 
 
+def test_docker_worker_reaches_the_seat_before_it_starts_a_proxy(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """Squid probes its peer once as it starts; refused (the seat's container not listening yet),
+    the peer stays down, and the next requests get 502 ``found all 0 destinations`` until a
+    probe a second later (issue 27: a docker cell in error in small batches). The worker asks
+    the seat first, as a local lab starts its seat first."""
+    from harness.runtimes import _dockerworker as worker
+    from harness.runtimes.contract import Job, dump_job
+
+    order: list[str] = []
+
+    class Seat:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            order.append("seat")
+
+        def close(self) -> None:
+            pass
+
+    class Proxy:
+        def __init__(self, spec: ProxySpec) -> None:
+            self.key, self.driver, self.started_at, self.proc = spec.key, driver(spec.kind), 0.0, None
+
+        def start(self) -> None:
+            order.append(self.key)
+            self.started_at = 1.0
+
+    for name, fake in (("SeatClient", Seat), ("Proxy", Proxy), ("wait_for_name", lambda *a: None),
+                       ("run_cells", lambda *a, **k: None), ("stop_all", lambda proxies: None),
+                       ("emit", lambda event: None)):
+        monkeypatch.setattr(worker, name, fake)
+    specs = tuple(ProxySpec(key=f"squid/{i}", kind="squid", listen_port=20000 + i, run_dir="/r", log="/r/l",
+                            config="/r/c") for i in range(5))
+    job = tmp_path / "job.json"
+    job.write_text(dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000, start_batch=2)))
+    assert worker.main(["worker", str(job)]) == 0
+    assert order == ["seat", *(s.key for s in specs)]
+
+
 @pytest.mark.docker
 def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_runtime: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:

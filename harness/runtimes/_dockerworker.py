@@ -154,9 +154,12 @@ def main(argv: list[str]) -> int:
         wait_for_name(BACKEND_NAME, deadline)
         by_key = {p.key: p for p in proxies}
         groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch)]
+        # The seat answers before any proxy starts (as in a local lab): Squid probes its peer
+        # once as it starts, and a refused probe leaves the peer down until a probe a second
+        # after a request (that request, and the next, got 502 "found all 0 destinations").
+        seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
         for p in groups[0]:
             p.start()
-        seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
         ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
         for i, group in enumerate(groups):
             # The next batch starts while this one's cells run (its start overlaps them).
