@@ -23,7 +23,8 @@ from harness import challenges
 #: challenge id -> (text in its solution, replacement that refuses every upstream).
 REFUSE: dict[str, tuple[str, str]] = {
     "nginx-verify-off": ("proxy_ssl_server_name on;", "proxy_ssl_server_name on; proxy_ssl_name nobody.example;"),
-    "haproxy-verify-none": ("sni str(backend-api.internal) verifyhost backend-api.internal", "sni str(nobody.example) verifyhost nobody.example"),
+    "haproxy-verify-none": ("sni str(backend-api.internal) verifyhost backend-api.internal",
+                            "sni str(nobody.example) verifyhost nobody.example"),
     "squid-dont-verify-peer": ("tls-default-ca=off", "tls-default-ca=off tls-domain=nobody.example"),
     "caddy-skip-verify": ("tls_trust_pool file /etc/caddy/pki/internal-root.pem",
                           "tls_trust_pool file /etc/caddy/pki/internal-root.pem\n\t\t\ttls_server_name nobody.example"),

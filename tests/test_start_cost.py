@@ -132,16 +132,15 @@ def test_squid_has_a_service_name_of_its_own() -> None:
     assert name(a).isalnum() and len(name(a)) <= 32
 
 
-def test_docker_worker_reaches_the_seat_before_it_starts_a_proxy(monkeypatch: pytest.MonkeyPatch,
-                                                                 tmp_path: Path) -> None:
-    """Squid probes its peer once as it starts; refused (the seat's container not listening yet),
-    the peer stays down, and the next requests get 502 ``found all 0 destinations`` until a
-    probe a second later (issue 27: a docker cell in error in small batches). The worker asks
-    the seat first, as a local lab starts its seat first."""
+def _fake_docker_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str],
+                        start_batch: int) -> tuple[list[str], list[list[str]]]:
+    """The docker worker's main on a job of *kinds*, with seat, proxies and cells faked: what it
+    started (the seat as "seat"), in order, and the proxies of each batch it ran cells for."""
     from harness.runtimes import _dockerworker as worker
     from harness.runtimes.contract import Job, dump_job
 
     order: list[str] = []
+    ran: list[list[str]] = []
 
     class Seat:
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -159,15 +158,48 @@ def test_docker_worker_reaches_the_seat_before_it_starts_a_proxy(monkeypatch: py
             self.started_at = 1.0
 
     for name, fake in (("SeatClient", Seat), ("Proxy", Proxy), ("wait_for_name", lambda *a: None),
-                       ("run_cells", lambda *a, **k: None), ("stop_all", lambda proxies: None),
-                       ("emit", lambda event: None)):
+                       ("run_cells", lambda seat, proxies, *a, **k: ran.append([p.key for p in proxies])),
+                       ("stop_all", lambda proxies: None), ("emit", lambda event: None)):
         monkeypatch.setattr(worker, name, fake)
-    specs = tuple(ProxySpec(key=f"squid/{i}", kind="squid", listen_port=20000 + i, run_dir="/r", log="/r/l",
-                            config="/r/c") for i in range(5))
+    specs = tuple(ProxySpec(key=f"{kind}/{i}", kind=kind, listen_port=20000 + i, run_dir="/r", log="/r/l",
+                            config="/r/c") for i, kind in enumerate(kinds))
     job = tmp_path / "job.json"
-    job.write_text(dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000, start_batch=2)))
+    job.write_text(dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000,
+                                start_batch=start_batch)))
     assert worker.main(["worker", str(job)]) == 0
-    assert order == ["seat", *(s.key for s in specs)]
+    return order, ran
+
+
+def test_docker_worker_reaches_the_seat_before_it_starts_a_proxy(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """Squid probes its peer once as it starts; refused (the seat's container not listening yet),
+    the peer stays down, and the next requests get 502 ``found all 0 destinations`` until a
+    probe a second later (issue 27: a docker cell in error in small batches). The worker asks
+    the seat first, as a local lab starts its seat first."""
+    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid"] * 5, start_batch=2)
+    assert order == ["seat", "squid/0", "squid/1", "squid/2", "squid/3", "squid/4"]
+    assert ran == [["squid/0", "squid/1"], ["squid/2", "squid/3"], ["squid/4"]]
+
+
+def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Traffic Server is ready on HostDB's first one-second tick whatever the load: it starts with
+    the first batch and its cells run after every other batch's, so that second overlaps them
+    (in each batch it had cost up to a second of waiting)."""
+    assert driver("trafficserver").ready_delay_s and not driver("squid").ready_delay_s
+    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid", "squid", "trafficserver", "squid", "squid"],
+                                     start_batch=2)
+    assert order == ["seat", "squid/0", "squid/1", "trafficserver/2", "squid/3", "squid/4"]
+    assert ran == [["squid/0", "squid/1"], ["squid/3", "squid/4"], ["trafficserver/2"]]
+
+
+def test_batches_put_the_early_keys_last() -> None:
+    from harness.runtimes.contract import batches
+
+    keys = [f"k{i}" for i in range(7)]
+    assert batches(keys, 3, early=frozenset({"k1", "k5"})) == [["k0", "k2", "k3"], ["k4", "k6"], ["k1", "k5"]]
+    assert batches(keys, 0, early=frozenset({"k6"})) == [keys[:6], ["k6"]]
+    assert batches(["k0"], 3, early=frozenset({"k0"})) == [[], ["k0"]]  # the first batch is empty
 
 
 @pytest.mark.docker
