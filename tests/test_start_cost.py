@@ -170,15 +170,16 @@ def _fake_docker_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: 
     return order, ran
 
 
-def test_docker_worker_reaches_the_seat_before_it_starts_a_proxy(monkeypatch: pytest.MonkeyPatch,
-                                                                 tmp_path: Path) -> None:
+def test_docker_worker_starts_squid_once_the_seat_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Squid probes its peer once as it starts; refused (the seat's container not listening yet),
     the peer stays down, and the next requests get 502 ``found all 0 destinations`` until a
-    probe a second later (issue 27: a docker cell in error in small batches). The worker asks
-    the seat first, as a local lab starts its seat first."""
-    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid"] * 5, start_batch=2)
-    assert order == ["seat", "squid/0", "squid/1", "squid/2", "squid/3", "squid/4"]
-    assert ran == [["squid/0", "squid/1"], ["squid/2", "squid/3"], ["squid/4"]]
+    probe a second later (issue 27: a docker cell in error in small batches). The worker starts
+    Squid once the seat answers (as in a local lab, where the seat starts first)."""
+    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid", "nginx", "squid", "nginx"], start_batch=3)
+    # nginx (no start-up probe) starts while the seat's container starts; Squid once it answers.
+    assert order == ["nginx/1", "seat", "squid/0", "squid/2", "nginx/3"]
+    assert ran == [["squid/0", "nginx/1", "squid/2"], ["nginx/3"]]
+    assert driver("squid").probes_at_start and not driver("nginx").probes_at_start
 
 
 def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
@@ -187,10 +188,10 @@ def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
     the first batch and its cells run after every other batch's, so that second overlaps them
     (in each batch it had cost up to a second of waiting)."""
     assert driver("trafficserver").ready_delay_s and not driver("squid").ready_delay_s
-    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid", "squid", "trafficserver", "squid", "squid"],
+    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["nginx", "nginx", "trafficserver", "nginx", "nginx"],
                                      start_batch=2)
-    assert order == ["seat", "squid/0", "squid/1", "trafficserver/2", "squid/3", "squid/4"]
-    assert ran == [["squid/0", "squid/1"], ["squid/3", "squid/4"], ["trafficserver/2"]]
+    assert order == ["nginx/0", "nginx/1", "trafficserver/2", "seat", "nginx/3", "nginx/4"]
+    assert ran == [["nginx/0", "nginx/1"], ["nginx/3", "nginx/4"], ["trafficserver/2"]]
 
 
 def test_batches_put_the_early_keys_last() -> None:

@@ -157,12 +157,18 @@ def main(argv: list[str]) -> int:
         # Proxies ready only after a timer (Traffic Server) are a last batch started now.
         early = early_keys(proxies)
         groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
-        # The seat answers before any proxy starts (as in a local lab): Squid probes its peer
-        # once as it starts, and a refused probe leaves the peer down until a probe a second
-        # after a request (that request, and the next, got 502 "found all 0 destinations").
+        # A proxy that probes its backend as it starts (Driver.probes_at_start: Squid) starts once
+        # the seat answers: a refused probe left Squid's peer down until a probe a second after a
+        # request (that request, and the next, got 502 "found all 0 destinations"). The others
+        # start meanwhile, as the seat's container starts.
+        first = [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]
+        for p in first:
+            if not p.driver.probes_at_start:
+                p.start()
         seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
-        for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
-            p.start()
+        for p in first:
+            if p.driver.probes_at_start:
+                p.start()
         ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
         for i, group in enumerate(groups):
             # The next batch starts while this one's cells run (its start overlaps them).
