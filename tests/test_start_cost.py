@@ -132,6 +132,77 @@ def test_squid_has_a_service_name_of_its_own() -> None:
     assert name(a).isalnum() and len(name(a)) <= 32
 
 
+def _fake_docker_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str],
+                        start_batch: int) -> tuple[list[str], list[list[str]]]:
+    """The docker worker's main on a job of *kinds*, with seat, proxies and cells faked: what it
+    started (the seat as "seat"), in order, and the proxies of each batch it ran cells for."""
+    from harness.runtimes import _dockerworker as worker
+    from harness.runtimes.contract import Job, dump_job
+
+    order: list[str] = []
+    ran: list[list[str]] = []
+
+    class Seat:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            order.append("seat")
+
+        def close(self) -> None:
+            pass
+
+    class Proxy:
+        def __init__(self, spec: ProxySpec) -> None:
+            self.key, self.driver, self.started_at, self.proc = spec.key, driver(spec.kind), 0.0, None
+
+        def start(self) -> None:
+            order.append(self.key)
+            self.started_at = 1.0
+
+    for name, fake in (("SeatClient", Seat), ("Proxy", Proxy), ("wait_for_name", lambda *a: None),
+                       ("run_cells", lambda seat, proxies, *a, **k: ran.append([p.key for p in proxies])),
+                       ("stop_all", lambda proxies: None), ("emit", lambda event: None)):
+        monkeypatch.setattr(worker, name, fake)
+    specs = tuple(ProxySpec(key=f"{kind}/{i}", kind=kind, listen_port=20000 + i, run_dir="/r", log="/r/l",
+                            config="/r/c") for i, kind in enumerate(kinds))
+    job = tmp_path / "job.json"
+    job.write_text(dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000,
+                                start_batch=start_batch)))
+    assert worker.main(["worker", str(job)]) == 0
+    return order, ran
+
+
+def test_docker_worker_starts_squid_once_the_seat_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Squid probes its peer once as it starts; refused (the seat's container not listening yet),
+    the peer stays down, and the next requests get 502 ``found all 0 destinations`` until a
+    probe a second later (issue 27: a docker cell in error in small batches). The worker starts
+    Squid once the seat answers (as in a local lab, where the seat starts first)."""
+    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid", "nginx", "squid", "nginx"], start_batch=3)
+    # nginx (no start-up probe) starts while the seat's container starts; Squid once it answers.
+    assert order == ["nginx/1", "seat", "squid/0", "squid/2", "nginx/3"]
+    assert ran == [["squid/0", "nginx/1", "squid/2"], ["nginx/3"]]
+    assert driver("squid").probes_at_start and not driver("nginx").probes_at_start
+
+
+def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Traffic Server is ready on HostDB's first one-second tick whatever the load: it starts with
+    the first batch and its cells run after every other batch's, so that second overlaps them
+    (in each batch it had cost up to a second of waiting)."""
+    assert driver("trafficserver").ready_delay_s and not driver("squid").ready_delay_s
+    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["nginx", "nginx", "trafficserver", "nginx", "nginx"],
+                                     start_batch=2)
+    assert order == ["nginx/0", "nginx/1", "trafficserver/2", "seat", "nginx/3", "nginx/4"]
+    assert ran == [["nginx/0", "nginx/1"], ["nginx/3", "nginx/4"], ["trafficserver/2"]]
+
+
+def test_batches_put_the_early_keys_last() -> None:
+    from harness.runtimes.contract import batches
+
+    keys = [f"k{i}" for i in range(7)]
+    assert batches(keys, 3, early=frozenset({"k1", "k5"})) == [["k0", "k2", "k3"], ["k4", "k6"], ["k1", "k5"]]
+    assert batches(keys, 0, early=frozenset({"k6"})) == [keys[:6], ["k6"]]
+    assert batches(["k0"], 3, early=frozenset({"k0"})) == [[], ["k0"]]  # the first batch is empty
+
+
 @pytest.mark.docker
 def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_runtime: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:

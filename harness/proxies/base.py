@@ -108,6 +108,14 @@ class Driver:
     image_package: str = ""
     #: Order of start within a lab (slow starters last, so the quick ones are ready first).
     start_order: int = 50
+    #: Seconds the proxy takes to be ready whatever the load: a timer of its own, not work
+    #: (Traffic Server's host file, read on HostDB's first one-second tick). Workers start such
+    #: proxies with the lab's first batch and run their cells last (:func:`harness.runtimes.
+    #: contract.batches`): the wait overlaps the other proxies' cells instead of adding to them.
+    ready_delay_s: float = 0.0
+    #: Whether the proxy connects to its backend as it starts (Squid probes each cache_peer): a
+    #: lab starts it only once the seat answers (:mod:`harness.runtimes._dockerworker`).
+    probes_at_start: bool = False
 
     # -- scenarios -----------------------------------------------------------------------
     #: The ``[directives]`` keys a scenario may set: the ones that decide backend trust, plus

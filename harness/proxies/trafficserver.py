@@ -50,6 +50,7 @@ class TrafficServerDriver(Driver):
     image_package = "trafficserver"
     # About 1 s to serve (HostDB reads /etc/hosts on its first one-second tick): start it last.
     start_order = 9
+    ready_delay_s = 1.0
     directives = tuple(RECORD_TYPES)
     policy_line = ""  # one remap rule, always the template's
     config_module = "harness.configs.trafficserver"

@@ -44,6 +44,7 @@ from harness.runtimes.contract import (
     ProxyEvent,
     ProxySpec,
     batches,
+    early_keys,
     load_job,
 )
 from harness.runtimes.limits import Watch
@@ -153,15 +154,27 @@ def main(argv: list[str]) -> int:
         # network alias is registered (the host starts this container and the seat's at once).
         wait_for_name(BACKEND_NAME, deadline)
         by_key = {p.key: p for p in proxies}
-        groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch)]
-        for p in groups[0]:
-            p.start()
+        # Proxies ready only after a timer (Traffic Server) are a last batch started now.
+        early = early_keys(proxies)
+        groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
+        # A proxy that probes its backend as it starts (Driver.probes_at_start: Squid) starts once
+        # the seat answers: a refused probe left Squid's peer down until a probe a second after a
+        # request (that request, and the next, got 502 "found all 0 destinations"). The others
+        # start meanwhile, as the seat's container starts.
+        first = [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]
+        for p in first:
+            if not p.driver.probes_at_start:
+                p.start()
         seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
+        for p in first:
+            if p.driver.probes_at_start:
+                p.start()
         ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
         for i, group in enumerate(groups):
             # The next batch starts while this one's cells run (its start overlaps them).
             for p in groups[i + 1] if i + 1 < len(groups) else []:
-                p.start()
+                if not p.started_at:  # the early batch is running already
+                    p.start()
             mine = {p.key for p in group}
             run_cells(seat, group, tuple(c for c in job.cells if c.key in mine), job.start_timeout, ends=ends,
                       job_deadline=job.deadline_s)

@@ -52,6 +52,7 @@ from harness.runtimes.contract import (
     ProxySpec,
     batches,
     dump_event,
+    early_keys,
     load_job,
 )
 from harness.runtimes.limits import RUN_DIR_BYTES, RUN_DIR_FILES, Watch
@@ -602,8 +603,11 @@ def main() -> int:
             by_key = {p.key: p for p in proxies}
             # Started in batches (Job.start_batch; 0: all at once): the next batch starts while
             # this one's cells run, and each batch stops after its cells.
-            groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch)]
-            for p in groups[0]:
+            # Proxies ready only after a timer (Traffic Server) are a last batch started now.
+            early = early_keys(proxies)
+            groups = [[by_key[k] for k in keys]
+                      for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
+            for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
                 p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
             ready: dict[str, ProxyEvent] = {}
 
@@ -619,7 +623,8 @@ def main() -> int:
             for i, group in enumerate(groups):
                 if i + 1 < len(groups) and not past(ends):
                     for p in groups[i + 1]:
-                        p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
+                        if p.proc is None:  # the early batch is running already
+                            p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
                 mine = {p.key for p in group}
                 for seq, cell in enumerate(job.cells):
                     if cell.key not in mine:

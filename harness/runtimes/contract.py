@@ -338,11 +338,23 @@ def _build(cls: type[_T], raw: dict[str, Any], **converted: Any) -> _T:
     return cls(**{**raw, **converted})
 
 
-def batches(keys: list[str], size: int) -> list[list[str]]:
+def batches(keys: list[str], size: int, *, early: frozenset[str] = frozenset()) -> list[list[str]]:
     """*keys* (a job's proxies, in order) in batches of *size* (0: one batch of all); always at
-    least one batch (an empty one for no keys)."""
-    size = size or len(keys) or 1
-    return [keys[i : i + size] for i in range(0, len(keys), size)] or [[]]
+    least one batch (an empty one for no keys).
+
+    The keys in *early* (proxies ready only after a timer of their own, ``Driver.ready_delay_s``)
+    are left out of those and make one last batch, which the workers start with the first
+    (:func:`start_with_first`): their wait runs while every other batch's cells do."""
+    rest = [k for k in keys if k not in early]
+    size = size or len(rest) or 1
+    out = [rest[i : i + size] for i in range(0, len(rest), size)] or [[]]
+    late = [k for k in keys if k in early]
+    return out + [late] if late else out
+
+
+def early_keys(proxies: list[Any]) -> frozenset[str]:
+    """The keys of *proxies* (each with ``key`` and ``driver``) that :func:`batches` starts early."""
+    return frozenset(p.key for p in proxies if p.driver.ready_delay_s)
 
 
 _I = TypeVar("_I")

@@ -674,11 +674,83 @@ class DockerRuntime:
         *extra* maps a scenario id to optional identities it runs besides *identities*;
         *installations* a scenario id to the installation that runs it (else the default).
 
-        *shards* is accepted for interface parity and ignored: a lab has one seat, and the
-        seat attributes connections to a cell by order, so cells run one at a time.
+        *shards* labs run side by side (default: one per core, as the local runtime's workers),
+        each its own network, seat and worker: a lab has one seat, which attributes connections
+        to a cell by order, so a lab runs its cells one at a time.
         """
+        extra = extra or {}
+        per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
+        n = max(1, min(shards or os.cpu_count() or 1, len(scenarios)))
+        if n == 1:
+            self.timings = {}
+            yield from self._run_lab(scenarios, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy,
+                                     installations=installations, timings=self.timings)
+            return
+        # Kinds spread evenly, as the local runtime's shards; each lab in its own directory.
+        ordered = sorted(scenarios, key=lambda sc: (sc.proxy.value, sc.id))
+        groups = [ordered[i::n] for i in range(n)]
+        yield from self._run_labs(groups, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy,
+                                  installations=installations)
+
+    def _run_labs(
+        self, groups: list[list[Scenario]], *, lab_dir: Path, pki: LabPKI, per: dict[str, tuple[str, ...]],
+        seed: int | None, on_proxy: Callable[[ProxyEvent], None] | None,
+        installations: dict[str, Installation] | None,
+    ) -> Iterator[CellEvent]:
+        """One lab per group, each followed by a thread; their events come out here, in this
+        thread (*on_proxy* is called here too). Ctrl-C or an error removes every lab at once."""
+        import queue
+
+        events: queue.Queue[tuple[int, Any]] = queue.Queue()
+        timings: list[dict[str, float]] = [{} for _ in groups]
+
+        def follow(i: int, group: list[Scenario]) -> None:
+            try:
+                sub = lab_dir / f"{lab_dir.name}-{i}"
+                sub.mkdir(exist_ok=True)
+                for cell in self._run_lab(group, lab_dir=sub, pki=pki, per=per, seed=seed,
+                                          on_proxy=lambda e: events.put((i, e)), installations=installations,
+                                          timings=timings[i]):
+                    events.put((i, cell))
+                events.put((i, None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                events.put((i, exc))
+
+        self.timings = {}
+        threads = [threading.Thread(target=follow, args=(i, g), daemon=True) for i, g in enumerate(groups)]
+        for th in threads:
+            th.start()
+        running = len(threads)
+        try:
+            while running:
+                _, item = events.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                elif isinstance(item, ProxyEvent):
+                    if on_proxy:
+                        on_proxy(item)
+                else:
+                    yield item
+        finally:
+            if running:
+                self.stop()  # the other labs end now, not after their cells
+                self._stopping = False
+            for th in threads:
+                th.join(timeout=60)
+            started = self.timings.get("proxy_start_max_s")  # _follow's, from every lab
+            self.timings = {k: max(t.get(k, 0.0) for t in timings) for t0 in timings for k in t0}
+            if started is not None:
+                self.timings["proxy_start_max_s"] = started
+
+    def _run_lab(
+        self, scenarios: list[Scenario], *, lab_dir: Path, pki: LabPKI, per: dict[str, tuple[str, ...]],
+        seed: int | None, on_proxy: Callable[[ProxyEvent], None] | None,
+        installations: dict[str, Installation] | None, timings: dict[str, float],
+    ) -> Iterator[CellEvent]:
+        """One lab (network, seat, worker) running *scenarios*' cells."""
         t = time.perf_counter()
-        timings = self.timings = {}
         c = self.client
         lab_id = _lab_id(lab_dir)
         # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
@@ -686,8 +758,6 @@ class DockerRuntime:
         image = self.image_for(p.inst for p in plans)
         with Lab(c, lab_id, hardened=self.sandbox, image=image, labels=self.labels) as lab, self._running(lab):
             timings["network_s"] = time.perf_counter() - t
-            extra = extra or {}
-            per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
             self.backend_ip = lab.seat_ip  # where the seat answers (Results.meta["backend_ip"])
             if pki.backend_ip != lab.seat_ip and pki.remint is not None:
                 pki = pki.remint(lab.seat_ip)  # harness.conformance: its own cases, for this address
