@@ -53,7 +53,7 @@ def test_a_test_that_starts_a_lab_without_its_marker_fails(suite: pytest.Pyteste
     result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines([
         "*ERROR at teardown of test_unmarked_starts_a_lab*",
-        "*test_unmarked_starts_a_lab started a runtime (integration) without its marker*",
+        "*test_unmarked_starts_a_lab started a runtime (integration) without a runtime marker*",
     ])
 
 
