@@ -100,6 +100,7 @@ _FIXTURE_MARKERS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker names each test's group from its markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
@@ -152,6 +153,18 @@ def _share_wide_fixtures(items: list[pytest.Item]) -> None:
         # test's own (set on the function: a module's pytestmark group would stay beside it).
         item.own_markers[:] = [m for m in item.own_markers if m.name != "xdist_group"]
         item.add_marker(pytest.mark.xdist_group(group))
+        if getattr(item.config, "workerinput", None) is not None and item.config.getvalue("loadgroup"):
+            _name_group(item, group)
+
+
+def _name_group(item: pytest.Item, group: str) -> None:
+    """What xdist's worker does for loadgroup (``nodeid@group``, read back by its scheduler), here:
+    pytest 9.2 keeps a node's id in ``_id`` (a NodeId), and xdist 3.8 still sets ``_nodeid``, which
+    nothing reads any more, so every test was scheduled on its own (one worker per classroom test)."""
+    from _pytest.nodeid import NodeId
+
+    if isinstance(getattr(item, "_id", None), NodeId) and not item.nodeid.endswith(f"@{group}"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")  # type: ignore[attr-defined]
 
 
 # And a test that starts one without a fixture is caught where it starts: the entry points every
