@@ -62,3 +62,44 @@ def test_the_fast_tier_leaves_out_a_test_that_asks_for_a_runtime_fixture(suite: 
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q", "-m", "not integration")
     result.stdout.fnmatch_lines(["*test_unmarked_starts_a_lab*", "*test_pure*", "*2/4 tests collected (2 deselected)*"])
     assert "test_asks_for_the_local_runtime" not in result.stdout.str()
+
+
+SERIAL = '''
+import json, os, time
+import pytest
+
+
+def _span(name):
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    with open(os.environ["TIERS_LOG"], "a") as f:
+        f.write(json.dumps([name, t0, time.monotonic()]) + "\\n")
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_other(i):
+    _span(f"other{i}")
+
+
+@pytest.mark.serial
+def test_alone():
+    _span("alone")
+'''
+
+
+def test_a_serial_test_runs_with_no_other_beside_it(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under xdist the others run side by side, and the `serial` one in a gap they leave."""
+    import json
+
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    integration\n    docker\n    notebooks\n    browser\n    serial\n")
+    pytester.makepyfile(test_serial=SERIAL)
+    log = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("TIERS_LOG", str(log))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "3").assert_outcomes(passed=9)
+    spans = {name: (t0, t1) for name, t0, t1 in map(json.loads, log.read_text().splitlines())}
+    (a0, a1) = spans.pop("alone")
+    assert [n for n, (t0, t1) in spans.items() if t0 < a1 and a0 < t1] == []
+    assert any(t0 < u1 and u0 < t1 for n, (t0, t1) in spans.items() for m, (u0, u1) in spans.items() if n < m)
