@@ -150,7 +150,7 @@ def _share_wide_fixtures(items: list[pytest.Item]) -> None:
         root = find(wide[0])
         group = "+".join(sorted({n.split(":", 1)[1] for n in parent if find(n) == root}))
         # xdist joins every xdist_group name a test carries: the component's name replaces the
-        # test's own (set on the function: a module's pytestmark group would stay beside it).
+        # test's own (a module's pytestmark group stays beside it; _name_group names it alone).
         item.own_markers[:] = [m for m in item.own_markers if m.name != "xdist_group"]
         item.add_marker(pytest.mark.xdist_group(group))
         if getattr(item.config, "workerinput", None) is not None and item.config.getvalue("loadgroup"):
