@@ -71,6 +71,7 @@ def test_pki_mint_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) 
 
 
 @pytest.mark.integration
+@pytest.mark.serial  # beside 3 busy workers one line came out 85 wide (a cell in error, it seems)
 def test_run_prints_evidence_per_identity(local_runtime: str, tmp_path: Path) -> None:
     proc = trustlab("run", "nginx/verify-off", "--runtime", "local", "--json", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
