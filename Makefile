@@ -5,16 +5,26 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 OUT ?= results
 
-.PHONY: lab test setup system venv lock canary figures bench bench-docs reliability notebooks lint clean
+.PHONY: lab test test-fast setup system venv lock canary figures bench bench-docs reliability notebooks lint clean
 
 lab: setup
 	$(VENV)/bin/trustlab matrix --out $(OUT)
 
 # The whole suite: the results page's browser test too, so the set-up installs Chromium here (and
 # the test fails rather than skips without it); `make lab` never needs a browser.
+# In parallel (pytest-xdist): most of a test's time is spent waiting on proxies and containers, so
+# 4 workers beat 2 on 2 cores. Tests that share a session or module fixture share a worker (their
+# xdist group, tests/conftest.py), and a test marked `serial` runs with no other test beside it.
+XDIST ?= -n 4 --dist loadgroup
 test: export TRUSTLAB_REQUIRE_BROWSER = 1
 test: setup
-	$(PY) -m pytest --durations=20
+	$(PY) -m pytest $(XDIST) --durations=20
+
+# What needs no proxy, docker daemon, notebook kernel or browser (each such test carries its
+# marker: tests/conftest.py fails one that starts a runtime without it). No set-up beyond the venv.
+FAST := not slow and not integration and not docker and not notebooks and not browser
+test-fast: venv
+	$(PY) -m pytest $(XDIST) -m "$(FAST)" --durations=10
 
 setup: system venv
 

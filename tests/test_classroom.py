@@ -21,7 +21,9 @@ import pytest
 from harness import classroom, images
 from harness.runtimes import docker as dockerrt
 
-pytestmark = pytest.mark.docker
+# One xdist worker for test_hub and test_classroom: both fixtures build (or find up to date) the
+# classroom image, and two builds at once on one daemon fail (the hub's fixture did, in parallel).
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("classroom")]
 
 
 @pytest.fixture(scope="module")

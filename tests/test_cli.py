@@ -72,7 +72,9 @@ def test_pki_mint_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) 
 
 @pytest.mark.integration
 def test_run_prints_evidence_per_identity(local_runtime: str, tmp_path: Path) -> None:
-    proc = trustlab("run", "nginx/verify-off", "--runtime", "local", "--json", str(tmp_path / "r.json"))
+    # --json relative to cwd: the last line is "wrote <path>", and under xdist the temporary
+    # directory is longer (.../popen-gw0/...): it made that line 85 wide, not the table.
+    proc = trustlab("run", "nginx/verify-off", "--runtime", "local", "--json", "r.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     # Issue 19: one line per cell (SPOOFED shouts), its evidence folded under it, 80 columns.
     rogue = next(line for line in proc.stdout.splitlines() if line.split()[:1] == ["rogue-ca"])

@@ -25,6 +25,9 @@ from harness.runtimes import docker as dockerrt
 from harness.vocab import Outcome
 
 pytestmark = pytest.mark.docker
+# Image builds, saves and loads run one after another on one xdist worker: each is CPU- and
+# disk-heavy, and they share the daemon's build cache and this worker's scratch repository.
+IMAGES = pytest.mark.xdist_group("images")
 
 
 @pytest.fixture(scope="session")
@@ -179,6 +182,7 @@ def test_a_docker_lab_and_a_local_lab_at_once_agree(docker_runtime: str, local_r
     assert results["docker"].mismatches == results["local"].mismatches == []
 
 
+@IMAGES
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_image_build_leaves_nothing(docker_runtime: str, sig: int) -> None:
     import re
@@ -351,6 +355,7 @@ def test_down_keeps_labs_whose_owner_lives(docker_runtime: str) -> None:
 
 
 # -- images ----------------------------------------------------------------------------------
+@IMAGES
 def test_rebuild_with_nothing_changed_is_a_no_op(scratch_repo: str) -> None:
     # Into a throwaway repository: `current` on a shared daemon may have been built from another
     # checkout's lab layer, and this test must never build over it.
@@ -377,6 +382,7 @@ def scratch_repo(docker_runtime: str) -> Any:
                 c.images.remove(tag)
 
 
+@IMAGES
 @pytest.mark.parametrize("name", ["lab.tar", "lab.tar.gz"])
 def test_save_load_round_trip(scratch_repo: str, tmp_path: Path, name: str) -> None:
     c = images.client()
@@ -396,6 +402,7 @@ def test_save_load_round_trip(scratch_repo: str, tmp_path: Path, name: str) -> N
     assert c.images.get(images.LAB_IMAGE).id == current.id  # the shared alias never moved
 
 
+@IMAGES
 def test_build_refuses_to_replace_a_loaded_image(
     scratch_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,6 +470,7 @@ def test_upstream_versions() -> None:
     )
 
 
+@IMAGES
 def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
     env = {**os.environ, "TRUSTLAB_IMAGE": f"{scratch_repo}:current"}  # never over the shared `current`
     for skipped in (None, True):
@@ -477,6 +485,7 @@ def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
 
 
 # -- the Dockerfile path (Docker Desktop users), built in CI -----------------------------------
+@IMAGES
 def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
     scratch_repo: str,
     docker_matrix: runner.Results,
@@ -524,6 +533,7 @@ def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
             c.images.remove(base)
 
 
+@IMAGES
 def test_a_hand_built_image_without_labels_still_reports_versions(scratch_repo: str) -> None:
     """`docker build -t trustlab/lab:current labs/docker` carries no trustlab labels: doctor and
     `images status` read the versions inside the image instead of showing nothing."""

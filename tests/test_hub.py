@@ -27,7 +27,9 @@ import pytest
 
 from harness import classroom, hub, images
 
-pytestmark = pytest.mark.docker
+# One xdist worker for test_hub and test_classroom: both fixtures build (or find up to date) the
+# classroom image, and two builds at once on one daemon fail (the hub's fixture did, in parallel).
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("classroom")]
 
 CHALLENGE = "nginx-ca-without-verify"
 ROOT = Path(__file__).resolve().parents[1]

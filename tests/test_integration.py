@@ -78,6 +78,7 @@ def _trustlab(*args: str, **kw: object) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
 
 
+@pytest.mark.serial  # two full matrices at once: load enough; beside other tests cells may time out
 def test_two_labs_at_once_agree(local_runtime: str, tmp_path: Path) -> None:
     procs = [
         _trustlab("matrix", "--runtime", "local", "--no-plot", "--out", str(tmp_path / f"m{i}"))

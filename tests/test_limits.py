@@ -31,6 +31,9 @@ from tests._signals import assert_no_trustlab_traceback
 from tests.conftest import REQUIRE_PROXIES
 from tests.test_sandbox import _bounded_run, _planting
 
+# Each test fills a lab to its memory or process limit, or times a stop: alone under xdist.
+pytestmark = pytest.mark.serial
+
 #: <linux/capability.h>
 CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7,
         "setpcap": 8, "net_bind_service": 10, "net_admin": 12, "sys_chroot": 18, "sys_admin": 21}

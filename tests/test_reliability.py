@@ -279,7 +279,9 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("case", sorted(ISSUE9_CASES))
+@pytest.mark.parametrize("case", [  # a case that needs a lab runs the proxy: the integration tier
+    pytest.param(c, marks=pytest.mark.integration) if ISSUE9_CASES[c][2] else c for c in sorted(ISSUE9_CASES)
+])
 def test_issue9_bad_inputs(case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     setup, needle, needs_lab = ISSUE9_CASES[case]
     if needs_lab:
@@ -366,6 +368,7 @@ def test_a_non_ascii_scenario_file_name_runs(local_runtime: str, tmp_path: Path)
 
 # -- the lab's own names, and IPv6, with real nginx ------------------------------------------------
 @pytest.mark.bad_input
+@pytest.mark.serial  # timed: < 8 s
 @pytest.mark.parametrize("upstream", ["backend-api.internal:8443", "other-svc.internal:8443"])
 def test_a_correct_config_using_the_labs_own_names_passes(local_runtime: str, tmp_path: Path, upstream: str) -> None:
     """The lab's hosts file listed backend-api.internal twice (nginx round-robined: legit became
@@ -494,6 +497,7 @@ def _workers_running(labs: Path) -> bool:
 
 
 @pytest.mark.integration
+@pytest.mark.serial  # timed: stops in < 5 s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_check_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Path, sig: int) -> None:
     """80 upstreams take ~40 s to check; Ctrl-C used to wait for all of them (38-40 s)."""
@@ -516,6 +520,7 @@ def test_check_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Path
 
 
 @pytest.mark.integration
+@pytest.mark.serial  # timed: stops in < 5 s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_matrix_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Path, sig: int) -> None:
     """unshare --fork ignores SIGTERM: stopping a matrix waited 5 s per worker (10-11 s)."""

@@ -19,7 +19,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -83,11 +85,14 @@ def _listen(sock: socket.socket, hits: list[bytes]) -> None:
 
 
 @pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
+def host(monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
     if os.geteuid() != 0:
         pytest.skip("the payload corpus shows what a payload does as root; run as root")
-    d = tmp_path / "host"
-    d.mkdir(mode=0o755)
+    # Short, under /tmp: HAProxy's stats socket path (plus its ".PID.tmp" while it binds) must fit
+    # a unix socket's 108 bytes, and under xdist tmp_path is longer (.../popen-gw0/...): there the
+    # unconfined control never wrote its socket.
+    d = Path(tempfile.mkdtemp(prefix="tl-host-", dir="/tmp"))
+    d.chmod(0o755)
     secret = f"trustlab-secret-{secrets.token_hex(8)}"
     secret_file = d / "secret"
     secret_file.write_text(secret + "\n")
@@ -119,6 +124,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Host]:
     finally:
         unix.close()
         tcp.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _sc(proxy: str, case: str, config: str, config_http: str = "") -> Scenario:

@@ -492,7 +492,8 @@ backend be
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("where", ["local", "docker"])
+@pytest.mark.serial  # timed: stops at its deadline, < 12 s
+@pytest.mark.parametrize("where", ["local", pytest.param("docker", marks=pytest.mark.docker)])
 def test_a_config_that_slows_every_request_stops_at_the_deadline(
     where: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
