@@ -82,6 +82,7 @@ reliability: setup
 
 lint: venv
 	$(VENV)/bin/ruff check harness tests benchmarks
+	$(VENV)/bin/ruff format --check harness tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:

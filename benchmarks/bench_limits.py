@@ -57,8 +57,13 @@ def instrument() -> None:
             assert mem is not None
             peak = _read(mem / "memory.max_usage_in_bytes") or _read(mem / "memory.peak")
             pids_dir = self.dirs.get("pids") or self.dirs[""]
-            peaks.append({"memory": peak, "pids": max(self.max_pids, _read(pids_dir / "pids.peak")),  # type: ignore[attr-defined]
-                          "limits": self.limits})
+            peaks.append(
+                {
+                    "memory": peak,
+                    "pids": max(self.max_pids, _read(pids_dir / "pids.peak")),  # type: ignore[attr-defined]
+                    "limits": self.limits,
+                }
+            )
         close(self)
 
     limits.LabCgroup.create = classmethod(created)  # type: ignore[method-assign, assignment]
@@ -94,15 +99,19 @@ def main() -> None:
     print(f"full matrix ({cells} cells, {len(scs)} scenarios), local runtime, {args.repeat} runs each:")
     for on in (True, False):
         ts = times[on]
-        print(f"  {'limits' if on else 'no limits':<10} median {statistics.median(ts):6.2f} s  "
-              f"(min {min(ts):.2f}, max {max(ts):.2f})")
+        print(
+            f"  {'limits' if on else 'no limits':<10} median {statistics.median(ts):6.2f} s  "
+            f"(min {min(ts):.2f}, max {max(ts):.2f})"
+        )
     same = all(o == outcomes[True][0] for o in outcomes[True] + outcomes[False])
     print(f"  every cell the same in every run, with and without: {same}")
     mib = 1 << 20
     for p in peaks:
         lim = p["limits"]
-        print(f"  worker: peak memory {p['memory'] / mib:6.1f} MiB of {lim.memory / mib:.0f} MiB;"
-              f" processes {p['pids']:4d} of {lim.pids}")
+        print(
+            f"  worker: peak memory {p['memory'] / mib:6.1f} MiB of {lim.memory / mib:.0f} MiB;"
+            f" processes {p['pids']:4d} of {lim.pids}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def main() -> int:
 
     chosen = scenarios.select()
     cells = sum(len(s.identities) for s in chosen)
-    print(f"trustlab local benchmark: {len(chosen)} scenarios x {len(IDENTITY_IDS)} identities = {cells} cells,"
-          f" {os.cpu_count()} cores")
+    print(
+        f"trustlab local benchmark: {len(chosen)} scenarios x {len(IDENTITY_IDS)} identities = {cells} cells,"
+        f" {os.cpu_count()} cores"
+    )
 
     starts: dict[str, list[float]] = defaultdict(list)
     kind_of = {s.id: s.proxy.value for s in chosen}
@@ -48,18 +50,27 @@ def main() -> int:
         walls.append(time.perf_counter() - t0)
         assert not res.mismatches, "benchmark run differs from expectations"
     best, median = min(walls), statistics.median(walls)
-    print(f"full matrix wall time: best {best:.2f} s, median {median:.2f} s over {args.repeat} runs "
-          f"(target < 2 s); {cells / median:.0f} cells/s")
+    print(
+        f"full matrix wall time: best {best:.2f} s, median {median:.2f} s over {args.repeat} runs "
+        f"(target < 2 s); {cells / median:.0f} cells/s"
+    )
     for kind in sorted(starts):
         xs = sorted(starts[kind])
-        print(f"  {kind:<8} start-to-listening in the matrix: median {statistics.median(xs) * 1000:.1f} ms "
-              f"(min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)}; all started at once)")
+        print(
+            f"  {kind:<8} start-to-listening in the matrix: median {statistics.median(xs) * 1000:.1f} ms "
+            f"(min {xs[0] * 1000:.1f}, max {xs[-1] * 1000:.1f}, n={len(xs)}; all started at once)"
+        )
     alone: dict[str, list[float]] = defaultdict(list)
     for kind in [k.value for k in kinds() if f"{k.value}/good" in scenarios.builtin()]:
         good = scenarios.select([f"{kind}/good"])
         for _ in range(10):
-            runner.run(good, runtime="local", identities=("legit",), shards=1,
-                       on_proxy=lambda e, k=kind: alone[k].append(float(e.start_s or 0)))  # type: ignore[misc]
+            runner.run(
+                good,
+                runtime="local",
+                identities=("legit",),
+                shards=1,
+                on_proxy=lambda e, k=kind: alone[k].append(float(e.start_s or 0)),
+            )  # type: ignore[misc]
         print(f"  {kind:<8} start-to-ready alone: median {statistics.median(alone[kind]) * 1000:.1f} ms (n=10)")
 
     pairs = [(sc, ident) for sc in chosen for ident in IDENTITY_IDS]
@@ -74,8 +85,10 @@ def main() -> int:
     per_cell = naive / len(pairs)
     naive_full = per_cell * cells
     how = "measured" if len(pairs) == cells else f"extrapolated from {len(pairs)} cells"
-    print(f"naive (a fresh lab and proxy per cell): {per_cell * 1000:.0f} ms/cell -> {naive_full:.1f} s for "
-          f"the full matrix ({how})")
+    print(
+        f"naive (a fresh lab and proxy per cell): {per_cell * 1000:.0f} ms/cell -> {naive_full:.1f} s for "
+        f"the full matrix ({how})"
+    )
     print(f"ratio naive / trustlab: {naive_full / median:.1f}x")
     return 0
 

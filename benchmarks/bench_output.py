@@ -65,8 +65,19 @@ def main() -> int:
     print(f"trustlab output benchmark: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     if data_file is None:
         data_file = args.keep or tmp / "matrix.json"
-        cmd = [sys.executable, "-m", "harness", "matrix", "--runtime", args.runtime, "--json", str(data_file),
-               "--out", str(tmp / "out"), "--no-plot"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness",
+            "matrix",
+            "--runtime",
+            args.runtime,
+            "--json",
+            str(data_file),
+            "--out",
+            str(tmp / "out"),
+            "--no-plot",
+        ]
         # --out is only where the CSV and Markdown go; --no-plot keeps it from drawing, as --json alone does.
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -77,8 +88,10 @@ def main() -> int:
         meta = json.loads(data_file.read_text())["meta"]
         cells_s = meta["duration_s"]
         n = len(json.loads(data_file.read_text())["cells"])
-        print(f"matrix --json: {n} cells in {cells_s:.2f} s (the cells' own time); whole process {whole:.2f} s "
-              f"= {whole / cells_s:.2f}x the cells (target <= 1.25x); outside the cells {whole - cells_s:.2f} s")
+        print(
+            f"matrix --json: {n} cells in {cells_s:.2f} s (the cells' own time); whole process {whole:.2f} s "
+            f"= {whole / cells_s:.2f}x the cells (target <= 1.25x); outside the cells {whole - cells_s:.2f} s"
+        )
     else:
         meta = json.loads(data_file.read_text())["meta"]
         cells_s = meta["duration_s"]
@@ -88,8 +101,10 @@ def main() -> int:
         got = child(DRAW, str(data_file), painter, str(png))
         from_cold = got["load"] + got["draw"]
         target = " (target < 10%: the default picture)" if name == "summary" else " (only with --poster)"
-        print(f"{name} picture: draw {got['draw']:.2f} s, with imports and loading {from_cold:.2f} s = "
-              f"{100 * from_cold / cells_s:.0f}% of the cells' time{target}; {_size(png)}")
+        print(
+            f"{name} picture: draw {got['draw']:.2f} s, with imports and loading {from_cold:.2f} s = "
+            f"{100 * from_cold / cells_s:.0f}% of the cells' time{target}; {_size(png)}"
+        )
     grid = child(GRID, str(data_file))
     print(f"80-column grid: rendered in {grid['grid']:.2f} s, {grid['lines']:.0f} lines, widest {grid['widest']:.0f}")
     return 0

@@ -129,6 +129,7 @@ def timed_runtime(name: str, acc: dict[str, float], marks: dict[str, float], pla
         rt = runner.get_runtime(name)
     prepare = getattr(rt, "prepare", None)
     if prepare is not None and name == "local":
+
         def timed_prepare(*a: Any, **kw: Any) -> Any:
             t0 = time.perf_counter()
             try:
@@ -152,8 +153,14 @@ def timed_runtime(name: str, acc: dict[str, float], marks: dict[str, float], pla
     return rt
 
 
-def measure(label: str, chosen: list[scenarios.Scenario], runtime: str, seed: int = 0,
-            on_proxy: Callable[[ProxyEvent], None] | None = None, plain: bool = False) -> RunPhases:
+def measure(
+    label: str,
+    chosen: list[scenarios.Scenario],
+    runtime: str,
+    seed: int = 0,
+    on_proxy: Callable[[ProxyEvent], None] | None = None,
+    plain: bool = False,
+) -> RunPhases:
     """One matrix of *chosen* on *runtime*, split into phases (see the module docstring)."""
     acc: dict[str, float] = {}
     marks: dict[str, float] = {}
@@ -187,10 +194,16 @@ def measure(label: str, chosen: list[scenarios.Scenario], runtime: str, seed: in
     acc["teardown"] = max(0.0, ended - last)
     shards = max(1, min(os.cpu_count() or 1, len(chosen))) if runtime == "local" else 1
     return RunPhases(
-        label=label, cells=len(res.cells), shards=shards, wall=wall, cpu=cpu, phases=acc,
+        label=label,
+        cells=len(res.cells),
+        shards=shards,
+        wall=wall,
+        cpu=cpu,
+        phases=acc,
         request=sum(c.duration_s for c in res.cells),
         outcomes_key=tuple((c.scenario, c.identity, c.outcome.value) for c in res.cells),
-        errors=sum(c.outcome.value == "error" for c in res.cells), mismatches=len(res.mismatches),
+        errors=sum(c.outcome.value == "error" for c in res.cells),
+        mismatches=len(res.mismatches),
     )
 
 
@@ -207,8 +220,9 @@ def alone(kind: str, runtime: str, repeat: int, plain: bool = False) -> Start | 
 
         rt = LocalRuntime(plain_start=True)
     for _ in range(repeat):
-        runner.run(good, runtime=rt, identities=("legit",), shards=1,
-                   on_proxy=lambda e: seen.append(e) if e.started else None)
+        runner.run(
+            good, runtime=rt, identities=("legit",), shards=1, on_proxy=lambda e: seen.append(e) if e.started else None
+        )
     if not seen:
         return None
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
@@ -244,8 +258,10 @@ def before_after(present: list[str], n: int) -> str:
                 lean.append(q.listen + q.ready)
         if lean:
             pm, lm = statistics.median(plain), statistics.median(lean)
-            lines.append(f"{kind} alone, exec to ready: plain start {pm * 1000:.0f} ms, the lab's {lm * 1000:.0f} ms "
-                         f"({lm / pm:.2f}x)")
+            lines.append(
+                f"{kind} alone, exec to ready: plain start {pm * 1000:.0f} ms, the lab's {lm * 1000:.0f} ms "
+                f"({lm / pm:.2f}x)"
+            )
     every = scenarios.select()
     pairs = []
     for i in range(n):
@@ -303,8 +319,8 @@ def docker_vs_local(n: int, hog: int) -> str:
         f"running, load average {min(loads):.1f}-{max(loads):.1f}): local {lw:.2f} ms per cell, docker "
         f"{dw:.2f} ms ({dw / lw:.2f}x); error cells local {[a.errors for a, _ in pairs]}, docker "
         f"{[b.errors for _, b in pairs]}; outcomes {'the same' if same else 'DIFFERENT'} on both runtimes; "
-        f"docker phases (ms, median run): " + ", ".join(
-            f"{k} {med([b.phases.get(k, 0.0) for _, b in pairs]) * 1000:.0f}" for k in PHASES)
+        f"docker phases (ms, median run): "
+        + ", ".join(f"{k} {med([b.phases.get(k, 0.0) for _, b in pairs]) * 1000:.0f}" for k in PHASES)
     )
 
 
@@ -317,18 +333,40 @@ def rows(runs: list[RunPhases], starts: dict[str, Start]) -> tuple[list[str], li
     """The table's header and rows: one row per run (a kind, then ``all``), then the default
     matrix's phase shares. Milliseconds unless said; ``x all`` is a kind's ms/cell over the
     default matrix's, in the same run."""
-    header = ["run", "cells", "ms/cell", "x all", "CPU ms/cell", "pki", "render", "lab up", "cells ms",
-              "request/shard", "teardown", "report", "spawn", "listen", "ready"]
+    header = [
+        "run",
+        "cells",
+        "ms/cell",
+        "x all",
+        "CPU ms/cell",
+        "pki",
+        "render",
+        "lab up",
+        "cells ms",
+        "request/shard",
+        "teardown",
+        "report",
+        "spawn",
+        "listen",
+        "ready",
+    ]
     full = next((r for r in runs if r.label == "all"), runs[-1])
     body = []
     for r in runs:
         st = starts.get(r.label)
-        body.append([
-            r.label, str(r.cells), f"{r.ms_per_cell:.2f}", f"{r.ms_per_cell / full.ms_per_cell:.2f}",
-            f"{r.cpu_ms_per_cell:.2f}", *(_ms(r.phases.get(p, 0.0)) for p in ("pki", "render", "lab up", "cells")),
-            _ms(r.request / r.shards), *(_ms(r.phases.get(p, 0.0)) for p in ("teardown", "report")),
-            *((_ms(st.spawn), _ms(st.listen), _ms(st.ready)) if st else ("", "", "")),
-        ])
+        body.append(
+            [
+                r.label,
+                str(r.cells),
+                f"{r.ms_per_cell:.2f}",
+                f"{r.ms_per_cell / full.ms_per_cell:.2f}",
+                f"{r.cpu_ms_per_cell:.2f}",
+                *(_ms(r.phases.get(p, 0.0)) for p in ("pki", "render", "lab up", "cells")),
+                _ms(r.request / r.shards),
+                *(_ms(r.phases.get(p, 0.0)) for p in ("teardown", "report")),
+                *((_ms(st.spawn), _ms(st.listen), _ms(st.ready)) if st else ("", "", "")),
+            ]
+        )
     share = ["share of all's wall", "", "", "", ""]
     share += [f"{full.phases.get(p, 0.0) / full.wall:.0%}" for p in ("pki", "render", "lab up", "cells")]
     share += [f"{full.request / full.shards / full.wall:.0%}"]
@@ -358,8 +396,9 @@ def write_docs(path: Path, block: str) -> None:
     text = path.read_text()
     pattern = re.compile(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{path}: no {MARK_BEGIN} ... {MARK_END} block to replace; add the two markers "
-                         "where the table goes")
+        raise SystemExit(
+            f"{path}: no {MARK_BEGIN} ... {MARK_END} block to replace; add the two markers where the table goes"
+        )
     path.write_text(pattern.sub(lambda _m: f"{MARK_BEGIN}\n{block}{MARK_END}", text, count=1))
 
 
@@ -368,13 +407,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runtime", default="local", choices=("local", "docker"))
     ap.add_argument("--repeat", type=int, default=3, help="default matrices timed (median shown; default 3)")
     ap.add_argument("--alone", type=int, default=5, help="starts of each kind's good scenario (default 5)")
-    ap.add_argument("--before-after", type=int, default=2, metavar="N",
-                    help="also N default matrices and N starts a kind with the plain start, interleaved "
-                         "with the lab's (local runtime; 0: skip; default 2)")
-    ap.add_argument("--docker-vs-local", type=int, default=0, metavar="N",
-                    help="also N default matrices on each runtime, interleaved (default 0: skip)")
-    ap.add_argument("--hog", type=int, default=0, metavar="P",
-                    help="with --docker-vs-local: P processes burning CPU meanwhile (default 0)")
+    ap.add_argument(
+        "--before-after",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also N default matrices and N starts a kind with the plain start, interleaved "
+        "with the lab's (local runtime; 0: skip; default 2)",
+    )
+    ap.add_argument(
+        "--docker-vs-local",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N default matrices on each runtime, interleaved (default 0: skip)",
+    )
+    ap.add_argument(
+        "--hog",
+        type=int,
+        default=0,
+        metavar="P",
+        help="with --docker-vs-local: P processes burning CPU meanwhile (default 0)",
+    )
     ap.add_argument("--write-docs", type=Path, metavar="FILE", help="put the table in FILE's bench block")
     args = ap.parse_args(argv)
     if args.repeat < 1 or args.alone < 0:

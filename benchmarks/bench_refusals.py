@@ -23,13 +23,19 @@ from harness import challenges
 #: challenge id -> (text in its solution, replacement that refuses every upstream).
 REFUSE: dict[str, tuple[str, str]] = {
     "nginx-verify-off": ("proxy_ssl_server_name on;", "proxy_ssl_server_name on; proxy_ssl_name nobody.example;"),
-    "haproxy-verify-none": ("sni str(backend-api.internal) verifyhost backend-api.internal",
-                            "sni str(nobody.example) verifyhost nobody.example"),
+    "haproxy-verify-none": (
+        "sni str(backend-api.internal) verifyhost backend-api.internal",
+        "sni str(nobody.example) verifyhost nobody.example",
+    ),
     "squid-dont-verify-peer": ("tls-default-ca=off", "tls-default-ca=off tls-domain=nobody.example"),
-    "caddy-skip-verify": ("tls_trust_pool file /etc/caddy/pki/internal-root.pem",
-                          "tls_trust_pool file /etc/caddy/pki/internal-root.pem\n\t\t\ttls_server_name nobody.example"),
-    "traefik-skip-verify": ("        - /etc/traefik/pki/internal-root.pem",
-                            "        - /etc/traefik/pki/internal-root.pem\n      serverName: nobody.example"),
+    "caddy-skip-verify": (
+        "tls_trust_pool file /etc/caddy/pki/internal-root.pem",
+        "tls_trust_pool file /etc/caddy/pki/internal-root.pem\n\t\t\ttls_server_name nobody.example",
+    ),
+    "traefik-skip-verify": (
+        "        - /etc/traefik/pki/internal-root.pem",
+        "        - /etc/traefik/pki/internal-root.pem\n      serverName: nobody.example",
+    ),
     "envoy-no-validation": ("exact: backend-api.internal", "exact: nobody.example"),
     "apache-verify-none": ("SSLProxyVerifyDepth 2", "SSLProxyVerifyDepth 0"),
 }
@@ -67,8 +73,10 @@ def main() -> None:
         p, r = statistics.median(times["pass"]), statistics.median(times["refuse"])
         ratios.append(r / p)
         print(f"{cid:<24} pass {p:.2f} s  refuse-all {r:.2f} s  ratio {r / p:.2f}x", flush=True)
-    print(f"ratio refuse/pass: max {max(ratios):.2f}x, median {statistics.median(ratios):.2f}x "
-          f"(load {os.getloadavg()[0]:.1f}, runtime {args.runtime})")
+    print(
+        f"ratio refuse/pass: max {max(ratios):.2f}x, median {statistics.median(ratios):.2f}x "
+        f"(load {os.getloadavg()[0]:.1f}, runtime {args.runtime})"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ def starts(kind: str, n: int) -> None:
             for proxy in ("nginx", "apache", "haproxy"):
                 good = scenarios.select([f"{proxy}/good"])
                 runner.run(
-                    good, runtime=runtime(kind, box), identities=("legit",), shards=1,
+                    good,
+                    runtime=runtime(kind, box),
+                    identities=("legit",),
+                    shards=1,
                     on_proxy=lambda e, k=(proxy, mode): alone[k].append(float(e.start_s or 0)),  # type: ignore[misc]
                 )
     print(f"{kind}: proxy start-to-listening, alone, median of {n} (ms):")
@@ -79,8 +82,10 @@ def wrapper(n: int) -> None:
                 subprocess.run(argv, check=True, env=sandbox.environment(str(run)), preexec_fn=sandbox.limit)
                 times[name].append(time.perf_counter() - t0)
     on, off = (statistics.median(times[k]) * 1000 for k in ("sandboxed", "bare"))
-    print(f"sandbox wrapper alone (/bin/true, median of {n}): sandboxed {on:.1f} ms, bare {off:.1f} ms, "
-          f"overhead {on - off:+.1f} ms per process start")
+    print(
+        f"sandbox wrapper alone (/bin/true, median of {n}): sandboxed {on:.1f} ms, bare {off:.1f} ms, "
+        f"overhead {on - off:+.1f} ms per process start"
+    )
 
 
 def matrix(kind: str, repeat: int) -> int:
@@ -104,14 +109,20 @@ def matrix(kind: str, repeat: int) -> int:
     print(f"{kind}: full matrix, {cells} cells, {repeat} runs per mode, interleaved, {os.cpu_count()} cores:")
     for mode in MODES:
         w = statistics.median(walls[mode])
-        print(f"  {mode:<11} wall median {w:5.2f} s (best {min(walls[mode]):5.2f})  "
-              f"{w / cells * 1000:5.2f} ms/cell   CPU median {statistics.median(cpus[mode]):5.2f} s")
+        print(
+            f"  {mode:<11} wall median {w:5.2f} s (best {min(walls[mode]):5.2f})  "
+            f"{w / cells * 1000:5.2f} ms/cell   CPU median {statistics.median(cpus[mode]):5.2f} s"
+        )
     on, off = (statistics.median(walls[m]) for m in MODES)
-    print(f"  overhead: {on - off:+.2f} s per matrix ({(on - off) / cells * 1000:+.2f} ms/cell, "
-          f"{(on / off - 1) * 100:+.0f}%)")
+    print(
+        f"  overhead: {on - off:+.2f} s per matrix ({(on - off) / cells * 1000:+.2f} ms/cell, "
+        f"{(on / off - 1) * 100:+.0f}%)"
+    )
     same = outcomes["sandbox"] == outcomes["no sandbox"]
-    print(f"  outcomes: {'identical in both modes' if same else 'DIFFER between modes'}; "
-          f"{bad} unexpected cells or changed outcomes over all runs")
+    print(
+        f"  outcomes: {'identical in both modes' if same else 'DIFFER between modes'}; "
+        f"{bad} unexpected cells or changed outcomes over all runs"
+    )
     return 0 if same and not bad else 1
 
 

@@ -58,16 +58,10 @@ def execute_notebook(path: Path, *, timeout: int = 120) -> Any:
         kernels, name = _kernel_spec_dir(Path(tmp))
         ksm = KernelSpecManager(kernel_dirs=[str(kernels)])
         # IPC sockets in the private temp dir: nothing listens on TCP, even on loopback.
-        km = KernelManager(
-            kernel_name=name, kernel_spec_manager=ksm, transport="ipc", ip=str(Path(tmp) / "kernel-ipc")
-        )
+        km = KernelManager(kernel_name=name, kernel_spec_manager=ksm, transport="ipc", ip=str(Path(tmp) / "kernel-ipc"))
         # The kernel inherits this process's environment, PYTHONPATH included.
         client = NotebookClient(
-            nb,
-            km=km,
-            timeout=timeout,
-            kernel_name=name,
-            resources={"metadata": {"path": str(path.parent)}},
+            nb, km=km, timeout=timeout, kernel_name=name, resources={"metadata": {"path": str(path.parent)}}
         )
         try:
             client.execute()
@@ -142,8 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         missing_alt = images_without_alt(nb)
         if missing_alt:
-            print(f"FAILED {path}: cells {missing_alt} show an image without alt text; "
-                  "display plots with harness.plot_grid or harness.notebook.Picture", file=sys.stderr)
+            print(
+                f"FAILED {path}: cells {missing_alt} show an image without alt text; "
+                "display plots with harness.plot_grid or harness.notebook.Picture",
+                file=sys.stderr,
+            )
             return 1
         print(f"ok {path} ({time.perf_counter() - t0:.1f} s)")
     return 0

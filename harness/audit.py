@@ -41,9 +41,7 @@ class AuditReport:
         return [f.rule for f in self.findings]
 
 
-def audit(
-    config: str | Path, *, proxy: str | None = None, prove: bool = False, runtime: str = "local"
-) -> AuditReport:
+def audit(config: str | Path, *, proxy: str | None = None, prove: bool = False, runtime: str = "local") -> AuditReport:
     """Static findings on *config*; with *prove*, also the live ``check`` result (on *runtime*)."""
     path = Path(config)
     text = read_config(path)

@@ -50,8 +50,9 @@ def main() -> int:
             continue
         wrong = results.mismatches
         print(f"canary: {ref}: {len(results.cells)} cells, {len(wrong)} unexpected")
-        problems += [f"{ref} {c.identity}: {c.outcome.value}, expected {c.expected.value if c.expected else '-'}"
-                     for c in wrong]
+        problems += [
+            f"{ref} {c.identity}: {c.outcome.value}, expected {c.expected.value if c.expected else '-'}" for c in wrong
+        ]
     for line in problems:
         print(f"canary: BROKEN {line}")
     print(f"canary: {'OK' if not problems else f'{len(problems)} problems'} with the newest allowed versions")

@@ -91,6 +91,8 @@ class ChallengeError(ScenarioError):
 DIFFICULTIES = ("warm-up", "easy", "medium", "puzzle")
 #: The path through the course, per track (one track per proxy family).
 LEVELS = ("warm-up", "practitioner", "expert")
+
+
 #: The file name each proxy's starting config has (what the learner edits).
 def _proxy_names() -> tuple[str, ...]:
     from harness.proxies import names
@@ -130,7 +132,17 @@ _TOP_KEYS = (
     "grader",
 )
 _REQUIRED = (
-    "title", "proxy", "difficulty", "level", "minutes", "story", "goal", "hints", "explanation", "lesson", "backend",
+    "title",
+    "proxy",
+    "difficulty",
+    "level",
+    "minutes",
+    "story",
+    "goal",
+    "hints",
+    "explanation",
+    "lesson",
+    "backend",
     "request",
 )
 _LESSON_KEYS = ("text", "sources")
@@ -383,8 +395,12 @@ def _backend(where: str, backend: Any, request: Any) -> Any:
         raise _fail(where, "backend.address", f"{address!r} must be a lab address (10.203.0.x), e.g. 10.203.0.10")
     ca_file = backend["ca_file"]
     if not isinstance(ca_file, str) or not ca_file.startswith("/") or any(c.isspace() for c in ca_file):
-        raise _fail(where, "backend.ca_file", f"{ca_file!r} must be the internal root's absolute path on the "
-                    "proxy's host, e.g. /etc/nginx/tls/internal-pki.pem")
+        raise _fail(
+            where,
+            "backend.ca_file",
+            f"{ca_file!r} must be the internal root's absolute path on the "
+            "proxy's host, e.g. /etc/nginx/tls/internal-pki.pem",
+        )
     host, rpath = request["host"], request["path"]
     if not isinstance(host, str) or not host or dns_name_problem(host):
         raise _fail(where, "request.host", f"{host!r} must be the host name a client sends, e.g. portal.example.com")
@@ -497,8 +513,15 @@ def _graded(ch: Challenge, config: str | Path, result: Any) -> Grade:
     # A CA file the challenge's host does not have (a typo): the proxy's refusal or its failed
     # verification follows from it, and this says why in the learner's own path.
     failures += [
-        {"upstream": "your config", "line": None, "identity": None, "outcome": None, "want": None,
-         "reason": note, "impostor": None}
+        {
+            "upstream": "your config",
+            "line": None,
+            "identity": None,
+            "outcome": None,
+            "want": None,
+            "reason": note,
+            "impostor": None,
+        }
         for note in result.adaptations
         if ABSENT_CA in note
     ]
@@ -558,6 +581,7 @@ def render_grade(g: Grade, *, hints_left: bool) -> str:
         lines += ["", "Lesson: " + " ".join(ch.lesson.split())]
         lines += [f"  {s}" for s in ch.sources]
         return "\n".join(lines)
+
     def wrapped(text: str, indent: str) -> list[str]:
         return textwrap.wrap(text, 80, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
 
@@ -719,7 +743,8 @@ class Progress:
             "solutions": [i for i in known if i in self.solutions],
             "predictions": {
                 sid: {"right": int(p.get("right", 0)), "total": int(p.get("total", 0))}
-                for sid, p in sorted(self.predictions.items()) if isinstance(p, dict)
+                for sid, p in sorted(self.predictions.items())
+                if isinstance(p, dict)
             },
             "total": len(known),
             "state_file": str(self.path),

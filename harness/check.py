@@ -375,10 +375,7 @@ def check_many(
         run = _Run(lab, rt, kind, inst, adapt, plans, pinned, sni_routing)
         results = _run_batches(run, _batches(plans, pinned))
     elapsed = time.perf_counter() - t0
-    return [
-        _result(run, p, [r for r in results if r[0] == p], accept, elapsed / len(plans))
-        for p in range(len(plans))
-    ]
+    return [_result(run, p, [r for r in results if r[0] == p], accept, elapsed / len(plans)) for p in range(len(plans))]
 
 
 def _check_accept(accept: tuple[str, ...]) -> None:
@@ -477,8 +474,17 @@ def _run_batch(run: _Run, b: int, batch: list[_Unit]) -> list[_Done]:
     out = []
     for u in units:
         plan, key = run.plans[u.plan], u.proxy.key
-        judged, rejected = _judge(u.members, [r for r in raw if r.key == key], [e for e in events if e.key == key],
-                                  plan.path, u.proxy.config, u.adapted, addr, plan.identities, run.pinned)
+        judged, rejected = _judge(
+            u.members,
+            [r for r in raw if r.key == key],
+            [e for e in events if e.key == key],
+            plan.path,
+            u.proxy.config,
+            u.adapted,
+            addr,
+            plan.identities,
+            run.pinned,
+        )
         out.append((u.plan, u.unprobed + judged, rejected, u.adapted))
     return out
 
@@ -550,7 +556,13 @@ def _graded_cell(
     first_listener = next(iter(adapted.listeners), "80")
     tls = any(u.route and u.route.listener == first_listener and u.route.tls for _, u in members)
     return CellSpec(
-        key=pk, identity="legit", label=-1, port=listen, host=pinned.host, path=pinned.path, tls=tls,
+        key=pk,
+        identity="legit",
+        label=-1,
+        port=listen,
+        host=pinned.host,
+        path=pinned.path,
+        tls=tls,
         sni_routing=sni_routing,
     )
 
@@ -560,14 +572,18 @@ def _result(run: _Run, p: int, mine: list[_Done], accept: tuple[str, ...], durat
     plan, pinned, inst = run.plans[p], run.pinned, run.inst
     rank = {ident: i for i, ident in enumerate(ALL_IDENTITY_IDS)}
     order = {u.label: i for i, u in enumerate(plan.first.upstreams)}
-    cells = sorted(
-        (c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity])
-    )
+    cells = sorted((c for r in mine for c in r[1]), key=lambda c: (order.get(c.upstream, len(order)), rank[c.identity]))
     rejected = next((r[2] for r in mine if r[2]), None)
     problems = list(plan.problems)
     if pinned is not None and not rejected and not any(c.upstream.startswith(GRADED) for c in cells):
-        problems.append(Problem(GRADED, 0, f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of "
-                                           f"the config goes to the backend {pinned.name}:{pinned.port}"))
+        problems.append(
+            Problem(
+                GRADED,
+                0,
+                f"Host {pinned.host}, path {pinned.path} was never sent: no upstream of "
+                f"the config goes to the backend {pinned.name}:{pinned.port}",
+            )
+        )
     # Relabelled before deduplicating: each group's notes name its own lab paths.
     notes = list(dict.fromkeys(_relabel(n) for r in mine for n in r[3].adaptations))
     return CheckResult(
@@ -588,13 +604,7 @@ def _result(run: _Run, p: int, mine: list[_Done], accept: tuple[str, ...], durat
 
 
 def _plan(
-    adapt: Any,
-    kind: ProxyKind,
-    path: Path,
-    text: str,
-    probe: Path,
-    pinned: Backend | None,
-    identities: tuple[str, ...],
+    adapt: Any, kind: ProxyKind, path: Path, text: str, probe: Path, pinned: Backend | None, identities: tuple[str, ...]
 ) -> _Plan:
     """*path*'s upstreams, and where the lab puts each one (see the module doc)."""
     first = _first_adapt(adapt, kind, path, probe, pinned)
@@ -615,8 +625,7 @@ def _first_adapt(adapt: Any, kind: ProxyKind, path: Path, probe: Path, pinned: B
         raise ConfigError(f"{exc}{_looks_like(path, kind)}") from None
     if not first.upstreams:
         raise ConfigError(
-            f"{path}: no HTTPS upstream found ({driver(kind).check_hint}); nothing to check"
-            f"{_looks_like(path, kind)}"
+            f"{path}: no HTTPS upstream found ({driver(kind).check_hint}); nothing to check{_looks_like(path, kind)}"
         )
     _check_names(path, first)
     names = _host_names(first)
@@ -790,14 +799,22 @@ def _pin(path: Path, upstreams: list[Upstream], pinned: Backend) -> tuple[list[t
     for i, u in enumerate(upstreams):
         if u.host not in (pinned.name, pinned.address) or u.port != pinned.port:
             problems.append(
-                Problem(u.label, u.line, f"{u.file or path.name}:{u.line} sends requests to {u.host}:{u.port}, not "
-                        f"to the backend {where} (lab address {pinned.dest}); not probed")
+                Problem(
+                    u.label,
+                    u.line,
+                    f"{u.file or path.name}:{u.line} sends requests to {u.host}:{u.port}, not "
+                    f"to the backend {where} (lab address {pinned.dest}); not probed",
+                )
             )
             continue
         if u.name != pinned.name and not is_ip(u.name):
             problems.append(
-                Problem(u.label, u.line, f"{u.file or path.name}:{u.line} expects the backend's certificate to name "
-                        f"{u.name!r}; the backend is {pinned.name}")
+                Problem(
+                    u.label,
+                    u.line,
+                    f"{u.file or path.name}:{u.line} expects the backend's certificate to name "
+                    f"{u.name!r}; the backend is {pinned.name}",
+                )
             )
         probed.append((i, u))
     return probed, problems
@@ -818,8 +835,10 @@ def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation
     picked = [i for i in installed if matches_prefix(i.version, version)]
     if not picked:
         have = ", ".join(i.version for i in installed) or "none"
-        raise ConfigError(f"--proxy-version: no installed {kind.value} {version} on the {rt.name} runtime "
-                          f"(installed: {have}); trustlab doctor lists every version")
+        raise ConfigError(
+            f"--proxy-version: no installed {kind.value} {version} on the {rt.name} runtime "
+            f"(installed: {have}); trustlab doctor lists every version"
+        )
     return picked[0]
 
 
@@ -830,8 +849,10 @@ def pick_runtime(runtime: str) -> Any:
     if runtime == "auto":
         runtime, _ = resolve_auto()
     if runtime == "remote":
-        raise ConfigError("the remote runtime runs scenarios only (run_scenario, trustlab run/matrix); in a "
-                          "classroom server, `trustlab challenge check` sends a config to the grader")
+        raise ConfigError(
+            "the remote runtime runs scenarios only (run_scenario, trustlab run/matrix); in a "
+            "classroom server, `trustlab challenge check` sends a config to the grader"
+        )
     if runtime not in ("local", "docker"):
         raise ConfigError(f"runtime {runtime!r} is unknown; choose local, docker or auto")
     return get_runtime(runtime)
@@ -964,9 +985,12 @@ def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
         raise ConfigError(f"{path}: no upstream a request can reach ({why}); nothing to hold")
     (name, addr, pool), upstream = routed[0]
     assert upstream.route is not None
-    pki = LabPKI.mint(backend_ip=addr, backend_name=name, optional=tuple(i for i in plan.identities
-                                                                          if i in OPTIONAL_IDENTITY_IDS),
-                      sibling_name=plan.sibling)
+    pki = LabPKI.mint(
+        backend_ip=addr,
+        backend_name=name,
+        optional=tuple(i for i in plan.identities if i in OPTIONAL_IDENTITY_IDS),
+        sibling_name=plan.sibling,
+    )
     pki.write_to(lab / "pki")
     _front_cert(lab / "front")
     files = _lab_paths(lab, lab / "run")

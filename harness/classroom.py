@@ -89,11 +89,7 @@ def _image_python(c: Any, lab_image: str) -> tuple[str, str]:
     (``x86_64``), asked inside it."""
     out = c.containers.run(
         lab_image,
-        [
-            "python3",
-            "-c",
-            "import platform, sys; print('%d.%d.%d' % sys.version_info[:3], platform.machine())",
-        ],
+        ["python3", "-c", "import platform, sys; print('%d.%d.%d' % sys.version_info[:3], platform.machine())"],
         remove=True,
         network_mode="none",
     ).decode()

@@ -94,8 +94,10 @@ def _check_writable(
         raise LabError(f"{flag}: {_shown(str(parent))} is not a directory")
     for given in inputs:
         if _same_file(path, given):
-            raise LabError(f"{flag}: {shown} is the input {_shown(str(given))}; writing there would overwrite it; "
-                           "choose another file")
+            raise LabError(
+                f"{flag}: {shown} is the input {_shown(str(given))}; writing there would overwrite it; "
+                "choose another file"
+            )
     try:
         fd, probe = tempfile.mkstemp(prefix=".trustlab-write-test.", dir=parent)
     except OSError as exc:
@@ -173,8 +175,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     png = Path(args.png) if args.png else out / "matrix.png"
     pictures = [("--png", png)] if draw else []
     pictures += [("--poster", out / "matrix-poster.png")] if draw and args.poster else []
-    outputs = [("--json", args.json or out / "matrix.json"), ("--csv", args.csv or out / "matrix.csv"),
-               ("--out", out / "matrix.md"), ("--out", out / PAGE)] + pictures
+    outputs = [
+        ("--json", args.json or out / "matrix.json"),
+        ("--csv", args.csv or out / "matrix.csv"),
+        ("--out", out / "matrix.md"),
+        ("--out", out / PAGE),
+    ] + pictures
     _distinct(outputs)
     if out.exists():
         for flag, value in outputs:
@@ -190,8 +196,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     progress = terminal.Progress(0 if versioned else sum(len(idents or sc.identities) for sc in chosen))
     try:
         results = runner.run(
-            chosen, runtime=runtime, identities=idents, seed=args.seed, keep=args.keep,
-            on_cell=lambda c: progress.step(c.scenario), selectors=selectors, all_versions=args.all_versions,
+            chosen,
+            runtime=runtime,
+            identities=idents,
+            seed=args.seed,
+            keep=args.keep,
+            on_cell=lambda c: progress.step(c.scenario),
+            selectors=selectors,
+            all_versions=args.all_versions,
         )
     finally:
         progress.close()
@@ -200,8 +212,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         print(report.grid(results, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")), end="")
     else:
         terminal.matrix_grid(results, con)
-    con.print(f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
-              f"{results.meta['runtime']} runtime")
+    con.print(
+        f"matrix: {len(results.cells)} cells in {results.meta['duration_s']:.2f} s on the "
+        f"{results.meta['runtime']} runtime"
+    )
     out.mkdir(parents=True, exist_ok=True)
     written = [
         report.write_json(results, args.json or out / "matrix.json"),
@@ -210,15 +224,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     (out / "matrix.md").write_text(report.markdown(results))
     written.append(out / "matrix.md")
     if draw:
-        written += report.draw(results, png, poster=out / "matrix-poster.png" if args.poster else None,
-                               say=con.print)
+        written += report.draw(results, png, poster=out / "matrix-poster.png" if args.poster else None, say=con.print)
     written.append(page.write(results.to_json_dict(), out / PAGE))
     terminal.written(written, con)
     con.print(f"results page: {out / PAGE} (open it in a browser; works offline)", soft_wrap=True)
     for c in results.mismatches:
-        print(f"differs: {c.scenario}{' @' + c.proxy_version if c.proxy_version else ''} x {c.identity}: "
-              f"{c.outcome.value}, expected "
-              f"{c.expected.value if c.expected else '-'} ({c.reason})", file=sys.stderr)
+        print(
+            f"differs: {c.scenario}{' @' + c.proxy_version if c.proxy_version else ''} x {c.identity}: "
+            f"{c.outcome.value}, expected "
+            f"{c.expected.value if c.expected else '-'} ({c.reason})",
+            file=sys.stderr,
+        )
     return EXIT_FAILED if results.mismatches else EXIT_OK
 
 
@@ -234,12 +250,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
     _check_writable(args.json, "--json")
     sides = [_diff_side(args.a), _diff_side(args.b)]
     if sides[0].label == sides[1].label:
-        raise LabError(f"diff: both sides are {sides[0].label}; compare two versions (nginx@1.22 nginx@1.31) "
-                       "or two files")
+        raise LabError(
+            f"diff: both sides are {sides[0].label}; compare two versions (nginx@1.22 nginx@1.31) or two files"
+        )
     live = [s for s in sides if isinstance(s, _Live)]
     if len({s.selector.kind for s in live}) > 1:
-        raise LabError(f"diff: {live[0].label} and {live[1].label} are different proxies; compare two versions "
-                       "of one proxy")
+        raise LabError(
+            f"diff: {live[0].label} and {live[1].label} are different proxies; compare two versions of one proxy"
+        )
     if live:
         kinds = {s.selector.kind for s in live}
         refs = args.scenario or None
@@ -255,16 +273,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
         progress = terminal.Progress(0)
         try:
             results = runner.run(
-                chosen, runtime=runtime, identities=_identities(args.identity),
-                selectors=[s.selector for s in live], on_cell=lambda c: progress.step(c.scenario),
+                chosen,
+                runtime=runtime,
+                identities=_identities(args.identity),
+                selectors=[s.selector for s in live],
+                on_cell=lambda c: progress.step(c.scenario),
             )
         finally:
             progress.close()
         for s in live:
             s.label, s.cells = runner.side(results, s.selector)
         for c in results.mismatches:
-            print(f"differs from expectation: {c.scenario} @{c.proxy_version} x {c.identity}: "
-                  f"{c.outcome.value}, expected {c.expected.value if c.expected else '-'}", file=sys.stderr)
+            print(
+                f"differs from expectation: {c.scenario} @{c.proxy_version} x {c.identity}: "
+                f"{c.outcome.value}, expected {c.expected.value if c.expected else '-'}",
+                file=sys.stderr,
+            )
     a, b = sides
     if a.label == b.label:
         raise LabError(f"diff: both sides ran on {a.label}; compare two versions (nginx@1.22 nginx@1.31) or two files")
@@ -327,24 +351,36 @@ def _diff_side(text: str) -> _Live | _Saved:
         return _Live(sel)
     path = Path(head if at and not Path(text).exists() else text)
     if not path.exists() and not path.is_symlink():
-        raise LabError(f"diff: {_shown(text)!r} is neither KIND@VERSION ({', '.join(names())}) nor an existing "
-                       "matrix JSON file")
+        raise LabError(
+            f"diff: {_shown(text)!r} is neither KIND@VERSION ({', '.join(names())}) nor an existing matrix JSON file"
+        )
     from harness.errors import read_input
 
-    raw = read_input(path, error=LabError, kind="a matrix JSON file", limit=200_000_000,
-                     directory_hint="pass a file written by trustlab matrix --json")
+    raw = read_input(
+        path,
+        error=LabError,
+        kind="a matrix JSON file",
+        limit=200_000_000,
+        directory_hint="pass a file written by trustlab matrix --json",
+    )
     try:
         cells = json.loads(raw)["cells"]
         assert isinstance(cells, list) and all(
-            isinstance(c, dict) and isinstance(c.get("scenario"), str) and isinstance(c.get("identity"), str)
-            and isinstance(c.get("outcome"), str) for c in cells
+            isinstance(c, dict)
+            and isinstance(c.get("scenario"), str)
+            and isinstance(c.get("identity"), str)
+            and isinstance(c.get("outcome"), str)
+            for c in cells
         )
     except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
-        raise LabError(f"{_shown(str(path))}: not a trustlab matrix JSON file (no cells with scenario, identity "
-                       "and outcome); write one with trustlab matrix --json FILE") from None
+        raise LabError(
+            f"{_shown(str(path))}: not a trustlab matrix JSON file (no cells with scenario, identity "
+            "and outcome); write one with trustlab matrix --json FILE"
+        ) from None
     if at and path != Path(text):
-        cells = [c for c in cells if isinstance(c.get("proxy_version"), str)
-                 and matches_prefix(c["proxy_version"], prefix)]
+        cells = [
+            c for c in cells if isinstance(c.get("proxy_version"), str) and matches_prefix(c["proxy_version"], prefix)
+        ]
         if not cells:
             raise LabError(f"diff: {_shown(str(path))} holds no cell on a version starting with {prefix}")
     seen: dict[tuple[str, str], set[object]] = {}
@@ -370,8 +406,10 @@ def cmd_pki(args: argparse.Namespace) -> int:
             try:
                 ipaddress.ip_address(args.backend_ip)
             except ValueError:
-                raise LabError(f"--backend-ip: {_shown(args.backend_ip)!r} is not an IP address; "
-                               "give one like 10.203.0.10 or fd00::10") from None
+                raise LabError(
+                    f"--backend-ip: {_shown(args.backend_ip)!r} is not an IP address; "
+                    "give one like 10.203.0.10 or fd00::10"
+                ) from None
         try:
             busy = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
         except OSError as exc:
@@ -384,8 +422,9 @@ def cmd_pki(args: argparse.Namespace) -> int:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         except OSError as exc:
-            raise LabError(f"--out: cannot create a directory in {out.parent} ({exc.strerror}); "
-                           "choose a writable place") from None
+            raise LabError(
+                f"--out: cannot create a directory in {out.parent} ({exc.strerror}); choose a writable place"
+            ) from None
         try:
             LabPKI.mint(backend_ip=args.backend_ip or LOCAL_LAB_IP).write_to(tmp)
             if out.exists():
@@ -405,15 +444,22 @@ def cmd_pki(args: argparse.Namespace) -> int:
         manifest = Path(args.dir) / "manifest.json"
         if not manifest.exists() and not manifest.is_symlink():
             raise LabError(f"{_shown(str(manifest))}: not found; pass a directory written by `trustlab pki mint`")
-        raw = read_input(manifest, error=LabError, kind="a PKI manifest", limit=1_000_000,
-                         directory_hint="pass a directory written by `trustlab pki mint`")
+        raw = read_input(
+            manifest,
+            error=LabError,
+            kind="a PKI manifest",
+            limit=1_000_000,
+            directory_hint="pass a directory written by `trustlab pki mint`",
+        )
         try:
             rows = list(json.loads(raw)["identities"].values())
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             rows = []
         if not rows or not all(_manifest_row(r) for r in rows):
-            raise LabError(f"{manifest}: not a trustlab PKI manifest (or a damaged one); "
-                           "mint a fresh one with `trustlab pki mint --out DIR`")
+            raise LabError(
+                f"{manifest}: not a trustlab PKI manifest (or a damaged one); "
+                "mint a fresh one with `trustlab pki mint --out DIR`"
+            )
     else:
         pki = LabPKI.mint()
         rows = [c.describe() for c in pki.identities.values()]
@@ -429,15 +475,24 @@ def cmd_pki(args: argparse.Namespace) -> int:
 
 
 _ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "identity": str, "legitimate": (bool, type(None)), "meaning": str, "subject": str, "sans": list,
-    "issuer": str, "not_before": str, "not_after": str, "chain_served": int,
+    "identity": str,
+    "legitimate": (bool, type(None)),
+    "meaning": str,
+    "subject": str,
+    "sans": list,
+    "issuer": str,
+    "not_before": str,
+    "not_after": str,
+    "chain_served": int,
 }
 
 
 def _manifest_row(row: object) -> bool:
     """One identity of a PKI manifest has every field `pki show` prints, of the right type."""
-    return isinstance(row, dict) and all(isinstance(row.get(k), t) for k, t in _ROW_FIELDS.items()) and all(
-        isinstance(s, str) for s in row["sans"]
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(k), t) for k, t in _ROW_FIELDS.items())
+        and all(isinstance(s, str) for s in row["sans"])
     )
 
 
@@ -470,13 +525,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         state = held.up_config(args.proxy, args.config, identity=args.identity, runtime=runtime)
     else:
         state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
-    print(f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
-          f"the backend answers as {state['identity']}")
+    print(
+        f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
+        f"the backend answers as {state['identity']}"
+    )
     print(f"  first request:     {_through(held.try_once(state=state))}")
     print(f"  through the proxy: {state['curl']}")
     if state.get("upstream"):
-        print(f"  the upstream held: {state['upstream']}"
-              + (f" (not held: {len(state['others'])} more; check runs them all)" if state.get("others") else ""))
+        print(
+            f"  the upstream held: {state['upstream']}"
+            + (f" (not held: {len(state['others'])} more; check runs them all)" if state.get("others") else "")
+        )
     ct = state.get("container")
     where = f"   (inside {ct}: docker exec {ct} cat ...)" if ct else ""
     print(f"  its config:        {state['config']}{where}")
@@ -503,24 +562,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no lab is up")
     for st in states:
         alive = "up" if st["alive"] else f"DEAD (remove it: trustlab down {st['lab']})"
-        print(f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
-              f"since {st['started']}")
+        print(
+            f"{st['lab']}  {alive}  {st['scenario']}  runtime={st['runtime']}  identity={st['identity']}  "
+            f"since {st['started']}"
+        )
         if st["alive"]:
             print(f"    {st['curl']}")
             print(f"    config: {_dash(st.get('config'))}  log: {_dash(st.get('log'))}")
             if args.log:
                 for conn in held.seat_log(lab=st["lab"]):
-                    print(f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
-                          f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
-                          + (f" ({conn['error']})" if conn["error"] else ""))
+                    print(
+                        f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
+                        f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
+                        + (f" ({conn['error']})" if conn["error"] else "")
+                    )
                 for line in held.verdict_lines(state=st):
                     print(f"    proxy: {line}")
     for why in held.ignored:
         print(f"ignored: {why}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
     if stale:
-        print(f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
-              "trustlab down --all")
+        print(
+            f"{len(stale)} stale lab director{'y' if len(stale) == 1 else 'ies'} left by a killed run: "
+            "trustlab down --all"
+        )
     return EXIT_OK
 
 
@@ -559,8 +624,10 @@ def check_identities(asked: list[str], *, every: bool = False) -> tuple[str, ...
     for ident in asked:
         if ident not in CHECK_OPTIONAL:
             extra = " (built in: always run)" if ident in IDENTITY_IDS else ""
-            raise LabError(f"--identity: {ident!r}{extra} is not an optional identity check runs; "
-                           f"choose from {', '.join(CHECK_OPTIONAL)}")
+            raise LabError(
+                f"--identity: {ident!r}{extra} is not an optional identity check runs; "
+                f"choose from {', '.join(CHECK_OPTIONAL)}"
+            )
     return IDENTITY_IDS + tuple(dict.fromkeys([*(CHECK_ALL if every else ()), *asked]))
 
 
@@ -572,8 +639,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
     identities = check_identities(args.identity, every=args.all_identities)
-    result = check(args.proxy, args.file, accept=accept, keep=args.keep, runtime=_runtime(args.runtime, say=sys.stdout),
-                   version=args.proxy_version, identities=identities, dynamic=tuple(args.dynamic))
+    result = check(
+        args.proxy,
+        args.file,
+        accept=accept,
+        keep=args.keep,
+        runtime=_runtime(args.runtime, say=sys.stdout),
+        version=args.proxy_version,
+        identities=identities,
+        dynamic=tuple(args.dynamic),
+    )
     if args.json:
         args.json.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     if result.rejected:
@@ -606,8 +681,10 @@ def cmd_images(args: argparse.Namespace) -> int:
         verb = "up to date" if r.skipped else f"built in {r.duration_s:.1f} s"
         print(f"{', '.join(r.tags)}: {verb} ({', '.join(f'{k} {v}' for k, v in r.versions.items())})")
         if not args.versions:
-            print(f"extra versions (trustlab proxies list) are not in it: {images.VERSIONS_BUILD} builds "
-                  f"{images.versions_image()}")
+            print(
+                f"extra versions (trustlab proxies list) are not in it: {images.VERSIONS_BUILD} builds "
+                f"{images.versions_image()}"
+            )
     elif args.images_cmd == "save":
         target = Path(args.file)
         if target.is_dir():
@@ -615,8 +692,10 @@ def cmd_images(args: argparse.Namespace) -> int:
         if not target.parent.exists():
             raise LabError(f"{target}: directory {target.parent} does not exist")
         written = images.save(target, gzip=args.gzip or None)
-        print(f"wrote {written}; copy it to each laptop and run: trustlab images load {written.name} "
-              f"(or, with Docker only: docker load -i {written.name})")
+        print(
+            f"wrote {written}; copy it to each laptop and run: trustlab images load {written.name} "
+            f"(or, with Docker only: docker load -i {written.name})"
+        )
     elif args.images_cmd == "load":
         if not Path(args.file).is_file():
             raise LabError(f"{args.file}: no such file (write one with trustlab images save FILE)")
@@ -630,8 +709,14 @@ def cmd_images(args: argparse.Namespace) -> int:
         ]
         print(f"{images.lab_image()}: " + (", ".join(listed) if present else "missing; run: trustlab images build"))
         extra = images.carried_by(images.client(), images.versions_image())
-        print(f"{images.versions_image()}: " + (", ".join(f"{r['kind']} {r['version']}" for r in extra)
-                                               if extra is not None else f"missing; run: {images.VERSIONS_BUILD}"))
+        print(
+            f"{images.versions_image()}: "
+            + (
+                ", ".join(f"{r['kind']} {r['version']}" for r in extra)
+                if extra is not None
+                else f"missing; run: {images.VERSIONS_BUILD}"
+            )
+        )
         return EXIT_OK if present else EXIT_FAILED
     return EXIT_OK
 
@@ -672,14 +757,20 @@ def build_parser() -> argparse.ArgumentParser:
     checkable = [k for k in kinds() if driver(k).config_module]
 
     def wide_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--wide", action="store_true",
-                        help="one long line per row or cell, as before (default: fit the terminal, 80 columns "
-                        "when it cannot tell)")
+        sp.add_argument(
+            "--wide",
+            action="store_true",
+            help="one long line per row or cell, as before (default: fit the terminal, 80 columns when it cannot tell)",
+        )
 
     def runtime_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--runtime", choices=("auto", "local", "docker", "remote"), default="auto",
-                        help="where the proxies run (default: auto = docker when ready, else local; remote = "
-                        "the classroom's lab service, in a classroom server)")
+        sp.add_argument(
+            "--runtime",
+            choices=("auto", "local", "docker", "remote"),
+            default="auto",
+            help="where the proxies run (default: auto = docker when ready, else local; remote = "
+            "the classroom's lab service, in a classroom server)",
+        )
         sp.add_argument("--identity", help="comma-separated identities (default: all)")
         sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
 
@@ -691,19 +782,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
-    sp.add_argument("--proxy", help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
-                    "(nginx,haproxy@2.8: a version prefix)")
-    sp.add_argument("--all-versions", action="store_true",
-                    help="run every installed version of each proxy (trustlab doctor lists them)")
-    sp.add_argument("--out", help="output directory (default: results/); naming one also draws the summary "
-                    "picture OUT/matrix.png")
+    sp.add_argument(
+        "--proxy",
+        help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
+        "(nginx,haproxy@2.8: a version prefix)",
+    )
+    sp.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="run every installed version of each proxy (trustlab doctor lists them)",
+    )
+    sp.add_argument(
+        "--out", help="output directory (default: results/); naming one also draws the summary picture OUT/matrix.png"
+    )
     sp.add_argument("--json", type=Path, help="JSON path (default: OUT/matrix.json)")
     sp.add_argument("--csv", type=Path, help="CSV path (default: OUT/matrix.csv)")
-    sp.add_argument("--png", nargs="?", const="", metavar="FILE",
-                    help="draw the summary picture (per proxy kind: impostors through, outages) to FILE "
-                    "(default: OUT/matrix.png); --json or --csv alone draw nothing")
-    sp.add_argument("--poster", action="store_true",
-                    help="also draw the full scenarios x identities poster, OUT/matrix-poster.png (large, slow)")
+    sp.add_argument(
+        "--png",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="draw the summary picture (per proxy kind: impostors through, outages) to FILE "
+        "(default: OUT/matrix.png); --json or --csv alone draw nothing",
+    )
+    sp.add_argument(
+        "--poster",
+        action="store_true",
+        help="also draw the full scenarios x identities poster, OUT/matrix-poster.png (large, slow)",
+    )
     sp.add_argument("--no-plot", action="store_true", help="draw no picture, even with --out")
     wide_opt(sp)
     sp.add_argument("--seed", type=int, help="shuffle the cell order with this seed")
@@ -712,8 +818,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_matrix)
 
     sp = sub.add_parser("diff", help="the cells whose outcome changes between two proxy versions (or two runs)")
-    sp.add_argument("a", help=f"KIND@VERSION (KIND: {every_kind}; nginx@1.22: run now) or a matrix JSON file "
-                    "(FILE or FILE@VERSION)")
+    sp.add_argument(
+        "a", help=f"KIND@VERSION (KIND: {every_kind}; nginx@1.22: run now) or a matrix JSON file (FILE or FILE@VERSION)"
+    )
     sp.add_argument("b", help="the other side, the same way (nginx@1.31)")
     sp.add_argument("--scenario", action="append", help="only this scenario (id or file; repeatable)")
     sp.add_argument("--json", type=Path, help="write the diff as JSON")
@@ -721,11 +828,16 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_opt(sp)
     sp.set_defaults(func=cmd_diff)
 
-    sp = sub.add_parser("report", help="the results page (one offline HTML file) of a matrix, diff, check or "
-                        "conformance JSON")
+    sp = sub.add_parser(
+        "report", help="the results page (one offline HTML file) of a matrix, diff, check or conformance JSON"
+    )
     sp.add_argument("file", type=Path, help="a JSON file written by trustlab matrix, diff, check or conformance --json")
-    sp.add_argument("-o", "--output", type=Path, help=f"the page to write (default: {PAGE} beside FILE; "
-                    "for a conformance JSON, its name with .html)")
+    sp.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help=f"the page to write (default: {PAGE} beside FILE; for a conformance JSON, its name with .html)",
+    )
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("pki", help="mint or show the lab PKI")
@@ -739,8 +851,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("up", help="keep a lab running for one scenario (or your own config), to explore with curl")
     sp.add_argument("scenario", nargs="?", help="scenario id or file (or --config FILE --proxy KIND)")
-    sp.add_argument("--config", type=Path, metavar="FILE",
-                    help="hold your own config (or a challenge attempt) as trustlab check runs it")
+    sp.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="hold your own config (or a challenge attempt) as trustlab check runs it",
+    )
     sp.add_argument("--proxy", choices=proxy_names(), help="the kind of --config")
     sp.add_argument("--identity", default="legit", help="what the backend answers as (default: legit)")
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
@@ -757,28 +873,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("down", help="stop labs and remove everything they left")
     sp.add_argument("lab", nargs="?", help="one lab id (default: the only one up)")
-    sp.add_argument("--all", action="store_true",
-                    help="every held lab, plus leftovers of killed runs (never a lab whose owner still runs)")
+    sp.add_argument(
+        "--all",
+        action="store_true",
+        help="every held lab, plus leftovers of killed runs (never a lab whose owner still runs)",
+    )
     sp.set_defaults(func=cmd_down)
     sp = sub.add_parser("check", help="run your own proxy config against every identity")
     not_yet = [k.value for k in kinds() if k not in checkable]
-    sp.add_argument("proxy", help="the proxy kind: " + ", ".join(k.value for k in checkable)
-                    + (f" ({', '.join(not_yet)}: not yet)" if not_yet else ""))
-    sp.add_argument("file", type=Path, help="your config (" + ", ".join(driver(k).config_name for k in checkable)
-                    + " ...)")
+    sp.add_argument(
+        "proxy",
+        help="the proxy kind: "
+        + ", ".join(k.value for k in checkable)
+        + (f" ({', '.join(not_yet)}: not yet)" if not_yet else ""),
+    )
+    sp.add_argument(
+        "file", type=Path, help="your config (" + ", ".join(driver(k).config_name for k in checkable) + " ...)"
+    )
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
-    sp.add_argument("--proxy-version", metavar="V",
-                    help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)")
-    sp.add_argument("--identity", action="append", metavar="ID", default=[],
-                    help=f"also run an optional identity (repeatable): {', '.join(CHECK_OPTIONAL)}")
-    sp.add_argument("--all-identities", action="store_true",
-                    help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})")
+    sp.add_argument(
+        "--proxy-version",
+        metavar="V",
+        help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)",
+    )
+    sp.add_argument(
+        "--identity",
+        action="append",
+        metavar="ID",
+        default=[],
+        help=f"also run an optional identity (repeatable): {', '.join(CHECK_OPTIONAL)}",
+    )
+    sp.add_argument(
+        "--all-identities",
+        action="store_true",
+        help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})",
+    )
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
-    sp.add_argument("--dynamic", action="append", type=Path, metavar="FILE", default=[],
-                    help="traefik: a dynamic configuration file the static one's provider reads (repeatable)")
-    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
-                    help="where the proxy runs (default: auto = docker when ready, else local)")
+    sp.add_argument(
+        "--dynamic",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=[],
+        help="traefik: a dynamic configuration file the static one's provider reads (repeatable)",
+    )
+    sp.add_argument(
+        "--runtime",
+        choices=("auto", "local", "docker"),
+        default="auto",
+        help="where the proxy runs (default: auto = docker when ready, else local)",
+    )
     wide_opt(sp)
     sp.set_defaults(func=cmd_check)
 
@@ -786,23 +931,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path, help="your config file")
     sp.add_argument("--proxy", choices=proxy_names(), help=f"proxy kind ({every_kind}; default: guessed)")
     sp.add_argument("--prove", action="store_true", help="also run `trustlab check` to confirm live")
-    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto",
-                    help="where --prove runs the proxy (default: auto = docker when ready, else local)")
+    sp.add_argument(
+        "--runtime",
+        choices=("auto", "local", "docker"),
+        default="auto",
+        help="where --prove runs the proxy (default: auto = docker when ready, else local)",
+    )
     sp.set_defaults(func=cmd_audit)
 
     sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
     isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
-    b.add_argument("--force", action="store_true",
-                   help="rebuild even when the inputs are unchanged or current came from `images load`")
-    b.add_argument("--method", choices=("offline", "dockerfile"), default="offline",
-                   help="offline: mmdebstrap + docker import (default); dockerfile: labs/docker/Dockerfile "
-                   "(pulls its base only when missing)")
-    b.add_argument("--versions", action="store_true",
-                   help="also build the versions image (trustlab/lab-versions:current): every installed "
-                   "version (trustlab proxies list), FROM the lab image, which has each kind's default only")
-    sv = isub.add_parser("save", help="write the lab (and versions, classroom) images to one tarball "
-                         "for offline classrooms")
+    b.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even when the inputs are unchanged or current came from `images load`",
+    )
+    b.add_argument(
+        "--method",
+        choices=("offline", "dockerfile"),
+        default="offline",
+        help="offline: mmdebstrap + docker import (default); dockerfile: labs/docker/Dockerfile "
+        "(pulls its base only when missing)",
+    )
+    b.add_argument(
+        "--versions",
+        action="store_true",
+        help="also build the versions image (trustlab/lab-versions:current): every installed "
+        "version (trustlab proxies list), FROM the lab image, which has each kind's default only",
+    )
+    sv = isub.add_parser(
+        "save", help="write the lab (and versions, classroom) images to one tarball for offline classrooms"
+    )
     sv.add_argument("file", help="FILE.tar, or FILE.tar.gz for a gzip-compressed one")
     sv.add_argument("--gzip", action="store_true", help="compress whatever the name (load reads both)")
     ld = isub.add_parser("load", help="load a tarball written by `trustlab images save` (.tar or .tar.gz)")
@@ -811,18 +971,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_images)
 
     sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
-    sp.add_argument("classroom_cmd", nargs="?", choices=("start", "build", "stop", "serve", "attendees"),
-                    default="start", help="start (default): build the image when needed, start it, print the URL; "
-                    "serve: the classroom server (JupyterHub, one JupyterLab per attendee); attendees add N")
+    sp.add_argument(
+        "classroom_cmd",
+        nargs="?",
+        choices=("start", "build", "stop", "serve", "attendees"),
+        default="start",
+        help="start (default): build the image when needed, start it, print the URL; "
+        "serve: the classroom server (JupyterHub, one JupyterLab per attendee); attendees add N",
+    )
     sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
-    sp.add_argument("--port", type=int, default=None,
-                    help="start: host port on 127.0.0.1 (default 8888); serve: the hub's TLS port (default 8443)")
+    sp.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="start: host port on 127.0.0.1 (default 8888); serve: the hub's TLS port (default 8443)",
+    )
     sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
     sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
     sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
     sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
-    sp.add_argument("--grade-runtime", choices=("docker", "local", "auto"), default="docker",
-                    help="serve: where the grader runs attempts (default docker)")
+    sp.add_argument(
+        "--grade-runtime",
+        choices=("docker", "local", "auto"),
+        default="docker",
+        help="serve: where the grader runs attempts (default docker)",
+    )
     sp.add_argument("--json", action="store_true", help="serve, attendees: print JSON")
     sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
     sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")

@@ -114,11 +114,16 @@ class _Kit:
         self.root = self.ca("conformance root", None, key=_key("rsa2048"))
         self.inter = self.ca("conformance intermediate", self.root, key=_key("rsa2048"))
         self.other_root = self.ca("conformance untrusted root", None)
-        self.expired_root = self.ca("conformance expired root", None, not_before=self.now - dt.timedelta(days=400),
-                                   not_after=self.now - dt.timedelta(days=2))
+        self.expired_root = self.ca(
+            "conformance expired root",
+            None,
+            not_before=self.now - dt.timedelta(days=400),
+            not_after=self.now - dt.timedelta(days=2),
+        )
         self.pathlen0_root = self.ca("conformance pathlen-0 root", None, pathlen=0)
-        self.nc_root = self.ca("conformance constrained root", None,
-                               nc=x509.NameConstraints([x509.DNSName("other.test")], None))
+        self.nc_root = self.ca(
+            "conformance constrained root", None, nc=x509.NameConstraints([x509.DNSName("other.test")], None)
+        )
 
     def anchor_pem(self, anchor: str) -> bytes:
         if anchor == "intermediate":
@@ -163,8 +168,7 @@ class _Kit:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
             )
         if ca is not None:
-            b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=pathlen if ca else None),
-                                critical=bc_critical)
+            b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=pathlen if ca else None), critical=bc_critical)
         if ku == "default":
             ku = _ku_ca() if ca else _ku_leaf()
         if ku is not None:
@@ -211,15 +215,31 @@ def _general(name: str) -> x509.GeneralName:
 
 
 def _ku_ca() -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                         encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _ku_leaf(*, sign: bool = True, cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=sign, content_commitment=False, key_encipherment=False,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=False,
-                         encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -227,8 +247,9 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 def _key_pem(key: Any) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 Built = tuple[list[x509.Certificate], Any]
@@ -243,6 +264,8 @@ def _served(leaf: _Node, *cas: _Node) -> Built:
 WWW = PEERS["www"]
 
 
+# The catalogue is a table, one case a row: the formatter leaves its rows as written.
+# fmt: off
 def _name_cases() -> list[Case]:
     def san(*names: str, cn: str | None = None, peer: str = "www", **kw: Any) -> Callable[[_Kit], Built]:
         def build(k: _Kit) -> Built:
@@ -717,6 +740,7 @@ def _anchor_cases() -> list[Case]:
     ]
 
 
+# fmt: on
 def catalogue() -> list[Case]:
     """Every case, in a stable order; ids are unique."""
     cases = [*_name_cases(), *_path_cases(), *_constraint_cases(), *_anchor_cases()]
@@ -751,9 +775,8 @@ def materialise(case: Case, kit: _Kit) -> tuple[bytes, bytes]:
     return b"".join(_pem(c) for c in certs), _key_pem(key)
 
 
-
-
 # -- running cases through proxies -----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Row:
@@ -800,10 +823,12 @@ def library_verdicts(cases: list[Case], kit: _Kit) -> dict[str, Any]:
     if not openssl:
         return {}
     version = subprocess.run([openssl, "version"], capture_output=True, text=True, timeout=10).stdout.split()
-    out: dict[str, Any] = {"library": f"OpenSSL {version[1]}" if len(version) > 1 else "OpenSSL",
-                           "how": "openssl verify -purpose sslserver -auth_level 2 -CAfile ANCHOR -untrusted CHAIN "
-                                  "-verify_hostname PEER (-verify_ip for an IP peer) LEAF",
-                           "cases": {}}
+    out: dict[str, Any] = {
+        "library": f"OpenSSL {version[1]}" if len(version) > 1 else "OpenSSL",
+        "how": "openssl verify -purpose sslserver -auth_level 2 -CAfile ANCHOR -untrusted CHAIN "
+        "-verify_hostname PEER (-verify_ip for an IP peer) LEAF",
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory(prefix="trustlab-conformance-") as tmp:
         d = Path(tmp)
         for anchor in ANCHORS:
@@ -812,8 +837,16 @@ def library_verdicts(cases: list[Case], kit: _Kit) -> dict[str, Any]:
             chain, _ = materialise(case, kit)
             certs = x509.load_pem_x509_certificates(chain)
             (d / "leaf.pem").write_bytes(_pem(certs[0]))
-            argv = [openssl, "verify", "-purpose", "sslserver", "-auth_level", "2",
-                    "-CAfile", str(d / f"{case.anchor}.pem")]
+            argv = [
+                openssl,
+                "verify",
+                "-purpose",
+                "sslserver",
+                "-auth_level",
+                "2",
+                "-CAfile",
+                str(d / f"{case.anchor}.pem"),
+            ]
             if certs[1:]:
                 (d / "chain.pem").write_bytes(b"".join(_pem(c) for c in certs[1:]))
                 argv += ["-untrusted", str(d / "chain.pem")]
@@ -850,11 +883,23 @@ def _reason(outcome: Outcome, reason: str) -> str:
     return reason
 
 
-def judge(case: Case, *, proxy: str, outcome: Outcome, reason: str, version: str | None = None,
-          tls: str | None = None) -> Row:
+def judge(
+    case: Case, *, proxy: str, outcome: Outcome, reason: str, version: str | None = None, tls: str | None = None
+) -> Row:
     """A case's row from a proxy's cell: the verdict is never taken from the case itself."""
-    return Row(case.id, case.area, proxy, version, tls, case.expected, verdict_of(outcome, reason), outcome.value,
-               _reason(outcome, reason), case.latitude, case.limbo)
+    return Row(
+        case.id,
+        case.area,
+        proxy,
+        version,
+        tls,
+        case.expected,
+        verdict_of(outcome, reason),
+        outcome.value,
+        _reason(outcome, reason),
+        case.latitude,
+        case.limbo,
+    )
 
 
 def _scenario_for(kind: str, case_peer: str, anchor: str, tag: str = "", version: str | None = None) -> Any:
@@ -884,8 +929,16 @@ def _scenario_for(kind: str, case_peer: str, anchor: str, tag: str = "", version
     if kind == "nginx":
         directives.append(("proxy_ssl_verify_depth", "5"))
     sid = f"conformance/{kind}{tag}--{anchor}--{case_peer}"
-    return dataclasses.replace(base, id=sid, backend=name, directives=tuple(directives),
-                               target="ip" if by_ip else "name", expected={}, control=None, versions=())
+    return dataclasses.replace(
+        base,
+        id=sid,
+        backend=name,
+        directives=tuple(directives),
+        target="ip" if by_ip else "name",
+        expected={},
+        control=None,
+        versions=(),
+    )
 
 
 def run(
@@ -928,9 +981,12 @@ def run(
             base = LabPKI.mint(backend_ip=ip)
             others = {
                 PEERS[p]: LabPKI(
-                    internal_root_pem=kit.anchor_pem(anchor), public_root_pem=base.public_root_pem,
+                    internal_root_pem=kit.anchor_pem(anchor),
+                    public_root_pem=base.public_root_pem,
                     identities={c.id: IdentityCert(c.id, *materialise(c, kit)) for c in group if c.peer == p},
-                    default_site=base.default_site, backend_ip=ip, backend_name=PEERS[p],
+                    default_site=base.default_site,
+                    backend_ip=ip,
+                    backend_name=PEERS[p],
                 )
                 for p in peers
             }
@@ -952,8 +1008,14 @@ def run(
         with lab_dir(keep=keep) as path:
             for ev in rt.run(scenarios, lab_dir=path, pki=pki, identities=(), extra=extra, **kw):
                 inst = inst_of[ev.key]
-                row = judge(by_id[ev.identity], proxy=kind_of[ev.key], outcome=ev.outcome, reason=ev.reason,
-                            version=inst.version if inst else None, tls=(inst.tls or None) if inst else None)
+                row = judge(
+                    by_id[ev.identity],
+                    proxy=kind_of[ev.key],
+                    outcome=ev.outcome,
+                    reason=ev.reason,
+                    version=inst.version if inst else None,
+                    tls=(inst.tls or None) if inst else None,
+                )
                 rows.append(row)
                 if on_row:
                     on_row(row)
@@ -966,8 +1028,10 @@ def run(
         "started": started.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
         "cases": len(cases),
-        "proxies": [{"proxy": k, "version": i.version if i else None, "tls_library": (i.tls or None) if i else None}
-                    for k, i in targets],
+        "proxies": [
+            {"proxy": k, "version": i.version if i else None, "tls_library": (i.tls or None) if i else None}
+            for k, i in targets
+        ],
         "backend_ip": getattr(rt, "backend_ip", None) or backend_ip,
     }
     return {"meta": meta, "rows": [r.to_dict() for r in rows], "library": library}
@@ -977,10 +1041,19 @@ def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Per proxy and version: cases, agreements, disagreements (strict / within latitude), errors."""
     out: dict[tuple[str, str | None], dict[str, Any]] = {}
     for r in report["rows"]:
-        s = out.setdefault((r["proxy"], r["proxy_version"]), {
-            "proxy": r["proxy"], "version": r["proxy_version"], "tls_library": r["tls_library"],
-            "cases": 0, "agree": 0, "disagree": 0, "latitude": 0, "error": 0,
-        })
+        s = out.setdefault(
+            (r["proxy"], r["proxy_version"]),
+            {
+                "proxy": r["proxy"],
+                "version": r["proxy_version"],
+                "tls_library": r["tls_library"],
+                "cases": 0,
+                "agree": 0,
+                "disagree": 0,
+                "latitude": 0,
+                "error": 0,
+            },
+        )
         s["cases"] += 1
         if r["verdict"] == ERROR:
             s["error"] += 1
@@ -1016,29 +1089,50 @@ def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
     """The JSON file's content (:func:`write_json`) as a dict: what ``trustlab report`` reads."""
     by_id = {c.id: c for c in catalogue()}
     cases = {
-        cid: {"area": c.area, "expected": c.expected, "reason": c.reason, "peer": c.peer_name, "anchor": c.anchor,
-              "latitude": c.latitude, "limbo": c.limbo}
-        for cid in dict.fromkeys(r["case"] for r in report["rows"]) if (c := by_id.get(cid))
+        cid: {
+            "area": c.area,
+            "expected": c.expected,
+            "reason": c.reason,
+            "peer": c.peer_name,
+            "anchor": c.anchor,
+            "latitude": c.latitude,
+            "limbo": c.limbo,
+        }
+        for cid in dict.fromkeys(r["case"] for r in report["rows"])
+        if (c := by_id.get(cid))
     }
     meta = dict(report["meta"])
     if against is not None:
         shared, differ = compare(report, against)
-        meta["against"] = {"runtime": against["meta"]["runtime"], "started": against["meta"]["started"],
-                           "shared": shared, "differ": [[r["proxy"], r["proxy_version"], r["case"], r["verdict"], v]
-                                                        for r, v in differ]}
-    return {"meta": meta, "summary": summary(report), "cases": cases, "library": report.get("library") or {},
-            "rows": [{k: r[k] for k in ROW_FIELDS} for r in report["rows"]]}
+        meta["against"] = {
+            "runtime": against["meta"]["runtime"],
+            "started": against["meta"]["started"],
+            "shared": shared,
+            "differ": [[r["proxy"], r["proxy_version"], r["case"], r["verdict"], v] for r, v in differ],
+        }
+    return {
+        "meta": meta,
+        "summary": summary(report),
+        "cases": cases,
+        "library": report.get("library") or {},
+        "rows": [{k: r[k] for k in ROW_FIELDS} for r in report["rows"]],
+    }
 
 
 def read_json(path: Path) -> dict[str, Any]:
     """A report written by :func:`write_json` (``--against``); a bad file is a :class:`LabError`."""
     try:
         data = json.loads(path.read_text())
-        rows, cases, tls = data["rows"], data["cases"], {(p["proxy"], p["version"]): p["tls_library"]
-                                                         for p in data["meta"]["proxies"]}
+        rows, cases, tls = (
+            data["rows"],
+            data["cases"],
+            {(p["proxy"], p["version"]): p["tls_library"] for p in data["meta"]["proxies"]},
+        )
         for r in rows:  # the case's facts and the TLS library again on every row, as run() gives them
-            r.update({k: cases[r["case"]][k] for k in ("area", "latitude", "limbo")},
-                     tls_library=tls.get((r["proxy"], r["proxy_version"])))
+            r.update(
+                {k: cases[r["case"]][k] for k in ("area", "latitude", "limbo")},
+                tls_library=tls.get((r["proxy"], r["proxy_version"])),
+            )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LabError(f"{path}: not a conformance JSON file ({type(exc).__name__}: {exc})") from None
     return dict(data)
@@ -1047,8 +1141,11 @@ def read_json(path: Path) -> dict[str, Any]:
 def compare(report: dict[str, Any], other: dict[str, Any]) -> tuple[int, list[tuple[dict[str, Any], str]]]:
     """How many rows of *report* the *other* run has too, and those whose verdict differs there."""
     theirs = {(r["proxy"], r["proxy_version"], r["case"]): r["verdict"] for r in other["rows"]}
-    both = [(r, theirs[(r["proxy"], r["proxy_version"], r["case"])]) for r in report["rows"]
-            if (r["proxy"], r["proxy_version"], r["case"]) in theirs]
+    both = [
+        (r, theirs[(r["proxy"], r["proxy_version"], r["case"])])
+        for r in report["rows"]
+        if (r["proxy"], r["proxy_version"], r["case"]) in theirs
+    ]
     return len(both), [(r, v) for r, v in both if v != r["verdict"]]
 
 
@@ -1104,25 +1201,39 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in summary(report):
-        out.append(f"| {s['proxy']} | {s['version']} | {s['tls_library']} | {s['cases']} | {s['agree']} | "
-                   f"{s['disagree']} | {s['latitude']} | {s['error']} |")
+        out.append(
+            f"| {s['proxy']} | {s['version']} | {s['tls_library']} | {s['cases']} | {s['agree']} | "
+            f"{s['disagree']} | {s['latitude']} | {s['error']} |"
+        )
     other = meta.get("against")
     if against is not None:
         shared, differ = compare(report, against)
-        other = {"runtime": against["meta"]["runtime"], "started": against["meta"]["started"], "shared": shared,
-                 "differ": [[r["proxy"], r["proxy_version"], r["case"], r["verdict"], v] for r, v in differ]}
+        other = {
+            "runtime": against["meta"]["runtime"],
+            "started": against["meta"]["started"],
+            "shared": shared,
+            "differ": [[r["proxy"], r["proxy_version"], r["case"], r["verdict"], v] for r, v in differ],
+        }
     if other:
-        out += ["", f"The same cases on the {other['runtime']} runtime ({other['started']}): "
-                f"{other['shared'] - len(other['differ'])} of {other['shared']} shared rows give the same verdict."]
+        out += [
+            "",
+            f"The same cases on the {other['runtime']} runtime ({other['started']}): "
+            f"{other['shared'] - len(other['differ'])} of {other['shared']} shared rows give the same verdict.",
+        ]
         out += [f"- {p} {v} `{c}`: {here} here, {there} there" for p, v, c, here, there in other["differ"]]
     lib = report.get("library") or {}
     lib_cases: dict[str, dict[str, str]] = lib.get("cases", {})
     heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if lib_cases else [])
-    out += ["", "## Every case", "",
-            "✓ the proxy's verdict is the expected one, ✗ it is not (the verdict follows), ! error. The last "
-            "column is the host's OpenSSL on its own (below).", "",
-            "| case | area | expected | " + " | ".join(heads) + " | x509-limbo |",
-            "|---|---|---|" + "---|" * len(heads) + "---|"]
+    out += [
+        "",
+        "## Every case",
+        "",
+        "✓ the proxy's verdict is the expected one, ✗ it is not (the verdict follows), ! error. The last "
+        "column is the host's OpenSSL on its own (below).",
+        "",
+        "| case | area | expected | " + " | ".join(heads) + " | x509-limbo |",
+        "|---|---|---|" + "---|" * len(heads) + "---|",
+    ]
     for cid in cases:
         r0 = first[cid]
         marks = []
@@ -1138,11 +1249,19 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             v = lib_cases.get(cid, {}).get("verdict", "")
             marks.append("" if not v else _MARK[v == r0["expected"]] + ("" if v == r0["expected"] else f" {v}"))
         lat = " (latitude)" if r0["latitude"] else ""
-        out.append(f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | " + " | ".join(marks)
-                   + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |")
+        out.append(
+            f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | "
+            + " | ".join(marks)
+            + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |"
+        )
     differing = [cid for cid in cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
-    out += ["", "## Disagreements explained", "",
-            "For each kind's default installation; the reason line is the proxy's own.", ""]
+    out += [
+        "",
+        "## Disagreements explained",
+        "",
+        "For each kind's default installation; the reason line is the proxy's own.",
+        "",
+    ]
     by_case = {c.id: c for c in catalogue()}
     for cid in differing:
         r0 = first[cid]
@@ -1166,14 +1285,20 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
     if lib_cases:
         same = [r for r in main if r["tls_library"] == lib["library"]]
         apart = [r for r in same if r["verdict"] != lib_cases.get(r["case"], {}).get("verdict", r["verdict"])]
-        out += ["## Where a proxy differs from its own TLS library", "",
-                f"The host's {lib['library']} on its own: `{lib['how']}`. The proxies below run on that same "
-                f"library; where their verdict is not the library's, the proxy's own code decided (its name "
-                f"check, its CN handling, the flags it passes). {len(apart)} of {len(same)} rows.", ""]
+        out += [
+            "## Where a proxy differs from its own TLS library",
+            "",
+            f"The host's {lib['library']} on its own: `{lib['how']}`. The proxies below run on that same "
+            f"library; where their verdict is not the library's, the proxy's own code decided (its name "
+            f"check, its CN handling, the flags it passes). {len(apart)} of {len(same)} rows.",
+            "",
+        ]
         for r in apart:
             mine = lib_cases[r["case"]]
-            out.append(f"- {r['proxy']} {r['proxy_version']} `{r['case']}`: the proxy {r['verdict']}s, "
-                       f"OpenSSL {mine['verdict']}s (`{_one_line(mine['reason'], 100)}`)")
+            out.append(
+                f"- {r['proxy']} {r['proxy_version']} `{r['case']}`: the proxy {r['verdict']}s, "
+                f"OpenSSL {mine['verdict']}s (`{_one_line(mine['reason'], 100)}`)"
+            )
         out.append("")
     out += ["## Versions", ""]
     by_kind: dict[tuple[str, str], dict[str | None, dict[str, Any]]] = {}
@@ -1197,26 +1322,47 @@ def _one_line(text: str, limit: int = 220) -> str:
 
 # -- `trustlab conformance` ------------------------------------------------------------------------
 
+
 def add_command(sub: Any, parser_class: type) -> None:
     """Register ``trustlab conformance`` on the CLI's subparsers."""
     sp = sub.add_parser("conformance", help="certificate-validation cases through each proxy's good config")
-    sp.add_argument("--proxy", action="append", metavar="KIND",
-                    help=f"a proxy kind, repeatable or comma-separated (default: {', '.join(KINDS)})")
+    sp.add_argument(
+        "--proxy",
+        action="append",
+        metavar="KIND",
+        help=f"a proxy kind, repeatable or comma-separated (default: {', '.join(KINDS)})",
+    )
     sp.add_argument("--case", action="append", metavar="ID", help="a case id, repeatable (default: all)")
-    sp.add_argument("--area", action="append", choices=("name", "path", "constraints", "anchor"),
-                    help="only the cases of an area, repeatable")
+    sp.add_argument(
+        "--area",
+        action="append",
+        choices=("name", "path", "constraints", "anchor"),
+        help="only the cases of an area, repeatable",
+    )
     sp.add_argument("--list", action="store_true", help="list the cases with their expected verdicts")
     sp.add_argument("--json", metavar="FILE", help="write the rows and the summary as JSON")
     sp.add_argument("--doc", metavar="FILE", help="write the Markdown page (docs/conformance.md)")
-    sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="local",
-                    help="where the proxies run (default: local)")
+    sp.add_argument(
+        "--runtime", choices=("auto", "local", "docker"), default="local", help="where the proxies run (default: local)"
+    )
     sp.add_argument("--all-versions", action="store_true", help="every installed version of each kind")
-    sp.add_argument("--against", metavar="FILE", help="the JSON of a run on the other runtime: the page "
-                    "says how many verdicts both share")
-    sp.add_argument("--html", metavar="FILE", help="write the results page of the run (docs/conformance.html; "
-                    "trustlab report JSON writes it from a JSON file)")
-    sp.add_argument("--render", metavar="JSON", help="write --doc and/or --html from a JSON file this command "
-                    "wrote, without running anything (after editing the explanations)")
+    sp.add_argument(
+        "--against",
+        metavar="FILE",
+        help="the JSON of a run on the other runtime: the page says how many verdicts both share",
+    )
+    sp.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the results page of the run (docs/conformance.html; "
+        "trustlab report JSON writes it from a JSON file)",
+    )
+    sp.add_argument(
+        "--render",
+        metavar="JSON",
+        help="write --doc and/or --html from a JSON file this command "
+        "wrote, without running anything (after editing the explanations)",
+    )
     sp.add_argument("--keep", action="store_true", help="keep the lab directories (configs, logs, keys)")
     sp.set_defaults(func=cmd_conformance)
 
@@ -1253,8 +1399,9 @@ def cmd_conformance(args: Any) -> int:
 
             doc = page.load(Path(args.render))
             if page.source_kind(doc) != "conformance":
-                raise LabError(f"{args.render}: not a conformance JSON file (write one with trustlab conformance "
-                               "--json FILE)")
+                raise LabError(
+                    f"{args.render}: not a conformance JSON file (write one with trustlab conformance --json FILE)"
+                )
             page.write(doc, Path(args.html))
             print(f"wrote {args.html}")
         return 0
@@ -1271,12 +1418,16 @@ def cmd_conformance(args: Any) -> int:
     report = run(cases, kinds, runtime=runtime, keep=args.keep, all_versions=args.all_versions)
     print(f"{'proxy':<9} {'version':<10} {'cases':>5} {'agree':>5} {'disagree':>8} {'latitude':>8} {'error':>5}")
     for s in summary(report):
-        print(f"{s['proxy']:<9} {str(s['version'])[:10]:<10} {s['cases']:>5} {s['agree']:>5} {s['disagree']:>8} "
-              f"{s['latitude']:>8} {s['error']:>5}")
+        print(
+            f"{s['proxy']:<9} {str(s['version'])[:10]:<10} {s['cases']:>5} {s['agree']:>5} {s['disagree']:>8} "
+            f"{s['latitude']:>8} {s['error']:>5}"
+        )
     strict = [r for r in disagreements(report, strict_only=True)]
     for r in strict:
-        print(f"differs: {r['proxy']} {r['case']}: {r['verdict']}, expected {r['expected']} "
-              f"({_one_line(r['reason'], 160)})")
+        print(
+            f"differs: {r['proxy']} {r['case']}: {r['verdict']}, expected {r['expected']} "
+            f"({_one_line(r['reason'], 160)})"
+        )
     if args.json:
         write_json(report, Path(args.json), against=against)
     if args.doc:
@@ -1285,6 +1436,8 @@ def cmd_conformance(args: Any) -> int:
         from harness import page
 
         page.write(document(report, against=against), Path(args.html))
-    print(f"conformance: {len(report['rows'])} rows in {report['meta']['duration_s']:.1f} s on the "
-          f"{report['meta']['runtime']} runtime")
+    print(
+        f"conformance: {len(report['rows'])} rows in {report['meta']['duration_s']:.1f} s on the "
+        f"{report['meta']['runtime']} runtime"
+    )
     return 1 if strict else 0

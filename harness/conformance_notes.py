@@ -18,12 +18,16 @@ def version_key(version: str | None) -> tuple[int, ...]:
 #: Why a proxy's verdict differs from the expected one, by case id (and, where proxies differ for
 #: different reasons, ``case@proxy``). Prose only: every number and verdict on the page comes
 #: from the run.
-_OPENSSL_CN = ("nginx's X509_check_host falls back to the subject CN when the certificate has no dNSName "
-               "(unless the caller sets X509_CHECK_FLAG_NEVER_CHECK_SUBJECT); Apache and HAProxy read the CN "
-               "themselves; Go ignores the CN since Go 1.15 and Envoy's SAN matcher reads only SANs.")
-_STRING_NAME = ("nginx (ngx_ssl_check_host: X509_check_host, never X509_check_ip_asc; nginx/nginx#1363), "
-                "Apache (SSLProxyCheckPeerName compares dNSNames and CNs) and HAProxy (verifyhost compares "
-                "dNSNames and CNs) treat the IP they connect to as a host name string: ")
+_OPENSSL_CN = (
+    "nginx's X509_check_host falls back to the subject CN when the certificate has no dNSName "
+    "(unless the caller sets X509_CHECK_FLAG_NEVER_CHECK_SUBJECT); Apache and HAProxy read the CN "
+    "themselves; Go ignores the CN since Go 1.15 and Envoy's SAN matcher reads only SANs."
+)
+_STRING_NAME = (
+    "nginx (ngx_ssl_check_host: X509_check_host, never X509_check_ip_asc; nginx/nginx#1363), "
+    "Apache (SSLProxyCheckPeerName compares dNSNames and CNs) and HAProxy (verifyhost compares "
+    "dNSNames and CNs) treat the IP they connect to as a host name string: "
+)
 EXPLAIN: dict[str, str] = {
     "wildcard-partial-prefix": "OpenSSL's X509_check_host accepts a partial-label wildcard at the start or end "
     "of the leftmost label (w*, *w) unless the caller passes X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, which nginx "

@@ -81,30 +81,46 @@ def from_run(data: dict[str, Any]) -> dict[str, Any]:
 
 def _kinds(cells: list[dict[str, Any]], variant: str, identity: str, outcome: str) -> str:
     """The proxy kinds whose *variant* scenario gave *identity* the *outcome*, as prose."""
-    names = sorted(c["proxy"] for c in cells
-                   if c["scenario"] == f"{c['proxy']}/{variant}" and c["identity"] == identity
-                   and c["outcome"] == outcome)
+    names = sorted(
+        c["proxy"]
+        for c in cells
+        if c["scenario"] == f"{c['proxy']}/{variant}" and c["identity"] == identity and c["outcome"] == outcome
+    )
     return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + (names[-1] if names else "none")
 
 
 #: The front page's excerpt: the three defaults people ship, and every kind's ``good``.
-FRONT_ROWS = ("nginx/verify-off", "apache/defaults", "haproxy/ca-only", "nginx/good", "apache/good",
-              "haproxy/good", "caddy/good", "envoy/good", "traefik/good")
+FRONT_ROWS = (
+    "nginx/verify-off",
+    "apache/defaults",
+    "haproxy/ca-only",
+    "nginx/good",
+    "apache/good",
+    "haproxy/good",
+    "caddy/good",
+    "envoy/good",
+    "traefik/good",
+)
 FRONT_IDENTITIES = ("legit", "rogue-ca", "self-signed", "wrong-name", "expired", "ip-san", "wildcard", "public-ca")
-_WORD = {"served": "served", "spoofed": "**SPOOFED**", "blocked": "blocked", "config-rejected": "rejected",
-         "error": "error"}
+_WORD = {
+    "served": "served",
+    "spoofed": "**SPOOFED**",
+    "blocked": "blocked",
+    "config-rejected": "rejected",
+    "error": "error",
+}
 
 
 def front_table(cells: list[dict[str, Any]]) -> str:
     """A markdown table of :data:`FRONT_ROWS` x :data:`FRONT_IDENTITIES` from a run's cells."""
     got = {(c["scenario"], c["identity"]): c["outcome"] for c in cells}
-    lines = ["", "| scenario | " + " | ".join(FRONT_IDENTITIES) + " |",
-             "|---" * (len(FRONT_IDENTITIES) + 1) + "|"]
+    lines = ["", "| scenario | " + " | ".join(FRONT_IDENTITIES) + " |", "|---" * (len(FRONT_IDENTITIES) + 1) + "|"]
     for row in FRONT_ROWS:
         if (row, "legit") not in got:
             continue
-        lines.append(f"| `{row}` | " + " | ".join(_WORD.get(got.get((row, i), ""), "-") for i in FRONT_IDENTITIES)
-                     + " |")
+        lines.append(
+            f"| `{row}` | " + " | ".join(_WORD.get(got.get((row, i), ""), "-") for i in FRONT_IDENTITIES) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -136,12 +152,15 @@ def update(results: Path, root: Path = ROOT) -> dict[str, Any]:
         data = json.loads(results.read_text())
         run = from_run(data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"figures: {results}: not a trustlab matrix JSON ({exc}); "
-                         "make one with: trustlab matrix --json FILE") from None
+        raise SystemExit(
+            f"figures: {results}: not a trustlab matrix JSON ({exc}); make one with: trustlab matrix --json FILE"
+        ) from None
     figures = {**static(), **run}
     if run["run_cells"] != figures["cells"]:
-        raise SystemExit(f"figures: {results} has {run['run_cells']} cells, the repo's default matrix "
-                         f"{figures['cells']}: run the full default matrix (trustlab matrix --json FILE)")
+        raise SystemExit(
+            f"figures: {results} has {run['run_cells']} cells, the repo's default matrix "
+            f"{figures['cells']}: run the full default matrix (trustlab matrix --json FILE)"
+        )
     rendered = {page: render(page.read_text(), figures) for page in pages(root)}
     (root / "docs" / "figures.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     for page, text in rendered.items():

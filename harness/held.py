@@ -162,7 +162,9 @@ def _spawn_holder(args: list[str], what: str, timeout: float) -> dict[str, Any]:
     """Start the detached holder (``python -m harness.held ARGS``); its state once it is ready."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.held", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     assert proc.stdout is not None
@@ -184,8 +186,9 @@ def _spawn_holder(args: list[str], what: str, timeout: float) -> dict[str, Any]:
     return dict(reply["state"])
 
 
-def up_config(proxy: str, config: str | Path, *, identity: str = "legit", runtime: str = "local",
-              timeout: float = 30) -> dict[str, Any]:
+def up_config(
+    proxy: str, config: str | Path, *, identity: str = "legit", runtime: str = "local", timeout: float = 30
+) -> dict[str, Any]:
     """``trustlab up --config FILE --proxy KIND``: hold a lab running *config* (your own, or a
     challenge attempt) as ``check`` runs it, so ``present`` and ``curl`` work on your own fix.
 
@@ -225,8 +228,17 @@ def labs() -> list[dict[str, Any]]:
     return found
 
 
-_STATE_FIELDS = {"lab": str, "pid": int, "pid_start": str, "runtime": str, "scenario": str, "identity": str,
-                 "started": str, "curl": str, "control": str}
+_STATE_FIELDS = {
+    "lab": str,
+    "pid": int,
+    "pid_start": str,
+    "runtime": str,
+    "scenario": str,
+    "identity": str,
+    "started": str,
+    "curl": str,
+    "control": str,
+}
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
@@ -298,7 +310,7 @@ def try_once(*, lab: str | None = None, state: dict[str, Any] | None = None) -> 
     verdict = ""
     until = time.monotonic() + 1.0
     while True:  # the verdict line can land a moment after the response (HAProxy: at stream end)
-        text = _read_log(state)[len(before):]
+        text = _read_log(state)[len(before) :]
         verdict = drv.block_reason(text) or ""
         if verdict or served_by or time.monotonic() > until:
             break
@@ -343,15 +355,27 @@ def _request(state: dict[str, Any]) -> tuple[int | None, str]:
         from harness import images
 
         ct = images.client().containers.get(state["container"])
-        _, out = ct.exec_run(["curl", "-s", "-o", "/dev/null", "-D", "-", "-m", "10",
-                              "-H", f"Host: {PUBLIC_HOST}", f"http://127.0.0.1:{state['port']}/"])
+        _, out = ct.exec_run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "-m",
+                "10",
+                "-H",
+                f"Host: {PUBLIC_HOST}",
+                f"http://127.0.0.1:{state['port']}/",
+            ]
+        )
         head = out.decode("latin-1")
     else:
         # A held config's own route (Host, path, method, headers, TLS); a scenario's: GET / as the public site.
         req = state.get("request") or {"host": PUBLIC_HOST, "path": "/", "tls": False, "method": "GET", "headers": []}
         head_lines = "".join(f"{k}: {v}\r\n" for k, v in req["headers"] if k.lower() not in ("host", "connection"))
-        text = (f"{req['method']} {req['path']} HTTP/1.1\r\nHost: {req['host']}\r\n{head_lines}"
-                "Connection: close\r\n\r\n")
+        text = f"{req['method']} {req['path']} HTTP/1.1\r\nHost: {req['host']}\r\n{head_lines}Connection: close\r\n\r\n"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
             raw.settimeout(10)
             try:
@@ -371,8 +395,9 @@ def _request(state: dict[str, Any]) -> tuple[int | None, str]:
     lines = head.split("\r\n")
     parts = lines[0].split() if lines else []
     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-    served_by = next((ln.split(":", 1)[1].strip() for ln in lines[1:]
-                      if ln.lower().startswith(IDENTITY_HEADER.lower() + ":")), "")
+    served_by = next(
+        (ln.split(":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith(IDENTITY_HEADER.lower() + ":")), ""
+    )
     return status, served_by
 
 
@@ -500,8 +525,15 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
     def start(path: Path) -> contextlib.AbstractContextManager[tuple[dict[str, Any], Callable[[], object]]]:
         scenario = resolve(ref)
         suggest, why = point(scenario)
-        fields.update({"scenario": scenario.id, "kind": scenario.proxy.value,
-                       "identities": list(identities_of(scenario)), "point": suggest, "point_why": why})
+        fields.update(
+            {
+                "scenario": scenario.id,
+                "kind": scenario.proxy.value,
+                "identities": list(identities_of(scenario)),
+                "point": suggest,
+                "point_why": why,
+            }
+        )
         return (_start_docker if runtime == "docker" else _start_local)(scenario, identity, path)
 
     return _serve(start, fields, identity, runtime)
@@ -509,15 +541,20 @@ def _hold(ref: str, identity: str, runtime: str) -> int:
 
 def _hold_config(kind: str, config: str, identity: str, runtime: str) -> int:
     """The detached holder of ``up --config``: as :func:`_hold`, for a user's config."""
-    fields = {"scenario": f"{kind} config {config}", "kind": kind,
-              "point": "rogue-ca" if identity != "rogue-ca" else "wrong-name",
-              "point_why": "an impostor: does your config refuse it?"}
+    fields = {
+        "scenario": f"{kind} config {config}",
+        "kind": kind,
+        "point": "rogue-ca" if identity != "rogue-ca" else "wrong-name",
+        "point_why": "an impostor: does your config refuse it?",
+    }
     return _serve(lambda path: _start_local_config(kind, Path(config), identity, path), fields, identity, runtime)
 
 
 def _serve(
     start: Callable[[Path], contextlib.AbstractContextManager[tuple[dict[str, Any], Callable[[], object]]]],
-    fields: dict[str, Any], identity: str, runtime: str,
+    fields: dict[str, Any],
+    identity: str,
+    runtime: str,
 ) -> int:
     """Start a lab with *start* in a private directory, write its state (with *fields*, which
     *start* may fill), report it on stdout, and hold it until SIGTERM unwinds everything."""
@@ -531,9 +568,18 @@ def _serve(
         check_space(lab_root())  # before the private directory is made: a full disk leaves nothing
         root = held_root(create=True)
         with lab_dir(root=root) as path, start(path) as (state, wait):
-            state.update({"lab": path.name, "dir": str(path), "pid": os.getpid(),
-                          "pid_start": process_start(os.getpid()) or "", "runtime": runtime,
-                          "identity": identity, **fields, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            state.update(
+                {
+                    "lab": path.name,
+                    "dir": str(path),
+                    "pid": os.getpid(),
+                    "pid_start": process_start(os.getpid()) or "",
+                    "runtime": runtime,
+                    "identity": identity,
+                    **fields,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            )
             _write_state(path, state)
             reply({"ok": True, "state": state})
             sys.stdout.close()
@@ -561,17 +607,20 @@ def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
     rt.preflight({scenario.proxy.value})
     if len(str(path / "control.sock")) > 100:
         raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
-    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities,
-                      backends=(scenario.backend,))
+    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities, backends=(scenario.backend,))
     plans = rt.prepare([scenario], path, pki)
     hold = HoldSpec.of(scenario, identity, control=str(path / "control.sock"), socket_dir=str(path))
     job = dataclasses.replace(rt._job(plans, [], path, pki), hold=hold)
     with _held_worker(rt, job, path, f"{scenario.id}: the proxy refused to start") as worker:
         sock = path / "proxy.sock"
         drv = driver(scenario.proxy)
-        state = {"socket": str(sock), "control": str(path / "control.sock"),
-                 "config": str(plans[0].run_dir / drv.config_name), "log": str(drv.error_log(plans[0].run_dir)),
-                 "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/"}
+        state = {
+            "socket": str(sock),
+            "control": str(path / "control.sock"),
+            "config": str(plans[0].run_dir / drv.config_name),
+            "log": str(drv.error_log(plans[0].run_dir)),
+            "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/",
+        }
         yield state, worker.wait
 
 
@@ -613,20 +662,39 @@ def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _
         raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
     held = held_config(kind, config, path)
     hold = HoldSpec(identity, str(path / "control.sock"), socket_dir=str(path))
-    job = rt.prepared_job([held.proxy], [], lab_dir=path, pki_dir=held.pki_dir, hosts=held.hosts,
-                          addresses=held.addresses, seat_ports=held.seat_ports, hold=hold)
+    job = rt.prepared_job(
+        [held.proxy],
+        [],
+        lab_dir=path,
+        pki_dir=held.pki_dir,
+        hosts=held.hosts,
+        addresses=held.addresses,
+        seat_ports=held.seat_ports,
+        hold=hold,
+    )
     with _held_worker(rt, job, path, f"{config}: {kind} refused to start with it as adapted for the lab") as worker:
         sock = path / "proxy.sock"
         r = held.upstream.route
         assert r is not None  # held_config holds a routed upstream
         scheme = "https" if r.tls else "http"
         extra = "".join(f" -H '{k}: {v}'" for k, v in r.headers) + (f" -X {r.method}" if r.method != "GET" else "")
-        state = {"socket": str(sock), "control": str(path / "control.sock"), "identities": list(held.identities),
-                 "config": str(held.proxy.config), "log": str(driver(kind).error_log(held.proxy.run_dir)),
-                 "upstream": held.upstream.label, "others": held.others,
-                 "request": {"host": r.host, "path": r.path, "tls": r.tls, "method": r.method,
-                             "headers": [list(h) for h in r.headers]},
-                 "curl": f"curl -s{'k' if r.tls else ''} --unix-socket {sock}{extra} {scheme}://{r.host}{r.path}"}
+        state = {
+            "socket": str(sock),
+            "control": str(path / "control.sock"),
+            "identities": list(held.identities),
+            "config": str(held.proxy.config),
+            "log": str(driver(kind).error_log(held.proxy.run_dir)),
+            "upstream": held.upstream.label,
+            "others": held.others,
+            "request": {
+                "host": r.host,
+                "path": r.path,
+                "tls": r.tls,
+                "method": r.method,
+                "headers": [list(h) for h in r.headers],
+            },
+            "curl": f"curl -s{'k' if r.tls else ''} --unix-socket {sock}{extra} {scheme}://{r.host}{r.path}",
+        }
         yield state, worker.wait
 
 
@@ -640,10 +708,15 @@ def _start_docker(scenario: Any, identity: str, path: Path) -> _Started:
     rt = DockerRuntime()
     rt.preflight({scenario.proxy.value})
     with rt.held(scenario, identity=identity, lab_dir=path) as info:
-        state = {"container": info["container"], "control": "/lab/control.sock", "port": info["port"],
-                 "config": info["config"], "log": info["log"],
-                 "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
-                         f"http://127.0.0.1:{info['port']}/"}
+        state = {
+            "container": info["container"],
+            "control": "/lab/control.sock",
+            "port": info["port"],
+            "config": info["config"],
+            "log": info["log"],
+            "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
+            f"http://127.0.0.1:{info['port']}/",
+        }
         yield state, threading.Event().wait
 
 

@@ -422,10 +422,7 @@ def _image_versions(c: Any, img: Any) -> dict[str, str]:
 
 def _dpkg_versions(c: Any, image_id: str) -> dict[str, str]:
     out = c.containers.run(
-        image_id,
-        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *_recorded()],
-        remove=True,
-        network_mode="none",
+        image_id, ["dpkg-query", "-W", "-f=${Package} ${Version}\n", *_recorded()], remove=True, network_mode="none"
     ).decode()
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 

@@ -503,7 +503,9 @@ def add_commands(sub: argparse._SubParsersAction, parser_class: type[argparse.Ar
     from harness.proxies import names
 
     i.add_argument(
-        "specs", nargs="*", metavar="KIND@VERSION",
+        "specs",
+        nargs="*",
+        metavar="KIND@VERSION",
         help=f"KIND: {', '.join(names())}; e.g. nginx@1.31, haproxy@trixie, envoy@1.38, envoy",
     )
     i.add_argument("--all", action="store_true", help="every version the proxies' labs/<kind>/sources.toml name")

@@ -61,9 +61,7 @@ class Table:
     def _repr_html_(self) -> str:
         head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in self.columns)
         body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in self.rows)
-        cap = (
-            f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
-        )
+        cap = f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
         return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def __str__(self) -> str:
@@ -132,17 +130,13 @@ def choose_runtime(*, say: Callable[[str], None] | None = print) -> str:
 
         chosen, why = wanted, f"{RUNTIME_ENV}=remote: the classroom's lab service at {remote.endpoint()[0]}"
     else:
-        raise LabError(
-            f"{RUNTIME_ENV}={wanted!r} is unknown; set it to local, docker, remote or auto (or unset it)"
-        )
+        raise LabError(f"{RUNTIME_ENV}={wanted!r} is unknown; set it to local, docker, remote or auto (or unset it)")
     if say:
         say(f"runtime: {chosen} ({why})")
     return chosen
 
 
-def run_scenario(
-    *scenario_ids: str, runtime: str = "local", identities: Sequence[str] | None = None
-) -> Results:
+def run_scenario(*scenario_ids: str, runtime: str = "local", identities: Sequence[str] | None = None) -> Results:
     """Run one or more scenarios (``"nginx/good"``, or a path to a scenario file) against every identity."""
     if not scenario_ids:
         raise LabError("run_scenario needs at least one scenario id, e.g. run_scenario('nginx/good')")
@@ -165,7 +159,11 @@ def versions_of(kind: str, *, runtime: str = "local") -> list[str]:
 
 
 def diff_versions(
-    a: str, b: str, *, runtime: str = "local", scenario_ids: Sequence[str] | None = None,
+    a: str,
+    b: str,
+    *,
+    runtime: str = "local",
+    scenario_ids: Sequence[str] | None = None,
     identities: Sequence[str] | None = None,
 ) -> Any:
     """Run ``a`` and ``b`` (``"nginx@1.22"``, ``"nginx@1.31"``) in one lab and diff them (what
@@ -181,8 +179,7 @@ def diff_versions(
     if sa.kind != sb.kind or not sa.prefix or not sb.prefix:
         raise LabError(f"diff_versions: give two versions of one proxy, like 'nginx@1.22', 'nginx@1.31' (got {a}, {b})")
     chosen = [scenarios.resolve(s) for s in scenario_ids] if scenario_ids else scenarios.select(proxies=[sa.kind])
-    res = runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None,
-                     selectors=[sa, sb])
+    res = runner.run(chosen, runtime=runtime, identities=tuple(identities) if identities else None, selectors=[sa, sb])
     (la, ca), (lb, cb) = runner.side(res, sa), runner.side(res, sb)
     d = diff(ca, cb, a=la, b=lb)
     d.results = res
@@ -190,9 +187,7 @@ def diff_versions(
 
 
 # -- showing ---------------------------------------------------------------------------------
-def _subset(
-    results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None
-) -> Results:
+def _subset(results: Results, scenario_ids: Iterable[str] | None, identities: Iterable[str] | None) -> Results:
     want_s = list(scenario_ids) if scenario_ids is not None else None
     want_i = set(identities) if identities is not None else None
     cells = [
@@ -239,8 +234,15 @@ def backend_saw(results: Results, scenario: str) -> Table:
         raise KeyError(f"{scenario!r} is not in this run")
     versioned = len({c.proxy_version for c in cells}) > 1
     rows: list[list[Any]] = [
-        [*([c.proxy_version] if versioned else []), c.identity, c.outcome, c.status, c.sni or "(no SNI)", c.tls,
-         c.reason]
+        [
+            *([c.proxy_version] if versioned else []),
+            c.identity,
+            c.outcome,
+            c.status,
+            c.sni or "(no SNI)",
+            c.tls,
+            c.reason,
+        ]
         for c in cells
     ]
     columns = ["identity", "outcome", "status", "SNI seen", "TLS", "evidence"]
@@ -335,9 +337,7 @@ def scenario_config(scenario_id: str, *, full: bool = False) -> str:
         return text
     keys = [k for k, _ in sc.directives] + ["proxy_pass", "ProxyPass ", "server be", "SSLProxy"]
     return "\n".join(
-        ln.rstrip()
-        for ln in text.splitlines()
-        if any(k in ln for k in keys) and not ln.lstrip().startswith("#")
+        ln.rstrip() for ln in text.splitlines() if any(k in ln for k in keys) and not ln.lstrip().startswith("#")
     )
 
 
@@ -370,12 +370,7 @@ def show_scenario(scenario_id: str) -> ScenarioCard:
     """What a scenario is: its description, the proxy lines it renders and the sources it cites."""
     sc = scenarios.resolve(scenario_id)
     return ScenarioCard(
-        sc.id,
-        sc.title,
-        " ".join(sc.description.split()),
-        scenario_config(scenario_id),
-        sc.sources,
-        dict(sc.expected),
+        sc.id, sc.title, " ".join(sc.description.split()), scenario_config(scenario_id), sc.sources, dict(sc.expected)
     )
 
 
@@ -474,9 +469,12 @@ def predict(
         if unknown:
             raise LabError(f"predict: {', '.join(unknown)} unknown here; identities: {', '.join(chosen)}")
     if placeholder and results is None:
-        table = Table(["identity"], [[i] for i in chosen],
-                      caption=f"{sc.id}: you did not predict yet; replace ... with a list of the identities "
-                              "you expect to get through, e.g. ['rogue-ca'] ([] for none), and run the cell again")
+        table = Table(
+            ["identity"],
+            [[i] for i in chosen],
+            caption=f"{sc.id}: you did not predict yet; replace ... with a list of the identities "
+            "you expect to get through, e.g. ['rogue-ca'] ([] for none), and run the cell again",
+        )
         table.score = None  # type: ignore[attr-defined]
         table.surprises = []  # type: ignore[attr-defined]
         return table
@@ -500,15 +498,15 @@ def predict(
             [c.identity, "gets through" if said else "stopped", c.outcome, "right" if ok else "WRONG", c.reason]
         )
     if placeholder:
-        caption = (f"{sc.id}: you did not predict yet (the prediction cell still holds ...); "
-                   "the real outcomes, unscored")
+        caption = f"{sc.id}: you did not predict yet (the prediction cell still holds ...); the real outcomes, unscored"
     else:
         caption = f"{sc.id}: {right}/{len(rows)} predicted right"
         if surprises:
             got_in = [i for i in surprises if i not in spoofed]
             kept_out = [i for i in surprises if i in spoofed]
             parts = ([f"{', '.join(got_in)} got through (you said stopped)"] if got_in else []) + (
-                [f"{', '.join(kept_out)} stopped (you said through)"] if kept_out else [])
+                [f"{', '.join(kept_out)} stopped (you said through)"] if kept_out else []
+            )
             caption += "; surprising: " + "; ".join(parts)
         else:
             caption += "; no surprise"

@@ -92,16 +92,24 @@ def load(path: Path) -> dict[str, Any]:
     """Read a matrix, diff, check or conformance JSON file, or a :class:`LabError` naming what is wrong."""
     from harness.errors import _shown, read_input
 
-    raw = read_input(path, error=LabError, kind="a trustlab JSON file", limit=200_000_000,
-                     directory_hint="pass a file written by trustlab matrix, diff, check or conformance --json")
+    raw = read_input(
+        path,
+        error=LabError,
+        kind="a trustlab JSON file",
+        limit=200_000_000,
+        directory_hint="pass a file written by trustlab matrix, diff, check or conformance --json",
+    )
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
-        raise LabError(f"{_shown(str(path))}: not JSON; pass a file written by trustlab matrix, diff, "
-                       "check or conformance --json") from None
+        raise LabError(
+            f"{_shown(str(path))}: not JSON; pass a file written by trustlab matrix, diff, check or conformance --json"
+        ) from None
     if not isinstance(doc, dict) or source_kind(doc) is None:
-        raise LabError(f"{_shown(str(path))}: not a trustlab matrix, diff, check or conformance JSON file "
-                       "(no cells, no changes, no conformance rows); write one with trustlab matrix --json FILE")
+        raise LabError(
+            f"{_shown(str(path))}: not a trustlab matrix, diff, check or conformance JSON file "
+            "(no cells, no changes, no conformance rows); write one with trustlab matrix --json FILE"
+        )
     return doc
 
 
@@ -134,15 +142,32 @@ def _cells_of(doc: dict[str, Any], kind: str) -> tuple[dict[str, Any], list[dict
             c.setdefault("variant", c["scenario"].rsplit("/", 1)[-1])
         return meta, cells
     if kind == "check":
-        meta = {"runtime": doc.get("runtime"), "duration_s": doc.get("duration_s"), "config": doc.get("config"),
-                "proxy_versions": [{"proxy": doc["proxy"], "version": doc.get("proxy_version"),
-                                    "tls_library": doc.get("tls_library")}] if doc.get("proxy_version") else []}
-        cells = [{
-            "scenario": f"check/{c['upstream']}", "proxy": doc["proxy"], "variant": c["upstream"],
-            "identity": c["identity"], "outcome": c["outcome"], "expected": None, "status": c.get("status"),
-            "reason": c.get("reason", ""), "sni": c.get("sni"), "proxy_version": doc.get("proxy_version"),
-            "tls_library": doc.get("tls_library"),
-        } for c in doc["cells"]]
+        meta = {
+            "runtime": doc.get("runtime"),
+            "duration_s": doc.get("duration_s"),
+            "config": doc.get("config"),
+            "proxy_versions": [
+                {"proxy": doc["proxy"], "version": doc.get("proxy_version"), "tls_library": doc.get("tls_library")}
+            ]
+            if doc.get("proxy_version")
+            else [],
+        }
+        cells = [
+            {
+                "scenario": f"check/{c['upstream']}",
+                "proxy": doc["proxy"],
+                "variant": c["upstream"],
+                "identity": c["identity"],
+                "outcome": c["outcome"],
+                "expected": None,
+                "status": c.get("status"),
+                "reason": c.get("reason", ""),
+                "sni": c.get("sni"),
+                "proxy_version": doc.get("proxy_version"),
+                "tls_library": doc.get("tls_library"),
+            }
+            for c in doc["cells"]
+        ]
         return meta, cells
     # A diff holds only the cells whose outcome changed: each becomes two cells, one per side.
     known = _scenarios()
@@ -151,13 +176,22 @@ def _cells_of(doc: dict[str, Any], kind: str) -> tuple[dict[str, Any], list[dict
     for ch in doc["changes"]:
         sc = known.get(ch["scenario"])
         proxy = sc.proxy.value if sc else ch["scenario"].split("/", 1)[0]
-        for side, outcome, reason in (("a", ch["before"], ch.get("before_reason", "")),
-                                      ("b", ch["after"], ch.get("after_reason", ""))):
-            cells.append({
-                "scenario": ch["scenario"], "proxy": proxy, "variant": ch["scenario"].rsplit("/", 1)[-1],
-                "identity": ch["identity"], "outcome": outcome, "expected": None, "reason": reason,
-                "proxy_version": doc[side],
-            })
+        for side, outcome, reason in (
+            ("a", ch["before"], ch.get("before_reason", "")),
+            ("b", ch["after"], ch.get("after_reason", "")),
+        ):
+            cells.append(
+                {
+                    "scenario": ch["scenario"],
+                    "proxy": proxy,
+                    "variant": ch["scenario"].rsplit("/", 1)[-1],
+                    "identity": ch["identity"],
+                    "outcome": outcome,
+                    "expected": None,
+                    "reason": reason,
+                    "proxy_version": doc[side],
+                }
+            )
     return meta, cells
 
 
@@ -202,8 +236,9 @@ def scenario_notes(ids: list[str]) -> dict[str, dict[str, Any]]:
         if sc.config:
             note["config"] = sc.config.strip()
         if sc.versions:
-            note["versions"] = [{"range": str(r.range), "why": r.why, "source": r.source, "expected": r.expected}
-                                for r in sc.versions]
+            note["versions"] = [
+                {"range": str(r.range), "why": r.why, "source": r.source, "expected": r.expected} for r in sc.versions
+            ]
         notes[sid] = note
     return notes
 
@@ -213,8 +248,10 @@ def reproduce(cell: dict[str, Any], meta: dict[str, Any], kind: str = "matrix") 
     if kind == "check":
         return f"trustlab check {cell['proxy']} {shlex.quote(str(meta.get('config') or 'CONFIG'))}"
     if kind == "diff":
-        return (f"trustlab diff {shlex.quote(str(meta['a']))} {shlex.quote(str(meta['b']))} "
-                f"--scenario {cell['scenario']} --identity {cell['identity']}")
+        return (
+            f"trustlab diff {shlex.quote(str(meta['a']))} {shlex.quote(str(meta['b']))} "
+            f"--scenario {cell['scenario']} --identity {cell['identity']}"
+        )
     default = (meta.get("versions") or {}).get(cell["proxy"])
     version = cell.get("proxy_version")
     if version and default and version != default:
@@ -239,8 +276,15 @@ def page_data(doc: dict[str, Any]) -> dict[str, Any]:
     klass.update({i: "legitimate" for i in LEGITIMATE_IDS})
     ranks = ["legitimate"] + [name for name, _ in IMPOSTOR_CLASSES] + ["other"]
     order = sorted(known, key=lambda i: ranks.index(klass.get(i, "other")))
-    identities = [{"id": i, "legitimate": i in LEGITIMATE_IDS, "class": klass.get(i, "other"),
-                   "meaning": specs[i].meaning if i in specs else ""} for i in order]
+    identities = [
+        {
+            "id": i,
+            "legitimate": i in LEGITIMATE_IDS,
+            "class": klass.get(i, "other"),
+            "meaning": specs[i].meaning if i in specs else "",
+        }
+        for i in order
+    ]
     from harness import __version__
 
     return {
@@ -278,8 +322,12 @@ def _template(name: str) -> Any:
     def source(template: str) -> str:
         return resources.files("harness").joinpath("templates", template).read_text(encoding="utf-8")
 
-    env = jinja2.Environment(loader=jinja2.FunctionLoader(source), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(source),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     return env.get_template(name)
 
 
@@ -320,11 +368,18 @@ def conformance_ok(doc: dict[str, Any]) -> bool:
         return False
     if not all(isinstance(p, dict) and isinstance(p.get("proxy"), str) for p in meta["proxies"]):
         return False
-    if not all(isinstance(c, dict) and isinstance(c.get("area"), str) and isinstance(c.get("expected"), str)
-               for c in cases.values()):
+    if not all(
+        isinstance(c, dict) and isinstance(c.get("area"), str) and isinstance(c.get("expected"), str)
+        for c in cases.values()
+    ):
         return False
-    return all(isinstance(r, dict) and all(isinstance(r.get(k), str) for k in _ROW_TEXT)
-               and isinstance(r.get("agrees"), bool) and r["case"] in cases for r in doc["rows"])
+    return all(
+        isinstance(r, dict)
+        and all(isinstance(r.get(k), str) for k in _ROW_TEXT)
+        and isinstance(r.get("agrees"), bool)
+        and r["case"] in cases
+        for r in doc["rows"]
+    )
 
 
 def conformance_defaults(doc: dict[str, Any]) -> dict[str, str | None]:
@@ -358,9 +413,18 @@ def conformance_data(doc: dict[str, Any]) -> dict[str, Any]:
     for vs in versions.values():  # oldest first: the columns of "every version"
         vs.sort(key=lambda v: (_version_key(v), str(v)))
     tls = {(p["proxy"], p.get("version")): p.get("tls_library") for p in doc["meta"]["proxies"]}
-    rows = [{"case": r["case"], "proxy": r["proxy"], "proxy_version": r.get("proxy_version"),
-             "verdict": r["verdict"], "agrees": r["agrees"], "outcome": r["outcome"], "reason": r["reason"]}
-            for r in doc["rows"]]
+    rows = [
+        {
+            "case": r["case"],
+            "proxy": r["proxy"],
+            "proxy_version": r.get("proxy_version"),
+            "verdict": r["verdict"],
+            "agrees": r["agrees"],
+            "outcome": r["outcome"],
+            "reason": r["reason"],
+        }
+        for r in doc["rows"]
+    ]
     order = list(dict.fromkeys(r["case"] for r in rows))
     keys = set(order) | {f"{r['case']}@{r['proxy']}" for r in rows}
     return {
@@ -386,7 +450,7 @@ def render_conformance(doc: dict[str, Any], *, title: str | None = None) -> str:
     return _template(CONFORMANCE_TEMPLATE).render(
         heading=heading,
         title=f"{heading}: {len(data['order'])} cases x {sum(len(v) for v in data['versions'].values())} "
-              f"proxy installations, {meta.get('started', '')}",
+        f"proxy installations, {meta.get('started', '')}",
         palette=_palette(),
         data=embed(data),
     )

@@ -152,18 +152,22 @@ class LabPKI:
         now = dt.datetime.now(dt.UTC)
         root = trustme.CA(organization_name="trustlab internal root")
         inter = root.create_child_ca()
-        cas = _CAs(inter, trustme.CA(organization_name="trustlab rogue CA"),
-                   trustme.CA(organization_name="trustlab public CA"))
+        cas = _CAs(
+            inter, trustme.CA(organization_name="trustlab rogue CA"), trustme.CA(organization_name="trustlab public CA")
+        )
         wildcard = "*." + (backend_name.split(".", 1)[1] if "." in backend_name else "internal")
         ids, extra = _identity_set(cas, backend_name, backend_ip, wildcard, optional, now, sibling=sibling_name)
         assert tuple(ids) == tuple(s.id for s in IDENTITIES)
         others = {
             name: dict(
-                zip(("identities", "optional"),
+                zip(
+                    ("identities", "optional"),
                     _identity_set(cas, name, backend_ip, "*." + name.rsplit(".", 1)[-1], optional, now),
-                    strict=True)
+                    strict=True,
+                )
             )
-            for name in dict.fromkeys(backends) if name != backend_name
+            for name in dict.fromkeys(backends)
+            if name != backend_name
         }
         files: dict[str, tuple[bytes, bool]] = {}
         if "client-ca-signed" in optional:
@@ -183,9 +187,13 @@ class LabPKI:
             optional=extra,
             others={
                 name: LabPKI(
-                    internal_root_pem=root.cert_pem.bytes(), public_root_pem=cas.public.cert_pem.bytes(),
-                    identities=sets["identities"], default_site=default, backend_ip=backend_ip,
-                    backend_name=name, optional=sets["optional"],
+                    internal_root_pem=root.cert_pem.bytes(),
+                    public_root_pem=cas.public.cert_pem.bytes(),
+                    identities=sets["identities"],
+                    default_site=default,
+                    backend_ip=backend_ip,
+                    backend_name=name,
+                    optional=sets["optional"],
                 )
                 for name, sets in others.items()
             },
@@ -257,8 +265,14 @@ class _CAs:
 
 
 def _identity_set(
-    cas: _CAs, name: str, backend_ip: str, wildcard: str, optional: tuple[str, ...], now: dt.datetime,
-    *, sibling: str = SIBLING_NAME,
+    cas: _CAs,
+    name: str,
+    backend_ip: str,
+    wildcard: str,
+    optional: tuple[str, ...],
+    now: dt.datetime,
+    *,
+    sibling: str = SIBLING_NAME,
 ) -> tuple[dict[str, IdentityCert], dict[str, IdentityCert]]:
     """Every built-in identity for backend *name*, and the *optional* ones that apply to it."""
     inter, issue = cas.inter, cas.issue
@@ -273,12 +287,20 @@ def _identity_set(
         "self-signed": _self_signed("self-signed", name, now),
         "wrong-name": issue("wrong-name", inter, sibling, common_name=sibling),
         "expired": issue(
-            "expired", inter, name, common_name=name,
-            not_before=now - dt.timedelta(days=60), not_after=now - dt.timedelta(days=1),
+            "expired",
+            inter,
+            name,
+            common_name=name,
+            not_before=now - dt.timedelta(days=60),
+            not_after=now - dt.timedelta(days=1),
         ),
         "not-yet-valid": issue(
-            "not-yet-valid", inter, name, common_name=name,
-            not_before=now + dt.timedelta(days=30), not_after=now + dt.timedelta(days=400),
+            "not-yet-valid",
+            inter,
+            name,
+            common_name=name,
+            not_before=now + dt.timedelta(days=30),
+            not_after=now + dt.timedelta(days=400),
         ),
         # trustme puts an IP identity into an iPAddress SAN; no common_name means no CN.
         "ip-san": issue("ip-san", inter, backend_ip),
@@ -344,9 +366,7 @@ def build_leaf(
         .add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
     )
     if sans:
-        general = [
-            x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n) for n in sans
-        ]
+        general = [x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n) for n in sans]
         builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=not common_name)
     chain = b""
     if issuer is None:
@@ -387,10 +407,24 @@ def _client_material(backend_name: str) -> tuple[IdentityCert, dict[str, tuple[b
     # A client certificate names no host: subject only, no subjectAltName (see build_leaf).
     now = dt.datetime.now(dt.UTC)
     client = (x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,)
-    mine = build_leaf("proxy-client", client_ca, common_name=PROXY_CLIENT_CN, sans=None, now=now,
-                      organization="trustlab proxy", usage=client)
-    other = build_leaf("other-client", other_ca, common_name="trustlab other client", sans=None, now=now,
-                       organization="trustlab proxy", usage=client)
+    mine = build_leaf(
+        "proxy-client",
+        client_ca,
+        common_name=PROXY_CLIENT_CN,
+        sans=None,
+        now=now,
+        organization="trustlab proxy",
+        usage=client,
+    )
+    other = build_leaf(
+        "other-client",
+        other_ca,
+        common_name="trustlab other client",
+        sans=None,
+        now=now,
+        organization="trustlab proxy",
+        usage=client,
+    )
     cert, key = mine.chain_pem, mine.key_pem
     other_pair = other.chain_pem + other.key_pem
     ca_pem = client_ca.cert_pem.bytes()

@@ -30,8 +30,15 @@ class Response:
 
 
 def request(
-    host: str, port: int, path: str, *, timeout: float = 10.0, host_header: str = PUBLIC_HOST, tls: bool = False,
-    method: str = "GET", headers: tuple[tuple[str, str], ...] = (),
+    host: str,
+    port: int,
+    path: str,
+    *,
+    timeout: float = 10.0,
+    host_header: str = PUBLIC_HOST,
+    tls: bool = False,
+    method: str = "GET",
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> Response:
     """*method* (GET) *path* through the proxy as a client of the public site would, with *headers*.
 

@@ -43,16 +43,31 @@ OUTAGE_COLOR = "#5a5a5a"
 OUTAGE_LABEL = "OUTAGE"
 #: Text colour on each fill, for contrast.
 TEXT_ON = {
-    Outcome.SERVED: "white", Outcome.SPOOFED: "white", Outcome.BLOCKED: "black",
-    Outcome.CONFIG_REJECTED: "white", Outcome.ERROR: "black",
+    Outcome.SERVED: "white",
+    Outcome.SPOOFED: "white",
+    Outcome.BLOCKED: "black",
+    Outcome.CONFIG_REJECTED: "white",
+    Outcome.ERROR: "black",
 }
 CSV_FIELDS = (
-    "scenario", "proxy", "variant", "identity", "outcome", "expected", "status", "reason", "sni",
-    "tls", "duration_s",
+    "scenario",
+    "proxy",
+    "variant",
+    "identity",
+    "outcome",
+    "expected",
+    "status",
+    "reason",
+    "sni",
+    "tls",
+    "duration_s",
     # Added by issue 14 (columns are only ever appended): the seat's reuse and mTLS evidence.
-    "reuse", "client_cert", "primed",
+    "reuse",
+    "client_cert",
+    "primed",
     # Added by issue 15: the proxy's version and its TLS library.
-    "proxy_version", "tls_library",
+    "proxy_version",
+    "tls_library",
 )
 
 
@@ -208,8 +223,10 @@ def run_text(results: Results, chosen: list[Any]) -> str:
         out.write(f"{sc.id}: {sc.title}{flag}\n")
         out.write(cell_lines(cells))
         if sc.unlisted:
-            out.write(f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
-                      f"{', '.join(sc.unlisted)}; reported, not judged)\n")
+            out.write(
+                f"  ({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
+                f"{', '.join(sc.unlisted)}; reported, not judged)\n"
+            )
         out.write("\n")
     return out.getvalue()
 
@@ -283,18 +300,42 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
                 continue
             outage = is_outage(c) and c.outcome is Outcome.BLOCKED
             fill = OUTAGE_COLOR if outage else COLOR[c.outcome]
-            ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=fill, edgecolor="white", linewidth=1,
-                                   hatch="///" if outage else None))
+            ax.add_patch(
+                Rectangle(
+                    (x - 0.5, y - 0.5),
+                    1,
+                    1,
+                    facecolor=fill,
+                    edgecolor="white",
+                    linewidth=1,
+                    hatch="///" if outage else None,
+                )
+            )
             label = OUTAGE_LABEL if outage else LABEL[c.outcome]
             ink = "white" if outage else TEXT_ON[c.outcome]
-            ax.text(x, y, label + ("!" if c.differs else ""), ha="center", va="center", color=ink,
-                    fontsize=6.5, fontweight="bold",
-                    bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None)
+            ax.text(
+                x,
+                y,
+                label + ("!" if c.differs else ""),
+                ha="center",
+                va="center",
+                color=ink,
+                fontsize=6.5,
+                fontweight="bold",
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None,
+            )
             key = "outage" if outage else c.outcome.value
             if key not in shown:
-                shown[key] = Patch(facecolor=fill, edgecolor="white", hatch="///" if outage else None,
-                                   label=f"{label} = legitimate backend blocked" if outage
-                                   else label if label.lower() == key else f"{label} = {key}")
+                shown[key] = Patch(
+                    facecolor=fill,
+                    edgecolor="white",
+                    hatch="///" if outage else None,
+                    label=f"{label} = legitimate backend blocked"
+                    if outage
+                    else label
+                    if label.lower() == key
+                    else f"{label} = {key}",
+                )
     ax.set_xlim(-0.5, len(idents) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xticks(range(len(idents)), idents, rotation=40, ha="right", fontsize=8)
@@ -306,15 +347,24 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     if 0 < n_legit < len(idents):
         ax.axvline(n_legit - 0.5, color="black", linewidth=2.5)
         ax.text((n_legit - 1) / 2, -0.7, "legitimate", ha="center", va="bottom", fontsize=8, fontweight="bold")
-        ax.text((n_legit + len(idents) - 1) / 2, -0.7, "impostors", ha="center", va="bottom", fontsize=8,
-                fontweight="bold")
+        ax.text(
+            (n_legit + len(idents) - 1) / 2, -0.7, "impostors", ha="center", va="bottom", fontsize=8, fontweight="bold"
+        )
     # Rows grouped by proxy: a line between groups, the proxy's name on the right.
     y0 = 0
     for kind, group in groups:
         if y0:
             ax.axhline(y0 - 0.5, color="black", linewidth=1.5)
-        ax.text(len(idents) - 0.3, y0 + (len(group) - 1) / 2, kind, ha="left", va="center", fontsize=9,
-                fontweight="bold", rotation=90 if len(group) > 2 else 0)
+        ax.text(
+            len(idents) - 0.3,
+            y0 + (len(group) - 1) / 2,
+            kind,
+            ha="left",
+            va="center",
+            fontsize=9,
+            fontweight="bold",
+            rotation=90 if len(group) > 2 else 0,
+        )
         y0 += len(group)
     ax.set_xlabel("identity presented at the backend's address", fontsize=9)
     # A short label: the long one was clipped above and below on a grid of a few rows.
@@ -325,15 +375,24 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
             ran[c.proxy].append(c.proxy_version)
     versions = results.meta.get("versions", {})
     # The versions the cells ran on (several per proxy with --all-versions), else the run's meta.
-    subtitle = "; ".join(f"{k} {', '.join(v)}" for k, v in ran.items()) if ran else ", ".join(
-        f"{k} {v}" for k, v in versions.items() if v
+    subtitle = (
+        "; ".join(f"{k} {', '.join(v)}" for k, v in ran.items())
+        if ran
+        else ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     )
-    ax.set_title(title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}",
-                 fontsize=9, pad=18)
+    ax.set_title(
+        title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9, pad=18
+    )
     order = [o.value for o in Outcome] + ["outage", "not run"]
-    fig.legend(handles=[shown[k] for k in order if k in shown], loc="lower center", ncol=min(4, len(shown)),
-               fontsize=8, frameon=False, title="outcome (label in each cell; ! = differs from expectation)",
-               title_fontsize=8)
+    fig.legend(
+        handles=[shown[k] for k in order if k in shown],
+        loc="lower center",
+        ncol=min(4, len(shown)),
+        fontsize=8,
+        frameon=False,
+        title="outcome (label in each cell; ! = differs from expectation)",
+        title_fontsize=8,
+    )
     legend_rows = (len(shown) + 3) // 4
     fig.tight_layout(rect=(0, min(0.35, (0.25 + 0.18 * legend_rows) / fig.get_figheight()), 1, 1))
     if path is not None:
@@ -448,7 +507,7 @@ def _font(size: int, *, bold: bool = False):  # type: ignore[no-untyped-def]
 
 def _mix(colour: str, share: float) -> tuple[int, int, int]:
     """*colour* at *share* (0..1) of its strength over white."""
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return tuple(round(255 + (c - 255) * share) for c in (r, g, b))  # type: ignore[return-value]
 
 
@@ -479,8 +538,14 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
     ink, rule = "#000000", "#c8c8c8"
     counts = summary_counts(results)
     n_rows = len({row(c) for c in results.cells})
-    d.text((16, 10), title or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
-           f"scenarios, {results.meta.get('runtime', '?')} runtime", font=big, fill=ink)
+    d.text(
+        (16, 10),
+        title
+        or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
+        f"scenarios, {results.meta.get('runtime', '?')} runtime",
+        font=big,
+        fill=ink,
+    )
     d.text((16, 32), ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), font=small, fill="#444444")
     # Left: kinds x classes. Geometry from the number of kinds and columns.
     left, top, col_w = 170, 118, min(78, 700 // max(len(columns), 1))
@@ -501,8 +566,16 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
             d.rectangle((x0, y0, x0 + col_w, y0 + row_h), fill=fill, outline=rule)
             if x == len(columns) - 1 and hit:  # legit-no-chain refused: hatched, as the poster's OUTAGE
                 for k in range(-row_h, col_w, 7):
-                    d.line((x0 + max(k, 0), y0 + row_h - max(-k, 0), x0 + min(k + row_h, col_w),
-                            y0 + row_h - min(row_h, col_w - k)), fill="#ffffff", width=1)
+                    d.line(
+                        (
+                            x0 + max(k, 0),
+                            y0 + row_h - max(-k, 0),
+                            x0 + min(k + row_h, col_w),
+                            y0 + row_h - min(row_h, col_w - k),
+                        ),
+                        fill="#ffffff",
+                        width=1,
+                    )
             text = f"{hit}/{ran}" if ran else NOT_RUN
             font = bold if hit else regular
             colour = "white" if hit and _dark(fill) else ink
@@ -515,8 +588,12 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
     d.line((split, top - 40, split, bottom), fill=ink, width=3)
     d.text((left + n_imp * col_w // 2, top - 62), "impostors that got through", font=bold, fill=ink, anchor="md")
     d.text((split + col_w, top - 62), "outage", font=bold, fill=ink, anchor="md")
-    d.text((left, bottom + 6), "a number: scenarios where it happened / scenarios of that proxy that ran it",
-           font=small, fill="#444444")
+    d.text(
+        (left, bottom + 6),
+        "a number: scenarios where it happened / scenarios of that proxy that ran it",
+        font=small,
+        fill="#444444",
+    )
     # Right: each scenario's verdict, stacked per kind, on the same rows.
     per = {k: dict.fromkeys((v for v, _ in VERDICTS), 0) for k in kinds}
     by: dict[tuple[str, str], list[Cell]] = {}
@@ -537,8 +614,13 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
             w = max(2, round(bw * n / most))
             d.rectangle((x0, y0, x0 + w - 1, y0 + 22), fill=colour)
             if w >= 16:
-                d.text((x0 + w / 2, y0 + 11), str(n), font=small, fill="black" if colour == COLOR[Outcome.ERROR]
-                       else "white", anchor="mm")
+                d.text(
+                    (x0 + w / 2, y0 + 11),
+                    str(n),
+                    font=small,
+                    fill="black" if colour == COLOR[Outcome.ERROR] else "white",
+                    anchor="mm",
+                )
             x0 += w
         d.text((x0 + 4, y0 + 11), str(sum(per[kind].values())), font=small, fill="#444444", anchor="lm")
     ly = bottom + 6
@@ -548,8 +630,9 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
             d.text((bx + 17, ly), name, font=small, fill=ink)
             ly += 17
     # How to read it, legit-no-chain above all.
-    flat = [(name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items()
-            if name in columns]
+    flat = [
+        (name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items() if name in columns
+    ]
     members = [f"{name} = {', '.join(ids)}" for name, ids in flat if (name,) != ids]
     half = (len(members) + 1) // 2
     notes = (
@@ -569,8 +652,9 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
     return img
 
 
-def draw(results: Results, png: Path, *, poster: Path | None = None,
-         say: Callable[[str], None] | None = None) -> list[Path]:
+def draw(
+    results: Results, png: Path, *, poster: Path | None = None, say: Callable[[str], None] | None = None
+) -> list[Path]:
     """Draw the summary picture (and the poster when asked), say what drawing cost beside the
     matrix's own time, and return the files written."""
     import time

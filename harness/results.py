@@ -113,8 +113,10 @@ class Results:
     def cell(self, scenario: str, identity: str, *, version: str | None = None) -> Cell:
         """The cell of *scenario* x *identity* (on the proxy version starting with *version*)."""
         for c in self.cells:
-            if c.scenario == scenario and c.identity == identity and (
-                version is None or (c.proxy_version and matches_prefix(c.proxy_version, version))
+            if (
+                c.scenario == scenario
+                and c.identity == identity
+                and (version is None or (c.proxy_version and matches_prefix(c.proxy_version, version)))
             ):
                 return c
         raise KeyError((scenario, identity) if version is None else (scenario, identity, version))

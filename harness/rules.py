@@ -146,14 +146,7 @@ _RULES: dict[ProxyKind, dict[str, Rule]] = {}
 
 
 def rule(
-    id: str,
-    *,
-    proxy: ProxyKind | str,
-    severity: str,
-    scenario: str,
-    directives: tuple[str, ...],
-    help: str,
-    fix: str,
+    id: str, *, proxy: ProxyKind | str, severity: str, scenario: str, directives: tuple[str, ...], help: str, fix: str
 ) -> Callable[[Check], Check]:
     """Register the decorated function as the rule *id* (see the module docstring)."""
     kind = ProxyKind(proxy)

@@ -112,15 +112,19 @@ def lab_dir(*, keep: bool = False, root: Path | None = None) -> Iterator[Path]:
         try:
             path = Path(tempfile.mkdtemp(prefix=LAB_PREFIX, dir=root))
         except OSError as exc:
-            raise LabError(f"{root}: cannot create a lab directory there ({exc.strerror}); "
-                           "set TRUSTLAB_TMPDIR to a writable directory") from None
+            raise LabError(
+                f"{root}: cannot create a lab directory there ({exc.strerror}); "
+                "set TRUSTLAB_TMPDIR to a writable directory"
+            ) from None
         os.chmod(path, 0o700)
         try:
             (path / OWNER_FILE).write_text(f"{os.getpid()}\n")
         except OSError as exc:
             shutil.rmtree(path, ignore_errors=True)
-            raise LabError(f"{root}: cannot write a lab there ({exc.strerror}); "
-                           "free some space or set TRUSTLAB_TMPDIR to another directory") from None
+            raise LabError(
+                f"{root}: cannot write a lab there ({exc.strerror}); "
+                "free some space or set TRUSTLAB_TMPDIR to another directory"
+            ) from None
         # SIGTERM should unwind like Ctrl-C so the finally below runs.
         previous = signal.getsignal(signal.SIGTERM)
         installed = False
@@ -154,9 +158,11 @@ def check_space(root: Path) -> None:
         return
     free = st.f_bavail * st.f_frsize
     if free < MIN_FREE_BYTES or (st.f_files and st.f_favail < 100):
-        raise LabError(f"{root}: the lab root is full ({free // 1000} kB free, a lab needs "
-                       f"{MIN_FREE_BYTES // 1_000_000} MB); free some space or set TRUSTLAB_TMPDIR to "
-                       "another directory")
+        raise LabError(
+            f"{root}: the lab root is full ({free // 1000} kB free, a lab needs "
+            f"{MIN_FREE_BYTES // 1_000_000} MB); free some space or set TRUSTLAB_TMPDIR to "
+            "another directory"
+        )
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -258,8 +264,10 @@ def plan_targets(
                 raise LabError(line)
             have = ", ".join(i.version for i in of(sel.kind)) or "none"
             on = f" on the {where} runtime" if where else ""
-            raise LabError(f"--proxy: {sel} matches no installed {sel.kind}{on} (installed: {have}); "
-                           "see trustlab doctor for what is installed and how to add versions")
+            raise LabError(
+                f"--proxy: {sel} matches no installed {sel.kind}{on} (installed: {have}); "
+                "see trustlab doctor for what is installed and how to add versions"
+            )
     if all_versions and lacking:
         line = lacking(sorted(kinds_run - {s.kind for s in selectors if s.prefix}))
         if line:
@@ -282,10 +290,7 @@ def plan_targets(
     count: dict[str, int] = {}
     for sc, _ in chosen:
         count[sc.id] = count.get(sc.id, 0) + 1
-    return [
-        Target(sc, inst, f"{sc.id}@{inst.version}" if count[sc.id] > 1 and inst else sc.id)
-        for sc, inst in chosen
-    ]
+    return [Target(sc, inst, f"{sc.id}@{inst.version}" if count[sc.id] > 1 and inst else sc.id) for sc, inst in chosen]
 
 
 def run(
@@ -311,21 +316,29 @@ def run(
     if not scenarios:
         raise LabError("no scenarios selected")
     if runtime == "remote":
-        return _run_remote(scenarios, identities=identities, selectors=selectors, all_versions=all_versions,
-                           keep=keep, on_cell=on_cell)
+        return _run_remote(
+            scenarios, identities=identities, selectors=selectors, all_versions=all_versions, keep=keep, on_cell=on_cell
+        )
     # An explicit identity list applies to every scenario; by default each scenario also runs
     # the optional identities it lists in [expected] (legit-deep).
     identities_given = bool(identities)
     identities = identities or IDENTITY_IDS
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     rt.preflight({s.proxy.value for s in scenarios})
-    targets = plan_targets(scenarios, lambda kind: installations_of(rt, kind), selectors=selectors,
-                           all_versions=all_versions, where=getattr(rt, "name", ""),
-                           lacking=getattr(rt, "lacking", None))
+    targets = plan_targets(
+        scenarios,
+        lambda kind: installations_of(rt, kind),
+        selectors=selectors,
+        all_versions=all_versions,
+        where=getattr(rt, "name", ""),
+        lacking=getattr(rt, "lacking", None),
+    )
     by_key = {t.key: t for t in targets}
-    extra = {} if identities_given else {
-        t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities
-    }
+    extra = (
+        {}
+        if identities_given
+        else {t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities}
+    )
     # The runtime knows a proxy process by its key (``scenario@version`` on a versioned run).
     keyed = [t.scenario if t.key == t.scenario.id else dataclasses.replace(t.scenario, id=t.key) for t in targets]
     installs = {t.key: t.installation for t in targets if t.installation is not None}
@@ -341,8 +354,7 @@ def run(
         if installs and getattr(rt, "runs_installations", False):
             kw["installations"] = installs
         events: Iterable[CellEvent] = rt.run(
-            keyed, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards,
-            on_proxy=on_proxy, **kw,
+            keyed, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards, on_proxy=on_proxy, **kw
         )
         for ev in events:
             target = by_key[ev.key]
@@ -410,15 +422,19 @@ def _run_remote(
     from harness.runtimes import remote
 
     if selectors or all_versions:
-        raise LabError("the remote runtime runs each scenario on the lab service's default proxy version; "
-                       "drop --proxy KIND@VERSION / --all-versions")
+        raise LabError(
+            "the remote runtime runs each scenario on the lab service's default proxy version; "
+            "drop --proxy KIND@VERSION / --all-versions"
+        )
     if keep:
         raise LabError("--keep: the remote runtime's lab directory is on the lab service; drop --keep")
     known = _scenarios.builtin()
     for sc in scenarios:
         if known.get(sc.id) is None or sc.path != known[sc.id].path:
-            raise LabError(f"{sc.id}: the remote runtime runs built-in scenarios only (trustlab matrix --list), "
-                           "not a scenario file")
+            raise LabError(
+                f"{sc.id}: the remote runtime runs built-in scenarios only (trustlab matrix --list), "
+                "not a scenario file"
+            )
     results = remote.run([s.id for s in scenarios], identities=identities)
     if on_cell:
         for cell in results.cells:  # all at once: the service answers when the run is over

@@ -179,7 +179,7 @@ def tail(fd: int, *, since: int = 0, limit: int = TAIL) -> bytes:
 
 
 def read_planted(
-    path: Path, base: Path, *, since: int = 0, owners: Container[int] | None = None, limit: int = TAIL,
+    path: Path, base: Path, *, since: int = 0, owners: Container[int] | None = None, limit: int = TAIL
 ) -> tuple[bytes, str | None]:
     """Read what a proxy wrote to *path* (under *base*) as the trusted side must: no link
     followed, a regular file only (no FIFO, no device), owned by one of *owners* when given,
@@ -232,9 +232,7 @@ def write_etc(directory: Path) -> Path:
 
     accounts = [a for k in kinds() for a in driver(k).accounts]
     users = list(dict([("root", 0), ("daemon", 1), ("www-data", 33), ("nobody", 65534), *accounts]).items())
-    (directory / "passwd").write_text(
-        "".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/usr/sbin/nologin\n" for n, u in users)
-    )
+    (directory / "passwd").write_text("".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/usr/sbin/nologin\n" for n, u in users))
     groups = [*users, ("nogroup", 65534)]
     (directory / "group").write_text("".join(f"{n}:x:{g}:\n" for n, g in dict(groups).items()))
     (directory / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files\n")
@@ -278,9 +276,15 @@ def command(
     host's, so the proxy runs on that userland; everything else stays as above."""
     bw = [
         "bwrap",
-        "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session", "--clearenv",
-        "--hostname", "trustlab-proxy",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--hostname",
+        "trustlab-proxy",
     ]
     if uid is None:
         # Root of a user namespace only: a nested one where the proxy is not even root (nginx
@@ -324,8 +328,14 @@ def command(
     bw += ["--chdir", run_dir, "--"]
     if uid is not None:
         bw += [
-            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
         ]
     return bw + argv
 

@@ -57,6 +57,7 @@ from harness.vocab import (
 
 SUFFIX = ".toml"
 
+
 def _driver(proxy: ProxyKind) -> Any:
     # The proxy registry imports this module (a driver renders a Scenario): import it lazily.
     from harness.proxies import driver
@@ -79,8 +80,19 @@ TARGETS = ("name", "ip")
 #: Placeholders a raw ``config`` snippet may use.
 PLACEHOLDERS: tuple[str, ...] = ("ca", "bundle", "backend", "backend_ip", "port", "upstream")
 _TOP_KEYS: tuple[str, ...] = (
-    "proxy", "title", "description", "control", "sources", "target", "backend", "seat", "directives",
-    "expected", "reporter_goal", "config", "config_http",
+    "proxy",
+    "title",
+    "description",
+    "control",
+    "sources",
+    "target",
+    "backend",
+    "seat",
+    "directives",
+    "expected",
+    "reporter_goal",
+    "config",
+    "config_http",
 )
 _SEAT_KEYS: tuple[str, ...] = ("sni_routing",)
 
@@ -186,8 +198,13 @@ def load_file(path: Path, *, scenario_id: str | None = None) -> Scenario:
     """Load and validate one scenario file."""
     path = Path(path)
     where = str(path)
-    raw = read_input(path, error=ScenarioError, kind="a scenario file", limit=1_000_000,
-                     directory_hint="pass a scenario file or an id like nginx/good")
+    raw = read_input(
+        path,
+        error=ScenarioError,
+        kind="a scenario file",
+        limit=1_000_000,
+        directory_hint="pass a scenario file or an id like nginx/good",
+    )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -297,8 +314,11 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
             raise fail(key, f"holds the control character {bad.group(0)!r}; save the file with plain LF line ends")
         unknown = set(re.findall(r"\{(\w+)\}", text)) - set(PLACEHOLDERS)
         if unknown:
-            raise fail(key, f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
-                       f"{allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}")
+            raise fail(
+                key,
+                f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
+                f"{allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}",
+            )
 
     expected_raw = data["expected"]
     if not isinstance(expected_raw, dict) or not expected_raw:
@@ -313,16 +333,21 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
             raise fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {allowed(outcomes)}")
         expected[ident] = Outcome(outcome)
     if "wildcard-parent" in expected and wildcard_parent(backend) is None:
-        raise fail("expected.wildcard-parent", f"needs a backend name with at least two labels under its "
-                   f"parent; {backend!r} has one (set backend = \"api.svc.internal\")")
+        raise fail(
+            "expected.wildcard-parent",
+            f"needs a backend name with at least two labels under its "
+            f'parent; {backend!r} has one (set backend = "api.svc.internal")',
+        )
     # Built-in identities in their order, then the optional ones this scenario opts into.
     expected = {i: expected[i] for i in ALL_IDENTITY_IDS if i in expected}
 
     texts = [config, config_http, *(str(v) for _, v in directives)]
     for name, (file, needs) in PKI_FILES.items():
         if any("{" + name + "}" in t for t in texts) and needs not in expected:
-            raise fail(f"expected.{needs}", f"{{{name}}} ({file}) is minted with the optional identity "
-                       f"{needs}; list it in [expected]")
+            raise fail(
+                f"expected.{needs}",
+                f"{{{name}}} ({file}) is minted with the optional identity {needs}; list it in [expected]",
+            )
     for key in ("client_auth", "keepalive"):
         if not isinstance(seat.get(key, False), bool):
             raise fail(f"seat.{key}", "must be true or false")
@@ -337,8 +362,10 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         if not prime.startswith("/") or not prime.endswith("/"):
             raise fail("prime", "a multi-policy scenario needs prime = a path like '/loose/' (the loose policy)")
         if not any(w in variant for w in MULTI_POLICY_WORDS):
-            raise fail("multi_policy", f"the id {scenario_id!r} must say what it tests: contain "
-                       f"{', '.join(MULTI_POLICY_WORDS)}")
+            raise fail(
+                "multi_policy",
+                f"the id {scenario_id!r} must say what it tests: contain {', '.join(MULTI_POLICY_WORDS)}",
+            )
     elif prime:
         raise fail("prime", "only a multi-policy scenario (multi_policy = true) primes a loose policy")
     else:
@@ -346,8 +373,11 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         word = _driver(proxy).policy_line
         count = len(re.findall(rf"(?m)^\s*{re.escape(word)}\b", config)) if word else 0
         if count > 1:
-            raise fail("config", f"{count} {word} lines run two policies in one proxy process; mark it "
-                       "multi_policy = true (with prime) or split it")
+            raise fail(
+                "config",
+                f"{count} {word} lines run two policies in one proxy process; mark it "
+                "multi_policy = true (with prime) or split it",
+            )
 
     try:
         rules = parse_rules(data.get("versions", []), expected=expected, outcomes=outcomes)

@@ -178,7 +178,12 @@ class Seat:
 
     # -- control ---------------------------------------------------------------------
     def present(
-        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False,
+        self,
+        identity: str,
+        *,
+        sni_routing: bool = False,
+        client_auth: bool = False,
+        keepalive: bool = False,
         backend: str | None = None,
     ) -> None:
         """Answer every new connection as *identity* from now on.
@@ -224,9 +229,7 @@ class Seat:
     def wait_settled(self, mark: int, *, timeout: float) -> list[Connection]:
         """Connections after *mark*, once each has been served or has failed (or at *timeout*)."""
         with self._settled:
-            self._settled.wait_for(
-                lambda: all(c.served or c.error for c in self._state.connections[mark:]), timeout
-            )
+            self._settled.wait_for(lambda: all(c.served or c.error for c in self._state.connections[mark:]), timeout)
             return list(self._state.connections[mark:])
 
     # -- serving -----------------------------------------------------------------------
@@ -290,8 +293,14 @@ class Seat:
             threading.Thread(target=self._handle, args=(raw, conn, routing, *mode), daemon=True).start()
 
     def _handle(
-        self, raw: socket.socket, conn: Connection, routing: bool, client_auth: bool = False,
-        keepalive: bool = False, generation: int = 0, backend: str | None = None,
+        self,
+        raw: socket.socket,
+        conn: Connection,
+        routing: bool,
+        client_auth: bool = False,
+        keepalive: bool = False,
+        generation: int = 0,
+        backend: str | None = None,
     ) -> None:
         raw.settimeout(5)
         # No Nagle: the response must not wait for the ACK of the session tickets.
@@ -376,18 +385,23 @@ class Seat:
         """A log entry for a further request on *first*'s connection (no new handshake)."""
         with self._lock:
             conn = Connection(
-                seq=len(self._state.connections), identity=first.identity, sni=first.sni, tls=first.tls,
-                site=first.site, dest=first.dest, client_subject=first.client_subject,
-                client_issuer=first.client_issuer, reused=True, conn=first.seq,
+                seq=len(self._state.connections),
+                identity=first.identity,
+                sni=first.sni,
+                tls=first.tls,
+                site=first.site,
+                dest=first.dest,
+                client_subject=first.client_subject,
+                client_issuer=first.client_issuer,
+                reused=True,
+                conn=first.seq,
             )
             self._state.connections.append(conn)
         return conn
 
     def _respond(self, tls: ssl.SSLSocket, conn: Connection, *, keepalive: bool) -> None:
         served_by = conn.identity if conn.site == "backend" else f"{conn.identity}@default-site"
-        body = json.dumps(
-            {"identity": served_by, "sni": conn.sni, "tls": conn.tls, "request": conn.request}
-        ).encode()
+        body = json.dumps({"identity": served_by, "sni": conn.sni, "tls": conn.tls, "request": conn.request}).encode()
         tls.sendall(
             b"HTTP/1.1 200 OK\r\n"
             + f"{IDENTITY_HEADER}: {served_by}\r\n".encode()
@@ -478,8 +492,11 @@ def _control(seat: Seat, host: str, port: int) -> None:
                         flags = set(words[2:])
                         backend = next((w.split("=", 1)[1] for w in words[2:] if w.startswith("backend=")), None)
                         seat.present(
-                            words[1], sni_routing="route" in flags, client_auth="mtls" in flags,
-                            keepalive="keepalive" in flags, backend=backend,
+                            words[1],
+                            sni_routing="route" in flags,
+                            client_auth="mtls" in flags,
+                            keepalive="keepalive" in flags,
+                            backend=backend,
                         )
                         reply = "ok"
                     elif words[0] == "mark":

@@ -107,8 +107,16 @@ def console(file: TextIO | None = None, *, width: int | None = None, stderr: boo
 def to_text(draw: Callable[[Console], None], *, width: int = DEFAULT_WIDTH) -> str:
     """What *draw* prints on a plain *width*-column console (tests, notebooks, files)."""
     buf = io.StringIO()
-    draw(Console(file=cast(TextIO, _Rstrip(buf)), width=width, force_terminal=False, color_system=None, highlight=False,
-                 emoji=False))
+    draw(
+        Console(
+            file=cast(TextIO, _Rstrip(buf)),
+            width=width,
+            force_terminal=False,
+            color_system=None,
+            highlight=False,
+            emoji=False,
+        )
+    )
     return buf.getvalue()
 
 
@@ -172,9 +180,11 @@ def cell_glyph(cell: Cell | None) -> Text:
 
 
 def _kind_heading(kind: str, cells: list[Cell], row: Callable[[Cell], str]) -> Text:
-    versions = list(dict.fromkeys(
-        f"{c.proxy_version}" + (f" ({c.tls_library})" if c.tls_library else "") for c in cells if c.proxy_version
-    ))
+    versions = list(
+        dict.fromkeys(
+            f"{c.proxy_version}" + (f" ({c.tls_library})" if c.tls_library else "") for c in cells if c.proxy_version
+        )
+    )
     rows = {row(c) for c in cells}
     through = {row(c) for c in cells if c.outcome is Outcome.SPOOFED}
     head = Text(kind, style="bold")
@@ -215,8 +225,9 @@ def matrix_grid(results: Results, out: Console) -> None:
     out.print(total)
 
 
-def _kind_table(kind: str, rows: list[str], idents: list[str], abbrev: dict[str, str],
-                by: dict[tuple[str, str], Cell]) -> Table:
+def _kind_table(
+    kind: str, rows: list[str], idents: list[str], abbrev: dict[str, str], by: dict[tuple[str, str], Cell]
+) -> Table:
     """One kind's (or one version's) rows: the variant, then a glyph per identity."""
     table = Table(box=None, padding=(0, 1, 0, 0), show_edge=False, pad_edge=False, header_style="bold")
     table.add_column(overflow="fold", no_wrap=False, min_width=12)
@@ -229,7 +240,7 @@ def _kind_table(kind: str, rows: list[str], idents: list[str], abbrev: dict[str,
         if r is (others[0] if others else None):
             table.add_row(Text("reported cases:", style="dim italic"), *[""] * len(idents))
         label = r.partition(" @")[0]
-        label = label[len(kind) + 1:] if r in own else label.removeprefix("reported/")
+        label = label[len(kind) + 1 :] if r in own else label.removeprefix("reported/")
         table.add_row(label, *[cell_glyph(by.get((r, i))) for i in idents])
     return table
 
@@ -243,23 +254,28 @@ def _legend(out: Console, idents: list[str], abbrev: dict[str, str]) -> None:
         cols.append("; impostors " + ", ".join(f"{abbrev[i]} {i}" for i in impostors))
     out.print(cols)
     cells = Text("cells: ", style="bold")
-    for n, (glyph, style, word) in enumerate([
-        (GLYPH[Outcome.SERVED], STYLE[Outcome.SERVED], "served"),
-        (GLYPH[Outcome.SPOOFED], STYLE[Outcome.SPOOFED], "SPOOFED (an impostor reached the client)"),
-        (GLYPH[Outcome.BLOCKED], "", "blocked"),
-        (OUTAGE_GLYPH, OUTAGE_STYLE, "OUTAGE (a legitimate backend blocked)"),
-        (GLYPH[Outcome.CONFIG_REJECTED], STYLE[Outcome.CONFIG_REJECTED], "config-rejected"),
-        (GLYPH[Outcome.ERROR], STYLE[Outcome.ERROR], "error"),
-        (NOT_RUN_GLYPH, "", "not run"),
-        (DIFFERS_MARK, "", "after a glyph: differs from the scenario's expectation"),
-    ]):
+    for n, (glyph, style, word) in enumerate(
+        [
+            (GLYPH[Outcome.SERVED], STYLE[Outcome.SERVED], "served"),
+            (GLYPH[Outcome.SPOOFED], STYLE[Outcome.SPOOFED], "SPOOFED (an impostor reached the client)"),
+            (GLYPH[Outcome.BLOCKED], "", "blocked"),
+            (OUTAGE_GLYPH, OUTAGE_STYLE, "OUTAGE (a legitimate backend blocked)"),
+            (GLYPH[Outcome.CONFIG_REJECTED], STYLE[Outcome.CONFIG_REJECTED], "config-rejected"),
+            (GLYPH[Outcome.ERROR], STYLE[Outcome.ERROR], "error"),
+            (NOT_RUN_GLYPH, "", "not run"),
+            (DIFFERS_MARK, "", "after a glyph: differs from the scenario's expectation"),
+        ]
+    ):
         cells.append(", " if n else "")
         cells.append(glyph, style=style)
         cells.append(" " + word)
     out.print(cells)
     if "legit-no-chain" in idents:
-        out.print(f"{abbrev['legit-no-chain']}: the legitimate backend forgets its intermediate; a correct config "
-                  "refuses it (O): an availability problem, not a hole.", style="dim")
+        out.print(
+            f"{abbrev['legit-no-chain']}: the legitimate backend forgets its intermediate; a correct config "
+            "refuses it (O): an availability problem, not a hole.",
+            style="dim",
+        )
 
 
 def written(paths: list[Any], out: Console, *, verb: str = "wrote") -> None:
@@ -283,8 +299,9 @@ def scenario_list(chosen: list[Any], out: Console) -> None:
 
 
 # -- run: per-cell evidence --------------------------------------------------------------------
-def _evidence_head(identity: str, outcome: Outcome, status: int | None, sni: str | None, tls: str | None,
-                   *, outage: bool = False) -> Text:
+def _evidence_head(
+    identity: str, outcome: Outcome, status: int | None, sni: str | None, tls: str | None, *, outage: bool = False
+) -> Text:
     line = Text("  " + f"{identity:<16} ")
     word = WORD[outcome] + (" (outage)" if outage else "")
     line.append(f"{word:<16}", style=OUTAGE_STYLE if outage else STYLE[outcome])
@@ -324,8 +341,13 @@ def run_report(results: Results, chosen: list[Any], out: Console) -> None:
         out.print(head)
         cell_evidence(cells, out)
         if sc.unlisted:
-            out.print(_folded(f"({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
-                              f"{', '.join(sc.unlisted)}; reported, not judged)", indent=2))
+            out.print(
+                _folded(
+                    f"({len(sc.unlisted)} identities have no expectation in {sc.path or sc.id}: "
+                    f"{', '.join(sc.unlisted)}; reported, not judged)",
+                    indent=2,
+                )
+            )
         out.print()
 
 
@@ -387,8 +409,7 @@ def check_cell(c: CheckCell, out: Console) -> None:
 # -- diff --------------------------------------------------------------------------------------
 def diff_report(d: Diff, out: Console) -> None:
     """What ``trustlab diff`` prints: each change, the two reasons folded under it."""
-    out.print(Text(f"{d.a} -> {d.b}: {d.compared} cells compared, {len(d.changes)} outcome(s) change",
-                   style="bold"))
+    out.print(Text(f"{d.a} -> {d.b}: {d.compared} cells compared, {len(d.changes)} outcome(s) change", style="bold"))
     groups: dict[tuple[str, str, str, str, str], list[str]] = {}
     for c in d.changes:
         groups.setdefault((c.scenario, c.before, c.after, c.before_reason, c.after_reason), []).append(c.identity)
@@ -402,8 +423,13 @@ def diff_report(d: Diff, out: Console) -> None:
         out.print(_folded(f"{d.b}: {why_b}"))
     for field, pairs in d.evidence.items():
         for (x, y), n in sorted(pairs.items(), key=lambda kv: -kv[1]):
-            out.print(_folded(f"evidence {field}: {x if x is not None else '-'} -> {y if y is not None else '-'} "
-                              f"in {n} cell(s) whose outcome did not change", indent=2))
+            out.print(
+                _folded(
+                    f"evidence {field}: {x if x is not None else '-'} -> {y if y is not None else '-'} "
+                    f"in {n} cell(s) whose outcome did not change",
+                    indent=2,
+                )
+            )
     for label, keys in ((d.a, d.only_a), (d.b, d.only_b)):
         if keys:
             out.print(_folded(f"only in {label}: {len(keys)} cell(s) (e.g. {keys[0][0]} x {keys[0][1]})", indent=2))
@@ -431,9 +457,14 @@ class Progress:
         from rich.progress import Progress as Bar
 
         columns = [BarColumn(bar_width=30), MofNCompleteColumn()] if total > 0 else [TextColumn("{task.completed}")]
-        self._bar = Bar(*columns, TextColumn(label), TimeElapsedColumn(),
-                        TextColumn("{task.description}", style="dim"),
-                        console=console(stderr=True), transient=True)
+        self._bar = Bar(
+            *columns,
+            TextColumn(label),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}", style="dim"),
+            console=console(stderr=True),
+            transient=True,
+        )
         self._task = self._bar.add_task("", total=total or None)
         self._bar.start()
 
@@ -449,6 +480,18 @@ class Progress:
 
 
 __all__ = [
-    "ABBREV", "GLYPH", "Progress", "abbreviations", "cell_evidence", "cell_glyph", "check_report", "console",
-    "diff_report", "matrix_grid", "run_report", "scenario_list", "to_text", "written",
+    "ABBREV",
+    "GLYPH",
+    "Progress",
+    "abbreviations",
+    "cell_evidence",
+    "cell_glyph",
+    "check_report",
+    "console",
+    "diff_report",
+    "matrix_grid",
+    "run_report",
+    "scenario_list",
+    "to_text",
+    "written",
 ]

@@ -72,9 +72,7 @@ class _View:
     def cells(self, scenario: str) -> list[Cell]:
         found = [c for (s, _), c in self.by.items() if s == scenario]
         if not found:
-            raise LabError(
-                f"claims need scenario {scenario!r} in the run; run the full matrix (run_matrix())"
-            )
+            raise LabError(f"claims need scenario {scenario!r} in the run; run the full matrix (run_matrix())")
         return found
 
     def cell(self, scenario: str, identity: str) -> Cell:
@@ -109,9 +107,7 @@ class _View:
         """Impostors *scenario* lets through that its *control* blocks."""
         spoofed_by_control = set(self.spoofed(control))
         # Only identities the control ran: an optional one (revoked) it never saw proves nothing.
-        return [
-            i for i in self.spoofed(scenario) if i not in spoofed_by_control and (control, i) in self.by
-        ]
+        return [i for i in self.spoofed(scenario) if i not in spoofed_by_control and (control, i) in self.by]
 
     def variants(self, proxy: str) -> list[str]:
         """The proxy's variants of the fresh-handshake kind: the built-in identities only, one policy.
@@ -123,8 +119,11 @@ class _View:
         known = builtin()
         plain = {s for s in self.scenarios if all(i in IDENTITY_IDS for (sc, i) in self.by if sc == s)}
         return [
-            s for s in self.scenarios
-            if s.startswith(f"{proxy}/") and s != f"{proxy}/good" and s in plain
+            s
+            for s in self.scenarios
+            if s.startswith(f"{proxy}/")
+            and s != f"{proxy}/good"
+            and s in plain
             and not (s in known and known[s].multi_policy)
         ]
 
@@ -191,16 +190,13 @@ def _claim2(v: _View) -> tuple[Verdict, str, str]:
             parts.append(f"without {line}: no impostor spoofed ({v.outcome(sid)})")
     if "nginx/no-sni-routed" in v.scenarios:
         parts.append(
-            "without SNI to an SNI-routed backend: legit "
-            + v.cell("nginx/no-sni-routed", "legit").outcome.value
+            "without SNI to an SNI-routed backend: legit " + v.cell("nginx/no-sni-routed", "legit").outcome.value
         )
     if not good_ok or weakened == 0:
         verdict = Verdict.REFUTED
     else:
         verdict = Verdict.CONFIRMED if weakened == len(missing) else Verdict.PARTLY
-    finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(
-        parts
-    )
+    finding = f"nginx/good {'serves legit and blocks every impostor' if good_ok else 'fails'}; " + "; ".join(parts)
     if beyond:
         finding += f"; none of the three lines stops {_names(beyond)}, which nginx/good lets through"
     return verdict, rule, finding
@@ -213,8 +209,11 @@ def _claim3(v: _View) -> tuple[Verdict, str, str]:
         "common it is, a run cannot show (see the reports cited in the scenario file)."
     )
     # Like with like: the impostors both scenarios run (good also runs the optional identities).
-    blocked_by_good = [c.identity for c in v.impostors("nginx/good")
-                       if c.outcome is Outcome.BLOCKED and ("nginx/ca-without-verify", c.identity) in v.by]
+    blocked_by_good = [
+        c.identity
+        for c in v.impostors("nginx/good")
+        if c.outcome is Outcome.BLOCKED and ("nginx/ca-without-verify", c.identity) in v.by
+    ]
     extra = v.extra_spoofs("nginx/ca-without-verify", "nginx/good")
     verdict = _by_count(len([i for i in blocked_by_good if i in extra]), len(blocked_by_good))
     same = all(
@@ -263,11 +262,7 @@ def _claim5(v: _View) -> tuple[Verdict, str, str]:
     any_spoof = any(spoofs.values())
     legit = {t: v.cell(t, "legit").outcome for t in targets}
     fix = v.cell("nginx/ip-target-with-name", "legit")
-    fix_works = (
-        fix.outcome is Outcome.SERVED
-        and fix.sni == BACKEND_NAME
-        and not v.spoofed("nginx/ip-target-with-name")
-    )
+    fix_works = fix.outcome is Outcome.SERVED and fix.sni == BACKEND_NAME and not v.spoofed("nginx/ip-target-with-name")
     if not no_sni:
         verdict = Verdict.REFUTED
     elif any_spoof:
@@ -382,7 +377,5 @@ def evaluate(results: Results) -> list[ClaimResult]:
     for number, rule_fn in RULES.items():
         view = _View(results)
         verdict, rule, finding = rule_fn(view)
-        out.append(
-            ClaimResult(number, CLAIMS[number], verdict, rule, finding, tuple(dict.fromkeys(view.used)))
-        )
+        out.append(ClaimResult(number, CLAIMS[number], verdict, rule, finding, tuple(dict.fromkeys(view.used))))
     return out

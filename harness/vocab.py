@@ -76,47 +76,67 @@ class IdentitySpec:
 
 IDENTITIES: tuple[IdentitySpec, ...] = (
     IdentitySpec(
-        "legit", True, "internal intermediate -> backend-api.internal, chain served",
+        "legit",
+        True,
+        "internal intermediate -> backend-api.internal, chain served",
         "the real backend, with its certificate from your internal CA",
     ),
     IdentitySpec(
-        "legit-no-chain", True, "the legitimate leaf without its intermediate",
+        "legit-no-chain",
+        True,
+        "the legitimate leaf without its intermediate",
         "the real backend, forgetting to send its intermediate certificate",
     ),
     IdentitySpec(
-        "rogue-ca", False, "an unrelated CA, trusted nowhere -> backend-api.internal",
+        "rogue-ca",
+        False,
+        "an unrelated CA, trusted nowhere -> backend-api.internal",
         "an attacker's own CA issued a certificate with the backend's name; only checking the chain stops it",
     ),
     IdentitySpec(
-        "self-signed", False, "a self-signed certificate for backend-api.internal",
+        "self-signed",
+        False,
+        "a self-signed certificate for backend-api.internal",
         "anyone can sign a certificate with the backend's name themselves; only checking the chain stops it",
     ),
     IdentitySpec(
-        "wrong-name", False, "internal intermediate -> other-svc.internal (a sibling)",
+        "wrong-name",
+        False,
+        "internal intermediate -> other-svc.internal (a sibling)",
         "a compromised sibling service (other-svc.internal) with its own genuine certificate from your CA; "
         "only checking the name stops it",
     ),
     IdentitySpec(
-        "expired", False, "internal intermediate -> backend-api.internal, expired",
+        "expired",
+        False,
+        "internal intermediate -> backend-api.internal, expired",
         "a retired certificate for the backend's name (an old key that may have leaked); "
         "only checking validity dates stops it",
     ),
     IdentitySpec(
-        "not-yet-valid", False, "internal intermediate -> backend-api.internal, not yet valid",
+        "not-yet-valid",
+        False,
+        "internal intermediate -> backend-api.internal, not yet valid",
         "a certificate for the backend's name that is not valid yet; only checking validity dates stops it",
     ),
     IdentitySpec(
-        "ip-san", False, "internal intermediate -> only an IP SAN (the lab IP), no CN",
+        "ip-san",
+        False,
+        "internal intermediate -> only an IP SAN (the lab IP), no CN",
         "a certificate from your CA naming only the backend's IP address; "
         "checking the backend's name, not its address, stops it",
     ),
     IdentitySpec(
-        "wildcard", False, "internal intermediate -> *.internal",
+        "wildcard",
+        False,
+        "internal intermediate -> *.internal",
         "a wildcard certificate *.internal from your CA, covering every service at once; "
         "some proxies' name checks refuse it, for the others only the PKI's policy can",
     ),
     IdentitySpec(
-        "public-ca", False, "a 'public' CA (in the system bundle) -> backend-api.internal",
+        "public-ca",
+        False,
+        "a 'public' CA (in the system bundle) -> backend-api.internal",
         "a public CA from the OS trust store issued a certificate for the backend's name; "
         "only trusting your internal root alone stops it",
     ),
@@ -130,33 +150,30 @@ IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in IDENTITIES)
 #: scenario's ``backend`` (``backend-api.internal`` unless it sets one).
 OPTIONAL_IDENTITIES: tuple[IdentitySpec, ...] = (
     IdentitySpec(
-        "legit-deep", True,
-        "internal root -> intermediate -> second intermediate -> backend-api.internal, both served",
+        "legit-deep", True, "internal root -> intermediate -> second intermediate -> backend-api.internal, both served"
     ),
     IdentitySpec(
-        "wildcard-parent", False,
+        "wildcard-parent",
+        False,
         "internal intermediate -> *.<parent> (*.svc.internal for api.svc.internal); needs a backend "
         "name with at least two labels under its parent",
     ),
     IdentitySpec("cn-only", False, "internal intermediate -> CN = the backend name, no SAN at all"),
     IdentitySpec(
-        "san-other-cn-backend", False,
-        "internal intermediate -> SAN other-svc.internal, CN = the backend name",
+        "san-other-cn-backend", False, "internal intermediate -> SAN other-svc.internal, CN = the backend name"
     ),
     IdentitySpec(
-        "client-ca-signed", False,
-        "the CA that issued the proxy's client certificate -> backend-api.internal",
+        "client-ca-signed", False, "the CA that issued the proxy's client certificate -> backend-api.internal"
     ),
     IdentitySpec(
-        "revoked", False,
+        "revoked",
+        False,
         "internal intermediate -> backend-api.internal, then revoked (listed in the intermediate's CRL)",
     ),
 )
 OPTIONAL_IDENTITY_IDS: tuple[str, ...] = tuple(spec.id for spec in OPTIONAL_IDENTITIES)
 ALL_IDENTITY_IDS: tuple[str, ...] = IDENTITY_IDS + OPTIONAL_IDENTITY_IDS
-LEGITIMATE_IDS: frozenset[str] = frozenset(
-    s.id for s in IDENTITIES + OPTIONAL_IDENTITIES if s.legitimate
-)
+LEGITIMATE_IDS: frozenset[str] = frozenset(s.id for s in IDENTITIES + OPTIONAL_IDENTITIES if s.legitimate)
 
 
 def wildcard_parent(backend: str) -> str | None:

@@ -226,8 +226,11 @@ def wheel_targets(wheels: list[Path]) -> tuple[list[str], list[str]]:
             continue
         mine = set()
         for tag in plat.split("."):
-            system = "Linux" if tag.startswith(("manylinux", "musllinux", "linux")) else (
-                "Darwin" if tag.startswith("macosx") else "Windows" if tag.startswith("win") else tag)
+            system = (
+                "Linux"
+                if tag.startswith(("manylinux", "musllinux", "linux"))
+                else ("Darwin" if tag.startswith("macosx") else "Windows" if tag.startswith("win") else tag)
+            )
             arch = next((v for k, v in _ARCH.items() if tag.endswith(k)), tag.rsplit("_", 1)[-1])
             mine.add(f"{system}-{arch}")
         platforms = mine if platforms is None else platforms & mine
@@ -243,8 +246,6 @@ def wheel_targets(wheels: list[Path]) -> tuple[list[str], list[str]]:
 def _where(platforms: list[str], pythons: list[str]) -> str:
     plat = ", ".join(p.replace("-", " ") for p in platforms) or "any platform"
     return f"{plat} with Python {' or '.join(pythons) if pythons else '3'}"
-
-
 
 
 def _checkout() -> Path:
@@ -406,8 +407,9 @@ def bundle(
         where = _where(platforms, pythons)
         (work / "README.md").write_text(_README.format(version=__version__, where=where, contents=contents))
         install = work / "install.sh"
-        install.write_text(_INSTALL.format(where=where, platforms=" ".join(platforms) or "*",
-                                           pythons=" ".join(pythons), extras=extra))
+        install.write_text(
+            _INSTALL.format(where=where, platforms=" ".join(platforms) or "*", pythons=" ".join(pythons), extras=extra)
+        )
         install.chmod(0o755)
         (work / "manifest.json").write_text(json.dumps({"trustlab": __version__, "files": manifest}, indent=2) + "\n")
         if target.exists():

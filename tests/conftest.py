@@ -16,9 +16,19 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REQUIRE_PROXIES = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
 
 _LEAKY_ENV = (
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "SSLKEYLOGFILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "SSLKEYLOGFILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
 )
 
 
@@ -95,8 +105,12 @@ RUNTIME_MARKERS = ("integration", "docker", "notebooks", "browser")
 # A fixture that starts (or proves ready) a runtime marks each test that asks for it, so a test
 # cannot reach a runtime through a fixture and miss its tier.
 _FIXTURE_MARKERS = {
-    "local_runtime": "integration", "local_matrix": "integration",
-    "docker_ready": "docker", "docker_runtime": "docker", "docker_matrix": "docker", "browser": "browser",
+    "local_runtime": "integration",
+    "local_matrix": "integration",
+    "docker_ready": "docker",
+    "docker_runtime": "docker",
+    "docker_matrix": "docker",
+    "browser": "browser",
 }
 
 
@@ -124,8 +138,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # the fixtures it shares with others (connected: local_matrix and docker_matrix are one group, as
 # a test compares them). A prerequisite check is cheap and shared by hundreds of tests: no group.
 _CHEAP_WIDE = {
-    "local_runtime", "docker_ready", "docker_runtime", "notebook_tools", "lab_cgroups", "caddy_runtime",
-    "envoy_ready", "traefik", "proxies",
+    "local_runtime",
+    "docker_ready",
+    "docker_runtime",
+    "notebook_tools",
+    "lab_cgroups",
+    "caddy_runtime",
+    "envoy_ready",
+    "traefik",
+    "proxies",
 }
 
 
@@ -214,7 +235,7 @@ def pytest_runtest_setup(item: pytest.Item):  # type: ignore[no-untyped-def]
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
     result = yield
-    started = sorted(set(_STARTED[item.stash.get(_STARTS_AT, len(_STARTED)):]))
+    started = sorted(set(_STARTED[item.stash.get(_STARTS_AT, len(_STARTED)) :]))
     # Any runtime marker will do: `check` and `challenge check` choose docker when its daemon and
     # image are there, else local, so a test marked integration may start a container in CI.
     if started and not {m.name for m in item.iter_markers()} & set(RUNTIME_MARKERS):

@@ -43,8 +43,13 @@ KINDS = {
     "haproxy": ["haproxy-*.cfg", "matchers/haproxy-*.cfg", "adapt/haproxy-*.cfg"],
     "caddy": ["caddy/*", "adapt/Caddyfile.*"],
     "envoy": ["envoy/*", "matchers/envoy-*.yaml"],
-    "traefik": ["traefik/*.yml", "traefik/*.toml", "traefik/conf.d/*.yml", "matchers/traefik-*.yml",
-                "adapt/traefik-*.yml"],
+    "traefik": [
+        "traefik/*.yml",
+        "traefik/*.toml",
+        "traefik/conf.d/*.yml",
+        "matchers/traefik-*.yml",
+        "adapt/traefik-*.yml",
+    ],
     "squid": ["squid/*.conf", "adapt/squid-*.conf"],
     "trafficserver": ["trafficserver/*/records.*", "adapt/trafficserver-*/records.*"],
 }
@@ -67,8 +72,10 @@ def _render(adapted: Adapted) -> list[str]:
     for u in adapted.upstreams:
         r = u.route
         route = f"{r.listener} tls={r.tls} {r.describe()}" if r else f"unroutable: {u.why_unroutable}"
-        out.append(f"- {u.label} | {u.address} | line {u.line}{' of ' + u.file if u.file else ''} | name {u.name}"
-                   f" | pool {u.pool or '-'} | {route}")
+        out.append(
+            f"- {u.label} | {u.address} | line {u.line}{' of ' + u.file if u.file else ''} | name {u.name}"
+            f" | pool {u.pool or '-'} | {route}"
+        )
     others = getattr(adapted, "other_hosts", None)
     if others:
         out.append(f"== other hosts: {', '.join(others)}")

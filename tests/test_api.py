@@ -55,7 +55,8 @@ def test_all_is_complete() -> None:
     public = {
         name
         for name in dir(harness)
-        if not name.startswith("_") and not isinstance(getattr(harness, name), types.ModuleType)
+        if not name.startswith("_")
+        and not isinstance(getattr(harness, name), types.ModuleType)
         and name != "annotations"
     }
     assert public == set(harness.__all__)

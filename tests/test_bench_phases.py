@@ -24,8 +24,14 @@ def bench() -> ModuleType:
 
 
 def _run(bench: ModuleType, label: str, cells: int, wall: float, cpu: float) -> object:
-    phases = {"pki": 0.01, "render": 0.05, "lab up": wall * 0.4, "cells": wall * 0.4, "teardown": wall * 0.1,
-              "report": 0.2}
+    phases = {
+        "pki": 0.01,
+        "render": 0.05,
+        "lab up": wall * 0.4,
+        "cells": wall * 0.4,
+        "teardown": wall * 0.1,
+        "report": 0.2,
+    }
     return bench.RunPhases(label=label, cells=cells, shards=2, wall=wall, cpu=cpu, phases=phases, request=wall * 0.5)
 
 

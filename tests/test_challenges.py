@@ -108,8 +108,10 @@ def _copy(tmp_path: Path, cid: str = "nginx-ca-without-verify") -> Path:
         (lambda t: t.replace('name = "backend-api.internal"', 'name = "10.203.0.10"'), "backend.name: '10.203.0.10'"),
         (lambda t: t.replace('path = "/"', 'path = "api"'), "request.path: 'api' must be a path"),
         (lambda t: t.replace('host = "portal.example.com"\n', ""), "request.host: missing"),
-        (lambda t: t.replace('ca_file = "/etc/nginx/tls/internal-pki.pem"', 'ca_file = "tls/internal-pki.pem"'),
-         "backend.ca_file: 'tls/internal-pki.pem' must be the internal root's absolute path"),
+        (
+            lambda t: t.replace('ca_file = "/etc/nginx/tls/internal-pki.pem"', 'ca_file = "tls/internal-pki.pem"'),
+            "backend.ca_file: 'tls/internal-pki.pem' must be the internal root's absolute path",
+        ),
         (lambda t: t.replace('ca_file = "/etc/nginx/tls/internal-pki.pem"\n', ""), "backend.ca_file: missing"),
     ],
 )

@@ -26,11 +26,7 @@ CASES = [
     # proxy_ssl_name with a port: nginx strips it (nginx-tests proxy_ssl_name.t; issue 24).
     ("nginx", "nginx-ssl-name-with-port.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     ("nginx", "nginx-ip-host-sni.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
-    (
-        "nginx",
-        "nginx-var-ca-without-verify.conf",
-        {"legit": "served", "legit-no-chain": "served", "*": "spoofed"},
-    ),
+    ("nginx", "nginx-var-ca-without-verify.conf", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
     ("apache", "apache-vhost-good.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
     # A client certificate directory (hashed, like CAPath): adapted like the File form (issue 24).
     ("apache", "apache-machine-cert-path.conf", {"legit": "served", "wildcard": "spoofed", "*": "blocked"}),
@@ -40,13 +36,7 @@ CASES = [
     (
         "haproxy",
         "haproxy-ca-only.cfg",
-        {
-            "legit": "served",
-            "wrong-name": "spoofed",
-            "ip-san": "spoofed",
-            "wildcard": "spoofed",
-            "*": "blocked",
-        },
+        {"legit": "served", "wrong-name": "spoofed", "ip-san": "spoofed", "wildcard": "spoofed", "*": "blocked"},
     ),
     ("haproxy", "haproxy-verify-none.cfg", {"legit": "served", "legit-no-chain": "served", "*": "spoofed"}),
 ]
@@ -60,9 +50,7 @@ def test_check_real_verdicts(local_runtime: str, proxy: str, name: str, want: di
     got = {c.identity: c.outcome.value for c in result.cells}
     expected = {i: want.get(i, want["*"] if i != "legit-no-chain" else "blocked") for i in IDENTITY_IDS}
     assert got == expected, result.summary()
-    good = expected["legit"] == "served" and all(
-        expected[i] == "blocked" for i in IMPOSTORS if i != "wildcard"
-    )
+    good = expected["legit"] == "served" and all(expected[i] == "blocked" for i in IMPOSTORS if i != "wildcard")
     assert result.ok is False  # strict by default: wildcard counts
     assert check(proxy, CONFIGS / name, accept=("wildcard",)).ok is good
 
@@ -150,8 +138,7 @@ def test_config_rejected_by_the_proxy_is_exit_2_verbatim(
 ) -> None:
     cfg = tmp_path / "nginx.conf"
     cfg.write_text(
-        "server {\n listen 80;\n location / {\n  proxy_pass https://api.internal;\n"
-        "  proxy_ssl_verify on;\n }\n}\n"
+        "server {\n listen 80;\n location / {\n  proxy_pass https://api.internal;\n  proxy_ssl_verify on;\n }\n}\n"
     )
     assert main(["check", "nginx", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
@@ -182,9 +169,7 @@ def test_nginx_syntax_error_names_file_and_line(tmp_path: Path, capsys: pytest.C
     assert f"{cfg}:" in err and "nginx syntax" in err
 
 
-def test_no_https_upstream_is_bad_input(
-    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_https_upstream_is_bad_input(local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "plain.conf"
     cfg.write_text("server { listen 80; location / { proxy_pass http://app:8080; } }\n")
     assert main(["check", "nginx", str(cfg)]) == 2
@@ -297,9 +282,22 @@ def test_plugin_on_the_remote_runtime_skips_with_one_reason() -> None:
             "TRUSTLAB_REQUIRE": require,
         }
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", *plugin, "-q", "-rs", "-p", "no:cacheprovider",
-             str(ROOT / "examples" / "guard-your-config")],
-            capture_output=True, text=True, timeout=120, env=env, cwd=ROOT / "examples" / "guard-your-config",
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                *plugin,
+                "-q",
+                "-rs",
+                "-p",
+                "no:cacheprovider",
+                str(ROOT / "examples" / "guard-your-config"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=ROOT / "examples" / "guard-your-config",
         )
         assert want in proc.stdout, proc.stdout + proc.stderr
         assert "which the remote runtime (a classroom server's lab service) does not run" in proc.stdout
@@ -320,8 +318,11 @@ def test_check_identity_options_refuse_what_check_cannot_run() -> None:
 
     assert check_identities([]) == tuple(IDENTITY_IDS)
     assert check_identities(["cn-only"])[-1] == "cn-only"
-    assert check_identities(["cn-only"], every=True)[len(IDENTITY_IDS):] == (
-        "legit-deep", "cn-only", "san-other-cn-backend")
+    assert check_identities(["cn-only"], every=True)[len(IDENTITY_IDS) :] == (
+        "legit-deep",
+        "cn-only",
+        "san-other-cn-backend",
+    )
     for bad in ("rogue-ca", "revoked", "client-ca-signed", "rouge-ca"):
         with pytest.raises(LabError, match="--identity"):
             check_identities([bad])
@@ -331,9 +332,23 @@ def test_check_identity_options_refuse_what_check_cannot_run() -> None:
 def test_check_runs_optional_identities(local_runtime: str, tmp_path: Path) -> None:
     """nginx's name check reads the CN when there is no DNS SAN: --identity cn-only shows it (issue 24)."""
     out = tmp_path / "check.json"
-    code = main(["check", "nginx", str(CONFIGS / "nginx-upstream-good.conf"), "--runtime", local_runtime,
-                 "--identity", "cn-only", "--identity", "san-other-cn-backend", "--accept", "wildcard",
-                 "--json", str(out)])
+    code = main(
+        [
+            "check",
+            "nginx",
+            str(CONFIGS / "nginx-upstream-good.conf"),
+            "--runtime",
+            local_runtime,
+            "--identity",
+            "cn-only",
+            "--identity",
+            "san-other-cn-backend",
+            "--accept",
+            "wildcard",
+            "--json",
+            str(out),
+        ]
+    )
     cells = {c["identity"]: c["outcome"] for c in json.loads(out.read_text())["cells"]}
     assert code == 1
     assert (cells["cn-only"], cells["san-other-cn-backend"]) == ("spoofed", "blocked")
@@ -356,24 +371,55 @@ def _with_crl(tmp_path: Path, name: str, old: str, new: str, *, beside: str | No
 
 CRL_CASES = [
     # (proxy, config, the line that gets a CRL, ..., a one-CRL file beside it?, legit, revoked)
-    ("nginx", "nginx-upstream-good.conf", "proxy_ssl_verify on;",
-     "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/all.pem;", None, "served", "blocked"),
+    (
+        "nginx",
+        "nginx-upstream-good.conf",
+        "proxy_ssl_verify on;",
+        "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/all.pem;",
+        None,
+        "served",
+        "blocked",
+    ),
     # nginx checks a CRL for every certificate of the chain: the root's is missing, legit is refused too.
-    ("nginx", "nginx-upstream-good.conf", "proxy_ssl_verify on;",
-     "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/inter.pem;", "inter.pem", "blocked", "blocked"),
+    (
+        "nginx",
+        "nginx-upstream-good.conf",
+        "proxy_ssl_verify on;",
+        "proxy_ssl_verify on;\n            proxy_ssl_crl /etc/nginx/crl/inter.pem;",
+        "inter.pem",
+        "blocked",
+        "blocked",
+    ),
     ("haproxy", "haproxy-good.cfg", "ca-file", "crl-file /etc/haproxy/crl.pem ca-file", None, "served", "blocked"),
-    ("apache", "apache-vhost-good.conf", "SSLProxyCheckPeerExpire on",
-     "SSLProxyCheckPeerExpire on\n    SSLProxyCARevocationFile /etc/apache2/crl.pem\n"
-     "    SSLProxyCARevocationCheck chain", None, "served", "blocked"),
+    (
+        "apache",
+        "apache-vhost-good.conf",
+        "SSLProxyCheckPeerExpire on",
+        "SSLProxyCheckPeerExpire on\n    SSLProxyCARevocationFile /etc/apache2/crl.pem\n"
+        "    SSLProxyCARevocationCheck chain",
+        None,
+        "served",
+        "blocked",
+    ),
 ]
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("proxy", "name", "old", "new", "beside", "legit", "revoked"), CRL_CASES,
-                         ids=["nginx-chain", "nginx-intermediate-only", "haproxy-chain", "apache-chain"])
+@pytest.mark.parametrize(
+    ("proxy", "name", "old", "new", "beside", "legit", "revoked"),
+    CRL_CASES,
+    ids=["nginx-chain", "nginx-intermediate-only", "haproxy-chain", "apache-chain"],
+)
 def test_check_keeps_the_crl_and_runs_revoked(
-    local_runtime: str, tmp_path: Path, proxy: str, name: str, old: str, new: str, beside: str | None,
-    legit: str, revoked: str,
+    local_runtime: str,
+    tmp_path: Path,
+    proxy: str,
+    name: str,
+    old: str,
+    new: str,
+    beside: str | None,
+    legit: str,
+    revoked: str,
 ) -> None:
     result = check(proxy, _with_crl(tmp_path, name, old, new, beside=beside), runtime=local_runtime)
     got = {c.identity: c.outcome.value for c in result.cells}

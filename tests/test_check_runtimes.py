@@ -27,13 +27,14 @@ _ROOT = Path(__file__).parent / "configs"
 #: Every standalone config: ``<proxy>-*.conf`` at the top, or directly under ``<proxy>/``
 #: (tests/configs/envoy/). Traefik's directory holds static + dynamic sets that reference each
 #: other; tests/test_traefik.py runs those.
-CONFIGS = sorted(
-    p for p in _ROOT.glob("*") if p.is_file()
-) + sorted(p for d in ("caddy", "envoy") for p in (_ROOT / d).glob("*") if p.is_file())
+CONFIGS = sorted(p for p in _ROOT.glob("*") if p.is_file()) + sorted(
+    p for d in ("caddy", "envoy") for p in (_ROOT / d).glob("*") if p.is_file()
+)
 
 
 def _proxy_of(path: Path) -> str:
     return path.parent.name if path.parent != _ROOT else path.name.split("-")[0]
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -134,7 +135,12 @@ def _pytest_in(tmp_path: Path, environ: dict[str, str]) -> subprocess.CompletedP
     plugin = [] if registered else ["-p", "harness.pytest_plugin"]
     return subprocess.run(
         [sys.executable, "-m", "pytest", *plugin, "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        cwd=tmp_path,
+        check=False,
     )
 
 

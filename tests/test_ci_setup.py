@@ -33,7 +33,10 @@ def plan(tmp_path: Path, *, on_path: dict[str, int], in_sbin: tuple[str, ...] = 
     proc = subprocess.run(
         ["/bin/bash", str(SETUP), "--plan"],
         env={"PATH": str(bindir), "TRUSTLAB_SETUP_SBIN": str(sbin)},
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
@@ -45,8 +48,7 @@ def test_a_client_without_a_daemon_gets_the_daemon_installed(tmp_path: Path) -> 
 
 
 def test_an_installed_daemon_that_is_not_running_is_not_reinstalled(tmp_path: Path) -> None:
-    packages = plan(tmp_path, on_path={"docker": 1, "mmdebstrap": 0},
-                    in_sbin=("dockerd", "containerd"))
+    packages = plan(tmp_path, on_path={"docker": 1, "mmdebstrap": 0}, in_sbin=("dockerd", "containerd"))
     assert packages == []
 
 

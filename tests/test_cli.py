@@ -14,8 +14,9 @@ from harness.vocab import IDENTITY_IDS
 
 
 def trustlab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -29,14 +30,18 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 BAD_ARGS = {
     "unknown id": (["run", "nginx/verify-offf"], "neither a scenario id nor a file"),
     "unknown proxy": (["matrix", "--proxy", "lighty", "--runtime", "local"], "--proxy: 'lighty' is unknown"),
-    "unknown identity": (["run", "nginx/good", "--identity", "rouge-ca", "--runtime", "local"],
-                         "--identity: 'rouge-ca' is unknown"),
+    "unknown identity": (
+        ["run", "nginx/good", "--identity", "rouge-ca", "--runtime", "local"],
+        "--identity: 'rouge-ca' is unknown",
+    ),
     "bad runtime": (["matrix", "--runtime", "podman"], "invalid choice"),
     "unknown command": (["frobnicate"], "invalid choice"),
     "missing file": (["run", "/nonexistent/x.toml"], "no such file"),
     "directory": (["run", "/tmp"], "is a directory"),
-    "json into missing dir": (["run", "nginx/good", "--runtime", "local", "--json", "/nonexistent/d/x.json"],
-                              "does not exist"),
+    "json into missing dir": (
+        ["run", "nginx/good", "--runtime", "local", "--json", "/nonexistent/d/x.json"],
+        "does not exist",
+    ),
     "pki show bad dir": (["pki", "show", "/nonexistent"], "not found"),
     "bad seed": (["matrix", "--seed", "abc"], "invalid int value"),
     "no subcommand": ([], "required"),
@@ -100,12 +105,31 @@ def test_matrix_writes_json_csv_plot(local_runtime: str, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "matrix.json").read_text())
     # Issue 15 added proxy_versions (every installation the cells ran on); the locked install, lock.
-    assert set(data["meta"]) == {"trustlab", "runtime", "versions", "started", "duration_s", "backend_ip",
-                                 "proxy_versions", "lock"}
+    assert set(data["meta"]) == {
+        "trustlab",
+        "runtime",
+        "versions",
+        "started",
+        "duration_s",
+        "backend_ip",
+        "proxy_versions",
+        "lock",
+    }
     assert [v["proxy"] for v in data["meta"]["proxy_versions"]] == ["haproxy"]
     assert set(data["meta"]["versions"]) >= {"nginx", "apache", "haproxy", "openssl"}
-    contract = {"scenario", "proxy", "variant", "identity", "outcome", "expected",
-                "status", "reason", "sni", "tls", "duration_s"}
+    contract = {
+        "scenario",
+        "proxy",
+        "variant",
+        "identity",
+        "outcome",
+        "expected",
+        "status",
+        "reason",
+        "sni",
+        "tls",
+        "duration_s",
+    }
     # DESIGN's JSON shape is a contract: fields are only added (issue 14: the seat's evidence;
     # issue 15: the proxy's version and TLS library).
     assert set(data["cells"][0]) - contract == {"reuse", "client_cert", "primed", "proxy_version", "tls_library"}

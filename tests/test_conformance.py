@@ -94,32 +94,46 @@ def test_certificates_say_what_their_case_says(built: dict[str, tuple[cf.Case, l
 # -- judging: the verdict is the proxy's, never the case's --------------------------------------
 
 
-@pytest.mark.parametrize(("outcome", "reason", "verdict"), [
-    (Outcome.SERVED, "response from legit", "accept"),
-    (Outcome.SPOOFED, "response from impostor x", "accept"),
-    (Outcome.BLOCKED, "upstream SSL certificate verify error", "reject"),
-    (Outcome.ERROR, "status 503 without identity marker and no verification line in the proxy log; seat saw: "
-                    "ssl: tlsv1 alert decrypt error; log: x", "reject"),
-    (Outcome.ERROR, "status 503 without identity marker and no verification line in the proxy log; seat saw: "
-                    "ssl: no shared cipher; log: x", "reject"),
-    (Outcome.ERROR, "status 502 without identity marker and no verification line in the proxy log", "error"),
-    (Outcome.ERROR, "no response: timed out", "error"),
-    (Outcome.CONFIG_REJECTED, "nginx: [emerg] unknown directive", "error"),
-])
+@pytest.mark.parametrize(
+    ("outcome", "reason", "verdict"),
+    [
+        (Outcome.SERVED, "response from legit", "accept"),
+        (Outcome.SPOOFED, "response from impostor x", "accept"),
+        (Outcome.BLOCKED, "upstream SSL certificate verify error", "reject"),
+        (
+            Outcome.ERROR,
+            "status 503 without identity marker and no verification line in the proxy log; seat saw: "
+            "ssl: tlsv1 alert decrypt error; log: x",
+            "reject",
+        ),
+        (
+            Outcome.ERROR,
+            "status 503 without identity marker and no verification line in the proxy log; seat saw: "
+            "ssl: no shared cipher; log: x",
+            "reject",
+        ),
+        (Outcome.ERROR, "status 502 without identity marker and no verification line in the proxy log", "error"),
+        (Outcome.ERROR, "no response: timed out", "error"),
+        (Outcome.CONFIG_REJECTED, "nginx: [emerg] unknown directive", "error"),
+    ],
+)
 def test_verdict_comes_from_the_cell(outcome: Outcome, reason: str, verdict: str) -> None:
     assert cf.verdict_of(outcome, reason) == verdict
 
 
 def _report(rows: list[cf.Row]) -> dict[str, Any]:
-    return {"meta": {"runtime": "local", "started": "t", "cases": 1, "duration_s": 0.0},
-            "rows": [r.to_dict() for r in rows]}
+    return {
+        "meta": {"runtime": "local", "started": "t", "cases": 1, "duration_s": 0.0},
+        "rows": [r.to_dict() for r in rows],
+    }
 
 
 def test_a_flipped_expectation_is_a_disagreement() -> None:
     case = next(c for c in cf.catalogue() if c.id == "mismatch-domain")
     right = cf.judge(case, proxy="nginx", outcome=Outcome.BLOCKED, reason="does not match")
-    flipped = cf.judge(dataclasses.replace(case, expected="accept"), proxy="nginx", outcome=Outcome.BLOCKED,
-                       reason="does not match")
+    flipped = cf.judge(
+        dataclasses.replace(case, expected="accept"), proxy="nginx", outcome=Outcome.BLOCKED, reason="does not match"
+    )
     assert right.agrees and not flipped.agrees
     assert flipped.verdict == "reject" and flipped.expected == "accept"
     [s] = cf.summary(_report([flipped]))
@@ -137,8 +151,10 @@ def test_a_flipped_expectation_is_a_disagreement() -> None:
 
 def test_markdown_shows_the_run_and_explains_disagreements() -> None:
     case = next(c for c in cf.catalogue() if c.id == "san-nul-byte")
-    rows = [cf.judge(case, proxy="haproxy", outcome=Outcome.SPOOFED, reason="x", version="2.6.12"),
-            cf.judge(case, proxy="nginx", outcome=Outcome.BLOCKED, reason="does not match", version="1.22.1")]
+    rows = [
+        cf.judge(case, proxy="haproxy", outcome=Outcome.SPOOFED, reason="x", version="2.6.12"),
+        cf.judge(case, proxy="nginx", outcome=Outcome.BLOCKED, reason="does not match", version="1.22.1"),
+    ]
     page = cf.markdown(_report(rows))
     assert "| haproxy | 2.6.12 |" in page and "| `san-nul-byte` | name | reject | ✗ accept | ✓ |" in page
     assert "### `san-nul-byte`" in page and "ASN1_STRING_to_UTF8" in page
@@ -146,14 +162,17 @@ def test_markdown_shows_the_run_and_explains_disagreements() -> None:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("argv", [
-    ["conformance", "--proxy", "nginxx"],
-    ["conformance", "--proxy", "squid"],
-    ["conformance", "--case", "no-such-case"],
-    ["conformance", "--json", "/no/such/dir/x.json", "--case", "good-chain"],
-    ["conformance", "--render", "README.md", "--doc", "/tmp/trustlab-conformance-never.md"],
-    ["conformance", "--render", "docs/conformance.json"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["conformance", "--proxy", "nginxx"],
+        ["conformance", "--proxy", "squid"],
+        ["conformance", "--case", "no-such-case"],
+        ["conformance", "--json", "/no/such/dir/x.json", "--case", "good-chain"],
+        ["conformance", "--render", "README.md", "--doc", "/tmp/trustlab-conformance-never.md"],
+        ["conformance", "--render", "docs/conformance.json"],
+    ],
+)
 def test_bad_input_is_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -170,19 +189,55 @@ OBSERVED: dict[str, dict[str, str]] = {
     "mismatch-domain": dict.fromkeys(cf.KINDS, "reject"),
     "expired-intermediate": dict.fromkeys(cf.KINDS, "reject"),
     "nc-excluded-match": dict.fromkeys(cf.KINDS, "reject"),
-    "cn-with-other-san": {"nginx": "reject", "apache": "accept", "haproxy": "accept", "caddy": "reject",
-                          "envoy": "reject", "traefik": "reject"},
-    "san-nul-byte": {"nginx": "reject", "apache": "reject", "haproxy": "accept", "caddy": "reject",
-                     "envoy": "reject", "traefik": "reject"},
-    "ip-peer-ip-in-dns-san": {"nginx": "accept", "apache": "accept", "haproxy": "accept", "caddy": "reject",
-                              "envoy": "reject", "traefik": "reject"},
-    "wildcard-partial-prefix": {"nginx": "accept", "apache": "reject", "haproxy": "accept", "caddy": "reject",
-                                "envoy": "accept", "traefik": "reject"},
+    "cn-with-other-san": {
+        "nginx": "reject",
+        "apache": "accept",
+        "haproxy": "accept",
+        "caddy": "reject",
+        "envoy": "reject",
+        "traefik": "reject",
+    },
+    "san-nul-byte": {
+        "nginx": "reject",
+        "apache": "reject",
+        "haproxy": "accept",
+        "caddy": "reject",
+        "envoy": "reject",
+        "traefik": "reject",
+    },
+    "ip-peer-ip-in-dns-san": {
+        "nginx": "accept",
+        "apache": "accept",
+        "haproxy": "accept",
+        "caddy": "reject",
+        "envoy": "reject",
+        "traefik": "reject",
+    },
+    "wildcard-partial-prefix": {
+        "nginx": "accept",
+        "apache": "reject",
+        "haproxy": "accept",
+        "caddy": "reject",
+        "envoy": "accept",
+        "traefik": "reject",
+    },
     # The seat serves an RSA-1024 key only below its own security level (harness/seat.py).
-    "leaf-rsa-1024": {"nginx": "reject", "apache": "reject", "haproxy": "reject", "caddy": "accept",
-                      "envoy": "accept", "traefik": "accept"},
-    "partial-chain-served": {"nginx": "reject", "apache": "reject", "haproxy": "reject", "caddy": "accept",
-                             "envoy": "accept", "traefik": "accept"},
+    "leaf-rsa-1024": {
+        "nginx": "reject",
+        "apache": "reject",
+        "haproxy": "reject",
+        "caddy": "accept",
+        "envoy": "accept",
+        "traefik": "accept",
+    },
+    "partial-chain-served": {
+        "nginx": "reject",
+        "apache": "reject",
+        "haproxy": "reject",
+        "caddy": "accept",
+        "envoy": "accept",
+        "traefik": "accept",
+    },
 }
 
 
@@ -198,8 +253,9 @@ def subset_run(local_runtime: str) -> dict[str, Any]:
         pytest.skip(msg)
     cases = cf.select(list(OBSERVED))
     # One case with a deliberately wrong expectation: it must come back as a disagreement everywhere.
-    wrong = dataclasses.replace(next(c for c in cases if c.id == "exact-dns-san"), id="exact-dns-san-flipped",
-                                expected="reject")
+    wrong = dataclasses.replace(
+        next(c for c in cases if c.id == "exact-dns-san"), id="exact-dns-san-flipped", expected="reject"
+    )
     return cf.run([*cases, wrong], cf.KINDS, runtime=local_runtime)
 
 
@@ -209,7 +265,8 @@ def test_real_proxy_verdicts(subset_run: dict[str, Any], kind: str) -> None:
     rows = {r["case"]: r for r in subset_run["rows"] if r["proxy"] == kind}
     got = {cid: rows[cid]["verdict"] for cid in OBSERVED}
     assert got == {cid: seen[kind] for cid, seen in OBSERVED.items()}, {
-        cid: rows[cid]["reason"] for cid in OBSERVED if got[cid] != OBSERVED[cid][kind]}
+        cid: rows[cid]["reason"] for cid in OBSERVED if got[cid] != OBSERVED[cid][kind]
+    }
     for cid in OBSERVED:
         r = rows[cid]
         assert r["proxy_version"] and r["agrees"] == (r["verdict"] == r["expected"])
@@ -228,11 +285,25 @@ def test_a_wrong_expectation_through_real_proxies_is_reported(subset_run: dict[s
 
 
 @pytest.mark.integration
-def test_cli_writes_json_and_page_and_fails_on_a_disagreement(local_runtime: str, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_json_and_page_and_fails_on_a_disagreement(
+    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, doc = tmp_path / "c.json", tmp_path / "c.md"
-    rc = main(["conformance", "--proxy", "nginx,haproxy", "--case", "san-nul-byte", "--case", "good-chain",
-               "--json", str(out), "--doc", str(doc)])
+    rc = main(
+        [
+            "conformance",
+            "--proxy",
+            "nginx,haproxy",
+            "--case",
+            "san-nul-byte",
+            "--case",
+            "good-chain",
+            "--json",
+            str(out),
+            "--doc",
+            str(doc),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 1 and "differs: haproxy san-nul-byte: accept, expected reject" in text
     data = json.loads(out.read_text())
@@ -244,13 +315,13 @@ def test_cli_writes_json_and_page_and_fails_on_a_disagreement(local_runtime: str
 def test_the_probe_knows_a_case_identity_only_when_it_was_presented() -> None:
     from harness.probe import Response, decide
 
-    assert decide(presented="san-nul-byte", response=Response(200, "san-nul-byte"), block_reason=None)[0] \
+    assert (
+        decide(presented="san-nul-byte", response=Response(200, "san-nul-byte"), block_reason=None)[0]
         is Outcome.SPOOFED
+    )
     # Another case's marker, or garbage, is still an error (a stale connection, a confused seat).
-    assert decide(presented="san-nul-byte", response=Response(200, "cn-only"), block_reason=None)[0] \
-        is Outcome.ERROR
-    assert decide(presented="legit", response=Response(200, "san-nul-byte"), block_reason=None)[0] \
-        is Outcome.ERROR
+    assert decide(presented="san-nul-byte", response=Response(200, "cn-only"), block_reason=None)[0] is Outcome.ERROR
+    assert decide(presented="legit", response=Response(200, "san-nul-byte"), block_reason=None)[0] is Outcome.ERROR
 
 
 @pytest.mark.docker
@@ -273,7 +344,8 @@ def test_the_published_page_is_generated_from_the_published_run(tmp_path: Path) 
     report = cf.read_json(DOCS / "conformance.json")
     assert cf.markdown(report) == (DOCS / "conformance.md").read_text(), (
         "docs/conformance.md differs from its JSON: run trustlab conformance --render docs/conformance.json "
-        "--doc docs/conformance.md")
+        "--doc docs/conformance.md"
+    )
     assert main(["conformance", "--render", str(DOCS / "conformance.json"), "--doc", str(tmp_path / "c.md")]) == 0
     assert (tmp_path / "c.md").read_text() == (DOCS / "conformance.md").read_text()
     # The run the page shows: every case of the catalogue on the six kinds (every installed version),
@@ -288,8 +360,13 @@ def test_the_published_page_is_generated_from_the_published_run(tmp_path: Path) 
 
 def test_every_published_disagreement_is_explained() -> None:
     report = cf.read_json(DOCS / "conformance.json")
-    unexplained = sorted({(r["case"], r["proxy"]) for r in cf.disagreements(report)
-                          if r["case"] not in cf.EXPLAIN and f"{r['case']}@{r['proxy']}" not in cf.EXPLAIN})
+    unexplained = sorted(
+        {
+            (r["case"], r["proxy"])
+            for r in cf.disagreements(report)
+            if r["case"] not in cf.EXPLAIN and f"{r['case']}@{r['proxy']}" not in cf.EXPLAIN
+        }
+    )
     assert unexplained == []
     # Explanations name only cases that exist.
     ids = {c.id for c in cf.catalogue()}
@@ -300,14 +377,27 @@ def test_the_library_on_its_own_is_openssl_verify() -> None:
     """``openssl verify`` with the case's anchor, chain and peer: the column the proxies on the same
     library are compared with (it needs no proxy)."""
     kit = cf._Kit(backend_ip="10.203.0.10")
-    wanted = ["good-chain", "san-nul-byte", "ip-peer-ip-san", "ip-peer-ip-in-dns-san", "partial-chain-served",
-              "cn-only", "leaf-rsa-1024"]
+    wanted = [
+        "good-chain",
+        "san-nul-byte",
+        "ip-peer-ip-san",
+        "ip-peer-ip-in-dns-san",
+        "partial-chain-served",
+        "cn-only",
+        "leaf-rsa-1024",
+    ]
     lib = cf.library_verdicts(cf.select(wanted), kit)
     assert lib["library"].startswith("OpenSSL ")
     got = {cid: v["verdict"] for cid, v in lib["cases"].items()}
-    assert got == {"good-chain": "accept", "san-nul-byte": "reject", "ip-peer-ip-san": "accept",
-                   "ip-peer-ip-in-dns-san": "reject", "partial-chain-served": "reject", "cn-only": "accept",
-                   "leaf-rsa-1024": "reject"}
+    assert got == {
+        "good-chain": "accept",
+        "san-nul-byte": "reject",
+        "ip-peer-ip-san": "accept",
+        "ip-peer-ip-in-dns-san": "reject",
+        "partial-chain-served": "reject",
+        "cn-only": "accept",
+        "leaf-rsa-1024": "reject",
+    }
     assert "hostname mismatch" in lib["cases"]["san-nul-byte"]["reason"]
     assert "IP address mismatch" in lib["cases"]["ip-peer-ip-in-dns-san"]["reason"]
 

@@ -55,11 +55,7 @@ def _role(ct: Any) -> str:
 
 def _trustlab(*args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
+        [sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
     )
 
 
@@ -304,14 +300,7 @@ def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -
 def test_interrupt_removes_every_container_network_and_volume(docker_runtime: str, tmp_path: Path, sig: int) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
     proc = _trustlab(
-        "matrix",
-        "--runtime",
-        "docker",
-        "--no-plot",
-        "--out",
-        str(tmp_path / "out"),
-        env=env,
-        start_new_session=True,
+        "matrix", "--runtime", "docker", "--no-plot", "--out", str(tmp_path / "out"), env=env, start_new_session=True
     )
     _wait_for_running_lab(proc)
     if sig == signal.SIGINT:
@@ -525,8 +514,10 @@ def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
         with capsys.disabled():
             print(f"[dockerfile] {len(result.cells)} cells, {len(differences)} differences from the offline image")
         # The dockerfile run's reason per differing cell: a proxy that failed to start says why.
-        why = {k: next((c.reason for c in result.cells if (c.scenario, c.identity) == k), None)
-               for k in sorted(differences)[:5]}
+        why = {
+            k: next((c.reason for c in result.cells if (c.scenario, c.identity) == k), None)
+            for k in sorted(differences)[:5]
+        }
         assert differences == {}, why
     finally:
         if created:  # never leave a stand-in `debian:bookworm-slim` behind for someone to run
@@ -554,14 +545,17 @@ def test_down_all_never_removes_a_lab_whose_owner_runs(docker_runtime: str, tmp_
     server): a running lab stays, a dead owner's leftover goes. It removed both, and a running
     check's container vanished mid-run in CI."""
     c = images.client()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     where = dockerrt.owner_tag().split(":")[0]
     tag = f"trustlab-test-{os.getpid()}"
-    live = c.volumes.create(name=f"{tag}-live", labels={dockerrt.LABEL_LAB: f"{tag}-live",
-                                                        dockerrt.LABEL_OWNER: dockerrt.owner_tag()})
-    gone = c.volumes.create(name=f"{tag}-gone", labels={dockerrt.LABEL_LAB: f"{tag}-gone",
-                                                        dockerrt.LABEL_OWNER: f"{where}:{dead}:1"})
+    live = c.volumes.create(
+        name=f"{tag}-live", labels={dockerrt.LABEL_LAB: f"{tag}-live", dockerrt.LABEL_OWNER: dockerrt.owner_tag()}
+    )
+    gone = c.volumes.create(
+        name=f"{tag}-gone", labels={dockerrt.LABEL_LAB: f"{tag}-gone", dockerrt.LABEL_OWNER: f"{where}:{dead}:1"}
+    )
     try:
         env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
         out = _trustlab("down", "--all", env=env)

@@ -11,8 +11,7 @@ import pytest
 
 
 def trustlab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def dead_pid() -> int:

@@ -52,8 +52,9 @@ def test_update_refuses_what_is_not_a_full_matrix(tmp_path: Path) -> None:
     small.write_text(json.dumps({"meta": {"duration_s": 1.0}, "cells": []}))
     before = figures.FIGURES.read_bytes()
     for path, words in ((bad, "not a trustlab matrix JSON"), (small, "run the full default matrix")):
-        proc = subprocess.run([sys.executable, "-m", "harness.figures", "update", str(path)],
-                              capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.figures", "update", str(path)], capture_output=True, text=True, cwd=ROOT
+        )
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert figures.FIGURES.read_bytes() == before

@@ -174,6 +174,7 @@ HAPROXY: dict[str, Mutation] = {
     ),
 }
 
+
 # -- caddy (a Caddyfile) ------------------------------------------------------------------------
 def _caddy_name(text: str, name: str) -> str:
     if "tls_server_name " in text:
@@ -210,9 +211,12 @@ CADDY: dict[str, Mutation] = {
     "static-200": lambda t, b: t.replace(_caddy_site(t) + " {", _caddy_site(t) + " {\n" + _CADDY_STATIC, 1),
     "forge-marker": lambda t, b: t.replace(_caddy_site(t) + " {", _caddy_site(t) + " {\n" + _CADDY_FORGED, 1),
     # the verified upstream answers another site; the graded Host gets a made-up answer
-    "graded-elsewhere": lambda t, b: t.replace(_caddy_site(t), "http://api-internal.example.com", 1)
-    + f"\n{_caddy_site(t)} {{\n{_CADDY_STATIC}\n}}\n",
+    "graded-elsewhere": lambda t, b: (
+        t.replace(_caddy_site(t), "http://api-internal.example.com", 1)
+        + f"\n{_caddy_site(t)} {{\n{_CADDY_STATIC}\n}}\n"
+    ),
 }
+
 
 # -- traefik (its dynamic configuration, YAML) ----------------------------------------------------
 def _under(text: str, key: str, block: str) -> str:
@@ -261,6 +265,7 @@ TRAEFIK: dict[str, Mutation] = {
     "graded-elsewhere": lambda t, b: t.replace("Host(`portal.example.com`)", "Host(`api-internal.example.com`)"),
 }
 
+
 # -- envoy (a static bootstrap, YAML) ---------------------------------------------------------------
 def _envoy_name(text: str, b: Backend, name: str) -> str:
     return text.replace(f"exact: {b.name}", f"exact: {name}").replace(f"sni: {b.name}", f"sni: {name}")
@@ -284,6 +289,8 @@ def _envoy_route(text: str, lines: str) -> str:
 
 _ENVOY_FORGED = "response_headers_to_add:\n- header: { key: X-Trustlab-Identity, value: legit }"
 _ENVOY_STATIC = 'direct_response: { status: 200, body: { inline_string: "legit" } }\n' + _ENVOY_FORGED
+
+
 def _envoy_elsewhere(text: str) -> str:
     m = re.search(r'^( *)- match: \{ prefix: "/" \}\n( *)route: \{ cluster: (\S+) \}$', text, re.M)
     assert m, "no route for /"
@@ -322,10 +329,10 @@ ENVOY: dict[str, Mutation] = {
         "",
         _envoy_target(t, b, b.address, b.port),
     ),
-    "second-route-verify-off": lambda t, b: _before(
-        t, r'- match: \{ prefix: "/" \}', '- match: { prefix: "/v2/" }\n  route: { cluster: legacy }'
-    )
-    + _ENVOY_OFF.format(host=b.name, port=b.port),
+    "second-route-verify-off": lambda t, b: (
+        _before(t, r'- match: \{ prefix: "/" \}', '- match: { prefix: "/v2/" }\n  route: { cluster: legacy }')
+        + _ENVOY_OFF.format(host=b.name, port=b.port)
+    ),
     "refuse-everything": lambda t, b: _envoy_route(t, "direct_response: { status: 403 }"),
     "static-200": lambda t, b: _envoy_route(t, _ENVOY_STATIC),
     "forge-marker": lambda t, b: _envoy_route(
@@ -334,6 +341,7 @@ ENVOY: dict[str, Mutation] = {
     # the verified route answers another path; the graded request gets a made-up answer
     "graded-elsewhere": lambda t, b: _envoy_elsewhere(t),
 }
+
 
 # -- squid (squid.conf: an accelerator with one cache_peer) ---------------------------------------
 def _squid_name(text: str, name: str) -> str:
@@ -404,8 +412,10 @@ TRAFFICSERVER: dict[str, FileMutation] = {
     "ip-without-name": lambda f, b: _remap(lambda t: _targets(t, b, f"{b.address}:{b.port}"))(f, b),
     # a second route to the same backend, verification off for it alone (conf_remap)
     "second-route-verify-off": lambda f, b: _remap(
-        lambda t: f"map http://{b.host}/v2/ https://{b.name}:{b.port}/v2/ @plugin=conf_remap.so "
-        "@pparam=proxy.config.ssl.client.verify.server.policy=DISABLED\n" + t
+        lambda t: (
+            f"map http://{b.host}/v2/ https://{b.name}:{b.port}/v2/ @plugin=conf_remap.so "
+            "@pparam=proxy.config.ssl.client.verify.server.policy=DISABLED\n" + t
+        )
     )(f, b),
     # only a documentation address may use the portal: every client of the lab is refused
     "refuse-everything": lambda f, b: _remap(
@@ -425,7 +435,7 @@ GENERIC: dict[str, FileMutation] = {
     # The CA file named with a typo: on the real host that file does not exist. Before the grader
     # knew the challenge's CA file (``[backend] ca_file``) any trusted-CA path stood for the lab's
     # root, and this was SOLVED.
-    "typo-ca-path": lambda f, b: {n: t.replace(b.ca_file, typo(b.ca_file)) for n, t in f.items()},
+    "typo-ca-path": lambda f, b: {n: t.replace(b.ca_file, typo(b.ca_file)) for n, t in f.items()}
 }
 
 #: Kinds whose challenges are several files (the config and its ``files``): their mutations take
@@ -449,7 +459,7 @@ NOT_EXPRESSIBLE: dict[str, dict[str, str]] = {
     "squid": {"static-200": "Squid answers by itself only with error pages and 3xx redirects (deny_info), never a 200"},
     "trafficserver": {
         "static-200": "Traffic Server answers by itself only through plugins (generator, statichit), which the adapter "
-        "drops",
+        "drops"
     },
 }
 

@@ -21,13 +21,16 @@ pytestmark = pytest.mark.integration
 
 
 def trustlab(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def curl(sock: str) -> dict[str, str]:
-    out = subprocess.run(["curl", "-s", "-i", "--unix-socket", sock, "http://www.trustlab.test/"],
-                         capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run(
+        ["curl", "-s", "-i", "--unix-socket", sock, "http://www.trustlab.test/"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
     return {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines()[1:] if ":" in ln)}
 
 
@@ -78,9 +81,14 @@ def test_up_shows_a_config_the_proxy_rejects(local_runtime: str, tmp_path: Path)
 def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay: float) -> None:
     # No docker daemon here: `down --all` would otherwise also sweep a shared daemon's labs.
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path), "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "up", "apache/good", "--runtime", "local"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "up", "apache/good", "--runtime", "local"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -97,15 +105,18 @@ def test_interrupting_up_leaves_no_lab(local_runtime: str, tmp_path: Path, delay
     assert [ln for ln in ps.splitlines() if str(tmp_path) in ln and not ln.startswith("Z")] == []
 
 
-@pytest.mark.parametrize(("scenario", "identity"), [
-    ("haproxy/ca-only", "wrong-name"),  # rogue-ca is blocked there: it would hide the point
-    ("nginx/verify-off", "rogue-ca"),
-    ("apache/seed-recipe", "legit"),  # an outage: the legitimate backend is refused
-    ("reported/nginx-1409", "legit-deep"),
-    ("nginx/subdomain-backend", "wildcard-parent"),
-    ("reported/ingress-nginx-4928-fixed", "rogue-ca"),  # every impostor blocked: any shows it
-    ("nginx/good", "cn-only"),  # good's hidden hole: a CN-only certificate from the internal CA
-])
+@pytest.mark.parametrize(
+    ("scenario", "identity"),
+    [
+        ("haproxy/ca-only", "wrong-name"),  # rogue-ca is blocked there: it would hide the point
+        ("nginx/verify-off", "rogue-ca"),
+        ("apache/seed-recipe", "legit"),  # an outage: the legitimate backend is refused
+        ("reported/nginx-1409", "legit-deep"),
+        ("nginx/subdomain-backend", "wildcard-parent"),
+        ("reported/ingress-nginx-4928-fixed", "rogue-ca"),  # every impostor blocked: any shows it
+        ("nginx/good", "cn-only"),  # good's hidden hole: a CN-only certificate from the internal CA
+    ],
+)
 def test_the_suggested_identity_shows_the_scenario_point(scenario: str, identity: str) -> None:
     from harness.held import point
     from harness.scenarios import resolve
@@ -158,16 +169,23 @@ def test_up_holds_your_own_config(local_runtime: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize(("args", "says"), [
-    (["--config", "tests/configs/nginx-upstream-good.conf"], "one of the two"),  # no --proxy
-    (["nginx/good", "--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx"], "one of the two"),
-    (["--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx", "--runtime", "docker"],
-     "runs on the local runtime"),
-    (["--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx", "--identity", "rouge-ca"],
-     "'rouge-ca' is unknown"),
-    (["--config", "tests/configs/nope.conf", "--proxy", "nginx"], "is not a file"),
-    (["--config", "tests/configs/apache-vhost-good.conf", "--proxy", "haproxy"], "looks like"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--config", "tests/configs/nginx-upstream-good.conf"], "one of the two"),  # no --proxy
+        (["nginx/good", "--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx"], "one of the two"),
+        (
+            ["--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx", "--runtime", "docker"],
+            "runs on the local runtime",
+        ),
+        (
+            ["--config", "tests/configs/nginx-upstream-good.conf", "--proxy", "nginx", "--identity", "rouge-ca"],
+            "'rouge-ca' is unknown",
+        ),
+        (["--config", "tests/configs/nope.conf", "--proxy", "nginx"], "is not a file"),
+        (["--config", "tests/configs/apache-vhost-good.conf", "--proxy", "haproxy"], "looks like"),
+    ],
+)
 def test_up_config_bad_input_is_one_line(local_runtime: str, tmp_path: Path, args: list[str], says: str) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
     root = Path(__file__).resolve().parents[1]
@@ -197,9 +215,18 @@ def victim(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
 def _plant(lab: Path, *, pid: int, target: Path, owner: int | None, pid_start: str = "1") -> None:
     lab.mkdir(parents=True, mode=0o700)
     os.chmod(lab.parent, 0o700)
-    state = {"lab": lab.name, "dir": str(target), "pid": pid, "pid_start": pid_start, "runtime": "local",
-             "scenario": "nginx/good", "identity": "legit", "started": "2026-01-01T00:00:00",
-             "curl": "curl", "control": str(target / "control.sock")}
+    state = {
+        "lab": lab.name,
+        "dir": str(target),
+        "pid": pid,
+        "pid_start": pid_start,
+        "runtime": "local",
+        "scenario": "nginx/good",
+        "identity": "legit",
+        "started": "2026-01-01T00:00:00",
+        "curl": "curl",
+        "control": str(target / "control.sock"),
+    }
     (lab / "state.json").write_text(json.dumps(state))
     if owner is not None:
         for p in (lab.parent, lab, lab / "state.json"):

@@ -114,9 +114,25 @@ def test_a_missing_versions_image_is_one_line_naming_it_and_what_it_lacks(
     absent = f"trustlab-test-{os.getpid()}/absent:none"  # never built: the image a user lacks
     env = {**os.environ, "TRUSTLAB_VERSIONS_IMAGE": absent}
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "matrix", "--runtime", "docker", "--proxy", f"nginx@{extra.version}",
-         "--identity", "legit", "--no-plot", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "matrix",
+            "--runtime",
+            "docker",
+            "--proxy",
+            f"nginx@{extra.version}",
+            "--identity",
+            "legit",
+            "--no-plot",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -128,7 +144,10 @@ def test_a_missing_versions_image_is_one_line_naming_it_and_what_it_lacks(
     monkeypatch.setenv("TRUSTLAB_VERSIONS_IMAGE", absent)
     rt = DockerRuntime()
     host = next(i for i in driver("nginx").installations() if i.version == extra.version)
-    with pytest.raises(PrerequisiteError, match=rf"image {re.escape(absent)} is missing .*lacks nginx "
-                       rf"{re.escape(extra.version)}\); run: {re.escape(images.VERSIONS_BUILD)}$"):
+    with pytest.raises(
+        PrerequisiteError,
+        match=rf"image {re.escape(absent)} is missing .*lacks nginx "
+        rf"{re.escape(extra.version)}\); run: {re.escape(images.VERSIONS_BUILD)}$",
+    ):
         rt.image_for([None, host])
     assert rt.image_for([None, None]) == on[0]

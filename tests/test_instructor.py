@@ -23,7 +23,7 @@ MINUTES = {ch.id: ch.minutes for ch in C.load_all()}
 def _section(text: str, heading: str) -> str:
     start = text.index(f"\n{heading}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def _rows(section: str) -> list[list[str]]:
@@ -72,9 +72,11 @@ def test_each_agenda_slot_holds_what_it_plans(heading: str, total: int) -> None:
 
 
 def test_the_slot_check_can_fail() -> None:
-    table = ("| time | block | talk | challenges |\n|---|---|---|---|\n"
-             "| 0:00-0:20 | a | notebook 02 (12 min) | `apache-published-block` (15 min) |\n"
-             "| 0:25-0:30 | b | (5 min) | `nginx-ca-without-verify` (10 min), `no-such-one` (5 min) |\n")
+    table = (
+        "| time | block | talk | challenges |\n|---|---|---|---|\n"
+        "| 0:00-0:20 | a | notebook 02 (12 min) | `apache-published-block` (15 min) |\n"
+        "| 0:25-0:30 | b | (5 min) | `nginx-ca-without-verify` (10 min), `no-such-one` (5 min) |\n"
+    )
     problems = slot_problems("\n" + table)
     assert any("27 min planned in a 20 min slot" in p for p in problems)
     assert any("starts at +5 min" in p for p in problems)
@@ -90,8 +92,15 @@ def answers() -> list[tuple[str, str, Outcome, str]]:
 def test_the_answers_table_is_there_and_names_every_block() -> None:
     rows = answers()
     assert len(rows) >= 20
-    assert {s.split("/")[0] for s, _, _, _ in rows} >= {"nginx", "apache", "haproxy", "caddy", "envoy",
-                                                         "trafficserver", "squid"}
+    assert {s.split("/")[0] for s, _, _, _ in rows} >= {
+        "nginx",
+        "apache",
+        "haproxy",
+        "caddy",
+        "envoy",
+        "trafficserver",
+        "squid",
+    }
 
 
 @pytest.mark.integration
@@ -104,6 +113,8 @@ def test_every_checked_answer_agrees_with_the_run(each_runtime: str) -> None:
     for sid, ident, outcome, evidence in rows:
         c = r.cell(sid, ident)
         if c.outcome is not outcome or evidence not in c.reason:
-            wrong.append(f"{sid} x {ident}: the guide says {outcome.value} {evidence!r}, "
-                         f"the run {c.outcome.value} {c.reason[:160]!r}")
+            wrong.append(
+                f"{sid} x {ident}: the guide says {outcome.value} {evidence!r}, "
+                f"the run {c.outcome.value} {c.reason[:160]!r}"
+            )
     assert not wrong, "docs/INSTRUCTOR.md disagrees with the run:\n" + "\n".join(wrong)

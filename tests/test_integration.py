@@ -18,6 +18,7 @@ from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, Outcome
 
 pytestmark = pytest.mark.integration
 
+
 def test_every_cell_matches_its_scenario(local_matrix: runner.Results) -> None:
     assert len(local_matrix.cells) == sum(len(s.identities) for s in scenarios.builtin().values())
     errors = [c for c in local_matrix.cells if c.outcome is Outcome.ERROR]
@@ -52,8 +53,10 @@ def test_every_block_carries_the_proxys_own_verification_line(local_matrix: runn
 
 
 def test_config_rejections_carry_the_proxys_message(local_matrix: runner.Results) -> None:
-    assert "no proxy_ssl_trusted_certificate for proxy_ssl_verify" in \
-        local_matrix.cell("nginx/verify-no-ca", "legit").reason
+    assert (
+        "no proxy_ssl_trusted_certificate for proxy_ssl_verify"
+        in local_matrix.cell("nginx/verify-no-ca", "legit").reason
+    )
     assert "verify none" in local_matrix.cell("haproxy/defaults", "legit").reason
 
 
@@ -74,16 +77,14 @@ def test_shuffled_order_gives_the_same_outcomes(local_matrix: runner.Results) ->
 
 
 def _trustlab(*args: str, **kw: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )  # type: ignore[call-overload]
 
 
 @pytest.mark.serial  # two full matrices at once: load enough; beside other tests cells may time out
 def test_two_labs_at_once_agree(local_runtime: str, tmp_path: Path) -> None:
-    procs = [
-        _trustlab("matrix", "--runtime", "local", "--no-plot", "--out", str(tmp_path / f"m{i}"))
-        for i in range(2)
-    ]
+    procs = [_trustlab("matrix", "--runtime", "local", "--no-plot", "--out", str(tmp_path / f"m{i}")) for i in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -101,8 +102,9 @@ def _lab_processes(marker: str) -> list[str]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_leaves_no_process_and_no_key(local_runtime: str, tmp_path: Path, sig: int) -> None:
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
-    proc = _trustlab("matrix", "--runtime", "local", "--no-plot", "--out", str(tmp_path / "out"),
-                     env=env, start_new_session=True)
+    proc = _trustlab(
+        "matrix", "--runtime", "local", "--no-plot", "--out", str(tmp_path / "out"), env=env, start_new_session=True
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         # Five proxies run (their sandboxes name their run directories; the logs are on each

@@ -35,8 +35,20 @@ from tests.test_sandbox import _bounded_run, _planting
 pytestmark = pytest.mark.serial
 
 #: <linux/capability.h>
-CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "kill": 5, "setgid": 6, "setuid": 7,
-        "setpcap": 8, "net_bind_service": 10, "net_admin": 12, "sys_chroot": 18, "sys_admin": 21}
+CAPS = {
+    "chown": 0,
+    "dac_override": 1,
+    "dac_read_search": 2,
+    "fowner": 3,
+    "kill": 5,
+    "setgid": 6,
+    "setuid": 7,
+    "setpcap": 8,
+    "net_bind_service": 10,
+    "net_admin": 12,
+    "sys_chroot": 18,
+    "sys_admin": 21,
+}
 #: Forks past any one-proxy lab's process limit (600 tries), each holding a process for 2 s: the lab
 #: hits its limit, then recovers (a lab starved for good would time its cells out, 10 s each).
 FORK_BOMB = "i=0; while [ $i -lt 600 ]; do sleep 2 & i=$((i+1)); done 2>/dev/null"
@@ -72,10 +84,10 @@ MEMORY_LIMIT = f"the lab hit its memory limit ({ONE.memory >> 20} MiB)"
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("payload, said", [
-    pytest.param(FORK_BOMB, PROCESS_LIMIT, id="fork-bomb"),
-    pytest.param(MEMORY_HOG, MEMORY_LIMIT, id="memory-hog"),
-])
+@pytest.mark.parametrize(
+    "payload, said",
+    [pytest.param(FORK_BOMB, PROCESS_LIMIT, id="fork-bomb"), pytest.param(MEMORY_HOG, MEMORY_LIMIT, id="memory-hog")],
+)
 def test_a_hostile_config_is_stopped_by_its_lab_limit(lab_cgroups: str, payload: str, said: str) -> None:
     sc = _hostile(f"limits-{said.split()[4]}", payload)
     _, results = _bounded_run([sc], timeout=90, runtime=LocalRuntime(), identities=IMPOSTORS)
@@ -94,10 +106,9 @@ def _assert_said(cells: list[Any], said: str) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("payload", [
-    pytest.param(FORK_BOMB, id="fork-bomb"),
-    pytest.param(MEMORY_HOG, id="memory-hog"),
-])
+@pytest.mark.parametrize(
+    "payload", [pytest.param(FORK_BOMB, id="fork-bomb"), pytest.param(MEMORY_HOG, id="memory-hog")]
+)
 def test_without_the_cgroup_no_lab_limit_is_hit(local_runtime: str, payload: str) -> None:
     """The control: the same payloads with the lab's cgroup off (``lab_limits=False``) are stopped
     by nothing of the lab (the fork bomb only by its uid's 512 processes, the hog not at all),
@@ -135,12 +146,16 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
         seen["comms"] = {read(f"/proc/{p}/comm").strip() for p in pids} - {""}
         # The run directory is the worker's bounded tmpfs (test_a_run_directory_is_a_bounded_tmpfs).
         seen["tmpfs"] = [
-            line.split()[4] for p in pids
-            for line in read(f"/proc/{p}/mountinfo").splitlines() if " - tmpfs trustlab-run " in line
+            line.split()[4]
+            for p in pids
+            for line in read(f"/proc/{p}/mountinfo").splitlines()
+            if " - tmpfs trustlab-run " in line
         ]
         seen["max"] = (d / "pids.max").read_text().strip()
         seen["bounding"] = {
-            int(m.group(1), 16) for p in pids if read(f"/proc/{p}/comm").startswith("python")
+            int(m.group(1), 16)
+            for p in pids
+            if read(f"/proc/{p}/comm").startswith("python")
             and (m := re.search(r"CapBnd:\s+([0-9a-f]+)", read(f"/proc/{p}/status")))
         }
 
@@ -161,10 +176,10 @@ def test_the_lab_cgroup_holds_the_worker_and_is_gone_after(lab_cgroups: str) -> 
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("payload, said", [
-    pytest.param(FORK_BOMB, PROCESS_LIMIT, id="fork-bomb"),
-    pytest.param(MEMORY_HOG, MEMORY_LIMIT, id="memory-hog"),
-])
+@pytest.mark.parametrize(
+    "payload, said",
+    [pytest.param(FORK_BOMB, PROCESS_LIMIT, id="fork-bomb"), pytest.param(MEMORY_HOG, MEMORY_LIMIT, id="memory-hog")],
+)
 def test_docker_a_hostile_config_is_stopped_by_its_lab_limit(docker_ready: str, payload: str, said: str) -> None:
     """The same payloads in a docker lab: its worker container is held to the lab's limits
     (sized to its proxies, as a local lab's cgroup), and the worker reads the container's
@@ -189,8 +204,12 @@ def _hung_check(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]
     cfg = tmp_path / "slow.cfg"
     cfg.write_text(TARPIT)
     env = {**os.environ, "TRUSTLAB_TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "haproxy", str(cfg), "--runtime", "docker"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "check", "haproxy", str(cfg), "--runtime", "docker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     client = docker.from_env()
     flt = {"label": f"{LABEL_OWNER}={owner_tag(proc.pid)}"}
     until = time.monotonic() + 60
@@ -281,8 +300,9 @@ def test_watch_says_which_limit_the_lab_hit(tmp_path: Path, layout: str) -> None
     assert limits.Watch(()).hit() is None  # a lab without a cgroup reads nothing (not the host's)
 
 
-def test_without_cgroups_the_runtime_warns_once(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                                tmp_path: Path) -> None:
+def test_without_cgroups_the_runtime_warns_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """A host where no lab cgroup can be made: one warning line per process, saying what is open,
     and doctor says the same."""
     from harness import doctor
@@ -331,8 +351,13 @@ except OSError as exc:
     print("files:", errno.errorcode[exc.errno])
 """
     flags = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    proc = subprocess.run(["unshare", *flags, "--mount", "--propagation", "private", sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1])
+    proc = subprocess.run(
+        ["unshare", *flags, "--mount", "--propagation", "private", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["size: ENOSPC", "files: ENOSPC"], proc.stdout
     assert [p.name for p in run_dir.iterdir()] == ["nginx.conf"]  # the host's view is untouched

@@ -88,10 +88,15 @@ def test_regex_example_refuses_what_no_path_matches(pattern: str) -> None:
 
 def test_negated_and_conflicting_terms_are_reasons_not_requests() -> None:
     prefix = Term("path", "beg", "/admin", text="PathPrefix(/admin)")
-    assert request_for([[prefix, Term("path", "beg", "/admin", negated=True, text="!PathPrefix(/admin)")]],
-                       default_host="h") == "!PathPrefix(/admin): is matched by the request the other matchers need"
-    both = request_for([[Term("method", "eq", "PUT", text="m1"), Term("method", "eq", "POST", text="m2")]],
-                       default_host="h")
+    assert (
+        request_for(
+            [[prefix, Term("path", "beg", "/admin", negated=True, text="!PathPrefix(/admin)")]], default_host="h"
+        )
+        == "!PathPrefix(/admin): is matched by the request the other matchers need"
+    )
+    both = request_for(
+        [[Term("method", "eq", "PUT", text="m1"), Term("method", "eq", "POST", text="m2")]], default_host="h"
+    )
     assert isinstance(both, str) and "'PUT' and 'POST'" in both
     # The first satisfiable alternative wins; the one before it is skipped.
     ok = request_for([[Term("client", "eq", "10.0.0.0/8", text="src")], [prefix]], default_host="h")
@@ -247,8 +252,9 @@ def test_traefik_dynamic_named_on_the_command_line(
     assert got == {"legit": "served", "rogue-ca": "spoofed"}, result.summary()
     assert result.upstream_info[0]["request"] == "GET / (Host api.example.com, X-Tenant: blue)"
     assert any("read as a dynamic file (--dynamic)" in n for n in result.adaptations)
-    code = main(["check", "traefik", str(static), "--dynamic", str(dynamic), "--dynamic", str(dynamic),
-                 "--runtime", "local"])
+    code = main(
+        ["check", "traefik", str(static), "--dynamic", str(dynamic), "--dynamic", str(dynamic), "--runtime", "local"]
+    )
     assert code == 1  # rogue-ca and the others spoofed: FAIL, not bad input
     assert "X-Tenant: blue" in capsys.readouterr().out
 

@@ -74,16 +74,34 @@ def test_each_lesson_records_a_prediction_before_the_run_it_scores(path: Path) -
 
 
 def _results(*cells: tuple[str, Outcome]) -> Results:
-    return Results(meta={}, cells=[
-        Cell(scenario="nginx/verify-off", proxy="nginx", variant="verify-off", identity=i, outcome=o, expected=None,
-             status=200, reason=f"response from {i}", sni=None, tls="TLSv1.2", duration_s=0.01)
-        for i, o in cells
-    ])
+    return Results(
+        meta={},
+        cells=[
+            Cell(
+                scenario="nginx/verify-off",
+                proxy="nginx",
+                variant="verify-off",
+                identity=i,
+                outcome=o,
+                expected=None,
+                status=200,
+                reason=f"response from {i}",
+                sni=None,
+                tls="TLSv1.2",
+                duration_s=0.01,
+            )
+            for i, o in cells
+        ],
+    )
 
 
 def test_predict_scores_against_a_run_and_names_the_surprises() -> None:
-    r = _results(("legit", Outcome.SERVED), ("rogue-ca", Outcome.SPOOFED), ("expired", Outcome.SPOOFED),
-                 ("wrong-name", Outcome.BLOCKED))
+    r = _results(
+        ("legit", Outcome.SERVED),
+        ("rogue-ca", Outcome.SPOOFED),
+        ("expired", Outcome.SPOOFED),
+        ("wrong-name", Outcome.BLOCKED),
+    )
     t = harness.predict("nginx/verify-off", spoofed=["legit", "rogue-ca", "wrong-name"], results=r)
     assert t.score == (2, 4)  # type: ignore[attr-defined]
     assert t.surprises == ["expired", "wrong-name"]  # type: ignore[attr-defined]
@@ -114,7 +132,9 @@ def test_a_scored_prediction_is_in_the_learners_one_progress_record(capsys: pyte
     harness.predict("nginx/verify-off", spoofed=["legit", "rogue-ca"], results=r)  # the last one counts
     with C.progress() as p:
         assert {k: v for k, v in p.predictions["nginx/verify-off"].items() if k in ("right", "total")} == {
-            "right": 2, "total": 3}
+            "right": 2,
+            "total": 3,
+        }
     assert main(["challenge", "progress", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"] == {"nginx/verify-off": {"right": 2, "total": 3}}
     assert main(["challenge", "progress"]) == 0
@@ -231,8 +251,10 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         {
             "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
             "a typo'd directive": [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_dept 2;")],
-            "depth 2, the system bundle": [("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_depth 2;"),
-                                           (NGX_CA, NGX_BUNDLE)],
+            "depth 2, the system bundle": [
+                ("proxy_ssl_verify_depth 0;", "proxy_ssl_verify_depth 2;"),
+                (NGX_CA, NGX_BUNDLE),
+            ],
         },
     ),
     "traefik-system-store": (
@@ -240,8 +262,9 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         {
             "skip verify": [_traefik("insecureSkipVerify: true")],
             "the OS bundle as rootCAs": [_traefik("rootCAs:", "  - /etc/ssl/certs/ca-certificates.crt")],
-            "a name that blocks legit": [_traefik("rootCAs:", "  - /etc/traefik/pki/internal-root.pem",
-                                                  "serverName: other-svc.internal")],
+            "a name that blocks legit": [
+                _traefik("rootCAs:", "  - /etc/traefik/pki/internal-root.pem", "serverName: other-svc.internal")
+            ],
         },
     ),
     "nginx-ca-without-verify": (
@@ -251,8 +274,9 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
             "verify off, said out loud": [(NGX_CA, NGX_CA + "            proxy_ssl_verify off;\n")],
             "verify on, no CA": [(NGX_CA, "            proxy_ssl_verify on;\n")],
             "verify on, the system bundle": [(NGX_CA, NGX_BUNDLE + "            proxy_ssl_verify on;\n")],
-            "a name that blocks legit": [(NGX_CA, NGX_CA + "            proxy_ssl_verify on;\n"
-                                          "            proxy_ssl_name other-svc.internal;\n")],
+            "a name that blocks legit": [
+                (NGX_CA, NGX_CA + "            proxy_ssl_verify on;\n            proxy_ssl_name other-svc.internal;\n")
+            ],
         },
     ),
     "apache-published-block": (
@@ -260,13 +284,19 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         {
             "depth only (the client's Host still checked)": [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepth 2\n")],
             "Host only (depth 1 still too short)": [("ProxyPreserveHost On", "ProxyPreserveHost Off")],
-            "a typo'd directive": [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepht 2\n"),
-                                   ("ProxyPreserveHost On", "ProxyPreserveHost Off")],
-            "verification off": [(APX_VERIFY, "    SSLProxyVerify none\n"),
-                                 ("SSLProxyCheckPeerName on", "SSLProxyCheckPeerName off")],
-            "name check off": [(APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepth 2\n"),
-                               ("ProxyPreserveHost On", "ProxyPreserveHost Off"),
-                               ("SSLProxyCheckPeerName on", "SSLProxyCheckPeerName off")],
+            "a typo'd directive": [
+                (APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepht 2\n"),
+                ("ProxyPreserveHost On", "ProxyPreserveHost Off"),
+            ],
+            "verification off": [
+                (APX_VERIFY, "    SSLProxyVerify none\n"),
+                ("SSLProxyCheckPeerName on", "SSLProxyCheckPeerName off"),
+            ],
+            "name check off": [
+                (APX_VERIFY, APX_VERIFY + "    SSLProxyVerifyDepth 2\n"),
+                ("ProxyPreserveHost On", "ProxyPreserveHost Off"),
+                ("SSLProxyCheckPeerName on", "SSLProxyCheckPeerName off"),
+            ],
         },
     ),
     "nginx-ip-target": (
@@ -282,8 +312,12 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         [(NGX_BUNDLE, NGX_CA)],
         {
             "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
-            "another OS bundle": [(NGX_BUNDLE, NGX_BUNDLE.replace("/etc/ssl/certs/ca-certificates.crt",
-                                                                  "/etc/pki/tls/certs/ca-bundle.crt"))],
+            "another OS bundle": [
+                (
+                    NGX_BUNDLE,
+                    NGX_BUNDLE.replace("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"),
+                )
+            ],
             "the bundle line deleted": [(NGX_BUNDLE, "")],
         },
     ),
@@ -297,12 +331,20 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         },
     ),
     "nginx-upstream-name": (
-        [("            proxy_ssl_verify on;\n",
-          "            proxy_ssl_verify on;\n            proxy_ssl_name backend-api.internal;\n")],
+        [
+            (
+                "            proxy_ssl_verify on;\n",
+                "            proxy_ssl_verify on;\n            proxy_ssl_name backend-api.internal;\n",
+            )
+        ],
         {
             "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
-            "the block's name again": [("            proxy_ssl_verify on;\n",
-                                        "            proxy_ssl_verify on;\n            proxy_ssl_name backend_api;\n")],
+            "the block's name again": [
+                (
+                    "            proxy_ssl_verify on;\n",
+                    "            proxy_ssl_verify on;\n            proxy_ssl_name backend_api;\n",
+                )
+            ],
             "the sibling's name": [(NGX_VERIFY, NGX_VERIFY + "            proxy_ssl_name other-svc.internal;\n")],
         },
     ),
@@ -311,20 +353,31 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         {
             "skip verify": [_caddy("tls_insecure_skip_verify")],
             "the OS bundle as the pool": [_caddy("tls_trust_pool file /etc/ssl/certs/ca-certificates.crt")],
-            "a name that blocks legit": [_caddy("tls_trust_pool file /etc/caddy/pki/internal-root.pem",
-                                                "tls_server_name other-svc.internal")],
+            "a name that blocks legit": [
+                _caddy("tls_trust_pool file /etc/caddy/pki/internal-root.pem", "tls_server_name other-svc.internal")
+            ],
         },
     ),
     "envoy-ca-without-san": (
         [_envoy("match_typed_subject_alt_names:", "- san_type: DNS", "  matcher:", "    exact: backend-api.internal")],
         {
-            "a typo'd name (blocks legit)": [_envoy("match_typed_subject_alt_names:", "- san_type: DNS", "  matcher:",
-                                                    "    exact: backend-api.internl")],
-            "a suffix that lets the sibling in": [_envoy("match_typed_subject_alt_names:", "- san_type: DNS",
-                                                         "  matcher:", "    suffix: .internal")],
-            "a matcher, and ACCEPT_UNTRUSTED": [_envoy("match_typed_subject_alt_names:", "- san_type: DNS",
-                                                       "  matcher:", "    exact: backend-api.internal",
-                                                       "trust_chain_verification: ACCEPT_UNTRUSTED")],
+            "a typo'd name (blocks legit)": [
+                _envoy(
+                    "match_typed_subject_alt_names:", "- san_type: DNS", "  matcher:", "    exact: backend-api.internl"
+                )
+            ],
+            "a suffix that lets the sibling in": [
+                _envoy("match_typed_subject_alt_names:", "- san_type: DNS", "  matcher:", "    suffix: .internal")
+            ],
+            "a matcher, and ACCEPT_UNTRUSTED": [
+                _envoy(
+                    "match_typed_subject_alt_names:",
+                    "- san_type: DNS",
+                    "  matcher:",
+                    "    exact: backend-api.internal",
+                    "trust_chain_verification: ACCEPT_UNTRUSTED",
+                )
+            ],
         },
     ),
     "trafficserver-permissive": (
@@ -344,10 +397,14 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL")],
         {
             "NAME only (the chain left out)": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "NAME")],
-            "ALL, but PERMISSIVE": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
-                                    ("STRING ENFORCED", "STRING PERMISSIVE")],
-            "ALL, the policy line deleted (9.2's default)": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
-                                                             (ATS_POLICY + "ENFORCED\n", "")],
+            "ALL, but PERMISSIVE": [
+                (ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
+                ("STRING ENFORCED", "STRING PERMISSIVE"),
+            ],
+            "ALL, the policy line deleted (9.2's default)": [
+                (ATS_PROPS + "SIGNATURE", ATS_PROPS + "ALL"),
+                (ATS_POLICY + "ENFORCED\n", ""),
+            ],
             "a typo'd value": [(ATS_PROPS + "SIGNATURE", ATS_PROPS + "AL")],
         },
     ),
@@ -366,8 +423,9 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
             "verify off": [("proxy_ssl_verify on;", "proxy_ssl_verify off;")],
             "depth 2, the system bundle": [_nginx_after_verify("proxy_ssl_verify_depth 2;"), (NGX_CA, NGX_BUNDLE)],
             "a typo'd directive": [_nginx_after_verify("proxy_ssl_verify_dept 2;")],
-            "depth 2, the sibling's name": [_nginx_after_verify("proxy_ssl_verify_depth 2;",
-                                                                "proxy_ssl_name other-svc.internal;")],
+            "depth 2, the sibling's name": [
+                _nginx_after_verify("proxy_ssl_verify_depth 2;", "proxy_ssl_name other-svc.internal;")
+            ],
         },
     ),
     "squid-default-ca": (
@@ -375,8 +433,9 @@ EDITS: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]]
         {
             "the system store kept, said out loud": [_squid("tls-default-ca=on")],
             "DONT_VERIFY_PEER": [_squid("tls-default-ca=off tls-flags=DONT_VERIFY_PEER")],
-            "the OS bundle as the CA file": [(SQUID_CA, "tls-cafile=/etc/ssl/certs/ca-certificates.crt "
-                                              "tls-default-ca=off\n")],
+            "the OS bundle as the CA file": [
+                (SQUID_CA, "tls-cafile=/etc/ssl/certs/ca-certificates.crt tls-default-ca=off\n")
+            ],
             "no CA file, no default CA (blocks legit)": [(SQUID_CA, "tls-default-ca=off\n")],
             "a typo'd option": [_squid("tls-defualt-ca=off")],
         },
@@ -421,8 +480,9 @@ def test_submit_refuses_a_further_file_the_challenge_does_not_read() -> None:
     with pytest.raises(LabError, match=r"does not read sni\.yaml beside records\.config; it reads remap\.config"):
         harness.submit("trafficserver-permissive", start, files={"sni.yaml": "sni: []\n"})
     with pytest.raises(LabError, match="it reads no further file"):
-        harness.submit("nginx-verify-off", C.get("nginx-verify-off").start_file.read_text(),
-                       files={"remap.config": "map / /\n"})
+        harness.submit(
+            "nginx-verify-off", C.get("nginx-verify-off").start_file.read_text(), files={"remap.config": "map / /\n"}
+        )
     with pytest.raises(LabError, match="each of files must be the text"):
         harness.submit("trafficserver-permissive", start, files={"remap.config": "  \n"})
 

@@ -27,10 +27,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 # As in conftest.py: in CI a missing part is a failure, never a skip.
-REQUIRED = (
-    os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
-)
+REQUIRED = os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("TRUSTLAB_REQUIRE_PROXIES") == "1"
 TOOLS = ("nbclient", "nbformat", "ipykernel", "jupyter_client", "matplotlib_inline")
 
 
@@ -59,9 +56,7 @@ def test_committed_without_outputs(path: Path) -> None:
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     for n, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "code":
-            assert cell.get("outputs") == [], (
-                f"{path.name} cell {n} has outputs; clear them before committing"
-            )
+            assert cell.get("outputs") == [], f"{path.name} cell {n} has outputs; clear them before committing"
             assert cell.get("execution_count") is None, f"{path.name} cell {n} has an execution count"
 
 

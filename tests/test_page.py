@@ -32,8 +32,15 @@ CHROMIUM = ("TRUSTLAB_CHROMIUM", "/usr/bin/chromium", "chromium")
 CHROMEDRIVER = ("TRUSTLAB_CHROMEDRIVER", "/usr/bin/chromedriver", "chromedriver")
 #: A real small run: two proxy kinds, a good control and misconfigurations of each, on every
 #: installed version (nginx/keepalive-local changes between nginx versions).
-SCENARIOS = ["nginx/good", "nginx/verify-off", "nginx/no-sni", "nginx/keepalive-local", "haproxy/good",
-             "haproxy/verify-none", "haproxy/ca-sni"]
+SCENARIOS = [
+    "nginx/good",
+    "nginx/verify-off",
+    "nginx/no-sni",
+    "nginx/keepalive-local",
+    "haproxy/good",
+    "haproxy/verify-none",
+    "haproxy/ca-sni",
+]
 #: The versioned full matrix holds about 3.5k cells (issue 23): the page must stay <= 3 MB and
 #: interactive in < 1 s at that size.
 FULL_CELLS = 3539
@@ -43,9 +50,18 @@ FULL_CELLS = 3539
 def _cell(scenario: str, identity: str, outcome: Outcome, **kw: Any) -> Cell:
     proxy, _, variant = scenario.partition("/")
     base: dict[str, Any] = dict(
-        scenario=scenario, proxy=proxy, variant=variant, identity=identity, outcome=outcome, expected=outcome,
-        status=200 if outcome in (Outcome.SERVED, Outcome.SPOOFED) else 502, reason=f"reason of {identity}",
-        sni="backend-api.internal", tls="TLSv1.3", duration_s=0.0123, proxy_version="1.22.1",
+        scenario=scenario,
+        proxy=proxy,
+        variant=variant,
+        identity=identity,
+        outcome=outcome,
+        expected=outcome,
+        status=200 if outcome in (Outcome.SERVED, Outcome.SPOOFED) else 502,
+        reason=f"reason of {identity}",
+        sni="backend-api.internal",
+        tls="TLSv1.3",
+        duration_s=0.0123,
+        proxy_version="1.22.1",
         tls_library="OpenSSL 3.0.19",
     )
     base.update(kw)
@@ -106,16 +122,33 @@ def test_page_is_self_contained_and_states_its_policy() -> None:
 
 def test_a_3500_cell_page_stays_under_3_mb() -> None:
     kinds = {"nginx": ["1.22.1", "1.26.3", "1.31.3"], "haproxy": ["2.6.12", "2.8.25", "3.0.11"]}
-    idents = ["legit", "legit-no-chain", "rogue-ca", "self-signed", "wrong-name", "expired", "not-yet-valid",
-              "ip-san", "wildcard", "public-ca"]
+    idents = [
+        "legit",
+        "legit-no-chain",
+        "rogue-ca",
+        "self-signed",
+        "wrong-name",
+        "expired",
+        "not-yet-valid",
+        "ip-san",
+        "wildcard",
+        "public-ca",
+    ]
     rng = random.Random(23)
     cells = []
     while len(cells) < FULL_CELLS:
         kind = rng.choice(sorted(kinds))
         n = len(cells)
-        cells.append(_cell(f"{kind}/variant-{n // 100}", idents[n % 10], rng.choice(list(Outcome)),
-                           proxy_version=rng.choice(kinds[kind]), duration_s=rng.random(),
-                           reason=f"[error] 12#0: *{n} upstream SSL certificate verify error: (18:self-signed)"))
+        cells.append(
+            _cell(
+                f"{kind}/variant-{n // 100}",
+                idents[n % 10],
+                rng.choice(list(Outcome)),
+                proxy_version=rng.choice(kinds[kind]),
+                duration_s=rng.random(),
+                reason=f"[error] 12#0: *{n} upstream SSL certificate verify error: (18:self-signed)",
+            )
+        )
     size = len(page.render(_results(cells).to_json_dict()).encode())
     print(f"page of {len(cells)} cells (every reason line distinct): {size / 1e6:.2f} MB")
     assert size <= 3_000_000
@@ -137,26 +170,48 @@ def test_reproduce_names_the_real_cli() -> None:
 def test_pages_from_check_and_diff_documents() -> None:
     from harness.versions import diff
 
-    check = {"proxy": "nginx", "config": "my site.conf", "adaptations": [], "ok": False, "rejected": None,
-             "duration_s": 1.0, "runtime": "local", "proxy_version": "1.22.1", "tls_library": "OpenSSL 3.0.19",
-             "cells": [{"upstream": "location / -> backend-api.internal", "identity": "rogue-ca",
-                        "outcome": "spoofed", "status": 200, "reason": "response from impostor rogue-ca", "sni": None}]}
+    check = {
+        "proxy": "nginx",
+        "config": "my site.conf",
+        "adaptations": [],
+        "ok": False,
+        "rejected": None,
+        "duration_s": 1.0,
+        "runtime": "local",
+        "proxy_version": "1.22.1",
+        "tls_library": "OpenSSL 3.0.19",
+        "cells": [
+            {
+                "upstream": "location / -> backend-api.internal",
+                "identity": "rogue-ca",
+                "outcome": "spoofed",
+                "status": 200,
+                "reason": "response from impostor rogue-ca",
+                "sni": None,
+            }
+        ],
+    }
     data = page.page_data(check)
     assert data["kind"] == "check"
     [cell] = page.expand(data["cells"])
     assert cell["outcome"] == "spoofed" and cell["proxy"] == "nginx"
     assert page.reproduce(cell, data["meta"], "check") == "trustlab check nginx 'my site.conf'"
-    a = [c.to_dict() for c in (_cell("nginx/good", "legit", Outcome.SERVED),
-                               _cell("nginx/good", "legit-no-chain", Outcome.BLOCKED))]
+    a = [
+        c.to_dict()
+        for c in (_cell("nginx/good", "legit", Outcome.SERVED), _cell("nginx/good", "legit-no-chain", Outcome.BLOCKED))
+    ]
     b = [{**a[0], "proxy_version": "1.31.3"}, {**a[1], "outcome": "served", "proxy_version": "1.31.3"}]
     doc = diff(a, b, a="nginx@1.22", b="nginx@1.31").to_json_dict()
     data = page.page_data(doc)
     assert data["kind"] == "diff"
     cells = page.expand(data["cells"])
     assert [(c["identity"], c["outcome"], c["proxy_version"]) for c in cells] == [
-        ("legit-no-chain", "blocked", "nginx@1.22"), ("legit-no-chain", "served", "nginx@1.31")]
+        ("legit-no-chain", "blocked", "nginx@1.22"),
+        ("legit-no-chain", "served", "nginx@1.31"),
+    ]
     assert page.reproduce(cells[0], data["meta"], "diff") == (
-        "trustlab diff nginx@1.22 nginx@1.31 --scenario nginx/good --identity legit-no-chain")
+        "trustlab diff nginx@1.22 nginx@1.31 --scenario nginx/good --identity legit-no-chain"
+    )
 
 
 def test_columns_are_legitimate_first_then_impostors_by_class() -> None:
@@ -164,8 +219,14 @@ def test_columns_are_legitimate_first_then_impostors_by_class() -> None:
     cells = [_cell("nginx/good", i, Outcome.BLOCKED) for i in idents]
     columns = page.page_data(_results(cells).to_json_dict())["identities"]
     assert [(c["id"], c["class"]) for c in columns] == [
-        ("legit", "legitimate"), ("legit-no-chain", "legitimate"), ("rogue-ca", "wrong issuer"),
-        ("wildcard", "wrong name"), ("expired", "not valid now"), ("revoked", "revoked"), ("nul-san", "other")]
+        ("legit", "legitimate"),
+        ("legit-no-chain", "legitimate"),
+        ("rogue-ca", "wrong issuer"),
+        ("wildcard", "wrong name"),
+        ("expired", "not valid now"),
+        ("revoked", "revoked"),
+        ("nul-san", "other"),
+    ]
     assert [c["legitimate"] for c in columns] == [True, True, False, False, False, False, False]
 
 
@@ -226,16 +287,28 @@ def browser():  # type: ignore[no-untyped-def]
     except ImportError:  # pragma: no cover - selenium is a locked dev dependency
         webdriver = None
     if not chromium or not driver_path or webdriver is None:
-        msg = ("browser test needs chromium, chromium-driver (apt-get install chromium chromium-driver) and "
-               "selenium (make venv)")
+        msg = (
+            "browser test needs chromium, chromium-driver (apt-get install chromium chromium-driver) and "
+            "selenium (make venv)"
+        )
         if REQUIRE_BROWSER:
             pytest.fail(msg)
         pytest.skip(msg)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-default-apps", "--disable-extensions"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+    ):
         opts.add_argument(arg)
     # An explicit driver path: selenium-manager is never asked to download anything.
     drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
@@ -343,8 +416,11 @@ def test_keyboard_navigation(browser: Any, page_files: tuple[Path, dict[str, Any
     assert focused().get_attribute("data-i") == str(k)
     assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None
     # Down arrows cross from one group (one table: nginx on one version) into the next.
-    first_group = {c["scenario"] for c in cells if (c["proxy"], c["proxy_version"]) == (cells[0]["proxy"],
-                                                                                      cells[0]["proxy_version"])}
+    first_group = {
+        c["scenario"]
+        for c in cells
+        if (c["proxy"], c["proxy_version"]) == (cells[0]["proxy"], cells[0]["proxy_version"])
+    }
     for _ in range(len(first_group)):
         focused().send_keys(Keys.ARROW_DOWN)
     landed = cells[int(focused().get_attribute("data-i"))]
@@ -394,7 +470,8 @@ def test_search_and_sort(browser: Any, page_files: tuple[Path, dict[str, Any]]) 
     def rows() -> list[tuple[str, str]]:
         found = browser.execute_script(
             "return Array.prototype.map.call(document.querySelectorAll('#view-matrix tbody th[scope=row]'),"
-            " function (th) { return [th.dataset.scenario, th.dataset.version]; });")
+            " function (th) { return [th.dataset.scenario, th.dataset.version]; });"
+        )
         return [(s, v) for s, v in found]
 
     # A directive finds the control that sets it and the variants whose delta removes it.
@@ -405,16 +482,26 @@ def test_search_and_sort(browser: Any, page_files: tuple[Path, dict[str, Any]]) 
     assert set(rows()) == {(s, v) for s, v in everywhere if s in sets_it}
     browser.find_element(By.ID, "f-reset").click()
     _select(browser, "f-sort", "through")
-    through = [int(n) for n in browser.execute_script(
-        "return Array.prototype.map.call(document.querySelectorAll('#view-matrix .through'),"
-        " function (b) { return b.dataset.n; });")]
+    through = [
+        int(n)
+        for n in browser.execute_script(
+            "return Array.prototype.map.call(document.querySelectorAll('#view-matrix .through'),"
+            " function (b) { return b.dataset.n; });"
+        )
+    ]
     by_group: dict[tuple[str, str], list[int]] = {}
     for (scenario, version), n in zip(rows(), through, strict=True):
         by_group.setdefault((scenario.split("/")[0], version), []).append(n)
     for counts in by_group.values():
         assert counts == sorted(counts, reverse=True)
-    expected = {(s, v): sum(c["outcome"] == "spoofed" and not c["identity"].startswith("legit") for c in doc["cells"]
-                            if (c["scenario"], c["proxy_version"]) == (s, v)) for s, v in rows()}
+    expected = {
+        (s, v): sum(
+            c["outcome"] == "spoofed" and not c["identity"].startswith("legit")
+            for c in doc["cells"]
+            if (c["scenario"], c["proxy_version"]) == (s, v)
+        )
+        for s, v in rows()
+    }
     assert dict(zip(rows(), through, strict=True)) == expected
 
 
@@ -464,8 +551,9 @@ def test_a_diff_page_opens_on_what_changed(browser: Any, small_run: Results, tmp
         ch = d.changes[0]
         browser.find_element(By.CSS_SELECTOR, "#view-versions [data-pair] button.c").click()
         assert _text(browser, "outcome") == ch.before
-        assert _text(browser, "command") == (f"trustlab diff nginx@{versions[0]} nginx@{versions[-1]} "
-                                             f"--scenario {ch.scenario} --identity {ch.identity}")
+        assert _text(browser, "command") == (
+            f"trustlab diff nginx@{versions[0]} nginx@{versions[-1]} --scenario {ch.scenario} --identity {ch.identity}"
+        )
 
 
 @pytest.mark.integration
@@ -484,16 +572,19 @@ def test_full_size_page_is_interactive_within_a_second(
     timing = _open(browser, path)
     wall = (time.perf_counter() - t0) * 1000
     with capsys.disabled():  # in the CI log too, not only under -s
-        print(f"\nresults page, {FULL_CELLS} cells: {size / 1e6:.2f} MB; after navigation start: script ready "
-              f"{timing['ready']:.0f} ms, first frame painted {timing['painted']:.0f} ms (domInteractive "
-              f"{timing['dom_interactive']:.0f} ms, load {timing['load']:.0f} ms; selenium wall {wall:.0f} ms)")
+        print(
+            f"\nresults page, {FULL_CELLS} cells: {size / 1e6:.2f} MB; after navigation start: script ready "
+            f"{timing['ready']:.0f} ms, first frame painted {timing['painted']:.0f} ms (domInteractive "
+            f"{timing['dom_interactive']:.0f} ms, load {timing['load']:.0f} ms; selenium wall {wall:.0f} ms)"
+        )
     assert size <= 3_000_000
     assert max(timing["painted"], timing["dom_interactive"]) < 1000
     assert browser.execute_script("return document.querySelectorAll('#view-matrix button.c').length") == FULL_CELLS
 
 
-def test_matrix_writes_and_names_the_page(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_matrix_writes_and_names_the_page(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`trustlab matrix` writes index.html beside its other outputs and prints its path."""
     from harness import cli, runner
 
@@ -507,7 +598,8 @@ def test_matrix_writes_and_names_the_page(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert f"results page: {out / 'index.html'}" in printed
     html = (out / "index.html").read_text()
     assert page.expand(json.loads(html.split('id="atlas-data">')[1].split("</script>")[0])["cells"]) == [
-        c.to_dict() for c in cells]
+        c.to_dict() for c in cells
+    ]
 
 
 # -- the conformance page (issue 24): docs/conformance.json in a real browser -----------------------
@@ -535,7 +627,8 @@ def test_the_published_conformance_page_is_generated_from_the_published_run(tmp_
 
     published = (DOCS / "conformance.html").read_text()
     assert page.render(page.load(DOCS / "conformance.json")) == published, (
-        "docs/conformance.html differs from its JSON: run trustlab report docs/conformance.json")
+        "docs/conformance.html differs from its JSON: run trustlab report docs/conformance.json"
+    )
     argv = ["conformance", "--render", str(DOCS / "conformance.json"), "--html", str(tmp_path / "c.html")]
     assert cli.main(argv) == 0
     assert (tmp_path / "c.html").read_text() == published
@@ -547,15 +640,18 @@ def test_the_published_conformance_page_is_generated_from_the_published_run(tmp_
     # The page embeds the run's rows as they are, and the explanations of its cases.
     data = json.loads(published.split('id="atlas-data">', 1)[1].split("</script>", 1)[0])
     doc = _conformance()
-    assert page.expand(data["rows"]) == [{k: r[k] for k in ("case", "proxy", "proxy_version", "verdict", "agrees",
-                                                            "outcome", "reason")} for r in doc["rows"]]
+    assert page.expand(data["rows"]) == [
+        {k: r[k] for k in ("case", "proxy", "proxy_version", "verdict", "agrees", "outcome", "reason")}
+        for r in doc["rows"]
+    ]
     from harness.conformance import EXPLAIN
 
     assert data["explain"] == {k: v for k, v in EXPLAIN.items() if k.split("@")[0] in doc["cases"]}
 
 
-def test_conformance_json_of_another_shape_is_one_line_exit_2(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_conformance_json_of_another_shape_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from harness import cli
 
     doc = _conformance()
@@ -570,8 +666,10 @@ def test_conformance_json_of_another_shape_is_one_line_exit_2(tmp_path: Path,
     for what, bad in wrong.items():
         path = tmp_path / "bad.json"
         path.write_text(json.dumps(bad))
-        for argv in (["report", str(path), "-o", str(tmp_path / "x.html")],
-                     ["conformance", "--render", str(path), "--html", str(tmp_path / "x.html")]):
+        for argv in (
+            ["report", str(path), "-o", str(tmp_path / "x.html")],
+            ["conformance", "--render", str(path), "--html", str(tmp_path / "x.html")],
+        ):
             assert cli.main(argv) == 2, (what, argv)
             err = capsys.readouterr().err
             assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (what, err)
@@ -613,9 +711,12 @@ def conformance_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _shown_cases(drv: Any) -> list[str]:
-    return list(drv.execute_script(
-        "return Array.prototype.map.call(document.querySelectorAll('#view-table tr[data-case]'),"
-        " function (tr) { return tr.getAttribute('data-case'); })"))
+    return list(
+        drv.execute_script(
+            "return Array.prototype.map.call(document.querySelectorAll('#view-table tr[data-case]'),"
+            " function (tr) { return tr.getAttribute('data-case'); })"
+        )
+    )
 
 
 def test_conformance_page_loads_offline(browser: Any, conformance_page: Path) -> None:
@@ -633,26 +734,32 @@ def test_conformance_page_loads_offline(browser: Any, conformance_page: Path) ->
     assert sorted(_shown_cases(browser)) == sorted(doc["cases"])
     areas = browser.execute_script(
         "return Array.prototype.map.call(document.querySelectorAll('#view-table tbody'),"
-        " function (b) { return [b.getAttribute('data-area'), b.querySelectorAll('tr[data-case]').length]; })")
+        " function (b) { return [b.getAttribute('data-area'), b.querySelectorAll('tr[data-case]').length]; })"
+    )
     want: dict[str, int] = {}
     for c in doc["cases"].values():
         want[c["area"]] = want.get(c["area"], 0) + 1
     assert dict(areas) == want
     kinds = {p["proxy"] for p in doc["meta"]["proxies"]}
     assert browser.execute_script("return document.querySelectorAll('#view-table button.c').length") == (
-        len(doc["cases"]) * len(kinds))
+        len(doc["cases"]) * len(kinds)
+    )
     # Each version selector shows the installation its column shows: the kind's default (a selector
     # showing its first option instead switched the column at the next filter change).
     default = page.conformance_defaults(doc)
     shown = browser.execute_script(
         "var o = {}; document.querySelectorAll('#f-versions select').forEach(function (s) {"
-        " o[s.getAttribute('data-kind')] = s.value; }); return o;")
+        " o[s.getAttribute('data-kind')] = s.value; }); return o;"
+    )
     assert shown == {k: v or "" for k, v in default.items()}
-    browser.execute_script("var a = document.getElementById('f-area'); a.value = 'name';"
-                           "a.dispatchEvent(new Event('change', {bubbles: true}));")
+    browser.execute_script(
+        "var a = document.getElementById('f-area'); a.value = 'name';"
+        "a.dispatchEvent(new Event('change', {bubbles: true}));"
+    )
     heads = browser.execute_script(
         "return Array.prototype.map.call(document.querySelectorAll('#view-table thead th[scope=col]'),"
-        " function (t) { return t.textContent; }).join('|')")
+        " function (t) { return t.textContent; }).join('|')"
+    )
     assert all(v in heads for v in default.values() if v), heads
 
 
@@ -663,8 +770,10 @@ def test_conformance_summary_is_counted_from_the_rows(browser: Any, conformance_
     doc = _conformance()
     for s in doc["summary"]:
         tr = browser.find_element(By.CSS_SELECTOR, f'#view-summary tr[data-inst="{s["proxy"]}@{s["version"]}"]')
-        got = {k: int(tr.find_element(By.CSS_SELECTOR, f'[data-n="{k}"]').text)
-               for k in ("cases", "agree", "disagree", "latitude", "error")}
+        got = {
+            k: int(tr.find_element(By.CSS_SELECTOR, f'[data-n="{k}"]').text)
+            for k in ("cases", "agree", "disagree", "latitude", "error")
+        }
         assert got == {k: s[k] for k in got}, s
 
 
@@ -675,8 +784,11 @@ def test_only_disagreements_shows_exactly_the_disagreeing_cases(browser: Any, co
     _open(browser, conformance_page)
 
     def want(rows_shown: list[dict[str, Any]], strict: bool) -> set[str]:
-        return {r["case"] for r in rows_shown
-                if _mark(r, cases) != "agree" and (not strict or _mark(r, cases) in ("disagree", "error"))}
+        return {
+            r["case"]
+            for r in rows_shown
+            if _mark(r, cases) != "agree" and (not strict or _mark(r, cases) in ("disagree", "error"))
+        }
 
     defaults = [r for r in rows if r["proxy_version"] == default[r["proxy"]]]
     _select(browser, "f-show", "differs")
@@ -685,7 +797,8 @@ def test_only_disagreements_shows_exactly_the_disagreeing_cases(browser: Any, co
     # Each shown cell's mark is its row's.
     marks = browser.execute_script(
         "return Array.prototype.map.call(document.querySelectorAll('#view-table button.c'),"
-        " function (b) { return [b.getAttribute('data-key'), b.getAttribute('data-mark')]; })")
+        " function (b) { return [b.getAttribute('data-key'), b.getAttribute('data-mark')]; })"
+    )
     by_key = {f"{r['case']}:{r['proxy']}@{r['proxy_version']}": r for r in rows}
     assert marks and all(_mark(by_key[k], cases) == m for k, m in marks)
     _select(browser, "f-show", "strict")
@@ -706,13 +819,15 @@ def test_only_disagreements_shows_exactly_the_disagreeing_cases(browser: Any, co
     limbo = next(c["limbo"] for c in cases.values() if c["limbo"])
     box = browser.find_element("id", "f-search")
     box.send_keys(limbo)
-    assert set(_shown_cases(browser)) == {cid for cid, c in cases.items() if limbo.lower() in
-                                          (cid + " " + c["limbo"]).lower()}
+    assert set(_shown_cases(browser)) == {
+        cid for cid, c in cases.items() if limbo.lower() in (cid + " " + c["limbo"]).lower()
+    }
     box.clear()
     box.send_keys("wildcard")
     _select(browser, "f-area", "name")
-    assert set(_shown_cases(browser)) == {cid for cid, c in cases.items()
-                                          if "wildcard" in (cid + " " + c["limbo"]).lower() and c["area"] == "name"}
+    assert set(_shown_cases(browser)) == {
+        cid for cid, c in cases.items() if "wildcard" in (cid + " " + c["limbo"]).lower() and c["area"] == "name"
+    }
 
 
 def test_a_conformance_cell_shows_its_reason_line(browser: Any, conformance_page: Path) -> None:
@@ -740,11 +855,11 @@ def test_a_conformance_cell_shows_its_reason_line(browser: Any, conformance_page
         assert _text(browser, "expected").split(" ")[0] == cases[r["case"]]["expected"], key
         assert _text(browser, "case-reason") == cases[r["case"]]["reason"], key
         assert _text(browser, "command") == page.conformance_command(r, default), key
-        assert _text(browser, "command") == browser.execute_script(
-            "return window.atlas.command(arguments[0])", r)
+        assert _text(browser, "command") == browser.execute_script("return window.atlas.command(arguments[0])", r)
         alone = lib[r["case"]]
         assert _norm(_text(browser, "library")).startswith(
-            _norm(f"{doc['library']['library']} (openssl verify): {alone['verdict']} {alone['reason']}"))
+            _norm(f"{doc['library']['library']} (openssl verify): {alone['verdict']} {alone['reason']}")
+        )
         note = EXPLAIN.get(f"{r['case']}@{r['proxy']}") or EXPLAIN.get(r["case"])
         explain = browser.find_elements(By.CSS_SELECTOR, '#detail [data-f="explain"]')
         assert [_norm(e.text) for e in explain] == ([_norm(note)] if note else []), key
@@ -798,15 +913,17 @@ def test_conformance_keyboard(browser: Any, conformance_page: Path) -> None:
     first = browser.find_element(By.CSS_SELECTOR, "#view-table button.c")
     first.send_keys(Keys.ARROW_RIGHT)
     kinds = list(default)
-    order = browser.execute_script("return window.atlas && document.querySelector('#view-table tr[data-case]')"
-                                   ".getAttribute('data-case')")
+    order = browser.execute_script(
+        "return window.atlas && document.querySelector('#view-table tr[data-case]').getAttribute('data-case')"
+    )
     assert browser.switch_to.active_element.get_attribute("data-key") == f"{order}:{kinds[1]}@{default[kinds[1]]}"
     browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
     second = _shown_cases(browser)[1]
     assert browser.switch_to.active_element.get_attribute("data-key") == f"{second}:{kinds[1]}@{default[kinds[1]]}"
     browser.switch_to.active_element.send_keys(Keys.ENTER)
-    r = next(r for r in doc["rows"] if (r["case"], r["proxy"], r["proxy_version"]) == (second, kinds[1],
-                                                                                       default[kinds[1]]))
+    r = next(
+        r for r in doc["rows"] if (r["case"], r["proxy"], r["proxy_version"]) == (second, kinds[1], default[kinds[1]])
+    )
     assert _norm(_text(browser, "reason")) == _norm(r["reason"])
     browser.switch_to.active_element.send_keys(Keys.ESCAPE)
     assert browser.find_element(By.ID, "detail").get_attribute("hidden") is not None

@@ -29,8 +29,9 @@ def test_tls_requests_share_a_context_and_resume_nothing(tmp_path: Path) -> None
             with server_ctx.wrap_socket(raw, server_side=True) as tls:
                 tls.recv(4096)
                 seen.append((names[0] if names else None, tls.session_reused))
-                tls.sendall(b"HTTP/1.1 200 OK\r\nX-Trustlab-Identity: legit\r\nContent-Length: 0\r\n"
-                            b"Connection: close\r\n\r\n")
+                tls.sendall(
+                    b"HTTP/1.1 200 OK\r\nX-Trustlab-Identity: legit\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

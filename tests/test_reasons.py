@@ -6,6 +6,8 @@ from harness.probe import Response, decide
 from harness.proxies import driver
 from harness.vocab import Outcome
 
+# Log lines and the reason each gives, one pair a row (the formatter leaves them as written).
+# fmt: off
 NGINX = {
     '2026/11/27 05:53:24 [error] 3323#3323: *3 upstream SSL certificate verify error: (21:unable to verify '
     'the first certificate) while SSL handshaking to upstream, client: 127.0.0.1':
@@ -31,6 +33,7 @@ HAPROXY = {
     'ssl_bc_err_str="error:0A000086:SSL routines::certificate verify failed"':
         'ssl_bc_err_str="error:0A000086:SSL routines::certificate verify failed"',
 }
+# fmt: on
 
 
 def test_nginx_reasons() -> None:
@@ -49,12 +52,22 @@ def test_haproxy_reasons() -> None:
 
 
 def test_non_verification_lines_are_not_reasons() -> None:
-    assert driver("nginx").block_reason(
-        "[error] connect() failed (111: Connection refused) while connecting to upstream") is None
-    assert driver("apache").block_reason(
-        "[proxy:error] AH00957: HTTPS: attempt to connect to 10.203.0.10:8443 (backend) failed") is None
-    assert driver("haproxy").block_reason(
-        'trustlab req="GET / HTTP/1.1" status=503 term=SC ssl_bc_err=0 ssl_bc_err_str="-"') is None
+    assert (
+        driver("nginx").block_reason("[error] connect() failed (111: Connection refused) while connecting to upstream")
+        is None
+    )
+    assert (
+        driver("apache").block_reason(
+            "[proxy:error] AH00957: HTTPS: attempt to connect to 10.203.0.10:8443 (backend) failed"
+        )
+        is None
+    )
+    assert (
+        driver("haproxy").block_reason(
+            'trustlab req="GET / HTTP/1.1" status=503 term=SC ssl_bc_err=0 ssl_bc_err_str="-"'
+        )
+        is None
+    )
 
 
 def test_decide_served_spoofed_blocked_error() -> None:
@@ -69,10 +82,10 @@ def test_decide_served_spoofed_blocked_error() -> None:
 def test_decide_never_folds_errors_into_blocked() -> None:
     # a refusal without a verification line in the log is an error, whatever the status
     assert decide(presented="rogue-ca", response=Response(502, None), block_reason=None)[0] is Outcome.ERROR
-    assert decide(presented="rogue-ca", response=Response(None, None, "timeout"), block_reason=None)[0] \
-        is Outcome.ERROR
+    assert decide(presented="rogue-ca", response=Response(None, None, "timeout"), block_reason=None)[0] is Outcome.ERROR
     # a response from an identity other than the one presented is a stale connection, not a verdict
     assert decide(presented="rogue-ca", response=Response(200, "legit"), block_reason=None)[0] is Outcome.ERROR
     # the wrong site of a multi-site backend is not "served"
-    assert decide(presented="legit", response=Response(200, "legit@default-site"), block_reason=None)[0] \
-        is Outcome.ERROR
+    assert (
+        decide(presented="legit", response=Response(200, "legit@default-site"), block_reason=None)[0] is Outcome.ERROR
+    )

@@ -30,10 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GOOD = (ROOT / "scenarios" / "nginx" / "good.toml").read_text()
 
 
-def trustlab(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-             ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=env)
+def trustlab(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
 
 
 # -- bad input: every case is one line on stderr, exit 2, no traceback, nothing written ---------
@@ -51,17 +53,19 @@ def _scenario_corpus() -> dict[str, bytes]:
         "json instead of toml": json.dumps({"proxy": "nginx"}).encode(),
         "yaml instead of toml": b"proxy: nginx\ntitle: x\n",
         "proxy is a number": GOOD.replace('proxy = "nginx"', "proxy = 1").encode(),
-        "title is a table": GOOD.replace('title = ', 'xtitle = ').replace("[directives]", "[title]\n[directives]")
+        "title is a table": GOOD.replace("title = ", "xtitle = ")
+        .replace("[directives]", "[title]\n[directives]")
         .encode(),
         "sources not a list": GOOD.replace("sources = [", 'sources = "x"\nxsources = [').encode(),
-        "control not an id": GOOD.replace('control = "nginx/good"', "") .replace('proxy = "nginx"',
-                                                                                    'proxy = "nginx"\ncontrol = "good"')
+        "control not an id": GOOD.replace('control = "nginx/good"', "")
+        .replace('proxy = "nginx"', 'proxy = "nginx"\ncontrol = "good"')
         .encode(),
         "directives not a table": GOOD.replace("[directives]", "directives = 3\n[xdirectives]").encode(),
         "directive value a list": GOOD.replace('proxy_ssl_verify = "on"', 'proxy_ssl_verify = ["on"]').encode(),
         "directive with newline": GOOD.replace('proxy_ssl_verify = "on"', 'proxy_ssl_verify = "on\\nx"').encode(),
-        "directive with semicolon": GOOD.replace('proxy_ssl_verify = "on"', 'proxy_ssl_verify = "on; include x"')
-        .encode(),
+        "directive with semicolon": GOOD.replace(
+            'proxy_ssl_verify = "on"', 'proxy_ssl_verify = "on; include x"'
+        ).encode(),
         "bool directive on nginx": GOOD.replace('proxy_ssl_verify = "on"', "proxy_ssl_verify = true").encode(),
         "expected not a table": GOOD.replace("[expected]", "expected = 1\n[xexpected]").encode(),
         "expected empty": GOOD[: GOOD.index("[expected]")].encode() + b"[expected]\n",
@@ -69,7 +73,7 @@ def _scenario_corpus() -> dict[str, bytes]:
         "unknown identity": GOOD.replace('legit = "served"', 'legit = "served"\nmallory = "spoofed"').encode(),
         "duplicate key": GOOD.replace('legit = "served"', 'legit = "served"\nlegit = "served"').encode(),
         "unknown seat key": (GOOD + "\n[seat]\nrouting = true\n").encode(),
-        "seat flag not bool": (GOOD + "\n[seat]\nsni_routing = \"yes\"\n").encode(),
+        "seat flag not bool": (GOOD + '\n[seat]\nsni_routing = "yes"\n').encode(),
         "target unknown": GOOD.replace('proxy = "nginx"', 'proxy = "nginx"\ntarget = "dns"').encode(),
         # issue 9
         "nested very deep": b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n",
@@ -121,8 +125,7 @@ BAD_OPTIONS = {
     "pki mint into a file": (["pki", "mint", "--out", "{file}"], "already exists"),
     "pki mint missing parent": (["pki", "mint", "--out", "{dir}/a/b/c"], "does not exist"),
     "pki show a file": (["pki", "show", "{file}"], "not found"),
-    "identity list with a typo": (["run", "nginx/good", "--runtime", "local", "--identity", "legit,,wrong"],
-                                  "unknown"),
+    "identity list with a typo": (["run", "nginx/good", "--runtime", "local", "--identity", "legit,,wrong"], "unknown"),
     "empty scenario id": (["run", ""], "neither a scenario id"),
     "present with no lab": (["present", "legit"], "no lab is up"),
     "down unknown lab": (["down", "trustlab-nope"], "no lab"),
@@ -201,7 +204,10 @@ LONG = "x" * 5000
 #: case -> (setup(tmp) -> argv, the needle of the one-line error, needs the local runtime)
 ISSUE9_CASES: dict[str, tuple[Callable[[Path], list[str]], str, bool]] = {
     "scenario symlink to /dev/zero": (
-        lambda t: ["run", _zero(t, "z.toml"), "--runtime", "local"], "is a device", False),
+        lambda t: ["run", _zero(t, "z.toml"), "--runtime", "local"],
+        "is a device",
+        False,
+    ),
     "config symlink to /dev/zero (check)": (lambda t: ["check", "nginx", _zero(t, "z.conf")], "is a device", False),
     "config symlink to /dev/zero (audit)": (lambda t: ["audit", _zero(t, "z.conf")], "is a device", False),
     "FIFO scenario (run)": (lambda t: ["run", _fifo(t, "f.toml"), "--runtime", "local"], "is a FIFO", False),
@@ -212,60 +218,140 @@ ISSUE9_CASES: dict[str, tuple[Callable[[Path], list[str]], str, bool]] = {
     "5000-character lab id": (lambda t: ["down", LONG], "no lab", False),
     "5000-character config path": (lambda t: ["check", "nginx", LONG], "cannot read", False),
     "upstream with an underscore": (
-        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("my_backend:8443"))], "holds '_'", True),
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("my_backend:8443"))],
+        "holds '_'",
+        True,
+    ),
     "non-ASCII upstream": (
-        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("bäckend.internal:8443"))], "not ASCII", True),
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("bäckend.internal:8443"))],
+        "not ASCII",
+        True,
+    ),
     "upstream label over 63 characters": (
-        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("a" * 64 + ".internal:8443"))], "at most 63", True),
+        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("a" * 64 + ".internal:8443"))],
+        "at most 63",
+        True,
+    ),
     "server_name with CR LF escapes": (
-        lambda t: ["check", "nginx", _write(t, "c.conf", nginx_conf("api.internal:8443",
-                                                                    server_name='"a\\r\\nX-Evil: 1"'))],
-        "not a host name a client can send", True),
-    "run --json /proc/x.json": (lambda t: ["run", "nginx/good", "--runtime", "local", "--json", "/proc/x.json"],
-                                "--json: cannot write to /proc", False),
-    "check --json /proc/x.json": (lambda t: ["check", "nginx", _write(t, "c.conf", NGINX_GOOD_CONF), "--json",
-                                             "/proc/x.json"], "--json: cannot write to /proc", False),
+        lambda t: [
+            "check",
+            "nginx",
+            _write(t, "c.conf", nginx_conf("api.internal:8443", server_name='"a\\r\\nX-Evil: 1"')),
+        ],
+        "not a host name a client can send",
+        True,
+    ),
+    "run --json /proc/x.json": (
+        lambda t: ["run", "nginx/good", "--runtime", "local", "--json", "/proc/x.json"],
+        "--json: cannot write to /proc",
+        False,
+    ),
+    "check --json /proc/x.json": (
+        lambda t: ["check", "nginx", _write(t, "c.conf", NGINX_GOOD_CONF), "--json", "/proc/x.json"],
+        "--json: cannot write to /proc",
+        False,
+    ),
     "matrix --out DIR whose matrix.json is a directory": (
         lambda t: ["matrix", "--runtime", "local", "--no-plot", "--out", _dir_at(t, "matrix.json")],
-        "matrix.json is a directory", False),
+        "matrix.json is a directory",
+        False,
+    ),
     "matrix --out DIR whose matrix.csv is a directory": (
         lambda t: ["matrix", "--runtime", "local", "--no-plot", "--out", _dir_at(t, "matrix.csv")],
-        "matrix.csv is a directory", False),
-    "matrix --out /proc/out": (lambda t: ["matrix", "--runtime", "local", "--out", "/proc/out"], "--out: cannot write",
-                               False),
-    "matrix --json X --csv X": (lambda t: ["matrix", "--runtime", "local", "--json", str(t / "x"), "--csv",
-                                           str(t / "." / "x")], "both name", False),
-    "matrix --json OUT/matrix.csv": (lambda t: ["matrix", "--runtime", "local", "--out", str(t), "--json",
-                                                str(t / "matrix.csv")], "both name", False),
+        "matrix.csv is a directory",
+        False,
+    ),
+    "matrix --out /proc/out": (
+        lambda t: ["matrix", "--runtime", "local", "--out", "/proc/out"],
+        "--out: cannot write",
+        False,
+    ),
+    "matrix --json X --csv X": (
+        lambda t: ["matrix", "--runtime", "local", "--json", str(t / "x"), "--csv", str(t / "." / "x")],
+        "both name",
+        False,
+    ),
+    "matrix --json OUT/matrix.csv": (
+        lambda t: ["matrix", "--runtime", "local", "--out", str(t), "--json", str(t / "matrix.csv")],
+        "both name",
+        False,
+    ),
     "check --json pointed at the config": (
         lambda t: ["check", "nginx", _write(t, "c.conf", NGINX_GOOD_CONF), "--json", str(t / "c.conf")],
-        "would overwrite it", False),
+        "would overwrite it",
+        False,
+    ),
     "run --json pointed at the scenario": (
         lambda t: ["run", _write(t, "s.toml", GOOD), "--runtime", "local", "--json", str(t / "s.toml")],
-        "would overwrite it", False),
+        "would overwrite it",
+        False,
+    ),
     "pki mint --out /proc/pki": (lambda t: ["pki", "mint", "--out", "/proc/pki"], "--out: cannot create", False),
-    "pki mint --backend-ip notanip": (lambda t: ["pki", "mint", "--out", str(t / "pki"), "--backend-ip", "notanip"],
-                                      "not an IP address", False),
-    "pki show: identities a list": (lambda t: ["pki", "show", _manifest(t, "m", '{"identities": [1]}')],
-                                    "not a trustlab PKI manifest", False),
+    "pki mint --backend-ip notanip": (
+        lambda t: ["pki", "mint", "--out", str(t / "pki"), "--backend-ip", "notanip"],
+        "not an IP address",
+        False,
+    ),
+    "pki show: identities a list": (
+        lambda t: ["pki", "show", _manifest(t, "m", '{"identities": [1]}')],
+        "not a trustlab PKI manifest",
+        False,
+    ),
     "pki show: a row without fields": (
         lambda t: ["pki", "show", _manifest(t, "m", '{"identities": {"a": {"identity": 1}}}')],
-        "not a trustlab PKI manifest", False),
+        "not a trustlab PKI manifest",
+        False,
+    ),
     "pki show: wrong field types": (
-        lambda t: ["pki", "show", _manifest(t, "m", json.dumps({"identities": {"a": {
-            "identity": "a", "legitimate": True, "meaning": "", "subject": "", "sans": "DNS:x", "issuer": "",
-            "not_before": "", "not_after": "", "chain_served": 1}}}))], "not a trustlab PKI manifest", False),
+        lambda t: [
+            "pki",
+            "show",
+            _manifest(
+                t,
+                "m",
+                json.dumps(
+                    {
+                        "identities": {
+                            "a": {
+                                "identity": "a",
+                                "legitimate": True,
+                                "meaning": "",
+                                "subject": "",
+                                "sans": "DNS:x",
+                                "issuer": "",
+                                "not_before": "",
+                                "not_after": "",
+                                "chain_served": 1,
+                            }
+                        }
+                    }
+                ),
+            ),
+        ],
+        "not a trustlab PKI manifest",
+        False,
+    ),
     "pki show: a top-level list": (lambda t: ["pki", "show", _manifest(t, "m", "[]")], "not a trustlab PKI", False),
-    "pki show: nested very deep": (lambda t: ["pki", "show", _manifest(t, "m", "[" * 100_000 + "]" * 100_000)],
-                                   "not a trustlab PKI", False),
-    "pki show: a FIFO manifest": (lambda t: ["pki", "show", (os.mkdir(t / "m"), _fifo(t / "m", "manifest.json"))[1]
-                                             .rsplit("/", 1)[0]], "is a FIFO", False),
+    "pki show: nested very deep": (
+        lambda t: ["pki", "show", _manifest(t, "m", "[" * 100_000 + "]" * 100_000)],
+        "not a trustlab PKI",
+        False,
+    ),
+    "pki show: a FIFO manifest": (
+        lambda t: ["pki", "show", (os.mkdir(t / "m"), _fifo(t / "m", "manifest.json"))[1].rsplit("/", 1)[0]],
+        "is a FIFO",
+        False,
+    ),
     "audit --proxy haproxy on an nginx config": (
         lambda t: ["audit", "--proxy", "haproxy", _write(t, "c.conf", NGINX_GOOD_CONF)],
-        "looks like a config for nginx", False),
+        "looks like a config for nginx",
+        False,
+    ),
     "audit --proxy apache on an haproxy config": (
         lambda t: ["audit", "--proxy", "apache", str(ROOT / "tests" / "configs" / "haproxy-good.cfg")],
-        "looks like a config for haproxy", False),
+        "looks like a config for haproxy",
+        False,
+    ),
 }
 
 
@@ -279,9 +365,12 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize("case", [  # a case that needs a lab runs the proxy: the integration tier
-    pytest.param(c, marks=pytest.mark.integration) if ISSUE9_CASES[c][2] else c for c in sorted(ISSUE9_CASES)
-])
+@pytest.mark.parametrize(
+    "case",
+    [  # a case that needs a lab runs the proxy: the integration tier
+        pytest.param(c, marks=pytest.mark.integration) if ISSUE9_CASES[c][2] else c for c in sorted(ISSUE9_CASES)
+    ],
+)
 def test_issue9_bad_inputs(case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     setup, needle, needs_lab = ISSUE9_CASES[case]
     if needs_lab:
@@ -325,11 +414,14 @@ def full_dir() -> Iterator[Path]:
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("cmd", ["run", "check", "up"])
-def test_a_full_lab_root_is_one_line_not_error_cells(local_runtime: str, full_dir: Path, tmp_path: Path,
-                                                     cmd: str) -> None:
-    args = {"run": ["run", "nginx/good", "--runtime", "local"],
-            "check": ["check", "nginx", _write(tmp_path, "c.conf", NGINX_GOOD_CONF)],
-            "up": ["up", "nginx/good", "--runtime", "local"]}[cmd]
+def test_a_full_lab_root_is_one_line_not_error_cells(
+    local_runtime: str, full_dir: Path, tmp_path: Path, cmd: str
+) -> None:
+    args = {
+        "run": ["run", "nginx/good", "--runtime", "local"],
+        "check": ["check", "nginx", _write(tmp_path, "c.conf", NGINX_GOOD_CONF)],
+        "up": ["up", "nginx/good", "--runtime", "local"],
+    }[cmd]
     proc = trustlab(*args, env={**os.environ, "TRUSTLAB_TMPDIR": str(full_dir)})
     assert proc.returncode == 2, (proc.stdout[-500:], proc.stderr[-500:])
     assert "the lab root is full" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -343,9 +435,13 @@ def test_trustlab_tmpdir_missing_or_a_file(local_runtime: str, tmp_path: Path, w
     target = tmp_path / "nope"
     if what == "a file":
         target.write_text("x")
-    for args in (["run", "nginx/good", "--runtime", "local"], ["check", "nginx", _write(tmp_path, "c.conf",
-                                                                                           NGINX_GOOD_CONF)],
-                 ["up", "nginx/good", "--runtime", "local"], ["status"], ["down"]):
+    for args in (
+        ["run", "nginx/good", "--runtime", "local"],
+        ["check", "nginx", _write(tmp_path, "c.conf", NGINX_GOOD_CONF)],
+        ["up", "nginx/good", "--runtime", "local"],
+        ["status"],
+        ["down"],
+    ):
         proc = trustlab(*args, env={**os.environ, "TRUSTLAB_TMPDIR": str(target)})
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert f"TRUSTLAB_TMPDIR={target}" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -362,8 +458,11 @@ def test_a_non_ascii_scenario_file_name_runs(local_runtime: str, tmp_path: Path)
     cells = json.loads((tmp_path / "r.json").read_text())["cells"]
     assert {c["identity"]: c["outcome"] for c in cells}["legit"] == "served"
     # The built-in impostors (a good also runs cn-only, which nginx's CN fallback lets through).
-    assert {c["outcome"] for c in cells if c["identity"] in IDENTITY_IDS
-            and c["identity"] not in ("legit", "legit-no-chain")} == {"blocked"}
+    assert {
+        c["outcome"]
+        for c in cells
+        if c["identity"] in IDENTITY_IDS and c["identity"] not in ("legit", "legit-no-chain")
+    } == {"blocked"}
 
 
 # -- the lab's own names, and IPv6, with real nginx ------------------------------------------------
@@ -410,9 +509,11 @@ def test_error_cells_are_errors_in_the_summary() -> None:
     from harness.check import CheckCell, CheckResult
     from harness.vocab import Outcome
 
-    cells = [CheckCell("u", "legit", Outcome.SERVED, 200, "ok", "u"),
-             CheckCell("u", "rogue-ca", Outcome.ERROR, 502, "no live upstreams", "u"),
-             CheckCell("u", "expired", Outcome.SPOOFED, 200, "response from impostor expired", "u")]
+    cells = [
+        CheckCell("u", "legit", Outcome.SERVED, 200, "ok", "u"),
+        CheckCell("u", "rogue-ca", Outcome.ERROR, 502, "no live upstreams", "u"),
+        CheckCell("u", "expired", Outcome.SPOOFED, 200, "response from impostor expired", "u"),
+    ]
     summary = CheckResult("nginx", "c.conf", [], cells).summary()
     rogue, expired = (ln for ln in summary.splitlines() if "->" in ln)
     assert "error" in rogue and "impostor got through" not in rogue, rogue
@@ -426,10 +527,13 @@ def _nginx_proxy(run_dir: Path, port: int, conf: Path | None = None, *, probe: i
     from harness.runtimes.contract import ProxySpec
 
     conf = conf or run_dir / "nginx.conf"
-    conf.write_text(f"daemon off; master_process off; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
-                    f"events {{}}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; return 200; }} }}\n")
-    return Proxy(ProxySpec("k", "nginx", port if probe is None else probe, str(run_dir), str(run_dir / "error.log"),
-                           str(conf)))
+    conf.write_text(
+        f"daemon off; master_process off; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
+        f"events {{}}\nhttp {{ access_log off; server {{ listen 127.0.0.1:{port}; return 200; }} }}\n"
+    )
+    return Proxy(
+        ProxySpec("k", "nginx", port if probe is None else probe, str(run_dir), str(run_dir / "error.log"), str(conf))
+    )
 
 
 @pytest.mark.bad_input
@@ -473,9 +577,14 @@ def test_a_proxy_out_of_disk_is_an_error_that_says_so(local_runtime: str, full_d
 
 # -- interrupts: measured, with a generous bound -------------------------------------------------
 def _stop_time(args: list[str], labs: Path, *, sig: int, ready: Callable[[], bool]) -> tuple[float, int, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TRUSTLAB_TMPDIR": str(labs)},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TRUSTLAB_TMPDIR": str(labs)},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -526,8 +635,12 @@ def test_matrix_stops_soon_after_an_interrupt(local_runtime: str, short_tmp: Pat
     """unshare --fork ignores SIGTERM: stopping a matrix waited 5 s per worker (10-11 s)."""
     labs = short_tmp / "labs"
     labs.mkdir()
-    took, code, err = _stop_time(["matrix", "--runtime", "local", "--no-plot", "--out", str(short_tmp / "out")],
-                                 labs, sig=sig, ready=lambda: _workers_running(labs))
+    took, code, err = _stop_time(
+        ["matrix", "--runtime", "local", "--no-plot", "--out", str(short_tmp / "out")],
+        labs,
+        sig=sig,
+        ready=lambda: _workers_running(labs),
+    )
     print(f"matrix stopped {took:.3f} s after {signal.Signals(sig).name}")
     assert code == 130 and "Traceback" not in err, (code, err)
     assert took < 5, f"the matrix took {took:.1f} s to stop"
@@ -630,7 +743,11 @@ def test_interrupt_at_a_random_point_leaves_nothing(
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args, "--runtime", "local", "--json", str(short_tmp / "r.json")]
         + (["--out", str(short_tmp / "out")] if cmd == "matrix" else []),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     time.sleep(delay)
     if sig == signal.SIGINT:

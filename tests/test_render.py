@@ -10,8 +10,9 @@ import pytest
 from harness import scenarios
 from harness.proxies import RenderContext, driver
 
-CTX = RenderContext(run_dir="/run/lab", listen="127.0.0.1:20000", ca="/pki/ca.pem",
-                    bundle="/pki/bundle.pem", backend_ip="10.203.0.10")
+CTX = RenderContext(
+    run_dir="/run/lab", listen="127.0.0.1:20000", ca="/pki/ca.pem", bundle="/pki/bundle.pem", backend_ip="10.203.0.10"
+)
 BUILTIN = scenarios.builtin()
 
 
@@ -60,9 +61,14 @@ NGINX_GOOD = {
     "proxy_ssl_server_name on;",
 }
 APACHE_GOOD = {
-    "SSLProxyEngine on", "SSLProxyVerify require", "SSLProxyVerifyDepth 2",
-    "SSLProxyCheckPeerName on", "SSLProxyCheckPeerExpire on", "SSLProxyCACertificateFile /pki/ca.pem",
-    "ProxyPass / https://backend-api.internal:8443/", "ProxyPassReverse / https://backend-api.internal:8443/",
+    "SSLProxyEngine on",
+    "SSLProxyVerify require",
+    "SSLProxyVerifyDepth 2",
+    "SSLProxyCheckPeerName on",
+    "SSLProxyCheckPeerExpire on",
+    "SSLProxyCACertificateFile /pki/ca.pem",
+    "ProxyPass / https://backend-api.internal:8443/",
+    "ProxyPassReverse / https://backend-api.internal:8443/",
 }
 IP_PASS = "proxy_pass https://10.203.0.10:8443;"
 AP_IP = {"ProxyPass / https://10.203.0.10:8443/", "ProxyPassReverse / https://10.203.0.10:8443/"}
@@ -79,31 +85,55 @@ DELTAS = {
     "nginx/no-sni-routed": ({"proxy_ssl_server_name on;"}, set()),
     "nginx/ip-target": ({"proxy_pass https://backend-api.internal:8443;"}, {IP_PASS}),
     "nginx/ip-target-with-name": (
-        {"proxy_pass https://backend-api.internal:8443;"}, {IP_PASS, "proxy_ssl_name backend-api.internal;"}),
+        {"proxy_pass https://backend-api.internal:8443;"},
+        {IP_PASS, "proxy_ssl_name backend-api.internal;"},
+    ),
     "nginx/system-bundle": (
-        {"proxy_ssl_trusted_certificate /pki/ca.pem;"}, {"proxy_ssl_trusted_certificate /pki/bundle.pem;"}),
+        {"proxy_ssl_trusted_certificate /pki/ca.pem;"},
+        {"proxy_ssl_trusted_certificate /pki/bundle.pem;"},
+    ),
     "nginx/verify-no-ca": ({"proxy_ssl_trusted_certificate /pki/ca.pem;"}, set()),
     "apache/seed-recipe": ({"SSLProxyVerifyDepth 2"}, {"ProxyPreserveHost On"}),
     "apache/defaults": (APACHE_GOOD - {"SSLProxyEngine on"} - AP_NAME, set()),
     "apache/verify-none": (
-        {"SSLProxyVerify require", "SSLProxyCACertificateFile /pki/ca.pem"}, {"SSLProxyVerify none"}),
+        {"SSLProxyVerify require", "SSLProxyCACertificateFile /pki/ca.pem"},
+        {"SSLProxyVerify none"},
+    ),
     "apache/name-check-off": ({"SSLProxyCheckPeerName on"}, {"SSLProxyCheckPeerName off"}),
     "apache/cn-check-off": ({"SSLProxyCheckPeerName on"}, {"SSLProxyCheckPeerCN off"}),
     "apache/expire-check-off": ({"SSLProxyCheckPeerExpire on"}, {"SSLProxyCheckPeerExpire off"}),
     "apache/everything-off": (
         APACHE_GOOD - {"SSLProxyEngine on"} - AP_NAME,
-        {"SSLProxyVerify none", "SSLProxyCheckPeerName off", "SSLProxyCheckPeerCN off",
-         "SSLProxyCheckPeerExpire off"}),
+        {"SSLProxyVerify none", "SSLProxyCheckPeerName off", "SSLProxyCheckPeerCN off", "SSLProxyCheckPeerExpire off"},
+    ),
     "apache/ip-target": (AP_NAME, AP_IP),
-    "apache/system-bundle": (
-        {"SSLProxyCACertificateFile /pki/ca.pem"}, {"SSLProxyCACertificateFile /pki/bundle.pem"}),
+    "apache/system-bundle": ({"SSLProxyCACertificateFile /pki/ca.pem"}, {"SSLProxyCACertificateFile /pki/bundle.pem"}),
     "apache/preserve-host": (set(), {"ProxyPreserveHost On"}),
     "haproxy/verify-none": (
-        {"required", "ca-file", "/pki/ca.pem", "sni", "str(backend-api.internal)", "verifyhost",
-         "backend-api.internal"}, {"none"}),
+        {
+            "required",
+            "ca-file",
+            "/pki/ca.pem",
+            "sni",
+            "str(backend-api.internal)",
+            "verifyhost",
+            "backend-api.internal",
+        },
+        {"none"},
+    ),
     "haproxy/defaults": (
-        {"verify", "required", "ca-file", "/pki/ca.pem", "sni", "str(backend-api.internal)", "verifyhost",
-         "backend-api.internal"}, set()),
+        {
+            "verify",
+            "required",
+            "ca-file",
+            "/pki/ca.pem",
+            "sni",
+            "str(backend-api.internal)",
+            "verifyhost",
+            "backend-api.internal",
+        },
+        set(),
+    ),
     "haproxy/ca-only": ({"sni", "str(backend-api.internal)", "verifyhost", "backend-api.internal"}, set()),
     "haproxy/ca-sni": ({"verifyhost", "backend-api.internal"}, set()),
     "caddy/verify-off": ({"tls_trust_pool file /pki/ca.pem"}, {"tls_insecure_skip_verify"}),
@@ -119,9 +149,13 @@ DELTAS = {
 def test_good_configs_hold_the_prescribed_lines() -> None:
     assert trust_lines("nginx/good") == NGINX_GOOD
     assert trust_lines("apache/good") == APACHE_GOOD
-    assert render("haproxy/good").count(
-        "server be backend-api.internal:8443 ssl verify required ca-file /pki/ca.pem "
-        "sni str(backend-api.internal) verifyhost backend-api.internal") == 1
+    assert (
+        render("haproxy/good").count(
+            "server be backend-api.internal:8443 ssl verify required ca-file /pki/ca.pem "
+            "sni str(backend-api.internal) verifyhost backend-api.internal"
+        )
+        == 1
+    )
     assert trust_lines("caddy/good") == CADDY_GOOD
 
 
@@ -141,10 +175,29 @@ def test_variant_is_exactly_its_delta(sid: str) -> None:
 
 def test_every_design_variant_has_a_scenario() -> None:
     design = {
-        "nginx": ["good", "verify-off", "ca-without-verify", "no-sni", "ip-target", "ip-target-with-name",
-                  "system-bundle", "verify-no-ca"],
-        "apache": ["good", "seed-recipe", "defaults", "verify-none", "name-check-off", "cn-check-off",
-                   "expire-check-off", "everything-off", "ip-target", "system-bundle", "preserve-host"],
+        "nginx": [
+            "good",
+            "verify-off",
+            "ca-without-verify",
+            "no-sni",
+            "ip-target",
+            "ip-target-with-name",
+            "system-bundle",
+            "verify-no-ca",
+        ],
+        "apache": [
+            "good",
+            "seed-recipe",
+            "defaults",
+            "verify-none",
+            "name-check-off",
+            "cn-check-off",
+            "expire-check-off",
+            "everything-off",
+            "ip-target",
+            "system-bundle",
+            "preserve-host",
+        ],
         "haproxy": ["good", "verify-none", "defaults", "ca-only", "ca-sni"],
     }
     ids = {f"{p}/{v}" for p, vs in design.items() for v in vs}

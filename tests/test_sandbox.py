@@ -151,68 +151,107 @@ def corpus(h: Host) -> dict[str, tuple[Scenario, str]]:
     cases = {
         # -- Apache ------------------------------------------------------------------------
         "apache-piped-log": (
-            _sc("apache", "piped-log", f"ProxyPass / {up}/\n"
-                f"ErrorLog \"|/bin/sh -c 'touch {d}/ran-apache-pipe; exec cat >/dev/null'\""),
+            _sc(
+                "apache",
+                "piped-log",
+                f"ProxyPass / {up}/\nErrorLog \"|/bin/sh -c 'touch {d}/ran-apache-pipe; exec cat >/dev/null'\"",
+            ),
             "ran",
         ),
         "apache-define-piped-log": (
-            _sc("apache", "define-piped-log", f"ProxyPass / {up}/\nDefine TLX ErrorLog\n"
-                f"${{TLX}} \"|/bin/sh -c 'touch {d}/ran-apache-define; exec cat >/dev/null'\""),
+            _sc(
+                "apache",
+                "define-piped-log",
+                f"ProxyPass / {up}/\nDefine TLX ErrorLog\n"
+                f"${{TLX}} \"|/bin/sh -c 'touch {d}/ran-apache-define; exec cat >/dev/null'\"",
+            ),
             "ran",
         ),
         "apache-loadmodule-rewritemap-prg": (
-            _sc("apache", "rewritemap-prg", f"ProxyPass / {up}/\n</VirtualHost>\n"
+            _sc(
+                "apache",
+                "rewritemap-prg",
+                f"ProxyPass / {up}/\n</VirtualHost>\n"
                 f"LoadModule rewrite_module {MODULES}/mod_rewrite.so\nRewriteEngine On\n"
                 f"RewriteMap pwn \"prg:/bin/sh -c 'touch {d}/ran-apache-prg; exec cat'\"\n"
-                "<VirtualHost 127.0.0.1:1>"),
+                "<VirtualHost 127.0.0.1:1>",
+            ),
             "ran",
         ),
         "apache-include-secret": (_sc("apache", "include-secret", f"ProxyPass / {up}/\nInclude {s}"), "leak"),
         "apache-env-secret": (_sc("apache", "env-secret", f'Error "token=${{{TOKEN_VAR}}}"'), "leak"),
         "apache-host-unix-socket": (
-            _sc("apache", "unix-socket", f'ProxyPass / "unix:{h.sock}|http://localhost/"'), "unix"),
+            _sc("apache", "unix-socket", f'ProxyPass / "unix:{h.sock}|http://localhost/"'),
+            "unix",
+        ),
         "apache-host-loopback": (_sc("apache", "loopback", f"ProxyPass / http://127.0.0.1:{h.port}/"), "tcp"),
         "apache-write-outside": (
-            _sc("apache", "write-outside", f"ProxyPass / {up}/\nErrorLog {d}/written-apache.log"), "written"),
+            _sc("apache", "write-outside", f"ProxyPass / {up}/\nErrorLog {d}/written-apache.log"),
+            "written",
+        ),
         # -- HAProxy -----------------------------------------------------------------------
         "haproxy-lua-load-per-thread": (
-            _sc("haproxy", "lua", "server be {backend}:{port} ssl verify none\n"
-                f"global\n    lua-load-per-thread {d}/pwn.lua"),
+            _sc(
+                "haproxy",
+                "lua",
+                f"server be {{backend}}:{{port}} ssl verify none\nglobal\n    lua-load-per-thread {d}/pwn.lua",
+            ),
             "ran",
         ),
         "haproxy-program": (
-            _sc("haproxy", "program", "server be {backend}:{port} ssl verify none\n"
-                f"global\n    master-worker\nprogram pwn\n    command /bin/sh -c \"touch {d}/ran-haproxy-program\""),
+            _sc(
+                "haproxy",
+                "program",
+                "server be {backend}:{port} ssl verify none\n"
+                f'global\n    master-worker\nprogram pwn\n    command /bin/sh -c "touch {d}/ran-haproxy-program"',
+            ),
             "ran",
         ),
         "haproxy-acl-file-secret": (
-            _sc("haproxy", "acl-file", f"acl bad src -f {s}\nhttp-request deny if bad\n"
-                "server be {backend}:{port} ssl verify none"),
+            _sc(
+                "haproxy",
+                "acl-file",
+                f"acl bad src -f {s}\nhttp-request deny if bad\nserver be {{backend}}:{{port}} ssl verify none",
+            ),
             "leak",
         ),
         "haproxy-acl-file-shadow": (
-            _sc("haproxy", "acl-shadow", "acl bad src -f /etc/shadow\nhttp-request deny if bad\n"
-                "server be {backend}:{port} ssl verify none"),
+            _sc(
+                "haproxy",
+                "acl-shadow",
+                "acl bad src -f /etc/shadow\nhttp-request deny if bad\nserver be {backend}:{port} ssl verify none",
+            ),
             "leak" if h.shadow else "",
         ),
         "haproxy-env-secret": (_sc("haproxy", "env-secret", f'server s "${{{TOKEN_VAR}}}":443'), "leak"),
         "haproxy-host-unix-socket": (_sc("haproxy", "unix-socket", f"server h unix@{h.sock}"), "unix"),
         "haproxy-host-loopback": (_sc("haproxy", "loopback", f"server h 127.0.0.1:{h.port}"), "tcp"),
         "haproxy-write-outside": (
-            _sc("haproxy", "write-outside", "server be {backend}:{port} ssl verify none\n"
-                f"global\n    stats socket {d}/written-haproxy.sock"),
+            _sc(
+                "haproxy",
+                "write-outside",
+                f"server be {{backend}}:{{port}} ssl verify none\nglobal\n    stats socket {d}/written-haproxy.sock",
+            ),
             "written",
         ),
         # -- nginx -------------------------------------------------------------------------
         "nginx-mirror-host-unix-socket": (
-            _sc("nginx", "mirror-unix", f"proxy_pass {up};\nmirror /trustlab-mirror;\n"
-                f"location /trustlab-mirror {{\n    proxy_pass http://unix:{h.sock}:/;\n}}"),
+            _sc(
+                "nginx",
+                "mirror-unix",
+                f"proxy_pass {up};\nmirror /trustlab-mirror;\n"
+                f"location /trustlab-mirror {{\n    proxy_pass http://unix:{h.sock}:/;\n}}",
+            ),
             "unix",
         ),
         "nginx-host-loopback": (_sc("nginx", "loopback", f"proxy_pass http://127.0.0.1:{h.port};"), "tcp"),
         "nginx-cache-path-outside": (
-            _sc("nginx", "cache-path", f"proxy_pass {up};",
-                f"proxy_cache_path {d}/written-nginx-cache keys_zone=tlpwn:1m;"),
+            _sc(
+                "nginx",
+                "cache-path",
+                f"proxy_pass {up};",
+                f"proxy_cache_path {d}/written-nginx-cache keys_zone=tlpwn:1m;",
+            ),
             "written",
         ),
         "nginx-proxy-store-outside": (
@@ -265,10 +304,16 @@ def test_payloads_do_harm_unconfined(local_runtime: str, host: Host) -> None:
     cases = corpus(host)
     out, _ = _run(host, LocalRuntime(sandbox=False), cases)
     written = set(host.written())
-    assert {"ran-apache-pipe", "ran-apache-define", "ran-apache-prg", "ran-haproxy-lua",
-            "ran-haproxy-program"} <= written, written
-    assert {"written-apache.log", "written-haproxy.sock", "written-nginx-cache",
-            "written-nginx-store"} <= written, written
+    assert {
+        "ran-apache-pipe",
+        "ran-apache-define",
+        "ran-apache-prg",
+        "ran-haproxy-lua",
+        "ran-haproxy-program",
+    } <= written, written
+    assert {"written-apache.log", "written-haproxy.sock", "written-nginx-cache", "written-nginx-store"} <= written, (
+        written
+    )
     leaked = host.leaks(out)
     # The environment token stays out even here: an unconfined proxy inherits the worker's
     # environment, and the worker holds none of trustlab's (test_worker_environment_holds_no_secret).
@@ -307,11 +352,14 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
     from harness.runtimes.local import LocalRuntime
 
     tag = f"introspect{secrets.token_hex(4)}"
-    scs = [_sc(k, f"{tag}-{k}", c) for k, c in (
-        ("nginx", "proxy_pass {upstream};"),
-        ("apache", "ProxyPass / {upstream}/"),
-        ("haproxy", "server be {backend}:{port} ssl verify none"),
-    )]
+    scs = [
+        _sc(k, f"{tag}-{k}", c)
+        for k, c in (
+            ("nginx", "proxy_pass {upstream};"),
+            ("apache", "ProxyPass / {upstream}/"),
+            ("haproxy", "server be {backend}:{port} ssl verify none"),
+        )
+    ]
     facts: dict[int, dict[str, Any]] = {}
 
     def look(event: ProxyEvent) -> None:
@@ -323,9 +371,7 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
 
     def _facts(proc: Path) -> dict[str, Any]:
         if True:
-            status = dict(
-                line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line
-            )
+            status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
             root = proc / "root"
             return {
                 "exe": os.readlink(proc / "exe"),
@@ -355,10 +401,29 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
         assert set(f["caps"].values()) == {"0000000000000000"}, f["caps"]
         assert f["nnp"] == "1"
         assert set(f["env"]) <= {"PATH", "LANG", "HOME", "PWD"}, f["env"]  # PWD: bwrap --chdir
-        assert set(f["top"]) <= {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "dev", "proc",
-                                 "tmp", "etc"}, f["top"]
-        assert set(f["etc"]) <= {"hosts", "passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime",
-                                 "ssl", "mime.types"}, f["etc"]
+        assert set(f["top"]) <= {
+            "usr",
+            "bin",
+            "sbin",
+            "lib",
+            "lib32",
+            "lib64",
+            "libx32",
+            "dev",
+            "proc",
+            "tmp",
+            "etc",
+        }, f["top"]
+        assert set(f["etc"]) <= {
+            "hosts",
+            "passwd",
+            "group",
+            "nsswitch.conf",
+            "ld.so.cache",
+            "localtime",
+            "ssl",
+            "mime.types",
+        }, f["etc"]
         assert not f["shadow"] and not f["host_dir"] and not f["var_run"], f
         # /tmp holds only the path down to the lab's own files (host /tmp is not there).
         assert all(name.startswith("trustlab-") for name in f["tmp"]), f["tmp"]
@@ -366,8 +431,13 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
         rows = (re.match(r"(Max [a-z ]+?)\s{2,}(\S+)\s+(\S+)", ln) for ln in f["limits"].splitlines())
         limits = {m.group(1): [m.group(2), m.group(3)] for m in rows if m}
         # At most the sandbox's limits (HAProxy lowers its own process limit to 0: no fork).
-        for name, value in (("Max processes", 512), ("Max file size", 64 << 20), ("Max cpu time", 600),
-                            ("Max address space", 2 << 30), ("Max core file size", 0)):
+        for name, value in (
+            ("Max processes", 512),
+            ("Max file size", 64 << 20),
+            ("Max cpu time", 600),
+            ("Max address space", 2 << 30),
+            ("Max core file size", 0),
+        ):
             assert all(x != "unlimited" and int(x) <= value for x in limits[name]), (name, limits[name])
 
 
@@ -375,7 +445,9 @@ def _check_configs(h: Host, tmp: Path) -> dict[str, tuple[str, Path]]:
     """Payloads through `trustlab check` (the adapter runs first, the sandbox second)."""
     d = h.dir
     files = {
-        "apache-define-bypass": ("apache", f"""<VirtualHost *:443>
+        "apache-define-bypass": (
+            "apache",
+            f"""<VirtualHost *:443>
     ServerName www.example.com
     SSLProxyEngine on
     SSLProxyVerify require
@@ -389,8 +461,11 @@ def _check_configs(h: Host, tmp: Path) -> dict[str, tuple[str, Path]]:
     GlobalLog "|/bin/sh -c 'touch {d}/ran-check-global; exec cat'" common
     ProxyPass / https://backend.internal:8443/
 </VirtualHost>
-"""),
-        "haproxy-lua-and-files": ("haproxy", f"""global
+""",
+        ),
+        "haproxy-lua-and-files": (
+            "haproxy",
+            f"""global
     lua-load-per-thread {d}/pwn.lua
     lua-prepend-path {d}/?.lua
 defaults
@@ -406,8 +481,11 @@ frontend fe
     default_backend be
 backend be
     server s backend.internal:8443 ssl verify required ca-file /etc/ssl/internal-ca.pem
-"""),
-        "nginx-mirror-and-store": ("nginx", f"""http {{
+""",
+        ),
+        "nginx-mirror-and-store": (
+            "nginx",
+            f"""http {{
     proxy_cache_path {d}/written-check-cache keys_zone=tl:1m;
     server {{
         listen 80;
@@ -425,7 +503,8 @@ backend be
         }}
     }}
 }}
-"""),
+""",
+        ),
     }
     out = {}
     for name, (proxy, text) in files.items():
@@ -466,9 +545,13 @@ def _planting(case: str, plant: str, *, when: str = "*erif*") -> Scenario:
     directory ($HOME) at each logged line matching *when* (default: the refused impostor's
     verification line; the worker is then polling its main error log for that line)."""
     script = f"cd $HOME; while read -r line; do case $line in {when}) {plant};; esac; done"
-    return _sc("apache", f"plant-{case}", "SSLProxyEngine on\nSSLProxyVerify require\nSSLProxyVerifyDepth 2\n"
-               "SSLProxyCACertificateFile {ca}\nProxyPass / {upstream}/\n"
-               f"ErrorLog \"|/bin/sh -c '{script}'\"")
+    return _sc(
+        "apache",
+        f"plant-{case}",
+        "SSLProxyEngine on\nSSLProxyVerify require\nSSLProxyVerifyDepth 2\n"
+        "SSLProxyCACertificateFile {ca}\nProxyPass / {upstream}/\n"
+        f"ErrorLog \"|/bin/sh -c '{script}'\"",
+    )
 
 
 def _bounded_run(
@@ -525,8 +608,10 @@ def test_worker_reads_no_link_the_proxy_plants(local_runtime: str, host: Host, c
     big.write_text("".join(f"padding line {i}\n" for i in range(1000)) + host.secret + "\n")
     big.chmod(0o600)
     host.planted.add(big.name)
-    scs = [_planting("root-only", f"ln -sf {big} error.log"),
-           _planting("environ", "ln -sf /proc/self/environ error.log; ln -sf /proc/self/environ stdout.log")]
+    scs = [
+        _planting("root-only", f"ln -sf {big} error.log"),
+        _planting("environ", "ln -sf /proc/self/environ error.log; ln -sf /proc/self/environ stdout.log"),
+    ]
     out, results = _bounded_run(scs, timeout=60, identities=("rogue-ca",), shards=1)
     assert _harm(host, out) == NO_HARM
     assert canary not in out
@@ -563,10 +648,13 @@ def test_worker_environment_holds_no_secret(local_runtime: str, host: Host, cana
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("plant", [
-    pytest.param("mkfifo f; mv f error.log; mkfifo f; mv f stdout.log", id="fifo"),
-    pytest.param("ln -sf /dev/zero error.log; ln -sf /dev/zero stdout.log", id="dev-zero"),
-])
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param("mkfifo f; mv f error.log; mkfifo f; mv f stdout.log", id="fifo"),
+        pytest.param("ln -sf /dev/zero error.log; ln -sf /dev/zero stdout.log", id="dev-zero"),
+    ],
+)
 def test_worker_does_not_hang_or_swell_on_a_planted_file(local_runtime: str, host: Host, plant: str) -> None:
     out, results = _bounded_run([_planting("special", plant)], timeout=60, identities=("rogue-ca",))
     assert [c.outcome for c in results.cells] == [Outcome.ERROR], results.cells
@@ -580,8 +668,9 @@ def test_docker_worker_does_not_hang_on_a_planted_fifo(docker_ready: str, host: 
     from harness.runtimes.docker import DockerRuntime
 
     plant = "mkfifo f; mv f error.log; mkfifo f; mv f stdout.log"
-    out, results = _bounded_run([_planting("docker-fifo", plant)], timeout=90, runtime=DockerRuntime(),
-                                identities=("rogue-ca",))
+    out, results = _bounded_run(
+        [_planting("docker-fifo", plant)], timeout=90, runtime=DockerRuntime(), identities=("rogue-ca",)
+    )
     assert [c.outcome for c in results.cells] == [Outcome.ERROR], results.cells
     assert _harm(host, out) == NO_HARM
 
@@ -601,9 +690,7 @@ def test_a_proxy_deleting_its_log_does_not_end_the_lab(local_runtime: str, host:
 
 # -- docker ----------------------------------------------------------------------------------
 @pytest.mark.docker
-def test_docker_check_payloads_do_no_harm_and_run_unprivileged(
-    docker_ready: str, host: Host, tmp_path: Path
-) -> None:
+def test_docker_check_payloads_do_no_harm_and_run_unprivileged(docker_ready: str, host: Host, tmp_path: Path) -> None:
     """`check --runtime docker`: the same hostile configs do no harm, and while they run every
     process of the check container (worker, seats, proxies) is the lab user, never root."""
     import threading
@@ -702,7 +789,9 @@ def test_docker_payloads_do_no_harm(docker_ready: str, host: Host) -> None:
     events: list[ProxyEvent] = []
     hook = _container_facts(rt, seen)
     results = runner.run(
-        [sc for sc, _ in cases.values()], runtime=rt, identities=("legit",),
+        [sc for sc, _ in cases.values()],
+        runtime=rt,
+        identities=("legit",),
         on_proxy=lambda e: (events.append(e), hook(e)),
     )
     out = json.dumps([dataclasses.asdict(e) for e in events]) + json.dumps([c.reason for c in results.cells])
@@ -765,10 +854,20 @@ APACHE_BYPASSES = """<VirtualHost *:443>
 def test_apache_adapter_reads_lines_after_define_expansion(tmp_path: Path) -> None:
     adapted = _adapt("apache", APACHE_BYPASSES, tmp_path)
     # Define lines stay (for <IfDefine>); every line that uses one is read expanded.
-    body = "\n".join(ln for ln in adapted.text.split("<VirtualHost", 1)[1].splitlines()
-                     if not ln.strip().startswith("Define "))
-    for gone in ("CustomLog", "evil_module", "/etc/shadow", "UNDEFINED_NAME", "|/bin/sh", "prg:", "exec:",
-                 "TransferLog", "GlobalLog"):
+    body = "\n".join(
+        ln for ln in adapted.text.split("<VirtualHost", 1)[1].splitlines() if not ln.strip().startswith("Define ")
+    )
+    for gone in (
+        "CustomLog",
+        "evil_module",
+        "/etc/shadow",
+        "UNDEFINED_NAME",
+        "|/bin/sh",
+        "prg:",
+        "exec:",
+        "TransferLog",
+        "GlobalLog",
+    ):
         assert gone not in body, gone
     assert "RewriteMap ok" in body  # a map that runs nothing stays
     assert "ProxyPass / https://backend.internal:8443/" in body
@@ -806,15 +905,26 @@ backend be
 def test_haproxy_adapter_drops_every_loader_and_host_file(tmp_path: Path) -> None:
     adapted = _adapt("haproxy", HAPROXY_LOADERS, tmp_path)
     text = adapted.text
-    for gone in ("lua", "external-check", "insecure-fork", "setenv", "errorfile", "program", "/bin/sh",
-                 "/etc/shadow", "spoe"):
+    for gone in (
+        "lua",
+        "external-check",
+        "insecure-fork",
+        "setenv",
+        "errorfile",
+        "program",
+        "/bin/sh",
+        "/etc/shadow",
+        "spoe",
+    ):
         assert gone not in text, gone
     assert "acl bad always_false" in text and "http-request deny if bad" in text
     assert [u.host for u in adapted.upstreams] == ["backend.internal"]
 
 
 def test_nginx_adapter_keeps_caches_in_the_lab_and_drops_stores(tmp_path: Path) -> None:
-    adapted = _adapt("nginx", """http {
+    adapted = _adapt(
+        "nginx",
+        """http {
     proxy_cache_path /var/cache/x keys_zone=a:1m;
     fastcgi_cache_path /etc/x keys_zone=b:1m;
     uwsgi_cache_path /root/x keys_zone=c:1m;
@@ -829,7 +939,9 @@ def test_nginx_adapter_keeps_caches_in_the_lab_and_drops_stores(tmp_path: Path) 
         }
     }
 }
-""", tmp_path)
+""",
+        tmp_path,
+    )
     text = adapted.text
     for gone in ("/var/cache/x", "/etc/x", "/root/x", "/home/x", "proxy_store", "fastcgi_store"):
         assert gone not in text, gone

@@ -35,20 +35,27 @@ def test_a_valid_file_loads(tmp_path: Path) -> None:
 
 BAD = {
     "unknown identity": (GOOD.replace('"rogue-ca" =', '"rouge-ca" ='), ["expected.rouge-ca", "known: legit"]),
-    "unknown outcome": (GOOD.replace('"expired" = "blocked"', '"expired" = "denied"'),
-                        ["expected.expired", "allowed: served, spoofed"]),
+    "unknown outcome": (
+        GOOD.replace('"expired" = "blocked"', '"expired" = "denied"'),
+        ["expected.expired", "allowed: served, spoofed"],
+    ),
     "unknown proxy": (GOOD.replace('proxy = "nginx"', 'proxy = "lighty"'), ["proxy", "known: nginx, apache, haproxy"]),
-    "unknown directive": (GOOD.replace("proxy_ssl_verify =", "proxy_ssl_verfy ="),
-                          ["directives.proxy_ssl_verfy", "unknown nginx directive"]),
-    "apache directive on nginx": (GOOD.replace("proxy_ssl_verify =", "SSLProxyVerify ="),
-                                  ["directives.SSLProxyVerify"]),
+    "unknown directive": (
+        GOOD.replace("proxy_ssl_verify =", "proxy_ssl_verfy ="),
+        ["directives.proxy_ssl_verfy", "unknown nginx directive"],
+    ),
+    "apache directive on nginx": (
+        GOOD.replace("proxy_ssl_verify =", "SSLProxyVerify ="),
+        ["directives.SSLProxyVerify"],
+    ),
     "unknown top key": ("colour = 1\n" + GOOD, ["colour: unknown key"]),
     "empty expected": (GOOD.split("[expected]")[0] + "[expected]\n", ["expected: must be a table"]),
     "bad backend": ('backend = "API_svc"\n' + GOOD, ["backend: 'API_svc' is not a host name"]),
     "ip backend": ('backend = "10.0.0.1"\n' + GOOD, ["backend: '10.0.0.1' is not a host name"]),
     "sibling backend": ('backend = "other-svc.internal"\n' + GOOD, ["backend", "sibling"]),
     "wildcard-parent on a one-label parent": (
-        GOOD + '"wildcard-parent" = "spoofed"\n', ["expected.wildcard-parent", "at least two labels"]
+        GOOD + '"wildcard-parent" = "spoofed"\n',
+        ["expected.wildcard-parent", "at least two labels"],
     ),
     "missing title": (GOOD.replace('title = "t"\n', ""), ["title: missing"]),
     "wrong type": (GOOD.replace('title = "t"', "title = 3"), ["title: must be a string"]),
@@ -126,8 +133,8 @@ def test_committed_json_schema_is_current() -> None:
 
     committed = json.loads((scenarios.scenarios_root() / "scenario.schema.json").read_text())
     assert committed == scenarios.json_schema(), (
-        "scenarios/scenario.schema.json drifted; regenerate it with: python -c \"import json; "
-        "from harness.scenarios import json_schema; print(json.dumps(json_schema(), indent=2))\" "
+        'scenarios/scenario.schema.json drifted; regenerate it with: python -c "import json; '
+        'from harness.scenarios import json_schema; print(json.dumps(json_schema(), indent=2))" '
         "> scenarios/scenario.schema.json"
     )
 

@@ -25,14 +25,21 @@ KINDS = ("envoy", "traefik")
 
 
 def _ctx(tmp_path: Path, lean: bool = True) -> RenderContext:
-    return RenderContext(run_dir=str(tmp_path), listen="127.0.0.1:20000", ca="/lab/pki/internal-pki.pem",
-                         bundle="/lab/pki/system-bundle.pem", backend_ip="10.203.0.10", lean=lean)
+    return RenderContext(
+        run_dir=str(tmp_path),
+        listen="127.0.0.1:20000",
+        ca="/lab/pki/internal-pki.pem",
+        bundle="/lab/pki/system-bundle.pem",
+        backend_ip="10.203.0.10",
+        lean=lean,
+    )
 
 
 # -- what "plain" and "lean" start, without a proxy -------------------------------------------
 def test_envoy_plain_command_drops_only_the_start_flags() -> None:
-    spec = ProxySpec(key="envoy/good", kind="envoy", listen_port=20007, run_dir="/r", log="/r/access.log",
-                     config="/r/envoy.yaml")
+    spec = ProxySpec(
+        key="envoy/good", kind="envoy", listen_port=20007, run_dir="/r", log="/r/access.log", config="/r/envoy.yaml"
+    )
     lean, plain = spec.argv(), dataclasses.replace(spec, plain=True).argv()
     assert "--disable-hot-restart" in lean and lean[lean.index("--concurrency") + 1] == "1"
     assert "--disable-hot-restart" not in plain and "--concurrency" not in plain
@@ -82,8 +89,9 @@ def test_lean_start_gives_the_same_cells(kind: str, local_runtime: str) -> None:
     results = {}
     for plain in (True, False):
         rt = LocalRuntime(plain_start=plain)
-        results[plain] = runner.run(chosen, runtime=rt, seed=1,
-                                    on_proxy=lambda e, p=plain: started[p].append(e.key) if e.started else None)
+        results[plain] = runner.run(
+            chosen, runtime=rt, seed=1, on_proxy=lambda e, p=plain: started[p].append(e.key) if e.started else None
+        )
     before, after = _cells(results[True]), _cells(results[False])
     assert len(before) == len(after) >= 10 * len(chosen)
     differing = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
@@ -118,7 +126,8 @@ def test_docker_batches_mix_the_kinds() -> None:
     # Each kind keeps its own order.
     for kind in kinds_present:
         assert [p for p in mixed if p.scenario.proxy.value == kind] == [
-            p for p in plans if p.scenario.proxy.value == kind]
+            p for p in plans if p.scenario.proxy.value == kind
+        ]
 
 
 def test_squid_has_a_service_name_of_its_own() -> None:
@@ -132,8 +141,9 @@ def test_squid_has_a_service_name_of_its_own() -> None:
     assert name(a).isalnum() and len(name(a)) <= 32
 
 
-def _fake_docker_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str],
-                        start_batch: int) -> tuple[list[str], list[list[str]]]:
+def _fake_docker_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str], start_batch: int
+) -> tuple[list[str], list[list[str]]]:
     """The docker worker's main on a job of *kinds*, with seat, proxies and cells faked: what it
     started (the seat as "seat"), in order, and the proxies of each batch it ran cells for."""
     from harness.runtimes import _dockerworker as worker
@@ -157,15 +167,23 @@ def _fake_docker_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: 
             order.append(self.key)
             self.started_at = 1.0
 
-    for name, fake in (("SeatClient", Seat), ("Proxy", Proxy), ("wait_for_name", lambda *a: None),
-                       ("run_cells", lambda seat, proxies, *a, **k: ran.append([p.key for p in proxies])),
-                       ("stop_all", lambda proxies: None), ("emit", lambda event: None)):
+    for name, fake in (
+        ("SeatClient", Seat),
+        ("Proxy", Proxy),
+        ("wait_for_name", lambda *a: None),
+        ("run_cells", lambda seat, proxies, *a, **k: ran.append([p.key for p in proxies])),
+        ("stop_all", lambda proxies: None),
+        ("emit", lambda event: None),
+    ):
         monkeypatch.setattr(worker, name, fake)
-    specs = tuple(ProxySpec(key=f"{kind}/{i}", kind=kind, listen_port=20000 + i, run_dir="/r", log="/r/l",
-                            config="/r/c") for i, kind in enumerate(kinds))
+    specs = tuple(
+        ProxySpec(key=f"{kind}/{i}", kind=kind, listen_port=20000 + i, run_dir="/r", log="/r/l", config="/r/c")
+        for i, kind in enumerate(kinds)
+    )
     job = tmp_path / "job.json"
-    job.write_text(dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000,
-                                start_batch=start_batch)))
+    job.write_text(
+        dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000, start_batch=start_batch))
+    )
     assert worker.main(["worker", str(job)]) == 0
     return order, ran
 
@@ -183,13 +201,15 @@ def test_docker_worker_starts_squid_once_the_seat_answers(monkeypatch: pytest.Mo
 
 
 def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Traffic Server is ready on HostDB's first one-second tick whatever the load: it starts with
     the first batch and its cells run after every other batch's, so that second overlaps them
     (in each batch it had cost up to a second of waiting)."""
     assert driver("trafficserver").ready_delay_s and not driver("squid").ready_delay_s
-    order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["nginx", "nginx", "trafficserver", "nginx", "nginx"],
-                                     start_batch=2)
+    order, ran = _fake_docker_worker(
+        monkeypatch, tmp_path, ["nginx", "nginx", "trafficserver", "nginx", "nginx"], start_batch=2
+    )
     assert order == ["nginx/0", "nginx/1", "trafficserver/2", "seat", "nginx/3", "nginx/4"]
     assert ran == [["nginx/0", "nginx/1"], ["nginx/3", "nginx/4"], ["trafficserver/2"]]
 
@@ -204,8 +224,9 @@ def test_batches_put_the_early_keys_last() -> None:
 
 
 @pytest.mark.docker
-def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_matrix: runner.Results,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_matrix_in_small_batches_equals_local(
+    docker_ready: str, local_matrix: runner.Results, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Batches of 3 (several Squids, Envoys and Traefiks stopped while later ones run): the same
     cells as the local runtime (the shared full local matrix's), every proxy reported once, none
     in error."""
@@ -227,8 +248,9 @@ def test_docker_matrix_in_small_batches_equals_local(docker_ready: str, local_ma
 
 
 @pytest.mark.integration
-def test_local_worker_in_small_batches_gives_the_same_cells(local_runtime: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_worker_in_small_batches_gives_the_same_cells(
+    local_runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The local worker's batched start (off by default there, see local.START_BATCH): batches of
     3, each stopped after its cells, give the cells of the all-at-once start, every proxy once."""
     from harness.runtimes import local

@@ -20,8 +20,13 @@ from harness import scenarios
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 DOCS = sorted(
-    [ROOT / "README.md", ROOT / "notebooks" / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("labs/*/README.md"),
-     *ROOT.glob("examples/*/README.md")]
+    [
+        ROOT / "README.md",
+        ROOT / "notebooks" / "README.md",
+        *ROOT.glob("docs/*.md"),
+        *ROOT.glob("labs/*/README.md"),
+        *ROOT.glob("examples/*/README.md"),
+    ]
 )
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 MD_NAME = re.compile(r"(?<![\w/.-])([\w./-]*[A-Za-z]\w*\.md)\b")
@@ -59,7 +64,8 @@ def test_every_linked_repo_file_exists(path: Path) -> None:
 def test_the_link_check_can_fail(tmp_path: Path) -> None:
     page = tmp_path / "README.md"
     assert _broken_links(page, "see [the notes](notes/missing.toml) and BACKGROUND.md") == [
-        "notes/missing.toml", "BACKGROUND.md"
+        "notes/missing.toml",
+        "BACKGROUND.md",
     ]
     assert _broken_links(page, "[docs](https://example.org/x.md) and [here](#top)") == []
 

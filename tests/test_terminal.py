@@ -16,8 +16,10 @@ from harness.proxies import driver, kinds, names
 from harness.results import Cell, Results
 from harness.vocab import Outcome
 
-LONG = ("upstream SSL certificate verify error: (21:unable to verify the first certificate) while SSL "
-        "handshaking to upstream, client: 127.0.0.1, server: www.trustlab.test, request: \"GET / HTTP/1.1\"")
+LONG = (
+    "upstream SSL certificate verify error: (21:unable to verify the first certificate) while SSL "
+    'handshaking to upstream, client: 127.0.0.1, server: www.trustlab.test, request: "GET / HTTP/1.1"'
+)
 
 
 def recorded(duration: float = 9.8) -> Results:
@@ -48,8 +50,9 @@ def fake_matrix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Results:
     return results
 
 
-def test_matrix_fits_80_columns_grouped_by_kind(fake_matrix: Results, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_matrix_fits_80_columns_grouped_by_kind(
+    fake_matrix: Results, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli.main(["matrix", "--runtime", "local", "--json", str(tmp_path / "m.json")])
     out = capsys.readouterr().out
     assert code == 0
@@ -112,14 +115,26 @@ def test_every_identity_has_a_distinct_two_letter_header() -> None:
 
 
 def _cell(identity: str, outcome: Outcome, *, expected: Outcome | None = None, reason: str = LONG) -> Cell:
-    return Cell(scenario="nginx/good", proxy="nginx", variant="good", identity=identity, outcome=outcome,
-                expected=expected or outcome, status=502, reason=reason, sni="backend-api.internal",
-                tls="TLSv1.3", duration_s=0.01)
+    return Cell(
+        scenario="nginx/good",
+        proxy="nginx",
+        variant="good",
+        identity=identity,
+        outcome=outcome,
+        expected=expected or outcome,
+        status=502,
+        reason=reason,
+        sni="backend-api.internal",
+        tls="TLSv1.3",
+        duration_s=0.01,
+    )
 
 
 def test_run_folds_long_evidence_under_its_cell() -> None:
-    cells = [_cell("legit-no-chain", Outcome.BLOCKED),
-             _cell("rogue-ca", Outcome.SPOOFED, expected=Outcome.BLOCKED, reason="response from impostor rogue-ca")]
+    cells = [
+        _cell("legit-no-chain", Outcome.BLOCKED),
+        _cell("rogue-ca", Outcome.SPOOFED, expected=Outcome.BLOCKED, reason="response from impostor rogue-ca"),
+    ]
     text = terminal.to_text(lambda out: terminal.cell_evidence(cells, out))
     fits(text)
     first, *folded = lines_of(text)
@@ -131,12 +146,22 @@ def test_run_folds_long_evidence_under_its_cell() -> None:
 def test_check_heads_each_upstream_with_its_line() -> None:
     ups = ["https://pool -> a.svc.internal:8443 (location /pool/, line 11)", "https://10.1.2.3:9443 (server, line 18)"]
     result = CheckResult(
-        proxy="nginx", config="site.conf", adaptations=["line 7: listen 443 ssl -> listen 127.0.0.1:20000 ssl " * 2],
-        cells=[CheckCell(u, i, Outcome.BLOCKED if i != "legit" else Outcome.SERVED, 502, LONG, "a.svc.internal")
-               for u in ups for i in ("legit", "rogue-ca")],
+        proxy="nginx",
+        config="site.conf",
+        adaptations=["line 7: listen 443 ssl -> listen 127.0.0.1:20000 ssl " * 2],
+        cells=[
+            CheckCell(u, i, Outcome.BLOCKED if i != "legit" else Outcome.SERVED, 502, LONG, "a.svc.internal")
+            for u in ups
+            for i in ("legit", "rogue-ca")
+        ],
         upstream_info=[
-            {"label": ups[0], "line": 11, "text": "proxy_pass https://pool;", "server": "www.example.com",
-             "name": "a.svc.internal"},
+            {
+                "label": ups[0],
+                "line": 11,
+                "text": "proxy_pass https://pool;",
+                "server": "www.example.com",
+                "name": "a.svc.internal",
+            },
             {"label": ups[1], "line": 18, "text": None, "server": "www.example.com", "name": "backend-api.internal"},
         ],
     )
@@ -147,11 +172,14 @@ def test_check_heads_each_upstream_with_its_line() -> None:
     assert lines_of(text)[-2].startswith("PASS ")
 
 
-def test_diff_of_two_recorded_runs_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_of_two_recorded_runs_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = recorded(), recorded()
-    b.cells = [c if c.scenario != "nginx/good" else Cell(**{**c.__dict__, "outcome": Outcome.SPOOFED, "reason": LONG})
-               for c in b.cells]
+    b.cells = [
+        c if c.scenario != "nginx/good" else Cell(**{**c.__dict__, "outcome": Outcome.SPOOFED, "reason": LONG})
+        for c in b.cells
+    ]
     report.write_json(a, tmp_path / "a.json")
     report.write_json(b, tmp_path / "b.json")
     monkeypatch.setenv("COLUMNS", "80")
@@ -184,8 +212,11 @@ def test_the_summary_picture_fits_a_laptop_screen_and_explains_legit_no_chain(tm
     assert report.NO_CHAIN in columns and report.LEGIT_REFUSED in columns
     nginx = table[kinds_.index("nginx")]
     hit, ran = nginx[columns.index(next(c for c in columns if c.startswith("untrusted")))]
-    spoofed = {c.scenario for c in r.cells if c.proxy == "nginx" and c.identity in ("rogue-ca", "self-signed")
-               and c.outcome is Outcome.SPOOFED}
+    spoofed = {
+        c.scenario
+        for c in r.cells
+        if c.proxy == "nginx" and c.identity in ("rogue-ca", "self-signed") and c.outcome is Outcome.SPOOFED
+    }
     assert hit == len(spoofed) and ran == len({c.scenario for c in r.cells if c.proxy == "nginx"})
     path = tmp_path / "summary.png"
     assert report.draw(r, path) == [path] and path.read_bytes()[:4] == b"\x89PNG"
@@ -230,11 +261,16 @@ def test_progress_draws_on_a_terminal_and_is_silent_in_a_pipe(monkeypatch: pytes
 
 def test_a_run_on_two_versions_gets_a_table_per_version() -> None:
     base = [c for c in recorded().cells if c.proxy == "nginx"]
-    cells = [Cell(**{**c.__dict__, "proxy_version": v, "tls_library": "OpenSSL 3.0"}) for v in ("1.22.1", "1.31.0")
-             for c in base]
+    cells = [
+        Cell(**{**c.__dict__, "proxy_version": v, "tls_library": "OpenSSL 3.0"})
+        for v in ("1.22.1", "1.31.0")
+        for c in base
+    ]
     text = terminal.to_text(lambda out: terminal.matrix_grid(Results(meta={}, cells=cells), out))
     fits(text)
     assert [line.split(":")[0] for line in lines_of(text) if line.startswith("nginx ")] == [
-        "nginx 1.22.1 (OpenSSL 3.0)", "nginx 1.31.0 (OpenSSL 3.0)"]
+        "nginx 1.22.1 (OpenSSL 3.0)",
+        "nginx 1.31.0 (OpenSSL 3.0)",
+    ]
     assert " @" not in text
     assert sum(line.startswith("install-script-bundle-verify-off ") for line in lines_of(text)) == 2

@@ -12,7 +12,7 @@ pytest_plugins = ["pytester"]
 
 CONFTEST = Path(__file__).with_name("conftest.py")
 
-INNER = '''
+INNER = """
 import pytest
 from harness import runner, scenarios
 
@@ -36,7 +36,7 @@ def test_asks_for_the_local_runtime(local_runtime):
 
 def test_pure():
     assert scenarios.resolve("nginx/good").id == "nginx/good"
-'''
+"""
 
 
 @pytest.fixture
@@ -51,10 +51,12 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_a_test_that_starts_a_lab_without_its_marker_fails(suite: pytest.Pytester, local_runtime: str) -> None:
     result = suite.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=4, errors=1)
-    result.stdout.fnmatch_lines([
-        "*ERROR at teardown of test_unmarked_starts_a_lab*",
-        "*test_unmarked_starts_a_lab started a runtime (integration) without a runtime marker*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_unmarked_starts_a_lab*",
+            "*test_unmarked_starts_a_lab started a runtime (integration) without a runtime marker*",
+        ]
+    )
 
 
 def test_the_fast_tier_leaves_out_a_test_that_asks_for_a_runtime_fixture(suite: pytest.Pytester) -> None:
@@ -64,7 +66,7 @@ def test_the_fast_tier_leaves_out_a_test_that_asks_for_a_runtime_fixture(suite: 
     assert "test_asks_for_the_local_runtime" not in result.stdout.str()
 
 
-SERIAL = '''
+SERIAL = """
 import json, os, time
 import pytest
 
@@ -84,7 +86,7 @@ def test_other(i):
 @pytest.mark.serial
 def test_alone():
     _span("alone")
-'''
+"""
 
 
 def test_a_serial_test_runs_with_no_other_beside_it(

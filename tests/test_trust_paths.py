@@ -9,21 +9,37 @@ import pytest
 from harness.configs.base import ABSENT_CA, LabPaths, Note, is_system_bundle, trust_file
 
 
-@pytest.mark.parametrize("path", [
-    "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", "/etc/ssl/certs", "/etc/ssl/certs/", '"/etc/ssl/cert.pem"',
-    "/usr/local/share/certs/ca-root-nss.crt",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/certs",
+        "/etc/ssl/certs/",
+        '"/etc/ssl/cert.pem"',
+        "/usr/local/share/certs/ca-root-nss.crt",
+    ],
+)
 def test_os_stores_are_the_system_bundle(path: str) -> None:
     assert is_system_bundle(path)
 
 
-@pytest.mark.parametrize("path", [
-    "upstreamcacert.pem",  # nginx-tests names its private CA like this: a substring match took it for the OS store
-    "/etc/nginx/upstreamcacert.pem", "cacert.pem", "/etc/ssl/certs/internal-ca.pem", "/etc/ssl/certs/corp-root.crt",
-    "/usr/local/share/ca-certificates/corp-root.crt", "/etc/pki/internal/ca.pem", "/srv/ca-certificates.crt.bak",
-    "/etc/ssl/certs/ca-certificates.crt/../../private/ca.pem",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "upstreamcacert.pem",  # nginx-tests names its private CA like this: a substring match took it for the OS store
+        "/etc/nginx/upstreamcacert.pem",
+        "cacert.pem",
+        "/etc/ssl/certs/internal-ca.pem",
+        "/etc/ssl/certs/corp-root.crt",
+        "/usr/local/share/ca-certificates/corp-root.crt",
+        "/etc/pki/internal/ca.pem",
+        "/srv/ca-certificates.crt.bak",
+        "/etc/ssl/certs/ca-certificates.crt/../../private/ca.pem",
+    ],
+)
 def test_a_private_ca_file_is_not(path: str) -> None:
     assert not is_system_bundle(path)
 
@@ -33,16 +49,25 @@ def _lab(tmp_path: Path, ca_files: tuple[str, ...] | None) -> LabPaths:
     return LabPaths(**fields, ca_files=ca_files)
 
 
-@pytest.mark.parametrize("path", ["/etc/nginx/tls/internal-pki.pem", '"/etc/nginx/tls/internal-pki.pem"',
-                                  "/etc/nginx//tls/./internal-pki.pem"])
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/nginx/tls/internal-pki.pem", '"/etc/nginx/tls/internal-pki.pem"', "/etc/nginx//tls/./internal-pki.pem"],
+)
 def test_a_challenges_ca_file_stands_for_the_lab_root(tmp_path: Path, path: str) -> None:
     lab, notes = _lab(tmp_path, ("/etc/nginx/tls/internal-pki.pem",)), list[Note]()
     assert trust_file(path, lab, notes) == str(lab.ca)
     assert not any(ABSENT_CA in n.text for n in notes)
 
 
-@pytest.mark.parametrize("path", ["/etc/nginx/tls/internal-pki.pm", "/etc/nginx/internal-pki.pem", "internal-pki.pem",
-                                  "/etc/nginx/tls/internal-pki.pem.bak"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/nginx/tls/internal-pki.pm",
+        "/etc/nginx/internal-pki.pem",
+        "internal-pki.pem",
+        "/etc/nginx/tls/internal-pki.pem.bak",
+    ],
+)
 def test_any_other_ca_path_of_a_challenge_is_a_missing_file(tmp_path: Path, path: str) -> None:
     """A typo'd CA path graded SOLVED while every path stood for the lab's root."""
     lab, notes = _lab(tmp_path, ("/etc/nginx/tls/internal-pki.pem",)), list[Note]()

@@ -34,8 +34,10 @@ def outside(tmp_path: Path) -> tuple[Path, str]:
     d = tmp_path / "outside"
     d.mkdir(mode=0o700)
     secret = d / "secret.yml"
-    secret.write_text(SERVICE + f"  middlewares:\n    m:\n      headers:\n        customRequestHeaders:\n"
-                      f"          Authorization: '{token}'\n")
+    secret.write_text(
+        SERVICE + f"  middlewares:\n    m:\n      headers:\n        customRequestHeaders:\n"
+        f"          Authorization: '{token}'\n"
+    )
     secret.chmod(0o600)
     return d, token
 
@@ -112,8 +114,12 @@ def test_traefik_reads_the_usual_layout(tmp_path: Path, outside: tuple[Path, str
     conf = tmp_path / "conf"
     (conf / "dynamic").mkdir(parents=True)
     (conf / "dynamic" / "api.yml").write_text(SERVICE)
-    for key, value in (("filename", "/etc/traefik/dynamic/api.yml"), ("filename", "dynamic/api.yml"),
-                       ("directory", "/etc/traefik/dynamic"), ("directory", "/etc/traefik/dynamic/")):
+    for key, value in (
+        ("filename", "/etc/traefik/dynamic/api.yml"),
+        ("filename", "dynamic/api.yml"),
+        ("directory", "/etc/traefik/dynamic"),
+        ("directory", "/etc/traefik/dynamic/"),
+    ):
         path = _conf(tmp_path, key, value)
         assert [s for s, *_ in tconf.parse(path).https_servers()] == ["s"], value
         assert base.named_file(path, value, key).parts[0] == "dynamic"
@@ -162,14 +168,17 @@ MAX_DEPTH = getattr(base, "MAX_DEPTH", 100)  # getattr: the test also runs again
 DEEP = MAX_DEPTH * 20
 
 
-@pytest.mark.parametrize(("name", "text", "load"), [
-    ("deep.yml", "http: " + "[" * DEEP + "]" * DEEP + "\n", tconf.parse),
-    ("deep.toml", "[http]\nx = " + "[" * DEEP + "]" * DEEP + "\n", tconf.parse),
-    ("deep-inline.toml", "[http]\nx = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n", tconf.parse),
-    ("deep.yaml", "static_resources: " + "[" * DEEP + "]" * DEEP + "\n", econf.parse),
-    ("deep.json", '{"apps": ' + "[" * DEEP + "]" * DEEP + "}\n", cconf.load),
-    ("shallow-but-past.json", '{"apps": ' + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "}\n", cconf.load),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "load"),
+    [
+        ("deep.yml", "http: " + "[" * DEEP + "]" * DEEP + "\n", tconf.parse),
+        ("deep.toml", "[http]\nx = " + "[" * DEEP + "]" * DEEP + "\n", tconf.parse),
+        ("deep-inline.toml", "[http]\nx = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n", tconf.parse),
+        ("deep.yaml", "static_resources: " + "[" * DEEP + "]" * DEEP + "\n", econf.parse),
+        ("deep.json", '{"apps": ' + "[" * DEEP + "]" * DEEP + "}\n", cconf.load),
+        ("shallow-but-past.json", '{"apps": ' + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "}\n", cconf.load),
+    ],
+)
 def test_deep_nesting_is_one_line(tmp_path: Path, name: str, text: str, load: object) -> None:
     path = tmp_path / name
     path.write_text(text)
@@ -205,9 +214,7 @@ def test_bounds_are_exit_2_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 @pytest.mark.integration
 @pytest.mark.bad_input
-def test_too_many_upstreams_is_one_line(
-    local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_too_many_upstreams_is_one_line(local_runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """230 upstream names from a small file used to crash the lab (``ip addr add 10.203.0.256``)."""
     locs = "".join(
         f"        location /u{i} {{ proxy_pass https://up{i}.internal:8443; proxy_ssl_verify on; }}\n"
@@ -224,10 +231,14 @@ def test_too_many_upstreams_is_one_line(
 T = "type.googleapis.com/"
 LUA_TYPE = "envoy.extensions.filters.http.lua.v3.Lua"
 LUA_CODE = {"inline_string": "function envoy_on_request(h) h:logInfo('LUA-RAN') end"}
-ROUTER = {"name": "envoy.filters.http.router",
-          "typed_config": {"@type": T + "envoy.extensions.filters.http.router.v3.Router"}}
-CODEC = {"name": "envoy.filters.http.upstream_codec",
-         "typed_config": {"@type": T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": T + "envoy.extensions.filters.http.router.v3.Router"},
+}
+CODEC = {
+    "name": "envoy.filters.http.upstream_codec",
+    "typed_config": {"@type": T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+}
 
 
 def _lua() -> dict:
@@ -241,66 +252,147 @@ def _wrapped(wrapper: str, type_url: str, value: dict) -> dict:
 def _envoy(case: str) -> dict:
     """A working Envoy bootstrap (one listener, one TLS cluster) with Lua put where *case* says."""
     route: dict = {"match": {"prefix": "/"}, "route": {"cluster": "api"}}
-    router = {"name": "envoy.filters.http.router",
-              "typed_config": {"@type": T + "envoy.extensions.filters.http.router.v3.Router"}}
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": T + "envoy.extensions.filters.http.router.v3.Router"},
+    }
     hcm: dict = {
         "@type": T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "in",
         "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [route]}]},
         "http_filters": [router],
     }
-    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": "backend.internal",
-        "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "/etc/ssl/ca.pem"}}}}}
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "backend.internal",
+            "common_tls_context": {"validation_context": {"trusted_ca": {"filename": "/etc/ssl/ca.pem"}}},
+        },
+    }
     cluster: dict = {
-        "name": "api", "type": "STRICT_DNS", "connect_timeout": "1s", "transport_socket": tls,
-        "load_assignment": {"cluster_name": "api", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": "backend.internal", "port_value": 8443}}}}]}]},
+        "name": "api",
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "transport_socket": tls,
+        "load_assignment": {
+            "cluster_name": "api",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": "backend.internal", "port_value": 8443}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
     }
     listener_filter: dict = {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
     if case == "typed-struct-xds":
-        hcm["http_filters"].insert(0, {"name": "x", "typed_config": _wrapped(
-            "xds.type.v3.TypedStruct", LUA_TYPE, {"default_source_code": LUA_CODE})})
+        hcm["http_filters"].insert(
+            0,
+            {
+                "name": "x",
+                "typed_config": _wrapped("xds.type.v3.TypedStruct", LUA_TYPE, {"default_source_code": LUA_CODE}),
+            },
+        )
     elif case == "typed-struct-udpa":
-        hcm["http_filters"].insert(0, {"name": "x", "typed_config": _wrapped(
-            "udpa.type.v1.TypedStruct", LUA_TYPE, {"default_source_code": LUA_CODE})})
+        hcm["http_filters"].insert(
+            0,
+            {
+                "name": "x",
+                "typed_config": _wrapped("udpa.type.v1.TypedStruct", LUA_TYPE, {"default_source_code": LUA_CODE}),
+            },
+        )
     elif case == "router-upstream-filters":
         router["typed_config"]["upstream_http_filters"] = [_lua(), CODEC]
     elif case == "cluster-upstream-filters":
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}}, "http_filters": [_lua(), CODEC]}}
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [_lua(), CODEC],
+            }
+        }
     elif case == "hcm-in-typed-struct":
         hcm["http_filters"].insert(0, _lua())
         inner = {k: v for k, v in hcm.items() if k != "@type"}
-        listener_filter["typed_config"] = _wrapped("xds.type.v3.TypedStruct", hcm["@type"][len(T):], inner)
+        listener_filter["typed_config"] = _wrapped("xds.type.v3.TypedStruct", hcm["@type"][len(T) :], inner)
     elif case == "upgrade-configs":
         hcm["upgrade_configs"] = [{"upgrade_type": "websocket", "filters": [_lua(), ROUTER]}]
     elif case == "per-route":
-        route["typed_per_filter_config"] = {"envoy.filters.http.lua": {
-            "@type": T + "envoy.extensions.filters.http.lua.v3.LuaPerRoute", "source_code": LUA_CODE}}
+        route["typed_per_filter_config"] = {
+            "envoy.filters.http.lua": {
+                "@type": T + "envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+                "source_code": LUA_CODE,
+            }
+        }
     elif case == "composite":
-        action = {"name": "run", "typed_config": {
-            "@type": T + "envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
-            "typed_config": {"name": "lua", "typed_config": {"@type": T + LUA_TYPE, "default_source_code": LUA_CODE}}}}
-        hcm["http_filters"].insert(0, {"name": "composite", "typed_config": {
-            "@type": T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": {"name": "composite", "typed_config": {
-                "@type": T + "envoy.extensions.filters.http.composite.v3.Composite"}},
-            "xds_matcher": {"matcher_tree": {
-                "input": {"name": "h", "typed_config": {
-                    "@type": T + "envoy.type.matcher.v3.HttpRequestHeaderMatchInput", "header_name": "x"}},
-                "exact_match_map": {"map": {"y": {"action": action}}}}}}})
+        action = {
+            "name": "run",
+            "typed_config": {
+                "@type": T + "envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
+                "typed_config": {
+                    "name": "lua",
+                    "typed_config": {"@type": T + LUA_TYPE, "default_source_code": LUA_CODE},
+                },
+            },
+        }
+        hcm["http_filters"].insert(
+            0,
+            {
+                "name": "composite",
+                "typed_config": {
+                    "@type": T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+                    "extension_config": {
+                        "name": "composite",
+                        "typed_config": {"@type": T + "envoy.extensions.filters.http.composite.v3.Composite"},
+                    },
+                    "xds_matcher": {
+                        "matcher_tree": {
+                            "input": {
+                                "name": "h",
+                                "typed_config": {
+                                    "@type": T + "envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                                    "header_name": "x",
+                                },
+                            },
+                            "exact_match_map": {"map": {"y": {"action": action}}},
+                        }
+                    },
+                },
+            },
+        )
     elif case == "plain":
         hcm["http_filters"].insert(0, _lua())
-    return {"static_resources": {"listeners": [{
-        "name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 8080}},
-        "filter_chains": [{"filters": [listener_filter]}]}], "clusters": [cluster]}}
+    return {
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "l",
+                    "address": {"socket_address": {"address": "0.0.0.0", "port_value": 8080}},
+                    "filter_chains": [{"filters": [listener_filter]}],
+                }
+            ],
+            "clusters": [cluster],
+        }
+    }
 
 
-ENVOY_BYPASSES = ["plain", "typed-struct-xds", "typed-struct-udpa", "router-upstream-filters",
-                  "cluster-upstream-filters", "hcm-in-typed-struct", "upgrade-configs", "per-route", "composite"]
+ENVOY_BYPASSES = [
+    "plain",
+    "typed-struct-xds",
+    "typed-struct-udpa",
+    "router-upstream-filters",
+    "cluster-upstream-filters",
+    "hcm-in-typed-struct",
+    "upgrade-configs",
+    "per-route",
+    "composite",
+]
 
 
 @pytest.mark.parametrize("case", ENVOY_BYPASSES)
@@ -331,8 +423,12 @@ def test_traefik_keeps_only_rewriting_middlewares(tmp_path: Path) -> None:
     from harness.configs.base import Ports
 
     path = tmp_path / "dynamic.yml"
-    path.write_text(SERVICE.replace("      service: s\n", "      service: s\n      middlewares: [retry, auth, "
-                                    "plug, breaker, basic, hdr, strip, both]\n") + """  middlewares:
+    path.write_text(
+        SERVICE.replace(
+            "      service: s\n",
+            "      service: s\n      middlewares: [retry, auth, plug, breaker, basic, hdr, strip, both]\n",
+        )
+        + """  middlewares:
     retry:
       retry: {attempts: 50, initialInterval: 10s}
     auth:
@@ -349,7 +445,8 @@ def test_traefik_keeps_only_rewriting_middlewares(tmp_path: Path) -> None:
       stripPrefix: {prefixes: [/api]}
     both:
       chain: {middlewares: [hdr, retry]}
-""")
+"""
+    )
     adapted = tconf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
     http = json.loads(adapted.text)["http"]
     assert http["routers"]["r"]["middlewares"] == ["hdr", "strip", "both"]
@@ -399,8 +496,14 @@ def test_caddy_keeps_only_routing_directives(tmp_path: Path) -> None:
     for gone in ("forward_auth", "basic_auth", "templates", "php_fastcgi", "tracing", "invoke"):
         assert gone not in adapted.text, gone
         assert any(n.split(": ", 1)[-1].startswith(f"{gone} dropped") for n in adapted.adaptations), gone
-    for kept in ("header X-Kept yes", "@api path /api/*", "handle @api", "header_up Host backend.internal",
-                 'respond "ok"', "import common"):
+    for kept in (
+        "header X-Kept yes",
+        "@api path /api/*",
+        "handle @api",
+        "header_up Host backend.internal",
+        'respond "ok"',
+        "import common",
+    ):
         assert kept in adapted.text, kept
     assert [u.host for u in adapted.upstreams] == ["backend.internal"]
 
@@ -411,10 +514,19 @@ def test_caddy_json_keeps_only_routing_handlers(tmp_path: Path) -> None:
     from harness.check import _lab_paths
     from harness.configs.base import Ports
 
-    rp = {"handler": "reverse_proxy", "upstreams": [{"dial": "backend.internal:8443"}],
-          "transport": {"protocol": "http", "tls": {}}}
-    routes = [{"handle": [{"handler": "authentication", "providers": {}},
-                          {"handler": "subroute", "routes": [{"handle": [{"handler": "tracing"}, rp]}]}]}]
+    rp = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": "backend.internal:8443"}],
+        "transport": {"protocol": "http", "tls": {}},
+    }
+    routes = [
+        {
+            "handle": [
+                {"handler": "authentication", "providers": {}},
+                {"handler": "subroute", "routes": [{"handle": [{"handler": "tracing"}, rp]}]},
+            ]
+        }
+    ]
     path = tmp_path / "caddy.json"
     path.write_text(json.dumps({"apps": {"http": {"servers": {"s": {"listen": [":80"], "routes": routes}}}}}))
     adapted = cconf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
@@ -434,9 +546,16 @@ def test_envoy_fault_filter_is_dropped(tmp_path: Path) -> None:
 
     config = _envoy("none")
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["http_filters"].insert(0, {"name": "envoy.filters.http.fault", "typed_config": {
-        "@type": T + "envoy.extensions.filters.http.fault.v3.HTTPFault",
-        "delay": {"fixed_delay": "10s", "percentage": {"numerator": 100}}}})
+    hcm["http_filters"].insert(
+        0,
+        {
+            "name": "envoy.filters.http.fault",
+            "typed_config": {
+                "@type": T + "envoy.extensions.filters.http.fault.v3.HTTPFault",
+                "delay": {"fixed_delay": "10s", "percentage": {"numerator": 100}},
+            },
+        },
+    )
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(config))
     adapted = econf.adapt(path, _lab_paths(tmp_path, tmp_path / "run"), ports=Ports())
@@ -461,8 +580,12 @@ def test_read_planted_refuses_what_a_proxy_can_plant(tmp_path: Path) -> None:
     (run / "big.log").write_bytes(b"x" * (3 * TAIL) + b"\nlast line\n")
     (run / "logs" / "ok.log").write_text("fine\n")
     t0 = time.perf_counter()
-    for name, why in (("link.log", "symbolic link"), ("linked/error.log", "symbolic link"),
-                      ("fifo.log", "not a regular file"), ("zero.log", "symbolic link")):
+    for name, why in (
+        ("link.log", "symbolic link"),
+        ("linked/error.log", "symbolic link"),
+        ("fifo.log", "not a regular file"),
+        ("zero.log", "symbolic link"),
+    ):
         data, refused = read_planted(run / name, run)
         assert data == b"" and refused and why in refused, (name, refused)
     assert time.perf_counter() - t0 < 1  # the FIFO did not block
@@ -519,9 +642,7 @@ def test_a_config_that_slows_every_request_stops_at_the_deadline(
 
 
 @pytest.mark.integration
-def test_a_matrix_past_its_deadline_reports_each_cell_once(
-    local_runtime: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_matrix_past_its_deadline_reports_each_cell_once(local_runtime: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness import runner, scenarios
     from harness.runtimes import local
 

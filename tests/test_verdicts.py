@@ -20,9 +20,7 @@ from harness.vocab import Outcome
 
 def flip(results: Results, scenario: str, identity: str, outcome: Outcome, **changes: object) -> Results:
     cells = [
-        dataclasses.replace(c, outcome=outcome, **changes)
-        if (c.scenario, c.identity) == (scenario, identity)
-        else c
+        dataclasses.replace(c, outcome=outcome, **changes) if (c.scenario, c.identity) == (scenario, identity) else c
         for c in results.cells
     ]
     assert cells != results.cells, f"{scenario} x {identity} is not in the synthetic run"
@@ -78,9 +76,7 @@ FLIPS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("claim", "change", "verdict"), FLIPS, ids=[f"claim{c}-{s}-{i}" for c, (s, i, _), _ in FLIPS]
-)
+@pytest.mark.parametrize(("claim", "change", "verdict"), FLIPS, ids=[f"claim{c}-{s}-{i}" for c, (s, i, _), _ in FLIPS])
 def test_one_cell_moves_the_verdict(claim: int, change: tuple[str, str, Outcome], verdict: Verdict) -> None:
     base = synthetic()
     assert verdicts(base)[claim] is BASELINE[claim]
@@ -100,17 +96,13 @@ def test_every_claim_moves_with_some_cell() -> None:
 
 
 def test_dropping_sni_letting_an_impostor_in_shows_in_claim2() -> None:
-    changed = {
-        r.number: r for r in evaluate(flip(synthetic(), "nginx/no-sni", "wrong-name", Outcome.SPOOFED))
-    }
+    changed = {r.number: r for r in evaluate(flip(synthetic(), "nginx/no-sni", "wrong-name", Outcome.SPOOFED))}
     assert "without proxy_ssl_server_name: 1 impostors spoofed" in changed[2].finding
     assert changed[2].verdict is Verdict.PARTLY  # two of three lines now matter, still not all three
 
 
 def test_claim8_one_cell_moves_the_finding() -> None:
-    changed = {
-        r.number: r for r in evaluate(flip(synthetic(), "apache/defaults", "wrong-name", Outcome.SPOOFED))
-    }
+    changed = {r.number: r for r in evaluate(flip(synthetic(), "apache/defaults", "wrong-name", Outcome.SPOOFED))}
     assert "name checked: no" in changed[8].finding
 
 

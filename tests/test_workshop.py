@@ -60,8 +60,9 @@ def test_bundle_installs_offline_and_preflight_is_ready(local_runtime: str, tmp_
     here = f"{platform.system()} {platform.machine()} with Python {sys.version_info[0]}.{sys.version_info[1]}"
     assert here in readme and "docker load -i trustlab-images.tar" in readme
     for var, value in (("TRUSTLAB_KIT_OS", "Darwin"), ("TRUSTLAB_KIT_ARCH", "arm64"), ("TRUSTLAB_KIT_PYTHON", "3.9")):
-        refused = subprocess.run(["sh", str(kit / "install.sh")], capture_output=True, text=True, timeout=60,
-                                 env={**os.environ, var: value})
+        refused = subprocess.run(
+            ["sh", str(kit / "install.sh")], capture_output=True, text=True, timeout=60, env={**os.environ, var: value}
+        )
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert "classroom image" in refused.stderr and not (kit / "trustlab-venv").exists()
     assert (kit / "docs" / "INSTRUCTOR.md").is_file()

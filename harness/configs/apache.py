@@ -321,11 +321,13 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         wrap_port = ports(run.listen_ports[0])
         body = [f"<VirtualHost 127.0.0.1:{wrap_port}>", *body, "</VirtualHost>"]
         run.notes.append(Note.whole(f"the directives are wrapped in <VirtualHost 127.0.0.1:{wrap_port}>"))
-    run.notes.append(Note.whole("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's "
-                                "verdicts)"))
+    run.notes.append(
+        Note.whole("logs, pid and modules are the lab's own; LogLevel is warn ssl:info (mod_ssl's verdicts)")
+    )
     listeners = {p: ports(p) for p in run.listen_ports}
-    return Adapted(text="\n".join(head + body) + "\n", notes=ordered(run.notes), upstreams=upstreams,
-                   listeners=listeners)
+    return Adapted(
+        text="\n".join(head + body) + "\n", notes=ordered(run.notes), upstreams=upstreams, listeners=listeners
+    )
 
 
 def _adapted_line(run: _Run, ln: Line) -> list[str]:
@@ -440,8 +442,11 @@ def _member(run: _Run, ln: Line) -> str:
     if key == focus and not any(x.lower().startswith("retry=") for x in w[2:]):
         # A refused member is put in error state for `retry` (60 s); the next cell would get "All
         # workers are in error state" (503) instead of a verdict.
-        run.note(ln, f"retry=0 on the probed BalancerMember {w[1]} (a refused impostor must not put it in error "
-                     "state for the next cell)")
+        run.note(
+            ln,
+            f"retry=0 on the probed BalancerMember {w[1]} (a refused impostor must not put it in error "
+            "state for the next cell)",
+        )
         return f"{ln.text} retry=0"
     return ln.text
 
@@ -476,16 +481,18 @@ def _pass_upstreams(tree: Tree, vh: VHost, vport: str) -> list[Upstream]:
             if m_scheme not in ("https", "h2", "wss"):
                 continue
             target = f"{ps.url} -> {murl}" if balancer else murl
-            out.append(Upstream(
-                label=f"ProxyPass{'Match' if ps.regex else ''} {ps.path} {target} (line {mline})",
-                host=m_host,
-                port=m_port or 443,
-                line=mline,
-                name=m_host if not is_ip(m_host) else BACKEND_NAME,
-                route=route,
-                why_unroutable="" if probe else f"no client request path matches {ps.path!r}",
-                pool=f"balancer://{host}|{murl}|{mline}" if balancer else "",
-            ))
+            out.append(
+                Upstream(
+                    label=f"ProxyPass{'Match' if ps.regex else ''} {ps.path} {target} (line {mline})",
+                    host=m_host,
+                    port=m_port or 443,
+                    line=mline,
+                    name=m_host if not is_ip(m_host) else BACKEND_NAME,
+                    route=route,
+                    why_unroutable="" if probe else f"no client request path matches {ps.path!r}",
+                    pool=f"balancer://{host}|{murl}|{mline}" if balancer else "",
+                )
+            )
     return out
 
 
@@ -494,9 +501,15 @@ def _head(run: _Run) -> list[str]:
     rd = run.lab.run_dir
     # <IfFile> is decided where Apache runs (this host, or the docker runtime's image): the modules
     # present there are loaded, the others left out.
-    modules = [line for m in MODULES for line in (
-        f"<IfFile {MODULES_DIR}/mod_{m}.so>", f"  LoadModule {m}_module {MODULES_DIR}/mod_{m}.so", "</IfFile>",
-    )]
+    modules = [
+        line
+        for m in MODULES
+        for line in (
+            f"<IfFile {MODULES_DIR}/mod_{m}.so>",
+            f"  LoadModule {m}_module {MODULES_DIR}/mod_{m}.so",
+            "</IfFile>",
+        )
+    ]
     return [
         f"# trustlab check: adapted from {run.path}",
         f'ServerRoot "{rd}"',
@@ -521,9 +534,7 @@ def _head(run: _Run) -> list[str]:
 def validate(path: Path) -> None:
     """Raise ConfigError when *path* does not look like an Apache config."""
     src = lines(read_config(path))
-    if not any(
-        ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src
-    ):
+    if not any(ln.name in ("proxypass", "proxypassmatch", "<virtualhost", "sslproxyengine", "listen") for ln in src):
         raise ConfigError(f"{path}: no <VirtualHost>, Listen or ProxyPass: is this an Apache config?")
 
 
@@ -543,8 +554,11 @@ def scopes(path: Path, text: str) -> list[rules.Scope]:
         merged = vh.directives if vh is tree.main else {**tree.main.directives, **vh.directives}
         out.append(
             rules.Scope(
-                ProxyKind.APACHE, str(path), https[0][1],
-                tuple(rules.Upstream(u, split_url(u)[1], no) for u, no in https), merged,
+                ProxyKind.APACHE,
+                str(path),
+                https[0][1],
+                tuple(rules.Upstream(u, split_url(u)[1], no) for u, no in https),
+                merged,
             )
         )
     return out
@@ -560,36 +574,52 @@ _VERIFY_FIX = "SSLProxyVerify require + SSLProxyCACertificateFile <internal root
 
 
 @rules.rule(
-    "apache-verify-none", proxy="apache", severity="high", scenario="apache/verify-none",
-    directives=("SSLProxyVerify",), help=_DOCS + "sslproxyverify", fix=_VERIFY_FIX,
+    "apache-verify-none",
+    proxy="apache",
+    severity="high",
+    scenario="apache/verify-none",
+    directives=("SSLProxyVerify",),
+    help=_DOCS + "sslproxyverify",
+    fix=_VERIFY_FIX,
 )
 def _verify_none(scope: rules.Scope) -> rules.Hit | None:
     verify, line = _value(scope, "sslproxyverify")
     if not verify or verify.lower() not in ("none", "optional_no_ca"):
         return None
     return rules.Hit(
-        line, f"SSLProxyVerify {verify}: the chain is not checked; any CA's certificate for the backend name is "
-        "accepted",
+        line,
+        f"SSLProxyVerify {verify}: the chain is not checked; any CA's certificate for the backend name is accepted",
     )
 
 
 @rules.rule(
-    "apache-verify-default", proxy="apache", severity="high", scenario="apache/defaults",
-    directives=("SSLProxyVerify",), help=_DOCS + "sslproxyverify", fix=_VERIFY_FIX,
+    "apache-verify-default",
+    proxy="apache",
+    severity="high",
+    scenario="apache/defaults",
+    directives=("SSLProxyVerify",),
+    help=_DOCS + "sslproxyverify",
+    fix=_VERIFY_FIX,
 )
 def _verify_default(scope: rules.Scope) -> rules.Hit | None:
     verify, line = _value(scope, "sslproxyverify")
     if verify:
         return None
     return rules.Hit(
-        line, "SSLProxyVerify unset (default none): the chain is not checked; any CA's certificate for the "
+        line,
+        "SSLProxyVerify unset (default none): the chain is not checked; any CA's certificate for the "
         "backend name is accepted",
     )
 
 
 @rules.rule(
-    "apache-name-check-off", proxy="apache", severity="high", scenario="apache/name-check-off",
-    directives=("SSLProxyCheckPeerName",), help=_DOCS + "sslproxycheckpeername", fix="SSLProxyCheckPeerName on",
+    "apache-name-check-off",
+    proxy="apache",
+    severity="high",
+    scenario="apache/name-check-off",
+    directives=("SSLProxyCheckPeerName",),
+    help=_DOCS + "sslproxycheckpeername",
+    fix="SSLProxyCheckPeerName on",
 )
 def _name_check_off(scope: rules.Scope) -> rules.Hit | None:
     peer, line = _value(scope, "sslproxycheckpeername")
@@ -599,8 +629,12 @@ def _name_check_off(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "apache-cn-off-peername-unset", proxy="apache", severity="high", scenario="apache/cn-check-off",
-    directives=("SSLProxyCheckPeerCN", "SSLProxyCheckPeerName"), help=_DOCS + "sslproxycheckpeercn",
+    "apache-cn-off-peername-unset",
+    proxy="apache",
+    severity="high",
+    scenario="apache/cn-check-off",
+    directives=("SSLProxyCheckPeerCN", "SSLProxyCheckPeerName"),
+    help=_DOCS + "sslproxycheckpeercn",
     fix="add `SSLProxyCheckPeerName on` (or drop SSLProxyCheckPeerCN)",
 )
 def _cn_off_peername_unset(scope: rules.Scope) -> rules.Hit | None:
@@ -608,14 +642,19 @@ def _cn_off_peername_unset(scope: rules.Scope) -> rules.Hit | None:
     if not cn or cn.lower() != "off" or _value(scope, "sslproxycheckpeername")[0]:
         return None
     return rules.Hit(
-        line, "SSLProxyCheckPeerCN off with SSLProxyCheckPeerName unset: the name check is disabled (the two "
+        line,
+        "SSLProxyCheckPeerCN off with SSLProxyCheckPeerName unset: the name check is disabled (the two "
         "directives are linked)",
     )
 
 
 @rules.rule(
-    "apache-expire-check-off", proxy="apache", severity="high", scenario="apache/expire-check-off",
-    directives=("SSLProxyCheckPeerExpire",), help=_DOCS + "sslproxycheckpeerexpire",
+    "apache-expire-check-off",
+    proxy="apache",
+    severity="high",
+    scenario="apache/expire-check-off",
+    directives=("SSLProxyCheckPeerExpire",),
+    help=_DOCS + "sslproxycheckpeerexpire",
     fix="SSLProxyCheckPeerExpire on",
 )
 def _expire_check_off(scope: rules.Scope) -> rules.Hit | None:
@@ -626,8 +665,12 @@ def _expire_check_off(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "apache-verify-depth", proxy="apache", severity="medium", scenario="apache/seed-recipe",
-    directives=("SSLProxyVerifyDepth", "SSLProxyVerify"), help=_DOCS + "sslproxyverifydepth",
+    "apache-verify-depth",
+    proxy="apache",
+    severity="medium",
+    scenario="apache/seed-recipe",
+    directives=("SSLProxyVerifyDepth", "SSLProxyVerify"),
+    help=_DOCS + "sslproxyverifydepth",
     fix="SSLProxyVerifyDepth 2 (or the depth of your PKI)",
 )
 def _verify_depth(scope: rules.Scope) -> rules.Hit | None:
@@ -637,15 +680,20 @@ def _verify_depth(scope: rules.Scope) -> rules.Hit | None:
     if depth and not (depth.isdigit() and int(depth) < 2):
         return None
     return rules.Hit(
-        line, f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf chain is "
+        line,
+        f"SSLProxyVerifyDepth {depth or 'unset (default 1)'}: a root -> intermediate -> leaf chain is "
         "refused, so the legitimate backend is blocked",
     )
 
 
 @rules.rule(
-    "apache-system-bundle", proxy="apache", severity="medium", scenario="apache/system-bundle",
+    "apache-system-bundle",
+    proxy="apache",
+    severity="medium",
+    scenario="apache/system-bundle",
     directives=("SSLProxyCACertificateFile", "SSLProxyCACertificatePath"),
-    help=_DOCS + "sslproxycacertificatefile", fix="trust the internal root only",
+    help=_DOCS + "sslproxycacertificatefile",
+    fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
     ca, line = _value(scope, "sslproxycacertificatefile")
@@ -657,8 +705,12 @@ def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "apache-preserve-host", proxy="apache", severity="medium", scenario="apache/preserve-host",
-    directives=("ProxyPreserveHost",), help="https://httpd.apache.org/docs/2.4/mod/mod_proxy.html#proxypreservehost",
+    "apache-preserve-host",
+    proxy="apache",
+    severity="medium",
+    scenario="apache/preserve-host",
+    directives=("ProxyPreserveHost",),
+    help="https://httpd.apache.org/docs/2.4/mod/mod_proxy.html#proxypreservehost",
     fix="ProxyPreserveHost Off for HTTPS backends (or a certificate for the public name)",
 )
 def _preserve_host(scope: rules.Scope) -> rules.Hit | None:
@@ -666,20 +718,25 @@ def _preserve_host(scope: rules.Scope) -> rules.Hit | None:
     if not ph or ph.lower() != "on":
         return None
     return rules.Hit(
-        line, "ProxyPreserveHost On: Apache checks the backend certificate against the client's Host, not the "
-        "ProxyPass host",
+        line,
+        "ProxyPreserveHost On: Apache checks the backend certificate against the client's Host, not the ProxyPass host",
     )
 
 
 @rules.rule(
-    "apache-ip-target", proxy="apache", severity="medium", scenario="apache/ip-target",
+    "apache-ip-target",
+    proxy="apache",
+    severity="medium",
+    scenario="apache/ip-target",
     directives=("ProxyPass", "ProxyPassMatch", "BalancerMember"),
-    help="https://httpd.apache.org/docs/2.4/mod/mod_proxy.html#proxypass", fix="proxy to the backend's name",
+    help="https://httpd.apache.org/docs/2.4/mod/mod_proxy.html#proxypass",
+    fix="proxy to the backend's name",
 )
 def _ip_target(scope: rules.Scope) -> list[rules.Hit]:
     return [
         rules.Hit(
-            u.line, f"ProxyPass to the IP {u.host}: no SNI and the name check uses the IP; a certificate naming the "
+            u.line,
+            f"ProxyPass to the IP {u.host}: no SNI and the name check uses the IP; a certificate naming the "
             "backend is refused",
         )
         for u in scope.upstreams

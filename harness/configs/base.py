@@ -28,33 +28,37 @@ from harness.vocab import BACKEND_NAME
 #: FreeBSD, macOS/Homebrew): a trust path that is one of these stands for the lab's system bundle,
 #: anything else for the lab's internal root. Exact paths, never substrings: a private CA file
 #: named ``upstreamcacert.pem`` or ``/etc/ssl/certs/internal-ca.pem`` is a private CA (issue 24).
-SYSTEM_BUNDLE_FILES = frozenset({
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/certs/ca-bundle.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/pki/tls/certs/ca-bundle.trust.crt",
-    "/etc/pki/tls/cert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/usr/local/share/certs/ca-root-nss.crt",
-    "/usr/local/etc/openssl/cert.pem",
-    "/usr/local/etc/openssl@3/cert.pem",
-    "/opt/homebrew/etc/openssl@3/cert.pem",
-    "/opt/homebrew/etc/ca-certificates/cert.pem",
-    "/usr/lib/ssl/cert.pem",
-})
+SYSTEM_BUNDLE_FILES = frozenset(
+    {
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/ssl/certs/ca-bundle.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/tls/certs/ca-bundle.trust.crt",
+        "/etc/pki/tls/cert.pem",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ca-certificates/extracted/tls-ca-bundle.pem",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+        "/usr/local/share/certs/ca-root-nss.crt",
+        "/usr/local/etc/openssl/cert.pem",
+        "/usr/local/etc/openssl@3/cert.pem",
+        "/opt/homebrew/etc/openssl@3/cert.pem",
+        "/opt/homebrew/etc/ca-certificates/cert.pem",
+        "/usr/lib/ssl/cert.pem",
+    }
+)
 #: The same stores as hashed directories (CApath, SSLProxyCACertificatePath, a ca-base).
-SYSTEM_BUNDLE_DIRS = frozenset({
-    "/etc/ssl/certs",
-    "/etc/pki/tls/certs",
-    "/etc/pki/ca-trust/extracted/pem",
-    "/usr/share/ca-certificates",
-    "/usr/local/share/certs",
-    "/usr/lib/ssl/certs",
-    "/etc/ca-certificates/extracted",
-})
+SYSTEM_BUNDLE_DIRS = frozenset(
+    {
+        "/etc/ssl/certs",
+        "/etc/pki/tls/certs",
+        "/etc/pki/ca-trust/extracted/pem",
+        "/usr/share/ca-certificates",
+        "/usr/local/share/certs",
+        "/usr/lib/ssl/certs",
+        "/etc/ca-certificates/extracted",
+    }
+)
 
 
 def is_system_bundle(path: str) -> bool:
@@ -259,11 +263,15 @@ def crl_file(ref: str, config: Path, lab: LabPaths, notes: list[Note]) -> str:
         return ""
     count = _crl_count(config.parent / Path(ref.strip("\"'")).name)
     if count == 1:
-        notes.append(Note.whole(f"{ref} (one CRL, beside the config) stands for the lab intermediate's CRL "
-                                "alone; revoked is run"))
+        notes.append(
+            Note.whole(
+                f"{ref} (one CRL, beside the config) stands for the lab intermediate's CRL alone; revoked is run"
+            )
+        )
         return str(lab.crl_leaf)
-    notes.append(Note.whole(f"{ref} stands for the lab's CRLs of every CA in the chain (root and intermediate); "
-                            "revoked is run"))
+    notes.append(
+        Note.whole(f"{ref} stands for the lab's CRLs of every CA in the chain (root and intermediate); revoked is run")
+    )
     return str(lab.crl_chain)
 
 
@@ -294,16 +302,15 @@ _CONFIG_LIMIT = 2_000_000
 def read_config(path: Path, *, limit: int = _CONFIG_LIMIT) -> str:
     """The text of a user's config, or a one-line :class:`ConfigError`."""
     where = str(path)
-    raw = read_input(path, error=ConfigError, kind="a proxy config", limit=limit,
-                     directory_hint="pass the config file itself")
+    raw = read_input(
+        path, error=ConfigError, kind="a proxy config", limit=limit, directory_hint="pass the config file itself"
+    )
     if b"\0" in raw:
         raise ConfigError(f"{where}: binary file; pass a text proxy config")
     text = raw.decode("utf-8", "replace")
     if not text.strip():
         raise ConfigError(f"{where}: empty file")
     return text
-
-
 
 
 def check_yaml(text: str, where: str, yaml: Any) -> None:
@@ -321,8 +328,10 @@ def check_yaml(text: str, where: str, yaml: Any) -> None:
             sizes.append(1)
             anchors.append(ev.anchor)
             if len(anchors) > MAX_DEPTH:
-                raise ConfigError(f"{where}: line {ev.start_mark.line + 1}: nested more than {MAX_DEPTH} levels "
-                                  "deep; no proxy config needs that many")
+                raise ConfigError(
+                    f"{where}: line {ev.start_mark.line + 1}: nested more than {MAX_DEPTH} levels "
+                    "deep; no proxy config needs that many"
+                )
         elif isinstance(ev, yaml.CollectionEndEvent):
             size, anchor = sizes.pop(), anchors.pop()
             if anchor:
@@ -432,12 +441,7 @@ def split_url(url: str) -> tuple[str, str, int | None, str]:
     m = re.match(r"^(\w+)://(\[[^\]]+\]|[^/:]+)(?::(\d+))?(/.*)?$", url)
     if not m:
         return "", url, None, ""
-    return (
-        m.group(1).lower(),
-        m.group(2).strip("[]"),
-        int(m.group(3)) if m.group(3) else None,
-        m.group(4) or "",
-    )
+    return (m.group(1).lower(), m.group(2).strip("[]"), int(m.group(3)) if m.group(3) else None, m.group(4) or "")
 
 
 def split_hostport(value: str, default: int) -> tuple[str, int]:
@@ -454,19 +458,7 @@ def regex_sample(pattern: str) -> str | None:
     minimum (``+`` once), groups their first alternative; the caller re-checks the result.
     """
     p, i = pattern, 0
-    escapes = {
-        "d": "0",
-        "w": "a",
-        "s": "-",
-        "D": "a",
-        "W": "-",
-        "S": "a",
-        "b": "",
-        "B": "",
-        "A": "",
-        "z": "",
-        "Z": "",
-    }
+    escapes = {"d": "0", "w": "a", "s": "-", "D": "a", "W": "-", "S": "a", "b": "", "B": "", "A": "", "z": "", "Z": ""}
 
     def alt() -> str:
         nonlocal i

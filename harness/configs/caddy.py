@@ -391,16 +391,31 @@ _PLAIN: Asked = ("GET", ())
 
 
 def _walk(
-    block: list[Node], site: list[str], prefix: str, cfg: CaddyConfig, matchers: dict[str, Node], *, depth: int,
-    asked: Asked = _PLAIN, why: str = "",
+    block: list[Node],
+    site: list[str],
+    prefix: str,
+    cfg: CaddyConfig,
+    matchers: dict[str, Node],
+    *,
+    depth: int,
+    asked: Asked = _PLAIN,
+    why: str = "",
 ) -> None:
     nodes = list(_expand(block, cfg.snippets))
     named = {**matchers, **{n.name: n for n in nodes if n.name.startswith("@")}}
     for n in nodes:
         if n.name in ("handle", "handle_path", "route") and n.block is not None and depth < 20:
             sub, more, why_not = _matcher_request(n.args[0] if n.args else "", named)
-            _walk(n.block, site, _join(prefix, sub) if sub else prefix, cfg, named, depth=depth + 1,
-                  asked=_merge(asked, more), why=why or why_not)
+            _walk(
+                n.block,
+                site,
+                _join(prefix, sub) if sub else prefix,
+                cfg,
+                named,
+                depth=depth + 1,
+                asked=_merge(asked, more),
+                why=why or why_not,
+            )
         elif n.name == "reverse_proxy":
             cfg.proxies.append(_reverse_proxy(n, site, prefix, named, cfg, asked=asked, why=why))
 
@@ -446,9 +461,13 @@ def _matcher_request(token: str, named: dict[str, Node]) -> tuple[str, Asked, st
         else:  # host: the site's own address already names the Host the route is reached with
             pass
     if others:
-        return "", _PLAIN, (
-            f"named matcher {token} matches on {', '.join(others)}: the lab cannot build a request for it "
-            f"(it builds {', '.join(_BUILDABLE)})"
+        return (
+            "",
+            _PLAIN,
+            (
+                f"named matcher {token} matches on {', '.join(others)}: the lab cannot build a request for it "
+                f"(it builds {', '.join(_BUILDABLE)})"
+            ),
         )
     path = path.rstrip("*") or ("/" if query else "")  # /admin/* -> /admin/ (the probe adds a tail)
     return path + ("?" + query if query else ""), (method, tuple(headers)), ""
@@ -459,8 +478,14 @@ def _join(prefix: str, path: str) -> str:
 
 
 def _reverse_proxy(
-    n: Node, site: list[str], prefix: str, named: dict[str, Node], cfg: CaddyConfig, *,
-    asked: Asked = _PLAIN, why: str = "",
+    n: Node,
+    site: list[str],
+    prefix: str,
+    named: dict[str, Node],
+    cfg: CaddyConfig,
+    *,
+    asked: Asked = _PLAIN,
+    why: str = "",
 ) -> ReverseProxy:
     args = list(n.tokens[1:])
     path = prefix
@@ -468,8 +493,9 @@ def _reverse_proxy(
         sub, more, why_not = _matcher_request(args.pop(0).text, named)
         path, asked, why = (_join(prefix, sub) if sub else prefix), _merge(asked, more), why or why_not
     targets = [split_target(t.text, t.line) for t in args]
-    rp = ReverseProxy(n.line, site, path.rstrip("*") or "/", targets, why_unroutable=why, source=n,
-                      method=asked[0], headers=asked[1])
+    rp = ReverseProxy(
+        n.line, site, path.rstrip("*") or "/", targets, why_unroutable=why, source=n, method=asked[0], headers=asked[1]
+    )
     for c in _expand(n.block or [], cfg.snippets):
         if c.name == "to":
             rp.targets += [split_target(t.text, t.line) for t in c.tokens[1:]]
@@ -618,18 +644,56 @@ _SITE_DROP = {
 #: templates, tracing, metrics, invoke, acme_server, a plugin's directive ...) is dropped with a
 #: note: it calls out, runs code, serves the host's files or asks for credentials, and none
 #: decides whom Caddy trusts upstream (issue 26). Named matchers (``@name``) are kept.
-SITE_KEEP = frozenset({
-    "reverse_proxy", "handle", "handle_path", "handle_errors", "route", "header", "request_header", "uri",
-    "rewrite", "redir", "respond", "encode", "method", "abort", "error", "vars", "map", "request_body",
-    "import", "root", "file_server", "try_files", "skip_log", "log_skip",
-})
+SITE_KEEP = frozenset(
+    {
+        "reverse_proxy",
+        "handle",
+        "handle_path",
+        "handle_errors",
+        "route",
+        "header",
+        "request_header",
+        "uri",
+        "rewrite",
+        "redir",
+        "respond",
+        "encode",
+        "method",
+        "abort",
+        "error",
+        "vars",
+        "map",
+        "request_body",
+        "import",
+        "root",
+        "file_server",
+        "try_files",
+        "skip_log",
+        "log_skip",
+    }
+)
 #: Blocks whose directives are judged by :data:`SITE_KEEP` (the site's own block, and these).
 _CONTAINERS = ("handle", "handle_path", "handle_errors", "route", "handle_response")
 #: Also kept in a snippet, which may be imported inside a reverse_proxy or transport block.
 _SNIPPET_KEEP = SITE_KEEP | {
-    "to", "transport", "lb_policy", "header_up", "header_down", "trusted_proxies", "flush_interval",
-    "request_buffers", "response_buffers", "stream_timeout", "stream_close_delay", "handle_response",
-    "replace_status", "copy_response", "copy_response_headers", "method", "rewrite", "dynamic",
+    "to",
+    "transport",
+    "lb_policy",
+    "header_up",
+    "header_down",
+    "trusted_proxies",
+    "flush_interval",
+    "request_buffers",
+    "response_buffers",
+    "stream_timeout",
+    "stream_close_delay",
+    "handle_response",
+    "replace_status",
+    "copy_response",
+    "copy_response_headers",
+    "method",
+    "rewrite",
+    "dynamic",
 }
 #: reverse_proxy subdirectives the lab removes: health checks and retries (see the module doc).
 _RP_DROP = re.compile(
@@ -658,8 +722,11 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
             if t.dynamic or not t.host:
                 continue
             name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
-            route = None if rp.why_unroutable else Route(str(port), False, host, _route_probe(rp.path),
-                                                          rp.method, rp.headers)
+            route = (
+                None
+                if rp.why_unroutable
+                else Route(str(port), False, host, _route_probe(rp.path), rp.method, rp.headers)
+            )
             out.append(
                 Upstream(
                     label=f"{t.raw} (line {t.line})",
@@ -690,8 +757,12 @@ def _adapt_caddyfile(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str |
     if cfg.options is not None:
         kept = [n.name for n in cfg.options.block or []]
         notes.append(
-            Note("", cfg.options.line, f"global options ({', '.join(kept) or 'empty'}) replaced by the lab's "
-                                       "(admin off, auto_https off, storage and logs in the lab)")
+            Note(
+                "",
+                cfg.options.line,
+                f"global options ({', '.join(kept) or 'empty'}) replaced by the lab's "
+                "(admin off, auto_https off, storage and logs in the lab)",
+            )
         )
     else:
         notes.append(Note.whole("global options added: admin off, auto_https off, storage and logs in the lab"))
@@ -758,8 +829,16 @@ def _emit(
             continue
         inner = name if name in ("reverse_proxy", "transport", *_CONTAINERS) else "x"
         out.append(line + " {")
-        out += _emit(n.block, depth + 1, lab, notes, focus, cfg, parent=inner,
-                     rp_line=n.line if name == "reverse_proxy" else rp_line)
+        out += _emit(
+            n.block,
+            depth + 1,
+            lab,
+            notes,
+            focus,
+            cfg,
+            parent=inner,
+            rp_line=n.line if name == "reverse_proxy" else rp_line,
+        )
         out.append(pad + "}")
     return out
 
@@ -852,10 +931,23 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
 
 
 #: JSON handlers kept (the allow-list of :data:`SITE_KEEP`, in Caddy's JSON names).
-JSON_KEEP = frozenset({
-    "reverse_proxy", "subroute", "headers", "rewrite", "static_response", "encode", "vars", "map",
-    "file_server", "error", "request_body", "copy_response", "copy_response_headers",
-})
+JSON_KEEP = frozenset(
+    {
+        "reverse_proxy",
+        "subroute",
+        "headers",
+        "rewrite",
+        "static_response",
+        "encode",
+        "vars",
+        "map",
+        "file_server",
+        "error",
+        "request_body",
+        "copy_response",
+        "copy_response_headers",
+    }
+)
 
 
 def _json_allow(routes: Any, notes: list[Note]) -> None:
@@ -870,8 +962,12 @@ def _json_allow(routes: Any, notes: list[Note]) -> None:
             for h in route["handle"]:
                 kind = h.get("handler") if isinstance(h, dict) else None
                 if kind not in JSON_KEEP:
-                    notes.append(Note.whole(f"handler {kind!r} dropped (not on the lab's allow-list: only what routes, "
-                                            "rewrites or answers a request is kept)"))
+                    notes.append(
+                        Note.whole(
+                            f"handler {kind!r} dropped (not on the lab's allow-list: only what routes, "
+                            "rewrites or answers a request is kept)"
+                        )
+                    )
                     continue
                 kept.append(h)
                 if kind == "subroute":
@@ -922,8 +1018,9 @@ def _json_trust(h: dict[str, Any], lab: LabPaths, notes: list[Note], focus: str 
         if ca.get("provider") == "file":
             ca["pem_files"] = list(dict.fromkeys(trust_file(str(p), lab, notes) for p in ca.get("pem_files", [])))
         else:
-            notes.append(Note.whole(f"transport.tls.ca provider {ca.get('provider')!r} stands for the lab's internal "
-                                    "root"))
+            notes.append(
+                Note.whole(f"transport.tls.ca provider {ca.get('provider')!r} stands for the lab's internal root")
+            )
             tls["ca"] = {"provider": "file", "pem_files": [str(lab.ca)]}
     if any(k.startswith("client_certificate") for k in tls):
         for k in [k for k in tls if k.startswith("client_certificate")]:
@@ -968,8 +1065,12 @@ def _targets(scope: rules.Scope) -> str:
 
 
 @rules.rule(
-    "caddy-skip-verify", proxy="caddy", severity="high", scenario="caddy/verify-off",
-    directives=("tls_insecure_skip_verify",), help=f"{_DOCS}#tls_insecure_skip_verify",
+    "caddy-skip-verify",
+    proxy="caddy",
+    severity="high",
+    scenario="caddy/verify-off",
+    directives=("tls_insecure_skip_verify",),
+    help=f"{_DOCS}#tls_insecure_skip_verify",
     fix="remove tls_insecure_skip_verify and trust the backend's CA: tls_trust_pool file <internal root>",
 )
 def _skip_verify(scope: rules.Scope) -> rules.Hit | None:
@@ -984,8 +1085,12 @@ def _skip_verify(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "caddy-client-controlled-name", proxy="caddy", severity="high", scenario="caddy/server-name-from-host",
-    directives=("tls_server_name",), help=f"{_DOCS}#tls_server_name",
+    "caddy-client-controlled-name",
+    proxy="caddy",
+    severity="high",
+    scenario="caddy/server-name-from-host",
+    directives=("tls_server_name",),
+    help=f"{_DOCS}#tls_server_name",
     fix="set tls_server_name to the backend's literal name (or leave it out: the upstream's host)",
 )
 def _client_name(scope: rules.Scope) -> rules.Hit | None:
@@ -1000,8 +1105,12 @@ def _client_name(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "caddy-system-store", proxy="caddy", severity="medium", scenario="caddy/system-store",
-    directives=("tls_trust_pool", "tls_trusted_ca_certs"), help=f"{_DOCS}#tls_trust_pool",
+    "caddy-system-store",
+    proxy="caddy",
+    severity="medium",
+    scenario="caddy/system-store",
+    directives=("tls_trust_pool", "tls_trusted_ca_certs"),
+    help=f"{_DOCS}#tls_trust_pool",
     fix="trust the internal root only: transport http { tls_trust_pool file <internal root> }",
 )
 def _system_store(scope: rules.Scope) -> rules.Hit | None:
@@ -1015,8 +1124,12 @@ def _system_store(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "caddy-system-bundle", proxy="caddy", severity="medium", scenario="caddy/system-bundle",
-    directives=("tls_trust_pool", "tls_trusted_ca_certs"), help=f"{_DOCS}#tls_trust_pool",
+    "caddy-system-bundle",
+    proxy="caddy",
+    severity="medium",
+    scenario="caddy/system-bundle",
+    directives=("tls_trust_pool", "tls_trusted_ca_certs"),
+    help=f"{_DOCS}#tls_trust_pool",
     fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1032,8 +1145,12 @@ def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "caddy-ip-target-no-name", proxy="caddy", severity="medium", scenario="caddy/ip-target",
-    directives=("tls_server_name",), help=f"{_DOCS}#tls_server_name",
+    "caddy-ip-target-no-name",
+    proxy="caddy",
+    severity="medium",
+    scenario="caddy/ip-target",
+    directives=("tls_server_name",),
+    help=f"{_DOCS}#tls_server_name",
     fix="add tls_server_name <the backend's name> to transport http",
 )
 def _ip_no_name(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1050,8 +1167,12 @@ def _ip_no_name(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "caddy-trusted-ca-certs-deprecated", proxy="caddy", severity="low", scenario="caddy/trusted-ca-certs",
-    directives=("tls_trusted_ca_certs",), help=f"{_DOCS}#tls_trust_pool",
+    "caddy-trusted-ca-certs-deprecated",
+    proxy="caddy",
+    severity="low",
+    scenario="caddy/trusted-ca-certs",
+    directives=("tls_trusted_ca_certs",),
+    help=f"{_DOCS}#tls_trust_pool",
     fix="on Caddy 2.8+: tls_trust_pool file <the same files>",
 )
 def _deprecated(scope: rules.Scope) -> rules.Hit | None:

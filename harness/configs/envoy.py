@@ -80,23 +80,25 @@ _LOG_FORMAT = (
 #: else (Lua, Wasm, composite and matcher-wrapped filters, upstream filters, fault injection,
 #: retry plugins, custom cluster types ...) is dropped with a note naming it (issue 26: a
 #: deny-list let Lua through eight ways).
-ALLOWED_TYPES = frozenset({
-    HCM,
-    UPSTREAM_TLS,
-    DOWNSTREAM_TLS,
-    HTTP_OPTIONS,
-    "envoy.extensions.filters.http.router.v3.Router",
-    "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec",
-    "envoy.extensions.filters.http.cors.v3.Cors",
-    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-    "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
-    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
-    "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions",
-    "envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig",
-    "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
-    "envoy.extensions.path.rewrite.uri_template.v3.UriTemplateRewriteConfig",
-})
+ALLOWED_TYPES = frozenset(
+    {
+        HCM,
+        UPSTREAM_TLS,
+        DOWNSTREAM_TLS,
+        HTTP_OPTIONS,
+        "envoy.extensions.filters.http.router.v3.Router",
+        "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec",
+        "envoy.extensions.filters.http.cors.v3.Cors",
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+        "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions",
+        "envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig",
+        "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+        "envoy.extensions.path.rewrite.uri_template.v3.UriTemplateRewriteConfig",
+    }
+)
 #: Allowed by prefix: the TLS contexts and certificate validators (they decide trust: a SPIFFE
 #: validator dropped would leave a cluster verifying less than the user's), load-balancing
 #: policies (they pick among the cluster's own endpoints), a listener's filter-chain matcher
@@ -108,21 +110,28 @@ _ALLOWED_PREFIXES = (
     "google.protobuf.StringValue",
 )
 #: Extensions written by name alone (no typed_config) that are kept.
-_ALLOWED_NAMES = frozenset({
-    "envoy.filters.network.http_connection_manager",
-    "envoy.filters.http.router",
-    "envoy.filters.http.upstream_codec",
-    "envoy.filters.http.cors",
-    "envoy.filters.network.tcp_proxy",
-    "envoy.filters.listener.tls_inspector",
-    "envoy.filters.listener.http_inspector",
-    "envoy.transport_sockets.tls",
-    "envoy.transport_sockets.raw_buffer",
-})
+_ALLOWED_NAMES = frozenset(
+    {
+        "envoy.filters.network.http_connection_manager",
+        "envoy.filters.http.router",
+        "envoy.filters.http.upstream_codec",
+        "envoy.filters.http.cors",
+        "envoy.filters.network.tcp_proxy",
+        "envoy.filters.listener.tls_inspector",
+        "envoy.filters.listener.http_inspector",
+        "envoy.transport_sockets.tls",
+        "envoy.transport_sockets.raw_buffer",
+    }
+)
 _TYPED_STRUCTS = ("xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct")
 #: Keys whose list entries are extensions even when written by name alone.
 _EXTENSION_LISTS = (
-    "http_filters", "filters", "listener_filters", "upstream_http_filters", "access_log", "upstream_log",
+    "http_filters",
+    "filters",
+    "listener_filters",
+    "upstream_http_filters",
+    "access_log",
+    "upstream_log",
 )
 #: Bootstrap keys dropped: process settings and connections out of the lab.
 _DROP_TOP = (
@@ -483,11 +492,15 @@ def _extra_terms(match: Any) -> list[Term] | str:
             elif kind == "header" and name.startswith(":"):
                 return f"header matcher {name}: a pseudo-header the lab cannot set"
             raw = h.get("string_match")
-            sm: dict[str, Any] = raw if isinstance(raw, dict) else {
-                x.removesuffix("_match"): h[x]
-                for x in ("exact_match", "prefix_match", "suffix_match", "contains_match", "safe_regex_match")
-                if x in h
-            }
+            sm: dict[str, Any] = (
+                raw
+                if isinstance(raw, dict)
+                else {
+                    x.removesuffix("_match"): h[x]
+                    for x in ("exact_match", "prefix_match", "suffix_match", "contains_match", "safe_regex_match")
+                    if x in h
+                }
+            )
             negated = bool(h.get("invert_match"))
             icase = bool(sm.get("ignore_case"))
             text = f"{kind} matcher {json.dumps(h)[:80]}"
@@ -514,8 +527,13 @@ def _route_matches(match: Any, path: str, req: Built | None = None) -> bool:
         return False
     if extra:
         got = req or Built(None, path, "GET", ())
-        r = Request(got.host or PUBLIC_HOST, got.path.split("?")[0], got.method, dict(got.headers),
-                    dict(parse_qsl(urlsplit(got.path).query)))
+        r = Request(
+            got.host or PUBLIC_HOST,
+            got.path.split("?")[0],
+            got.method,
+            dict(got.headers),
+            dict(parse_qsl(urlsplit(got.path).query)),
+        )
         if any(matches(t, r) == t.negated for t in extra):
             return False
     if "prefix" in match:
@@ -657,16 +675,20 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
         if info is None:
             continue
         if not info.endpoints:
-            notes.append(Note("", info.line, f"cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); "
-                                             "not probed"))
+            notes.append(
+                Note(
+                    "", info.line, f"cluster {name} has no static endpoints ({cluster.get('type', 'EDS')}); not probed"
+                )
+            )
             continue
         upstreams += _endpoints(info, reach.get(name), why.get(name, f"no route sends requests to cluster {name}"))
         if focus and focus.split("|", 1)[0] == name and len(info.endpoints) > 1:
             _keep_one_endpoint(cluster, int(focus.split("|", 1)[1]))
             notes.append(Note("", info.line, f"cluster {name}: one endpoint at a time is probed (the others removed)"))
     _allow_only(root, lab, notes)
-    notes.append(Note.whole("access logs are the lab's: %UPSTREAM_TRANSPORT_FAILURE_REASON% is the evidence of a "
-                            "block"))
+    notes.append(
+        Note.whole("access logs are the lab's: %UPSTREAM_TRANSPORT_FAILURE_REASON% is the evidence of a block")
+    )
     text = _dump(root)
     return Adapted(
         text=f"# trustlab check: adapted from {path}\n{text}",
@@ -756,7 +778,7 @@ def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, 
             common["tls_certificates"] = [
                 {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
             ]
-            notes.append(Note("", getattr(sock, 'line', 0), "listener TLS certificate replaced by a lab-minted one"))
+            notes.append(Note("", getattr(sock, "line", 0), "listener TLS certificate replaced by a lab-minted one"))
         for f in _list(chain.get("filters")):
             typed = _get(f, "typed_config")
             if isinstance(typed, dict) and _type(typed) == HCM:
@@ -766,7 +788,7 @@ def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, 
 def _adapt_hcm(hcm: dict[str, Any], lab: LabPaths, notes: list[Note]) -> None:
     if "access_log" in hcm:
         notes.append(
-            Note("", hcm.line_of('access_log') if isinstance(hcm, Map) else 0, "access_log replaced by the lab's")
+            Note("", hcm.line_of("access_log") if isinstance(hcm, Map) else 0, "access_log replaced by the lab's")
         )
     hcm["access_log"] = [
         {
@@ -792,8 +814,11 @@ def _adapt_cluster(cluster: dict[str, Any], info: ClusterTLS | None, lab: LabPat
     ):
         if key in cluster:
             notes.append(
-                Note("", cluster.line_of(key) if isinstance(cluster, Map) else line, f"cluster {name}: {key} "
-                                                                                     f"dropped ({why})")
+                Note(
+                    "",
+                    cluster.line_of(key) if isinstance(cluster, Map) else line,
+                    f"cluster {name}: {key} dropped ({why})",
+                )
             )
             del cluster[key]
     if str(cluster.get("type", "")).upper() in ("STRICT_DNS", "LOGICAL_DNS") or "dns_resolvers" in cluster:
@@ -840,7 +865,7 @@ def _allow_only(root: Any, lab: LabPaths, notes: list[Note]) -> None:
             for item in node:
                 why = _refused(item, parent_key, lab)
                 if why:
-                    notes.append(Note("", getattr(item, 'line', 0), f"{why}"))
+                    notes.append(Note("", getattr(item, "line", 0), f"{why}"))
                     continue
                 kept.append(item)
                 todo.append((item, parent_key))
@@ -921,8 +946,13 @@ def _adapt_validation(v: dict[str, Any], line: int, where: str, lab: LabPaths, n
             notes.append(Note("", line, f"{where}: the inline trusted_ca stands for the lab's internal root"))
         elif "environment_variable" in ca:
             new = str(lab.ca)
-            notes.append(Note("", line, f"{where}: trusted_ca from ${ca['environment_variable']} stands for the lab's "
-                                        "internal root"))
+            notes.append(
+                Note(
+                    "",
+                    line,
+                    f"{where}: trusted_ca from ${ca['environment_variable']} stands for the lab's internal root",
+                )
+            )
         else:
             new = str(lab.ca)
         v["trusted_ca"] = {"filename": new}
@@ -1002,8 +1032,12 @@ def _validated(scope: rules.Scope) -> tuple[ClusterTLS, Map, str] | None:
 
 
 @rules.rule(
-    "envoy-no-trusted-ca", proxy="envoy", severity="high", scenario="envoy/no-validation",
-    directives=("validation_context.trusted_ca",), help=CVC_DOC,
+    "envoy-no-trusted-ca",
+    proxy="envoy",
+    severity="high",
+    scenario="envoy/no-validation",
+    directives=("validation_context.trusted_ca",),
+    help=CVC_DOC,
     fix="add validation_context.trusted_ca {filename: <internal root>} and a SAN matcher",
 )
 def _no_trusted_ca(scope: rules.Scope) -> rules.Hit | None:
@@ -1017,8 +1051,12 @@ def _no_trusted_ca(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "envoy-accept-untrusted", proxy="envoy", severity="high", scenario="envoy/accept-untrusted",
-    directives=("validation_context.trust_chain_verification",), help=CVC_DOC,
+    "envoy-accept-untrusted",
+    proxy="envoy",
+    severity="high",
+    scenario="envoy/accept-untrusted",
+    directives=("validation_context.trust_chain_verification",),
+    help=CVC_DOC,
     fix="remove trust_chain_verification: ACCEPT_UNTRUSTED",
 )
 def _accept_untrusted(scope: rules.Scope) -> rules.Hit | None:
@@ -1033,8 +1071,12 @@ def _accept_untrusted(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "envoy-allow-expired", proxy="envoy", severity="high", scenario="envoy/allow-expired",
-    directives=("validation_context.allow_expired_certificate",), help=CVC_DOC,
+    "envoy-allow-expired",
+    proxy="envoy",
+    severity="high",
+    scenario="envoy/allow-expired",
+    directives=("validation_context.allow_expired_certificate",),
+    help=CVC_DOC,
     fix="remove allow_expired_certificate",
 )
 def _allow_expired(scope: rules.Scope) -> rules.Hit | None:
@@ -1048,8 +1090,13 @@ def _allow_expired(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "envoy-system-bundle", proxy="envoy", severity="medium", scenario="envoy/system-bundle",
-    directives=("validation_context.trusted_ca",), help=CVC_DOC, fix="trust the internal root only",
+    "envoy-system-bundle",
+    proxy="envoy",
+    severity="medium",
+    scenario="envoy/system-bundle",
+    directives=("validation_context.trusted_ca",),
+    help=CVC_DOC,
+    fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
     if not (found := _validated(scope)):
@@ -1065,8 +1112,12 @@ def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "envoy-no-name-check", proxy="envoy", severity="high", scenario="envoy/ca-without-san",
-    directives=("validation_context.match_typed_subject_alt_names", "auto_sni_san_validation"), help=CVC_DOC,
+    "envoy-no-name-check",
+    proxy="envoy",
+    severity="high",
+    scenario="envoy/ca-without-san",
+    directives=("validation_context.match_typed_subject_alt_names", "auto_sni_san_validation"),
+    help=CVC_DOC,
     fix="add match_typed_subject_alt_names [{san_type: DNS, matcher: {exact: "
     "<backend name>}}] (or auto_sni_san_validation: true with sni)",
 )
@@ -1094,8 +1145,12 @@ def _dns_matchers(scope: rules.Scope, *kinds: str) -> Iterator[tuple[int, str, s
 
 
 @rules.rule(
-    "envoy-broad-san-matcher", proxy="envoy", severity="high", scenario="envoy/san-suffix",
-    directives=("validation_context.match_typed_subject_alt_names",), help=CVC_DOC,
+    "envoy-broad-san-matcher",
+    proxy="envoy",
+    severity="high",
+    scenario="envoy/san-suffix",
+    directives=("validation_context.match_typed_subject_alt_names",),
+    help=CVC_DOC,
     fix="match the backend's name exactly (DNS exact <backend name>)",
 )
 def _broad_san(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1109,8 +1164,12 @@ def _broad_san(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "envoy-prefix-san-matcher", proxy="envoy", severity="medium", scenario="envoy/san-prefix",
-    directives=("validation_context.match_typed_subject_alt_names",), help=CVC_DOC,
+    "envoy-prefix-san-matcher",
+    proxy="envoy",
+    severity="medium",
+    scenario="envoy/san-prefix",
+    directives=("validation_context.match_typed_subject_alt_names",),
+    help=CVC_DOC,
     fix="match the backend's name exactly (DNS exact <backend name>)",
 )
 def _prefix_san(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1119,8 +1178,12 @@ def _prefix_san(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "envoy-exact-matches-wildcard", proxy="envoy", severity="low", scenario="envoy/good",
-    directives=("validation_context.match_typed_subject_alt_names",), help=CVC_DOC,
+    "envoy-exact-matches-wildcard",
+    proxy="envoy",
+    severity="low",
+    scenario="envoy/good",
+    directives=("validation_context.match_typed_subject_alt_names",),
+    help=CVC_DOC,
     fix="if your PKI never issues wildcards, use safe_regex with the escaped name: it is matched literally",
 )
 def _exact_wildcard(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1133,8 +1196,12 @@ def _exact_wildcard(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "envoy-deprecated-san-matcher", proxy="envoy", severity="low", scenario="envoy/deprecated-san-matcher",
-    directives=("validation_context.match_subject_alt_names",), help=CVC_DOC,
+    "envoy-deprecated-san-matcher",
+    proxy="envoy",
+    severity="low",
+    scenario="envoy/deprecated-san-matcher",
+    directives=("validation_context.match_subject_alt_names",),
+    help=CVC_DOC,
     fix="use match_typed_subject_alt_names (san_type DNS)",
 )
 def _deprecated_san(scope: rules.Scope) -> rules.Hit | None:
@@ -1148,8 +1215,12 @@ def _deprecated_san(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "envoy-client-controlled-name", proxy="envoy", severity="high", scenario="envoy/auto-san-client-host",
-    directives=("auto_sni", "auto_san_validation", "host_rewrite_literal"), help=HPO_DOC,
+    "envoy-client-controlled-name",
+    proxy="envoy",
+    severity="high",
+    scenario="envoy/auto-san-client-host",
+    directives=("auto_sni", "auto_san_validation", "host_rewrite_literal"),
+    help=HPO_DOC,
     fix="set host_rewrite_literal <backend name> on every route to the "
     "cluster, or use sni + auto_sni_san_validation instead",
 )
@@ -1167,8 +1238,12 @@ def _client_name(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "envoy-no-sni", proxy="envoy", severity="low", scenario="envoy/no-sni-routed",
-    directives=("sni", "auto_host_sni", "auto_sni"), help=UTC_DOC,
+    "envoy-no-sni",
+    proxy="envoy",
+    severity="low",
+    scenario="envoy/no-sni-routed",
+    directives=("sni", "auto_host_sni", "auto_sni"),
+    help=UTC_DOC,
     fix="add sni: <backend name> (or auto_host_sni: true)",
 )
 def _no_sni(scope: rules.Scope) -> rules.Hit | None:

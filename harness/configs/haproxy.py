@@ -296,7 +296,7 @@ def _acl_alternatives(cond: list[str], acls: dict[str, list[list[str]]]) -> list
             continue
         elif w == "{":
             j = words.index("}", i) if "}" in words[i:] else len(words)
-            groups[-1].append((negate, [words[i + 1:j]], "{ " + " ".join(words[i + 1:j]) + " }"))
+            groups[-1].append((negate, [words[i + 1 : j]], "{ " + " ".join(words[i + 1 : j]) + " }"))
             i = j
         else:
             neg = negate
@@ -324,8 +324,9 @@ def _acl_alternatives(cond: list[str], acls: dict[str, list[list[str]]]) -> list
                     continue
                 options += got
             if neg:
-                conj = [c + [Term(t.kind, t.op, t.value, t.key, t.icase, True, "!" + t.text) for t in options]
-                        for c in conj]
+                conj = [
+                    c + [Term(t.kind, t.op, t.value, t.key, t.icase, True, "!" + t.text) for t in options] for c in conj
+                ]
             else:
                 conj = [c + [t] for c in conj for t in options][:64]
         alternatives += conj
@@ -333,8 +334,16 @@ def _acl_alternatives(cond: list[str], acls: dict[str, list[list[str]]]) -> list
 
 
 #: ``-m`` match methods and the suffixes of the fetch names (``path_beg``) that stand for them.
-_HAP_OPS = {"str": "eq", "beg": "beg", "end": "end", "sub": "sub", "reg": "reg", "dom": "dom", "dir": "dir",
-            "found": "found"}
+_HAP_OPS = {
+    "str": "eq",
+    "beg": "beg",
+    "end": "end",
+    "sub": "sub",
+    "reg": "reg",
+    "dom": "dom",
+    "dir": "dir",
+    "found": "found",
+}
 
 
 def _acl_terms(expr: list[str], name: str) -> list[Term] | str:
@@ -353,15 +362,18 @@ def _acl_terms(expr: list[str], name: str) -> list[Term] | str:
                 return f"acl {name}: -m {rest[i + 1]}: a match method the lab cannot build a request for"
             i += 1
         elif v == "--":
-            values += rest[i + 1:]
+            values += rest[i + 1 :]
             break
         elif v.startswith("-") and len(v) == 2:
             pass
         else:
             values.append(v)
         i += 1
-    m = re.fullmatch(r"(req\.)?(path|url|hdr|fhdr|method|url_param|urlp|ssl_fc_sni|req\.ssl_sni|src)"
-                     r"(?:_(beg|end|sub|reg|dom|dir|len|cnt|ip|val))?(?:\(([^),]*)[^)]*\))?", fetch)
+    m = re.fullmatch(
+        r"(req\.)?(path|url|hdr|fhdr|method|url_param|urlp|ssl_fc_sni|req\.ssl_sni|src)"
+        r"(?:_(beg|end|sub|reg|dom|dir|len|cnt|ip|val))?(?:\(([^),]*)[^)]*\))?",
+        fetch,
+    )
     if not m:
         return f"acl {name}: {fetch}: a fetch the lab cannot build a request for"
     base, suffix, arg = m.group(2), m.group(3), (m.group(4) or "").strip()
@@ -430,12 +442,17 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     fronts = [front for sec in sections if (front := _section(run, sec)) is not None]
     for u in run.upstreams:
         _route(u, fronts)
-    run.notes.append(Note.whole("retries 0 in every backend: a refused handshake is retried after 1 s, which only "
-                                "delays the verdict"))
-    run.notes.append(Note.whole("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a "
-                                "block)"))
-    return Adapted(text="\n".join(run.out) + "\n", notes=ordered(run.notes), upstreams=run.upstreams,
-                   listeners=run.listeners)
+    run.notes.append(
+        Note.whole(
+            "retries 0 in every backend: a refused handshake is retried after 1 s, which only delays the verdict"
+        )
+    )
+    run.notes.append(
+        Note.whole("logs go to stdout with the lab's log-format (ssl_bc_err_str is the evidence of a block)")
+    )
+    return Adapted(
+        text="\n".join(run.out) + "\n", notes=ordered(run.notes), upstreams=run.upstreams, listeners=run.listeners
+    )
 
 
 def _section(run: _Run, sec: Section) -> _Front | None:
@@ -542,8 +559,9 @@ def _route(u: Upstream, fronts: list[_Front]) -> None:
                 continue
             built = _acl_route(cond, front.acls, [r for r in rules[:i] if r[0] != be])
             if not isinstance(built, str):
-                u.route = Route(front.listener, front.tls, built.host or PUBLIC_HOST, built.path, built.method,
-                                built.headers)
+                u.route = Route(
+                    front.listener, front.tls, built.host or PUBLIC_HOST, built.path, built.method, built.headers
+                )
                 break
             u.why_unroutable = f"use_backend {be} {' '.join(cond)}: {built}"
         if u.route is None and front.default_be == be:
@@ -566,8 +584,18 @@ def _reads_host(key: str, w: list[str]) -> bool:
     if key == "filter" and "config" in w[1:]:
         return True  # spoe / opentracing: their own config file
     if "-f" in w[1:] or "-M" in w[1:] or any(x in ("file", "lf-file") for x in w[1:]):
-        return key in ("acl", "http-request", "http-response", "http-after-response", "tcp-request",
-                       "tcp-response", "use_backend", "use-server", "redirect", "monitor")
+        return key in (
+            "acl",
+            "http-request",
+            "http-response",
+            "http-after-response",
+            "tcp-request",
+            "tcp-response",
+            "use_backend",
+            "use-server",
+            "redirect",
+            "monitor",
+        )
     return bool(_FILE_FUNCS.search(" ".join(w[1:])))
 
 
@@ -582,8 +610,12 @@ def _server_line(
         if k in ("check", "check-ssl") or (k == "resolvers" and i + 1 < len(w)):
             if k == "check":
                 notes.append(
-                    Note("", no, f"`check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
-                                 "checks would reach the seat between cells)")
+                    Note(
+                        "",
+                        no,
+                        f"`check` dropped from {w[0]} {w[1] if len(w) > 1 else ''} (health "
+                        "checks would reach the seat between cells)",
+                    )
                 )
             i += 2 if k == "resolvers" else 1
             continue
@@ -664,15 +696,17 @@ def scopes(path: Path, text: str) -> list[rules.Scope]:
         w = server.words
         if len(w) < 3 or not server.ssl:
             continue
-        found = {
-            k: rules.Directive(k, () if v is True else (str(v),), server.line) for k, v in server.options.items()
-        }
+        found = {k: rules.Directive(k, () if v is True else (str(v),), server.line) for k, v in server.options.items()}
         if glob:
             found["ssl-server-verify"] = glob
         host = split_hostport(w[2], 443)[0]
         out.append(
             rules.Scope(
-                ProxyKind.HAPROXY, str(path), server.line, (rules.Upstream(w[2], host, server.line),), found,
+                ProxyKind.HAPROXY,
+                str(path),
+                server.line,
+                (rules.Upstream(w[2], host, server.line),),
+                found,
                 {"server": w[1]},
             )
         )
@@ -686,8 +720,12 @@ def _verify(scope: rules.Scope) -> str:
 
 
 @rules.rule(
-    "haproxy-verify-none", proxy="haproxy", severity="high", scenario="haproxy/verify-none",
-    directives=("verify", "ssl-server-verify"), help=_DOCS + "verify",
+    "haproxy-verify-none",
+    proxy="haproxy",
+    severity="high",
+    scenario="haproxy/verify-none",
+    directives=("verify", "ssl-server-verify"),
+    help=_DOCS + "verify",
     fix="verify required ca-file <internal root> verifyhost <backend name>",
 )
 def _verify_none(scope: rules.Scope) -> rules.Hit | None:
@@ -699,8 +737,13 @@ def _verify_none(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "haproxy-no-ca-file", proxy="haproxy", severity="medium", scenario="haproxy/defaults",
-    directives=("ca-file", "verify"), help=_DOCS + "ca-file", fix="add ca-file <internal root>",
+    "haproxy-no-ca-file",
+    proxy="haproxy",
+    severity="medium",
+    scenario="haproxy/defaults",
+    directives=("ca-file", "verify"),
+    help=_DOCS + "ca-file",
+    fix="add ca-file <internal root>",
 )
 def _no_ca_file(scope: rules.Scope) -> rules.Hit | None:
     if _verify(scope) == "none" or scope.get("ca-file"):
@@ -713,8 +756,13 @@ def _no_ca_file(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "haproxy-system-bundle", proxy="haproxy", severity="medium", scenario="haproxy/system-bundle",
-    directives=("ca-file", "verify"), help=_DOCS + "ca-file", fix="trust the internal root only",
+    "haproxy-system-bundle",
+    proxy="haproxy",
+    severity="medium",
+    scenario="haproxy/system-bundle",
+    directives=("ca-file", "verify"),
+    help=_DOCS + "ca-file",
+    fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
     ca = scope.get("ca-file")
@@ -728,8 +776,12 @@ def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "haproxy-no-name-check", proxy="haproxy", severity="high", scenario="haproxy/ca-only",
-    directives=("verifyhost", "sni", "verify"), help=_DOCS + "verifyhost",
+    "haproxy-no-name-check",
+    proxy="haproxy",
+    severity="high",
+    scenario="haproxy/ca-only",
+    directives=("verifyhost", "sni", "verify"),
+    help=_DOCS + "verifyhost",
     fix="add verifyhost <backend name> (and sni str(<backend name>))",
 )
 def _no_name_check(scope: rules.Scope) -> rules.Hit | None:
@@ -749,8 +801,13 @@ def _sni(scope: rules.Scope) -> str | None:
 
 
 @rules.rule(
-    "haproxy-client-controlled-sni", proxy="haproxy", severity="high", scenario="haproxy/sni-from-host",
-    directives=("sni", "verifyhost", "verify"), help=_DOCS + "sni", fix="add verifyhost <backend name>",
+    "haproxy-client-controlled-sni",
+    proxy="haproxy",
+    severity="high",
+    scenario="haproxy/sni-from-host",
+    directives=("sni", "verifyhost", "verify"),
+    help=_DOCS + "sni",
+    fix="add verifyhost <backend name>",
 )
 def _client_controlled_sni(scope: rules.Scope) -> rules.Hit | None:
     sni = _sni(scope)
@@ -764,8 +821,13 @@ def _client_controlled_sni(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "haproxy-no-verifyhost", proxy="haproxy", severity="high", scenario="haproxy/no-verifyhost",
-    directives=("no-verifyhost", "verify"), help=_DOCS + "no-verifyhost", fix="remove no-verifyhost",
+    "haproxy-no-verifyhost",
+    proxy="haproxy",
+    severity="high",
+    scenario="haproxy/no-verifyhost",
+    directives=("no-verifyhost", "verify"),
+    help=_DOCS + "no-verifyhost",
+    fix="remove no-verifyhost",
 )
 def _no_verifyhost(scope: rules.Scope) -> rules.Hit | None:
     if _verify(scope) == "none" or not scope.get("no-verifyhost"):

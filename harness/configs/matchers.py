@@ -140,8 +140,9 @@ def _build(terms: list[Term], default_host: str) -> Built | str:
         if matches(t, req) == t.negated:
             what = "is matched" if t.negated else "is not matched"
             return f"{t.text or t.kind}: {what} by the request the other matchers need"
-    return Built(req.host if req.host != default_host else None, req.target(), req.method or "GET",
-                 tuple(req.headers.items()))
+    return Built(
+        req.host if req.host != default_host else None, req.target(), req.method or "GET", tuple(req.headers.items())
+    )
 
 
 def _satisfy(t: Term, req: Request) -> str:
@@ -226,8 +227,10 @@ def matches(t: Term, req: Request) -> bool:
     elif t.kind == "method":
         got = req.method or "GET"
     elif t.kind == "header":
-        got = req.host if t.key.lower() == "host" else next(
-            (v for k, v in req.headers.items() if k.lower() == t.key.lower()), None
+        got = (
+            req.host
+            if t.key.lower() == "host"
+            else next((v for k, v in req.headers.items() if k.lower() == t.key.lower()), None)
         )
     elif t.kind == "query":
         got = req.query.get(t.key)

@@ -391,12 +391,23 @@ def _focus_pool(run: _Run, pool: Directive, *, max_fails: bool = True) -> None:
             # With several peers nginx takes a failed one out of rotation for fail_timeout; the
             # next cell would get "no live upstreams".
             s["args"] = [a for a in s["args"] if not a.startswith("max_fails=")] + ["max_fails=0"]
-            run.notes.append(Note("", s["line"], f"max_fails=0 on the probed server {s['args'][0]} (a refused "
-                                                 "impostor must not take it out of rotation for the next cell)"))
+            run.notes.append(
+                Note(
+                    "",
+                    s["line"],
+                    f"max_fails=0 on the probed server {s['args'][0]} (a refused "
+                    "impostor must not take it out of rotation for the next cell)",
+                )
+            )
         if key != focus and focus.startswith(name + "|") and "down" not in s["args"]:
             s["args"].append("down")
-            run.notes.append(Note("", s["line"], f"server {s['args'][0]} marked down while {focus.split('|')[1]} of "
-                                                 f"upstream {name} is probed"))
+            run.notes.append(
+                Note(
+                    "",
+                    s["line"],
+                    f"server {s['args'][0]} marked down while {focus.split('|')[1]} of upstream {name} is probed",
+                )
+            )
 
 
 def _proxy_passes(run: _Run, loc: Directive, stack: list[Directive]) -> None:
@@ -414,16 +425,18 @@ def _proxy_passes(run: _Run, loc: Directive, stack: list[Directive]) -> None:
         )
         where = f"location {' '.join(loc['args'])}" if loc["directive"] == "location" else "server"
         for host, port, pool in _targets(run, url):
-            run.upstreams.append(Upstream(
-                label=f"{url}{f' -> {host}:{port}' if pool else ''} ({where}, line {d['line']})",
-                host=host,
-                port=port,
-                line=d["line"],
-                name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
-                route=route,
-                why_unroutable=why,
-                pool=pool,
-            ))
+            run.upstreams.append(
+                Upstream(
+                    label=f"{url}{f' -> {host}:{port}' if pool else ''} ({where}, line {d['line']})",
+                    host=host,
+                    port=port,
+                    line=d["line"],
+                    name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
+                    route=route,
+                    why_unroutable=why,
+                    pool=pool,
+                )
+            )
 
 
 def _literal_url(run: _Run, d: Directive, stack: list[Directive]) -> str | None:
@@ -434,11 +447,21 @@ def _literal_url(run: _Run, d: Directive, stack: list[Directive]) -> str | None:
         return url
     value = resolve_var(url, stack)
     if value is None:
-        run.notes.append(Note("", d["line"], f"proxy_pass {url} depends on a request variable; not checked (give a "
-                                             "literal URL or a `set` in scope)"))
+        run.notes.append(
+            Note(
+                "",
+                d["line"],
+                f"proxy_pass {url} depends on a request variable; not checked (give a literal URL or a `set` in scope)",
+            )
+        )
         return None
-    run.notes.append(Note("", d["line"], f"proxy_pass {url} -> {value} (the lab has no DNS resolver; the value of "
-                                         "`set` was substituted)"))
+    run.notes.append(
+        Note(
+            "",
+            d["line"],
+            f"proxy_pass {url} -> {value} (the lab has no DNS resolver; the value of `set` was substituted)",
+        )
+    )
     d["args"] = [value]
     return value
 
@@ -453,8 +476,10 @@ def _route(loc: Directive, stack: list[Directive]) -> tuple[Route | None, str]:
         listener = next(iter(lst), "80")
         return Route(listener, lst.get(listener, False), _host_header(server), path), ""
     if loc["directive"] == "location" and any(a.startswith("@") for a in loc["args"][:1]):
-        return None, (f"named location {loc['args'][0]}: only an internal redirect (try_files, error_page) reaches "
-                      "it, never a request path")
+        return None, (
+            f"named location {loc['args'][0]}: only an internal redirect (try_files, error_page) reaches "
+            "it, never a request path"
+        )
     return None, f"location {' '.join(loc['args'])}: no request path the lab can build matches this regex"
 
 
@@ -479,8 +504,13 @@ def _main_context(run: _Run, tree: list[Directive]) -> tuple[list[Directive], li
         name, line = d["directive"], d["line"]
         if name in _MAIN_DROP:
             if name not in ("include", "error_log", "pid"):
-                run.notes.append(Note("", line, f"{name} {' '.join(d['args'])} dropped (process setting: the lab "
-                                                "runs one foreground process)"))
+                run.notes.append(
+                    Note(
+                        "",
+                        line,
+                        f"{name} {' '.join(d['args'])} dropped (process setting: the lab runs one foreground process)",
+                    )
+                )
             elif name == "include":
                 run.notes.append(Note("", line, f"include {' '.join(d['args'])} dropped (not followed)"))
         elif name == "stream" and "block" in d:
@@ -568,9 +598,15 @@ def _adapt_stream(run: _Run, stream: Directive) -> None:
         # so no verdict depends on reuse; the evidence then does not depend on timing either.
         server["block"] = [d for d in server.get("block", []) if d["directive"] != "proxy_ssl_session_reuse"]
         server["block"].append({"directive": "proxy_ssl_session_reuse", "args": ["off"], "line": server["line"]})
-        run.notes.append(Note("", server["line"], "stream server gets proxy_ssl_session_reuse off (the lab's "
-                              "readiness connection reaches the backend through it; no session is carried into "
-                              "the cells)"))
+        run.notes.append(
+            Note(
+                "",
+                server["line"],
+                "stream server gets proxy_ssl_session_reuse off (the lab's "
+                "readiness connection reaches the backend through it; no session is carried into "
+                "the cells)",
+            )
+        )
     for server in servers:
         _stream_upstreams(run, [stream, server], pools)
 
@@ -587,15 +623,20 @@ def _tls_servers(run: _Run, stream: Directive) -> list[Directive]:
         if d["directive"] == "server" and not _proxy_ssl_on([stream, d]):
             # Plain TCP to its upstream: nothing to verify, and its upstream's name would not
             # resolve in the lab (nginx refuses to start on it).
-            run.notes.append(Note("", d["line"], "stream server without proxy_ssl on dropped (plain TCP: no "
-                                                 "certificate to verify)"))
+            run.notes.append(
+                Note("", d["line"], "stream server without proxy_ssl on dropped (plain TCP: no certificate to verify)")
+            )
             continue
         kept.append(d)
-    used = {p["args"][0] for d in kept if d["directive"] == "server"
-            for p in d.get("block", []) if p["directive"] == "proxy_pass" and p["args"]}
+    used = {
+        p["args"][0]
+        for d in kept
+        if d["directive"] == "server"
+        for p in d.get("block", [])
+        if p["directive"] == "proxy_pass" and p["args"]
+    }
     for d in [d for d in kept if d["directive"] == "upstream" and d.get("args") and d["args"][0] not in used]:
-        run.notes.append(Note("", d["line"], f"stream upstream {d['args'][0]} dropped (only plain-TCP servers use "
-                                             "it)"))
+        run.notes.append(Note("", d["line"], f"stream upstream {d['args'][0]} dropped (only plain-TCP servers use it)"))
         kept.remove(d)
     return kept
 
@@ -659,21 +700,34 @@ def _stream_upstreams(run: _Run, stack: list[Directive], pools: dict[str, Direct
         if "$" in target:
             run.notes.append(Note("", d["line"], f"stream proxy_pass {target} depends on a variable; not checked"))
             continue
-        members = ([(s["args"][0], s["line"]) for s in pools[target].get("block", [])
-                    if s["directive"] == "server" and s.get("args")] if target in pools else [(target, d["line"])])
+        members = (
+            [
+                (s["args"][0], s["line"])
+                for s in pools[target].get("block", [])
+                if s["directive"] == "server" and s.get("args")
+            ]
+            if target in pools
+            else [(target, d["line"])]
+        )
         for addr, line in members:
             host, port = split_hostport(addr, 0)
             if not port:
                 run.notes.append(Note("", line, f"stream server {addr} has no port; not checked"))
                 continue
-            run.upstreams.append(Upstream(
-                label=f"stream proxy_pass {target}" + (f" -> {addr}" if target in pools else "")
-                + f" (stream server, line {d['line']})",
-                host=host, port=port, line=d["line"],
-                name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
-                route=route, why_unroutable=why,
-                pool=f"{target}|{addr}|{line}" if target in pools else "",
-            ))
+            run.upstreams.append(
+                Upstream(
+                    label=f"stream proxy_pass {target}"
+                    + (f" -> {addr}" if target in pools else "")
+                    + f" (stream server, line {d['line']})",
+                    host=host,
+                    port=port,
+                    line=d["line"],
+                    name=ssl_name or (host if not is_ip(host) else BACKEND_NAME),
+                    route=route,
+                    why_unroutable=why,
+                    pool=f"{target}|{addr}|{line}" if target in pools else "",
+                )
+            )
 
 
 def _strip_private(block: Directive) -> None:
@@ -736,12 +790,16 @@ def scopes(path: Path, text: str = "") -> list[rules.Scope]:
                     continue
                 target = d["args"][0]
                 found = {n: e for n in _TRUST if (e := effective(n, stack)) is not None}
-                out.append(rules.Scope(
-                    ProxyKind.NGINX, str(path), d["line"],
-                    (rules.Upstream(target, split_hostport(target, 0)[0], d["line"]),),
-                    {n: rules.Directive(n, tuple(e["args"]), e["line"]) for n, e in found.items()},
-                    {"pools": spools, "stream": True},
-                ))
+                out.append(
+                    rules.Scope(
+                        ProxyKind.NGINX,
+                        str(path),
+                        d["line"],
+                        (rules.Upstream(target, split_hostport(target, 0)[0], d["line"]),),
+                        {n: rules.Directive(n, tuple(e["args"]), e["line"]) for n, e in found.items()},
+                        {"pools": spools, "stream": True},
+                    )
+                )
     return out
 
 
@@ -751,8 +809,12 @@ def _verify_on(scope: rules.Scope) -> bool:
 
 
 @rules.rule(
-    "nginx-ca-without-verify", proxy="nginx", severity="high", scenario="nginx/ca-without-verify",
-    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"), help=_DOCS + "proxy_ssl_verify",
+    "nginx-ca-without-verify",
+    proxy="nginx",
+    severity="high",
+    scenario="nginx/ca-without-verify",
+    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"),
+    help=_DOCS + "proxy_ssl_verify",
     fix="add `proxy_ssl_verify on;`",
 )
 def _ca_without_verify(scope: rules.Scope) -> rules.Hit | None:
@@ -767,8 +829,12 @@ def _ca_without_verify(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-verify-off", proxy="nginx", severity="high", scenario="nginx/verify-off",
-    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"), help=_DOCS + "proxy_ssl_verify",
+    "nginx-verify-off",
+    proxy="nginx",
+    severity="high",
+    scenario="nginx/verify-off",
+    directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"),
+    help=_DOCS + "proxy_ssl_verify",
     fix="proxy_ssl_verify on; proxy_ssl_trusted_certificate <internal root>; proxy_ssl_server_name on;",
 )
 def _verify_off(scope: rules.Scope) -> rules.Hit | None:
@@ -777,15 +843,18 @@ def _verify_off(scope: rules.Scope) -> rules.Hit | None:
         return None
     return rules.Hit(
         verify.line if verify else scope.line,
-        f"proxy_pass {scope.upstreams[0].url}: proxy_ssl_verify is off (nginx's default): any certificate "
-        "is accepted",
+        f"proxy_pass {scope.upstreams[0].url}: proxy_ssl_verify is off (nginx's default): any certificate is accepted",
     )
 
 
 @rules.rule(
-    "nginx-verify-no-ca", proxy="nginx", severity="high", scenario="nginx/verify-no-ca",
+    "nginx-verify-no-ca",
+    proxy="nginx",
+    severity="high",
+    scenario="nginx/verify-no-ca",
     directives=("proxy_ssl_verify", "proxy_ssl_trusted_certificate"),
-    help=_DOCS + "proxy_ssl_trusted_certificate", fix="add `proxy_ssl_trusted_certificate <internal root only>;`",
+    help=_DOCS + "proxy_ssl_trusted_certificate",
+    fix="add `proxy_ssl_trusted_certificate <internal root only>;`",
 )
 def _verify_no_ca(scope: rules.Scope) -> rules.Hit | None:
     if not _verify_on(scope) or scope.get("proxy_ssl_trusted_certificate"):
@@ -798,9 +867,13 @@ def _verify_no_ca(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-system-bundle", proxy="nginx", severity="medium", scenario="nginx/system-bundle",
+    "nginx-system-bundle",
+    proxy="nginx",
+    severity="medium",
+    scenario="nginx/system-bundle",
     directives=("proxy_ssl_trusted_certificate", "proxy_ssl_verify"),
-    help=_DOCS + "proxy_ssl_trusted_certificate", fix="trust the internal root only",
+    help=_DOCS + "proxy_ssl_trusted_certificate",
+    fix="trust the internal root only",
 )
 def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
     ca = scope.get("proxy_ssl_trusted_certificate")
@@ -815,8 +888,12 @@ def _system_bundle(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-client-controlled-name", proxy="nginx", severity="high", scenario="reported/nginx-gist-ip-host-sni",
-    directives=("proxy_ssl_name",), help=_DOCS + "proxy_ssl_name",
+    "nginx-client-controlled-name",
+    proxy="nginx",
+    severity="high",
+    scenario="reported/nginx-gist-ip-host-sni",
+    directives=("proxy_ssl_name",),
+    help=_DOCS + "proxy_ssl_name",
     fix="set proxy_ssl_name to the backend's literal name",
 )
 def _client_controlled_name(scope: rules.Scope) -> rules.Hit | None:
@@ -831,8 +908,12 @@ def _client_controlled_name(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-ip-target-no-name", proxy="nginx", severity="medium", scenario="nginx/ip-target",
-    directives=("proxy_pass", "proxy_ssl_name"), help=_DOCS + "proxy_ssl_name",
+    "nginx-ip-target-no-name",
+    proxy="nginx",
+    severity="medium",
+    scenario="nginx/ip-target",
+    directives=("proxy_pass", "proxy_ssl_name"),
+    help=_DOCS + "proxy_ssl_name",
     fix="add `proxy_ssl_name <backend name>;`",
 )
 def _ip_target_no_name(scope: rules.Scope) -> rules.Hit | None:
@@ -847,8 +928,12 @@ def _ip_target_no_name(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-upstream-block-name", proxy="nginx", severity="medium", scenario="reported/ingress-nginx-4928",
-    directives=("proxy_pass", "upstream", "proxy_ssl_name", "proxy_ssl_verify"), help=_DOCS + "proxy_ssl_name",
+    "nginx-upstream-block-name",
+    proxy="nginx",
+    severity="medium",
+    scenario="reported/ingress-nginx-4928",
+    directives=("proxy_pass", "upstream", "proxy_ssl_name", "proxy_ssl_verify"),
+    help=_DOCS + "proxy_ssl_name",
     fix="add `proxy_ssl_name <backend name>;`",
 )
 def _upstream_block_name(scope: rules.Scope) -> rules.Hit | None:
@@ -863,8 +948,12 @@ def _upstream_block_name(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-verify-depth", proxy="nginx", severity="low", scenario="reported/nginx-1409",
-    directives=("proxy_ssl_verify_depth", "proxy_ssl_verify"), help=_DOCS + "proxy_ssl_verify_depth",
+    "nginx-verify-depth",
+    proxy="nginx",
+    severity="low",
+    scenario="reported/nginx-1409",
+    directives=("proxy_ssl_verify_depth", "proxy_ssl_verify"),
+    help=_DOCS + "proxy_ssl_verify_depth",
     fix="proxy_ssl_verify_depth 2 (or the depth of your PKI)",
 )
 def _verify_depth(scope: rules.Scope) -> rules.Hit | None:
@@ -879,8 +968,12 @@ def _verify_depth(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "nginx-no-sni", proxy="nginx", severity="low", scenario="nginx/no-sni-routed",
-    directives=("proxy_ssl_server_name", "proxy_ssl_verify"), help=_DOCS + "proxy_ssl_server_name",
+    "nginx-no-sni",
+    proxy="nginx",
+    severity="low",
+    scenario="nginx/no-sni-routed",
+    directives=("proxy_ssl_server_name", "proxy_ssl_verify"),
+    help=_DOCS + "proxy_ssl_server_name",
     fix="add `proxy_ssl_server_name on;`",
 )
 def _no_sni(scope: rules.Scope) -> rules.Hit | None:

@@ -309,8 +309,9 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     ]
     out += [new for ln in lines if (new := _line(run, ln, PEER_PLUMBING)) is not None]
     out += _plumbing(lab.run_dir, lines)
-    run.notes.append(Note.whole("logs, pid and core files are the lab's; cache_log at debug 83,5 (the evidence of a "
-                                "block)"))
+    run.notes.append(
+        Note.whole("logs, pid and core files are the lab's; cache_log at debug 83,5 (the evidence of a block)")
+    )
     run.notes.append(Note.whole(f"every cache_peer gets {PEER_PLUMBING} (refused impostors never mark a peer dead)"))
     upstreams = _upstreams(lines, all_peers, run.accel)
     return Adapted("\n".join(out) + "\n", ordered(run.notes), upstreams, run.listeners)
@@ -345,9 +346,13 @@ def _left_out(run: _Run, ln: Line) -> str | None:
     """Why *ln* is left out (the note; ``""``: said nowhere): a peer not probed now, the lab's own
     plumbing, a directive off the allow-list. None: it is not."""
     w, no, key = ln.words, ln.no, ln.key
-    if run.others and len(w) > 1 and (
-        (key == "cache_peer" and run.peer_at.get(no, "") in run.others)
-        or (key in ("cache_peer_access", "cache_peer_domain") and w[1] in run.others)
+    if (
+        run.others
+        and len(w) > 1
+        and (
+            (key == "cache_peer" and run.peer_at.get(no, "") in run.others)
+            or (key in ("cache_peer_access", "cache_peer_domain") and w[1] in run.others)
+        )
     ):
         return f"{key} {w[1]} left out while another peer is probed"
     if key in PLUMBING:
@@ -406,8 +411,12 @@ def _port_line(
         dropped = [d for d in dropped if d.partition("=")[0] not in own]
     new = " ".join([w[0], f"127.0.0.1:{lab_port}", *kept])
     notes.append(
-        Note("", no, f"{w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
-        + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else ""))
+        Note(
+            "",
+            no,
+            f"{w[0]} {addr} -> {w[0]} 127.0.0.1:{lab_port}"
+            + (f" ({', '.join(d.partition('=')[0] for d in dropped)} dropped)" if dropped else ""),
+        )
     )
     site = next((x.partition("=")[2] for x in w[2:] if x.startswith("defaultsite=")), None)
     if "accel" in kept:

@@ -329,8 +329,10 @@ def parse(path: Path, dynamic: tuple[Path, ...] = ()) -> Tree:
         _merge_dynamic(tree, data, path)  # a dynamic file given alone, or a file the provider reads
     elif top & set(DYNAMIC_KEYS):
         tree.notes.append(
-            Note.whole(f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not "
-                       "name this file")
+            Note.whole(
+                f"{path}: its dynamic sections (http ...) are not read by Traefik: providers.file does not "
+                "name this file"
+            )
         )
     seen = {itself} | {n.resolve() for n, _ in named}
     for given in dynamic:
@@ -448,11 +450,19 @@ def adapt(
     if "tls" in tree.dynamic or _any_tls(out):
         out["tls"] = {"certificates": [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]}
         if "tls" in tree.dynamic:
-            notes.append(Note.whole("tls section (certificates, options, stores) replaced by a lab-minted certificate "
-                                    "for the client side"))
+            notes.append(
+                Note.whole(
+                    "tls section (certificates, options, stores) replaced by a lab-minted certificate "
+                    "for the client side"
+                )
+            )
     upstreams = _upstreams(tree, entrypoints)
-    notes.append(Note.whole("the log is the lab's (INFO, error.log in the run directory): a refusal is logged as "
-                            "'500 Internal Server Error error=\"tls: failed to verify certificate: ...\"'"))
+    notes.append(
+        Note.whole(
+            "the log is the lab's (INFO, error.log in the run directory): a refusal is logged as "
+            "'500 Internal Server Error error=\"tls: failed to verify certificate: ...\"'"
+        )
+    )
     text = json.dumps(out, indent=2) + "\n"
     return Adapted(text=text, notes=ordered(notes), upstreams=upstreams, listeners=listeners)
 
@@ -471,8 +481,14 @@ def _lab_entrypoints(
         if isinstance(tls, dict) and (get(tls, "certResolver") or get(tls, "domains")):
             for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
                 del tls[k]
-            notes.append(tree.note(f"entry point {name}: ACME certResolver dropped (the lab's client side uses a "
-                                   "lab-minted certificate)", "entryPoints", name))
+            notes.append(
+                tree.note(
+                    f"entry point {name}: ACME certResolver dropped (the lab's client side uses a "
+                    "lab-minted certificate)",
+                    "entryPoints",
+                    name,
+                )
+            )
         new["address"] = f"127.0.0.1:{listeners[name]}"
         was = get(ep, "address") or "(default :80)"
         notes.append(tree.note(f"entry point {name} {was} -> 127.0.0.1:{listeners[name]}", "entryPoints", name))
@@ -489,16 +505,25 @@ def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
         if low == "serverstransport":
             out["serversTransport"] = _transport(value, ("serversTransport",), tree, lab, notes)
         elif low == "global":
-            notes.append(tree.note("global -> checkNewVersion and sendAnonymousUsage false (nothing phones home from "
-                                   "the lab)", str(key)))
+            notes.append(
+                tree.note(
+                    "global -> checkNewVersion and sendAnonymousUsage false (nothing phones home from the lab)",
+                    str(key),
+                )
+            )
         elif low in _STATIC_DROP and low not in ("log", "providers"):
             notes.append(tree.note(f"{key} dropped (it reaches out of the lab)", str(key)))
             if misplaced := _misplaced(value):
                 # Traefik refuses an unknown key inside a known section (`field not found`): a trust
                 # setting written there (traefik/traefik#4207) is kept, so the lab refuses it too.
                 out[key] = misplaced
-                notes.append(tree.note(f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik "
-                                       "refuses to start on it)", str(key)))
+                notes.append(
+                    tree.note(
+                        f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik "
+                        "refuses to start on it)",
+                        str(key),
+                    )
+                )
         elif low == "providers":
             _providers(tree, key, value, notes)
     return out
@@ -506,12 +531,23 @@ def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
 
 def _providers(tree: Tree, key: str, value: Any, notes: list[Note]) -> None:
     if get(value, "file") is not None:
-        notes.append(tree.note("providers.file -> the adapted file itself (its dynamic part merged in), watch off, "
-                               "providersThrottleDuration 0s", str(key), "file"))
+        notes.append(
+            tree.note(
+                "providers.file -> the adapted file itself (its dynamic part merged in), watch off, "
+                "providersThrottleDuration 0s",
+                str(key),
+                "file",
+            )
+        )
     others = [k for k in _map(value) if str(k).lower() not in ("file", "providersthrottleduration")]
     if others:
-        notes.append(tree.note(f"providers {', '.join(map(str, others))} dropped (the lab reads the file provider's "
-                               "configuration only)", str(key)))
+        notes.append(
+            tree.note(
+                f"providers {', '.join(map(str, others))} dropped (the lab reads the file provider's "
+                "configuration only)",
+                str(key),
+            )
+        )
 
 
 def _http(tree: Tree, lab: LabPaths, notes: list[Note], focus: str | None) -> dict[str, Any]:
@@ -545,9 +581,16 @@ def _middlewares(tree: Tree, http: dict[str, Any], notes: list[Note]) -> tuple[d
         if not isinstance(m, dict) or not m or any(str(k).lower() not in _MIDDLEWARE_KEEP for k in m)
     }
     for n, kinds in dropped.items():
-        notes.append(tree.note(f"middleware {n} ({kinds}) dropped: only middlewares that rewrite the request or "
-                               "response are kept (it calls out, runs code, replays or delays requests, or asks for "
-                               "credentials)", "http", "middlewares", n))
+        notes.append(
+            tree.note(
+                f"middleware {n} ({kinds}) dropped: only middlewares that rewrite the request or "
+                "response are kept (it calls out, runs code, replays or delays requests, or asks for "
+                "credentials)",
+                "http",
+                "middlewares",
+                n,
+            )
+        )
     for n, m in middlewares.items():
         chain = get(m, "chain")
         links = get(chain, "middlewares")
@@ -565,18 +608,33 @@ def _routers(tree: Tree, http: dict[str, Any], dropped: dict[str, str], notes: l
         if isinstance(tls, dict):
             for k in [k for k in tls if str(k).lower() in ("certresolver", "domains")]:
                 del tls[k]
-                notes.append(tree.note(f"router {rname}: tls.{k} dropped (the lab's client side uses a lab-minted "
-                                       "certificate)", "http", "routers", rname, str(k)))
+                notes.append(
+                    tree.note(
+                        f"router {rname}: tls.{k} dropped (the lab's client side uses a lab-minted certificate)",
+                        "http",
+                        "routers",
+                        rname,
+                        str(k),
+                    )
+                )
         mws = get(router, "middlewares")
         gone = sorted(dropped.keys() & {str(m).removesuffix("@file") for m in mws}) if isinstance(mws, list) else []
         if gone:
             key = next(k for k in router if str(k).lower() == "middlewares")
             router[key] = [m for m in mws if str(m).removesuffix("@file") not in dropped]
             notes.append(tree.note(f"router {rname}: middlewares {', '.join(gone)} dropped", "http", "routers", rname))
-    routers[READY] = {"rule": "Path(`/trustlab-ready`)", "entryPoints": [READY], "service": "noop@internal",
-                      "priority": 1000000}
-    notes.append(Note.whole(f"router {READY} (noop@internal on its own entry point) added: the lab waits for it, "
-                            "since Traefik listens before it applies its routers"))
+    routers[READY] = {
+        "rule": "Path(`/trustlab-ready`)",
+        "entryPoints": [READY],
+        "service": "noop@internal",
+        "priority": 1000000,
+    }
+    notes.append(
+        Note.whole(
+            f"router {READY} (noop@internal on its own entry point) added: the lab waits for it, "
+            "since Traefik listens before it applies its routers"
+        )
+    )
     return routers
 
 
@@ -625,11 +683,13 @@ def _transport(value: Any, keys: tuple[str, ...], tree: Tree, lab: LabPaths, not
             new[k] = files
         elif low == "certificates":
             new[k] = [{"certFile": str(lab.cert), "keyFile": str(lab.key)}]
-            notes.append(tree.note(f"{'.'.join(keys)}.certificates replaced by a lab-minted client certificate",
-                                   *keys, str(k)))
+            notes.append(
+                tree.note(f"{'.'.join(keys)}.certificates replaced by a lab-minted client certificate", *keys, str(k))
+            )
         elif low == "spiffe":
-            notes.append(tree.note(f"{'.'.join(keys)}.spiffe dropped (no SPIFFE workload API in the lab)",
-                                   *keys, str(k)))
+            notes.append(
+                tree.note(f"{'.'.join(keys)}.spiffe dropped (no SPIFFE workload API in the lab)", *keys, str(k))
+            )
         else:
             new[k] = v
     return new
@@ -645,8 +705,14 @@ def _service(sname: str, svc: Any, tree: Tree, notes: list[Note], focus: str | N
     for k in [k for k in lb if str(k).lower() == "healthcheck"]:
         del lb[k]
         notes.append(
-            tree.note(f"service {sname}: healthCheck dropped (health checks would reach the seat between cells)",
-                      "http", "services", sname, "loadBalancer", str(k))
+            tree.note(
+                f"service {sname}: healthCheck dropped (health checks would reach the seat between cells)",
+                "http",
+                "services",
+                sname,
+                "loadBalancer",
+                str(k),
+            )
         )
     servers = get(lb, "servers")
     if focus and focus.startswith(f"{sname}|") and isinstance(servers, list) and len(servers) > 1:
@@ -767,7 +833,7 @@ def rule_alternatives(rule: str) -> list[list[Term]] | str:
             break
         m = _TOKEN.match(rule, pos)
         if not m or m.end() == pos:
-            return f"cannot parse the rule at {rule[pos:pos + 30]!r}"
+            return f"cannot parse the rule at {rule[pos : pos + 30]!r}"
         pos = m.end()
         if m.group(6):
             args = [a or b.replace('\\"', '"') for a, b in _ARG.findall(m.group(7))]
@@ -932,8 +998,12 @@ def _static_cas(tree: Tree) -> list[str]:
 
 
 @rules.rule(
-    "traefik-servertransport-typo", proxy="traefik", severity="high", scenario="reported/traefik-proxmox-tunnel-14",
-    directives=("serverTransport",), help=_STATIC_DOCS,
+    "traefik-servertransport-typo",
+    proxy="traefik",
+    severity="high",
+    scenario="reported/traefik-proxmox-tunnel-14",
+    directives=("serverTransport",),
+    help=_STATIC_DOCS,
     fix="the key is serversTransport (plural s): Traefik ignores serverTransport without a word",
 )
 def _typo(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -948,8 +1018,12 @@ def _typo(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-misplaced-trust-key", proxy="traefik", severity="medium", scenario="reported/traefik-4207",
-    directives=("serversTransport.insecureSkipVerify", "serversTransport.rootCAs"), help=_STATIC_DOCS,
+    "traefik-misplaced-trust-key",
+    proxy="traefik",
+    severity="medium",
+    scenario="reported/traefik-4207",
+    directives=("serversTransport.insecureSkipVerify", "serversTransport.rootCAs"),
+    help=_STATIC_DOCS,
     fix="move it under serversTransport (Traefik 3 refuses to start on it where it is; 1.x ignored it)",
 )
 def _misplaced_key(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -965,8 +1039,12 @@ def _misplaced_key(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-insecure-skip-verify", proxy="traefik", severity="high", scenario="traefik/insecure-skip-verify",
-    directives=("serversTransport.insecureSkipVerify",), help=_STATIC_DOCS,
+    "traefik-insecure-skip-verify",
+    proxy="traefik",
+    severity="high",
+    scenario="traefik/insecure-skip-verify",
+    directives=("serversTransport.insecureSkipVerify",),
+    help=_STATIC_DOCS,
     fix="remove insecureSkipVerify; trust the internal root with rootCAs",
 )
 def _skip_verify(scope: rules.Scope) -> rules.Hit | None:
@@ -981,9 +1059,12 @@ def _skip_verify(scope: rules.Scope) -> rules.Hit | None:
 
 
 @rules.rule(
-    "traefik-transport-insecure-skip-verify", proxy="traefik", severity="high",
+    "traefik-transport-insecure-skip-verify",
+    proxy="traefik",
+    severity="high",
     scenario="traefik/transport-insecure-skip-verify",
-    directives=("http.serversTransports.<name>.insecureSkipVerify",), help=_DOCS,
+    directives=("http.serversTransports.<name>.insecureSkipVerify",),
+    help=_DOCS,
     fix="remove insecureSkipVerify from the transport; give it rootCAs with the internal root",
 )
 def _transport_skip_verify(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -991,8 +1072,12 @@ def _transport_skip_verify(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-ca-and-skip-verify", proxy="traefik", severity="high", scenario="traefik/ca-and-skip-verify",
-    directives=("rootCAs", "insecureSkipVerify"), help=_STATIC_DOCS,
+    "traefik-ca-and-skip-verify",
+    proxy="traefik",
+    severity="high",
+    scenario="traefik/ca-and-skip-verify",
+    directives=("rootCAs", "insecureSkipVerify"),
+    help=_STATIC_DOCS,
     fix="remove insecureSkipVerify: with it the rootCAs are never used",
 )
 def _ca_and_skip_verify(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1020,8 +1105,13 @@ def _transport_skips(tree: Tree, *, with_cas: bool) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-system-bundle-root-cas", proxy="traefik", severity="medium", scenario="traefik/system-bundle",
-    directives=("rootCAs",), help=_STATIC_DOCS, fix="trust the internal root only, not an OS bundle",
+    "traefik-system-bundle-root-cas",
+    proxy="traefik",
+    severity="medium",
+    scenario="traefik/system-bundle",
+    directives=("rootCAs",),
+    help=_STATIC_DOCS,
+    fix="trust the internal root only, not an OS bundle",
 )
 def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
     tree = scope.facts["tree"]
@@ -1043,8 +1133,12 @@ def _system_bundle(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-transport-drops-root-cas", proxy="traefik", severity="medium", scenario="reported/traefik-10612",
-    directives=("http.serversTransports.<name>.rootCAs",), help=_DOCS,
+    "traefik-transport-drops-root-cas",
+    proxy="traefik",
+    severity="medium",
+    scenario="reported/traefik-10612",
+    directives=("http.serversTransports.<name>.rootCAs",),
+    help=_DOCS,
     fix="repeat the internal root in the transport's own rootCAs (a dynamic "
     "transport does not inherit the static one's)",
 )
@@ -1063,10 +1157,13 @@ def _drops_root_cas(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-system-store", proxy="traefik", severity="medium", scenario="traefik/system-store",
-    directives=("serversTransport.rootCAs",), help=_STATIC_DOCS,
-    fix="set rootCAs to the internal root (every CA of the OS store can "
-    "otherwise issue a certificate for the backend)",
+    "traefik-system-store",
+    proxy="traefik",
+    severity="medium",
+    scenario="traefik/system-store",
+    directives=("serversTransport.rootCAs",),
+    help=_STATIC_DOCS,
+    fix="set rootCAs to the internal root (every CA of the OS store can otherwise issue a certificate for the backend)",
 )
 def _system_store(scope: rules.Scope) -> Iterator[rules.Hit]:
     tree = scope.facts["tree"]
@@ -1084,8 +1181,12 @@ def _system_store(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-ip-target-no-server-name", proxy="traefik", severity="medium", scenario="traefik/ip-target",
-    directives=("loadBalancer.servers.url", "serverName"), help=_DOCS,
+    "traefik-ip-target-no-server-name",
+    proxy="traefik",
+    severity="medium",
+    scenario="traefik/ip-target",
+    directives=("loadBalancer.servers.url", "serverName"),
+    help=_DOCS,
     fix="give the service a serversTransport with serverName: <the backend's name>",
 )
 def _ip_target(scope: rules.Scope) -> Iterator[rules.Hit]:
@@ -1100,9 +1201,12 @@ def _ip_target(scope: rules.Scope) -> Iterator[rules.Hit]:
 
 
 @rules.rule(
-    "traefik-server-name-other-host", proxy="traefik", severity="high",
+    "traefik-server-name-other-host",
+    proxy="traefik",
+    severity="high",
     scenario="traefik/shared-transport-server-name",
-    directives=("http.serversTransports.<name>.serverName",), help=_DOCS,
+    directives=("http.serversTransports.<name>.serverName",),
+    help=_DOCS,
     fix="one transport per backend name: serverName must be the name this backend's certificate carries",
 )
 def _server_name_other_host(scope: rules.Scope) -> Iterator[rules.Hit]:

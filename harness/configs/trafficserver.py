@@ -281,8 +281,10 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     if cfg.yaml_format and POLICY not in cfg.records:
         lines.append(f"CONFIG {POLICY} STRING ENFORCED")
         notes.append(
-            Note.whole("records.yaml (Traffic Server 10): verify.server.policy unset is 10's default, ENFORCED; "
-                       "written out for the lab's 9.2 (whose default is PERMISSIVE)")
+            Note.whole(
+                "records.yaml (Traffic Server 10): verify.server.policy unset is 10's default, ENFORCED; "
+                "written out for the lab's 9.2 (whose default is PERMISSIVE)"
+            )
         )
     # Listeners: one plain HTTP port.
     sp = cfg.records.get("proxy.config.http.server_ports")
@@ -306,11 +308,18 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     if cfg.sni:
         files["sni.yaml"] = _sni(cfg, lab, notes)
     notes.append(
-        Note.whole("the lab's plumbing records (run directory, one thread, no cache, one connect attempt, "
-                   "HostDB from the lab's hosts file), ip_allow.yaml and storage.config")
+        Note.whole(
+            "the lab's plumbing records (run directory, one thread, no cache, one connect attempt, "
+            "HostDB from the lab's hosts file), ip_allow.yaml and storage.config"
+        )
     )
-    return Adapted(text, ordered(notes, unnumbered_last=True, files=("remap.config", "sni.yaml")), upstreams,
-                   {first: lab_port}, extra_files=files)
+    return Adapted(
+        text,
+        ordered(notes, unnumbered_last=True, files=("remap.config", "sni.yaml")),
+        upstreams,
+        {first: lab_port},
+        extra_files=files,
+    )
 
 
 def _record(path: Path, rec: Record, lab: LabPaths, notes: list[Note]) -> str | None:
@@ -340,8 +349,9 @@ def _remap(cfg: Config, notes: list[Note], listener: str) -> tuple[str, list[Ups
     ups: list[Upstream] = []
     for r in cfg.maps:
         if r.kind not in _REMAP_KEEP:
-            notes.append(Note("remap.config", r.line,
-                              f"{r.kind} dropped (not on trustlab's allow-list for remap.config)"))
+            notes.append(
+                Note("remap.config", r.line, f"{r.kind} dropped (not on trustlab's allow-list for remap.config)")
+            )
             continue
         kept = _filters(r, notes)
         if not r.source or not r.target:
@@ -379,8 +389,9 @@ def _filters(r: MapRule, notes: list[Note]) -> list[str]:
             if plugin == "conf_remap.so":
                 kept.append("@plugin=conf_remap.so")
             else:
-                notes.append(Note("remap.config", r.line,
-                                  f"@plugin={plugin} dropped (plugins run code and read files)"))
+                notes.append(
+                    Note("remap.config", r.line, f"@plugin={plugin} dropped (plugins run code and read files)")
+                )
         elif f.startswith("@pparam="):
             name, eq, value = f.split("=", 1)[1].partition("=")
             if plugin == "conf_remap.so" and eq and name in RECORDS and "/" not in value:
@@ -391,8 +402,13 @@ def _filters(r: MapRule, notes: list[Note]) -> list[str]:
         elif f.startswith(_REMAP_FILTERS):
             kept.append(f)
         else:
-            notes.append(Note("remap.config", r.line,
-                              f"{f.split('=', 1)[0]} dropped (not on trustlab's allow-list for remap.config)"))
+            notes.append(
+                Note(
+                    "remap.config",
+                    r.line,
+                    f"{f.split('=', 1)[0]} dropped (not on trustlab's allow-list for remap.config)",
+                )
+            )
     if kept and kept[-1] == "@plugin=conf_remap.so":
         kept.pop()  # nothing left for it to set
     return kept

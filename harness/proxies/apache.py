@@ -38,12 +38,22 @@ class ApacheDriver(Driver):
     image_package = "apache2-bin"
     start_order = 2
     directives = (
-        "SSLProxyEngine", "SSLProxyVerify", "SSLProxyVerifyDepth", "SSLProxyCheckPeerName",
-        "SSLProxyCheckPeerCN", "SSLProxyCheckPeerExpire", "SSLProxyCACertificateFile",
-        "SSLProxyCACertificatePath", "SSLProxyProtocol", "SSLProxyCipherSuite",
-        "ProxyPreserveHost", "RequestHeader",
+        "SSLProxyEngine",
+        "SSLProxyVerify",
+        "SSLProxyVerifyDepth",
+        "SSLProxyCheckPeerName",
+        "SSLProxyCheckPeerCN",
+        "SSLProxyCheckPeerExpire",
+        "SSLProxyCACertificateFile",
+        "SSLProxyCACertificatePath",
+        "SSLProxyProtocol",
+        "SSLProxyCipherSuite",
+        "ProxyPreserveHost",
+        "RequestHeader",
         # mTLS and revocation (issue 14): the proxy's client certificate and CRLs.
-        "SSLProxyMachineCertificateFile", "SSLProxyMachineCertificateChainFile", "SSLProxyCARevocationFile",
+        "SSLProxyMachineCertificateFile",
+        "SSLProxyMachineCertificateChainFile",
+        "SSLProxyCARevocationFile",
         "SSLProxyCARevocationCheck",
     )
     policy_line = "ProxyPass"

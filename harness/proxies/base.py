@@ -282,8 +282,7 @@ class Driver:
         import os
 
         proc = subprocess.run(
-            [binary, *self.version_args], capture_output=True, text=True, timeout=20,
-            env={**os.environ, **(env or {})},
+            [binary, *self.version_args], capture_output=True, text=True, timeout=20, env={**os.environ, **(env or {})}
         )
         m = re.search(self.version_regex, proc.stdout + proc.stderr)
         return m.group(1) if m else "unknown"

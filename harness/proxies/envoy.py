@@ -256,8 +256,15 @@ class EnvoyDriver(Driver):
         if inst and inst.version and _older_than(inst.version, (1, 37)):
             flush = ["--file-flush-interval-msec", "1"]
         return [
-            self.executable(inst), "-c", config, "--concurrency", "1", "--disable-hot-restart",
-            *flush, "--log-level", "warning",
+            self.executable(inst),
+            "-c",
+            config,
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            *flush,
+            "--log-level",
+            "warning",
         ]
 
     def plain_command(self, argv: list[str], port: int) -> list[str]:
@@ -321,7 +328,6 @@ def _typed(value: str | bool) -> Any:
     if value in ("true", "false"):
         return value == "true"
     return value
-
 
 
 def _older_than(version: str, than: tuple[int, ...]) -> bool:

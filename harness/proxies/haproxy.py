@@ -30,8 +30,17 @@ class HAProxyDriver(Driver):
     image_package = "haproxy"
     start_order = 1
     directives = (
-        "ssl", "verify", "ca-file", "sni", "verifyhost", "no-verifyhost", "ssl-min-ver",
-        "ssl-max-ver", "alpn", "crl-file", "check-sni",
+        "ssl",
+        "verify",
+        "ca-file",
+        "sni",
+        "verifyhost",
+        "no-verifyhost",
+        "ssl-min-ver",
+        "ssl-max-ver",
+        "alpn",
+        "crl-file",
+        "check-sni",
         # mTLS (issue 14): the proxy's client certificate.
         "crt",
     )

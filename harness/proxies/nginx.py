@@ -37,11 +37,19 @@ class NginxDriver(Driver):
     image_package = "nginx"
     start_order = 0
     directives = (
-        "proxy_ssl_verify", "proxy_ssl_trusted_certificate", "proxy_ssl_server_name",
-        "proxy_ssl_name", "proxy_ssl_verify_depth", "proxy_ssl_session_reuse",
-        "proxy_ssl_protocols", "proxy_ssl_ciphers", "proxy_ssl_crl", "proxy_set_header",
+        "proxy_ssl_verify",
+        "proxy_ssl_trusted_certificate",
+        "proxy_ssl_server_name",
+        "proxy_ssl_name",
+        "proxy_ssl_verify_depth",
+        "proxy_ssl_session_reuse",
+        "proxy_ssl_protocols",
+        "proxy_ssl_ciphers",
+        "proxy_ssl_crl",
+        "proxy_set_header",
         # mTLS (issue 14): the proxy's client certificate.
-        "proxy_ssl_certificate", "proxy_ssl_certificate_key",
+        "proxy_ssl_certificate",
+        "proxy_ssl_certificate_key",
     )
     policy_line = "proxy_pass"
     http_block = True
@@ -57,9 +65,7 @@ class NginxDriver(Driver):
         return _built_with(binary or self.find_binary())
 
     def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
-        return "\n".join(
-            f"            {key} {self.expand(str(value), ctx)};" for key, value in scenario.directives
-        )
+        return "\n".join(f"            {key} {self.expand(str(value), ctx)};" for key, value in scenario.directives)
 
     indent = " " * 12
 

@@ -78,7 +78,12 @@ class SeatClient:
         return reply
 
     def present(
-        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False,
+        self,
+        identity: str,
+        *,
+        sni_routing: bool = False,
+        client_auth: bool = False,
+        keepalive: bool = False,
         backend: str | None = None,
     ) -> None:
         flags = [f for f, on in (("route", sni_routing), ("mtls", client_auth), ("keepalive", keepalive)) if on]
@@ -126,8 +131,11 @@ class ContainerProxy(Proxy):
                 return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:])
             time.sleep(0.005)
         return ProxyEvent(
-            self.key, False, message=f"did not listen (or was not ready) on {self.host}:{self.port} within the timeout",
-            output=self.output()[-4000:], timeout=True,
+            self.key,
+            False,
+            message=f"did not listen (or was not ready) on {self.host}:{self.port} within the timeout",
+            output=self.output()[-4000:],
+            timeout=True,
         )
 
     def stop(self) -> None:
@@ -176,8 +184,14 @@ def main(argv: list[str]) -> int:
                 if not p.started_at:  # the early batch is running already
                     p.start()
             mine = {p.key for p in group}
-            run_cells(seat, group, tuple(c for c in job.cells if c.key in mine), job.start_timeout, ends=ends,
-                      job_deadline=job.deadline_s)
+            run_cells(
+                seat,
+                group,
+                tuple(c for c in job.cells if c.key in mine),
+                job.start_timeout,
+                ends=ends,
+                job_deadline=job.deadline_s,
+            )
             if len(groups) > 1:
                 stop_all(group)  # done with: its CPU and memory go to the next batches
         hold = job.hold
@@ -200,8 +214,13 @@ def main(argv: list[str]) -> int:
 
 
 def run_cells(
-    seat: Any, proxies: list[Proxy], cells: tuple[CellSpec, ...], start_timeout: float, *,
-    ends: float | None = None, job_deadline: float = 0,
+    seat: Any,
+    proxies: list[Proxy],
+    cells: tuple[CellSpec, ...],
+    start_timeout: float,
+    *,
+    ends: float | None = None,
+    job_deadline: float = 0,
 ) -> None:
     """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
 
@@ -317,9 +336,7 @@ def wait_for_name(name: str, deadline: float) -> None:
             return
         except OSError:
             if time.perf_counter() > deadline:
-                raise OSError(
-                    f"{name} does not resolve in the lab network (is the seat container up?)"
-                ) from None
+                raise OSError(f"{name} does not resolve in the lab network (is the seat container up?)") from None
             time.sleep(0.01)
 
 

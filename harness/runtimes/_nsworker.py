@@ -128,8 +128,13 @@ def bounded_run_dir(run_dir: Path) -> None:
     charged to the lab's memory limit), and gone with the lab."""
     scratch = Path(tempfile.mkdtemp(prefix=".tmpfs-", dir=run_dir.parent))
     # mount(2) itself: a mount(8) process per call cost ~1 s a worker on the full matrix.
-    _mount("trustlab-run", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV,
-           f"size={RUN_DIR_BYTES},nr_inodes={RUN_DIR_FILES},mode=0755")
+    _mount(
+        "trustlab-run",
+        scratch,
+        "tmpfs",
+        _MS_NOSUID | _MS_NODEV,
+        f"size={RUN_DIR_BYTES},nr_inodes={RUN_DIR_FILES},mode=0755",
+    )
     shutil.copytree(run_dir, scratch, symlinks=True, dirs_exist_ok=True)
     _mount("", run_dir, "", _MS_MOVE, "", source=scratch)
     scratch.rmdir()
@@ -170,12 +175,18 @@ class Seats:
             seat.stop()
 
     def present(
-        self, identity: str, *, sni_routing: bool = False, client_auth: bool = False, keepalive: bool = False,
+        self,
+        identity: str,
+        *,
+        sni_routing: bool = False,
+        client_auth: bool = False,
+        keepalive: bool = False,
         backend: str | None = None,
     ) -> None:
         for seat in self.seats:
-            seat.present(identity, sni_routing=sni_routing, client_auth=client_auth, keepalive=keepalive,
-                         backend=backend)
+            seat.present(
+                identity, sni_routing=sni_routing, client_auth=client_auth, keepalive=keepalive, backend=backend
+            )
 
     def mark(self) -> list[int]:
         return [seat.mark() for seat in self.seats]
@@ -186,7 +197,8 @@ class Seats:
     def wait_settled(self, marks: list[int], *, timeout: float) -> list[Any]:
         until = time.perf_counter() + timeout
         return [
-            c for seat, m in zip(self.seats, marks, strict=True)
+            c
+            for seat, m in zip(self.seats, marks, strict=True)
             for c in seat.wait_settled(m, timeout=max(0.0, until - time.perf_counter()))
         ]
 
@@ -238,8 +250,14 @@ class Proxy:
             sandbox.hand_over([self.run_dir, *(k for k in keys if k.is_dir())], self.uid)
             private = sandbox.own_copies([k for k in keys if k.is_file()], self.run_dir, self.uid)
             command = sandbox.command(
-                self.command, run_dir=str(self.run_dir), hosts_file=hosts_file, etc_dir=etc_dir,
-                read_only=self.sandbox.read_only, private=private, uid=self.uid, env=self.env,
+                self.command,
+                run_dir=str(self.run_dir),
+                hosts_file=hosts_file,
+                etc_dir=etc_dir,
+                read_only=self.sandbox.read_only,
+                private=private,
+                uid=self.uid,
+                env=self.env,
                 root=self.root,
             )
             # Without host root the proxies keep the caller's own uid: a process limit there would
@@ -279,16 +297,31 @@ class Proxy:
             # Listening is not always ready: Traefik applies its routers a moment later.
             ready = self.driver.ready(self.host, self.port, self.output)
             if ready is True:
-                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at,
-                                  spawn_s=self.spawn_s, listen_s=self.listen_s)
+                return ProxyEvent(
+                    self.key,
+                    True,
+                    start_s=time.perf_counter() - self.started_at,
+                    spawn_s=self.spawn_s,
+                    listen_s=self.listen_s,
+                )
             if ready:  # it listens, but refused its configuration
                 return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:], died=False)
             if time.perf_counter() >= deadline:
-                return ProxyEvent(self.key, False, message=f"listened on port {self.port} but was not ready "
-                                  "within the timeout", output=self.output()[-4000:], timeout=True)
+                return ProxyEvent(
+                    self.key,
+                    False,
+                    message=f"listened on port {self.port} but was not ready within the timeout",
+                    output=self.output()[-4000:],
+                    timeout=True,
+                )
             time.sleep(0.005)
-        return ProxyEvent(self.key, False, message=f"did not listen on port {self.port} within the timeout",
-                          output=self.output()[-4000:], timeout=True)
+        return ProxyEvent(
+            self.key,
+            False,
+            message=f"did not listen on port {self.port} within the timeout",
+            output=self.output()[-4000:],
+            timeout=True,
+        )
 
     def how_it_ended(self, text: str) -> tuple[str, bool]:
         """What the proxy said as it exited, and how it ended; *died* is true when it did not
@@ -306,9 +339,11 @@ class Proxy:
                 name = f"signal {sig}"
             return f"the proxy was killed by {name} before it listened (not a config error)", True
         if "No space left on device" in text or _disk_full(self.run_dir):
-            return (f"the proxy could not write to its lab directory {self.run_dir} (no space left on device: "
-                    f"its own limit of {RUN_DIR_BYTES >> 20} MiB and {RUN_DIR_FILES} files, or the disk; for the "
-                    "disk, free some space or set TRUSTLAB_TMPDIR to another directory)"), True
+            return (
+                f"the proxy could not write to its lab directory {self.run_dir} (no space left on device: "
+                f"its own limit of {RUN_DIR_BYTES >> 20} MiB and {RUN_DIR_FILES} files, or the disk; for the "
+                "disk, free some space or set TRUSTLAB_TMPDIR to another directory)"
+            ), True
         if text.startswith(("bwrap: ", "setpriv: ")):  # the sandbox could not start it: not the config's fault
             return f"the sandbox could not start the proxy: {text.strip().splitlines()[0]}", True
         message = self.driver.startup_message(text)
@@ -405,7 +440,10 @@ def _reuse(conns: list[Any]) -> str | None:
 def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
     identity = cell.identity
     seat.present(
-        identity, sni_routing=cell.sni_routing, client_auth=cell.client_auth, keepalive=cell.keepalive,
+        identity,
+        sni_routing=cell.sni_routing,
+        client_auth=cell.client_auth,
+        keepalive=cell.keepalive,
         backend=cell.backend,
     )
     primed = _prime(seat, proxy, cell, seq) if cell.prime else None
@@ -423,8 +461,13 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
     path = urllib.parse.quote(path + q + query, safe=_PRINTABLE_ASCII)
     t0 = time.perf_counter()
     response = request(
-        proxy.host, proxy.port if cell.port is None else cell.port, path,
-        host_header=cell.host or PUBLIC_HOST, tls=cell.tls, method=cell.method, headers=cell.headers,
+        proxy.host,
+        proxy.port if cell.port is None else cell.port,
+        path,
+        host_header=cell.host or PUBLIC_HOST,
+        tls=cell.tls,
+        method=cell.method,
+        headers=cell.headers,
     )
     duration = time.perf_counter() - t0
     reason, log_text, warning = None, "", None
@@ -487,7 +530,10 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
 def deadline_cell(cell: CellSpec, seconds: float) -> CellEvent:
     """The cell a worker past its deadline does not run (see :attr:`Job.deadline_s`)."""
     return CellEvent(
-        cell.key, cell.identity, Outcome.ERROR, None,
+        cell.key,
+        cell.identity,
+        Outcome.ERROR,
+        None,
         f"deadline: not run, the lab's {seconds:g} s were used up (does the config slow every request?)",
         label=cell.label,
     )
@@ -568,8 +614,11 @@ def hold_seat(seat: Any, hold: HoldSpec, log: Callable[[], list[Any]]) -> None:
 
     def present(identity: str) -> None:
         seat.present(
-            identity, sni_routing=hold.sni_routing, client_auth=hold.modes.get("client_auth", False),
-            keepalive=hold.modes.get("keepalive", False), backend=hold.backend,
+            identity,
+            sni_routing=hold.sni_routing,
+            client_auth=hold.modes.get("client_auth", False),
+            keepalive=hold.modes.get("keepalive", False),
+            backend=hold.backend,
         )
 
     present(hold.identity)
@@ -605,8 +654,9 @@ def main() -> int:
             # this one's cells run, and each batch stops after its cells.
             # Proxies ready only after a timer (Traffic Server) are a last batch started now.
             early = early_keys(proxies)
-            groups = [[by_key[k] for k in keys]
-                      for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
+            groups = [
+                [by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)
+            ]
             for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
                 p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
             ready: dict[str, ProxyEvent] = {}

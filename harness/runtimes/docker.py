@@ -292,7 +292,12 @@ class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
     def __init__(
-        self, c: Any, lab_id: str, *, hardened: bool = True, image: str | None = None,
+        self,
+        c: Any,
+        lab_id: str,
+        *,
+        hardened: bool = True,
+        image: str | None = None,
         labels: dict[str, str] | None = None,
     ) -> None:
         self.c = c
@@ -389,7 +394,12 @@ class Lab:
         raise LabError("docker runtime: could not reserve a lab subnet (too many labs starting at once?)")
 
     def create(
-        self, role: str, command: list[str] | None, *, ip: str | None = None, aliases: list[str] | None = None,
+        self,
+        role: str,
+        command: list[str] | None,
+        *,
+        ip: str | None = None,
+        aliases: list[str] | None = None,
         limits: LabLimits | None = None,
     ) -> Any:
         """Create (not start) one container of this lab on its network with its volume, tied to
@@ -435,8 +445,12 @@ def sized(limits: LabLimits | None) -> dict[str, Any]:
     """The docker options of a container held to *limits* (none: the defaults stay)."""
     if limits is None:
         return {}
-    return {"mem_limit": limits.memory, "memswap_limit": limits.memory, "pids_limit": limits.pids,
-            "cpu_shares": limits.cpu_weight * 1024 // 100}
+    return {
+        "mem_limit": limits.memory,
+        "memswap_limit": limits.memory,
+        "pids_limit": limits.pids,
+        "cpu_shares": limits.cpu_weight * 1024 // 100,
+    }
 
 
 def container_security(hardened: bool = True) -> dict[str, Any]:
@@ -510,8 +524,11 @@ class SoloLab(Lab):
             # docker turns it off in containers.
             # Any port is bindable once the worker has dropped to the lab user (a user's config
             # may listen on 80 and name a backend on 443); this sysctl is the container's own.
-            sysctls={"net.ipv6.conf.all.disable_ipv6": "0", "net.ipv6.conf.lo.disable_ipv6": "0",
-                     "net.ipv4.ip_unprivileged_port_start": "0"},
+            sysctls={
+                "net.ipv6.conf.all.disable_ipv6": "0",
+                "net.ipv6.conf.lo.disable_ipv6": "0",
+                "net.ipv4.ip_unprivileged_port_start": "0",
+            },
             init=True,
             detach=False,
         )
@@ -613,8 +630,11 @@ class DockerRuntime:
         carried = {(r.get("kind"), r.get("version")) for r in self.carried()}
         wanted = set(kinds)
         _, extras = images.split_plan(images.image_plan())
-        what = [f"{e.kind} {e.version}" for e in extras
-                if e.kind in wanted and matches(e.kind, e.version) and (e.kind, e.version) not in carried]
+        what = [
+            f"{e.kind} {e.version}"
+            for e in extras
+            if e.kind in wanted and matches(e.kind, e.version) and (e.kind, e.version) not in carried
+        ]
         if not what:
             return ""
         ref, lab = images.versions_image(), images.lab_image()
@@ -683,18 +703,33 @@ class DockerRuntime:
         n = max(1, min(shards or os.cpu_count() or 1, len(scenarios)))
         if n == 1:
             self.timings = {}
-            yield from self._run_lab(scenarios, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy,
-                                     installations=installations, timings=self.timings)
+            yield from self._run_lab(
+                scenarios,
+                lab_dir=lab_dir,
+                pki=pki,
+                per=per,
+                seed=seed,
+                on_proxy=on_proxy,
+                installations=installations,
+                timings=self.timings,
+            )
             return
         # Kinds spread evenly, as the local runtime's shards; each lab in its own directory.
         ordered = sorted(scenarios, key=lambda sc: (sc.proxy.value, sc.id))
         groups = [ordered[i::n] for i in range(n)]
-        yield from self._run_labs(groups, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy,
-                                  installations=installations)
+        yield from self._run_labs(
+            groups, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy, installations=installations
+        )
 
     def _run_labs(
-        self, groups: list[list[Scenario]], *, lab_dir: Path, pki: LabPKI, per: dict[str, tuple[str, ...]],
-        seed: int | None, on_proxy: Callable[[ProxyEvent], None] | None,
+        self,
+        groups: list[list[Scenario]],
+        *,
+        lab_dir: Path,
+        pki: LabPKI,
+        per: dict[str, tuple[str, ...]],
+        seed: int | None,
+        on_proxy: Callable[[ProxyEvent], None] | None,
         installations: dict[str, Installation] | None,
     ) -> Iterator[CellEvent]:
         """One lab per group, each followed by a thread; their events come out here, in this
@@ -708,9 +743,16 @@ class DockerRuntime:
             try:
                 sub = lab_dir / f"{lab_dir.name}-{i}"
                 sub.mkdir(exist_ok=True)
-                for cell in self._run_lab(group, lab_dir=sub, pki=pki, per=per, seed=seed,
-                                          on_proxy=lambda e: events.put((i, e)), installations=installations,
-                                          timings=timings[i]):
+                for cell in self._run_lab(
+                    group,
+                    lab_dir=sub,
+                    pki=pki,
+                    per=per,
+                    seed=seed,
+                    on_proxy=lambda e: events.put((i, e)),
+                    installations=installations,
+                    timings=timings[i],
+                ):
                     events.put((i, cell))
                 events.put((i, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -745,9 +787,16 @@ class DockerRuntime:
                 self.timings["proxy_start_max_s"] = started
 
     def _run_lab(
-        self, scenarios: list[Scenario], *, lab_dir: Path, pki: LabPKI, per: dict[str, tuple[str, ...]],
-        seed: int | None, on_proxy: Callable[[ProxyEvent], None] | None,
-        installations: dict[str, Installation] | None, timings: dict[str, float],
+        self,
+        scenarios: list[Scenario],
+        *,
+        lab_dir: Path,
+        pki: LabPKI,
+        per: dict[str, tuple[str, ...]],
+        seed: int | None,
+        on_proxy: Callable[[ProxyEvent], None] | None,
+        installations: dict[str, Installation] | None,
+        timings: dict[str, float],
     ) -> Iterator[CellEvent]:
         """One lab (network, seat, worker) running *scenarios*' cells."""
         t = time.perf_counter()
@@ -799,8 +848,13 @@ class DockerRuntime:
                 raise LabError(f"{scenario.id}: the proxy refused to start: {message}")
             drv = driver(scenario.proxy)
             run_dir = Path(plans[0].run_dir)
-            yield {"container": worker.name, "port": plans[0].listen_port, "lab": lab.id,
-                   "config": str(run_dir / drv.config_name), "log": str(drv.error_log(run_dir))}
+            yield {
+                "container": worker.name,
+                "port": plans[0].listen_port,
+                "lab": lab.id,
+                "config": str(run_dir / drv.config_name),
+                "log": str(drv.error_log(run_dir)),
+            }
 
     def run_prepared(
         self,
@@ -921,14 +975,20 @@ class DockerRuntime:
         return plans
 
     def _archive(
-        self, plans: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI, seat_ip: str,
-        *, hold: HoldSpec | None = None, start_batch: int = 0,
+        self,
+        plans: list[Plan],
+        cells: list[tuple[Plan, str]],
+        lab_dir: Path,
+        pki: LabPKI,
+        seat_ip: str,
+        *,
+        hold: HoldSpec | None = None,
+        start_batch: int = 0,
     ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700)."""
         pki_dir = pki.write_to(lab_dir / "pki")
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-
             # Everything belongs to the containers' unprivileged user (the volume's root too).
             uid, gid = (int(x) for x in sandbox.CONTAINER_USER.split(":"))
 
@@ -1043,10 +1103,7 @@ class DockerRuntime:
             list(pool.map(start, plans))
 
     def _follow(
-        self,
-        worker: Any,
-        identities: dict[str, tuple[str, ...]],
-        on_proxy: Callable[[ProxyEvent], None] | None,
+        self, worker: Any, identities: dict[str, tuple[str, ...]], on_proxy: Callable[[ProxyEvent], None] | None
     ) -> Iterator[CellEvent]:
         stream = worker.logs(stream=True, follow=True, stdout=True, stderr=False)
         buf = b""
@@ -1127,8 +1184,6 @@ def _lab_id(lab_dir: Path) -> str:
     """A docker-safe lab id from the lab directory's name (``trustlab-abc123``)."""
     name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in lab_dir.name.lower())
     return name if name.startswith("trustlab") else f"trustlab-{name}"
-
-
 
 
 def image_installation(kind: ProxyKind | str) -> Installation:

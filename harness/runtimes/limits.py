@@ -342,13 +342,15 @@ class Watch:
         return oom, pids
 
     def hit(self) -> str | None:
-        """"the lab hit its memory limit (N MiB)" (and/or its process limit) when the lab's
+        """ "the lab hit its memory limit (N MiB)" (and/or its process limit) when the lab's
         counters moved since this watch began, else ``None``."""
         oom, pids = self.counts()
         said = []
         if oom > self.base[0]:
-            said.append(f"the lab hit its memory limit{_of(self._memory_max(), 'MiB')}: the kernel ended a "
-                        "process of it (out of memory)")
+            said.append(
+                f"the lab hit its memory limit{_of(self._memory_max(), 'MiB')}: the kernel ended a "
+                "process of it (out of memory)"
+            )
         if pids > self.base[1]:
             said.append(f"the lab hit its process limit{_of(self._pids_max(), 'processes')}: a fork was refused")
         return "; ".join(said) or None

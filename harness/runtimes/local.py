@@ -79,6 +79,8 @@ _warned_no_cgroup = False
 def lab_deadline(cells: int) -> float:
     """The deadline of a lab worker that runs *cells* cells (see :data:`LAB_DEADLINE_S`)."""
     return LAB_DEADLINE_S + CELL_DEADLINE_S * cells
+
+
 #: Measured start-to-listening order (benchmarks/bench_local.py): nginx, then HAProxy, then Apache.
 
 
@@ -122,7 +124,9 @@ def check_namespaces() -> str | None:
     flags, _ = namespace_mode()
     proc = subprocess.run(
         ["unshare", *flags, "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", "true"],
-        capture_output=True, text=True, timeout=10,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
@@ -170,7 +174,10 @@ class LocalRuntime:
         return {k.value: driver(k).version() for k in kinds()}
 
     def prepare(
-        self, scenarios: list[Scenario], lab_dir: Path, pki: LabPKI,
+        self,
+        scenarios: list[Scenario],
+        lab_dir: Path,
+        pki: LabPKI,
         installations: dict[str, Installation] | None = None,
     ) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
@@ -261,8 +268,16 @@ class LocalRuntime:
         ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses to start
         yields no cells: watch *on_proxy* for its event (``started``, ``message``).
         """
-        job = self.prepared_job(proxies, cells, lab_dir=lab_dir, pki_dir=pki_dir, hosts=hosts, addresses=addresses,
-                                seat_ports=seat_ports, backend_ip=backend_ip)
+        job = self.prepared_job(
+            proxies,
+            cells,
+            lab_dir=lab_dir,
+            pki_dir=pki_dir,
+            hosts=hosts,
+            addresses=addresses,
+            seat_ports=seat_ports,
+            backend_ip=backend_ip,
+        )
         if self._stopping:
             raise KeyboardInterrupt
         proc = self._spawn(job, lab_dir / "worker.err")
@@ -301,13 +316,22 @@ class LocalRuntime:
             hosts_file=str(lab_dir / "hosts"),
             proxies=tuple(
                 self._spec(
-                    p.key, p.kind, p.listen_port, p.run_dir, p.config, pki_dir,
+                    p.key,
+                    p.kind,
+                    p.listen_port,
+                    p.run_dir,
+                    p.config,
+                    pki_dir,
                     # The lab's CA files (check adds hashed CA directories) and the client-side
                     # certificate and key (check's "front"); never the seat's keys.
                     # The CRLs when check minted them (a config that names one).
-                    [pki_dir / CA_FILE, pki_dir / BUNDLE_FILE,
-                     *(f for f in (pki_dir / "crl-chain.pem", pki_dir / "crl-intermediate.pem") if f.exists())],
-                    own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"], inst=p.inst,
+                    [
+                        pki_dir / CA_FILE,
+                        pki_dir / BUNDLE_FILE,
+                        *(f for f in (pki_dir / "crl-chain.pem", pki_dir / "crl-intermediate.pem") if f.exists()),
+                    ],
+                    own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
+                    inst=p.inst,
                 )
                 for p in proxies
             ),
@@ -340,8 +364,14 @@ class LocalRuntime:
             hosts_file=str(lab_dir / "hosts"),
             proxies=tuple(
                 self._spec(
-                    p.scenario.id, p.scenario.proxy.value, p.listen_port, p.run_dir,
-                    p.run_dir / driver(p.scenario.proxy).config_name, lab_dir / "pki", read_only, own=own,
+                    p.scenario.id,
+                    p.scenario.proxy.value,
+                    p.listen_port,
+                    p.run_dir,
+                    p.run_dir / driver(p.scenario.proxy).config_name,
+                    lab_dir / "pki",
+                    read_only,
+                    own=own,
                     inst=p.inst,
                 )
                 for p in group
@@ -350,8 +380,17 @@ class LocalRuntime:
         )
 
     def _spec(
-        self, key: str, kind: str, port: int, run_dir: Path, config: Path, pki_dir: Path, read_only: list[Path],
-        *, own: list[Path], inst: Installation | None = None,
+        self,
+        key: str,
+        kind: str,
+        port: int,
+        run_dir: Path,
+        config: Path,
+        pki_dir: Path,
+        read_only: list[Path],
+        *,
+        own: list[Path],
+        inst: Installation | None = None,
     ) -> ProxySpec:
         """One proxy of a lab job (*inst*: which installation, else the default), in the sandbox:
         it may read the lab files in *read_only* and its installation's paths; those in *own*
@@ -359,16 +398,26 @@ class LocalRuntime:
         handed to its uid), still mounted read-only."""
         drv = driver(kind)
         if inst is not None and inst.root and not self.sandbox:
-            raise LabError(f"{inst.label} runs in its root file system {inst.root}, which only the sandbox "
-                           "mounts; run it with the sandbox on")
+            raise LabError(
+                f"{inst.label} runs in its root file system {inst.root}, which only the sandbox "
+                "mounts; run it with the sandbox on"
+            )
         owned = [str(p) for p in own if p.exists()]
         wanted = [*read_only, *map(Path, drv.sandbox_paths(inst))]
         readable = [str(p) for p in wanted if p.exists()] + owned
         box = SandboxSpec(read_only=tuple(dict.fromkeys(readable)), keys=tuple(owned))
         return ProxySpec(
-            key=key, kind=kind, listen_port=port, run_dir=str(run_dir), log=str(drv.error_log(run_dir)),
-            config=str(config), installation=inst, env=drv.environment(str(run_dir), str(pki_dir), inst),
-            sandbox=box if self.sandbox else None, unconfined=not self.sandbox, plain=self.plain_start,
+            key=key,
+            kind=kind,
+            listen_port=port,
+            run_dir=str(run_dir),
+            log=str(drv.error_log(run_dir)),
+            config=str(config),
+            installation=inst,
+            env=drv.environment(str(run_dir), str(pki_dir), inst),
+            sandbox=box if self.sandbox else None,
+            unconfined=not self.sandbox,
+            plain=self.plain_start,
         )
 
     def _spawn(self, job: Job, err_path: Path) -> subprocess.Popen[bytes]:
@@ -378,9 +427,19 @@ class LocalRuntime:
         # while it was still starting (before its --die-with-parent took hold).
         cmd = [
             *_bounded_caps(),
-            "unshare", *flags, "--net", "--mount", "--pid", "--mount-proc", "--propagation", "private",
-            "--fork", "--kill-child",
-            sys.executable, "-m", "harness.runtimes._nsworker",
+            "unshare",
+            *flags,
+            "--net",
+            "--mount",
+            "--pid",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--fork",
+            "--kill-child",
+            sys.executable,
+            "-m",
+            "harness.runtimes._nsworker",
         ]
         from harness.runtimes._nsworker import die_with_parent
 
@@ -398,13 +457,14 @@ class LocalRuntime:
 
         # An explicit environment, never the caller's: the worker is root and reads what
         # proxies write, so it holds no secret a proxy could trick it into printing.
-        env = worker_environment(os.pathsep.join(
-            [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep))
+        env = worker_environment(
+            os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            )
+        )
         err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-            preexec_fn=preexec, env=env,
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, preexec_fn=preexec, env=env
         )
         err.close()
         proc.cgroup = group  # type: ignore[attr-defined]
@@ -429,8 +489,10 @@ class LocalRuntime:
         if group is None and self.lab_limits and not _warned_no_cgroup:
             _warned_no_cgroup = True
             _, why = limits.support()
-            print(f"trustlab: warning: labs run without a cgroup of their own ({why}); {limits.OPEN_WITHOUT}",
-                  file=sys.stderr)
+            print(
+                f"trustlab: warning: labs run without a cgroup of their own ({why}); {limits.OPEN_WITHOUT}",
+                file=sys.stderr,
+            )
         return group
 
     def _collect(
@@ -490,10 +552,11 @@ def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
     """What a rendered scenario's proxy may read of the lab PKI: the top-level files (CA files,
     CRLs, the proxy's client certificate and keys), never the seat's (``identities/``,
     ``default-site.*``); and the private keys among them (0600), which it gets copies of."""
-    files = [
-        f for f in sorted(pki_dir.iterdir())
-        if f.is_file() and not f.name.startswith("default-site")
-    ] if pki_dir.is_dir() else []
+    files = (
+        [f for f in sorted(pki_dir.iterdir()) if f.is_file() and not f.name.startswith("default-site")]
+        if pki_dir.is_dir()
+        else []
+    )
     return files, [f for f in files if f.stat().st_mode & 0o077 == 0]
 
 
@@ -506,8 +569,18 @@ def _pki_files(pki_dir: Path) -> tuple[list[Path], list[Path]]:
 #: other uids), net_bind_service (the seat on 443), sys_chroot (bubblewrap's new root). Gone:
 #: modules, raw I/O, ptrace, time, reboot, mknod, audit, BPF, perf, nice, resource, ...
 WORKER_CAPS = (
-    "sys_admin", "net_admin", "setuid", "setgid", "setpcap", "chown", "fowner", "dac_override",
-    "dac_read_search", "kill", "net_bind_service", "sys_chroot",
+    "sys_admin",
+    "net_admin",
+    "setuid",
+    "setgid",
+    "setpcap",
+    "chown",
+    "fowner",
+    "dac_override",
+    "dac_read_search",
+    "kill",
+    "net_bind_service",
+    "sys_chroot",
 )
 
 
