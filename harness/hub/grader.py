@@ -575,15 +575,17 @@ class GraderApp:
         from harness.runtimes.docker import LABEL_ATTENDEE, DockerRuntime
 
         rt = DockerRuntime(labels={LABEL_ATTENDEE: who}) if self.lab_runtime == "docker" else self.lab_runtime
-        return runner.run(chosen, runtime=rt, identities=identities)
+        # One lab per request (no shards): an attendee's quota is one lab, and the room shares the cores.
+        return runner.run(chosen, runtime=rt, identities=identities, shards=1)
 
     def labs_of(self, who: str) -> list[dict[str, Any]]:
         """*who*'s labs running now: their ids and containers (by the docker label, so only theirs)."""
         from harness.runtimes.docker import LABEL_ATTENDEE, LABEL_LAB
 
         labs: dict[str, list[str]] = {}
-        for ct in self.docker().containers.list(filters={"label": f"{LABEL_ATTENDEE}={who}"}):
-            labs.setdefault(ct.labels.get(LABEL_LAB, ""), []).append(ct.name)
+        # The low-level list: one call, no inspect of a container that ends meanwhile (a 404).
+        for ct in self.docker().api.containers(filters={"label": f"{LABEL_ATTENDEE}={who}"}):
+            labs.setdefault((ct.get("Labels") or {}).get(LABEL_LAB, ""), []).append(ct["Names"][0].lstrip("/"))
         return [{"lab": lab, "containers": sorted(names)} for lab, names in sorted(labs.items()) if lab]
 
     def users(self) -> list[dict[str, Any]]:

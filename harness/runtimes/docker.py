@@ -288,6 +288,11 @@ def _remove(c: Any, containers: list[Any], networks: list[Any], volumes: list[An
 
 
 # -- one lab -------------------------------------------------------------------------------
+def _names_lab_ip(sc: Scenario) -> bool:
+    """Whether *sc*'s config names the lab's backend address (an IP target, ``{backend_ip}``)."""
+    return sc.target == "ip" or any("{backend_ip}" in str(v) for v in vars(sc).values())
+
+
 class Lab:
     """A lab's network, volume and containers; a context manager that removes them all."""
 
@@ -714,9 +719,13 @@ class DockerRuntime:
                 timings=self.timings,
             )
             return
-        # Kinds spread evenly, as the local runtime's shards; each lab in its own directory.
+        # Kinds spread evenly, as the local runtime's shards; each lab in its own directory. Each
+        # lab's seat has its own address, and a run reports one (meta backend_ip, which reasons of
+        # IP targets name): every scenario that names the lab's address runs in the first lab.
         ordered = sorted(scenarios, key=lambda sc: (sc.proxy.value, sc.id))
-        groups = [ordered[i::n] for i in range(n)]
+        rest = [sc for sc in ordered if not _names_lab_ip(sc)]
+        groups = [rest[i::n] for i in range(n)]
+        groups[0] = [sc for sc in ordered if _names_lab_ip(sc)] + groups[0]
         yield from self._run_labs(
             groups, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy, installations=installations
         )
@@ -752,6 +761,7 @@ class DockerRuntime:
                     on_proxy=lambda e: events.put((i, e)),
                     installations=installations,
                     timings=timings[i],
+                    primary=i == 0,
                 ):
                     events.put((i, cell))
                 events.put((i, None))
@@ -797,6 +807,7 @@ class DockerRuntime:
         on_proxy: Callable[[ProxyEvent], None] | None,
         installations: dict[str, Installation] | None,
         timings: dict[str, float],
+        primary: bool = True,
     ) -> Iterator[CellEvent]:
         """One lab (network, seat, worker) running *scenarios*' cells."""
         t = time.perf_counter()
@@ -807,7 +818,8 @@ class DockerRuntime:
         image = self.image_for(p.inst for p in plans)
         with Lab(c, lab_id, hardened=self.sandbox, image=image, labels=self.labels) as lab, self._running(lab):
             timings["network_s"] = time.perf_counter() - t
-            self.backend_ip = lab.seat_ip  # where the seat answers (Results.meta["backend_ip"])
+            if primary:  # where the seat answers (Results.meta["backend_ip"]): the first lab's
+                self.backend_ip = lab.seat_ip
             if pki.backend_ip != lab.seat_ip and pki.remint is not None:
                 pki = pki.remint(lab.seat_ip)  # harness.conformance: its own cases, for this address
             elif pki.backend_ip != lab.seat_ip:
