@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -692,21 +693,32 @@ def test_the_browser_runs_notebook_00s_first_cells_on_the_lab_service(room: Room
     sources = [c.get_attribute("textContent") or "" for c in cells]
     upto = next(n for n, src in enumerate(sources) if 'run_scenario("nginx/good"' in src)
 
-    def active(d: Any) -> int:
-        classes = [c.get_attribute("class") or "" for c in d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")]
-        return next((n for n, cls in enumerate(classes) if "jp-mod-active" in cls.split()), -1)
+    def prompt(d: Any, n: int) -> str:
+        """Cell *n*'s input prompt: ``[ ]:`` not run, ``[*]:`` running, ``[7]:`` done."""
+        try:
+            cell = d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[n]
+            return cell.find_element(By.CSS_SELECTOR, ".jp-InputPrompt").get_attribute("textContent") or ""
+        except (WebDriverException, IndexError):  # re-rendering: ask again
+            return ""
 
-    # Shift+Enter once per cell, each after the previous one moved on: under load a run of quick
-    # presses stopped three cells short (seen once, on a markdown cell not yet rendered); pressed
-    # again, a set-up cell re-runs, which is harmless.
+    # Each code cell up to the run, one at a time: select it (its prompt), Shift+Enter, and wait for
+    # its execution count. Under load, relying on the active cell moving on skipped a cell once
+    # (the one that imports harness: a NameError); a press that did not take is pressed again.
     for n in range(upto + 1):
+        cell = drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[n]
+        if "jp-CodeCell" not in (cell.get_attribute("class") or "").split():
+            continue
         for _ in range(4):
-            ActionChains(drv).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
             try:
-                WebDriverWait(drv, 15).until(lambda d, n=n: active(d) > n)
+                drv.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[n].find_element(
+                    By.CSS_SELECTOR, ".jp-InputPrompt"
+                ).click()
+                ActionChains(drv).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+                WebDriverWait(drv, 20).until(lambda d, n=n: re.search(r"\[(\d+|\*)\]", prompt(d, n)))
                 break
-            except Exception:  # noqa: BLE001 - not moved on yet: press again
+            except WebDriverException:  # re-rendered under the click, or the press did not take
                 continue
+        WebDriverWait(drv, 300).until(lambda d, n=n: re.search(r"\[\d+\]", prompt(d, n)))
 
     def outputs(d: Any) -> str:
         return "\n".join(
