@@ -406,36 +406,10 @@ def _spki_sha256(cert_pem: bytes) -> str:
 def hub_browser(room: Room) -> Any:
     """Headless Chromium (Debian's, through selenium as tests/test_page.py drives it) that trusts
     the hub's certificate by its key only (an SPKI pin, not "ignore every certificate error")."""
-    from test_page import CHROMEDRIVER, CHROMIUM, REQUIRE_BROWSER, _find
+    from test_page import chromium_driver
 
-    chromium, driver_path = _find(CHROMIUM), _find(CHROMEDRIVER)
-    if not chromium or not driver_path:
-        msg = "browser test needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
-        if REQUIRE_BROWSER:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
     pin = _spki_sha256(Path(room.settings.cert).read_bytes())
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,900",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        f"--ignore-certificate-errors-spki-list={pin}",
-    ):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    drv = chromium_driver(f"--ignore-certificate-errors-spki-list={pin}")
     yield drv
     drv.quit()
 

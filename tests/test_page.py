@@ -277,9 +277,9 @@ def _find(names: tuple[str, str, str]) -> str | None:
     return path if os.access(path, os.X_OK) else shutil.which(name)
 
 
-@pytest.fixture(scope="session")
-def browser():  # type: ignore[no-untyped-def]
-    """Headless Chromium driven by selenium, or a skip (a failure in CI)."""
+def chromium_driver(*extra_args: str) -> Any:
+    """Headless Chromium (Debian's) driven by selenium, with *extra_args*; or a skip (a failure
+    in CI). tests/test_hub.py starts its browser here too."""
     chromium, driver_path = _find(CHROMIUM), _find(CHROMEDRIVER)
     try:
         from selenium import webdriver
@@ -308,10 +308,17 @@ def browser():  # type: ignore[no-untyped-def]
         "--disable-sync",
         "--disable-default-apps",
         "--disable-extensions",
+        *extra_args,
     ):
         opts.add_argument(arg)
     # An explicit driver path: selenium-manager is never asked to download anything.
-    drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+
+
+@pytest.fixture(scope="session")
+def browser():  # type: ignore[no-untyped-def]
+    """Headless Chromium driven by selenium, or a skip (a failure in CI)."""
+    drv = chromium_driver()
     yield drv
     drv.quit()
 
