@@ -37,6 +37,7 @@ from harness.configs.base import Adapted, LabPaths, Ports, Upstream, is_ip, read
 from harness.errors import ConfigError, LabError
 from harness.pki import CA_FILE, LabPKI
 from harness.proxies import Installation, driver
+from harness.runtimes.base import ConfigJob, PreparedProxy, Runtime
 from harness.runtimes.contract import CellSpec, ProxyEvent
 from harness.vocab import (
     ALL_IDENTITY_IDS,
@@ -401,7 +402,7 @@ class _Run:
     """What every proxy process of one :func:`check_many` call shares."""
 
     lab: Path
-    rt: Any
+    rt: Runtime
     kind: ProxyKind
     inst: Installation | None
     adapt: Any
@@ -435,9 +436,7 @@ def _run_batches(run: _Run, batches: list[list[_Unit]]) -> list[_Done]:
         # Ctrl-C/SIGTERM lands here, in the main thread: stop the lab workers the other
         # threads are reading, so they end now rather than after every upstream (38 s for 80).
         pool.shutdown(wait=False, cancel_futures=True)
-        stop = getattr(run.rt, "stop", None)  # both runtimes: local stops its workers, docker removes its labs
-        if stop is not None:
-            stop()
+        run.rt.stop()  # local stops its workers, docker removes its labs
         raise
     finally:
         pool.shutdown(wait=True)
@@ -459,18 +458,15 @@ def _run_batch(run: _Run, b: int, batch: list[_Unit]) -> list[_Done]:
     _hashed_dir(files.bundle_dir, files.bundle)
     units = [_prepare(run, base, n, unit, seat_ports) for n, unit in enumerate(batch)]
     events: list[ProxyEvent] = []
-    raw = list(
-        run.rt.run_prepared(
-            [u.proxy for u in units],
-            [c for u in units for c in u.cells],
-            lab_dir=base,
-            pki_dir=base / "pki",
-            hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
-            addresses=sorted({a for plan in mine for a in plan.addresses}),
-            seat_ports=seat_ports,
-            on_proxy=events.append,
-        )
+    job = ConfigJob(
+        proxies=tuple(u.proxy for u in units),
+        cells=tuple(c for u in units for c in u.cells),
+        pki_dir=base / "pki",
+        hosts={n: a for n, a in hosts.items() if n != BACKEND_NAME},
+        addresses=tuple(sorted({a for plan in mine for a in plan.addresses})),
+        seat_ports=tuple(seat_ports),
     )
+    raw = list(run.rt.run(job, lab_dir=base, on_proxy=events.append))
     out = []
     for u in units:
         plan, key = run.plans[u.plan], u.proxy.key
@@ -496,7 +492,7 @@ class _Prepared:
 
     plan: int
     members: list[tuple[int, Upstream]]
-    proxy: Any  # PreparedProxy
+    proxy: PreparedProxy
     adapted: Adapted
     cells: list[CellSpec]
     unprobed: list[CheckCell]
@@ -504,8 +500,6 @@ class _Prepared:
 
 def _prepare(run: _Run, base: Path, n: int, unit: _Unit, seat_ports: list[int]) -> _Prepared:
     """Unit *n* of a batch's lab: its config adapted into ``run{n}`` and its cells."""
-    from harness.runtimes.local import PreparedProxy
-
     p, g, key, members = unit
     plan, pk, run_dir = run.plans[p], f"p{n}", base / f"run{n}"
     run_dir.mkdir(parents=True)
@@ -820,12 +814,11 @@ def _pin(path: Path, upstreams: list[Upstream], pinned: Backend) -> tuple[list[t
     return probed, problems
 
 
-def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation | None:
+def _installation(rt: Runtime, kind: ProxyKind, version: str | None) -> Installation | None:
     """The installation of *kind* whose version starts with *version* (default: the first)."""
-    from harness.runner import installations_of
     from harness.versions import matches_prefix, parse
 
-    installed = installations_of(rt, kind.value)
+    installed = rt.installations(kind.value)
     if version is None:
         return installed[0] if installed else None
     try:
@@ -842,7 +835,7 @@ def _installation(rt: Any, kind: ProxyKind, version: str | None) -> Installation
     return picked[0]
 
 
-def pick_runtime(runtime: str) -> Any:
+def pick_runtime(runtime: str) -> Runtime:
     """The runtime object for ``local``, ``docker`` or ``auto`` (resolved as ``trustlab run`` does)."""
     from harness.runner import get_runtime, resolve_auto
 
@@ -951,7 +944,7 @@ __all__ = ["Backend", "CheckCell", "CheckResult", "LabError", "Problem", "check"
 class HeldConfig:
     """What ``trustlab up --config`` starts: one upstream of a user's config, as ``check`` runs it."""
 
-    proxy: Any  # PreparedProxy
+    proxy: PreparedProxy
     pki_dir: Path
     hosts: dict[str, str]
     addresses: list[str]
@@ -972,8 +965,6 @@ def held_config(proxy: str, config: str | Path, lab: Path) -> HeldConfig:
     """Prepare *config*'s first HTTPS upstream in *lab* as ``check`` would run it (same adapter,
     same names and addresses, same PKI layout), for a lab that stays up. Bad input raises
     :class:`ConfigError` in one line, as ``check`` does."""
-    from harness.runtimes.local import PreparedProxy
-
     kind = kind_of(proxy)
     path = Path(config)
     text = read_config(path)

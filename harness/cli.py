@@ -265,7 +265,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if not chosen:
             raise LabError(f"no scenario of {', '.join(sorted(kinds))} selected; see trustlab matrix --list")
         runtime = _runtime(args.runtime)
-        installed = [i.version for i in runner.installations_of(runner.get_runtime(runtime), live[0].selector.kind)]
+        installed = [i.version for i in runner.get_runtime(runtime).installations(live[0].selector.kind)]
         for s in live:
             hits = [v for v in installed if s.selector.matches(s.selector.kind, v)]
             if len(hits) > 1:

@@ -28,11 +28,12 @@ import datetime as dt
 import ipaddress
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,6 +45,9 @@ from harness.conformance_notes import version_key as _version_key
 from harness.errors import LabError
 from harness.proxies.base import Installation
 from harness.vocab import BACKEND_NAME, LOCAL_LAB_IP, Outcome
+
+if TYPE_CHECKING:
+    from harness.pki import LabPKI
 
 ACCEPT, REJECT, ERROR = "accept", "reject", "error"
 VERDICTS = (ACCEPT, REJECT)
@@ -952,8 +956,9 @@ def run(
 ) -> dict[str, Any]:
     """Run *cases* through each kind's good config on *runtime* (its default installation, or
     every installed version with *all_versions*); return ``{"meta", "rows"}``."""
-    from harness.pki import IdentityCert, LabPKI
-    from harness.runner import get_runtime, installations_of, lab_dir
+    from harness.pki import LabPKI
+    from harness.runner import get_runtime, lab_dir
+    from harness.runtimes.base import ScenarioJob
 
     if not cases:
         raise LabError("no conformance cases selected")
@@ -964,11 +969,12 @@ def run(
     by_id = {c.id: c for c in cases}
     targets: list[tuple[str, Installation | None]] = []
     for k in kinds:
-        found: list[Installation | None] = list(installations_of(rt, k)) or [None]
+        found: list[Installation | None] = list(rt.installations(k)) or [None]
         targets += [(k, i) for i in (found if all_versions else found[:1])]
     rows: list[Row] = []
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
+    minting = threading.Lock()
     for anchor in ANCHORS:
         group = [c for c in cases if c.anchor == anchor]
         if not group:
@@ -976,23 +982,12 @@ def run(
         peers = list(dict.fromkeys(c.peer for c in group))
 
         def mint(ip: str, group: list[Case] = group, peers: list[str] = peers, anchor: str = anchor) -> LabPKI:
-            """The lab's PKI with each case's chain under its peer name, the seat at *ip*."""
-            kit.backend_ip = ip  # the same CAs; the leaves naming the seat's address are issued again
-            base = LabPKI.mint(backend_ip=ip)
-            others = {
-                PEERS[p]: LabPKI(
-                    internal_root_pem=kit.anchor_pem(anchor),
-                    public_root_pem=base.public_root_pem,
-                    identities={c.id: IdentityCert(c.id, *materialise(c, kit)) for c in group if c.peer == p},
-                    default_site=base.default_site,
-                    backend_ip=ip,
-                    backend_name=PEERS[p],
-                )
-                for p in peers
-            }
-            return dataclasses.replace(base, internal_root_pem=kit.anchor_pem(anchor), others=others, remint=mint)
+            """The lab's PKI with each case's chain under its peer name, the seat at *ip* (one per
+            docker lab, side by side: the kit's address is set and read under one lock)."""
+            with minting:
+                kit.backend_ip = ip  # the same CAs; the leaves naming the seat's address are issued again
+                return _lab_pki(kit, LabPKI.mint(backend_ip=ip), group, peers, anchor, ip)
 
-        pki = mint(backend_ip)
         inst_of: dict[str, Installation | None] = {}
         scenarios = []
         for j, (k, inst) in enumerate(targets):
@@ -1002,11 +997,15 @@ def run(
                 inst_of[sc.id] = inst
         extra = {sc.id: tuple(c.id for c in group if PEERS[c.peer] == sc.backend) for sc in scenarios}
         kind_of = {sc.id: sc.proxy.value for sc in scenarios}
-        kw: dict[str, Any] = {}
-        if getattr(rt, "runs_installations", False):
-            kw["installations"] = {key: i for key, i in inst_of.items() if i is not None}
+        job = ScenarioJob(
+            scenarios=tuple(scenarios),
+            identities=(),
+            mint=mint,
+            extra=extra,
+            installations={key: i for key, i in inst_of.items() if i is not None},
+        )
         with lab_dir(keep=keep) as path:
-            for ev in rt.run(scenarios, lab_dir=path, pki=pki, identities=(), extra=extra, **kw):
+            for ev in rt.run(job, lab_dir=path):
                 inst = inst_of[ev.key]
                 row = judge(
                     by_id[ev.identity],
@@ -1032,9 +1031,28 @@ def run(
             {"proxy": k, "version": i.version if i else None, "tls_library": (i.tls or None) if i else None}
             for k, i in targets
         ],
-        "backend_ip": getattr(rt, "backend_ip", None) or backend_ip,
+        "backend_ip": rt.facts().get("backend_ip") or backend_ip,
     }
     return {"meta": meta, "rows": [r.to_dict() for r in rows], "library": library}
+
+
+def _lab_pki(kit: _Kit, base: LabPKI, group: list[Case], peers: list[str], anchor: str, ip: str) -> LabPKI:
+    """*base* (the lab's PKI for a seat at *ip*) with *anchor* as its internal root and each
+    case of *group* as an identity under its peer's name."""
+    from harness.pki import IdentityCert, LabPKI
+
+    others = {
+        PEERS[p]: LabPKI(
+            internal_root_pem=kit.anchor_pem(anchor),
+            public_root_pem=base.public_root_pem,
+            identities={c.id: IdentityCert(c.id, *materialise(c, kit)) for c in group if c.peer == p},
+            default_site=base.default_site,
+            backend_ip=ip,
+            backend_name=PEERS[p],
+        )
+        for p in peers
+    }
+    return dataclasses.replace(base, internal_root_pem=kit.anchor_pem(anchor), others=others)
 
 
 def summary(report: dict[str, Any]) -> list[dict[str, Any]]:

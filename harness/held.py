@@ -22,7 +22,6 @@ file was found in, never a path the file names.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -34,11 +33,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import LabError
 from harness.runner import LAB_PREFIX, _alive, check_space, lab_root, sweep
 from harness.sandbox import read_planted
+
+if TYPE_CHECKING:
+    from harness.runtimes.base import Held, Job
 
 STATE_FILE = "state.json"
 #: Largest state file read (a real one is under 1 KB).
@@ -597,93 +599,76 @@ _Started = Iterator[tuple[dict[str, Any], Callable[[], object]]]
 
 @contextlib.contextmanager
 def _start_local(scenario: Any, identity: str, path: Path) -> _Started:
-    from harness.pki import LabPKI
-    from harness.proxies import driver
-    from harness.runtimes.contract import HoldSpec
-    from harness.runtimes.local import LocalRuntime
-    from harness.vocab import LOCAL_LAB_IP, PUBLIC_HOST
+    from harness.vocab import PUBLIC_HOST
 
-    rt = LocalRuntime()
-    rt.preflight({scenario.proxy.value})
-    if len(str(path / "control.sock")) > 100:
-        raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
-    pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=scenario.optional_identities, backends=(scenario.backend,))
-    plans = rt.prepare([scenario], path, pki)
-    hold = HoldSpec.of(scenario, identity, control=str(path / "control.sock"), socket_dir=str(path))
-    job = dataclasses.replace(rt._job(plans, [], path, pki), hold=hold)
-    with _held_worker(rt, job, path, f"{scenario.id}: the proxy refused to start") as worker:
-        sock = path / "proxy.sock"
-        drv = driver(scenario.proxy)
+    with _held(scenario, identity, path, "local") as held:
         state = {
-            "socket": str(sock),
-            "control": str(path / "control.sock"),
-            "config": str(plans[0].run_dir / drv.config_name),
-            "log": str(drv.error_log(plans[0].run_dir)),
-            "curl": f"curl -s --unix-socket {sock} http://{PUBLIC_HOST}/",
+            "socket": held.socket,
+            "control": held.control,
+            "config": held.config,
+            "log": held.log,
+            "curl": f"curl -s --unix-socket {held.socket} http://{PUBLIC_HOST}/",
         }
-        yield state, worker.wait
+        yield state, held.wait
 
 
 @contextlib.contextmanager
-def _held_worker(rt: Any, job: Any, path: Path, refused: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Spawn a held lab's worker and wait until its proxy serves (the worker's ``done``); stop it
-    on the way out, before ``lab_dir`` removes the directory ``down`` waits on."""
-    from harness.runtimes.contract import DoneEvent, FatalEvent, ProxyEvent, load_event
-    from harness.runtimes.local import _stop as stop_worker
+def _held(scenario: Any, identity: str, path: Path, runtime: str) -> Iterator[Held]:
+    """*scenario*'s lab on *runtime*, held with its seat as *identity*."""
+    from harness.pki import LabPKI
+    from harness.runtimes.base import ScenarioJob
 
-    worker = None
+    optional, backends = tuple(scenario.optional_identities), (scenario.backend,)
+    job = ScenarioJob(
+        scenarios=(scenario,),
+        identities=(),
+        mint=lambda ip: LabPKI.mint(backend_ip=ip, optional=optional, backends=backends),
+        hold=identity,
+    )
+    with _holding(job, scenario.proxy.value, path, runtime, scenario.id) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _holding(job: Job, kind: str, path: Path, runtime: str, what: str) -> Iterator[Held]:
+    """*job* held on *runtime* through its one door; what goes wrong names *what*."""
+    from harness.runtimes.base import get_runtime
+
+    rt = get_runtime(runtime)
+    rt.preflight({kind})
     try:
-        worker = rt._spawn(job, path / "worker.err")
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            event = load_event(line)
-            if isinstance(event, ProxyEvent) and not event.started:
-                raise LabError(f"{refused}: {event.message}")
-            if isinstance(event, FatalEvent):
-                raise LabError(f"lab failed: {event.message}")
-            if isinstance(event, DoneEvent):
-                break
-        yield worker
-    finally:
-        if worker is not None:
-            stop_worker(worker)
+        with rt.hold(job, lab_dir=path) as held:
+            yield held
+    except LabError as exc:
+        raise LabError(f"{what}: {exc}") from None
 
 
 @contextlib.contextmanager
 def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _Started:
     from harness.check import held_config
-    from harness.proxies import driver
-    from harness.runtimes.contract import HoldSpec
-    from harness.runtimes.local import LocalRuntime
+    from harness.runtimes.base import ConfigJob
 
-    rt = LocalRuntime()
-    rt.preflight({kind})
-    if len(str(path / "control.sock")) > 100:
-        raise LabError(f"{path}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
     held = held_config(kind, config, path)
-    hold = HoldSpec(identity, str(path / "control.sock"), socket_dir=str(path))
-    job = rt.prepared_job(
-        [held.proxy],
-        [],
-        lab_dir=path,
+    job = ConfigJob(
+        proxies=(held.proxy,),
+        cells=(),
         pki_dir=held.pki_dir,
         hosts=held.hosts,
-        addresses=held.addresses,
-        seat_ports=held.seat_ports,
-        hold=hold,
+        addresses=tuple(held.addresses),
+        seat_ports=tuple(held.seat_ports),
+        hold=identity,
     )
-    with _held_worker(rt, job, path, f"{config}: {kind} refused to start with it as adapted for the lab") as worker:
-        sock = path / "proxy.sock"
+    with _holding(job, kind, path, "local", f"{config}: {kind}, as adapted for the lab") as running:
         r = held.upstream.route
         assert r is not None  # held_config holds a routed upstream
         scheme = "https" if r.tls else "http"
         extra = "".join(f" -H '{k}: {v}'" for k, v in r.headers) + (f" -X {r.method}" if r.method != "GET" else "")
         state = {
-            "socket": str(sock),
-            "control": str(path / "control.sock"),
+            "socket": running.socket,
+            "control": running.control,
             "identities": list(held.identities),
-            "config": str(held.proxy.config),
-            "log": str(driver(kind).error_log(held.proxy.run_dir)),
+            "config": running.config,
+            "log": running.log,
             "upstream": held.upstream.label,
             "others": held.others,
             "request": {
@@ -693,31 +678,25 @@ def _start_local_config(kind: str, config: Path, identity: str, path: Path) -> _
                 "method": r.method,
                 "headers": [list(h) for h in r.headers],
             },
-            "curl": f"curl -s{'k' if r.tls else ''} --unix-socket {sock}{extra} {scheme}://{r.host}{r.path}",
+            "curl": f"curl -s{'k' if r.tls else ''} --unix-socket {running.socket}{extra} {scheme}://{r.host}{r.path}",
         }
-        yield state, worker.wait
+        yield state, running.wait
 
 
 @contextlib.contextmanager
 def _start_docker(scenario: Any, identity: str, path: Path) -> _Started:
-    import threading
-
-    from harness.runtimes.docker import DockerRuntime
     from harness.vocab import PUBLIC_HOST
 
-    rt = DockerRuntime()
-    rt.preflight({scenario.proxy.value})
-    with rt.held(scenario, identity=identity, lab_dir=path) as info:
+    with _held(scenario, identity, path, "docker") as held:
         state = {
-            "container": info["container"],
-            "control": "/lab/control.sock",
-            "port": info["port"],
-            "config": info["config"],
-            "log": info["log"],
-            "curl": f"docker exec {info['container']} curl -s -H 'Host: {PUBLIC_HOST}' "
-            f"http://127.0.0.1:{info['port']}/",
+            "container": held.container,
+            "control": held.control,
+            "port": held.port,
+            "config": held.config,
+            "log": held.log,
+            "curl": f"docker exec {held.container} curl -s -H 'Host: {PUBLIC_HOST}' http://127.0.0.1:{held.port}/",
         }
-        yield state, threading.Event().wait
+        yield state, held.wait
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def run_matrix(
 # -- versions (notebook 11) -------------------------------------------------------------------
 def versions_of(kind: str, *, runtime: str = "local") -> list[str]:
     """The installed versions of *kind* that *runtime* can run, the default one first."""
-    return [i.version for i in runner.installations_of(runner.get_runtime(runtime), kind)]
+    return [i.version for i in runner.get_runtime(runtime).installations(kind)]
 
 
 def diff_versions(

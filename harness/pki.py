@@ -33,8 +33,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
@@ -120,9 +119,6 @@ class LabPKI:
     #: Extra files for the optional identities' scenarios (client material, CRLs):
     #: name -> (bytes, secret?), written at the top of the PKI directory.
     files: dict[str, tuple[bytes, bool]] | None = None
-    #: How to mint this PKI again for another seat address (the docker runtime learns it only
-    #: when the lab network exists); ``None``: :meth:`mint` with the same optional identities.
-    remint: Callable[[str], LabPKI] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def mint(

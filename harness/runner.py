@@ -16,7 +16,7 @@ import signal
 import stat as _stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,8 @@ from harness import __version__, _process, lockfile
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.results import Cell, Results
-from harness.runtimes.contract import CellEvent, ProxyEvent
+from harness.runtimes.base import OnProxy, Runtime, ScenarioJob, get_runtime
+from harness.runtimes.contract import CellEvent
 from harness.scenarios import Scenario, backends_of
 from harness.versions import Selector, nearest
 from harness.vocab import ALL_IDENTITY_IDS, IDENTITY_IDS, LOCAL_LAB_IP
@@ -169,24 +170,6 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def get_runtime(name: str) -> Any:
-    """The runtime object for ``local``, ``docker`` or ``remote`` (the classroom's lab service;
-    ``auto`` is resolved by the caller)."""
-    if name == "remote":
-        from harness.runtimes.remote import RemoteRuntime
-
-        return RemoteRuntime()
-    if name == "local":
-        from harness.runtimes.local import LocalRuntime
-
-        return LocalRuntime()
-    if name == "docker":
-        from harness.runtimes.docker import DockerRuntime
-
-        return DockerRuntime()
-    raise LabError(f"--runtime: {name!r} is unknown; choose local, docker, remote or auto")
-
-
 @dataclass(frozen=True)
 class Target:
     """One scenario on one installation of its proxy: one proxy process of a lab.
@@ -212,17 +195,6 @@ def side(results: Results, selector: Selector) -> tuple[str, list[dict[str, Any]
     if len(found) > 1:
         raise LabError(f"{selector}: matches {', '.join(found)}; give a longer version prefix")
     return (f"{selector.kind}@{found[0]}" if found else str(selector)), [c.to_dict() for c in cells]
-
-
-def installations_of(rt: Any, kind: str) -> list[Installation]:
-    """What *rt* can run of *kind*, its default first (the runtime's ``installations``, else the
-    driver's)."""
-    own = getattr(rt, "installations", None)
-    if own is not None:
-        return list(own(kind))
-    from harness.proxies import driver
-
-    return driver(kind).installations()
 
 
 def plan_targets(
@@ -296,97 +268,106 @@ def plan_targets(
 def run(
     scenarios: list[Scenario],
     *,
-    runtime: str | Any = "local",
+    runtime: str | Runtime = "local",
     identities: tuple[str, ...] | None = None,
     seed: int | None = None,
     shards: int | None = None,
     keep: bool = False,
     on_cell: Callable[[Cell], None] | None = None,
-    on_proxy: Callable[[ProxyEvent], None] | None = None,
+    on_proxy: OnProxy | None = None,
     selectors: list[Selector] | None = None,
     all_versions: bool = False,
 ) -> Results:
     """Run every scenario against every identity and return the results (sorted).
 
     *runtime* is a runtime's name, or a runtime object (``LocalRuntime(sandbox=False)``, the
-    sandbox tests' and benchmark's opt-out). *selectors* (``nginx@1.31``) and *all_versions*
-    choose the proxy versions each scenario runs on (:func:`plan_targets`); each cell names
-    its ``proxy_version``.
+    sandbox tests' and benchmark's opt-out; a :class:`~harness.runtimes.base.FakeRuntime`).
+    *selectors* (``nginx@1.31``) and *all_versions* choose the proxy versions each scenario runs
+    on (:func:`plan_targets`); each cell names its ``proxy_version``.
     """
     if not scenarios:
         raise LabError("no scenarios selected")
-    if runtime == "remote":
-        return _run_remote(
-            scenarios, identities=identities, selectors=selectors, all_versions=all_versions, keep=keep, on_cell=on_cell
-        )
-    # An explicit identity list applies to every scenario; by default each scenario also runs
-    # the optional identities it lists in [expected] (legit-deep).
-    identities_given = bool(identities)
-    identities = identities or IDENTITY_IDS
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
+    if keep and rt.name == "remote":
+        raise LabError("--keep: the remote runtime's lab directory is on the lab service; drop --keep")
     rt.preflight({s.proxy.value for s in scenarios})
     targets = plan_targets(
-        scenarios,
-        lambda kind: installations_of(rt, kind),
-        selectors=selectors,
-        all_versions=all_versions,
-        where=getattr(rt, "name", ""),
-        lacking=getattr(rt, "lacking", None),
+        scenarios, rt.installations, selectors=selectors, all_versions=all_versions, where=rt.name, lacking=rt.lacking
     )
+    job = scenario_job(scenarios, targets, identities, seed=seed, shards=shards)
     by_key = {t.key: t for t in targets}
-    extra = (
-        {}
-        if identities_given
-        else {t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities}
-    )
-    # The runtime knows a proxy process by its key (``scenario@version`` on a versioned run).
-    keyed = [t.scenario if t.key == t.scenario.id else dataclasses.replace(t.scenario, id=t.key) for t in targets]
-    installs = {t.key: t.installation for t in targets if t.installation is not None}
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     cells: list[Cell] = []
     with lab_dir(keep=keep) as path:
-        # Minted even when an explicit identity list does not run them: a scenario's config may
-        # name their files (the proxy's client certificate, CRLs).
-        wanted = tuple(dict.fromkeys(i for s in scenarios for i in s.optional_identities))
-        pki = LabPKI.mint(backend_ip=LOCAL_LAB_IP, optional=wanted, backends=backends_of(scenarios))
-        kw: dict[str, Any] = {"extra": extra} if extra else {}
-        if installs and getattr(rt, "runs_installations", False):
-            kw["installations"] = installs
-        events: Iterable[CellEvent] = rt.run(
-            keyed, lab_dir=path, pki=pki, identities=identities, seed=seed, shards=shards, on_proxy=on_proxy, **kw
-        )
-        for ev in events:
-            target = by_key[ev.key]
-            sc, inst = target.scenario, target.installation
-            cell = Cell(
-                scenario=sc.id,
-                proxy=sc.proxy.value,
-                variant=sc.variant,
-                identity=ev.identity,
-                outcome=ev.outcome,
-                expected=sc.expected_for(target.version).get(ev.identity),
-                status=ev.status,
-                reason=ev.reason,
-                sni=ev.sni,
-                tls=ev.tls,
-                duration_s=ev.duration_s,
-                reuse=ev.reuse,
-                client_cert=ev.client_cert,
-                primed=ev.primed,
-                proxy_version=target.version,
-                tls_library=(inst.tls or None) if inst else None,
-            )
+        for ev in rt.run(job, lab_dir=path, on_proxy=on_proxy):
+            cell = _cell(by_key[ev.key], ev)
             cells.append(cell)
             if on_cell:
                 on_cell(cell)
     order = {s.id: i for i, s in enumerate(scenarios)}
     ident_order = {i: n for n, i in enumerate(ALL_IDENTITY_IDS)}
     cells.sort(key=lambda c: (order[c.scenario], _version_key(c.proxy_version), ident_order[c.identity]))
-    expected_count = len(targets) * len(identities) + sum(len(v) for v in extra.values())
-    if len(cells) != expected_count:
-        raise LabError(f"lab returned {len(cells)} cells, expected {expected_count}")
-    meta = {
+    if len(cells) != job.cell_count:
+        raise LabError(f"lab returned {len(cells)} cells, expected {job.cell_count}")
+    return Results(meta=_meta(rt, targets, started, time.perf_counter() - t0), cells=cells)
+
+
+def scenario_job(
+    scenarios: list[Scenario],
+    targets: list[Target],
+    identities: tuple[str, ...] | None,
+    *,
+    seed: int | None = None,
+    shards: int | None = None,
+) -> ScenarioJob:
+    """The job that runs *targets* against *identities*: an explicit list applies to every
+    scenario; by default each scenario also runs the optional identities it lists in
+    [expected] (legit-deep). The runtime knows a proxy process by its target's key."""
+    optional = {t.key: t.scenario.optional_identities for t in targets if t.scenario.optional_identities}
+    # Minted even when an explicit identity list does not run them: a scenario's config may
+    # name their files (the proxy's client certificate, CRLs).
+    wanted = tuple(dict.fromkeys(i for s in scenarios for i in s.optional_identities))
+    backends = backends_of(scenarios)
+    return ScenarioJob(
+        scenarios=tuple(
+            t.scenario if t.key == t.scenario.id else dataclasses.replace(t.scenario, id=t.key) for t in targets
+        ),
+        identities=identities or IDENTITY_IDS,
+        mint=lambda ip: LabPKI.mint(backend_ip=ip, optional=wanted, backends=backends),
+        extra={} if identities else optional,
+        installations={t.key: t.installation for t in targets if t.installation is not None},
+        seed=seed,
+        shards=shards,
+    )
+
+
+def _cell(target: Target, ev: CellEvent) -> Cell:
+    """The result cell of *ev*, with what its target expects and which installation answered."""
+    sc, inst = target.scenario, target.installation
+    return Cell(
+        scenario=sc.id,
+        proxy=sc.proxy.value,
+        variant=sc.variant,
+        identity=ev.identity,
+        outcome=ev.outcome,
+        expected=sc.expected_for(target.version).get(ev.identity),
+        status=ev.status,
+        reason=ev.reason,
+        sni=ev.sni,
+        tls=ev.tls,
+        duration_s=ev.duration_s,
+        reuse=ev.reuse,
+        client_cert=ev.client_cert,
+        primed=ev.primed,
+        proxy_version=target.version,
+        tls_library=(inst.tls or None) if inst else None,
+    )
+
+
+def _meta(rt: Runtime, targets: list[Target], started: dt.datetime, took: float) -> dict[str, Any]:
+    facts = rt.facts()
+    return {
         "trustlab": __version__,
         "runtime": rt.name,
         # The runtime's own OpenSSL wins: the docker image carries its own libssl.
@@ -399,47 +380,12 @@ def run(
         # The locked Python dependency set the lab ran with (requirements.lock; None outside one).
         "lock": lockfile.digest(),
         "started": started.isoformat(timespec="seconds"),
-        "duration_s": round(time.perf_counter() - t0, 3),
+        "duration_s": round(took, 3),
         # The seat's lab address (IP targets and the ip-san identity name it): fixed on the
-        # local runtime, the lab network's .10 on the docker runtime.
-        "backend_ip": getattr(rt, "backend_ip", None) or pki.backend_ip,
+        # local runtime, the first lab network's .10 on the docker runtime.
+        **facts,
+        "backend_ip": facts.get("backend_ip") or LOCAL_LAB_IP,
     }
-    return Results(meta=meta, cells=cells)
-
-
-def _run_remote(
-    scenarios: list[Scenario],
-    *,
-    identities: tuple[str, ...] | None,
-    selectors: list[Selector] | None,
-    all_versions: bool,
-    keep: bool,
-    on_cell: Callable[[Cell], None] | None,
-) -> Results:
-    """:func:`run` on the classroom's lab service: built-in scenario ids and identity ids go
-    there (data, never a scenario file); the cells come back."""
-    from harness import scenarios as _scenarios
-    from harness.runtimes import remote
-
-    if selectors or all_versions:
-        raise LabError(
-            "the remote runtime runs each scenario on the lab service's default proxy version; "
-            "drop --proxy KIND@VERSION / --all-versions"
-        )
-    if keep:
-        raise LabError("--keep: the remote runtime's lab directory is on the lab service; drop --keep")
-    known = _scenarios.builtin()
-    for sc in scenarios:
-        if known.get(sc.id) is None or sc.path != known[sc.id].path:
-            raise LabError(
-                f"{sc.id}: the remote runtime runs built-in scenarios only (trustlab matrix --list), "
-                "not a scenario file"
-            )
-    results = remote.run([s.id for s in scenarios], identities=identities)
-    if on_cell:
-        for cell in results.cells:  # all at once: the service answers when the run is over
-            on_cell(cell)
-    return results
 
 
 def _version_key(version: str | None) -> tuple[int, ...]:

@@ -40,9 +40,9 @@ from harness.runtimes.contract import (
     CellSpec,
     DoneEvent,
     FatalEvent,
-    Job,
     ProxyEvent,
     ProxySpec,
+    WorkerJob,
     batches,
     early_keys,
     load_job,
@@ -228,7 +228,7 @@ def run_cells(
     one shared by a lab of 150 proxies ran out under load before the last ones were asked).
     Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
     or how the proxy died) from the ``proxy`` event. Past *ends* (the job's deadline,
-    ``Job.deadline_s`` = *job_deadline* seconds after the worker started; ``None``: none) the
+    ``WorkerJob.deadline_s`` = *job_deadline* seconds after the worker started; ``None``: none) the
     remaining cells are reported as ``error`` (deadline), not run.
     """
     ready = {}
@@ -241,7 +241,7 @@ def run_cells(
             emit(deadline_cell(cell, job_deadline) if past(ends) else run_cell(seat, by_key[cell.key], cell, seq))
 
 
-def main_prepared(job: Job) -> int:
+def main_prepared(job: WorkerJob) -> int:
     """A prepared lab (``trustlab check``): seats, proxies and client all in this container.
 
     The same steps as a local lab's namespace worker (:func:`harness.runtimes._nsworker.main`):

@@ -47,9 +47,9 @@ from harness.runtimes.contract import (
     Event,
     FatalEvent,
     HoldSpec,
-    Job,
     ProxyEvent,
     ProxySpec,
+    WorkerJob,
     batches,
     dump_event,
     early_keys,
@@ -105,7 +105,7 @@ def emit(event: Event) -> None:
     sys.stdout.flush()
 
 
-def setup_namespace(job: Job) -> None:
+def setup_namespace(job: WorkerJob) -> None:
     run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True)  # noqa: E731
     run("ip", "link", "set", "lo", "up")
     run("ip", "addr", "add", f"{job.backend_ip}/32", "dev", "lo")
@@ -158,7 +158,7 @@ class Seats:
     (``0.0.0.0``: every lab address, the backend IP, extra addresses and 127.0.0.1).
     """
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: WorkerJob) -> None:
         extra = {"backend_names": job.backend_names} if job.backend_names else {}
         if job.seat_ports:
             self.seats = [Seat(Path(job.pki_dir), host=job.seat_host, port=p, **extra) for p in job.seat_ports]
@@ -528,7 +528,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
 
 
 def deadline_cell(cell: CellSpec, seconds: float) -> CellEvent:
-    """The cell a worker past its deadline does not run (see :attr:`Job.deadline_s`)."""
+    """The cell a worker past its deadline does not run (see :attr:`WorkerJob.deadline_s`)."""
     return CellEvent(
         cell.key,
         cell.identity,
@@ -650,7 +650,7 @@ def main() -> int:
             etc_dir = str(sandbox.write_etc(Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))))
         with Seats(job) as seat:
             by_key = {p.key: p for p in proxies}
-            # Started in batches (Job.start_batch; 0: all at once): the next batch starts while
+            # Started in batches (WorkerJob.start_batch; 0: all at once): the next batch starts while
             # this one's cells run, and each batch stops after its cells.
             # Proxies ready only after a timer (Traffic Server) are a last batch started now.
             early = early_keys(proxies)

@@ -1,7 +1,7 @@
 """The typed contract between the host and a lab worker: the job it is handed, the events it
 writes back.
 
-A runtime builds a :class:`Job` (the proxies to start, the cells to run, where the seat
+A runtime builds a :class:`WorkerJob` (the proxies to start, the cells to run, where the seat
 listens) and hands it to a worker as one JSON document (:func:`dump_job`: on stdin to the
 local runtime's namespace worker, as ``/lab/job.json`` to the docker runtime's worker
 container); the worker reads it with :func:`load_job`. The worker answers with one JSON line
@@ -143,7 +143,7 @@ class HoldSpec:
 
 
 @dataclass(frozen=True)
-class Job:
+class WorkerJob:
     """What a lab worker is handed.
 
     ``mode`` ``matrix``: rendered scenarios (one seat at ``backend_ip:seat_port`` in a local
@@ -263,16 +263,16 @@ _EVENT_TYPES = {name: cls for cls, name in _EVENT_NAMES.items()}
 
 
 # -- the four functions that cross the boundary -----------------------------------------------
-def dump_job(job: Job) -> str:
+def dump_job(job: WorkerJob) -> str:
     """*job* as the JSON document a worker reads with :func:`load_job`."""
     return json.dumps(dataclasses.asdict(job))
 
 
-def load_job(text: str | bytes) -> Job:
-    """The :class:`Job` in *text* (written by :func:`dump_job`)."""
+def load_job(text: str | bytes) -> WorkerJob:
+    """The :class:`WorkerJob` in *text* (written by :func:`dump_job`)."""
     raw = json.loads(text)
     return _build(
-        Job,
+        WorkerJob,
         raw,
         proxies=tuple(
             _build(

@@ -62,23 +62,13 @@ from harness import _process, images, sandbox
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver
-from harness.runtimes.contract import (
-    CellEvent,
-    CellSpec,
-    DoneEvent,
-    FatalEvent,
-    HoldSpec,
-    Job,
-    ProxyEvent,
-    ProxySpec,
-    dump_job,
-    load_event,
-)
+from harness.runtimes.base import ConfigJob, EventReader, Held, Job, OnProxy, PreparedProxy, ScenarioJob
+from harness.runtimes.contract import CellEvent, CellSpec, HoldSpec, ProxyEvent, ProxySpec, WorkerJob, dump_job
 from harness.runtimes.contract import interleaved as contract_interleaved
 from harness.runtimes.limits import LabLimits, for_proxies
-from harness.runtimes.local import PreparedProxy, lab_deadline, prepared_hosts
-from harness.scenarios import Scenario, backends_of
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
+from harness.runtimes.local import lab_deadline, prepared_hosts
+from harness.scenarios import Scenario
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME, ProxyKind
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
@@ -92,7 +82,7 @@ FIRST_PORT = 20000
 LAYOUTS = ("shared", "per-variant")
 DEFAULT_LAYOUT = "shared"
 IN_LAB = Path("/lab")
-#: Proxies a matrix's worker container starts at a time (``Job.start_batch``). All 150 of the
+#: Proxies a matrix's worker container starts at a time (``WorkerJob.start_batch``). All 150 of the
 #: default matrix at once, on 2 cores at load ~29, left 497 cells ``error``: the last proxies
 #: were not ready within the one start deadline the lab shared. A batch starts while the one
 #: before runs its cells; each proxy has its own deadline from its own start.
@@ -568,6 +558,8 @@ class DockerRuntime:
         #: The labs running now (``check`` runs several, in threads): :meth:`stop` removes them.
         self._labs: set[Lab] = set()
         self._stopping = False
+        #: Where the last scenario run's first lab's seat answered (``Results.meta["backend_ip"]``).
+        self.backend_ip: str | None = None
 
     def stop(self) -> None:
         """Remove every lab this runtime runs now, at once (``trustlab check`` on SIGTERM or
@@ -606,9 +598,6 @@ class DockerRuntime:
 
     def versions(self) -> dict[str, str]:
         return images.image_versions(self.client)
-
-    #: ``run`` takes ``installations``: the image's copy of each version (``trustlab proxies list``).
-    runs_installations = True
 
     def installations(self, kind: str) -> list[Installation]:
         """What the lab images carry of *kind* (their ``trustlab.proxies`` labels), the default
@@ -681,43 +670,26 @@ class DockerRuntime:
             )
         return ref
 
-    def run(
-        self,
-        scenarios: list[Scenario],
-        *,
-        lab_dir: Path,
-        pki: LabPKI,
-        identities: tuple[str, ...],
-        seed: int | None = None,
-        shards: int | None = None,
-        on_proxy: Callable[[ProxyEvent], None] | None = None,
-        extra: dict[str, tuple[str, ...]] | None = None,
-        installations: dict[str, Installation] | None = None,
-    ) -> Iterator[CellEvent]:
-        """Yield one cell event per (scenario, identity), in completion order.
+    def facts(self) -> dict[str, Any]:
+        return {"backend_ip": self.backend_ip}
 
-        *extra* maps a scenario id to optional identities it runs besides *identities*;
-        *installations* a scenario id to the installation that runs it (else the default).
+    def run(self, job: Job, *, lab_dir: Path, on_proxy: OnProxy | None = None) -> Iterator[CellEvent]:
+        """Yield one cell event per cell of *job*, in completion order.
 
-        *shards* labs run side by side (default: one per core, as the local runtime's workers),
-        each its own network, seat and worker: a lab has one seat, which attributes connections
-        to a cell by order, so a lab runs its cells one at a time.
-        """
-        extra = extra or {}
-        per = {sc.id: tuple(identities) + tuple(extra.get(sc.id, ())) for sc in scenarios}
-        n = max(1, min(shards or os.cpu_count() or 1, len(scenarios)))
+        A scenario job runs in *shards* labs side by side (default: one per core, as the local
+        runtime's workers), each its own network, seat and worker: a lab has one seat, which
+        attributes connections to a cell by order, so a lab runs its cells one at a time. A
+        config job runs in one container with no network (:class:`SoloLab`)."""
+        if isinstance(job, ConfigJob):
+            return self._run_configs(job, lab_dir, on_proxy)
+        return self._run_scenarios(job, lab_dir, on_proxy)
+
+    def _run_scenarios(self, job: ScenarioJob, lab_dir: Path, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
+        scenarios = list(job.scenarios)
+        n = max(1, min(job.shards or os.cpu_count() or 1, len(scenarios)))
         if n == 1:
             self.timings = {}
-            yield from self._run_lab(
-                scenarios,
-                lab_dir=lab_dir,
-                pki=pki,
-                per=per,
-                seed=seed,
-                on_proxy=on_proxy,
-                installations=installations,
-                timings=self.timings,
-            )
+            yield from self._run_lab(scenarios, job, lab_dir=lab_dir, on_proxy=on_proxy, timings=self.timings)
             return
         # Kinds spread evenly, as the local runtime's shards; each lab in its own directory. Each
         # lab's seat has its own address, and a run reports one (meta backend_ip, which reasons of
@@ -726,20 +698,10 @@ class DockerRuntime:
         rest = [sc for sc in ordered if not _names_lab_ip(sc)]
         groups = [rest[i::n] for i in range(n)]
         groups[0] = [sc for sc in ordered if _names_lab_ip(sc)] + groups[0]
-        yield from self._run_labs(
-            groups, lab_dir=lab_dir, pki=pki, per=per, seed=seed, on_proxy=on_proxy, installations=installations
-        )
+        yield from self._run_labs(groups, job, lab_dir=lab_dir, on_proxy=on_proxy)
 
     def _run_labs(
-        self,
-        groups: list[list[Scenario]],
-        *,
-        lab_dir: Path,
-        pki: LabPKI,
-        per: dict[str, tuple[str, ...]],
-        seed: int | None,
-        on_proxy: Callable[[ProxyEvent], None] | None,
-        installations: dict[str, Installation] | None,
+        self, groups: list[list[Scenario]], job: ScenarioJob, *, lab_dir: Path, on_proxy: OnProxy | None
     ) -> Iterator[CellEvent]:
         """One lab per group, each followed by a thread; their events come out here, in this
         thread (*on_proxy* is called here too). Ctrl-C or an error removes every lab at once."""
@@ -753,15 +715,7 @@ class DockerRuntime:
                 sub = lab_dir / f"{lab_dir.name}-{i}"
                 sub.mkdir(exist_ok=True)
                 for cell in self._run_lab(
-                    group,
-                    lab_dir=sub,
-                    pki=pki,
-                    per=per,
-                    seed=seed,
-                    on_proxy=lambda e: events.put((i, e)),
-                    installations=installations,
-                    timings=timings[i],
-                    primary=i == 0,
+                    group, job, lab_dir=sub, on_proxy=lambda e: events.put((i, e)), timings=timings[i], primary=i == 0
                 ):
                     events.put((i, cell))
                 events.put((i, None))
@@ -799,106 +753,92 @@ class DockerRuntime:
     def _run_lab(
         self,
         scenarios: list[Scenario],
+        job: ScenarioJob,
         *,
         lab_dir: Path,
-        pki: LabPKI,
-        per: dict[str, tuple[str, ...]],
-        seed: int | None,
-        on_proxy: Callable[[ProxyEvent], None] | None,
-        installations: dict[str, Installation] | None,
+        on_proxy: OnProxy | None,
         timings: dict[str, float],
         primary: bool = True,
     ) -> Iterator[CellEvent]:
-        """One lab (network, seat, worker) running *scenarios*' cells."""
+        """One lab (network, seat, worker) running *scenarios*' cells, with its PKI minted for
+        its seat's address."""
         t = time.perf_counter()
-        c = self.client
         lab_id = _lab_id(lab_dir)
         # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
-        plans = interleaved(self._plans(scenarios, installations))
+        plans = interleaved(self._plans(scenarios, job.installations))
         image = self.image_for(p.inst for p in plans)
-        with Lab(c, lab_id, hardened=self.sandbox, image=image, labels=self.labels) as lab, self._running(lab):
+        with self._lab(lab_id, image) as lab:
             timings["network_s"] = time.perf_counter() - t
             if primary:  # where the seat answers (Results.meta["backend_ip"]): the first lab's
                 self.backend_ip = lab.seat_ip
-            if pki.backend_ip != lab.seat_ip and pki.remint is not None:
-                pki = pki.remint(lab.seat_ip)  # harness.conformance: its own cases, for this address
-            elif pki.backend_ip != lab.seat_ip:
-                # The ip-san identity must name the seat's address on *this* lab's network.
-                # What the caller minted (files configs may name), for every backend name.
-                others = [i for o in (pki.others or {}).values() for i in (o.optional or {})]
-                wanted = tuple(dict.fromkeys([*(pki.optional or {}), *others]))
-                pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=wanted, backends=backends_of(scenarios))
-            cells = [(p, ident) for p in plans for ident in per[p.scenario.id]]
-            if seed is not None:
-                random.Random(seed).shuffle(cells)
+            pki = job.mint(lab.seat_ip)
+            cells = [(p, ident) for p in plans for ident in job.identities_of(p.scenario.id)]
+            if job.seed is not None:
+                random.Random(job.seed).shuffle(cells)
             archive = self._archive(plans, cells, lab_dir, pki, lab.seat_ip, start_batch=START_BATCH)
             worker = self._launch(lab, plans, archive, timings)
             t = time.perf_counter()
-            yield from self._follow(worker, per, on_proxy)
+            yield from self._follow(worker, job.identities_of, on_proxy)
             timings["cells_s"] = time.perf_counter() - t
 
     @contextlib.contextmanager
-    def held(self, scenario: Scenario, *, identity: str, lab_dir: Path) -> Iterator[dict[str, Any]]:
-        """Keep one scenario's lab running (``trustlab up``) until the context exits.
+    def _lab(self, lab_id: str, image: str) -> Iterator[Lab]:
+        lab = Lab(self.client, lab_id, hardened=self.sandbox, image=image, labels=self.labels)
+        with lab, self._running(lab):
+            yield lab
 
-        Yields where to reach it: the worker container, where ``curl`` reaches the proxy on its
-        loopback and ``/lab/control.sock`` switches the seat's identity.
-        """
-        plans = self._plans([scenario])
+    @contextlib.contextmanager
+    def hold(self, job: Job, *, lab_dir: Path) -> Iterator[Held]:
+        """Keep one scenario's lab running (``trustlab up``) until the context exits: the
+        worker container, where ``curl`` reaches the proxy on its loopback and
+        ``/lab/control.sock`` switches the seat's identity."""
+        if isinstance(job, ConfigJob):
+            raise LabError("trustlab up --config runs on the local runtime; drop --runtime docker")
+        assert job.hold is not None, "a held job names the identity its seat presents"
+        (scenario,) = job.scenarios
+        plans = self._plans([scenario], job.installations)
         image = self.image_for(p.inst for p in plans)
-        with Lab(self.client, _lab_id(lab_dir), hardened=self.sandbox, image=image, labels=self.labels) as lab:
-            extra = tuple(scenario.optional_identities)
-            pki = LabPKI.mint(backend_ip=lab.seat_ip, optional=extra, backends=backends_of([scenario]))
-            hold = HoldSpec.of(scenario, identity, control=str(IN_LAB / "run" / "control.sock"))
+        with self._lab(_lab_id(lab_dir), image) as lab:
+            pki = job.mint(lab.seat_ip)
+            hold = HoldSpec.of(scenario, job.hold, control=str(IN_LAB / "run" / "control.sock"))
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
             started: list[ProxyEvent] = []
-            for _ in self._follow(worker, {scenario.id: ()}, started.append):
+            for _ in self._follow(worker, lambda key: (), started.append):
                 pass
             if not started or not started[0].started:
                 message = started[0].message if started else "the lab worker stopped"
-                raise LabError(f"{scenario.id}: the proxy refused to start: {message}")
+                raise LabError(f"the proxy refused to start: {message}")
             drv = driver(scenario.proxy)
             run_dir = Path(plans[0].run_dir)
-            yield {
-                "container": worker.name,
-                "port": plans[0].listen_port,
-                "lab": lab.id,
-                "config": str(run_dir / drv.config_name),
-                "log": str(drv.error_log(run_dir)),
-            }
+            yield Held(
+                config=str(run_dir / drv.config_name),
+                log=str(drv.error_log(run_dir)),
+                control=str(IN_LAB / "control.sock"),
+                container=worker.name,
+                port=plans[0].listen_port,
+                lab=lab.id,
+                wait=threading.Event().wait,
+            )
 
-    def run_prepared(
-        self,
-        proxies: list[PreparedProxy],
-        cells: list[CellSpec],
-        *,
-        lab_dir: Path,
-        pki_dir: Path,
-        hosts: dict[str, str],
-        addresses: list[str],
-        seat_ports: list[int],
-        backend_ip: str = LOCAL_LAB_IP,
-        on_proxy: Callable[[ProxyEvent], None] | None = None,
-    ) -> Iterator[CellEvent]:
-        """:meth:`LocalRuntime.run_prepared <harness.runtimes.local.LocalRuntime.run_prepared>`
-        in one container of the lab image with no network (:class:`SoloLab`).
+    def _run_configs(self, job: ConfigJob, lab_dir: Path, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
+        """A config job in one container of the lab image with no network (:class:`SoloLab`).
 
-        Same arguments, same cell events back. Every path (configs, run dirs, *pki_dir*) lies
-        under *lab_dir*, which the container sees at ``/lab``: render the configs with
-        :meth:`lab_path`. The proxies' logs stay in the container (removed at the end).
-        """
+        Every path (configs, run dirs, the PKI) lies under *lab_dir*, which the container sees at
+        ``/lab``: configs are rendered with :meth:`lab_path`. The proxies' logs stay in the
+        container (removed at the end)."""
+        proxies, cells, pki_dir = job.proxies, job.cells, job.pki_dir
         t = time.perf_counter()
         timings = self.timings = {}
         image = self.image_for(p.inst for p in proxies)
-        job = Job(
+        job = WorkerJob(
             mode="prepared",
             pki_dir=str(self.lab_path(lab_dir, pki_dir)),
-            backend_ip=backend_ip,
-            seat_ports=tuple(dict.fromkeys(seat_ports or [BACKEND_PORT])),
+            backend_ip=job.backend_ip,
+            seat_ports=tuple(dict.fromkeys(job.seat_ports or [BACKEND_PORT])),
             seat_host="0.0.0.0",
-            addresses=tuple(addresses),
-            hosts=prepared_hosts(hosts, backend_ip),
+            addresses=tuple(job.addresses),
+            hosts=prepared_hosts(dict(job.hosts), job.backend_ip),
             start_timeout=15,
             proxies=tuple(self._prepared_spec(lab_dir, p, pki_dir) for p in proxies),
             cells=tuple(cells),
@@ -913,7 +853,7 @@ class DockerRuntime:
             worker.start()
             timings["container_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            yield from self._follow(worker, {p.key: () for p in proxies}, on_proxy)
+            yield from self._follow(worker, lambda key: (), on_proxy)
             timings["cells_s"] = time.perf_counter() - t
 
     def lab_path(self, lab_dir: Path, path: Path) -> Path:
@@ -1058,7 +998,7 @@ class DockerRuntime:
                     (host_copy / name).write_text(text)
                     add_file(f"proxies/{p.name}/{name}", text.encode())
                 specs.append(self._spec(p))
-            job = Job(
+            job = WorkerJob(
                 seat_host=seat_ip,
                 seat_control_port=CONTROL_PORT,
                 start_timeout=30,
@@ -1115,38 +1055,26 @@ class DockerRuntime:
             list(pool.map(start, plans))
 
     def _follow(
-        self, worker: Any, identities: dict[str, tuple[str, ...]], on_proxy: Callable[[ProxyEvent], None] | None
+        self, worker: Any, identities: Callable[[str], tuple[str, ...]], on_proxy: OnProxy | None
     ) -> Iterator[CellEvent]:
+        def started(event: ProxyEvent) -> None:
+            if event.start_s is not None:
+                self.timings["proxy_start_max_s"] = max(self.timings.get("proxy_start_max_s", 0.0), event.start_s)
+            if on_proxy:
+                on_proxy(event)
+
+        reader = EventReader(identities, started, where=self.name)
         stream = worker.logs(stream=True, follow=True, stdout=True, stderr=False)
-        buf = b""
         try:
-            for chunk in stream:
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    event = load_event(line)
-                    if isinstance(event, ProxyEvent):
-                        if event.start_s is not None:
-                            self.timings.setdefault("proxy_start_max_s", 0.0)
-                            self.timings["proxy_start_max_s"] = max(self.timings["proxy_start_max_s"], event.start_s)
-                        if on_proxy:
-                            on_proxy(event)
-                        if not event.started:
-                            for ident in identities[event.key]:
-                                yield CellEvent.never_listened(event, ident)
-                    elif isinstance(event, CellEvent):
-                        yield event
-                    elif isinstance(event, DoneEvent):
-                        return  # no need to watch the worker shut its proxies down: the lab is removed
-                    elif isinstance(event, FatalEvent):
-                        raise LabError(f"docker lab failed: {event.message}")
+            # No need to watch the worker shut its proxies down after "done": the lab is removed.
+            yield from reader.stream(stream)
         finally:
             stream.close()
             # close() shuts the socket, but the HTTP response still holds its file object (and
             # so the descriptor) until it is closed too.
             stream._response.close()
+        if reader.done:
+            return
         # The stream ended without "done": the worker died.
         import docker.errors
 
@@ -1210,7 +1138,7 @@ def _solo_id(lab_dir: Path) -> str:
     return _lab_id(lab_dir if lab_dir.name.startswith("trustlab") else Path(f"{lab_dir.parent.name}-{lab_dir.name}"))
 
 
-def _lab_dir_archive(lab_dir: Path, job: Job) -> bytes:
+def _lab_dir_archive(lab_dir: Path, job: WorkerJob) -> bytes:
     """The harness code, everything under *lab_dir* and the job, as a tar for ``/lab``.
 
     Owned by root in the container; file modes are kept (keys 0600), directories 0700.

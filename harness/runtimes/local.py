@@ -14,6 +14,7 @@ every connection to the cell that caused it. Shards never see each other.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -22,28 +23,27 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness import _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver, kinds
 from harness.runtimes import limits
+from harness.runtimes.base import ConfigJob, EventReader, Held, Job, OnProxy, ScenarioJob
 from harness.runtimes.contract import (
     CellEvent,
     CellSpec,
-    DoneEvent,
-    FatalEvent,
     HoldSpec,
-    Job,
     ProxyEvent,
     ProxySpec,
     SandboxSpec,
+    WorkerJob,
     dump_job,
     interleaved,
-    load_event,
 )
 from harness.runtimes.limits import LabCgroup, Watch
 from harness.sandbox import available as sandbox_tools
@@ -53,7 +53,7 @@ from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
 FIRST_PORT = 20000
-#: Each lab worker's deadline (``Job.deadline_s``): this many seconds, plus
+#: Each lab worker's deadline (``WorkerJob.deadline_s``): this many seconds, plus
 #: :data:`CELL_DEADLINE_S` per cell; its cells after that are ``error`` (deadline), not run. A
 #: cell takes a few milliseconds (a few hundred times less), a check's upstream group a second
 #: or two; a config that slows every request (up to the probe's 10 s each) would otherwise hold
@@ -62,7 +62,7 @@ LAB_DEADLINE_S = 60.0
 CELL_DEADLINE_S = 1.0
 
 
-#: Proxies a lab worker starts at a time (``Job.start_batch``; 0: all at once), as the docker
+#: Proxies a lab worker starts at a time (``WorkerJob.start_batch``; 0: all at once), as the docker
 #: runtime's worker does: the next batch starts while this one's cells run, and each batch stops
 #: after its cells. All of a shard's ~72 at once took ~3 s (about 40 ms each, every started proxy
 #: competing for the CPU) before the first cell ran. Measured in one process, default matrix,
@@ -92,19 +92,6 @@ class Plan:
     run_dir: Path
     listen_port: int
     #: Which installation runs it (``trustlab matrix --all-versions``); ``None``: the kind's default.
-    inst: Installation | None = None
-
-
-@dataclass(frozen=True)
-class PreparedProxy:
-    """A proxy config rendered by someone else (``trustlab check``), ready to start."""
-
-    key: str
-    kind: str
-    run_dir: Path
-    config: Path
-    listen_port: int
-    #: Which installation starts it (``check --proxy-version``); ``None``: the kind's default.
     inst: Installation | None = None
 
 
@@ -147,8 +134,6 @@ class LocalRuntime:
     """
 
     name = "local"
-    #: :func:`harness.runner.run` may hand :meth:`run` the installation of each scenario.
-    runs_installations = True
 
     def __init__(self, *, sandbox: bool = True, plain_start: bool = False, lab_limits: bool = True) -> None:
         self.sandbox = sandbox
@@ -204,83 +189,91 @@ class LocalRuntime:
             plans.append(Plan(sc, run_dir, port, (installations or {}).get(sc.id)))
         return plans
 
-    def run(
-        self,
-        scenarios: list[Scenario],
-        *,
-        lab_dir: Path,
-        pki: LabPKI,
-        identities: tuple[str, ...],
-        seed: int | None = None,
-        shards: int | None = None,
-        on_proxy: Callable[[ProxyEvent], None] | None = None,
-        extra: dict[str, tuple[str, ...]] | None = None,
-        installations: dict[str, Installation] | None = None,
-    ) -> Iterator[CellEvent]:
-        """Yield one cell event per (scenario, identity), in completion order.
+    def installations(self, kind: str) -> list[Installation]:
+        return driver(kind).installations()
 
-        *extra* maps a scenario id to optional identities it runs besides *identities*;
-        *installations* maps a scenario id to the installation that runs it (else the default).
-        """
-        extra = extra or {}
-        per = lambda key: tuple(identities) + tuple(extra.get(key, ()))  # noqa: E731
-        plans = self.prepare(scenarios, lab_dir, pki, installations)
-        n = max(1, min(shards or os.cpu_count() or 1, len(plans)))
+    def lacking(self, kinds: Iterable[str], matches: Callable[[str, str], bool] = lambda k, v: True) -> str:
+        return ""  # the local runtime runs whatever this host has installed
+
+    def facts(self) -> dict[str, Any]:
+        return {"backend_ip": LOCAL_LAB_IP}
+
+    def run(self, job: Job, *, lab_dir: Path, on_proxy: OnProxy | None = None) -> Iterator[CellEvent]:
+        """Yield one cell event per cell of *job*, in completion order.
+
+        A scenario job is split into shards, one worker namespace each (one per core); a config
+        job runs in one namespace."""
+        if isinstance(job, ConfigJob):
+            return self._run_configs(job, lab_dir, on_proxy)
+        return self._run_scenarios(job, lab_dir, on_proxy)
+
+    @contextlib.contextmanager
+    def hold(self, job: Job, *, lab_dir: Path) -> Iterator[Held]:
+        """Start *job*'s one proxy in a namespace of its own and keep it serving: the seat
+        presents ``job.hold``, a unix socket in *lab_dir* relays to the proxy's listener."""
+        if len(str(lab_dir / "control.sock")) > 100:
+            raise LabError(f"{lab_dir}: too long for a unix socket path; set TRUSTLAB_TMPDIR to a shorter directory")
+        assert job.hold is not None, "a held job names the identity its seat presents"
+        control = str(lab_dir / "control.sock")
+        if isinstance(job, ConfigJob):
+            hold = HoldSpec(job.hold, control, socket_dir=str(lab_dir))
+            worker_job = self._config_job(job, lab_dir, hold=hold)
+            p = job.proxies[0]
+            config, log = p.config, driver(p.kind).error_log(p.run_dir)
+        else:
+            (scenario,) = job.scenarios
+            pki = job.mint(LOCAL_LAB_IP)
+            plans = self.prepare([scenario], lab_dir, pki, job.installations)
+            hold = HoldSpec.of(scenario, job.hold, control=control, socket_dir=str(lab_dir))
+            worker_job = dataclasses.replace(self._job(plans, [], lab_dir, pki), hold=hold)
+            drv = driver(scenario.proxy)
+            config, log = plans[0].run_dir / drv.config_name, drv.error_log(plans[0].run_dir)
+        worker = self._spawn(worker_job, lab_dir / "worker.err")
+        try:
+            reader = EventReader(lambda key: (), _refused, where=self.name)
+            assert worker.stdout is not None
+            for line in worker.stdout:
+                list(reader.line(line))
+                if reader.done:
+                    break
+            else:
+                raise _worker_failure(worker)
+            yield Held(
+                config=str(config), log=str(log), control=control, socket=str(lab_dir / "proxy.sock"), wait=worker.wait
+            )
+        finally:
+            _stop(worker)
+
+    def _run_scenarios(self, job: ScenarioJob, lab_dir: Path, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
+        pki = job.mint(LOCAL_LAB_IP)
+        plans = self.prepare(list(job.scenarios), lab_dir, pki, job.installations)
+        n = max(1, min(job.shards or os.cpu_count() or 1, len(plans)))
         # Spread the kinds evenly: Apache is the slowest to start.
         ordered = sorted(plans, key=lambda p: (p.scenario.proxy.value, p.scenario.id))
         groups = [ordered[i::n] for i in range(n)]
-        rng = random.Random(seed) if seed is not None else None
+        rng = random.Random(job.seed) if job.seed is not None else None
         workers = []
         try:
             for g, group in enumerate(groups):
                 # Fastest-starting proxies first: their cells run while Apache still starts.
                 quick_first = sorted(group, key=lambda p: driver(p.scenario.proxy).start_order)
-                cells = [(p, ident) for p in quick_first for ident in per(p.scenario.id)]
+                cells = [(p, ident) for p in quick_first for ident in job.identities_of(p.scenario.id)]
                 if rng:
                     rng.shuffle(cells)
                 # Batched: kinds in turn, so that each start batch holds every kind of the shard.
                 starting = interleaved(group, lambda p: p.scenario.proxy.value) if START_BATCH else group
-                job = self._job(starting, cells, lab_dir, pki)
-                job = dataclasses.replace(job, deadline_s=lab_deadline(len(job.cells)), start_batch=START_BATCH)
-                workers.append(self._spawn(job, lab_dir / f"worker-{g}.err"))
-            yield from self._collect(workers, per, on_proxy)
+                work = self._job(starting, cells, lab_dir, pki)
+                work = dataclasses.replace(work, deadline_s=lab_deadline(len(work.cells)), start_batch=START_BATCH)
+                workers.append(self._spawn(work, lab_dir / f"worker-{g}.err"))
+            yield from self._collect(workers, job.identities_of, on_proxy)
         finally:
             _stop_all(workers)
 
-    def run_prepared(
-        self,
-        proxies: list[PreparedProxy],
-        cells: list[CellSpec],
-        *,
-        lab_dir: Path,
-        pki_dir: Path,
-        hosts: dict[str, str],
-        addresses: list[str],
-        seat_ports: list[int],
-        backend_ip: str = LOCAL_LAB_IP,
-        on_proxy: Callable[[ProxyEvent], None] | None = None,
-    ) -> Iterator[CellEvent]:
-        """Run pre-rendered configs in one lab namespace; yield one cell event per cell.
-
-        *hosts* maps names to lab addresses (the namespace's ``/etc/hosts``); *addresses* are
-        extra IPs put on the namespace's loopback; one seat listens on ``0.0.0.0`` per port in
-        *seat_ports*. A cell names its proxy (``key``) and ``identity`` and may carry ``port``,
-        ``host``, ``path``, ``tls`` and a ``label`` echoed back. A proxy that refuses to start
-        yields no cells: watch *on_proxy* for its event (``started``, ``message``).
-        """
-        job = self.prepared_job(
-            proxies,
-            cells,
-            lab_dir=lab_dir,
-            pki_dir=pki_dir,
-            hosts=hosts,
-            addresses=addresses,
-            seat_ports=seat_ports,
-            backend_ip=backend_ip,
-        )
+    def _run_configs(self, job: ConfigJob, lab_dir: Path, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
+        worker_job = self._config_job(job, lab_dir)
         if self._stopping:
             raise KeyboardInterrupt
-        proc = self._spawn(job, lab_dir / "worker.err")
+        proc = self._spawn(worker_job, lab_dir / "worker.err")
         self._live.add(proc)
         try:
             yield from self._collect([proc], lambda key: (), on_proxy)
@@ -288,23 +281,13 @@ class LocalRuntime:
             _stop(proc)
             self._live.discard(proc)
 
-    def prepared_job(
-        self,
-        proxies: list[PreparedProxy],
-        cells: list[CellSpec],
-        *,
-        lab_dir: Path,
-        pki_dir: Path,
-        hosts: dict[str, str],
-        addresses: list[str],
-        seat_ports: list[int],
-        backend_ip: str = LOCAL_LAB_IP,
-        hold: HoldSpec | None = None,
-    ) -> Job:
-        """The worker's job for :meth:`run_prepared` (and a held config lab, with *hold*); writes
-        the lab's hosts file."""
-        (lab_dir / "hosts").write_text(prepared_hosts(hosts, backend_ip))
-        return Job(
+    def _config_job(self, job: ConfigJob, lab_dir: Path, hold: HoldSpec | None = None) -> WorkerJob:
+        """The worker's job for a config job (a held config lab, with *hold*); writes the lab's
+        hosts file."""
+        pki_dir, addresses, seat_ports, backend_ip = job.pki_dir, job.addresses, job.seat_ports, job.backend_ip
+        proxies, cells = job.proxies, job.cells
+        (lab_dir / "hosts").write_text(prepared_hosts(dict(job.hosts), backend_ip))
+        return WorkerJob(
             mode="prepared",
             pki_dir=str(pki_dir),
             backend_ip=backend_ip,
@@ -355,9 +338,9 @@ class LocalRuntime:
         return path
 
     # -- internals ---------------------------------------------------------------------
-    def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> Job:
+    def _job(self, group: list[Plan], cells: list[tuple[Plan, str]], lab_dir: Path, pki: LabPKI) -> WorkerJob:
         read_only, own = _pki_files(lab_dir / "pki")
-        return Job(
+        return WorkerJob(
             pki_dir=str(lab_dir / "pki"),
             backend_ip=pki.backend_ip,
             seat_port=BACKEND_PORT,
@@ -420,7 +403,7 @@ class LocalRuntime:
             plain=self.plain_start,
         )
 
-    def _spawn(self, job: Job, err_path: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, job: WorkerJob, err_path: Path) -> subprocess.Popen[bytes]:
         flags, _ = namespace_mode()
         # --pid: the worker is the init of its own pid namespace, so when it ends, by any signal,
         # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
@@ -499,15 +482,16 @@ class LocalRuntime:
         self,
         workers: list[subprocess.Popen[bytes]],
         identities: Callable[[str], tuple[str, ...]],
-        on_proxy: Callable[[ProxyEvent], None] | None,
+        on_proxy: OnProxy | None,
     ) -> Iterator[CellEvent]:
+        """Every worker's cells as they come (one reader per worker); a worker that ends without
+        ``done`` is a :class:`LabError` with its own last words."""
         sel = selectors.DefaultSelector()
-        buffers: dict[int, bytes] = {}
-        done: set[int] = set()
+        readers: dict[int, EventReader] = {}
         for proc in workers:
             assert proc.stdout is not None
             sel.register(proc.stdout, selectors.EVENT_READ, proc)
-            buffers[proc.pid] = b""
+            readers[proc.pid] = EventReader(identities, on_proxy, where=self.name)
         open_count = len(workers)
         while open_count:
             for key, _ in sel.select():
@@ -516,25 +500,16 @@ class LocalRuntime:
                 if not chunk:
                     sel.unregister(key.fileobj)
                     open_count -= 1
-                    if proc.wait() != 0 and proc.pid not in done:
+                    if proc.wait() != 0 and not readers[proc.pid].done:
                         raise _worker_failure(proc)
                     continue
-                buffers[proc.pid] += chunk
-                *lines, buffers[proc.pid] = buffers[proc.pid].split(b"\n")
-                for line in lines:
-                    event = load_event(line)
-                    if isinstance(event, ProxyEvent):
-                        if on_proxy:
-                            on_proxy(event)
-                        if not event.started:
-                            for ident in identities(event.key):
-                                yield CellEvent.never_listened(event, ident)
-                    elif isinstance(event, CellEvent):
-                        yield event
-                    elif isinstance(event, DoneEvent):
-                        done.add(proc.pid)
-                    elif isinstance(event, FatalEvent):
-                        raise LabError(f"local lab failed: {event.message}")
+                yield from readers[proc.pid].chunk(chunk)
+
+
+def _refused(event: ProxyEvent) -> None:
+    """A held lab's proxy that did not start: the lab is no use."""
+    if not event.started:
+        raise LabError(f"the proxy refused to start: {event.message}")
 
 
 def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:

@@ -17,16 +17,24 @@ attendee, :data:`MAX_CELLS` cells per request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import LabError, PrerequisiteError
 from harness.results import Cell, Results
+from harness.runtimes.base import ConfigJob, Held, Job, OnProxy
+from harness.runtimes.contract import CellEvent
+
+if TYPE_CHECKING:
+    from harness.proxies.base import Installation
+    from harness.scenarios import Scenario
 
 NAME = "remote"
 #: Picks the notebooks' runtime (harness.notebook, the pytest plugin); the spawner sets it to NAME.
@@ -80,11 +88,15 @@ def call(route: str, body: dict[str, Any] | None = None, *, timeout: float = TIM
 
 
 class RemoteRuntime:
-    """What :func:`harness.runner.get_runtime` gives for ``remote``: preflight and versions only;
-    :func:`harness.runner.run` hands the whole run to :func:`run` (the lab, its PKI and its
-    proxies are the service's)."""
+    """Runs scenario jobs on the classroom's lab service: their built-in scenario ids and identity
+    ids go there (data, never a scenario file or a config); the cells come back. The lab, its
+    PKI and its proxies are the service's (its docker runtime)."""
 
     name = NAME
+
+    def __init__(self) -> None:
+        #: The last run's results meta as the service reported it.
+        self._served: dict[str, Any] = {}
 
     def preflight(self, kinds: set[str]) -> None:
         try:
@@ -93,7 +105,71 @@ class RemoteRuntime:
             raise PrerequisiteError(str(exc)) from None
 
     def versions(self) -> dict[str, str]:
-        return {}
+        return dict(self._served.get("versions") or {})
+
+    def installations(self, kind: str) -> list[Installation]:
+        return []  # the service's default of each kind (its version comes back in the cells' meta)
+
+    def lacking(self, kinds: Iterable[str], matches: Callable[[str, str], bool] = lambda k, v: True) -> str:
+        return (
+            "the remote runtime runs each scenario on the lab service's default proxy version; "
+            "drop --proxy KIND@VERSION / --all-versions"
+        )
+
+    def lab_path(self, lab_dir: Path, path: Path) -> Path:
+        return path
+
+    def facts(self) -> dict[str, Any]:
+        served = self._served
+        if not served:
+            return {}
+        return {k: served.get(k) for k in ("backend_ip", "remote", "proxy_versions")}
+
+    def stop(self) -> None:
+        return None  # the service ends an attendee's lab when its request ends
+
+    def hold(self, job: Job, *, lab_dir: Path) -> contextlib.AbstractContextManager[Held]:
+        raise LabError("the remote runtime runs labs to completion; trustlab up needs local or docker")
+
+    def run(self, job: Job, *, lab_dir: Path, on_proxy: OnProxy | None = None) -> Iterator[CellEvent]:
+        """Every cell of *job* once the service answers (all at once: it answers when the run is
+        over)."""
+        if isinstance(job, ConfigJob):
+            raise LabError("the remote runtime runs built-in scenarios only, not a config (trustlab check)")
+        _builtin_only(job.scenarios)
+        # With optional identities added per scenario the caller gave none: the service adds them too.
+        results = run([s.id for s in job.scenarios], identities=None if job.extra else job.identities)
+        self._served = {**results.meta, "backend_ip": results.meta.get("backend_ip")}
+        kinds = {s.id: s.proxy.value for s in job.scenarios}
+        for cell in results.cells:
+            if cell.scenario not in kinds:
+                raise LabError(f"lab service: its answer names {cell.scenario}, which was not asked for")
+            yield CellEvent(
+                key=cell.scenario,
+                identity=cell.identity,
+                outcome=cell.outcome,
+                status=cell.status,
+                reason=cell.reason,
+                sni=cell.sni,
+                tls=cell.tls,
+                duration_s=cell.duration_s,
+                reuse=cell.reuse,
+                client_cert=cell.client_cert,
+                primed=cell.primed,
+            )
+
+
+def _builtin_only(scenarios: Iterable[Scenario]) -> None:
+    """Refuse a scenario that is not built in: the service looks ids up, never a file."""
+    from harness import scenarios as builtins
+
+    known = builtins.builtin()
+    for sc in scenarios:
+        if known.get(sc.id) is None or sc.path != known[sc.id].path:
+            raise LabError(
+                f"{sc.id}: the remote runtime runs built-in scenarios only (trustlab matrix --list), "
+                "not a scenario file"
+            )
 
 
 def run(scenario_ids: Sequence[str], *, identities: Sequence[str] | None = None) -> Results:
