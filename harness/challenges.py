@@ -77,11 +77,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness._assets import asset_dir
 from harness.errors import LabError, ScenarioError, read_input
 from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS, Outcome, ProxyKind, identity_spec
+
+if TYPE_CHECKING:
+    from harness.runtimes.base import Runtime
 
 
 class ChallengeError(ScenarioError):
@@ -472,12 +475,14 @@ def _want(grader: Grader, identity: str) -> Outcome | None:
     return None  # legit-no-chain (unless required) and accepted impostors: either way is fine
 
 
-def grade(challenge: Challenge | str, config: str | Path, *, runtime: str = "local") -> Grade:
+def grade(challenge: Challenge | str, config: str | Path, *, runtime: str | Runtime = "local") -> Grade:
     """Run *config* on the real proxy with the challenge's backend pinned; solved when its goal holds."""
     return grade_many(challenge, [config], runtime=runtime)[0]
 
 
-def grade_many(challenge: Challenge | str, configs: list[str | Path], *, runtime: str = "local") -> list[Grade]:
+def grade_many(
+    challenge: Challenge | str, configs: list[str | Path], *, runtime: str | Runtime = "local"
+) -> list[Grade]:
     """:func:`grade` for several attempts at once: their proxies run side by side in one lab."""
     from harness.check import check_many
 

@@ -280,7 +280,7 @@ def check(
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
     sni_routing: bool = False,
-    runtime: str = "local",
+    runtime: str | Runtime = "local",
     version: str | None = None,
     pinned: Backend | None = None,
     dynamic: tuple[str | Path, ...] = (),
@@ -344,7 +344,7 @@ def check_many(
     identities: tuple[str, ...] = IDENTITY_IDS,
     keep: bool = False,
     sni_routing: bool = False,
-    runtime: str = "local",
+    runtime: str | Runtime = "local",
     version: str | None = None,
     pinned: Backend | None = None,
     dynamic: tuple[str | Path, ...] = (),
@@ -835,10 +835,13 @@ def _installation(rt: Runtime, kind: ProxyKind, version: str | None) -> Installa
     return picked[0]
 
 
-def pick_runtime(runtime: str) -> Runtime:
-    """The runtime object for ``local``, ``docker`` or ``auto`` (resolved as ``trustlab run`` does)."""
+def pick_runtime(runtime: str | Runtime) -> Runtime:
+    """The runtime object for ``local``, ``docker`` or ``auto`` (resolved as ``trustlab run``
+    does); a runtime object as it is (the tests' :class:`~harness.runtimes.base.FakeRuntime`)."""
     from harness.runner import get_runtime, resolve_auto
 
+    if not isinstance(runtime, str):
+        return runtime
     if runtime == "auto":
         runtime, _ = resolve_auto()
     if runtime == "remote":

@@ -107,7 +107,7 @@ def diagnose(say: Callable[[str], None]) -> int:
         say("")
         say("remote runtime (TRUSTLAB_RUNTIME=remote: the classroom's lab service)")
         try:
-            remote.RemoteRuntime().preflight(set())
+            remote.RemoteRuntime().health()
             ok_remote = True
             say(f"  ok    lab service at {remote.endpoint()[0]}")
         except LabError as exc:

@@ -13,10 +13,10 @@ from harness.runtimes.contract import (
     DoneEvent,
     FatalEvent,
     HoldSpec,
-    Job,
     ProxyEvent,
     ProxySpec,
     SandboxSpec,
+    WorkerJob,
     dump_event,
     dump_job,
     load_event,
@@ -26,7 +26,7 @@ from harness.scenarios import resolve
 from harness.vocab import Outcome, ProxyKind
 
 
-def _job() -> Job:
+def _job() -> WorkerJob:
     inst = Installation(
         ProxyKind.NGINX,
         "1.22.1",
@@ -50,7 +50,7 @@ def _job() -> Job:
         sandbox=SandboxSpec(("/lab/pki/ca.pem",), ("/lab/pki/k.key",)),
         exit_file="/x/exit",
     )
-    return Job(
+    return WorkerJob(
         (proxy, ProxySpec("apache/good", "apache", 20001, "/r", "/r/error.log", "/r/httpd.conf", unconfined=True)),
         (
             CellSpec(

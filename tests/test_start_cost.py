@@ -147,7 +147,7 @@ def _fake_docker_worker(
     """The docker worker's main on a job of *kinds*, with seat, proxies and cells faked: what it
     started (the seat as "seat"), in order, and the proxies of each batch it ran cells for."""
     from harness.runtimes import _dockerworker as worker
-    from harness.runtimes.contract import Job, dump_job
+    from harness.runtimes.contract import WorkerJob, dump_job
 
     order: list[str] = []
     ran: list[list[str]] = []
@@ -182,7 +182,7 @@ def _fake_docker_worker(
     )
     job = tmp_path / "job.json"
     job.write_text(
-        dump_job(Job(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000, start_batch=start_batch))
+        dump_job(WorkerJob(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000, start_batch=start_batch))
     )
     assert worker.main(["worker", str(job)]) == 0
     return order, ran

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harness.errors import LabError
-from harness.runtimes.contract import CellEvent, CellSpec, DoneEvent, FatalEvent, ProxyEvent, load_event
+from harness.runtimes.contract import CellEvent, CellSpec, DoneEvent, FatalEvent, ProxyEvent, dump_event, load_event
 from harness.vocab import LOCAL_LAB_IP
 
 if TYPE_CHECKING:
@@ -203,6 +204,8 @@ class EventReader:
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
+            if self.done:  # nothing the worker says after "done" is a cell
+                return
             yield from self.line(line)
 
     def stream(self, chunks: Iterable[bytes]) -> Iterator[CellEvent]:
@@ -231,38 +234,124 @@ def get_runtime(name: str) -> Runtime:
     raise LabError(f"--runtime: {name!r} is unknown; choose local, docker, remote or auto")
 
 
+def _digest(job: ConfigJob, lab_dir: Path, proxy: PreparedProxy) -> str:
+    """*proxy*'s config as the job ran it, without the lab directory and the line naming the
+    file it was adapted from: the same config adapted in another lab has the same digest."""
+    lines = Path(proxy.config).read_text().replace(str(lab_dir), "{lab}").splitlines()
+    text = "\n".join(line for line in lines if "trustlab check: adapted from " not in line)
+    return hashlib.sha256(f"{proxy.kind}\n{text}".encode()).hexdigest()[:16]
+
+
+def _cell_key(digest: str, spec: CellSpec) -> str:
+    return f"{digest} {spec.identity} {spec.host}{spec.path} {spec.label}"
+
+
+class Recorder:
+    """Wraps a real runtime and keeps what it answers, for :class:`FakeRuntime` to replay:
+    each scenario cell by (scenario, identity); each config job's start events and cells by
+    the digest of the config that ran (:func:`_digest`) and the request."""
+
+    def __init__(self, inner: Runtime) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.scenario_cells: dict[str, str] = {}
+        self.config_cells: dict[str, str] = {}
+        self.refusals: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:  # preflight, versions, installations ...
+        return getattr(self.inner, name)
+
+    def run(self, job: Job, *, lab_dir: Path, on_proxy: OnProxy | None = None) -> Iterator[CellEvent]:
+        if isinstance(job, ScenarioJob):
+            for ev in self.inner.run(job, lab_dir=lab_dir, on_proxy=on_proxy):
+                self.scenario_cells[f"{ev.key} {ev.identity}"] = dump_event(ev)
+                yield ev
+            return
+        digests = {p.key: _digest(job, lab_dir, p) for p in job.proxies}
+        specs = {(c.key, c.label, c.identity): c for c in job.cells}
+
+        def started(event: ProxyEvent) -> None:
+            if not event.started:
+                self.refusals[digests[event.key]] = dump_event(event)
+            if on_proxy:
+                on_proxy(event)
+
+        for ev in self.inner.run(job, lab_dir=lab_dir, on_proxy=started):
+            spec = specs[(ev.key, ev.label, ev.identity)]
+            self.config_cells[_cell_key(digests[ev.key], spec)] = dump_event(ev)
+            yield ev
+
+    def dump(self) -> dict[str, Any]:
+        """The recording as JSON data (:meth:`FakeRuntime.load` reads it)."""
+        return {
+            "runtime": self.name,
+            "scenario_cells": dict(sorted(self.scenario_cells.items())),
+            "config_cells": dict(sorted(self.config_cells.items())),
+            "refusals": dict(sorted(self.refusals.items())),
+        }
+
+
 class FakeRuntime:
     """Replays recorded cells: runner, check, notebook helpers and graders tested without a proxy.
 
-    *cells* answer scenario jobs: each recorded :class:`~harness.results.Cell` by (scenario,
-    identity), as :meth:`from_results` takes them from a run's results. *config_cells* answer
-    config jobs: a recorded cell event by (proxy kind, identity, host, path, label) of the cell
-    spec. A cell nobody recorded is a :class:`LabError` (a replay never invents an outcome).
-    *refused* maps a scenario id or a proxy kind to the message of a proxy that did not start.
+    It answers a scenario cell by (scenario, identity), and a config job's cell by the digest of
+    the config that runs and the request (:class:`Recorder` made the recording; a config never
+    recorded has no answer). A cell nobody recorded is a :class:`LabError`: a replay never invents
+    an outcome. A recorded refusal replays as the proxy's start event.
     """
 
     name = "fake"
 
     def __init__(
         self,
-        cells: Iterable[Any] = (),
+        scenario_cells: Mapping[str, CellEvent] | None = None,
         *,
-        config_cells: Mapping[tuple[str, str, str | None, str, int | None], CellEvent] | None = None,
-        refused: Mapping[str, str] | None = None,
+        config_cells: Mapping[str, CellEvent] | None = None,
+        refusals: Mapping[str, ProxyEvent] | None = None,
         versions: Mapping[str, str] | None = None,
     ) -> None:
-        self.cells = {(c.scenario, c.identity): c for c in cells}
+        self.scenario_cells = dict(scenario_cells or {})
         self.config_cells = dict(config_cells or {})
-        self.refused = dict(refused or {})
+        self.refusals = dict(refusals or {})
         self._versions = dict(versions or {})
         #: Every job this runtime was handed, in order (what the tests assert on).
         self.jobs: list[Job] = []
-        #: Every PKI a scenario job minted (one per run: the runtime's single lab).
+        #: Every PKI a scenario job minted (once per job: the runtime's one lab).
         self.minted: list[LabPKI] = []
 
     @classmethod
+    def load(cls, data: Mapping[str, Any]) -> FakeRuntime:
+        """The runtime that replays a :meth:`Recorder.dump`."""
+
+        def events(raw: Mapping[str, str]) -> dict[str, Any]:
+            return {k: load_event(v) for k, v in raw.items()}
+
+        return cls(
+            events(data.get("scenario_cells", {})),
+            config_cells=events(data.get("config_cells", {})),
+            refusals=events(data.get("refusals", {})),
+        )
+
+    @classmethod
     def from_results(cls, results: Results) -> FakeRuntime:
-        return cls(results.cells, versions=results.meta.get("versions") or {})
+        """The runtime that answers each scenario cell of *results* as it was answered there."""
+        cells = {
+            f"{c.scenario} {c.identity}": CellEvent(
+                key=c.scenario,
+                identity=c.identity,
+                outcome=c.outcome,
+                status=c.status,
+                reason=c.reason,
+                sni=c.sni,
+                tls=c.tls,
+                duration_s=c.duration_s,
+                reuse=c.reuse,
+                client_cert=c.client_cert,
+                primed=c.primed,
+            )
+            for c in results.cells
+        }
+        return cls(cells, versions=results.meta.get("versions") or {})
 
     def preflight(self, kinds: set[str]) -> None:
         return None
@@ -285,63 +374,38 @@ class FakeRuntime:
     def stop(self) -> None:
         return None
 
+    def hold(self, job: Job, *, lab_dir: Path) -> contextlib.AbstractContextManager[Held]:
+        raise LabError("the fake runtime replays recorded cells; it holds no lab")
+
     def run(self, job: Job, *, lab_dir: Path, on_proxy: OnProxy | None = None) -> Iterator[CellEvent]:
         self.jobs.append(job)
         if isinstance(job, ScenarioJob):
             self.minted.append(job.mint(LOCAL_LAB_IP))
-            return self._scenario_cells(job, on_proxy)
-        return self._config_cells(job, on_proxy)
+            return self._scenario_cells(job)
+        return self._config_cells(job, lab_dir, on_proxy)
 
-    def hold(self, job: Job, *, lab_dir: Path) -> contextlib.AbstractContextManager[Held]:
-        raise LabError("the fake runtime replays recorded cells; it holds no lab")
-
-    def _started(self, key: str, on_proxy: OnProxy | None, refusal: str | None) -> ProxyEvent:
-        event = ProxyEvent(key=key, started=refusal is None, message=refusal or "")
-        if on_proxy:
-            on_proxy(event)
-        return event
-
-    def _scenario_cells(self, job: ScenarioJob, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
+    def _scenario_cells(self, job: ScenarioJob) -> Iterator[CellEvent]:
         for sc in job.scenarios:
-            base = sc.id.split("@", 1)[0]
-            refusal = self.refused.get(base)
-            event = self._started(sc.id, on_proxy, refusal)
             for ident in job.identities_of(sc.id):
-                if refusal is not None:
-                    yield CellEvent.never_listened(event, ident)
-                    continue
-                cell = self.cells.get((base, ident))
-                if cell is None:
-                    raise LabError(f"fake runtime: no recorded cell for {base} x {ident}")
-                yield CellEvent(
-                    key=sc.id,
-                    identity=ident,
-                    outcome=cell.outcome,
-                    status=cell.status,
-                    reason=cell.reason,
-                    sni=cell.sni,
-                    tls=cell.tls,
-                    duration_s=cell.duration_s,
-                    reuse=cell.reuse,
-                    client_cert=cell.client_cert,
-                    primed=cell.primed,
-                )
+                recorded = self.scenario_cells.get(f"{sc.id} {ident}")
+                if recorded is None:
+                    raise LabError(f"fake runtime: no recorded cell for {sc.id} x {ident}")
+                yield dataclasses.replace(recorded, key=sc.id)
 
-    def _config_cells(self, job: ConfigJob, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
-        kinds = {p.key: p.kind for p in job.proxies}
-        refused = set()
+    def _config_cells(self, job: ConfigJob, lab_dir: Path, on_proxy: OnProxy | None) -> Iterator[CellEvent]:
+        digests = {p.key: _digest(job, lab_dir, p) for p in job.proxies}
         for p in job.proxies:
-            refusal = self.refused.get(p.kind)
-            self._started(p.key, on_proxy, refusal)
-            if refusal is not None:
-                refused.add(p.key)
+            refusal = self.refusals.get(digests[p.key])
+            event = dataclasses.replace(refusal, key=p.key) if refusal else ProxyEvent(p.key, started=True)
+            if on_proxy:
+                on_proxy(event)
         for spec in job.cells:
-            if spec.key in refused:
+            if digests[spec.key] in self.refusals:
                 continue
-            recorded = self.config_cells.get((kinds[spec.key], spec.identity, spec.host, spec.path, spec.label))
+            recorded = self.config_cells.get(_cell_key(digests[spec.key], spec))
             if recorded is None:
                 raise LabError(
-                    f"fake runtime: no recorded cell for {kinds[spec.key]} {spec.host}{spec.path} "
-                    f"(upstream {spec.label}) x {spec.identity}"
+                    f"fake runtime: no recorded cell for {spec.host}{spec.path} (upstream {spec.label}) x "
+                    f"{spec.identity} through this config"
                 )
             yield dataclasses.replace(recorded, key=spec.key, label=spec.label)

@@ -99,6 +99,12 @@ class RemoteRuntime:
         self._served: dict[str, Any] = {}
 
     def preflight(self, kinds: set[str]) -> None:
+        """Where the service is and who asks (set in a classroom server); whether it answers,
+        the run's own request says (its scenarios are checked first: no request for a file)."""
+        endpoint()
+
+    def health(self) -> None:
+        """A one-line :class:`PrerequisiteError` unless the service answers (``trustlab doctor``)."""
         try:
             call("health", timeout=10)
         except LabError as exc:
