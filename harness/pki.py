@@ -378,7 +378,7 @@ def build_leaf(
         while ca is not None and ca.parent_cert is not None:
             chain += ca.cert_pem.bytes()
             ca = ca.parent_cert
-    cert = builder.sign(sign_key, hashes.SHA256())  # type: ignore[arg-type]
+    cert = builder.sign(sign_key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -52,7 +52,7 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -831,7 +831,7 @@ class DockerRuntime:
         t = time.perf_counter()
         timings = self.timings = {}
         image = self.image_for(p.inst for p in proxies)
-        job = WorkerJob(
+        work = WorkerJob(
             mode="prepared",
             pki_dir=str(self.lab_path(lab_dir, pki_dir)),
             backend_ip=job.backend_ip,
@@ -846,7 +846,7 @@ class DockerRuntime:
             # The same per-lab deadline as the local runtime's workers (issue 26 item 4).
             deadline_s=lab_deadline(len(cells)),
         )
-        archive = _lab_dir_archive(lab_dir, job)
+        archive = _lab_dir_archive(lab_dir, work)
         with SoloLab(self.client, _solo_id(lab_dir), image=image, labels=self.labels) as lab, self._running(lab):
             worker = lab.create_solo("check", WORKER_COMMAND, limits=for_proxies(len(proxies)))
             worker.put_archive(str(IN_LAB), archive)
@@ -917,7 +917,7 @@ class DockerRuntime:
         return worker
 
     # -- internals ---------------------------------------------------------------------
-    def _plans(self, scenarios: list[Scenario], installations: dict[str, Installation] | None = None) -> list[Plan]:
+    def _plans(self, scenarios: list[Scenario], installations: Mapping[str, Installation] | None = None) -> list[Plan]:
         plans = []
         for i, sc in enumerate(scenarios):
             name = sc.id.replace("/", "--")

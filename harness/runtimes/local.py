@@ -23,7 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,7 @@ class LocalRuntime:
         scenarios: list[Scenario],
         lab_dir: Path,
         pki: LabPKI,
-        installations: dict[str, Installation] | None = None,
+        installations: Mapping[str, Installation] | None = None,
     ) -> list[Plan]:
         """Write PKI, hosts file and one rendered config per scenario into *lab_dir*."""
         pki_dir = pki.write_to(lab_dir / "pki")
