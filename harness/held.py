@@ -632,7 +632,7 @@ def _held(scenario: Any, identity: str, path: Path, runtime: str) -> Iterator[He
 @contextlib.contextmanager
 def _holding(job: Job, kind: str, path: Path, runtime: str, what: str) -> Iterator[Held]:
     """*job* held on *runtime* through its one door; what goes wrong names *what*."""
-    from harness.runtimes.base import get_runtime
+    from harness.runner import get_runtime
 
     rt = get_runtime(runtime)
     rt.preflight({kind})

@@ -25,7 +25,7 @@ from harness import __version__, _process, lockfile
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.results import Cell, Results
-from harness.runtimes.base import OnProxy, Runtime, ScenarioJob, get_runtime
+from harness.runtimes.base import OnProxy, Runtime, ScenarioJob
 from harness.runtimes.contract import CellEvent
 from harness.scenarios import Scenario, backends_of
 from harness.versions import Selector, nearest
@@ -168,6 +168,24 @@ def check_space(root: Path) -> None:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called *name*: ``local``, ``docker`` or ``remote`` (``auto`` is resolved by
+    the caller: :func:`resolve_auto`)."""
+    if name == "remote":
+        from harness.runtimes.remote import RemoteRuntime
+
+        return RemoteRuntime()
+    if name == "local":
+        from harness.runtimes.local import LocalRuntime
+
+        return LocalRuntime()
+    if name == "docker":
+        from harness.runtimes.docker import DockerRuntime
+
+        return DockerRuntime()
+    raise LabError(f"--runtime: {name!r} is unknown; choose local, docker, remote or auto")
 
 
 @dataclass(frozen=True)

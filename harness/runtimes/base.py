@@ -216,24 +216,6 @@ class EventReader:
                 return
 
 
-def get_runtime(name: str) -> Runtime:
-    """The runtime called *name*: ``local``, ``docker`` or ``remote`` (``auto`` is resolved by
-    the caller: :func:`harness.runner.resolve_auto`)."""
-    if name == "remote":
-        from harness.runtimes.remote import RemoteRuntime
-
-        return RemoteRuntime()
-    if name == "local":
-        from harness.runtimes.local import LocalRuntime
-
-        return LocalRuntime()
-    if name == "docker":
-        from harness.runtimes.docker import DockerRuntime
-
-        return DockerRuntime()
-    raise LabError(f"--runtime: {name!r} is unknown; choose local, docker, remote or auto")
-
-
 def _digest(job: ConfigJob, lab_dir: Path, proxy: PreparedProxy) -> str:
     """*proxy*'s config as the job ran it, without the lab directory and the line naming the
     file it was adapted from: the same config adapted in another lab has the same digest."""
