@@ -32,15 +32,33 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.errors import LabError
 
 if TYPE_CHECKING:
-    from harness.proxies.base import Driver
+    from harness.vocab import ProxyKind
+
+
+class DriverView(Hashable, Protocol):
+    """What finding a kind's installations asks of its driver (:class:`harness.proxies.base.Driver`
+    is one; hashable: :func:`probe` remembers its answers per driver). A protocol, not an import:
+    the driver calls this module, never the other way."""
+
+    kind: ProxyKind
+    binary: str
+    apt: tuple[str, ...]
+
+    @property
+    def sources(self) -> tuple[Any, ...]: ...
+    def find_binary(self) -> str | None: ...
+    def source_of(self, binary: str) -> str: ...
+    def version_of(self, binary: str, env: dict[str, str] | None = None) -> str: ...
+    def tls_library(self, binary: str | None = None) -> str: ...
+
 
 SOURCES = ("apt", "pip", "cache", "rootfs", "image")
 #: Where the lab image keeps the binaries that are not Debian packages of its own release.
@@ -181,7 +199,7 @@ def image_root(suite: str) -> str:
 
 
 # -- probing ---------------------------------------------------------------------------------
-def probe(drv: Driver, binary: str) -> tuple[str, str]:
+def probe(drv: DriverView, binary: str) -> tuple[str, str]:
     """``(version, TLS library)`` of *binary*, as the driver's own probes read them ('' when it
     does not run). Remembered per file (path, size, mtime) for the life of the process: doctor,
     ``proxies list`` and an image build each ask several times (Envoy takes ~0.7 s to answer)."""
@@ -193,7 +211,7 @@ def probe(drv: Driver, binary: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _probe(drv: Driver, binary: str, size: int, mtime: int) -> tuple[str, str]:
+def _probe(drv: DriverView, binary: str, size: int, mtime: int) -> tuple[str, str]:
     try:
         version = drv.version_of(binary)
     except (OSError, subprocess.SubprocessError):
@@ -258,7 +276,7 @@ def _is_elf(path: Path) -> bool:
         return False
 
 
-def found(drv: Driver) -> list[dict[str, Any]]:
+def found(drv: DriverView) -> list[dict[str, Any]]:
     """Every installation of *drv*'s proxy on this host, as :class:`Installation` fields, the default one (what
     :meth:`Driver.find_binary` finds) first, then Debian's, the virtualenv's wheels, the cache and
     the roots. Binaries outside ``/usr`` carry their files in :attr:`Installation.paths` (bound
@@ -306,7 +324,7 @@ def _row(
     return {"version": version, "binary": binary, "source": source, "tls": tls, "paths": paths, "root": root}
 
 
-def apt_binaries(drv: Driver) -> list[str]:
+def apt_binaries(drv: DriverView) -> list[str]:
     """The driver's binary where Debian packages put it (``/usr/sbin``, ``/usr/bin``)."""
     if not drv.apt:
         return []

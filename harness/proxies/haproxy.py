@@ -16,7 +16,7 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.vocab import ProxyKind
 
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
-    from harness.scenarios import Scenario
+    from harness.proxies.base import ScenarioView
 
 
 class HAProxyDriver(Driver):
@@ -66,13 +66,13 @@ class HAProxyDriver(Driver):
         )
         return m.group(1) if m else ""
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         words = []
         for key, value in scenario.directives:
             words.append(key if value is True else f"{key} {self.expand(str(value), ctx)}")
         return "".join(f" {w}" for w in words)
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         values["server"] = f"{self.upstream_host(scenario, ctx)}:{ctx.backend_port}"
         if scenario.config:

@@ -18,7 +18,7 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.vocab import ProxyKind
 
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
-    from harness.scenarios import Scenario
+    from harness.proxies.base import ScenarioView
 
 
 class NginxDriver(Driver):
@@ -64,12 +64,12 @@ class NginxDriver(Driver):
     def tls_library(self, binary: str | None = None) -> str:
         return _built_with(binary or self.find_binary())
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return "\n".join(f"            {key} {self.expand(str(value), ctx)};" for key, value in scenario.directives)
 
     indent = " " * 12
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         if scenario.config:
             values["body"] = self.body(scenario, ctx)

@@ -18,8 +18,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.proxies.base import Driver, Installation, RenderContext
-from harness.scenarios import Scenario
+from harness.proxies.base import Driver, Installation, RenderContext, ScenarioView
 from harness.vocab import ProxyKind
 
 #: Added to every cache_peer line (also a reported one): Squid marks a peer DEAD after 10
@@ -84,13 +83,13 @@ class SquidDriver(Driver):
 
         return _linked_openssl(binary or self.find_binary())
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         words = []
         for key, value in scenario.directives:
             words.append(key if value is True else f"{key}={self.expand(str(value), ctx)}")
         return "".join(f" {w}" for w in words)
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         if scenario.config:
             lines = self.body(scenario, ctx).splitlines()

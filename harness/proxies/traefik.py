@@ -34,7 +34,7 @@ from harness.proxies.base import Driver, Installation, RenderContext
 from harness.vocab import ProxyKind
 
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
-    from harness.scenarios import Scenario
+    from harness.proxies.base import ScenarioView
 
 #: Directive prefixes: the static transport every service uses, the lab's dynamic transport
 #: (``http.serversTransports.lab``, which the service then names), the service's load balancer.
@@ -185,10 +185,10 @@ class TraefikDriver(Driver):
     def _block(self, directives: list[tuple[str, str]], ctx: RenderContext, indent: str) -> str:
         return "\n".join(f"{indent}{key}: {self._value(key, value, ctx)}" for key, value in directives)
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return ""  # rendered per place (static, transport, service) in fields()
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         values["tls_store"] = _TLS_STORE.replace("{run_dir}", ctx.run_dir) if ctx.lean else ""
         if scenario.config:
@@ -213,14 +213,14 @@ class TraefikDriver(Driver):
         values["body"] = "\n".join(lb)
         return values
 
-    def extra_files(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def extra_files(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         if not ctx.lean:
             return {}
         cert, key = _throwaway_cert()
         return {DEFAULT_CERT: cert, DEFAULT_KEY: key}
 
     @staticmethod
-    def _split(text: str, scenario: Scenario) -> tuple[str, str]:
+    def _split(text: str, scenario: ScenarioView) -> tuple[str, str]:
         """A raw snippet: its top-level static keys (``serversTransport``), then the body of its
         ``http:`` section (services, serversTransports), which follows the lab's routers."""
         lines = text.strip("\n").splitlines()

@@ -19,8 +19,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.proxies.base import Driver, Installation, RenderContext
-from harness.scenarios import Scenario
+from harness.proxies.base import Driver, Installation, RenderContext, ScenarioView
 from harness.vocab import ProxyKind
 
 #: The records a scenario may set, with their records.config types.
@@ -67,20 +66,20 @@ class TrafficServerDriver(Driver):
 
         return _linked_openssl(binary or self.find_binary())
 
-    def directive_lines(self, scenario: Scenario, ctx: RenderContext) -> str:
+    def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         if scenario.config:
             return self.body(scenario, ctx)
         return "\n".join(
             f"CONFIG {key} {RECORD_TYPES[key]} {self.expand(str(value), ctx)}" for key, value in scenario.directives
         )
 
-    def fields(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
         host, _, port = ctx.listen.rpartition(":")
         values["server_ports"] = port if host in ("", "0.0.0.0") else f"{port}:ip-in={host}"
         return values
 
-    def extra_files(self, scenario: Scenario, ctx: RenderContext) -> dict[str, str]:
+    def extra_files(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         import dataclasses
 
         from harness._assets import asset_dir
