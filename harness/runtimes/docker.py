@@ -937,79 +937,54 @@ class DockerRuntime:
         hold: HoldSpec | None = None,
         start_batch: int = 0,
     ) -> bytes:
-        """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700)."""
+        """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700), all of it
+        the containers' unprivileged user's (the volume's root too)."""
         pki_dir = pki.write_to(lab_dir / "pki")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            # Everything belongs to the containers' unprivileged user (the volume's root too).
-            uid, gid = (int(x) for x in sandbox.CONTAINER_USER.split(":"))
+        tar = _Tar(*(int(x) for x in sandbox.CONTAINER_USER.split(":")))
+        tar.add_dir("run")  # what the worker creates at run time (the volume's root is root's)
+        tar.add_link("control.sock", "run/control.sock")  # the held lab's control socket, where it was
+        tar.add_code()
+        tar.add_dir("pki")
+        for path in sorted(pki_dir.rglob("*")):
+            name = f"pki/{path.relative_to(pki_dir)}"
+            if path.is_dir():
+                tar.add_dir(name)
+            else:
+                tar.add_file(name, path.read_bytes(), 0o600 if path.suffix == ".key" else 0o644)
+        tar.add_dir("proxies")
+        for p in plans:
+            self._render(tar, p, lab_dir, seat_ip)
+        job = WorkerJob(
+            seat_host=seat_ip,
+            seat_control_port=CONTROL_PORT,
+            start_timeout=30,
+            start_batch=start_batch,
+            proxies=tuple(self._spec(p) for p in plans),
+            cells=tuple(CellSpec.of(p.scenario, ident) for p, ident in cells),
+            hold=hold,
+            deadline_s=lab_deadline(len(cells)),
+        )
+        tar.add_file("job.json", dump_job(job).encode(), 0o600)
+        return tar.close()
 
-            def add_dir(name: str, mode: int = 0o700) -> None:
-                info = tarfile.TarInfo(name)
-                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, uid, gid
-                tar.addfile(info)
-
-            def add_file(name: str, data: bytes, mode: int = 0o644) -> None:
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-                info.uid, info.gid = uid, gid
-                tar.addfile(info, io.BytesIO(data))
-
-            add_dir("run")  # what the worker creates at run time (the volume's root is root's)
-            link = tarfile.TarInfo("control.sock")  # the held lab's control socket, where it was
-            link.type, link.linkname, link.uid, link.gid = tarfile.SYMTYPE, "run/control.sock", uid, gid
-            tar.addfile(link)
-
-            add_dir("code", 0o755)
-            made: set[Path] = set()
-            for rel, data in lab_code().items():
-                for parent in reversed(rel.parents[:-1]):
-                    if parent not in made:
-                        made.add(parent)
-                        add_dir(f"code/{parent}", 0o755)
-                add_file(f"code/{rel}", data)
-            add_dir("pki")
-            for path in sorted(pki_dir.rglob("*")):
-                name = f"pki/{path.relative_to(pki_dir)}"
-                if path.is_dir():
-                    add_dir(name)
-                else:
-                    add_file(name, path.read_bytes(), 0o600 if path.suffix == ".key" else 0o644)
-            add_dir("proxies")
-            specs: list[ProxySpec] = []
-            for p in plans:
-                drv = driver(p.scenario.proxy)
-                listen = f"{'127.0.0.1' if self.layout == 'shared' else '0.0.0.0'}:{p.listen_port}"
-                ctx = RenderContext(
-                    run_dir=p.run_dir,
-                    listen=listen,
-                    ca=str(IN_LAB / "pki" / CA_FILE),
-                    bundle=str(IN_LAB / "pki" / BUNDLE_FILE),
-                    backend_ip=seat_ip,
-                )
-                config = drv.render(p.scenario, ctx)
-                # Kept on the host too, for --keep and for reading what ran.
-                host_copy = lab_dir / "proxies" / p.name
-                host_copy.mkdir(parents=True, exist_ok=True)
-                (host_copy / drv.config_name).write_text(config)
-                add_dir(f"proxies/{p.name}")
-                add_file(f"proxies/{p.name}/{drv.config_name}", config.encode())
-                for name, text in drv.extra_files(p.scenario, ctx).items():  # remap.config beside records.config
-                    (host_copy / name).write_text(text)
-                    add_file(f"proxies/{p.name}/{name}", text.encode())
-                specs.append(self._spec(p))
-            job = WorkerJob(
-                seat_host=seat_ip,
-                seat_control_port=CONTROL_PORT,
-                start_timeout=30,
-                start_batch=start_batch,
-                proxies=tuple(specs),
-                cells=tuple(CellSpec.of(p.scenario, ident) for p, ident in cells),
-                hold=hold,
-                deadline_s=lab_deadline(len(cells)),
-            )
-            add_file("job.json", dump_job(job).encode(), 0o600)
-        return buf.getvalue()
+    def _render(self, tar: _Tar, p: Plan, lab_dir: Path, seat_ip: str) -> None:
+        """*p*'s config (and extra files) into the lab's tar, and a copy on the host (for
+        ``--keep`` and for reading what ran)."""
+        drv = driver(p.scenario.proxy)
+        ctx = RenderContext(
+            run_dir=p.run_dir,
+            listen=f"{'127.0.0.1' if self.layout == 'shared' else '0.0.0.0'}:{p.listen_port}",
+            ca=str(IN_LAB / "pki" / CA_FILE),
+            bundle=str(IN_LAB / "pki" / BUNDLE_FILE),
+            backend_ip=seat_ip,
+        )
+        files = {drv.config_name: drv.render(p.scenario, ctx), **drv.extra_files(p.scenario, ctx)}
+        host_copy = lab_dir / "proxies" / p.name
+        host_copy.mkdir(parents=True, exist_ok=True)
+        tar.add_dir(f"proxies/{p.name}")
+        for name, text in files.items():  # remap.config beside records.config
+            (host_copy / name).write_text(text)
+            tar.add_file(f"proxies/{p.name}/{name}", text.encode())
 
     def _spec(self, p: Plan) -> ProxySpec:
         """A rendered scenario's proxy, the lab image's installation of its kind."""
@@ -1138,6 +1113,46 @@ def _solo_id(lab_dir: Path) -> str:
     return _lab_id(lab_dir if lab_dir.name.startswith("trustlab") else Path(f"{lab_dir.parent.name}-{lab_dir.name}"))
 
 
+class _Tar:
+    """A lab's ``/lab`` as a tar in memory, every entry owned by *uid*:*gid*."""
+
+    def __init__(self, uid: int, gid: int) -> None:
+        self.uid, self.gid = uid, gid
+        self.buf = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buf, mode="w")  # noqa: SIM115 - closed by close()
+
+    def add_dir(self, name: str, mode: int = 0o700) -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, mode, self.uid, self.gid
+        self.tar.addfile(info)
+
+    def add_file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        info.uid, info.gid = self.uid, self.gid
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def add_link(self, name: str, target: str) -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.uid, info.gid = tarfile.SYMTYPE, target, self.uid, self.gid
+        self.tar.addfile(info)
+
+    def add_code(self) -> None:
+        """The harness sources under ``code/`` (:func:`lab_code`), world-readable."""
+        self.add_dir("code", 0o755)
+        made: set[Path] = set()
+        for rel, data in lab_code().items():
+            for parent in reversed(rel.parents[:-1]):
+                if parent not in made:
+                    made.add(parent)
+                    self.add_dir(f"code/{parent}", 0o755)
+            self.add_file(f"code/{rel}", data)
+
+    def close(self) -> bytes:
+        self.tar.close()
+        return self.buf.getvalue()
+
+
 def _lab_dir_archive(lab_dir: Path, job: WorkerJob) -> bytes:
     """The harness code, everything under *lab_dir* and the job, as a tar for ``/lab``.
 
@@ -1151,26 +1166,9 @@ def _lab_dir_archive(lab_dir: Path, job: WorkerJob) -> bytes:
             info.mode = 0o700
         return info
 
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        top = tarfile.TarInfo("code")
-        top.type, top.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(top)
-        dirs: set[Path] = set()
-        for rel, data in lab_code().items():
-            for parent in reversed(rel.parents[:-1]):
-                if parent not in dirs:
-                    dirs.add(parent)
-                    info = tarfile.TarInfo(f"code/{parent}")
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-            info = tarfile.TarInfo(f"code/{rel}")
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        for path in sorted(lab_dir.iterdir()):
-            tar.add(path, arcname=path.name, filter=owned)
-        data = dump_job(job).encode()
-        info = tarfile.TarInfo("job.json")
-        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    tar = _Tar(0, 0)
+    tar.add_code()
+    for path in sorted(lab_dir.iterdir()):
+        tar.tar.add(path, arcname=path.name, filter=owned)
+    tar.add_file("job.json", dump_job(job).encode(), 0o600)
+    return tar.close()
