@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import os
 import shutil
 import signal
@@ -238,13 +239,28 @@ def plan_targets(
     (its versions image is missing): a selector or ``all_versions`` that asks for one fails with it.
     """
     selectors = selectors or []
-    cache: dict[str, list[Installation]] = {}
+    of = functools.cache(available)
+    _check_selectors(scenarios, of, selectors, all_versions, where, lacking)
+    chosen: list[tuple[Scenario, Installation | None]] = []
+    for sc in scenarios:
+        picked = _picked(sc, of(sc.proxy.value), selectors, all_versions)
+        chosen += [(sc, i) for i in picked] or [(sc, None)]
+    count: dict[str, int] = {}
+    for sc, _ in chosen:
+        count[sc.id] = count.get(sc.id, 0) + 1
+    return [Target(sc, inst, f"{sc.id}@{inst.version}" if count[sc.id] > 1 and inst else sc.id) for sc, inst in chosen]
 
-    def of(kind: str) -> list[Installation]:
-        if kind not in cache:
-            cache[kind] = available(kind)
-        return cache[kind]
 
+def _check_selectors(
+    scenarios: list[Scenario],
+    of: Callable[[str], list[Installation]],
+    selectors: list[Selector],
+    all_versions: bool,
+    where: str,
+    lacking: Callable[..., str] | None,
+) -> None:
+    """A one-line :class:`LabError` when a selector matches no installed version of a kind the run
+    has, or when the runtime lacks versions this host has that the run asks for."""
     kinds_run = {s.proxy.value for s in scenarios}
     for sel in selectors:
         wanted = sel.prefix and sel.kind in kinds_run
@@ -262,25 +278,22 @@ def plan_targets(
         line = lacking(sorted(kinds_run - {s.kind for s in selectors if s.prefix}))
         if line:
             raise LabError(line)
-    chosen: list[tuple[Scenario, Installation | None]] = []
-    for sc in scenarios:
-        kind = sc.proxy.value
-        insts = of(kind)
-        pinned = [s for s in selectors if s.kind == kind and s.prefix]
-        if pinned:
-            picked = [i for i in insts if any(s.matches(kind, i.version) for s in pinned)]
-        elif all_versions:
-            picked = insts
-        elif sc.reported_on and insts:
-            near = nearest(sc.reported_on, [i.version for i in insts if i.version != "unknown"])
-            picked = [next(i for i in insts if i.version == near)] if near else insts[:1]
-        else:
-            picked = insts[:1]
-        chosen += [(sc, i) for i in picked] or [(sc, None)]
-    count: dict[str, int] = {}
-    for sc, _ in chosen:
-        count[sc.id] = count.get(sc.id, 0) + 1
-    return [Target(sc, inst, f"{sc.id}@{inst.version}" if count[sc.id] > 1 and inst else sc.id) for sc, inst in chosen]
+
+
+def _picked(
+    sc: Scenario, insts: list[Installation], selectors: list[Selector], all_versions: bool
+) -> list[Installation]:
+    """The installations *sc* runs on, of those of its kind (*insts*, the default first)."""
+    kind = sc.proxy.value
+    pinned = [s for s in selectors if s.kind == kind and s.prefix]
+    if pinned:
+        return [i for i in insts if any(s.matches(kind, i.version) for s in pinned)]
+    if all_versions:
+        return insts
+    if sc.reported_on and insts:
+        near = nearest(sc.reported_on, [i.version for i in insts if i.version != "unknown"])
+        return [next(i for i in insts if i.version == near)] if near else insts[:1]
+    return insts[:1]
 
 
 def run(

@@ -404,26 +404,7 @@ class LocalRuntime:
         )
 
     def _spawn(self, job: WorkerJob, err_path: Path) -> subprocess.Popen[bytes]:
-        flags, _ = namespace_mode()
-        # --pid: the worker is the init of its own pid namespace, so when it ends, by any signal,
-        # the kernel ends every process below it: also a sandbox whose bubblewrap was killed
-        # while it was still starting (before its --die-with-parent took hold).
-        cmd = [
-            *_bounded_caps(),
-            "unshare",
-            *flags,
-            "--net",
-            "--mount",
-            "--pid",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "--fork",
-            "--kill-child",
-            sys.executable,
-            "-m",
-            "harness.runtimes._nsworker",
-        ]
+        """Start a lab worker in namespaces of its own (and its own cgroup) and hand it *job*."""
         from harness.runtimes._nsworker import die_with_parent
 
         # One cgroup per lab worker (issue 26 item 5): the worker moves itself in before it
@@ -438,20 +419,18 @@ class LocalRuntime:
             if group is not None:
                 group.enter()
 
-        # An explicit environment, never the caller's: the worker is root and reads what
-        # proxies write, so it holds no secret a proxy could trick it into printing.
-        env = worker_environment(
-            os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(
-                os.pathsep
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen(
+                _worker_command(),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                preexec_fn=preexec,
+                env=_worker_env(),
             )
-        )
-        err = open(err_path, "wb")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, preexec_fn=preexec, env=env
-        )
-        err.close()
         proc.cgroup = group  # type: ignore[attr-defined]
         proc.watch = Watch(group.watch_dirs() if group else ())  # type: ignore[attr-defined]
+        proc.err_path = err_path  # type: ignore[attr-defined]
         try:
             assert proc.stdin is not None
             proc.stdin.write(dump_job(job).encode())
@@ -461,7 +440,6 @@ class LocalRuntime:
             # is stopped here, before the caller removes the lab directory the worker writes in.
             _stop(proc)
             raise
-        proc.err_path = err_path  # type: ignore[attr-defined]
         return proc
 
     def _cgroup(self, proxies: int) -> LabCgroup | None:
@@ -510,6 +488,34 @@ def _refused(event: ProxyEvent) -> None:
     """A held lab's proxy that did not start: the lab is no use."""
     if not event.started:
         raise LabError(f"the proxy refused to start: {event.message}")
+
+
+def _worker_command() -> list[str]:
+    """The lab worker's command: ``unshare`` into new net, mount and pid namespaces.
+
+    --pid: the worker is the init of its own pid namespace, so when it ends, by any signal, the
+    kernel ends every process below it: also a sandbox whose bubblewrap was killed while it was
+    still starting (before its --die-with-parent took hold)."""
+    flags, _ = namespace_mode()
+    namespaces = ["--net", "--mount", "--pid", "--mount-proc", "--propagation", "private"]
+    return [
+        *_bounded_caps(),
+        "unshare",
+        *flags,
+        *namespaces,
+        "--fork",
+        "--kill-child",
+        sys.executable,
+        "-m",
+        "harness.runtimes._nsworker",
+    ]
+
+
+def _worker_env() -> dict[str, str]:
+    """An explicit environment, never the caller's: the worker is root and reads what proxies
+    write, so it holds no secret a proxy could trick it into printing."""
+    here = str(Path(__file__).resolve().parents[2])
+    return worker_environment(os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
 
 def prepared_hosts(hosts: dict[str, str], backend_ip: str) -> str:
