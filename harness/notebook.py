@@ -500,17 +500,7 @@ def predict(
     if placeholder:
         caption = f"{sc.id}: you did not predict yet (the prediction cell still holds ...); the real outcomes, unscored"
     else:
-        caption = f"{sc.id}: {right}/{len(rows)} predicted right"
-        if surprises:
-            got_in = [i for i in surprises if i not in spoofed]
-            kept_out = [i for i in surprises if i in spoofed]
-            parts = ([f"{', '.join(got_in)} got through (you said stopped)"] if got_in else []) + (
-                [f"{', '.join(kept_out)} stopped (you said through)"] if kept_out else []
-            )
-            caption += "; surprising: " + "; ".join(parts)
-        else:
-            caption += "; no surprise"
-    if not placeholder:
+        caption = _scored_caption(sc.id, right, len(rows), surprises, spoofed)
         from harness import challenges
 
         try:  # one record with the challenges: `trustlab challenge progress` shows it
@@ -521,6 +511,19 @@ def predict(
     table.score = None if placeholder else (right, len(rows))  # type: ignore[attr-defined]
     table.surprises = surprises  # type: ignore[attr-defined]
     return table
+
+
+def _scored_caption(scenario: str, right: int, total: int, surprises: list[str], spoofed: Sequence[str]) -> str:
+    """``nginx/good: 8/10 predicted right; surprising: ...``: the surprises both ways."""
+    caption = f"{scenario}: {right}/{total} predicted right"
+    if not surprises:
+        return caption + "; no surprise"
+    got_in = [i for i in surprises if i not in spoofed]
+    kept_out = [i for i in surprises if i in spoofed]
+    parts = ([f"{', '.join(got_in)} got through (you said stopped)"] if got_in else []) + (
+        [f"{', '.join(kept_out)} stopped (you said through)"] if kept_out else []
+    )
+    return caption + "; surprising: " + "; ".join(parts)
 
 
 def submit(
