@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness import _process
 from harness.errors import LabError
-from harness.runner import LAB_PREFIX, _alive, check_space, lab_root, sweep
+from harness.runner import LAB_PREFIX, check_space, lab_root, sweep
 from harness.sandbox import read_planted
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 def _holder_alive(state: dict[str, Any]) -> bool:
     """The holder still runs: its pid is alive *and* started when the state file says."""
     pid = state["pid"]
-    return pid > 0 and _alive(pid) and process_start(pid) == state["pid_start"]
+    return pid > 0 and _process.alive(pid) and process_start(pid) == state["pid_start"]
 
 
 def present(identity: str, *, lab: str | None = None) -> dict[str, Any]:
@@ -504,9 +505,9 @@ def _stop(state: dict[str, Any]) -> None:
 
 
 def _docker_lab_id(state: dict[str, Any]) -> str:
-    from harness.runtimes.docker import _lab_id
+    from harness.runtimes.docker import lab_id
 
-    return _lab_id(Path(state["dir"]))
+    return lab_id(Path(state["dir"]))
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:

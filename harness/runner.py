@@ -68,7 +68,7 @@ def stale_labs(root: Path | None = None) -> list[Path]:
             if path.is_dir() and time.time() - path.stat().st_mtime > 60:
                 stale.append(path)
             continue
-        if not _alive(pid):
+        if not _process.alive(pid):
             stale.append(path)
     return stale
 
@@ -80,10 +80,6 @@ def sweep(root: Path | None = None) -> list[Path]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    return _process.alive(pid)
 
 
 @contextlib.contextmanager

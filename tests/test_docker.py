@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness import images, runner, scenarios
+from harness import _process, images, runner, scenarios
 from harness.runtimes import docker as dockerrt
 from harness.vocab import Outcome
 
@@ -275,10 +275,10 @@ def test_down_removes_a_killed_docker_lab(docker_runtime: str, tmp_path: Path) -
     try:
         (state_file,) = tmp_path.glob("trustlab.*/trustlab-*/state.json")  # the per-user held-lab dir
         state = json.loads(state_file.read_text())
-        lab_id = dockerrt._lab_id(Path(state["dir"]))
+        lab_id = dockerrt.lab_id(Path(state["dir"]))
         os.kill(int(state["pid"]), signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while runner._alive(int(state["pid"])) and time.monotonic() < deadline:
+        while _process.alive(int(state["pid"])) and time.monotonic() < deadline:
             time.sleep(0.05)
         left = dockerrt.leftovers()[lab_id]
         assert left["containers"] and left["networks"] and left["volumes"]

@@ -404,7 +404,7 @@ class Stop(_Base):
         if not isinstance(lab, str) or lab not in {x["lab"] for x in self.app.labs_of(who)}:
             self.send(404, {"error": f"no running lab {str(lab)[:40]!r} of yours (GET runs lists yours)"})
             return
-        D._remove_by_label(self.app.docker(), lab)
+        D.remove_by_label(self.app.docker(), lab)
         self.send(200, {"stopped": lab})
 
 

@@ -66,9 +66,9 @@ class ApacheDriver(Driver):
         return bool(re.search(r"^\s*<VirtualHost|^\s*ProxyPass\b|^\s*SSLProxy", text, re.M | re.I))
 
     def tls_library(self, binary: str | None = None) -> str:
-        from harness.proxies.haproxy import _linked_openssl
+        from harness.proxies.base import linked_openssl
 
-        return _linked_openssl(binary or self.find_binary(), "/usr/lib/apache2/modules/mod_ssl.so")
+        return linked_openssl(binary or self.find_binary(), "/usr/lib/apache2/modules/mod_ssl.so")
 
     def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         return "\n".join(f"    {key} {self.expand(str(value), ctx)}" for key, value in scenario.directives)

@@ -360,3 +360,27 @@ class Driver:
         if self.pip:
             return f"pip install {self.pip}  (or: pip install 'trustlab[proxies]')"
         return f"install {self.binary}"
+
+
+def linked_openssl(binary: str | None, *also: str) -> str:
+    """``OpenSSL 3.0.11``: the libssl a binary (or a module of it) links, by its file name."""
+    import subprocess
+
+    for path in (binary, *also):
+        if not path:
+            continue
+        try:
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=10).stdout
+        except OSError:
+            return ""
+        m = re.search(r"libssl\.so\.(\d+)", out)
+        if m:
+            return f"OpenSSL {_openssl_version() or m.group(1)}"
+    return ""
+
+
+def _openssl_version() -> str:
+    import ssl
+
+    m = re.search(r"OpenSSL (\S+)", ssl.OPENSSL_VERSION)
+    return m.group(1) if m else ""

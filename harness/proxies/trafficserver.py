@@ -62,9 +62,9 @@ class TrafficServerDriver(Driver):
         return bool(re.search(r"^\s*CONFIG\s+proxy\.config\.", text, re.M) or re.search(r"^ts:\s*$", text, re.M))
 
     def tls_library(self, binary: str | None = None) -> str:
-        from harness.proxies.haproxy import _linked_openssl
+        from harness.proxies.base import linked_openssl
 
-        return _linked_openssl(binary or self.find_binary())
+        return linked_openssl(binary or self.find_binary())
 
     def directive_lines(self, scenario: ScenarioView, ctx: RenderContext) -> str:
         if scenario.config:

@@ -185,10 +185,10 @@ def _remove_listed(c: Any, lab_id: str, lab: dict[str, Any]) -> None:
         _remove(c, lab["containers"], lab["networks"], lab["volumes"])
     except docker.errors.APIError:
         time.sleep(0.2)
-        _remove_by_label(c, lab_id)
+        remove_by_label(c, lab_id)
 
 
-def _remove_by_label(c: Any, lab_id: str) -> None:
+def remove_by_label(c: Any, lab_id: str) -> None:
     """Remove everything labelled with *lab_id*, listing again after a refusal (three tries)."""
     import docker.errors
 
@@ -329,7 +329,7 @@ class Lab:
     def close(self) -> None:
         """Remove everything labelled with this lab's id, including objects whose create call
         was interrupted before it returned (so they were never tracked here)."""
-        _remove_by_label(self.c, self.id)
+        remove_by_label(self.c, self.id)
         self.containers, self.network, self.volume = [], None, None
         with self._lock:
             tethers, self._tethers = self._tethers, []
@@ -763,11 +763,11 @@ class DockerRuntime:
         """One lab (network, seat, worker) running *scenarios*' cells, with its PKI minted for
         its seat's address."""
         t = time.perf_counter()
-        lab_id = _lab_id(lab_dir)
+        lid = lab_id(lab_dir)
         # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
         plans = interleaved(self._plans(scenarios, job.installations))
         image = self.image_for(p.inst for p in plans)
-        with self._lab(lab_id, image) as lab:
+        with self._lab(lid, image) as lab:
             timings["network_s"] = time.perf_counter() - t
             if primary:  # where the seat answers (Results.meta["backend_ip"]): the first lab's
                 self.backend_ip = lab.seat_ip
@@ -798,7 +798,7 @@ class DockerRuntime:
         (scenario,) = job.scenarios
         plans = self._plans([scenario], job.installations)
         image = self.image_for(p.inst for p in plans)
-        with self._lab(_lab_id(lab_dir), image) as lab:
+        with self._lab(lab_id(lab_dir), image) as lab:
             pki = job.mint(lab.seat_ip)
             hold = HoldSpec.of(scenario, job.hold, control=str(IN_LAB / "run" / "control.sock"))
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
@@ -1095,7 +1095,7 @@ def _quietly(close: Callable[[], None]) -> None:
         close()
 
 
-def _lab_id(lab_dir: Path) -> str:
+def lab_id(lab_dir: Path) -> str:
     """A docker-safe lab id from the lab directory's name (``trustlab-abc123``)."""
     name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in lab_dir.name.lower())
     return name if name.startswith("trustlab") else f"trustlab-{name}"
@@ -1110,7 +1110,7 @@ def image_installation(kind: ProxyKind | str) -> Installation:
 
 def _solo_id(lab_dir: Path) -> str:
     """A prepared lab's id: ``trustlab check`` runs one per upstream group, in ``<lab>/u<N>``."""
-    return _lab_id(lab_dir if lab_dir.name.startswith("trustlab") else Path(f"{lab_dir.parent.name}-{lab_dir.name}"))
+    return lab_id(lab_dir if lab_dir.name.startswith("trustlab") else Path(f"{lab_dir.parent.name}-{lab_dir.name}"))
 
 
 class _Tar:
