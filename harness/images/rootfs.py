@@ -43,6 +43,16 @@ TRIM = (
     '"$1"/usr/lib/*-linux-gnu/libperl.so*',
     # glibc's iconv modules (8.4 MB): no lab process converts character sets.
     '"$1"/usr/lib/*-linux-gnu/gconv',
+    # ICU (36 MB, its data file alone 31 MB) and libxml2 (1.7 MB): in the whole image only
+    # Apache's mod_proxy_html and mod_xml2enc link them (ldd over every file), and no lab loads
+    # those two (labs/apache/httpd.conf.tmpl, harness/configs/apache.py MODULES): they go too.
+    '"$1"/usr/lib/*-linux-gnu/libicu* "$1"/usr/lib/*-linux-gnu/libxml2.so* '
+    '"$1"/usr/lib/apache2/modules/mod_proxy_html.so "$1"/usr/lib/apache2/modules/mod_xml2enc.so',
+    # Traffic Server's log and cache tools (3.4 MB): the lab runs traffic_server alone.
+    '"$1"/usr/bin/traffic_logcat "$1"/usr/bin/traffic_logstats "$1"/usr/bin/traffic_top '
+    '"$1"/usr/bin/traffic_cache_tool "$1"/usr/bin/traffic_via',
+    # Python's own test package and help() texts (2.2 MB): the seat and worker import neither.
+    '"$1"/usr/lib/python3*/test "$1"/usr/lib/python3*/pydoc_data',
 )
 #: Squid's error pages in 200 languages (8.3 MB): the lab keeps the templates and English.
 SQUID_LANGS = (
