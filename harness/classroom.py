@@ -153,21 +153,21 @@ def inputs(lab_id: str) -> str:
         for path in sorted(base.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and "_build" not in path.parts:
                 parts += [str(path.relative_to(root)), path.read_bytes()]
-    return images._digest(*parts)
+    return images.digest(*parts)
 
 
 def build(*, progress: Progress | None = None, force: bool = False) -> images.BuildResult:
     """Build ``trustlab/classroom:current`` on the lab image (a no-op when its inputs are unchanged)."""
-    say = progress or images._stderr_progress()
+    say = progress or images.stderr_progress()
     t0 = time.perf_counter()
     c = images.client(timeout=900)
-    lab = images._get(c, images.lab_image())
+    lab = images.get(c, images.lab_image())
     if lab is None:
         raise PrerequisiteError(
             f"classroom: {images.lab_image()} is missing; run: trustlab images build (or images load FILE)"
         )
     digest = inputs(lab.id)
-    versions = images._image_versions(c, lab)
+    versions = images.image_versions_of(c, lab)
     if not force:
         for img in c.images.list(
             filters={"label": [f"{images.LABEL_KIND}=classroom", f"{images.LABEL_INPUTS}={digest}"]}
@@ -243,9 +243,9 @@ def start(
         port: the host port on 127.0.0.1 (0: any free one).
         name: the container's name (tests use their own).
     """
-    say = progress or images._stderr_progress()
+    say = progress or images.stderr_progress()
     c = images.client()
-    if images._get(c, IMAGE) is None:
+    if images.get(c, IMAGE) is None:
         raise PrerequisiteError(f"classroom: {IMAGE} is missing; run: trustlab classroom build (or images load FILE)")
     daemon = dockerhost.find()
     if daemon.url.startswith("tcp://"):
@@ -329,7 +329,7 @@ def run(*, port: int = DEFAULT_PORT, detach: bool = False, say: Callable[[str], 
     try:
         project_root()
     except PrerequisiteError:
-        if images._get(images.client(), IMAGE) is None:
+        if images.get(images.client(), IMAGE) is None:
             raise
         say(f"  using {IMAGE} as it is (no checkout here to build it from)")
     else:

@@ -171,10 +171,10 @@ def _partial(parent: Path, name: str) -> Iterator[Path]:
 
 
 def _remove_tree(path: Path) -> None:
-    from harness.images import _mounts_below, _unmount_below
+    from harness.images import mounts_below, unmount_below
 
-    _unmount_below(path)
-    if _mounts_below(path):
+    unmount_below(path)
+    if mounts_below(path):
         raise LabError(f"proxies install: {path} still holds mounts; unmount them, then remove it")
     shutil.rmtree(path, ignore_errors=True)
 
@@ -327,7 +327,7 @@ def host_mirror(suite: str) -> list[str]:
 def install_root(suite: str, *, force: bool = False, progress: Progress | None = None) -> list[str]:
     """Build the Debian *suite* root file system with every package the drivers want from it
     (``mmdebstrap --variant=essential``), then record each proxy's version and TLS library."""
-    from harness.images import DPKG_EXCLUDES, _apt_proxy
+    from harness.images import DPKG_EXCLUDES, apt_proxy, upstream
     from harness.proxies import driver, kinds
 
     say = progress or _stderr
@@ -353,7 +353,7 @@ def install_root(suite: str, *, force: bool = False, progress: Progress | None =
             "--variant=essential",
             "--quiet",
             *(f"--dpkgopt={o}" for o in DPKG_EXCLUDES),
-            *(f"--aptopt={o}" for o in _apt_proxy()),
+            *(f"--aptopt={o}" for o in apt_proxy()),
             f"--include={','.join(packages)}",
             suite,
             str(target),
@@ -361,8 +361,8 @@ def install_root(suite: str, *, force: bool = False, progress: Progress | None =
         ]
         say(f"mmdebstrap {suite} ({', '.join(packages)}) from {mirror[0]} ...")
         # Its own process group: on Ctrl-C all of it (apt, dpkg under mmdebstrap) stops before the
-        # partial directory is removed (harness/images.py does the same for the image's base).
-        from harness.images import _stop_group
+        # partial directory is removed (harness/images/rootfs.py does the same for the image's base).
+        from harness.images import stop_group
 
         proc = subprocess.Popen(
             cmd,
@@ -375,7 +375,7 @@ def install_root(suite: str, *, force: bool = False, progress: Progress | None =
         try:
             output, _ = proc.communicate()
         except BaseException:
-            _stop_group(proc)
+            stop_group(proc)
             raise
         if proc.returncode != 0:
             tail = [ln for ln in output.splitlines() if ln.strip()][-3:]
@@ -387,7 +387,7 @@ def install_root(suite: str, *, force: bool = False, progress: Progress | None =
         pkgs = _dpkg_versions(target)
         proxies: dict[str, dict[str, str]] = {}
         libssl = next((v for p, v in sorted(pkgs.items()) if p.startswith("libssl3")), "")
-        tls = f"OpenSSL {_upstream(libssl)}" if libssl else ""
+        tls = f"OpenSSL {upstream(libssl)}" if libssl else ""
         for kind, src in wanted:
             version = probe_in_root(driver(kind), target, src.binary, libssl)
             if not version:
@@ -407,12 +407,6 @@ def install_root(suite: str, *, force: bool = False, progress: Progress | None =
         (roots_dir() / f"{suite}.json").write_text(json.dumps(data, indent=1) + "\n")
     say(f"{suite} root in {dest} ({size / 1e6:.0f} MB, {time.perf_counter() - t0:.1f}s)")
     return [f"{k} {p['version']} ({p['tls']}, Debian {suite}): installed in {dest}" for k, p in proxies.items()]
-
-
-def _upstream(debian_version: str) -> str:
-    from harness.images import _upstream as upstream
-
-    return upstream(debian_version)
 
 
 def _dpkg_versions(root: Path) -> dict[str, str]:

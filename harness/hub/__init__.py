@@ -410,7 +410,7 @@ def serve(
 
     c = _client()
     image = image or classroom.IMAGE
-    if images._get(c, image) is None:
+    if images.get(c, image) is None:
         raise PrerequisiteError(f"classroom serve: {image} is missing; run: trustlab classroom build")
     instance = instance_id(d)
     t0 = time.perf_counter()

@@ -590,7 +590,7 @@ class DockerRuntime:
 
     def preflight(self, kinds: set[str]) -> None:
         c = self.client  # raises PrerequisiteError with what to do
-        if images._get(c, images.lab_image()) is None:
+        if images.get(c, images.lab_image()) is None:
             raise PrerequisiteError(
                 f"docker runtime: image {images.lab_image()} is missing; run: trustlab images build "
                 "(or trustlab images load FILE.tar)"
