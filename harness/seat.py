@@ -45,6 +45,8 @@ from pathlib import Path
 from harness.vocab import BACKEND_NAME, IDENTITY_IDS, LEGITIMATE_IDS, OPTIONAL_IDENTITY_IDS
 
 IDENTITY_HEADER = "X-Trustlab-Identity"
+#: What the seat records for a connection closed before its first byte (:attr:`Connection.probe`).
+PROBE_NOTE = "a bare TCP connection, closed before any TLS byte (the proxy probing its backend)"
 _HEAD_LIMIT = 65536
 
 
@@ -71,6 +73,9 @@ class Connection:
     conn: int | None = None
     #: ... or this connection's handshake resumed an earlier TLS session.
     resumed: bool = False
+    #: A bare TCP connection, closed before its first byte: a proxy probing its backend (Squid
+    #: probes each cache_peer as it starts and when a request finds it down), no TLS client.
+    probe: bool = False
 
 
 @dataclass
@@ -314,6 +319,12 @@ class Seat:
             pass
         tls: ssl.SSLSocket | None = None
         try:
+            # Told apart from a handshake that failed: a probe says nothing about this identity
+            # (OpenSSL reports its EOF as an unexpected EOF or a clean close, by build).
+            if not raw.recv(1, socket.MSG_PEEK):
+                conn.probe = True
+                conn.error = PROBE_NOTE
+                return
             if client_auth:
                 ctx = self._mtls_context(conn.identity)
             else:

@@ -120,3 +120,54 @@ def test_audit_reads_a_peer_line(tmp_path: Path) -> None:
     conf.write_text("http_port 3128 accel\ncache_peer backend-api.internal parent 443 0 originserver tls\n")
     report = audit(conf)
     assert report.proxy == "squid" and "squid-system-store" in report.rules()
+
+
+# cache.log lines as Squid 5.7 wrote them in the lab image (debug_options ALL,1 83,5 15,2): the
+# peer is configured (its lookup ended) and the port listens before the start probe comes back.
+_STARTED = (
+    "2026/12/07 22:30:21| Configuring Parent backend-api.internal/8443/0\n"
+    "2026/12/07 22:30:21.231| Accepting reverse-proxy HTTP Socket connections at conn2 "
+    "local=127.0.0.1:3180 remote=[::] FD 10 flags=9\n"
+)
+_PROBED = (
+    "2026/12/07 22:30:21.367| 15,2| neighbors.cc(1308) peerConnectSucceded: "
+    "TCP connection to backend-api.internal/8443 succeeded\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "ready"),
+    [
+        ("", False),  # not even configured
+        (_STARTED, False),  # listening, the probe still out: a request now gets 502 at once
+        (_STARTED + _PROBED, True),
+        # A probe refused: settled (the cells then show the peer down, with this line as the tail).
+        (_STARTED + "2026/12/07 22:30:21.3| 15,2| neighbors.cc(1284) peerConnectFailedSilent: "
+         "TCP connection to backend-api.internal/8443 dead\n", True),
+        # No address: Squid never probes it.
+        ("2026/12/07 22:29:34| Configuring Parent backend-api.internal/8443/0\n"
+         "2026/12/07 22:29:34| WARNING: DNS lookup for 'backend-api.internal' failed!\n", True),
+        # Another peer's probe does not make this one ready.
+        (_STARTED + _PROBED.replace("backend-api.internal/8443", "backend-api.internal/9443"), False),
+        # Squid 6 and later name the peer by its name=.
+        ("2026/01/01 00:00:00 kid1| Configuring Parent be\n", False),
+        ("2026/01/01 00:00:00 kid1| Configuring Parent be\n"
+         "2026/01/01 00:00:00.1 kid1| 15,2| CachePeer.cc(63) noteSuccess: connection to be succeeded\n", True),
+    ],
+)  # fmt: skip
+def test_ready_waits_for_the_peers_start_probe(log: str, ready: bool) -> None:
+    """Squid listens before its peer is up (CachePeer::tcp_up starts at 0 until the start probe
+    connects): ready means the probe came back (issue: squid/default-ca legit 502 in CI)."""
+    assert SQUID.ready("127.0.0.1", 1, lambda: log) is ready
+
+
+def test_the_lab_logs_the_probe(tmp_path: Path) -> None:
+    """Readiness reads section 15 at level 2: the template sets it (``check``'s adapter too:
+    tests/golden/adapt/squid)."""
+    from harness.proxies.squid import DEBUG_OPTIONS
+
+    ctx = RenderContext(
+        run_dir=str(tmp_path), listen="127.0.0.1:20001", ca="/lab/ca.pem", bundle="/lab/b.pem", backend_ip="10.203.0.10"
+    )
+    assert "15,2" in DEBUG_OPTIONS
+    assert f"\ndebug_options {DEBUG_OPTIONS}\n" in SQUID.render(scenarios.resolve("squid/good"), ctx)

@@ -364,6 +364,8 @@ def _left_out(run: _Run, ln: Line) -> str | None:
 
 def _plumbing(run_dir: Path, lines: list[Line]) -> list[str]:
     """The lab's own settings, after the config's (nothing here decides backend trust)."""
+    from harness.proxies.squid import DEBUG_OPTIONS
+
     out = [
         "# trustlab lab plumbing (nothing here decides backend trust)",
         f"pid_filename {run_dir}/squid.pid",
@@ -373,7 +375,7 @@ def _plumbing(run_dir: Path, lines: list[Line]) -> list[str]:
         "cache_store_log none",
         "shutdown_lifetime 0 seconds",
         f"cache_log {run_dir}/cache.log",
-        "debug_options ALL,1 83,5",
+        f"debug_options {DEBUG_OPTIONS}",
         'logformat trustlab trustlab req="%rm %ru" status=%>Hs peer=%Sh/%<a err_code=%err_code err_detail=%err_detail',
         f"access_log stdio:{run_dir}/access.log trustlab",
     ]

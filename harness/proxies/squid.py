@@ -11,11 +11,17 @@ is parsed for peers but has no effect in 5.7 (only ports' server contexts read i
 Evidence is ``cache.log`` with ``debug_options 83,5``: ``ssl_verify_cb: <reason>: <subject>``
 (or ``VerifyConnCertificates: verification failure: ...`` after Squid looked for a missing
 intermediate itself). The client gets 503 (``ERR_SECURE_CONNECT_FAIL``).
+
+Readiness is Squid's own start probe, not its port (:meth:`SquidDriver.ready`): a peer is down
+until a throw-away TCP connection to it has come back (``CachePeer::tcp_up`` starts at 0, 5.7
+``neighbors.cc``), and Squid listens before it has even resolved the peer's name. A request in
+between gets 502 at once (no destination), and the probe lands at the seat during that cell.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.proxies.base import Driver, Installation, RenderContext, ScenarioView
@@ -28,6 +34,18 @@ from harness.vocab import ProxyKind
 #: TLS 1.3 responses the seat had sent (502 ERR_READ_ERROR WITH_SERVER); never with TLS 1.2,
 #: never on loopback. Verification does not depend on the version; the cause is not found yet.
 PEER_PLUMBING = "connect-fail-limit=1000000 tls-options=NO_TLSv1_3"
+
+#: The lab's cache.log levels: 83,5 (TLS) for why a certificate was refused, 15,2 (neighbors)
+#: for each peer's start probe coming back (what :meth:`SquidDriver.ready` waits for).
+DEBUG_OPTIONS = "ALL,1 83,5 15,2"
+
+# Squid's start, per cache_peer (5.7 neighbors.cc; 6 and later name the peer by its name=):
+# "Configuring Parent HOST/PORT/ICP" once its name lookup ended (found or not), then the probe's
+# end, "TCP connection to HOST/PORT succeeded" or "... dead" (6: "connection to NAME succeeded",
+# "ERROR: Connection to NAME failed"); a name that did not resolve is never probed.
+_CONFIGURING = re.compile(r"Configuring (?:Parent|Sibling|Multicast Group) (\S+?)(?:/\d+)?$", re.M)
+_PROBED = re.compile(r"[Cc]onnection to (\S+?) (?:succeeded|dead|failed)$", re.M)
+_UNRESOLVED = re.compile(r"WARNING: (?:DNS lookup for|No IP address found for) '([^']+)'", re.M)
 
 
 class SquidDriver(Driver):
@@ -75,6 +93,15 @@ class SquidDriver(Driver):
     accounts = (("proxy", 13),)
     indent = ""
 
+    def ready(self, host: str, port: int, output: Callable[[], str]) -> bool | str:
+        """True once every peer Squid configured has had its start probe come back (or has no
+        address to probe): until then the peer is down and a request gets 502 at once.
+
+        A lab's Squid has one cache_peer (``trustlab check`` runs one peer at a time). Squid
+        logs the peers when their lookups end, so one whose lookup was still out when another
+        had been probed would be missed: not a lab's case."""
+        return peers_probed(output())
+
     def looks_like(self, text: str) -> bool:
         return bool(re.search(r"^\s*(cache_peer|http_port)\s", text, re.M))
 
@@ -91,6 +118,7 @@ class SquidDriver(Driver):
 
     def fields(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         values = super().fields(scenario, ctx)
+        values["debug_options"] = DEBUG_OPTIONS
         if scenario.config:
             lines = self.body(scenario, ctx).splitlines()
             values["body"] = "\n".join(
@@ -132,6 +160,17 @@ class SquidDriver(Driver):
 
     version_args = ("-v",)
     version_regex = r"Squid Cache: Version (\d+\.\d+(?:\.\d+)?)"
+
+
+def peers_probed(log: str) -> bool:
+    """Whether *log* (a cache.log at :data:`DEBUG_OPTIONS`) shows every configured peer's start
+    probe ended, and at least one peer configured."""
+    peers = _CONFIGURING.findall(log)
+    if not peers:
+        return False
+    probed = set(_PROBED.findall(log))
+    unresolved = set(_UNRESOLVED.findall(log))
+    return all(p in probed or p.split("/")[0] in unresolved or p in unresolved for p in peers)
 
 
 DRIVER = SquidDriver()

@@ -493,7 +493,11 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         text = proxy.output()
         response = Response(None, None, f"the proxy exited: {proxy.how_it_ended(text)[0]}")
     conns = _settled(seat, mark)
-    seat_error = next((c.error for c in conns if c.error), None)
+    # A proxy's bare TCP probe of its backend (Squid's, as it starts or when a request found the
+    # peer down) can land among a cell's connections: a handshake's failure is the evidence, the
+    # probe only when nothing else came (a 502 with only a probe: the peer was down).
+    tls_conns = [c for c in conns if not getattr(c, "probe", False)]
+    seat_error = next((c.error for c in tls_conns if c.error), None) or next((c.error for c in conns if c.error), None)
     outcome, why = decide(
         presented=identity,
         response=response,
@@ -518,7 +522,7 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
         tls=next((c.tls for c in conns if c.tls), None),
         duration_s=duration,
         connections=len(conns),
-        dest=conns[0].dest if conns else None,
+        dest=(tls_conns or conns)[0].dest if conns else None,
         label=cell.label,
         # Issue 14's evidence (null unless the scenario's seat mode or prime produces it).
         reuse=reuse,
