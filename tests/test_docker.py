@@ -497,7 +497,9 @@ def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
 
 
 # -- the Dockerfile path (Docker Desktop users), built in CI -----------------------------------
-@IMAGES
+# Not in IMAGES: it reads docker_matrix, so it is `serial` (nothing runs beside it, no other build
+# either) and in the matrices' group; IMAGES too chained every image test (~100 s in CI) behind the
+# matrices on one worker.
 def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
     scratch_repo: str,
     docker_matrix: runner.Results,
