@@ -360,10 +360,14 @@ def test_rebuild_with_nothing_changed_is_a_no_op(scratch_repo: str) -> None:
     assert any(tag.startswith(f"{scratch_repo}:nginx") for tag in result.tags)
 
 
+def _scratch() -> str:
+    return f"trustlab-test-{os.getpid()}/lab"
+
+
 @pytest.fixture
 def scratch_repo(docker_runtime: str) -> Any:
     """A throwaway repository name; every tag in it is removed afterwards (shared daemon)."""
-    repo = f"trustlab-test-{os.getpid()}/lab"
+    repo = _scratch()
     yield repo
     c = images.client()
     for img in c.images.list(name=repo):
@@ -372,19 +376,40 @@ def scratch_repo(docker_runtime: str) -> Any:
                 c.images.remove(tag)
 
 
+@pytest.fixture(scope="module")
+def saved_lab(docker_runtime: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``saved_lab(name)``: the lab image saved once per archive name (``{scratch}:current``, the
+    alias untagged again), shared by the round trip and the loaded-image build test: saving
+    lab.tar.gz (~20 s) was done twice."""
+    where = tmp_path_factory.mktemp("saved")
+    done: dict[str, Path] = {}
+
+    def saved(name: str) -> Path:
+        if name not in done:
+            c = images.client()
+            ref = f"{_scratch()}:current"
+            c.images.get(images.LAB_IMAGE).tag(*ref.rsplit(":", 1))
+            try:
+                done[name] = images.save(where / name, refs=[ref], progress=lambda _: None)
+            finally:
+                c.images.remove(ref)  # untag our alias only; the image keeps its real tags
+        assert not list(where.glob("*.partial"))
+        return done[name]
+
+    return saved
+
+
 @IMAGES
 @pytest.mark.parametrize("name", ["lab.tar", "lab.tar.gz"])
-def test_save_load_round_trip(scratch_repo: str, tmp_path: Path, name: str) -> None:
+def test_save_load_round_trip(scratch_repo: str, saved_lab: Any, name: str) -> None:
     c = images.client()
     current = c.images.get(images.LAB_IMAGE)
     ref = f"{scratch_repo}:current"
-    current.tag(scratch_repo, "current")
-    path = images.save(tmp_path / name, refs=[ref], progress=lambda _: None)
+    path = saved_lab(name)
     raw = path.read_bytes()[:2]
     assert (raw == b"\x1f\x8b") is name.endswith(".gz")  # gzip magic only where asked
     assert path.stat().st_size > 10_000_000
-    assert not list(tmp_path.glob("*.partial"))
-    c.images.remove(ref)  # untag our alias only; the image keeps its real tags
+    assert not c.images.list(name=scratch_repo)  # nothing of it here before the load
     assert images.load(path, progress=lambda _: None) == [ref]
     assert c.images.get(ref).id == current.id
     # A loaded `current` is marked, so a build will not silently move it (see below).
@@ -394,15 +419,13 @@ def test_save_load_round_trip(scratch_repo: str, tmp_path: Path, name: str) -> N
 
 @IMAGES
 def test_build_refuses_to_replace_a_loaded_image(
-    scratch_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    scratch_repo: str, saved_lab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     c = images.client()
     current = c.images.get(images.LAB_IMAGE)
     ref = f"{scratch_repo}:current"
-    current.tag(scratch_repo, "current")
-    path = images.save(tmp_path / "lab.tar.gz", refs=[ref], progress=lambda _: None)
-    c.images.remove(ref)
-    images.load(path, progress=lambda _: None)
+    assert images.load(saved_lab("lab.tar.gz"), progress=lambda _: None) == [ref]
+    assert c.images.get(f"{scratch_repo}:loaded").id == current.id
     # Inputs that differ from the loaded image's (another machine's apt sources, say).
     monkeypatch.setattr("harness.images.builder.lab_inputs", lambda base, proxies="": "0" * 64)
     with pytest.raises(images.LabError, match=r"was loaded from a file .* pass --force"):
@@ -475,7 +498,9 @@ def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
 
 
 # -- the Dockerfile path (Docker Desktop users), built in CI -----------------------------------
-@IMAGES
+# Not in IMAGES: it reads docker_matrix, so it is `serial` (nothing runs beside it, no other build
+# either) and in the matrices' group; IMAGES too chained every image test (~100 s in CI) behind the
+# matrices on one worker.
 def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
     scratch_repo: str,
     docker_matrix: runner.Results,

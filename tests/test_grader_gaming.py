@@ -495,6 +495,13 @@ ALL = C.load_all()
 PAIRS = [(ch.id, case) for ch in ALL for case in CASES if case not in NOT_EXPRESSIBLE.get(ch.proxy.value, {})]
 
 
+def _one_worker(pairs: list[tuple[str, str]], runtime: str) -> list[Any]:
+    """*pairs* as parameters, a challenge's cases in one xdist group: :func:`graded` grades all of
+    them at once on first use, so cases spread over 4 workers graded each challenge up to 4 times
+    (132 lab runs for 38 challenges; Traffic Server's 21-cell grade took 23 s each time)."""
+    return [pytest.param(c, k, id=f"{c}:{k}", marks=pytest.mark.xdist_group(f"grade-{runtime}-{c}")) for c, k in pairs]
+
+
 def test_every_challenge_has_every_gaming_case() -> None:
     """A new challenge (or kind) without its wrong fixes fails here, before any proxy runs."""
     for ch in ALL:
@@ -526,7 +533,7 @@ def graded(cid: str, case: str, runtime: str, tmp: pytest.TempPathFactory) -> C.
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("cid", "case"), PAIRS, ids=[f"{c}:{k}" for c, k in PAIRS])
+@pytest.mark.parametrize(("cid", "case"), _one_worker(PAIRS, "local"))
 def test_a_wrong_fix_is_not_yet_with_a_reason(
     local_runtime: str, tmp_path_factory: pytest.TempPathFactory, cid: str, case: str
 ) -> None:
@@ -601,7 +608,7 @@ DOCKER_PAIRS = [(cid, case) for cid, case in PAIRS if cid in DOCKER_ONE_PER_KIND
 
 @pytest.mark.integration
 @pytest.mark.docker
-@pytest.mark.parametrize(("cid", "case"), DOCKER_PAIRS, ids=[f"{c}:{k}" for c, k in DOCKER_PAIRS])
+@pytest.mark.parametrize(("cid", "case"), _one_worker(DOCKER_PAIRS, "docker"))
 def test_the_docker_grader_refuses_them_too(
     docker_ready: str, tmp_path_factory: pytest.TempPathFactory, cid: str, case: str
 ) -> None:
