@@ -134,3 +134,14 @@ def test_render_writes_a_config_directory(tmp_path: Path) -> None:
         where="x.toml",
     )
     assert "map / https://10.203.0.10:8443/" in ATS.extra_files(ip, ctx)["remap.config"]
+
+
+def test_a_client_session_it_cannot_create_ends_the_wait_for_a_verification_line() -> None:
+    """Traffic Server with a CA file it cannot load answers every request 502 with its own error
+    line and never a verification line: the lab stops waiting there (a refusal graded as fast as
+    a pass, issue 27), and only there."""
+    line = "[Dec  7 22:31:07.123] [ET_NET 0] ERROR: failed to create SSL client session"
+    assert ATS.refused(line) and ATS.block_reason(line) is None
+    verify = "WARNING: Core server certificate verification failed for (backend-api.internal)"
+    assert not ATS.refused(verify) and ATS.block_reason(verify)
+    assert not any(driver(k).refused(line) for k in ProxyKind if k is not ProxyKind.TRAFFICSERVER)

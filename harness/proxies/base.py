@@ -109,6 +109,9 @@ class Driver:
     config_name: str
     #: Regular expressions matching the proxy's own verification-failure log lines.
     verify_patterns: tuple[re.Pattern[str], ...] = ()
+    #: The proxy's own error for a request it refuses without verifying (no verification line can
+    #: follow it): the lab stops waiting for one there (:meth:`refused`).
+    refusal_patterns: tuple[re.Pattern[str], ...] = ()
     #: The HTTP statuses it answers a refused backend with (nginx 502, HAProxy 503 ...).
     block_statuses: tuple[int, ...] = (502,)
     #: True for a proxy that can log a failed verification and still forward the response
@@ -275,6 +278,11 @@ class Driver:
         return False
 
     # -- evidence ----------------------------------------------------------------------
+    def refused(self, log_text: str) -> bool:
+        """Whether *log_text* holds the proxy's own error for a request it refused for a reason
+        other than verification (:attr:`refusal_patterns`): no verification line follows one."""
+        return any(p.search(log_text) for p in self.refusal_patterns)
+
     def block_reason(self, log_text: str) -> str | None:
         """The first verification-failure line in *log_text*, trimmed, or ``None``."""
         for line in log_text.splitlines():

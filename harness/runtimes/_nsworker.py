@@ -485,7 +485,13 @@ def run_cell(seat: Seats, proxy: Proxy, cell: CellSpec, seq: int) -> CellEvent:
             log_text = proxy.read_log(log_offset)
             reason = proxy.driver.block_reason(log_text)
             # A proxy that has exited writes no more lines: its cells need not wait out the second.
-            if reason or time.perf_counter() > until or (proxy.proc is not None and proxy.proc.poll() is not None):
+            # Nor after the proxy's own error for this request (Traffic Server: no client session).
+            if (
+                reason
+                or time.perf_counter() > until
+                or proxy.driver.refused(log_text)
+                or (proxy.proc is not None and proxy.proc.poll() is not None)
+            ):
                 break
             time.sleep(0.001)
     if response.error and proxy.proc is not None and proxy.proc.poll() is not None:
