@@ -745,42 +745,40 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     return classroom.run(port=port, detach=args.detach)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
-    p.add_argument("--version", action="version", version=f"trustlab {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _wide_opt(sp: argparse.ArgumentParser) -> None:
+    """--wide, for the commands that print a grid or cells."""
+    sp.add_argument(
+        "--wide",
+        action="store_true",
+        help="one long line per row or cell, as before (default: fit the terminal, 80 columns when it cannot tell)",
+    )
 
-    from harness.proxies import driver, kinds
-    from harness.proxies import names as proxy_names
 
-    every_kind = ", ".join(proxy_names())
-    checkable = [k for k in kinds() if driver(k).config_module]
+def _runtime_opt(sp: argparse.ArgumentParser) -> None:
+    """--runtime, --identity and --keep, for the commands that run scenarios."""
+    sp.add_argument(
+        "--runtime",
+        choices=("auto", "local", "docker", "remote"),
+        default="auto",
+        help="where the proxies run (default: auto = docker when ready, else local; remote = "
+        "the classroom's lab service, in a classroom server)",
+    )
+    sp.add_argument("--identity", help="comma-separated identities (default: all)")
+    sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
 
-    def wide_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--wide",
-            action="store_true",
-            help="one long line per row or cell, as before (default: fit the terminal, 80 columns when it cannot tell)",
-        )
 
-    def runtime_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--runtime",
-            choices=("auto", "local", "docker", "remote"),
-            default="auto",
-            help="where the proxies run (default: auto = docker when ready, else local; remote = "
-            "the classroom's lab service, in a classroom server)",
-        )
-        sp.add_argument("--identity", help="comma-separated identities (default: all)")
-        sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
-
+def _add_run(sub: Any) -> None:
+    """`trustlab run`: scenarios by id or file, each cell's evidence."""
     sp = sub.add_parser("run", help="run scenarios by id or file and show each cell's evidence")
     sp.add_argument("scenario", nargs="+", help="scenario id (nginx/verify-off) or path to a .toml file")
     sp.add_argument("--json", type=Path, help="write the cells as JSON")
-    wide_opt(sp)
-    runtime_opt(sp)
+    _wide_opt(sp)
+    _runtime_opt(sp)
     sp.set_defaults(func=cmd_run)
 
+
+def _add_matrix(sub: Any, every_kind: str) -> None:
+    """`trustlab matrix`: every scenario x identity, and what it writes."""
     sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
     sp.add_argument(
         "--proxy",
@@ -811,12 +809,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the full scenarios x identities poster, OUT/matrix-poster.png (large, slow)",
     )
     sp.add_argument("--no-plot", action="store_true", help="draw no picture, even with --out")
-    wide_opt(sp)
+    _wide_opt(sp)
     sp.add_argument("--seed", type=int, help="shuffle the cell order with this seed")
     sp.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    runtime_opt(sp)
+    _runtime_opt(sp)
     sp.set_defaults(func=cmd_matrix)
 
+
+def _add_diff(sub: Any, every_kind: str) -> None:
+    """`trustlab diff`: the cells that change between two versions or runs."""
     sp = sub.add_parser("diff", help="the cells whose outcome changes between two proxy versions (or two runs)")
     sp.add_argument(
         "a", help=f"KIND@VERSION (KIND: {every_kind}; nginx@1.22: run now) or a matrix JSON file (FILE or FILE@VERSION)"
@@ -824,10 +825,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("b", help="the other side, the same way (nginx@1.31)")
     sp.add_argument("--scenario", action="append", help="only this scenario (id or file; repeatable)")
     sp.add_argument("--json", type=Path, help="write the diff as JSON")
-    wide_opt(sp)
-    runtime_opt(sp)
+    _wide_opt(sp)
+    _runtime_opt(sp)
     sp.set_defaults(func=cmd_diff)
 
+
+def _add_report(sub: Any) -> None:
+    """`trustlab report`: the results page of a JSON file."""
     sp = sub.add_parser(
         "report", help="the results page (one offline HTML file) of a matrix, diff, check or conformance JSON"
     )
@@ -840,6 +844,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_report)
 
+
+def _add_pki(sub: Any) -> None:
+    """`trustlab pki mint|show`."""
     sp = sub.add_parser("pki", help="mint or show the lab PKI")
     psub = sp.add_subparsers(dest="pki_cmd", required=True, parser_class=_Parser)
     m = psub.add_parser("mint", help="write a fresh lab PKI to a new directory")
@@ -848,6 +855,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = psub.add_parser("show", help="describe every identity's certificate")
     s.add_argument("dir", nargs="?", help="a directory written by `pki mint` (default: mint a fresh one)")
     sp.set_defaults(func=cmd_pki)
+
+
+def _add_up(sub: Any) -> None:
+    """`trustlab up`: hold a lab for one scenario or your own config."""
+    from harness.proxies import names as proxy_names
 
     sp = sub.add_parser("up", help="keep a lab running for one scenario (or your own config), to explore with curl")
     sp.add_argument("scenario", nargs="?", help="scenario id or file (or --config FILE --proxy KIND)")
@@ -862,6 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
     sp.set_defaults(func=cmd_up)
 
+
+def _add_held(sub: Any) -> None:
+    """`trustlab status`, `present` and `down`: the labs `up` holds."""
     sp = sub.add_parser("status", help="list the labs that are up")
     sp.add_argument("--log", action="store_true", help="also show what each backend seat saw")
     sp.set_defaults(func=cmd_status)
@@ -879,6 +894,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="every held lab, plus leftovers of killed runs (never a lab whose owner still runs)",
     )
     sp.set_defaults(func=cmd_down)
+
+
+def _add_check(sub: Any) -> None:
+    """`trustlab check`: your own config against every identity."""
+    from harness.proxies import driver, kinds
+
+    checkable = [k for k in kinds() if driver(k).config_module]
     sp = sub.add_parser("check", help="run your own proxy config against every identity")
     not_yet = [k.value for k in kinds() if k not in checkable]
     sp.add_argument(
@@ -924,8 +946,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="where the proxy runs (default: auto = docker when ready, else local)",
     )
-    wide_opt(sp)
+    _wide_opt(sp)
     sp.set_defaults(func=cmd_check)
+
+
+def _add_audit(sub: Any, every_kind: str) -> None:
+    """`trustlab audit`: static findings on your config."""
+    from harness.proxies import names as proxy_names
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
@@ -939,6 +966,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_audit)
 
+
+def _add_images(sub: Any) -> None:
+    """`trustlab images build|save|load|status`."""
     sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
     isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
@@ -970,6 +1000,9 @@ def build_parser() -> argparse.ArgumentParser:
     isub.add_parser("status", help="is the image there, and which versions it carries")
     sp.set_defaults(func=cmd_images)
 
+
+def _add_classroom(sub: Any) -> None:
+    """`trustlab classroom`: JupyterLab or the classroom server."""
     sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
     sp.add_argument(
         "classroom_cmd",
@@ -1000,6 +1033,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
     sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
     sp.set_defaults(func=cmd_classroom)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
+    p.add_argument("--version", action="version", version=f"trustlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    from harness.proxies import names as proxy_names
+
+    every_kind = ", ".join(proxy_names())
+    _add_run(sub)
+    _add_matrix(sub, every_kind)
+    _add_diff(sub, every_kind)
+    _add_report(sub)
+    _add_pki(sub)
+    _add_up(sub)
+    _add_held(sub)
+    _add_check(sub)
+    _add_audit(sub, every_kind)
+    _add_images(sub)
+    _add_classroom(sub)
 
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)
