@@ -1332,23 +1332,54 @@ def compare(report: dict[str, Any], other: dict[str, Any]) -> tuple[int, list[tu
 _MARK = {True: "✓", False: "✗"}
 
 
-def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> str:
-    """docs/conformance.md, generated from one run's report (``trustlab conformance --doc``).
+@dataclass(frozen=True)
+class _Page:
+    """A conformance report indexed for :func:`markdown`: each kind's default installation first."""
 
-    The case table shows each kind's default installation (the first the run lists); other
-    versions appear in the summary and, where their verdict differs, under "Versions". *against*
-    is another runtime's report of the same cases: the page says how many verdicts both share."""
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]]
+    default: dict[str, str | None]
+    lib: dict[str, Any]
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.default)
+
+    @property
+    def main(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["proxy_version"] == self.default[r["proxy"]]]
+
+    @property
+    def cases(self) -> list[str]:
+        return list(dict.fromkeys(r["case"] for r in self.rows))
+
+    @property
+    def cell(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(r["case"], r["proxy"]): r for r in self.main}
+
+    @property
+    def first(self) -> dict[str, dict[str, Any]]:
+        return {r["case"]: r for r in self.rows}
+
+    @property
+    def lib_cases(self) -> dict[str, dict[str, str]]:
+        cases: dict[str, dict[str, str]] = self.lib.get("cases", {})
+        return cases
+
+
+def _page_of(report: dict[str, Any]) -> _Page:
     meta, rows = report["meta"], report["rows"]
     default: dict[str, str | None] = {}
     for p in meta.get("proxies", []):
         default.setdefault(p["proxy"], p["version"])
     for r in rows:
         default.setdefault(r["proxy"], r["proxy_version"])
-    kinds = list(default)
-    main = [r for r in rows if r["proxy_version"] == default[r["proxy"]]]
-    cases = list(dict.fromkeys(r["case"] for r in rows))
-    cell = {(r["case"], r["proxy"]): r for r in main}
-    first = {r["case"]: r for r in rows}
+    return _Page(meta, rows, default, report.get("library") or {})
+
+
+def _md_intro(report: dict[str, Any], pg: _Page, against: dict[str, Any] | None) -> list[str]:
+    """The title, how the page was made, and the summary table."""
+    meta, rows, kinds = pg.meta, pg.rows, pg.kinds
     versions = sorted({(r["proxy"], r["proxy_version"]) for r in rows}, key=lambda pv: kinds.index(pv[0]))
     out = [
         "# Certificate-validation conformance through real proxies",
@@ -1383,6 +1414,12 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             f"| {s['proxy']} | {s['version']} | {s['tls_library']} | {s['cases']} | {s['agree']} | "
             f"{s['disagree']} | {s['latitude']} | {s['error']} |"
         )
+    return out
+
+
+def _md_against(report: dict[str, Any], meta: dict[str, Any], against: dict[str, Any] | None) -> list[str]:
+    """How many verdicts another runtime's run of the same cases shares."""
+    out: list[str] = []
     other = meta.get("against")
     if against is not None:
         shared, differ = compare(report, against)
@@ -1399,10 +1436,14 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             f"{other['shared'] - len(other['differ'])} of {other['shared']} shared rows give the same verdict.",
         ]
         out += [f"- {p} {v} `{c}`: {here} here, {there} there" for p, v, c, here, there in other["differ"]]
-    lib = report.get("library") or {}
-    lib_cases: dict[str, dict[str, str]] = lib.get("cases", {})
+    return out
+
+
+def _md_cases(pg: _Page) -> list[str]:
+    """Every case: one row, a mark per kind's default installation and the host's library."""
+    kinds, default, cell, first, lib, lib_cases = pg.kinds, pg.default, pg.cell, pg.first, pg.lib, pg.lib_cases
     heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if lib_cases else [])
-    out += [
+    out = [
         "",
         "## Every case",
         "",
@@ -1412,7 +1453,7 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         "| case | area | expected | " + " | ".join(heads) + " | x509-limbo |",
         "|---|---|---|" + "---|" * len(heads) + "---|",
     ]
-    for cid in cases:
+    for cid in pg.cases:
         r0 = first[cid]
         marks = []
         for k in kinds:
@@ -1432,8 +1473,14 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             + " | ".join(marks)
             + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |"
         )
-    differing = [cid for cid in cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
-    out += [
+    return out
+
+
+def _md_disagreements(pg: _Page) -> list[str]:
+    """Each case some default installation gets wrong, with the proxies' reasons and the notes."""
+    kinds, cell, first = pg.kinds, pg.cell, pg.first
+    differing = [cid for cid in pg.cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
+    out = [
         "",
         "## Disagreements explained",
         "",
@@ -1460,8 +1507,15 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         if EXPLAIN.get(cid):
             out += ["", EXPLAIN[cid]]
         out.append("")
+    return out
+
+
+def _md_library(pg: _Page) -> list[str]:
+    """The rows where a proxy's verdict is not its own TLS library's."""
+    lib, lib_cases = pg.lib, pg.lib_cases
+    out: list[str] = []
     if lib_cases:
-        same = [r for r in main if r["tls_library"] == lib["library"]]
+        same = [r for r in pg.main if r["tls_library"] == lib["library"]]
         apart = [r for r in same if r["verdict"] != lib_cases.get(r["case"], {}).get("verdict", r["verdict"])]
         out += [
             "## Where a proxy differs from its own TLS library",
@@ -1478,7 +1532,12 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
                 f"OpenSSL {mine['verdict']}s (`{_one_line(mine['reason'], 100)}`)"
             )
         out.append("")
-    out += ["## Versions", ""]
+    return out
+
+
+def _md_versions(rows: list[dict[str, Any]]) -> list[str]:
+    """The cases where the installed versions of a kind disagree."""
+    out = ["## Versions", ""]
     by_kind: dict[tuple[str, str], dict[str | None, dict[str, Any]]] = {}
     for r in rows:
         by_kind.setdefault((r["proxy"], r["case"]), {})[r["proxy_version"]] = r
@@ -1490,6 +1549,22 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         out.append(f"- {k} `{cid}`: {says}")
         odd = [r for r in vs.values() if r["verdict"] == ERROR]
         out += [f"  - {r['proxy_version']}: `{_one_line(r['reason'])}`" for r in odd]
+    return out
+
+
+def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> str:
+    """docs/conformance.md, generated from one run's report (``trustlab conformance --doc``).
+
+    The case table shows each kind's default installation (the first the run lists); other
+    versions appear in the summary and, where their verdict differs, under "Versions". *against*
+    is another runtime's report of the same cases: the page says how many verdicts both share."""
+    pg = _page_of(report)
+    out = _md_intro(report, pg, against)
+    out += _md_against(report, pg.meta, against)
+    out += _md_cases(pg)
+    out += _md_disagreements(pg)
+    out += _md_library(pg)
+    out += _md_versions(pg.rows)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -269,73 +269,46 @@ def write_csv(results: Results, path: Path) -> Path:
     return _atomic_write(path, writer)
 
 
-def heatmap(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
-    """A scenarios x identities heatmap coloured by outcome; saved as PNG when *path* is given.
+def _heat_key(label: str, key: str, fill: str, outage: bool) -> Any:
+    """The legend entry of an outcome (or of an outage) as the heatmap draws it."""
+    from matplotlib.patches import Patch
 
-    Rows are grouped by proxy (a line between groups), columns put the legitimate identities
-    first (a heavy line before the impostors); every cell carries its outcome's label, a
-    legitimate backend that is blocked is drawn as an OUTAGE (its own colour, hatched), and
-    the legend lists only what the picture shows. :func:`alt_text` describes it in words.
-    Returns the matplotlib Figure (notebooks display it).
-    """
-    import matplotlib
+    return Patch(
+        facecolor=fill,
+        edgecolor="white",
+        hatch="///" if outage else None,
+        label=f"{label} = legitimate backend blocked"
+        if outage
+        else label
+        if label.lower() == key
+        else f"{label} = {key}",
+    )
 
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+
+def _heat_cell(ax: Any, x: int, y: int, c: Cell | None, shown: dict[str, Any]) -> None:
+    """One cell of the heatmap: its colour and label; its outcome joins the legend *shown*."""
     from matplotlib.patches import Patch, Rectangle
 
-    groups = _rows(results)
-    rows = [r for _, group in groups for r in group]
-    idents, n_legit = _columns(results)
-    by = _by_row(results)
-    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
-    shown: dict[str, Patch] = {}
-    for y, r in enumerate(rows):
-        for x, i in enumerate(idents):
-            c = by.get((r, i))
-            if c is None:
-                ax.text(x, y, NOT_RUN, ha="center", va="center", color="#555555", fontsize=8)
-                shown.setdefault("not run", Patch(facecolor="white", edgecolor="#999999", label=f"{NOT_RUN} not run"))
-                continue
-            outage = is_outage(c) and c.outcome is Outcome.BLOCKED
-            fill = OUTAGE_COLOR if outage else COLOR[c.outcome]
-            ax.add_patch(
-                Rectangle(
-                    (x - 0.5, y - 0.5),
-                    1,
-                    1,
-                    facecolor=fill,
-                    edgecolor="white",
-                    linewidth=1,
-                    hatch="///" if outage else None,
-                )
-            )
-            label = OUTAGE_LABEL if outage else LABEL[c.outcome]
-            ink = "white" if outage else TEXT_ON[c.outcome]
-            ax.text(
-                x,
-                y,
-                label + ("!" if c.differs else ""),
-                ha="center",
-                va="center",
-                color=ink,
-                fontsize=6.5,
-                fontweight="bold",
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None,
-            )
-            key = "outage" if outage else c.outcome.value
-            if key not in shown:
-                shown[key] = Patch(
-                    facecolor=fill,
-                    edgecolor="white",
-                    hatch="///" if outage else None,
-                    label=f"{label} = legitimate backend blocked"
-                    if outage
-                    else label
-                    if label.lower() == key
-                    else f"{label} = {key}",
-                )
+    if c is None:
+        ax.text(x, y, NOT_RUN, ha="center", va="center", color="#555555", fontsize=8)
+        shown.setdefault("not run", Patch(facecolor="white", edgecolor="#999999", label=f"{NOT_RUN} not run"))
+        return
+    outage = is_outage(c) and c.outcome is Outcome.BLOCKED
+    fill = OUTAGE_COLOR if outage else COLOR[c.outcome]
+    hatch = "///" if outage else None
+    ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=fill, edgecolor="white", linewidth=1, hatch=hatch))
+    label = OUTAGE_LABEL if outage else LABEL[c.outcome]
+    ink = "white" if outage else TEXT_ON[c.outcome]
+    box = {"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None
+    mark = label + ("!" if c.differs else "")
+    ax.text(x, y, mark, ha="center", va="center", color=ink, fontsize=6.5, fontweight="bold", bbox=box)
+    key = "outage" if outage else c.outcome.value
+    if key not in shown:
+        shown[key] = _heat_key(label, key, fill, outage)
+
+
+def _heat_axes(ax: Any, idents: list[str], rows: list[str], n_legit: int) -> None:
+    """Ticks and limits, and the divider between the legitimate identities and the impostors."""
     ax.set_xlim(-0.5, len(idents) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xticks(range(len(idents)), idents, rotation=40, ha="right", fontsize=8)
@@ -350,13 +323,16 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
         ax.text(
             (n_legit + len(idents) - 1) / 2, -0.7, "impostors", ha="center", va="bottom", fontsize=8, fontweight="bold"
         )
-    # Rows grouped by proxy: a line between groups, the proxy's name on the right.
+
+
+def _heat_groups(ax: Any, groups: list[tuple[str, list[str]]], width: int) -> None:
+    """Rows grouped by proxy: a line between groups, the proxy's name on the right."""
     y0 = 0
     for kind, group in groups:
         if y0:
             ax.axhline(y0 - 0.5, color="black", linewidth=1.5)
         ax.text(
-            len(idents) - 0.3,
+            width - 0.3,
             y0 + (len(group) - 1) / 2,
             kind,
             ha="left",
@@ -366,23 +342,24 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
             rotation=90 if len(group) > 2 else 0,
         )
         y0 += len(group)
-    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
-    # A short label: the long one was clipped above and below on a grid of a few rows.
-    ax.set_ylabel("scenario" if len(rows) < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
+
+
+def _heat_subtitle(results: Results) -> str:
+    """The versions the cells ran on (several per proxy with --all-versions), else the run's meta."""
     ran: dict[str, list[str]] = {}
     for c in results.cells:
         if c.proxy_version and c.proxy_version not in ran.setdefault(c.proxy, []):
             ran[c.proxy].append(c.proxy_version)
     versions = results.meta.get("versions", {})
-    # The versions the cells ran on (several per proxy with --all-versions), else the run's meta.
-    subtitle = (
+    return (
         "; ".join(f"{k} {', '.join(v)}" for k, v in ran.items())
         if ran
         else ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     )
-    ax.set_title(
-        title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9, pad=18
-    )
+
+
+def _heat_legend(fig: Any, shown: dict[str, Any]) -> None:
+    """The legend of what the picture shows, below it, and the layout that leaves it room."""
     order = [o.value for o in Outcome] + ["outage", "not run"]
     fig.legend(
         handles=[shown[k] for k in order if k in shown],
@@ -395,6 +372,42 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     )
     legend_rows = (len(shown) + 3) // 4
     fig.tight_layout(rect=(0, min(0.35, (0.25 + 0.18 * legend_rows) / fig.get_figheight()), 1, 1))
+
+
+def heatmap(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
+    """A scenarios x identities heatmap coloured by outcome; saved as PNG when *path* is given.
+
+    Rows are grouped by proxy (a line between groups), columns put the legitimate identities
+    first (a heavy line before the impostors); every cell carries its outcome's label, a
+    legitimate backend that is blocked is drawn as an OUTAGE (its own colour, hatched), and
+    the legend lists only what the picture shows. :func:`alt_text` describes it in words.
+    Returns the matplotlib Figure (notebooks display it).
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    groups = _rows(results)
+    rows = [r for _, group in groups for r in group]
+    idents, n_legit = _columns(results)
+    by = _by_row(results)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
+    shown: dict[str, Any] = {}
+    for y, r in enumerate(rows):
+        for x, i in enumerate(idents):
+            _heat_cell(ax, x, y, by.get((r, i)), shown)
+    _heat_axes(ax, idents, rows, n_legit)
+    _heat_groups(ax, groups, len(idents))
+    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
+    # A short label: the long one was clipped above and below on a grid of a few rows.
+    ax.set_ylabel("scenario" if len(rows) < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
+    subtitle = _heat_subtitle(results)
+    ax.set_title(
+        title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9, pad=18
+    )
+    _heat_legend(fig, shown)
     if path is not None:
         _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
         plt.close(fig)
