@@ -329,16 +329,16 @@ def _name_wildcard_cases() -> list[Case]:
           _san("*w.conformance.test"), latitude=True),
         c("wildcard-partial-infix", "name", R, "w*w.conformance.test (f*o): partial-label wildcard (RFC 9525)",
           _san("w*w.conformance.test"), latitude=True),
-        c("wildcard-only", "name", R, "a SAN of just * matches nothing", _san("*"),
-          limbo="webpki::san::san-wildcard-only"),
     ]
 
 
 def _name_suffix_idn_cases() -> list[Case]:
-    """Wildcards over public suffixes, and internationalised names."""
+    """A bare wildcard, wildcards over public suffixes, and internationalised names."""
     A, R = ACCEPT, REJECT
     c = Case
     return [
+        c("wildcard-only", "name", R, "a SAN of just * matches nothing", _san("*"),
+          limbo="webpki::san::san-wildcard-only"),
         c("wildcard-tld", "name", R, "*.test: a wildcard directly over a TLD", _san("*.test"), peer="psl",
           limbo="webpki::san::san-wildcard-only-tld"),
         c("wildcard-public-suffix", "name", R, "*.co.uk covers a whole public suffix (RFC 6125 7.2; the CA/B "
@@ -1439,10 +1439,28 @@ def _md_against(report: dict[str, Any], meta: dict[str, Any], against: dict[str,
     return out
 
 
+def _md_marks(pg: _Page, cid: str, kinds: list[str], cell: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """One case's marks: per kind's default installation, then the host's library."""
+    marks = []
+    for k in kinds:
+        r = cell.get((cid, k))
+        if r is None:
+            marks.append("")
+        elif r["verdict"] == ERROR:
+            marks.append("! error")
+        else:
+            marks.append(_MARK[r["agrees"]] + ("" if r["agrees"] else f" {r['verdict']}"))
+    if pg.lib_cases:
+        expected = pg.first[cid]["expected"]
+        v = pg.lib_cases.get(cid, {}).get("verdict", "")
+        marks.append("" if not v else _MARK[v == expected] + ("" if v == expected else f" {v}"))
+    return marks
+
+
 def _md_cases(pg: _Page) -> list[str]:
     """Every case: one row, a mark per kind's default installation and the host's library."""
-    kinds, default, cell, first, lib, lib_cases = pg.kinds, pg.default, pg.cell, pg.first, pg.lib, pg.lib_cases
-    heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if lib_cases else [])
+    kinds, default, cell, first, lib = pg.kinds, pg.default, pg.cell, pg.first, pg.lib
+    heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if pg.lib_cases else [])
     out = [
         "",
         "## Every case",
@@ -1455,24 +1473,27 @@ def _md_cases(pg: _Page) -> list[str]:
     ]
     for cid in pg.cases:
         r0 = first[cid]
-        marks = []
-        for k in kinds:
-            r = cell.get((cid, k))
-            if r is None:
-                marks.append("")
-            elif r["verdict"] == ERROR:
-                marks.append("! error")
-            else:
-                marks.append(_MARK[r["agrees"]] + ("" if r["agrees"] else f" {r['verdict']}"))
-        if lib_cases:
-            v = lib_cases.get(cid, {}).get("verdict", "")
-            marks.append("" if not v else _MARK[v == r0["expected"]] + ("" if v == r0["expected"] else f" {v}"))
+        marks = _md_marks(pg, cid, kinds, cell)
         lat = " (latitude)" if r0["latitude"] else ""
         out.append(
             f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | "
             + " | ".join(marks)
             + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |"
         )
+    return out
+
+
+def _md_reasons(cid: str, kinds: list[str], cell: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Each default installation that disagrees on a case: its verdict, reason line and note."""
+    out = []
+    for k in kinds:
+        r = cell.get((cid, k))
+        if r is None or r["agrees"]:
+            continue
+        out.append(f"- **{r['proxy']} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
+        note = EXPLAIN.get(f"{cid}@{r['proxy']}")
+        if note:
+            out.append(f"  {note}")
     return out
 
 
@@ -1493,14 +1514,7 @@ def _md_disagreements(pg: _Page) -> list[str]:
         case = by_case.get(cid)
         lat = " *(latitude)*" if r0["latitude"] else ""
         out += [f"### `{cid}`{lat}", "", f"Expected **{r0['expected']}**: {case.reason if case else ''}.", ""]
-        for k in kinds:
-            r = cell.get((cid, k))
-            if r is None or r["agrees"]:
-                continue
-            out.append(f"- **{r['proxy']} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
-            note = EXPLAIN.get(f"{cid}@{r['proxy']}")
-            if note:
-                out.append(f"  {note}")
+        out += _md_reasons(cid, kinds, cell)
         agreeing = [k for k in kinds if (cid, k) in cell and cell[(cid, k)]["agrees"]]
         if agreeing:
             out.append(f"- as expected: {', '.join(agreeing)}")
