@@ -777,19 +777,8 @@ def _add_run(sub: Any) -> None:
     sp.set_defaults(func=cmd_run)
 
 
-def _add_matrix(sub: Any, every_kind: str) -> None:
-    """`trustlab matrix`: every scenario x identity, and what it writes."""
-    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
-    sp.add_argument(
-        "--proxy",
-        help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
-        "(nginx,haproxy@2.8: a version prefix)",
-    )
-    sp.add_argument(
-        "--all-versions",
-        action="store_true",
-        help="run every installed version of each proxy (trustlab doctor lists them)",
-    )
+def _matrix_outputs(sp: argparse.ArgumentParser) -> None:
+    """Where `trustlab matrix` writes, and which pictures it draws."""
     sp.add_argument(
         "--out", help="output directory (default: results/); naming one also draws the summary picture OUT/matrix.png"
     )
@@ -809,6 +798,22 @@ def _add_matrix(sub: Any, every_kind: str) -> None:
         help="also draw the full scenarios x identities poster, OUT/matrix-poster.png (large, slow)",
     )
     sp.add_argument("--no-plot", action="store_true", help="draw no picture, even with --out")
+
+
+def _add_matrix(sub: Any, every_kind: str) -> None:
+    """`trustlab matrix`: every scenario x identity, and what it writes."""
+    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
+    sp.add_argument(
+        "--proxy",
+        help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
+        "(nginx,haproxy@2.8: a version prefix)",
+    )
+    sp.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="run every installed version of each proxy (trustlab doctor lists them)",
+    )
+    _matrix_outputs(sp)
     _wide_opt(sp)
     sp.add_argument("--seed", type=int, help="shuffle the cell order with this seed")
     sp.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -896,6 +901,46 @@ def _add_held(sub: Any) -> None:
     sp.set_defaults(func=cmd_down)
 
 
+def _check_identity_opts(sp: argparse.ArgumentParser) -> None:
+    """Which installed version `trustlab check` runs, and its optional identities."""
+    sp.add_argument(
+        "--proxy-version",
+        metavar="V",
+        help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)",
+    )
+    sp.add_argument(
+        "--identity",
+        action="append",
+        metavar="ID",
+        default=[],
+        help=f"also run an optional identity (repeatable): {', '.join(CHECK_OPTIONAL)}",
+    )
+    sp.add_argument(
+        "--all-identities",
+        action="store_true",
+        help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})",
+    )
+
+
+def _check_lab_opts(sp: argparse.ArgumentParser) -> None:
+    """The lab `trustlab check` runs: kept or not, traefik's dynamic files, the runtime."""
+    sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
+    sp.add_argument(
+        "--dynamic",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        default=[],
+        help="traefik: a dynamic configuration file the static one's provider reads (repeatable)",
+    )
+    sp.add_argument(
+        "--runtime",
+        choices=("auto", "local", "docker"),
+        default="auto",
+        help="where the proxy runs (default: auto = docker when ready, else local)",
+    )
+
+
 def _add_check(sub: Any) -> None:
     """`trustlab check`: your own config against every identity."""
     from harness.proxies import driver, kinds
@@ -914,38 +959,8 @@ def _add_check(sub: Any) -> None:
     )
     sp.add_argument("--json", type=Path, help="write the result as JSON")
     sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
-    sp.add_argument(
-        "--proxy-version",
-        metavar="V",
-        help="run it on this installed version of the proxy (a prefix: 1.31; default: the default one)",
-    )
-    sp.add_argument(
-        "--identity",
-        action="append",
-        metavar="ID",
-        default=[],
-        help=f"also run an optional identity (repeatable): {', '.join(CHECK_OPTIONAL)}",
-    )
-    sp.add_argument(
-        "--all-identities",
-        action="store_true",
-        help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})",
-    )
-    sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
-    sp.add_argument(
-        "--dynamic",
-        action="append",
-        type=Path,
-        metavar="FILE",
-        default=[],
-        help="traefik: a dynamic configuration file the static one's provider reads (repeatable)",
-    )
-    sp.add_argument(
-        "--runtime",
-        choices=("auto", "local", "docker"),
-        default="auto",
-        help="where the proxy runs (default: auto = docker when ready, else local)",
-    )
+    _check_identity_opts(sp)
+    _check_lab_opts(sp)
     _wide_opt(sp)
     sp.set_defaults(func=cmd_check)
 
@@ -967,10 +982,8 @@ def _add_audit(sub: Any, every_kind: str) -> None:
     sp.set_defaults(func=cmd_audit)
 
 
-def _add_images(sub: Any) -> None:
-    """`trustlab images build|save|load|status`."""
-    sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
-    isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
+def _add_images_build(isub: Any) -> None:
+    """`trustlab images build`: the lab image, and the versions image."""
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
     b.add_argument(
         "--force",
@@ -990,6 +1003,13 @@ def _add_images(sub: Any) -> None:
         help="also build the versions image (trustlab/lab-versions:current): every installed "
         "version (trustlab proxies list), FROM the lab image, which has each kind's default only",
     )
+
+
+def _add_images(sub: Any) -> None:
+    """`trustlab images build|save|load|status`."""
+    sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
+    isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
+    _add_images_build(isub)
     sv = isub.add_parser(
         "save", help="write the lab (and versions, classroom) images to one tarball for offline classrooms"
     )
@@ -999,6 +1019,20 @@ def _add_images(sub: Any) -> None:
     ld.add_argument("file")
     isub.add_parser("status", help="is the image there, and which versions it carries")
     sp.set_defaults(func=cmd_images)
+
+
+def _classroom_serve_opts(sp: argparse.ArgumentParser) -> None:
+    """The options of `trustlab classroom serve`: the hub's address, certificate and grader."""
+    sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
+    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
+    sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
+    sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
+    sp.add_argument(
+        "--grade-runtime",
+        choices=("docker", "local", "auto"),
+        default="docker",
+        help="serve: where the grader runs attempts (default docker)",
+    )
 
 
 def _add_classroom(sub: Any) -> None:
@@ -1019,20 +1053,29 @@ def _add_classroom(sub: Any) -> None:
         default=None,
         help="start: host port on 127.0.0.1 (default 8888); serve: the hub's TLS port (default 8443)",
     )
-    sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
-    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
-    sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
-    sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
-    sp.add_argument(
-        "--grade-runtime",
-        choices=("docker", "local", "auto"),
-        default="docker",
-        help="serve: where the grader runs attempts (default docker)",
-    )
+    _classroom_serve_opts(sp)
     sp.add_argument("--json", action="store_true", help="serve, attendees: print JSON")
     sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
     sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
     sp.set_defaults(func=cmd_classroom)
+
+
+def _add_elsewhere(sub: Any) -> None:
+    """The sub-commands written beside their modules: proxies, conformance and the course."""
+    # -- `trustlab proxies install|list`: where proxy binaries come from (harness/installs.py)
+    from harness.installs import add_commands as add_proxies
+
+    add_proxies(sub, _Parser)
+
+    # -- `trustlab conformance`: certificate-validation cases through real proxies (harness/conformance.py)
+    from harness.conformance import add_command as add_conformance
+
+    add_conformance(sub, _Parser)
+
+    # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course_cli.py)
+    from harness.course_cli import add_commands
+
+    add_commands(sub, _Parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1058,20 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
     sp.set_defaults(func=cmd_doctor)
 
-    # -- `trustlab proxies install|list`: where proxy binaries come from (harness/installs.py)
-    from harness.installs import add_commands as add_proxies
-
-    add_proxies(sub, _Parser)
-
-    # -- `trustlab conformance`: certificate-validation cases through real proxies (harness/conformance.py)
-    from harness.conformance import add_command as add_conformance
-
-    add_conformance(sub, _Parser)
-
-    # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course_cli.py)
-    from harness.course_cli import add_commands
-
-    add_commands(sub, _Parser)
+    _add_elsewhere(sub)
     return p
 
 
