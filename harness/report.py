@@ -151,6 +151,18 @@ def alt_text(results: Results) -> str:
 NOT_RUN = "-"
 
 
+def _grid_cell(c: Cell | None, colw: int, *, color: bool) -> str:
+    """One cell of :func:`grid`, padded to *colw* (and coloured for a terminal)."""
+    if c is None:
+        return f"{NOT_RUN:<{colw}}"
+    text = LABEL[c.outcome] + ("!" if c.differs else "")
+    padded = f"{text:<{colw}}"
+    if color:
+        code = {"served": "32", "SPOOFED": "1;31", "blocked": "2", "cfg-rej": "35", "ERROR": "33"}
+        padded = f"\x1b[{code[LABEL[c.outcome]]}m{padded}\x1b[0m"
+    return padded
+
+
 def grid(results: Results, *, color: bool = False) -> str:
     """A compact scenarios x identities table; ``!`` marks a cell that differs from expectation."""
     idents = _identities(results)
@@ -163,16 +175,7 @@ def grid(results: Results, *, color: bool = False) -> str:
     for sid in rows:
         cells = []
         for ident in idents:
-            c = by.get((sid, ident))
-            if c is None:
-                cells.append(f"{NOT_RUN:<{colw}}")
-                continue
-            text = LABEL[c.outcome] + ("!" if c.differs else "")
-            padded = f"{text:<{colw}}"
-            if color:
-                code = {"served": "32", "SPOOFED": "1;31", "blocked": "2", "cfg-rej": "35", "ERROR": "33"}
-                padded = f"\x1b[{code[LABEL[c.outcome]]}m{padded}\x1b[0m"
-            cells.append(padded)
+            cells.append(_grid_cell(by.get((sid, ident)), colw, color=color))
         out.write(f"{sid:<{width}}  " + " ".join(cells) + "\n")
     counts = summary_counts(results)
     out.write(
@@ -359,6 +362,17 @@ def _heat_subtitle(results: Results) -> str:
     )
 
 
+def _heat_titles(ax: Any, results: Results, n_rows: int, title: str | None) -> None:
+    """The axis labels and the title (the runtime and the versions the cells ran on)."""
+    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
+    # A short label: the long one was clipped above and below on a grid of a few rows.
+    ax.set_ylabel("scenario" if n_rows < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
+    subtitle = _heat_subtitle(results)
+    ax.set_title(
+        title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9, pad=18
+    )
+
+
 def _heat_legend(fig: Any, shown: dict[str, Any]) -> None:
     """The legend of what the picture shows, below it, and the layout that leaves it room."""
     order = [o.value for o in Outcome] + ["outage", "not run"]
@@ -401,13 +415,7 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
             _heat_cell(ax, x, y, by.get((r, i)), shown)
     _heat_axes(ax, idents, rows, n_legit)
     _heat_groups(ax, groups, len(idents))
-    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
-    # A short label: the long one was clipped above and below on a grid of a few rows.
-    ax.set_ylabel("scenario" if len(rows) < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
-    subtitle = _heat_subtitle(results)
-    ax.set_title(
-        title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9, pad=18
-    )
+    _heat_titles(ax, results, len(rows), title)
     _heat_legend(fig, shown)
     if path is not None:
         _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
