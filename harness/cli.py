@@ -98,6 +98,11 @@ def _check_writable(
                 f"{flag}: {shown} is the input {_shown(str(given))}; writing there would overwrite it; "
                 "choose another file"
             )
+    _try_write(parent, flag)
+
+
+def _try_write(parent: Path, flag: str) -> None:
+    """Create and remove a file in *parent*, or say why *flag* cannot write there."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".trustlab-write-test.", dir=parent)
     except OSError as exc:
@@ -525,6 +530,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         state = held.up_config(args.proxy, args.config, identity=args.identity, runtime=runtime)
     else:
         state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
+    _print_held(state)
+    return EXIT_OK
+
+
+def _print_held(state: dict[str, Any]) -> None:
+    """What `trustlab up` holds, the first request through it, and what to do next."""
+    from harness import held
+
     print(
         f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
         f"the backend answers as {state['identity']}"
@@ -546,7 +559,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  the point shows now ({state['point_why']}); other identities: trustlab present IDENTITY")
     print("  what the backend saw and the proxy's verdicts: trustlab status --log")
     print("  stop it:           trustlab down")
-    return EXIT_OK
 
 
 def _dash(value: object) -> str:
