@@ -565,6 +565,20 @@ def _dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def _print_seat_log(st: dict[str, Any]) -> None:
+    """What a held lab's backend seat saw, and the proxy's verdicts."""
+    from harness import held
+
+    for conn in held.seat_log(lab=st["lab"]):
+        print(
+            f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
+            f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
+            + (f" ({conn['error']})" if conn["error"] else "")
+        )
+    for line in held.verdict_lines(state=st):
+        print(f"    proxy: {line}")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from harness import held
     from harness.runner import stale_labs
@@ -582,14 +596,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"    {st['curl']}")
             print(f"    config: {_dash(st.get('config'))}  log: {_dash(st.get('log'))}")
             if args.log:
-                for conn in held.seat_log(lab=st["lab"]):
-                    print(
-                        f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
-                        f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
-                        + (f" ({conn['error']})" if conn["error"] else "")
-                    )
-                for line in held.verdict_lines(state=st):
-                    print(f"    proxy: {line}")
+                _print_seat_log(st)
     for why in held.ignored:
         print(f"ignored: {why}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]

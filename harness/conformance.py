@@ -1263,10 +1263,10 @@ def write_json(report: dict[str, Any], path: Path, *, against: dict[str, Any] | 
     path.write_text(text + "\n ]\n}\n")
 
 
-def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON file's content (:func:`write_json`) as a dict: what ``trustlab report`` reads."""
+def _case_fields(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the catalogue says of each case the report ran, by id."""
     by_id = {c.id: c for c in catalogue()}
-    cases = {
+    return {
         cid: {
             "area": c.area,
             "expected": c.expected,
@@ -1279,6 +1279,11 @@ def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         for cid in dict.fromkeys(r["case"] for r in report["rows"])
         if (c := by_id.get(cid))
     }
+
+
+def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON file's content (:func:`write_json`) as a dict: what ``trustlab report`` reads."""
+    cases = _case_fields(report)
     meta = dict(report["meta"])
     if against is not None:
         shared, differ = compare(report, against)

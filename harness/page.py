@@ -208,6 +208,20 @@ def _directive(name: str, value: object) -> str:
     return name if value is True else f"{name} {value}"
 
 
+def _delta(sc: Any, control: Any) -> dict[str, Any]:
+    """A scenario's directives as a delta from its control's (or as they are, without one)."""
+    mine = dict(sc.directives)
+    if control is None:
+        return {"directives": [_directive(k, v) for k, v in mine.items()]}
+    theirs = dict(control.directives)
+    delta = [f"- {_directive(k, v)}" for k, v in theirs.items() if k not in mine or mine[k] != v] + [
+        f"+ {_directive(k, v)}" for k, v in mine.items() if theirs.get(k) != v
+    ]
+    if sc.target != control.target:
+        delta.append(f"target {sc.target} (control: {control.target})")
+    return {"control": control.id, "delta": delta}
+
+
 def scenario_notes(ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each known scenario's story, sources and config delta from its control (``good``)."""
     known = _scenarios()
@@ -221,18 +235,7 @@ def scenario_notes(ids: list[str]) -> dict[str, dict[str, Any]]:
             note["goal"] = sc.reporter_goal
         if sc.reported_on:
             note["reported_on"] = sc.reported_on
-        mine = dict(sc.directives)
-        control = known.get(sc.control) if sc.control else None
-        if control is not None:
-            theirs = dict(control.directives)
-            note["control"] = control.id
-            note["delta"] = [f"- {_directive(k, v)}" for k, v in theirs.items() if k not in mine or mine[k] != v] + [
-                f"+ {_directive(k, v)}" for k, v in mine.items() if theirs.get(k) != v
-            ]
-            if sc.target != control.target:
-                note["delta"].append(f"target {sc.target} (control: {control.target})")
-        else:
-            note["directives"] = [_directive(k, v) for k, v in mine.items()]
+        note.update(_delta(sc, known.get(sc.control) if sc.control else None))
         if sc.config:
             note["config"] = sc.config.strip()
         if sc.versions:
