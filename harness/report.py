@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import tempfile
@@ -410,9 +411,8 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     by = _by_row(results)
     fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
     shown: dict[str, Any] = {}
-    for y, r in enumerate(rows):
-        for x, i in enumerate(idents):
-            _heat_cell(ax, x, y, by.get((r, i)), shown)
+    for (y, r), (x, i) in itertools.product(enumerate(rows), enumerate(idents)):
+        _heat_cell(ax, x, y, by.get((r, i)), shown)
     _heat_axes(ax, idents, rows, n_legit)
     _heat_groups(ax, groups, len(idents))
     _heat_titles(ax, results, len(rows), title)
