@@ -264,22 +264,16 @@ def reproduce(cell: dict[str, Any], meta: dict[str, Any], kind: str = "matrix") 
     return f"trustlab run {cell['scenario']} --identity {cell['identity']}"
 
 
-def page_data(doc: dict[str, Any]) -> dict[str, Any]:
-    """Everything the page embeds, from a matrix, diff or check document."""
-    kind = source_kind(doc)
-    if kind is None:
-        raise LabError("not a trustlab matrix, diff or check document")
-    meta, cells = _cells_of(doc, kind)
-    present = {c["identity"] for c in cells}
+def _identity_columns(present: set[str]) -> list[dict[str, Any]]:
+    """The page's columns: the legitimate identities first, then the impostors by class, each in
+    the vocabulary's order; an identity no class names comes last, as "other"."""
     specs = {s.id: s for s in IDENTITIES + OPTIONAL_IDENTITIES}
-    # Columns: the legitimate identities first, then the impostors by class, each in the
-    # vocabulary's order; an identity no class names comes last, as "other".
     known = [i for i in ALL_IDENTITY_IDS if i in present] + sorted(present - set(ALL_IDENTITY_IDS))
     klass = {i: name for name, ids in IMPOSTOR_CLASSES for i in ids}
     klass.update({i: "legitimate" for i in LEGITIMATE_IDS})
     ranks = ["legitimate"] + [name for name, _ in IMPOSTOR_CLASSES] + ["other"]
     order = sorted(known, key=lambda i: ranks.index(klass.get(i, "other")))
-    identities = [
+    return [
         {
             "id": i,
             "legitimate": i in LEGITIMATE_IDS,
@@ -288,6 +282,15 @@ def page_data(doc: dict[str, Any]) -> dict[str, Any]:
         }
         for i in order
     ]
+
+
+def page_data(doc: dict[str, Any]) -> dict[str, Any]:
+    """Everything the page embeds, from a matrix, diff or check document."""
+    kind = source_kind(doc)
+    if kind is None:
+        raise LabError("not a trustlab matrix, diff or check document")
+    meta, cells = _cells_of(doc, kind)
+    identities = _identity_columns({c["identity"] for c in cells})
     from harness import __version__
 
     return {
