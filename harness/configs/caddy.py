@@ -709,6 +709,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     return _adapt_caddyfile(cfg, lab, ports, focus)
 
 
+def _rp_route(rp: ReverseProxy, host: str, port: int) -> Route:
+    """The request that reaches a reverse_proxy: its site's port and host, its matcher's path, method, headers."""
+    return Route(str(port), False, host, _route_probe(rp.path), rp.method, rp.headers)
+
+
 def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], int]) -> list[Upstream]:
     """The HTTPS upstreams of *cfg*, each with the route a request takes to reach it."""
     out: list[Upstream] = []
@@ -722,11 +727,7 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
             if t.dynamic or not t.host:
                 continue
             name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
-            route = (
-                None
-                if rp.why_unroutable
-                else Route(str(port), False, host, _route_probe(rp.path), rp.method, rp.headers)
-            )
+            route = None if rp.why_unroutable else _rp_route(rp, host, port)
             out.append(
                 Upstream(
                     label=f"{t.raw} (line {t.line})",

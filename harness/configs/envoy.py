@@ -752,6 +752,20 @@ def _expected_name(info: ClusterTLS, host: str, hostname: str) -> str:
     return host if not is_ip(host) else BACKEND_NAME
 
 
+def _lab_listener_tls(sock: Any, lab: LabPaths, notes: list[Note]) -> None:
+    """A listener's TLS (when it has one) serves the lab-minted certificate and asks for no client's."""
+    if isinstance(sock, dict) and isinstance(sock.get("typed_config"), dict):
+        common = sock["typed_config"].setdefault("common_tls_context", {})
+        common.pop("tls_certificate_sds_secret_configs", None)
+        common.pop("validation_context", None)
+        common.pop("validation_context_sds_secret_config", None)
+        sock["typed_config"].pop("require_client_certificate", None)
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
+        ]
+        notes.append(Note("", getattr(sock, "line", 0), "listener TLS certificate replaced by a lab-minted one"))
+
+
 def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, int], notes: list[Note]) -> None:
     if not isinstance(lst, dict):
         return
@@ -768,17 +782,7 @@ def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, 
     for chain in _list(lst.get("filter_chains")) + [lst.get("default_filter_chain")]:
         if not isinstance(chain, dict):
             continue
-        sock = chain.get("transport_socket")
-        if isinstance(sock, dict) and isinstance(sock.get("typed_config"), dict):
-            common = sock["typed_config"].setdefault("common_tls_context", {})
-            common.pop("tls_certificate_sds_secret_configs", None)
-            common.pop("validation_context", None)
-            common.pop("validation_context_sds_secret_config", None)
-            sock["typed_config"].pop("require_client_certificate", None)
-            common["tls_certificates"] = [
-                {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
-            ]
-            notes.append(Note("", getattr(sock, "line", 0), "listener TLS certificate replaced by a lab-minted one"))
+        _lab_listener_tls(chain.get("transport_socket"), lab, notes)
         for f in _list(chain.get("filters")):
             typed = _get(f, "typed_config")
             if isinstance(typed, dict) and _type(typed) == HCM:
