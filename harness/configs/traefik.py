@@ -764,6 +764,23 @@ def _upstreams(tree: Tree, entrypoints: dict[str, Any]) -> list[Upstream]:
     return ups
 
 
+def _routers_before(
+    sname: str, rname: str, routers: dict[str, Any], entrypoints: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """(name, rule) of the routers on router *rname*'s entry points that Traefik tries first
+    (a higher priority) and that send requests elsewhere than service *sname*."""
+    mine = _priority(routers[rname])
+    eps_of = set(_files(get(routers[rname], "entryPoints")) or entrypoints)
+    return [
+        (name, str(get(r, "rule") or ""))
+        for name, r in routers.items()
+        if name != rname
+        and _priority(r) > mine
+        and str(get(r, "service") or "").removesuffix("@file") != sname
+        and eps_of & set(_files(get(r, "entryPoints")) or entrypoints)
+    ]
+
+
 def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> tuple[Route | None, str]:
     """How a client request reaches service *sname*: the first router that names it whose rule
     the lab can build a matching request for."""
@@ -773,17 +790,7 @@ def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> 
         if not isinstance(target, str) or target.removesuffix("@file") != sname:
             continue
         rule = str(get(router, "rule") or "")
-        mine = _priority(router)
-        eps_of = set(_files(get(router, "entryPoints")) or entrypoints)
-        before = [
-            (name, str(get(r, "rule") or ""))
-            for name, r in routers.items()
-            if name != rname
-            and _priority(r) > mine
-            and str(get(r, "service") or "").removesuffix("@file") != sname
-            and eps_of & set(_files(get(r, "entryPoints")) or entrypoints)
-        ]
-        built = rule_request(rule, before)
+        built = rule_request(rule, _routers_before(sname, rname, routers, entrypoints))
         if isinstance(built, str):
             why = f"router {rname} rule {rule!r}: {built}"
             continue
