@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import os
 import tempfile
@@ -390,6 +389,17 @@ def _heat_legend(fig: Any, shown: dict[str, Any]) -> None:
     fig.tight_layout(rect=(0, min(0.35, (0.25 + 0.18 * legend_rows) / fig.get_figheight()), 1, 1))
 
 
+def _pyplot(*, headless: bool):  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot, on the Agg backend when the picture goes to a file."""
+    import matplotlib
+
+    if headless:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def heatmap(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
     """A scenarios x identities heatmap coloured by outcome; saved as PNG when *path* is given.
 
@@ -399,20 +409,16 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     the legend lists only what the picture shows. :func:`alt_text` describes it in words.
     Returns the matplotlib Figure (notebooks display it).
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot(headless=path is not None)
     groups = _rows(results)
     rows = [r for _, group in groups for r in group]
     idents, n_legit = _columns(results)
     by = _by_row(results)
     fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
     shown: dict[str, Any] = {}
-    for (y, r), (x, i) in itertools.product(enumerate(rows), enumerate(idents)):
-        _heat_cell(ax, x, y, by.get((r, i)), shown)
+    for y, r in enumerate(rows):
+        for x, i in enumerate(idents):
+            _heat_cell(ax, x, y, by.get((r, i)), shown)
     _heat_axes(ax, idents, rows, n_legit)
     _heat_groups(ax, groups, len(idents))
     _heat_titles(ax, results, len(rows), title)
