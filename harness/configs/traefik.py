@@ -496,6 +496,19 @@ def _lab_entrypoints(
     return listeners
 
 
+def _keep_misplaced(tree: Tree, key: Any, value: Any, out: dict[str, Any], notes: list[Note]) -> None:
+    """Traefik refuses an unknown key inside a known section (`field not found`): a trust setting
+    written in a dropped section (traefik/traefik#4207) is kept, so the lab refuses it too."""
+    if misplaced := _misplaced(value):
+        out[key] = misplaced
+        notes.append(
+            tree.note(
+                f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik refuses to start on it)",
+                str(key),
+            )
+        )
+
+
 def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
     """What the lab keeps of the static configuration besides its entry points: the servers
     transport (trust files the lab's), and a trust setting written where Traefik refuses it."""
@@ -513,17 +526,7 @@ def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
             )
         elif low in _STATIC_DROP and low not in ("log", "providers"):
             notes.append(tree.note(f"{key} dropped (it reaches out of the lab)", str(key)))
-            if misplaced := _misplaced(value):
-                # Traefik refuses an unknown key inside a known section (`field not found`): a trust
-                # setting written there (traefik/traefik#4207) is kept, so the lab refuses it too.
-                out[key] = misplaced
-                notes.append(
-                    tree.note(
-                        f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik "
-                        "refuses to start on it)",
-                        str(key),
-                    )
-                )
+            _keep_misplaced(tree, key, value, out, notes)
         elif low == "providers":
             _providers(tree, key, value, notes)
     return out
