@@ -853,6 +853,33 @@ def _allowed(typed: dict[str, Any], lab: LabPaths) -> bool:
     return kind in ALLOWED_TYPES or kind.startswith(_ALLOWED_PREFIXES)
 
 
+def _allowed_items(node: list[Any], parent_key: str, lab: LabPaths, notes: list[Note], todo: list[Any]) -> None:
+    """Remove the refused entries of a list (each named in a note); queue the others to be read."""
+    kept = []
+    for item in node:
+        why = _refused(item, parent_key, lab)
+        if why:
+            notes.append(Note("", getattr(item, "line", 0), f"{why}"))
+            continue
+        kept.append(item)
+        todo.append((item, parent_key))
+    node[:] = kept
+
+
+def _allowed_keys(node: dict[str, Any], lab: LabPaths, notes: list[Note], todo: list[Any]) -> None:
+    """Remove the keys of a mapping whose value is refused (each named in a note); queue the others."""
+    for key in list(node):
+        value = node[key]
+        why = _refused(value, key, lab) if isinstance(value, dict) else None
+        if why:
+            line = node.line_of(key) if isinstance(node, Map) else getattr(value, "line", 0)
+            notes.append(Note("", line, f"{key}: {why}"))
+            del node[key]
+            continue
+        if isinstance(value, (dict, list)):
+            todo.append((value, key))
+
+
 def _allow_only(root: Any, lab: LabPaths, notes: list[Note]) -> None:
     """Keep only allowed extensions anywhere in the adapted tree (:data:`ALLOWED_TYPES`).
 
@@ -865,26 +892,9 @@ def _allow_only(root: Any, lab: LabPaths, notes: list[Note]) -> None:
     while todo:
         node, parent_key = todo.pop()
         if isinstance(node, list):
-            kept = []
-            for item in node:
-                why = _refused(item, parent_key, lab)
-                if why:
-                    notes.append(Note("", getattr(item, "line", 0), f"{why}"))
-                    continue
-                kept.append(item)
-                todo.append((item, parent_key))
-            node[:] = kept
+            _allowed_items(node, parent_key, lab, notes, todo)
         elif isinstance(node, dict):
-            for key in list(node):
-                value = node[key]
-                why = _refused(value, key, lab) if isinstance(value, dict) else None
-                if why:
-                    line = node.line_of(key) if isinstance(node, Map) else getattr(value, "line", 0)
-                    notes.append(Note("", line, f"{key}: {why}"))
-                    del node[key]
-                    continue
-                if isinstance(value, (dict, list)):
-                    todo.append((value, key))
+            _allowed_keys(node, lab, notes, todo)
 
 
 _NOT_KEPT = "not on the lab's allow-list: only what decides backend trust or carries the request is kept"

@@ -733,20 +733,25 @@ def _any_tls(out: dict[str, Any]) -> bool:
     )
 
 
+def _server_port(tree: Tree, sname: str, index: int, url: str) -> int:
+    """The port of a service's server url (443 when it names none); a bad one is a ConfigError."""
+    try:
+        return urlsplit(url).port or 443
+    except ValueError:
+        raise ConfigError(
+            f"{tree.where('http', 'services', sname)}: line "
+            f"{tree.line('http', 'services', sname, 'loadBalancer', 'servers', str(index))}: "
+            f"server url {url!r} has an invalid port"
+        ) from None
+
+
 def _upstreams(tree: Tree, entrypoints: dict[str, Any]) -> list[Upstream]:
     routers = tree.routers()
     ups: list[Upstream] = []
     for sname, index, url, svc in tree.https_servers():
         parts = urlsplit(url)
         host = parts.hostname or ""
-        try:
-            port = parts.port or 443
-        except ValueError:
-            raise ConfigError(
-                f"{tree.where('http', 'services', sname)}: line "
-                f"{tree.line('http', 'services', sname, 'loadBalancer', 'servers', str(index))}: "
-                f"server url {url!r} has an invalid port"
-            ) from None
+        port = _server_port(tree, sname, index, url)
         _, transport = tree.transport_of(svc)
         server_name = get(transport, "serverName")
         name = (
