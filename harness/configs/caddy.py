@@ -896,9 +896,8 @@ def _trust_tokens(n: Node, lab: LabPaths, notes: list[Note]) -> list[str]:
     return [t.raw for t in n.tokens]
 
 
-def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
-    data = json.loads(json.dumps(cfg.tree))  # a copy: the model keeps the user's own
-    notes: list[Note] = []
+def _json_lab_top(data: dict[str, Any], lab: LabPaths, notes: list[Note]) -> None:
+    """The lab's own top level (admin off, storage and logs in the lab) in place of the user's."""
     for key in list(data):
         if key not in ("apps",):
             notes.append(Note.whole(f"top-level {key!r} replaced by the lab's (admin off, logs in the lab)"))
@@ -906,6 +905,12 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
     data["admin"] = {"disabled": True, "config": {"persist": False}}
     data["storage"] = {"module": "file_system", "root": f"{lab.run_dir}/storage"}
     data["logging"] = {"logs": {"default": {"writer": {"output": "stderr"}, "encoder": {"format": "json"}}}}
+
+
+def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
+    data = json.loads(json.dumps(cfg.tree))  # a copy: the model keeps the user's own
+    notes: list[Note] = []
+    _json_lab_top(data, lab, notes)
     apps = data.setdefault("apps", {})
     for app in list(apps):
         if app != "http":
