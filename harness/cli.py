@@ -98,6 +98,11 @@ def _check_writable(
                 f"{flag}: {shown} is the input {_shown(str(given))}; writing there would overwrite it; "
                 "choose another file"
             )
+    _try_write(parent, flag)
+
+
+def _try_write(parent: Path, flag: str) -> None:
+    """Create and remove a file in *parent*, or say why *flag* cannot write there."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".trustlab-write-test.", dir=parent)
     except OSError as exc:
@@ -525,6 +530,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         state = held.up_config(args.proxy, args.config, identity=args.identity, runtime=runtime)
     else:
         state = held.up(args.scenario, identity=args.identity, runtime=_runtime(args.runtime, say=sys.stdout))
+    _print_held(state)
+    return EXIT_OK
+
+
+def _print_held(state: dict[str, Any]) -> None:
+    """What `trustlab up` holds, the first request through it, and what to do next."""
+    from harness import held
+
     print(
         f"lab {state['lab']} is up: {state['scenario']} ({state['runtime']} runtime), "
         f"the backend answers as {state['identity']}"
@@ -546,11 +559,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  the point shows now ({state['point_why']}); other identities: trustlab present IDENTITY")
     print("  what the backend saw and the proxy's verdicts: trustlab status --log")
     print("  stop it:           trustlab down")
-    return EXIT_OK
 
 
 def _dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
+
+
+def _print_seat_log(st: dict[str, Any]) -> None:
+    """What a held lab's backend seat saw, and the proxy's verdicts."""
+    from harness import held
+
+    for conn in held.seat_log(lab=st["lab"]):
+        print(
+            f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
+            f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
+            + (f" ({conn['error']})" if conn["error"] else "")
+        )
+    for line in held.verdict_lines(state=st):
+        print(f"    proxy: {line}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -570,14 +596,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"    {st['curl']}")
             print(f"    config: {_dash(st.get('config'))}  log: {_dash(st.get('log'))}")
             if args.log:
-                for conn in held.seat_log(lab=st["lab"]):
-                    print(
-                        f"    seat: #{conn['seq']} as {conn['identity']} sni={_dash(conn['sni'])} "
-                        f"tls={_dash(conn['tls'])} request={_dash(conn['request'])}"
-                        + (f" ({conn['error']})" if conn["error"] else "")
-                    )
-                for line in held.verdict_lines(state=st):
-                    print(f"    proxy: {line}")
+                _print_seat_log(st)
     for why in held.ignored:
         print(f"ignored: {why}")
     stale = [p for p in stale_labs() if p.name not in {s["lab"] for s in states}]
@@ -745,53 +764,40 @@ def cmd_classroom(args: argparse.Namespace) -> int:
     return classroom.run(port=port, detach=args.detach)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
-    p.add_argument("--version", action="version", version=f"trustlab {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _wide_opt(sp: argparse.ArgumentParser) -> None:
+    """--wide, for the commands that print a grid or cells."""
+    sp.add_argument(
+        "--wide",
+        action="store_true",
+        help="one long line per row or cell, as before (default: fit the terminal, 80 columns when it cannot tell)",
+    )
 
-    from harness.proxies import driver, kinds
-    from harness.proxies import names as proxy_names
 
-    every_kind = ", ".join(proxy_names())
-    checkable = [k for k in kinds() if driver(k).config_module]
+def _runtime_opt(sp: argparse.ArgumentParser) -> None:
+    """--runtime, --identity and --keep, for the commands that run scenarios."""
+    sp.add_argument(
+        "--runtime",
+        choices=("auto", "local", "docker", "remote"),
+        default="auto",
+        help="where the proxies run (default: auto = docker when ready, else local; remote = "
+        "the classroom's lab service, in a classroom server)",
+    )
+    sp.add_argument("--identity", help="comma-separated identities (default: all)")
+    sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
 
-    def wide_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--wide",
-            action="store_true",
-            help="one long line per row or cell, as before (default: fit the terminal, 80 columns when it cannot tell)",
-        )
 
-    def runtime_opt(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--runtime",
-            choices=("auto", "local", "docker", "remote"),
-            default="auto",
-            help="where the proxies run (default: auto = docker when ready, else local; remote = "
-            "the classroom's lab service, in a classroom server)",
-        )
-        sp.add_argument("--identity", help="comma-separated identities (default: all)")
-        sp.add_argument("--keep", action="store_true", help="keep the lab directory (configs, logs, keys)")
-
+def _add_run(sub: Any) -> None:
+    """`trustlab run`: scenarios by id or file, each cell's evidence."""
     sp = sub.add_parser("run", help="run scenarios by id or file and show each cell's evidence")
     sp.add_argument("scenario", nargs="+", help="scenario id (nginx/verify-off) or path to a .toml file")
     sp.add_argument("--json", type=Path, help="write the cells as JSON")
-    wide_opt(sp)
-    runtime_opt(sp)
+    _wide_opt(sp)
+    _runtime_opt(sp)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
-    sp.add_argument(
-        "--proxy",
-        help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
-        "(nginx,haproxy@2.8: a version prefix)",
-    )
-    sp.add_argument(
-        "--all-versions",
-        action="store_true",
-        help="run every installed version of each proxy (trustlab doctor lists them)",
-    )
+
+def _matrix_outputs(sp: argparse.ArgumentParser) -> None:
+    """Where `trustlab matrix` writes, and which pictures it draws."""
     sp.add_argument(
         "--out", help="output directory (default: results/); naming one also draws the summary picture OUT/matrix.png"
     )
@@ -811,12 +817,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw the full scenarios x identities poster, OUT/matrix-poster.png (large, slow)",
     )
     sp.add_argument("--no-plot", action="store_true", help="draw no picture, even with --out")
-    wide_opt(sp)
+
+
+def _add_matrix(sub: Any, every_kind: str) -> None:
+    """`trustlab matrix`: every scenario x identity, and what it writes."""
+    sp = sub.add_parser("matrix", help="run every scenario x identity; grid, JSON, CSV, pictures")
+    sp.add_argument(
+        "--proxy",
+        help=f"comma-separated proxy kinds ({every_kind}), each optionally KIND@VERSION "
+        "(nginx,haproxy@2.8: a version prefix)",
+    )
+    sp.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="run every installed version of each proxy (trustlab doctor lists them)",
+    )
+    _matrix_outputs(sp)
+    _wide_opt(sp)
     sp.add_argument("--seed", type=int, help="shuffle the cell order with this seed")
     sp.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    runtime_opt(sp)
+    _runtime_opt(sp)
     sp.set_defaults(func=cmd_matrix)
 
+
+def _add_diff(sub: Any, every_kind: str) -> None:
+    """`trustlab diff`: the cells that change between two versions or runs."""
     sp = sub.add_parser("diff", help="the cells whose outcome changes between two proxy versions (or two runs)")
     sp.add_argument(
         "a", help=f"KIND@VERSION (KIND: {every_kind}; nginx@1.22: run now) or a matrix JSON file (FILE or FILE@VERSION)"
@@ -824,10 +849,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("b", help="the other side, the same way (nginx@1.31)")
     sp.add_argument("--scenario", action="append", help="only this scenario (id or file; repeatable)")
     sp.add_argument("--json", type=Path, help="write the diff as JSON")
-    wide_opt(sp)
-    runtime_opt(sp)
+    _wide_opt(sp)
+    _runtime_opt(sp)
     sp.set_defaults(func=cmd_diff)
 
+
+def _add_report(sub: Any) -> None:
+    """`trustlab report`: the results page of a JSON file."""
     sp = sub.add_parser(
         "report", help="the results page (one offline HTML file) of a matrix, diff, check or conformance JSON"
     )
@@ -840,6 +868,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_report)
 
+
+def _add_pki(sub: Any) -> None:
+    """`trustlab pki mint|show`."""
     sp = sub.add_parser("pki", help="mint or show the lab PKI")
     psub = sp.add_subparsers(dest="pki_cmd", required=True, parser_class=_Parser)
     m = psub.add_parser("mint", help="write a fresh lab PKI to a new directory")
@@ -848,6 +879,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = psub.add_parser("show", help="describe every identity's certificate")
     s.add_argument("dir", nargs="?", help="a directory written by `pki mint` (default: mint a fresh one)")
     sp.set_defaults(func=cmd_pki)
+
+
+def _add_up(sub: Any) -> None:
+    """`trustlab up`: hold a lab for one scenario or your own config."""
+    from harness.proxies import names as proxy_names
 
     sp = sub.add_parser("up", help="keep a lab running for one scenario (or your own config), to explore with curl")
     sp.add_argument("scenario", nargs="?", help="scenario id or file (or --config FILE --proxy KIND)")
@@ -862,6 +898,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runtime", choices=("auto", "local", "docker"), default="auto")
     sp.set_defaults(func=cmd_up)
 
+
+def _add_held(sub: Any) -> None:
+    """`trustlab status`, `present` and `down`: the labs `up` holds."""
     sp = sub.add_parser("status", help="list the labs that are up")
     sp.add_argument("--log", action="store_true", help="also show what each backend seat saw")
     sp.set_defaults(func=cmd_status)
@@ -879,19 +918,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="every held lab, plus leftovers of killed runs (never a lab whose owner still runs)",
     )
     sp.set_defaults(func=cmd_down)
-    sp = sub.add_parser("check", help="run your own proxy config against every identity")
-    not_yet = [k.value for k in kinds() if k not in checkable]
-    sp.add_argument(
-        "proxy",
-        help="the proxy kind: "
-        + ", ".join(k.value for k in checkable)
-        + (f" ({', '.join(not_yet)}: not yet)" if not_yet else ""),
-    )
-    sp.add_argument(
-        "file", type=Path, help="your config (" + ", ".join(driver(k).config_name for k in checkable) + " ...)"
-    )
-    sp.add_argument("--json", type=Path, help="write the result as JSON")
-    sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
+
+
+def _check_identity_opts(sp: argparse.ArgumentParser) -> None:
+    """Which installed version `trustlab check` runs, and its optional identities."""
     sp.add_argument(
         "--proxy-version",
         metavar="V",
@@ -909,6 +939,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"also run every optional identity that applies to any config ({', '.join(CHECK_ALL)})",
     )
+
+
+def _check_lab_opts(sp: argparse.ArgumentParser) -> None:
+    """The lab `trustlab check` runs: kept or not, traefik's dynamic files, the runtime."""
     sp.add_argument("--keep", action="store_true", help="keep the lab directory (adapted config, logs)")
     sp.add_argument(
         "--dynamic",
@@ -924,8 +958,35 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="where the proxy runs (default: auto = docker when ready, else local)",
     )
-    wide_opt(sp)
+
+
+def _add_check(sub: Any) -> None:
+    """`trustlab check`: your own config against every identity."""
+    from harness.proxies import driver, kinds
+
+    checkable = [k for k in kinds() if driver(k).config_module]
+    sp = sub.add_parser("check", help="run your own proxy config against every identity")
+    not_yet = [k.value for k in kinds() if k not in checkable]
+    sp.add_argument(
+        "proxy",
+        help="the proxy kind: "
+        + ", ".join(k.value for k in checkable)
+        + (f" ({', '.join(not_yet)}: not yet)" if not_yet else ""),
+    )
+    sp.add_argument(
+        "file", type=Path, help="your config (" + ", ".join(driver(k).config_name for k in checkable) + " ...)"
+    )
+    sp.add_argument("--json", type=Path, help="write the result as JSON")
+    sp.add_argument("--accept", help="impostors your PKI policy rules out, accepted (e.g. wildcard)")
+    _check_identity_opts(sp)
+    _check_lab_opts(sp)
+    _wide_opt(sp)
     sp.set_defaults(func=cmd_check)
+
+
+def _add_audit(sub: Any, every_kind: str) -> None:
+    """`trustlab audit`: static findings on your config."""
+    from harness.proxies import names as proxy_names
 
     sp = sub.add_parser("audit", help="static findings on your proxy config, each linked to a scenario")
     sp.add_argument("file", type=Path, help="your config file")
@@ -939,8 +1000,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.set_defaults(func=cmd_audit)
 
-    sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
-    isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
+
+def _add_images_build(isub: Any) -> None:
+    """`trustlab images build`: the lab image, and the versions image."""
     b = isub.add_parser("build", help="build the lab image from this host's apt sources (no-op when current)")
     b.add_argument(
         "--force",
@@ -960,6 +1022,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also build the versions image (trustlab/lab-versions:current): every installed "
         "version (trustlab proxies list), FROM the lab image, which has each kind's default only",
     )
+
+
+def _add_images(sub: Any) -> None:
+    """`trustlab images build|save|load|status`."""
+    sp = sub.add_parser("images", help="build (offline), save or load the docker runtime's image")
+    isub = sp.add_subparsers(dest="images_cmd", required=True, parser_class=_Parser)
+    _add_images_build(isub)
     sv = isub.add_parser(
         "save", help="write the lab (and versions, classroom) images to one tarball for offline classrooms"
     )
@@ -970,6 +1039,23 @@ def build_parser() -> argparse.ArgumentParser:
     isub.add_parser("status", help="is the image there, and which versions it carries")
     sp.set_defaults(func=cmd_images)
 
+
+def _classroom_serve_opts(sp: argparse.ArgumentParser) -> None:
+    """The options of `trustlab classroom serve`: the hub's address, certificate and grader."""
+    sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
+    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
+    sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
+    sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
+    sp.add_argument(
+        "--grade-runtime",
+        choices=("docker", "local", "auto"),
+        default="docker",
+        help="serve: where the grader runs attempts (default docker)",
+    )
+
+
+def _add_classroom(sub: Any) -> None:
+    """`trustlab classroom`: JupyterLab or the classroom server."""
     sp = sub.add_parser("classroom", help="JupyterLab with the notebooks in a container (Docker-only laptops)")
     sp.add_argument(
         "classroom_cmd",
@@ -986,24 +1072,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start: host port on 127.0.0.1 (default 8888); serve: the hub's TLS port (default 8443)",
     )
-    sp.add_argument("--bind", default=None, help="serve: the address the hub listens on (default 0.0.0.0)")
-    sp.add_argument("--cert", default=None, help="serve: the hub's TLS certificate (PEM; default: one it mints)")
-    sp.add_argument("--key", default=None, help="serve: the key of --cert (PEM)")
-    sp.add_argument("--stop", action="store_true", help="serve: stop the hub and remove everything it started")
-    sp.add_argument(
-        "--grade-runtime",
-        choices=("docker", "local", "auto"),
-        default="docker",
-        help="serve: where the grader runs attempts (default docker)",
-    )
+    _classroom_serve_opts(sp)
     sp.add_argument("--json", action="store_true", help="serve, attendees: print JSON")
     sp.add_argument("--detach", action="store_true", help="start it and return (stop: trustlab classroom stop)")
     sp.add_argument("--force", action="store_true", help="build: rebuild even when nothing changed")
     sp.set_defaults(func=cmd_classroom)
 
-    sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
-    sp.set_defaults(func=cmd_doctor)
 
+def _add_elsewhere(sub: Any) -> None:
+    """The sub-commands written beside their modules: proxies, conformance and the course."""
     # -- `trustlab proxies install|list`: where proxy binaries come from (harness/installs.py)
     from harness.installs import add_commands as add_proxies
 
@@ -1018,6 +1095,32 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.course_cli import add_commands
 
     add_commands(sub, _Parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trustlab", description="Does your reverse proxy check who answered at its HTTPS backend?")
+    p.add_argument("--version", action="version", version=f"trustlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    from harness.proxies import names as proxy_names
+
+    every_kind = ", ".join(proxy_names())
+    _add_run(sub)
+    _add_matrix(sub, every_kind)
+    _add_diff(sub, every_kind)
+    _add_report(sub)
+    _add_pki(sub)
+    _add_up(sub)
+    _add_held(sub)
+    _add_check(sub)
+    _add_audit(sub, every_kind)
+    _add_images(sub)
+    _add_classroom(sub)
+
+    sp = sub.add_parser("doctor", help="what is installed, what runs, what to do")
+    sp.set_defaults(func=cmd_doctor)
+
+    _add_elsewhere(sub)
     return p
 
 

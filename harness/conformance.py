@@ -270,124 +270,176 @@ WWW = PEERS["www"]
 
 # The catalogue is a table, one case a row: the formatter leaves its rows as written.
 # fmt: off
-def _name_cases() -> list[Case]:
-    def san(*names: str, cn: str | None = None, peer: str = "www", **kw: Any) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            resolved = [k.backend_ip if n == "{ip}" else n for n in names]
-            c = None if cn is None else (k.backend_ip if cn == "{ip}" else cn)
-            return _served(k.leaf(*resolved, cn=c, **kw), k.inter)
-        return build
+def _san(*names: str, cn: str | None = None, peer: str = "www", **kw: Any) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        resolved = [k.backend_ip if n == "{ip}" else n for n in names]
+        c = None if cn is None else (k.backend_ip if cn == "{ip}" else cn)
+        return _served(k.leaf(*resolved, cn=c, **kw), k.inter)
+    return build
 
-    def raw(value: str) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            return _served(k.cert(None, k.inter, sans=[k.dns_raw(value)]), k.inter)
-        return build
 
+def _raw(value: str) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        return _served(k.cert(None, k.inter, sans=[k.dns_raw(value)]), k.inter)
+    return build
+
+
+def _name_exact_cases() -> list[Case]:
+    """The peer name exactly, its near misses, and case."""
     A, R = ACCEPT, REJECT
     c = Case
     return [
-        c("exact-dns-san", "name", A, "SAN dNSName equals the peer name", san(WWW), limbo="webpki::san::exact-dns-san"),
-        c("san-among-several", "name", A, "the peer name is one of several dNSNames", san("other.test", WWW)),
-        c("mismatch-domain", "name", R, "no SAN matches the peer name", san("other.conformance.test"),
+        c("exact-dns-san", "name", A, "SAN dNSName equals the peer name", _san(WWW),
+          limbo="webpki::san::exact-dns-san"),
+        c("san-among-several", "name", A, "the peer name is one of several dNSNames", _san("other.test", WWW)),
+        c("mismatch-domain", "name", R, "no SAN matches the peer name", _san("other.conformance.test"),
           limbo="webpki::san::mismatch-domain-san"),
         c("mismatch-subdomain", "name", R, "a subdomain of the peer name is not the peer name",
-          san("x.www.conformance.test"), limbo="webpki::san::mismatch-subdomain-san"),
-        c("mismatch-apex", "name", R, "the parent domain is not the peer name", san("conformance.test"),
+          _san("x.www.conformance.test"), limbo="webpki::san::mismatch-subdomain-san"),
+        c("mismatch-apex", "name", R, "the parent domain is not the peer name", _san("conformance.test"),
           limbo="webpki::san::mismatch-subdomain-apex-san"),
         c("san-case-differs", "name", A, "DNS names compare case-insensitively (RFC 6125 6.4.1)",
-          san("WWW.Conformance.TEST")),
+          _san("WWW.Conformance.TEST")),
         c("peer-upper-case", "name", A, "an upper-case peer name matches a lower-case SAN (RFC 6125 6.4.1)",
-          san(WWW.lower(), peer="upper"), peer="upper"),
+          _san(WWW.lower(), peer="upper"), peer="upper"),
+    ]
+
+
+def _name_wildcard_cases() -> list[Case]:
+    """Wildcards: one leftmost label only (RFC 6125 6.4.3, RFC 9525)."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
         c("wildcard-leftmost", "name", A, "*.conformance.test covers one leftmost label (RFC 6125 6.4.3)",
-          san("*.conformance.test"), limbo="webpki::san::leftmost-wildcard-san"),
+          _san("*.conformance.test"), limbo="webpki::san::leftmost-wildcard-san"),
         c("wildcard-upper-case", "name", A, "a wildcard's fixed labels compare case-insensitively",
-          san("*.CONFORMANCE.test")),
+          _san("*.CONFORMANCE.test")),
         c("wildcard-not-leftmost", "name", R, "a wildcard only in the leftmost label (RFC 6125 6.4.3)",
-          san("www.*.test"), limbo="webpki::san::wildcard-not-in-leftmost-san"),
+          _san("www.*.test"), limbo="webpki::san::wildcard-not-in-leftmost-san"),
         c("wildcard-two-wildcards", "name", R, "*.*.test has a wildcard outside the leftmost label",
-          san("*.*.test")),
+          _san("*.*.test")),
         c("wildcard-across-labels", "name", R, "a wildcard matches exactly one label, never two",
-          san("*.conformance.test"), peer="deep", limbo="webpki::san::wildcard-match-across-labels-san"),
+          _san("*.conformance.test"), peer="deep", limbo="webpki::san::wildcard-match-across-labels-san"),
         c("wildcard-deep-match", "name", A, "*.b.conformance.test covers a.b.conformance.test",
-          san("*.b.conformance.test"), peer="deep"),
+          _san("*.b.conformance.test"), peer="deep"),
         c("wildcard-middle-label", "name", R, "a.*.conformance.test: wildcard outside the leftmost label",
-          san("a.*.conformance.test"), peer="deep"),
+          _san("a.*.conformance.test"), peer="deep"),
         c("wildcard-no-empty-label", "name", R, "*.www.conformance.test does not cover www.conformance.test",
-          san("*.www.conformance.test")),
+          _san("*.www.conformance.test")),
         c("wildcard-partial-prefix", "name", R, "w*.conformance.test: partial-label wildcard (RFC 9525 forbids; "
-          "RFC 6125 6.4.3 allowed)", san("w*.conformance.test"), latitude=True,
+          "RFC 6125 6.4.3 allowed)", _san("w*.conformance.test"), latitude=True,
           limbo="webpki::san::wildcard-embedded-leftmost-san"),
         c("wildcard-partial-suffix", "name", R, "*w.conformance.test: partial-label wildcard (RFC 9525)",
-          san("*w.conformance.test"), latitude=True),
+          _san("*w.conformance.test"), latitude=True),
         c("wildcard-partial-infix", "name", R, "w*w.conformance.test (f*o): partial-label wildcard (RFC 9525)",
-          san("w*w.conformance.test"), latitude=True),
-        c("wildcard-only", "name", R, "a SAN of just * matches nothing", san("*"),
+          _san("w*w.conformance.test"), latitude=True),
+    ]
+
+
+def _name_suffix_idn_cases() -> list[Case]:
+    """A bare wildcard, wildcards over public suffixes, and internationalised names."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
+        c("wildcard-only", "name", R, "a SAN of just * matches nothing", _san("*"),
           limbo="webpki::san::san-wildcard-only"),
-        c("wildcard-tld", "name", R, "*.test: a wildcard directly over a TLD", san("*.test"), peer="psl",
+        c("wildcard-tld", "name", R, "*.test: a wildcard directly over a TLD", _san("*.test"), peer="psl",
           limbo="webpki::san::san-wildcard-only-tld"),
         c("wildcard-public-suffix", "name", R, "*.co.uk covers a whole public suffix (RFC 6125 7.2; the CA/B "
-          "rules forbid it)", san("*.co.uk"), peer="psl", latitude=True,
+          "rules forbid it)", _san("*.co.uk"), peer="psl", latitude=True,
           limbo="webpki::san::public-suffix-wildcard-san"),
-        c("public-suffix-exact", "name", A, "example.co.uk named exactly", san("example.co.uk"), peer="psl"),
+        c("public-suffix-exact", "name", A, "example.co.uk named exactly", _san("example.co.uk"), peer="psl"),
         c("wildcard-one-label-over-suffix", "name", R, "*.uk does not cover example.co.uk (one label only)",
-          san("*.uk"), peer="psl"),
+          _san("*.uk"), peer="psl"),
         c("idn-a-label-exact", "name", A, "an A-label SAN equals the A-label peer name (RFC 6125 6.4.2)",
-          san("xn--bcher-kva.conformance.test"), peer="idn"),
+          _san("xn--bcher-kva.conformance.test"), peer="idn"),
         c("idn-a-label-mismatch", "name", R, "a different A-label is a different name",
-          san("xn--bcher-lva.conformance.test"), peer="idn"),
+          _san("xn--bcher-lva.conformance.test"), peer="idn"),
         c("idn-wildcard-whole-label", "name", A, "*.conformance.test covers an A-label as a whole label",
-          san("*.conformance.test"), peer="idn"),
+          _san("*.conformance.test"), peer="idn"),
         c("idn-wildcard-in-a-label", "name", R, "xn--b*: a wildcard inside an A-label (RFC 6125 7.2)",
-          san("xn--b*.conformance.test"), peer="idn", limbo="webpki::san::wildcard-embedded-ulabel-san"),
+          _san("xn--b*.conformance.test"), peer="idn", limbo="webpki::san::wildcard-embedded-ulabel-san"),
         c("idn-u-label-san", "name", R, "a U-label (raw UTF-8) in a dNSName is malformed, never the A-label",
-          raw("bücher.conformance.test"), peer="idn", limbo="webpki::san::unicode-emoji-san"),
+          _raw("bücher.conformance.test"), peer="idn", limbo="webpki::san::unicode-emoji-san"),
+    ]
+
+
+def _name_syntax_cn_cases() -> list[Case]:
+    """Trailing dots, odd bytes in a name, and the CN fallback."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
         c("peer-trailing-dot", "name", A, "an absolute peer name www.conformance.test. is the same name "
-          "(RFC 6125 6.2.1: trailing dot removed)", san(WWW, peer="dot"), peer="dot", latitude=True),
+          "(RFC 6125 6.2.1: trailing dot removed)", _san(WWW, peer="dot"), peer="dot", latitude=True),
         c("san-trailing-dot", "name", R, "a dNSName with a trailing dot is not in preferred name syntax "
-          "(RFC 5280 4.2.1.6)", raw(WWW + "."), latitude=True),
+          "(RFC 5280 4.2.1.6)", _raw(WWW + "."), latitude=True),
         c("san-nul-byte", "name", R, "an embedded NUL (www.conformance.test\\0.evil.test) is not the peer "
-          "name", raw(WWW + "\x00.evil.test")),
+          "name", _raw(WWW + "\x00.evil.test")),
         c("san-underscore", "name", A, "a label with an underscore still matches byte for byte",
-          san("_x.conformance.test", WWW), limbo="rfc5280::san::underscore-dns"),
+          _san("_x.conformance.test", WWW), limbo="rfc5280::san::underscore-dns"),
         c("cn-only", "name", R, "no SAN: CN fallback is deprecated (RFC 9525 6.3; RFC 6125 allowed it)",
-          san(cn=WWW), latitude=True, limbo="webpki::san::no-san"),
+          _san(cn=WWW), latitude=True, limbo="webpki::san::no-san"),
         c("cn-wildcard-only", "name", R, "no SAN, CN *.conformance.test: CN fallback (RFC 9525)",
-          san(cn="*.conformance.test"), latitude=True),
+          _san(cn="*.conformance.test"), latitude=True),
         c("cn-with-other-san", "name", R, "a SAN present: the CN is never consulted (RFC 6125 6.4.4)",
-          san("other.conformance.test", cn=WWW), limbo="webpki::cn::not-in-san"),
+          _san("other.conformance.test", cn=WWW), limbo="webpki::cn::not-in-san"),
         c("cn-with-ip-san-only", "name", R, "the SAN has only an iPAddress: CN fallback (RFC 9525 forbids)",
-          san("{ip}", cn=WWW), latitude=True),
+          _san("{ip}", cn=WWW), latitude=True),
         c("cn-with-email-san-only", "name", R, "the SAN has only an rfc822Name: CN fallback (RFC 9525 forbids)",
           lambda k: _served(k.cert(WWW, k.inter, sans=[x509.RFC822Name("ops@conformance.test")]), k.inter),
           latitude=True),
-        c("ip-san-for-dns-peer", "name", R, "an iPAddress SAN never matches a DNS peer name", san("{ip}")),
+    ]
+
+
+def _name_ip_cases() -> list[Case]:
+    """IP peers and iPAddress SANs."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
+        c("ip-san-for-dns-peer", "name", R, "an iPAddress SAN never matches a DNS peer name", _san("{ip}")),
         c("ip-peer-ip-san", "name", A, "the peer IP equals an iPAddress SAN (RFC 6125 / RFC 5280 4.2.1.6)",
-          san("{ip}"), peer="ip", limbo="webpki::san::exact-localhost-ip-san"),
-        c("ip-peer-dns-and-ip-san", "name", A, "iPAddress SAN beside a dNSName", san(WWW, "{ip}"), peer="ip"),
+          _san("{ip}"), peer="ip", limbo="webpki::san::exact-localhost-ip-san"),
+        c("ip-peer-dns-and-ip-san", "name", A, "iPAddress SAN beside a dNSName", _san(WWW, "{ip}"), peer="ip"),
         c("ip-peer-ip-in-dns-san", "name", R, "an IP written as a dNSName is not an iPAddress SAN",
           lambda k: _served(k.cert(None, k.inter, sans=[k.dns_raw(k.backend_ip)]), k.inter), peer="ip",
           limbo="rfc5280::san::ip-in-dns"),
-        c("ip-peer-other-ip", "name", R, "another iPAddress SAN", san("192.0.2.7"), peer="ip"),
-        c("ip-peer-cn-only", "name", R, "an IP only in the CN: CN fallback for an IP (RFC 9525)", san(cn="{ip}"),
+        c("ip-peer-other-ip", "name", R, "another iPAddress SAN", _san("192.0.2.7"), peer="ip"),
+        c("ip-peer-cn-only", "name", R, "an IP only in the CN: CN fallback for an IP (RFC 9525)", _san(cn="{ip}"),
           peer="ip", latitude=True),
         c("ip-peer-dns-san-only", "name", R, "only a dNSName: a DNS-ID never matches an IP peer",
-          san(WWW), peer="ip"),
+          _san(WWW), peer="ip"),
+    ]
+
+
+def _name_near_miss_cases() -> list[Case]:
+    """Longer SAN lists and names that almost match."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
         c("san-dns-beside-wildcard", "name", A, "an unrelated dNSName beside *.conformance.test",
-          san("other.test", "*.conformance.test")),
+          _san("other.test", "*.conformance.test")),
         c("san-peer-last-of-many", "name", A, "the peer name is the last of 64 dNSNames",
-          san(*[f"n{i}.other.test" for i in range(63)], WWW)),
+          _san(*[f"n{i}.other.test" for i in range(63)], WWW)),
         c("mismatch-longer-suffix", "name", R, "www.conformance.test.evil.test only ends with more labels",
-          san(WWW + ".evil.test")),
+          _san(WWW + ".evil.test")),
         c("mismatch-shorter-label", "name", R, "ww.conformance.test differs in the first label",
-          san("ww.conformance.test")),
+          _san("ww.conformance.test")),
         c("mismatch-label-prefix", "name", R, "wwwx.conformance.test is another label, not a prefix match",
-          san("wwwx.conformance.test")),
+          _san("wwwx.conformance.test")),
         c("wildcard-deep-wrong-parent", "name", R, "*.c.conformance.test does not cover a.b.conformance.test",
-          san("*.c.conformance.test"), peer="deep"),
+          _san("*.c.conformance.test"), peer="deep"),
         c("wildcard-deep-two-wildcards", "name", R, "*.*.conformance.test: a second wildcard label",
-          san("*.*.conformance.test"), peer="deep"),
+          _san("*.*.conformance.test"), peer="deep"),
         c("wildcard-over-peer-itself", "name", R, "*.example.co.uk does not cover example.co.uk",
-          san("*.example.co.uk"), peer="psl"),
+          _san("*.example.co.uk"), peer="psl"),
+    ]
+
+
+def _name_other_type_cases() -> list[Case]:
+    """SAN types other than dNSName, and the CN beside them."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
         c("san-uri-only", "name", R, "only a URI-ID (https://www.conformance.test/): a client matching a "
           "DNS-ID ignores it (RFC 6125 6.4)",
           lambda k: _served(k.cert(None, k.inter, sans=[x509.UniformResourceIdentifier(
@@ -400,108 +452,150 @@ def _name_cases() -> list[Case]:
           lambda k: _served(k.cert(None, k.inter, sans=[x509.RFC822Name("ops@conformance.test"),
                                                          x509.DNSName(WWW)]), k.inter)),
         c("cn-other-san-matches", "name", A, "CN names another host, the SAN matches: the CN is not read",
-          san(WWW, cn="other.conformance.test")),
+          _san(WWW, cn="other.conformance.test")),
         c("san-space-in-name", "name", R, "a dNSName with a space is malformed and matches nothing",
-          raw("www conformance.test")),
-        c("ip-san-v6-for-dns-peer", "name", R, "an IPv6 iPAddress SAN never matches a DNS peer", san("::1")),
+          _raw("www conformance.test")),
+        c("ip-san-v6-for-dns-peer", "name", R, "an IPv6 iPAddress SAN never matches a DNS peer", _san("::1")),
         c("ip-peer-ip-san-among-several", "name", A, "the peer IP is one of several iPAddress SANs",
-          san("192.0.2.7", "{ip}"), peer="ip"),
-        c("ip-peer-ipv6-san", "name", R, "an IPv6 SAN (::1) is not the peer's IPv4 address", san("::1"),
+          _san("192.0.2.7", "{ip}"), peer="ip"),
+        c("ip-peer-ipv6-san", "name", R, "an IPv6 SAN (::1) is not the peer's IPv4 address", _san("::1"),
           peer="ip"),
     ]
 
 
-def _path_cases() -> list[Case]:
-    A, R = ACCEPT, REJECT
-
-    def leaf(**kw: Any) -> Callable[[_Kit], Built]:
-        return lambda k: _served(k.leaf(WWW, **kw), k.inter)
-
-    def under(make_ca: Callable[[_Kit], _Node], *, chain: bool = True, **kw: Any) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            ca = make_ca(k)
-            return _served(k.leaf(WWW, issuer=ca, **kw), *([ca] if chain else []))
-        return build
-
-    def two(top_kw: dict[str, Any], low_kw: dict[str, Any] | None = None) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            top = k.ca("conformance ica-1", k.root, **top_kw)
-            low = k.ca("conformance ica-2", top, **(low_kw or {}))
-            return _served(k.leaf(WWW, issuer=low), low, top)
-        return build
-
-    def chain_of(order: Callable[[_Kit, _Node], list[_Node]]) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            lf = k.leaf(WWW)
-            nodes = order(k, lf)
-            return [n.cert for n in nodes], lf.key
-        return build
-
-    def bad_signature(k: _Kit) -> Built:
-        lf = k.leaf(WWW)
-        der = bytearray(lf.cert.public_bytes(serialization.Encoding.DER))
-        der[-3] ^= 0x01  # inside the signature value
-        return [x509.load_der_x509_certificate(bytes(der)), k.inter.cert], lf.key
-
-    unknown_ext = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55738.666.1"), b"\x05\x00")
+def _name_cases() -> list[Case]:
+    """Does the certificate name the peer (RFC 6125, RFC 9525)?"""
     return [
-        Case("good-chain", "path", A, "leaf + intermediate to a trusted root (the control)", leaf()),
+        *_name_exact_cases(),
+        *_name_wildcard_cases(),
+        *_name_suffix_idn_cases(),
+        *_name_syntax_cn_cases(),
+        *_name_ip_cases(),
+        *_name_near_miss_cases(),
+        *_name_other_type_cases(),
+    ]
+
+
+
+def _leaf(**kw: Any) -> Callable[[_Kit], Built]:
+    return lambda k: _served(k.leaf(WWW, **kw), k.inter)
+
+
+def _under(make_ca: Callable[[_Kit], _Node], *, chain: bool = True, **kw: Any) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        ca = make_ca(k)
+        return _served(k.leaf(WWW, issuer=ca, **kw), *([ca] if chain else []))
+    return build
+
+
+def _two(top_kw: dict[str, Any], low_kw: dict[str, Any] | None = None) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        top = k.ca("conformance ica-1", k.root, **top_kw)
+        low = k.ca("conformance ica-2", top, **(low_kw or {}))
+        return _served(k.leaf(WWW, issuer=low), low, top)
+    return build
+
+
+def _chain_of(order: Callable[[_Kit, _Node], list[_Node]]) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        lf = k.leaf(WWW)
+        nodes = order(k, lf)
+        return [n.cert for n in nodes], lf.key
+    return build
+
+
+def _bad_signature(k: _Kit) -> Built:
+    lf = k.leaf(WWW)
+    der = bytearray(lf.cert.public_bytes(serialization.Encoding.DER))
+    der[-3] ^= 0x01  # inside the signature value
+    return [x509.load_der_x509_certificate(bytes(der)), k.inter.cert], lf.key
+
+
+_UNKNOWN_EXT = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55738.666.1"), b"\x05\x00")
+
+
+def _path_validity_cases() -> list[Case]:
+    """The control, missing links, untrusted roots and validity periods."""
+    A, R = ACCEPT, REJECT
+    return [
+        Case("good-chain", "path", A, "leaf + intermediate to a trusted root (the control)", _leaf()),
         Case("leaf-only-served", "path", R, "the intermediate is not served and not in the trust file",
           lambda k: _served(k.leaf(WWW)), limbo="webpki::cryptographydotio-chain-missing-intermediate"),
         Case("untrusted-root", "path", R, "the chain ends at a root the proxy does not trust",
-          under(lambda k: k.ca("conformance untrusted ica", k.other_root)), limbo="rfc5280::chain-untrusted-root"),
+          _under(lambda k: k.ca("conformance untrusted ica", k.other_root)), limbo="rfc5280::chain-untrusted-root"),
         Case("self-signed-leaf", "path", R, "a self-signed leaf is not a trust anchor",
           lambda k: _served(k.cert(WWW, None, sans=[x509.DNSName(WWW)]))),
         Case("expired-leaf", "path", R, "leaf notAfter in the past (RFC 5280 6.1.3(a)(2))",
-          leaf(not_before=_ago(60), not_after=_ago(1)), limbo="rfc5280::validity::expired-leaf"),
+          _leaf(not_before=_ago(60), not_after=_ago(1)), limbo="rfc5280::validity::expired-leaf"),
         Case("not-yet-valid-leaf", "path", R, "leaf notBefore in the future",
-          leaf(not_before=_ahead(30), not_after=_ahead(400)), limbo="rfc5280::validity::not-yet-valid-5-seconds"),
+          _leaf(not_before=_ahead(30), not_after=_ahead(400)), limbo="rfc5280::validity::not-yet-valid-5-seconds"),
         Case("expired-intermediate", "path", R, "intermediate notAfter in the past",
-          under(lambda k: k.ca("conformance expired ica", k.root, not_before=_ago(60), not_after=_ago(1))),
+          _under(lambda k: k.ca("conformance expired ica", k.root, not_before=_ago(60), not_after=_ago(1))),
           limbo="rfc5280::validity::expired-intermediate"),
         Case("not-yet-valid-intermediate", "path", R, "intermediate notBefore in the future",
-          under(lambda k: k.ca("conformance future ica", k.root, not_before=_ahead(30), not_after=_ahead(400)))),
+          _under(lambda k: k.ca("conformance future ica", k.root, not_before=_ahead(30), not_after=_ahead(400)))),
         Case("expired-root", "anchor", A, "an anchor's own validity is not part of RFC 5280 path validation "
-          "(6.1.1(d)); most verifiers check it", under(lambda k: k.ca("conformance ica under expired root",
+          "(6.1.1(d)); most verifiers check it", _under(lambda k: k.ca("conformance ica under expired root",
                                                                     k.expired_root)),
           latitude=True, limbo="rfc5280::validity::expired-root"),
+    ]
+
+
+def _path_ca_cases() -> list[Case]:
+    """What makes an intermediate a CA: basicConstraints, keyUsage, EKU."""
+    A, R = ACCEPT, REJECT
+    return [
         Case("intermediate-ca-false", "path", R, "intermediate with basicConstraints CA:FALSE (RFC 5280 6.1.4(k))",
-          under(lambda k: k.cert("conformance ca-false ica", k.root, ca=False, eku=None, ku=_ku_ca())),
+          _under(lambda k: k.cert("conformance ca-false ica", k.root, ca=False, eku=None, ku=_ku_ca())),
           limbo="rfc5280::intermediate-ca-without-ca-bit"),
         Case("intermediate-no-basic-constraints", "path", R, "intermediate without basicConstraints "
-          "(RFC 5280 6.1.4(k))", under(lambda k: k.cert("conformance no-bc ica", k.root, ca=None, eku=None,
+          "(RFC 5280 6.1.4(k))", _under(lambda k: k.cert("conformance no-bc ica", k.root, ca=None, eku=None,
                                                         ku=_ku_ca())),
           limbo="rfc5280::intermediate-ca-missing-basic-constraints"),
         Case("intermediate-bc-not-critical", "path", A, "basicConstraints not critical on a CA: issuance rule, "
-          "not a validation rule", under(lambda k: k.ca("conformance noncrit-bc ica", k.root, bc_critical=False)),
+          "not a validation rule", _under(lambda k: k.ca("conformance noncrit-bc ica", k.root, bc_critical=False)),
           latitude=True),
         Case("intermediate-no-keycertsign", "path", R, "intermediate keyUsage without keyCertSign "
-          "(RFC 5280 6.1.4(n))", under(lambda k: k.ca("conformance no-kcs ica", k.root,
+          "(RFC 5280 6.1.4(n))", _under(lambda k: k.ca("conformance no-kcs ica", k.root,
                                                       ku=_ku_leaf(sign=True))),
           limbo="rfc5280::ica-ku-keycertsign"),
         Case("intermediate-no-keyusage", "path", A, "a CA without keyUsage: RFC 5280 6.1.4(n) checks it only "
-          "when present", under(lambda k: k.ca("conformance no-ku ica", k.root, ku=None)), latitude=True,
+          "when present", _under(lambda k: k.ca("conformance no-ku ica", k.root, ku=None)), latitude=True,
           limbo="rfc5280::no-keyusage"),
         Case("intermediate-eku-client-only", "path", R, "an intermediate's EKU (clientAuth) excludes serverAuth: "
-          "not RFC 5280, enforced by OpenSSL and Go", under(lambda k: k.ca(
+          "not RFC 5280, enforced by OpenSSL and Go", _under(lambda k: k.ca(
               "conformance client-eku ica", k.root,
               extra=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)])), latitude=True),
+    ]
+
+
+def _path_length_cases() -> list[Case]:
+    """pathlen and the number of intermediates."""
+    A, R = ACCEPT, REJECT
+    return [
         Case("pathlen-0-direct", "path", A, "pathlen 0 intermediate issuing the leaf",
-          under(lambda k: k.ca("conformance pathlen-0 ica", k.root, pathlen=0)),
+          _under(lambda k: k.ca("conformance pathlen-0 ica", k.root, pathlen=0)),
           limbo="pathlen::ee-with-intermediate-pathlen-0"),
         Case("pathlen-0-violated", "path", R, "pathlen 0 intermediate above another intermediate "
-          "(RFC 5280 6.1.4(m))", two({"pathlen": 0}), limbo="pathlen::intermediate-violates-pathlen-0"),
+          "(RFC 5280 6.1.4(m))", _two({"pathlen": 0}), limbo="pathlen::intermediate-violates-pathlen-0"),
         Case("pathlen-1-two-intermediates", "path", A, "pathlen 1 allows one intermediate below",
-          two({"pathlen": 1}), limbo="pathlen::ee-with-intermediate-pathlen-1"),
+          _two({"pathlen": 1}), limbo="pathlen::ee-with-intermediate-pathlen-1"),
         Case("pathlen-in-leaf-ignored", "path", A, "a pathlen on a non-CA leaf is meaningless here",
-          two({}, {"pathlen": 0}), limbo="pathlen::validation-ignores-pathlen-in-leaf"),
+          _two({}, {"pathlen": 0}), limbo="pathlen::validation-ignores-pathlen-in-leaf"),
         Case("root-pathlen-0", "anchor", A, "the anchor's pathlen: RFC 5280 does not process an anchor's "
-          "extensions (6.1.1(d)); most verifiers do", under(lambda k: k.ca("conformance ica under pathlen-0 root",
+          "extensions (6.1.1(d)); most verifiers do", _under(lambda k: k.ca("conformance ica under pathlen-0 root",
                                                                           k.pathlen0_root)), latitude=True),
-        Case("two-intermediates", "path", A, "leaf + two intermediates served", two({})),
+        Case("two-intermediates", "path", A, "leaf + two intermediates served", _two({})),
         Case("three-intermediates", "path", A, "leaf + three intermediates served",
           lambda k: (lambda a: (lambda b: (lambda c: _served(k.leaf(WWW, issuer=c), c, b, a))(
               k.ca("conformance ica-3", b)))(k.ca("conformance ica-2", a)))(k.ca("conformance ica-1", k.root))),
+    ]
+
+
+def _path_served_cases() -> list[Case]:
+    """Which certificates are served, and in which order."""
+    A = ACCEPT
+    return [
         Case("root-issued-leaf", "path", A, "a leaf issued directly by the trusted root",
           lambda k: _served(k.leaf(WWW, issuer=k.root))),
         Case("root-issued-leaf-root-served", "path", A, "a root-issued leaf, the root served too",
@@ -509,58 +603,79 @@ def _path_cases() -> list[Case]:
         Case("chain-with-root", "path", A, "leaf, intermediate and the root served", lambda k: _served(
             k.leaf(WWW), k.inter, k.root)),
         Case("chain-unordered", "path", A, "leaf, root, intermediate: TLS 1.3 lets the client reorder "
-          "(RFC 8446 4.4.2)", chain_of(lambda k, lf: [lf, k.root, k.inter]), latitude=True,
+          "(RFC 8446 4.4.2)", _chain_of(lambda k, lf: [lf, k.root, k.inter]), latitude=True,
           limbo="rfc5280::root-and-intermediate-swapped"),
         Case("chain-duplicate-intermediate", "path", A, "the intermediate served twice",
-          chain_of(lambda k, lf: [lf, k.inter, k.inter]), latitude=True),
+          _chain_of(lambda k, lf: [lf, k.inter, k.inter]), latitude=True),
         Case("chain-unrelated-extra", "path", A, "an unrelated CA certificate between leaf and intermediate",
-          chain_of(lambda k, lf: [lf, k.other_root, k.inter]), latitude=True),
+          _chain_of(lambda k, lf: [lf, k.other_root, k.inter]), latitude=True),
+    ]
+
+
+def _path_leaf_cases() -> list[Case]:
+    """The leaf's EKU, keyUsage and extensions; a bad signature."""
+    A, R = ACCEPT, REJECT
+    return [
         Case("leaf-eku-client-only", "path", R, "leaf EKU clientAuth only: not for a TLS server "
-          "(RFC 5280 4.2.1.12)", leaf(eku=(ExtendedKeyUsageOID.CLIENT_AUTH,)), limbo="rfc5280::eku::ee-wrong-eku"),
+          "(RFC 5280 4.2.1.12)", _leaf(eku=(ExtendedKeyUsageOID.CLIENT_AUTH,)), limbo="rfc5280::eku::ee-wrong-eku"),
         Case("leaf-eku-client-and-server", "path", A, "leaf EKU serverAuth + clientAuth",
-          leaf(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))),
-        Case("leaf-no-eku", "path", A, "no EKU: any purpose (RFC 5280 4.2.1.12)", leaf(eku=None),
+          _leaf(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))),
+        Case("leaf-no-eku", "path", A, "no EKU: any purpose (RFC 5280 4.2.1.12)", _leaf(eku=None),
           limbo="rfc5280::eku::ee-without-eku"),
-        Case("leaf-eku-any", "path", A, "anyExtendedKeyUsage only", leaf(eku=(
+        Case("leaf-eku-any", "path", A, "anyExtendedKeyUsage only", _leaf(eku=(
             ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)), latitude=True, limbo="webpki::eku::ee-anyeku"),
-        Case("leaf-eku-code-signing", "path", R, "leaf EKU codeSigning only", leaf(eku=(
+        Case("leaf-eku-code-signing", "path", R, "leaf EKU codeSigning only", _leaf(eku=(
             ExtendedKeyUsageOID.CODE_SIGNING,))),
-        Case("leaf-no-keyusage", "path", A, "leaf without keyUsage", leaf(ku=None)),
+        Case("leaf-no-keyusage", "path", A, "leaf without keyUsage", _leaf(ku=None)),
         Case("leaf-is-ca", "path", A, "a CA:TRUE certificate as the server's leaf (RFC 5280 allows it)",
           lambda k: _served(k.cert(None, k.inter, ca=True, sans=[x509.DNSName(WWW)]), k.inter),
           latitude=True, limbo="rfc5280::ca-as-leaf"),
         Case("leaf-unknown-critical-ext", "path", R, "an unrecognised critical extension (RFC 5280 4.2)",
-          leaf(extra=[(unknown_ext, True)]), limbo="rfc5280::unknown-critical-extension-ee"),
+          _leaf(extra=[(_UNKNOWN_EXT, True)]), limbo="rfc5280::unknown-critical-extension-ee"),
         Case("leaf-unknown-noncritical-ext", "path", A, "an unrecognised non-critical extension is ignored",
-          leaf(extra=[(unknown_ext, False)])),
+          _leaf(extra=[(_UNKNOWN_EXT, False)])),
         Case("intermediate-unknown-critical-ext", "path", R, "an unrecognised critical extension on the "
-          "intermediate", under(lambda k: k.ca("conformance crit-ext ica", k.root, extra=[(unknown_ext, True)])),
+          "intermediate", _under(lambda k: k.ca("conformance crit-ext ica", k.root, extra=[(_UNKNOWN_EXT, True)])),
           limbo="rfc5280::unknown-critical-extension-intermediate"),
-        Case("bad-signature", "path", R, "the leaf's signature does not verify", bad_signature),
-        Case("leaf-sha384-signature", "path", A, "leaf signed with SHA-384", leaf(digest=hashes.SHA384())),
+        Case("bad-signature", "path", R, "the leaf's signature does not verify", _bad_signature),
+    ]
+
+
+def _path_crypto_cases() -> list[Case]:
+    """Digests, key types and sizes, times, subject and SAN."""
+    A, R = ACCEPT, REJECT
+    return [
+        Case("leaf-sha384-signature", "path", A, "leaf signed with SHA-384", _leaf(digest=hashes.SHA384())),
         Case("leaf-rsa-1024", "path", R, "an RSA-1024 leaf key (below 112-bit security: NIST SP 800-131A, "
-          "CA/B BR 6.1.5)", leaf(key=_key("rsa1024")), latitude=True,
+          "CA/B BR 6.1.5)", _leaf(key=_key("rsa1024")), latitude=True,
           limbo="webpki::forbidden-weak-rsa-in-leaf"),
-        Case("leaf-rsa-2048", "path", A, "an RSA-2048 leaf key", leaf(key=_key("rsa2048"))),
+        Case("leaf-rsa-2048", "path", A, "an RSA-2048 leaf key", _leaf(key=_key("rsa2048"))),
         Case("intermediate-rsa-1024", "path", R, "an RSA-1024 intermediate key",
-          under(lambda k: k.ca("conformance rsa1024 ica", k.root, key=_key("rsa1024"))), latitude=True),
-        Case("leaf-p384", "path", A, "an ECDSA P-384 leaf key", leaf(key=_key("p384"))),
-        Case("leaf-ed25519", "path", A, "an Ed25519 leaf key (RFC 8410, RFC 8446)", leaf(key=_key("ed25519")),
+          _under(lambda k: k.ca("conformance rsa1024 ica", k.root, key=_key("rsa1024"))), latitude=True),
+        Case("leaf-p384", "path", A, "an ECDSA P-384 leaf key", _leaf(key=_key("p384"))),
+        Case("leaf-ed25519", "path", A, "an Ed25519 leaf key (RFC 8410, RFC 8446)", _leaf(key=_key("ed25519")),
           latitude=True),
         Case("leaf-generalized-time", "path", A, "notAfter in 2051 (GeneralizedTime, RFC 5280 4.1.2.5)",
-          leaf(not_after=dt.datetime(2051, 1, 1, tzinfo=dt.UTC))),
+          _leaf(not_after=dt.datetime(2051, 1, 1, tzinfo=dt.UTC))),
         Case("leaf-san-critical-empty-subject", "path", A, "empty subject, critical SAN (RFC 5280 4.2.1.6)",
           lambda k: _served(k.cert(None, k.inter, sans=[x509.DNSName(WWW)]), k.inter)),
         Case("leaf-san-noncritical-empty-subject", "path", R, "empty subject with a non-critical SAN is "
           "malformed (RFC 5280 4.2.1.6)",
           lambda k: _served(k.cert(None, k.inter, sans=[x509.DNSName(WWW)], san_critical=False), k.inter),
           latitude=True, limbo="rfc5280::san::noncritical-with-empty-subject"),
+    ]
+
+
+def _path_issuer_cases() -> list[Case]:
+    """Deeper pathlen violations and issuers that are not what they seem."""
+    A, R = ACCEPT, REJECT
+    return [
         Case("pathlen-1-violated", "path", R, "pathlen 1 above two more intermediates (RFC 5280 6.1.4(m))",
           lambda k: (lambda a: (lambda b: (lambda c: _served(k.leaf(WWW, issuer=c), c, b, a))(
               k.ca("conformance ica-3", b)))(k.ca("conformance ica-2", a)))(
               k.ca("conformance pathlen-1 ica", k.root, pathlen=1)), limbo="pathlen::intermediate-violates-pathlen-1"),
         Case("leaf-issued-by-leaf", "path", R, "a leaf issued by another end-entity certificate (CA:FALSE)",
-          under(lambda k: k.leaf("issuer.conformance.test"))),
+          _under(lambda k: k.leaf("issuer.conformance.test"))),
         Case("untrusted-root-served", "path", R, "a chain to an untrusted root, the root served as well",
           lambda k: (lambda ica: _served(k.leaf(WWW, issuer=ica), ica, k.other_root))(
               k.ca("conformance untrusted ica", k.other_root))),
@@ -569,26 +684,48 @@ def _path_cases() -> list[Case]:
           lambda k: (lambda fake: _served(k.leaf(WWW, issuer=fake), fake))(
               k.ca("conformance intermediate", k.other_root))),
         Case("leaf-long-validity", "path", A, "a leaf valid for 10 years: lifetime limits bind CAs, not RFC 5280 "
-          "validation", leaf(not_after=_ahead(3650))),
-        Case("leaf-sha512-signature", "path", A, "leaf signed with SHA-512", leaf(digest=hashes.SHA512())),
+          "validation", _leaf(not_after=_ahead(3650))),
+    ]
+
+
+def _path_more_cases() -> list[Case]:
+    """More digests, keys, EKU sets and policies."""
+    A, R = ACCEPT, REJECT
+    return [
+        Case("leaf-sha512-signature", "path", A, "leaf signed with SHA-512", _leaf(digest=hashes.SHA512())),
         Case("intermediate-sha384-signature", "path", A, "intermediate signed with SHA-384",
-          under(lambda k: k.ca("conformance sha384 ica", k.root, digest=hashes.SHA384()))),
-        Case("leaf-rsa-3072", "path", A, "an RSA-3072 leaf key", leaf(key=_key("rsa3072"))),
+          _under(lambda k: k.ca("conformance sha384 ica", k.root, digest=hashes.SHA384()))),
+        Case("leaf-rsa-3072", "path", A, "an RSA-3072 leaf key", _leaf(key=_key("rsa3072"))),
         Case("intermediate-p384", "path", A, "an ECDSA P-384 intermediate issuing a P-256 leaf",
-          under(lambda k: k.ca("conformance p384 ica", k.root, key=_key("p384")))),
+          _under(lambda k: k.ca("conformance p384 ica", k.root, key=_key("p384")))),
         Case("intermediate-eku-server", "path", A, "an intermediate whose EKU lists serverAuth",
-          under(lambda k: k.ca("conformance server-eku ica", k.root,
+          _under(lambda k: k.ca("conformance server-eku ica", k.root,
                                extra=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]))),
         Case("leaf-eku-server-and-code", "path", A, "leaf EKU serverAuth + codeSigning",
-          leaf(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING))),
+          _leaf(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CODE_SIGNING))),
         Case("leaf-eku-ocsp-only", "path", R, "leaf EKU OCSPSigning only: not for a TLS server",
-          leaf(eku=(ExtendedKeyUsageOID.OCSP_SIGNING,))),
+          _leaf(eku=(ExtendedKeyUsageOID.OCSP_SIGNING,))),
         Case("leaf-policy-any", "path", A, "a leaf with certificatePolicies anyPolicy",
-          leaf(extra=[(x509.CertificatePolicies([x509.PolicyInformation(
+          _leaf(extra=[(x509.CertificatePolicies([x509.PolicyInformation(
               x509.ObjectIdentifier("2.5.29.32.0"), None)]), False)])),
         Case("leaf-empty-subject-no-san", "path", R, "no subject and no SAN: nothing names the server",
           lambda k: _served(k.cert(None, k.inter), k.inter)),
     ]
+
+
+def _path_cases() -> list[Case]:
+    """Does the chain lead to a trusted root (RFC 5280 6.1)?"""
+    return [
+        *_path_validity_cases(),
+        *_path_ca_cases(),
+        *_path_length_cases(),
+        *_path_served_cases(),
+        *_path_leaf_cases(),
+        *_path_crypto_cases(),
+        *_path_issuer_cases(),
+        *_path_more_cases(),
+    ]
+
 
 
 
@@ -607,110 +744,140 @@ class _Rel:
         self.days = days
 
 
-def _constraint_cases() -> list[Case]:
+def _nc(permitted: list[x509.GeneralName] | None, excluded: list[x509.GeneralName] | None, *names: str,
+       cn: str | None = None, critical: bool = True) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        ica = k.ca("conformance constrained ica", k.root, nc=x509.NameConstraints(permitted, excluded),
+                   nc_critical=critical)
+        resolved = [k.backend_ip if n == "{ip}" else n for n in names]
+        return _served(k.leaf(*resolved, issuer=ica, cn=cn), ica)
+    return build
+
+
+def _ipnet(spec: str) -> Callable[[_Kit], x509.GeneralName]:
+    return lambda k: x509.IPAddress(ipaddress.ip_network(k.backend_ip + "/32" if spec == "{ip}" else spec))
+
+
+def _ipnc(kind: str, spec: str, *names: str) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        net = _ipnet(spec)(k)
+        p, e = ([net], None) if kind == "permitted" else (None, [net])
+        ica = k.ca("conformance ip-constrained ica", k.root, nc=x509.NameConstraints(p, e))
+        resolved = [k.backend_ip if n == "{ip}" else n for n in names]
+        return _served(k.leaf(*resolved, issuer=ica), ica)
+    return build
+
+
+def _nested(upper: list[x509.GeneralName], lower: list[x509.GeneralName]) -> Callable[[_Kit], Built]:
+    def build(k: _Kit) -> Built:
+        top = k.ca("conformance constrained ica-1", k.root, nc=x509.NameConstraints(upper, None))
+        low = k.ca("conformance constrained ica-2", top, nc=x509.NameConstraints(lower, None))
+        return _served(k.leaf(WWW, issuer=low), low, top)
+    return build
+
+
+def _nc_permitted_cases() -> list[Case]:
+    """Permitted DNS subtrees (RFC 5280 4.2.1.10)."""
     A, R = ACCEPT, REJECT
     D = x509.DNSName
-
-    def nc(permitted: list[x509.GeneralName] | None, excluded: list[x509.GeneralName] | None, *names: str,
-           cn: str | None = None, critical: bool = True) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            ica = k.ca("conformance constrained ica", k.root, nc=x509.NameConstraints(permitted, excluded),
-                       nc_critical=critical)
-            resolved = [k.backend_ip if n == "{ip}" else n for n in names]
-            return _served(k.leaf(*resolved, issuer=ica, cn=cn), ica)
-        return build
-
-    def ipnet(spec: str) -> Callable[[_Kit], x509.GeneralName]:
-        return lambda k: x509.IPAddress(ipaddress.ip_network(k.backend_ip + "/32" if spec == "{ip}" else spec))
-
-    def ipnc(kind: str, spec: str, *names: str) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            net = ipnet(spec)(k)
-            p, e = ([net], None) if kind == "permitted" else (None, [net])
-            ica = k.ca("conformance ip-constrained ica", k.root, nc=x509.NameConstraints(p, e))
-            resolved = [k.backend_ip if n == "{ip}" else n for n in names]
-            return _served(k.leaf(*resolved, issuer=ica), ica)
-        return build
-
-    def nested(upper: list[x509.GeneralName], lower: list[x509.GeneralName]) -> Callable[[_Kit], Built]:
-        def build(k: _Kit) -> Built:
-            top = k.ca("conformance constrained ica-1", k.root, nc=x509.NameConstraints(upper, None))
-            low = k.ca("conformance constrained ica-2", top, nc=x509.NameConstraints(lower, None))
-            return _served(k.leaf(WWW, issuer=low), low, top)
-        return build
-
     c = Case
     return [
         c("nc-permitted-match", "constraints", A, "permitted conformance.test covers www.conformance.test",
-          nc([D("conformance.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-match"),
+          _nc([D("conformance.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-match"),
         c("nc-permitted-exact", "constraints", A, "permitted www.conformance.test covers itself",
-          nc([D(WWW)], None, WWW)),
+          _nc([D(WWW)], None, WWW)),
         c("nc-permitted-tld", "constraints", A, "permitted test covers every name under it",
-          nc([D("test")], None, WWW)),
+          _nc([D("test")], None, WWW)),
         c("nc-permitted-mismatch", "constraints", R, "permitted other.test does not cover the leaf",
-          nc([D("other.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-mismatch"),
+          _nc([D("other.test")], None, WWW), limbo="rfc5280::nc::permitted-dns-mismatch"),
         c("nc-permitted-not-label-boundary", "constraints", R, "permitted onformance.test is not a label "
-          "boundary of conformance.test (RFC 5280 4.2.1.10)", nc([D("onformance.test")], None, WWW)),
+          "boundary of conformance.test (RFC 5280 4.2.1.10)", _nc([D("onformance.test")], None, WWW)),
         c("nc-permitted-second-san-outside", "constraints", R, "every SAN must be permitted: evil.test is not",
-          nc([D("conformance.test")], None, WWW, "evil.test")),
+          _nc([D("conformance.test")], None, WWW, "evil.test")),
         c("nc-permitted-upper-case", "constraints", A, "constraints compare case-insensitively",
-          nc([D("CONFORMANCE.TEST")], None, WWW)),
+          _nc([D("CONFORMANCE.TEST")], None, WWW)),
         c("nc-permitted-wildcard-leaf", "constraints", A, "a wildcard SAN inside the permitted subtree",
-          nc([D("conformance.test")], None, "*.conformance.test")),
+          _nc([D("conformance.test")], None, "*.conformance.test")),
         c("nc-permitted-noncritical", "constraints", A, "name constraints not critical (CAs MUST mark them "
-          "critical; validation still applies them)", nc([D("conformance.test")], None, WWW, critical=False),
+          "critical; validation still applies them)", _nc([D("conformance.test")], None, WWW, critical=False),
           latitude=True, limbo="rfc5280::nc::permitted-dns-match-noncritical"),
         c("nc-permitted-leading-period", "constraints", A, "permitted .conformance.test (leading period: "
-          "subdomains only, a form RFC 5280 defines for URIs)", nc([D(".conformance.test")], None, WWW),
+          "subdomains only, a form RFC 5280 defines for URIs)", _nc([D(".conformance.test")], None, WWW),
           latitude=True, limbo="rfc5280::nc::invalid-dnsname-leading-period"),
+    ]
+
+
+def _nc_excluded_cases() -> list[Case]:
+    """Excluded DNS subtrees, both kinds, and what a DNS constraint leaves alone."""
+    A, R = ACCEPT, REJECT
+    D = x509.DNSName
+    c = Case
+    return [
         c("nc-excluded-match", "constraints", R, "excluded conformance.test covers the leaf",
-          nc(None, [D("conformance.test")], WWW), limbo="rfc5280::nc::excluded-dns-match"),
+          _nc(None, [D("conformance.test")], WWW), limbo="rfc5280::nc::excluded-dns-match"),
         c("nc-excluded-exact", "constraints", R, "excluded www.conformance.test is the leaf's name",
-          nc(None, [D(WWW)], WWW)),
+          _nc(None, [D(WWW)], WWW)),
         c("nc-excluded-other", "constraints", A, "excluded other.test does not touch the leaf",
-          nc(None, [D("other.test")], WWW)),
+          _nc(None, [D("other.test")], WWW)),
         c("nc-excluded-not-label-boundary", "constraints", A, "excluded onformance.test is not a label boundary",
-          nc(None, [D("onformance.test")], WWW)),
+          _nc(None, [D("onformance.test")], WWW)),
         c("nc-excluded-second-san", "constraints", R, "excluded evil.test: one SAN inside is enough to fail",
-          nc(None, [D("evil.test")], WWW, "evil.test"), limbo="rfc5280::nc::excluded-dns-match-second"),
+          _nc(None, [D("evil.test")], WWW, "evil.test"), limbo="rfc5280::nc::excluded-dns-match-second"),
         c("nc-excluded-wildcard-leaf", "constraints", R, "excluded conformance.test covers *.conformance.test",
-          nc(None, [D("conformance.test")], "*.conformance.test")),
+          _nc(None, [D("conformance.test")], "*.conformance.test")),
         c("nc-permitted-and-excluded", "constraints", R, "permitted test, excluded conformance.test: excluded "
-          "wins", nc([D("test")], [D("conformance.test")], WWW),
+          "wins", _nc([D("test")], [D("conformance.test")], WWW),
           limbo="rfc5280::nc::excluded-match-permitted-and-excluded"),
         c("nc-permitted-cn-only-leaf", "constraints", R, "permitted other.test, no SAN, CN www.conformance.test: "
-          "a verifier that falls back to the CN must constrain it", nc([D("other.test")], None, cn=WWW),
+          "a verifier that falls back to the CN must constrain it", _nc([D("other.test")], None, cn=WWW),
           latitude=True),
         c("nc-dns-only-ip-leaf", "constraints", A, "permitted DNS conformance.test does not restrict the "
-          "leaf's iPAddress SAN (RFC 5280 4.2.1.10)", nc([D("conformance.test")], None, WWW, "{ip}"),
+          "leaf's iPAddress SAN (RFC 5280 4.2.1.10)", _nc([D("conformance.test")], None, WWW, "{ip}"),
           limbo="rfc5280::nc::permitted-different-constraint-type"),
+    ]
+
+
+def _nc_ip_cases() -> list[Case]:
+    """iPAddress constraints."""
+    A, R = ACCEPT, REJECT
+    c = Case
+    return [
         c("nc-ip-only-dns-leaf", "constraints", A, "an IP constraint does not restrict a dNSName",
-          ipnc("permitted", "192.0.2.0/24", WWW)),
+          _ipnc("permitted", "192.0.2.0/24", WWW)),
         c("nc-ip-permitted-match", "constraints", A, "permitted the seat's /32 covers its iPAddress SAN",
-          ipnc("permitted", "{ip}", WWW, "{ip}"), limbo="rfc5280::nc::permitted-ipv4-match"),
+          _ipnc("permitted", "{ip}", WWW, "{ip}"), limbo="rfc5280::nc::permitted-ipv4-match"),
         c("nc-ip-permitted-mismatch", "constraints", R, "permitted 192.0.2.0/24 does not cover the seat's IP",
-          ipnc("permitted", "192.0.2.0/24", WWW, "{ip}"), limbo="rfc5280::nc::permitted-ip-mismatch"),
+          _ipnc("permitted", "192.0.2.0/24", WWW, "{ip}"), limbo="rfc5280::nc::permitted-ip-mismatch"),
         c("nc-ip-excluded-match", "constraints", R, "excluded the seat's /32",
-          ipnc("excluded", "{ip}", WWW, "{ip}"), limbo="rfc5280::nc::excluded-ipv4-match"),
+          _ipnc("excluded", "{ip}", WWW, "{ip}"), limbo="rfc5280::nc::excluded-ipv4-match"),
         c("nc-ip-excluded-other", "constraints", A, "excluded 192.0.2.0/24 does not touch the seat's IP",
-          ipnc("excluded", "192.0.2.0/24", WWW, "{ip}")),
+          _ipnc("excluded", "192.0.2.0/24", WWW, "{ip}")),
+    ]
+
+
+def _nc_more_cases() -> list[Case]:
+    """Deeper names, several subtrees, nested CAs and a constrained anchor."""
+    A, R = ACCEPT, REJECT
+    D = x509.DNSName
+    c = Case
+    return [
         c("nc-permitted-deep", "constraints", A, "permitted b.conformance.test covers a.b.conformance.test",
-          nc([D("b.conformance.test")], None, PEERS["deep"]), peer="deep"),
+          _nc([D("b.conformance.test")], None, PEERS["deep"]), peer="deep"),
         c("nc-excluded-parent-of-deep", "constraints", R, "excluded b.conformance.test covers a.b.conformance.test",
-          nc(None, [D("b.conformance.test")], PEERS["deep"]), peer="deep"),
+          _nc(None, [D("b.conformance.test")], PEERS["deep"]), peer="deep"),
         c("nc-permitted-two-subtrees", "constraints", A, "permitted other.test and conformance.test: the second "
-          "covers the leaf", nc([D("other.test"), D("conformance.test")], None, WWW)),
+          "covers the leaf", _nc([D("other.test"), D("conformance.test")], None, WWW)),
         c("nc-permitted-idn", "constraints", A, "permitted conformance.test covers an A-label under it",
-          nc([D("conformance.test")], None, PEERS["idn"]), peer="idn"),
+          _nc([D("conformance.test")], None, PEERS["idn"]), peer="idn"),
         c("nc-permitted-email-only", "constraints", A, "an rfc822Name constraint does not restrict a dNSName "
-          "(RFC 5280 4.2.1.10)", nc([x509.RFC822Name("conformance.test")], None, WWW)),
+          "(RFC 5280 4.2.1.10)", _nc([x509.RFC822Name("conformance.test")], None, WWW)),
         c("nc-permitted-wildcard-outside", "constraints", R, "permitted conformance.test; a second SAN "
-          "*.evil.test lies outside", nc([D("conformance.test")], None, WWW, "*.evil.test")),
+          "*.evil.test lies outside", _nc([D("conformance.test")], None, WWW, "*.evil.test")),
         c("nc-nested-narrows", "constraints", A, "permitted test above, permitted conformance.test below",
-          nested([D("test")], [D("conformance.test")]),
+          _nested([D("test")], [D("conformance.test")]),
           limbo="rfc5280::nc::restrictive-permits-in-intermediates-narrows"),
         c("nc-nested-cannot-widen", "constraints", R, "permitted other.test above; a lower CA cannot widen it",
-          nested([D("other.test")], [D("conformance.test")]),
+          _nested([D("other.test")], [D("conformance.test")]),
           limbo="rfc5280::nc::restrictive-permits-in-intermediates-widens"),
         c("nc-on-root", "anchor", R, "name constraints on the trust anchor (permitted other.test): RFC 5280 "
           "leaves anchor constraints to the verifier (6.1.1(d)); OpenSSL and Go apply them",
@@ -718,6 +885,17 @@ def _constraint_cases() -> list[Case]:
                                                                           k.nc_root)),
           latitude=True, limbo="rfc5280::nc::intermediate-with-san-rejected-by-root-nc"),
     ]
+
+
+def _constraint_cases() -> list[Case]:
+    """Name constraints on the CAs above the leaf (RFC 5280 4.2.1.10)."""
+    return [
+        *_nc_permitted_cases(),
+        *_nc_excluded_cases(),
+        *_nc_ip_cases(),
+        *_nc_more_cases(),
+    ]
+
 
 
 def _anchor_cases() -> list[Case]:
@@ -1103,10 +1281,10 @@ def write_json(report: dict[str, Any], path: Path, *, against: dict[str, Any] | 
     path.write_text(text + "\n ]\n}\n")
 
 
-def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON file's content (:func:`write_json`) as a dict: what ``trustlab report`` reads."""
+def _case_fields(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the catalogue says of each case the report ran, by id."""
     by_id = {c.id: c for c in catalogue()}
-    cases = {
+    return {
         cid: {
             "area": c.area,
             "expected": c.expected,
@@ -1119,6 +1297,11 @@ def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         for cid in dict.fromkeys(r["case"] for r in report["rows"])
         if (c := by_id.get(cid))
     }
+
+
+def document(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON file's content (:func:`write_json`) as a dict: what ``trustlab report`` reads."""
+    cases = _case_fields(report)
     meta = dict(report["meta"])
     if against is not None:
         shared, differ = compare(report, against)
@@ -1172,23 +1355,54 @@ def compare(report: dict[str, Any], other: dict[str, Any]) -> tuple[int, list[tu
 _MARK = {True: "✓", False: "✗"}
 
 
-def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> str:
-    """docs/conformance.md, generated from one run's report (``trustlab conformance --doc``).
+@dataclass(frozen=True)
+class _Page:
+    """A conformance report indexed for :func:`markdown`: each kind's default installation first."""
 
-    The case table shows each kind's default installation (the first the run lists); other
-    versions appear in the summary and, where their verdict differs, under "Versions". *against*
-    is another runtime's report of the same cases: the page says how many verdicts both share."""
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]]
+    default: dict[str, str | None]
+    lib: dict[str, Any]
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.default)
+
+    @property
+    def main(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["proxy_version"] == self.default[r["proxy"]]]
+
+    @property
+    def cases(self) -> list[str]:
+        return list(dict.fromkeys(r["case"] for r in self.rows))
+
+    @property
+    def cell(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(r["case"], r["proxy"]): r for r in self.main}
+
+    @property
+    def first(self) -> dict[str, dict[str, Any]]:
+        return {r["case"]: r for r in self.rows}
+
+    @property
+    def lib_cases(self) -> dict[str, dict[str, str]]:
+        cases: dict[str, dict[str, str]] = self.lib.get("cases", {})
+        return cases
+
+
+def _page_of(report: dict[str, Any]) -> _Page:
     meta, rows = report["meta"], report["rows"]
     default: dict[str, str | None] = {}
     for p in meta.get("proxies", []):
         default.setdefault(p["proxy"], p["version"])
     for r in rows:
         default.setdefault(r["proxy"], r["proxy_version"])
-    kinds = list(default)
-    main = [r for r in rows if r["proxy_version"] == default[r["proxy"]]]
-    cases = list(dict.fromkeys(r["case"] for r in rows))
-    cell = {(r["case"], r["proxy"]): r for r in main}
-    first = {r["case"]: r for r in rows}
+    return _Page(meta, rows, default, report.get("library") or {})
+
+
+def _md_intro(report: dict[str, Any], pg: _Page, against: dict[str, Any] | None) -> list[str]:
+    """The title, how the page was made, and the summary table."""
+    meta, rows, kinds = pg.meta, pg.rows, pg.kinds
     versions = sorted({(r["proxy"], r["proxy_version"]) for r in rows}, key=lambda pv: kinds.index(pv[0]))
     out = [
         "# Certificate-validation conformance through real proxies",
@@ -1223,6 +1437,12 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             f"| {s['proxy']} | {s['version']} | {s['tls_library']} | {s['cases']} | {s['agree']} | "
             f"{s['disagree']} | {s['latitude']} | {s['error']} |"
         )
+    return out
+
+
+def _md_against(report: dict[str, Any], meta: dict[str, Any], against: dict[str, Any] | None) -> list[str]:
+    """How many verdicts another runtime's run of the same cases shares."""
+    out: list[str] = []
     other = meta.get("against")
     if against is not None:
         shared, differ = compare(report, against)
@@ -1239,10 +1459,32 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
             f"{other['shared'] - len(other['differ'])} of {other['shared']} shared rows give the same verdict.",
         ]
         out += [f"- {p} {v} `{c}`: {here} here, {there} there" for p, v, c, here, there in other["differ"]]
-    lib = report.get("library") or {}
-    lib_cases: dict[str, dict[str, str]] = lib.get("cases", {})
-    heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if lib_cases else [])
-    out += [
+    return out
+
+
+def _md_marks(pg: _Page, cid: str, kinds: list[str], cell: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """One case's marks: per kind's default installation, then the host's library."""
+    marks = []
+    for k in kinds:
+        r = cell.get((cid, k))
+        if r is None:
+            marks.append("")
+        elif r["verdict"] == ERROR:
+            marks.append("! error")
+        else:
+            marks.append(_MARK[r["agrees"]] + ("" if r["agrees"] else f" {r['verdict']}"))
+    if pg.lib_cases:
+        expected = pg.first[cid]["expected"]
+        v = pg.lib_cases.get(cid, {}).get("verdict", "")
+        marks.append("" if not v else _MARK[v == expected] + ("" if v == expected else f" {v}"))
+    return marks
+
+
+def _md_cases(pg: _Page) -> list[str]:
+    """Every case: one row, a mark per kind's default installation and the host's library."""
+    kinds, default, cell, first, lib = pg.kinds, pg.default, pg.cell, pg.first, pg.lib
+    heads = [f"{k} {default[k]}" for k in kinds] + ([f"{lib['library']} (`openssl verify`)"] if pg.lib_cases else [])
+    out = [
         "",
         "## Every case",
         "",
@@ -1252,28 +1494,37 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         "| case | area | expected | " + " | ".join(heads) + " | x509-limbo |",
         "|---|---|---|" + "---|" * len(heads) + "---|",
     ]
-    for cid in cases:
+    for cid in pg.cases:
         r0 = first[cid]
-        marks = []
-        for k in kinds:
-            r = cell.get((cid, k))
-            if r is None:
-                marks.append("")
-            elif r["verdict"] == ERROR:
-                marks.append("! error")
-            else:
-                marks.append(_MARK[r["agrees"]] + ("" if r["agrees"] else f" {r['verdict']}"))
-        if lib_cases:
-            v = lib_cases.get(cid, {}).get("verdict", "")
-            marks.append("" if not v else _MARK[v == r0["expected"]] + ("" if v == r0["expected"] else f" {v}"))
+        marks = _md_marks(pg, cid, kinds, cell)
         lat = " (latitude)" if r0["latitude"] else ""
         out.append(
             f"| `{cid}` | {r0['area']} | {r0['expected']}{lat} | "
             + " | ".join(marks)
             + f" | {r0['limbo'] and '`' + r0['limbo'] + '`'} |"
         )
-    differing = [cid for cid in cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
-    out += [
+    return out
+
+
+def _md_reasons(cid: str, kinds: list[str], cell: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Each default installation that disagrees on a case: its verdict, reason line and note."""
+    out = []
+    for k in kinds:
+        r = cell.get((cid, k))
+        if r is None or r["agrees"]:
+            continue
+        out.append(f"- **{r['proxy']} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
+        note = EXPLAIN.get(f"{cid}@{r['proxy']}")
+        if note:
+            out.append(f"  {note}")
+    return out
+
+
+def _md_disagreements(pg: _Page) -> list[str]:
+    """Each case some default installation gets wrong, with the proxies' reasons and the notes."""
+    kinds, cell, first = pg.kinds, pg.cell, pg.first
+    differing = [cid for cid in pg.cases if any(not cell[(cid, k)]["agrees"] for k in kinds if (cid, k) in cell)]
+    out = [
         "",
         "## Disagreements explained",
         "",
@@ -1286,22 +1537,22 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         case = by_case.get(cid)
         lat = " *(latitude)*" if r0["latitude"] else ""
         out += [f"### `{cid}`{lat}", "", f"Expected **{r0['expected']}**: {case.reason if case else ''}.", ""]
-        for k in kinds:
-            r = cell.get((cid, k))
-            if r is None or r["agrees"]:
-                continue
-            out.append(f"- **{r['proxy']} {r['proxy_version']}**: {r['verdict']}: `{_one_line(r['reason'])}`")
-            note = EXPLAIN.get(f"{cid}@{r['proxy']}")
-            if note:
-                out.append(f"  {note}")
+        out += _md_reasons(cid, kinds, cell)
         agreeing = [k for k in kinds if (cid, k) in cell and cell[(cid, k)]["agrees"]]
         if agreeing:
             out.append(f"- as expected: {', '.join(agreeing)}")
         if EXPLAIN.get(cid):
             out += ["", EXPLAIN[cid]]
         out.append("")
+    return out
+
+
+def _md_library(pg: _Page) -> list[str]:
+    """The rows where a proxy's verdict is not its own TLS library's."""
+    lib, lib_cases = pg.lib, pg.lib_cases
+    out: list[str] = []
     if lib_cases:
-        same = [r for r in main if r["tls_library"] == lib["library"]]
+        same = [r for r in pg.main if r["tls_library"] == lib["library"]]
         apart = [r for r in same if r["verdict"] != lib_cases.get(r["case"], {}).get("verdict", r["verdict"])]
         out += [
             "## Where a proxy differs from its own TLS library",
@@ -1318,7 +1569,12 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
                 f"OpenSSL {mine['verdict']}s (`{_one_line(mine['reason'], 100)}`)"
             )
         out.append("")
-    out += ["## Versions", ""]
+    return out
+
+
+def _md_versions(rows: list[dict[str, Any]]) -> list[str]:
+    """The cases where the installed versions of a kind disagree."""
+    out = ["## Versions", ""]
     by_kind: dict[tuple[str, str], dict[str | None, dict[str, Any]]] = {}
     for r in rows:
         by_kind.setdefault((r["proxy"], r["case"]), {})[r["proxy_version"]] = r
@@ -1330,6 +1586,22 @@ def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -
         out.append(f"- {k} `{cid}`: {says}")
         odd = [r for r in vs.values() if r["verdict"] == ERROR]
         out += [f"  - {r['proxy_version']}: `{_one_line(r['reason'])}`" for r in odd]
+    return out
+
+
+def markdown(report: dict[str, Any], *, against: dict[str, Any] | None = None) -> str:
+    """docs/conformance.md, generated from one run's report (``trustlab conformance --doc``).
+
+    The case table shows each kind's default installation (the first the run lists); other
+    versions appear in the summary and, where their verdict differs, under "Versions". *against*
+    is another runtime's report of the same cases: the page says how many verdicts both share."""
+    pg = _page_of(report)
+    out = _md_intro(report, pg, against)
+    out += _md_against(report, pg.meta, against)
+    out += _md_cases(pg)
+    out += _md_disagreements(pg)
+    out += _md_library(pg)
+    out += _md_versions(pg.rows)
     return "\n".join(out).rstrip() + "\n"
 
 

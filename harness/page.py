@@ -208,6 +208,20 @@ def _directive(name: str, value: object) -> str:
     return name if value is True else f"{name} {value}"
 
 
+def _delta(sc: Any, control: Any) -> dict[str, Any]:
+    """A scenario's directives as a delta from its control's (or as they are, without one)."""
+    mine = dict(sc.directives)
+    if control is None:
+        return {"directives": [_directive(k, v) for k, v in mine.items()]}
+    theirs = dict(control.directives)
+    delta = [f"- {_directive(k, v)}" for k, v in theirs.items() if k not in mine or mine[k] != v] + [
+        f"+ {_directive(k, v)}" for k, v in mine.items() if theirs.get(k) != v
+    ]
+    if sc.target != control.target:
+        delta.append(f"target {sc.target} (control: {control.target})")
+    return {"control": control.id, "delta": delta}
+
+
 def scenario_notes(ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each known scenario's story, sources and config delta from its control (``good``)."""
     known = _scenarios()
@@ -221,18 +235,7 @@ def scenario_notes(ids: list[str]) -> dict[str, dict[str, Any]]:
             note["goal"] = sc.reporter_goal
         if sc.reported_on:
             note["reported_on"] = sc.reported_on
-        mine = dict(sc.directives)
-        control = known.get(sc.control) if sc.control else None
-        if control is not None:
-            theirs = dict(control.directives)
-            note["control"] = control.id
-            note["delta"] = [f"- {_directive(k, v)}" for k, v in theirs.items() if k not in mine or mine[k] != v] + [
-                f"+ {_directive(k, v)}" for k, v in mine.items() if theirs.get(k) != v
-            ]
-            if sc.target != control.target:
-                note["delta"].append(f"target {sc.target} (control: {control.target})")
-        else:
-            note["directives"] = [_directive(k, v) for k, v in mine.items()]
+        note.update(_delta(sc, known.get(sc.control) if sc.control else None))
         if sc.config:
             note["config"] = sc.config.strip()
         if sc.versions:
@@ -261,22 +264,16 @@ def reproduce(cell: dict[str, Any], meta: dict[str, Any], kind: str = "matrix") 
     return f"trustlab run {cell['scenario']} --identity {cell['identity']}"
 
 
-def page_data(doc: dict[str, Any]) -> dict[str, Any]:
-    """Everything the page embeds, from a matrix, diff or check document."""
-    kind = source_kind(doc)
-    if kind is None:
-        raise LabError("not a trustlab matrix, diff or check document")
-    meta, cells = _cells_of(doc, kind)
-    present = {c["identity"] for c in cells}
+def _identity_columns(present: set[str]) -> list[dict[str, Any]]:
+    """The page's columns: the legitimate identities first, then the impostors by class, each in
+    the vocabulary's order; an identity no class names comes last, as "other"."""
     specs = {s.id: s for s in IDENTITIES + OPTIONAL_IDENTITIES}
-    # Columns: the legitimate identities first, then the impostors by class, each in the
-    # vocabulary's order; an identity no class names comes last, as "other".
     known = [i for i in ALL_IDENTITY_IDS if i in present] + sorted(present - set(ALL_IDENTITY_IDS))
     klass = {i: name for name, ids in IMPOSTOR_CLASSES for i in ids}
     klass.update({i: "legitimate" for i in LEGITIMATE_IDS})
     ranks = ["legitimate"] + [name for name, _ in IMPOSTOR_CLASSES] + ["other"]
     order = sorted(known, key=lambda i: ranks.index(klass.get(i, "other")))
-    identities = [
+    return [
         {
             "id": i,
             "legitimate": i in LEGITIMATE_IDS,
@@ -285,6 +282,15 @@ def page_data(doc: dict[str, Any]) -> dict[str, Any]:
         }
         for i in order
     ]
+
+
+def page_data(doc: dict[str, Any]) -> dict[str, Any]:
+    """Everything the page embeds, from a matrix, diff or check document."""
+    kind = source_kind(doc)
+    if kind is None:
+        raise LabError("not a trustlab matrix, diff or check document")
+    meta, cells = _cells_of(doc, kind)
+    identities = _identity_columns({c["identity"] for c in cells})
     from harness import __version__
 
     return {

@@ -208,6 +208,16 @@ class LabPKI:
             return self.identities[identity]
         return (self.optional or {})[identity]
 
+    def _write_others(self, directory: Path) -> None:
+        """The other backends' identities, each under backends/<name>/identities (0700)."""
+        for name, other in (self.others or {}).items():
+            sub = directory
+            for part in ("backends", name, "identities"):
+                sub = sub / part
+                sub.mkdir(mode=0o700, exist_ok=True)
+            for cert in [*other.identities.values(), *(other.optional or {}).values()]:
+                cert.write_to(sub)
+
     def write_to(self, directory: Path) -> Path:
         """Write every file into *directory* (created 0700) and return it."""
         directory = Path(directory)
@@ -220,13 +230,7 @@ class LabPKI:
         for cert in [*self.identities.values(), *(self.optional or {}).values()]:
             cert.write_to(ident_dir)
         self.default_site.write_to(directory)
-        for name, other in (self.others or {}).items():
-            sub = directory
-            for part in ("backends", name, "identities"):
-                sub = sub / part
-                sub.mkdir(mode=0o700, exist_ok=True)
-            for cert in [*other.identities.values(), *(other.optional or {}).values()]:
-                cert.write_to(sub)
+        self._write_others(directory)
         for name, (data, secret) in (self.files or {}).items():
             (_write_secret if secret else _write)(directory / name, data)
         manifest = {

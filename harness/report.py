@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ def alt_text(results: Results) -> str:
 NOT_RUN = "-"
 
 
+def _grid_cell(c: Cell | None, colw: int, *, color: bool) -> str:
+    """One cell of :func:`grid`, padded to *colw* (and coloured for a terminal)."""
+    if c is None:
+        return f"{NOT_RUN:<{colw}}"
+    text = LABEL[c.outcome] + ("!" if c.differs else "")
+    padded = f"{text:<{colw}}"
+    if color:
+        code = {"served": "32", "SPOOFED": "1;31", "blocked": "2", "cfg-rej": "35", "ERROR": "33"}
+        padded = f"\x1b[{code[LABEL[c.outcome]]}m{padded}\x1b[0m"
+    return padded
+
+
 def grid(results: Results, *, color: bool = False) -> str:
     """A compact scenarios x identities table; ``!`` marks a cell that differs from expectation."""
     idents = _identities(results)
@@ -162,16 +175,7 @@ def grid(results: Results, *, color: bool = False) -> str:
     for sid in rows:
         cells = []
         for ident in idents:
-            c = by.get((sid, ident))
-            if c is None:
-                cells.append(f"{NOT_RUN:<{colw}}")
-                continue
-            text = LABEL[c.outcome] + ("!" if c.differs else "")
-            padded = f"{text:<{colw}}"
-            if color:
-                code = {"served": "32", "SPOOFED": "1;31", "blocked": "2", "cfg-rej": "35", "ERROR": "33"}
-                padded = f"\x1b[{code[LABEL[c.outcome]]}m{padded}\x1b[0m"
-            cells.append(padded)
+            cells.append(_grid_cell(by.get((sid, ident)), colw, color=color))
         out.write(f"{sid:<{width}}  " + " ".join(cells) + "\n")
     counts = summary_counts(results)
     out.write(
@@ -269,73 +273,46 @@ def write_csv(results: Results, path: Path) -> Path:
     return _atomic_write(path, writer)
 
 
-def heatmap(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
-    """A scenarios x identities heatmap coloured by outcome; saved as PNG when *path* is given.
+def _heat_key(label: str, key: str, fill: str, outage: bool) -> Any:
+    """The legend entry of an outcome (or of an outage) as the heatmap draws it."""
+    from matplotlib.patches import Patch
 
-    Rows are grouped by proxy (a line between groups), columns put the legitimate identities
-    first (a heavy line before the impostors); every cell carries its outcome's label, a
-    legitimate backend that is blocked is drawn as an OUTAGE (its own colour, hatched), and
-    the legend lists only what the picture shows. :func:`alt_text` describes it in words.
-    Returns the matplotlib Figure (notebooks display it).
-    """
-    import matplotlib
+    return Patch(
+        facecolor=fill,
+        edgecolor="white",
+        hatch="///" if outage else None,
+        label=f"{label} = legitimate backend blocked"
+        if outage
+        else label
+        if label.lower() == key
+        else f"{label} = {key}",
+    )
 
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+
+def _heat_cell(ax: Any, x: int, y: int, c: Cell | None, shown: dict[str, Any]) -> None:
+    """One cell of the heatmap: its colour and label; its outcome joins the legend *shown*."""
     from matplotlib.patches import Patch, Rectangle
 
-    groups = _rows(results)
-    rows = [r for _, group in groups for r in group]
-    idents, n_legit = _columns(results)
-    by = _by_row(results)
-    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
-    shown: dict[str, Patch] = {}
-    for y, r in enumerate(rows):
-        for x, i in enumerate(idents):
-            c = by.get((r, i))
-            if c is None:
-                ax.text(x, y, NOT_RUN, ha="center", va="center", color="#555555", fontsize=8)
-                shown.setdefault("not run", Patch(facecolor="white", edgecolor="#999999", label=f"{NOT_RUN} not run"))
-                continue
-            outage = is_outage(c) and c.outcome is Outcome.BLOCKED
-            fill = OUTAGE_COLOR if outage else COLOR[c.outcome]
-            ax.add_patch(
-                Rectangle(
-                    (x - 0.5, y - 0.5),
-                    1,
-                    1,
-                    facecolor=fill,
-                    edgecolor="white",
-                    linewidth=1,
-                    hatch="///" if outage else None,
-                )
-            )
-            label = OUTAGE_LABEL if outage else LABEL[c.outcome]
-            ink = "white" if outage else TEXT_ON[c.outcome]
-            ax.text(
-                x,
-                y,
-                label + ("!" if c.differs else ""),
-                ha="center",
-                va="center",
-                color=ink,
-                fontsize=6.5,
-                fontweight="bold",
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None,
-            )
-            key = "outage" if outage else c.outcome.value
-            if key not in shown:
-                shown[key] = Patch(
-                    facecolor=fill,
-                    edgecolor="white",
-                    hatch="///" if outage else None,
-                    label=f"{label} = legitimate backend blocked"
-                    if outage
-                    else label
-                    if label.lower() == key
-                    else f"{label} = {key}",
-                )
+    if c is None:
+        ax.text(x, y, NOT_RUN, ha="center", va="center", color="#555555", fontsize=8)
+        shown.setdefault("not run", Patch(facecolor="white", edgecolor="#999999", label=f"{NOT_RUN} not run"))
+        return
+    outage = is_outage(c) and c.outcome is Outcome.BLOCKED
+    fill = OUTAGE_COLOR if outage else COLOR[c.outcome]
+    hatch = "///" if outage else None
+    ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=fill, edgecolor="white", linewidth=1, hatch=hatch))
+    label = OUTAGE_LABEL if outage else LABEL[c.outcome]
+    ink = "white" if outage else TEXT_ON[c.outcome]
+    box = {"boxstyle": "square,pad=0.1", "facecolor": fill, "edgecolor": "none"} if outage else None
+    mark = label + ("!" if c.differs else "")
+    ax.text(x, y, mark, ha="center", va="center", color=ink, fontsize=6.5, fontweight="bold", bbox=box)
+    key = "outage" if outage else c.outcome.value
+    if key not in shown:
+        shown[key] = _heat_key(label, key, fill, outage)
+
+
+def _heat_axes(ax: Any, idents: list[str], rows: list[str], n_legit: int) -> None:
+    """Ticks and limits, and the divider between the legitimate identities and the impostors."""
     ax.set_xlim(-0.5, len(idents) - 0.5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xticks(range(len(idents)), idents, rotation=40, ha="right", fontsize=8)
@@ -350,13 +327,16 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
         ax.text(
             (n_legit + len(idents) - 1) / 2, -0.7, "impostors", ha="center", va="bottom", fontsize=8, fontweight="bold"
         )
-    # Rows grouped by proxy: a line between groups, the proxy's name on the right.
+
+
+def _heat_groups(ax: Any, groups: list[tuple[str, list[str]]], width: int) -> None:
+    """Rows grouped by proxy: a line between groups, the proxy's name on the right."""
     y0 = 0
     for kind, group in groups:
         if y0:
             ax.axhline(y0 - 0.5, color="black", linewidth=1.5)
         ax.text(
-            len(idents) - 0.3,
+            width - 0.3,
             y0 + (len(group) - 1) / 2,
             kind,
             ha="left",
@@ -366,23 +346,35 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
             rotation=90 if len(group) > 2 else 0,
         )
         y0 += len(group)
-    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
-    # A short label: the long one was clipped above and below on a grid of a few rows.
-    ax.set_ylabel("scenario" if len(rows) < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
+
+
+def _heat_subtitle(results: Results) -> str:
+    """The versions the cells ran on (several per proxy with --all-versions), else the run's meta."""
     ran: dict[str, list[str]] = {}
     for c in results.cells:
         if c.proxy_version and c.proxy_version not in ran.setdefault(c.proxy, []):
             ran[c.proxy].append(c.proxy_version)
     versions = results.meta.get("versions", {})
-    # The versions the cells ran on (several per proxy with --all-versions), else the run's meta.
-    subtitle = (
+    return (
         "; ".join(f"{k} {', '.join(v)}" for k, v in ran.items())
         if ran
         else ", ".join(f"{k} {v}" for k, v in versions.items() if v)
     )
+
+
+def _heat_titles(ax: Any, results: Results, n_rows: int, title: str | None) -> None:
+    """The axis labels and the title (the runtime and the versions the cells ran on)."""
+    ax.set_xlabel("identity presented at the backend's address", fontsize=9)
+    # A short label: the long one was clipped above and below on a grid of a few rows.
+    ax.set_ylabel("scenario" if n_rows < 8 else "scenario (proxy / variant or reported case)", fontsize=9)
+    subtitle = _heat_subtitle(results)
     ax.set_title(
         title or f"trustlab: who answered? ({results.meta.get('runtime', '?')} runtime)\n{subtitle}", fontsize=9, pad=18
     )
+
+
+def _heat_legend(fig: Any, shown: dict[str, Any]) -> None:
+    """The legend of what the picture shows, below it, and the layout that leaves it room."""
     order = [o.value for o in Outcome] + ["outage", "not run"]
     fig.legend(
         handles=[shown[k] for k in order if k in shown],
@@ -395,6 +387,42 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     )
     legend_rows = (len(shown) + 3) // 4
     fig.tight_layout(rect=(0, min(0.35, (0.25 + 0.18 * legend_rows) / fig.get_figheight()), 1, 1))
+
+
+def _pyplot(*, headless: bool):  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot, on the Agg backend when the picture goes to a file."""
+    import matplotlib
+
+    if headless:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
+    """A scenarios x identities heatmap coloured by outcome; saved as PNG when *path* is given.
+
+    Rows are grouped by proxy (a line between groups), columns put the legitimate identities
+    first (a heavy line before the impostors); every cell carries its outcome's label, a
+    legitimate backend that is blocked is drawn as an OUTAGE (its own colour, hatched), and
+    the legend lists only what the picture shows. :func:`alt_text` describes it in words.
+    Returns the matplotlib Figure (notebooks display it).
+    """
+    plt = _pyplot(headless=path is not None)
+    groups = _rows(results)
+    rows = [r for _, group in groups for r in group]
+    idents, n_legit = _columns(results)
+    by = _by_row(results)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(idents), 1.9 + 0.3 * len(rows)))
+    shown: dict[str, Any] = {}
+    for y, r in enumerate(rows):
+        for x, i in enumerate(idents):
+            _heat_cell(ax, x, y, by.get((r, i)), shown)
+    _heat_axes(ax, idents, rows, n_legit)
+    _heat_groups(ax, groups, len(idents))
+    _heat_titles(ax, results, len(rows), title)
+    _heat_legend(fig, shown)
     if path is not None:
         _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
         plt.close(fig)
@@ -515,6 +543,169 @@ def _dark(rgb: tuple[int, int, int]) -> bool:
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140
 
 
+_INK, _RULE = "#000000", "#c8c8c8"
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Where the summary picture's left table sits: from the number of kinds and columns."""
+
+    kinds: list[str]
+    columns: list[str]
+    left: int = 170
+    top: int = 118
+
+    @property
+    def col_w(self) -> int:
+        return min(78, 700 // max(len(self.columns), 1))
+
+    @property
+    def row_h(self) -> int:
+        return min(38, 300 // max(len(self.kinds), 1))
+
+    @property
+    def n_imp(self) -> int:
+        return len(self.columns) - 2
+
+    @property
+    def bottom(self) -> int:
+        return self.top + len(self.kinds) * self.row_h
+
+
+def _hatch(d: Any, x0: int, y0: int, col_w: int, row_h: int) -> None:
+    """White diagonal lines over a cell, as the poster's OUTAGE."""
+    for k in range(-row_h, col_w, 7):
+        d.line(
+            (x0 + max(k, 0), y0 + row_h - max(-k, 0), x0 + min(k + row_h, col_w), y0 + row_h - min(row_h, col_w - k)),
+            fill="#ffffff",
+            width=1,
+        )
+
+
+def _class_cell(d: Any, g: _Grid, x: int, y0: int, hit: int, ran: int, fonts: tuple[Any, ...]) -> None:
+    """One cell of the left table: shaded by the share of scenarios, hit/ran written in it."""
+    regular, bold = fonts[:2]
+    col_w, row_h = g.col_w, g.row_h
+    x0 = g.left + x * col_w
+    share = hit / ran if ran else 0.0
+    base = COLOR[Outcome.SPOOFED] if x < g.n_imp else OUTAGE_COLOR
+    fill = _mix(base, 0.15 + 0.85 * share) if hit else (255, 255, 255)
+    d.rectangle((x0, y0, x0 + col_w, y0 + row_h), fill=fill, outline=_RULE)
+    outage = x == len(g.columns) - 1 and hit  # legit-no-chain refused: hatched, as the poster's OUTAGE
+    if outage:
+        _hatch(d, x0, y0, col_w, row_h)
+    text = f"{hit}/{ran}" if ran else NOT_RUN
+    font = bold if hit else regular
+    colour = "white" if hit and _dark(fill) else _INK
+    if outage:
+        box = d.textbbox((x0 + col_w // 2, y0 + row_h // 2), text, font=font, anchor="mm")
+        d.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=fill)
+    d.text((x0 + col_w // 2, y0 + row_h // 2), text, font=font, fill=colour, anchor="mm")
+
+
+def _class_table(d: Any, g: _Grid, table: list[list[tuple[int, int]]], versions: dict[str, dict[str, None]]) -> None:
+    """Left: per kind, in how many of its scenarios each class of impostor got through, and outages."""
+    regular, bold, small = _font(13), _font(13, bold=True), _font(11)
+    for x, name in enumerate(g.columns):
+        cx = g.left + x * g.col_w + g.col_w // 2
+        d.multiline_text((cx, g.top - 6), name, font=small, fill=_INK, anchor="md", align="center", spacing=2)
+    for y, (kind, line) in enumerate(zip(g.kinds, table, strict=True)):
+        y0 = g.top + y * g.row_h
+        label = f"{kind} {', '.join(versions[kind])}" if kind in versions else kind
+        d.text((g.left - 8, y0 + g.row_h // 2), label, font=regular, fill=_INK, anchor="rm")
+        for x, (hit, ran) in enumerate(line):
+            _class_cell(d, g, x, y0, hit, ran, (regular, bold))
+    split = g.left + g.n_imp * g.col_w
+    d.line((split, g.top - 40, split, g.bottom), fill=_INK, width=3)
+    d.text(
+        (g.left + g.n_imp * g.col_w // 2, g.top - 62), "impostors that got through", font=bold, fill=_INK, anchor="md"
+    )
+    d.text((split + g.col_w, g.top - 62), "outage", font=bold, fill=_INK, anchor="md")
+    d.text(
+        (g.left, g.bottom + 6),
+        "a number: scenarios where it happened / scenarios of that proxy that ran it",
+        font=small,
+        fill="#444444",
+    )
+
+
+def _verdicts_per_kind(results: Results, kinds: list[str]) -> dict[str, dict[str, int]]:
+    """Per kind, how many of its scenarios come to each verdict."""
+    row = row_label(results)
+    per = {k: dict.fromkeys((v for v, _ in VERDICTS), 0) for k in kinds}
+    by: dict[tuple[str, str], list[Cell]] = {}
+    for c in results.cells:
+        by.setdefault((c.proxy, row(c)), []).append(c)
+    for (kind, _), cells in by.items():
+        per[kind][scenario_verdict(cells)] += 1
+    return per
+
+
+def _verdict_bars(d: Any, g: _Grid, per: dict[str, dict[str, int]], width: int) -> None:
+    """Right: each scenario's verdict, stacked per kind, on the same rows as the table; a legend."""
+    bold, small = _font(13, bold=True), _font(11)
+    bx = g.left + len(g.columns) * g.col_w + 60
+    bw = width - bx - 20
+    most = max((sum(v.values()) for v in per.values()), default=1) or 1
+    d.text((bx, g.top - 62), "scenarios by what they come to", font=bold, fill=_INK)
+    for y, kind in enumerate(g.kinds):
+        y0 = g.top + y * g.row_h + g.row_h // 2 - 11
+        x0 = bx
+        for name, colour in VERDICTS:
+            n = per[kind][name]
+            if not n:
+                continue
+            w = max(2, round(bw * n / most))
+            d.rectangle((x0, y0, x0 + w - 1, y0 + 22), fill=colour)
+            if w >= 16:
+                ink = "black" if colour == COLOR[Outcome.ERROR] else "white"
+                d.text((x0 + w / 2, y0 + 11), str(n), font=small, fill=ink, anchor="mm")
+            x0 += w
+        d.text((x0 + 4, y0 + 11), str(sum(per[kind].values())), font=small, fill="#444444", anchor="lm")
+    ly = g.bottom + 6
+    for name, colour in VERDICTS:
+        if any(per[k][name] for k in g.kinds):
+            d.rectangle((bx, ly + 2, bx + 11, ly + 13), fill=colour)
+            d.text((bx + 17, ly), name, font=small, fill=_INK)
+            ly += 17
+
+
+def _summary_notes(columns: list[str]) -> tuple[str, ...]:
+    """How to read the summary picture, legit-no-chain above all."""
+    flat = [
+        (name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items() if name in columns
+    ]
+    members = [f"{name} = {', '.join(ids)}" for name, ids in flat if (name,) != ids]
+    half = (len(members) + 1) // 2
+    return (
+        "Red: an impostor's response reached the client (spoofed). A number counts scenarios (a proxy "
+        "configuration or a reported case).",
+        f"Impostor classes: {'; '.join(members[:half])};",
+        f"    {'; '.join(members[half:])}.",
+        "legit-no-chain is the legitimate backend forgetting to send its intermediate certificate: a correct "
+        "config refuses it, so it is",
+        "drawn as an OUTAGE (grey, hatched): an availability problem for whoever runs that backend, not a "
+        "security hole.",
+        "Every cell with its evidence: matrix.json, matrix.md; the full grid: trustlab matrix --poster.",
+    )
+
+
+def _summary_heading(d: Any, results: Results, title: str | None) -> None:
+    """The title (cells, scenarios, runtime) and the count of each outcome."""
+    counts = summary_counts(results)
+    row = row_label(results)
+    n_rows = len({row(c) for c in results.cells})
+    d.text(
+        (16, 10),
+        title
+        or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
+        f"scenarios, {results.meta.get('runtime', '?')} runtime",
+        font=_font(16, bold=True),
+        fill=_INK,
+    )
+    d.text((16, 32), ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), font=_font(11), fill="#444444")
+
+
 def summary_picture(results: Results, path: Path | None = None, *, title: str | None = None):  # type: ignore[no-untyped-def]
     """A picture of the whole run that fits a laptop screen at 100% (:data:`SUMMARY_SIZE`).
 
@@ -526,7 +717,6 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
     from PIL import Image, ImageDraw
 
     kinds, columns, table = summary_table(results)
-    row = row_label(results)
     versions: dict[str, dict[str, None]] = {}
     for c in results.cells:
         if c.proxy_version:
@@ -534,119 +724,12 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
     width, height = SUMMARY_SIZE
     img = Image.new("RGB", SUMMARY_SIZE, "white")
     d = ImageDraw.Draw(img)
-    regular, bold, small, big = _font(13), _font(13, bold=True), _font(11), _font(16, bold=True)
-    ink, rule = "#000000", "#c8c8c8"
-    counts = summary_counts(results)
-    n_rows = len({row(c) for c in results.cells})
-    d.text(
-        (16, 10),
-        title
-        or f"trustlab: does the proxy check who answered?  {len(results.cells)} cells, {n_rows} "
-        f"scenarios, {results.meta.get('runtime', '?')} runtime",
-        font=big,
-        fill=ink,
-    )
-    d.text((16, 32), ", ".join(f"{n} {o.value}" for o, n in counts.items() if n), font=small, fill="#444444")
-    # Left: kinds x classes. Geometry from the number of kinds and columns.
-    left, top, col_w = 170, 118, min(78, 700 // max(len(columns), 1))
-    row_h = min(38, 300 // max(len(kinds), 1))
-    n_imp = len(columns) - 2
-    for x, name in enumerate(columns):
-        cx = left + x * col_w + col_w // 2
-        d.multiline_text((cx, top - 6), name, font=small, fill=ink, anchor="md", align="center", spacing=2)
-    for y, (kind, line) in enumerate(zip(kinds, table, strict=True)):
-        y0 = top + y * row_h
-        label = f"{kind} {', '.join(versions[kind])}" if kind in versions else kind
-        d.text((left - 8, y0 + row_h // 2), label, font=regular, fill=ink, anchor="rm")
-        for x, (hit, ran) in enumerate(line):
-            x0 = left + x * col_w
-            share = hit / ran if ran else 0.0
-            base = COLOR[Outcome.SPOOFED] if x < n_imp else OUTAGE_COLOR
-            fill = _mix(base, 0.15 + 0.85 * share) if hit else (255, 255, 255)
-            d.rectangle((x0, y0, x0 + col_w, y0 + row_h), fill=fill, outline=rule)
-            if x == len(columns) - 1 and hit:  # legit-no-chain refused: hatched, as the poster's OUTAGE
-                for k in range(-row_h, col_w, 7):
-                    d.line(
-                        (
-                            x0 + max(k, 0),
-                            y0 + row_h - max(-k, 0),
-                            x0 + min(k + row_h, col_w),
-                            y0 + row_h - min(row_h, col_w - k),
-                        ),
-                        fill="#ffffff",
-                        width=1,
-                    )
-            text = f"{hit}/{ran}" if ran else NOT_RUN
-            font = bold if hit else regular
-            colour = "white" if hit and _dark(fill) else ink
-            if x == len(columns) - 1 and hit:
-                box = d.textbbox((x0 + col_w // 2, y0 + row_h // 2), text, font=font, anchor="mm")
-                d.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=fill)
-            d.text((x0 + col_w // 2, y0 + row_h // 2), text, font=font, fill=colour, anchor="mm")
-    bottom = top + len(kinds) * row_h
-    split = left + n_imp * col_w
-    d.line((split, top - 40, split, bottom), fill=ink, width=3)
-    d.text((left + n_imp * col_w // 2, top - 62), "impostors that got through", font=bold, fill=ink, anchor="md")
-    d.text((split + col_w, top - 62), "outage", font=bold, fill=ink, anchor="md")
-    d.text(
-        (left, bottom + 6),
-        "a number: scenarios where it happened / scenarios of that proxy that ran it",
-        font=small,
-        fill="#444444",
-    )
-    # Right: each scenario's verdict, stacked per kind, on the same rows.
-    per = {k: dict.fromkeys((v for v, _ in VERDICTS), 0) for k in kinds}
-    by: dict[tuple[str, str], list[Cell]] = {}
-    for c in results.cells:
-        by.setdefault((c.proxy, row(c)), []).append(c)
-    for (kind, _), cells in by.items():
-        per[kind][scenario_verdict(cells)] += 1
-    bx, bw = left + len(columns) * col_w + 60, width - (left + len(columns) * col_w + 60) - 20
-    most = max((sum(v.values()) for v in per.values()), default=1) or 1
-    d.text((bx, top - 62), "scenarios by what they come to", font=bold, fill=ink)
-    for y, kind in enumerate(kinds):
-        y0 = top + y * row_h + row_h // 2 - 11
-        x0 = bx
-        for name, colour in VERDICTS:
-            n = per[kind][name]
-            if not n:
-                continue
-            w = max(2, round(bw * n / most))
-            d.rectangle((x0, y0, x0 + w - 1, y0 + 22), fill=colour)
-            if w >= 16:
-                d.text(
-                    (x0 + w / 2, y0 + 11),
-                    str(n),
-                    font=small,
-                    fill="black" if colour == COLOR[Outcome.ERROR] else "white",
-                    anchor="mm",
-                )
-            x0 += w
-        d.text((x0 + 4, y0 + 11), str(sum(per[kind].values())), font=small, fill="#444444", anchor="lm")
-    ly = bottom + 6
-    for name, colour in VERDICTS:
-        if any(per[k][name] for k in kinds):
-            d.rectangle((bx, ly + 2, bx + 11, ly + 13), fill=colour)
-            d.text((bx + 17, ly), name, font=small, fill=ink)
-            ly += 17
-    # How to read it, legit-no-chain above all.
-    flat = [
-        (name.replace("-\n", "-").replace("\n", " "), ids) for name, ids in IMPOSTOR_CLASSES.items() if name in columns
-    ]
-    members = [f"{name} = {', '.join(ids)}" for name, ids in flat if (name,) != ids]
-    half = (len(members) + 1) // 2
-    notes = (
-        "Red: an impostor's response reached the client (spoofed). A number counts scenarios (a proxy "
-        "configuration or a reported case).",
-        f"Impostor classes: {'; '.join(members[:half])};",
-        f"    {'; '.join(members[half:])}.",
-        "legit-no-chain is the legitimate backend forgetting to send its intermediate certificate: a correct "
-        "config refuses it, so it is",
-        "drawn as an OUTAGE (grey, hatched): an availability problem for whoever runs that backend, not a "
-        "security hole.",
-        "Every cell with its evidence: matrix.json, matrix.md; the full grid: trustlab matrix --poster.",
-    )
-    d.multiline_text((16, height - 10), "\n".join(notes), font=small, fill=ink, anchor="ld", spacing=4)
+    _summary_heading(d, results, title)
+    g = _Grid(kinds, columns)
+    _class_table(d, g, table, versions)
+    _verdict_bars(d, g, _verdicts_per_kind(results, kinds), width)
+    notes = _summary_notes(columns)
+    d.multiline_text((16, height - 10), "\n".join(notes), font=_font(11), fill=_INK, anchor="ld", spacing=4)
     if path is not None:
         _atomic_write(Path(path), lambda p: img.save(p, format="PNG"))
     return img

@@ -223,173 +223,232 @@ def load_file(path: Path, *, scenario_id: str | None = None) -> Scenario:
     return parse(data, scenario_id=scenario_id, where=where, path=path)
 
 
-def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | None = None) -> Scenario:
-    """Validate a decoded scenario mapping."""
+def _allowed(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(values)
 
-    def fail(fld: str, msg: str) -> ScenarioError:
-        return ScenarioError(f"{where}: {fld}: {msg}")
 
-    def allowed(values: tuple[str, ...] | list[str]) -> str:
-        return ", ".join(values)
+@dataclass(frozen=True)
+class _Raw:
+    """A decoded scenario mapping and where it came from, as the steps of :func:`parse` read it."""
 
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise fail(key, f"unknown key; allowed: {allowed(_TOP_KEYS)}")
-    for key in ("proxy", "title", "expected"):
-        if key not in data:
-            raise fail(key, "missing; every scenario needs proxy, title and expected")
+    data: dict[str, Any]
+    where: str
 
-    proxies = _registered()
-    if data["proxy"] not in proxies:
-        raise fail("proxy", f"{data['proxy']!r} is unknown; known: {allowed(proxies)}")
-    proxy = ProxyKind(data["proxy"])
+    def fail(self, fld: str, msg: str) -> ScenarioError:
+        return ScenarioError(f"{self.where}: {fld}: {msg}")
 
-    def string(key: str, default: str = "") -> str:
-        value = data.get(key, default)
+    def string(self, key: str, default: str = "") -> str:
+        value = self.data.get(key, default)
         if not isinstance(value, str):
-            raise fail(key, f"must be a string, got {type(value).__name__}")
+            raise self.fail(key, f"must be a string, got {type(value).__name__}")
         return value
 
-    title = string("title")
-    if not title.strip():
-        raise fail("title", "must not be empty")
-    description = string("description")
-    control = data.get("control")
-    if control is not None and (not isinstance(control, str) or "/" not in control):
-        raise fail("control", "must be a scenario id like 'nginx/good'")
-    sources = data.get("sources", [])
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        raise fail("sources", "must be a list of strings (documentation or thread URLs)")
-    target = string("target", "name")
-    if target not in TARGETS:
-        raise fail("target", f"{target!r} is unknown; allowed: {allowed(TARGETS)}")
 
-    backend = string("backend", BACKEND_NAME)
+def _proxy(raw: _Raw) -> ProxyKind:
+    """The top-level keys are known, the required ones present, and the proxy kind registered."""
+    for key in raw.data:
+        if key not in _TOP_KEYS:
+            raise raw.fail(key, f"unknown key; allowed: {_allowed(_TOP_KEYS)}")
+    for key in ("proxy", "title", "expected"):
+        if key not in raw.data:
+            raise raw.fail(key, "missing; every scenario needs proxy, title and expected")
+    proxies = _registered()
+    if raw.data["proxy"] not in proxies:
+        raise raw.fail("proxy", f"{raw.data['proxy']!r} is unknown; known: {_allowed(proxies)}")
+    return ProxyKind(raw.data["proxy"])
+
+
+def _header(raw: _Raw) -> tuple[str, str, str | None, list[str], str]:
+    """Title, description, control, sources and target."""
+    title = raw.string("title")
+    if not title.strip():
+        raise raw.fail("title", "must not be empty")
+    description = raw.string("description")
+    control = raw.data.get("control")
+    if control is not None and (not isinstance(control, str) or "/" not in control):
+        raise raw.fail("control", "must be a scenario id like 'nginx/good'")
+    sources = raw.data.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise raw.fail("sources", "must be a list of strings (documentation or thread URLs)")
+    target = raw.string("target", "name")
+    if target not in TARGETS:
+        raise raw.fail("target", f"{target!r} is unknown; allowed: {_allowed(TARGETS)}")
+    return title, description, control, sources, target
+
+
+def _backend(raw: _Raw) -> str:
+    """The backend's name: DNS labels, not one of the lab's own names."""
+    backend = raw.string("backend", BACKEND_NAME)
     if not re.match(BACKEND_PATTERN, backend) or re.fullmatch(r"[0-9.]+", backend):
-        raise fail("backend", f"{backend!r} is not a host name; give lower-case DNS labels like 'api.svc.internal'")
+        raise raw.fail("backend", f"{backend!r} is not a host name; give lower-case DNS labels like 'api.svc.internal'")
     if backend in (SIBLING_NAME, DEFAULT_SITE_NAME):
         role = "sibling" if backend == SIBLING_NAME else "default site"
-        raise fail("backend", f"{backend!r} is the lab's own {role} name; choose another, like 'api.svc.internal'")
+        raise raw.fail("backend", f"{backend!r} is the lab's own {role} name; choose another, like 'api.svc.internal'")
+    return backend
 
-    seat = data.get("seat", {})
+
+def _seat(raw: _Raw) -> tuple[dict[str, Any], bool]:
+    """The [seat] table and its sni_routing."""
+    seat = raw.data.get("seat", {})
     if not isinstance(seat, dict):
-        raise fail("seat", "must be a table, e.g. [seat] sni_routing = true")
+        raise raw.fail("seat", "must be a table, e.g. [seat] sni_routing = true")
     for key in seat:
         if key not in _SEAT_KEYS:
-            raise fail(f"seat.{key}", f"unknown key; allowed: {allowed(_SEAT_KEYS)}")
+            raise raw.fail(f"seat.{key}", f"unknown key; allowed: {_allowed(_SEAT_KEYS)}")
     sni_routing = seat.get("sni_routing", False)
     if not isinstance(sni_routing, bool):
-        raise fail("seat.sni_routing", "must be true or false")
+        raise raw.fail("seat.sni_routing", "must be true or false")
+    return seat, sni_routing
 
-    directives_raw = data.get("directives", {})
+
+def _directives(raw: _Raw, proxy: ProxyKind) -> list[tuple[str, str | bool]]:
+    """The [directives] table: known directives of this proxy, each one plain value."""
+    directives_raw = raw.data.get("directives", {})
     if not isinstance(directives_raw, dict):
-        raise fail("directives", "must be a table of directive = value")
+        raise raw.fail("directives", "must be a table of directive = value")
     known = directives_for(proxy)
     directives: list[tuple[str, str | bool]] = []
     for key, value in directives_raw.items():
         if key not in known:
-            raise fail(f"directives.{key}", f"unknown {proxy} directive; allowed: {allowed(known)}")
+            raise raw.fail(f"directives.{key}", f"unknown {proxy} directive; allowed: {_allowed(known)}")
         if isinstance(value, bool):
             if not _driver(proxy).flag_directives or value is not True:
-                raise fail(f"directives.{key}", "must be a string (true is only for bare HAProxy keywords)")
+                raise raw.fail(f"directives.{key}", "must be a string (true is only for bare HAProxy keywords)")
         elif not isinstance(value, str):
-            raise fail(f"directives.{key}", f"must be a string, got {type(value).__name__}")
+            raise raw.fail(f"directives.{key}", f"must be a string, got {type(value).__name__}")
         elif "\n" in value or ";" in value or "{" in _FILE_PLACEHOLDER.sub("", value):
-            raise fail(f"directives.{key}", "must be one value without newlines, ';' or braces")
+            raise raw.fail(f"directives.{key}", "must be one value without newlines, ';' or braces")
         elif _CONTROL.search(value):
             ch = _CONTROL.search(value).group(0)  # type: ignore[union-attr]
-            raise fail(f"directives.{key}", f"holds the control character {ch!r}; write the value on one plain line")
+            raise raw.fail(
+                f"directives.{key}", f"holds the control character {ch!r}; write the value on one plain line"
+            )
         directives.append((key, value))
+    return directives
 
-    config = string("config")
-    config_http = string("config_http")
+
+def _snippets(raw: _Raw, proxy: ProxyKind, directives: list[tuple[str, str | bool]]) -> tuple[str, str]:
+    """The raw config snippets (config, config_http): plain text with known placeholders."""
+    config = raw.string("config")
+    config_http = raw.string("config_http")
     if config and directives:
-        raise fail("config", "give either directives or a raw config snippet, not both")
+        raise raw.fail("config", "give either directives or a raw config snippet, not both")
     if config_http and not _driver(proxy).http_block:
-        raise fail("config_http", "only nginx scenarios have an http-level snippet")
+        raise raw.fail("config_http", "only nginx scenarios have an http-level snippet")
     if config_http and not config:
-        raise fail("config_http", "needs a config snippet (the location body) too")
+        raise raw.fail("config_http", "needs a config snippet (the location body) too")
     for key, text in (("config", config), ("config_http", config_http)):
         if bad := _CONTROL.search(text.replace("\n", "").replace("\t", "")):
-            raise fail(key, f"holds the control character {bad.group(0)!r}; save the file with plain LF line ends")
+            raise raw.fail(key, f"holds the control character {bad.group(0)!r}; save the file with plain LF line ends")
         unknown = set(re.findall(r"\{(\w+)\}", text)) - set(PLACEHOLDERS)
         if unknown:
-            raise fail(
+            raise raw.fail(
                 key,
                 f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
-                f"{allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}",
+                f"{_allowed(tuple('{' + p + '}' for p in PLACEHOLDERS))}",
             )
+    return config, config_http
 
-    expected_raw = data["expected"]
+
+def _expected(raw: _Raw, backend: str, outcomes: tuple[str, ...]) -> dict[str, Outcome]:
+    """The [expected] table, built-in identities in their order, then the optional ones."""
+    expected_raw = raw.data["expected"]
     if not isinstance(expected_raw, dict) or not expected_raw:
-        raise fail("expected", "must be a table of identity = outcome")
-    outcomes = tuple(o.value for o in Outcome)
+        raise raw.fail("expected", "must be a table of identity = outcome")
     expected: dict[str, Outcome] = {}
     for ident, outcome in expected_raw.items():
         if ident not in ALL_IDENTITY_IDS:
-            known_ids = allowed(ALL_IDENTITY_IDS)
-            raise fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {known_ids}")
+            known_ids = _allowed(ALL_IDENTITY_IDS)
+            raise raw.fail(f"expected.{ident}", f"identity {ident!r} is unknown; known: {known_ids}")
         if outcome not in outcomes:
-            raise fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {allowed(outcomes)}")
+            raise raw.fail(f"expected.{ident}", f"outcome {outcome!r} is unknown; allowed: {_allowed(outcomes)}")
         expected[ident] = Outcome(outcome)
     if "wildcard-parent" in expected and wildcard_parent(backend) is None:
-        raise fail(
+        raise raw.fail(
             "expected.wildcard-parent",
             f"needs a backend name with at least two labels under its "
             f'parent; {backend!r} has one (set backend = "api.svc.internal")',
         )
     # Built-in identities in their order, then the optional ones this scenario opts into.
-    expected = {i: expected[i] for i in ALL_IDENTITY_IDS if i in expected}
+    return {i: expected[i] for i in ALL_IDENTITY_IDS if i in expected}
 
-    texts = [config, config_http, *(str(v) for _, v in directives)]
+
+def _opted_in(raw: _Raw, seat: dict[str, Any], expected: dict[str, Outcome], texts: list[str]) -> None:
+    """The PKI files and seat options that need an optional identity find it in [expected]."""
     for name, (file, needs) in PKI_FILES.items():
         if any("{" + name + "}" in t for t in texts) and needs not in expected:
-            raise fail(
+            raise raw.fail(
                 f"expected.{needs}",
                 f"{{{name}}} ({file}) is minted with the optional identity {needs}; list it in [expected]",
             )
     for key in ("client_auth", "keepalive"):
         if not isinstance(seat.get(key, False), bool):
-            raise fail(f"seat.{key}", "must be true or false")
+            raise raw.fail(f"seat.{key}", "must be true or false")
     if seat.get("client_auth") and "client-ca-signed" not in expected:
-        raise fail("seat.client_auth", "needs the client CA: list client-ca-signed in [expected]")
-    multi_policy = data.get("multi_policy", False)
+        raise raw.fail("seat.client_auth", "needs the client CA: list client-ca-signed in [expected]")
+
+
+def _policies(raw: _Raw, proxy: ProxyKind, scenario_id: str, config: str) -> tuple[bool, str]:
+    """multi_policy and prime; every other scenario runs one policy per proxy process."""
+    multi_policy = raw.data.get("multi_policy", False)
     if not isinstance(multi_policy, bool):
-        raise fail("multi_policy", "must be true or false")
-    prime = string("prime")
+        raise raw.fail("multi_policy", "must be true or false")
+    prime = raw.string("prime")
     variant = scenario_id.rsplit("/", 1)[-1]
     if multi_policy:
         if not prime.startswith("/") or not prime.endswith("/"):
-            raise fail("prime", "a multi-policy scenario needs prime = a path like '/loose/' (the loose policy)")
+            raise raw.fail("prime", "a multi-policy scenario needs prime = a path like '/loose/' (the loose policy)")
         if not any(w in variant for w in MULTI_POLICY_WORDS):
-            raise fail(
+            raise raw.fail(
                 "multi_policy",
                 f"the id {scenario_id!r} must say what it tests: contain {', '.join(MULTI_POLICY_WORDS)}",
             )
     elif prime:
-        raise fail("prime", "only a multi-policy scenario (multi_policy = true) primes a loose policy")
+        raise raw.fail("prime", "only a multi-policy scenario (multi_policy = true) primes a loose policy")
     else:
         # The isolation rule (one policy per proxy process) holds for every other scenario.
         word = _driver(proxy).policy_line
         count = len(re.findall(rf"(?m)^\s*{re.escape(word)}\b", config)) if word else 0
         if count > 1:
-            raise fail(
+            raise raw.fail(
                 "config",
                 f"{count} {word} lines run two policies in one proxy process; mark it "
                 "multi_policy = true (with prime) or split it",
             )
+    return multi_policy, prime
 
+
+def _versions(
+    raw: _Raw, proxy: ProxyKind, expected: dict[str, Outcome], outcomes: tuple[str, ...]
+) -> tuple[tuple[VersionRule, ...], str]:
+    """The per-version rules and the version a reported case names."""
     try:
-        rules = parse_rules(data.get("versions", []), expected=expected, outcomes=outcomes)
+        rules = parse_rules(raw.data.get("versions", []), expected=expected, outcomes=outcomes)
     except ValueError as exc:
-        raise ScenarioError(f"{where}: {exc}") from None
-    reported_on = string("reported_on")
+        raise ScenarioError(f"{raw.where}: {exc}") from None
+    reported_on = raw.string("reported_on")
     if reported_on:
         try:
             parse_version(reported_on)
         except ValueError as exc:
-            raise fail("reported_on", f"{exc}; give the {proxy} version the report names") from None
+            raise raw.fail("reported_on", f"{exc}; give the {proxy} version the report names") from None
+    return rules, reported_on
 
+
+def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | None = None) -> Scenario:
+    """Validate a decoded scenario mapping."""
+    raw = _Raw(data, where)
+    proxy = _proxy(raw)
+    title, description, control, sources, target = _header(raw)
+    backend = _backend(raw)
+    seat, sni_routing = _seat(raw)
+    directives = _directives(raw, proxy)
+    config, config_http = _snippets(raw, proxy, directives)
+    outcomes = tuple(o.value for o in Outcome)
+    expected = _expected(raw, backend, outcomes)
+    _opted_in(raw, seat, expected, [config, config_http, *(str(v) for _, v in directives)])
+    multi_policy, prime = _policies(raw, proxy, scenario_id, config)
+    rules, reported_on = _versions(raw, proxy, expected, outcomes)
     return Scenario(
         id=scenario_id,
         proxy=proxy,
@@ -402,7 +461,7 @@ def parse(data: dict[str, Any], *, scenario_id: str, where: str, path: Path | No
         directives=tuple(directives),
         expected=expected,
         path=path,
-        reporter_goal=string("reporter_goal"),
+        reporter_goal=raw.string("reporter_goal"),
         config=config,
         config_http=config_http,
         backend=backend,

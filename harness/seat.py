@@ -91,6 +91,15 @@ class _State:
     connections: list[Connection] = field(default_factory=list)
 
 
+def _shut(socks: set[socket.socket]) -> None:
+    """Shut down idle keep-alive connections (one already gone is fine)."""
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Seat:
     """A TLS server presenting one selectable identity at a time.
 
@@ -161,11 +170,7 @@ class Seat:
         self._stop.set()
         with self._lock:
             idle, self._idle = self._idle, set()
-        for conn in idle:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(idle)
         if self._sock:
             try:  # wakes the accept() below at once on Linux
                 self._sock.shutdown(socket.SHUT_RDWR)
@@ -212,11 +217,7 @@ class Seat:
             self._state.backend = backend
             self._state.generation += 1
             idle, self._idle = self._idle, set()
-        for sock in idle:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(idle)
 
     def _own_names(self) -> set[str]:
         return self._backend_names - {n.lower() for n in self._backend_contexts}

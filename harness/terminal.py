@@ -245,14 +245,8 @@ def _kind_table(
     return table
 
 
-def _legend(out: Console, idents: list[str], abbrev: dict[str, str]) -> None:
-    legit = [i for i in idents if i in LEGITIMATE_IDS]
-    impostors = [i for i in idents if i not in LEGITIMATE_IDS]
-    cols = Text("columns: ", style="bold")
-    cols.append("legitimate " + ", ".join(f"{abbrev[i]} {i}" for i in legit))
-    if impostors:
-        cols.append("; impostors " + ", ".join(f"{abbrev[i]} {i}" for i in impostors))
-    out.print(cols)
+def _glyph_legend() -> Text:
+    """What each glyph of a cell means."""
     cells = Text("cells: ", style="bold")
     for n, (glyph, style, word) in enumerate(
         [
@@ -269,7 +263,18 @@ def _legend(out: Console, idents: list[str], abbrev: dict[str, str]) -> None:
         cells.append(", " if n else "")
         cells.append(glyph, style=style)
         cells.append(" " + word)
-    out.print(cells)
+    return cells
+
+
+def _legend(out: Console, idents: list[str], abbrev: dict[str, str]) -> None:
+    legit = [i for i in idents if i in LEGITIMATE_IDS]
+    impostors = [i for i in idents if i not in LEGITIMATE_IDS]
+    cols = Text("columns: ", style="bold")
+    cols.append("legitimate " + ", ".join(f"{abbrev[i]} {i}" for i in legit))
+    if impostors:
+        cols.append("; impostors " + ", ".join(f"{abbrev[i]} {i}" for i in impostors))
+    out.print(cols)
+    out.print(_glyph_legend())
     if "legit-no-chain" in idents:
         out.print(
             f"{abbrev['legit-no-chain']}: the legitimate backend forgets its intermediate; a correct config "

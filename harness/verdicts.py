@@ -295,6 +295,16 @@ def _claim6(v: _View) -> tuple[Verdict, str, str]:
     return verdict, rule, finding
 
 
+def _one_label_finding(v: _View, one_label: dict[str, bool]) -> str:
+    """Which <proxy>/good accept *.internal as backend-api.internal, and the first refusal's reason."""
+    accepted = [f"{p}/good" for p, ok in one_label.items() if ok]
+    refused = [f"{p}/good" for p, ok in one_label.items() if not ok]
+    finding = f"*.internal accepted as backend-api.internal by {_names(accepted)}; refused by {_names(refused)}"
+    if refused:
+        finding += f" ({v.cell(refused[0], 'wildcard').reason})"
+    return finding
+
+
 def _claim7(v: _View) -> tuple[Verdict, str, str]:
     rule = (
         "The danger a run can show: a wildcard issued by the internal CA impersonates the backend "
@@ -314,11 +324,7 @@ def _claim7(v: _View) -> tuple[Verdict, str, str]:
     verdict = _by_count(len(exposed), len(proxies))
     if verdict is Verdict.PARTLY:
         verdict = Verdict.DEPENDS
-    accepted = [f"{p}/good" for p in proxies if one_label[p]]
-    refused = [f"{p}/good" for p in proxies if not one_label[p]]
-    finding = f"*.internal accepted as backend-api.internal by {_names(accepted)}; refused by {_names(refused)}"
-    if refused:
-        finding += f" ({v.cell(refused[0], 'wildcard').reason})"
+    finding = _one_label_finding(v, one_label)
     if parent:
         finding += (
             "; *.svc.internal accepted as api.svc.internal by "

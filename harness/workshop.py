@@ -210,6 +210,17 @@ echo "installed: trustlab-venv/bin/trustlab (next: trustlab-venv/bin/trustlab wo
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "arm64"}
 
 
+def _platform_of(tag: str) -> str:
+    """``OS-arch`` as ``uname -sm`` says it, for one wheel platform tag."""
+    system = (
+        "Linux"
+        if tag.startswith(("manylinux", "musllinux", "linux"))
+        else ("Darwin" if tag.startswith("macosx") else "Windows" if tag.startswith("win") else tag)
+    )
+    arch = next((v for k, v in _ARCH.items() if tag.endswith(k)), tag.rsplit("_", 1)[-1])
+    return f"{system}-{arch}"
+
+
 def wheel_targets(wheels: list[Path]) -> tuple[list[str], list[str]]:
     """(``OS-arch`` as ``uname -sm`` says it, ``X.Y`` Python versions) every binary wheel carries.
 
@@ -224,15 +235,7 @@ def wheel_targets(wheels: list[Path]) -> tuple[list[str], list[str]]:
         py, abi, plat = parts[-3], parts[-2], parts[-1]
         if plat == "any":
             continue
-        mine = set()
-        for tag in plat.split("."):
-            system = (
-                "Linux"
-                if tag.startswith(("manylinux", "musllinux", "linux"))
-                else ("Darwin" if tag.startswith("macosx") else "Windows" if tag.startswith("win") else tag)
-            )
-            arch = next((v for k, v in _ARCH.items() if tag.endswith(k)), tag.rsplit("_", 1)[-1])
-            mine.add(f"{system}-{arch}")
+        mine = {_platform_of(tag) for tag in plat.split(".")}
         platforms = mine if platforms is None else platforms & mine
         vers = {f"{t[2]}.{t[3:]}" for t in py.split(".") if t.startswith("cp") and len(t) > 3}
         if abi == "abi3" and vers:

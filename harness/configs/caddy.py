@@ -709,6 +709,11 @@ def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) 
     return _adapt_caddyfile(cfg, lab, ports, focus)
 
 
+def _rp_route(rp: ReverseProxy, host: str, port: int) -> Route:
+    """The request that reaches a reverse_proxy: its site's port and host, its matcher's path, method, headers."""
+    return Route(str(port), False, host, _route_probe(rp.path), rp.method, rp.headers)
+
+
 def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], int]) -> list[Upstream]:
     """The HTTPS upstreams of *cfg*, each with the route a request takes to reach it."""
     out: list[Upstream] = []
@@ -722,11 +727,7 @@ def upstreams_of(cfg: CaddyConfig, listeners: dict[str, int] | Callable[[str], i
             if t.dynamic or not t.host:
                 continue
             name = literal or (BACKEND_NAME if is_ip(t.host) else t.host)
-            route = (
-                None
-                if rp.why_unroutable
-                else Route(str(port), False, host, _route_probe(rp.path), rp.method, rp.headers)
-            )
+            route = None if rp.why_unroutable else _rp_route(rp, host, port)
             out.append(
                 Upstream(
                     label=f"{t.raw} (line {t.line})",
@@ -895,9 +896,8 @@ def _trust_tokens(n: Node, lab: LabPaths, notes: list[Note]) -> list[str]:
     return [t.raw for t in n.tokens]
 
 
-def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
-    data = json.loads(json.dumps(cfg.tree))  # a copy: the model keeps the user's own
-    notes: list[Note] = []
+def _json_lab_top(data: dict[str, Any], lab: LabPaths, notes: list[Note]) -> None:
+    """The lab's own top level (admin off, storage and logs in the lab) in place of the user's."""
     for key in list(data):
         if key not in ("apps",):
             notes.append(Note.whole(f"top-level {key!r} replaced by the lab's (admin off, logs in the lab)"))
@@ -905,6 +905,12 @@ def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None
     data["admin"] = {"disabled": True, "config": {"persist": False}}
     data["storage"] = {"module": "file_system", "root": f"{lab.run_dir}/storage"}
     data["logging"] = {"logs": {"default": {"writer": {"output": "stderr"}, "encoder": {"format": "json"}}}}
+
+
+def _adapt_json(cfg: CaddyConfig, lab: LabPaths, ports: Ports, focus: str | None) -> Adapted:
+    data = json.loads(json.dumps(cfg.tree))  # a copy: the model keeps the user's own
+    notes: list[Note] = []
+    _json_lab_top(data, lab, notes)
     apps = data.setdefault("apps", {})
     for app in list(apps):
         if app != "http":

@@ -752,6 +752,20 @@ def _expected_name(info: ClusterTLS, host: str, hostname: str) -> str:
     return host if not is_ip(host) else BACKEND_NAME
 
 
+def _lab_listener_tls(sock: Any, lab: LabPaths, notes: list[Note]) -> None:
+    """A listener's TLS (when it has one) serves the lab-minted certificate and asks for no client's."""
+    if isinstance(sock, dict) and isinstance(sock.get("typed_config"), dict):
+        common = sock["typed_config"].setdefault("common_tls_context", {})
+        common.pop("tls_certificate_sds_secret_configs", None)
+        common.pop("validation_context", None)
+        common.pop("validation_context_sds_secret_config", None)
+        sock["typed_config"].pop("require_client_certificate", None)
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
+        ]
+        notes.append(Note("", getattr(sock, "line", 0), "listener TLS certificate replaced by a lab-minted one"))
+
+
 def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, int], notes: list[Note]) -> None:
     if not isinstance(lst, dict):
         return
@@ -768,17 +782,7 @@ def _adapt_listener(lst: Any, lab: LabPaths, ports: Ports, listeners: dict[str, 
     for chain in _list(lst.get("filter_chains")) + [lst.get("default_filter_chain")]:
         if not isinstance(chain, dict):
             continue
-        sock = chain.get("transport_socket")
-        if isinstance(sock, dict) and isinstance(sock.get("typed_config"), dict):
-            common = sock["typed_config"].setdefault("common_tls_context", {})
-            common.pop("tls_certificate_sds_secret_configs", None)
-            common.pop("validation_context", None)
-            common.pop("validation_context_sds_secret_config", None)
-            sock["typed_config"].pop("require_client_certificate", None)
-            common["tls_certificates"] = [
-                {"certificate_chain": {"filename": str(lab.cert)}, "private_key": {"filename": str(lab.key)}}
-            ]
-            notes.append(Note("", getattr(sock, "line", 0), "listener TLS certificate replaced by a lab-minted one"))
+        _lab_listener_tls(chain.get("transport_socket"), lab, notes)
         for f in _list(chain.get("filters")):
             typed = _get(f, "typed_config")
             if isinstance(typed, dict) and _type(typed) == HCM:
@@ -849,6 +853,33 @@ def _allowed(typed: dict[str, Any], lab: LabPaths) -> bool:
     return kind in ALLOWED_TYPES or kind.startswith(_ALLOWED_PREFIXES)
 
 
+def _allowed_items(node: list[Any], parent_key: str, lab: LabPaths, notes: list[Note], todo: list[Any]) -> None:
+    """Remove the refused entries of a list (each named in a note); queue the others to be read."""
+    kept = []
+    for item in node:
+        why = _refused(item, parent_key, lab)
+        if why:
+            notes.append(Note("", getattr(item, "line", 0), f"{why}"))
+            continue
+        kept.append(item)
+        todo.append((item, parent_key))
+    node[:] = kept
+
+
+def _allowed_keys(node: dict[str, Any], lab: LabPaths, notes: list[Note], todo: list[Any]) -> None:
+    """Remove the keys of a mapping whose value is refused (each named in a note); queue the others."""
+    for key in list(node):
+        value = node[key]
+        why = _refused(value, key, lab) if isinstance(value, dict) else None
+        if why:
+            line = node.line_of(key) if isinstance(node, Map) else getattr(value, "line", 0)
+            notes.append(Note("", line, f"{key}: {why}"))
+            del node[key]
+            continue
+        if isinstance(value, (dict, list)):
+            todo.append((value, key))
+
+
 def _allow_only(root: Any, lab: LabPaths, notes: list[Note]) -> None:
     """Keep only allowed extensions anywhere in the adapted tree (:data:`ALLOWED_TYPES`).
 
@@ -861,26 +892,9 @@ def _allow_only(root: Any, lab: LabPaths, notes: list[Note]) -> None:
     while todo:
         node, parent_key = todo.pop()
         if isinstance(node, list):
-            kept = []
-            for item in node:
-                why = _refused(item, parent_key, lab)
-                if why:
-                    notes.append(Note("", getattr(item, "line", 0), f"{why}"))
-                    continue
-                kept.append(item)
-                todo.append((item, parent_key))
-            node[:] = kept
+            _allowed_items(node, parent_key, lab, notes, todo)
         elif isinstance(node, dict):
-            for key in list(node):
-                value = node[key]
-                why = _refused(value, key, lab) if isinstance(value, dict) else None
-                if why:
-                    line = node.line_of(key) if isinstance(node, Map) else getattr(value, "line", 0)
-                    notes.append(Note("", line, f"{key}: {why}"))
-                    del node[key]
-                    continue
-                if isinstance(value, (dict, list)):
-                    todo.append((value, key))
+            _allowed_keys(node, lab, notes, todo)
 
 
 _NOT_KEPT = "not on the lab's allow-list: only what decides backend trust or carries the request is kept"

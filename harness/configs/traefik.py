@@ -496,6 +496,19 @@ def _lab_entrypoints(
     return listeners
 
 
+def _keep_misplaced(tree: Tree, key: Any, value: Any, out: dict[str, Any], notes: list[Note]) -> None:
+    """Traefik refuses an unknown key inside a known section (`field not found`): a trust setting
+    written in a dropped section (traefik/traefik#4207) is kept, so the lab refuses it too."""
+    if misplaced := _misplaced(value):
+        out[key] = misplaced
+        notes.append(
+            tree.note(
+                f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik refuses to start on it)",
+                str(key),
+            )
+        )
+
+
 def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
     """What the lab keeps of the static configuration besides its entry points: the servers
     transport (trust files the lab's), and a trust setting written where Traefik refuses it."""
@@ -513,17 +526,7 @@ def _static(tree: Tree, lab: LabPaths, notes: list[Note]) -> dict[str, Any]:
             )
         elif low in _STATIC_DROP and low not in ("log", "providers"):
             notes.append(tree.note(f"{key} dropped (it reaches out of the lab)", str(key)))
-            if misplaced := _misplaced(value):
-                # Traefik refuses an unknown key inside a known section (`field not found`): a trust
-                # setting written there (traefik/traefik#4207) is kept, so the lab refuses it too.
-                out[key] = misplaced
-                notes.append(
-                    tree.note(
-                        f"{key}: {', '.join(_leaves(misplaced))} kept (not a {key} setting: Traefik "
-                        "refuses to start on it)",
-                        str(key),
-                    )
-                )
+            _keep_misplaced(tree, key, value, out, notes)
         elif low == "providers":
             _providers(tree, key, value, notes)
     return out
@@ -730,20 +733,25 @@ def _any_tls(out: dict[str, Any]) -> bool:
     )
 
 
+def _server_port(tree: Tree, sname: str, index: int, url: str) -> int:
+    """The port of a service's server url (443 when it names none); a bad one is a ConfigError."""
+    try:
+        return urlsplit(url).port or 443
+    except ValueError:
+        raise ConfigError(
+            f"{tree.where('http', 'services', sname)}: line "
+            f"{tree.line('http', 'services', sname, 'loadBalancer', 'servers', str(index))}: "
+            f"server url {url!r} has an invalid port"
+        ) from None
+
+
 def _upstreams(tree: Tree, entrypoints: dict[str, Any]) -> list[Upstream]:
     routers = tree.routers()
     ups: list[Upstream] = []
     for sname, index, url, svc in tree.https_servers():
         parts = urlsplit(url)
         host = parts.hostname or ""
-        try:
-            port = parts.port or 443
-        except ValueError:
-            raise ConfigError(
-                f"{tree.where('http', 'services', sname)}: line "
-                f"{tree.line('http', 'services', sname, 'loadBalancer', 'servers', str(index))}: "
-                f"server url {url!r} has an invalid port"
-            ) from None
+        port = _server_port(tree, sname, index, url)
         _, transport = tree.transport_of(svc)
         server_name = get(transport, "serverName")
         name = (
@@ -764,6 +772,23 @@ def _upstreams(tree: Tree, entrypoints: dict[str, Any]) -> list[Upstream]:
     return ups
 
 
+def _routers_before(
+    sname: str, rname: str, routers: dict[str, Any], entrypoints: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """(name, rule) of the routers on router *rname*'s entry points that Traefik tries first
+    (a higher priority) and that send requests elsewhere than service *sname*."""
+    mine = _priority(routers[rname])
+    eps_of = set(_files(get(routers[rname], "entryPoints")) or entrypoints)
+    return [
+        (name, str(get(r, "rule") or ""))
+        for name, r in routers.items()
+        if name != rname
+        and _priority(r) > mine
+        and str(get(r, "service") or "").removesuffix("@file") != sname
+        and eps_of & set(_files(get(r, "entryPoints")) or entrypoints)
+    ]
+
+
 def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> tuple[Route | None, str]:
     """How a client request reaches service *sname*: the first router that names it whose rule
     the lab can build a matching request for."""
@@ -773,17 +798,7 @@ def _route(sname: str, routers: dict[str, Any], entrypoints: dict[str, Any]) -> 
         if not isinstance(target, str) or target.removesuffix("@file") != sname:
             continue
         rule = str(get(router, "rule") or "")
-        mine = _priority(router)
-        eps_of = set(_files(get(router, "entryPoints")) or entrypoints)
-        before = [
-            (name, str(get(r, "rule") or ""))
-            for name, r in routers.items()
-            if name != rname
-            and _priority(r) > mine
-            and str(get(r, "service") or "").removesuffix("@file") != sname
-            and eps_of & set(_files(get(r, "entryPoints")) or entrypoints)
-        ]
-        built = rule_request(rule, before)
+        built = rule_request(rule, _routers_before(sname, rname, routers, entrypoints))
         if isinstance(built, str):
             why = f"router {rname} rule {rule!r}: {built}"
             continue

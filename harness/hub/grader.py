@@ -348,6 +348,9 @@ def lab_request(data: dict[str, Any]) -> tuple[list[Any], tuple[str, ...] | None
     return chosen, tuple(idents) if idents else None
 
 
+_BUSY = f"you already have {MAX_RUNS_PER_ATTENDEE} lab running on the lab service; wait for it to finish"
+
+
 class Run(_Base):
     async def post(self) -> None:
         who = self.who()
@@ -360,13 +363,7 @@ class Run(_Base):
             self.send(400, {"error": str(exc)})
             return
         if not self.app.claim(who):
-            self.send(
-                429,
-                {
-                    "error": f"you already have {MAX_RUNS_PER_ATTENDEE} lab running on the lab service; "
-                    "wait for it to finish"
-                },
-            )
+            self.send(429, {"error": _BUSY})
             return
         loop = asyncio.get_running_loop()
         try:
