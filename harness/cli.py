@@ -127,7 +127,7 @@ def _distinct(outputs: list[tuple[str, Path]]) -> None:
 
 
 def _shown(value: str) -> str:
-    from harness.errors import _shown as shown
+    from harness.errors import shown
 
     return shown(value)
 
@@ -306,7 +306,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         terminal.diff_report(d, terminal.console())
     if args.json:
         text = json.dumps(d.to_json_dict(), indent=2) + "\n"
-        report._atomic_write(args.json, lambda p: report._write_text(p, text))
+        report.write_text(args.json, text)
         print(f"wrote {args.json}")
     return EXIT_FAILED if d.changes else EXIT_OK
 

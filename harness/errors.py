@@ -37,7 +37,7 @@ def read_input(path: Path, *, error: type[LabError], kind: str, directory_hint: 
     import os
     import stat
 
-    where = _shown(str(path))
+    where = shown(str(path))
     try:
         # O_NONBLOCK: opening a FIFO with no writer must not hang; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -66,7 +66,7 @@ def read_input(path: Path, *, error: type[LabError], kind: str, directory_hint: 
     return raw
 
 
-def _shown(value: str, width: int = 200) -> str:
+def shown(value: str, width: int = 200) -> str:
     """*value* for an error message: bounded, so a 5000-character argument stays one line."""
     value = value.encode("unicode_escape").decode("ascii") if not value.isprintable() else value
     return value if len(value) <= width else f"{value[: width - 30]}...({len(value)} characters)"

@@ -90,7 +90,7 @@ def embed(obj: Any) -> str:
 # -- what a page can be made of: a matrix, a diff or a check JSON ---------------------------------
 def load(path: Path) -> dict[str, Any]:
     """Read a matrix, diff, check or conformance JSON file, or a :class:`LabError` naming what is wrong."""
-    from harness.errors import _shown, read_input
+    from harness.errors import read_input, shown
 
     raw = read_input(
         path,
@@ -103,11 +103,11 @@ def load(path: Path) -> dict[str, Any]:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
         raise LabError(
-            f"{_shown(str(path))}: not JSON; pass a file written by trustlab matrix, diff, check or conformance --json"
+            f"{shown(str(path))}: not JSON; pass a file written by trustlab matrix, diff, check or conformance --json"
         ) from None
     if not isinstance(doc, dict) or source_kind(doc) is None:
         raise LabError(
-            f"{_shown(str(path))}: not a trustlab matrix, diff, check or conformance JSON file "
+            f"{shown(str(path))}: not a trustlab matrix, diff, check or conformance JSON file "
             "(no cells, no changes, no conformance rows); write one with trustlab matrix --json FILE"
         )
     return doc

@@ -236,7 +236,9 @@ def run_text(results: Results, chosen: list[Any]) -> str:
 
 
 # -- files -----------------------------------------------------------------------------------
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Write *path* through ``writer(temp)`` on a temp file beside it and a rename (0644): a
+    reader never sees half a file, and an interrupt leaves none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -254,11 +256,16 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
 def write_json(results: Results, path: Path) -> Path:
     """DESIGN.md's matrix JSON: ``{"meta": {...}, "cells": [...]}``."""
     data = json.dumps(results.to_json_dict(), indent=2) + "\n"
-    return _atomic_write(path, lambda p: _write_text(p, data))
+    return write_text(path, data)
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
+def write_text(path: Path, text: str) -> Path:
+    """*text* into *path*, atomically (:func:`atomic_write`)."""
+
+    def writer(p: Path) -> None:
+        p.write_text(text)
+
+    return atomic_write(path, writer)
 
 
 def write_csv(results: Results, path: Path) -> Path:
@@ -270,7 +277,7 @@ def write_csv(results: Results, path: Path) -> Path:
                 d = c.to_dict()
                 w.writerow({k: d[k] for k in CSV_FIELDS})
 
-    return _atomic_write(path, writer)
+    return atomic_write(path, writer)
 
 
 def _heat_key(label: str, key: str, fill: str, outage: bool) -> Any:
@@ -424,7 +431,7 @@ def heatmap(results: Results, path: Path | None = None, *, title: str | None = N
     _heat_titles(ax, results, len(rows), title)
     _heat_legend(fig, shown)
     if path is not None:
-        _atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
+        atomic_write(Path(path), lambda p: fig.savefig(p, dpi=120, format="png"))
         plt.close(fig)
     return fig
 
@@ -731,7 +738,7 @@ def summary_picture(results: Results, path: Path | None = None, *, title: str | 
     notes = _summary_notes(columns)
     d.multiline_text((16, height - 10), "\n".join(notes), font=_font(11), fill=_INK, anchor="ld", spacing=4)
     if path is not None:
-        _atomic_write(Path(path), lambda p: img.save(p, format="PNG"))
+        atomic_write(Path(path), lambda p: img.save(p, format="PNG"))
     return img
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._assets import asset_dir
-from harness.errors import ScenarioError, _shown, read_input
+from harness.errors import ScenarioError, read_input, shown
 from harness.versions import VersionRule, parse_rules, rule_for
 from harness.versions import parse as parse_version
 from harness.vocab import (
@@ -510,7 +510,7 @@ def resolve(ref: str) -> Scenario:
         return scenario
     close = [k for k in known if ref.split("/")[-1] in k] or list(known)[:6]
     raise ScenarioError(
-        f"{_shown(ref)!r} is neither a scenario id nor a file; try one of: {', '.join(close[:6])} "
+        f"{shown(ref)!r} is neither a scenario id nor a file; try one of: {', '.join(close[:6])} "
         "(trustlab matrix --list shows all)"
     )
 

@@ -298,7 +298,7 @@ def _docker_call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -
         raise LabError(f"{what}: {why}") from None
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -431,8 +431,8 @@ def serve(
             image=image,
             network=f"trustlab-hub-{instance}",
             gateway=gateway,
-            hub_port=_free_port(gateway),
-            service_port=_free_port(gateway),
+            hub_port=free_port(gateway),
+            service_port=free_port(gateway),
             grade_runtime=grade_runtime,
             cull_idle_s=cull_idle_s,
             extra={"image_labs": image_labs},

@@ -25,7 +25,7 @@ c.JupyterHub.ssl_key = s.key
 # The hub's API on the attendees' network gateway only: servers reach it there, the room does not.
 c.JupyterHub.hub_ip = s.gateway
 c.JupyterHub.hub_port = s.hub_port
-c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub._free_port('127.0.0.1')}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.free_port('127.0.0.1')}"
 c.ConfigurableHTTPProxy.pid_file = str(d / "proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{d / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(d / "jupyterhub_cookie_secret")
