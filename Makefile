@@ -61,13 +61,13 @@ canary: system
 # and the front page's picture and example results page from the same run.
 figures: setup
 	$(VENV)/bin/trustlab matrix --out $(OUT)
-	$(PY) -m harness.figures update $(OUT)/matrix.json
+	$(PY) -m harness.report.figures update $(OUT)/matrix.json
 	cp $(OUT)/matrix.png docs/matrix-summary.png
 	$(VENV)/bin/trustlab report $(OUT)/matrix.json -o docs/results.html
 
 # Execute copies of notebooks/*.ipynb and render them to HTML under notebooks/_build/ (git-ignored).
 notebooks: setup
-	$(PY) -m harness._notebooks render
+	$(PY) -m harness.course.render render
 
 bench: setup
 	$(PY) benchmarks/bench_phases.py

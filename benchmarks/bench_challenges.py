@@ -14,8 +14,8 @@ import statistics
 import tempfile
 import time
 
-from harness import challenges
-from harness.workshop import preflight
+from harness.course import challenges
+from harness.course.workshop import preflight
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from harness import images
 from harness.check import check
+from harness.runtimes import images
 
 CONFIGS = Path(__file__).resolve().parents[1] / "tests" / "configs"
 DEFAULT = ["nginx-upstream-good.conf", "apache-vhost-good.conf", "haproxy-good.cfg"]

@@ -21,7 +21,8 @@ import statistics
 import sys
 import time
 
-from harness import images, runner, scenarios
+from harness import runner, scenarios
+from harness.runtimes import images
 from harness.runtimes.docker import DockerRuntime, owner_tag
 from harness.vocab import IDENTITY_IDS
 

@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import challenges, classroom, hub, images
+from harness.course import challenges, classroom, hub
+from harness.runtimes import images
 
 CHALLENGE = "nginx-ca-without-verify"
 

@@ -37,7 +37,7 @@ print(json.dumps({"load": t1 - t0, "draw": t2 - t1}))
 """
 GRID = """
 import json, sys, time
-from harness import terminal
+from harness.report import terminal
 from harness.results import Cell, Results
 data = json.load(open(sys.argv[1]))
 results = Results(meta=data["meta"], cells=[Cell.from_dict(c) for c in data["cells"]])

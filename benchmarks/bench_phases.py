@@ -48,9 +48,10 @@ from typing import Any
 
 from rich.table import Table
 
-from harness import page, report, runner, scenarios, terminal
+from harness import report, runner, scenarios
 from harness.pki import LabPKI
 from harness.proxies import kinds
+from harness.report import page, terminal
 from harness.runtimes.contract import ProxyEvent
 
 PHASES = ("pki", "render", "lab up", "cells", "teardown", "report")

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import challenges
+from harness.course import challenges
 
 #: challenge id -> (text in its solution, replacement that refuses every upstream).
 REFUSE: dict[str, tuple[str, str]] = {

@@ -1,4 +1,4 @@
-"""What the proxy sandbox costs (harness/sandbox.py): per proxy start, and on the full matrix.
+"""What the proxy sandbox costs (harness/runtimes/sandbox.py): per proxy start, and on the full matrix.
 
     python benchmarks/bench_sandbox.py [--repeat N] [--starts N] [--docker]
 
@@ -66,7 +66,7 @@ def wrapper(n: int) -> None:
     import tempfile
     from pathlib import Path
 
-    from harness import sandbox
+    from harness.runtimes import sandbox
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp, "run")

@@ -20,19 +20,19 @@ _EXPORTS = {
     "Outcome": "harness.vocab",
     "Results": "harness.results",
     "Verdict": "harness.verdicts",
-    "backend_saw": "harness.notebook",
-    "choose_runtime": "harness.notebook",
-    "claims": "harness.notebook",
-    "diff_versions": "harness.notebook",
-    "plot_grid": "harness.notebook",
-    "predict": "harness.notebook",
-    "run_matrix": "harness.notebook",
-    "run_scenario": "harness.notebook",
-    "show_cells": "harness.notebook",
-    "show_pki": "harness.notebook",
-    "show_scenario": "harness.notebook",
-    "submit": "harness.notebook",
-    "versions_of": "harness.notebook",
+    "backend_saw": "harness.course.notebook",
+    "choose_runtime": "harness.course.notebook",
+    "claims": "harness.course.notebook",
+    "diff_versions": "harness.course.notebook",
+    "plot_grid": "harness.course.notebook",
+    "predict": "harness.course.notebook",
+    "run_matrix": "harness.course.notebook",
+    "run_scenario": "harness.course.notebook",
+    "show_cells": "harness.course.notebook",
+    "show_pki": "harness.course.notebook",
+    "show_scenario": "harness.course.notebook",
+    "submit": "harness.course.notebook",
+    "versions_of": "harness.course.notebook",
 }
 
 
@@ -42,8 +42,8 @@ def __getattr__(name: str) -> object:
 
         if name == "Results":
             # The facade sits above presentation: a run displays as its grid in Jupyter once
-            # harness.notebook has registered it (harness.results imports nothing above it).
-            importlib.import_module("harness.notebook")
+            # harness.course.notebook has registered it (harness.results imports nothing above it).
+            importlib.import_module("harness.course.notebook")
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value

@@ -5,9 +5,9 @@ Severities: ``high`` lets an impostor through (or hands the name check to the cl
 ``medium`` breaks the legitimate backend or widens trust (the pressure that leads to turning
 verification off); ``low`` matters only for some backends (SNI-routed ones, deep chains).
 
-The rules live with their proxy kind, in a registry (:mod:`harness.rules`): each kind's config
+The rules live with their proxy kind, in a registry (:mod:`harness.configs.rules`): each kind's config
 module parses a file once into scopes (the same parse ``check`` adapts) and registers its rules
-(``harness.rules.rules(kind)`` lists them).
+(``harness.configs.rules.rules(kind)`` lists them).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import rules
-from harness.configs import guess_proxy
+from harness.configs import guess_proxy, rules
 from harness.configs.base import read_config
+from harness.configs.rules import SEVERITIES, Finding
 from harness.errors import ConfigError
-from harness.rules import SEVERITIES, Finding
 from harness.vocab import ProxyKind
 
 __all__ = ["SEVERITIES", "AuditReport", "Finding", "audit", "guess_proxy", "render"]

@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TextIO
 
 from harness import __version__
 from harness.errors import LabError
-from harness.page import PAGE_NAME as PAGE
+from harness.report.page import PAGE_NAME as PAGE
 from harness.vocab import IDENTITY_IDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -134,7 +134,8 @@ def _shown(value: str) -> str:
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import report, runner, scenarios, terminal
+    from harness import report, runner, scenarios
+    from harness.report import terminal
 
     chosen = scenarios.select(args.scenario)
     _check_writable(args.json, "--json", inputs=tuple(sc.path for sc in chosen if sc.path))
@@ -161,7 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from harness import page, report, runner, scenarios, terminal
+    from harness import report, runner, scenarios
+    from harness.report import page, terminal
 
     selectors = _selectors(args.proxy)
     chosen = scenarios.select(None, proxies=[s.kind for s in selectors] or None)
@@ -249,7 +251,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     Each side is ``KIND@PREFIX`` (run now; both sides in one lab) or a matrix JSON file
     (``FILE``, or ``FILE@PREFIX`` for one version of a file holding several). Exit 0 when no
     outcome changes, 1 when some do, 2 bad input."""
-    from harness import report, runner, scenarios, terminal
+    from harness import report, runner, scenarios
+    from harness.report import terminal
     from harness.versions import diff, render_diff
 
     _check_writable(args.json, "--json")
@@ -313,7 +316,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`trustlab report FILE.json [-o OUT.html]`: the results page of a matrix, diff, check or conformance JSON."""
-    from harness import page
+    from harness.report import page
 
     doc = page.load(args.file)
     # A conformance run's page goes beside its JSON under the same stem (docs/conformance.html).
@@ -652,8 +655,8 @@ def check_identities(asked: list[str], *, every: bool = False) -> tuple[str, ...
 
 def cmd_check(args: argparse.Namespace) -> int:
     """`trustlab check PROXY FILE`: exit 0 legit served + impostors blocked, 1 otherwise, 2 bad input."""
-    from harness import terminal
     from harness.check import check, render
+    from harness.report import terminal
 
     _check_writable(args.json, "--json", inputs=(args.file,))
     accept = tuple(a.strip() for a in (args.accept or "").split(",") if a.strip())
@@ -693,7 +696,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from harness import images
+    from harness.runtimes import images
 
     if args.images_cmd == "build":
         r = images.build(force=args.force, method=args.method, image=images.lab_image(), versions=args.versions)
@@ -742,7 +745,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 def cmd_classroom(args: argparse.Namespace) -> int:
     """`trustlab classroom [build|stop]`: JupyterLab + notebooks + trustlab in one container."""
-    from harness import classroom
+    from harness.course import classroom
 
     if args.classroom_cmd == "build":
         r = classroom.build(force=args.force)
@@ -753,7 +756,7 @@ def cmd_classroom(args: argparse.Namespace) -> int:
         print(f"stopped and removed: {', '.join(gone)}" if gone else "no classroom is running")
         return EXIT_OK
     if args.classroom_cmd in ("serve", "attendees"):
-        from harness.hub.cli import cmd_hub
+        from harness.course.hub.cli import cmd_hub
 
         return cmd_hub(args)
     if args.rest:
@@ -1081,18 +1084,18 @@ def _add_classroom(sub: Any) -> None:
 
 def _add_elsewhere(sub: Any) -> None:
     """The sub-commands written beside their modules: proxies, conformance and the course."""
-    # -- `trustlab proxies install|list`: where proxy binaries come from (harness/installs.py)
-    from harness.installs import add_commands as add_proxies
+    # -- `trustlab proxies install|list`: where proxy binaries come from (harness/proxies/install.py)
+    from harness.proxies.install import add_commands as add_proxies
 
     add_proxies(sub, _Parser)
 
-    # -- `trustlab conformance`: certificate-validation cases through real proxies (harness/conformance.py)
+    # -- `trustlab conformance`: certificate-validation cases through real proxies (harness/conformance/__init__.py)
     from harness.conformance import add_command as add_conformance
 
     add_conformance(sub, _Parser)
 
-    # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course_cli.py)
-    from harness.course_cli import add_commands
+    # -- the course: `trustlab challenge ...` and `trustlab workshop ...` (harness/course/cli.py)
+    from harness.course.cli import add_commands
 
     add_commands(sub, _Parser)
 

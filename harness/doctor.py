@@ -6,8 +6,10 @@ import os
 import shutil
 from collections.abc import Callable
 
-from harness import _process, installs, lockfile
+from harness import lockfile
+from harness import processes as _process
 from harness.proxies import Installation, driver, kinds
+from harness.proxies import install as installs
 from harness.runner import stale_labs
 from harness.runtimes import limits
 from harness.runtimes.local import check_namespaces, namespace_mode
@@ -73,7 +75,7 @@ def diagnose(say: Callable[[str], None]) -> int:
     say("docker runtime")
     ok_docker = False
     try:
-        from harness import images  # type: ignore[attr-defined]
+        from harness.runtimes import images  # type: ignore[attr-defined]
     except ImportError:
         say("  --    not part of this build")
     else:

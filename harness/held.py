@@ -35,10 +35,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import _process
+from harness import processes as _process
 from harness.errors import LabError
 from harness.runner import LAB_PREFIX, check_space, lab_root, sweep
-from harness.sandbox import read_planted
+from harness.runtimes.sandbox import read_planted
 
 if TYPE_CHECKING:
     from harness.runtimes.base import Held, Job
@@ -336,7 +336,7 @@ def verdict_lines(*, lab: str | None = None, state: dict[str, Any] | None = None
 
 def _read_log(state: dict[str, Any]) -> str:
     if state.get("runtime") == "docker":
-        from harness import images
+        from harness.runtimes import images
 
         try:
             ct = images.client().containers.get(state["container"])
@@ -351,11 +351,11 @@ def _read_log(state: dict[str, Any]) -> str:
 
 def _request(state: dict[str, Any]) -> tuple[int | None, str]:
     """One GET / through the held proxy: (HTTP status, the identity that answered or "")."""
-    from harness.seat import IDENTITY_HEADER
+    from harness.runtimes.seat import IDENTITY_HEADER
     from harness.vocab import PUBLIC_HOST
 
     if state.get("runtime") == "docker":
-        from harness import images
+        from harness.runtimes import images
 
         ct = images.client().containers.get(state["container"])
         _, out = ct.exec_run(
@@ -448,7 +448,7 @@ _IN_CONTAINER = (
 
 def _control(state: dict[str, Any], command: str) -> Any:
     if state.get("runtime") == "docker":
-        from harness import images
+        from harness.runtimes import images
 
         try:
             ct = images.client().containers.get(state["container"])

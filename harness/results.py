@@ -66,7 +66,7 @@ class Cell:
 
 
 #: Renderers a presentation layer registered (``html``: Results -> str; ``pretty``: Results,
-#: printer, cycle -> None). :mod:`harness.notebook` registers its grid when it is imported.
+#: printer, cycle -> None). :mod:`harness.course.notebook` registers its grid when it is imported.
 _display: dict[str, Callable[..., Any]] = {}
 
 

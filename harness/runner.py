@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import __version__, _process, lockfile
+from harness import __version__, lockfile
+from harness import processes as _process
 from harness.errors import LabError
 from harness.pki import LabPKI
 from harness.results import Cell, Results
@@ -438,7 +439,7 @@ def _openssl_version() -> str:
 def resolve_auto() -> tuple[str, str]:
     """Pick ``docker`` when a daemon answers and the lab images are built, else ``local``."""
     try:
-        from harness import images  # type: ignore[attr-defined]
+        from harness.runtimes import images  # type: ignore[attr-defined]
     except ImportError:
         return "local", "the docker runtime is not part of this build"
     try:

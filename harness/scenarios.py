@@ -38,7 +38,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness._assets import asset_dir
+from harness.assets import asset_dir
 from harness.errors import ScenarioError, read_input, shown
 from harness.versions import VersionRule, parse_rules, rule_for
 from harness.versions import parse as parse_version

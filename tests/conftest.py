@@ -43,7 +43,7 @@ def hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
 
 
 def _missing_prerequisites() -> list[str]:
-    from harness import sandbox
+    from harness.runtimes import sandbox
     from harness.runtimes.local import check_namespaces
 
     missing = [k for k in ("nginx", "apache", "haproxy") if not driver(k).find_binary()]
@@ -81,7 +81,7 @@ REQUIRE_DOCKER = IN_CI or os.environ.get("TRUSTLAB_REQUIRE_DOCKER") == "1"
 def docker_ready() -> str:
     """The docker runtime (daemon + lab image), or a skip (a failure in CI, or when
     TRUSTLAB_REQUIRE_DOCKER=1: a missing daemon is never a skip there)."""
-    from harness import images
+    from harness.runtimes import images
 
     ready, why = images.docker_ready()
     if not ready:

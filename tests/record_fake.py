@@ -31,7 +31,7 @@ CHALLENGE = "nginx-verify-off"
 def attempts(tmp: Path) -> dict[str, Path]:
     """The challenge's attempts by name: its starting config, its solution, the solution with a
     typo in its CA path (nginx refuses to start), and the solution with verification off again."""
-    from harness import challenges
+    from harness.course import challenges
 
     ch = challenges.get(CHALLENGE)
     solution = (ch.path / "solution" / "nginx.conf").read_text()
@@ -45,7 +45,8 @@ def attempts(tmp: Path) -> dict[str, Path]:
 def conclusions(runtime: Any, tmp: Path) -> dict[str, Any]:
     """What trustlab concludes on *runtime*: the matrix cells, each check's cells and refusal,
     and each attempt's grade."""
-    from harness import challenges, check, runner, scenarios
+    from harness import check, runner, scenarios
+    from harness.course import challenges
 
     results = runner.run(scenarios.select(SCENARIOS), runtime=runtime)
     checked = {cfg: check.check(kind, ROOT / cfg, runtime=runtime) for kind, cfg in CONFIGS}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from harness.rules import Finding
+from harness.configs.rules import Finding
 from tests.audit_corpus import FIELDS, RECORD, record
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import challenges as C
 from harness.cli import main
+from harness.course import challenges as C
 from harness.errors import LabError
 
 ALL = C.load_all()
@@ -68,7 +68,7 @@ def test_committed_schema_is_current() -> None:
     committed = json.loads((C.challenges_root() / "challenge.schema.json").read_text())
     assert committed == C.json_schema(), (
         'labs/challenges/challenge.schema.json drifted; regenerate: python -c "import json; '
-        'from harness.challenges import json_schema; print(json.dumps(json_schema(), indent=2))" '
+        'from harness.course.challenges import json_schema; print(json.dumps(json_schema(), indent=2))" '
         "> labs/challenges/challenge.schema.json"
     )
 

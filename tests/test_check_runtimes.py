@@ -204,7 +204,7 @@ CHALLENGES = ["nginx-deep-chain", "nginx-sni-routed", "haproxy-ip-target", "apac
 
 @pytest.mark.parametrize("cid", CHALLENGES)
 def test_challenge_grades_the_same_on_both_runtimes(local_runtime: str, docker_ready: str, cid: str) -> None:
-    from harness import challenges
+    from harness.course import challenges
 
     ch = challenges.get(cid)
     for path, solved in ((ch.start_file, False), (ch.solution_file, True)):

@@ -20,9 +20,9 @@ from harness.cli import main
 from harness.configs import squid as sconf
 from harness.configs import trafficserver as tconf
 from harness.configs.base import Ports
+from harness.configs.rules import rules
 from harness.errors import ConfigError
 from harness.proxies import RenderContext, driver
-from harness.rules import rules
 from harness.vocab import LOCAL_LAB_IP, ProxyKind
 
 CONFIGS = Path(__file__).parent / "configs"

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from harness import classroom, images
+from harness.course import classroom
 from harness.runtimes import docker as dockerrt
+from harness.runtimes import images
 
 # One xdist worker for test_hub and test_classroom: both fixtures build (or find up to date) the
 # classroom image, and two builds at once on one daemon fail (the hub's fixture did, in parallel).
@@ -87,7 +88,7 @@ def test_a_notebook_executes_inside_on_the_docker_runtime(room: classroom.Starte
     script = (
         f"if grep -q TRUSTLAB_RUNTIME {nb}; then f={nb}; else f=/tmp/02-nginx.ipynb; "
         f'sed \'s/RUNTIME = \\\\"local\\\\"/RUNTIME = \\\\"docker\\\\"/\' {nb} > $f; fi; '
-        "python3 -m harness._notebooks execute --timeout 300 $f"
+        "python3 -m harness.course.render execute --timeout 300 $f"
     )
     out = subprocess.run(
         ["docker", "exec", room.container, "sh", "-c", script], capture_output=True, text=True, timeout=900

@@ -1,4 +1,4 @@
-"""Certificate-validation conformance (harness/conformance.py): the catalogue read back, the judging
+"""Certificate-validation conformance (harness/conformance/__init__.py): the catalogue read back, the judging
 that no expectation can flip silently, and a representative subset through the real proxies."""
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ OBSERVED: dict[str, dict[str, str]] = {
         "envoy": "accept",
         "traefik": "reject",
     },
-    # The seat serves an RSA-1024 key only below its own security level (harness/seat.py).
+    # The seat serves an RSA-1024 key only below its own security level (harness/runtimes/seat.py).
     "leaf-rsa-1024": {
         "nginx": "reject",
         "apache": "reject",
@@ -313,7 +313,7 @@ def test_cli_writes_json_and_page_and_fails_on_a_disagreement(
 
 
 def test_the_probe_knows_a_case_identity_only_when_it_was_presented() -> None:
-    from harness.probe import Response, decide
+    from harness.runtimes.probe import Response, decide
 
     assert (
         decide(presented="san-nul-byte", response=Response(200, "san-nul-byte"), block_reason=None)[0]

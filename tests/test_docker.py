@@ -1,6 +1,6 @@
 """The docker runtime: same verdicts as the local runtime, and nothing left behind.
 
-Needs a docker daemon and the lab image (``python -m harness.images build``). Without them the
+Needs a docker daemon and the lab image (``python -m harness.runtimes.images build``). Without them the
 tests skip with the reason, declared once in :func:`docker_runtime`; with
 ``TRUSTLAB_REQUIRE_DOCKER=1`` (CI) a missing daemon or image is a failure instead.
 """
@@ -21,8 +21,10 @@ from typing import Any
 
 import pytest
 
-from harness import _process, images, runner, scenarios
+from harness import processes as _process
+from harness import runner, scenarios
 from harness.runtimes import docker as dockerrt
+from harness.runtimes import images
 from harness.vocab import Outcome
 
 pytestmark = pytest.mark.docker
@@ -427,7 +429,7 @@ def test_build_refuses_to_replace_a_loaded_image(
     assert images.load(saved_lab("lab.tar.gz"), progress=lambda _: None) == [ref]
     assert c.images.get(f"{scratch_repo}:loaded").id == current.id
     # Inputs that differ from the loaded image's (another machine's apt sources, say).
-    monkeypatch.setattr("harness.images.builder.lab_inputs", lambda base, proxies="": "0" * 64)
+    monkeypatch.setattr("harness.runtimes.images.builder.lab_inputs", lambda base, proxies="": "0" * 64)
     with pytest.raises(images.LabError, match=r"was loaded from a file .* pass --force"):
         images.build(image=ref, progress=lambda _: None)
     assert c.images.get(ref).id == current.id
@@ -459,7 +461,7 @@ def test_in_lab_code_needs_only_the_stdlib(tmp_path: Path) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
     # -S -I: no site-packages (no trustme, cryptography, matplotlib), as in the lab image.
-    probe = "import harness.seat, harness.runtimes._dockerworker, harness.probe, harness.proxies"
+    probe = "import harness.runtimes.seat, harness.runtimes.dockerworker, harness.runtimes.probe, harness.proxies"
     out = subprocess.run(
         [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); {probe}"],
         capture_output=True,
@@ -471,7 +473,7 @@ def test_in_lab_code_needs_only_the_stdlib(tmp_path: Path) -> None:
 def test_inputs_hash_changes_with_the_lab_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     base = "0" * 64
     before = images.lab_inputs(base)
-    monkeypatch.setattr("harness.images.plan.lab_layer", lambda b: "FROM x\nRUN true\n")
+    monkeypatch.setattr("harness.runtimes.images.plan.lab_layer", lambda b: "FROM x\nRUN true\n")
     assert images.lab_inputs(base) != before
 
 
@@ -488,7 +490,11 @@ def test_json_of_the_cli_build_command_is_parseable(scratch_repo: str) -> None:
     env = {**os.environ, "TRUSTLAB_IMAGE": f"{scratch_repo}:current"}  # never over the shared `current`
     for skipped in (None, True):
         out = subprocess.run(
-            [sys.executable, "-m", "harness.images", "build"], capture_output=True, text=True, timeout=300, env=env
+            [sys.executable, "-m", "harness.runtimes.images", "build"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
         )
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)
@@ -552,7 +558,7 @@ def test_dockerfile_image_builds_offline_and_matches_the_offline_image(
 
 @IMAGES
 def test_every_library_the_lab_image_links_is_there(docker_runtime: str) -> None:
-    """The base's TRIM (harness/images/rootfs.py) removes files no lab reads; nothing that stays
+    """The base's TRIM (harness/runtimes/images/rootfs.py) removes files no lab reads; nothing that stays
     may name a removed library (ICU went with the two Apache modules that linked it). Control:
     the same scan in the same throwaway container finds nginx once libssl is gone."""
     scan = (

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import dockerhost
 from harness.errors import PrerequisiteError
+from harness.runtimes import dockerhost
 
 
 def _context(home: Path, name: str, host: str, *, tls: bool = False) -> None:
@@ -156,7 +156,7 @@ def test_the_client_follows_the_context(
     """images.client() connects where find() points: a context naming a dead socket is refused
     with that socket's path and the context's name, before any request."""
     pytest.importorskip("docker")
-    from harness import images
+    from harness.runtimes import images
 
     _context(tmp_path, "colima", f"unix://{tmp_path}/.colima/default/docker.sock")
     _use(tmp_path, "colima")
@@ -188,7 +188,7 @@ def test_lab_dirs_work_without_signal_masks(monkeypatch: pytest.MonkeyPatch, tmp
 def test_liveness_and_root_without_posix_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from harness import _process
+    from harness import processes as _process
     from harness.runtimes import local
 
     assert _process.alive(os.getpid())
@@ -204,7 +204,7 @@ def test_windows_liveness_never_signals(monkeypatch: pytest.MonkeyPatch) -> None
     """On Windows os.kill(pid, 0) would terminate the process: the probe must not call it."""
     import os
 
-    from harness import _process
+    from harness import processes as _process
 
     monkeypatch.setattr(_process, "WINDOWS", True)
     monkeypatch.setattr(_process, "_windows_alive", lambda pid: pid == 42)

@@ -63,7 +63,7 @@ def test_the_recording_holds_right_and_wrong_answers() -> None:
 def test_a_refused_attempt_replays_as_a_refusal(fake: FakeRuntime, tmp_path: Path) -> None:
     """nginx refused the typo'd CA path in the recording: the replay grades it NOT YET for that
     reason, naming the learner's path."""
-    from harness import challenges
+    from harness.course import challenges
 
     named = record_fake.attempts(tmp_path)  # graded side by side, as recorded (each its own ports)
     graded = challenges.grade_many(record_fake.CHALLENGE, list(named.values()), runtime=fake)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import figures
+from harness.report import figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,10 @@ def test_update_refuses_what_is_not_a_full_matrix(tmp_path: Path) -> None:
     before = figures.FIGURES.read_bytes()
     for path, words in ((bad, "not a trustlab matrix JSON"), (small, "run the full default matrix")):
         proc = subprocess.run(
-            [sys.executable, "-m", "harness.figures", "update", str(path)], capture_output=True, text=True, cwd=ROOT
+            [sys.executable, "-m", "harness.report.figures", "update", str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from harness import challenges as C
 from harness.check import Backend
+from harness.course import challenges as C
 
 #: The wrong fixes every challenge must refuse (issue 20's list, plus every response relabelled
 #: as the legitimate backend's, and the graded request answered by the proxy while the
@@ -519,7 +519,7 @@ _GRADED: dict[tuple[str, str], dict[str, C.Grade]] = {}
 
 def graded(cid: str, case: str, runtime: str, tmp: pytest.TempPathFactory) -> C.Grade:
     """*cid*'s grade of *case*: every wrong fix of a challenge is graded in one go (side by side
-    in one lab, :func:`harness.challenges.grade_many`), on first use."""
+    in one lab, :func:`harness.course.challenges.grade_many`), on first use."""
     if (cid, runtime) not in _GRADED:
         ch = C.get(cid)
         paths = []

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from harness import classroom, hub, images
+from harness.course import classroom, hub
+from harness.runtimes import images
 
 # One xdist worker for test_hub and test_classroom: both fixtures build (or find up to date) the
 # classroom image, and two builds at once on one daemon fail (the hub's fixture did, in parallel).
@@ -279,7 +280,7 @@ def test_the_solutions_are_not_in_the_attendee_server(room: Room) -> None:
     ct = next(iter(room.containers.values()))
     out = _exec(
         ct,
-        "d=$(python3 -c \"from harness._assets import asset_dir; print(asset_dir('labs'))\")/challenges; "
+        "d=$(python3 -c \"from harness.assets import asset_dir; print(asset_dir('labs'))\")/challenges; "
         f"ls -A $d/{CHALLENGE}/solution | wc -l; "
         f"cd /tmp && trustlab challenge start {CHALLENGE} --dir /tmp/st >/dev/null && echo STARTED; "
         "env -u TRUSTLAB_GRADER_URL -u TRUSTLAB_GRADER_TOKEN "
@@ -502,7 +503,7 @@ def test_notebook_00_runs_in_an_attendee_server_on_the_lab_service(room: Room, r
     cli = _exec(ct, "trustlab run nginx/good --runtime remote --identity legit,rogue-ca --wide", timeout=300)
     assert cli.returncode == 0 and "served" in cli.stdout and "blocked" in cli.stdout, cli.stdout + cli.stderr
     # The same cell on this host's docker runtime, for the cost of the round trip.
-    from harness import notebook
+    from harness.course import notebook
 
     t1 = time.perf_counter()
     local = notebook.run_scenario("nginx/good", runtime="docker")

@@ -1,4 +1,4 @@
-"""The grader's record and the instructor's views, without a hub (harness.hub.grader)."""
+"""The grader's record and the instructor's views, without a hub (harness.course.hub.grader)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("jupyterhub", reason="the hub extra (make venv installs every extra)")
 
-from harness import hub  # noqa: E402
-from harness.hub import grader  # noqa: E402
+from harness.course import hub  # noqa: E402
+from harness.course.hub import grader  # noqa: E402
 
 
 @pytest.fixture

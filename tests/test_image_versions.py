@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from harness import images, runner, scenarios
+from harness import runner, scenarios
 from harness.errors import PrerequisiteError
 from harness.proxies import driver, kinds
+from harness.runtimes import images
 from harness.runtimes.docker import DockerRuntime
 from harness.versions import parse_selector
 

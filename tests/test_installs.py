@@ -1,4 +1,4 @@
-"""Where proxy binaries come from (harness/installs.py): sources.toml, the cache, a Debian trixie
+"""Where proxy binaries come from (harness/proxies/install.py): sources.toml, the cache, a Debian trixie
 root, `trustlab proxies install|list`, and every installed version run on both runtimes.
 
 The runtime tests take each installation `trustlab proxies list` shows and run a proxy's `good`
@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from harness import images, installs, runner
+from harness import runner
 from harness.errors import LabError
 from harness.proxies import Installation, driver
+from harness.proxies import install as installs
+from harness.runtimes import images
 from harness.scenarios import builtin
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -70,7 +72,7 @@ def test_the_proxies_extra_holds_every_default_wheel() -> None:
 def test_a_wrong_sources_file_is_one_line_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "labs" / "nginx").mkdir(parents=True)
     (tmp_path / "labs" / "nginx" / "sources.toml").write_text('[[pip]]\ndist = "x"\nversion = "1.0.0"\n')
-    monkeypatch.setattr("harness._assets.asset_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr("harness.assets.asset_dir", lambda name: tmp_path / name)
     installs.read_sources.cache_clear()
     try:
         with pytest.raises(LabError, match=r"sources.toml: \[\[pip\]\] #1: missing binary; fields: dist"):

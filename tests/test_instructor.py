@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import challenges as C
+from harness.course import challenges as C
 from harness.vocab import Outcome
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "INSTRUCTOR.md"

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness import sandbox
-from harness.runtimes import limits, local
+from harness.runtimes import limits, local, sandbox
 from harness.runtimes.local import LocalRuntime
 from harness.scenarios import Scenario
 from harness.vocab import Outcome
@@ -241,7 +240,7 @@ def test_docker_check_stops_on_sigterm_and_removes_its_containers(docker_ready: 
 @pytest.mark.docker
 def test_docker_lab_stops_by_itself_after_sigkill(docker_ready: str, tmp_path: Path) -> None:
     """Nothing of trustlab runs any more to remove the lab: its container stops by itself (it
-    holds its owner's stdin; :mod:`harness.runtimes._tether`), within seconds."""
+    holds its owner's stdin; :mod:`harness.runtimes.tether`), within seconds."""
     proc, flt, client = _hung_check(tmp_path)
     try:
         proc.kill()
@@ -329,7 +328,7 @@ def test_a_run_directory_is_a_bounded_tmpfs(local_runtime: str, tmp_path: Path) 
     script = f"""
 import errno, os, sys
 from pathlib import Path
-from harness.runtimes._nsworker import bounded_run_dir
+from harness.runtimes.nsworker import bounded_run_dir
 d = Path({str(run_dir)!r})
 bounded_run_dir(d)
 assert (d / "nginx.conf").read_text() == "the config\\n"

@@ -19,7 +19,7 @@ from cryptography import x509
 from harness import scenarios
 from harness.errors import ScenarioError
 from harness.pki import PROXY_CLIENT_CN, LabPKI
-from harness.seat import IDENTITY_HEADER, Seat
+from harness.runtimes.seat import IDENTITY_HEADER, Seat
 from harness.vocab import BACKEND_NAME, IDENTITY_IDS, Outcome
 
 
@@ -336,7 +336,8 @@ def test_revocation(live: Any) -> None:
 def test_docker_seat_gives_the_same_evidence(live: Any) -> None:
     import os
 
-    from harness import images, runner
+    from harness import runner
+    from harness.runtimes import images
 
     ready, why = images.docker_ready()
     if not ready:

@@ -1,4 +1,4 @@
-"""The display helpers of harness.notebook, on synthetic results (no proxy runs here)."""
+"""The display helpers of harness.course.notebook, on synthetic results (no proxy runs here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from _synthetic import synthetic
 
 import harness
-from harness.notebook import Picture, Table, scenario_config
+from harness.course.notebook import Picture, Table, scenario_config
 from harness.report import COLOR, LABEL, OUTAGE_LABEL
 from harness.verdicts import ClaimResult
 from harness.vocab import Outcome

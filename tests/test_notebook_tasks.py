@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import challenges as C
+from harness.course import challenges as C
 from harness.errors import LabError
 from harness.results import Cell, Results
 from harness.vocab import Outcome

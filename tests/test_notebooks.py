@@ -78,7 +78,7 @@ def test_notebook_runs(path: Path, each_runtime: str, notebook_tools: None) -> N
         _two_nginx_versions(each_runtime)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness._notebooks", "execute", "--timeout", "120", str(path)],
+        [sys.executable, "-m", "harness.course.render", "execute", "--timeout", "120", str(path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -103,8 +103,8 @@ def _two_nginx_versions(runtime: str) -> None:
         return
     why = f"notebook 11 needs two nginx versions on the {runtime} runtime; it has {', '.join(found) or 'none'}"
     # In CI the local runtime has every declared version once `trustlab proxies install` exists
-    # (harness.installs; .ci/run installs them): then a missing one is a failure.
-    if REQUIRED and runtime == "local" and importlib.util.find_spec("harness.installs") is not None:
+    # (harness.proxies.install; .ci/run installs them): then a missing one is a failure.
+    if REQUIRED and runtime == "local" and importlib.util.find_spec("harness.proxies.install") is not None:
         pytest.fail(f"{why} (trustlab proxies install --all)")
     pytest.skip(why)
 
@@ -112,7 +112,7 @@ def _two_nginx_versions(runtime: str) -> None:
 def test_a_bare_image_output_is_flagged() -> None:
     """The alt-text check the executor applies can fail."""
     nbformat = pytest.importorskip("nbformat")
-    from harness._notebooks import images_without_alt
+    from harness.course.render import images_without_alt
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("fig"), nbformat.v4.new_code_cell("pic")]

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import pytest
 
-from harness import page
 from harness.errors import LabError
+from harness.report import page
 from harness.results import Cell, Results
 from harness.vocab import Outcome
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trustme
 
-from harness import probe
+from harness.runtimes import probe
 
 
 def test_tls_requests_share_a_context_and_resume_nothing(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.probe import Response, decide
 from harness.proxies import driver
+from harness.runtimes.probe import Response, decide
 from harness.vocab import Outcome
 
 # Log lines and the reason each gives, one pair a row (the formatter leaves them as written).

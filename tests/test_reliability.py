@@ -523,8 +523,8 @@ def test_error_cells_are_errors_in_the_summary() -> None:
 # -- a proxy that dies before listening says how ------------------------------------------------
 def _nginx_proxy(run_dir: Path, port: int, conf: Path | None = None, *, probe: int | None = None):  # type: ignore[no-untyped-def]
     """An nginx listening on *port*; its readiness is asked on *probe* (default: the same port)."""
-    from harness.runtimes._nsworker import Proxy
     from harness.runtimes.contract import ProxySpec
+    from harness.runtimes.nsworker import Proxy
 
     conf = conf or run_dir / "nginx.conf"
     conf.write_text(

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import rules
 from harness.audit import audit
-from harness.configs import adapter
+from harness.configs import adapter, rules
 from harness.configs.base import LabPaths, Ports
 from harness.proxies import driver, kinds
 from harness.scenarios import builtin

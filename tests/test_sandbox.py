@@ -1,4 +1,4 @@
-"""Hostile configs against the proxy sandbox (harness/sandbox.py), on both runtimes.
+"""Hostile configs against the proxy sandbox (harness/runtimes/sandbox.py), on both runtimes.
 
 Each payload is a real config that, run by a real proxy as root on the host, does harm: runs a
 command, leaks a root-only file or an environment secret into trustlab's output, writes outside
@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from harness import runner, sandbox
+from harness import runner
+from harness.runtimes import sandbox
 from harness.runtimes.contract import ProxyEvent
 from harness.scenarios import Scenario
 from harness.vocab import Outcome, ProxyKind
@@ -348,7 +349,7 @@ def test_proxies_run_unprivileged_and_confined(local_runtime: str, host: Host) -
     """Each live proxy process, read from the host through /proc while the lab runs: its uids,
     capabilities, no_new_privs, environment, limits, network namespace and the file system it
     sees (``/proc/PID/root`` is its own root)."""
-    from harness import sandbox
+    from harness.runtimes import sandbox
     from harness.runtimes.local import LocalRuntime
 
     tag = f"introspect{secrets.token_hex(4)}"
@@ -634,7 +635,7 @@ def test_worker_environment_holds_no_secret(local_runtime: str, host: Host, cana
             try:
                 # This test's worker (python under unshare under this process), not another's.
                 cmd = (proc / "cmdline").read_bytes()
-                if b"harness.runtimes._nsworker" in cmd and ppid(ppid(proc.name)) == os.getpid():
+                if b"harness.runtimes.nsworker" in cmd and ppid(ppid(proc.name)) == os.getpid():
                     seen[int(proc.name)] = (proc / "environ").read_bytes()
             except (OSError, ValueError):
                 continue
@@ -697,9 +698,9 @@ def test_docker_check_payloads_do_no_harm_and_run_unprivileged(docker_ready: str
 
     import docker.errors
 
-    from harness import images
     from harness.check import check
     from harness.runtimes import docker as dockerrt
+    from harness.runtimes import images
 
     seen: dict[str, list[list[str]]] = {}
     done = threading.Event()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import challenges as C
-from harness import scoring
 from harness.cli import main
+from harness.course import challenges as C
+from harness.course import scoring
 from harness.errors import LabError
 
 SECRET = "workshop-secret-2026"
@@ -143,7 +143,7 @@ def test_a_scored_kit_wheel_carries_no_solution(tmp_path: Path) -> None:
     import hashlib
     import zipfile
 
-    from harness import workshop
+    from harness.course import workshop
 
     wheel = tmp_path / "trustlab-0.1.0-py3-none-any.whl"
     files = {

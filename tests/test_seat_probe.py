@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.pki import LabPKI
-from harness.seat import PROBE_NOTE, Connection, Seat
+from harness.runtimes.seat import PROBE_NOTE, Connection, Seat
 from harness.vocab import BACKEND_NAME
 
 

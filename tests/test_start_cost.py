@@ -146,7 +146,7 @@ def _fake_docker_worker(
 ) -> tuple[list[str], list[list[str]]]:
     """The docker worker's main on a job of *kinds*, with seat, proxies and cells faked: what it
     started (the seat as "seat"), in order, and the proxies of each batch it ran cells for."""
-    from harness.runtimes import _dockerworker as worker
+    from harness.runtimes import dockerworker as worker
     from harness.runtimes.contract import WorkerJob, dump_job
 
     order: list[str] = []

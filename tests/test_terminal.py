@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from _synthetic import synthetic
 
-from harness import cli, report, terminal
+from harness import cli, report
 from harness.check import CheckCell, CheckResult
 from harness.proxies import driver, kinds, names
+from harness.report import terminal
 from harness.results import Cell, Results
 from harness.vocab import Outcome
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import REQUIRE_PROXIES
 
-from harness import rules, runner, scenarios
+from harness import runner, scenarios
 from harness.audit import audit, guess_proxy
 from harness.check import check
 from harness.cli import main
+from harness.configs import rules
 from harness.configs import traefik as tconf
 from harness.errors import ConfigError, ScenarioError
 from harness.proxies import RenderContext, driver

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness import runner, scenarios
-from harness.probe import Response, decide
 from harness.proxies import RenderContext, driver
+from harness.runtimes.probe import Response, decide
 from harness.vocab import IDENTITY_IDS, LEGITIMATE_IDS, Outcome, ProxyKind
 
 pytestmark = pytest.mark.integration

@@ -563,9 +563,9 @@ def test_envoy_fault_filter_is_dropped(tmp_path: Path) -> None:
     assert any("envoy.filters.http.fault dropped" in n for n in adapted.adaptations)
 
 
-# -- the trusted side's reader (harness.sandbox.read_planted), without a proxy --------------------
+# -- the trusted side's reader (harness.runtimes.sandbox.read_planted), without a proxy --------------------
 def test_read_planted_refuses_what_a_proxy_can_plant(tmp_path: Path) -> None:
-    from harness.sandbox import TAIL, read_planted, size_planted
+    from harness.runtimes.sandbox import TAIL, read_planted, size_planted
 
     run = tmp_path / "run"
     (run / "logs").mkdir(parents=True)

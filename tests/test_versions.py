@@ -333,7 +333,7 @@ def test_check_runs_on_the_chosen_version(local_runtime: str, tmp_path: Path) ->
 
 def test_an_installation_in_a_root_file_system_gets_that_userland(tmp_path: Path) -> None:
     """The sandbox binds the root's /usr, /lib... and /etc files where the host's would be."""
-    from harness import sandbox
+    from harness.runtimes import sandbox
 
     root = tmp_path / "trixie"
     (root / "usr" / "lib").mkdir(parents=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.workshop import preflight
+from harness.course.workshop import preflight
 
 
 @pytest.mark.integration

@@ -1,7 +1,7 @@
 """docs/classroom/z2jh-values.yaml cannot drift from the code: the Zero-to-JupyterHub values file
 names the image this repo builds, the grader/lab service and its URL, the environment and token
 scopes the classroom server's spawner gives attendee servers (read from
-harness/hub/jupyterhub_config.py itself), and hides every challenge's solution. Not a Helm
+harness/course/hub/jupyterhub_config.py itself), and hides every challenge's solution. Not a Helm
 render: no helm here (docs/classroom/README.md says what was and was not validated)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from harness import classroom, hub
+from harness.course import classroom, hub
+from harness.course.scoring import TOKEN_ENV, URL_ENV
 from harness.runtimes import remote
-from harness.scoring import TOKEN_ENV, URL_ENV
 
 yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[1]

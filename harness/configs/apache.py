@@ -14,7 +14,7 @@ Every line is read as httpd reads it, after ``Define`` expansion (``Define X Cus
 undefined variable, every log directive (piped or not: ``CustomLog``, ``ErrorLog``,
 ``TransferLog``, ``GlobalLog``), ``RewriteMap prg:`` and any value that starts a program
 (``|cmd``, ``exec:``) are dropped. This is defence in depth: every proxy runs in
-:mod:`harness.sandbox`, where no host program, file or socket is reachable anyway.
+:mod:`harness.runtimes.sandbox`, where no host program, file or socket is reachable anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,

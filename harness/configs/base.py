@@ -395,7 +395,7 @@ def open_named(config: Path, rel: PurePosixPath, value: str, what: str, *, direc
     any level (``O_NOFOLLOW`` per component, ``O_NONBLOCK``): a link there may point anywhere
     on this host. Returns the descriptor; every refusal is a :class:`ConfigError` that names
     the setting and never shows the file's content."""
-    from harness.sandbox import open_planted
+    from harness.runtimes.sandbox import open_planted
 
     base = config.parent
     try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     MAX_DEPTH,
     Adapted,

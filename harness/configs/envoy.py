@@ -22,7 +22,7 @@ interface, ``dynamic_resources`` (xDS cannot reach the lab), health checks and o
 (:data:`ALLOWED_TYPES`), every extension anywhere in the tree that neither decides backend trust
 nor carries the request (Lua, Wasm, ext_authz, composite and matcher-wrapped filters, upstream
 filters, per-route configs, fault injection ...): they decide who may ask, never whom Envoy
-trusts, and every proxy runs in :mod:`harness.sandbox` anyway. A TypedStruct (xds or udpa) is
+trusts, and every proxy runs in :mod:`harness.runtimes.sandbox` anyway. A TypedStruct (xds or udpa) is
 read as the typed config it wraps.
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     MAX_DEPTH,
     Adapted,

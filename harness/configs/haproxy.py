@@ -8,7 +8,7 @@ Changed: ``ca-file`` points at the lab's internal root (or system bundle), ``bin
 lines (health checks would hit the seat between cells and mark servers down depending on the
 previous identity), and process settings (``chroot``, ``user``, ``daemon``, ``stats socket``,
 ``pidfile``, logs) are the lab's own. Dropped as defence in depth (every proxy runs in
-:mod:`harness.sandbox` anyway, where no host file or program exists): every Lua loader,
+:mod:`harness.runtimes.sandbox` anyway, where no host file or program exists): every Lua loader,
 ``external-check``, ``program`` sections, environment setters, and every line that reads a host
 file (``errorfile``, ``-f``/``-M`` pattern files, ``map*()`` converters, ``file``/``lf-file``
 returns, SPOE and OpenTracing ``filter ... config FILE``). The lab's ``log-format`` records ``ssl_bc_err_str``: the
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,

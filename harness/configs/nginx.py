@@ -8,7 +8,7 @@ points at the lab's internal root (or its system bundle when the path looks like
 ``ssl_certificate``/``proxy_ssl_certificate`` are lab-minted, process settings (``user``,
 ``pid``, ``include``, logs, temp paths, ``events``) are the lab's own, ``*_cache_path``
 directories move into the lab's run directory and ``*_store`` (responses written as files) is
-dropped. These are defence in depth: every proxy runs in :mod:`harness.sandbox`, which sees no
+dropped. These are defence in depth: every proxy runs in :mod:`harness.runtimes.sandbox`, which sees no
 host path to write to or socket to reach in the first place.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,

@@ -15,7 +15,7 @@ are lab-minted, CRL files the lab's; ``http_port``/``https_port`` move to ``127.
 peer gets the lab's :data:`~harness.proxies.squid.PEER_PLUMBING` (no peer marked dead by refused
 impostors); health probes (``monitorurl=``, ``standby=``) are dropped (they would reach the seat
 between cells); logs, pid and core files are the lab's. Dropped as defence in depth (every proxy
-runs in :mod:`harness.sandbox` anyway): every helper program (``auth_param``,
+runs in :mod:`harness.runtimes.sandbox` anyway): every helper program (``auth_param``,
 ``external_acl_type``, ``url_rewrite_program``, ``*_program``, ``logfile_daemon``), ``include``,
 every quoted-file or ``parameters()`` argument (an ACL that reads a file becomes one that never
 matches, so the rules naming it still parse), other listeners (ICP, HTCP, SNMP) and anything else
@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,

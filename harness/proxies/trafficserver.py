@@ -84,7 +84,7 @@ class TrafficServerDriver(Driver):
     def extra_files(self, scenario: ScenarioView, ctx: RenderContext) -> dict[str, str]:
         import dataclasses
 
-        from harness._assets import asset_dir
+        from harness.assets import asset_dir
 
         values = self.fields(scenario, dataclasses.replace(ctx, backend=scenario.backend))
         labs = asset_dir("labs") / self.kind.value

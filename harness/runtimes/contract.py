@@ -34,7 +34,7 @@ SEAT_MODES = ("client_auth", "keepalive")
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """Run a proxy in the local sandbox (:mod:`harness.sandbox`) with these lab files: all
+    """Run a proxy in the local sandbox (:mod:`harness.runtimes.sandbox`) with these lab files: all
     mounted read-only; those in *keys* (private keys, key directories) handed to its uid."""
 
     read_only: tuple[str, ...] = ()

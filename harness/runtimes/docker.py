@@ -9,10 +9,10 @@ Each lab gets (all through the docker SDK, nothing published on the host, nothin
   the rendered configs and the job; it is filled once with ``put_archive`` and shared by the
   lab's containers;
 * the **seat** container at the fixed lab IP ``10.204.N.10`` with the network aliases
-  ``backend-api.internal`` and ``other-svc.internal`` (``python3 -m harness.seat``, driven over
+  ``backend-api.internal`` and ``other-svc.internal`` (``python3 -m harness.runtimes.seat``, driven over
   its control port). The ``ip-san`` identity names that IP, so the PKI is minted for it;
 * the **worker** container, the lab's client: it runs the cells one at a time against the seat,
-  exactly like the local runtime's namespace worker (:mod:`harness.runtimes._nsworker`), and
+  exactly like the local runtime's namespace worker (:mod:`harness.runtimes.nsworker`), and
   streams one JSON line per cell to the host;
 * the proxies, one process per variant, laid out as chosen below.
 
@@ -58,10 +58,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import _process, images, sandbox
+from harness import processes as _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver
+from harness.runtimes import images, sandbox
 from harness.runtimes.base import ConfigJob, EventReader, Held, Job, OnProxy, PreparedProxy, ScenarioJob
 from harness.runtimes.contract import CellEvent, CellSpec, HoldSpec, ProxyEvent, ProxySpec, WorkerJob, dump_job
 from harness.runtimes.contract import interleaved as contract_interleaved
@@ -72,7 +73,7 @@ from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME, ProxyKind
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
-#: The classroom attendee a lab runs for (set by the lab service, harness.hub.grader).
+#: The classroom attendee a lab runs for (set by the lab service, harness.course.hub.grader).
 LABEL_ATTENDEE = "trustlab.attendee"
 LABEL_ROLE = "trustlab.role"
 SUBNET_POOL = ipaddress.ip_network("10.204.0.0/16")
@@ -308,7 +309,7 @@ class Lab:
         self.containers: list[Any] = []
         self.subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
         self._lock = threading.Lock()
-        #: The sockets attached to each container's stdin (:mod:`harness.runtimes._tether`):
+        #: The sockets attached to each container's stdin (:mod:`harness.runtimes.tether`):
         #: held open while this process lives; closed by the kernel when it dies (SIGKILL too),
         #: and the containers stop by themselves.
         self._tethers: list[Any] = []
@@ -341,7 +342,7 @@ class Lab:
 
     def tether(self, ct: Any) -> None:
         """Hold *ct*'s stdin open from this process (before it starts): when this process ends,
-        however it ends, the container's :mod:`~harness.runtimes._tether` sees EOF and stops it."""
+        however it ends, the container's :mod:`~harness.runtimes.tether` sees EOF and stops it."""
         sock = self.c.api.attach_socket(ct.id, params={"stdin": 1, "stream": 1})
         with self._lock:
             self._tethers.append(sock)
@@ -399,7 +400,7 @@ class Lab:
     ) -> Any:
         """Create (not start) one container of this lab on its network with its volume, tied to
         this process (:meth:`tether`); *limits*: its memory and process limits, when not the
-        default ones (:data:`harness.sandbox.CONTAINER_OPTIONS`)."""
+        default ones (:data:`harness.runtimes.sandbox.CONTAINER_OPTIONS`)."""
         import docker.types
 
         endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
@@ -428,12 +429,12 @@ class Lab:
 
 
 #: The lab image's default command: the lab worker.
-WORKER_COMMAND = ["python3", "-m", "harness.runtimes._dockerworker", "/lab/job.json"]
+WORKER_COMMAND = ["python3", "-m", "harness.runtimes.dockerworker", "/lab/job.json"]
 
 
 def tethered(command: list[str]) -> list[str]:
-    """*command*, run under :mod:`harness.runtimes._tether` (it stops when its owner is gone)."""
-    return ["python3", "-m", "harness.runtimes._tether", *command]
+    """*command*, run under :mod:`harness.runtimes.tether` (it stops when its owner is gone)."""
+    return ["python3", "-m", "harness.runtimes.tether", *command]
 
 
 def sized(limits: LabLimits | None) -> dict[str, Any]:
@@ -449,7 +450,7 @@ def sized(limits: LabLimits | None) -> dict[str, Any]:
 
 
 def container_security(hardened: bool = True) -> dict[str, Any]:
-    """The docker SDK options that make every lab container a sandbox (:mod:`harness.sandbox`):
+    """The docker SDK options that make every lab container a sandbox (:mod:`harness.runtimes.sandbox`):
     a non-root user, no capability, ``no-new-privileges``, a read-only root file system with a
     small ``/tmp``, pids and memory limits, no core dumps. The lab volume is a docker volume,
     never a host directory, and the network is internal."""
@@ -883,7 +884,7 @@ class DockerRuntime:
             [
                 "python3",
                 "-m",
-                "harness.seat",
+                "harness.runtimes.seat",
                 "--pki",
                 str(IN_LAB / "pki"),
                 "--listen",
@@ -1103,7 +1104,7 @@ def lab_id(lab_dir: Path) -> str:
 
 def image_installation(kind: ProxyKind | str) -> Installation:
     """The lab image's copy of *kind*: its binary at the driver's image path. (Its version is what
-    the image's manifest records: :func:`harness.images.image_versions`.)"""
+    the image's manifest records: :func:`harness.runtimes.images.image_versions`.)"""
     drv = driver(kind)
     return Installation(drv.kind, version="", binary=drv.image_binary, source="image")
 

@@ -1,6 +1,6 @@
 """Limits for a lab as a whole (issue 26 item 5): one cgroup per lab worker, and what hit it.
 
-The sandbox's rlimits (:data:`harness.sandbox.LIMITS`) bound each proxy *process*; a config
+The sandbox's rlimits (:data:`harness.runtimes.sandbox.LIMITS`) bound each proxy *process*; a config
 that forks, or several proxies of one lab together, could still run hundreds of processes and
 take the host's memory. So each local lab worker (its namespace, its seat, every proxy it
 starts) runs in a cgroup of its own with
@@ -23,7 +23,7 @@ without them, and :func:`support` says so, and what that leaves open.
 
 Docker labs: the container is the cgroup: ``check``'s one container and a matrix lab's worker
 container (which runs every proxy) get :func:`for_proxies` as ``mem_limit``/``pids_limit``; the
-seat and per-variant proxy containers keep :data:`harness.sandbox.CONTAINER_OPTIONS`. The
+seat and per-variant proxy containers keep :data:`harness.runtimes.sandbox.CONTAINER_OPTIONS`. The
 worker inside reads the same counters there (:meth:`Watch.container`).
 
 The worker reports exhaustion as such (:class:`Watch`): a cell, a proxy's end or the lab's fatal

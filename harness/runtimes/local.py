@@ -2,7 +2,7 @@
 
 Each lab worker runs in its own network + mount + pid namespace (``unshare``): a loopback of
 its own carrying the lab IP, and a private hosts file bind-mounted over ``/etc/hosts`` inside
-that mount namespace only; every proxy process runs in the sandbox of :mod:`harness.sandbox`.
+that mount namespace only; every proxy process runs in the sandbox of :mod:`harness.runtimes.sandbox`.
 Nothing listens on a host interface and the host's files are never changed. As root the
 namespaces are created directly; otherwise inside a user namespace (``--map-root-user``) where
 the kernel allows it.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import _process
+from harness import processes as _process
 from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver, kinds
@@ -46,9 +46,9 @@ from harness.runtimes.contract import (
     interleaved,
 )
 from harness.runtimes.limits import LabCgroup, Watch
-from harness.sandbox import available as sandbox_tools
-from harness.sandbox import host_root as sandbox_host_root
-from harness.sandbox import worker_environment
+from harness.runtimes.sandbox import available as sandbox_tools
+from harness.runtimes.sandbox import host_root as sandbox_host_root
+from harness.runtimes.sandbox import worker_environment
 from harness.scenarios import Scenario
 from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME
 
@@ -128,7 +128,7 @@ def check_namespaces() -> str | None:
 class LocalRuntime:
     """Runs labs with the host's proxy binaries inside private namespaces.
 
-    Every proxy process runs in the sandbox of :mod:`harness.sandbox` (bubblewrap, its own uid,
+    Every proxy process runs in the sandbox of :mod:`harness.runtimes.sandbox` (bubblewrap, its own uid,
     no capabilities, a file-system view of ``/usr`` and its lab files only). *sandbox* False is
     the payload tests' and the benchmark's opt-out, never offered on the command line.
     """
@@ -405,7 +405,7 @@ class LocalRuntime:
 
     def _spawn(self, job: WorkerJob, err_path: Path) -> subprocess.Popen[bytes]:
         """Start a lab worker in namespaces of its own (and its own cgroup) and hand it *job*."""
-        from harness.runtimes._nsworker import die_with_parent
+        from harness.runtimes.nsworker import die_with_parent
 
         # One cgroup per lab worker (issue 26 item 5): the worker moves itself in before it
         # execs unshare, so its namespace, seat and every proxy are inside and bounded together.
@@ -507,7 +507,7 @@ def _worker_command() -> list[str]:
         "--kill-child",
         sys.executable,
         "-m",
-        "harness.runtimes._nsworker",
+        "harness.runtimes.nsworker",
     ]
 
 

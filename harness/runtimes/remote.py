@@ -11,7 +11,7 @@ containers, labelled with the attendee) and answers the results' JSON, which bec
 :class:`~harness.results.Results` a local run returns. Every refusal comes back as one line
 (:class:`~harness.errors.LabError`).
 
-The service's limits (:mod:`harness.hub.grader`): :data:`MAX_RUNS_PER_ATTENDEE` labs at once per
+The service's limits (:mod:`harness.course.hub.grader`): :data:`MAX_RUNS_PER_ATTENDEE` labs at once per
 attendee, :data:`MAX_CELLS` cells per request.
 """
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from harness.scenarios import Scenario
 
 NAME = "remote"
-#: Picks the notebooks' runtime (harness.notebook, the pytest plugin); the spawner sets it to NAME.
+#: Picks the notebooks' runtime (harness.course.notebook, the pytest plugin); the spawner sets it to NAME.
 RUNTIME_ENV = "TRUSTLAB_RUNTIME"
 #: The service's URL and the caller's token (the same as the grader's: it is one service).
 URL_ENV = "TRUSTLAB_GRADER_URL"

@@ -1,0 +1,353 @@
+"""The part of a docker lab that runs *inside* the lab network: the worker container.
+
+Started by :mod:`harness.runtimes.docker` as the lab image's default command,
+``python3 -m harness.runtimes.dockerworker /lab/job.json``, with the lab volume at ``/lab``
+(code, PKI, rendered configs, the job). Stdlib only: the image carries Debian's python3 and
+nothing else.
+
+It waits for the backend seat (its own container, reached over the seat's control port),
+starts the proxies it owns (``"command"`` in a proxy spec: one process per variant, in this
+container) or waits for the ones running in their own containers (``"exit_file"``: the proxy
+container writes its exit status there when the proxy refuses to start), then runs the cells
+one at a time with :func:`harness.runtimes.nsworker.run_cell`, exactly as the local runtime
+does, and writes one JSON line per event to stdout, which the host follows.
+
+A job with ``"mode": "prepared"`` (``trustlab check``, :meth:`DockerRuntime.run_prepared
+<harness.runtimes.docker.DockerRuntime.run_prepared>`) is a whole lab in this one container
+with no network: :func:`main_prepared` puts the lab addresses on its own loopback, writes its
+hosts file and runs the seats here, like the local runtime's namespace worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.runtimes import nsworker as _nsworker
+from harness.runtimes import sandbox
+from harness.runtimes.contract import (
+    CellSpec,
+    DoneEvent,
+    FatalEvent,
+    ProxyEvent,
+    ProxySpec,
+    WorkerJob,
+    batches,
+    early_keys,
+    load_job,
+)
+from harness.runtimes.limits import Watch
+from harness.runtimes.nsworker import Proxy, Seats, deadline_cell, emit, hold_seat, past, run_cell
+from harness.runtimes.sandbox import CONTAINER_USER
+from harness.runtimes.seat import Connection
+from harness.vocab import BACKEND_NAME
+
+
+class SeatClient:
+    """The seat's control port, with the same verbs as :class:`harness.runtimes.seat.Seat`."""
+
+    def __init__(self, host: str, port: int, *, deadline: float) -> None:
+        last: Exception | None = None
+        while time.perf_counter() < deadline:
+            try:
+                self._sock = socket.create_connection((host, port), timeout=10)
+                self._fh = self._sock.makefile("rwb")
+                if self._call("ping") == "pong":
+                    return
+            except OSError as exc:
+                last = exc
+                time.sleep(0.01)
+        raise OSError(f"the backend seat did not answer on {host}:{port} ({last})")
+
+    def _call(self, line: str) -> Any:
+        self._fh.write(line.encode() + b"\n")
+        self._fh.flush()
+        reply = json.loads(self._fh.readline())
+        if isinstance(reply, dict) and "error" in reply:
+            raise OSError(f"seat: {line!r}: {reply['error']}")
+        return reply
+
+    def present(
+        self,
+        identity: str,
+        *,
+        sni_routing: bool = False,
+        client_auth: bool = False,
+        keepalive: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        flags = [f for f, on in (("route", sni_routing), ("mtls", client_auth), ("keepalive", keepalive)) if on]
+        self._call(" ".join(["present", identity, *flags, *([f"backend={backend}"] if backend else [])]))
+
+    def mark(self) -> int:
+        return int(self._call("mark"))
+
+    def since(self, mark: int) -> list[Connection]:
+        return [Connection(**c) for c in self._call(f"since {mark}")]
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class ContainerProxy(Proxy):
+    """A proxy running in its own container; this worker only watches its files and port."""
+
+    def __init__(self, spec: ProxySpec) -> None:
+        super().__init__(spec)
+        assert spec.exit_file is not None
+        self.exit_file = Path(spec.exit_file)
+
+    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
+        self.started_at = time.perf_counter()
+        sandbox.create_log(self.log)
+
+    def wait_ready(self, deadline: float) -> ProxyEvent:
+        first = True  # asked at least once (see _nsworker.Proxy.wait_ready)
+        while first or time.perf_counter() < deadline:
+            first = False
+            if self.exit_file.exists():
+                text = self.output()
+                return ProxyEvent(self.key, False, message=self.driver.startup_message(text), output=text[-4000:])
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    pass
+            except OSError:
+                time.sleep(0.005)
+                continue
+            ready = self.driver.ready(self.host, self.port, self.output)  # see _nsworker.Proxy.wait_ready
+            if ready is True:
+                return ProxyEvent(self.key, True, start_s=time.perf_counter() - self.started_at)
+            if ready:
+                return ProxyEvent(self.key, False, message=ready, output=self.output()[-4000:])
+            time.sleep(0.005)
+        return ProxyEvent(
+            self.key,
+            False,
+            message=f"did not listen (or was not ready) on {self.host}:{self.port} within the timeout",
+            output=self.output()[-4000:],
+            timeout=True,
+        )
+
+    def stop(self) -> None:
+        pass  # the host removes its container
+
+
+def main(argv: list[str]) -> int:
+    job = load_job(Path(argv[1] if len(argv) > 1 else "/lab/job.json").read_text())
+    # The container is the lab's cgroup (its memory and pids limits): its counters say when the
+    # lab hit them.
+    _nsworker.WATCH = Watch.container()
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    if job.mode == "prepared":
+        return main_prepared(job)
+    proxies = [ContainerProxy(s) if s.exit_file else Proxy(s) for s in job.proxies]
+    seat: SeatClient | None = None
+    try:
+        deadline = time.perf_counter() + job.start_timeout
+        # nginx and HAProxy resolve the backend name when they start: wait until the seat's
+        # network alias is registered (the host starts this container and the seat's at once).
+        wait_for_name(BACKEND_NAME, deadline)
+        by_key = {p.key: p for p in proxies}
+        # Proxies ready only after a timer (Traffic Server) are a last batch started now.
+        early = early_keys(proxies)
+        groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
+        # A proxy that probes its backend as it starts (Driver.probes_at_start: Squid) starts once
+        # the seat answers: a refused probe left Squid's peer down until a probe a second after a
+        # request (that request, and the next, got 502 "found all 0 destinations"). The others
+        # start meanwhile, as the seat's container starts.
+        first = [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]
+        for p in first:
+            if not p.driver.probes_at_start:
+                p.start()
+        seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
+        for p in first:
+            if p.driver.probes_at_start:
+                p.start()
+        ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
+        for i, group in enumerate(groups):
+            # The next batch starts while this one's cells run (its start overlaps them).
+            for p in groups[i + 1] if i + 1 < len(groups) else []:
+                if not p.started_at:  # the early batch is running already
+                    p.start()
+            mine = {p.key for p in group}
+            run_cells(
+                seat,
+                group,
+                tuple(c for c in job.cells if c.key in mine),
+                job.start_timeout,
+                ends=ends,
+                job_deadline=job.deadline_s,
+            )
+            if len(groups) > 1:
+                stop_all(group)  # done with: its CPU and memory go to the next batches
+        hold = job.hold
+        if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
+            held_seat = seat
+            hold_seat(held_seat, hold, log=lambda: held_seat.since(0))
+        emit(DoneEvent())
+        while hold:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        emit(FatalEvent(str(exc)))
+        return 1
+    finally:
+        if seat:
+            seat.close()
+        stop_all(proxies)
+    return 0
+
+
+def run_cells(
+    seat: Any,
+    proxies: list[Proxy],
+    cells: tuple[CellSpec, ...],
+    start_timeout: float,
+    *,
+    ends: float | None = None,
+    job_deadline: float = 0,
+) -> None:
+    """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
+
+    Each proxy has *start_timeout* seconds from its own start to be ready (a deadline per proxy:
+    one shared by a lab of 150 proxies ran out under load before the last ones were asked).
+    Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
+    or how the proxy died) from the ``proxy`` event. Past *ends* (the job's deadline,
+    ``WorkerJob.deadline_s`` = *job_deadline* seconds after the worker started; ``None``: none) the
+    remaining cells are reported as ``error`` (deadline), not run.
+    """
+    ready = {}
+    for p in proxies:
+        ready[p.key] = p.wait_ready(p.started_at + start_timeout)
+        emit(ready[p.key])
+    by_key = {p.key: p for p in proxies}
+    for seq, cell in enumerate(cells):
+        if ready[cell.key].started:
+            emit(deadline_cell(cell, job_deadline) if past(ends) else run_cell(seat, by_key[cell.key], cell, seq))
+
+
+def main_prepared(job: WorkerJob) -> int:
+    """A prepared lab (``trustlab check``): seats, proxies and client all in this container.
+
+    The same steps as a local lab's namespace worker (:func:`harness.runtimes.nsworker.main`):
+    the lab addresses on this container's own loopback, the lab's hosts file, one seat per
+    upstream port on ``0.0.0.0``, one process per proxy config, the cells in order.
+    """
+    proxies = [Proxy(s) for s in job.proxies]
+    try:
+        for addr in dict.fromkeys([job.backend_ip, *job.addresses]):
+            if not addr.startswith("127.") and addr != "::1":
+                add_address(addr)
+        # The container's own hosts file (docker writes one per container); the host's is untouched.
+        Path("/etc/hosts").write_text(job.hosts)
+        if not job.unconfined:
+            drop_to_lab_user(Path("/lab"))
+        with Seats(job) as seat:
+            for p in proxies:
+                p.start()
+            ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
+            run_cells(seat, proxies, job.cells, job.start_timeout, ends=ends, job_deadline=job.deadline_s)
+            emit(DoneEvent())
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        emit(FatalEvent(str(exc)))
+        return 1
+    finally:
+        stop_all(proxies)
+    return 0
+
+
+def drop_to_lab_user(lab: Path) -> None:
+    """Give up root for good before any seat or proxy starts (a ``check`` config is untrusted).
+
+    Only the two steps above need root (the loopback addresses, the hosts file). The lab's files
+    become the lab user's, then this process takes that uid and gid: setuid from root to another
+    uid clears every capability, and ``no_new_privs`` keeps any exec from getting one back, so the
+    proxies run as the lab containers' user (:data:`harness.runtimes.sandbox.CONTAINER_USER`) with none.
+    Ports below 1024 stay bindable through the container's own
+    ``net.ipv4.ip_unprivileged_port_start`` (set where the container is created).
+    """
+    if os.geteuid() != 0:
+        return
+    uid, gid = (int(x) for x in CONTAINER_USER.split(":"))
+    for root, dirs, files in os.walk(lab):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+    os.lchown(lab, uid, gid)
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+def add_address(addr: str) -> None:
+    """``ip addr add ADDR dev lo`` over rtnetlink (the lab image carries no iproute2)."""
+    ip = ipaddress.ip_address(addr.strip("[]"))
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    packed = ip.packed
+
+    def attr(kind: int, payload: bytes) -> bytes:
+        size = 4 + len(payload)
+        return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+    # struct ifaddrmsg (family, prefix length, flags, scope, interface) + IFA_LOCAL + IFA_ADDRESS
+    body = struct.pack("=BBBBI", family, 8 * len(packed), 0, 0, socket.if_nametoindex("lo"))
+    body += attr(_IFA_LOCAL, packed) + attr(_IFA_ADDRESS, packed)
+    flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
+    message = struct.pack("=IHHII", 16 + len(body), _RTM_NEWADDR, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:  # NETLINK_ROUTE
+        nl.bind((0, 0))
+        nl.send(message)
+        reply = nl.recv(65536)
+    error = -struct.unpack_from("=i", reply, 16)[0]  # struct nlmsgerr after the reply's header
+    if error and error != errno.EEXIST:
+        raise OSError(error, f"cannot put the lab address {addr} on the loopback: {os.strerror(error)}")
+
+
+_RTM_NEWADDR = 20
+_PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+
+
+def wait_for_name(name: str, deadline: float) -> None:
+    while True:
+        try:
+            socket.getaddrinfo(name, None)
+            return
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise OSError(f"{name} does not resolve in the lab network (is the seat container up?)") from None
+            time.sleep(0.01)
+
+
+def stop_all(proxies: list[Proxy]) -> None:
+    """Terminate every proxy first, then wait: shutdowns overlap instead of queueing."""
+    for p in proxies:
+        if p.proc and p.proc.poll() is None:
+            p.proc.terminate()
+    for p in proxies:
+        p.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
