@@ -24,6 +24,7 @@ MODULES = "/usr/lib/apache2/modules"
 
 class ApacheDriver(Driver):
     kind = ProxyKind.APACHE
+    product = "Apache httpd"
     binary = "apache2"
     template = "httpd.conf.tmpl"
     config_name = "httpd.conf"

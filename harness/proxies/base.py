@@ -104,6 +104,8 @@ class Driver:
 
     kind: ProxyKind
     #: The executable's name (found on ``PATH``, in ``/usr/sbin``, or in the virtualenv's ``bin``).
+    #: The product's own name, as prose says it ("Apache httpd", "Traffic Server").
+    product: str
     binary: str
     template: str
     config_name: str
@@ -159,6 +161,9 @@ class Driver:
     check_hint: str = ""
     #: Tried in this order by :func:`harness.audit.guess_proxy` (most specific first).
     guess_order: int = 50
+    #: The kind whose config language this kind reads, when it is another's (a fork of it):
+    #: ``audit --proxy`` then accepts a config that the guess says is that kind's.
+    language: str = ""
 
     def looks_like(self, text: str) -> bool:
         """True when *text* looks like a config for this kind (``audit`` and ``check`` guesses)."""

@@ -41,6 +41,7 @@ _X509 = r"x509: (?:[^\"\\]|\\.)*"
 
 class CaddyDriver(Driver):
     kind = ProxyKind.CADDY
+    product = "Caddy"
     binary = "caddy"
     template = "Caddyfile.tmpl"
     config_name = "Caddyfile"

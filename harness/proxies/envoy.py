@@ -125,6 +125,7 @@ def _matcher(kind: str, value: str) -> dict[str, Any]:
 
 class EnvoyDriver(Driver):
     kind = ProxyKind.ENVOY
+    product = "Envoy"
     binary = "envoy"
     template = "envoy.yaml.tmpl"
     config_name = "envoy.yaml"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.pr
 
 class HAProxyDriver(Driver):
     kind = ProxyKind.HAPROXY
+    product = "HAProxy"
     binary = "haproxy"
     template = "haproxy.cfg.tmpl"
     config_name = "haproxy.cfg"

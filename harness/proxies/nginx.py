@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # no import back: scenarios asks the registry (see harness.pr
 
 class NginxDriver(Driver):
     kind = ProxyKind.NGINX
+    product = "nginx"
     binary = "nginx"
     template = "nginx.conf.tmpl"
     config_name = "nginx.conf"

@@ -50,6 +50,7 @@ _UNRESOLVED = re.compile(r"WARNING: (?:DNS lookup for|No IP address found for) '
 
 class SquidDriver(Driver):
     kind = ProxyKind.SQUID
+    product = "Squid"
     binary = "squid"
     template = "squid.conf.tmpl"
     config_name = "squid.conf"

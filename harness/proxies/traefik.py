@@ -95,6 +95,7 @@ def _throwaway_cert() -> tuple[str, str]:
 
 class TraefikDriver(Driver):
     kind = ProxyKind.TRAEFIK
+    product = "Traefik"
     binary = "traefik"
     template = "traefik.yml.tmpl"
     config_name = "traefik.yml"

@@ -36,6 +36,7 @@ RECORD_TYPES: dict[str, str] = {
 
 class TrafficServerDriver(Driver):
     kind = ProxyKind.TRAFFICSERVER
+    product = "Traffic Server"
     binary = "traffic_server"
     template = "records.config.tmpl"
     config_name = "records.config"

@@ -35,7 +35,7 @@ def pages(root: Path = ROOT) -> list[Path]:
 def static() -> dict[str, Any]:
     """What the repo itself says: no proxy is run."""
     from harness import scenarios
-    from harness.proxies import kinds
+    from harness.proxies import driver, kinds
     from harness.vocab import IDENTITY_IDS
 
     every = list(scenarios.builtin().values())
@@ -44,10 +44,16 @@ def static() -> dict[str, Any]:
         "scenarios": len(every),
         "cells": sum(len(IDENTITY_IDS) + len(s.optional_identities) for s in every),
         "kinds": len(kinds()),
+        "kinds_list": _prose([driver(k).product for k in kinds()]),
         "identities": len(IDENTITY_IDS),
         "challenges": len(challenges),
         "notebooks": len(list((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))),
     }
+
+
+def _prose(names: list[str]) -> str:
+    """``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
 
 
 def from_run(data: dict[str, Any]) -> dict[str, Any]:
