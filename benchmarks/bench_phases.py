@@ -8,7 +8,9 @@
 1. each kind's own matrix (its built-in scenarios on its default installation), then the default
    matrix of every kind; each run split into phases on the host's clock:
 
-   * **PKI**: minting the run's certificates (``LabPKI.mint``);
+   * **PKI**: minting the run's certificates (``LabPKI.mint``, which the runtime calls once per
+     lab: on docker a lab mints its PKI once its network gives the seat an address, so there it
+     falls inside **lab up** too);
    * **render**: writing every proxy config and the lab files (local runtime: ``prepare``);
    * **lab up**: from the runtime's start to its first event (workers, namespaces or containers,
      seats, proxies started);
