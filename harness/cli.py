@@ -102,13 +102,14 @@ def _check_writable(
 
 
 def _try_write(parent: Path, flag: str) -> None:
-    """Create and remove a file in *parent*, or say why *flag* cannot write there."""
+    """Create a file in *parent* and drop it, or say why *flag* cannot write there. The file has
+    no name (``O_TMPFILE``, where the file system has it; else it is unlinked as it is made), so
+    a Ctrl-C at any moment leaves nothing behind."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".trustlab-write-test.", dir=parent)
+        with tempfile.TemporaryFile(prefix=".trustlab-write-test.", dir=parent):
+            pass
     except OSError as exc:
         raise LabError(f"{flag}: cannot write to {_shown(str(parent))} ({exc.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _same_file(a: Path, b: Path) -> bool:
