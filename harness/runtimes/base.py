@@ -35,7 +35,7 @@ from harness.vocab import LOCAL_LAB_IP
 if TYPE_CHECKING:
     from harness.pki import LabPKI
     from harness.proxies.base import Installation
-    from harness.results import Results
+    from harness.results import Cell, Results
     from harness.scenarios import Scenario
 
 #: Called with each proxy's start event (``started``, ``message``, ``start_s``).
@@ -216,6 +216,29 @@ class EventReader:
                 return
 
 
+def refuse_unstarted(event: ProxyEvent) -> None:
+    """``on_proxy`` of a held lab: a proxy that did not start makes the lab no use."""
+    if not event.started:
+        raise LabError(f"the proxy refused to start: {event.message}")
+
+
+def event_of(cell: Cell) -> CellEvent:
+    """The cell event a :class:`~harness.results.Cell` was made from (its key: its scenario)."""
+    return CellEvent(
+        key=cell.scenario,
+        identity=cell.identity,
+        outcome=cell.outcome,
+        status=cell.status,
+        reason=cell.reason,
+        sni=cell.sni,
+        tls=cell.tls,
+        duration_s=cell.duration_s,
+        reuse=cell.reuse,
+        client_cert=cell.client_cert,
+        primed=cell.primed,
+    )
+
+
 def _digest(job: ConfigJob, lab_dir: Path, proxy: PreparedProxy) -> str:
     """*proxy*'s config as the job ran it, without the lab directory and the line naming the
     file it was adapted from: the same config adapted in another lab has the same digest."""
@@ -317,22 +340,7 @@ class FakeRuntime:
     @classmethod
     def from_results(cls, results: Results) -> FakeRuntime:
         """The runtime that answers each scenario cell of *results* as it was answered there."""
-        cells = {
-            f"{c.scenario} {c.identity}": CellEvent(
-                key=c.scenario,
-                identity=c.identity,
-                outcome=c.outcome,
-                status=c.status,
-                reason=c.reason,
-                sni=c.sni,
-                tls=c.tls,
-                duration_s=c.duration_s,
-                reuse=c.reuse,
-                client_cert=c.client_cert,
-                primed=c.primed,
-            )
-            for c in results.cells
-        }
+        cells = {f"{c.scenario} {c.identity}": event_of(c) for c in results.cells}
         return cls(cells, versions=results.meta.get("versions") or {})
 
     def preflight(self, kinds: set[str]) -> None:

@@ -63,7 +63,16 @@ from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver
 from harness.runtimes import images, sandbox
-from harness.runtimes.base import ConfigJob, EventReader, Held, Job, OnProxy, PreparedProxy, ScenarioJob
+from harness.runtimes.base import (
+    ConfigJob,
+    EventReader,
+    Held,
+    Job,
+    OnProxy,
+    PreparedProxy,
+    ScenarioJob,
+    refuse_unstarted,
+)
 from harness.runtimes.contract import CellEvent, CellSpec, HoldSpec, ProxyEvent, ProxySpec, WorkerJob, dump_job
 from harness.runtimes.contract import interleaved as contract_interleaved
 from harness.runtimes.limits import LabLimits, for_proxies
@@ -804,12 +813,8 @@ class DockerRuntime:
             hold = HoldSpec.of(scenario, job.hold, control=str(IN_LAB / "run" / "control.sock"))
             archive = self._archive(plans, [], lab_dir, pki, lab.seat_ip, hold=hold)
             worker = self._launch(lab, plans, archive, {})
-            started: list[ProxyEvent] = []
-            for _ in self._follow(worker, lambda key: (), started.append):
-                pass
-            if not started or not started[0].started:
-                message = started[0].message if started else "the lab worker stopped"
-                raise LabError(f"the proxy refused to start: {message}")
+            for _ in self._follow(worker, lambda key: (), refuse_unstarted):
+                pass  # to the worker's "done": its one proxy serves (a worker that dies raises)
             drv = driver(scenario.proxy)
             run_dir = Path(plans[0].run_dir)
             yield Held(

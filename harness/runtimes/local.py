@@ -33,12 +33,11 @@ from harness.errors import LabError, PrerequisiteError
 from harness.pki import BUNDLE_FILE, CA_FILE, LabPKI
 from harness.proxies import Installation, RenderContext, driver, kinds
 from harness.runtimes import limits
-from harness.runtimes.base import ConfigJob, EventReader, Held, Job, OnProxy, ScenarioJob
+from harness.runtimes.base import ConfigJob, EventReader, Held, Job, OnProxy, ScenarioJob, refuse_unstarted
 from harness.runtimes.contract import (
     CellEvent,
     CellSpec,
     HoldSpec,
-    ProxyEvent,
     ProxySpec,
     SandboxSpec,
     WorkerJob,
@@ -230,13 +229,11 @@ class LocalRuntime:
             config, log = plans[0].run_dir / drv.config_name, drv.error_log(plans[0].run_dir)
         worker = self._spawn(worker_job, lab_dir / "worker.err")
         try:
-            reader = EventReader(lambda key: (), _refused, where=self.name)
+            reader = EventReader(lambda key: (), refuse_unstarted, where=self.name)
             assert worker.stdout is not None
-            for line in worker.stdout:
-                list(reader.line(line))
-                if reader.done:
-                    break
-            else:
+            for _ in reader.stream(worker.stdout):
+                pass
+            if not reader.done:
                 raise _worker_failure(worker)
             yield Held(
                 config=str(config), log=str(log), control=control, socket=str(lab_dir / "proxy.sock"), wait=worker.wait
@@ -482,12 +479,6 @@ class LocalRuntime:
                         raise _worker_failure(proc)
                     continue
                 yield from readers[proc.pid].chunk(chunk)
-
-
-def _refused(event: ProxyEvent) -> None:
-    """A held lab's proxy that did not start: the lab is no use."""
-    if not event.started:
-        raise LabError(f"the proxy refused to start: {event.message}")
 
 
 def _worker_command() -> list[str]:

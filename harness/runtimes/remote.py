@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import LabError, PrerequisiteError
 from harness.results import Cell, Results
-from harness.runtimes.base import ConfigJob, Held, Job, OnProxy
+from harness.runtimes.base import ConfigJob, Held, Job, OnProxy, event_of
 from harness.runtimes.contract import CellEvent
 
 if TYPE_CHECKING:
@@ -150,19 +150,7 @@ class RemoteRuntime:
         for cell in results.cells:
             if cell.scenario not in kinds:
                 raise LabError(f"lab service: its answer names {cell.scenario}, which was not asked for")
-            yield CellEvent(
-                key=cell.scenario,
-                identity=cell.identity,
-                outcome=cell.outcome,
-                status=cell.status,
-                reason=cell.reason,
-                sni=cell.sni,
-                tls=cell.tls,
-                duration_s=cell.duration_s,
-                reuse=cell.reuse,
-                client_cert=cell.client_cert,
-                primed=cell.primed,
-            )
+            yield event_of(cell)
 
 
 def _builtin_only(scenarios: Iterable[Scenario]) -> None:
