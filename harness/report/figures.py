@@ -92,7 +92,7 @@ def _kinds(cells: list[dict[str, Any]], variant: str, identity: str, outcome: st
         for c in cells
         if c["scenario"] == f"{c['proxy']}/{variant}" and c["identity"] == identity and c["outcome"] == outcome
     )
-    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + (names[-1] if names else "none")
+    return _prose(names) or "none"
 
 
 #: The front page's excerpt: the three defaults people ship, and every kind's ``good``.
