@@ -281,18 +281,17 @@ class LocalRuntime:
     def _config_job(self, job: ConfigJob, lab_dir: Path, hold: HoldSpec | None = None) -> WorkerJob:
         """The worker's job for a config job (a held config lab, with *hold*); writes the lab's
         hosts file."""
-        pki_dir, addresses, seat_ports, backend_ip = job.pki_dir, job.addresses, job.seat_ports, job.backend_ip
-        proxies, cells = job.proxies, job.cells
-        (lab_dir / "hosts").write_text(prepared_hosts(dict(job.hosts), backend_ip))
+        pki_dir, seat_ports = job.pki_dir, job.seat_ports
+        (lab_dir / "hosts").write_text(prepared_hosts(dict(job.hosts), job.backend_ip))
         return WorkerJob(
             mode="prepared",
             pki_dir=str(pki_dir),
-            backend_ip=backend_ip,
+            backend_ip=job.backend_ip,
             seat_port=seat_ports[0] if seat_ports else BACKEND_PORT,
             seat_ports=tuple(dict.fromkeys(seat_ports or [BACKEND_PORT])),
             # "::" (dual stack) when an upstream is IPv6: the seat listens where it points.
-            seat_host="::" if any(":" in a for a in addresses) else "0.0.0.0",
-            addresses=tuple(addresses),
+            seat_host="::" if any(":" in a for a in job.addresses) else "0.0.0.0",
+            addresses=job.addresses,
             hosts_file=str(lab_dir / "hosts"),
             proxies=tuple(
                 self._spec(
@@ -313,10 +312,10 @@ class LocalRuntime:
                     own=[pki_dir / "ca-dir", pki_dir / "bundle-dir", lab_dir / "front"],
                     inst=p.inst,
                 )
-                for p in proxies
+                for p in job.proxies
             ),
-            cells=tuple(cells),
-            deadline_s=lab_deadline(len(cells)),
+            cells=job.cells,
+            deadline_s=lab_deadline(len(job.cells)),
             hold=hold,
         )
 
