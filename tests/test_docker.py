@@ -98,28 +98,36 @@ def test_meta_reports_the_image_versions(docker_matrix: runner.Results) -> None:
     assert all(versions[k] for k in ("nginx", "apache", "haproxy", "openssl"))
 
 
-def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str) -> None:
-    seen: dict[str, Any] = {}
+def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str, tmp_path: Path) -> None:
+    """A lab is one container, the worker, on an internal network at the lab's address with the
+    backend's names (its seat runs in it), publishing nothing; every object carries the lab's
+    label, keys inside are the lab user's alone, and all of it is gone afterwards. Seen on a
+    held lab, so the worker is still there to look into."""
+    from harness.pki import LabPKI
+    from harness.runtimes.base import ScenarioJob
 
-    def snapshot(event: object) -> None:
-        if not seen:
-            seen.update(_lab_of(os.getpid()) or {})
-            seat = next(ct for ct in seen["containers"] if _role(ct) == "seat")
-            cmd = ["stat", "-c", "%a %u %n", "/lab", "/lab/pki", "/lab/pki/identities/legit.key"]
-            seen["modes"] = images.client().containers.get(seat.id).exec_run(cmd).output.decode()
-
-    runner.run(scenarios.select(["nginx/good"]), runtime=docker_runtime, identities=("legit",), on_proxy=snapshot)
-    assert seen, "no labelled lab found while it ran"
-    [net] = seen["networks"]
+    (scenario,) = scenarios.select(["nginx/good"])
+    job = ScenarioJob(scenarios=(scenario,), identities=(), mint=lambda ip: LabPKI.mint(backend_ip=ip), hold="legit")
+    with dockerrt.DockerRuntime().hold(job, lab_dir=tmp_path) as held:
+        lab = _lab_of(os.getpid())
+        assert lab, "no labelled lab found while it ran"
+        [worker] = lab["containers"]
+        inspected = images.client().containers.get(worker.id)
+        cmd = ["stat", "-c", "%a %u %n", "/lab", "/lab/pki", "/lab/pki/identities/legit.key"]
+        modes = inspected.exec_run(cmd).output.decode()
+        [endpoint] = inspected.attrs["NetworkSettings"]["Networks"].values()
+        assert held.container == inspected.name
+    assert _role(worker) == "worker"
+    assert endpoint["IPAMConfig"]["IPv4Address"].endswith(".10")
+    assert {"backend-api.internal", "other-svc.internal"} <= set(endpoint["Aliases"])
+    [net] = lab["networks"]
     assert net.attrs["Internal"] is True
-    assert {_role(ct) for ct in seen["containers"]} == {"seat", "worker"}
-    for ct in seen["containers"]:
-        assert ct.attrs["Labels"][dockerrt.LABEL_LAB] == net.attrs["Labels"][dockerrt.LABEL_LAB]
-        assert not ct.attrs.get("Ports")  # nothing published on the host
-    assert len(seen["volumes"]) == 1
+    assert worker.attrs["Labels"][dockerrt.LABEL_LAB] == net.attrs["Labels"][dockerrt.LABEL_LAB]
+    assert not worker.attrs.get("Ports")  # nothing published on the host
+    assert len(lab["volumes"]) == 1
     # Keys are the lab user's alone inside the lab (every lab container runs as 10001, none as
     # root); the volume's root is root's and holds only the lab's own entries.
-    assert seen["modes"].split("\n")[:3] == [
+    assert modes.split("\n")[:3] == [
         "755 0 /lab",
         "700 10001 /lab/pki",
         "600 10001 /lab/pki/identities/legit.key",

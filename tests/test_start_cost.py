@@ -10,7 +10,9 @@ timed test.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,19 +147,19 @@ def _fake_docker_worker(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kinds: list[str], start_batch: int
 ) -> tuple[list[str], list[list[str]]]:
     """The docker worker's main on a job of *kinds*, with seat, proxies and cells faked: what it
-    started (the seat as "seat"), in order, and the proxies of each batch it ran cells for."""
+    started (the seat as "seat"), in order, and the proxies of each batch it ran (each batch is
+    stopped after its cells)."""
     from harness.runtimes import dockerworker as worker
-    from harness.runtimes.contract import WorkerJob, dump_job
+    from harness.runtimes import nsworker
+    from harness.runtimes.contract import ProxyEvent, WorkerJob, dump_job
 
     order: list[str] = []
     ran: list[list[str]] = []
 
-    class Seat:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            order.append("seat")
-
-        def close(self) -> None:
-            pass
+    @contextlib.contextmanager
+    def seat_of(job: WorkerJob, *, deadline: float) -> Iterator[object]:
+        order.append("seat")
+        yield object()
 
     class Proxy:
         def __init__(self, spec: ProxySpec) -> None:
@@ -167,37 +169,37 @@ def _fake_docker_worker(
             order.append(self.key)
             self.started_at = 1.0
 
-    for name, fake in (
-        ("SeatClient", Seat),
-        ("Proxy", Proxy),
-        ("wait_for_name", lambda *a: None),
-        ("run_cells", lambda seat, proxies, *a, **k: ran.append([p.key for p in proxies])),
-        ("stop_all", lambda proxies: None),
-        ("emit", lambda event: None),
+        def wait_ready(self, deadline: float) -> ProxyEvent:
+            return ProxyEvent(self.key, True)
+
+    for module, name, fake in (
+        (worker, "seat_of", seat_of),
+        (worker, "Proxy", Proxy),
+        (worker, "wait_for_name", lambda *a: None),
+        (worker, "stop_all", lambda proxies: None),
+        (worker, "emit", lambda event: None),
+        (nsworker, "stop_all", lambda group: ran.append([p.key for p in group])),
+        (nsworker, "emit", lambda event: None),
     ):
-        monkeypatch.setattr(worker, name, fake)
+        monkeypatch.setattr(module, name, fake)
     specs = tuple(
         ProxySpec(key=f"{kind}/{i}", kind=kind, listen_port=20000 + i, run_dir="/r", log="/r/l", config="/r/c")
         for i, kind in enumerate(kinds)
     )
     job = tmp_path / "job.json"
-    job.write_text(
-        dump_job(WorkerJob(proxies=specs, cells=(), seat_host="seat", seat_control_port=9000, start_batch=start_batch))
-    )
+    job.write_text(dump_job(WorkerJob(proxies=specs, cells=(), start_batch=start_batch)))
     assert worker.main(["worker", str(job)]) == 0
     return order, ran
 
 
 def test_docker_worker_starts_squid_once_the_seat_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Squid probes its peer once as it starts; refused (the seat's container not listening yet),
-    the peer stays down, and the next requests get 502 ``found all 0 destinations`` until a
-    probe a second later (issue 27: a docker cell in error in small batches). The worker starts
-    Squid once the seat answers (as in a local lab, where the seat starts first)."""
+    """Squid probes its peer once as it starts; refused (the seat not listening yet), the peer
+    stays down, and the next requests get 502 ``found all 0 destinations`` until a probe a
+    second later (issue 27: a docker cell in error in small batches). The docker worker's seat
+    answers before any proxy starts (as in a local lab, where the seat starts first)."""
     order, ran = _fake_docker_worker(monkeypatch, tmp_path, ["squid", "nginx", "squid", "nginx"], start_batch=3)
-    # nginx (no start-up probe) starts while the seat's container starts; Squid once it answers.
-    assert order == ["nginx/1", "seat", "squid/0", "squid/2", "nginx/3"]
+    assert order == ["seat", "squid/0", "nginx/1", "squid/2", "nginx/3"]
     assert ran == [["squid/0", "nginx/1", "squid/2"], ["nginx/3"]]
-    assert driver("squid").probes_at_start and not driver("nginx").probes_at_start
 
 
 def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
@@ -210,7 +212,7 @@ def test_a_proxy_ready_after_a_timer_starts_with_the_first_batch_and_runs_last(
     order, ran = _fake_docker_worker(
         monkeypatch, tmp_path, ["nginx", "nginx", "trafficserver", "nginx", "nginx"], start_batch=2
     )
-    assert order == ["nginx/0", "nginx/1", "trafficserver/2", "seat", "nginx/3", "nginx/4"]
+    assert order == ["seat", "nginx/0", "nginx/1", "trafficserver/2", "nginx/3", "nginx/4"]
     assert ran == [["nginx/0", "nginx/1"], ["nginx/3", "nginx/4"], ["trafficserver/2"]]
 
 

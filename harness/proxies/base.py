@@ -137,9 +137,6 @@ class Driver:
     #: proxies with the lab's first batch and run their cells last (:func:`harness.runtimes.
     #: contract.batches`): the wait overlaps the other proxies' cells instead of adding to them.
     ready_delay_s: float = 0.0
-    #: Whether the proxy connects to its backend as it starts (Squid probes each cache_peer): a
-    #: lab starts it only once the seat answers (:mod:`harness.runtimes.dockerworker`).
-    probes_at_start: bool = False
 
     # -- scenarios -----------------------------------------------------------------------
     #: The ``[directives]`` keys a scenario may set: the ones that decide backend trust, plus

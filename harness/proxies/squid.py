@@ -63,9 +63,6 @@ class SquidDriver(Driver):
     image_binary = "/usr/sbin/squid"
     image_package = "squid-openssl"
     start_order = 3
-    # Squid probes each peer as it starts; a refused probe leaves the peer down (no destination)
-    # until a later probe, at most one a second and only when a request finds it down.
-    probes_at_start = True
     directives = (
         "tls",
         "tls-cafile",

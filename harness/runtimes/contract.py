@@ -146,8 +146,10 @@ class HoldSpec:
 class WorkerJob:
     """What a lab worker is handed.
 
-    ``mode`` ``matrix``: rendered scenarios (one seat at ``backend_ip:seat_port`` in a local
-    namespace; the seat's own container, reached at ``seat_host:seat_control_port``, on docker).
+    ``mode`` ``matrix``: rendered scenarios (one seat at ``backend_ip:seat_port``, in the
+    worker: a local namespace, or the docker lab's worker container at the lab's address; the
+    docker ``per-variant`` layout's seat is its own container, reached at
+    ``seat_host:seat_control_port``).
     ``prepared``: ``trustlab check``'s one-namespace (or one-container) lab, one seat per port in
     ``seat_ports`` bound to ``seat_host``, ``addresses`` put on the loopback.
     """
@@ -160,7 +162,7 @@ class WorkerJob:
     seat_port: int = BACKEND_PORT
     seat_ports: tuple[int, ...] = ()
     seat_host: str = "0.0.0.0"
-    #: Docker matrix labs: the seat container's control port.
+    #: Docker ``per-variant`` labs: the seat container's control port (0: the seat runs in the worker).
     seat_control_port: int = 0
     addresses: tuple[str, ...] = ()
     #: The lab's hosts file: its path (local: bind-mounted over /etc/hosts), or its text (docker

@@ -8,13 +8,14 @@ Each lab gets (all through the docker SDK, nothing published on the host, nothin
 * a **volume** holding the harness code, the lab's PKI (keys 0600 in 0700 directories, root only),
   the rendered configs and the job; it is filled once with ``put_archive`` and shared by the
   lab's containers;
-* the **seat** container at the fixed lab IP ``10.204.N.10`` with the network aliases
-  ``backend-api.internal`` and ``other-svc.internal`` (``python3 -m harness.runtimes.seat``, driven over
-  its control port). The ``ip-san`` identity names that IP, so the PKI is minted for it;
-* the **worker** container, the lab's client: it runs the cells one at a time against the seat,
-  exactly like the local runtime's namespace worker (:mod:`harness.runtimes.nsworker`), and
-  streams one JSON line per cell to the host;
-* the proxies, one process per variant, laid out as chosen below.
+* the **worker** container at the fixed lab IP ``10.204.N.10`` with the network aliases
+  ``backend-api.internal`` and ``other-svc.internal``: it runs the backend seat in its own
+  process and the proxies (one process per variant), and runs the cells one at a time against
+  the seat, exactly like the local runtime's namespace worker (:mod:`harness.runtimes.nsworker`),
+  streaming one JSON line per cell to the host. The ``ip-san`` identity names that IP, so the
+  PKI is minted for it. A proxy's connection to the backend stays on that container's own
+  address (a seat in a container of its own, driven over a control port, cost the docker
+  matrix 1.84x the local one's time; in the worker, 1.35x).
 
 Every container, network and volume carries ``trustlab.lab=<lab id>`` and ``trustlab.owner=
 <host>:<pid>:<process start>``. Leaving the ``with`` block removes them (also on errors and
@@ -28,7 +29,7 @@ baseline is 127-173x slower than ``shared``):
 =================  ==================================================  ===================
 layout             what runs where                                     full matrix, median
 =================  ==================================================  ===================
-``shared``         seat + worker; all proxy processes in the worker     1.6-2.1 s
+``shared``         worker (seat and every proxy process in it)          1.6-2.1 s
 ``per-variant``    seat + worker + one container per proxy (25)         7.8-8.9 s
 naive baseline     a whole fresh lab (network, seat, proxy, worker)     ~265 s (1.05 s/cell,
                    for every cell                                       20 cells extrapolated)
@@ -882,8 +883,20 @@ class DockerRuntime:
         )
 
     def _launch(self, lab: Lab, plans: list[Plan], archive: bytes, timings: dict[str, float]) -> Any:
-        """Create and start the seat, the worker (and per-variant proxy containers)."""
+        """Create and start the lab's containers; return the worker.
+
+        ``shared``: one container, the worker, at the seat's address with the backend's names;
+        its seat runs in it (as a local lab's namespace worker's), so a cell's connections stay
+        on that container's own address. ``per-variant``: the seat's own container, one per
+        proxy, then the worker, which drives the seat over its control port."""
         t = time.perf_counter()
+        names = list(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(p.scenario.backend for p in plans)]))
+        if self.layout == "shared":
+            worker = lab.create("worker", None, ip=lab.seat_ip, aliases=names, limits=for_proxies(len(plans)))
+            worker.put_archive(str(IN_LAB), archive)
+            worker.start()
+            timings["worker_s"] = time.perf_counter() - t
+            return worker
         seat = lab.create(
             "seat",
             [
@@ -898,28 +911,18 @@ class DockerRuntime:
                 f"0.0.0.0:{CONTROL_PORT}",
             ],
             ip=lab.seat_ip,
-            aliases=list(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(p.scenario.backend for p in plans)])),
+            aliases=names,
         )
         seat.put_archive(str(IN_LAB), archive)
-        # The lab's own limits, sized to its proxies (as a local lab's cgroup), where they all
-        # run in the worker; the seat and proxies in their own containers keep the defaults.
-        worker = lab.create("worker", None, limits=for_proxies(len(plans)) if self.layout == "shared" else None)
-        if self.layout == "shared":
-            # The worker waits for the seat's name to resolve before it starts any proxy,
-            # so both containers can start at once.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                for fut in [pool.submit(seat.start), pool.submit(worker.start)]:
-                    fut.result()
-            timings["seat_and_worker_s"] = time.perf_counter() - t
-        else:
-            seat.start()  # first: a proxy resolves the seat's name when it starts
-            timings["seat_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            self._start_proxy_containers(lab, plans)
-            timings["proxy_containers_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            worker.start()
-            timings["worker_s"] = time.perf_counter() - t
+        seat.start()  # first: a proxy resolves the seat's name when it starts
+        timings["seat_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self._start_proxy_containers(lab, plans)
+        timings["proxy_containers_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        worker = lab.create("worker", None)
+        worker.start()
+        timings["worker_s"] = time.perf_counter() - t
         return worker
 
     # -- internals ---------------------------------------------------------------------
@@ -961,8 +964,10 @@ class DockerRuntime:
         for p in plans:
             self._render(tar, p, lab_dir, seat_ip)
         job = WorkerJob(
+            pki_dir=str(IN_LAB / "pki"),
+            backend_ip=seat_ip,
             seat_host=seat_ip,
-            seat_control_port=CONTROL_PORT,
+            seat_control_port=CONTROL_PORT if self.layout == "per-variant" else 0,
             start_timeout=30,
             start_batch=start_batch,
             proxies=tuple(self._spec(p) for p in plans),

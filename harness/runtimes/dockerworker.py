@@ -5,12 +5,14 @@ Started by :mod:`harness.runtimes.docker` as the lab image's default command,
 (code, PKI, rendered configs, the job). Stdlib only: the image carries Debian's python3 and
 nothing else.
 
-It waits for the backend seat (its own container, reached over the seat's control port),
+In the default (``shared``) layout this container holds the lab's address and the backend's
+names, and runs the backend seat in this process, as a local lab's namespace worker does; in
+the ``per-variant`` layout the seat is its own container, driven over its control port. It
 starts the proxies it owns (``"command"`` in a proxy spec: one process per variant, in this
 container) or waits for the ones running in their own containers (``"exit_file"``: the proxy
 container writes its exit status there when the proxy refuses to start), then runs the cells
-one at a time with :func:`harness.runtimes.nsworker.run_cell`, exactly as the local runtime
-does, and writes one JSON line per event to stdout, which the host follows.
+with :func:`harness.runtimes.nsworker.run_batches`, the local runtime's own loop, and writes one
+JSON line per event to stdout, which the host follows.
 
 A job with ``"mode": "prepared"`` (``trustlab check``, :meth:`DockerRuntime.run_prepared
 <harness.runtimes.docker.DockerRuntime.run_prepared>`) is a whole lab in this one container
@@ -20,6 +22,7 @@ hosts file and runs the seats here, like the local runtime's namespace worker.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import json
@@ -35,19 +38,9 @@ from typing import Any
 
 from harness.runtimes import nsworker as _nsworker
 from harness.runtimes import sandbox
-from harness.runtimes.contract import (
-    CellSpec,
-    DoneEvent,
-    FatalEvent,
-    ProxyEvent,
-    ProxySpec,
-    WorkerJob,
-    batches,
-    early_keys,
-    load_job,
-)
+from harness.runtimes.contract import DoneEvent, FatalEvent, ProxyEvent, ProxySpec, WorkerJob, load_job
 from harness.runtimes.limits import Watch
-from harness.runtimes.nsworker import Proxy, Seats, deadline_cell, emit, hold_seat, past, run_cell
+from harness.runtimes.nsworker import Proxy, Seats, emit, hold_seat, run_batches, stop_all
 from harness.runtimes.sandbox import CONTAINER_USER
 from harness.runtimes.seat import Connection
 from harness.vocab import BACKEND_NAME
@@ -94,6 +87,10 @@ class SeatClient:
 
     def since(self, mark: int) -> list[Connection]:
         return [Connection(**c) for c in self._call(f"since {mark}")]
+
+    def log(self) -> list[Connection]:
+        """Every connection since the seat started (a held lab's ``log``)."""
+        return self.since(0)
 
     def close(self) -> None:
         self._sock.close()
@@ -154,91 +151,40 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     if job.mode == "prepared":
         return main_prepared(job)
+    started = time.perf_counter()
     proxies = [ContainerProxy(s) if s.exit_file else Proxy(s) for s in job.proxies]
-    seat: SeatClient | None = None
     try:
-        deadline = time.perf_counter() + job.start_timeout
-        # nginx and HAProxy resolve the backend name when they start: wait until the seat's
-        # network alias is registered (the host starts this container and the seat's at once).
-        wait_for_name(BACKEND_NAME, deadline)
-        by_key = {p.key: p for p in proxies}
-        # Proxies ready only after a timer (Traffic Server) are a last batch started now.
-        early = early_keys(proxies)
-        groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
-        # A proxy that probes its backend as it starts (Driver.probes_at_start: Squid) starts once
-        # the seat answers: a refused probe left Squid's peer down until a probe a second after a
-        # request (that request, and the next, got 502 "found all 0 destinations"). The others
-        # start meanwhile, as the seat's container starts.
-        first = [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]
-        for p in first:
-            if not p.driver.probes_at_start:
-                p.start()
-        seat = SeatClient(job.seat_host, job.seat_control_port, deadline=deadline)
-        for p in first:
-            if p.driver.probes_at_start:
-                p.start()
-        ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
-        for i, group in enumerate(groups):
-            # The next batch starts while this one's cells run (its start overlaps them).
-            for p in groups[i + 1] if i + 1 < len(groups) else []:
-                if not p.started_at:  # the early batch is running already
-                    p.start()
-            mine = {p.key for p in group}
-            run_cells(
-                seat,
-                group,
-                tuple(c for c in job.cells if c.key in mine),
-                job.start_timeout,
-                ends=ends,
-                job_deadline=job.deadline_s,
-            )
-            if len(groups) > 1:
-                stop_all(group)  # done with: its CPU and memory go to the next batches
-        hold = job.hold
-        if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
-            held_seat = seat
-            hold_seat(held_seat, hold, log=lambda: held_seat.since(0))
-        emit(DoneEvent())
-        while hold:
-            time.sleep(3600)
+        # nginx and HAProxy resolve the backend name when they start: wait until the lab's
+        # network alias is registered (docker's DNS has it once this container's network is up).
+        wait_for_name(BACKEND_NAME, started + job.start_timeout)
+        with seat_of(job, deadline=started + job.start_timeout) as seat:
+            run_batches(job, proxies, seat, started=started, start=lambda p: p.start())
+            hold = job.hold
+            if hold:  # `trustlab up`: keep serving; the host stops this container with `trustlab down`
+                hold_seat(seat, hold, log=seat.log)
+            emit(DoneEvent())
+            while hold:
+                time.sleep(3600)
     except KeyboardInterrupt:
         return 130
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         emit(FatalEvent(str(exc)))
         return 1
     finally:
-        if seat:
-            seat.close()
         stop_all(proxies)
     return 0
 
 
-def run_cells(
-    seat: Any,
-    proxies: list[Proxy],
-    cells: tuple[CellSpec, ...],
-    start_timeout: float,
-    *,
-    ends: float | None = None,
-    job_deadline: float = 0,
-) -> None:
-    """Wait for each proxy (one ``proxy`` event each), then run and emit every cell in order.
-
-    Each proxy has *start_timeout* seconds from its own start to be ready (a deadline per proxy:
-    one shared by a lab of 150 proxies ran out under load before the last ones were asked).
-    Cells of a proxy that did not start are skipped: the runtime reports them (config-rejected,
-    or how the proxy died) from the ``proxy`` event. Past *ends* (the job's deadline,
-    ``WorkerJob.deadline_s`` = *job_deadline* seconds after the worker started; ``None``: none) the
-    remaining cells are reported as ``error`` (deadline), not run.
-    """
-    ready = {}
-    for p in proxies:
-        ready[p.key] = p.wait_ready(p.started_at + start_timeout)
-        emit(ready[p.key])
-    by_key = {p.key: p for p in proxies}
-    for seq, cell in enumerate(cells):
-        if ready[cell.key].started:
-            emit(deadline_cell(cell, job_deadline) if past(ends) else run_cell(seat, by_key[cell.key], cell, seq))
+def seat_of(job: WorkerJob, *, deadline: float) -> contextlib.AbstractContextManager[Any]:
+    """The lab's backend seat: in this process, at this container's own address (the ``shared``
+    layout: the worker holds the lab's address and names, as a local lab's namespace worker), or
+    the seat's own container, reached over its control port (``per-variant``: the proxies' own
+    containers reach it over the network). Either way it answers before any proxy starts:
+    Squid probes each peer as it starts, and a refused probe left the peer down (502 "found all
+    0 destinations") until a later probe, at most one a second."""
+    if job.seat_control_port:
+        return contextlib.closing(SeatClient(job.seat_host, job.seat_control_port, deadline=deadline))
+    return Seats(job)
 
 
 def main_prepared(job: WorkerJob) -> int:
@@ -258,10 +204,7 @@ def main_prepared(job: WorkerJob) -> int:
         if not job.unconfined:
             drop_to_lab_user(Path("/lab"))
         with Seats(job) as seat:
-            for p in proxies:
-                p.start()
-            ends = time.perf_counter() + job.deadline_s if job.deadline_s else None
-            run_cells(seat, proxies, job.cells, job.start_timeout, ends=ends, job_deadline=job.deadline_s)
+            run_batches(job, proxies, seat, started=time.perf_counter(), start=lambda p: p.start())
             emit(DoneEvent())
     except KeyboardInterrupt:
         return 130
@@ -336,17 +279,8 @@ def wait_for_name(name: str, deadline: float) -> None:
             return
         except OSError:
             if time.perf_counter() > deadline:
-                raise OSError(f"{name} does not resolve in the lab network (is the seat container up?)") from None
+                raise OSError(f"{name} does not resolve in the lab network (is the lab network up?)") from None
             time.sleep(0.01)
-
-
-def stop_all(proxies: list[Proxy]) -> None:
-    """Terminate every proxy first, then wait: shutdowns overlap instead of queueing."""
-    for p in proxies:
-        if p.proc and p.proc.poll() is None:
-            p.proc.terminate()
-    for p in proxies:
-        p.stop()
 
 
 if __name__ == "__main__":

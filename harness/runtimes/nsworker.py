@@ -194,6 +194,10 @@ class Seats:
     def since(self, marks: list[int]) -> list[Any]:
         return [c for seat, m in zip(self.seats, marks, strict=True) for c in seat.since(m)]
 
+    def log(self) -> list[Any]:
+        """Every connection since the seats started (a held lab's ``log``)."""
+        return self.since([0] * len(self.seats))
+
     def wait_settled(self, marks: list[int], *, timeout: float) -> list[Any]:
         until = time.perf_counter() + timeout
         return [
@@ -659,57 +663,15 @@ def main() -> int:
             lab = Path(job.hosts_file).parent
             etc_dir = str(sandbox.write_etc(Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))))
         with Seats(job) as seat:
-            by_key = {p.key: p for p in proxies}
-            # Started in batches (WorkerJob.start_batch; 0: all at once): the next batch starts while
-            # this one's cells run, and each batch stops after its cells.
-            # Proxies ready only after a timer (Traffic Server) are a last batch started now.
-            early = early_keys(proxies)
-            groups = [
-                [by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)
-            ]
-            for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
-                p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
-            ready: dict[str, ProxyEvent] = {}
-
-            def ensure_ready(p: Proxy) -> bool:
-                # Lazily: the first proxies' cells run while slower ones (Apache) still start.
-                # Each proxy has job.start_timeout from its own start (a deadline per proxy).
-                if p.key not in ready:
-                    ready[p.key] = p.wait_ready(p.started_at + job.start_timeout)
-                    emit(ready[p.key])
-                return ready[p.key].started
-
-            ends = started + job.deadline_s if job.deadline_s else None
-            for i, group in enumerate(groups):
-                if i + 1 < len(groups) and not past(ends):
-                    for p in groups[i + 1]:
-                        if p.proc is None:  # the early batch is running already
-                            p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
-                mine = {p.key for p in group}
-                for seq, cell in enumerate(job.cells):
-                    if cell.key not in mine:
-                        continue
-                    if past(ends):
-                        # Reported, not run. A proxy that refused to start has its cells reported by
-                        # the runtime already; one never asked is not asked now (its event would
-                        # make the runtime report its cells a second time).
-                        if cell.key not in ready or ready[cell.key].started:
-                            emit(deadline_cell(cell, job.deadline_s))
-                        continue
-                    if not ensure_ready(by_key[cell.key]):
-                        continue  # the runtime reports config-rejected cells itself
-                    emit(run_cell(seat, by_key[cell.key], cell, seq))
-                for p in group:
-                    if not past(ends):
-                        ensure_ready(p)
-                if len(groups) > 1:
-                    stop_all(group)  # done with: its CPU and memory go to the next batches
+            ready = run_batches(
+                job, proxies, seat, started=started, start=lambda p: p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
+            )
             hold = job.hold
             if hold:
                 for p in proxies:
                     if p.key in ready and ready[p.key].started:
                         relay(hold.socket_dir + ("/proxy.sock" if len(proxies) == 1 else f"/{p.port}.sock"), p.port)
-                hold_seat(seat, hold, log=lambda: seat.since([0] * len(seat.seats)))
+                hold_seat(seat, hold, log=seat.log)
             emit(DoneEvent())
             if hold:
                 stop.wait()
@@ -722,6 +684,60 @@ def main() -> int:
     finally:
         stop_all(proxies)
     return 0
+
+
+def run_batches(
+    job: WorkerJob, proxies: list[Proxy], seat: Any, *, started: float, start: Callable[[Proxy], None]
+) -> dict[str, ProxyEvent]:
+    """Start *proxies* in batches and run the job's cells against *seat*, emitting each proxy's
+    ``proxy`` event and each cell's event; returns the ``proxy`` events by key.
+
+    Batches of ``job.start_batch`` (0: all at once): the next batch starts while this one's cells
+    run, and each batch stops after its cells. Proxies ready only after a timer (Traffic Server)
+    are a last batch started first. Each proxy is waited for lazily, with ``job.start_timeout``
+    from its own start (a deadline per proxy): the first proxies' cells run while slower ones
+    (Apache) still start. Past the job's deadline (``started + job.deadline_s``) the remaining
+    cells are reported as ``error`` (deadline), not run.
+    """
+    by_key = {p.key: p for p in proxies}
+    early = early_keys(proxies)
+    groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
+    for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
+        start(p)
+    ready: dict[str, ProxyEvent] = {}
+
+    def ensure_ready(p: Proxy) -> bool:
+        if p.key not in ready:
+            ready[p.key] = p.wait_ready(p.started_at + job.start_timeout)
+            emit(ready[p.key])
+        return ready[p.key].started
+
+    ends = started + job.deadline_s if job.deadline_s else None
+    for i, group in enumerate(groups):
+        if i + 1 < len(groups) and not past(ends):
+            for p in groups[i + 1]:
+                if not p.started_at:  # the early batch is running already
+                    start(p)
+        mine = {p.key for p in group}
+        for seq, cell in enumerate(job.cells):
+            if cell.key not in mine:
+                continue
+            if past(ends):
+                # Reported, not run. A proxy that refused to start has its cells reported by
+                # the runtime already; one never asked is not asked now (its event would
+                # make the runtime report its cells a second time).
+                if cell.key not in ready or ready[cell.key].started:
+                    emit(deadline_cell(cell, job.deadline_s))
+                continue
+            if not ensure_ready(by_key[cell.key]):
+                continue  # the runtime reports config-rejected cells itself
+            emit(run_cell(seat, by_key[cell.key], cell, seq))
+        for p in group:
+            if not past(ends):
+                ensure_ready(p)
+        if len(groups) > 1:
+            stop_all(group)  # done with: its CPU and memory go to the next batches
+    return ready
 
 
 def stop_all(proxies: list[Proxy], *, grace: float = 0.05) -> None:
