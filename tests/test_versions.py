@@ -338,27 +338,38 @@ def test_an_installation_in_a_root_file_system_gets_that_userland(tmp_path: Path
     root = tmp_path / "trixie"
     (root / "usr" / "lib").mkdir(parents=True)
     (root / "etc" / "ssl").mkdir(parents=True)
-    (root / "etc" / "ld.so.cache").write_text("")
-    (root / "etc" / "ssl" / "openssl.cnf").write_text("")
+    (root / "etc" / "ld.so.cache").write_text("trixie's loader cache")
+    (root / "etc" / "ssl" / "openssl.cnf").write_text("trixie's openssl.cnf")
     (root / "lib").symlink_to("usr/lib")
+    etc_dir = sandbox.write_etc(tmp_path / "etc", ["", str(root)], ["/etc/trafficserver/body_factory"])
     argv = sandbox.command(
         ["/usr/sbin/nginx", "-v"],
         run_dir=str(tmp_path / "run"),
         hosts_file="/etc/hosts",
-        etc_dir=str(tmp_path),
+        etc_dir=str(etc_dir),
         uid=None,
         root=str(root),
     )
     pairs = list(zip(argv, argv[1:], argv[2:], strict=False))
     assert ("--ro-bind", str(root / "usr"), "/usr") in pairs
     assert ("--symlink", "usr/lib", "/lib") in pairs
-    assert ("--ro-bind", str(root / "etc" / "ld.so.cache"), "/etc/ld.so.cache") in pairs
-    assert ("--ro-bind", str(root / "etc" / "ssl" / "openssl.cnf"), "/etc/ssl/openssl.cnf") in pairs
+    # One /etc per root, bound whole: that root's loader cache and openssl.cnf, the lab's accounts.
+    mine = Path(sandbox.etc_of(str(etc_dir), str(root)))
+    assert ("--ro-bind", str(mine), "/etc") in pairs and ("--ro-bind", "/etc/hosts", "/etc/hosts") in pairs
+    assert (mine / "ld.so.cache").read_text() == "trixie's loader cache"
+    assert (mine / "ssl" / "openssl.cnf").read_text() == "trixie's openssl.cnf"
+    assert "www-data:x:33:" in (mine / "passwd").read_text()
+    assert (mine / "hosts").read_text() == ""  # where the lab's hosts file is bound
+    assert (mine / "trafficserver" / "body_factory").exists()  # where a driver's /etc path is bound
     assert ("--ro-bind", "/usr", "/usr") not in pairs
     host = sandbox.command(
-        ["x"], run_dir=str(tmp_path / "run"), hosts_file="/etc/hosts", etc_dir=str(tmp_path), uid=None
+        ["x"], run_dir=str(tmp_path / "run"), hosts_file="/etc/hosts", etc_dir=str(etc_dir), uid=None
     )
-    assert ("--ro-bind", "/usr", "/usr") in list(zip(host, host[1:], host[2:], strict=False))
+    host_pairs = list(zip(host, host[1:], host[2:], strict=False))
+    assert ("--ro-bind", "/usr", "/usr") in host_pairs
+    assert ("--ro-bind", sandbox.etc_of(str(etc_dir), ""), "/etc") in host_pairs
+    assert Path(sandbox.etc_of(str(etc_dir), ""), "ld.so.cache").read_bytes() == Path("/etc/ld.so.cache").read_bytes()
+    assert not any(p.name in ("shadow", "sudoers") for p in etc_dir.rglob("*"))
 
 
 @pytest.mark.integration

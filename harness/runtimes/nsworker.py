@@ -116,16 +116,17 @@ def setup_namespace(job: WorkerJob) -> None:
             continue  # already there (127.0.0.0/8 and ::1 come with lo)
         run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
     run("mount", "--bind", job.hosts_file, "/etc/hosts")
-    if job.run_tmpfs:
-        for spec in job.proxies:
-            bounded_run_dir(Path(spec.run_dir))
 
 
 def bounded_run_dir(run_dir: Path) -> None:
     """Make *run_dir* a tmpfs of :data:`~harness.runtimes.limits.RUN_DIR_BYTES` and
     :data:`~harness.runtimes.limits.RUN_DIR_FILES` files, holding what the host put there
     (config, extra files), in this mount namespace only: what a proxy writes is bounded (and
-    charged to the lab's memory limit), and gone with the lab."""
+    charged to the lab's memory limit), and gone with the lab.
+
+    Mounted as the proxy starts and unmounted as it stops (:meth:`Proxy.close`): bubblewrap reads
+    the mount table for each of its binds, and a worker that mounted every proxy's tmpfs up front
+    (about 80 a shard) made each proxy's start cost twice the CPU."""
     scratch = Path(tempfile.mkdtemp(prefix=".tmpfs-", dir=run_dir.parent))
     # mount(2) itself: a mount(8) process per call cost ~1 s a worker on the full matrix.
     _mount(
@@ -141,6 +142,7 @@ def bounded_run_dir(run_dir: Path) -> None:
 
 
 _MS_NOSUID, _MS_NODEV, _MS_MOVE = 0x2, 0x4, 0x2000  # <linux/mount.h>
+_MNT_DETACH = 0x2
 
 
 def _mount(what: str, target: Path, fstype: str, flags: int, data: str, *, source: Path | None = None) -> None:
@@ -236,9 +238,16 @@ class Proxy:
         self.stdout_path = self.run_dir / "stdout.log"
         #: The worker's own descriptor of the proxy's stdout (``None``: read it by path, safely).
         self.out_fd: int | None = None
+        #: Whether its run directory is a tmpfs this worker mounted (:func:`bounded_run_dir`).
+        self.bounded = False
 
-    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
+    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "", bounded: bool = False) -> None:
+        """Start the proxy; *bounded*: its run directory a tmpfs of its own first
+        (:func:`bounded_run_dir`), unmounted when it is closed."""
         self.started_at = time.perf_counter()
+        if bounded:
+            bounded_run_dir(self.run_dir)
+            self.bounded = True
         # The worker keeps its own descriptor of the proxy's stdout and reads it back through
         # that (pread), never by path: the proxy may replace the file with a link, a FIFO or a
         # device, and this worker is root.
@@ -395,6 +404,11 @@ class Proxy:
         if self.out_fd is not None:
             os.close(self.out_fd)
             self.out_fd = None
+        if self.bounded:
+            self.bounded = False
+            if _libc.umount2(str(self.run_dir).encode(), _MNT_DETACH) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"umount {self.run_dir}: {os.strerror(err)}")
 
 
 def _disk_full(path: Path) -> bool:
@@ -661,11 +675,16 @@ def main() -> int:
         etc_dir = ""
         if any(p.sandbox is not None for p in proxies):
             lab = Path(job.hosts_file).parent
-            etc_dir = str(sandbox.write_etc(Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))))
+            confined = [p for p in proxies if p.sandbox is not None]
+            mounts = [x for p in confined for x in p.sandbox.read_only if x.startswith("/etc/")]
+            where = Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))
+            etc_dir = str(sandbox.write_etc(where, [p.root for p in confined], mounts))
+
+        def start(p: Proxy) -> None:
+            p.start(hosts_file=job.hosts_file, etc_dir=etc_dir, bounded=job.run_tmpfs)
+
         with Seats(job) as seat:
-            ready = run_batches(
-                job, proxies, seat, started=started, start=lambda p: p.start(hosts_file=job.hosts_file, etc_dir=etc_dir)
-            )
+            ready = run_batches(job, proxies, seat, started=started, start=start)
             hold = job.hold
             if hold:
                 for p in proxies:

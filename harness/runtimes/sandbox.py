@@ -42,6 +42,7 @@ Stdlib only: the docker image's worker imports this module too.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import resource
 import secrets
@@ -221,22 +222,55 @@ def create_log(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644))
 
 
-def write_etc(directory: Path) -> Path:
-    """The lab's own ``passwd``, ``group`` and ``nsswitch.conf`` for sandboxed proxies.
+def write_etc(directory: Path, roots: Iterable[str] = ("",), mounts: Iterable[str] = ()) -> Path:
+    """The lab's own ``/etc`` for sandboxed proxies, one per root file system in *roots* ("" is the
+    host's), each bound whole as the proxy's ``/etc`` (:func:`etc_of`): ``passwd``, ``group`` and
+    ``nsswitch.conf`` with only the system accounts the proxies' own configs name (``User
+    www-data``, ``user nginx``), so a config that names them still parses, no host user and no
+    password hash anywhere; copies of that root's :data:`_HOST_ETC` files; an empty ``hosts``
+    where the lab's hosts file is bound, and an empty file or directory at each of *mounts* (paths
+    under ``/etc`` a proxy gets read-only: :meth:`~harness.proxies.base.Driver.sandbox_paths`),
+    where it is bound.
 
-    Only system accounts the proxies' own configs name (``User www-data``, ``user nginx``), so a
-    config that names them still parses; no host user, no password hash anywhere.
-    """
+    One bind instead of one per file: bubblewrap reads the mount table for every bind, and a
+    lab's mount table holds a tmpfs per running proxy."""
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     from harness.proxies import driver, kinds
 
     accounts = [a for k in kinds() for a in driver(k).accounts]
     users = list(dict([("root", 0), ("daemon", 1), ("www-data", 33), ("nobody", 65534), *accounts]).items())
-    (directory / "passwd").write_text("".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/usr/sbin/nologin\n" for n, u in users))
     groups = [*users, ("nogroup", 65534)]
-    (directory / "group").write_text("".join(f"{n}:x:{g}:\n" for n, g in dict(groups).items()))
-    (directory / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files\n")
+    files = {
+        "passwd": "".join(f"{n}:x:{u}:{u}:{n}:/nonexistent:/usr/sbin/nologin\n" for n, u in users),
+        "group": "".join(f"{n}:x:{g}:\n" for n, g in dict(groups).items()),
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+        "hosts": "",
+    }
+    for root in dict.fromkeys(roots):
+        etc = Path(etc_of(str(directory), root))
+        (etc / "ssl").mkdir(mode=0o755, parents=True, exist_ok=True)
+        for name, text in files.items():
+            (etc / name).write_text(text)
+        for name in _HOST_ETC:
+            source = Path(root or "/") / "etc" / name
+            if source.exists():
+                shutil.copyfile(source, etc / name)
+        for mount in mounts:
+            where = etc / Path(mount).relative_to("/etc")
+            if Path(mount).is_dir():
+                where.mkdir(parents=True, exist_ok=True)
+            else:
+                where.parent.mkdir(parents=True, exist_ok=True)
+                where.touch()
+        for path in etc.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        etc.chmod(0o755)
     return directory
+
+
+def etc_of(etc_dir: str, root: str) -> str:
+    """The ``/etc`` :func:`write_etc` made under *etc_dir* for the root file system *root*."""
+    return f"{etc_dir}/{'host' if not root else 'root-' + hashlib.sha256(root.encode()).hexdigest()[:12]}"
 
 
 def loader_command(root: str, binary: str) -> list[str]:
@@ -304,19 +338,13 @@ def command(
     # /tmp and /dev/shm (APR's shared memory: Apache's balancer slots) are its own, 16 MiB each.
     for tmp in ("/tmp", "/dev/shm"):
         bw += ["--perms", "1777", "--size", str(16 * _MiB), "--tmpfs", tmp]
-    bw += ["--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl"]
-    bw += ["--ro-bind", hosts_file, "/etc/hosts"]
-    for name in ("passwd", "group", "nsswitch.conf"):
-        bw += ["--ro-bind", f"{etc_dir}/{name}", f"/etc/{name}"]
-    for name in _HOST_ETC:
-        if (top / "etc" / name).exists():
-            bw += ["--ro-bind", str(top / "etc" / name), f"/etc/{name}"]
+    bw += ["--ro-bind", etc_of(etc_dir, root), "/etc", "--ro-bind", hosts_file, "/etc/hosts"]
     private = private or {}
     read_only = list(read_only)
-    made: set[str] = {"/tmp", "/etc", "/etc/ssl", "/usr"}
+    made: set[str] = {"/tmp", "/etc", "/usr"}
     for path in [run_dir, *read_only, *private]:
         for parent in _parents(path):
-            if parent not in made and not parent.startswith("/usr/"):
+            if parent not in made and not parent.startswith(("/usr/", "/etc/")):  # /etc: write_etc's
                 made.add(parent)
                 bw += ["--perms", "0755", "--dir", parent]
     bw += ["--bind", run_dir, run_dir]
