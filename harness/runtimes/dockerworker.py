@@ -135,9 +135,6 @@ class ContainerProxy(Proxy):
             timeout=True,
         )
 
-    def stop(self) -> None:
-        pass  # the host removes its container
-
 
 def main(argv: list[str]) -> int:
     job = load_job(Path(argv[1] if len(argv) > 1 else "/lab/job.json").read_text())

@@ -284,6 +284,9 @@ class Proxy:
             cwd=self.run_dir,
             env=None if self.unconfined else {**sandbox.environment(str(self.run_dir)), **self.env},
             preexec_fn=die_with_parent if self.unconfined else functools.partial(preexec, self.driver.rlimits),
+            # Its own process group: stopping the proxy stops what it forked too (a helper, a
+            # worker process), not only its main process.
+            start_new_session=True,
         )
         self.spawn_s = time.perf_counter() - self.started_at
 
@@ -391,14 +394,8 @@ class Proxy:
         return "\n".join(t for t in texts if t)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.close()
+        """Stop this proxy and what it forked (:func:`stop_all`)."""
+        stop_all([self])
 
     def close(self) -> None:
         if self.out_fd is not None:
@@ -759,6 +756,22 @@ def run_batches(
     return ready
 
 
+def _running(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether *proc* has not exited, without reaping it (its process group id stays its own)."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """*sig* to the process group *proc* leads (its own: ``start_new_session``)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone (or, for a moment, holds a process of another uid)
+
+
 def stop_all(proxies: list[Proxy], *, grace: float = 0.05) -> None:
     """Stop every proxy at once: SIGTERM to all, then SIGKILL whatever is left after *grace*.
 
@@ -766,14 +779,17 @@ def stop_all(proxies: list[Proxy], *, grace: float = 0.05) -> None:
     seconds (Apache -X lingers on SIGTERM)."""
     running = [p.proc for p in proxies if p.proc is not None and p.proc.poll() is None]
     for proc in running:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
     until = time.perf_counter() + grace
+    while time.perf_counter() < until and any(_running(proc) for proc in running):
+        time.sleep(0.002)
+    # Every group, whether its leader ended or not: what a proxy forked goes with it (a Squid
+    # helper left behind outlived its lab worker in a docker lab). No leader is reaped yet, so
+    # no group id can have been reused.
     for proc in running:
-        try:
-            proc.wait(timeout=max(0.0, until - time.perf_counter()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _signal_group(proc, signal.SIGKILL)
+    for proc in running:
+        proc.wait()
     for p in proxies:
         p.close()
 
