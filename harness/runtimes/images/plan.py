@@ -8,12 +8,15 @@ read it back for the docker runtime."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.assets import asset_dir
 from harness.errors import LabError, PrerequisiteError
@@ -185,16 +188,67 @@ def split_plan(plan: list[ImageEntry]) -> tuple[list[ImageEntry], list[ImageEntr
 
 
 def image_inputs(plan: list[ImageEntry]) -> str:
-    """What the image's copy depends on: each entry, and its binary's size and mtime."""
+    """What the image's copy depends on: each entry, and the digest of what it copies.
+
+    By content, not by size and mtime: two clones of the project on one daemon (a workshop
+    machine, CI beside a developer's tree) install the same wheels at different times, and an
+    mtime stamp made each rebuild, and retag, the image the other had built."""
     parts = []
-    for e in plan:
-        src = Path(e.copy_from) if e.copy_from else None
-        stamp = ""
-        if src is not None and src.exists():
-            st = src.stat()
-            stamp = f"{st.st_size}:{int(st.st_mtime)}"
-        parts.append(json.dumps({**e.record(), "to": e.copy_to, "stamp": stamp, "wrapper": e.wrapper}, sort_keys=True))
+    with _Digests(installed.cache_dir() / "digests.json") as digests:
+        for e in plan:
+            src = Path(e.copy_from) if e.copy_from else None
+            stamp = digests.of(src) if src is not None and src.exists() else ""
+            record = {**e.record(), "to": e.copy_to, "stamp": stamp, "wrapper": e.wrapper}
+            parts.append(json.dumps(record, sort_keys=True))
     return "\n".join(parts)
+
+
+class _Digests:
+    """sha256 of files and trees, remembered in *path* by each file's device, inode, size and
+    mtime (the binaries run to hundreds of MB: hashed once, then a stat each)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.known: dict[str, list[Any]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
+
+    def __enter__(self) -> _Digests:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.changed:
+            with contextlib.suppress(OSError):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+                tmp.write_text(json.dumps(self.known))
+                tmp.replace(self.path)
+
+    def of(self, src: Path) -> str:
+        if src.is_dir():
+            h = hashlib.sha256()
+            for path in sorted(src.rglob("*")):
+                rel = path.relative_to(src).as_posix()
+                if path.is_symlink():
+                    h.update(f"l {rel} {os.readlink(path)}\n".encode())
+                elif path.is_file():
+                    h.update(f"f {rel} {path.stat().st_mode & 0o777:o} {self._file(path)}\n".encode())
+            return f"tree:{h.hexdigest()}"
+        return f"file:{self._file(src)}"
+
+    def _file(self, path: Path) -> str:
+        st = path.stat()
+        key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+        seen = self.known.get(str(path))
+        if seen and seen[:4] == key:
+            return str(seen[4])
+        with path.open("rb") as fh:
+            value = hashlib.file_digest(fh, "sha256").hexdigest()
+        self.known[str(path)] = [*key, value]
+        self.changed = True
+        return value
 
 
 def write_image_context(plan: list[ImageEntry], path: Path, base: str, labels: dict[str, str]) -> int:
