@@ -9,6 +9,7 @@ Everything the hub started is removed at the end, and checked to be gone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -356,6 +357,46 @@ def test_serve_refuses_an_image_that_is_not_there(tmp_path: Path, docker_ready: 
     ):
         hub.serve(port=_free_port(), bind="127.0.0.1", image=images.LAB_IMAGE, state=tmp_path)
     assert not (tmp_path / "hub" / "hub.pid").exists()
+
+
+def test_serve_sweeps_a_killed_hubs_attendees_and_network_and_nothing_else(
+    tmp_path: Path, docker_ready: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub killed with its state deleted left its network and attendee containers: the next
+    ``serve`` removes them. A hub still running, another host's, and a network made before the
+    state label (nothing says whose) stay."""
+    c = images.client()
+    here = socket.gethostname()
+    live = tmp_path / "live"
+    monkeypatch.setattr(hub, "_hub_pids", lambda d: [1] if d == live else [])
+    cases = {
+        "gone": f"{here}:{tmp_path / 'deleted'}",
+        "live": f"{here}:{live}",
+        "other-host": f"not-{here}:{tmp_path / 'deleted'}",
+        "unlabelled": None,
+    }
+    made = {}
+    try:
+        for name, state in cases.items():
+            instance = f"sw{os.getpid() % 10000:04d}{name[:2]}"
+            labels = {hub.LABEL: instance, **({hub.LABEL_STATE: state} if state else {})}
+            net = c.networks.create(f"trustlab-hub-{instance}", internal=True, labels=labels)
+            ct = c.containers.create(images.LAB_IMAGE, ["true"], labels={hub.LABEL: instance}, network=net.name)
+            made[name] = (net, ct)
+        assert hub.sweep(c) == []  # all of them just made: a hub being served may be one
+        gone = hub.sweep(c, min_age=0)
+        left = {n.name for n in c.networks.list(filters={"label": hub.LABEL})}
+        assert made["gone"][0].name not in left and f"network {made['gone'][0].name}" in gone
+        assert made["gone"][1].name in gone
+        for name in ("live", "other-host", "unlabelled"):
+            assert made[name][0].name in left, name
+            assert c.containers.get(made[name][1].id)  # still there
+    finally:
+        for net, ct in made.values():
+            with contextlib.suppress(Exception):
+                ct.remove(force=True)
+            with contextlib.suppress(Exception):
+                net.remove()
 
 
 def test_stop_finds_a_hub_whose_pid_file_is_gone_and_stops_its_proxy_and_services(room: Room, tmp_path: Path) -> None:

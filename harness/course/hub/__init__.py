@@ -48,6 +48,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -65,6 +66,8 @@ from typing import Any
 from harness.errors import LabError, PrerequisiteError
 
 LABEL = "trustlab.hub"
+#: ``<host>:<state directory>`` of the hub a network serves (:func:`sweep`).
+LABEL_STATE = "trustlab.hub.state"
 DEFAULT_PORT = 8443
 DEFAULT_BIND = "0.0.0.0"
 INSTRUCTOR = "instructor"
@@ -259,9 +262,10 @@ def _client() -> Any:
     return images.client()
 
 
-def _network(c: Any, name: str, instance: str) -> tuple[Any, str]:
+def _network(c: Any, name: str, instance: str, directory: Path) -> tuple[Any, str]:
     """The attendees' network: internal (no way out but the gateway), no container-to-container
-    traffic (``enable_icc=false``: an attendee cannot reach another's server)."""
+    traffic (``enable_icc=false``: an attendee cannot reach another's server). Labelled with the
+    host and the state directory whose hub it serves (:func:`sweep`)."""
     import docker.errors
 
     try:
@@ -274,7 +278,7 @@ def _network(c: Any, name: str, instance: str) -> tuple[Any, str]:
             driver="bridge",
             internal=True,
             options={"com.docker.network.bridge.enable_icc": "false"},
-            labels={LABEL: instance},
+            labels={LABEL: instance, LABEL_STATE: f"{socket.gethostname()}:{directory.resolve()}"},
         )
     net.reload()
     configs = net.attrs.get("IPAM", {}).get("Config") or []
@@ -282,6 +286,42 @@ def _network(c: Any, name: str, instance: str) -> tuple[Any, str]:
     if not gateway:
         raise LabError(f"classroom serve: docker network {name} has no gateway address")
     return net, str(gateway)
+
+
+def sweep(c: Any, *, min_age: float = 120) -> list[str]:
+    """Remove what a hub of this host left on the daemon when it was killed and its state is gone
+    (its state directory deleted, or no hub running from it): its attendees' containers and its
+    network. Only networks labelled with this host's name and a state directory, made more than
+    *min_age* seconds ago (a hub being served has its network a moment before its process):
+    another host's hub on a shared daemon, or one that runs or is starting, is left alone."""
+    gone: list[str] = []
+    host = f"{socket.gethostname()}:"
+    for net in c.networks.list(filters={"label": LABEL}):
+        labels = net.attrs.get("Labels") or {}
+        where = labels.get(LABEL_STATE, "")
+        if not where.startswith(host) or _age(net.attrs.get("Created", "")) < min_age:
+            continue
+        if _hub_pids(Path(where[len(host) :])):
+            continue
+        for ct in c.containers.list(all=True, filters={"label": f"{LABEL}={labels[LABEL]}"}):
+            with contextlib.suppress(Exception):
+                ct.remove(force=True)
+                gone.append(ct.name)
+        with contextlib.suppress(Exception):
+            net.remove()
+            gone.append(f"network {net.name}")
+    return gone
+
+
+def _age(created: str) -> float:
+    """Seconds since a docker ``Created`` time (``2026-12-08T01:19:32.123456789Z``); 0 if unreadable."""
+    import datetime
+
+    try:
+        when = datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", created).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (datetime.datetime.now(datetime.UTC) - when).total_seconds()
 
 
 def _docker_call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -416,7 +456,8 @@ def serve(
     instance = instance_id(d)
     t0 = time.perf_counter()
     image_labs = _image_labs(c, image)
-    _, gateway = _network(c, f"trustlab-hub-{instance}", instance)
+    sweep(c)  # a killed hub's attendees and network, whose state is gone
+    _, gateway = _network(c, f"trustlab-hub-{instance}", instance, d)
     try:
         if cert is None or key is None:
             names = ["localhost", "127.0.0.1", socket.gethostname()]
