@@ -127,11 +127,7 @@ def test_lab_is_internal_labelled_and_publishes_nothing(docker_runtime: str, tmp
     assert len(lab["volumes"]) == 1
     # Keys are the lab user's alone inside the lab (every lab container runs as 10001, none as
     # root); the volume's root is root's and holds only the lab's own entries.
-    assert modes.split("\n")[:3] == [
-        "755 0 /lab",
-        "700 10001 /lab/pki",
-        "600 10001 /lab/pki/identities/legit.key",
-    ]
+    assert modes.split("\n")[:3] == ["755 0 /lab", "700 10001 /lab/pki", "600 10001 /lab/pki/identities/legit.key"]
     assert _lab_of(os.getpid()) is None  # and all of it is gone afterwards
 
 

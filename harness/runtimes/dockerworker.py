@@ -104,7 +104,7 @@ class ContainerProxy(Proxy):
         assert spec.exit_file is not None
         self.exit_file = Path(spec.exit_file)
 
-    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "") -> None:
+    def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "", bounded: bool = False) -> None:
         self.started_at = time.perf_counter()
         sandbox.create_log(self.log)
 

@@ -673,7 +673,7 @@ def main() -> int:
         if any(p.sandbox is not None for p in proxies):
             lab = Path(job.hosts_file).parent
             confined = [p for p in proxies if p.sandbox is not None]
-            mounts = [x for p in confined for x in p.sandbox.read_only if x.startswith("/etc/")]
+            mounts = [x for p in confined if p.sandbox for x in p.sandbox.read_only if x.startswith("/etc/")]
             where = Path(tempfile.mkdtemp(prefix="sandbox-etc-", dir=lab))
             etc_dir = str(sandbox.write_etc(where, [p.root for p in confined], mounts))
 
