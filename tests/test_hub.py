@@ -579,10 +579,13 @@ def _call(ct: str, route: str, body: Any = None, *, timeout: float = 300) -> sub
 
 
 def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(room: Room) -> None:
-    """A's run (a dozen scenarios, so it is still running while B looks): every lab object carries
-    A's name; B's `runs` does not list it and B's `stop` is refused and removes nothing; A's lists
-    it; A's second run is refused while the first runs (one lab at a time per attendee)."""
+    """A's run: every lab object carries A's name; B's `runs` does not list it and B's `stop` is
+    refused and removes nothing; A's lists it; A's second run is refused while the first runs (one
+    lab at a time per attendee). A's lab containers are paused while B looks (a lab of this size
+    ends in about a second now: the look raced its end), then resume and finish every cell."""
     import threading
+
+    import docker.errors
 
     from harness import scenarios
     from harness.runtimes.docker import LABEL_ATTENDEE, LABEL_LAB
@@ -594,15 +597,18 @@ def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(ro
     done: dict[str, subprocess.CompletedProcess] = {}
     runner = threading.Thread(target=lambda: done.setdefault("a", _call(ct_a, "run", {"scenarios": many})))
     runner.start()
+    held: list[Any] = []
     try:
         deadline = time.monotonic() + 120
-        mine: list[Any] = []
-        while not mine and time.monotonic() < deadline:
+        while not held and time.monotonic() < deadline:
             # The low-level list: one call, no inspect of a container that may end meanwhile.
-            mine = c.api.containers(filters={"label": f"{LABEL_ATTENDEE}={a}"})
-            time.sleep(0.2)
-        assert mine, "A's lab never appeared with A's label"
-        lab = mine[0]["Labels"][LABEL_LAB]
+            for ct in c.api.containers(filters={"label": f"{LABEL_ATTENDEE}={a}"}):
+                with contextlib.suppress(docker.errors.APIError):  # one that ended meanwhile
+                    c.api.pause(ct["Id"])
+                    held.append(ct)
+            time.sleep(0.02)
+        assert held, "A's lab never appeared with A's label"
+        lab = held[0]["Labels"][LABEL_LAB]
         # One lab at a time per attendee: A's second run is refused while the first runs.
         second = _call(ct_a, "run", {"scenarios": ["nginx/good"]})
         assert second.returncode == 2 and second.stdout.strip() == (
@@ -620,9 +626,13 @@ def test_an_attendees_lab_is_labelled_theirs_and_no_one_else_sees_or_stops_it(ro
         assert left, "B's stop removed A's lab"
         assert all(ct["Labels"].get(LABEL_ATTENDEE) == a for ct in left)
     finally:
+        for ct in held:
+            with contextlib.suppress(docker.errors.APIError):
+                c.api.unpause(ct["Id"])
         runner.join(600)
     out = _result(done["a"])
     assert {x["scenario"] for x in out["cells"]} == set(many)
+    assert not [x for x in out["cells"] if x["outcome"] == "error"], out["cells"]
     assert not c.containers.list(all=True, filters={"label": f"{LABEL_ATTENDEE}={a}"})
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REQUIRE_PROXIES
@@ -267,3 +269,73 @@ def test_local_worker_in_small_batches_gives_the_same_cells(
         assert sorted(seen) == sorted(s.id for s in chosen)
     assert _cells(runs[3]) == _cells(runs[0])
     assert not runs[3].mismatches and not [c for c in runs[3].cells if c.outcome.value == "error"]
+
+
+def _two_listeners(tmp_path: Path, delay: float) -> tuple[Any, int, int, int]:
+    """A Proxy whose process listens on one port at once and on a second *delay* seconds later
+    (a proxy binding its listeners one after another, slowed down); a third port never binds."""
+    import socket
+    import subprocess
+    import sys
+
+    from harness.runtimes.nsworker import Proxy
+
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    first, second, never = ports
+    script = (
+        "import socket, time\n"
+        f"a = socket.socket(); a.bind(('127.0.0.1', {first})); a.listen(8)\n"
+        f"time.sleep({delay})\n"
+        f"b = socket.socket(); b.bind(('127.0.0.1', {second})); b.listen(8)\n"
+        "time.sleep(30)\n"
+    )
+    proxy = Proxy(ProxySpec("k", "nginx", first, str(tmp_path), str(tmp_path / "error.log"), str(tmp_path / "c")))
+    proxy.proc = subprocess.Popen([sys.executable, "-c", script])
+    proxy.started_at = time.perf_counter()
+    return proxy, first, second, never
+
+
+def test_a_proxy_is_ready_once_every_port_its_cells_use_accepts(tmp_path: Path) -> None:
+    """A cell sent to a config's second listener the moment the first answered was refused
+    (nginx, ``listen 80`` and ``listen 443 ssl``, under load: a ``check`` cell in error): the
+    worker waits for every port its cells use. The control shows the race without it."""
+    import socket
+
+    from harness.runtimes import nsworker
+
+    def accepts(port: int) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    proxy, first, second, _ = _two_listeners(tmp_path, delay=0.5)
+    try:
+        assert proxy.wait_ready(time.perf_counter() + 10).started
+        assert accepts(first) and not accepts(second)  # the control: the second is not there yet
+    finally:
+        proxy.proc.kill()
+        proxy.proc.wait()
+    proxy, first, second, never = _two_listeners(tmp_path, delay=0.5)
+    proxy.ports = (first, second)
+    try:
+        assert proxy.wait_ready(time.perf_counter() + 10).started
+        assert accepts(second)
+    finally:
+        proxy.proc.kill()
+        proxy.proc.wait()
+    # A listener that never binds is its cell's to report: the wait is bounded, the proxy ready.
+    proxy, first, second, never = _two_listeners(tmp_path, delay=0.0)
+    proxy.ports = (first, never)
+    try:
+        t0 = time.perf_counter()
+        assert proxy.wait_ready(time.perf_counter() + 10).started
+        assert nsworker.OTHER_PORTS_S <= time.perf_counter() - t0 < nsworker.OTHER_PORTS_S + 2
+    finally:
+        proxy.proc.kill()
+        proxy.proc.wait()

@@ -240,6 +240,8 @@ class Proxy:
         self.out_fd: int | None = None
         #: Whether its run directory is a tmpfs this worker mounted (:func:`bounded_run_dir`).
         self.bounded = False
+        #: The other ports its cells are sent to (a ``check`` config's other listeners).
+        self.ports: tuple[int, ...] = ()
 
     def start(self, *, hosts_file: str = "/etc/hosts", etc_dir: str = "", bounded: bool = False) -> None:
         """Start the proxy; *bounded*: its run directory a tmpfs of its own first
@@ -290,6 +292,18 @@ class Proxy:
         )
         self.spawn_s = time.perf_counter() - self.started_at
 
+    def _await_other_ports(self, until: float) -> None:
+        """Wait (until *until* at most) for the other ports its cells use to accept: a proxy binds
+        its listeners one after another, and a cell sent to the second the moment the first
+        answered was refused (nginx with ``listen 80`` and ``listen 443 ssl``, under load: a
+        ``check`` cell in error once in a few CI runs). One that never binds is the cell's to
+        report."""
+        waiting = [port for port in self.ports if port != self.port]
+        while waiting and time.perf_counter() < until:
+            waiting = [port for port in waiting if not _accepts(self.host, port)]
+            if waiting:
+                time.sleep(0.002)
+
     def wait_ready(self, deadline: float) -> ProxyEvent:
         assert self.proc is not None
         # Readiness is checked lazily, after the cells of the proxies before it: on a loaded
@@ -313,6 +327,7 @@ class Proxy:
             # Listening is not always ready: Traefik applies its routers a moment later.
             ready = self.driver.ready(self.host, self.port, self.output)
             if ready is True:
+                self._await_other_ports(time.perf_counter() + OTHER_PORTS_S)
                 return ProxyEvent(
                     self.key,
                     True,
@@ -406,6 +421,18 @@ class Proxy:
             if _libc.umount2(str(self.run_dir).encode(), _MNT_DETACH) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"umount {self.run_dir}: {os.strerror(err)}")
+
+
+#: How long a ready proxy's other listeners get to accept before its cells run anyway.
+OTHER_PORTS_S = 2.0
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def _disk_full(path: Path) -> bool:
@@ -716,6 +743,8 @@ def run_batches(
     cells are reported as ``error`` (deadline), not run.
     """
     by_key = {p.key: p for p in proxies}
+    for p in proxies:
+        p.ports = tuple(sorted({c.port for c in job.cells if c.key == p.key and c.port is not None}))
     early = early_keys(proxies)
     groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
     for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
