@@ -79,7 +79,7 @@ from harness.runtimes.contract import interleaved as contract_interleaved
 from harness.runtimes.limits import LabLimits, for_proxies
 from harness.runtimes.local import lab_deadline, prepared_hosts
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME, ProxyKind
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
@@ -778,6 +778,9 @@ class DockerRuntime:
         # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
         plans = interleaved(self._plans(scenarios, job.installations))
         image = self.image_for(p.inst for p in plans)
+        if self.layout == "shared":
+            yield from self._run_solo(plans, job, lab_dir, image, on_proxy, timings, primary=primary)
+            return
         with self._lab(lid, image) as lab:
             timings["network_s"] = time.perf_counter() - t
             if primary:  # where the seat answers (Results.meta["backend_ip"]): the first lab's
@@ -788,6 +791,41 @@ class DockerRuntime:
                 random.Random(job.seed).shuffle(cells)
             archive = self._archive(plans, cells, lab_dir, pki, lab.seat_ip, start_batch=START_BATCH)
             worker = self._launch(lab, plans, archive, timings)
+            t = time.perf_counter()
+            yield from self._follow(worker, job.identities_of, on_proxy)
+            timings["cells_s"] = time.perf_counter() - t
+
+    def _run_solo(
+        self,
+        plans: list[Plan],
+        job: ScenarioJob,
+        lab_dir: Path,
+        image: str,
+        on_proxy: OnProxy | None,
+        timings: dict[str, float],
+        *,
+        primary: bool,
+    ) -> Iterator[CellEvent]:
+        """One lab in one container with no network (:class:`SoloLab`, as ``check``'s): the seat,
+        the proxies and the client on its own loopback, which carries the lab's address
+        (:data:`~harness.vocab.LOCAL_LAB_IP`, as a local lab's); the backend's names in its hosts
+        file. A lab on a docker network took 2-4 s to remove after a Squid served through it
+        (the daemon between the container's end and its network's release; 35 ms without one)."""
+        t = time.perf_counter()
+        ip = LOCAL_LAB_IP
+        if primary:
+            self.backend_ip = ip
+        pki = job.mint(ip)
+        cells = [(p, ident) for p in plans for ident in job.identities_of(p.scenario.id)]
+        if job.seed is not None:
+            random.Random(job.seed).shuffle(cells)
+        archive = self._archive(plans, cells, lab_dir, pki, ip, start_batch=START_BATCH, solo=True)
+        with SoloLab(self.client, lab_id(lab_dir), image=image, labels=self.labels) as lab, self._running(lab):
+            timings["network_s"] = 0.0
+            worker = lab.create_solo("worker", WORKER_COMMAND, limits=for_proxies(len(plans)))
+            worker.put_archive(str(IN_LAB), archive)
+            worker.start()
+            timings["worker_s"] = time.perf_counter() - t
             t = time.perf_counter()
             yield from self._follow(worker, job.identities_of, on_proxy)
             timings["cells_s"] = time.perf_counter() - t
@@ -945,9 +983,12 @@ class DockerRuntime:
         *,
         hold: HoldSpec | None = None,
         start_batch: int = 0,
+        solo: bool = False,
     ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700), all of it
-        the containers' unprivileged user's (the volume's root too)."""
+        the containers' unprivileged user's (the volume's root too). *solo*: a lab with no
+        network (:meth:`_run_solo`): the worker puts *seat_ip* on its loopback and writes the
+        hosts file (``prepared`` mode)."""
         pki_dir = pki.write_to(lab_dir / "pki")
         tar = _Tar(*(int(x) for x in sandbox.CONTAINER_USER.split(":")))
         tar.add_dir("run")  # what the worker creates at run time (the volume's root is root's)
@@ -963,7 +1004,11 @@ class DockerRuntime:
         tar.add_dir("proxies")
         for p in plans:
             self._render(tar, p, lab_dir, seat_ip)
+        names = " ".join(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(p.scenario.backend for p in plans)]))
         job = WorkerJob(
+            mode="prepared" if solo else "matrix",
+            hosts=f"127.0.0.1 localhost\n{seat_ip} {names}\n" if solo else "",
+            unconfined=solo and not self.sandbox,  # the payload tests' opt-out: the worker stays root
             pki_dir=str(IN_LAB / "pki"),
             backend_ip=seat_ip,
             seat_host=seat_ip,
