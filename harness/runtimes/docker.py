@@ -1,6 +1,20 @@
-"""The docker runtime: the lab image's nginx, apache2 and haproxy on a private docker network.
+"""The docker runtime: the lab image's proxies in hardened containers (all through the docker
+SDK, nothing published on the host, nothing pulled).
 
-Each lab gets (all through the docker SDK, nothing published on the host, nothing pulled):
+A **matrix lab** (and ``trustlab check``'s) is one container with no network at all
+(:class:`SoloLab`, ``network_mode="none"``): the worker puts the lab's address
+(:data:`~harness.vocab.LOCAL_LAB_IP`, the local runtime's) on the container's own loopback and
+the backend's names (``backend-api.internal``, ``other-svc.internal``, a scenario's own) in its
+hosts file, drops to the lab user, and then runs the backend seat in its own process, the
+proxies (one process per variant) and the cells one at a time, exactly like the local runtime's
+namespace worker (:mod:`harness.runtimes.nsworker`), streaming one JSON line per cell to the host.
+The ``ip-san`` identity names that address, so the PKI is minted for it. Measured on the default
+matrix (1558 cells, 2 cores): a seat in a container of its own, driven over a control port, made
+the docker matrix 1.84x the local one's time; the seat in the worker on a docker network, 1.35x,
+of which 2-4 s a lab went to its removal after a Squid served through it (the daemon, between
+the container's end and its network's release); with no network, 35 ms.
+
+A **held lab** (``trustlab up``) and the ``per-variant`` layout keep a docker network:
 
 * an **internal network** (``internal=True``: no egress, no route to or from the host's
   interfaces) on a free ``10.204.N.0/24``, chosen by inspecting the existing networks so two
@@ -8,14 +22,9 @@ Each lab gets (all through the docker SDK, nothing published on the host, nothin
 * a **volume** holding the harness code, the lab's PKI (keys 0600 in 0700 directories, root only),
   the rendered configs and the job; it is filled once with ``put_archive`` and shared by the
   lab's containers;
-* the **worker** container at the fixed lab IP ``10.204.N.10`` with the network aliases
-  ``backend-api.internal`` and ``other-svc.internal``: it runs the backend seat in its own
-  process and the proxies (one process per variant), and runs the cells one at a time against
-  the seat, exactly like the local runtime's namespace worker (:mod:`harness.runtimes.nsworker`),
-  streaming one JSON line per cell to the host. The ``ip-san`` identity names that IP, so the
-  PKI is minted for it. A proxy's connection to the backend stays on that container's own
-  address (a seat in a container of its own, driven over a control port, cost the docker
-  matrix 1.84x the local one's time; in the worker, 1.35x).
+* the **worker** container at the fixed lab IP ``10.204.N.10`` with the network aliases of the
+  backend's names, its seat in its own process (``per-variant``: the seat's own container at that
+  address, driven over its control port, and one container per proxy).
 
 Every container, network and volume carries ``trustlab.lab=<lab id>`` and ``trustlab.owner=
 <host>:<pid>:<process start>``. Leaving the ``with`` block removes them (also on errors and
