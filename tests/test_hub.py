@@ -367,12 +367,14 @@ def test_serve_sweeps_a_killed_hubs_attendees_and_network_and_nothing_else(
     state label (nothing says whose) stay."""
     c = images.client()
     here = socket.gethostname()
-    live = tmp_path / "live"
-    monkeypatch.setattr(hub, "_hub_pids", lambda d: [1] if d == live else [])
+    deleted = tmp_path / "deleted"
+    # Only this test's "deleted" state has no hub: every other (the room's, a hub another test
+    # serves) counts as running, so the sweep below cannot touch them.
+    monkeypatch.setattr(hub, "_hub_pids", lambda d: [] if d == deleted else [1])
     cases = {
-        "gone": f"{here}:{tmp_path / 'deleted'}",
-        "live": f"{here}:{live}",
-        "other-host": f"not-{here}:{tmp_path / 'deleted'}",
+        "gone": f"{here}:{deleted}",
+        "live": f"{here}:{tmp_path / 'live'}",
+        "other-host": f"not-{here}:{deleted}",
         "unlabelled": None,
     }
     made = {}
