@@ -1,24 +1,23 @@
-"""The part of a docker lab that runs *inside* it: the worker container.
+"""The part of a docker lab that runs *inside* the lab network: the worker container.
 
 Started by :mod:`harness.runtimes.docker` as the lab image's default command,
-``python3 -m harness.runtimes.dockerworker /lab/job.json``, with ``/lab`` holding the code, PKI,
-rendered configs and the job. Stdlib only: the image carries Debian's python3 and
+``python3 -m harness.runtimes.dockerworker /lab/job.json``, with the lab volume at ``/lab``
+(code, PKI, rendered configs, the job). Stdlib only: the image carries Debian's python3 and
 nothing else.
 
-A job with ``"mode": "prepared"`` (every matrix lab and ``trustlab check``'s: :meth:`DockerRuntime.run
-<harness.runtimes.docker.DockerRuntime.run>`) is a whole lab in this one container with no
-network: :func:`main_prepared` puts the lab addresses on its own loopback, writes its hosts file,
-drops to the lab user and runs the seats here, like the local runtime's namespace worker.
+In the default (``shared``) layout this container holds the lab's address and the backend's
+names, and runs the backend seat in this process, as a local lab's namespace worker does; in
+the ``per-variant`` layout the seat is its own container, driven over its control port. It
+starts the proxies it owns (``"command"`` in a proxy spec: one process per variant, in this
+container) or waits for the ones running in their own containers (``"exit_file"``: the proxy
+container writes its exit status there when the proxy refuses to start), then runs the cells
+with :func:`harness.runtimes.nsworker.run_batches`, the local runtime's own loop, and writes one
+JSON line per event to stdout, which the host follows.
 
-A ``matrix`` job (a held lab, ``trustlab up``; the ``per-variant`` layout) runs on the lab's docker
-network: this container holds the lab's address and the backend's names and runs the seat in this
-process (``per-variant``: the seat is its own container, driven over its control port). It starts
-the proxies it owns (``"command"`` in a proxy spec: one process per variant, in this container) or
-waits for the ones running in their own containers (``"exit_file"``: the proxy container writes
-its exit status there when the proxy refuses to start).
-
-Either way the cells run with :func:`harness.runtimes.nsworker.run_batches`, the local runtime's
-own loop, and each event is one JSON line on stdout, which the host follows.
+A job with ``"mode": "prepared"`` (``trustlab check``, :meth:`DockerRuntime.run_prepared
+<harness.runtimes.docker.DockerRuntime.run_prepared>`) is a whole lab in this one container
+with no network: :func:`main_prepared` puts the lab addresses on its own loopback, writes its
+hosts file and runs the seats here, like the local runtime's namespace worker.
 """
 
 from __future__ import annotations
@@ -186,13 +185,11 @@ def seat_of(job: WorkerJob, *, deadline: float) -> contextlib.AbstractContextMan
 
 
 def main_prepared(job: WorkerJob) -> int:
-    """A prepared lab (a matrix lab, ``trustlab check``): seats, proxies and client all in this
-    container.
+    """A prepared lab (``trustlab check``): seats, proxies and client all in this container.
 
     The same steps as a local lab's namespace worker (:func:`harness.runtimes.nsworker.main`):
-    the lab addresses on this container's own loopback, the lab's hosts file, the seats (one per
-    upstream port on ``0.0.0.0`` for ``check``; one at the lab's address for a matrix), one
-    process per proxy, the cells in batches.
+    the lab addresses on this container's own loopback, the lab's hosts file, one seat per
+    upstream port on ``0.0.0.0``, one process per proxy config, the cells in order.
     """
     proxies = [Proxy(s) for s in job.proxies]
     try:
