@@ -88,7 +88,7 @@ from harness.runtimes.contract import interleaved as contract_interleaved
 from harness.runtimes.limits import LabLimits, for_proxies
 from harness.runtimes.local import lab_deadline, prepared_hosts
 from harness.scenarios import Scenario
-from harness.vocab import BACKEND_NAME, BACKEND_PORT, LOCAL_LAB_IP, SIBLING_NAME, ProxyKind
+from harness.vocab import BACKEND_NAME, BACKEND_PORT, SIBLING_NAME, ProxyKind
 
 LABEL_LAB = "trustlab.lab"
 LABEL_OWNER = "trustlab.owner"
@@ -98,6 +98,9 @@ LABEL_ROLE = "trustlab.role"
 SUBNET_POOL = ipaddress.ip_network("10.204.0.0/16")
 SEAT_HOST = 10
 CONTROL_PORT = 9000
+#: A lab with no network (:class:`Lab` ``network=False``): its address, on each container's own
+#: loopback (every 127/8 address is there already: no capability needed to put it there).
+QUIET_LAB_IP = "127.0.0.10"
 FIRST_PORT = 20000
 LAYOUTS = ("shared", "per-variant")
 DEFAULT_LAYOUT = "shared"
@@ -314,9 +317,13 @@ class Lab:
         hardened: bool = True,
         image: str | None = None,
         labels: dict[str, str] | None = None,
+        network: bool = True,
     ) -> None:
         self.c = c
         self.id = lab_id
+        #: False: its containers have no network at all (``network_mode="none"``); the lab's
+        #: address is :data:`QUIET_LAB_IP` on each one's loopback, its names in its hosts file.
+        self.networked = network
         #: The image its containers run (:meth:`DockerRuntime.image_for`; default: the lab image).
         self.image = image or images.lab_image()
         #: False only in the payload tests, to show what a payload does in a default container.
@@ -336,7 +343,7 @@ class Lab:
     def __enter__(self) -> Lab:
         try:
             down(all_labs=False, client=self.c)  # sweep labs whose owner died
-            self.network = self._create_network()
+            self.network = self._create_network() if self.networked else None
             self.volume = self.c.volumes.create(name=f"{self.id}-lab", labels=self.labels)
         except BaseException:
             self.close()
@@ -368,6 +375,8 @@ class Lab:
 
     @property
     def seat_ip(self) -> str:
+        if not self.networked:
+            return QUIET_LAB_IP
         assert self.subnet is not None
         return str(self.subnet.network_address + SEAT_HOST)
 
@@ -422,7 +431,15 @@ class Lab:
         default ones (:data:`harness.runtimes.sandbox.CONTAINER_OPTIONS`)."""
         import docker.types
 
-        endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
+        if self.networked:
+            endpoint = self.c.api.create_endpoint_config(ipv4_address=ip, aliases=aliases)
+            net: dict[str, Any] = {
+                "hostname": role,
+                "network": self.network.name,
+                "networking_config": {self.network.name: endpoint},
+            }
+        else:  # the names in its hosts file, for the address its worker's seat holds on its loopback
+            net = {"hostname": role, "network_mode": "none", "extra_hosts": {a: ip for a in aliases or ()}}
         ct = self.c.containers.create(
             self.image,
             tethered(command or WORKER_COMMAND),
@@ -430,10 +447,8 @@ class Lab:
             # closes when the attached owner goes (nothing else of "attached" applies to create).
             stdin_open=True,
             name=f"{self.id}-{role}",
-            hostname=role,
             labels={**self.labels, LABEL_ROLE: role},
-            network=self.network.name,
-            networking_config={self.network.name: endpoint},
+            **net,
             # no_copy: the volume's root is not a copy of the image's /lab (root's, 0700); what
             # the lab user needs is in the archive, owned by it (see DockerRuntime._archive).
             mounts=[docker.types.Mount(str(IN_LAB), self.volume.name, type="volume", no_copy=True)],
@@ -787,10 +802,9 @@ class DockerRuntime:
         # Kinds interleaved: each batch of START_BATCH proxies mixes fast and slow starters.
         plans = interleaved(self._plans(scenarios, job.installations))
         image = self.image_for(p.inst for p in plans)
-        if self.layout == "shared":
-            yield from self._run_solo(plans, job, lab_dir, image, on_proxy, timings, primary=primary)
-            return
-        with self._lab(lid, image) as lab:
+        # The shared layout's lab has no network (a lab on a docker network took 2-4 s to remove
+        # after a Squid served through it; 35 ms without one); per-variant containers need one.
+        with self._lab(lid, image, network=self.layout != "shared") as lab:
             timings["network_s"] = time.perf_counter() - t
             if primary:  # where the seat answers (Results.meta["backend_ip"]): the first lab's
                 self.backend_ip = lab.seat_ip
@@ -804,44 +818,9 @@ class DockerRuntime:
             yield from self._follow(worker, job.identities_of, on_proxy)
             timings["cells_s"] = time.perf_counter() - t
 
-    def _run_solo(
-        self,
-        plans: list[Plan],
-        job: ScenarioJob,
-        lab_dir: Path,
-        image: str,
-        on_proxy: OnProxy | None,
-        timings: dict[str, float],
-        *,
-        primary: bool,
-    ) -> Iterator[CellEvent]:
-        """One lab in one container with no network (:class:`SoloLab`, as ``check``'s): the seat,
-        the proxies and the client on its own loopback, which carries the lab's address
-        (:data:`~harness.vocab.LOCAL_LAB_IP`, as a local lab's); the backend's names in its hosts
-        file. A lab on a docker network took 2-4 s to remove after a Squid served through it
-        (the daemon between the container's end and its network's release; 35 ms without one)."""
-        t = time.perf_counter()
-        ip = LOCAL_LAB_IP
-        if primary:
-            self.backend_ip = ip
-        pki = job.mint(ip)
-        cells = [(p, ident) for p in plans for ident in job.identities_of(p.scenario.id)]
-        if job.seed is not None:
-            random.Random(job.seed).shuffle(cells)
-        archive = self._archive(plans, cells, lab_dir, pki, ip, start_batch=START_BATCH, solo=True)
-        with SoloLab(self.client, lab_id(lab_dir), image=image, labels=self.labels) as lab, self._running(lab):
-            timings["network_s"] = 0.0
-            worker = lab.create_solo("worker", WORKER_COMMAND, limits=for_proxies(len(plans)))
-            worker.put_archive(str(IN_LAB), archive)
-            worker.start()
-            timings["worker_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            yield from self._follow(worker, job.identities_of, on_proxy)
-            timings["cells_s"] = time.perf_counter() - t
-
     @contextlib.contextmanager
-    def _lab(self, lab_id: str, image: str) -> Iterator[Lab]:
-        lab = Lab(self.client, lab_id, hardened=self.sandbox, image=image, labels=self.labels)
+    def _lab(self, lab_id: str, image: str, *, network: bool = True) -> Iterator[Lab]:
+        lab = Lab(self.client, lab_id, hardened=self.sandbox, image=image, labels=self.labels, network=network)
         with lab, self._running(lab):
             yield lab
 
@@ -992,12 +971,9 @@ class DockerRuntime:
         *,
         hold: HoldSpec | None = None,
         start_batch: int = 0,
-        solo: bool = False,
     ) -> bytes:
         """Everything the containers need under /lab, as a tar (keys 0600, dirs 0700), all of it
-        the containers' unprivileged user's (the volume's root too). *solo*: a lab with no
-        network (:meth:`_run_solo`): the worker puts *seat_ip* on its loopback and writes the
-        hosts file (``prepared`` mode)."""
+        the containers' unprivileged user's (the volume's root too)."""
         pki_dir = pki.write_to(lab_dir / "pki")
         tar = _Tar(*(int(x) for x in sandbox.CONTAINER_USER.split(":")))
         tar.add_dir("run")  # what the worker creates at run time (the volume's root is root's)
@@ -1013,11 +989,7 @@ class DockerRuntime:
         tar.add_dir("proxies")
         for p in plans:
             self._render(tar, p, lab_dir, seat_ip)
-        names = " ".join(dict.fromkeys([BACKEND_NAME, SIBLING_NAME, *(p.scenario.backend for p in plans)]))
         job = WorkerJob(
-            mode="prepared" if solo else "matrix",
-            hosts=f"127.0.0.1 localhost\n{seat_ip} {names}\n" if solo else "",
-            unconfined=solo and not self.sandbox,  # the payload tests' opt-out: the worker stays root
             pki_dir=str(IN_LAB / "pki"),
             backend_ip=seat_ip,
             seat_host=seat_ip,
