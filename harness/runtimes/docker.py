@@ -1,18 +1,19 @@
 """The docker runtime: the lab image's proxies in hardened containers (all through the docker
 SDK, nothing published on the host, nothing pulled).
 
-A **matrix lab** (and ``trustlab check``'s) is one container with no network at all
-(:class:`SoloLab`, ``network_mode="none"``): the worker puts the lab's address
-(:data:`~harness.vocab.LOCAL_LAB_IP`, the local runtime's) on the container's own loopback and
-the backend's names (``backend-api.internal``, ``other-svc.internal``, a scenario's own) in its
-hosts file, drops to the lab user, and then runs the backend seat in its own process, the
-proxies (one process per variant) and the cells one at a time, exactly like the local runtime's
-namespace worker (:mod:`harness.runtimes.nsworker`), streaming one JSON line per cell to the host.
-The ``ip-san`` identity names that address, so the PKI is minted for it. Measured on the default
-matrix (1558 cells, 2 cores): a seat in a container of its own, driven over a control port, made
-the docker matrix 1.84x the local one's time; the seat in the worker on a docker network, 1.35x,
-of which 2-4 s a lab went to its removal after a Squid served through it (the daemon, between
-the container's end and its network's release); with no network, 35 ms.
+A **matrix lab** is one hardened container with **no network** (``network_mode="none"``): its
+address is :data:`QUIET_LAB_IP` (``127.0.0.10``, on its own loopback already: no capability needed)
+and the backend's names (``backend-api.internal``, ``other-svc.internal``, a scenario's own) point
+there in its hosts file (``extra_hosts``). Its worker runs the backend seat in its own process,
+the proxies (one process per variant) and the cells one at a time, exactly like the local
+runtime's namespace worker (:mod:`harness.runtimes.nsworker`), streaming one JSON line per cell
+to the host; the ``ip-san`` identity names that address, so the PKI is minted for it. Measured on
+the default matrix (1558 cells, 2 cores): a seat in a container of its own, driven over a control
+port, made the docker matrix 1.84x the local one's time; the seat in the worker on a docker
+network, 1.35x, of which 2-4 s a lab went to its removal after a Squid served through it (the
+daemon, between the container's end and its network's release); with no network, 38 ms and
+1.11x. ``trustlab check``'s lab has no network either (:class:`SoloLab`: any address a config
+names goes on its loopback, which needs root for a moment).
 
 A **held lab** (``trustlab up``) and the ``per-variant`` layout keep a docker network:
 

@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
     proxies = [ContainerProxy(s) if s.exit_file else Proxy(s) for s in job.proxies]
     try:
         # nginx and HAProxy resolve the backend name when they start: wait until the lab's
-        # network alias is registered (docker's DNS has it once this container's network is up).
+        # name resolves (its hosts file, or docker's DNS once this container's network is up).
         wait_for_name(BACKEND_NAME, started + job.start_timeout)
         with seat_of(job, deadline=started + job.start_timeout) as seat:
             run_batches(job, proxies, seat, started=started, start=lambda p: p.start())
