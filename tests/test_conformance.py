@@ -326,8 +326,8 @@ def test_the_probe_knows_a_case_identity_only_when_it_was_presented() -> None:
 
 @pytest.mark.docker
 def test_docker_runtime_gives_the_same_verdicts(docker_ready: str) -> None:
-    """The seat's address is known only once the lab network exists: the cases naming it (the
-    iPAddress SANs) are issued again for it, and the verdicts are the local runtime's."""
+    """The seat's address is the docker lab's (127.0.0.10), not the local one's: the cases naming
+    it (the iPAddress SANs) are issued for it, and the verdicts are the local runtime's."""
     wanted = ["san-nul-byte", "ip-peer-ip-in-dns-san", "partial-chain-served"]
     report = cf.run(cf.select(wanted), cf.KINDS, runtime=docker_ready)
     assert report["meta"]["runtime"] == "docker" and report["meta"]["backend_ip"] != "10.203.0.10"
