@@ -116,6 +116,18 @@ def setup_namespace(job: WorkerJob) -> None:
             continue  # already there (127.0.0.0/8 and ::1 come with lo)
         run("ip", "addr", "add", f"{addr}/{128 if ':' in addr else 32}", "dev", "lo")
     run("mount", "--bind", job.hosts_file, "/etc/hosts")
+    if job.run_tmpfs:
+        # Where each proxy's run-dir tmpfs is made before it moves into place: a tmpfs of this
+        # namespace's own, so nothing of it is written into the lab directory the host removes
+        # (a worker still starting proxies as the host removed the lab left a directory behind).
+        global _SCRATCH
+        _SCRATCH = Path(job.hosts_file).parent / ".scratch"
+        _SCRATCH.mkdir(mode=0o700, exist_ok=True)
+        _mount("trustlab-scratch", _SCRATCH, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64k,mode=0700")
+
+
+#: The namespace's own tmpfs where run-dir tmpfs mounts are made (:func:`setup_namespace`).
+_SCRATCH: Path | None = None
 
 
 def bounded_run_dir(run_dir: Path) -> None:
@@ -127,7 +139,7 @@ def bounded_run_dir(run_dir: Path) -> None:
     Mounted as the proxy starts and unmounted as it stops (:meth:`Proxy.close`): bubblewrap reads
     the mount table for each of its binds, and a worker that mounted every proxy's tmpfs up front
     (about 80 a shard) made each proxy's start cost twice the CPU."""
-    scratch = Path(tempfile.mkdtemp(prefix=".tmpfs-", dir=run_dir.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=".tmpfs-", dir=_SCRATCH or run_dir.parent))
     # mount(2) itself: a mount(8) process per call cost ~1 s a worker on the full matrix.
     _mount(
         "trustlab-run",
