@@ -134,20 +134,7 @@ _TOP_KEYS = (
     "request",
     "grader",
 )
-_REQUIRED = (
-    "title",
-    "proxy",
-    "difficulty",
-    "level",
-    "minutes",
-    "story",
-    "goal",
-    "hints",
-    "explanation",
-    "lesson",
-    "backend",
-    "request",
-)
+_REQUIRED = tuple(k for k in _TOP_KEYS if k not in ("config", "files", "grader"))
 _LESSON_KEYS = ("text", "sources")
 _BACKEND_KEYS = ("name", "port", "address", "ca_file")
 _REQUEST_KEYS = ("host", "path")

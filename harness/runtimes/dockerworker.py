@@ -33,6 +33,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,8 @@ def main(argv: list[str]) -> int:
         return main_prepared(job)
     started = time.perf_counter()
     proxies = [ContainerProxy(s) if s.exit_file else Proxy(s) for s in job.proxies]
-    try:
+
+    def lab() -> None:
         # nginx and HAProxy resolve the backend name when they start: wait until the lab's
         # name resolves (its hosts file, or docker's DNS once this container's network is up).
         wait_for_name(BACKEND_NAME, started + job.start_timeout)
@@ -162,6 +164,15 @@ def main(argv: list[str]) -> int:
             emit(DoneEvent())
             while hold:
                 time.sleep(3600)
+
+    return run_lab(lab, proxies)
+
+
+def run_lab(lab: Callable[[], None], proxies: list[Proxy]) -> int:
+    """Run *lab*; the worker's exit status (130 on an interrupt, 1 after a fatal event), its
+    proxies stopped whatever happened."""
+    try:
+        lab()
     except KeyboardInterrupt:
         return 130
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
@@ -192,7 +203,8 @@ def main_prepared(job: WorkerJob) -> int:
     upstream port on ``0.0.0.0``, one process per proxy config, the cells in order.
     """
     proxies = [Proxy(s) for s in job.proxies]
-    try:
+
+    def lab() -> None:
         for addr in dict.fromkeys([job.backend_ip, *job.addresses]):
             if not addr.startswith("127.") and addr != "::1":
                 add_address(addr)
@@ -203,14 +215,8 @@ def main_prepared(job: WorkerJob) -> int:
         with Seats(job) as seat:
             run_batches(job, proxies, seat, started=time.perf_counter(), start=lambda p: p.start())
             emit(DoneEvent())
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        emit(FatalEvent(str(exc)))
-        return 1
-    finally:
-        stop_all(proxies)
-    return 0
+
+    return run_lab(lab, proxies)
 
 
 def drop_to_lab_user(lab: Path) -> None:

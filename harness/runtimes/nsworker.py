@@ -326,10 +326,7 @@ class Proxy:
                 text = self.output()
                 message, died = self.how_it_ended(text)
                 return ProxyEvent(self.key, False, message=message, output=text[-4000:], died=died)
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    pass
-            except OSError:
+            if not _accepts(self.host, self.port):
                 if time.perf_counter() >= deadline:
                     break
                 time.sleep(0.002)
@@ -755,8 +752,12 @@ def run_batches(
     cells are reported as ``error`` (deadline), not run.
     """
     by_key = {p.key: p for p in proxies}
+    ports: dict[str, set[int]] = {}
+    for c in job.cells:
+        if c.port is not None:
+            ports.setdefault(c.key, set()).add(c.port)
     for p in proxies:
-        p.ports = tuple(sorted({c.port for c in job.cells if c.key == p.key and c.port is not None}))
+        p.ports = tuple(sorted(ports.get(p.key, ())))
     early = early_keys(proxies)
     groups = [[by_key[k] for k in keys] for keys in batches([p.key for p in proxies], job.start_batch, early=early)]
     for p in [*groups[0], *(groups[-1] if early and len(groups) > 1 else [])]:
